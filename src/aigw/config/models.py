@@ -1,0 +1,110 @@
+"""Typed configuration. Unknown keys are rejected with their field path.
+
+Sections owned by later features (routing, cache, guardrails, limits, ...) are
+added here as their own small models; everything has a default so that an empty
+file (or none) starts an embedded gateway with the mock provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ProviderKind = Literal["openai", "azure", "anthropic", "openai_compatible", "mock"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Prices(Strict):
+    """USD per million tokens (and per request); overrides the shipped table."""
+
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    reasoning_per_mtok: float | None = Field(default=None, ge=0)
+    per_request: float | None = Field(default=None, ge=0)
+
+
+class MockOptions(Strict):
+    """Knobs of the deterministic mock provider (demos, tests, chaos drills)."""
+
+    latency_ms: float = Field(default=0, ge=0)
+    stream_chunk_ms: float = Field(default=0, ge=0)
+    fail_rate: float = Field(default=0, ge=0, le=1)
+    fail_kind: Literal[
+        "upstream_error", "unavailable", "rate_limited", "timeout", "context_length_exceeded", "content_policy"
+    ] = "upstream_error"
+    seed: int = 0
+
+
+class Deployment(Strict):
+    """One `models:` entry: a public model name served by one upstream deployment."""
+
+    name: str = Field(min_length=1)
+    provider: ProviderKind
+    model: str = ""  # upstream model id; defaults to name
+    api_base: str = ""
+    api_key: str = ""
+    api_version: str = ""  # azure
+    deployment: str = ""  # azure deployment name; defaults to model
+    headers: dict[str, str] = Field(default_factory=dict)  # extra upstream headers
+    quirks: dict[str, Any] = Field(default_factory=dict)  # openai_compatible switches
+    weight: float = Field(default=1.0, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    prices: Prices | None = None
+    mock: MockOptions = Field(default_factory=MockOptions)
+    # mock shortcuts as flat keys, as the README documents them
+    latency_ms: float | None = Field(default=None, ge=0)
+    fail_rate: float | None = Field(default=None, ge=0, le=1)
+    modes: list[Literal["chat", "embeddings", "completions"]] = Field(
+        default_factory=lambda: ["chat", "completions"]
+    )
+    id: str = ""  # stable deployment id; defaults to name/provider/model/index
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Deployment:
+        if not self.model:
+            self.model = self.name
+        if self.latency_ms is not None:
+            self.mock.latency_ms = self.latency_ms
+        if self.fail_rate is not None:
+            self.mock.fail_rate = self.fail_rate
+        return self
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=0, le=65535)
+    master_key: str = ""
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    insecure: bool = False  # allow a non-loopback bind without a master key
+    debug_errors: bool = False  # include raw upstream error bodies in errors
+    request_timeout_s: float = Field(default=600, gt=0)
+
+    @field_validator("master_key")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+
+class GatewayConfig(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    database_url: str = "sqlite:///aigw.db"
+    redis_url: str = ""
+    models: list[Deployment] = Field(default_factory=list)
+    add_env_providers: bool = True  # add providers whose API key is in the environment
+
+    def model_names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for d in self.models:
+            seen.setdefault(d.name, None)
+        return list(seen)

@@ -1,0 +1,147 @@
+"""One error tree for the whole gateway.
+
+Every failure that can reach a client is a ``GatewayError`` with a *kind*.
+Providers normalise upstream failures into these kinds at their edge; the HTTP
+layer renders them once, in the wire format the client spoke.
+
+    GatewayError                       kind               status  retryable
+    ├── InvalidRequest                 bad_request        400
+    ├── AuthError                      auth               401
+    ├── PermissionDenied               permission_denied  403
+    ├── NotFound                       not_found          404
+    ├── PayloadTooLarge                payload_too_large  413
+    ├── RateLimited                    rate_limited       429     yes (retry_after)
+    ├── BudgetExceeded                 budget_exceeded    429
+    ├── ContextLengthExceeded          context_length_exceeded 400
+    ├── ContentPolicy                  content_policy     400
+    ├── GuardrailBlocked               guardrail_blocked  400
+    ├── UpstreamTimeout                timeout            504     yes
+    ├── Unavailable                    unavailable        503     yes
+    └── UpstreamError                  upstream_error     502     yes
+
+Messages never carry prompts or keys; raw upstream bodies are kept in
+``detail`` and only shown when debug mode asks for them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every error a client can see."""
+
+    kind: ClassVar[str] = "upstream_error"
+    status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+        self.detail = detail
+        if status is not None:
+            self.status = status  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status})"
+
+
+class InvalidRequest(GatewayError):
+    kind = "bad_request"
+    status = 400
+
+
+class AuthError(GatewayError):
+    kind = "auth"
+    status = 401
+
+
+class PermissionDenied(GatewayError):
+    kind = "permission_denied"
+    status = 403
+
+
+class NotFound(GatewayError):
+    kind = "not_found"
+    status = 404
+
+
+class PayloadTooLarge(GatewayError):
+    kind = "payload_too_large"
+    status = 413
+
+
+class RateLimited(GatewayError):
+    kind = "rate_limited"
+    status = 429
+    retryable = True
+
+
+class BudgetExceeded(GatewayError):
+    kind = "budget_exceeded"
+    status = 429
+
+
+class ContextLengthExceeded(GatewayError):
+    kind = "context_length_exceeded"
+    status = 400
+
+
+class ContentPolicy(GatewayError):
+    kind = "content_policy"
+    status = 400
+
+
+class GuardrailBlocked(GatewayError):
+    kind = "guardrail_blocked"
+    status = 400
+
+
+class UpstreamTimeout(GatewayError):
+    kind = "timeout"
+    status = 504
+    retryable = True
+
+
+class Unavailable(GatewayError):
+    kind = "unavailable"
+    status = 503
+    retryable = True
+
+
+class UpstreamError(GatewayError):
+    kind = "upstream_error"
+    status = 502
+    retryable = True
+
+
+ERROR_BY_KIND: dict[str, type[GatewayError]] = {
+    cls.kind: cls
+    for cls in (
+        InvalidRequest,
+        AuthError,
+        PermissionDenied,
+        NotFound,
+        PayloadTooLarge,
+        RateLimited,
+        BudgetExceeded,
+        ContextLengthExceeded,
+        ContentPolicy,
+        GuardrailBlocked,
+        UpstreamTimeout,
+        Unavailable,
+        UpstreamError,
+    )
+}

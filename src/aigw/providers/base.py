@@ -1,0 +1,80 @@
+"""The provider contract: what every upstream adapter must do, and what it may.
+
+A provider adapter turns a canonical request (an OpenAI Chat Completions body as a
+dict) into its upstream's wire format, sends it, and turns the answer back into
+canonical form: a ``chat.completion`` dict, or ``chat.completion.chunk`` dicts for
+a stream. Failures are raised as ``aigw.errors.GatewayError`` subclasses.
+
+Adapters know HTTP and their provider; they know nothing of keys, budgets,
+caches or tenants. Only ``chat`` and ``stream_chat`` are required; embeddings and
+legacy completions are optional capabilities detected with ``isinstance`` on the
+runtime-checkable protocols below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from aigw.types import JSON
+
+
+@dataclass(slots=True, frozen=True)
+class Timeouts:
+    """Per-attempt limits in seconds; ``None`` means no limit of that kind."""
+
+    connect: float | None = 10.0
+    first_token: float | None = None  # streams: headers + first event
+    total: float | None = 600.0
+
+
+@dataclass(slots=True)
+class CallOptions:
+    """What the router tells an adapter about one attempt."""
+
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. traceparent, x-request-id
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One deployment's adapter. ``kind`` is the provider name in config."""
+
+    kind: str
+    upstream_model: str
+
+    async def chat(self, body: JSON, call: CallOptions) -> JSON:
+        """Send a non-streaming chat request; return a canonical chat.completion dict."""
+        ...
+
+    def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        """Stream canonical chat.completion.chunk dicts.
+
+        The last chunk carries ``usage`` when the upstream reported it. A stream
+        that ends without the upstream's proper end marker raises UpstreamError.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsEmbeddings(Protocol):
+    async def embeddings(self, body: JSON, call: CallOptions) -> JSON: ...
+
+
+@runtime_checkable
+class SupportsCompletions(Protocol):
+    """Legacy /v1/completions spoken natively by the upstream."""
+
+    async def completions(self, body: JSON, call: CallOptions) -> JSON: ...
+
+    def stream_completions(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]: ...
+
+
+@runtime_checkable
+class SupportsModelList(Protocol):
+    """A free call used by active health probes (never a paid completion)."""
+
+    async def list_models(self, call: CallOptions) -> JSON: ...

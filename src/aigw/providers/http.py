@@ -1,0 +1,192 @@
+"""The one place that opens upstream HTTP connections.
+
+One pooled ``aiohttp.ClientSession`` per upstream origin, shared by every
+deployment that points there. Also: an SSE reader that yields events as they
+arrive, and the mapping from HTTP status codes to the gateway's error kinds,
+which each provider refines with its own error bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from aigw import errors
+from aigw.providers.base import Timeouts
+
+
+class HttpClients:
+    """Owns one ClientSession per origin; closed once at shutdown."""
+
+    def __init__(self, limit_per_host: int = 512) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._limit_per_host = limit_per_host
+
+    def session_for(self, url: str) -> aiohttp.ClientSession:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        session = self._sessions.get(origin)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300, keepalive_timeout=60
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._sessions[origin] = session
+        return session
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+
+def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_connect=t.connect)
+
+
+@dataclass(slots=True)
+class SseEvent:
+    event: str | None
+    data: str
+
+
+async def iter_sse(
+    response: aiohttp.ClientResponse, first_event_timeout: float | None = None
+) -> AsyncIterator[SseEvent]:
+    """Yield server-sent events as they arrive (spec: blank line ends an event).
+
+    ``first_event_timeout`` bounds the wait for the first event (time to first token).
+    """
+    event: str | None = None
+    data_lines: list[str] = []
+    content = response.content
+    first = first_event_timeout is not None
+    while True:
+        if first:
+            try:
+                raw = await asyncio.wait_for(content.readline(), first_event_timeout)
+            except TimeoutError as exc:
+                raise errors.UpstreamTimeout("upstream sent no first token in time") from exc
+        else:
+            raw = await content.readline()
+        if not raw:
+            if data_lines:
+                yield SseEvent(event, "\n".join(data_lines))
+            return
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line:
+            if data_lines or event is not None:
+                first = False
+                yield SseEvent(event, "\n".join(data_lines))
+            event, data_lines = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data_lines.append(value)
+        elif name == "event":
+            event = value
+
+
+def parse_json_event(data: str) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise errors.UpstreamError("upstream sent a stream event that is not JSON") from exc
+    if not isinstance(parsed, dict):
+        raise errors.UpstreamError("upstream sent a stream event that is not a JSON object")
+    return parsed
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Retry-After in seconds (delta form), or the OpenAI-style ms header."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def error_for_status(
+    status: int, message: str, *, retry_after: float | None = None, detail: str | None = None
+) -> errors.GatewayError:
+    """Map an upstream HTTP status to the gateway's kind (providers refine by body)."""
+    cls: type[errors.GatewayError]
+    if status == 400 or status == 422:
+        cls = errors.InvalidRequest
+    elif status in (401, 403):
+        cls = errors.AuthError
+    elif status == 404:
+        cls = errors.NotFound
+    elif status == 408:
+        cls = errors.UpstreamTimeout
+    elif status == 413:
+        cls = errors.InvalidRequest
+    elif status == 429:
+        cls = errors.RateLimited
+    elif status in (503, 529):
+        cls = errors.Unavailable
+    elif status == 504:
+        cls = errors.UpstreamTimeout
+    else:
+        cls = errors.UpstreamError
+    err = cls(message, retry_after=retry_after, detail=detail)
+    if cls in (errors.AuthError,):
+        # Our client sees 401 from *us* only for its own key; an upstream auth
+        # failure is the operator's problem, reported as 502-class upstream auth.
+        err.status = 502  # type: ignore[misc]
+        err.code = "upstream_auth"
+    return err
+
+
+async def read_error_body(response: aiohttp.ClientResponse, limit: int = 64 * 1024) -> tuple[str, Any]:
+    """Return (raw text, parsed JSON or None) of an upstream error body."""
+    try:
+        raw = await response.content.read(limit)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return "", None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return text, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return text, None
+
+
+def transport_error(exc: BaseException) -> errors.GatewayError:
+    """Map a client-side exception (timeouts, resets, refusals) to a kind."""
+    if isinstance(exc, errors.GatewayError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError)):
+        return errors.UpstreamTimeout("upstream did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return errors.Unavailable("could not connect to the upstream")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return errors.UpstreamError("upstream closed the connection before the response was complete")
+    if isinstance(exc, aiohttp.ClientError):
+        return errors.UpstreamError(f"upstream connection failed: {type(exc).__name__}")
+    return errors.UpstreamError(f"upstream call failed: {type(exc).__name__}")
+
+
+ErrorMapper = Callable[[int, str, Any, Any], errors.GatewayError]
