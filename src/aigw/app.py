@@ -1,0 +1,72 @@
+"""Composition root: config -> providers -> router -> pipeline -> http.
+
+The only module that picks concrete implementations and wires them together.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aigw.config.load import load_config
+from aigw.config.models import GatewayConfig
+from aigw.http.auth import Authenticator
+from aigw.http.flow import Flow
+from aigw.http.health import Health
+from aigw.http.openai_api import OpenAIApi
+from aigw.http.server import GatewayApp
+from aigw.pipeline.pipeline import Pipeline
+from aigw.pipeline.route import RouteTerminal
+from aigw.pipeline.stage import Stage
+from aigw.providers.http import HttpClients
+from aigw.providers.registry import build_provider
+from aigw.routing.router import Router, Target
+from aigw.supervise import Supervisor
+
+log = logging.getLogger("aigw")
+
+
+def build_app(config: GatewayConfig) -> GatewayApp:
+    clients = HttpClients()
+    supervisor = Supervisor()
+    targets = [Target(d, build_provider(d, clients)) for d in config.models]
+    router = Router(targets, default_timeout_s=config.server.request_timeout_s)
+    stages: list[Stage] = []
+    pipeline = Pipeline(stages, RouteTerminal(router))
+    auth = Authenticator(config.server.master_key)
+    flow = Flow(auth, pipeline, config.server.max_body_bytes)
+    health = Health()
+
+    async def shutdown() -> None:
+        await supervisor.drain()
+        for t in targets:
+            await t.provider.aclose()
+        await clients.aclose()
+
+    app = GatewayApp(on_startup=[], on_shutdown=[shutdown])
+    app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
+                     supervisor=supervisor, clients=clients)
+
+    openai_api = OpenAIApi(flow, router, debug=config.server.debug_errors)
+    app.route("POST", "/v1/chat/completions", openai_api.chat)
+    app.route("POST", "/v1/completions", openai_api.completions)
+    app.route("POST", "/v1/embeddings", openai_api.embeddings)
+    app.route("GET", "/v1/models", openai_api.list_models)
+    app.route_prefix("GET", "/v1/models/", openai_api.get_model)
+    _add_anthropic_api(app, flow, config)
+    app.route("GET", "/health/live", health.live)
+    app.route("GET", "/health/ready", health.ready)
+    app.route("GET", "/health", health.live)
+    return app
+
+
+def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig) -> None:
+    from aigw.http.anthropic_api import AnthropicApi
+
+    api = AnthropicApi(flow, debug=config.server.debug_errors)
+    app.route("POST", "/v1/messages", api.messages)
+    app.route("POST", "/v1/messages/count_tokens", api.count_tokens)
+
+
+def create_app() -> GatewayApp:
+    """Factory for ``uvicorn --factory`` (multi-worker): reads config like ``aigw serve`` did."""
+    return build_app(load_config())

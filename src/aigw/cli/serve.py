@@ -1,0 +1,60 @@
+"""`aigw serve`: start the gateway (embedded defaults with no config at all)."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+import click
+
+from aigw.config.load import ConfigError, export_for_workers, load_config
+from aigw.observability.logging import configure
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 4000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default 1).")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without a master key.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", default="text", type=click.Choice(["text", "json"]))
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
+          insecure: bool, log_level: str, log_format: str) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    configure(log_level, log_format)
+    try:
+        config = load_config(config_path, host=host, port=port, workers=workers, insecure=insecure or None)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    server = config.server
+    if not server.master_key and not is_loopback(server.host) and not server.insecure:
+        click.echo(
+            f"refusing to listen on {server.host} without a master key: set server.master_key "
+            "(or AIGW_MASTER_KEY), bind to 127.0.0.1, or pass --insecure",
+            err=True,
+        )
+        sys.exit(2)
+    models = ", ".join(config.model_names())
+    click.echo(f"aigw listening on http://{server.host}:{server.port}  models: {models}", err=True)
+    common = dict(host=server.host, port=server.port, loop="uvloop", http="httptools", lifespan="on",
+                  access_log=False, log_config=None, timeout_graceful_shutdown=30)
+    if server.workers > 1:
+        export_for_workers(config_path, host=host, port=port, insecure=insecure or None)
+        uvicorn.run("aigw.app:create_app", factory=True, workers=server.workers, **common)  # type: ignore[arg-type]
+    else:
+        from aigw.app import build_app
+
+        uvicorn.run(build_app(config), **common)  # type: ignore[arg-type]

@@ -1,0 +1,179 @@
+"""Load the gateway's config: YAML file + environment. The only reader of os.environ.
+
+``${NAME}`` and ``${NAME:-default}`` in any string value read the environment.
+With no ``models:`` the gateway serves the mock provider's models and adds every
+provider whose API key is in the environment, so a newcomer gets a working
+gateway with no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from aigw.config.models import Deployment, GatewayConfig
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+MOCK_MODELS = ("mock", "mock-large", "mock-embed")
+OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "o4-mini")
+OPENAI_EMBEDDINGS = ("text-embedding-3-small", "text-embedding-3-large")
+ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest")
+
+
+class ConfigError(Exception):
+    """A config problem, phrased for the operator: file, field path, what was expected."""
+
+
+def env(name: str, default: str = "") -> str:
+    """Read one environment variable (for entry points that need a value before config)."""
+    return os.environ.get(name, default)
+
+
+def _substitute(value: Any, where: str, source: str) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{source}: {where}: environment variable {name} is not set (use ${{{name}:-default}})")
+
+        return _VAR.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{where}.{k}" if where else str(k), source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    return value
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in exc.errors():
+        path = _field_path(tuple(e["loc"]))
+        msg = "unknown key (not allowed here)" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _env_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill top-level settings from AIGW_* variables where the file is silent."""
+    server = raw.setdefault("server", {}) or {}
+    raw["server"] = server
+    if "master_key" not in server and os.environ.get("AIGW_MASTER_KEY"):
+        server["master_key"] = os.environ["AIGW_MASTER_KEY"]
+    if "database_url" not in raw and os.environ.get("AIGW_DATABASE_URL"):
+        raw["database_url"] = os.environ["AIGW_DATABASE_URL"]
+    if "redis_url" not in raw and os.environ.get("AIGW_REDIS_URL"):
+        raw["redis_url"] = os.environ["AIGW_REDIS_URL"]
+    for key in ("host", "port", "workers", "insecure"):  # set by export_for_workers
+        if (value := os.environ.get(f"AIGW_SERVER_{key.upper()}")) is not None:
+            server[key] = value
+    return raw
+
+
+def default_models() -> list[Deployment]:
+    """The mock models, plus every provider whose key is in the environment."""
+    out = [Deployment(name=n, provider="mock", model=n) for n in MOCK_MODELS[:2]]
+    out.append(Deployment(name=MOCK_MODELS[2], provider="mock", model=MOCK_MODELS[2], modes=["embeddings"]))
+    if key := os.environ.get("OPENAI_API_KEY"):
+        base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+        out += [Deployment(name=m, provider="openai", api_base=base, api_key=key) for m in OPENAI_MODELS]
+        out += [
+            Deployment(name=m, provider="openai", api_base=base, api_key=key, modes=["embeddings"])
+            for m in OPENAI_EMBEDDINGS
+        ]
+    if key := os.environ.get("ANTHROPIC_API_KEY"):
+        base = os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+        out += [
+            Deployment(name=m, provider="anthropic", api_base=base, api_key=key, modes=["chat"])
+            for m in ANTHROPIC_MODELS
+        ]
+    key, endpoint = os.environ.get("AZURE_OPENAI_API_KEY"), os.environ.get("AZURE_OPENAI_ENDPOINT")
+    if key and endpoint:
+        version = os.environ.get("AZURE_OPENAI_API_VERSION", "2024-10-21")
+        names = os.environ.get("AZURE_OPENAI_DEPLOYMENTS", "gpt-4o,gpt-4o-mini")
+        out += [
+            Deployment(
+                name=f"azure/{d}", provider="azure", model=d, deployment=d,
+                api_base=endpoint, api_key=key, api_version=version,
+            )
+            for d in (n.strip() for n in names.split(",")) if d
+        ]
+    return out
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConfig:
+    """Read, substitute, validate. Raises ConfigError naming file and field path."""
+    if path is None and os.environ.get("AIGW_CONFIG"):
+        path = os.environ["AIGW_CONFIG"]
+    source = str(path) if path else "(defaults)"
+    raw = read_yaml(path) if path else {}
+    raw = _substitute(raw, "", source)
+    raw = _env_defaults(raw)
+    for key, value in overrides.items():
+        if value is not None:
+            raw["server"][key] = value
+    try:
+        config = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+    if not config.models:
+        config.models = default_models()
+    _check_models(config, source)
+    return config
+
+
+def _check_models(config: GatewayConfig, source: str) -> None:
+    for i, d in enumerate(config.models):
+        if not d.id:
+            d.id = f"{d.name}/{d.provider}/{d.model}#{i}"
+        if d.provider in ("openai", "anthropic", "azure", "openai_compatible") and not d.api_base:
+            if d.provider == "openai":
+                d.api_base = "https://api.openai.com/v1"
+            elif d.provider == "anthropic":
+                d.api_base = "https://api.anthropic.com"
+            else:
+                raise ConfigError(f"{source}: models[{i}].api_base: required for provider {d.provider}")
+        if d.provider == "azure" and not d.api_version:
+            d.api_version = "2024-10-21"
+
+
+def export_for_workers(path: str | None, **overrides: Any) -> None:
+    """Hand the CLI's choices to worker processes, which re-read config through the env."""
+    if path:
+        os.environ["AIGW_CONFIG"] = str(Path(path).resolve())
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"AIGW_SERVER_{key.upper()}"] = str(value)

@@ -1,0 +1,84 @@
+"""The Anthropic Messages endpoint: /v1/messages, served by any provider.
+
+Requests are converted to the canonical (OpenAI) shape at the edge, answers
+and streams back to Anthropic's exact wire format, errors to Anthropic's shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aigw import errors
+from aigw.http.flow import Flow, Parsed, send_error
+from aigw.http.request import HttpRequest, Send
+from aigw.http.respond import send_json
+from aigw.pipeline.context import RequestContext
+from aigw.schema import anthropic as wire
+from aigw.schema.openai import content_text
+from aigw.types import JSON
+
+log = logging.getLogger("aigw.http")
+
+
+class AnthropicFormat:
+    name = "anthropic"
+
+    def __init__(self, debug: bool = False) -> None:
+        self.debug = debug
+
+    def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]:
+        return wire.render_error(err)
+
+    def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
+        return wire.canonical_to_message(body, ctx.model)
+
+    async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
+        encoder = wire.AnthropicStreamEncoder(ctx.model)
+        try:
+            async for chunk in chunks:
+                frame = encoder.feed(chunk)
+                if frame:
+                    yield frame
+        except errors.GatewayError as err:
+            ctx.error = err
+            yield encoder.error_frame(err)
+            return
+        except Exception as exc:
+            log.exception("stream failed")
+            err = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
+            ctx.error = err
+            yield encoder.error_frame(err)
+            return
+        yield encoder.finish()
+
+
+def parse_messages(body: JSON) -> Parsed:
+    canonical = wire.messages_request_to_canonical(body)
+    stream = bool(canonical.get("stream"))
+    if stream:
+        canonical["stream_options"] = {"include_usage": True}
+    return Parsed(canonical, canonical["model"], stream)
+
+
+class AnthropicApi:
+    def __init__(self, flow: Flow, debug: bool = False) -> None:
+        self.flow = flow
+        self.format = AnthropicFormat(debug)
+
+    async def messages(self, req: HttpRequest, send: Send) -> None:
+        await self.flow.handle(req, send, self.format, "chat", parse_messages)
+
+    async def count_tokens(self, req: HttpRequest, send: Send) -> None:
+        """A local estimate (about four characters a token); free, no upstream call."""
+        try:
+            await self.flow.auth.authenticate(req.headers)
+            body = await req.json(self.flow.max_body)
+            body.setdefault("max_tokens", 1)
+            canonical = wire.messages_request_to_canonical(body)
+        except errors.GatewayError as err:
+            await send_error(send, self.format, err, req.request_id)
+            return
+        chars = sum(len(content_text(m.get("content"))) + 12 for m in canonical["messages"])
+        await send_json(send, 200, {"input_tokens": max(1, chars // 4)},
+                        [(b"x-request-id", req.request_id.encode())])

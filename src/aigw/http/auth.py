@@ -1,0 +1,51 @@
+"""Who is calling. Master key today; virtual keys plug in through ``KeyLookup``."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aigw import errors
+from aigw.pipeline.context import Principal
+
+KeyLookup = Callable[[str], Awaitable[Principal | None]]
+
+def presented_key(headers: dict[str, str]) -> str:
+    """The key from ``Authorization: Bearer`` or ``x-api-key`` (the Anthropic SDK's header)."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+    return headers.get("x-api-key", "").strip()
+
+
+class Authenticator:
+    def __init__(self, master_key: str, lookup: KeyLookup | None = None) -> None:
+        self._master = master_key.encode()
+        self._lookup = lookup
+        self._master_principal = Principal(key_id="master", key_prefix="master", is_admin=True)
+
+    @property
+    def open(self) -> bool:
+        """No master key: every caller is let in (only allowed on loopback or with --insecure)."""
+        return not self._master
+
+    async def authenticate(self, headers: dict[str, str]) -> Principal:
+        key = presented_key(headers)
+        if key:
+            if self._master and hmac.compare_digest(key.encode(), self._master):
+                return self._master_principal
+            if self._lookup is not None and (principal := await self._lookup(key)) is not None:
+                return principal
+        if self.open:
+            return self._master_principal
+        if not key:
+            raise errors.AuthError("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+        raise errors.AuthError("Invalid API key.")
+
+    async def require_admin(self, headers: dict[str, str]) -> Principal:
+        principal = await self.authenticate(headers)
+        if not principal.is_admin:
+            raise errors.PermissionDenied("This endpoint needs the master key or an admin key.")
+        return principal

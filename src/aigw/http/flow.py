@@ -1,0 +1,138 @@
+"""One request's way through the HTTP layer, the same for every inbound API.
+
+authenticate -> read + parse (the API's own format) -> pipeline -> render, and
+errors rendered in the client's wire format. No business logic here: that lives
+in the pipeline's stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aigw import errors
+from aigw.http.auth import Authenticator
+from aigw.http.request import HttpRequest, Send
+from aigw.http.respond import ClientGone, Headers, header_list, send_json, send_stream
+from aigw.pipeline.context import Completed, Endpoint, Principal, RequestContext
+from aigw.pipeline.pipeline import Pipeline
+from aigw.types import JSON
+
+log = logging.getLogger("aigw.http")
+
+
+@dataclass(slots=True)
+class Parsed:
+    """An inbound body turned canonical, with what the pipeline needs to know up front."""
+
+    body: JSON
+    model: str
+    stream: bool
+    state: dict[str, object] = field(default_factory=dict)  # copied onto ctx.state
+
+
+class ApiFormat(Protocol):
+    """How one inbound API (OpenAI, Anthropic) reads requests and writes answers."""
+
+    name: str
+
+    def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]: ...
+
+    def render_body(self, body: JSON, ctx: RequestContext) -> JSON: ...
+
+    def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]: ...
+
+
+class Flow:
+    def __init__(self, auth: Authenticator, pipeline: Pipeline, max_body_bytes: int) -> None:
+        self.auth = auth
+        self.pipeline = pipeline
+        self.max_body = max_body_bytes
+
+    async def handle(
+        self, req: HttpRequest, send: Send, api: ApiFormat, endpoint: Endpoint,
+        parse: Callable[[JSON], Parsed],
+    ) -> None:
+        ctx: RequestContext | None = None
+        try:
+            principal = await self.auth.authenticate(req.headers)
+            parsed = parse(await req.json(self.max_body))
+            _check_model_allowed(principal, parsed.model)
+            ctx = RequestContext(
+                request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
+                body=parsed.body, model=parsed.model, stream=parsed.stream,
+                principal=principal, headers=req.headers, deadline_s=_deadline(req.headers),
+                state=parsed.state,
+            )
+            result = await self.pipeline.run(ctx)
+            headers = served_headers(ctx)
+            if isinstance(result, Completed):
+                await send_json(send, 200, api.render_body(result.body, ctx), headers)
+            else:
+                await send_stream(req.receive, send, api.frames(result.chunks, ctx), headers)
+        except ClientGone:
+            if ctx is not None:
+                ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
+        except errors.GatewayError as err:
+            if ctx is not None:
+                ctx.error = err
+            await send_error(send, api, err, req.request_id)
+        except Exception as exc:
+            log.exception("unexpected error handling %s %s", req.method, req.path)
+            err = errors.UpstreamError(f"internal gateway error ({type(exc).__name__})", status=500)
+            if ctx is not None:
+                ctx.error = err
+            await send_error(send, api, err, req.request_id)
+        finally:
+            if ctx is not None:
+                await self.pipeline.finish(ctx)
+
+
+async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, request_id: str) -> None:
+    status, body = api.render_error(err)
+    headers: Headers = [(b"x-request-id", request_id.encode())]
+    if err.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+    await send_json(send, status, body, headers)
+
+
+def served_headers(ctx: RequestContext) -> Headers:
+    out: dict[str, str] = {"x-request-id": ctx.request_id}
+    d = ctx.served_by
+    if d is not None:
+        out["x-aigw-provider"] = d.provider
+        out["x-aigw-model"] = d.model
+        out["x-aigw-deployment"] = d.id
+        out["x-aigw-served-model"] = ctx.served_model or d.name
+    if ctx.attempts > 1:
+        out["x-aigw-attempts"] = str(ctx.attempts)
+    if ctx.handled_by:
+        out["x-aigw-handled-by"] = ctx.handled_by
+    out.update(ctx.response_headers)
+    return header_list(out)
+
+
+def _check_model_allowed(principal: Principal, model: str) -> None:
+    allowed = principal.allowed_models
+    if allowed is not None and model not in allowed:
+        raise errors.PermissionDenied(f"This key may not use model `{model}`.", param="model")
+
+
+def _deadline(headers: dict[str, str]) -> float | None:
+    raw = headers.get("x-aigw-timeout")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.InvalidRequest("x-aigw-timeout must be a number of seconds", param="x-aigw-timeout") from None
+    if value <= 0:
+        raise errors.InvalidRequest("x-aigw-timeout must be positive", param="x-aigw-timeout")
+    return value
+
+
+def elapsed_ms(ctx: RequestContext) -> float:
+    return (time.monotonic() - ctx.started) * 1000

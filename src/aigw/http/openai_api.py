@@ -1,0 +1,120 @@
+"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aigw import errors
+from aigw.http.flow import Flow, Parsed, send_error
+from aigw.http.request import HttpRequest, Send
+from aigw.http.respond import send_json
+from aigw.http.wire_openai import DONE_FRAME, chunk_frame, error_body, error_frame
+from aigw.pipeline.context import RequestContext
+from aigw.routing.router import Router
+from aigw.schema.openai import validate_chat, validate_completion, validate_embeddings
+from aigw.types import JSON
+
+log = logging.getLogger("aigw.http")
+HIDE_USAGE = "openai.hide_usage"
+
+
+class OpenAIFormat:
+    name = "openai"
+
+    def __init__(self, debug: bool = False) -> None:
+        self.debug = debug
+
+    def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]:
+        return err.status, error_body(err, self.debug)
+
+    def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
+        return body
+
+    async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
+        hide_usage = ctx.state.get(HIDE_USAGE, False)
+        try:
+            async for chunk in chunks:
+                if hide_usage and not chunk.get("choices") and chunk.get("usage"):
+                    continue
+                yield chunk_frame(chunk)
+        except errors.GatewayError as err:
+            ctx.error = err
+            yield error_frame(err, self.debug)
+            return
+        except Exception as exc:
+            log.exception("stream failed")
+            err = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
+            ctx.error = err
+            yield error_frame(err, self.debug)
+            return
+        yield DONE_FRAME
+
+
+def _parsed(body: JSON) -> Parsed:
+    parsed = Parsed(body, body["model"], bool(body.get("stream")))
+    if parsed.stream:
+        opts = body.get("stream_options") or {}
+        if not opts.get("include_usage"):
+            # we always need usage for accounting; the client gets it only if it asked
+            body["stream_options"] = {**opts, "include_usage": True}
+            parsed.state[HIDE_USAGE] = True
+    return parsed
+
+
+def parse_chat(body: JSON) -> Parsed:
+    return _parsed(validate_chat(body))
+
+
+def parse_completion(body: JSON) -> Parsed:
+    return _parsed(validate_completion(body))
+
+
+def parse_embeddings(body: JSON) -> Parsed:
+    validate_embeddings(body)
+    return Parsed(body, body["model"], False)
+
+
+class OpenAIApi:
+    def __init__(self, flow: Flow, router: Router, debug: bool = False) -> None:
+        self.flow = flow
+        self.router = router
+        self.format = OpenAIFormat(debug)
+
+    async def chat(self, req: HttpRequest, send: Send) -> None:
+        await self.flow.handle(req, send, self.format, "chat", parse_chat)
+
+    async def completions(self, req: HttpRequest, send: Send) -> None:
+        await self.flow.handle(req, send, self.format, "completions", parse_completion)
+
+    async def embeddings(self, req: HttpRequest, send: Send) -> None:
+        await self.flow.handle(req, send, self.format, "embeddings", parse_embeddings)
+
+    async def list_models(self, req: HttpRequest, send: Send) -> None:
+        try:
+            principal = await self.flow.auth.authenticate(req.headers)
+        except errors.GatewayError as err:
+            await send_error(send, self.format, err, req.request_id)
+            return
+        allowed = principal.allowed_models
+        data = [_model_card(m, self.router) for m in self.router.model_names() if allowed is None or m in allowed]
+        await send_json(send, 200, {"object": "list", "data": data}, [(b"x-request-id", req.request_id.encode())])
+
+    async def get_model(self, req: HttpRequest, send: Send) -> None:
+        model = req.path.removeprefix("/v1/models/")
+        try:
+            principal = await self.flow.auth.authenticate(req.headers)
+            allowed = principal.allowed_models
+            if not self.router.targets(model) or (allowed is not None and model not in allowed):
+                raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
+                                      param="model", code="model_not_found")
+        except errors.GatewayError as err:
+            await send_error(send, self.format, err, req.request_id)
+            return
+        await send_json(send, 200, _model_card(model, self.router), [(b"x-request-id", req.request_id.encode())])
+
+
+def _model_card(name: str, router: Router) -> JSON:
+    targets = router.targets(name)
+    owner = targets[0].deployment.provider if targets else "aigw"
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}

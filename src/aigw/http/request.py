@@ -1,0 +1,74 @@
+"""The inbound HTTP request as handlers see it: headers, query, a bounded body."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from aigw import errors
+from aigw.types import JSON
+
+Receive = Any
+Send = Any
+Scope = dict[str, Any]
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class HttpRequest:
+    __slots__ = ("_query", "body", "headers", "method", "path", "receive", "request_id", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = self.headers.get("x-request-id", "")
+        self.request_id = rid if rid and _SAFE_ID.match(rid) else "req_" + os.urandom(12).hex()
+        self.body = b""
+        self._query: dict[str, str] | None = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            self._query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        return self._query
+
+    async def read_body(self, limit: int) -> bytes:
+        """Read the whole body, refusing anything over ``limit`` bytes before buffering it."""
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise errors.PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise errors.InvalidRequest("client disconnected while sending the body")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise errors.PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+                parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return self.body
+
+    async def json(self, limit: int) -> JSON:
+        raw = await self.read_body(limit)
+        if not raw:
+            raise errors.InvalidRequest("Request body is empty; expected a JSON object.")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise errors.InvalidRequest(f"Request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
+        if not isinstance(data, dict):
+            raise errors.InvalidRequest("Request body must be a JSON object.")
+        return data

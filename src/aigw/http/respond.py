@@ -1,0 +1,90 @@
+"""Send ASGI responses: JSON in one write, streams as they arrive.
+
+A stream watches for the client going away and cancels its producer, so the
+upstream call is cancelled too instead of running to its end for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+
+import orjson
+
+from aigw.http.request import Receive, Send
+
+Headers = list[tuple[bytes, bytes]]
+
+JSON_TYPE = (b"content-type", b"application/json")
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def header_list(extra: dict[str, str]) -> Headers:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    start = [JSON_TYPE, (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, obj: object, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await send_bytes(send, status, orjson.dumps(obj), headers)
+
+
+async def send_text(
+    send: Send, status: int, text: bytes, content_type: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    start_headers = [(b"content-type", content_type), (b"content-length", str(len(text)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": text})
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were streaming to it."""
+
+
+async def send_stream(
+    receive: Receive, send: Send, frames: AsyncIterator[bytes], headers: Headers, status: int = 200
+) -> None:
+    """Stream frames to the client; if it disconnects, cancel the producer and raise ClientGone."""
+    task = asyncio.current_task()
+    gone = asyncio.Event()
+    done = False
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if done:  # the server reports "disconnect" once the response is complete
+                    return
+                gone.set()
+                if task is not None:
+                    task.cancel()
+                return
+
+    watcher = asyncio.get_running_loop().create_task(watch())  # noqa: TID251 - scoped to this response
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": [*SSE_HEADERS, *headers]})
+        async for frame in frames:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        done = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if gone.is_set() and task is not None:
+            task.uncancel()
+            raise ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        aclose = getattr(frames, "aclose", None)
+        if aclose is not None:
+            await aclose()

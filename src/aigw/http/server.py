@@ -1,0 +1,90 @@
+"""The ASGI application: a route table, lifespan hooks and nothing else.
+
+Routes are exact (method, path) lookups plus a few prefixes, so dispatch costs
+one dict lookup per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aigw import errors
+from aigw.http.request import HttpRequest, Receive, Scope, Send
+from aigw.http.respond import send_json
+from aigw.http.wire_openai import error_body
+
+log = logging.getLogger("aigw.http")
+
+Handler = Callable[[HttpRequest, Send], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
+
+
+class GatewayApp:
+    def __init__(self, on_startup: list[Hook] | None = None, on_shutdown: list[Hook] | None = None) -> None:
+        self._exact: dict[tuple[str, str], Handler] = {}
+        self._prefix: list[tuple[str, str, Handler]] = []
+        self.on_startup = on_startup or []
+        self.on_shutdown = on_shutdown or []
+        self.state: dict[str, Any] = {}
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self._exact[(method, path)] = handler
+        if path.startswith("/v1/"):  # also answer without the /v1 prefix, as OpenAI-style clients sometimes send
+            self._exact.setdefault((method, path[3:]), handler)
+
+    def route_prefix(self, method: str, prefix: str, handler: Handler) -> None:
+        self._prefix.append((method, prefix, handler))
+
+    def _find(self, method: str, path: str) -> Handler | None:
+        handler = self._exact.get((method, path))
+        if handler is None and len(path) > 1 and path.endswith("/"):
+            handler = self._exact.get((method, path.rstrip("/")))
+        if handler is None:
+            for m, prefix, h in self._prefix:
+                if m == method and path.startswith(prefix):
+                    return h
+        return handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            req = HttpRequest(scope, receive)
+            handler = self._find(req.method, req.path)
+            if handler is None:
+                await self._not_found(req, send)
+                return
+            await handler(req, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _not_found(self, req: HttpRequest, send: Send) -> None:
+        known_path = any(p == req.path for (_, p) in self._exact)
+        if known_path:
+            err: errors.GatewayError = errors.InvalidRequest(f"Method {req.method} is not allowed on {req.path}.",
+                                                             status=405)
+        else:
+            err = errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
+        await send_json(send, err.status, error_body(err), [(b"x-request-id", req.request_id.encode())])
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    for hook in self.on_startup:
+                        await hook()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for hook in reversed(self.on_shutdown):
+                    try:
+                        await hook()
+                    except Exception:
+                        log.exception("shutdown hook failed")
+                await send({"type": "lifespan.shutdown.complete"})
+                return

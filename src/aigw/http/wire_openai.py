@@ -1,0 +1,59 @@
+"""OpenAI's wire format for what we send back: error bodies and SSE frames."""
+
+from __future__ import annotations
+
+import orjson
+
+from aigw.errors import GatewayError
+from aigw.types import JSON
+
+# our kind -> OpenAI error "type"
+_TYPES = {
+    "bad_request": "invalid_request_error",
+    "auth": "authentication_error",
+    "permission_denied": "permission_error",
+    "not_found": "invalid_request_error",
+    "payload_too_large": "invalid_request_error",
+    "rate_limited": "rate_limit_error",
+    "budget_exceeded": "insufficient_quota",
+    "context_length_exceeded": "invalid_request_error",
+    "content_policy": "invalid_request_error",
+    "guardrail_blocked": "invalid_request_error",
+    "timeout": "timeout_error",
+    "unavailable": "service_unavailable_error",
+    "upstream_error": "api_error",
+}
+_CODES = {
+    "context_length_exceeded": "context_length_exceeded",
+    "content_policy": "content_policy_violation",
+    "auth": "invalid_api_key",
+    "budget_exceeded": "budget_exceeded",
+    "rate_limited": "rate_limit_exceeded",
+    "payload_too_large": "request_too_large",
+    "guardrail_blocked": "guardrail_blocked",
+    "timeout": "timeout",
+    "unavailable": "unavailable",
+}
+
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def error_body(err: GatewayError, debug: bool = False) -> JSON:
+    body: JSON = {
+        "message": err.message,
+        "type": _TYPES.get(err.kind, "api_error"),
+        "param": err.param,
+        "code": err.code or _CODES.get(err.kind),
+    }
+    if debug and err.detail:
+        body["upstream_body"] = err.detail[:4000]
+    return {"error": body}
+
+
+def error_frame(err: GatewayError, debug: bool = False) -> bytes:
+    """A mid-stream failure: an SSE event the OpenAI SDKs raise on (and no [DONE])."""
+    return b"data: " + orjson.dumps(error_body(err, debug)) + b"\n\n"
+
+
+def chunk_frame(chunk: JSON) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -1,0 +1,55 @@
+"""The terminal of the pipeline: hand the request to the router, record what served it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
+from aigw.routing.router import RouteRequest, Router, Served
+from aigw.types import JSON
+
+
+class RouteTerminal:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def handle(self, ctx: RequestContext) -> Result:
+        req = RouteRequest(model=ctx.model, body=ctx.body, endpoint=ctx.endpoint,
+                           deadline_s=ctx.deadline_s, headers=_forwarded(ctx))
+        if ctx.stream:
+            chunks, served = await self.router.open_stream(req)
+            _record(ctx, served)
+            return Streaming(_watch_usage(ctx, chunks, served))
+        body, served = await self.router.complete(req)
+        _record(ctx, served)
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            ctx.usage = usage
+        return Completed(body)
+
+
+def _forwarded(ctx: RequestContext) -> dict[str, str]:
+    out = {"x-request-id": ctx.request_id}
+    if tp := ctx.headers.get("traceparent"):
+        out["traceparent"] = tp
+    return out
+
+
+def _record(ctx: RequestContext, served: Served) -> None:
+    ctx.served_by = served.deployment
+    ctx.served_model = served.model
+    ctx.attempts, ctx.retries, ctx.fallbacks = served.attempts, served.retries, served.fallbacks
+    ctx.first_token_s = served.first_token_s
+    ctx.upstream_s = served.upstream_s
+
+
+async def _watch_usage(ctx: RequestContext, chunks: AsyncIterator[JSON], served: Served) -> AsyncIterator[JSON]:
+    """Pick the usage out of the stream as it passes, and the upstream time at its end."""
+    try:
+        async for chunk in chunks:
+            usage = chunk.get("usage")
+            if usage:
+                ctx.usage = usage
+            yield chunk
+    finally:
+        ctx.upstream_s = served.upstream_s

@@ -1,0 +1,183 @@
+"""The canonical wire shapes (OpenAI) and their validation at the edge.
+
+Bodies stay plain dicts on the hot path; these pydantic models only *check* an
+inbound body and produce an error that names the field. Unknown fields are
+allowed (the OpenAI API grows faster than any gateway) and passed on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aigw import errors
+from aigw.types import JSON
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPart(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Open):
+    url: str
+
+
+class ImagePart(_Open):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class AudioPart(_Open):
+    type: Literal["input_audio"]
+    input_audio: dict[str, Any]
+
+
+class FilePart(_Open):
+    type: Literal["file"]
+    file: dict[str, Any]
+
+
+class RefusalPart(_Open):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart | RefusalPart, Field(discriminator="type")]
+
+
+class FunctionCall(_Open):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Open):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDef(_Open):
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Open):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class StreamOptions(_Open):
+    include_usage: bool | None = None
+
+
+class ChatRequest(_Open):
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
+    seed: int | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+class CompletionRequest(_Open):
+    model: str = Field(min_length=1)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int | None = Field(default=None, ge=1, le=128)
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+
+
+class EmbeddingRequest(_Open):
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    # drop pydantic's union-branch tags so the param reads like the client's field path
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p == "function-after"))]
+    return ".".join(parts)
+
+
+def _check(model: type[BaseModel], body: JSON) -> None:
+    try:
+        model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = _loc(tuple(first["loc"]))
+        raise errors.InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param) from None
+
+
+def validate_chat(body: JSON) -> JSON:
+    """Check a chat request and return it unchanged (raises InvalidRequest naming the field)."""
+    _check(ChatRequest, body)
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise errors.InvalidRequest(
+            "stream_options is only allowed when stream is true", param="stream_options"
+        )
+    return body
+
+
+def validate_completion(body: JSON) -> JSON:
+    _check(CompletionRequest, body)
+    return body
+
+
+def validate_embeddings(body: JSON) -> JSON:
+    _check(EmbeddingRequest, body)
+    if isinstance(body["input"], list) and not body["input"]:
+        raise errors.InvalidRequest("'input' must not be empty", param="input")
+    return body
+
+
+def last_user_text(body: JSON) -> str:
+    """Text of the last user message (rules, caches and mocks key on it)."""
+    for msg in reversed(body.get("messages") or ()):
+        if msg.get("role") == "user":
+            return content_text(msg.get("content"))
+    return ""
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
