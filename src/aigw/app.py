@@ -14,12 +14,15 @@ from aigw.http.flow import Flow
 from aigw.http.health import Health
 from aigw.http.openai_api import OpenAIApi
 from aigw.http.server import GatewayApp
+from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.pipeline import Pipeline
 from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.registry import DEFAULT_ORDER, build_stages
 from aigw.providers.http import HttpClients
 from aigw.providers.registry import build_provider
 from aigw.routing.router import Router, Target
+from aigw.stores.redis.client import make_redis
 from aigw.supervise import Supervisor
 
 log = logging.getLogger("aigw")
@@ -30,7 +33,10 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     supervisor = Supervisor()
     targets = [Target(d, build_provider(d, clients)) for d in config.models]
     router = Router(targets, default_timeout_s=config.server.request_timeout_s)
-    stages: list[Stage] = []
+    redis = make_redis(config.redis_url) if config.redis_url else None
+    deps = StageDeps(config=config, router=router, supervisor=supervisor, redis=redis,
+                     redis_prefix=config.redis_prefix)
+    stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else DEFAULT_ORDER, deps)
     pipeline = Pipeline(stages, RouteTerminal(router))
     auth = Authenticator(config.server.master_key)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)
@@ -41,10 +47,12 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         for t in targets:
             await t.provider.aclose()
         await clients.aclose()
+        if redis is not None:
+            await redis.aclose()
 
     app = GatewayApp(on_startup=[], on_shutdown=[shutdown])
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
-                     supervisor=supervisor, clients=clients)
+                     supervisor=supervisor, clients=clients, deps=deps)
 
     openai_api = OpenAIApi(flow, router, debug=config.server.debug_errors)
     app.route("POST", "/v1/chat/completions", openai_api.chat)

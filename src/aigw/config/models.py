@@ -101,7 +101,8 @@ class GatewayConfig(Strict):
     database_url: str = "sqlite:///aigw.db"
     redis_url: str = ""
     models: list[Deployment] = Field(default_factory=list)
-    add_env_providers: bool = True  # add providers whose API key is in the environment
+    redis_prefix: str = "aigw:"  # every Redis key starts with this (one prefix per deployment / test run)
+    pipeline: list[str] | None = None  # stage order; None = the registry's default order
 
     def model_names(self) -> list[str]:
         seen: dict[str, None] = {}

@@ -1,0 +1,70 @@
+"""Start a real gateway (uvicorn + our ASGI app) on a loopback port in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from aigw.app import build_app
+from aigw.config.models import GatewayConfig
+from aigw.http.server import GatewayApp
+from tests.support.servers import _start_loop_thread, free_port
+
+
+@dataclass
+class RunningGateway:
+    url: str  # http://127.0.0.1:PORT
+    app: GatewayApp
+    loop: asyncio.AbstractEventLoop
+    server: uvicorn.Server
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def call(self, coro: Any, timeout: float = 10) -> Any:
+        """Run a coroutine on the gateway's own loop (to read or poke its state)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def make_config(raw: dict[str, Any] | GatewayConfig) -> GatewayConfig:
+    if isinstance(raw, GatewayConfig):
+        return raw
+    from aigw.config.load import _check_models, default_models
+
+    config = GatewayConfig.model_validate(raw)
+    if not config.models:
+        config.models = default_models()
+    _check_models(config, "(test)")
+    return config
+
+
+@contextmanager
+def running_gateway(raw: dict[str, Any] | GatewayConfig) -> Iterator[RunningGateway]:
+    config = make_config(raw)
+    app = build_app(config)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
+                                           lifespan="on", access_log=False, log_config=None))
+    loop, thread = _start_loop_thread("gateway")
+    future = asyncio.run_coroutine_threadsafe(server.serve(), loop)
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if future.done():
+            future.result()
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.01)
+    try:
+        yield RunningGateway(f"http://127.0.0.1:{port}", app, loop, server)
+    finally:
+        server.should_exit = True
+        future.result(timeout=15)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)

@@ -1,0 +1,94 @@
+"""Real PostgreSQL and Redis for scaled-mode tests, isolated per test run.
+
+On a machine without them the tests skip with a one-line reason; with
+AIGW_REQUIRE_SERVICES=1 (CI) a missing service is a failure instead. Each run
+gets its own Redis key prefix and its own PostgreSQL schema, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_URL = os.environ.get("AIGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_DSN = os.environ.get("AIGW_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require(service: str, host: str, port: int) -> None:
+    if _reachable(host, port):
+        return
+    reason = f"{service} is not reachable on {host}:{port}"
+    if os.environ.get("AIGW_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (AIGW_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def redis_prefix(label: str = "") -> str:
+    """A key prefix no other run (or test) shares: aigw-test:<run>:<label>:<random>:"""
+    return f"aigw-test:{RUN_ID}:{label}{uuid.uuid4().hex[:6]}:"
+
+
+def redis_url() -> str:
+    require("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+def postgres_dsn() -> str:
+    require("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_DSN
+
+
+def delete_redis_prefix(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_isolated() -> Iterator[tuple[str, str]]:
+    """(redis_url, prefix) for one test; the prefix's keys are deleted afterwards."""
+    url = redis_url()
+    prefix = redis_prefix()
+    yield url, prefix
+    delete_redis_prefix(prefix)
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[tuple[str, str]]:
+    """(dsn, schema) with a fresh schema for one test, dropped afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    dsn = postgres_dsn()
+    schema = f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    yield dsn, schema
+    asyncio.run(run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
