@@ -18,7 +18,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.pipeline import Pipeline
 from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.stages.registry import DEFAULT_ORDER, build_stages
+from aigw.pipeline.stages.registry import build_stages, default_order
 from aigw.providers.http import HttpClients
 from aigw.providers.registry import build_provider
 from aigw.routing.router import Router, Target
@@ -36,7 +36,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     redis = make_redis(config.redis_url) if config.redis_url else None
     deps = StageDeps(config=config, router=router, supervisor=supervisor, redis=redis,
                      redis_prefix=config.redis_prefix)
-    stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else DEFAULT_ORDER, deps)
+    stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
     pipeline = Pipeline(stages, RouteTerminal(router))
     auth = Authenticator(config.server.master_key)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)

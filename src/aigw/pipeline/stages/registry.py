@@ -16,9 +16,30 @@ from aigw.pipeline.stage import Stage
 
 StageBuilder = Callable[[StageDeps], Stage | None]
 
-STAGES: dict[str, str] = {}
+STAGES: dict[str, str] = {
+    # "name": "aigw.pipeline.stages.<module>:build",  (one line per stage)
+}
 
-DEFAULT_ORDER: list[str] = []
+# The intended order of every stage; a stage runs only once it is registered above
+# and its config switches it on. Pre-hooks run top-down, post-hooks bottom-up:
+# output checks see the answer before the cache stores it, and PII placeholders are
+# restored after both, so neither the cache nor the ledger ever holds a raw value.
+ORDER: list[str] = [
+    "observe",     # metrics, request log line, traces (on_finish sees every outcome)
+    "validate",    # structure, sizes, max_tokens ceilings
+    "limits",      # rpm / tpm / parallel per key, project, tenant
+    "budget",      # reserve worst-case cost, settle after
+    "rules",       # deterministic answers, routes, rejections
+    "pii",         # redact (restore on the way back)
+    "injection",   # prompt-injection scoring
+    "cache",       # exact / semantic response cache
+    "output",      # leakage, content filter, JSON format checks
+    "accounting",  # spend ledger record
+]
+
+
+def default_order() -> list[str]:
+    return [name for name in ORDER if name in STAGES]
 
 
 def build_stages(names: list[str], deps: StageDeps) -> list[Stage]:
