@@ -1,0 +1,1 @@
+"""Azure OpenAI adapter: the OpenAI adapter with Azure's URL shape, ``api-key`` auth and error quirks."""

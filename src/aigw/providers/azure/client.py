@@ -1,0 +1,41 @@
+"""Azure OpenAI: ``{api_base}/openai/deployments/{deployment}/{op}?api-version=...``, ``api-key`` auth.
+
+Everything else (bodies, streams, timeouts, cancellation) is the OpenAI adapter's.
+``api_base`` is the resource endpoint, e.g. ``https://NAME.openai.azure.com``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aigw.config.models import Deployment
+from aigw.providers.azure.errors import map_error
+from aigw.providers.base import Provider
+from aigw.providers.http import HttpClients
+from aigw.providers.openai.client import OpenAIProvider
+
+DEFAULT_API_VERSION = "2024-10-21"  # latest GA data-plane version with max_completion_tokens
+
+
+class AzureProvider(OpenAIProvider):
+    kind = "azure"
+
+    def __init__(self, deployment: Deployment, clients: HttpClients) -> None:
+        if not deployment.api_base:
+            raise ValueError(f"model {deployment.name!r}: azure needs api_base (https://NAME.openai.azure.com)")
+        auth = {"api-key": deployment.api_key} if deployment.api_key else {}
+        super().__init__(deployment, clients, auth=auth, error_mapper=map_error)
+
+    def build_urls(self, base: str) -> dict[str, str]:
+        if base.endswith("/openai"):  # tolerate an endpoint pasted with the path prefix
+            base = base[: -len("/openai")]
+        d = self.deployment
+        query = "?api-version=" + quote(d.api_version or DEFAULT_API_VERSION, safe="")
+        prefix = f"{base}/openai/deployments/{quote(d.deployment or d.model, safe='')}/"
+        urls = {op: prefix + op + query for op in ("chat/completions", "completions", "embeddings")}
+        urls["models"] = f"{base}/openai/models{query}"
+        return urls
+
+
+def build(deployment: Deployment, clients: HttpClients) -> Provider:
+    return AzureProvider(deployment, clients)

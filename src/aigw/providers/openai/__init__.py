@@ -1,0 +1,1 @@
+"""OpenAI adapter: ``client`` moves bytes, ``translate`` shapes bodies (pure), ``errors`` maps failures."""

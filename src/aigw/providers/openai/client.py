@@ -1,0 +1,214 @@
+"""OpenAI adapter: moves bytes between the canonical shapes and ``{api_base}/...``.
+
+The canonical shapes *are* OpenAI's, so the work here is transport: one orjson dump
+out, one load back, SSE chunks forwarded as they arrive, every failure mapped to the
+error tree, and no call that can hang (connect, first-token and total limits). Azure
+and OpenAI-compatible servers reuse this class with other URLs, auth headers, error
+mapping and a ``Shaping``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import cast
+
+import aiohttp
+import orjson
+
+from aigw import errors
+from aigw.config.models import Deployment
+from aigw.providers.base import CallOptions, Provider, Timeouts
+from aigw.providers.http import (
+    ErrorMapper,
+    HttpClients,
+    SseEvent,
+    client_timeout,
+    iter_sse,
+    parse_json_event,
+    read_error_body,
+    transport_error,
+)
+from aigw.providers.openai import translate
+from aigw.providers.openai.errors import error_fields, map_error, map_error_event
+from aigw.types import JSON
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+OPS = ("chat/completions", "completions", "embeddings", "models")
+_TRANSPORT = (aiohttp.ClientError, TimeoutError)
+SseEvents = AsyncGenerator[SseEvent, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    return client_timeout(t)
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    """``Authorization: Bearer`` or, for keyless local servers, nothing."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class OpenAIProvider:
+    """Chat, streams, embeddings, legacy completions and the model list over one pooled session."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        clients: HttpClients,
+        *,
+        shaping: translate.Shaping | None = None,
+        auth: Mapping[str, str] | None = None,
+        error_mapper: ErrorMapper = map_error,
+    ) -> None:
+        self.deployment = deployment
+        self.upstream_model = deployment.model
+        self._clients = clients
+        self._shaping = shaping if shaping is not None else translate.shaping_for_model(deployment.model)
+        self._map_error = error_mapper
+        auth = bearer(deployment.api_key) if auth is None else auth
+        self._headers = {"Content-Type": "application/json", **auth, **deployment.headers}
+        self._urls = self.build_urls((deployment.api_base or DEFAULT_API_BASE).rstrip("/"))
+
+    def build_urls(self, base: str) -> dict[str, str]:
+        """The full URL of each operation; subclasses change the path shape, not the calls."""
+        return {op: f"{base}/{op}" for op in OPS}
+
+    # -- capabilities -------------------------------------------------------------
+
+    async def chat(self, body: JSON, call: CallOptions) -> JSON:
+        payload = translate.shape_chat(body, self.upstream_model, self._shaping, stream=False)
+        data = await self._request("POST", "chat/completions", payload, call)
+        return translate.checked(data, "choices", "chat completion")
+
+    def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        payload = translate.shape_chat(body, self.upstream_model, self._shaping, stream=True)
+        return self._stream("chat/completions", payload, call)
+
+    async def completions(self, body: JSON, call: CallOptions) -> JSON:
+        payload = translate.shape_completion(body, self.upstream_model, self._shaping, stream=False)
+        data = await self._request("POST", "completions", payload, call)
+        return translate.checked(data, "choices", "completion")
+
+    def stream_completions(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        payload = translate.shape_completion(body, self.upstream_model, self._shaping, stream=True)
+        return self._stream("completions", payload, call)
+
+    async def embeddings(self, body: JSON, call: CallOptions) -> JSON:
+        payload = translate.shape_embeddings(body, self.upstream_model)
+        data = await self._request("POST", "embeddings", payload, call)
+        return translate.checked(data, "data", "embeddings answer")
+
+    async def list_models(self, call: CallOptions) -> JSON:
+        data = await self._request("GET", "models", None, call)
+        return translate.checked(data, "data", "model list")
+
+    async def aclose(self) -> None:
+        """Sessions belong to ``HttpClients`` (shared per origin); nothing of ours to close."""
+
+    # -- transport ------------------------------------------------------------------
+
+    def _headers_for(self, call: CallOptions) -> dict[str, str]:
+        # Trace headers from the router may not override auth or content type.
+        return {**call.headers, **self._headers} if call.headers else self._headers
+
+    async def _request(self, method: str, op: str, payload: JSON | None, call: CallOptions) -> JSON:
+        url = self._urls[op]
+        data = None if payload is None else orjson.dumps(payload)
+        try:
+            async with self._clients.session_for(url).request(
+                method, url, data=data, headers=self._headers_for(call), timeout=_timeout(call.timeouts)
+            ) as resp:
+                if resp.status >= 400:
+                    raise await self._error(resp)
+                raw = await resp.read()
+        except _TRANSPORT as exc:
+            raise transport_error(exc) from exc
+        return self._json_body(raw)
+
+    def _json_body(self, raw: bytes) -> JSON:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.UpstreamError("upstream answered 200 with a body that is not JSON") from None
+        if not isinstance(data, dict):
+            raise errors.UpstreamError("upstream answered 200 with JSON that is not an object")
+        if "error" in data and "choices" not in data and "data" not in data:
+            raise map_error_event(data)
+        return data
+
+    async def _error(self, resp: aiohttp.ClientResponse) -> errors.GatewayError:
+        text, parsed = await read_error_body(resp)
+        return self._map_error(resp.status, text, parsed, resp.headers)
+
+    async def _open_stream(
+        self, op: str, payload: JSON, call: CallOptions, deadline: float | None
+    ) -> aiohttp.ClientResponse:
+        """POST and wait for the headers, within the first-token deadline."""
+        url = self._urls[op]
+        session = self._clients.session_for(url)
+        async with asyncio.timeout_at(deadline):
+            resp = await session.post(
+                url, data=orjson.dumps(payload), headers=self._headers_for(call),
+                timeout=_timeout(call.timeouts),
+            )
+        if resp.status >= 400:
+            try:
+                raise await self._error(resp)
+            finally:
+                resp.release()
+        if resp.content_type == "application/json":  # an upstream that ignored stream=true
+            try:
+                body = self._json_body(await resp.read())
+            finally:
+                resp.release()
+            if error_fields(body) is not None and "choices" not in body:
+                raise map_error_event(body)
+            raise errors.UpstreamError("upstream answered a streaming request with a plain JSON body")
+        return resp
+
+    async def _stream(self, op: str, payload: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        """Yield chunks as they arrive; a missing ``[DONE]`` or an error event raises."""
+        first_token = call.timeouts.first_token
+        loop = asyncio.get_running_loop()
+        deadline = None if first_token is None else loop.time() + first_token
+        resp: aiohttp.ClientResponse | None = None
+        finished = False
+        mover = translate.UsageMover()
+        try:
+            resp = await self._open_stream(op, payload, call, deadline)
+            wait = None if deadline is None else max(0.001, deadline - loop.time())
+            async with contextlib.aclosing(cast(SseEvents, iter_sse(resp, wait))) as events:
+                async for event in events:
+                    if event.data == "[DONE]":
+                        finished = True
+                        break
+                    chunk = parse_json_event(event.data)
+                    if event.event == "error" or ("error" in chunk and "choices" not in chunk):
+                        raise map_error_event(chunk)
+                    out = mover.see(chunk)
+                    if out is not None:
+                        yield out
+            if not finished:
+                raise errors.UpstreamError("upstream ended the stream without its [DONE] marker")
+            last = mover.final()
+            if last is not None:
+                yield last
+        except _TRANSPORT as exc:
+            raise transport_error(exc) from exc
+        finally:
+            if resp is not None:
+                # Clean end: the connection may go back to the pool. Anything else
+                # (error, cancellation, consumer gone) closes it, so the upstream stops.
+                if finished:
+                    resp.release()
+                else:
+                    resp.close()
+
+
+def build(deployment: Deployment, clients: HttpClients) -> Provider:
+    return OpenAIProvider(deployment, clients)

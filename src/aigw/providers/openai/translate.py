@@ -1,0 +1,181 @@
+"""Pure shaping of canonical bodies for OpenAI-family upstreams, and checks of their answers.
+
+No I/O, no clock, no logging: tested on recorded wire fixtures. What differs between
+upstreams of this family is *data* (a ``Shaping``), not branches: OpenAI's reasoning
+models want ``max_completion_tokens``, many compatible servers want ``max_tokens``, some
+reject ``stream_options`` or the ``developer`` role. Bodies are shallow-copied only when
+a key actually changes; message lists only when a message changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigw import errors
+from aigw.types import JSON
+
+# OpenAI models that reject ``max_tokens`` and want ``max_completion_tokens``.
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+_CHUNK_HEAD = ("id", "object", "created", "model", "system_fingerprint")
+
+
+@dataclass(frozen=True, slots=True)
+class Shaping:
+    """How one deployment's upstream wants the canonical body."""
+
+    max_tokens_field: str | None = None  # rename the other max-tokens field to this one
+    drop_params: frozenset[str] = frozenset()  # top-level keys the upstream rejects
+    role_map: Mapping[str, str] = field(default_factory=dict)  # e.g. {"developer": "system"}
+    merge_system_messages: bool = False  # one system message, first
+    stream_options: bool = True  # False: the upstream rejects stream_options
+
+
+PLAIN = Shaping()
+
+
+def shaping_for_model(model: str) -> Shaping:
+    """OpenAI's own rule set: only reasoning models need a change (a lossless rename)."""
+    if model.startswith(REASONING_PREFIXES):
+        return Shaping(max_tokens_field="max_completion_tokens")
+    return PLAIN
+
+
+def shape_chat(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSON:
+    """The upstream chat body: upstream model id, stream flags, then the shaping rules."""
+    out = _with_model(body, model)
+    out = _stream_flags(out, body, shaping, stream)
+    field_name = shaping.max_tokens_field
+    if field_name is not None:
+        other = "max_tokens" if field_name == "max_completion_tokens" else "max_completion_tokens"
+        if other in out:
+            out = _own(out, body)
+            value = out.pop(other)
+            out.setdefault(field_name, value)
+    for name in shaping.drop_params:
+        if name in out:
+            out = _own(out, body)
+            del out[name]
+    if shaping.role_map or shaping.merge_system_messages:
+        messages = out.get("messages")
+        if isinstance(messages, list):
+            shaped = shape_messages(messages, shaping)
+            if shaped is not messages:
+                out = _own(out, body)
+                out["messages"] = shaped
+    return out
+
+
+def shape_completion(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSON:
+    """Legacy /completions body: model and stream flags only (the API never grew new fields)."""
+    return _stream_flags(_with_model(body, model), body, shaping, stream)
+
+
+def shape_embeddings(body: JSON, model: str) -> JSON:
+    return _with_model(body, model)
+
+
+def shape_messages(messages: list[JSON], shaping: Shaping) -> list[JSON]:
+    """Apply role renames and system merging; returns the same list when nothing changes."""
+    role_map = shaping.role_map
+    if role_map and any(m.get("role") in role_map for m in messages):
+        messages = [{**m, "role": role_map[m["role"]]} if m.get("role") in role_map else m for m in messages]
+    if shaping.merge_system_messages:
+        messages = merge_system_messages(messages)
+    return messages
+
+
+def merge_system_messages(messages: list[JSON]) -> list[JSON]:
+    """One system message at the front, for chat templates that accept no other layout."""
+    systems = [m for m in messages if m.get("role") == "system"]
+    if not systems or (len(systems) == 1 and messages[0] is systems[0]):
+        return messages
+    text = "\n\n".join(t for t in (content_text(m.get("content")) for m in systems) if t)
+    rest = [m for m in messages if m.get("role") != "system"]
+    return [{"role": "system", "content": text}, *rest]
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's content, whether a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def checked(data: Any, key: str, what: str) -> JSON:
+    """Pass an upstream answer through after checking the one key callers rely on."""
+    if isinstance(data, dict) and isinstance(data.get(key), list):
+        return data
+    raise errors.UpstreamError(f"upstream sent a {what} without {key!r}")
+
+
+class UsageMover:
+    """Keep a stream's usage in its last chunk, where OpenAI puts it.
+
+    Servers that ignore ``stream_options`` put usage on a content chunk (or, like Groq,
+    in ``x_groq``); it is taken off there and sent as a final usage-only chunk. Chunks
+    with no choices and no usage (Azure's prompt-filter preamble) carry nothing
+    canonical and are skipped.
+    """
+
+    __slots__ = ("_last", "_usage")
+
+    def __init__(self) -> None:
+        self._usage: Any = None
+        self._last: JSON | None = None
+
+    def see(self, chunk: JSON) -> JSON | None:
+        """Return the chunk to forward, or None to skip it."""
+        if chunk.get("choices"):
+            self._last = chunk
+            usage = chunk.get("usage")
+            if usage is None and "x_groq" in chunk:
+                extra = chunk["x_groq"]
+                usage = extra.get("usage") if isinstance(extra, dict) else None
+            if usage:
+                self._usage = usage
+                chunk["usage"] = None
+            return chunk
+        if chunk.get("usage"):
+            self._usage = None  # a proper usage chunk: nothing left to move
+            return chunk
+        return None
+
+    def final(self) -> JSON | None:
+        """The usage-only chunk to send last, if usage was moved."""
+        if self._usage is None or self._last is None:
+            return None
+        last = self._last
+        out: JSON = {k: last[k] for k in _CHUNK_HEAD if k in last}
+        out["choices"] = []
+        out["usage"] = self._usage
+        return out
+
+
+def _with_model(body: JSON, model: str) -> JSON:
+    return body if body.get("model") == model else {**body, "model": model}
+
+
+def _stream_flags(out: JSON, body: JSON, shaping: Shaping, stream: bool) -> JSON:
+    if stream:
+        if out.get("stream") is not True:
+            out = _own(out, body)
+            out["stream"] = True
+        if not shaping.stream_options and "stream_options" in out:
+            out = _own(out, body)
+            del out["stream_options"]
+    elif "stream" in out or "stream_options" in out:
+        out = _own(out, body)
+        out.pop("stream", None)
+        out.pop("stream_options", None)
+    return out
+
+
+def _own(out: JSON, body: JSON) -> JSON:
+    """Copy on first write: ``out`` may still be the caller's body."""
+    return dict(body) if out is body else out
