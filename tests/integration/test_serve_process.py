@@ -1,0 +1,53 @@
+"""`aigw serve` as a newcomer runs it: a real process on the embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import requests
+
+from tests.support.servers import free_port
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], limit_s: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        if proc.poll() is not None:
+            raise AssertionError(f"aigw exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if requests.get(url + "/health/live", timeout=0.5).status_code == 200:
+                return time.monotonic() - started
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError("aigw did not answer in time")
+
+
+def test_serve_starts_on_defaults_answers_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIGW_", "OPENAI_", "ANTHROPIC_", "AZURE_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aigw", "serve", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, proc, limit_s=15)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        resp = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hello"}])
+        assert resp.choices[0].message.content
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM, no traceback
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")

@@ -1,0 +1,100 @@
+"""Config loading: env substitution, defaults, and errors that name file, field and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigw.config.load import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "aigw.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
+                 "AIGW_MASTER_KEY", "AIGW_CONFIG", "AIGW_DATABASE_URL", "AIGW_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_no_config_serves_the_mock_models_on_loopback() -> None:
+    config = load_config()
+    assert config.server.host == "127.0.0.1" and config.server.port == 4000
+    assert config.database_url == "sqlite:///aigw.db" and config.redis_url == ""
+    assert {"mock", "mock-large", "mock-embed"} <= set(config.model_names())
+
+
+def test_providers_with_keys_in_the_environment_are_added(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com")
+    config = load_config()
+    providers = {d.provider for d in config.models}
+    assert providers == {"mock", "openai", "anthropic", "azure"}
+    gpt = next(d for d in config.models if d.name == "gpt-4o-mini")
+    assert gpt.api_key == "sk-test" and gpt.api_base == "https://api.openai.com/v1"
+    azure = next(d for d in config.models if d.provider == "azure")
+    assert azure.api_version and azure.deployment
+
+
+def test_env_substitution_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-from-env")
+    path = write(tmp_path, """
+server:
+  master_key: ${AIGW_MASTER_KEY:-}
+  port: ${PORT:-4100}
+models:
+  - name: fast
+    provider: openai
+    model: gpt-4o-mini
+    api_key: ${MY_KEY}
+""")
+    config = load_config(path)
+    assert config.server.master_key == "" and config.server.port == 4100
+    assert config.models[0].api_key == "sk-from-env"
+    assert config.model_names() == ["fast"]
+
+
+def test_missing_env_variable_names_file_and_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - name: a\n    provider: openai\n    api_key: ${NOPE_NOT_SET}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(path) in str(exc.value) and "models[0].api_key" in str(exc.value) and "NOPE_NOT_SET" in str(exc.value)
+
+
+def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  prot: 4000\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(path) in str(exc.value) and "server.prot" in str(exc.value) and "unknown key" in str(exc.value)
+
+
+def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - name: a\n    provider: nonsense\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "models[0].provider" in str(exc.value) and "openai" in str(exc.value)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "server: [unclosed"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_azure_needs_an_endpoint(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - name: a\n    provider: azure\n")
+    with pytest.raises(ConfigError, match=r"models\[0\].api_base"):
+        load_config(path)
+
+
+def test_master_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGW_MASTER_KEY", "sk-master")
+    assert load_config().server.master_key == "sk-master"
