@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aigw.config.observability import ObservabilityConfig
+
 ProviderKind = Literal["openai", "azure", "anthropic", "openai_compatible", "mock"]
 
 
@@ -103,6 +105,7 @@ class GatewayConfig(Strict):
     models: list[Deployment] = Field(default_factory=list)
     redis_prefix: str = "aigw:"  # every Redis key starts with this (one prefix per deployment / test run)
     pipeline: list[str] | None = None  # stage order; None = the registry's default order
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     def model_names(self) -> list[str]:
         seen: dict[str, None] = {}
