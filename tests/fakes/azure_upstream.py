@@ -1,0 +1,107 @@
+"""A fake Azure OpenAI resource on loopback: FakeOpenAI with Azure's paths, auth and annotations.
+
+    fake = FakeAzure(api_key="azure-test-key", deployments={"chat": "gpt-4o-mini"}).start()
+    fake.url   # the resource endpoint, what aigw's azure ``api_base`` takes
+
+Serves ``/openai/deployments/{deployment}/{chat/completions|completions|embeddings}`` and
+``GET /openai/models``, each needing ``?api-version=`` (404 "Resource not found" without
+it, 400 for an unknown version) and the ``api-key`` header (401 with Azure's body when
+missing or wrong). An unknown deployment gets 404 ``DeploymentNotFound``. The model is
+the deployment's, whatever the body says. Answers carry ``prompt_filter_results`` and
+per-choice ``content_filter_results``; streams start with Azure's prompt-filter chunk
+(empty ``choices``, empty ``id``/``model``/``object``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes import openai_wire as wire
+from tests.fakes.openai_upstream import FakeOpenAI
+
+API_VERSIONS = frozenset({"2024-02-01", "2024-06-01", "2024-10-21", "2025-01-01-preview", "2025-04-01-preview"})
+DEPLOYMENTS = {
+    "chat": "gpt-4o-mini",
+    "gpt-4o-mini": "gpt-4o-mini",
+    "reasoner": "o3-mini",
+    "tiny": "tiny-context",
+    "instruct": "gpt-3.5-turbo-instruct",
+    "embed": "text-embedding-3-small",
+}
+ACCESS_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide"
+                 " a valid key for an active subscription and use a correct regional API endpoint for"
+                 " your resource.")
+_SAFE = {"filtered": False, "severity": "safe"}
+FILTER_RESULTS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+
+
+class AzureError(wire.WireError):
+    """Azure's own (non-OpenAI) error body: ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, message)
+        self.body = {"error": {"code": code, "message": message}}
+
+
+class FakeAzure(FakeOpenAI):
+    name = "fake-azure"
+
+    def __init__(self, api_key: str | None = "azure-test-key", deployments: dict[str, str] | None = None) -> None:
+        self.deployments = dict(DEPLOYMENTS if deployments is None else deployments)
+        super().__init__(api_key)
+
+    @property
+    def base_url(self) -> str:
+        return self.url
+
+    def add_routes(self, app: web.Application) -> None:
+        prefix = "/openai/deployments/{deployment}"
+        app.router.add_post(prefix + "/chat/completions", self.handler("chat"))
+        app.router.add_post(prefix + "/completions", self.handler("completions"))
+        app.router.add_post(prefix + "/embeddings", self.handler("embeddings"))
+        app.router.add_get("/openai/models", self.handler("models"))
+
+    def response_headers(self) -> dict[str, str]:
+        headers = super().response_headers()
+        return {
+            "x-request-id": headers["x-request-id"],
+            "apim-request-id": headers["x-request-id"][4:],
+            "x-ms-region": "Sweden Central",
+            "x-ratelimit-remaining-requests": "99",
+            "x-ratelimit-remaining-tokens": "99000",
+        }
+
+    def check_auth(self, request: web.Request) -> None:
+        version = request.query.get("api-version")
+        if not version:
+            raise AzureError(404, "404", "Resource not found")
+        if version not in API_VERSIONS:
+            raise AzureError(400, "BadRequest", "API version not supported")
+        if self.api_key is not None and request.headers.get("api-key") != self.api_key:
+            raise AzureError(401, "401", ACCESS_DENIED)
+
+    def resolve(self, request: web.Request, body: Any) -> Any:
+        deployment = request.match_info.get("deployment")
+        if deployment is None:
+            return body
+        if deployment not in self.deployments:
+            raise AzureError(404, "DeploymentNotFound", "The API deployment for this resource does not"
+                             " exist. If you created the deployment within the last 5 minutes, please"
+                             " wait a moment and try again.")
+        if not isinstance(body, dict):
+            return body
+        return {**body, "model": self.deployments[deployment]}
+
+    def decorate(self, op: str, result: Any, stream: bool) -> Any:
+        if op != "chat":
+            return result
+        prompt_filter = [{"prompt_index": 0, "content_filter_results": FILTER_RESULTS}]
+        if stream:
+            preamble = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                        "prompt_filter_results": prompt_filter}
+            return [preamble, *result]
+        for choice in result["choices"]:
+            choice["content_filter_results"] = FILTER_RESULTS
+        return {**result, "prompt_filter_results": prompt_filter}
