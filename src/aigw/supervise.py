@@ -27,11 +27,11 @@ class Supervisor:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("background task %s failed: %r", task.get_name(), exc)
 
-    async def drain(self, timeout: float = 10.0) -> None:
+    async def drain(self, grace_s: float = 10.0) -> None:
         """Wait for running tasks, then cancel what is left."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
         for task in pending:
             task.cancel()
         if pending:

@@ -12,8 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aigw.config.observability import ObservabilityConfig
+from aigw.config.tenancy import TenancyConfig
 
 ProviderKind = Literal["openai", "azure", "anthropic", "openai_compatible", "mock"]
+Mode = Literal["chat", "embeddings", "completions"]
 
 
 class Strict(BaseModel):
@@ -66,9 +68,7 @@ class Deployment(Strict):
     # mock shortcuts as flat keys, as the README documents them
     latency_ms: float | None = Field(default=None, ge=0)
     fail_rate: float | None = Field(default=None, ge=0, le=1)
-    modes: list[Literal["chat", "embeddings", "completions"]] = Field(
-        default_factory=lambda: ["chat", "completions"]
-    )
+    modes: list[Mode] = Field(default_factory=lambda: list[Mode](["chat", "completions"]))
     id: str = ""  # stable deployment id; defaults to name/provider/model/index
 
     @model_validator(mode="after")
@@ -106,6 +106,7 @@ class GatewayConfig(Strict):
     redis_prefix: str = "aigw:"  # every Redis key starts with this (one prefix per deployment / test run)
     pipeline: list[str] | None = None  # stage order; None = the registry's default order
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
 
     def model_names(self) -> list[str]:
         seen: dict[str, None] = {}

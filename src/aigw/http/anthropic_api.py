@@ -15,6 +15,7 @@ from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json
 from aigw.pipeline.context import RequestContext
 from aigw.schema import anthropic as wire
+from aigw.schema.anthropic_stream import AnthropicStreamEncoder
 from aigw.schema.openai import content_text
 from aigw.types import JSON
 
@@ -34,7 +35,7 @@ class AnthropicFormat:
         return wire.canonical_to_message(body, ctx.model)
 
     async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
-        encoder = wire.AnthropicStreamEncoder(ctx.model)
+        encoder = AnthropicStreamEncoder(ctx.model)
         try:
             async for chunk in chunks:
                 frame = encoder.feed(chunk)
@@ -46,9 +47,9 @@ class AnthropicFormat:
             return
         except Exception as exc:
             log.exception("stream failed")
-            err = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
-            ctx.error = err
-            yield encoder.error_frame(err)
+            failed = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
+            ctx.error = failed
+            yield encoder.error_frame(failed)
             return
         yield encoder.finish()
 

@@ -82,10 +82,10 @@ class Flow:
             await send_error(send, api, err, req.request_id)
         except Exception as exc:
             log.exception("unexpected error handling %s %s", req.method, req.path)
-            err = errors.UpstreamError(f"internal gateway error ({type(exc).__name__})", status=500)
+            internal = errors.UpstreamError(f"internal gateway error ({type(exc).__name__})", status=500)
             if ctx is not None:
-                ctx.error = err
-            await send_error(send, api, err, req.request_id)
+                ctx.error = internal
+            await send_error(send, api, internal, req.request_id)
         finally:
             if ctx is not None:
                 await self.pipeline.finish(ctx)

@@ -44,9 +44,9 @@ class OpenAIFormat:
             return
         except Exception as exc:
             log.exception("stream failed")
-            err = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
-            ctx.error = err
-            yield error_frame(err, self.debug)
+            failed = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
+            ctx.error = failed
+            yield error_frame(failed, self.debug)
             return
         yield DONE_FRAME
 

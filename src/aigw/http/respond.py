@@ -69,7 +69,7 @@ async def send_stream(
                     task.cancel()
                 return
 
-    watcher = asyncio.get_running_loop().create_task(watch())  # noqa: TID251 - scoped to this response
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
         await send({"type": "http.response.start", "status": status, "headers": [*SSE_HEADERS, *headers]})
         async for frame in frames:
