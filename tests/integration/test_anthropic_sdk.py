@@ -1,0 +1,93 @@
+"""The official anthropic SDK against /v1/messages, served by a non-Anthropic provider (mock)."""
+
+from __future__ import annotations
+
+import anthropic
+import pytest
+
+from tests.support.gateway import RunningGateway
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@pytest.fixture
+def client(gateway: RunningGateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.url, api_key="anything", max_retries=0)
+
+
+def test_message_with_system_prompt(client: anthropic.Anthropic) -> None:
+    raw = client.messages.with_raw_response.create(
+        model="mock", max_tokens=200, system="Be brief.", messages=[{"role": "user", "content": "Hello Claude"}]
+    )
+    msg = raw.parse()
+    assert msg.type == "message" and msg.role == "assistant" and msg.model == "mock"
+    assert msg.content[0].type == "text" and msg.content[0].text.startswith("Mock answer to: Hello Claude")
+    assert msg.stop_reason == "end_turn"
+    assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
+    assert raw.headers["x-aigw-provider"] == "mock"
+
+
+def test_stream_has_anthropics_event_order(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(model="mock", max_tokens=200,
+                                messages=[{"role": "user", "content": "Hello stream"}]) as stream:
+        events = [e.type for e in stream]
+        final = stream.get_final_message()
+    assert events[0] == "message_start"
+    assert events[-1] == "message_stop" and events[-2] == "message_delta"
+    assert "content_block_start" in events and "content_block_stop" in events
+    assert final.content[0].text.startswith("Mock answer to: Hello stream")  # type: ignore[union-attr]
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+
+
+def test_tool_use_round_trip(client: anthropic.Anthropic) -> None:
+    first = client.messages.create(model="mock", max_tokens=200, tools=[WEATHER],  # type: ignore[list-item]
+                                   messages=[{"role": "user", "content": "Weather in Oslo?"}])
+    assert first.stop_reason == "tool_use"
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert use.name == "get_weather" and use.input == {"city": "mock"}
+    second = client.messages.create(
+        model="mock", max_tokens=200, tools=[WEATHER],  # type: ignore[list-item]
+        messages=[
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # type: ignore[misc]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "4 C, rain"}]},
+        ],
+    )
+    assert second.stop_reason == "end_turn" and second.content[0].type == "text"
+
+
+def test_streamed_tool_use_arrives_as_input_json_delta(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(model="mock", max_tokens=200, tools=[WEATHER],  # type: ignore[list-item]
+                                messages=[{"role": "user", "content": "Weather?"}]) as stream:
+        deltas = [e.delta.type for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert deltas and set(deltas) == {"input_json_delta"}
+    use = next(b for b in final.content if b.type == "tool_use")
+    assert use.input == {"city": "mock"} and final.stop_reason == "tool_use"
+
+
+async def test_async_client(gateway: RunningGateway) -> None:
+    client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key="anything", max_retries=0)
+    msg = await client.messages.create(model="mock-large", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text  # type: ignore[union-attr]
+    async with client.messages.stream(model="mock", max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as s:
+        text = "".join([t async for t in s.text_stream])
+    assert text.startswith("Mock answer to: hi")
+
+
+def test_errors_arrive_in_anthropic_shape(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as nf:
+        client.messages.create(model="no-such", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert nf.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(model="mock", max_tokens=10, messages=[{"role": "robot", "content": "x"}])  # type: ignore[typeddict-item]
+    assert bad.value.body["type"] == "error"  # type: ignore[index]
+
+
+def test_count_tokens_is_free_and_local(client: anthropic.Anthropic) -> None:
+    counted = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": "hello " * 40}])
+    assert 40 <= counted.input_tokens <= 120
