@@ -1,0 +1,1 @@
+"""Anthropic Messages adapter: client.py moves bytes, translate*.py map shapes, errors.py maps failures."""

@@ -1,0 +1,171 @@
+"""The Anthropic adapter: moves bytes to and from ``{api_base}/v1/messages``.
+
+Translation is in ``translate``/``translate_stream``, error mapping in ``errors``;
+this module only sends requests, reads answers and enforces time limits. A
+stream that ends before ``message_stop`` is an error, never a clean end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from aigw import errors
+from aigw.config.models import Deployment
+from aigw.providers.anthropic.errors import map_error
+from aigw.providers.anthropic.translate import beta_header, to_anthropic_request, to_canonical_response
+from aigw.providers.anthropic.translate_stream import StreamTranslator
+from aigw.providers.base import CallOptions
+from aigw.providers.http import (
+    HttpClients,
+    client_timeout,
+    iter_sse,
+    parse_json_event,
+    read_error_body,
+    transport_error,
+)
+from aigw.types import JSON
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_API_BASE = "https://api.anthropic.com"
+
+
+def _base_url(api_base: str) -> str:
+    """The SDK's base URL (no /v1); tolerate a trailing /v1 in config."""
+    base = (api_base or DEFAULT_API_BASE).rstrip("/")
+    return base[:-3] if base.endswith("/v1") else base
+
+
+class AnthropicProvider:
+    """One Anthropic deployment; shares the pooled session of its origin."""
+
+    kind = "anthropic"
+
+    def __init__(self, deployment: Deployment, clients: HttpClients) -> None:
+        self.upstream_model = deployment.model
+        base = _base_url(deployment.api_base)
+        self._messages_url = f"{base}/v1/messages"
+        self._models_url = f"{base}/v1/models"
+        self._clients = clients
+        self._headers = {
+            "x-api-key": deployment.api_key,
+            "anthropic-version": ANTHROPIC_VERSION,
+            "content-type": "application/json",
+            **deployment.headers,
+        }
+
+    def _request_headers(self, body: JSON, call: CallOptions, accept: str) -> dict[str, str]:
+        headers = {**self._headers, **call.headers, "accept": accept}
+        beta = beta_header(body)
+        if beta:
+            headers["anthropic-beta"] = beta
+        return headers
+
+    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
+        text, parsed = await read_error_body(response)
+        raise map_error(response.status, text, parsed, response.headers)
+
+    async def chat(self, body: JSON, call: CallOptions) -> JSON:
+        payload = orjson.dumps(to_anthropic_request(body, self.upstream_model))
+        headers = self._request_headers(body, call, "application/json")
+        session = self._clients.session_for(self._messages_url)
+        try:
+            async with session.post(
+                self._messages_url, data=payload, headers=headers, timeout=client_timeout(call.timeouts)
+            ) as response:
+                if response.status >= 400:
+                    await self._raise_for(response)
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise transport_error(exc) from exc
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.UpstreamError("anthropic returned a body that is not JSON") from None
+        if not isinstance(parsed, dict) or parsed.get("type") != "message":
+            raise errors.UpstreamError("anthropic returned JSON that is not a message")
+        return to_canonical_response(parsed, int(time.time()))
+
+    async def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        payload = orjson.dumps(to_anthropic_request(body, self.upstream_model, stream=True))
+        headers = self._request_headers(body, call, "text/event-stream")
+        session = self._clients.session_for(self._messages_url)
+        first_token = call.timeouts.first_token
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        translator = StreamTranslator(self.upstream_model, int(time.time()))
+        response: aiohttp.ClientResponse | None = None
+        sent_any = False
+        try:
+            async with asyncio.timeout(first_token):
+                response = await session.post(
+                    self._messages_url, data=payload, headers=headers, timeout=client_timeout(call.timeouts)
+                )
+            if response.status >= 400:
+                await self._raise_for(response)
+            await self._check_event_stream(response)
+            remaining = None if first_token is None else max(0.001, first_token - (loop.time() - started))
+            async for event in iter_sse(response, remaining):
+                data = parse_json_event(event.data)
+                for chunk in translator.feed(event.event or str(data.get("type", "")), data):
+                    sent_any = True
+                    yield chunk
+                if translator.done:
+                    return
+        except TimeoutError as exc:
+            what = "stream did not finish" if sent_any else "sent no first token"
+            raise errors.UpstreamTimeout(f"anthropic {what} in time") from exc
+        except aiohttp.ClientError as exc:
+            raise transport_error(exc) from exc
+        finally:
+            if response is not None:
+                # Not read to the end (error, cancel, client gone): drop the connection so
+                # the upstream stops generating instead of returning it to the pool.
+                if translator.done:
+                    response.release()
+                else:
+                    response.close()
+        raise errors.UpstreamError("anthropic stream ended before message_stop")
+
+    async def _check_event_stream(self, response: aiohttp.ClientResponse) -> None:
+        ctype = response.headers.get("content-type", "")
+        if ctype.startswith("text/event-stream"):
+            return
+        text, parsed = await read_error_body(response)
+        if isinstance(parsed, dict) and parsed.get("type") == "error":
+            raise map_error(response.status, text, parsed, response.headers)
+        raise errors.UpstreamError(f"anthropic answered a stream request with {ctype or 'no content type'}")
+
+    async def list_models(self, call: CallOptions) -> JSON:
+        """GET /v1/models: free, so health probes can use it."""
+        headers = self._request_headers({}, call, "application/json")
+        headers.pop("content-type", None)
+        session = self._clients.session_for(self._models_url)
+        try:
+            async with session.get(
+                self._models_url, headers=headers, timeout=client_timeout(call.timeouts)
+            ) as response:
+                if response.status >= 400:
+                    await self._raise_for(response)
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise transport_error(exc) from exc
+        try:
+            parsed: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.UpstreamError("anthropic returned a body that is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise errors.UpstreamError("anthropic returned JSON that is not an object")
+        return parsed
+
+    async def aclose(self) -> None:
+        """Sessions belong to HttpClients, which closes them at shutdown."""
+
+
+def build(deployment: Deployment, clients: HttpClients) -> AnthropicProvider:
+    return AnthropicProvider(deployment, clients)

@@ -1,0 +1,404 @@
+"""Canonical (OpenAI Chat Completions) <-> Anthropic Messages, as pure dict work.
+
+No I/O, clock or logging here, so every mapping is tested on recorded fixtures.
+The streaming counterpart lives in ``translate_stream``.
+
+Choices worth knowing:
+
+* ``response_format`` ``json_schema`` becomes Anthropic's native structured output
+  (``output_config.format``); ``json_object`` has no native twin, so one line is
+  added to the system prompt asking for a single JSON object.
+* ``temperature`` is clamped to Anthropic's 0..1; ``n`` > 1 is refused; ``seed``,
+  penalties and ``logprobs`` are dropped (Anthropic has no such knobs).
+* Private ``_anthropic`` keys (see ``aigw.schema.anthropic``) carry what the
+  canonical shape cannot: top level, fields merged into the request (top_k,
+  thinking, ...); on an assistant message, ``thinking`` blocks to send back; on a
+  tool message, extra ``tool_result`` fields (is_error, cache_control).
+  ``cache_control`` on a content part or a tool is kept as-is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from aigw.errors import InvalidRequest
+from aigw.types import JSON
+
+DEFAULT_MAX_TOKENS = 4096
+JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
+BETA_KEY = "anthropic_beta"  # inside `_anthropic`: values for the anthropic-beta header
+
+FINISH_BY_STOP: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+# The stop_reason each finish_reason maps back to; anything else must be carried.
+DEFAULT_STOP_BY_FINISH: dict[str, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+# ---------------------------------------------------------------- request: content
+
+
+def _image_block(part: JSON, param: str) -> JSON:
+    spec = part.get("image_url")
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("image_url.url must be a non-empty string", param=param)
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not sep or encoding != "base64":
+            raise InvalidRequest("image data URLs must be base64 encoded", param=param)
+        source: JSON = {"type": "base64", "media_type": media_type, "data": data}
+        return {"type": "image", "source": source}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _file_block(part: JSON, param: str) -> JSON:
+    spec = part.get("file") or {}
+    data_url = spec.get("file_data") if isinstance(spec, dict) else None
+    if not isinstance(data_url, str) or not data_url.startswith("data:"):
+        raise InvalidRequest("only inline file_data (data URLs) is supported for anthropic", param=param)
+    header, _, data = data_url[5:].partition(",")
+    media_type = header.partition(";")[0]
+    return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def _part_block(part: Any, param: str) -> JSON | None:
+    """One canonical content part -> one Anthropic block (None: nothing to send)."""
+    if not isinstance(part, dict):
+        raise InvalidRequest("content parts must be objects", param=param)
+    ptype = part.get("type")
+    if ptype in ("text", "refusal"):
+        text = part.get(ptype)
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{ptype} part needs a string '{ptype}'", param=param)
+        if not text:
+            return None
+        block: JSON = {"type": "text", "text": text}
+    elif ptype == "image_url":
+        block = _image_block(part, param)
+    elif ptype == "file":
+        block = _file_block(part, param)
+    else:
+        raise InvalidRequest(f"content part type {ptype!r} is not supported by anthropic", param=param)
+    if "cache_control" in part:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _content_blocks(content: Any, param: str) -> list[JSON]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise InvalidRequest("content must be a string or a list of parts", param=param)
+    blocks = []
+    for i, part in enumerate(content):
+        block = _part_block(part, f"{param}.{i}")
+        if block is not None:
+            blocks.append(block)
+    return blocks
+
+
+def _tool_use_blocks(tool_calls: Any, param: str) -> list[JSON]:
+    if not isinstance(tool_calls, list):
+        raise InvalidRequest("tool_calls must be a list", param=param)
+    blocks = []
+    for i, call in enumerate(tool_calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidRequest("each tool call needs function.name", param=f"{param}.{i}")
+        raw = fn.get("arguments") or "{}"
+        try:
+            args = orjson.loads(raw) if isinstance(raw, str) else raw
+        except orjson.JSONDecodeError:
+            raise InvalidRequest(
+                "tool call arguments must be valid JSON", param=f"{param}.{i}.function.arguments"
+            ) from None
+        if not isinstance(args, dict):
+            raise InvalidRequest(
+                "tool call arguments must be a JSON object", param=f"{param}.{i}.function.arguments"
+            )
+        blocks.append(
+            {"type": "tool_use", "id": call.get("id") or f"toolu_{i}", "name": fn["name"], "input": args}
+        )
+    return blocks
+
+
+def _tool_result_block(msg: JSON, param: str) -> JSON:
+    content = msg.get("content")
+    if isinstance(content, list):
+        content = _content_blocks(content, f"{param}.content")
+    elif content is not None and not isinstance(content, str):
+        raise InvalidRequest("tool message content must be a string or parts", param=f"{param}.content")
+    block: JSON = {"type": "tool_result", "tool_use_id": msg.get("tool_call_id") or ""}
+    if content:
+        block["content"] = content
+    extra = msg.get("_anthropic")
+    if isinstance(extra, dict):
+        block.update(extra)
+    return block
+
+
+# ---------------------------------------------------------------- request: messages
+
+
+def _turn_blocks(msg: JSON, role: str, param: str) -> list[JSON]:
+    if role == "tool":
+        return [_tool_result_block(msg, param)]
+    blocks = _content_blocks(msg.get("content"), f"{param}.content")
+    if role == "assistant":
+        extra = msg.get("_anthropic")
+        if isinstance(extra, dict) and isinstance(extra.get("thinking"), list):
+            blocks = [*extra["thinking"], *blocks]
+        if msg.get("tool_calls"):
+            blocks += _tool_use_blocks(msg["tool_calls"], f"{param}.tool_calls")
+    return blocks
+
+
+def _compact(content: list[JSON]) -> str | list[JSON]:
+    """A lone plain text block is sent as a string, as most clients do."""
+    if len(content) == 1 and content[0].get("type") == "text" and len(content[0]) == 2:
+        return str(content[0]["text"])
+    return content
+
+
+def split_messages(messages: Any) -> tuple[list[JSON], list[JSON]]:
+    """Canonical messages -> (system blocks, alternating Anthropic turns)."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty list", param="messages")
+    system: list[JSON] = []
+    turns: list[JSON] = []
+    for i, msg in enumerate(messages):
+        param = f"messages.{i}"
+        role = msg.get("role") if isinstance(msg, dict) else None
+        if role in ("system", "developer"):
+            for block in _content_blocks(msg.get("content"), f"{param}.content"):
+                if block["type"] != "text":
+                    raise InvalidRequest("system messages may only contain text", param=f"{param}.content")
+                system.append(block)
+            continue
+        if role not in ("user", "assistant", "tool"):
+            raise InvalidRequest(f"unsupported message role {role!r}", param=f"{param}.role")
+        wire_role = "assistant" if role == "assistant" else "user"
+        blocks = _turn_blocks(msg, role, param)
+        if not blocks and role == "assistant":
+            continue  # an empty assistant turn carries nothing
+        if turns and turns[-1]["role"] == wire_role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": wire_role, "content": blocks})
+    if not turns:
+        raise InvalidRequest("messages must contain at least one user or assistant message", param="messages")
+    for turn in turns:
+        turn["content"] = _compact(turn["content"])
+    return system, turns
+
+
+# ---------------------------------------------------------------- request: options
+
+
+def _tools(tools: Any) -> list[JSON]:
+    if not isinstance(tools, list):
+        raise InvalidRequest("tools must be a list", param="tools")
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
+            raise InvalidRequest("only function tools are supported by anthropic", param=f"tools.{i}")
+        item: JSON = {"name": fn.get("name"), "input_schema": fn.get("parameters") or {"type": "object"}}
+        if fn.get("description"):
+            item["description"] = fn["description"]
+        if fn.get("strict") is not None:
+            item["strict"] = bool(fn["strict"])
+        if "cache_control" in tool:
+            item["cache_control"] = tool["cache_control"]
+        out.append(item)
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> JSON | None:
+    if choice is None or choice == "auto":
+        mapped: JSON = {"type": "auto"}
+    elif choice == "required":
+        mapped = {"type": "any"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        mapped = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        raise InvalidRequest("tool_choice must be auto, none, required or a function", param="tool_choice")
+    if parallel is False:
+        mapped["disable_parallel_tool_use"] = True
+    elif choice is None:
+        return None
+    return mapped
+
+
+def _apply_response_format(req: JSON, fmt: Any, system: list[JSON]) -> None:
+    if not isinstance(fmt, dict):
+        return
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        req["output_config"] = {"format": {"type": "json_schema", "schema": schema or {"type": "object"}}}
+    elif fmt.get("type") == "json_object":
+        system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
+
+
+def _merge_private(req: JSON, extra: Any) -> None:
+    """Merge the top-level ``_anthropic`` dict (one level deep for dict values)."""
+    if not isinstance(extra, dict):
+        return
+    for key, value in extra.items():
+        if key == BETA_KEY:
+            continue
+        current = req.get(key)
+        req[key] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+
+
+def _system_value(system: list[JSON]) -> str | list[JSON]:
+    if any(len(block) > 2 for block in system):
+        return system  # cache_control or other block fields must survive
+    return "\n\n".join(str(block["text"]) for block in system)
+
+
+def _sampling(req: JSON, body: JSON) -> None:
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest("anthropic models return one choice; n must be 1", param="n")
+    temperature = body.get("temperature")
+    if temperature is not None:
+        req["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    if body.get("top_p") is not None:
+        req["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        req["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        req["stop_sequences"] = list(stop)
+    if isinstance(body.get("user"), str) and body["user"]:
+        req["metadata"] = {"user_id": body["user"]}
+
+
+def to_anthropic_request(body: JSON, upstream_model: str, *, stream: bool = False) -> JSON:
+    """Canonical chat request -> Anthropic Messages request body."""
+    system, turns = split_messages(body.get("messages"))
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    req: JSON = {"model": upstream_model, "max_tokens": max_tokens, "messages": turns}
+    _apply_response_format(req, body.get("response_format"), system)
+    if system:
+        req["system"] = _system_value(system)
+    _sampling(req, body)
+    if body.get("tools"):
+        req["tools"] = _tools(body["tools"])
+        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice is not None:
+            req["tool_choice"] = choice
+    if stream:
+        req["stream"] = True
+    _merge_private(req, body.get("_anthropic"))
+    return req
+
+
+def beta_header(body: JSON) -> str | None:
+    """Value for the ``anthropic-beta`` header an inbound Anthropic client asked for."""
+    extra = body.get("_anthropic")
+    betas = extra.get(BETA_KEY) if isinstance(extra, dict) else None
+    if isinstance(betas, list) and betas:
+        return ",".join(str(b) for b in betas)
+    return betas if isinstance(betas, str) and betas else None
+
+
+# ---------------------------------------------------------------- response
+
+
+def to_canonical_usage(usage: Any) -> JSON:
+    """Anthropic usage -> canonical usage; prompt_tokens counts every input token."""
+    usage = usage if isinstance(usage, dict) else {}
+    fresh = int(usage.get("input_tokens") or 0)
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    write = int(usage.get("cache_creation_input_tokens") or 0)
+    output = int(usage.get("output_tokens") or 0)
+    details = usage.get("output_tokens_details")
+    reasoning = int(details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0
+    prompt = fresh + read + write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _tool_call(block: JSON) -> JSON:
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {"name": block.get("name"), "arguments": arguments},
+    }
+
+
+def to_canonical_response(resp: JSON, created: int) -> JSON:
+    """Anthropic ``message`` -> canonical ``chat.completion``."""
+    texts: list[str] = []
+    thoughts: list[str] = []
+    thinking_blocks: list[JSON] = []
+    tool_calls: list[JSON] = []
+    for block in resp.get("content") or []:
+        btype = block.get("type")
+        if btype == "text":
+            texts.append(block.get("text") or "")
+        elif btype == "tool_use":
+            tool_calls.append(_tool_call(block))
+        elif btype in ("thinking", "redacted_thinking"):
+            thinking_blocks.append(block)
+            thoughts.append(block.get("thinking") or "")
+    message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
+    stop_reason = resp.get("stop_reason")
+    finish = FINISH_BY_STOP.get(stop_reason or "end_turn", "stop")
+    out: JSON = {
+        "id": resp.get("id"),
+        "object": "chat.completion",
+        "created": created,
+        "model": resp.get("model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": to_canonical_usage(resp.get("usage")),
+    }
+    private = private_response_fields(stop_reason, resp.get("stop_sequence"), thinking_blocks)
+    if private:
+        out["_anthropic"] = private
+    return out
+
+
+def private_response_fields(stop_reason: Any, stop_sequence: Any, thinking: list[JSON]) -> JSON:
+    """What an Anthropic client needs back that finish_reason cannot say."""
+    private: JSON = {}
+    finish = FINISH_BY_STOP.get(stop_reason or "end_turn", "stop")
+    if stop_reason and DEFAULT_STOP_BY_FINISH.get(finish) != stop_reason:
+        private["stop_reason"] = stop_reason
+    if stop_sequence:
+        private["stop_sequence"] = stop_sequence
+    if thinking:
+        private["thinking"] = thinking
+    return private

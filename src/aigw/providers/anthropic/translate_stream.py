@@ -1,0 +1,137 @@
+"""Anthropic SSE events -> canonical ``chat.completion.chunk`` dicts, as pure dict work.
+
+Anthropic numbers content blocks across text, thinking and tool_use; OpenAI numbers
+only tool calls. The translator keeps that mapping, turns ``input_json_delta``
+fragments into tool-call argument fragments as they arrive (no buffering), and
+always ends with a usage chunk (empty ``choices``) because the accountant needs
+it; the OpenAI renderer drops it when the client did not ask for usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw.providers.anthropic.errors import map_stream_error
+from aigw.providers.anthropic.translate import FINISH_BY_STOP, private_response_fields, to_canonical_usage
+from aigw.types import JSON
+
+
+class StreamTranslator:
+    """Feed it Anthropic events in order; it returns the canonical chunks each one yields."""
+
+    __slots__ = (
+        "_created",
+        "_finish",
+        "_id",
+        "_model",
+        "_private",
+        "_tool_index",
+        "_usage",
+        "done",
+    )
+
+    def __init__(self, model: str, created: int) -> None:
+        self._id = "msg_unknown"
+        self._model = model
+        self._created = created
+        self._usage: JSON = {}
+        self._tool_index: dict[int, int] = {}  # anthropic block index -> openai tool_calls index
+        self._finish: str | None = None
+        self._private: JSON = {}
+        self.done = False
+
+    def _chunk(self, delta: JSON, finish: str | None = None) -> JSON:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [choice],
+        }
+
+    def feed(self, event: str, data: dict[str, Any]) -> list[JSON]:
+        """Translate one event; raises the mapped GatewayError on an ``error`` event."""
+        if event == "content_block_delta":
+            return self._block_delta(data)
+        if event == "content_block_start":
+            return self._block_start(data)
+        if event == "message_start":
+            return self._message_start(data)
+        if event == "message_delta":
+            return self._message_delta(data)
+        if event == "message_stop":
+            return self._message_stop()
+        if event == "error":
+            raise map_stream_error(data)
+        return []  # ping, content_block_stop and event types added later
+
+    def _message_start(self, data: JSON) -> list[JSON]:
+        message = data.get("message") or {}
+        self._id = message.get("id") or self._id
+        self._model = message.get("model") or self._model
+        usage = message.get("usage")
+        if isinstance(usage, dict):
+            self._usage.update(usage)
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, data: JSON) -> list[JSON]:
+        block = data.get("content_block") or {}
+        btype = block.get("type")
+        if btype == "tool_use":
+            tool_index = len(self._tool_index)
+            self._tool_index[int(data.get("index", 0))] = tool_index
+            call = {
+                "index": tool_index,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""},
+            }
+            return [self._chunk({"tool_calls": [call]})]
+        if btype == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if btype == "thinking" and block.get("thinking"):
+            return [self._chunk({"reasoning_content": block["thinking"]})]
+        if btype == "redacted_thinking":
+            return [self._chunk({"_anthropic": {"redacted_thinking": block.get("data")}})]
+        return []
+
+    def _block_delta(self, data: JSON) -> list[JSON]:
+        delta = data.get("delta") or {}
+        dtype = delta.get("type")
+        if dtype == "text_delta":
+            return [self._chunk({"content": delta.get("text", "")})]
+        if dtype == "input_json_delta":
+            fragment = delta.get("partial_json") or ""
+            tool_index = self._tool_index.get(int(data.get("index", 0)))
+            if not fragment or tool_index is None:
+                return []
+            return [self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": fragment}}]})]
+        if dtype == "thinking_delta":
+            return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
+        if dtype == "signature_delta":
+            return [self._chunk({"_anthropic": {"signature": delta.get("signature")}})]
+        return []  # citations_delta and later delta types
+
+    def _message_delta(self, data: JSON) -> list[JSON]:
+        """Record stop reason and usage; the finish chunk waits for message_stop, so a
+        stream cut between the two never looks finished."""
+        delta = data.get("delta") or {}
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self._usage.update({k: v for k, v in usage.items() if v is not None})
+        stop_reason = delta.get("stop_reason")
+        if stop_reason:
+            self._finish = FINISH_BY_STOP.get(stop_reason, "stop")
+            self._private = private_response_fields(stop_reason, delta.get("stop_sequence"), [])
+        return []
+
+    def _message_stop(self) -> list[JSON]:
+        self.done = True
+        finish = self._chunk({}, self._finish or "stop")
+        if self._private:
+            finish["_anthropic"] = self._private
+        final = self._chunk({})
+        final["choices"] = []
+        final["usage"] = to_canonical_usage(self._usage)
+        return [finish, final]

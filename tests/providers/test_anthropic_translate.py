@@ -1,0 +1,332 @@
+"""Pure translation canonical <-> Anthropic Messages, checked on wire fixtures (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from aigw import errors
+from aigw.providers.anthropic.errors import map_error, map_stream_error
+from aigw.providers.anthropic.translate import (
+    JSON_OBJECT_INSTRUCTION,
+    beta_header,
+    to_anthropic_request,
+    to_canonical_response,
+)
+from aigw.providers.anthropic.translate_stream import StreamTranslator
+
+FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
+
+
+def fixture(name: str) -> Any:
+    return orjson.loads((FIXTURES / name).read_bytes())
+
+
+def sse_events(name: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for raw in (FIXTURES / name).read_text().strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in raw.splitlines())
+        events.append((lines["event"], orjson.loads(lines["data"])))
+    return events
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+# ---------------------------------------------------------------- requests
+
+
+def test_full_request_maps_every_feature() -> None:
+    case = fixture("request_full.json")
+    assert to_anthropic_request(case["canonical"], "claude-sonnet-4-5") == case["anthropic"]
+
+
+def test_minimal_request_gets_default_max_tokens_and_string_content() -> None:
+    req = to_anthropic_request({"model": "x", "messages": [user("hi")]}, "claude-test-1", stream=True)
+    assert req == {
+        "model": "claude-test-1",
+        "max_tokens": 4096,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+    }
+
+
+def test_consecutive_same_role_turns_are_merged() -> None:
+    body = {"model": "x", "messages": [user("a"), user("b"), {"role": "assistant", "content": "c"}]}
+    turns = to_anthropic_request(body, "m")["messages"]
+    assert turns == [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": "c"},
+    ]
+
+
+def test_tool_choice_variants() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    base = {"model": "x", "messages": [user("hi")], "tools": tools}
+    cases = {
+        "auto": {"type": "auto"},
+        "none": {"type": "none"},
+        "required": {"type": "any"},
+    }
+    for choice, expected in cases.items():
+        assert to_anthropic_request({**base, "tool_choice": choice}, "m")["tool_choice"] == expected
+    named = {"type": "function", "function": {"name": "f"}}
+    assert to_anthropic_request({**base, "tool_choice": named}, "m")["tool_choice"] == {"type": "tool", "name": "f"}
+    assert "tool_choice" not in to_anthropic_request(base, "m")
+    no_parallel = to_anthropic_request({**base, "parallel_tool_calls": False}, "m")
+    assert no_parallel["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+
+def test_response_format_json_schema_and_json_object() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
+    req = to_anthropic_request({"model": "x", "messages": [user("hi")], "response_format": fmt}, "m")
+    assert req["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    req = to_anthropic_request(
+        {"model": "x", "messages": [user("hi")], "response_format": {"type": "json_object"}}, "m"
+    )
+    assert req["system"] == JSON_OBJECT_INSTRUCTION
+
+
+def test_cache_control_survives_on_system_parts_and_tools() -> None:
+    cc = {"type": "ephemeral"}
+    body = {
+        "model": "x",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "long doc", "cache_control": cc}]},
+            {"role": "user", "content": [{"type": "text", "text": "q", "cache_control": cc}]},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": cc}],
+    }
+    req = to_anthropic_request(body, "m")
+    assert req["system"] == [{"type": "text", "text": "long doc", "cache_control": cc}]
+    assert req["messages"][0]["content"] == [{"type": "text", "text": "q", "cache_control": cc}]
+    assert req["tools"][0]["cache_control"] == cc
+
+
+def test_private_anthropic_fields_are_merged_and_beta_goes_to_a_header() -> None:
+    body = {
+        "model": "x",
+        "messages": [
+            user("hi"),
+            {
+                "role": "assistant",
+                "content": "ok",
+                "_anthropic": {"thinking": [{"type": "thinking", "thinking": "t", "signature": "s"}]},
+            },
+            {"role": "user", "content": "more"},
+        ],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}},
+        "_anthropic": {
+            "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "output_config": {"effort": "low"},
+            "anthropic_beta": ["b1", "b2"],
+        },
+    }
+    req = to_anthropic_request(body, "m")
+    assert req["top_k"] == 5 and req["thinking"]["budget_tokens"] == 2048
+    assert req["output_config"] == {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"}
+    assert "anthropic_beta" not in req
+    assert req["messages"][1]["content"][0] == {"type": "thinking", "thinking": "t", "signature": "s"}
+    assert beta_header(body) == "b1,b2"
+    assert beta_header({"model": "x"}) is None
+
+
+def test_tool_message_private_fields_go_into_the_tool_result() -> None:
+    body = {
+        "model": "x",
+        "messages": [
+            user("hi"),
+            {"role": "assistant", "tool_calls": [{"id": "t1", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "boom", "_anthropic": {"is_error": True}},
+        ],
+    }
+    turns = to_anthropic_request(body, "m")["messages"]
+    assert turns[2]["content"] == [{"type": "tool_result", "tool_use_id": "t1", "content": "boom", "is_error": True}]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "x", "messages": []}, "messages"),
+        ({"model": "x", "messages": [{"role": "system", "content": "only system"}]}, "messages"),
+        ({"model": "x", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+        ({"model": "x", "messages": [user("a")], "n": 2}, "n"),
+        (
+            {"model": "x", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "messages.0.content.0",
+        ),
+        (
+            {
+                "model": "x",
+                "messages": [
+                    user("a"),
+                    {"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "{"}}]},
+                ],
+            },
+            "messages.1.tool_calls.0.function.arguments",
+        ),
+        ({"model": "x", "messages": [user("a")], "tools": [{"type": "web_search"}]}, "tools.0"),
+    ],
+)
+def test_requests_anthropic_cannot_take_are_refused_with_the_field(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        to_anthropic_request(body, "m")
+    assert info.value.param == param
+
+
+# ---------------------------------------------------------------- responses
+
+
+@pytest.mark.parametrize("name", ["response_tool_use.json", "response_thinking_stop_sequence.json"])
+def test_responses_become_canonical(name: str) -> None:
+    case = fixture(name)
+    assert to_canonical_response(case["anthropic"], created=0) == case["canonical"]
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+    ],
+)
+def test_stop_reasons_map_to_finish_reasons(stop_reason: str, finish: str) -> None:
+    resp = {"id": "msg_1", "model": "m", "content": [], "stop_reason": stop_reason, "usage": {}}
+    out = to_canonical_response(resp, 0)
+    assert out["choices"][0]["finish_reason"] == finish
+    assert out["choices"][0]["message"]["content"] == ""
+
+
+# ---------------------------------------------------------------- streams
+
+
+def run_stream(events: list[tuple[str, dict[str, Any]]]) -> tuple[list[dict[str, Any]], StreamTranslator]:
+    translator = StreamTranslator("claude", created=0)
+    chunks = [chunk for name, data in events for chunk in translator.feed(name, data)]
+    return chunks, translator
+
+
+def test_stream_with_text_and_parallel_tool_calls() -> None:
+    chunks, translator = run_stream(sse_events("stream_tool_use.sse"))
+    assert translator.done
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == "msg_014p7gG3wDgGV9EUtLvnow3U" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Okay, let me check."
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for call in (chunk["choices"] or [{}])[0].get("delta", {}).get("tool_calls", []):
+            slot = calls.setdefault(call["index"], {"id": "", "name": "", "arguments": ""})
+            slot["id"] = call.get("id") or slot["id"]
+            slot["name"] = call.get("function", {}).get("name") or slot["name"]
+            slot["arguments"] += call["function"].get("arguments", "")
+    assert calls == {
+        0: {
+            "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+            "name": "get_weather",
+            "arguments": '{"location": "San Francisco, CA"}',
+        },
+        1: {"id": "toolu_02T1x1fJ34qAmk2tNTrN7Up7", "name": "get_time", "arguments": "{}"},
+    }
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 572,
+        "completion_tokens": 89,
+        "total_tokens": 661,
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def test_stream_without_message_stop_is_not_done() -> None:
+    _, translator = run_stream(sse_events("stream_tool_use.sse")[:-1])
+    assert not translator.done
+
+
+def test_stream_error_event_raises_the_mapped_error() -> None:
+    translator = StreamTranslator("claude", created=0)
+    with pytest.raises(errors.Unavailable):
+        translator.feed("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+
+
+def test_stream_thinking_becomes_reasoning_content_with_signature() -> None:
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_t", "usage": {"input_tokens": 3}}}),
+        ("content_block_start", {"index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+        (
+            "message_delta",
+            {"delta": {"stop_reason": "stop_sequence", "stop_sequence": "X"}, "usage": {"output_tokens": 4}},
+        ),
+        ("message_stop", {}),
+    ]
+    chunks, _ = run_stream(events)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert {"reasoning_content": "hmm"} in deltas
+    assert {"_anthropic": {"signature": "sig"}} in deltas
+    assert chunks[-2]["_anthropic"] == {"stop_reason": "stop_sequence", "stop_sequence": "X"}
+
+
+# ---------------------------------------------------------------- errors
+
+
+def error(err_type: str, message: str = "boom") -> dict[str, Any]:
+    return {"type": "error", "error": {"type": err_type, "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("status", "err_type", "message", "cls", "our_status"),
+    [
+        (400, "invalid_request_error", "max_tokens: Field required", errors.InvalidRequest, 400),
+        (
+            400,
+            "invalid_request_error",
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            errors.ContextLengthExceeded,
+            400,
+        ),
+        (401, "authentication_error", "invalid x-api-key", errors.AuthError, 502),
+        (403, "permission_error", "no access", errors.AuthError, 502),
+        (404, "not_found_error", "model: claude-nope", errors.NotFound, 404),
+        (413, "request_too_large", "too big", errors.PayloadTooLarge, 413),
+        (429, "rate_limit_error", "slow down", errors.RateLimited, 429),
+        (500, "api_error", "oops", errors.UpstreamError, 502),
+        (529, "overloaded_error", "Overloaded", errors.Unavailable, 503),
+        (504, "timeout_error", "timeout", errors.UpstreamTimeout, 504),
+    ],
+)
+def test_error_bodies_map_to_kinds(
+    status: int, err_type: str, message: str, cls: type[errors.GatewayError], our_status: int
+) -> None:
+    body = error(err_type, message)
+    err = map_error(status, orjson.dumps(body).decode(), body, {"retry-after": "7"})
+    assert type(err) is cls
+    assert err.status == our_status
+    assert message in err.message
+    if cls in (errors.RateLimited, errors.Unavailable):
+        assert err.retry_after == 7.0
+
+
+def test_unreadable_error_bodies_fall_back_to_the_status() -> None:
+    assert isinstance(map_error(529, "<html>", None, {}), errors.Unavailable)
+    assert isinstance(map_error(502, "<html>", None, {}), errors.UpstreamError)
+    assert isinstance(map_error(413, "", None, {}), errors.PayloadTooLarge)
+
+
+def test_stream_error_events_map_by_type() -> None:
+    assert isinstance(map_stream_error(error("rate_limit_error")), errors.RateLimited)
+    assert isinstance(map_stream_error(error("api_error")), errors.UpstreamError)
+    assert isinstance(map_stream_error({"type": "error"}), errors.UpstreamError)
