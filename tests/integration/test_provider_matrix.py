@@ -17,11 +17,10 @@ from tests.support.gateway import RunningGateway
 
 MODELS = ["oai", "az", "compat", "claude", "mock"]
 PROVIDER = {"oai": "openai", "az": "azure", "compat": "openai_compatible", "claude": "anthropic", "mock": "mock"}
-TOOL_OAI = {"type": "function", "function": {"name": "lookup", "description": "Look a word up",
-                                             "parameters": {"type": "object", "properties": {"word": {"type": "string"}},
-                                                            "required": ["word"]}}}
-TOOL_ANT = {"name": "lookup", "description": "Look a word up",
-            "input_schema": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}
+WORD_SCHEMA = {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}
+TOOL_OAI = {"type": "function",
+            "function": {"name": "lookup", "description": "Look a word up", "parameters": WORD_SCHEMA}}
+TOOL_ANT = {"name": "lookup", "description": "Look a word up", "input_schema": WORD_SCHEMA}
 
 
 @pytest.fixture
@@ -102,7 +101,8 @@ def test_anthropic_api_tool_use_round_trip(ant: anthropic.Anthropic, model: str)
         model=model, max_tokens=64, tools=[TOOL_ANT],  # type: ignore[list-item]
         messages=[
             {"role": "user", "content": "Look up 'gateway'"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
+            {"role": "assistant",
+             "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "a door"}]},
         ],
     )
