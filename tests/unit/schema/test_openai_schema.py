@@ -1,0 +1,61 @@
+"""Edge validation of OpenAI-shaped requests, and the legacy completions translation."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw import errors
+from aigw.schema import legacy
+from aigw.schema.openai import last_user_text, validate_chat, validate_completion, validate_embeddings
+
+
+def test_a_valid_body_comes_back_unchanged_with_unknown_fields() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "vendor_extension": {"x": 1}}
+    assert validate_chat(body) is body and body["vendor_extension"] == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "m", "messages": []}, "messages"),
+        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages.0.content"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+         "tools.0.function"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": "two"}, "n"),
+    ],
+)
+def test_invalid_bodies_name_the_field(body: dict[str, object], param: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_chat(body)
+    assert exc.value.param is not None and exc.value.param.startswith(param)
+
+
+def test_embeddings_and_completions_validation() -> None:
+    validate_embeddings({"model": "e", "input": ["a"], "encoding_format": "base64"})
+    with pytest.raises(errors.InvalidRequest):
+        validate_embeddings({"model": "e", "input": []})
+    with pytest.raises(errors.InvalidRequest):
+        validate_embeddings({"model": "e", "input": "a", "encoding_format": "hex"})
+    with pytest.raises(errors.InvalidRequest):
+        validate_completion({"model": "m"})
+
+
+def test_last_user_text_reads_text_parts() -> None:
+    body = {"messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "a"},
+                         {"role": "user", "content": [{"type": "text", "text": "two "}, {"type": "text", "text": "x"}]}]}
+    assert last_user_text(body) == "two x"
+
+
+def test_completion_prompt_becomes_one_user_message_and_back() -> None:
+    chat = legacy.completion_to_chat({"model": "m", "prompt": "Say hi", "max_tokens": 5, "echo": False})
+    assert chat == {"model": "m", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 5}
+    resp = legacy.chat_to_completion({"id": "chatcmpl-1", "created": 1, "model": "m", "choices": [
+        {"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}], "usage": {"total_tokens": 3}})
+    assert resp["object"] == "text_completion" and resp["choices"][0]["text"] == "hi" and resp["id"] == "cmpl-1"
+
+
+def test_batched_prompts_cannot_be_translated() -> None:
+    with pytest.raises(errors.InvalidRequest):
+        legacy.completion_to_chat({"model": "m", "prompt": ["a", "b"]})
