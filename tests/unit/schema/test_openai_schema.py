@@ -43,8 +43,9 @@ def test_embeddings_and_completions_validation() -> None:
 
 
 def test_last_user_text_reads_text_parts() -> None:
+    parts = [{"type": "text", "text": "two "}, {"type": "text", "text": "x"}]
     body = {"messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "a"},
-                         {"role": "user", "content": [{"type": "text", "text": "two "}, {"type": "text", "text": "x"}]}]}
+                         {"role": "user", "content": parts}]}
     assert last_user_text(body) == "two x"
 
 
