@@ -1,0 +1,149 @@
+"""OpenAI-compatible servers: quirk switches, keyless local servers, error-body variants.
+
+Each quirk is checked against a fake that behaves like the servers needing it (it
+rejects the parameter or role) and passes once the quirk is switched on. The shared
+scenarios run for openai_compatible in test_openai_adapter.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aigw import errors
+from aigw.config.models import Deployment
+from aigw.providers.http import HttpClients
+from aigw.providers.openai_compatible.client import build
+from tests.fakes.faults import Fault
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.providers.openai_family import call, chat_body, collect, joined_text, stream_body
+
+
+@pytest.fixture(scope="module")
+def strict_server() -> Iterator[FakeOpenAI]:
+    """A keyless local server that rejects stream_options, seed, developer and a second system message,
+    and always reports usage on the finishing chunk (as several do)."""
+    fake = FakeOpenAI(
+        api_key=None,
+        reject_params=frozenset({"stream_options", "seed", "parallel_tool_calls", "max_completion_tokens"}),
+        reject_roles=frozenset({"developer"}),
+        single_system=True,
+        usage_in_final_chunk=True,
+    ).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def strict(strict_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    strict_server.reset()
+    yield strict_server
+    strict_server.reset()
+
+
+def compat(fake: FakeOpenAI, clients: HttpClients, quirks: dict[str, Any] | None = None, **overrides: Any) -> Any:
+    fields: dict[str, Any] = {"name": "local", "provider": "openai_compatible", "model": "gpt-4o-mini",
+                              "api_base": fake.base_url, "quirks": quirks or {}}
+    return build(Deployment(**{**fields, **overrides}), clients)
+
+
+async def test_keyless_server_gets_no_authorization(strict: FakeOpenAI, clients: HttpClients) -> None:
+    await compat(strict, clients).chat(chat_body(), call())
+    assert "Authorization" not in strict.traffic.last.headers
+
+
+async def test_auth_header_quirk(strict: FakeOpenAI, clients: HttpClients) -> None:
+    await compat(strict, clients, {"auth_header": "x-api-key"}, api_key="k-1").chat(chat_body(), call())
+    headers = strict.traffic.last.headers
+    assert headers["x-api-key"] == "k-1" and "Authorization" not in headers
+    await compat(strict, clients, {"no_auth": True}, api_key="k-1").chat(chat_body(), call())
+    assert "Authorization" not in strict.traffic.last.headers
+
+
+async def test_without_quirks_the_strict_server_refuses(strict: FakeOpenAI, clients: HttpClients) -> None:
+    with pytest.raises(errors.InvalidRequest, match="stream_options"):
+        await collect(compat(strict, clients).stream_chat(stream_body(), call()))
+
+
+async def test_no_stream_options_still_ends_with_usage(strict: FakeOpenAI, clients: HttpClients) -> None:
+    provider = compat(strict, clients, {"no_stream_options": True})
+    chunks = await collect(provider.stream_chat(stream_body("a b"), call()))
+    assert "stream_options" not in strict.traffic.last.body
+    assert joined_text(chunks) == "Echo: a b"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+    assert chunks[-1]["id"] == chunks[0]["id"]
+    assert all(c.get("usage") is None for c in chunks[:-1]), "usage is reported once, last"
+
+
+async def test_drop_params(strict: FakeOpenAI, clients: HttpClients) -> None:
+    body = chat_body(seed=7, parallel_tool_calls=False, temperature=0.2)
+    with pytest.raises(errors.InvalidRequest, match="Unrecognized request argument"):
+        await compat(strict, clients).chat(body, call())
+    await compat(strict, clients, {"drop_params": ["seed", "parallel_tool_calls"]}).chat(body, call())
+    sent = strict.traffic.last.body
+    assert "seed" not in sent and "parallel_tool_calls" not in sent and sent["temperature"] == 0.2
+
+
+async def test_max_tokens_field(strict: FakeOpenAI, clients: HttpClients) -> None:
+    provider = compat(strict, clients, {"max_tokens_field": "max_tokens"})
+    answer = await provider.chat(chat_body("a b c", max_completion_tokens=2), call())
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert strict.traffic.last.body["max_tokens"] == 2
+
+
+async def test_developer_role_and_system_merging(strict: FakeOpenAI, clients: HttpClients) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "developer", "content": "No emoji."},
+                {"role": "user", "content": "hi"}]
+    body = {"model": "local", "messages": messages}
+    with pytest.raises(errors.InvalidRequest):
+        await compat(strict, clients, {"no_developer_role": True}).chat(body, call())
+    quirks = {"no_developer_role": True, "merge_system_messages": True}
+    answer = await compat(strict, clients, quirks).chat(body, call())
+    assert answer["choices"][0]["message"]["content"] == "Echo: hi"
+    assert strict.traffic.last.body["messages"] == [
+        {"role": "system", "content": "Be brief.\n\nNo emoji."}, {"role": "user", "content": "hi"}]
+    assert body["messages"] is messages and messages[1]["role"] == "developer", "caller's body unchanged"
+
+
+@pytest.mark.parametrize(("status", "body", "kind"), [
+    (400, {"object": "error", "message": "This model's maximum context length is 4096 tokens. However,"
+           " you requested 5000 tokens.", "type": "BadRequestError", "param": None, "code": 400},
+     errors.ContextLengthExceeded),
+    (404, {"error": "model 'llama3:70b' not found, try pulling it first"}, errors.NotFound),
+    (429, {"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-min."}}, errors.RateLimited),
+    (422, {"detail": "Invalid request: messages.0.content"}, errors.InvalidRequest),
+])
+async def test_error_body_variants(
+    strict: FakeOpenAI, clients: HttpClients, status: int, body: Any, kind: type[errors.GatewayError]
+) -> None:
+    strict.faults.push(Fault(status=status, body=body))
+    with pytest.raises(kind):
+        await compat(strict, clients).chat(chat_body(), call())
+
+
+async def test_stream_error_event_with_numeric_code(strict: FakeOpenAI, clients: HttpClients) -> None:
+    strict.faults.push(Fault(cut_after=1, stream_error={"error": {"code": 503, "message": "overloaded"}}))
+    with pytest.raises(errors.Unavailable):
+        await collect(compat(strict, clients, {"no_stream_options": True}).stream_chat(stream_body(), call()))
+
+
+@pytest.mark.parametrize(("quirks", "message"), [
+    ({"no_stream_option": True}, "quirks.no_stream_option"),
+    ({"no_stream_options": "yes"}, "quirks.no_stream_options"),
+    ({"max_tokens_field": "tokens"}, "quirks.max_tokens_field"),
+    ({"drop_params": ["messages"]}, "cannot drop messages"),
+    ({"auth_header": "bad header"}, "quirks.auth_header"),
+])
+def test_bad_quirks_fail_at_build(clients: HttpClients, quirks: dict[str, Any], message: str) -> None:
+    deployment = Deployment(name="local", provider="openai_compatible", api_base="http://127.0.0.1:1/v1",
+                            quirks=quirks)
+    with pytest.raises(ValueError, match=message) as caught:
+        build(deployment, clients)
+    assert "'local'" in str(caught.value) and "known quirks" in str(caught.value)
+
+
+def test_api_base_is_required(clients: HttpClients) -> None:
+    with pytest.raises(ValueError, match="api_base is required"):
+        build(Deployment(name="local", provider="openai_compatible"), clients)
