@@ -1,0 +1,249 @@
+"""The inbound Anthropic Messages API: validate, convert to canonical and back.
+
+Pure dict work (no pydantic per request) so ``POST /v1/messages`` costs little more
+than ``/v1/chat/completions``. The HTTP layer calls:
+
+* ``messages_request_to_canonical(body, beta=...)`` -> canonical OpenAI body, or
+  ``InvalidRequest`` naming the field (``param="messages.0.content"``);
+* ``canonical_to_message(resp, model)`` -> Anthropic ``message`` object;
+* ``AnthropicStreamEncoder`` (in ``anthropic_stream``) for ``stream: true``;
+* ``render_error(err)`` -> (status, Anthropic error body).
+
+The ``_anthropic`` convention (private; every non-Anthropic adapter drops it):
+
+* top level of a canonical request: Anthropic-only request fields (``top_k``,
+  ``thinking``, ``service_tier``, ``output_config`` minus ``format`` ...) merged back
+  into the upstream request by the Anthropic adapter; ``anthropic_beta`` there
+  holds the values of the client's ``anthropic-beta`` header;
+* on an assistant message: ``{"thinking": [blocks]}`` to send back verbatim;
+* on a tool message: extra ``tool_result`` fields (``is_error``, ``cache_control``);
+* on a canonical response or final chunk: ``stop_reason``/``stop_sequence``/
+  ``thinking`` the finish_reason cannot express.
+
+``cache_control`` is kept on content parts and tools (an Anthropic extension of the
+canonical shape, also to be dropped by other adapters).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw.errors import GatewayError, InvalidRequest
+from aigw.schema import anthropic_blocks as blocks
+from aigw.types import JSON
+
+_MAPPED_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "output_config",
+    }
+)
+_FINISH_TO_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+# kind -> (status, Anthropic error type). Unavailable is rendered as 529
+# overloaded_error: it is what Anthropic clients expect for "try again soon".
+_ERROR_BY_KIND: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "invalid_request_error"),
+    "context_length_exceeded": (400, "invalid_request_error"),
+    "content_policy": (400, "invalid_request_error"),
+    "guardrail_blocked": (400, "invalid_request_error"),
+    "auth": (401, "authentication_error"),
+    "permission_denied": (403, "permission_error"),
+    "not_found": (404, "not_found_error"),
+    "payload_too_large": (413, "request_too_large"),
+    "rate_limited": (429, "rate_limit_error"),
+    "budget_exceeded": (429, "rate_limit_error"),
+    "unavailable": (529, "overloaded_error"),
+    "timeout": (504, "timeout_error"),
+    "upstream_error": (502, "api_error"),
+}
+
+
+def _number(body: JSON, key: str, low: float, high: float) -> None:
+    value = body.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidRequest(f"{key}: Input should be a number between {low:g} and {high:g}", param=key)
+
+
+def _validate_top(body: Any) -> JSON:
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: Field required (a non-empty string)", param="model")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise InvalidRequest("max_tokens: Field required", param="max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: Input should be an integer of at least 1", param="max_tokens")
+    _number(body, "temperature", 0, 1)
+    _number(body, "top_p", 0, 1)
+    stops = body.get("stop_sequences")
+    if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)):
+        raise InvalidRequest("stop_sequences: Input should be a list of strings", param="stop_sequences")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise InvalidRequest("stream: Input should be a boolean", param="stream")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidRequest("metadata: Input should be an object", param="metadata")
+    return body
+
+
+def _tool_choice(choice: Any, out: JSON) -> None:
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+        raise InvalidRequest(
+            "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'", param="tool_choice"
+        )
+    ctype = choice["type"]
+    if ctype == "tool":
+        if not isinstance(choice.get("name"), str):
+            raise InvalidRequest("tool_choice.name: Field required", param="tool_choice.name")
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[ctype]
+    if choice.get("disable_parallel_tool_use") is True:
+        out["parallel_tool_calls"] = False
+
+
+def _output_config(config: Any, out: JSON, private: JSON) -> None:
+    if not isinstance(config, dict):
+        raise InvalidRequest("output_config: Input should be an object", param="output_config")
+    rest = {k: v for k, v in config.items() if k != "format"}
+    fmt = config.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = {"name": "output", "schema": fmt.get("schema") or {}, "strict": True}
+        out["response_format"] = {"type": "json_schema", "json_schema": spec}
+    elif fmt is not None:
+        rest["format"] = fmt
+    if rest:
+        private["output_config"] = rest
+
+
+def messages_request_to_canonical(body: Any, *, beta: str | None = None) -> JSON:
+    """Validate an Anthropic Messages request and return the canonical body.
+
+    ``beta`` is the client's ``anthropic-beta`` header, kept for an Anthropic upstream.
+    """
+    body = _validate_top(body)
+    messages = blocks.system_messages(body.get("system"))
+    messages += blocks.convert_messages(body.get("messages"))
+    out: JSON = {"model": body["model"], "messages": messages, "max_tokens": body["max_tokens"]}
+    private: JSON = {}
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    if body.get("stop_sequences"):
+        out["stop"] = list(body["stop_sequences"])
+    user_id = (body.get("metadata") or {}).get("user_id")
+    if isinstance(user_id, str) and user_id:
+        out["user"] = user_id
+    if body.get("tools") is not None:
+        tools, server_tools = blocks.convert_tools(body["tools"])
+        if tools:
+            out["tools"] = tools
+        if server_tools:
+            private["server_tools"] = server_tools
+    if body.get("tool_choice") is not None:
+        _tool_choice(body["tool_choice"], out)
+    if body.get("output_config") is not None:
+        _output_config(body["output_config"], out, private)
+    if body.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    private.update({k: v for k, v in body.items() if k not in _MAPPED_FIELDS})
+    if beta:
+        private["anthropic_beta"] = [b.strip() for b in beta.split(",") if b.strip()]
+    if private:
+        out["_anthropic"] = private
+    return out
+
+
+# ---------------------------------------------------------------- responses
+
+
+def message_id(canonical_id: Any) -> str:
+    """An Anthropic-looking id (``msg_...``) for any canonical id."""
+    raw = str(canonical_id or "")
+    if raw.startswith("msg_"):
+        return raw
+    return "msg_" + ("".join(c for c in raw if c.isalnum()) or "gateway")
+
+
+def anthropic_usage(usage: Any) -> JSON:
+    """Canonical usage -> Anthropic usage (input_tokens excludes cache reads and writes)."""
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    read = int(details.get("cached_tokens") or 0)
+    write = int(details.get("cache_write_tokens") or 0)
+    prompt = int(usage.get("prompt_tokens") or 0)
+    return {
+        "input_tokens": max(0, prompt - read - write),
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
+    }
+
+
+def stop_reason(finish_reason: Any, private: Any) -> str:
+    """Anthropic stop_reason: the upstream's own if it was carried, else mapped."""
+    if isinstance(private, dict) and isinstance(private.get("stop_reason"), str):
+        return str(private["stop_reason"])
+    return _FINISH_TO_STOP.get(str(finish_reason), "end_turn")
+
+
+def canonical_to_message(resp: JSON, model: str) -> JSON:
+    """Canonical ``chat.completion`` -> Anthropic ``message`` (``model`` = name the client sent)."""
+    choices = resp.get("choices") or [{}]
+    choice = choices[0]
+    message = choice.get("message") or {}
+    private = resp.get("_anthropic")
+    private = private if isinstance(private, dict) else {}
+    content = blocks.response_content(message, private.get("thinking"))
+    return {
+        "id": message_id(resp.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(choice.get("finish_reason"), private),
+        "stop_sequence": private.get("stop_sequence"),
+        "usage": anthropic_usage(resp.get("usage")),
+    }
+
+
+def error_body(err: GatewayError) -> tuple[int, JSON]:
+    """(status, inner ``error`` object) for one gateway error."""
+    status, err_type = _ERROR_BY_KIND.get(err.kind, (500, "api_error"))
+    if err.kind not in ("unavailable",):
+        status = err.status
+    if status >= 500 and err_type not in ("overloaded_error", "timeout_error"):
+        err_type = "api_error"  # e.g. the operator's upstream key failed: not the client's auth
+    return status, {"type": err_type, "message": err.message}
+
+
+def render_error(err: GatewayError, *, request_id: str | None = None) -> tuple[int, JSON]:
+    """Our error -> (HTTP status, Anthropic error body). Retry-After is the caller's header."""
+    status, inner = error_body(err)
+    body: JSON = {"type": "error", "error": inner}
+    if request_id:
+        body["request_id"] = request_id
+    return status, body
