@@ -142,9 +142,7 @@ def _validate_messages(messages: Any) -> None:
                 not missing,
                 f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(missing)}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.",  # noqa: E501
             )
-        prev_tool_ids = (
-            {b["id"] for b in blocks if b.get("type") == "tool_use"} if role == "assistant" else set()
-        )
+        prev_tool_ids = {b["id"] for b in blocks if b.get("type") == "tool_use"} if role == "assistant" else set()
 
 
 def _validate_tools(body: dict[str, Any]) -> None:
@@ -224,9 +222,7 @@ def _validate_options(body: dict[str, Any]) -> None:
     fmt = (body.get("output_config") or {}).get("format")
     if fmt is not None:
         _check(
-            isinstance(fmt, dict)
-            and fmt.get("type") == "json_schema"
-            and isinstance(fmt.get("schema"), dict),
+            isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict),
             "output_config.format: Input should be a json_schema format",
         )
 
@@ -388,9 +384,7 @@ def plan(body: dict[str, Any], cache: set[str]) -> Plan:
     thinking = body.get("thinking") or {}
     if thinking.get("type") == "enabled":
         sig = hashlib.sha256(text.encode()).hexdigest()[:32]
-        blocks.append(
-            {"type": "thinking", "thinking": f"The user said: {text[:60]}", "signature": f"sig_{sig}"}
-        )
+        blocks.append({"type": "thinking", "thinking": f"The user said: {text[:60]}", "signature": f"sig_{sig}"})
     wants_tools = body.get("tools") and choice != "none" and (choice in ("any", "tool") or not only_results)
     tool_blocks = _tool_blocks(body, text) if wants_tools else []
     if tool_blocks:

@@ -13,6 +13,8 @@ from aigw import errors
 from aigw.providers.anthropic.client import AnthropicProvider, build
 from aigw.providers.base import CallOptions, Provider, SupportsModelList, Timeouts
 from aigw.providers.http import HttpClients
+from aigw.schema.anthropic import canonical_to_message, messages_request_to_canonical
+from aigw.schema.anthropic_stream import AnthropicStreamEncoder
 from tests.fakes.anthropic_upstream import API_KEY, AnthropicUpstream, anthropic_error, overloaded_event
 from tests.fakes.faults import Fault
 from tests.providers.conftest_anthropic import (  # noqa: F401  (fixtures)
@@ -22,6 +24,7 @@ from tests.providers.conftest_anthropic import (  # noqa: F401  (fixtures)
     anthropic_server,
 )
 from tests.support.servers import free_port
+from tests.unit.schema.anthropic_sdk import sdk_message, sdk_stream
 
 CALL = CallOptions()
 WEATHER = {
@@ -317,3 +320,46 @@ async def test_cancelled_stream_closes_the_upstream_connection(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await anthropic_fake.traffic.wait_for("disconnects", 1) == 1
+
+
+# ---------------------------------------------------------------- Anthropic in, Anthropic out
+
+
+async def test_anthropic_client_through_the_adapter_round_trips_thinking_and_tools(
+    anthropic_provider: AnthropicProvider, anthropic_fake: AnthropicUpstream
+) -> None:
+    """Inbound converters + this adapter: what /v1/messages does for an Anthropic model."""
+    tools = [{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}]
+    turn1 = {
+        "model": "claude",
+        "max_tokens": 2000,
+        "stream": True,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": tools,
+        "messages": [{"role": "user", "content": "Oslo"}],
+    }
+    encoder = AnthropicStreamEncoder("claude")
+    sse = b""
+    async for chunk in anthropic_provider.stream_chat(messages_request_to_canonical(turn1), CALL):
+        sse += encoder.feed(chunk)
+    _, final = sdk_stream(sse + encoder.finish())
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
+    assert final.content[0].signature.startswith("sig_") and final.stop_reason == "tool_use"
+
+    assistant = [b.model_dump(exclude_none=True) for b in final.content]
+    tool_use = assistant[2]
+    turn2 = {
+        **turn1,
+        "stream": False,
+        "messages": [
+            *turn1["messages"],
+            {"role": "assistant", "content": assistant},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "3 C"}]},
+        ],
+    }
+    answer = await anthropic_provider.chat(messages_request_to_canonical(turn2), CALL)
+    message = sdk_message(canonical_to_message(answer, "claude"))
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[1].text == "tool results: 3 C" and message.stop_reason == "end_turn"
+    sent = anthropic_fake.traffic.last.body["messages"][1]["content"]
+    assert sent[0] == assistant[0]  # the signed thinking block went back upstream untouched

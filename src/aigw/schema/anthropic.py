@@ -109,9 +109,7 @@ def _validate_top(body: Any) -> JSON:
 
 def _tool_choice(choice: Any, out: JSON) -> None:
     if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
-        raise InvalidRequest(
-            "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'", param="tool_choice"
-        )
+        raise InvalidRequest("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'", param="tool_choice")
     ctype = choice["type"]
     if ctype == "tool":
         if not isinstance(choice.get("name"), str):

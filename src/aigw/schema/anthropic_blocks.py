@@ -50,9 +50,7 @@ def _image_part(block: JSON, param: str) -> JSON:
         _need(isinstance(source.get("url"), str), "Field required", f"{param}.source.url")
         url = source["url"]
     else:
-        raise InvalidRequest(
-            f"{param}.source.type: Input should be 'base64' or 'url'", param=f"{param}.source"
-        )
+        raise InvalidRequest(f"{param}.source.type: Input should be 'base64' or 'url'", param=f"{param}.source")
     part: JSON = {"type": "image_url", "image_url": {"url": url}}
     if block.get("cache_control") is not None:
         part["cache_control"] = block["cache_control"]
@@ -68,9 +66,7 @@ def _document_part(block: JSON, param: str) -> JSON:
         file = {"file_data": f"data:{media_type};base64,{source['data']}"}
         file["filename"] = str(block.get("title") or "document.pdf")
         return {"type": "file", "file": file}
-    raise InvalidRequest(
-        f"{param}.source: only base64 and text documents are supported", param=f"{param}.source"
-    )
+    raise InvalidRequest(f"{param}.source: only base64 and text documents are supported", param=f"{param}.source")
 
 
 def _compact(parts: list[JSON]) -> str | list[JSON]:
@@ -92,9 +88,7 @@ def _tool_result(block: JSON, param: str, images: list[JSON]) -> JSON:
             elif inner.get("type") == "text":
                 texts.append({"type": "text", "text": _text_part(inner, f"{param}.content.{j}")["text"]})
             else:
-                raise InvalidRequest(
-                    f"{param}.content.{j}.type: Input should be 'text' or 'image'", param=param
-                )
+                raise InvalidRequest(f"{param}.content.{j}.type: Input should be 'text' or 'image'", param=param)
     else:
         _need(
             content is None or isinstance(content, str),
@@ -217,9 +211,7 @@ def convert_tools(tools: Any) -> tuple[list[JSON], list[JSON]]:
             server.append(tool)
             continue
         _need(isinstance(tool.get("name"), str) and bool(tool["name"]), "Field required", f"{param}.name")
-        _need(
-            isinstance(tool.get("input_schema"), dict), "Field required (an object)", f"{param}.input_schema"
-        )
+        _need(isinstance(tool.get("input_schema"), dict), "Field required (an object)", f"{param}.input_schema")
         function: JSON = {"name": tool["name"], "parameters": tool["input_schema"]}
         if tool.get("description"):
             function["description"] = tool["description"]
@@ -252,9 +244,7 @@ def response_content(message: JSON, thinking: Any) -> list[JSON]:
         out.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": ""})
     content = message.get("content")
     if isinstance(content, list):
-        content = "".join(
-            str(p.get("text") or p.get("refusal") or "") for p in content if isinstance(p, dict)
-        )
+        content = "".join(str(p.get("text") or p.get("refusal") or "") for p in content if isinstance(p, dict))
     text = content or message.get("refusal")
     if text:
         out.append({"type": "text", "text": text})

@@ -113,9 +113,7 @@ class AnthropicStreamEncoder:
         self._next_index += 1
         self._open = (kind, index)
         out.append(
-            frame(
-                "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
-            )
+            frame("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
         )
         return index
 
@@ -130,9 +128,7 @@ class AnthropicStreamEncoder:
             self._open = None
 
     def _emit(self, index: int, delta: JSON, out: list[bytes]) -> None:
-        out.append(
-            frame("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-        )
+        out.append(frame("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
 
     def _delta(self, delta: JSON, out: list[bytes]) -> None:
         private = delta.get("_anthropic")
@@ -154,9 +150,7 @@ class AnthropicStreamEncoder:
         if private.get("signature") and self._open is not None and self._open[0] == "thinking":
             self._emit(self._open[1], {"type": "signature_delta", "signature": private["signature"]}, out)
         if private.get("redacted_thinking"):
-            self._open_block(
-                "redacted", {"type": "redacted_thinking", "data": private["redacted_thinking"]}, out
-            )
+            self._open_block("redacted", {"type": "redacted_thinking", "data": private["redacted_thinking"]}, out)
             self._close(out)
 
     def _tool_delta(self, call: JSON, out: list[bytes]) -> None:

@@ -131,12 +131,8 @@ def _tool_use_blocks(tool_calls: Any, param: str) -> list[JSON]:
                 "tool call arguments must be valid JSON", param=f"{param}.{i}.function.arguments"
             ) from None
         if not isinstance(args, dict):
-            raise InvalidRequest(
-                "tool call arguments must be a JSON object", param=f"{param}.{i}.function.arguments"
-            )
-        blocks.append(
-            {"type": "tool_use", "id": call.get("id") or f"toolu_{i}", "name": fn["name"], "input": args}
-        )
+            raise InvalidRequest("tool call arguments must be a JSON object", param=f"{param}.{i}.function.arguments")
+        blocks.append({"type": "tool_use", "id": call.get("id") or f"toolu_{i}", "name": fn["name"], "input": args})
     return blocks
 
 
