@@ -129,6 +129,16 @@ async def test_stream_error_event_with_numeric_code(strict: FakeOpenAI, clients:
         await collect(compat(strict, clients, {"no_stream_options": True}).stream_chat(stream_body(), call()))
 
 
+async def test_error_chunk_with_choices_is_still_an_error(strict: FakeOpenAI, clients: HttpClients) -> None:
+    """OpenRouter's mid-stream errors look like chunks (with a finish_reason "error")."""
+    event = {"id": "gen-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "error": {"code": 502, "message": "Provider returned error"},
+             "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+    strict.faults.push(Fault(cut_after=2, stream_error=event))
+    with pytest.raises(errors.UpstreamError, match="Provider returned error"):
+        await collect(compat(strict, clients, {"no_stream_options": True}).stream_chat(stream_body(), call()))
+
+
 @pytest.mark.parametrize(("quirks", "message"), [
     ({"no_stream_option": True}, "quirks.no_stream_option"),
     ({"no_stream_options": "yes"}, "quirks.no_stream_options"),

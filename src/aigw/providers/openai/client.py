@@ -38,6 +38,7 @@ from aigw.types import JSON
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 OPS = ("chat/completions", "completions", "embeddings", "models")
 _TRANSPORT = (aiohttp.ClientError, TimeoutError)
+DRAIN_AFTER_DONE_S = 0.05
 SseEvents = AsyncGenerator[SseEvent, None]
 
 
@@ -177,7 +178,7 @@ class OpenAIProvider:
         loop = asyncio.get_running_loop()
         deadline = None if first_token is None else loop.time() + first_token
         resp: aiohttp.ClientResponse | None = None
-        finished = False
+        done = pooled = False
         mover = translate.UsageMover()
         try:
             resp = await self._open_stream(op, payload, call, deadline)
@@ -185,15 +186,16 @@ class OpenAIProvider:
             async with contextlib.aclosing(cast(SseEvents, iter_sse(resp, wait))) as events:
                 async for event in events:
                     if event.data == "[DONE]":
-                        finished = True
+                        done = True
+                        pooled = await _drained(resp)
                         break
                     chunk = parse_json_event(event.data)
-                    if event.event == "error" or ("error" in chunk and "choices" not in chunk):
-                        raise map_error_event(chunk)
+                    if event.event == "error" or chunk.get("error"):
+                        raise map_error_event(chunk)  # OpenRouter adds choices to these; still an error
                     out = mover.see(chunk)
                     if out is not None:
                         yield out
-            if not finished:
+            if not done:
                 raise errors.UpstreamError("upstream ended the stream without its [DONE] marker")
             last = mover.final()
             if last is not None:
@@ -202,12 +204,26 @@ class OpenAIProvider:
             raise transport_error(exc) from exc
         finally:
             if resp is not None:
-                # Clean end: the connection may go back to the pool. Anything else
+                # Clean end: the connection goes back to the pool. Anything else
                 # (error, cancellation, consumer gone) closes it, so the upstream stops.
-                if finished:
+                if pooled:
                     resp.release()
                 else:
                     resp.close()
+
+
+async def _drained(resp: aiohttp.ClientResponse) -> bool:
+    """Read the body's end after [DONE] (the chunked terminator often trails it by a
+    packet) so the connection can be pooled; give up quickly on servers that linger."""
+    content = resp.content
+    try:
+        async with asyncio.timeout(DRAIN_AFTER_DONE_S):
+            while not content.at_eof():
+                if not await content.readany():
+                    break
+    except _TRANSPORT:
+        return False
+    return content.at_eof()
 
 
 def build(deployment: Deployment, clients: HttpClients) -> Provider:
