@@ -10,12 +10,8 @@ import pytest
 
 from aigw import errors
 from aigw.providers.anthropic.errors import map_error, map_stream_error
-from aigw.providers.anthropic.translate import (
-    JSON_OBJECT_INSTRUCTION,
-    beta_header,
-    to_anthropic_request,
-    to_canonical_response,
-)
+from aigw.providers.anthropic.translate import JSON_OBJECT_INSTRUCTION, beta_header, to_anthropic_request
+from aigw.providers.anthropic.translate_response import to_canonical_response
 from aigw.providers.anthropic.translate_stream import StreamTranslator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
@@ -330,3 +326,30 @@ def test_stream_error_events_map_by_type() -> None:
     assert isinstance(map_stream_error(error("rate_limit_error")), errors.RateLimited)
     assert isinstance(map_stream_error(error("api_error")), errors.UpstreamError)
     assert isinstance(map_stream_error({"type": "error"}), errors.UpstreamError)
+
+
+def test_private_fields_never_override_what_the_gateway_translated() -> None:
+    body = {
+        "model": "cheap",
+        "messages": [user("hi")],
+        "max_tokens": 10,
+        "_anthropic": {"model": "claude-opus", "max_tokens": 99999, "messages": [], "stream": True, "top_k": 1},
+    }
+    req = to_anthropic_request(body, "claude-haiku-4-5")
+    assert req["model"] == "claude-haiku-4-5" and req["max_tokens"] == 10
+    assert req["messages"] == [{"role": "user", "content": "hi"}] and "stream" not in req
+    assert req["top_k"] == 1
+
+
+def test_server_tools_are_appended_to_the_function_tools() -> None:
+    search = {"type": "web_search_20250305", "name": "web_search"}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = {"model": "x", "messages": [user("hi")], "tools": tools, "_anthropic": {"server_tools": [search]}}
+    assert [t["name"] for t in to_anthropic_request(body, "m")["tools"]] == ["f", "web_search"]
+    only_server = {
+        "model": "x",
+        "messages": [user("hi")],
+        "_anthropic": {"server_tools": [search], "tool_choice": {"type": "any"}},
+    }
+    req = to_anthropic_request(only_server, "m")
+    assert req["tools"] == [search] and req["tool_choice"] == {"type": "any"}

@@ -161,6 +161,10 @@ def messages_request_to_canonical(body: Any, *, beta: str | None = None) -> JSON
             private["server_tools"] = server_tools
     if body.get("tool_choice") is not None:
         _tool_choice(body["tool_choice"], out)
+        if "tools" not in out:  # only server tools (or none): canonical tool_choice needs function tools
+            out.pop("tool_choice")
+            out.pop("parallel_tool_calls", None)
+            private["tool_choice"] = body["tool_choice"]
     if body.get("output_config") is not None:
         _output_config(body["output_config"], out, private)
     if body.get("stream"):

@@ -347,3 +347,12 @@ def test_render_error(err: errors.GatewayError, status: int, err_type: str, sdk_
     exc = sdk_error(got_status, body)
     assert isinstance(exc, sdk_class) and exc.status_code == status
     assert orjson.loads(exc.response.content)["error"]["type"] == err_type
+
+
+def test_server_tools_only_keep_tool_choice_private() -> None:
+    search = {"type": "web_search_20250305", "name": "web_search"}
+    out = messages_request_to_canonical(request(tools=[search], tool_choice={"type": "any"}))
+    assert "tool_choice" not in out and "tools" not in out
+    assert out["_anthropic"] == {"server_tools": [search], "tool_choice": {"type": "any"}}
+    back = to_anthropic_request(out, "claude")
+    assert back["tools"] == [search] and back["tool_choice"] == {"type": "any"}

@@ -18,7 +18,8 @@ import orjson
 from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.anthropic.errors import map_error
-from aigw.providers.anthropic.translate import beta_header, to_anthropic_request, to_canonical_response
+from aigw.providers.anthropic.translate import beta_header, to_anthropic_request
+from aigw.providers.anthropic.translate_response import to_canonical_response
 from aigw.providers.anthropic.translate_stream import StreamTranslator
 from aigw.providers.base import CallOptions
 from aigw.providers.http import (

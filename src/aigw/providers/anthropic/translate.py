@@ -1,7 +1,7 @@
-"""Canonical (OpenAI Chat Completions) <-> Anthropic Messages, as pure dict work.
+"""Canonical (OpenAI Chat Completions) request -> Anthropic Messages request, as pure dict work.
 
 No I/O, clock or logging here, so every mapping is tested on recorded fixtures.
-The streaming counterpart lives in ``translate_stream``.
+Responses are mapped back in ``translate_response``, streams in ``translate_stream``.
 
 Choices worth knowing:
 
@@ -29,24 +29,7 @@ from aigw.types import JSON
 DEFAULT_MAX_TOKENS = 4096
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
 BETA_KEY = "anthropic_beta"  # inside `_anthropic`: values for the anthropic-beta header
-
-FINISH_BY_STOP: dict[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-# The stop_reason each finish_reason maps back to; anything else must be carried.
-DEFAULT_STOP_BY_FINISH: dict[str, str] = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
+SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
 
 
 # ---------------------------------------------------------------- request: content
@@ -258,14 +241,25 @@ def _apply_response_format(req: JSON, fmt: Any, system: list[JSON]) -> None:
 
 
 def _merge_private(req: JSON, extra: Any) -> None:
-    """Merge the top-level ``_anthropic`` dict (one level deep for dict values)."""
+    """Add the top-level ``_anthropic`` fields without overriding what was translated.
+
+    The key can come from any client, so it must not change the model, the messages
+    or any limit the gateway set (the routed model is what is priced and allowed).
+    """
     if not isinstance(extra, dict):
         return
     for key, value in extra.items():
-        if key == BETA_KEY:
+        if key in (BETA_KEY, "model", "messages", "stream"):
+            continue
+        if key == SERVER_TOOLS_KEY:
+            if isinstance(value, list):
+                req["tools"] = [*req.get("tools", []), *value]
             continue
         current = req.get(key)
-        req[key] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+        if current is None:
+            req[key] = value
+        elif isinstance(current, dict) and isinstance(value, dict):
+            req[key] = {**value, **current}
 
 
 def _system_value(system: list[JSON]) -> str | list[JSON]:
@@ -318,83 +312,3 @@ def beta_header(body: JSON) -> str | None:
     if isinstance(betas, list) and betas:
         return ",".join(str(b) for b in betas)
     return betas if isinstance(betas, str) and betas else None
-
-
-# ---------------------------------------------------------------- response
-
-
-def to_canonical_usage(usage: Any) -> JSON:
-    """Anthropic usage -> canonical usage; prompt_tokens counts every input token."""
-    usage = usage if isinstance(usage, dict) else {}
-    fresh = int(usage.get("input_tokens") or 0)
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    write = int(usage.get("cache_creation_input_tokens") or 0)
-    output = int(usage.get("output_tokens") or 0)
-    details = usage.get("output_tokens_details")
-    reasoning = int(details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0
-    prompt = fresh + read + write
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": output,
-        "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
-def _tool_call(block: JSON) -> JSON:
-    arguments = orjson.dumps(block.get("input") or {}).decode()
-    return {
-        "id": block.get("id"),
-        "type": "function",
-        "function": {"name": block.get("name"), "arguments": arguments},
-    }
-
-
-def to_canonical_response(resp: JSON, created: int) -> JSON:
-    """Anthropic ``message`` -> canonical ``chat.completion``."""
-    texts: list[str] = []
-    thoughts: list[str] = []
-    thinking_blocks: list[JSON] = []
-    tool_calls: list[JSON] = []
-    for block in resp.get("content") or []:
-        btype = block.get("type")
-        if btype == "text":
-            texts.append(block.get("text") or "")
-        elif btype == "tool_use":
-            tool_calls.append(_tool_call(block))
-        elif btype in ("thinking", "redacted_thinking"):
-            thinking_blocks.append(block)
-            thoughts.append(block.get("thinking") or "")
-    message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    if thoughts:
-        message["reasoning_content"] = "".join(thoughts)
-    stop_reason = resp.get("stop_reason")
-    finish = FINISH_BY_STOP.get(stop_reason or "end_turn", "stop")
-    out: JSON = {
-        "id": resp.get("id"),
-        "object": "chat.completion",
-        "created": created,
-        "model": resp.get("model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-        "usage": to_canonical_usage(resp.get("usage")),
-    }
-    private = private_response_fields(stop_reason, resp.get("stop_sequence"), thinking_blocks)
-    if private:
-        out["_anthropic"] = private
-    return out
-
-
-def private_response_fields(stop_reason: Any, stop_sequence: Any, thinking: list[JSON]) -> JSON:
-    """What an Anthropic client needs back that finish_reason cannot say."""
-    private: JSON = {}
-    finish = FINISH_BY_STOP.get(stop_reason or "end_turn", "stop")
-    if stop_reason and DEFAULT_STOP_BY_FINISH.get(finish) != stop_reason:
-        private["stop_reason"] = stop_reason
-    if stop_sequence:
-        private["stop_sequence"] = stop_sequence
-    if thinking:
-        private["thinking"] = thinking
-    return private

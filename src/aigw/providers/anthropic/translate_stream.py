@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigw.providers.anthropic.errors import map_stream_error
-from aigw.providers.anthropic.translate import FINISH_BY_STOP, private_response_fields, to_canonical_usage
+from aigw.providers.anthropic.translate_response import FINISH_BY_STOP, private_response_fields, to_canonical_usage
 from aigw.types import JSON
 
 
