@@ -3,17 +3,18 @@
 A test scripts what the *next* requests suffer; with the queue empty the fake answers
 normally. Each request takes at most one fault, first in first out::
 
-    fake.faults.push(Fault(status=503, body={...}))         # next request: 503 with that body
-    fake.faults.push(Fault.cut(after=2), times=3)           # next 3 streams: 2 chunks, then the
-                                                            #   TCP connection drops (no [DONE])
-    fake.faults.push(Fault.slow(headers=0.5))               # headers only after 0.5 s
-    fake.faults.push(Fault.slow(first_chunk=0.5, between=0.05))  # stream: late first chunk, slow rest
-    fake.faults.push(Fault.stall_forever())                         # never answers (until the client leaves)
-    fake.faults.push(Fault.non_json_body())                      # 200 with an HTML body (or SSE non-JSON)
+    fake.faults.push(Fault(status=503, body={...}))          # next request: 503 with that body
+    fake.faults.push(Fault.cut(after=2), times=3)            # next 3 streams: 2 chunks, then the
+                                                             #   TCP connection drops (no [DONE])
+    fake.faults.push(Fault.slow(headers=0.5))                # headers only after 0.5 s
+    fake.faults.push(Fault.slow(first_chunk=0.5, between=0.05))  # late first chunk, slow rest
+    fake.faults.push(Fault.stall_forever())                  # never answers (until the client leaves)
+    fake.faults.push(Fault.non_json_body())                  # 200 with an HTML body (streams: a
+                                                             #   non-JSON data event)
     fake.faults.push(Fault(stream_error={"error": {...}}, cut_after=1))  # 1 chunk, then an error event
-    fake.faults.push(Fault(no_done=True))                   # whole stream, clean end, but no [DONE]
-    fake.faults.push(Fault.stall_forever(), only="/chat/completions")  # skip requests to other paths
-    fake.faults.always(Fault.status_only(500))             # every request, until clear()
+    fake.faults.push(Fault(no_done=True))                    # whole stream, clean end, no [DONE]
+    fake.faults.push(Fault(stall=True, only="/chat/completions"))  # leaves other paths alone
+    fake.faults.always(Fault.status_only(500))               # every request, until clear()
     fake.faults.clear()
 
 Provider-shaped error bodies come from each fake's own helpers (``openai_faults``).

@@ -13,6 +13,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
+import aiohttp
 import orjson
 import pytest
 
@@ -22,7 +23,7 @@ from aigw.providers.base import SupportsCompletions, SupportsEmbeddings, Support
 from aigw.providers.http import HttpClients
 from aigw.providers.openai.client import build
 from tests.fakes import openai_faults as oai
-from tests.fakes.faults import Fault
+from tests.fakes.faults import Fault, FaultScript
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.providers.openai_family import (
     Family,
@@ -363,3 +364,43 @@ async def test_stream_request_flags_are_forced(fake_openai: FakeOpenAI, clients:
     assert "stream" not in fake_openai.traffic.last.body
     chunks = await collect(provider.stream_chat(chat_body(), call()))
     assert joined_text(chunks) == "Echo: hello there"
+
+
+# -- the fake itself (other suites script faults through it) ---------------------------------
+
+
+def test_fault_script_order_paths_and_standing_fault() -> None:
+    script = FaultScript()
+    models_only, first, second = Fault(status=500, only="/models"), Fault.cut(1), Fault.cut(2)
+    script.push(models_only)
+    script.push(first, second, times=2)
+    assert script.take("/v1/chat/completions") is first
+    assert script.take("/v1/models") is models_only
+    assert [script.take("/x") for _ in range(3)] == [second, first, second]
+    assert script.take("/x") is None
+    script.always(second)
+    assert script.take("/x") is second and script.take("/y") is second
+    script.clear()
+    assert script.take("/x") is None and script.pending() == 0
+
+
+@pytest.mark.parametrize(("body", "status", "fragment"), [
+    ({"messages": [{"role": "user", "content": "x"}]}, 400, "you must provide a model parameter"),
+    ({"model": "gpt-4o-mini"}, 400, "Missing required parameter: 'messages'"),
+    ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model_not_found"),
+    ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}],
+      "stream_options": {"include_usage": True}}, 400, "stream_options"),
+    ({"model": "o3-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}, 400,
+     "max_completion_tokens"),
+])
+async def test_fake_rejects_what_openai_rejects(
+    fake_openai: FakeOpenAI, body: dict[str, object], status: int, fragment: str
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(fake_openai.base_url + "/chat/completions", json=body,
+                                headers={"Authorization": "Bearer sk-test-key"}) as resp:
+            assert resp.status == status
+            assert resp.headers["x-request-id"].startswith("req_")
+            assert fragment in await resp.text()
+        async with session.post(fake_openai.base_url + "/chat/completions", json=body) as resp:
+            assert resp.status == 401
