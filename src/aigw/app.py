@@ -9,12 +9,17 @@ import logging
 
 from aigw.config.load import load_config
 from aigw.config.models import GatewayConfig
+from aigw.http.admin_requests import PREFIX as ADMIN_REQUESTS
+from aigw.http.admin_requests import AdminRequests
 from aigw.http.auth import Authenticator
 from aigw.http.flow import Flow
 from aigw.http.health import Health
+from aigw.http.metrics_endpoint import MetricsEndpoint
 from aigw.http.openai_api import OpenAIApi
 from aigw.http.server import GatewayApp
+from aigw.observability.setup import build_observability
 from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.observed import ObservedTerminal, traced_provider, traced_stages
 from aigw.pipeline.pipeline import Pipeline
 from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stage import Stage
@@ -24,6 +29,7 @@ from aigw.providers.registry import build_provider
 from aigw.routing.router import Router, Target
 from aigw.stores.redis.client import make_redis
 from aigw.supervise import Supervisor
+from aigw.types import SystemClock
 
 log = logging.getLogger("aigw")
 
@@ -32,12 +38,18 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     clients = HttpClients()
     supervisor = Supervisor()
     targets = [Target(d, build_provider(d, clients)) for d in config.models]
+    obs = build_observability(config, SystemClock())
+    if obs.tracing is not None:  # a CLIENT span per upstream attempt, its traceparent sent upstream
+        targets = [Target(t.deployment, traced_provider(t.provider, t.deployment, obs.tracing)) for t in targets]
     router = Router(targets, default_timeout_s=config.server.request_timeout_s)
     redis = make_redis(config.redis_url) if config.redis_url else None
     deps = StageDeps(config=config, router=router, supervisor=supervisor, redis=redis,
                      redis_prefix=config.redis_prefix)
+    deps.services.update(obs.services())
     stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
-    pipeline = Pipeline(stages, RouteTerminal(router))
+    if obs.tracing is not None:
+        stages = traced_stages(stages, obs.tracing)
+    pipeline = Pipeline(stages, ObservedTerminal(RouteTerminal(router)))
     auth = Authenticator(config.server.master_key)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)
     health = Health()
@@ -51,8 +63,10 @@ def build_app(config: GatewayConfig) -> GatewayApp:
             await redis.aclose()
 
     app = GatewayApp(on_startup=[], on_shutdown=[shutdown])
+    app.on_startup.append(lambda: obs.start(supervisor))
+    app.on_shutdown.append(obs.stop)  # shutdown hooks run in reverse: the request log flushes first
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
-                     supervisor=supervisor, clients=clients, deps=deps)
+                     supervisor=supervisor, clients=clients, deps=deps, observability=obs)
 
     openai_api = OpenAIApi(flow, router, debug=config.server.debug_errors)
     app.route("POST", "/v1/chat/completions", openai_api.chat)
@@ -64,6 +78,12 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.route("GET", "/health/live", health.live)
     app.route("GET", "/health/ready", health.ready)
     app.route("GET", "/health", health.live)
+    if obs.metrics is not None:
+        app.route("GET", "/metrics", MetricsEndpoint(obs.metrics, auth, config.observability.metrics.require_key))
+    if obs.writer is not None:
+        admin_requests = AdminRequests(auth, obs.writer)
+        app.route("GET", "/admin/requests", admin_requests.list)
+        app.route_prefix("GET", ADMIN_REQUESTS, admin_requests.get)
     return app
 
 

@@ -18,6 +18,7 @@ StageBuilder = Callable[[StageDeps], Stage | None]
 
 STAGES: dict[str, str] = {
     # "name": "aigw.pipeline.stages.<module>:build",  (one line per stage)
+    "observe": "aigw.pipeline.stages.observe:build",
 }
 
 # The intended order of every stage; a stage runs only once it is registered above

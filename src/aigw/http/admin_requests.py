@@ -1,0 +1,112 @@
+"""GET /admin/requests (filtered, paged) and GET /admin/requests/{id}: the request log.
+
+Master key (or an admin key) only. An admin key that belongs to a tenant sees
+that tenant's requests and nothing else; another tenant's request id is a 404.
+Filters: ``since`` / ``until`` (epoch seconds or ISO 8601), ``key_id``,
+``model``, ``status`` (``429`` or a class: ``4xx``), ``min_latency_ms``;
+paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aigw import errors
+from aigw.http.auth import Authenticator
+from aigw.http.request import HttpRequest, Send
+from aigw.http.respond import send_json
+from aigw.http.wire_openai import error_body
+from aigw.observability.request_log import (
+    MAX_PAGE,
+    RequestLogWriter,
+    RequestQuery,
+    decode_cursor,
+    encode_cursor,
+)
+
+PREFIX = "/admin/requests/"
+
+
+def _time(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise errors.InvalidRequest(f"`{name}` must be epoch seconds or an ISO 8601 time", param=name) from None
+
+
+def _number(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise errors.InvalidRequest(f"`{name}` must be a number", param=name) from None
+
+
+def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
+    known = {"since", "until", "key_id", "model", "status", "min_latency_ms", "limit", "cursor"}
+    if unknown := sorted(set(args) - known):
+        raise errors.InvalidRequest(f"unknown filter `{unknown[0]}`; known: {', '.join(sorted(known))}",
+                                    param=unknown[0])
+    q = RequestQuery(key_id=args.get("key_id", ""), model=args.get("model", ""), tenant_id=tenant_id)
+    if "since" in args:
+        q.since = _time("since", args["since"])
+    if "until" in args:
+        q.until = _time("until", args["until"])
+    if status := args.get("status", ""):
+        if len(status) == 3 and status[0] in "12345" and status[1:].lower() == "xx":
+            q.status_class = int(status[0])
+        elif status.isdigit():
+            q.status = int(status)
+        else:
+            raise errors.InvalidRequest("`status` must be a code (429) or a class (4xx)", param="status")
+    if "min_latency_ms" in args:
+        q.min_latency_ms = _number("min_latency_ms", args["min_latency_ms"])
+    limit = int(_number("limit", args["limit"])) if "limit" in args else 50
+    if not 1 <= limit <= MAX_PAGE:
+        raise errors.InvalidRequest(f"`limit` must be between 1 and {MAX_PAGE}", param="limit")
+    q.limit = limit
+    if cursor := args.get("cursor"):
+        try:
+            q.cursor = decode_cursor(cursor)
+        except Exception:
+            raise errors.InvalidRequest("`cursor` is not one this endpoint gave out", param="cursor") from None
+    return q
+
+
+class AdminRequests:
+    def __init__(self, auth: Authenticator, writer: RequestLogWriter) -> None:
+        self.auth = auth
+        self.writer = writer  # flushed before each read: a request is listed as soon as it finished
+
+    async def list(self, req: HttpRequest, send: Send) -> None:
+        try:
+            principal = await self.auth.require_admin(req.headers)
+            q = parse_query(req.query, principal.tenant_id)
+            want = q.limit
+            q.limit = want + 1  # one more, to know whether there is a next page
+            await self.writer.flush()
+            items = await self.writer.store.query(q)
+        except errors.GatewayError as err:
+            await send_json(send, err.status, error_body(err))
+            return
+        more = len(items) > want
+        items = items[:want]
+        cursor = encode_cursor(items[-1].ts, items[-1].request_id) if more and items else None
+        await send_json(send, 200, {"object": "list", "data": [r.to_json() for r in items],
+                                    "has_more": more, "next_cursor": cursor})
+
+    async def get(self, req: HttpRequest, send: Send) -> None:
+        try:
+            principal = await self.auth.require_admin(req.headers)
+            request_id = req.path[len(PREFIX):]
+            await self.writer.flush()
+            record = await self.writer.store.get(request_id, principal.tenant_id) if request_id else None
+            if record is None:
+                raise errors.NotFound(f"No request `{request_id}` in the request log.")
+        except errors.GatewayError as err:
+            await send_json(send, err.status, error_body(err))
+            return
+        await send_json(send, 200, record.to_json())

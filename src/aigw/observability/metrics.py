@@ -1,0 +1,213 @@
+"""Every Prometheus metric of the gateway, defined once, with small methods to move them.
+
+One ``Metrics`` object per gateway (built in ``app.py``, handed to stages through
+``deps.services["metrics"]``), each with its own registry, so tests can run several
+gateways in one process. The per-request path is ``record(sample)``: labelled
+children are resolved once per label tuple and cached, so a finished request
+costs a dozen counter/histogram calls and no label lookups.
+
+Label values that come from clients (model names) are checked against the
+configured models first: an unknown model is counted as ``other``, so a client
+cannot grow the number of series.
+
+Multi-worker: when ``multiprocess_dir`` is set (``aigw serve --workers N``
+exports ``PROMETHEUS_MULTIPROC_DIR`` before the workers start), prometheus_client
+writes values to files there and ``render`` merges every worker's files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# 1 ms .. 60 s: whole requests, upstream calls, time to first token.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+# 50 µs .. 1 s: what the gateway itself adds.
+OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+TOKEN_KINDS = ("input", "output", "cached_input", "cache_write", "reasoning")
+OTHER = "other"
+NONE = "none"
+
+__all__ = ["CONTENT_TYPE", "Metrics", "Sample"]
+
+
+@dataclass(slots=True)
+class Sample:
+    """One finished request, as the observe stage saw it."""
+
+    api: str
+    model: str  # the public model asked for
+    provider: str  # "none" when nothing upstream answered; "cache" / "rules" when a stage did
+    deployment: str
+    status: int
+    duration_s: float
+    tenant: str = ""
+    upstream_s: float = 0.0
+    first_token_s: float | None = None
+    tokens: dict[str, int] = field(default_factory=dict)  # TOKEN_KINDS -> count
+    cost_usd: float = 0.0
+    retries: int = 0
+    fallback_model: str = ""  # the public model that served, when it is not the one asked for
+    rejected: str = ""  # error kind when the gateway itself refused (limits, budget, guardrails)
+
+
+class _Children:
+    """The labelled children of one (api, model, provider, deployment, status, tenant) tuple."""
+
+    __slots__ = ("cost", "duration", "key", "overhead", "requests", "retries", "tokens", "ttft", "upstream")
+
+    def __init__(self, m: Metrics, key: tuple[str, ...]) -> None:
+        api, model, provider, deployment, status, tenant = key
+        t = (tenant,) if m.tenant_label else ()
+        outcome = "ok" if status.startswith("2") else "error"
+        self.requests = m.requests_total.labels(api, model, provider, deployment, status, *t)
+        self.duration = m.request_duration.labels(api, model, provider, deployment, outcome, *t)
+        self.upstream = m.upstream_duration.labels(model, provider, deployment)
+        self.overhead = m.overhead.labels(api, model, provider, deployment)
+        self.ttft = m.ttft.labels(model, provider, deployment, *t)
+        self.key = (model, provider, deployment, *t)
+        self.tokens: dict[str, Any] = {}  # filled on first use: no all-zero series for kinds never seen
+        self.cost = m.cost_total.labels(model, provider, deployment, *t)
+        self.retries = m.retries_total.labels(model, deployment)
+
+
+class Metrics:
+    def __init__(
+        self,
+        models: Iterable[str] = (),
+        tenant_label: bool = False,
+        multiprocess_dir: str = "",
+        version: str = "",
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tenant_label = tenant_label
+        self.multiprocess_dir = multiprocess_dir
+        self._models = frozenset(models)
+        self._children: dict[tuple[str, ...], _Children] = {}
+        self._inflight: dict[str, Any] = {}
+        self._refreshers: list[Callable[[], None]] = []
+        self._define(version)
+
+    def _define(self, version: str) -> None:
+        r, t = self.registry, ("tenant",) if self.tenant_label else ()
+        self.requests_total = Counter("aigw_requests", "Finished requests by inbound API, model, provider, "
+                                      "deployment and HTTP status.",
+                                      ["api", "model", "provider", "deployment", "status", *t], registry=r)
+        self.request_duration = Histogram("aigw_request_duration_seconds", "Whole request, first byte in to last "
+                                          "byte out (streams included).",
+                                          ["api", "model", "provider", "deployment", "outcome", *t],
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("aigw_time_to_first_token_seconds", "Streams: request start to the first upstream "
+                              "chunk.", ["model", "provider", "deployment", *t], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_duration = Histogram("aigw_upstream_duration_seconds", "Time spent waiting on upstreams, "
+                                           "all attempts.", ["model", "provider", "deployment"],
+                                           buckets=LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("aigw_gateway_overhead_seconds", "Request duration minus upstream time: what the "
+                                  "gateway adds.", ["api", "model", "provider", "deployment"],
+                                  buckets=OVERHEAD_BUCKETS, registry=r)
+        self.tokens_total = Counter("aigw_tokens", "Tokens by kind (cached_input and cache_write are part of "
+                                    "input, reasoning part of output).",
+                                    ["model", "provider", "deployment", "kind", *t], registry=r)
+        self.cost_total = Counter("aigw_cost_usd", "Spend in US dollars at the configured prices.",
+                                  ["model", "provider", "deployment", *t], registry=r)
+        self.cache_total = Counter("aigw_cache_lookups", "Response cache lookups by result (hit, miss, "
+                                   "semantic_hit, error).", ["model", "result"], registry=r)
+        self.rejections_total = Counter("aigw_rejections", "Requests the gateway refused itself, by reason "
+                                        "(rate_limited, budget_exceeded, guardrail_blocked, ...).",
+                                        ["model", "reason"], registry=r)
+        self.retries_total = Counter("aigw_retries", "Upstream retries.", ["model", "deployment"], registry=r)
+        self.fallbacks_total = Counter("aigw_fallbacks", "Requests served by a fallback model.",
+                                       ["model", "fallback_model"], registry=r)
+        self.breaker_state = Gauge("aigw_circuit_breaker_state", "Circuit breaker per deployment: 0 closed, "
+                                   "1 half-open, 2 open.", ["deployment"], multiprocess_mode="livemax", registry=r)
+        self.in_flight = Gauge("aigw_requests_in_flight", "Requests inside the pipeline now.", ["model"],
+                               multiprocess_mode="livesum", registry=r)
+        self.store_errors_total = Counter("aigw_store_errors", "Failed calls to a store (database, Redis, "
+                                          "request log).", ["store", "operation"], registry=r)
+        self.events_total = Counter("aigw_events", "Notable events by name (alerts, breaker trips, drops).",
+                                    ["event"], registry=r)
+        info = Gauge("aigw_build_info", "Gateway version (value is always 1).", ["version"],
+                     multiprocess_mode="liveall", registry=r)
+        info.labels(version or "unknown").set(1)
+
+    # -- label hygiene -------------------------------------------------------------
+    def model_label(self, model: str) -> str:
+        """A model name safe to use as a label: configured, else ``other``."""
+        return model if model in self._models else OTHER
+
+    # -- the per-request path --------------------------------------------------------
+    def started(self, model: str) -> None:
+        self._gauge(model).inc()
+
+    def finished(self, model: str) -> None:
+        self._gauge(model).dec()
+
+    def _gauge(self, model: str) -> Any:
+        child = self._inflight.get(model)
+        if child is None:
+            child = self._inflight[model] = self.in_flight.labels(self.model_label(model))
+        return child
+
+    def record(self, s: Sample) -> None:
+        """Count one finished request (one call per request, from the observe stage)."""
+        key = (s.api, s.model, s.provider, s.deployment, str(s.status), s.tenant if self.tenant_label else "")
+        ch = self._children.get(key)
+        if ch is None:
+            ch = self._children[key] = _Children(self, (s.api, self.model_label(s.model), *key[2:]))
+        ch.requests.inc()
+        ch.duration.observe(s.duration_s)
+        if s.upstream_s > 0:
+            ch.upstream.observe(s.upstream_s)
+            ch.overhead.observe(max(0.0, s.duration_s - s.upstream_s))
+        if s.first_token_s is not None:
+            ch.ttft.observe(s.first_token_s)
+        for kind, n in s.tokens.items():
+            if n > 0:
+                if (counter := ch.tokens.get(kind)) is None:
+                    m, p, d, *t = ch.key
+                    counter = ch.tokens[kind] = self.tokens_total.labels(m, p, d, kind, *t)
+                counter.inc(n)
+        if s.cost_usd > 0:
+            ch.cost.inc(s.cost_usd)
+        if s.retries:
+            ch.retries.inc(s.retries)
+        if s.fallback_model:
+            self.fallbacks_total.labels(self.model_label(s.model), self.model_label(s.fallback_model)).inc()
+        if s.rejected:
+            self.rejections_total.labels(self.model_label(s.model), s.rejected).inc()
+
+    # -- events other stages and stores report ----------------------------------------
+    def cache_lookup(self, model: str, result: str) -> None:
+        """The cache stage: result is hit, miss, semantic_hit or error."""
+        self.cache_total.labels(self.model_label(model), result).inc()
+
+    def set_breaker(self, deployment: str, state: str) -> None:
+        """The router: a deployment's breaker changed state (closed, half_open, open)."""
+        self.breaker_state.labels(deployment).set(BREAKER_STATES.get(state, 0))
+
+    def store_error(self, store: str, operation: str) -> None:
+        self.store_errors_total.labels(store, operation).inc()
+
+    def event(self, name: str) -> None:
+        self.events_total.labels(name).inc()
+
+    # -- exposition -------------------------------------------------------------------
+    def on_scrape(self, refresh: Callable[[], None]) -> None:
+        """Run ``refresh`` before each scrape (to copy state such as breakers into gauges)."""
+        self._refreshers.append(refresh)
+
+    def render(self) -> bytes:
+        for refresh in self._refreshers:
+            refresh()
+        if not self.multiprocess_dir:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -1,0 +1,246 @@
+"""Request log stores on SQLite (embedded) and PostgreSQL (scaled), one table per UTC day.
+
+Day tables make retention a ``DROP TABLE`` of whole days (no full-table
+deletes, no vacuum storms) and keep every query on a few small tables. A page is
+read newest-first with a keyset cursor ``(ts, request_id)``, walking day tables
+backwards until the page is full.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from aigw.observability.request_log import COLUMNS, DAY_S, RequestQuery, RequestRecord
+
+PREFIX = "aigw_request_log_d"
+_TABLE = re.compile(rf"^{PREFIX}(\d+)$")
+_TYPES = {
+    "ts": "DOUBLE PRECISION NOT NULL", "status": "INTEGER NOT NULL", "stream": "BOOLEAN NOT NULL",
+    "input_tokens": "BIGINT NOT NULL", "output_tokens": "BIGINT NOT NULL", "cached_tokens": "BIGINT NOT NULL",
+    "reasoning_tokens": "BIGINT NOT NULL", "cost_usd": "DOUBLE PRECISION NOT NULL",
+    "latency_ms": "DOUBLE PRECISION NOT NULL", "upstream_ms": "DOUBLE PRECISION NOT NULL",
+    "overhead_ms": "DOUBLE PRECISION NOT NULL", "ttft_ms": "DOUBLE PRECISION", "attempts": "INTEGER NOT NULL",
+    "retries": "INTEGER NOT NULL", "request_body": "TEXT", "response_body": "TEXT",
+}
+
+
+def table_for(day: int) -> str:
+    return f"{PREFIX}{int(day)}"
+
+
+def _create_sql(day: int) -> list[str]:
+    t = table_for(day)
+    cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT NOT NULL')}" for c in COLUMNS)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} ({cols}, PRIMARY KEY (request_id))",
+        f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts, request_id)",
+        f"CREATE INDEX IF NOT EXISTS {t}_key ON {t} (key_id, ts)",
+    ]
+
+
+def _row(r: RequestRecord) -> tuple[Any, ...]:
+    return tuple(orjson.dumps(r.fallbacks).decode() if c == "fallbacks" else getattr(r, c) for c in COLUMNS)
+
+
+def _record(row: Sequence[Any]) -> RequestRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["fallbacks"] = orjson.loads(values["fallbacks"] or "[]")
+    values["stream"] = bool(values["stream"])
+    return RequestRecord(**values)
+
+
+def _where(q: RequestQuery, ph: Any) -> tuple[str, list[Any]]:
+    """The WHERE clause for ``q``; ``ph(n)`` renders the n-th placeholder (1-based)."""
+    parts: list[str] = []
+    args: list[Any] = []
+
+    def add(sql: str, *values: Any) -> None:
+        marks = []
+        for v in values:
+            args.append(v)
+            marks.append(ph(len(args)))
+        parts.append(sql.format(*marks))
+
+    if q.since is not None:
+        add("ts >= {}", q.since)
+    if q.until is not None:
+        add("ts < {}", q.until)
+    if q.key_id:
+        add("key_id = {}", q.key_id)
+    if q.tenant_id:
+        add("tenant_id = {}", q.tenant_id)
+    if q.model:
+        add("(model = {} OR served_model = {})", q.model, q.model)
+    if q.status is not None:
+        add("status = {}", q.status)
+    if q.status_class is not None:
+        add("status >= {} AND status < {}", q.status_class * 100, q.status_class * 100 + 100)
+    if q.min_latency_ms is not None:
+        add("latency_ms >= {}", q.min_latency_ms)
+    if q.cursor is not None:
+        add("(ts < {} OR (ts = {} AND request_id < {}))", q.cursor[0], q.cursor[0], q.cursor[1])
+    return (" WHERE " + " AND ".join(parts)) if parts else "", args
+
+
+def _days_in_range(days: Sequence[int], q: RequestQuery) -> list[int]:
+    lo = int(q.since // DAY_S) if q.since is not None else None
+    hi = int(q.until // DAY_S) if q.until is not None else None
+    if q.cursor is not None:
+        hi = min(hi, int(q.cursor[0] // DAY_S)) if hi is not None else int(q.cursor[0] // DAY_S)
+    return sorted((d for d in days if (lo is None or d >= lo) and (hi is None or d <= hi)), reverse=True)
+
+
+class SqliteRequestLog:
+    name = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: Any = None
+        self._days: set[int] = set()
+
+    async def open(self) -> None:
+        import aiosqlite
+
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        self._days = await self._list_days()
+
+    async def _list_days(self) -> set[int]:
+        async with self._db.execute("SELECT name FROM sqlite_master WHERE type='table'") as cur:
+            names = [row[0] for row in await cur.fetchall()]
+        return {int(m.group(1)) for n in names if (m := _TABLE.match(n))}
+
+    async def write(self, records: Sequence[RequestRecord]) -> None:
+        by_day: dict[int, list[tuple[Any, ...]]] = {}
+        for r in records:
+            by_day.setdefault(int(r.ts // DAY_S), []).append(_row(r))
+        marks = ", ".join("?" for _ in COLUMNS)
+        for day, rows in by_day.items():
+            if day not in self._days:
+                for sql in _create_sql(day):
+                    await self._db.execute(sql)
+                self._days.add(day)
+            await self._db.executemany(f"INSERT OR IGNORE INTO {table_for(day)} VALUES ({marks})", rows)
+        await self._db.commit()
+
+    async def query(self, q: RequestQuery) -> list[RequestRecord]:
+        where, args = _where(q, lambda n: "?")
+        out: list[RequestRecord] = []
+        self._days = await self._list_days()  # another replica may have opened a day
+        for day in _days_in_range(sorted(self._days), q):
+            sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)}{where} "
+                   f"ORDER BY ts DESC, request_id DESC LIMIT {int(q.limit - len(out))}")
+            async with self._db.execute(sql, args) as cur:
+                out += [_record(row) for row in await cur.fetchall()]
+            if len(out) >= q.limit:
+                break
+        return out
+
+    async def get(self, request_id: str, tenant_id: str = "") -> RequestRecord | None:
+        self._days = await self._list_days()
+        for day in sorted(self._days, reverse=True):
+            sql = f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = ?"
+            async with self._db.execute(sql, (request_id,)) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                rec = _record(row)
+                return rec if not tenant_id or rec.tenant_id == tenant_id else None
+        return None
+
+    async def drop_before(self, day: int) -> int:
+        old = [d for d in await self._list_days() if d < day]
+        for d in old:
+            await self._db.execute(f"DROP TABLE IF EXISTS {table_for(d)}")
+            self._days.discard(d)
+        await self._db.commit()
+        return len(old)
+
+    async def ping(self) -> None:
+        async with self._db.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+
+class PostgresRequestLog:
+    name = "postgres"
+
+    def __init__(self, dsn: str, schema: str = "") -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self._pool: Any = None
+        self._days: set[int] = set()
+
+    async def open(self) -> None:
+        import asyncpg
+
+        settings = {"search_path": self.schema} if self.schema else None
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, command_timeout=10,
+                                               server_settings=settings)
+        self._days = await self._list_days()
+
+    async def _list_days(self) -> set[int]:
+        rows = await self._pool.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE $1",
+            PREFIX + "%")
+        return {int(m.group(1)) for r in rows if (m := _TABLE.match(r[0]))}
+
+    async def write(self, records: Sequence[RequestRecord]) -> None:
+        by_day: dict[int, list[tuple[Any, ...]]] = {}
+        for r in records:
+            by_day.setdefault(int(r.ts // DAY_S), []).append(_row(r))
+        marks = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
+        async with self._pool.acquire() as conn, conn.transaction():
+            for day, rows in by_day.items():
+                if day not in self._days:
+                    for sql in _create_sql(day):
+                        await conn.execute(sql)
+                    self._days.add(day)
+                await conn.executemany(
+                    f"INSERT INTO {table_for(day)} VALUES ({marks}) ON CONFLICT (request_id) DO NOTHING", rows)
+
+    async def query(self, q: RequestQuery) -> list[RequestRecord]:
+        where, args = _where(q, lambda n: f"${n}")
+        out: list[RequestRecord] = []
+        self._days = await self._list_days()  # another replica may have opened a day
+        for day in _days_in_range(sorted(self._days), q):
+            sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)}{where} "
+                   f"ORDER BY ts DESC, request_id DESC LIMIT {int(q.limit - len(out))}")
+            out += [_record(tuple(row)) for row in await self._pool.fetch(sql, *args)]
+            if len(out) >= q.limit:
+                break
+        return out
+
+    async def get(self, request_id: str, tenant_id: str = "") -> RequestRecord | None:
+        self._days = await self._list_days()
+        for day in sorted(self._days, reverse=True):
+            sql = f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = $1"
+            row = await self._pool.fetchrow(sql, request_id)
+            if row is not None:
+                rec = _record(tuple(row))
+                return rec if not tenant_id or rec.tenant_id == tenant_id else None
+        return None
+
+    async def drop_before(self, day: int) -> int:
+        old = [d for d in await self._list_days() if d < day]
+        for d in old:
+            await self._pool.execute(f"DROP TABLE IF EXISTS {table_for(d)}")
+            self._days.discard(d)
+        return len(old)
+
+    async def ping(self) -> None:
+        await self._pool.fetchval("SELECT 1")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,103 @@
+"""Builds the observability parts from config, for ``app.py`` to hand around.
+
+``Observability`` holds what exists (each part may be ``None`` when switched
+off), puts them in the stage services, and starts and stops the request log's
+writer with the app. The request log store follows ``database_url``: SQLite
+for ``sqlite:///path``, PostgreSQL for ``postgres(ql)://``, memory otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aigw.config.models import GatewayConfig
+from aigw.observability.logging import protect_secrets
+from aigw.observability.metrics import Metrics
+from aigw.observability.request_log import MemoryRequestLog, RequestLogStore, RequestLogWriter
+from aigw.observability.tracing import Tracing
+from aigw.supervise import Supervisor
+from aigw.types import Clock
+
+log = logging.getLogger("aigw")
+_SECRET_HEADER_WORDS = ("key", "token", "secret", "auth", "password")
+
+try:  # the package version, for aigw_build_info
+    from importlib.metadata import version as _version
+
+    VERSION = _version("aigw")
+except Exception:  # pragma: no cover - running from a source tree without metadata
+    VERSION = "dev"
+
+
+@dataclass
+class Observability:
+    metrics: Metrics | None
+    tracing: Tracing | None
+    store: RequestLogStore | None
+    writer: RequestLogWriter | None
+
+    def services(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "tracing": self.tracing, "request_log": self.writer}
+
+    async def start(self, supervisor: Supervisor) -> None:
+        if self.store is None or self.writer is None:
+            return
+        try:
+            await self.store.open()
+        except Exception as exc:  # the gateway serves without a request log rather than not at all
+            log.error("request log store %s could not be opened (%s): records stay in memory",
+                      self.store.name, type(exc).__name__)
+            if self.metrics is not None:
+                self.metrics.store_error("request_log", "open")
+            self.store = self.writer.store = MemoryRequestLog()
+        supervisor.spawn(self.writer.run(), name="request-log-writer")
+
+    async def stop(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+
+def secrets_of(config: GatewayConfig) -> list[str]:
+    """Every secret in config that must never reach a log line."""
+    out = [config.server.master_key]
+    for d in config.models:
+        out.append(d.api_key)
+        out += [v for k, v in d.headers.items() if any(w in k.lower() for w in _SECRET_HEADER_WORDS)]
+    out += [v for k, v in config.observability.tracing.headers.items()]
+    return [s for s in out if s]
+
+
+def request_log_store(database_url: str) -> RequestLogStore:
+    from aigw.observability.request_log_sql import PostgresRequestLog, SqliteRequestLog
+
+    if database_url.startswith("sqlite:///"):
+        return SqliteRequestLog(database_url.removeprefix("sqlite:///") or "aigw.db")
+    if database_url.startswith(("postgres://", "postgresql://")):
+        return PostgresRequestLog(database_url)
+    return MemoryRequestLog()
+
+
+def build_observability(config: GatewayConfig, clock: Clock, store: RequestLogStore | None = None) -> Observability:
+    obs = config.observability
+    protect_secrets(secrets_of(config))
+    metrics = None
+    if obs.metrics.enabled:
+        metrics = Metrics(config.model_names(), tenant_label=obs.metrics.tenant_label,
+                          multiprocess_dir=obs.metrics.multiprocess_dir, version=VERSION)
+    tracing = Tracing(obs.tracing) if obs.tracing.enabled else None
+    writer = None
+    if obs.request_log.enabled:
+        store = store or request_log_store(config.database_url)
+        rl = obs.request_log
+        writer = RequestLogWriter(
+            store, flush_interval_s=rl.flush_interval_s, batch_size=rl.batch_size, max_buffer=rl.max_buffer,
+            retention_days=rl.retention_days, now=clock.now,
+            on_error=(lambda op: metrics.store_error("request_log", op)) if metrics is not None else None,
+        )
+    else:
+        store = None
+    return Observability(metrics, tracing, store, writer)

@@ -1,0 +1,249 @@
+"""The observe stage: metrics, one log line and one request-log record per request, traces.
+
+First in the pipeline, so its ``on_finish`` sees every outcome (success, error,
+rejection by a later stage, client gone). Everything it does per request is
+cheap and in-process: counters, one log call, one append to the request log's
+buffer. Tracing and body capture are separate paths that exist only when
+switched on (a ``None`` check otherwise).
+
+What it needs comes from ``deps.services``: ``metrics`` (observability.metrics),
+``request_log`` (a RequestLogWriter) and ``tracing`` (observability.tracing),
+each optional.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from aigw.observability.metrics import NONE, Metrics, Sample
+from aigw.observability.request_log import RequestLogWriter, RequestRecord
+from aigw.observability.tracing import Tracing, request_attributes, usage_attributes
+from aigw.pipeline.context import RequestContext
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stage import Stage
+from aigw.types import JSON
+
+log = logging.getLogger("aigw.request")
+ROUTED = "observe.routed"  # set by ObservedTerminal: the router was reached
+_STARTED = "observe.started"
+_SPAN = "observe.span"
+_RESPONSE = "observe.response"
+# Kinds that, before any upstream was called, mean "the gateway itself said no".
+REJECTIONS = frozenset({"rate_limited", "budget_exceeded", "guardrail_blocked", "permission_denied"})
+CLIENT_GONE = 499  # nginx's "client closed request"
+
+
+def status_of(ctx: RequestContext) -> int:
+    err = ctx.error
+    if err is None:
+        return 200
+    return CLIENT_GONE if err.code == "client_disconnected" else int(err.status)
+
+
+def tokens_of(usage: JSON | None) -> dict[str, int]:
+    if not usage:
+        return {}
+    prompt = usage.get("prompt_tokens_details") or {}
+    completion = usage.get("completion_tokens_details") or {}
+    return {
+        "input": int(usage.get("prompt_tokens") or 0),
+        "output": int(usage.get("completion_tokens") or 0),
+        "cached_input": int(prompt.get("cached_tokens") or 0),
+        "cache_write": int(prompt.get("cache_write_tokens") or 0),
+        "reasoning": int(completion.get("reasoning_tokens") or 0),
+    }
+
+
+def cost_of(ctx: RequestContext) -> float:
+    """Spend as priced by accounting (``ctx.cost_usd`` or ``ctx.state['cost_usd']``)."""
+    cost = getattr(ctx, "cost_usd", None)
+    if cost is None:
+        cost = ctx.state.get("cost_usd")
+    return float(cost) if isinstance(cost, int | float) else 0.0
+
+
+class Observe(Stage):
+    name = "observe"
+
+    def __init__(self, metrics: Metrics | None, writer: RequestLogWriter | None, tracing: Tracing | None,
+                 log_requests: bool, wall: Callable[[], float]) -> None:
+        self.metrics, self.writer, self.tracing = metrics, writer, tracing
+        self.log_requests = log_requests
+        self._wall = wall
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        ctx.state[_STARTED] = True
+        if self.metrics is not None:
+            self.metrics.started(ctx.model)
+        if self.tracing is not None:
+            op = request_attributes("", ctx.endpoint, ctx.model, ctx.body)
+            del op["gen_ai.system"], op["gen_ai.provider.name"]
+            op["aigw.request_id"] = ctx.request_id
+            name = f"{op['gen_ai.operation.name']} {ctx.model}"
+            ctx.state[_SPAN] = self.tracing.start_request(name, ctx.headers, ctx.started, op)
+        return None
+
+    async def on_finish(self, ctx: RequestContext) -> None:
+        now = time.monotonic()
+        status = status_of(ctx)
+        tokens = tokens_of(ctx.usage)
+        d = ctx.served_by
+        provider, deployment = (d.provider, d.id) if d is not None else (ctx.handled_by or NONE,) * 2
+        duration = now - ctx.started
+        kind = ctx.error.kind if ctx.error is not None else ""
+        rejected = kind if kind in REJECTIONS and not ctx.state.get(ROUTED) else ""
+        cost = cost_of(ctx)
+        if self.metrics is not None:
+            if ctx.state.get(_STARTED):
+                self.metrics.finished(ctx.model)
+            self.metrics.record(Sample(
+                api=ctx.api, model=ctx.model, provider=provider, deployment=deployment, status=status,
+                duration_s=duration, tenant=ctx.principal.tenant_id, upstream_s=ctx.upstream_s,
+                first_token_s=ctx.first_token_s, tokens=tokens, cost_usd=cost, retries=ctx.retries,
+                fallback_model=ctx.served_model if ctx.served_model != ctx.model else "",
+                rejected=rejected))
+        if self.writer is None and not self.log_requests and self.tracing is None:
+            return
+        rec = self._record(ctx, status, kind, tokens, cost, duration, provider if d else "", deployment if d else "")
+        if self.writer is not None:
+            self.writer.add(rec)
+        if self.log_requests:
+            self._log(rec)
+        if self.tracing is not None and (handle := ctx.state.pop(_SPAN, None)) is not None:
+            self._end_span(handle, ctx, rec)
+
+    def _record(self, ctx: RequestContext, status: int, kind: str, tokens: dict[str, int], cost: float,
+                duration: float, provider: str, deployment: str) -> RequestRecord:
+        p = ctx.principal
+        upstream_ms = ctx.upstream_s * 1000
+        latency_ms = duration * 1000
+        return RequestRecord(
+            request_id=ctx.request_id, ts=self._wall() - duration, api=ctx.api, endpoint=ctx.endpoint,
+            model=ctx.model, served_model=ctx.served_model, provider=provider, deployment=deployment,
+            tenant_id=p.tenant_id, project_id=p.project_id, key_id=p.key_id, key_prefix=p.key_prefix,
+            status=status, error_kind=kind, stream=ctx.stream, cache=ctx.handled_by,
+            input_tokens=tokens.get("input", 0), output_tokens=tokens.get("output", 0),
+            cached_tokens=tokens.get("cached_input", 0), reasoning_tokens=tokens.get("reasoning", 0),
+            cost_usd=cost, latency_ms=round(latency_ms, 3), upstream_ms=round(upstream_ms, 3),
+            overhead_ms=round(max(0.0, latency_ms - upstream_ms), 3) if upstream_ms else round(latency_ms, 3),
+            ttft_ms=round(ctx.first_token_s * 1000, 3) if ctx.first_token_s is not None else None,
+            attempts=ctx.attempts, retries=ctx.retries, fallbacks=list(ctx.fallbacks),
+        )
+
+    def _log(self, rec: RequestRecord) -> None:
+        fields: dict[str, Any] = {
+            "request_id": rec.request_id, "api": rec.api, "endpoint": rec.endpoint, "tenant_id": rec.tenant_id,
+            "project_id": rec.project_id, "key_prefix": rec.key_prefix, "model": rec.model,
+            "served_model": rec.served_model, "provider": rec.provider, "deployment": rec.deployment,
+            "status": rec.status, "error_kind": rec.error_kind, "stream": rec.stream, "cache": rec.cache,
+            "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens,
+            "cached_tokens": rec.cached_tokens, "reasoning_tokens": rec.reasoning_tokens, "cost_usd": rec.cost_usd,
+            "latency_ms": rec.latency_ms, "upstream_ms": rec.upstream_ms, "overhead_ms": rec.overhead_ms,
+            "ttft_ms": rec.ttft_ms, "attempts": rec.attempts, "retries": rec.retries, "fallbacks": rec.fallbacks,
+        }
+        if rec.request_body is not None:
+            fields["request_body"], fields["response_body"] = rec.request_body, rec.response_body
+        log.log(logging.WARNING if rec.status >= 500 else logging.INFO, "request", extra=fields)
+
+    def _end_span(self, handle: tuple[Any, Any], ctx: RequestContext, rec: RequestRecord) -> None:
+        attrs: dict[str, Any] = {
+            "http.response.status_code": rec.status, "aigw.tenant_id": rec.tenant_id,
+            "aigw.key_prefix": rec.key_prefix, "aigw.cache": rec.cache, "aigw.attempts": rec.attempts,
+            "aigw.retries": rec.retries, "aigw.overhead_ms": rec.overhead_ms,
+        }
+        if rec.served_model:
+            attrs["aigw.served_model"] = rec.served_model
+        if rec.provider:
+            attrs["gen_ai.provider.name"] = attrs["gen_ai.system"] = rec.provider
+        attrs.update(usage_attributes(ctx.usage))
+        assert self.tracing is not None
+        self.tracing.end_request(handle[0], handle[1], attrs, rec.error_kind or None)
+
+
+class ObserveBodies(Observe):
+    """Observe plus prompt and answer capture (``observability.log_bodies``), PII-redacted and capped."""
+
+    def __init__(self, *args: Any, redact: Callable[[str], str], max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._redact, self._max = redact, max_bytes
+
+    async def on_response(self, ctx: RequestContext, body: JSON) -> JSON:
+        ctx.state[_RESPONSE] = _answer_text(body)
+        return body
+
+    def on_stream(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+        return self._collect(ctx, chunks)
+
+    async def _collect(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+        parts: list[str] = []
+        size = 0
+        try:
+            async for chunk in chunks:
+                if size < self._max:
+                    text = _answer_text(chunk)
+                    parts.append(text)
+                    size += len(text)
+                yield chunk
+        finally:
+            ctx.state[_RESPONSE] = "".join(parts)
+
+    def _record(self, ctx: RequestContext, *args: Any) -> RequestRecord:
+        rec = super()._record(ctx, *args)
+        rec.request_body = self._cap(_prompt_text(ctx.body))
+        rec.response_body = self._cap(str(ctx.state.get(_RESPONSE) or ""))
+        return rec
+
+    def _cap(self, text: str) -> str:
+        text = self._redact(text[: self._max * 2])  # redact before cutting, so no value is cut in half
+        raw = text.encode()
+        return text if len(raw) <= self._max else raw[: self._max].decode(errors="ignore") + "…"
+
+
+def _prompt_text(body: JSON) -> str:
+    if "messages" in body:
+        return orjson.dumps(body["messages"]).decode()
+    value = body.get("prompt", body.get("input", ""))
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _answer_text(body: JSON) -> str:
+    out: list[str] = []
+    for choice in body.get("choices") or ():
+        part = choice.get("message") or choice.get("delta") or {}
+        if isinstance(content := part.get("content"), str):
+            out.append(content)
+        elif isinstance(text := choice.get("text"), str):
+            out.append(text)
+    return "".join(out)
+
+
+def _pii_redactor() -> Callable[[str], str] | None:
+    """The guardrails PII module's redaction, or None when it is not available."""
+    try:
+        from aigw.guardrails.pii import PiiDetector, Redactor
+
+        detector = PiiDetector()
+        return lambda text: Redactor(detector).redact_text(text)
+    except Exception:  # missing or changed module: log no bodies rather than unredacted ones
+        return None
+
+
+def build(deps: StageDeps) -> Stage | None:
+    obs = deps.config.observability
+    services = deps.services
+    metrics, writer, tracing = services.get("metrics"), services.get("request_log"), services.get("tracing")
+    if metrics is None and writer is None and tracing is None and not obs.log_requests:
+        return None
+    args = (metrics, writer, tracing, obs.log_requests, deps.clock.now)
+    if obs.log_bodies:
+        redact = _pii_redactor()
+        if redact is not None:
+            return ObserveBodies(*args, redact=redact, max_bytes=obs.body_max_bytes)
+        logging.getLogger("aigw").warning("observability.log_bodies is on but PII redaction "
+                                          "(aigw.guardrails.pii) is unavailable: bodies are not logged")
+    return Observe(*args)
