@@ -21,7 +21,8 @@ The ``_anthropic`` convention (private; every non-Anthropic adapter drops it):
   ``thinking`` the finish_reason cannot express.
 
 ``cache_control`` is kept on content parts and tools (an Anthropic extension of the
-canonical shape, also to be dropped by other adapters).
+canonical shape, also to be dropped by other adapters). ``strip_private(body)``
+removes all of these, copy-on-write, for non-Anthropic upstreams and OpenAI clients.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from aigw.errors import GatewayError, InvalidRequest
 from aigw.schema import anthropic_blocks as blocks
 from aigw.types import JSON
 
+PRIVATE_KEY = "_anthropic"
 _MAPPED_FIELDS = frozenset(
     {
         "model",
@@ -249,3 +251,52 @@ def render_error(err: GatewayError, *, request_id: str | None = None) -> tuple[i
     if request_id:
         body["request_id"] = request_id
     return status, body
+
+
+# ---------------------------------------------------------------- for every other provider
+
+
+def _without(obj: Any, key: str) -> Any:
+    return {k: v for k, v in obj.items() if k != key} if isinstance(obj, dict) and key in obj else obj
+
+
+def _clean_parts(parts: Any) -> Any:
+    if not isinstance(parts, list):
+        return parts
+    cleaned = [_without(p, "cache_control") for p in parts]
+    return cleaned if any(c is not p for c, p in zip(cleaned, parts, strict=True)) else parts
+
+
+def _clean_item(item: Any, nested: str) -> Any:
+    """One message, tool or choice without private keys (the same object when it had none)."""
+    out = _without(_without(item, PRIVATE_KEY), "cache_control")
+    if isinstance(out, dict):
+        for key in (nested, "delta", "message"):
+            value = out.get(key)
+            cleaned = _clean_parts(value) if key == nested else _clean_item(value, "content")
+            if cleaned is not value:
+                out = {**out, key: cleaned}
+    return out
+
+
+def _clean_list(items: Any, nested: str) -> Any:
+    if not isinstance(items, list):
+        return items
+    cleaned = [_clean_item(item, nested) for item in items]
+    return cleaned if any(c is not i for c, i in zip(cleaned, items, strict=True)) else items
+
+
+def strip_private(body: JSON) -> JSON:
+    """``body`` without the Anthropic-only extensions, for any non-Anthropic upstream or client.
+
+    Removes ``_anthropic`` (top level, messages, choices, deltas) and ``cache_control``
+    (content parts, tools). Copy-on-write: ``body`` itself is never changed (a retry
+    may send it to an Anthropic deployment), and is returned as-is when it has none.
+    """
+    out = _without(body, PRIVATE_KEY)
+    for key, nested in (("messages", "content"), ("tools", "function"), ("choices", "content")):
+        value = body.get(key)
+        cleaned = _clean_list(value, nested)
+        if cleaned is not value:
+            out = {**out, key: cleaned}
+    return out  # type: ignore[no-any-return]

@@ -11,7 +11,7 @@ import pytest
 
 from aigw import errors
 from aigw.providers.anthropic.translate import to_anthropic_request
-from aigw.schema.anthropic import canonical_to_message, messages_request_to_canonical, render_error
+from aigw.schema.anthropic import canonical_to_message, messages_request_to_canonical, render_error, strip_private
 from tests.unit.schema.anthropic_sdk import sdk_error, sdk_message
 
 CC = {"type": "ephemeral"}
@@ -356,3 +356,23 @@ def test_server_tools_only_keep_tool_choice_private() -> None:
     assert out["_anthropic"] == {"server_tools": [search], "tool_choice": {"type": "any"}}
     back = to_anthropic_request(out, "claude")
     assert back["tools"] == [search] and back["tool_choice"] == {"type": "any"}
+
+
+def test_strip_private_removes_every_extension_without_touching_the_input() -> None:
+    canonical = messages_request_to_canonical(copy.deepcopy(FULL))
+    snapshot = copy.deepcopy(canonical)
+    clean = strip_private(canonical)
+    assert canonical == snapshot  # a retry may still send the original to Anthropic
+    text = orjson.dumps(clean).decode()
+    assert "_anthropic" not in text and "cache_control" not in text
+    assert clean["messages"][2]["tool_calls"] == canonical["messages"][2]["tool_calls"]
+    assert clean["tools"][1] == {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    plain = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert strip_private(plain) is plain
+
+
+def test_strip_private_on_responses_and_chunks() -> None:
+    resp = completion({"role": "assistant", "content": "x"}, _anthropic={"stop_reason": "pause_turn"})
+    assert "_anthropic" not in strip_private(resp) and resp["_anthropic"]
+    chunk = {"choices": [{"index": 0, "delta": {"_anthropic": {"signature": "s"}}}], "_anthropic": {"x": 1}}
+    assert strip_private(chunk) == {"choices": [{"index": 0, "delta": {}}]}
