@@ -63,8 +63,9 @@ class AnthropicProvider:
     def _request_headers(self, body: JSON, call: CallOptions, accept: str) -> dict[str, str]:
         headers = {**self._headers, **call.headers, "accept": accept}
         beta = beta_header(body)
-        if beta:
-            headers["anthropic-beta"] = beta
+        if beta:  # the client's betas add to the operator's, they do not replace them
+            configured = headers.get("anthropic-beta")
+            headers["anthropic-beta"] = f"{configured},{beta}" if configured else beta
         return headers
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
