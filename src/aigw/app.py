@@ -13,7 +13,7 @@ from aigw.http.admin_requests import PREFIX as ADMIN_REQUESTS
 from aigw.http.admin_requests import AdminRequests
 from aigw.http.auth import Authenticator
 from aigw.http.flow import Flow
-from aigw.http.health import Health
+from aigw.http.health import Health, database_check, redis_check
 from aigw.http.metrics_endpoint import MetricsEndpoint
 from aigw.http.openai_api import OpenAIApi
 from aigw.http.server import GatewayApp
@@ -53,6 +53,10 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     auth = Authenticator(config.server.master_key)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)
     health = Health()
+    if redis is not None:
+        health.register("redis", redis_check(redis), critical=False)
+    if obs.writer is not None:
+        health.register("database", database_check(lambda: obs.writer.store.ping()), critical=False)  # type: ignore[union-attr]
 
     async def shutdown() -> None:
         await supervisor.drain()

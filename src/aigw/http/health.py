@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json
@@ -41,3 +42,48 @@ class Health:
         if not serving:
             overall = "down"
         await send_json(send, 200 if serving else 503, {"status": overall, "checks": results})
+
+
+# -- dependency checks (app.py registers the ones that exist) ---------------------------
+def redis_check(redis: Any, timeout_s: float = 0.5) -> Check:
+    """Redis answers PING: ok; else down (not critical: shared state fails open or closed by policy)."""
+
+    async def check() -> tuple[Status, str]:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await redis.ping()
+        except Exception as exc:
+            return "down", type(exc).__name__
+        return "ok", "ping"
+
+    return check
+
+
+def database_check(ping: Callable[[], Awaitable[None]], timeout_s: float = 1.0) -> Check:
+    """The database answers a trivial query: ok; else down (records are buffered meanwhile)."""
+
+    async def check() -> tuple[Status, str]:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await ping()
+        except Exception as exc:
+            return "down", type(exc).__name__
+        return "ok", "select 1"
+
+    return check
+
+
+def breakers_check(states: Callable[[], dict[str, str]]) -> Check:
+    """Deployments' circuit breakers: all closed ok, some open degraded, every one open down."""
+
+    async def check() -> tuple[Status, str]:
+        current = states()
+        if not current:
+            return "ok", "no deployments"
+        opened = sorted(d for d, s in current.items() if s != "closed")
+        if not opened:
+            return "ok", f"{len(current)} closed"
+        detail = ", ".join(f"{d}={current[d]}" for d in opened)
+        return ("down" if len(opened) == len(current) else "degraded"), detail
+
+    return check
