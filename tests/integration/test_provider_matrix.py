@@ -118,3 +118,18 @@ def test_upstream_sees_its_own_wire_format(oai: openai.OpenAI, ups: Upstreams) -
     last = ups.azure.traffic.last
     assert "/openai/deployments/chat/chat/completions" in last.path and "api-version" in last.query
     assert last.headers.get("api-key") == "az-key"
+
+
+def test_anthropic_only_fields_never_reach_an_openai_upstream(ant: anthropic.Anthropic, ups: Upstreams) -> None:
+    ant.messages.create(
+        model="oai", max_tokens=32, extra_body={"top_k": 5},
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user",
+                   "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
+    )
+    sent = ups.openai.traffic.last.body
+    assert "_anthropic" not in sent and "top_k" not in sent
+    assert "cache_control" not in str(sent)
+    ant.messages.create(model="claude", max_tokens=32, extra_body={"top_k": 5},
+                        messages=[{"role": "user", "content": "hi"}])
+    assert ups.anthropic.traffic.last.body["top_k"] == 5

@@ -56,6 +56,8 @@ class AnthropicFormat:
 
 def parse_messages(body: JSON) -> Parsed:
     canonical = wire.messages_request_to_canonical(body)
+    # the marker tells non-Anthropic adapters to drop Anthropic-only extensions (cheap check)
+    canonical.setdefault(wire.PRIVATE_KEY, {})
     stream = bool(canonical.get("stream"))
     if stream:
         canonical["stream_options"] = {"include_usage": True}

@@ -12,6 +12,7 @@ from aigw.http.respond import send_json
 from aigw.http.wire_openai import DONE_FRAME, chunk_frame, error_body, error_frame
 from aigw.pipeline.context import RequestContext
 from aigw.routing.router import Router
+from aigw.schema.anthropic import PRIVATE_KEY, strip_private
 from aigw.schema.openai import validate_chat, validate_completion, validate_embeddings
 from aigw.types import JSON
 
@@ -29,14 +30,17 @@ class OpenAIFormat:
         return err.status, error_body(err, self.debug)
 
     def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
-        return body
+        return strip_private(body) if PRIVATE_KEY in body else body
 
     async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
         hide_usage = ctx.state.get(HIDE_USAGE, False)
+        private = ctx.served_by is not None and ctx.served_by.provider == "anthropic"
         try:
             async for chunk in chunks:
                 if hide_usage and not chunk.get("choices") and chunk.get("usage"):
                     continue
+                if private:
+                    chunk = strip_private(chunk)
                 yield chunk_frame(chunk)
         except errors.GatewayError as err:
             ctx.error = err

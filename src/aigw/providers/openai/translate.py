@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigw import errors
+from aigw.schema.anthropic import PRIVATE_KEY, strip_private
 from aigw.types import JSON
 
 # OpenAI models that reject ``max_tokens`` and want ``max_completion_tokens``.
@@ -43,7 +44,13 @@ def shaping_for_model(model: str) -> Shaping:
 
 
 def shape_chat(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSON:
-    """The upstream chat body: upstream model id, stream flags, then the shaping rules."""
+    """The upstream chat body: upstream model id, stream flags, then the shaping rules.
+
+    A body that came in through the Anthropic API carries a top-level ``_anthropic``
+    marker; only then is it scanned for Anthropic-only extensions to drop.
+    """
+    if PRIVATE_KEY in body:
+        body = strip_private(body)
     out = _with_model(body, model)
     out = _stream_flags(out, body, shaping, stream)
     field_name = shaping.max_tokens_field
