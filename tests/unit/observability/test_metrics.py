@@ -1,0 +1,140 @@
+"""Metrics: what a scrape shows after requests are recorded, and that it follows Prometheus conventions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from aigw.observability.metrics import LATENCY_BUCKETS, Metrics, Sample
+
+
+def scrape(m: Metrics) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """name -> {sorted label items -> value} for every sample in the exposition."""
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(m.render().decode()):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def value(m: Metrics, name: str, **labels: str) -> float:
+    total = 0.0
+    for key, v in scrape(m).get(name, {}).items():
+        if all((k, labels[k]) in key for k in labels):
+            total += v
+    return total
+
+
+def ok(model: str = "gpt", **kw: object) -> Sample:
+    base: dict[str, object] = dict(api="openai", model=model, provider="openai", deployment="d1", status=200,
+                                   duration_s=0.2, upstream_s=0.15, tokens={"input": 10, "output": 5})
+    base.update(kw)
+    return Sample(**base)  # type: ignore[arg-type]
+
+
+def test_a_request_moves_counters_histograms_tokens_and_cost() -> None:
+    m = Metrics(["gpt"])
+    m.record(ok(cost_usd=0.002, first_token_s=0.05))
+    m.record(ok(status=502, tokens={}))
+    assert value(m, "aigw_requests_total", model="gpt", status="200", deployment="d1", api="openai") == 1
+    assert value(m, "aigw_requests_total", model="gpt", status="502") == 1
+    assert value(m, "aigw_request_duration_seconds_count", model="gpt", outcome="ok") == 1
+    assert value(m, "aigw_request_duration_seconds_count", model="gpt", outcome="error") == 1
+    assert value(m, "aigw_upstream_duration_seconds_count", model="gpt") == 2
+    assert abs(value(m, "aigw_gateway_overhead_seconds_sum", model="gpt") - 0.1) < 1e-9
+    assert value(m, "aigw_time_to_first_token_seconds_count", model="gpt") == 1
+    assert value(m, "aigw_tokens_total", kind="input") == 10
+    assert value(m, "aigw_tokens_total", kind="output") == 5
+    assert "aigw_tokens_total" in scrape(m) and value(m, "aigw_tokens_total", kind="reasoning") == 0
+    assert abs(value(m, "aigw_cost_usd_total", model="gpt") - 0.002) < 1e-12
+
+
+def test_retries_fallbacks_rejections_cache_breakers_and_store_errors() -> None:
+    m = Metrics(["gpt", "small"])
+    m.record(ok(retries=2, fallback_model="small"))
+    m.record(ok(status=429, provider="none", deployment="none", rejected="rate_limited", tokens={}))
+    m.cache_lookup("gpt", "hit")
+    m.cache_lookup("gpt", "miss")
+    m.set_breaker("d1", "open")
+    m.store_error("request_log", "write")
+    assert value(m, "aigw_retries_total", model="gpt", deployment="d1") == 2
+    assert value(m, "aigw_fallbacks_total", model="gpt", fallback_model="small") == 1
+    assert value(m, "aigw_rejections_total", model="gpt", reason="rate_limited") == 1
+    assert value(m, "aigw_cache_lookups_total", result="hit") == 1
+    assert value(m, "aigw_cache_lookups_total", result="miss") == 1
+    assert value(m, "aigw_circuit_breaker_state", deployment="d1") == 2
+    assert value(m, "aigw_store_errors_total", store="request_log", operation="write") == 1
+
+
+def test_unknown_models_share_one_series_so_clients_cannot_grow_cardinality() -> None:
+    m = Metrics(["gpt"])
+    for i in range(50):
+        m.record(ok(model=f"made-up-{i}", status=404, tokens={}))
+    models = {dict(k)["model"] for k in scrape(m)["aigw_requests_total"]}
+    assert models == {"other"}
+    assert value(m, "aigw_requests_total", model="other", status="404") == 50
+
+
+def test_tenant_label_only_when_config_allows_it() -> None:
+    off, on = Metrics(["gpt"]), Metrics(["gpt"], tenant_label=True)
+    for m in (off, on):
+        m.record(ok(tenant="acme"))
+    assert all("tenant" not in dict(k) for k in scrape(off)["aigw_requests_total"])
+    assert value(on, "aigw_requests_total", tenant="acme") == 1
+
+
+def test_in_flight_goes_up_and_back_down() -> None:
+    m = Metrics(["gpt"])
+    m.started("gpt")
+    m.started("gpt")
+    assert value(m, "aigw_requests_in_flight", model="gpt") == 2
+    m.finished("gpt")
+    m.finished("gpt")
+    assert value(m, "aigw_requests_in_flight", model="gpt") == 0
+
+
+def test_latency_buckets_resolve_one_millisecond_to_sixty_seconds() -> None:
+    assert LATENCY_BUCKETS[0] == 0.001 and LATENCY_BUCKETS[-1] == 60.0
+    m = Metrics(["gpt"])
+    m.record(ok(duration_s=0.0007))
+    m.record(ok(duration_s=45.0))
+    buckets = {dict(k)["le"]: v for k, v in scrape(m)["aigw_request_duration_seconds_bucket"].items()}
+    assert buckets["0.001"] == 1 and buckets["30.0"] == 1 and buckets["60.0"] == 2
+
+
+def test_names_follow_prometheus_conventions() -> None:
+    m = Metrics(["gpt"])
+    m.record(ok(cost_usd=0.1, first_token_s=0.1, retries=1))
+    for family in text_string_to_metric_families(m.render().decode()):
+        assert family.name.startswith("aigw_"), family.name
+        assert family.documentation, family.name
+        if family.type == "counter" and family.samples:
+            assert any(s.name == family.name + "_total" for s in family.samples), family.name
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name
+        assert not any(unit in family.name for unit in ("_ms", "millis", "_msec")), family.name
+
+
+def test_multiprocess_mode_merges_every_worker(tmp_path: object) -> None:
+    """Two worker processes count into PROMETHEUS_MULTIPROC_DIR; a scrape sums them."""
+    code = textwrap.dedent("""
+        import sys
+        from aigw.observability.metrics import Metrics, Sample
+        m = Metrics(["gpt"], multiprocess_dir=sys.argv[1])
+        m.record(Sample(api="openai", model="gpt", provider="p", deployment="d", status=200, duration_s=0.1))
+        m.started("gpt")
+        if sys.argv[2] == "scrape":
+            sys.stdout.write(m.render().decode())
+    """)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path), "count"], env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), "scrape"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(out) for s in f.samples}
+    key = ("api", "openai"), ("deployment", "d"), ("model", "gpt"), ("provider", "p"), ("status", "200")
+    assert samples[("aigw_requests_total", key)] == 2

@@ -1,0 +1,84 @@
+"""Log lines: one JSON object per line, extras as fields, and no secret survives formatting."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import orjson
+import pytest
+
+from aigw.observability.logging import REDACTED, JsonFormatter, Scrubber, TextFormatter, configure
+
+
+@pytest.fixture
+def scrub() -> Scrubber:
+    s = Scrubber()
+    s.add(["master-key-0123456789", "provider-secret-abcdef", ""])
+    return s
+
+
+def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
+    r = logging.LogRecord("aigw.test", logging.INFO, __file__, 1, msg, args, None)
+    r.__dict__.update(extra)
+    return r
+
+
+def test_known_secrets_are_replaced_wherever_they_appear(scrub: Scrubber) -> None:
+    line = scrub("upstream said: bad key provider-secret-abcdef (master-key-0123456789)")
+    assert "provider-secret-abcdef" not in line and "master-key-0123456789" not in line
+    assert line.count(REDACTED) == 2
+
+
+@pytest.mark.parametrize("text", [
+    "Authorization: Bearer abcdefghijklmnop",
+    "authorization: bearer abcdefghijklmnop",
+    "key sk-proj-ABCDEFGHIJKLMNOPQRST was rejected",
+    "GET https://host/v1/models?key=AIzaSyABCDEFGH123",
+    "api_key=ABCDEFGHIJ12345 in query",
+])
+def test_secret_shaped_strings_are_replaced_even_when_unknown(scrub: Scrubber, text: str) -> None:
+    out = scrub(text)
+    assert REDACTED in out
+    assert "abcdefghijklmnop" not in out and "ABCDEFGHIJKLMNOPQRST" not in out
+    assert "AIzaSyABCDEFGH123" not in out and "ABCDEFGHIJ12345" not in out
+
+
+def test_json_lines_carry_extras_as_top_level_fields(scrub: Scrubber) -> None:
+    line = JsonFormatter(scrub).format(record("request %s", "done", request_id="req_1", status=200,
+                                              latency_ms=1.5))
+    assert "\n" not in line
+    data = orjson.loads(line)
+    assert data["msg"] == "request done" and data["logger"] == "aigw.test" and data["level"] == "info"
+    assert data["request_id"] == "req_1" and data["status"] == 200 and data["latency_ms"] == 1.5
+    assert data["ts"].endswith("Z")
+
+
+def test_exceptions_are_scrubbed_too(scrub: Scrubber) -> None:
+    try:
+        raise RuntimeError("connect failed for provider-secret-abcdef")
+    except RuntimeError:
+        import sys
+
+        r = logging.LogRecord("aigw", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    for formatter in (JsonFormatter(scrub), TextFormatter(scrub)):
+        out = formatter.format(r)
+        assert "provider-secret-abcdef" not in out and "RuntimeError" in out
+
+
+def test_text_lines_show_extras_as_key_value(scrub: Scrubber) -> None:
+    line = TextFormatter(scrub).format(record("request", request_id="req_1", status=200, cache=""))
+    assert "request_id=req_1" in line and "status=200" in line and "cache=" not in line
+
+
+def test_configure_picks_the_format_and_level() -> None:
+    buf = io.StringIO()
+    configure("warning", "json", stream=buf)
+    try:
+        logging.getLogger("aigw.x").info("hidden")
+        logging.getLogger("aigw.x").warning("shown", extra={"k": 1})
+        lines = buf.getvalue().splitlines()
+        assert len(lines) == 1 and orjson.loads(lines[0])["k"] == 1
+    finally:
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(logging.WARNING)
