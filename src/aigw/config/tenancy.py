@@ -1,0 +1,48 @@
+"""The ``tenancy:`` config section: keys, rate limits, budgets and the spend ledger.
+
+Kept in its own module so the shared ``models.py`` only gains one field. Every
+setting has a default; tenants, projects and keys themselves live in the
+database and are managed through the admin API, not in this file.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FailPolicy = Literal["open", "closed"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LedgerConfig(_Strict):
+    # Records wait at most this long in memory before a batch is written; a kill -9
+    # loses at most this much (graceful shutdown and DB outages lose nothing).
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Records kept in memory while the database is down; beyond it the oldest are
+    # dropped with an error log (and counted), so memory stays bounded.
+    max_buffered: int = Field(default=200_000, ge=1000)
+    retry_backoff_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class TenancyConfig(_Strict):
+    enabled: bool = True  # virtual keys, limits, budgets and the ledger
+    # What a limit or budget check does when Redis cannot be reached.
+    limits_on_store_error: FailPolicy = "open"
+    budget_on_store_error: FailPolicy = "closed"
+    # Worst-case completion tokens reserved when a request sets no max_tokens.
+    default_max_tokens: int = Field(default=4096, ge=1)
+    # HTTP status of budget_exceeded: 429 (OpenAI's own choice for quota) or 402.
+    budget_status: Literal[429, 402] = 429
+    alert_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    alert_webhook: str = ""  # POSTed a JSON event when a budget crosses a threshold
+    # Each replica checks the key version this often; a revoked key stops working
+    # everywhere within about this interval plus one lookup.
+    key_refresh_s: float = Field(default=0.25, gt=0, le=5)
+    key_cache_size: int = Field(default=100_000, ge=100)
+    migrate_on_start: bool | None = None  # None: yes for SQLite, no for PostgreSQL (`aigw db upgrade`)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
