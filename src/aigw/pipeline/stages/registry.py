@@ -19,6 +19,9 @@ StageBuilder = Callable[[StageDeps], Stage | None]
 STAGES: dict[str, str] = {
     # "name": "aigw.pipeline.stages.<module>:build",  (one line per stage)
     "observe": "aigw.pipeline.stages.observe:build",
+    "limits": "aigw.pipeline.stages.limits:build",
+    "budget": "aigw.pipeline.stages.budget:build",
+    "accounting": "aigw.pipeline.stages.accounting:build",
 }
 
 # The intended order of every stage; a stage runs only once it is registered above

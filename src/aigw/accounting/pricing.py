@@ -1,0 +1,106 @@
+"""Cost of a request: tokens by kind x the price table, in integer nano-dollars.
+
+The shipped table (``data/prices.json``, versioned) covers the common models;
+a deployment's ``prices:`` in config overrides it field by field. A model in
+neither costs 0 and is reported by ``PriceBook.unknown`` so an operator sees it.
+Cached reads and cache writes default to the input price, reasoning to the
+output price, when a table entry does not name them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from aigw.accounting.usage import Tokens
+from aigw.config.models import Deployment, Prices
+
+_DATE_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|@\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens of each kind, and per request."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+    cache_write: float | None = None
+    reasoning: float | None = None
+    per_request: float = 0.0
+
+    def cost_nano(self, t: Tokens, requests: int = 1) -> int:
+        """Exact to the nano-dollar: a million tokens at $1 per million is 1e9 nano."""
+        milli_micro = (
+            t.fresh_input * self.input
+            + t.cached_input * (self.input if self.cached_input is None else self.cached_input)
+            + t.cache_write * (self.input if self.cache_write is None else self.cache_write)
+            + t.output * self.output
+            + t.reasoning * (self.output if self.reasoning is None else self.reasoning)
+        )
+        return round(milli_micro * 1000 + self.per_request * requests * 1e9)
+
+    def merged(self, o: Prices) -> Price:
+        return Price(
+            input=self.input if o.input_per_mtok is None else o.input_per_mtok,
+            output=self.output if o.output_per_mtok is None else o.output_per_mtok,
+            cached_input=self.cached_input if o.cached_input_per_mtok is None else o.cached_input_per_mtok,
+            cache_write=self.cache_write if o.cache_write_per_mtok is None else o.cache_write_per_mtok,
+            reasoning=self.reasoning if o.reasoning_per_mtok is None else o.reasoning_per_mtok,
+            per_request=self.per_request if o.per_request is None else o.per_request,
+        )
+
+
+def load_table() -> tuple[str, dict[str, Price]]:
+    raw: dict[str, Any] = orjson.loads(
+        resources.files("aigw.accounting").joinpath("data", "prices.json").read_bytes())
+    return str(raw["version"]), {name: Price(**entry) for name, entry in raw["models"].items()}
+
+
+def _candidates(name: str) -> list[str]:
+    base = name.rsplit("/", 1)[-1].lower()
+    out = [name, base]
+    stripped = _DATE_SUFFIX.sub("", base)
+    if stripped != base:
+        out.append(stripped)
+    return out
+
+
+class PriceBook:
+    """Prices per deployment, resolved once (config override over the shipped table)."""
+
+    def __init__(self, deployments: list[Deployment], table: dict[str, Price] | None = None,
+                 version: str = "") -> None:
+        if table is None:
+            version, table = load_table()
+        self.version = version
+        self._table = table
+        self._by_deployment: dict[str, Price] = {}
+        self.unknown: set[str] = set()
+        for d in deployments:
+            base = self.lookup(d.model) or self.lookup(d.name)
+            if base is None and d.prices is None:
+                self.unknown.add(d.model)
+            price = base or Price()
+            self._by_deployment[d.id] = price.merged(d.prices) if d.prices is not None else price
+
+    def lookup(self, model: str) -> Price | None:
+        for name in _candidates(model):
+            if name in self._table:
+                return self._table[name]
+        return None
+
+    def for_deployment(self, deployment_id: str, model: str = "") -> Price:
+        price = self._by_deployment.get(deployment_id)
+        if price is None:
+            price = self.lookup(model) or Price()
+        return price
+
+    def max_for_model(self, deployments: list[Deployment]) -> Price:
+        """The dearest deployment of a model (what a reservation must assume before routing)."""
+        prices = [self.for_deployment(d.id, d.model) for d in deployments] or [Price()]
+        return max(prices, key=lambda p: (p.input + p.output, p.per_request))

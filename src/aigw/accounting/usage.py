@@ -1,0 +1,83 @@
+"""Token counts by kind, read from whichever usage shape a provider reported.
+
+Providers disagree on what "input tokens" means, which is where peers misprice:
+
+    shape                          input total includes cache?   reasoning
+    OpenAI chat (canonical)        prompt_tokens: yes (cached_tokens inside)   inside completion_tokens
+    OpenAI Responses               input_tokens: yes                            inside output_tokens
+    Anthropic Messages             input_tokens: NO (cache read/creation apart) inside output_tokens
+    Gemini                         promptTokenCount: yes (cachedContent inside) thoughtsTokenCount APART
+    Bedrock Converse               inputTokens: NO (cacheRead/WriteInputTokens) -
+    DeepSeek                       prompt_tokens: yes (prompt_cache_hit_tokens) inside completion_tokens
+
+``Tokens`` is the one normal form: every count disjoint, so cost is a plain sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Disjoint counts: input = fresh + cached + cache_write; output = text + reasoning."""
+
+    fresh_input: int = 0
+    cached_input: int = 0
+    cache_write: int = 0
+    output: int = 0  # completion tokens that are not reasoning
+    reasoning: int = 0
+
+    @property
+    def prompt(self) -> int:
+        return self.fresh_input + self.cached_input + self.cache_write
+
+    @property
+    def completion(self) -> int:
+        return self.output + self.reasoning
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
+def _i(d: Any, *path: str) -> int:
+    for p in path:
+        if not isinstance(d, dict):
+            return 0
+        d = d.get(p)
+    try:
+        return max(0, int(d or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _split(prompt: int, cached: int, write: int, completion: int, reasoning: int) -> Tokens:
+    cached, write = min(cached, prompt), min(write, max(0, prompt - cached))
+    reasoning = min(reasoning, completion)
+    return Tokens(prompt - cached - write, cached, write, completion - reasoning, reasoning)
+
+
+def tokens_from_usage(usage: Any) -> Tokens | None:
+    """Normal form of a usage object in any known shape; None when there is none."""
+    if not isinstance(usage, dict) or not usage:
+        return None
+    if "promptTokenCount" in usage or "candidatesTokenCount" in usage:  # Gemini
+        prompt, thoughts = _i(usage, "promptTokenCount"), _i(usage, "thoughtsTokenCount")
+        return _split(prompt, _i(usage, "cachedContentTokenCount"), 0,
+                      _i(usage, "candidatesTokenCount") + thoughts, thoughts)
+    if "inputTokens" in usage:  # Bedrock Converse
+        read, write = _i(usage, "cacheReadInputTokens"), _i(usage, "cacheWriteInputTokens")
+        return _split(_i(usage, "inputTokens") + read + write, read, write, _i(usage, "outputTokens"), 0)
+    if "input_tokens" in usage and "prompt_tokens" not in usage:
+        if "input_tokens_details" in usage:  # OpenAI Responses API
+            return _split(_i(usage, "input_tokens"), _i(usage, "input_tokens_details", "cached_tokens"), 0,
+                          _i(usage, "output_tokens"), _i(usage, "output_tokens_details", "reasoning_tokens"))
+        read, write = _i(usage, "cache_read_input_tokens"), _i(usage, "cache_creation_input_tokens")  # Anthropic
+        return _split(_i(usage, "input_tokens") + read + write, read, write, _i(usage, "output_tokens"),
+                      _i(usage, "output_tokens_details", "thinking_tokens"))
+    prompt, completion = _i(usage, "prompt_tokens"), _i(usage, "completion_tokens")
+    cached = _i(usage, "prompt_tokens_details", "cached_tokens") or _i(usage, "prompt_cache_hit_tokens")
+    return _split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,
+                  _i(usage, "completion_tokens_details", "reasoning_tokens"))

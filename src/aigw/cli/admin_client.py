@@ -1,0 +1,134 @@
+"""A small synchronous client of the admin API, for the CLI (and tests): urllib, JSON in and out.
+
+``AIGW_URL`` (default http://127.0.0.1:4000) and ``AIGW_MASTER_KEY`` reach it
+through click's envvar support on the commands; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import click
+
+DEFAULT_URL = "http://127.0.0.1:4000"
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+class AdminClient:
+    def __init__(self, url: str = DEFAULT_URL, key: str = "", timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        url = self.url + path
+        params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("accept", "application/json")
+        if data is not None:
+            req.add_header("content-type", "application/json")
+        if self.key:
+            req.add_header("authorization", f"Bearer {self.key}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 - operator-given URL
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                payload = json.loads(raw)
+                message = payload.get("error", {}).get("message") or raw.decode(errors="replace")
+            except (ValueError, AttributeError):
+                payload, message = None, raw.decode(errors="replace")[:300]
+            raise AdminError(exc.code, message, payload) from None
+        except urllib.error.URLError as exc:
+            raise AdminError(0, f"cannot reach the gateway at {self.url} ({exc.reason})") from None
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.request("GET", path, query=query)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body if body is not None else {})
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, body)
+
+
+# -- shared CLI options and output -----------------------------------------------------
+url_option = click.option("--url", envvar="AIGW_URL", default=DEFAULT_URL, show_default=True,
+                          help="Gateway URL (env AIGW_URL).")
+key_option = click.option("--master-key", "master_key", envvar="AIGW_MASTER_KEY", default="",
+                          help="Master or admin key (env AIGW_MASTER_KEY).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def call(url: str, key: str, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+    """Run one admin call; on failure print the gateway's message and exit 1."""
+    try:
+        return AdminClient(url, key).request(method, path, body, query)
+    except AdminError as exc:
+        click.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
+        raise SystemExit(1) from None
+
+
+def show(data: Any, as_json: bool, columns: list[str]) -> None:
+    """A readable table (rich if installed), or the raw JSON with --json."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = data.get("data", [data]) if isinstance(data, dict) else data
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # plain columns
+        click.echo("  ".join(columns))
+        for row in rows:
+            click.echo("  ".join(_cell(row.get(c)) for c in columns))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def limit_fields(rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
+                 period: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rpm": rpm, "tpm": tpm, "max_parallel": max_parallel, "budget_usd": budget,
+                           "budget_period": period}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def limit_options(fn: Any) -> Any:
+    for opt in reversed([
+        click.option("--rpm", type=int, help="Requests per minute."),
+        click.option("--tpm", type=int, help="Tokens per minute."),
+        click.option("--max-parallel", type=int, help="Requests in flight at once."),
+        click.option("--budget", type=float, help="Budget in USD."),
+        click.option("--period", type=click.Choice(["daily", "weekly", "monthly", "total"]),
+                     help="Budget period (default monthly)."),
+    ]):
+        fn = opt(fn)
+    return fn

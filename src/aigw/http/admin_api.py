@@ -1,0 +1,257 @@
+"""The tenancy admin API: tenants, projects, keys (create, list, update, revoke, rotate).
+
+    POST /admin/tenants            GET /admin/tenants            GET|PATCH|DELETE /admin/tenants/{id}
+    POST /admin/projects           GET /admin/projects?tenant=   GET|PATCH|DELETE /admin/projects/{id}
+    POST /admin/keys               GET /admin/keys?project=&tenant=
+    GET|PATCH|DELETE /admin/keys/{id}    POST /admin/keys/{id}/revoke    POST /admin/keys/{id}/rotate
+
+The master key sees everything. A tenant admin key (role ``tenant_admin``) sees
+its own tenant only: any other tenant's id, project or key is a 404, exactly
+as if it did not exist. Every change bumps the key version, which every
+replica polls, so caches everywhere drop within ``tenancy.key_refresh_s``.
+Spend reports live in ``admin_spend.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from aigw import errors
+from aigw.http.admin_models import (
+    KeyIn,
+    KeyPatch,
+    ProjectIn,
+    ProjectPatch,
+    TenantIn,
+    TenantPatch,
+    key_out,
+    project_out,
+    tenant_out,
+)
+from aigw.http.auth import Authenticator
+from aigw.http.request import HttpRequest, Send
+from aigw.http.respond import send_json
+from aigw.http.wire_openai import error_body
+from aigw.pipeline.context import Principal
+from aigw.stores.base import ApiKey, Database, KeyVersion, Project, Tenant
+from aigw.stores.keygen import display_prefix, hash_secret, new_id, new_secret
+from aigw.types import JSON, Clock
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[HttpRequest, Send], Awaitable[None]]
+MAX_BODY = 256 * 1024
+
+
+def admin_scope(principal: Principal) -> str | None:
+    """None: every tenant (master key). Else the one tenant this admin key may touch."""
+    return principal.tenant_id or None
+
+
+async def parse_body(req: HttpRequest, model: type[M]) -> M:
+    try:
+        return model.model_validate(await req.json(MAX_BODY))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise errors.InvalidRequest(f"{field}: {msg}" if field else msg, param=field) from None
+
+
+def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitable[tuple[int, JSON]]]) -> Handler:
+    """Authenticate as an admin, run ``fn``, answer JSON; errors in the OpenAI error shape."""
+
+    async def handler(req: HttpRequest, send: Send) -> None:
+        headers = [(b"x-request-id", req.request_id.encode())]
+        try:
+            principal = await auth.require_admin(req.headers)
+            status, body = await fn(req, principal)
+        except errors.GatewayError as err:
+            await send_json(send, err.status, error_body(err), headers)
+            return
+        await send_json(send, status, body, headers)
+
+    return handler
+
+
+def _not_found(what: str, ident: str) -> errors.NotFound:
+    return errors.NotFound(f"No {what} `{ident}`.", code=f"{what}_not_found")
+
+
+class AdminApi:
+    def __init__(self, db: Database, version: KeyVersion, clock: Clock, on_change: Callable[[], None]) -> None:
+        self.db = db
+        self.version = version
+        self.clock = clock
+        self._on_change = on_change  # this replica's own cache: drop it at once
+
+    async def _changed(self) -> None:
+        self._on_change()
+        await self.version.bump()
+
+    # -- lookups that respect the caller's tenant ------------------------------------
+    async def tenant(self, ident: str, scope: str | None) -> Tenant:
+        t = await self.db.find_tenant(ident)
+        if t is None or (scope is not None and t.id != scope):
+            raise _not_found("tenant", ident)
+        return t
+
+    async def project(self, ident: str, scope: str | None) -> Project:
+        p = await self.db.find_project(ident, scope)
+        if p is None:
+            raise _not_found("project", ident)
+        return p
+
+    async def key(self, ident: str, scope: str | None) -> ApiKey:
+        k = await self.db.get_key(ident)
+        if k is None or (scope is not None and k.tenant_id != scope):
+            raise _not_found("key", ident)
+        return k
+
+    # -- tenants -----------------------------------------------------------------------
+    async def create_tenant(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        if admin_scope(p) is not None:
+            raise errors.PermissionDenied("Only the master key can create tenants.")
+        body = await parse_body(req, TenantIn)
+        if await self.db.find_tenant(body.name) is not None:
+            raise errors.InvalidRequest(f"A tenant named `{body.name}` exists already.", status=409,
+                                        code="already_exists")
+        t = Tenant(id=new_id("ten"), name=body.name, limits=body.limits(), metadata=body.metadata,
+                   created_at=self.clock.now())
+        await self.db.add_tenant(t)
+        return 201, tenant_out(t)
+
+    async def list_tenants(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        scope = admin_scope(p)
+        items = [t for t in await self.db.list_tenants() if scope is None or t.id == scope]
+        return 200, {"object": "list", "data": [tenant_out(t) for t in items]}
+
+    async def tenant_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        ident = req.path.removeprefix("/admin/tenants/").strip("/")
+        t = await self.tenant(ident, admin_scope(p))
+        if req.method == "GET":
+            return 200, tenant_out(t)
+        if admin_scope(p) is not None:
+            raise errors.PermissionDenied("Only the master key can change tenants.")
+        if req.method == "DELETE":
+            t.enabled = False
+        else:
+            body = await parse_body(req, TenantPatch)
+            t.limits = body.limits(t.limits)
+            t.name = body.name or t.name
+            t.enabled = t.enabled if body.enabled is None else body.enabled
+            t.metadata = t.metadata if body.metadata is None else body.metadata
+        await self.db.save_tenant(t)
+        await self._changed()
+        return 200, tenant_out(t)
+
+    # -- projects ----------------------------------------------------------------------
+    async def create_project(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        body = await parse_body(req, ProjectIn)
+        scope = admin_scope(p)
+        if not body.tenant and scope is None:
+            raise errors.InvalidRequest("tenant: required (a tenant id or name)", param="tenant")
+        t = await self.tenant(body.tenant or str(scope), scope)
+        if await self.db.find_project(body.name, t.id) is not None:
+            raise errors.InvalidRequest(f"Tenant `{t.name}` has a project `{body.name}` already.", status=409,
+                                        code="already_exists")
+        proj = Project(id=new_id("prj"), tenant_id=t.id, name=body.name, limits=body.limits(),
+                       metadata=body.metadata, created_at=self.clock.now())
+        await self.db.add_project(proj)
+        return 201, project_out(proj)
+
+    async def list_projects(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        scope = admin_scope(p)
+        tenant_id = scope
+        if ident := req.query.get("tenant"):
+            tenant_id = (await self.tenant(ident, scope)).id
+        return 200, {"object": "list", "data": [project_out(x) for x in await self.db.list_projects(tenant_id)]}
+
+    async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        ident = req.path.removeprefix("/admin/projects/").strip("/")
+        proj = await self.project(ident, admin_scope(p))
+        if req.method == "GET":
+            return 200, project_out(proj)
+        if req.method == "DELETE":
+            proj.enabled = False
+        else:
+            body = await parse_body(req, ProjectPatch)
+            proj.limits = body.limits(proj.limits)
+            proj.name = body.name or proj.name
+            proj.enabled = proj.enabled if body.enabled is None else body.enabled
+            proj.metadata = proj.metadata if body.metadata is None else body.metadata
+        await self.db.save_project(proj)
+        await self._changed()
+        return 200, project_out(proj)
+
+    # -- keys --------------------------------------------------------------------------
+    async def create_key(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        body = await parse_body(req, KeyIn)
+        proj = await self.project(body.project, admin_scope(p))
+        secret = new_secret()
+        k = ApiKey(id=new_id("key"), tenant_id=proj.tenant_id, project_id=proj.id, key_hash=hash_secret(secret),
+                   prefix=display_prefix(secret), name=body.name, allowed_models=body.models,
+                   limits=body.limits(), expires_at=body.expires_at, role=body.role, metadata=body.metadata,
+                   created_at=self.clock.now())
+        await self.db.add_key(k)
+        await self._changed()  # a cached "unknown key" answer must not outlive the key's creation
+        return 201, key_out(k, secret)
+
+    async def list_keys(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        scope = admin_scope(p)
+        tenant_id, project_id = scope, None
+        if ident := req.query.get("tenant"):
+            tenant_id = (await self.tenant(ident, scope)).id
+        if ident := req.query.get("project"):
+            project_id = (await self.project(ident, scope)).id
+        keys = await self.db.list_keys(tenant_id, project_id)
+        return 200, {"object": "list", "data": [key_out(k) for k in keys]}
+
+    async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        ident, _, action = req.path.removeprefix("/admin/keys/").strip("/").partition("/")
+        k = await self.key(ident, admin_scope(p))
+        secret: str | None = None
+        if req.method == "GET" and not action:
+            return 200, key_out(k)
+        if (req.method == "POST" and action == "revoke") or (req.method == "DELETE" and not action):
+            k.revoked_at = k.revoked_at or self.clock.now()
+        elif req.method == "POST" and action == "rotate":
+            if k.revoked_at is not None:
+                raise errors.InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
+            secret = new_secret()
+            k.key_hash, k.prefix = hash_secret(secret), display_prefix(secret)
+        elif req.method == "PATCH" and not action:
+            self._patch_key(k, await parse_body(req, KeyPatch))
+        else:
+            raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
+        await self.db.save_key(k)
+        await self._changed()
+        return 200, key_out(k, secret)
+
+    @staticmethod
+    def _patch_key(k: ApiKey, body: KeyPatch) -> None:
+        sent = body.model_fields_set
+        k.limits = body.limits(k.limits)
+        k.name = k.name if body.name is None else body.name
+        k.allowed_models = body.models if "models" in sent else k.allowed_models
+        k.expires_at = body.expires_at if "expires_at" in sent else k.expires_at
+        k.enabled = k.enabled if body.enabled is None else body.enabled
+        k.metadata = k.metadata if body.metadata is None else body.metadata
+
+
+def register(app: Any, auth: Authenticator, api: AdminApi) -> None:
+    """Add the routes to a GatewayApp (called from app.py)."""
+    g = guarded
+    app.route("POST", "/admin/tenants", g(auth, api.create_tenant))
+    app.route("GET", "/admin/tenants", g(auth, api.list_tenants))
+    app.route("POST", "/admin/projects", g(auth, api.create_project))
+    app.route("GET", "/admin/projects", g(auth, api.list_projects))
+    app.route("POST", "/admin/keys", g(auth, api.create_key))
+    app.route("GET", "/admin/keys", g(auth, api.list_keys))
+    for method in ("GET", "PATCH", "DELETE"):
+        app.route_prefix(method, "/admin/tenants/", g(auth, api.tenant_item))
+        app.route_prefix(method, "/admin/projects/", g(auth, api.project_item))
+        app.route_prefix(method, "/admin/keys/", g(auth, api.key_item))
+    app.route_prefix("POST", "/admin/keys/", g(auth, api.key_item))

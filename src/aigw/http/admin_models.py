@@ -1,0 +1,130 @@
+"""Bodies the tenancy admin API accepts, and how records are shown. Unknown fields are refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aigw.stores.base import ApiKey, Limits, Period, Project, Tenant
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsIn(_In):
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_period: Period | None = None
+
+    def limits(self, base: Limits | None = None) -> Limits:
+        """New limits: fields sent replace the base's (``null`` clears one)."""
+        cur = base or Limits()
+        sent = self.model_fields_set
+        return Limits(
+            rpm=self.rpm if "rpm" in sent else cur.rpm,
+            tpm=self.tpm if "tpm" in sent else cur.tpm,
+            max_parallel=self.max_parallel if "max_parallel" in sent else cur.max_parallel,
+            budget_usd=self.budget_usd if "budget_usd" in sent else cur.budget_usd,
+            budget_period=self.budget_period or cur.budget_period,
+        )
+
+
+class TenantIn(LimitsIn):
+    name: str = Field(min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TenantPatch(LimitsIn):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    enabled: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ProjectIn(LimitsIn):
+    name: str = Field(min_length=1, max_length=200)
+    tenant: str = Field(default="", description="tenant id or name (a tenant admin key may omit it)")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectPatch(TenantPatch):
+    pass
+
+
+def parse_time(value: str | float | None) -> float | None:
+    """ISO 8601 (a date, or a time with or without zone: UTC assumed) or epoch seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("expected an ISO 8601 time, e.g. 2026-12-31T23:59:59Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+class KeyIn(LimitsIn):
+    project: str = Field(min_length=1, description="project id or name")
+    name: str = Field(default="", max_length=200)
+    models: list[str] | None = None
+    expires_at: float | None = None
+    role: Literal["user", "tenant_admin"] = "user"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> float | None:
+        return parse_time(v)
+
+
+class KeyPatch(LimitsIn):
+    name: str | None = Field(default=None, max_length=200)
+    models: list[str] | None = None
+    expires_at: float | None = None
+    enabled: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> float | None:
+        return parse_time(v)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def limits_out(lim: Limits) -> dict[str, Any]:
+    return {"rpm": lim.rpm, "tpm": lim.tpm, "max_parallel": lim.max_parallel, "budget_usd": lim.budget_usd,
+            "budget_period": lim.budget_period}
+
+
+def tenant_out(t: Tenant) -> dict[str, Any]:
+    return {"id": t.id, "object": "tenant", "name": t.name, **limits_out(t.limits), "enabled": t.enabled,
+            "metadata": t.metadata, "created_at": iso(t.created_at)}
+
+
+def project_out(p: Project) -> dict[str, Any]:
+    return {"id": p.id, "object": "project", "name": p.name, "tenant_id": p.tenant_id, **limits_out(p.limits),
+            "enabled": p.enabled, "metadata": p.metadata, "created_at": iso(p.created_at)}
+
+
+def key_out(k: ApiKey, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": k.id, "object": "key", "name": k.name, "prefix": k.prefix, "tenant_id": k.tenant_id,
+        "project_id": k.project_id, "models": k.allowed_models, **limits_out(k.limits),
+        "expires_at": iso(k.expires_at), "enabled": k.enabled, "revoked": k.revoked_at is not None,
+        "revoked_at": iso(k.revoked_at), "role": k.role, "metadata": k.metadata, "created_at": iso(k.created_at),
+    }
+    if secret is not None:
+        out["key"] = secret  # shown once, never stored
+    return out

@@ -1,0 +1,74 @@
+"""GET /admin/spend: the bill, from the daily rollups (never a scan of the ledger).
+
+    GET /admin/spend?group_by=key|project|tenant|model|day
+                    [&tenant=ID|NAME][&project=ID|NAME][&key=ID][&since=YYYY-MM-DD][&until=YYYY-MM-DD][&limit=N]
+
+Days are UTC and inclusive. A tenant admin key is confined to its own tenant;
+another tenant's project or key id is a 404.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from aigw import errors
+from aigw.http.admin_api import AdminApi, admin_scope, guarded
+from aigw.http.auth import Authenticator
+from aigw.http.request import HttpRequest
+from aigw.pipeline.context import Principal
+from aigw.stores.base import SpendQuery
+from aigw.types import JSON
+
+GROUPS = ("key", "project", "tenant", "model", "day")
+
+
+def _day(name: str, raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw[:10]).isoformat()
+    except ValueError:
+        raise errors.InvalidRequest(f"{name}: expected a date like 2026-11-30", param=name) from None
+
+
+def _limit(raw: str | None) -> int:
+    try:
+        value = int(raw or 1000)
+    except ValueError:
+        raise errors.InvalidRequest("limit: expected a whole number", param="limit") from None
+    if not 1 <= value <= 10_000:
+        raise errors.InvalidRequest("limit: between 1 and 10000", param="limit")
+    return value
+
+
+class SpendApi:
+    def __init__(self, admin: AdminApi) -> None:
+        self.admin = admin
+
+    async def spend(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        q = req.query
+        group = q.get("group_by", "key")
+        if group not in GROUPS:
+            raise errors.InvalidRequest(f"group_by: one of {', '.join(GROUPS)}", param="group_by")
+        scope = admin_scope(p)
+        tenant_id, project_id, key_id = scope, None, None
+        if ident := q.get("tenant"):
+            tenant_id = (await self.admin.tenant(ident, scope)).id
+        if ident := q.get("project"):
+            project_id = (await self.admin.project(ident, tenant_id)).id
+        if ident := q.get("key"):
+            key = await self.admin.key(ident, tenant_id)
+            key_id = key.id
+        query = SpendQuery(group_by=group, tenant_id=tenant_id, project_id=project_id,  # type: ignore[arg-type]
+                           key_id=key_id, since_day=_day("since", q.get("since")),
+                           until_day=_day("until", q.get("until")), limit=_limit(q.get("limit")))
+        rows = await self.admin.db.spend(query)
+        total = sum(r["cost_usd"] for r in rows)
+        return 200, {"object": "spend_report", "group_by": group, "since": query.since_day,
+                     "until": query.until_day, "total_cost_usd": round(total, 9), "data": rows}
+
+
+def register(app: object, auth: Authenticator, api: SpendApi) -> None:
+    app.route("GET", "/admin/spend", guarded(auth, api.spend))  # type: ignore[attr-defined]
+
+

@@ -1,0 +1,87 @@
+"""Virtual-key lookup for auth: a memory cache in front of the database, kept fresh.
+
+The request path costs one SHA-256 and one dict lookup; the database is read
+only the first time a replica sees a key. Every change to a key, project or
+tenant bumps a version counter (in Redis when configured, else in the
+database); each replica polls it every ``key_refresh_s`` (0.25 s by default)
+and drops its cache when it moves, so a revoked key stops working on every
+replica within about that interval. Expiry is checked on every use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+
+from aigw.pipeline.context import Principal
+from aigw.stores.base import Grant, KeyVersion, TenancyStore
+from aigw.stores.keygen import KEY_PREFIX, hash_secret
+from aigw.types import Clock
+
+log = logging.getLogger("aigw.auth")
+
+
+def principal_for(grant: Grant) -> Principal:
+    k = grant.key
+    return Principal(
+        key_id=k.id, key_prefix=k.prefix, tenant_id=k.tenant_id, project_id=k.project_id,
+        is_admin=k.role == "tenant_admin",  # an admin of its own tenant only (tenant_id is set)
+        allowed_models=frozenset(k.allowed_models) if k.allowed_models is not None else None,
+        extra={"grant": grant, "role": k.role, "metadata": k.metadata},
+    )
+
+
+class KeyCache:
+    def __init__(self, store: TenancyStore, version: KeyVersion, clock: Clock, refresh_s: float = 0.25,
+                 max_size: int = 100_000) -> None:
+        self._store = store
+        self._version = version
+        self._clock = clock
+        self._refresh_s = refresh_s
+        self._max = max_size
+        self._cache: OrderedDict[str, tuple[Grant, Principal] | None] = OrderedDict()
+        self._seen_version: int | None = None
+        self._generation = 0  # bumped on every invalidation; a lookup begun earlier does not cache
+        self.poll_errors = 0
+
+    async def lookup(self, presented: str) -> Principal | None:
+        if not presented.startswith(KEY_PREFIX):
+            return None
+        digest = hash_secret(presented)
+        if digest in self._cache:
+            entry = self._cache[digest]
+        else:
+            generation = self._generation
+            grant = await self._store.grant_by_hash(digest)
+            entry = (grant, principal_for(grant)) if grant is not None else None
+            if generation == self._generation:
+                self._cache[digest] = entry
+                if len(self._cache) > self._max:
+                    self._cache.popitem(last=False)
+        if entry is None or not entry[0].usable(self._clock.now()):
+            return None
+        return entry[1]
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._cache.clear()
+
+    async def check_version(self) -> None:
+        version = await self._version.get()
+        if version != self._seen_version:
+            if self._seen_version is not None:
+                log.debug("key version %s -> %s: cache cleared", self._seen_version, version)
+            self._seen_version = version
+            self.invalidate()
+
+    async def watch(self) -> None:
+        """Poll the version until cancelled (started by app.py under the supervisor)."""
+        while True:
+            try:
+                await self.check_version()
+            except Exception as exc:  # a store blip: keep serving the cache, try again
+                self.poll_errors += 1
+                if self.poll_errors % 40 == 1:
+                    log.warning("key version check failed (%s: %s)", type(exc).__name__, exc)
+            await asyncio.sleep(self._refresh_s)

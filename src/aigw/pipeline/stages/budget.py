@@ -1,0 +1,122 @@
+"""Budgets: reserve the worst-case cost before the call, settle to the real cost after.
+
+The worst case is the prompt (an estimate that errs high) plus ``max_tokens``
+(or ``tenancy.default_max_tokens``) at the dearest deployment of the model. It is
+reserved against key, project and tenant in one atomic step, so concurrent calls
+cannot together overrun a budget; the most any budget can be overrun by is one
+call's difference between reservation and real cost (when the real cost is
+larger than the estimate, e.g. a provider that ignores max_tokens).
+
+An exhausted budget is refused before any upstream call with ``budget_exceeded``
+(429 by default, matching OpenAI's own quota error, with ``x-should-retry: false``
+so SDKs do not retry; 402 if configured). Alerts fire once per window at each
+configured threshold (log line, event hook, optional webhook).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aigw import errors
+from aigw.accounting.pricing import Price
+from aigw.accounting.tokens import upper_estimate
+from aigw.accounting.usage import Tokens
+from aigw.pipeline.context import RequestContext, Result
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stage import Stage
+from aigw.pipeline.tenancy import SERVICE, TenancyServices, grant_of, measure, scopes_of
+from aigw.stores.base import NANO, Reservation, Scope, window_of
+from aigw.types import Clock
+
+log = logging.getLogger("aigw.budget")
+_STATE = "budget.reserved"
+
+
+class BudgetStage(Stage):
+    name = "budget"
+
+    def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]]) -> None:
+        self.svc = svc
+        self.clock = clock
+        self._prices = prices_by_model
+
+    def worst_case_nano(self, ctx: RequestContext) -> int:
+        body = ctx.body
+        prompt = upper_estimate(body)
+        out = 0
+        if ctx.endpoint != "embeddings":
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            out = int(limit) if isinstance(limit, int) and limit > 0 else self.svc.config.default_max_tokens
+            out *= int(body.get("n") or 1) if isinstance(body.get("n"), int) else 1
+        prices = self._prices.get(ctx.model) or [self.svc.prices.lookup(ctx.model) or Price()]
+        return max(max(p.cost_nano(Tokens(fresh_input=prompt, output=out)),
+                       p.cost_nano(Tokens(fresh_input=prompt, reasoning=out))) for p in prices)
+
+    async def on_request(self, ctx: RequestContext) -> Result | None:
+        grant = grant_of(ctx)
+        scopes = scopes_of(grant, "budget") if grant is not None else []
+        if not scopes:
+            return None
+        amount = self.worst_case_nano(ctx)
+        try:
+            res = await self.svc.budgets.reserve(scopes, amount, self.clock.now())
+        except Exception as exc:
+            self.svc.store_error("budget", exc)
+            if self.svc.config.budget_on_store_error == "closed":
+                raise errors.Unavailable("Budgets cannot be checked right now; try again shortly.",
+                                         retry_after=1.0) from None
+            return None
+        if not res.allowed:
+            raise self._refusal(ctx, scopes, res, amount)
+        ctx.state[_STATE] = (scopes, amount)
+        return None
+
+    def _refusal(self, ctx: RequestContext, scopes: list[Scope], res: Reservation, amount: int) -> errors.GatewayError:
+        scope = next(s for s in scopes if s.ref == res.scope)
+        period = scope.limits.budget_period
+        left = max(0, res.limit_nano - res.spent_nano) / NANO
+        msg = (f"Budget exceeded for {scope.kind}: ${res.spent_nano / NANO:.4f} of ${res.limit_nano / NANO:.2f} "
+               f"used in the {period} window ({window_of(period, self.clock.now())}); ${left:.4f} left, and this "
+               f"request may cost up to ${amount / NANO:.4f} (lower max_tokens to fit).")
+        return errors.BudgetExceeded(msg, code="budget_exceeded", status=self.svc.config.budget_status)
+
+    async def on_finish(self, ctx: RequestContext) -> None:
+        taken = ctx.state.get(_STATE)
+        if taken is None:
+            return
+        scopes, reserved = taken
+        actual = measure(ctx, self.svc).cost_nano
+        try:
+            crossed = await self.svc.budgets.settle(scopes, reserved, actual, self.clock.now(),
+                                                    self.svc.config.alert_thresholds)
+        except Exception as exc:
+            self.svc.store_error("budget", exc)
+            return
+        for ref, window, threshold in crossed:
+            await self._alert(ctx, scopes, ref, window, threshold)
+
+    async def _alert(self, ctx: RequestContext, scopes: list[Scope], ref: str, window: str, threshold: float) -> None:
+        scope = next(s for s in scopes if s.ref == ref)
+        event: dict[str, Any] = {
+            "type": "budget.threshold", "scope": scope.kind, "id": scope.id, "tenant_id": ctx.principal.tenant_id,
+            "threshold": threshold, "budget_usd": scope.limits.budget_usd, "period": scope.limits.budget_period,
+            "window": window, "request_id": ctx.request_id,
+        }
+        log.warning("budget alert: %s %s reached %d%% of $%s (%s window %s)", scope.kind, scope.id,
+                    round(threshold * 100), scope.limits.budget_usd, scope.limits.budget_period, window)
+        if self.svc.alert is not None:
+            try:
+                await self.svc.alert(event)
+            except Exception:
+                log.exception("budget alert hook failed")
+
+
+def build(deps: StageDeps) -> Stage | None:
+    svc = deps.services.get(SERVICE)
+    if not isinstance(svc, TenancyServices):
+        return None
+    prices: dict[str, list[Price]] = {}
+    for d in deps.config.models:
+        prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
+    return BudgetStage(svc, deps.clock, prices)

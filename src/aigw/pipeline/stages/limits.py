@@ -1,0 +1,103 @@
+"""Rate limits: requests per minute, tokens per minute and parallel requests.
+
+Checked before the call against every level that has a cap (key, project,
+tenant, and the deployment when the model has exactly one), all at once: in
+process memory, or in one Redis Lua call shared by every replica. A refusal is
+a 429 in the client's wire format with ``Retry-After`` and ``x-ratelimit-*``
+headers; an accepted call gets the same headers with what remains. After the
+call the token estimate is settled to the real count and the parallel slot freed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aigw import errors
+from aigw.accounting.tokens import upper_estimate
+from aigw.pipeline.context import RequestContext, Result
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stage import Stage
+from aigw.pipeline.tenancy import SERVICE, TenancyServices, grant_of, measure, scopes_of
+from aigw.stores.base import Admission, Limits, Scope
+
+_STATE = "limits.taken"
+
+
+class LimitsStage(Stage):
+    name = "limits"
+
+    def __init__(self, svc: TenancyServices, deployment_scopes: dict[str, Scope]) -> None:
+        self.svc = svc
+        self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
+
+    def _scopes(self, ctx: RequestContext) -> list[Scope]:
+        grant = grant_of(ctx)
+        scopes = scopes_of(grant, "rate") if grant is not None else []
+        dep = self._deployment_scopes.get(ctx.model)
+        if dep is not None:
+            scopes.append(dep)
+        return scopes
+
+    async def on_request(self, ctx: RequestContext) -> Result | None:
+        scopes = self._scopes(ctx)
+        if not scopes:
+            return None
+        est = upper_estimate(ctx.body) if any(s.limits.tpm for s in scopes) else 0
+        try:
+            answer = await self.svc.limiter.admit(scopes, ctx.request_id, est)
+        except Exception as exc:
+            self.svc.store_error("limits", exc)
+            if self.svc.config.limits_on_store_error == "closed":
+                raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
+                                         retry_after=1.0) from None
+            return None
+        ctx.response_headers.update(_headers(answer))
+        if not answer.allowed:
+            what = {"rpm": "requests per minute", "tpm": "tokens per minute",
+                    "parallel": "parallel requests"}[answer.reason]
+            raise errors.RateLimited(
+                f"Rate limit reached for {answer.scope.split(':')[0]} ({what}). "
+                f"Retry after {math.ceil(answer.retry_after_s)} s.",
+                code="rate_limit_exceeded", retry_after=max(1.0, answer.retry_after_s))
+        ctx.state[_STATE] = (scopes, est)
+        return None
+
+    async def on_finish(self, ctx: RequestContext) -> None:
+        taken = ctx.state.get(_STATE)
+        if taken is None:
+            return
+        scopes, est = taken
+        delta = 0
+        if any(s.limits.tpm for s in scopes):
+            delta = measure(ctx, self.svc).tokens.total - est
+        try:
+            await self.svc.limiter.release(scopes, ctx.request_id, delta)
+        except Exception as exc:  # the parallel slot expires on its own (TTL)
+            self.svc.store_error("limits", exc)
+
+
+def _headers(a: Admission) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if a.limit_requests is not None:
+        out["x-ratelimit-limit-requests"] = str(a.limit_requests)
+        out["x-ratelimit-remaining-requests"] = str(a.remaining_requests or 0)
+        out["x-ratelimit-reset-requests"] = f"{math.ceil(a.reset_requests_s)}s"
+    if a.limit_tokens is not None:
+        out["x-ratelimit-limit-tokens"] = str(a.limit_tokens)
+        out["x-ratelimit-remaining-tokens"] = str(a.remaining_tokens or 0)
+    return out
+
+
+def _deployment_scopes(deps: StageDeps) -> dict[str, Scope]:
+    by_model: dict[str, list[Scope]] = {}
+    for d in deps.config.models:
+        lim = Limits(rpm=d.rpm, tpm=d.tpm)
+        by_model.setdefault(d.name, []).append(Scope("deployment", d.id, lim))
+    return {m: s[0] for m, s in by_model.items() if len(s) == 1 and (s[0].limits.rpm or s[0].limits.tpm)}
+
+
+def build(deps: StageDeps) -> Stage | None:
+    svc = deps.services.get(SERVICE)
+    if not isinstance(svc, TenancyServices):
+        return None
+    return LimitsStage(svc, _deployment_scopes(deps))

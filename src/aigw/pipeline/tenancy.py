@@ -1,0 +1,96 @@
+"""What the limits, budget and accounting stages share: their services and one measurement.
+
+``app.py`` builds a ``TenancyServices`` and puts it in ``StageDeps.services``
+under ``"tenancy"``. ``measure`` works out a finished request's tokens and cost
+once and keeps the answer on the context, so the budget stage (which settles)
+and the accounting stage (which writes the ledger) charge exactly the same sum.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigw.accounting.ledger import Ledger
+from aigw.accounting.pricing import PriceBook
+from aigw.accounting.tokens import TokenCounter
+from aigw.accounting.usage import Tokens, tokens_from_usage
+from aigw.config.tenancy import TenancyConfig
+from aigw.pipeline.context import RequestContext
+from aigw.stores.base import BudgetCounter, Grant, Limits, RateLimiter, Scope
+
+log = logging.getLogger("aigw.tenancy")
+SERVICE = "tenancy"
+MEASURE = "tenancy.measure"
+STREAM_TEXT = "tenancy.stream_text"  # list[str] of streamed content, for local counts
+
+
+@dataclass(slots=True)
+class TenancyServices:
+    config: TenancyConfig
+    limiter: RateLimiter
+    budgets: BudgetCounter
+    prices: PriceBook
+    tokens: TokenCounter
+    ledger: Ledger | None = None
+    alert: Any = None  # async (event: dict) -> None; set by app.py
+    counters: dict[str, int] = field(default_factory=dict)  # store errors by kind (for /health and metrics)
+
+    def store_error(self, what: str, exc: BaseException) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+        log.warning("%s store unavailable (%s: %s)", what, type(exc).__name__, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    tokens: Tokens
+    cost_nano: int
+    cost_saved_nano: int
+    source: str  # "provider" | "local" | "none"
+
+
+def grant_of(ctx: RequestContext) -> Grant | None:
+    grant = ctx.principal.extra.get("grant")
+    return grant if isinstance(grant, Grant) else None
+
+
+def scopes_of(grant: Grant, want: str) -> list[Scope]:
+    """Key, project and tenant scopes that carry a ``want`` ("rate" or "budget") limit."""
+    out = []
+    for kind, ident, lim in (("key", grant.key.id, grant.key.limits), ("project", grant.project.id,
+                             grant.project.limits), ("tenant", grant.tenant.id, grant.tenant.limits)):
+        if _has(lim, want):
+            out.append(Scope(kind, ident, lim))  # type: ignore[arg-type]
+    return out
+
+
+def _has(lim: Limits, want: str) -> bool:
+    if want == "budget":
+        return lim.budget_usd is not None
+    return bool(lim.rpm or lim.tpm or lim.max_parallel)
+
+
+def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
+    """Tokens and cost of a finished request (memoised on the context)."""
+    done = ctx.state.get(MEASURE)
+    if isinstance(done, Measured):
+        return done
+    tokens, source = tokens_from_usage(ctx.usage), "provider"
+    d = ctx.served_by
+    streamed: list[str] = ctx.state.get(STREAM_TEXT) or []
+    if tokens is None:
+        upstream_started = d is not None and (ctx.error is None or bool(streamed))
+        if upstream_started and ctx.handled_by == "":
+            prompt = svc.tokens.count_prompt(ctx.body)
+            tokens, source = Tokens(fresh_input=prompt, output=svc.tokens.count_text("".join(streamed))), "local"
+        else:
+            tokens, source = Tokens(), "none"
+    price = svc.prices.for_deployment(d.id, d.model) if d is not None else svc.prices.lookup(ctx.model)
+    full = price.cost_nano(tokens) if price is not None and tokens.total else 0
+    if ctx.handled_by:  # answered by the cache or a rule: no upstream bill, the saving is reported
+        result = Measured(tokens, 0, full if ctx.handled_by == "cache" else 0, source)
+    else:
+        result = Measured(tokens, full, 0, source)
+    ctx.state[MEASURE] = result
+    return result

@@ -1,0 +1,284 @@
+"""What the rest of the gateway may ask of a store: records and small protocols.
+
+Two kinds of state, each with an embedded and a shared implementation:
+
+    durable (TenancyStore, LedgerStore)   SQLite (aiosqlite)   | PostgreSQL (asyncpg)
+    hot     (RateLimiter, BudgetCounter,  process memory       | Redis (one Lua call each)
+             KeyVersion)
+
+Code above the stores gets one of each from ``app.py`` and never knows which.
+Money is carried as integer nano-dollars (1e-9 USD) wherever it is counted, so
+sums are exact and Redis ``INCRBY`` can hold them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Period = Literal["daily", "weekly", "monthly", "total"]
+Role = Literal["user", "tenant_admin"]
+PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly", "total")
+NANO = 1_000_000_000  # nano-dollars per USD
+
+
+def to_nano(usd: float) -> int:
+    return round(usd * NANO)
+
+
+def window_of(period: Period, now: float) -> str:
+    """The budget window ``now`` falls in: a day, ISO week or month (UTC), or forever."""
+    if period == "total":
+        return "total"
+    day = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    if period == "daily":
+        return day.isoformat()
+    if period == "weekly":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{day.year}-{day.month:02d}"
+
+
+def window_start_day(period: Period, now: float) -> str:
+    """First UTC day (YYYY-MM-DD) of the current window; '' for the total period."""
+    day = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    if period == "total":
+        return ""
+    if period == "weekly":
+        day = day - dt.timedelta(days=day.weekday())
+    elif period == "monthly":
+        day = day.replace(day=1)
+    return day.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps at one level (key, project, tenant or deployment). None means no cap."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: Period = "monthly"
+
+
+@dataclass(slots=True)
+class Tenant:
+    id: str
+    name: str
+    limits: Limits = field(default_factory=Limits)
+    enabled: bool = True
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Project:
+    id: str
+    tenant_id: str
+    name: str
+    limits: Limits = field(default_factory=Limits)
+    enabled: bool = True
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ApiKey:
+    """A virtual key. Only ``key_hash`` (sha256 of the secret) and ``prefix`` are stored."""
+
+    id: str
+    tenant_id: str
+    project_id: str
+    key_hash: str
+    prefix: str
+    name: str = ""
+    allowed_models: list[str] | None = None
+    limits: Limits = field(default_factory=Limits)
+    expires_at: float | None = None
+    enabled: bool = True
+    role: Role = "user"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A key resolved with its project and tenant: everything auth and the stages need."""
+
+    key: ApiKey
+    project: Project
+    tenant: Tenant
+
+    def usable(self, now: float) -> bool:
+        k = self.key
+        expired = k.expires_at is not None and k.expires_at <= now
+        return k.enabled and k.revoked_at is None and not expired and self.project.enabled and self.tenant.enabled
+
+
+@dataclass(slots=True)
+class SpendRecord:
+    """One finished request: the spend ledger row, also the request log's source."""
+
+    request_id: str
+    ts_start: float
+    ts_end: float
+    id: str = ""  # the ledger row's own id (set once when queued; replays reuse it)
+    tenant_id: str = ""
+    project_id: str = ""
+    key_id: str = ""
+    key_prefix: str = ""
+    model: str = ""
+    served_model: str = ""
+    deployment_id: str = ""
+    provider: str = ""
+    endpoint: str = "chat"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_nano: int = 0
+    cost_saved_nano: int = 0
+    latency_ms: float = 0.0
+    upstream_ms: float = 0.0
+    overhead_ms: float = 0.0
+    status: int = 200
+    error_kind: str = ""
+    cache_hit: bool = False
+    handled_by: str = ""
+    retries: int = 0
+    fallbacks: int = 0
+    stream: bool = False
+    usage_source: str = "provider"  # "provider" | "local" | "none"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendQuery:
+    """A report over the rollups: group, optional tenant scope and day range (inclusive)."""
+
+    group_by: Literal["key", "project", "tenant", "model", "day"] = "key"
+    tenant_id: str | None = None
+    project_id: str | None = None
+    key_id: str | None = None
+    since_day: str | None = None
+    until_day: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RequestQuery:
+    """A page of ledger rows, newest first (for the request log)."""
+
+    tenant_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    status_min: int | None = None
+    since: float | None = None
+    until: float | None = None
+    before_ts: float | None = None  # keyset pagination: rows strictly older than this ts_end
+    limit: int = 100
+
+
+class TenancyStore(Protocol):
+    async def add_tenant(self, tenant: Tenant) -> None: ...
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+    async def find_tenant(self, name_or_id: str) -> Tenant | None: ...
+    async def list_tenants(self) -> list[Tenant]: ...
+    async def save_tenant(self, tenant: Tenant) -> None: ...
+    async def add_project(self, project: Project) -> None: ...
+    async def get_project(self, project_id: str) -> Project | None: ...
+    async def find_project(self, name_or_id: str, tenant_id: str | None) -> Project | None: ...
+    async def list_projects(self, tenant_id: str | None) -> list[Project]: ...
+    async def save_project(self, project: Project) -> None: ...
+    async def add_key(self, key: ApiKey) -> None: ...
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+    async def list_keys(self, tenant_id: str | None, project_id: str | None) -> list[ApiKey]: ...
+    async def save_key(self, key: ApiKey) -> None: ...
+    async def grant_by_hash(self, key_hash: str) -> Grant | None: ...
+    async def budgeted_spend(self, now: float) -> dict[tuple[str, str, str], int]: ...
+
+
+class LedgerStore(Protocol):
+    async def write(self, records: list[SpendRecord]) -> int:
+        """Insert records idempotently by request id and add the new ones to the rollups.
+        Returns how many were new. Raises on a database failure (the caller retries)."""
+        ...
+
+    async def spend(self, query: SpendQuery) -> list[dict[str, Any]]: ...
+    async def requests(self, query: RequestQuery) -> list[dict[str, Any]]: ...
+    async def request(self, request_id: str, tenant_id: str | None) -> dict[str, Any] | None: ...
+    async def count(self) -> int: ...
+
+
+class Database(TenancyStore, LedgerStore, Protocol):
+    """The durable store: SQLite or PostgreSQL."""
+
+    kind: str
+
+    async def open(self) -> None: ...
+    async def migrate(self) -> list[int]: ...
+    async def pending_migrations(self) -> list[int]: ...
+    async def ping(self) -> None: ...
+    async def key_version(self) -> int: ...
+    async def bump_key_version(self) -> int: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One level a limit or budget applies to, e.g. ("key", "k_123", Limits(...))."""
+
+    kind: Literal["key", "project", "tenant", "deployment"]
+    id: str
+    limits: Limits
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass(slots=True)
+class Admission:
+    """The answer of a rate-limit check. ``remaining`` reports the first scope (the key)."""
+
+    allowed: bool
+    scope: str = ""  # the scope that refused, e.g. "key:k_1"
+    reason: str = ""  # "rpm" | "tpm" | "parallel"
+    retry_after_s: float = 0.0
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float = 0.0
+
+
+class RateLimiter(Protocol):
+    async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission: ...
+    async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None: ...
+
+
+@dataclass(slots=True)
+class Reservation:
+    allowed: bool
+    scope: str = ""
+    limit_nano: int = 0
+    spent_nano: int = 0  # spent (incl. reservations) in the refusing scope, before this request
+    crossed: list[tuple[str, str, float]] = field(default_factory=list)  # (scope ref, window, threshold)
+
+
+class BudgetCounter(Protocol):
+    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation: ...
+    async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
+                     thresholds: list[float]) -> list[tuple[str, str, float]]: ...
+    async def seed(self, spent: dict[tuple[str, str, str], int]) -> None: ...
+    async def spent(self, scope: Scope, now: float) -> int: ...
+
+
+class KeyVersion(Protocol):
+    """A counter that changes whenever any key, project or tenant changes (cache invalidation)."""
+
+    async def get(self) -> int: ...
+    async def bump(self) -> int: ...

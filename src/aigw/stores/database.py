@@ -1,0 +1,245 @@
+"""The durable store over SQL: tenants, projects, keys, the key version and the ledger.
+
+``open_database(url)`` picks SQLite (``sqlite:///path``) or PostgreSQL
+(``postgresql://...``); everything above sees only the ``Database`` protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from aigw.stores import sql_ledger
+from aigw.stores.base import (
+    ApiKey,
+    Grant,
+    Limits,
+    Period,
+    Project,
+    RequestQuery,
+    SpendQuery,
+    SpendRecord,
+    Tenant,
+    window_of,
+    window_start_day,
+)
+from aigw.stores.sql import Row, Sql, fetchone, migrate, pending
+
+
+def _limits_json(lim: Limits) -> str:
+    raw = {"rpm": lim.rpm, "tpm": lim.tpm, "max_parallel": lim.max_parallel, "budget_usd": lim.budget_usd,
+           "budget_period": lim.budget_period}
+    return orjson.dumps({k: v for k, v in raw.items() if v is not None}).decode()
+
+
+def _limits(text: str | None) -> Limits:
+    return Limits(**orjson.loads(text or "{}"))
+
+
+def _tenant(r: Row, p: str = "") -> Tenant:
+    return Tenant(id=r[p + "id"], name=r[p + "name"], limits=_limits(r[p + "limits"]), enabled=bool(r[p + "enabled"]),
+                  metadata=orjson.loads(r[p + "metadata"]), created_at=r[p + "created_at"])
+
+
+def _project(r: Row, p: str = "") -> Project:
+    return Project(id=r[p + "id"], tenant_id=r[p + "tenant_id"], name=r[p + "name"], limits=_limits(r[p + "limits"]),
+                   enabled=bool(r[p + "enabled"]), metadata=orjson.loads(r[p + "metadata"]),
+                   created_at=r[p + "created_at"])
+
+
+def _key(r: Row) -> ApiKey:
+    models = r["allowed_models"]
+    return ApiKey(id=r["id"], tenant_id=r["tenant_id"], project_id=r["project_id"], key_hash=r["key_hash"],
+                  prefix=r["prefix"], name=r["name"], allowed_models=orjson.loads(models) if models else None,
+                  limits=_limits(r["limits"]), expires_at=r["expires_at"], enabled=bool(r["enabled"]),
+                  role=r["role"], metadata=orjson.loads(r["metadata"]), created_at=r["created_at"],
+                  revoked_at=r["revoked_at"])
+
+
+def _j(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+_KEY_COLS = ("id, tenant_id, project_id, key_hash, prefix, name, allowed_models, limits, expires_at, enabled, "
+             "role, metadata, created_at, revoked_at")
+_GRANT_SQL = (
+    "SELECT k.*, p.id AS p_id, p.tenant_id AS p_tenant_id, p.name AS p_name, p.limits AS p_limits, "
+    "p.enabled AS p_enabled, p.metadata AS p_metadata, p.created_at AS p_created_at, t.id AS t_id, "
+    "t.name AS t_name, t.limits AS t_limits, t.enabled AS t_enabled, t.metadata AS t_metadata, "
+    "t.created_at AS t_created_at FROM api_keys k JOIN projects p ON p.id = k.project_id "
+    "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?"
+)
+
+
+class SqlDatabase:
+    def __init__(self, sql: Any, migrations_package: str) -> None:
+        self.sql: Sql = sql
+        self.kind: str = sql.dialect
+        self._migrations = migrations_package
+
+    async def open(self) -> None:
+        await self.sql.open()  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        await self.sql.close()  # type: ignore[attr-defined]
+
+    async def migrate(self) -> list[int]:
+        if self.kind == "postgres":  # replicas starting together: one migrates, the others wait
+            async with self.sql.transaction() as tx:
+                await tx.execute("SELECT pg_advisory_xact_lock(724201)")
+                return await migrate(tx, self._migrations, time.time())
+        return await migrate(self.sql, self._migrations, time.time())
+
+    async def pending_migrations(self) -> list[int]:
+        return await pending(self.sql, self._migrations)
+
+    async def ping(self) -> None:
+        await self.sql.fetch("SELECT 1 AS ok")
+
+    async def key_version(self) -> int:
+        row = await fetchone(self.sql, "SELECT value FROM aigw_meta WHERE name = 'key_version'")
+        return int(row["value"]) if row else 0
+
+    async def bump_key_version(self) -> int:
+        await self.sql.execute("UPDATE aigw_meta SET value = value + 1 WHERE name = 'key_version'")
+        return await self.key_version()
+
+    # -- tenants -------------------------------------------------------------------
+    async def add_tenant(self, t: Tenant) -> None:
+        await self.sql.execute("INSERT INTO tenants (id, name, limits, enabled, metadata, created_at) "
+                               "VALUES (?, ?, ?, ?, ?, ?)", t.id, t.name, _limits_json(t.limits), int(t.enabled),
+                               _j(t.metadata), t.created_at)
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = await fetchone(self.sql, "SELECT * FROM tenants WHERE id = ?", tenant_id)
+        return _tenant(row) if row else None
+
+    async def find_tenant(self, name_or_id: str) -> Tenant | None:
+        row = await fetchone(self.sql, "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC",
+                             name_or_id, name_or_id, name_or_id)
+        return _tenant(row) if row else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [_tenant(r) for r in await self.sql.fetch("SELECT * FROM tenants ORDER BY created_at, id")]
+
+    async def save_tenant(self, t: Tenant) -> None:
+        await self.sql.execute("UPDATE tenants SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
+                               t.name, _limits_json(t.limits), int(t.enabled), _j(t.metadata), t.id)
+
+    # -- projects ------------------------------------------------------------------
+    async def add_project(self, p: Project) -> None:
+        await self.sql.execute("INSERT INTO projects (id, tenant_id, name, limits, enabled, metadata, created_at) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)", p.id, p.tenant_id, p.name, _limits_json(p.limits),
+                               int(p.enabled), _j(p.metadata), p.created_at)
+
+    async def get_project(self, project_id: str) -> Project | None:
+        row = await fetchone(self.sql, "SELECT * FROM projects WHERE id = ?", project_id)
+        return _project(row) if row else None
+
+    async def find_project(self, name_or_id: str, tenant_id: str | None) -> Project | None:
+        sql, args = "SELECT * FROM projects WHERE (id = ? OR name = ?)", [name_or_id, name_or_id]
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            args.append(tenant_id)
+        rows = await self.sql.fetch(sql + " ORDER BY created_at", *args)
+        exact = [r for r in rows if r["id"] == name_or_id]
+        if exact or len(rows) == 1:
+            return _project((exact or rows)[0])
+        return None  # unknown, or a name shared by projects of several tenants
+
+    async def list_projects(self, tenant_id: str | None) -> list[Project]:
+        if tenant_id is None:
+            rows = await self.sql.fetch("SELECT * FROM projects ORDER BY created_at, id")
+        else:
+            rows = await self.sql.fetch("SELECT * FROM projects WHERE tenant_id = ? ORDER BY created_at, id",
+                                        tenant_id)
+        return [_project(r) for r in rows]
+
+    async def save_project(self, p: Project) -> None:
+        await self.sql.execute("UPDATE projects SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
+                               p.name, _limits_json(p.limits), int(p.enabled), _j(p.metadata), p.id)
+
+    # -- keys ----------------------------------------------------------------------
+    async def add_key(self, k: ApiKey) -> None:
+        await self.sql.execute(
+            f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            k.id, k.tenant_id, k.project_id, k.key_hash, k.prefix, k.name,
+            _j(k.allowed_models) if k.allowed_models is not None else None, _limits_json(k.limits), k.expires_at,
+            int(k.enabled), k.role, _j(k.metadata), k.created_at, k.revoked_at)
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        row = await fetchone(self.sql, "SELECT * FROM api_keys WHERE id = ?", key_id)
+        return _key(row) if row else None
+
+    async def list_keys(self, tenant_id: str | None, project_id: str | None) -> list[ApiKey]:
+        sql, args = "SELECT * FROM api_keys WHERE 1 = 1", []
+        for column, value in (("tenant_id", tenant_id), ("project_id", project_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        return [_key(r) for r in await self.sql.fetch(sql + " ORDER BY created_at, id", *args)]
+
+    async def save_key(self, k: ApiKey) -> None:
+        await self.sql.execute(
+            "UPDATE api_keys SET key_hash = ?, prefix = ?, name = ?, allowed_models = ?, limits = ?, "
+            "expires_at = ?, enabled = ?, role = ?, metadata = ?, revoked_at = ? WHERE id = ?",
+            k.key_hash, k.prefix, k.name, _j(k.allowed_models) if k.allowed_models is not None else None,
+            _limits_json(k.limits), k.expires_at, int(k.enabled), k.role, _j(k.metadata), k.revoked_at, k.id)
+
+    async def grant_by_hash(self, key_hash: str) -> Grant | None:
+        row = await fetchone(self.sql, _GRANT_SQL, key_hash)
+        if row is None:
+            return None
+        return Grant(key=_key(row), project=_project(row, "p_"), tenant=_tenant(row, "t_"))
+
+    async def budgeted_spend(self, now: float) -> dict[tuple[str, str, str], int]:
+        """Spend of the current window of every budgeted key, project and tenant, from the rollups."""
+        levels: list[tuple[str, str, list[tuple[str, Limits]]]] = [
+            ("tenant", "tenant_id", [(t.id, t.limits) for t in await self.list_tenants()]),
+            ("project", "project_id", [(p.id, p.limits) for p in await self.list_projects(None)]),
+            ("key", "key_id", [(k.id, k.limits) for k in await self.list_keys(None, None)]),
+        ]
+        out: dict[tuple[str, str, str], int] = {}
+        for kind, column, items in levels:
+            periods: set[Period] = {lim.budget_period for _, lim in items if lim.budget_usd is not None}
+            for period in periods:
+                since = window_start_day(period, now)
+                rows = await self.sql.fetch(f"SELECT {column} AS id, sum(cost_nano) AS c FROM spend_rollup "
+                                            f"WHERE day >= ? GROUP BY {column}", since)
+                totals = {r["id"]: int(r["c"] or 0) for r in rows}
+                window = window_of(period, now)
+                for ident, lim in items:
+                    if lim.budget_usd is not None and lim.budget_period == period and totals.get(ident):
+                        out[(kind, ident, window)] = totals[ident]
+        return out
+
+    # -- ledger --------------------------------------------------------------------
+    async def write(self, records: list[SpendRecord]) -> int:
+        return await sql_ledger.write_batch(self.sql, records)
+
+    async def spend(self, query: SpendQuery) -> list[dict[str, Any]]:
+        return await sql_ledger.spend_report(self.sql, query)
+
+    async def requests(self, query: RequestQuery) -> list[dict[str, Any]]:
+        return await sql_ledger.request_page(self.sql, query)
+
+    async def request(self, request_id: str, tenant_id: str | None) -> dict[str, Any] | None:
+        return await sql_ledger.one_request(self.sql, request_id, tenant_id)
+
+    async def count(self) -> int:
+        return await sql_ledger.ledger_count(self.sql)
+
+
+def open_database(url: str) -> SqlDatabase:
+    """Build (not yet open) the durable store named by ``url``."""
+    if url.startswith("sqlite:"):
+        from aigw.stores.sqlite.db import SqliteSql, path_of
+
+        return SqlDatabase(SqliteSql(path_of(url)), "aigw.stores.sqlite")
+    if url.startswith(("postgresql:", "postgres:")):
+        from aigw.stores.postgres.db import PostgresSql
+
+        return SqlDatabase(PostgresSql(url), "aigw.stores.postgres")
+    raise ValueError(f"database_url must start with sqlite: or postgresql:, got {url.split(':', 1)[0]!r}")

@@ -1,0 +1,173 @@
+"""Hot state in process memory: rate-limit windows, budget counters, key version.
+
+The embedded twin of ``stores/redis/``: the same rules, the same answers, for a
+single process. Every check-and-commit runs without an ``await`` in between, so
+on one event loop it is as atomic as the Redis Lua scripts.
+
+Rate windows are sliding: one bucket per second over the last 60 seconds, so a
+limit of N per minute admits exactly N in any 60-second span (to the second).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aigw.stores.base import Admission, Reservation, Scope, to_nano, window_of
+from aigw.types import Clock, SystemClock
+
+WINDOW_S = 60
+
+
+@dataclass(slots=True)
+class _Window:
+    """Per-second counts of the last minute for one scope and measure."""
+
+    buckets: dict[int, int] = field(default_factory=dict)
+
+    def used(self, sec: int) -> int:
+        stale = [s for s in self.buckets if s <= sec - WINDOW_S]
+        for s in stale:
+            del self.buckets[s]
+        return sum(self.buckets.values())
+
+    def wait_s(self, now: float, used: int, need: int, cap: int) -> float:
+        """Seconds until enough old buckets fall out of the window to fit ``need`` more."""
+        freed = 0
+        for s in sorted(self.buckets):
+            freed += self.buckets[s]
+            if used - freed + need <= cap:
+                return max(0.0, s + WINDOW_S - now)
+        return float(WINDOW_S)
+
+    def add(self, sec: int, n: int) -> None:
+        self.buckets[sec] = self.buckets.get(sec, 0) + n
+
+
+@dataclass(slots=True)
+class _ScopeState:
+    requests: _Window = field(default_factory=_Window)
+    tokens: _Window = field(default_factory=_Window)
+    inflight: dict[str, float] = field(default_factory=dict)  # request id -> expiry
+
+
+class MemoryRateLimiter:
+    """rpm, tpm and max-parallel for any number of scopes, checked and taken together."""
+
+    def __init__(self, clock: Clock | None = None, parallel_ttl_s: float = 900.0) -> None:
+        self._clock = clock or SystemClock()
+        self._ttl = parallel_ttl_s
+        self._state: dict[str, _ScopeState] = {}
+
+    def _get(self, scope: Scope) -> _ScopeState:
+        st = self._state.get(scope.ref)
+        if st is None:
+            st = self._state[scope.ref] = _ScopeState()
+        return st
+
+    async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission:
+        now = self._clock.now()
+        sec = int(now)
+        first: Admission | None = None
+        for scope in scopes:
+            lim, st = scope.limits, self._get(scope)
+            answer = Admission(allowed=True)
+            if lim.rpm:
+                used = st.requests.used(sec)
+                answer.limit_requests, answer.remaining_requests = lim.rpm, max(0, lim.rpm - used - 1)
+                if used + 1 > lim.rpm:
+                    return _refuse(scope, "rpm", st.requests.wait_s(now, used, 1, lim.rpm), answer)
+            if lim.tpm:
+                used = st.tokens.used(sec)
+                answer.limit_tokens, answer.remaining_tokens = lim.tpm, max(0, lim.tpm - used - est_tokens)
+                if used + est_tokens > lim.tpm:
+                    return _refuse(scope, "tpm", st.tokens.wait_s(now, used, est_tokens, lim.tpm), answer)
+            if lim.max_parallel:
+                for rid in [r for r, exp in st.inflight.items() if exp <= now]:
+                    del st.inflight[rid]
+                if len(st.inflight) >= lim.max_parallel:
+                    return _refuse(scope, "parallel", 1.0, answer)
+            first = first or answer
+        for scope in scopes:
+            lim, st = scope.limits, self._get(scope)
+            if lim.rpm:
+                st.requests.add(sec, 1)
+            if lim.tpm and est_tokens:
+                st.tokens.add(sec, est_tokens)
+            if lim.max_parallel:
+                st.inflight[request_id] = now + self._ttl
+        return first or Admission(allowed=True)
+
+    async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
+        sec = int(self._clock.now())
+        for scope in scopes:
+            st = self._state.get(scope.ref)
+            if st is None:
+                continue
+            if scope.limits.tpm and token_delta:
+                st.tokens.add(sec, token_delta)
+            st.inflight.pop(request_id, None)
+
+
+def _refuse(scope: Scope, reason: str, wait_s: float, seen: Admission) -> Admission:
+    seen.allowed, seen.scope, seen.reason = False, scope.ref, reason
+    seen.retry_after_s = seen.reset_requests_s = wait_s
+    return seen
+
+
+class MemoryBudgets:
+    """Spend per scope and budget window in nano-dollars: reserve, then settle."""
+
+    def __init__(self) -> None:
+        self._spent: dict[tuple[str, str], int] = {}
+        self._alerted: set[tuple[str, str, float]] = set()
+
+    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
+        keys = [(s, (s.ref, window_of(s.limits.budget_period, now))) for s in scopes if s.limits.budget_usd is not None]
+        for scope, key in keys:
+            limit = to_nano(scope.limits.budget_usd or 0.0)
+            spent = self._spent.get(key, 0)
+            if spent + amount_nano > limit:
+                return Reservation(allowed=False, scope=scope.ref, limit_nano=limit, spent_nano=spent)
+        for _, key in keys:
+            self._spent[key] = self._spent.get(key, 0) + amount_nano
+        return Reservation(allowed=True)
+
+    async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
+                     thresholds: list[float]) -> list[tuple[str, str, float]]:
+        crossed: list[tuple[str, str, float]] = []
+        for s in scopes:
+            if s.limits.budget_usd is None:
+                continue
+            window = window_of(s.limits.budget_period, now)
+            key = (s.ref, window)
+            spent = self._spent.get(key, 0) + actual_nano - reserved_nano
+            self._spent[key] = spent
+            limit = to_nano(s.limits.budget_usd)
+            for t in thresholds:
+                mark = (s.ref, window, t)
+                if limit > 0 and spent >= t * limit and mark not in self._alerted:
+                    self._alerted.add(mark)
+                    crossed.append(mark)
+        return crossed
+
+    async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
+        """Start from the ledger's totals (after a restart); counters already live win."""
+        for (kind, ident, window), nano in spent.items():
+            self._spent.setdefault((f"{kind}:{ident}", window), nano)
+
+    async def spent(self, scope: Scope, now: float) -> int:
+        return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)
+
+
+class MemoryKeyVersion:
+    """A key-change counter for one process (the SQLite database holds the shared one)."""
+
+    def __init__(self) -> None:
+        self._v = 0
+
+    async def get(self) -> int:
+        return self._v
+
+    async def bump(self) -> int:
+        self._v += 1
+        return self._v

@@ -1,0 +1,171 @@
+"""The spend ledger in SQL: idempotent batch writes, daily rollups, reports, request pages.
+
+A batch lands in one transaction: rows whose id is already in the ledger are
+skipped (a replay after a lost commit adds nothing), and only the new rows are
+added to ``spend_rollup`` (day x tenant x project x key x model). Reports read
+the rollups, never the ledger, so they cost the same at ten million rows as at
+ten; request pages read the ledger through (tenant_id, ts_end) indexes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from aigw.stores.base import NANO, RequestQuery, SpendQuery, SpendRecord
+from aigw.stores.sql import Row, Sql
+
+COLUMNS = (
+    "id", "request_id", "ts_start", "ts_end", "day", "tenant_id", "project_id", "key_id", "key_prefix", "model",
+    "served_model", "deployment_id", "provider", "endpoint", "prompt_tokens", "completion_tokens",
+    "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_nano", "cost_saved_nano", "latency_ms",
+    "upstream_ms", "overhead_ms", "status", "error_kind", "cache_hit", "handled_by", "retries", "fallbacks",
+    "stream", "usage_source",
+)
+_SUMS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
+         "cost_nano", "cost_saved_nano")
+_ROLLUP_COLS = ("requests", "errors", "cache_hits", *_SUMS)
+_BILLED_MODEL = "COALESCE(NULLIF(served_model, ''), model)"
+
+
+def rollup_sql(source: str, where: str) -> str:
+    """Add the rows of ``source`` (filtered by ``where``) to the daily rollups."""
+    sums = ", ".join(f"sum({c})" for c in _SUMS)
+    updates = ", ".join(f"{c} = spend_rollup.{c} + excluded.{c}" for c in _ROLLUP_COLS)
+    return (
+        f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(_ROLLUP_COLS)}) "
+        f"SELECT day, tenant_id, project_id, key_id, {_BILLED_MODEL}, count(*), "
+        f"sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END), sum(cache_hit), {sums} "
+        f"FROM {source} WHERE {where} GROUP BY day, tenant_id, project_id, key_id, {_BILLED_MODEL} "
+        f"ON CONFLICT (day, tenant_id, project_id, key_id, model) DO UPDATE SET {updates}"
+    )
+
+
+def new_record_id() -> str:
+    """Ledger rows get their own id: a client-chosen x-request-id must not make a row vanish."""
+    return "sp_" + os.urandom(12).hex()
+
+
+def day_of(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
+
+
+def as_row(rec: SpendRecord) -> tuple[Any, ...]:
+    return (
+        rec.id, rec.request_id, rec.ts_start, rec.ts_end, day_of(rec.ts_end), rec.tenant_id, rec.project_id,
+        rec.key_id, rec.key_prefix, rec.model, rec.served_model, rec.deployment_id, rec.provider, rec.endpoint,
+        rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens, rec.cache_write_tokens,
+        rec.reasoning_tokens, rec.cost_nano, rec.cost_saved_nano, float(rec.latency_ms), float(rec.upstream_ms),
+        float(rec.overhead_ms), rec.status, rec.error_kind, int(rec.cache_hit), rec.handled_by, rec.retries,
+        rec.fallbacks, int(rec.stream), rec.usage_source,
+    )
+
+
+def _usd(row: Row) -> Row:
+    for c in ("cost_nano", "cost_saved_nano"):
+        if c in row:
+            row[c.replace("_nano", "_usd")] = int(row.pop(c) or 0) / NANO
+    for c in ("cache_hit", "stream"):
+        if c in row:
+            row[c] = bool(row[c])
+    return row
+
+
+_GROUPS = {"key": "key_id", "project": "project_id", "tenant": "tenant_id", "model": "model", "day": "day"}
+
+
+async def spend_report(db: Sql, q: SpendQuery) -> list[Row]:
+    col = _GROUPS[q.group_by]
+    where, args = ["1 = 1"], []
+    for column, value in (("tenant_id", q.tenant_id), ("project_id", q.project_id), ("key_id", q.key_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if q.since_day:
+        where.append("day >= ?")
+        args.append(q.since_day)
+    if q.until_day:
+        where.append("day <= ?")
+        args.append(q.until_day)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _ROLLUP_COLS)
+    inner = f"SELECT {col} AS grp, {sums} FROM spend_rollup WHERE {' AND '.join(where)} GROUP BY {col}"
+    order = "r.grp" if q.group_by == "day" else "r.cost_nano DESC, r.grp"
+    if q.group_by == "key":
+        sql = (f"SELECT r.*, k.prefix AS key_prefix, k.name AS key_name FROM ({inner}) r "
+               f"LEFT JOIN api_keys k ON k.id = r.grp ORDER BY {order} LIMIT ?")
+    else:
+        sql = f"SELECT r.* FROM ({inner}) r ORDER BY {order} LIMIT ?"
+    rows = await db.fetch(sql, *args, q.limit)
+    out = []
+    for r in rows:
+        r[q.group_by] = r.pop("grp")
+        for c in _ROLLUP_COLS:
+            r[c] = int(r[c] or 0)
+        out.append(_usd(r))
+    return out
+
+
+async def request_page(db: Sql, q: RequestQuery) -> list[Row]:
+    where: list[str] = ["1 = 1"]
+    args: list[Any] = []
+    for column, value in (("tenant_id", q.tenant_id), ("key_id", q.key_id), ("model", q.model)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if q.status_min is not None:
+        where.append("status >= ?")
+        args.append(q.status_min)
+    for cond, ts in (("ts_end >= ?", q.since), ("ts_end <= ?", q.until), ("ts_end < ?", q.before_ts)):
+        if ts is not None:
+            where.append(cond)
+            args.append(ts)
+    sql = f"SELECT * FROM spend_ledger WHERE {' AND '.join(where)} ORDER BY ts_end DESC LIMIT ?"
+    return [_usd(r) for r in await db.fetch(sql, *args, q.limit)]
+
+
+async def one_request(db: Sql, request_id: str, tenant_id: str | None) -> Row | None:
+    sql, args = "SELECT * FROM spend_ledger WHERE request_id = ?", [request_id]
+    if tenant_id is not None:
+        sql += " AND tenant_id = ?"
+        args.append(tenant_id)
+    rows = await db.fetch(sql + " ORDER BY ts_end DESC LIMIT 1", *args)
+    return _usd(rows[0]) if rows else None
+
+
+async def ledger_count(db: Sql) -> int:
+    rows = await db.fetch("SELECT count(*) AS n FROM spend_ledger")
+    return int(rows[0]["n"])
+
+
+async def write_batch(db: Sql, records: list[SpendRecord]) -> int:
+    """Write a batch in one transaction; returns how many rows were new."""
+    rows = [as_row(r) for r in {r.id: r for r in records}.values()]
+    if not rows:
+        return 0
+    async with db.transaction() as tx:
+        if db.dialect == "postgres":
+            return await _write_postgres(tx, rows)
+        return await _write_sqlite(tx, rows)
+
+
+async def _write_postgres(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
+    conn = tx.conn  # type: ignore[attr-defined]  # the pinned asyncpg connection
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS ledger_in (LIKE spend_ledger) ON COMMIT DELETE ROWS")
+    await conn.copy_records_to_table("ledger_in", records=rows, columns=COLUMNS)
+    sql = (f"WITH ins AS (INSERT INTO spend_ledger SELECT * FROM ledger_in ON CONFLICT (id) DO NOTHING "
+           f"RETURNING *), up AS ({rollup_sql('ins', 'true')}) SELECT count(*) FROM ins")
+    return int(await conn.fetchval(sql))
+
+
+async def _write_sqlite(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
+    cols = ", ".join(COLUMNS)
+    fresh = "NOT EXISTS (SELECT 1 FROM spend_ledger l WHERE l.id = i.id)"
+    await tx.execute("CREATE TEMP TABLE IF NOT EXISTS ledger_in AS SELECT * FROM spend_ledger WHERE 0")
+    await tx.execute("DELETE FROM ledger_in")
+    await tx.executemany(f"INSERT INTO ledger_in ({cols}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+    new = await tx.fetch(f"SELECT count(*) AS n FROM ledger_in i WHERE {fresh}")
+    await tx.execute(rollup_sql("ledger_in i", fresh))
+    await tx.execute(f"INSERT INTO spend_ledger ({cols}) SELECT {cols} FROM ledger_in WHERE true "
+                     "ON CONFLICT (id) DO NOTHING")
+    return int(new[0]["n"])

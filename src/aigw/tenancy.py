@@ -1,0 +1,132 @@
+"""Composition of tenancy (part of the composition root, split out of ``app.py``).
+
+Picks the stores: SQLite or PostgreSQL for durable state (``database_url``),
+process memory or Redis for hot state (``redis_url``), and wires them into the
+key cache (auth), the limits / budget / accounting stages, the ledger writer
+and the admin API. ``start``/``stop`` are lifespan hooks: migrations (on start
+for SQLite; ``aigw db upgrade`` for PostgreSQL), budget counters seeded from the
+rollups, the ledger drained on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aigw.accounting.ledger import Ledger
+from aigw.accounting.pricing import PriceBook
+from aigw.accounting.tokens import TokenCounter
+from aigw.config.models import GatewayConfig
+from aigw.http import admin_api, admin_spend
+from aigw.http.auth import Authenticator
+from aigw.http.key_lookup import KeyCache
+from aigw.pipeline.context import Principal
+from aigw.pipeline.tenancy import SERVICE, TenancyServices
+from aigw.providers.http import HttpClients
+from aigw.stores.base import BudgetCounter, KeyVersion, RateLimiter
+from aigw.stores.database import SqlDatabase, open_database
+from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
+from aigw.supervise import Supervisor
+from aigw.types import Clock, SystemClock
+
+log = logging.getLogger("aigw.tenancy")
+
+
+class _DbVersion:
+    """The key version kept in the database (embedded mode: shared by uvicorn workers)."""
+
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
+
+    async def get(self) -> int:
+        return await self._db.key_version()
+
+    async def bump(self) -> int:
+        return await self._db.bump_key_version()
+
+
+class Tenancy:
+    def __init__(self, config: GatewayConfig, redis: Any, supervisor: Supervisor, clients: HttpClients,
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.cfg = config.tenancy
+        self.clock = clock or SystemClock()
+        self.supervisor = supervisor
+        self._clients = clients
+        self.db = open_database(config.database_url)
+        limiter: RateLimiter
+        budgets: BudgetCounter
+        version: KeyVersion
+        if redis is not None:
+            from aigw.stores.redis.counters import RedisBudgets, RedisKeyVersion, RedisRateLimiter
+
+            limiter = RedisRateLimiter(redis, config.redis_prefix, config.server.request_timeout_s + 60)
+            budgets = RedisBudgets(redis, config.redis_prefix)
+            version = RedisKeyVersion(redis, config.redis_prefix)
+        else:
+            limiter = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
+            budgets, version = MemoryBudgets(), _DbVersion(self.db)
+        self.version = version
+        self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size)
+        self.ledger = Ledger(self.db, self.cfg.ledger)
+        self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets,
+                                        prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
+                                        alert=self._alert)
+        self._watch: asyncio.Task[Any] | None = None
+
+    def stage_services(self) -> dict[str, Any]:
+        return {SERVICE: self.services}
+
+    async def lookup(self, presented: str) -> Principal | None:
+        return await self.keys.lookup(presented)
+
+    async def start(self) -> None:
+        await self.db.open()
+        migrate = self.cfg.migrate_on_start
+        if migrate if migrate is not None else self.db.kind == "sqlite":
+            applied = await self.db.migrate()
+            if applied:
+                log.info("database migrated to version %s", applied[-1])
+        elif missing := await self.db.pending_migrations():
+            raise RuntimeError(f"database needs migrations {missing}: run `aigw db upgrade`")
+        await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
+        await self.keys.check_version()
+        self.ledger.start(self.supervisor)
+        self._watch = self.supervisor.spawn(self.keys.watch(), name="key-version-watch")
+        if self.services.prices.unknown:
+            log.warning("no price for %s: their calls cost 0 (set `prices:` on those models)",
+                        ", ".join(sorted(self.services.prices.unknown)))
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+        await self.ledger.close()
+        await self.db.close()
+
+    async def health(self) -> tuple[str, str]:
+        lg = self.ledger
+        if not lg.healthy:
+            return "degraded", f"ledger writes failing; {lg.pending} rows buffered"
+        return "ok", f"{lg.written} rows written, {lg.pending} pending, {lg.dropped} dropped"
+
+    async def _alert(self, event: dict[str, Any]) -> None:
+        url = self.cfg.alert_webhook
+        if url:
+            self.supervisor.spawn(self._post(url, event), name="budget-alert-webhook")
+
+    async def _post(self, url: str, event: dict[str, Any]) -> None:
+        try:
+            async with self._clients.session_for(url).post(url, json=event, timeout=10) as resp:  # type: ignore[arg-type]
+                if resp.status >= 300:
+                    log.warning("budget alert webhook answered %s", resp.status)
+        except Exception as exc:
+            log.warning("budget alert webhook failed (%s)", type(exc).__name__)
+
+    def register_routes(self, app: Any, auth: Authenticator) -> None:
+        api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate)
+        admin_api.register(app, auth, api)
+        admin_spend.register(app, auth, admin_spend.SpendApi(api))
