@@ -79,7 +79,7 @@ class Flow:
         except errors.GatewayError as err:
             if ctx is not None:
                 ctx.error = err
-            await send_error(send, api, err, req.request_id)
+            await send_error(send, api, err, req.request_id, ctx.response_headers if ctx is not None else None)
         except Exception as exc:
             log.exception("unexpected error handling %s %s", req.method, req.path)
             internal = errors.UpstreamError(f"internal gateway error ({type(exc).__name__})", status=500)
@@ -91,11 +91,16 @@ class Flow:
                 await self.pipeline.finish(ctx)
 
 
-async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, request_id: str) -> None:
+async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, request_id: str,
+                     extra: dict[str, str] | None = None) -> None:
     status, body = api.render_error(err)
     headers: Headers = [(b"x-request-id", request_id.encode())]
     if err.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+    if status in (402, 429) and not err.retryable:  # e.g. budget exhausted: SDKs must not retry
+        headers.append((b"x-should-retry", b"false"))
+    if extra:  # e.g. x-ratelimit-* set by the limits stage before it refused
+        headers.extend(header_list(extra))
     await send_json(send, status, body, headers)
 
 
