@@ -1,0 +1,72 @@
+"""`aigw db upgrade|status`: schema migrations, run against the database directly (not over HTTP).
+
+Embedded SQLite migrates itself on start; with PostgreSQL run ``aigw db upgrade``
+once per release, before (or while) the new replicas start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from aigw.config.load import ConfigError, load_config
+from aigw.stores.database import open_database
+
+
+def _url(config_path: str | None, database_url: str | None) -> str:
+    if database_url:
+        return database_url
+    try:
+        return load_config(config_path).database_url
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+async def _run(url: str, apply: bool) -> tuple[list[int], list[int]]:
+    db = open_database(url)
+    await db.open()
+    try:
+        if apply:
+            return await db.migrate(), []
+        return [], await db.pending_migrations()
+    finally:
+        await db.close()
+
+
+@click.group("db")
+def db_group() -> None:
+    """The database: schema migrations."""
+
+
+_config = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+_dburl = click.option("--database-url", default=None, help="Override the config's database_url.")
+
+
+@db_group.command("upgrade")
+@_config
+@_dburl
+def upgrade(config_path: str | None, database_url: str | None) -> None:
+    """Apply every pending migration."""
+    url = _url(config_path, database_url)
+    try:
+        applied, _ = asyncio.run(_run(url, apply=True))
+    except Exception as exc:
+        click.echo(f"error: migration failed: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"applied migrations {applied}" if applied else "database is up to date")
+
+
+@db_group.command("status")
+@_config
+@_dburl
+def status(config_path: str | None, database_url: str | None) -> None:
+    """List pending migrations (exit 1 when some are pending)."""
+    url = _url(config_path, database_url)
+    _, pending = asyncio.run(_run(url, apply=False))
+    if pending:
+        click.echo(f"pending migrations {pending}: run `aigw db upgrade`")
+        sys.exit(1)
+    click.echo("database is up to date")

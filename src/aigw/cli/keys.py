@@ -1,0 +1,118 @@
+"""`aigw keys create|list|show|update|revoke|rotate`: virtual keys over the admin API.
+
+The secret is printed once, by ``create`` and ``rotate`` (``"key"`` in --json).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from aigw.cli.admin_client import call, json_option, key_option, limit_fields, limit_options, show, url_option
+
+COLUMNS = ["id", "prefix", "name", "project_id", "models", "rpm", "tpm", "max_parallel", "budget_usd",
+           "budget_period", "expires_at", "enabled", "revoked"]
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Virtual keys: random, shown once, stored as a hash."""
+
+
+def _models(raw: str | None) -> list[str] | None:
+    return [m.strip() for m in raw.split(",") if m.strip()] if raw is not None else None
+
+
+def _with_secret(data: dict[str, Any], as_json: bool) -> None:
+    show(data, as_json, ["key", *COLUMNS])
+    if not as_json and data.get("key"):
+        click.echo(f"\nkey: {data['key']}\nThis is the only time the key is shown; store it now.", err=True)
+
+
+@keys_group.command("create")
+@click.option("--project", required=True, help="Project id or name.")
+@click.option("--name", default="", help="A label for people.")
+@click.option("--models", default=None, help="Allowed models, comma separated (default: all).")
+@limit_options
+@click.option("--expires", default=None, help="Expiry, ISO 8601 (e.g. 2026-12-31T23:59:59Z).")
+@click.option("--admin", "tenant_admin", is_flag=True, help="A tenant admin key (manages its own tenant).")
+@url_option
+@key_option
+@json_option
+def create(project: str, name: str, models: str | None, rpm: int | None, tpm: int | None,
+           max_parallel: int | None, budget: float | None, period: str | None, expires: str | None,
+           tenant_admin: bool, url: str, master_key: str, as_json: bool) -> None:
+    """Create a key in a project."""
+    body: dict[str, Any] = {"project": project, "name": name, **limit_fields(rpm, tpm, max_parallel, budget, period)}
+    if models is not None:
+        body["models"] = _models(models)
+    if expires:
+        body["expires_at"] = expires
+    if tenant_admin:
+        body["role"] = "tenant_admin"
+    _with_secret(call(url, master_key, "POST", "/admin/keys", body), as_json)
+
+
+@keys_group.command("list")
+@click.option("--project", default="", help="Only this project's keys.")
+@click.option("--tenant", default="", help="Only this tenant's keys.")
+@url_option
+@key_option
+@json_option
+def list_(project: str, tenant: str, url: str, master_key: str, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    data = call(url, master_key, "GET", "/admin/keys", query={"project": project, "tenant": tenant})
+    show(data, as_json, COLUMNS)
+
+
+@keys_group.command("show")
+@click.argument("key_id")
+@url_option
+@key_option
+@json_option
+def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
+    """Show one key."""
+    show(call(url, master_key, "GET", f"/admin/keys/{key_id}"), as_json, COLUMNS)
+
+
+@keys_group.command("update")
+@click.argument("key_id")
+@click.option("--name", default=None)
+@click.option("--models", default=None, help="Allowed models, comma separated; '' allows none.")
+@limit_options
+@click.option("--expires", default=None, help="Expiry, ISO 8601.")
+@click.option("--enable/--disable", "enabled", default=None)
+@url_option
+@key_option
+@json_option
+def update(key_id: str, name: str | None, models: str | None, rpm: int | None, tpm: int | None,
+           max_parallel: int | None, budget: float | None, period: str | None, expires: str | None,
+           enabled: bool | None, url: str, master_key: str, as_json: bool) -> None:
+    """Change a key's limits, models, expiry or state."""
+    body: dict[str, Any] = limit_fields(rpm, tpm, max_parallel, budget, period)
+    for field, value in (("name", name), ("models", _models(models)), ("expires_at", expires),
+                         ("enabled", enabled)):
+        if value is not None:
+            body[field] = value
+    show(call(url, master_key, "PATCH", f"/admin/keys/{key_id}", body), as_json, COLUMNS)
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@url_option
+@key_option
+@json_option
+def revoke(key_id: str, url: str, master_key: str, as_json: bool) -> None:
+    """Revoke a key: it stops working on every replica within a second."""
+    show(call(url, master_key, "POST", f"/admin/keys/{key_id}/revoke"), as_json, COLUMNS)
+
+
+@keys_group.command("rotate")
+@click.argument("key_id")
+@url_option
+@key_option
+@json_option
+def rotate(key_id: str, url: str, master_key: str, as_json: bool) -> None:
+    """Give a key a new secret (same id, limits and spend); the old secret stops working."""
+    _with_secret(call(url, master_key, "POST", f"/admin/keys/{key_id}/rotate"), as_json)

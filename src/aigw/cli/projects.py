@@ -1,0 +1,54 @@
+"""`aigw projects create|list|show|update`: projects over the admin API."""
+
+from __future__ import annotations
+
+import click
+
+from aigw.cli.admin_client import call, json_option, key_option, limit_fields, limit_options, show, url_option
+
+COLUMNS = ["id", "name", "tenant_id", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "enabled"]
+
+
+@click.group("projects")
+def projects_group() -> None:
+    """Projects belong to a tenant and own keys."""
+
+
+@projects_group.command("create")
+@click.argument("name")
+@click.option("--tenant", default="", help="Tenant id or name (a tenant admin key may omit it).")
+@limit_options
+@url_option
+@key_option
+@json_option
+def create(name: str, tenant: str, rpm: int | None, tpm: int | None, max_parallel: int | None,
+           budget: float | None, period: str | None, url: str, master_key: str, as_json: bool) -> None:
+    """Create project NAME in a tenant."""
+    body = {"name": name, "tenant": tenant, **limit_fields(rpm, tpm, max_parallel, budget, period)}
+    show(call(url, master_key, "POST", "/admin/projects", body), as_json, COLUMNS)
+
+
+@projects_group.command("list")
+@click.option("--tenant", default="", help="Only this tenant's projects.")
+@url_option
+@key_option
+@json_option
+def list_(tenant: str, url: str, master_key: str, as_json: bool) -> None:
+    """List projects."""
+    show(call(url, master_key, "GET", "/admin/projects", query={"tenant": tenant}), as_json, COLUMNS)
+
+
+@projects_group.command("update")
+@click.argument("project")
+@limit_options
+@click.option("--enable/--disable", "enabled", default=None, help="Switch the project on or off.")
+@url_option
+@key_option
+@json_option
+def update(project: str, rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
+           period: str | None, enabled: bool | None, url: str, master_key: str, as_json: bool) -> None:
+    """Change PROJECT's limits or switch it off."""
+    body = limit_fields(rpm, tpm, max_parallel, budget, period)
+    if enabled is not None:
+        body["enabled"] = enabled
+    show(call(url, master_key, "PATCH", f"/admin/projects/{project}", body), as_json, COLUMNS)

@@ -1,0 +1,62 @@
+"""`aigw tenants create|list|show|update|disable`: tenants over the admin API."""
+
+from __future__ import annotations
+
+import click
+
+from aigw.cli.admin_client import call, json_option, key_option, limit_fields, limit_options, show, url_option
+
+COLUMNS = ["id", "name", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "enabled", "created_at"]
+
+
+@click.group("tenants")
+def tenants_group() -> None:
+    """Tenants own projects; their limits and budget cover everything below them."""
+
+
+@tenants_group.command("create")
+@click.argument("name")
+@limit_options
+@url_option
+@key_option
+@json_option
+def create(name: str, rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
+           period: str | None, url: str, master_key: str, as_json: bool) -> None:
+    """Create tenant NAME."""
+    body = {"name": name, **limit_fields(rpm, tpm, max_parallel, budget, period)}
+    show(call(url, master_key, "POST", "/admin/tenants", body), as_json, COLUMNS)
+
+
+@tenants_group.command("list")
+@url_option
+@key_option
+@json_option
+def list_(url: str, master_key: str, as_json: bool) -> None:
+    """List tenants."""
+    show(call(url, master_key, "GET", "/admin/tenants"), as_json, COLUMNS)
+
+
+@tenants_group.command("show")
+@click.argument("tenant")
+@url_option
+@key_option
+@json_option
+def show_(tenant: str, url: str, master_key: str, as_json: bool) -> None:
+    """Show TENANT (id or name)."""
+    show(call(url, master_key, "GET", f"/admin/tenants/{tenant}"), as_json, COLUMNS)
+
+
+@tenants_group.command("update")
+@click.argument("tenant")
+@limit_options
+@click.option("--enable/--disable", "enabled", default=None, help="Switch the tenant on or off.")
+@url_option
+@key_option
+@json_option
+def update(tenant: str, rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
+           period: str | None, enabled: bool | None, url: str, master_key: str, as_json: bool) -> None:
+    """Change TENANT's limits or switch it off."""
+    body = limit_fields(rpm, tpm, max_parallel, budget, period)
+    if enabled is not None:
+        body["enabled"] = enabled
+    show(call(url, master_key, "PATCH", f"/admin/tenants/{tenant}", body), as_json, COLUMNS)
