@@ -13,12 +13,13 @@ placeholder -> original mapping so answers (plain or streamed) can be restored.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aigw.errors import InvalidRequest
-from aigw.guardrails.pii_entities import FINDERS, Match, digit_count, iban_ok, luhn_ok
+from aigw.guardrails.pii_entities import FINDERS, Match, TextScan, iban_ok, luhn_ok
 from aigw.guardrails.verdict import Action, Verdict
 
 __all__ = [
@@ -64,23 +65,27 @@ class PiiDetector:
         if not text:
             return []
         found: list[Match] = []
-        n_digits = digit_count(text)
+        scan = TextScan(text)
         for finder in self._finders:
-            finder(text, n_digits, found)
+            finder(scan, found)
         for name, pattern in self._custom:
             found.extend(Match(name, m.start(), m.end(), m.group()) for m in pattern.finditer(text) if m.group())
         return _resolve(found)
 
 
 def _resolve(found: list[Match]) -> list[Match]:
+    """Drop overlaps: higher priority first, then longer; O(n log n) with a sorted list of kept spans."""
     if len(found) < 2:
         return found
     found.sort(key=lambda m: (-_PRIORITY.get(m.kind, _CUSTOM_PRIORITY), m.start - m.end, m.start))
+    starts: list[int] = []
     kept: list[Match] = []
     for m in found:
-        if all(m.end <= k.start or m.start >= k.end for k in kept):
-            kept.append(m)
-    kept.sort(key=lambda m: m.start)
+        i = bisect.bisect_left(starts, m.start)
+        if (i < len(kept) and kept[i].start < m.end) or (i > 0 and kept[i - 1].end > m.start):
+            continue
+        starts.insert(i, m.start)
+        kept.insert(i, m)
     return kept
 
 
