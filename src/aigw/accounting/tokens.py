@@ -87,19 +87,36 @@ class TokenCounter:
         return sum(self.count_text(x if isinstance(x, str) else str(x)) for x in items)
 
 
-def upper_estimate(body: dict[str, Any]) -> int:
-    """Prompt tokens, erring high and costing microseconds: UTF-8 bytes / 3, plus framing.
+_HIGH = bytes(range(128, 256))
+_PUNCT = bytes(c for c in range(33, 127) if not chr(c).isalnum())
 
-    English averages ~4 bytes a token and CJK ~3, so this over-reserves by ~25 %
-    on English and is about right on CJK; images count by their URL's length only.
+
+def upper_bytes(text: str) -> int:
+    """Tokens of ``text``, erring high, at C speed (two ``bytes.translate`` passes).
+
+    Each ASCII punctuation mark counts as a token, other ASCII (letters, digits,
+    spaces) as one token per 3 bytes, non-ASCII as 2 tokens per 3 bytes.
+    Measured against cl100k: about 1.6x on English prose, 1.1x on dense code, 2x on CJK,
+    2.5x on Cyrillic; ~8 µs for 7 KB.
+    Only high-entropy strings (base64 blobs) can beat it; the settle then charges
+    the real cost, so the overrun is bounded by that one call.
     """
+    raw = text.encode()
+    n = len(raw)
+    wide = n - len(raw.translate(None, _HIGH))
+    punct = n - len(raw.translate(None, _PUNCT))
+    return punct + (n - wide - punct + 2) // 3 + (2 * wide + 2) // 3
+
+
+def upper_estimate(body: dict[str, Any]) -> int:
+    """Prompt tokens of a request, erring high (see ``upper_bytes``), with message framing."""
     total = REPLY_PRIMING
     messages = body.get("messages")
     if isinstance(messages, list):
         for m in messages:
             if isinstance(m, dict):
-                total += TOKENS_PER_MESSAGE + len(_text_of(m.get("content")).encode()) // 3 + 1
+                total += TOKENS_PER_MESSAGE + 1 + upper_bytes(_text_of(m.get("content")))
         return total
     raw = body.get("prompt", body.get("input", ""))
     items = raw if isinstance(raw, list) else [raw]
-    return total + sum(len(str(x).encode()) // 3 + 1 for x in items)
+    return total + sum(upper_bytes(str(x)) + 1 for x in items)

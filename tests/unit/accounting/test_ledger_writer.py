@@ -1,0 +1,112 @@
+"""The ledger writer: batches off the request path, survives a database outage, drains on close."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aigw.accounting.ledger import Ledger
+from aigw.config.tenancy import LedgerConfig
+from aigw.supervise import Supervisor
+
+
+@dataclass
+class Rec:
+    n: int
+    id: str = ""
+
+
+class FlakyStore:
+    """Keeps rows by id (idempotent, like the real stores); can be 'down'."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Rec] = {}
+        self.down = False
+        self.batches: list[int] = []
+        self.lose_answer = False  # commit, then fail (the answer is lost on the way back)
+
+    async def write(self, records: list[Rec]) -> int:
+        if self.down:
+            raise ConnectionError("database is down")
+        new = [r for r in records if r.id not in self.rows]
+        self.rows.update({r.id: r for r in records})
+        self.batches.append(len(records))
+        if self.lose_answer:
+            self.lose_answer = False
+            raise TimeoutError("commit answer lost")
+        return len(new)
+
+
+def _cfg(**kw: float) -> LedgerConfig:
+    return LedgerConfig(**{"flush_interval_s": 0.05, "batch_size": 50, "retry_backoff_s": 0.05, **kw})
+
+
+async def _until(cond: object, limit_s: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while not cond():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_rows_are_written_in_batches_within_the_flush_interval() -> None:
+    store, sup = FlakyStore(), Supervisor()
+    ledger = Ledger(store, _cfg())  # type: ignore[arg-type]
+    ledger.start(sup)
+    for i in range(120):
+        ledger.record(Rec(i))
+    await _until(lambda: len(store.rows) == 120)
+    assert max(store.batches) <= 50 and len(store.batches) >= 3
+    await ledger.close()
+
+
+async def test_an_outage_buffers_rows_and_replays_them_without_duplicates() -> None:
+    store, sup = FlakyStore(), Supervisor()
+    ledger = Ledger(store, _cfg())  # type: ignore[arg-type]
+    ledger.start(sup)
+    store.down = True
+    for i in range(30):
+        ledger.record(Rec(i))
+    await asyncio.sleep(0.3)
+    assert not store.rows and ledger.pending == 30 and not ledger.healthy
+    store.down, store.lose_answer = False, True  # first write commits but reports failure
+    await _until(lambda: ledger.pending == 0 and ledger.healthy)
+    assert sorted(r.n for r in store.rows.values()) == list(range(30))  # each once
+    await ledger.close()
+
+
+async def test_close_drains_everything_left() -> None:
+    store = FlakyStore()
+    ledger = Ledger(store, _cfg(flush_interval_s=30))  # type: ignore[arg-type]
+    ledger.start(Supervisor())
+    for i in range(75):
+        ledger.record(Rec(i))
+    await ledger.close()
+    assert len(store.rows) == 75 and ledger.pending == 0
+
+
+async def test_close_waits_for_a_database_that_comes_back() -> None:
+    store = FlakyStore()
+    store.down = True
+    ledger = Ledger(store, _cfg())  # type: ignore[arg-type]
+    for i in range(10):
+        ledger.record(Rec(i))
+
+    async def recover() -> None:
+        await asyncio.sleep(0.4)
+        store.down = False
+
+    back = asyncio.get_running_loop().create_task(recover())
+    await ledger.close(timeout_s=5)
+    await back
+    assert len(store.rows) == 10 and ledger.dropped == 0
+
+
+async def test_the_buffer_is_bounded_and_counts_what_it_drops() -> None:
+    store = FlakyStore()
+    store.down = True
+    ledger = Ledger(store, _cfg(max_buffered=1000))  # type: ignore[arg-type]
+    for i in range(1005):
+        ledger.record(Rec(i))
+    assert ledger.pending == 1000 and ledger.dropped == 5
+    await ledger.close(timeout_s=0.1)
+    assert ledger.dropped == 1005

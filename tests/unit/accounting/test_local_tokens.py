@@ -1,0 +1,46 @@
+"""Local token counts: a shipped tokenizer, no network; the reservation estimate errs high."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from aigw.accounting.tokens import TokenCounter, estimate_text, upper_estimate
+
+
+def test_the_tokenizer_loads_without_any_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the tokenizer tried to reach the network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    counter = TokenCounter()
+    assert counter.exact
+    assert counter.count_text("hello world") == 2  # cl100k_base
+    assert counter.count_text("The quick brown fox jumps over the lazy dog.") == 10
+
+
+def test_chat_prompts_count_openai_message_framing() -> None:
+    counter = TokenCounter()
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello world"}]
+    content = counter.count_text("You are terse.") + counter.count_text("hello world")
+    assert counter.count_messages(messages) == content + 2 * 3 + 3
+
+
+@pytest.mark.parametrize("text", [
+    "The quick brown fox jumps over the lazy dog. " * 20,
+    "def f(x):\n    return {'a': [1, 2, 3], 'b': x ** 2}\n" * 10,
+    "東京は日本の首都です。" * 20,
+])
+def test_the_reservation_estimate_is_never_below_the_real_count(text: str) -> None:
+    body = {"messages": [{"role": "user", "content": text}]}
+    assert upper_estimate(body) >= TokenCounter().count_messages(body["messages"])
+
+
+def test_the_fallback_estimator_is_calibrated_for_latin_and_cjk() -> None:
+    counter = TokenCounter()
+    english = "Budgets are reserved before a call and settled after it, per key and tenant. " * 10
+    assert abs(estimate_text(english) - counter.count_text(english)) / counter.count_text(english) < 0.3
+    assert estimate_text("東京は日本の首都です") == 10

@@ -1,0 +1,63 @@
+"""Cost per request, exact to the nano-dollar, by each provider's rules for cache and reasoning."""
+
+from __future__ import annotations
+
+from aigw.accounting.pricing import Price, PriceBook, load_table
+from aigw.accounting.usage import Tokens, tokens_from_usage
+from aigw.config.models import Deployment, Prices
+
+
+def _book(*deployments: Deployment) -> PriceBook:
+    for i, d in enumerate(deployments):
+        d.id = d.id or f"d{i}"
+    return PriceBook(list(deployments))
+
+
+def test_openai_cached_input_is_billed_at_the_cached_rate() -> None:
+    book = _book(Deployment(name="gpt-4o", provider="openai", api_base="http://x"))
+    usage = {"prompt_tokens": 2000, "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 1000}}
+    tokens = tokens_from_usage(usage)
+    assert tokens is not None
+    # 1000 fresh x $2.50 + 1000 cached x $1.25 + 100 out x $10 per million
+    assert book.for_deployment("d0").cost_nano(tokens) == 2_500_000 + 1_250_000 + 1_000_000
+
+
+def test_reasoning_tokens_are_billed_once_at_the_output_rate() -> None:
+    book = _book(Deployment(name="o4-mini", provider="openai", api_base="http://x"))
+    tokens = tokens_from_usage({"prompt_tokens": 100, "completion_tokens": 1000,
+                                "completion_tokens_details": {"reasoning_tokens": 800}})
+    assert tokens is not None
+    assert book.for_deployment("d0").cost_nano(tokens) == 110_000 + 4_400_000  # not 1800 output tokens
+
+
+def test_anthropic_cache_reads_and_writes_have_their_own_prices() -> None:
+    book = _book(Deployment(name="claude-sonnet-4-5-20250929", provider="anthropic", api_base="http://x"))
+    tokens = tokens_from_usage({"input_tokens": 100, "cache_read_input_tokens": 10_000,
+                                "cache_creation_input_tokens": 2_000, "output_tokens": 500})
+    assert tokens is not None
+    # 100 x $3 + 10k x $0.30 + 2k x $3.75 + 500 x $15 per million (dated model id found by its family)
+    assert book.for_deployment("d0").cost_nano(tokens) == 300_000 + 3_000_000 + 7_500_000 + 7_500_000
+
+
+def test_config_prices_override_the_table_field_by_field() -> None:
+    d = Deployment(name="gpt-4o-mini", provider="openai", api_base="http://x",
+                   prices=Prices(input_per_mtok=0.15, output_per_mtok=0.6, cached_input_per_mtok=0.075,
+                                 per_request=0.001))
+    book = _book(d)
+    cost = book.for_deployment("d0").cost_nano(Tokens(fresh_input=1_000_000, cached_input=1_000_000, output=10))
+    assert cost == 150_000_000 + 75_000_000 + 6_000 + 1_000_000
+
+
+def test_unknown_models_cost_nothing_and_are_reported() -> None:
+    book = _book(Deployment(name="my-llama", provider="openai_compatible", api_base="http://x"))
+    assert book.unknown == {"my-llama"}
+    assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=10**6, output=10**6)) == 0
+
+
+def test_the_shipped_table_is_versioned_and_complete() -> None:
+    version, table = load_table()
+    assert version >= "2026-01-01"
+    assert all(p.input >= 0 and p.output >= 0 for p in table.values())
+    for name in ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash", "text-embedding-3-small"):
+        assert name in table
+    assert Price(input=1.0).cost_nano(Tokens(fresh_input=1)) == 1000  # $1 per million = 1000 nano a token

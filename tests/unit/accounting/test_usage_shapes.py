@@ -1,0 +1,57 @@
+"""Each provider's usage shape becomes the same disjoint token counts (where peers misprice)."""
+
+from __future__ import annotations
+
+from aigw.accounting.usage import Tokens, tokens_from_usage
+
+
+def test_openai_chat_cached_tokens_are_inside_prompt_tokens_and_reasoning_inside_completion() -> None:
+    usage = {"prompt_tokens": 2000, "completion_tokens": 900, "total_tokens": 2900,
+             "prompt_tokens_details": {"cached_tokens": 1536, "audio_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": 640}}
+    assert tokens_from_usage(usage) == Tokens(fresh_input=464, cached_input=1536, output=260, reasoning=640)
+
+
+def test_canonical_usage_from_the_anthropic_adapter_keeps_cache_writes_apart() -> None:
+    usage = {"prompt_tokens": 1300, "completion_tokens": 50,
+             "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 200}}
+    t = tokens_from_usage(usage)
+    assert t == Tokens(fresh_input=100, cached_input=1000, cache_write=200, output=50)
+    assert t is not None and t.prompt == 1300
+
+
+def test_raw_anthropic_input_tokens_exclude_cache_reads_and_writes() -> None:
+    usage = {"input_tokens": 100, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 200,
+             "output_tokens": 50}
+    assert tokens_from_usage(usage) == Tokens(fresh_input=100, cached_input=1000, cache_write=200, output=50)
+
+
+def test_openai_responses_api_counts_cached_inside_input_tokens() -> None:
+    usage = {"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 800}, "output_tokens": 300,
+             "output_tokens_details": {"reasoning_tokens": 200}}
+    assert tokens_from_usage(usage) == Tokens(fresh_input=200, cached_input=800, output=100, reasoning=200)
+
+
+def test_gemini_thoughts_are_billed_apart_from_candidates() -> None:
+    usage = {"promptTokenCount": 1200, "cachedContentTokenCount": 1000, "candidatesTokenCount": 40,
+             "thoughtsTokenCount": 300, "totalTokenCount": 1540}
+    assert tokens_from_usage(usage) == Tokens(fresh_input=200, cached_input=1000, output=40, reasoning=300)
+
+
+def test_bedrock_converse_cache_counts_are_outside_input_tokens() -> None:
+    usage = {"inputTokens": 10, "outputTokens": 20, "cacheReadInputTokens": 500, "cacheWriteInputTokens": 70}
+    assert tokens_from_usage(usage) == Tokens(fresh_input=10, cached_input=500, cache_write=70, output=20)
+
+
+def test_deepseek_cache_hits_are_read_when_no_cached_tokens_detail() -> None:
+    usage = {"prompt_tokens": 900, "completion_tokens": 10, "prompt_cache_hit_tokens": 800,
+             "prompt_cache_miss_tokens": 100}
+    assert tokens_from_usage(usage) == Tokens(fresh_input=100, cached_input=800, output=10)
+
+
+def test_missing_or_inconsistent_usage_never_goes_negative() -> None:
+    assert tokens_from_usage(None) is None and tokens_from_usage({}) is None
+    odd = tokens_from_usage({"prompt_tokens": 5, "completion_tokens": 1,
+                             "prompt_tokens_details": {"cached_tokens": 9},
+                             "completion_tokens_details": {"reasoning_tokens": "x"}})
+    assert odd == Tokens(cached_input=5, output=1)

@@ -1,0 +1,146 @@
+"""Rate limits and budgets: the same rules from process memory and from Redis (Lua).
+
+Every test runs against both implementations; the Redis one uses a real Redis
+with a prefix of its own (skipped with a reason when Redis is not there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aigw.stores.base import NANO, Limits, Scope, to_nano, window_of
+from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
+from aigw.stores.redis.client import make_redis
+from aigw.stores.redis.counters import RedisBudgets, RedisRateLimiter
+
+KEY = Scope("key", "k1", Limits(rpm=5))
+NOW = 1_800_000_000.0
+
+
+class FakeClock:
+    def __init__(self, t: float = NOW) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]:
+    if request.param == "memory":
+        yield MemoryRateLimiter(FakeClock()), MemoryBudgets()
+        return
+    url, prefix = request.getfixturevalue("redis_isolated")
+    redis = make_redis(url, socket_timeout_s=2.0)
+    try:
+        yield RedisRateLimiter(redis, prefix), RedisBudgets(redis, prefix)
+    finally:
+        await redis.aclose()
+
+
+async def test_rpm_admits_exactly_the_limit_then_says_when_to_retry(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    answers = [await limiter.admit([KEY], f"r{i}", 0) for i in range(8)]
+    assert [a.allowed for a in answers] == [True] * 5 + [False] * 3
+    assert [a.remaining_requests for a in answers[:5]] == [4, 3, 2, 1, 0]
+    refused = answers[5]
+    assert refused.reason == "rpm" and refused.scope == "key:k1"
+    assert 0 < refused.retry_after_s <= 60
+
+
+async def test_concurrent_admissions_never_exceed_the_limit(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    scope = Scope("key", "burst", Limits(rpm=50))
+    answers = await asyncio.gather(*(limiter.admit([scope], f"r{i}", 0) for i in range(200)))
+    assert sum(a.allowed for a in answers) == 50
+
+
+async def test_a_refusal_at_one_level_takes_nothing_from_the_others(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    key = Scope("key", "k2", Limits(rpm=100))
+    tenant = Scope("tenant", "t2", Limits(rpm=2))
+    results = [(await limiter.admit([key, tenant], f"r{i}", 0)).allowed for i in range(4)]
+    assert results == [True, True, False, False]
+    other_tenant = Scope("tenant", "t3", Limits(rpm=100))
+    first = await limiter.admit([key, other_tenant], "x", 0)
+    assert first.allowed and first.remaining_requests == 100 - 3  # only the two admitted calls counted
+
+
+async def test_tpm_counts_the_estimate_and_settles_to_the_real_tokens(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    scope = Scope("key", "tok", Limits(tpm=1000))
+    assert (await limiter.admit([scope], "a", 600)).allowed
+    refused = await limiter.admit([scope], "b", 600)
+    assert not refused.allowed and refused.reason == "tpm"
+    await limiter.release([scope], "a", -500)  # the call used 100 tokens, not 600
+    again = await limiter.admit([scope], "c", 600)
+    assert again.allowed and again.remaining_tokens == 1000 - 100 - 600
+
+
+async def test_parallel_slots_are_freed_on_release(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    scope = Scope("key", "par", Limits(max_parallel=2))
+    assert (await limiter.admit([scope], "a", 0)).allowed
+    assert (await limiter.admit([scope], "b", 0)).allowed
+    refused = await limiter.admit([scope], "c", 0)
+    assert not refused.allowed and refused.reason == "parallel"
+    await limiter.release([scope], "a", 0)
+    assert (await limiter.admit([scope], "c", 0)).allowed
+
+
+async def test_memory_window_slides_per_second() -> None:
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(clock)
+    for i in range(5):
+        assert (await limiter.admit([KEY], f"r{i}", 0)).allowed
+        clock.t += 10
+    refused = await limiter.admit([KEY], "x", 0)  # t = +50: all five still inside the last 60 s
+    assert not refused.allowed and refused.retry_after_s == pytest.approx(10, abs=1)
+    clock.t += 11  # the first call (at +0) has left the window
+    assert (await limiter.admit([KEY], "y", 0)).allowed
+
+
+BUDGET_KEY = Scope("key", "bk", Limits(budget_usd=1.0, budget_period="daily"))
+BUDGET_TENANT = Scope("tenant", "bt", Limits(budget_usd=10.0, budget_period="monthly"))
+
+
+async def test_reservations_never_overrun_a_budget_under_concurrency(backend: tuple[Any, Any]) -> None:
+    _, budgets = backend
+    cost = to_nano(0.07)
+    answers = await asyncio.gather(*(budgets.reserve([BUDGET_KEY, BUDGET_TENANT], cost, NOW) for _ in range(40)))
+    admitted = sum(a.allowed for a in answers)
+    assert admitted == 14  # floor(1.00 / 0.07)
+    assert await budgets.spent(BUDGET_KEY, NOW) == 14 * cost
+    assert await budgets.spent(BUDGET_TENANT, NOW) == 14 * cost  # refused calls reserved nothing anywhere
+    refused = next(a for a in answers if not a.allowed)
+    assert refused.scope == "key:bk" and refused.limit_nano == NANO
+
+
+async def test_settle_replaces_the_reservation_and_alerts_once_per_threshold(backend: tuple[Any, Any]) -> None:
+    _, budgets = backend
+    scopes = [BUDGET_KEY]
+    assert (await budgets.reserve(scopes, to_nano(0.5), NOW)).allowed
+    crossed = await budgets.settle(scopes, to_nano(0.5), to_nano(0.55), NOW, [0.5, 0.8, 1.0])
+    assert crossed == [("key:bk", window_of("daily", NOW), 0.5)]
+    assert await budgets.spent(BUDGET_KEY, NOW) == to_nano(0.55)
+    assert (await budgets.reserve(scopes, to_nano(0.3), NOW)).allowed
+    crossed = await budgets.settle(scopes, to_nano(0.3), to_nano(0.3), NOW, [0.5, 0.8, 1.0])
+    assert [c[2] for c in crossed] == [0.8]  # 0.5 already fired in this window
+    assert not (await budgets.reserve(scopes, to_nano(0.2), NOW)).allowed  # 0.85 + 0.2 > 1.00
+
+
+async def test_a_new_window_starts_from_zero_and_seed_restores_the_current_one(backend: tuple[Any, Any]) -> None:
+    _, budgets = backend
+    await budgets.seed({("key", "bk", window_of("daily", NOW)): to_nano(0.95)})
+    assert not (await budgets.reserve([BUDGET_KEY], to_nano(0.1), NOW)).allowed
+    tomorrow = NOW + 86400
+    assert (await budgets.reserve([BUDGET_KEY], to_nano(0.1), tomorrow)).allowed
+    await budgets.seed({("key", "bk", window_of("daily", NOW)): 0})  # live counters win over a seed
+    assert await budgets.spent(BUDGET_KEY, NOW) == to_nano(0.95)

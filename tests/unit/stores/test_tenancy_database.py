@@ -1,0 +1,157 @@
+"""The durable store, SQLite and PostgreSQL, through one suite: tenancy rows, ledger, rollups."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from aigw.stores.base import (
+    NANO,
+    ApiKey,
+    Limits,
+    Project,
+    RequestQuery,
+    SpendQuery,
+    SpendRecord,
+    Tenant,
+    to_nano,
+    window_of,
+)
+from aigw.stores.database import SqlDatabase, open_database
+from tests.support.services import RUN_ID, postgres_dsn
+
+NOW = 1_800_000_000.0  # 2027-01-15
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlDatabase]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/t.db"
+    else:
+        dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+        await _pg(dsn, f'CREATE SCHEMA "{schema}"')
+        url = f"{dsn}?search_path={schema}"
+    store = open_database(url)
+    await store.open()
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+        if request.param == "postgres":
+            await _pg(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def _pg(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _seed(db: SqlDatabase) -> None:
+    await db.add_tenant(Tenant(id="t1", name="acme", limits=Limits(budget_usd=50), created_at=NOW))
+    await db.add_tenant(Tenant(id="t2", name="globex", created_at=NOW))
+    await db.add_project(Project(id="p1", tenant_id="t1", name="web", created_at=NOW))
+    await db.add_project(Project(id="p2", tenant_id="t2", name="web", created_at=NOW))
+    await db.add_key(ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash="h1", prefix="sk-aigw-aaaa",
+                            allowed_models=["mock"], limits=Limits(rpm=10, budget_usd=1, budget_period="daily"),
+                            created_at=NOW))
+    await db.add_key(ApiKey(id="k2", tenant_id="t2", project_id="p2", key_hash="h2", prefix="sk-aigw-bbbb",
+                            created_at=NOW))
+
+
+def _rec(i: int, key: str = "k1", tenant: str = "t1", project: str = "p1", cost: float = 0.01,
+         ts: float = NOW, model: str = "mock", status: int = 200) -> SpendRecord:
+    return SpendRecord(id=f"sp_{key}_{i}", request_id=f"req_{i}", ts_start=ts - 0.1, ts_end=ts, tenant_id=tenant,
+                       project_id=project, key_id=key, key_prefix="sk-aigw-x", model=model, served_model=model,
+                       prompt_tokens=10, completion_tokens=5, cached_tokens=2, cost_nano=to_nano(cost),
+                       status=status, latency_ms=12.5)
+
+
+async def test_migrations_apply_once(db: SqlDatabase) -> None:
+    assert await db.migrate() == []
+    assert await db.pending_migrations() == []
+
+
+async def test_grant_joins_key_project_and_tenant(db: SqlDatabase) -> None:
+    await _seed(db)
+    grant = await db.grant_by_hash("h1")
+    assert grant is not None
+    assert (grant.key.id, grant.project.name, grant.tenant.name) == ("k1", "web", "acme")
+    assert grant.key.limits == Limits(rpm=10, budget_usd=1, budget_period="daily")
+    assert grant.key.allowed_models == ["mock"] and grant.tenant.limits.budget_usd == 50
+    assert grant.usable(NOW)
+    assert await db.grant_by_hash("nope") is None
+
+
+async def test_projects_are_found_within_a_tenant_only(db: SqlDatabase) -> None:
+    await _seed(db)
+    assert (await db.find_project("web", "t2")).id == "p2"  # type: ignore[union-attr]
+    assert await db.find_project("p2", "t1") is None
+    assert await db.find_project("web", None) is None  # the name is ambiguous across tenants
+    assert [k.id for k in await db.list_keys("t1", None)] == ["k1"]
+
+
+async def test_key_changes_persist_and_bump_the_version(db: SqlDatabase) -> None:
+    await _seed(db)
+    key = await db.get_key("k1")
+    assert key is not None
+    key.revoked_at = NOW + 1
+    key.limits = Limits(rpm=5)
+    await db.save_key(key)
+    before = await db.key_version()
+    assert await db.bump_key_version() == before + 1
+    grant = await db.grant_by_hash("h1")
+    assert grant is not None and not grant.usable(NOW + 2) and grant.key.limits.rpm == 5
+
+
+async def test_ledger_writes_are_idempotent_and_roll_up(db: SqlDatabase) -> None:
+    await _seed(db)
+    batch = [_rec(i) for i in range(10)] + [_rec(i, key="k2", tenant="t2", project="p2", cost=0.5) for i in range(3)]
+    assert await db.write(batch) == 13
+    assert await db.write([*batch[:5], _rec(99)]) == 1  # a replay adds only the new row
+    assert await db.count() == 14
+    by_key = {r["key"]: r for r in await db.spend(SpendQuery(group_by="key"))}
+    assert by_key["k1"]["requests"] == 11 and by_key["k1"]["cost_usd"] == pytest.approx(0.11)
+    assert by_key["k1"]["key_prefix"] == "sk-aigw-aaaa" and by_key["k1"]["cached_tokens"] == 22
+    assert by_key["k2"]["cost_usd"] == pytest.approx(1.5)
+    only_t1 = await db.spend(SpendQuery(group_by="tenant", tenant_id="t1"))
+    assert [r["tenant"] for r in only_t1] == ["t1"]
+
+
+async def test_reports_filter_by_day_and_group_by_day_and_model(db: SqlDatabase) -> None:
+    await _seed(db)
+    await db.write([_rec(1, ts=NOW - 86400), _rec(2), _rec(3, model="gpt-4o", status=429)])
+    days = await db.spend(SpendQuery(group_by="day", tenant_id="t1"))
+    assert [r["requests"] for r in days] == [1, 2]
+    today = window_of("daily", NOW)
+    models = await db.spend(SpendQuery(group_by="model", since_day=today, until_day=today))
+    assert {r["model"]: r["errors"] for r in models} == {"mock": 0, "gpt-4o": 1}
+
+
+async def test_request_pages_are_newest_first_and_tenant_scoped(db: SqlDatabase) -> None:
+    await _seed(db)
+    await db.write([_rec(i, ts=NOW + i) for i in range(5)] + [_rec(9, key="k2", tenant="t2", project="p2")])
+    page = await db.requests(RequestQuery(tenant_id="t1", limit=3))
+    assert [r["request_id"] for r in page] == ["req_4", "req_3", "req_2"]
+    older = await db.requests(RequestQuery(tenant_id="t1", before_ts=page[-1]["ts_end"], limit=10))
+    assert [r["request_id"] for r in older] == ["req_1", "req_0"]
+    assert page[0]["cost_usd"] == pytest.approx(0.01) and page[0]["stream"] is False
+    assert await db.request("req_9", "t1") is None  # another tenant's request
+    assert (await db.request("req_9", "t2"))["key_id"] == "k2"  # type: ignore[index]
+
+
+async def test_budgeted_spend_sums_the_current_window_from_rollups(db: SqlDatabase) -> None:
+    await _seed(db)
+    await db.write([_rec(1, cost=0.25), _rec(2, cost=0.25), _rec(3, cost=0.4, ts=NOW - 86400)])
+    spent = await db.budgeted_spend(NOW)
+    assert spent[("key", "k1", window_of("daily", NOW))] == to_nano(0.5)  # yesterday is another window
+    assert spent[("tenant", "t1", window_of("monthly", NOW))] == to_nano(0.9)
+    assert ("key", "k2", "total") not in spent  # no budget, no counter
+    assert NANO == 1_000_000_000
