@@ -7,6 +7,7 @@ through click's envvar support on the commands; nothing here reads the environme
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -101,7 +102,8 @@ def show(data: Any, as_json: bool, columns: list[str]) -> None:
     table = Table(*columns)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console().print(table)
+    console = Console() if sys.stdout.isatty() else Console(width=250)  # piped: never squeeze ids
+    console.print(table)
 
 
 def _cell(value: Any) -> str:

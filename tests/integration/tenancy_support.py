@@ -1,0 +1,44 @@
+"""Helpers for the tenancy tests: a gateway with a master key and priced mock models, and setup calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aigw.cli.admin_client import AdminClient
+
+MASTER = "mk-test-master"
+# $1000 / $2000 per million tokens: a mock call of ~10 prompt and ~20 completion tokens costs ~5 cents
+PRICED_MOCK = {"name": "mock", "provider": "mock",
+               "prices": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}
+OTHER_MOCK = {"name": "mock-large", "provider": "mock"}
+SLOW_MOCK = {"name": "mock-slow", "provider": "mock", "latency_ms": 300}
+
+
+def gateway_config(db_path: Path, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "server": {"master_key": MASTER},
+        "database_url": f"sqlite:///{db_path}",
+        "models": [PRICED_MOCK, OTHER_MOCK, SLOW_MOCK],
+        "tenancy": {"ledger": {"flush_interval_s": 0.05}},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def setup_key(admin: AdminClient, tenant: str, project: str = "web", **key: Any) -> dict[str, Any]:
+    """Create (or reuse) tenant and project, then a key with the given fields; returns the key JSON."""
+    try:
+        t = admin.post("/admin/tenants", {"name": tenant})
+    except Exception:
+        t = admin.get(f"/admin/tenants/{tenant}")
+    try:
+        p = admin.post("/admin/projects", {"name": project, "tenant": t["id"]})
+    except Exception:
+        p = next(x for x in admin.get("/admin/projects", tenant=t["id"])["data"] if x["name"] == project)
+    out: dict[str, Any] = admin.post("/admin/keys", {"project": p["id"], **key})
+    return out
+
+
+def chat_body(text: str = "hello there", max_tokens: int = 20, **extra: Any) -> dict[str, Any]:
+    return {"model": "mock", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, **extra}

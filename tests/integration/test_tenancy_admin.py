@@ -1,0 +1,154 @@
+"""Tenants, projects and keys as an operator and a client see them: admin API, CLI, SDK."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from click.testing import CliRunner
+
+from aigw.cli.admin_client import AdminClient, AdminError
+from aigw.cli.main import cli
+from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    with running_gateway(gateway_config(tmp_path_factory.mktemp("tenancy") / "gw.db")) as g:
+        yield g
+
+
+@pytest.fixture
+def admin(gw: RunningGateway) -> AdminClient:
+    return AdminClient(gw.url, MASTER)
+
+
+def _client(gw: RunningGateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
+
+
+def _cli(gw: RunningGateway, *args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cli_creates_tenant_project_and_key_and_the_key_works(gw: RunningGateway) -> None:
+    tenant = json.loads(_cli(gw, "tenants", "create", "cli-co", "--json"))
+    project = json.loads(_cli(gw, "projects", "create", "app", "--tenant", "cli-co", "--json"))
+    assert project["tenant_id"] == tenant["id"]
+    key = json.loads(_cli(gw, "keys", "create", "--project", project["id"], "--models", "mock", "--rpm", "100",
+                          "--max-parallel", "4", "--budget", "5", "--period", "weekly",
+                          "--expires", "2099-01-01T00:00:00Z", "--json"))
+    assert key["key"].startswith("sk-aigw-") and key["prefix"] == key["key"][:12]
+    assert (key["models"], key["rpm"], key["budget_usd"], key["budget_period"]) == (["mock"], 100, 5.0, "weekly")
+    assert key["expires_at"] == "2099-01-01T00:00:00Z"
+    table = _cli(gw, "keys", "list", "--project", project["id"])
+    assert key["prefix"] in table and key["key"] not in table  # the secret is never shown again
+    answer = _client(gw, key["key"]).chat.completions.create(**chat_body())
+    assert answer.choices[0].message.content
+
+
+def test_cli_reports_errors_readably(gw: RunningGateway) -> None:
+    result = CliRunner().invoke(cli, ["projects", "create", "x", "--tenant", "nope"],
+                                env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
+    assert result.exit_code == 1 and "No tenant `nope`" in result.output
+    result = CliRunner().invoke(cli, ["tenants", "list"], env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": "wrong"})
+    assert result.exit_code == 1 and "HTTP 401" in result.output
+
+
+def test_allowed_models_are_enforced_and_listed(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "models-co", models=["mock"])["key"]
+    client = _client(gw, key)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(**{**chat_body(), "model": "mock-large"})
+    assert [m.id for m in client.models.list()] == ["mock"]
+
+
+def test_revoked_rotated_expired_and_disabled_keys_stop_working(gw: RunningGateway, admin: AdminClient) -> None:
+    k = setup_key(admin, "life-co", project="p1")
+    client = _client(gw, k["key"])
+    client.chat.completions.create(**chat_body())
+    rotated = admin.post(f"/admin/keys/{k['id']}/rotate")
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(**chat_body())
+    _client(gw, rotated["key"]).chat.completions.create(**chat_body())
+    admin.post(f"/admin/keys/{k['id']}/revoke")
+    with pytest.raises(openai.AuthenticationError):
+        _client(gw, rotated["key"]).chat.completions.create(**chat_body())
+    expired = setup_key(admin, "life-co", project="p1", expires_at=time.time() + 1)
+    _client(gw, expired["key"]).chat.completions.create(**chat_body())
+    time.sleep(1.2)
+    with pytest.raises(openai.AuthenticationError):
+        _client(gw, expired["key"]).chat.completions.create(**chat_body())
+    live = setup_key(admin, "life-co", project="p1")
+    admin.patch(f"/admin/projects/{live['project_id']}", {"enabled": False})
+    with pytest.raises(openai.AuthenticationError):
+        _client(gw, live["key"]).chat.completions.create(**chat_body())
+
+
+def test_a_revocation_reaches_another_replica_within_a_second(tmp_path: Path) -> None:
+    cfg = gateway_config(tmp_path / "shared.db")
+    with running_gateway(cfg) as a, running_gateway(cfg) as b:
+        key = setup_key(AdminClient(a.url, MASTER), "repl-co")
+        on_b = _client(b, key["key"])
+        on_b.chat.completions.create(**chat_body())  # now cached on replica b
+        AdminClient(a.url, MASTER).post(f"/admin/keys/{key['id']}/revoke")
+        started = time.monotonic()
+        while True:
+            try:
+                on_b.chat.completions.create(**chat_body())
+            except openai.AuthenticationError:
+                break
+            assert time.monotonic() - started < 1.0, "replica b still accepts a revoked key"
+            time.sleep(0.02)
+
+
+def test_a_tenant_admin_key_sees_only_its_tenant_and_gets_404_for_others(gw: RunningGateway,
+                                                                        admin: AdminClient) -> None:
+    a = setup_key(admin, "tenant-a", role="tenant_admin")
+    b = setup_key(admin, "tenant-b")
+    b_tenant, b_project, b_key = b["tenant_id"], b["project_id"], b["id"]
+    as_a = AdminClient(gw.url, a["key"])
+    for method, path, body in [
+        ("GET", f"/admin/tenants/{b_tenant}", None), ("PATCH", f"/admin/tenants/{b_tenant}", {"rpm": 1}),
+        ("GET", f"/admin/projects/{b_project}", None), ("PATCH", f"/admin/projects/{b_project}", {"rpm": 1}),
+        ("GET", f"/admin/keys/{b_key}", None), ("PATCH", f"/admin/keys/{b_key}", {"rpm": 1}),
+        ("POST", f"/admin/keys/{b_key}/revoke", {}), ("POST", f"/admin/keys/{b_key}/rotate", {}),
+        ("DELETE", f"/admin/keys/{b_key}", None),
+        ("GET", "/admin/projects?tenant=" + b_tenant, None), ("GET", "/admin/keys?project=" + b_project, None),
+        ("GET", "/admin/spend?key=" + b_key, None), ("GET", "/admin/spend?tenant=" + b_tenant, None),
+        ("POST", "/admin/keys", {"project": b_project}), ("POST", "/admin/projects", {"name": "x", "tenant": b_tenant}),
+    ]:
+        path, _, query = path.partition("?")
+        params = dict([query.split("=")]) if query else None
+        with pytest.raises(AdminError) as err:
+            as_a.request(method, path, body, params)
+        assert err.value.status == 404, (method, path)
+    assert [t["id"] for t in as_a.get("/admin/tenants")["data"]] == [a["tenant_id"]]
+    assert {k["tenant_id"] for k in as_a.get("/admin/keys")["data"]} == {a["tenant_id"]}
+    with pytest.raises(AdminError) as err:
+        as_a.post("/admin/tenants", {"name": "sneaky"})
+    assert err.value.status == 403
+    own = as_a.post("/admin/keys", {"project": a["project_id"]})  # its own tenant: fine
+    assert own["tenant_id"] == a["tenant_id"]
+    with pytest.raises(AdminError) as err:
+        AdminClient(gw.url, b["key"]).get("/admin/tenants")  # a plain key is no admin
+    assert err.value.status == 403
+
+
+def test_bad_admin_input_is_refused_with_the_field_named(admin: AdminClient) -> None:
+    for body, field in [({"name": "x", "rpm": 0}, "rpm"), ({"name": "x", "budget_period": "hourly"}, "budget_period"),
+                        ({"name": "x", "colour": "red"}, "colour")]:
+        with pytest.raises(AdminError) as err:
+            admin.post("/admin/tenants", body)
+        assert err.value.status == 400 and field in err.value.message
+    setup_key(admin, "dup-co")
+    with pytest.raises(AdminError) as err:
+        admin.post("/admin/tenants", {"name": "dup-co"})
+    assert err.value.status == 409

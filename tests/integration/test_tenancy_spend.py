@@ -1,0 +1,191 @@
+"""Limits, budgets and the spend ledger as a client and an operator see them (embedded mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from aiohttp import web
+
+from aigw.cli.admin_client import AdminClient
+from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.servers import start_aiohttp_app
+
+
+@pytest.fixture(scope="module")
+def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/alerts", receive)
+    server = start_aiohttp_app(app, "alert-hook")
+    yield server.url + "/alerts", seen
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("spend") / "gw.db"
+
+
+@pytest.fixture(scope="module")
+def gw(db_path: Path, hook: tuple[str, list[dict[str, Any]]]) -> Iterator[RunningGateway]:
+    cfg = gateway_config(db_path)
+    cfg["tenancy"]["alert_webhook"] = hook[0]
+    with running_gateway(cfg) as g:
+        yield g
+
+
+@pytest.fixture
+def admin(gw: RunningGateway) -> AdminClient:
+    return AdminClient(gw.url, MASTER)
+
+
+def _client(gw: RunningGateway, key: str, retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=retries)
+
+
+def _rows(admin: AdminClient, key_id: str, expect: int) -> dict[str, Any]:
+    """The key's spend row once the ledger has flushed ``expect`` requests (bounded wait)."""
+    deadline = time.monotonic() + 5
+    while True:
+        rows = admin.get("/admin/spend", group_by="key", key=key_id)["data"]
+        if rows and rows[0]["requests"] >= expect:
+            return dict(rows[0])
+        assert time.monotonic() < deadline, f"ledger has {rows} for {key_id}, expected {expect} requests"
+        time.sleep(0.05)
+
+
+def test_rpm_refusal_is_a_429_with_retry_after_and_ratelimit_headers(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "rpm-co", rpm=2)
+    client = _client(gw, key["key"])
+    first = client.chat.completions.with_raw_response.create(**chat_body())
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    client.chat.completions.create(**chat_body())
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(**chat_body())
+    headers = err.value.response.headers
+    assert 1 <= int(headers["retry-after"]) <= 60
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert err.value.code == "rate_limit_exceeded"
+
+
+def test_a_project_limit_covers_all_its_keys(gw: RunningGateway, admin: AdminClient) -> None:
+    k1 = setup_key(admin, "proj-limit-co", project="shared")
+    admin.patch(f"/admin/projects/{k1['project_id']}", {"rpm": 3})
+    k2 = setup_key(admin, "proj-limit-co", project="shared")
+    ok = 0
+    for i in range(6):
+        try:
+            _client(gw, (k1 if i % 2 else k2)["key"]).chat.completions.create(**chat_body())
+            ok += 1
+        except openai.RateLimitError:
+            pass
+    assert ok == 3
+
+
+def test_parallel_limit_refuses_the_call_over_the_cap(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "par-co", max_parallel=2)
+    client = openai.AsyncOpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+
+    async def one() -> str:
+        try:  # mock-slow takes 300 ms: the three calls overlap
+            await client.chat.completions.create(**{**chat_body(), "model": "mock-slow"})
+            return "ok"
+        except openai.RateLimitError:
+            return "429"
+
+    async def run() -> list[str]:
+        try:
+            return await asyncio.gather(one(), one(), one())
+        finally:
+            await client.close()
+
+    assert sorted(asyncio.run(run())) == ["429", "ok", "ok"]
+
+
+def test_spend_is_charged_exactly_and_reported_from_the_rollups(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "bill-co")
+    client = _client(gw, key["key"])
+    costs = []
+    for text in ("one", "two two", "three three three"):
+        usage = client.chat.completions.create(**chat_body(text)).usage
+        assert usage is not None
+        costs.append(usage.prompt_tokens * 1000e-6 + usage.completion_tokens * 2000e-6)
+    row = _rows(admin, key["id"], 3)
+    assert row["cost_usd"] == pytest.approx(sum(costs), abs=1e-9)
+    assert row["key_prefix"] == key["prefix"]
+    by_model = admin.get("/admin/spend", group_by="model", tenant="bill-co")["data"]
+    assert [(r["model"], r["requests"]) for r in by_model] == [("mock", 3)]
+    by_day = admin.get("/admin/spend", group_by="day", tenant="bill-co")["data"]
+    assert len(by_day) == 1 and by_day[0]["cost_usd"] == pytest.approx(sum(costs), abs=1e-9)
+
+
+def test_streams_are_charged_even_when_the_client_did_not_ask_for_usage(gw: RunningGateway,
+                                                                       admin: AdminClient) -> None:
+    key = setup_key(admin, "stream-co")
+    client = _client(gw, key["key"])
+    chunks = list(client.chat.completions.create(**chat_body("stream me"), stream=True))
+    assert all(c.usage is None for c in chunks)  # hidden from the client, still read by the gateway
+    row = _rows(admin, key["id"], 1)
+    assert row["completion_tokens"] > 0 and row["cost_usd"] > 0
+
+
+def test_anthropic_clients_use_the_same_keys_and_budgets(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "anthropic-co")
+    client = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0)
+    message = client.messages.create(model="mock", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert message.usage.output_tokens > 0
+    assert _rows(admin, key["id"], 1)["cost_usd"] > 0
+
+
+def test_an_exhausted_budget_is_refused_before_the_upstream_and_sdks_do_not_retry(
+        gw: RunningGateway, admin: AdminClient, hook: tuple[str, list[dict[str, Any]]]) -> None:
+    key = setup_key(admin, "budget-co", budget_usd=0.25, budget_period="daily")
+    client = _client(gw, key["key"], retries=2)  # the SDK would retry a plain 429
+    refused = None
+    for _ in range(20):
+        try:
+            client.chat.completions.create(**chat_body("spend", max_tokens=20))
+        except openai.RateLimitError as err:
+            refused = err
+            break
+    assert refused is not None and refused.code == "budget_exceeded"
+    assert refused.response.headers["x-should-retry"] == "false"
+    assert "Budget exceeded for key" in refused.message
+    time.sleep(0.3)
+    row = _rows(admin, key["id"], 1)
+    assert row["cost_usd"] <= 0.25
+    assert row["errors"] == 1  # one refusal recorded, not three: the SDK did not retry
+    alerts = [a for a in hook[1] if a["id"] == key["id"]]
+    assert sorted(a["threshold"] for a in alerts) == [0.5, 0.8]  # each once
+
+
+def test_budgets_survive_a_restart_and_402_is_configurable(db_path: Path, gw: RunningGateway) -> None:
+    key = setup_key(AdminClient(gw.url, MASTER), "restart-co", budget_usd=0.2, budget_period="total")
+    spent = 0
+    for _ in range(10):
+        try:
+            _client(gw, key["key"]).chat.completions.create(**chat_body("x"))
+            spent += 1
+        except openai.RateLimitError:
+            break
+    time.sleep(0.3)  # the ledger flushes every 50 ms here
+    cfg = gateway_config(db_path, pipeline=None)
+    cfg["tenancy"]["budget_status"] = 402
+    with running_gateway(cfg) as again:
+        with pytest.raises(openai.APIStatusError) as err:
+            _client(again, key["key"]).chat.completions.create(**chat_body("x"))
+        assert err.value.status_code == 402 and spent >= 1
