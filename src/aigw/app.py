@@ -19,8 +19,7 @@ from aigw.http.openai_api import OpenAIApi
 from aigw.http.server import GatewayApp
 from aigw.observability.setup import build_observability
 from aigw.pipeline.deps import StageDeps
-from aigw.pipeline.observed import ObservedTerminal, traced_provider, traced_stages
-from aigw.pipeline.pipeline import Pipeline
+from aigw.pipeline.observed import ObservedPipeline, traced_provider, traced_stages
 from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.registry import build_stages, default_order
@@ -29,7 +28,6 @@ from aigw.providers.registry import build_provider
 from aigw.routing.router import Router, Target
 from aigw.stores.redis.client import make_redis
 from aigw.supervise import Supervisor
-from aigw.tenancy import Tenancy
 from aigw.types import SystemClock
 
 log = logging.getLogger("aigw")
@@ -47,14 +45,11 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     deps = StageDeps(config=config, router=router, supervisor=supervisor, redis=redis,
                      redis_prefix=config.redis_prefix)
     deps.services.update(obs.services())
-    tenancy = Tenancy(config, redis, supervisor, clients) if config.tenancy.enabled else None
-    if tenancy is not None:  # virtual keys, limits, budgets, spend ledger
-        deps.services.update(tenancy.stage_services())
     stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
     if obs.tracing is not None:
         stages = traced_stages(stages, obs.tracing)
-    pipeline = Pipeline(stages, ObservedTerminal(RouteTerminal(router)))
-    auth = Authenticator(config.server.master_key, tenancy.lookup if tenancy is not None else None)
+    pipeline = ObservedPipeline(stages, RouteTerminal(router))
+    auth = Authenticator(config.server.master_key)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)
     health = Health()
     if redis is not None:
@@ -73,11 +68,6 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app = GatewayApp(on_startup=[], on_shutdown=[shutdown])
     app.on_startup.append(lambda: obs.start(supervisor))
     app.on_shutdown.append(obs.stop)  # shutdown hooks run in reverse: the request log flushes first
-    if tenancy is not None:  # stops first on the way out: the ledger drains before the supervisor
-        app.on_startup.append(tenancy.start)
-        app.on_shutdown.append(tenancy.stop)
-        tenancy.register_routes(app, auth)
-        health.register("ledger", tenancy.health, critical=False)  # type: ignore[arg-type]
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
                      supervisor=supervisor, clients=clients, deps=deps, observability=obs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,8 +37,17 @@ class Capture:
     def records(self) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in self.lines()]
 
-    def requests(self) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r["logger"] == "aigw.request"]
+    def requests(self, expect: int = 0) -> list[dict[str, Any]]:
+        """The request lines; with ``expect``, wait (up to 3 s) until that many were written.
+
+        A request's line is written just after its answer went out, so a test can get
+        there first."""
+        deadline = time.monotonic() + 3
+        while True:
+            found = [r for r in self.records() if r["logger"] == "aigw.request"]
+            if len(found) >= expect or time.monotonic() > deadline:
+                return found
+            time.sleep(0.01)
 
 
 @pytest.fixture
@@ -132,6 +142,7 @@ def test_no_secret_or_prompt_in_any_log_line_under_any_error(gw: RunningGateway,
     statuses.append(call(gw, "mock", headers={"x-test-explode": "1"}).status_code)
     statuses.append(call(gw, "mock", stream=True, headers={"x-test-explode": "1"}).status_code)
     assert statuses.count(200) == 3 and {401, 429, 500, 502, 504} <= set(statuses)
+    logs.requests(expect=len(statuses) - 2)  # every request but the two refused at auth has its line
 
     lines = logs.lines()
     assert len(lines) > 20
@@ -147,7 +158,7 @@ def test_one_request_line_per_request_with_its_metadata(gw: RunningGateway, logs
     ok = call(gw, "oai", headers={"x-request-id": "req-log-1"})
     failed = call(gw, "mock-unavailable", headers={"x-request-id": "req-log-2"})
     assert ok.status_code == 200 and failed.status_code == 503
-    lines = {r["request_id"]: r for r in logs.requests()}
+    lines = {r["request_id"]: r for r in logs.requests(expect=2)}
     assert set(lines) == {"req-log-1", "req-log-2"}
     good, bad = lines["req-log-1"], lines["req-log-2"]
     assert set(good) >= FIELDS
@@ -172,7 +183,7 @@ def test_bodies_only_when_switched_on_and_then_pii_redacted_and_capped(
             assert r.status_code == 200
         listed = requests.get(gw.url + "/admin/requests", headers={"Authorization": f"Bearer {MASTER}"},
                               timeout=5).json()["data"]
-    lines = logs.requests()
+    lines = logs.requests(expect=2)
     assert len(lines) == 2
     for line in lines:
         assert line["request_body"] and line["response_body"]

@@ -14,17 +14,20 @@ pipeline's "only call what a stage defines" and the router's capability checks
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aigw.config.models import Deployment
 from aigw.observability.tracing import Tracing, request_attributes, response_attributes, usage_attributes
 from aigw.pipeline.context import RequestContext, Result
-from aigw.pipeline.pipeline import Terminal
+from aigw.pipeline.pipeline import Pipeline, Terminal
 from aigw.pipeline.stage import Stage, overrides
-from aigw.pipeline.stages.observe import ROUTED
+from aigw.pipeline.stages.observe import ROUTED, Observe
 from aigw.providers.base import CallOptions, Provider
 from aigw.types import JSON
+
+log = logging.getLogger("aigw.pipeline")
 
 
 class ObservedTerminal:
@@ -34,6 +37,26 @@ class ObservedTerminal:
     async def handle(self, ctx: RequestContext) -> Result:
         ctx.state[ROUTED] = True
         return await self.inner.handle(ctx)
+
+
+class ObservedPipeline(Pipeline):
+    """The pipeline, plus the observe stage's ``record`` after every stage's ``on_finish``.
+
+    Recording last lets metrics and the log line carry what finish hooks work out
+    (accounting's cost and local token counts), whatever the stage order is.
+    """
+
+    def __init__(self, stages: Sequence[Stage], terminal: Terminal) -> None:
+        super().__init__(stages, ObservedTerminal(terminal))
+        self._observe = next((s for s in self.stages if isinstance(s, Observe)), None)
+
+    async def finish(self, ctx: RequestContext) -> None:
+        await super().finish(ctx)
+        if self._observe is not None:
+            try:
+                await self._observe.record(ctx)
+            except Exception:  # observability must never break the response
+                log.exception("observe: recording the request failed")
 
 
 # -- stages ----------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """The observe stage: metrics, one log line and one request-log record per request, traces.
 
-First in the pipeline, so its ``on_finish`` sees every outcome (success, error,
-rejection by a later stage, client gone). Everything it does per request is
+First in the pipeline, so its request span covers every other stage. Its
+``record`` runs once per request after every other stage finished (the
+``ObservedPipeline`` in ``pipeline/observed.py`` calls it), so it sees every
+outcome (success, error, rejection, client gone) and the cost accounting put
+on the context. Everything it does per request is
 cheap and in-process: counters, one log call, one append to the request log's
 buffer. Tracing and body capture are separate paths that exist only when
 switched on (a ``None`` check otherwise).
@@ -59,12 +62,21 @@ def tokens_of(usage: JSON | None) -> dict[str, int]:
     }
 
 
-def cost_of(ctx: RequestContext) -> float:
-    """Spend as priced by accounting (``ctx.cost_usd`` or ``ctx.state['cost_usd']``)."""
-    cost = getattr(ctx, "cost_usd", None)
-    if cost is None:
-        cost = ctx.state.get("cost_usd")
-    return float(cost) if isinstance(cost, int | float) else 0.0
+MEASURED = "tenancy.measure"  # accounting's memo: .tokens (disjoint counts) and .cost_nano
+
+
+def measured(ctx: RequestContext) -> tuple[dict[str, int] | None, float]:
+    """Tokens and USD as accounting priced them (its local count when the provider sent no usage)."""
+    m = ctx.state.get(MEASURED)
+    if m is None:
+        return None, 0.0
+    t = getattr(m, "tokens", None)
+    cost = float(getattr(m, "cost_nano", 0) or 0) / 1e9
+    if t is None:
+        return None, cost
+    tokens = {"input": int(t.prompt), "output": int(t.completion), "cached_input": int(t.cached_input),
+              "cache_write": int(t.cache_write), "reasoning": int(t.reasoning)}
+    return tokens, cost
 
 
 class Observe(Stage):
@@ -88,16 +100,17 @@ class Observe(Stage):
             ctx.state[_SPAN] = self.tracing.start_request(name, ctx.headers, ctx.started, op)
         return None
 
-    async def on_finish(self, ctx: RequestContext) -> None:
+    async def record(self, ctx: RequestContext) -> None:
+        """Count, log and keep one finished request (after every stage's on_finish)."""
         now = time.monotonic()
         status = status_of(ctx)
-        tokens = tokens_of(ctx.usage)
+        priced, cost = measured(ctx)
+        tokens = priced if priced is not None else tokens_of(ctx.usage)
         d = ctx.served_by
         provider, deployment = (d.provider, d.id) if d is not None else (ctx.handled_by or NONE,) * 2
         duration = now - ctx.started
         kind = ctx.error.kind if ctx.error is not None else ""
         rejected = kind if kind in REJECTIONS and not ctx.state.get(ROUTED) else ""
-        cost = cost_of(ctx)
         if self.metrics is not None:
             if ctx.state.get(_STARTED):
                 self.metrics.finished(ctx.model)
