@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import sys
+import tempfile
 
 import click
 
-from aigw.config.load import ConfigError, export_for_workers, load_config
+from aigw.config.load import ConfigError, export_for_workers, export_metrics_dir, load_config
 from aigw.observability.logging import configure
 
 
@@ -53,7 +55,12 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
                   access_log=False, log_config=None, timeout_graceful_shutdown=30)
     if server.workers > 1:
         export_for_workers(config_path, host=host, port=port, insecure=insecure or None)
-        uvicorn.run("aigw.app:create_app", factory=True, workers=server.workers, **common)  # type: ignore[arg-type]
+        metrics_dir = tempfile.mkdtemp(prefix="aigw-metrics-")  # one scrape sums every worker
+        export_metrics_dir(metrics_dir)
+        try:
+            uvicorn.run("aigw.app:create_app", factory=True, workers=server.workers, **common)  # type: ignore[arg-type]
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         from aigw.app import build_app
 

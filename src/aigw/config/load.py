@@ -100,6 +100,10 @@ def _env_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     for key in ("host", "port", "workers", "insecure"):  # set by export_for_workers
         if (value := os.environ.get(f"AIGW_SERVER_{key.upper()}")) is not None:
             server[key] = value
+    if mp_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # workers > 1: see export_metrics_dir
+        obs = raw["observability"] = raw.get("observability") or {}
+        obs["metrics"] = obs.get("metrics") or {}
+        obs["metrics"].setdefault("multiprocess_dir", mp_dir)
     return raw
 
 
@@ -168,6 +172,12 @@ def _check_models(config: GatewayConfig, source: str) -> None:
                 raise ConfigError(f"{source}: models[{i}].api_base: required for provider {d.provider}")
         if d.provider == "azure" and not d.api_version:
             d.api_version = "2024-10-21"
+
+
+def export_metrics_dir(path: str) -> None:
+    """``--workers N``: every worker writes its metrics to files in ``path`` (prometheus_client's
+    multiprocess mode, chosen when the library is imported, so before the workers start)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
 def export_for_workers(path: str | None, **overrides: Any) -> None:

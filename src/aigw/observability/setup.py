@@ -9,6 +9,7 @@ for ``sqlite:///path``, PostgreSQL for ``postgres(ql)://``, memory otherwise.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,10 @@ class Observability:
     async def stop(self) -> None:
         if self.writer is not None:
             await self.writer.close()
+        if self.metrics is not None and self.metrics.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.metrics.multiprocess_dir)  # type: ignore[no-untyped-call]
         if self.tracing is not None:
             self.tracing.shutdown()
 
