@@ -80,6 +80,7 @@ class PriceBook:
         self.version = version
         self._table = table
         self._by_deployment: dict[str, Price] = {}
+        self._by_name: dict[str, Price] = {}
         self.unknown: set[str] = set()
         for d in deployments:
             base = self.lookup(d.model) or self.lookup(d.name)
@@ -87,6 +88,7 @@ class PriceBook:
                 self.unknown.add(d.model)
             price = base or Price()
             self._by_deployment[d.id] = price.merged(d.prices) if d.prices is not None else price
+            self._by_name.setdefault(d.name, self._by_deployment[d.id])
 
     def lookup(self, model: str) -> Price | None:
         for name in _candidates(model):
@@ -100,7 +102,6 @@ class PriceBook:
             price = self.lookup(model) or Price()
         return price
 
-    def max_for_model(self, deployments: list[Deployment]) -> Price:
-        """The dearest deployment of a model (what a reservation must assume before routing)."""
-        prices = [self.for_deployment(d.id, d.model) for d in deployments] or [Price()]
-        return max(prices, key=lambda p: (p.input + p.output, p.per_request))
+    def for_model(self, name: str) -> Price | None:
+        """A public model's price when no deployment served it (a cache hit): its first deployment's."""
+        return self._by_name.get(name) or self.lookup(name)

@@ -86,7 +86,7 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
             tokens, source = Tokens(fresh_input=prompt, output=svc.tokens.count_text("".join(streamed))), "local"
         else:
             tokens, source = Tokens(), "none"
-    price = svc.prices.for_deployment(d.id, d.model) if d is not None else svc.prices.lookup(ctx.model)
+    price = svc.prices.for_deployment(d.id, d.model) if d is not None else svc.prices.for_model(ctx.model)
     full = price.cost_nano(tokens) if price is not None and tokens.total else 0
     if ctx.handled_by:  # answered by the cache or a rule: no upstream bill, the saving is reported
         result = Measured(tokens, 0, full if ctx.handled_by == "cache" else 0, source)

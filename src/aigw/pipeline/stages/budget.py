@@ -49,7 +49,7 @@ class BudgetStage(Stage):
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             out = int(limit) if isinstance(limit, int) and limit > 0 else self.svc.config.default_max_tokens
             out *= int(body.get("n") or 1) if isinstance(body.get("n"), int) else 1
-        prices = self._prices.get(ctx.model) or [self.svc.prices.lookup(ctx.model) or Price()]
+        prices = self._prices.get(ctx.model) or [self.svc.prices.for_model(ctx.model) or Price()]
         return max(max(p.cost_nano(Tokens(fresh_input=prompt, output=out)),
                        p.cost_nano(Tokens(fresh_input=prompt, reasoning=out))) for p in prices)
 

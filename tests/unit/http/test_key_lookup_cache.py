@@ -1,0 +1,94 @@
+"""The key cache: one database read per key per replica, dropped when the key version moves."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aigw.http.key_lookup import KeyCache
+from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
+from aigw.stores.keygen import hash_secret, new_secret
+from aigw.stores.memory import MemoryKeyVersion
+
+SECRET = new_secret()
+
+
+class Clock:
+    t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+class Store:
+    def __init__(self) -> None:
+        self.grants: dict[str, Grant] = {}
+        self.reads = 0
+        self.gate: asyncio.Event | None = None
+
+    async def grant_by_hash(self, key_hash: str) -> Grant | None:
+        self.reads += 1
+        grant = self.grants.get(key_hash)
+        if self.gate is not None:
+            await self.gate.wait()
+        return grant
+
+
+def _grant(revoked: float | None = None, expires: float | None = None) -> Grant:
+    key = ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash=hash_secret(SECRET), prefix=SECRET[:12],
+                 allowed_models=["mock"], limits=Limits(rpm=5), revoked_at=revoked, expires_at=expires)
+    return Grant(key, Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t"))
+
+
+async def test_a_key_is_read_once_then_served_from_memory() -> None:
+    store, version = Store(), MemoryKeyVersion()
+    store.grants[hash_secret(SECRET)] = _grant()
+    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    for _ in range(5):
+        principal = await cache.lookup(SECRET)
+        assert principal is not None and principal.tenant_id == "t1"
+        assert principal.allowed_models == frozenset({"mock"}) and not principal.is_admin
+    assert store.reads == 1
+    assert await cache.lookup("not-a-gateway-key") is None and store.reads == 1
+
+
+async def test_a_version_bump_drops_the_cache_so_changes_show() -> None:
+    store, version = Store(), MemoryKeyVersion()
+    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    await cache.check_version()
+    assert await cache.lookup(SECRET) is None  # unknown: remembered as unknown...
+    store.grants[hash_secret(SECRET)] = _grant()
+    assert await cache.lookup(SECRET) is None
+    await version.bump()  # ...until a change anywhere bumps the version
+    await cache.check_version()
+    assert await cache.lookup(SECRET) is not None
+    store.grants[hash_secret(SECRET)] = _grant(revoked=999.0)
+    await version.bump()
+    await cache.check_version()
+    assert await cache.lookup(SECRET) is None
+
+
+async def test_expiry_is_checked_on_every_use() -> None:
+    store, clock = Store(), Clock()
+    store.grants[hash_secret(SECRET)] = _grant(expires=1005.0)
+    cache = KeyCache(store, MemoryKeyVersion(), clock)  # type: ignore[arg-type]
+    assert await cache.lookup(SECRET) is not None
+    clock.t = 1005.0
+    assert await cache.lookup(SECRET) is None
+
+
+async def test_a_lookup_that_raced_an_invalidation_is_not_cached() -> None:
+    store = Store()
+    store.grants[hash_secret(SECRET)] = _grant()
+    store.gate = asyncio.Event()
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    pending = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
+    await asyncio.sleep(0)
+    cache.invalidate()  # the key changed while the old row was in flight
+    store.gate.set()
+    assert await pending is not None
+    store.gate = None
+    await cache.lookup(SECRET)
+    assert store.reads == 2  # the stale answer was not kept

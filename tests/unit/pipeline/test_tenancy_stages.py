@@ -1,0 +1,158 @@
+"""The limits, budget and accounting stages on their own: store outages, local counts, cache savings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aigw import errors
+from aigw.accounting.ledger import Ledger
+from aigw.accounting.pricing import PriceBook
+from aigw.accounting.tokens import TokenCounter
+from aigw.config.models import Deployment, GatewayConfig, Prices
+from aigw.config.tenancy import LedgerConfig, TenancyConfig
+from aigw.http.key_lookup import principal_for
+from aigw.pipeline.context import RequestContext
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stages import accounting, budget, limits
+from aigw.pipeline.tenancy import SERVICE, TenancyServices, measure
+from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
+from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
+from aigw.stores.redis.client import make_redis
+from aigw.stores.redis.counters import RedisBudgets, RedisRateLimiter
+from aigw.types import JSON
+
+MOCK = Deployment(name="mock", provider="mock", id="mock#0",
+                  prices=Prices(input_per_mtok=1000, output_per_mtok=2000))
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    async def write(self, records: list[Any]) -> int:
+        self.rows += records
+        return len(records)
+
+
+def _services(limiter: Any = None, budgets: Any = None, **cfg: Any) -> TenancyServices:
+    return TenancyServices(config=TenancyConfig(**cfg), limiter=limiter or MemoryRateLimiter(),
+                           budgets=budgets or MemoryBudgets(), prices=PriceBook([MOCK]), tokens=TokenCounter(),
+                           ledger=Ledger(Sink(), LedgerConfig()))
+
+
+def _deps(svc: TenancyServices) -> StageDeps:
+    deps = StageDeps(config=GatewayConfig(models=[MOCK]))
+    deps.services[SERVICE] = svc
+    return deps
+
+
+def _ctx(key_limits: Limits = Limits(), body: JSON | None = None, **kw: Any) -> RequestContext:
+    grant = Grant(ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-abcd",
+                         limits=key_limits), Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t"))
+    body = body or {"model": "mock", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10}
+    return RequestContext(request_id="req_1", api="openai", endpoint="chat", body=body, model="mock",
+                          principal=principal_for(grant), **kw)
+
+
+class Broken:
+    """A store whose every call fails, like Redis behind a dead socket."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("store is down")
+        return fail
+
+
+async def test_limits_fail_open_by_default_and_closed_when_configured() -> None:
+    ctx = _ctx(Limits(rpm=1))
+    open_stage = limits.build(_deps(_services(limiter=Broken())))
+    assert open_stage is not None and await open_stage.on_request(ctx) is None
+    closed = limits.build(_deps(_services(limiter=Broken(), limits_on_store_error="closed")))
+    assert closed is not None
+    with pytest.raises(errors.Unavailable):
+        await closed.on_request(_ctx(Limits(rpm=1)))
+
+
+async def test_budgets_fail_closed_by_default() -> None:
+    stage = budget.build(_deps(_services(budgets=Broken())))
+    assert stage is not None
+    with pytest.raises(errors.Unavailable):
+        await stage.on_request(_ctx(Limits(budget_usd=1.0)))
+    lenient = budget.build(_deps(_services(budgets=Broken(), budget_on_store_error="open")))
+    assert lenient is not None and await lenient.on_request(_ctx(Limits(budget_usd=1.0))) is None
+
+
+async def test_a_real_redis_outage_follows_the_policy() -> None:
+    dead = make_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.1)  # nothing listens on port 1
+    try:
+        svc = _services(limiter=RedisRateLimiter(dead, "x:"), budgets=RedisBudgets(dead, "x:"))
+        stage = limits.build(_deps(svc))
+        assert stage is not None and await stage.on_request(_ctx(Limits(rpm=5))) is None
+        assert svc.counters == {"limits": 1}
+        guard = budget.build(_deps(svc))
+        assert guard is not None
+        with pytest.raises(errors.Unavailable):
+            await guard.on_request(_ctx(Limits(budget_usd=5.0)))
+    finally:
+        await dead.aclose()
+
+
+async def test_the_reservation_is_the_worst_case_and_settles_to_the_real_cost() -> None:
+    svc = _services()
+    stage = budget.build(_deps(svc))
+    assert isinstance(stage, budget.BudgetStage)
+    ctx = _ctx(Limits(budget_usd=1.0, budget_period="total"))
+    worst = stage.worst_case_nano(ctx)
+    assert worst >= 10 * 2000 * 1000  # 10 completion tokens at $2000 per million, plus the prompt
+    await stage.on_request(ctx)
+    scope = budget.scopes_of(ctx.principal.extra["grant"], "budget")[0]
+    assert await svc.budgets.spent(scope, 0) == worst
+    ctx.served_by = MOCK
+    ctx.usage = {"prompt_tokens": 4, "completion_tokens": 3}
+    await stage.on_finish(ctx)
+    assert await svc.budgets.spent(scope, 0) == 4 * 1_000_000 + 3 * 2_000_000
+
+
+async def test_a_cut_stream_without_usage_is_charged_by_a_local_count() -> None:
+    svc = _services()
+    stage = accounting.build(_deps(svc))
+    assert stage is not None
+    ctx = _ctx(stream=True)
+
+    async def chunks() -> AsyncIterator[JSON]:
+        for word in ("Hello", " there", " friend"):
+            yield {"choices": [{"index": 0, "delta": {"content": word}}]}
+        raise errors.UpstreamError("connection reset")
+
+    ctx.served_by = MOCK
+    with pytest.raises(errors.UpstreamError) as err:
+        async for _ in stage.on_stream(ctx, chunks()):
+            pass
+    ctx.error = err.value
+    m = measure(ctx, svc)
+    assert m.source == "local" and m.tokens.completion == 3 and m.tokens.prompt > 0
+    assert m.cost_nano == m.tokens.prompt * 1_000_000 + 3 * 2_000_000
+    row = accounting.AccountingStage(svc, svc_clock()).record_for(ctx)
+    assert (row.status, row.error_kind, row.usage_source, row.stream) == (502, "upstream_error", "local", True)
+
+
+async def test_a_cache_hit_costs_nothing_and_reports_the_saving() -> None:
+    svc = _services()
+    ctx = _ctx(handled_by="cache", usage={"prompt_tokens": 10, "completion_tokens": 10})
+    m = measure(ctx, svc)
+    assert m.cost_nano == 0 and m.cost_saved_nano == 10 * 1_000_000 + 10 * 2_000_000
+
+
+async def test_a_refusal_before_the_upstream_costs_nothing() -> None:
+    svc = _services()
+    ctx = _ctx(error=errors.RateLimited("slow down"))
+    assert measure(ctx, svc).cost_nano == 0 and measure(ctx, svc).source == "none"
+
+
+def svc_clock() -> Any:
+    from aigw.types import SystemClock
+
+    return SystemClock()
