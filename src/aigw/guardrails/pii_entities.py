@@ -107,6 +107,7 @@ class Span(NamedTuple):
     start: int
     end: int  # just after the last digit
     digits: int
+    separators: str  # the run without its digits: "() -" for "(212) 555-0147"
 
 
 class TextScan:
@@ -133,10 +134,10 @@ class TextScan:
                 runs = (m for m in map(self._run_at, self._digit_positions()) if m is not None)
             self._spans = []
             for m in runs:
-                raw = m.group()
-                digits = len(raw) - len(raw.translate(_DROP_DIGITS))
-                if digits:
-                    self._spans.append(Span(m.start(), m.start() + len(raw.rstrip(" ()./-")), digits))
+                raw = m.group().rstrip(" ()./-")
+                separators = raw.translate(_DROP_DIGITS)
+                if len(separators) < len(raw):
+                    self._spans.append(Span(m.start(), m.start() + len(raw), len(raw) - len(separators), separators))
         return self._spans
 
     def _digit_positions(self) -> list[int]:
@@ -165,10 +166,18 @@ class TextScan:
         self._covered = m.end() if m else pos + 1
         return m
 
-    def windows(self, min_digits: int) -> list[tuple[int, int]]:
-        """(start, endpos) of runs with enough digits; endpos lets lookaheads see two characters on."""
-        limit = len(self.text)
-        return [(s.start, min(limit, s.end + 2)) for s in self.spans if s.digits >= min_digits]
+    def windows(self, min_digits: int, separators: str = "") -> list[tuple[int, int]]:
+        """(start, endpos) of runs with enough digits and, if given, one of the separators (or a leading "+").
+
+        endpos lets lookaheads see two characters past the run.
+        """
+        text, limit = self.text, len(self.text)
+        return [
+            (s.start, min(limit, s.end + 2))
+            for s in self.spans
+            if s.digits >= min_digits
+            and (not separators or text[s.start] == "+" or any(c in s.separators for c in separators))
+        ]
 
 
 Finder = Callable[[TextScan, list[Match]], None]
@@ -234,7 +243,7 @@ def find_phone(scan: TextScan, out: list[Match]) -> None:
     if scan.n_digits < 8:
         return
     candidates: list[re.Match[str]] = []
-    for start, end in scan.windows(8):
+    for start, end in scan.windows(8, " .-("):
         candidates.extend(_PHONE_NATIONAL.finditer(text, start, end))
         if text[start] == "+" and (m := _PHONE_INTL.match(text, start, end)):
             candidates.append(m)
@@ -248,7 +257,7 @@ def find_ssn(scan: TextScan, out: list[Match]) -> None:
     text = scan.text
     if scan.n_digits < 9:
         return
-    for start, end in scan.windows(9):
+    for start, end in scan.windows(9, " -"):
         for m in _SSN.finditer(text, start, end):
             if m.group().replace(m.group(1), "") not in _SSN_INVALID:
                 out.append(Match("ssn", m.start(), m.end(), m.group()))
