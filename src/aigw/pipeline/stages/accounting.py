@@ -43,6 +43,10 @@ class AccountingStage(Stage):
         latency_ms = (time.monotonic() - ctx.started) * 1000
         upstream_ms = ctx.upstream_s * 1000
         end = self.clock.now()
+        status, kind = 200, ""
+        if err is not None:  # a client that went away is 499, as in nginx's logs
+            gone = err.code == "client_disconnected"
+            status, kind = (499, "client_disconnected") if gone else (err.status, err.kind)
         return SpendRecord(
             request_id=ctx.request_id, ts_start=end - latency_ms / 1000, ts_end=end,
             tenant_id=p.tenant_id, project_id=p.project_id, key_id=p.key_id, key_prefix=p.key_prefix,
@@ -53,9 +57,7 @@ class AccountingStage(Stage):
             cost_nano=m.cost_nano, cost_saved_nano=m.cost_saved_nano,
             latency_ms=round(latency_ms, 3), upstream_ms=round(upstream_ms, 3),
             overhead_ms=round(max(0.0, latency_ms - upstream_ms), 3),
-            status=err.status if err is not None else 200,
-            error_kind=(err.code or err.kind) if err is not None and err.code == "client_disconnected"
-            else (err.kind if err is not None else ""),
+            status=status, error_kind=kind,
             cache_hit=ctx.handled_by == "cache", handled_by=ctx.handled_by, retries=ctx.retries,
             fallbacks=len(ctx.fallbacks), stream=ctx.stream, usage_source=m.source,
         )
