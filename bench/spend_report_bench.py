@@ -23,7 +23,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from aigw.stores.base import SpendQuery, SpendRecord
 from aigw.stores.database import SqlDatabase, open_database
