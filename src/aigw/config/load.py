@@ -172,6 +172,27 @@ def _check_models(config: GatewayConfig, source: str) -> None:
                 raise ConfigError(f"{source}: models[{i}].api_base: required for provider {d.provider}")
         if d.provider == "azure" and not d.api_version:
             d.api_version = "2024-10-21"
+    _check_routing(config, source)
+
+
+def _check_routing(config: GatewayConfig, source: str) -> None:
+    """Routing keys and fallback chains must name models that exist; deployment ids must be unique."""
+    names = set(config.model_names())
+    ids: set[str] = set()
+    for i, d in enumerate(config.models):
+        if d.id in ids:
+            raise ConfigError(f"{source}: models[{i}].id: {d.id!r} is used by another deployment")
+        ids.add(d.id)
+    known = ", ".join(sorted(names)) or "(none)"
+    for key, rule in config.routing.items():
+        if key != "*" and key not in names:
+            raise ConfigError(f"{source}: routing.{key}: no model named {key!r} in models: (known: {known})")
+        for chain in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+            for j, name in enumerate(getattr(rule, chain)):
+                if name not in names:
+                    raise ConfigError(f"{source}: routing.{key}.{chain}[{j}]: no model named {name!r} (known: {known})")
+                if name == key:
+                    raise ConfigError(f"{source}: routing.{key}.{chain}[{j}]: a model cannot fall back to itself")
 
 
 def export_metrics_dir(path: str) -> None:

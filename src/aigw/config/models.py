@@ -98,6 +98,44 @@ class ServerConfig(Strict):
         return v.strip()
 
 
+RoutingStrategy = Literal["weighted", "least_inflight", "lowest_latency", "lowest_cost", "most_quota"]
+
+
+class ModelRouting(Strict):
+    """How one public model is served: strategy, retry budget, whole-request timeout, fallback chains.
+
+    Keyed by model name under ``routing:``; the key ``"*"`` gives defaults for every model.
+    """
+
+    strategy: RoutingStrategy = "weighted"
+    num_retries: int = Field(default=2, ge=0, le=10)  # retries per model in the chain, per request
+    timeout_s: float | None = Field(default=None, gt=0)  # whole request, all attempts and waits
+    first_token_timeout_s: float | None = Field(default=None, gt=0)  # streams, per attempt
+    fallbacks: list[str] = Field(default_factory=list)
+    context_window_fallbacks: list[str] = Field(default_factory=list)
+    content_policy_fallbacks: list[str] = Field(default_factory=list)
+    retry_other_deployments: bool = True  # a retry goes to a deployment not yet tried, when there is one
+    backoff_s: float = Field(default=0.1, ge=0)  # base of the exponential backoff (full jitter)
+    backoff_max_s: float = Field(default=4.0, ge=0)
+    max_retry_after_s: float = Field(default=30.0, ge=0)  # a longer upstream Retry-After is not waited out
+    latency_buffer: float = Field(default=0.1, ge=0)  # lowest_latency: share load within 10% of the fastest
+
+
+class CircuitBreakerConfig(Strict):
+    """One breaker per deployment; with ``redis_url`` set the state is shared by every replica."""
+
+    enabled: bool = True
+    failures: int = Field(default=5, ge=1)  # open after this many failures within window_s ...
+    window_s: float = Field(default=30.0, gt=0)
+    error_ratio: float | None = Field(default=None, gt=0, le=1)  # ... or this share of failed calls
+    min_calls: int = Field(default=10, ge=1)  # ... out of at least this many
+    cooldown_s: float = Field(default=30.0, gt=0)  # open -> half-open
+    half_open_calls: int = Field(default=1, ge=1)  # trial calls let through while half-open
+    sync_interval_s: float = Field(default=0.5, gt=0)  # how often replicas exchange state through Redis
+    probe_interval_s: float | None = Field(default=None, gt=0)  # active probe (free model list); off by default
+    probe_timeout_s: float = Field(default=5.0, gt=0)
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     database_url: str = "sqlite:///aigw.db"
@@ -105,6 +143,8 @@ class GatewayConfig(Strict):
     models: list[Deployment] = Field(default_factory=list)
     redis_prefix: str = "aigw:"  # every Redis key starts with this (one prefix per deployment / test run)
     pipeline: list[str] | None = None  # stage order; None = the registry's default order
+    routing: dict[str, ModelRouting] = Field(default_factory=dict)  # per model name; "*" = defaults
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
 
