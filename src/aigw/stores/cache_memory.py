@@ -1,0 +1,62 @@
+"""In-process response cache: LRU bounded by entry count and total bytes, with TTLs.
+
+Values are bytes, so the byte bound is exact and a hit can never hand out a
+dict someone else may change. Everything runs on the event loop: no locks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from aigw.types import Clock, SystemClock
+
+
+class MemoryCacheStore:
+    name = "memory"
+    in_process = True
+
+    def __init__(self, max_entries: int, max_bytes: int, clock: Clock | None = None) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.clock = clock or SystemClock()
+        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # key -> (expires_at, value)
+        self.bytes = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires_at, value = item
+        if expires_at <= self.clock.now():
+            self._drop(key)
+            return None
+        self._items.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        size = _size(key, value)
+        if size > self.max_bytes:
+            return
+        if key in self._items:
+            self._drop(key)
+        self._items[key] = (self.clock.now() + ttl_s, value)
+        self.bytes += size
+        while len(self._items) > self.max_entries or self.bytes > self.max_bytes:
+            oldest = next(iter(self._items))
+            self._drop(oldest)
+            self.evictions += 1
+
+    async def ping(self) -> None:
+        return None
+
+    def _drop(self, key: str) -> None:
+        _, value = self._items.pop(key)
+        self.bytes -= _size(key, value)
+
+
+def _size(key: str, value: bytes) -> int:
+    return len(key) + len(value) + 64  # rough per-entry overhead, so tiny values still count

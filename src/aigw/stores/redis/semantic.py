@@ -1,0 +1,81 @@
+"""Shared semantic index in Redis (plain Redis 7, no vector module needed).
+
+One bucket = a hash (entry id -> 8-byte expiry + float32 vector) and a sorted set
+(entry id by expiry) that a Lua script uses to drop the expired and the oldest
+atomically on each add. A lookup is one HGETALL and a dot product here; buckets
+are small (``max_per_context``) because they only hold answers whose whole
+context, bar the last user turn, is the same.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from aigw.stores.cache_base import SemanticMatch, Vector
+from aigw.types import Clock, SystemClock
+
+_ADD = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+local n = redis.call('ZCARD', KEYS[2]) - #gone
+local extra = n - tonumber(ARGV[5])
+if extra > 0 then
+  local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[4], '+inf', 'LIMIT', 0, extra)
+  for _, id in ipairs(oldest) do gone[#gone + 1] = id end
+end
+for _, id in ipairs(gone) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+local ttl = tonumber(ARGV[6])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return #gone
+"""
+_EXPIRY = struct.Struct("<d")
+
+
+class RedisSemanticIndex:
+    name = "redis"
+
+    def __init__(self, redis: Any, prefix: str, max_per_bucket: int, clock: Clock | None = None) -> None:
+        self.redis = redis
+        self.prefix = prefix + "csem:"
+        self.max_per_bucket = max_per_bucket
+        self.clock = clock or SystemClock()
+        self._add = redis.register_script(_ADD)
+
+    def _keys(self, bucket: str) -> tuple[str, str]:
+        base = f"{self.prefix}{{{bucket}}}"  # hash tag: both keys in one cluster slot
+        return base + ":v", base + ":t"
+
+    async def search(self, bucket: str, vector: Vector, threshold: float) -> SemanticMatch | None:
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self._keys(bucket)[0])
+        if not raw:
+            return None
+        now = self.clock.now()
+        ids: list[bytes] = []
+        rows: list[Vector] = []
+        for entry_id, value in raw.items():
+            if _EXPIRY.unpack_from(value)[0] > now and len(value) == _EXPIRY.size + vector.nbytes:
+                ids.append(entry_id)
+                rows.append(np.frombuffer(value, dtype=np.float32, offset=_EXPIRY.size))
+        if not rows:
+            return None
+        scores = np.vstack(rows) @ vector
+        best = int(np.argmax(scores))
+        score = float(scores[best])
+        return SemanticMatch(ids[best].decode(), score) if score >= threshold else None
+
+    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None:
+        now = self.clock.now()
+        value = _EXPIRY.pack(now + ttl_s) + np.asarray(vector, dtype=np.float32).tobytes()
+        ttl_ms = max(1, int(ttl_s * 1000))
+        await self._add(keys=list(self._keys(bucket)),
+                        args=[entry_id, value, now + ttl_s, now, self.max_per_bucket, ttl_ms])

@@ -1,0 +1,88 @@
+"""In-process semantic index: unit vectors per bucket, a dot product per lookup.
+
+Buckets are (tenant scope, hash of everything but the last user turn), so a
+lookup compares only answers that could be right. Bounded twice: per bucket
+(oldest out) and in total (least recently used bucket gives up its oldest).
+Needs numpy (the ``semantic`` extra); imported only when this module is.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aigw.stores.cache_base import SemanticMatch, Vector
+from aigw.types import Clock, SystemClock
+
+
+@dataclass(slots=True)
+class _Bucket:
+    ids: list[str] = field(default_factory=list)
+    vectors: list[Vector] = field(default_factory=list)
+    expires: list[float] = field(default_factory=list)
+    matrix: Vector | None = None  # stacked vectors, rebuilt after a change
+
+    def remove(self, i: int) -> None:
+        del self.ids[i], self.vectors[i], self.expires[i]
+        self.matrix = None
+
+    def stacked(self) -> Vector:
+        if self.matrix is None:
+            self.matrix = np.vstack(self.vectors)
+        return self.matrix
+
+
+class MemorySemanticIndex:
+    name = "memory"
+
+    def __init__(self, max_entries: int, max_per_bucket: int, clock: Clock | None = None) -> None:
+        self.max_entries = max_entries
+        self.max_per_bucket = max_per_bucket
+        self.clock = clock or SystemClock()
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self.size = 0
+
+    async def search(self, bucket: str, vector: Vector, threshold: float) -> SemanticMatch | None:
+        b = self._buckets.get(bucket)
+        if b is None or not b.ids:
+            return None
+        self._buckets.move_to_end(bucket)
+        scores = b.stacked() @ vector
+        now = self.clock.now()
+        for i in np.argsort(-scores)[:8]:  # best first; skip the expired
+            score = float(scores[i])
+            if score < threshold:
+                return None
+            if b.expires[i] > now:
+                return SemanticMatch(b.ids[i], score)
+        return None
+
+    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None:
+        b = self._buckets.get(bucket)
+        if b is None:
+            b = self._buckets[bucket] = _Bucket()
+        self._buckets.move_to_end(bucket)
+        now = self.clock.now()
+        for i in reversed(range(len(b.ids))):
+            if b.ids[i] == entry_id or b.expires[i] <= now:
+                b.remove(i)
+                self.size -= 1
+        b.ids.append(entry_id)
+        b.vectors.append(np.asarray(vector, dtype=np.float32))
+        b.expires.append(now + ttl_s)
+        b.matrix = None
+        self.size += 1
+        while len(b.ids) > self.max_per_bucket:
+            b.remove(0)
+            self.size -= 1
+        self._trim()
+
+    def _trim(self) -> None:
+        while self.size > self.max_entries and self._buckets:
+            name, oldest = next(iter(self._buckets.items()))
+            oldest.remove(0)
+            self.size -= 1
+            if not oldest.ids:
+                del self._buckets[name]

@@ -1,0 +1,60 @@
+"""The in-process cache store: LRU by entries and bytes, and TTLs on an injected clock."""
+
+from __future__ import annotations
+
+from aigw.stores.cache_memory import MemoryCacheStore
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+async def test_get_returns_what_was_set_until_its_ttl_ends() -> None:
+    clock = FakeClock()
+    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=clock)
+    await store.set("k", b"answer", ttl_s=60)
+    assert await store.get("k") == b"answer"
+    clock.t += 59.9
+    assert await store.get("k") == b"answer"
+    clock.t += 0.2
+    assert await store.get("k") is None
+    assert len(store) == 0 and store.bytes == 0
+
+
+async def test_least_recently_used_entry_goes_first_when_full() -> None:
+    store = MemoryCacheStore(max_entries=2, max_bytes=10_000, clock=FakeClock())
+    await store.set("a", b"1", 60)
+    await store.set("b", b"2", 60)
+    assert await store.get("a") == b"1"  # a is now the most recently used
+    await store.set("c", b"3", 60)
+    assert await store.get("b") is None
+    assert await store.get("a") == b"1" and await store.get("c") == b"3"
+    assert store.evictions == 1
+
+
+async def test_byte_bound_evicts_and_an_oversized_value_is_not_stored() -> None:
+    store = MemoryCacheStore(max_entries=100, max_bytes=1_000, clock=FakeClock())
+    for i in range(10):
+        await store.set(f"k{i}", b"x" * 200, 60)
+    assert store.bytes <= 1_000
+    assert await store.get("k9") == b"x" * 200
+    assert await store.get("k0") is None
+    await store.set("huge", b"x" * 5_000, 60)
+    assert await store.get("huge") is None
+    assert await store.get("k9") == b"x" * 200  # a refused value evicts nothing
+
+
+async def test_overwrite_replaces_value_and_keeps_byte_count_exact() -> None:
+    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
+    await store.set("k", b"x" * 100, 60)
+    before = store.bytes
+    await store.set("k", b"y" * 100, 60)
+    assert store.bytes == before and len(store) == 1
+    assert await store.get("k") == b"y" * 100

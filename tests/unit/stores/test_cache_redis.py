@@ -1,0 +1,69 @@
+"""The Redis cache store and semantic index against a real Redis (skipped without one)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aigw.stores.redis.cache import RedisCacheStore
+from aigw.stores.redis.client import make_redis
+from aigw.stores.redis.semantic import RedisSemanticIndex
+
+
+@pytest.fixture
+async def redis(redis_isolated: tuple[str, str]) -> AsyncIterator[tuple[Any, str]]:
+    url, prefix = redis_isolated
+    client = make_redis(url)
+    yield client, prefix
+    await client.aclose()
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+async def test_set_get_and_expiry(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    store = RedisCacheStore(client, prefix)
+    await store.set("t1:abc", b"answer", ttl_s=0.3)
+    assert await store.get("t1:abc") == b"answer"
+    assert await client.exists(prefix + "cache:t1:abc") == 1  # under the run's own prefix
+    await asyncio.sleep(0.45)
+    assert await store.get("t1:abc") is None
+
+
+async def test_two_prefixes_do_not_see_each_other(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    await RedisCacheStore(client, prefix).set("k", b"one", 60)
+    assert await RedisCacheStore(client, prefix + "other:").get("k") is None
+
+
+async def test_semantic_index_threshold_bucket_and_bound(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=2)
+    await index.add("t1:ctx", unit(1, 0, 0), "a", ttl_s=60)
+    hit = await index.search("t1:ctx", unit(1, 0.2, 0), threshold=0.95)
+    assert hit is not None and hit.entry_id == "a" and hit.score == pytest.approx(0.9806, abs=1e-3)
+    assert await index.search("t1:ctx", unit(1, 0.5, 0), threshold=0.95) is None
+    assert await index.search("t2:ctx", unit(1, 0, 0), threshold=0.5) is None
+    await index.add("t1:ctx", unit(0, 1, 0), "b", ttl_s=60)
+    await index.add("t1:ctx", unit(0, 0, 1), "c", ttl_s=60)
+    assert await client.hlen(prefix + "csem:{t1:ctx}:v") == 2  # "a", the oldest, was dropped
+    assert await index.search("t1:ctx", unit(1, 0, 0), threshold=0.9) is None
+
+
+async def test_semantic_index_expiry(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=10)
+    await index.add("b", unit(1, 0, 0), "short", ttl_s=0.2)
+    await index.add("b", unit(0, 1, 0), "long", ttl_s=60)
+    await asyncio.sleep(0.3)
+    assert await index.search("b", unit(1, 0, 0), threshold=0.9) is None
+    hit = await index.search("b", unit(0, 1, 0), threshold=0.9)
+    assert hit is not None and hit.entry_id == "long"
+    assert 0 < await client.pttl(prefix + "csem:{b}:v") <= 60_000

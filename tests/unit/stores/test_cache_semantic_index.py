@@ -1,0 +1,74 @@
+"""The in-process semantic index: threshold, buckets, bounds and expiry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aigw.stores.semantic_memory import MemorySemanticIndex
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def at_angle(cos: float) -> np.ndarray:
+    """A unit vector whose similarity with (1, 0, 0) is ``cos``."""
+    return unit(cos, float(np.sqrt(1 - cos * cos)), 0.0)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def test_match_above_threshold_and_none_below(clock: FakeClock) -> None:
+    index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
+    await index.add("t1:ctx", unit(1, 0, 0), "entry-a", ttl_s=60)
+    hit = await index.search("t1:ctx", at_angle(0.95), threshold=0.92)
+    assert hit is not None and hit.entry_id == "entry-a" and hit.score == pytest.approx(0.95, abs=1e-4)
+    assert await index.search("t1:ctx", at_angle(0.90), threshold=0.92) is None
+
+
+async def test_best_match_wins_and_buckets_never_mix(clock: FakeClock) -> None:
+    index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
+    await index.add("t1:ctx", at_angle(0.93), "close", 60)
+    await index.add("t1:ctx", at_angle(0.99), "closer", 60)
+    await index.add("t2:ctx", unit(1, 0, 0), "other-tenant", 60)
+    hit = await index.search("t1:ctx", unit(1, 0, 0), threshold=0.9)
+    assert hit is not None and hit.entry_id == "closer"
+    assert await index.search("t3:ctx", unit(1, 0, 0), threshold=0.5) is None
+
+
+async def test_expired_vectors_do_not_match(clock: FakeClock) -> None:
+    index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
+    await index.add("b", unit(1, 0, 0), "old", ttl_s=10)
+    clock.t += 11
+    assert await index.search("b", unit(1, 0, 0), threshold=0.5) is None
+    await index.add("b", at_angle(0.97), "new", ttl_s=10)
+    assert index.size == 1  # the expired one was pruned on add
+    hit = await index.search("b", unit(1, 0, 0), threshold=0.5)
+    assert hit is not None and hit.entry_id == "new"
+
+
+async def test_bounded_per_bucket_and_in_total(clock: FakeClock) -> None:
+    index = MemorySemanticIndex(max_entries=5, max_per_bucket=3, clock=clock)
+    for i in range(4):
+        await index.add("a", unit(1, i, 0), f"a{i}", 60)
+    assert await index.search("a", unit(1, 0, 0), threshold=0.999) is None  # a0 was pushed out
+    for i in range(3):
+        await index.add("b", unit(0, 1, i), f"b{i}", 60)
+    assert index.size == 5
+    assert await index.search("b", unit(0, 1, 0), threshold=0.999) is not None
