@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "limits": "aigw.pipeline.stages.limits:build",
     "budget": "aigw.pipeline.stages.budget:build",
     "accounting": "aigw.pipeline.stages.accounting:build",
+    "cache": "aigw.pipeline.stages.cache:build",
 }
 
 # The intended order of every stage; a stage runs only once it is registered above

@@ -1,0 +1,277 @@
+"""The response cache stage: answer a repeated question from the cache, store new answers.
+
+On the way in: find the request's policy (global <- model <- key <- request),
+look up the exact key, then (semantic mode, when safe) the nearest earlier
+question with the same context. A hit is answered here, as a plain body or a
+replayed stream. On the way out: a finished answer is stored off the request
+path; a stream only once it ended well. Backend trouble never fails a request
+(``cache_guard``). Entries are scoped by tenant, so no answer crosses tenants.
+
+For accounting (issue 4), a hit sets ``ctx.handled_by = "cache"`` (the ledger
+records cost 0) and leaves the stored answer's usage in ``ctx.usage`` and
+``ctx.state["cache_saved_usage"]`` (the ledger prices it as the saving), with the
+deployment and model that first produced it in ``ctx.state["cache_hit"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from aigw.config.cache import CacheConfig
+from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
+from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
+from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
+from aigw.pipeline.stages.cache_semantic import Embedders
+from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, replay_chunks, storable
+from aigw.schema.openai import last_user_text
+from aigw.stores.cache_base import CacheStore, SemanticIndex
+from aigw.supervise import Supervisor
+from aigw.types import JSON, Clock
+
+if TYPE_CHECKING:
+    from aigw.stores.cache_base import Vector
+
+log = logging.getLogger("aigw.cache")
+HEADER = "x-aigw-cache"
+PENDING = "cache.pending"  # ctx.state: what to store after a miss
+CACHED_ENDPOINTS = frozenset({"chat", "embeddings"})
+
+
+@dataclass(slots=True)
+class _Pending:
+    key: str
+    policy: CacheConfig
+    ttl_s: float
+    bucket: str = ""
+    vector: Vector | None = None
+    trouble: list[str] = field(default_factory=list)  # backends that failed during the lookup
+
+
+class CacheStage(Stage):
+    name = "cache"
+
+    def __init__(self, policies: Policies, stores: dict[str, CacheStore], indexes: dict[str, SemanticIndex],
+                 embedders: Embedders, supervisor: Supervisor, clock: Clock, metrics: Any = None) -> None:
+        self.policies = policies
+        self.stores = stores
+        self.indexes = indexes
+        self.embedders = embedders
+        self.supervisor = supervisor
+        self.clock = clock
+        default = policies.default
+        self.metrics = metrics
+        self.guard = Guard(clock, default.timeout_ms / 1000, default.retry_after_s, metrics)
+        self.stats: CacheStats = self.guard.stats
+        self.embed_timeout_s = default.semantic.embed_timeout_ms / 1000
+        self._storing: set[asyncio.Task[Any]] = set()
+
+    # -- way in ----------------------------------------------------------------------
+    async def on_request(self, ctx: RequestContext) -> Result | None:
+        if ctx.endpoint not in CACHED_ENDPOINTS:
+            return None
+        controls = read_controls(ctx)
+        policy = self.policies.for_request(ctx)
+        if policy.mode == "off":
+            return None
+        ctx.response_headers[HEADER] = "miss"
+        pending = _Pending(exact_key(ctx, policy.scope), policy,
+                           min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s))
+        hit = await self._lookup(ctx, policy, controls, pending)
+        if hit is not None:
+            return hit
+        self.stats.misses += 1
+        self._count(ctx, "error" if pending.trouble else "miss")
+        if not controls.no_store:
+            ctx.state[PENDING] = pending
+        return None
+
+    async def _lookup(self, ctx: RequestContext, policy: CacheConfig, controls: Controls,
+                      pending: _Pending) -> Result | None:
+        store = policy.backend
+        if not controls.no_cache:
+            raw = await self.guard.call(store, "get", lambda: self.stores[store].get(pending.key),
+                                        self._timeout(store), pending.trouble)
+            if raw is not None and (hit := self._serve(ctx, raw, "exact")) is not None:
+                return hit
+        if self._semantic_wanted(ctx, policy, controls):
+            return await self._semantic(ctx, policy, controls, pending)
+        return None
+
+    def _timeout(self, backend: str) -> float | None:
+        return 0 if getattr(self.stores[backend], "in_process", False) else None
+
+    def _count(self, ctx: RequestContext, result: str) -> None:
+        ctx.state["cache_result"] = result
+        if self.metrics is not None:
+            self.metrics.cache_lookup(ctx.model, result)
+
+    def _semantic_wanted(self, ctx: RequestContext, policy: CacheConfig, controls: Controls) -> bool:
+        if policy.mode != "semantic" or not controls.semantic or ctx.endpoint != "chat":
+            return False
+        sem = policy.semantic
+        return not semantic_blocker(ctx.body, sem.max_turns, sem.with_tools)
+
+    async def _semantic(self, ctx: RequestContext, policy: CacheConfig, controls: Controls,
+                        pending: _Pending) -> Result | None:
+        """Embed the last user turn; on a close enough match, serve that entry."""
+        text = last_user_text(ctx.body)
+        embedder = self.embedders.get(policy.semantic.embedding_model)
+        index = self.indexes.get(policy.backend)
+        if not text or embedder is None or index is None:
+            return None
+        vector = await self.guard.call("embedder", "embed", lambda: embedder.embed(text),
+                                       self.embed_timeout_s, pending.trouble)
+        if vector is None:
+            self.stats.embed_errors += 1
+            return None
+        pending.vector = vector
+        pending.bucket = f"{context_key(ctx, policy.scope)}:{policy.semantic.embedding_model}"
+        if controls.no_cache:
+            return None
+        match = await self.guard.call(policy.backend, "search", lambda: index.search(
+            pending.bucket, vector, policy.semantic.threshold), trouble=pending.trouble)
+        if match is None:
+            return None
+        raw = await self.guard.call(policy.backend, "get",
+                                    lambda: self.stores[policy.backend].get(match.entry_id),
+                                    self._timeout(policy.backend), pending.trouble)
+        if raw is None:
+            return None
+        ctx.response_headers["x-aigw-cache-similarity"] = f"{match.score:.4f}"
+        return self._serve(ctx, raw, "semantic")
+
+    def _serve(self, ctx: RequestContext, raw: bytes, match: str) -> Result | None:
+        try:
+            entry = orjson.loads(raw)
+            body: JSON = entry["body"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("unreadable cache entry ignored")
+            return None
+        self.stats.hits += 1
+        if match == "semantic":
+            self.stats.semantic_hits += 1
+        self._count(ctx, "semantic_hit" if match == "semantic" else "hit")
+        ctx.handled_by = "cache"  # the ledger: cost 0, and the usage below priced as the saving
+        usage = body.get("usage")
+        ctx.usage = dict(usage) if isinstance(usage, dict) else None
+        ctx.state["cache_saved_usage"] = usage
+        ctx.state["cache_hit"] = {"match": match, "deployment": entry.get("deployment", ""),
+                                  "model": entry.get("model", ""), "stored_at": entry.get("at")}
+        age = max(0, int(self.clock.now() - float(entry.get("at") or 0)))
+        ctx.response_headers.update({HEADER: "hit", "x-aigw-cache-match": match, "x-aigw-cache-age": str(age)})
+        if ctx.stream:
+            return Streaming(replay(replay_chunks(body)))
+        return Completed(body)
+
+    # -- way out ---------------------------------------------------------------------
+    async def on_response(self, ctx: RequestContext, body: JSON) -> JSON:
+        pending = ctx.state.pop(PENDING, None)
+        if pending is not None:
+            self._store_later(ctx, pending, body)
+        return body
+
+    def on_stream(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+        pending = ctx.state.pop(PENDING, None)
+        if pending is None:
+            return chunks
+        return self._watch(ctx, chunks, pending)
+
+    async def _watch(self, ctx: RequestContext, chunks: AsyncIterator[JSON], pending: _Pending
+                     ) -> AsyncIterator[JSON]:
+        """Pass chunks through; store the assembled answer only if the stream ran to its end."""
+        assembler = StreamAssembler()
+        try:
+            async for chunk in chunks:
+                assembler.feed(chunk)
+                yield chunk
+        except BaseException:  # failed upstream, or the client left (GeneratorExit): never stored
+            self.stats.not_stored += 1
+            raise
+        body = assembler.body()
+        if body is None or ctx.error is not None:
+            self.stats.not_stored += 1
+            return
+        self._store_later(ctx, pending, body)
+
+    def _store_later(self, ctx: RequestContext, pending: _Pending, body: JSON) -> None:
+        if ctx.endpoint == "chat" and not storable(body):
+            self.stats.not_stored += 1
+            return
+        entry = {"body": body, "at": self.clock.now(), "model": ctx.served_model or ctx.model,
+                 "deployment": ctx.served_by.id if ctx.served_by is not None else ""}
+        value = orjson.dumps(entry)
+        if len(value) > pending.policy.max_entry_bytes:
+            self.stats.not_stored += 1
+            return
+        task = self.supervisor.spawn(self._store(pending, value), name="cache-store")
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+
+    async def _store(self, pending: _Pending, value: bytes) -> None:
+        backend = pending.policy.backend
+        done = await self.guard.call(backend, "set", lambda: _set(self.stores[backend], pending, value),
+                                     self._timeout(backend))
+        if done:
+            self.stats.stores += 1
+        index = self.indexes.get(backend)
+        if done and pending.vector is not None and index is not None:
+            vector = pending.vector
+            await self.guard.call(backend, "add",
+                                  lambda: index.add(pending.bucket, vector, pending.key, pending.ttl_s))
+
+    async def flush(self) -> None:
+        """Wait for the stores in flight (tests, shutdown)."""
+        while self._storing:
+            await asyncio.gather(*list(self._storing), return_exceptions=True)
+
+    # -- health ----------------------------------------------------------------------
+    async def health(self) -> tuple[Status, str]:
+        """Degraded (not down) when a backend in use fails: requests then skip the cache."""
+        in_use = {p.backend for p in self.policies.all() if p.mode != "off"} or {self.policies.default.backend}
+        problems = dict(self.guard.problems())
+        for name in sorted(in_use & set(self.stores)):
+            if name in problems:
+                continue
+            try:
+                async with asyncio.timeout(self.guard.timeout_s * 4):
+                    await self.stores[name].ping()
+            except Exception as exc:
+                problems[name] = type(exc).__name__
+        counts = self.stats.as_dict()
+        summary = f"hits={counts['hits']} misses={counts['misses']} errors={counts['backend_errors']}"
+        if problems:
+            return "degraded", "; ".join(f"{k}: {v}" for k, v in problems.items()) + f" ({summary})"
+        return "ok", summary
+
+
+async def _set(store: CacheStore, pending: _Pending, value: bytes) -> bool:
+    await store.set(pending.key, value, pending.ttl_s)
+    return True
+
+
+def policies_from(deps: StageDeps) -> Policies | None:
+    """The global block and the per-model ``routing.<model>.cache`` blocks; None = no cache at all."""
+    config = deps.config
+    by_model = {name: r.cache for name, r in config.routing.items() if r.cache is not None}
+    if config.cache is None and not by_model:
+        return None
+    default = config.cache if config.cache is not None else CacheConfig(mode="off")
+    star = by_model.pop("*", None)
+    if star is not None:
+        default = Policies(default, {"*": star}).by_model["*"]
+    return Policies(default, by_model)
+
+
+def build(deps: StageDeps) -> Stage | None:
+    from aigw.pipeline.stages.cache_build import build_stage
+
+    return build_stage(deps)

@@ -1,0 +1,80 @@
+"""Builds the cache stage from config and the stores ``app.py`` chose, checking the setup.
+
+Mistakes that would otherwise show up as silent misses fail at startup with
+the config path: a Redis backend without ``redis_url``, a store bound set per
+model, an embedding model that does not exist or cannot embed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw.config.cache import CacheConfig, global_only_fields_set, semantic_extra_missing
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stages.cache import CacheStage, policies_from
+from aigw.pipeline.stages.cache_semantic import Embedders
+
+CACHE_SERVICES = ("cache_stores", "cache_indexes", "cache_embedders")
+
+
+class CacheSetupError(ValueError):
+    """The cache config cannot work with what is installed or configured."""
+
+
+def build_stage(deps: StageDeps) -> CacheStage | None:
+    policies = policies_from(deps)
+    if policies is None:
+        return None
+    stores: dict[str, Any] = deps.services.get("cache_stores") or {}
+    indexes: dict[str, Any] = deps.services.get("cache_indexes") or {}
+    embedders = Embedders(deps.services.get("cache_embedders") or {}, deps.router)
+    _check_blocks(deps)
+    placed = _placed(deps, policies.default, policies.by_model)
+    for where, policy in placed:
+        _check_policy(where, policy, stores, indexes, embedders)
+    for _, policy in placed:  # load a local model now, not on the first request
+        if policy.mode == "semantic":
+            warm = getattr(embedders.get(policy.semantic.embedding_model), "load", None)
+            if callable(warm):
+                warm()
+    stage = CacheStage(policies, stores, indexes, embedders, deps.supervisor, deps.clock,
+                       deps.services.get("metrics"))
+    deps.services["cache_stats"] = stage.stats
+    deps.services.setdefault("health_checks", {})["cache"] = (stage.health, False)
+    return stage
+
+
+def _placed(deps: StageDeps, default: CacheConfig, by_model: dict[str, CacheConfig]
+            ) -> list[tuple[str, CacheConfig]]:
+    out = [("cache", default)] if deps.config.cache is not None else []
+    return out + [(f"routing.{name}.cache", p) for name, p in by_model.items()]
+
+
+def _check_blocks(deps: StageDeps) -> None:
+    for name, routing in deps.config.routing.items():
+        if routing.cache is None:
+            continue
+        bad = global_only_fields_set(routing.cache)
+        if bad:
+            raise CacheSetupError(f"routing.{name}.cache: {', '.join(bad)} may only be set in the global "
+                                  "cache block (they size the shared store)")
+
+
+def _check_policy(where: str, policy: CacheConfig, stores: dict[str, Any], indexes: dict[str, Any],
+                  embedders: Embedders) -> None:
+    if policy.mode == "off":
+        return
+    if policy.backend not in stores:
+        hint = " (set redis_url)" if policy.backend == "redis" else ""
+        raise CacheSetupError(f"{where}.backend: the {policy.backend} cache store is not available{hint}")
+    if policy.mode != "semantic":
+        return
+    model = policy.semantic.embedding_model
+    missing = semantic_extra_missing(model)
+    if missing:
+        raise CacheSetupError(f"{where}.semantic: needs {', '.join(missing)}: pip install 'aigw[semantic]'")
+    if policy.backend not in indexes:
+        raise CacheSetupError(f"{where}.semantic: no {policy.backend} semantic index is available")
+    problem = embedders.check(model)
+    if problem:
+        raise CacheSetupError(f"{where}.semantic.embedding_model: {problem}")

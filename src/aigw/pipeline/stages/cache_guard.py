@@ -1,0 +1,105 @@
+"""Keeps a slow or dead cache backend from slowing or failing requests.
+
+Every backend call gets a short timeout; a failure marks the backend as failing
+and for ``retry_after_s`` it is not even tried (requests go straight upstream).
+Counters say how often that happened; the health check reports "degraded"
+(never "down": the gateway serves without its cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from aigw.types import Clock
+
+log = logging.getLogger("aigw.cache")
+T = TypeVar("T")
+Status = Literal["ok", "degraded", "down"]
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counters since start; exported as metrics and shown in /health/ready."""
+
+    hits: int = 0
+    semantic_hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    not_stored: int = 0  # unfinished, filtered or too big answers
+    backend_errors: int = 0  # calls that failed or timed out
+    backend_skipped: int = 0  # calls not tried because the backend failed recently
+    embed_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class _State:
+    failed_at: float | None = None
+    error: str = ""
+    logged: bool = False
+
+
+@dataclass(slots=True)
+class Guard:
+    clock: Clock
+    timeout_s: float
+    retry_after_s: float
+    metrics: Any = None  # observability Metrics (store_error), when metrics are on
+    stats: CacheStats = field(default_factory=CacheStats)
+    _state: dict[str, _State] = field(default_factory=dict)
+
+    def failing(self, name: str) -> bool:
+        state = self._state.get(name)
+        return (state is not None and state.failed_at is not None
+                and self.clock.monotonic() - state.failed_at < self.retry_after_s)
+
+    async def call(self, name: str, what: str, op: Callable[[], Awaitable[T]],
+                   timeout_s: float | None = None, trouble: list[str] | None = None) -> T | None:
+        """``op()`` within the timeout (0 = none), or None if it failed, timed out or was
+        skipped (then ``name`` is appended to ``trouble``, so the caller can tell that from a miss)."""
+        if self.failing(name):
+            self.stats.backend_skipped += 1
+            if trouble is not None:
+                trouble.append(name)
+            return None
+        try:
+            if timeout_s == 0:  # an in-process store: nothing to wait for, skip the timer
+                result = await op()
+            else:
+                async with asyncio.timeout(timeout_s or self.timeout_s):
+                    result = await op()
+        except Exception as exc:  # any backend failure means "no cache", never a failed request
+            self.failed(name, exc)
+            if self.metrics is not None:
+                self.metrics.store_error(f"cache_{name}", what)
+            if trouble is not None:
+                trouble.append(name)
+            return None
+        self.recovered(name)
+        return result
+
+    def failed(self, name: str, exc: BaseException) -> None:
+        self.stats.backend_errors += 1
+        state = self._state.setdefault(name, _State())
+        state.failed_at = self.clock.monotonic()
+        state.error = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {str(exc)[:120]}"
+        if not state.logged:
+            log.warning("cache backend %s failed, skipping it for %.1fs at a time: %s",
+                        name, self.retry_after_s, state.error)
+            state.logged = True
+
+    def recovered(self, name: str) -> None:
+        state = self._state.get(name)
+        if state is not None and state.failed_at is not None:
+            log.warning("cache backend %s is back", name)
+            state.failed_at, state.logged = None, False
+
+    def problems(self) -> dict[str, str]:
+        """Backends that failed recently, with their last error."""
+        return {name: s.error for name, s in self._state.items() if self.failing(name)}

@@ -1,0 +1,99 @@
+"""Cache keys: a cheap hash of what shapes an answer, scoped by tenant.
+
+Every body field counts except the few that cannot change the answer (below),
+so a field added to the API tomorrow splits the key rather than collides.
+``stream`` does not count: a streamed and a plain request share one entry.
+The semantic key is the same hash with the last user turn's text blanked: an
+equal context plus a similar last question may share an answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from aigw.pipeline.context import RequestContext
+from aigw.types import JSON
+
+# fields that do not shape the answer (transport, bookkeeping, our own controls)
+IGNORED_FIELDS = frozenset({
+    "stream", "stream_options", "user", "metadata", "store", "service_tier", "cache",
+    "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+})
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part)
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def scope_of(ctx: RequestContext, scope: str) -> str:
+    """Who may share an entry: a tenant (default), a project or a single key. Never wider."""
+    p = ctx.principal
+    tenant = p.tenant_id or "_"
+    if scope == "key":
+        return f"{tenant}/k/{p.key_id or '_'}"
+    if scope == "project":
+        return f"{tenant}/p/{p.project_id or '_'}"
+    return tenant
+
+
+def _shaping(body: JSON) -> JSON:
+    # an empty value (``_anthropic: {}``, ``tools: []``) shapes nothing: drop it so both APIs agree
+    return {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v not in (None, {}, [])}
+
+
+def exact_key(ctx: RequestContext, scope: str) -> str:
+    """``<scope>:<hash of endpoint, model and every shaping field>``."""
+    payload = orjson.dumps(_shaping(ctx.body), option=_SORTED)
+    who = scope_of(ctx, scope)
+    return f"{who}:{_digest(who.encode(), ctx.endpoint.encode(), ctx.model.encode(), payload)}"
+
+
+def context_key(ctx: RequestContext, scope: str) -> str:
+    """The semantic bucket: like ``exact_key`` but without the last user turn's text.
+
+    Non-text parts of that turn (images, files) stay in, so two questions about
+    different pictures never share an answer.
+    """
+    body = _shaping(ctx.body)
+    messages = list(body.get("messages") or ())
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            messages[i] = {**messages[i], "content": _blank_text(messages[i].get("content"))}
+            break
+    body["messages"] = messages
+    payload = orjson.dumps(body, option=_SORTED)
+    who = scope_of(ctx, scope)
+    return f"{who}:{_digest(b'semantic', who.encode(), ctx.model.encode(), payload)}"
+
+
+def _blank_text(content: Any) -> Any:
+    if isinstance(content, list):
+        return [{"type": "text"} if isinstance(p, dict) and p.get("type") == "text" else p for p in content]
+    return ""
+
+
+def semantic_blocker(body: JSON, max_turns: int, with_tools: bool) -> str:
+    """Why this request may not match semantically ("" = it may).
+
+    Agents are the risk: a similar question in a tool loop must never get a
+    replayed tool call, so tools, tool results and long conversations are out.
+    """
+    messages = body.get("messages") or ()
+    if not messages or messages[-1].get("role") != "user":
+        return "last turn is not the user's"
+    if not with_tools:
+        if body.get("tools") or body.get("functions"):
+            return "tools"
+        if any(m.get("role") in ("tool", "function") or m.get("tool_calls") for m in messages):
+            return "tool results"
+    if sum(1 for m in messages if m.get("role") == "user") > max_turns:
+        return "too many turns"
+    return ""

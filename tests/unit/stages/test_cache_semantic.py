@@ -1,0 +1,136 @@
+"""Semantic mode in the stage: similar last questions share an answer, but only when safe."""
+
+from __future__ import annotations
+
+from aigw.types import JSON
+from tests.unit.stages.cache_harness import FakeEmbedder, Harness
+
+BASE = "What is the capital of France?"
+CLOSE = "Which city is France's capital?"
+FAR = "Tell me about French cheese."
+SEMANTIC = {"mode": "semantic", "semantic": {"threshold": 0.92, "embedding_model": "fake-embed"}}
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+def harness(**semantic: object) -> Harness:
+    embedder = FakeEmbedder()
+    embedder.at_similarity(CLOSE, BASE, 0.95)
+    embedder.at_similarity(FAR, BASE, 0.85)
+    cache = {**SEMANTIC, "semantic": {**SEMANTIC["semantic"], **semantic}}  # type: ignore[dict-item]
+    return Harness(cache, embedder=embedder)
+
+
+async def test_similar_question_above_threshold_is_a_semantic_hit() -> None:
+    h = harness()
+    first = await h.ask(BASE)
+    hit = await h.ask(CLOSE)
+    assert (first.cache, hit.cache) == ("miss", "hit")
+    assert hit.ctx.response_headers["x-aigw-cache-match"] == "semantic"
+    assert hit.ctx.response_headers["x-aigw-cache-similarity"] == "0.9500"
+    assert hit.text == first.text and h.upstream.calls == 1
+    assert hit.ctx.state["cache_result"] == "semantic_hit"
+
+
+async def test_below_threshold_is_a_miss() -> None:
+    h = harness()
+    await h.ask(BASE)
+    assert (await h.ask(FAR)).cache == "miss"
+    assert h.upstream.calls == 2
+
+
+async def test_threshold_comes_from_config() -> None:
+    h = harness(threshold=0.96)
+    await h.ask(BASE)
+    assert (await h.ask(CLOSE)).cache == "miss"
+
+
+async def test_no_semantic_hit_when_tools_are_offered_unless_config_allows() -> None:
+    h = harness()
+    await h.ask(BASE, extra={"tools": TOOLS})
+    assert (await h.ask(CLOSE, extra={"tools": TOOLS})).cache == "miss"
+    allowed = harness(with_tools=True)
+    await allowed.ask(BASE, extra={"tools": TOOLS})
+    assert (await allowed.ask(CLOSE, extra={"tools": TOOLS})).cache == "hit"
+
+
+async def test_no_semantic_hit_after_tool_results() -> None:
+    h = harness()
+
+    def convo(last: str) -> list[JSON]:
+        return [{"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+                {"role": "user", "content": last}]
+    await h.ask(messages=convo(BASE))
+    assert (await h.ask(messages=convo(CLOSE))).cache == "miss"
+    assert h.embedder.calls == 0  # not even embedded
+
+
+async def test_long_conversations_match_exactly_only() -> None:
+    h = harness(max_turns=2)
+
+    def convo(last: str) -> list[JSON]:
+        return [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "and?"}, {"role": "assistant", "content": "yes"},
+                {"role": "user", "content": last}]
+    await h.ask(messages=convo(BASE))
+    assert (await h.ask(messages=convo(CLOSE))).cache == "miss"
+    assert (await h.ask(messages=convo(BASE))).cache == "hit"  # exact still works
+
+
+async def test_everything_but_the_last_turn_must_match() -> None:
+    h = harness()
+    await h.ask(messages=[{"role": "system", "content": "Answer in French."}, {"role": "user", "content": BASE}])
+    other_system = [{"role": "system", "content": "Answer in German."}, {"role": "user", "content": CLOSE}]
+    assert (await h.ask(messages=other_system)).cache == "miss"
+    assert (await h.ask(CLOSE, extra={"temperature": 1.5})).cache == "miss"
+
+
+async def test_semantic_matches_never_cross_tenants() -> None:
+    h = harness()
+    await h.ask(BASE, tenant="acme")
+    assert (await h.ask(CLOSE, tenant="globex")).cache == "miss"
+    assert (await h.ask(CLOSE, tenant="acme")).cache == "hit"
+
+
+async def test_request_can_ask_for_exact_matching_only() -> None:
+    h = harness()
+    await h.ask(BASE)
+    assert (await h.ask(CLOSE, extra={"cache": {"semantic": False}})).cache == "miss"
+
+
+async def test_slow_embedder_means_a_plain_miss() -> None:
+    h = harness(embed_timeout_ms=20)
+    h.embedder.delay_s = 1.0
+    answer = await h.ask(BASE)
+    assert answer.cache == "miss" and answer.body is not None
+    assert h.stage.stats.embed_errors == 1
+    h.embedder.delay_s = 0
+    assert (await h.ask(BASE)).cache == "hit"  # the exact entry was still stored
+
+
+async def test_a_streamed_semantic_hit_replays_as_a_stream() -> None:
+    h = harness()
+    await h.ask(BASE)
+    replay = await h.ask(CLOSE, stream=True)
+    assert replay.cache == "hit" and replay.text.startswith("Mock answer to: " + BASE)
+
+
+async def test_an_embedding_deployment_gives_unit_vectors_through_the_router() -> None:
+    import numpy as np
+
+    from aigw.config.models import Deployment
+    from aigw.pipeline.stages.cache_semantic import Embedders
+    from aigw.providers.mock import MockProvider
+    from aigw.routing.router import Router, Target
+
+    d = Deployment(name="mock-embed", provider="mock", modes=["embeddings"], id="e#0")
+    embedders = Embedders({}, Router([Target(d, MockProvider(d))]))
+    assert embedders.check("mock-embed") == ""
+    embedder = embedders.get("mock-embed")
+    assert embedder is not None
+    a, b, c = [await embedder.embed(t) for t in ("same", "same", "different")]
+    assert abs(float(np.linalg.norm(a)) - 1) < 1e-5
+    assert float(a @ b) > 0.9999 and float(a @ c) < 0.99
+    assert embedders.get("no-such-model") is None

@@ -1,0 +1,75 @@
+"""Streams and stored bodies: assembled once finished, replayed as a well-formed chunk sequence."""
+
+from __future__ import annotations
+
+from aigw.pipeline.stages.cache_stream import StreamAssembler, replay_chunks, storable
+from aigw.types import JSON
+
+HEAD: JSON = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 5, "model": "m"}
+
+
+def chunk(delta: JSON, finish: str | None = None, index: int = 0) -> JSON:
+    return {**HEAD, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def assemble(chunks: list[JSON]) -> JSON | None:
+    a = StreamAssembler()
+    for c in chunks:
+        a.feed(c)
+    return a.body()
+
+
+def test_text_stream_becomes_a_completion_and_back() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    body = assemble([chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"}),
+                     chunk({}, "stop"), {**HEAD, "choices": [], "usage": usage}])
+    assert body is not None
+    assert body["object"] == "chat.completion" and body["usage"] == usage
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello", "refusal": None},
+                                "logprobs": None, "finish_reason": "stop"}]
+    again = assemble(replay_chunks(body))
+    assert again == body
+
+
+def test_tool_calls_and_several_choices_survive_the_round_trip() -> None:
+    chunks = [
+        chunk({"role": "assistant", "content": ""}, index=0),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                               "function": {"name": "f", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+        chunk({"content": "other"}, index=1),
+        chunk({}, "tool_calls"),
+        chunk({}, "stop", index=1),
+    ]
+    body = assemble(chunks)
+    assert body is not None
+    call = body["choices"][0]["message"]["tool_calls"][0]
+    assert call == {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}
+    assert body["choices"][0]["message"]["content"] is None
+    assert body["choices"][1]["message"]["content"] == "other"
+    assert assemble(replay_chunks(body)) == body
+
+
+def test_unfinished_stream_gives_nothing_to_store() -> None:
+    assert assemble([chunk({"content": "Hel"})]) is None
+    assert assemble([chunk({"content": "a"}, "stop"), chunk({"content": "b"}, index=1)]) is None
+    assert assemble([]) is None
+
+
+def test_anthropic_thinking_signatures_are_not_stored_but_stop_reasons_replay() -> None:
+    assert assemble([chunk({"reasoning_content": "hmm"}), chunk({"_anthropic": {"signature": "s"}}),
+                     chunk({}, "stop")]) is None
+    final = {**chunk({}, "stop"), "_anthropic": {"stop_reason": "stop_sequence", "stop_sequence": "END"}}
+    body = assemble([chunk({"content": "x"}), final])
+    assert body is not None and body["_anthropic"]["stop_reason"] == "stop_sequence"
+    replayed = replay_chunks(body)
+    assert replayed[-1]["_anthropic"]["stop_sequence"] == "END"
+
+
+def test_storable_only_finished_answers() -> None:
+    ok: JSON = {"choices": [{"finish_reason": "stop", "message": {}}]}
+    assert storable(ok)
+    assert not storable({"choices": [{"finish_reason": "content_filter"}]})
+    assert not storable({"choices": []})
+    assert not storable({**ok, "_anthropic": {"thinking": [{"type": "thinking"}]}})
