@@ -5,8 +5,11 @@ The only module that picks concrete implementations and wires them together.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+from typing import Any
 
+from aigw.config.cache import CacheConfig
 from aigw.config.load import load_config
 from aigw.config.models import GatewayConfig
 from aigw.http.admin_requests import PREFIX as ADMIN_REQUESTS
@@ -45,6 +48,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     deps = StageDeps(config=config, router=router, supervisor=supervisor, redis=redis,
                      redis_prefix=config.redis_prefix)
     deps.services.update(obs.services())
+    deps.services.update(_cache_services(config, redis))
     stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
     if obs.tracing is not None:
         stages = traced_stages(stages, obs.tracing)
@@ -52,6 +56,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     auth = Authenticator(config.server.master_key)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)
     health = Health()
+    for name, (check, critical) in deps.services.get("health_checks", {}).items():  # stages' own checks
+        health.register(name, check, critical)
     if redis is not None:
         health.register("redis", redis_check(redis), critical=False)
     if obs.writer is not None:
@@ -88,6 +94,30 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         app.route("GET", "/admin/requests", admin_requests.list)
         app.route_prefix("GET", ADMIN_REQUESTS, admin_requests.get)
     return app
+
+
+def _cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
+    """The response cache's stores: memory, Redis when redis_url is set, semantic indexes with numpy."""
+    if config.cache is None and all(r.cache is None for r in config.routing.values()):
+        return {}
+    from aigw.providers.local_embed import LocalEmbedder, local_embedder_available
+    from aigw.stores.cache_memory import MemoryCacheStore
+    from aigw.stores.redis.cache import RedisCacheStore
+
+    bounds = config.cache or CacheConfig(mode="off")
+    stores: dict[str, Any] = {"memory": MemoryCacheStore(bounds.max_entries, bounds.max_bytes)}
+    indexes: dict[str, Any] = {}
+    if redis is not None:
+        stores["redis"] = RedisCacheStore(redis, config.redis_prefix)
+    if importlib.util.find_spec("numpy") is not None:
+        from aigw.stores.redis.semantic import RedisSemanticIndex
+        from aigw.stores.semantic_memory import MemorySemanticIndex
+
+        indexes["memory"] = MemorySemanticIndex(bounds.max_entries, bounds.semantic.max_per_context)
+        if redis is not None:
+            indexes["redis"] = RedisSemanticIndex(redis, config.redis_prefix, bounds.semantic.max_per_context)
+    embedders = {"local": LocalEmbedder()} if local_embedder_available() else {}
+    return {"cache_stores": stores, "cache_indexes": indexes, "cache_embedders": embedders}
 
 
 def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig) -> None:

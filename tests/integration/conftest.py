@@ -58,7 +58,9 @@ def matrix_config(ups: Upstreams, **deployment_extra: object) -> dict[str, objec
     ]
     for m in models:
         m.update(deployment_extra)
-    return {"models": models}
+    # One attempt per request and no breaker: these tests map single upstream failures to client
+    # errors (retries, fallbacks and breakers are tested in test_routing_*.py).
+    return {"models": models, "routing": {"*": {"num_retries": 0}}, "circuit_breaker": {"enabled": False}}
 
 
 @pytest.fixture(scope="session")

@@ -32,10 +32,10 @@ class AnthropicFormat:
         return wire.render_error(err)
 
     def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
-        return wire.canonical_to_message(body, ctx.model)
+        return wire.canonical_to_message(body, ctx.served_model or ctx.model)  # after a fallback: who served
 
     async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
-        encoder = AnthropicStreamEncoder(ctx.model)
+        encoder = AnthropicStreamEncoder(ctx.served_model or ctx.model)
         try:
             async for chunk in chunks:
                 frame = encoder.feed(chunk)

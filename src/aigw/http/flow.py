@@ -64,7 +64,7 @@ class Flow:
             ctx = RequestContext(
                 request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
                 body=parsed.body, model=parsed.model, stream=parsed.stream,
-                principal=principal, headers=req.headers, deadline_s=_deadline(req.headers),
+                principal=principal, headers=req.headers, deadline_s=_deadline(req.headers, parsed.body),
                 state=parsed.state,
             )
             result = await self.pipeline.run(ctx)
@@ -114,6 +114,10 @@ def served_headers(ctx: RequestContext) -> Headers:
         out["x-aigw-served-model"] = ctx.served_model or d.name
     if ctx.attempts > 1:
         out["x-aigw-attempts"] = str(ctx.attempts)
+    if ctx.retries:
+        out["x-aigw-retries"] = str(ctx.retries)
+    if ctx.fallbacks:
+        out["x-aigw-fallbacks"] = ",".join(ctx.fallbacks)
     if ctx.handled_by:
         out["x-aigw-handled-by"] = ctx.handled_by
     out.update(ctx.response_headers)
@@ -126,16 +130,24 @@ def _check_model_allowed(principal: Principal, model: str) -> None:
         raise errors.PermissionDenied(f"This key may not use model `{model}`.", param="model")
 
 
-def _deadline(headers: dict[str, str]) -> float | None:
-    raw = headers.get("x-aigw-timeout")
-    if raw is None:
-        return None
+def _deadline(headers: dict[str, str], body: JSON) -> float | None:
+    """The client's whole-request limit: header ``x-aigw-timeout`` or body field ``timeout``
+    (removed before the body goes upstream); with both, the smaller wins."""
+    limits: list[float] = []
+    if (raw := headers.get("x-aigw-timeout")) is not None:
+        limits.append(_seconds(raw, "x-aigw-timeout"))
+    if "timeout" in body:
+        limits.append(_seconds(body.pop("timeout"), "timeout"))
+    return min(limits) if limits else None
+
+
+def _seconds(raw: object, name: str) -> float:
     try:
-        value = float(raw)
-    except ValueError:
-        raise errors.InvalidRequest("x-aigw-timeout must be a number of seconds", param="x-aigw-timeout") from None
-    if value <= 0:
-        raise errors.InvalidRequest("x-aigw-timeout must be positive", param="x-aigw-timeout")
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise errors.InvalidRequest(f"{name} must be a number of seconds", param=name) from None
+    if isinstance(raw, bool) or not value > 0:
+        raise errors.InvalidRequest(f"{name} must be a positive number of seconds", param=name)
     return value
 
 

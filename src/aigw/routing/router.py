@@ -1,182 +1,291 @@
-"""Turns a public model name into an upstream call.
+"""Turns a public model name into an upstream call, and keeps it answering while upstreams fail.
 
-The router knows deployments (config + built provider) and picks one per
-attempt. It does not know tenants, keys or caches; the pipeline's route
-terminal adapts a request context to ``RouteRequest`` and reads ``Served`` back.
+Per request: pick a deployment of the model (its strategy; open breakers, cooling
+and over-cap deployments skipped; a half-open one gets a trial call first), call it
+within its timeouts, retry retryable failures (``num_retries``, another deployment
+first, backoff with jitter, Retry-After honoured), then walk the fallback chain;
+context-length and content-policy failures switch to their own chains. The whole
+request, waits included, ends by its deadline (the smallest of the request's, the
+model's and the server's). The router knows nothing of tenants, keys or caches: the
+pipeline's route terminal adapts a request context to ``RouteRequest``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from aigw import errors
-from aigw.config.models import Deployment
-from aigw.providers.base import CallOptions, Provider, SupportsCompletions, SupportsEmbeddings, Timeouts
-from aigw.schema import legacy
-from aigw.types import JSON
+from aigw.config.models import CircuitBreakerConfig, ModelRouting
+from aigw.providers.base import CallOptions, Timeouts
+from aigw.routing.attempts import Attempts, Endpoint, RouteRequest, Served, Slot, Target, timeouts_for
+from aigw.routing.book import HealthBook
+from aigw.routing.breaker import CLOSED, HALF_OPEN, OPEN
+from aigw.routing.retry import backoff_s, resolve_policies, retryable
+from aigw.routing.strategies import STRATEGIES
+from aigw.supervise import Supervisor
+from aigw.types import JSON, Clock, SystemClock
 
-Endpoint = str  # "chat" | "completions" | "embeddings"
+__all__ = ["RouteRequest", "Router", "Served", "Target"]
 
-
-@dataclass(slots=True)
-class Target:
-    """A deployment with its built provider adapter."""
-
-    deployment: Deployment
-    provider: Provider
-
-
-@dataclass(slots=True)
-class RouteRequest:
-    model: str
-    body: JSON
-    endpoint: Endpoint = "chat"
-    deadline_s: float | None = None  # the client's own whole-request limit
-    headers: dict[str, str] = field(default_factory=dict)  # forwarded upstream (traceparent, request id)
-
-
-@dataclass(slots=True)
-class Served:
-    """What happened on the way: which deployment answered and how long it took."""
-
-    deployment: Deployment | None = None
-    model: str = ""  # public model that answered (differs from the asked one after a fallback)
-    attempts: int = 0
-    retries: int = 0
-    fallbacks: list[str] = field(default_factory=list)
-    upstream_s: float = 0.0
-    first_token_s: float | None = None
+T = TypeVar("T")
+Attempt = Callable[[Slot, RouteRequest, Served, CallOptions, bool], Awaitable[T]]
+Loop = Callable[[], Coroutine[Any, Any, None]]
 
 
 class Router:
-    def __init__(self, targets: list[Target], default_timeout_s: float = 600.0) -> None:
-        self._by_model: dict[str, list[Target]] = {}
+    def __init__(
+        self, targets: list[Target], default_timeout_s: float = 600.0, *,
+        routing: dict[str, ModelRouting] | None = None, breaker: CircuitBreakerConfig | None = None,
+        clock: Clock | None = None, supervisor: Supervisor | None = None,
+        costs: dict[str, float | None] | None = None, rng: random.Random | None = None,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.supervisor = supervisor or Supervisor()
+        self.book = HealthBook([t.deployment for t in targets], breaker or CircuitBreakerConfig(), self.clock,
+                               self.supervisor, costs)
+        self._attempts = Attempts(self.book)
+        self._by_model: dict[str, list[Slot]] = {}
         for t in targets:
-            self._by_model.setdefault(t.deployment.name, []).append(t)
+            self._by_model.setdefault(t.deployment.name, []).append(Slot(t, self.book.state(t.deployment.id)))
+        self.policies = resolve_policies(routing or {}, list(self._by_model))
         self._default_timeout_s = default_timeout_s
+        self._rng = rng or random.Random()
+        self._background: list[tuple[str, Loop, Callable[[], None]]] = []
+        self._usable: dict[tuple[str, str], list[Slot]] = {}  # (model, endpoint) -> usable slots
 
     # -- catalogue ---------------------------------------------------------------
     def model_names(self) -> list[str]:
         return list(self._by_model)
 
     def targets(self, model: str) -> list[Target]:
-        return self._by_model.get(model, [])
+        return [s.target for s in self._by_model.get(model, ())]
 
     def all_targets(self) -> list[Target]:
-        return [t for ts in self._by_model.values() for t in ts]
+        return [s.target for slots in self._by_model.values() for s in slots]
+
+    def slots(self) -> list[Slot]:
+        return [s for slots in self._by_model.values() for s in slots]
+
+    def policy(self, model: str) -> ModelRouting:
+        return self.policies.get(model) or ModelRouting()
 
     def candidates(self, model: str, endpoint: Endpoint) -> list[Target]:
-        targets = self._by_model.get(model)
-        if not targets:
+        return [s.target for s in self._slots(model, endpoint)]
+
+    def _slots(self, model: str, endpoint: Endpoint) -> list[Slot]:
+        key = (model, endpoint)
+        usable = self._usable.get(key)
+        if usable is None:
+            usable = self._usable[key] = self._find_slots(model, endpoint)
+        return usable
+
+    def _find_slots(self, model: str, endpoint: Endpoint) -> list[Slot]:
+        slots = self._by_model.get(model)
+        if not slots:
             raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
                                   param="model", code="model_not_found")
         mode = "embeddings" if endpoint == "embeddings" else "chat"
-        usable = [t for t in targets if mode in t.deployment.modes or (endpoint == "completions"
-                                                                        and "completions" in t.deployment.modes)]
+        usable = [s for s in slots if mode in s.target.deployment.modes
+                  or (endpoint == "completions" and "completions" in s.target.deployment.modes)]
         if not usable:
             raise errors.InvalidRequest(f"The model `{model}` does not support {endpoint}.", param="model")
         return usable
 
-    def pick(self, targets: list[Target]) -> Target:
-        if len(targets) == 1:
-            return targets[0]
-        return random.choices(targets, weights=[t.deployment.weight for t in targets])[0]
-
     def timeouts_for(self, target: Target, req: RouteRequest) -> Timeouts:
-        d = target.deployment
-        limits = [x for x in (d.timeout_s, req.deadline_s, self._default_timeout_s) if x]
-        total = min(limits) if limits else None
-        return Timeouts(connect=d.connect_timeout_s or 10.0, first_token=d.first_token_timeout_s or total,
-                        total=total)
+        limits = [x for x in (req.deadline_s, self.policy(req.model).timeout_s, self._default_timeout_s) if x]
+        return timeouts_for(target.deployment, min(limits), self.policy(req.model).first_token_timeout_s)
 
     # -- calls -------------------------------------------------------------------
     async def complete(self, req: RouteRequest) -> tuple[JSON, Served]:
-        target = self.pick(self.candidates(req.model, req.endpoint))
-        served = Served(deployment=target.deployment, model=req.model, attempts=1)
-        call = CallOptions(timeouts=self.timeouts_for(target, req), headers=req.headers)
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(call.timeouts.total):
-                body = await self._call(target, req, call)
-        except TimeoutError:
-            raise errors.UpstreamTimeout("the upstream did not answer within the request timeout") from None
-        finally:
-            served.upstream_s = time.monotonic() - started
-        return body, served
-
-    async def _call(self, target: Target, req: RouteRequest, call: CallOptions) -> JSON:
-        p, body = target.provider, req.body
-        if req.endpoint == "embeddings":
-            if not isinstance(p, SupportsEmbeddings):
-                raise errors.InvalidRequest(f"The model `{req.model}` does not support embeddings.", param="model")
-            return await p.embeddings(body, call)
-        if req.endpoint == "completions":
-            if isinstance(p, SupportsCompletions) and "completions" in target.deployment.modes:
-                return await p.completions(body, call)
-            return legacy.chat_to_completion(await p.chat(legacy.completion_to_chat(body), call))
-        return await p.chat(body, call)
+        return await self._route(req, self._attempts.complete, stream=False)
 
     async def open_stream(self, req: RouteRequest) -> tuple[AsyncIterator[JSON], Served]:
-        """Start a stream and wait for its first chunk, so that errors before the first
-        byte surface here (where a fallback is still possible), not mid-response."""
-        target = self.pick(self.candidates(req.model, req.endpoint))
-        served = Served(deployment=target.deployment, model=req.model, attempts=1)
-        call = CallOptions(timeouts=self.timeouts_for(target, req), headers=req.headers)
-        started = time.monotonic()
-        source = self._stream(target, req, call)
-        try:
-            async with asyncio.timeout(call.timeouts.first_token):
-                first = await anext(source)
-        except TimeoutError:
-            await source.aclose()
-            raise errors.UpstreamTimeout("the upstream sent no first token in time") from None
-        except StopAsyncIteration:
-            raise errors.UpstreamError("the upstream closed the stream without sending anything") from None
-        except BaseException:
-            await source.aclose()
-            raise
-        served.first_token_s = time.monotonic() - started
-        return _primed(first, source, served, started, call.timeouts.total), served
+        """Start a stream and wait for its first chunk, so that failures before the first
+        byte are retried or fall back here; after it, a failure ends the stream with an error."""
+        return await self._route(req, self._attempts.open_stream, stream=True)
 
-    def _stream(self, target: Target, req: RouteRequest, call: CallOptions) -> AsyncIterator[JSON]:
-        p = target.provider
-        if req.endpoint == "completions":
-            if isinstance(p, SupportsCompletions) and "completions" in target.deployment.modes:
-                return p.stream_completions(req.body, call)
-            return _as_completion_chunks(p.stream_chat(legacy.completion_to_chat(req.body), call))
-        return p.stream_chat(req.body, call)
-
-
-async def _as_completion_chunks(chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
-    async for chunk in chunks:
-        yield legacy.chat_chunk_to_completion_chunk(chunk)
-
-
-async def _primed(
-    first: JSON, rest: AsyncIterator[JSON], served: Served, started: float, total_s: float | None
-) -> AsyncIterator[JSON]:
-    """Yield the first chunk, then the rest, bounded by the whole-request timeout."""
-    try:
-        yield first
-        deadline = started + total_s if total_s else None
-        while True:
+    async def _route(self, req: RouteRequest, attempt: Attempt[T], stream: bool) -> tuple[T, Served]:
+        policy = self.policy(req.model)
+        served = Served(model=req.model)
+        budget = self._default_timeout_s
+        if policy.timeout_s and policy.timeout_s < budget:
+            budget = policy.timeout_s
+        if req.deadline_s and req.deadline_s < budget:
+            budget = req.deadline_s
+        deadline = self.clock.monotonic() + budget
+        chain = [req.model, *policy.fallbacks] if policy.fallbacks else [req.model]
+        used: list[str] = []
+        last: errors.GatewayError | None = None
+        i = 0
+        while i < len(chain):
+            model = chain[i]
+            i += 1
+            if model in used:
+                continue
+            used.append(model)
             try:
-                if deadline is None:
-                    chunk = await anext(rest)
-                else:
-                    async with asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - time.monotonic())):
-                        chunk = await anext(rest)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise errors.UpstreamTimeout("the upstream stream exceeded the request timeout") from None
-            yield chunk
-    finally:
-        served.upstream_s = time.monotonic() - started
-        aclose = getattr(rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+                slots = self._slots(model, req.endpoint)
+            except errors.GatewayError:
+                if model == req.model:
+                    raise
+                continue  # a fallback that cannot serve this endpoint: try the next one
+            if model != req.model:
+                served.fallbacks.append(model)
+            try:
+                rules = policy if model == req.model else self.policy(model)
+                result = await self._serve_model(model, slots, rules, req, attempt, served, deadline, stream)
+            except errors.GatewayError as err:
+                last = err
+                special = _special_chain(policy, err)
+                if special is not None:
+                    chain, i = special, 0
+                    continue
+                if not retryable(err):
+                    raise
+                if self.clock.monotonic() >= deadline:
+                    raise _expired(budget, served) from None
+                continue
+            served.model = model
+            return result, served
+        assert last is not None
+        raise last
+
+    async def _serve_model(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,
+                           attempt: Attempt[T], served: Served, deadline: float, stream: bool) -> T:
+        failed: dict[str, errors.GatewayError] = {}  # deployment id -> its last error in this request
+        last: errors.GatewayError | None = None
+        for n in range(policy.num_retries + 1):
+            slot = self._only_ready(slots) if not n else None
+            trial = False
+            if slot is None:
+                try:
+                    slot, trial = await self._choose(model, slots, policy, failed, stream)
+                except errors.GatewayError:
+                    if last is not None:
+                        raise last from None
+                    raise
+            now = self.clock.monotonic()
+            if n or slot.state.cool_until > now:
+                try:
+                    await self._wait(slot, n, policy, failed.get(slot.state.id), deadline, last)
+                except BaseException:
+                    if trial:
+                        slot.state.breaker.release_trial()
+                    raise
+                if n:
+                    served.retries += 1
+                now = self.clock.monotonic()
+            served.attempts += 1
+            call = CallOptions(slot.timeouts(deadline - now, policy.first_token_timeout_s), req.headers)
+            try:
+                return await attempt(slot, req, served, call, trial)
+            except errors.GatewayError as err:
+                if not retryable(err):
+                    raise
+                failed[slot.state.id] = last = err
+                if self.clock.monotonic() >= deadline:
+                    raise
+        assert last is not None
+        raise last
+
+    async def _choose(self, model: str, slots: list[Slot], policy: ModelRouting,
+                      failed: dict[str, errors.GatewayError], stream: bool) -> tuple[Slot, bool]:
+        """The deployment for the next attempt, and whether it is a half-open trial."""
+        now = self.clock.monotonic()
+        wall = self.clock.now()
+        ready: list[Slot] = []
+        cooling: Slot | None = None
+        capped = False
+        reopen = math.inf
+        for slot in slots:
+            s = slot.state
+            phase = s.breaker.phase(now)
+            if phase == OPEN:
+                reopen = min(reopen, s.breaker.until)
+            elif s.capped and s.over_caps(wall):
+                capped = True
+            elif s.cool_until > now:
+                if cooling is None or s.cool_until < cooling.state.cool_until:
+                    cooling = slot
+            elif phase == HALF_OPEN:
+                if await self.book.admit_trial(s):
+                    return slot, True
+                reopen = min(reopen, now + 1.0)
+            else:
+                ready.append(slot)
+        if ready:
+            if failed and policy.retry_other_deployments:
+                fresh = [x for x in ready if x.state.id not in failed]
+                ready = fresh or ready
+            if len(ready) == 1:
+                return ready[0], False
+            pick = STRATEGIES[policy.strategy]
+            return ready[pick([x.state for x in ready], self._rng, stream, policy.latency_buffer)], False
+        if cooling is not None and cooling.state.cool_until - now <= policy.max_retry_after_s:
+            return cooling, False  # a short Retry-After: wait it out (``_wait``) rather than fail
+        raise _none_left(model, now, reopen, capped, cooling, wall)
+
+    def _only_ready(self, slots: list[Slot]) -> Slot | None:
+        """The common case without ceremony: one deployment, closed, uncapped, not cooling."""
+        if len(slots) != 1:
+            return None
+        s = slots[0].state
+        now = self.clock.monotonic()
+        if s.capped or s.cool_until > now or s.breaker.phase(now) != CLOSED:
+            return None
+        return slots[0]
+
+    async def _wait(self, slot: Slot, n: int, policy: ModelRouting, prev: errors.GatewayError | None,
+                    deadline: float, last: errors.GatewayError | None) -> None:
+        """Back off before going back to a deployment that failed, at least its Retry-After."""
+        now = self.clock.monotonic()
+        wait = max(0.0, slot.state.cool_until - now)
+        if prev is not None:
+            if prev.retry_after is not None and prev.retry_after > policy.max_retry_after_s:
+                raise prev  # longer than we wait for: let the fallbacks or the client decide
+            wait = max(wait, backoff_s(n, policy, self._rng), prev.retry_after or 0.0)
+        if wait <= 0:
+            return
+        if now + wait >= deadline:
+            raise last or errors.RateLimited("the model's deployments are rate limited", retry_after=wait)
+        await asyncio.sleep(wait)
+
+    # -- background ------------------------------------------------------------------
+    def add_background(self, name: str, run: Loop, stop: Callable[[], None]) -> None:
+        """A loop to run while serving (shared-state sync, probe); see ``routing.setup``."""
+        self._background.append((name, run, stop))
+
+    async def start(self) -> None:
+        for name, run, _ in self._background:
+            self.supervisor.spawn(run(), name=name)
+
+    async def stop(self) -> None:
+        for _, _, stop in self._background:
+            stop()
+
+
+def _special_chain(policy: ModelRouting, err: errors.GatewayError) -> list[str] | None:
+    if err.kind == "context_length_exceeded" and policy.context_window_fallbacks:
+        return list(policy.context_window_fallbacks)
+    if err.kind == "content_policy" and policy.content_policy_fallbacks:
+        return list(policy.content_policy_fallbacks)
+    return None
+
+
+def _expired(budget: float, served: Served) -> errors.UpstreamTimeout:
+    return errors.UpstreamTimeout(f"no upstream answered within the request's {budget:g} s timeout "
+                                  f"({served.attempts} attempts)")
+
+
+def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slot | None,
+               wall: float) -> errors.GatewayError:
+    if capped or cooling is not None:
+        wait = cooling.state.cool_until - now if cooling is not None else 60.0 - wall % 60.0
+        return errors.RateLimited(f"Every deployment of `{model}` is at its rate limit; retry later.",
+                                  retry_after=max(1.0, wait))
+    return errors.Unavailable(f"Every deployment of `{model}` is unavailable (circuit open); retry later.",
+                              retry_after=max(1.0, reopen - now) if reopen < math.inf else 1.0)

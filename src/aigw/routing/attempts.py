@@ -1,0 +1,217 @@
+"""One attempt on one deployment: call it within its timeouts and write down how it went.
+
+``complete`` returns a whole answer; ``open_stream`` waits for the first chunk (so
+a failure before the first byte is still an exception the router can retry or fall
+back from) and returns a stream that records its outcome when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aigw import errors
+from aigw.config.models import Deployment
+from aigw.providers.base import CallOptions, Provider, SupportsCompletions, SupportsEmbeddings, Timeouts
+from aigw.routing.book import HealthBook
+from aigw.routing.retry import outcome_of
+from aigw.routing.state import DeploymentState, Outcome
+from aigw.routing.streams import OK, aclose_quietly, primed, tokens_of
+from aigw.schema import legacy
+from aigw.types import JSON
+
+log = logging.getLogger("aigw.routing")
+DEFAULT_CONNECT_S = 10.0
+
+Endpoint = str  # "chat" | "completions" | "embeddings"
+
+
+@dataclass(slots=True)
+class Target:
+    """A deployment with its built provider adapter."""
+
+    deployment: Deployment
+    provider: Provider
+
+
+@dataclass(slots=True)
+class RouteRequest:
+    model: str
+    body: JSON
+    endpoint: Endpoint = "chat"
+    deadline_s: float | None = None  # the client's own whole-request limit
+    headers: dict[str, str] = field(default_factory=dict)  # forwarded upstream (traceparent, request id)
+
+
+@dataclass(slots=True)
+class Served:
+    """What happened on the way: which deployment answered, after how many tries."""
+
+    deployment: Deployment | None = None
+    model: str = ""  # public model that answered (differs from the asked one after a fallback)
+    attempts: int = 0  # upstream calls made
+    retries: int = 0  # attempts after the first on the same model
+    fallbacks: list[str] = field(default_factory=list)  # models moved to, in order
+    upstream_s: float = 0.0
+    first_token_s: float | None = None
+
+
+@dataclass(slots=True)
+class Slot:
+    """A target and what the router knows of it."""
+
+    target: Target
+    state: DeploymentState
+    _timeouts: dict[tuple[float, float | None], Timeouts] = field(default_factory=dict)
+
+    def timeouts(self, remaining: float, first_token_s: float | None) -> Timeouts:
+        """``timeouts_for``, remembered: the values repeat, so adapters can cache by them too."""
+        key = (_coarse(remaining), first_token_s)
+        t = self._timeouts.get(key)
+        if t is None:
+            if len(self._timeouts) > 512:
+                self._timeouts.clear()
+            t = self._timeouts[key] = timeouts_for(self.target.deployment, key[0], first_token_s)
+        return t
+
+
+def _coarse(remaining: float) -> float:
+    """Round a remaining time down (whole seconds past 10 s, tenths past 1 s): few distinct values."""
+    if remaining > 10.0:
+        return float(math.floor(remaining))
+    if remaining > 1.0:
+        return math.floor(remaining * 10) / 10
+    return max(remaining, 0.001)
+
+
+def timeouts_for(d: Deployment, remaining: float, first_token_s: float | None) -> Timeouts:
+    """Per attempt: the deployment's own limits, never past the request's deadline."""
+    total = min(d.timeout_s or math.inf, remaining)
+    limits = [x for x in (d.first_token_timeout_s, first_token_s) if x]
+    first = min(min(limits), total) if limits else total
+    return Timeouts(connect=min(d.connect_timeout_s or DEFAULT_CONNECT_S, total), first_token=first, total=total)
+
+
+async def call_endpoint(target: Target, req: RouteRequest, call: CallOptions) -> JSON:
+    p, body = target.provider, req.body
+    if req.endpoint == "embeddings":
+        if not isinstance(p, SupportsEmbeddings):
+            raise errors.InvalidRequest(f"The model `{req.model}` does not support embeddings.", param="model")
+        return await p.embeddings(body, call)
+    if req.endpoint == "completions":
+        if isinstance(p, SupportsCompletions) and "completions" in target.deployment.modes:
+            return await p.completions(body, call)
+        return legacy.chat_to_completion(await p.chat(legacy.completion_to_chat(body), call))
+    return await p.chat(body, call)
+
+
+def stream_endpoint(target: Target, req: RouteRequest, call: CallOptions) -> AsyncIterator[JSON]:
+    p = target.provider
+    if req.endpoint == "completions":
+        if isinstance(p, SupportsCompletions) and "completions" in target.deployment.modes:
+            return p.stream_completions(req.body, call)
+        return _as_completion_chunks(p.stream_chat(legacy.completion_to_chat(req.body), call))
+    return p.stream_chat(req.body, call)
+
+
+async def _as_completion_chunks(chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+    async for chunk in chunks:
+        yield legacy.chat_chunk_to_completion_chunk(chunk)
+
+
+def _unexpected(exc: Exception, s: DeploymentState) -> errors.GatewayError:
+    log.exception("deployment %s raised an unexpected %s", s.id, type(exc).__name__)
+    return errors.UpstreamError(f"upstream call failed ({type(exc).__name__})")
+
+
+class Attempts:
+    """Runs attempts and feeds their outcomes to the book."""
+
+    def __init__(self, book: HealthBook) -> None:
+        self.book = book
+        self.clock = book.clock
+
+    async def complete(self, slot: Slot, req: RouteRequest, served: Served, call: CallOptions,
+                       trial: bool) -> JSON:
+        s, clock = slot.state, self.clock
+        s.started()
+        start = clock.monotonic()
+        outcome: Outcome | None = None
+        try:
+            async with asyncio.timeout(call.timeouts.total):
+                body = await call_endpoint(slot.target, req, call)
+            outcome = OK
+        except TimeoutError:
+            err: errors.GatewayError = errors.UpstreamTimeout(
+                f"the upstream did not answer within {call.timeouts.total:g} s")
+            outcome = outcome_of(err)
+            raise err from None
+        except errors.GatewayError as exc:
+            outcome = outcome_of(exc)
+            raise
+        except Exception as exc:
+            err = _unexpected(exc, s)
+            outcome = outcome_of(err)
+            raise err from exc
+        finally:
+            s.ended()
+            elapsed = clock.monotonic() - start
+            served.upstream_s += elapsed
+            if outcome is OK:
+                s.sample_latency(elapsed)
+            self.book.record(s, outcome, trial)
+        if s.deployment.tpm is not None:
+            s.add_tokens(tokens_of(body.get("usage")))
+        served.deployment = slot.target.deployment
+        return body
+
+    async def open_stream(self, slot: Slot, req: RouteRequest, served: Served, call: CallOptions,
+                          trial: bool) -> AsyncIterator[JSON]:
+        s, clock = slot.state, self.clock
+        s.started()
+        start = clock.monotonic()
+        end = asyncio.get_running_loop().time() + (call.timeouts.total or math.inf)  # the attempt's whole time
+        source = stream_endpoint(slot.target, req, call)
+        try:
+            async with asyncio.timeout(call.timeouts.first_token):
+                first = await anext(source)
+        except BaseException as exc:
+            err = _first_chunk_error(exc, call, s)
+            await aclose_quietly(source)
+            s.ended()
+            served.upstream_s += clock.monotonic() - start
+            self.book.record(s, None if err is None else outcome_of(err), trial)
+            if err is None or err is exc:
+                raise
+            raise err from None
+        ttft = clock.monotonic() - start
+        s.sample_ttft(ttft)
+        served.first_token_s = ttft
+        served.deployment = slot.target.deployment
+
+        def finish(outcome: Outcome | None, tokens: int) -> None:
+            s.ended()
+            served.upstream_s += clock.monotonic() - start
+            if tokens:
+                s.add_tokens(tokens)
+            self.book.record(s, outcome, trial)
+
+        return primed(first, source, end, finish)
+
+
+def _first_chunk_error(exc: BaseException, call: CallOptions, s: DeploymentState) -> errors.GatewayError | None:
+    """The error a failure before the first chunk stands for; None when we were cancelled."""
+    if isinstance(exc, TimeoutError):
+        return errors.UpstreamTimeout(f"the upstream sent no first token within {call.timeouts.first_token:g} s")
+    if isinstance(exc, StopAsyncIteration):
+        return errors.UpstreamError("the upstream closed the stream without sending anything")
+    if isinstance(exc, errors.GatewayError):
+        return exc
+    if isinstance(exc, Exception):
+        return _unexpected(exc, s)
+    return None
+
+

@@ -1,0 +1,115 @@
+"""The router's record of every deployment, and the one place outcomes are written.
+
+The request path only touches in-process state here. When Redis is configured the
+book hands failures and trial results to ``SharedState`` in background tasks, and
+asks it (one short call) before letting a trial through a half-open breaker, so
+that replicas do not all probe a recovering upstream at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from aigw.config.models import CircuitBreakerConfig, Deployment
+from aigw.routing.breaker import HALF_OPEN, OPEN
+from aigw.routing.retry import DEFAULT_COOL_S
+from aigw.routing.state import DeploymentState, Outcome
+from aigw.supervise import Supervisor
+from aigw.types import Clock
+
+log = logging.getLogger("aigw.routing")
+
+
+class Shared(Protocol):
+    """What the book needs from the Redis-backed state (``shared_state.SharedState``)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    async def acquire(self, state: DeploymentState) -> bool | None: ...
+
+    async def record(self, state: DeploymentState, fails: int, outcome: str) -> None: ...
+
+
+class HealthBook:
+    def __init__(
+        self, deployments: list[Deployment], cfg: CircuitBreakerConfig, clock: Clock,
+        supervisor: Supervisor, costs: dict[str, float | None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.supervisor = supervisor
+        costs = costs or {}
+        self.states: dict[str, DeploymentState] = {
+            d.id: DeploymentState(d, cfg, clock, costs.get(d.id)) for d in deployments
+        }
+        self.shared: Shared | None = None
+
+    def state(self, deployment_id: str) -> DeploymentState:
+        return self.states[deployment_id]
+
+    async def admit_trial(self, s: DeploymentState) -> bool:
+        """A half-open breaker lets a limited number of trial calls through (across replicas)."""
+        if not s.breaker.try_trial(self.clock.monotonic()):
+            return False
+        shared = self.shared
+        if shared is None or not shared.up:
+            return True
+        try:
+            granted = await shared.acquire(s)
+        except BaseException:
+            s.breaker.release_trial()
+            raise
+        if granted is False:
+            s.breaker.release_trial()
+            return False
+        return True
+
+    def record(self, s: DeploymentState, outcome: Outcome | None, trial: bool) -> None:
+        """Write how an attempt ended. ``None`` = cancelled: it says nothing of the upstream."""
+        now = self.clock.monotonic()
+        b = s.breaker
+        if outcome is None or not (outcome.ok or outcome.failure):
+            if trial:
+                b.release_trial()
+            if outcome is not None:  # rate limited: the deployment cools, its breaker is untouched
+                self._note_error(s, outcome.kind)
+                s.cool_until = max(s.cool_until, now + min(outcome.retry_after or DEFAULT_COOL_S,
+                                                           self.cfg.cooldown_s))
+            return
+        if outcome.ok:
+            s.pending_calls += 1
+            if b.success(now, trial) and trial:
+                log.info("circuit closed for deployment %s (trial call succeeded)", s.id)
+                self._share(s, 0, "trial_ok")
+            return
+        self._note_error(s, outcome.kind)
+        was_half_open = trial and b.phase(now) == HALF_OPEN
+        opened = b.failure(now, trial)
+        if opened:
+            log.warning("circuit opened for deployment %s after %s", s.id, outcome.kind)
+        if was_half_open:
+            self._share(s, 1, "trial_fail")
+        else:
+            self._share(s, 1, "trip" if opened else "")
+
+    def probe_result(self, s: DeploymentState, ok: bool) -> None:
+        """An active probe: a failure counts like a failed call; a success ends an open cooldown."""
+        now = self.clock.monotonic()
+        if ok:
+            if s.breaker.phase(now) == OPEN:
+                s.breaker.end_cooldown(now)
+                self._share(s, 0, "probe_ok")
+            return
+        self._note_error(s, "probe_failed")
+        opened = s.breaker.failure(now, trial=False)
+        self._share(s, 1, "trip" if opened else "")
+
+    def _note_error(self, s: DeploymentState, kind: str) -> None:
+        s.last_error, s.last_error_at = kind, self.clock.now()
+
+    def _share(self, s: DeploymentState, fails: int, outcome: str) -> None:
+        shared = self.shared
+        if shared is not None and shared.up:
+            self.supervisor.spawn(shared.record(s, fails, outcome), name="routing-record")

@@ -1,0 +1,51 @@
+-- Record a failure and/or a breaker event for one deployment; open the breaker when
+-- the shared window crosses the threshold.
+-- KEYS: breaker hash, window hash
+-- ARGV: fails, outcome ('' | trial_ok | trial_fail | trip | probe_ok), failures, window_ms,
+--       error_ratio (0 = off), min_calls, cooldown_ms, ttl_ms
+-- Returns {state, until_ms, gen, now_ms}
+local cb, win = KEYS[1], KEYS[2]
+local fails, outcome = tonumber(ARGV[1]), ARGV[2]
+local threshold, window_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ratio, min_calls = tonumber(ARGV[5]), tonumber(ARGV[6])
+local cooldown, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local now = now_ms()
+local cur = redis.call('HMGET', cb, 'state', 'until', 'gen')
+local state = cur[1] or 'closed'
+local until_ms = tonumber(cur[2]) or 0
+local gen = tonumber(cur[3]) or 0
+
+local function open_it()
+  state, until_ms, gen = 'open', now + cooldown, gen + 1
+  set_state(cb, state, until_ms, gen, ttl)
+  redis.call('DEL', win)
+end
+
+if outcome == 'trial_ok' then
+  if state == 'open' then
+    state, until_ms, gen = 'closed', 0, gen + 1
+    set_state(cb, state, until_ms, gen, ttl)
+    redis.call('DEL', win)
+  end
+elseif outcome == 'trial_fail' then
+  if state == 'open' and now >= until_ms then open_it() end
+elseif outcome == 'probe_ok' then
+  if state == 'open' and now < until_ms then
+    until_ms = now
+    redis.call('HSET', cb, 'until', until_ms)
+  end
+elseif outcome == 'trip' and state ~= 'open' then
+  open_it()
+end
+
+if fails > 0 and state == 'closed' then
+  local b = math.floor(now / (window_ms / 10))
+  redis.call('HINCRBY', win, 'c' .. b, fails)
+  redis.call('HINCRBY', win, 'f' .. b, fails)
+  redis.call('PEXPIRE', win, window_ms * 2)
+  local calls, failed = window_totals(win, b - 10)
+  if failed >= threshold or (ratio > 0 and calls >= min_calls and failed >= ratio * calls) then
+    open_it()
+  end
+end
+return {state, until_ms, gen, now}

@@ -1,0 +1,62 @@
+"""The one retry policy: which failures are retried, how long to wait, what the breaker counts.
+
+    kind                       retried   breaker failure   fallback chain
+    rate_limited               yes       no (the deployment cools for its Retry-After)   fallbacks
+    timeout, unavailable,
+    upstream_error             yes       yes               fallbacks
+    auth (upstream key)        no        yes               -
+    context_length_exceeded    no        no                context_window_fallbacks
+    content_policy             no        no                content_policy_fallbacks
+    anything else              no        no                -
+
+A 4xx about the request itself means the deployment answered, so for its breaker
+it is a success.
+"""
+
+from __future__ import annotations
+
+import random
+
+from aigw import errors
+from aigw.config.models import ModelRouting
+from aigw.routing.state import Outcome
+
+RETRYABLE = frozenset({"rate_limited", "timeout", "unavailable", "upstream_error"})
+_SICK = frozenset({"timeout", "unavailable", "upstream_error"})
+DEFAULT_COOL_S = 1.0  # a 429 without Retry-After cools its deployment this long
+
+
+def outcome_of(err: errors.GatewayError) -> Outcome:
+    kind = err.kind
+    if kind in _SICK:
+        return Outcome(ok=False, failure=True, kind=kind)
+    if kind == "rate_limited":
+        return Outcome(ok=False, failure=False, kind=kind, retry_after=err.retry_after)
+    if kind == "auth":  # our caller's key was checked before routing: this is the upstream's key
+        return Outcome(ok=False, failure=True, kind=kind)
+    return Outcome(ok=True, failure=False, kind=kind)
+
+
+def retryable(err: errors.GatewayError) -> bool:
+    return err.kind in RETRYABLE
+
+
+def backoff_s(retry: int, policy: ModelRouting, rng: random.Random) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random, capped."""
+    if retry <= 0 or policy.backoff_s <= 0:
+        return 0.0
+    ceiling = min(policy.backoff_max_s, policy.backoff_s * 2.0 ** (retry - 1))
+    return ceiling / 2 + rng.random() * ceiling / 2
+
+
+def resolve_policies(rules: dict[str, ModelRouting], models: list[str]) -> dict[str, ModelRouting]:
+    """Each model's routing rules, with unset fields taken from the ``"*"`` entry."""
+    default = rules.get("*", ModelRouting())
+    out: dict[str, ModelRouting] = {}
+    for name in models:
+        rule = rules.get(name)
+        if rule is None:
+            out[name] = default
+        else:
+            out[name] = default.model_copy(update={k: getattr(rule, k) for k in rule.model_fields_set})
+    return out

@@ -1,0 +1,99 @@
+"""An Anthropic-API client falls back across providers: from an Anthropic model to an OpenAI one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import pytest
+
+from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
+from tests.fakes.anthropic_upstream import AnthropicUpstream, anthropic_error
+from tests.fakes.faults import Fault
+from tests.integration.routing_support import MASTER, TimedOpenAI, config, upstream
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.servers import RunningServer, start_aiohttp_app
+
+ASK = [{"role": "user", "content": "name a colour"}]
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[tuple[AnthropicUpstream, RunningServer, TimedOpenAI]]:
+    ant = AnthropicUpstream()
+    server = start_aiohttp_app(ant.app(), "fake-anthropic")
+    oai = TimedOpenAI().start()
+    yield ant, server, oai
+    server.stop()
+    oai.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]) -> Iterator[RunningGateway]:
+    _, server, oai = fakes
+    claude = {"name": "claude", "provider": "anthropic", "model": "claude-test-1", "api_base": server.url,
+              "api_key": ANTHROPIC_KEY}
+    cfg = config([claude, upstream(oai, "gpt")], routing={"claude": {"fallbacks": ["gpt"], "num_retries": 0}},
+                 circuit_breaker={"enabled": False})
+    with running_gateway(cfg) as g:
+        yield g
+
+
+@pytest.fixture
+def clean(fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]) -> Iterator[None]:
+    ant, _, oai = fakes
+    ant.reset()
+    oai.reset()
+    yield
+    ant.reset()
+    oai.reset()
+
+
+@pytest.fixture
+def client(gw: RunningGateway, clean: None) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=MASTER, max_retries=0, timeout=10)
+
+
+def test_overloaded_anthropic_falls_back_to_openai(client: anthropic.Anthropic,
+                                                   fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]) -> None:
+    ant, _, oai = fakes
+    ant.faults.push(anthropic_error(529, "overloaded_error", "Overloaded"))
+    raw = client.messages.with_raw_response.create(model="claude", max_tokens=50, messages=ASK)  # type: ignore[arg-type]
+    msg = raw.parse()
+    assert msg.type == "message" and msg.content[0].type == "text" and msg.content[0].text
+    assert msg.model == "gpt"  # the model field says who finally served
+    assert raw.headers["x-aigw-served-model"] == "gpt" and raw.headers["x-aigw-provider"] == "openai"
+    assert raw.headers["x-aigw-fallbacks"] == "gpt"
+    assert (ant.traffic.requests, oai.traffic.requests) == (1, 1)
+
+
+def test_a_healthy_anthropic_model_serves_itself(client: anthropic.Anthropic,
+                                                 fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]) -> None:
+    _, _, oai = fakes
+    raw = client.messages.with_raw_response.create(model="claude", max_tokens=50, messages=ASK)  # type: ignore[arg-type]
+    assert raw.headers["x-aigw-served-model"] == "claude" and "x-aigw-fallbacks" not in raw.headers
+    assert oai.traffic.requests == 0
+
+
+def test_anthropic_stream_falls_back_before_its_first_byte(
+    client: anthropic.Anthropic, fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]
+) -> None:
+    ant, _, oai = fakes
+    ant.faults.push(Fault.cut(after=0))
+    with client.messages.stream(model="claude", max_tokens=50, messages=ASK) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.stop_reason == "end_turn" and final.model == "gpt"
+    assert (ant.traffic.requests, oai.traffic.requests) == (1, 1)
+
+
+def test_anthropic_stream_cut_after_its_first_byte_is_an_error_event(
+    client: anthropic.Anthropic, fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]
+) -> None:
+    ant, _, oai = fakes
+    ant.faults.push(Fault(cut_after=4, chunk_delay=0.02))
+    with pytest.raises(anthropic.APIError), client.messages.stream(
+        model="claude", max_tokens=50, messages=ASK  # type: ignore[arg-type]
+    ) as stream:
+        for _ in stream:
+            pass
+    assert oai.traffic.requests == 0  # no fallback once bytes reached the client

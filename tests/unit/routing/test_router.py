@@ -1,0 +1,332 @@
+"""The router end to end over scripted in-process providers: retries, fallbacks, timeouts, breakers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from aigw import errors
+from aigw.routing.breaker import CLOSED, HALF_OPEN, OPEN
+from aigw.routing.router import RouteRequest
+from tests.unit.routing.fakes import Clock, Step, build
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def req(model: str = "m", **kw: object) -> RouteRequest:
+    return RouteRequest(model=model, body=dict(BODY), **kw)  # type: ignore[arg-type]
+
+
+async def test_a_retry_goes_to_another_deployment_first() -> None:
+    router, p = build({"m": [{}, {}]}, breaker={"enabled": False})
+    p["m#0"].always = Step(error=errors.Unavailable("down"))
+    retried = 0
+    for _ in range(40):
+        body, served = await router.complete(req())
+        assert served.deployment is not None and served.deployment.id == "m#1"
+        assert served.attempts == 1 + served.retries <= 2  # never back to m#0 while m#1 is untried
+        retried += served.retries
+    assert retried == p["m#0"].calls > 0
+    assert body["choices"][0]["message"]["content"] == "hi"
+
+
+async def test_retries_stop_at_num_retries_and_the_upstream_error_reaches_the_caller() -> None:
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 3}}, breaker={"enabled": False})
+    p["m#0"].always = Step(error=errors.UpstreamError("boom"))
+    with pytest.raises(errors.UpstreamError, match="boom"):
+        await router.complete(req())
+    assert p["m#0"].calls == 4
+
+
+@pytest.mark.parametrize("err", [errors.InvalidRequest("bad"), errors.AuthError("key", status=502),
+                                 errors.NotFound("gone")])
+async def test_non_retryable_errors_are_not_retried(err: errors.GatewayError) -> None:
+    router, p = build({"m": [{}, {}]})
+    p["m#0"].always = p["m#1"].always = Step(error=err)
+    with pytest.raises(type(err)):
+        await router.complete(req())
+    assert p["m#0"].calls + p["m#1"].calls == 1
+
+
+async def test_backoff_before_going_back_to_the_same_deployment() -> None:
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 2, "backoff_s": 0.04}})
+    p["m#0"].push(Step(error=errors.Unavailable("x")), Step(error=errors.Unavailable("x")))
+    started = time.monotonic()
+    _, served = await router.complete(req())
+    assert served.retries == 2
+    assert time.monotonic() - started >= 0.02 + 0.04  # at least half of 0.04 and of 0.08
+
+
+async def test_retry_after_is_honoured_before_retrying_the_same_deployment() -> None:
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 1}})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=0.2)))
+    started = time.monotonic()
+    _, served = await router.complete(req())
+    assert time.monotonic() - started >= 0.2
+    assert served.attempts == 2
+
+
+async def test_a_retry_after_longer_than_we_wait_goes_back_to_the_caller_at_once() -> None:
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 3, "max_retry_after_s": 1}})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=30)))
+    started = time.monotonic()
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req())
+    assert exc.value.retry_after == 30
+    assert time.monotonic() - started < 0.5
+    assert p["m#0"].calls == 1
+
+
+async def test_a_rate_limited_deployment_cools_and_others_take_its_traffic() -> None:
+    router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]}, routing={"m": {"num_retries": 1}})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=5)))
+    _, served = await router.complete(req())  # m#0 (picked first by weight) 429s, m#1 answers
+    assert served.retries == 1
+    for _ in range(10):
+        await router.complete(req())
+    assert (p["m#0"].calls, p["m#1"].calls) == (1, 11)  # m#0 cools for its Retry-After
+    assert router.book.state("m#0").breaker.phase(time.monotonic()) == CLOSED  # a 429 is not sickness
+
+
+async def test_fallback_chain_in_order_and_served_says_who_answered() -> None:
+    router, p = build({"a": [{}], "b": [{}], "c": [{}]}, routing={"a": {"fallbacks": ["b", "c"], "num_retries": 0}})
+    p["a#0"].always = Step(error=errors.Unavailable("a down"))
+    p["b#0"].always = Step(error=errors.UpstreamTimeout("b slow"))
+    body, served = await router.complete(req("a"))
+    assert served.model == "c" and served.fallbacks == ["b", "c"]
+    assert served.deployment is not None and served.deployment.id == "c#0"
+    assert body["model"] == "c-0"
+    assert (p["a#0"].calls, p["b#0"].calls, p["c#0"].calls) == (1, 3, 1)  # b retries by its own rules
+
+
+async def test_when_every_fallback_fails_the_last_error_is_raised() -> None:
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"], "num_retries": 0}})
+    p["a#0"].always = Step(error=errors.Unavailable("a down"))
+    p["b#0"].always = Step(error=errors.UpstreamError("b broke"))
+    with pytest.raises(errors.UpstreamError, match="b broke"):
+        await router.complete(req("a"))
+
+
+async def test_context_length_goes_to_its_own_chain_not_the_general_one() -> None:
+    router, p = build({"a": [{}], "big": [{}], "other": [{}]},
+                      routing={"a": {"fallbacks": ["other"], "context_window_fallbacks": ["big"]}})
+    p["a#0"].always = Step(error=errors.ContextLengthExceeded("too long"))
+    _, served = await router.complete(req("a"))
+    assert served.model == "big"
+    assert (p["a#0"].calls, p["other#0"].calls) == (1, 0)
+
+
+async def test_content_policy_goes_to_its_own_chain_and_without_one_is_final() -> None:
+    router, p = build({"a": [{}], "safe": [{}], "other": [{}]},
+                      routing={"a": {"fallbacks": ["other"], "content_policy_fallbacks": ["safe"]},
+                               "other": {"fallbacks": ["safe"]}})
+    p["a#0"].always = Step(error=errors.ContentPolicy("no"))
+    _, served = await router.complete(req("a"))
+    assert served.model == "safe"
+    p["other#0"].always = Step(error=errors.ContentPolicy("no"))
+    with pytest.raises(errors.ContentPolicy):
+        await router.complete(req("other"))  # only content_policy_fallbacks fire on content_policy
+
+
+async def test_a_fallback_that_cannot_serve_the_endpoint_is_skipped() -> None:
+    router, p = build({"e": [{"modes": ["embeddings"]}], "a": [{}], "b": [{}]},
+                      routing={"a": {"fallbacks": ["e", "b"], "num_retries": 0}})
+    p["a#0"].always = Step(error=errors.Unavailable("down"))
+    _, served = await router.complete(req("a"))
+    assert served.model == "b" and served.fallbacks == ["b"]
+
+
+async def test_whole_request_timeout_covers_every_attempt_and_is_a_timeout_error() -> None:
+    router, p = build({"m": [{}, {}]}, routing={"m": {"timeout_s": 0.2, "num_retries": 5}})
+    p["m#0"].always = p["m#1"].always = Step(stall=True)
+    started = time.monotonic()
+    with pytest.raises(errors.UpstreamTimeout) as exc:
+        await router.complete(req())
+    assert 0.15 < time.monotonic() - started < 0.6
+    assert exc.value.status == 504
+
+
+@pytest.mark.parametrize(("model_s", "request_s", "deployment_s", "expected"),
+                         [(5.0, 0.2, 9.0, 0.2), (0.2, 5.0, 9.0, 0.2), (5.0, 9.0, 0.2, 0.2), (None, None, None, 600)])
+async def test_the_smallest_timeout_wins(model_s: float | None, request_s: float | None,
+                                         deployment_s: float | None, expected: float) -> None:
+    extra = {"timeout_s": deployment_s} if deployment_s else {}
+    routing = {"m": {"timeout_s": model_s}} if model_s else {}
+    router, p = build({"m": [extra]}, routing=routing)
+    await router.complete(req(deadline_s=request_s))
+    assert p["m#0"].calls_log[0].timeouts.total == pytest.approx(expected, rel=0.01, abs=0.01)
+
+
+async def test_a_deployment_timeout_is_retried_on_another_deployment() -> None:
+    router, p = build({"m": [{"timeout_s": 0.1}, {"timeout_s": 0.1}]})
+    p["m#0"].push(Step(stall=True))
+    p["m#1"].push(Step(stall=True))
+    _, served = await router.complete(req())
+    assert served.attempts == 3  # two stalls, each cut at 0.1 s, then an answer
+
+
+async def test_an_always_failing_deployment_is_isolated_and_callers_see_no_error() -> None:
+    router, p = build({"m": [{}, {}]}, breaker={"failures": 3, "cooldown_s": 60})
+    p["m#0"].always = Step(error=errors.Unavailable("down"))
+    for _ in range(100):
+        await router.complete(req())
+    assert p["m#0"].calls == 3
+    assert router.book.state("m#0").breaker.phase(time.monotonic()) == OPEN
+
+
+async def test_all_open_fails_fast_with_503_and_retry_after() -> None:
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}}, breaker={"failures": 2, "cooldown_s": 30})
+    p["m#0"].always = Step(error=errors.UpstreamError("down"))
+    for _ in range(2):
+        with pytest.raises(errors.UpstreamError):
+            await router.complete(req())
+    with pytest.raises(errors.Unavailable) as exc:
+        await router.complete(req())
+    assert exc.value.status == 503 and 29 <= (exc.value.retry_after or 0) <= 30
+    assert p["m#0"].calls == 2
+
+
+async def test_breaker_recovers_through_one_trial_after_the_cooldown() -> None:
+    clock = Clock()
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}},
+                      breaker={"failures": 1, "cooldown_s": 10}, clock=clock)
+    s = router.book.state("m#0")
+    p["m#0"].push(Step(error=errors.Unavailable("down")))
+    with pytest.raises(errors.Unavailable):
+        await router.complete(req())
+    assert s.breaker.phase(clock.monotonic()) == OPEN
+    clock.advance(10)
+    assert s.breaker.phase(clock.monotonic()) == HALF_OPEN
+    p["m#0"].push(Step(error=errors.Unavailable("still down")))
+    with pytest.raises(errors.Unavailable, match="still down"):
+        await router.complete(req())  # the trial failed: open again
+    assert s.breaker.phase(clock.monotonic()) == OPEN
+    clock.advance(10)
+    await router.complete(req())  # healed: the trial succeeds and closes
+    assert s.breaker.phase(clock.monotonic()) == CLOSED
+    assert p["m#0"].calls == 3
+
+
+async def test_half_open_lets_only_the_configured_number_of_trials_through() -> None:
+    clock = Clock()
+    router, p = build({"m": [{}, {}]}, breaker={"failures": 1, "cooldown_s": 10, "half_open_calls": 1},
+                      clock=clock, routing={"m": {"num_retries": 0}})
+    router.book.state("m#0").breaker.trip(clock.monotonic())
+    clock.advance(10)
+    p["m#0"].always = Step(delay=0.1)
+    await asyncio.gather(*(router.complete(req()) for _ in range(10)))
+    assert p["m#0"].calls == 1  # the trial; the other nine went to the healthy deployment
+    assert p["m#1"].calls == 9
+    assert router.book.state("m#0").breaker.phase(clock.monotonic()) == CLOSED
+
+
+async def test_a_cancelled_call_says_nothing_about_the_upstream() -> None:
+    router, p = build({"m": [{}]}, breaker={"failures": 1})
+    p["m#0"].push(Step(stall=True))
+    task = asyncio.ensure_future(router.complete(req()))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    s = router.book.state("m#0")
+    assert s.breaker.phase(time.monotonic()) == CLOSED and s.local_inflight == 0
+
+
+async def test_deployments_over_their_rpm_are_skipped_and_all_capped_is_429() -> None:
+    router, p = build({"m": [{"rpm": 2}, {"rpm": 3}]}, routing={"m": {"num_retries": 0}})
+    for _ in range(5):
+        await router.complete(req())
+    assert (p["m#0"].calls, p["m#1"].calls) == (2, 3)
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req())
+    assert exc.value.retry_after is not None
+
+
+async def test_deployments_over_their_tpm_are_skipped() -> None:
+    router, p = build({"m": [{"tpm": 100}, {"tpm": 1000}]}, routing={"m": {"strategy": "most_quota"}})
+    for _ in range(44):  # 10 tokens a call: m#0 loses 10% of its quota a call, m#1 1%
+        await router.complete(req())
+    assert 3 <= p["m#0"].calls <= 5  # most_quota shares load in proportion to the caps (1:10)
+    router, p = build({"m": [{"tpm": 25}, {"tpm": 1000}]}, routing={"m": {"strategy": "weighted"}})
+    for _ in range(40):
+        await router.complete(req())
+    assert p["m#0"].calls <= 3  # 3 calls = 30 tokens: over its 25
+
+
+async def test_least_inflight_spreads_concurrent_slow_calls() -> None:
+    router, p = build({"m": [{}, {}, {}]}, routing={"m": {"strategy": "least_inflight"}})
+    for prov in p.values():
+        prov.always = Step(delay=0.05)
+    await asyncio.gather(*(router.complete(req()) for _ in range(9)))
+    assert sorted(prov.max_inflight for prov in p.values()) == [3, 3, 3]
+
+
+async def test_lowest_latency_learns_which_deployment_is_fast() -> None:
+    router, p = build({"m": [{}, {}]}, routing={"m": {"strategy": "lowest_latency"}})
+    p["m#0"].always = Step(delay=0.03)
+    for _ in range(12):
+        await router.complete(req())
+    before = p["m#0"].calls
+    for _ in range(10):
+        await router.complete(req())
+    assert p["m#0"].calls == before  # once both are measured, the slow one gets nothing
+
+
+# -- streams ----------------------------------------------------------------------------
+
+
+async def collect(chunks: object) -> list[dict[str, object]]:
+    return [c async for c in chunks]  # type: ignore[attr-defined]
+
+
+async def test_stream_failure_before_the_first_chunk_falls_back() -> None:
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"], "num_retries": 0}})
+    p["a#0"].push(Step(error=errors.Unavailable("down")))
+    chunks, served = await router.open_stream(req("a"))
+    got = await collect(chunks)
+    assert served.model == "b" and got[0]["model"] == "b-0"
+    assert served.first_token_s is not None
+
+
+async def test_stream_failure_after_the_first_chunk_is_raised_from_the_stream_and_not_retried() -> None:
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"]}}, breaker={"failures": 1})
+    p["a#0"].push(Step(error=errors.UpstreamError("cut"), fail_after=2))
+    chunks, _ = await router.open_stream(req("a"))
+    seen = []
+    with pytest.raises(errors.UpstreamError, match="cut"):
+        async for c in chunks:
+            seen.append(c)
+    assert len(seen) == 2
+    assert (p["a#0"].calls, p["b#0"].calls) == (1, 0)
+    s = router.book.state("a#0")
+    assert s.breaker.phase(time.monotonic()) == OPEN and s.local_inflight == 0  # the cut counted
+
+
+async def test_stream_first_token_timeout_is_retried() -> None:
+    router, p = build({"m": [{"first_token_timeout_s": 0.1}]}, routing={"m": {"num_retries": 1}})
+    p["m#0"].push(Step(delay=5))
+    started = time.monotonic()
+    chunks, served = await router.open_stream(req())
+    await collect(chunks)
+    assert served.attempts == 2 and time.monotonic() - started < 1
+
+
+async def test_stream_records_time_to_first_token_and_tokens() -> None:
+    router, p = build({"m": [{"tpm": 1000}]})
+    p["m#0"].push(Step(delay=0.02))
+    chunks, _ = await router.open_stream(req())
+    await collect(chunks)
+    s = router.book.state("m#0")
+    assert s.ttft_s is not None and s.ttft_s >= 0.02
+    assert s.tpm.used(router.clock.now()) == 10
+    assert s.local_inflight == 0
+
+
+async def test_unknown_model_is_a_404_and_wrong_endpoint_a_400() -> None:
+    router, _ = build({"m": [{}]})
+    with pytest.raises(errors.NotFound):
+        await router.complete(req("nope"))
+    with pytest.raises(errors.InvalidRequest):
+        await router.complete(RouteRequest(model="m", body={"model": "m", "input": "x"}, endpoint="embeddings"))
