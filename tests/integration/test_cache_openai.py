@@ -1,0 +1,132 @@
+"""The response cache through the official OpenAI SDK: headers, streams, controls, tenants."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from aigw.pipeline.context import Principal
+from tests.support.gateway import RunningGateway, running_gateway
+
+CONFIG: dict[str, Any] = {
+    "cache": {"mode": "exact", "ttl_s": 600},
+    "models": [{"name": "mock", "provider": "mock"}, {"name": "uncached", "provider": "mock"},
+               {"name": "mock-embed", "provider": "mock", "modes": ["embeddings"]}],
+    "routing": {"uncached": {"cache": {"mode": "off"}}},
+}
+TENANT_KEYS = {"sk-acme": "acme", "sk-acme-2": "acme", "sk-globex": "globex"}
+
+
+@pytest.fixture(scope="module")
+def gw() -> Iterator[RunningGateway]:
+    with running_gateway(CONFIG) as gw:
+        async def lookup(key: str) -> Principal | None:  # stands in for issue 4's virtual keys
+            tenant = TENANT_KEYS.get(key)
+            return Principal(key_id=key, tenant_id=tenant) if tenant else None
+
+        gw.app.state["auth"]._lookup = lookup
+        yield gw
+
+
+def client(gw: RunningGateway, key: str = "sk-acme") -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
+
+
+def settle(gw: RunningGateway) -> None:
+    """Wait for the background stores of earlier answers (they run off the request path)."""
+    gw.call(gw.app.state["pipeline"].stage("cache").flush())
+
+
+def ask(gw: RunningGateway, text: str, key: str = "sk-acme", **kw: Any) -> tuple[str | None, Any]:
+    raw = client(gw, key).chat.completions.with_raw_response.create(
+        model=kw.pop("model", "mock"), messages=[{"role": "user", "content": text}], **kw)
+    settle(gw)
+    return raw.headers.get("x-aigw-cache"), raw.parse()
+
+
+def test_miss_then_hit_with_the_same_answer(gw: RunningGateway) -> None:
+    h1, first = ask(gw, "plain question")
+    h2, second = ask(gw, "plain question")
+    assert (h1, h2) == ("miss", "hit")
+    assert second.choices[0].message.content == first.choices[0].message.content
+    assert second.usage.total_tokens == first.usage.total_tokens
+
+
+def test_stream_miss_then_replayed_stream_hit(gw: RunningGateway) -> None:
+    def stream(include_usage: bool) -> tuple[str | None, str, list[Any]]:
+        kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}} if include_usage else {}
+        with client(gw).chat.completions.with_streaming_response.create(
+                model="mock", messages=[{"role": "user", "content": "stream me"}], stream=True, **kwargs) as r:
+            chunks = list(r.parse())
+            header = r.headers.get("x-aigw-cache")
+        settle(gw)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return header, text, chunks
+
+    h1, live, _ = stream(False)
+    h2, replayed, chunks = stream(False)
+    assert (h1, h2) == ("miss", "hit") and replayed == live
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert all(c.usage is None for c in chunks)  # not asked for, not sent
+    _, _, with_usage = stream(True)
+    assert with_usage[-1].usage is not None and with_usage[-1].usage.total_tokens > 0
+    h4, plain = ask(gw, "stream me")
+    assert h4 == "hit" and plain.choices[0].message.content == live
+
+
+def test_no_store_from_extra_body_and_header(gw: RunningGateway) -> None:
+    ask(gw, "private one", extra_body={"cache": {"no_store": True}})
+    ask(gw, "private two", extra_headers={"x-aigw-cache": "no-store"})
+    assert ask(gw, "private one")[0] == "miss"
+    assert ask(gw, "private two")[0] == "miss"
+
+
+def test_no_cache_goes_upstream_even_when_cached(gw: RunningGateway) -> None:
+    ask(gw, "refresh me")
+    assert ask(gw, "refresh me", extra_headers={"x-aigw-cache": "no-cache"})[0] == "miss"
+    assert ask(gw, "refresh me")[0] == "hit"
+
+
+def test_per_request_ttl_expires(gw: RunningGateway) -> None:
+    ask(gw, "short lived", extra_body={"cache": {"ttl_s": 0.3}})
+    assert ask(gw, "short lived")[0] == "hit"
+    time.sleep(0.4)
+    assert ask(gw, "short lived")[0] == "miss"
+
+
+def test_tenants_do_not_share_but_keys_of_one_tenant_do(gw: RunningGateway) -> None:
+    ask(gw, "tenant secret", key="sk-acme")
+    assert ask(gw, "tenant secret", key="sk-globex")[0] == "miss"
+    assert ask(gw, "tenant secret", key="sk-acme-2")[0] == "hit"
+
+
+def test_a_model_with_the_cache_off_carries_no_header(gw: RunningGateway) -> None:
+    ask(gw, "q", model="uncached")
+    assert ask(gw, "q", model="uncached")[0] is None
+
+
+def test_bad_control_is_a_400_in_openai_shape(gw: RunningGateway) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(gw, "q", extra_headers={"x-aigw-cache": "ttl=never"})
+    assert "x-aigw-cache" in str(info.value)
+
+
+def test_embeddings_hit(gw: RunningGateway) -> None:
+    c = client(gw)
+    first = c.embeddings.with_raw_response.create(model="mock-embed", input="vector please")
+    settle(gw)
+    second = c.embeddings.with_raw_response.create(model="mock-embed", input="vector please")
+    assert (first.headers["x-aigw-cache"], second.headers["x-aigw-cache"]) == ("miss", "hit")
+    assert second.parse().data[0].embedding == first.parse().data[0].embedding
+
+
+def test_health_ready_reports_the_cache(gw: RunningGateway) -> None:
+    with urllib.request.urlopen(gw.url + "/health/ready") as r:
+        body = json.loads(r.read())
+    assert body["checks"]["cache"]["status"] == "ok"

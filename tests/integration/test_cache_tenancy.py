@@ -1,0 +1,69 @@
+"""The cache with real virtual keys (issue 4): tenant isolation, a key's own setting, the ledger's view."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from aigw.cli.admin_client import AdminClient
+from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    db: Path = tmp_path_factory.mktemp("cache-tenancy") / "gw.db"
+    with running_gateway(gateway_config(db, cache={"mode": "exact"})) as g:
+        yield g
+
+
+@pytest.fixture(scope="module")
+def keys(gw: RunningGateway) -> dict[str, dict[str, Any]]:
+    admin = AdminClient(gw.url, MASTER)
+    return {
+        "acme": setup_key(admin, "cache-acme"),
+        "acme-2": setup_key(admin, "cache-acme"),
+        "globex": setup_key(admin, "cache-globex"),
+        "acme-nocache": setup_key(admin, "cache-acme", metadata={"cache": {"mode": "off"}}),
+    }
+
+
+def ask(gw: RunningGateway, key: dict[str, Any], text: str) -> str | None:
+    raw = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0).chat.completions.with_raw_response.create(
+        model="mock", messages=[{"role": "user", "content": text}], max_tokens=20)
+    gw.call(gw.app.state["pipeline"].stage("cache").flush())
+    header: str | None = raw.headers.get("x-aigw-cache")
+    return header
+
+
+def test_tenants_never_share_an_entry(gw: RunningGateway, keys: dict[str, dict[str, Any]]) -> None:
+    assert ask(gw, keys["acme"], "our roadmap") == "miss"
+    assert ask(gw, keys["globex"], "our roadmap") == "miss"
+    assert ask(gw, keys["acme-2"], "our roadmap") == "hit"  # same tenant, other key
+    assert ask(gw, keys["globex"], "our roadmap") == "hit"
+
+
+def test_a_key_can_switch_its_cache_off(gw: RunningGateway, keys: dict[str, dict[str, Any]]) -> None:
+    ask(gw, keys["acme"], "shared answer")
+    assert ask(gw, keys["acme-nocache"], "shared answer") is None
+
+
+def test_the_ledger_records_a_hit_at_cost_zero_with_the_saving(
+        gw: RunningGateway, keys: dict[str, dict[str, Any]]) -> None:
+    key = setup_key(AdminClient(gw.url, MASTER), "cache-ledger")
+    assert ask(gw, key, "what does this cost") == "miss"
+    assert ask(gw, key, "what does this cost") == "hit"
+    admin = AdminClient(gw.url, MASTER)
+    for _ in range(100):  # the ledger writes in the background, every 50 ms here
+        rows = admin.get("/admin/spend", group_by="key", key=key["id"])["data"]
+        if rows and rows[0]["requests"] == 2:
+            break
+        time.sleep(0.05)
+    row = rows[0]
+    assert row["requests"] == 2 and row["cache_hits"] == 1
+    assert row["cost_usd"] > 0 and row["cost_saved_usd"] == pytest.approx(row["cost_usd"])  # one paid, one saved
