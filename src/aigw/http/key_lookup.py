@@ -15,6 +15,7 @@ import logging
 from collections import OrderedDict
 
 from aigw.pipeline.context import Principal
+from aigw.pipeline.tenancy import scopes_of
 from aigw.stores.base import Grant, KeyVersion, TenancyStore
 from aigw.stores.keygen import KEY_PREFIX, hash_secret
 from aigw.types import Clock
@@ -28,7 +29,8 @@ def principal_for(grant: Grant) -> Principal:
         key_id=k.id, key_prefix=k.prefix, tenant_id=k.tenant_id, project_id=k.project_id,
         is_admin=k.role == "tenant_admin",  # an admin of its own tenant only (tenant_id is set)
         allowed_models=frozenset(k.allowed_models) if k.allowed_models is not None else None,
-        extra={"grant": grant, "role": k.role, "metadata": k.metadata},
+        extra={"grant": grant, "role": k.role, "metadata": k.metadata,
+               "scopes": {"rate": scopes_of(grant, "rate"), "budget": scopes_of(grant, "budget")}},
     )
 
 

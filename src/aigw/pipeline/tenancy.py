@@ -55,6 +55,15 @@ def grant_of(ctx: RequestContext) -> Grant | None:
     return grant if isinstance(grant, Grant) else None
 
 
+def key_scopes(ctx: RequestContext, want: str) -> list[Scope]:
+    """The caller's scopes with a ``want`` limit (precomputed once per key by the key cache)."""
+    cached = ctx.principal.extra.get("scopes")
+    if isinstance(cached, dict):
+        return list(cached[want])
+    grant = grant_of(ctx)
+    return scopes_of(grant, want) if grant is not None else []
+
+
 def scopes_of(grant: Grant, want: str) -> list[Scope]:
     """Key, project and tenant scopes that carry a ``want`` ("rate" or "budget") limit."""
     out = []

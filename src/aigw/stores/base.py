@@ -27,10 +27,23 @@ def to_nano(usd: float) -> int:
     return round(usd * NANO)
 
 
+_WINDOWS: dict[tuple[str, int], str] = {}
+
+
 def window_of(period: Period, now: float) -> str:
-    """The budget window ``now`` falls in: a day, ISO week or month (UTC), or forever."""
+    """The budget window ``now`` falls in: a day, ISO week or month (UTC), or forever (memoised per day)."""
     if period == "total":
         return "total"
+    key = (period, int(now // 86400))
+    window = _WINDOWS.get(key)
+    if window is None:
+        if len(_WINDOWS) > 1000:
+            _WINDOWS.clear()
+        window = _WINDOWS[key] = _window(period, now)
+    return window
+
+
+def _window(period: Period, now: float) -> str:
     day = dt.datetime.fromtimestamp(now, dt.UTC).date()
     if period == "daily":
         return day.isoformat()
@@ -234,10 +247,12 @@ class Scope:
     kind: Literal["key", "project", "tenant", "deployment"]
     id: str
     limits: Limits
+    ref: str = field(init=False)  # "key:k_123", computed once
+    budget_nano: int = field(init=False)
 
-    @property
-    def ref(self) -> str:
-        return f"{self.kind}:{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", f"{self.kind}:{self.id}")
+        object.__setattr__(self, "budget_nano", to_nano(self.limits.budget_usd or 0.0))
 
 
 @dataclass(slots=True)

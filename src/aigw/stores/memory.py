@@ -10,37 +10,46 @@ limit of N per minute admits exactly N in any 60-second span (to the second).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
-from aigw.stores.base import Admission, Reservation, Scope, to_nano, window_of
+from aigw.stores.base import Admission, Reservation, Scope, window_of
 from aigw.types import Clock, SystemClock
 
 WINDOW_S = 60
 
 
-@dataclass(slots=True)
 class _Window:
-    """Per-second counts of the last minute for one scope and measure."""
+    """Per-second counts of the last minute for one scope and measure, with a running total."""
 
-    buckets: dict[int, int] = field(default_factory=dict)
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets: deque[list[int]] = deque()  # [second, count], oldest first
+        self.total = 0
 
     def used(self, sec: int) -> int:
-        stale = [s for s in self.buckets if s <= sec - WINDOW_S]
-        for s in stale:
-            del self.buckets[s]
-        return sum(self.buckets.values())
+        buckets = self.buckets
+        while buckets and buckets[0][0] <= sec - WINDOW_S:
+            self.total -= buckets.popleft()[1]
+        return self.total
 
     def wait_s(self, now: float, used: int, need: int, cap: int) -> float:
         """Seconds until enough old buckets fall out of the window to fit ``need`` more."""
         freed = 0
-        for s in sorted(self.buckets):
-            freed += self.buckets[s]
+        for s, n in self.buckets:
+            freed += n
             if used - freed + need <= cap:
                 return max(0.0, s + WINDOW_S - now)
         return float(WINDOW_S)
 
     def add(self, sec: int, n: int) -> None:
-        self.buckets[sec] = self.buckets.get(sec, 0) + n
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == sec:
+            buckets[-1][1] += n
+        else:
+            buckets.append([sec, n])
+        self.total += n
 
 
 @dataclass(slots=True)
@@ -124,7 +133,7 @@ class MemoryBudgets:
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
         keys = [(s, (s.ref, window_of(s.limits.budget_period, now))) for s in scopes if s.limits.budget_usd is not None]
         for scope, key in keys:
-            limit = to_nano(scope.limits.budget_usd or 0.0)
+            limit = scope.budget_nano
             spent = self._spent.get(key, 0)
             if spent + amount_nano > limit:
                 return Reservation(allowed=False, scope=scope.ref, limit_nano=limit, spent_nano=spent)
@@ -142,7 +151,7 @@ class MemoryBudgets:
             key = (s.ref, window)
             spent = self._spent.get(key, 0) + actual_nano - reserved_nano
             self._spent[key] = spent
-            limit = to_nano(s.limits.budget_usd)
+            limit = s.budget_nano
             for t in thresholds:
                 mark = (s.ref, window, t)
                 if limit > 0 and spent >= t * limit and mark not in self._alerted:

@@ -17,7 +17,7 @@ from aigw.http.key_lookup import principal_for
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import accounting, budget, limits
-from aigw.pipeline.tenancy import SERVICE, TenancyServices, measure
+from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
 from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
 from aigw.stores.redis.client import make_redis
@@ -108,7 +108,7 @@ async def test_the_reservation_is_the_worst_case_and_settles_to_the_real_cost() 
     worst = stage.worst_case_nano(ctx)
     assert worst >= 10 * 2000 * 1000  # 10 completion tokens at $2000 per million, plus the prompt
     await stage.on_request(ctx)
-    scope = budget.scopes_of(ctx.principal.extra["grant"], "budget")[0]
+    scope = key_scopes(ctx, "budget")[0]
     assert await svc.budgets.spent(scope, 0) == worst
     ctx.served_by = MOCK
     ctx.usage = {"prompt_tokens": 4, "completion_tokens": 3}

@@ -25,7 +25,7 @@ from aigw.accounting.usage import Tokens
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.tenancy import SERVICE, TenancyServices, grant_of, measure, scopes_of
+from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
 from aigw.stores.base import NANO, Reservation, Scope, window_of
 from aigw.types import Clock
 
@@ -54,8 +54,7 @@ class BudgetStage(Stage):
                        p.cost_nano(Tokens(fresh_input=prompt, reasoning=out))) for p in prices)
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
-        grant = grant_of(ctx)
-        scopes = scopes_of(grant, "budget") if grant is not None else []
+        scopes = key_scopes(ctx, "budget")
         if not scopes:
             return None
         amount = self.worst_case_nano(ctx)

@@ -17,7 +17,7 @@ from aigw.accounting.tokens import upper_estimate
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.tenancy import SERVICE, TenancyServices, grant_of, measure, scopes_of
+from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
 from aigw.stores.base import Admission, Limits, Scope
 
 _STATE = "limits.taken"
@@ -31,8 +31,7 @@ class LimitsStage(Stage):
         self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
 
     def _scopes(self, ctx: RequestContext) -> list[Scope]:
-        grant = grant_of(ctx)
-        scopes = scopes_of(grant, "rate") if grant is not None else []
+        scopes = key_scopes(ctx, "rate")
         dep = self._deployment_scopes.get(ctx.model)
         if dep is not None:
             scopes.append(dep)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from aigw.stores.base import Admission, Reservation, Scope, to_nano, window_of
+from aigw.stores.base import Admission, Reservation, Scope, window_of
 
 _TTL_BY_PERIOD = {"daily": 3 * 86400, "weekly": 15 * 86400, "monthly": 40 * 86400, "total": 0}
 
@@ -87,7 +87,7 @@ class RedisBudgets:
             return Reservation(allowed=True)
         args: list[Any] = [amount_nano]
         for s, _, _ in items:
-            args += [to_nano(s.limits.budget_usd or 0.0), _TTL_BY_PERIOD[s.limits.budget_period]]
+            args += [s.budget_nano, _TTL_BY_PERIOD[s.limits.budget_period]]
         out = await self._reserve(keys=[k for _, _, k in items], args=args)
         if int(out[0]) == 1:
             return Reservation(allowed=True)
@@ -101,7 +101,7 @@ class RedisBudgets:
             return []
         args: list[Any] = [actual_nano - reserved_nano, len(thresholds), *[repr(t) for t in thresholds]]
         for s, _, _ in items:
-            args += [to_nano(s.limits.budget_usd or 0.0), _TTL_BY_PERIOD[s.limits.budget_period]]
+            args += [s.budget_nano, _TTL_BY_PERIOD[s.limits.budget_period]]
         out = await self._settle(keys=[k for _, _, k in items], args=args)
         crossed = []
         for raw in out:
