@@ -90,6 +90,7 @@ class Metrics:
         self._models = frozenset(models)
         self._children: dict[tuple[str, ...], _Children] = {}
         self._inflight: dict[str, Any] = {}
+        self._guardrails: dict[tuple[str, str, str], Any] = {}
         self._refreshers: list[Callable[[], None]] = []
         self._define(version)
 
@@ -120,6 +121,9 @@ class Metrics:
         self.rejections_total = Counter("aigw_rejections", "Requests the gateway refused itself, by reason "
                                         "(rate_limited, budget_exceeded, guardrail_blocked, ...).",
                                         ["model", "reason"], registry=r)
+        self.guardrails_total = Counter("aigw_guardrail_verdicts", "Guardrail verdicts by stage (validate, pii, "
+                                        "injection, rules, output) and action (pass, flag, redact, block, "
+                                        "respond, route).", ["model", "stage", "action"], registry=r)
         self.retries_total = Counter("aigw_retries", "Upstream retries.", ["model", "deployment"], registry=r)
         self.fallbacks_total = Counter("aigw_fallbacks", "Requests served by a fallback model.",
                                        ["model", "fallback_model"], registry=r)
@@ -185,6 +189,14 @@ class Metrics:
     def cache_lookup(self, model: str, result: str) -> None:
         """The cache stage: result is hit, miss, semantic_hit or error."""
         self.cache_total.labels(self.model_label(model), result).inc()
+
+    def guardrail(self, model: str, stage: str, action: str) -> None:
+        """A guardrail stage's verdict on one request (kinds and values never become labels)."""
+        key = (self.model_label(model), stage, action)
+        child = self._guardrails.get(key)
+        if child is None:
+            child = self._guardrails[key] = self.guardrails_total.labels(*key)
+        child.inc()
 
     def set_breaker(self, deployment: str, state: str) -> None:
         """The router: a deployment's breaker changed state (closed, half_open, open)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -42,8 +43,14 @@ def _create_sql(day: int) -> list[str]:
     ]
 
 
+_VALUES = attrgetter(*COLUMNS)
+_FALLBACKS = COLUMNS.index("fallbacks")
+
+
 def _row(r: RequestRecord) -> tuple[Any, ...]:
-    return tuple(orjson.dumps(r.fallbacks).decode() if c == "fallbacks" else getattr(r, c) for c in COLUMNS)
+    row = list(_VALUES(r))
+    row[_FALLBACKS] = orjson.dumps(r.fallbacks).decode() if r.fallbacks else "[]"
+    return tuple(row)
 
 
 def _record(row: Sequence[Any]) -> RequestRecord:

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from aigw.observability.logging import log_fields
 from aigw.observability.metrics import NONE, Metrics, Sample
 from aigw.observability.request_log import RequestLogWriter, RequestRecord
 from aigw.observability.tracing import Tracing, request_attributes, usage_attributes
@@ -161,7 +162,7 @@ class Observe(Stage):
         }
         if rec.request_body is not None:
             fields["request_body"], fields["response_body"] = rec.request_body, rec.response_body
-        log.log(logging.WARNING if rec.status >= 500 else logging.INFO, "request", extra=fields)
+        log_fields(log, logging.WARNING if rec.status >= 500 else logging.INFO, "request", fields)
 
     def _end_span(self, handle: tuple[Any, Any], ctx: RequestContext, rec: RequestRecord) -> None:
         attrs: dict[str, Any] = {
