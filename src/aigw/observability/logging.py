@@ -84,7 +84,7 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, A
     """Log one event with structured fields: like ``extra=``, without the caller lookup and the
     per-key copying, for lines written once per request."""
     if logger.isEnabledFor(level):
-        record = logger.makeRecord(logger.name, level, "", 0, msg, None, None)
+        record = logger.makeRecord(logger.name, level, "", 0, msg, (), None)
         record.__dict__[FIELDS] = fields
         logger.handle(record)
 
