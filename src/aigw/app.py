@@ -16,7 +16,7 @@ from aigw.http.admin_requests import PREFIX as ADMIN_REQUESTS
 from aigw.http.admin_requests import AdminRequests
 from aigw.http.auth import Authenticator
 from aigw.http.flow import Flow
-from aigw.http.health import Health, database_check, redis_check
+from aigw.http.health import Health, database_check, redis_check, register_breakers
 from aigw.http.metrics_endpoint import MetricsEndpoint
 from aigw.http.openai_api import OpenAIApi
 from aigw.http.server import GatewayApp
@@ -28,6 +28,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.registry import build_stages, default_order
 from aigw.providers.http import HttpClients
 from aigw.providers.registry import build_provider
+from aigw.routing.report import deployment_report
 from aigw.routing.router import Router, Target
 from aigw.stores.redis.client import make_redis
 from aigw.supervise import Supervisor
@@ -62,6 +63,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         health.register("redis", redis_check(redis), critical=False)
     if obs.writer is not None:
         health.register("database", database_check(lambda: obs.writer.store.ping()), critical=False)  # type: ignore[union-attr]
+    register_breakers(health, [t.deployment.id for t in targets],
+                      lambda: {r["id"]: r["breaker"] for r in deployment_report(router)})
 
     async def shutdown() -> None:
         await supervisor.drain()

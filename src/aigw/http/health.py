@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -80,10 +81,34 @@ def breakers_check(states: Callable[[], dict[str, str]]) -> Check:
         current = states()
         if not current:
             return "ok", "no deployments"
-        opened = sorted(d for d, s in current.items() if s != "closed")
-        if not opened:
+        unhealthy = sorted(d for d, s in current.items() if s != "closed")
+        if not unhealthy:
             return "ok", f"{len(current)} closed"
-        detail = ", ".join(f"{d}={current[d]}" for d in opened)
-        return ("down" if len(opened) == len(current) else "degraded"), detail
+        detail = ", ".join(f"{d}={current[d]}" for d in unhealthy)
+        every_open = all(s == "open" for s in current.values())
+        return ("down" if every_open else "degraded"), detail
 
     return check
+
+
+def register_breakers(health: Health, deployment_ids: list[str], phases: Callable[[], dict[str, str]]) -> None:
+    """``breaker:<id>`` per deployment (half-open degraded, open down; not critical) and
+    ``deployments`` (critical: down only when every breaker is open, the gateway cannot serve)."""
+    snap: dict[str, Any] = {"at": -1.0, "states": {}}
+
+    def states() -> dict[str, str]:  # one snapshot serves every check of one /health/ready call
+        now = time.monotonic()
+        if now - snap["at"] > 0.002:
+            snap["at"], snap["states"] = now, phases()
+        return snap["states"]  # type: ignore[no-any-return]
+
+    def one(deployment_id: str) -> Check:
+        async def check() -> tuple[Status, str]:
+            phase = states().get(deployment_id, "closed")
+            return {"closed": "ok", "half_open": "degraded"}.get(phase, "down"), phase  # type: ignore[return-value]
+
+        return check
+
+    for deployment_id in deployment_ids:
+        health.register(f"breaker:{deployment_id}", one(deployment_id), critical=False)
+    health.register("deployments", breakers_check(states), critical=True)
