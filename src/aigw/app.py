@@ -28,7 +28,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.registry import build_stages, default_order
 from aigw.providers.http import HttpClients
 from aigw.providers.registry import build_provider
-from aigw.routing.report import deployment_report
+from aigw.routing.report import breaker_refresher, deployment_report
 from aigw.routing.router import Router, Target
 from aigw.stores.redis.client import make_redis
 from aigw.supervise import Supervisor
@@ -92,6 +92,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.route("GET", "/health", health.live)
     if obs.metrics is not None:
         app.route("GET", "/metrics", MetricsEndpoint(obs.metrics, auth, config.observability.metrics.require_key))
+        obs.metrics.on_scrape(breaker_refresher(router, obs.metrics.set_breaker))
     if obs.writer is not None:
         admin_requests = AdminRequests(auth, obs.writer)
         app.route("GET", "/admin/requests", admin_requests.list)
