@@ -176,7 +176,7 @@ class CacheStage(Stage):
     async def on_response(self, ctx: RequestContext, body: JSON) -> JSON:
         pending = ctx.state.pop(PENDING, None)
         if pending is not None:
-            self._store_later(ctx, pending, body)
+            await self._keep(ctx, pending, body)
         return body
 
     def on_stream(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
@@ -200,9 +200,10 @@ class CacheStage(Stage):
         if body is None or ctx.error is not None:
             self.stats.not_stored += 1
             return
-        self._store_later(ctx, pending, body)
+        await self._keep(ctx, pending, body)
 
-    def _store_later(self, ctx: RequestContext, pending: _Pending, body: JSON) -> None:
+    async def _keep(self, ctx: RequestContext, pending: _Pending, body: JSON) -> None:
+        """Store a finished answer: inline in process memory, else in a background task."""
         if ctx.endpoint == "chat" and not storable(body):
             self.stats.not_stored += 1
             return
@@ -211,6 +212,9 @@ class CacheStage(Stage):
         value = orjson.dumps(entry)
         if len(value) > pending.policy.max_entry_bytes:
             self.stats.not_stored += 1
+            return
+        if getattr(self.stores[pending.policy.backend], "in_process", False):
+            await self._store(pending, value)  # a dict insert: cheaper than a task, and done before the reply
             return
         task = self.supervisor.spawn(self._store(pending, value), name="cache-store")
         self._storing.add(task)
