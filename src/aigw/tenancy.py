@@ -25,9 +25,9 @@ from aigw.http.key_lookup import KeyCache
 from aigw.pipeline.context import Principal
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.providers.http import HttpClients
-from aigw.stores.base import BudgetCounter, KeyVersion, RateLimiter
+from aigw.stores.base import BudgetCounter, Gate, KeyVersion, RateLimiter
 from aigw.stores.database import SqlDatabase, open_database
-from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
+from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
 from aigw.supervise import Supervisor
 from aigw.types import Clock, SystemClock
 
@@ -58,20 +58,22 @@ class Tenancy:
         self.db = open_database(config.database_url)
         limiter: RateLimiter
         budgets: BudgetCounter
+        gate: Gate
         version: KeyVersion
         if redis is not None:
-            from aigw.stores.redis.counters import RedisBudgets, RedisKeyVersion, RedisRateLimiter
+            from aigw.stores.redis.counters import RedisCounters, RedisKeyVersion
 
-            limiter = RedisRateLimiter(redis, config.redis_prefix, config.server.request_timeout_s + 60)
-            budgets = RedisBudgets(redis, config.redis_prefix)
+            limiter = budgets = gate = RedisCounters(redis, config.redis_prefix, config.server.request_timeout_s + 60)
             version = RedisKeyVersion(redis, config.redis_prefix)
         else:
-            limiter = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
-            budgets, version = MemoryBudgets(), _DbVersion(self.db)
+            memory_limits = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
+            memory_budgets = MemoryBudgets()
+            limiter, budgets, gate = memory_limits, memory_budgets, MemoryGate(memory_limits, memory_budgets)
+            version = _DbVersion(self.db)
         self.version = version
         self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size)
         self.ledger = Ledger(self.db, self.cfg.ledger)
-        self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets,
+        self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets, gate=gate,
                                         prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
                                         alert=self._alert)
         self._watch: asyncio.Task[Any] | None = None

@@ -4,11 +4,18 @@
 under ``"tenancy"``. ``measure`` works out a finished request's tokens and cost
 once and keeps the answer on the context, so the budget stage (which settles)
 and the accounting stage (which writes the ledger) charge exactly the same sum.
+
+One store call before and one after: the budget stage registers ``budget_plan``
+here, and the limits stage (which runs first) takes the reservation together
+with the rate limits in its ``gate.enter`` and settles it in its ``gate.leave``
+(``JOINT`` / ``SETTLED`` on the context tell the budget stage it is done). With
+no rate limit to check, or a store error, the budget stage does its own call.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +25,18 @@ from aigw.accounting.tokens import TokenCounter
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.tenancy import TenancyConfig
 from aigw.pipeline.context import RequestContext
-from aigw.stores.base import BudgetCounter, Grant, Limits, RateLimiter, Scope
+from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope
 
 log = logging.getLogger("aigw.tenancy")
 SERVICE = "tenancy"
 MEASURE = "tenancy.measure"
 STREAM_TEXT = "tenancy.stream_text"  # list[str] of streamed content, for local counts
+PLAN = "tenancy.budget_plan"  # (budget scopes, worst-case nano-dollars) of this request
+JOINT = "tenancy.budget_joint"  # the reservation was taken with the rate limits
+REFUSED = "tenancy.budget_refused"  # the joint step found the budget exhausted: a Reservation
+SETTLED = "tenancy.budget_settled"  # the joint step settled it: crossings (list)
+BUDGET_DONE = "budget.reserved"  # the budget stage reserved on its own (it ran before limits)
+BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
 
 
 @dataclass(slots=True)
@@ -31,11 +44,13 @@ class TenancyServices:
     config: TenancyConfig
     limiter: RateLimiter
     budgets: BudgetCounter
+    gate: Gate  # both of the above in one call each way
     prices: PriceBook
     tokens: TokenCounter
     ledger: Ledger | None = None
     alert: Any = None  # async (event: dict) -> None; set by app.py
     counters: dict[str, int] = field(default_factory=dict)  # store errors by kind (for /health and metrics)
+    budget_plan: BudgetPlan | None = None  # set by the budget stage when it is in the pipeline
 
     def store_error(self, what: str, exc: BaseException) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -103,3 +118,17 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
         result = Measured(tokens, full, 0, source)
     ctx.state[MEASURE] = result
     return result
+
+
+def plan_budget(ctx: RequestContext, svc: TenancyServices) -> tuple[list[Scope], int]:
+    """This request's budget scopes and worst case (memoised), or ([], 0) without a budget stage."""
+    plan = ctx.state.get(PLAN)
+    if plan is None:
+        plan = svc.budget_plan(ctx) if svc.budget_plan is not None else ([], 0)
+        ctx.state[PLAN] = plan
+    return plan  # type: ignore[no-any-return]
+
+
+def refused(ctx: RequestContext) -> Reservation | None:
+    res = ctx.state.get(REFUSED)
+    return res if isinstance(res, Reservation) else None

@@ -292,6 +292,19 @@ class BudgetCounter(Protocol):
     async def spent(self, scope: Scope, now: float) -> int: ...
 
 
+class Gate(Protocol):
+    """Rate limits and budget together: one step before a call, one after (one Redis call each)."""
+
+    async def enter(self, rate: list[Scope], request_id: str, est_tokens: int, budget: list[Scope],
+                    amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
+        """Rate scopes first (a refusal takes nothing), then the reservation (None: no budget scopes)."""
+        ...
+
+    async def leave(self, rate: list[Scope], request_id: str, token_delta: int, budget: list[Scope],
+                    reserved_nano: int, actual_nano: int, now: float,
+                    thresholds: list[float]) -> list[tuple[str, str, float]]: ...
+
+
 class KeyVersion(Protocol):
     """A counter that changes whenever any key, project or tenant changes (cache invalidation)."""
 

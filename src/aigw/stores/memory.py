@@ -168,6 +168,30 @@ class MemoryBudgets:
         return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)
 
 
+class MemoryGate:
+    """Rate limits, then the budget reservation, as one step (nothing awaits in between)."""
+
+    def __init__(self, limiter: MemoryRateLimiter, budgets: MemoryBudgets) -> None:
+        self.limiter = limiter
+        self.budgets = budgets
+
+    async def enter(self, rate: list[Scope], request_id: str, est_tokens: int, budget: list[Scope],
+                    amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
+        admission = await self.limiter.admit(rate, request_id, est_tokens) if rate else Admission(allowed=True)
+        if not admission.allowed or not budget:
+            return admission, None
+        return admission, await self.budgets.reserve(budget, amount_nano, now)
+
+    async def leave(self, rate: list[Scope], request_id: str, token_delta: int, budget: list[Scope],
+                    reserved_nano: int, actual_nano: int, now: float,
+                    thresholds: list[float]) -> list[tuple[str, str, float]]:
+        if rate:
+            await self.limiter.release(rate, request_id, token_delta)
+        if not budget:
+            return []
+        return await self.budgets.settle(budget, reserved_nano, actual_nano, now, thresholds)
+
+
 class MemoryKeyVersion:
     """A key-change counter for one process (the SQLite database holds the shared one)."""
 

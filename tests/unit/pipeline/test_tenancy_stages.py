@@ -19,9 +19,9 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import accounting, budget, limits
 from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
-from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
+from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
 from aigw.stores.redis.client import make_redis
-from aigw.stores.redis.counters import RedisBudgets, RedisRateLimiter
+from aigw.stores.redis.counters import RedisCounters
 from aigw.types import JSON
 
 MOCK = Deployment(name="mock", provider="mock", id="mock#0",
@@ -37,10 +37,11 @@ class Sink:
         return len(records)
 
 
-def _services(limiter: Any = None, budgets: Any = None, **cfg: Any) -> TenancyServices:
-    return TenancyServices(config=TenancyConfig(**cfg), limiter=limiter or MemoryRateLimiter(),
-                           budgets=budgets or MemoryBudgets(), prices=PriceBook([MOCK]), tokens=TokenCounter(),
-                           ledger=Ledger(Sink(), LedgerConfig()))
+def _services(gate: Any = None, **cfg: Any) -> TenancyServices:
+    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
+    return TenancyServices(config=TenancyConfig(**cfg), limiter=gate or limiter, budgets=gate or budgets,
+                           gate=gate or MemoryGate(limiter, budgets), prices=PriceBook([MOCK]),
+                           tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
 
 
 def _deps(svc: TenancyServices) -> StageDeps:
@@ -68,27 +69,27 @@ class Broken:
 
 async def test_limits_fail_open_by_default_and_closed_when_configured() -> None:
     ctx = _ctx(Limits(rpm=1))
-    open_stage = limits.build(_deps(_services(limiter=Broken())))
+    open_stage = limits.build(_deps(_services(gate=Broken())))
     assert open_stage is not None and await open_stage.on_request(ctx) is None
-    closed = limits.build(_deps(_services(limiter=Broken(), limits_on_store_error="closed")))
+    closed = limits.build(_deps(_services(gate=Broken(), limits_on_store_error="closed")))
     assert closed is not None
     with pytest.raises(errors.Unavailable):
         await closed.on_request(_ctx(Limits(rpm=1)))
 
 
 async def test_budgets_fail_closed_by_default() -> None:
-    stage = budget.build(_deps(_services(budgets=Broken())))
+    stage = budget.build(_deps(_services(gate=Broken())))
     assert stage is not None
     with pytest.raises(errors.Unavailable):
         await stage.on_request(_ctx(Limits(budget_usd=1.0)))
-    lenient = budget.build(_deps(_services(budgets=Broken(), budget_on_store_error="open")))
+    lenient = budget.build(_deps(_services(gate=Broken(), budget_on_store_error="open")))
     assert lenient is not None and await lenient.on_request(_ctx(Limits(budget_usd=1.0))) is None
 
 
 async def test_a_real_redis_outage_follows_the_policy() -> None:
     dead = make_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.1)  # nothing listens on port 1
     try:
-        svc = _services(limiter=RedisRateLimiter(dead, "x:"), budgets=RedisBudgets(dead, "x:"))
+        svc = _services(gate=RedisCounters(dead, "x:"))
         stage = limits.build(_deps(svc))
         assert stage is not None and await stage.on_request(_ctx(Limits(rpm=5))) is None
         assert svc.counters == {"limits": 1}
@@ -156,3 +157,34 @@ def svc_clock() -> Any:
     from aigw.types import SystemClock
 
     return SystemClock()
+
+
+async def test_rate_limits_and_budget_share_one_store_call_each_way() -> None:
+    calls: list[str] = []
+
+    class Counting(MemoryGate):
+        async def enter(self, *a: Any, **k: Any) -> Any:
+            calls.append("enter")
+            return await super().enter(*a, **k)
+
+        async def leave(self, *a: Any, **k: Any) -> Any:
+            calls.append("leave")
+            return await super().leave(*a, **k)
+
+    svc = _services(gate=Counting(MemoryRateLimiter(), MemoryBudgets()))
+    deps = _deps(svc)
+    gate_stage, guard = limits.build(deps), budget.build(deps)
+    assert gate_stage is not None and guard is not None
+    ctx = _ctx(Limits(rpm=10, budget_usd=1.0, budget_period="total"))
+    ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 4, "completion_tokens": 3}
+    for stage in (gate_stage, guard):
+        await stage.on_request(ctx)
+    for stage in (gate_stage, guard):
+        await stage.on_finish(ctx)
+    assert calls == ["enter", "leave"]
+    scope = key_scopes(ctx, "budget")[0]
+    assert await svc.gate.budgets.spent(scope, 0) == 4 * 1_000_000 + 3 * 2_000_000  # type: ignore[attr-defined]
+    poor = _ctx(Limits(rpm=10, budget_usd=0.000001, budget_period="total"))
+    await gate_stage.on_request(poor)  # the rate is taken, the budget refusal is left to the budget stage
+    with pytest.raises(errors.BudgetExceeded):
+        await guard.on_request(poor)

@@ -15,7 +15,7 @@ import pytest
 from aigw.stores.base import NANO, Limits, Scope, to_nano, window_of
 from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
 from aigw.stores.redis.client import make_redis
-from aigw.stores.redis.counters import RedisBudgets, RedisRateLimiter
+from aigw.stores.redis.counters import RedisCounters
 
 KEY = Scope("key", "k1", Limits(rpm=5))
 NOW = 1_800_000_000.0
@@ -40,7 +40,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, An
     url, prefix = request.getfixturevalue("redis_isolated")
     redis = make_redis(url, socket_timeout_s=2.0)
     try:
-        yield RedisRateLimiter(redis, prefix), RedisBudgets(redis, prefix)
+        yield RedisCounters(redis, prefix), RedisCounters(redis, prefix)
     finally:
         await redis.aclose()
 

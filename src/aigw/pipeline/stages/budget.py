@@ -25,12 +25,22 @@ from aigw.accounting.usage import Tokens
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
+from aigw.pipeline.tenancy import (
+    BUDGET_DONE,
+    JOINT,
+    SERVICE,
+    SETTLED,
+    TenancyServices,
+    key_scopes,
+    measure,
+    plan_budget,
+    refused,
+)
 from aigw.stores.base import NANO, Reservation, Scope, window_of
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.budget")
-_STATE = "budget.reserved"
+_STATE = BUDGET_DONE  # (scopes, reserved nano-dollars)
 
 
 class BudgetStage(Stage):
@@ -53,20 +63,28 @@ class BudgetStage(Stage):
         return max(max(p.cost_nano(Tokens(fresh_input=prompt, output=out)),
                        p.cost_nano(Tokens(fresh_input=prompt, reasoning=out))) for p in prices)
 
-    async def on_request(self, ctx: RequestContext) -> Result | None:
+    def plan(self, ctx: RequestContext) -> tuple[list[Scope], int]:
         scopes = key_scopes(ctx, "budget")
+        return (scopes, self.worst_case_nano(ctx)) if scopes else ([], 0)
+
+    async def on_request(self, ctx: RequestContext) -> Result | None:
+        scopes, amount = plan_budget(ctx, self.svc)
         if not scopes:
             return None
-        amount = self.worst_case_nano(ctx)
+        if (res := refused(ctx)) is not None:  # found by the limits stage's joint step
+            raise self._refusal(ctx, scopes, res, amount)
+        if JOINT in ctx.state:
+            ctx.state[_STATE] = ctx.state[JOINT]
+            return None
         try:
-            res = await self.svc.budgets.reserve(scopes, amount, self.clock.now())
+            _, res = await self.svc.gate.enter([], ctx.request_id, 0, scopes, amount, self.clock.now())
         except Exception as exc:
             self.svc.store_error("budget", exc)
             if self.svc.config.budget_on_store_error == "closed":
                 raise errors.Unavailable("Budgets cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None
             return None
-        if not res.allowed:
+        if res is not None and not res.allowed:
             raise self._refusal(ctx, scopes, res, amount)
         ctx.state[_STATE] = (scopes, amount)
         return None
@@ -85,13 +103,16 @@ class BudgetStage(Stage):
         if taken is None:
             return
         scopes, reserved = taken
-        actual = measure(ctx, self.svc).cost_nano
-        try:
-            crossed = await self.svc.budgets.settle(scopes, reserved, actual, self.clock.now(),
-                                                    self.svc.config.alert_thresholds)
-        except Exception as exc:
-            self.svc.store_error("budget", exc)
-            return
+        crossed = ctx.state.get(SETTLED)
+        if crossed is None:  # not settled with the rate limits: settle here
+            actual = measure(ctx, self.svc).cost_nano
+            try:
+                crossed = await self.svc.gate.leave([], ctx.request_id, 0, scopes, reserved, actual,
+                                                    self.clock.now(), self.svc.config.alert_thresholds)
+            except Exception as exc:
+                self.svc.store_error("budget", exc)
+                return
+            ctx.state[SETTLED] = crossed
         for ref, window, threshold in crossed:
             await self._alert(ctx, scopes, ref, window, threshold)
 
@@ -118,4 +139,6 @@ def build(deps: StageDeps) -> Stage | None:
     prices: dict[str, list[Price]] = {}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
-    return BudgetStage(svc, deps.clock, prices)
+    stage = BudgetStage(svc, deps.clock, prices)
+    svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
+    return stage

@@ -6,6 +6,8 @@ process memory, or in one Redis Lua call shared by every replica. A refusal is
 a 429 in the client's wire format with ``Retry-After`` and ``x-ratelimit-*``
 headers; an accepted call gets the same headers with what remains. After the
 call the token estimate is settled to the real count and the parallel slot freed.
+When the budget stage is on, its reservation and settlement ride along in the
+same store call (one Redis round trip before the call, one after).
 """
 
 from __future__ import annotations
@@ -17,8 +19,19 @@ from aigw.accounting.tokens import upper_estimate
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
+from aigw.pipeline.tenancy import (
+    BUDGET_DONE,
+    JOINT,
+    REFUSED,
+    SERVICE,
+    SETTLED,
+    TenancyServices,
+    key_scopes,
+    measure,
+    plan_budget,
+)
 from aigw.stores.base import Admission, Limits, Scope
+from aigw.types import Clock
 
 _STATE = "limits.taken"
 
@@ -26,8 +39,9 @@ _STATE = "limits.taken"
 class LimitsStage(Stage):
     name = "limits"
 
-    def __init__(self, svc: TenancyServices, deployment_scopes: dict[str, Scope]) -> None:
+    def __init__(self, svc: TenancyServices, deployment_scopes: dict[str, Scope], clock: Clock) -> None:
         self.svc = svc
+        self.clock = clock
         self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
 
     def _scopes(self, ctx: RequestContext) -> list[Scope]:
@@ -40,11 +54,13 @@ class LimitsStage(Stage):
     async def on_request(self, ctx: RequestContext) -> Result | None:
         scopes = self._scopes(ctx)
         if not scopes:
-            return None
+            return None  # a budget alone is reserved by the budget stage
         est = upper_estimate(ctx.body) if any(s.limits.tpm for s in scopes) else 0
+        budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         try:
-            answer = await self.svc.limiter.admit(scopes, ctx.request_id, est)
-        except Exception as exc:
+            answer, reservation = await self.svc.gate.enter(scopes, ctx.request_id, est, budget, amount,
+                                                            self.clock.now())
+        except Exception as exc:  # the budget stage then tries on its own, under its own policy
             self.svc.store_error("limits", exc)
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
@@ -59,6 +75,9 @@ class LimitsStage(Stage):
                 f"Retry after {math.ceil(answer.retry_after_s)} s.",
                 code="rate_limit_exceeded", retry_after=max(1.0, answer.retry_after_s))
         ctx.state[_STATE] = (scopes, est)
+        if reservation is not None:
+            ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
+                else (budget, amount)
         return None
 
     async def on_finish(self, ctx: RequestContext) -> None:
@@ -69,10 +88,17 @@ class LimitsStage(Stage):
         delta = 0
         if any(s.limits.tpm for s in scopes):
             delta = measure(ctx, self.svc).tokens.total - est
+        joint = ctx.state.get(JOINT) if SETTLED not in ctx.state else None
+        budget, reserved = joint if joint is not None else ([], 0)
+        actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
         try:
-            await self.svc.limiter.release(scopes, ctx.request_id, delta)
-        except Exception as exc:  # the parallel slot expires on its own (TTL)
+            crossed = await self.svc.gate.leave(scopes, ctx.request_id, delta, budget, reserved, actual,
+                                                self.clock.now(), self.svc.config.alert_thresholds)
+        except Exception as exc:  # parallel slots expire on their own (TTL); the budget stage retries
             self.svc.store_error("limits", exc)
+            return
+        if joint is not None:
+            ctx.state[SETTLED] = crossed
 
 
 def _headers(a: Admission) -> dict[str, str]:
@@ -99,4 +125,4 @@ def build(deps: StageDeps) -> Stage | None:
     svc = deps.services.get(SERVICE)
     if not isinstance(svc, TenancyServices):
         return None
-    return LimitsStage(svc, _deployment_scopes(deps))
+    return LimitsStage(svc, _deployment_scopes(deps), deps.clock)

@@ -1,0 +1,89 @@
+-- Before a call, in one atomic step: rate limits (rpm, tpm, parallel) for the rate
+-- scopes, then a budget reservation for the budget scopes.
+-- KEYS: 3 per rate scope (requests hash, tokens hash, in-flight zset), then 1 per
+--       budget scope (spend counter in nano-dollars, one key per budget window).
+-- ARGV: request_id, est_tokens, parallel_ttl_s, n_rate,
+--       per rate scope: rpm, tpm, max_parallel (0 = none),
+--       amount, per budget scope: limit, ttl_s (0 = keep).
+-- Rate windows are per-second buckets over the last 60 s of the server's clock,
+-- so every replica sees one clock. Returns
+--   {1, lim_r, rem_r, lim_t, rem_t}                                 admitted, reserved
+--   {0, index, reason, retry_after_s, lim_r, rem_r, lim_t, rem_t}   a rate limit refused: nothing taken
+--   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t}            rates taken, the budget refused
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local sec = math.floor(now)
+local rid, est, ttl, nr = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+
+local function window(key)
+  local raw = redis.call('HGETALL', key)
+  local used, items, stale = 0, {}, {}
+  for i = 1, #raw, 2 do
+    local s, c = tonumber(raw[i]), tonumber(raw[i + 1])
+    if s <= sec - 60 then stale[#stale + 1] = raw[i] else used = used + c; items[#items + 1] = {s, c} end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  table.sort(items, function(a, b) return a[1] < b[1] end)
+  return used, items
+end
+
+local function wait(items, used, need, cap)
+  local freed = 0
+  for _, it in ipairs(items) do
+    freed = freed + it[2]
+    if used - freed + need <= cap then return math.max(0, it[1] + 60 - now) end
+  end
+  return 60
+end
+
+local head = {-1, -1, -1, -1}
+for i = 0, nr - 1 do
+  local rpm, tpm, par = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3]), tonumber(ARGV[7 + i * 3])
+  local kr, kt, kp = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+  local info = {-1, -1, -1, -1}
+  if rpm > 0 then
+    local used, items = window(kr)
+    info[1], info[2] = rpm, math.max(0, rpm - used - 1)
+    if used + 1 > rpm then
+      return {0, i, 'rpm', tostring(wait(items, used, 1, rpm)), info[1], info[2], info[3], info[4]}
+    end
+  end
+  if tpm > 0 then
+    local used, items = window(kt)
+    info[3], info[4] = tpm, math.max(0, tpm - used - est)
+    if used + est > tpm then
+      return {0, i, 'tpm', tostring(wait(items, used, est, tpm)), info[1], info[2], info[3], info[4]}
+    end
+  end
+  if par > 0 then
+    redis.call('ZREMRANGEBYSCORE', kp, '-inf', now)
+    if redis.call('ZCARD', kp) >= par then
+      return {0, i, 'parallel', '1', info[1], info[2], info[3], info[4]}
+    end
+  end
+  if i == 0 then head = info end
+end
+for i = 0, nr - 1 do
+  local rpm, tpm, par = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3]), tonumber(ARGV[7 + i * 3])
+  local kr, kt, kp = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+  if rpm > 0 then redis.call('HINCRBY', kr, sec, 1); redis.call('EXPIRE', kr, 70) end
+  if tpm > 0 and est > 0 then redis.call('HINCRBY', kt, sec, est); redis.call('EXPIRE', kt, 70) end
+  if par > 0 then redis.call('ZADD', kp, now + ttl, rid); redis.call('EXPIRE', kp, math.ceil(ttl) + 10) end
+end
+
+local b = 5 + nr * 3
+local amount = tonumber(ARGV[b])
+local nb = #KEYS - nr * 3
+for j = 1, nb do
+  local limit = tonumber(ARGV[b + j * 2 - 1])
+  local spent = tonumber(redis.call('GET', KEYS[nr * 3 + j]) or '0')
+  if spent + amount > limit then
+    return {2, j - 1, tostring(limit), tostring(spent), head[1], head[2], head[3], head[4]}
+  end
+end
+for j = 1, nb do
+  redis.call('INCRBY', KEYS[nr * 3 + j], amount)
+  local kttl = tonumber(ARGV[b + j * 2])
+  if kttl > 0 then redis.call('EXPIRE', KEYS[nr * 3 + j], kttl) end
+end
+return {1, head[1], head[2], head[3], head[4]}

@@ -1,0 +1,38 @@
+-- After a call, in one step: settle the token estimate to the real count and leave
+-- the in-flight sets (rate scopes); replace the reservation by the real cost and
+-- report budget thresholds crossed for the first time in their window (budget
+-- scopes; each fires once per window, across replicas).
+-- KEYS: 2 per rate scope (tokens hash, in-flight zset), then 1 per budget scope.
+-- ARGV: request_id, token_delta, n_rate, per rate scope: tpm (0 = none),
+--       delta_nano, n_thresholds, thresholds..., per budget scope: limit, ttl_s.
+-- Returns the crossings as "budget_index:threshold" strings.
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local rid, tokens, nr = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 0, nr - 1 do
+  local kt, kp = KEYS[i * 2 + 1], KEYS[i * 2 + 2]
+  if tonumber(ARGV[4 + i]) > 0 and tokens ~= 0 then
+    redis.call('HINCRBY', kt, sec, tokens)
+    redis.call('EXPIRE', kt, 70)
+  end
+  redis.call('ZREM', kp, rid)
+end
+local b = 4 + nr
+local delta, nt = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+local out = {}
+for j = 1, #KEYS - nr * 2 do
+  local key = KEYS[nr * 2 + j]
+  local limit = tonumber(ARGV[b + 1 + nt + j * 2 - 1])
+  local ttl = tonumber(ARGV[b + 1 + nt + j * 2])
+  local spent = redis.call('INCRBY', key, delta)
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  for k = 1, nt do
+    local th = ARGV[b + 1 + k]
+    if limit > 0 and spent >= tonumber(th) * limit then
+      if redis.call('SET', key .. ':alert:' .. th, '1', 'NX', 'EX', ttl > 0 and ttl or 31536000) then
+        out[#out + 1] = (j - 1) .. ':' .. th
+      end
+    end
+  end
+end
+return out
