@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aigw.config.cache import CacheConfig
+from aigw.config.guardrails import GuardrailsConfig
 from aigw.config.observability import ObservabilityConfig
 from aigw.config.tenancy import TenancyConfig
 
@@ -121,6 +122,7 @@ class ModelRouting(Strict):
     max_retry_after_s: float = Field(default=30.0, ge=0)  # a longer upstream Retry-After is not waited out
     latency_buffer: float = Field(default=0.1, ge=0)  # lowest_latency: share load within 10% of the fastest
     cache: CacheConfig | None = None  # response cache for this model, over the global `cache:` block
+    guardrails: GuardrailsConfig | None = None  # this model's guardrails, over the global block
 
 
 class CircuitBreakerConfig(Strict):
@@ -150,6 +152,7 @@ class GatewayConfig(Strict):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
     cache: CacheConfig | None = None  # response cache (docs/cache.md); None = no cache stage
+    guardrails: GuardrailsConfig | None = None  # docs/guardrails.md; None = no guardrail stages
 
     def model_names(self) -> list[str]:
         seen: dict[str, None] = {}
