@@ -57,6 +57,7 @@ class RequestRecord:
     fallbacks: list[str] = field(default_factory=list)
     request_body: str | None = None  # only with observability.log_bodies; redacted and capped
     response_body: str | None = None
+    guardrails: dict[str, Any] | None = None  # guardrail stage -> verdict (action, kinds, counts; never values)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

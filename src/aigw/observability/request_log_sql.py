@@ -25,8 +25,10 @@ _TYPES = {
     "reasoning_tokens": "BIGINT NOT NULL", "cost_usd": "DOUBLE PRECISION NOT NULL",
     "latency_ms": "DOUBLE PRECISION NOT NULL", "upstream_ms": "DOUBLE PRECISION NOT NULL",
     "overhead_ms": "DOUBLE PRECISION NOT NULL", "ttft_ms": "DOUBLE PRECISION", "attempts": "INTEGER NOT NULL",
-    "retries": "INTEGER NOT NULL", "request_body": "TEXT", "response_body": "TEXT",
+    "retries": "INTEGER NOT NULL", "request_body": "TEXT", "response_body": "TEXT", "guardrails": "TEXT",
 }
+_ADDED = ("guardrails",)  # nullable columns added after the first release: day tables made before get them on open
+_NAMES = ", ".join(COLUMNS)
 
 
 def table_for(day: int) -> str:
@@ -45,11 +47,14 @@ def _create_sql(day: int) -> list[str]:
 
 _VALUES = attrgetter(*COLUMNS)
 _FALLBACKS = COLUMNS.index("fallbacks")
+_GUARDRAILS = COLUMNS.index("guardrails")
 
 
 def _row(r: RequestRecord) -> tuple[Any, ...]:
     row = list(_VALUES(r))
     row[_FALLBACKS] = orjson.dumps(r.fallbacks).decode() if r.fallbacks else "[]"
+    if r.guardrails is not None:
+        row[_GUARDRAILS] = orjson.dumps(r.guardrails).decode()
     return tuple(row)
 
 
@@ -57,6 +62,8 @@ def _record(row: Sequence[Any]) -> RequestRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     values["fallbacks"] = orjson.loads(values["fallbacks"] or "[]")
     values["stream"] = bool(values["stream"])
+    if values["guardrails"] is not None:
+        values["guardrails"] = orjson.loads(values["guardrails"])
     return RequestRecord(**values)
 
 
@@ -117,6 +124,12 @@ class SqliteRequestLog:
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         self._days = await self._list_days()
+        for day in self._days:
+            async with self._db.execute(f"PRAGMA table_info({table_for(day)})") as cur:
+                have = {row[1] for row in await cur.fetchall()}
+            for column in (c for c in _ADDED if c not in have):
+                await self._db.execute(f"ALTER TABLE {table_for(day)} ADD COLUMN {column} {_TYPES[column]}")
+        await self._db.commit()
 
     async def _list_days(self) -> set[int]:
         async with self._db.execute("SELECT name FROM sqlite_master WHERE type='table'") as cur:
@@ -133,7 +146,7 @@ class SqliteRequestLog:
                 for sql in _create_sql(day):
                     await self._db.execute(sql)
                 self._days.add(day)
-            await self._db.executemany(f"INSERT OR IGNORE INTO {table_for(day)} VALUES ({marks})", rows)
+            await self._db.executemany(f"INSERT OR IGNORE INTO {table_for(day)} ({_NAMES}) VALUES ({marks})", rows)
         await self._db.commit()
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
@@ -194,6 +207,14 @@ class PostgresRequestLog:
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, command_timeout=10,
                                                server_settings=settings)
         self._days = await self._list_days()
+        for column in _ADDED:
+            rows = await self._pool.fetch(
+                "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND column_name = $1 AND table_name LIKE $2", column, PREFIX + "%")
+            have = {r[0] for r in rows}
+            for day in (d for d in self._days if table_for(d) not in have):
+                await self._pool.execute(f"ALTER TABLE {table_for(day)} ADD COLUMN IF NOT EXISTS {column} "
+                                         f"{_TYPES[column]}")
 
     async def _list_days(self) -> set[int]:
         rows = await self._pool.fetch(
@@ -213,7 +234,8 @@ class PostgresRequestLog:
                         await conn.execute(sql)
                     self._days.add(day)
                 await conn.executemany(
-                    f"INSERT INTO {table_for(day)} VALUES ({marks}) ON CONFLICT (request_id) DO NOTHING", rows)
+                    f"INSERT INTO {table_for(day)} ({_NAMES}) VALUES ({marks}) ON CONFLICT (request_id) DO NOTHING",
+                    rows)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
         where, args = _where(q, lambda n: f"${n}")

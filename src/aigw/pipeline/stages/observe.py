@@ -40,6 +40,7 @@ _RESPONSE = "observe.response"
 # Kinds that, before any upstream was called, mean "the gateway itself said no".
 REJECTIONS = frozenset({"rate_limited", "budget_exceeded", "guardrail_blocked", "permission_denied"})
 CLIENT_GONE = 499  # nginx's "client closed request"
+GUARDRAILS = "guardrails"  # ctx.state: guardrail stage -> verdict record, set by the guardrail stages
 
 
 def status_of(ctx: RequestContext) -> int:
@@ -147,6 +148,7 @@ class Observe(Stage):
             overhead_ms=round(max(0.0, latency_ms - upstream_ms), 3) if upstream_ms else round(latency_ms, 3),
             ttft_ms=round(ctx.first_token_s * 1000, 3) if ctx.first_token_s is not None else None,
             attempts=ctx.attempts, retries=ctx.retries, fallbacks=list(ctx.fallbacks),
+            guardrails=ctx.state.get(GUARDRAILS),
         )
 
     def _log(self, rec: RequestRecord) -> None:
@@ -162,6 +164,8 @@ class Observe(Stage):
         }
         if rec.request_body is not None:
             fields["request_body"], fields["response_body"] = rec.request_body, rec.response_body
+        if rec.guardrails:
+            fields["guardrails"] = rec.guardrails
         log_fields(log, logging.WARNING if rec.status >= 500 else logging.INFO, "request", fields)
 
     def _end_span(self, handle: tuple[Any, Any], ctx: RequestContext, rec: RequestRecord) -> None:
