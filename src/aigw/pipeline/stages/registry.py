@@ -23,6 +23,11 @@ STAGES: dict[str, str] = {
     "budget": "aigw.pipeline.stages.budget:build",
     "accounting": "aigw.pipeline.stages.accounting:build",
     "cache": "aigw.pipeline.stages.cache:build",
+    "validate": "aigw.pipeline.stages.validate:build",
+    "rules": "aigw.pipeline.stages.rules:build",
+    "pii": "aigw.pipeline.stages.pii:build",
+    "injection": "aigw.pipeline.stages.injection:build",
+    "output": "aigw.pipeline.stages.output:build",
 }
 
 # The intended order of every stage; a stage runs only once it is registered above

@@ -1,0 +1,150 @@
+"""Edit the text of a canonical chunk stream, piece by piece: what PII restore and output checks share.
+
+Each piece of streamed text (a choice's content, a legacy completion's text, one
+tool call's arguments) is a *slot* with its own filter: ``feed(delta) -> text to
+send now`` and ``flush() -> what it held back``. A filter may hold text back
+(a placeholder split across chunks, a window not yet checked) and may raise to
+cut the stream. What a choice held back is sent in its finishing chunk, so the
+client sees it before the finish reason. Chunks are copied only when a text in
+them changed; a chunk left with nothing to send is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from aigw.types import JSON
+
+CONTENT = -1  # slot for a choice's content (or a legacy completion's text); >= 0: a tool call's index
+Slot = tuple[int, int]  # (choice index, CONTENT or tool call index)
+_HEAD = ("id", "object", "created", "model", "system_fingerprint")
+
+
+class TextFilter(Protocol):
+    def feed(self, text: str) -> str: ...
+
+    def flush(self) -> str: ...
+
+
+class StreamEditor:
+    """Applies one filter per slot to canonical chunks; ``make(slot)`` may return None to leave a slot alone."""
+
+    def __init__(self, make: Callable[[Slot], TextFilter | None]) -> None:
+        self._make = make
+        self._filters: dict[Slot, TextFilter | None] = {}
+        self._head: JSON = {}
+        self._legacy = False  # a legacy completions stream ({"text": ...} choices)
+
+    def _filter(self, slot: Slot) -> TextFilter | None:
+        if slot not in self._filters:
+            self._filters[slot] = self._make(slot)
+        return self._filters[slot]
+
+    def chunk(self, chunk: JSON) -> JSON | None:
+        """The chunk to send instead of ``chunk`` (the same object when nothing changed), or None."""
+        choices = chunk.get("choices")
+        if not choices:
+            return chunk
+        if not self._head:
+            self._head = {k: chunk[k] for k in _HEAD if k in chunk}
+        out: list[JSON] = []
+        changed = False
+        for choice in choices:
+            new = self._choice(choice)
+            changed = changed or new is not choice
+            if new is not None:
+                out.append(new)
+        if not changed:
+            return chunk
+        if not out and not chunk.get("usage") and not chunk.get("_anthropic"):
+            return None
+        return {**chunk, "choices": out}
+
+    def _choice(self, choice: JSON) -> JSON | None:
+        i = int(choice.get("index", 0))
+        finish = choice.get("finish_reason") is not None
+        if "delta" not in choice:  # legacy completions: {"text": ...}
+            text = choice.get("text")
+            self._legacy = True
+            if not isinstance(text, str):
+                return choice
+            new_text = self._run((i, CONTENT), text, finish)
+            return choice if new_text is text else {**choice, "text": new_text}
+        delta = choice.get("delta") or {}
+        new_delta = self._delta(i, delta, finish)
+        if new_delta is delta:
+            return choice
+        if not finish and set(new_delta) <= {"content"} and not new_delta.get("content") and not choice.get("logprobs"):
+            return None  # nothing left to send in this choice
+        return {**choice, "delta": new_delta}
+
+    def _delta(self, i: int, delta: JSON, finish: bool) -> JSON:
+        out = delta
+        content = delta.get("content")
+        if isinstance(content, str) or (finish and (i, CONTENT) in self._filters):
+            text = content if isinstance(content, str) else ""
+            new = self._run((i, CONTENT), text, finish)
+            if new is not text or (new and content is None):
+                out = {**out, "content": new}
+        calls = delta.get("tool_calls")
+        seen: set[int] = set()
+        if isinstance(calls, list):
+            new_calls = [self._call(i, c, finish, seen) for c in calls]
+            if any(a is not b for a, b in zip(new_calls, calls, strict=True)):
+                out = {**out, "tool_calls": new_calls}
+        if finish:  # arguments still held for calls this finishing chunk does not mention
+            rest = [{"index": n, "function": {"arguments": t}} for (c, n), f in list(self._filters.items())
+                    if c == i and n >= 0 and n not in seen and f is not None and (t := f.flush())]
+            if rest:
+                out = {**out, "tool_calls": [*(out.get("tool_calls") or ()), *rest]}
+            self._drop(i)
+        return out
+
+    def _call(self, i: int, call: Any, finish: bool, seen: set[int]) -> Any:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("arguments"), str):
+            return call
+        n = int(call.get("index", 0))
+        seen.add(n)
+        args = self._run((i, n), fn["arguments"], finish)
+        return call if args is fn["arguments"] else {**call, "function": {**fn, "arguments": args}}
+
+    def _run(self, slot: Slot, text: str, finish: bool) -> str:
+        f = self._filter(slot)
+        if f is None:
+            return text
+        out = f.feed(text) if text else ""
+        if finish:
+            out += f.flush()
+        return text if out == text else out
+
+    def _drop(self, i: int) -> None:
+        for slot in [s for s in self._filters if s[0] == i]:
+            self._filters[slot] = None  # finished: later text for this choice (none expected) passes as is
+
+    def end(self) -> list[JSON]:
+        """After the last chunk: whatever is still held (a stream that ended without a finish reason)."""
+        out: list[JSON] = []
+        for (i, n), f in list(self._filters.items()):
+            text = f.flush() if f is not None else ""
+            if not text:
+                continue
+            choice: JSON = {"index": i, "logprobs": None, "finish_reason": None}
+            if self._legacy:
+                choice["text"] = text
+            else:
+                choice["delta"] = {"content": text} if n == CONTENT else {
+                    "tool_calls": [{"index": n, "function": {"arguments": text}}]}
+            out.append({**self._head, "choices": [choice]})
+        self._filters.clear()
+        return out
+
+
+async def edit_stream(chunks: AsyncIterator[JSON], editor: StreamEditor) -> AsyncIterator[JSON]:
+    async for chunk in chunks:
+        out = editor.chunk(chunk)
+        if out is not None:
+            yield out
+    for extra in editor.end():
+        yield extra

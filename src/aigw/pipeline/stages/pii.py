@@ -1,0 +1,140 @@
+"""PII and secrets: flag, redact (and restore in the answer) or block, per policy.
+
+Every text of the request is scanned: message content and text parts (system,
+user, assistant, tool results), tool-call arguments, and a legacy prompt or an
+embeddings input. ``redact`` sends typed placeholders (``<EMAIL_1>``) upstream
+in a copy of the body (the client's body is never changed in place) and keeps
+the placeholder -> original mapping on the request only; on the way back the
+placeholders are put back, in plain and streamed answers, even when one is
+split across chunks. Inside tool-call arguments, and in answers to JSON-format
+requests, the originals are inserted JSON-escaped so the JSON stays valid.
+``block`` is a 400 naming the kinds found, never the values.
+
+Post-hooks run in reverse order, so the output checks and the cache see the
+answer before the originals are restored: neither ever holds a raw value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+
+from aigw.errors import GuardrailBlocked
+from aigw.guardrails.pii import StreamRestorer, apply_pii_policy, restore
+from aigw.observability.metrics import Metrics
+from aigw.pipeline.context import RequestContext, Result
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.guardrail_policy import (
+    PII_MAPPING,
+    Policies,
+    as_messages,
+    metrics_of,
+    policies_for,
+    record,
+    with_texts,
+)
+from aigw.pipeline.stages.guardrail_stream import CONTENT, Slot, StreamEditor, TextFilter, edit_stream
+from aigw.types import JSON
+
+_RESTORE = "guardrails.pii.restore"
+_JSON_FORMATS = frozenset({"json_object", "json_schema"})
+
+
+def _escaped(mapping: Mapping[str, str]) -> dict[str, str]:
+    """Originals as they must appear inside a JSON string."""
+    return {k: orjson.dumps(v).decode()[1:-1] for k, v in mapping.items()}
+
+
+def _json_answer(ctx: RequestContext) -> bool:
+    fmt = ctx.body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") in _JSON_FORMATS
+
+
+class PiiStage(Stage):
+    name = "pii"
+
+    def __init__(self, policies: Policies, metrics: Metrics | None = None) -> None:
+        self.policies = policies
+        self.metrics = metrics
+
+    async def on_request(self, ctx: RequestContext) -> Result | None:
+        policy = self.policies.for_request(ctx)
+        pii, detector = policy.pii, policy.detector
+        if pii is None or detector is None:
+            return None
+        messages = as_messages(ctx)
+        if not messages:
+            return None
+        redacted, verdict, mapping = apply_pii_policy(messages, pii.mode, detector)
+        record(ctx, self.name, verdict.to_record(), verdict.action, self.metrics)
+        if verdict.blocked:
+            kinds = ", ".join(r.removeprefix("pii:") for r in verdict.reasons)
+            raise GuardrailBlocked(f"Blocked by the PII guardrail: the request contains {kinds}. "
+                                   "Nothing was sent upstream.", code="pii_detected")
+        if mapping:
+            ctx.body = with_texts(ctx, redacted)
+            ctx.state[PII_MAPPING] = mapping
+            if pii.restore:
+                ctx.state[_RESTORE] = True
+        return None
+
+    async def on_response(self, ctx: RequestContext, body: JSON) -> JSON:
+        if not ctx.state.get(_RESTORE):
+            return body
+        mapping: dict[str, str] = ctx.state[PII_MAPPING]
+        escaped = _escaped(mapping)
+        text_map = escaped if _json_answer(ctx) else mapping
+        choices = body.get("choices")
+        if not isinstance(choices, list):
+            return body
+        new = [_restore_choice(c, text_map, escaped) for c in choices]
+        if all(a is b for a, b in zip(new, choices, strict=True)):
+            return body
+        return {**body, "choices": new}
+
+    def on_stream(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+        if not ctx.state.get(_RESTORE):
+            return chunks
+        mapping: dict[str, str] = ctx.state[PII_MAPPING]
+        escaped = _escaped(mapping)
+        text_map = escaped if _json_answer(ctx) else mapping
+
+        def make(slot: Slot) -> TextFilter:
+            return StreamRestorer(text_map if slot[1] == CONTENT else escaped)
+
+        return edit_stream(chunks, StreamEditor(make))
+
+
+def _restore_choice(choice: JSON, text_map: Mapping[str, str], escaped: Mapping[str, str]) -> JSON:
+    if isinstance(text := choice.get("text"), str):  # legacy completions
+        new_text = restore(text, text_map)
+        return choice if new_text == text else {**choice, "text": new_text}
+    msg = choice.get("message")
+    if not isinstance(msg, dict):
+        return choice
+    new = msg
+    if isinstance(content := msg.get("content"), str) and (restored := restore(content, text_map)) != content:
+        new = {**new, "content": restored}
+    calls = msg.get("tool_calls")
+    if isinstance(calls, list):
+        new_calls = [_restore_call(c, escaped) for c in calls]
+        if any(a is not b for a, b in zip(new_calls, calls, strict=True)):
+            new = {**new, "tool_calls": new_calls}
+    return choice if new is msg else {**choice, "message": new}
+
+
+def _restore_call(call: JSON, escaped: Mapping[str, str]) -> JSON:
+    fn = call.get("function")
+    if not isinstance(fn, dict) or not isinstance(args := fn.get("arguments"), str):
+        return call
+    restored = restore(args, escaped)
+    return call if restored == args else {**call, "function": {**fn, "arguments": restored}}
+
+
+def build(deps: StageDeps) -> Stage | None:
+    policies = policies_for(deps, "pii")
+    if policies is None:
+        return None
+    return PiiStage(policies, metrics_of(deps))

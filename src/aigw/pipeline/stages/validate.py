@@ -1,0 +1,137 @@
+"""Input validation: message structure, roles, sizes and ``max_tokens`` ceilings, before anything else.
+
+The HTTP layer already checked field types; this stage checks what a policy
+limits (``guardrails.validate``, per model, tenant, project or key) and what
+upstreams reject late and expensively: a tool result that answers no tool call,
+an assistant turn with nothing in it. A violation is a 400 whose ``param``
+names the field (``messages[3].tool_call_id``, ``max_tokens``); sizes are
+counted in characters and estimated tokens (about four characters a token).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw.accounting.tokens import estimate_text
+from aigw.config.guardrails import ValidatePolicy
+from aigw.errors import InvalidRequest
+from aigw.guardrails.verdict import Verdict
+from aigw.observability.metrics import Metrics
+from aigw.pipeline.context import RequestContext, Result
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.guardrail_policy import Policies, as_messages, metrics_of, policies_for, record
+
+_NEEDS_CONTENT = frozenset({"system", "developer", "user"})
+
+
+class _Sizes:
+    __slots__ = ("chars", "images", "tokens")
+
+    def __init__(self) -> None:
+        self.chars = self.tokens = self.images = 0
+
+    def text(self, text: str) -> None:
+        self.chars += len(text)
+        self.tokens += estimate_text(text)
+
+
+def _fail(ctx: RequestContext, reason: str, message: str, param: str, metrics: Metrics | None) -> InvalidRequest:
+    record(ctx, "validate", Verdict("block", [f"validate:{reason}"], {reason: 1}, 1.0).to_record(), "block",
+           metrics)
+    return InvalidRequest(message, param=param, code="invalid_request")
+
+
+def _measure_message(i: int, msg: Any, sizes: _Sizes, tool_ids: set[str], policy: ValidatePolicy) -> tuple[str, str]:
+    """('', '') when the message is fine, else (reason, param); adds its text and images to ``sizes``."""
+    role = msg.get("role")
+    if policy.roles is not None and role not in policy.roles:
+        return "role", f"messages[{i}].role"
+    content = msg.get("content")
+    if isinstance(content, str):
+        sizes.text(content)
+    elif isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                sizes.text(part["text"])
+            elif part.get("type") == "image_url":
+                sizes.images += 1
+    for call in msg.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        sizes.text(str(fn.get("arguments") or ""))
+        if call.get("id"):
+            tool_ids.add(call["id"])
+    if role in _NEEDS_CONTENT and content is None:
+        return "structure", f"messages[{i}].content"
+    if role == "assistant" and content is None and not msg.get("tool_calls") and not msg.get("function_call"):
+        return "structure", f"messages[{i}].content"
+    if role == "tool" and msg.get("tool_call_id") not in tool_ids:
+        return "structure", f"messages[{i}].tool_call_id"
+    return "", ""
+
+
+_WHY = {
+    "role": "This role is not allowed for this key or model.",
+    "structure": "Malformed conversation: system, user and tool messages need content, an assistant message "
+                 "needs content or tool_calls, and a tool message must answer an earlier assistant tool call "
+                 "by its tool_call_id.",
+}
+
+
+class ValidateStage(Stage):
+    name = "validate"
+
+    def __init__(self, policies: Policies, metrics: Metrics | None = None) -> None:
+        self.policies = policies
+        self.metrics = metrics
+
+    async def on_request(self, ctx: RequestContext) -> Result | None:
+        policy = self.policies.for_request(ctx).validate
+        if policy is None:
+            return None
+        self._check_max_tokens(ctx, policy)
+        messages = as_messages(ctx) or []
+        if ctx.endpoint == "chat" and policy.max_messages is not None and len(messages) > policy.max_messages:
+            raise _fail(ctx, "max_messages", f"Too many messages: {len(messages)}; the limit is "
+                        f"{policy.max_messages}.", "messages", self.metrics)
+        sizes = _Sizes()
+        tool_ids: set[str] = set()
+        for i, msg in enumerate(messages):
+            reason, param = _measure_message(i, msg, sizes, tool_ids, policy)
+            if reason:
+                raise _fail(ctx, reason, _WHY[reason], param if ctx.endpoint == "chat" else _field(ctx), self.metrics)
+        self._check_sizes(ctx, policy, sizes)
+        record(ctx, "validate", {"action": "pass", "reasons": [], "counts": {}, "score": 0.0}, "pass", self.metrics)
+        return None
+
+    def _check_max_tokens(self, ctx: RequestContext, policy: ValidatePolicy) -> None:
+        if policy.max_tokens is None:
+            return
+        for name in ("max_tokens", "max_completion_tokens"):
+            asked = ctx.body.get(name)
+            if isinstance(asked, int) and asked > policy.max_tokens:
+                raise _fail(ctx, "max_tokens", f"{name} is {asked}; the most this key or model allows is "
+                            f"{policy.max_tokens}.", name, self.metrics)
+
+    def _check_sizes(self, ctx: RequestContext, policy: ValidatePolicy, sizes: _Sizes) -> None:
+        field = _field(ctx)
+        limits = (("max_chars", policy.max_chars, sizes.chars, "characters of text"),
+                  ("max_input_tokens", policy.max_input_tokens, sizes.tokens, "input tokens (estimated)"),
+                  ("max_images", policy.max_images, sizes.images, "images"))
+        for reason, limit, value, what in limits:
+            if limit is not None and value > limit:
+                raise _fail(ctx, reason, f"The request has {value} {what}; the limit is {limit}.", field,
+                            self.metrics)
+
+
+def _field(ctx: RequestContext) -> str:
+    return {"chat": "messages", "completions": "prompt"}.get(ctx.endpoint, "input")
+
+
+def build(deps: StageDeps) -> Stage | None:
+    policies = policies_for(deps, "validate")
+    if policies is None:
+        return None
+    return ValidateStage(policies, metrics_of(deps))

@@ -1,0 +1,93 @@
+"""The validate stage: structure, roles, sizes and max_tokens ceilings; a violation names the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aigw.errors import InvalidRequest
+from tests.unit.stages.guardrail_harness import Harness, chat, config, verdicts
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+
+
+async def rejected(h: Harness, body: dict[str, Any], **kw: Any) -> InvalidRequest:
+    ctx = h.ctx(body, **kw)
+    sent = len(h.upstream.bodies)
+    with pytest.raises(InvalidRequest) as info:
+        await h.run(ctx)
+    assert info.value.status == 400
+    assert verdicts(ctx)["validate"]["action"] == "block"
+    assert len(h.upstream.bodies) == sent  # nothing went upstream
+    return info.value
+
+
+def test_no_validate_section_builds_no_stage() -> None:
+    assert Harness(config({"pii": {"mode": "flag"}})).names() == ["pii"]
+
+
+@pytest.mark.parametrize(("limits", "body", "param", "words"), [
+    ({"max_messages": 2}, {"model": "mock", "messages": [{"role": "user", "content": "a"}] * 3}, "messages",
+     "Too many messages: 3"),
+    ({"max_chars": 10}, chat("x" * 11), "messages", "11 characters"),
+    ({"max_input_tokens": 5}, chat("word " * 10), "messages", "input tokens"),
+    ({"max_images": 1}, {"model": "mock", "messages": [{"role": "user", "content": [IMAGE, IMAGE]}]}, "messages",
+     "2 images"),
+    ({"max_tokens": 100}, chat("hi", max_tokens=101), "max_tokens", "max_tokens is 101"),
+    ({"max_tokens": 100}, chat("hi", max_completion_tokens=500), "max_completion_tokens", "100"),
+    ({"roles": ["user", "assistant"]}, chat("hi", system="be brief"), "messages[0].role", "role"),
+])
+async def test_each_limit_is_a_400_naming_the_field(limits: dict[str, Any], body: dict[str, Any], param: str,
+                                                    words: str) -> None:
+    err = await rejected(Harness(config({"validate": limits})), body)
+    assert err.param == param
+    assert words in err.message
+
+
+async def test_within_the_limits_passes() -> None:
+    h = Harness(config({"validate": {"max_messages": 3, "max_chars": 100, "max_input_tokens": 50, "max_images": 1,
+                                     "max_tokens": 100, "roles": ["system", "user"]}}))
+    ctx = h.ctx({"model": "mock", "max_tokens": 100, "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, IMAGE]}]})
+    await h.run(ctx)
+    assert len(h.upstream.bodies) == 1 and verdicts(ctx)["validate"]["action"] == "pass"
+
+
+@pytest.mark.parametrize(("messages", "param"), [
+    ([{"role": "user", "content": None}], "messages[0].content"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": None}], "messages[1].content"),
+    ([{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "nope", "content": "r"}],
+     "messages[1].tool_call_id"),
+])
+async def test_malformed_conversations_are_rejected(messages: list[dict[str, Any]], param: str) -> None:
+    err = await rejected(Harness(config({"validate": {}})), {"model": "mock", "messages": messages})
+    assert err.param == param
+
+
+async def test_a_tool_result_that_answers_a_call_is_fine() -> None:
+    h = Harness(config({"validate": {}}))
+    await h.run(h.ctx({"model": "mock", "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"}]}))
+    assert len(h.upstream.bodies) == 1
+
+
+async def test_ceilings_per_model_and_per_key() -> None:
+    small = {"guardrails": {"validate": {"max_tokens": 10}}}
+    cfg = config({"validate": {"max_tokens": 1000}}, routing={"small": small})
+    h = Harness(cfg)
+    await h.run(h.ctx(chat("hi", max_tokens=500)))
+    err = await rejected(h, chat("hi", model="small", max_tokens=500))
+    assert err.param == "max_tokens" and "10" in err.message
+    err = await rejected(h, chat("hi", max_tokens=500), extra={"guardrails": {"validate": {"max_tokens": 200}}})
+    assert "200" in err.message
+
+
+async def test_legacy_prompt_sizes() -> None:
+    h = Harness(config({"validate": {"max_chars": 5}}))
+    err = await rejected(h, {"model": "mock", "prompt": "too long a prompt"}, endpoint="completions")
+    assert err.param == "prompt"
