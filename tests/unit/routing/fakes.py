@@ -105,6 +105,7 @@ class Scripted:
 
     async def list_models(self, call: CallOptions) -> JSON:
         step = self._next(call)
+        await self._run(step)
         if step.error is not None:
             raise step.error
         return {"object": "list", "data": []}
