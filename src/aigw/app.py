@@ -12,6 +12,7 @@ from typing import Any
 from aigw.config.cache import CacheConfig
 from aigw.config.load import load_config
 from aigw.config.models import GatewayConfig
+from aigw.http.admin_deployments import AdminDeployments
 from aigw.http.admin_requests import PREFIX as ADMIN_REQUESTS
 from aigw.http.admin_requests import AdminRequests
 from aigw.http.auth import Authenticator
@@ -29,7 +30,8 @@ from aigw.pipeline.stages.registry import build_stages, default_order
 from aigw.providers.http import HttpClients
 from aigw.providers.registry import build_provider
 from aigw.routing.report import breaker_refresher, deployment_report
-from aigw.routing.router import Router, Target
+from aigw.routing.router import Target
+from aigw.routing.setup import build_router
 from aigw.stores.redis.client import make_redis
 from aigw.supervise import Supervisor
 from aigw.types import SystemClock
@@ -44,8 +46,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     obs = build_observability(config, SystemClock())
     if obs.tracing is not None:  # a CLIENT span per upstream attempt, its traceparent sent upstream
         targets = [Target(t.deployment, traced_provider(t.provider, t.deployment, obs.tracing)) for t in targets]
-    router = Router(targets, default_timeout_s=config.server.request_timeout_s)
     redis = make_redis(config.redis_url) if config.redis_url else None
+    router = build_router(config, targets, supervisor, redis)
     deps = StageDeps(config=config, router=router, supervisor=supervisor, redis=redis,
                      redis_prefix=config.redis_prefix)
     deps.services.update(obs.services())
@@ -77,6 +79,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app = GatewayApp(on_startup=[], on_shutdown=[shutdown])
     app.on_startup.append(lambda: obs.start(supervisor))
     app.on_shutdown.append(obs.stop)  # shutdown hooks run in reverse: the request log flushes first
+    app.on_startup.append(router.start)  # shared breaker state sync, optional probe
+    app.on_shutdown.append(router.stop)
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
                      supervisor=supervisor, clients=clients, deps=deps, observability=obs)
 
@@ -90,6 +94,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.route("GET", "/health/live", health.live)
     app.route("GET", "/health/ready", health.ready)
     app.route("GET", "/health", health.live)
+    app.route("GET", "/admin/deployments", AdminDeployments(router, auth).list)
     if obs.metrics is not None:
         app.route("GET", "/metrics", MetricsEndpoint(obs.metrics, auth, config.observability.metrics.require_key))
         obs.metrics.on_scrape(breaker_refresher(router, obs.metrics.set_breaker))
