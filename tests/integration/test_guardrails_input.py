@@ -1,0 +1,82 @@
+"""Input validation and prompt-injection checks through the gateway, both APIs, plain and streamed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import anthropic
+import openai
+import pytest
+
+from tests.integration.conftest import Upstreams
+from tests.integration.guardrails_support import (
+    ATTACK,
+    ScriptedUpstream,
+    ask,
+    claude,
+    gateway_config,
+    logged,
+    oai,
+    scripted_server,  # noqa: F401  (fixture)
+)
+from tests.support.gateway import RunningGateway, running_gateway
+
+
+@pytest.fixture(scope="module")
+def gw(upstreams: Upstreams, scripted_server: ScriptedUpstream,  # noqa: F811
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    guardrails = {"validate": {"max_tokens": 300, "max_messages": 4, "max_chars": 2000},
+                  "injection": {"mode": "block", "threshold": 0.8}}
+    cfg = gateway_config(upstreams, scripted_server, tmp_path_factory.mktemp("in") / "gw.db", guardrails)
+    cfg["models"].append({**cfg["models"][0], "name": "oai-flag"})
+    cfg["routing"]["oai-flag"] = {"guardrails": {"injection": {"mode": "flag"}, "validate": {"roles": ["user"]}}}
+    with running_gateway(cfg) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_limits_are_400s_naming_the_field(gw: RunningGateway, ups: Upstreams, stream: bool) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gw).chat.completions.create(model="oai", messages=[{"role": "user", "content": "hi"}], max_tokens=301,
+                                        stream=stream)
+    assert err.value.param == "max_tokens" and "300" in str(err.value)  # type: ignore[attr-defined]
+    with pytest.raises(anthropic.BadRequestError) as aerr:
+        claude(gw).messages.create(model="claude", max_tokens=1000, messages=[{"role": "user", "content": "hi"}],
+                                   stream=stream)
+    assert "max_tokens is 1000" in str(aerr.value)
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gw).chat.completions.create(model="oai", messages=[{"role": "user", "content": "x" * 2001}])
+    assert err.value.param == "messages" and "2001 characters" in str(err.value)  # type: ignore[attr-defined]
+    with pytest.raises(anthropic.BadRequestError) as aerr:
+        claude(gw).messages.create(model="oai-flag", max_tokens=10, system="be brief",
+                                   messages=[{"role": "user", "content": "hi"}])
+    assert "role is not allowed" in str(aerr.value)
+    assert ups.openai.traffic.requests == 0 and ups.anthropic.traffic.requests == 0
+
+
+def test_a_tool_result_without_its_call_is_rejected(gw: RunningGateway, ups: Upstreams) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gw).chat.completions.create(model="oai", messages=[
+            {"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_x", "content": "42"}])
+    assert err.value.param == "messages[1].tool_call_id"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_injection_block_is_a_400_and_nothing_goes_upstream(gw: RunningGateway, ups: Upstreams, api: str,
+                                                           stream: bool) -> None:
+    error = openai.BadRequestError if api == "openai" else anthropic.BadRequestError
+    with pytest.raises(error) as err:
+        ask(api, gw, "claude", ATTACK, stream)
+    assert "prompt-injection" in str(err.value) and "override" in str(err.value)
+    assert ups.anthropic.traffic.requests == 0
+    assert ask(api, gw, "claude", "How do I ignore a failing test in pytest?", stream)
+
+
+def test_injection_flag_passes_and_is_recorded(gw: RunningGateway, ups: Upstreams) -> None:
+    rid = "req_inj_" + uuid.uuid4().hex[:8]
+    assert ask("openai", gw, "oai-flag", ATTACK, stream=True, extra_headers={"x-request-id": rid})
+    verdict = logged(gw, rid)["guardrails"]["injection"]
+    assert verdict["action"] == "flag" and verdict["score"] >= 0.8 and "injection:override" in verdict["reasons"]
+    assert ups.openai.traffic.requests == 1
