@@ -142,6 +142,8 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
+    # Neither format prints thread or process names: skip looking them up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

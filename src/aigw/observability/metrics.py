@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge as PromGauge
+from prometheus_client import Histogram as PromHistogram
+
+from aigw.observability.metrics_native import FastCounter, FastGauge, FastHistogram
 
 # 1 ms .. 60 s: whole requests, upstream calls, time to first token.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -96,6 +101,11 @@ class Metrics:
 
     def _define(self, version: str) -> None:
         r, t = self.registry, ("tenant",) if self.tenant_label else ()
+        # The per-request families: lock-free in one process, prometheus_client's shared files with workers.
+        fast = not self.multiprocess_dir
+        Counter: Any = FastCounter if fast else PromCounter
+        Gauge: Any = FastGauge if fast else PromGauge
+        Histogram: Any = FastHistogram if fast else PromHistogram
         self.requests_total = Counter("aigw_requests", "Finished requests by inbound API, model, provider, "
                                       "deployment and HTTP status.",
                                       ["api", "model", "provider", "deployment", "status", *t], registry=r)
@@ -103,6 +113,8 @@ class Metrics:
                                           "byte out (streams included).",
                                           ["api", "model", "provider", "deployment", "outcome", *t],
                                           buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("aigw_requests_in_flight", "Requests inside the pipeline now.", ["model"],
+                               registry=r, **self._mp("livesum"))
         self.ttft = Histogram("aigw_time_to_first_token_seconds", "Streams: request start to the first upstream "
                               "chunk.", ["model", "provider", "deployment", *t], buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_duration = Histogram("aigw_upstream_duration_seconds", "Time spent waiting on upstreams, "
@@ -116,6 +128,7 @@ class Metrics:
                                     ["model", "provider", "deployment", "kind", *t], registry=r)
         self.cost_total = Counter("aigw_cost_usd", "Spend in US dollars at the configured prices.",
                                   ["model", "provider", "deployment", *t], registry=r)
+        Counter, Gauge = PromCounter, PromGauge
         self.cache_total = Counter("aigw_cache_lookups", "Response cache lookups by result (hit, miss, "
                                    "semantic_hit, error).", ["model", "result"], registry=r)
         self.rejections_total = Counter("aigw_rejections", "Requests the gateway refused itself, by reason "
@@ -129,8 +142,6 @@ class Metrics:
                                        ["model", "fallback_model"], registry=r)
         self.breaker_state = Gauge("aigw_circuit_breaker_state", "Circuit breaker per deployment: 0 closed, "
                                    "1 half-open, 2 open.", ["deployment"], multiprocess_mode="livemax", registry=r)
-        self.in_flight = Gauge("aigw_requests_in_flight", "Requests inside the pipeline now.", ["model"],
-                               multiprocess_mode="livesum", registry=r)
         self.store_errors_total = Counter("aigw_store_errors", "Failed calls to a store (database, Redis, "
                                           "request log).", ["store", "operation"], registry=r)
         self.events_total = Counter("aigw_events", "Notable events by name (alerts, breaker trips, drops).",
@@ -138,6 +149,9 @@ class Metrics:
         info = Gauge("aigw_build_info", "Gateway version (value is always 1).", ["version"],
                      multiprocess_mode="liveall", registry=r)
         info.labels(version or "unknown").set(1)
+
+    def _mp(self, mode: str) -> dict[str, str]:
+        return {"multiprocess_mode": mode} if self.multiprocess_dir else {}
 
     # -- label hygiene -------------------------------------------------------------
     def model_label(self, model: str) -> str:

@@ -138,3 +138,29 @@ def test_multiprocess_mode_merges_every_worker(tmp_path: object) -> None:
                for f in text_string_to_metric_families(out) for s in f.samples}
     key = ("api", "openai"), ("deployment", "d"), ("model", "gpt"), ("provider", "p"), ("status", "200")
     assert samples[("aigw_requests_total", key)] == 2
+
+
+def test_lock_free_and_prometheus_client_families_render_the_same(tmp_path: object) -> None:
+    """One process uses the lock-free families; with workers prometheus_client's. Same text either way."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from aigw.observability.metrics_native import FastCounter, FastHistogram
+
+    fast_r, prom_r = CollectorRegistry(), CollectorRegistry()
+    fc = FastCounter("x_requests", "doc", ["a"], fast_r)
+    fh = FastHistogram("x_seconds", "doc", ["a"], fast_r, buckets=LATENCY_BUCKETS)
+    pc = Counter("x_requests", "doc", ["a"], registry=prom_r)
+    ph = Histogram("x_seconds", "doc", ["a"], registry=prom_r, buckets=LATENCY_BUCKETS)
+    for v in (0.0005, 0.001, 0.0011, 0.3, 59.0, 61.0, 0.001):
+        for counter, hist in ((fc, fh), (pc, ph)):
+            counter.labels("q").inc(2)
+            hist.labels("q").observe(v)
+
+    def samples(r: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        from prometheus_client import generate_latest
+
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(generate_latest(r).decode()) for s in f.samples
+                if not s.name.endswith("_created")}
+
+    assert samples(fast_r) == samples(prom_r)

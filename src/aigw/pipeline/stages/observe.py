@@ -124,63 +124,50 @@ class Observe(Stage):
                 rejected=rejected))
         if self.writer is None and not self.log_requests and self.tracing is None:
             return
-        rec = self._record(ctx, status, kind, tokens, cost, duration, provider if d else "", deployment if d else "")
-        if self.writer is not None:
-            self.writer.add(rec)
+        fields = self._fields(ctx, status, kind, tokens, cost, duration, provider if d else "",
+                              deployment if d else "")
         if self.log_requests:
-            self._log(rec)
+            log_fields(log, logging.WARNING if status >= 500 else logging.INFO, "request", fields)
+        if self.writer is not None:
+            self.writer.add(RequestRecord(ts=self._wall() - duration, **fields))
         if self.tracing is not None and (handle := ctx.state.pop(_SPAN, None)) is not None:
-            self._end_span(handle, ctx, rec)
+            self._end_span(handle, ctx, fields)
 
-    def _record(self, ctx: RequestContext, status: int, kind: str, tokens: dict[str, int], cost: float,
-                duration: float, provider: str, deployment: str) -> RequestRecord:
+    def _fields(self, ctx: RequestContext, status: int, kind: str, tokens: dict[str, int], cost: float,
+                duration: float, provider: str, deployment: str) -> dict[str, Any]:
+        """The request's metadata: the log line's fields, and the request log record's (with ``ts``)."""
         p = ctx.principal
         upstream_ms = ctx.upstream_s * 1000
         latency_ms = duration * 1000
-        return RequestRecord(
-            request_id=ctx.request_id, ts=self._wall() - duration, api=ctx.api, endpoint=ctx.endpoint,
-            model=ctx.model, served_model=ctx.served_model, provider=provider, deployment=deployment,
-            tenant_id=p.tenant_id, project_id=p.project_id, key_id=p.key_id, key_prefix=p.key_prefix,
-            status=status, error_kind=kind, stream=ctx.stream, cache=ctx.handled_by,
-            input_tokens=tokens.get("input", 0), output_tokens=tokens.get("output", 0),
-            cached_tokens=tokens.get("cached_input", 0), reasoning_tokens=tokens.get("reasoning", 0),
-            cost_usd=cost, latency_ms=round(latency_ms, 3), upstream_ms=round(upstream_ms, 3),
-            overhead_ms=round(max(0.0, latency_ms - upstream_ms), 3) if upstream_ms else round(latency_ms, 3),
-            ttft_ms=round(ctx.first_token_s * 1000, 3) if ctx.first_token_s is not None else None,
-            attempts=ctx.attempts, retries=ctx.retries, fallbacks=list(ctx.fallbacks),
-            guardrails=ctx.state.get(GUARDRAILS),
-        )
-
-    def _log(self, rec: RequestRecord) -> None:
         fields: dict[str, Any] = {
-            "request_id": rec.request_id, "api": rec.api, "endpoint": rec.endpoint, "tenant_id": rec.tenant_id,
-            "project_id": rec.project_id, "key_prefix": rec.key_prefix, "model": rec.model,
-            "served_model": rec.served_model, "provider": rec.provider, "deployment": rec.deployment,
-            "status": rec.status, "error_kind": rec.error_kind, "stream": rec.stream, "cache": rec.cache,
-            "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens,
-            "cached_tokens": rec.cached_tokens, "reasoning_tokens": rec.reasoning_tokens, "cost_usd": rec.cost_usd,
-            "latency_ms": rec.latency_ms, "upstream_ms": rec.upstream_ms, "overhead_ms": rec.overhead_ms,
-            "ttft_ms": rec.ttft_ms, "attempts": rec.attempts, "retries": rec.retries, "fallbacks": rec.fallbacks,
+            "request_id": ctx.request_id, "api": ctx.api, "endpoint": ctx.endpoint, "tenant_id": p.tenant_id,
+            "project_id": p.project_id, "key_id": p.key_id, "key_prefix": p.key_prefix, "model": ctx.model,
+            "served_model": ctx.served_model, "provider": provider, "deployment": deployment, "status": status,
+            "error_kind": kind, "stream": ctx.stream, "cache": ctx.handled_by,
+            "input_tokens": tokens.get("input", 0), "output_tokens": tokens.get("output", 0),
+            "cached_tokens": tokens.get("cached_input", 0), "reasoning_tokens": tokens.get("reasoning", 0),
+            "cost_usd": cost, "latency_ms": round(latency_ms, 3), "upstream_ms": round(upstream_ms, 3),
+            "overhead_ms": round(max(0.0, latency_ms - upstream_ms), 3),
+            "ttft_ms": round(ctx.first_token_s * 1000, 3) if ctx.first_token_s is not None else None,
+            "attempts": ctx.attempts, "retries": ctx.retries, "fallbacks": list(ctx.fallbacks),
         }
-        if rec.request_body is not None:
-            fields["request_body"], fields["response_body"] = rec.request_body, rec.response_body
-        if rec.guardrails:
-            fields["guardrails"] = rec.guardrails
-        log_fields(log, logging.WARNING if rec.status >= 500 else logging.INFO, "request", fields)
+        if guardrails := ctx.state.get(GUARDRAILS):
+            fields["guardrails"] = guardrails
+        return fields
 
-    def _end_span(self, handle: tuple[Any, Any], ctx: RequestContext, rec: RequestRecord) -> None:
+    def _end_span(self, handle: tuple[Any, Any], ctx: RequestContext, f: dict[str, Any]) -> None:
         attrs: dict[str, Any] = {
-            "http.response.status_code": rec.status, "aigw.tenant_id": rec.tenant_id,
-            "aigw.key_prefix": rec.key_prefix, "aigw.cache": rec.cache, "aigw.attempts": rec.attempts,
-            "aigw.retries": rec.retries, "aigw.overhead_ms": rec.overhead_ms,
+            "http.response.status_code": f["status"], "aigw.tenant_id": f["tenant_id"],
+            "aigw.key_prefix": f["key_prefix"], "aigw.cache": f["cache"], "aigw.attempts": f["attempts"],
+            "aigw.retries": f["retries"], "aigw.overhead_ms": f["overhead_ms"],
         }
-        if rec.served_model:
-            attrs["aigw.served_model"] = rec.served_model
-        if rec.provider:
-            attrs["gen_ai.provider.name"] = attrs["gen_ai.system"] = rec.provider
+        if f["served_model"]:
+            attrs["aigw.served_model"] = f["served_model"]
+        if f["provider"]:
+            attrs["gen_ai.provider.name"] = attrs["gen_ai.system"] = f["provider"]
         attrs.update(usage_attributes(ctx.usage))
         assert self.tracing is not None
-        self.tracing.end_request(handle[0], handle[1], attrs, rec.error_kind or None)
+        self.tracing.end_request(handle[0], handle[1], attrs, f["error_kind"] or None)
 
 
 class ObserveBodies(Observe):
@@ -210,11 +197,11 @@ class ObserveBodies(Observe):
         finally:
             ctx.state[_RESPONSE] = "".join(parts)
 
-    def _record(self, ctx: RequestContext, *args: Any) -> RequestRecord:
-        rec = super()._record(ctx, *args)
-        rec.request_body = self._cap(_prompt_text(ctx.body))
-        rec.response_body = self._cap(str(ctx.state.get(_RESPONSE) or ""))
-        return rec
+    def _fields(self, ctx: RequestContext, *args: Any) -> dict[str, Any]:
+        fields = super()._fields(ctx, *args)
+        fields["request_body"] = self._cap(_prompt_text(ctx.body))
+        fields["response_body"] = self._cap(str(ctx.state.get(_RESPONSE) or ""))
+        return fields
 
     def _cap(self, text: str) -> str:
         text = self._redact(text[: self._max * 2])  # redact before cutting, so no value is cut in half
