@@ -198,8 +198,8 @@ class StreamRestorer:
         self._held = ""
 
     def feed(self, delta: str) -> str:
-        if not self._mapping:
-            return delta
+        if not self._mapping or (not self._held and "<" not in delta):
+            return delta  # most deltas: nothing held, nothing that could start a placeholder
         buf = self._held + delta
         cut = buf.rfind("<", max(0, len(buf) - self._max))
         if cut >= 0 and buf[cut:] in self._prefixes:

@@ -48,6 +48,11 @@ class StreamEditor:
             return chunk
         if not self._head:
             self._head = {k: chunk[k] for k in _HEAD if k in chunk}
+        if len(choices) == 1:  # the common chunk: one choice, some content, nothing else
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta is not None and choice.get("finish_reason") is None and "tool_calls" not in delta:
+                return self._content_only(chunk, choice, delta)
         out: list[JSON] = []
         changed = False
         for choice in choices:
@@ -60,6 +65,22 @@ class StreamEditor:
         if not out and not chunk.get("usage") and not chunk.get("_anthropic"):
             return None
         return {**chunk, "choices": out}
+
+    def _content_only(self, chunk: JSON, choice: JSON, delta: JSON) -> JSON | None:
+        content = delta.get("content")
+        if not content or not isinstance(content, str):
+            return chunk
+        f = self._filter((int(choice.get("index", 0)), CONTENT))
+        if f is None:
+            return chunk
+        text = f.feed(content)
+        if text == content:
+            return chunk
+        if text or len(delta) > 1 or choice.get("logprobs"):
+            return {**chunk, "choices": [{**choice, "delta": {**delta, "content": text}}]}
+        if chunk.get("usage") or chunk.get("_anthropic"):
+            return {**chunk, "choices": []}
+        return None  # all of it held back: nothing to send yet
 
     def _choice(self, choice: JSON) -> JSON | None:
         i = int(choice.get("index", 0))
