@@ -3,7 +3,8 @@
 ``Observability`` holds what exists (each part may be ``None`` when switched
 off), puts them in the stage services, and starts and stops the request log's
 writer with the app. The request log store follows ``database_url``: SQLite
-for ``sqlite:///path``, PostgreSQL for ``postgres(ql)://``, memory otherwise.
+for ``sqlite:///path`` (in ``path``'s sibling ``<stem>.requests.db``), PostgreSQL
+for ``postgres(ql)://``, memory otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aigw.config.models import GatewayConfig
@@ -80,7 +82,10 @@ def request_log_store(database_url: str) -> RequestLogStore:
     from aigw.observability.request_log_sql import PostgresRequestLog, SqliteRequestLog
 
     if database_url.startswith("sqlite:///"):
-        return SqliteRequestLog(database_url.removeprefix("sqlite:///") or "aigw.db")
+        # A file of its own beside the database: SQLite has one writer at a time, and the request log's
+        # batches must never make the spend ledger's writes wait (or fail with "database is locked").
+        db = Path(database_url.removeprefix("sqlite:///") or "aigw.db")
+        return SqliteRequestLog(str(db.with_name(f"{db.stem}.requests{db.suffix or '.db'}")))
     if database_url.startswith(("postgres://", "postgresql://")):
         return PostgresRequestLog(database_url)
     return MemoryRequestLog()
