@@ -82,3 +82,8 @@ def test_configure_picks_the_format_and_level() -> None:
     finally:
         logging.getLogger().handlers[:] = []
         logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_a_keys_short_display_prefix_stays_readable_its_secret_does_not(scrub: Scrubber) -> None:
+    line = scrub("key_prefix=sk-aigw-AbCd key=sk-aigw-AbCdEfGhIjKlMnOpQrStUvWxYz012345")
+    assert "key_prefix=sk-aigw-AbCd " in line and "EfGhIjKlMnOpQrStUvWxYz012345" not in line
