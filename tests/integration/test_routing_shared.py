@@ -69,14 +69,14 @@ def test_two_gateways_open_and_close_the_same_breaker(fake: TimedOpenAI, redis_i
 
 def test_gateways_share_in_flight_counts(fake: TimedOpenAI, redis_isolated: tuple[str, str]) -> None:
     url, prefix = redis_isolated
-    cfg = config([mock("m", latency_ms=400)], redis_url=url, redis_prefix=prefix,
+    cfg = config([mock("m", latency_ms=800)], redis_url=url, redis_prefix=prefix,
                  circuit_breaker={"sync_interval_s": 0.05})
     with running_gateway(cfg) as one, running_gateway(cfg) as two:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(client(one).chat.completions.create, model="m", messages=MSGS) for _ in range(3)]
-            assert eventually(lambda: by_model(two, "m", "mock")["inflight"] == 3, within=1.0)
+            assert eventually(lambda: by_model(two, "m", "mock")["inflight"] == 3, within=0.7)
             assert by_model(two, "m", "mock")["inflight_here"] == 0
             for f in futures:
                 f.result()

@@ -31,6 +31,7 @@ from aigw.routing.state import DeploymentState
 log = logging.getLogger("aigw.routing")
 
 TTL_MS = 24 * 3600 * 1000  # idle deployments' keys go away after a day
+DOWN_AFTER = 2  # consecutive failed calls before Redis counts as down
 _PER_DEPLOYMENT = 11
 
 
@@ -59,6 +60,7 @@ class SharedState:
         self._acquire = redis.register_script(_script("acquire"))
         self._sync = redis.register_script(_script("sync"))
         self._up = True
+        self._failures = 0  # consecutive failed calls
         self._stop = asyncio.Event()
         self.last_sync = 0.0  # monotonic time of the last good sync
 
@@ -132,6 +134,7 @@ class SharedState:
 
     async def run(self) -> None:
         """Sync until stopped; a failed sync is logged once and retried every interval."""
+        await self._preload()
         while not self._stop.is_set():
             await self.sync_once()
             with contextlib.suppress(TimeoutError):
@@ -139,6 +142,15 @@ class SharedState:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _preload(self) -> None:
+        """Load the scripts once with a generous timeout, so the first short-timeout calls need one trip."""
+        for script in (self._record, self._acquire, self._sync):
+            try:
+                async with asyncio.timeout(2.0):
+                    await self.redis.script_load(script.script)
+            except Exception:  # Redis away at start: the calls below will say so
+                return
 
     # -- plumbing ---------------------------------------------------------------------
     def _adopt(self, s: DeploymentState, state: Any, until_ms: Any, gen: Any, now_ms: Any) -> bool:
@@ -153,8 +165,11 @@ class SharedState:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any Redis trouble: route on local state, say so once
-            self._went_down(exc)
+            self._failures += 1
+            if self._failures >= DOWN_AFTER:  # one slow call is a blip, not an outage
+                self._went_down(exc)
             return None
+        self._failures = 0
         if not self._up:
             self._up = True
             log.warning("shared routing state: Redis answers again; replicas share breaker state again")

@@ -155,3 +155,26 @@ async def test_redis_coming_back_is_picked_up(redis_isolated: tuple[str, str],
         assert any("answers again" in rec.getMessage() for rec in caplog.records)
     finally:
         await r.aclose()
+
+
+async def test_one_failed_call_is_a_blip_not_an_outage(redis_isolated: tuple[str, str]) -> None:
+    url, prefix = redis_isolated
+    r = make_redis(url)
+    try:
+        replica = Replica(r, prefix, "solo")
+        assert await replica.shared.sync_once()
+        working = replica.shared._sync
+
+        async def broken(**_: Any) -> Any:
+            raise TimeoutError
+
+        replica.shared._sync = broken
+        assert not await replica.shared.sync_once()
+        assert replica.shared.up and replica.a.shared_window is not None  # still trusting the shared numbers
+        assert not await replica.shared.sync_once()
+        assert not replica.shared.up and replica.a.shared_window is None  # twice in a row: down
+        replica.shared._sync = working
+        assert await replica.shared.sync_once()
+        assert replica.shared.up
+    finally:
+        await r.aclose()
