@@ -9,6 +9,7 @@
 #   bash bench/tenancy_overhead.sh                 # embedded: memory counters + SQLite ledger
 #   REDIS=1 bash bench/tenancy_overhead.sh         # scaled hot state: Redis Lua counters
 #   DURATION=5 CONC=1,16,64 MODES=nonstream,stream bash bench/tenancy_overhead.sh
+#   SKIP_LOAD=1 bash bench/tenancy_overhead.sh   # only the CPU-per-request comparison (bench/tenancy_cpu.py)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -45,11 +46,15 @@ big=(--rpm 100000000 --tpm 2000000000 --max-parallel 100000 --budget 1000000000 
 "$AIGW" -m aigw projects create bench-project --tenant bench-tenant "${big[@]}" "${admin[@]}" --json > /dev/null
 VKEY=$("$AIGW" -m aigw keys create --project bench-project "${big[@]}" "${admin[@]}" --json \
        | "$AIGW" -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-"$BPY" "$SHARED/run_bench.py" --target direct="http://127.0.0.1:$UP/v1" \
+[ "${SKIP_LOAD:-0}" = 1 ] || "$BPY" "$SHARED/run_bench.py" --target direct="http://127.0.0.1:$UP/v1" \
   --target bare="http://127.0.0.1:$BARE/v1" --pid bare="$(cat "$OUT/bare.pid")" \
   --target tenancy="http://127.0.0.1:$TEN/v1" --pid tenancy="$(cat "$OUT/tenancy.pid")" \
   --header "tenancy=Authorization:Bearer $VKEY" --api-key "$KEY" --model bench-model --baseline direct \
   --concurrency "$CONC" --duration "$DURATION" --warmup "$WARMUP" --repeat "$REPEAT" --modes "$MODES" \
   --min-chunks 20 --loadgen-cpu 0 --out "$OUT/result.json" | tee "$OUT/summary.txt"
+echo "--- CPU per request, alternating wrk runs (c=16) ---" | tee -a "$OUT/summary.txt"
+"$AIGW" "$HERE/tenancy_cpu.py" --rounds "${ROUNDS:-6}" --seconds "${CPU_SECONDS:-3}" \
+  --target "bare=http://127.0.0.1:$BARE,$(cat "$OUT/bare.pid"),$KEY" \
+  --target "tenancy=http://127.0.0.1:$TEN,$(cat "$OUT/tenancy.pid"),$VKEY" | tee -a "$OUT/summary.txt"
 ROWS=$("$AIGW" -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from spend_ledger").fetchone()[0])' "$OUT/tenancy/aigw-bench.db")
 echo "spend ledger rows written by the tenancy gateway: $ROWS" | tee -a "$OUT/summary.txt"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tokens:
     """Disjoint counts: input = fresh + cached + cache_write; output = text + reasoning."""
 

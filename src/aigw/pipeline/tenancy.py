@@ -21,7 +21,7 @@ from typing import Any
 
 from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
-from aigw.accounting.tokens import TokenCounter
+from aigw.accounting.tokens import TokenCounter, upper_estimate
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.tenancy import TenancyConfig
 from aigw.pipeline.context import RequestContext
@@ -35,6 +35,7 @@ PLAN = "tenancy.budget_plan"  # (budget scopes, worst-case nano-dollars) of this
 JOINT = "tenancy.budget_joint"  # the reservation was taken with the rate limits
 REFUSED = "tenancy.budget_refused"  # the joint step found the budget exhausted: a Reservation
 SETTLED = "tenancy.budget_settled"  # the joint step settled it: crossings (list)
+ESTIMATE = "tenancy.prompt_estimate"
 BUDGET_DONE = "budget.reserved"  # the budget stage reserved on its own (it ran before limits)
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
 
@@ -132,3 +133,11 @@ def plan_budget(ctx: RequestContext, svc: TenancyServices) -> tuple[list[Scope],
 def refused(ctx: RequestContext) -> Reservation | None:
     res = ctx.state.get(REFUSED)
     return res if isinstance(res, Reservation) else None
+
+
+def prompt_estimate(ctx: RequestContext) -> int:
+    """``upper_estimate`` of the prompt, once per request (limits and budget both need it)."""
+    est = ctx.state.get(ESTIMATE)
+    if est is None:
+        est = ctx.state[ESTIMATE] = upper_estimate(ctx.body)
+    return int(est)

@@ -76,35 +76,39 @@ class MemoryRateLimiter:
     async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission:
         now = self._clock.now()
         sec = int(now)
-        first: Admission | None = None
+        head: tuple[int | None, int | None, int | None, int | None] | None = None
+        states: list[_ScopeState] = []
         for scope in scopes:
             lim, st = scope.limits, self._get(scope)
-            answer = Admission(allowed=True)
+            states.append(st)
+            lr = rr = lt = rt = None
             if lim.rpm:
                 used = st.requests.used(sec)
-                answer.limit_requests, answer.remaining_requests = lim.rpm, max(0, lim.rpm - used - 1)
+                lr, rr = lim.rpm, max(0, lim.rpm - used - 1)
                 if used + 1 > lim.rpm:
-                    return _refuse(scope, "rpm", st.requests.wait_s(now, used, 1, lim.rpm), answer)
+                    return _refuse(scope, "rpm", st.requests.wait_s(now, used, 1, lim.rpm), (lr, rr, lt, rt))
             if lim.tpm:
                 used = st.tokens.used(sec)
-                answer.limit_tokens, answer.remaining_tokens = lim.tpm, max(0, lim.tpm - used - est_tokens)
+                lt, rt = lim.tpm, max(0, lim.tpm - used - est_tokens)
                 if used + est_tokens > lim.tpm:
-                    return _refuse(scope, "tpm", st.tokens.wait_s(now, used, est_tokens, lim.tpm), answer)
-            if lim.max_parallel:
-                for rid in [r for r, exp in st.inflight.items() if exp <= now]:
+                    return _refuse(scope, "tpm", st.tokens.wait_s(now, used, est_tokens, lim.tpm), (lr, rr, lt, rt))
+            if lim.max_parallel and len(st.inflight) >= lim.max_parallel:
+                for rid in [r for r, exp in st.inflight.items() if exp <= now]:  # slots of lost calls
                     del st.inflight[rid]
                 if len(st.inflight) >= lim.max_parallel:
-                    return _refuse(scope, "parallel", 1.0, answer)
-            first = first or answer
-        for scope in scopes:
-            lim, st = scope.limits, self._get(scope)
+                    return _refuse(scope, "parallel", 1.0, (lr, rr, lt, rt))
+            if head is None:
+                head = (lr, rr, lt, rt)
+        for scope, st in zip(scopes, states, strict=True):
+            lim = scope.limits
             if lim.rpm:
                 st.requests.add(sec, 1)
             if lim.tpm and est_tokens:
                 st.tokens.add(sec, est_tokens)
             if lim.max_parallel:
                 st.inflight[request_id] = now + self._ttl
-        return first or Admission(allowed=True)
+        lr, rr, lt, rt = head or (None, None, None, None)
+        return Admission(allowed=True, limit_requests=lr, remaining_requests=rr, limit_tokens=lt, remaining_tokens=rt)
 
     async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
         sec = int(self._clock.now())
@@ -117,10 +121,11 @@ class MemoryRateLimiter:
             st.inflight.pop(request_id, None)
 
 
-def _refuse(scope: Scope, reason: str, wait_s: float, seen: Admission) -> Admission:
-    seen.allowed, seen.scope, seen.reason = False, scope.ref, reason
-    seen.retry_after_s = seen.reset_requests_s = wait_s
-    return seen
+def _refuse(scope: Scope, reason: str, wait_s: float,
+            head: tuple[int | None, int | None, int | None, int | None]) -> Admission:
+    return Admission(allowed=False, scope=scope.ref, reason=reason, retry_after_s=wait_s, reset_requests_s=wait_s,
+                     limit_requests=head[0], remaining_requests=head[1], limit_tokens=head[2],
+                     remaining_tokens=head[3])
 
 
 class MemoryBudgets:
@@ -152,9 +157,11 @@ class MemoryBudgets:
             spent = self._spent.get(key, 0) + actual_nano - reserved_nano
             self._spent[key] = spent
             limit = s.budget_nano
+            if limit <= 0 or not thresholds or spent < min(thresholds) * limit:
+                continue
             for t in thresholds:
                 mark = (s.ref, window, t)
-                if limit > 0 and spent >= t * limit and mark not in self._alerted:
+                if spent >= t * limit and mark not in self._alerted:
                     self._alerted.add(mark)
                     crossed.append(mark)
         return crossed

@@ -159,13 +159,44 @@ async def _write_postgres(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
 
 
 async def _write_sqlite(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
-    cols = ", ".join(COLUMNS)
-    fresh = "NOT EXISTS (SELECT 1 FROM spend_ledger l WHERE l.id = i.id)"
-    await tx.execute("CREATE TEMP TABLE IF NOT EXISTS ledger_in AS SELECT * FROM spend_ledger WHERE 0")
-    await tx.execute("DELETE FROM ledger_in")
-    await tx.executemany(f"INSERT INTO ledger_in ({cols}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
-    new = await tx.fetch(f"SELECT count(*) AS n FROM ledger_in i WHERE {fresh}")
-    await tx.execute(rollup_sql("ledger_in i", fresh))
-    await tx.execute(f"INSERT INTO spend_ledger ({cols}) SELECT {cols} FROM ledger_in WHERE true "
-                     "ON CONFLICT (id) DO NOTHING")
-    return int(new[0]["n"])
+    """Skip ids already present, insert the rest, add them to the rollups (summed here, few upserts)."""
+    present: set[str] = set()
+    for i in range(0, len(rows), 500):
+        ids = [r[0] for r in rows[i:i + 500]]
+        found = await tx.fetch(f"SELECT id FROM spend_ledger WHERE id IN ({', '.join('?' * len(ids))})", *ids)
+        present.update(f["id"] for f in found)
+    fresh = [r for r in rows if r[0] not in present]
+    if not fresh:
+        return 0
+    await tx.executemany(_INSERT, fresh)
+    await tx.executemany(_UPSERT, list(_sum_rollups(fresh).values()))
+    return len(fresh)
+
+
+_INSERT = f"INSERT INTO spend_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_UPSERT = (
+    f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(_ROLLUP_COLS)}) "
+    f"VALUES ({', '.join('?' * (5 + len(_ROLLUP_COLS)))}) "
+    f"ON CONFLICT (day, tenant_id, project_id, key_id, model) DO UPDATE SET "
+    + ", ".join(f"{c} = spend_rollup.{c} + excluded.{c}" for c in _ROLLUP_COLS)
+)
+_AT = {c: COLUMNS.index(c) for c in ("day", "tenant_id", "project_id", "key_id", "model", "served_model", "status",
+                                      "cache_hit", *_SUMS)}
+
+
+def _sum_rollups(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[Any]]:
+    """The same sums as ``rollup_sql``, computed in Python for one batch."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    at = _AT
+    for r in rows:
+        model = r[at["served_model"]] or r[at["model"]]
+        key = (r[at["day"]], r[at["tenant_id"]], r[at["project_id"]], r[at["key_id"]], model)
+        acc = out.get(key)
+        if acc is None:
+            acc = out[key] = [*key, 0, 0, 0, *([0] * len(_SUMS))]
+        acc[5] += 1
+        acc[6] += 1 if r[at["status"]] >= 400 else 0
+        acc[7] += r[at["cache_hit"]]
+        for j, c in enumerate(_SUMS):
+            acc[8 + j] += r[at[c]]
+    return out

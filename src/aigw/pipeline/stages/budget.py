@@ -20,8 +20,6 @@ from typing import Any
 
 from aigw import errors
 from aigw.accounting.pricing import Price
-from aigw.accounting.tokens import upper_estimate
-from aigw.accounting.usage import Tokens
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
@@ -34,6 +32,7 @@ from aigw.pipeline.tenancy import (
     key_scopes,
     measure,
     plan_budget,
+    prompt_estimate,
     refused,
 )
 from aigw.stores.base import NANO, Reservation, Scope, window_of
@@ -49,19 +48,22 @@ class BudgetStage(Stage):
     def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]]) -> None:
         self.svc = svc
         self.clock = clock
-        self._prices = prices_by_model
+        self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
 
     def worst_case_nano(self, ctx: RequestContext) -> int:
         body = ctx.body
-        prompt = upper_estimate(body)
+        prompt = prompt_estimate(ctx)
         out = 0
         if ctx.endpoint != "embeddings":
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
-            out = int(limit) if isinstance(limit, int) and limit > 0 else self.svc.config.default_max_tokens
-            out *= int(body.get("n") or 1) if isinstance(body.get("n"), int) else 1
-        prices = self._prices.get(ctx.model) or [self.svc.prices.for_model(ctx.model) or Price()]
-        return max(max(p.cost_nano(Tokens(fresh_input=prompt, output=out)),
-                       p.cost_nano(Tokens(fresh_input=prompt, reasoning=out))) for p in prices)
+            out = limit if isinstance(limit, int) and limit > 0 else self.svc.config.default_max_tokens
+            n = body.get("n")
+            out *= n if isinstance(n, int) and n > 0 else 1
+        rates = self._rates.get(ctx.model)
+        if rates is None:
+            rates = self._rates[ctx.model] = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
+        per_in, per_out, per_request = rates
+        return round((prompt * per_in + out * per_out) * 1000 + per_request * 1e9)
 
     def plan(self, ctx: RequestContext) -> tuple[list[Scope], int]:
         scopes = key_scopes(ctx, "budget")
@@ -130,6 +132,13 @@ class BudgetStage(Stage):
                 await self.svc.alert(event)
             except Exception:
                 log.exception("budget alert hook failed")
+
+
+def _worst_rates(prices: list[Price]) -> tuple[float, float, float]:
+    """Dearest input, output-or-reasoning and per-request price over a model's deployments."""
+    return (max(p.input for p in prices),
+            max(max(p.output, p.output if p.reasoning is None else p.reasoning) for p in prices),
+            max(p.per_request for p in prices))
 
 
 def build(deps: StageDeps) -> Stage | None:

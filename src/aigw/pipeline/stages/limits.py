@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 from aigw import errors
-from aigw.accounting.tokens import upper_estimate
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
@@ -29,6 +28,7 @@ from aigw.pipeline.tenancy import (
     key_scopes,
     measure,
     plan_budget,
+    prompt_estimate,
 )
 from aigw.stores.base import Admission, Limits, Scope
 from aigw.types import Clock
@@ -55,7 +55,7 @@ class LimitsStage(Stage):
         scopes = self._scopes(ctx)
         if not scopes:
             return None  # a budget alone is reserved by the budget stage
-        est = upper_estimate(ctx.body) if any(s.limits.tpm for s in scopes) else 0
+        est = prompt_estimate(ctx) if any(s.limits.tpm for s in scopes) else 0
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         try:
             answer, reservation = await self.svc.gate.enter(scopes, ctx.request_id, est, budget, amount,
