@@ -100,3 +100,24 @@ def test_a_keys_metadata_sets_its_own_mode(gw: RunningGateway, ups: Upstreams) -
         client.chat.completions.create(model="oai", messages=[{"role": "user", "content": QUESTION}])
     answer = client.chat.completions.create(model="oai", messages=[{"role": "user", "content": "no personal data"}])
     assert answer.choices[0].message.content
+
+
+def test_the_cache_holds_placeholders_and_a_hit_is_restored_with_this_requests_values(
+        upstreams: Upstreams, scripted_server: ScriptedUpstream,  # noqa: F811
+        tmp_path: Any) -> None:
+    scripted_server.reset()
+    cfg = gateway_config(upstreams, scripted_server, tmp_path / "gw.db", {"pii": {"mode": "redact"}},
+                         cache={"mode": "exact"})
+    with running_gateway(cfg) as gw:
+        first = ask("openai", gw, "scripted", "mail alice@example.com today", stream=False)
+        raw = oai_raw(gw, "mail bob@example.net today")
+    assert first == "Echo: mail alice@example.com today"
+    assert raw.headers["x-aigw-cache"] == "hit"  # same redacted request: "mail <EMAIL_1> today"
+    assert raw.parse().choices[0].message.content == "Echo: mail bob@example.net today"
+    assert len(scripted_server.bodies) == 1
+    scripted_server.reset()
+
+
+def oai_raw(gw: RunningGateway, text: str) -> Any:
+    return openai.OpenAI(base_url=gw.v1, api_key=MASTER, max_retries=0).chat.completions.with_raw_response.create(
+        model="scripted", messages=[{"role": "user", "content": text}])
