@@ -79,8 +79,9 @@ def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for name, value in patch.items():
         old = out.get(name)
-        out[name] = {**old, **value} if name in _MAPPINGS and isinstance(old, dict) and isinstance(value, dict) \
-            else value
+        if name in _MAPPINGS and isinstance(old, dict) and isinstance(value, dict):
+            value = {**old, **value}
+        out[name] = value
     return out
 
 

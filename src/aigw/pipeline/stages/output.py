@@ -220,7 +220,8 @@ class OutputStage(Stage):
         json_check = policy.output.json_schema != "off" and _response_format(ctx) is not None
         if json_check or policy.output.stream == "buffer":
             return self._buffered(ctx, policy, checks, chunks)
-        if not checks:
+        if not checks:  # nothing this request could leak, no content lists
+            record(ctx, self.name, Verdict().to_record(), "pass", self.metrics)
             return chunks
         return self._flowing(ctx, policy, checks, chunks)
 

@@ -84,12 +84,13 @@ class PiiStage(Stage):
         if not ctx.state.get(_RESTORE):
             return body
         mapping: dict[str, str] = ctx.state[PII_MAPPING]
-        escaped = _escaped(mapping)
-        text_map = escaped if _json_answer(ctx) else mapping
         choices = body.get("choices")
         if not isinstance(choices, list):
             return body
-        new = [_restore_choice(c, text_map, escaped) for c in choices]
+        json_answer = _json_answer(ctx)
+        calls = any((c.get("message") or {}).get("tool_calls") for c in choices if isinstance(c, dict))
+        escaped = _escaped(mapping) if json_answer or calls else mapping  # JSON-escaped only where needed
+        new = [_restore_choice(c, escaped if json_answer else mapping, escaped) for c in choices]
         if all(a is b for a, b in zip(new, choices, strict=True)):
             return body
         return {**body, "choices": new}
