@@ -38,6 +38,8 @@ def gw(upstreams: Upstreams, scripted_server: ScriptedUpstream,  # noqa: F811
                          {"pii": {"mode": "redact"}})
     cfg["models"].append({**cfg["models"][0], "name": "oai-block"})
     cfg["routing"]["oai-block"] = {"guardrails": {"pii": {"mode": "block"}}}
+    cfg["models"].append({**cfg["models"][0], "name": "oai-flag"})
+    cfg["routing"]["oai-flag"] = {"guardrails": {"pii": {"mode": "flag"}}}
     with running_gateway(cfg) as gw:
         yield gw
 
@@ -79,6 +81,15 @@ def test_block_is_a_400_with_the_kinds_and_nothing_goes_upstream(gw: RunningGate
         ask("anthropic", gw, "oai-block", QUESTION, stream=True)
     assert aerr.value.status_code == 400 and "credit_card" in str(aerr.value) and EMAIL not in str(aerr.value)
     assert ups.openai.traffic.requests == 0
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_flag_sends_the_original_and_records_the_kinds(gw: RunningGateway, ups: Upstreams, api: str) -> None:
+    rid = "req_flag_" + uuid.uuid4().hex[:8]
+    answer = ask(api, gw, "oai-flag", QUESTION, stream=True, extra_headers={"x-request-id": rid})
+    assert EMAIL in answer and EMAIL in upstream_body(ups, "oai")
+    verdict = logged(gw, rid)["guardrails"]["pii"]
+    assert verdict["action"] == "flag" and verdict["counts"] == {"credit_card": 1, "email": 1}
 
 
 def test_the_request_log_and_metrics_carry_kinds_and_counts_never_values(gw: RunningGateway, ups: Upstreams) -> None:
