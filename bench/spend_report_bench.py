@@ -121,6 +121,8 @@ async def main(args: argparse.Namespace) -> None:
     else:
         url = f"sqlite:///{Path(tmp.name) / 'bench.db'}"
     db = open_database(url)
+    if args.backend == "postgres":
+        db.sql._timeout = 1800.0  # type: ignore[attr-defined]  # bulk generation, not the 5 s request budget
     await db.open()
     try:
         await db.migrate()

@@ -1,0 +1,26 @@
+"""`aigw db status|upgrade`: pending migrations are reported, applied once, then up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from aigw.cli.main import cli
+
+
+def test_db_upgrade_applies_pending_migrations_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    runner = CliRunner()
+    status = runner.invoke(cli, ["db", "status", "--database-url", url])
+    assert status.exit_code == 1 and "pending migrations [1]" in status.output
+    first = runner.invoke(cli, ["db", "upgrade", "--database-url", url])
+    assert first.exit_code == 0 and "applied migrations [1]" in first.output
+    again = runner.invoke(cli, ["db", "upgrade", "--database-url", url])
+    assert again.exit_code == 0 and "up to date" in again.output
+    assert runner.invoke(cli, ["db", "status", "--database-url", url]).exit_code == 0
+
+
+def test_db_upgrade_names_an_unusable_url() -> None:
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--database-url", "mysql://x"])
+    assert result.exit_code == 1 and "database_url must start with sqlite: or postgresql:" in result.output
