@@ -97,6 +97,9 @@ class Tenancy:
         await self.keys.check_version()
         self.ledger.start(self.supervisor)
         self._watch = self.supervisor.spawn(self.keys.watch(), name="key-version-watch")
+        if self.config.server.workers > 1 and not self.config.redis_url:
+            log.warning("%d workers without redis_url: each keeps its own rate-limit and budget counters, so "
+                        "limits apply per worker; set redis_url to share them", self.config.server.workers)
         if self.services.prices.unknown:
             log.warning("no price for %s: their calls cost 0 (set `prices:` on those models)",
                         ", ".join(sorted(self.services.prices.unknown)))
