@@ -14,7 +14,9 @@ Per backend (``off`` = no cache block: the plain miss baseline):
 for non-streaming requests with wrk (C, HdrHistogram percentiles; a Lua script
 makes each miss unique) and for streams with a small aiohttp driver that reads
 each stream to its end. A response whose ``x-aigw-cache`` header is not the
-expected one counts as an error. Started processes are stopped by PID.
+expected one counts as an error. Before each run it waits (bounded) for the
+machine to be quiet and reports how busy it was. Also: gateway CPU per request
+in process (no HTTP). Started processes are stopped by PID.
 """
 
 from __future__ import annotations
@@ -87,6 +89,31 @@ def wait_http(url: str, timeout_s: float = 20) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def busy_pct(window_s: float = 1.0) -> float:
+    """Share of all CPUs busy over ``window_s`` (from /proc/stat), 0 where it cannot be read."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(x) for x in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    try:
+        t0, i0 = sample()
+        time.sleep(window_s)
+        t1, i1 = sample()
+    except OSError:
+        return 0.0
+    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+
+
+def wait_quiet(max_busy: float, timeout_s: float) -> float:
+    """Wait (bounded) until the machine is mostly idle; returns the last busy % seen."""
+    deadline = time.monotonic() + timeout_s
+    busy = busy_pct()
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = busy_pct()
+    return busy
 
 
 def gateway_config(backend: str, upstream: str, port: int, redis_url: str, prefix: str) -> dict[str, Any]:
@@ -191,10 +218,12 @@ def bench_backend(backend: str, upstream: str, args: argparse.Namespace, tmp: Pa
             if mode == "hit":
                 warm_hits(base + "/v1")
             for conc in args.conc:
+                busy = wait_quiet(args.quiet_max, args.quiet_wait)
                 r = run_wrk(base + "/v1/chat/completions", mode, conc, args.duration, expect[mode])
-                rows.append({"backend": backend, "kind": "plain", "mode": mode, "c": conc, **r})
+                rows.append({"backend": backend, "kind": "plain", "mode": mode, "c": conc, "busy": busy, **r})
+                busy = wait_quiet(args.quiet_max, args.quiet_wait)
                 r = asyncio.run(stream_load(base + "/v1", mode, conc, args.duration, expect[mode]))
-                rows.append({"backend": backend, "kind": "stream", "mode": mode, "c": conc, **r})
+                rows.append({"backend": backend, "kind": "stream", "mode": mode, "c": conc, "busy": busy, **r})
     finally:
         proc.terminate()
         try:
@@ -263,8 +292,8 @@ async def in_process(n: int, rounds: int = 3) -> list[str]:
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    out = ["| backend | request | mode | conc | req/s | p50 ms | p99 ms | errors | hit vs miss (p50 / req/s) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| backend | request | mode | conc | req/s | p50 ms | p99 ms | errors | busy before | "
+           "hit vs miss (p50 / req/s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = ""
         if r["mode"] == "hit":
@@ -272,7 +301,7 @@ def report(rows: list[dict[str, Any]]) -> str:
                         and x["mode"] == "miss" and x["c"] == r["c"])
             ratio = f"{miss['p50'] / r['p50']:.1f}x faster / {r['rps'] / miss['rps']:.1f}x"
         out.append(f"| {r['backend']} | {r['kind']} | {r['mode']} | {r['c']} | {r['rps']:.0f} | {r['p50']:.2f} "
-                   f"| {r['p99']:.2f} | {r['errors']} | {ratio} |")
+                   f"| {r['p99']:.2f} | {r['errors']} | {r['busy']:.0f}% | {ratio} |")
     return "\n".join(out)
 
 
@@ -283,6 +312,8 @@ def main() -> int:
     ap.add_argument("--backends", default="off,memory,redis")
     ap.add_argument("--redis-url", default=os.environ.get("AIGW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--in-process", type=int, default=5000, help="requests per in-process run (0 = skip)")
+    ap.add_argument("--quiet-max", type=float, default=20, help="wait for machine CPU busy <= this %% ...")
+    ap.add_argument("--quiet-wait", type=float, default=60, help="... for at most this many seconds per run")
     args = ap.parse_args()
     if args.in_process:
         print("\n".join(asyncio.run(in_process(args.in_process))) + "\n")

@@ -146,6 +146,9 @@ async def test_an_invalid_key_setting_is_ignored_not_fatal() -> None:
     bad = {"cache": {"mode": "sometimes", "max_bytes": 5}}
     assert (await h.ask(principal_extra=bad)).cache == "miss"
     assert (await h.ask(principal_extra=bad)).cache == "hit"
+    no_such_store = {"cache": {"backend": "redis"}}  # valid, but this gateway has no Redis
+    answer = await h.ask(principal_extra=no_such_store)
+    assert answer.cache is None and answer.body is not None
 
 
 async def test_stream_is_stored_once_complete_and_replayed_as_a_stream() -> None:

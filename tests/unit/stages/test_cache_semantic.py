@@ -29,6 +29,7 @@ async def test_similar_question_above_threshold_is_a_semantic_hit() -> None:
     assert hit.ctx.response_headers["x-aigw-cache-similarity"] == "0.9500"
     assert hit.text == first.text and h.upstream.calls == 1
     assert hit.ctx.state["cache_result"] == "semantic_hit"
+    assert hit.ctx.state["cache_hit"]["similarity"] == 0.95
 
 
 async def test_below_threshold_is_a_miss() -> None:

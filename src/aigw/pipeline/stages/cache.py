@@ -80,7 +80,7 @@ class CacheStage(Stage):
             return None
         controls = read_controls(ctx)
         policy = self.policies.for_request(ctx)
-        if policy.mode == "off":
+        if policy.mode == "off" or policy.backend not in self.stores:  # e.g. a key asking for redis without one
             return None
         ctx.response_headers[HEADER] = "miss"
         pending = _Pending(exact_key(ctx, policy.scope), policy,
@@ -147,7 +147,10 @@ class CacheStage(Stage):
         if raw is None:
             return None
         ctx.response_headers["x-aigw-cache-similarity"] = f"{match.score:.4f}"
-        return self._serve(ctx, raw, "semantic")
+        served = self._serve(ctx, raw, "semantic")
+        if served is not None:
+            ctx.state["cache_hit"]["similarity"] = round(match.score, 4)
+        return served
 
     def _serve(self, ctx: RequestContext, raw: bytes, match: str) -> Result | None:
         try:
