@@ -142,3 +142,15 @@ def test_tracing_off_wraps_nothing_and_passes_the_callers_traceparent_through(
         assert post(gw, {"traceparent": INCOMING}).status_code == 200
     sent = {k.lower(): v for k, v in fake.traffic.last.headers.items()}
     assert sent["traceparent"] == INCOMING
+
+
+def test_stage_spans_can_be_switched_off(fake: FakeOpenAI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(STAGES, "test_cache", "tests.integration.obs_stages:build_cache")
+    config = cfg(fake, tmp_path, tracing=True)
+    config["observability"]["tracing"]["stage_spans"] = False
+    exporter = InMemorySpanExporter()
+    with running_gateway(config) as gw:
+        gw.app.state["observability"].tracing.add_exporter(exporter)
+        assert post(gw).status_code == 200
+        spans = finished(exporter)
+    assert sorted(s.kind.name for s in spans) == ["CLIENT", "SERVER"]

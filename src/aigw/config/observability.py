@@ -32,6 +32,9 @@ class TracingConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)  # e.g. an auth header for a hosted collector
     service_name: str = "aigw"
     sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of new traces; an incoming sampled flag wins
+    # A span per stage hook: the most detail, and the most cost (the OpenTelemetry SDK spends tens of
+    # microseconds on each span). Off: request and upstream-attempt spans only.
+    stage_spans: bool = True
 
 
 class RequestLogConfig(_Strict):

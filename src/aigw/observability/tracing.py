@@ -115,6 +115,7 @@ class Tracing:
         elif (built := _exporter(config)) is not None:
             self.provider.add_span_processor(BatchSpanProcessor(built))
         self.tracer = self.provider.get_tracer("aigw")
+        self.stage_spans = config.stage_spans
 
     def add_exporter(self, exporter: Any) -> None:
         """Send every finished span to ``exporter`` as well, synchronously (tests, debugging)."""

@@ -61,6 +61,8 @@ class ObservedPipeline(Pipeline):
 
 # -- stages ----------------------------------------------------------------------------
 def traced_stages(stages: list[Stage], tracing: Tracing) -> list[Stage]:
+    if not tracing.stage_spans:
+        return stages
     return [s if s.name == "observe" else _traced_stage(s, tracing) for s in stages]
 
 
