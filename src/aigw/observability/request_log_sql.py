@@ -35,12 +35,16 @@ def table_for(day: int) -> str:
     return f"{PREFIX}{int(day)}"
 
 
-def _create_sql(day: int) -> list[str]:
+def _create_sql(day: int, table_options: str = "") -> list[str]:
+    """A day table clustered by time (inserts append), with lookups by request id and by key.
+
+    A replayed batch is ignored by the (ts, request_id) key; a client that reuses its own
+    x-request-id for a new request still gets both requests logged."""
     t = table_for(day)
     cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT NOT NULL')}" for c in COLUMNS)
     return [
-        f"CREATE TABLE IF NOT EXISTS {t} ({cols}, PRIMARY KEY (request_id))",
-        f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts, request_id)",
+        f"CREATE TABLE IF NOT EXISTS {t} ({cols}, PRIMARY KEY (ts, request_id)){table_options}",
+        f"CREATE INDEX IF NOT EXISTS {t}_id ON {t} (request_id)",
         f"CREATE INDEX IF NOT EXISTS {t}_key ON {t} (key_id, ts)",
     ]
 
@@ -143,7 +147,7 @@ class SqliteRequestLog:
         marks = ", ".join("?" for _ in COLUMNS)
         for day, rows in by_day.items():
             if day not in self._days:
-                for sql in _create_sql(day):
+                for sql in _create_sql(day, " WITHOUT ROWID"):
                     await self._db.execute(sql)
                 self._days.add(day)
             await self._db.executemany(f"INSERT OR IGNORE INTO {table_for(day)} ({_NAMES}) VALUES ({marks})", rows)
@@ -165,12 +169,12 @@ class SqliteRequestLog:
     async def get(self, request_id: str, tenant_id: str = "") -> RequestRecord | None:
         self._days = await self._list_days()
         for day in sorted(self._days, reverse=True):
-            sql = f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = ?"
-            async with self._db.execute(sql, (request_id,)) as cur:
+            sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = ? "
+                   f"AND (? = '' OR tenant_id = ?) ORDER BY ts DESC LIMIT 1")
+            async with self._db.execute(sql, (request_id, tenant_id, tenant_id)) as cur:
                 row = await cur.fetchone()
             if row is not None:
-                rec = _record(row)
-                return rec if not tenant_id or rec.tenant_id == tenant_id else None
+                return _record(row)
         return None
 
     async def drop_before(self, day: int) -> int:
@@ -234,7 +238,7 @@ class PostgresRequestLog:
                         await conn.execute(sql)
                     self._days.add(day)
                 await conn.executemany(
-                    f"INSERT INTO {table_for(day)} ({_NAMES}) VALUES ({marks}) ON CONFLICT (request_id) DO NOTHING",
+                    f"INSERT INTO {table_for(day)} ({_NAMES}) VALUES ({marks}) ON CONFLICT DO NOTHING",
                     rows)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
@@ -252,11 +256,11 @@ class PostgresRequestLog:
     async def get(self, request_id: str, tenant_id: str = "") -> RequestRecord | None:
         self._days = await self._list_days()
         for day in sorted(self._days, reverse=True):
-            sql = f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = $1"
-            row = await self._pool.fetchrow(sql, request_id)
+            sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = $1 "
+                   f"AND ($2 = '' OR tenant_id = $2) ORDER BY ts DESC LIMIT 1")
+            row = await self._pool.fetchrow(sql, request_id, tenant_id)
             if row is not None:
-                rec = _record(tuple(row))
-                return rec if not tenant_id or rec.tenant_id == tenant_id else None
+                return _record(tuple(row))
         return None
 
     async def drop_before(self, day: int) -> int:

@@ -151,3 +151,14 @@ async def test_writer_loop_flushes_on_its_own_and_close_drains() -> None:
     await w.close()
     await asyncio.wait_for(task, 1)
     assert await store.get("req_0002") is not None
+
+
+async def test_a_reused_client_request_id_keeps_both_requests_and_get_finds_the_newest(store: RequestLogStore) -> None:
+    if isinstance(store, MemoryRequestLog):
+        pytest.skip("the memory store keeps one record per id and day")
+    await store.write([rec(1, status=200), rec(1, status=200, ts=DAY0 + 50, tenant_id="t")])
+    assert len(await store.query(RequestQuery())) == 2
+    newest = await store.get("req_0001")
+    assert newest is not None and newest.ts == DAY0 + 50
+    assert (await store.get("req_0001", tenant_id="t")).ts == DAY0 + 50  # type: ignore[union-attr]
+    assert await store.get("req_0001", tenant_id="other") is None
