@@ -82,11 +82,22 @@ FIELDS = "aigw_fields"
 
 def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
     """Log one event with structured fields: like ``extra=``, without the caller lookup and the
-    per-key copying, for lines written once per request."""
-    if logger.isEnabledFor(level):
-        record = logger.makeRecord(logger.name, level, "", 0, msg, (), None)
-        record.__dict__[FIELDS] = fields
-        logger.handle(record)
+    per-key copying, for lines written once per request.
+
+    When the line would only reach the JSON handler ``configure`` installed (the usual
+    case), it is formatted and written directly, without a LogRecord; any other set-up
+    (more handlers, filters, a test's capture) gets a normal record."""
+    if not logger.isEnabledFor(level):
+        return
+    root = logging.root
+    if not logger.handlers and logger.propagate and len(root.handlers) == 1:
+        handler = root.handlers[0]
+        if type(handler) is JsonLineHandler and level >= handler.level and not handler.filters:
+            handler.write_fields(level, logger.name, msg, fields)
+            return
+    record = logger.makeRecord(logger.name, level, "", 0, msg, (), None)
+    record.__dict__[FIELDS] = fields
+    logger.handle(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -103,6 +114,18 @@ class JsonFormatter(logging.Formatter):
         if sec != self._sec:  # strftime once a second, not once a line
             self._sec, self._stamp = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         return f"{self._stamp}.{int(record.msecs):03d}Z"
+
+    def format_fields(self, level: int, name: str, msg: str, fields: dict[str, Any]) -> str:
+        """The line ``format`` would make of a ``log_fields`` record, without the record."""
+        now = time.time()
+        sec = int(now)
+        if sec != self._sec:
+            self._sec, self._stamp = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        out: dict[str, Any] = {"ts": f"{self._stamp}.{int((now - sec) * 1000):03d}Z",
+                               "level": _LEVELS.get(level) or logging.getLevelName(level).lower(),
+                               "logger": name, "msg": msg}
+        out.update(fields)
+        return self._scrub(orjson.dumps(out, default=str).decode())
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -121,6 +144,27 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return self._scrub(orjson.dumps(out, default=str).decode())
+
+
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+
+
+class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The JSON handler ``configure`` installs; ``log_fields`` writes to it without a LogRecord."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.json = JsonFormatter()
+        self.setFormatter(self.json)
+
+    def write_fields(self, level: int, name: str, msg: str, fields: dict[str, Any]) -> None:
+        try:
+            line = self.json.format_fields(level, name, msg, fields)
+            with self.lock:  # type: ignore[union-attr]
+                self.stream.write(line + self.terminator)
+                self.stream.flush()
+        except Exception:  # as logging does: a broken log line never breaks the caller
+            self.handleError(logging.LogRecord(name, level, "", 0, msg, None, None))
 
 
 class TextFormatter(logging.Formatter):
@@ -144,8 +188,12 @@ class TextFormatter(logging.Formatter):
 def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
     # Neither format prints thread or process names: skip looking them up for every record.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler: logging.Handler
+    if fmt == "json":
+        handler = JsonLineHandler(stream or sys.stderr)
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import orjson
 import pytest
@@ -87,3 +88,27 @@ def test_configure_picks_the_format_and_level() -> None:
 def test_a_keys_short_display_prefix_stays_readable_its_secret_does_not(scrub: Scrubber) -> None:
     line = scrub("key_prefix=sk-aigw-AbCd key=sk-aigw-AbCdEfGhIjKlMnOpQrStUvWxYz012345")
     assert "key_prefix=sk-aigw-AbCd " in line and "EfGhIjKlMnOpQrStUvWxYz012345" not in line
+
+
+def test_request_lines_read_the_same_through_the_fast_path_and_through_logging() -> None:
+    from aigw.observability.logging import log_fields
+
+    fields = {"request_id": "req_1", "status": 200, "key_prefix": "sk-aigw-AbCd", "fallbacks": []}
+    fast, slow = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure("info", "json", stream=fast)
+        log_fields(logging.getLogger("aigw.request"), logging.WARNING, "request", fields)
+        log_fields(logging.getLogger("aigw.request"), logging.DEBUG, "request", fields)  # below the level
+        configure("info", "json", stream=slow)
+        root.handlers[0].addFilter(lambda r: True)  # a filter: the line takes the LogRecord road
+        log_fields(logging.getLogger("aigw.request"), logging.WARNING, "request", fields)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    [a], [b] = fast.getvalue().splitlines(), slow.getvalue().splitlines()
+    da, db = orjson.loads(a), orjson.loads(b)
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert stamp.match(da.pop("ts")) and stamp.match(db.pop("ts"))
+    assert da == db == {"level": "warning", "logger": "aigw.request", "msg": "request", **fields}
