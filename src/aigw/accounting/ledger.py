@@ -74,10 +74,15 @@ class Ledger:
     async def _run(self) -> None:
         backoff = self._cfg.retry_backoff_s
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
+            drain = False
+            try:
                 await asyncio.wait_for(self._wake.wait(), self._cfg.flush_interval_s)
+            except TimeoutError:
+                drain = True  # an interval passed: write everything waiting
             self._wake.clear()
-            while self._buf and not self._stopping:
+            # Woken by a full batch: write full batches only; the remainder joins the next one (it
+            # waits less than an interval either way). Small batches would cost a commit each.
+            while self._buf and not self._stopping and (drain or len(self._buf) >= self._cfg.batch_size):
                 if await self.flush_once():
                     backoff = self._cfg.retry_backoff_s
                     continue

@@ -168,12 +168,18 @@ async def _write_sqlite(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
     fresh = [r for r in rows if r[0] not in present]
     if not fresh:
         return 0
-    await tx.executemany(_INSERT, fresh)
+    # One multi-row INSERT per 500 rows: one statement step, so the sqlite3 module releases and
+    # re-takes the GIL once per chunk instead of once per row (executemany) -- the event loop's
+    # thread is not kept waiting on GIL hand-overs while a batch is written.
+    for i in range(0, len(fresh), 500):
+        chunk = fresh[i:i + 500]
+        await tx.execute(_INSERT + ", ".join([_ROW] * len(chunk)), *[v for r in chunk for v in r])
     await tx.executemany(_UPSERT, list(_sum_rollups(fresh).values()))
     return len(fresh)
 
 
-_INSERT = f"INSERT INTO spend_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT = f"INSERT INTO spend_ledger ({', '.join(COLUMNS)}) VALUES "
+_ROW = f"({', '.join('?' * len(COLUMNS))})"
 _UPSERT = (
     f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(_ROLLUP_COLS)}) "
     f"VALUES ({', '.join('?' * (5 + len(_ROLLUP_COLS)))}) "
