@@ -34,6 +34,7 @@ from aigw.routing.router import Target
 from aigw.routing.setup import build_router
 from aigw.stores.redis.client import make_redis
 from aigw.supervise import Supervisor
+from aigw.tenancy import Tenancy
 from aigw.types import SystemClock
 
 log = logging.getLogger("aigw")
@@ -52,21 +53,24 @@ def build_app(config: GatewayConfig) -> GatewayApp:
                      redis_prefix=config.redis_prefix)
     deps.services.update(obs.services())
     deps.services.update(_cache_services(config, redis))
+    tenancy = Tenancy(config, redis, supervisor, clients) if config.tenancy.enabled else None
+    if tenancy is not None:  # virtual keys, limits, budgets, spend ledger
+        deps.services.update(tenancy.stage_services())
     stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
     if obs.tracing is not None:
         stages = traced_stages(stages, obs.tracing)
     pipeline = ObservedPipeline(stages, RouteTerminal(router))
-    auth = Authenticator(config.server.master_key)
+    auth = Authenticator(config.server.master_key, tenancy.lookup if tenancy is not None else None)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)
     health = Health()
-    for name, (check, critical) in deps.services.get("health_checks", {}).items():  # stages' own checks
-        health.register(name, check, critical)
     if redis is not None:
         health.register("redis", redis_check(redis), critical=False)
     if obs.writer is not None:
         health.register("database", database_check(lambda: obs.writer.store.ping()), critical=False)  # type: ignore[union-attr]
     register_breakers(health, [t.deployment.id for t in targets],
                       lambda: {r["id"]: r["breaker"] for r in deployment_report(router)})
+    for name, (check, critical) in deps.services.get("health_checks", {}).items():  # stages' own checks
+        health.register(name, check, critical)
 
     async def shutdown() -> None:
         await supervisor.drain()
@@ -81,6 +85,11 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.on_shutdown.append(obs.stop)  # shutdown hooks run in reverse: the request log flushes first
     app.on_startup.append(router.start)  # shared breaker state sync, optional probe
     app.on_shutdown.append(router.stop)
+    if tenancy is not None:  # stops first on the way out: the ledger drains before the supervisor
+        app.on_startup.append(tenancy.start)
+        app.on_shutdown.append(tenancy.stop)
+        tenancy.register_routes(app, auth)
+        health.register("ledger", tenancy.health, critical=False)  # type: ignore[arg-type]
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
                      supervisor=supervisor, clients=clients, deps=deps, observability=obs)
 
