@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -23,10 +22,6 @@ from typing import Any, Protocol
 from aigw.config.tenancy import LedgerConfig
 
 log = logging.getLogger("aigw.ledger")
-
-
-class _Record(Protocol):
-    id: str
 
 
 class _Store(Protocol):
@@ -41,7 +36,7 @@ class Ledger:
     def __init__(self, store: _Store, config: LedgerConfig) -> None:
         self._store = store
         self._cfg = config
-        self._buf: deque[_Record] = deque()
+        self._buf: deque[Any] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
@@ -54,10 +49,12 @@ class Ledger:
     def pending(self) -> int:
         return len(self._buf)
 
-    def record(self, rec: _Record) -> None:
-        """Queue one row (O(1), never blocks). Gives it its id if it has none."""
-        if not rec.id:
-            rec.id = "sp_" + os.urandom(12).hex()
+    def record(self, rec: Any) -> None:
+        """Queue one row (O(1), never blocks). Rows carry their own id (idempotent replays).
+
+        Rows are plain tuples of numbers and strings: the garbage collector stops tracking
+        those, so a buffer of thousands costs its collections nothing.
+        """
         self._buf.append(rec)
         if len(self._buf) > self._cfg.max_buffered:
             self._buf.popleft()

@@ -215,8 +215,8 @@ class TenancyStore(Protocol):
 
 
 class LedgerStore(Protocol):
-    async def write(self, records: list[SpendRecord]) -> int:
-        """Insert records idempotently by request id and add the new ones to the rollups.
+    async def write(self, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:
+        """Insert records (or ``sql_ledger.as_row`` rows) idempotently by row id; add new ones to the rollups.
         Returns how many were new. Raises on a database failure (the caller retries)."""
         ...
 
@@ -281,7 +281,6 @@ class Reservation:
     scope: str = ""
     limit_nano: int = 0
     spent_nano: int = 0  # spent (incl. reservations) in the refusing scope, before this request
-    crossed: list[tuple[str, str, float]] = field(default_factory=list)  # (scope ref, window, threshold)
 
 
 class BudgetCounter(Protocol):

@@ -216,7 +216,7 @@ class SqlDatabase:
         return out
 
     # -- ledger --------------------------------------------------------------------
-    async def write(self, records: list[SpendRecord]) -> int:
+    async def write(self, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:
         return await sql_ledger.write_batch(self.sql, records)
 
     async def spend(self, query: SpendQuery) -> list[dict[str, Any]]:

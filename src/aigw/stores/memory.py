@@ -132,19 +132,27 @@ class MemoryBudgets:
     """Spend per scope and budget window in nano-dollars: reserve, then settle."""
 
     def __init__(self) -> None:
-        self._spent: dict[tuple[str, str], int] = {}
+        self._spent: dict[str, dict[str, int]] = {}  # scope ref -> window -> nano-dollars
         self._alerted: set[tuple[str, str, float]] = set()
 
+    def _windows(self, ref: str) -> dict[str, int]:
+        windows = self._spent.get(ref)
+        if windows is None:
+            windows = self._spent[ref] = {}
+        return windows
+
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
-        keys = [(s, (s.ref, window_of(s.limits.budget_period, now))) for s in scopes if s.limits.budget_usd is not None]
-        for scope, key in keys:
-            limit = scope.budget_nano
-            spent = self._spent.get(key, 0)
-            if spent + amount_nano > limit:
-                return Reservation(allowed=False, scope=scope.ref, limit_nano=limit, spent_nano=spent)
-        for _, key in keys:
-            self._spent[key] = self._spent.get(key, 0) + amount_nano
-        return Reservation(allowed=True)
+        for s in scopes:
+            if s.limits.budget_usd is None:
+                continue
+            spent = self._windows(s.ref).get(window_of(s.limits.budget_period, now), 0)
+            if spent + amount_nano > s.budget_nano:
+                return Reservation(allowed=False, scope=s.ref, limit_nano=s.budget_nano, spent_nano=spent)
+        for s in scopes:
+            if s.limits.budget_usd is not None:
+                windows, window = self._windows(s.ref), window_of(s.limits.budget_period, now)
+                windows[window] = windows.get(window, 0) + amount_nano
+        return RESERVED
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
                      thresholds: list[float]) -> list[tuple[str, str, float]]:
@@ -152,10 +160,8 @@ class MemoryBudgets:
         for s in scopes:
             if s.limits.budget_usd is None:
                 continue
-            window = window_of(s.limits.budget_period, now)
-            key = (s.ref, window)
-            spent = self._spent.get(key, 0) + actual_nano - reserved_nano
-            self._spent[key] = spent
+            windows, window = self._windows(s.ref), window_of(s.limits.budget_period, now)
+            spent = windows[window] = windows.get(window, 0) + actual_nano - reserved_nano
             limit = s.budget_nano
             if limit <= 0 or not thresholds or spent < min(thresholds) * limit:
                 continue
@@ -169,10 +175,13 @@ class MemoryBudgets:
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
         """Start from the ledger's totals (after a restart); counters already live win."""
         for (kind, ident, window), nano in spent.items():
-            self._spent.setdefault((f"{kind}:{ident}", window), nano)
+            self._windows(f"{kind}:{ident}").setdefault(window, nano)
 
     async def spent(self, scope: Scope, now: float) -> int:
-        return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)
+        return self._windows(scope.ref).get(window_of(scope.limits.budget_period, now), 0)
+
+
+RESERVED = Reservation(allowed=True)  # shared: an accepted reservation carries nothing else
 
 
 class MemoryGate:

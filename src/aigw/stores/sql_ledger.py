@@ -52,8 +52,10 @@ def day_of(ts: float) -> str:
 
 
 def as_row(rec: SpendRecord) -> tuple[Any, ...]:
+    """The ledger row of a record, in ``COLUMNS`` order (what the ledger buffers and writes)."""
     return (
-        rec.id, rec.request_id, rec.ts_start, rec.ts_end, day_of(rec.ts_end), rec.tenant_id, rec.project_id,
+        rec.id or new_record_id(), rec.request_id, rec.ts_start, rec.ts_end, day_of(rec.ts_end), rec.tenant_id,
+        rec.project_id,
         rec.key_id, rec.key_prefix, rec.model, rec.served_model, rec.deployment_id, rec.provider, rec.endpoint,
         rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens, rec.cache_write_tokens,
         rec.reasoning_tokens, rec.cost_nano, rec.cost_saved_nano, float(rec.latency_ms), float(rec.upstream_ms),
@@ -138,9 +140,9 @@ async def ledger_count(db: Sql) -> int:
     return int(rows[0]["n"])
 
 
-async def write_batch(db: Sql, records: list[SpendRecord]) -> int:
-    """Write a batch in one transaction; returns how many rows were new."""
-    rows = [as_row(r) for r in {r.id: r for r in records}.values()]
+async def write_batch(db: Sql, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:
+    """Write a batch (records, or rows from ``as_row``) in one transaction; returns how many were new."""
+    rows = list({r[0]: r for r in (x if isinstance(x, tuple) else as_row(x) for x in records)}.values())
     if not rows:
         return 0
     async with db.transaction() as tx:

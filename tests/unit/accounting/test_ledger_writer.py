@@ -15,6 +15,9 @@ class Rec:
     n: int
     id: str = ""
 
+    def __post_init__(self) -> None:
+        self.id = self.id or f"sp_{self.n}"
+
 
 class FlakyStore:
     """Keeps rows by id (idempotent, like the real stores); can be 'down'."""

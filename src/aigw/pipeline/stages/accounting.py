@@ -17,6 +17,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import SERVICE, STREAM_TEXT, TenancyServices, measure
 from aigw.stores.base import SpendRecord
+from aigw.stores.sql_ledger import as_row
 from aigw.types import JSON, Clock
 
 
@@ -34,7 +35,7 @@ class AccountingStage(Stage):
         ledger = self.svc.ledger
         if ledger is None:
             return
-        ledger.record(self.record_for(ctx))
+        ledger.record(as_row(self.record_for(ctx)))  # a tuple: untracked by the GC while buffered
 
     def record_for(self, ctx: RequestContext) -> SpendRecord:
         m = measure(ctx, self.svc)
