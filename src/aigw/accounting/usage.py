@@ -77,6 +77,10 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
         read, write = _i(usage, "cache_read_input_tokens"), _i(usage, "cache_creation_input_tokens")  # Anthropic
         return _split(_i(usage, "input_tokens") + read + write, read, write, _i(usage, "output_tokens"),
                       _i(usage, "output_tokens_details", "thinking_tokens"))
+    raw_p, raw_c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if (type(raw_p) is int and type(raw_c) is int and "prompt_tokens_details" not in usage
+            and "completion_tokens_details" not in usage and "prompt_cache_hit_tokens" not in usage):
+        return Tokens(max(0, raw_p), 0, 0, max(0, raw_c), 0)  # the common plain shape, fast
     prompt, completion = _i(usage, "prompt_tokens"), _i(usage, "completion_tokens")
     cached = _i(usage, "prompt_tokens_details", "cached_tokens") or _i(usage, "prompt_cache_hit_tokens")
     return _split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,

@@ -47,8 +47,18 @@ def new_record_id() -> str:
     return "sp_" + os.urandom(12).hex()
 
 
+_DAYS: dict[int, str] = {}
+
+
 def day_of(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
+    """The UTC day of ``ts`` (memoised per day: called for every ledger row)."""
+    n = int(ts // 86400)
+    day = _DAYS.get(n)
+    if day is None:
+        if len(_DAYS) > 1000:
+            _DAYS.clear()
+        day = _DAYS[n] = dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
+    return day
 
 
 def as_row(rec: SpendRecord) -> tuple[Any, ...]:
