@@ -22,7 +22,13 @@ OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-tenancy-overhead}
 KEY=sk-bench-1234
 mkdir -p "$OUT"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ -n "${AIGW_BENCH_REDIS_PREFIX:-}" ]; then  # this run's Redis keys only
+    "$AIGW" -c 'import redis,sys; r=redis.Redis.from_url(sys.argv[1]); ks=list(r.scan_iter(match=sys.argv[2]+"*")); ks and r.delete(*ks)' \
+      "$AIGW_BENCH_REDIS_URL" "$AIGW_BENCH_REDIS_PREFIX" || true
+  fi
+}
 trap cleanup EXIT
 port() { "$AIGW" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ready() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "not ready: $1" >&2; exit 1; }
@@ -30,7 +36,10 @@ ready() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; s
 UP=$(port); taskset -c 0 "$BPY" "$SHARED/upstream.py" --port "$UP" --delay-ms 0 --chunks 20 > "$OUT/upstream.log" 2>&1 &
 PIDS+=($!); ready "http://127.0.0.1:$UP/health"
 export AIGW_BENCH_UPSTREAM="http://127.0.0.1:$UP/v1" AIGW_BENCH_KEY=$KEY AIGW_BENCH_DIR=$OUT
-[ "${REDIS:-0}" = 1 ] && export AIGW_BENCH_REDIS_URL=${AIGW_BENCH_REDIS_URL:-redis://127.0.0.1:6379/0}
+if [ "${REDIS:-0}" = 1 ]; then  # a prefix of this run's own: no state shared with other runs (breakers!)
+  export AIGW_BENCH_REDIS_URL=${AIGW_BENCH_REDIS_URL:-redis://127.0.0.1:6379/0}
+  export AIGW_BENCH_REDIS_PREFIX="aigw-bench-$$-$(date +%s):"
+fi
 start() {  # label config -> port
   local p; p=$(port)
   AIGW_BENCH_PORT=$p AIGW_BENCH_DIR="$OUT/$1" taskset -c 1 "$AIGW" -m aigw serve --config "$2" --port "$p" \
