@@ -50,6 +50,8 @@ def run(url: str, key: str, seconds: int, conns: int) -> tuple[int, float]:
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     os.unlink(f.name)
     reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if reqs == 0:
+        raise SystemExit(f"{url}: no request completed\n{out}")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise SystemExit(f"{url}: {non2xx.group(1)} failed requests")
