@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from typing import Any
 
 from aigw.stores.base import NANO, RequestQuery, SpendQuery, SpendRecord
@@ -43,8 +44,12 @@ def rollup_sql(source: str, where: str) -> str:
 
 
 def new_record_id() -> str:
-    """Ledger rows get their own id: a client-chosen x-request-id must not make a row vanish."""
-    return "sp_" + os.urandom(12).hex()
+    """Ledger rows get their own id: a client-chosen x-request-id must not make a row vanish.
+
+    Time first (nanoseconds, hex), then randomness: ids grow with time, so inserts append
+    to the primary-key index instead of landing at random pages of it.
+    """
+    return f"sp_{time.time_ns():016x}{os.urandom(6).hex()}"
 
 
 _DAYS: dict[int, str] = {}
