@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
-from aigw.routing.router import RouteRequest, Router, Served
+from aigw.routing.router import Router, RouteRequest, Served
 from aigw.types import JSON
 
 

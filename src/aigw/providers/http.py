@@ -165,7 +165,7 @@ async def read_error_body(response: aiohttp.ClientResponse, limit: int = 64 * 10
     """Return (raw text, parsed JSON or None) of an upstream error body."""
     try:
         raw = await response.content.read(limit)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return "", None
     text = raw.decode("utf-8", errors="replace")
     try:

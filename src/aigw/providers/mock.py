@@ -59,7 +59,7 @@ def answer_text(body: JSON) -> str:
 
 def _example_for(schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if kind == "object":
         props = schema.get("properties") or {}
