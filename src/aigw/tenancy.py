@@ -93,8 +93,14 @@ class Tenancy:
                 log.info("database migrated to version %s", applied[-1])
         elif missing := await self.db.pending_migrations():
             raise RuntimeError(f"database needs migrations {missing}: run `aigw db upgrade`")
-        await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
-        await self.keys.check_version()
+        spent = await self.db.budgeted_spend(self.clock.now())
+        try:  # Redis away at start: serve anyway, under the configured failure policies
+            await self.services.budgets.seed(spent)
+            await self.keys.check_version()
+        except Exception as exc:
+            log.warning("hot-state store unavailable at start (%s: %s); limits fail %s, budgets fail %s until "
+                        "it answers", type(exc).__name__, exc, self.cfg.limits_on_store_error,
+                        self.cfg.budget_on_store_error)
         self.ledger.start(self.supervisor)
         self._watch = self.supervisor.spawn(self.keys.watch(), name="key-version-watch")
         if self.config.server.workers > 1 and not self.config.redis_url:

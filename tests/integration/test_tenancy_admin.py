@@ -152,3 +152,20 @@ def test_bad_admin_input_is_refused_with_the_field_named(admin: AdminClient) -> 
     with pytest.raises(AdminError) as err:
         admin.post("/admin/tenants", {"name": "dup-co"})
     assert err.value.status == 409
+
+
+def test_with_redis_down_the_gateway_serves_under_its_policies(tmp_path: Path) -> None:
+    cfg = gateway_config(tmp_path / "noredis.db", redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+    with running_gateway(cfg) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        free = setup_key(admin, "down-co", rpm=5)  # rate limits fail open: calls go through
+        assert _client(gw, free["key"]).chat.completions.create(**chat_body()).choices
+        capped = setup_key(admin, "down-co", project="p2", budget_usd=5.0)
+        with pytest.raises(openai.APIStatusError) as err:  # budgets fail closed: no unbounded spend
+            _client(gw, capped["key"]).chat.completions.create(**chat_body())
+        assert err.value.status_code == 503
+        with pytest.raises(AdminError) as admin_err:  # saved, but other replicas cannot be told
+            admin.post(f"/admin/keys/{free['id']}/revoke")
+        assert admin_err.value.status == 503 and "repeat the call" in admin_err.value.message
+        with pytest.raises(openai.AuthenticationError):  # this replica knows at once
+            _client(gw, free["key"]).chat.completions.create(**chat_body())

@@ -14,6 +14,7 @@ Spend reports live in ``admin_spend.py``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,6 +41,7 @@ from aigw.stores.base import ApiKey, Database, KeyVersion, Project, Tenant
 from aigw.stores.keygen import display_prefix, hash_secret, new_id, new_secret
 from aigw.types import JSON, Clock
 
+log = logging.getLogger("aigw.admin")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[HttpRequest, Send], Awaitable[None]]
 MAX_BODY = 256 * 1024
@@ -71,6 +73,11 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
         except errors.GatewayError as err:
             await send_json(send, err.status, error_body(err), headers)
             return
+        except Exception as exc:  # a database error, say: a clean 500, logged, never a stack trace
+            log.exception("admin %s %s failed", req.method, req.path)
+            internal = errors.UpstreamError(f"internal error ({type(exc).__name__})", status=500)
+            await send_json(send, 500, error_body(internal), headers)
+            return
         await send_json(send, status, body, headers)
 
     return handler
@@ -89,7 +96,12 @@ class AdminApi:
 
     async def _changed(self) -> None:
         self._on_change()
-        await self.version.bump()
+        try:
+            await self.version.bump()
+        except Exception as exc:  # saved, but other replicas cannot be told: say so, the call is repeatable
+            log.error("key version bump failed (%s): other replicas keep their cached keys", type(exc).__name__)
+            raise errors.Unavailable("The change is saved, but other replicas could not be notified (store "
+                                     "unavailable); repeat the call to notify them.", retry_after=1.0) from None
 
     # -- lookups that respect the caller's tenant ------------------------------------
     async def tenant(self, ident: str, scope: str | None) -> Tenant:
@@ -195,8 +207,7 @@ class AdminApi:
                    prefix=display_prefix(secret), name=body.name, allowed_models=body.models,
                    limits=body.limits(), expires_at=body.expires_at, role=body.role, metadata=body.metadata,
                    created_at=self.clock.now())
-        await self.db.add_key(k)
-        await self._changed()  # a cached "unknown key" answer must not outlive the key's creation
+        await self.db.add_key(k)  # no version bump: a fresh random secret cannot be cached anywhere yet
         return 201, key_out(k, secret)
 
     async def list_keys(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
