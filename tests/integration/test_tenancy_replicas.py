@@ -214,3 +214,29 @@ def test_ledger_count_equals_successes_after_sigterm_and_a_database_outage(clust
     assert _wait_ledger(cluster, f"key_id = '{key['id']}'", ok) == ok
     time.sleep(0.5)  # nothing more arrives later either
     assert _ledger(cluster, f"key_id = '{key['id']}'") == ok
+
+
+def test_kill_9_loses_nothing_older_than_the_flush_interval(tmp_path: Path) -> None:
+    db = tmp_path / "embedded.db"
+    config = {"server": {"master_key": MASTER}, "database_url": f"sqlite:///{db}", "models": [PRICED_MOCK],
+              "tenancy": {"ledger": {"flush_interval_s": 0.2}}}
+    path = tmp_path / "aigw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "aigw", "serve", "--config", str(path), "--port", str(port),
+                             "--log-level", "warning"], env=_env(), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        key = setup_key(AdminClient(url, MASTER), "crash-tenant")
+        statuses = asyncio.run(_burst([url], key["key"], 60, chat_body("crash", max_tokens=5)))
+        assert statuses.count(200) == 60
+        time.sleep(0.6)  # three flush intervals
+    finally:
+        proc.kill()  # SIGKILL: no shutdown hook runs
+        proc.wait(timeout=10)
+    import sqlite3
+
+    rows = sqlite3.connect(db).execute("SELECT count(*) FROM spend_ledger WHERE key_id = ?", (key["id"],)).fetchone()
+    assert rows[0] == 60
