@@ -240,3 +240,19 @@ def test_kill_9_loses_nothing_older_than_the_flush_interval(tmp_path: Path) -> N
 
     rows = sqlite3.connect(db).execute("SELECT count(*) FROM spend_ledger WHERE key_id = ?", (key["id"],)).fetchone()
     assert rows[0] == 60
+
+
+def test_a_revoked_key_stops_on_every_replica_within_a_second(cluster: Cluster) -> None:
+    key = setup_key(cluster.admin(), "revoke-tenant")
+    body = chat_body("hi", max_tokens=5)
+    for url in cluster.urls:  # every replica has the key cached now
+        assert asyncio.run(_burst([url], key["key"], 1, body)) == [200]
+    cluster.admin().post(f"/admin/keys/{key['id']}/revoke")
+    started = time.monotonic()
+    pending = set(cluster.urls[1:])
+    while pending:
+        for url in list(pending):
+            if asyncio.run(_burst([url], key["key"], 1, body)) == [401]:
+                pending.discard(url)
+        assert time.monotonic() - started < 1.0, f"still accepted by {pending}"
+        time.sleep(0.02)
