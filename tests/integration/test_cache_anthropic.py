@@ -12,8 +12,9 @@ from tests.support.gateway import RunningGateway, running_gateway
 
 
 @pytest.fixture(scope="module")
-def gw() -> Iterator[RunningGateway]:
-    with running_gateway({"cache": {"mode": "exact"}}) as gw:
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    db = tmp_path_factory.mktemp("cache-anthropic") / "gw.db"  # its own ledger: no lock shared with other runs
+    with running_gateway({"cache": {"mode": "exact"}, "database_url": f"sqlite:///{db}"}) as gw:
         yield gw
 
 

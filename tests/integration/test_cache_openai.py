@@ -24,8 +24,9 @@ TENANT_KEYS = {"sk-acme": "acme", "sk-acme-2": "acme", "sk-globex": "globex"}
 
 
 @pytest.fixture(scope="module")
-def gw() -> Iterator[RunningGateway]:
-    with running_gateway(CONFIG) as gw:
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    db = tmp_path_factory.mktemp("cache-openai") / "gw.db"  # its own ledger: no lock shared with other runs
+    with running_gateway({**CONFIG, "database_url": f"sqlite:///{db}"}) as gw:
         async def lookup(key: str) -> Principal | None:  # stands in for issue 4's virtual keys
             tenant = TENANT_KEYS.get(key)
             return Principal(key_id=key, tenant_id=tenant) if tenant else None

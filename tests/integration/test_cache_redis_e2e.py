@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +21,11 @@ from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import free_port
 
 
-def config(url: str, prefix: str, **cache: Any) -> dict[str, Any]:
-    return {"redis_url": url, "redis_prefix": prefix,
-            "cache": {"mode": "exact", "backend": "redis", "timeout_ms": 50, "retry_after_s": 0.5, **cache}}
+def config(url: str, prefix: str, db: Path, **cache: Any) -> dict[str, Any]:
+    """Redis backend; a generous timeout unless a test is about timeouts (a busy CI box is slow).
+    Each gateway gets a ledger database of its own (no SQLite lock shared with other runs)."""
+    return {"redis_url": url, "redis_prefix": prefix, "database_url": f"sqlite:///{db}",
+            "cache": {"mode": "exact", "backend": "redis", "timeout_ms": 500, "retry_after_s": 0.5, **cache}}
 
 
 def post(gw: RunningGateway, text: str, headers: dict[str, str] | None = None) -> tuple[int, str | None, float]:
@@ -78,9 +81,10 @@ def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         proc.wait(timeout=10)
 
 
-def test_replicas_share_entries_through_redis(redis_isolated: tuple[str, str]) -> None:
+def test_replicas_share_entries_through_redis(redis_isolated: tuple[str, str], tmp_path: Path) -> None:
     url, prefix = redis_isolated
-    with running_gateway(config(url, prefix)) as a, running_gateway(config(url, prefix)) as b:
+    with running_gateway(config(url, prefix, tmp_path / "a.db")) as a, \
+            running_gateway(config(url, prefix, tmp_path / "b.db")) as b:
         assert post(a, "shared question")[1] == "miss"
         settle(a)
         assert post(b, "shared question")[1] == "hit"
@@ -90,9 +94,9 @@ def test_replicas_share_entries_through_redis(redis_isolated: tuple[str, str]) -
         assert post(a, "private")[1] == "miss"
 
 
-def test_redis_entries_expire(redis_isolated: tuple[str, str]) -> None:
+def test_redis_entries_expire(redis_isolated: tuple[str, str], tmp_path: Path) -> None:
     url, prefix = redis_isolated
-    with running_gateway(config(url, prefix)) as gw:
+    with running_gateway(config(url, prefix, tmp_path / "gw.db")) as gw:
         post(gw, "fleeting", {"x-aigw-cache": "ttl=0.3"})
         settle(gw)
         assert post(gw, "fleeting")[1] == "hit"
@@ -100,9 +104,10 @@ def test_redis_entries_expire(redis_isolated: tuple[str, str]) -> None:
         assert post(gw, "fleeting")[1] == "miss"
 
 
-def test_redis_killed_mid_load_fails_no_request(own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_redis_killed_mid_load_fails_no_request(own_redis: tuple[str, subprocess.Popen[bytes]],
+                                                tmp_path: Path) -> None:
     url, proc = own_redis
-    with running_gateway(config(url, "aigw-test:", timeout_ms=250)) as gw:  # slack for a busy CI machine
+    with running_gateway(config(url, "aigw-test:", tmp_path / "gw.db", timeout_ms=250)) as gw:  # busy CI slack
         assert ready(gw)[1]["checks"]["cache"]["status"] == "ok"
         for i in range(20):
             post(gw, f"question {i}")
@@ -127,9 +132,10 @@ def test_redis_killed_mid_load_fails_no_request(own_redis: tuple[str, subprocess
         assert gw.app.state["deps"].services["cache_stats"].backend_errors > 0
 
 
-def test_paused_redis_costs_at_most_the_timeout(own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_paused_redis_costs_at_most_the_timeout(own_redis: tuple[str, subprocess.Popen[bytes]],
+                                                tmp_path: Path) -> None:
     url, _ = own_redis
-    with running_gateway(config(url, "aigw-test:")) as gw:
+    with running_gateway(config(url, "aigw-test:", tmp_path / "gw.db", timeout_ms=50)) as gw:
         post(gw, "paused")
         settle(gw)
         assert post(gw, "paused")[1] == "hit"
@@ -137,7 +143,7 @@ def test_paused_redis_costs_at_most_the_timeout(own_redis: tuple[str, subprocess
         try:
             admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")
             status, header, took = post(gw, "paused")
-            assert (status, header) == (200, "miss") and took < 0.5
+            assert (status, header) == (200, "miss") and took < 0.5  # the 50 ms timeout, not the 1 s pause
             assert ready(gw)[1]["checks"]["cache"]["status"] == "degraded"
             admin.execute_command("CLIENT", "UNPAUSE")
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -13,13 +14,16 @@ from tests.support.gateway import RunningGateway, running_gateway
 
 pytestmark = pytest.mark.skipif(not local_embedder_available(),
                                 reason="the semantic extra is not installed (pip install 'aigw[semantic]')")
-SEMANTIC: dict[str, Any] = {"mode": "semantic", "semantic": {"threshold": 0.9, "embedding_model": "local"}}
+# generous timeouts: these tests are about matching and sharing, not about a slow backend on a busy CI box
+SEMANTIC: dict[str, Any] = {"mode": "semantic", "timeout_ms": 1000,
+                            "semantic": {"threshold": 0.9, "embedding_model": "local", "embed_timeout_ms": 3000}}
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 
 
 @pytest.fixture(scope="module")
-def gw() -> Iterator[RunningGateway]:
-    with running_gateway({"cache": SEMANTIC}) as gw:
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    db = tmp_path_factory.mktemp("cache-semantic") / "gw.db"  # its own ledger: no lock shared with other runs
+    with running_gateway({"cache": SEMANTIC, "database_url": f"sqlite:///{db}"}) as gw:
         yield gw
 
 
@@ -47,10 +51,11 @@ def test_no_semantic_hit_when_tools_are_offered(gw: RunningGateway) -> None:
     assert h["x-aigw-cache"] == "miss"
 
 
-def test_replicas_share_the_semantic_index_through_redis(redis_isolated: tuple[str, str]) -> None:
+def test_replicas_share_the_semantic_index_through_redis(redis_isolated: tuple[str, str], tmp_path: Path) -> None:
     url, prefix = redis_isolated
     cfg = {"redis_url": url, "redis_prefix": prefix, "cache": {**SEMANTIC, "backend": "redis"}}
-    with running_gateway(cfg) as a, running_gateway(cfg) as b:
+    with running_gateway({**cfg, "database_url": f"sqlite:///{tmp_path}/a.db"}) as a, \
+            running_gateway({**cfg, "database_url": f"sqlite:///{tmp_path}/b.db"}) as b:
         assert ask(a, "How many legs does a spider have?")[0]["x-aigw-cache"] == "miss"
         h, _ = ask(b, "How many legs do spiders have?")
         assert h["x-aigw-cache"] == "hit" and h["x-aigw-cache-match"] == "semantic"
