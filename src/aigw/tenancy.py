@@ -72,7 +72,7 @@ class Tenancy:
             version = _DbVersion(self.db)
         self.version = version
         self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size)
-        self.ledger = Ledger(self.db, self.cfg.ledger)
+        self.ledger = Ledger(self.db, self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}))
         self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets, gate=gate,
                                         prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
                                         alert=self._alert)
@@ -101,6 +101,7 @@ class Tenancy:
             log.warning("hot-state store unavailable at start (%s: %s); limits fail %s, budgets fail %s until "
                         "it answers", type(exc).__name__, exc, self.cfg.limits_on_store_error,
                         self.cfg.budget_on_store_error)
+        self.ledger.replay_spill()
         self.ledger.start(self.supervisor)
         self._watch = self.supervisor.spawn(self.keys.watch(), name="key-version-watch")
         if self.config.server.workers > 1 and not self.config.redis_url:
@@ -115,7 +116,7 @@ class Tenancy:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
-        await self.ledger.close()
+        await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)
         await self.db.close()
 
     async def health(self) -> tuple[str, str]:
@@ -141,3 +142,19 @@ class Tenancy:
         api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate)
         admin_api.register(app, auth, api)
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
+
+
+def _spill_path(config: GatewayConfig) -> str:
+    """Where unwritten ledger rows wait for the next start (see ``LedgerConfig.spill_file``)."""
+    chosen = config.tenancy.ledger.spill_file
+    if chosen == "off":
+        return ""
+    if chosen:
+        return chosen
+    url = config.database_url
+    if url.startswith("sqlite:"):
+        from aigw.stores.sqlite.db import path_of
+
+        path = path_of(url)
+        return "" if path == ":memory:" else path + ".ledger-spill.jsonl"
+    return "aigw-ledger-spill.jsonl"

@@ -5,9 +5,11 @@ database). One background task writes batches every ``flush_interval_s`` or as
 soon as a batch is full. A failed write puts the batch back at the front and
 retries with backoff, so a database outage only delays rows; writes are
 idempotent by row id, so a replay after a commit whose answer was lost adds
-nothing. ``close`` drains what is left. What can be lost: rows still in memory
-on ``kill -9`` (at most ``flush_interval_s`` worth), or, during an outage
-longer than ``max_buffered`` rows, the oldest rows (logged and counted).
+nothing. ``close`` drains what is left; if the database is still away then,
+the rows go to ``spill_file`` and are replayed at the next start. What can be
+lost: rows still in memory on ``kill -9`` (at most ``flush_interval_s`` worth),
+or, during an outage longer than ``max_buffered`` rows, the oldest rows
+(logged and counted).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Protocol
+
+import orjson
 
 from aigw.config.tenancy import LedgerConfig
 
@@ -129,8 +134,43 @@ class Ledger:
         while self._buf:
             if not await self.flush_once():
                 if asyncio.get_running_loop().time() > deadline:
-                    log.error("spend ledger: database unreachable at shutdown, %d rows lost", len(self._buf))
-                    self.dropped += len(self._buf)
-                    self._buf.clear()
+                    self._spill()
                     return
                 await asyncio.sleep(0.5)
+
+    def _spill(self) -> None:
+        """Database still away at shutdown: keep the rows in a local file, replayed at next start."""
+        path = self._cfg.spill_file
+        rows = list(self._buf)
+        self._buf.clear()
+        if not path:
+            log.error("spend ledger: database unreachable at shutdown, %d rows lost", len(rows))
+            self.dropped += len(rows)
+            return
+        try:
+            with open(path, "ab") as f:
+                f.writelines(orjson.dumps(list(r)) + b"\n" for r in rows)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            log.error("spend ledger: database unreachable and %s not writable (%s): %d rows lost", path, exc,
+                      len(rows))
+            self.dropped += len(rows)
+            return
+        log.error("spend ledger: database unreachable at shutdown; %d rows kept in %s for the next start",
+                  len(rows), path)
+
+    def replay_spill(self) -> int:
+        """Queue rows a previous run kept on disk (before anything new); the file is then removed.
+
+        Rows are idempotent by id, so a crash between queueing and writing replays harmlessly.
+        """
+        path = self._cfg.spill_file
+        if not path or not os.path.exists(path):
+            return 0
+        with open(path, "rb") as f:
+            rows = [tuple(orjson.loads(line)) for line in f if line.strip()]
+        self._buf.extendleft(reversed(rows))
+        os.replace(path, path + ".replayed")  # kept until the rows are written; overwritten next time
+        log.info("spend ledger: replaying %d rows kept on disk by a previous run", len(rows))
+        return len(rows)

@@ -27,6 +27,11 @@ class LedgerConfig(_Strict):
     # dropped with an error log (and counted), so memory stays bounded.
     max_buffered: int = Field(default=200_000, ge=1000)
     retry_backoff_s: float = Field(default=1.0, gt=0, le=60)
+    # Rows the database could not take by the end of a graceful shutdown are kept here
+    # (JSON lines) and replayed at the next start. "" = next to the SQLite file, or
+    # ./aigw-ledger-spill.jsonl with PostgreSQL; "off" drops them (logged and counted).
+    spill_file: str = ""
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=600)
 
 
 class TenancyConfig(_Strict):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from aigw.accounting.ledger import Ledger
 from aigw.config.tenancy import LedgerConfig
@@ -23,16 +25,17 @@ class FlakyStore:
     """Keeps rows by id (idempotent, like the real stores); can be 'down'."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, Rec] = {}
+        self.rows: dict[str, Any] = {}
         self.down = False
         self.batches: list[int] = []
         self.lose_answer = False  # commit, then fail (the answer is lost on the way back)
 
-    async def write(self, records: list[Rec]) -> int:
+    async def write(self, records: list[Any]) -> int:
         if self.down:
             raise ConnectionError("database is down")
-        new = [r for r in records if r.id not in self.rows]
-        self.rows.update({r.id: r for r in records})
+        keyed = {(r[0] if isinstance(r, tuple) else r.id): r for r in records}
+        new = [k for k in keyed if k not in self.rows]
+        self.rows.update(keyed)
         self.batches.append(len(records))
         if self.lose_answer:
             self.lose_answer = False
@@ -40,7 +43,7 @@ class FlakyStore:
         return len(new)
 
 
-def _cfg(**kw: float) -> LedgerConfig:
+def _cfg(**kw: Any) -> LedgerConfig:
     return LedgerConfig(**{"flush_interval_s": 0.05, "batch_size": 50, "retry_backoff_s": 0.05, **kw})
 
 
@@ -113,3 +116,21 @@ async def test_the_buffer_is_bounded_and_counts_what_it_drops() -> None:
     assert ledger.pending == 1000 and ledger.dropped == 5
     await ledger.close(timeout_s=0.1)
     assert ledger.dropped == 1005
+
+
+async def test_rows_the_database_never_took_are_kept_on_disk_and_replayed(tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    store = FlakyStore()
+    store.down = True
+    first = Ledger(store, _cfg(spill_file=str(spill)))  # type: ignore[arg-type]
+    for i in range(7):
+        first.record((f"sp_{i}", i, "tenant"))
+    await first.close(timeout_s=0.1)
+    assert spill.exists() and first.dropped == 0 and not store.rows
+    store.down = False
+    second = Ledger(store, _cfg(spill_file=str(spill)))  # type: ignore[arg-type]
+    assert second.replay_spill() == 7 and not spill.exists()
+    second.start(Supervisor())
+    await _until(lambda: len(store.rows) == 7)
+    assert store.rows["sp_3"] == ("sp_3", 3, "tenant")
+    await second.close()
