@@ -23,6 +23,8 @@ KEY=sk-bench-1234
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
+  # gateways are started inside $(...), so their PIDs come back through the pid files
+  for f in "$OUT"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
   if [ -n "${AIGW_BENCH_REDIS_PREFIX:-}" ]; then  # this run's Redis keys only
     "$AIGW" -c 'import redis,sys; r=redis.Redis.from_url(sys.argv[1]); ks=list(r.scan_iter(match=sys.argv[2]+"*")); ks and r.delete(*ks)' \
