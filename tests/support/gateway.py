@@ -51,7 +51,8 @@ def running_gateway(raw: dict[str, Any] | GatewayConfig) -> Iterator[RunningGate
     app = build_app(config)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
-                                           lifespan="on", access_log=False, log_config=None))
+                                           lifespan="on", access_log=False, log_config=None,
+                                           timeout_graceful_shutdown=5))
     loop, thread = _start_loop_thread("gateway")
     future = asyncio.run_coroutine_threadsafe(server.serve(), loop)
     deadline = time.monotonic() + 10
@@ -65,6 +66,6 @@ def running_gateway(raw: dict[str, Any] | GatewayConfig) -> Iterator[RunningGate
         yield RunningGateway(f"http://127.0.0.1:{port}", app, loop, server)
     finally:
         server.should_exit = True
-        future.result(timeout=15)
+        future.result(timeout=60)  # generous: shutdown drains writers, and CI boxes can be busy
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
