@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 
 
@@ -45,6 +46,9 @@ def startup(lines, who):
         "first_answer_s_min": min((r["first_answer_s"] for r in ok), default=None),
         "ready_s_max": max((r["ready_s"] for r in ok if "ready_s" in r), default=None),
         "idle_rss_mb_max": max((r["idle_rss_mb"] for r in ok if "idle_rss_mb" in r), default=None),
+        "first_answer_s_median": statistics.median([r["first_answer_s"] for r in ok]) if ok else None,
+        "cpu_s_to_ready_max": max((r["cpu_s_to_ready"] for r in ok if r.get("cpu_s_to_ready") is not None),
+                                  default=None),
     }
 
 
@@ -128,17 +132,22 @@ def main() -> int:
         widths = [max(len(str(r[i])) for r in [head, *out]) for i in range(len(head))]
         for r in [head, *out]:
             print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
-    print("\nCPU cost per request (target process CPU ms per successful request = cpu% * 10 / req/s):")
+    print("\nCPU cost per request (target process CPU ms per successful request = cpu% * 10 / req/s;"
+          " /s per core = 1000 / that, what one fully used core would serve):")
     for mode in ("nonstream", "stream"):
         for conc in sorted({r["concurrency"] for r in summ if r["mode"] == mode}):
             cells = []
             for t in who:
                 r = row(summ, t, mode, conc)
                 if r and r.get("rps") and r.get("cpu_pct") is not None:
-                    cells.append(f"{t} {r['cpu_pct'] * 10 / r['rps']:.3f} ms (cpu {r['cpu_pct']:.0f}%,"
+                    ms = r["cpu_pct"] * 10 / r["rps"]
+                    cells.append(f"{t} {ms:.3f} ms = {1000 / ms:.0f}/s per core (cpu {r['cpu_pct']:.0f}%,"
                                  f" frgn {r.get('foreign_cpu_pct') or 0:.0f}%)")
             if cells:
                 print(f"  {mode:<9} c={conc:<3} " + "; ".join(cells))
+    after = {t: meta.get("idle_rss_mb", {}).get(f"{t}:after_all_runs") for t in who}
+    if any(v is not None for v in after.values()):
+        print("RSS after all runs (idle again): " + ", ".join(f"{t} {fmt(v, ' MB', 0)}" for t, v in after.items()))
     n_err, n_req = errors(a.gateway) if a.gateway in targets else (None, None)
     n_miss = sum(v.startswith("MISS") for v in verdicts.values())
     n_none = sum(v == "no data" for v in verdicts.values())
@@ -148,7 +157,9 @@ def main() -> int:
         s = startup(lines, t)
         if s["trials"]:
             print(f"{t} start-up: {s['trials']} trials, ready <= {fmt(s['ready_s_max'], ' s')}, "
-                  f"first answer {fmt(s['first_answer_s_min'], ' s')} .. {fmt(s['first_answer_s_max'], ' s')}, "
+                  f"first answer {fmt(s['first_answer_s_min'], ' s')} / {fmt(s['first_answer_s_median'], ' s')} / "
+                  f"{fmt(s['first_answer_s_max'], ' s')} (min / median / max), "
+                  f"CPU to ready <= {fmt(s['cpu_s_to_ready_max'], ' s')}, "
                   f"idle RSS <= {fmt(s['idle_rss_mb_max'], ' MB', 0)}")
     return 0
 

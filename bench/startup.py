@@ -11,6 +11,8 @@ Used by bench/run.sh right after it starts a gateway in the background:
 * ``first_answer_s``: seconds from ``--t0`` until the first non-streaming chat
   completion through the gateway came back 200 with a choice in it (the bar's
   "answering within 2 s of start");
+* ``cpu_s_to_ready``: CPU seconds the process used until ready (start-up work,
+  independent of other load on the box, unlike the wall-clock times);
 * ``idle_rss_mb``: resident memory of PID's process tree ``--idle-after``
   seconds after that first answer, with no load.
 
@@ -53,6 +55,16 @@ def tree_rss_kb(pid: int) -> int:
     return total
 
 
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds the process has used (robust to other work on the box)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -91,6 +103,7 @@ def main() -> int:
             with urllib.request.urlopen(a.base + a.ready_path, timeout=1) as r:
                 if r.status == 200:
                     res["ready_s"] = round(time.time() - a.t0, 4)
+                    res["cpu_s_to_ready"] = cpu_s(a.pid)
                     break
         except (urllib.error.URLError, OSError):
             pass
