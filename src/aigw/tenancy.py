@@ -113,7 +113,12 @@ class Tenancy:
 
     async def stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
+            # redis-py's own timeouts can swallow a cancel that lands inside a call, so ask the
+            # loop to end as well and cancel again until it has; shutdown never hangs on it
+            self.keys.stop_watching()
+            while not self._watch.done():
+                self._watch.cancel()
+                await asyncio.wait({self._watch}, timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
         await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)

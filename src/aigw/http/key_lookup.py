@@ -46,6 +46,7 @@ class KeyCache:
         self._seen_version: int | None = None
         self._generation = 0  # bumped on every invalidation; a lookup begun earlier does not cache
         self.poll_errors = 0
+        self._watching = False
 
     async def lookup(self, presented: str) -> Principal | None:
         if not presented.startswith(KEY_PREFIX):
@@ -77,9 +78,14 @@ class KeyCache:
             self._seen_version = version
             self.invalidate()
 
+    def stop_watching(self) -> None:
+        """Make ``watch`` return at its next turn (a cancel alone can be lost inside a Redis call)."""
+        self._watching = False
+
     async def watch(self) -> None:
-        """Poll the version until cancelled (started by app.py under the supervisor)."""
-        while True:
+        """Poll the version until stopped or cancelled (started by app.py under the supervisor)."""
+        self._watching = True
+        while self._watching:
             try:
                 await self.check_version()
             except Exception as exc:  # a store blip: keep serving the cache, try again

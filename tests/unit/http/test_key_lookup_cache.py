@@ -92,3 +92,23 @@ async def test_a_lookup_that_raced_an_invalidation_is_not_cached() -> None:
     store.gate = None
     await cache.lookup(SECRET)
     assert store.reads == 2  # the stale answer was not kept
+
+
+async def test_the_version_watch_ends_even_when_a_cancel_is_swallowed() -> None:
+    """redis-py's timeouts can eat a cancel that lands inside a call; shutdown must not hang on it."""
+
+    class SwallowingVersion:
+        async def get(self) -> int:
+            try:  # noqa: SIM105 - spelled out: this is what a lost cancel looks like from outside
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                pass
+            return 1
+
+    cache = KeyCache(Store(), SwallowingVersion(), Clock(), refresh_s=0.001)  # type: ignore[arg-type]
+    task = asyncio.get_running_loop().create_task(cache.watch())
+    await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.wait({task}, timeout=0.2)
+    cache.stop_watching()
+    await asyncio.wait_for(task, timeout=1)  # ends at its next turn
