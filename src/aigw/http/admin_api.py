@@ -150,11 +150,7 @@ class AdminApi:
         if req.method == "DELETE":
             t.enabled = False
         else:
-            body = await parse_body(req, TenantPatch)
-            t.limits = body.limits(t.limits)
-            t.name = body.name or t.name
-            t.enabled = t.enabled if body.enabled is None else body.enabled
-            t.metadata = t.metadata if body.metadata is None else body.metadata
+            apply_patch(t, await parse_body(req, TenantPatch))
         await self.db.save_tenant(t)
         await self._changed()
         return 200, tenant_out(t)
@@ -189,11 +185,7 @@ class AdminApi:
         if req.method == "DELETE":
             proj.enabled = False
         else:
-            body = await parse_body(req, ProjectPatch)
-            proj.limits = body.limits(proj.limits)
-            proj.name = body.name or proj.name
-            proj.enabled = proj.enabled if body.enabled is None else body.enabled
-            proj.metadata = proj.metadata if body.metadata is None else body.metadata
+            apply_patch(proj, await parse_body(req, ProjectPatch))
         await self.db.save_project(proj)
         await self._changed()
         return 200, project_out(proj)
@@ -266,3 +258,13 @@ def register(app: Any, auth: Authenticator, api: AdminApi) -> None:
         app.route_prefix(method, "/admin/projects/", g(auth, api.project_item))
         app.route_prefix(method, "/admin/keys/", g(auth, api.key_item))
     app.route_prefix("POST", "/admin/keys/", g(auth, api.key_item))
+
+
+def apply_patch(entity: Tenant | Project, body: TenantPatch | ProjectPatch) -> None:
+    """A PATCH changes only the fields it names (tenants and projects share them)."""
+    entity.limits = body.limits(entity.limits)
+    entity.name = body.name or entity.name
+    if body.enabled is not None:
+        entity.enabled = body.enabled
+    if body.metadata is not None:
+        entity.metadata = body.metadata
