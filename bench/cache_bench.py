@@ -1,22 +1,36 @@
 #!/usr/bin/env python3
-"""Response cache: hit vs miss latency and req/s, memory and Redis backends.
+"""Response cache: a hit against a miss, memory and Redis, beside what the HTTP server alone costs.
 
-  .venv/bin/python bench/cache_bench.py [--duration 5] [--backends off,memory,redis] [--md]
+  .venv/bin/python bench/cache_bench.py [--duration 3] [--config bare|default|PATH]
+      [--backends off,memory,redis] [--kinds plain,stream] [--conc 1,16] [--no-floor]
+      [--repeat 1] [--in-process 5000] [--json out.json]
 
-Everything on loopback, every wait bounded. The shared fake upstream
-(../shared/bench/upstream.py, 0 ms delay) stands behind an ``openai_compatible``
-deployment, as in issue 2's bench; aigw runs as its own process (``aigw serve``,
-one worker) pinned to CPU 1, the upstream and the load driver to CPU 0.
+Issue 5's bar: a hit served at least 5x faster than the core issue's bench
+(bench/run.sh with bench/configs/bare.yaml) measures a miss against a 0 ms
+upstream. So by default every gateway here runs that bare config (master key, no
+tenancy, no metrics, no request log), plus a ``cache:`` block for the memory
+and Redis runs; ``--config default`` runs the gateway's defaults instead
+(metrics, SQLite request log and ledger, tenancy), which hits and misses both
+pay for.
 
-Per backend (``off`` = no cache block: the plain miss baseline):
-  miss    every request a new question (looked up, sent upstream, stored)
-  hit     a pool of 64 questions asked before the timed run, then repeated
-for non-streaming requests with wrk (C, HdrHistogram percentiles; a Lua script
-makes each miss unique) and for streams with a small aiohttp driver that reads
-each stream to its end. A response whose ``x-aigw-cache`` header is not the
-expected one counts as an error. Before each run it waits (bounded) for the
-machine to be quiet and reports how busy it was. Also: gateway CPU per request
-in process (no HTTP). Started processes are stopped by PID.
+Targets, each its own process pinned to CPU 1 (the upstream and wrk on CPU 0):
+  floor    a raw uvicorn + uvloop + httptools ASGI app (no gateway code) that
+           reads the body and sends a fixed answer of the same size and shape
+           (plain: one JSON body; stream: the frames a replayed hit sends)
+  off      the config without a cache block: every request a miss (the core bench)
+  memory   exact cache in process memory: miss (every question new) and hit
+  redis    exact cache in Redis under a per-run key prefix, deleted afterwards
+
+Every cell is one wrk run (C, HdrHistogram percentiles; a Lua script makes each
+miss a new question and counts as an error any answer that is not a 200, lacks
+the expected ``x-aigw-cache`` header, or is a stream not ending in ``[DONE]``).
+A stream's latency is the whole stream. "hit" = a pool of 64 questions asked
+before the timed run. Gateway CPU per request is the target process's own user +
+system time over the run, divided by the requests served. Before each run the
+bench waits (bounded) for the machine to be quiet and reports how busy it was;
+``--repeat N`` runs each cell N times and keeps the least disturbed figures.
+
+Loopback only, every wait bounded, only processes started here are stopped (by PID).
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,10 +49,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM = REPO.parent / "shared" / "bench" / "upstream.py"
+BARE = REPO / "bench" / "configs" / "bare.yaml"
 KEY = "sk-cache-bench"
 POOL = 64
 WRK_LUA = """
@@ -50,12 +64,13 @@ function request()
   n = n + 1
   local q
   if mode == "hit" then q = "cached question " .. (n %% %(pool)d) else q = "fresh %(run)s " .. tid .. " " .. n end
-  local body = '{"model":"bench-model","messages":[{"role":"user","content":"' .. q .. '"}]}'
+  local body = '{"model":"bench-model",%(stream)s"messages":[{"role":"user","content":"' .. q .. '"}]}'
   return wrk.format("POST", "/v1/chat/completions",
                     {["content-type"] = "application/json", ["authorization"] = "Bearer %(key)s"}, body)
 end
 function response(status, headers, body)
-  if status ~= 200 or ("%(expect)s" ~= "" and headers["x-aigw-cache"] ~= "%(expect)s") then bad = bad + 1 end
+  if status ~= 200 or ("%(expect)s" ~= "" and headers["x-aigw-cache"] ~= "%(expect)s")
+     or (%(is_stream)s and string.sub(body, -14) ~= "data: [DONE]\\n\\n") then bad = bad + 1 end
 end
 function done(summary, latency, requests)
   local errs = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout
@@ -65,7 +80,53 @@ function done(summary, latency, requests)
 end
 """
 
+# -- the floor: what uvicorn + httptools + uvloop cost with no gateway code ------------------
+_HEAD = (b'{"id":"chatcmpl-22ff000000000003","object":"chat.completion.chunk","created":1795677161,'
+         b'"model":"bench-model","system_fingerprint":"fp_fake","choices":[{"index":0,')
+FLOOR_PLAIN = (
+    b'{"id":"chatcmpl-22ff000000000001","object":"chat.completion","created":1795677161,"model":"bench-model",'
+    b'"system_fingerprint":"fp_fake","choices":[{"index":0,"message":{"role":"assistant","content":"lorem ipsum '
+    b'dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et","refusal":null},'
+    b'"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":16,"total_tokens":21}}'
+)
+FLOOR_FRAMES = [  # what a replayed hit sends: role, content, finish, [DONE] (usage hidden: not asked for)
+    b"data: " + _HEAD + b'"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n',
+    b"data: " + _HEAD + b'"delta":{"content":"lorem ipsum dolor sit amet consectetur adipiscing elit sed do '
+    b'eiusmod tempor incididunt ut labore et"},"logprobs":null,"finish_reason":null}]}\n\n',
+    b"data: " + _HEAD + b'"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n',
+    b"data: [DONE]\n\n",
+]
 
+
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    if b'"stream":true' in body:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]})
+        for frame in FLOOR_FRAMES:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(FLOOR_PLAIN)).encode())]})
+    await send({"type": "http.response.body", "body": FLOOR_PLAIN})
+
+
+def serve_floor(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan="off",
+                access_log=False, log_config=None, log_level="warning")
+
+
+# -- plumbing --------------------------------------------------------------------------------
 def free_port() -> int:
     import socket
 
@@ -78,17 +139,30 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else argv
 
 
-def wait_http(url: str, timeout_s: float = 20) -> None:
+def wait_http(url: str, timeout_s: float = 20, method: str = "GET") -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(urllib.request.Request(url, method=method,
+                                                               data=b"{}" if method == "POST" else None), timeout=1):
                 return
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one process this bench started, by its PID (taskset execs, so it is the server itself)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def busy_pct(window_s: float = 1.0) -> float:
@@ -126,13 +200,33 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def gateway_config(backend: str, upstream: str, port: int, redis_url: str, prefix: str, db: Path) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": port, "master_key": KEY},
-        "database_url": f"sqlite:///{db}",  # the ledger and request log of this run, thrown away after
-        "models": [{"name": "bench-model", "provider": "openai_compatible", "model": "bench-model",
-                    "api_base": upstream, "api_key": "sk-fake"}],
-    }
+# -- configs ---------------------------------------------------------------------------------
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def from_file(path: Path, values: dict[str, str]) -> dict[str, Any]:
+    """A bench config file (``${AIGW_BENCH_*:-default}`` placeholders) filled with this run's values."""
+    import yaml
+
+    text = _VAR.sub(lambda m: values.get(m.group(1), m.group(2) or ""), path.read_text())
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+def gateway_config(name: str, backend: str, upstream: str, port: int, redis_url: str, prefix: str,
+                   tmp: Path) -> dict[str, Any]:
+    db = tmp / f"{backend}.db"  # the ledger and request log of this run (default config), thrown away after
+    if name == "default":
+        config: dict[str, Any] = {
+            "server": {"host": "127.0.0.1", "port": port, "master_key": KEY}, "database_url": f"sqlite:///{db}",
+            "models": [{"name": "bench-model", "provider": "openai_compatible", "model": "bench-model",
+                        "api_base": upstream, "api_key": "sk-fake"}],
+        }
+    else:
+        config = from_file(BARE if name == "bare" else Path(name), {
+            "AIGW_BENCH_PORT": str(port), "AIGW_BENCH_KEY": KEY, "AIGW_BENCH_DIR": str(tmp),
+            "AIGW_BENCH_UPSTREAM": upstream, "AIGW_BENCH_REDIS_URL": redis_url})
+        config["database_url"] = f"sqlite:///{db}"
     if backend != "off":
         config["cache"] = {"mode": "exact", "backend": backend, "ttl_s": 3600, "max_entries": 100_000}
     if backend == "redis":
@@ -140,8 +234,11 @@ def gateway_config(backend: str, upstream: str, port: int, redis_url: str, prefi
     return config
 
 
-def run_wrk(url: str, mode: str, conc: int, duration: float, expect: str) -> dict[str, Any]:
-    script = WRK_LUA % {"mode": mode, "pool": POOL, "run": uuid.uuid4().hex[:8], "key": KEY, "expect": expect}
+# -- load --------------------------------------------------------------------------------------
+def run_wrk(url: str, kind: str, mode: str, conc: int, duration: float, expect: str) -> dict[str, Any]:
+    stream = kind == "stream"
+    script = WRK_LUA % {"mode": mode, "pool": POOL, "run": uuid.uuid4().hex[:8], "key": KEY, "expect": expect,
+                        "stream": '"stream":true,' if stream else "", "is_stream": "true" if stream else "false"}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
@@ -157,99 +254,78 @@ def run_wrk(url: str, mode: str, conc: int, duration: float, expect: str) -> dic
             "requests": r["requests"]}
 
 
-async def stream_load(base: str, mode: str, conc: int, duration: float, expect: str) -> dict[str, Any]:
-    """Streams read to their end; latency = whole stream. Bounded by ``duration``."""
-    latencies: list[float] = []
-    errors = 0
-    run = uuid.uuid4().hex[:8]
-    headers = {"authorization": f"Bearer {KEY}"}
-    deadline = 0.0  # set once the pool is warm
-
-    async def worker(w: int, session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        n = 0
-        while time.perf_counter() < deadline:
-            n += 1
-            q = f"cached stream {n % POOL}" if mode == "hit" else f"fresh stream {run} {w} {n}"
-            body = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": q}]}
-            start = time.perf_counter()
-            async with session.post(base + "/chat/completions", json=body, headers=headers) as r:
-                data = await r.read()
-                header = r.headers.get("x-aigw-cache")
-                ok = r.status == 200 and (not expect or header == expect) and data.endswith(b"[DONE]\n\n")
-            latencies.append(time.perf_counter() - start)
-            errors += 0 if ok else 1
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
-        if mode == "hit":  # warm the pool
-            for i in range(POOL):
-                async with session.post(base + "/chat/completions", headers=headers, json={
-                        "model": "bench-model", "stream": True,
-                        "messages": [{"role": "user", "content": f"cached stream {i}"}]}) as r:
-                    await r.read()
-            await asyncio.sleep(0.2)
-        started = time.perf_counter()
-        deadline = started + duration
-        await asyncio.gather(*(worker(w, session) for w in range(conc)))
-        took = time.perf_counter() - started
-    latencies.sort()
-    if not latencies:
-        raise RuntimeError("no stream finished within the run")
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return {"rps": len(latencies) / took, "p50": pick(0.5), "p99": pick(0.99), "errors": errors,
-            "requests": len(latencies)}
-
-
-def warm_hits(base: str) -> None:
+def warm_hits(base: str, kind: str) -> None:
+    """Ask the pool's questions once, so the timed run finds each in the cache."""
     import urllib.request
 
     for i in range(POOL):
-        body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": f"cached question {i}"}]})
-        req = urllib.request.Request(base + "/chat/completions", body.encode(),
+        messages = [{"role": "user", "content": f"cached question {i}"}]
+        body: dict[str, Any] = {"model": "bench-model", "messages": messages}
+        if kind == "stream":
+            body = {"model": "bench-model", "stream": True, "messages": messages}
+        req = urllib.request.Request(base + "/v1/chat/completions", json.dumps(body).encode(),
                                      {"content-type": "application/json", "authorization": f"Bearer {KEY}"})
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
-    time.sleep(0.2)
+    time.sleep(0.3)  # Redis stores happen off the request path
 
 
-def bench_backend(backend: str, upstream: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+def measure(pid: int, base: str, kind: str, mode: str, conc: int, expect: str,
+            args: argparse.Namespace) -> dict[str, Any]:
+    """One cell, ``--repeat`` times: the lowest p50 / p99 / CPU and the highest req/s seen."""
+    best: dict[str, Any] = {}
+    for _ in range(args.repeat):
+        busy = wait_quiet(args.quiet_max, args.quiet_wait)
+        cpu0 = cpu_s(pid)
+        r = run_wrk(base + "/v1/chat/completions", kind, mode, conc, args.duration, expect)
+        r["cpu_us"] = (cpu_s(pid) - cpu0) / max(1, r["requests"]) * 1e6
+        r["busy"] = busy
+        if not best:
+            best = r
+            continue
+        for name in ("p50", "p99", "cpu_us", "busy"):
+            best[name] = min(best[name], r[name])
+        best["rps"] = max(best["rps"], r["rps"])
+        best["errors"] += r["errors"]
+        best["requests"] += r["requests"]
+    return best
+
+
+def bench_target(target: str, upstream: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     import yaml
 
     port = free_port()
     prefix = f"aigw-bench:{uuid.uuid4().hex[:8]}:"
-    path = tmp / f"{backend}.yaml"
-    config = gateway_config(backend, upstream, port, args.redis_url, prefix, tmp / f"{backend}.db")
-    path.write_text(yaml.safe_dump(config))
-    aigw = str(Path(sys.executable).with_name("aigw"))
-    proc = subprocess.Popen(pinned(1, [aigw, "serve", "--config", str(path), "--log-level", "warning"]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if target == "floor":
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(port)]
+    else:
+        path = tmp / f"{target}.yaml"
+        path.write_text(yaml.safe_dump(gateway_config(args.config, target, upstream, port, args.redis_url,
+                                                      prefix, tmp)))
+        aigw = str(Path(sys.executable).with_name("aigw"))
+        argv = [aigw, "serve", "--config", str(path), "--log-level", "warning"]
+    proc = subprocess.Popen(pinned(1, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows: list[dict[str, Any]] = []
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/health/live")
-        modes = ["miss"] if backend == "off" else ["miss", "hit"]
-        expect = {"miss": "miss" if backend != "off" else "", "hit": "hit"}  # "" = no header to check
-        for mode in modes:
-            if mode == "hit":
-                warm_hits(base + "/v1")
-            for conc in args.conc:
-                busy = wait_quiet(args.quiet_max, args.quiet_wait)
-                cpu0 = cpu_s(proc.pid)
-                r = run_wrk(base + "/v1/chat/completions", mode, conc, args.duration, expect[mode])
-                r["cpu_us"] = (cpu_s(proc.pid) - cpu0) / max(1, r["requests"]) * 1e6
-                rows.append({"backend": backend, "kind": "plain", "mode": mode, "c": conc, "busy": busy, **r})
-                busy = wait_quiet(args.quiet_max, args.quiet_wait)
-                cpu0 = cpu_s(proc.pid)
-                r = asyncio.run(stream_load(base + "/v1", mode, conc, args.duration, expect[mode]))
-                r["cpu_us"] = (cpu_s(proc.pid) - cpu0) / max(1, r["requests"]) * 1e6
-                rows.append({"backend": backend, "kind": "stream", "mode": mode, "c": conc, "busy": busy, **r})
+        if target == "floor":
+            wait_http(base + "/", method="POST")
+        else:
+            wait_http(base + "/health/live")
+        modes = {"floor": ["floor"], "off": ["miss"]}.get(target, ["miss", "hit"])
+        expect = {"miss": "miss" if target != "off" else "", "hit": "hit", "floor": ""}  # "" = no header check
+        for kind in args.kinds:
+            for mode in modes:
+                if mode == "hit":
+                    warm_hits(base, kind)
+                for conc in args.conc:
+                    r = measure(proc.pid, base, kind, mode, conc, expect[mode], args)
+                    rows.append({"backend": target, "kind": kind, "mode": mode, "c": conc, **r})
+                    print(f"  {target:6} {kind:6} {mode:5} c={conc:<3} {r['rps']:7.0f} req/s  p50 {r['p50']:.2f} ms"
+                          f"  CPU {r['cpu_us']:.0f} µs/req  errors {r['errors']}", file=sys.stderr)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if backend == "redis":
+        stop(proc)
+        if target == "redis":
             import redis
 
             client = redis.Redis.from_url(args.redis_url)
@@ -260,7 +336,8 @@ def bench_backend(backend: str, upstream: str, args: argparse.Namespace, tmp: Pa
     return rows
 
 
-async def in_process(n: int, rounds: int = 3) -> list[str]:
+# -- in process ------------------------------------------------------------------------------
+async def in_process(n: int, config_name: str, rounds: int = 3) -> list[str]:
     """Gateway CPU per request with no network: the ASGI app called directly, 0 ms mock upstream.
 
     The three setups run interleaved ``rounds`` times; the best round is reported
@@ -291,69 +368,129 @@ async def in_process(n: int, rounds: int = 3) -> list[str]:
 
     setups = {"cache off, miss": None, "memory, miss": "miss", "memory, hit": "hit"}
     best: dict[str, float] = {}
-    for r in range(rounds):
-        for label, mode in setups.items():
-            config = load_config()
-            config.server.master_key = KEY
-            config.database_url = f"sqlite:///{tempfile.gettempdir()}/aigw-cache-bench-{os.getpid()}.db"
-            if mode is not None:
-                config.cache = CacheConfig(mode="exact", max_entries=100_000)
-            app = build_app(config)
-            for i in range(200):
-                await call(app, f"warm {i % 8}")
-            started = time.perf_counter()
-            for i in range(n):
-                await call(app, f"warm {i % 8}" if mode == "hit" else f"fresh {r} {i}")
-            took = (time.perf_counter() - started) / n * 1e6
-            best[label] = min(best.get(label, took), took)
-            await app.state["supervisor"].drain()
-    return ["| in process (no HTTP), 0 ms mock upstream | µs per request (best of rounds) |", "|---|---|",
-            *(f"| {label} | {us:.0f} |" for label, us in best.items())]
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for label, mode in setups.items():
+                config = load_config()
+                config.server.master_key = KEY
+                config.database_url = f"sqlite:///{tmp}/in-process.db"
+                if config_name == "bare":  # bare.yaml's switches, with the mock model
+                    config.observability.metrics.enabled = False
+                    config.observability.request_log.enabled = False
+                    config.observability.tracing.enabled = False
+                    config.observability.log_requests = False
+                    config.tenancy.enabled = False
+                if mode is not None:
+                    config.cache = CacheConfig(mode="exact", max_entries=100_000)
+                app = build_app(config)
+                for hook in app.on_startup:
+                    await hook()
+                for i in range(200):
+                    await call(app, f"warm {i % 8}")
+                started = time.perf_counter()
+                for i in range(n):
+                    await call(app, f"warm {i % 8}" if mode == "hit" else f"fresh {r} {i}")
+                took = (time.perf_counter() - started) / n * 1e6
+                best[label] = min(best.get(label, took), took)
+                for hook in reversed(app.on_shutdown):
+                    await hook()
+    return [f"| in process (no HTTP), 0 ms mock upstream, {config_name} config | µs per request (best of "
+            f"{rounds}) |", "|---|---|", *(f"| {label} | {us:.0f} |" for label, us in best.items())]
+
+
+# -- report ----------------------------------------------------------------------------------
+def _find(rows: list[dict[str, Any]], backend: str, kind: str, mode: str, c: int) -> dict[str, Any] | None:
+    return next((x for x in rows if x["backend"] == backend and x["kind"] == kind and x["mode"] == mode
+                 and x["c"] == c), None)
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    out = ["| backend | request | mode | conc | req/s | p50 ms | p99 ms | gateway CPU µs/req | errors | busy before "
-           "| hit vs miss: p50 / req/s / CPU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| target | request | mode | conc | req/s | p50 ms | p99 ms | CPU µs/req | errors | busy before |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = ""
-        if r["mode"] == "hit":
-            miss = next(x for x in rows if x["backend"] == r["backend"] and x["kind"] == r["kind"]
-                        and x["mode"] == "miss" and x["c"] == r["c"])
-            ratio = (f"{miss['p50'] / r['p50']:.1f}x / {r['rps'] / miss['rps']:.1f}x / "
-                     f"{miss['cpu_us'] / max(1.0, r['cpu_us']):.1f}x")
-        out.append(f"| {r['backend']} | {r['kind']} | {r['mode']} | {r['c']} | {r['rps']:.0f} | {r['p50']:.2f} "
-                   f"| {r['p99']:.2f} | {r['cpu_us']:.0f} | {r['errors']} | {r['busy']:.0f}% | {ratio} |")
+        mode = f"**{r['mode']}**" if r["mode"] == "hit" else r["mode"]
+        out.append(f"| {r['backend']} | {r['kind']} | {mode} | {r['c']} | {r['rps']:.0f} | {r['p50']:.2f} "
+                   f"| {r['p99']:.2f} | {r['cpu_us']:.0f} | {r['errors']} | {r['busy']:.0f}% |")
+    return "\n".join(out)
+
+
+def summary(rows: list[dict[str, Any]], conc: list[int]) -> str:
+    """Hit against the core bench's miss (``off``) and against the same backend's miss; floor beside."""
+    lo, hi = min(conc), max(conc)
+    out = [f"| backend | request | p50 c={lo}: miss (off) / hit / floor | x | req/s c={hi}: miss (off) / hit / "
+           f"floor | x | CPU µs/req c={hi}: miss (off) / hit / floor | x | x vs same backend's miss "
+           "(p50 / req/s / CPU) |", "|---|---|---|---|---|---|---|---|---|"]
+    for backend in ("memory", "redis"):
+        for kind in ("plain", "stream"):
+            h1, hh = _find(rows, backend, kind, "hit", lo), _find(rows, backend, kind, "hit", hi)
+            m1, mh = _find(rows, "off", kind, "miss", lo), _find(rows, "off", kind, "miss", hi)
+            s1, sh = _find(rows, backend, kind, "miss", lo), _find(rows, backend, kind, "miss", hi)
+            f1, fh = _find(rows, "floor", kind, "floor", lo), _find(rows, "floor", kind, "floor", hi)
+            if h1 is None or hh is None:
+                continue
+
+            def cell(miss: dict[str, Any] | None, hit: dict[str, Any], floor: dict[str, Any] | None,
+                     key: str, fmt: str, higher_better: bool = False) -> tuple[str, str]:
+                text = " / ".join(fmt.format(x[key]) if x is not None else "-" for x in (miss, hit, floor))
+                if miss is None:
+                    return text, "-"
+                ratio = hit[key] / miss[key] if higher_better else miss[key] / max(1e-9, hit[key])
+                return text, f"**{ratio:.1f}x**" if ratio >= 5 else f"{ratio:.1f}x"
+
+            p50, p50x = cell(m1, h1, f1, "p50", "{:.2f}")
+            rps, rpsx = cell(mh, hh, fh, "rps", "{:.0f}", higher_better=True)
+            cpu, cpux = cell(mh, hh, fh, "cpu_us", "{:.0f}")
+            same = "-"
+            if s1 is not None and sh is not None:
+                same = (f"{s1['p50'] / max(1e-9, h1['p50']):.1f}x / {hh['rps'] / sh['rps']:.1f}x / "
+                        f"{sh['cpu_us'] / max(1e-9, hh['cpu_us']):.1f}x")
+            out.append(f"| {backend} | {kind} | {p50} | {p50x} | {rps} | {rpsx} | {cpu} | {cpux} | {same} |")
     return "\n".join(out)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--duration", type=float, default=3)
+    ap.add_argument("--config", default="bare", help="bare (bench/configs/bare.yaml), default (the gateway's "
+                    "defaults: metrics, request log, tenancy) or a bench config file")
     ap.add_argument("--conc", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
     ap.add_argument("--backends", default="off,memory,redis")
+    ap.add_argument("--kinds", type=lambda s: s.split(","), default=["plain", "stream"])
+    ap.add_argument("--no-floor", action="store_true", help="skip the raw uvicorn hello-world floor")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the least disturbed figures are kept")
     ap.add_argument("--redis-url", default=os.environ.get("AIGW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    ap.add_argument("--in-process", type=int, default=5000, help="requests per in-process run (0 = skip)")
+    ap.add_argument("--in-process", type=int, default=0, help="requests per in-process run (0 = skip)")
     ap.add_argument("--quiet-max", type=float, default=20, help="wait for machine CPU busy <= this %% ...")
-    ap.add_argument("--quiet-wait", type=float, default=60, help="... for at most this many seconds per run")
+    ap.add_argument("--quiet-wait", type=float, default=15, help="... for at most this many seconds per run")
+    ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
+        return 0
     if args.in_process:
-        print("\n".join(asyncio.run(in_process(args.in_process))) + "\n")
+        print("\n".join(asyncio.run(in_process(args.in_process, args.config))) + "\n")
     if not UPSTREAM.exists() or not shutil.which("wrk"):
         print(f"needs {UPSTREAM} and wrk on PATH", file=sys.stderr)
         return 2
     up_port = free_port()
     upstream = subprocess.Popen(pinned(0, [sys.executable, str(UPSTREAM), "--port", str(up_port)]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    targets = ([] if args.no_floor else ["floor"]) + args.backends.split(",")
     rows: list[dict[str, Any]] = []
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
         with tempfile.TemporaryDirectory() as tmp:
-            for backend in args.backends.split(","):
-                rows += bench_backend(backend, f"http://127.0.0.1:{up_port}/v1", args, Path(tmp))
+            for target in targets:
+                rows += bench_target(target, f"http://127.0.0.1:{up_port}/v1", args, Path(tmp))
     finally:
-        upstream.terminate()
-        upstream.wait(timeout=10)
-    print(report(rows))
+        stop(upstream)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": args.config, "duration": args.duration, "rows": rows},
+                                              indent=1))
+    print(f"config: {args.config}, {args.duration:g} s per run, best of {args.repeat}\n")
+    print(report(rows) + "\n")
+    print(summary(rows, args.conc))
     return 0
 
 
