@@ -24,6 +24,7 @@ log = logging.getLogger("aigw.http")
 
 class AnthropicFormat:
     name = "anthropic"
+    canonical = False
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
@@ -54,7 +55,7 @@ class AnthropicFormat:
         yield encoder.finish()
 
 
-def parse_messages(body: JSON) -> Parsed:
+def parse_messages(body: JSON, raw: bytes = b"") -> Parsed:
     canonical = wire.messages_request_to_canonical(body)
     # the marker tells non-Anthropic adapters to drop Anthropic-only extensions (cheap check)
     canonical.setdefault(wire.PRIVATE_KEY, {})

@@ -16,9 +16,9 @@ from typing import Protocol
 from aigw import errors
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send
-from aigw.http.respond import ClientGone, Headers, header_list, send_json, send_stream
+from aigw.http.respond import ClientGone, Headers, header_list, send_bytes, send_frames_whole, send_json, send_stream
 from aigw.pipeline.context import Completed, Endpoint, Principal, RequestContext
-from aigw.pipeline.pipeline import Pipeline
+from aigw.pipeline.pipeline import Pipeline, Prerendered, Replay
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.http")
@@ -38,6 +38,7 @@ class ApiFormat(Protocol):
     """How one inbound API (OpenAI, Anthropic) reads requests and writes answers."""
 
     name: str
+    canonical: bool  # its answer body is the canonical (OpenAI) body: a Prerendered one goes out as is
 
     def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]: ...
 
@@ -54,12 +55,13 @@ class Flow:
 
     async def handle(
         self, req: HttpRequest, send: Send, api: ApiFormat, endpoint: Endpoint,
-        parse: Callable[[JSON], Parsed],
+        parse: Callable[[JSON, bytes], Parsed],
     ) -> None:
         ctx: RequestContext | None = None
         try:
             principal = await self.auth.authenticate(req.headers)
-            parsed = parse(await req.json(self.max_body))
+            body = await req.json(self.max_body)
+            parsed = parse(body, req.body)
             _check_model_allowed(principal, parsed.model)
             ctx = RequestContext(
                 request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
@@ -70,7 +72,12 @@ class Flow:
             result = await self.pipeline.run(ctx)
             headers = served_headers(ctx)
             if isinstance(result, Completed):
-                await send_json(send, 200, api.render_body(result.body, ctx), headers)
+                if api.canonical and isinstance(result, Prerendered) and result.raw is not None:
+                    await send_bytes(send, 200, result.raw, headers)  # e.g. a cache hit: the stored bytes
+                else:
+                    await send_json(send, 200, api.render_body(result.body, ctx), headers)
+            elif isinstance(result, Replay):
+                await send_frames_whole(send, api.frames(result.chunks, ctx), headers)
             else:
                 await send_stream(req.receive, send, api.frames(result.chunks, ctx), headers)
         except ClientGone:
@@ -104,24 +111,32 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
     await send_json(send, status, body, headers)
 
 
+_SERVED = frozenset({"x-request-id", "x-aigw-provider", "x-aigw-model", "x-aigw-deployment",
+                     "x-aigw-served-model", "x-aigw-attempts", "x-aigw-retries", "x-aigw-fallbacks",
+                     "x-aigw-handled-by"})
+
+
 def served_headers(ctx: RequestContext) -> Headers:
-    out: dict[str, str] = {"x-request-id": ctx.request_id}
+    """Who served the answer and how, then the stages' own headers (which win on a name clash)."""
+    out: Headers = [(b"x-request-id", ctx.request_id.encode("latin-1"))]
     d = ctx.served_by
     if d is not None:
-        out["x-aigw-provider"] = d.provider
-        out["x-aigw-model"] = d.model
-        out["x-aigw-deployment"] = d.id
-        out["x-aigw-served-model"] = ctx.served_model or d.name
+        out += [(b"x-aigw-provider", d.provider.encode("latin-1")), (b"x-aigw-model", d.model.encode("latin-1")),
+                (b"x-aigw-deployment", d.id.encode("latin-1")),
+                (b"x-aigw-served-model", (ctx.served_model or d.name).encode("latin-1"))]
     if ctx.attempts > 1:
-        out["x-aigw-attempts"] = str(ctx.attempts)
+        out.append((b"x-aigw-attempts", b"%d" % ctx.attempts))
     if ctx.retries:
-        out["x-aigw-retries"] = str(ctx.retries)
+        out.append((b"x-aigw-retries", b"%d" % ctx.retries))
     if ctx.fallbacks:
-        out["x-aigw-fallbacks"] = ",".join(ctx.fallbacks)
+        out.append((b"x-aigw-fallbacks", ",".join(ctx.fallbacks).encode("latin-1")))
     if ctx.handled_by:
-        out["x-aigw-handled-by"] = ctx.handled_by
-    out.update(ctx.response_headers)
-    return header_list(out)
+        out.append((b"x-aigw-handled-by", ctx.handled_by.encode("latin-1")))
+    extra = ctx.response_headers
+    if not _SERVED.isdisjoint(extra):
+        out = [(k, v) for k, v in out if k.decode("latin-1") not in extra]
+    out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    return out
 
 
 def _check_model_allowed(principal: Principal, model: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aigw import errors
 from aigw.http.flow import Flow, Parsed, send_error
@@ -22,6 +22,7 @@ HIDE_USAGE = "openai.hide_usage"
 
 class OpenAIFormat:
     name = "openai"
+    canonical = True
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
@@ -39,7 +40,7 @@ class OpenAIFormat:
             async for chunk in chunks:
                 if hide_usage and not chunk.get("choices") and chunk.get("usage"):
                     continue
-                if private:
+                if private or PRIVATE_KEY in chunk:  # Anthropic-only fields (live, or in a cached answer)
                     chunk = strip_private(chunk)
                 yield chunk_frame(chunk)
         except errors.GatewayError as err:
@@ -53,6 +54,30 @@ class OpenAIFormat:
             yield error_frame(failed, self.debug)
             return
         yield DONE_FRAME
+
+
+class Validated:
+    """Request bodies (raw bytes, small ones) that passed the schema check lately.
+
+    The check is a pure function of the body, so the same bytes again (a
+    repeated question, which is what a cache hit is) skip pydantic: one dict
+    lookup. Bounded: at most ``limit`` bodies of at most ``max_bytes`` each.
+    """
+
+    def __init__(self, check: Callable[[JSON], object], limit: int = 512, max_bytes: int = 8192) -> None:
+        self.check = check
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self._seen: dict[bytes, None] = {}
+
+    def __call__(self, body: JSON, raw: bytes) -> None:
+        if raw in self._seen:
+            return
+        self.check(body)
+        if 0 < len(raw) <= self.max_bytes:
+            if len(self._seen) >= self.limit:
+                self._seen.clear()
+            self._seen[raw] = None
 
 
 def _parsed(body: JSON) -> Parsed:
@@ -76,6 +101,10 @@ def parse_completion(body: JSON) -> Parsed:
 
 def parse_embeddings(body: JSON) -> Parsed:
     validate_embeddings(body)
+    return _embeddings(body)
+
+
+def _embeddings(body: JSON) -> Parsed:
     return Parsed(body, body["model"], False)
 
 
@@ -84,15 +113,29 @@ class OpenAIApi:
         self.flow = flow
         self.router = router
         self.format = OpenAIFormat(debug)
+        self._chat, self._completion = Validated(validate_chat), Validated(validate_completion)
+        self._embeddings = Validated(validate_embeddings)
+
+    def parse_chat(self, body: JSON, raw: bytes) -> Parsed:
+        self._chat(body, raw)
+        return _parsed(body)
+
+    def parse_completion(self, body: JSON, raw: bytes) -> Parsed:
+        self._completion(body, raw)
+        return _parsed(body)
+
+    def parse_embeddings(self, body: JSON, raw: bytes) -> Parsed:
+        self._embeddings(body, raw)
+        return _embeddings(body)
 
     async def chat(self, req: HttpRequest, send: Send) -> None:
-        await self.flow.handle(req, send, self.format, "chat", parse_chat)
+        await self.flow.handle(req, send, self.format, "chat", self.parse_chat)
 
     async def completions(self, req: HttpRequest, send: Send) -> None:
-        await self.flow.handle(req, send, self.format, "completions", parse_completion)
+        await self.flow.handle(req, send, self.format, "completions", self.parse_completion)
 
     async def embeddings(self, req: HttpRequest, send: Send) -> None:
-        await self.flow.handle(req, send, self.format, "embeddings", parse_embeddings)
+        await self.flow.handle(req, send, self.format, "embeddings", self.parse_embeddings)
 
     async def list_models(self, req: HttpRequest, send: Send) -> None:
         try:

@@ -28,8 +28,10 @@ def header_list(extra: dict[str, str]) -> Headers:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
 
 
-async def send_bytes(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
-    start = [JSON_TYPE, (b"content-length", str(len(body)).encode()), *headers]
+async def send_bytes(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]],
+                     content_type: tuple[bytes, bytes] = JSON_TYPE) -> None:
+    """A whole response in one start and one body message (no chunked encoding)."""
+    start = [content_type, (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
@@ -44,6 +46,13 @@ async def send_text(
     start_headers = [(b"content-type", content_type), (b"content-length", str(len(text)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start_headers})
     await send({"type": "http.response.body", "body": text})
+
+
+async def send_frames_whole(send: Send, frames: AsyncIterator[bytes], headers: Headers, status: int = 200) -> None:
+    """A stream whose frames are all ready now (a replay): gathered, then sent as one body with the
+    stream's headers. The client reads the same events; the server makes one write, not one per frame."""
+    body = b"".join([frame async for frame in frames])
+    await send_bytes(send, status, body, [*SSE_HEADERS[1:], *headers], SSE_HEADERS[0])
 
 
 class ClientGone(Exception):

@@ -1,10 +1,18 @@
-"""Runs the ordered stages around the router: pre-hooks in order, post-hooks reversed."""
+"""Runs the ordered stages around the router: pre-hooks in order, post-hooks reversed.
+
+Which post-hooks follow an answer depends only on which stage gave it, so the
+lists are worked out once here, not per request. Two kinds of answer may skip
+work on the way out (a cache hit gives both): ``Prerendered``, whose body is
+already serialized, and ``Replay``, a stream whose every chunk is known now.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
+
+import orjson
 
 from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
 from aigw.pipeline.stage import Stage, overrides
@@ -19,37 +27,74 @@ class Terminal(Protocol):
     async def handle(self, ctx: RequestContext) -> Result: ...
 
 
+class Prerendered(Completed):
+    """A whole answer held already serialized: ``raw`` is the OpenAI wire body, ready to send as is
+    (no private, gateway-internal fields). ``body`` decodes it on first use; setting ``body`` drops
+    ``raw``, so a stage that changes the answer is never bypassed.
+    """
+
+    __slots__ = ("_body", "raw")
+
+    def __init__(self, raw: bytes, body: JSON | None = None) -> None:
+        self.raw: bytes | None = raw
+        self._body = body
+
+    @property
+    def body(self) -> JSON:
+        if self._body is None:
+            self._body = orjson.loads(self.raw or b"null")
+        return self._body
+
+    @body.setter
+    def body(self, value: JSON) -> None:
+        self._body, self.raw = value, None
+
+
+class Replay(Streaming):
+    """A stream whose chunks are all known already (a cached answer replayed): the HTTP layer may
+    send it in one write instead of frame by frame."""
+
+    __slots__ = ()
+
+
 class Pipeline:
     def __init__(self, stages: Sequence[Stage], terminal: Terminal) -> None:
         self.stages = list(stages)
         self.terminal = terminal
-        self._pre = [s for s in self.stages if overrides(s, "on_request")]
+        n = len(self.stages)
+        self._pre = [(i, s) for i, s in enumerate(self.stages) if overrides(s, "on_request")]
         self._finish = [s for s in self.stages if overrides(s, "on_finish")]
+        # post-hooks of the stages before position i (i = n: every stage; the terminal answered), reversed
+        self._on_response = [[s for s in reversed(self.stages[:i]) if overrides(s, "on_response")]
+                             for i in range(n + 1)]
+        self._on_stream = [[s for s in reversed(self.stages[:i]) if overrides(s, "on_stream")]
+                           for i in range(n + 1)]
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
 
     async def run(self, ctx: RequestContext) -> Result:
-        ran: list[Stage] = self.stages
+        ran = len(self.stages)
         result: Result | None = None
-        for stage in self._pre:
+        for i, stage in self._pre:
             result = await stage.on_request(ctx)
             if result is not None:
-                ran = self.stages[: self.stages.index(stage)]
+                ran = i
                 break
         if result is None:
             result = await self.terminal.handle(ctx)
         if isinstance(result, Completed):
+            hooks = self._on_response[ran]
+            if not hooks:
+                return result  # as it came: a Prerendered answer stays sendable as is
             body: JSON = result.body
-            for stage in reversed(ran):
-                if overrides(stage, "on_response"):
-                    body = await stage.on_response(ctx, body)
+            for stage in hooks:
+                body = await stage.on_response(ctx, body)
             return Completed(body)
         chunks: AsyncIterator[JSON] = result.chunks
-        for stage in reversed(ran):
-            if overrides(stage, "on_stream"):
-                chunks = stage.on_stream(ctx, chunks)
-        return Streaming(chunks)
+        for stage in self._on_stream[ran]:
+            chunks = stage.on_stream(ctx, chunks)
+        return Replay(chunks) if isinstance(result, Replay) else Streaming(chunks)
 
     async def finish(self, ctx: RequestContext) -> None:
         """Called exactly once per request after the answer went out (or failed)."""

@@ -11,6 +11,11 @@ For accounting (issue 4), a hit sets ``ctx.handled_by = "cache"`` (the ledger
 records cost 0) and leaves the stored answer's usage in ``ctx.usage`` and
 ``ctx.state["cache_saved_usage"]`` (the ledger prices it as the saving), with the
 deployment and model that first produced it in ``ctx.state["cache_hit"]``.
+
+A hit is the path to keep lean: it reads only the entry's header line
+(``cache_entry``) and answers with the stored body bytes (``Prerendered``), which
+go to the client untouched unless a stage or the client's API needs the body; a
+stream is replayed from a known list of chunks (``Replay``), sent in one write.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from aigw.config.cache import CacheConfig
-from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
+from aigw.pipeline.context import Completed, RequestContext, Result
 from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.pipeline import Prerendered, Replay
 from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.cache_entry import decode, decoded, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
 from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
@@ -73,6 +78,8 @@ class CacheStage(Stage):
         self.stats: CacheStats = self.guard.stats
         self.embed_timeout_s = default.semantic.embed_timeout_ms / 1000
         self._storing: set[asyncio.Task[Any]] = set()
+        self._in_process = {name: bool(getattr(store, "in_process", False)) for name, store in stores.items()}
+        self._counters: dict[tuple[str, str], Any] = {}  # (model, result) -> the labelled lookup counter
 
     # -- way in ----------------------------------------------------------------------
     async def on_request(self, ctx: RequestContext) -> Result | None:
@@ -82,37 +89,51 @@ class CacheStage(Stage):
         policy = self.policies.for_request(ctx)
         if policy.mode == "off" or policy.backend not in self.stores:  # e.g. a key asking for redis without one
             return None
+        key = exact_key(ctx, policy.scope)
+        trouble: list[str] = []
+        if not controls.no_cache:
+            raw = await self._get(policy.backend, key, trouble)
+            if raw is not None and (hit := self._serve(ctx, raw, "exact")) is not None:
+                return hit
         ctx.response_headers[HEADER] = "miss"
-        pending = _Pending(exact_key(ctx, policy.scope), policy,
-                           min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s))
-        hit = await self._lookup(ctx, policy, controls, pending)
-        if hit is not None:
-            return hit
+        pending = _Pending(key, policy, min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s), trouble=trouble)
+        if self._semantic_wanted(ctx, policy, controls):
+            hit = await self._semantic(ctx, policy, controls, pending)
+            if hit is not None:
+                return hit
         self.stats.misses += 1
         self._count(ctx, "error" if pending.trouble else "miss")
         if not controls.no_store:
             ctx.state[PENDING] = pending
         return None
 
-    async def _lookup(self, ctx: RequestContext, policy: CacheConfig, controls: Controls,
-                      pending: _Pending) -> Result | None:
-        store = policy.backend
-        if not controls.no_cache:
-            raw = await self.guard.call(store, "get", lambda: self.stores[store].get(pending.key),
-                                        self._timeout(store), pending.trouble)
-            if raw is not None and (hit := self._serve(ctx, raw, "exact")) is not None:
-                return hit
-        if self._semantic_wanted(ctx, policy, controls):
-            return await self._semantic(ctx, policy, controls, pending)
-        return None
+    async def _get(self, backend: str, key: str, trouble: list[str]) -> bytes | None:
+        store = self.stores[backend]
+        if self._in_process[backend] and self.guard.clear(backend):
+            try:  # a dict lookup: no timer, no closure (the guard's bookkeeping only on failure)
+                return await store.get(key)
+            except Exception as exc:
+                self.guard.failed(backend, exc)
+                if self.metrics is not None:
+                    self.metrics.store_error(f"cache_{backend}", "get")
+                trouble.append(backend)
+                return None
+        return await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
 
     def _timeout(self, backend: str) -> float | None:
-        return 0 if getattr(self.stores[backend], "in_process", False) else None
+        return 0 if self._in_process[backend] else None
 
     def _count(self, ctx: RequestContext, result: str) -> None:
         ctx.state["cache_result"] = result
         if self.metrics is not None:
-            self.metrics.cache_lookup(ctx.model, result)
+            counter = self._counters.get((ctx.model, result))
+            if counter is None:
+                if len(self._counters) >= 1024:  # model names come from clients: keep the memo bounded
+                    self._counters.clear()
+                metrics = self.metrics
+                counter = self._counters[(ctx.model, result)] = metrics.cache_total.labels(
+                    metrics.model_label(ctx.model), result)
+            counter.inc()
 
     def _semantic_wanted(self, ctx: RequestContext, policy: CacheConfig, controls: Controls) -> bool:
         if policy.mode != "semantic" or not controls.semantic or ctx.endpoint != "chat":
@@ -141,22 +162,20 @@ class CacheStage(Stage):
             pending.bucket, vector, policy.semantic.threshold), trouble=pending.trouble)
         if match is None:
             return None
-        raw = await self.guard.call(policy.backend, "get",
-                                    lambda: self.stores[policy.backend].get(match.entry_id),
-                                    self._timeout(policy.backend), pending.trouble)
+        raw = await self._get(policy.backend, match.entry_id, pending.trouble)
         if raw is None:
             return None
-        ctx.response_headers["x-aigw-cache-similarity"] = f"{match.score:.4f}"
-        served = self._serve(ctx, raw, "semantic")
+        served = self._serve(ctx, raw, "semantic", match.score)
         if served is not None:
-            ctx.state["cache_hit"]["similarity"] = round(match.score, 4)
+            ctx.response_headers["x-aigw-cache-similarity"] = f"{match.score:.4f}"
         return served
 
-    def _serve(self, ctx: RequestContext, raw: bytes, match: str) -> Result | None:
-        try:
-            entry = orjson.loads(raw)
-            body: JSON = entry["body"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+    def _serve(self, ctx: RequestContext, raw: bytes, match: str, score: float | None = None) -> Result | None:
+        entry = decode(raw)
+        body = entry.body if entry is not None else None
+        if entry is not None and body is None and (ctx.stream or entry.private):
+            body = decoded(entry)  # a replay or a private part to render: the body is needed
+        if entry is None or (body is None and not entry.raw):
             log.warning("unreadable cache entry ignored")
             return None
         self.stats.hits += 1
@@ -164,15 +183,21 @@ class CacheStage(Stage):
             self.stats.semantic_hits += 1
         self._count(ctx, "semantic_hit" if match == "semantic" else "hit")
         ctx.handled_by = "cache"  # the ledger: cost 0, and the usage below priced as the saving
-        usage = body.get("usage")
-        ctx.usage = dict(usage) if isinstance(usage, dict) else None
+        usage = entry.usage
+        ctx.usage = dict(usage) if usage is not None else None
         ctx.state["cache_saved_usage"] = usage
-        ctx.state["cache_hit"] = {"match": match, "deployment": entry.get("deployment", ""),
-                                  "model": entry.get("model", ""), "stored_at": entry.get("at")}
-        age = max(0, int(self.clock.now() - float(entry.get("at") or 0)))
-        ctx.response_headers.update({HEADER: "hit", "x-aigw-cache-match": match, "x-aigw-cache-age": str(age)})
+        hit: JSON = {"match": match, "deployment": entry.deployment, "model": entry.model, "stored_at": entry.at}
+        if score is not None:
+            hit["similarity"] = round(score, 4)
+        ctx.state["cache_hit"] = hit
+        headers = ctx.response_headers
+        headers[HEADER] = "hit"
+        headers["x-aigw-cache-match"] = match
+        headers["x-aigw-cache-age"] = str(max(0, int(self.clock.now() - entry.at)))
+        if body is None:
+            return Prerendered(entry.raw)  # sent as stored unless a stage needs the body
         if ctx.stream:
-            return Streaming(replay(replay_chunks(body)))
+            return Replay(replay(replay_chunks(body)))
         return Completed(body)
 
     # -- way out ---------------------------------------------------------------------
@@ -210,13 +235,12 @@ class CacheStage(Stage):
         if ctx.endpoint == "chat" and not storable(body):
             self.stats.not_stored += 1
             return
-        entry = {"body": body, "at": self.clock.now(), "model": ctx.served_model or ctx.model,
-                 "deployment": ctx.served_by.id if ctx.served_by is not None else ""}
-        value = orjson.dumps(entry)
+        value = encode(body, self.clock.now(), ctx.served_model or ctx.model,
+                       ctx.served_by.id if ctx.served_by is not None else "")
         if len(value) > pending.policy.max_entry_bytes:
             self.stats.not_stored += 1
             return
-        if getattr(self.stores[pending.policy.backend], "in_process", False):
+        if self._in_process[pending.policy.backend]:
             await self._store(pending, value)  # a dict insert: cheaper than a task, and done before the reply
             return
         task = self.supervisor.spawn(self._store(pending, value), name="cache-store")

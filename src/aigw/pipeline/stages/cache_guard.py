@@ -54,6 +54,11 @@ class Guard:
     stats: CacheStats = field(default_factory=CacheStats)
     _state: dict[str, _State] = field(default_factory=dict)
 
+    def clear(self, name: str) -> bool:
+        """No failure on record for ``name`` (a caller may then skip the guard's bookkeeping)."""
+        state = self._state.get(name)
+        return state is None or state.failed_at is None
+
     def failing(self, name: str) -> bool:
         state = self._state.get(name)
         return (state is not None and state.failed_at is not None

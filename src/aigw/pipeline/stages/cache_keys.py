@@ -23,14 +23,12 @@ IGNORED_FIELDS = frozenset({
     "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
 })
 _SORTED = orjson.OPT_SORT_KEYS
+_EMPTY: tuple[Any, ...] = (None, {}, [])  # values that shape nothing (never changed)
 
 
 def _digest(*parts: bytes) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part)
-        h.update(b"\x00")
-    return h.hexdigest()
+    """Each part followed by a NUL byte, hashed (one call: the same digest as feeding them one by one)."""
+    return hashlib.blake2b(b"\x00".join(parts) + b"\x00", digest_size=16).hexdigest()
 
 
 def scope_of(ctx: RequestContext, scope: str) -> str:
@@ -46,7 +44,7 @@ def scope_of(ctx: RequestContext, scope: str) -> str:
 
 def _shaping(body: JSON) -> JSON:
     # an empty value (``_anthropic: {}``, ``tools: []``) shapes nothing: drop it so both APIs agree
-    return {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v not in (None, {}, [])}
+    return {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v not in _EMPTY}
 
 
 def exact_key(ctx: RequestContext, scope: str) -> str:

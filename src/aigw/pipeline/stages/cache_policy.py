@@ -105,10 +105,16 @@ def _key_setting(extra: dict[str, Any]) -> Any:
     return found
 
 
+_NONE = Controls()  # what a request that asks for nothing gets (shared: never changed)
+
+
 def read_controls(ctx: RequestContext) -> Controls:
     """Parse the header and take the body's ``cache`` object out (it never goes upstream)."""
-    controls = Controls()
     header = ctx.headers.get(HEADER)
+    body = ctx.body
+    if not header and "cache" not in body and "_anthropic" not in body:
+        return _NONE
+    controls = Controls()
     if header:
         _apply_directives(controls, header, HEADER)
     body_value = ctx.body.pop("cache", None)

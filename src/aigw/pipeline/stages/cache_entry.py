@@ -1,0 +1,76 @@
+"""What one cache entry holds, as bytes: a small header line, then the answer's body as sent.
+
+    {"v":2,"at":...,"model":...,"deployment":...,"usage":{...},"private":false}\\n{...the body...}
+
+The header carries all a hit needs for accounting (when, who first answered,
+the usage to price as the saving), so a hit reads that line alone and can send
+the body bytes untouched. Compact JSON never holds a raw newline, so the first
+one ends the header. Entries written before this layout (one JSON object,
+``{"body": ..., "at": ...}``) are still read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aigw.types import JSON
+
+PRIVATE = "_anthropic"  # gateway-internal fields of a canonical body (never sent to OpenAI clients)
+VERSION = 2
+
+
+@dataclass(slots=True)
+class Entry:
+    at: float
+    model: str
+    deployment: str
+    usage: JSON | None
+    private: bool  # the body holds gateway-internal fields: it must be decoded and rendered
+    raw: bytes  # the body, serialized
+    body: JSON | None = None  # decoded, when reading needed it anyway
+
+
+def encode(body: JSON, at: float, model: str, deployment: str) -> bytes:
+    usage = body.get("usage")
+    head = {"v": VERSION, "at": at, "model": model, "deployment": deployment,
+            "usage": usage if isinstance(usage, dict) else None, "private": PRIVATE in body}
+    return orjson.dumps(head) + b"\n" + orjson.dumps(body)
+
+
+def decode(value: bytes) -> Entry | None:
+    """The entry, or None when it cannot be read (then the caller treats it as a miss)."""
+    cut = value.find(b"\n")
+    try:
+        if cut < 0:
+            return _legacy(orjson.loads(value))
+        head = orjson.loads(value[:cut])
+        raw = value[cut + 1:]
+        if raw[:1] != b"{" or raw[-1:] != b"}":
+            return None
+        usage = head["usage"]
+        return Entry(float(head["at"]), head["model"], head["deployment"],
+                     usage if isinstance(usage, dict) else None, head["private"] is not False, raw)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def decoded(entry: Entry) -> JSON | None:
+    """The entry's body as JSON (decoded once), or None if it is not readable."""
+    if entry.body is None:
+        try:
+            body = orjson.loads(entry.raw)
+        except orjson.JSONDecodeError:
+            return None
+        entry.body = body if isinstance(body, dict) else None
+    return entry.body
+
+
+def _legacy(entry: Any) -> Entry | None:
+    if not isinstance(entry, dict) or not isinstance(body := entry.get("body"), dict):
+        return None
+    usage = body.get("usage")
+    return Entry(float(entry.get("at") or 0), str(entry.get("model") or ""), str(entry.get("deployment") or ""),
+                 usage if isinstance(usage, dict) else None, PRIVATE in body, b"", body)
