@@ -1,0 +1,140 @@
+"""The Redis cache store's own lean connection: same keys and values as redis-py, pipelined, and it
+recovers from a lost server; TLS and Unix-socket setups keep using redis-py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_sync
+
+from aigw.stores.redis.cache import RedisCacheStore, RedisReplyError
+from aigw.stores.redis.client import make_redis
+from tests.support.servers import free_port
+
+
+def start_redis(port: int, *extra: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+    client = redis_sync.Redis(port=port, password=password)
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                return proc
+            except redis_sync.ConnectionError:
+                time.sleep(0.02)
+        proc.kill()
+        pytest.fail("own redis-server did not start")
+    finally:
+        client.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("AIGW_REQUIRE_SERVICES") == "1":
+            pytest.fail("redis-server is not installed (AIGW_REQUIRE_SERVICES=1)")
+        pytest.skip("redis-server is not installed")
+    yield free_port()
+
+
+async def test_values_round_trip_and_match_redis_py(port: int) -> None:
+    proc = start_redis(port)
+    redis = make_redis(f"redis://127.0.0.1:{port}/0")
+    try:
+        store = RedisCacheStore(redis, "aigw-test:")
+        assert store.lean is not None
+        tricky = b"line\r\n$5\r\n*2\r\n-ERR not an error\r\n" + bytes(range(256))
+        big = os.urandom(1_500_000)  # arrives in many pieces
+        await store.set("t1:a", tricky, 60)
+        await store.set("t1:big", big, 60)
+        assert await store.get("t1:a") == tricky
+        assert await store.get("t1:big") == big
+        assert await store.get("t1:none") is None
+        assert await redis.get("aigw-test:cache:t1:a") == tricky  # the same key and value as before
+        assert 0 < await redis.pttl("aigw-test:cache:t1:a") <= 60_000
+        await store.ping()
+    finally:
+        await redis.aclose()
+        stop(proc)
+
+
+async def test_concurrent_calls_get_their_own_replies_even_when_some_give_up(port: int) -> None:
+    proc = start_redis(port)
+    redis = make_redis(f"redis://127.0.0.1:{port}/0")
+    try:
+        store = RedisCacheStore(redis, "p:")
+        for i in range(20):
+            await store.set(f"k{i}", b"v%d" % i, 60)
+
+        async def one(i: int) -> bytes | str | None:
+            try:
+                async with asyncio.timeout(0 if i % 4 == 0 else 5):
+                    return await store.get(f"k{i % 20}")
+            except TimeoutError:
+                return "gave up"
+
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+        for i, got in enumerate(results):
+            assert got in ("gave up", b"v%d" % (i % 20))
+        assert [await store.get(f"k{i}") for i in range(3)] == [b"v0", b"v1", b"v2"]
+    finally:
+        await redis.aclose()
+        stop(proc)
+
+
+async def test_a_lost_server_fails_calls_then_a_new_one_is_used(port: int) -> None:
+    proc = start_redis(port)
+    redis = make_redis(f"redis://127.0.0.1:{port}/0")
+    try:
+        store = RedisCacheStore(redis, "p:")
+        await store.set("k", b"v", 60)
+        assert await store.get("k") == b"v"
+        stop(proc)
+        with pytest.raises(OSError):
+            async with asyncio.timeout(2):
+                await store.get("k")
+        proc = start_redis(port)
+        assert await store.get("k") is None  # a fresh server: reconnected, empty
+        await store.set("k", b"again", 60)
+        assert await store.get("k") == b"again"
+    finally:
+        await redis.aclose()
+        stop(proc)
+
+
+async def test_password_and_database_are_used(port: int) -> None:
+    proc = start_redis(port, "--requirepass", "s3cret")
+    redis = make_redis(f"redis://:s3cret@127.0.0.1:{port}/3")
+    try:
+        store = RedisCacheStore(redis, "p:")
+        await store.set("k", b"in db 3", 60)
+        assert await redis.get("p:cache:k") == b"in db 3"  # redis-py, same db
+        other = redis_sync.Redis(port=port, password="s3cret", db=0)
+        assert other.get("p:cache:k") is None
+        other.close()
+        wrong = RedisCacheStore(make_redis(f"redis://:nope@127.0.0.1:{port}/0"), "p:")
+        with pytest.raises(RedisReplyError):
+            await wrong.get("k")
+        await wrong.redis.aclose()
+    finally:
+        await redis.aclose()
+        stop(proc)
+
+
+def test_tls_and_unix_sockets_stay_with_redis_py() -> None:
+    assert RedisCacheStore(make_redis("rediss://127.0.0.1:6390/0"), "p:").lean is None
+    assert RedisCacheStore(make_redis("unix:///tmp/aigw-none.sock"), "p:").lean is None
