@@ -23,11 +23,9 @@ from tests.support.servers import free_port
 
 def config(url: str, prefix: str, db: Path, **cache: Any) -> dict[str, Any]:
     """Redis backend; a generous timeout unless a test is about timeouts (a busy CI box is slow).
-    Each gateway gets a ledger database of its own (no SQLite lock shared with other runs)."""
+    Each gateway gets a ledger database of its own (no SQLite lock shared with other runs). Tenancy is
+    on, as in production (its Redis key-version watch included)."""
     return {"redis_url": url, "redis_prefix": prefix, "database_url": f"sqlite:///{db}",
-            # no virtual keys needed here; and tenancy's key-version watcher can miss its cancel at shutdown
-            # when the cancel lands inside a Redis call (reported), which would hang the test's teardown
-            "tenancy": {"enabled": False},
             "cache": {"mode": "exact", "backend": "redis", "timeout_ms": 500, "retry_after_s": 0.5, **cache}}
 
 
