@@ -60,10 +60,16 @@ class Tenancy:
         budgets: BudgetCounter
         gate: Gate
         version: KeyVersion
+        self._pipe: Any = None  # the gate's lean Redis client (stores/redis/pipe.py)
         if redis is not None:
             from aigw.stores.redis.counters import RedisCounters, RedisKeyVersion
+            from aigw.stores.redis.pipe import RedisPipe
 
-            limiter = budgets = gate = RedisCounters(redis, config.redis_prefix, config.server.request_timeout_s + 60)
+            self._pipe = RedisPipe.from_url(config.redis_url)  # None (TLS, options): the gate keeps redis-py
+            if self._pipe is None:
+                log.info("redis_url is not plain redis:// or unix://: the gate's script calls use redis-py")
+            limiter = budgets = gate = RedisCounters(redis, config.redis_prefix, config.server.request_timeout_s + 60,
+                                                     self._pipe)
             version = RedisKeyVersion(redis, config.redis_prefix)
         else:
             memory_limits = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
@@ -123,6 +129,8 @@ class Tenancy:
                 await self._watch
         await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)
         await self.db.close()
+        if self._pipe is not None:
+            await self._pipe.aclose()
 
     async def health(self) -> tuple[str, str]:
         lg = self.ledger

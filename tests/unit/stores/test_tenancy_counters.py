@@ -1,7 +1,9 @@
 """Rate limits and budgets: the same rules from process memory and from Redis (Lua).
 
 Every test runs against both implementations; the Redis one uses a real Redis
-with a prefix of its own (skipped with a reason when Redis is not there).
+with a prefix of its own (skipped with a reason when Redis is not there), once
+through the gate's lean client (``pipe.py``) and once through redis-py, the
+fallback for URLs that client does not speak.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aigw.stores.base import NANO, Limits, Scope, to_nano, window_of
 from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
+from aigw.stores.redis.pipe import RedisPipe
 
 KEY = Scope("key", "k1", Limits(rpm=5))
 NOW = 1_800_000_000.0
@@ -32,16 +35,19 @@ class FakeClock:
         return self.t
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-py"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]:
     if request.param == "memory":
         yield MemoryRateLimiter(FakeClock()), MemoryBudgets()
         return
     url, prefix = request.getfixturevalue("redis_isolated")
     redis = make_redis(url, socket_timeout_s=2.0)
+    pipe = RedisPipe.from_url(url, timeout_s=2.0) if request.param == "redis" else None
     try:
-        yield RedisCounters(redis, prefix), RedisCounters(redis, prefix)
+        yield RedisCounters(redis, prefix, pipe=pipe), RedisCounters(redis, prefix, pipe=pipe)
     finally:
+        if pipe is not None:
+            await pipe.aclose()
         await redis.aclose()
 
 
@@ -144,3 +150,15 @@ async def test_a_new_window_starts_from_zero_and_seed_restores_the_current_one(b
     assert (await budgets.reserve([BUDGET_KEY], to_nano(0.1), tomorrow)).allowed
     await budgets.seed({("key", "bk", window_of("daily", NOW)): 0})  # live counters win over a seed
     assert await budgets.spent(BUDGET_KEY, NOW) == to_nano(0.95)
+
+
+async def test_changed_limits_apply_to_the_next_call(backend: tuple[Any, Any]) -> None:
+    limiter, budgets = backend
+    assert (await limiter.admit([Scope("key", "chg", Limits(rpm=1))], "a", 0)).allowed
+    assert not (await limiter.admit([Scope("key", "chg", Limits(rpm=1))], "b", 0)).allowed
+    raised = await limiter.admit([Scope("key", "chg", Limits(rpm=3))], "c", 0)  # an admin raised the limit
+    assert raised.allowed and raised.limit_requests == 3
+    small = Scope("key", "chg", Limits(budget_usd=0.1, budget_period="daily"))
+    assert not (await budgets.reserve([small], to_nano(0.2), NOW)).allowed
+    bigger = Scope("key", "chg", Limits(budget_usd=1.0, budget_period="daily"))
+    assert (await budgets.reserve([bigger], to_nano(0.2), NOW)).allowed

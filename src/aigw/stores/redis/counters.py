@@ -5,23 +5,30 @@ Before a call, rate limits and the budget reservation are one Lua step
 releasing and settling are another (``leave.lua``). So N replicas enforce one
 limit, not N of them. The steps that concurrent requests issue in the same loop
 turn travel together in one script call (``batch_source``), which keeps the
-client's cost per request low under load. Scripts are called by SHA; redis-py
-reloads them after a Redis restart.
+client's cost per request low under load. Those calls go through the lean client
+in ``pipe.py`` (keys and limits encoded once per scope), or redis-py for URLs it
+does not speak. Scripts are called by SHA and reloaded after a Redis restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from aigw.stores.base import Admission, Reservation, Scope, window_of
+from aigw.stores.redis.pipe import RedisPipe, Script, ViaRedisPy, bulk, bulk_int
 
 _TTL_BY_PERIOD = {"daily": 3 * 86400, "weekly": 15 * 86400, "monthly": 40 * 86400, "total": 0}
 
 
 def _source(name: str) -> str:
     return resources.files("aigw.stores.redis").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+class ScriptRunner(Protocol):
+    async def evalsha(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any: ...
 
 
 def _script(redis: Any, name: str) -> Any:
@@ -56,20 +63,24 @@ return out
 """)
 
 
+Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
+
+
 class _Batcher:
     """Runs the gate steps that concurrent requests issue in the same loop turn as one script call.
 
     The first step of a batch yields once (so that steps issued in this turn join it), then
     sends them all; a step waits for its own reply only. Under load this divides the Redis
     round trips (and the client's CPU per call, the larger cost) by the batch size; alone,
-    a step costs what the single call did.
+    a step costs what the single call did. Keys and arguments arrive as bulk strings.
     """
 
-    def __init__(self, script: Any) -> None:
-        self._script = script
-        self._steps: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
+    def __init__(self, runner: ScriptRunner) -> None:
+        self._runner = runner
+        self._script = Script(batch_source())
+        self._steps: Steps = []
 
-    async def run(self, kind: str, keys: list[str], args: list[Any]) -> Any:
+    async def run(self, kind: bytes, keys: list[bytes], args: list[bytes]) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._steps.append((kind, keys, args, fut))
         if len(self._steps) == 1:  # this step opens the batch: gather the turn's others, then send
@@ -78,14 +89,15 @@ class _Batcher:
             await self._send(steps)
         return await fut
 
-    async def _send(self, steps: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        keys: list[str] = []
-        args: list[Any] = [len(steps)]
+    async def _send(self, steps: Steps) -> None:
+        keys: list[bytes] = []
+        args: list[bytes] = [bulk_int(len(steps))]
         for kind, k, a, _ in steps:
             keys += k
-            args += [kind, len(k), len(a), *a]
+            args += (kind, bulk_int(len(k)), bulk_int(len(a)))
+            args += a
         try:
-            replies = await self._script(keys=keys, args=args)
+            replies = await self._runner.evalsha(self._script, keys, args)
         except BaseException as exc:
             for *_, fut in steps:
                 if not fut.done():
@@ -103,45 +115,98 @@ def _int(v: Any) -> int | None:
     return None if n < 0 else n
 
 
-class RedisCounters:
-    """Rate limits and budgets in Redis; ``enter``/``leave`` do both in one call each."""
+_ENTER, _LEAVE = bulk(b"e"), bulk(b"l")
+_CACHE_MAX = 100_000  # encoded scopes kept (one entry per key, project and tenant in use)
 
-    def __init__(self, redis: Any, prefix: str, parallel_ttl_s: float = 900.0) -> None:
+
+class _Rate:
+    """A rate scope's keys and limits as bulk strings, for enter and for leave."""
+
+    __slots__ = ("enter_args", "enter_keys", "leave_args", "leave_keys", "scope")
+
+    def __init__(self, scope: Scope, base: str) -> None:
+        lim = scope.limits
+        kr, kt, kp = (bulk(f"{base}{scope.ref}:{s}".encode()) for s in "rtp")
+        self.scope = scope
+        self.enter_keys, self.leave_keys = [kr, kt, kp], [kt, kp]
+        self.enter_args = [bulk_int(lim.rpm or 0), bulk_int(lim.tpm or 0), bulk_int(lim.max_parallel or 0)]
+        self.leave_args = [bulk_int(lim.tpm or 0)]
+
+
+class _Budget:
+    """A budget scope's counter key (for one window) and its limit and TTL as bulk strings."""
+
+    __slots__ = ("args", "key", "scope", "window")
+
+    def __init__(self, scope: Scope, window: str, key: str) -> None:
+        self.scope, self.window, self.key = scope, window, bulk(key.encode())
+        self.args = [bulk_int(scope.budget_nano), bulk_int(_TTL_BY_PERIOD[scope.limits.budget_period])]
+
+
+class RedisCounters:
+    """Rate limits and budgets in Redis; ``enter``/``leave`` do both in one call each.
+
+    The gate's script calls go through ``pipe`` (the lean client, ``pipe.py``) when given,
+    else through redis-py; seeding and reading spend always use redis-py.
+    """
+
+    def __init__(self, redis: Any, prefix: str, parallel_ttl_s: float = 900.0,
+                 pipe: RedisPipe | None = None) -> None:
         self._redis = redis
         self._rl = prefix + "rl:"
         self._bg = prefix + "bg:"
-        self._ttl = parallel_ttl_s
-        self._batch = _Batcher(redis.register_script(batch_source()))
+        self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
+        self._batch = _Batcher(pipe if pipe is not None else ViaRedisPy(redis))
         self._seed = _script(redis, "seed")
+        self._rates: dict[str, _Rate] = {}
+        self._budgets: dict[str, _Budget] = {}
+        self._thresholds: tuple[list[float], list[bytes]] = ([], [])
 
-    def _rate_keys(self, scope: Scope) -> tuple[str, str, str]:
-        base = self._rl + scope.ref
-        return base + ":r", base + ":t", base + ":p"
+    def _rate(self, scope: Scope) -> _Rate:
+        r = self._rates.get(scope.ref)
+        if r is None or (r.scope is not scope and r.scope != scope):
+            if len(self._rates) >= _CACHE_MAX:
+                self._rates.clear()
+            r = self._rates[scope.ref] = _Rate(scope, self._rl)
+        return r
 
     def _budget_key(self, ref: str, window: str) -> str:
         return f"{self._bg}{ref}:{window}"
 
-    def _budgeted(self, scopes: list[Scope], now: float) -> list[tuple[Scope, str, str]]:
+    def _budgeted(self, scopes: list[Scope], now: float) -> list[_Budget]:
         out = []
         for s in scopes:
             if s.limits.budget_usd is not None:
                 window = window_of(s.limits.budget_period, now)
-                out.append((s, window, self._budget_key(s.ref, window)))
+                b = self._budgets.get(s.ref)
+                if b is None or b.window != window or (b.scope is not s and b.scope != s):
+                    if len(self._budgets) >= _CACHE_MAX:
+                        self._budgets.clear()
+                    b = self._budgets[s.ref] = _Budget(s, window, self._budget_key(s.ref, window))
+                out.append(b)
         return out
+
+    def _encoded_thresholds(self, thresholds: list[float]) -> list[bytes]:
+        known, encoded = self._thresholds
+        if thresholds != known:
+            encoded = [bulk(repr(t).encode()) for t in thresholds]
+            self._thresholds = (list(thresholds), encoded)
+        return encoded
 
     async def enter(self, rate: list[Scope], request_id: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
         items = self._budgeted(budget, now)
-        keys: list[str] = []
-        args: list[Any] = [request_id, est_tokens, self._ttl, len(rate)]
+        keys: list[bytes] = []
+        args = [bulk(request_id.encode()), bulk_int(est_tokens), self._ttl, bulk_int(len(rate))]
         for s in rate:
-            keys.extend(self._rate_keys(s))
-            args += [s.limits.rpm or 0, s.limits.tpm or 0, s.limits.max_parallel or 0]
-        args.append(amount_nano)
-        for s, _, key in items:
-            keys.append(key)
-            args += [s.budget_nano, _TTL_BY_PERIOD[s.limits.budget_period]]
-        out = await self._batch.run("e", keys, args)
+            r = self._rate(s)
+            keys += r.enter_keys
+            args += r.enter_args
+        args.append(bulk_int(amount_nano))
+        for b in items:
+            keys.append(b.key)
+            args += b.args
+        out = await self._batch.run(_ENTER, keys, args)
         code = int(out[0])
         if code == 0:
             wait = float(out[3])
@@ -156,29 +221,30 @@ class RedisCounters:
             return admission, None
         if code == 1:
             return admission, Reservation(allowed=True)
-        return admission, Reservation(allowed=False, scope=items[int(out[1])][0].ref,
+        return admission, Reservation(allowed=False, scope=items[int(out[1])].scope.ref,
                                       limit_nano=int(float(out[2])), spent_nano=int(float(out[3])))
 
     async def leave(self, rate: list[Scope], request_id: str, token_delta: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, now: float,
                     thresholds: list[float]) -> list[tuple[str, str, float]]:
         items = self._budgeted(budget, now)
-        keys: list[str] = []
-        args: list[Any] = [request_id, token_delta, len(rate)]
+        keys: list[bytes] = []
+        args = [bulk(request_id.encode()), bulk_int(token_delta), bulk_int(len(rate))]
         for s in rate:
-            _, kt, kp = self._rate_keys(s)
-            keys += [kt, kp]
-            args.append(s.limits.tpm or 0)
-        args += [actual_nano - reserved_nano, len(thresholds), *[repr(t) for t in thresholds]]
-        for s, _, key in items:
-            keys.append(key)
-            args += [s.budget_nano, _TTL_BY_PERIOD[s.limits.budget_period]]
-        out = await self._batch.run("l", keys, args)
+            r = self._rate(s)
+            keys += r.leave_keys
+            args += r.leave_args
+        args += (bulk_int(actual_nano - reserved_nano), bulk_int(len(thresholds)))
+        args += self._encoded_thresholds(thresholds)
+        for b in items:
+            keys.append(b.key)
+            args += b.args
+        out = await self._batch.run(_LEAVE, keys, args)
         crossed = []
         for raw in out:
             idx, _, th = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(":")
-            scope, window, _ = items[int(idx)]
-            crossed.append((scope.ref, window, float(th)))
+            b = items[int(idx)]
+            crossed.append((b.scope.ref, b.window, float(th)))
         return crossed
 
     # -- the single-purpose protocols, as special cases ----------------------------------
