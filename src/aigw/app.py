@@ -12,6 +12,7 @@ from typing import Any
 from aigw.config.cache import CacheConfig
 from aigw.config.load import load_config
 from aigw.config.models import GatewayConfig
+from aigw.gc_tuning import tune_gc
 from aigw.http.admin_deployments import AdminDeployments
 from aigw.http.admin_requests import PREFIX as ADMIN_REQUESTS
 from aigw.http.admin_requests import AdminRequests
@@ -148,4 +149,16 @@ def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig) -> No
 
 def create_app() -> GatewayApp:
     """Factory for ``uvicorn --factory`` (multi-worker): reads config like ``aigw serve`` did."""
-    return build_app(load_config())
+    config = load_config()
+    return for_serving(build_app(config), config)
+
+
+def for_serving(app: GatewayApp, config: GatewayConfig) -> GatewayApp:
+    """What only a serving process wants (not a test building apps in its own process): GC tuning,
+    applied after every other start-up hook so that what they built is frozen too."""
+
+    async def tune() -> None:
+        tune_gc(config.server.gc_young_threshold)
+
+    app.on_startup.append(tune)
+    return app

@@ -62,6 +62,6 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
-        from aigw.app import build_app
+        from aigw.app import build_app, for_serving
 
-        uvicorn.run(build_app(config), **common)  # type: ignore[arg-type]
+        uvicorn.run(for_serving(build_app(config), config), **common)  # type: ignore[arg-type]
