@@ -188,3 +188,16 @@ async def test_rate_limits_and_budget_share_one_store_call_each_way() -> None:
     await gate_stage.on_request(poor)  # the rate is taken, the budget refusal is left to the budget stage
     with pytest.raises(errors.BudgetExceeded):
         await guard.on_request(poor)
+
+
+async def test_the_ledger_row_is_the_records_row() -> None:
+    from aigw.stores.sql_ledger import as_row
+
+    svc = _services()
+    ctx = _ctx(handled_by="cache", usage={"prompt_tokens": 10, "completion_tokens": 10})
+    stage = accounting.AccountingStage(svc, svc_clock())
+    row, rec = stage.row_for(ctx), stage.record_for(ctx)
+    same = as_row(rec)
+    assert len(row) == len(same)
+    assert row[1] == same[1] and row[5:21] == same[5:21] and row[24:] == same[24:]  # not the id, not the clock
+    assert rec.cache_hit is True and rec.cost_nano == 0 and rec.cost_saved_nano > 0

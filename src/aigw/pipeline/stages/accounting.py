@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import SERVICE, STREAM_TEXT, TenancyServices, measure
 from aigw.stores.base import SpendRecord
-from aigw.stores.sql_ledger import as_row
+from aigw.stores.sql_ledger import COLUMNS, day_of, new_record_id
 from aigw.types import JSON, Clock
 
 
@@ -35,9 +36,14 @@ class AccountingStage(Stage):
         ledger = self.svc.ledger
         if ledger is None:
             return
-        ledger.record(as_row(self.record_for(ctx)))  # a tuple: untracked by the GC while buffered
+        ledger.record(self.row_for(ctx))  # a tuple: untracked by the GC while buffered
 
-    def record_for(self, ctx: RequestContext) -> SpendRecord:
+    def row_for(self, ctx: RequestContext) -> tuple[Any, ...]:
+        """The ledger row of a finished request, built straight in ``COLUMNS`` order.
+
+        Runs once per request on the event loop, so it builds the tuple directly rather than
+        a ``SpendRecord`` first (``record_for`` gives that view, for reading and tests).
+        """
         m = measure(ctx, self.svc)
         t = m.tokens
         p, d, err = ctx.principal, ctx.served_by, ctx.error
@@ -48,20 +54,23 @@ class AccountingStage(Stage):
         if err is not None:  # a client that went away is 499, as in nginx's logs
             gone = err.code == "client_disconnected"
             status, kind = (499, "client_disconnected") if gone else (err.status, err.kind)
-        return SpendRecord(
-            request_id=ctx.request_id, ts_start=end - latency_ms / 1000, ts_end=end,
-            tenant_id=p.tenant_id, project_id=p.project_id, key_id=p.key_id, key_prefix=p.key_prefix,
-            model=ctx.model, served_model=ctx.served_model, deployment_id=d.id if d else "",
-            provider=d.provider if d else "", endpoint=ctx.endpoint,
-            prompt_tokens=t.prompt, completion_tokens=t.completion, cached_tokens=t.cached_input,
-            cache_write_tokens=t.cache_write, reasoning_tokens=t.reasoning,
-            cost_nano=m.cost_nano, cost_saved_nano=m.cost_saved_nano,
-            latency_ms=round(latency_ms, 3), upstream_ms=round(upstream_ms, 3),
-            overhead_ms=round(max(0.0, latency_ms - upstream_ms), 3),
-            status=status, error_kind=kind,
-            cache_hit=ctx.handled_by == "cache", handled_by=ctx.handled_by, retries=ctx.retries,
-            fallbacks=len(ctx.fallbacks), stream=ctx.stream, usage_source=m.source,
+        cached, write, reasoning = t.cached_input, t.cache_write, t.reasoning
+        return (
+            new_record_id(), ctx.request_id, end - latency_ms / 1000, end, day_of(end), p.tenant_id,
+            p.project_id, p.key_id, p.key_prefix, ctx.model, ctx.served_model, d.id if d else "",
+            d.provider if d else "", ctx.endpoint, t.fresh_input + cached + write, t.output + reasoning, cached,
+            write, reasoning, m.cost_nano, m.cost_saved_nano, round(latency_ms, 3), round(upstream_ms, 3),
+            round(latency_ms - upstream_ms, 3) if latency_ms > upstream_ms else 0.0, status, kind,
+            1 if ctx.handled_by == "cache" else 0, ctx.handled_by, ctx.retries, len(ctx.fallbacks),
+            1 if ctx.stream else 0, m.source,
         )
+
+    def record_for(self, ctx: RequestContext) -> SpendRecord:
+        """The same row as a ``SpendRecord``."""
+        row = dict(zip(COLUMNS, self.row_for(ctx), strict=True))
+        del row["day"]
+        row["cache_hit"], row["stream"] = bool(row["cache_hit"]), bool(row["stream"])
+        return SpendRecord(**row)
 
 
 async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
