@@ -1,5 +1,5 @@
-"""The Redis cache store's own lean connection: same keys and values as redis-py, pipelined, and it
-recovers from a lost server; TLS and Unix-socket setups keep using redis-py."""
+"""The Redis cache store over the lean pipelined connection (pipe.py): the same keys and values as
+redis-py, concurrent calls matched to their replies, a lost server recovered from; TLS keeps redis-py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_sync
 
-from aigw.stores.redis.cache import RedisCacheStore, RedisReplyError
+from aigw.stores.redis.cache import RedisCacheStore
 from aigw.stores.redis.client import make_redis
+from aigw.stores.redis.pipe import Address
 from tests.support.servers import free_port
 
 
@@ -56,7 +57,7 @@ async def test_values_round_trip_and_match_redis_py(port: int) -> None:
     redis = make_redis(f"redis://127.0.0.1:{port}/0")
     try:
         store = RedisCacheStore(redis, "aigw-test:")
-        assert store.lean is not None
+        assert store.pipe is not None
         tricky = b"line\r\n$5\r\n*2\r\n-ERR not an error\r\n" + bytes(range(256))
         big = os.urandom(1_500_000)  # arrives in many pieces
         await store.set("t1:a", tricky, 60)
@@ -127,7 +128,7 @@ async def test_password_and_database_are_used(port: int) -> None:
         assert other.get("p:cache:k") is None
         other.close()
         wrong = RedisCacheStore(make_redis(f"redis://:nope@127.0.0.1:{port}/0"), "p:")
-        with pytest.raises(RedisReplyError):
+        with pytest.raises(ConnectionError, match="refused the handshake"):
             await wrong.get("k")
         await wrong.redis.aclose()
     finally:
@@ -135,6 +136,9 @@ async def test_password_and_database_are_used(port: int) -> None:
         stop(proc)
 
 
-def test_tls_and_unix_sockets_stay_with_redis_py() -> None:
-    assert RedisCacheStore(make_redis("rediss://127.0.0.1:6390/0"), "p:").lean is None
-    assert RedisCacheStore(make_redis("unix:///tmp/aigw-none.sock"), "p:").lean is None
+def test_tls_stays_with_redis_py_and_unix_sockets_use_the_pipe() -> None:
+    assert RedisCacheStore(make_redis("rediss://127.0.0.1:6390/0"), "p:").pipe is None
+    pipe = RedisCacheStore(make_redis("unix:///tmp/aigw-none.sock?db=2"), "p:").pipe
+    assert pipe is not None and (pipe.address.path, pipe.address.db) == ("/tmp/aigw-none.sock", 2)
+    pipe = RedisCacheStore(make_redis("redis://u:pw@127.0.0.1:6390/4"), "p:").pipe
+    assert pipe is not None and pipe.address == Address("127.0.0.1", 6390, "", "u", "pw", 4)
