@@ -72,10 +72,13 @@ def grant_of(ctx: RequestContext) -> Grant | None:
 
 
 def key_scopes(ctx: RequestContext, want: str) -> list[Scope]:
-    """The caller's scopes with a ``want`` limit (precomputed once per key by the key cache)."""
+    """The caller's scopes with a ``want`` limit (precomputed once per key by the key cache).
+
+    The list is shared by every request of the key: read it, never change it.
+    """
     cached = ctx.principal.extra.get("scopes")
     if isinstance(cached, dict):
-        return list(cached[want])
+        return cached[want]  # type: ignore[no-any-return]
     grant = grant_of(ctx)
     return scopes_of(grant, want) if grant is not None else []
 

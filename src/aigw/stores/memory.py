@@ -67,38 +67,47 @@ class MemoryRateLimiter:
         self._ttl = parallel_ttl_s
         self._state: dict[str, _ScopeState] = {}
 
-    def _get(self, scope: Scope) -> _ScopeState:
-        st = self._state.get(scope.ref)
-        if st is None:
-            st = self._state[scope.ref] = _ScopeState()
-        return st
-
     async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission:
+        # Runs for every request at up to four levels: the window bookkeeping is inlined here
+        # (expire what fell out of the minute, then compare the running totals).
         now = self._clock.now()
         sec = int(now)
+        cutoff = sec - WINDOW_S
+        state = self._state
         head: tuple[int | None, int | None, int | None, int | None] | None = None
         states: list[_ScopeState] = []
         for scope in scopes:
-            lim, st = scope.limits, self._get(scope)
+            st = state.get(scope.ref)
+            if st is None:
+                st = state[scope.ref] = _ScopeState()
             states.append(st)
+            lim = scope.limits
+            rpm, tpm, parallel = lim.rpm, lim.tpm, lim.max_parallel
             lr = rr = lt = rt = None
-            if lim.rpm:
-                used = st.requests.used(sec)
-                lr, rr = lim.rpm, max(0, lim.rpm - used - 1)
-                if used + 1 > lim.rpm:
-                    return _refuse(scope, "rpm", st.requests.wait_s(now, used, 1, lim.rpm), (lr, rr, lt, rt))
-            if lim.tpm:
-                used = st.tokens.used(sec)
-                lt, rt = lim.tpm, max(0, lim.tpm - used - est_tokens)
-                if used + est_tokens > lim.tpm:
-                    return _refuse(scope, "tpm", st.tokens.wait_s(now, used, est_tokens, lim.tpm), (lr, rr, lt, rt))
-            if lim.max_parallel and len(st.inflight) >= lim.max_parallel:
+            if rpm:
+                w = st.requests
+                if w.buckets and w.buckets[0][0] <= cutoff:
+                    w.used(sec)
+                used = w.total
+                lr, rr = rpm, max(0, rpm - used - 1)
+                if used >= rpm:
+                    return _refuse(scope, "rpm", w.wait_s(now, used, 1, rpm), (lr, rr, lt, rt))
+            if tpm:
+                w = st.tokens
+                if w.buckets and w.buckets[0][0] <= cutoff:
+                    w.used(sec)
+                used = w.total
+                lt, rt = tpm, max(0, tpm - used - est_tokens)
+                if used + est_tokens > tpm:
+                    return _refuse(scope, "tpm", w.wait_s(now, used, est_tokens, tpm), (lr, rr, lt, rt))
+            if parallel and len(st.inflight) >= parallel:
                 for rid in [r for r, exp in st.inflight.items() if exp <= now]:  # slots of lost calls
                     del st.inflight[rid]
-                if len(st.inflight) >= lim.max_parallel:
+                if len(st.inflight) >= parallel:
                     return _refuse(scope, "parallel", 1.0, (lr, rr, lt, rt))
             if head is None:
                 head = (lr, rr, lt, rt)
+        expires = now + self._ttl
         for scope, st in zip(scopes, states, strict=True):
             lim = scope.limits
             if lim.rpm:
@@ -106,19 +115,21 @@ class MemoryRateLimiter:
             if lim.tpm and est_tokens:
                 st.tokens.add(sec, est_tokens)
             if lim.max_parallel:
-                st.inflight[request_id] = now + self._ttl
+                st.inflight[request_id] = expires
         lr, rr, lt, rt = head or (None, None, None, None)
         return Admission(allowed=True, limit_requests=lr, remaining_requests=rr, limit_tokens=lt, remaining_tokens=rt)
 
     async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
         sec = int(self._clock.now())
+        state = self._state
         for scope in scopes:
-            st = self._state.get(scope.ref)
+            st = state.get(scope.ref)
             if st is None:
                 continue
-            if scope.limits.tpm and token_delta:
+            if token_delta and scope.limits.tpm:
                 st.tokens.add(sec, token_delta)
-            st.inflight.pop(request_id, None)
+            if st.inflight:
+                st.inflight.pop(request_id, None)
 
 
 def _refuse(scope: Scope, reason: str, wait_s: float,
@@ -132,38 +143,40 @@ class MemoryBudgets:
     """Spend per scope and budget window in nano-dollars: reserve, then settle."""
 
     def __init__(self) -> None:
-        self._spent: dict[str, dict[str, int]] = {}  # scope ref -> window -> nano-dollars
+        self._spent: dict[tuple[str, str], int] = {}  # (scope ref, window) -> nano-dollars
         self._alerted: set[tuple[str, str, float]] = set()
 
-    def _windows(self, ref: str) -> dict[str, int]:
-        windows = self._spent.get(ref)
-        if windows is None:
-            windows = self._spent[ref] = {}
-        return windows
-
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
+        spent_by = self._spent
+        slots: list[tuple[str, str]] = []
         for s in scopes:
-            if s.limits.budget_usd is None:
+            lim = s.limits
+            if lim.budget_usd is None:
                 continue
-            spent = self._windows(s.ref).get(window_of(s.limits.budget_period, now), 0)
+            slot = (s.ref, window_of(lim.budget_period, now))
+            spent = spent_by.get(slot, 0)
             if spent + amount_nano > s.budget_nano:
                 return Reservation(allowed=False, scope=s.ref, limit_nano=s.budget_nano, spent_nano=spent)
-        for s in scopes:
-            if s.limits.budget_usd is not None:
-                windows, window = self._windows(s.ref), window_of(s.limits.budget_period, now)
-                windows[window] = windows.get(window, 0) + amount_nano
+            slots.append(slot)
+        for slot in slots:
+            spent_by[slot] = spent_by.get(slot, 0) + amount_nano
         return RESERVED
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
                      thresholds: list[float]) -> list[tuple[str, str, float]]:
         crossed: list[tuple[str, str, float]] = []
+        spent_by = self._spent
+        delta = actual_nano - reserved_nano
+        lowest = min(thresholds) if thresholds else 0.0
         for s in scopes:
-            if s.limits.budget_usd is None:
+            lim = s.limits
+            if lim.budget_usd is None:
                 continue
-            windows, window = self._windows(s.ref), window_of(s.limits.budget_period, now)
-            spent = windows[window] = windows.get(window, 0) + actual_nano - reserved_nano
+            window = window_of(lim.budget_period, now)
+            slot = (s.ref, window)
+            spent = spent_by[slot] = spent_by.get(slot, 0) + delta
             limit = s.budget_nano
-            if limit <= 0 or not thresholds or spent < min(thresholds) * limit:
+            if limit <= 0 or not thresholds or spent < lowest * limit:
                 continue
             for t in thresholds:
                 mark = (s.ref, window, t)
@@ -175,10 +188,10 @@ class MemoryBudgets:
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
         """Start from the ledger's totals (after a restart); counters already live win."""
         for (kind, ident, window), nano in spent.items():
-            self._windows(f"{kind}:{ident}").setdefault(window, nano)
+            self._spent.setdefault((f"{kind}:{ident}", window), nano)
 
     async def spent(self, scope: Scope, now: float) -> int:
-        return self._windows(scope.ref).get(window_of(scope.limits.budget_period, now), 0)
+        return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)
 
 
 RESERVED = Reservation(allowed=True)  # shared: an accepted reservation carries nothing else

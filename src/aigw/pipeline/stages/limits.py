@@ -45,11 +45,9 @@ class LimitsStage(Stage):
         self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
 
     def _scopes(self, ctx: RequestContext) -> list[Scope]:
-        scopes = key_scopes(ctx, "rate")
+        scopes = key_scopes(ctx, "rate")  # shared by the key's requests: not appended to
         dep = self._deployment_scopes.get(ctx.model)
-        if dep is not None:
-            scopes.append(dep)
-        return scopes
+        return [*scopes, dep] if dep is not None else scopes
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
         scopes = self._scopes(ctx)
