@@ -3,7 +3,7 @@
 
   .venv/bin/python bench/cache_bench.py [--duration 3] [--config bare|default|PATH]
       [--backends off,memory,redis] [--kinds plain,stream] [--conc 1,16] [--no-floor]
-      [--repeat 1] [--in-process 5000] [--json out.json]
+      [--rounds 1] [--ref REF] [--in-process 5000] [--json out.json]
 
 Issue 5's bar: a hit served at least 5x faster than the core issue's bench
 (bench/run.sh with bench/configs/bare.yaml) measures a miss against a 0 ms
@@ -27,8 +27,14 @@ the expected ``x-aigw-cache`` header, or is a stream not ending in ``[DONE]``).
 A stream's latency is the whole stream. "hit" = a pool of 64 questions asked
 before the timed run. Gateway CPU per request is the target process's own user +
 system time over the run, divided by the requests served. Before each run the
-bench waits (bounded) for the machine to be quiet and reports how busy it was;
-``--repeat N`` runs each cell N times and keeps the least disturbed figures.
+bench waits (bounded) for the machine to be quiet and reports how busy it was.
+
+Every target runs from the start (an idle server costs nothing) and the cells
+go round by round over all of them, so a spell of noise on this shared box
+hits every target alike; ``--rounds N`` keeps each cell's least disturbed
+figures (lowest p50, p99 and CPU, highest req/s). ``--ref REF`` also runs every
+backend from that commit's ``src/`` (``git archive``), as ``NAME@REF``: a
+before/after comparison under the same conditions.
 
 Loopback only, every wait bounded, only processes started here are stopped (by PID).
 """
@@ -46,6 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +235,10 @@ def gateway_config(name: str, backend: str, upstream: str, port: int, redis_url:
             "AIGW_BENCH_UPSTREAM": upstream, "AIGW_BENCH_REDIS_URL": redis_url})
         config["database_url"] = f"sqlite:///{db}"
     if backend != "off":
-        config["cache"] = {"mode": "exact", "backend": backend, "ttl_s": 3600, "max_entries": 100_000}
+        # timeout_ms 250 (default 50): a GC pause of the default config (~60 ms, seen here) would otherwise
+        # time out one Redis lookup and skip the backend for retry_after_s, turning 2 s of hits into misses
+        config["cache"] = {"mode": "exact", "backend": backend, "ttl_s": 3600, "max_entries": 100_000,
+                           "timeout_ms": 250}
     if backend == "redis":
         config.update(redis_url=redis_url, redis_prefix=prefix)
     return config
@@ -270,70 +280,113 @@ def warm_hits(base: str, kind: str) -> None:
     time.sleep(0.3)  # Redis stores happen off the request path
 
 
-def measure(pid: int, base: str, kind: str, mode: str, conc: int, expect: str,
-            args: argparse.Namespace) -> dict[str, Any]:
-    """One cell, ``--repeat`` times: the lowest p50 / p99 / CPU and the highest req/s seen."""
-    best: dict[str, Any] = {}
-    for _ in range(args.repeat):
-        busy = wait_quiet(args.quiet_max, args.quiet_wait)
-        cpu0 = cpu_s(pid)
-        r = run_wrk(base + "/v1/chat/completions", kind, mode, conc, args.duration, expect)
-        r["cpu_us"] = (cpu_s(pid) - cpu0) / max(1, r["requests"]) * 1e6
-        r["busy"] = busy
-        if not best:
-            best = r
-            continue
-        for name in ("p50", "p99", "cpu_us", "busy"):
-            best[name] = min(best[name], r[name])
-        best["rps"] = max(best["rps"], r["rps"])
-        best["errors"] += r["errors"]
-        best["requests"] += r["requests"]
-    return best
+@dataclass
+class Target:
+    """One server under test: the floor, or aigw with a backend, from the work tree or from ``--ref``."""
 
+    name: str  # floor, off, memory, redis; with "@REF" when run from a commit
+    backend: str  # floor, off, memory, redis
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    prefix: str = ""  # Redis keys of this target, deleted at the end
 
-def bench_target(target: str, upstream: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
-    import yaml
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-    port = free_port()
-    prefix = f"aigw-bench:{uuid.uuid4().hex[:8]}:"
-    if target == "floor":
-        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(port)]
-    else:
-        path = tmp / f"{target}.yaml"
-        path.write_text(yaml.safe_dump(gateway_config(args.config, target, upstream, port, args.redis_url,
-                                                      prefix, tmp)))
-        aigw = str(Path(sys.executable).with_name("aigw"))
-        argv = [aigw, "serve", "--config", str(path), "--log-level", "warning"]
-    proc = subprocess.Popen(pinned(1, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows: list[dict[str, Any]] = []
-    try:
-        base = f"http://127.0.0.1:{port}"
-        if target == "floor":
-            wait_http(base + "/", method="POST")
+    @property
+    def modes(self) -> list[str]:
+        return {"floor": ["floor"], "off": ["miss"]}.get(self.backend, ["miss", "hit"])
+
+    def start(self, upstream: str, args: argparse.Namespace, tmp: Path, src: Path | None) -> None:
+        import yaml
+
+        if self.backend == "floor":
+            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(self.port)]
         else:
-            wait_http(base + "/health/live")
-        modes = {"floor": ["floor"], "off": ["miss"]}.get(target, ["miss", "hit"])
-        expect = {"miss": "miss" if target != "off" else "", "hit": "hit", "floor": ""}  # "" = no header check
-        for kind in args.kinds:
-            for mode in modes:
-                if mode == "hit":
-                    warm_hits(base, kind)
-                for conc in args.conc:
-                    r = measure(proc.pid, base, kind, mode, conc, expect[mode], args)
-                    rows.append({"backend": target, "kind": kind, "mode": mode, "c": conc, **r})
-                    print(f"  {target:6} {kind:6} {mode:5} c={conc:<3} {r['rps']:7.0f} req/s  p50 {r['p50']:.2f} ms"
-                          f"  CPU {r['cpu_us']:.0f} µs/req  errors {r['errors']}", file=sys.stderr)
-    finally:
-        stop(proc)
-        if target == "redis":
+            self.prefix = f"aigw-bench:{uuid.uuid4().hex[:8]}:"
+            folder = tmp / self.name.replace("@", "-")
+            folder.mkdir()
+            path = folder / "aigw.yaml"
+            path.write_text(yaml.safe_dump(gateway_config(args.config, self.backend, upstream, self.port,
+                                                          args.redis_url, self.prefix, folder)))
+            argv = [str(Path(sys.executable).with_name("aigw")), "serve", "--config", str(path), "--log-level",
+                    "warning"]
+        env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None  # --ref: that commit's src/
+        self.proc = subprocess.Popen(pinned(1, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+    def ready(self) -> None:
+        if self.backend == "floor":
+            wait_http(self.base + "/", method="POST")
+            return
+        wait_http(self.base + "/health/live")
+        if self.backend != "off":
+            warm_hits(self.base, "plain")  # plain and streamed requests share entries
+
+    def stop(self, redis_url: str) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        if self.prefix and self.backend == "redis":
             import redis
 
-            client = redis.Redis.from_url(args.redis_url)
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
             for i in range(0, len(keys), 500):
                 client.delete(*keys[i : i + 500])
             client.close()
-    return rows
+
+
+def measure(target: Target, kind: str, mode: str, conc: int, args: argparse.Namespace) -> dict[str, Any]:
+    busy = wait_quiet(args.quiet_max, args.quiet_wait)
+    assert target.proc is not None
+    cpu0 = cpu_s(target.proc.pid)
+    expect = "" if target.backend in ("floor", "off") else mode  # "" = no header to check
+    r = run_wrk(target.base + "/v1/chat/completions", kind, mode, conc, args.duration, expect)
+    r["cpu_us"] = (cpu_s(target.proc.pid) - cpu0) / max(1, r["requests"]) * 1e6
+    r["busy"] = busy
+    return r
+
+
+def keep_best(rows: dict[tuple[str, str, str, int], dict[str, Any]], key: tuple[str, str, str, int],
+              r: dict[str, Any]) -> None:
+    """Across rounds: the lowest p50 / p99 / CPU and the highest req/s (the least disturbed), errors summed."""
+    best = rows.get(key)
+    if best is None:
+        rows[key] = {"backend": key[0], "kind": key[1], "mode": key[2], "c": key[3], **r}
+        return
+    for name in ("p50", "p99", "cpu_us", "busy"):
+        best[name] = min(best[name], r[name])
+    best["rps"] = max(best["rps"], r["rps"])
+    best["errors"] += r["errors"]
+    best["requests"] += r["requests"]
+
+
+def run_all(targets: list[Target], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every cell of every target, round by round: all targets see the same spells of noise."""
+    rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for kind in args.kinds:
+        for conc in args.conc:
+            for n in range(args.rounds):
+                for target in targets:
+                    for mode in target.modes:
+                        r = measure(target, kind, mode, conc, args)
+                        keep_best(rows, (target.name, kind, mode, conc), r)
+                        print(f"  round {n + 1}: {target.name:12} {kind:6} {mode:5} c={conc:<3} {r['rps']:7.0f} req/s"
+                              f"  p50 {r['p50']:.2f} ms  CPU {r['cpu_us']:.0f} µs/req  errors {r['errors']}",
+                              file=sys.stderr)
+    order = {t.name: i for i, t in enumerate(targets)}
+    return sorted(rows.values(), key=lambda x: (order[x["backend"]], args.kinds.index(x["kind"]),
+                                                ["floor", "miss", "hit"].index(x["mode"]), x["c"]))
+
+
+def export_ref(ref: str, tmp: Path) -> Path:
+    """``git archive REF src`` into ``tmp``: the gateway of that commit (put first on PYTHONPATH)."""
+    out = tmp / "ref"
+    out.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "src"], capture_output=True, check=True,
+                             timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True, timeout=60)
+    return out / "src"
 
 
 # -- in process ------------------------------------------------------------------------------
@@ -414,17 +467,18 @@ def report(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def summary(rows: list[dict[str, Any]], conc: list[int]) -> str:
+def summary(rows: list[dict[str, Any]], conc: list[int], suffix: str = "") -> str:
     """Hit against the core bench's miss (``off``) and against the same backend's miss; floor beside."""
     lo, hi = min(conc), max(conc)
     out = [f"| backend | request | p50 c={lo}: miss (off) / hit / floor | x | req/s c={hi}: miss (off) / hit / "
            f"floor | x | CPU µs/req c={hi}: miss (off) / hit / floor | x | x vs same backend's miss "
            "(p50 / req/s / CPU) |", "|---|---|---|---|---|---|---|---|---|"]
     for backend in ("memory", "redis"):
+        name = backend + suffix
         for kind in ("plain", "stream"):
-            h1, hh = _find(rows, backend, kind, "hit", lo), _find(rows, backend, kind, "hit", hi)
-            m1, mh = _find(rows, "off", kind, "miss", lo), _find(rows, "off", kind, "miss", hi)
-            s1, sh = _find(rows, backend, kind, "miss", lo), _find(rows, backend, kind, "miss", hi)
+            h1, hh = _find(rows, name, kind, "hit", lo), _find(rows, name, kind, "hit", hi)
+            m1, mh = _find(rows, "off" + suffix, kind, "miss", lo), _find(rows, "off" + suffix, kind, "miss", hi)
+            s1, sh = _find(rows, name, kind, "miss", lo), _find(rows, name, kind, "miss", hi)
             f1, fh = _find(rows, "floor", kind, "floor", lo), _find(rows, "floor", kind, "floor", hi)
             if h1 is None or hh is None:
                 continue
@@ -444,7 +498,7 @@ def summary(rows: list[dict[str, Any]], conc: list[int]) -> str:
             if s1 is not None and sh is not None:
                 same = (f"{s1['p50'] / max(1e-9, h1['p50']):.1f}x / {hh['rps'] / sh['rps']:.1f}x / "
                         f"{sh['cpu_us'] / max(1e-9, hh['cpu_us']):.1f}x")
-            out.append(f"| {backend} | {kind} | {p50} | {p50x} | {rps} | {rpsx} | {cpu} | {cpux} | {same} |")
+            out.append(f"| {name} | {kind} | {p50} | {p50x} | {rps} | {rpsx} | {cpu} | {cpux} | {same} |")
     return "\n".join(out)
 
 
@@ -457,7 +511,9 @@ def main() -> int:
     ap.add_argument("--backends", default="off,memory,redis")
     ap.add_argument("--kinds", type=lambda s: s.split(","), default=["plain", "stream"])
     ap.add_argument("--no-floor", action="store_true", help="skip the raw uvicorn hello-world floor")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the least disturbed figures are kept")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds over every cell; the least disturbed figures "
+                    "of each cell are kept")
+    ap.add_argument("--ref", help="also run every backend from this commit's src/ (git archive), as NAME@REF")
     ap.add_argument("--redis-url", default=os.environ.get("AIGW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--in-process", type=int, default=0, help="requests per in-process run (0 = skip)")
     ap.add_argument("--quiet-max", type=float, default=20, help="wait for machine CPU busy <= this %% ...")
@@ -473,24 +529,42 @@ def main() -> int:
     if not UPSTREAM.exists() or not shutil.which("wrk"):
         print(f"needs {UPSTREAM} and wrk on PATH", file=sys.stderr)
         return 2
+    backends = args.backends.split(",")
     up_port = free_port()
     upstream = subprocess.Popen(pinned(0, [sys.executable, str(UPSTREAM), "--port", str(up_port)]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    targets = ([] if args.no_floor else ["floor"]) + args.backends.split(",")
+    targets = [] if args.no_floor else [Target("floor", "floor", free_port())]
     rows: list[dict[str, Any]] = []
     try:
-        wait_http(f"http://127.0.0.1:{up_port}/health")
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as folder:
+            tmp = Path(folder)
+            sources: list[tuple[str, Path | None]] = [("", None)]
+            if args.ref:
+                sources.append((f"@{args.ref}", export_ref(args.ref, tmp)))
+            for suffix, _ in sources:
+                targets += [Target(b + suffix, b, free_port()) for b in backends]
+            wait_http(f"http://127.0.0.1:{up_port}/health")
+            src_of = dict(sources)
+            for target in targets:  # all at once: an idle server costs nothing, and rounds can interleave
+                target.start(f"http://127.0.0.1:{up_port}/v1", args, tmp,
+                             src_of.get(target.name[len(target.backend):]))
             for target in targets:
-                rows += bench_target(target, f"http://127.0.0.1:{up_port}/v1", args, Path(tmp))
+                target.ready()
+            rows = run_all(targets, args)
     finally:
+        for target in targets:
+            target.stop(args.redis_url)
         stop(upstream)
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "duration": args.duration, "rows": rows},
-                                              indent=1))
-    print(f"config: {args.config}, {args.duration:g} s per run, best of {args.repeat}\n")
+        Path(args.json).write_text(json.dumps({"config": args.config, "duration": args.duration,
+                                               "rounds": args.rounds, "ref": args.ref, "rows": rows}, indent=1))
+    ref = f", --ref {args.ref}" if args.ref else ""
+    print(f"config: {args.config}, {args.duration:g} s per run, best of {args.rounds} round(s){ref}\n")
     print(report(rows) + "\n")
     print(summary(rows, args.conc))
+    if args.ref:
+        print(f"\nfrom {args.ref}:\n")
+        print(summary(rows, args.conc, f"@{args.ref}"))
     return 0
 
 
