@@ -362,12 +362,14 @@ def keep_best(rows: dict[tuple[str, str, str, int], dict[str, Any]], key: tuple[
 
 
 def run_all(targets: list[Target], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every cell of every target, round by round: all targets see the same spells of noise."""
+    """Every cell of every target, round by round (each round in a rotated order): all targets see the
+    same spells of noise."""
     rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
     for kind in args.kinds:
         for conc in args.conc:
             for n in range(args.rounds):
-                for target in targets:
+                shift = n % len(targets)  # each round starts at another target: no one always goes first
+                for target in targets[shift:] + targets[:shift]:
                     for mode in target.modes:
                         r = measure(target, kind, mode, conc, args)
                         keep_best(rows, (target.name, kind, mode, conc), r)
