@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -52,49 +53,51 @@ def port() -> Iterator[int]:
     yield free_port()
 
 
-async def test_values_round_trip_and_match_redis_py(port: int) -> None:
+@pytest.fixture
+async def own_redis(port: int) -> AsyncIterator[Any]:
+    """A redis-py client of a redis-server of this test's own, both closed after it."""
     proc = start_redis(port)
     redis = make_redis(f"redis://127.0.0.1:{port}/0")
     try:
-        store = RedisCacheStore(redis, "aigw-test:")
-        assert store.pipe is not None
-        tricky = b"line\r\n$5\r\n*2\r\n-ERR not an error\r\n" + bytes(range(256))
-        big = os.urandom(1_500_000)  # arrives in many pieces
-        await store.set("t1:a", tricky, 60)
-        await store.set("t1:big", big, 60)
-        assert await store.get("t1:a") == tricky
-        assert await store.get("t1:big") == big
-        assert await store.get("t1:none") is None
-        assert await redis.get("aigw-test:cache:t1:a") == tricky  # the same key and value as before
-        assert 0 < await redis.pttl("aigw-test:cache:t1:a") <= 60_000
-        await store.ping()
+        yield redis
     finally:
         await redis.aclose()
         stop(proc)
 
 
-async def test_concurrent_calls_get_their_own_replies_even_when_some_give_up(port: int) -> None:
-    proc = start_redis(port)
-    redis = make_redis(f"redis://127.0.0.1:{port}/0")
-    try:
-        store = RedisCacheStore(redis, "p:")
-        for i in range(20):
-            await store.set(f"k{i}", b"v%d" % i, 60)
+async def test_values_round_trip_and_match_redis_py(own_redis: Any) -> None:
+    redis = own_redis
+    store = RedisCacheStore(redis, "aigw-test:")
+    assert store.pipe is not None
+    tricky = b"line\r\n$5\r\n*2\r\n-ERR not an error\r\n" + bytes(range(256))
+    big = os.urandom(1_500_000)  # arrives in many pieces
+    await store.set("t1:a", tricky, 60)
+    await store.set("t1:big", big, 60)
+    assert await store.get("t1:a") == tricky
+    assert await store.get("t1:big") == big
+    assert await store.get("t1:none") is None
+    assert await redis.get("aigw-test:cache:t1:a") == tricky  # the same key and value as before
+    assert 0 < await redis.pttl("aigw-test:cache:t1:a") <= 60_000
+    await store.ping()
 
-        async def one(i: int) -> bytes | str | None:
-            try:
-                async with asyncio.timeout(0 if i % 4 == 0 else 5):
-                    return await store.get(f"k{i % 20}")
-            except TimeoutError:
-                return "gave up"
 
-        results = await asyncio.gather(*(one(i) for i in range(200)))
-        for i, got in enumerate(results):
-            assert got in ("gave up", b"v%d" % (i % 20))
-        assert [await store.get(f"k{i}") for i in range(3)] == [b"v0", b"v1", b"v2"]
-    finally:
-        await redis.aclose()
-        stop(proc)
+async def test_concurrent_calls_get_their_own_replies_even_when_some_give_up(own_redis: Any) -> None:
+    redis = own_redis
+    store = RedisCacheStore(redis, "p:")
+    for i in range(20):
+        await store.set(f"k{i}", b"v%d" % i, 60)
+
+    async def one(i: int) -> bytes | str | None:
+        try:
+            async with asyncio.timeout(0 if i % 4 == 0 else 5):
+                return await store.get(f"k{i % 20}")
+        except TimeoutError:
+            return "gave up"
+
+    results = await asyncio.gather(*(one(i) for i in range(200)))
+    for i, got in enumerate(results):
+        assert got in ("gave up", b"v%d" % (i % 20))
+    assert [await store.get(f"k{i}") for i in range(3)] == [b"v0", b"v1", b"v2"]
 
 
 async def test_a_lost_server_fails_calls_then_a_new_one_is_used(port: int) -> None:
