@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 from urllib.parse import parse_qsl
@@ -10,6 +9,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from aigw import errors
+from aigw.ids import time_ordered_id
 from aigw.types import JSON
 
 Receive = Any
@@ -29,7 +29,7 @@ class HttpRequest:
         self.path: str = scope["path"]
         self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         rid = self.headers.get("x-request-id", "")
-        self.request_id = rid if rid and _SAFE_ID.match(rid) else "req_" + os.urandom(12).hex()
+        self.request_id = rid if rid and _SAFE_ID.match(rid) else time_ordered_id("req_")
         self.body = b""
         self._query: dict[str, str] | None = None
 

@@ -10,11 +10,9 @@ ten; request pages read the ledger through (tenant_id, ts_end) indexes.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import os
-import time
 from typing import Any
 
+from aigw.ids import time_ordered_id
 from aigw.stores.base import NANO, RequestQuery, SpendQuery, SpendRecord
 from aigw.stores.sql import Row, Sql
 
@@ -47,22 +45,10 @@ def rollup_sql(source: str, where: str) -> str:
 def new_record_id() -> str:
     """Ledger rows get their own id: a client-chosen x-request-id must not make a row vanish.
 
-    Time first (nanoseconds, hex), then this process's random tag and a counter: ids grow with
-    time, so inserts append to the primary-key index instead of landing at random pages of it,
-    and two replicas (or a restarted one) never collide. No system call per row.
+    Time-ordered (``aigw.ids``): inserts append to the primary-key index, and two replicas
+    (or a restarted one) never collide.
     """
-    return f"sp_{time.time_ns():016x}{_PROCESS_TAG}{next(_ROW_COUNTER) & 0xFFFF:04x}"
-
-
-def _new_process_tag() -> None:
-    global _PROCESS_TAG
-    _PROCESS_TAG = os.urandom(4).hex()
-
-
-_PROCESS_TAG = ""
-_ROW_COUNTER = itertools.count()
-_new_process_tag()
-os.register_at_fork(after_in_child=_new_process_tag)
+    return time_ordered_id("sp_")
 
 
 _DAYS: dict[int, str] = {}
