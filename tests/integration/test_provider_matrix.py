@@ -133,3 +133,16 @@ def test_anthropic_only_fields_never_reach_an_openai_upstream(ant: anthropic.Ant
     ant.messages.create(model="claude", max_tokens=32, extra_body={"top_k": 5},
                         messages=[{"role": "user", "content": "hi"}])
     assert ups.anthropic.traffic.last.body["top_k"] == 5
+
+
+def test_an_openai_client_can_send_anthropic_beta_to_an_anthropic_model(oai: openai.OpenAI, ups: Upstreams) -> None:
+    betas = {"anthropic-beta": "context-1m-2025-08-07"}
+    answer = oai.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}],
+                                         max_tokens=20, extra_headers=betas)
+    assert ups.anthropic.traffic.last.headers["anthropic-beta"] == "context-1m-2025-08-07"
+    assert "_anthropic" not in answer.model_dump()
+    for model, fake in (("oai", ups.openai), ("az", ups.azure), ("compat", ups.compat)):
+        oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], extra_headers=betas)
+        sent = fake.traffic.last
+        assert "anthropic-beta" not in {k.lower() for k in sent.headers}, model
+        assert "_anthropic" not in sent.body and "context-1m" not in str(sent.body), model

@@ -97,3 +97,26 @@ def test_anthropic_stream_cut_after_its_first_byte_is_an_error_event(
         for _ in stream:
             pass
     assert oai.traffic.requests == 0  # no fallback once bytes reached the client
+
+
+BETAS = "files-api-2025-04-14,interleaved-thinking-2025-05-14"
+
+
+def test_anthropic_beta_reaches_the_anthropic_upstream_and_not_a_fallback(
+    client: anthropic.Anthropic, fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]
+) -> None:
+    ant, _, oai = fakes
+    client.messages.create(model="claude", max_tokens=50, messages=ASK,  # type: ignore[arg-type]
+                           extra_headers={"anthropic-beta": BETAS})
+    assert ant.traffic.last.headers["anthropic-beta"] == BETAS
+    with client.messages.stream(model="claude", max_tokens=50, messages=ASK,  # type: ignore[arg-type]
+                                extra_headers={"anthropic-beta": BETAS}) as stream:
+        stream.get_final_message()
+    assert ant.traffic.last.headers["anthropic-beta"] == BETAS
+    ant.faults.push(anthropic_error(529, "overloaded_error", "Overloaded"))
+    raw = client.messages.with_raw_response.create(model="claude", max_tokens=50, messages=ASK,  # type: ignore[arg-type]
+                                                   extra_headers={"anthropic-beta": BETAS})
+    assert raw.headers["x-aigw-provider"] == "openai"
+    sent = oai.traffic.last
+    assert not {k.lower() for k in sent.headers} & {"anthropic-beta"}
+    assert "_anthropic" not in sent.body and "anthropic_beta" not in str(sent.body)

@@ -160,6 +160,23 @@ async def test_private_fields_reach_the_upstream(
     assert resp["_anthropic"]["thinking"][0]["signature"].startswith("sig_")
 
 
+async def test_beta_flags_merge_with_the_deployments_own_without_repeats(
+    anthropic_server: tuple[AnthropicUpstream, Any], anthropic_fake: AnthropicUpstream
+) -> None:
+    deployment = anthropic_deployment(anthropic_server[1].url, headers={"Anthropic-Beta": "ops-2025,x-2025"})
+    clients = HttpClients()
+    try:
+        provider = build(deployment, clients)
+        body = chat(user("hi"), _anthropic={"anthropic_beta": ["x-2025", "y-2025"]})
+        await provider.chat(body, CALL)
+        await collect(provider, {**body, "stream": True})
+    finally:
+        await clients.aclose()
+    for sent in anthropic_fake.traffic.log:
+        betas = [v for k, v in sent.headers.items() if k.lower() == "anthropic-beta"]
+        assert betas == ["ops-2025,x-2025,y-2025"]
+
+
 async def test_list_models_is_a_free_get(
     anthropic_provider: AnthropicProvider, anthropic_fake: AnthropicUpstream
 ) -> None:

@@ -10,7 +10,12 @@ import pytest
 
 from aigw import errors
 from aigw.providers.anthropic.errors import map_error, map_stream_error
-from aigw.providers.anthropic.translate import JSON_OBJECT_INSTRUCTION, beta_header, to_anthropic_request
+from aigw.providers.anthropic.translate import (
+    JSON_OBJECT_INSTRUCTION,
+    beta_header,
+    merge_betas,
+    to_anthropic_request,
+)
 from aigw.providers.anthropic.translate_response import to_canonical_response
 from aigw.providers.anthropic.translate_stream import StreamTranslator
 
@@ -131,6 +136,11 @@ def test_private_anthropic_fields_are_merged_and_beta_goes_to_a_header() -> None
     assert req["messages"][1]["content"][0] == {"type": "thinking", "thinking": "t", "signature": "s"}
     assert beta_header(body) == "b1,b2"
     assert beta_header({"model": "x"}) is None
+
+
+def test_the_clients_beta_flags_add_to_the_operators_each_once() -> None:
+    assert merge_betas(None, "b1,b2") == "b1,b2"
+    assert merge_betas("ops-1, b1", "b1,b2") == "ops-1,b1,b2"
 
 
 def test_tool_message_private_fields_go_into_the_tool_result() -> None:

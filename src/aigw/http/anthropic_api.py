@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
 from aigw import errors
 from aigw.http.flow import Flow, Parsed, send_error
@@ -55,8 +56,9 @@ class AnthropicFormat:
         yield encoder.finish()
 
 
-def parse_messages(body: JSON, raw: bytes = b"") -> Parsed:
-    canonical = wire.messages_request_to_canonical(body)
+def parse_messages(body: JSON, raw: bytes = b"", *, beta: str | None = None) -> Parsed:
+    """``beta`` is the client's ``anthropic-beta`` header, kept for an Anthropic upstream only."""
+    canonical = wire.messages_request_to_canonical(body, beta=beta)
     # the marker tells non-Anthropic adapters to drop Anthropic-only extensions (cheap check)
     canonical.setdefault(wire.PRIVATE_KEY, {})
     stream = bool(canonical.get("stream"))
@@ -71,7 +73,9 @@ class AnthropicApi:
         self.format = AnthropicFormat(debug)
 
     async def messages(self, req: HttpRequest, send: Send) -> None:
-        await self.flow.handle(req, send, self.format, "chat", parse_messages)
+        beta = req.headers.get("anthropic-beta")
+        parse = parse_messages if beta is None else partial(parse_messages, beta=beta)
+        await self.flow.handle(req, send, self.format, "chat", parse)
 
     async def count_tokens(self, req: HttpRequest, send: Send) -> None:
         """A local estimate (about four characters a token); free, no upstream call."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from aigw import errors
 from aigw.http.flow import Flow, Parsed, send_error
@@ -12,7 +13,7 @@ from aigw.http.respond import send_json
 from aigw.http.wire_openai import DONE_FRAME, chunk_frame, error_body, error_frame
 from aigw.pipeline.context import RequestContext
 from aigw.routing.router import Router
-from aigw.schema.anthropic import PRIVATE_KEY, strip_private
+from aigw.schema.anthropic import PRIVATE_KEY, keep_beta, strip_private
 from aigw.schema.openai import validate_chat, validate_completion, validate_embeddings
 from aigw.types import JSON
 
@@ -116,8 +117,10 @@ class OpenAIApi:
         self._chat, self._completion = Validated(validate_chat), Validated(validate_completion)
         self._embeddings = Validated(validate_embeddings)
 
-    def parse_chat(self, body: JSON, raw: bytes) -> Parsed:
+    def parse_chat(self, body: JSON, raw: bytes, *, beta: str | None = None) -> Parsed:
         self._chat(body, raw)
+        if beta is not None:
+            keep_beta(body, beta)
         return _parsed(body)
 
     def parse_completion(self, body: JSON, raw: bytes) -> Parsed:
@@ -129,7 +132,9 @@ class OpenAIApi:
         return _embeddings(body)
 
     async def chat(self, req: HttpRequest, send: Send) -> None:
-        await self.flow.handle(req, send, self.format, "chat", self.parse_chat)
+        beta = req.headers.get("anthropic-beta")  # for a model served by Anthropic; others drop it
+        parse = self.parse_chat if beta is None else partial(self.parse_chat, beta=beta)
+        await self.flow.handle(req, send, self.format, "chat", parse)
 
     async def completions(self, req: HttpRequest, send: Send) -> None:
         await self.flow.handle(req, send, self.format, "completions", self.parse_completion)

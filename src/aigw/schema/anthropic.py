@@ -5,6 +5,7 @@ than ``/v1/chat/completions``. The HTTP layer calls:
 
 * ``messages_request_to_canonical(body, beta=...)`` -> canonical OpenAI body, or
   ``InvalidRequest`` naming the field (``param="messages.0.content"``);
+* ``keep_beta(body, header)`` for the OpenAI endpoint's ``anthropic-beta`` header;
 * ``canonical_to_message(resp, model)`` -> Anthropic ``message`` object;
 * ``AnthropicStreamEncoder`` (in ``anthropic_stream``) for ``stream: true``;
 * ``render_error(err)`` -> (status, Anthropic error body).
@@ -34,6 +35,7 @@ from aigw.schema import anthropic_blocks as blocks
 from aigw.types import JSON
 
 PRIVATE_KEY = "_anthropic"
+BETA_KEY = "anthropic_beta"  # inside ``_anthropic``: the flags of the client's anthropic-beta header
 _MAPPED_FIELDS = frozenset(
     {
         "model",
@@ -137,6 +139,27 @@ def _output_config(config: Any, out: JSON, private: JSON) -> None:
         private["output_config"] = rest
 
 
+def beta_values(header: str | None) -> list[str]:
+    """The flags of an ``anthropic-beta`` header (a comma list), in order, each once."""
+    if not header:
+        return []
+    return list(dict.fromkeys(flag for part in header.split(",") if (flag := part.strip())))
+
+
+def keep_beta(canonical: JSON, header: str | None) -> None:
+    """Keep an ``anthropic-beta`` header on a canonical body (from the OpenAI endpoint).
+
+    It rides in ``_anthropic``, so only an Anthropic upstream ever sees it.
+    """
+    betas = beta_values(header)
+    if not betas:
+        return
+    private = canonical.get(PRIVATE_KEY)
+    if not isinstance(private, dict):
+        private = canonical[PRIVATE_KEY] = {}
+    private[BETA_KEY] = betas
+
+
 def messages_request_to_canonical(body: Any, *, beta: str | None = None) -> JSON:
     """Validate an Anthropic Messages request and return the canonical body.
 
@@ -173,8 +196,8 @@ def messages_request_to_canonical(body: Any, *, beta: str | None = None) -> JSON
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     private.update({k: v for k, v in body.items() if k not in _MAPPED_FIELDS})
-    if beta:
-        private["anthropic_beta"] = [b.strip() for b in beta.split(",") if b.strip()]
+    if betas := beta_values(beta):
+        private[BETA_KEY] = betas
     if private:
         out["_anthropic"] = private
     return out

@@ -11,7 +11,13 @@ import pytest
 
 from aigw import errors
 from aigw.providers.anthropic.translate import to_anthropic_request
-from aigw.schema.anthropic import canonical_to_message, messages_request_to_canonical, render_error, strip_private
+from aigw.schema.anthropic import (
+    canonical_to_message,
+    keep_beta,
+    messages_request_to_canonical,
+    render_error,
+    strip_private,
+)
 from tests.unit.schema.anthropic_sdk import sdk_error, sdk_message
 
 CC = {"type": "ephemeral"}
@@ -113,6 +119,21 @@ def test_full_request_converts_to_canonical() -> None:
         "anthropic_beta": ["tools-2024", "files-2025"],
     }
     assert "stream" not in out
+
+
+def test_beta_flags_are_kept_in_order_once_each() -> None:
+    out = messages_request_to_canonical(request(), beta=" files-2025 ,tools-2024,,files-2025")
+    assert out["_anthropic"]["anthropic_beta"] == ["files-2025", "tools-2024"]
+    assert "_anthropic" not in messages_request_to_canonical(request(), beta=" , ")
+
+
+def test_keep_beta_puts_the_header_where_only_an_anthropic_upstream_reads_it() -> None:
+    body: dict[str, Any] = {"model": "m", "messages": []}
+    keep_beta(body, "tools-2024, files-2025")
+    assert body["_anthropic"] == {"anthropic_beta": ["tools-2024", "files-2025"]}
+    keep_beta(body, "")
+    assert body["_anthropic"] == {"anthropic_beta": ["tools-2024", "files-2025"]}
+    assert strip_private(body) == {"model": "m", "messages": []}
 
 
 def test_round_trip_through_the_anthropic_adapter_is_lossless() -> None:

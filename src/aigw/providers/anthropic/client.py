@@ -18,7 +18,7 @@ import orjson
 from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.anthropic.errors import map_error
-from aigw.providers.anthropic.translate import beta_header, to_anthropic_request
+from aigw.providers.anthropic.translate import beta_header, merge_betas, to_anthropic_request
 from aigw.providers.anthropic.translate_response import to_canonical_response
 from aigw.providers.anthropic.translate_stream import StreamTranslator
 from aigw.providers.base import CallOptions
@@ -57,15 +57,15 @@ class AnthropicProvider:
             "x-api-key": deployment.api_key,
             "anthropic-version": ANTHROPIC_VERSION,
             "content-type": "application/json",
-            **deployment.headers,
+            # one spelling of anthropic-beta, so the client's flags merge into the operator's
+            **{("anthropic-beta" if k.lower() == "anthropic-beta" else k): v for k, v in deployment.headers.items()},
         }
 
     def _request_headers(self, body: JSON, call: CallOptions, accept: str) -> dict[str, str]:
         headers = {**self._headers, **call.headers, "accept": accept}
         beta = beta_header(body)
         if beta:  # the client's betas add to the operator's, they do not replace them
-            configured = headers.get("anthropic-beta")
-            headers["anthropic-beta"] = f"{configured},{beta}" if configured else beta
+            headers["anthropic-beta"] = merge_betas(headers.get("anthropic-beta"), beta)
         return headers
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:

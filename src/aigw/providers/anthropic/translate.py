@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 
 from aigw.errors import InvalidRequest
+from aigw.schema.anthropic import BETA_KEY, beta_values
 from aigw.types import JSON
 
 DEFAULT_MAX_TOKENS = 4096
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
-BETA_KEY = "anthropic_beta"  # inside `_anthropic`: values for the anthropic-beta header
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
 
 
@@ -312,3 +312,10 @@ def beta_header(body: JSON) -> str | None:
     if isinstance(betas, list) and betas:
         return ",".join(str(b) for b in betas)
     return betas if isinstance(betas, str) and betas else None
+
+
+def merge_betas(configured: str | None, asked: str) -> str:
+    """The operator's ``anthropic-beta`` flags, then the client's new ones: each flag once."""
+    if not configured:
+        return asked
+    return ",".join(dict.fromkeys([*beta_values(configured), *beta_values(asked)]))
