@@ -11,6 +11,7 @@ layer renders them once, in the wire format the client spoke.
     ├── NotFound                       not_found          404
     ├── PayloadTooLarge                payload_too_large  413
     ├── RateLimited                    rate_limited       429     yes (retry_after)
+    ├── QuotaExceeded                  quota_exceeded     429     no (another deployment may answer)
     ├── BudgetExceeded                 budget_exceeded    429
     ├── ContextLengthExceeded          context_length_exceeded 400
     ├── ContentPolicy                  content_policy     400
@@ -89,6 +90,15 @@ class RateLimited(GatewayError):
     retryable = True
 
 
+class QuotaExceeded(GatewayError):
+    """The upstream account behind a deployment has no quota or credit left (OpenAI's
+    ``insufficient_quota``): waiting will not fix it, so that deployment is not retried,
+    but another deployment or a fallback model may still answer."""
+
+    kind = "quota_exceeded"
+    status = 429
+
+
 class BudgetExceeded(GatewayError):
     kind = "budget_exceeded"
     status = 429
@@ -136,6 +146,7 @@ ERROR_BY_KIND: dict[str, type[GatewayError]] = {
         NotFound,
         PayloadTooLarge,
         RateLimited,
+        QuotaExceeded,
         BudgetExceeded,
         ContextLengthExceeded,
         ContentPolicy,

@@ -150,6 +150,34 @@ def test_a_retry_after_too_long_to_wait_goes_back_to_the_client(fake: TimedOpenA
         assert fake.traffic.requests == 1
 
 
+def test_deployments_out_of_quota_are_called_once_each_and_the_fallback_answers(fake: TimedOpenAI) -> None:
+    fake.faults.always(oai.insufficient_quota())
+    cfg = config([upstream(fake, "m"), upstream(fake, "m"), mock("backup")],
+                 routing={"m": {"num_retries": 3, "fallbacks": ["backup"]}}, circuit_breaker={"enabled": False})
+    with running_gateway(cfg) as gw:
+        c = client(gw)
+        raw = c.chat.completions.with_raw_response.create(model="m", messages=MSGS)  # type: ignore[arg-type]
+        assert raw.parse().choices[0].message.content
+        assert raw.headers["x-aigw-served-model"] == "backup" and raw.headers["x-aigw-fallbacks"] == "backup"
+        assert fake.traffic.requests == 2  # each deployment once: no retry, no wait on a 429 that cannot heal
+        fake.traffic.reset()
+        stream = c.chat.completions.create(model="m", messages=MSGS, stream=True)  # type: ignore[arg-type]
+        assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+        assert fake.traffic.requests == 2
+
+
+def test_out_of_quota_without_a_fallback_is_the_upstreams_429_at_once(fake: TimedOpenAI) -> None:
+    fake.faults.always(oai.insufficient_quota())
+    with running_gateway(config([upstream(fake, "m")], routing={"m": {"num_retries": 2}})) as gw:
+        with pytest.raises(openai.RateLimitError) as exc:
+            client(gw).chat.completions.create(model="m", messages=MSGS)  # type: ignore[arg-type]
+        assert exc.value.status_code == 429
+        assert (exc.value.type, exc.value.code) == ("insufficient_quota", "insufficient_quota")
+        assert exc.value.response.headers["x-should-retry"] == "false"
+        assert fake.traffic.requests == 1
+        assert by_model(gw, "m", "openai")["last_error"]["kind"] == "quota_exceeded"
+
+
 def test_a_stalled_upstream_is_a_504_by_the_model_timeout(fake: TimedOpenAI) -> None:
     fake.faults.always(Fault.stall_forever())
     with running_gateway(config([upstream(fake, "m")], routing={"m": {"timeout_s": 0.4}})) as gw:

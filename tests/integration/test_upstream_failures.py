@@ -67,6 +67,23 @@ def test_rate_limit_passes_retry_after(client: openai.OpenAI, ups: Upstreams) ->
     assert exc.value.response.headers.get("retry-after")
 
 
+@pytest.mark.parametrize("model", ["oai", "az", "compat"])
+def test_out_of_quota_reaches_each_client_in_its_wire_format(
+    client: openai.OpenAI, ant: anthropic.Anthropic, ups: Upstreams, model: str
+) -> None:
+    fake = {"oai": ups.openai, "az": ups.azure, "compat": ups.compat}[model]
+    fake.faults.always(oai_faults.insufficient_quota())
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model=model, messages=MSGS)  # type: ignore[arg-type]
+    assert (exc.value.type, exc.value.code) == ("insufficient_quota", "insufficient_quota")
+    with pytest.raises(anthropic.RateLimitError) as ant_exc:
+        ant.messages.create(model=model, max_tokens=20, messages=MSGS)  # type: ignore[arg-type]
+    assert ant_exc.value.status_code == 429 and "quota" in ant_exc.value.message
+    for raw in (exc.value.response, ant_exc.value.response):
+        assert raw.headers["x-should-retry"] == "false"  # the SDKs must not retry it either
+    assert fake.traffic.requests == 2
+
+
 def test_non_json_upstream_body_is_a_502(client: openai.OpenAI, ups: Upstreams) -> None:
     ups.openai.faults.always(Fault.non_json_body())
     with pytest.raises(openai.InternalServerError) as exc:

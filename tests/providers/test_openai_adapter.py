@@ -148,7 +148,7 @@ ERROR_CASES = [
     (oai.bad_auth(), errors.AuthError, "upstream_auth"),
     (oai.not_found(), errors.NotFound, "model_not_found"),
     (oai.rate_limited(1.5), errors.RateLimited, "rate_limit_exceeded"),
-    (oai.insufficient_quota(), errors.RateLimited, "insufficient_quota"),
+    (oai.insufficient_quota(), errors.QuotaExceeded, "insufficient_quota"),
     (oai.server_error(500), errors.UpstreamError, None),
     (oai.server_error(503), errors.Unavailable, None),
     (oai.error(504, "Gateway timeout.", type_="server_error"), errors.UpstreamTimeout, None),

@@ -150,6 +150,8 @@ def test_error_mapping(case: JSON) -> None:
      errors.ContextLengthExceeded),
     ({"error": {"message": "Overloaded", "code": 503}}, errors.Unavailable),
     ({"error": "boom"}, errors.UpstreamError),
+    ({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+                "code": "insufficient_quota"}}, errors.QuotaExceeded),
 ])
 def test_stream_error_events(event: JSON, kind: type[errors.GatewayError]) -> None:
     assert type(map_error_event(event)) is kind

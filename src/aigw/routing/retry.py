@@ -4,6 +4,7 @@
     rate_limited               yes       no (the deployment cools for its Retry-After)   fallbacks
     timeout, unavailable,
     upstream_error             yes       yes               fallbacks
+    quota_exceeded             elsewhere yes               other deployments, then fallbacks
     auth (upstream key)        no        yes               -
     context_length_exceeded    no        no                context_window_fallbacks
     content_policy             no        no                content_policy_fallbacks
@@ -22,6 +23,9 @@ from aigw.config.models import ModelRouting
 from aigw.routing.state import Outcome
 
 RETRYABLE = frozenset({"rate_limited", "timeout", "unavailable", "upstream_error"})
+# The deployment's account cannot serve (no quota left): never called again in this
+# request, but its sibling deployments and the fallback chain may still answer.
+DEPLOYMENT_DEAD = frozenset({"quota_exceeded"})
 _SICK = frozenset({"timeout", "unavailable", "upstream_error"})
 DEFAULT_COOL_S = 1.0  # a 429 without Retry-After cools its deployment this long
 
@@ -32,13 +36,24 @@ def outcome_of(err: errors.GatewayError) -> Outcome:
         return Outcome(ok=False, failure=True, kind=kind)
     if kind == "rate_limited":
         return Outcome(ok=False, failure=False, kind=kind, retry_after=err.retry_after)
-    if kind == "auth":  # our caller's key was checked before routing: this is the upstream's key
+    if kind == "auth" or kind in DEPLOYMENT_DEAD:  # the upstream account (our caller's key was checked)
         return Outcome(ok=False, failure=True, kind=kind)
     return Outcome(ok=True, failure=False, kind=kind)
 
 
 def retryable(err: errors.GatewayError) -> bool:
+    """The same deployment may be called again for this request."""
     return err.kind in RETRYABLE
+
+
+def moves_on(err: errors.GatewayError) -> bool:
+    """Another attempt is worth making: a retry, another deployment or the fallback chain."""
+    return err.kind in RETRYABLE or err.kind in DEPLOYMENT_DEAD
+
+
+def dead_deployment(err: errors.GatewayError) -> bool:
+    """The deployment that raised this is not to be called again in this request."""
+    return err.kind in DEPLOYMENT_DEAD
 
 
 def backoff_s(retry: int, policy: ModelRouting, rng: random.Random) -> float:

@@ -3,11 +3,12 @@
 Per request: pick a deployment of the model (its strategy; open breakers, cooling
 and over-cap deployments skipped; a half-open one gets a trial call first), call it
 within its timeouts, retry retryable failures (``num_retries``, another deployment
-first, backoff with jitter, Retry-After honoured), then walk the fallback chain;
-context-length and content-policy failures switch to their own chains. The whole
-request, waits included, ends by its deadline (the smallest of the request's, the
-model's and the server's). The router knows nothing of tenants, keys or caches: the
-pipeline's route terminal adapts a request context to ``RouteRequest``.
+first, backoff with jitter, Retry-After honoured; a deployment out of quota is not
+called again), then walk the fallback chain; context-length and content-policy
+failures switch to their own chains. The whole request, waits included, ends by its
+deadline (the smallest of the request's, the model's and the server's). The router
+knows nothing of tenants, keys or caches: the pipeline's route terminal adapts a
+request context to ``RouteRequest``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aigw.providers.base import CallOptions, Timeouts
 from aigw.routing.attempts import Attempts, Endpoint, RouteRequest, Served, Slot, Target, timeouts_for
 from aigw.routing.book import HealthBook
 from aigw.routing.breaker import CLOSED, HALF_OPEN, OPEN
-from aigw.routing.retry import backoff_s, resolve_policies, retryable
+from aigw.routing.retry import backoff_s, dead_deployment, moves_on, resolve_policies
 from aigw.routing.strategies import STRATEGIES
 from aigw.supervise import Supervisor
 from aigw.types import JSON, Clock, SystemClock
@@ -144,7 +145,7 @@ class Router:
                 if special is not None:
                     chain, i = special, 0
                     continue
-                if not retryable(err):
+                if not moves_on(err):
                     raise
                 if self.clock.monotonic() >= deadline:
                     raise _expired(budget, served) from None
@@ -184,7 +185,7 @@ class Router:
             try:
                 return await attempt(slot, req, served, call, trial)
             except errors.GatewayError as err:
-                if not retryable(err):
+                if not moves_on(err):
                     raise
                 failed[slot.state.id] = last = err
                 if self.clock.monotonic() >= deadline:
@@ -203,6 +204,8 @@ class Router:
         reopen = math.inf
         for slot in slots:
             s = slot.state
+            if failed and s.id in failed and dead_deployment(failed[s.id]):
+                continue  # e.g. out of quota: another call cannot help
             phase = s.breaker.phase(now)
             if phase == OPEN:
                 reopen = min(reopen, s.breaker.until)

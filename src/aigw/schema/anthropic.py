@@ -72,6 +72,7 @@ _ERROR_BY_KIND: dict[str, tuple[int, str]] = {
     "not_found": (404, "not_found_error"),
     "payload_too_large": (413, "request_too_large"),
     "rate_limited": (429, "rate_limit_error"),
+    "quota_exceeded": (429, "rate_limit_error"),
     "budget_exceeded": (429, "rate_limit_error"),
     "unavailable": (529, "overloaded_error"),
     "timeout": (504, "timeout_error"),

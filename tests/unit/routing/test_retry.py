@@ -8,7 +8,7 @@ import pytest
 
 from aigw import errors
 from aigw.config.models import ModelRouting
-from aigw.routing.retry import backoff_s, outcome_of, resolve_policies, retryable
+from aigw.routing.retry import backoff_s, dead_deployment, moves_on, outcome_of, resolve_policies, retryable
 
 
 @pytest.mark.parametrize(
@@ -19,6 +19,7 @@ from aigw.routing.retry import backoff_s, outcome_of, resolve_policies, retryabl
         (errors.Unavailable("x"), True, True, False),
         (errors.UpstreamError("x"), True, True, False),
         (errors.AuthError("x", status=502, code="upstream_auth"), False, True, False),
+        (errors.QuotaExceeded("x", code="insufficient_quota"), False, True, False),
         (errors.InvalidRequest("x"), False, False, True),
         (errors.ContextLengthExceeded("x"), False, False, True),
         (errors.ContentPolicy("x"), False, False, True),
@@ -29,6 +30,13 @@ def test_classification(err: errors.GatewayError, retry: bool, failure: bool, an
     assert retryable(err) is retry
     o = outcome_of(err)
     assert (o.failure, o.ok) == (failure, answered)
+
+
+def test_out_of_quota_moves_on_but_never_back_to_the_same_deployment() -> None:
+    quota = errors.QuotaExceeded("x", code="insufficient_quota")
+    assert moves_on(quota) and dead_deployment(quota) and not retryable(quota)
+    assert moves_on(errors.Unavailable("x")) and not dead_deployment(errors.Unavailable("x"))
+    assert not moves_on(errors.AuthError("x", status=502)) and not moves_on(errors.InvalidRequest("x"))
 
 
 def test_rate_limited_outcome_keeps_retry_after() -> None:

@@ -50,6 +50,44 @@ async def test_non_retryable_errors_are_not_retried(err: errors.GatewayError) ->
     assert p["m#0"].calls + p["m#1"].calls == 1
 
 
+def out_of_quota() -> errors.QuotaExceeded:
+    return errors.QuotaExceeded("You exceeded your current quota", code="insufficient_quota")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_deployment_out_of_quota_is_called_once_and_the_fallback_answers(stream: bool) -> None:
+    router, p = build({"m": [{}, {}], "backup": [{}]}, routing={"m": {"num_retries": 3, "fallbacks": ["backup"]}},
+                      breaker={"enabled": False})
+    p["m#0"].always = p["m#1"].always = Step(error=out_of_quota())
+    if stream:
+        chunks, served = await router.open_stream(req())
+        assert [c async for c in chunks]
+    else:
+        _, served = await router.complete(req())
+    assert (p["m#0"].calls, p["m#1"].calls, p["backup#0"].calls) == (1, 1, 1)
+    assert served.model == "backup" and served.fallbacks == ["backup"]
+
+
+async def test_out_of_quota_goes_to_a_sibling_deployment_without_waiting() -> None:
+    router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]},
+                      routing={"m": {"num_retries": 2, "backoff_s": 5}})
+    p["m#0"].always = Step(error=out_of_quota())
+    started = time.monotonic()
+    _, served = await router.complete(req())
+    assert served.deployment is not None and served.deployment.id == "m#1"
+    assert (p["m#0"].calls, p["m#1"].calls) == (1, 1)
+    assert time.monotonic() - started < 1
+
+
+async def test_out_of_quota_everywhere_reaches_the_caller_after_one_call_per_deployment() -> None:
+    router, p = build({"m": [{}, {}]}, routing={"m": {"num_retries": 5}}, breaker={"enabled": False})
+    p["m#0"].always = p["m#1"].always = Step(error=out_of_quota())
+    with pytest.raises(errors.QuotaExceeded) as caught:
+        await router.complete(req())
+    assert caught.value.status == 429 and caught.value.code == "insufficient_quota"
+    assert (p["m#0"].calls, p["m#1"].calls) == (1, 1)
+
+
 async def test_backoff_before_going_back_to_the_same_deployment() -> None:
     router, p = build({"m": [{}]}, routing={"m": {"num_retries": 2, "backoff_s": 0.04}})
     p["m#0"].push(Step(error=errors.Unavailable("x")), Step(error=errors.Unavailable("x")))

@@ -350,6 +350,8 @@ def test_the_sdk_parses_our_message() -> None:
         (errors.PayloadTooLarge("big"), 413, "request_too_large", anthropic.APIStatusError),
         (errors.RateLimited("slow", retry_after=3), 429, "rate_limit_error", anthropic.RateLimitError),
         (errors.BudgetExceeded("broke"), 429, "rate_limit_error", anthropic.RateLimitError),
+        (errors.QuotaExceeded("no quota", code="insufficient_quota"), 429, "rate_limit_error",
+         anthropic.RateLimitError),
         (errors.Unavailable("busy"), 529, "overloaded_error", anthropic.InternalServerError),
         (errors.UpstreamTimeout("slow"), 504, "timeout_error", anthropic.InternalServerError),
         (errors.UpstreamError("bad"), 502, "api_error", anthropic.InternalServerError),

@@ -2,12 +2,12 @@
 
 Shared by ``openai``, ``azure`` and ``openai_compatible``: the body shape is the same
 family-wide, and the codes routing cares about (context length, content filter, rate
-limits) are read from ``code``, ``type``, Azure's ``innererror`` and, for servers that
-only send prose, the message. Variants seen in the wild are accepted too: vLLM's
-top-level ``{"object": "error", "message": ...}``, Ollama's ``{"error": "text"}`` and
-numeric ``code`` fields (OpenRouter). Upstream messages are kept (they say which
-parameter was wrong) but cut short and scrubbed of anything that looks like a key;
-the raw body goes to ``detail`` only.
+limits, an exhausted quota) are read from ``code``, ``type``, Azure's ``innererror``
+and, for servers that only send prose, the message. Variants seen in the wild are
+accepted too: vLLM's top-level ``{"object": "error", "message": ...}``, Ollama's
+``{"error": "text"}`` and numeric ``code`` fields (OpenRouter). Upstream messages are
+kept (they say which parameter was wrong) but cut short and scrubbed of anything that
+looks like a key; the raw body goes to ``detail`` only.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aigw import errors
 from aigw.providers.http import error_for_status, parse_retry_after
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "context_window_exceeded"})
+_QUOTA = "insufficient_quota"  # a 429 that waiting will not fix: the account has no quota or credit
 _POLICY_CODES = frozenset(
     {"content_policy_violation", "content_filter", "ResponsibleAIPolicyViolation", "invalid_prompt"}
 )
@@ -116,6 +117,8 @@ def map_error_fields(
         return errors.ContextLengthExceeded(
             message, param=param, code="context_length_exceeded", detail=detail
         )
+    if status == 429 and _QUOTA in (code, err.get("type")):
+        return errors.QuotaExceeded(message, param=param, code=code or _QUOTA, detail=detail)
     mapped = error_for_status(status, message, retry_after=retry_after, detail=detail)
     if isinstance(mapped, errors.AuthError):
         mapped.message = "upstream rejected the credentials configured for this deployment"
