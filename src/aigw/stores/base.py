@@ -2,7 +2,7 @@
 
 Two kinds of state, each with an embedded and a shared implementation:
 
-    durable (TenancyStore, LedgerStore)   SQLite (aiosqlite)   | PostgreSQL (asyncpg)
+    durable (TenancyStore, LedgerStore)   SQLite (sqlite3)     | PostgreSQL (asyncpg)
     hot     (RateLimiter, BudgetCounter,  process memory       | Redis (one Lua call each)
              KeyVersion)
 

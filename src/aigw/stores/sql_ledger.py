@@ -10,11 +10,14 @@ ten; request pages read the ledger through (tenant_id, ts_end) indexes.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from functools import partial
 from typing import Any
 
 from aigw.ids import time_ordered_id
 from aigw.stores.base import NANO, RequestQuery, SpendQuery, SpendRecord
 from aigw.stores.sql import Row, Sql
+from aigw.stores.sqlite.db import SqliteSql
 
 COLUMNS = (
     "id", "request_id", "ts_start", "ts_end", "day", "tenant_id", "project_id", "key_id", "key_prefix", "model",
@@ -159,10 +162,10 @@ async def write_batch(db: Sql, records: list[SpendRecord] | list[tuple[Any, ...]
     rows = list({r[0]: r for r in (x if isinstance(x, tuple) else as_row(x) for x in records)}.values())
     if not rows:
         return 0
+    if isinstance(db, SqliteSql):  # the whole batch in one hop to the database thread
+        return await db.run(partial(_write_sqlite, rows))
     async with db.transaction() as tx:
-        if db.dialect == "postgres":
-            return await _write_postgres(tx, rows)
-        return await _write_sqlite(tx, rows)
+        return await _write_postgres(tx, rows)
 
 
 async def _write_postgres(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
@@ -174,28 +177,37 @@ async def _write_postgres(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
     return int(await conn.fetchval(sql))
 
 
-async def _write_sqlite(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
-    """Skip ids already present, insert the rest, add them to the rollups (summed here, few upserts)."""
-    present: set[str] = set()
-    for i in range(0, len(rows), 500):
-        ids = [r[0] for r in rows[i:i + 500]]
-        found = await tx.fetch(f"SELECT id FROM spend_ledger WHERE id IN ({', '.join('?' * len(ids))})", *ids)
-        present.update(f["id"] for f in found)
-    fresh = [r for r in rows if r[0] not in present]
-    if not fresh:
-        return 0
-    # One multi-row INSERT per 500 rows: one statement step, so the sqlite3 module releases and
-    # re-takes the GIL once per chunk instead of once per row (executemany) -- the event loop's
-    # thread is not kept waiting on GIL hand-overs while a batch is written.
-    for i in range(0, len(fresh), 500):
-        chunk = fresh[i:i + 500]
-        await tx.execute(_INSERT + ", ".join([_ROW] * len(chunk)), *[v for r in chunk for v in r])
-    await tx.executemany(_UPSERT, list(_sum_rollups(fresh).values()))
+def _write_sqlite(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> int:
+    """On the database thread: skip ids already present, insert the rest, add them to the rollups
+    (summed here, few upserts), all in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        present: set[str] = set()
+        for i in range(0, len(rows), 500):
+            ids = [r[0] for r in rows[i:i + 500]]
+            found = conn.execute(f"SELECT id FROM spend_ledger WHERE id IN ({', '.join('?' * len(ids))})", ids)
+            present.update(f[0] for f in found)
+        fresh = [r for r in rows if r[0] not in present]
+        # Multi-row INSERTs: the sqlite3 module holds the GIL while it binds a statement's values
+        # and lets go while SQLite runs it, so chunks of _CHUNK rows keep each hold short for the
+        # event loop, and there are few statements per batch.
+        for i in range(0, len(fresh), _CHUNK):
+            chunk = fresh[i:i + _CHUNK]
+            sql = _INSERT_CHUNK if len(chunk) == _CHUNK else _INSERT + ", ".join([_ROW] * len(chunk))
+            conn.execute(sql, [v for r in chunk for v in r])
+        if fresh:
+            conn.executemany(_UPSERT, list(_sum_rollups(fresh).values()))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
     return len(fresh)
 
 
 _INSERT = f"INSERT INTO spend_ledger ({', '.join(COLUMNS)}) VALUES "
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
+_CHUNK = 100
+_INSERT_CHUNK = _INSERT + ", ".join([_ROW] * _CHUNK)
 _UPSERT = (
     f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(_ROLLUP_COLS)}) "
     f"VALUES ({', '.join('?' * (5 + len(_ROLLUP_COLS)))}) "
