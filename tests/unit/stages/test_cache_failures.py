@@ -67,3 +67,59 @@ async def test_health_check_is_registered_as_non_critical() -> None:
     h = Harness({"mode": "exact"})
     check, critical = h.deps.services["health_checks"]["cache"]
     assert critical is False and (await check())[0] == "ok"
+
+
+class SlowAt:
+    """A backend whose n-th calls (gets and sets, counted together) answer late, as when this
+    process paused; every other call answers at once."""
+
+    name = "memory"
+
+    def __init__(self, slow_calls: set[int]) -> None:
+        self.slow_calls = slow_calls
+        self.calls = 0
+        self.gets = 0
+
+    async def _answer(self) -> None:
+        self.calls += 1
+        if self.calls in self.slow_calls:
+            await asyncio.sleep(1)
+
+    async def get(self, key: str) -> bytes | None:
+        self.gets += 1
+        await self._answer()
+        return None
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self._answer()
+
+    async def ping(self) -> None:
+        return None
+
+
+async def test_one_slow_answer_is_a_strike_not_a_failure() -> None:
+    store = SlowAt(slow_calls={1})
+    h = Harness({"mode": "exact", "timeout_ms": 20, "retry_after_s": 5}, stores={"memory": store})
+    first = await h.ask()
+    assert first.cache == "miss" and first.body is not None and first.ctx.state["cache_result"] == "error"
+    await h.ask()  # still tried: one timeout did not mark the backend as failing
+    assert store.gets == 2 and h.stage.stats.backend_skipped == 0
+    assert (await h.stage.health())[0] == "ok"
+
+
+async def test_timeouts_in_a_row_mark_the_backend_as_failing() -> None:
+    store = SlowAt(slow_calls={1, 2})  # the first request's get and set
+    h = Harness({"mode": "exact", "timeout_ms": 20, "retry_after_s": 5}, stores={"memory": store})
+    await h.ask()
+    await h.ask()  # skipped: two timeouts in a row
+    assert store.gets == 1 and h.stage.stats.backend_skipped >= 1
+    status, detail = await h.stage.health()
+    assert status == "degraded" and "TimeoutError" in detail
+
+
+async def test_an_answer_in_time_clears_the_strike() -> None:
+    store = SlowAt(slow_calls={1, 3})  # first get slow, its set on time, second get slow
+    h = Harness({"mode": "exact", "timeout_ms": 20, "retry_after_s": 5}, stores={"memory": store})
+    for _ in range(3):
+        await h.ask()
+    assert store.gets == 3 and h.stage.stats.backend_skipped == 0

@@ -2,6 +2,10 @@
 
 Every backend call gets a short timeout; a failure marks the backend as failing
 and for ``retry_after_s`` it is not even tried (requests go straight upstream).
+A timeout alone is a strike, not yet a failure: one slow answer is more often a
+pause of this process (a full garbage collection, a busy core) than a sick
+backend, so only ``TIMEOUT_STRIKES`` timeouts in a row mark it as failing. The
+request that timed out is served without the cache either way.
 Counters say how often that happened; the health check reports "degraded"
 (never "down": the gateway serves without its cache).
 """
@@ -18,6 +22,7 @@ from aigw.types import Clock
 
 log = logging.getLogger("aigw.cache")
 T = TypeVar("T")
+TIMEOUT_STRIKES = 2  # timeouts in a row that mark a backend as failing (an error does at once)
 Status = Literal["ok", "degraded", "down"]
 
 
@@ -43,6 +48,7 @@ class _State:
     failed_at: float | None = None
     error: str = ""
     logged: bool = False
+    timeouts: int = 0  # in a row
 
 
 @dataclass(slots=True)
@@ -55,9 +61,9 @@ class Guard:
     _state: dict[str, _State] = field(default_factory=dict)
 
     def clear(self, name: str) -> bool:
-        """No failure on record for ``name`` (a caller may then skip the guard's bookkeeping)."""
+        """No failure or strike on record for ``name`` (a caller may then skip the guard's bookkeeping)."""
         state = self._state.get(name)
-        return state is None or state.failed_at is None
+        return state is None or (state.failed_at is None and state.timeouts == 0)
 
     def failing(self, name: str) -> bool:
         state = self._state.get(name)
@@ -80,7 +86,10 @@ class Guard:
                 async with asyncio.timeout(timeout_s or self.timeout_s):
                     result = await op()
         except Exception as exc:  # any backend failure means "no cache", never a failed request
-            self.failed(name, exc)
+            if isinstance(exc, TimeoutError):
+                self.timed_out(name, exc)
+            else:
+                self.failed(name, exc)
             if self.metrics is not None:
                 self.metrics.store_error(f"cache_{name}", what)
             if trouble is not None:
@@ -88,6 +97,15 @@ class Guard:
             return None
         self.recovered(name)
         return result
+
+    def timed_out(self, name: str, exc: BaseException) -> None:
+        """A strike; ``TIMEOUT_STRIKES`` in a row are a failure."""
+        state = self._state.setdefault(name, _State())
+        state.timeouts += 1
+        if state.timeouts >= TIMEOUT_STRIKES:
+            self.failed(name, exc)
+        else:
+            self.stats.backend_errors += 1
 
     def failed(self, name: str, exc: BaseException) -> None:
         self.stats.backend_errors += 1
@@ -101,7 +119,10 @@ class Guard:
 
     def recovered(self, name: str) -> None:
         state = self._state.get(name)
-        if state is not None and state.failed_at is not None:
+        if state is None:
+            return
+        state.timeouts = 0
+        if state.failed_at is not None:
             log.warning("cache backend %s is back", name)
             state.failed_at, state.logged = None, False
 
