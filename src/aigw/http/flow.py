@@ -17,8 +17,8 @@ from aigw import errors
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import ClientGone, Headers, header_list, send_bytes, send_frames_whole, send_json, send_stream
-from aigw.pipeline.context import Completed, Endpoint, Principal, RequestContext
-from aigw.pipeline.pipeline import Pipeline, Prerendered, Replay
+from aigw.pipeline.context import Completed, Endpoint, Prerendered, Principal, Replay, RequestContext
+from aigw.pipeline.pipeline import Pipeline
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.http")

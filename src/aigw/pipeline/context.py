@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from aigw.config.models import Deployment
 from aigw.errors import GatewayError
 from aigw.types import JSON
@@ -66,6 +68,36 @@ class Streaming:
     """A stream of canonical chunks; the first one has already arrived."""
 
     chunks: AsyncIterator[JSON]
+
+
+class Prerendered(Completed):
+    """A whole answer held already serialized: ``raw`` is the OpenAI wire body, ready to send as is
+    (no private, gateway-internal fields). ``body`` decodes it on first use; setting ``body`` drops
+    ``raw``, so a stage that changes the answer is never bypassed.
+    """
+
+    __slots__ = ("_body", "raw")
+
+    def __init__(self, raw: bytes, body: JSON | None = None) -> None:
+        self.raw: bytes | None = raw
+        self._body = body
+
+    @property
+    def body(self) -> JSON:
+        if self._body is None:
+            self._body = orjson.loads(self.raw or b"null")
+        return self._body
+
+    @body.setter
+    def body(self, value: JSON) -> None:
+        self._body, self.raw = value, None
+
+
+class Replay(Streaming):
+    """A stream whose chunks are all known already (a cached answer replayed): the HTTP layer may
+    send it in one write instead of frame by frame."""
+
+    __slots__ = ()
 
 
 Result = Completed | Streaming

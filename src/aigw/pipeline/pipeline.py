@@ -2,8 +2,9 @@
 
 Which post-hooks follow an answer depends only on which stage gave it, so the
 lists are worked out once here, not per request. Two kinds of answer may skip
-work on the way out (a cache hit gives both): ``Prerendered``, whose body is
-already serialized, and ``Replay``, a stream whose every chunk is known now.
+work on the way out (a cache hit gives both; see ``context.py``): ``Prerendered``,
+whose body is already serialized, and ``Replay``, a stream whose every chunk is
+known now.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-import orjson
-
-from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
+from aigw.pipeline.context import Completed, Replay, RequestContext, Result, Streaming
 from aigw.pipeline.stage import Stage, overrides
 from aigw.types import JSON
 
@@ -25,36 +24,6 @@ class Terminal(Protocol):
     """What answers when no stage did: the route terminal (router)."""
 
     async def handle(self, ctx: RequestContext) -> Result: ...
-
-
-class Prerendered(Completed):
-    """A whole answer held already serialized: ``raw`` is the OpenAI wire body, ready to send as is
-    (no private, gateway-internal fields). ``body`` decodes it on first use; setting ``body`` drops
-    ``raw``, so a stage that changes the answer is never bypassed.
-    """
-
-    __slots__ = ("_body", "raw")
-
-    def __init__(self, raw: bytes, body: JSON | None = None) -> None:
-        self.raw: bytes | None = raw
-        self._body = body
-
-    @property
-    def body(self) -> JSON:
-        if self._body is None:
-            self._body = orjson.loads(self.raw or b"null")
-        return self._body
-
-    @body.setter
-    def body(self, value: JSON) -> None:
-        self._body, self.raw = value, None
-
-
-class Replay(Streaming):
-    """A stream whose chunks are all known already (a cached answer replayed): the HTTP layer may
-    send it in one write instead of frame by frame."""
-
-    __slots__ = ()
 
 
 class Pipeline:

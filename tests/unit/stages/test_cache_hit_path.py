@@ -6,8 +6,8 @@ import hashlib
 
 import orjson
 
-from aigw.pipeline.context import Completed, Principal, RequestContext, Streaming
-from aigw.pipeline.pipeline import Pipeline, Prerendered, Replay
+from aigw.pipeline.context import Completed, Prerendered, Principal, Replay, RequestContext, Streaming
+from aigw.pipeline.pipeline import Pipeline
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import decode, decoded, encode
 from aigw.pipeline.stages.cache_keys import exact_key

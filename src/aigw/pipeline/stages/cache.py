@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aigw.config.cache import CacheConfig
-from aigw.pipeline.context import Completed, RequestContext, Result
+from aigw.pipeline.context import Completed, Prerendered, Replay, RequestContext, Result
 from aigw.pipeline.deps import StageDeps
-from aigw.pipeline.pipeline import Prerendered, Replay
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import decode, decoded, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
