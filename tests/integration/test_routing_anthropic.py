@@ -120,3 +120,19 @@ def test_anthropic_beta_reaches_the_anthropic_upstream_and_not_a_fallback(
     sent = oai.traffic.last
     assert not {k.lower() for k in sent.headers} & {"anthropic-beta"}
     assert "_anthropic" not in sent.body and "anthropic_beta" not in str(sent.body)
+
+
+def test_anthropic_billing_error_is_not_retried_and_falls_back(
+        fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI], clean: None) -> None:
+    """No credit on the Anthropic account: retrying that deployment cannot help, the fallback answers."""
+    ant, server, oai = fakes
+    claude = {"name": "claude", "provider": "anthropic", "model": "claude-test-1", "api_base": server.url,
+              "api_key": ANTHROPIC_KEY}
+    cfg = config([claude, upstream(oai, "gpt")], routing={"claude": {"fallbacks": ["gpt"], "num_retries": 3}},
+                 circuit_breaker={"enabled": False})
+    ant.faults.always(anthropic_error(402, "billing_error", "Your credit balance is too low"))
+    with running_gateway(cfg) as g:
+        client = anthropic.Anthropic(base_url=g.url, api_key=MASTER, max_retries=0, timeout=10)
+        raw = client.messages.with_raw_response.create(model="claude", max_tokens=50, messages=ASK)  # type: ignore[arg-type]
+    assert raw.parse().model == "gpt" and raw.headers["x-aigw-fallbacks"] == "gpt"
+    assert (ant.traffic.requests, oai.traffic.requests) == (1, 1)

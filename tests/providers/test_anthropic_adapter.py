@@ -194,6 +194,7 @@ async def test_list_models_is_a_free_get(
         (anthropic_error(429, "rate_limit_error", "slow down", retry_after=2), errors.RateLimited, 429),
         (anthropic_error(529, "overloaded_error", "Overloaded"), errors.Unavailable, 503),
         (anthropic_error(500, "api_error", "Internal server error"), errors.UpstreamError, 502),
+        (anthropic_error(402, "billing_error", "Your credit balance is too low"), errors.QuotaExceeded, 429),
         (anthropic_error(413, "request_too_large", "Request exceeds the maximum size"), errors.PayloadTooLarge, 413),
         (Fault(status=502, body="<html>bad gateway</html>"), errors.UpstreamError, 502),
     ],

@@ -309,6 +309,7 @@ def error(err_type: str, message: str = "boom") -> dict[str, Any]:
         (404, "not_found_error", "model: claude-nope", errors.NotFound, 404),
         (413, "request_too_large", "too big", errors.PayloadTooLarge, 413),
         (429, "rate_limit_error", "slow down", errors.RateLimited, 429),
+        (402, "billing_error", "credit balance is too low", errors.QuotaExceeded, 429),
         (500, "api_error", "oops", errors.UpstreamError, 502),
         (529, "overloaded_error", "Overloaded", errors.Unavailable, 503),
         (504, "timeout_error", "timeout", errors.UpstreamTimeout, 504),
@@ -335,6 +336,8 @@ def test_unreadable_error_bodies_fall_back_to_the_status() -> None:
 def test_stream_error_events_map_by_type() -> None:
     assert isinstance(map_stream_error(error("rate_limit_error")), errors.RateLimited)
     assert isinstance(map_stream_error(error("api_error")), errors.UpstreamError)
+    billing = map_stream_error(error("billing_error"))
+    assert isinstance(billing, errors.QuotaExceeded) and not billing.retryable
     assert isinstance(map_stream_error({"type": "error"}), errors.UpstreamError)
 
 

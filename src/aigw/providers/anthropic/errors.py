@@ -50,8 +50,8 @@ def _from_type(
         return errors.InvalidRequest(message, code=err_type, detail=detail)
     if err_type in ("authentication_error", "permission_error"):
         return _upstream_auth(message, detail, "upstream_auth")
-    if err_type == "billing_error":
-        return errors.UpstreamError(message, code="upstream_billing", detail=detail)
+    if err_type == "billing_error":  # the account behind this deployment has no credit: retrying cannot help
+        return errors.QuotaExceeded(message, code="upstream_billing", detail=detail)
     if err_type == "not_found_error":
         return errors.NotFound(message, code=err_type, detail=detail)
     if err_type == "request_too_large":
