@@ -78,6 +78,9 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         for t in targets:
             await t.provider.aclose()
         await clients.aclose()
+        for store in deps.services.get("cache_stores", {}).values():
+            if hasattr(store, "aclose"):
+                await store.aclose()
         if redis is not None:
             await redis.aclose()
 

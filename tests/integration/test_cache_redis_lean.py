@@ -145,3 +145,17 @@ def test_tls_stays_with_redis_py_and_unix_sockets_use_the_pipe() -> None:
     assert pipe is not None and (pipe.address.path, pipe.address.db) == ("/tmp/aigw-none.sock", 2)
     pipe = RedisCacheStore(make_redis("redis://u:pw@127.0.0.1:6390/4"), "p:").pipe
     assert pipe is not None and pipe.address == Address("127.0.0.1", 6390, "", "u", "pw", 4)
+
+
+async def test_closing_the_store_closes_its_own_connection(own_redis: Any) -> None:
+    store = RedisCacheStore(own_redis, "aigw-test:")
+    await store.set("t1:a", b"x", 60)  # the pipe connects on first use
+    before = len(await own_redis.client_list())
+    await store.aclose()
+    for _ in range(50):
+        if len(await own_redis.client_list()) == before - 1:
+            break
+        await asyncio.sleep(0.02)
+    assert len(await own_redis.client_list()) == before - 1
+    with pytest.raises(ConnectionError):
+        await store.get("t1:a")

@@ -64,3 +64,8 @@ class RedisCacheStore:
             await self.pipe.call(b"PING")
             return
         await self.redis.ping()
+
+    async def aclose(self) -> None:
+        """Close the pipe's connection (the redis-py client is the app's, closed by it)."""
+        if self.pipe is not None:
+            await self.pipe.aclose()
