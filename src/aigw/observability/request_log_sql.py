@@ -9,13 +9,16 @@ backwards until the page is full.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Sequence
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
 import orjson
 
 from aigw.observability.request_log import COLUMNS, DAY_S, RequestQuery, RequestRecord
+from aigw.sqlite_thread import SqliteThread
 
 PREFIX = "aigw_request_log_d"
 _TABLE = re.compile(rf"^{PREFIX}(\d+)$")
@@ -49,7 +52,6 @@ def _create_sql(day: int, table_options: str = "") -> list[str]:
     ]
 
 
-_ROWS_PER_INSERT = 30_000 // len(COLUMNS)  # under SQLite's 32,766 bound parameters per statement
 _VALUES = attrgetter(*COLUMNS)
 _FALLBACKS = COLUMNS.index("fallbacks")
 _GUARDRAILS = COLUMNS.index("guardrails")
@@ -114,90 +116,116 @@ def _days_in_range(days: Sequence[int], q: RequestQuery) -> list[int]:
 
 
 class SqliteRequestLog:
+    """Day tables in one SQLite file, on a connection of its own thread (``aigw.sqlite_thread``).
+
+    A batch is written in one hop to that thread, in one transaction, in INSERTs of
+    ``_ROWS_PER_INSERT`` rows: the sqlite3 module holds the GIL while it binds a
+    statement's values, so short statements keep the event loop's waits short.
+    """
+
     name = "sqlite"
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: Any = None
+        self._db = SqliteThread(path)
         self._days: set[int] = set()
 
     async def open(self) -> None:
-        import aiosqlite
-
-        self._db = await aiosqlite.connect(self.path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        self._days = await self._list_days()
-        for day in self._days:
-            async with self._db.execute(f"PRAGMA table_info({table_for(day)})") as cur:
-                have = {row[1] for row in await cur.fetchall()}
-            for column in (c for c in _ADDED if c not in have):
-                await self._db.execute(f"ALTER TABLE {table_for(day)} ADD COLUMN {column} {_TYPES[column]}")
-        await self._db.commit()
-
-    async def _list_days(self) -> set[int]:
-        async with self._db.execute("SELECT name FROM sqlite_master WHERE type='table'") as cur:
-            names = [row[0] for row in await cur.fetchall()]
-        return {int(m.group(1)) for n in names if (m := _TABLE.match(n))}
+        await self._db.open()
+        self._days = await self._db.run(_open_days)
 
     async def write(self, records: Sequence[RequestRecord]) -> None:
         by_day: dict[int, list[tuple[Any, ...]]] = {}
         for r in records:
             by_day.setdefault(int(r.ts // DAY_S), []).append(_row(r))
-        marks = ", ".join("?" for _ in COLUMNS)
-        for day, rows in by_day.items():
-            if day not in self._days:
-                for sql in _create_sql(day, " WITHOUT ROWID"):
-                    await self._db.execute(sql)
-                self._days.add(day)
-            for i in range(0, len(rows), _ROWS_PER_INSERT):  # multi-row INSERTs: far less work per row
-                chunk = rows[i:i + _ROWS_PER_INSERT]
-                values = ", ".join([f"({marks})"] * len(chunk))
-                await self._db.execute(f"INSERT OR IGNORE INTO {table_for(day)} ({_NAMES}) VALUES {values}",
-                                       [v for row in chunk for v in row])
-        await self._db.commit()
+        new_days = [d for d in by_day if d not in self._days]
+        await self._db.run(partial(_write_days, by_day, new_days))
+        self._days.update(new_days)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
         where, args = _where(q, lambda n: "?")
-        out: list[RequestRecord] = []
-        self._days = await self._list_days()  # another replica may have opened a day
-        for day in _days_in_range(sorted(self._days), q):
-            sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)}{where} "
-                   f"ORDER BY ts DESC, request_id DESC LIMIT {int(q.limit - len(out))}")
-            async with self._db.execute(sql, args) as cur:
-                out += [_record(row) for row in await cur.fetchall()]
-            if len(out) >= q.limit:
-                break
-        return out
+        self._days = await self._db.run(_list_days)  # another replica may have opened a day
+        days = _days_in_range(sorted(self._days), q)
+        return await self._db.run(partial(_query_days, days, where, args, q.limit))
 
     async def get(self, request_id: str, tenant_id: str = "") -> RequestRecord | None:
-        self._days = await self._list_days()
-        for day in sorted(self._days, reverse=True):
-            sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = ? "
-                   f"AND (? = '' OR tenant_id = ?) ORDER BY ts DESC LIMIT 1")
-            async with self._db.execute(sql, (request_id, tenant_id, tenant_id)) as cur:
-                row = await cur.fetchone()
-            if row is not None:
-                return _record(row)
-        return None
+        self._days = await self._db.run(_list_days)
+        return await self._db.run(partial(_get, sorted(self._days, reverse=True), request_id, tenant_id))
 
     async def drop_before(self, day: int) -> int:
-        old = [d for d in await self._list_days() if d < day]
-        for d in old:
-            await self._db.execute(f"DROP TABLE IF EXISTS {table_for(d)}")
-            self._days.discard(d)
-        await self._db.commit()
+        old = [d for d in await self._db.run(_list_days) if d < day]
+        await self._db.run(partial(_drop, old))
+        self._days.difference_update(old)
         return len(old)
 
     async def ping(self) -> None:
-        async with self._db.execute("SELECT 1") as cur:
-            await cur.fetchone()
+        await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self._db.close()
+
+
+_ROWS_PER_INSERT = 100
+
+
+def _list_days(conn: sqlite3.Connection) -> set[int]:
+    names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return {int(m.group(1)) for n in names if (m := _TABLE.match(n))}
+
+
+def _open_days(conn: sqlite3.Connection) -> set[int]:
+    """The day tables there are, each given the columns added since it was made."""
+    days = _list_days(conn)
+    for day in days:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table_for(day)})")}
+        for column in (c for c in _ADDED if c not in have):
+            conn.execute(f"ALTER TABLE {table_for(day)} ADD COLUMN {column} {_TYPES[column]}")
+    return days
+
+
+def _write_days(by_day: dict[int, list[tuple[Any, ...]]], new_days: list[int], conn: sqlite3.Connection) -> None:
+    marks = "(" + ", ".join("?" for _ in COLUMNS) + ")"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for day in new_days:
+            for sql in _create_sql(day, " WITHOUT ROWID"):
+                conn.execute(sql)
+        for day, rows in by_day.items():
+            for i in range(0, len(rows), _ROWS_PER_INSERT):  # multi-row INSERTs: far less work per row
+                chunk = rows[i:i + _ROWS_PER_INSERT]
+                conn.execute(f"INSERT OR IGNORE INTO {table_for(day)} ({_NAMES}) VALUES "
+                             + ", ".join([marks] * len(chunk)), [v for row in chunk for v in row])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _query_days(days: list[int], where: str, args: list[Any], limit: int,
+                conn: sqlite3.Connection) -> list[RequestRecord]:
+    out: list[RequestRecord] = []
+    for day in days:
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)}{where} "
+               f"ORDER BY ts DESC, request_id DESC LIMIT {int(limit - len(out))}")
+        out += [_record(row) for row in conn.execute(sql, args)]
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _get(days: list[int], request_id: str, tenant_id: str, conn: sqlite3.Connection) -> RequestRecord | None:
+    for day in days:
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = ? "
+               f"AND (? = '' OR tenant_id = ?) ORDER BY ts DESC LIMIT 1")
+        row = conn.execute(sql, (request_id, tenant_id, tenant_id)).fetchone()
+        if row is not None:
+            return _record(row)
+    return None
+
+
+def _drop(days: list[int], conn: sqlite3.Connection) -> None:
+    for d in days:
+        conn.execute(f"DROP TABLE IF EXISTS {table_for(d)}")
 
 
 class PostgresRequestLog:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -54,12 +56,10 @@ def _old_columns() -> str:
 
 
 async def test_a_sqlite_day_table_from_before_gains_the_column(tmp_path: Any) -> None:
-    import aiosqlite
-
     path = str(tmp_path / "old.db")
-    async with aiosqlite.connect(path) as db:
-        await db.execute(f"CREATE TABLE {table_for(DAY)} ({_old_columns()}, PRIMARY KEY (request_id))")
-        await db.commit()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(f"CREATE TABLE {table_for(DAY)} ({_old_columns()}, PRIMARY KEY (request_id))")
+        db.commit()
     store = SqliteRequestLog(path)
     await store.open()
     try:

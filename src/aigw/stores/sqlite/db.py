@@ -1,30 +1,23 @@
-"""SQLite on one connection in WAL mode, owned by one thread; statements serialised by a lock.
+"""The durable store's SQL surface on SQLite: one connection in WAL mode on its own thread.
 
 One connection is enough for the embedded gateway: the ledger writes in batches,
 and the request path never touches the database (keys are cached in memory).
-The connection lives on its own thread so the event loop never waits on disk;
-the lock keeps a transaction's statements together on it.
-
-``run`` hands a whole unit of work (a function of the connection) to that
-thread in one hop. The ledger writes each batch that way: one wake-up of the
-thread and one answer back, instead of a round trip per statement, which on a
-busy single core was most of what a ledger write cost the event loop.
+``aigw.sqlite_thread`` owns the connection and its thread; this adds the ``Sql``
+methods and transactions. ``run`` hands a whole unit of work to the thread in
+one hop: the ledger writes each batch that way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from aigw.sqlite_thread import WAL_PRAGMAS, SqliteThread
 from aigw.stores.sql import Row
 
 T = TypeVar("T")
-_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000",
-            "PRAGMA foreign_keys=ON")
 
 
 def path_of(url: str) -> str:
@@ -40,70 +33,44 @@ class SqliteSql:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        self._lock = asyncio.Lock()
+        self._db = SqliteThread(path, (*WAL_PRAGMAS, "PRAGMA foreign_keys=ON"), row_factory=sqlite3.Row)
 
     async def open(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigw-sqlite")
-        self._conn = await self._call(self._connect)
-
-    def _connect(self) -> sqlite3.Connection:
-        # Made and used only on the one database thread; check_same_thread stays on as a guard.
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        for pragma in _PRAGMAS:
-            conn.execute(pragma)
-        return conn
+        await self._db.open()
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("database is not open")
-        return self._conn
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._thread is None:
-            raise RuntimeError("database is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return self._db.conn
 
     async def close(self) -> None:
-        if self._thread is None:
-            return
-        async with self._lock:
-            if self._conn is not None:
-                await self._call(self._conn.close)
-                self._conn = None
-            self._thread.shutdown(wait=True)
-            self._thread = None
+        await self._db.close()
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work(connection)`` on the database thread, in one hop, with no other statement between."""
-        async with self._lock:
-            return await self._call(work, self.conn)
+        return await self._db.run(work)
 
     async def execute(self, sql: str, *args: Any) -> None:
-        async with self._lock:
-            await self._call(_execute, self.conn, sql, args)
+        async with self._db.lock:
+            await self._db.call(_execute, self.conn, sql, args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self._lock:
-            await self._call(_executemany, self.conn, sql, rows)
+        async with self._db.lock:
+            await self._db.call(_executemany, self.conn, sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._lock:
-            return await self._call(_fetch, self.conn, sql, args)
+        async with self._db.lock:
+            return await self._db.call(_fetch, self.conn, sql, args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Tx]:
-        async with self._lock:
-            await self._call(_execute, self.conn, "BEGIN IMMEDIATE", ())
+        async with self._db.lock:
+            await self._db.call(_execute, self.conn, "BEGIN IMMEDIATE", ())
             try:
-                yield _Tx(self)
+                yield _Tx(self._db)
             except BaseException:
-                await self._call(_execute, self.conn, "ROLLBACK", ())
+                await self._db.call(_execute, self.conn, "ROLLBACK", ())
                 raise
-            await self._call(_execute, self.conn, "COMMIT", ())
+            await self._db.call(_execute, self.conn, "COMMIT", ())
 
 
 class _Tx:
@@ -112,17 +79,17 @@ class _Tx:
     dialect = "sqlite"
     in_transaction = True
 
-    def __init__(self, db: SqliteSql) -> None:
+    def __init__(self, db: SqliteThread) -> None:
         self._db = db
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._db._call(_execute, self._db.conn, sql, args)
+        await self._db.call(_execute, self._db.conn, sql, args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db._call(_executemany, self._db.conn, sql, rows)
+        await self._db.call(_executemany, self._db.conn, sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db._call(_fetch, self._db.conn, sql, args)
+        return await self._db.call(_fetch, self._db.conn, sql, args)
 
     def transaction(self) -> Any:
         raise RuntimeError("nested transactions are not supported")
