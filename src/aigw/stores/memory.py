@@ -108,12 +108,22 @@ class MemoryRateLimiter:
             if head is None:
                 head = (lr, rr, lt, rt)
         expires = now + self._ttl
-        for scope, st in zip(scopes, states, strict=True):
+        for scope, st in zip(scopes, states, strict=True):  # take: _Window.add, inlined
             lim = scope.limits
             if lim.rpm:
-                st.requests.add(sec, 1)
+                buckets = st.requests.buckets
+                if buckets and buckets[-1][0] == sec:
+                    buckets[-1][1] += 1
+                else:
+                    buckets.append([sec, 1])
+                st.requests.total += 1
             if lim.tpm and est_tokens:
-                st.tokens.add(sec, est_tokens)
+                buckets = st.tokens.buckets
+                if buckets and buckets[-1][0] == sec:
+                    buckets[-1][1] += est_tokens
+                else:
+                    buckets.append([sec, est_tokens])
+                st.tokens.total += est_tokens
             if lim.max_parallel:
                 st.inflight[request_id] = expires
         lr, rr, lt, rt = head or (None, None, None, None)
