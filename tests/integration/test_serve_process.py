@@ -39,8 +39,10 @@ def test_serve_starts_on_defaults_answers_and_stops_cleanly(tmp_path: Path) -> N
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, proc, limit_s=15)
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-        resp = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hello"}])
-        assert resp.choices[0].message.content
+        raw = client.chat.completions.with_raw_response.create(model="mock",
+                                                               messages=[{"role": "user", "content": "hello"}])
+        assert raw.parse().choices[0].message.content
+        assert "server" not in raw.headers and "date" in raw.headers  # the server software is not advertised
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
