@@ -48,6 +48,12 @@ def insufficient_quota() -> Fault:
                  type_="insufficient_quota", code="insufficient_quota")
 
 
+def payment_required() -> Fault:
+    """What OpenAI-compatible hosts (OpenRouter, DeepSeek) answer when the account is out of credit."""
+    return error(402, "Insufficient credits. Add more credits to your account.", type_="payment_required",
+                 code="insufficient_credits")
+
+
 def server_error(status: int = 500) -> Fault:
     if status == 503:
         return error(503, "The engine is currently overloaded, please try again later.",

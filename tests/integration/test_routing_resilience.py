@@ -166,6 +166,18 @@ def test_deployments_out_of_quota_are_called_once_each_and_the_fallback_answers(
         assert fake.traffic.requests == 2
 
 
+def test_an_upstream_out_of_credit_402_is_not_retried_and_the_fallback_answers(fake: TimedOpenAI) -> None:
+    fake.faults.always(oai.payment_required())
+    cfg = config([upstream(fake, "m"), mock("backup")], routing={"m": {"num_retries": 3, "fallbacks": ["backup"]}},
+                 circuit_breaker={"enabled": False})
+    with running_gateway(cfg) as gw:
+        raw = client(gw).chat.completions.with_raw_response.create(model="m", messages=MSGS)  # type: ignore[arg-type]
+        assert raw.parse().choices[0].message.content
+        assert raw.headers["x-aigw-served-model"] == "backup"
+        assert fake.traffic.requests == 1
+        assert by_model(gw, "m", "openai")["last_error"]["kind"] == "quota_exceeded"
+
+
 def test_out_of_quota_without_a_fallback_is_the_upstreams_429_at_once(fake: TimedOpenAI) -> None:
     fake.faults.always(oai.insufficient_quota())
     with running_gateway(config([upstream(fake, "m")], routing={"m": {"num_retries": 2}})) as gw:

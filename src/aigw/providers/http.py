@@ -138,6 +138,8 @@ def error_for_status(
         cls = errors.InvalidRequest
     elif status in (401, 403):
         cls = errors.AuthError
+    elif status == 402:  # the upstream account cannot pay: retrying that deployment cannot help
+        cls = errors.QuotaExceeded
     elif status == 404:
         cls = errors.NotFound
     elif status == 408:

@@ -20,6 +20,7 @@ from aigw import errors
 from aigw.providers.http import error_for_status, parse_retry_after
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "context_window_exceeded"})
+_BILLING = "upstream_billing"  # a 402: the account behind the deployment cannot pay for the call
 _QUOTA = "insufficient_quota"  # a 429 that waiting will not fix: the account has no quota or credit
 _POLICY_CODES = frozenset(
     {"content_policy_violation", "content_filter", "ResponsibleAIPolicyViolation", "invalid_prompt"}
@@ -119,6 +120,8 @@ def map_error_fields(
         )
     if status == 429 and _QUOTA in (code, err.get("type")):
         return errors.QuotaExceeded(message, param=param, code=code or _QUOTA, detail=detail)
+    if status == 402:  # Payment Required: OpenRouter's "Insufficient credits", DeepSeek's "Insufficient Balance"
+        return errors.QuotaExceeded(message, param=param, code=_BILLING, detail=detail)
     mapped = error_for_status(status, message, retry_after=retry_after, detail=detail)
     if isinstance(mapped, errors.AuthError):
         mapped.message = "upstream rejected the credentials configured for this deployment"
