@@ -52,8 +52,11 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     models = ", ".join(config.model_names())
     click.echo(f"aigw listening on http://{server.host}:{server.port}  models: {models}", err=True)
     # No "server: uvicorn" header: it tells a scanner what runs here, and costs every response a header.
+    # No proxy-headers middleware: the gateway reads neither the client address nor the scheme, and the
+    # middleware parsed X-Forwarded-* on every request (~1.3 µs of a ~50 µs cache hit).
     common = dict(host=server.host, port=server.port, loop="uvloop", http="httptools", lifespan="on",
-                  access_log=False, log_config=None, timeout_graceful_shutdown=30, server_header=False)
+                  access_log=False, log_config=None, timeout_graceful_shutdown=30, server_header=False,
+                  proxy_headers=False)
     if server.workers > 1:
         export_for_workers(config_path, host=host, port=port, insecure=insecure or None)
         metrics_dir = tempfile.mkdtemp(prefix="aigw-metrics-")  # one scrape sums every worker
