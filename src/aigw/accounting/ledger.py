@@ -109,6 +109,11 @@ class Ledger:
         batch = [self._buf.popleft() for _ in range(n)]
         try:
             await self._store.write(batch)
+        except asyncio.CancelledError:
+            # Stopped mid-write (e.g. close() gave up waiting): the write may still land, or not.
+            # Back in front either way: row ids make writing them again harmless.
+            self._buf.extendleft(reversed(batch))
+            raise
         except Exception as exc:
             self._buf.extendleft(reversed(batch))
             self.failures += 1

@@ -213,6 +213,9 @@ class RequestLogWriter:
             batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
             try:
                 await self.store.write(batch)
+            except asyncio.CancelledError:  # stopped mid-write: keep the batch (a rewrite is ignored)
+                self._put_back(batch)
+                raise
             except Exception as exc:
                 self.healthy = False
                 self._on_error("write")

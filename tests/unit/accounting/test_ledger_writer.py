@@ -134,3 +134,32 @@ async def test_rows_the_database_never_took_are_kept_on_disk_and_replayed(tmp_pa
     await _until(lambda: len(store.rows) == 7)
     assert store.rows["sp_3"] == ("sp_3", 3, "tenant")
     await second.close()
+
+
+class HangingStore(FlakyStore):
+    """Hangs in write until released (a database stuck on a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def write(self, records: list[Any]) -> int:
+        self.entered.set()
+        await self.release.wait()
+        return await super().write(records)
+
+
+async def test_a_write_cancelled_mid_way_keeps_its_rows_for_the_next_write() -> None:
+    store = HangingStore()
+    ledger = Ledger(store, _cfg())  # type: ignore[arg-type]
+    for i in range(10):
+        ledger.record(Rec(i))
+    flush = asyncio.create_task(ledger.flush_once())
+    await store.entered.wait()
+    flush.cancel()
+    await asyncio.gather(flush, return_exceptions=True)
+    assert ledger.pending == 10  # not lost with the cancelled write
+    store.release.set()
+    await ledger.close()
+    assert sorted(r.n for r in store.rows.values()) == list(range(10)) and ledger.dropped == 0

@@ -162,3 +162,31 @@ async def test_a_reused_client_request_id_keeps_both_requests_and_get_finds_the_
     assert newest is not None and newest.ts == DAY0 + 50
     assert (await store.get("req_0001", tenant_id="t")).ts == DAY0 + 50  # type: ignore[union-attr]
     assert await store.get("req_0001", tenant_id="other") is None
+
+
+class Hanging(MemoryRequestLog):
+    """Hangs in write until released (a database stuck on a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def write(self, records: Sequence[RequestRecord]) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().write(records)
+
+
+async def test_a_write_cancelled_mid_way_keeps_its_records_for_the_next_flush() -> None:
+    store = Hanging()
+    w = RequestLogWriter(store, batch_size=10, now=lambda: DAY0)
+    for i in range(5):
+        w.add(rec(i))
+    flush = asyncio.create_task(w.flush())
+    await store.entered.wait()
+    flush.cancel()
+    await asyncio.gather(flush, return_exceptions=True)
+    assert w.pending == 5
+    store.release.set()
+    assert await w.flush() is True and len(await store.query(RequestQuery())) == 5
