@@ -131,12 +131,13 @@ def _cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
     from aigw.providers.local_embed import LocalEmbedder, local_embedder_available
     from aigw.stores.cache_memory import MemoryCacheStore
     from aigw.stores.redis.cache import RedisCacheStore
+    from aigw.stores.redis.pipe import RedisPipe
 
     bounds = config.cache or CacheConfig(mode="off")
     stores: dict[str, Any] = {"memory": MemoryCacheStore(bounds.max_entries, bounds.max_bytes)}
     indexes: dict[str, Any] = {}
     if redis is not None:
-        stores["redis"] = RedisCacheStore(redis, config.redis_prefix)
+        stores["redis"] = RedisCacheStore(redis, config.redis_prefix, RedisPipe.from_url(config.redis_url))
     if importlib.util.find_spec("numpy") is not None:
         from aigw.stores.redis.semantic import RedisSemanticIndex
         from aigw.stores.semantic_memory import MemorySemanticIndex

@@ -16,7 +16,7 @@ import redis as redis_sync
 
 from aigw.stores.redis.cache import RedisCacheStore
 from aigw.stores.redis.client import make_redis
-from aigw.stores.redis.pipe import Address
+from aigw.stores.redis.pipe import RedisPipe
 from tests.support.servers import free_port
 
 
@@ -44,6 +44,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
+def lean_store(redis: Any, url: str, prefix: str) -> RedisCacheStore:
+    """The store as app.py makes it: redis-py and a pipe to the same URL."""
+    pipe = RedisPipe.from_url(url)
+    assert pipe is not None
+    return RedisCacheStore(redis, prefix, pipe)
+
+
 @pytest.fixture
 def port() -> Iterator[int]:
     if shutil.which("redis-server") is None:
@@ -65,10 +72,9 @@ async def own_redis(port: int) -> AsyncIterator[Any]:
         stop(proc)
 
 
-async def test_values_round_trip_and_match_redis_py(own_redis: Any) -> None:
+async def test_values_round_trip_and_match_redis_py(own_redis: Any, port: int) -> None:
     redis = own_redis
-    store = RedisCacheStore(redis, "aigw-test:")
-    assert store.pipe is not None
+    store = lean_store(redis, f"redis://127.0.0.1:{port}/0", "aigw-test:")
     tricky = b"line\r\n$5\r\n*2\r\n-ERR not an error\r\n" + bytes(range(256))
     big = os.urandom(1_500_000)  # arrives in many pieces
     await store.set("t1:a", tricky, 60)
@@ -81,9 +87,9 @@ async def test_values_round_trip_and_match_redis_py(own_redis: Any) -> None:
     await store.ping()
 
 
-async def test_concurrent_calls_get_their_own_replies_even_when_some_give_up(own_redis: Any) -> None:
+async def test_concurrent_calls_get_their_own_replies_even_when_some_give_up(own_redis: Any, port: int) -> None:
     redis = own_redis
-    store = RedisCacheStore(redis, "p:")
+    store = lean_store(redis, f"redis://127.0.0.1:{port}/0", "p:")
     for i in range(20):
         await store.set(f"k{i}", b"v%d" % i, 60)
 
@@ -102,9 +108,10 @@ async def test_concurrent_calls_get_their_own_replies_even_when_some_give_up(own
 
 async def test_a_lost_server_fails_calls_then_a_new_one_is_used(port: int) -> None:
     proc = start_redis(port)
-    redis = make_redis(f"redis://127.0.0.1:{port}/0")
+    url = f"redis://127.0.0.1:{port}/0"
+    redis = make_redis(url)
     try:
-        store = RedisCacheStore(redis, "p:")
+        store = lean_store(redis, url, "p:")
         await store.set("k", b"v", 60)
         assert await store.get("k") == b"v"
         stop(proc)
@@ -122,15 +129,17 @@ async def test_a_lost_server_fails_calls_then_a_new_one_is_used(port: int) -> No
 
 async def test_password_and_database_are_used(port: int) -> None:
     proc = start_redis(port, "--requirepass", "s3cret")
-    redis = make_redis(f"redis://:s3cret@127.0.0.1:{port}/3")
+    url = f"redis://:s3cret@127.0.0.1:{port}/3"
+    redis = make_redis(url)
     try:
-        store = RedisCacheStore(redis, "p:")
+        store = lean_store(redis, url, "p:")
         await store.set("k", b"in db 3", 60)
         assert await redis.get("p:cache:k") == b"in db 3"  # redis-py, same db
         other = redis_sync.Redis(port=port, password="s3cret", db=0)
         assert other.get("p:cache:k") is None
         other.close()
-        wrong = RedisCacheStore(make_redis(f"redis://:nope@127.0.0.1:{port}/0"), "p:")
+        wrong_url = f"redis://:nope@127.0.0.1:{port}/0"
+        wrong = lean_store(make_redis(wrong_url), wrong_url, "p:")
         with pytest.raises(ConnectionError, match="refused the handshake"):
             await wrong.get("k")
         await wrong.redis.aclose()
@@ -139,16 +148,8 @@ async def test_password_and_database_are_used(port: int) -> None:
         stop(proc)
 
 
-def test_tls_stays_with_redis_py_and_unix_sockets_use_the_pipe() -> None:
-    assert RedisCacheStore(make_redis("rediss://127.0.0.1:6390/0"), "p:").pipe is None
-    pipe = RedisCacheStore(make_redis("unix:///tmp/aigw-none.sock?db=2"), "p:").pipe
-    assert pipe is not None and (pipe.address.path, pipe.address.db) == ("/tmp/aigw-none.sock", 2)
-    pipe = RedisCacheStore(make_redis("redis://u:pw@127.0.0.1:6390/4"), "p:").pipe
-    assert pipe is not None and pipe.address == Address("127.0.0.1", 6390, "", "u", "pw", 4)
-
-
-async def test_closing_the_store_closes_its_own_connection(own_redis: Any) -> None:
-    store = RedisCacheStore(own_redis, "aigw-test:")
+async def test_closing_the_store_closes_its_own_connection(own_redis: Any, port: int) -> None:
+    store = lean_store(own_redis, f"redis://127.0.0.1:{port}/0", "aigw-test:")
     await store.set("t1:a", b"x", 60)  # the pipe connects on first use
     before = len(await own_redis.client_list())
     await store.aclose()
@@ -159,3 +160,17 @@ async def test_closing_the_store_closes_its_own_connection(own_redis: Any) -> No
     assert len(await own_redis.client_list()) == before - 1
     with pytest.raises(ConnectionError):
         await store.get("t1:a")
+
+
+async def test_the_app_gives_its_redis_cache_a_pipe_and_leaves_tls_to_redis_py() -> None:
+    from aigw.app import build_app
+    from aigw.config.models import GatewayConfig
+
+    for url, lean in (("redis://127.0.0.1:6390/4", True), ("rediss://127.0.0.1:6390/0", False)):
+        config = GatewayConfig.model_validate({
+            "server": {"master_key": "sk-test"}, "database_url": "sqlite://:memory:", "redis_url": url,
+            "models": [{"name": "m", "provider": "mock", "model": "mock-1"}], "tenancy": {"enabled": False},
+            "cache": {"mode": "exact", "backend": "redis"}})
+        store = build_app(config).state["deps"].services["cache_stores"]["redis"]
+        assert (store.pipe is not None) is lean, url
+        await store.redis.aclose()

@@ -7,32 +7,16 @@ caller bounds every call with a short timeout.
 A cache hit is one GET, so its cost is the client's: redis-py spends ~100 µs of
 CPU on one GET on our 2-core machine, more than the rest of a hit. So GET, SET
 and PING go over the lean pipelined connection of ``pipe.py`` (~20 µs a GET,
-measured the same way) to the server redis-py was set up for (TCP or Unix
-socket, user, password, db); TLS and credential providers keep redis-py.
+measured the same way) when one is given: ``app.py`` makes it with
+``RedisPipe.from_url(redis_url)``, as for the tenancy gate; URLs the pipe does not
+speak (TLS, query options) give None, and every call then goes through redis-py.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aigw.stores.redis.pipe import Address, RedisPipe
-
-
-def pipe_for(redis: Any) -> RedisPipe | None:
-    """A pipe to the server of a redis-py client, or None when the pipe cannot speak to it (TLS...)."""
-    from redis.asyncio.connection import Connection, UnixDomainSocketConnection
-
-    pool = getattr(redis, "connection_pool", None)
-    kw: dict[str, Any] = getattr(pool, "connection_kwargs", None) or {}
-    kind = getattr(pool, "connection_class", None)
-    if kw.get("credential_provider") or kind not in (Connection, UnixDomainSocketConnection):
-        return None
-    user, password, db = str(kw.get("username") or ""), str(kw.get("password") or ""), int(kw.get("db") or 0)
-    if kind is UnixDomainSocketConnection:
-        path = str(kw.get("path") or "")
-        return RedisPipe(Address(path=path, username=user, password=password, db=db)) if path else None
-    return RedisPipe(Address(host=str(kw.get("host") or "localhost"), port=int(kw.get("port") or 6379),
-                             username=user, password=password, db=db))
+from aigw.stores.redis.pipe import RedisPipe
 
 
 class RedisCacheStore:
@@ -43,7 +27,7 @@ class RedisCacheStore:
         self.redis = redis
         self.prefix = prefix + "cache:"
         self._bprefix = self.prefix.encode()
-        self.pipe = pipe if pipe is not None else pipe_for(redis)  # None: every call through redis-py
+        self.pipe = pipe  # None: every call through redis-py; closed by aclose
 
     async def get(self, key: str) -> bytes | None:
         if self.pipe is not None:
