@@ -25,13 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +39,7 @@ MASTER = "sk-bench-1234"
 BIG = ["--rpm", "100000000", "--tpm", "2000000000", "--max-parallel", "100000", "--budget", "1000000000",
        "--period", "total"]
 sys.path.insert(0, str(HERE))
+from observability_bench import free_port, stop, wait_up  # noqa: E402
 from tenancy_cpu import cpu_s, run  # noqa: E402
 
 # Runs `aigw serve` with a part of tenancy patched out (bench-only; never how the gateway runs).
@@ -62,25 +60,6 @@ from aigw.cli.main import main
 sys.argv = ["aigw", *sys.argv[1:]]
 main()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], limit_s: float = 20) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: process exited ({proc.returncode})")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"not ready: {url}")
 
 
 def virtual_key(url: str) -> str:
@@ -110,7 +89,7 @@ def main() -> None:
             procs.append(subprocess.Popen(["taskset", "-c", "0", PY, str(SHARED / "upstream.py"), "--port",
                                            str(up_port), "--delay-ms", "0", "--chunks", "20"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            wait_ready(f"http://127.0.0.1:{up_port}/health", procs[-1])
+            wait_up(f"http://127.0.0.1:{up_port}/health", procs[-1])
             targets: list[tuple[str, str, int, str]] = []
             plan = [("bare", "bare.yaml", ""), ("tenancy", "tenancy.yaml", "")]
             plan += [(f"-{p}", "tenancy.yaml", p) for p in parts]
@@ -126,9 +105,11 @@ def main() -> None:
                 procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
                                               stderr=open(folder / "serve.log", "wb")))  # noqa: SIM115
                 url = f"http://127.0.0.1:{port}"
-                wait_ready(url + "/health/live", procs[-1])
+                wait_up(url + "/health/live", procs[-1])
                 key = MASTER if config == "bare.yaml" else virtual_key(url)
                 targets.append((label, url, procs[-1].pid, key))
+            for _, url, _, key in targets:  # warm-up, untimed: key caches, first connections, first batches
+                run(url, key, 1, 16)
             per: dict[str, list[float]] = {t[0]: [] for t in targets}
             for r in range(args.rounds):
                 for label, url, pid, key in (targets if r % 2 == 0 else targets[::-1]):
@@ -137,12 +118,7 @@ def main() -> None:
                     per[label].append((cpu_s(pid) - before) / reqs * 1e6)
         finally:
             for p in reversed(procs):
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                stop(p)
     med = {label: statistics.median(v) for label, v in per.items()}
     bare, ten = med["bare"], med["tenancy"]
     print(f"CPU per request, median of {args.rounds} alternating rounds (wrk c=16, one core); single figures "

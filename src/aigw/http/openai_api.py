@@ -92,23 +92,6 @@ def _parsed(body: JSON) -> Parsed:
     return parsed
 
 
-def parse_chat(body: JSON) -> Parsed:
-    return _parsed(validate_chat(body))
-
-
-def parse_completion(body: JSON) -> Parsed:
-    return _parsed(validate_completion(body))
-
-
-def parse_embeddings(body: JSON) -> Parsed:
-    validate_embeddings(body)
-    return _embeddings(body)
-
-
-def _embeddings(body: JSON) -> Parsed:
-    return Parsed(body, body["model"], False)
-
-
 class OpenAIApi:
     def __init__(self, flow: Flow, router: Router, debug: bool = False) -> None:
         self.flow = flow
@@ -129,7 +112,7 @@ class OpenAIApi:
 
     def parse_embeddings(self, body: JSON, raw: bytes) -> Parsed:
         self._embeddings(body, raw)
-        return _embeddings(body)
+        return Parsed(body, body["model"], False)
 
     async def chat(self, req: HttpRequest, send: Send) -> None:
         beta = req.headers.get("anthropic-beta")  # for a model served by Anthropic; others drop it

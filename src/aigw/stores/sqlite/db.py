@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from aigw.sqlite_thread import WAL_PRAGMAS, SqliteThread
@@ -50,16 +51,13 @@ class SqliteSql:
         return await self._db.run(work)
 
     async def execute(self, sql: str, *args: Any) -> None:
-        async with self._db.lock:
-            await self._db.call(_execute, self.conn, sql, args)
+        await self._db.run(partial(_execute, sql=sql, args=args))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self._db.lock:
-            await self._db.call(_executemany, self.conn, sql, rows)
+        await self._db.run(partial(_executemany, sql=sql, rows=rows))
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._db.lock:
-            return await self._db.call(_fetch, self.conn, sql, args)
+        return await self._db.run(partial(_fetch, sql=sql, args=args))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Tx]:
