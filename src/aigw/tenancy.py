@@ -28,6 +28,8 @@ from aigw.providers.http import HttpClients
 from aigw.stores.base import BudgetCounter, Gate, KeyVersion, RateLimiter
 from aigw.stores.database import SqlDatabase, open_database
 from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
+from aigw.stores.sqlite.db import path_of
+from aigw.stores.sqlite.ledger_writer import SqliteLedgerWriter
 from aigw.supervise import Supervisor
 from aigw.types import Clock, SystemClock
 
@@ -78,7 +80,10 @@ class Tenancy:
             version = _DbVersion(self.db)
         self.version = version
         self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size)
-        self.ledger = Ledger(self.db, self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}))
+        self._ledger_writer = _ledger_writer(config)
+        self.ledger = Ledger(self._ledger_writer or self.db,
+                             self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}),
+                             overflow=self.db if self._ledger_writer is not None else None)
         self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets, gate=gate,
                                         prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
                                         alert=self._alert)
@@ -128,6 +133,8 @@ class Tenancy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
         await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)
+        if self._ledger_writer is not None:
+            await self._ledger_writer.close()
         await self.db.close()
         if self._pipe is not None:
             await self._pipe.aclose()
@@ -157,6 +164,17 @@ class Tenancy:
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
 
 
+def _ledger_writer(config: GatewayConfig) -> SqliteLedgerWriter | None:
+    """The ledger's own writer process for a SQLite file (``ledger.writer: process``), else None:
+    the database store writes it (PostgreSQL, an in-memory SQLite, or ``writer: thread``)."""
+    if config.tenancy.ledger.writer != "process" or not config.database_url.startswith("sqlite:"):
+        return None
+    path = path_of(config.database_url)
+    if path == ":memory:" or path.startswith("file::memory:"):
+        return None
+    return SqliteLedgerWriter(path)
+
+
 def _spill_path(config: GatewayConfig) -> str:
     """Where unwritten ledger rows wait for the next start (see ``LedgerConfig.spill_file``)."""
     chosen = config.tenancy.ledger.spill_file
@@ -166,8 +184,6 @@ def _spill_path(config: GatewayConfig) -> str:
         return chosen
     url = config.database_url
     if url.startswith("sqlite:"):
-        from aigw.stores.sqlite.db import path_of
-
         path = path_of(url)
         return "" if path == ":memory:" else path + ".ledger-spill.jsonl"
     return "aigw-ledger-spill.jsonl"

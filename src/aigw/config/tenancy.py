@@ -32,6 +32,10 @@ class LedgerConfig(_Strict):
     # ./aigw-ledger-spill.jsonl with PostgreSQL; "off" drops them (logged and counted).
     spill_file: str = ""
     shutdown_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    # SQLite file only: "process" writes batches from a child process, so binding a batch's
+    # values never holds the GIL the event loop needs (see aigw/sqlite_process.py);
+    # "thread" writes them on the database thread (no extra process).
+    writer: Literal["process", "thread"] = "process"
 
 
 class TenancyConfig(_Strict):

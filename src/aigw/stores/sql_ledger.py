@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections.abc import Sequence
 from functools import partial
+from itertools import chain
 from typing import Any
 
 from aigw.ids import time_ordered_id
@@ -157,13 +159,18 @@ async def ledger_count(db: Sql) -> int:
     return int(rows[0]["n"])
 
 
+def unique_rows(records: list[SpendRecord] | list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows from ``as_row`` (or already rows), one per row id."""
+    return list({r[0]: r for r in (x if isinstance(x, tuple) else as_row(x) for x in records)}.values())
+
+
 async def write_batch(db: Sql, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:
     """Write a batch (records, or rows from ``as_row``) in one transaction; returns how many were new."""
-    rows = list({r[0]: r for r in (x if isinstance(x, tuple) else as_row(x) for x in records)}.values())
+    rows = unique_rows(records)
     if not rows:
         return 0
     if isinstance(db, SqliteSql):  # the whole batch in one hop to the database thread
-        return await db.run(partial(_write_sqlite, rows))
+        return await db.run(partial(write_rows, rows))
     async with db.transaction() as tx:
         return await _write_postgres(tx, rows)
 
@@ -177,9 +184,9 @@ async def _write_postgres(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
     return int(await conn.fetchval(sql))
 
 
-def _write_sqlite(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> int:
-    """On the database thread: skip ids already present, insert the rest, add them to the rollups
-    (summed here, few upserts), all in one transaction."""
+def write_rows(rows: Sequence[Sequence[Any]], conn: sqlite3.Connection) -> int:
+    """On the database's thread or writer process: skip ids already present, insert the rest, add
+    them to the rollups (summed here, few upserts), all in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         present: set[str] = set()
@@ -194,7 +201,7 @@ def _write_sqlite(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> int:
         for i in range(0, len(fresh), _CHUNK):
             chunk = fresh[i:i + _CHUNK]
             sql = _INSERT_CHUNK if len(chunk) == _CHUNK else _INSERT + ", ".join([_ROW] * len(chunk))
-            conn.execute(sql, [v for r in chunk for v in r])
+            conn.execute(sql, list(chain.from_iterable(chunk)))
         if fresh:
             conn.executemany(_UPSERT, list(_sum_rollups(fresh).values()))
     except BaseException:
@@ -218,7 +225,7 @@ _AT = {c: COLUMNS.index(c) for c in ("day", "tenant_id", "project_id", "key_id",
                                       "cache_hit", *_SUMS)}
 
 
-def _sum_rollups(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[Any]]:
+def _sum_rollups(rows: Sequence[Sequence[Any]]) -> dict[tuple[Any, ...], list[Any]]:
     """The same sums as ``rollup_sql``, computed in Python for one batch."""
     out: dict[tuple[Any, ...], list[Any]] = {}
     at = _AT

@@ -163,3 +163,51 @@ async def test_a_write_cancelled_mid_way_keeps_its_rows_for_the_next_write() -> 
     store.release.set()
     await ledger.close()
     assert sorted(r.n for r in store.rows.values()) == list(range(10)) and ledger.dropped == 0
+
+
+class SlowStore(FlakyStore):
+    """Answers, but slowly: a background writer process starved of CPU by a saturated core."""
+
+    async def write(self, records: list[Any]) -> int:
+        await asyncio.sleep(0.2)
+        return await super().write(records)
+
+
+async def test_a_writer_that_falls_behind_gets_help_from_the_overflow_writer() -> None:
+    slow, helper, sup = SlowStore(), FlakyStore(), Supervisor()
+    ledger = Ledger(slow, _cfg(), overflow=helper)  # type: ignore[arg-type]
+    ledger.start(sup)
+    for i in range(300):  # six batches of 50 waiting: more than four
+        ledger.record(Rec(i))
+    await _until(lambda: ledger.written == 300)
+    assert sorted(helper.batches) == [50, 50] and len(helper.rows) == 100  # until four batches were left
+    assert len(slow.rows) == 200 and set(slow.rows).isdisjoint(helper.rows)
+    assert ledger.overflowed == 100
+    await ledger.close()
+
+
+async def test_a_failed_write_goes_to_the_overflow_writer_at_once() -> None:
+    broken, helper, sup = FlakyStore(), FlakyStore(), Supervisor()
+    broken.down = True  # e.g. the writer process cannot start
+    ledger = Ledger(broken, _cfg(retry_backoff_s=30), overflow=helper)  # type: ignore[arg-type]
+    ledger.start(sup)
+    for i in range(60):
+        ledger.record(Rec(i))
+    await _until(lambda: len(helper.rows) == 60, limit_s=2)  # no 30 s backoff in between
+    assert ledger.healthy and ledger.pending == 0
+    broken.down = False
+    for i in range(60, 70):
+        ledger.record(Rec(i))
+    await _until(lambda: len(broken.rows) == 10)  # the primary writer takes over again
+    await ledger.close()
+
+
+async def test_the_primary_writer_keeps_the_batches_while_it_keeps_up() -> None:
+    fast, helper, sup = FlakyStore(), FlakyStore(), Supervisor()
+    ledger = Ledger(fast, _cfg(), overflow=helper)  # type: ignore[arg-type]
+    ledger.start(sup)
+    for i in range(120):
+        ledger.record(Rec(i))
+    await _until(lambda: len(fast.rows) == 120)
+    assert not helper.rows and ledger.overflowed == 0
+    await ledger.close()

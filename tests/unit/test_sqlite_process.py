@@ -1,0 +1,175 @@
+"""The SQLite writer process: batches land, errors come back, and the child never outlives its use."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aigw.sqlite_process import SqliteProcess, WriterFailed
+from aigw.stores.database import open_database
+from aigw.stores.sql_ledger import COLUMNS
+from aigw.stores.sqlite.ledger_writer import WRITER
+
+
+def _row(n: int) -> tuple[object, ...]:
+    values: dict[str, object] = {c: 0 for c in COLUMNS}
+    values.update(id=f"sp_{n:06d}", request_id=f"req_{n}", ts_start=1.5, ts_end=2.5, day="2026-11-26",
+                  tenant_id="ten_a", project_id="prj_a", key_id="key_a", key_prefix="sk-aigw-ab", model="m",
+                  served_model="m", deployment_id="d", provider="mock", endpoint="chat", prompt_tokens=10,
+                  completion_tokens=5, cost_nano=1000 + n, latency_ms=1.25, status=200, error_kind="",
+                  handled_by="", usage_source="provider")
+    return tuple(values[c] for c in COLUMNS)
+
+
+@pytest.fixture
+async def db_path(tmp_path: Path) -> str:
+    path = str(tmp_path / "ledger.db")
+    db = open_database(f"sqlite:///{path}")
+    await db.open()
+    await db.migrate()
+    await db.close()
+    return path
+
+
+def _count(path: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM spend_ledger").fetchone()[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _policy(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[38])
+
+
+async def test_a_batch_lands_once_and_a_replay_adds_nothing(db_path: str) -> None:
+    proc = SqliteProcess(db_path, WRITER)
+    try:
+        rows = [_row(i) for i in range(250)]
+        assert await proc.write(rows) == 250
+        assert await proc.write([*rows[200:], _row(250)]) == 1  # 50 already there, one new
+        assert _count(db_path) == 251
+        with sqlite3.connect(db_path) as conn:  # the rollups count each row once, floats exact
+            assert conn.execute("SELECT requests, cost_nano FROM spend_rollup").fetchone() == (
+                251, sum(1000 + n for n in range(251)))
+            assert conn.execute("SELECT latency_ms FROM spend_ledger LIMIT 1").fetchone()[0] == 1.25
+        assert proc.started == 1
+    finally:
+        await proc.close()
+
+
+async def test_a_failed_batch_comes_back_as_an_error_and_the_child_stays(db_path: str) -> None:
+    proc = SqliteProcess(db_path, WRITER)
+    try:
+        await proc.write([_row(1)])
+        pid = proc.pid
+        with pytest.raises(WriterFailed, match=r"ProgrammingError: Incorrect number of bindings"):
+            await proc.write([_row(2)[:-1]])  # one value short: the statement cannot bind
+        assert await proc.write([_row(3)]) == 1 and proc.pid == pid
+        assert _count(db_path) == 2
+    finally:
+        await proc.close()
+
+
+async def test_a_child_that_died_is_started_again_and_the_batch_is_not_lost(db_path: str) -> None:
+    proc = SqliteProcess(db_path, WRITER)
+    try:
+        await proc.write([_row(1)])
+        first = proc.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        try:
+            await proc.write([_row(2)])  # either it fails (the caller keeps the batch) ...
+        except WriterFailed:
+            await proc.write([_row(2)])  # ... and the retry starts a new child
+        assert proc.pid not in (None, first) and proc.started == 2
+        assert _count(db_path) == 2
+    finally:
+        await proc.close()
+
+
+async def test_a_write_cancelled_mid_way_retires_its_child(db_path: str) -> None:
+    proc = SqliteProcess(db_path, WRITER)
+    try:
+        await proc.write([_row(0)])
+        first = proc.pid
+        assert first is not None
+        task = asyncio.create_task(proc.write([_row(i) for i in range(1, 20001)]))
+        await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert proc.pid is None  # its answer would be out of step with the next write
+        assert await proc.write([_row(5000)]) == 1 and proc.started == 2
+    finally:
+        await proc.close()
+
+
+async def test_close_ends_the_child_and_it_ignores_a_stop_signal_before(db_path: str) -> None:
+    proc = SqliteProcess(db_path, WRITER)
+    await proc.write([_row(1)])
+    pid = proc.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # e.g. a group-wide stop: the parent still has rows to drain
+    os.kill(pid, signal.SIGINT)
+    await asyncio.sleep(0.2)
+    assert await proc.write([_row(2)]) == 1 and proc.pid == pid
+    await proc.close()
+    assert not _alive(pid) and proc.pid is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the scheduling policy from /proc")
+async def test_the_child_runs_at_idle_priority(db_path: str) -> None:
+    proc = SqliteProcess(db_path, WRITER)
+    try:
+        await proc.write([_row(1)])
+        assert proc.pid is not None and _policy(proc.pid) == os.SCHED_IDLE
+    finally:
+        await proc.close()
+
+
+PARENT = """
+import asyncio, sys
+from aigw.sqlite_process import SqliteProcess
+async def main():
+    proc = SqliteProcess(sys.argv[1], sys.argv[2])
+    await proc.write([])
+    print(proc.pid, flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+def test_the_child_exits_when_its_parent_is_killed(db_path: str) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, db_path, WRITER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child)
+
+
+def test_an_in_memory_database_cannot_go_to_a_child() -> None:
+    with pytest.raises(ValueError, match="in-memory"):
+        SqliteProcess(":memory:", WRITER)
