@@ -56,6 +56,7 @@ class SqliteProcess:
         self._background = background
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self._retired: list[asyncio.subprocess.Process] = []
         self.started = 0  # children started so far (1 unless one died)
 
     async def write(self, rows: Sequence[Sequence[Any]]) -> int:
@@ -92,11 +93,18 @@ class SqliteProcess:
             self._proc = None
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        self._retired.append(proc)  # reaped by close(), so no transport outlives the loop
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close the child's stdin (it exits after any write in hand) and wait for it."""
         async with self._lock:
             proc, self._proc = self._proc, None
+        retired, self._retired = self._retired, []
+        for old in retired:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.wait(), timeout_s)
         if proc is None or proc.returncode is not None:
             return
         assert proc.stdin is not None

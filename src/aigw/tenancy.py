@@ -80,10 +80,10 @@ class Tenancy:
             version = _DbVersion(self.db)
         self.version = version
         self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size)
-        self._ledger_writer = _ledger_writer(config)
-        self.ledger = Ledger(self._ledger_writer or self.db,
-                             self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}),
-                             overflow=self.db if self._ledger_writer is not None else None)
+        self._ledger_writers = _ledger_writers(config, self.db)
+        store, overflow = self._ledger_writers or (self.db, None)
+        self.ledger = Ledger(store, self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}),
+                             overflow=overflow)
         self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets, gate=gate,
                                         prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
                                         alert=self._alert)
@@ -133,8 +133,8 @@ class Tenancy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
         await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)
-        if self._ledger_writer is not None:
-            await self._ledger_writer.close()
+        for writer in self._ledger_writers:
+            await writer.close()
         await self.db.close()
         if self._pipe is not None:
             await self._pipe.aclose()
@@ -164,15 +164,16 @@ class Tenancy:
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
 
 
-def _ledger_writer(config: GatewayConfig) -> SqliteLedgerWriter | None:
-    """The ledger's own writer process for a SQLite file (``ledger.writer: process``), else None:
-    the database store writes it (PostgreSQL, an in-memory SQLite, or ``writer: thread``)."""
+def _ledger_writers(config: GatewayConfig, db: SqlDatabase) -> tuple[SqliteLedgerWriter, ...]:
+    """For a SQLite file with ``ledger.writer: process``: the steady writer (a child at idle
+    priority) and the overflow writer (a child at normal priority, then the database thread).
+    Neither otherwise: the database store writes (PostgreSQL, in-memory SQLite, ``writer: thread``)."""
     if config.tenancy.ledger.writer != "process" or not config.database_url.startswith("sqlite:"):
-        return None
+        return ()
     path = path_of(config.database_url)
     if path == ":memory:" or path.startswith("file::memory:"):
-        return None
-    return SqliteLedgerWriter(path)
+        return ()
+    return SqliteLedgerWriter(path), SqliteLedgerWriter(path, background=False, fallback=db)
 
 
 def _spill_path(config: GatewayConfig) -> str:

@@ -164,6 +164,8 @@ def test_the_child_exits_when_its_parent_is_killed(db_path: str) -> None:
     finally:
         parent.kill()
         parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
     deadline = time.monotonic() + 5
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.02)
