@@ -22,7 +22,6 @@ from aigw.config.models import GatewayConfig
 from aigw.http import admin_api, admin_spend
 from aigw.http.auth import Authenticator
 from aigw.http.key_lookup import KeyCache
-from aigw.pipeline.context import Principal
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.providers.http import HttpClients
 from aigw.stores.base import BudgetCounter, Gate, KeyVersion, RateLimiter
@@ -91,9 +90,6 @@ class Tenancy:
 
     def stage_services(self) -> dict[str, Any]:
         return {SERVICE: self.services}
-
-    async def lookup(self, presented: str) -> Principal | None:
-        return await self.keys.lookup(presented)
 
     async def start(self) -> None:
         await self.db.open()

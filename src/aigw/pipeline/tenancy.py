@@ -58,8 +58,10 @@ class TenancyServices:
         log.warning("%s store unavailable (%s: %s)", what, type(exc).__name__, exc)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Measured:
+    """Built once per request (frozen dataclasses pay a ``object.__setattr__`` per field); read only."""
+
     tokens: Tokens
     cost_nano: int
     cost_saved_nano: int

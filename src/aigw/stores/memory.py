@@ -66,21 +66,41 @@ class MemoryRateLimiter:
         self._clock = clock or SystemClock()
         self._ttl = parallel_ttl_s
         self._state: dict[str, _ScopeState] = {}
+        # A key's scope list is shared by all its requests (the key cache builds it once), so
+        # its states are looked up once per list, not once per request and scope.
+        self._by_list: dict[int, tuple[list[Scope], list[tuple[Scope, _ScopeState]]]] = {}
 
     async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission:
-        # Runs for every request at up to four levels: the window bookkeeping is inlined here
-        # (expire what fell out of the minute, then compare the running totals).
-        now = self._clock.now()
-        sec = int(now)
-        cutoff = sec - WINDOW_S
+        return self.take(scopes, request_id, est_tokens, self._clock.now())
+
+    async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
+        self.give_back(scopes, request_id, token_delta, self._clock.now())
+
+    def _states(self, scopes: list[Scope]) -> list[tuple[Scope, _ScopeState]]:
+        known = self._by_list.get(id(scopes))
+        if known is not None and known[0] is scopes:  # the entry holds the list: its id is not reused
+            return known[1]
         state = self._state
-        head: tuple[int | None, int | None, int | None, int | None] | None = None
-        states: list[_ScopeState] = []
+        out = []
         for scope in scopes:
             st = state.get(scope.ref)
             if st is None:
                 st = state[scope.ref] = _ScopeState()
-            states.append(st)
+            out.append((scope, st))
+        if len(self._by_list) >= 10_000:  # lists of keys dropped from the key cache
+            self._by_list.clear()
+        self._by_list[id(scopes)] = (scopes, out)
+        return out
+
+    def take(self, scopes: list[Scope], request_id: str, est_tokens: int, now: float) -> Admission:
+        """Check every scope, then take from all of them, or from none (no await in between)."""
+        # Runs for every request at up to four levels: the window bookkeeping is inlined here
+        # (expire what fell out of the minute, then compare the running totals).
+        sec = int(now)
+        cutoff = sec - WINDOW_S
+        head: tuple[int | None, int | None, int | None, int | None] | None = None
+        states = self._states(scopes)
+        for scope, st in states:
             lim = scope.limits
             rpm, tpm, parallel = lim.rpm, lim.tpm, lim.max_parallel
             lr = rr = lt = rt = None
@@ -108,7 +128,7 @@ class MemoryRateLimiter:
             if head is None:
                 head = (lr, rr, lt, rt)
         expires = now + self._ttl
-        for scope, st in zip(scopes, states, strict=True):  # take: _Window.add, inlined
+        for scope, st in states:  # take: _Window.add, inlined
             lim = scope.limits
             if lim.rpm:
                 buckets = st.requests.buckets
@@ -129,13 +149,10 @@ class MemoryRateLimiter:
         lr, rr, lt, rt = head or (None, None, None, None)
         return Admission(allowed=True, limit_requests=lr, remaining_requests=rr, limit_tokens=lt, remaining_tokens=rt)
 
-    async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
-        sec = int(self._clock.now())
-        state = self._state
-        for scope in scopes:
-            st = state.get(scope.ref)
-            if st is None:
-                continue
+    def give_back(self, scopes: list[Scope], request_id: str, token_delta: int, now: float) -> None:
+        """Settle the token estimate to the real count and free the parallel slot."""
+        sec = int(now)
+        for scope, st in self._states(scopes):
             if token_delta and scope.limits.tpm:
                 st.tokens.add(sec, token_delta)
             if st.inflight:
@@ -157,6 +174,13 @@ class MemoryBudgets:
         self._alerted: set[tuple[str, str, float]] = set()
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
+        return self.reserve_now(scopes, amount_nano, now)
+
+    async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
+                     thresholds: list[float]) -> list[tuple[str, str, float]]:
+        return self.settle_now(scopes, reserved_nano, actual_nano, now, thresholds)
+
+    def reserve_now(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
         spent_by = self._spent
         slots: list[tuple[str, str]] = []
         for s in scopes:
@@ -172,8 +196,8 @@ class MemoryBudgets:
             spent_by[slot] = spent_by.get(slot, 0) + amount_nano
         return RESERVED
 
-    async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
-                     thresholds: list[float]) -> list[tuple[str, str, float]]:
+    def settle_now(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
+                   thresholds: list[float]) -> list[tuple[str, str, float]]:
         crossed: list[tuple[str, str, float]] = []
         spent_by = self._spent
         delta = actual_nano - reserved_nano
@@ -216,19 +240,22 @@ class MemoryGate:
 
     async def enter(self, rate: list[Scope], request_id: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
-        admission = await self.limiter.admit(rate, request_id, est_tokens) if rate else Admission(allowed=True)
+        admission = self.limiter.take(rate, request_id, est_tokens, now) if rate else ALLOWED
         if not admission.allowed or not budget:
             return admission, None
-        return admission, await self.budgets.reserve(budget, amount_nano, now)
+        return admission, self.budgets.reserve_now(budget, amount_nano, now)
 
     async def leave(self, rate: list[Scope], request_id: str, token_delta: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, now: float,
                     thresholds: list[float]) -> list[tuple[str, str, float]]:
         if rate:
-            await self.limiter.release(rate, request_id, token_delta)
+            self.limiter.give_back(rate, request_id, token_delta, now)
         if not budget:
             return []
-        return await self.budgets.settle(budget, reserved_nano, actual_nano, now, thresholds)
+        return self.budgets.settle_now(budget, reserved_nano, actual_nano, now, thresholds)
+
+
+ALLOWED = Admission(allowed=True)  # shared: no rate scope, nothing to report
 
 
 class MemoryKeyVersion:

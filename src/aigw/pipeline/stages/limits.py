@@ -43,17 +43,30 @@ class LimitsStage(Stage):
         self.svc = svc
         self.clock = clock
         self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
+        # (id of a key's scope list, model) -> (that list, the request's scopes, any tpm cap among them)
+        self._plans: dict[tuple[int, str], tuple[list[Scope], list[Scope], bool]] = {}
 
-    def _scopes(self, ctx: RequestContext) -> list[Scope]:
-        scopes = key_scopes(ctx, "rate")  # shared by the key's requests: not appended to
-        dep = self._deployment_scopes.get(ctx.model)
-        return [*scopes, dep] if dep is not None else scopes
+    def _scopes(self, ctx: RequestContext) -> tuple[list[Scope], bool]:
+        """The request's rate scopes and whether any caps tokens, worked out once per key and model.
+
+        The lists are shared by the key's requests (so a store may cache by them): never changed.
+        """
+        keyed = key_scopes(ctx, "rate")
+        plan = self._plans.get((id(keyed), ctx.model))
+        if plan is None or plan[0] is not keyed:  # the entry holds the key's list: its id is not reused
+            dep = self._deployment_scopes.get(ctx.model)
+            scopes = [*keyed, dep] if dep is not None else keyed
+            plan = (keyed, scopes, any(s.limits.tpm for s in scopes))
+            if len(self._plans) >= 10_000:  # lists of keys the key cache has dropped
+                self._plans.clear()
+            self._plans[(id(keyed), ctx.model)] = plan
+        return plan[1], plan[2]
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
-        scopes = self._scopes(ctx)
+        scopes, tpm = self._scopes(ctx)
         if not scopes:
             return None  # a budget alone is reserved by the budget stage
-        est = prompt_estimate(ctx) if any(s.limits.tpm for s in scopes) else 0
+        est = prompt_estimate(ctx) if tpm else 0
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         try:
             answer, reservation = await self.svc.gate.enter(scopes, ctx.request_id, est, budget, amount,
@@ -64,7 +77,7 @@ class LimitsStage(Stage):
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None
             return None
-        ctx.response_headers.update(_headers(answer))
+        _add_headers(ctx.response_headers, answer)
         if not answer.allowed:
             what = {"rpm": "requests per minute", "tpm": "tokens per minute",
                     "parallel": "parallel requests"}[answer.reason]
@@ -72,7 +85,7 @@ class LimitsStage(Stage):
                 f"Rate limit reached for {answer.scope.split(':')[0]} ({what}). "
                 f"Retry after {math.ceil(answer.retry_after_s)} s.",
                 code="rate_limit_exceeded", retry_after=max(1.0, answer.retry_after_s))
-        ctx.state[_STATE] = (scopes, est)
+        ctx.state[_STATE] = (scopes, est, tpm)
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
                 else (budget, amount)
@@ -82,10 +95,8 @@ class LimitsStage(Stage):
         taken = ctx.state.get(_STATE)
         if taken is None:
             return
-        scopes, est = taken
-        delta = 0
-        if any(s.limits.tpm for s in scopes):
-            delta = measure(ctx, self.svc).tokens.total - est
+        scopes, est, tpm = taken
+        delta = measure(ctx, self.svc).tokens.total - est if tpm else 0
         joint = ctx.state.get(JOINT) if SETTLED not in ctx.state else None
         budget, reserved = joint if joint is not None else ([], 0)
         actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
@@ -99,8 +110,7 @@ class LimitsStage(Stage):
             ctx.state[SETTLED] = crossed
 
 
-def _headers(a: Admission) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _add_headers(out: dict[str, str], a: Admission) -> None:
     if a.limit_requests is not None:
         out["x-ratelimit-limit-requests"] = str(a.limit_requests)
         out["x-ratelimit-remaining-requests"] = str(a.remaining_requests or 0)
@@ -108,7 +118,6 @@ def _headers(a: Admission) -> dict[str, str]:
     if a.limit_tokens is not None:
         out["x-ratelimit-limit-tokens"] = str(a.limit_tokens)
         out["x-ratelimit-remaining-tokens"] = str(a.remaining_tokens or 0)
-    return out
 
 
 def _deployment_scopes(deps: StageDeps) -> dict[str, Scope]:
