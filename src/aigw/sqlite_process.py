@@ -19,6 +19,7 @@ Ctrl-C or a group-wide stop must not kill it before the parent has drained what
 it holds) and exits when its stdin closes, which is also what happens when the
 parent dies, even by ``kill -9``. A child that dies is started again on the next
 write; a write it never answered raises, so the caller keeps the batch and retries.
+``PriorityWriter`` pairs an idle-priority child with a normal one for a saturated core.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import signal
 import sqlite3
 import struct
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 
@@ -59,8 +61,9 @@ class SqliteProcess:
         self._retired: list[asyncio.subprocess.Process] = []
         self.started = 0  # children started so far (1 unless one died)
 
-    async def write(self, rows: Sequence[Sequence[Any]]) -> int:
-        """Write ``rows`` in one transaction in the child; returns what the batch function returned."""
+    async def write(self, rows: Any) -> int:
+        """Hand ``rows`` (anything orjson writes) to the batch function in the child, in one
+        transaction there; returns what the function returned."""
         body = orjson.dumps(rows)
         async with self._lock:
             proc = self._proc if self._proc is not None and self._proc.returncode is None else await self._start()
@@ -118,6 +121,50 @@ class SqliteProcess:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+
+class _Writer(Protocol):
+    async def write(self, rows: Any) -> int: ...
+    async def close(self) -> None: ...
+
+
+class PriorityWriter:
+    """Batches go to a child at idle priority, or to one at normal priority while that one starves.
+
+    An idle-priority write takes a few milliseconds whenever the core has a moment to
+    spare. One that took longer than ``SLOW_S`` means the core has none (saturated), and
+    the writer would fall further behind with every batch; so for the next ``HOLD_S``
+    the normal-priority child writes, which on a saturated core still costs less than a
+    thread fighting the event loop for the GIL. Then the idle one is tried again.
+    """
+
+    SLOW_S = 0.5
+    HOLD_S = 5.0
+
+    def __init__(self, steady: _Writer, busy: _Writer, clock: Callable[[], float] = time.monotonic) -> None:
+        self.steady = steady
+        self.busy = busy
+        self._clock = clock
+        self._busy_until = 0.0
+        self.switches = 0  # times the steady writer was found starving
+
+    @classmethod
+    def for_file(cls, path: str, writer: str) -> PriorityWriter:
+        return cls(SqliteProcess(path, writer, background=True), SqliteProcess(path, writer, background=False))
+
+    async def write(self, rows: Any) -> int:
+        start = self._clock()
+        if start < self._busy_until:
+            return await self.busy.write(rows)
+        done = await self.steady.write(rows)
+        if self._clock() - start > self.SLOW_S:
+            self._busy_until = self._clock() + self.HOLD_S
+            self.switches += 1
+        return done
+
+    async def close(self) -> None:
+        await self.steady.close()
+        await self.busy.close()
 
 
 # -- the child ---------------------------------------------------------------------

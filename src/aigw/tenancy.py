@@ -79,10 +79,9 @@ class Tenancy:
             version = _DbVersion(self.db)
         self.version = version
         self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size)
-        self._ledger_writers = _ledger_writers(config, self.db)
-        store, overflow = self._ledger_writers or (self.db, None)
-        self.ledger = Ledger(store, self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}),
-                             overflow=overflow)
+        self._ledger_writer = _ledger_writer(config, self.db)
+        self.ledger = Ledger(self._ledger_writer or self.db,
+                             self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}))
         self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets, gate=gate,
                                         prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
                                         alert=self._alert)
@@ -129,8 +128,8 @@ class Tenancy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
         await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)
-        for writer in self._ledger_writers:
-            await writer.close()
+        if self._ledger_writer is not None:
+            await self._ledger_writer.close()
         await self.db.close()
         if self._pipe is not None:
             await self._pipe.aclose()
@@ -160,16 +159,16 @@ class Tenancy:
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
 
 
-def _ledger_writers(config: GatewayConfig, db: SqlDatabase) -> tuple[SqliteLedgerWriter, ...]:
-    """For a SQLite file with ``ledger.writer: process``: the steady writer (a child at idle
-    priority) and the overflow writer (a child at normal priority, then the database thread).
-    Neither otherwise: the database store writes (PostgreSQL, in-memory SQLite, ``writer: thread``)."""
+def _ledger_writer(config: GatewayConfig, db: SqlDatabase) -> SqliteLedgerWriter | None:
+    """Writer processes for a SQLite file (``ledger.writer: process``), the database as their
+    fallback; None where the database store writes itself (PostgreSQL, in-memory SQLite,
+    ``writer: thread``)."""
     if config.tenancy.ledger.writer != "process" or not config.database_url.startswith("sqlite:"):
-        return ()
+        return None
     path = path_of(config.database_url)
     if path == ":memory:" or path.startswith("file::memory:"):
-        return ()
-    return SqliteLedgerWriter(path), SqliteLedgerWriter(path, background=False, fallback=db)
+        return None
+    return SqliteLedgerWriter(path, fallback=db)
 
 
 def _spill_path(config: GatewayConfig) -> str:

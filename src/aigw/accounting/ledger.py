@@ -37,18 +37,9 @@ class _Spawner(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]: ...
 
 
-OVERFLOW_BATCHES = 4  # rows waiting, in batches, beyond which the overflow writer takes the next batch
-
-
 class Ledger:
-    """``store`` writes each batch. ``overflow`` (optional) takes a batch the store failed, at
-    once, and every batch while more than ``OVERFLOW_BATCHES`` are waiting: a background
-    writer process that cannot start, or is starved of CPU by a saturated core, is then
-    helped by the database thread. Both are idempotent by row id, so either may write any row."""
-
-    def __init__(self, store: _Store, config: LedgerConfig, overflow: _Store | None = None) -> None:
+    def __init__(self, store: _Store, config: LedgerConfig) -> None:
         self._store = store
-        self._overflow = overflow
         self._cfg = config
         self._buf: deque[Any] = deque()
         self._wake = asyncio.Event()
@@ -57,8 +48,6 @@ class Ledger:
         self.written = 0
         self.dropped = 0
         self.failures = 0
-        self.overflowed = 0  # rows written by the overflow writer
-        self.primary_failures = 0  # batches the primary writer failed and the overflow writer took
         self.healthy = True
 
     @property
@@ -117,15 +106,9 @@ class Ledger:
         n = min(len(self._buf), self._cfg.batch_size)
         if n == 0:
             return True
-        overflow = self._overflow
-        behind = overflow is not None and len(self._buf) > OVERFLOW_BATCHES * self._cfg.batch_size
         batch = [self._buf.popleft() for _ in range(n)]
         try:
-            if behind:
-                await overflow.write(batch)  # type: ignore[union-attr]
-                self.overflowed += n
-            else:
-                await self._write(batch)
+            await self._store.write(batch)
         except asyncio.CancelledError:
             # Stopped mid-write (e.g. close() gave up waiting): the write may still land, or not.
             # Back in front either way: row ids make writing them again harmless.
@@ -144,21 +127,6 @@ class Ledger:
         self.healthy = True
         self.written += n
         return True
-
-    async def _write(self, batch: list[Any]) -> None:
-        """The primary writer; if it fails and there is an overflow writer, that one, at once."""
-        if self._overflow is None:
-            await self._store.write(batch)
-            return
-        try:
-            await self._store.write(batch)
-        except Exception as exc:
-            self.primary_failures += 1
-            if self.primary_failures == 1 or self.primary_failures % 100 == 0:
-                log.warning("spend ledger writer failed (%s: %s); the overflow writer took the batch (%d times)",
-                            type(exc).__name__, exc, self.primary_failures)
-            await self._overflow.write(batch)
-            self.overflowed += len(batch)
 
     async def close(self, timeout_s: float = 20.0) -> None:
         """Stop the loop and drain the buffer, retrying until ``timeout_s``; reports any loss."""

@@ -1,4 +1,4 @@
-"""The ledger's writer processes: a steady one at idle priority, a normal one that falls back."""
+"""The ledger's writer processes: rows land once, and a batch they cannot write goes to the fallback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aigw.sqlite_process import WriterFailed
+from aigw.sqlite_process import SqliteProcess, WriterFailed
 from aigw.stores.database import open_database
 from aigw.stores.sqlite.ledger_writer import SqliteLedgerWriter
 from tests.unit.test_sqlite_process import _policy, _row
@@ -47,7 +47,7 @@ async def test_duplicate_rows_in_a_batch_are_written_once(tmp_path: Path) -> Non
 
 async def test_a_child_that_cannot_write_hands_the_batch_to_its_fallback(tmp_path: Path) -> None:
     fallback = Keep()
-    writer = SqliteLedgerWriter(str(tmp_path / "no-such-dir" / "l.db"), background=False, fallback=fallback)
+    writer = SqliteLedgerWriter(str(tmp_path / "no-such-dir" / "l.db"), fallback=fallback)
     try:
         assert await writer.write([_row(1), _row(2)]) == 2
         assert [len(b) for b in fallback.batches] == [2]
@@ -65,15 +65,17 @@ async def test_without_a_fallback_the_failure_reaches_the_ledger(tmp_path: Path)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the scheduling policy from /proc")
-async def test_the_overflow_child_runs_at_normal_priority(tmp_path: Path) -> None:
+async def test_the_steady_child_is_idle_priority_and_the_busy_one_normal(tmp_path: Path) -> None:
     path = await _migrated(tmp_path / "l.db")
-    steady, overflow = SqliteLedgerWriter(path), SqliteLedgerWriter(path, background=False, fallback=Keep())
+    writer = SqliteLedgerWriter(path, fallback=Keep())
+    steady, busy = writer.children.steady, writer.children.busy
+    assert isinstance(steady, SqliteProcess) and isinstance(busy, SqliteProcess)
     try:
-        await steady.write([_row(1)])
-        await overflow.write([_row(2)])
-        assert steady.process.pid is not None and overflow.process.pid is not None
-        assert _policy(steady.process.pid) == os.SCHED_IDLE
-        assert _policy(overflow.process.pid) == os.SCHED_OTHER
+        await writer.write([_row(1)])
+        await busy.write([_row(2)])
+        assert steady.pid is not None and busy.pid is not None
+        assert _policy(steady.pid) == os.SCHED_IDLE
+        assert _policy(busy.pid) == os.SCHED_OTHER
     finally:
-        await steady.close()
-        await overflow.close()
+        await writer.close()
+    assert steady.pid is None and busy.pid is None

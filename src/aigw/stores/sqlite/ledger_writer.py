@@ -5,21 +5,22 @@ database thread; only where the values are bound changes, so the event loop neve
 waits for the GIL while a batch is written. Reads (reports, request pages) stay on
 the database thread: WAL mode lets them run beside the writer.
 
-The gateway keeps two (``tenancy.py``): one at idle priority for the steady flow,
-which costs requests no latency, and one at normal priority for when the first
-falls behind on a saturated core, which costs less CPU than writing on the
-database thread against the event loop; that thread is the last resort.
+Two children in fact (``PriorityWriter``): one at idle priority for the steady
+flow, which costs requests no latency, and one at normal priority while the core is
+saturated. A batch neither could write goes to ``fallback`` (the database store).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
-from aigw.sqlite_process import SqliteProcess, WriterFailed
+from aigw.sqlite_process import PriorityWriter, WriterFailed
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import unique_rows
 
 WRITER = "aigw.stores.sql_ledger:write_rows"
+log = logging.getLogger("aigw.ledger")
 
 
 class _Store(Protocol):
@@ -27,20 +28,21 @@ class _Store(Protocol):
 
 
 class SqliteLedgerWriter:
-    def __init__(self, path: str, background: bool = True, fallback: _Store | None = None) -> None:
-        self.process = SqliteProcess(path, WRITER, background=background)
-        self._fallback = fallback  # takes a batch the child could not write
+    def __init__(self, path: str, fallback: _Store | None = None) -> None:
+        self.children = PriorityWriter.for_file(path, WRITER)
+        self._fallback = fallback  # takes a batch the children could not write
 
     async def write(self, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:
         rows = unique_rows(records)
         if not rows:
             return 0
         if self._fallback is None:
-            return await self.process.write(rows)
+            return await self.children.write(rows)
         try:
-            return await self.process.write(rows)
-        except WriterFailed:
+            return await self.children.write(rows)
+        except WriterFailed as exc:
+            log.warning("spend ledger writer process failed (%s); the database thread wrote the batch", exc)
             return await self._fallback.write(rows)
 
     async def close(self) -> None:
-        await self.process.close()
+        await self.children.close()
