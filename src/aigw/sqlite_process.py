@@ -119,11 +119,17 @@ class SqliteProcess:
             await proc.wait()
 
     @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
 
 class _Writer(Protocol):
+    @property
+    def running(self) -> bool: ...
     async def write(self, rows: Any) -> int: ...
     async def close(self) -> None: ...
 
@@ -156,8 +162,9 @@ class PriorityWriter:
         start = self._clock()
         if start < self._busy_until:
             return await self.busy.write(rows)
+        warm = self.steady.running  # a child's start-up (~0.1 s of CPU at idle priority) is not starving
         done = await self.steady.write(rows)
-        if self._clock() - start > self.SLOW_S:
+        if warm and self._clock() - start > self.SLOW_S:
             self._busy_until = self._clock() + self.HOLD_S
             self.switches += 1
         return done

@@ -17,6 +17,7 @@ from aigw.cli.admin_client import AdminClient
 from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import start_aiohttp_app
+from tests.support.writer_processes import writer_processes
 
 
 @pytest.fixture(scope="module")
@@ -191,20 +192,6 @@ def test_budgets_survive_a_restart_and_402_is_configurable(db_path: Path, gw: Ru
         assert err.value.status_code == 402 and spent >= 1
 
 
-def _writer_processes(db: Path) -> list[int]:
-    """Live ``aigw.sqlite_process`` children writing ``db``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"aigw.sqlite_process" in argv and str(db).encode() in argv and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.parametrize("writer", ["process", "thread"])
 def test_the_ledger_writer_is_a_background_process_or_the_database_thread(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "gw.db"
@@ -216,6 +203,6 @@ def test_the_ledger_writer_is_a_background_process_or_the_database_thread(tmp_pa
         for _ in range(3):
             _client(gw, key["key"]).chat.completions.create(**chat_body())
         assert _rows(admin, key["id"], 3)["requests"] == 3
-        writers = _writer_processes(db)
+        writers = writer_processes(db)
         assert len(writers) == (1 if writer == "process" else 0)
-    assert not _writer_processes(db)  # it ends with the gateway (after the drain)
+    assert not writer_processes(db)  # it ends with the gateway (after the drain)

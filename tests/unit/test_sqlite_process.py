@@ -180,10 +180,12 @@ def test_an_in_memory_database_cannot_go_to_a_child() -> None:
 class FakeWriter:
     def __init__(self, clock: list[float], takes_s: float = 0.0) -> None:
         self.clock, self.takes_s, self.batches = clock, takes_s, 0
+        self.running = False  # until its first write (start-up)
 
     async def write(self, rows: object) -> int:
         self.clock[0] += self.takes_s
         self.batches += 1
+        self.running = True
         return 1
 
     async def close(self) -> None:
@@ -192,18 +194,21 @@ class FakeWriter:
 
 async def test_a_starving_idle_writer_hands_over_to_the_normal_one_for_a_while() -> None:
     now = [100.0]
-    steady, busy = FakeWriter(now, takes_s=0.003), FakeWriter(now)
+    steady, busy = FakeWriter(now, takes_s=0.8), FakeWriter(now)
     writer = PriorityWriter(steady, busy, clock=lambda: now[0])
+    await writer.write([0])
+    assert writer.switches == 0  # the first write started the child: slow, but not starving
+    steady.takes_s = 0.003
     await writer.write([1])
-    assert (steady.batches, busy.batches, writer.switches) == (1, 0, 0)  # a few ms: the core has idle time
+    assert (steady.batches, busy.batches, writer.switches) == (2, 0, 0)  # a few ms: the core has idle time
     steady.takes_s = 0.8  # the core is saturated: an idle-priority batch waits for a gap
     await writer.write([2])
     assert writer.switches == 1
     for _ in range(3):  # for HOLD_S the normal-priority child writes
         await writer.write([3])
-    assert (steady.batches, busy.batches) == (2, 3)
+    assert (steady.batches, busy.batches) == (3, 3)
     now[0] += PriorityWriter.HOLD_S
     steady.takes_s = 0.003
     await writer.write([4])  # then the idle one is tried again, and keeps the flow
     await writer.write([5])
-    assert (steady.batches, busy.batches, writer.switches) == (4, 3, 1)
+    assert (steady.batches, busy.batches, writer.switches) == (5, 3, 1)

@@ -43,6 +43,9 @@ class RequestLogConfig(_Strict):
     flush_interval_s: float = Field(default=1.0, gt=0, le=60)
     batch_size: int = Field(default=500, ge=1, le=10_000)
     max_buffer: int = Field(default=50_000, ge=100)  # records kept in memory while the database is away
+    # SQLite only: "process" writes batches from a child process at idle priority (the GIL the event
+    # loop needs is never held for them; see aigw/sqlite_process.py); "thread" on the database thread.
+    writer: Literal["process", "thread"] = "process"
 
 
 class ObservabilityConfig(_Strict):

@@ -8,6 +8,7 @@ backwards until the page is full.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -18,8 +19,10 @@ from typing import Any
 import orjson
 
 from aigw.observability.request_log import COLUMNS, DAY_S, RequestQuery, RequestRecord
+from aigw.sqlite_process import PriorityWriter, WriterFailed
 from aigw.sqlite_thread import SqliteThread
 
+log = logging.getLogger("aigw.request_log")
 PREFIX = "aigw_request_log_d"
 _TABLE = re.compile(rf"^{PREFIX}(\d+)$")
 _TYPES = {
@@ -116,7 +119,8 @@ def _days_in_range(days: Sequence[int], q: RequestQuery) -> list[int]:
 
 
 class SqliteRequestLog:
-    """Day tables in one SQLite file, on a connection of its own thread (``aigw.sqlite_thread``).
+    """Day tables in one SQLite file, on a connection of its own thread (``aigw.sqlite_thread``),
+    written by child processes when ``background_writer`` is on (the gateway's default).
 
     A batch is written in one hop to that thread, in one transaction, in INSERTs of
     ``_ROWS_PER_INSERT`` rows: the sqlite3 module holds the GIL while it binds a
@@ -125,10 +129,13 @@ class SqliteRequestLog:
 
     name = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, background_writer: bool = False) -> None:
         self.path = path
         self._db = SqliteThread(path)
         self._days: set[int] = set()
+        # Batches written by child processes (aigw.sqlite_process), so binding them never holds
+        # the GIL the event loop needs; reads, day tables and retention stay on the thread.
+        self._children = PriorityWriter.for_file(path, _WRITER) if background_writer and path != ":memory:" else None
 
     async def open(self) -> None:
         await self._db.open()
@@ -139,7 +146,14 @@ class SqliteRequestLog:
         for r in records:
             by_day.setdefault(int(r.ts // DAY_S), []).append(_row(r))
         new_days = [d for d in by_day if d not in self._days]
-        await self._db.run(partial(_write_days, by_day, new_days))
+        if self._children is None:
+            await self._db.run(partial(_write_days, by_day, new_days))
+        else:
+            try:
+                await self._children.write([new_days, list(by_day.items())])
+            except WriterFailed as exc:
+                log.warning("request log writer process failed (%s); the database thread wrote the batch", exc)
+                await self._db.run(partial(_write_days, by_day, new_days))
         self._days.update(new_days)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
@@ -162,10 +176,20 @@ class SqliteRequestLog:
         await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
+        if self._children is not None:
+            await self._children.close()
         await self._db.close()
 
 
 _ROWS_PER_INSERT = 100
+_WRITER = "aigw.observability.request_log_sql:write_payload"
+
+
+def write_payload(payload: list[Any], conn: sqlite3.Connection) -> int:
+    """In a writer process: ``[new days, [[day, rows], ...]]`` as ``SqliteRequestLog.write`` sends it."""
+    new_days, items = payload
+    _write_days({int(day): rows for day, rows in items}, [int(d) for d in new_days], conn)
+    return sum(len(rows) for _, rows in items)
 
 
 def _list_days(conn: sqlite3.Connection) -> set[int]:

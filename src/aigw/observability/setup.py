@@ -78,14 +78,15 @@ def secrets_of(config: GatewayConfig) -> list[str]:
     return [s for s in out if s]
 
 
-def request_log_store(database_url: str) -> RequestLogStore:
+def request_log_store(database_url: str, writer: str = "process") -> RequestLogStore:
     from aigw.observability.request_log_sql import PostgresRequestLog, SqliteRequestLog
 
     if database_url.startswith("sqlite:///"):
         # A file of its own beside the database: SQLite has one writer at a time, and the request log's
         # batches must never make the spend ledger's writes wait (or fail with "database is locked").
         db = Path(database_url.removeprefix("sqlite:///") or "aigw.db")
-        return SqliteRequestLog(str(db.with_name(f"{db.stem}.requests{db.suffix or '.db'}")))
+        return SqliteRequestLog(str(db.with_name(f"{db.stem}.requests{db.suffix or '.db'}")),
+                                background_writer=writer == "process")
     if database_url.startswith(("postgres://", "postgresql://")):
         return PostgresRequestLog(database_url)
     return MemoryRequestLog()
@@ -101,7 +102,7 @@ def build_observability(config: GatewayConfig, clock: Clock, store: RequestLogSt
     tracing = Tracing(obs.tracing) if obs.tracing.enabled else None
     writer = None
     if obs.request_log.enabled:
-        store = store or request_log_store(config.database_url)
+        store = store or request_log_store(config.database_url, obs.request_log.writer)
         rl = obs.request_log
         writer = RequestLogWriter(
             store, flush_interval_s=rl.flush_interval_s, batch_size=rl.batch_size, max_buffer=rl.max_buffer,

@@ -17,6 +17,7 @@ from aigw.observability.request_log import (
     RequestRecord,
 )
 from aigw.observability.request_log_sql import PostgresRequestLog, SqliteRequestLog
+from tests.support.writer_processes import writer_processes
 
 DAY0 = 20_000 * DAY_S  # a fixed UTC midnight
 
@@ -28,12 +29,12 @@ def rec(i: int, day: int = 0, **kw: Any) -> RequestRecord:
     return RequestRecord(**base)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-writer-process", "postgres"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Any) -> Callable[[], RequestLogStore]:
     if request.param == "memory":
         return MemoryRequestLog
-    if request.param == "sqlite":
-        return lambda: SqliteRequestLog(str(tmp_path / "log.db"))
+    if request.param.startswith("sqlite"):
+        return lambda: SqliteRequestLog(str(tmp_path / "log.db"), background_writer=request.param != "sqlite")
     dsn, schema = request.getfixturevalue("postgres_schema")  # sync fixture: resolved before any loop runs
     return lambda: PostgresRequestLog(dsn, schema)
 
@@ -190,3 +191,17 @@ async def test_a_write_cancelled_mid_way_keeps_its_records_for_the_next_flush() 
     assert w.pending == 5
     store.release.set()
     assert await w.flush() is True and len(await store.query(RequestQuery())) == 5
+
+
+async def test_sqlite_batches_are_written_by_a_writer_process_that_ends_with_the_store(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "log.db"
+    store = SqliteRequestLog(str(path), background_writer=True)
+    await store.open()
+    await store.write([*(rec(i) for i in range(3)), rec(9, day=1)])
+    assert "writer process failed" not in caplog.text  # not the database thread's fallback
+    assert len(writer_processes(path)) == 1
+    assert [r.request_id for r in await store.query(RequestQuery(limit=10))] == [
+        "req_0009", "req_0002", "req_0001", "req_0000"]
+    await store.close()
+    assert not writer_processes(path)
