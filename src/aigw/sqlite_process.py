@@ -34,13 +34,15 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from aigw.sqlite_thread import WAL_PRAGMAS
 
 _LEN = struct.Struct(">I")
+Priority = Literal["idle", "low"]  # SCHED_IDLE (else nice 19), or nice LOW_NICE
+LOW_NICE = 10
 
 
 class WriterFailed(Exception):
@@ -50,12 +52,12 @@ class WriterFailed(Exception):
 class SqliteProcess:
     """A child process that runs one batch function against one SQLite file."""
 
-    def __init__(self, path: str, writer: str, background: bool = True) -> None:
+    def __init__(self, path: str, writer: str, priority: Priority = "idle") -> None:
         if path == ":memory:" or path.startswith("file::memory:"):
             raise ValueError("an in-memory SQLite database cannot be shared with a child process")
         self.path = path
         self.writer = writer  # "module:function"
-        self._background = background
+        self.priority = priority
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._retired: list[asyncio.subprocess.Process] = []
@@ -86,7 +88,7 @@ class SqliteProcess:
 
     async def _start(self) -> asyncio.subprocess.Process:
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aigw.sqlite_process", self.path, self.writer, "1" if self._background else "0",
+            sys.executable, "-m", "aigw.sqlite_process", self.path, self.writer, self.priority,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, close_fds=True)
         self.started += 1
         return self._proc
@@ -140,8 +142,13 @@ class PriorityWriter:
     An idle-priority write takes a few milliseconds whenever the core has a moment to
     spare. One that took longer than ``SLOW_S`` means the core has none (saturated), and
     the writer would fall further behind with every batch; so for the next ``HOLD_S``
-    the normal-priority child writes, which on a saturated core still costs less than a
-    thread fighting the event loop for the GIL. Then the idle one is tried again.
+    the other child writes, at nice ``LOW_NICE``: on a saturated core that still costs
+    less than a thread fighting the event loop for the GIL, and its small CPU share
+    (about a tenth of the core while it has work, a few times what a batch needs)
+    spreads each batch thinly instead of taking half the core from requests in flight
+    for milliseconds (measured at nice 0: p99 at 16 clients 4 ms -> 10.6 ms). Then the
+    idle one is tried again, and the other child, no longer needed, exits (it holds
+    some 13 MB of its own).
     """
 
     SLOW_S = 0.5
@@ -156,7 +163,7 @@ class PriorityWriter:
 
     @classmethod
     def for_file(cls, path: str, writer: str) -> PriorityWriter:
-        return cls(SqliteProcess(path, writer, background=True), SqliteProcess(path, writer, background=False))
+        return cls(SqliteProcess(path, writer, "idle"), SqliteProcess(path, writer, "low"))
 
     async def write(self, rows: Any) -> int:
         start = self._clock()
@@ -167,6 +174,8 @@ class PriorityWriter:
         if warm and self._clock() - start > self.SLOW_S:
             self._busy_until = self._clock() + self.HOLD_S
             self.switches += 1
+        elif self.busy.running:
+            await self.busy.close()
         return done
 
     async def close(self) -> None:
@@ -177,11 +186,14 @@ class PriorityWriter:
 # -- the child ---------------------------------------------------------------------
 
 
-def _serve(path: str, writer: str, background: bool) -> None:
+def _serve(path: str, writer: str, priority: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if background:
+    if priority == "idle":
         _lowest_priority()
+    else:
+        with contextlib.suppress(OSError):
+            os.nice(LOW_NICE)
     module, _, name = writer.partition(":")
     fn: Callable[[list[Any], sqlite3.Connection], Any] = getattr(importlib.import_module(module), name)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -219,4 +231,4 @@ def _lowest_priority() -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2], sys.argv[3] == "1")
+    _serve(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -189,7 +189,7 @@ class FakeWriter:
         return 1
 
     async def close(self) -> None:
-        return None
+        self.running = False
 
 
 async def test_a_starving_idle_writer_hands_over_to_the_normal_one_for_a_while() -> None:
@@ -209,6 +209,8 @@ async def test_a_starving_idle_writer_hands_over_to_the_normal_one_for_a_while()
     assert (steady.batches, busy.batches) == (3, 3)
     now[0] += PriorityWriter.HOLD_S
     steady.takes_s = 0.003
-    await writer.write([4])  # then the idle one is tried again, and keeps the flow
+    assert busy.running
+    await writer.write([4])  # then the idle one is tried again, keeps the flow, and the other one ends
+    assert not busy.running
     await writer.write([5])
     assert (steady.batches, busy.batches, writer.switches) == (5, 3, 1)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aigw.sqlite_process import SqliteProcess, WriterFailed
+from aigw.sqlite_process import LOW_NICE, SqliteProcess, WriterFailed
 from aigw.stores.database import open_database
 from aigw.stores.sqlite.ledger_writer import SqliteLedgerWriter
 from tests.unit.test_sqlite_process import _policy, _row
@@ -65,7 +65,7 @@ async def test_without_a_fallback_the_failure_reaches_the_ledger(tmp_path: Path)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the scheduling policy from /proc")
-async def test_the_steady_child_is_idle_priority_and_the_busy_one_normal(tmp_path: Path) -> None:
+async def test_the_steady_child_is_idle_priority_and_the_busy_one_low(tmp_path: Path) -> None:
     path = await _migrated(tmp_path / "l.db")
     writer = SqliteLedgerWriter(path, fallback=Keep())
     steady, busy = writer.children.steady, writer.children.busy
@@ -75,7 +75,8 @@ async def test_the_steady_child_is_idle_priority_and_the_busy_one_normal(tmp_pat
         await busy.write([_row(2)])
         assert steady.pid is not None and busy.pid is not None
         assert _policy(steady.pid) == os.SCHED_IDLE
-        assert _policy(busy.pid) == os.SCHED_OTHER
+        assert _policy(busy.pid) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, busy.pid) == min(
+            19, os.getpriority(os.PRIO_PROCESS, 0) + LOW_NICE)
     finally:
         await writer.close()
     assert steady.pid is None and busy.pid is None
