@@ -146,13 +146,14 @@ class PriorityWriter:
     less than a thread fighting the event loop for the GIL, and its small CPU share
     (about a tenth of the core while it has work, a few times what a batch needs)
     spreads each batch thinly instead of taking half the core from requests in flight
-    for milliseconds (measured at nice 0: p99 at 16 clients 4 ms -> 10.6 ms). Then the
-    idle one is tried again, and the other child, no longer needed, exits (it holds
-    some 13 MB of its own).
+    for milliseconds, as a child at nice 0 would. Then the
+    idle one is tried again; the other child exits once unused for ``RETIRE_S`` (it holds
+    some 13 MB of its own, and starting it costs ~0.1 s of CPU).
     """
 
     SLOW_S = 0.5
     HOLD_S = 5.0
+    RETIRE_S = 120.0  # the other child exits after this long unused (bursts would restart it too often)
 
     def __init__(self, steady: _Writer, busy: _Writer, clock: Callable[[], float] = time.monotonic) -> None:
         self.steady = steady
@@ -174,7 +175,7 @@ class PriorityWriter:
         if warm and self._clock() - start > self.SLOW_S:
             self._busy_until = self._clock() + self.HOLD_S
             self.switches += 1
-        elif self.busy.running:
+        elif self.busy.running and start - self._busy_until > self.RETIRE_S:
             await self.busy.close()
         return done
 

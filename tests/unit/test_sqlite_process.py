@@ -210,7 +210,10 @@ async def test_a_starving_idle_writer_hands_over_to_the_normal_one_for_a_while()
     now[0] += PriorityWriter.HOLD_S
     steady.takes_s = 0.003
     assert busy.running
-    await writer.write([4])  # then the idle one is tried again, keeps the flow, and the other one ends
-    assert not busy.running
+    await writer.write([4])  # then the idle one is tried again, and keeps the flow
     await writer.write([5])
     assert (steady.batches, busy.batches, writer.switches) == (5, 3, 1)
+    assert busy.running  # kept a while for the next burst ...
+    now[0] += PriorityWriter.RETIRE_S
+    await writer.write([6])
+    assert not busy.running  # ... then it ends
