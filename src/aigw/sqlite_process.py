@@ -137,7 +137,7 @@ class _Writer(Protocol):
 
 
 class PriorityWriter:
-    """Batches go to a child at idle priority, or to one at normal priority while that one starves.
+    """Batches go to a child at idle priority, or to one at nice LOW_NICE while that one starves.
 
     An idle-priority write takes a few milliseconds whenever the core has a moment to
     spare. One that took longer than ``SLOW_S`` means the core has none (saturated), and
