@@ -68,7 +68,9 @@ class SqliteProcess:
         transaction there; returns what the function returned."""
         body = orjson.dumps(rows)
         async with self._lock:
-            proc = self._proc if self._proc is not None and self._proc.returncode is None else await self._start()
+            if self._proc is not None and self._proc.returncode is not None:
+                self._abandon(self._proc)  # died since the last write: reaped at close()
+            proc = self._proc if self._proc is not None else await self._start()
             assert proc.stdin is not None and proc.stdout is not None
             try:
                 proc.stdin.write(_LEN.pack(len(body)) + body)
@@ -211,8 +213,11 @@ def _serve(path: str, writer: str, priority: str) -> None:
         except Exception as exc:  # the batch function rolled back; the parent retries later
             answer = [None, f"{type(exc).__name__}: {exc}"]
         out = orjson.dumps(answer)
-        stdout.write(_LEN.pack(len(out)) + out)
-        stdout.flush()
+        try:
+            stdout.write(_LEN.pack(len(out)) + out)
+            stdout.flush()
+        except BrokenPipeError:
+            break  # the parent went away while this batch was written
     conn.close()
 
 
@@ -222,7 +227,7 @@ def _lowest_priority() -> None:
     Measured at one client on a shared core: p99 0.85 ms with SCHED_IDLE against 2.1 ms for
     a writer thread and 1.15 ms at nice 19; at nice 10 the scheduler still let a batch run
     on for milliseconds while a request waited. Starved under a saturated core, the writer
-    falls behind; the ledger then writes on its own thread as well (``Ledger`` overflow).
+    falls behind; ``PriorityWriter`` then hands the batches to a child at nice ``LOW_NICE``.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
