@@ -26,7 +26,8 @@ from pathlib import Path
 
 from aigw.stores.base import SpendQuery, SpendRecord
 from aigw.stores.database import SqlDatabase, open_database
-from aigw.stores.sql_ledger import COLUMNS, rollup_sql
+from aigw.stores.sql_ledger import rollup_sql
+from aigw.stores.sqlite.ledger_rows import COLUMNS
 
 DAY0 = 1_790_000_000.0  # 2026-09-21
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5", "gemini-2.5-flash", "mock")

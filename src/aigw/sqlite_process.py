@@ -10,39 +10,28 @@ the loop pays one ``orjson`` dump and one pipe write per batch, and the OS sched
 unlike the GIL, lets the loop take the core back as soon as a request wakes it.
 
 The parent names the batch function (``"module:function"``, called as
-``fn(rows, connection)`` in one transaction of its own) when it starts the child;
-the child imports nothing else of the gateway. The child runs at the lowest CPU
-priority (see ``_lowest_priority``). Frames on the child's stdin and
-stdout are a 4-byte big-endian length and an ``orjson`` body: ``rows`` in, and
-``[count]`` or ``[null, "error"]`` out. The child ignores SIGINT and SIGTERM (a
-Ctrl-C or a group-wide stop must not kill it before the parent has drained what
-it holds) and exits when its stdin closes, which is also what happens when the
-parent dies, even by ``kill -9``. A child that dies is started again on the next
-write; a write it never answered raises, so the caller keeps the batch and retries.
-``PriorityWriter`` pairs an idle-priority child with a normal one for a saturated core.
+``fn(rows, connection)`` in one transaction of its own) when it starts the child,
+``python -m aigw.sqlite_child`` (what the child does, and at which CPU priority, is
+there). The child ignores SIGINT and SIGTERM (a Ctrl-C or a group-wide stop must
+not kill it before the parent has drained what it holds) and exits when its stdin
+closes, which is also what happens when the parent dies, even by ``kill -9``. A
+child that dies is started again on the next write; a write it never answered
+raises, so the caller keeps the batch and retries. ``PriorityWriter`` pairs an
+idle-priority child with a nice-10 one for a saturated core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import os
-import signal
-import sqlite3
-import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import orjson
 
-from aigw.sqlite_thread import WAL_PRAGMAS
-
-_LEN = struct.Struct(">I")
-Priority = Literal["idle", "low"]  # SCHED_IDLE (else nice 19), or nice LOW_NICE
-LOW_NICE = 10
+from aigw.sqlite_child import FRAME, Priority
 
 
 class WriterFailed(Exception):
@@ -73,9 +62,9 @@ class SqliteProcess:
             proc = self._proc if self._proc is not None else await self._start()
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(_LEN.pack(len(body)) + body)
+                proc.stdin.write(FRAME.pack(len(body)) + body)
                 await proc.stdin.drain()
-                size = _LEN.unpack(await proc.stdout.readexactly(4))[0]
+                size = FRAME.unpack(await proc.stdout.readexactly(4))[0]
                 answer = orjson.loads(await proc.stdout.readexactly(size))
             except BaseException as exc:
                 # No answer (child gone, or this write cancelled mid-way): whether the batch landed
@@ -90,7 +79,7 @@ class SqliteProcess:
 
     async def _start(self) -> asyncio.subprocess.Process:
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aigw.sqlite_process", self.path, self.writer, self.priority,
+            sys.executable, "-m", "aigw.sqlite_child", self.path, self.writer, self.priority,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, close_fds=True)
         self.started += 1
         return self._proc
@@ -184,57 +173,3 @@ class PriorityWriter:
     async def close(self) -> None:
         await self.steady.close()
         await self.busy.close()
-
-
-# -- the child ---------------------------------------------------------------------
-
-
-def _serve(path: str, writer: str, priority: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if priority == "idle":
-        _lowest_priority()
-    else:
-        with contextlib.suppress(OSError):
-            os.nice(LOW_NICE)
-    module, _, name = writer.partition(":")
-    fn: Callable[[list[Any], sqlite3.Connection], Any] = getattr(importlib.import_module(module), name)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in WAL_PRAGMAS:
-        conn.execute(pragma)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        head = stdin.read(4)
-        if len(head) < 4:
-            break  # the parent closed the pipe (or is gone)
-        body = stdin.read(_LEN.unpack(head)[0])
-        try:
-            answer: list[Any] = [fn(orjson.loads(body), conn)]
-        except Exception as exc:  # the batch function rolled back; the parent retries later
-            answer = [None, f"{type(exc).__name__}: {exc}"]
-        out = orjson.dumps(answer)
-        try:
-            stdout.write(_LEN.pack(len(out)) + out)
-            stdout.flush()
-        except BrokenPipeError:
-            break  # the parent went away while this batch was written
-    conn.close()
-
-
-def _lowest_priority() -> None:
-    """Run only when the core has nothing else to do (SCHED_IDLE), else at nice 19.
-
-    Measured at one client on a shared core: p99 0.85 ms with SCHED_IDLE against 2.1 ms for
-    a writer thread and 1.15 ms at nice 19; at nice 10 the scheduler still let a batch run
-    on for milliseconds while a request waited. Starved under a saturated core, the writer
-    falls behind; ``PriorityWriter`` then hands the batches to a child at nice ``LOW_NICE``.
-    """
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(19)
-
-
-if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2], sys.argv[3])

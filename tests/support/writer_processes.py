@@ -1,4 +1,4 @@
-"""Find the gateway's SQLite writer processes (``aigw.sqlite_process``) by the file they write."""
+"""Find the gateway's SQLite writer processes (``aigw.sqlite_child``) by the file they write."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def writer_processes(db: Path | str) -> list[int]:
-    """PIDs of live ``aigw.sqlite_process`` children writing ``db``."""
+    """PIDs of live ``aigw.sqlite_child`` processes writing ``db``."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -14,6 +14,6 @@ def writer_processes(db: Path | str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if b"aigw.sqlite_process" in argv and str(db).encode() in argv and state != "Z":
+        if b"aigw.sqlite_child" in argv and str(db).encode() in argv and state != "Z":
             found.append(int(entry.name))
     return found

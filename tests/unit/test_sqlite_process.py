@@ -15,7 +15,7 @@ import pytest
 
 from aigw.sqlite_process import PriorityWriter, SqliteProcess, WriterFailed
 from aigw.stores.database import open_database
-from aigw.stores.sql_ledger import COLUMNS
+from aigw.stores.sqlite.ledger_rows import COLUMNS
 from aigw.stores.sqlite.ledger_writer import WRITER
 
 

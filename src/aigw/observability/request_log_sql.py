@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from aigw.observability.request_log import COLUMNS, DAY_S, RequestQuery, RequestRecord
+from aigw.observability.request_log_rows import write_batch
 from aigw.sqlite_process import PriorityWriter, WriterFailed
 from aigw.sqlite_thread import SqliteThread
 
@@ -123,7 +124,7 @@ class SqliteRequestLog:
     written by child processes when ``background_writer`` is on (the gateway's default).
 
     A batch is written in one hop to that thread, in one transaction, in INSERTs of
-    ``_ROWS_PER_INSERT`` rows: the sqlite3 module holds the GIL while it binds a
+    ``request_log_rows.ROWS_PER_INSERT`` rows: the sqlite3 module holds the GIL while it binds a
     statement's values, so short statements keep the event loop's waits short.
     """
 
@@ -146,14 +147,16 @@ class SqliteRequestLog:
         for r in records:
             by_day.setdefault(int(r.ts // DAY_S), []).append(_row(r))
         new_days = [d for d in by_day if d not in self._days]
+        create = [sql for day in new_days for sql in _create_sql(day, " WITHOUT ROWID")]
+        inserts = [(table_for(day), rows) for day, rows in by_day.items()]
         if self._children is None:
-            await self._db.run(partial(_write_days, by_day, new_days))
+            await self._db.run(partial(write_batch, create, _NAMES, inserts))
         else:
             try:
-                await self._children.write([new_days, list(by_day.items())])
+                await self._children.write([create, _NAMES, inserts])
             except WriterFailed as exc:
                 log.warning("request log writer process failed (%s); the database thread wrote the batch", exc)
-                await self._db.run(partial(_write_days, by_day, new_days))
+                await self._db.run(partial(write_batch, create, _NAMES, inserts))
         self._days.update(new_days)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
@@ -181,15 +184,7 @@ class SqliteRequestLog:
         await self._db.close()
 
 
-_ROWS_PER_INSERT = 100
-_WRITER = "aigw.observability.request_log_sql:write_payload"
-
-
-def write_payload(payload: list[Any], conn: sqlite3.Connection) -> int:
-    """In a writer process: ``[new days, [[day, rows], ...]]`` as ``SqliteRequestLog.write`` sends it."""
-    new_days, items = payload
-    _write_days({int(day): rows for day, rows in items}, [int(d) for d in new_days], conn)
-    return sum(len(rows) for _, rows in items)
+_WRITER = "aigw.observability.request_log_rows:write_payload"
 
 
 def _list_days(conn: sqlite3.Connection) -> set[int]:
@@ -205,24 +200,6 @@ def _open_days(conn: sqlite3.Connection) -> set[int]:
         for column in (c for c in _ADDED if c not in have):
             conn.execute(f"ALTER TABLE {table_for(day)} ADD COLUMN {column} {_TYPES[column]}")
     return days
-
-
-def _write_days(by_day: dict[int, list[tuple[Any, ...]]], new_days: list[int], conn: sqlite3.Connection) -> None:
-    marks = "(" + ", ".join("?" for _ in COLUMNS) + ")"
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for day in new_days:
-            for sql in _create_sql(day, " WITHOUT ROWID"):
-                conn.execute(sql)
-        for day, rows in by_day.items():
-            for i in range(0, len(rows), _ROWS_PER_INSERT):  # multi-row INSERTs: far less work per row
-                chunk = rows[i:i + _ROWS_PER_INSERT]
-                conn.execute(f"INSERT OR IGNORE INTO {table_for(day)} ({_NAMES}) VALUES "
-                             + ", ".join([marks] * len(chunk)), [v for row in chunk for v in row])
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _query_days(days: list[int], where: str, args: list[Any], limit: int,

@@ -10,36 +10,24 @@ ten; request pages read the ledger through (tenant_id, ts_end) indexes.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-from collections.abc import Sequence
 from functools import partial
-from itertools import chain
 from typing import Any
 
 from aigw.ids import time_ordered_id
 from aigw.stores.base import NANO, RequestQuery, SpendQuery, SpendRecord
 from aigw.stores.sql import Row, Sql
 from aigw.stores.sqlite.db import SqliteSql
+from aigw.stores.sqlite.ledger_rows import COLUMNS, ROLLUP_COLS, SUMS, write_rows
 
-COLUMNS = (
-    "id", "request_id", "ts_start", "ts_end", "day", "tenant_id", "project_id", "key_id", "key_prefix", "model",
-    "served_model", "deployment_id", "provider", "endpoint", "prompt_tokens", "completion_tokens",
-    "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_nano", "cost_saved_nano", "latency_ms",
-    "upstream_ms", "overhead_ms", "status", "error_kind", "cache_hit", "handled_by", "retries", "fallbacks",
-    "stream", "usage_source",
-)
-_SUMS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
-         "cost_nano", "cost_saved_nano")
-_ROLLUP_COLS = ("requests", "errors", "cache_hits", *_SUMS)
 _BILLED_MODEL = "COALESCE(NULLIF(served_model, ''), model)"
 
 
 def rollup_sql(source: str, where: str) -> str:
     """Add the rows of ``source`` (filtered by ``where``) to the daily rollups."""
-    sums = ", ".join(f"sum({c})" for c in _SUMS)
-    updates = ", ".join(f"{c} = spend_rollup.{c} + excluded.{c}" for c in _ROLLUP_COLS)
+    sums = ", ".join(f"sum({c})" for c in SUMS)
+    updates = ", ".join(f"{c} = spend_rollup.{c} + excluded.{c}" for c in ROLLUP_COLS)
     return (
-        f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(_ROLLUP_COLS)}) "
+        f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(ROLLUP_COLS)}) "
         f"SELECT day, tenant_id, project_id, key_id, {_BILLED_MODEL}, count(*), "
         f"sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END), sum(cache_hit), {sums} "
         f"FROM {source} WHERE {where} GROUP BY day, tenant_id, project_id, key_id, {_BILLED_MODEL} "
@@ -109,7 +97,7 @@ async def spend_report(db: Sql, q: SpendQuery) -> list[Row]:
     if q.until_day:
         where.append("day <= ?")
         args.append(q.until_day)
-    sums = ", ".join(f"sum({c}) AS {c}" for c in _ROLLUP_COLS)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in ROLLUP_COLS)
     inner = f"SELECT {col} AS grp, {sums} FROM spend_rollup WHERE {' AND '.join(where)} GROUP BY {col}"
     order = "r.grp" if q.group_by == "day" else "r.cost_nano DESC, r.grp"
     if q.group_by == "key":
@@ -121,7 +109,7 @@ async def spend_report(db: Sql, q: SpendQuery) -> list[Row]:
     out = []
     for r in rows:
         r[q.group_by] = r.pop("grp")
-        for c in _ROLLUP_COLS:
+        for c in ROLLUP_COLS:
             r[c] = int(r[c] or 0)
         out.append(_usd(r))
     return out
@@ -182,62 +170,3 @@ async def _write_postgres(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
     sql = (f"WITH ins AS (INSERT INTO spend_ledger SELECT * FROM ledger_in ON CONFLICT (id) DO NOTHING "
            f"RETURNING *), up AS ({rollup_sql('ins', 'true')}) SELECT count(*) FROM ins")
     return int(await conn.fetchval(sql))
-
-
-def write_rows(rows: Sequence[Sequence[Any]], conn: sqlite3.Connection) -> int:
-    """On the database's thread or writer process: skip ids already present, insert the rest, add
-    them to the rollups (summed here, few upserts), all in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        present: set[str] = set()
-        for i in range(0, len(rows), 500):
-            ids = [r[0] for r in rows[i:i + 500]]
-            found = conn.execute(f"SELECT id FROM spend_ledger WHERE id IN ({', '.join('?' * len(ids))})", ids)
-            present.update(f[0] for f in found)
-        fresh = [r for r in rows if r[0] not in present]
-        # Multi-row INSERTs: the sqlite3 module holds the GIL while it binds a statement's values
-        # and lets go while SQLite runs it, so chunks of _CHUNK rows keep each hold short for the
-        # event loop, and there are few statements per batch.
-        for i in range(0, len(fresh), _CHUNK):
-            chunk = fresh[i:i + _CHUNK]
-            sql = _INSERT_CHUNK if len(chunk) == _CHUNK else _INSERT + ", ".join([_ROW] * len(chunk))
-            conn.execute(sql, list(chain.from_iterable(chunk)))
-        if fresh:
-            conn.executemany(_UPSERT, list(_sum_rollups(fresh).values()))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return len(fresh)
-
-
-_INSERT = f"INSERT INTO spend_ledger ({', '.join(COLUMNS)}) VALUES "
-_ROW = f"({', '.join('?' * len(COLUMNS))})"
-_CHUNK = 100
-_INSERT_CHUNK = _INSERT + ", ".join([_ROW] * _CHUNK)
-_UPSERT = (
-    f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(_ROLLUP_COLS)}) "
-    f"VALUES ({', '.join('?' * (5 + len(_ROLLUP_COLS)))}) "
-    f"ON CONFLICT (day, tenant_id, project_id, key_id, model) DO UPDATE SET "
-    + ", ".join(f"{c} = spend_rollup.{c} + excluded.{c}" for c in _ROLLUP_COLS)
-)
-_AT = {c: COLUMNS.index(c) for c in ("day", "tenant_id", "project_id", "key_id", "model", "served_model", "status",
-                                      "cache_hit", *_SUMS)}
-
-
-def _sum_rollups(rows: Sequence[Sequence[Any]]) -> dict[tuple[Any, ...], list[Any]]:
-    """The same sums as ``rollup_sql``, computed in Python for one batch."""
-    out: dict[tuple[Any, ...], list[Any]] = {}
-    at = _AT
-    for r in rows:
-        model = r[at["served_model"]] or r[at["model"]]
-        key = (r[at["day"]], r[at["tenant_id"]], r[at["project_id"]], r[at["key_id"]], model)
-        acc = out.get(key)
-        if acc is None:
-            acc = out[key] = [*key, 0, 0, 0, *([0] * len(_SUMS))]
-        acc[5] += 1
-        acc[6] += 1 if r[at["status"]] >= 400 else 0
-        acc[7] += r[at["cache_hit"]]
-        for j, c in enumerate(_SUMS):
-            acc[8 + j] += r[at[c]]
-    return out

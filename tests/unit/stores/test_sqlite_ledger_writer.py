@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from aigw.sqlite_process import LOW_NICE, SqliteProcess, WriterFailed
+from aigw.sqlite_child import LOW_NICE
+from aigw.sqlite_process import SqliteProcess, WriterFailed
 from aigw.stores.database import open_database
 from aigw.stores.sqlite.ledger_writer import SqliteLedgerWriter
 from tests.unit.test_sqlite_process import _policy, _row

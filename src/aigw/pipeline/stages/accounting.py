@@ -18,7 +18,8 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import SERVICE, STREAM_TEXT, TenancyServices, measure
 from aigw.stores.base import SpendRecord
-from aigw.stores.sql_ledger import COLUMNS, day_of, new_record_id
+from aigw.stores.sql_ledger import day_of, new_record_id
+from aigw.stores.sqlite.ledger_rows import COLUMNS
 from aigw.types import JSON, Clock
 
 

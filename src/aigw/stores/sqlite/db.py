@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
-from aigw.sqlite_thread import WAL_PRAGMAS, SqliteThread
+from aigw.sqlite_child import WAL_PRAGMAS
+from aigw.sqlite_thread import SqliteThread
 from aigw.stores.sql import Row
 
 T = TypeVar("T")

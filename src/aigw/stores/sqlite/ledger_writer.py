@@ -19,7 +19,7 @@ from aigw.sqlite_process import PriorityWriter, WriterFailed
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import unique_rows
 
-WRITER = "aigw.stores.sql_ledger:write_rows"
+WRITER = "aigw.stores.sqlite.ledger_rows:write_rows"
 log = logging.getLogger("aigw.ledger")
 
 
