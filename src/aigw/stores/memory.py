@@ -68,7 +68,7 @@ class MemoryRateLimiter:
         self._state: dict[str, _ScopeState] = {}
         # A key's scope list is shared by all its requests (the key cache builds it once), so
         # its states are looked up once per list, not once per request and scope.
-        self._by_list: dict[int, tuple[list[Scope], list[tuple[Scope, _ScopeState]]]] = {}
+        self._by_list: dict[int, tuple[list[Scope], list[_Level]]] = {}
 
     async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission:
         return self.take(scopes, request_id, est_tokens, self._clock.now())
@@ -76,7 +76,8 @@ class MemoryRateLimiter:
     async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
         self.give_back(scopes, request_id, token_delta, self._clock.now())
 
-    def _states(self, scopes: list[Scope]) -> list[tuple[Scope, _ScopeState]]:
+    def _levels(self, scopes: list[Scope]) -> list[_Level]:
+        """Each scope with its caps and live state, resolved once per scope list."""
         known = self._by_list.get(id(scopes))
         if known is not None and known[0] is scopes:  # the entry holds the list: its id is not reused
             return known[1]
@@ -86,7 +87,9 @@ class MemoryRateLimiter:
             st = state.get(scope.ref)
             if st is None:
                 st = state[scope.ref] = _ScopeState()
-            out.append((scope, st))
+            lim = scope.limits
+            out.append((scope, lim.rpm or 0, lim.tpm or 0, lim.max_parallel or 0, st.requests, st.tokens,
+                        st.inflight))
         if len(self._by_list) >= 10_000:  # lists of keys dropped from the key cache
             self._by_list.clear()
         self._by_list[id(scopes)] = (scopes, out)
@@ -98,65 +101,72 @@ class MemoryRateLimiter:
         # (expire what fell out of the minute, then compare the running totals).
         sec = int(now)
         cutoff = sec - WINDOW_S
-        head: tuple[int | None, int | None, int | None, int | None] | None = None
-        states = self._states(scopes)
-        for scope, st in states:
-            lim = scope.limits
-            rpm, tpm, parallel = lim.rpm, lim.tpm, lim.max_parallel
-            lr = rr = lt = rt = None
+        levels = self._levels(scopes)
+        for scope, rpm, tpm, parallel, req, tok, inflight in levels:
             if rpm:
-                w = st.requests
-                if w.buckets and w.buckets[0][0] <= cutoff:
-                    w.used(sec)
-                used = w.total
-                lr, rr = rpm, max(0, rpm - used - 1)
-                if used >= rpm:
-                    return _refuse(scope, "rpm", w.wait_s(now, used, 1, rpm), (lr, rr, lt, rt))
+                buckets = req.buckets
+                if buckets and buckets[0][0] <= cutoff:
+                    req.used(sec)
+                if req.total >= rpm:
+                    return _refuse(scope, "rpm", req.wait_s(now, req.total, 1, rpm),
+                                   _figures(rpm, req.total, 0, 0, 0))
             if tpm:
-                w = st.tokens
-                if w.buckets and w.buckets[0][0] <= cutoff:
-                    w.used(sec)
-                used = w.total
-                lt, rt = tpm, max(0, tpm - used - est_tokens)
-                if used + est_tokens > tpm:
-                    return _refuse(scope, "tpm", w.wait_s(now, used, est_tokens, tpm), (lr, rr, lt, rt))
-            if parallel and len(st.inflight) >= parallel:
-                for rid in [r for r, exp in st.inflight.items() if exp <= now]:  # slots of lost calls
-                    del st.inflight[rid]
-                if len(st.inflight) >= parallel:
-                    return _refuse(scope, "parallel", 1.0, (lr, rr, lt, rt))
-            if head is None:
-                head = (lr, rr, lt, rt)
+                buckets = tok.buckets
+                if buckets and buckets[0][0] <= cutoff:
+                    tok.used(sec)
+                if tok.total + est_tokens > tpm:
+                    return _refuse(scope, "tpm", tok.wait_s(now, tok.total, est_tokens, tpm),
+                                   _figures(rpm, req.total, tpm, tok.total, est_tokens))
+            if parallel and len(inflight) >= parallel:
+                for rid in [r for r, exp in inflight.items() if exp <= now]:  # slots of lost calls
+                    del inflight[rid]
+                if len(inflight) >= parallel:
+                    return _refuse(scope, "parallel", 1.0, _figures(rpm, req.total, tpm, tok.total, est_tokens))
         expires = now + self._ttl
-        for scope, st in states:  # take: _Window.add, inlined
-            lim = scope.limits
-            if lim.rpm:
-                buckets = st.requests.buckets
+        for _, rpm, tpm, parallel, req, tok, inflight in levels:  # take: _Window.add, inlined
+            if rpm:
+                buckets = req.buckets
                 if buckets and buckets[-1][0] == sec:
                     buckets[-1][1] += 1
                 else:
                     buckets.append([sec, 1])
-                st.requests.total += 1
-            if lim.tpm and est_tokens:
-                buckets = st.tokens.buckets
+                req.total += 1
+            if tpm and est_tokens:
+                buckets = tok.buckets
                 if buckets and buckets[-1][0] == sec:
                     buckets[-1][1] += est_tokens
                 else:
                     buckets.append([sec, est_tokens])
-                st.tokens.total += est_tokens
-            if lim.max_parallel:
-                st.inflight[request_id] = expires
-        lr, rr, lt, rt = head or (None, None, None, None)
-        return Admission(allowed=True, limit_requests=lr, remaining_requests=rr, limit_tokens=lt, remaining_tokens=rt)
+                tok.total += est_tokens
+            if parallel:
+                inflight[request_id] = expires
+        if not levels:
+            return Admission(allowed=True)
+        _, rpm, tpm, _, req, tok, _ = levels[0]  # the key's figures, now that this call is counted
+        return Admission(allowed=True, limit_requests=rpm or None,
+                         remaining_requests=rpm - req.total if rpm > req.total else 0 if rpm else None,
+                         limit_tokens=tpm or None,
+                         remaining_tokens=tpm - tok.total if tpm > tok.total else 0 if tpm else None)
 
     def give_back(self, scopes: list[Scope], request_id: str, token_delta: int, now: float) -> None:
         """Settle the token estimate to the real count and free the parallel slot."""
         sec = int(now)
-        for scope, st in self._states(scopes):
-            if token_delta and scope.limits.tpm:
-                st.tokens.add(sec, token_delta)
-            if st.inflight:
-                st.inflight.pop(request_id, None)
+        for _, _, tpm, _, _, tok, inflight in self._levels(scopes):
+            if token_delta and tpm:
+                tok.add(sec, token_delta)
+            if inflight:
+                inflight.pop(request_id, None)
+
+
+# One scope resolved for the hot path: (scope, rpm, tpm, max parallel, requests, tokens, in flight).
+_Level = tuple[Scope, int, int, int, _Window, _Window, dict[str, float]]
+
+
+def _figures(rpm: int, used_requests: int, tpm: int, used_tokens: int,
+             est_tokens: int) -> tuple[int | None, int | None, int | None, int | None]:
+    """What the refusing scope reports in ``x-ratelimit-*`` (nothing was taken)."""
+    return (rpm or None, max(0, rpm - used_requests - 1) if rpm else None,
+            tpm or None, max(0, tpm - used_tokens - est_tokens) if tpm else None)
 
 
 def _refuse(scope: Scope, reason: str, wait_s: float,
