@@ -39,7 +39,14 @@ class WriterFailed(Exception):
 
 
 class SqliteProcess:
-    """A child process that runs one batch function against one SQLite file."""
+    """A child process that runs one batch function against one SQLite file.
+
+    After ``GIVE_UP_AFTER`` failed writes in a row, writes fail at once (the caller's
+    fallback writes) until ``COOL_OFF_S`` have passed since the last failure.
+    """
+
+    GIVE_UP_AFTER = 3
+    COOL_OFF_S = 60.0
 
     def __init__(self, path: str, writer: str, priority: Priority = "idle") -> None:
         if path == ":memory:" or path.startswith("file::memory:"):
@@ -51,12 +58,17 @@ class SqliteProcess:
         self._lock = asyncio.Lock()
         self._retired: list[asyncio.subprocess.Process] = []
         self.started = 0  # children started so far (1 unless one died)
+        self._failures = 0  # writes failed in a row
+        self._retry_at = 0.0
 
     async def write(self, rows: Any) -> int:
         """Hand ``rows`` (anything orjson writes) to the batch function in the child, in one
         transaction there; returns what the function returned."""
         body = orjson.dumps(rows)
         async with self._lock:
+            if self._failures >= self.GIVE_UP_AFTER and time.monotonic() < self._retry_at:
+                raise WriterFailed(f"SQLite writer process failed {self._failures} times in a row; "
+                                   f"not started again before {self.COOL_OFF_S:.0f} s have passed")
             if self._proc is not None and self._proc.returncode is not None:
                 self._abandon(self._proc)  # died since the last write: reaped at close()
             proc = self._proc if self._proc is not None else await self._start()
@@ -71,11 +83,20 @@ class SqliteProcess:
                 # is unknown, so this child is done; the caller keeps the batch and writes it again.
                 self._abandon(proc)
                 if isinstance(exc, (OSError, asyncio.IncompleteReadError, ValueError)):
+                    self._failed()
                     raise WriterFailed(f"SQLite writer process went away ({type(exc).__name__})") from None
                 raise
         if answer[0] is None:
+            self._failed()
             raise WriterFailed(str(answer[1]))
+        self._failures = 0
         return int(answer[0])
+
+    def _failed(self) -> None:
+        """Count a failure in a row. A child that cannot start at all (say, no ``python -m``
+        in a frozen build) would otherwise be spawned again for every batch."""
+        self._failures += 1
+        self._retry_at = time.monotonic() + self.COOL_OFF_S
 
     async def _start(self) -> asyncio.subprocess.Process:
         self._proc = await asyncio.create_subprocess_exec(

@@ -172,6 +172,23 @@ def test_the_child_exits_when_its_parent_is_killed(db_path: str) -> None:
     assert not _alive(child)
 
 
+async def test_a_child_that_cannot_start_is_not_spawned_for_every_batch(db_path: str) -> None:
+    proc = SqliteProcess(db_path, "aigw.no_such_module:write")  # e.g. no `python -m` in a frozen build
+    try:
+        for _ in range(SqliteProcess.GIVE_UP_AFTER):
+            with pytest.raises(WriterFailed, match="went away"):
+                await proc.write([_row(1)])
+        with pytest.raises(WriterFailed, match="not started again"):
+            await proc.write([_row(1)])
+        assert proc.started == SqliteProcess.GIVE_UP_AFTER
+        proc._retry_at = 0.0  # the cool-off has passed: it tries again
+        with pytest.raises(WriterFailed, match="went away"):
+            await proc.write([_row(1)])
+        assert proc.started == SqliteProcess.GIVE_UP_AFTER + 1
+    finally:
+        await proc.close()
+
+
 def test_an_in_memory_database_cannot_go_to_a_child() -> None:
     with pytest.raises(ValueError, match="in-memory"):
         SqliteProcess(":memory:", WRITER)

@@ -137,6 +137,7 @@ class SqliteRequestLog:
         # Batches written by child processes (aigw.sqlite_process), so binding them never holds
         # the GIL the event loop needs; reads, day tables and retention stay on the thread.
         self._children = PriorityWriter.for_file(path, _WRITER) if background_writer and path != ":memory:" else None
+        self.fallbacks = 0  # batches the database thread wrote because the writer processes could not
 
     async def open(self) -> None:
         await self._db.open()
@@ -155,7 +156,10 @@ class SqliteRequestLog:
             try:
                 await self._children.write([create, _NAMES, inserts])
             except WriterFailed as exc:
-                log.warning("request log writer process failed (%s); the database thread wrote the batch", exc)
+                self.fallbacks += 1
+                if self.fallbacks == 1 or self.fallbacks % 100 == 0:
+                    log.warning("request log writer process failed (%s); the database thread wrote the batch "
+                                "(%d batches so far)", exc, self.fallbacks)
                 await self._db.run(partial(write_batch, create, _NAMES, inserts))
         self._days.update(new_days)
 

@@ -31,6 +31,7 @@ class SqliteLedgerWriter:
     def __init__(self, path: str, fallback: _Store | None = None) -> None:
         self.children = PriorityWriter.for_file(path, WRITER)
         self._fallback = fallback  # takes a batch the children could not write
+        self.fallbacks = 0
 
     async def write(self, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:
         rows = unique_rows(records)
@@ -41,7 +42,10 @@ class SqliteLedgerWriter:
         try:
             return await self.children.write(rows)
         except WriterFailed as exc:
-            log.warning("spend ledger writer process failed (%s); the database thread wrote the batch", exc)
+            self.fallbacks += 1
+            if self.fallbacks == 1 or self.fallbacks % 100 == 0:
+                log.warning("spend ledger writer process failed (%s); the database thread wrote the batch "
+                            "(%d batches so far)", exc, self.fallbacks)
             return await self._fallback.write(rows)
 
     async def close(self) -> None:
