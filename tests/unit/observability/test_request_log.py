@@ -205,3 +205,20 @@ async def test_sqlite_batches_are_written_by_a_writer_process_that_ends_with_the
         "req_0009", "req_0002", "req_0001", "req_0000"]
     await store.close()
     assert not writer_processes(path)
+
+
+async def test_sqlite_batches_the_writer_process_cannot_take_are_written_on_the_thread(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aigw.observability.request_log_sql as sql
+
+    monkeypatch.setattr(sql, "_WRITER", "aigw.no_such_module:write")  # the child dies at start
+    store = SqliteRequestLog(str(tmp_path / "log.db"), background_writer=True)
+    await store.open()
+    try:
+        await store.write([rec(1), rec(2, day=1)])
+        await store.write([rec(3)])
+        assert store.fallbacks == 2
+        assert sorted(r.request_id for r in await store.query(RequestQuery(limit=10))) == [
+            "req_0001", "req_0002", "req_0003"]
+    finally:
+        await store.close()
