@@ -138,7 +138,12 @@ class Tenancy:
         lg = self.ledger
         if not lg.healthy:
             return "degraded", f"ledger writes failing; {lg.pending} rows buffered"
-        return "ok", f"{lg.written} rows written, {lg.pending} pending, {lg.dropped} dropped"
+        detail = f"{lg.written} rows written, {lg.pending} pending, {lg.dropped} dropped"
+        writer = self._ledger_writer
+        if writer is not None:  # how the writer processes have fared (docs/tenancy.md)
+            detail += (f"; writer processes: {writer.children.switches} switches to the saturation writer, "
+                       f"{writer.fallbacks} batches written by the database thread instead")
+        return "ok", detail
 
     async def _alert(self, event: dict[str, Any]) -> None:
         url = self.cfg.alert_webhook
