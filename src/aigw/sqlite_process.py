@@ -154,8 +154,8 @@ class PriorityWriter:
     An idle-priority write takes a few milliseconds whenever the core has a moment to
     spare. One that took longer than ``SLOW_S`` means the core has none (saturated), and
     the writer would fall further behind with every batch; so for the next ``HOLD_S``
-    the other child writes, at nice ``LOW_NICE``: on a saturated core that still costs
-    less than a thread fighting the event loop for the GIL, and its small CPU share
+    the other child writes, at nice ``LOW_NICE``: about the CPU a writer thread would
+    cost, without taking the GIL from the event loop, and its small CPU share
     (about a tenth of the core while it has work, a few times what a batch needs)
     spreads each batch thinly instead of taking half the core from requests in flight
     for milliseconds, as a child at nice 0 would. Then the

@@ -6,7 +6,7 @@ waits for the GIL while a batch is written. Reads (reports, request pages) stay 
 the database thread: WAL mode lets them run beside the writer.
 
 Two children in fact (``PriorityWriter``): one at idle priority for the steady
-flow, which costs requests no latency, and one at normal priority while the core is
+flow, which costs requests no latency, and one at nice 10 while the core is
 saturated. A batch neither could write goes to ``fallback`` (the database store).
 """
 
