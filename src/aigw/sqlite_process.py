@@ -24,14 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 
 from aigw.sqlite_child import FRAME, Priority
+
+log = logging.getLogger("aigw.sqlite")
+
+
+def shareable(path: str) -> bool:
+    """Whether a child process can open the same SQLite database (not an in-memory one)."""
+    return path != ":memory:" and not path.startswith("file::memory:")
 
 
 class WriterFailed(Exception):
@@ -49,7 +57,7 @@ class SqliteProcess:
     COOL_OFF_S = 60.0
 
     def __init__(self, path: str, writer: str, priority: Priority = "idle") -> None:
-        if path == ":memory:" or path.startswith("file::memory:"):
+        if not shareable(path):
             raise ValueError("an in-memory SQLite database cannot be shared with a child process")
         self.path = path
         self.writer = writer  # "module:function"
@@ -141,6 +149,9 @@ class SqliteProcess:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
 
+Fallback = Callable[[Any], Awaitable[int]]
+
+
 class _Writer(Protocol):
     @property
     def running(self) -> bool: ...
@@ -167,18 +178,36 @@ class PriorityWriter:
     HOLD_S = 5.0
     RETIRE_S = 120.0  # the other child exits after this long unused (bursts would restart it too often)
 
-    def __init__(self, steady: _Writer, busy: _Writer, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, steady: _Writer, busy: _Writer, fallback: Fallback | None = None, what: str = "SQLite",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.steady = steady
         self.busy = busy
+        self._fallback = fallback  # writes a batch the children could not (the database thread)
+        self._what = what  # for the log line: "spend ledger", "request log"
         self._clock = clock
         self._busy_until = 0.0
         self.switches = 0  # times the steady writer was found starving
+        self.fallbacks = 0  # batches the fallback wrote
 
     @classmethod
-    def for_file(cls, path: str, writer: str) -> PriorityWriter:
-        return cls(SqliteProcess(path, writer, "idle"), SqliteProcess(path, writer, "low"))
+    def for_file(cls, path: str, writer: str, fallback: Fallback | None = None, what: str = "SQLite") -> PriorityWriter:
+        return cls(SqliteProcess(path, writer, "idle"), SqliteProcess(path, writer, "low"), fallback, what)
 
     async def write(self, rows: Any) -> int:
+        """Write ``rows`` through a child; if neither can and there is a fallback, through that
+        (the same payload). Without a fallback ``WriterFailed`` reaches the caller."""
+        if self._fallback is None:
+            return await self._through_children(rows)
+        try:
+            return await self._through_children(rows)
+        except WriterFailed as exc:
+            self.fallbacks += 1
+            if self.fallbacks == 1 or self.fallbacks % 100 == 0:
+                log.warning("%s writer process failed (%s); the database thread wrote the batch "
+                            "(%d batches so far)", self._what, exc, self.fallbacks)
+            return await self._fallback(rows)
+
+    async def _through_children(self, rows: Any) -> int:
         start = self._clock()
         if start < self._busy_until:
             return await self.busy.write(rows)

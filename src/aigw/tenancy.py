@@ -24,6 +24,7 @@ from aigw.http.auth import Authenticator
 from aigw.http.key_lookup import KeyCache
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.providers.http import HttpClients
+from aigw.sqlite_process import shareable
 from aigw.stores.base import BudgetCounter, Gate, KeyVersion, RateLimiter
 from aigw.stores.database import SqlDatabase, open_database
 from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
@@ -142,7 +143,7 @@ class Tenancy:
         writer = self._ledger_writer
         if writer is not None:  # how the writer processes have fared (docs/tenancy.md)
             detail += (f"; writer processes: {writer.children.switches} switches to the saturation writer, "
-                       f"{writer.fallbacks} batches written by the database thread instead")
+                       f"{writer.children.fallbacks} batches written by the database thread instead")
         return "ok", detail
 
     async def _alert(self, event: dict[str, Any]) -> None:
@@ -171,9 +172,7 @@ def _ledger_writer(config: GatewayConfig, db: SqlDatabase) -> SqliteLedgerWriter
     if config.tenancy.ledger.writer != "process" or not config.database_url.startswith("sqlite:"):
         return None
     path = path_of(config.database_url)
-    if path == ":memory:" or path.startswith("file::memory:"):
-        return None
-    return SqliteLedgerWriter(path, fallback=db)
+    return SqliteLedgerWriter(path, fallback=db) if shareable(path) else None
 
 
 def _spill_path(config: GatewayConfig) -> str:

@@ -234,3 +234,30 @@ async def test_a_starving_idle_writer_hands_over_to_the_normal_one_for_a_while()
     now[0] += PriorityWriter.RETIRE_S
     await writer.write([6])
     assert not busy.running  # ... then it ends
+
+
+class FailingWriter(FakeWriter):
+    async def write(self, rows: object) -> int:
+        raise WriterFailed("SQLite writer process went away (BrokenPipeError)")
+
+
+async def test_a_batch_no_child_can_write_goes_to_the_fallback_and_a_failing_fallback_reaches_the_caller(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    taken: list[object] = []
+
+    async def fallback(rows: object) -> int:
+        if rows == ["down"]:
+            raise ConnectionError("database is locked")  # the caller (the ledger) keeps the batch
+        taken.append(rows)
+        return 1
+
+    writer = PriorityWriter(FailingWriter(now), FakeWriter(now), fallback, "spend ledger", clock=lambda: now[0])
+    assert await writer.write(["a"]) == 1 and await writer.write(["b"]) == 1
+    assert taken == [["a"], ["b"]] and writer.fallbacks == 2
+    assert caplog.text.count("spend ledger writer process failed") == 1  # once, then every 100th
+    with pytest.raises(ConnectionError):
+        await writer.write(["down"])
+    without = PriorityWriter(FailingWriter(now), FakeWriter(now), clock=lambda: now[0])
+    with pytest.raises(WriterFailed):
+        await without.write(["c"])

@@ -41,6 +41,7 @@ def write_batch(create: Sequence[str], columns: str, inserts: Sequence[Sequence[
 
 
 def write_payload(payload: Sequence[Any], conn: sqlite3.Connection) -> int:
-    """In a writer process: ``[create, columns, inserts]`` as ``SqliteRequestLog.write`` sends it."""
+    """``[create, columns, inserts]`` as ``SqliteRequestLog.write`` builds it: on the database
+    thread, or in a writer process."""
     create, columns, inserts = payload
     return write_batch(create, columns, inserts, conn)

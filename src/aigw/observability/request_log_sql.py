@@ -8,7 +8,6 @@ backwards until the page is full.
 
 from __future__ import annotations
 
-import logging
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -19,11 +18,10 @@ from typing import Any
 import orjson
 
 from aigw.observability.request_log import COLUMNS, DAY_S, RequestQuery, RequestRecord
-from aigw.observability.request_log_rows import write_batch
-from aigw.sqlite_process import PriorityWriter, WriterFailed
+from aigw.observability.request_log_rows import write_payload
+from aigw.sqlite_process import PriorityWriter, shareable
 from aigw.sqlite_thread import SqliteThread
 
-log = logging.getLogger("aigw.request_log")
 PREFIX = "aigw_request_log_d"
 _TABLE = re.compile(rf"^{PREFIX}(\d+)$")
 _TYPES = {
@@ -136,8 +134,9 @@ class SqliteRequestLog:
         self._days: set[int] = set()
         # Batches written by child processes (aigw.sqlite_process), so binding them never holds
         # the GIL the event loop needs; reads, day tables and retention stay on the thread.
-        self._children = PriorityWriter.for_file(path, _WRITER) if background_writer and path != ":memory:" else None
-        self.fallbacks = 0  # batches the database thread wrote because the writer processes could not
+        self._children = PriorityWriter.for_file(
+            path, _WRITER, lambda payload: self._db.run(partial(write_payload, payload)), "request log",
+        ) if background_writer and shareable(path) else None
 
     async def open(self) -> None:
         await self._db.open()
@@ -148,19 +147,12 @@ class SqliteRequestLog:
         for r in records:
             by_day.setdefault(int(r.ts // DAY_S), []).append(_row(r))
         new_days = [d for d in by_day if d not in self._days]
-        create = [sql for day in new_days for sql in _create_sql(day, " WITHOUT ROWID")]
-        inserts = [(table_for(day), rows) for day, rows in by_day.items()]
+        payload = ([sql for day in new_days for sql in _create_sql(day, " WITHOUT ROWID")], _NAMES,
+                   [(table_for(day), rows) for day, rows in by_day.items()])
         if self._children is None:
-            await self._db.run(partial(write_batch, create, _NAMES, inserts))
-        else:
-            try:
-                await self._children.write([create, _NAMES, inserts])
-            except WriterFailed as exc:
-                self.fallbacks += 1
-                if self.fallbacks == 1 or self.fallbacks % 100 == 0:
-                    log.warning("request log writer process failed (%s); the database thread wrote the batch "
-                                "(%d batches so far)", exc, self.fallbacks)
-                await self._db.run(partial(write_batch, create, _NAMES, inserts))
+            await self._db.run(partial(write_payload, payload))
+        else:  # a batch the children cannot write goes to the thread (the same function)
+            await self._children.write(payload)
         self._days.update(new_days)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:

@@ -12,15 +12,13 @@ saturated. A batch neither could write goes to ``fallback`` (the database store)
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Protocol
 
-from aigw.sqlite_process import PriorityWriter, WriterFailed
+from aigw.sqlite_process import PriorityWriter
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import unique_rows
 
 WRITER = "aigw.stores.sqlite.ledger_rows:write_rows"
-log = logging.getLogger("aigw.ledger")
 
 
 class _Store(Protocol):
@@ -29,24 +27,12 @@ class _Store(Protocol):
 
 class SqliteLedgerWriter:
     def __init__(self, path: str, fallback: _Store | None = None) -> None:
-        self.children = PriorityWriter.for_file(path, WRITER)
-        self._fallback = fallback  # takes a batch the children could not write
-        self.fallbacks = 0
+        self.children = PriorityWriter.for_file(path, WRITER, fallback.write if fallback is not None else None,
+                                                "spend ledger")
 
     async def write(self, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:
         rows = unique_rows(records)
-        if not rows:
-            return 0
-        if self._fallback is None:
-            return await self.children.write(rows)
-        try:
-            return await self.children.write(rows)
-        except WriterFailed as exc:
-            self.fallbacks += 1
-            if self.fallbacks == 1 or self.fallbacks % 100 == 0:
-                log.warning("spend ledger writer process failed (%s); the database thread wrote the batch "
-                            "(%d batches so far)", exc, self.fallbacks)
-            return await self._fallback.write(rows)
+        return await self.children.write(rows) if rows else 0
 
     async def close(self) -> None:
         await self.children.close()
