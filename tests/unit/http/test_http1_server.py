@@ -1,0 +1,372 @@
+"""aigw's HTTP/1.1 server, spoken to over real loopback sockets with hand-written requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from aigw.http.http1_server import Server
+
+Scope = dict[str, Any]
+
+
+async def lifespan_ok(receive: Any, send: Any, events: list[str] | None = None) -> None:
+    while True:
+        message = await receive()
+        if events is not None:
+            events.append(message["type"])
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
+async def read_body(receive: Any) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        assert message["type"] == "http.request"
+        parts.append(message["body"])
+        if not message["more_body"]:
+            return b"".join(parts)
+
+
+async def echo(scope: Scope, receive: Any, send: Any) -> None:
+    """Answers with the method, path, query and body it got; ``/slow`` waits first."""
+    if scope["type"] == "lifespan":
+        await lifespan_ok(receive, send)
+        return
+    body = await read_body(receive)
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.3)
+    answer = b"%s %s ?%s %s" % (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(answer))]})
+    await send({"type": "http.response.body", "body": answer})
+
+
+@asynccontextmanager
+async def serving(app: Any, **options: Any) -> AsyncIterator[Server]:
+    server = Server(app, "127.0.0.1", 0, **options)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    for _ in range(200):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One response: status, headers (lower-cased names) and the body, de-chunked."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    elif headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while True:
+            size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)).strip(), 16)
+            chunk = await asyncio.wait_for(reader.readexactly(size + 2), 5)
+            if size == 0:
+                break
+            parts.append(chunk[:-2])
+        body = b"".join(parts)
+    else:
+        body = b""
+    return status, headers, body
+
+
+def post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "host: t", f"content-length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    return await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def test_keep_alive_answers_several_requests_on_one_connection() -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        for i in range(3):
+            writer.write(post(f"/v1/x%20y?i={i}", b"body %d" % i))
+            status, headers, body = await read_response(reader)
+            assert status == 200
+            assert body == b"POST /v1/x y ?i=%d body %d" % (i, i)  # the path arrives percent-decoded
+            assert "date" in headers and "server" not in headers and "connection" not in headers
+        writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/slow", b"first") + post("/fast", b"second"))  # the slow one must still come first
+        assert (await read_response(reader))[2] == b"POST /slow ? first"
+        assert (await read_response(reader))[2] == b"POST /fast ? second"
+        writer.close()
+
+
+async def test_a_chunked_request_body_arrives_whole() -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST /c HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        assert (await read_response(reader))[2] == b"POST /c ? hello world"
+        writer.close()
+
+
+async def test_a_large_body_is_delivered_in_full_through_back_pressure() -> None:
+    seen: list[int] = []
+
+    async def count(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        body = await read_body(receive)
+        seen.append(len(body))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(count) as server:
+        reader, writer = await connect(server)
+        big = bytes(range(256)) * 8192  # 2 MiB
+        writer.write(post("/big", big))
+        status, _, _ = await read_response(reader)
+        assert status == 204 and seen == [len(big)]
+        writer.close()
+
+
+async def test_expect_100_continue_gets_a_go_ahead_before_the_body() -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST /e HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"data")
+        assert (await read_response(reader))[2] == b"POST /e ? data"
+        writer.close()
+
+
+async def test_a_response_without_length_is_chunked_and_streams() -> None:
+    async def stream(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for i in range(3):
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(stream) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET /s HTTP/1.1\r\nhost: t\r\n\r\n")
+        _, headers, body = await read_response(reader)
+        assert headers["transfer-encoding"] == "chunked"
+        assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        writer.write(b"GET /s HTTP/1.1\r\nhost: t\r\n\r\n")  # and the connection is still good
+        assert (await read_response(reader))[0] == 200
+        writer.close()
+
+
+async def test_head_gets_headers_and_no_body() -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(b"HEAD /h HTTP/1.1\r\nhost: t\r\n\r\nGET /after HTTP/1.1\r\nhost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 10" in head
+        status, _, body = await read_response(reader)  # the next bytes are the next response, not a body
+        assert status == 200 and body == b"GET /after ? "
+        writer.close()
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"NOT HTTP AT ALL\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+])
+async def test_bad_requests_get_a_clear_status_and_the_connection_closes(raw: bytes, status: int) -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(raw)
+        got, headers, _ = await read_response(reader)
+        assert got == status and headers["connection"] == "close"
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_an_app_error_before_answering_is_a_500_and_after_it_a_cut_connection() -> None:
+    async def failing(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        if scope["path"] == "/late":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise ValueError("boom")
+
+    async with serving(failing) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET /early HTTP/1.1\r\nhost: t\r\n\r\n")
+        status, headers, _ = await read_response(reader)
+        assert status == 500 and headers["connection"] == "close"
+        assert await closed_by_server(reader)
+        reader, writer = await connect(server)
+        writer.write(b"GET /late HTTP/1.1\r\nhost: t\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b"partial"  # 7 of 100 bytes, then EOF
+        writer.close()
+
+
+async def test_a_header_with_a_line_break_never_reaches_the_wire() -> None:
+    async def splitting(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-note", b"a\r\nset-cookie: stolen=1"), (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(splitting) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        status, headers, _ = await read_response(reader)
+        assert status == 500 and "set-cookie" not in headers
+        writer.close()
+
+
+async def test_the_app_hears_of_a_client_that_leaves_mid_stream() -> None:
+    heard = asyncio.Event()
+
+    async def endless(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+        heard.set()
+        await send({"type": "http.response.body", "body": b"nobody reads this", "more_body": True})  # no error
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(endless) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"first\r\n"), 5)
+        writer.close()
+        await asyncio.wait_for(heard.wait(), 5)
+
+
+@pytest.mark.parametrize("request_head", [
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",  # upgrade ignored
+    b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+])
+async def test_a_client_that_asks_to_close_is_answered_then_closed(request_head: bytes) -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(request_head)
+        status, headers, _ = await read_response(reader)
+        assert status == 200 and headers["connection"] == "close"
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_a_body_still_arriving_after_the_answer_closes_the_connection() -> None:
+    async def refuse(scope: Scope, receive: Any, send: Any) -> None:  # e.g. a 401 before reading the body
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(refuse) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nGET /not-a-request")
+        assert (await read_response(reader))[0] == 401
+        assert await closed_by_server(reader)  # the rest of the body is never parsed as a request
+        writer.close()
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
+    async with serving(echo, idle_timeout_s=0.2) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/", b""))
+        await read_response(reader)
+        assert await closed_by_server(reader)  # within the once-a-second sweep
+        writer.close()
+
+
+async def test_shutdown_finishes_requests_in_flight_and_refuses_new_connections() -> None:
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send, events)
+            return
+        await echo(scope, receive, send)
+
+    async with serving(app) as server:
+        busy_reader, busy_writer = await connect(server)
+        idle_reader, idle_writer = await connect(server)
+        busy_writer.write(post("/slow", b"in flight"))
+        await asyncio.sleep(0.1)
+        server.should_exit = True
+        status, headers, body = await read_response(busy_reader)
+        assert (status, body) == (200, b"POST /slow ? in flight") and headers["connection"] == "close"
+        assert await closed_by_server(idle_reader)
+        await asyncio.sleep(0.2)
+        with pytest.raises(OSError):
+            await connect(server)
+        busy_writer.close()
+        idle_writer.close()
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_a_request_still_running_at_the_grace_limit_is_cancelled() -> None:
+    cancelled = asyncio.Event()
+
+    async def stuck(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with serving(stuck, graceful_timeout_s=0.2) as server:
+        _, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        await asyncio.sleep(0.1)
+    assert cancelled.is_set()
+    writer.close()
+
+
+async def test_a_failed_start_up_is_an_error_and_nothing_listens() -> None:
+    async def broken(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    server = Server(broken, "127.0.0.1", 0)
+    with pytest.raises(RuntimeError, match="failed to start"):
+        await asyncio.wait_for(server.serve(), 5)
+    assert not server.started
