@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import openai
+import pytest
 import requests
 
 from tests.support.servers import free_port
@@ -28,11 +29,16 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], limit_s: float) -> floa
     raise AssertionError("aigw did not answer in time")
 
 
-def test_serve_starts_on_defaults_answers_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("http", ["aigw", "uvicorn"])
+def test_serve_starts_on_defaults_answers_and_stops_cleanly(tmp_path: Path, http: str) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIGW_", "OPENAI_", "ANTHROPIC_", "AZURE_"))}
+    extra = []
+    if http != "aigw":  # the fallback server, chosen in config
+        (tmp_path / "aigw.yaml").write_text(f"server: {{http: {http}}}\n")
+        extra = ["--config", "aigw.yaml"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aigw", "serve", "--port", str(port)],
+        [sys.executable, "-m", "aigw", "serve", "--port", str(port), *extra],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -50,6 +56,6 @@ def test_serve_starts_on_defaults_answers_and_stops_cleanly(tmp_path: Path) -> N
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    # uvicorn shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM, no traceback
+    # the server shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM, no traceback
     assert proc.returncode in (0, -signal.SIGTERM)
     assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")

@@ -6,11 +6,14 @@ import ipaddress
 import shutil
 import sys
 import tempfile
+from typing import Any
 
 import click
 
 from aigw.config.load import ConfigError, export_for_workers, export_metrics_dir, load_config
 from aigw.observability.logging import configure
+
+GRACEFUL_S = 30  # requests in flight get this long to finish on SIGTERM
 
 
 def is_loopback(host: str) -> bool:
@@ -33,8 +36,6 @@ def is_loopback(host: str) -> bool:
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
           insecure: bool, log_level: str, log_format: str) -> None:
     """Start the gateway."""
-    import uvicorn
-
     configure(log_level, log_format)
     try:
         config = load_config(config_path, host=host, port=port, workers=workers, insecure=insecure or None)
@@ -51,21 +52,38 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         sys.exit(2)
     models = ", ".join(config.model_names())
     click.echo(f"aigw listening on http://{server.host}:{server.port}  models: {models}", err=True)
-    # No "server: uvicorn" header: it tells a scanner what runs here, and costs every response a header.
-    # No proxy-headers middleware: the gateway reads neither the client address nor the scheme, and the
-    # middleware parsed X-Forwarded-* on every request (~1.3 µs of a ~50 µs cache hit).
-    common = dict(host=server.host, port=server.port, loop="uvloop", http="httptools", lifespan="on",
-                  access_log=False, log_config=None, timeout_graceful_shutdown=30, server_header=False,
-                  proxy_headers=False)
     if server.workers > 1:
         export_for_workers(config_path, host=host, port=port, insecure=insecure or None)
         metrics_dir = tempfile.mkdtemp(prefix="aigw-metrics-")  # one scrape sums every worker
         export_metrics_dir(metrics_dir)
         try:
-            uvicorn.run("aigw.app:create_app", factory=True, workers=server.workers, **common)  # type: ignore[arg-type]
+            if server.http == "aigw":
+                from aigw.cli.serve_workers import serve_workers
+
+                serve_workers(server.host, server.port, server.workers, log_level, log_format)
+            else:
+                run_uvicorn("aigw.app:create_app", server.host, server.port, server.workers)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         from aigw.app import build_app, for_serving
 
-        uvicorn.run(for_serving(build_app(config), config), **common)  # type: ignore[arg-type]
+        app = for_serving(build_app(config), config)
+        if server.http == "aigw":
+            from aigw.http.http1_server import run
+
+            run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S)
+        else:
+            run_uvicorn(app, server.host, server.port, 1)
+
+
+def run_uvicorn(app: Any, host: str, port: int, workers: int) -> None:
+    """``server.http: uvicorn``: the fallback server, set up as close to ours as it allows."""
+    import uvicorn
+
+    # No "server: uvicorn" header: it tells a scanner what runs here, and costs every response a header.
+    # No proxy-headers middleware: the gateway reads neither the client address nor the scheme, and the
+    # middleware parsed X-Forwarded-* on every request (~1.3 µs of a ~50 µs cache hit).
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
+                log_config=None, timeout_graceful_shutdown=GRACEFUL_S, server_header=False, proxy_headers=False,
+                factory=isinstance(app, str), workers=workers if workers > 1 else None)

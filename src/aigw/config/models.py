@@ -96,6 +96,9 @@ class ServerConfig(Strict):
     # `aigw serve` freezes start-up objects and sets this young-generation GC threshold
     # (see gc_tuning.py; measured in docs/benchmarks.md); 0 keeps Python's default of 700.
     gc_young_threshold: int = Field(default=20_000, ge=0)
+    # The HTTP server: aigw's own (http/http1_server.py; ~50 µs less CPU per request) or uvicorn
+    # (the fallback for anything ours does not speak).
+    http: Literal["aigw", "uvicorn"] = "aigw"
 
     @field_validator("master_key")
     @classmethod
