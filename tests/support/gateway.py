@@ -1,4 +1,4 @@
-"""Start a real gateway (uvicorn + our ASGI app) on a loopback port in a background thread."""
+"""Start a real gateway (aigw's HTTP server + the app) on a loopback port in a background thread."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
-
 from aigw.app import build_app
 from aigw.config.models import GatewayConfig
+from aigw.http.http1_server import Server
 from aigw.http.server import GatewayApp
 from tests.support.servers import _start_loop_thread, free_port
 
@@ -22,7 +21,7 @@ class RunningGateway:
     url: str  # http://127.0.0.1:PORT
     app: GatewayApp
     loop: asyncio.AbstractEventLoop
-    server: uvicorn.Server
+    server: Server
 
     @property
     def v1(self) -> str:
@@ -50,9 +49,7 @@ def running_gateway(raw: dict[str, Any] | GatewayConfig) -> Iterator[RunningGate
     config = make_config(raw)
     app = build_app(config)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
-                                           lifespan="on", access_log=False, log_config=None,
-                                           timeout_graceful_shutdown=5))
+    server = Server(app, "127.0.0.1", port, graceful_timeout_s=5)
     loop, thread = _start_loop_thread("gateway")
     future = asyncio.run_coroutine_threadsafe(server.serve(), loop)
     deadline = time.monotonic() + 10
