@@ -188,9 +188,12 @@ class Exchange:
             head += (name, b": ", value, b"\r\n")
             lines += 1
         if not has_length and not self.is_head and status >= 200 and status not in (204, 304):
-            self.chunked = True
-            head.append(b"transfer-encoding: chunked\r\n")
-            lines += 1
+            if self.scope["http_version"] == "1.0":  # no chunked coding in 1.0: the close ends the body
+                self.keep_alive = False
+            else:
+                self.chunked = True
+                head.append(b"transfer-encoding: chunked\r\n")
+                lines += 1
         if not self.keep_alive or self.conn.state.stopping:
             self.keep_alive = False
             head.append(b"connection: close\r\n")

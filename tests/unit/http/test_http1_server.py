@@ -186,6 +186,24 @@ async def test_a_response_without_length_is_chunked_and_streams() -> None:
         writer.close()
 
 
+async def test_an_http_1_0_client_gets_a_stream_ended_by_the_close_not_chunked() -> None:
+    async def stream(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"one ", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two"})
+
+    async with serving(stream) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"transfer-encoding" not in head and b"connection: close" in head
+        assert await asyncio.wait_for(reader.read(), 5) == b"one two"
+        writer.close()
+
+
 async def test_head_gets_headers_and_no_body() -> None:
     async with serving(echo) as server:
         reader, writer = await connect(server)
@@ -370,3 +388,30 @@ async def test_a_failed_start_up_is_an_error_and_nothing_listens() -> None:
     with pytest.raises(RuntimeError, match="failed to start"):
         await asyncio.wait_for(server.serve(), 5)
     assert not server.started
+
+
+async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
+    block = bytes(range(256)) * 256  # 64 KiB
+
+    async def big(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        if scope["path"] == "/whole":  # a head and a large body: two writes
+            body = block * 4
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(256):  # 16 MiB: more than the socket buffers hold, so writing pauses until the client reads
+            await send({"type": "http.response.body", "body": block, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(big) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET /whole HTTP/1.1\r\nhost: t\r\n\r\nGET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert (await read_response(reader))[2] == block * 4
+        await asyncio.sleep(0.3)  # let the stream fill every buffer first
+        assert (await read_response(reader))[2] == block * 256
+        writer.close()
