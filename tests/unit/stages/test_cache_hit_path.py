@@ -9,7 +9,7 @@ import orjson
 from aigw.pipeline.context import Completed, Prerendered, Principal, Replay, RequestContext, Streaming
 from aigw.pipeline.pipeline import Pipeline
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.stages.cache_entry import decode, decoded, encode
+from aigw.pipeline.stages.cache_entry import Decoded, body_of, decode, encode
 from aigw.pipeline.stages.cache_keys import exact_key
 from aigw.types import JSON
 from tests.unit.stages.cache_harness import Harness
@@ -28,7 +28,27 @@ def test_an_entry_carries_what_a_hit_needs_in_its_header_line() -> None:
     assert entry.usage == BODY["usage"]
     assert entry.body is None  # not decoded on the way: the bytes are what a hit sends
     assert entry.raw == orjson.dumps(BODY)
-    assert decoded(entry) == BODY
+    assert body_of(entry) == BODY
+
+
+def test_a_repeated_hit_reuses_its_decoded_entry_but_never_shares_a_body() -> None:
+    decoded = Decoded()
+    stored = encode(BODY, 1.0, "mock", "mock#0")
+    first = decoded(stored)
+    assert first is not None and decoded(stored) is first  # the same bytes object: one dict lookup
+    assert decoded(bytes(bytearray(stored))) is first  # equal bytes (a Redis read) find it too
+    mine = body_of(first)
+    assert mine is not None
+    mine["choices"][0]["message"]["content"] = "changed by a stage"
+    assert body_of(first) == BODY  # the next hit decodes its own
+
+
+def test_the_decoded_entries_stay_within_their_byte_bound() -> None:
+    decoded = Decoded(max_bytes=4096)
+    for i in range(50):
+        assert decoded(encode({**BODY, "id": f"chatcmpl-{i}"}, 1.0, "m", "d")) is not None
+    assert decoded._held <= 4096
+    assert decoded(b"not an entry") is None
 
 
 def test_a_body_with_private_fields_is_flagged() -> None:

@@ -30,7 +30,7 @@ from aigw.config.cache import CacheConfig
 from aigw.pipeline.context import Completed, Prerendered, Replay, RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.stages.cache_entry import decode, decoded, encode
+from aigw.pipeline.stages.cache_entry import Decoded, body_of, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
 from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
@@ -79,6 +79,7 @@ class CacheStage(Stage):
         self._storing: set[asyncio.Task[Any]] = set()
         self._in_process = {name: bool(getattr(store, "in_process", False)) for name, store in stores.items()}
         self._counters: dict[tuple[str, str], Any] = {}  # (model, result) -> the labelled lookup counter
+        self._decoded = Decoded()
 
     # -- way in ----------------------------------------------------------------------
     async def on_request(self, ctx: RequestContext) -> Result | None:
@@ -170,10 +171,10 @@ class CacheStage(Stage):
         return served
 
     def _serve(self, ctx: RequestContext, raw: bytes, match: str, score: float | None = None) -> Result | None:
-        entry = decode(raw)
+        entry = self._decoded(raw)
         body = entry.body if entry is not None else None
         if entry is not None and body is None and (ctx.stream or entry.private):
-            body = decoded(entry)  # a replay or a private part to render: the body is needed
+            body = body_of(entry)  # a replay or a private part to render: the body is needed
         if entry is None or (body is None and not entry.raw):
             log.warning("unreadable cache entry ignored")
             return None

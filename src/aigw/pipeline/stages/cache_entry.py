@@ -57,15 +57,47 @@ def decode(value: bytes) -> Entry | None:
         return None
 
 
-def decoded(entry: Entry) -> JSON | None:
-    """The entry's body as JSON (decoded once), or None if it is not readable."""
-    if entry.body is None:
-        try:
-            body = orjson.loads(entry.raw)
-        except orjson.JSONDecodeError:
-            return None
-        entry.body = body if isinstance(body, dict) else None
-    return entry.body
+def body_of(entry: Entry) -> JSON | None:
+    """The entry's body as a new JSON object (the caller may change it), or None if it is not readable."""
+    if entry.body is not None:
+        return entry.body
+    try:
+        body = orjson.loads(entry.raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class Decoded:
+    """Entries already decoded, looked up by their stored bytes.
+
+    The memory store hands back the same bytes object on every hit, whose hash
+    Python keeps, so a repeated hit finds its entry in one dict lookup instead of
+    decoding the header line and copying the body out again (~4 µs of a ~45 µs
+    hit). Bytes from Redis are new on every read; they hash and compare in well
+    under that. Bounded by the bytes it holds; cleared whole when full. Entries
+    carrying a decoded body (the legacy layout) are not kept: a body is handed to
+    stages that may change it, so it is never shared between requests.
+    """
+
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024, max_entry_bytes: int = 64 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self._entries: dict[bytes, Entry] = {}
+        self._held = 0
+
+    def __call__(self, value: bytes) -> Entry | None:
+        entry = self._entries.get(value)
+        if entry is not None:
+            return entry
+        entry = decode(value)
+        if entry is not None and entry.body is None and len(value) <= self.max_entry_bytes:
+            if self._held + len(value) > self.max_bytes:
+                self._entries.clear()
+                self._held = 0
+            self._entries[value] = entry
+            self._held += 2 * len(value)  # the key and the body copied out of it
+        return entry
 
 
 def _legacy(entry: Any) -> Entry | None:
