@@ -14,14 +14,18 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 
 _tag = ""
 _counter = itertools.count()
 
 
-def time_ordered_id(prefix: str) -> str:
-    """``prefix`` + 16 hex digits of time + 8 of process tag + 4 of counter."""
-    return f"{prefix}{time.time_ns():016x}{_tag}{next(_counter) & 0xFFFF:04x}"
+def time_ordered_id(prefix: str, _now: Callable[[], int] = time.time_ns) -> str:
+    """``prefix`` + 16 hex digits of time + 8 of process tag + 4 of counter.
+
+    %-formatting, not an f-string with format specs: half the time (~0.8 vs 1.6 µs here), once per request.
+    """
+    return "%s%016x%s%04x" % (prefix, _now(), _tag, next(_counter) & 0xFFFF)  # noqa: UP031
 
 
 def _new_process_tag() -> None:
