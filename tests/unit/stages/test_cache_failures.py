@@ -99,7 +99,8 @@ class SlowAt:
 
 async def test_one_slow_answer_is_a_strike_not_a_failure() -> None:
     store = SlowAt(slow_calls={1})
-    h = Harness({"mode": "exact", "timeout_ms": 20, "retry_after_s": 5}, stores={"memory": store})
+    h = Harness({"mode": "exact", "timeout_ms": 20, "retry_after_s": 5,
+                 "near_ttl_s": 0}, stores={"memory": store})
     first = await h.ask()
     assert first.cache == "miss" and first.body is not None and first.ctx.state["cache_result"] == "error"
     await h.ask()  # still tried: one timeout did not mark the backend as failing
@@ -119,7 +120,8 @@ async def test_timeouts_in_a_row_mark_the_backend_as_failing() -> None:
 
 async def test_an_answer_in_time_clears_the_strike() -> None:
     store = SlowAt(slow_calls={1, 3})  # first get slow, its set on time, second get slow
-    h = Harness({"mode": "exact", "timeout_ms": 20, "retry_after_s": 5}, stores={"memory": store})
+    h = Harness({"mode": "exact", "timeout_ms": 20, "retry_after_s": 5,
+                 "near_ttl_s": 0}, stores={"memory": store})
     for _ in range(3):
         await h.ask()
     assert store.gets == 3 and h.stage.stats.backend_skipped == 0

@@ -33,6 +33,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
 from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
+from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_semantic import Embedders
 from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, replay_chunks, storable
@@ -80,6 +81,8 @@ class CacheStage(Stage):
         self._in_process = {name: bool(getattr(store, "in_process", False)) for name, store in stores.items()}
         self._counters: dict[tuple[str, str], Any] = {}  # (model, result) -> the labelled lookup counter
         self._decoded = Decoded()
+        self._near = {name: NearCache(default.near_ttl_s, default.near_max_bytes, clock)
+                      for name, local in self._in_process.items() if not local and default.near_ttl_s > 0}
 
     # -- way in ----------------------------------------------------------------------
     async def on_request(self, ctx: RequestContext) -> Result | None:
@@ -109,6 +112,14 @@ class CacheStage(Stage):
 
     async def _get(self, backend: str, key: str, trouble: list[str]) -> bytes | None:
         store = self.stores[backend]
+        near = self._near.get(backend)
+        if near is not None:
+            if (raw := near.get(key)) is not None:
+                return raw
+            raw = await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
+            if raw is not None and (entry := self._decoded(raw)) is not None:
+                near.put(key, raw, entry.expires_at())
+            return raw
         if self._in_process[backend] and self.guard.clear(backend):
             try:  # a dict lookup: no timer, no closure (the guard's bookkeeping only on failure)
                 return await store.get(key)
@@ -236,7 +247,7 @@ class CacheStage(Stage):
             self.stats.not_stored += 1
             return
         value = encode(body, self.clock.now(), ctx.served_model or ctx.model,
-                       ctx.served_by.id if ctx.served_by is not None else "")
+                       ctx.served_by.id if ctx.served_by is not None else "", pending.ttl_s)
         if len(value) > pending.policy.max_entry_bytes:
             self.stats.not_stored += 1
             return
@@ -253,6 +264,8 @@ class CacheStage(Stage):
                                      self._timeout(backend))
         if done:
             self.stats.stores += 1
+            if (near := self._near.get(backend)) is not None:
+                near.put(pending.key, value, self.clock.now() + pending.ttl_s)
         index = self.indexes.get(backend)
         if done and pending.vector is not None and index is not None:
             vector = pending.vector
@@ -279,6 +292,8 @@ class CacheStage(Stage):
                 problems[name] = type(exc).__name__
         counts = self.stats.as_dict()
         summary = f"hits={counts['hits']} misses={counts['misses']} errors={counts['backend_errors']}"
+        if self._near:  # hits answered from this process's copy of a Redis entry (a part of hits)
+            summary += f" near_hits={sum(n.hits for n in self._near.values())}"
         if problems:
             return "degraded", "; ".join(f"{k}: {v}" for k, v in problems.items()) + f" ({summary})"
         return "ok", summary

@@ -1,6 +1,6 @@
 """What one cache entry holds, as bytes: a small header line, then the answer's body as sent.
 
-    {"v":2,"at":...,"model":...,"deployment":...,"usage":{...},"private":false}\\n{...the body...}
+    {"v":2,"at":...,"model":...,"deployment":...,"usage":{...},"private":false,"ttl":...}\\n{...the body...}
 
 The header carries all a hit needs for accounting (when, who first answered,
 the usage to price as the saving), so a hit reads that line alone and can send
@@ -31,12 +31,18 @@ class Entry:
     private: bool  # the body holds gateway-internal fields: it must be decoded and rendered
     raw: bytes  # the body, serialized
     body: JSON | None = None  # decoded, when reading needed it anyway
+    ttl: float | None = None  # seconds it was stored for (None in entries written before it was recorded)
+
+    def expires_at(self) -> float | None:
+        return self.at + self.ttl if self.ttl is not None else None
 
 
-def encode(body: JSON, at: float, model: str, deployment: str) -> bytes:
+def encode(body: JSON, at: float, model: str, deployment: str, ttl: float | None = None) -> bytes:
     usage = body.get("usage")
     head = {"v": VERSION, "at": at, "model": model, "deployment": deployment,
             "usage": usage if isinstance(usage, dict) else None, "private": PRIVATE in body}
+    if ttl is not None:
+        head["ttl"] = ttl
     return orjson.dumps(head) + b"\n" + orjson.dumps(body)
 
 
@@ -51,8 +57,10 @@ def decode(value: bytes) -> Entry | None:
         if raw[:1] != b"{" or raw[-1:] != b"}":
             return None
         usage = head["usage"]
+        ttl = head.get("ttl")
         return Entry(float(head["at"]), head["model"], head["deployment"],
-                     usage if isinstance(usage, dict) else None, head["private"] is not False, raw)
+                     usage if isinstance(usage, dict) else None, head["private"] is not False, raw, None,
+                     float(ttl) if ttl is not None else None)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
