@@ -17,6 +17,7 @@ Targets, each its own process pinned to CPU 1 (the upstream and wrk on CPU 0):
   floor    a raw uvicorn + uvloop + httptools ASGI app (no gateway code) that
            reads the body and sends a fixed answer of the same size and shape
            (plain: one JSON body; stream: the frames a replayed hit sends)
+  floor-aigw  the same app on aigw's own HTTP server (the gateway's default)
   off      the config without a cache block: every request a miss (the core bench)
   memory   exact cache in process memory: miss (every question new) and hit
   redis    exact cache in Redis under a per-run key prefix, deleted afterwards
@@ -126,7 +127,20 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": FLOOR_PLAIN})
 
 
-def serve_floor(port: int) -> None:
+def serve_floor(port: int, server: str) -> None:
+    if server == "aigw":  # the same app on aigw's own HTTP server (aigw/http/http1_server.py)
+        from aigw.http.http1_server import run
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            await floor_app(scope, receive, send)
+
+        run(app, "127.0.0.1", port)
+        return
     import uvicorn
 
     uvicorn.run(floor_app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan="off",
@@ -296,13 +310,14 @@ class Target:
 
     @property
     def modes(self) -> list[str]:
-        return {"floor": ["floor"], "off": ["miss"]}.get(self.backend, ["miss", "hit"])
+        return {"floor": ["floor"], "floor-aigw": ["floor"], "off": ["miss"]}.get(self.backend, ["miss", "hit"])
 
     def start(self, upstream: str, args: argparse.Namespace, tmp: Path, src: Path | None) -> None:
         import yaml
 
-        if self.backend == "floor":
-            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(self.port)]
+        if self.backend.startswith("floor"):
+            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(self.port),
+                    "--floor-server", "aigw" if self.backend == "floor-aigw" else "uvicorn"]
         else:
             self.prefix = f"aigw-bench:{uuid.uuid4().hex[:8]}:"
             folder = tmp / self.name.replace("@", "-")
@@ -316,7 +331,7 @@ class Target:
         self.proc = subprocess.Popen(pinned(1, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
     def ready(self) -> None:
-        if self.backend == "floor":
+        if self.backend.startswith("floor"):
             wait_http(self.base + "/", method="POST")
             return
         wait_http(self.base + "/health/live")
@@ -340,7 +355,7 @@ def measure(target: Target, kind: str, mode: str, conc: int, args: argparse.Name
     busy = wait_quiet(args.quiet_max, args.quiet_wait)
     assert target.proc is not None
     cpu0 = cpu_s(target.proc.pid)
-    expect = "" if target.backend in ("floor", "off") else mode  # "" = no header to check
+    expect = "" if target.backend in ("floor", "floor-aigw", "off") else mode  # "" = no header to check
     r = run_wrk(target.base + "/v1/chat/completions", kind, mode, conc, args.duration, expect)
     r["cpu_us"] = (cpu_s(target.proc.pid) - cpu0) / max(1, r["requests"]) * 1e6
     r["busy"] = busy
@@ -522,9 +537,10 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=15, help="... for at most this many seconds per run")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--floor-server", default="uvicorn", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_floor:
-        serve_floor(args.serve_floor)
+        serve_floor(args.serve_floor, args.floor_server)
         return 0
     if args.in_process:
         print("\n".join(asyncio.run(in_process(args.in_process, args.config))) + "\n")
@@ -535,7 +551,8 @@ def main() -> int:
     up_port = free_port()
     upstream = subprocess.Popen(pinned(0, [sys.executable, str(UPSTREAM), "--port", str(up_port)]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    targets = [] if args.no_floor else [Target("floor", "floor", free_port())]
+    targets = [] if args.no_floor else [Target("floor", "floor", free_port()),
+                                        Target("floor-aigw", "floor-aigw", free_port())]
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as folder:
