@@ -379,8 +379,9 @@ class Connection(asyncio.Protocol):
             self._abort(ex)
         else:
             if not ex.complete:
-                log.error("the app returned without completing its answer to %s %s",
-                          ex.scope["method"], ex.scope["path"])
+                if not ex.disconnected:  # an app may stop answering a client that left: that is no error
+                    log.error("the app returned without completing its answer to %s %s",
+                              ex.scope["method"], ex.scope["path"])
                 self._abort(ex)
 
     def _abort(self, ex: Exchange) -> None:

@@ -415,3 +415,26 @@ async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
         await asyncio.sleep(0.3)  # let the stream fill every buffer first
         assert (await read_response(reader))[2] == block * 256
         writer.close()
+
+
+async def test_an_app_that_stops_answering_a_client_who_left_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    stopped = asyncio.Event()
+
+    async def quits(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+        stopped.set()
+
+    async with serving(quits) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"partial\r\n"), 5)
+        writer.close()
+        await asyncio.wait_for(stopped.wait(), 5)
+        await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
