@@ -63,9 +63,11 @@ class _HeadTooLarge(Exception):
 class ServerState:
     """What every connection of one server shares."""
 
-    def __init__(self, app: App, idle_timeout_s: float) -> None:
+    def __init__(self, app: App, idle_timeout_s: float, head_timeout_s: float = 30) -> None:
         self.app = app
         self.idle_timeout_s = idle_timeout_s
+        self.head_timeout_s = head_timeout_s
+        self.now = 0.0  # the loop's clock, refreshed ten times a second: stamps cost no call
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.date = date_line()
@@ -229,7 +231,8 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closed = False
-        self.idle_since: float | None = None
+        self.idle_since: float | None = None  # waiting for a next request since (keep-alive)
+        self.head_since: float | None = None  # receiving a request head since (slow clients are cut)
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
 
@@ -239,7 +242,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
-        self.idle_since = self.loop.time()
+        self.idle_since = self.state.now
         self.state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -302,6 +305,7 @@ class Connection(asyncio.Protocol):
         self.head_bytes = 0
         self.expect_continue = False
         self.idle_since = None
+        self.head_since = self.state.now
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -319,6 +323,7 @@ class Connection(asyncio.Protocol):
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
+        self.head_since = None
         parser = self.parser
         url = self.url
         if url[:1] == b"/":
@@ -414,7 +419,7 @@ class Connection(asyncio.Protocol):
                 self.resume_reading()
             self._run(nxt)
         else:
-            self.idle_since = self.loop.time()
+            self.idle_since = self.state.now
             self.resume_reading()
 
     def _refuse(self, status: int, message: bytes) -> None:
@@ -479,14 +484,15 @@ class Server:
     """Serve ``app`` on ``host:port`` (or on ``sock``) until ``should_exit`` is set or a signal comes."""
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 4000, *, sock: Any = None,
-                 graceful_timeout_s: float = 30, idle_timeout_s: float = 5, backlog: int = 2048) -> None:
+                 graceful_timeout_s: float = 30, idle_timeout_s: float = 5, head_timeout_s: float = 30,
+                 backlog: int = 2048) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.sock = sock
         self.graceful_timeout_s = graceful_timeout_s
         self.backlog = backlog
-        self.state = ServerState(app, idle_timeout_s)
+        self.state = ServerState(app, idle_timeout_s, head_timeout_s)
         self.started = False
         self.should_exit = False
         self.caught_signal: int | None = None
@@ -529,17 +535,22 @@ class Server:
         self.should_exit = True
 
     async def _tick_until_exit(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Check for exit ten times a second; once a second refresh the date and close idle connections."""
+        """Check for exit ten times a second; once a second refresh the date and close connections idle
+        longer than ``idle_timeout_s`` or still sending one request head after ``head_timeout_s``."""
         ticks = 0
         state = self.state
+        state.now = loop.time()
         while not self.should_exit:
             await asyncio.sleep(0.1)
+            state.now = loop.time()
             ticks += 1
             if ticks % 10 == 0:
                 state.date = date_line()
-                limit = loop.time() - state.idle_timeout_s
-                for conn in [c for c in state.connections if c.idle_since is not None and c.idle_since < limit]:
-                    if conn.is_idle():
+                idle_limit = state.now - state.idle_timeout_s
+                head_limit = state.now - state.head_timeout_s
+                for conn in list(state.connections):
+                    idle = conn.idle_since is not None and conn.idle_since < idle_limit and conn.is_idle()
+                    if idle or (conn.head_since is not None and conn.head_since < head_limit):
                         conn.close()
 
     async def _drain(self) -> None:

@@ -332,6 +332,14 @@ async def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
         writer.close()
 
 
+async def test_a_client_too_slow_to_send_its_request_head_is_cut_off() -> None:
+    async with serving(echo, head_timeout_s=0.5, idle_timeout_s=60) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n")  # and never the blank line
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
 async def test_shutdown_finishes_requests_in_flight_and_refuses_new_connections() -> None:
     events: list[str] = []
 
