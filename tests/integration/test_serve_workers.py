@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
 
-from tests.support.servers import free_port
+from tests.support.serve_process import start_serve, stop_serve, wait_live
 
 
 def children(pid: int) -> list[int]:
@@ -50,15 +48,10 @@ def wait_for(check: object, limit_s: float) -> None:
 
 
 def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIGW_", "OPENAI_", "ANTHROPIC_", "AZURE_", "PROMETHEUS_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "aigw", "serve", "--port", str(port), "--workers", "2"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(tmp_path, "--workers", "2")
     try:
         wait_for(lambda: len(workers_of(proc.pid)) == 2, 20)
-        wait_for(lambda: _answers(url), 20)
+        wait_live(url, proc)
         first, second = workers_of(proc.pid)
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: len(workers_of(proc.pid)) == 2 and first not in workers_of(proc.pid), 20)
@@ -66,19 +59,8 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Pa
         wait_for(lambda: all(ask(url) == 200 for _ in range(10)), 20)  # whichever worker takes a connection
         survivors = workers_of(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serve(proc)
     assert proc.returncode in (0, -signal.SIGTERM)
     assert not [pid for pid in survivors if Path(f"/proc/{pid}").exists()]  # stopped and reaped
     assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
 
-
-def _answers(url: str) -> bool:
-    try:
-        return ask(url) == 200
-    except requests.ConnectionError:
-        return False

@@ -24,6 +24,18 @@ async def lifespan_ok(receive: Any, send: Any, events: list[str] | None = None) 
             return
 
 
+def with_lifespan(handler: Any) -> Any:
+    """An HTTP-only test app made whole: lifespan events are answered, everything else goes to ``handler``."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_ok(receive, send)
+            return
+        await handler(scope, receive, send)
+
+    return app
+
+
 async def read_body(receive: Any) -> bytes:
     parts = []
     while True:
@@ -34,11 +46,9 @@ async def read_body(receive: Any) -> bytes:
             return b"".join(parts)
 
 
+@with_lifespan
 async def echo(scope: Scope, receive: Any, send: Any) -> None:
     """Answers with the method, path, query and body it got; ``/slow`` waits first."""
-    if scope["type"] == "lifespan":
-        await lifespan_ok(receive, send)
-        return
     body = await read_body(receive)
     if scope["path"] == "/slow":
         await asyncio.sleep(0.3)
@@ -137,10 +147,8 @@ async def test_a_chunked_request_body_arrives_whole() -> None:
 async def test_a_large_body_is_delivered_in_full_through_back_pressure() -> None:
     seen: list[int] = []
 
+    @with_lifespan
     async def count(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         body = await read_body(receive)
         seen.append(len(body))
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -166,10 +174,8 @@ async def test_expect_100_continue_gets_a_go_ahead_before_the_body() -> None:
 
 
 async def test_a_response_without_length_is_chunked_and_streams() -> None:
+    @with_lifespan
     async def stream(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         for i in range(3):
             await send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
@@ -187,10 +193,8 @@ async def test_a_response_without_length_is_chunked_and_streams() -> None:
 
 
 async def test_an_http_1_0_client_gets_a_stream_ended_by_the_close_not_chunked() -> None:
+    @with_lifespan
     async def stream(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"one ", "more_body": True})
         await send({"type": "http.response.body", "body": b"two"})
@@ -230,10 +234,8 @@ async def test_bad_requests_get_a_clear_status_and_the_connection_closes(raw: by
 
 
 async def test_an_app_error_before_answering_is_a_500_and_after_it_a_cut_connection() -> None:
+    @with_lifespan
     async def failing(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         if scope["path"] == "/late":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
             await send({"type": "http.response.body", "body": b"partial", "more_body": True})
@@ -253,10 +255,8 @@ async def test_an_app_error_before_answering_is_a_500_and_after_it_a_cut_connect
 
 
 async def test_a_header_with_a_line_break_never_reaches_the_wire() -> None:
+    @with_lifespan
     async def splitting(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"x-note", b"a\r\nset-cookie: stolen=1"), (b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
@@ -272,10 +272,8 @@ async def test_a_header_with_a_line_break_never_reaches_the_wire() -> None:
 async def test_the_app_hears_of_a_client_that_leaves_mid_stream() -> None:
     heard = asyncio.Event()
 
+    @with_lifespan
     async def endless(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         await read_body(receive)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"first", "more_body": True})
@@ -308,10 +306,8 @@ async def test_a_client_that_asks_to_close_is_answered_then_closed(request_head:
 
 
 async def test_a_body_still_arriving_after_the_answer_closes_the_connection() -> None:
+    @with_lifespan
     async def refuse(scope: Scope, receive: Any, send: Any) -> None:  # e.g. a 401 before reading the body
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
 
@@ -369,10 +365,8 @@ async def test_shutdown_finishes_requests_in_flight_and_refuses_new_connections(
 async def test_a_request_still_running_at_the_grace_limit_is_cancelled() -> None:
     cancelled = asyncio.Event()
 
+    @with_lifespan
     async def stuck(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -401,10 +395,8 @@ async def test_a_failed_start_up_is_an_error_and_nothing_listens() -> None:
 async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
     block = bytes(range(256)) * 256  # 64 KiB
 
+    @with_lifespan
     async def big(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         if scope["path"] == "/whole":  # a head and a large body: two writes
             body = block * 4
             await send({"type": "http.response.start", "status": 200,
@@ -428,10 +420,8 @@ async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
 async def test_an_app_that_stops_answering_a_client_who_left_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
     stopped = asyncio.Event()
 
+    @with_lifespan
     async def quits(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_ok(receive, send)
-            return
         await read_body(receive)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
