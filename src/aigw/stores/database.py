@@ -86,11 +86,12 @@ class SqlDatabase:
         await self.sql.close()  # type: ignore[attr-defined]
 
     async def migrate(self) -> list[int]:
-        if self.kind == "postgres":  # replicas starting together: one migrates, the others wait
-            async with self.sql.transaction() as tx:
+        """Processes starting together (replicas, ``--workers N``): one migrates, the others wait for its
+        transaction and then find nothing left to do."""
+        async with self.sql.transaction() as tx:  # SQLite: BEGIN IMMEDIATE, the file's write lock
+            if self.kind == "postgres":
                 await tx.execute("SELECT pg_advisory_xact_lock(724201)")
-                return await migrate(tx, self._migrations, time.time())
-        return await migrate(self.sql, self._migrations, time.time())
+            return await migrate(tx, self._migrations, time.time())
 
     async def pending_migrations(self) -> list[int]:
         return await pending(self.sql, self._migrations)

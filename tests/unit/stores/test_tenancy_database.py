@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,6 +45,20 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sq
         await store.close()
         if request.param == "postgres":
             await _pg(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path: Path) -> None:
+    """``--workers N`` on a new file: every worker migrates at start; one does it, the others wait."""
+    stores = [open_database(f"sqlite:///{tmp_path}/shared.db") for _ in range(4)]  # a connection each
+    for store in stores:
+        await store.open()
+    try:
+        applied = await asyncio.gather(*(store.migrate() for store in stores))
+        assert sorted(len(a) for a in applied)[-1] > 0 and sum(1 for a in applied if a) == 1
+        assert await stores[0].pending_migrations() == []
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def _pg(dsn: str, sql: str) -> None:
