@@ -436,3 +436,33 @@ async def test_an_app_that_stops_answering_a_client_who_left_logs_nothing(caplog
         await asyncio.wait_for(stopped.wait(), 5)
         await asyncio.sleep(0.05)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_stream_parts_sent_in_one_loop_turn_leave_in_one_write() -> None:
+    from aigw.http.http1_connection import Connection, Exchange, ServerState
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def get_extra_info(self, name: str) -> None:
+            return None
+
+    loop = asyncio.get_running_loop()
+    conn = Connection(ServerState(echo, idle_timeout_s=5), loop)
+    transport = Recorder()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    ex = Exchange(conn, {"method": "GET", "http_version": "1.1", "path": "/"}, True, False)
+    ex.body_done = True
+    await ex.send({"type": "http.response.start", "status": 200, "headers": []})
+    for i in range(20):  # e.g. twenty events from one upstream read
+        await ex.send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
+    assert transport.writes == []  # nothing yet: the loop turn is not over
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1 and transport.writes[0].count(b"data: ") == 20
+    await ex.send({"type": "http.response.body", "body": b"data: last\n\n", "more_body": True})
+    await ex.send({"type": "http.response.body", "body": b""})  # the end flushes at once
+    assert len(transport.writes) == 2 and transport.writes[1].endswith(b"data: last\n\n\r\n0\r\n\r\n")
