@@ -68,7 +68,8 @@ class Exchange:
     """One request and its response: the ASGI ``receive`` and ``send`` of one call of the app."""
 
     __slots__ = ("body_delivered", "body_done", "buffered", "chunked", "chunks", "complete", "conn",
-                 "disconnected", "expect_continue", "head", "is_head", "keep_alive", "scope", "started", "waiter")
+                 "disconnected", "expect_continue", "first_sent", "head", "is_head", "keep_alive", "scope", "started",
+                 "waiter")
 
     def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
         self.conn = conn
@@ -84,6 +85,7 @@ class Exchange:
         self.started = False
         self.complete = False
         self.chunked = False
+        self.first_sent = False
         self.head: bytes | None = None
         self.waiter: asyncio.Future[None] | None = None
 
@@ -153,10 +155,11 @@ class Exchange:
                 else:
                     conn.transport.write(head)
                     conn.transport.write(data)
-            elif data or conn.out:  # a streamed part: it leaves with the others sent in this loop turn
-                if data:
+            elif data or conn.out:  # a streamed part: it leaves with the others sent in this loop turn,
+                if data:  # except the first (with the head), which leaves at once: time to first chunk
                     conn.queue_write(data)
-                if not more:
+                if not more or not self.first_sent:
+                    self.first_sent = True
                     conn.flush()
             if not more:
                 conn.finished(self)

@@ -458,11 +458,13 @@ async def test_stream_parts_sent_in_one_loop_turn_leave_in_one_write() -> None:
     ex = Exchange(conn, {"method": "GET", "http_version": "1.1", "path": "/"}, True, False)
     ex.body_done = True
     await ex.send({"type": "http.response.start", "status": 200, "headers": []})
+    assert transport.writes == []  # the head waits for the first event
     for i in range(20):  # e.g. twenty events from one upstream read
         await ex.send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
-    assert transport.writes == []  # nothing yet: the loop turn is not over
-    await asyncio.sleep(0)
-    assert len(transport.writes) == 1 and transport.writes[0].count(b"data: ") == 20
+    assert len(transport.writes) == 1  # the head and the first event left at once (time to first chunk)
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK") and transport.writes[0].count(b"data: ") == 1
+    await asyncio.sleep(0)  # the other nineteen leave together at the end of the loop turn
+    assert len(transport.writes) == 2 and transport.writes[1].count(b"data: ") == 19
     await ex.send({"type": "http.response.body", "body": b"data: last\n\n", "more_body": True})
     await ex.send({"type": "http.response.body", "body": b""})  # the end flushes at once
-    assert len(transport.writes) == 2 and transport.writes[1].endswith(b"data: last\n\n\r\n0\r\n\r\n")
+    assert len(transport.writes) == 3 and transport.writes[2].endswith(b"data: last\n\n\r\n0\r\n\r\n")
