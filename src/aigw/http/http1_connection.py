@@ -34,7 +34,6 @@ HIGH_WATER = 64 * 1024  # request body buffered per request before reading pause
 MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; more gets 431
 MAX_HEADERS = 200
 JOIN_BELOW = 64 * 1024  # a head and a body under this go out as one write; bigger bodies as two
-DISCONNECT = {"type": "http.disconnect"}
 _STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
 
@@ -108,15 +107,15 @@ class Exchange:
             if not self.started and not conn.closed:
                 conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.disconnected or self.complete:
-            return DISCONNECT
+            return {"type": "http.disconnect"}
         if self.body_delivered:  # nothing more to read: the next event is the client leaving (or the end)
             await self._wait()
-            return DISCONNECT
+            return {"type": "http.disconnect"}
         while not self.chunks and not self.body_done:
             conn.resume_reading()
             await self._wait()
             if self.disconnected:
-                return DISCONNECT
+                return {"type": "http.disconnect"}
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.chunks = []
