@@ -112,13 +112,8 @@ class CacheStage(Stage):
 
     async def _get(self, backend: str, key: str, trouble: list[str]) -> bytes | None:
         store = self.stores[backend]
-        near = self._near.get(backend)
-        if near is not None:
-            if (raw := near.get(key)) is not None:
-                return raw
-            raw = await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
-            if raw is not None and (entry := self._decoded(raw)) is not None:
-                near.put(key, raw, entry.expires_at())
+        near = self._near.get(backend)  # only shared backends have one
+        if near is not None and (raw := near.get(key)) is not None:
             return raw
         if self._in_process[backend] and self.guard.clear(backend):
             try:  # a dict lookup: no timer, no closure (the guard's bookkeeping only on failure)
@@ -129,7 +124,10 @@ class CacheStage(Stage):
                     self.metrics.store_error(f"cache_{backend}", "get")
                 trouble.append(backend)
                 return None
-        return await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
+        raw = await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
+        if near is not None and raw is not None and (entry := self._decoded(raw)) is not None:
+            near.put(key, raw, entry.expires_at())
+        return raw
 
     def _timeout(self, backend: str) -> float | None:
         return 0 if self._in_process[backend] else None
