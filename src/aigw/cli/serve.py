@@ -60,7 +60,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             if server.http == "aigw":
                 from aigw.cli.serve_workers import serve_workers
 
-                serve_workers(server.host, server.port, server.workers, log_level, log_format)
+                serve_workers(server.host, server.port, server.workers, log_level, log_format, GRACEFUL_S)
             else:
                 run_uvicorn("aigw.app:create_app", server.host, server.port, server.workers)
         finally:

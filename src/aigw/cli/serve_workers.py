@@ -19,7 +19,7 @@ from typing import Any
 
 log = logging.getLogger("aigw")
 
-GRACE_S = 35.0  # a worker's own graceful shutdown is 30 s; then it is killed
+KILL_AFTER_S = 5.0  # past a worker's own graceful shutdown, before it is killed
 RESTART_PAUSE_S = 1.0  # between restarts of a worker that keeps dying
 
 
@@ -32,7 +32,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(sock: socket.socket, log_level: str, log_format: str) -> None:
+def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: float) -> None:
     from aigw.app import create_app
     from aigw.config.load import load_config
     from aigw.http.http1_server import run
@@ -40,10 +40,11 @@ def _worker(sock: socket.socket, log_level: str, log_format: str) -> None:
 
     configure(log_level, log_format)
     config = load_config()
-    run(create_app(), config.server.host, config.server.port, sock=sock, graceful_timeout_s=30)
+    run(create_app(), config.server.host, config.server.port, sock=sock, graceful_timeout_s=graceful_s)
 
 
-def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text") -> None:
+def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
+                  graceful_s: float = 30) -> None:
     sock = bind(host, port)
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
@@ -54,7 +55,7 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def start(i: int) -> BaseProcess:
-        proc = context.Process(target=_worker, args=(sock, log_level, log_format), name=f"aigw-worker-{i}")
+        proc = context.Process(target=_worker, args=(sock, log_level, log_format, graceful_s), name=f"aigw-worker-{i}")
         proc.start()
         return proc
 
@@ -71,11 +72,11 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 proc.terminate()  # SIGTERM: the worker drains and exits
-        deadline = time.monotonic() + GRACE_S
+        deadline = time.monotonic() + graceful_s + KILL_AFTER_S
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
-                log.warning("worker pid %s did not stop in %.0f s; killing it", proc.pid, GRACE_S)
+                log.warning("worker pid %s did not stop in %.0f s; killing it", proc.pid, graceful_s + KILL_AFTER_S)
                 proc.kill()
                 proc.join(5)
         sock.close()
