@@ -1,14 +1,12 @@
 """One HTTP/1.1 client connection of aigw's server: parsing, one app call per request, answers in order.
 
-The listening, start-up and shutdown side is ``http1_server``; why the gateway
-has its own server at all is said there. Here: one httptools parser per
-connection, one task per request, the response head held back and sent with a
-whole body in one write, and response headers checked for CR/LF with one count
-over the finished head (a search per header cost 20 µs a hit). Pipelined
-requests are answered in order; a request body is buffered up to ``HIGH_WATER``
-before reading pauses; ``Expect: 100-continue`` is answered when the app first
-reads the body; a response without a content-length goes out chunked (HTTP/1.1)
-or ended by the close (HTTP/1.0).
+The listening, start-up and shutdown side is ``http1_server``, which also says
+why the gateway has its own server; one request and its answer are an
+``http1_exchange.Exchange``. Here: one httptools parser per connection, one task
+per request, pipelined requests answered in order, a request body buffered up
+to ``HIGH_WATER`` before reading pauses, stream parts of one loop turn written
+together, and the time stamps the server's sweep uses to cut idle and slow
+clients.
 """
 
 from __future__ import annotations
@@ -17,12 +15,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
 import httptools
+
+from aigw.http.http1_exchange import Exchange, date_line, status_line
 
 log = logging.getLogger("aigw.http.server")
 
@@ -33,16 +31,6 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 64 * 1024  # request body buffered per request before reading pauses
 MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; more gets 431
 MAX_HEADERS = 200
-JOIN_BELOW = 64 * 1024  # a head and a body under this go out as one write; bigger bodies as two
-_STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
-
-
-def status_line(status: int) -> bytes:
-    return _STATUS.get(status) or b"HTTP/1.1 %d \r\n" % status
-
-
-def date_line() -> bytes:
-    return b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
 
 
 class _HeadTooLarge(Exception):
@@ -61,150 +49,6 @@ class ServerState:
         self.tasks: set[asyncio.Task[None]] = set()
         self.date = date_line()
         self.stopping = False
-
-
-class Exchange:
-    """One request and its response: the ASGI ``receive`` and ``send`` of one call of the app."""
-
-    __slots__ = ("body_delivered", "body_done", "buffered", "chunked", "chunks", "complete", "conn",
-                 "disconnected", "expect_continue", "first_sent", "head", "is_head", "keep_alive", "scope", "started",
-                 "waiter")
-
-    def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
-        self.conn = conn
-        self.scope = scope
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.is_head = scope["method"] == "HEAD"
-        self.chunks: list[bytes] = []
-        self.buffered = 0
-        self.body_done = False
-        self.body_delivered = False
-        self.disconnected = False
-        self.started = False
-        self.complete = False
-        self.chunked = False
-        self.first_sent = False
-        self.head: bytes | None = None
-        self.waiter: asyncio.Future[None] | None = None
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        self.waiter = self.conn.loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-
-    async def receive(self) -> dict[str, Any]:
-        conn = self.conn
-        if self.expect_continue:
-            self.expect_continue = False
-            if not self.started and not conn.closed:
-                conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if self.disconnected or self.complete:
-            return {"type": "http.disconnect"}
-        if self.body_delivered:  # nothing more to read: the next event is the client leaving (or the end)
-            await self._wait()
-            return {"type": "http.disconnect"}
-        while not self.chunks and not self.body_done:
-            conn.resume_reading()
-            await self._wait()
-            if self.disconnected:
-                return {"type": "http.disconnect"}
-        chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.chunks = []
-        self.buffered = 0
-        if self.body_done:
-            self.body_delivered = True
-        else:
-            conn.resume_reading()
-        return {"type": "http.request", "body": body, "more_body": not self.body_done}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "http.response.body":
-            if not self.started or self.complete:
-                raise RuntimeError("http.response.body sent before http.response.start or after the last body")
-            body: bytes = message.get("body", b"")
-            more = message.get("more_body", False)
-            if self.is_head:
-                body = b""
-            if self.chunked:
-                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-                if not more:
-                    data += b"0\r\n\r\n"
-            else:
-                data = body
-            conn = self.conn
-            head = self.head
-            if not more:
-                self.complete = True
-            if conn.closed:
-                pass  # the client left; the app learns it from receive()
-            elif head is not None:
-                self.head = None
-                if len(data) < JOIN_BELOW:
-                    conn.transport.write(head + data)
-                else:
-                    conn.transport.write(head)
-                    conn.transport.write(data)
-            elif data or conn.out:  # a streamed part: it leaves with the others sent in this loop turn,
-                if data:  # except the first (with the head), which leaves at once: time to first chunk
-                    conn.queue_write(data)
-                if not more or not self.first_sent:
-                    self.first_sent = True
-                    conn.flush()
-            if not more:
-                conn.finished(self)
-            elif conn.write_paused:
-                await conn.drain()
-        elif kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self._start(message["status"], message.get("headers", ()))
-            self.started = True
-        else:
-            raise RuntimeError(f"unexpected ASGI message {kind!r}")
-
-    def _start(self, status: int, headers: Any) -> None:
-        head = [status_line(status), self.conn.state.date]
-        lines = 3  # the status line, the date and the blank line that ends the head
-        has_length = False
-        for name, value in headers:
-            if name == b"content-length":
-                has_length = True
-            elif name == b"connection" and value.lower() == b"close":
-                self.keep_alive = False
-                continue
-            head += (name, b": ", value, b"\r\n")
-            lines += 1
-        if not has_length and not self.is_head and status >= 200 and status not in (204, 304):
-            if self.scope["http_version"] == "1.0":  # no chunked coding in 1.0: the close ends the body
-                self.keep_alive = False
-            else:
-                self.chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
-                lines += 1
-        if not self.keep_alive or self.conn.state.stopping:
-            self.keep_alive = False
-            head.append(b"connection: close\r\n")
-            lines += 1
-        head.append(b"\r\n")
-        joined = b"".join(head)
-        if joined.count(b"\n") != lines or joined.count(b"\r") != lines:
-            # a CR or LF inside a name or value would split the response. One count over the whole head,
-            # not a search per header: bytes-in-bytes costs ~0.25 µs a call, 20 µs for a hit's headers.
-            raise RuntimeError("a response header name or value contains CR or LF")
-        if self.chunked and not self.conn.closed:  # a stream: its head leaves at the end of this loop turn
-            self.conn.queue_write(joined)
-        else:
-            self.head = joined  # sent with the body, in one write
 
 
 class Connection(asyncio.Protocol):

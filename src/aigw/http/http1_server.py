@@ -28,7 +28,8 @@ import logging
 import signal
 from typing import Any
 
-from aigw.http.http1_connection import ASGI_VERSION, App, Connection, ServerState, date_line
+from aigw.http.http1_connection import ASGI_VERSION, App, Connection, ServerState
+from aigw.http.http1_exchange import date_line
 
 log = logging.getLogger("aigw.http.server")
 

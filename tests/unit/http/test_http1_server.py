@@ -269,7 +269,8 @@ async def test_a_header_with_a_line_break_never_reaches_the_wire() -> None:
         writer.close()
 
 
-async def test_the_app_hears_of_a_client_that_leaves_mid_stream() -> None:
+async def test_the_app_hears_of_a_client_that_leaves_mid_stream_and_may_stop_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
     heard = asyncio.Event()
 
     @with_lifespan
@@ -278,9 +279,8 @@ async def test_the_app_hears_of_a_client_that_leaves_mid_stream() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"first", "more_body": True})
         assert (await receive())["type"] == "http.disconnect"
-        heard.set()
         await send({"type": "http.response.body", "body": b"nobody reads this", "more_body": True})  # no error
-        await send({"type": "http.response.body", "body": b""})
+        heard.set()  # and returns without finishing the answer: nobody is there to finish it for
 
     async with serving(endless) as server:
         reader, writer = await connect(server)
@@ -288,6 +288,8 @@ async def test_the_app_hears_of_a_client_that_leaves_mid_stream() -> None:
         await asyncio.wait_for(reader.readuntil(b"first\r\n"), 5)
         writer.close()
         await asyncio.wait_for(heard.wait(), 5)
+        await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 @pytest.mark.parametrize("request_head", [
@@ -417,29 +419,9 @@ async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
         writer.close()
 
 
-async def test_an_app_that_stops_answering_a_client_who_left_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    stopped = asyncio.Event()
-
-    @with_lifespan
-    async def quits(scope: Scope, receive: Any, send: Any) -> None:
-        await read_body(receive)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
-        assert (await receive())["type"] == "http.disconnect"
-        stopped.set()
-
-    async with serving(quits) as server:
-        reader, writer = await connect(server)
-        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"partial\r\n"), 5)
-        writer.close()
-        await asyncio.wait_for(stopped.wait(), 5)
-        await asyncio.sleep(0.05)
-    assert not [r for r in caplog.records if r.levelname == "ERROR"]
-
-
 async def test_stream_parts_sent_in_one_loop_turn_leave_in_one_write() -> None:
-    from aigw.http.http1_connection import Connection, Exchange, ServerState
+    from aigw.http.http1_connection import Connection, ServerState
+    from aigw.http.http1_exchange import Exchange
 
     class Recorder:
         def __init__(self) -> None:
