@@ -18,6 +18,9 @@ Targets, each its own process pinned to CPU 1 (the upstream and wrk on CPU 0):
            reads the body and sends a fixed answer of the same size and shape
            (plain: one JSON body; stream: the frames a replayed hit sends)
   floor-aigw  the same app on aigw's own HTTP server (the gateway's default)
+  floor-raw   no ASGI at all: an asyncio protocol with httptools that writes the same
+           answer from its parser callback (no task, no app call): what parsing and
+           the kernel's loopback cost, the least any Python server can do
   off      the config without a cache block: every request a miss (the core bench)
   memory   exact cache in process memory: miss (every question new) and hit
   redis    exact cache in Redis under a per-run key prefix, deleted afterwards
@@ -127,7 +130,43 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": FLOOR_PLAIN})
 
 
+class _RawFloor(asyncio.Protocol):
+    """``floor-raw``: parse with httptools and answer from the parser callback, no ASGI and no task."""
+
+    PLAIN = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+             % (len(FLOOR_PLAIN), FLOOR_PLAIN))
+    STREAM = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
+              b"transfer-encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%b\r\n" % (len(f), f) for f in FLOOR_FRAMES)
+              + b"0\r\n\r\n")
+
+    def connection_made(self, transport: Any) -> None:
+        import httptools
+
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.body = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.transport.write(self.STREAM if b'"stream":true' in self.body else self.PLAIN)
+        self.body = b""
+
+
 def serve_floor(port: int, server: str) -> None:
+    if server == "raw":
+        import uvloop
+
+        async def raw() -> None:
+            server = await asyncio.get_running_loop().create_server(_RawFloor, "127.0.0.1", port)
+            await server.serve_forever()
+
+        uvloop.run(raw())
+        return
     if server == "aigw":  # the same app on aigw's own HTTP server (aigw/http/http1_server.py)
         from aigw.http.http1_server import run
 
@@ -310,14 +349,14 @@ class Target:
 
     @property
     def modes(self) -> list[str]:
-        return {"floor": ["floor"], "floor-aigw": ["floor"], "off": ["miss"]}.get(self.backend, ["miss", "hit"])
+        return ["floor"] if self.backend.startswith("floor") else ["miss"] if self.backend == "off" else ["miss", "hit"]
 
     def start(self, upstream: str, args: argparse.Namespace, tmp: Path, src: Path | None) -> None:
         import yaml
 
         if self.backend.startswith("floor"):
             argv = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(self.port),
-                    "--floor-server", "aigw" if self.backend == "floor-aigw" else "uvicorn"]
+                    "--floor-server", {"floor-aigw": "aigw", "floor-raw": "raw"}.get(self.backend, "uvicorn")]
         else:
             self.prefix = f"aigw-bench:{uuid.uuid4().hex[:8]}:"
             folder = tmp / self.name.replace("@", "-")
@@ -355,7 +394,7 @@ def measure(target: Target, kind: str, mode: str, conc: int, args: argparse.Name
     busy = wait_quiet(args.quiet_max, args.quiet_wait)
     assert target.proc is not None
     cpu0 = cpu_s(target.proc.pid)
-    expect = "" if target.backend in ("floor", "floor-aigw", "off") else mode  # "" = no header to check
+    expect = "" if target.backend.startswith("floor") or target.backend == "off" else mode  # "" = no header to check
     r = run_wrk(target.base + "/v1/chat/completions", kind, mode, conc, args.duration, expect)
     r["cpu_us"] = (cpu_s(target.proc.pid) - cpu0) / max(1, r["requests"]) * 1e6
     r["busy"] = busy
@@ -516,7 +555,24 @@ def summary(rows: list[dict[str, Any]], conc: list[int], suffix: str = "") -> st
                 same = (f"{s1['p50'] / max(1e-9, h1['p50']):.1f}x / {hh['rps'] / sh['rps']:.1f}x / "
                         f"{sh['cpu_us'] / max(1e-9, hh['cpu_us']):.1f}x")
             out.append(f"| {name} | {kind} | {p50} | {p50x} | {rps} | {rpsx} | {cpu} | {cpux} | {same} |")
-    return "\n".join(out)
+    return "\n".join(out + _ceiling(rows, lo, hi, suffix))
+
+
+def _ceiling(rows: list[dict[str, Any]], lo: int, hi: int, suffix: str) -> list[str]:
+    """The miss against each floor: how many times faster than a miss an answer can be at all, on
+    that server (no hit can beat a server that answers without any gateway code)."""
+    out = ["", f"| ceiling: miss (off) / floor | request | p50 c={lo} | req/s c={hi} | CPU µs/req c={hi} |",
+           "|---|---|---|---|---|"]
+    for floor in ("floor-raw", "floor-aigw", "floor"):
+        for kind in ("plain", "stream"):
+            m1, mh = _find(rows, "off" + suffix, kind, "miss", lo), _find(rows, "off" + suffix, kind, "miss", hi)
+            f1, fh = _find(rows, floor, kind, "floor", lo), _find(rows, floor, kind, "floor", hi)
+            if None in (m1, mh, f1, fh):
+                continue
+            assert m1 is not None and mh is not None and f1 is not None and fh is not None
+            out.append(f"| {floor} | {kind} | {m1['p50'] / max(1e-9, f1['p50']):.1f}x | "
+                       f"{fh['rps'] / max(1e-9, mh['rps']):.1f}x | {mh['cpu_us'] / max(1e-9, fh['cpu_us']):.1f}x |")
+    return out if len(out) > 3 else []
 
 
 def main() -> int:
@@ -552,7 +608,8 @@ def main() -> int:
     upstream = subprocess.Popen(pinned(0, [sys.executable, str(UPSTREAM), "--port", str(up_port)]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     targets = [] if args.no_floor else [Target("floor", "floor", free_port()),
-                                        Target("floor-aigw", "floor-aigw", free_port())]
+                                        Target("floor-aigw", "floor-aigw", free_port()),
+                                        Target("floor-raw", "floor-raw", free_port())]
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as folder:

@@ -9,6 +9,7 @@ from aigw import errors
 from aigw.pipeline.context import Principal
 
 KeyLookup = Callable[[str], Awaitable[Principal | None]]
+CachedKeyLookup = Callable[[str], Principal | None]  # answers from memory only; None = ask ``KeyLookup``
 
 def presented_key(headers: dict[str, str]) -> str:
     """The key from ``Authorization: Bearer`` or ``x-api-key`` (the Anthropic SDK's header)."""
@@ -21,15 +22,28 @@ def presented_key(headers: dict[str, str]) -> str:
 
 
 class Authenticator:
-    def __init__(self, master_key: str, lookup: KeyLookup | None = None) -> None:
+    def __init__(self, master_key: str, lookup: KeyLookup | None = None,
+                 cached: CachedKeyLookup | None = None) -> None:
         self._master = master_key.encode()
         self._lookup = lookup
+        self._cached = cached
         self._master_principal = Principal(key_id="master", key_prefix="master", is_admin=True)
 
     @property
     def open(self) -> bool:
         """No master key: every caller is let in (only allowed on loopback or with --insecure)."""
         return not self._master
+
+    def known(self, headers: dict[str, str]) -> Principal | None:
+        """The caller, when memory alone can tell (the master key, a virtual key the key cache holds and
+        that is usable now), with no coroutine; None means "ask ``authenticate``", never "refused"."""
+        key = presented_key(headers)
+        if key:
+            if self._master and hmac.compare_digest(key.encode(), self._master):
+                return self._master_principal
+            if self._cached is not None:
+                return self._cached(key)
+        return None
 
     async def authenticate(self, headers: dict[str, str]) -> Principal:
         key = presented_key(headers)

@@ -59,7 +59,7 @@ class Flow:
     ) -> None:
         ctx: RequestContext | None = None
         try:
-            principal = await self.auth.authenticate(req.headers)
+            principal = self.auth.known(req.headers) or await self.auth.authenticate(req.headers)
             body = await req.json(self.max_body)
             parsed = parse(body, req.body)
             _check_model_allowed(principal, parsed.model)
@@ -94,7 +94,7 @@ class Flow:
                 ctx.error = internal
             await send_error(send, api, internal, req.request_id)
         finally:
-            if ctx is not None:
+            if ctx is not None and self.pipeline.finishes:
                 await self.pipeline.finish(ctx)
 
 

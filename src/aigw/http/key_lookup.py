@@ -66,6 +66,16 @@ class KeyCache:
             return None
         return entry[1]
 
+    def cached(self, presented: str) -> Principal | None:
+        """``lookup`` from memory only: None when the key is not held (or not usable now), so the caller
+        asks ``lookup``, which reads the store or gives the refusal."""
+        if not presented.startswith(KEY_PREFIX):
+            return None
+        entry = self._cache.get(hash_secret(presented))
+        if entry is None or not entry[0].usable(self._clock.now()):
+            return None
+        return entry[1]
+
     def invalidate(self) -> None:
         self._generation += 1
         self._cache.clear()

@@ -49,6 +49,7 @@ class ObservedPipeline(Pipeline):
     def __init__(self, stages: Sequence[Stage], terminal: Terminal) -> None:
         super().__init__(stages, ObservedTerminal(terminal))
         self._observe = next((s for s in self.stages if isinstance(s, Observe)), None)
+        self.finishes = self.finishes or self._observe is not None
 
     async def finish(self, ctx: RequestContext) -> None:
         await super().finish(ctx)

@@ -33,6 +33,7 @@ class Pipeline:
         n = len(self.stages)
         self._pre = [(i, s) for i, s in enumerate(self.stages) if overrides(s, "on_request")]
         self._finish = [s for s in self.stages if overrides(s, "on_finish")]
+        self.finishes = bool(self._finish)  # False: ``finish`` has nothing to do (callers may skip it)
         # post-hooks of the stages before position i (i = n: every stage; the terminal answered), reversed
         self._on_response = [[s for s in reversed(self.stages[:i]) if overrides(s, "on_response")]
                              for i in range(n + 1)]

@@ -8,7 +8,7 @@ Stores raise on a backend failure: the stage turns that into "skip the cache".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,6 +32,13 @@ class CacheStore(Protocol):
     async def ping(self) -> None:
         """Raise if the backend cannot serve right now."""
         ...
+
+
+@runtime_checkable
+class LocalCacheStore(CacheStore, Protocol):
+    """A store in this process's memory: it also answers ``get`` as a plain call."""
+
+    def get_now(self, key: str) -> bytes | None: ...
 
 
 @dataclass(slots=True, frozen=True)

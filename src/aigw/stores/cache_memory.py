@@ -27,6 +27,10 @@ class MemoryCacheStore:
         return len(self._items)
 
     async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> bytes | None:
+        """``get`` without a coroutine: the cache stage's hit path calls this directly."""
         item = self._items.get(key)
         if item is None:
             return None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from aigw import errors
+from aigw.http.auth import Authenticator
 from aigw.http.key_lookup import KeyCache
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
 from aigw.stores.keygen import hash_secret, new_secret
@@ -112,3 +116,33 @@ async def test_the_version_watch_ends_even_when_a_cancel_is_swallowed() -> None:
     await asyncio.wait({task}, timeout=0.2)
     cache.stop_watching()
     await asyncio.wait_for(task, timeout=1)  # ends at its next turn
+
+
+async def test_the_memory_only_answer_reads_no_store_and_never_refuses() -> None:
+    store, clock = Store(), Clock()
+    store.grants[hash_secret(SECRET)] = _grant(expires=1005.0)
+    cache = KeyCache(store, MemoryKeyVersion(), clock)  # type: ignore[arg-type]
+    assert cache.cached(SECRET) is None and store.reads == 0  # not held yet: "ask lookup"
+    held = await cache.lookup(SECRET)
+    assert held is not None and cache.cached(SECRET) is held and store.reads == 1
+    clock.t = 1005.0
+    assert cache.cached(SECRET) is None  # expired: lookup gives the refusal
+    clock.t = 1000.0
+    cache.invalidate()  # e.g. revoked on another replica: the version moved
+    assert cache.cached(SECRET) is None
+
+
+async def test_the_authenticator_answers_known_callers_without_a_lookup() -> None:
+    store = Store()
+    store.grants[hash_secret(SECRET)] = _grant()
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    auth = Authenticator("sk-master", cache.lookup, cache.cached)
+    master = auth.known({"authorization": "Bearer sk-master"})
+    assert master is not None and master.is_admin
+    assert auth.known({"authorization": f"Bearer {SECRET}"}) is None  # not held: authenticate reads it
+    assert (await auth.authenticate({"x-api-key": SECRET})).tenant_id == "t1"
+    known = auth.known({"authorization": f"Bearer {SECRET}"})
+    assert known is not None and known.key_id == "k1" and store.reads == 1
+    assert auth.known({"authorization": "Bearer sk-aigw-unknown"}) is None
+    with pytest.raises(errors.AuthError):
+        await auth.authenticate({"authorization": "Bearer sk-aigw-unknown"})

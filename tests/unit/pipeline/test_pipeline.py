@@ -111,3 +111,16 @@ async def test_hooks_a_stage_does_not_define_are_not_called() -> None:
 
     p = Pipeline([OnlyFinish()], Upstream([]))
     assert p._pre == [] and p._finish == []
+
+
+def test_a_pipeline_without_finish_hooks_says_so_and_callers_skip_finish() -> None:
+    log: list[str] = []
+
+    class OnlyRequest(Stage):
+        name = "only"
+
+        async def on_request(self, ctx: RequestContext) -> Result | None:
+            return None
+
+    assert not Pipeline([OnlyRequest()], Upstream(log)).finishes
+    assert Pipeline([OnlyRequest(), Recorder("a", log)], Upstream(log)).finishes

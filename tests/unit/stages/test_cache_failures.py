@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from aigw.stores.cache_memory import MemoryCacheStore
 from tests.unit.stages.cache_harness import Harness
 
 
@@ -125,3 +126,26 @@ async def test_an_answer_in_time_clears_the_strike() -> None:
     for _ in range(3):
         await h.ask()
     assert store.gets == 3 and h.stage.stats.backend_skipped == 0
+
+
+class FailingMemory(MemoryCacheStore):
+    """The in-process store, read with a plain call on the hit path, failing on that call."""
+
+    def __init__(self) -> None:
+        super().__init__(100, 1 << 20)
+        self.reads = 0
+
+    def get_now(self, key: str) -> bytes | None:
+        self.reads += 1
+        raise MemoryError("store broken")
+
+
+async def test_a_failing_in_memory_store_is_a_miss_and_then_skipped_like_any_backend() -> None:
+    store = FailingMemory()
+    h = Harness({"mode": "exact", "retry_after_s": 5}, stores={"memory": store})
+    answer = await h.ask()
+    assert answer.cache == "miss" and answer.body is not None and h.upstream.calls == 1
+    assert answer.ctx.state["cache_result"] == "error" and h.stage.stats.backend_errors == 1
+    await h.ask()  # within retry_after: not read again
+    assert store.reads == 1 and h.stage.stats.backend_skipped >= 1
+    assert (await h.stage.health())[0] == "degraded"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_semantic import Embedders
 from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, replay_chunks, storable
 from aigw.schema.openai import last_user_text
-from aigw.stores.cache_base import CacheStore, SemanticIndex
+from aigw.stores.cache_base import CacheStore, LocalCacheStore, SemanticIndex
 from aigw.supervise import Supervisor
 from aigw.types import JSON, Clock
 
@@ -49,6 +49,13 @@ log = logging.getLogger("aigw.cache")
 HEADER = "x-aigw-cache"
 PENDING = "cache.pending"  # ctx.state: what to store after a miss
 CACHED_ENDPOINTS = frozenset({"chat", "embeddings"})
+
+
+class _AskBackend:
+    """``_get_now``'s answer when only a call to the backend can tell."""
+
+
+_ASK_BACKEND = _AskBackend()
 
 
 @dataclass(slots=True)
@@ -79,6 +86,9 @@ class CacheStage(Stage):
         self.embed_timeout_s = default.semantic.embed_timeout_ms / 1000
         self._storing: set[asyncio.Task[Any]] = set()
         self._in_process = {name: bool(getattr(store, "in_process", False)) for name, store in stores.items()}
+        self._local: dict[str, Callable[[str], bytes | None]] = {  # in-memory stores' plain-call get
+            name: store.get_now for name, store in stores.items()
+            if isinstance(store, LocalCacheStore) and self._in_process[name]}
         self._counters: dict[tuple[str, str], Any] = {}  # (model, result) -> the labelled lookup counter
         self._decoded = Decoded()
         self._near = {name: NearCache(default.near_ttl_s, default.near_max_bytes, clock)
@@ -95,7 +105,9 @@ class CacheStage(Stage):
         key = exact_key(ctx, policy.scope)
         trouble: list[str] = []
         if not controls.no_cache:
-            raw = await self._get(policy.backend, key, trouble)
+            raw = self._get_now(policy.backend, key, trouble)  # memory, or a near copy: no await
+            if isinstance(raw, _AskBackend):
+                raw = await self._fetch(policy.backend, key, trouble)
             if raw is not None and (hit := self._serve(ctx, raw, "exact")) is not None:
                 return hit
         ctx.response_headers[HEADER] = "miss"
@@ -110,21 +122,33 @@ class CacheStage(Stage):
             ctx.state[PENDING] = pending
         return None
 
-    async def _get(self, backend: str, key: str, trouble: list[str]) -> bytes | None:
-        store = self.stores[backend]
-        near = self._near.get(backend)  # only shared backends have one
-        if near is not None and (raw := near.get(key)) is not None:
-            return raw
-        if self._in_process[backend] and self.guard.clear(backend):
+    def _get_now(self, backend: str, key: str, trouble: list[str]) -> bytes | _AskBackend | None:
+        """A lookup that needs no await: a store in process memory, or the near copy of a shared
+        one's entry; else ``_ASK_BACKEND`` (then ``_get``)."""
+        local = self._local.get(backend)
+        if local is not None and self.guard.clear(backend):
             try:  # a dict lookup: no timer, no closure (the guard's bookkeeping only on failure)
-                return await store.get(key)
+                return local(key)
             except Exception as exc:
                 self.guard.failed(backend, exc)
                 if self.metrics is not None:
                     self.metrics.store_error(f"cache_{backend}", "get")
                 trouble.append(backend)
                 return None
+        near = self._near.get(backend)  # only shared backends have one
+        if near is not None and (raw := near.get(key)) is not None:
+            return raw
+        return _ASK_BACKEND
+
+    async def _get(self, backend: str, key: str, trouble: list[str]) -> bytes | None:
+        raw = self._get_now(backend, key, trouble)
+        return await self._fetch(backend, key, trouble) if isinstance(raw, _AskBackend) else raw
+
+    async def _fetch(self, backend: str, key: str, trouble: list[str]) -> bytes | None:
+        """From the backend, through the guard (timeout, failure bookkeeping); a near copy is kept."""
+        store = self.stores[backend]
         raw = await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
+        near = self._near.get(backend)
         if near is not None and raw is not None and (entry := self._decoded(raw)) is not None:
             near.put(key, raw, entry.expires_at())
         return raw
