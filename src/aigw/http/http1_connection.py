@@ -40,10 +40,11 @@ class _HeadTooLarge(Exception):
 class ServerState:
     """What every connection of one server shares."""
 
-    def __init__(self, app: App, idle_timeout_s: float, head_timeout_s: float = 30) -> None:
+    def __init__(self, app: App, idle_timeout_s: float, head_timeout_s: float = 30, body_timeout_s: float = 30) -> None:
         self.app = app
         self.idle_timeout_s = idle_timeout_s
         self.head_timeout_s = head_timeout_s
+        self.body_timeout_s = body_timeout_s
         self.now = 0.0  # the loop's clock, refreshed ten times a second: stamps cost no call
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -75,6 +76,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since: float | None = None  # waiting for a next request since (keep-alive)
         self.head_since: float | None = None  # receiving a request head since (slow clients are cut)
+        self.body_since: float | None = None  # a request body's last bytes came then (it stalled: cut)
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
 
@@ -132,6 +134,8 @@ class Connection(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self.read_paused and not self.queue and not self.closed:
             self.read_paused = False
+            if self.body_since is not None:  # the pause was ours: the client's time starts again
+                self.body_since = self.state.now
             self.transport.resume_reading()
 
     def _pause_reading(self) -> None:
@@ -183,6 +187,7 @@ class Connection(asyncio.Protocol):
         }
         ex = Exchange(self, scope, parser.should_keep_alive() and not self.state.stopping, self.expect_continue)
         self.parsing = ex
+        self.body_since = self.state.now  # until the message is complete (at once for a request without a body)
         if self.current is None:
             self.current = ex
             self._run(ex)
@@ -196,11 +201,13 @@ class Connection(asyncio.Protocol):
             return  # answered already (e.g. refused before reading): the rest of the body is dropped
         ex.chunks.append(body)
         ex.buffered += len(body)
+        self.body_since = self.state.now
         if ex.buffered > HIGH_WATER:
             self._pause_reading()
         ex.wake()
 
     def on_message_complete(self) -> None:
+        self.body_since = None
         ex = self.parsing
         if ex is not None:
             ex.body_done = True
@@ -304,6 +311,13 @@ class Connection(asyncio.Protocol):
 
     def is_idle(self) -> bool:
         return self.current is None and self.parsing is None
+
+    def stalled(self, head_limit: float, body_limit: float) -> bool:
+        """Still sending a request head that began before ``head_limit``, or a request body with no
+        bytes since ``body_limit`` while this side was reading (a pause for back-pressure is ours)."""
+        if self.head_since is not None and self.head_since < head_limit:
+            return True
+        return self.body_since is not None and self.body_since < body_limit and not self.read_paused
 
 
 def _address(value: Any) -> tuple[str, int] | None:

@@ -6,8 +6,10 @@ uvicorn, ~35 µs here, and ~15 µs as a bare protocol with no ASGI at all; a cac
 hit was mostly server. This server does what uvicorn did for us and no more: the
 connection side (``http1_connection``) parses, calls the app once per request and
 writes each answer in as few writes as it can; this side listens, runs the
-lifespan, closes idle connections in one sweep a second (no timer per request)
-and shuts down gracefully.
+lifespan, closes idle connections and slow clients (a request head not done in
+``head_timeout_s``, a request body with no bytes for ``body_timeout_s`` while the
+server was reading: nginx's ``client_body_timeout``) in one sweep a second (no
+timer per request), and shuts down gracefully.
 
 What it speaks: HTTP/1.1 and 1.0, keep-alive, pipelined requests (answered in
 order), request bodies with back-pressure, ``Expect: 100-continue``, HEAD,
@@ -71,14 +73,14 @@ class Server:
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 4000, *, sock: Any = None,
                  graceful_timeout_s: float = 30, idle_timeout_s: float = 5, head_timeout_s: float = 30,
-                 backlog: int = 2048) -> None:
+                 body_timeout_s: float = 30, backlog: int = 2048) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.sock = sock
         self.graceful_timeout_s = graceful_timeout_s
         self.backlog = backlog
-        self.state = ServerState(app, idle_timeout_s, head_timeout_s)
+        self.state = ServerState(app, idle_timeout_s, head_timeout_s, body_timeout_s)
         self.started = False
         self.should_exit = False
         self.caught_signal: int | None = None
@@ -122,7 +124,8 @@ class Server:
 
     async def _tick_until_exit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check for exit ten times a second; once a second refresh the date and close connections idle
-        longer than ``idle_timeout_s`` or still sending one request head after ``head_timeout_s``."""
+        longer than ``idle_timeout_s``, still sending one request head after ``head_timeout_s``, or
+        sending a request body that stalled for ``body_timeout_s``."""
         ticks = 0
         state = self.state
         state.now = loop.time()
@@ -134,9 +137,10 @@ class Server:
                 state.date = date_line()
                 idle_limit = state.now - state.idle_timeout_s
                 head_limit = state.now - state.head_timeout_s
+                body_limit = state.now - state.body_timeout_s
                 for conn in list(state.connections):
                     idle = conn.idle_since is not None and conn.idle_since < idle_limit and conn.is_idle()
-                    if idle or (conn.head_since is not None and conn.head_since < head_limit):
+                    if idle or conn.stalled(head_limit, body_limit):
                         conn.close()
 
     async def _drain(self) -> None:

@@ -338,6 +338,38 @@ async def test_a_client_too_slow_to_send_its_request_head_is_cut_off() -> None:
         writer.close()
 
 
+async def test_a_request_body_that_stalls_is_cut_off_but_a_slow_steady_one_is_not() -> None:
+    async with serving(echo, body_timeout_s=0.6, idle_timeout_s=60) as server:
+        stalled_reader, stalled = await connect(server)
+        stalled.write(b"POST /stalled HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nabc")  # 7 bytes owed
+        steady_reader, steady = await connect(server)
+        steady.write(b"POST /steady HTTP/1.1\r\nhost: t\r\ncontent-length: 6\r\n\r\n")
+        for part in (b"ab", b"cd", b"ef"):  # a byte pair every 0.4 s: never 0.6 s without one
+            await asyncio.sleep(0.4)
+            steady.write(part)
+        assert (await read_response(steady_reader))[2] == b"POST /steady ? abcdef"
+        assert await asyncio.wait_for(stalled_reader.read(), 5) == b""  # closed, with no answer
+        stalled.close()
+        steady.close()
+
+
+async def test_a_body_held_back_by_the_server_itself_is_not_a_stall() -> None:
+    @with_lifespan
+    async def late_reader(scope: Scope, receive: Any, send: Any) -> None:
+        await asyncio.sleep(1.6)  # the body fills the buffer and reading pauses meanwhile
+        body = await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    big = b"x" * (4 * 1024 * 1024)  # more than the buffer the server reads ahead and the socket holds
+    async with serving(late_reader, body_timeout_s=0.5, idle_timeout_s=60) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/", big))
+        status, _, body = await read_response(reader)
+        assert status == 200 and body == big
+        writer.close()
+
+
 async def test_shutdown_finishes_requests_in_flight_and_refuses_new_connections() -> None:
     events: list[str] = []
 
