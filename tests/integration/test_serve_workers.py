@@ -10,6 +10,7 @@ from pathlib import Path
 
 import requests
 
+from aigw.cli.serve_workers import START_FAILED, restart_pause
 from tests.support.serve_process import start_serve, stop_serve, wait_live
 
 
@@ -32,6 +33,19 @@ def children(pid: int) -> list[int]:
 
 def workers_of(pid: int) -> list[int]:
     return [c for c in children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def processes_with_config(config: Path) -> list[int]:
+    """Live processes started with ``AIGW_CONFIG=config`` (a worker left behind would be one)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"AIGW_CONFIG={config.resolve()}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def ask(url: str) -> int:
@@ -64,3 +78,27 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Pa
     assert not [pid for pid in survivors if Path(f"/proc/{pid}").exists()]  # stopped and reaped
     assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
 
+
+
+def test_an_app_that_cannot_start_ends_serve_with_exit_code_3_in_both_modes(tmp_path: Path) -> None:
+    # the config loads, but the app's start-up cannot open its database (a directory that does not exist)
+    config = tmp_path / "aigw.yaml"
+    config.write_text(f"database_url: sqlite:///{tmp_path}/missing/dir/aigw.db\n")
+    for extra in ([], ["--workers", "2"]):
+        proc, _ = start_serve(tmp_path, "--config", str(config), *extra)
+        try:
+            proc.wait(timeout=30)  # not started again and again: a start-up failure would repeat
+        finally:
+            stop_serve(proc)
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode == START_FAILED, stderr
+        assert "unable to open database file" in stderr
+        if extra:
+            assert "could not start its app" in stderr and "starting it again" not in stderr
+            assert not processes_with_config(config)  # every worker stopped and reaped
+        else:
+            assert "aigw: the app failed to start" in stderr
+
+
+def test_a_worker_that_keeps_dying_waits_longer_each_time() -> None:
+    assert [restart_pause(n) for n in (1, 2, 3, 4, 5, 6, 7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

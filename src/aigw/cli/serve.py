@@ -60,7 +60,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             if server.http == "aigw":
                 from aigw.cli.serve_workers import serve_workers
 
-                serve_workers(server.host, server.port, server.workers, log_level, log_format, GRACEFUL_S)
+                code = serve_workers(server.host, server.port, server.workers, log_level, log_format, GRACEFUL_S)
+                if code:
+                    sys.exit(code)
             else:
                 run_uvicorn("aigw.app:create_app", server.host, server.port, server.workers)
         finally:
@@ -70,9 +72,14 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
         app = for_serving(build_app(config), config)
         if server.http == "aigw":
-            from aigw.http.http1_server import run
+            from aigw.cli.serve_workers import START_FAILED
+            from aigw.http.http1_server import StartupFailed, run
 
-            run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S)
+            try:
+                run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S)
+            except StartupFailed as exc:
+                click.echo(f"aigw: {exc}", err=True)  # the start-up hook's own log line says why
+                sys.exit(START_FAILED)
         else:
             run_uvicorn(app, server.host, server.port, 1)
 

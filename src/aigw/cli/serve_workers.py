@@ -5,6 +5,12 @@ from the config ``export_for_workers`` left in the environment), starts again
 any worker that dies, and on SIGINT/SIGTERM asks every worker to stop gracefully
 (each finishes its requests in flight) and waits for them. The kernel spreads
 new connections over the workers accepting on the shared socket.
+
+A worker that fails to start (its app cannot be built, or its start-up hooks fail:
+a database it cannot open, say) exits with ``START_FAILED``; starting it again would
+fail the same way, so the parent stops the others and ``aigw serve`` exits with that
+code, as a single process does. A worker that dies while serving is started again
+after a pause that doubles while it keeps dying soon after a start (1 s up to 30 s).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import multiprocessing
 import signal
 import socket
+import sys
 import time
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -20,7 +27,10 @@ from typing import Any
 log = logging.getLogger("aigw")
 
 KILL_AFTER_S = 5.0  # past a worker's own graceful shutdown, before it is killed
-RESTART_PAUSE_S = 1.0  # between restarts of a worker that keeps dying
+RESTART_PAUSE_S = 1.0  # before a dead worker is started again; doubled while it keeps dying...
+RESTART_PAUSE_MAX_S = 30.0
+STABLE_S = 60.0  # ...within this long of its start; a worker that lived longer starts again after 1 s
+START_FAILED = 3  # a worker's exit code when its app did not start (gunicorn uses 3 for this too)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -35,16 +45,30 @@ def bind(host: str, port: int) -> socket.socket:
 def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: float) -> None:
     from aigw.app import create_app
     from aigw.config.load import load_config
-    from aigw.http.http1_server import run
+    from aigw.http.http1_server import StartupFailed, run
     from aigw.observability.logging import configure
 
     configure(log_level, log_format)
-    config = load_config()
-    run(create_app(), config.server.host, config.server.port, sock=sock, graceful_timeout_s=graceful_s)
+    try:
+        config = load_config()
+        app = create_app()
+    except Exception:
+        log.exception("worker could not build the app")
+        sys.exit(START_FAILED)
+    try:
+        run(app, config.server.host, config.server.port, sock=sock, graceful_timeout_s=graceful_s)
+    except StartupFailed:
+        sys.exit(START_FAILED)  # the app's start-up hook logged why
+
+
+def restart_pause(deaths_in_a_row: int) -> float:
+    """Seconds before a worker that died ``deaths_in_a_row`` times soon after its start is started again."""
+    return min(RESTART_PAUSE_MAX_S, RESTART_PAUSE_S * 2.0 ** max(0, deaths_in_a_row - 1))
 
 
 def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
-                  graceful_s: float = 30) -> None:
+                  graceful_s: float = 30) -> int:
+    """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED``)."""
     sock = bind(host, port)
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
@@ -60,14 +84,35 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
         return proc
 
     procs = [start(i) for i in range(workers)]
+    started = [time.monotonic()] * workers
+    deaths = [0] * workers  # in a row, each soon after its start
+    restart_at: list[float | None] = [None] * workers
+    code = 0
     try:
-        while not stopping:
+        while not stopping and not code:
             time.sleep(0.2)
+            now = time.monotonic()
             for i, proc in enumerate(procs):
-                if not proc.is_alive() and not stopping:
-                    log.error("worker %d (pid %s) exited with %s; starting it again", i, proc.pid, proc.exitcode)
-                    time.sleep(RESTART_PAUSE_S)
-                    procs[i] = start(i)
+                if stopping or code:
+                    break
+                due = restart_at[i]
+                if due is not None:
+                    if now >= due:
+                        restart_at[i], started[i] = None, now
+                        procs[i] = start(i)
+                    continue
+                if proc.is_alive():
+                    continue
+                if proc.exitcode == START_FAILED:
+                    log.error("worker %d (pid %s) could not start its app (see its log above); stopping",
+                              i, proc.pid)
+                    code = START_FAILED
+                    break
+                deaths[i] = deaths[i] + 1 if now - started[i] < STABLE_S else 1
+                pause = restart_pause(deaths[i])
+                log.error("worker %d (pid %s) exited with %s; starting it again in %.0f s", i, proc.pid,
+                          proc.exitcode, pause)
+                restart_at[i] = now + pause
     finally:
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
@@ -82,3 +127,4 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return code

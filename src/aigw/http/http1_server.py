@@ -36,6 +36,10 @@ from aigw.http.http1_exchange import date_line
 log = logging.getLogger("aigw.http.server")
 
 
+class StartupFailed(RuntimeError):
+    """The app's lifespan start-up failed (its own log says why): nothing was served."""
+
+
 class Lifespan:
     """The ASGI lifespan protocol: start-up before the first connection, shutdown after the last."""
 
@@ -92,7 +96,7 @@ class Server:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         lifespan = Lifespan(self.app)
         if not await lifespan.startup():
-            raise RuntimeError("the app failed to start (see the log above)")
+            raise StartupFailed("the app failed to start (see the log above)")
         state = self.state
         try:
             if self.sock is not None:
