@@ -187,7 +187,9 @@ class Connection(asyncio.Protocol):
         }
         ex = Exchange(self, scope, parser.should_keep_alive() and not self.state.stopping, self.expect_continue)
         self.parsing = ex
-        self.body_since = self.state.now  # until the message is complete (at once for a request without a body)
+        # until the message is complete (at once for a request without a body); a client that asked to
+        # hear "100 Continue" first waits for it, so its clock starts when that is sent (``Exchange.receive``)
+        self.body_since = None if self.expect_continue else self.state.now
         if self.current is None:
             self.current = ex
             self._run(ex)

@@ -74,6 +74,8 @@ class Exchange:
             self.expect_continue = False
             if not self.started and not conn.closed:
                 conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                if conn.parsing is self:
+                    conn.body_since = conn.state.now  # the client's body clock starts now
         if self.disconnected or self.complete:
             return {"type": "http.disconnect"}
         if self.body_delivered:  # nothing more to read: the next event is the client leaving (or the end)

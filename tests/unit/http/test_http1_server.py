@@ -353,6 +353,21 @@ async def test_a_request_body_that_stalls_is_cut_off_but_a_slow_steady_one_is_no
         steady.close()
 
 
+async def test_a_client_waiting_for_100_continue_is_not_stalling() -> None:
+    @with_lifespan
+    async def slow_to_read(scope: Scope, receive: Any, send: Any) -> None:
+        await asyncio.sleep(1.6)  # e.g. a key lookup first: the go-ahead comes with the first read
+        await echo(scope, receive, send)
+
+    async with serving(slow_to_read, body_timeout_s=0.5, idle_timeout_s=60) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST /e HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"ping")
+        assert (await read_response(reader))[2] == b"POST /e ? ping"
+        writer.close()
+
+
 async def test_a_body_held_back_by_the_server_itself_is_not_a_stall() -> None:
     @with_lifespan
     async def late_reader(scope: Scope, receive: Any, send: Any) -> None:
