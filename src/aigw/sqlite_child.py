@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import orjson
 
+from aigw import sqlite_pace
+
 FRAME = struct.Struct(">I")
 Priority = Literal["idle", "low"]  # SCHED_IDLE (else nice 19), or nice LOW_NICE
 LOW_NICE = 10
@@ -33,11 +35,7 @@ WAL_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA b
 def _serve(path: str, writer: str, priority: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if priority == "idle":
-        _lowest_priority()
-    else:
-        with contextlib.suppress(OSError):
-            os.nice(LOW_NICE)
+    _set_priority(priority)
     module, _, name = writer.partition(":")
     fn: Callable[[list[Any], sqlite3.Connection], Any] = getattr(importlib.import_module(module), name)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -60,6 +58,17 @@ def _serve(path: str, writer: str, priority: str) -> None:
         except BrokenPipeError:
             break  # the parent went away while this batch was written
     conn.close()
+
+
+def _set_priority(priority: str) -> None:
+    """``idle``: run only when the core has nothing else to do. ``low``: nice ``LOW_NICE``, and batches
+    give the core back between statements (``aigw.sqlite_pace``)."""
+    if priority == "idle":
+        _lowest_priority()
+        return
+    with contextlib.suppress(OSError):
+        os.nice(LOW_NICE)
+    sqlite_pace.pause_s = sqlite_pace.SATURATED_PAUSE_S
 
 
 def _lowest_priority() -> None:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from aigw import sqlite_pace
+from aigw.observability.request_log_rows import write_batch
 from aigw.sqlite_process import PriorityWriter, SqliteProcess, WriterFailed
 from aigw.stores.database import open_database
-from aigw.stores.sqlite.ledger_rows import COLUMNS
+from aigw.stores.sqlite.ledger_rows import COLUMNS, write_rows
 from aigw.stores.sqlite.ledger_writer import WRITER
 
 
@@ -261,3 +263,43 @@ async def test_a_batch_no_child_can_write_goes_to_the_fallback_and_a_failing_fal
     without = PriorityWriter(FailingWriter(now), FakeWriter(now), clock=lambda: now[0])
     with pytest.raises(WriterFailed):
         await without.write(["c"])
+
+
+def test_a_batch_gives_the_core_back_between_statements_only_in_the_saturation_writer(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(sqlite_pace, "_sleep", pauses.append)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        assert write_rows([_row(n) for n in range(250)], conn) == 250
+        assert pauses == []  # the gateway's thread and the idle-priority child: no pause
+        monkeypatch.setattr(sqlite_pace, "pause_s", sqlite_pace.SATURATED_PAUSE_S)
+        assert write_rows([_row(n) for n in range(250, 500)], conn) == 250
+        assert pauses == [sqlite_pace.SATURATED_PAUSE_S] * 3  # after each of the 100-row statements
+    finally:
+        conn.close()
+    assert _count(db_path) == 500
+
+
+@pytest.mark.parametrize(("priority", "pause"), [("low", sqlite_pace.SATURATED_PAUSE_S), ("idle", 0.0)])
+def test_only_the_nice_child_paces_its_batches(priority: str, pause: float) -> None:
+    out = subprocess.run(  # its own process: the test runner's priority stays as it is
+        [sys.executable, "-c", "from aigw import sqlite_child, sqlite_pace; "
+         f"sqlite_child._set_priority({priority!r}); print(sqlite_pace.pause_s)"],
+        capture_output=True, text=True, timeout=30, check=True).stdout
+    assert float(out) == pause
+
+
+def test_the_request_log_batch_paces_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(sqlite_pace, "_sleep", pauses.append)
+    monkeypatch.setattr(sqlite_pace, "pause_s", sqlite_pace.SATURATED_PAUSE_S)
+    conn = sqlite3.connect(str(tmp_path / "log.db"), isolation_level=None)
+    try:
+        rows = [(f"req_{n}", n) for n in range(150)]
+        create = ["CREATE TABLE IF NOT EXISTS log_day (id TEXT PRIMARY KEY, n INTEGER)"]
+        assert write_batch(create, "id, n", [["log_day", rows], ["log_day", rows[:1]]], conn) == 151
+        assert conn.execute("SELECT count(*) FROM log_day").fetchone()[0] == 150  # the replayed row ignored
+    finally:
+        conn.close()
+    assert pauses == [sqlite_pace.SATURATED_PAUSE_S] * 3  # two statements for 150 rows, one for the last

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
+from aigw.sqlite_pace import pace
+
 ROWS_PER_INSERT = 100  # multi-row INSERTs: far less work per row; short GIL holds on a thread
 
 
@@ -32,6 +34,7 @@ def write_batch(create: Sequence[str], columns: str, inserts: Sequence[Sequence[
                 chunk = rows[i:i + ROWS_PER_INSERT]
                 conn.execute(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES " + ", ".join([marks] * len(chunk)),
                              list(chain.from_iterable(chunk)))
+                pace()  # in the saturation writer only (``aigw.sqlite_pace``)
             done += len(rows)
     except BaseException:
         conn.execute("ROLLBACK")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
+from aigw.sqlite_pace import pace
+
 COLUMNS = (
     "id", "request_id", "ts_start", "ts_end", "day", "tenant_id", "project_id", "key_id", "key_prefix", "model",
     "served_model", "deployment_id", "provider", "endpoint", "prompt_tokens", "completion_tokens",
@@ -42,6 +44,7 @@ def write_rows(rows: Sequence[Sequence[Any]], conn: sqlite3.Connection) -> int:
             chunk = fresh[i:i + _CHUNK]
             sql = _INSERT_CHUNK if len(chunk) == _CHUNK else _INSERT + ", ".join([_ROW] * len(chunk))
             conn.execute(sql, list(chain.from_iterable(chunk)))
+            pace()  # in the saturation writer only: requests in flight get the core between statements
         if fresh:
             conn.executemany(_UPSERT, list(_sum_rollups(fresh).values()))
     except BaseException:
