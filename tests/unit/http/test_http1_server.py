@@ -163,14 +163,20 @@ async def test_a_large_body_is_delivered_in_full_through_back_pressure() -> None
         writer.close()
 
 
+async def ask_with_100_continue(server: Server, body: bytes) -> bytes:
+    """POST /e asking for ``100 Continue`` first: waits for it, then sends ``body``; the answer's body."""
+    reader, writer = await connect(server)
+    writer.write(b"POST /e HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\nexpect: 100-continue\r\n\r\n" % len(body))
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    answer = (await read_response(reader))[2]
+    writer.close()
+    return answer
+
+
 async def test_expect_100_continue_gets_a_go_ahead_before_the_body() -> None:
     async with serving(echo) as server:
-        reader, writer = await connect(server)
-        writer.write(b"POST /e HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
-        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        writer.write(b"data")
-        assert (await read_response(reader))[2] == b"POST /e ? data"
-        writer.close()
+        assert await ask_with_100_continue(server, b"data") == b"POST /e ? data"
 
 
 async def test_a_response_without_length_is_chunked_and_streams() -> None:
@@ -360,12 +366,7 @@ async def test_a_client_waiting_for_100_continue_is_not_stalling() -> None:
         await echo(scope, receive, send)
 
     async with serving(slow_to_read, body_timeout_s=0.5, idle_timeout_s=60) as server:
-        reader, writer = await connect(server)
-        writer.write(b"POST /e HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
-        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        writer.write(b"ping")
-        assert (await read_response(reader))[2] == b"POST /e ? ping"
-        writer.close()
+        assert await ask_with_100_continue(server, b"ping") == b"POST /e ? ping"
 
 
 async def test_a_body_held_back_by_the_server_itself_is_not_a_stall() -> None:
