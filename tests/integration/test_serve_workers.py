@@ -10,7 +10,8 @@ from pathlib import Path
 
 import requests
 
-from aigw.cli.serve_workers import START_FAILED, restart_pause
+from aigw.cli.serve_workers import restart_pause
+from aigw.http.http1_server import START_FAILED_EXIT
 from tests.support.serve_process import start_serve, stop_serve, wait_live
 
 
@@ -91,7 +92,7 @@ def test_an_app_that_cannot_start_ends_serve_with_exit_code_3_in_both_modes(tmp_
         finally:
             stop_serve(proc)
         stderr = proc.stderr.read().decode() if proc.stderr else ""
-        assert proc.returncode == START_FAILED, stderr
+        assert proc.returncode == START_FAILED_EXIT, stderr
         assert "unable to open database file" in stderr
         if extra:
             assert "could not start its app" in stderr and "starting it again" not in stderr

@@ -72,14 +72,13 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
         app = for_serving(build_app(config), config)
         if server.http == "aigw":
-            from aigw.cli.serve_workers import START_FAILED
-            from aigw.http.http1_server import StartupFailed, run
+            from aigw.http.http1_server import START_FAILED_EXIT, StartupFailed, run
 
             try:
                 run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S)
             except StartupFailed as exc:
                 click.echo(f"aigw: {exc}", err=True)  # the start-up hook's own log line says why
-                sys.exit(START_FAILED)
+                sys.exit(START_FAILED_EXIT)
         else:
             run_uvicorn(app, server.host, server.port, 1)
 

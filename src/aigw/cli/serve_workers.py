@@ -7,7 +7,7 @@ any worker that dies, and on SIGINT/SIGTERM asks every worker to stop gracefully
 new connections over the workers accepting on the shared socket.
 
 A worker that fails to start (its app cannot be built, or its start-up hooks fail:
-a database it cannot open, say) exits with ``START_FAILED``; starting it again would
+a database it cannot open, say) exits with ``START_FAILED_EXIT``; starting it again would
 fail the same way, so the parent stops the others and ``aigw serve`` exits with that
 code, as a single process does. A worker that dies while serving is started again
 after a pause that doubles while it keeps dying soon after a start (1 s up to 30 s).
@@ -24,13 +24,14 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from aigw.http.http1_server import START_FAILED_EXIT
+
 log = logging.getLogger("aigw")
 
 KILL_AFTER_S = 5.0  # past a worker's own graceful shutdown, before it is killed
 RESTART_PAUSE_S = 1.0  # before a dead worker is started again; doubled while it keeps dying...
 RESTART_PAUSE_MAX_S = 30.0
 STABLE_S = 60.0  # ...within this long of its start; a worker that lived longer starts again after 1 s
-START_FAILED = 3  # a worker's exit code when its app did not start (gunicorn uses 3 for this too)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -54,11 +55,11 @@ def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: fl
         app = create_app()
     except Exception:
         log.exception("worker could not build the app")
-        sys.exit(START_FAILED)
+        sys.exit(START_FAILED_EXIT)
     try:
         run(app, config.server.host, config.server.port, sock=sock, graceful_timeout_s=graceful_s)
     except StartupFailed:
-        sys.exit(START_FAILED)  # the app's start-up hook logged why
+        sys.exit(START_FAILED_EXIT)  # the app's start-up hook logged why
 
 
 def restart_pause(deaths_in_a_row: int) -> float:
@@ -68,7 +69,7 @@ def restart_pause(deaths_in_a_row: int) -> float:
 
 def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
                   graceful_s: float = 30) -> int:
-    """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED``)."""
+    """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``)."""
     sock = bind(host, port)
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
@@ -103,10 +104,10 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
                     continue
                 if proc.is_alive():
                     continue
-                if proc.exitcode == START_FAILED:
+                if proc.exitcode == START_FAILED_EXIT:
                     log.error("worker %d (pid %s) could not start its app (see its log above); stopping",
                               i, proc.pid)
-                    code = START_FAILED
+                    code = START_FAILED_EXIT
                     break
                 deaths[i] = deaths[i] + 1 if now - started[i] < STABLE_S else 1
                 pause = restart_pause(deaths[i])

@@ -46,12 +46,12 @@ class Authenticator:
         return None
 
     async def authenticate(self, headers: dict[str, str]) -> Principal:
+        principal = self.known(headers)
+        if principal is not None:
+            return principal
         key = presented_key(headers)
-        if key:
-            if self._master and hmac.compare_digest(key.encode(), self._master):
-                return self._master_principal
-            if self._lookup is not None and (principal := await self._lookup(key)) is not None:
-                return principal
+        if key and self._lookup is not None and (principal := await self._lookup(key)) is not None:
+            return principal
         if self.open:
             return self._master_principal
         if not key:

@@ -40,6 +40,9 @@ class StartupFailed(RuntimeError):
     """The app's lifespan start-up failed (its own log says why): nothing was served."""
 
 
+START_FAILED_EXIT = 3  # the process's exit code then (uvicorn's and gunicorn's too)
+
+
 class Lifespan:
     """The ASGI lifespan protocol: start-up before the first connection, shutdown after the last."""
 

@@ -62,16 +62,17 @@ class KeyCache:
                 self._cache[digest] = entry
                 if len(self._cache) > self._max:
                     self._cache.popitem(last=False)
-        if entry is None or not entry[0].usable(self._clock.now()):
-            return None
-        return entry[1]
+        return self._usable(entry)
 
     def cached(self, presented: str) -> Principal | None:
         """``lookup`` from memory only: None when the key is not held (or not usable now), so the caller
         asks ``lookup``, which reads the store or gives the refusal."""
         if not presented.startswith(KEY_PREFIX):
             return None
-        entry = self._cache.get(hash_secret(presented))
+        return self._usable(self._cache.get(hash_secret(presented)))
+
+    def _usable(self, entry: tuple[Grant, Principal] | None) -> Principal | None:
+        """The key's caller, unless it is unknown, revoked, disabled or expired (checked on every use)."""
         if entry is None or not entry[0].usable(self._clock.now()):
             return None
         return entry[1]
