@@ -1,7 +1,8 @@
 """Virtual-key lookup for auth: a memory cache in front of the database, kept fresh.
 
-The request path costs one SHA-256 and one dict lookup; the database is read
-only the first time a replica sees a key. Every change to a key, project or
+The request path costs one dict lookup: a key seen since the cache was last
+cleared is found by the secret as presented, else by its SHA-256; the database
+is read only the first time a replica sees a key. Every change to a key, project or
 tenant bumps a version counter (in Redis when configured, else in the
 database); each replica polls it every ``key_refresh_s`` (0.25 s by default)
 and drops its cache when it moves, so a revoked key stops working on every
@@ -43,6 +44,9 @@ class KeyCache:
         self._refresh_s = refresh_s
         self._max = max_size
         self._cache: OrderedDict[str, tuple[Grant, Principal] | None] = OrderedDict()
+        # The entries of keys in use by the secret as presented: no SHA-256 per request (the process
+        # holds each secret in its request headers anyway). Cleared with the cache, never stale.
+        self._presented: dict[str, tuple[Grant, Principal]] = {}
         self._seen_version: int | None = None
         self._generation = 0  # bumped on every invalidation; a lookup begun earlier does not cache
         self.poll_errors = 0
@@ -67,9 +71,17 @@ class KeyCache:
     def cached(self, presented: str) -> Principal | None:
         """``lookup`` from memory only: None when the key is not held (or not usable now), so the caller
         asks ``lookup``, which reads the store or gives the refusal."""
-        if not presented.startswith(KEY_PREFIX):
-            return None
-        return self._usable(self._cache.get(hash_secret(presented)))
+        entry = self._presented.get(presented)
+        if entry is None:
+            if not presented.startswith(KEY_PREFIX):
+                return None
+            entry = self._cache.get(hash_secret(presented))
+            if entry is None:
+                return None
+            if len(self._presented) >= self._max:
+                self._presented.clear()
+            self._presented[presented] = entry
+        return self._usable(entry)
 
     def _usable(self, entry: tuple[Grant, Principal] | None) -> Principal | None:
         """The key's caller, unless it is unknown, revoked, disabled or expired (checked on every use)."""
@@ -80,6 +92,7 @@ class KeyCache:
     def invalidate(self) -> None:
         self._generation += 1
         self._cache.clear()
+        self._presented.clear()
 
     async def check_version(self) -> None:
         version = await self._version.get()

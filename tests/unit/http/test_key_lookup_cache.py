@@ -146,3 +146,33 @@ async def test_the_authenticator_answers_known_callers_without_a_lookup() -> Non
     assert auth.known({"authorization": "Bearer sk-aigw-unknown"}) is None
     with pytest.raises(errors.AuthError):
         await auth.authenticate({"authorization": "Bearer sk-aigw-unknown"})
+
+
+async def test_a_key_revoked_after_use_is_refused_once_the_version_moves() -> None:
+    """The memory-only answer remembers keys by the secret as presented: a version move forgets them."""
+    store, version = Store(), MemoryKeyVersion()
+    store.grants[hash_secret(SECRET)] = _grant()
+    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    await cache.check_version()
+    await cache.lookup(SECRET)
+    for _ in range(3):
+        assert cache.cached(SECRET) is not None  # in use, answered from memory
+    store.grants[hash_secret(SECRET)] = _grant(revoked=999.0)  # revoked, e.g. on another replica
+    await version.bump()
+    await cache.check_version()
+    assert cache.cached(SECRET) is None
+    assert await cache.lookup(SECRET) is None and store.reads == 2
+
+
+async def test_keys_remembered_by_secret_stay_bounded() -> None:
+    store = Store()
+    secrets = [new_secret() for _ in range(5)]
+    for s in secrets:
+        key = ApiKey(id=s[-6:], tenant_id="t1", project_id="p1", key_hash=hash_secret(s), prefix=s[:12])
+        store.grants[hash_secret(s)] = Grant(key, Project(id="p1", tenant_id="t1", name="p"),
+                                             Tenant(id="t1", name="t"))
+    cache = KeyCache(store, MemoryKeyVersion(), Clock(), max_size=3)  # type: ignore[arg-type]
+    for s in secrets:
+        await cache.lookup(s)
+        assert cache.cached(s) is not None
+        assert len(cache._presented) <= 3
