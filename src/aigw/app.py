@@ -89,11 +89,17 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.on_shutdown.append(obs.stop)  # shutdown hooks run in reverse: the request log flushes first
     app.on_startup.append(router.start)  # shared breaker state sync, optional probe
     app.on_shutdown.append(router.stop)
+    tenant_of = None
     if tenancy is not None:  # stops first on the way out: the ledger drains before the supervisor
         app.on_startup.append(tenancy.start)
         app.on_shutdown.append(tenancy.stop)
-        tenancy.register_routes(app, auth)
+        tenant_of = tenancy.register_routes(app, auth).tenant
         health.register("ledger", tenancy.health, critical=False)  # type: ignore[arg-type]
+    cache = deps.services.get("cache_stage")
+    if cache is not None:  # the cache modules load only when a cache is configured
+        from aigw.http import admin_cache
+
+        admin_cache.register(app, auth, cache, tenant_of)
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
                      supervisor=supervisor, clients=clients, deps=deps, observability=obs)
 

@@ -159,10 +159,12 @@ class Tenancy:
         except Exception as exc:
             log.warning("budget alert webhook failed (%s)", type(exc).__name__)
 
-    def register_routes(self, app: Any, auth: Authenticator) -> None:
+    def register_routes(self, app: Any, auth: Authenticator) -> admin_api.AdminApi:
+        """The admin routes of tenants, projects, keys and spend; their API, for others that name tenants."""
         api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate)
         admin_api.register(app, auth, api)
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
+        return api
 
 
 def _ledger_writer(config: GatewayConfig, db: SqlDatabase) -> SqliteLedgerWriter | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -131,3 +132,28 @@ def test_health_ready_reports_the_cache(gw: RunningGateway) -> None:
     with urllib.request.urlopen(gw.url + "/health/ready") as r:
         body = json.loads(r.read())
     assert body["checks"]["cache"]["status"] == "ok"
+
+
+def delete_cache(base: str, query: str = "") -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(f"{base}/admin/cache{query}", method="DELETE",
+                                 headers={"authorization": "Bearer sk-admin"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_an_admin_purge_empties_the_cache_without_tenancy(gw: RunningGateway) -> None:
+    ask(gw, "forget this answer")
+    assert ask(gw, "forget this answer")[0] == "hit"
+    status, out = delete_cache(gw.url)
+    assert status == 200 and out["tenant"] is None and out["deleted"] >= 1
+    assert ask(gw, "forget this answer")[0] == "miss"
+    status, out = delete_cache(gw.url, "?tenant=acme")  # no tenancy: no tenant to name
+    assert status == 404 and out["error"]["code"] == "tenant_not_found"
+
+
+def test_without_a_cache_there_is_nothing_to_purge(gateway: RunningGateway) -> None:
+    status, out = delete_cache(gateway.url)
+    assert status == 404 and "Unknown endpoint DELETE /admin/cache" in out["error"]["message"]

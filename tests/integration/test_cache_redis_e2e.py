@@ -162,3 +162,43 @@ def test_paused_redis_costs_at_most_the_timeout(own_redis: tuple[str, subprocess
             time.sleep(0.05)
         else:
             pytest.fail("the cache did not come back after Redis did")
+
+
+def delete_cache(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(gw.url + "/admin/cache", method="DELETE")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_a_purge_on_one_replica_empties_redis_for_all(redis_isolated: tuple[str, str], tmp_path: Path) -> None:
+    url, prefix = redis_isolated
+    with running_gateway(config(url, prefix, tmp_path / "a.db", near_ttl_s=0)) as a, \
+            running_gateway(config(url, prefix, tmp_path / "b.db", near_ttl_s=0)) as b:
+        post(a, "stale answer")
+        settle(a)
+        assert post(b, "stale answer")[1] == "hit"
+        status, out = delete_cache(a)
+        assert status == 200 and out["by_backend"]["redis"] >= 1
+        assert post(b, "stale answer")[1] == "miss"
+        keys = redis_sync.Redis.from_url(url)
+        try:
+            settle(b)
+            assert len(list(keys.scan_iter(f"{prefix}cache:*"))) == 1  # b's new answer, nothing older
+        finally:
+            keys.close()
+
+
+def test_a_purge_while_redis_is_down_is_a_clear_503(own_redis: tuple[str, subprocess.Popen[bytes]],
+                                                    tmp_path: Path) -> None:
+    url, proc = own_redis
+    with running_gateway(config(url, "aigw-test:", tmp_path / "gw.db")) as gw:
+        post(gw, "kept")
+        proc.kill()
+        proc.wait(timeout=10)
+        status, out = delete_cache(gw)
+        assert status == 503 and out["error"]["type"] == "service_unavailable_error"
+        assert "redis cache backend failed during the purge" in out["error"]["message"]
+        assert post(gw, "after the outage")[0] == 200  # and the gateway serves on

@@ -9,8 +9,10 @@ from typing import Any
 
 import openai
 import pytest
+from click.testing import CliRunner
 
-from aigw.cli.admin_client import AdminClient
+from aigw.cli.admin_client import AdminClient, AdminError
+from aigw.cli.main import cli
 from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 
@@ -67,3 +69,39 @@ def test_the_ledger_records_a_hit_at_cost_zero_with_the_saving(
     row = rows[0]
     assert row["requests"] == 2 and row["cache_hits"] == 1
     assert row["cost_usd"] > 0 and row["cost_saved_usd"] == pytest.approx(row["cost_usd"])  # one paid, one saved
+
+
+def purge(gw: RunningGateway, key: str, tenant: str = "") -> Any:
+    return AdminClient(gw.url, key).request("DELETE", "/admin/cache", query={"tenant": tenant})
+
+
+def test_a_tenant_admin_purges_its_own_tenant_only(gw: RunningGateway, keys: dict[str, dict[str, Any]]) -> None:
+    admin = setup_key(AdminClient(gw.url, MASTER), "cache-acme", role="tenant_admin")
+    ask(gw, keys["acme"], "purge me")
+    ask(gw, keys["globex"], "purge me")
+    out = purge(gw, admin["key"])
+    assert out["object"] == "cache.purge" and out["tenant"] == admin["tenant_id"] and out["deleted"] >= 1
+    assert out["by_backend"]["memory"] == out["deleted"]
+    assert ask(gw, keys["acme"], "purge me") == "miss"
+    assert ask(gw, keys["globex"], "purge me") == "hit"
+    with pytest.raises(AdminError) as other:  # another tenant, by name or id: as if it did not exist
+        purge(gw, admin["key"], tenant="cache-globex")
+    assert other.value.status == 404
+    with pytest.raises(AdminError) as plain:  # a key that is no admin may not purge at all
+        purge(gw, keys["acme"]["key"])
+    assert plain.value.status == 403
+
+
+def test_the_master_key_purges_one_tenant_by_name_or_everyone(gw: RunningGateway,
+                                                              keys: dict[str, dict[str, Any]]) -> None:
+    ask(gw, keys["acme"], "master purge")
+    ask(gw, keys["globex"], "master purge")
+    assert purge(gw, MASTER, tenant="cache-globex")["deleted"] >= 1
+    assert ask(gw, keys["globex"], "master purge") == "miss"
+    assert ask(gw, keys["acme"], "master purge") == "hit"
+    with pytest.raises(AdminError) as unknown:
+        purge(gw, MASTER, tenant="no-such-tenant")
+    assert unknown.value.status == 404
+    result = CliRunner().invoke(cli, ["cache", "purge"], env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
+    assert result.exit_code == 0 and "of every tenant (memory: " in result.output, result.output
+    assert ask(gw, keys["acme"], "master purge") == "miss" and ask(gw, keys["globex"], "master purge") == "miss"

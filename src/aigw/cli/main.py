@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from aigw.cli.cache import cache_group
 from aigw.cli.config_cmd import config_group
 from aigw.cli.db import db_group
 from aigw.cli.keys import keys_group
@@ -25,6 +26,7 @@ cli.add_command(tenants_group)
 cli.add_command(projects_group)
 cli.add_command(keys_group)
 cli.add_command(spend)
+cli.add_command(cache_group)
 cli.add_command(db_group)
 
 

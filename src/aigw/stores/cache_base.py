@@ -33,6 +33,11 @@ class CacheStore(Protocol):
         """Raise if the backend cannot serve right now."""
         ...
 
+    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+        """Delete the entries whose key starts with one of ``prefixes`` (None: every entry of this
+        gateway's); how many went."""
+        ...
+
 
 @runtime_checkable
 class LocalCacheStore(CacheStore, Protocol):
@@ -53,3 +58,7 @@ class SemanticIndex(Protocol):
     async def search(self, bucket: str, vector: Vector, threshold: float) -> SemanticMatch | None: ...
 
     async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None: ...
+
+    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+        """Delete the buckets whose name starts with one of ``prefixes`` (None: all); how many went."""
+        ...

@@ -57,6 +57,12 @@ class MemoryCacheStore:
     async def ping(self) -> None:
         return None
 
+    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+        doomed = list(self._items) if prefixes is None else [k for k in self._items if k.startswith(prefixes)]
+        for key in doomed:
+            self._drop(key)
+        return len(doomed)
+
     def _drop(self, key: str) -> None:
         _, value = self._items.pop(key)
         self.bytes -= _size(key, value)

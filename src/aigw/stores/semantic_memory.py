@@ -79,6 +79,12 @@ class MemorySemanticIndex:
             self.size -= 1
         self._trim()
 
+    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+        doomed = [name for name in self._buckets if prefixes is None or name.startswith(prefixes)]
+        for name in doomed:
+            self.size -= len(self._buckets.pop(name).ids)
+        return len(doomed)
+
     def _trim(self) -> None:
         while self.size > self.max_entries and self._buckets:
             name, oldest = next(iter(self._buckets.items()))

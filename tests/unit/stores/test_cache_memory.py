@@ -58,3 +58,17 @@ async def test_overwrite_replaces_value_and_keeps_byte_count_exact() -> None:
     await store.set("k", b"y" * 100, 60)
     assert store.bytes == before and len(store) == 1
     assert await store.get("k") == b"y" * 100
+
+
+async def test_a_purge_drops_one_tenants_entries_in_every_scope_and_nobody_elses() -> None:
+    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
+    for key in ("t1:a", "t1/k/key_1:b", "t1/p/prj_1:c", "t10:d", "t2:e"):
+        await store.set(key, b"answer", 60)
+    assert await store.purge(("t1:", "t1/")) == 3
+    assert [k for k in ("t1:a", "t1/k/key_1:b", "t1/p/prj_1:c", "t10:d", "t2:e") if store.get_now(k)] == ["t10:d",
+                                                                                                         "t2:e"]
+    left = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
+    for key in ("t10:d", "t2:e"):
+        await left.set(key, b"answer", 60)
+    assert store.bytes == left.bytes  # the byte bound counts only what is left
+    assert await store.purge(None) == 2 and len(store) == 0 and store.bytes == 0

@@ -67,3 +67,30 @@ async def test_semantic_index_expiry(redis: tuple[Any, str]) -> None:
     hit = await index.search("b", unit(0, 1, 0), threshold=0.9)
     assert hit is not None and hit.entry_id == "long"
     assert 0 < await client.pttl(prefix + "csem:{b}:v") <= 60_000
+
+
+async def test_a_purge_unlinks_one_tenants_entries_and_buckets(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    store, index = RedisCacheStore(client, prefix), RedisSemanticIndex(client, prefix, max_per_bucket=4)
+    keys = ("t[1]:a", "t[1]/k/key_1:b", "t[1]0:c", "t2:d")  # glob characters in an id are taken literally
+    for key in keys:
+        await store.set(key, b"answer", 60)
+        await index.add(f"{key}:local", unit(1, 0, 0), key, ttl_s=60)
+    other = RedisCacheStore(client, prefix + "other:")  # another gateway sharing the Redis
+    await other.set("t[1]:a", b"theirs", 60)
+    assert await store.purge(("t[1]:", "t[1]/")) == 2
+    assert await index.purge(("t[1]:", "t[1]/")) == 2
+    assert [k for k in keys if await store.get(k)] == ["t[1]0:c", "t2:d"]
+    assert await index.search("t[1]:a:local", unit(1, 0, 0), 0.9) is None
+    assert await index.search("t2:d:local", unit(1, 0, 0), 0.9) is not None
+    assert await client.exists(prefix + "csem:{t[1]:a:local}:t") == 0  # both keys of a bucket go
+    assert await store.purge(None) == 2 and await index.purge(None) == 2
+    assert await other.get("t[1]:a") == b"theirs"
+
+
+async def test_a_purge_past_one_page_of_keys(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    store = RedisCacheStore(client, prefix)
+    for i in range(1203):
+        await client.set(f"{prefix}cache:t1:{i}", b"x", px=60_000)
+    assert await store.purge(("t1:",)) == 1203

@@ -32,7 +32,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
-from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
+from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker, tenant_prefixes
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_semantic import Embedders
@@ -49,6 +49,15 @@ log = logging.getLogger("aigw.cache")
 HEADER = "x-aigw-cache"
 PENDING = "cache.pending"  # ctx.state: what to store after a miss
 CACHED_ENDPOINTS = frozenset({"chat", "embeddings"})
+
+
+class PurgeFailed(Exception):
+    """A backend failed during a purge; what the backends before it deleted is in ``done``."""
+
+    def __init__(self, backend: str, cause: BaseException, done: dict[str, int]) -> None:
+        super().__init__(f"{backend}: {type(cause).__name__}")
+        self.backend = backend
+        self.done = done
 
 
 class _AskBackend:
@@ -298,6 +307,28 @@ class CacheStage(Stage):
         """Wait for the stores in flight (tests, shutdown)."""
         while self._storing:
             await asyncio.gather(*list(self._storing), return_exceptions=True)
+
+    # -- admin -----------------------------------------------------------------------
+    async def purge(self, tenant: str | None) -> dict[str, int]:
+        """Delete ``tenant``'s entries and semantic buckets (None: everyone's) from every backend,
+        this process's near copies included; entries deleted per backend. Answers finished before the
+        call are stored first, so none of them lands after it (one still upstream may)."""
+        await self.flush()
+        prefixes = tenant_prefixes(tenant) if tenant is not None else None
+        done: dict[str, int] = {}
+        for name, store in self.stores.items():
+            near = self._near.get(name)
+            if near is not None:
+                near.purge(prefixes)
+            index = self.indexes.get(name)
+            try:
+                done[name] = await store.purge(prefixes)
+                if index is not None:
+                    await index.purge(prefixes)
+            except Exception as exc:
+                raise PurgeFailed(name, exc, done) from exc
+        self.stats.purged += sum(done.values())
+        return done
 
     # -- health ----------------------------------------------------------------------
     async def health(self) -> tuple[Status, str]:

@@ -38,6 +38,7 @@ class CacheStats:
     backend_errors: int = 0  # calls that failed or timed out
     backend_skipped: int = 0  # calls not tried because the backend failed recently
     embed_errors: int = 0
+    purged: int = 0  # entries deleted by admin purges
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

@@ -42,6 +42,11 @@ def scope_of(ctx: RequestContext, scope: str) -> str:
     return tenant
 
 
+def tenant_prefixes(tenant: str) -> tuple[str, str]:
+    """How every key and semantic bucket of ``tenant`` starts, whatever its scope (``scope_of``)."""
+    return f"{tenant}:", f"{tenant}/"
+
+
 def _shaping(body: JSON) -> JSON:
     # an empty value (``_anthropic: {}``, ``tools: []``) shapes nothing: drop it so both APIs agree
     return {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v not in _EMPTY}

@@ -52,5 +52,13 @@ class NearCache:
         self._items[key] = (until, value)
         self._held += len(value)
 
+    def purge(self, prefixes: tuple[str, ...] | None) -> None:
+        if prefixes is None:
+            self._items.clear()
+            self._held = 0
+            return
+        for key in [k for k in self._items if k.startswith(prefixes)]:
+            self._held -= len(self._items.pop(key)[1])
+
     def __len__(self) -> int:
         return len(self._items)

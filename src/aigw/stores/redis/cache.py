@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigw.stores.redis.pipe import RedisPipe
+from aigw.stores.redis.purge import glob_escape, unlink_matching
 
 
 class RedisCacheStore:
@@ -48,6 +49,11 @@ class RedisCacheStore:
             await self.pipe.call(b"PING")
             return
         await self.redis.ping()
+
+    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+        patterns = [self.prefix + "*"] if prefixes is None else [
+            glob_escape(self.prefix + p) + "*" for p in prefixes]
+        return await unlink_matching(self.redis, patterns)
 
     async def aclose(self) -> None:
         """Close the pipe's connection (the redis-py client is the app's, closed by it)."""

@@ -1,0 +1,56 @@
+"""DELETE /admin/cache: drop cached answers, one tenant's or all of them.
+
+    DELETE /admin/cache[?tenant=ID|NAME]
+
+For when an answer must not be served again before its TTL: a model behind a name
+changed, a prompt template was fixed, a bad answer got cached. The master key
+purges every entry, or one tenant's with ``tenant=``; a tenant admin key purges
+its own tenant's only (another tenant is a 404, as everywhere in the admin API).
+Exact entries and semantic buckets go, in every backend: this process's memory
+store and Redis (shared by all replicas). Other replicas' near copies of Redis
+entries live on for at most ``cache.near_ttl_s``; with ``aigw serve --workers N``
+and no ``redis_url`` each worker has its own memory store, and only the worker
+that took the call is purged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aigw import errors
+from aigw.http.admin_api import admin_scope, guarded
+from aigw.http.auth import Authenticator
+from aigw.http.request import HttpRequest
+from aigw.pipeline.context import Principal
+from aigw.pipeline.stages.cache import CacheStage, PurgeFailed
+from aigw.stores.base import Tenant
+from aigw.types import JSON
+
+TenantLookup = Callable[[str, str | None], Awaitable[Tenant]]  # (id or name, caller's scope) -> tenant or 404
+
+
+class CacheAdmin:
+    def __init__(self, cache: CacheStage, tenant_of: TenantLookup | None) -> None:
+        self.cache = cache
+        self.tenant_of = tenant_of  # None without tenancy: there are no tenants to name
+
+    async def purge(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        tenant = admin_scope(p)
+        if ident := req.query.get("tenant"):
+            if self.tenant_of is None:
+                raise errors.NotFound(f"No tenant `{ident}`.", code="tenant_not_found")
+            tenant = (await self.tenant_of(ident, tenant)).id
+        try:
+            deleted = await self.cache.purge(tenant)
+        except PurgeFailed as exc:
+            done = ", ".join(f"{name}: {n}" for name, n in exc.done.items()) or "none"
+            raise errors.Unavailable(f"The {exc.backend} cache backend failed during the purge ({exc}); entries "
+                                     f"deleted before it: {done}. Repeat the call.", retry_after=1.0) from None
+        return 200, {"object": "cache.purge", "tenant": tenant, "deleted": sum(deleted.values()),
+                     "by_backend": deleted}
+
+
+def register(app: Any, auth: Authenticator, cache: CacheStage, tenant_of: TenantLookup | None) -> None:
+    """Add the route to a GatewayApp (called from app.py when the pipeline has a cache stage)."""
+    app.route("DELETE", "/admin/cache", guarded(auth, CacheAdmin(cache, tenant_of).purge))

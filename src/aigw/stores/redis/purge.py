@@ -1,0 +1,41 @@
+"""Delete the keys under a prefix: SCAN in pages, then UNLINK (freed off Redis's main thread).
+
+For admin calls (a cache purge), never the request path: SCAN walks the whole
+keyspace a page at a time without blocking Redis, and keys written meanwhile may
+or may not be seen, which is what a purge of a live cache can promise anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_GLOB = re.compile(r"([*?\[\]\\])")
+PAGE = 500
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a SCAN MATCH pattern."""
+    return _GLOB.sub(r"\\\1", text)
+
+
+async def unlink_matching(redis: Any, patterns: Iterable[str], counts: Callable[[bytes], bool] | None = None) -> int:
+    """UNLINK every key matching one of ``patterns``; the number of keys gone (only those
+    ``counts`` accepts, when given: e.g. one of the two keys that make up an entry)."""
+    gone = 0
+    for pattern in patterns:
+        page: list[bytes] = []
+        async for key in redis.scan_iter(match=pattern, count=1000):
+            page.append(key)
+            if len(page) >= PAGE:
+                gone += await _unlink(redis, page, counts)
+                page = []
+        if page:
+            gone += await _unlink(redis, page, counts)
+    return gone
+
+
+async def _unlink(redis: Any, keys: list[bytes], counts: Callable[[bytes], bool] | None) -> int:
+    removed = int(await redis.unlink(*keys))
+    return removed if counts is None else sum(1 for k in keys if counts(k))

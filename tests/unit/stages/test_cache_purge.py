@@ -1,0 +1,80 @@
+"""An admin purge: one tenant's answers (or all) leave every backend and this process's near copies."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw.pipeline.stages.cache import PurgeFailed
+from tests.unit.stages.cache_harness import Harness
+
+
+class SharedStore:
+    """A Redis stand-in (not in process, so the stage keeps near copies of its entries)."""
+
+    name = "redis"
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.down = False
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.data[key] = value
+
+    async def ping(self) -> None:
+        return None
+
+    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+        if self.down:
+            raise ConnectionError("redis down")
+        doomed = [k for k in self.data if prefixes is None or k.startswith(prefixes)]
+        for k in doomed:
+            del self.data[k]
+        return len(doomed)
+
+
+async def test_a_tenants_purge_makes_its_next_question_a_miss_and_leaves_others_hits() -> None:
+    h = Harness({"mode": "exact"})
+    for tenant in ("t1", "t2"):
+        await h.ask("the roadmap", tenant=tenant)
+        assert (await h.ask("the roadmap", tenant=tenant)).cache == "hit"
+    assert await h.stage.purge("t1") == {"memory": 1}
+    assert (await h.ask("the roadmap", tenant="t1")).cache == "miss"
+    assert (await h.ask("the roadmap", tenant="t2")).cache == "hit"
+    assert await h.stage.purge(None) == {"memory": 2}  # t1's new answer and t2's
+    assert (await h.ask("the roadmap", tenant="t2")).cache == "miss"
+    assert h.stage.stats.purged == 3
+
+
+async def test_entries_scoped_by_key_or_project_go_with_their_tenant() -> None:
+    h = Harness({"mode": "exact", "scope": "key"})
+    await h.ask("the roadmap", tenant="t1", key="k1")
+    await h.ask("the roadmap", tenant="t1", key="k2")
+    assert await h.stage.purge("t1") == {"memory": 2}
+
+
+async def test_a_shared_backends_near_copies_go_too() -> None:
+    shared = SharedStore()
+    h = Harness({"mode": "exact", "backend": "redis", "near_ttl_s": 60}, stores={"redis": shared})
+    await h.ask("the roadmap")
+    assert (await h.ask("the roadmap")).cache == "hit"  # from the near copy from now on
+    assert await h.stage.purge("t1") == {"redis": 1}
+    assert (await h.ask("the roadmap")).cache == "miss"
+
+
+async def test_a_backend_that_fails_mid_purge_says_which_and_what_went_before() -> None:
+    shared = SharedStore()
+    h = Harness({"mode": "exact"}, stores={"memory": h_memory(), "redis": shared})
+    await h.ask("the roadmap")
+    shared.down = True
+    with pytest.raises(PurgeFailed) as failed:
+        await h.stage.purge("t1")
+    assert failed.value.backend == "redis" and failed.value.done == {"memory": 1}
+
+
+def h_memory() -> object:
+    from aigw.stores.cache_memory import MemoryCacheStore
+
+    return MemoryCacheStore(1000, 10_000_000)
