@@ -82,6 +82,36 @@ def test_stream_miss_then_replayed_stream_hit(gw: RunningGateway) -> None:
     assert h4 == "hit" and plain.choices[0].message.content == live
 
 
+def test_legacy_completions_miss_then_hit_plain_and_streamed(gw: RunningGateway) -> None:
+    def complete(prompt: str) -> tuple[str | None, Any]:
+        raw = client(gw).completions.with_raw_response.create(model="mock", prompt=prompt, max_tokens=16)
+        settle(gw)
+        return raw.headers.get("x-aigw-cache"), raw.parse()
+
+    def stream(prompt: str, **kw: Any) -> tuple[str | None, str, list[Any]]:
+        with client(gw).completions.with_streaming_response.create(
+                model="mock", prompt=prompt, max_tokens=16, stream=True, **kw) as r:
+            chunks = list(r.parse())
+            header = r.headers.get("x-aigw-cache")
+        settle(gw)
+        return header, "".join(c.choices[0].text for c in chunks if c.choices), chunks
+
+    (h1, first), (h2, second) = complete("once upon a time"), complete("once upon a time")
+    assert (h1, h2) == ("miss", "hit") and second.object == "text_completion"
+    assert second.choices[0].text == first.choices[0].text and second.usage.total_tokens == first.usage.total_tokens
+    h3, live, _ = stream("a streamed tale")
+    h4, replayed, chunks = stream("a streamed tale")
+    assert (h3, h4) == ("miss", "hit") and replayed == live and live
+    assert all(c.object == "text_completion" for c in chunks)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert all(c.usage is None for c in chunks)  # not asked for, not sent
+    _, _, with_usage = stream("a streamed tale", stream_options={"include_usage": True})
+    assert with_usage[-1].usage is not None and with_usage[-1].usage.total_tokens > 0
+    h5, plain = complete("a streamed tale")  # the streamed answer serves a plain request too
+    assert h5 == "hit" and plain.choices[0].text == live
+    assert ask(gw, "once upon a time")[0] == "miss"  # the same words as a chat question: another entry
+
+
 def test_no_store_from_extra_body_and_header(gw: RunningGateway) -> None:
     ask(gw, "private one", extra_body={"cache": {"no_store": True}})
     ask(gw, "private two", extra_headers={"x-aigw-cache": "no-store"})

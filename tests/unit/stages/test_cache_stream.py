@@ -73,3 +73,35 @@ def test_storable_only_finished_answers() -> None:
     assert not storable({"choices": [{"finish_reason": "content_filter"}]})
     assert not storable({"choices": []})
     assert not storable({**ok, "_anthropic": {"thinking": [{"type": "thinking"}]}})
+
+
+def _completion_chunk(index: int, text: str, finish: str | None = None) -> JSON:
+    return {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m",
+            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+
+def test_a_legacy_completion_stream_is_assembled_and_replayed_as_the_same_answer() -> None:
+    live = [_completion_chunk(0, "Once "), _completion_chunk(1, "Twice "), _completion_chunk(0, "upon"),
+            _completion_chunk(1, "more", "length"), _completion_chunk(0, "", "stop"),
+            {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m", "choices": [],
+             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}]
+    assembler = StreamAssembler(completion=True)
+    for chunk in live:
+        assembler.feed(chunk)
+    body = assembler.body()
+    assert body is not None and body["object"] == "text_completion"
+    assert [(c["text"], c["finish_reason"]) for c in body["choices"]] == [("Once upon", "stop"),
+                                                                         ("Twice more", "length")]
+    assert storable(body)
+    again = StreamAssembler(completion=True)
+    replayed = replay_chunks(body)
+    assert all(c["object"] == "text_completion" for c in replayed) and replayed[-1]["usage"]["total_tokens"] == 7
+    for chunk in replayed:
+        again.feed(chunk)
+    assert again.body() == body
+
+
+def test_a_cut_legacy_completion_stream_is_not_an_answer() -> None:
+    assembler = StreamAssembler(completion=True)
+    assembler.feed(_completion_chunk(0, "Once upon"))
+    assert assembler.body() is None

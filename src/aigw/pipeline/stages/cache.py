@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("aigw.cache")
 HEADER = "x-aigw-cache"
 PENDING = "cache.pending"  # ctx.state: what to store after a miss
-CACHED_ENDPOINTS = frozenset({"chat", "embeddings"})
+CACHED_ENDPOINTS = frozenset({"chat", "completions", "embeddings"})
+_ANSWERS = frozenset({"chat", "completions"})  # generated text: stored only when it finished well
 
 
 class PurgeFailed(Exception):
@@ -258,7 +259,7 @@ class CacheStage(Stage):
     async def _watch(self, ctx: RequestContext, chunks: AsyncIterator[JSON], pending: _Pending
                      ) -> AsyncIterator[JSON]:
         """Pass chunks through; store the assembled answer only if the stream ran to its end."""
-        assembler = StreamAssembler()
+        assembler = StreamAssembler(completion=ctx.endpoint == "completions")
         try:
             async for chunk in chunks:
                 assembler.feed(chunk)
@@ -274,7 +275,7 @@ class CacheStage(Stage):
 
     async def _keep(self, ctx: RequestContext, pending: _Pending, body: JSON) -> None:
         """Store a finished answer: inline in process memory, else in a background task."""
-        if ctx.endpoint == "chat" and not storable(body):
+        if ctx.endpoint in _ANSWERS and not storable(body):
             self.stats.not_stored += 1
             return
         value = encode(body, self.clock.now(), ctx.served_model or ctx.model,

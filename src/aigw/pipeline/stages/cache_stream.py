@@ -1,10 +1,11 @@
-"""One stored shape for both kinds of answer: the canonical ``chat.completion``.
+"""One stored shape for both kinds of answer: the canonical ``chat.completion``
+(or ``text_completion`` for legacy /v1/completions).
 
 A streamed answer is assembled into that shape once it has finished; a hit on a
 streaming request is replayed from it as a short, well-formed chunk sequence
-(role, content, tool calls, finish, usage), which each inbound API then writes
-as its own SSE. Answers we could not replay faithfully (Anthropic thinking
-signatures) are not stored at all.
+(role, content, tool calls, finish, usage; for a completion: text, finish, usage),
+which each inbound API then writes as its own SSE. Answers we could not replay
+faithfully (Anthropic thinking signatures) are not stored at all.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ class _Choice:
 
 
 class StreamAssembler:
-    """Feeds on canonical chunks as they pass; ``body()`` once the stream ended well."""
+    """Feeds on canonical chunks as they pass; ``body()`` once the stream ended well.
 
-    def __init__(self) -> None:
+    ``completion``: the chunks are legacy ``text_completion`` ones (``choices[].text``).
+    """
+
+    def __init__(self, completion: bool = False) -> None:
+        self.completion = completion
         self.head: JSON = {}
         self.choices: dict[int, _Choice] = {}
         self.usage: JSON | None = None
@@ -49,7 +54,11 @@ class StreamAssembler:
             self.private.update(private)
         for raw in chunk.get("choices") or ():
             c = self.choices.setdefault(int(raw.get("index", 0)), _Choice())
-            self._delta(c, raw.get("delta") or {})
+            if self.completion:
+                if raw.get("text"):
+                    c.content.append(raw["text"])
+            else:
+                self._delta(c, raw.get("delta") or {})
             if raw.get("logprobs"):
                 c.logprobs = _merge_logprobs(c.logprobs, raw["logprobs"])
             if raw.get("finish_reason"):
@@ -81,9 +90,14 @@ class StreamAssembler:
             return None
         if any(c.finish_reason is None for c in self.choices.values()):
             return None
-        out: JSON = {**self.head, "object": "chat.completion", "choices": [
-            _choice_body(i, c) for i, c in sorted(self.choices.items())
-        ]}
+        if self.completion:
+            out: JSON = {**self.head, "object": "text_completion", "choices": [
+                {"index": i, "text": "".join(c.content), "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+                for i, c in sorted(self.choices.items())]}
+        else:
+            out = {**self.head, "object": "chat.completion", "choices": [
+                _choice_body(i, c) for i, c in sorted(self.choices.items())
+            ]}
         if self.usage is not None:
             out["usage"] = self.usage
         if self.private:
@@ -125,6 +139,8 @@ def storable(body: JSON) -> bool:
 
 def replay_chunks(body: JSON) -> list[JSON]:
     """A stored chat.completion as the chunk sequence a live stream would have sent."""
+    if body.get("object") == "text_completion":
+        return _completion_chunks(body)
     head = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created"),
             "model": body.get("model")}
     if body.get("system_fingerprint"):
@@ -149,6 +165,22 @@ def replay_chunks(body: JSON) -> list[JSON]:
         out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
     if isinstance(body.get(_PRIVATE), dict) and out:
         out[-1][_PRIVATE] = body[_PRIVATE]
+    if body.get("usage"):
+        out.append({**head, "choices": [], "usage": body["usage"]})
+    return out
+
+
+def _completion_chunks(body: JSON) -> list[JSON]:
+    """A stored text_completion as a live stream sends it: the text, then the finish, then usage."""
+    head = {"id": body.get("id"), "object": "text_completion", "created": body.get("created"),
+            "model": body.get("model")}
+    out: list[JSON] = []
+    for choice in body.get("choices") or ():
+        i = int(choice.get("index", 0))
+        out.append({**head, "choices": [{"index": i, "text": choice.get("text") or "",
+                                         "logprobs": choice.get("logprobs"), "finish_reason": None}]})
+        out.append({**head, "choices": [{"index": i, "text": "", "logprobs": None,
+                                         "finish_reason": choice.get("finish_reason") or "stop"}]})
     if body.get("usage"):
         out.append({**head, "choices": [], "usage": body["usage"]})
     return out
