@@ -99,7 +99,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     if cache is not None:  # the cache modules load only when a cache is configured
         from aigw.http import admin_cache
 
-        admin_cache.register(app, auth, cache, tenant_of)
+        admin_cache.register(app, auth, cache, tenant_of, lambda model: bool(router.targets(model)))
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
                      supervisor=supervisor, clients=clients, deps=deps, observability=obs)
 

@@ -71,8 +71,8 @@ def test_the_ledger_records_a_hit_at_cost_zero_with_the_saving(
     assert row["cost_usd"] > 0 and row["cost_saved_usd"] == pytest.approx(row["cost_usd"])  # one paid, one saved
 
 
-def purge(gw: RunningGateway, key: str, tenant: str = "") -> Any:
-    return AdminClient(gw.url, key).request("DELETE", "/admin/cache", query={"tenant": tenant})
+def purge(gw: RunningGateway, key: str, tenant: str = "", model: str = "") -> Any:
+    return AdminClient(gw.url, key).request("DELETE", "/admin/cache", query={"tenant": tenant, "model": model})
 
 
 def test_a_tenant_admin_purges_its_own_tenant_only(gw: RunningGateway, keys: dict[str, dict[str, Any]]) -> None:
@@ -103,5 +103,26 @@ def test_the_master_key_purges_one_tenant_by_name_or_everyone(gw: RunningGateway
         purge(gw, MASTER, tenant="no-such-tenant")
     assert unknown.value.status == 404
     result = CliRunner().invoke(cli, ["cache", "purge"], env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
-    assert result.exit_code == 0 and "of every tenant (memory: " in result.output, result.output
+    assert result.exit_code == 0 and "of every tenant, every model (memory: " in result.output, result.output
     assert ask(gw, keys["acme"], "master purge") == "miss" and ask(gw, keys["globex"], "master purge") == "miss"
+
+
+def test_a_purge_can_name_a_model(gw: RunningGateway, keys: dict[str, dict[str, Any]]) -> None:
+    def ask_model(model: str) -> str | None:
+        raw = openai.OpenAI(base_url=gw.v1, api_key=keys["acme"]["key"], max_retries=0).chat.completions \
+            .with_raw_response.create(model=model, messages=[{"role": "user", "content": "which model"}])
+        gw.call(gw.app.state["pipeline"].stage("cache").flush())
+        return raw.headers.get("x-aigw-cache")
+
+    ask_model("mock")
+    ask_model("mock-large")
+    out = purge(gw, MASTER, tenant="cache-acme", model="mock-large")
+    assert out["model"] == "mock-large" and out["deleted"] == 1
+    assert ask_model("mock-large") == "miss" and ask_model("mock") == "hit"
+    with pytest.raises(AdminError) as unknown:
+        purge(gw, MASTER, model="no-such-model")
+    assert unknown.value.status == 404
+    result = CliRunner().invoke(cli, ["cache", "purge", "--model", "mock", "--json"],
+                                env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
+    assert result.exit_code == 0 and '"model": "mock"' in result.output, result.output
+    assert ask_model("mock") == "miss"

@@ -15,16 +15,18 @@ def cache_group() -> None:
 
 
 @cache_group.command("purge")
-@click.option("--tenant", default="", help="Tenant id or name (default: every entry, master key only).")
+@click.option("--tenant", default="", help="Tenant id or name (default: every tenant, master key only).")
+@click.option("--model", default="", help="Public model name (default: every model).")
 @url_option
 @key_option
 @json_option
-def purge(tenant: str, url: str, master_key: str, as_json: bool) -> None:
+def purge(tenant: str, model: str, url: str, master_key: str, as_json: bool) -> None:
     """Delete cached answers, so the next identical request goes upstream."""
-    data = call(url, master_key, "DELETE", "/admin/cache", query={"tenant": tenant})
+    data = call(url, master_key, "DELETE", "/admin/cache", query={"tenant": tenant, "model": model})
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     backends = ", ".join(f"{name}: {n}" for name, n in data.get("by_backend", {}).items()) or "no backend"
     who = f"tenant {data['tenant']}" if data.get("tenant") else "every tenant"
-    click.echo(f"purged {data.get('deleted', 0)} cached answers of {who} ({backends})")
+    what = f"model {data['model']}" if data.get("model") else "every model"
+    click.echo(f"purged {data.get('deleted', 0)} cached answers of {who}, {what} ({backends})")

@@ -1,11 +1,13 @@
-"""DELETE /admin/cache: drop cached answers, one tenant's or all of them.
+"""DELETE /admin/cache: drop cached answers: a tenant's, a model's, both, or all.
 
-    DELETE /admin/cache[?tenant=ID|NAME]
+    DELETE /admin/cache[?tenant=ID|NAME][&model=NAME]
 
 For when an answer must not be served again before its TTL: a model behind a name
 changed, a prompt template was fixed, a bad answer got cached. The master key
 purges every entry, or one tenant's with ``tenant=``; a tenant admin key purges
 its own tenant's only (another tenant is a 404, as everywhere in the admin API).
+``model=`` (a public model name; an unknown one is a 404) narrows either to that
+model's answers.
 Exact entries and semantic buckets go, in every backend: this process's memory
 store and Redis (shared by all replicas). Other replicas' near copies of Redis
 entries live on for at most ``cache.near_ttl_s``; with ``aigw serve --workers N``
@@ -31,9 +33,10 @@ TenantLookup = Callable[[str, str | None], Awaitable[Tenant]]  # (id or name, ca
 
 
 class CacheAdmin:
-    def __init__(self, cache: CacheStage, tenant_of: TenantLookup | None) -> None:
+    def __init__(self, cache: CacheStage, tenant_of: TenantLookup | None, known_model: Callable[[str], bool]) -> None:
         self.cache = cache
         self.tenant_of = tenant_of  # None without tenancy: there are no tenants to name
+        self.known_model = known_model
 
     async def purge(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         tenant = admin_scope(p)
@@ -41,16 +44,20 @@ class CacheAdmin:
             if self.tenant_of is None:
                 raise errors.NotFound(f"No tenant `{ident}`.", code="tenant_not_found")
             tenant = (await self.tenant_of(ident, tenant)).id
+        model = req.query.get("model") or None
+        if model is not None and not self.known_model(model):
+            raise errors.NotFound(f"The model `{model}` does not exist.", param="model", code="model_not_found")
         try:
-            deleted = await self.cache.purge(tenant)
+            deleted = await self.cache.purge(tenant, model)
         except PurgeFailed as exc:
             done = ", ".join(f"{name}: {n}" for name, n in exc.done.items()) or "none"
             raise errors.Unavailable(f"The {exc.backend} cache backend failed during the purge ({exc}); entries "
                                      f"deleted before it: {done}. Repeat the call.", retry_after=1.0) from None
-        return 200, {"object": "cache.purge", "tenant": tenant, "deleted": sum(deleted.values()),
+        return 200, {"object": "cache.purge", "tenant": tenant, "model": model, "deleted": sum(deleted.values()),
                      "by_backend": deleted}
 
 
-def register(app: Any, auth: Authenticator, cache: CacheStage, tenant_of: TenantLookup | None) -> None:
+def register(app: Any, auth: Authenticator, cache: CacheStage, tenant_of: TenantLookup | None,
+             known_model: Callable[[str], bool]) -> None:
     """Add the route to a GatewayApp (called from app.py when the pipeline has a cache stage)."""
-    app.route("DELETE", "/admin/cache", guarded(auth, CacheAdmin(cache, tenant_of).purge))
+    app.route("DELETE", "/admin/cache", guarded(auth, CacheAdmin(cache, tenant_of, known_model).purge))

@@ -33,9 +33,9 @@ class CacheStore(Protocol):
         """Raise if the backend cannot serve right now."""
         ...
 
-    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
-        """Delete the entries whose key starts with one of ``prefixes`` (None: every entry of this
-        gateway's); how many went."""
+    async def purge(self, patterns: list[str] | None) -> int:
+        """Delete the entries whose key matches one of ``patterns`` (``key_glob`` syntax; None: every
+        entry of this gateway's); how many went."""
         ...
 
 
@@ -59,6 +59,6 @@ class SemanticIndex(Protocol):
 
     async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None: ...
 
-    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
-        """Delete the buckets whose name starts with one of ``prefixes`` (None: all); how many went."""
+    async def purge(self, patterns: list[str] | None) -> int:
+        """Delete the buckets whose name matches one of ``patterns`` (None: all); how many went."""
         ...

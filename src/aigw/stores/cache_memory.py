@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from aigw.stores.key_glob import matcher
 from aigw.types import Clock, SystemClock
 
 
@@ -57,8 +58,9 @@ class MemoryCacheStore:
     async def ping(self) -> None:
         return None
 
-    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
-        doomed = list(self._items) if prefixes is None else [k for k in self._items if k.startswith(prefixes)]
+    async def purge(self, patterns: list[str] | None) -> int:
+        match = matcher(patterns) if patterns is not None else None
+        doomed = [k for k in self._items if match is None or match(k)]
         for key in doomed:
             self._drop(key)
         return len(doomed)

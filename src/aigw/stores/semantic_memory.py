@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aigw.stores.cache_base import SemanticMatch, Vector
+from aigw.stores.key_glob import matcher
 from aigw.types import Clock, SystemClock
 
 
@@ -79,8 +80,9 @@ class MemorySemanticIndex:
             self.size -= 1
         self._trim()
 
-    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
-        doomed = [name for name in self._buckets if prefixes is None or name.startswith(prefixes)]
+    async def purge(self, patterns: list[str] | None) -> int:
+        match = matcher(patterns) if patterns is not None else None
+        doomed = [name for name in self._buckets if match is None or match(name)]
         for name in doomed:
             self.size -= len(self._buckets.pop(name).ids)
         return len(doomed)

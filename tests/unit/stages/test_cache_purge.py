@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aigw.pipeline.stages.cache import PurgeFailed
+from aigw.stores.key_glob import matcher
 from tests.unit.stages.cache_harness import Harness
 
 
@@ -26,10 +27,11 @@ class SharedStore:
     async def ping(self) -> None:
         return None
 
-    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+    async def purge(self, patterns: list[str] | None) -> int:
         if self.down:
             raise ConnectionError("redis down")
-        doomed = [k for k in self.data if prefixes is None or k.startswith(prefixes)]
+        match = matcher(patterns) if patterns is not None else None
+        doomed = [k for k in self.data if match is None or match(k)]
         for k in doomed:
             del self.data[k]
         return len(doomed)
@@ -78,3 +80,29 @@ def h_memory() -> object:
     from aigw.stores.cache_memory import MemoryCacheStore
 
     return MemoryCacheStore(1000, 10_000_000)
+
+
+async def test_a_models_purge_leaves_other_models_and_can_be_narrowed_to_a_tenant() -> None:
+    h = Harness({"mode": "exact"})
+    for tenant in ("t1", "t2"):
+        for model in ("mock", "other"):
+            await h.ask("the roadmap", tenant=tenant, model=model)
+    assert await h.stage.purge("t1", "mock") == {"memory": 1}
+    assert (await h.ask("the roadmap", tenant="t1", model="mock")).cache == "miss"
+    assert (await h.ask("the roadmap", tenant="t2", model="mock")).cache == "hit"
+    assert await h.stage.purge(None, "other") == {"memory": 2}
+    assert (await h.ask("the roadmap", tenant="t1", model="other")).cache == "miss"
+    assert (await h.ask("the roadmap", tenant="t2", model="mock")).cache == "hit"
+
+
+async def test_semantic_buckets_go_with_their_entries() -> None:
+    h = Harness({"mode": "semantic", "semantic": {"embedding_model": "fake-embed", "threshold": 0.9}})
+    h.embedder.at_similarity("How tall is the Eiffel tower?", "Eiffel tower height?", 0.95)
+    await h.ask("Eiffel tower height?")
+    assert (await h.ask("How tall is the Eiffel tower?")).cache == "hit"
+    index = h.stage.indexes["memory"]
+    await h.ask("Eiffel tower height?", tenant="t2")
+    assert index.size == 2  # type: ignore[attr-defined]
+    await h.stage.purge("t1", "mock")
+    assert index.size == 1  # type: ignore[attr-defined]  # t1's vectors went with its entries, t2's stayed
+    assert (await h.ask("How tall is the Eiffel tower?")).cache == "miss"

@@ -60,15 +60,17 @@ async def test_overwrite_replaces_value_and_keeps_byte_count_exact() -> None:
     assert await store.get("k") == b"y" * 100
 
 
-async def test_a_purge_drops_one_tenants_entries_in_every_scope_and_nobody_elses() -> None:
+async def test_a_purge_drops_the_entries_its_patterns_match_and_nobody_elses() -> None:
     store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
-    for key in ("t1:a", "t1/k/key_1:b", "t1/p/prj_1:c", "t10:d", "t2:e"):
+    keys = ("t1:aaaa.1", "t1/k/key_1:aaaa.2", "t1/p/prj_1:bbbb.3", "t10:aaaa.4", "t2:aaaa.5")
+    for key in keys:
         await store.set(key, b"answer", 60)
-    assert await store.purge(("t1:", "t1/")) == 3
-    assert [k for k in ("t1:a", "t1/k/key_1:b", "t1/p/prj_1:c", "t10:d", "t2:e") if store.get_now(k)] == ["t10:d",
-                                                                                                         "t2:e"]
+    assert await store.purge(["t1:*", "t1/*"]) == 3  # a tenant in every scope; t10 is another tenant
+    assert [k for k in keys if store.get_now(k)] == ["t10:aaaa.4", "t2:aaaa.5"]
     left = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
-    for key in ("t10:d", "t2:e"):
+    for key in ("t10:aaaa.4", "t2:aaaa.5"):
         await left.set(key, b"answer", 60)
     assert store.bytes == left.bytes  # the byte bound counts only what is left
-    assert await store.purge(None) == 2 and len(store) == 0 and store.bytes == 0
+    assert await store.purge(["*:aaaa.*"]) == 2  # a model, every tenant
+    await store.set("t3:b*b.6", b"answer", 60)
+    assert await store.purge(["t3:b\\*b.*"]) == 1 and await store.purge(None) == 0  # "\\" makes a literal

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aigw.stores.key_glob import escape
 from aigw.stores.redis.cache import RedisCacheStore
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.semantic import RedisSemanticIndex
@@ -69,28 +70,29 @@ async def test_semantic_index_expiry(redis: tuple[Any, str]) -> None:
     assert 0 < await client.pttl(prefix + "csem:{b}:v") <= 60_000
 
 
-async def test_a_purge_unlinks_one_tenants_entries_and_buckets(redis: tuple[Any, str]) -> None:
+async def test_a_purge_unlinks_the_entries_and_buckets_its_patterns_match(redis: tuple[Any, str]) -> None:
     client, prefix = redis
     store, index = RedisCacheStore(client, prefix), RedisSemanticIndex(client, prefix, max_per_bucket=4)
-    keys = ("t[1]:a", "t[1]/k/key_1:b", "t[1]0:c", "t2:d")  # glob characters in an id are taken literally
+    keys = ("t[1]:aaaa.1", "t[1]/k/key_1:aaaa.2", "t[1]0:aaaa.3", "t2:aaaa.4", "t2:bbbb.5")
     for key in keys:
         await store.set(key, b"answer", 60)
         await index.add(f"{key}:local", unit(1, 0, 0), key, ttl_s=60)
     other = RedisCacheStore(client, prefix + "other:")  # another gateway sharing the Redis
-    await other.set("t[1]:a", b"theirs", 60)
-    assert await store.purge(("t[1]:", "t[1]/")) == 2
-    assert await index.purge(("t[1]:", "t[1]/")) == 2
-    assert [k for k in keys if await store.get(k)] == ["t[1]0:c", "t2:d"]
-    assert await index.search("t[1]:a:local", unit(1, 0, 0), 0.9) is None
-    assert await index.search("t2:d:local", unit(1, 0, 0), 0.9) is not None
-    assert await client.exists(prefix + "csem:{t[1]:a:local}:t") == 0  # both keys of a bucket go
-    assert await store.purge(None) == 2 and await index.purge(None) == 2
-    assert await other.get("t[1]:a") == b"theirs"
+    await other.set("t[1]:aaaa.1", b"theirs", 60)
+    tenant = [escape("t[1]") + ":*", escape("t[1]") + "/*"]  # glob characters in an id are taken literally
+    assert await store.purge(tenant) == 2 and await index.purge(tenant) == 2
+    assert [k for k in keys if await store.get(k)] == ["t[1]0:aaaa.3", "t2:aaaa.4", "t2:bbbb.5"]
+    assert await index.search("t[1]:aaaa.1:local", unit(1, 0, 0), 0.9) is None
+    assert await client.exists(prefix + "csem:{t[1]:aaaa.1:local}:t") == 0  # both keys of a bucket go
+    assert await store.purge(["*:aaaa.*"]) == 2 and await index.purge(["*:aaaa.*"]) == 2  # a model
+    assert await index.search("t2:bbbb.5:local", unit(1, 0, 0), 0.9) is not None
+    assert await store.purge(None) == 1 and await index.purge(None) == 1
+    assert await other.get("t[1]:aaaa.1") == b"theirs"
 
 
 async def test_a_purge_past_one_page_of_keys(redis: tuple[Any, str]) -> None:
     client, prefix = redis
     store = RedisCacheStore(client, prefix)
     for i in range(1203):
-        await client.set(f"{prefix}cache:t1:{i}", b"x", px=60_000)
-    assert await store.purge(("t1:",)) == 1203
+        await client.set(f"{prefix}cache:t1:aaaa.{i}", b"x", px=60_000)
+    assert await store.purge(["t1:*"]) == 1203

@@ -76,11 +76,11 @@ async def test_bounded_per_bucket_and_in_total(clock: FakeClock) -> None:
 
 async def test_a_purge_drops_a_tenants_buckets_only(clock: FakeClock) -> None:
     index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
-    await index.add("t1:ctx:local", unit(1, 0, 0), "t1:a", ttl_s=60)
-    await index.add("t1/k/key_1:ctx:local", unit(1, 0, 0), "t1/k/key_1:b", ttl_s=60)
-    await index.add("t2:ctx:local", unit(1, 0, 0), "t2:c", ttl_s=60)
-    assert await index.purge(("t1:", "t1/")) == 2
-    assert await index.search("t1:ctx:local", unit(1, 0, 0), 0.9) is None
-    assert await index.search("t2:ctx:local", unit(1, 0, 0), 0.9) is not None
+    await index.add("t1:aaaa.ctx:local", unit(1, 0, 0), "t1:a", ttl_s=60)
+    await index.add("t1/k/key_1:aaaa.ctx:local", unit(1, 0, 0), "t1/k/key_1:b", ttl_s=60)
+    await index.add("t2:aaaa.ctx:local", unit(1, 0, 0), "t2:c", ttl_s=60)
+    assert await index.purge(["t1:*", "t1/*"]) == 2
+    assert await index.search("t1:aaaa.ctx:local", unit(1, 0, 0), 0.9) is None
+    assert await index.search("t2:aaaa.ctx:local", unit(1, 0, 0), 0.9) is not None
     assert index.size == 1
     assert await index.purge(None) == 1 and index.size == 0

@@ -32,7 +32,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
-from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker, tenant_prefixes
+from aigw.pipeline.stages.cache_keys import context_key, exact_key, purge_patterns, semantic_blocker
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_semantic import Embedders
@@ -310,22 +310,22 @@ class CacheStage(Stage):
             await asyncio.gather(*list(self._storing), return_exceptions=True)
 
     # -- admin -----------------------------------------------------------------------
-    async def purge(self, tenant: str | None) -> dict[str, int]:
-        """Delete ``tenant``'s entries and semantic buckets (None: everyone's) from every backend,
-        this process's near copies included; entries deleted per backend. Answers finished before the
-        call are stored first, so none of them lands after it (one still upstream may)."""
+    async def purge(self, tenant: str | None, model: str | None = None) -> dict[str, int]:
+        """Delete the entries and semantic buckets of ``tenant`` and/or ``model`` (None and None: all) from
+        every backend, this process's near copies included; entries deleted per backend. Answers finished
+        before the call are stored first, so none of them lands after it (one still upstream may)."""
         await self.flush()
-        prefixes = tenant_prefixes(tenant) if tenant is not None else None
+        patterns = purge_patterns(tenant, model)
         done: dict[str, int] = {}
         for name, store in self.stores.items():
             near = self._near.get(name)
             if near is not None:
-                near.purge(prefixes)
+                near.purge(patterns)
             index = self.indexes.get(name)
             try:
-                done[name] = await store.purge(prefixes)
+                done[name] = await store.purge(patterns)
                 if index is not None:
-                    await index.purge(prefixes)
+                    await index.purge(patterns)
             except Exception as exc:
                 raise PurgeFailed(name, exc, done) from exc
         self.stats.purged += sum(done.values())

@@ -1,5 +1,9 @@
 """Cache keys: a cheap hash of what shapes an answer, scoped by tenant.
 
+A key reads ``<scope>:<model tag>.<hash>``: the scope (``scope_of``) and a short
+tag of the model come first, in the clear, so that an admin purge can name a
+tenant, a model or both (``purge_patterns``) without reading any entry.
+
 Every body field counts except the few that cannot change the answer (below),
 so a field added to the API tomorrow splits the key rather than collides.
 ``stream`` does not count: a streamed and a plain request share one entry.
@@ -15,6 +19,7 @@ from typing import Any
 import orjson
 
 from aigw.pipeline.context import RequestContext
+from aigw.stores.key_glob import escape
 from aigw.types import JSON
 
 # fields that do not shape the answer (transport, bookkeeping, our own controls)
@@ -42,9 +47,28 @@ def scope_of(ctx: RequestContext, scope: str) -> str:
     return tenant
 
 
-def tenant_prefixes(tenant: str) -> tuple[str, str]:
-    """How every key and semantic bucket of ``tenant`` starts, whatever its scope (``scope_of``)."""
-    return f"{tenant}:", f"{tenant}/"
+_TAGS: dict[str, str] = {}
+
+
+def model_tag(model: str) -> str:
+    """Eight hex digits for ``model`` (memoised: model names come from clients, so bounded)."""
+    tag = _TAGS.get(model)
+    if tag is None:
+        if len(_TAGS) >= 4096:
+            _TAGS.clear()
+        tag = _TAGS[model] = hashlib.blake2b(model.encode(), digest_size=4).hexdigest()
+    return tag
+
+
+def purge_patterns(tenant: str | None, model: str | None) -> list[str] | None:
+    """The keys and semantic buckets of ``tenant`` and/or ``model`` as ``key_glob`` patterns, in every
+    scope (a tenant's own, its projects', its keys'); None: everything."""
+    if tenant is None and model is None:
+        return None
+    rest = f"{model_tag(model)}.*" if model is not None else "*"
+    if tenant is None:
+        return [f"*:{rest}"]  # the scope holds no ":", so the tag follows the first one
+    return [f"{escape(tenant)}:{rest}", f"{escape(tenant)}/*:{rest}"]
 
 
 def _shaping(body: JSON) -> JSON:
@@ -56,7 +80,7 @@ def exact_key(ctx: RequestContext, scope: str) -> str:
     """``<scope>:<hash of endpoint, model and every shaping field>``."""
     payload = orjson.dumps(_shaping(ctx.body), option=_SORTED)
     who = scope_of(ctx, scope)
-    return f"{who}:{_digest(who.encode(), ctx.endpoint.encode(), ctx.model.encode(), payload)}"
+    return f"{who}:{model_tag(ctx.model)}.{_digest(who.encode(), ctx.endpoint.encode(), ctx.model.encode(), payload)}"
 
 
 def context_key(ctx: RequestContext, scope: str) -> str:
@@ -74,7 +98,7 @@ def context_key(ctx: RequestContext, scope: str) -> str:
     body["messages"] = messages
     payload = orjson.dumps(body, option=_SORTED)
     who = scope_of(ctx, scope)
-    return f"{who}:{_digest(b'semantic', who.encode(), ctx.model.encode(), payload)}"
+    return f"{who}:{model_tag(ctx.model)}.{_digest(b'semantic', who.encode(), ctx.model.encode(), payload)}"
 
 
 def _blank_text(content: Any) -> Any:

@@ -12,6 +12,7 @@ whole when full.
 
 from __future__ import annotations
 
+from aigw.stores.key_glob import matcher
 from aigw.types import Clock
 
 
@@ -52,12 +53,13 @@ class NearCache:
         self._items[key] = (until, value)
         self._held += len(value)
 
-    def purge(self, prefixes: tuple[str, ...] | None) -> None:
-        if prefixes is None:
+    def purge(self, patterns: list[str] | None) -> None:
+        if patterns is None:
             self._items.clear()
             self._held = 0
             return
-        for key in [k for k in self._items if k.startswith(prefixes)]:
+        match = matcher(patterns)
+        for key in [k for k in self._items if match(k)]:
             self._held -= len(self._items.pop(key)[1])
 
     def __len__(self) -> int:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aigw.stores.key_glob import escape
 from aigw.stores.redis.pipe import RedisPipe
-from aigw.stores.redis.purge import glob_escape, unlink_matching
+from aigw.stores.redis.purge import unlink_matching
 
 
 class RedisCacheStore:
@@ -50,10 +51,9 @@ class RedisCacheStore:
             return
         await self.redis.ping()
 
-    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
-        patterns = [self.prefix + "*"] if prefixes is None else [
-            glob_escape(self.prefix + p) + "*" for p in prefixes]
-        return await unlink_matching(self.redis, patterns)
+    async def purge(self, patterns: list[str] | None) -> int:
+        mine = escape(self.prefix)
+        return await unlink_matching(self.redis, [mine + p for p in patterns or ["*"]])
 
     async def aclose(self) -> None:
         """Close the pipe's connection (the redis-py client is the app's, closed by it)."""

@@ -1,4 +1,4 @@
-"""Delete the keys under a prefix: SCAN in pages, then UNLINK (freed off Redis's main thread).
+"""Delete the keys that match a pattern: SCAN in pages, then UNLINK (freed off Redis's main thread).
 
 For admin calls (a cache purge), never the request path: SCAN walks the whole
 keyspace a page at a time without blocking Redis, and keys written meanwhile may
@@ -7,17 +7,10 @@ or may not be seen, which is what a purge of a live cache can promise anyway.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-_GLOB = re.compile(r"([*?\[\]\\])")
 PAGE = 500
-
-
-def glob_escape(text: str) -> str:
-    """``text`` as a literal inside a SCAN MATCH pattern."""
-    return _GLOB.sub(r"\\\1", text)
 
 
 async def unlink_matching(redis: Any, patterns: Iterable[str], counts: Callable[[bytes], bool] | None = None) -> int:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from aigw.stores.cache_base import SemanticMatch, Vector
-from aigw.stores.redis.purge import glob_escape, unlink_matching
+from aigw.stores.key_glob import escape
+from aigw.stores.redis.purge import unlink_matching
 from aigw.types import Clock, SystemClock
 
 _ADD = """
@@ -81,8 +82,8 @@ class RedisSemanticIndex:
         await self._add(keys=list(self._keys(bucket)),
                         args=[entry_id, value, now + ttl_s, now, self.max_per_bucket, ttl_ms])
 
-    async def purge(self, prefixes: tuple[str, ...] | None) -> int:
+    async def purge(self, patterns: list[str] | None) -> int:
         # a bucket is two keys, ``<prefix>csem:{<bucket>}:v`` and ``...:t``: count the first kind
-        patterns = [self.prefix + "{*"] if prefixes is None else [
-            glob_escape(f"{self.prefix}{{{p}") + "*" for p in prefixes]
-        return await unlink_matching(self.redis, patterns, counts=lambda key: key.endswith(b":v"))
+        head, tail = escape(self.prefix + "{"), escape("}:") + "*"
+        return await unlink_matching(self.redis, [head + p + tail for p in patterns or ["*"]],
+                                     counts=lambda key: key.endswith(b":v"))
