@@ -174,11 +174,15 @@ def delete_cache(base: str, query: str = "") -> tuple[int, dict[str, Any]]:
         return err.code, json.loads(err.read())
 
 
-def test_an_admin_purge_empties_the_cache_without_tenancy(gw: RunningGateway) -> None:
+def test_an_admin_purge_empties_the_cache_without_tenancy(gw: RunningGateway,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     ask(gw, "forget this answer")
     assert ask(gw, "forget this answer")[0] == "hit"
-    status, out = delete_cache(gw.url)
+    with caplog.at_level("INFO", logger="aigw.admin"):
+        status, out = delete_cache(gw.url)
     assert status == 200 and out["tenant"] is None and out["deleted"] >= 1
+    assert any(r.getMessage().startswith("cache purge by master: tenant=* model=* deleted=")
+               for r in caplog.records)  # who purged what: an audit line
     assert ask(gw, "forget this answer")[0] == "miss"
     status, out = delete_cache(gw.url, "?tenant=acme")  # no tenancy: no tenant to name
     assert status == 404 and out["error"]["code"] == "tenant_not_found"

@@ -17,6 +17,7 @@ that took the call is purged.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from aigw.pipeline.stages.cache import CacheStage, PurgeFailed
 from aigw.stores.base import Tenant
 from aigw.types import JSON
 
+log = logging.getLogger("aigw.admin")
 TenantLookup = Callable[[str, str | None], Awaitable[Tenant]]  # (id or name, caller's scope) -> tenant or 404
 
 
@@ -53,7 +55,10 @@ class CacheAdmin:
             done = ", ".join(f"{name}: {n}" for name, n in exc.done.items()) or "none"
             raise errors.Unavailable(f"The {exc.backend} cache backend failed during the purge ({exc}); entries "
                                      f"deleted before it: {done}. Repeat the call.", retry_after=1.0) from None
-        return 200, {"object": "cache.purge", "tenant": tenant, "model": model, "deleted": sum(deleted.values()),
+        total = sum(deleted.values())
+        log.info("cache purge by %s: tenant=%s model=%s deleted=%d %s", p.key_id or "master",
+                 tenant or "*", model or "*", total, deleted)
+        return 200, {"object": "cache.purge", "tenant": tenant, "model": model, "deleted": total,
                      "by_backend": deleted}
 
 
