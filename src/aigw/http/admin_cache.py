@@ -8,6 +8,7 @@ purges every entry, or one tenant's with ``tenant=``; a tenant admin key purges
 its own tenant's only (another tenant is a 404, as everywhere in the admin API).
 ``model=`` (a public model name; an unknown one is a 404) narrows either to that
 model's answers.
+
 Exact entries and semantic buckets go, in every backend: this process's memory
 store and Redis (shared by all replicas). Other replicas' near copies of Redis
 entries live on for at most ``cache.near_ttl_s``; with ``aigw serve --workers N``

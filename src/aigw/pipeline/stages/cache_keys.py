@@ -77,7 +77,7 @@ def _shaping(body: JSON) -> JSON:
 
 
 def exact_key(ctx: RequestContext, scope: str) -> str:
-    """``<scope>:<hash of endpoint, model and every shaping field>``."""
+    """``<scope>:<model tag>.<hash of scope, endpoint, model and every shaping field>``."""
     payload = orjson.dumps(_shaping(ctx.body), option=_SORTED)
     who = scope_of(ctx, scope)
     return f"{who}:{model_tag(ctx.model)}.{_digest(who.encode(), ctx.endpoint.encode(), ctx.model.encode(), payload)}"
