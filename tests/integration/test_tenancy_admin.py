@@ -169,3 +169,30 @@ def test_with_redis_down_the_gateway_serves_under_its_policies(tmp_path: Path) -
         assert admin_err.value.status == 503 and "repeat the call" in admin_err.value.message
         with pytest.raises(openai.AuthenticationError):  # this replica knows at once
             _client(gw, free["key"]).chat.completions.create(**chat_body())
+
+
+def test_keys_are_listed_in_pages(gw: RunningGateway, admin: AdminClient) -> None:
+    first_key = setup_key(admin, "paged")
+    made = [first_key["id"]] + [admin.post("/admin/keys", {"project": first_key["project_id"]})["id"]
+                                for _ in range(4)]
+    seen: list[str] = []
+    after = ""
+    for _ in range(5):
+        page = admin.get("/admin/keys", tenant="paged", limit=2, after=after)
+        seen += [k["id"] for k in page["data"]]
+        assert page["last_id"] == seen[-1]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert seen == made  # oldest first, each once
+    whole = admin.get("/admin/keys", tenant="paged")
+    assert [k["id"] for k in whole["data"]] == made and whole["has_more"] is False
+    other = setup_key(admin, "paged-other")
+    with pytest.raises(AdminError) as err:  # a cursor from another tenant is no cursor for a tenant admin
+        AdminClient(gw.url, setup_key(admin, "paged", role="tenant_admin")["key"]).get(
+            "/admin/keys", limit=2, after=other["id"])
+    assert err.value.status == 404
+    with pytest.raises(AdminError) as err:
+        admin.get("/admin/keys", limit=0)
+    assert err.value.status == 400 and "limit" in err.value.message
+    assert f"more: --after {made[1]}" in _cli(gw, "keys", "list", "--tenant", "paged", "--limit", "2")

@@ -57,13 +57,19 @@ def create(project: str, name: str, models: str | None, rpm: int | None, tpm: in
 @keys_group.command("list")
 @click.option("--project", default="", help="Only this project's keys.")
 @click.option("--tenant", default="", help="Only this tenant's keys.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=None, help="At most this many (a page).")
+@click.option("--after", default="", help="The page after this key id (the last id of the page before).")
 @url_option
 @key_option
 @json_option
-def list_(project: str, tenant: str, url: str, master_key: str, as_json: bool) -> None:
-    """List keys (never their secrets)."""
-    data = call(url, master_key, "GET", "/admin/keys", query={"project": project, "tenant": tenant})
+def list_(project: str, tenant: str, limit: int | None, after: str, url: str, master_key: str,
+          as_json: bool) -> None:
+    """List keys (never their secrets), oldest first."""
+    data = call(url, master_key, "GET", "/admin/keys",
+                query={"project": project, "tenant": tenant, "limit": limit, "after": after})
     show(data, as_json, COLUMNS)
+    if not as_json and data.get("has_more"):
+        click.echo(f"more: --after {data['last_id']}", err=True)
 
 
 @keys_group.command("show")

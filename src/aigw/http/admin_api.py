@@ -2,7 +2,7 @@
 
     POST /admin/tenants            GET /admin/tenants            GET|PATCH|DELETE /admin/tenants/{id}
     POST /admin/projects           GET /admin/projects?tenant=   GET|PATCH|DELETE /admin/projects/{id}
-    POST /admin/keys               GET /admin/keys?project=&tenant=
+    POST /admin/keys               GET /admin/keys?project=&tenant=[&limit=N&after=ID]
     GET|PATCH|DELETE /admin/keys/{id}    POST /admin/keys/{id}/revoke    POST /admin/keys/{id}/rotate
 
 The master key sees everything. A tenant admin key (role ``tenant_admin``) sees
@@ -81,6 +81,15 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
         await send_json(send, status, body, headers)
 
     return handler
+
+
+def _page_size(raw: str | None) -> int | None:
+    """``limit`` of a list: 1 to 1000, or None (everything, as before pages existed)."""
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise errors.InvalidRequest("limit: a whole number from 1 to 1000", param="limit")
+    return int(raw)
 
 
 def _not_found(what: str, ident: str) -> errors.NotFound:
@@ -209,8 +218,13 @@ class AdminApi:
             tenant_id = (await self.tenant(ident, scope)).id
         if ident := req.query.get("project"):
             project_id = (await self.project(ident, scope)).id
-        keys = await self.db.list_keys(tenant_id, project_id)
-        return 200, {"object": "list", "data": [key_out(k) for k in keys]}
+        limit = _page_size(req.query.get("limit"))
+        after = await self.key(ident, scope) if (ident := req.query.get("after")) else None
+        keys = await self.db.list_keys(tenant_id, project_id, limit + 1 if limit else None, after)
+        more = limit is not None and len(keys) > limit
+        page = keys[:limit] if more else keys
+        return 200, {"object": "list", "data": [key_out(k) for k in page], "has_more": more,
+                     "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
 
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident, _, action = req.path.removeprefix("/admin/keys/").strip("/").partition("/")

@@ -174,13 +174,21 @@ class SqlDatabase:
         row = await fetchone(self.sql, "SELECT * FROM api_keys WHERE id = ?", key_id)
         return _key(row) if row else None
 
-    async def list_keys(self, tenant_id: str | None, project_id: str | None) -> list[ApiKey]:
-        sql, args = "SELECT * FROM api_keys WHERE 1 = 1", []
+    async def list_keys(self, tenant_id: str | None, project_id: str | None, limit: int | None = None,
+                        after: ApiKey | None = None) -> list[ApiKey]:
+        """Oldest first; a page of ``limit`` keys that come after ``after`` in that order, if given."""
+        sql, args = "SELECT * FROM api_keys WHERE 1 = 1", list[object]()
         for column, value in (("tenant_id", tenant_id), ("project_id", project_id)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)
-        return [_key(r) for r in await self.sql.fetch(sql + " ORDER BY created_at, id", *args)]
+        if after is not None:
+            sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
+            args += [after.created_at, after.created_at, after.id]
+        sql += " ORDER BY created_at, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_key(r) for r in await self.sql.fetch(sql, *args)]
 
     async def save_key(self, k: ApiKey) -> None:
         await self.sql.execute(

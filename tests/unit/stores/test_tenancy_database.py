@@ -170,3 +170,17 @@ async def test_budgeted_spend_sums_the_current_window_from_rollups(db: SqlDataba
     assert spent[("tenant", "t1", window_of("monthly", NOW))] == to_nano(0.9)
     assert ("key", "k2", "total") not in spent  # no budget, no counter
     assert NANO == 1_000_000_000
+
+
+async def test_keys_come_in_pages_oldest_first(db: SqlDatabase) -> None:
+    await _seed(db)
+    for i, at in enumerate([NOW + 5, NOW + 3, NOW + 3, NOW + 4]):  # two made in the same instant: ids order them
+        await db.add_key(ApiKey(id=f"kp{i}", tenant_id="t1", project_id="p1", key_hash=f"hp{i}",
+                                prefix="sk-aigw-pppp", created_at=at))
+    everything = [k.id for k in await db.list_keys("t1", None)]
+    assert everything == ["k1", "kp1", "kp2", "kp3", "kp0"]
+    first = await db.list_keys("t1", None, limit=2)
+    second = await db.list_keys("t1", None, limit=2, after=first[-1])
+    third = await db.list_keys("t1", None, limit=2, after=second[-1])
+    assert [k.id for k in first + second + third] == everything and len(third) == 1
+    assert await db.list_keys("t1", None, limit=2, after=third[-1]) == []
