@@ -196,3 +196,23 @@ def test_keys_are_listed_in_pages(gw: RunningGateway, admin: AdminClient) -> Non
         admin.get("/admin/keys", limit=0)
     assert err.value.status == 400 and "limit" in err.value.message
     assert f"more: --after {made[1]}" in _cli(gw, "keys", "list", "--tenant", "paged", "--limit", "2")
+
+
+def test_tenants_and_projects_are_listed_in_pages(gw: RunningGateway, admin: AdminClient) -> None:
+    made = [setup_key(admin, f"paged-tenant-{i}")["tenant_id"] for i in range(3)]
+    everything = [t["id"] for t in admin.get("/admin/tenants")["data"]]
+    at = everything.index(made[0])
+    page = admin.get("/admin/tenants", limit=2, after=everything[at - 1] if at else "")
+    assert [t["id"] for t in page["data"]] == everything[at:at + 2] and page["has_more"] is True
+    last = admin.get("/admin/tenants", limit=1000, after=page["last_id"])
+    assert [t["id"] for t in last["data"]] == everything[at + 2:] and last["has_more"] is False
+    tenant_admin = AdminClient(gw.url, setup_key(admin, "paged-tenant-0", role="tenant_admin")["key"])
+    assert [t["id"] for t in tenant_admin.get("/admin/tenants", limit=1)["data"]] == [made[0]]
+    for name in ("api", "batch"):
+        admin.post("/admin/projects", {"name": name, "tenant": made[1]})
+    projects = admin.get("/admin/projects", tenant=made[1], limit=2)
+    assert [p["name"] for p in projects["data"]] == ["web", "api"] and projects["has_more"] is True
+    assert [p["name"] for p in admin.get("/admin/projects", tenant=made[1], after=projects["last_id"])["data"]] \
+        == ["batch"]
+    assert "more: --after" in _cli(gw, "tenants", "list", "--limit", "1")
+    assert "more: --after" in _cli(gw, "projects", "list", "--tenant", made[1], "--limit", "1")

@@ -116,6 +116,20 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def page_options(fn: Any) -> Any:
+    """``--limit`` and ``--after`` of a list command (the admin API's ``limit`` and ``after``)."""
+    fn = click.option("--after", default="", help="The page after this id (the last id of the page before).")(fn)
+    return click.option("--limit", type=click.IntRange(1, 1000), default=None,
+                        help="At most this many (a page; default: all).")(fn)
+
+
+def show_page(data: Any, as_json: bool, columns: list[str]) -> None:
+    """``show`` a list, then where the next page starts (on stderr) if there is one."""
+    show(data, as_json, columns)
+    if not as_json and data.get("has_more"):
+        click.echo(f"more: --after {data['last_id']}", err=True)
+
+
 def limit_fields(rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
                  period: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"rpm": rpm, "tpm": tpm, "max_parallel": max_parallel, "budget_usd": budget,

@@ -9,7 +9,17 @@ from typing import Any
 
 import click
 
-from aigw.cli.admin_client import call, json_option, key_option, limit_fields, limit_options, show, url_option
+from aigw.cli.admin_client import (
+    call,
+    json_option,
+    key_option,
+    limit_fields,
+    limit_options,
+    page_options,
+    show,
+    show_page,
+    url_option,
+)
 
 COLUMNS = ["id", "prefix", "name", "project_id", "models", "rpm", "tpm", "max_parallel", "budget_usd",
            "budget_period", "expires_at", "enabled", "revoked"]
@@ -57,19 +67,15 @@ def create(project: str, name: str, models: str | None, rpm: int | None, tpm: in
 @keys_group.command("list")
 @click.option("--project", default="", help="Only this project's keys.")
 @click.option("--tenant", default="", help="Only this tenant's keys.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=None, help="At most this many (a page).")
-@click.option("--after", default="", help="The page after this key id (the last id of the page before).")
+@page_options
 @url_option
 @key_option
 @json_option
 def list_(project: str, tenant: str, limit: int | None, after: str, url: str, master_key: str,
           as_json: bool) -> None:
     """List keys (never their secrets), oldest first."""
-    data = call(url, master_key, "GET", "/admin/keys",
-                query={"project": project, "tenant": tenant, "limit": limit, "after": after})
-    show(data, as_json, COLUMNS)
-    if not as_json and data.get("has_more"):
-        click.echo(f"more: --after {data['last_id']}", err=True)
+    show_page(call(url, master_key, "GET", "/admin/keys",
+                   query={"project": project, "tenant": tenant, "limit": limit, "after": after}), as_json, COLUMNS)
 
 
 @keys_group.command("show")

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from aigw.cli.admin_client import call, json_option, key_option, limit_fields, limit_options, show, url_option
+from aigw.cli.admin_client import (
+    call,
+    json_option,
+    key_option,
+    limit_fields,
+    limit_options,
+    page_options,
+    show,
+    show_page,
+    url_option,
+)
 
 COLUMNS = ["id", "name", "tenant_id", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "enabled"]
 
@@ -30,12 +40,14 @@ def create(name: str, tenant: str, rpm: int | None, tpm: int | None, max_paralle
 
 @projects_group.command("list")
 @click.option("--tenant", default="", help="Only this tenant's projects.")
+@page_options
 @url_option
 @key_option
 @json_option
-def list_(tenant: str, url: str, master_key: str, as_json: bool) -> None:
-    """List projects."""
-    show(call(url, master_key, "GET", "/admin/projects", query={"tenant": tenant}), as_json, COLUMNS)
+def list_(tenant: str, limit: int | None, after: str, url: str, master_key: str, as_json: bool) -> None:
+    """List projects, oldest first."""
+    show_page(call(url, master_key, "GET", "/admin/projects", query={"tenant": tenant, "limit": limit, "after": after}),
+              as_json, COLUMNS)
 
 
 @projects_group.command("update")

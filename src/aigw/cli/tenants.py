@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from aigw.cli.admin_client import call, json_option, key_option, limit_fields, limit_options, show, url_option
+from aigw.cli.admin_client import (
+    call,
+    json_option,
+    key_option,
+    limit_fields,
+    limit_options,
+    page_options,
+    show,
+    show_page,
+    url_option,
+)
 
 COLUMNS = ["id", "name", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "enabled", "created_at"]
 
@@ -28,12 +38,13 @@ def create(name: str, rpm: int | None, tpm: int | None, max_parallel: int | None
 
 
 @tenants_group.command("list")
+@page_options
 @url_option
 @key_option
 @json_option
-def list_(url: str, master_key: str, as_json: bool) -> None:
-    """List tenants."""
-    show(call(url, master_key, "GET", "/admin/tenants"), as_json, COLUMNS)
+def list_(limit: int | None, after: str, url: str, master_key: str, as_json: bool) -> None:
+    """List tenants, oldest first."""
+    show_page(call(url, master_key, "GET", "/admin/tenants", query={"limit": limit, "after": after}), as_json, COLUMNS)
 
 
 @tenants_group.command("show")

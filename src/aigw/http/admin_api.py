@@ -5,6 +5,8 @@
     POST /admin/keys               GET /admin/keys?project=&tenant=[&limit=N&after=ID]
     GET|PATCH|DELETE /admin/keys/{id}    POST /admin/keys/{id}/revoke    POST /admin/keys/{id}/rotate
 
+Lists come oldest first; with ``limit`` (1-1000) in pages, ``after`` the last id of
+the page before (``has_more``, ``first_id``, ``last_id`` as in OpenAI's lists).
 The master key sees everything. A tenant admin key (role ``tenant_admin``) sees
 its own tenant only: any other tenant's id, project or key is a 404, exactly
 as if it did not exist. Every change bumps the key version, which every
@@ -15,7 +17,7 @@ Spend reports live in ``admin_spend.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -43,6 +45,7 @@ from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.admin")
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", Tenant, Project, ApiKey)
 Handler = Callable[[HttpRequest, Send], Awaitable[None]]
 MAX_BODY = 256 * 1024
 
@@ -90,6 +93,19 @@ def _page_size(raw: str | None) -> int | None:
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise errors.InvalidRequest("limit: a whole number from 1 to 1000", param="limit")
     return int(raw)
+
+
+def _one_more(limit: int | None) -> int | None:
+    """What to fetch for a page of ``limit``: one more tells whether another page follows."""
+    return limit + 1 if limit is not None else None
+
+
+def _listing(items: Sequence[E], limit: int | None, out: Callable[[E], dict[str, Any]]) -> JSON:
+    """An OpenAI-style list: the page (``items`` holds one more than ``limit`` when another follows)."""
+    more = limit is not None and len(items) > limit
+    page = items[:limit] if more else items
+    return {"object": "list", "data": [out(x) for x in page], "has_more": more,
+            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
 
 
 def _not_found(what: str, ident: str) -> errors.NotFound:
@@ -146,8 +162,11 @@ class AdminApi:
 
     async def list_tenants(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         scope = admin_scope(p)
-        items = [t for t in await self.db.list_tenants() if scope is None or t.id == scope]
-        return 200, {"object": "list", "data": [tenant_out(t) for t in items]}
+        if scope is not None:  # a tenant admin: its own tenant, one item
+            return 200, _listing([await self.tenant(scope, scope)], None, tenant_out)
+        limit = _page_size(req.query.get("limit"))
+        after = await self.tenant(ident, scope) if (ident := req.query.get("after")) else None
+        return 200, _listing(await self.db.list_tenants(_one_more(limit), after), limit, tenant_out)
 
     async def tenant_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/tenants/").strip("/")
@@ -184,7 +203,9 @@ class AdminApi:
         tenant_id = scope
         if ident := req.query.get("tenant"):
             tenant_id = (await self.tenant(ident, scope)).id
-        return 200, {"object": "list", "data": [project_out(x) for x in await self.db.list_projects(tenant_id)]}
+        limit = _page_size(req.query.get("limit"))
+        after = await self.project(ident, scope) if (ident := req.query.get("after")) else None
+        return 200, _listing(await self.db.list_projects(tenant_id, _one_more(limit), after), limit, project_out)
 
     async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/projects/").strip("/")
@@ -220,11 +241,7 @@ class AdminApi:
             project_id = (await self.project(ident, scope)).id
         limit = _page_size(req.query.get("limit"))
         after = await self.key(ident, scope) if (ident := req.query.get("after")) else None
-        keys = await self.db.list_keys(tenant_id, project_id, limit + 1 if limit else None, after)
-        more = limit is not None and len(keys) > limit
-        page = keys[:limit] if more else keys
-        return 200, {"object": "list", "data": [key_out(k) for k in page], "has_more": more,
-                     "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
+        return 200, _listing(await self.db.list_keys(tenant_id, project_id, _one_more(limit), after), limit, key_out)
 
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident, _, action = req.path.removeprefix("/admin/keys/").strip("/").partition("/")

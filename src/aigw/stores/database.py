@@ -122,8 +122,9 @@ class SqlDatabase:
                              name_or_id, name_or_id, name_or_id)
         return _tenant(row) if row else None
 
-    async def list_tenants(self) -> list[Tenant]:
-        return [_tenant(r) for r in await self.sql.fetch("SELECT * FROM tenants ORDER BY created_at, id")]
+    async def list_tenants(self, limit: int | None = None, after: Tenant | None = None) -> list[Tenant]:
+        sql, args = _paged("SELECT * FROM tenants WHERE 1 = 1", [], limit, after)
+        return [_tenant(r) for r in await self.sql.fetch(sql, *args)]
 
     async def save_tenant(self, t: Tenant) -> None:
         await self.sql.execute("UPDATE tenants SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
@@ -150,13 +151,14 @@ class SqlDatabase:
             return _project((exact or rows)[0])
         return None  # unknown, or a name shared by projects of several tenants
 
-    async def list_projects(self, tenant_id: str | None) -> list[Project]:
-        if tenant_id is None:
-            rows = await self.sql.fetch("SELECT * FROM projects ORDER BY created_at, id")
-        else:
-            rows = await self.sql.fetch("SELECT * FROM projects WHERE tenant_id = ? ORDER BY created_at, id",
-                                        tenant_id)
-        return [_project(r) for r in rows]
+    async def list_projects(self, tenant_id: str | None, limit: int | None = None,
+                            after: Project | None = None) -> list[Project]:
+        sql, args = "SELECT * FROM projects WHERE 1 = 1", list[object]()
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            args.append(tenant_id)
+        sql, args = _paged(sql, args, limit, after)
+        return [_project(r) for r in await self.sql.fetch(sql, *args)]
 
     async def save_project(self, p: Project) -> None:
         await self.sql.execute("UPDATE projects SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
@@ -176,18 +178,12 @@ class SqlDatabase:
 
     async def list_keys(self, tenant_id: str | None, project_id: str | None, limit: int | None = None,
                         after: ApiKey | None = None) -> list[ApiKey]:
-        """Oldest first; a page of ``limit`` keys that come after ``after`` in that order, if given."""
         sql, args = "SELECT * FROM api_keys WHERE 1 = 1", list[object]()
         for column, value in (("tenant_id", tenant_id), ("project_id", project_id)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)
-        if after is not None:
-            sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
-            args += [after.created_at, after.created_at, after.id]
-        sql += " ORDER BY created_at, id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        sql, args = _paged(sql, args, limit, after)
         return [_key(r) for r in await self.sql.fetch(sql, *args)]
 
     async def save_key(self, k: ApiKey) -> None:
@@ -252,3 +248,16 @@ def open_database(url: str) -> SqlDatabase:
 
         return SqlDatabase(PostgresSql(url), "aigw.stores.postgres")
     raise ValueError(f"database_url must start with sqlite: or postgresql:, got {url.split(':', 1)[0]!r}")
+
+
+def _paged(sql: str, args: list[object], limit: int | None, after: Tenant | Project | ApiKey | None
+           ) -> tuple[str, list[object]]:
+    """A listing's ``SELECT ... WHERE ...`` oldest first (ties by id, so one order), from just after
+    ``after`` and at most ``limit`` rows when given."""
+    if after is not None:
+        sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
+        args = [*args, after.created_at, after.created_at, after.id]
+    sql += " ORDER BY created_at, id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql, args

@@ -184,3 +184,15 @@ async def test_keys_come_in_pages_oldest_first(db: SqlDatabase) -> None:
     third = await db.list_keys("t1", None, limit=2, after=second[-1])
     assert [k.id for k in first + second + third] == everything and len(third) == 1
     assert await db.list_keys("t1", None, limit=2, after=third[-1]) == []
+
+
+async def test_tenants_and_projects_come_in_pages_too(db: SqlDatabase) -> None:
+    await _seed(db)
+    await db.add_tenant(Tenant(id="t0", name="initech", created_at=NOW))  # same instant as t1, t2: by id
+    await db.add_project(Project(id="p3", tenant_id="t1", name="api", created_at=NOW - 1))
+    first = await db.list_tenants(limit=2)
+    assert [t.id for t in first] == ["t0", "t1"]
+    assert [t.id for t in await db.list_tenants(limit=2, after=first[-1])] == ["t2"]
+    assert [p.id for p in await db.list_projects("t1", limit=1)] == ["p3"]
+    page = await db.list_projects(None, limit=5, after=(await db.list_projects(None, limit=1))[0])
+    assert [p.id for p in page] == ["p1", "p2"]
