@@ -14,6 +14,8 @@ and Redis runs; ``--config default`` runs the gateway's defaults instead
 pay for.
 
 Targets, each its own process pinned to CPU 1 (the upstream and wrk on CPU 0):
+  direct   the fake upstream itself (on CPU 0): what the core bench's "added latency"
+           is added to, so the summary also gives each p50 at one client over it
   floor    a raw uvicorn + uvloop + httptools ASGI app (no gateway code) that
            reads the body and sends a fixed answer of the same size and shape
            (plain: one JSON body; stream: the frames a replayed hit sends)
@@ -349,11 +351,15 @@ class Target:
 
     @property
     def modes(self) -> list[str]:
-        return ["floor"] if self.backend.startswith("floor") else ["miss"] if self.backend == "off" else ["miss", "hit"]
+        if self.backend.startswith("floor") or self.backend == "direct":
+            return ["floor"]
+        return ["miss"] if self.backend == "off" else ["miss", "hit"]
 
     def start(self, upstream: str, args: argparse.Namespace, tmp: Path, src: Path | None) -> None:
         import yaml
 
+        if self.backend == "direct":
+            return  # the fake upstream itself, already running: what the core bench calls "direct"
         if self.backend.startswith("floor"):
             argv = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(self.port),
                     "--floor-server", {"floor-aigw": "aigw", "floor-raw": "raw"}.get(self.backend, "uvicorn")]
@@ -370,6 +376,8 @@ class Target:
         self.proc = subprocess.Popen(pinned(1, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
     def ready(self) -> None:
+        if self.backend == "direct":
+            return
         if self.backend.startswith("floor"):
             wait_http(self.base + "/", method="POST")
             return
@@ -378,7 +386,7 @@ class Target:
             warm_hits(self.base, "plain")  # plain and streamed requests share entries
 
     def stop(self, redis_url: str) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.backend != "direct":  # the upstream is stopped by main
             stop(self.proc)
         if self.prefix and self.backend == "redis":
             import redis
@@ -394,7 +402,7 @@ def measure(target: Target, kind: str, mode: str, conc: int, args: argparse.Name
     busy = wait_quiet(args.quiet_max, args.quiet_wait)
     assert target.proc is not None
     cpu0 = cpu_s(target.proc.pid)
-    expect = "" if target.backend.startswith("floor") or target.backend == "off" else mode  # "" = no header to check
+    expect = "" if target.modes == ["floor"] or target.backend == "off" else mode  # "" = no header to check
     r = run_wrk(target.base + "/v1/chat/completions", kind, mode, conc, args.duration, expect)
     r["cpu_us"] = (cpu_s(target.proc.pid) - cpu0) / max(1, r["requests"]) * 1e6
     r["busy"] = busy
@@ -526,9 +534,9 @@ def report(rows: list[dict[str, Any]]) -> str:
 def summary(rows: list[dict[str, Any]], conc: list[int], suffix: str = "") -> str:
     """Hit against the core bench's miss (``off``) and against the same backend's miss; floor beside."""
     lo, hi = min(conc), max(conc)
-    out = [f"| backend | request | p50 c={lo}: miss (off) / hit / floor | x | req/s c={hi}: miss (off) / hit / "
-           f"floor | x | CPU µs/req c={hi}: miss (off) / hit / floor | x | x vs same backend's miss "
-           "(p50 / req/s / CPU) |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [f"| backend | request | p50 c={lo}: miss (off) / hit / floor | x | added p50 c={lo} (over direct): "
+           f"miss / hit | req/s c={hi}: miss (off) / hit / floor | x | CPU µs/req c={hi}: miss (off) / hit / floor "
+           "| x | x vs same backend's miss (p50 / req/s / CPU) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for backend in ("memory", "redis"):
         name = backend + suffix
         for kind in ("plain", "stream"):
@@ -548,14 +556,24 @@ def summary(rows: list[dict[str, Any]], conc: list[int], suffix: str = "") -> st
                 return text, f"**{ratio:.1f}x**" if ratio >= 5 else f"{ratio:.1f}x"
 
             p50, p50x = cell(m1, h1, f1, "p50", "{:.2f}")
+            added = _added(m1, h1, _find(rows, "direct", kind, "floor", lo))
             rps, rpsx = cell(mh, hh, fh, "rps", "{:.0f}", higher_better=True)
             cpu, cpux = cell(mh, hh, fh, "cpu_us", "{:.0f}")
             same = "-"
             if s1 is not None and sh is not None:
                 same = (f"{s1['p50'] / max(1e-9, h1['p50']):.1f}x / {hh['rps'] / sh['rps']:.1f}x / "
                         f"{sh['cpu_us'] / max(1e-9, hh['cpu_us']):.1f}x")
-            out.append(f"| {name} | {kind} | {p50} | {p50x} | {rps} | {rpsx} | {cpu} | {cpux} | {same} |")
+            out.append(f"| {name} | {kind} | {p50} | {p50x} | {added} | {rps} | {rpsx} | {cpu} | {cpux} | {same} |")
     return "\n".join(out + _ceiling(rows, lo, hi, suffix))
+
+
+def _added(miss: dict[str, Any] | None, hit: dict[str, Any], direct: dict[str, Any] | None) -> str:
+    """p50 over a direct call to the upstream, as the core bench reads latency: miss / hit (x)."""
+    if miss is None or direct is None:
+        return "-"
+    m, h = miss["p50"] - direct["p50"], hit["p50"] - direct["p50"]
+    ratio = f"{m / h:.1f}x" if h > 0.005 else "over 50x"  # wrk's p50 has 10 µs steps: below that, no ratio
+    return f"+{m:.2f} / +{max(0.0, h):.2f} ms ({ratio})"
 
 
 def _ceiling(rows: list[dict[str, Any]], lo: int, hi: int, suffix: str) -> list[str]:
@@ -607,9 +625,10 @@ def main() -> int:
     up_port = free_port()
     upstream = subprocess.Popen(pinned(0, [sys.executable, str(UPSTREAM), "--port", str(up_port)]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    targets = [] if args.no_floor else [Target("floor", "floor", free_port()),
-                                        Target("floor-aigw", "floor-aigw", free_port()),
-                                        Target("floor-raw", "floor-raw", free_port())]
+    targets = [Target("direct", "direct", up_port, upstream)]  # the core bench's "added latency" is over this
+    if not args.no_floor:
+        targets += [Target("floor", "floor", free_port()), Target("floor-aigw", "floor-aigw", free_port()),
+                    Target("floor-raw", "floor-raw", free_port())]
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as folder:
