@@ -2,7 +2,7 @@
 
     POST /admin/tenants            GET /admin/tenants            GET|PATCH|DELETE /admin/tenants/{id}
     POST /admin/projects           GET /admin/projects?tenant=   GET|PATCH|DELETE /admin/projects/{id}
-    POST /admin/keys               GET /admin/keys?project=&tenant=[&limit=N&after=ID]
+    POST /admin/keys               GET /admin/keys?project=&tenant=
     GET|PATCH|DELETE /admin/keys/{id}    POST /admin/keys/{id}/revoke    POST /admin/keys/{id}/rotate
 
 Lists come oldest first; with ``limit`` (1-1000) in pages, ``after`` the last id of
