@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aigw.pipeline.stages.cache import PurgeFailed
+from aigw.stores.cache_memory import MemoryCacheStore
 from aigw.stores.key_glob import matcher
 from tests.unit.stages.cache_harness import Harness
 
@@ -68,18 +69,12 @@ async def test_a_shared_backends_near_copies_go_too() -> None:
 
 async def test_a_backend_that_fails_mid_purge_says_which_and_what_went_before() -> None:
     shared = SharedStore()
-    h = Harness({"mode": "exact"}, stores={"memory": h_memory(), "redis": shared})
+    h = Harness({"mode": "exact"}, stores={"memory": MemoryCacheStore(1000, 10_000_000), "redis": shared})
     await h.ask("the roadmap")
     shared.down = True
     with pytest.raises(PurgeFailed) as failed:
         await h.stage.purge("t1")
     assert failed.value.backend == "redis" and failed.value.done == {"memory": 1}
-
-
-def h_memory() -> object:
-    from aigw.stores.cache_memory import MemoryCacheStore
-
-    return MemoryCacheStore(1000, 10_000_000)
 
 
 async def test_a_models_purge_leaves_other_models_and_can_be_narrowed_to_a_tenant() -> None:
