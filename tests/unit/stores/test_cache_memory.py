@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aigw.stores.cache_memory import MemoryCacheStore
+import asyncio
+
+from aigw.stores.cache_memory import PURGE_CHUNK, MemoryCacheStore
 
 
 class FakeClock:
@@ -74,3 +76,18 @@ async def test_a_purge_drops_the_entries_its_patterns_match_and_nobody_elses() -
     assert await store.purge(["*:aaaa.*"]) == 2  # a model, every tenant
     await store.set("t3:b*b.6", b"answer", 60)
     assert await store.purge(["t3:b\\*b.*"]) == 1 and await store.purge(None) == 0  # "\\" makes a literal
+
+
+async def test_a_big_purge_lets_other_work_run_between_chunks() -> None:
+    store = MemoryCacheStore(max_entries=3 * PURGE_CHUNK, max_bytes=10**9, clock=FakeClock())
+    for i in range(2 * PURGE_CHUNK + 10):
+        await store.set(f"t1:aaaa.{i}", b"a", 60)
+    ran: list[int] = []
+
+    async def other() -> None:  # a request in flight
+        ran.append(len(store))
+
+    task = asyncio.get_running_loop().create_task(other())
+    assert await store.purge(["t1:*"]) == 2 * PURGE_CHUNK + 10 and len(store) == 0
+    await task
+    assert ran and 0 < ran[0] < 2 * PURGE_CHUNK + 10  # it ran mid-purge: some entries gone, some left
