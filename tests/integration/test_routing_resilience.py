@@ -258,8 +258,11 @@ def test_admin_deployments_needs_the_master_key_and_shows_each_deployment(fake: 
     cfg = config([upstream(fake, "m", weight=5), mock("m"), mock("other")], routing={"m": {"num_retries": 3}})
     with running_gateway(cfg) as gw:
         assert requests.get(gw.url + "/admin/deployments", timeout=5).status_code == 401
-        for _ in range(5):
+        for _ in range(50):  # weighted picks: go on until the fake has failed once and then answered once
             client(gw).chat.completions.create(model="m", messages=MSGS)  # type: ignore[arg-type]
+            if fake.traffic.requests >= 2:
+                break
+        assert fake.traffic.requests >= 2
         got = deployments(gw)
         assert len(got) == 3
         d = by_model(gw, "m", "openai")
