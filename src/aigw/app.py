@@ -99,6 +99,9 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     if cache is not None:  # the cache modules load only when a cache is configured
         from aigw.http import admin_cache
 
+        app.on_startup.append(cache.start)  # follows the purges other processes announce
+        app.on_shutdown.append(cache.stop)
+
         admin_cache.register(app, auth, cache, tenant_of, lambda model: bool(router.targets(model)))
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
                      supervisor=supervisor, clients=clients, deps=deps, observability=obs)
@@ -153,7 +156,22 @@ def _cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
         if redis is not None:
             indexes["redis"] = RedisSemanticIndex(redis, config.redis_prefix, bounds.semantic.max_per_context)
     embedders = {"local": LocalEmbedder()} if local_embedder_available() else {}
-    return {"cache_stores": stores, "cache_indexes": indexes, "cache_embedders": embedders}
+    return {"cache_stores": stores, "cache_indexes": indexes, "cache_embedders": embedders,
+            "cache_purge_log": _purge_log(config, redis)}
+
+
+def _purge_log(config: GatewayConfig, redis: Any) -> Any:
+    """How a purge reaches the other processes' own copies: Redis (every replica), the workers' shared
+    file, or nothing (one process without Redis holds all there is)."""
+    if redis is not None:
+        from aigw.stores.redis.purge_log import RedisPurgeLog
+
+        return RedisPurgeLog(redis, config.redis_prefix)
+    if config.server.purge_log:
+        from aigw.stores.purge_log import FilePurgeLog
+
+        return FilePurgeLog(config.server.purge_log)
+    return None
 
 
 def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig) -> None:

@@ -191,6 +191,20 @@ def test_a_purge_on_one_replica_empties_redis_for_all(redis_isolated: tuple[str,
             keys.close()
 
 
+def test_a_purge_reaches_the_other_replicas_near_copies(redis_isolated: tuple[str, str], tmp_path: Path) -> None:
+    url, prefix = redis_isolated
+    with running_gateway(config(url, prefix, tmp_path / "a.db", near_ttl_s=60)) as a, \
+            running_gateway(config(url, prefix, tmp_path / "b.db", near_ttl_s=60)) as b:
+        post(a, "stale answer")
+        settle(a)
+        assert post(b, "stale answer")[1] == "hit"  # b keeps a copy of the entry for up to 60 s from here on
+        assert delete_cache(a)[0] == 200
+        deadline = time.monotonic() + 5  # b reads the purge log four times a second
+        while post(b, "stale answer")[1] == "hit":
+            assert time.monotonic() < deadline, "b still answers from its copy of the purged entry"
+            time.sleep(0.1)
+
+
 def test_a_purge_while_redis_is_down_is_a_clear_503(own_redis: tuple[str, subprocess.Popen[bytes]],
                                                     tmp_path: Path) -> None:
     url, proc = own_redis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import sys
 import tempfile
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from aigw.config.load import ConfigError, export_for_workers, export_metrics_dir, load_config
+from aigw.config.load import ConfigError, export_for_workers, export_metrics_dir, export_purge_log, load_config
 from aigw.observability.logging import configure
 
 GRACEFUL_S = 30  # requests in flight get this long to finish on SIGTERM
@@ -56,6 +57,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         export_for_workers(config_path, host=host, port=port, insecure=insecure or None)
         metrics_dir = tempfile.mkdtemp(prefix="aigw-metrics-")  # one scrape sums every worker
         export_metrics_dir(metrics_dir)
+        export_purge_log(os.path.join(metrics_dir, "cache-purges.log"))  # removed with the directory
         try:
             if server.http == "aigw":
                 from aigw.cli.serve_workers import serve_workers

@@ -20,6 +20,7 @@ from aigw.config.models import Deployment, GatewayConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+PURGE_LOG_ENV = "AIGW_PURGE_LOG"
 MOCK_MODELS = ("mock", "mock-large", "mock-embed")
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "o4-mini")
 OPENAI_EMBEDDINGS = ("text-embedding-3-small", "text-embedding-3-large")
@@ -100,6 +101,8 @@ def _env_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     for key in ("host", "port", "workers", "insecure"):  # set by export_for_workers
         if (value := os.environ.get(f"AIGW_SERVER_{key.upper()}")) is not None:
             server[key] = value
+    if purge_log := os.environ.get(PURGE_LOG_ENV):  # workers > 1: see export_purge_log
+        server.setdefault("purge_log", purge_log)
     if mp_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # workers > 1: see export_metrics_dir
         obs = raw["observability"] = raw.get("observability") or {}
         obs["metrics"] = obs.get("metrics") or {}
@@ -199,6 +202,11 @@ def export_metrics_dir(path: str) -> None:
     """``--workers N``: every worker writes its metrics to files in ``path`` (prometheus_client's
     multiprocess mode, chosen when the library is imported, so before the workers start)."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def export_purge_log(path: str) -> None:
+    """``--workers N``: the workers announce cache purges to each other through the file ``path``."""
+    os.environ[PURGE_LOG_ENV] = path
 
 
 def export_for_workers(path: str | None, **overrides: Any) -> None:

@@ -99,6 +99,9 @@ class ServerConfig(Strict):
     # The HTTP server: aigw's own (http/http1_server.py; ~50 µs less CPU per request) or uvicorn
     # (the fallback for anything ours does not speak).
     http: Literal["aigw", "uvicorn"] = "aigw"
+    # Set by `aigw serve --workers N` for its workers (not for config files): the file through which
+    # they announce cache purges to each other when there is no redis_url (stores/purge_log.py).
+    purge_log: str = ""
 
     @field_validator("master_key")
     @classmethod

@@ -10,10 +10,9 @@ its own tenant's only (another tenant is a 404, as everywhere in the admin API).
 model's answers.
 
 Exact entries and semantic buckets go, in every backend: this process's memory
-store and Redis (shared by all replicas). Other replicas' near copies of Redis
-entries live on for at most ``cache.near_ttl_s``; with ``aigw serve --workers N``
-and no ``redis_url`` each worker has its own memory store, and only the worker
-that took the call is purged.
+store and Redis (shared by all replicas). What other processes hold on their own
+(memory stores, near copies of Redis entries) they drop when they read the purge
+in the purge log, within about a quarter of a second (``stores/purge_log.py``).
 """
 
 from __future__ import annotations

@@ -108,7 +108,8 @@ class Answer:
 
 class Harness:
     def __init__(self, cache: dict[str, Any], *, routing: dict[str, Any] | None = None,
-                 stores: dict[str, Any] | None = None, embedder: FakeEmbedder | None = None) -> None:
+                 stores: dict[str, Any] | None = None, embedder: FakeEmbedder | None = None,
+                 purge_log: Any = None) -> None:
         self.clock = FakeClock()
         config = GatewayConfig.model_validate({"cache": cache, "routing": routing or {},
                                                "models": [{"name": "mock", "provider": "mock"},
@@ -119,6 +120,7 @@ class Harness:
             "cache_stores": stores if stores is not None else {"memory": self.memory},
             "cache_indexes": {"memory": MemorySemanticIndex(1000, 100, self.clock)},
             "cache_embedders": {"fake-embed": self.embedder},
+            "cache_purge_log": purge_log,
         }
         self.deps = StageDeps(config=config, clock=self.clock, services=services)
         stage = build_stage(self.deps)

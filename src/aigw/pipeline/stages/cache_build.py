@@ -38,7 +38,7 @@ def build_stage(deps: StageDeps) -> CacheStage | None:
             if callable(warm):
                 warm()
     stage = CacheStage(policies, stores, indexes, embedders, deps.supervisor, deps.clock,
-                       deps.services.get("metrics"))
+                       deps.services.get("metrics"), deps.services.get("cache_purge_log"))
     deps.services["cache_stats"] = stage.stats
     deps.services["cache_stage"] = stage  # for the admin purge (app.py)
     deps.services.setdefault("health_checks", {})["cache"] = (stage.health, False)

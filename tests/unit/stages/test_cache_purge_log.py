@@ -1,0 +1,130 @@
+"""A purge reaches the other processes' own copies through the purge log: their memory stores,
+semantic indexes and near copies of shared entries, within a poll of the log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from aigw.pipeline.stages.cache import PurgeFailed
+from aigw.stores.purge_log import FilePurgeLog, Purge
+from tests.unit.stages.cache_harness import Harness
+from tests.unit.stages.test_cache_purge import SharedStore
+
+POLL_S = 0.01
+
+
+async def eventually(check: Callable[[], object], limit_s: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(POLL_S)
+
+
+def process(log: object, stores: dict[str, object] | None = None, **cache: object) -> Harness:
+    """One gateway process's cache stage, following ``log``."""
+    h = Harness({"mode": "exact", **cache}, stores=stores, purge_log=log)
+    h.stage.purge_poll_s = POLL_S
+    return h
+
+
+async def started(*processes: Harness) -> None:
+    for h in processes:
+        await h.stage.start()
+    await asyncio.sleep(POLL_S * 5)  # each has read where the log ends
+
+
+async def stopped(*processes: Harness) -> None:
+    for h in processes:
+        await h.stage.stop()
+
+
+async def test_a_purge_on_one_worker_empties_the_others_memory_store(tmp_path: Path) -> None:
+    log = FilePurgeLog(str(tmp_path / "purges.log"))
+    a, b = process(log), process(log)
+    await started(a, b)
+    try:
+        for h in (a, b):
+            for tenant in ("t1", "t2"):
+                await h.ask("the roadmap", tenant=tenant)
+        assert await a.stage.purge("t1") == {"memory": 1}
+        await eventually(lambda: b.stage.stats.purged == 1)
+        assert (await b.ask("the roadmap", tenant="t1")).cache == "miss"
+        assert (await b.ask("the roadmap", tenant="t2")).cache == "hit"
+        await asyncio.sleep(POLL_S * 5)
+        assert a.stage.stats.purged == 1  # the announcer did not purge a second time on reading it back
+        assert (await a.ask("the roadmap", tenant="t2")).cache == "hit"
+    finally:
+        await stopped(a, b)
+
+
+async def test_a_models_purge_reaches_the_others_narrowed_to_that_model(tmp_path: Path) -> None:
+    log = FilePurgeLog(str(tmp_path / "purges.log"))
+    a, b = process(log), process(log)
+    await started(a, b)
+    try:
+        for model in ("mock", "other"):
+            await b.ask("the roadmap", model=model)
+        await a.stage.purge(None, "other")
+        await eventually(lambda: b.stage.stats.purged == 1)
+        assert (await b.ask("the roadmap", model="other")).cache == "miss"
+        assert (await b.ask("the roadmap", model="mock")).cache == "hit"
+    finally:
+        await stopped(a, b)
+
+
+async def test_the_other_replicas_near_copies_of_shared_entries_go(tmp_path: Path) -> None:
+    log, shared = FilePurgeLog(str(tmp_path / "purges.log")), SharedStore()
+    a = process(log, {"redis": shared}, backend="redis", near_ttl_s=60)
+    b = process(log, {"redis": shared}, backend="redis", near_ttl_s=60)
+    await started(a, b)
+    try:
+        await a.ask("the roadmap")
+        assert (await b.ask("the roadmap")).cache == "hit"  # b keeps a near copy from here on
+        assert await a.stage.purge("t1") == {"redis": 1}
+        assert shared.data == {}
+        before = b.upstream.calls
+        await eventually(lambda: not any(len(n) for n in b.stage._near.values()))
+        assert (await b.ask("the roadmap")).cache == "miss"
+        assert b.upstream.calls == before + 1
+    finally:
+        await stopped(a, b)
+
+
+async def test_a_purge_that_cannot_be_announced_is_a_failed_purge(tmp_path: Path) -> None:
+    h = process(FilePurgeLog(str(tmp_path / "no-such-dir" / "purges.log")))
+    await h.ask("the roadmap")
+    with pytest.raises(PurgeFailed) as failed:
+        await h.stage.purge("t1")
+    assert failed.value.backend == "purge log" and failed.value.done == {"memory": 1}
+
+
+class FlakyLog(FilePurgeLog):
+    """Fails its first reads, as a Redis blip would."""
+
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    async def since(self, cursor: str) -> tuple[str, list[Purge]]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("log away")
+        return await super().since(cursor)
+
+
+async def test_the_watch_outlives_a_log_that_fails_for_a_while(tmp_path: Path) -> None:
+    path = str(tmp_path / "purges.log")
+    a, b = process(FilePurgeLog(path)), process(FlakyLog(path, failures=3))
+    await started(a, b)
+    try:
+        await b.ask("the roadmap")
+        await a.stage.purge(None)
+        await eventually(lambda: b.stage.stats.purged == 1)
+        assert b.stage.watch_errors == 3
+    finally:
+        await stopped(a, b)
+    assert b.stage._purge_watch is None
