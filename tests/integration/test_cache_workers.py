@@ -42,7 +42,7 @@ def test_a_purge_taken_by_one_worker_empties_every_workers_memory_cache(tmp_path
                     "api_key": "sk-up"}],
         "cache": {"mode": "exact", "backend": "memory"},
     }))
-    # warning: an info line per request would fill the stderr pipe nobody reads until the end, and block
+    # warnings only: nobody reads the stderr pipe before the end
     proc, url = start_serve(tmp_path, "--config", str(config), "--workers", "2", "--log-level", "warning")
     try:
         wait_live(url, proc)

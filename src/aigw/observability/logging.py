@@ -14,6 +14,7 @@ adds PII-redacted, size-capped bodies).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import sys
@@ -23,6 +24,8 @@ from itertools import islice
 from typing import Any, TextIO
 
 import orjson
+
+from aigw.observability.log_writer import BackgroundStream
 
 _BASE = list(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
 _BASE_N = len(_BASE)  # a record's own attributes come first; `extra` fields follow them
@@ -152,7 +155,7 @@ _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warni
 class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The JSON handler ``configure`` installs; ``log_fields`` writes to it without a LogRecord."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | BackgroundStream) -> None:
         super().__init__(stream)
         self.json = JsonFormatter()
         self.setFormatter(self.json)
@@ -185,14 +188,29 @@ class TextFormatter(logging.Formatter):
         return self._scrub(line)
 
 
+_background: BackgroundStream | None = None  # stderr's writer thread, once ``configure`` made one
+
+
 def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """The root handler: JSON or text lines to ``stream``, or to stderr through a writer thread
+    (``log_writer``: a reader of stderr that stops reading must not stop the event loop)."""
+    global _background
     # Neither format prints thread or process names: skip looking them up for every record.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    if _background is not None:  # configured again (a worker, a test): the old thread writes what it has
+        _background.close()
+        _background = None
+    out: TextIO | BackgroundStream
+    if stream is not None:
+        out = stream
+    else:
+        out = _background = BackgroundStream(sys.stderr)
+        atexit.register(_background.close)
     handler: logging.Handler
     if fmt == "json":
-        handler = JsonLineHandler(stream or sys.stderr)
+        handler = JsonLineHandler(out)
     else:
-        handler = logging.StreamHandler(stream or sys.stderr)
+        handler = logging.StreamHandler(out)
         handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
