@@ -78,8 +78,10 @@ def test_the_breaker_closes_again_once_the_upstream_heals(fake: TimedOpenAI) -> 
                  circuit_breaker={"failures": 2, "cooldown_s": 0.3}, routing={"m": {"strategy": "weighted"}})
     with running_gateway(cfg) as gw:
         c = client(gw)
-        for _ in range(10):
+        for _ in range(50):  # weighted picks: until the failing one has been picked often enough to open
             c.chat.completions.create(model="m", messages=MSGS)  # type: ignore[arg-type]
+            if by_model(gw, "m", "openai")["breaker"] == "open":
+                break
         assert by_model(gw, "m", "openai")["breaker"] == "open"
         fake.faults.clear()
         time.sleep(0.35)

@@ -92,6 +92,33 @@ def test_revoked_rotated_expired_and_disabled_keys_stop_working(gw: RunningGatew
         _client(gw, live["key"]).chat.completions.create(**chat_body())
 
 
+def test_a_rotation_with_grace_keeps_the_old_secret_working_until_the_grace_ends(
+        gw: RunningGateway, admin: AdminClient) -> None:
+    k = setup_key(admin, "grace-co", project="p1")
+    old = _client(gw, k["key"])
+    old.chat.completions.create(**chat_body())  # known to this replica before the rotation
+    rotated = admin.post(f"/admin/keys/{k['id']}/rotate", {"grace_s": 1.5})
+    assert rotated["id"] == k["id"] and rotated["key"] != k["key"] and rotated["previous_key_until"]
+    old.chat.completions.create(**chat_body())  # both secrets work during the grace
+    new = _client(gw, rotated["key"])
+    new.chat.completions.create(**chat_body())
+    time.sleep(1.7)
+    with pytest.raises(openai.AuthenticationError):
+        old.chat.completions.create(**chat_body())
+    new.chat.completions.create(**chat_body())
+    with pytest.raises(AdminError) as bad:  # refused, and nothing changed
+        admin.post(f"/admin/keys/{k['id']}/rotate", {"grace_s": -1})
+    assert bad.value.status == 400
+    new.chat.completions.create(**chat_body())
+    again = json.loads(_cli(gw, "keys", "rotate", k["id"], "--grace", "60", "--json"))
+    new.chat.completions.create(**chat_body())  # now the previous secret, in a grace of its own
+    _client(gw, again["key"]).chat.completions.create(**chat_body())
+    admin.post(f"/admin/keys/{k['id']}/revoke")  # a revocation ends every secret of the key at once
+    for client in (new, _client(gw, again["key"])):
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(**chat_body())
+
+
 def test_a_revocation_reaches_another_replica_within_a_second(tmp_path: Path) -> None:
     cfg = gateway_config(tmp_path / "shared.db")
     with running_gateway(cfg) as a, running_gateway(cfg) as b:

@@ -122,9 +122,12 @@ def revoke(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 
 @keys_group.command("rotate")
 @click.argument("key_id")
+@click.option("--grace", "grace_s", type=click.FloatRange(0, 30 * 86400), default=0,
+              help="Seconds the old secret keeps working (default 0: it stops now).")
 @url_option
 @key_option
 @json_option
-def rotate(key_id: str, url: str, master_key: str, as_json: bool) -> None:
-    """Give a key a new secret (same id, limits and spend); the old secret stops working."""
-    _with_secret(call(url, master_key, "POST", f"/admin/keys/{key_id}/rotate"), as_json)
+def rotate(key_id: str, grace_s: float, url: str, master_key: str, as_json: bool) -> None:
+    """Give a key a new secret (same id, limits and spend); the old one stops now or after --grace."""
+    body = {"grace_s": grace_s} if grace_s else None
+    _with_secret(call(url, master_key, "POST", f"/admin/keys/{key_id}/rotate", body), as_json)

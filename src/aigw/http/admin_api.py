@@ -28,6 +28,7 @@ from aigw.http.admin_models import (
     KeyPatch,
     ProjectIn,
     ProjectPatch,
+    RotateIn,
     TenantIn,
     TenantPatch,
     key_out,
@@ -35,7 +36,7 @@ from aigw.http.admin_models import (
     tenant_out,
 )
 from aigw.http.auth import Authenticator
-from aigw.http.request import HttpRequest, Send
+from aigw.http.request import HttpRequest, Send, json_object
 from aigw.http.respond import send_json
 from aigw.http.wire_openai import error_body
 from aigw.pipeline.context import Principal
@@ -56,8 +57,18 @@ def admin_scope(principal: Principal) -> str | None:
 
 
 async def parse_body(req: HttpRequest, model: type[M]) -> M:
+    return _validated(model, await req.json(MAX_BODY))
+
+
+async def parse_optional_body(req: HttpRequest, model: type[M]) -> M:
+    """``parse_body`` for calls whose body may be left out (then every field has its default)."""
+    raw = await req.read_body(MAX_BODY)
+    return model() if not raw.strip() else _validated(model, json_object(raw))
+
+
+def _validated(model: type[M], data: JSON) -> M:
     try:
-        return model.model_validate(await req.json(MAX_BODY))
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
@@ -254,8 +265,11 @@ class AdminApi:
         elif req.method == "POST" and action == "rotate":
             if k.revoked_at is not None:
                 raise errors.InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
+            grace_s = (await parse_optional_body(req, RotateIn)).grace_s
+            previous = (k.key_hash, self.clock.now() + grace_s) if grace_s > 0 else (None, None)
             secret = new_secret()
             k.key_hash, k.prefix = hash_secret(secret), display_prefix(secret)
+            k.previous_hash, k.previous_until = previous  # a secret in grace before this one stops now
         elif req.method == "PATCH" and not action:
             self._patch_key(k, await parse_body(req, KeyPatch))
         else:

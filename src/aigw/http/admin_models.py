@@ -97,6 +97,13 @@ class KeyPatch(LimitsIn):
         return parse_time(v)
 
 
+class RotateIn(_In):
+    """``POST /admin/keys/{id}/rotate`` (the body is optional): how long the old secret keeps working,
+    so clients can move to the new one without a failed call (at most 30 days; 0: it stops now)."""
+
+    grace_s: float = Field(default=0, ge=0, le=30 * 86400)
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -124,6 +131,7 @@ def key_out(k: ApiKey, secret: str | None = None) -> dict[str, Any]:
         "project_id": k.project_id, "models": k.allowed_models, **limits_out(k.limits),
         "expires_at": iso(k.expires_at), "enabled": k.enabled, "revoked": k.revoked_at is not None,
         "revoked_at": iso(k.revoked_at), "role": k.role, "metadata": k.metadata, "created_at": iso(k.created_at),
+        "previous_key_until": iso(k.previous_until),  # the secret before the last rotation works until then
     }
     if secret is not None:
         out["key"] = secret  # shown once, never stored

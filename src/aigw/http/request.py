@@ -62,13 +62,17 @@ class HttpRequest:
         return self.body
 
     async def json(self, limit: int) -> JSON:
-        raw = await self.read_body(limit)
-        if not raw:
-            raise errors.InvalidRequest("Request body is empty; expected a JSON object.")
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise errors.InvalidRequest(f"Request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
-        if not isinstance(data, dict):
-            raise errors.InvalidRequest("Request body must be a JSON object.")
-        return data
+        return json_object(await self.read_body(limit))
+
+
+def json_object(raw: bytes) -> JSON:
+    """A request body as a JSON object, or the client's error saying why it is not one."""
+    if not raw:
+        raise errors.InvalidRequest("Request body is empty; expected a JSON object.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidRequest(f"Request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
+    if not isinstance(data, dict):
+        raise errors.InvalidRequest("Request body must be a JSON object.")
+    return data

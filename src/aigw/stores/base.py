@@ -115,6 +115,8 @@ class ApiKey:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     revoked_at: float | None = None
+    previous_hash: str | None = None  # the secret before the last rotation, usable until previous_until
+    previous_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +126,14 @@ class Grant:
     key: ApiKey
     project: Project
     tenant: Tenant
+    until: float | None = None  # found by the previous secret of a rotated key: usable until then only
 
     def usable(self, now: float) -> bool:
         k = self.key
         expired = k.expires_at is not None and k.expires_at <= now
-        return k.enabled and k.revoked_at is None and not expired and self.project.enabled and self.tenant.enabled
+        past_grace = self.until is not None and self.until <= now
+        return (k.enabled and k.revoked_at is None and not expired and not past_grace and self.project.enabled
+                and self.tenant.enabled)
 
 
 @dataclass(slots=True)

@@ -55,7 +55,7 @@ def _key(r: Row) -> ApiKey:
                   prefix=r["prefix"], name=r["name"], allowed_models=orjson.loads(models) if models else None,
                   limits=_limits(r["limits"]), expires_at=r["expires_at"], enabled=bool(r["enabled"]),
                   role=r["role"], metadata=orjson.loads(r["metadata"]), created_at=r["created_at"],
-                  revoked_at=r["revoked_at"])
+                  revoked_at=r["revoked_at"], previous_hash=r["previous_hash"], previous_until=r["previous_until"])
 
 
 def _j(v: Any) -> str:
@@ -63,13 +63,13 @@ def _j(v: Any) -> str:
 
 
 _KEY_COLS = ("id, tenant_id, project_id, key_hash, prefix, name, allowed_models, limits, expires_at, enabled, "
-             "role, metadata, created_at, revoked_at")
+             "role, metadata, created_at, revoked_at, previous_hash, previous_until")
 _GRANT_SQL = (
     "SELECT k.*, p.id AS p_id, p.tenant_id AS p_tenant_id, p.name AS p_name, p.limits AS p_limits, "
     "p.enabled AS p_enabled, p.metadata AS p_metadata, p.created_at AS p_created_at, t.id AS t_id, "
     "t.name AS t_name, t.limits AS t_limits, t.enabled AS t_enabled, t.metadata AS t_metadata, "
     "t.created_at AS t_created_at FROM api_keys k JOIN projects p ON p.id = k.project_id "
-    "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?"
+    "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ? OR k.previous_hash = ?"
 )
 
 
@@ -167,10 +167,10 @@ class SqlDatabase:
     # -- keys ----------------------------------------------------------------------
     async def add_key(self, k: ApiKey) -> None:
         await self.sql.execute(
-            f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             k.id, k.tenant_id, k.project_id, k.key_hash, k.prefix, k.name,
             _j(k.allowed_models) if k.allowed_models is not None else None, _limits_json(k.limits), k.expires_at,
-            int(k.enabled), k.role, _j(k.metadata), k.created_at, k.revoked_at)
+            int(k.enabled), k.role, _j(k.metadata), k.created_at, k.revoked_at, k.previous_hash, k.previous_until)
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         row = await fetchone(self.sql, "SELECT * FROM api_keys WHERE id = ?", key_id)
@@ -189,15 +189,20 @@ class SqlDatabase:
     async def save_key(self, k: ApiKey) -> None:
         await self.sql.execute(
             "UPDATE api_keys SET key_hash = ?, prefix = ?, name = ?, allowed_models = ?, limits = ?, "
-            "expires_at = ?, enabled = ?, role = ?, metadata = ?, revoked_at = ? WHERE id = ?",
+            "expires_at = ?, enabled = ?, role = ?, metadata = ?, revoked_at = ?, previous_hash = ?, "
+            "previous_until = ? WHERE id = ?",
             k.key_hash, k.prefix, k.name, _j(k.allowed_models) if k.allowed_models is not None else None,
-            _limits_json(k.limits), k.expires_at, int(k.enabled), k.role, _j(k.metadata), k.revoked_at, k.id)
+            _limits_json(k.limits), k.expires_at, int(k.enabled), k.role, _j(k.metadata), k.revoked_at,
+            k.previous_hash, k.previous_until, k.id)
 
     async def grant_by_hash(self, key_hash: str) -> Grant | None:
-        row = await fetchone(self.sql, _GRANT_SQL, key_hash)
+        row = await fetchone(self.sql, _GRANT_SQL, key_hash, key_hash)
         if row is None:
             return None
-        return Grant(key=_key(row), project=_project(row, "p_"), tenant=_tenant(row, "t_"))
+        key = _key(row)
+        previous = key.key_hash != key_hash  # the secret before the last rotation: usable in its grace only
+        return Grant(key=key, project=_project(row, "p_"), tenant=_tenant(row, "t_"),
+                     until=(key.previous_until or 0.0) if previous else None)
 
     async def budgeted_spend(self, now: float) -> dict[tuple[str, str, str], int]:
         """Spend of the current window of every budgeted key, project and tenant, from the rollups."""

@@ -94,6 +94,45 @@ async def test_migrations_apply_once(db: SqlDatabase) -> None:
     assert await db.pending_migrations() == []
 
 
+async def test_a_rotated_keys_previous_secret_is_found_with_the_end_of_its_grace(db: SqlDatabase) -> None:
+    await _seed(db)
+    key = await db.get_key("k1")
+    assert key is not None and key.previous_hash is None and key.previous_until is None
+    key.key_hash, key.previous_hash, key.previous_until = "h1-new", "h1", NOW + 60
+    await db.save_key(key)
+    new, old = await db.grant_by_hash("h1-new"), await db.grant_by_hash("h1")
+    assert new is not None and new.until is None and new.usable(NOW + 3600)
+    assert old is not None and old.key.id == "k1" and old.until == NOW + 60
+    assert old.usable(NOW + 59) and not old.usable(NOW + 60)
+    key.key_hash, key.previous_hash, key.previous_until = "h1-newer", None, None  # rotated again, no grace
+    await db.save_key(key)
+    assert await db.grant_by_hash("h1") is None and await db.grant_by_hash("h1-new") is None
+
+
+async def test_a_database_made_before_key_rotation_grace_upgrades_in_place(tmp_path: Path) -> None:
+    from aigw.stores.sql import migrations, split_statements
+
+    store = open_database(f"sqlite:///{tmp_path}/v1.db")
+    await store.open()
+    try:
+        [(version, script), *_] = migrations(store._migrations)
+        assert version == 1
+        for statement in split_statements(script):  # as a gateway of the previous version left it
+            await store.sql.execute(statement)
+        await store.sql.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                                "applied_at DOUBLE PRECISION NOT NULL)")
+        await store.sql.execute("INSERT INTO schema_migrations VALUES (1, 0)")
+        await store.sql.execute("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'acme', 0)")
+        await store.sql.execute("INSERT INTO projects (id, tenant_id, name, created_at) VALUES ('p1', 't1', 'w', 0)")
+        await store.sql.execute("INSERT INTO api_keys (id, tenant_id, project_id, key_hash, prefix, created_at) "
+                                "VALUES ('k1', 't1', 'p1', 'h1', 'sk-aigw-aaaa', 0)")
+        assert await store.migrate() == [2]
+        grant = await store.grant_by_hash("h1")
+        assert grant is not None and grant.until is None and grant.key.previous_hash is None
+    finally:
+        await store.close()
+
+
 async def test_grant_joins_key_project_and_tenant(db: SqlDatabase) -> None:
     await _seed(db)
     grant = await db.grant_by_hash("h1")
