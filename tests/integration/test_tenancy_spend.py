@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import time
 import urllib.request
@@ -14,8 +16,10 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 
 from aigw.cli.admin_client import AdminClient
+from aigw.cli.main import cli
 from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import start_aiohttp_app
@@ -134,6 +138,22 @@ def test_spend_is_charged_exactly_and_reported_from_the_rollups(gw: RunningGatew
     assert [(r["model"], r["requests"]) for r in by_model] == [("mock", 3)]
     by_day = admin.get("/admin/spend", group_by="day", tenant="bill-co")["data"]
     assert len(by_day) == 1 and by_day[0]["cost_usd"] == pytest.approx(sum(costs), abs=1e-9)
+
+
+def test_the_cli_writes_the_report_as_csv(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "csv-co")
+    for text in ("one", "two two"):
+        _client(gw, key["key"]).chat.completions.create(**chat_body(text))
+    row = _rows(admin, key["id"], 2)
+    env = {"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER}
+    result = CliRunner().invoke(cli, ["spend", "--group-by", "key", "--tenant", "csv-co", "--csv"], env=env)
+    assert result.exit_code == 0, result.output
+    [parsed] = list(csv.DictReader(io.StringIO(result.output)))
+    assert list(parsed)[:3] == ["key", "key_prefix", "key_name"]
+    assert parsed["key"] == key["id"] and parsed["requests"] == "2"
+    assert parsed["cost_usd"] == f"{row['cost_usd']:.9f}" and "e-" not in parsed["cost_usd"]
+    both = CliRunner().invoke(cli, ["spend", "--csv", "--json"], env=env)
+    assert both.exit_code == 2 and "choose one" in both.output
 
 
 def test_streams_are_charged_even_when_the_client_did_not_ask_for_usage(gw: RunningGateway,
