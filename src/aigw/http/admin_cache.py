@@ -26,7 +26,8 @@ from aigw.http.admin_api import admin_scope, guarded
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
-from aigw.pipeline.stages.cache import CacheStage, PurgeFailed
+from aigw.pipeline.stages.cache import CacheStage
+from aigw.pipeline.stages.cache_purge import PurgeFailed
 from aigw.stores.base import Tenant
 from aigw.types import JSON
 

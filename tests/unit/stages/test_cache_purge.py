@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aigw.pipeline.stages.cache import PurgeFailed
+from aigw.pipeline.stages.cache_purge import PurgeFailed
 from aigw.stores.cache_memory import MemoryCacheStore
 from aigw.stores.key_glob import matcher
 from tests.unit.stages.cache_harness import Harness

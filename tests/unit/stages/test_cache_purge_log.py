@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw.pipeline.stages.cache import PurgeFailed
+from aigw.pipeline.stages.cache_purge import PurgeFailed
 from aigw.stores.purge_log import FilePurgeLog, Purge
 from tests.unit.stages.cache_harness import Harness
 from tests.unit.stages.test_cache_purge import SharedStore
@@ -27,7 +27,7 @@ async def eventually(check: Callable[[], object], limit_s: float = 3.0) -> None:
 def process(log: object, stores: dict[str, object] | None = None, **cache: object) -> Harness:
     """One gateway process's cache stage, following ``log``."""
     h = Harness({"mode": "exact", **cache}, stores=stores, purge_log=log)
-    h.stage.purge_poll_s = POLL_S
+    h.stage.purger.poll_s = POLL_S
     return h
 
 
@@ -124,7 +124,7 @@ async def test_the_watch_outlives_a_log_that_fails_for_a_while(tmp_path: Path) -
         await b.ask("the roadmap")
         await a.stage.purge(None)
         await eventually(lambda: b.stage.stats.purged == 1)
-        assert b.stage.watch_errors == 3
+        assert b.stage.purger.watch_errors == 3
     finally:
         await stopped(a, b)
-    assert b.stage._purge_watch is None
+    assert b.stage.purger._task is None

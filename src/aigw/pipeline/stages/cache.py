@@ -32,14 +32,15 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
-from aigw.pipeline.stages.cache_keys import context_key, exact_key, purge_patterns, semantic_blocker
+from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
+from aigw.pipeline.stages.cache_purge import Purger
 from aigw.pipeline.stages.cache_semantic import Embedders
 from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, replay_chunks, storable
 from aigw.schema.openai import last_user_text
 from aigw.stores.cache_base import CacheStore, LocalCacheStore, SemanticIndex
-from aigw.stores.purge_log import Purge, PurgeLog
+from aigw.stores.purge_log import PurgeLog
 from aigw.supervise import Supervisor
 from aigw.types import JSON, Clock
 
@@ -51,15 +52,6 @@ HEADER = "x-aigw-cache"
 PENDING = "cache.pending"  # ctx.state: what to store after a miss
 CACHED_ENDPOINTS = frozenset({"chat", "completions", "embeddings"})
 _ANSWERS = frozenset({"chat", "completions"})  # generated text: stored only when it finished well
-
-
-class PurgeFailed(Exception):
-    """A backend failed during a purge; what the backends before it deleted is in ``done``."""
-
-    def __init__(self, backend: str, cause: BaseException, done: dict[str, int]) -> None:
-        super().__init__(f"{backend}: {type(cause).__name__}")
-        self.backend = backend
-        self.done = done
 
 
 class _AskBackend:
@@ -105,12 +97,7 @@ class CacheStage(Stage):
         self._decoded = Decoded()
         self._near = {name: NearCache(default.near_ttl_s, default.near_max_bytes, clock)
                       for name, local in self._in_process.items() if not local and default.near_ttl_s > 0}
-        self.purge_log = purge_log  # None: no other process keeps entries of its own (see purge_log.py)
-        self.purge_poll_s = purge_poll_s
-        self._announced: set[str] = set()  # ids of this process's own purges in the log (already done here)
-        self._purge_watch: asyncio.Task[None] | None = None
-        self._watching = False
-        self.watch_errors = 0
+        self.purger = Purger(stores, indexes, self._near, self.stats, self.flush, supervisor, purge_log, purge_poll_s)
 
     # -- way in ----------------------------------------------------------------------
     async def on_request(self, ctx: RequestContext) -> Result | None:
@@ -317,88 +304,16 @@ class CacheStage(Stage):
         while self._storing:
             await asyncio.gather(*list(self._storing), return_exceptions=True)
 
-    # -- admin -----------------------------------------------------------------------
+    # -- admin (cache_purge.py) ----------------------------------------------------------
     async def purge(self, tenant: str | None, model: str | None = None) -> dict[str, int]:
-        """Delete the entries and semantic buckets of ``tenant`` and/or ``model`` (None and None: all) from
-        every backend, this process's near copies included; entries deleted per backend. Answers finished
-        before the call are stored first, so none of them lands after it (one still upstream may)."""
-        await self.flush()
-        patterns = purge_patterns(tenant, model)
-        done: dict[str, int] = {}
-        for name, store in self.stores.items():
-            near = self._near.get(name)
-            if near is not None:
-                near.purge(patterns)
-            index = self.indexes.get(name)
-            try:
-                done[name] = await store.purge(patterns)
-                if index is not None:
-                    await index.purge(patterns)
-            except Exception as exc:
-                raise PurgeFailed(name, exc, done) from exc
-        self.stats.purged += sum(done.values())
-        if self.purge_log is not None:  # the other processes drop their own copies (``watch_purges``)
-            try:
-                self._announced.add(await self.purge_log.announce(tenant, model))
-            except Exception as exc:
-                raise PurgeFailed("purge log", exc, done) from exc
-        return done
-
-    async def _drop_own_copies(self, purge: Purge) -> None:
-        """Another process's purge: what only this process holds goes (its memory stores and indexes, its
-        near copies of shared entries); the shared backends were purged by the process that took the call."""
-        await self.flush()
-        patterns = purge_patterns(purge.tenant, purge.model)
-        dropped = 0
-        for name, store in self.stores.items():
-            near = self._near.get(name)
-            if near is not None:
-                near.purge(patterns)
-            if self._in_process[name]:
-                dropped += await store.purge(patterns)
-                index = self.indexes.get(name)
-                if index is not None:
-                    await index.purge(patterns)
-        self.stats.purged += dropped
-        log.info("cache purge announced by another process: tenant=%s model=%s dropped=%d here",
-                 purge.tenant or "*", purge.model or "*", dropped)
-
-    async def watch_purges(self) -> None:
-        """Apply the purges other processes announce, every ``purge_poll_s``, until stopped or cancelled."""
-        log_ = self.purge_log
-        if log_ is None:
-            return
-        self._watching = True
-        cursor: str | None = None
-        while self._watching:
-            try:
-                if cursor is None:
-                    cursor = await log_.head()  # purges before this process started touched nothing of its own
-                else:
-                    cursor, purges = await log_.since(cursor)
-                    for purge in purges:
-                        if purge.id in self._announced:
-                            self._announced.discard(purge.id)
-                        else:
-                            await self._drop_own_copies(purge)
-            except Exception as exc:  # a Redis blip or a bad line: try again at the next turn
-                self.watch_errors += 1
-                if self.watch_errors % 40 == 1:
-                    log.warning("cache purge log read failed (%s: %s)", type(exc).__name__, exc)
-            await asyncio.sleep(self.purge_poll_s)
+        return await self.purger.purge(tenant, model)
 
     async def start(self) -> None:
-        if self.purge_log is not None and self._purge_watch is None:
-            self._purge_watch = self.supervisor.spawn(self.watch_purges(), name="cache-purge-watch")
+        """Follow the purges other processes announce (when there are other processes to hear from)."""
+        await self.purger.start()
 
     async def stop(self) -> None:
-        watch, self._purge_watch = self._purge_watch, None
-        if watch is None:
-            return
-        self._watching = False  # a cancel alone can be lost inside a Redis call
-        while not watch.done():
-            watch.cancel()
-            await asyncio.wait({watch}, timeout=0.5)
+        await self.purger.stop()
 
     # -- health ----------------------------------------------------------------------
     async def health(self) -> tuple[Status, str]:

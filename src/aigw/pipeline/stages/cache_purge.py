@@ -1,0 +1,134 @@
+"""Purging the response cache: an admin purge, and the purges other processes announce.
+
+An admin purge (``DELETE /admin/cache``) deletes a tenant's and/or a model's
+entries and semantic buckets from every backend, this process's near copies
+included. What only another process holds (its memory store and index, its near
+copies of shared entries) that process drops itself when it reads the purge in
+the purge log (``stores/purge_log.py``), which ``watch`` polls a few times a
+second. The cache stage owns one ``Purger`` and hands it what it keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aigw.pipeline.stages.cache_guard import CacheStats
+from aigw.pipeline.stages.cache_keys import purge_patterns
+from aigw.pipeline.stages.cache_near import NearCache
+from aigw.stores.cache_base import CacheStore, SemanticIndex
+from aigw.stores.purge_log import Purge, PurgeLog
+from aigw.supervise import Supervisor
+
+log = logging.getLogger("aigw.cache")
+
+
+class PurgeFailed(Exception):
+    """A backend (or the purge log) failed during a purge; what the backends before it deleted is in ``done``."""
+
+    def __init__(self, backend: str, cause: BaseException, done: dict[str, int]) -> None:
+        super().__init__(f"{backend}: {type(cause).__name__}")
+        self.backend = backend
+        self.done = done
+
+
+class Purger:
+    def __init__(self, stores: dict[str, CacheStore], indexes: dict[str, SemanticIndex], near: dict[str, NearCache],
+                 stats: CacheStats, flush: Callable[[], Awaitable[None]], supervisor: Supervisor,
+                 purge_log: PurgeLog | None = None, poll_s: float = 0.25) -> None:
+        self.stores = stores
+        self.indexes = indexes
+        self.near = near
+        self.stats = stats
+        self.flush = flush  # the stage's stores still in flight: an answer sent before a purge never outlives it
+        self.supervisor = supervisor
+        self.purge_log = purge_log  # None: no other process keeps entries of its own
+        self.poll_s = poll_s
+        self.watch_errors = 0
+        self._in_process = {name: bool(getattr(store, "in_process", False)) for name, store in stores.items()}
+        self._announced: set[str] = set()  # ids of this process's own purges in the log (already done here)
+        self._task: asyncio.Task[None] | None = None
+        self._watching = False
+
+    async def purge(self, tenant: str | None, model: str | None = None) -> dict[str, int]:
+        """Delete the entries and semantic buckets of ``tenant`` and/or ``model`` (None and None: all) from
+        every backend, this process's near copies included; entries deleted per backend. Answers finished
+        before the call are stored first, so none of them lands after it (one still upstream may)."""
+        await self.flush()
+        patterns = purge_patterns(tenant, model)
+        done: dict[str, int] = {}
+        for name, store in self.stores.items():
+            near = self.near.get(name)
+            if near is not None:
+                near.purge(patterns)
+            index = self.indexes.get(name)
+            try:
+                done[name] = await store.purge(patterns)
+                if index is not None:
+                    await index.purge(patterns)
+            except Exception as exc:
+                raise PurgeFailed(name, exc, done) from exc
+        self.stats.purged += sum(done.values())
+        if self.purge_log is not None:  # the other processes drop their own copies (``watch``)
+            try:
+                self._announced.add(await self.purge_log.announce(tenant, model))
+            except Exception as exc:
+                raise PurgeFailed("purge log", exc, done) from exc
+        return done
+
+    async def _drop_own_copies(self, purge: Purge) -> None:
+        """Another process's purge: what only this process holds goes (its memory stores and indexes, its
+        near copies of shared entries); the shared backends were purged by the process that took the call."""
+        await self.flush()
+        patterns = purge_patterns(purge.tenant, purge.model)
+        dropped = 0
+        for name, store in self.stores.items():
+            near = self.near.get(name)
+            if near is not None:
+                near.purge(patterns)
+            if self._in_process[name]:
+                dropped += await store.purge(patterns)
+                index = self.indexes.get(name)
+                if index is not None:
+                    await index.purge(patterns)
+        self.stats.purged += dropped
+        log.info("cache purge announced by another process: tenant=%s model=%s dropped=%d here",
+                 purge.tenant or "*", purge.model or "*", dropped)
+
+    async def watch(self) -> None:
+        """Apply the purges other processes announce, every ``poll_s``, until stopped or cancelled."""
+        purge_log = self.purge_log
+        if purge_log is None:
+            return
+        self._watching = True
+        cursor: str | None = None
+        while self._watching:
+            try:
+                if cursor is None:
+                    cursor = await purge_log.head()  # purges before this process started touched nothing of its own
+                else:
+                    cursor, purges = await purge_log.since(cursor)
+                    for purge in purges:
+                        if purge.id in self._announced:
+                            self._announced.discard(purge.id)
+                        else:
+                            await self._drop_own_copies(purge)
+            except Exception as exc:  # a Redis blip or a bad line: try again at the next turn
+                self.watch_errors += 1
+                if self.watch_errors % 40 == 1:
+                    log.warning("cache purge log read failed (%s: %s)", type(exc).__name__, exc)
+            await asyncio.sleep(self.poll_s)
+
+    async def start(self) -> None:
+        if self.purge_log is not None and self._task is None:
+            self._task = self.supervisor.spawn(self.watch(), name="cache-purge-watch")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._watching = False  # a cancel alone can be lost inside a Redis call
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
