@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from aigw.cli.admin_client import AdminClient
+from aigw.cli.admin_client import AdminClient, AdminError
 from aigw.cli.main import cli
 from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
@@ -154,6 +154,16 @@ def test_the_cli_writes_the_report_as_csv(gw: RunningGateway, admin: AdminClient
     assert parsed["cost_usd"] == f"{row['cost_usd']:.9f}" and "e-" not in parsed["cost_usd"]
     both = CliRunner().invoke(cli, ["spend", "--csv", "--json"], env=env)
     assert both.exit_code == 2 and "choose one" in both.output
+    req = urllib.request.Request(gw.url + "/admin/spend?group_by=day&tenant=csv-co&format=csv",
+                                 headers={"authorization": f"Bearer {MASTER}"})
+    with urllib.request.urlopen(req, timeout=5) as r:  # what curl and a BI tool get
+        assert r.headers["content-type"] == "text/csv; charset=utf-8"
+        assert r.headers["content-disposition"] == 'attachment; filename="spend-by-day.csv"'
+        text = r.read().decode()
+    assert text.startswith("day,requests,errors,") and text.count("\r\n") == 2
+    with pytest.raises(AdminError) as bad:
+        admin.get("/admin/spend", format="xml")
+    assert bad.value.status == 400 and "format" in bad.value.message
 
 
 def test_streams_are_charged_even_when_the_client_did_not_ask_for_usage(gw: RunningGateway,

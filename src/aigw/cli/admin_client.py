@@ -32,7 +32,9 @@ class AdminClient:
         self.key = key
         self.timeout_s = timeout_s
 
-    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
+                as_text: bool = False) -> Any:
+        """The answer's JSON, or its text with ``as_text`` (a CSV report, say)."""
         url = self.url + path
         params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
         if params:
@@ -46,7 +48,8 @@ class AdminClient:
             req.add_header("authorization", f"Bearer {self.key}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read() or b"null")
+                raw = resp.read()
+                return raw.decode() if as_text else json.loads(raw or b"null")
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
@@ -76,10 +79,11 @@ key_option = click.option("--master-key", "master_key", envvar="AIGW_MASTER_KEY"
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-def call(url: str, key: str, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+def call(url: str, key: str, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
+         as_text: bool = False) -> Any:
     """Run one admin call; on failure print the gateway's message and exit 1."""
     try:
-        return AdminClient(url, key).request(method, path, body, query)
+        return AdminClient(url, key).request(method, path, body, query, as_text)
     except AdminError as exc:
         click.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
         raise SystemExit(1) from None

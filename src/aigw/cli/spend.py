@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from typing import Any
-
 import click
 
 from aigw.cli.admin_client import call, json_option, key_option, show, url_option
-
-_FIRST = {"key": ["key", "key_prefix", "key_name"], "project": ["project"], "tenant": ["tenant"],
-          "model": ["model"], "day": ["day"]}
-_REST = ["requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-         "cost_usd", "cost_saved_usd"]
+from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS
 
 
 @click.command("spend")
-@click.option("--group-by", "group_by", default="key", type=click.Choice(list(_FIRST)), show_default=True)
+@click.option("--group-by", "group_by", default="key", type=click.Choice(list(FIRST_COLUMNS)), show_default=True)
 @click.option("--tenant", default="", help="Tenant id or name.")
 @click.option("--project", default="", help="Project id or name.")
 @click.option("--key", "key_id", default="", help="Key id.")
@@ -34,29 +26,11 @@ def spend(group_by: str, tenant: str, project: str, key_id: str, since: str, unt
         raise click.UsageError("--csv and --json are two ways to print the same report: choose one")
     query = {"group_by": group_by, "tenant": tenant, "project": project, "key": key_id, "since": since,
              "until": until}
-    data = call(url, master_key, "GET", "/admin/spend", query=query)
     if as_csv:
-        click.echo(_csv(data.get("data") or [], _FIRST[group_by] + _REST), nl=False)
+        click.echo(call(url, master_key, "GET", "/admin/spend", query={**query, "format": "csv"}, as_text=True),
+                   nl=False)
         return
-    show(data, as_json, _FIRST[group_by] + _REST)
+    data = call(url, master_key, "GET", "/admin/spend", query=query)
+    show(data, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
     if not as_json:
         click.echo(f"total: ${data.get('total_cost_usd', 0):.6f}")
-
-
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """The report's columns first, then any others the gateway sent; never 1e-05 for a cost."""
-    extra = sorted({name for row in rows for name in row} - set(columns))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, [*columns, *extra], extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-    return out.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):  # dollars: nine decimals are the ledger's own precision (nano-USD)
-        return f"{value:.9f}"
-    return value

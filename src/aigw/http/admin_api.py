@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -37,7 +38,7 @@ from aigw.http.admin_models import (
 )
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send, json_object
-from aigw.http.respond import send_json
+from aigw.http.respond import send_bytes, send_json
 from aigw.http.wire_openai import error_body
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Database, KeyVersion, Project, Tenant
@@ -76,8 +77,18 @@ def _validated(model: type[M], data: JSON) -> M:
         raise errors.InvalidRequest(f"{field}: {msg}" if field else msg, param=field) from None
 
 
-def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitable[tuple[int, JSON]]]) -> Handler:
-    """Authenticate as an admin, run ``fn``, answer JSON; errors in the OpenAI error shape."""
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An admin answer that is a file rather than JSON (the spend report as CSV, say)."""
+
+    body: bytes
+    content_type: bytes
+    filename: str
+
+
+def guarded(auth: Authenticator,
+            fn: Callable[[HttpRequest, Principal], Awaitable[tuple[int, JSON | Download]]]) -> Handler:
+    """Authenticate as an admin, run ``fn``, answer JSON (or its file); errors in the OpenAI error shape."""
 
     async def handler(req: HttpRequest, send: Send) -> None:
         headers = [(b"x-request-id", req.request_id.encode())]
@@ -91,6 +102,10 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
             log.exception("admin %s %s failed", req.method, req.path)
             internal = errors.UpstreamError(f"internal error ({type(exc).__name__})", status=500)
             await send_json(send, 500, error_body(internal), headers)
+            return
+        if isinstance(body, Download):
+            headers.append((b"content-disposition", f'attachment; filename="{body.filename}"'.encode()))
+            await send_bytes(send, status, body.body, headers, (b"content-type", body.content_type))
             return
         await send_json(send, status, body, headers)
 

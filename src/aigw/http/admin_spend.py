@@ -2,8 +2,11 @@
 
     GET /admin/spend?group_by=key|project|tenant|model|day
                     [&tenant=ID|NAME][&project=ID|NAME][&key=ID][&since=YYYY-MM-DD][&until=YYYY-MM-DD][&limit=N]
+                    [&format=json|csv]
 
-Days are UTC and inclusive. A tenant admin key is confined to its own tenant;
+Days are UTC and inclusive. ``format=csv`` answers the rows as a CSV file for a
+spreadsheet: the group's columns first, costs with nine decimals (the ledger's
+nano-dollar precision, never ``1e-05``). A tenant admin key is confined to its own tenant;
 another tenant's project or key id is a 404.
 """
 
@@ -12,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 
 from aigw import errors
-from aigw.http.admin_api import AdminApi, admin_scope, guarded
+from aigw.http.admin_api import AdminApi, Download, admin_scope, guarded
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
 from aigw.stores.base import SpendQuery
+from aigw.stores.spend_csv import spend_csv
 from aigw.types import JSON
 
 GROUPS = ("key", "project", "tenant", "model", "day")
@@ -45,11 +49,14 @@ class SpendApi:
     def __init__(self, admin: AdminApi) -> None:
         self.admin = admin
 
-    async def spend(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+    async def spend(self, req: HttpRequest, p: Principal) -> tuple[int, JSON | Download]:
         q = req.query
         group = q.get("group_by", "key")
         if group not in GROUPS:
             raise errors.InvalidRequest(f"group_by: one of {', '.join(GROUPS)}", param="group_by")
+        fmt = q.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise errors.InvalidRequest("format: json or csv", param="format")
         scope = admin_scope(p)
         tenant_id, project_id, key_id = scope, None, None
         if ident := q.get("tenant"):
@@ -63,6 +70,8 @@ class SpendApi:
                            key_id=key_id, since_day=_day("since", q.get("since")),
                            until_day=_day("until", q.get("until")), limit=_limit(q.get("limit")))
         rows = await self.admin.db.spend(query)
+        if fmt == "csv":
+            return 200, Download(spend_csv(rows, group).encode(), b"text/csv; charset=utf-8", f"spend-by-{group}.csv")
         total = sum(r["cost_usd"] for r in rows)
         return 200, {"object": "spend_report", "group_by": group, "since": query.since_day,
                      "until": query.until_day, "total_cost_usd": round(total, 9), "data": rows}
