@@ -84,3 +84,19 @@ def test_configure_writes_to_stderr_through_the_thread_and_a_new_configure_ends_
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_a_process_that_exits_right_after_logging_loses_no_line() -> None:
+    """The last lines before an exit (a failed start-up's reason, say) are written at exit."""
+    import subprocess
+
+    script = ("import logging, sys\n"
+              "from aigw.observability.logging import configure\n"
+              "configure('info', 'text')\n"
+              "for i in range(2000): logging.getLogger('t').info('line %d', i)\n"
+              "logging.getLogger('t').error('the reason it stops')\n"
+              "sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2001 and lines[-1].endswith("the reason it stops")
