@@ -25,7 +25,7 @@ def ask(url: str) -> str:
     return r.headers["x-aigw-cache"]
 
 
-def ask_until(url: str, done: Callable[[], bool], limit: int = 300) -> None:
+def ask_until(url: str, done: Callable[[], bool], limit: int = 1000) -> None:
     for _ in range(limit):
         if done():
             return
