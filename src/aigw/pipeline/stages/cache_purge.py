@@ -55,20 +55,7 @@ class Purger:
         """Delete the entries and semantic buckets of ``tenant`` and/or ``model`` (None and None: all) from
         every backend, this process's near copies included; entries deleted per backend. Answers finished
         before the call are stored first, so none of them lands after it (one still upstream may)."""
-        await self.flush()
-        patterns = purge_patterns(tenant, model)
-        done: dict[str, int] = {}
-        for name, store in self.stores.items():
-            near = self.near.get(name)
-            if near is not None:
-                near.purge(patterns)
-            index = self.indexes.get(name)
-            try:
-                done[name] = await store.purge(patterns)
-                if index is not None:
-                    await index.purge(patterns)
-            except Exception as exc:
-                raise PurgeFailed(name, exc, done) from exc
+        done = await self._purge_here(purge_patterns(tenant, model), shared=True)
         self.stats.purged += sum(done.values())
         if self.purge_log is not None:  # the other processes drop their own copies (``watch``)
             try:
@@ -80,21 +67,29 @@ class Purger:
     async def _drop_own_copies(self, purge: Purge) -> None:
         """Another process's purge: what only this process holds goes (its memory stores and indexes, its
         near copies of shared entries); the shared backends were purged by the process that took the call."""
+        dropped = sum((await self._purge_here(purge_patterns(purge.tenant, purge.model), shared=False)).values())
+        self.stats.purged += dropped
+        log.info("cache purge announced by another process: tenant=%s model=%s dropped=%d here",
+                 purge.tenant or "*", purge.model or "*", dropped)
+
+    async def _purge_here(self, patterns: list[str] | None, shared: bool) -> dict[str, int]:
+        """Near copies always; the backends in process memory; the shared ones too when ``shared``."""
         await self.flush()
-        patterns = purge_patterns(purge.tenant, purge.model)
-        dropped = 0
+        done: dict[str, int] = {}
         for name, store in self.stores.items():
             near = self.near.get(name)
             if near is not None:
                 near.purge(patterns)
-            if self._in_process[name]:
-                dropped += await store.purge(patterns)
-                index = self.indexes.get(name)
+            if not shared and not self._in_process[name]:
+                continue
+            index = self.indexes.get(name)
+            try:
+                done[name] = await store.purge(patterns)
                 if index is not None:
                     await index.purge(patterns)
-        self.stats.purged += dropped
-        log.info("cache purge announced by another process: tenant=%s model=%s dropped=%d here",
-                 purge.tenant or "*", purge.model or "*", dropped)
+            except Exception as exc:
+                raise PurgeFailed(name, exc, done) from exc
+        return done
 
     async def watch(self) -> None:
         """Apply the purges other processes announce, every ``poll_s``, until stopped or cancelled."""
