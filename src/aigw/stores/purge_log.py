@@ -20,11 +20,13 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Purge:
-    """One announced purge: an id in its log, and what it named (None: every tenant / model)."""
+    """One announced purge: an id in its log, what it named (None: every tenant / model), and the
+    cursor that reads on past it (a reader moves there only once the purge is applied)."""
 
     id: str
     tenant: str | None
     model: str | None
+    after: str
 
 
 class PurgeLog(Protocol):
@@ -83,6 +85,6 @@ class FilePurgeLog:
             if not line.endswith(b"\n"):
                 break  # still being written
             entry = json.loads(line)
-            out.append(Purge(str(at), entry.get("tenant"), entry.get("model")))
+            out.append(Purge(str(at), entry.get("tenant"), entry.get("model"), str(at + len(line))))
             at += len(line)
         return str(at), out

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from aigw.pipeline.stages.cache_purge import PurgeFailed
+from aigw.stores.cache_memory import MemoryCacheStore
 from aigw.stores.purge_log import FilePurgeLog, Purge
 from tests.unit.stages.cache_harness import Harness
 from tests.unit.stages.test_cache_purge import SharedStore
@@ -128,3 +129,47 @@ async def test_the_watch_outlives_a_log_that_fails_for_a_while(tmp_path: Path) -
     finally:
         await stopped(a, b)
     assert b.stage.purger._task is None
+
+
+class PurgeFailsOnce(MemoryCacheStore):
+    """A memory store whose first purge fails (nothing deleted), as any store call might."""
+
+    def __init__(self) -> None:
+        super().__init__(1000, 10_000_000)
+        self.purge_calls = 0
+
+    async def purge(self, patterns: list[str] | None) -> int:
+        self.purge_calls += 1
+        if self.purge_calls == 1:
+            raise RuntimeError("store busy")
+        return await super().purge(patterns)
+
+
+class HeldLog(FilePurgeLog):
+    """Reads nothing new while ``holding``."""
+
+    holding = False
+
+    async def since(self, cursor: str) -> tuple[str, list[Purge]]:
+        return (cursor, []) if self.holding else await super().since(cursor)
+
+
+async def test_a_purge_this_process_failed_to_apply_is_applied_at_the_next_turn_with_those_after_it(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "purges.log")
+    held = HeldLog(path)
+    a, b = process(FilePurgeLog(path)), process(held, {"memory": PurgeFailsOnce()})
+    await started(a, b)
+    try:
+        for tenant in ("t1", "t2"):
+            await b.ask("the roadmap", tenant=tenant)
+        held.holding = True  # both purges are in the log before b reads on: one read, two purges
+        await a.stage.purge("t1")
+        await a.stage.purge("t2")
+        held.holding = False
+        await eventually(lambda: b.stage.stats.purged == 2)
+        assert b.stage.purger.watch_errors == 1
+        for tenant in ("t1", "t2"):
+            assert (await b.ask("the roadmap", tenant=tenant)).cache == "miss"
+    finally:
+        await stopped(a, b)

@@ -55,7 +55,7 @@ async def test_a_line_still_being_written_waits_for_the_next_read(tmp_path: Path
     with path.open("ab") as f:
         f.write(b'{"tenant": "t2", "mo')  # another worker halfway through its write
     cursor, got = await log.since("0")
-    assert got == [Purge("0", "t1", None)]
+    assert got == [Purge("0", "t1", None, cursor)] and cursor == str(len(b'{"tenant": "t1", "model": null}\n'))
     with path.open("ab") as f:
         f.write(b'del": null}\n')
     assert [(p.tenant, p.model) for p in (await log.since(cursor))[1]] == [("t2", None)]

@@ -103,16 +103,18 @@ class Purger:
                 if cursor is None:
                     cursor = await purge_log.head()  # purges before this process started touched nothing of its own
                 else:
-                    cursor, purges = await purge_log.since(cursor)
+                    _, purges = await purge_log.since(cursor)
                     for purge in purges:
                         if purge.id in self._announced:
                             self._announced.discard(purge.id)
                         else:
                             await self._drop_own_copies(purge)
-            except Exception as exc:  # a Redis blip or a bad line: try again at the next turn
+                        cursor = purge.after  # applied: a failure above leaves it to be read again
+            except Exception as exc:  # a Redis blip, a bad line or a failed drop: try again at the next turn
                 self.watch_errors += 1
                 if self.watch_errors % 40 == 1:
-                    log.warning("cache purge log read failed (%s: %s)", type(exc).__name__, exc)
+                    log.warning("cache purges from the log not applied yet, trying again (%s: %s)",
+                                type(exc).__name__, exc)
             await asyncio.sleep(self.poll_s)
 
     async def start(self) -> None:

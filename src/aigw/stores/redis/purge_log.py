@@ -33,8 +33,9 @@ class RedisPurgeLog:
         out = []
         for entry_id, fields in entries:
             values = {_text(k): _text(v) for k, v in fields.items()}
-            out.append(Purge(_text(entry_id), values.get("tenant") or None, values.get("model") or None))
-        return (out[-1].id if out else cursor), out
+            entry = _text(entry_id)
+            out.append(Purge(entry, values.get("tenant") or None, values.get("model") or None, entry))
+        return (out[-1].after if out else cursor), out
 
 
 def _text(value: Any) -> str:
