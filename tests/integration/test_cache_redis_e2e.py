@@ -214,5 +214,5 @@ def test_a_purge_while_redis_is_down_is_a_clear_503(own_redis: tuple[str, subpro
         proc.wait(timeout=10)
         status, out = delete_cache(gw)
         assert status == 503 and out["error"]["type"] == "service_unavailable_error"
-        assert "redis cache backend failed during the purge" in out["error"]["message"]
+        assert "purge failed at the redis cache backend" in out["error"]["message"]
         assert post(gw, "after the outage")[0] == 200  # and the gateway serves on

@@ -54,8 +54,9 @@ class CacheAdmin:
             deleted = await self.cache.purge(tenant, model)
         except PurgeFailed as exc:
             done = ", ".join(f"{name}: {n}" for name, n in exc.done.items()) or "none"
-            raise errors.Unavailable(f"The {exc.backend} cache backend failed during the purge ({exc}); entries "
-                                     f"deleted before it: {done}. Repeat the call.", retry_after=1.0) from None
+            where = "the purge log" if exc.backend == "purge log" else f"the {exc.backend} cache backend"
+            raise errors.Unavailable(f"The cache purge failed at {where} ({exc}); entries deleted so far: {done}. "
+                                     "Repeat the call.", retry_after=1.0) from None
         total = sum(deleted.values())
         log.info("cache purge by %s: tenant=%s model=%s deleted=%d %s", p.key_id or "master",
                  tenant or "*", model or "*", total, deleted)

@@ -96,3 +96,28 @@ async def test_a_purge_past_one_page_of_keys(redis: tuple[Any, str]) -> None:
     for i in range(1203):
         await client.set(f"{prefix}cache:t1:aaaa.{i}", b"x", px=60_000)
     assert await store.purge(["t1:*"]) == 1203
+
+
+class ExpiresDuringScan:
+    """The real client, but its SCAN also reports keys that expire before the UNLINK reaches them."""
+
+    def __init__(self, client: Any, gone: list[str]) -> None:
+        self.client, self.gone = client, gone
+
+    async def scan_iter(self, **kwargs: Any) -> AsyncIterator[bytes]:
+        async for key in self.client.scan_iter(**kwargs):
+            yield key
+        for key in self.gone:
+            yield key.encode()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+async def test_a_purge_counts_what_redis_removed_not_what_the_scan_saw(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=4)
+    await index.add("t1:ctx", unit(1, 0, 0), "a", ttl_s=60)
+    expired = [f"{prefix}csem:{{t1:old}}:v", f"{prefix}csem:{{t1:old}}:t"]
+    assert await RedisSemanticIndex(ExpiresDuringScan(client, expired), prefix, 4).purge(["t1:*"]) == 1
+    assert await index.search("t1:ctx", unit(1, 0, 0), 0.9) is None

@@ -25,7 +25,7 @@ log = logging.getLogger("aigw.cache")
 
 
 class PurgeFailed(Exception):
-    """A backend (or the purge log) failed during a purge; what the backends before it deleted is in ``done``."""
+    """A backend (or the purge log) failed during a purge; what was deleted until then, by backend, is in ``done``."""
 
     def __init__(self, backend: str, cause: BaseException, done: dict[str, int]) -> None:
         super().__init__(f"{backend}: {type(cause).__name__}")

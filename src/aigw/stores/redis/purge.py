@@ -30,5 +30,11 @@ async def unlink_matching(redis: Any, patterns: Iterable[str], counts: Callable[
 
 
 async def _unlink(redis: Any, keys: list[bytes], counts: Callable[[bytes], bool] | None) -> int:
-    removed = int(await redis.unlink(*keys))
-    return removed if counts is None else sum(1 for k in keys if counts(k))
+    """UNLINK one page; what Redis removed of the keys that count (one that expired meanwhile does not)."""
+    if counts is None:
+        return int(await redis.unlink(*keys))
+    counted = [k for k in keys if counts(k)]
+    rest = [k for k in keys if not counts(k)]
+    if rest:
+        await redis.unlink(*rest)
+    return int(await redis.unlink(*counted)) if counted else 0
