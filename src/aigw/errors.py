@@ -11,6 +11,7 @@ layer renders them once, in the wire format the client spoke.
     ├── NotFound                       not_found          404
     ├── PayloadTooLarge                payload_too_large  413
     ├── RateLimited                    rate_limited       429     yes (retry_after)
+    │   └── TooLargeForLimit           rate_limited       429     no (no wait lets it through)
     ├── QuotaExceeded                  quota_exceeded     429     no (another deployment may answer)
     ├── BudgetExceeded                 budget_exceeded    429
     ├── ContextLengthExceeded          context_length_exceeded 400
@@ -88,6 +89,12 @@ class RateLimited(GatewayError):
     kind = "rate_limited"
     status = 429
     retryable = True
+
+
+class TooLargeForLimit(RateLimited):
+    """A request that no wait would let through: its prompt alone is over a tokens-per-minute cap."""
+
+    retryable = False
 
 
 class QuotaExceeded(GatewayError):

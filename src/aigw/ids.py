@@ -28,6 +28,12 @@ def time_ordered_id(prefix: str, _now: Callable[[], int] = time.time_ns) -> str:
     return "%s%016x%s%04x" % (prefix, _now(), _tag, next(_counter) & 0xFFFF)  # noqa: UP031
 
 
+def unique_id(prefix: str) -> str:
+    """``prefix`` + this process's tag + a counter: unique across processes and replicas, cheaper than
+    ``time_ordered_id`` where order does not matter (e.g. a call's in-flight slot)."""
+    return "%s%s%x" % (prefix, _tag, next(_counter))  # noqa: UP031
+
+
 def _new_process_tag() -> None:
     global _tag
     _tag = os.urandom(4).hex()

@@ -89,6 +89,34 @@ def test_rpm_refusal_is_a_429_with_retry_after_and_ratelimit_headers(gw: Running
     assert err.value.code == "rate_limit_exceeded"
 
 
+PROSE = ("The quarterly report shows that revenue grew in every region, led by strong demand for the new product "
+         "line, while costs, including logistics and marketing, rose more slowly than expected. ")
+
+
+def test_a_prompt_under_the_tpm_cap_runs_though_the_quick_estimate_says_it_is_over(
+        gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "tpm-co", tpm=1000)
+    client = _client(gw, key["key"])
+    fits = PROSE * 20  # ~700 tokens; the byte estimate says ~1,330
+    answer = client.chat.completions.with_raw_response.create(**chat_body(fits))
+    assert answer.headers["x-ratelimit-limit-tokens"] == "1000"
+
+
+def test_a_prompt_over_the_tpm_cap_is_refused_for_good_and_sdks_do_not_retry(
+        gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "tpm-big-co", tpm=1000)
+    client = _client(gw, key["key"], retries=2)
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(**chat_body(PROSE * 40))  # ~1,400 tokens by the tokenizer too
+    headers = err.value.response.headers
+    assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    assert err.value.code == "rate_limit_exceeded"
+    assert "Request too large for key on tokens per minute: limit 1000" in err.value.message
+    assert _rows(admin, key["id"], 1)["errors"] == 1  # one refusal: the SDK did not retry
+    client.chat.completions.create(**chat_body("a short one"))  # and the key still works
+
+
 def test_a_project_limit_covers_all_its_keys(gw: RunningGateway, admin: AdminClient) -> None:
     k1 = setup_key(admin, "proj-limit-co", project="shared")
     admin.patch(f"/admin/projects/{k1['project_id']}", {"rpm": 3})
@@ -103,13 +131,17 @@ def test_a_project_limit_covers_all_its_keys(gw: RunningGateway, admin: AdminCli
     assert ok == 3
 
 
-def test_parallel_limit_refuses_the_call_over_the_cap(gw: RunningGateway, admin: AdminClient) -> None:
+@pytest.mark.parametrize("request_ids", ["own", "one repeated"])
+def test_parallel_limit_refuses_the_call_over_the_cap(gw: RunningGateway, admin: AdminClient,
+                                                      request_ids: str) -> None:
     key = setup_key(admin, "par-co", max_parallel=2)
     client = openai.AsyncOpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+    # a client that sends one x-request-id on every call still gets one in-flight place per call
+    headers = {"x-request-id": "req-same-for-all"} if request_ids == "one repeated" else None
 
     async def one() -> str:
         try:  # mock-slow takes 300 ms: the three calls overlap
-            await client.chat.completions.create(**{**chat_body(), "model": "mock-slow"})
+            await client.chat.completions.create(**{**chat_body(), "model": "mock-slow"}, extra_headers=headers)
             return "ok"
         except openai.RateLimitError:
             return "429"

@@ -278,8 +278,11 @@ class Admission:
 
 
 class RateLimiter(Protocol):
-    async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission: ...
-    async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None: ...
+    """``slot``: the call's place among the in-flight calls (max parallel), unique per call and made by
+    the gateway: never a client's x-request-id, which a client could repeat to hold one place for many."""
+
+    async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission: ...
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -301,12 +304,12 @@ class BudgetCounter(Protocol):
 class Gate(Protocol):
     """Rate limits and budget together: one step before a call, one after (one Redis call each)."""
 
-    async def enter(self, rate: list[Scope], request_id: str, est_tokens: int, budget: list[Scope],
+    async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
         """Rate scopes first (a refusal takes nothing), then the reservation (None: no budget scopes)."""
         ...
 
-    async def leave(self, rate: list[Scope], request_id: str, token_delta: int, budget: list[Scope],
+    async def leave(self, rate: list[Scope], slot: str, token_delta: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, now: float,
                     thresholds: list[float]) -> list[tuple[str, str, float]]: ...
 

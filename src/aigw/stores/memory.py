@@ -56,7 +56,7 @@ class _Window:
 class _ScopeState:
     requests: _Window = field(default_factory=_Window)
     tokens: _Window = field(default_factory=_Window)
-    inflight: dict[str, float] = field(default_factory=dict)  # request id -> expiry
+    inflight: dict[str, float] = field(default_factory=dict)  # slot -> expiry
 
 
 class MemoryRateLimiter:
@@ -70,11 +70,11 @@ class MemoryRateLimiter:
         # its states are looked up once per list, not once per request and scope.
         self._by_list: dict[int, tuple[list[Scope], list[_Level]]] = {}
 
-    async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission:
-        return self.take(scopes, request_id, est_tokens, self._clock.now())
+    async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
+        return self.take(scopes, slot, est_tokens, self._clock.now())
 
-    async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
-        self.give_back(scopes, request_id, token_delta, self._clock.now())
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int) -> None:
+        self.give_back(scopes, slot, token_delta, self._clock.now())
 
     def _levels(self, scopes: list[Scope]) -> list[_Level]:
         """Each scope with its caps and live state, resolved once per scope list."""
@@ -95,7 +95,7 @@ class MemoryRateLimiter:
         self._by_list[id(scopes)] = (scopes, out)
         return out
 
-    def take(self, scopes: list[Scope], request_id: str, est_tokens: int, now: float) -> Admission:
+    def take(self, scopes: list[Scope], slot: str, est_tokens: int, now: float) -> Admission:
         """Check every scope, then take from all of them, or from none (no await in between)."""
         # Runs for every request at up to four levels: the window bookkeeping is inlined here
         # (expire what fell out of the minute, then compare the running totals).
@@ -139,7 +139,7 @@ class MemoryRateLimiter:
                     buckets.append([sec, est_tokens])
                 tok.total += est_tokens
             if parallel:
-                inflight[request_id] = expires
+                inflight[slot] = expires
         if not levels:
             return Admission(allowed=True)
         _, rpm, tpm, _, req, tok, _ = levels[0]  # the key's figures, now that this call is counted
@@ -148,14 +148,14 @@ class MemoryRateLimiter:
                          limit_tokens=tpm or None,
                          remaining_tokens=tpm - tok.total if tpm > tok.total else 0 if tpm else None)
 
-    def give_back(self, scopes: list[Scope], request_id: str, token_delta: int, now: float) -> None:
+    def give_back(self, scopes: list[Scope], slot: str, token_delta: int, now: float) -> None:
         """Settle the token estimate to the real count and free the parallel slot."""
         sec = int(now)
         for _, _, tpm, _, _, tok, inflight in self._levels(scopes):
             if token_delta and tpm:
                 tok.add(sec, token_delta)
             if inflight:
-                inflight.pop(request_id, None)
+                inflight.pop(slot, None)
 
 
 # One scope resolved for the hot path: (scope, rpm, tpm, max parallel, requests, tokens, in flight).
@@ -248,18 +248,18 @@ class MemoryGate:
         self.limiter = limiter
         self.budgets = budgets
 
-    async def enter(self, rate: list[Scope], request_id: str, est_tokens: int, budget: list[Scope],
+    async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
-        admission = self.limiter.take(rate, request_id, est_tokens, now) if rate else ALLOWED
+        admission = self.limiter.take(rate, slot, est_tokens, now) if rate else ALLOWED
         if not admission.allowed or not budget:
             return admission, None
         return admission, self.budgets.reserve_now(budget, amount_nano, now)
 
-    async def leave(self, rate: list[Scope], request_id: str, token_delta: int, budget: list[Scope],
+    async def leave(self, rate: list[Scope], slot: str, token_delta: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, now: float,
                     thresholds: list[float]) -> list[tuple[str, str, float]]:
         if rate:
-            self.limiter.give_back(rate, request_id, token_delta, now)
+            self.limiter.give_back(rate, slot, token_delta, now)
         if not budget:
             return []
         return self.budgets.settle_now(budget, reserved_nano, actual_nano, now, thresholds)

@@ -79,7 +79,7 @@ class BudgetStage(Stage):
             ctx.state[_STATE] = ctx.state[JOINT]
             return None
         try:
-            _, res = await self.svc.gate.enter([], ctx.request_id, 0, scopes, amount, self.clock.now())
+            _, res = await self.svc.gate.enter([], "", 0, scopes, amount, self.clock.now())
         except Exception as exc:
             self.svc.store_error("budget", exc)
             if self.svc.config.budget_on_store_error == "closed":
@@ -109,7 +109,7 @@ class BudgetStage(Stage):
         if crossed is None:  # not settled with the rate limits: settle here
             actual = measure(ctx, self.svc).cost_nano
             try:
-                crossed = await self.svc.gate.leave([], ctx.request_id, 0, scopes, reserved, actual,
+                crossed = await self.svc.gate.leave([], "", 0, scopes, reserved, actual,
                                                     self.clock.now(), self.svc.config.alert_thresholds)
             except Exception as exc:
                 self.svc.store_error("budget", exc)

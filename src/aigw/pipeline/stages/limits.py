@@ -12,9 +12,11 @@ same store call (one Redis round trip before the call, one after).
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from aigw import errors
+from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
@@ -43,11 +45,12 @@ class LimitsStage(Stage):
         self.svc = svc
         self.clock = clock
         self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
-        # (id of a key's scope list, model) -> (that list, the request's scopes, any tpm cap among them)
-        self._plans: dict[tuple[int, str], tuple[list[Scope], list[Scope], bool]] = {}
+        # (id of a key's scope list, model) -> (that list, the request's scopes, the one with the smallest tpm cap)
+        self._plans: dict[tuple[int, str], tuple[list[Scope], list[Scope], Scope | None]] = {}
 
-    def _scopes(self, ctx: RequestContext) -> tuple[list[Scope], bool]:
-        """The request's rate scopes and whether any caps tokens, worked out once per key and model.
+    def _scopes(self, ctx: RequestContext) -> tuple[list[Scope], Scope | None]:
+        """The request's rate scopes and the one with the smallest tpm cap (None: no tpm cap), worked
+        out once per key and model.
 
         The lists are shared by the key's requests (so a store may cache by them): never changed.
         """
@@ -56,21 +59,39 @@ class LimitsStage(Stage):
         if plan is None or plan[0] is not keyed:  # the entry holds the key's list: its id is not reused
             dep = self._deployment_scopes.get(ctx.model)
             scopes = [*keyed, dep] if dep is not None else keyed
-            plan = (keyed, scopes, any(s.limits.tpm for s in scopes))
+            tightest = min((s for s in scopes if s.limits.tpm), key=lambda s: s.limits.tpm or 0, default=None)
+            plan = (keyed, scopes, tightest)
             if len(self._plans) >= 10_000:  # lists of keys the key cache has dropped
                 self._plans.clear()
             self._plans[(id(keyed), ctx.model)] = plan
         return plan[1], plan[2]
 
+    async def _counted(self, ctx: RequestContext, tightest: Scope, cap: int) -> int:
+        """The prompt counted with the tokenizer, for when the cheap estimate (which errs high, up to
+        2.5x) alone is over the smallest tpm cap. Without it a prompt that fits would be refused for
+        good, each refusal saying to retry in a minute; a prompt the tokenizer also finds over the cap
+        is refused as too large, and SDKs are told not to retry it."""
+        # off the event loop: the first count loads the encoding (~0.1 s), a big prompt takes milliseconds
+        counted = await asyncio.to_thread(self.svc.tokens.count_prompt, ctx.body)
+        if counted > cap:
+            ctx.response_headers["x-ratelimit-limit-tokens"] = str(cap)
+            raise errors.TooLargeForLimit(
+                f"Request too large for {tightest.kind} on tokens per minute: limit {cap}, this prompt is "
+                f"about {counted} tokens. Shorten the prompt to run it.", code="rate_limit_exceeded")
+        return counted
+
     async def on_request(self, ctx: RequestContext) -> Result | None:
-        scopes, tpm = self._scopes(ctx)
+        scopes, tightest = self._scopes(ctx)
         if not scopes:
             return None  # a budget alone is reserved by the budget stage
-        est = prompt_estimate(ctx) if tpm else 0
+        tpm = tightest is not None
+        est = prompt_estimate(ctx) if tightest is not None else 0
+        if tightest is not None and est > (cap := tightest.limits.tpm or 0):
+            est = await self._counted(ctx, tightest, cap)
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
+        slot = unique_id("slot_")  # the client's x-request-id, repeated on parallel calls, would share one
         try:
-            answer, reservation = await self.svc.gate.enter(scopes, ctx.request_id, est, budget, amount,
-                                                            self.clock.now())
+            answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, self.clock.now())
         except Exception as exc:  # the budget stage then tries on its own, under its own policy
             self.svc.store_error("limits", exc)
             if self.svc.config.limits_on_store_error == "closed":
@@ -85,7 +106,7 @@ class LimitsStage(Stage):
                 f"Rate limit reached for {answer.scope.split(':')[0]} ({what}). "
                 f"Retry after {math.ceil(answer.retry_after_s)} s.",
                 code="rate_limit_exceeded", retry_after=max(1.0, answer.retry_after_s))
-        ctx.state[_STATE] = (scopes, est, tpm)
+        ctx.state[_STATE] = (scopes, slot, est, tpm)
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
                 else (budget, amount)
@@ -95,13 +116,13 @@ class LimitsStage(Stage):
         taken = ctx.state.get(_STATE)
         if taken is None:
             return
-        scopes, est, tpm = taken
+        scopes, slot, est, tpm = taken
         delta = measure(ctx, self.svc).tokens.total - est if tpm else 0
         joint = ctx.state.get(JOINT) if SETTLED not in ctx.state else None
         budget, reserved = joint if joint is not None else ([], 0)
         actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
         try:
-            crossed = await self.svc.gate.leave(scopes, ctx.request_id, delta, budget, reserved, actual,
+            crossed = await self.svc.gate.leave(scopes, slot, delta, budget, reserved, actual,
                                                 self.clock.now(), self.svc.config.alert_thresholds)
         except Exception as exc:  # parallel slots expire on their own (TTL); the budget stage retries
             self.svc.store_error("limits", exc)

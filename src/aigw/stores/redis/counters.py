@@ -193,11 +193,11 @@ class RedisCounters:
             self._thresholds = (list(thresholds), encoded)
         return encoded
 
-    async def enter(self, rate: list[Scope], request_id: str, est_tokens: int, budget: list[Scope],
+    async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
         items = self._budgeted(budget, now)
         keys: list[bytes] = []
-        args = [bulk(request_id.encode()), bulk_int(est_tokens), self._ttl, bulk_int(len(rate))]
+        args = [bulk(slot.encode()), bulk_int(est_tokens), self._ttl, bulk_int(len(rate))]
         for s in rate:
             r = self._rate(s)
             keys += r.enter_keys
@@ -224,12 +224,12 @@ class RedisCounters:
         return admission, Reservation(allowed=False, scope=items[int(out[1])].scope.ref,
                                       limit_nano=int(float(out[2])), spent_nano=int(float(out[3])))
 
-    async def leave(self, rate: list[Scope], request_id: str, token_delta: int, budget: list[Scope],
+    async def leave(self, rate: list[Scope], slot: str, token_delta: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, now: float,
                     thresholds: list[float]) -> list[tuple[str, str, float]]:
         items = self._budgeted(budget, now)
         keys: list[bytes] = []
-        args = [bulk(request_id.encode()), bulk_int(token_delta), bulk_int(len(rate))]
+        args = [bulk(slot.encode()), bulk_int(token_delta), bulk_int(len(rate))]
         for s in rate:
             r = self._rate(s)
             keys += r.leave_keys
@@ -248,11 +248,11 @@ class RedisCounters:
         return crossed
 
     # -- the single-purpose protocols, as special cases ----------------------------------
-    async def admit(self, scopes: list[Scope], request_id: str, est_tokens: int) -> Admission:
-        return (await self.enter(scopes, request_id, est_tokens, [], 0, 0.0))[0]
+    async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
+        return (await self.enter(scopes, slot, est_tokens, [], 0, 0.0))[0]
 
-    async def release(self, scopes: list[Scope], request_id: str, token_delta: int) -> None:
-        await self.leave(scopes, request_id, token_delta, [], 0, 0, 0.0, [])
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int) -> None:
+        await self.leave(scopes, slot, token_delta, [], 0, 0, 0.0, [])
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
         return (await self.enter([], "", 0, scopes, amount_nano, now))[1] or Reservation(allowed=True)

@@ -2,7 +2,7 @@
 -- scopes, then a budget reservation for the budget scopes.
 -- KEYS: 3 per rate scope (requests hash, tokens hash, in-flight zset), then 1 per
 --       budget scope (spend counter in nano-dollars, one key per budget window).
--- ARGV: request_id, est_tokens, parallel_ttl_s, n_rate,
+-- ARGV: slot (the call's in-flight id, made by the gateway), est_tokens, parallel_ttl_s, n_rate,
 --       per rate scope: rpm, tpm, max_parallel (0 = none),
 --       amount, per budget scope: limit, ttl_s (0 = keep).
 -- Rate windows are per-second buckets over the last 60 s of the server's clock,

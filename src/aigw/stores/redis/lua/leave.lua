@@ -3,7 +3,7 @@
 -- report budget thresholds crossed for the first time in their window (budget
 -- scopes; each fires once per window, across replicas).
 -- KEYS: 2 per rate scope (tokens hash, in-flight zset), then 1 per budget scope.
--- ARGV: request_id, token_delta, n_rate, per rate scope: tpm (0 = none),
+-- ARGV: slot, token_delta, n_rate, per rate scope: tpm (0 = none),
 --       delta_nano, n_thresholds, thresholds..., per budget scope: limit, ttl_s.
 -- Returns the crossings as "budget_index:threshold" strings.
 local t = redis.call('TIME')
