@@ -7,7 +7,7 @@ database and are managed through the admin API, not in this file.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,7 +47,8 @@ class TenancyConfig(_Strict):
     default_max_tokens: int = Field(default=4096, ge=1)
     # HTTP status of budget_exceeded: 429 (OpenAI's own choice for quota) or 402.
     budget_status: Literal[429, 402] = 429
-    alert_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    # fractions of the budget (0.5 = 50 %), each in (0, 1]
+    alert_thresholds: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
     alert_webhook: str = ""  # POSTed a JSON event when a budget crosses a threshold
     # Each replica checks the key version this often; a revoked key stops working
     # everywhere within about this interval plus one lookup.

@@ -8,6 +8,7 @@ in the pipeline's stages.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -103,7 +104,8 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
     status, body = api.render_error(err)
     headers: Headers = [(b"x-request-id", request_id.encode())]
     if err.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+        # rounded up: a client that waits exactly this long must find room (the message says the same)
+        headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
     if status in (402, 429) and not err.retryable:  # e.g. budget exhausted: SDKs must not retry
         headers.append((b"x-should-retry", b"false"))
     if extra:  # e.g. x-ratelimit-* set by the limits stage before it refused

@@ -98,3 +98,12 @@ def test_azure_needs_an_endpoint(tmp_path: Path) -> None:
 def test_master_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIGW_MASTER_KEY", "sk-master")
     assert load_config().server.master_key == "sk-master"
+
+
+def test_budget_alert_thresholds_are_fractions_of_the_budget(tmp_path: Path) -> None:
+    path = write(tmp_path, "tenancy:\n  alert_thresholds: [50, 80, 100]\n")  # percentages would never fire
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "tenancy.alert_thresholds[0]" in str(exc.value) and "1" in str(exc.value)
+    ok = write(tmp_path, "tenancy:\n  alert_thresholds: [0.5, 0.9, 1]\n")
+    assert load_config(ok).tenancy.alert_thresholds == [0.5, 0.9, 1.0]

@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
+from aigw import errors
 from aigw.app import build_app
 from aigw.config.cache import CacheConfig
 from aigw.config.load import load_config
-from aigw.http.flow import served_headers
-from aigw.http.openai_api import Validated
+from aigw.http.flow import send_error, served_headers
+from aigw.http.openai_api import OpenAIFormat, Validated
 from aigw.http.server import GatewayApp
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.stages.cache_entry import encode
@@ -163,3 +164,13 @@ async def test_an_invalid_request_is_refused_even_right_after_a_valid_one(app: G
     ok = await call(app, chat("valid"))
     bad = await call(app, {"model": "mock", "messages": "not a list"})
     assert ok.status == 200 and bad.status == 400
+
+
+async def test_retry_after_is_rounded_up_so_a_client_that_waits_that_long_finds_room() -> None:
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await send_error(send, OpenAIFormat(), errors.RateLimited("wait", retry_after=59.2), "req-1")
+    assert Sent(messages).headers["retry-after"] == "60"
