@@ -275,6 +275,7 @@ class Admission:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_requests_s: float = 0.0
+    taken_at: int = 0  # the second (the store's clock) whose buckets took this call: a refund goes back there
 
 
 class RateLimiter(Protocol):
@@ -282,7 +283,7 @@ class RateLimiter(Protocol):
     the gateway: never a client's x-request-id, which a client could repeat to hold one place for many."""
 
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission: ...
-    async def release(self, scopes: list[Scope], slot: str, token_delta: int) -> None: ...
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0) -> None: ...
 
 
 @dataclass(slots=True)
@@ -309,9 +310,13 @@ class Gate(Protocol):
         """Rate scopes first (a refusal takes nothing), then the reservation (None: no budget scopes)."""
         ...
 
-    async def leave(self, rate: list[Scope], slot: str, token_delta: int, budget: list[Scope],
-                    reserved_nano: int, actual_nano: int, now: float,
-                    thresholds: list[float]) -> list[tuple[str, str, float]]: ...
+    async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
+                    reserved_nano: int, actual_nano: int, entered: float,
+                    thresholds: list[float]) -> list[tuple[str, str, float]]:
+        """Settle what ``enter`` took: a token refund goes back into the second that took the estimate
+        (``taken_at``; nothing if it has left the window), extra tokens into the current one, and the
+        budget is settled in the window of ``entered`` (when the reservation was made), not of now."""
+        ...
 
 
 class KeyVersion(Protocol):

@@ -43,6 +43,18 @@ class _Window:
                 return max(0.0, s + WINDOW_S - now)
         return float(WINDOW_S)
 
+    def refund(self, sec: int, n: int) -> None:
+        """Take ``n`` back from the bucket of second ``sec`` (a settled estimate); gone with it if that
+        bucket has left the window (a refund moved to a later second would push a later minute under)."""
+        for bucket in reversed(self.buckets):
+            if bucket[0] == sec:
+                back = min(n, bucket[1])
+                bucket[1] -= back
+                self.total -= back
+                return
+            if bucket[0] < sec:
+                return
+
     def add(self, sec: int, n: int) -> None:
         buckets = self.buckets
         if buckets and buckets[-1][0] == sec:
@@ -70,11 +82,14 @@ class MemoryRateLimiter:
         # its states are looked up once per list, not once per request and scope.
         self._by_list: dict[int, tuple[list[Scope], list[_Level]]] = {}
 
+    def now(self) -> float:
+        return self._clock.now()
+
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
         return self.take(scopes, slot, est_tokens, self._clock.now())
 
-    async def release(self, scopes: list[Scope], slot: str, token_delta: int) -> None:
-        self.give_back(scopes, slot, token_delta, self._clock.now())
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0) -> None:
+        self.give_back(scopes, slot, token_delta, taken_at, self._clock.now())
 
     def _levels(self, scopes: list[Scope]) -> list[_Level]:
         """Each scope with its caps and live state, resolved once per scope list."""
@@ -141,19 +156,23 @@ class MemoryRateLimiter:
             if parallel:
                 inflight[slot] = expires
         if not levels:
-            return Admission(allowed=True)
+            return Admission(allowed=True, taken_at=sec)
         _, rpm, tpm, _, req, tok, _ = levels[0]  # the key's figures, now that this call is counted
         return Admission(allowed=True, limit_requests=rpm or None,
                          remaining_requests=rpm - req.total if rpm > req.total else 0 if rpm else None,
                          limit_tokens=tpm or None,
-                         remaining_tokens=tpm - tok.total if tpm > tok.total else 0 if tpm else None)
+                         remaining_tokens=tpm - tok.total if tpm > tok.total else 0 if tpm else None,
+                         taken_at=sec)
 
-    def give_back(self, scopes: list[Scope], slot: str, token_delta: int, now: float) -> None:
+    def give_back(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int, now: float) -> None:
         """Settle the token estimate to the real count and free the parallel slot."""
         sec = int(now)
         for _, _, tpm, _, _, tok, inflight in self._levels(scopes):
             if token_delta and tpm:
-                tok.add(sec, token_delta)
+                if token_delta > 0:
+                    tok.add(sec, token_delta)  # used beyond the estimate: used now
+                else:
+                    tok.refund(taken_at, -token_delta)
             if inflight:
                 inflight.pop(slot, None)
 
@@ -255,14 +274,14 @@ class MemoryGate:
             return admission, None
         return admission, self.budgets.reserve_now(budget, amount_nano, now)
 
-    async def leave(self, rate: list[Scope], slot: str, token_delta: int, budget: list[Scope],
-                    reserved_nano: int, actual_nano: int, now: float,
+    async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
+                    reserved_nano: int, actual_nano: int, entered: float,
                     thresholds: list[float]) -> list[tuple[str, str, float]]:
         if rate:
-            self.limiter.give_back(rate, slot, token_delta, now)
+            self.limiter.give_back(rate, slot, token_delta, taken_at, self.limiter.now())
         if not budget:
             return []
-        return self.budgets.settle_now(budget, reserved_nano, actual_nano, now, thresholds)
+        return self.budgets.settle_now(budget, reserved_nano, actual_nano, entered, thresholds)
 
 
 ALLOWED = Admission(allowed=True)  # shared: no rate scope, nothing to report

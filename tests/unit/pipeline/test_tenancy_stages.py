@@ -201,3 +201,78 @@ async def test_the_ledger_row_is_the_records_row() -> None:
     assert len(row) == len(same)
     assert row[1] == same[1] and row[5:21] == same[5:21] and row[24:] == same[24:]  # not the id, not the clock
     assert rec.cache_hit is True and rec.cost_nano == 0 and rec.cost_saved_nano > 0
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize("rpm", [100, None], ids=["with rate limits", "budget alone"])
+async def test_calls_across_midnight_settle_in_the_day_they_reserved_in(rpm: int | None) -> None:
+    midnight = 1_800_000_000.0 - 1_800_000_000.0 % 86400
+    clock = Clock(midnight - 1)
+    limiter, budgets = MemoryRateLimiter(clock), MemoryBudgets()
+    svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets,
+                          gate=MemoryGate(limiter, budgets), prices=PriceBook([MOCK]), tokens=TokenCounter())
+    deps = StageDeps(config=GatewayConfig(models=[MOCK]), clock=clock)
+    deps.services[SERVICE] = svc
+    stages = [s for s in (limits.build(deps), budget.build(deps)) if s is not None]
+    key = Limits(rpm=rpm, budget_usd=1.0, budget_period="daily")
+    calls = [_ctx(key) for _ in range(10)]
+    for ctx in calls:
+        for stage in stages:
+            await stage.on_request(ctx)
+    clock.t = midnight + 1
+    for ctx in calls:
+        ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 1, "completion_tokens": 0}  # $0.001 each
+        for stage in stages:
+            await stage.on_finish(ctx)
+    scope = key_scopes(calls[0], "budget")[0]
+    assert await budgets.spent(scope, midnight - 1) == 10 * 1_000_000
+    assert await budgets.spent(scope, midnight + 1) == 0  # not -$0.x, which would admit more than $1
+
+
+class RanThenTimedOut:
+    """A gate whose steps run in the store but whose answers are lost (a Redis reply after the timeout)."""
+
+    def __init__(self, gate: MemoryGate, fail: str) -> None:
+        self.gate, self.fail = gate, fail
+
+    async def enter(self, *args: Any) -> Any:
+        answer = await self.gate.enter(*args)
+        if self.fail == "enter":
+            raise TimeoutError("no reply in time")
+        return answer
+
+    async def leave(self, *args: Any) -> Any:
+        answer = await self.gate.leave(*args)
+        if self.fail == "leave":
+            raise TimeoutError("no reply in time")
+        return answer
+
+
+@pytest.mark.parametrize("fail", ["enter", "leave"])
+async def test_a_step_whose_answer_was_lost_is_never_repeated(fail: str) -> None:
+    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
+    svc = _services(gate=RanThenTimedOut(MemoryGate(limiter, budgets), fail), budget_on_store_error="open")
+    svc.budgets = budgets
+    stages = [s for s in (limits.build(_deps(svc)), budget.build(_deps(svc))) if s is not None]
+    ctx = _ctx(Limits(rpm=100, budget_usd=1.0, budget_period="total"))
+    for stage in stages:
+        await stage.on_request(ctx)
+    ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 1, "completion_tokens": 0}
+    for stage in stages:
+        await stage.on_finish(ctx)
+    scope = key_scopes(ctx, "budget")[0]
+    worst = budget.BudgetStage(svc, svc_clock(), {}).worst_case_nano(ctx)
+    spent = await budgets.spent(scope, 0)
+    # the lost enter kept its reservation (never settled: it errs on the safe side) and made no second one;
+    # the lost leave settled once, not twice
+    assert spent == (worst if fail == "enter" else 1_000_000)

@@ -82,12 +82,34 @@ async def test_a_refusal_at_one_level_takes_nothing_from_the_others(backend: tup
 async def test_tpm_counts_the_estimate_and_settles_to_the_real_tokens(backend: tuple[Any, Any]) -> None:
     limiter, _ = backend
     scope = Scope("key", "tok", Limits(tpm=1000))
-    assert (await limiter.admit([scope], "a", 600)).allowed
+    first = await limiter.admit([scope], "a", 600)
+    assert first.allowed
     refused = await limiter.admit([scope], "b", 600)
     assert not refused.allowed and refused.reason == "tpm"
-    await limiter.release([scope], "a", -500)  # the call used 100 tokens, not 600
+    await limiter.release([scope], "a", -500, first.taken_at)  # the call used 100 tokens, not 600
     again = await limiter.admit([scope], "c", 600)
     assert again.allowed and again.remaining_tokens == 1000 - 100 - 600
+
+
+async def test_a_refund_goes_back_to_the_estimates_second_or_nowhere(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    scope = Scope("key", "refund", Limits(tpm=1000))
+    taken = await limiter.admit([scope], "a", 600)
+    # a refund dated before the window: its estimate has left the window, so it takes nothing off
+    await limiter.release([scope], "a", -600, taken.taken_at - 120)
+    assert not (await limiter.admit([scope], "b", 600)).allowed
+
+
+async def test_a_late_refund_does_not_open_room_in_the_next_minute() -> None:
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(clock)
+    scope = Scope("key", "late", Limits(tpm=1000))
+    taken = await limiter.admit([scope], "a", 1000)
+    clock.t += 59.5
+    await limiter.release([scope], "a", -1000, taken.taken_at)  # the call failed: all of it back
+    clock.t += 1  # the estimate's second has left the window
+    assert (await limiter.admit([scope], "b", 1000)).allowed
+    assert not (await limiter.admit([scope], "c", 1000)).allowed  # 2,000 in one second before
 
 
 async def test_parallel_slots_are_freed_on_release(backend: tuple[Any, Any]) -> None:

@@ -26,6 +26,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
     JOINT,
+    JOINT_FAILED,
     SERVICE,
     SETTLED,
     TenancyServices,
@@ -39,7 +40,7 @@ from aigw.stores.base import NANO, Reservation, Scope, window_of
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.budget")
-_STATE = BUDGET_DONE  # (scopes, reserved nano-dollars)
+_STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved)
 
 
 class BudgetStage(Stage):
@@ -78,18 +79,25 @@ class BudgetStage(Stage):
         if JOINT in ctx.state:
             ctx.state[_STATE] = ctx.state[JOINT]
             return None
+        if JOINT_FAILED in ctx.state:  # the joint step failed but may have reserved: never reserve twice
+            self._store_down()
+            return None
+        entered = self.clock.now()
         try:
-            _, res = await self.svc.gate.enter([], "", 0, scopes, amount, self.clock.now())
+            _, res = await self.svc.gate.enter([], "", 0, scopes, amount, entered)
         except Exception as exc:
             self.svc.store_error("budget", exc)
-            if self.svc.config.budget_on_store_error == "closed":
-                raise errors.Unavailable("Budgets cannot be checked right now; try again shortly.",
-                                         retry_after=1.0) from None
+            self._store_down()
             return None
         if res is not None and not res.allowed:
             raise self._refusal(ctx, scopes, res, amount)
-        ctx.state[_STATE] = (scopes, amount)
+        ctx.state[_STATE] = (scopes, amount, entered)
         return None
+
+    def _store_down(self) -> None:
+        """The budget store failed: refuse (``closed``) or let the call go unreserved (``open``)."""
+        if self.svc.config.budget_on_store_error == "closed":
+            raise errors.Unavailable("Budgets cannot be checked right now; try again shortly.", retry_after=1.0)
 
     def _refusal(self, ctx: RequestContext, scopes: list[Scope], res: Reservation, amount: int) -> errors.GatewayError:
         scope = next(s for s in scopes if s.ref == res.scope)
@@ -104,13 +112,13 @@ class BudgetStage(Stage):
         taken = ctx.state.get(_STATE)
         if taken is None:
             return
-        scopes, reserved = taken
+        scopes, reserved, entered = taken
         crossed = ctx.state.get(SETTLED)
         if crossed is None:  # not settled with the rate limits: settle here
             actual = measure(ctx, self.svc).cost_nano
-            try:
-                crossed = await self.svc.gate.leave([], "", 0, scopes, reserved, actual,
-                                                    self.clock.now(), self.svc.config.alert_thresholds)
+            try:  # in the window the reservation was made in, not the one the call ends in
+                crossed = await self.svc.gate.leave([], "", 0, 0, scopes, reserved, actual, entered,
+                                                    self.svc.config.alert_thresholds)
             except Exception as exc:
                 self.svc.store_error("budget", exc)
                 return

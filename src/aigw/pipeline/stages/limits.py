@@ -23,6 +23,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
     JOINT,
+    JOINT_FAILED,
     REFUSED,
     SERVICE,
     SETTLED,
@@ -90,10 +91,17 @@ class LimitsStage(Stage):
             est = await self._counted(ctx, tightest, cap)
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         slot = unique_id("slot_")  # the client's x-request-id, repeated on parallel calls, would share one
+        entered = self.clock.now()
         try:
-            answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, self.clock.now())
-        except Exception as exc:  # the budget stage then tries on its own, under its own policy
+            answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, entered)
+        except Exception as exc:
+            # The step may have run all the same (a Redis reply that timed out): never repeat it. Free the
+            # slot it may hold when the call ends, and let the budget stage apply its policy without a
+            # second reservation.
             self.svc.store_error("limits", exc)
+            ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
+            if budget:
+                ctx.state[JOINT_FAILED] = True
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None
@@ -106,26 +114,28 @@ class LimitsStage(Stage):
                 f"Rate limit reached for {answer.scope.split(':')[0]} ({what}). "
                 f"Retry after {math.ceil(answer.retry_after_s)} s.",
                 code="rate_limit_exceeded", retry_after=max(1.0, answer.retry_after_s))
-        ctx.state[_STATE] = (scopes, slot, est, tpm)
+        ctx.state[_STATE] = (scopes, slot, est, tpm, answer.taken_at, entered)
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
-                else (budget, amount)
+                else (budget, amount, entered)
         return None
 
     async def on_finish(self, ctx: RequestContext) -> None:
         taken = ctx.state.get(_STATE)
         if taken is None:
             return
-        scopes, slot, est, tpm = taken
+        scopes, slot, est, tpm, taken_at, entered = taken
         delta = measure(ctx, self.svc).tokens.total - est if tpm else 0
         joint = ctx.state.get(JOINT) if SETTLED not in ctx.state else None
-        budget, reserved = joint if joint is not None else ([], 0)
+        budget, reserved, _ = joint if joint is not None else ([], 0, 0.0)
         actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
         try:
-            crossed = await self.svc.gate.leave(scopes, slot, delta, budget, reserved, actual,
-                                                self.clock.now(), self.svc.config.alert_thresholds)
-        except Exception as exc:  # parallel slots expire on their own (TTL); the budget stage retries
+            crossed = await self.svc.gate.leave(scopes, slot, delta, taken_at, budget, reserved, actual, entered,
+                                                self.svc.config.alert_thresholds)
+        except Exception as exc:  # parallel slots expire on their own (TTL)
             self.svc.store_error("limits", exc)
+            if joint is not None:  # it may have been settled all the same: never settle twice
+                ctx.state[SETTLED] = []
             return
         if joint is not None:
             ctx.state[SETTLED] = crossed

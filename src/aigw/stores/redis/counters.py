@@ -214,9 +214,9 @@ class RedisCounters:
             return Admission(allowed=False, scope=rate[int(out[1])].ref, reason=reason, retry_after_s=wait,
                              reset_requests_s=wait, limit_requests=_int(out[4]), remaining_requests=_int(out[5]),
                              limit_tokens=_int(out[6]), remaining_tokens=_int(out[7])), None
-        head = out[1:5] if code == 1 else out[4:8]
+        head = out[1:6] if code == 1 else out[4:9]
         admission = Admission(allowed=True, limit_requests=_int(head[0]), remaining_requests=_int(head[1]),
-                              limit_tokens=_int(head[2]), remaining_tokens=_int(head[3]))
+                              limit_tokens=_int(head[2]), remaining_tokens=_int(head[3]), taken_at=int(head[4]))
         if not items:
             return admission, None
         if code == 1:
@@ -224,12 +224,12 @@ class RedisCounters:
         return admission, Reservation(allowed=False, scope=items[int(out[1])].scope.ref,
                                       limit_nano=int(float(out[2])), spent_nano=int(float(out[3])))
 
-    async def leave(self, rate: list[Scope], slot: str, token_delta: int, budget: list[Scope],
-                    reserved_nano: int, actual_nano: int, now: float,
+    async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
+                    reserved_nano: int, actual_nano: int, entered: float,
                     thresholds: list[float]) -> list[tuple[str, str, float]]:
-        items = self._budgeted(budget, now)
+        items = self._budgeted(budget, entered)  # the reservation's window, not the one the call ends in
         keys: list[bytes] = []
-        args = [bulk(slot.encode()), bulk_int(token_delta), bulk_int(len(rate))]
+        args = [bulk(slot.encode()), bulk_int(token_delta), bulk_int(taken_at), bulk_int(len(rate))]
         for s in rate:
             r = self._rate(s)
             keys += r.leave_keys
@@ -251,15 +251,15 @@ class RedisCounters:
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
         return (await self.enter(scopes, slot, est_tokens, [], 0, 0.0))[0]
 
-    async def release(self, scopes: list[Scope], slot: str, token_delta: int) -> None:
-        await self.leave(scopes, slot, token_delta, [], 0, 0, 0.0, [])
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0) -> None:
+        await self.leave(scopes, slot, token_delta, taken_at, [], 0, 0, 0.0, [])
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
         return (await self.enter([], "", 0, scopes, amount_nano, now))[1] or Reservation(allowed=True)
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
                      thresholds: list[float]) -> list[tuple[str, str, float]]:
-        return await self.leave([], "", 0, scopes, reserved_nano, actual_nano, now, thresholds)
+        return await self.leave([], "", 0, 0, scopes, reserved_nano, actual_nano, now, thresholds)
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
         if not spent:

@@ -7,9 +7,10 @@
 --       amount, per budget scope: limit, ttl_s (0 = keep).
 -- Rate windows are per-second buckets over the last 60 s of the server's clock,
 -- so every replica sees one clock. Returns
---   {1, lim_r, rem_r, lim_t, rem_t}                                 admitted, reserved
+--   {1, lim_r, rem_r, lim_t, rem_t, sec}                            admitted, reserved
 --   {0, index, reason, retry_after_s, lim_r, rem_r, lim_t, rem_t}   a rate limit refused: nothing taken
---   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t}            rates taken, the budget refused
+--   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t, sec}       rates taken, the budget refused
+-- (sec: the second that took the estimate, which leave.lua refunds into)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local sec = math.floor(now)
@@ -78,7 +79,7 @@ for j = 1, nb do
   local limit = tonumber(ARGV[b + j * 2 - 1])
   local spent = tonumber(redis.call('GET', KEYS[nr * 3 + j]) or '0')
   if spent + amount > limit then
-    return {2, j - 1, tostring(limit), tostring(spent), head[1], head[2], head[3], head[4]}
+    return {2, j - 1, tostring(limit), tostring(spent), head[1], head[2], head[3], head[4], sec}
   end
 end
 for j = 1, nb do
@@ -86,4 +87,4 @@ for j = 1, nb do
   local kttl = tonumber(ARGV[b + j * 2])
   if kttl > 0 then redis.call('EXPIRE', KEYS[nr * 3 + j], kttl) end
 end
-return {1, head[1], head[2], head[3], head[4]}
+return {1, head[1], head[2], head[3], head[4], sec}

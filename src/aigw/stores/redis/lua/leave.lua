@@ -3,21 +3,30 @@
 -- report budget thresholds crossed for the first time in their window (budget
 -- scopes; each fires once per window, across replicas).
 -- KEYS: 2 per rate scope (tokens hash, in-flight zset), then 1 per budget scope.
--- ARGV: slot, token_delta, n_rate, per rate scope: tpm (0 = none),
+-- ARGV: slot, token_delta, taken_at (the second enter put the estimate in), n_rate,
+--       per rate scope: tpm (0 = none),
 --       delta_nano, n_thresholds, thresholds..., per budget scope: limit, ttl_s.
+-- A refund (token_delta < 0) goes back into the estimate's own second, or nowhere once
+-- that second has left the window: put into the current second it would push a later
+-- minute below zero. Tokens beyond the estimate were used now: the current second.
 -- Returns the crossings as "budget_index:threshold" strings.
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
-local rid, tokens, nr = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rid, tokens, taken, nr = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 for i = 0, nr - 1 do
   local kt, kp = KEYS[i * 2 + 1], KEYS[i * 2 + 2]
-  if tonumber(ARGV[4 + i]) > 0 and tokens ~= 0 then
-    redis.call('HINCRBY', kt, sec, tokens)
-    redis.call('EXPIRE', kt, 70)
+  if tonumber(ARGV[5 + i]) > 0 and tokens ~= 0 then
+    if tokens > 0 then
+      redis.call('HINCRBY', kt, sec, tokens)
+      redis.call('EXPIRE', kt, 70)
+    elseif taken > sec - 60 then
+      local had = tonumber(redis.call('HGET', kt, taken) or '0')
+      if had > 0 then redis.call('HINCRBY', kt, taken, math.max(tokens, -had)) end
+    end
   end
   redis.call('ZREM', kp, rid)
 end
-local b = 4 + nr
+local b = 5 + nr
 local delta, nt = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
 local out = {}
 for j = 1, #KEYS - nr * 2 do
