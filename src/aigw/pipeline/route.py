@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
+from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, RequestContext, Result, Streaming
 from aigw.routing.router import Router, RouteRequest, Served
 from aigw.types import JSON
 
@@ -25,6 +25,8 @@ class RouteTerminal:
         usage = body.get("usage")
         if isinstance(usage, dict):
             ctx.usage = usage
+        else:  # the ledger counts this answer locally (the stages after may change or drop the body)
+            ctx.state[ANSWER_WITHOUT_USAGE] = body
         return Completed(body)
 
 

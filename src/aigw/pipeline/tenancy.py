@@ -24,13 +24,14 @@ from aigw.accounting.pricing import PriceBook
 from aigw.accounting.tokens import TokenCounter, upper_estimate
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.tenancy import TenancyConfig
-from aigw.pipeline.context import RequestContext
+from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
 from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope
+from aigw.types import JSON
 
 log = logging.getLogger("aigw.tenancy")
 SERVICE = "tenancy"
 MEASURE = "tenancy.measure"
-STREAM_TEXT = "tenancy.stream_text"  # list[str] of streamed content, for local counts
+STREAM_TEXT = "tenancy.stream_text"  # StreamText of a streamed answer, for local counts
 PLAN = "tenancy.budget_plan"  # (budget scopes, worst-case nano-dollars) of this request
 JOINT = "tenancy.budget_joint"  # the reservation was taken with the rate limits: (scopes, amount, entered)
 JOINT_FAILED = "tenancy.budget_joint_failed"  # the joint step failed (it may have run): no second reservation
@@ -67,6 +68,36 @@ class Measured:
     cost_nano: int
     cost_saved_nano: int
     source: str  # "provider" | "local" | "none"
+
+
+@dataclass(slots=True)
+class StreamText:
+    """What a stream carried, kept by the accounting stage for a local count when no usage comes."""
+
+    content: list[str] = field(default_factory=list)  # text and tool-call arguments
+    reasoning: list[str] = field(default_factory=list)  # thinking, billed as output (reasoning tokens)
+    chunks: int = 0  # any at all: the upstream had started answering (and billing) when the stream ended
+
+
+def answer_text(body: JSON) -> tuple[str, str]:
+    """The text and the reasoning of a finished (non-streamed) answer, for a local count."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            for part, into in ((message.get("content"), text), (message.get("reasoning_content"), reasoning)):
+                if isinstance(part, str):
+                    into.append(part)
+            for call in message.get("tool_calls") or ():
+                args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+                if isinstance(args, str):
+                    text.append(args)
+        elif isinstance(choice.get("text"), str):  # legacy completions
+            text.append(choice["text"])
+    return "".join(text), "".join(reasoning)
 
 
 def grant_of(ctx: RequestContext) -> Grant | None:
@@ -109,12 +140,18 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
         return done
     tokens, source = tokens_from_usage(ctx.usage), "provider"
     d = ctx.served_by
-    streamed: list[str] = ctx.state.get(STREAM_TEXT) or []
     if tokens is None:
-        upstream_started = d is not None and (ctx.error is None or bool(streamed))
+        streamed = ctx.state.get(STREAM_TEXT)
+        answered = ctx.state.get(ANSWER_WITHOUT_USAGE)
+        upstream_started = d is not None and (ctx.error is None or (streamed is not None and streamed.chunks > 0))
         if upstream_started and ctx.handled_by == "":
-            prompt = svc.tokens.count_prompt(ctx.body)
-            tokens, source = Tokens(fresh_input=prompt, output=svc.tokens.count_text("".join(streamed))), "local"
+            if streamed is not None:
+                text, thought = "".join(streamed.content), "".join(streamed.reasoning)
+            else:
+                text, thought = answer_text(answered) if isinstance(answered, dict) else ("", "")
+            count = svc.tokens.count_text
+            tokens = Tokens(fresh_input=svc.tokens.count_prompt(ctx.body), output=count(text), reasoning=count(thought))
+            source = "local"
         else:
             tokens, source = Tokens(), "none"
     price = svc.prices.for_deployment(d.id, d.model) if d is not None else svc.prices.for_model(ctx.model)

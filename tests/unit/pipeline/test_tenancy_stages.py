@@ -16,8 +16,10 @@ from aigw.config.tenancy import LedgerConfig, TenancyConfig
 from aigw.http.key_lookup import principal_for
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stages import accounting, budget, limits
 from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
+from aigw.routing.attempts import Served
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
 from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
 from aigw.stores.redis.client import make_redis
@@ -276,3 +278,41 @@ async def test_a_step_whose_answer_was_lost_is_never_repeated(fail: str) -> None
     # the lost enter kept its reservation (never settled: it errs on the safe side) and made no second one;
     # the lost leave settled once, not twice
     assert spent == (worst if fail == "enter" else 1_000_000)
+
+
+class NoUsageRouter:
+    """An upstream that answers without ``usage`` (some OpenAI-compatible servers do)."""
+
+    async def complete(self, req: Any) -> tuple[JSON, Any]:
+        body = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "Hello there friend", "reasoning_content": "They greet me"}}]}
+        return body, Served(deployment=MOCK, model="mock", attempts=1)
+
+
+async def test_an_answer_without_usage_is_charged_for_its_completion_by_a_local_count() -> None:
+    svc = _services()
+    ctx = _ctx()
+    await RouteTerminal(NoUsageRouter()).handle(ctx)  # type: ignore[arg-type]
+    m = measure(ctx, svc)
+    assert m.source == "local" and m.tokens.output == 3 and m.tokens.reasoning == 3 and m.tokens.prompt > 0
+    assert m.cost_nano == m.tokens.prompt * 1_000_000 + 6 * 2_000_000
+
+
+async def test_a_stream_cut_while_thinking_is_charged_for_the_prompt_and_the_thinking() -> None:
+    svc = _services()
+    stage = accounting.build(_deps(svc))
+    assert stage is not None
+    ctx = _ctx(stream=True)
+
+    async def chunks() -> AsyncIterator[JSON]:
+        for word in ("Let", " me", " think"):
+            yield {"choices": [{"index": 0, "delta": {"reasoning_content": word}}]}
+        raise errors.GatewayError("client disconnected", code="client_disconnected")
+
+    ctx.served_by = MOCK
+    with pytest.raises(errors.GatewayError) as err:
+        async for _ in stage.on_stream(ctx, chunks()):
+            pass
+    ctx.error = err.value
+    m = measure(ctx, svc)
+    assert m.source == "local" and m.tokens.reasoning == 3 and m.tokens.output == 0 and m.tokens.prompt > 0

@@ -16,7 +16,7 @@ from typing import Any
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.tenancy import SERVICE, STREAM_TEXT, TenancyServices, measure
+from aigw.pipeline.tenancy import SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import day_of, new_record_id
 from aigw.stores.sqlite.ledger_rows import COLUMNS
@@ -75,18 +75,22 @@ class AccountingStage(Stage):
 
 
 async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
-    kept: list[str] = []
+    kept = StreamText()
     ctx.state[STREAM_TEXT] = kept
     async for chunk in chunks:
+        kept.chunks += 1
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content") or choice.get("text")
             if isinstance(text, str):
-                kept.append(text)
+                kept.content.append(text)
+            thought = delta.get("reasoning_content")
+            if isinstance(thought, str):
+                kept.reasoning.append(thought)
             for call in delta.get("tool_calls") or ():
                 args = (call.get("function") or {}).get("arguments")
                 if isinstance(args, str):
-                    kept.append(args)
+                    kept.content.append(args)
         yield chunk
 
 
