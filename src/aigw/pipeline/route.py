@@ -15,7 +15,7 @@ class RouteTerminal:
 
     async def handle(self, ctx: RequestContext) -> Result:
         req = RouteRequest(model=ctx.model, body=ctx.body, endpoint=ctx.endpoint,
-                           deadline_s=ctx.deadline_s, headers=_forwarded(ctx))
+                           deadline_s=ctx.deadline_s, headers=_forwarded(ctx), allowed=ctx.principal.allowed_models)
         if ctx.stream:
             chunks, served = await self.router.open_stream(req)
             _record(ctx, served)

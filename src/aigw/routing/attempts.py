@@ -44,6 +44,7 @@ class RouteRequest:
     endpoint: Endpoint = "chat"
     deadline_s: float | None = None  # the client's own whole-request limit
     headers: dict[str, str] = field(default_factory=dict)  # forwarded upstream (traceparent, request id)
+    allowed: frozenset[str] | None = None  # models the caller's key may use (None: any): fallbacks outside are skipped
 
 
 @dataclass(slots=True)

@@ -125,8 +125,8 @@ class Router:
         while i < len(chain):
             model = chain[i]
             i += 1
-            if model in used:
-                continue
+            if model in used or (model != req.model and req.allowed is not None and model not in req.allowed):
+                continue  # tried already, or a fallback the caller's key may not use
             used.append(model)
             try:
                 slots = self._slots(model, req.endpoint)

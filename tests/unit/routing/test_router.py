@@ -139,6 +139,19 @@ async def test_fallback_chain_in_order_and_served_says_who_answered() -> None:
     assert (p["a#0"].calls, p["b#0"].calls, p["c#0"].calls) == (1, 3, 1)  # b retries by its own rules
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fallback_outside_the_keys_models_is_skipped(stream: bool) -> None:
+    router, p = build({"a": [{}], "b": [{}], "c": [{}]}, routing={"a": {"fallbacks": ["b", "c"], "num_retries": 0}})
+    p["a#0"].always = Step(error=errors.Unavailable("a down"))
+    call = router.open_stream if stream else router.complete
+    _, served = await call(req("a", allowed=frozenset({"a", "c"})))  # the key may not use b
+    assert served.model == "c" and served.fallbacks == ["c"] and p["b#0"].calls == 0
+    p["c#0"].always = Step(error=errors.Unavailable("c down"))
+    with pytest.raises(errors.Unavailable, match="c down"):
+        await call(req("a", allowed=frozenset({"a", "c"})))
+    assert p["b#0"].calls == 0
+
+
 async def test_when_every_fallback_fails_the_last_error_is_raised() -> None:
     router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"], "num_retries": 0}})
     p["a#0"].always = Step(error=errors.Unavailable("a down"))
