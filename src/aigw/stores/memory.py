@@ -199,7 +199,8 @@ class MemoryBudgets:
     """Spend per scope and budget window in nano-dollars: reserve, then settle."""
 
     def __init__(self) -> None:
-        self._spent: dict[tuple[str, str], int] = {}  # (scope ref, window) -> nano-dollars
+        self._spent: dict[tuple[str, str], int] = {}  # (scope ref, window) -> nano-dollars, reservations too
+        self._settled: dict[tuple[str, str], int] = {}  # the same, settled calls only: what alerts compare
         self._alerted: set[tuple[str, str, float]] = set()
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
@@ -228,7 +229,7 @@ class MemoryBudgets:
     def settle_now(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
                    thresholds: list[float]) -> list[tuple[str, str, float]]:
         crossed: list[tuple[str, str, float]] = []
-        spent_by = self._spent
+        spent_by, settled_by = self._spent, self._settled
         delta = actual_nano - reserved_nano
         lowest = min(thresholds) if thresholds else 0.0
         for s in scopes:
@@ -237,13 +238,15 @@ class MemoryBudgets:
                 continue
             window = window_of(lim.budget_period, now)
             slot = (s.ref, window)
-            spent = spent_by[slot] = spent_by.get(slot, 0) + delta
+            spent_by[slot] = spent_by.get(slot, 0) + delta
+            before = settled_by.get(slot, 0)
+            after = settled_by[slot] = before + actual_nano
             limit = s.budget_nano
-            if limit <= 0 or not thresholds or spent < lowest * limit:
+            if limit <= 0 or not thresholds or after < lowest * limit:
                 continue
-            for t in thresholds:
+            for t in thresholds:  # on the real spend crossing it: other calls' reservations are not spend
                 mark = (s.ref, window, t)
-                if spent >= t * limit and mark not in self._alerted:
+                if before < t * limit <= after and mark not in self._alerted:
                     self._alerted.add(mark)
                     crossed.append(mark)
         return crossed
@@ -252,6 +255,7 @@ class MemoryBudgets:
         """Start from the ledger's totals (after a restart); counters already live win."""
         for (kind, ident, window), nano in spent.items():
             self._spent.setdefault((f"{kind}:{ident}", window), nano)
+            self._settled.setdefault((f"{kind}:{ident}", window), nano)  # thresholds passed before: no alert again
 
     async def spent(self, scope: Scope, now: float) -> int:
         return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)

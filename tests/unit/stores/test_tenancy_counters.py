@@ -164,6 +164,30 @@ async def test_settle_replaces_the_reservation_and_alerts_once_per_threshold(bac
     assert not (await budgets.reserve(scopes, to_nano(0.2), NOW)).allowed  # 0.85 + 0.2 > 1.00
 
 
+async def test_alerts_follow_settled_spend_not_the_reservations_in_flight(backend: tuple[Any, Any]) -> None:
+    _, budgets = backend
+    scope = Scope("key", "inflight", Limits(budget_usd=1.0, budget_period="daily"))
+    for _ in range(20):  # $1.00 reserved by calls still running
+        assert (await budgets.reserve([scope], to_nano(0.05), NOW)).allowed
+    alerts = [await budgets.settle([scope], to_nano(0.05), to_nano(0.001), NOW, [0.5, 0.8, 1.0])]
+    assert alerts == [[]]  # $0.001 spent: no 50 % alert
+    for _ in range(11):
+        alerts.append(await budgets.settle([scope], to_nano(0.05), to_nano(0.05), NOW, [0.5, 0.8, 1.0]))
+    fired = [(i, c[2]) for i, crossed in enumerate(alerts) for c in crossed]
+    assert fired == [(10, 0.5)]  # when the real spend passed $0.50, once
+
+
+async def test_a_seeded_window_does_not_alert_again_for_thresholds_already_passed(backend: tuple[Any, Any]) -> None:
+    _, budgets = backend
+    scope = Scope("key", "seeded", Limits(budget_usd=1.0, budget_period="daily"))
+    await budgets.seed({("key", "seeded", window_of("daily", NOW)): to_nano(0.85)})  # a restart at $0.85
+    assert (await budgets.reserve([scope], to_nano(0.01), NOW)).allowed
+    assert await budgets.settle([scope], to_nano(0.01), to_nano(0.01), NOW, [0.5, 0.8, 1.0]) == []
+    assert (await budgets.reserve([scope], to_nano(0.14), NOW)).allowed
+    crossed = await budgets.settle([scope], to_nano(0.14), to_nano(0.14), NOW, [0.5, 0.8, 1.0])
+    assert [c[2] for c in crossed] == [1.0]
+
+
 async def test_a_new_window_starts_from_zero_and_seed_restores_the_current_one(backend: tuple[Any, Any]) -> None:
     _, budgets = backend
     await budgets.seed({("key", "bk", window_of("daily", NOW)): to_nano(0.95)})

@@ -234,7 +234,7 @@ class RedisCounters:
             r = self._rate(s)
             keys += r.leave_keys
             args += r.leave_args
-        args += (bulk_int(actual_nano - reserved_nano), bulk_int(len(thresholds)))
+        args += (bulk_int(actual_nano - reserved_nano), bulk_int(actual_nano), bulk_int(len(thresholds)))
         args += self._encoded_thresholds(thresholds)
         for b in items:
             keys.append(b.key)

@@ -5,7 +5,8 @@
 -- KEYS: 2 per rate scope (tokens hash, in-flight zset), then 1 per budget scope.
 -- ARGV: slot, token_delta, taken_at (the second enter put the estimate in), n_rate,
 --       per rate scope: tpm (0 = none),
---       delta_nano, n_thresholds, thresholds..., per budget scope: limit, ttl_s.
+--       delta_nano (actual - reserved), actual_nano, n_thresholds, thresholds...,
+--       per budget scope: limit, ttl_s.
 -- A refund (token_delta < 0) goes back into the estimate's own second, or nowhere once
 -- that second has left the window: put into the current second it would push a later
 -- minute below zero. Tokens beyond the estimate were used now: the current second.
@@ -27,17 +28,24 @@ for i = 0, nr - 1 do
   redis.call('ZREM', kp, rid)
 end
 local b = 5 + nr
-local delta, nt = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+local delta, actual, nt = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
 local out = {}
 for j = 1, #KEYS - nr * 2 do
   local key = KEYS[nr * 2 + j]
-  local limit = tonumber(ARGV[b + 1 + nt + j * 2 - 1])
-  local ttl = tonumber(ARGV[b + 1 + nt + j * 2])
-  local spent = redis.call('INCRBY', key, delta)
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  local limit = tonumber(ARGV[b + 2 + nt + j * 2 - 1])
+  local ttl = tonumber(ARGV[b + 2 + nt + j * 2])
+  redis.call('INCRBY', key, delta)
+  -- alerts compare settled spend only (other calls' reservations are not spend), on crossing
+  local settled = redis.call('INCRBY', key .. ':settled', actual)
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', key .. ':settled', ttl)
+  end
+  local before = settled - actual
   for k = 1, nt do
-    local th = ARGV[b + 1 + k]
-    if limit > 0 and spent >= tonumber(th) * limit then
+    local th = ARGV[b + 2 + k]
+    local mark = tonumber(th) * limit
+    if limit > 0 and before < mark and settled >= mark then
       if redis.call('SET', key .. ':alert:' .. th, '1', 'NX', 'EX', ttl > 0 and ttl or 31536000) then
         out[#out + 1] = (j - 1) .. ':' .. th
       end
