@@ -3,8 +3,9 @@
 The shipped table (``data/prices.json``, versioned) covers the common models;
 a deployment's ``prices:`` in config overrides it field by field. A model in
 neither costs 0 and is reported by ``PriceBook.unknown`` so an operator sees it.
-Cached reads and cache writes default to the input price, reasoning to the
-output price, when a table entry does not name them.
+Cached reads and cache writes default to the input price, one-hour cache writes
+to twice the input price (Anthropic's rule), reasoning to the output price, when a
+table entry does not name them.
 """
 
 from __future__ import annotations
@@ -32,16 +33,19 @@ class Price:
     cache_write: float | None = None
     reasoning: float | None = None
     per_request: float = 0.0
+    cache_write_1h: float | None = None
 
     def cost_nano(self, t: Tokens, requests: int = 1) -> int:
         """Exact to the nano-dollar: a million tokens at $1 per million is 1e9 nano."""
         milli_micro = (
             t.fresh_input * self.input
             + t.cached_input * (self.input if self.cached_input is None else self.cached_input)
-            + t.cache_write * (self.input if self.cache_write is None else self.cache_write)
+            + (t.cache_write - t.cache_write_1h) * (self.input if self.cache_write is None else self.cache_write)
             + t.output * self.output
             + t.reasoning * (self.output if self.reasoning is None else self.reasoning)
         )
+        if t.cache_write_1h:
+            milli_micro += t.cache_write_1h * (2 * self.input if self.cache_write_1h is None else self.cache_write_1h)
         return round(milli_micro * 1000 + self.per_request * requests * 1e9)
 
     def merged(self, o: Prices) -> Price:
@@ -52,6 +56,7 @@ class Price:
             cache_write=self.cache_write if o.cache_write_per_mtok is None else o.cache_write_per_mtok,
             reasoning=self.reasoning if o.reasoning_per_mtok is None else o.reasoning_per_mtok,
             per_request=self.per_request if o.per_request is None else o.per_request,
+            cache_write_1h=self.cache_write_1h if o.cache_write_1h_per_mtok is None else o.cache_write_1h_per_mtok,
         )
 
 

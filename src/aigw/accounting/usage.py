@@ -10,7 +10,9 @@ Providers disagree on what "input tokens" means, which is where peers misprice:
     Bedrock Converse               inputTokens: NO (cacheRead/WriteInputTokens) -
     DeepSeek                       prompt_tokens: yes (prompt_cache_hit_tokens) inside completion_tokens
 
-``Tokens`` is the one normal form: every count disjoint, so cost is a plain sum.
+``Tokens`` is the one normal form: every count disjoint, so cost is a plain sum
+(``cache_write_1h`` is the one sub-count: Anthropic's one-hour cache writes, within
+``cache_write``, priced at their own rate).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Tokens:
     cache_write: int = 0
     output: int = 0  # completion tokens that are not reasoning
     reasoning: int = 0
+    cache_write_1h: int = 0  # of cache_write: written for one hour (Anthropic bills 2x input, not 1.25x)
 
     @property
     def prompt(self) -> int:
@@ -53,10 +56,10 @@ def _i(d: Any, *path: str) -> int:
         return 0
 
 
-def _split(prompt: int, cached: int, write: int, completion: int, reasoning: int) -> Tokens:
+def _split(prompt: int, cached: int, write: int, completion: int, reasoning: int, write_1h: int = 0) -> Tokens:
     cached, write = min(cached, prompt), min(write, max(0, prompt - cached))
     reasoning = min(reasoning, completion)
-    return Tokens(prompt - cached - write, cached, write, completion - reasoning, reasoning)
+    return Tokens(prompt - cached - write, cached, write, completion - reasoning, reasoning, min(write_1h, write))
 
 
 def tokens_from_usage(usage: Any) -> Tokens | None:
@@ -76,7 +79,8 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
                           _i(usage, "output_tokens"), _i(usage, "output_tokens_details", "reasoning_tokens"))
         read, write = _i(usage, "cache_read_input_tokens"), _i(usage, "cache_creation_input_tokens")  # Anthropic
         return _split(_i(usage, "input_tokens") + read + write, read, write, _i(usage, "output_tokens"),
-                      _i(usage, "output_tokens_details", "thinking_tokens"))
+                      _i(usage, "output_tokens_details", "thinking_tokens"),
+                      _i(usage, "cache_creation", "ephemeral_1h_input_tokens"))
     raw_p, raw_c = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if (type(raw_p) is int and type(raw_c) is int and "prompt_tokens_details" not in usage
             and "completion_tokens_details" not in usage and "prompt_cache_hit_tokens" not in usage):
@@ -84,4 +88,5 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
     prompt, completion = _i(usage, "prompt_tokens"), _i(usage, "completion_tokens")
     cached = _i(usage, "prompt_tokens_details", "cached_tokens") or _i(usage, "prompt_cache_hit_tokens")
     return _split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,
-                  _i(usage, "completion_tokens_details", "reasoning_tokens"))
+                  _i(usage, "completion_tokens_details", "reasoning_tokens"),
+                  _i(usage, "prompt_tokens_details", "cache_write_1h_tokens"))

@@ -31,6 +31,7 @@ class Prices(Strict):
     output_per_mtok: float | None = Field(default=None, ge=0)
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_1h_per_mtok: float | None = Field(default=None, ge=0)  # Anthropic 1-hour writes; default 2x input
     reasoning_per_mtok: float | None = Field(default=None, ge=0)
     per_request: float | None = Field(default=None, ge=0)
 

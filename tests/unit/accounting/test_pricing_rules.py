@@ -5,6 +5,7 @@ from __future__ import annotations
 from aigw.accounting.pricing import Price, PriceBook, load_table
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.models import Deployment, Prices
+from aigw.providers.anthropic.translate_response import to_canonical_usage
 
 
 def _book(*deployments: Deployment) -> PriceBook:
@@ -37,6 +38,21 @@ def test_anthropic_cache_reads_and_writes_have_their_own_prices() -> None:
     assert tokens is not None
     # 100 x $3 + 10k x $0.30 + 2k x $3.75 + 500 x $15 per million (dated model id found by its family)
     assert book.for_deployment("d0").cost_nano(tokens) == 300_000 + 3_000_000 + 7_500_000 + 7_500_000
+
+
+def test_anthropic_one_hour_cache_writes_are_billed_at_twice_the_input_price() -> None:
+    book = _book(Deployment(name="claude-sonnet-4-5", provider="anthropic", api_base="http://x"))
+    raw = {"input_tokens": 10, "cache_creation_input_tokens": 1500, "output_tokens": 20,
+           "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000}}
+    # 10 fresh x $3 + 500 5-minute writes x $3.75 + 1000 1-hour writes x $6 + 20 out x $15 per million
+    want = 30_000 + 1_875_000 + 6_000_000 + 300_000
+    direct = tokens_from_usage(raw)  # the Anthropic shape, as an Anthropic client's pass-through reports it
+    canonical = tokens_from_usage(to_canonical_usage(raw))  # as the gateway translates it for OpenAI clients
+    assert direct is not None and canonical is not None and direct == canonical
+    assert book.for_deployment("d0").cost_nano(direct) == want
+    priced = _book(Deployment(name="claude-sonnet-4-5", provider="anthropic", api_base="http://x",
+                              prices=Prices(cache_write_1h_per_mtok=7.0)))
+    assert priced.for_deployment("d0").cost_nano(direct) == want - 6_000_000 + 7_000_000
 
 
 def test_config_prices_override_the_table_field_by_field() -> None:

@@ -44,11 +44,15 @@ def to_canonical_usage(usage: Any) -> JSON:
     details = usage.get("output_tokens_details")
     reasoning = int(details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0
     prompt = fresh + read + write
+    prompt_details = {"cached_tokens": read, "cache_write_tokens": write}
+    creation = usage.get("cache_creation")
+    if isinstance(creation, dict) and (hour := int(creation.get("ephemeral_1h_input_tokens") or 0)):
+        prompt_details["cache_write_1h_tokens"] = hour  # priced apart: 2x input where 5-minute writes are 1.25x
     return {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 
