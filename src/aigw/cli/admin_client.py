@@ -26,6 +26,16 @@ class AdminError(Exception):
         self.body = body
 
 
+def admin_path(*segments: str) -> str:
+    """``/admin/`` and the segments, each percent-encoded whole (``admin_path("tenants", "a#b")``).
+
+    Every id or name the CLI puts in a path goes through here: a '#', '?', '/', '%', space or
+    non-ASCII character stays part of the name instead of ending the path or breaking the request.
+    (Query strings are encoded by ``AdminClient.request``.)
+    """
+    return "/admin/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
+
+
 class AdminClient:
     def __init__(self, url: str = DEFAULT_URL, key: str = "", timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/")

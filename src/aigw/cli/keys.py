@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from aigw.cli.admin_client import (
+    admin_path,
     call,
     json_option,
     key_option,
@@ -85,7 +86,7 @@ def list_(project: str, tenant: str, limit: int | None, after: str, url: str, ma
 @json_option
 def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
     """Show one key."""
-    show(call(url, master_key, "GET", f"/admin/keys/{key_id}"), as_json, COLUMNS)
+    show(call(url, master_key, "GET", admin_path("keys", key_id)), as_json, COLUMNS)
 
 
 @keys_group.command("update")
@@ -107,7 +108,7 @@ def update(key_id: str, name: str | None, models: str | None, rpm: int | None, t
                          ("enabled", enabled)):
         if value is not None:
             body[field] = value
-    show(call(url, master_key, "PATCH", f"/admin/keys/{key_id}", body), as_json, COLUMNS)
+    show(call(url, master_key, "PATCH", admin_path("keys", key_id), body), as_json, COLUMNS)
 
 
 @keys_group.command("revoke")
@@ -117,7 +118,7 @@ def update(key_id: str, name: str | None, models: str | None, rpm: int | None, t
 @json_option
 def revoke(key_id: str, url: str, master_key: str, as_json: bool) -> None:
     """Revoke a key: it stops working on every replica within a second."""
-    show(call(url, master_key, "POST", f"/admin/keys/{key_id}/revoke"), as_json, COLUMNS)
+    show(call(url, master_key, "POST", admin_path("keys", key_id, "revoke")), as_json, COLUMNS)
 
 
 @keys_group.command("rotate")
@@ -130,4 +131,4 @@ def revoke(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 def rotate(key_id: str, grace_s: float, url: str, master_key: str, as_json: bool) -> None:
     """Give a key a new secret (same id, limits and spend); the old one stops now or after --grace."""
     body = {"grace_s": grace_s} if grace_s else None
-    _with_secret(call(url, master_key, "POST", f"/admin/keys/{key_id}/rotate", body), as_json)
+    _with_secret(call(url, master_key, "POST", admin_path("keys", key_id, "rotate"), body), as_json)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from aigw.cli.admin_client import (
+    admin_path,
     call,
     json_option,
     key_option,
@@ -63,4 +64,4 @@ def update(project: str, rpm: int | None, tpm: int | None, max_parallel: int | N
     body = limit_fields(rpm, tpm, max_parallel, budget, period)
     if enabled is not None:
         body["enabled"] = enabled
-    show(call(url, master_key, "PATCH", f"/admin/projects/{project}", body), as_json, COLUMNS)
+    show(call(url, master_key, "PATCH", admin_path("projects", project), body), as_json, COLUMNS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from aigw.cli.admin_client import (
+    admin_path,
     call,
     json_option,
     key_option,
@@ -54,7 +55,7 @@ def list_(limit: int | None, after: str, url: str, master_key: str, as_json: boo
 @json_option
 def show_(tenant: str, url: str, master_key: str, as_json: bool) -> None:
     """Show TENANT (id or name)."""
-    show(call(url, master_key, "GET", f"/admin/tenants/{tenant}"), as_json, COLUMNS)
+    show(call(url, master_key, "GET", admin_path("tenants", tenant)), as_json, COLUMNS)
 
 
 @tenants_group.command("update")
@@ -70,4 +71,4 @@ def update(tenant: str, rpm: int | None, tpm: int | None, max_parallel: int | No
     body = limit_fields(rpm, tpm, max_parallel, budget, period)
     if enabled is not None:
         body["enabled"] = enabled
-    show(call(url, master_key, "PATCH", f"/admin/tenants/{tenant}", body), as_json, COLUMNS)
+    show(call(url, master_key, "PATCH", admin_path("tenants", tenant), body), as_json, COLUMNS)
