@@ -6,6 +6,7 @@ through click's envvar support on the commands; nothing here reads the environme
 
 from __future__ import annotations
 
+import http.client
 import json
 import sys
 import urllib.error
@@ -37,8 +38,11 @@ def admin_path(*segments: str) -> str:
 
 
 class AdminClient:
+    """Every failure is an ``AdminError``: the gateway's refusal (its HTTP status), or status 0 for a
+    bad URL, a gateway that cannot be reached, or an answer that is not the gateway's."""
+
     def __init__(self, url: str = DEFAULT_URL, key: str = "", timeout_s: float = 30.0) -> None:
-        self.url = url.rstrip("/")
+        self.url = _checked_url(url)
         self.key = key
         self.timeout_s = timeout_s
 
@@ -49,27 +53,42 @@ class AdminClient:
         params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("accept", "application/json")
-        if data is not None:
-            req.add_header("content-type", "application/json")
-        if self.key:
-            req.add_header("authorization", f"Bearer {self.key}")
+        raw = self._send(method, url, json.dumps(body).encode() if body is not None else None)
+        if as_text:
+            return raw.decode(errors="replace")
         try:
+            return json.loads(raw or b"null")
+        except ValueError:
+            raise AdminError(0, f"the answer of {self.url} is not JSON: is it the gateway's URL? "
+                                f"(set --url or AIGW_URL)") from None
+
+    def _send(self, method: str, url: str, data: bytes | None) -> bytes:
+        headers = {"accept": "application/json"}
+        if data is not None:
+            headers["content-type"] = "application/json"
+        if self.key:
+            headers["authorization"] = f"Bearer {self.key}"
+        try:
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                raw = resp.read()
-                return raw.decode() if as_text else json.loads(raw or b"null")
+                raw: bytes = resp.read()
+                return raw
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            try:
+                raw = exc.read()
+            except (OSError, http.client.HTTPException):  # the refusal's body was cut off
+                raw = b""
             try:
                 payload = json.loads(raw)
                 message = payload.get("error", {}).get("message") or raw.decode(errors="replace")
             except (ValueError, AttributeError):
                 payload, message = None, raw.decode(errors="replace")[:300]
-            raise AdminError(exc.code, message, payload) from None
+            raise AdminError(exc.code, _one_line(message), payload) from None
         except urllib.error.URLError as exc:
-            raise AdminError(0, f"cannot reach the gateway at {self.url} ({exc.reason})") from None
+            raise AdminError(0, f"cannot reach the gateway at {self.url} ({_one_line(exc.reason)})") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # reset, timeout, bad header, ...
+            why = _one_line(exc) or type(exc).__name__
+            raise AdminError(0, f"cannot talk to the gateway at {self.url} ({why})") from None
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query)
@@ -79,6 +98,39 @@ class AdminClient:
 
     def patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, body)
+
+
+def _checked_url(url: str) -> str:
+    """``url`` without a trailing '/', if it can be a gateway's address; else an ``AdminError`` saying why."""
+    url = url.strip()
+    why = _url_problem(url)
+    if why:
+        raise AdminError(0, f"bad gateway URL {url!r}: {why} (set --url or AIGW_URL, e.g. {DEFAULT_URL})")
+    return url.rstrip("/")
+
+
+def _url_problem(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # an unclosed '[' of an IPv6 host
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "not an http(s) URL"
+    if not parts.hostname:
+        return "no host"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it contains a space or a control character"
+    if "?" in url or "#" in url:
+        return "a gateway URL has no query or fragment"
+    try:
+        parts.port  # noqa: B018 -- parsing it is the check
+    except ValueError as exc:
+        return f"bad port ({exc})"
+    return ""
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 # -- shared CLI options and output -----------------------------------------------------

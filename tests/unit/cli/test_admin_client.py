@@ -1,0 +1,91 @@
+"""The admin commands with a gateway URL that is wrong, or answers wrong: one line of error, exit 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from click.testing import CliRunner, Result
+
+from aigw.cli.main import cli
+from tests.support.servers import free_port
+
+BAD_URLS = [
+    ("notaurl", "not an http(s) URL"),
+    ("127.0.0.1:4000", "not an http(s) URL"),
+    ("ftp://127.0.0.1/", "not an http(s) URL"),
+    ("file:///etc/passwd", "not an http(s) URL"),
+    ("http://", "no host"),
+    ("http://127.0.0.1:notaport", "port"),
+    ("http://127.0.0.1:99999", "port"),
+    ("http://[::1", "IPv6"),
+    ("http://exa mple.com", "space"),
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIGW_URL", raising=False)
+    monkeypatch.delenv("AIGW_MASTER_KEY", raising=False)
+
+
+def _one_line_error(result: Result) -> str:
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exc_info)
+    assert result.stdout == "" and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("url", "says"), BAD_URLS)
+def test_a_bad_gateway_url_is_one_line_of_error(url: str, says: str) -> None:
+    line = _one_line_error(CliRunner().invoke(cli, ["tenants", "list"], env={"AIGW_URL": url}))
+    assert says in line and "AIGW_URL" in line and "--url" in line
+    line = _one_line_error(CliRunner().invoke(cli, ["tenants", "show", "a", "--url", url]))
+    assert says in line
+
+
+@pytest.fixture
+def not_json() -> Iterator[str]:
+    """A web server that is not the gateway: every GET gets a 200 HTML page."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>hello</body></html>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_an_answer_that_is_not_json_is_one_line_of_error(not_json: str) -> None:
+    line = _one_line_error(CliRunner().invoke(cli, ["tenants", "list", "--url", not_json]))
+    assert "not JSON" in line and not_json in line
+
+
+def test_the_aigw_command_prints_no_traceback_for_a_bad_or_absent_gateway() -> None:
+    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for url, says in (("notaurl", "not an http(s) URL"), (refused, "cannot reach the gateway")):
+        proc = subprocess.run([sys.executable, "-c", "from aigw.cli.main import main; main()", "tenants", "list"],
+                              env={**os.environ, "AIGW_URL": url}, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
