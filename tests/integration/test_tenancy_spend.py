@@ -117,6 +117,18 @@ def test_a_prompt_over_the_tpm_cap_is_refused_for_good_and_sdks_do_not_retry(
     client.chat.completions.create(**chat_body("a short one"))  # and the key still works
 
 
+def test_calls_refused_before_the_pipeline_are_in_the_ledger_too(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "refused-co", models=["mock"])
+    client = _client(gw, key["key"])
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(**{**chat_body(), "model": "mock-slow"})  # a model the key may not use
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="mock", messages=[{"role": "nobody", "content": "hi"}])
+    client.chat.completions.create(**chat_body())
+    row = _rows(admin, key["id"], 3)
+    assert (row["requests"], row["errors"]) == (3, 2)
+
+
 def test_a_project_limit_covers_all_its_keys(gw: RunningGateway, admin: AdminClient) -> None:
     k1 = setup_key(admin, "proj-limit-co", project="shared")
     admin.patch(f"/admin/projects/{k1['project_id']}", {"rpm": 3})

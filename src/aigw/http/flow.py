@@ -59,6 +59,8 @@ class Flow:
         parse: Callable[[JSON, bytes], Parsed],
     ) -> None:
         ctx: RequestContext | None = None
+        principal: Principal | None = None
+        body: JSON | None = None
         try:
             principal = self.auth.known(req.headers) or await self.auth.authenticate(req.headers)
             body = await req.json(self.max_body)
@@ -85,6 +87,8 @@ class Flow:
             if ctx is not None:
                 ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
         except errors.GatewayError as err:
+            if ctx is None and principal is not None:  # a known caller refused before the pipeline (bad body,
+                ctx = _refused(req, api, endpoint, principal, body)  # a model it may not use): metered and billed
             if ctx is not None:
                 ctx.error = err
             await send_error(send, api, err, req.request_id, ctx.response_headers if ctx is not None else None)
@@ -139,6 +143,17 @@ def served_headers(ctx: RequestContext) -> Headers:
         out = [(k, v) for k, v in out if k.decode("latin-1") not in extra]
     out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     return out
+
+
+def _refused(req: HttpRequest, api: ApiFormat, endpoint: Endpoint, principal: Principal,
+             body: JSON | None) -> RequestContext:
+    """The context of a request refused before the pipeline ran, so that its finish hooks (metrics, request
+    log, the spend ledger's row) see it like any other refusal."""
+    body = body if isinstance(body, dict) else {}
+    model = body.get("model")
+    return RequestContext(request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
+                          body=body, model=model if isinstance(model, str) else "", principal=principal,
+                          headers=req.headers)
 
 
 def _check_model_allowed(principal: Principal, model: str) -> None:
