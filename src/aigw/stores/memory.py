@@ -124,7 +124,7 @@ class MemoryRateLimiter:
                     req.used(sec)
                 if req.total >= rpm:
                     return _refuse(scope, "rpm", req.wait_s(now, req.total, 1, rpm),
-                                   _figures(rpm, req.total, 0, 0, 0))
+                                   _figures(rpm, req.total, tpm, tok.used(sec) if tpm else 0, est_tokens))
             if tpm:
                 buckets = tok.buckets
                 if buckets and buckets[0][0] <= cutoff:
@@ -162,6 +162,8 @@ class MemoryRateLimiter:
                          remaining_requests=rpm - req.total if rpm > req.total else 0 if rpm else None,
                          limit_tokens=tpm or None,
                          remaining_tokens=tpm - tok.total if tpm > tok.total else 0 if tpm else None,
+                         # when the oldest request counted leaves the window: one more fits from then on
+                         reset_requests_s=req.buckets[0][0] + WINDOW_S - now if rpm else 0.0,
                          taken_at=sec)
 
     def give_back(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int, now: float) -> None:

@@ -61,6 +61,21 @@ async def test_rpm_admits_exactly_the_limit_then_says_when_to_retry(backend: tup
     assert 0 < refused.retry_after_s <= 60
 
 
+async def test_an_accepted_call_says_when_the_window_frees_a_request(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    scope = Scope("key", "reset", Limits(rpm=5))
+    first = await limiter.admit([scope], "a", 0)
+    assert 59 < first.reset_requests_s <= 60  # this call leaves the window in a minute
+
+
+async def test_an_rpm_refusal_still_reports_the_token_figures(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    scope = Scope("key", "both", Limits(rpm=1, tpm=1000))
+    assert (await limiter.admit([scope], "a", 100)).allowed
+    refused = await limiter.admit([scope], "b", 100)
+    assert refused.reason == "rpm" and (refused.limit_tokens, refused.remaining_tokens) == (1000, 800)
+
+
 async def test_concurrent_admissions_never_exceed_the_limit(backend: tuple[Any, Any]) -> None:
     limiter, _ = backend
     scope = Scope("key", "burst", Limits(rpm=50))

@@ -7,10 +7,11 @@
 --       amount, per budget scope: limit, ttl_s (0 = keep).
 -- Rate windows are per-second buckets over the last 60 s of the server's clock,
 -- so every replica sees one clock. Returns
---   {1, lim_r, rem_r, lim_t, rem_t, sec}                            admitted, reserved
+--   {1, lim_r, rem_r, lim_t, rem_t, sec, reset_r}                   admitted, reserved
 --   {0, index, reason, retry_after_s, lim_r, rem_r, lim_t, rem_t}   a rate limit refused: nothing taken
---   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t, sec}       rates taken, the budget refused
--- (sec: the second that took the estimate, which leave.lua refunds into)
+--   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t, sec, reset_r}  rates taken, the budget refused
+-- (sec: the second that took the estimate, which leave.lua refunds into; reset_r: seconds until
+-- the key's oldest counted request leaves its window)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local sec = math.floor(now)
@@ -37,17 +38,23 @@ local function wait(items, used, need, cap)
   return 60
 end
 
-local head = {-1, -1, -1, -1}
+local head = {-1, -1, -1, -1, '0'}
 for i = 0, nr - 1 do
   local rpm, tpm, par = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3]), tonumber(ARGV[7 + i * 3])
   local kr, kt, kp = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
-  local info = {-1, -1, -1, -1}
+  local info = {-1, -1, -1, -1, '0'}
   if rpm > 0 then
     local used, items = window(kr)
     info[1], info[2] = rpm, math.max(0, rpm - used - 1)
     if used + 1 > rpm then
+      if tpm > 0 then
+        local tused = window(kt)
+        info[3], info[4] = tpm, math.max(0, tpm - tused - est)
+      end
       return {0, i, 'rpm', tostring(wait(items, used, 1, rpm)), info[1], info[2], info[3], info[4]}
     end
+    -- when the oldest request counted leaves the window (this call, if the window was empty)
+    info[5] = tostring(math.max(0, (items[1] and items[1][1] or sec) + 60 - now))
   end
   if tpm > 0 then
     local used, items = window(kt)
@@ -79,7 +86,7 @@ for j = 1, nb do
   local limit = tonumber(ARGV[b + j * 2 - 1])
   local spent = tonumber(redis.call('GET', KEYS[nr * 3 + j]) or '0')
   if spent + amount > limit then
-    return {2, j - 1, tostring(limit), tostring(spent), head[1], head[2], head[3], head[4], sec}
+    return {2, j - 1, tostring(limit), tostring(spent), head[1], head[2], head[3], head[4], sec, head[5]}
   end
 end
 for j = 1, nb do
@@ -87,4 +94,4 @@ for j = 1, nb do
   local kttl = tonumber(ARGV[b + j * 2])
   if kttl > 0 then redis.call('EXPIRE', KEYS[nr * 3 + j], kttl) end
 end
-return {1, head[1], head[2], head[3], head[4], sec}
+return {1, head[1], head[2], head[3], head[4], sec, head[5]}
