@@ -74,6 +74,8 @@ def _validated(model: type[M], data: JSON) -> M:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
         msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] == "value_error":  # our own validators: their words, without pydantic's "Value error, "
+            msg = str(first["ctx"]["error"])
         raise errors.InvalidRequest(f"{field}: {msg}" if field else msg, param=field) from None
 
 
@@ -249,6 +251,8 @@ class AdminApi:
     # -- keys --------------------------------------------------------------------------
     async def create_key(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         body = await parse_body(req, KeyIn)
+        if body.expires_at is not None and body.expires_at <= self.clock.now():  # a key that could never work
+            raise errors.InvalidRequest("expires_at is in the past", param="expires_at")
         proj = await self.project(body.project, admin_scope(p))
         secret = new_secret()
         k = ApiKey(id=new_id("key"), tenant_id=proj.tenant_id, project_id=proj.id, key_hash=hash_secret(secret),

@@ -55,19 +55,27 @@ class ProjectPatch(TenantPatch):
     pass
 
 
-def parse_time(value: str | float | None) -> float | None:
-    """ISO 8601 (a date, or a time with or without zone: UTC assumed) or epoch seconds."""
+EARLIEST, LATEST = 0.0, 253402300799.0  # 1970-01-01 and 9999-12-31T23:59:59Z: the times a record can show
+
+
+def parse_time(value: Any) -> float | None:
+    """ISO 8601 (a date, or a time with or without zone: UTC assumed) or epoch seconds, from 1970 to 9999.
+    Anything else is refused here, before it is stored: a time no record can show broke every listing."""
     if value is None or value == "":
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError("expected an ISO 8601 time, e.g. 2026-12-31T23:59:59Z") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected an ISO 8601 time (e.g. 2026-12-31T23:59:59Z) or epoch seconds")
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("expected an ISO 8601 time, e.g. 2026-12-31T23:59:59Z") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        value = parsed.timestamp()
+    if not EARLIEST <= value <= LATEST:  # NaN too
+        raise ValueError("out of range: a time from 1970 to 9999, in epoch seconds (not milliseconds)")
+    return float(value)
 
 
 class KeyIn(LimitsIn):
@@ -105,8 +113,11 @@ class RotateIn(_In):
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
+    """Total, as a second line of defence: a stored time out of range (saved before ``parse_time`` checked)
+    shows as the nearest one a datetime holds, rather than failing every listing that includes it."""
+    if ts is None or ts != ts:
         return None
+    ts = min(max(ts, EARLIEST), LATEST)
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

@@ -1,0 +1,96 @@
+"""Bad input to the admin API, as an operator sees it: a 400 (or 404, 409) naming the field, nothing stored,
+and every listing still answering afterwards. Run on SQLite and on PostgreSQL, whose text type refuses NUL
+and which raises its own errors for duplicate names."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from aigw.cli.admin_client import AdminClient, AdminError
+from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.services import RUN_ID, postgres_dsn
+
+
+async def _pg(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    tmp: Path = tmp_path_factory.mktemp("admin-input")
+    if request.param == "sqlite":
+        with running_gateway(gateway_config(tmp / "gw.db")) as g:
+            yield g
+        return
+    dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_pg(dsn, f'CREATE SCHEMA "{schema}"'))
+    try:
+        cfg = gateway_config(tmp / "unused.db", database_url=f"{dsn}?search_path={schema}")
+        cfg["tenancy"].update(migrate_on_start=True, ledger={"flush_interval_s": 0.05,
+                                                             "spill_file": str(tmp / "spill.jsonl")})
+        with running_gateway(cfg) as g:
+            yield g
+    finally:
+        asyncio.run(_pg(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def admin(gw: RunningGateway) -> AdminClient:
+    return AdminClient(gw.url, MASTER)
+
+
+def refused(call: Callable[[], Any], status: int, param: str | None, says: str = "") -> dict[str, Any]:
+    """The OpenAI-style error body of a call the API must refuse."""
+    with pytest.raises(AdminError) as err:
+        call()
+    assert err.value.status == status, err.value.message
+    body: dict[str, Any] = err.value.body["error"]
+    assert body["param"] == param, body
+    assert says in body["message"], body
+    return body
+
+
+def test_an_expiry_that_is_not_a_time_from_1970_to_9999_is_refused_and_nothing_is_stored(
+        admin: AdminClient) -> None:
+    first = setup_key(admin, "expiry-co")
+    project = first["project_id"]
+    for bad in (1798761600000, 1e20, -1e20, True, {}, [], "next tuesday", "10000-01-01"):
+        body = refused(lambda bad=bad: admin.post("/admin/keys", {"project": project, "expires_at": bad}),
+                       400, "expires_at")
+        assert body["type"] == "invalid_request_error"
+        refused(lambda bad=bad: admin.patch(f"/admin/keys/{first['id']}", {"expires_at": bad}), 400, "expires_at")
+    assert "milliseconds" in refused(lambda: admin.post("/admin/keys", {"project": project,
+                                                                         "expires_at": 1798761600000}),
+                                     400, "expires_at")["message"]
+    # listings still answer, with the one key made above, unchanged
+    assert [k["id"] for k in admin.get("/admin/keys", project=project)["data"]] == [first["id"]]
+    assert admin.get(f"/admin/keys/{first['id']}")["expires_at"] is None
+    tenant_admin = AdminClient(admin.url, setup_key(admin, "expiry-co", role="tenant_admin")["key"])
+    assert len(tenant_admin.get("/admin/keys")["data"]) == 2
+    # the forms clients send still work
+    for good, shown in (("2099-01-01T00:00:00Z", "2099-01-01T00:00:00Z"), (4102444800, "2100-01-01T00:00:00Z"),
+                        ("9999-12-31", "9999-12-31T00:00:00Z"), ("", None), (None, None)):
+        assert admin.post("/admin/keys", {"project": project, "expires_at": good})["expires_at"] == shown
+
+
+def test_a_new_key_cannot_expire_in_the_past_but_a_patch_may_end_one_now(admin: AdminClient) -> None:
+    first = setup_key(admin, "past-co")
+    for past in (time.time() - 10, "2020-01-01", 0):
+        refused(lambda past=past: admin.post("/admin/keys", {"project": first["project_id"], "expires_at": past}),
+                400, "expires_at", "expires_at is in the past")
+    assert len(admin.get("/admin/keys", project=first["project_id"])["data"]) == 1
+    ended = admin.patch(f"/admin/keys/{first['id']}", {"expires_at": "2020-01-01T00:00:00Z"})
+    assert ended["expires_at"] == "2020-01-01T00:00:00Z"

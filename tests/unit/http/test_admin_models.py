@@ -1,0 +1,35 @@
+"""How the admin API reads times and shows records (aigw.http.admin_models)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw.http.admin_models import iso, key_out, parse_time
+from aigw.stores.base import ApiKey
+
+
+@pytest.mark.parametrize("stored, shown", [(1e20, "9999-12-31T23:59:59Z"), (1798761600000, "9999-12-31T23:59:59Z"),
+                                           (-1e20, "1970-01-01T00:00:00Z"), (float("inf"), "9999-12-31T23:59:59Z"),
+                                           (float("nan"), None), (None, None), (0, "1970-01-01T00:00:00Z")])
+def test_a_stored_time_out_of_range_still_shows(stored: float | None, shown: str | None) -> None:
+    """Rows saved before expiry was range-checked must not turn every listing into a 500."""
+    assert iso(stored) == shown
+    key = ApiKey(id="key_1", tenant_id="t", project_id="p", key_hash="h", prefix="sk-aigw-abcd",
+                 expires_at=stored, created_at=1_800_000_000.0)
+    assert key_out(key)["expires_at"] == shown
+
+
+@pytest.mark.parametrize("raw, parsed", [("2027-01-01", 1798761600.0), ("2027-01-01T01:00:00+01:00", 1798761600.0),
+                                         ("2027-01-01T00:00:00Z", 1798761600.0), (1798761600, 1798761600.0),
+                                         (0, 0.0), ("", None), (None, None)])
+def test_times_from_1970_to_9999_are_read(raw: object, parsed: float | None) -> None:
+    assert parse_time(raw) == parsed
+
+
+@pytest.mark.parametrize("raw, says", [(1798761600000, "not milliseconds"), (-1, "out of range"),
+                                       (10**400, "out of range"), (float("nan"), "out of range"),
+                                       ("9999-12-31T23:59:59-01:00", "out of range"), (True, "epoch seconds"),
+                                       ({}, "epoch seconds"), ([], "epoch seconds"), ("soon", "ISO 8601")])
+def test_anything_else_is_refused(raw: object, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_time(raw)
