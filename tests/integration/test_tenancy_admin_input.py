@@ -94,3 +94,22 @@ def test_a_new_key_cannot_expire_in_the_past_but_a_patch_may_end_one_now(admin: 
     assert len(admin.get("/admin/keys", project=first["project_id"])["data"]) == 1
     ended = admin.patch(f"/admin/keys/{first['id']}", {"expires_at": "2020-01-01T00:00:00Z"})
     assert ended["expires_at"] == "2020-01-01T00:00:00Z"
+
+
+def test_limits_out_of_range_or_of_the_wrong_type_are_refused(admin: AdminClient) -> None:
+    for field, bad in (("budget_usd", 1e308), ("budget_usd", 1e9 + 1), ("budget_usd", "Infinity"),
+                       ("budget_usd", True), ("budget_usd", "5"), ("rpm", 2**53 + 1), ("rpm", True), ("rpm", "5"),
+                       ("rpm", 5.5), ("tpm", True), ("max_parallel", "2"), ("budget_period", 1)):
+        refused(lambda field=field, bad=bad: admin.post("/admin/tenants", {"name": "v3", field: bad}), 400, field)
+    refused(lambda: admin.get("/admin/tenants/v3"), 404, None)  # nothing was stored
+    t = admin.post("/admin/tenants", {"name": "v3", "budget_usd": 5, "rpm": 2**53, "tpm": 1})  # ints for floats
+    assert (t["budget_usd"], t["rpm"]) == (5.0, 2**53)
+    assert admin.post("/admin/tenants", {"name": "v3-max", "budget_usd": 1e9})["budget_usd"] == 1e9
+    for field, bad in (("enabled", "no"), ("enabled", 0), ("rpm", True), ("budget_usd", 1e308)):
+        refused(lambda field=field, bad=bad: admin.patch(f"/admin/tenants/{t['id']}", {field: bad}), 400, field)
+    assert admin.get(f"/admin/tenants/{t['id']}") == t  # unchanged
+    key = setup_key(admin, "v3")
+    for bad in (True, "60", 1e308):
+        refused(lambda bad=bad: admin.post(f"/admin/keys/{key['id']}/rotate", {"grace_s": bad}), 400, "grace_s")
+    assert admin.get(f"/admin/keys/{key['id']}")["prefix"] == key["prefix"]  # not rotated
+    assert admin.post(f"/admin/keys/{key['id']}/rotate", {"grace_s": 60})["previous_key_until"]

@@ -11,14 +11,20 @@ from aigw.stores.base import ApiKey, Limits, Period, Project, Tenant
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: ``true`` is no rpm of 1, ``"5"`` no number, ``"no"`` no false (a whole number still fits a float)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+MAX_COUNT = 2**53  # rpm, tpm, max_parallel: past this the Redis scripts' doubles stop counting exactly
+MAX_BUDGET_USD = 1e9  # in nano-dollars 1e18, inside a 64-bit counter; 1e308 overflowed to inf, every call a 500
 
 
 class LimitsIn(_In):
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    max_parallel: int | None = Field(default=None, ge=1)
-    budget_usd: float | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_parallel: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    budget_usd: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     budget_period: Period | None = None
 
     def limits(self, base: Limits | None = None) -> Limits:
@@ -109,7 +115,7 @@ class RotateIn(_In):
     """``POST /admin/keys/{id}/rotate`` (the body is optional): how long the old secret keeps working,
     so clients can move to the new one without a failed call (at most 30 days; 0: it stops now)."""
 
-    grace_s: float = Field(default=0, ge=0, le=30 * 86400)
+    grace_s: float = Field(default=0, ge=0, le=30 * 86400, allow_inf_nan=False)
 
 
 def iso(ts: float | None) -> str | None:
