@@ -113,3 +113,11 @@ def test_limits_out_of_range_or_of_the_wrong_type_are_refused(admin: AdminClient
         refused(lambda bad=bad: admin.post(f"/admin/keys/{key['id']}/rotate", {"grace_s": bad}), 400, "grace_s")
     assert admin.get(f"/admin/keys/{key['id']}")["prefix"] == key["prefix"]  # not rotated
     assert admin.post(f"/admin/keys/{key['id']}/rotate", {"grace_s": 60})["previous_key_until"]
+
+
+def test_clearing_a_budget_and_its_period_resets_the_period_to_the_default(admin: AdminClient) -> None:
+    t = admin.post("/admin/tenants", {"name": "period-co", "budget_usd": 5, "budget_period": "daily"})
+    cleared = admin.patch(f"/admin/tenants/{t['id']}", {"budget_usd": None, "budget_period": None})
+    assert (cleared["budget_usd"], cleared["budget_period"]) == (None, "monthly")
+    kept = admin.patch(f"/admin/tenants/{t['id']}", {"budget_period": "weekly"})
+    assert admin.patch(f"/admin/tenants/{t['id']}", {"rpm": 5})["budget_period"] == kept["budget_period"] == "weekly"

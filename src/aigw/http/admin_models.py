@@ -28,15 +28,16 @@ class LimitsIn(_In):
     budget_period: Period | None = None
 
     def limits(self, base: Limits | None = None) -> Limits:
-        """New limits: fields sent replace the base's (``null`` clears one)."""
+        """New limits: fields sent replace the base's (``null`` clears one; for the period, back to the default)."""
         cur = base or Limits()
         sent = self.model_fields_set
+        period = (self.budget_period or Limits().budget_period) if "budget_period" in sent else cur.budget_period
         return Limits(
             rpm=self.rpm if "rpm" in sent else cur.rpm,
             tpm=self.tpm if "tpm" in sent else cur.tpm,
             max_parallel=self.max_parallel if "max_parallel" in sent else cur.max_parallel,
             budget_usd=self.budget_usd if "budget_usd" in sent else cur.budget_usd,
-            budget_period=self.budget_period or cur.budget_period,
+            budget_period=period,
         )
 
 
