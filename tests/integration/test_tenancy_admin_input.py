@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,44 @@ def test_clearing_a_budget_and_its_period_resets_the_period_to_the_default(admin
     assert (cleared["budget_usd"], cleared["budget_period"]) == (None, "monthly")
     kept = admin.patch(f"/admin/tenants/{t['id']}", {"budget_period": "weekly"})
     assert admin.patch(f"/admin/tenants/{t['id']}", {"rpm": 5})["budget_period"] == kept["budget_period"] == "weekly"
+
+
+def test_renaming_to_a_taken_name_is_a_409_and_changes_nothing(admin: AdminClient) -> None:
+    acme = admin.post("/admin/tenants", {"name": "ren-acme"})
+    beta = admin.post("/admin/tenants", {"name": "ren-beta"})
+    body = refused(lambda: admin.patch(f"/admin/tenants/{beta['id']}", {"name": "ren-acme"}), 409, "name",
+                   "A tenant named `ren-acme` exists already.")
+    assert body["code"] == "already_exists"
+    assert admin.get(f"/admin/tenants/{beta['id']}")["name"] == "ren-beta"
+    assert admin.patch(f"/admin/tenants/{acme['id']}", {"name": "ren-acme"})["name"] == "ren-acme"  # its own name
+    web = admin.post("/admin/projects", {"name": "web", "tenant": beta["id"]})
+    admin.post("/admin/projects", {"name": "api", "tenant": beta["id"]})
+    admin.post("/admin/projects", {"name": "app", "tenant": acme["id"]})
+    body = refused(lambda: admin.patch(f"/admin/projects/{web['id']}", {"name": "api"}), 409, "name",
+                   "Tenant `ren-beta` has a project `api` already.")
+    assert body["code"] == "already_exists"
+    assert admin.get(f"/admin/projects/{web['id']}")["name"] == "web"
+    assert admin.patch(f"/admin/projects/{web['id']}", {"name": "app"})["name"] == "app"  # another tenant's name
+
+
+def test_concurrent_creates_of_one_name_make_one_and_refuse_the_rest_with_409(admin: AdminClient) -> None:
+    def create(_: int) -> int:
+        try:
+            admin.post("/admin/tenants", {"name": "race-co"})
+            return 201
+        except AdminError as err:
+            return err.status
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(create, range(16))) == [201] + [409] * 15
+    tenant = admin.get("/admin/tenants/race-co")
+
+    def create_project(_: int) -> int:
+        try:
+            admin.post("/admin/projects", {"name": "p", "tenant": tenant["id"]})
+            return 201
+        except AdminError as err:
+            return err.status
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(create_project, range(16))) == [201] + [409] * 15

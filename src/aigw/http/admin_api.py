@@ -43,6 +43,7 @@ from aigw.http.wire_openai import error_body
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Database, KeyVersion, Project, Tenant
 from aigw.stores.keygen import display_prefix, hash_secret, new_id, new_secret
+from aigw.stores.sql import UniqueViolation
 from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.admin")
@@ -140,6 +141,16 @@ def _not_found(what: str, ident: str) -> errors.NotFound:
     return errors.NotFound(f"No {what} `{ident}`.", code=f"{what}_not_found")
 
 
+def _tenant_taken(name: str) -> errors.InvalidRequest:
+    return errors.InvalidRequest(f"A tenant named `{name}` exists already.", status=409, code="already_exists",
+                                 param="name")
+
+
+def _project_taken(tenant_name: str, name: str) -> errors.InvalidRequest:
+    return errors.InvalidRequest(f"Tenant `{tenant_name}` has a project `{name}` already.", status=409,
+                                 code="already_exists", param="name")
+
+
 class AdminApi:
     def __init__(self, db: Database, version: KeyVersion, clock: Clock, on_change: Callable[[], None]) -> None:
         self.db = db
@@ -181,11 +192,13 @@ class AdminApi:
             raise errors.PermissionDenied("Only the master key can create tenants.")
         body = await parse_body(req, TenantIn)
         if await self.db.find_tenant(body.name) is not None:
-            raise errors.InvalidRequest(f"A tenant named `{body.name}` exists already.", status=409,
-                                        code="already_exists")
+            raise _tenant_taken(body.name)
         t = Tenant(id=new_id("ten"), name=body.name, limits=body.limits(), metadata=body.metadata,
                    created_at=self.clock.now())
-        await self.db.add_tenant(t)
+        try:
+            await self.db.add_tenant(t)
+        except UniqueViolation:  # a concurrent call took the name after the check above
+            raise _tenant_taken(body.name) from None
         return 201, tenant_out(t)
 
     async def list_tenants(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
@@ -206,8 +219,14 @@ class AdminApi:
         if req.method == "DELETE":
             t.enabled = False
         else:
-            apply_patch(t, await parse_body(req, TenantPatch))
-        await self.db.save_tenant(t)
+            body = await parse_body(req, TenantPatch)
+            if body.name and (other := await self.db.find_tenant(body.name)) is not None and other.id != t.id:
+                raise _tenant_taken(body.name)
+            apply_patch(t, body)
+        try:
+            await self.db.save_tenant(t)
+        except UniqueViolation:  # renamed to a name a concurrent call took after the check above
+            raise _tenant_taken(t.name) from None
         await self._changed()
         return 200, tenant_out(t)
 
@@ -219,11 +238,13 @@ class AdminApi:
             raise errors.InvalidRequest("tenant: required (a tenant id or name)", param="tenant")
         t = await self.tenant(body.tenant or str(scope), scope)
         if await self.db.find_project(body.name, t.id) is not None:
-            raise errors.InvalidRequest(f"Tenant `{t.name}` has a project `{body.name}` already.", status=409,
-                                        code="already_exists")
+            raise _project_taken(t.name, body.name)
         proj = Project(id=new_id("prj"), tenant_id=t.id, name=body.name, limits=body.limits(),
                        metadata=body.metadata, created_at=self.clock.now())
-        await self.db.add_project(proj)
+        try:
+            await self.db.add_project(proj)
+        except UniqueViolation:  # a concurrent call took the name after the check above
+            raise _project_taken(t.name, body.name) from None
         return 201, project_out(proj)
 
     async def list_projects(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
@@ -243,8 +264,14 @@ class AdminApi:
         if req.method == "DELETE":
             proj.enabled = False
         else:
-            apply_patch(proj, await parse_body(req, ProjectPatch))
-        await self.db.save_project(proj)
+            body = await parse_body(req, ProjectPatch)
+            if body.name and (other := await self.db.find_project(body.name, proj.tenant_id)) and other.id != proj.id:
+                raise _project_taken((await self.tenant(proj.tenant_id, None)).name, body.name)
+            apply_patch(proj, body)
+        try:
+            await self.db.save_project(proj)
+        except UniqueViolation:  # renamed to a name a concurrent call took after the check above
+            raise _project_taken((await self.tenant(proj.tenant_id, None)).name, proj.name) from None
         await self._changed()
         return 200, project_out(proj)
 

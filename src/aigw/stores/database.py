@@ -25,7 +25,7 @@ from aigw.stores.base import (
     window_of,
     window_start_day,
 )
-from aigw.stores.sql import Row, Sql, fetchone, migrate, pending
+from aigw.stores.sql import Row, Sql, UniqueViolation, fetchone, is_unique_violation, migrate, pending
 
 
 def _limits_json(lim: Limits) -> str:
@@ -107,11 +107,21 @@ class SqlDatabase:
         await self.sql.execute("UPDATE aigw_meta SET value = value + 1 WHERE name = 'key_version'")
         return await self.key_version()
 
+    async def _named(self, sql: str, *args: Any) -> None:
+        """A write of a tenant's or project's name: a name taken meanwhile raises ``UniqueViolation`` (the
+        caller's duplicate check and this write are two steps, and a concurrent call can come between)."""
+        try:
+            await self.sql.execute(sql, *args)
+        except Exception as exc:
+            if is_unique_violation(exc):
+                raise UniqueViolation(str(exc)) from exc
+            raise
+
     # -- tenants -------------------------------------------------------------------
     async def add_tenant(self, t: Tenant) -> None:
-        await self.sql.execute("INSERT INTO tenants (id, name, limits, enabled, metadata, created_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?)", t.id, t.name, _limits_json(t.limits), int(t.enabled),
-                               _j(t.metadata), t.created_at)
+        await self._named("INSERT INTO tenants (id, name, limits, enabled, metadata, created_at) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", t.id, t.name, _limits_json(t.limits), int(t.enabled),
+                          _j(t.metadata), t.created_at)
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = await fetchone(self.sql, "SELECT * FROM tenants WHERE id = ?", tenant_id)
@@ -127,14 +137,14 @@ class SqlDatabase:
         return [_tenant(r) for r in await self.sql.fetch(sql, *args)]
 
     async def save_tenant(self, t: Tenant) -> None:
-        await self.sql.execute("UPDATE tenants SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
-                               t.name, _limits_json(t.limits), int(t.enabled), _j(t.metadata), t.id)
+        await self._named("UPDATE tenants SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
+                          t.name, _limits_json(t.limits), int(t.enabled), _j(t.metadata), t.id)
 
     # -- projects ------------------------------------------------------------------
     async def add_project(self, p: Project) -> None:
-        await self.sql.execute("INSERT INTO projects (id, tenant_id, name, limits, enabled, metadata, created_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?)", p.id, p.tenant_id, p.name, _limits_json(p.limits),
-                               int(p.enabled), _j(p.metadata), p.created_at)
+        await self._named("INSERT INTO projects (id, tenant_id, name, limits, enabled, metadata, created_at) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)", p.id, p.tenant_id, p.name, _limits_json(p.limits),
+                          int(p.enabled), _j(p.metadata), p.created_at)
 
     async def get_project(self, project_id: str) -> Project | None:
         row = await fetchone(self.sql, "SELECT * FROM projects WHERE id = ?", project_id)
@@ -161,8 +171,8 @@ class SqlDatabase:
         return [_project(r) for r in await self.sql.fetch(sql, *args)]
 
     async def save_project(self, p: Project) -> None:
-        await self.sql.execute("UPDATE projects SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
-                               p.name, _limits_json(p.limits), int(p.enabled), _j(p.metadata), p.id)
+        await self._named("UPDATE projects SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
+                          p.name, _limits_json(p.limits), int(p.enabled), _j(p.metadata), p.id)
 
     # -- keys ----------------------------------------------------------------------
     async def add_key(self, k: ApiKey) -> None:

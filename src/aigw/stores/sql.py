@@ -8,6 +8,7 @@ applied in order inside one transaction each and recorded in ``schema_migrations
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
@@ -27,6 +28,18 @@ class Sql(Protocol):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
     def transaction(self) -> AbstractAsyncContextManager[Sql]: ...
+
+
+class UniqueViolation(Exception):
+    """A write broke a UNIQUE constraint (a name taken meanwhile by a concurrent call, say), on either backend."""
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """SQLite's ``UNIQUE constraint failed`` or PostgreSQL's SQLSTATE 23505 (asyncpg's ``UniqueViolationError``,
+    told by its code so that SQLite installs need no asyncpg)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return str(exc).startswith("UNIQUE constraint failed")
+    return getattr(exc, "sqlstate", None) == "23505"
 
 
 async def fetchone(db: Sql, sql: str, *args: Any) -> Row | None:

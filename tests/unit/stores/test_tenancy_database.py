@@ -23,6 +23,7 @@ from aigw.stores.base import (
     window_of,
 )
 from aigw.stores.database import SqlDatabase, open_database
+from aigw.stores.sql import UniqueViolation
 from tests.support.services import RUN_ID, postgres_dsn
 
 NOW = 1_800_000_000.0  # 2027-01-15
@@ -150,6 +151,29 @@ async def test_projects_are_found_within_a_tenant_only(db: SqlDatabase) -> None:
     assert await db.find_project("p2", "t1") is None
     assert await db.find_project("web", None) is None  # the name is ambiguous across tenants
     assert [k.id for k in await db.list_keys("t1", None)] == ["k1"]
+
+
+async def test_a_name_taken_meanwhile_is_a_unique_violation_on_both_backends(db: SqlDatabase) -> None:
+    """The admin API checks for a duplicate first; a concurrent create or rename between its check and the
+    write must still come back as a conflict (a 409), not as the driver's own error (a 500)."""
+    await _seed(db)
+    with pytest.raises(UniqueViolation):
+        await db.add_tenant(Tenant(id="t3", name="acme", created_at=NOW))
+    globex = await db.get_tenant("t2")
+    assert globex is not None
+    globex.name = "acme"
+    with pytest.raises(UniqueViolation):
+        await db.save_tenant(globex)
+    with pytest.raises(UniqueViolation):
+        await db.add_project(Project(id="p3", tenant_id="t1", name="web", created_at=NOW))
+    await db.add_project(Project(id="p3", tenant_id="t1", name="api", created_at=NOW))
+    api = await db.get_project("p3")
+    assert api is not None
+    api.name = "web"
+    with pytest.raises(UniqueViolation):
+        await db.save_project(api)
+    assert [t.name for t in await db.list_tenants()] == ["acme", "globex"]
+    assert [p.name for p in await db.list_projects("t1")] == ["web", "api"]
 
 
 async def test_key_changes_persist_and_bump_the_version(db: SqlDatabase) -> None:
