@@ -163,3 +163,9 @@ def test_concurrent_creates_of_one_name_make_one_and_refuse_the_rest_with_409(ad
 
     with ThreadPoolExecutor(8) as pool:
         assert sorted(pool.map(create_project, range(16))) == [201] + [409] * 15
+
+
+def test_a_list_limit_that_is_not_ascii_digits_is_a_400(admin: AdminClient) -> None:
+    for path in ("/admin/tenants", "/admin/projects", "/admin/keys"):
+        for bad in ("\u00b2", "\u0663", "1.5", "-1"):
+            refused(lambda path=path, bad=bad: admin.get(path, limit=bad), 400, "limit")

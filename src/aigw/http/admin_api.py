@@ -119,7 +119,7 @@ def _page_size(raw: str | None) -> int | None:
     """``limit`` of a list: 1 to 1000, or None (everything, as before pages existed)."""
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:  # "²" is a digit int() refuses
         raise errors.InvalidRequest("limit: a whole number from 1 to 1000", param="limit")
     return int(raw)
 
