@@ -169,3 +169,22 @@ def test_a_list_limit_that_is_not_ascii_digits_is_a_400(admin: AdminClient) -> N
     for path in ("/admin/tenants", "/admin/projects", "/admin/keys"):
         for bad in ("\u00b2", "\u0663", "1.5", "-1"):
             refused(lambda path=path, bad=bad: admin.get(path, limit=bad), 400, "limit")
+
+
+def test_nul_in_a_name_is_a_400_and_in_an_id_a_404(admin: AdminClient) -> None:
+    key = setup_key(admin, "nul-co")
+    refused(lambda: admin.post("/admin/tenants", {"name": "a\x00b"}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/tenants/{key['tenant_id']}", {"name": "a\x00b"}), 400, "name")
+    refused(lambda: admin.post("/admin/projects", {"name": "a\x00b", "tenant": "nul-co"}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/projects/{key['project_id']}", {"name": "a\x00b"}), 400, "name")
+    refused(lambda: admin.post("/admin/keys", {"project": key["project_id"], "name": "a\x00b"}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/keys/{key['id']}", {"name": "a\x00b"}), 400, "name")
+    for path in ("/admin/tenants/a%00b", "/admin/projects/a%00b", "/admin/keys/a%00b"):
+        refused(lambda path=path: admin.get(path), 404, None)
+    refused(lambda: admin.post("/admin/projects", {"name": "x", "tenant": "a\x00b"}), 404, None)
+    refused(lambda: admin.post("/admin/keys", {"project": "a\x00b"}), 404, None)
+    for path, query in (("/admin/keys", {"project": "a\x00b"}), ("/admin/projects", {"tenant": "a\x00b"}),
+                        ("/admin/tenants", {"after": "a\x00b"}), ("/admin/spend", {"key": "a\x00b"})):
+        refused(lambda path=path, query=query: admin.get(path, **query), 404, None)
+    assert admin.get(f"/admin/tenants/{key['tenant_id']}")["name"] == "nul-co"
+    assert len(admin.get("/admin/keys", tenant="nul-co")["data"]) == 1

@@ -168,20 +168,21 @@ class AdminApi:
                                      "unavailable); repeat the call to notify them.", retry_after=1.0) from None
 
     # -- lookups that respect the caller's tenant ------------------------------------
+    # An ident with NUL names nothing (no name may hold one), and PostgreSQL would refuse it with a 500.
     async def tenant(self, ident: str, scope: str | None) -> Tenant:
-        t = await self.db.find_tenant(ident)
+        t = await self.db.find_tenant(ident) if "\x00" not in ident else None
         if t is None or (scope is not None and t.id != scope):
             raise _not_found("tenant", ident)
         return t
 
     async def project(self, ident: str, scope: str | None) -> Project:
-        p = await self.db.find_project(ident, scope)
+        p = await self.db.find_project(ident, scope) if "\x00" not in ident else None
         if p is None:
             raise _not_found("project", ident)
         return p
 
     async def key(self, ident: str, scope: str | None) -> ApiKey:
-        k = await self.db.get_key(ident)
+        k = await self.db.get_key(ident) if "\x00" not in ident else None
         if k is None or (scope is not None and k.tenant_id != scope):
             raise _not_found("key", ident)
         return k

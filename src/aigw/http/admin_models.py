@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from aigw.stores.base import ApiKey, Limits, Period, Project, Tenant
 
@@ -16,6 +16,14 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _name(value: str) -> str:
+    """PostgreSQL's text cannot hold NUL: refused here, not a 500 from the database."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
 MAX_COUNT = 2**53  # rpm, tpm, max_parallel: past this the Redis scripts' doubles stop counting exactly
 MAX_BUDGET_USD = 1e9  # in nano-dollars 1e18, inside a 64-bit counter; 1e308 overflowed to inf, every call a 500
 
@@ -42,18 +50,18 @@ class LimitsIn(_In):
 
 
 class TenantIn(LimitsIn):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class TenantPatch(LimitsIn):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     enabled: bool | None = None
     metadata: dict[str, Any] | None = None
 
 
 class ProjectIn(LimitsIn):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     tenant: str = Field(default="", description="tenant id or name (a tenant admin key may omit it)")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -87,7 +95,7 @@ def parse_time(value: Any) -> float | None:
 
 class KeyIn(LimitsIn):
     project: str = Field(min_length=1, description="project id or name")
-    name: str = Field(default="", max_length=200)
+    name: Name = Field(default="", max_length=200)
     models: list[str] | None = None
     expires_at: float | None = None
     role: Literal["user", "tenant_admin"] = "user"
@@ -100,7 +108,7 @@ class KeyIn(LimitsIn):
 
 
 class KeyPatch(LimitsIn):
-    name: str | None = Field(default=None, max_length=200)
+    name: Name | None = Field(default=None, max_length=200)
     models: list[str] | None = None
     expires_at: float | None = None
     enabled: bool | None = None
