@@ -188,3 +188,15 @@ def test_nul_in_a_name_is_a_400_and_in_an_id_a_404(admin: AdminClient) -> None:
         refused(lambda path=path, query=query: admin.get(path, **query), 404, None)
     assert admin.get(f"/admin/tenants/{key['tenant_id']}")["name"] == "nul-co"
     assert len(admin.get("/admin/keys", tenant="nul-co")["data"]) == 1
+
+
+def test_names_of_whitespace_only_are_refused(admin: AdminClient) -> None:
+    key = setup_key(admin, "blank-co")
+    refused(lambda: admin.post("/admin/tenants", {"name": " \t "}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/tenants/{key['tenant_id']}", {"name": "  "}), 400, "name")
+    refused(lambda: admin.post("/admin/projects", {"name": "  ", "tenant": "blank-co"}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/projects/{key['project_id']}", {"name": "\n"}), 400, "name")
+    refused(lambda: admin.post("/admin/keys", {"project": key["project_id"], "name": "   "}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/keys/{key['id']}", {"name": " "}), 400, "name")
+    assert admin.post("/admin/keys", {"project": key["project_id"], "name": ""})["name"] == ""  # unnamed: fine
+    assert [p["name"] for p in admin.get("/admin/projects", tenant="blank-co")["data"]] == ["web"]
