@@ -200,3 +200,21 @@ def test_names_of_whitespace_only_are_refused(admin: AdminClient) -> None:
     refused(lambda: admin.patch(f"/admin/keys/{key['id']}", {"name": " "}), 400, "name")
     assert admin.post("/admin/keys", {"project": key["project_id"], "name": ""})["name"] == ""  # unnamed: fine
     assert [p["name"] for p in admin.get("/admin/projects", tenant="blank-co")["data"]] == ["web"]
+
+
+def test_metadata_that_cannot_be_stored_as_json_is_a_400(admin: AdminClient) -> None:
+    key = setup_key(admin, "deep-co")
+    deep: dict[str, Any] = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    refused(lambda: admin.post("/admin/tenants", {"name": "deep-2", "metadata": deep}), 400, "metadata")
+    refused(lambda: admin.get("/admin/tenants/deep-2"), 404, None)
+    refused(lambda: admin.patch(f"/admin/tenants/{key['tenant_id']}", {"metadata": deep}), 400, "metadata")
+    refused(lambda: admin.post("/admin/keys", {"project": key["project_id"], "metadata": deep}), 400, "metadata")
+    refused(lambda: admin.patch(f"/admin/keys/{key['id']}", {"metadata": deep}), 400, "metadata")
+    refused(lambda: admin.post("/admin/keys", {"project": key["project_id"], "metadata": {"big": "x" * 20_000}}),
+            400, "metadata")
+    assert admin.get(f"/admin/keys/{key['id']}")["metadata"] == {}
+    assert len(admin.get("/admin/keys", tenant="deep-co")["data"]) == 1
+    fine = {"team": "search", "tags": ["a", "b"], "nested": {"x": {"y": 1}}}
+    assert admin.patch(f"/admin/keys/{key['id']}", {"metadata": fine})["metadata"] == fine

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from aigw.stores.base import ApiKey, Limits, Period, Project, Tenant
@@ -27,6 +28,22 @@ def _name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_name)]
+MAX_METADATA_BYTES = 16 * 1024  # as JSON; it rides along in every cached key
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata is stored and shown as JSON, so it must serialise (orjson stops at 254 levels of nesting,
+    which a 256 KiB body can exceed): checked here, not found out by the database write as a 500."""
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        raise ValueError("cannot be stored as JSON (nested too deep?)") from None
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 MAX_COUNT = 2**53  # rpm, tpm, max_parallel: past this the Redis scripts' doubles stop counting exactly
 MAX_BUDGET_USD = 1e9  # in nano-dollars 1e18, inside a 64-bit counter; 1e308 overflowed to inf, every call a 500
 
@@ -54,19 +71,19 @@ class LimitsIn(_In):
 
 class TenantIn(LimitsIn):
     name: Name = Field(min_length=1, max_length=200)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class TenantPatch(LimitsIn):
     name: Name | None = Field(default=None, min_length=1, max_length=200)
     enabled: bool | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class ProjectIn(LimitsIn):
     name: Name = Field(min_length=1, max_length=200)
     tenant: str = Field(default="", description="tenant id or name (a tenant admin key may omit it)")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class ProjectPatch(TenantPatch):
@@ -102,7 +119,7 @@ class KeyIn(LimitsIn):
     models: list[str] | None = None
     expires_at: float | None = None
     role: Literal["user", "tenant_admin"] = "user"
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
     @field_validator("expires_at", mode="before")
     @classmethod
@@ -115,7 +132,7 @@ class KeyPatch(LimitsIn):
     models: list[str] | None = None
     expires_at: float | None = None
     enabled: bool | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     @field_validator("expires_at", mode="before")
     @classmethod
