@@ -218,3 +218,20 @@ def test_metadata_that_cannot_be_stored_as_json_is_a_400(admin: AdminClient) -> 
     assert len(admin.get("/admin/keys", tenant="deep-co")["data"]) == 1
     fine = {"team": "search", "tags": ["a", "b"], "nested": {"x": {"y": 1}}}
     assert admin.patch(f"/admin/keys/{key['id']}", {"metadata": fine})["metadata"] == fine
+
+
+def test_a_project_name_two_tenants_share_is_ambiguous_for_the_master_key(admin: AdminClient) -> None:
+    one = setup_key(admin, "amb-one", project="shared")
+    setup_key(admin, "amb-two", project="shared")
+    body = refused(lambda: admin.post("/admin/keys", {"project": "shared"}), 409, "project", "ambiguous")
+    assert body["code"] == "ambiguous_name"
+    assert len(admin.get("/admin/keys", project=one["project_id"])["data"]) == 1  # nothing stored
+    refused(lambda: admin.get("/admin/keys", project="shared"), 409, "project", "ambiguous")
+    refused(lambda: admin.get("/admin/spend", project="shared"), 409, "project", "ambiguous")
+    # naming the tenant, or the project by id, settles it
+    assert [k["id"] for k in admin.get("/admin/keys", tenant="amb-one", project="shared")["data"]] == [one["id"]]
+    assert admin.get("/admin/spend", tenant="amb-one", project="shared")["object"] == "spend_report"
+    assert admin.post("/admin/keys", {"project": one["project_id"]})["project_id"] == one["project_id"]
+    tenant_admin = AdminClient(admin.url, setup_key(admin, "amb-one", project="shared", role="tenant_admin")["key"])
+    assert tenant_admin.post("/admin/keys", {"project": "shared"})["project_id"] == one["project_id"]
+    refused(lambda: admin.post("/admin/keys", {"project": "nothing-here"}), 404, None, "No project `nothing-here`")

@@ -42,6 +42,7 @@ from aigw.http.respond import send_bytes, send_json
 from aigw.http.wire_openai import error_body
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Database, KeyVersion, Project, Tenant
+from aigw.stores.database import AmbiguousName
 from aigw.stores.keygen import display_prefix, hash_secret, new_id, new_secret
 from aigw.stores.sql import UniqueViolation
 from aigw.types import JSON, Clock
@@ -176,7 +177,12 @@ class AdminApi:
         return t
 
     async def project(self, ident: str, scope: str | None) -> Project:
-        p = await self.db.find_project(ident, scope) if "\x00" not in ident else None
+        try:
+            p = await self.db.find_project(ident, scope) if "\x00" not in ident else None
+        except AmbiguousName:  # the master key, and projects of several tenants have this name
+            raise errors.InvalidRequest(f"Project name `{ident}` is ambiguous: several tenants have a project of "
+                                        "that name. Pass the project's id (or, to a list or report, its tenant "
+                                        "too).", status=409, code="ambiguous_name", param="project") from None
         if p is None:
             raise _not_found("project", ident)
         return p
@@ -296,7 +302,7 @@ class AdminApi:
         if ident := req.query.get("tenant"):
             tenant_id = (await self.tenant(ident, scope)).id
         if ident := req.query.get("project"):
-            project_id = (await self.project(ident, scope)).id
+            project_id = (await self.project(ident, tenant_id)).id
         limit = _page_size(req.query.get("limit"))
         after = await self.key(ident, scope) if (ident := req.query.get("after")) else None
         return 200, _listing(await self.db.list_keys(tenant_id, project_id, _one_more(limit), after), limit, key_out)

@@ -28,6 +28,10 @@ from aigw.stores.base import (
 from aigw.stores.sql import Row, Sql, UniqueViolation, fetchone, is_unique_violation, migrate, pending
 
 
+class AmbiguousName(LookupError):
+    """A project looked up by a name that projects of several tenants share, with no tenant to choose."""
+
+
 def _limits_json(lim: Limits) -> str:
     raw = {"rpm": lim.rpm, "tpm": lim.tpm, "max_parallel": lim.max_parallel, "budget_usd": lim.budget_usd,
            "budget_period": lim.budget_period}
@@ -159,7 +163,9 @@ class SqlDatabase:
         exact = [r for r in rows if r["id"] == name_or_id]
         if exact or len(rows) == 1:
             return _project((exact or rows)[0])
-        return None  # unknown, or a name shared by projects of several tenants
+        if rows:  # a name shared by projects of several tenants: saying "none" would send the caller astray
+            raise AmbiguousName(name_or_id)
+        return None
 
     async def list_projects(self, tenant_id: str | None, limit: int | None = None,
                             after: Project | None = None) -> list[Project]:

@@ -22,7 +22,7 @@ from aigw.stores.base import (
     to_nano,
     window_of,
 )
-from aigw.stores.database import SqlDatabase, open_database
+from aigw.stores.database import AmbiguousName, SqlDatabase, open_database
 from aigw.stores.sql import UniqueViolation
 from tests.support.services import RUN_ID, postgres_dsn
 
@@ -149,7 +149,9 @@ async def test_projects_are_found_within_a_tenant_only(db: SqlDatabase) -> None:
     await _seed(db)
     assert (await db.find_project("web", "t2")).id == "p2"  # type: ignore[union-attr]
     assert await db.find_project("p2", "t1") is None
-    assert await db.find_project("web", None) is None  # the name is ambiguous across tenants
+    with pytest.raises(AmbiguousName):  # the name is ambiguous across tenants
+        await db.find_project("web", None)
+    assert await db.find_project("p2", None) is not None and await db.find_project("nope", None) is None
     assert [k.id for k in await db.list_keys("t1", None)] == ["k1"]
 
 
