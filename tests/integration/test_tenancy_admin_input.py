@@ -235,3 +235,13 @@ def test_a_project_name_two_tenants_share_is_ambiguous_for_the_master_key(admin:
     tenant_admin = AdminClient(admin.url, setup_key(admin, "amb-one", project="shared", role="tenant_admin")["key"])
     assert tenant_admin.post("/admin/keys", {"project": "shared"})["project_id"] == one["project_id"]
     refused(lambda: admin.post("/admin/keys", {"project": "nothing-here"}), 404, None, "No project `nothing-here`")
+
+
+def test_spend_dates_must_be_whole_days_in_order(admin: AdminClient) -> None:
+    for field, bad in (("since", "2026-11-30xyz"), ("until", "2026-11-30T00:00:00Z"), ("since", "20261130"),
+                       ("until", "2026-02-30")):
+        refused(lambda field=field, bad=bad: admin.get("/admin/spend", **{field: bad}), 400, field)
+    refused(lambda: admin.get("/admin/spend", since="2026-12-01", until="2026-11-30"), 400, "since",
+            "after until")
+    report = admin.get("/admin/spend", since="2026-11-30", until="2026-11-30")
+    assert (report["since"], report["until"]) == ("2026-11-30", "2026-11-30")

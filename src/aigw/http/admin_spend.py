@@ -13,6 +13,7 @@ another tenant's project or key id is a 404.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from aigw import errors
 from aigw.http.admin_api import AdminApi, Download, admin_scope, guarded
@@ -24,15 +25,27 @@ from aigw.stores.spend_csv import spend_csv
 from aigw.types import JSON
 
 GROUPS = ("key", "project", "tenant", "model", "day")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _day(name: str, raw: str | None) -> str | None:
+    """A whole UTC day, YYYY-MM-DD and nothing more: anything after it was cut off and ignored."""
     if not raw:
         return None
     try:
-        return dt.date.fromisoformat(raw[:10]).isoformat()
+        if not _DAY.fullmatch(raw):
+            raise ValueError(raw)
+        return dt.date.fromisoformat(raw).isoformat()
     except ValueError:
         raise errors.InvalidRequest(f"{name}: expected a date like 2026-11-30", param=name) from None
+
+
+def _days(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """``since`` and ``until``, in order: the wrong way round is a mistake to say, not an empty report."""
+    first, last = _day("since", since), _day("until", until)
+    if first and last and first > last:
+        raise errors.InvalidRequest(f"since: {first} is after until {last}", param="since")
+    return first, last
 
 
 def _limit(raw: str | None) -> int:
@@ -66,9 +79,9 @@ class SpendApi:
         if ident := q.get("key"):
             key = await self.admin.key(ident, tenant_id)
             key_id = key.id
+        since, until = _days(q.get("since"), q.get("until"))
         query = SpendQuery(group_by=group, tenant_id=tenant_id, project_id=project_id,  # type: ignore[arg-type]
-                           key_id=key_id, since_day=_day("since", q.get("since")),
-                           until_day=_day("until", q.get("until")), limit=_limit(q.get("limit")))
+                           key_id=key_id, since_day=since, until_day=until, limit=_limit(q.get("limit")))
         rows = await self.admin.db.spend(query)
         if fmt == "csv":
             return 200, Download(spend_csv(rows, group).encode(), b"text/csv; charset=utf-8", f"spend-by-{group}.csv")
