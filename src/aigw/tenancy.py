@@ -25,7 +25,7 @@ from aigw.http.key_lookup import KeyCache
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.providers.http import HttpClients
 from aigw.sqlite_process import shareable
-from aigw.stores.base import BudgetCounter, Gate, KeyVersion, RateLimiter
+from aigw.stores.base import BudgetCounter, Gate, KeyVersion, Limits, RateLimiter, window_of
 from aigw.stores.database import SqlDatabase, open_database
 from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
 from aigw.stores.sqlite.db import path_of
@@ -159,9 +159,22 @@ class Tenancy:
         except Exception as exc:
             log.warning("budget alert webhook failed (%s)", type(exc).__name__)
 
+    async def _budget_changed(self, kind: str, ident: str, limits: Limits) -> None:
+        """A budget added or changed mid-window counts what the window has spent already (from the rollups;
+        a row still in the ledger's buffer is not there yet), not from zero until the next restart."""
+        if limits.budget_usd is None:
+            return
+        now = self.clock.now()
+        try:
+            spent = await self.db.scope_spend(kind, ident, limits.budget_period, now)
+            await self.services.budgets.seed({(kind, ident, window_of(limits.budget_period, now)): spent})
+        except Exception as exc:  # saved all the same; the counter catches up at the next start
+            log.warning("budget of %s %s changed, but its spend so far could not be loaded (%s: %s)", kind, ident,
+                        type(exc).__name__, exc)
+
     def register_routes(self, app: Any, auth: Authenticator) -> admin_api.AdminApi:
         """The admin routes of tenants, projects, keys and spend; their API, for others that name tenants."""
-        api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate)
+        api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate, self._budget_changed)
         admin_api.register(app, auth, api)
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
         return api

@@ -129,6 +129,20 @@ def test_calls_refused_before_the_pipeline_are_in_the_ledger_too(gw: RunningGate
     assert (row["requests"], row["errors"]) == (3, 2)
 
 
+def test_a_budget_added_mid_window_counts_what_the_window_spent_already(gw: RunningGateway,
+                                                                         admin: AdminClient) -> None:
+    key = setup_key(admin, "late-budget-co", project="runaway")
+    client = _client(gw, key["key"])
+    for _ in range(3):
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+    spent = _rows(admin, key["id"], 3)["cost_usd"]
+    assert spent > 0
+    admin.patch(f"/admin/projects/{key['project_id']}", {"budget_usd": spent / 2, "budget_period": "daily"})
+    with pytest.raises(openai.RateLimitError) as refused:  # over budget already: refused at once
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+    assert refused.value.code == "budget_exceeded" and "Budget exceeded for project" in refused.value.message
+
+
 def test_a_project_limit_covers_all_its_keys(gw: RunningGateway, admin: AdminClient) -> None:
     k1 = setup_key(admin, "proj-limit-co", project="shared")
     admin.patch(f"/admin/projects/{k1['project_id']}", {"rpm": 3})

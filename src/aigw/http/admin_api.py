@@ -41,7 +41,7 @@ from aigw.http.request import HttpRequest, Send, json_object
 from aigw.http.respond import send_bytes, send_json
 from aigw.http.wire_openai import error_body
 from aigw.pipeline.context import Principal
-from aigw.stores.base import ApiKey, Database, KeyVersion, Project, Tenant
+from aigw.stores.base import ApiKey, Database, KeyVersion, Limits, Project, Tenant
 from aigw.stores.database import AmbiguousName
 from aigw.stores.keygen import display_prefix, hash_secret, new_id, new_secret
 from aigw.stores.sql import UniqueViolation
@@ -152,12 +152,23 @@ def _project_taken(tenant_name: str, name: str) -> errors.InvalidRequest:
                                  code="already_exists", param="name")
 
 
+BudgetChanged = Callable[[str, str, Limits], Awaitable[None]]  # (kind, id, new limits)
+
+
 class AdminApi:
-    def __init__(self, db: Database, version: KeyVersion, clock: Clock, on_change: Callable[[], None]) -> None:
+    def __init__(self, db: Database, version: KeyVersion, clock: Clock, on_change: Callable[[], None],
+                 on_budget: BudgetChanged | None = None) -> None:
         self.db = db
         self.version = version
         self.clock = clock
         self._on_change = on_change  # this replica's own cache: drop it at once
+        # a budget added or changed mid-window: its counter starts from what the window has spent already
+        self._on_budget = on_budget
+
+    async def _budget_changed(self, kind: str, ident: str, before: Limits, after: Limits) -> None:
+        if self._on_budget is not None and after.budget_usd is not None and (
+                (before.budget_usd, before.budget_period) != (after.budget_usd, after.budget_period)):
+            await self._on_budget(kind, ident, after)
 
     async def _changed(self) -> None:
         self._on_change()
@@ -219,6 +230,7 @@ class AdminApi:
     async def tenant_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/tenants/").strip("/")
         t = await self.tenant(ident, admin_scope(p))
+        before = t.limits
         if req.method == "GET":
             return 200, tenant_out(t)
         if admin_scope(p) is not None:
@@ -234,6 +246,7 @@ class AdminApi:
             await self.db.save_tenant(t)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _tenant_taken(t.name) from None
+        await self._budget_changed("tenant", t.id, before, t.limits)
         await self._changed()
         return 200, tenant_out(t)
 
@@ -266,6 +279,7 @@ class AdminApi:
     async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/projects/").strip("/")
         proj = await self.project(ident, admin_scope(p))
+        before = proj.limits
         if req.method == "GET":
             return 200, project_out(proj)
         if req.method == "DELETE":
@@ -279,6 +293,7 @@ class AdminApi:
             await self.db.save_project(proj)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _project_taken((await self.tenant(proj.tenant_id, None)).name, proj.name) from None
+        await self._budget_changed("project", proj.id, before, proj.limits)
         await self._changed()
         return 200, project_out(proj)
 
@@ -310,6 +325,7 @@ class AdminApi:
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident, _, action = req.path.removeprefix("/admin/keys/").strip("/").partition("/")
         k = await self.key(ident, admin_scope(p))
+        before = k.limits
         secret: str | None = None
         if req.method == "GET" and not action:
             return 200, key_out(k)
@@ -328,6 +344,7 @@ class AdminApi:
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
         await self.db.save_key(k)
+        await self._budget_changed("key", k.id, before, k.limits)
         await self._changed()
         return 200, key_out(k, secret)
 

@@ -220,6 +220,13 @@ class SqlDatabase:
         return Grant(key=key, project=_project(row, "p_"), tenant=_tenant(row, "t_"),
                      until=(key.previous_until or 0.0) if previous else None)
 
+    async def scope_spend(self, kind: str, ident: str, period: Period, now: float) -> int:
+        """Spend of one key, project or tenant in the current ``period`` window, from the rollups."""
+        column = {"tenant": "tenant_id", "project": "project_id", "key": "key_id"}[kind]
+        rows = await self.sql.fetch(f"SELECT sum(cost_nano) AS c FROM spend_rollup WHERE {column} = ? AND day >= ?",
+                                    ident, window_start_day(period, now))
+        return int(rows[0]["c"] or 0) if rows else 0
+
     async def budgeted_spend(self, now: float) -> dict[tuple[str, str, str], int]:
         """Spend of the current window of every budgeted key, project and tenant, from the rollups."""
         levels: list[tuple[str, str, list[tuple[str, Limits]]]] = [

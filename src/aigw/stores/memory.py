@@ -254,10 +254,14 @@ class MemoryBudgets:
         return crossed
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
-        """Start from the ledger's totals (after a restart); counters already live win."""
+        """Raise counters to the ledger's totals (a restart, a budget added or changed mid-window): the
+        higher figure wins, so reservations in flight stay and spend made while no budget counted it is in.
+        The settled twin too: thresholds passed before do not alert again."""
         for (kind, ident, window), nano in spent.items():
-            self._spent.setdefault((f"{kind}:{ident}", window), nano)
-            self._settled.setdefault((f"{kind}:{ident}", window), nano)  # thresholds passed before: no alert again
+            slot = (f"{kind}:{ident}", window)
+            for counter in (self._spent, self._settled):
+                if counter.get(slot, 0) < nano:
+                    counter[slot] = nano
 
     async def spent(self, scope: Scope, now: float) -> int:
         return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)

@@ -213,6 +213,18 @@ async def test_a_new_window_starts_from_zero_and_seed_restores_the_current_one(b
     assert await budgets.spent(BUDGET_KEY, NOW) == to_nano(0.95)
 
 
+async def test_seeding_raises_a_counter_to_the_ledgers_figure_and_never_lowers_it(backend: tuple[Any, Any]) -> None:
+    _, budgets = backend
+    scope = Scope("key", "raise", Limits(budget_usd=1.0, budget_period="daily"))
+    window = window_of("daily", NOW)
+    await budgets.seed({("key", "raise", window): to_nano(0.5)})
+    assert (await budgets.reserve([scope], to_nano(0.2), NOW)).allowed  # in flight: 0.7 counted
+    await budgets.seed({("key", "raise", window): to_nano(0.6)})  # the ledger lags the reservation: kept
+    assert await budgets.spent(scope, NOW) == to_nano(0.7)
+    await budgets.seed({("key", "raise", window): to_nano(0.9)})  # spent while no budget counted it: raised
+    assert await budgets.spent(scope, NOW) == to_nano(0.9)
+
+
 async def test_changed_limits_apply_to_the_next_call(backend: tuple[Any, Any]) -> None:
     limiter, budgets = backend
     assert (await limiter.admit([Scope("key", "chg", Limits(rpm=1))], "a", 0)).allowed
