@@ -202,6 +202,14 @@ def test_names_of_whitespace_only_are_refused(admin: AdminClient) -> None:
     assert [p["name"] for p in admin.get("/admin/projects", tenant="blank-co")["data"]] == ["web"]
 
 
+def test_names_with_a_slash_at_either_end_are_refused(admin: AdminClient) -> None:
+    key = setup_key(admin, "slash-co")
+    refused(lambda: admin.post("/admin/tenants", {"name": "slash-co/"}), 400, "name")  # /admin/tenants/slash-co/
+    refused(lambda: admin.post("/admin/projects", {"name": "/web", "tenant": "slash-co"}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/projects/{key['project_id']}", {"name": "web/"}), 400, "name")
+    assert admin.post("/admin/projects", {"name": "eu/web", "tenant": "slash-co"})["name"] == "eu/web"
+
+
 def test_metadata_that_cannot_be_stored_as_json_is_a_400(admin: AdminClient) -> None:
     key = setup_key(admin, "deep-co")
     deep: dict[str, Any] = {}

@@ -18,12 +18,15 @@ class _In(BaseModel):
 
 
 def _name(value: str) -> str:
-    """A name is shown in tables and used to look things up: never only blanks (a key's may be empty). And
-    PostgreSQL's text cannot hold NUL: refused here, not a 500 from the database."""
+    """A name is shown in tables and used to look things up (in paths too): never only blanks (a key's may be
+    empty), no slash at either end. And PostgreSQL's text cannot hold NUL: refused here, not a 500 from the
+    database."""
     if value and not value.strip():
         raise ValueError("must not be only whitespace")
     if "\x00" in value:
         raise ValueError("must not contain a NUL character")
+    if value.startswith("/") or value.endswith("/"):  # /admin/tenants/<name>/ could not name it
+        raise ValueError("must not start or end with '/'")
     return value
 
 
