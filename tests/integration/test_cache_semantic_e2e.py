@@ -51,6 +51,30 @@ def test_no_semantic_hit_when_tools_are_offered(gw: RunningGateway) -> None:
     assert h["x-aigw-cache"] == "miss"
 
 
+@pytest.mark.parametrize(("offer", "country"), [
+    ({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]}, "Japan"),
+    ({"extra_body": {"mcp_servers": [{"type": "url", "url": "https://mcp.example.com/sse", "name": "ex"}]}},
+     "Italy"),
+], ids=["web-search", "mcp-servers"])
+def test_no_semantic_hit_when_an_anthropic_client_offers_server_tools(gw: RunningGateway, offer: dict[str, Any],
+                                                                      country: str) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0)
+
+    def ask_claude(text: str, **kw: Any) -> str | None:
+        raw = client.messages.with_raw_response.create(
+            model="mock", max_tokens=100, messages=[{"role": "user", "content": text}], **kw)
+        gw.call(gw.app.state["pipeline"].stage("cache").flush())
+        return raw.headers.get("x-aigw-cache")
+
+    base, close = f"What is the capital of {country}?", f"Which city is the capital of {country}?"
+    assert ask_claude(base, **offer) == "miss"
+    assert ask_claude(close, **offer) == "miss"
+    assert ask_claude(base, **offer) == "hit"  # exact matches still served
+    assert [ask_claude(base), ask_claude(close)] == ["miss", "hit"]  # without the offer the two do match
+
+
 def test_replicas_share_the_semantic_index_through_redis(redis_isolated: tuple[str, str], tmp_path: Path) -> None:
     url, prefix = redis_isolated
     cfg = {"redis_url": url, "redis_prefix": prefix, "cache": {**SEMANTIC, "backend": "redis"},

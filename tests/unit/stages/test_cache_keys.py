@@ -68,6 +68,12 @@ def test_semantic_blocker() -> None:
     assert semantic_blocker({"messages": [user]}, 4, False) == ""
     assert semantic_blocker({"messages": [user], "tools": [{}]}, 4, False) == "tools"
     assert semantic_blocker({"messages": [user], "tools": [{}]}, 4, True) == ""
+    for tool_like in [{"functions": [{"name": "f"}]}, {"tool_choice": "none"}, {"web_search_options": {}},
+                      {"_anthropic": {"server_tools": [{"type": "web_search_20250305"}]}},
+                      {"_anthropic": {"mcp_servers": [{"type": "url"}]}}, {"_anthropic": {"tool_choice": {}}},
+                      {"_anthropic": {"container": "c1"}}, {"_anthropic": {"some_new_tool_field": 1}}]:
+        assert semantic_blocker({"messages": [user], **tool_like}, 4, False) == "tools", tool_like
+    assert semantic_blocker({"messages": [user], "tools": [], "_anthropic": {"top_k": 3}}, 4, False) == ""
     tool_turn = [user, {"role": "assistant", "tool_calls": [{}]}, {"role": "tool", "content": "r"}, user]
     assert semantic_blocker({"messages": tool_turn}, 4, False) == "tool results"
     assert semantic_blocker({"messages": [user, {"role": "assistant", "content": "a"}]}, 4, False) != ""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from aigw.schema.anthropic import messages_request_to_canonical
 from aigw.types import JSON
 from tests.unit.stages.cache_harness import FakeEmbedder, Harness
 
@@ -135,3 +138,26 @@ async def test_an_embedding_deployment_gives_unit_vectors_through_the_router() -
     assert abs(float(np.linalg.norm(a)) - 1) < 1e-5
     assert float(a @ b) > 0.9999 and float(a @ c) < 0.99
     assert embedders.get("no-such-model") is None
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+MCP = {"type": "url", "url": "https://mcp.example.com/sse", "name": "example"}
+
+
+@pytest.mark.parametrize("anthropic_fields", [
+    {"tools": [WEB_SEARCH]},
+    {"tools": [WEB_SEARCH], "tool_choice": {"type": "any"}},
+    {"mcp_servers": [MCP]},
+    {"container": "container_011CZ"},
+], ids=["server-tool", "server-tool-choice", "mcp-servers", "container"])
+async def test_no_semantic_hit_for_anthropic_server_tools_or_mcp_servers(anthropic_fields: JSON) -> None:
+    def extra(text: str) -> JSON:  # the canonical body the /v1/messages endpoint makes of such a request
+        body = messages_request_to_canonical({"model": "mock", "max_tokens": 64, **anthropic_fields,
+                                              "messages": [{"role": "user", "content": text}]})
+        return {k: v for k, v in body.items() if k not in ("model", "messages")}
+
+    h = harness()
+    await h.ask(BASE, extra=extra(BASE))
+    assert (await h.ask(CLOSE, extra=extra(CLOSE))).cache == "miss"
+    assert h.upstream.calls == 2
+    assert (await h.ask(BASE, extra=extra(BASE))).cache == "hit"  # exact matches still served

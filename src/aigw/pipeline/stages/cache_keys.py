@@ -117,10 +117,31 @@ def semantic_blocker(body: JSON, max_turns: int, with_tools: bool) -> str:
     if not messages or messages[-1].get("role") != "user":
         return "last turn is not the user's"
     if not with_tools:
-        if body.get("tools") or body.get("functions"):
+        if _offers_tools(body):
             return "tools"
-        if any(m.get("role") in ("tool", "function") or m.get("tool_calls") for m in messages):
+        if any(m.get("role") in ("tool", "function") or m.get("tool_calls") or m.get("function_call")
+               for m in messages):
             return "tool results"
     if sum(1 for m in messages if m.get("role") == "user") > max_turns:
         return "too many turns"
     return ""
+
+
+# a field whose name holds one of these offers or steers tools: function tools, a tool choice, OpenAI's web
+# search, Anthropic's server tools, MCP servers, a code-execution container (and fields not invented yet)
+_TOOL_WORDS = ("tool", "function", "mcp", "server", "container", "web_search")
+
+
+def _tool_like(fields: JSON) -> bool:
+    # present is enough (``web_search_options: {}`` turns search on), but an empty list offers nothing
+    return any(value is not None and value != [] and any(w in name for w in _TOOL_WORDS)
+               for name, value in fields.items())
+
+
+def _offers_tools(body: JSON) -> bool:
+    """Tools of any kind, at the top level or in the Anthropic-only part (``_anthropic.server_tools``,
+    ``mcp_servers``, a tool choice kept there when only server tools are offered)."""
+    if _tool_like(body):
+        return True
+    private = body.get("_anthropic")
+    return isinstance(private, dict) and _tool_like(private)
