@@ -51,6 +51,20 @@ def test_tool_calls_and_several_choices_survive_the_round_trip() -> None:
     assert assemble(replay_chunks(body)) == body
 
 
+def test_a_legacy_function_call_survives_the_round_trip() -> None:
+    body = assemble([chunk({"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": ""}}),
+                     chunk({"function_call": {"arguments": "{\"a\":"}}), chunk({"function_call": {"arguments": "1}"}}),
+                     chunk({}, "function_call")])
+    assert body is not None and storable(body)
+    message = body["choices"][0]["message"]
+    assert message["function_call"] == {"name": "f", "arguments": "{\"a\":1}"} and message["content"] is None
+    replayed = replay_chunks(body)
+    assert [c["choices"][0]["delta"].get("function_call") for c in replayed] == [
+        None, {"name": "f", "arguments": "{\"a\":1}"}, None]
+    assert replayed[0]["choices"][0]["delta"]["content"] is None  # as a live stream of a call begins
+    assert assemble(replayed) == body
+
+
 def test_unfinished_stream_gives_nothing_to_store() -> None:
     assert assemble([chunk({"content": "Hel"})]) is None
     assert assemble([chunk({"content": "a"}, "stop"), chunk({"content": "b"}, index=1)]) is None

@@ -3,8 +3,8 @@
 
 A streamed answer is assembled into that shape once it has finished; a hit on a
 streaming request is replayed from it as a short, well-formed chunk sequence
-(role, content, tool calls, finish, usage; for a completion: text, finish, usage),
-which each inbound API then writes as its own SSE. Answers we could not replay
+(role, content, tool calls or a legacy function call, finish, usage; for a completion:
+text, finish, usage), which each inbound API then writes as its own SSE. Answers we could not replay
 faithfully (Anthropic thinking signatures) are not stored at all.
 """
 
@@ -26,6 +26,7 @@ class _Choice:
     refusal: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     tool_calls: dict[int, JSON] = field(default_factory=dict)
+    function_call: JSON | None = None  # legacy ``functions``: {"name", "arguments"}
     logprobs: JSON | None = None
     finish_reason: str | None = None
 
@@ -83,6 +84,13 @@ class StreamAssembler:
                 call["function"]["name"] = fn["name"]
             if fn.get("arguments"):
                 call["function"]["arguments"] += fn["arguments"]
+        if fc := delta.get("function_call"):  # legacy functions: the name once, the arguments in pieces
+            if c.function_call is None:
+                c.function_call = {"name": "", "arguments": ""}
+            if fc.get("name"):
+                c.function_call["name"] = fc["name"]
+            if fc.get("arguments"):
+                c.function_call["arguments"] += fc["arguments"]
 
     def body(self) -> JSON | None:
         """The whole answer, or None if the stream did not end properly on every choice."""
@@ -117,12 +125,15 @@ def _merge_logprobs(old: JSON | None, new: JSON) -> JSON:
 
 
 def _choice_body(index: int, c: _Choice) -> JSON:
-    message: JSON = {"role": "assistant", "content": "".join(c.content) if c.content or not c.tool_calls else None}
+    calls = c.tool_calls or c.function_call
+    message: JSON = {"role": "assistant", "content": "".join(c.content) if c.content or not calls else None}
     message["refusal"] = "".join(c.refusal) if c.refusal else None
     if c.reasoning:
         message["reasoning_content"] = "".join(c.reasoning)
     if c.tool_calls:
         message["tool_calls"] = [c.tool_calls[i] for i in sorted(c.tool_calls)]
+    if c.function_call is not None:
+        message["function_call"] = c.function_call
     return {"index": index, "message": message, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
 
 
@@ -153,7 +164,7 @@ def replay_chunks(body: JSON) -> list[JSON]:
     out: list[JSON] = []
     for choice in body.get("choices") or ():
         i, msg = int(choice.get("index", 0)), choice.get("message") or {}
-        out.append(chunk(i, {"role": "assistant", "content": ""}))
+        out.append(chunk(i, {"role": "assistant", "content": None if msg.get("content") is None else ""}))
         if msg.get("reasoning_content"):
             out.append(chunk(i, {"reasoning_content": msg["reasoning_content"]}))
         if msg.get("content"):
@@ -162,6 +173,8 @@ def replay_chunks(body: JSON) -> list[JSON]:
             out.append(chunk(i, {"refusal": msg["refusal"]}))
         for n, call in enumerate(msg.get("tool_calls") or ()):
             out.append(chunk(i, {"tool_calls": [{"index": n, **call}]}))
+        if msg.get("function_call"):
+            out.append(chunk(i, {"function_call": msg["function_call"]}))
         out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
     if isinstance(body.get(_PRIVATE), dict) and out:
         out[-1][_PRIVATE] = body[_PRIVATE]
