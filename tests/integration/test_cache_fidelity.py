@@ -137,7 +137,7 @@ def streamed(gw: RunningGateway, text: str, headers: dict[str, str] | None = Non
     return header, _shown({"finish_reason": final.finish_reason, "message": message})
 
 
-@pytest.mark.parametrize("kind", ["function"])
+@pytest.mark.parametrize("kind", ["function", "search", "refusal"])
 def test_a_hit_carries_what_a_live_answer_of_its_kind_carries(gw: RunningGateway, kind: str) -> None:
     live_plain = plain(gw, f"{kind}: live plain", NO_CACHE)[1]
     live_stream = streamed(gw, f"{kind}: live stream", NO_CACHE)[1]

@@ -65,6 +65,37 @@ def test_a_legacy_function_call_survives_the_round_trip() -> None:
     assert assemble(replayed) == body
 
 
+def test_fields_the_assembler_does_not_know_are_carried_through_both_ways() -> None:
+    citation = {"type": "url_citation", "url_citation": {"start_index": 0, "end_index": 2, "url": "https://x.test"}}
+    body = assemble([chunk({"role": "assistant", "content": ""}), chunk({"content": "Hi"}),
+                     chunk({"annotations": [citation]}),
+                     chunk({"audio": {"id": "audio_1", "transcript": "Hi"}}),
+                     chunk({"audio": {"id": "audio_1", "data": "AAA", "transcript": " there"}}),
+                     chunk({"audio": {"data": "BBB", "expires_at": 99}}), chunk({}, "stop")])
+    assert body is not None
+    message = body["choices"][0]["message"]
+    assert message["annotations"] == [citation]
+    assert message["audio"] == {"id": "audio_1", "transcript": "Hi there", "data": "AAABBB", "expires_at": 99}
+    replayed = replay_chunks(body)
+    assert {"annotations": [citation], "audio": message["audio"]} in [c["choices"][0]["delta"] for c in replayed]
+    assert assemble(replayed) == body
+    plain: JSON = {**HEAD, "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "x", "refusal": None, "annotations": []}}]}
+    assert all("annotations" not in c["choices"][0]["delta"] for c in replay_chunks(plain))  # nothing to say
+
+
+def test_content_is_null_when_the_stream_sent_none_as_a_plain_answer_has_it() -> None:
+    refusal = assemble([chunk({"role": "assistant", "content": "", "refusal": None}), chunk({"refusal": "No."}),
+                        chunk({}, "stop")])
+    assert refusal is not None
+    assert refusal["choices"][0]["message"] == {"role": "assistant", "content": None, "refusal": "No."}
+    assert assemble(replay_chunks(refusal)) == refusal
+    silent = assemble([chunk({"role": "assistant"}), chunk({}, "length")])
+    assert silent is not None and silent["choices"][0]["message"]["content"] is None
+    empty = assemble([chunk({"role": "assistant", "content": ""}), chunk({}, "stop")])
+    assert empty is not None and empty["choices"][0]["message"]["content"] == ""  # an empty answer stays one
+
+
 def test_unfinished_stream_gives_nothing_to_store() -> None:
     assert assemble([chunk({"content": "Hel"})]) is None
     assert assemble([chunk({"content": "a"}, "stop"), chunk({"content": "b"}, index=1)]) is None

@@ -3,9 +3,10 @@
 
 A streamed answer is assembled into that shape once it has finished; a hit on a
 streaming request is replayed from it as a short, well-formed chunk sequence
-(role, content, tool calls or a legacy function call, finish, usage; for a completion:
-text, finish, usage), which each inbound API then writes as its own SSE. Answers we could not replay
-faithfully (Anthropic thinking signatures) are not stored at all.
+(role, content, tool calls or a legacy function call, other message fields, finish, usage;
+for a completion: text, finish, usage), which each inbound API then writes as its own SSE.
+Message fields with no rule here (annotations, audio, ...) are carried through both ways.
+Answers we could not replay faithfully (Anthropic thinking signatures) are not stored at all.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from aigw.types import JSON
 
 STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
 _PRIVATE = "_anthropic"
+# message (and delta) fields with their own handling; any other (annotations, audio, ...) is carried through
+_KNOWN = frozenset({"role", "content", "refusal", "reasoning_content", "tool_calls", "function_call", _PRIVATE})
 
 
 @dataclass(slots=True)
@@ -27,6 +30,8 @@ class _Choice:
     reasoning: list[str] = field(default_factory=list)
     tool_calls: dict[int, JSON] = field(default_factory=dict)
     function_call: JSON | None = None  # legacy ``functions``: {"name", "arguments"}
+    other: JSON | None = None  # fields of no kind above (annotations, audio, ...), joined as they came
+    said_content: bool = False  # a delta carried content (even ""), so the message has some
     logprobs: JSON | None = None
     finish_reason: str | None = None
 
@@ -68,8 +73,11 @@ class StreamAssembler:
     def _delta(self, c: _Choice, delta: JSON) -> None:
         if delta.get(_PRIVATE):
             self.replayable = False  # thinking signatures: cannot be rebuilt from a body
-        if delta.get("content"):
-            c.content.append(delta["content"])
+        content = delta.get("content")
+        if content is not None:
+            c.said_content = True
+            if content:
+                c.content.append(content)
         if delta.get("refusal"):
             c.refusal.append(delta["refusal"])
         if delta.get("reasoning_content"):
@@ -91,6 +99,11 @@ class StreamAssembler:
                 c.function_call["name"] = fc["name"]
             if fc.get("arguments"):
                 c.function_call["arguments"] += fc["arguments"]
+        for name in delta:  # a delta has a key or two: cheap
+            if name not in _KNOWN and delta[name] is not None:
+                other = c.other if c.other is not None else {}
+                other[name] = _joined(other.get(name), delta[name])
+                c.other = other
 
     def body(self) -> JSON | None:
         """The whole answer, or None if the stream did not end properly on every choice."""
@@ -124,9 +137,27 @@ def _merge_logprobs(old: JSON | None, new: JSON) -> JSON:
     return old
 
 
+def _joined(old: Any, new: Any) -> Any:
+    """A field we do not know, joined over the deltas as OpenAI's SDK joins them: strings end to end,
+    objects field by field, lists extended; otherwise, and for ``id``/``index``/``type``, the latest."""
+    if isinstance(old, str) and isinstance(new, str):
+        return old + new
+    if isinstance(old, list) and isinstance(new, list):
+        return old + new
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = dict(old)
+        for k, v in new.items():
+            out[k] = v if k in ("id", "index", "type") else _joined(out.get(k), v)
+        return out
+    return new
+
+
 def _choice_body(index: int, c: _Choice) -> JSON:
-    calls = c.tool_calls or c.function_call
-    message: JSON = {"role": "assistant", "content": "".join(c.content) if c.content or not calls else None}
+    if c.content:
+        content: str | None = "".join(c.content)
+    else:  # as a plain answer says it: null beside a refusal or a call, or when no delta had content
+        content = "" if c.said_content and not (c.refusal or c.tool_calls or c.function_call) else None
+    message: JSON = {"role": "assistant", "content": content}
     message["refusal"] = "".join(c.refusal) if c.refusal else None
     if c.reasoning:
         message["reasoning_content"] = "".join(c.reasoning)
@@ -134,6 +165,8 @@ def _choice_body(index: int, c: _Choice) -> JSON:
         message["tool_calls"] = [c.tool_calls[i] for i in sorted(c.tool_calls)]
     if c.function_call is not None:
         message["function_call"] = c.function_call
+    if c.other:
+        message.update(c.other)
     return {"index": index, "message": message, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
 
 
@@ -175,6 +208,9 @@ def replay_chunks(body: JSON) -> list[JSON]:
             out.append(chunk(i, {"tool_calls": [{"index": n, **call}]}))
         if msg.get("function_call"):
             out.append(chunk(i, {"function_call": msg["function_call"]}))
+        other = {k: v for k, v in msg.items() if k not in _KNOWN and v is not None and v != []}
+        if other:  # annotations, audio, ...: one delta, as a live stream sends them whole
+            out.append(chunk(i, other))
         out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
     if isinstance(body.get(_PRIVATE), dict) and out:
         out[-1][_PRIVATE] = body[_PRIVATE]
