@@ -138,6 +138,13 @@ def test_tenants_do_not_share_but_keys_of_one_tenant_do(gw: RunningGateway) -> N
     assert ask(gw, "tenant secret", key="sk-acme-2")[0] == "hit"
 
 
+def test_an_empty_field_that_goes_upstream_splits_the_key_but_a_known_no_op_does_not(gw: RunningGateway) -> None:
+    assert ask(gw, "weather in Oslo today")[0] == "miss"
+    assert ask(gw, "weather in Oslo today", web_search_options={})[0] == "miss"  # {} turns search on
+    assert ask(gw, "weather in Oslo today", extra_body={"some_future_field": {}})[0] == "miss"
+    assert ask(gw, "weather in Oslo today", tools=[], stop=None, logit_bias={})[0] == "hit"
+
+
 def test_a_model_with_the_cache_off_carries_no_header(gw: RunningGateway) -> None:
     ask(gw, "q", model="uncached")
     assert ask(gw, "q", model="uncached")[0] is None

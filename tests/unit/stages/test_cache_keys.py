@@ -35,6 +35,23 @@ def test_every_answer_shaping_field_changes_the_key() -> None:
     assert exact_key(ctx(base, endpoint="embeddings"), "tenant") != key
 
 
+def test_only_known_no_op_empties_are_dropped_from_the_key() -> None:
+    base: JSON = {"model": "m", "messages": MSGS}
+    key = exact_key(ctx(base), "tenant")
+    for field, value in [("tools", []), ("functions", []), ("stop", []), ("stop", None), ("logit_bias", {}),
+                         ("_anthropic", {}), ("metadata", {}), ("temperature", None), ("tool_choice", None),
+                         ("stream_options", {})]:
+        assert exact_key(ctx({**base, field: value}), "tenant") == key, (field, value)
+    for field, value in [("web_search_options", {}), ("some_new_field", {}), ("some_new_field", []),
+                         ("some_new_field", None), ("prediction", {}), ("response_format", {})]:
+        assert exact_key(ctx({**base, field: value}), "tenant") != key, (field, value)
+
+
+def test_keys_of_requests_without_empty_fields_are_what_they_were() -> None:
+    body: JSON = {"model": "m", "messages": MSGS, "temperature": 0.2, "stream": True}
+    assert exact_key(ctx(body), "tenant") == "t1:6158dde9.7324cabaafbd04ac07abd6ce57bd8fbf"
+
+
 def test_scope_is_never_wider_than_a_tenant() -> None:
     body: JSON = {"messages": MSGS}
     assert exact_key(ctx(body, tenant="a"), "tenant") != exact_key(ctx(body, tenant="b"), "tenant")

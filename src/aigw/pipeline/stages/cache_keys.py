@@ -28,7 +28,21 @@ IGNORED_FIELDS = frozenset({
     "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
 })
 _SORTED = orjson.OPT_SORT_KEYS
-_EMPTY: tuple[Any, ...] = (None, {}, [])  # values that shape nothing (never changed)
+# Values known to mean "not given" for a field, so they shape nothing (``tools: []``, ``stop: null``, an
+# empty ``_anthropic`` left once the ``cache`` control is taken out of it). Any other value counts, empty
+# or not: ``web_search_options: {}`` turns search on, and a field unknown here always splits the key.
+_NULL: tuple[Any, ...] = (None,)
+_EMPTY_LIST: tuple[Any, ...] = (None, [])
+_NO_OP: dict[str, tuple[Any, ...]] = {
+    "tools": _EMPTY_LIST, "functions": _EMPTY_LIST, "stop": _EMPTY_LIST, "logit_bias": (None, {}),
+    "_anthropic": ({},),
+    **dict.fromkeys((  # OpenAI's optional fields, where null is the default
+        "temperature", "top_p", "n", "max_tokens", "max_completion_tokens", "presence_penalty",
+        "frequency_penalty", "seed", "logprobs", "top_logprobs", "tool_choice", "function_call",
+        "parallel_tool_calls", "response_format", "reasoning_effort", "web_search_options",
+        "echo", "suffix", "best_of", "encoding_format", "dimensions"), _NULL),
+}
+_NOTHING: tuple[Any, ...] = ()
 
 
 def _digest(*parts: bytes) -> str:
@@ -72,8 +86,8 @@ def purge_patterns(tenant: str | None, model: str | None) -> list[str] | None:
 
 
 def _shaping(body: JSON) -> JSON:
-    # an empty value (``_anthropic: {}``, ``tools: []``) shapes nothing: drop it so both APIs agree
-    return {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v not in _EMPTY}
+    # a known no-op (``_anthropic: {}``, ``tools: []``) shapes nothing: dropped, so both APIs agree
+    return {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v not in _NO_OP.get(k, _NOTHING)}
 
 
 def exact_key(ctx: RequestContext, scope: str) -> str:
