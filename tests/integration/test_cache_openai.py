@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -123,6 +124,35 @@ def test_no_cache_goes_upstream_even_when_cached(gw: RunningGateway) -> None:
     ask(gw, "refresh me")
     assert ask(gw, "refresh me", extra_headers={"x-aigw-cache": "no-cache"})[0] == "miss"
     assert ask(gw, "refresh me")[0] == "hit"
+
+
+def post_with_header_lines(gw: RunningGateway, text: str, lines: list[tuple[str, str]]) -> str | None:
+    """A chat request whose headers carry the given lines as sent (a name may repeat)."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": text}]}).encode()
+    try:
+        conn.putrequest("POST", "/v1/chat/completions")
+        for name, value in [("authorization", "Bearer sk-acme"), ("content-type", "application/json"),
+                            ("content-length", str(len(body))), *lines]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+        return resp.getheader("x-aigw-cache")
+    finally:
+        conn.close()
+        settle(gw)
+
+
+def test_repeated_header_lines_count_together(gw: RunningGateway) -> None:
+    lines = [("x-aigw-cache", "no-store"), ("x-aigw-cache", "ttl=5")]
+    assert post_with_header_lines(gw, "two header lines", lines) == "miss"
+    assert ask(gw, "two header lines")[0] == "miss"  # no-store on the first line held
+    ask(gw, "asked twice")
+    lines = [("x-aigw-cache", "ttl=60"), ("X-AIGW-Cache", "no-cache")]
+    assert post_with_header_lines(gw, "asked twice", lines) == "miss"  # no-cache on the second line held
 
 
 def test_per_request_ttl_expires(gw: RunningGateway) -> None:

@@ -27,7 +27,10 @@ class HttpRequest:
         self.receive = receive
         self.method: str = scope["method"]
         self.path: str = scope["path"]
-        self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        raw = scope["headers"]
+        self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+        if len(self.headers) != len(raw):  # a name sent on several lines: rare, so handled only then
+            self.headers = _joined(raw)
         rid = self.headers.get("x-request-id", "")
         self.request_id = rid if rid and _SAFE_ID.match(rid) else time_ordered_id("req_")
         self.body = b""
@@ -63,6 +66,19 @@ class HttpRequest:
 
     async def json(self, limit: int) -> JSON:
         return json_object(await self.read_body(limit))
+
+
+def _joined(raw: Any) -> dict[str, str]:
+    """Headers with each repeated name's lines joined in order by ", ", as HTTP reads them (RFC 9110
+    5.3; ``cookie`` lines by "; ", RFC 6265 5.4), so no line of a repeated header is lost."""
+    out: dict[str, str] = {}
+    for k, v in raw:
+        name, value = k.decode("latin-1"), v.decode("latin-1")
+        if name in out:
+            out[name] += ("; " if name == "cookie" else ", ") + value
+        else:
+            out[name] = value
+    return out
 
 
 def json_object(raw: bytes) -> JSON:
