@@ -91,6 +91,17 @@ async def test_no_cache_skips_the_lookup_but_refreshes_the_entry() -> None:
     assert (await h.ask()).cache == "hit"
 
 
+async def test_the_body_cache_object_cannot_undo_the_header() -> None:
+    h = Harness({"mode": "exact"})
+    await h.ask("a", headers={"x-aigw-cache": "no-store"}, extra={"cache": {"no_store": False}})
+    assert (await h.ask("a")).cache == "miss"  # not stored: the header's no-store held
+    again = await h.ask("a", headers={"x-aigw-cache": "no-cache"}, extra={"cache": {"no_cache": False}})
+    assert again.cache == "miss" and h.upstream.calls == 3  # not looked up: the header's no-cache held
+    await h.ask("b", headers={"x-aigw-cache": "ttl=5"}, extra={"cache": {"ttl_s": 600}})
+    h.clock.t += 10
+    assert (await h.ask("b")).cache == "miss"  # the shorter TTL held
+
+
 async def test_the_body_cache_object_never_goes_upstream_or_into_the_key() -> None:
     h = Harness({"mode": "exact"})
     first = await h.ask(extra={"cache": {"ttl_s": 30}})

@@ -54,6 +54,17 @@ def test_body_object_is_taken_out_of_openai_and_anthropic_bodies() -> None:
     assert read_controls(kept).semantic is False and kept.body["_anthropic"] == {"top_k": 2}
 
 
+def test_header_and_body_add_up_and_the_body_never_undoes_the_header() -> None:
+    def controls(header: str, body: object) -> tuple[bool, bool, float | None, bool]:
+        c = read_controls(ctx({"messages": [], "cache": body}, headers={"x-aigw-cache": header}))
+        return c.no_cache, c.no_store, c.ttl_s, c.semantic
+    assert controls("no-store", {"no_store": False}) == (False, True, None, True)
+    assert controls("no-cache", {"no_cache": False, "semantic": True}) == (True, False, None, True)
+    assert controls("ttl=30", {"ttl_s": 60, "no_store": True}) == (False, True, 30.0, True)
+    assert controls("ttl=60", {"ttl_s": 30, "semantic": False}) == (False, False, 30.0, False)
+    assert controls("ttl=60, ttl=20", "ttl=40") == (False, False, 20.0, True)
+
+
 @pytest.mark.parametrize("value", ["ttl=0", "ttl=nan", "sometimes", "ttl="])
 def test_bad_header_is_a_400_naming_the_header(value: str) -> None:
     with pytest.raises(errors.InvalidRequest) as info:

@@ -4,7 +4,8 @@ The global ``cache:`` block is overridden field by field by the model's
 ``routing.<model>.cache`` block, then by the key's ``cache`` setting
 (``principal.extra["cache"]``, or ``cache`` in the key's metadata; same shape),
 and the request itself may only narrow: skip the lookup, skip the store, or pick
-a TTL up to ``max_ttl_s``.
+a TTL up to ``max_ttl_s``. Its header and its body's ``cache`` object add up: either
+one's ``no-cache``/``no-store``/exact-only holds, and the shorter TTL.
 Merged policies are built once per model, and once per distinct key setting.
 """
 
@@ -137,7 +138,7 @@ def _apply_directives(controls: Controls, raw: str, where: str) -> None:
         elif token == "no-store":
             controls.no_store = True
         elif token.startswith("ttl="):
-            controls.ttl_s = _ttl(token[4:], where)
+            _shorter(controls, _ttl(token[4:], where))
         else:
             raise errors.InvalidRequest(
                 f"{where}: unknown directive {token!r}; use no-cache, no-store or ttl=SECONDS", param=where
@@ -155,13 +156,21 @@ def _apply_body(controls: Controls, value: Any) -> None:
         if name in ("no_cache", "no_store", "semantic"):
             if not isinstance(item, bool):
                 raise errors.InvalidRequest(f"cache.{name}: expected true or false", param=f"cache.{name}")
-            setattr(controls, name, item)
+            if name == "semantic":
+                controls.semantic = controls.semantic and item  # either saying exact-only wins
+            elif item:
+                setattr(controls, name, True)  # false adds nothing: it never undoes the header
         elif name in ("ttl_s", "ttl"):
-            controls.ttl_s = _ttl(item, f"cache.{name}")
+            _shorter(controls, _ttl(item, f"cache.{name}"))
         else:
             raise errors.InvalidRequest(
                 f"cache.{name}: unknown field; use no_cache, no_store, ttl_s or semantic", param=f"cache.{name}"
             )
+
+
+def _shorter(controls: Controls, ttl_s: float) -> None:
+    """Header and body each may name a TTL: the shorter one holds."""
+    controls.ttl_s = ttl_s if controls.ttl_s is None else min(controls.ttl_s, ttl_s)
 
 
 def _ttl(raw: Any, where: str) -> float:
