@@ -223,6 +223,11 @@ def test_an_admin_purge_empties_the_cache_without_tenancy(gw: RunningGateway,
     assert ask(gw, "forget this answer")[0] == "miss"
     status, out = delete_cache(gw.url, "?tenant=acme")  # no tenancy: no tenant to name
     assert status == 404 and out["error"]["code"] == "tenant_not_found"
+    ask(gw, "forget this answer")
+    for query in ("?tenant=", "?model="):  # empty: names nothing, so purges nothing
+        status, out = delete_cache(gw.url, query)
+        assert status == 400 and out["error"]["param"] == query[1:-1], out
+    assert ask(gw, "forget this answer")[0] == "hit"
 
 
 def test_without_a_cache_there_is_nothing_to_purge(gateway: RunningGateway) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,3 +129,19 @@ def test_a_purge_can_name_a_model(gw: RunningGateway, keys: dict[str, dict[str, 
                                 env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
     assert result.exit_code == 0 and '"model": "mock"' in result.output, result.output
     assert ask_model("mock") == "miss"
+
+
+@pytest.mark.parametrize("query", ["?tenant=", "?model=", "?tenant=&model=mock", "?tenant=cache-acme&model=",
+                                   "?tenant=%20", "?tenant=&tenant=cache-acme"])
+def test_an_empty_tenant_or_model_is_a_400_and_purges_nothing(gw: RunningGateway, keys: dict[str, dict[str, Any]],
+                                                              query: str) -> None:
+    ask(gw, keys["acme"], "keep me")
+    ask(gw, keys["globex"], "keep me")
+    req = urllib.request.Request(f"{gw.url}/admin/cache{query}", method="DELETE",
+                                 headers={"authorization": f"Bearer {MASTER}"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    body = json.loads(info.value.read())
+    assert info.value.code == 400 and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["param"] in ("tenant", "model") and "empty" in body["error"]["message"]
+    assert ask(gw, keys["acme"], "keep me") == "hit" and ask(gw, keys["globex"], "keep me") == "hit"

@@ -7,7 +7,7 @@ changed, a prompt template was fixed, a bad answer got cached. The master key
 purges every entry, or one tenant's with ``tenant=``; a tenant admin key purges
 its own tenant's only (another tenant is a 404, as everywhere in the admin API).
 ``model=`` (a public model name; an unknown one is a 404) narrows either to that
-model's answers.
+model's answers. An empty ``tenant=`` or ``model=`` is a 400 and purges nothing.
 
 Exact entries and semantic buckets go, in every backend: this process's memory
 store and Redis (shared by all replicas). What other processes hold on their own
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aigw import errors
 from aigw.http.admin_api import admin_scope, guarded
@@ -42,6 +43,7 @@ class CacheAdmin:
         self.known_model = known_model
 
     async def purge(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        _refuse_blank(req)
         tenant = admin_scope(p)
         if ident := req.query.get("tenant"):
             if self.tenant_of is None:
@@ -62,6 +64,18 @@ class CacheAdmin:
                  tenant or "*", model or "*", total, deleted)
         return 200, {"object": "cache.purge", "tenant": tenant, "model": model, "deleted": total,
                      "by_backend": deleted}
+
+
+def _refuse_blank(req: HttpRequest) -> None:
+    """``tenant=`` or ``model=`` with no value names nothing: a 400, never "every tenant" or "every model"
+    (``req.query`` drops blank values, so the raw query string is read; admin calls only)."""
+    query = req.scope.get("query_string", b"").decode("latin-1")
+    if not query:
+        return
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in ("tenant", "model") and not value.strip():
+            raise errors.InvalidRequest(f"{name}: empty; name a {name}, or leave `{name}` out to purge "
+                                        f"every {name}'s answers", param=name)
 
 
 def register(app: Any, auth: Authenticator, cache: CacheStage, tenant_of: TenantLookup | None,
