@@ -208,8 +208,8 @@ def replay_chunks(body: JSON) -> list[JSON]:
             out.append(chunk(i, {"tool_calls": [{"index": n, **call}]}))
         if msg.get("function_call"):
             out.append(chunk(i, {"function_call": msg["function_call"]}))
-        other = {k: v for k, v in msg.items() if k not in _KNOWN and v is not None and v != []}
-        if other:  # annotations, audio, ...: one delta, as a live stream sends them whole
+        other = _other_fields(msg)
+        if other is not None:  # annotations, audio, ...: one delta, as a live stream sends them whole
             out.append(chunk(i, other))
         out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
     if isinstance(body.get(_PRIVATE), dict) and out:
@@ -217,6 +217,19 @@ def replay_chunks(body: JSON) -> list[JSON]:
     if body.get("usage"):
         out.append({**head, "choices": [], "usage": body["usage"]})
     return out
+
+
+def _other_fields(msg: JSON) -> JSON | None:
+    """The message's fields with no rule of their own that say something (not null, not [])."""
+    other = None
+    for k in msg:  # a plain loop: the cheapest way to find nothing, the usual answer
+        if k not in _KNOWN:
+            v = msg[k]
+            if v is not None and v != []:
+                if other is None:
+                    other = {}
+                other[k] = v
+    return other
 
 
 def _completion_chunks(body: JSON) -> list[JSON]:
