@@ -131,3 +131,24 @@ def upper_estimate(body: dict[str, Any]) -> int:
     raw = body.get("prompt", body.get("input", ""))
     items = raw if isinstance(raw, list) else [raw]
     return total + sum(upper_bytes(str(x)) + 1 for x in items)
+
+
+def answer_text(body: dict[str, Any]) -> tuple[str, str]:
+    """The text and the reasoning of a finished (non-streamed) answer, for a local count."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            for part, into in ((message.get("content"), text), (message.get("reasoning_content"), reasoning)):
+                if isinstance(part, str):
+                    into.append(part)
+            for call in message.get("tool_calls") or ():
+                args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+                if isinstance(args, str):
+                    text.append(args)
+        elif isinstance(choice.get("text"), str):  # legacy completions
+            text.append(choice["text"])
+    return "".join(text), "".join(reasoning)

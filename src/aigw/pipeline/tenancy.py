@@ -21,12 +21,11 @@ from typing import Any
 
 from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
-from aigw.accounting.tokens import TokenCounter, upper_estimate
+from aigw.accounting.tokens import TokenCounter, answer_text, upper_estimate
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.tenancy import TenancyConfig
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
 from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope
-from aigw.types import JSON
 
 log = logging.getLogger("aigw.tenancy")
 SERVICE = "tenancy"
@@ -77,27 +76,6 @@ class StreamText:
     content: list[str] = field(default_factory=list)  # text and tool-call arguments
     reasoning: list[str] = field(default_factory=list)  # thinking, billed as output (reasoning tokens)
     chunks: int = 0  # any at all: the upstream had started answering (and billing) when the stream ended
-
-
-def answer_text(body: JSON) -> tuple[str, str]:
-    """The text and the reasoning of a finished (non-streamed) answer, for a local count."""
-    text: list[str] = []
-    reasoning: list[str] = []
-    for choice in body.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message")
-        if isinstance(message, dict):
-            for part, into in ((message.get("content"), text), (message.get("reasoning_content"), reasoning)):
-                if isinstance(part, str):
-                    into.append(part)
-            for call in message.get("tool_calls") or ():
-                args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
-                if isinstance(args, str):
-                    text.append(args)
-        elif isinstance(choice.get("text"), str):  # legacy completions
-            text.append(choice["text"])
-    return "".join(text), "".join(reasoning)
 
 
 def grant_of(ctx: RequestContext) -> Grant | None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
 from aigw import errors
+from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
+from aigw.types import JSON
 from tests.unit.stages.cache_harness import Harness
 
 
@@ -27,6 +32,37 @@ async def test_a_hit_is_accounted_as_free_with_the_saved_usage() -> None:
     assert second.ctx.state["cache_saved_usage"] == first.body["usage"]  # type: ignore[index]
     assert second.ctx.state["cache_hit"]["deployment"] == "mock#0"
     assert first.ctx.handled_by == "" and first.ctx.state["cache_result"] == "miss"
+
+
+class NoUsage:
+    """The harness's upstream, but reporting no usage (an Ollama-like server streaming without stream_options)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def handle(self, ctx: RequestContext) -> Result:
+        result = await self.inner.handle(ctx)
+        if isinstance(result, Completed):
+            return Completed({k: v for k, v in result.body.items() if k != "usage"})
+        return Streaming(_without_usage(result.chunks))
+
+
+async def _without_usage(chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+    async for chunk in chunks:
+        if chunk.get("choices"):
+            yield {k: v for k, v in chunk.items() if k != "usage"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_hit_on_an_answer_that_reported_no_usage_still_prices_the_saving(stream: bool) -> None:
+    h = Harness({"mode": "exact"})
+    h.pipeline.terminal = NoUsage(h.upstream)
+    first = await h.ask("Tell me a story about a lighthouse", stream=stream)
+    assert first.ctx.usage is None
+    second = await h.ask("Tell me a story about a lighthouse")
+    assert second.cache == "hit" and second.body is not None and "usage" not in second.body  # the body as it came
+    usage = second.ctx.usage
+    assert usage is not None and usage["prompt_tokens"] > 5 and usage["completion_tokens"] > 0  # counted here
 
 
 async def test_answer_shaping_fields_split_the_key_and_transport_fields_do_not() -> None:

@@ -30,7 +30,7 @@ from aigw.config.cache import CacheConfig
 from aigw.pipeline.context import Completed, Prerendered, Replay, RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.stages.cache_entry import Decoded, body_of, encode
+from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
 from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
 from aigw.pipeline.stages.cache_near import NearCache
@@ -273,8 +273,11 @@ class CacheStage(Stage):
         if ctx.endpoint in _ANSWERS and not storable(body):
             self.stats.not_stored += 1
             return
+        counted = None
+        if ctx.endpoint in _ANSWERS and not isinstance(body.get("usage"), dict):  # the upstream reported none
+            counted = counted_usage(ctx.body, body)
         value = encode(body, self.clock.now(), ctx.served_model or ctx.model,
-                       ctx.served_by.id if ctx.served_by is not None else "", pending.ttl_s)
+                       ctx.served_by.id if ctx.served_by is not None else "", pending.ttl_s, counted)
         if len(value) > pending.policy.max_entry_bytes:
             self.stats.not_stored += 1
             return

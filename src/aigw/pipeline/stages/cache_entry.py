@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from aigw.accounting.tokens import TokenCounter, answer_text
 from aigw.types import JSON
 
 PRIVATE = "_anthropic"  # gateway-internal fields of a canonical body (never sent to OpenAI clients)
@@ -37,10 +38,12 @@ class Entry:
         return self.at + self.ttl if self.ttl is not None else None
 
 
-def encode(body: JSON, at: float, model: str, deployment: str, ttl: float | None = None) -> bytes:
+def encode(body: JSON, at: float, model: str, deployment: str, ttl: float | None = None,
+           counted: JSON | None = None) -> bytes:
+    """``counted``: usage counted here for an answer that reported none (the header's, the body unchanged)."""
     usage = body.get("usage")
     head = {"v": VERSION, "at": at, "model": model, "deployment": deployment,
-            "usage": usage if isinstance(usage, dict) else None, "private": PRIVATE in body}
+            "usage": usage if isinstance(usage, dict) else counted, "private": PRIVATE in body}
     if ttl is not None:
         head["ttl"] = ttl
     return orjson.dumps(head) + b"\n" + orjson.dumps(body)
@@ -114,3 +117,16 @@ def _legacy(entry: Any) -> Entry | None:
     usage = body.get("usage")
     return Entry(float(entry.get("at") or 0), str(entry.get("model") or ""), str(entry.get("deployment") or ""),
                  usage if isinstance(usage, dict) else None, PRIVATE in body, b"", body)
+
+
+_COUNTER = TokenCounter()  # loads its encoding on first use: only for upstreams that report no usage
+
+
+def counted_usage(request: JSON, answer: JSON) -> JSON:
+    """Usage of an answer whose upstream reported none, counted locally, so that a hit on it prices the
+    saving (an Ollama-like server streaming without ``stream_options``)."""
+    text, thought = answer_text(answer)
+    prompt, reasoning = _COUNTER.count_prompt(request), _COUNTER.count_text(thought)
+    completion = _COUNTER.count_text(text) + reasoning
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
