@@ -15,6 +15,7 @@ import contextlib
 import logging
 from typing import Any
 
+from aigw import errors
 from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
 from aigw.accounting.tokens import TokenCounter
@@ -168,9 +169,11 @@ class Tenancy:
         try:
             spent = await self.db.scope_spend(kind, ident, limits.budget_period, now)
             await self.services.budgets.seed({(kind, ident, window_of(limits.budget_period, now)): spent})
-        except Exception as exc:  # saved all the same; the counter catches up at the next start
+        except Exception as exc:  # saved all the same: the caller repeats the call, which seeds again
             log.warning("budget of %s %s changed, but its spend so far could not be loaded (%s: %s)", kind, ident,
                         type(exc).__name__, exc)
+            raise errors.Unavailable("The change is saved, but the budget's spend so far could not be loaded "
+                                     "(store unavailable); repeat the call to apply it.", retry_after=1.0) from None
 
     def register_routes(self, app: Any, auth: Authenticator) -> admin_api.AdminApi:
         """The admin routes of tenants, projects, keys and spend; their API, for others that name tenants."""

@@ -143,6 +143,33 @@ def test_a_budget_added_mid_window_counts_what_the_window_spent_already(gw: Runn
     assert refused.value.code == "budget_exceeded" and "Budget exceeded for project" in refused.value.message
 
 
+def test_a_budget_change_that_could_not_be_seeded_is_a_503_and_repeating_it_applies_it(
+        gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "seed-fail-co", project="runaway")
+    client = _client(gw, key["key"])
+    for _ in range(3):
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+    spent = _rows(admin, key["id"], 3)["cost_usd"]
+    budgets = gw.app.state["deps"].services["tenancy"].budgets
+    seed = budgets.seed
+
+    async def store_down(spent: Any) -> None:
+        raise ConnectionError("store away")
+
+    change = {"budget_usd": spent / 2, "budget_period": "daily"}
+    budgets.seed = store_down
+    try:
+        with pytest.raises(AdminError) as failed:
+            admin.patch(f"/admin/projects/{key['project_id']}", change)
+        assert failed.value.status == 503 and "repeat the call" in str(failed.value)
+    finally:
+        budgets.seed = seed
+    admin.patch(f"/admin/projects/{key['project_id']}", change)  # the same values again: seeded this time
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+    assert refused.value.code == "budget_exceeded"
+
+
 def test_a_project_limit_covers_all_its_keys(gw: RunningGateway, admin: AdminClient) -> None:
     k1 = setup_key(admin, "proj-limit-co", project="shared")
     admin.patch(f"/admin/projects/{k1['project_id']}", {"rpm": 3})

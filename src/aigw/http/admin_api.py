@@ -165,9 +165,11 @@ class AdminApi:
         # a budget added or changed mid-window: its counter starts from what the window has spent already
         self._on_budget = on_budget
 
-    async def _budget_changed(self, kind: str, ident: str, before: Limits, after: Limits) -> None:
+    async def _budget_changed(self, kind: str, ident: str, before: Limits, after: Limits, patched: bool) -> None:
+        """Any PATCH that leaves a budget set seeds it (seeding only raises, so a repeated call is harmless
+        and finishes what a failed one could not)."""
         if self._on_budget is not None and after.budget_usd is not None and (
-                (before.budget_usd, before.budget_period) != (after.budget_usd, after.budget_period)):
+                patched or (before.budget_usd, before.budget_period) != (after.budget_usd, after.budget_period)):
             await self._on_budget(kind, ident, after)
 
     async def _changed(self) -> None:
@@ -246,7 +248,7 @@ class AdminApi:
             await self.db.save_tenant(t)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _tenant_taken(t.name) from None
-        await self._budget_changed("tenant", t.id, before, t.limits)
+        await self._budget_changed("tenant", t.id, before, t.limits, req.method == "PATCH")
         await self._changed()
         return 200, tenant_out(t)
 
@@ -293,7 +295,7 @@ class AdminApi:
             await self.db.save_project(proj)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _project_taken((await self.tenant(proj.tenant_id, None)).name, proj.name) from None
-        await self._budget_changed("project", proj.id, before, proj.limits)
+        await self._budget_changed("project", proj.id, before, proj.limits, req.method == "PATCH")
         await self._changed()
         return 200, project_out(proj)
 
@@ -344,7 +346,7 @@ class AdminApi:
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
         await self.db.save_key(k)
-        await self._budget_changed("key", k.id, before, k.limits)
+        await self._budget_changed("key", k.id, before, k.limits, req.method == "PATCH")
         await self._changed()
         return 200, key_out(k, secret)
 
