@@ -35,6 +35,7 @@ from aigw.supervise import Supervisor
 from aigw.types import Clock, SystemClock
 
 log = logging.getLogger("aigw.tenancy")
+SEED_CHECK_S = 0.5  # how soon budget counters are seeded again after Redis lost them
 
 
 class _DbVersion:
@@ -88,6 +89,7 @@ class Tenancy:
                                         prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
                                         alert=self._alert)
         self._watch: asyncio.Task[Any] | None = None
+        self._seeding: asyncio.Task[Any] | None = None
 
     def stage_services(self) -> dict[str, Any]:
         return {SERVICE: self.services}
@@ -112,6 +114,8 @@ class Tenancy:
         self.ledger.replay_spill()
         self.ledger.start(self.supervisor)
         self._watch = self.supervisor.spawn(self.keys.watch(), name="key-version-watch")
+        if self.config.redis_url:
+            self._seeding = self.supervisor.spawn(self._keep_seeded(), name="budget-seed-watch")
         if self.config.server.workers > 1 and not self.config.redis_url:
             log.warning("%d workers without redis_url: each keeps its own rate-limit and budget counters, so "
                         "limits apply per worker; set redis_url to share them", self.config.server.workers)
@@ -119,7 +123,29 @@ class Tenancy:
             log.warning("no price for %s: their calls cost 0 (set `prices:` on those models)",
                         ", ".join(sorted(self.services.prices.unknown)))
 
+    async def _keep_seeded(self) -> None:
+        """Budget counters in Redis start from the ledger again whenever Redis has lost them (a restart without
+        persistence drops the mark ``seed`` leaves) or seeding failed at start: checked every ``SEED_CHECK_S``.
+        Seeding only raises counters, so a replica that re-seeds after another did changes nothing."""
+        failures = 0
+        while True:
+            await asyncio.sleep(SEED_CHECK_S)
+            try:
+                if await self.services.budgets.seeded():
+                    failures = 0
+                    continue
+                await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
+                log.warning("budget counters seeded from the ledger again (the store had lost them)")
+            except Exception as exc:  # still away: the budgets follow their failure policy meanwhile
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    log.warning("budget counters cannot be checked or seeded (%s: %s)", type(exc).__name__, exc)
+
     async def stop(self) -> None:
+        if self._seeding is not None:
+            self._seeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._seeding, 2)
         if self._watch is not None:
             # redis-py's own timeouts can swallow a cancel that lands inside a call, so ask the
             # loop to end as well and cancel again until it has; shutdown never hangs on it

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -19,6 +17,7 @@ import redis as redis_sync
 
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import free_port
+from tests.support.services import start_own_redis, stop_own_redis
 
 
 def config(url: str, prefix: str, db: Path, **cache: Any) -> dict[str, Any]:
@@ -57,29 +56,12 @@ def ready(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
 @pytest.fixture
 def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of our own on a free port, so it can be paused or killed (never the shared one)."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("AIGW_REQUIRE_SERVICES") == "1":
-            pytest.fail("redis-server is not installed (AIGW_REQUIRE_SERVICES=1)")
-        pytest.skip("redis-server is not installed: cannot start one to kill")
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis_sync.Redis(port=port)
+    proc = start_own_redis(port)
     try:
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis_sync.ConnectionError:
-                time.sleep(0.02)
-        else:
-            pytest.fail("own redis-server did not start")
         yield f"redis://127.0.0.1:{port}/0", proc
     finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+        stop_own_redis(proc)
 
 
 def test_replicas_share_entries_through_redis(redis_isolated: tuple[str, str], tmp_path: Path) -> None:

@@ -8,11 +8,15 @@ gets its own Redis key prefix and its own PostgreSQL schema, removed afterwards.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis as redis_sync
 
 REDIS_URL = os.environ.get("AIGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_DSN = os.environ.get("AIGW_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -92,3 +96,32 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
     asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
     yield dsn, schema
     asyncio.run(run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def start_own_redis(port: int) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own on ``port``, empty and without persistence, so that it can be
+    paused, killed or restarted (never the shared one); fails or skips like ``require`` without one."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("AIGW_REQUIRE_SERVICES") == "1":
+            pytest.fail("redis-server is not installed (AIGW_REQUIRE_SERVICES=1)")
+        pytest.skip("redis-server is not installed: cannot start one to kill")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis_sync.Redis(port=port)
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                return proc
+            except redis_sync.ConnectionError:
+                time.sleep(0.02)
+        stop_own_redis(proc)
+        pytest.fail("own redis-server did not start")
+    finally:
+        client.close()
+
+
+def stop_own_redis(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)

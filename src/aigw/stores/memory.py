@@ -263,6 +263,9 @@ class MemoryBudgets:
                 if counter.get(slot, 0) < nano:
                     counter[slot] = nano
 
+    async def seeded(self) -> bool:
+        return True  # process memory is not lost while the process lives
+
     async def spent(self, scope: Scope, now: float) -> int:
         return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)
 

@@ -155,6 +155,7 @@ class RedisCounters:
         self._redis = redis
         self._rl = prefix + "rl:"
         self._bg = prefix + "bg:"
+        self._seeded_key = prefix + "bg-seeded"  # gone with the counters when Redis loses its data
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
         self._batch = _Batcher(pipe if pipe is not None else ViaRedisPy(redis))
         self._seed = _script(redis, "seed")
@@ -263,7 +264,9 @@ class RedisCounters:
         return await self.leave([], "", 0, 0, scopes, reserved_nano, actual_nano, now, thresholds)
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
+        """Raise the counters to the ledger's figures (``seed.lua``), then leave the mark ``seeded`` looks for."""
         if not spent:
+            await self._redis.set(self._seeded_key, b"1")
             return
         keys: list[str] = []
         args: list[Any] = []
@@ -273,6 +276,10 @@ class RedisCounters:
                                                         ("daily" if window.count("-") == 2 else "monthly"))
             args += [nano, _TTL_BY_PERIOD[period]]
         await self._seed(keys=keys, args=args)
+        await self._redis.set(self._seeded_key, b"1")
+
+    async def seeded(self) -> bool:
+        return bool(await self._redis.exists(self._seeded_key))
 
     async def spent(self, scope: Scope, now: float) -> int:
         raw = await self._redis.get(self._budget_key(scope.ref, window_of(scope.limits.budget_period, now)))

@@ -1,0 +1,53 @@
+"""Budgets when Redis loses its data: the counters start again from the ledger, without a restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import openai
+import pytest
+import redis as redis_sync
+
+from aigw.cli.admin_client import AdminClient
+from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
+from tests.support.gateway import running_gateway
+from tests.support.servers import free_port
+from tests.support.services import start_own_redis, stop_own_redis
+
+
+def _spend_until_refused(client: openai.OpenAI, limit: int = 40) -> int:
+    for done in range(limit):
+        try:
+            client.chat.completions.create(**chat_body("spend", max_tokens=20))
+        except openai.RateLimitError as err:
+            assert err.code == "budget_exceeded"
+            return done
+    raise AssertionError(f"no budget refusal in {limit} calls")
+
+
+def test_a_redis_that_comes_back_empty_is_seeded_again_from_the_ledger(tmp_path: Path) -> None:
+    port = free_port()
+    redis = start_own_redis(port)
+    try:
+        config = gateway_config(tmp_path / "gw.db", redis_url=f"redis://127.0.0.1:{port}/0",
+                                redis_prefix="aigw-test:loss:")
+        with running_gateway(config) as gw:
+            key = setup_key(AdminClient(gw.url, MASTER), "loss-co", budget_usd=0.2, budget_period="daily")
+            client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+            assert _spend_until_refused(client) > 0
+            time.sleep(0.3)  # the ledger has every call of the budget
+            stop_own_redis(redis)  # its counters are gone with it
+            redis = start_own_redis(port)
+            marks = redis_sync.Redis(port=port)
+            deadline = time.monotonic() + 5
+            while not marks.exists("aigw-test:loss:bg-seeded"):  # seeded again, within SEED_CHECK_S
+                assert time.monotonic() < deadline, "the budget counters were not seeded again"
+                time.sleep(0.05)
+            marks.close()
+            for _ in range(5):  # and the budget holds, though no gateway restarted
+                with pytest.raises(openai.RateLimitError) as refused:
+                    client.chat.completions.create(**chat_body("spend", max_tokens=20))
+                assert refused.value.code == "budget_exceeded"
+    finally:
+        stop_own_redis(redis)
