@@ -203,7 +203,8 @@ class Tenancy:
 
     def register_routes(self, app: Any, auth: Authenticator) -> admin_api.AdminApi:
         """The admin routes of tenants, projects, keys and spend; their API, for others that name tenants."""
-        api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate, self._budget_changed)
+        api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate, self._budget_changed,
+                                 self.keys.owe_bump)
         admin_api.register(app, auth, api)
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
         return api

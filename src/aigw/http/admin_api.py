@@ -157,11 +157,12 @@ BudgetChanged = Callable[[str, str, Limits], Awaitable[None]]  # (kind, id, new 
 
 class AdminApi:
     def __init__(self, db: Database, version: KeyVersion, clock: Clock, on_change: Callable[[], None],
-                 on_budget: BudgetChanged | None = None) -> None:
+                 on_budget: BudgetChanged | None = None, on_bump_failed: Callable[[], None] | None = None) -> None:
         self.db = db
         self.version = version
         self.clock = clock
         self._on_change = on_change  # this replica's own cache: drop it at once
+        self._on_bump_failed = on_bump_failed  # the version is bumped later, when the store is back
         # a budget added or changed mid-window: its counter starts from what the window has spent already
         self._on_budget = on_budget
 
@@ -176,10 +177,14 @@ class AdminApi:
         self._on_change()
         try:
             await self.version.bump()
-        except Exception as exc:  # saved, but other replicas cannot be told: say so, the call is repeatable
-            log.error("key version bump failed (%s): other replicas keep their cached keys", type(exc).__name__)
-            raise errors.Unavailable("The change is saved, but other replicas could not be notified (store "
-                                     "unavailable); repeat the call to notify them.", retry_after=1.0) from None
+        except Exception as exc:  # saved, but other replicas cannot be told yet: say so, the call is repeatable
+            log.error("key version bump failed (%s): other replicas keep their cached keys until it is retried",
+                      type(exc).__name__)
+            if self._on_bump_failed is not None:
+                self._on_bump_failed()
+            raise errors.Unavailable("The change is saved, but other replicas could not be notified yet (store "
+                                     "unavailable); they will be once it answers again, or repeat the call.",
+                                     retry_after=1.0) from None
 
     # -- lookups that respect the caller's tenant ------------------------------------
     # An ident with NUL names nothing (no name may hold one), and PostgreSQL would refuse it with a 500.

@@ -51,6 +51,7 @@ class KeyCache:
         self._generation = 0  # bumped on every invalidation; a lookup begun earlier does not cache
         self.poll_errors = 0
         self._watching = False
+        self._bump_owed = False  # a change this replica saved but could not announce: ``watch`` retries it
 
     async def lookup(self, presented: str) -> Principal | None:
         if not presented.startswith(KEY_PREFIX):
@@ -106,11 +107,20 @@ class KeyCache:
         """Make ``watch`` return at its next turn (a cancel alone can be lost inside a Redis call)."""
         self._watching = False
 
+    def owe_bump(self) -> None:
+        """A change is saved but the version could not be bumped (the store was away): the watch bumps it as
+        soon as it can, so the other replicas drop their cached keys even if nobody repeats the call."""
+        self._bump_owed = True
+
     async def watch(self) -> None:
         """Poll the version until stopped or cancelled (started by app.py under the supervisor)."""
         self._watching = True
         while self._watching:
             try:
+                if self._bump_owed:
+                    await self._version.bump()
+                    self._bump_owed = False
+                    log.info("key version bumped: a change made while the store was away is announced now")
                 await self.check_version()
             except Exception as exc:  # a store blip: keep serving the cache, try again
                 self.poll_errors += 1

@@ -176,3 +176,44 @@ async def test_keys_remembered_by_secret_stay_bounded() -> None:
         await cache.lookup(s)
         assert cache.cached(s) is not None
         assert len(cache._presented) <= 3
+
+
+async def test_a_change_announced_while_the_store_was_away_reaches_the_other_replicas_once_it_is_back() -> None:
+    class Shared(MemoryKeyVersion):
+        """One version store for two replicas, which can be away."""
+
+        down = False
+
+        async def get(self) -> int:
+            if self.down:
+                raise ConnectionError("store away")
+            return await super().get()
+
+        async def bump(self) -> int:
+            if self.down:
+                raise ConnectionError("store away")
+            return await super().bump()
+
+    store, shared = Store(), Shared()
+    store.grants[hash_secret(SECRET)] = _grant()
+    a = KeyCache(store, shared, Clock(), refresh_s=0.005)  # type: ignore[arg-type]
+    b = KeyCache(store, shared, Clock(), refresh_s=0.005)  # type: ignore[arg-type]
+    await b.check_version()
+    assert await b.lookup(SECRET) is not None  # b has the key cached
+    shared.down = True
+    store.grants[hash_secret(SECRET)] = _grant(revoked=1.0)  # revoked on a, saved in the database ...
+    a.owe_bump()  # ... but the version bump failed (what the admin API does then)
+    tasks = [asyncio.get_running_loop().create_task(c.watch()) for c in (a, b)]
+    try:
+        await asyncio.sleep(0.05)
+        assert await b.lookup(SECRET) is not None  # nothing can reach b while the store is away
+        shared.down = False
+        for _ in range(200):
+            if await b.lookup(SECRET) is None:
+                break
+            await asyncio.sleep(0.005)
+        assert await b.lookup(SECRET) is None  # a announced it as soon as it could: b dropped the key
+    finally:
+        for c in (a, b):
+            c.stop_watching()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=1)
