@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,30 +15,7 @@ from aigw.stores.redis.cache import RedisCacheStore
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.pipe import RedisPipe
 from tests.support.servers import free_port
-
-
-def start_redis(port: int, *extra: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
-    client = redis_sync.Redis(port=port, password=password)
-    try:
-        for _ in range(200):
-            try:
-                client.ping()
-                return proc
-            except redis_sync.ConnectionError:
-                time.sleep(0.02)
-        proc.kill()
-        pytest.fail("own redis-server did not start")
-    finally:
-        client.close()
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
+from tests.support.services import start_own_redis, stop_own_redis
 
 
 def lean_store(redis: Any, url: str, prefix: str) -> RedisCacheStore:
@@ -53,23 +27,19 @@ def lean_store(redis: Any, url: str, prefix: str) -> RedisCacheStore:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("AIGW_REQUIRE_SERVICES") == "1":
-            pytest.fail("redis-server is not installed (AIGW_REQUIRE_SERVICES=1)")
-        pytest.skip("redis-server is not installed")
     yield free_port()
 
 
 @pytest.fixture
 async def own_redis(port: int) -> AsyncIterator[Any]:
     """A redis-py client of a redis-server of this test's own, both closed after it."""
-    proc = start_redis(port)
+    proc = start_own_redis(port)
     redis = make_redis(f"redis://127.0.0.1:{port}/0")
     try:
         yield redis
     finally:
         await redis.aclose()
-        stop(proc)
+        stop_own_redis(proc)
 
 
 async def test_values_round_trip_and_match_redis_py(own_redis: Any, port: int) -> None:
@@ -107,28 +77,28 @@ async def test_concurrent_calls_get_their_own_replies_even_when_some_give_up(own
 
 
 async def test_a_lost_server_fails_calls_then_a_new_one_is_used(port: int) -> None:
-    proc = start_redis(port)
+    proc = start_own_redis(port)
     url = f"redis://127.0.0.1:{port}/0"
     redis = make_redis(url)
     try:
         store = lean_store(redis, url, "p:")
         await store.set("k", b"v", 60)
         assert await store.get("k") == b"v"
-        stop(proc)
+        stop_own_redis(proc)
         with pytest.raises(OSError):
             async with asyncio.timeout(2):
                 await store.get("k")
-        proc = start_redis(port)
+        proc = start_own_redis(port)
         assert await store.get("k") is None  # a fresh server: reconnected, empty
         await store.set("k", b"again", 60)
         assert await store.get("k") == b"again"
     finally:
         await redis.aclose()
-        stop(proc)
+        stop_own_redis(proc)
 
 
 async def test_password_and_database_are_used(port: int) -> None:
-    proc = start_redis(port, "--requirepass", "s3cret")
+    proc = start_own_redis(port, "--requirepass", "s3cret")
     url = f"redis://:s3cret@127.0.0.1:{port}/3"
     redis = make_redis(url)
     try:
@@ -145,7 +115,7 @@ async def test_password_and_database_are_used(port: int) -> None:
         await wrong.redis.aclose()
     finally:
         await redis.aclose()
-        stop(proc)
+        stop_own_redis(proc)
 
 
 async def test_closing_the_store_closes_its_own_connection(own_redis: Any, port: int) -> None:

@@ -12,21 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from aigw.cli.admin_client import AdminClient, AdminError
 from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.services import RUN_ID, postgres_dsn
-
-
-async def _pg(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -37,7 +28,7 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
             yield g
         return
     dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_pg(dsn, f'CREATE SCHEMA "{schema}"'))
+    asyncio.run(pg_execute(dsn, f'CREATE SCHEMA "{schema}"'))
     try:
         cfg = gateway_config(tmp / "unused.db", database_url=f"{dsn}?search_path={schema}")
         cfg["tenancy"].update(migrate_on_start=True, ledger={"flush_interval_s": 0.05,
@@ -45,7 +36,7 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         with running_gateway(cfg) as g:
             yield g
     finally:
-        asyncio.run(_pg(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        asyncio.run(pg_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 @pytest.fixture
@@ -171,14 +162,19 @@ def test_a_list_limit_that_is_not_ascii_digits_is_a_400(admin: AdminClient) -> N
             refused(lambda path=path, bad=bad: admin.get(path, limit=bad), 400, "limit")
 
 
+def _every_name_refused(admin: AdminClient, key: dict[str, Any], tenant: str, bad: str) -> None:
+    """``bad`` as the name of a new or renamed tenant, project and key: a 400 naming ``name`` each time."""
+    refused(lambda: admin.post("/admin/tenants", {"name": bad}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/tenants/{key['tenant_id']}", {"name": bad}), 400, "name")
+    refused(lambda: admin.post("/admin/projects", {"name": bad, "tenant": tenant}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/projects/{key['project_id']}", {"name": bad}), 400, "name")
+    refused(lambda: admin.post("/admin/keys", {"project": key["project_id"], "name": bad}), 400, "name")
+    refused(lambda: admin.patch(f"/admin/keys/{key['id']}", {"name": bad}), 400, "name")
+
+
 def test_nul_in_a_name_is_a_400_and_in_an_id_a_404(admin: AdminClient) -> None:
     key = setup_key(admin, "nul-co")
-    refused(lambda: admin.post("/admin/tenants", {"name": "a\x00b"}), 400, "name")
-    refused(lambda: admin.patch(f"/admin/tenants/{key['tenant_id']}", {"name": "a\x00b"}), 400, "name")
-    refused(lambda: admin.post("/admin/projects", {"name": "a\x00b", "tenant": "nul-co"}), 400, "name")
-    refused(lambda: admin.patch(f"/admin/projects/{key['project_id']}", {"name": "a\x00b"}), 400, "name")
-    refused(lambda: admin.post("/admin/keys", {"project": key["project_id"], "name": "a\x00b"}), 400, "name")
-    refused(lambda: admin.patch(f"/admin/keys/{key['id']}", {"name": "a\x00b"}), 400, "name")
+    _every_name_refused(admin, key, "nul-co", "a\x00b")
     for path in ("/admin/tenants/a%00b", "/admin/projects/a%00b", "/admin/keys/a%00b"):
         refused(lambda path=path: admin.get(path), 404, None)
     refused(lambda: admin.post("/admin/projects", {"name": "x", "tenant": "a\x00b"}), 404, None)
@@ -192,12 +188,8 @@ def test_nul_in_a_name_is_a_400_and_in_an_id_a_404(admin: AdminClient) -> None:
 
 def test_names_of_whitespace_only_are_refused(admin: AdminClient) -> None:
     key = setup_key(admin, "blank-co")
-    refused(lambda: admin.post("/admin/tenants", {"name": " \t "}), 400, "name")
-    refused(lambda: admin.patch(f"/admin/tenants/{key['tenant_id']}", {"name": "  "}), 400, "name")
-    refused(lambda: admin.post("/admin/projects", {"name": "  ", "tenant": "blank-co"}), 400, "name")
-    refused(lambda: admin.patch(f"/admin/projects/{key['project_id']}", {"name": "\n"}), 400, "name")
-    refused(lambda: admin.post("/admin/keys", {"project": key["project_id"], "name": "   "}), 400, "name")
-    refused(lambda: admin.patch(f"/admin/keys/{key['id']}", {"name": " "}), 400, "name")
+    for blank in (" \t ", "  ", "\n"):
+        _every_name_refused(admin, key, "blank-co", blank)
     assert admin.post("/admin/keys", {"project": key["project_id"], "name": ""})["name"] == ""  # unnamed: fine
     assert [p["name"] for p in admin.get("/admin/projects", tenant="blank-co")["data"]] == ["web"]
 

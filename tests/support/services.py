@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 import redis as redis_sync
 
@@ -98,16 +99,18 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
     asyncio.run(run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
-def start_own_redis(port: int) -> subprocess.Popen[bytes]:
-    """A redis-server of the test's own on ``port``, empty and without persistence, so that it can be
-    paused, killed or restarted (never the shared one); fails or skips like ``require`` without one."""
+def start_own_redis(port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own on ``port`` (plus ``extra`` options), empty and without persistence,
+    so that it can be paused, killed or restarted (never the shared one); fails or skips like ``require``
+    without one."""
     if shutil.which("redis-server") is None:
         if os.environ.get("AIGW_REQUIRE_SERVICES") == "1":
             pytest.fail("redis-server is not installed (AIGW_REQUIRE_SERVICES=1)")
         pytest.skip("redis-server is not installed: cannot start one to kill")
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis_sync.Redis(port=port)
+                             "--appendonly", "no", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+    client = redis_sync.Redis(port=port, password=password)
     try:
         for _ in range(200):
             try:
@@ -125,3 +128,12 @@ def stop_own_redis(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=10)
+
+
+async def pg_execute(dsn: str, sql: str) -> None:
+    """One statement on its own connection (creating and dropping a test's database or schema)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

@@ -119,22 +119,29 @@ async def test_the_reservation_is_the_worst_case_and_settles_to_the_real_cost() 
     assert await svc.budgets.spent(scope, 0) == 4 * 1_000_000 + 3 * 2_000_000
 
 
-async def test_a_cut_stream_without_usage_is_charged_by_a_local_count() -> None:
-    svc = _services()
+async def _cut_stream(svc: TenancyServices, deltas: list[JSON], cut: errors.GatewayError) -> RequestContext:
+    """A stream through the accounting stage that ``cut`` ends after ``deltas``; its context, finished."""
     stage = accounting.build(_deps(svc))
     assert stage is not None
     ctx = _ctx(stream=True)
 
     async def chunks() -> AsyncIterator[JSON]:
-        for word in ("Hello", " there", " friend"):
-            yield {"choices": [{"index": 0, "delta": {"content": word}}]}
-        raise errors.UpstreamError("connection reset")
+        for delta in deltas:
+            yield {"choices": [{"index": 0, "delta": delta}]}
+        raise cut
 
     ctx.served_by = MOCK
-    with pytest.raises(errors.UpstreamError) as err:
+    with pytest.raises(errors.GatewayError) as err:
         async for _ in stage.on_stream(ctx, chunks()):
             pass
     ctx.error = err.value
+    return ctx
+
+
+async def test_a_cut_stream_without_usage_is_charged_by_a_local_count() -> None:
+    svc = _services()
+    words = ("Hello", " there", " friend")
+    ctx = await _cut_stream(svc, [{"content": w} for w in words], errors.UpstreamError("connection reset"))
     m = measure(ctx, svc)
     assert m.source == "local" and m.tokens.completion == 3 and m.tokens.prompt > 0
     assert m.cost_nano == m.tokens.prompt * 1_000_000 + 3 * 2_000_000
@@ -300,19 +307,7 @@ async def test_an_answer_without_usage_is_charged_for_its_completion_by_a_local_
 
 async def test_a_stream_cut_while_thinking_is_charged_for_the_prompt_and_the_thinking() -> None:
     svc = _services()
-    stage = accounting.build(_deps(svc))
-    assert stage is not None
-    ctx = _ctx(stream=True)
-
-    async def chunks() -> AsyncIterator[JSON]:
-        for word in ("Let", " me", " think"):
-            yield {"choices": [{"index": 0, "delta": {"reasoning_content": word}}]}
-        raise errors.GatewayError("client disconnected", code="client_disconnected")
-
-    ctx.served_by = MOCK
-    with pytest.raises(errors.GatewayError) as err:
-        async for _ in stage.on_stream(ctx, chunks()):
-            pass
-    ctx.error = err.value
+    gone = errors.GatewayError("client disconnected", code="client_disconnected")
+    ctx = await _cut_stream(svc, [{"reasoning_content": w} for w in ("Let", " me", " think")], gone)
     m = measure(ctx, svc)
     assert m.source == "local" and m.tokens.reasoning == 3 and m.tokens.output == 0 and m.tokens.prompt > 0

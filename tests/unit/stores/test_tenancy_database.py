@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from aigw.stores.base import (
@@ -24,7 +23,7 @@ from aigw.stores.base import (
 )
 from aigw.stores.database import AmbiguousName, SqlDatabase, open_database
 from aigw.stores.sql import UniqueViolation
-from tests.support.services import RUN_ID, postgres_dsn
+from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 
 NOW = 1_800_000_000.0  # 2027-01-15
 
@@ -35,7 +34,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sq
         url = f"sqlite:///{tmp_path}/t.db"
     else:
         dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
-        await _pg(dsn, f'CREATE SCHEMA "{schema}"')
+        await pg_execute(dsn, f'CREATE SCHEMA "{schema}"')
         url = f"{dsn}?search_path={schema}"
     store = open_database(url)
     await store.open()
@@ -45,7 +44,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sq
     finally:
         await store.close()
         if request.param == "postgres":
-            await _pg(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await pg_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path: Path) -> None:
@@ -60,14 +59,6 @@ async def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path
     finally:
         for store in stores:
             await store.close()
-
-
-async def _pg(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _seed(db: SqlDatabase) -> None:
