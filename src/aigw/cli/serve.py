@@ -15,6 +15,7 @@ from aigw.config.load import ConfigError, export_for_workers, export_metrics_dir
 from aigw.observability.logging import configure
 
 GRACEFUL_S = 30  # requests in flight get this long to finish on SIGTERM
+DRAIN_MARGIN_S = 10.0  # past the ledger's shutdown_timeout_s: its writer task's stop, the spill, the rest
 
 
 def is_loopback(host: str) -> bool:
@@ -62,7 +63,11 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             if server.http == "aigw":
                 from aigw.cli.serve_workers import serve_workers
 
-                code = serve_workers(server.host, server.port, server.workers, log_level, log_format, GRACEFUL_S)
+                # after its requests, a worker drains the spend ledger (up to shutdown_timeout_s, then spills):
+                # it is killed only past both, or the rows it holds are lost
+                drain_s = config.tenancy.ledger.shutdown_timeout_s + DRAIN_MARGIN_S
+                code = serve_workers(server.host, server.port, server.workers, log_level, log_format, GRACEFUL_S,
+                                     drain_s)
                 if code:
                     sys.exit(code)
             else:

@@ -68,8 +68,11 @@ def restart_pause(deaths_in_a_row: int) -> float:
 
 
 def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
-                  graceful_s: float = 30) -> int:
-    """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``)."""
+                  graceful_s: float = 30, drain_s: float = KILL_AFTER_S) -> int:
+    """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``).
+
+    On the way out a worker gets ``graceful_s`` for its requests and ``drain_s`` for its shutdown hooks
+    (the spend ledger's drain and spill) before it is killed."""
     sock = bind(host, port)
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
@@ -118,11 +121,12 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 proc.terminate()  # SIGTERM: the worker drains and exits
-        deadline = time.monotonic() + graceful_s + KILL_AFTER_S
+        allowed = graceful_s + max(drain_s, KILL_AFTER_S)
+        deadline = time.monotonic() + allowed
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
-                log.warning("worker pid %s did not stop in %.0f s; killing it", proc.pid, graceful_s + KILL_AFTER_S)
+                log.warning("worker pid %s did not stop in %.0f s; killing it", proc.pid, allowed)
                 proc.kill()
                 proc.join(5)
         sock.close()
