@@ -7,6 +7,8 @@ in the pipeline's stages.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -86,6 +88,14 @@ class Flow:
         except ClientGone:
             if ctx is not None:
                 ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
+        except asyncio.CancelledError:  # the server shut down and stopped waiting for this request
+            gone = errors.Unavailable("The gateway shut down before this request finished; retry it.",
+                                      code="gateway_shutdown", retry_after=1.0)
+            if ctx is not None:
+                ctx.error = gone  # the ledger and the request log say so, not 200
+            with contextlib.suppress(Exception):  # a 503 the client's SDK retries elsewhere, if nothing went out
+                await send_error(send, api, gone, req.request_id)
+            raise
         except errors.GatewayError as err:
             if ctx is None and principal is not None:  # a known caller refused before the pipeline (bad body,
                 ctx = _refused(req, api, endpoint, principal, body)  # a model it may not use): metered and billed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from aigw import errors
 from aigw.app import build_app
 from aigw.config.cache import CacheConfig
 from aigw.config.load import load_config
+from aigw.config.models import GatewayConfig
 from aigw.http.flow import send_error, served_headers
 from aigw.http.openai_api import OpenAIFormat, Validated
 from aigw.http.server import GatewayApp
@@ -48,7 +50,7 @@ def app(tmp_path: Path) -> Iterator[GatewayApp]:
 
 
 async def call(app: GatewayApp, body: dict[str, Any], path: str = "/v1/chat/completions",
-               headers: dict[str, str] | None = None) -> Sent:
+               headers: dict[str, str] | None = None, sent: list[dict[str, Any]] | None = None) -> Sent:
     raw = orjson.dumps(body)
     scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "raw_path": path.encode(),
              "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode()),
@@ -56,7 +58,7 @@ async def call(app: GatewayApp, body: dict[str, Any], path: str = "/v1/chat/comp
              "http_version": "1.1", "scheme": "http", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
              "root_path": ""}
     inbox = [{"type": "http.request", "body": raw, "more_body": False}]
-    sent: list[dict[str, Any]] = []
+    sent = [] if sent is None else sent
 
     async def receive() -> dict[str, Any]:
         return inbox.pop() if inbox else {"type": "http.disconnect"}
@@ -174,3 +176,30 @@ async def test_retry_after_is_rounded_up_so_a_client_that_waits_that_long_finds_
 
     await send_error(send, OpenAIFormat(), errors.RateLimited("wait", retry_after=59.2), "req-1")
     assert Sent(messages).headers["retry-after"] == "60"
+
+
+async def test_a_request_cut_short_by_shutdown_gets_a_503_and_is_recorded_as_one(tmp_path: Path) -> None:
+    config = GatewayConfig.model_validate({
+        "server": {"master_key": KEY}, "database_url": f"sqlite:///{tmp_path}/shutdown.db",
+        "models": [{"name": "slow", "provider": "mock", "latency_ms": 5000}],
+        "observability": {"metrics": {"enabled": False}, "request_log": {"enabled": False}}})
+    app = build_app(config)
+    finished: list[RequestContext] = []
+    pipeline = app.state["pipeline"]
+    finish = pipeline.finish
+
+    async def kept(ctx: RequestContext) -> None:
+        finished.append(ctx)
+        await finish(ctx)
+
+    pipeline.finish = kept
+    sent: list[dict[str, Any]] = []
+    task = asyncio.get_running_loop().create_task(call(app, {**chat("slow one"), "model": "slow"}, sent=sent))
+    await asyncio.sleep(0.1)
+    task.cancel()  # what the server does to requests still running when its graceful shutdown ends
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    error = finished[0].error
+    assert error is not None and (error.status, error.code) == (503, "gateway_shutdown")  # the ledger's row
+    answer = Sent(sent)
+    assert answer.status == 503 and orjson.loads(answer.body)["error"]["code"] == "gateway_shutdown"
