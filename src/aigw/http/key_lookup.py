@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 
+from aigw import errors
 from aigw.pipeline.context import Principal
 from aigw.pipeline.tenancy import scopes_of
 from aigw.stores.base import Grant, KeyVersion, TenancyStore
@@ -61,7 +62,12 @@ class KeyCache:
             entry = self._cache[digest]
         else:
             generation = self._generation
-            grant = await self._store.grant_by_hash(digest)
+            try:
+                grant = await self._store.grant_by_hash(digest)
+            except Exception as exc:  # the database is away: a key not cached yet cannot be told apart
+                log.warning("key lookup failed (%s: %s)", type(exc).__name__, exc)
+                raise errors.Unavailable("API keys cannot be checked right now (store unavailable); retry shortly.",
+                                         retry_after=1.0) from None
             entry = (grant, principal_for(grant)) if grant is not None else None
             if generation == self._generation:
                 self._cache[digest] = entry

@@ -217,3 +217,14 @@ async def test_a_change_announced_while_the_store_was_away_reaches_the_other_rep
         for c in (a, b):
             c.stop_watching()
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=1)
+
+
+async def test_a_key_not_cached_while_the_database_is_away_is_a_503_not_a_500_or_a_401() -> None:
+    class Away(Store):
+        async def grant_by_hash(self, key_hash: str) -> Grant | None:
+            raise ConnectionRefusedError("database away")
+
+    cache = KeyCache(Away(), MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    with pytest.raises(errors.Unavailable) as away:
+        await cache.lookup(SECRET)
+    assert away.value.status == 503 and away.value.retry_after == 1.0
