@@ -72,6 +72,7 @@ class TcpProxy:
         self.port = free_port()
         self._target = target_port
         self._writers: set[asyncio.StreamWriter] = set()
+        self.hung = False  # True: connections stay open but nothing passes (a server that stopped answering)
         self.loop, self._thread = _start_loop_thread("tcp-proxy")
         self._server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(5)
@@ -86,8 +87,9 @@ class TcpProxy:
         async def pipe(src: Any, dst: Any) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
+                    if not self.hung:
+                        dst.write(data)
+                        await dst.drain()
             dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

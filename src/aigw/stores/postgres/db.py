@@ -6,6 +6,7 @@ the server as settings, which is how tests give each run its own schema.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from typing import Any
 import asyncpg
 
 from aigw.stores.sql import Row
+
+CLOSE_TIMEOUT_S = 5.0  # a graceful pool close past this is cut (terminate)
 
 
 @lru_cache(maxsize=512)
@@ -44,9 +47,9 @@ class PostgresSql:
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            try:
-                await pool.close()
-            except Exception:  # a dead server: do not hang the shutdown
+            try:  # a server that stopped answering never completes a graceful close: do not hang the shutdown
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+            except Exception:
                 pool.terminate()
 
     async def execute(self, sql: str, *args: Any) -> None:
