@@ -10,8 +10,8 @@ the rows go to ``spill_file`` (see ``SpillFile``) and are replayed at the next
 start: taken by one of the processes sharing the file, written before new rows,
 never dropped for ``max_buffered``, and left on disk until written. What can be
 lost: rows still in memory on ``kill -9`` (at most ``flush_interval_s`` worth),
-or, during an outage longer than ``max_buffered`` rows, the oldest new rows
-(logged and counted).
+during an outage longer than ``max_buffered`` rows the oldest new rows, and rows
+a spill file cannot take at shutdown (all logged and counted).
 """
 
 from __future__ import annotations
@@ -168,20 +168,17 @@ class Ledger:
             self.dropped += len(rows)
             return
         path = self._spill.path
-        try:
-            with open(path, "ab") as f:
-                f.writelines(orjson.dumps(list(r)) + b"\n" for r in rows)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:
-            self._spill.release(remove=False)  # rows taken at start stay in their own file
-            log.error("spend ledger: database unreachable and %s not writable (%s): %d rows lost", path, exc,
-                      len(rows) - replayed)
-            self.dropped += len(rows) - replayed
+        kept, exc = self._spill.append(rows)
+        # Rows taken from disk at start come first: kept in the spill, their own file can go; if not, it stays.
+        self._spill.release(remove=kept >= replayed)
+        if exc is None:
+            log.error("spend ledger: database unreachable at shutdown; %d rows kept in %s for the next start",
+                      len(rows), path)
             return
-        self._spill.release(remove=True)  # rows taken at start are in the spill again
-        log.error("spend ledger: database unreachable at shutdown; %d rows kept in %s for the next start",
-                  len(rows), path)
+        kept = max(kept, replayed)
+        self.dropped += len(rows) - kept
+        log.error("spend ledger: database unreachable and %s not writable (%s: %s): %d of %d rows kept on disk "
+                  "for the next start, %d lost", path, type(exc).__name__, exc, kept, len(rows), len(rows) - kept)
 
     def replay_spill(self) -> int:
         """Queue the rows earlier runs kept on disk: written before anything new, not counted in ``max_buffered``.
@@ -208,11 +205,11 @@ class Ledger:
 class SpillFile:
     """Rows kept on disk between runs, for any number of processes sharing one path.
 
-    * ``<path>``: rows appended at shutdown.
+    * ``<path>``: rows appended at shutdown, whole lines only, under the lock.
     * ``<path>.replayed.<owner>``: rows a running process took at start and has not written yet. Its owner
       holds a ``flock`` on it while it lives and removes it once the rows are written; a process that dies
       first (``kill -9``) releases the lock, and the next start takes the rows again.
-    * ``<path>.lock``: one process at a time takes them (never removed: removing lock files races).
+    * ``<path>.lock``: one process at a time takes or appends (never removed: removing lock files races).
 
     ``<path>.replayed``, left by earlier versions, is taken as well. A line that does not parse (a write cut
     short: disk full, a file size limit) is skipped and logged, never a reason to fail start-up.
@@ -254,6 +251,27 @@ class SpillFile:
                 os.unlink(self._owned_name)
         os.close(self._owned)
         self._owned = None
+
+    def append(self, rows: list[Any]) -> tuple[int, OSError | None]:
+        """Append rows as whole lines: how many reached the file, and the error that stopped the rest."""
+        data = b"".join(orjson.dumps(list(r)) + b"\n" for r in rows)
+        done = whole = 0
+        try:
+            with self._locked(), _opened(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT) as fd:
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    end += os.write(fd, b"\n")  # after a torn line: ours start on a line of their own
+                try:
+                    while done < len(data):
+                        done += os.write(fd, memoryview(data)[done:])
+                finally:
+                    whole = data.rfind(b"\n", 0, done) + 1
+                    if whole < done:  # cut short mid-line: take the torn part back
+                        os.ftruncate(fd, end + whole)
+                os.fsync(fd)
+        except OSError as exc:
+            return data.count(b"\n", 0, whole), exc
+        return len(rows), None
 
     def _sources(self) -> list[str]:
         names = [self.path + ".replayed", *sorted(glob.glob(glob.escape(self.path) + ".replayed.*")), self.path]

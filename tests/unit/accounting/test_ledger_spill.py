@@ -139,6 +139,23 @@ async def test_a_torn_last_line_is_skipped_with_a_log_line_and_the_rest_replayed
     assert sorted(r[1] for r in store.rows.values()) == list(range(15))
 
 
+async def test_rows_spilled_after_a_torn_line_are_all_kept(tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    _write_spill(spill, range(15))
+    _tear(spill, 15)
+    store = FlakyStore()
+    store.down = True
+    later = Ledger(store, _cfg(spill_file=str(spill)))  # type: ignore[arg-type]
+    for i in range(100, 103):
+        later.record(_row(i))
+    await later.close(timeout_s=0.05)  # appended after the torn line, not glued to it
+    store.down = False
+    ledger = Ledger(store, _cfg(spill_file=str(spill)))  # type: ignore[arg-type]
+    assert ledger.replay_spill() == 18
+    await _drain(store, ledger, rows=18)
+    assert sorted(r[1] for r in store.rows.values()) == [*range(15), 100, 101, 102]
+
+
 async def test_a_spill_three_times_max_buffered_is_replayed_whole_while_new_rows_arrive(tmp_path: Path) -> None:
     spill = tmp_path / "spill.jsonl"
     _write_spill(spill, range(3000))  # e.g. three workers' full buffers
@@ -177,3 +194,34 @@ async def test_an_unwritable_spill_file_is_reported_at_start(tmp_path: Path, cap
     with caplog.at_level(logging.WARNING, logger="aigw.ledger"):
         assert ledger.replay_spill() == 0
     assert any(str(spill) in r.getMessage() and r.levelno >= logging.WARNING for r in caplog.records), caplog.text
+
+
+SPILL_WITH_FILE_SIZE_LIMIT = """
+import asyncio, logging, resource, sys
+from aigw.accounting.ledger import Ledger
+from aigw.config.tenancy import LedgerConfig
+
+class Down:
+    async def write(self, records):
+        raise ConnectionError("database is down")
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))  # the disk fills up mid-spill
+ledger = Ledger(Down(), LedgerConfig(spill_file=sys.argv[1]))
+for i in range(24):
+    ledger.record((f"sp_{i}", i, "tenant-" + "x" * 40))
+asyncio.run(ledger.close(timeout_s=0.05))
+print(ledger.dropped)
+"""
+
+
+def test_a_spill_cut_short_keeps_whole_lines_and_counts_what_it_lost(tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    done = _python(SPILL_WITH_FILE_SIZE_LIMIT, str(spill))
+    assert done.returncode == 0, done.stderr
+    data = spill.read_bytes()
+    assert data.endswith(b"\n")  # no torn line for the next start (or the next appender) to trip on
+    kept = [orjson.loads(line) for line in data.splitlines()]
+    assert [r[1] for r in kept] == list(range(len(kept))) and 0 < len(kept) < 24
+    assert int(done.stdout.split()[-1]) == 24 - len(kept), done.stderr  # counted as lost: only the rest
+    assert f"{len(kept)} of 24 rows" in done.stderr, done.stderr
