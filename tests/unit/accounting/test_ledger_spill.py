@@ -225,3 +225,22 @@ def test_a_spill_cut_short_keeps_whole_lines_and_counts_what_it_lost(tmp_path: P
     assert [r[1] for r in kept] == list(range(len(kept))) and 0 < len(kept) < 24
     assert int(done.stdout.split()[-1]) == 24 - len(kept), done.stderr  # counted as lost: only the rest
     assert f"{len(kept)} of 24 rows" in done.stderr, done.stderr
+
+
+class HungStore:
+    """A database that stopped answering: a write never returns."""
+
+    async def write(self, records: list[Any]) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+
+async def test_a_database_that_stopped_answering_holds_shutdown_no_longer_than_its_timeout(tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    ledger = Ledger(HungStore(), _cfg(spill_file=str(spill)))
+    for i in range(5):
+        ledger.record(_row(i))
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(ledger.close(timeout_s=0.3), 10)
+    assert asyncio.get_running_loop().time() - started < 1.5
+    assert len(spill.read_bytes().splitlines()) == 5  # kept on disk for the next start
