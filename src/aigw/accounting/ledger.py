@@ -17,6 +17,7 @@ a spill file cannot take at shutdown (all logged and counted).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 from collections import deque
@@ -46,6 +47,7 @@ class Ledger:
         self._spill = SpillFile(config.spill_file) if config.spill_file else None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._closed = False
         self._task: asyncio.Task[Any] | None = None
         self.written = 0
         self.dropped = 0
@@ -74,6 +76,14 @@ class Ledger:
 
     def start(self, supervisor: _Spawner) -> None:
         self._task = supervisor.spawn(self._run(), name="spend-ledger")
+        atexit.register(self._spill_at_exit)
+
+    def _spill_at_exit(self) -> None:
+        """The process exits without ``close`` (a second Ctrl-C, an exit from a signal handler): what is still
+        buffered goes to the spill file (milliseconds, no database), not nowhere. Not on ``kill -9``."""
+        if not self._closed and self.pending:
+            log.error("spend ledger: exiting without a drain; %d rows go to the spill file", self.pending)
+            self._spill_rows()
 
     async def _run(self) -> None:
         backoff = self._cfg.retry_backoff_s
@@ -140,6 +150,11 @@ class Ledger:
 
     async def close(self, timeout_s: float = 20.0) -> None:
         """Stop the loop and drain the buffer, retrying until ``timeout_s``; reports any loss."""
+        await self._close(timeout_s)  # interrupted (a second Ctrl-C): the exit hook still spills
+        self._closed = True
+        atexit.unregister(self._spill_at_exit)
+
+    async def _close(self, timeout_s: float) -> None:
         self._stopping = True
         self._wake.set()
         if self._task is not None:

@@ -244,3 +244,34 @@ async def test_a_database_that_stopped_answering_holds_shutdown_no_longer_than_i
     await asyncio.wait_for(ledger.close(timeout_s=0.3), 10)
     assert asyncio.get_running_loop().time() - started < 1.5
     assert len(spill.read_bytes().splitlines()) == 5  # kept on disk for the next start
+
+
+FORCED_EXIT = """
+import asyncio, sys
+from aigw.accounting.ledger import Ledger
+from aigw.config.tenancy import LedgerConfig
+from aigw.supervise import Supervisor
+
+class Down:
+    async def write(self, records):
+        raise ConnectionError("database is down")
+
+async def main():
+    ledger = Ledger(Down(), LedgerConfig(flush_interval_s=0.05, retry_backoff_s=0.05, spill_file=sys.argv[1]))
+    ledger.start(Supervisor())
+    for i in range(7):
+        ledger.record((f"sp_{i}", i, "t"))
+    await asyncio.sleep(0.1)
+    close = asyncio.ensure_future(ledger.close(timeout_s=30))  # the first Ctrl-C: a drain that waits on the DB
+    await asyncio.sleep(0.2)
+    raise KeyboardInterrupt  # the second Ctrl-C: out, past the lifespan shutdown
+
+asyncio.run(main())
+"""
+
+
+def test_a_forced_exit_during_the_drain_still_keeps_the_rows_on_disk(tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    done = _python(FORCED_EXIT, str(spill))
+    assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
+    assert len(spill.read_bytes().splitlines()) == 7
