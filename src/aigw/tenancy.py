@@ -77,7 +77,7 @@ class Tenancy:
             version = RedisKeyVersion(redis, config.redis_prefix)
         else:
             memory_limits = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
-            memory_budgets = MemoryBudgets()
+            memory_budgets = MemoryBudgets(config.server.request_timeout_s + 60)
             limiter, budgets, gate = memory_limits, memory_budgets, MemoryGate(memory_limits, memory_budgets)
             version = _DbVersion(self.db)
         self.version = version

@@ -296,14 +296,30 @@ class Reservation:
 
 
 class BudgetCounter(Protocol):
-    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation: ...
+    """Spend per scope and budget window. A reservation is a lease on the call's slot: it counts until
+    the call is settled or the lease expires (a call whose settle never comes: a lost reply, a dead
+    replica). Admission compares settled spend plus the live leases with the budget."""
+
+    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
+        """A lease on ``slot`` (unique per call; "" makes one up, for a lease nobody will settle)."""
+        ...
+
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
-                     thresholds: list[float]) -> list[tuple[str, str, float]]: ...
-    async def seed(self, spent: dict[tuple[str, str, str], int]) -> None: ...
+                     thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
+        """Replace the lease on ``slot`` by the real cost; a lease no longer there is not settled again."""
+        ...
+
+    async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
+        """Raise settled spend to the ledger's figures, never lower it."""
+        ...
+
     async def seeded(self) -> bool:
         """Whether the counters hold a seed (False after a store that lost its data, e.g. a Redis restart)."""
         ...
-    async def spent(self, scope: Scope, now: float) -> int: ...
+
+    async def spent(self, scope: Scope, now: float) -> int:
+        """Settled spend plus the live leases in the window of ``now``."""
+        ...
 
 
 class Gate(Protocol):
@@ -319,7 +335,9 @@ class Gate(Protocol):
                     thresholds: list[float]) -> list[tuple[str, str, float]]:
         """Settle what ``enter`` took: a token refund goes back into the second that took the estimate
         (``taken_at``; nothing if it has left the window), extra tokens into the current one, and the
-        budget is settled in the window of ``entered`` (when the reservation was made), not of now."""
+        budget lease on ``slot`` is replaced by ``actual_nano`` in the window of ``entered`` (when the
+        reservation was made), not of now. The store takes the amount from the lease itself
+        (``reserved_nano`` is not needed); only a lease still there is settled: settling twice counts once."""
         ...
 
 

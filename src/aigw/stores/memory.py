@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from aigw.ids import unique_id
 from aigw.stores.base import Admission, Reservation, Scope, window_of
 from aigw.types import Clock, SystemClock
 
@@ -197,52 +198,112 @@ def _refuse(scope: Scope, reason: str, wait_s: float,
                      remaining_tokens=head[3])
 
 
-class MemoryBudgets:
-    """Spend per scope and budget window in nano-dollars: reserve, then settle."""
+EXPIRED = -1  # a lease's amount once it has expired: it counts no more, and a late settle counts its cost
+_NEVER = float("inf")
+
+
+class _Spend:
+    """One scope's budget window: what settled calls cost, and the calls in flight as leases.
+
+    A lease is one call's reservation (by its slot) until the call is settled or the lease expires.
+    An expired lease stops counting (its call's reply was lost, or its replica died) and leaves a
+    marker for one more lease TTL, so that a settle arriving late still counts the call's cost, once.
+    """
+
+    __slots__ = ("leases", "next_expiry", "reserved", "settled")
 
     def __init__(self) -> None:
-        self._spent: dict[tuple[str, str], int] = {}  # (scope ref, window) -> nano-dollars, reservations too
-        self._settled: dict[tuple[str, str], int] = {}  # the same, settled calls only: what alerts compare
+        self.settled = 0
+        self.reserved = 0  # the leases' amounts, expired ones too until ``expire`` drops them
+        self.leases: dict[str, tuple[float, int]] = {}  # slot -> (expiry, amount or EXPIRED), oldest first
+        self.next_expiry = _NEVER  # no lease expires before this
+
+    def expire(self, now: float, ttl: float) -> None:
+        """Stop counting the leases past their expiry and drop the markers past theirs. Leases are kept
+        in the order they were taken, which with one TTL is their order of expiry: the walk stops at the
+        first live one, so it visits the expired ones (and slots settled in between) only."""
+        leases = self.leases
+        dead: list[tuple[str, int]] = []
+        nxt = _NEVER
+        for slot, (expiry, amount) in leases.items():
+            if expiry > now:
+                nxt = expiry
+                break
+            dead.append((slot, amount))
+        for slot, amount in dead:
+            del leases[slot]
+            if amount != EXPIRED:
+                self.reserved -= amount
+                leases[slot] = (now + ttl, EXPIRED)  # at the end: the latest expiry
+        self.next_expiry = nxt if nxt != _NEVER or not leases else now + ttl  # else only the new markers are left
+
+
+class MemoryBudgets:
+    """Spend per scope and budget window in nano-dollars: reserve (a lease per call), then settle.
+
+    Admission counts settled spend plus the live leases. A lease expires ``lease_ttl_s`` after its
+    reservation (the request timeout and a margin: no call it covers is still running), so a
+    reservation that is never settled stops counting instead of holding its budget all window.
+    """
+
+    def __init__(self, lease_ttl_s: float = 900.0) -> None:
+        self._ttl = lease_ttl_s
+        self._windows: dict[tuple[str, str], _Spend] = {}  # (scope ref, window) -> its spend and leases
         self._alerted: set[tuple[str, str, float]] = set()
 
-    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
-        return self.reserve_now(scopes, amount_nano, now)
+    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
+        return self.reserve_now(scopes, amount_nano, now, slot or unique_id("slot_"))
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
-                     thresholds: list[float]) -> list[tuple[str, str, float]]:
-        return self.settle_now(scopes, reserved_nano, actual_nano, now, thresholds)
+                     thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
+        return self.settle_now(scopes, slot, actual_nano, now, thresholds)
 
-    def reserve_now(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
-        spent_by = self._spent
-        slots: list[tuple[str, str]] = []
+    def _window(self, ref: str, window: str) -> _Spend:
+        st = self._windows.get((ref, window))
+        if st is None:
+            st = self._windows[(ref, window)] = _Spend()
+        return st
+
+    def reserve_now(self, scopes: list[Scope], amount_nano: int, now: float, slot: str) -> Reservation:
+        taken: list[_Spend] = []
         for s in scopes:
             lim = s.limits
             if lim.budget_usd is None:
                 continue
-            slot = (s.ref, window_of(lim.budget_period, now))
-            spent = spent_by.get(slot, 0)
-            if spent + amount_nano > s.budget_nano:
-                return Reservation(allowed=False, scope=s.ref, limit_nano=s.budget_nano, spent_nano=spent)
-            slots.append(slot)
-        for slot in slots:
-            spent_by[slot] = spent_by.get(slot, 0) + amount_nano
+            st = self._window(s.ref, window_of(lim.budget_period, now))
+            if now >= st.next_expiry:
+                st.expire(now, self._ttl)
+            used = st.settled + st.reserved
+            if used + amount_nano > s.budget_nano:
+                return Reservation(allowed=False, scope=s.ref, limit_nano=s.budget_nano, spent_nano=used)
+            taken.append(st)
+        expiry = now + self._ttl
+        for st in taken:
+            st.leases[slot] = (expiry, amount_nano)
+            st.reserved += amount_nano
+            if expiry < st.next_expiry:
+                st.next_expiry = expiry
         return RESERVED
 
-    def settle_now(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
+    def settle_now(self, scopes: list[Scope], slot: str, actual_nano: int, now: float,
                    thresholds: list[float]) -> list[tuple[str, str, float]]:
+        """Replace the call's lease by its real cost, in the window of ``now`` (when it was reserved).
+        Only a lease still there (live or expired) is settled: settling twice changes nothing."""
         crossed: list[tuple[str, str, float]] = []
-        spent_by, settled_by = self._spent, self._settled
-        delta = actual_nano - reserved_nano
         lowest = min(thresholds) if thresholds else 0.0
         for s in scopes:
             lim = s.limits
             if lim.budget_usd is None:
                 continue
             window = window_of(lim.budget_period, now)
-            slot = (s.ref, window)
-            spent_by[slot] = spent_by.get(slot, 0) + delta
-            before = settled_by.get(slot, 0)
-            after = settled_by[slot] = before + actual_nano
+            st = self._windows.get((s.ref, window))
+            lease = st.leases.pop(slot, None) if st is not None else None
+            if st is None or lease is None:
+                continue
+            if lease[1] != EXPIRED:
+                st.reserved -= lease[1]
+            before = st.settled
+            after = st.settled = before + actual_nano
             limit = s.budget_nano
             if limit <= 0 or not thresholds or after < lowest * limit:
                 continue
@@ -254,20 +315,25 @@ class MemoryBudgets:
         return crossed
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
-        """Raise counters to the ledger's totals (a restart, a budget added or changed mid-window): the
-        higher figure wins, so reservations in flight stay and spend made while no budget counted it is in.
-        The settled twin too: thresholds passed before do not alert again."""
+        """Raise settled spend to the ledger's totals (a restart, a budget added or changed mid-window):
+        the higher figure wins, so spend made while no budget counted it is in, and thresholds passed
+        before do not alert again. Leases are not in the ledger: they stay as they are."""
         for (kind, ident, window), nano in spent.items():
-            slot = (f"{kind}:{ident}", window)
-            for counter in (self._spent, self._settled):
-                if counter.get(slot, 0) < nano:
-                    counter[slot] = nano
+            st = self._window(f"{kind}:{ident}", window)
+            if st.settled < nano:
+                st.settled = nano
 
     async def seeded(self) -> bool:
         return True  # process memory is not lost while the process lives
 
     async def spent(self, scope: Scope, now: float) -> int:
-        return self._spent.get((scope.ref, window_of(scope.limits.budget_period, now)), 0)
+        """Settled spend plus the live leases, in the window of ``now``."""
+        st = self._windows.get((scope.ref, window_of(scope.limits.budget_period, now)))
+        if st is None:
+            return 0
+        if now >= st.next_expiry:
+            st.expire(now, self._ttl)
+        return st.settled + st.reserved
 
 
 RESERVED = Reservation(allowed=True)  # shared: an accepted reservation carries nothing else
@@ -285,7 +351,7 @@ class MemoryGate:
         admission = self.limiter.take(rate, slot, est_tokens, now) if rate else ALLOWED
         if not admission.allowed or not budget:
             return admission, None
-        return admission, self.budgets.reserve_now(budget, amount_nano, now)
+        return admission, self.budgets.reserve_now(budget, amount_nano, now, slot)
 
     async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, entered: float,
@@ -294,7 +360,7 @@ class MemoryGate:
             self.limiter.give_back(rate, slot, token_delta, taken_at, self.limiter.now())
         if not budget:
             return []
-        return self.budgets.settle_now(budget, reserved_nano, actual_nano, entered, thresholds)
+        return self.budgets.settle_now(budget, slot, actual_nano, entered, thresholds)
 
 
 ALLOWED = Admission(allowed=True)  # shared: no rate scope, nothing to report

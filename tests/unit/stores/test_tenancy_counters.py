@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from aigw.stores.base import NANO, Limits, Scope, to_nano, window_of
-from aigw.stores.memory import MemoryBudgets, MemoryRateLimiter
+from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import RedisPipe
@@ -169,12 +169,12 @@ async def test_reservations_never_overrun_a_budget_under_concurrency(backend: tu
 async def test_settle_replaces_the_reservation_and_alerts_once_per_threshold(backend: tuple[Any, Any]) -> None:
     _, budgets = backend
     scopes = [BUDGET_KEY]
-    assert (await budgets.reserve(scopes, to_nano(0.5), NOW)).allowed
-    crossed = await budgets.settle(scopes, to_nano(0.5), to_nano(0.55), NOW, [0.5, 0.8, 1.0])
+    assert (await budgets.reserve(scopes, to_nano(0.5), NOW, "a")).allowed
+    crossed = await budgets.settle(scopes, to_nano(0.5), to_nano(0.55), NOW, [0.5, 0.8, 1.0], "a")
     assert crossed == [("key:bk", window_of("daily", NOW), 0.5)]
     assert await budgets.spent(BUDGET_KEY, NOW) == to_nano(0.55)
-    assert (await budgets.reserve(scopes, to_nano(0.3), NOW)).allowed
-    crossed = await budgets.settle(scopes, to_nano(0.3), to_nano(0.3), NOW, [0.5, 0.8, 1.0])
+    assert (await budgets.reserve(scopes, to_nano(0.3), NOW, "b")).allowed
+    crossed = await budgets.settle(scopes, to_nano(0.3), to_nano(0.3), NOW, [0.5, 0.8, 1.0], "b")
     assert [c[2] for c in crossed] == [0.8]  # 0.5 already fired in this window
     assert not (await budgets.reserve(scopes, to_nano(0.2), NOW)).allowed  # 0.85 + 0.2 > 1.00
 
@@ -182,12 +182,12 @@ async def test_settle_replaces_the_reservation_and_alerts_once_per_threshold(bac
 async def test_alerts_follow_settled_spend_not_the_reservations_in_flight(backend: tuple[Any, Any]) -> None:
     _, budgets = backend
     scope = Scope("key", "inflight", Limits(budget_usd=1.0, budget_period="daily"))
-    for _ in range(20):  # $1.00 reserved by calls still running
-        assert (await budgets.reserve([scope], to_nano(0.05), NOW)).allowed
-    alerts = [await budgets.settle([scope], to_nano(0.05), to_nano(0.001), NOW, [0.5, 0.8, 1.0])]
+    for i in range(20):  # $1.00 reserved by calls still running
+        assert (await budgets.reserve([scope], to_nano(0.05), NOW, f"c{i}")).allowed
+    alerts = [await budgets.settle([scope], to_nano(0.05), to_nano(0.001), NOW, [0.5, 0.8, 1.0], "c0")]
     assert alerts == [[]]  # $0.001 spent: no 50 % alert
-    for _ in range(11):
-        alerts.append(await budgets.settle([scope], to_nano(0.05), to_nano(0.05), NOW, [0.5, 0.8, 1.0]))
+    for i in range(1, 12):
+        alerts.append(await budgets.settle([scope], to_nano(0.05), to_nano(0.05), NOW, [0.5, 0.8, 1.0], f"c{i}"))
     fired = [(i, c[2]) for i, crossed in enumerate(alerts) for c in crossed]
     assert fired == [(10, 0.5)]  # when the real spend passed $0.50, once
 
@@ -196,10 +196,10 @@ async def test_a_seeded_window_does_not_alert_again_for_thresholds_already_passe
     _, budgets = backend
     scope = Scope("key", "seeded", Limits(budget_usd=1.0, budget_period="daily"))
     await budgets.seed({("key", "seeded", window_of("daily", NOW)): to_nano(0.85)})  # a restart at $0.85
-    assert (await budgets.reserve([scope], to_nano(0.01), NOW)).allowed
-    assert await budgets.settle([scope], to_nano(0.01), to_nano(0.01), NOW, [0.5, 0.8, 1.0]) == []
-    assert (await budgets.reserve([scope], to_nano(0.14), NOW)).allowed
-    crossed = await budgets.settle([scope], to_nano(0.14), to_nano(0.14), NOW, [0.5, 0.8, 1.0])
+    assert (await budgets.reserve([scope], to_nano(0.01), NOW, "a")).allowed
+    assert await budgets.settle([scope], to_nano(0.01), to_nano(0.01), NOW, [0.5, 0.8, 1.0], "a") == []
+    assert (await budgets.reserve([scope], to_nano(0.14), NOW, "b")).allowed
+    crossed = await budgets.settle([scope], to_nano(0.14), to_nano(0.14), NOW, [0.5, 0.8, 1.0], "b")
     assert [c[2] for c in crossed] == [1.0]
 
 
@@ -213,16 +213,16 @@ async def test_a_new_window_starts_from_zero_and_seed_restores_the_current_one(b
     assert await budgets.spent(BUDGET_KEY, NOW) == to_nano(0.95)
 
 
-async def test_seeding_raises_a_counter_to_the_ledgers_figure_and_never_lowers_it(backend: tuple[Any, Any]) -> None:
+async def test_seeding_raises_settled_spend_to_the_ledgers_figure_and_never_lowers_it(backend: tuple[Any, Any]) -> None:
     _, budgets = backend
     scope = Scope("key", "raise", Limits(budget_usd=1.0, budget_period="daily"))
     window = window_of("daily", NOW)
     await budgets.seed({("key", "raise", window): to_nano(0.5)})
     assert (await budgets.reserve([scope], to_nano(0.2), NOW)).allowed  # in flight: 0.7 counted
-    await budgets.seed({("key", "raise", window): to_nano(0.6)})  # the ledger lags the reservation: kept
+    await budgets.seed({("key", "raise", window): to_nano(0.4)})  # lower than what settled: kept
     assert await budgets.spent(scope, NOW) == to_nano(0.7)
-    await budgets.seed({("key", "raise", window): to_nano(0.9)})  # spent while no budget counted it: raised
-    assert await budgets.spent(scope, NOW) == to_nano(0.9)
+    await budgets.seed({("key", "raise", window): to_nano(0.6)})  # spent while no budget counted it: raised
+    assert await budgets.spent(scope, NOW) == to_nano(0.8)  # the call in flight is not in the ledger: still counted
 
 
 async def test_changed_limits_apply_to_the_next_call(backend: tuple[Any, Any]) -> None:
@@ -235,3 +235,103 @@ async def test_changed_limits_apply_to_the_next_call(backend: tuple[Any, Any]) -
     assert not (await budgets.reserve([small], to_nano(0.2), NOW)).allowed
     bigger = Scope("key", "chg", Limits(budget_usd=1.0, budget_period="daily"))
     assert (await budgets.reserve([bigger], to_nano(0.2), NOW)).allowed
+
+
+# -- leases: a reservation whose settle never comes stops counting ----------------------------------
+
+LEASE_TTL = 1.0  # Redis times leases by its own clock: these tests wait it out (memory: a later ``now``)
+
+
+@pytest.fixture(params=["memory", "redis", "redis-py"])
+async def gate(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]:
+    """(gate, budgets) with a lease TTL of one second."""
+    if request.param == "memory":
+        budgets = MemoryBudgets(lease_ttl_s=LEASE_TTL)
+        yield MemoryGate(MemoryRateLimiter(FakeClock()), budgets), budgets
+        return
+    url, prefix = request.getfixturevalue("redis_isolated")
+    redis = make_redis(url, socket_timeout_s=2.0)
+    pipe = RedisPipe.from_url(url, timeout_s=2.0) if request.param == "redis" else None
+    try:
+        counters = RedisCounters(redis, prefix, parallel_ttl_s=LEASE_TTL, pipe=pipe)
+        yield counters, counters
+    finally:
+        if pipe is not None:
+            await pipe.aclose()
+        await redis.aclose()
+
+
+async def _after_the_lease_ttl(gate: Any) -> float:
+    """A ``now`` past the leases taken at NOW (Redis: once its own clock has passed them)."""
+    if not isinstance(gate, MemoryGate):
+        await asyncio.sleep(LEASE_TTL + 0.2)
+    return NOW + LEASE_TTL + 0.2
+
+
+async def _reserve(gate: Any, scope: Scope, usd: float, slot: str, now: float = NOW) -> bool:
+    _, res = await gate.enter([], slot, 0, [scope], to_nano(usd), now)
+    return bool(res.allowed)
+
+
+async def _settle(gate: Any, scope: Scope, usd_reserved: float, usd_actual: float, slot: str) -> list[Any]:
+    return list(await gate.leave([], slot, 0, 0, [scope], to_nano(usd_reserved), to_nano(usd_actual), NOW,
+                                 [0.5, 0.8, 1.0]))
+
+
+async def test_a_reservation_never_settled_stops_counting_after_its_lease_ttl(gate: tuple[Any, Any]) -> None:
+    g, budgets = gate
+    scope = Scope("key", "lost", Limits(budget_usd=1.0, budget_period="daily"))
+    assert await _reserve(g, scope, 0.6, "lost-reply")  # its reply was lost, or its replica died: no settle comes
+    assert not await _reserve(g, scope, 0.6, "refused")  # while the lease lives, it counts
+    later = await _after_the_lease_ttl(g)
+    assert await _reserve(g, scope, 0.6, "next", later)  # the budget is whole again
+    assert await budgets.spent(scope, later) == to_nano(0.6)  # the live lease only
+    assert not await _reserve(g, scope, 0.6, "over", later)
+
+
+@pytest.mark.parametrize("dropped", [True, False], ids=["after a reservation dropped it", "before"])
+async def test_a_settle_after_its_lease_expired_counts_the_real_cost_once(gate: tuple[Any, Any],
+                                                                         dropped: bool) -> None:
+    g, budgets = gate
+    scope = Scope("key", "slow", Limits(budget_usd=1.0, budget_period="daily"))
+    assert await _reserve(g, scope, 0.6, "slow")
+    later = await _after_the_lease_ttl(g)
+    if dropped:
+        assert await _reserve(g, scope, 0.3, "other", later)
+    assert await _settle(g, scope, 0.6, 0.25, "slow") == []
+    assert await _settle(g, scope, 0.6, 0.25, "slow") == []  # once
+    assert await budgets.spent(scope, later) == to_nano(0.25 + (0.3 if dropped else 0))
+
+
+async def test_settling_twice_counts_once(gate: tuple[Any, Any]) -> None:
+    g, budgets = gate
+    scope = Scope("key", "twice", Limits(budget_usd=1.0, budget_period="daily"))
+    assert await _reserve(g, scope, 0.5, "a")
+    assert await _reserve(g, scope, 0.2, "b")
+    assert [c[2] for c in await _settle(g, scope, 0.5, 0.6, "a")] == [0.5]
+    assert await _settle(g, scope, 0.5, 0.6, "a") == []  # a retried settle: nothing more
+    assert await budgets.spent(scope, NOW) == to_nano(0.6 + 0.2)  # b still in flight, a's reservation gone once
+    assert await _settle(g, scope, 0.2, 0.1, "b") == []
+    assert await budgets.spent(scope, NOW) == to_nano(0.7)
+
+
+async def test_leases_and_their_markers_go_in_time(gate: tuple[Any, Any]) -> None:
+    g, budgets = gate
+    scope = Scope("key", "tidy", Limits(budget_usd=1.0, budget_period="total"))
+    assert await _reserve(g, scope, 0.5, "lost")
+    later = await _after_the_lease_ttl(g)
+    assert await _reserve(g, scope, 0.1, "settled", later)  # drops "lost", keeping a marker for a late settle
+    await _settle(g, scope, 0.1, 0.1, "settled")
+    later = await _after_the_lease_ttl(g)
+    assert await _reserve(g, scope, 0.1, "last", later + LEASE_TTL)  # the marker's time is up too
+    assert await _settle(g, scope, 0.5, 0.5, "lost") == []  # too late to count: nothing
+    assert await budgets.spent(scope, later + LEASE_TTL) == to_nano(0.2)
+    if isinstance(g, MemoryGate):
+        assert list(budgets._windows[(scope.ref, "total")].leases) == ["last"]
+        return
+    keys = [k async for k in g._redis.scan_iter(match=g._bg + "*")]
+    assert sorted(k.decode().rsplit(":", 1)[1] for k in keys) == ["amounts", "leases", "reserved", "settled"]
+    assert await g._redis.hkeys(g._budget_key(scope.ref, "total") + ":amounts") == [b"last"]
+    for key in keys:  # settled spend of the "total" window is kept; every lease key goes on its own
+        ttl = await g._redis.ttl(key)
+        assert ttl == -1 if key.endswith(b":settled") else 0 < ttl <= int(LEASE_TTL) + 10

@@ -20,6 +20,7 @@ from typing import Any
 
 from aigw import errors
 from aigw.accounting.pricing import Price
+from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
@@ -40,7 +41,7 @@ from aigw.stores.base import NANO, Reservation, Scope, window_of
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.budget")
-_STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved)
+_STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease's slot)
 
 
 class BudgetStage(Stage):
@@ -83,15 +84,16 @@ class BudgetStage(Stage):
             self._store_down()
             return None
         entered = self.clock.now()
+        slot = unique_id("slot_")  # the lease's id: unique per call, like the limits stage's
         try:
-            _, res = await self.svc.gate.enter([], "", 0, scopes, amount, entered)
+            _, res = await self.svc.gate.enter([], slot, 0, scopes, amount, entered)
         except Exception as exc:
             self.svc.store_error("budget", exc)
             self._store_down()
             return None
         if res is not None and not res.allowed:
             raise self._refusal(ctx, scopes, res, amount)
-        ctx.state[_STATE] = (scopes, amount, entered)
+        ctx.state[_STATE] = (scopes, amount, entered, slot)
         return None
 
     def _store_down(self) -> None:
@@ -112,12 +114,12 @@ class BudgetStage(Stage):
         taken = ctx.state.get(_STATE)
         if taken is None:
             return
-        scopes, reserved, entered = taken
+        scopes, reserved, entered, slot = taken
         crossed = ctx.state.get(SETTLED)
         if crossed is None:  # not settled with the rate limits: settle here
             actual = measure(ctx, self.svc).cost_nano
             try:  # in the window the reservation was made in, not the one the call ends in
-                crossed = await self.svc.gate.leave([], "", 0, 0, scopes, reserved, actual, entered,
+                crossed = await self.svc.gate.leave([], slot, 0, 0, scopes, reserved, actual, entered,
                                                     self.svc.config.alert_thresholds)
             except Exception as exc:
                 self.svc.store_error("budget", exc)

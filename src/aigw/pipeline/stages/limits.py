@@ -117,7 +117,7 @@ class LimitsStage(Stage):
         ctx.state[_STATE] = (scopes, slot, est, tpm, answer.taken_at, entered)
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
-                else (budget, amount, entered)
+                else (budget, amount, entered, slot)
         return None
 
     async def on_finish(self, ctx: RequestContext) -> None:
@@ -127,7 +127,7 @@ class LimitsStage(Stage):
         scopes, slot, est, tpm, taken_at, entered = taken
         delta = measure(ctx, self.svc).tokens.total - est if tpm else 0
         joint = ctx.state.get(JOINT) if SETTLED not in ctx.state else None
-        budget, reserved, _ = joint if joint is not None else ([], 0, 0.0)
+        budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
         actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
         try:
             crossed = await self.svc.gate.leave(scopes, slot, delta, taken_at, budget, reserved, actual, entered,

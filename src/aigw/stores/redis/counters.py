@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any, Protocol
 
+from aigw.ids import unique_id
 from aigw.stores.base import Admission, Reservation, Scope, window_of
 from aigw.stores.redis.pipe import RedisPipe, Script, ViaRedisPy, bulk, bulk_int
 
@@ -134,13 +135,25 @@ class _Rate:
 
 
 class _Budget:
-    """A budget scope's counter key (for one window) and its limit and TTL as bulk strings."""
+    """A budget scope's keys for one window (settled, reserved, leases, amounts; see enter.lua) and
+    its limit and TTL, as bulk strings."""
 
-    __slots__ = ("args", "key", "scope", "window")
+    __slots__ = ("base", "keys", "leave_args", "limit", "scope", "view", "window")
 
-    def __init__(self, scope: Scope, window: str, key: str) -> None:
-        self.scope, self.window, self.key = scope, window, bulk(key.encode())
-        self.args = [bulk_int(scope.budget_nano), bulk_int(_TTL_BY_PERIOD[scope.limits.budget_period])]
+    def __init__(self, scope: Scope, window: str, base: str) -> None:
+        self.scope, self.window, self.base = scope, window, base
+        self.keys = [bulk(f"{base}:{part}".encode()) for part in ("settled", "reserved", "leases", "amounts")]
+        self.limit = [bulk_int(scope.budget_nano)]
+        self.leave_args = [bulk_int(scope.budget_nano), bulk_int(_TTL_BY_PERIOD[scope.limits.budget_period])]
+        self.view: tuple[list[float], list[bytes]] = ([], self.keys)  # thresholds -> leave's keys
+
+    def leave_keys(self, thresholds: list[float]) -> list[bytes]:
+        """The four keys, then one alert mark per threshold (each fires once per window)."""
+        known, keys = self.view
+        if thresholds != known:
+            keys = self.keys + [bulk(f"{self.base}:alert:{t!r}".encode()) for t in thresholds]
+            self.view = (list(thresholds), keys)
+        return keys
 
 
 class RedisCounters:
@@ -152,6 +165,8 @@ class RedisCounters:
 
     def __init__(self, redis: Any, prefix: str, parallel_ttl_s: float = 900.0,
                  pipe: RedisPipe | None = None) -> None:
+        """``parallel_ttl_s``: how long an in-flight slot and a budget lease live without their call's
+        ``leave`` (the request timeout and a margin: a call past it is lost, not running)."""
         self._redis = redis
         self._rl = prefix + "rl:"
         self._bg = prefix + "bg:"
@@ -159,6 +174,7 @@ class RedisCounters:
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
         self._batch = _Batcher(pipe if pipe is not None else ViaRedisPy(redis))
         self._seed = _script(redis, "seed")
+        self._spent = _script(redis, "spent")
         self._rates: dict[str, _Rate] = {}
         self._budgets: dict[str, _Budget] = {}
         self._thresholds: tuple[list[float], list[bytes]] = ([], [])
@@ -172,6 +188,7 @@ class RedisCounters:
         return r
 
     def _budget_key(self, ref: str, window: str) -> str:
+        """The window's keys start with this (``:settled``, ``:reserved``, ``:leases``, ``:amounts``)."""
         return f"{self._bg}{ref}:{window}"
 
     def _budgeted(self, scopes: list[Scope], now: float) -> list[_Budget]:
@@ -205,8 +222,8 @@ class RedisCounters:
             args += r.enter_args
         args.append(bulk_int(amount_nano))
         for b in items:
-            keys.append(b.key)
-            args += b.args
+            keys += b.keys
+            args += b.limit
         out = await self._batch.run(_ENTER, keys, args)
         code = int(out[0])
         if code == 0:
@@ -236,11 +253,11 @@ class RedisCounters:
             r = self._rate(s)
             keys += r.leave_keys
             args += r.leave_args
-        args += (bulk_int(actual_nano - reserved_nano), bulk_int(actual_nano), bulk_int(len(thresholds)))
+        args += (bulk_int(actual_nano), bulk_int(len(thresholds)))
         args += self._encoded_thresholds(thresholds)
         for b in items:
-            keys.append(b.key)
-            args += b.args
+            keys += b.leave_keys(thresholds)
+            args += b.leave_args
         out = await self._batch.run(_LEAVE, keys, args)
         crossed = []
         for raw in out:
@@ -256,12 +273,13 @@ class RedisCounters:
     async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0) -> None:
         await self.leave(scopes, slot, token_delta, taken_at, [], 0, 0, 0.0, [])
 
-    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float) -> Reservation:
-        return (await self.enter([], "", 0, scopes, amount_nano, now))[1] or Reservation(allowed=True)
+    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
+        slot = slot or unique_id("slot_")
+        return (await self.enter([], slot, 0, scopes, amount_nano, now))[1] or Reservation(allowed=True)
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
-                     thresholds: list[float]) -> list[tuple[str, str, float]]:
-        return await self.leave([], "", 0, 0, scopes, reserved_nano, actual_nano, now, thresholds)
+                     thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
+        return await self.leave([], slot, 0, 0, scopes, reserved_nano, actual_nano, now, thresholds)
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
         """Raise the counters to the ledger's figures (``seed.lua``), then leave the mark ``seeded`` looks for."""
@@ -271,7 +289,7 @@ class RedisCounters:
         keys: list[str] = []
         args: list[Any] = []
         for (kind, ident, window), nano in spent.items():
-            keys.append(self._budget_key(f"{kind}:{ident}", window))
+            keys.append(self._budget_key(f"{kind}:{ident}", window) + ":settled")
             period = "total" if window == "total" else ("weekly" if "-W" in window else
                                                         ("daily" if window.count("-") == 2 else "monthly"))
             args += [nano, _TTL_BY_PERIOD[period]]
@@ -282,8 +300,8 @@ class RedisCounters:
         return bool(await self._redis.exists(self._seeded_key))
 
     async def spent(self, scope: Scope, now: float) -> int:
-        raw = await self._redis.get(self._budget_key(scope.ref, window_of(scope.limits.budget_period, now)))
-        return int(raw or 0)
+        base = self._budget_key(scope.ref, window_of(scope.limits.budget_period, now))
+        return int(await self._spent(keys=[f"{base}:{part}" for part in ("settled", "reserved", "leases", "amounts")]))
 
 
 class RedisKeyVersion:

@@ -1,16 +1,15 @@
--- Raise counters to the ledger's totals (a Redis loss, a restart, a budget added or changed
--- mid-window): the higher figure wins, so reservations in flight stay and spend made while no
--- budget counted it is in. KEYS: spend counters. ARGV: per key value and ttl_s. Each counter's
--- settled-only twin (what alerts compare, see leave.lua) is raised the same way.
+-- Raise settled spend to the ledger's totals (a Redis loss, a restart, a budget added or
+-- changed mid-window): the higher figure wins, so spend made while no budget counted it is in,
+-- and thresholds passed before do not alert again. Leases (calls in flight, see enter.lua) are
+-- not in the ledger: they stay as they are.
+-- KEYS: settled-spend counters. ARGV: per key its value and ttl_s (0 = keep).
 for i = 1, #KEYS do
   local value, ttl = tonumber(ARGV[i * 2 - 1]), tonumber(ARGV[i * 2])
-  for _, key in ipairs({KEYS[i], KEYS[i] .. ':settled'}) do
-    if tonumber(redis.call('GET', key) or '-1') < value then
-      if ttl > 0 then
-        redis.call('SET', key, value, 'EX', ttl)
-      else
-        redis.call('SET', key, value)
-      end
+  if tonumber(redis.call('GET', KEYS[i]) or '-1') < value then
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], value, 'EX', ttl)
+    else
+      redis.call('SET', KEYS[i], value)
     end
   end
 end
