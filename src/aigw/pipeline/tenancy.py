@@ -33,7 +33,8 @@ MEASURE = "tenancy.measure"
 STREAM_TEXT = "tenancy.stream_text"  # StreamText of a streamed answer, for local counts
 PLAN = "tenancy.budget_plan"  # (budget scopes, worst-case nano-dollars) of this request
 JOINT = "tenancy.budget_joint"  # the reservation was taken with the rate limits: (scopes, amount, entered, slot)
-JOINT_FAILED = "tenancy.budget_joint_failed"  # the joint step failed (it may have run): no second reservation
+# the joint step failed (it may have run): no second reservation; its lease, if it landed, is settled at the end
+JOINT_FAILED = "tenancy.budget_joint_failed"  # (scopes, amount, entered, slot), as JOINT
 REFUSED = "tenancy.budget_refused"  # the joint step found the budget exhausted: a Reservation
 SETTLED = "tenancy.budget_settled"  # the joint step settled it: crossings (list)
 ESTIMATE = "tenancy.prompt_estimate"

@@ -267,24 +267,64 @@ class RanThenTimedOut:
         return answer
 
 
+@pytest.mark.parametrize("rpm", [100, None], ids=["with rate limits", "budget alone"])
+@pytest.mark.parametrize("policy", ["open", "closed"])
 @pytest.mark.parametrize("fail", ["enter", "leave"])
-async def test_a_step_whose_answer_was_lost_is_never_repeated(fail: str) -> None:
+async def test_a_step_whose_answer_was_lost_is_never_repeated(fail: str, policy: str, rpm: int | None) -> None:
     limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
-    svc = _services(gate=RanThenTimedOut(MemoryGate(limiter, budgets), fail), budget_on_store_error="open")
+    svc = _services(gate=RanThenTimedOut(MemoryGate(limiter, budgets), fail), budget_on_store_error=policy)
     svc.budgets = budgets
     stages = [s for s in (limits.build(_deps(svc)), budget.build(_deps(svc))) if s is not None]
+    ctx = _ctx(Limits(rpm=rpm, budget_usd=1.0, budget_period="total"))
+    refused = False
+    try:
+        for stage in stages:
+            await stage.on_request(ctx)
+    except errors.Unavailable:  # the budget could not be checked (fail closed): no upstream call
+        refused = True
+    if not refused:
+        ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 1, "completion_tokens": 0}
+    for stage in stages:
+        await stage.on_finish(ctx)
+    assert refused == (fail == "enter" and policy == "closed")
+    # the lost enter reserved all the same: no second reservation, and the call's settle found its lease and
+    # replaced it by the real cost ($0 for a refused call); the lost leave settled once, not twice
+    assert await budgets.spent(key_scopes(ctx, "budget")[0], 0) == (0 if refused else 1_000_000)
+
+
+class LostReplies:
+    """A gate whose enter runs in the store but whose answers never come back, and no leave either (a
+    replica killed with the call in flight)."""
+
+    def __init__(self, gate: MemoryGate) -> None:
+        self.gate = gate
+
+    async def enter(self, *args: Any) -> Any:
+        await self.gate.enter(*args)
+        raise TimeoutError("no reply in time")
+
+    async def leave(self, *args: Any) -> Any:
+        raise TimeoutError("no reply in time")
+
+
+async def test_a_reservation_never_settled_stops_counting_after_the_lease_time() -> None:
+    clock = Clock(1_800_000_000.0)
+    limiter, budgets = MemoryRateLimiter(clock, 660), MemoryBudgets(660)
+    svc = _services(gate=LostReplies(MemoryGate(limiter, budgets)), budget_on_store_error="open")
+    svc.budgets = budgets
+    deps = StageDeps(config=GatewayConfig(models=[MOCK]), clock=clock)
+    deps.services[SERVICE] = svc
+    stages = [s for s in (limits.build(deps), budget.build(deps)) if s is not None]
     ctx = _ctx(Limits(rpm=100, budget_usd=1.0, budget_period="total"))
     for stage in stages:
         await stage.on_request(ctx)
-    ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 1, "completion_tokens": 0}
     for stage in stages:
         await stage.on_finish(ctx)
     scope = key_scopes(ctx, "budget")[0]
-    worst = budget.BudgetStage(svc, svc_clock(), {}).worst_case_nano(ctx)
-    spent = await budgets.spent(scope, 0)
-    # the lost enter kept its reservation (never settled: it errs on the safe side) and made no second one;
-    # the lost leave settled once, not twice
-    assert spent == (worst if fail == "enter" else 1_000_000)
+    worst = budget.BudgetStage(svc, clock, {}).worst_case_nano(ctx)
+    assert await budgets.spent(scope, clock.t) == worst  # errs on the side of refusing, for a while
+    clock.t += 661
+    assert await budgets.spent(scope, clock.t) == 0
 
 
 class NoUsageRouter:

@@ -80,7 +80,8 @@ class BudgetStage(Stage):
         if JOINT in ctx.state:
             ctx.state[_STATE] = ctx.state[JOINT]
             return None
-        if JOINT_FAILED in ctx.state:  # the joint step failed but may have reserved: never reserve twice
+        if (lost := ctx.state.get(JOINT_FAILED)) is not None:  # it may have reserved: never reserve twice
+            ctx.state[_STATE] = lost  # the limits stage settles its lease, if it landed, at the end
             self._store_down()
             return None
         entered = self.clock.now()
@@ -88,7 +89,10 @@ class BudgetStage(Stage):
         try:
             _, res = await self.svc.gate.enter([], slot, 0, scopes, amount, entered)
         except Exception as exc:
+            # It may have run all the same (a reply after the timeout): settle its lease at the end, which
+            # changes nothing if it did not land; never reserve again.
             self.svc.store_error("budget", exc)
+            ctx.state[_STATE] = (scopes, amount, entered, slot)
             self._store_down()
             return None
         if res is not None and not res.allowed:

@@ -96,12 +96,12 @@ class LimitsStage(Stage):
             answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, entered)
         except Exception as exc:
             # The step may have run all the same (a Redis reply that timed out): never repeat it. Free the
-            # slot it may hold when the call ends, and let the budget stage apply its policy without a
-            # second reservation.
+            # slot and settle the lease it may hold when the call ends (a lease that did not land is not
+            # settled), and let the budget stage apply its policy without a second reservation.
             self.svc.store_error("limits", exc)
             ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
             if budget:
-                ctx.state[JOINT_FAILED] = True
+                ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None
@@ -126,7 +126,7 @@ class LimitsStage(Stage):
             return
         scopes, slot, est, tpm, taken_at, entered = taken
         delta = measure(ctx, self.svc).tokens.total - est if tpm else 0
-        joint = ctx.state.get(JOINT) if SETTLED not in ctx.state else None
+        joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
         budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
         actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
         try:
