@@ -306,7 +306,8 @@ class BudgetCounter(Protocol):
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
                      thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
-        """Replace the lease on ``slot`` by the real cost; a lease no longer there is not settled again."""
+        """Replace the lease on ``slot`` (of ``reserved_nano``) by the real cost; a lease no longer there is
+        not settled again."""
         ...
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
@@ -336,8 +337,8 @@ class Gate(Protocol):
         """Settle what ``enter`` took: a token refund goes back into the second that took the estimate
         (``taken_at``; nothing if it has left the window), extra tokens into the current one, and the
         budget lease on ``slot`` is replaced by ``actual_nano`` in the window of ``entered`` (when the
-        reservation was made), not of now. The store takes the amount from the lease itself
-        (``reserved_nano`` is not needed); only a lease still there is settled: settling twice counts once."""
+        reservation was made), not of now. ``reserved_nano`` must be what ``enter`` reserved: with the
+        slot it names the lease. Only a lease still there is settled, so settling twice counts once."""
         ...
 
 

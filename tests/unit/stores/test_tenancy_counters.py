@@ -330,8 +330,9 @@ async def test_leases_and_their_markers_go_in_time(gate: tuple[Any, Any]) -> Non
         assert list(budgets._windows[(scope.ref, "total")].leases) == ["last"]
         return
     keys = [k async for k in g._redis.scan_iter(match=g._bg + "*")]
-    assert sorted(k.decode().rsplit(":", 1)[1] for k in keys) == ["amounts", "leases", "reserved", "settled"]
-    assert await g._redis.hkeys(g._budget_key(scope.ref, "total") + ":amounts") == [b"last"]
+    assert sorted(k.decode().rsplit(":", 1)[1] for k in keys) == ["leases", "reserved", "settled"]
+    leases = await g._redis.zrange(g._budget_key(scope.ref, "total") + ":leases", 0, -1)
+    assert leases == [f"{to_nano(0.1)}:last".encode()]
     for key in keys:  # settled spend of the "total" window is kept; every lease key goes on its own
         ttl = await g._redis.ttl(key)
         assert ttl == -1 if key.endswith(b":settled") else 0 < ttl <= int(LEASE_TTL) + 10

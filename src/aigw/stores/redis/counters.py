@@ -22,6 +22,7 @@ from aigw.stores.base import Admission, Reservation, Scope, window_of
 from aigw.stores.redis.pipe import RedisPipe, Script, ViaRedisPy, bulk, bulk_int
 
 _TTL_BY_PERIOD = {"daily": 3 * 86400, "weekly": 15 * 86400, "monthly": 40 * 86400, "total": 0}
+_PARTS = ("settled", "reserved", "leases")  # a budget window's keys: <prefix>bg:<scope ref>:<window>:<part>
 
 
 def _source(name: str) -> str:
@@ -135,20 +136,20 @@ class _Rate:
 
 
 class _Budget:
-    """A budget scope's keys for one window (settled, reserved, leases, amounts; see enter.lua) and
-    its limit and TTL, as bulk strings."""
+    """A budget scope's keys for one window (settled, reserved, leases; see enter.lua) and its limit
+    and TTL, as bulk strings."""
 
     __slots__ = ("base", "keys", "leave_args", "limit", "scope", "view", "window")
 
     def __init__(self, scope: Scope, window: str, base: str) -> None:
         self.scope, self.window, self.base = scope, window, base
-        self.keys = [bulk(f"{base}:{part}".encode()) for part in ("settled", "reserved", "leases", "amounts")]
+        self.keys = [bulk(f"{base}:{part}".encode()) for part in _PARTS]
         self.limit = [bulk_int(scope.budget_nano)]
         self.leave_args = [bulk_int(scope.budget_nano), bulk_int(_TTL_BY_PERIOD[scope.limits.budget_period])]
         self.view: tuple[list[float], list[bytes]] = ([], self.keys)  # thresholds -> leave's keys
 
     def leave_keys(self, thresholds: list[float]) -> list[bytes]:
-        """The four keys, then one alert mark per threshold (each fires once per window)."""
+        """The window's keys, then one alert mark per threshold (each fires once per window)."""
         known, keys = self.view
         if thresholds != known:
             keys = self.keys + [bulk(f"{self.base}:alert:{t!r}".encode()) for t in thresholds]
@@ -188,7 +189,7 @@ class RedisCounters:
         return r
 
     def _budget_key(self, ref: str, window: str) -> str:
-        """The window's keys start with this (``:settled``, ``:reserved``, ``:leases``, ``:amounts``)."""
+        """The window's keys start with this (then ``:settled``, ``:reserved``, ``:leases``)."""
         return f"{self._bg}{ref}:{window}"
 
     def _budgeted(self, scopes: list[Scope], now: float) -> list[_Budget]:
@@ -253,7 +254,7 @@ class RedisCounters:
             r = self._rate(s)
             keys += r.leave_keys
             args += r.leave_args
-        args += (bulk_int(actual_nano), bulk_int(len(thresholds)))
+        args += (bulk_int(reserved_nano), bulk_int(actual_nano), bulk_int(len(thresholds)))
         args += self._encoded_thresholds(thresholds)
         for b in items:
             keys += b.leave_keys(thresholds)
@@ -301,7 +302,7 @@ class RedisCounters:
 
     async def spent(self, scope: Scope, now: float) -> int:
         base = self._budget_key(scope.ref, window_of(scope.limits.budget_period, now))
-        return int(await self._spent(keys=[f"{base}:{part}" for part in ("settled", "reserved", "leases", "amounts")]))
+        return int(await self._spent(keys=[f"{base}:{part}" for part in _PARTS]))
 
 
 class RedisKeyVersion:

@@ -1,16 +1,16 @@
 -- Before a call, in one atomic step: rate limits (rpm, tpm, parallel) for the rate
 -- scopes, then a budget reservation for the budget scopes.
--- KEYS: 3 per rate scope (requests hash, tokens hash, in-flight zset), then 4 per budget
+-- KEYS: 3 per rate scope (requests hash, tokens hash, in-flight zset), then 3 per budget
 --       scope and window: settled spend (nano-dollars), reserved (the sum of the leases'
---       amounts), leases (zset slot -> expiry), amounts (hash slot -> amount, or 'e').
+--       amounts) and leases (zset "<amount>:<slot>" -> expiry).
 -- ARGV: slot (the call's in-flight id, made by the gateway), est_tokens, ttl_s (of an in-flight
 --       slot and of a budget lease), n_rate, per rate scope: rpm, tpm, max_parallel (0 = none),
 --       amount, per budget scope: limit.
 -- A reservation is a lease on the slot that expires ttl_s after it was taken: a call whose
 -- settle never comes (its reply was lost, its replica died) stops counting then. An expired
--- lease is dropped by the next reservation in its window (only then is the lease set walked:
--- the common case reads its first expiry only) and leaves a marker ('e', for one more ttl_s)
--- so that a late settle counts the call's real cost, once (leave.lua).
+-- lease is dropped by the next reservation in its window (only then are leases walked: the
+-- common case reads the earliest expiry only) and leaves a marker "e:<slot>" for one more
+-- ttl_s, so that a late settle counts the call's real cost, once (leave.lua).
 -- Rate windows are per-second buckets over the last 60 s of the server's clock,
 -- so every replica sees one clock. Returns
 --   {1, lim_r, rem_r, lim_t, rem_t, sec, reset_r}                   admitted, reserved
@@ -89,53 +89,50 @@ local b = 5 + nr * 3
 local amount = tonumber(ARGV[b])
 local keep = math.ceil(ttl) + 10  -- the lease keys outlive every lease and marker in them
 
-local function expire(kres, kl, ka)
-  -- the leases past their expiry count no more; markers past theirs go. Returns what stays reserved.
+local function expire(kl)
+  -- the leases past their expiry count no more (each leaves a marker); markers past theirs go.
+  -- Returns the amount freed.
   local freed = 0
   while true do
     local dead = redis.call('ZRANGEBYSCORE', kl, '-inf', now, 'LIMIT', 0, 200)
-    if #dead == 0 then break end
-    local amounts = redis.call('HMGET', ka, unpack(dead))
-    for i, slot in ipairs(dead) do
-      local a = amounts[i]
-      if a and a ~= 'e' then
+    if #dead == 0 then return freed end
+    local marks = {}
+    for _, m in ipairs(dead) do
+      local a, slot = string.match(m, '^(%d+):(.*)$')
+      if a then
         freed = freed + tonumber(a)
-        redis.call('ZADD', kl, now + ttl, slot)
-        redis.call('HSET', ka, slot, 'e')
-      else
-        redis.call('ZREM', kl, slot)
-        redis.call('HDEL', ka, slot)
+        marks[#marks + 1] = now + ttl
+        marks[#marks + 1] = 'e:' .. slot
       end
     end
+    redis.call('ZREM', kl, unpack(dead))
+    if #marks > 0 then redis.call('ZADD', kl, unpack(marks)) end
   end
-  local reserved = math.max(0, tonumber(redis.call('GET', kres) or '0') - freed)
-  redis.call('SET', kres, reserved, 'EX', keep)
-  redis.call('EXPIRE', kl, keep)
-  redis.call('EXPIRE', ka, keep)
-  return reserved
 end
 
-local nb = (#KEYS - nr * 3) / 4
+local nb = (#KEYS - nr * 3) / 3
+local reserved = {}
 for j = 1, nb do
-  local k = nr * 3 + (j - 1) * 4
+  local k = nr * 3 + (j - 1) * 3
   local limit = tonumber(ARGV[b + j])
+  local got = redis.call('MGET', KEYS[k + 1], KEYS[k + 2])
+  local settled, held = tonumber(got[1] or '0'), math.max(0, tonumber(got[2] or '0'))
   local first = redis.call('ZRANGE', KEYS[k + 3], 0, 0, 'WITHSCORES')
-  local reserved
   if first[2] and tonumber(first[2]) <= now then
-    reserved = expire(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4])
-  else
-    reserved = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+    held = math.max(0, held - expire(KEYS[k + 3]))
+    redis.call('SET', KEYS[k + 2], held, 'EX', keep)
+    redis.call('EXPIRE', KEYS[k + 3], keep)
   end
-  local spent = tonumber(redis.call('GET', KEYS[k + 1]) or '0') + reserved
-  if spent + amount > limit then
-    return {2, j - 1, tostring(limit), tostring(spent), head[1], head[2], head[3], head[4], sec, head[5]}
+  if settled + held + amount > limit then
+    return {2, j - 1, tostring(limit), tostring(settled + held), head[1], head[2], head[3], head[4], sec, head[5]}
   end
+  reserved[j] = held
 end
+local lease = ARGV[b] .. ':' .. rid  -- the amount as the gateway wrote it: leave.lua names it so
 for j = 1, nb do
-  local k = nr * 3 + (j - 1) * 4
-  redis.call('INCRBY', KEYS[k + 2], amount)
-  redis.call('ZADD', KEYS[k + 3], now + ttl, rid)
-  redis.call('HSET', KEYS[k + 4], rid, amount)
-  for i = 2, 4 do redis.call('EXPIRE', KEYS[k + i], keep) end
+  local k = nr * 3 + (j - 1) * 3
+  redis.call('SET', KEYS[k + 2], reserved[j] + amount, 'EX', keep)
+  redis.call('ZADD', KEYS[k + 3], now + ttl, lease)
+  redis.call('EXPIRE', KEYS[k + 3], keep)
 end
 return {1, head[1], head[2], head[3], head[4], sec, head[5]}

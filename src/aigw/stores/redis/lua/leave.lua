@@ -3,13 +3,14 @@
 -- report budget thresholds crossed for the first time in their window (budget
 -- scopes; each fires once per window, across replicas).
 -- KEYS: 2 per rate scope (tokens hash, in-flight zset), then per budget scope: settled,
---       reserved, leases, amounts (see enter.lua), and one alert mark per threshold.
+--       reserved, leases (see enter.lua), and one alert mark per threshold.
 -- ARGV: slot, token_delta, taken_at (the second enter put the estimate in), n_rate,
 --       per rate scope: tpm (0 = none),
---       actual_nano, n_thresholds, thresholds..., per budget scope: limit, ttl_s (0 = keep).
+--       reserved_nano (the lease's amount), actual_nano, n_thresholds, thresholds...,
+--       per budget scope: limit, ttl_s (0 = keep).
 -- Only a lease still there is settled: a live one stops counting and its call's cost is
--- added to the settled spend; an expired one ('e', no longer counted) adds the cost only;
--- none (settled already) changes nothing, so a settle that comes twice counts once.
+-- added to the settled spend; an expired one (its marker, no longer counted) adds the cost
+-- only; none (settled already) changes nothing, so a settle that comes twice counts once.
 -- A refund (token_delta < 0) goes back into the estimate's own second, or nowhere once
 -- that second has left the window: put into the current second it would push a later
 -- minute below zero. Tokens beyond the estimate were used now: the current second.
@@ -31,28 +32,31 @@ for i = 0, nr - 1 do
   redis.call('ZREM', kp, rid)
 end
 local b = 5 + nr
-local actual, nt = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+local amount, actual, nt = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+local live, expired = amount .. ':' .. rid, 'e:' .. rid
 local out = {}
-local per = 4 + nt
+local per = 3 + nt
 for j = 1, (#KEYS - nr * 2) / per do
   local k = nr * 2 + (j - 1) * per
-  local ks, kres, kl, ka = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local lease = redis.call('HGET', ka, rid)
-  if lease then
-    redis.call('HDEL', ka, rid)
-    redis.call('ZREM', kl, rid)
-    if lease ~= 'e' then redis.call('DECRBY', kres, lease) end
-    local limit = tonumber(ARGV[b + 1 + nt + j * 2 - 1])
-    local ttl = tonumber(ARGV[b + 1 + nt + j * 2])
+  local ks, kres, kl = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local found = redis.call('ZREM', kl, live) == 1
+  if found then
+    if redis.call('DECRBY', kres, amount) < 0 then redis.call('SET', kres, 0, 'KEEPTTL') end
+  else
+    found = redis.call('ZREM', kl, expired) == 1
+  end
+  if found then
+    local limit = tonumber(ARGV[b + 2 + nt + j * 2 - 1])
+    local ttl = tonumber(ARGV[b + 2 + nt + j * 2])
     -- alerts compare settled spend only (other calls' reservations are not spend), on crossing
     local settled = redis.call('INCRBY', ks, actual)
     if ttl > 0 then redis.call('EXPIRE', ks, ttl) end
     local before = settled - actual
     for i = 1, nt do
-      local th = ARGV[b + 1 + i]
+      local th = ARGV[b + 2 + i]
       local mark = tonumber(th) * limit
       if limit > 0 and before < mark and settled >= mark then
-        if redis.call('SET', KEYS[k + 4 + i], '1', 'NX', 'EX', ttl > 0 and ttl or 31536000) then
+        if redis.call('SET', KEYS[k + 3 + i], '1', 'NX', 'EX', ttl > 0 and ttl or 31536000) then
           out[#out + 1] = (j - 1) .. ':' .. th
         end
       end
