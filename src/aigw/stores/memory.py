@@ -256,7 +256,7 @@ class MemoryBudgets:
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
                      thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
-        return self.settle_now(scopes, slot, actual_nano, now, thresholds)
+        return self.settle_now(scopes, slot, reserved_nano, actual_nano, now, thresholds)
 
     def _window(self, ref: str, window: str) -> _Spend:
         st = self._windows.get((ref, window))
@@ -266,11 +266,15 @@ class MemoryBudgets:
 
     def reserve_now(self, scopes: list[Scope], amount_nano: int, now: float, slot: str) -> Reservation:
         taken: list[_Spend] = []
+        windows = self._windows
         for s in scopes:
             lim = s.limits
             if lim.budget_usd is None:
                 continue
-            st = self._window(s.ref, window_of(lim.budget_period, now))
+            key = (s.ref, window_of(lim.budget_period, now))
+            st = windows.get(key)
+            if st is None:
+                st = windows[key] = _Spend()
             if now >= st.next_expiry:
                 st.expire(now, self._ttl)
             used = st.settled + st.reserved
@@ -285,10 +289,10 @@ class MemoryBudgets:
                 st.next_expiry = expiry
         return RESERVED
 
-    def settle_now(self, scopes: list[Scope], slot: str, actual_nano: int, now: float,
+    def settle_now(self, scopes: list[Scope], slot: str, reserved_nano: int, actual_nano: int, now: float,
                    thresholds: list[float]) -> list[tuple[str, str, float]]:
-        """Replace the call's lease by its real cost, in the window of ``now`` (when it was reserved).
-        Only a lease still there (live or expired) is settled: settling twice changes nothing."""
+        """Replace the call's lease (its slot and amount) by its real cost, in the window of ``now`` (when
+        it was reserved). Only a lease still there (live or expired) is settled: twice changes nothing."""
         crossed: list[tuple[str, str, float]] = []
         lowest = min(thresholds) if thresholds else 0.0
         for s in scopes:
@@ -297,11 +301,16 @@ class MemoryBudgets:
                 continue
             window = window_of(lim.budget_period, now)
             st = self._windows.get((s.ref, window))
-            lease = st.leases.pop(slot, None) if st is not None else None
-            if st is None or lease is None:
+            if st is None:
                 continue
-            if lease[1] != EXPIRED:
-                st.reserved -= lease[1]
+            lease = st.leases.get(slot)
+            if lease is None:  # settled already
+                continue
+            if lease[1] == reserved_nano:
+                st.reserved -= reserved_nano
+            elif lease[1] != EXPIRED:  # not this call's lease
+                continue
+            del st.leases[slot]
             before = st.settled
             after = st.settled = before + actual_nano
             limit = s.budget_nano
@@ -360,7 +369,7 @@ class MemoryGate:
             self.limiter.give_back(rate, slot, token_delta, taken_at, self.limiter.now())
         if not budget:
             return []
-        return self.budgets.settle_now(budget, slot, actual_nano, entered, thresholds)
+        return self.budgets.settle_now(budget, slot, reserved_nano, actual_nano, entered, thresholds)
 
 
 ALLOWED = Admission(allowed=True)  # shared: no rate scope, nothing to report
