@@ -221,7 +221,8 @@ class _Spend:
     def expire(self, now: float, ttl: float) -> None:
         """Stop counting the leases past their expiry and drop the markers past theirs. Leases are kept
         in the order they were taken, which with one TTL is their order of expiry: the walk stops at the
-        first live one, so it visits the expired ones (and slots settled in between) only."""
+        first live one, so it visits the expired ones (and slots settled in between) only. (A clock that
+        steps back delays a drop by as much.)"""
         leases = self.leases
         dead: list[tuple[str, int]] = []
         nxt = _NEVER
