@@ -9,6 +9,7 @@ fallback for URLs that client does not speak.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -239,12 +240,12 @@ async def test_changed_limits_apply_to_the_next_call(backend: tuple[Any, Any]) -
 
 # -- leases: a reservation whose settle never comes stops counting ----------------------------------
 
-LEASE_TTL = 1.0  # Redis times leases by its own clock: these tests wait it out (memory: a later ``now``)
+LEASE_TTL = 0.5  # Redis times leases by its own clock: these tests wait it out (memory: a later ``now``)
 
 
 @pytest.fixture(params=["memory", "redis", "redis-py"])
 async def gate(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]:
-    """(gate, budgets) with a lease TTL of one second."""
+    """(gate, budgets) with a lease TTL of half a second."""
     if request.param == "memory":
         budgets = MemoryBudgets(lease_ttl_s=LEASE_TTL)
         yield MemoryGate(MemoryRateLimiter(FakeClock()), budgets), budgets
@@ -335,4 +336,4 @@ async def test_leases_and_their_markers_go_in_time(gate: tuple[Any, Any]) -> Non
     assert leases == [f"{to_nano(0.1)}:last".encode()]
     for key in keys:  # settled spend of the "total" window is kept; every lease key goes on its own
         ttl = await g._redis.ttl(key)
-        assert ttl == -1 if key.endswith(b":settled") else 0 < ttl <= int(LEASE_TTL) + 10
+        assert ttl == -1 if key.endswith(b":settled") else 0 < ttl <= math.ceil(LEASE_TTL) + 10
