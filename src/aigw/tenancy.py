@@ -28,7 +28,8 @@ from aigw.providers.http import HttpClients
 from aigw.sqlite_process import shareable
 from aigw.stores.base import BudgetCounter, Gate, KeyVersion, Limits, RateLimiter, window_of
 from aigw.stores.database import SqlDatabase, open_database
-from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
+from aigw.stores.memory import MemoryGate, MemoryRateLimiter
+from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.sqlite.db import path_of
 from aigw.stores.sqlite.ledger_writer import SqliteLedgerWriter
 from aigw.supervise import Supervisor

@@ -21,7 +21,8 @@ from aigw.pipeline.stages import accounting, budget, limits
 from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
 from aigw.routing.attempts import Served
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
-from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
+from aigw.stores.memory import MemoryGate, MemoryRateLimiter
+from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.types import JSON

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from aigw.stores.base import NANO, Limits, Scope, to_nano, window_of
-from aigw.stores.memory import MemoryBudgets, MemoryGate, MemoryRateLimiter
+from aigw.stores.memory import MemoryGate, MemoryRateLimiter
+from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import RedisPipe
