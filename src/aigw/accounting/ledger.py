@@ -123,9 +123,9 @@ class Ledger:
         batch = [self._replay.popleft() for _ in range(old)] + [self._buf.popleft() for _ in range(n - old)]
         try:
             await self._store.write(batch)
-        except asyncio.CancelledError:
-            # Stopped mid-write (e.g. close() gave up waiting): the write may still land, or not.
-            # Back in front either way: row ids make writing them again harmless.
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            # Stopped mid-write (close() gave up waiting, a second Ctrl-C): the write may still land, or not.
+            # Back in front either way (the exit hook spills it): row ids make writing them again harmless.
             self._put_back(batch, old)
             raise
         except Exception as exc:

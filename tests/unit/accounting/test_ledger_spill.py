@@ -275,3 +275,21 @@ def test_a_forced_exit_during_the_drain_still_keeps_the_rows_on_disk(tmp_path: P
     done = _python(FORCED_EXIT, str(spill))
     assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
     assert len(spill.read_bytes().splitlines()) == 7
+
+
+class Interrupted:
+    """A write that a second Ctrl-C interrupts while the store's own code runs."""
+
+    async def write(self, records: list[Any]) -> int:
+        raise KeyboardInterrupt
+
+
+async def test_a_batch_interrupted_mid_write_is_still_spilled_at_exit(tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    ledger = Ledger(Interrupted(), _cfg(spill_file=str(spill), batch_size=10))
+    for i in range(25):
+        ledger.record(_row(i))
+    with pytest.raises(KeyboardInterrupt):
+        await ledger.flush_once()
+    ledger._spill_at_exit()  # what the exit hook does as the process goes
+    assert len(spill.read_bytes().splitlines()) == 25
