@@ -87,7 +87,8 @@ end
 
 local b = 5 + nr * 3
 local amount = tonumber(ARGV[b])
-local keep = math.ceil(ttl) + 10  -- the lease keys outlive every lease and marker in them
+-- the lease keys outlive every lease and its marker (a marker lasts one more ttl: a late settle finds it)
+local keep = math.ceil(2 * ttl) + 10
 
 local function expire(kl)
   -- the leases past their expiry count no more (each leaves a marker); markers past theirs go.
