@@ -18,6 +18,7 @@ from typing import Protocol
 
 from aigw import errors
 from aigw.http.auth import Authenticator
+from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import ClientGone, Headers, header_list, send_bytes, send_frames_whole, send_json, send_stream
 from aigw.pipeline.context import Completed, Endpoint, Prerendered, Principal, Replay, RequestContext
@@ -63,11 +64,12 @@ class Flow:
         ctx: RequestContext | None = None
         principal: Principal | None = None
         body: JSON | None = None
+        req.scope[CANCEL_ON_DISCONNECT] = True  # a client gone before its answer stops the upstream call too
         try:
             principal = self.auth.known(req.headers) or await self.auth.authenticate(req.headers)
             body = await req.json(self.max_body)
             parsed = parse(body, req.body)
-            _check_model_allowed(principal, parsed.model)
+            check_model_allowed(principal, parsed.model)
             ctx = RequestContext(
                 request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
                 body=parsed.body, model=parsed.model, stream=parsed.stream,
@@ -88,7 +90,12 @@ class Flow:
         except ClientGone:
             if ctx is not None:
                 ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
-        except asyncio.CancelledError:  # the server shut down and stopped waiting for this request
+        except asyncio.CancelledError:
+            if req.scope.get(CLIENT_GONE):  # the client left before its answer: a 499 in the ledger and logs
+                if ctx is not None:
+                    ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
+                raise
+            # the server shut down and stopped waiting for this request
             gone = errors.Unavailable("The gateway shut down before this request finished; retry it.",
                                       code="gateway_shutdown", retry_after=1.0)
             if ctx is not None:
@@ -166,7 +173,7 @@ def _refused(req: HttpRequest, api: ApiFormat, endpoint: Endpoint, principal: Pr
                           headers=req.headers)
 
 
-def _check_model_allowed(principal: Principal, model: str) -> None:
+def check_model_allowed(principal: Principal, model: str) -> None:
     allowed = principal.allowed_models
     if allowed is not None and model not in allowed:
         raise errors.PermissionDenied(f"This key may not use model `{model}`.", param="model")

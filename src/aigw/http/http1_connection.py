@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from aigw.http.http1_exchange import Exchange, date_line, status_line
+from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE, Exchange, date_line, status_line
 
 log = logging.getLogger("aigw.http.server")
 
@@ -108,6 +108,7 @@ class Connection(asyncio.Protocol):
             if ex is not None:
                 ex.disconnected = True
                 ex.wake()
+                cancel_if_asked(ex)
         self.queue.clear()
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
@@ -219,7 +220,7 @@ class Connection(asyncio.Protocol):
     # -- running the app ----------------------------------------------------------------------
 
     def _run(self, ex: Exchange) -> None:
-        task = self.loop.create_task(self._call_app(ex))
+        task = ex.task = self.loop.create_task(self._call_app(ex))
         tasks = self.state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -326,3 +327,13 @@ def _address(value: Any) -> tuple[str, int] | None:
     if isinstance(value, tuple) and len(value) >= 2:
         return (str(value[0]), int(value[1]))
     return None
+
+
+def cancel_if_asked(ex: Exchange) -> None:
+    """A client gone before its answer was complete: cancel the app's call if the app asked for it (a model
+    call, whose upstream work and limits would otherwise run on for nobody). Other calls (an admin change
+    half made) are left to finish: cancelling is opt-in, as in aiohttp."""
+    task = ex.task
+    if task is not None and not task.done() and not ex.complete and ex.scope.get(CANCEL_ON_DISCONNECT):
+        ex.scope[CLIENT_GONE] = True
+        task.cancel()

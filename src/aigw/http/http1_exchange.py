@@ -31,12 +31,17 @@ def date_line() -> bytes:
     return b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
 
 
+# The server's part of the ASGI scope (aigw's own server only; elsewhere they are never set):
+CANCEL_ON_DISCONNECT = "aigw.cancel_on_disconnect"  # the app sets it: cancel my call if the client leaves
+CLIENT_GONE = "aigw.client_gone"  # the server sets it before that cancel: why the call was stopped
+
+
 class Exchange:
     """One request and its response: the ASGI ``receive`` and ``send`` of one call of the app."""
 
     __slots__ = ("body_delivered", "body_done", "buffered", "chunked", "chunks", "complete", "conn",
                  "disconnected", "expect_continue", "first_sent", "head", "is_head", "keep_alive", "scope", "started",
-                 "waiter")
+                 "task", "waiter")
 
     def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
         self.conn = conn
@@ -55,6 +60,7 @@ class Exchange:
         self.first_sent = False
         self.head: bytes | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the app's call answering it
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -1,0 +1,49 @@
+"""A client that leaves before its answer: the upstream call stops, its limits are freed, the ledger says 499."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import openai
+
+from aigw.cli.admin_client import AdminClient
+from tests.integration.tenancy_support import MASTER, PRICED_MOCK, chat_body, gateway_config, setup_key
+from tests.support.gateway import running_gateway
+
+VERY_SLOW = {"name": "very-slow", "provider": "mock", "latency_ms": 3000}
+
+
+def _leave_early(port: int, key: str, body: dict[str, object]) -> None:
+    """Send a request, then close the connection before any answer comes."""
+    raw = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"authorization: Bearer " + key.encode() + b"\r\ncontent-length: " + str(len(raw)).encode()
+                     + b"\r\n\r\n" + raw)
+        time.sleep(0.2)
+
+
+def test_a_client_gone_before_the_first_byte_frees_its_slot_at_once_and_is_a_499(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path / "gw.db")
+    config["models"] = [PRICED_MOCK, VERY_SLOW]
+    with running_gateway(config) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "gone-co", max_parallel=1)
+        port = int(gw.url.rsplit(":", 1)[1])
+        for stream in (True, False):
+            _leave_early(port, key["key"], {**chat_body("slow"), "model": "very-slow", "stream": stream})
+            started = time.monotonic()
+            client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+            client.chat.completions.create(**chat_body("next"))  # the one slot is free again
+            assert time.monotonic() - started < 2  # not after the 3 s the abandoned call would have taken
+        deadline = time.monotonic() + 5
+        while True:
+            rows = admin.get("/admin/spend", group_by="key", key=key["id"])["data"]
+            if rows and rows[0]["requests"] >= 4:
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.05)
+        assert (rows[0]["requests"], rows[0]["errors"]) == (4, 2)  # the two abandoned calls, as 499s
