@@ -31,7 +31,7 @@ from aigw.pipeline.stages.registry import build_stages, default_order
 from aigw.providers.http import HttpClients
 from aigw.providers.registry import build_provider
 from aigw.routing.report import breaker_refresher, deployment_report
-from aigw.routing.router import Target
+from aigw.routing.router import Router, Target
 from aigw.routing.setup import build_router
 from aigw.supervise import Supervisor
 from aigw.tenancy import Tenancy
@@ -112,7 +112,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.route("POST", "/v1/embeddings", openai_api.embeddings)
     app.route("GET", "/v1/models", openai_api.list_models)
     app.route_prefix("GET", "/v1/models/", openai_api.get_model)
-    _add_anthropic_api(app, flow, config)
+    _add_anthropic_api(app, flow, config, router)
     app.route("GET", "/health/live", health.live)
     app.route("GET", "/health/ready", health.ready)
     app.route("GET", "/health", health.live)
@@ -174,10 +174,10 @@ def _purge_log(config: GatewayConfig, redis: Any) -> Any:
     return None
 
 
-def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig) -> None:
+def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig, router: Router) -> None:
     from aigw.http.anthropic_api import AnthropicApi
 
-    api = AnthropicApi(flow, debug=config.server.debug_errors)
+    api = AnthropicApi(flow, debug=config.server.debug_errors, known_model=lambda model: bool(router.targets(model)))
     app.route("POST", "/v1/messages", api.messages)
     app.route("POST", "/v1/messages/count_tokens", api.count_tokens)
 

@@ -91,3 +91,5 @@ def test_errors_arrive_in_anthropic_shape(client: anthropic.Anthropic) -> None:
 def test_count_tokens_is_free_and_local(client: anthropic.Anthropic) -> None:
     counted = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": "hello " * 40}])
     assert 40 <= counted.input_tokens <= 120
+    with pytest.raises(anthropic.NotFoundError):  # as Anthropic answers for a model it does not serve
+        client.messages.count_tokens(model="no-such", messages=[{"role": "user", "content": "hi"}])

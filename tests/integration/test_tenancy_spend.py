@@ -262,11 +262,22 @@ def test_streams_are_charged_even_when_the_client_did_not_ask_for_usage(gw: Runn
 
 
 def test_anthropic_clients_use_the_same_keys_and_budgets(gw: RunningGateway, admin: AdminClient) -> None:
-    key = setup_key(admin, "anthropic-co")
+    key = setup_key(admin, "anthropic-co", models=["mock"])
     client = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0)
     message = client.messages.create(model="mock", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
     assert message.usage.output_tokens > 0
     assert _rows(admin, key["id"], 1)["cost_usd"] > 0
+    with pytest.raises(anthropic.PermissionDeniedError):  # count_tokens keeps to the key's models too
+        client.messages.count_tokens(model="mock-slow", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_tiny_budget_is_named_to_the_tenth_of_a_cent_in_its_refusal(gw: RunningGateway,
+                                                                     admin: AdminClient) -> None:
+    key = setup_key(admin, "tiny-budget-co", budget_usd=0.001, budget_period="daily")
+    client = _client(gw, key["key"])
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+    assert "of $0.0010 used" in refused.value.message  # not "of $0.00"
 
 
 def test_an_exhausted_budget_is_refused_before_the_upstream_and_sdks_do_not_retry(

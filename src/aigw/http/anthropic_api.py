@@ -7,11 +7,11 @@ and streams back to Anthropic's exact wire format, errors to Anthropic's shape.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 from aigw import errors
-from aigw.http.flow import Flow, Parsed, send_error
+from aigw.http.flow import Flow, Parsed, check_model_allowed, send_error
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json
 from aigw.pipeline.context import RequestContext
@@ -68,9 +68,10 @@ def parse_messages(body: JSON, raw: bytes = b"", *, beta: str | None = None) -> 
 
 
 class AnthropicApi:
-    def __init__(self, flow: Flow, debug: bool = False) -> None:
+    def __init__(self, flow: Flow, debug: bool = False, known_model: Callable[[str], bool] | None = None) -> None:
         self.flow = flow
         self.format = AnthropicFormat(debug)
+        self._known_model = known_model  # count_tokens answers only for a model the gateway serves
 
     async def messages(self, req: HttpRequest, send: Send) -> None:
         beta = req.headers.get("anthropic-beta")
@@ -80,10 +81,15 @@ class AnthropicApi:
     async def count_tokens(self, req: HttpRequest, send: Send) -> None:
         """A local estimate (about four characters a token); free, no upstream call."""
         try:
-            await self.flow.auth.authenticate(req.headers)
+            principal = await self.flow.auth.authenticate(req.headers)
             body = await req.json(self.flow.max_body)
             body.setdefault("max_tokens", 1)
             canonical = wire.messages_request_to_canonical(body)
+            model = str(canonical.get("model") or "")
+            if self._known_model is not None and not self._known_model(model):  # as Anthropic answers
+                raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
+                                      param="model", code="model_not_found")
+            check_model_allowed(principal, model)
         except errors.GatewayError as err:
             await send_error(send, self.format, err, req.request_id)
             return

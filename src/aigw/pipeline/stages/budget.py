@@ -109,7 +109,7 @@ class BudgetStage(Stage):
         scope = next(s for s in scopes if s.ref == res.scope)
         period = scope.limits.budget_period
         left = max(0, res.limit_nano - res.spent_nano) / NANO
-        msg = (f"Budget exceeded for {scope.kind}: ${res.spent_nano / NANO:.4f} of ${res.limit_nano / NANO:.2f} "
+        msg = (f"Budget exceeded for {scope.kind}: ${res.spent_nano / NANO:.4f} of ${res.limit_nano / NANO:.4f} "
                f"used in the {period} window ({window_of(period, self.clock.now())}); ${left:.4f} left, and this "
                f"request may cost up to ${amount / NANO:.4f} (lower max_tokens to fit).")
         return errors.BudgetExceeded(msg, code="budget_exceeded", status=self.svc.config.budget_status)
