@@ -5,6 +5,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
+from aigw.accounting.tokens import TokenCounter
 from tests.support.gateway import RunningGateway
 
 WEATHER = {
@@ -89,7 +90,12 @@ def test_errors_arrive_in_anthropic_shape(client: anthropic.Anthropic) -> None:
 
 
 def test_count_tokens_is_free_and_local(client: anthropic.Anthropic) -> None:
-    counted = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": "hello " * 40}])
-    assert 40 <= counted.input_tokens <= 120
+    messages = [{"role": "user", "content": "The quarterly report shows that revenue grew in every region. " * 8}]
+    counted = client.messages.count_tokens(model="mock", messages=messages)  # type: ignore[arg-type]
+    assert counted.input_tokens == TokenCounter().count_messages(messages)  # the shipped tokenizer, not len/4
+    tool = {"name": "get_weather", "description": "The weather in a city, now.",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    with_tools = client.messages.count_tokens(model="mock", messages=messages, tools=[tool])  # type: ignore[arg-type,list-item]
+    assert with_tools.input_tokens > counted.input_tokens + 10  # tool definitions are input too
     with pytest.raises(anthropic.NotFoundError):  # as Anthropic answers for a model it does not serve
         client.messages.count_tokens(model="no-such", messages=[{"role": "user", "content": "hi"}])
