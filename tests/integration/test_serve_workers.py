@@ -103,3 +103,17 @@ def test_an_app_that_cannot_start_ends_serve_with_exit_code_3_in_both_modes(tmp_
 
 def test_a_worker_that_keeps_dying_waits_longer_each_time() -> None:
     assert [restart_pause(n) for n in (1, 2, 3, 4, 5, 6, 7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_a_cache_the_app_cannot_build_ends_serve_with_one_line_and_exit_code_3(tmp_path: Path) -> None:
+    config = tmp_path / "aigw.yaml"
+    config.write_text("cache: {mode: exact, backend: redis}\n")  # a Redis cache without a redis_url
+    proc, _ = start_serve(tmp_path, "--config", str(config))
+    try:
+        proc.wait(timeout=30)
+    finally:
+        stop_serve(proc)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.returncode == START_FAILED_EXIT, stderr
+    assert "aigw: cannot start:" in stderr and "redis" in stderr
+    assert "Traceback" not in stderr and "listening" not in stderr

@@ -52,9 +52,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             err=True,
         )
         sys.exit(2)
-    models = ", ".join(config.model_names())
-    click.echo(f"aigw listening on http://{server.host}:{server.port}  models: {models}", err=True)
+    listening = f"aigw listening on http://{server.host}:{server.port}  models: {', '.join(config.model_names())}"
     if server.workers > 1:
+        click.echo(listening, err=True)
         export_for_workers(config_path, host=host, port=port, insecure=insecure or None)
         metrics_dir = tempfile.mkdtemp(prefix="aigw-metrics-")  # one scrape sums every worker
         export_metrics_dir(metrics_dir)
@@ -76,10 +76,16 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         from aigw.app import build_app, for_serving
+        from aigw.http.http1_server import START_FAILED_EXIT
 
-        app = for_serving(build_app(config), config)
+        try:
+            app = for_serving(build_app(config), config)
+        except ValueError as exc:  # a setup the config file allows but the app cannot build (e.g. a cache backend)
+            click.echo(f"aigw: cannot start: {exc}", err=True)
+            sys.exit(START_FAILED_EXIT)
+        click.echo(listening, err=True)
         if server.http == "aigw":
-            from aigw.http.http1_server import START_FAILED_EXIT, StartupFailed, run
+            from aigw.http.http1_server import StartupFailed, run
 
             try:
                 run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S)
