@@ -233,6 +233,8 @@ def test_the_cli_writes_the_report_as_csv(gw: RunningGateway, admin: AdminClient
     env = {"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER}
     result = CliRunner().invoke(cli, ["spend", "--group-by", "key", "--tenant", "csv-co", "--csv"], env=env)
     assert result.exit_code == 0, result.output
+    table = CliRunner().invoke(cli, ["spend", "--group-by", "key", "--tenant", "csv-co"], env=env)
+    assert "cache_hits" in table.output.splitlines()[1]  # the header row shows the cache's figures too
     [parsed] = list(csv.DictReader(io.StringIO(result.output)))
     assert list(parsed)[:3] == ["key", "key_prefix", "key_name"]
     assert parsed["key"] == key["id"] and parsed["requests"] == "2"
@@ -245,7 +247,7 @@ def test_the_cli_writes_the_report_as_csv(gw: RunningGateway, admin: AdminClient
         assert r.headers["content-type"] == "text/csv; charset=utf-8"
         assert r.headers["content-disposition"] == 'attachment; filename="spend-by-day.csv"'
         text = r.read().decode()
-    assert text.startswith("day,requests,errors,") and text.count("\r\n") == 2
+    assert text.startswith("day,requests,errors,cache_hits,") and text.count("\r\n") == 2
     with pytest.raises(AdminError) as bad:
         admin.get("/admin/spend", format="xml")
     assert bad.value.status == 400 and "format" in bad.value.message

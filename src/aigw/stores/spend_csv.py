@@ -12,8 +12,8 @@ from typing import Any
 # what names each group's rows (sql_ledger.spend_report), then the sums every row carries
 FIRST_COLUMNS = {"key": ["key", "key_prefix", "key_name"], "project": ["project"], "tenant": ["tenant"],
                  "model": ["model"], "day": ["day"]}
-SUM_COLUMNS = ["requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-               "cost_usd", "cost_saved_usd"]
+SUM_COLUMNS = ["requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens",
+               "reasoning_tokens", "cost_usd", "cost_saved_usd"]
 
 
 def spend_csv(rows: list[dict[str, Any]], group: str) -> str:
