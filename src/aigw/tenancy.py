@@ -18,7 +18,7 @@ from typing import Any
 from aigw import errors
 from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
-from aigw.accounting.tokens import TokenCounter
+from aigw.accounting.tokens import LOCAL_COUNTER
 from aigw.config.models import GatewayConfig
 from aigw.http import admin_api, admin_spend
 from aigw.http.auth import Authenticator
@@ -87,7 +87,7 @@ class Tenancy:
         self.ledger = Ledger(self._ledger_writer or self.db,
                              self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}))
         self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets, gate=gate,
-                                        prices=PriceBook(config.models), tokens=TokenCounter(), ledger=self.ledger,
+                                        prices=PriceBook(config.models), tokens=LOCAL_COUNTER, ledger=self.ledger,
                                         alert=self._alert)
         self._watch: asyncio.Task[Any] | None = None
         self._seeding: asyncio.Task[Any] | None = None

@@ -98,6 +98,9 @@ class TokenCounter:
         return sum(self.count_text(x if isinstance(x, str) else str(x)) for x in items)
 
 
+LOCAL_COUNTER = TokenCounter()  # the process's one counter (the ledger, the cache, count_tokens): one load
+
+
 _HIGH = bytes(range(128, 256))
 _PUNCT = bytes(c for c in range(33, 127) if not chr(c).isalnum())
 

@@ -14,7 +14,7 @@ from functools import partial
 import orjson
 
 from aigw import errors
-from aigw.accounting.tokens import TokenCounter
+from aigw.accounting.tokens import LOCAL_COUNTER
 from aigw.http.flow import Flow, Parsed, check_model_allowed, send_error
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json
@@ -102,10 +102,7 @@ class AnthropicApi:
         await send_json(send, 200, {"input_tokens": max(1, tokens)}, [(b"x-request-id", req.request_id.encode())])
 
 
-_COUNTER = TokenCounter()  # its encoding loads on the first count
-
-
 def _input_tokens(canonical: JSON) -> int:
     tools = canonical.get("tools")
-    return _COUNTER.count_messages(canonical["messages"]) + (_COUNTER.count_text(orjson.dumps(tools).decode())
+    return LOCAL_COUNTER.count_messages(canonical["messages"]) + (LOCAL_COUNTER.count_text(orjson.dumps(tools).decode())
                                                              if tools else 0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from aigw.accounting.tokens import TokenCounter, answer_text
+from aigw.accounting.tokens import LOCAL_COUNTER, answer_text
 from aigw.types import JSON
 
 PRIVATE = "_anthropic"  # gateway-internal fields of a canonical body (never sent to OpenAI clients)
@@ -119,14 +119,11 @@ def _legacy(entry: Any) -> Entry | None:
                  usage if isinstance(usage, dict) else None, PRIVATE in body, b"", body)
 
 
-_COUNTER = TokenCounter()  # loads its encoding on first use: only for upstreams that report no usage
-
-
 def counted_usage(request: JSON, answer: JSON) -> JSON:
     """Usage of an answer whose upstream reported none, counted locally, so that a hit on it prices the
     saving (an Ollama-like server streaming without ``stream_options``)."""
     text, thought = answer_text(answer)
-    prompt, reasoning = _COUNTER.count_prompt(request), _COUNTER.count_text(thought)
-    completion = _COUNTER.count_text(text) + reasoning
+    prompt, reasoning = LOCAL_COUNTER.count_prompt(request), LOCAL_COUNTER.count_text(thought)
+    completion = LOCAL_COUNTER.count_text(text) + reasoning
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "completion_tokens_details": {"reasoning_tokens": reasoning}}

@@ -86,8 +86,8 @@ class LimitsStage(Stage):
         if not scopes:
             return None  # a budget alone is reserved by the budget stage
         tpm = tightest is not None
-        est = prompt_estimate(ctx) if tightest is not None else 0
-        if tightest is not None and est > (cap := tightest.limits.tpm or 0):
+        est = 0
+        if tightest is not None and (est := prompt_estimate(ctx)) > (cap := tightest.limits.tpm or 0):
             est = await self._counted(ctx, tightest, cap)
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         slot = unique_id("slot_")  # the client's x-request-id, repeated on parallel calls, would share one
