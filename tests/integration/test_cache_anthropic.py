@@ -87,3 +87,26 @@ def test_one_entry_serves_both_apis_when_the_canonical_requests_match(
                                        messages=[{"role": "user", "content": "cross api"}])
     assert same.headers["x-aigw-cache"] == "hit"
     assert same.parse().choices[0].message.content == stored.content[0].text
+
+
+def test_replayed_stream_reports_input_usage_in_message_start(
+        gw: RunningGateway, client: anthropic.Anthropic) -> None:
+    """Clients that read input tokens from message_start (LangChain, older SDKs) see the hit's real
+    counts, not zeros; the message_delta still carries the output."""
+    def run() -> tuple[str | None, Any]:
+        with client.messages.with_streaming_response.create(
+                model="mock", max_tokens=200, stream=True,
+                messages=[{"role": "user", "content": "usage at message start"}]) as r:
+            header = r.headers.get("x-aigw-cache")
+            events = list(r.parse())
+        settle(gw)
+        return header, events
+
+    h1, _ = run()
+    h2, hit = run()
+    assert (h1, h2) == ("miss", "hit")
+    start = hit[0]
+    delta = next(e for e in hit if e.type == "message_delta")
+    assert start.type == "message_start"
+    assert start.message.usage.input_tokens > 0
+    assert start.message.usage.input_tokens == delta.usage.input_tokens

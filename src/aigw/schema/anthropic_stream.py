@@ -27,9 +27,12 @@ def frame(event: str, data: JSON) -> bytes:
 class AnthropicStreamEncoder:
     """Stateful encoder for one response stream; ``model`` is the name the client sent."""
 
-    def __init__(self, model: str, *, input_tokens: int | None = None) -> None:
+    def __init__(self, model: str, *, input_tokens: int | None = None, usage: JSON | None = None) -> None:
+        """``usage``: the canonical usage when it is known before the stream starts (a cached answer),
+        so ``message_start`` carries its input counts as Anthropic's does."""
         self._model = model
         self._input_tokens = input_tokens or 0
+        self._start_usage = anthropic_usage(usage) if usage else None
         self._started = False
         self._finished = False
         self._next_index = 0
@@ -94,6 +97,8 @@ class AnthropicStreamEncoder:
             "cache_read_input_tokens": 0,
             "output_tokens": 0,
         }
+        if self._start_usage is not None:  # input counts known up front; output comes in message_delta
+            usage.update(self._start_usage, output_tokens=0)
         message: JSON = {
             "id": message_id(chunk_id),
             "type": "message",

@@ -176,3 +176,13 @@ def test_the_sdk_raises_on_our_error_frame() -> None:
     sse = encoder.feed(chunk({"content": "partial"})) + encoder.error_frame(errors.Unavailable("busy"))
     with pytest.raises(anthropic.APIStatusError, match="overloaded_error"):
         sdk_stream(sse)
+
+
+def test_usage_known_up_front_goes_in_message_start() -> None:
+    """A cached answer knows its usage before the first event: message_start carries the input counts
+    (Anthropic's message_start does), message_delta the output."""
+    events = parse(encode(TEXT_STREAM, usage=USAGE))
+    start = events[0][1]["message"]["usage"]
+    assert start == {"input_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20,
+                     "output_tokens": 0}
+    assert events[-2][1]["usage"]["output_tokens"] == 9
