@@ -67,7 +67,9 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
     if not isinstance(usage, dict) or not usage:
         return None
     if "promptTokenCount" in usage or "candidatesTokenCount" in usage:  # Gemini
-        prompt, thoughts = _i(usage, "promptTokenCount"), _i(usage, "thoughtsTokenCount")
+        # toolUsePromptTokenCount (tool results the model read) is input outside promptTokenCount
+        prompt = _i(usage, "promptTokenCount") + _i(usage, "toolUsePromptTokenCount")
+        thoughts = _i(usage, "thoughtsTokenCount")
         return _split(prompt, _i(usage, "cachedContentTokenCount"), 0,
                       _i(usage, "candidatesTokenCount") + thoughts, thoughts)
     if "inputTokens" in usage:  # Bedrock Converse

@@ -55,3 +55,13 @@ def test_missing_or_inconsistent_usage_never_goes_negative() -> None:
                              "prompt_tokens_details": {"cached_tokens": 9},
                              "completion_tokens_details": {"reasoning_tokens": "x"}})
     assert odd == Tokens(cached_input=5, output=1)
+
+
+def test_gemini_tool_use_prompt_tokens_are_billed_as_input() -> None:
+    """toolUsePromptTokenCount (grounding, code execution results fed back) is input the model read:
+    it is outside promptTokenCount and inside totalTokenCount."""
+    usage = {"promptTokenCount": 100, "candidatesTokenCount": 20, "toolUsePromptTokenCount": 400,
+             "thoughtsTokenCount": 30, "totalTokenCount": 550}
+    t = tokens_from_usage(usage)
+    assert t == Tokens(fresh_input=500, output=20, reasoning=30)
+    assert t.total == usage["totalTokenCount"]
