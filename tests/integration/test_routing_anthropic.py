@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import anthropic
+import openai
 import pytest
 
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
@@ -136,3 +137,20 @@ def test_anthropic_billing_error_is_not_retried_and_falls_back(
         raw = client.messages.with_raw_response.create(model="claude", max_tokens=50, messages=ASK)  # type: ignore[arg-type]
     assert raw.parse().model == "gpt" and raw.headers["x-aigw-fallbacks"] == "gpt"
     assert (ant.traffic.requests, oai.traffic.requests) == (1, 1)
+
+
+def test_anthropic_stream_reports_the_upstreams_input_usage_in_message_start(
+    client: anthropic.Anthropic, gw: RunningGateway
+) -> None:
+    """Anthropic's message_start carries the input counts; clients that read them there (LangChain, older
+    SDKs) must not see zeros. An OpenAI client of the same stream gets no trace of them."""
+    with client.messages.with_streaming_response.create(
+            model="claude", max_tokens=50, stream=True, messages=ASK) as r:  # type: ignore[arg-type]
+        events = list(r.parse())
+    start, delta = events[0], next(e for e in events if e.type == "message_delta")
+    assert start.type == "message_start"
+    assert start.message.usage.input_tokens > 0
+    assert start.message.usage.input_tokens == delta.usage.input_tokens
+    oai = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0, timeout=10)
+    chunks = list(oai.chat.completions.create(model="claude", max_tokens=50, stream=True, messages=ASK))  # type: ignore[arg-type]
+    assert all("_anthropic" not in (c.model_extra or {}) for c in chunks)

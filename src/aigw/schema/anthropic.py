@@ -35,6 +35,7 @@ from aigw.schema import anthropic_blocks as blocks
 from aigw.types import JSON
 
 PRIVATE_KEY = "_anthropic"
+START_USAGE = "start_usage"  # a stream's first chunk: the input usage its message_start reported
 BETA_KEY = "anthropic_beta"  # inside ``_anthropic``: the flags of the client's anthropic-beta header
 _MAPPED_FIELDS = frozenset(
     {

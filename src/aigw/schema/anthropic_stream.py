@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from aigw.errors import GatewayError
-from aigw.schema.anthropic import anthropic_usage, error_body, message_id, stop_reason
+from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE, anthropic_usage, error_body, message_id, stop_reason
 from aigw.types import JSON
 
 
@@ -47,11 +47,15 @@ class AnthropicStreamEncoder:
     def feed(self, chunk: JSON) -> bytes:
         """Encode one canonical chunk as zero or more SSE frames."""
         out: list[bytes] = []
+        private = chunk.get(PRIVATE_KEY)
+        if isinstance(private, dict) and START_USAGE in private:  # the upstream's message_start counts
+            private = {k: v for k, v in private.items() if k != START_USAGE}
+            if not self._started and self._start_usage is None:
+                self._start_usage = anthropic_usage(chunk[PRIVATE_KEY][START_USAGE])
         if not self._started:
             self._start(chunk.get("id"), out)
         if chunk.get("usage"):
             self._usage = chunk["usage"]
-        private = chunk.get("_anthropic")
         if isinstance(private, dict):
             self._private.update(private)
         for choice in chunk.get("choices") or ():

@@ -150,3 +150,12 @@ def test_a_cut_legacy_completion_stream_is_not_an_answer() -> None:
     assembler = StreamAssembler(completion=True)
     assembler.feed(_completion_chunk(0, "Once upon"))
     assert assembler.body() is None
+
+
+def test_a_live_streams_message_start_usage_is_not_stored() -> None:
+    """The first chunk of an Anthropic upstream's stream carries its message_start counts (for Anthropic
+    clients); the stored body has the final usage instead, and no private part made of them alone."""
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    first = {**chunk({"role": "assistant", "content": ""}), "_anthropic": {"start_usage": {"prompt_tokens": 3}}}
+    body = assemble([first, chunk({"content": "Hi"}, "stop"), {**HEAD, "choices": [], "usage": usage}])
+    assert body is not None and "_anthropic" not in body and body["usage"] == usage

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigw.schema.anthropic import START_USAGE
 from aigw.types import JSON
 
 STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
@@ -58,6 +59,7 @@ class StreamAssembler:
         private = chunk.get(_PRIVATE)
         if isinstance(private, dict):
             self.private.update(private)
+            self.private.pop(START_USAGE, None)  # the live stream's message_start counts: a hit has its usage
         for raw in chunk.get("choices") or ():
             c = self.choices.setdefault(int(raw.get("index", 0)), _Choice())
             if self.completion:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aigw.providers.anthropic.errors import map_stream_error
 from aigw.providers.anthropic.translate_response import FINISH_BY_STOP, private_response_fields, to_canonical_usage
+from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 from aigw.types import JSON
 
 
@@ -71,9 +72,12 @@ class StreamTranslator:
         self._id = message.get("id") or self._id
         self._model = message.get("model") or self._model
         usage = message.get("usage")
+        first = self._chunk({"role": "assistant", "content": ""})
         if isinstance(usage, dict):
             self._usage.update(usage)
-        return [self._chunk({"role": "assistant", "content": ""})]
+            # the input counts, known now: an Anthropic client's message_start carries them (stripped for others)
+            first[PRIVATE_KEY] = {START_USAGE: to_canonical_usage(usage)}
+        return [first]
 
     def _block_start(self, data: JSON) -> list[JSON]:
         block = data.get("content_block") or {}
