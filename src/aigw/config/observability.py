@@ -20,7 +20,7 @@ class MetricsConfig(_Strict):
     enabled: bool = True
     # A `tenant` label multiplies every series by the number of tenants: off unless asked.
     tenant_label: bool = False
-    require_key: bool = False  # GET /metrics asks for the master key (or an admin key)
+    require_key: bool = False  # GET /metrics asks for the master key (a tenant admin key: 403)
     # Set from PROMETHEUS_MULTIPROC_DIR by config loading when `aigw serve --workers N` (N > 1).
     multiprocess_dir: str = ""
 

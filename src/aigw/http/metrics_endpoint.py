@@ -1,7 +1,9 @@
 """GET /metrics: the Prometheus text exposition of every gateway metric.
 
 Open by default, as scrapers expect; ``observability.metrics.require_key``
-makes it ask for the master key (or an admin key) like the admin API.
+makes it ask for the master key. The series count every tenant's traffic (and,
+with ``tenant_label``, name every tenant), so a tenant admin key gets a 403 here,
+as on ``/admin/deployments``: it may see its own tenant only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ class MetricsEndpoint:
     async def __call__(self, req: HttpRequest, send: Send) -> None:
         if self.require_key:
             try:
-                await self.auth.require_admin(req.headers)
+                principal = await self.auth.require_admin(req.headers)
+                if principal.tenant_id:  # a tenant admin: every tenant's series are not its to read
+                    raise errors.PermissionDenied("Metrics are visible to the master key only.")
             except errors.GatewayError as err:
                 await send_json(send, err.status, error_body(err))
                 return
