@@ -188,9 +188,16 @@ class AdminApi:
 
     # -- lookups that respect the caller's tenant ------------------------------------
     # An ident with NUL names nothing (no name may hold one), and PostgreSQL would refuse it with a 500.
+    # A tenant admin's lookups read its own tenant's rows only: another tenant's id or name costs the same
+    # work (and time) as one that does not exist, so neither the answer nor its timing tells them apart.
     async def tenant(self, ident: str, scope: str | None) -> Tenant:
+        if scope is not None:  # its own tenant, by id or name, or nothing
+            own = await self.db.get_tenant(scope)
+            if own is None or "\x00" in ident or ident not in (own.id, own.name):
+                raise _not_found("tenant", ident)
+            return own
         t = await self.db.find_tenant(ident) if "\x00" not in ident else None
-        if t is None or (scope is not None and t.id != scope):
+        if t is None:
             raise _not_found("tenant", ident)
         return t
 
@@ -206,7 +213,7 @@ class AdminApi:
         return p
 
     async def key(self, ident: str, scope: str | None) -> ApiKey:
-        k = await self.db.get_key(ident) if "\x00" not in ident else None
+        k = await self.db.get_key(ident, scope) if "\x00" not in ident else None
         if k is None or (scope is not None and k.tenant_id != scope):
             raise _not_found("key", ident)
         return k

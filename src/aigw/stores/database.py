@@ -188,8 +188,11 @@ class SqlDatabase:
             _j(k.allowed_models) if k.allowed_models is not None else None, _limits_json(k.limits), k.expires_at,
             int(k.enabled), k.role, _j(k.metadata), k.created_at, k.revoked_at, k.previous_hash, k.previous_until)
 
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        row = await fetchone(self.sql, "SELECT * FROM api_keys WHERE id = ?", key_id)
+    async def get_key(self, key_id: str, tenant_id: str | None = None) -> ApiKey | None:
+        if tenant_id is None:
+            row = await fetchone(self.sql, "SELECT * FROM api_keys WHERE id = ?", key_id)
+        else:  # the tenant in the query: another tenant's row never leaves the database
+            row = await fetchone(self.sql, "SELECT * FROM api_keys WHERE id = ? AND tenant_id = ?", key_id, tenant_id)
         return _key(row) if row else None
 
     async def list_keys(self, tenant_id: str | None, project_id: str | None, limit: int | None = None,
