@@ -139,8 +139,9 @@ class BudgetStage(Stage):
             "threshold": threshold, "budget_usd": scope.limits.budget_usd, "period": scope.limits.budget_period,
             "window": window, "request_id": ctx.request_id,
         }
-        log.warning("budget alert: %s %s reached %d%% of $%s (%s window %s)", scope.kind, scope.id,
-                    round(threshold * 100), scope.limits.budget_usd, scope.limits.budget_period, window)
+        log.warning("budget alert: %s %s of tenant %s reached %d%% of $%s (%s window %s, request %s)", scope.kind,
+                    scope.id, ctx.principal.tenant_id, round(threshold * 100), scope.limits.budget_usd,
+                    scope.limits.budget_period, window, ctx.request_id)
         if self.svc.alert is not None:
             try:
                 await self.svc.alert(event)

@@ -1,0 +1,25 @@
+"""The budget stage's alert log line names the tenant (and the request) whose key, project or tenant crossed a
+threshold: a key or project id alone does not say whose budget it is."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from aigw.pipeline.stages import budget
+from aigw.stores.base import Limits
+from tests.unit.pipeline.test_tenancy_stages import MOCK, _ctx, _deps, _services
+
+
+async def test_a_budget_alert_log_line_carries_the_tenant_and_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    stage = budget.build(_deps(_services()))
+    assert stage is not None
+    ctx = _ctx(Limits(budget_usd=0.05, budget_period="total"))  # key k1 of project p1, tenant t1
+    await stage.on_request(ctx)
+    ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 10, "completion_tokens": 10}  # $0.03: over 50 %
+    with caplog.at_level(logging.WARNING, logger="aigw.budget"):
+        await stage.on_finish(ctx)
+    alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget alert")]
+    assert alerts, caplog.text
+    assert all("t1" in line and ctx.request_id in line for line in alerts), alerts
