@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import json
 import time
@@ -271,6 +272,27 @@ def test_anthropic_clients_use_the_same_keys_and_budgets(gw: RunningGateway, adm
     assert _rows(admin, key["id"], 1)["cost_usd"] > 0
     with pytest.raises(anthropic.PermissionDeniedError):  # count_tokens keeps to the key's models too
         client.messages.count_tokens(model="mock-slow", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_anthropic_clients_get_anthropics_rate_limit_headers_and_request_id(gw: RunningGateway,
+                                                                            admin: AdminClient) -> None:
+    """Anthropic's SDK and tools read ``anthropic-ratelimit-*`` (resets as RFC 3339 times) and ``request-id``."""
+    key = setup_key(admin, "anthropic-rl", rpm=2, tpm=100_000, models=["mock"])
+    client = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0)
+    ask = {"model": "mock", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    raw = client.messages.with_raw_response.create(**ask)  # type: ignore[arg-type]
+    h = raw.headers
+    assert (h["anthropic-ratelimit-requests-limit"], h["anthropic-ratelimit-requests-remaining"]) == ("2", "1")
+    assert int(h["anthropic-ratelimit-tokens-limit"]) == 100_000
+    assert 0 < int(h["anthropic-ratelimit-tokens-remaining"]) < 100_000
+    reset = dt.datetime.fromisoformat(h["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00"))
+    assert 0 <= (reset - dt.datetime.now(dt.UTC)).total_seconds() <= 61
+    assert raw.parse()._request_id == h["x-request-id"]
+    client.messages.create(**ask)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.RateLimitError) as err:  # the refusal carries them too
+        client.messages.create(**ask)  # type: ignore[arg-type]
+    assert err.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert err.value.request_id == err.value.response.headers["x-request-id"]
 
 
 def test_a_tiny_budget_is_named_to_the_tenth_of_a_cent_in_its_refusal(gw: RunningGateway,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 
@@ -17,7 +18,7 @@ from aigw import errors
 from aigw.accounting.tokens import LOCAL_COUNTER
 from aigw.http.flow import Flow, Parsed, check_model_allowed, send_error
 from aigw.http.request import HttpRequest, Send
-from aigw.http.respond import send_json
+from aigw.http.respond import Headers, send_json
 from aigw.pipeline.context import RequestContext
 from aigw.schema import anthropic as wire
 from aigw.schema.anthropic_stream import AnthropicStreamEncoder
@@ -35,6 +36,23 @@ class AnthropicFormat:
 
     def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]:
         return wire.render_error(err)
+
+    def own_headers(self, request_id: str, stage_headers: dict[str, str]) -> Headers:
+        """What Anthropic's API sends beside an answer: ``request-id`` (its SDKs read it into
+        ``_request_id``) and the rate limits under Anthropic's names, resets as RFC 3339 times."""
+        out: Headers = [(b"request-id", request_id.encode("latin-1"))]
+        for kind in ("requests", "tokens"):
+            limit = stage_headers.get(f"x-ratelimit-limit-{kind}")
+            if limit is None:
+                continue
+            name = b"anthropic-ratelimit-" + kind.encode()
+            out += [(name + b"-limit", limit.encode()),
+                    (name + b"-remaining", stage_headers.get(f"x-ratelimit-remaining-{kind}", "0").encode())]
+            reset = stage_headers.get(f"x-ratelimit-reset-{kind}", "")
+            if reset[:-1].isdigit():  # "12s": the whole window is back then
+                at = time.gmtime(time.time() + int(reset[:-1]))
+                out.append((name + b"-reset", time.strftime("%Y-%m-%dT%H:%M:%SZ", at).encode()))
+        return out
 
     def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
         return wire.canonical_to_message(body, ctx.served_model or ctx.model)  # after a fallback: who served

@@ -43,6 +43,10 @@ class ApiFormat(Protocol):
 
     name: str
     canonical: bool  # its answer body is the canonical (OpenAI) body: a Prerendered one goes out as is
+    @property
+    def own_headers(self) -> Callable[[str, dict[str, str]], Headers] | None:
+        """Headers this API's own servers send beside every answer (made from the request id and the
+        stages' headers), or None: OpenAI's are the stages' own."""
 
     def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]: ...
 
@@ -78,6 +82,8 @@ class Flow:
             )
             result = await self.pipeline.run(ctx)
             headers = served_headers(ctx)
+            if api.own_headers is not None:
+                headers += api.own_headers(ctx.request_id, ctx.response_headers)
             if isinstance(result, Completed):
                 if api.canonical and isinstance(result, Prerendered) and result.raw is not None:
                     await send_bytes(send, 200, result.raw, headers)  # e.g. a cache hit: the stored bytes
@@ -131,6 +137,8 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
         headers.append((b"x-should-retry", b"false"))
     if extra:  # e.g. x-ratelimit-* set by the limits stage before it refused
         headers.extend(header_list(extra))
+    if api.own_headers is not None:
+        headers.extend(api.own_headers(request_id, extra or {}))
     await send_json(send, status, body, headers)
 
 

@@ -9,7 +9,7 @@ from functools import partial
 from aigw import errors
 from aigw.http.flow import Flow, Parsed, send_error
 from aigw.http.request import HttpRequest, Send
-from aigw.http.respond import send_json
+from aigw.http.respond import Headers, send_json
 from aigw.http.wire_openai import DONE_FRAME, chunk_frame, error_body, error_frame
 from aigw.pipeline.context import RequestContext
 from aigw.routing.router import Router
@@ -24,6 +24,7 @@ HIDE_USAGE = "openai.hide_usage"
 class OpenAIFormat:
     name = "openai"
     canonical = True
+    own_headers: Callable[[str, dict[str, str]], Headers] | None = None  # x-ratelimit-* are OpenAI's names
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
