@@ -243,3 +243,18 @@ def test_tenants_and_projects_are_listed_in_pages(gw: RunningGateway, admin: Adm
         == ["batch"]
     assert "more: --after" in _cli(gw, "tenants", "list", "--limit", "1")
     assert "more: --after" in _cli(gw, "projects", "list", "--tenant", made[1], "--limit", "1")
+
+
+def test_every_admin_change_is_logged_with_who_made_it_and_what_it_touched(
+        admin: AdminClient, caplog: pytest.LogCaptureFixture) -> None:
+    """An audit trail: creates, changes, revokes and deletes each leave one line naming the object, its
+    tenant and who did it; reads leave none, and no line carries a key's secret."""
+    with caplog.at_level("INFO", logger="aigw.admin"):
+        key = setup_key(admin, "audited-co")
+        admin.post(f"/admin/keys/{key['id']}/revoke", {})
+        admin.get("/admin/keys", tenant=key["tenant_id"])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("admin change:")]
+    assert len(lines) == 4, lines  # tenant, project and key created, key revoked; the list is not a change
+    assert all("by the master key" in line and key["tenant_id"] in line for line in lines)
+    assert f"POST /admin/keys/{key['id']}/revoke -> 200, object {key['id']}" in lines[-1]
+    assert not any(key["key"] in r.getMessage() for r in caplog.records)

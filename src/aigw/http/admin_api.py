@@ -90,12 +90,14 @@ class Download:
     filename: str
 
 
-def guarded(auth: Authenticator,
-            fn: Callable[[HttpRequest, Principal], Awaitable[tuple[int, JSON | Download]]]) -> Handler:
-    """Authenticate as an admin, run ``fn``, answer JSON (or its file); errors in the OpenAI error shape."""
+def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitable[tuple[int, JSON | Download]]],
+            audit: bool = False) -> Handler:
+    """Authenticate as an admin, run ``fn``, answer JSON (or its file); errors in the OpenAI error shape.
+    ``audit``: a change; each one done is logged with who did it and what it touched (an audit trail)."""
 
     async def handler(req: HttpRequest, send: Send) -> None:
         headers = [(b"x-request-id", req.request_id.encode())]
+        principal: Principal | None = None
         try:
             principal = await auth.require_admin(req.headers)
             status, body = await fn(req, principal)
@@ -103,10 +105,13 @@ def guarded(auth: Authenticator,
             await send_json(send, err.status, error_body(err), headers)
             return
         except Exception as exc:  # a database error, say: a clean 500, logged, never a stack trace
-            log.exception("admin %s %s failed", req.method, req.path)
+            log.exception("admin %s %s failed (by %s, tenant %s, request %s)", req.method, req.path,
+                          _who(principal), principal.tenant_id or "-" if principal else "-", req.request_id)
             internal = errors.UpstreamError(f"internal error ({type(exc).__name__})", status=500)
             await send_json(send, 500, error_body(internal), headers)
             return
+        if audit:
+            _log_change(req, principal, status, body)
         if isinstance(body, Download):
             headers.append((b"content-disposition", f'attachment; filename="{body.filename}"'.encode()))
             await send_bytes(send, status, body.body, headers, (b"content-type", body.content_type))
@@ -114,6 +119,21 @@ def guarded(auth: Authenticator,
         await send_json(send, status, body, headers)
 
     return handler
+
+
+def _who(principal: Principal | None) -> str:
+    if principal is None:
+        return "-"
+    return f"key {principal.key_id}" if principal.key_id not in ("", "master") else "the master key"
+
+
+def _log_change(req: HttpRequest, principal: Principal, status: int, body: JSON | Download) -> None:
+    """One line per admin change: what, by whom, and the object and tenant it touched."""
+    target = body if isinstance(body, dict) else {}
+    obj = target.get("id") or req.path.rsplit("/", 1)[-1]
+    tenant = target.get("tenant_id") or (obj if req.path.startswith("/admin/tenants") else "") or "-"
+    log.info("admin change: %s %s -> %d, object %s, tenant %s, by %s (tenant %s), request %s", req.method,
+             req.path, status, obj, tenant, _who(principal), principal.tenant_id or "-", req.request_id)
 
 
 def _page_size(raw: str | None) -> int | None:
@@ -376,17 +396,18 @@ class AdminApi:
 def register(app: Any, auth: Authenticator, api: AdminApi) -> None:
     """Add the routes to a GatewayApp (called from app.py)."""
     g = guarded
-    app.route("POST", "/admin/tenants", g(auth, api.create_tenant))
+    app.route("POST", "/admin/tenants", g(auth, api.create_tenant, audit=True))
     app.route("GET", "/admin/tenants", g(auth, api.list_tenants))
-    app.route("POST", "/admin/projects", g(auth, api.create_project))
+    app.route("POST", "/admin/projects", g(auth, api.create_project, audit=True))
     app.route("GET", "/admin/projects", g(auth, api.list_projects))
-    app.route("POST", "/admin/keys", g(auth, api.create_key))
+    app.route("POST", "/admin/keys", g(auth, api.create_key, audit=True))
     app.route("GET", "/admin/keys", g(auth, api.list_keys))
     for method in ("GET", "PATCH", "DELETE"):
-        app.route_prefix(method, "/admin/tenants/", g(auth, api.tenant_item))
-        app.route_prefix(method, "/admin/projects/", g(auth, api.project_item))
-        app.route_prefix(method, "/admin/keys/", g(auth, api.key_item))
-    app.route_prefix("POST", "/admin/keys/", g(auth, api.key_item))
+        change = method != "GET"
+        app.route_prefix(method, "/admin/tenants/", g(auth, api.tenant_item, audit=change))
+        app.route_prefix(method, "/admin/projects/", g(auth, api.project_item, audit=change))
+        app.route_prefix(method, "/admin/keys/", g(auth, api.key_item, audit=change))
+    app.route_prefix("POST", "/admin/keys/", g(auth, api.key_item, audit=True))  # revoke, rotate
 
 
 def apply_patch(entity: Tenant | Project, body: TenantPatch | ProjectPatch) -> None:
