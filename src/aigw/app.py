@@ -89,11 +89,12 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.on_shutdown.append(obs.stop)  # shutdown hooks run in reverse: the request log flushes first
     app.on_startup.append(router.start)  # shared breaker state sync, optional probe
     app.on_shutdown.append(router.stop)
-    tenant_of = None
+    tenant_of, key_of = None, None
     if tenancy is not None:  # stops first on the way out: the ledger drains before the supervisor
         app.on_startup.append(tenancy.start)
         app.on_shutdown.append(tenancy.stop)
-        tenant_of = tenancy.register_routes(app, auth).tenant
+        admin = tenancy.register_routes(app, auth)
+        tenant_of, key_of = admin.tenant, admin.key
         health.register("ledger", tenancy.health, critical=False)  # type: ignore[arg-type]
     cache = deps.services.get("cache_stage")
     if cache is not None:  # the cache modules load only when a cache is configured
@@ -121,7 +122,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         app.route("GET", "/metrics", MetricsEndpoint(obs.metrics, auth, config.observability.metrics.require_key))
         obs.metrics.on_scrape(breaker_refresher(router, obs.metrics.set_breaker))
     if obs.writer is not None:
-        admin_requests = AdminRequests(auth, obs.writer)
+        admin_requests = AdminRequests(auth, obs.writer, key_of)
         app.route("GET", "/admin/requests", admin_requests.list)
         app.route_prefix("GET", ADMIN_REQUESTS, admin_requests.get)
     return app

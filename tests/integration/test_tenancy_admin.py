@@ -150,6 +150,7 @@ def test_a_tenant_admin_key_sees_only_its_tenant_and_gets_404_for_others(gw: Run
         ("DELETE", f"/admin/keys/{b_key}", None),
         ("GET", "/admin/projects?tenant=" + b_tenant, None), ("GET", "/admin/keys?project=" + b_project, None),
         ("GET", "/admin/spend?key=" + b_key, None), ("GET", "/admin/spend?tenant=" + b_tenant, None),
+        ("GET", "/admin/requests?key_id=" + b_key, None),
         ("POST", "/admin/keys", {"project": b_project}), ("POST", "/admin/projects", {"name": "x", "tenant": b_tenant}),
     ]:
         path, _, query = path.partition("?")

@@ -1,7 +1,10 @@
 """GET /admin/requests (filtered, paged) and GET /admin/requests/{id}: the request log.
 
 Master key (or an admin key) only. An admin key that belongs to a tenant sees
-that tenant's requests and nothing else; another tenant's request id is a 404.
+that tenant's requests and nothing else; another tenant's request id is a 404,
+and so is a ``key_id`` filter naming another tenant's key or no key at all (the
+same 404 either way, as on ``/admin/spend``). The master key may name any key,
+and ``key_id=master`` for its own requests.
 Filters: ``since`` / ``until`` (epoch seconds or ISO 8601), ``key_id``,
 ``model``, ``status`` (``429`` or a class: ``4xx``), ``min_latency_ms``;
 paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page.
@@ -9,9 +12,11 @@ paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from aigw import errors
+from aigw.http.admin_api import admin_scope
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json
@@ -23,8 +28,11 @@ from aigw.observability.request_log import (
     decode_cursor,
     encode_cursor,
 )
+from aigw.pipeline.context import Principal
+from aigw.stores.base import ApiKey
 
 PREFIX = "/admin/requests/"
+KeyLookup = Callable[[str, str | None], Awaitable[ApiKey]]  # (key id, caller's scope) -> the key or a 404
 
 
 def _time(name: str, raw: str) -> float:
@@ -77,14 +85,23 @@ def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
 
 
 class AdminRequests:
-    def __init__(self, auth: Authenticator, writer: RequestLogWriter) -> None:
+    def __init__(self, auth: Authenticator, writer: RequestLogWriter, key_of: KeyLookup | None = None) -> None:
         self.auth = auth
         self.writer = writer  # flushed before each read: a request is listed as soon as it finished
+        self.key_of = key_of  # the admin API's own lookup; None without tenancy: there are no keys to name
+
+    async def _check_key(self, key_id: str, principal: Principal) -> None:
+        """A ``key_id`` filter names a key the caller may see, else a 404 as everywhere in the admin API:
+        an empty list would tell a tenant admin nothing, yet differ from the 404 of every other lookup."""
+        if not key_id or key_id == principal.key_id or self.key_of is None:  # its own requests ("master")
+            return
+        await self.key_of(key_id, admin_scope(principal))
 
     async def list(self, req: HttpRequest, send: Send) -> None:
         try:
             principal = await self.auth.require_admin(req.headers)
             q = parse_query(req.query, principal.tenant_id)
+            await self._check_key(q.key_id, principal)
             want = q.limit
             q.limit = want + 1  # one more, to know whether there is a next page
             await self.writer.flush()

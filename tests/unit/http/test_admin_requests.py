@@ -1,0 +1,106 @@
+"""GET /admin/requests?key_id=: a tenant admin naming another tenant's key gets the same 404 as for a key that
+does not exist (never an empty list, which no other admin lookup answers); the master key names any key that
+exists, and ``master`` for its own requests."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aigw.http.admin_api import AdminApi
+from aigw.http.admin_requests import AdminRequests
+from aigw.http.auth import Authenticator
+from aigw.http.request import HttpRequest
+from aigw.observability.request_log import MemoryRequestLog, RequestLogWriter, RequestRecord
+from aigw.pipeline.context import Principal
+from aigw.stores.base import ApiKey, Project, Tenant
+from aigw.stores.database import SqlDatabase, open_database
+from aigw.types import SystemClock
+
+MASTER = "mk-request-log"
+ADMIN_A = "sk-aigw-admin-a"
+A, B = "ten_aaaa", "ten_bbbb"
+
+
+class _NoVersion:
+    async def get(self) -> int:
+        return 0
+
+    async def bump(self) -> int:
+        return 0
+
+
+@pytest.fixture
+async def endpoint(tmp_path: Path) -> AsyncIterator[AdminRequests]:
+    db: SqlDatabase = open_database(f"sqlite:///{tmp_path}/t.db")
+    await db.open()
+    await db.migrate()
+    for tid, name in ((A, "alpha"), (B, "beta")):
+        await db.add_tenant(Tenant(id=tid, name=name))
+        await db.add_project(Project(id=f"prj_{name}", tenant_id=tid, name="web"))
+        await db.add_key(ApiKey(id=f"key_{name}", tenant_id=tid, project_id=f"prj_{name}",
+                                key_hash=f"h-{name}", prefix="sk-aigw-xxxx"))
+    store = MemoryRequestLog()
+    now = time.time()
+    await store.write([RequestRecord("req-a", now, tenant_id=A, key_id="key_alpha"),
+                       RequestRecord("req-b", now, tenant_id=B, key_id="key_beta"),
+                       RequestRecord("req-m", now, key_id="master")])
+    admin_a = Principal(key_id="key_alpha", tenant_id=A, project_id="prj_alpha", is_admin=True)
+
+    async def lookup(presented: str) -> Principal | None:
+        return admin_a if presented == ADMIN_A else None
+
+    api = AdminApi(db, _NoVersion(), SystemClock(), lambda: None)
+    try:
+        yield AdminRequests(Authenticator(MASTER, lookup), RequestLogWriter(store, now=time.time), api.key)
+    finally:
+        await db.close()
+
+
+async def _list(endpoint: AdminRequests, key: str, key_id: str) -> tuple[int, dict[str, Any]]:
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/admin/requests",
+                             "query_string": f"key_id={key_id}".encode(),
+                             "headers": [(b"authorization", f"Bearer {key}".encode())]}
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await endpoint.list(HttpRequest(scope, receive), send)
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def _error(body: dict[str, Any], ident: str) -> tuple[str, str]:
+    return body["error"]["code"], body["error"]["message"].replace(ident, "<id>")
+
+
+async def test_a_tenant_admin_gets_the_same_404_for_another_tenants_key_as_for_a_missing_one(
+        endpoint: AdminRequests) -> None:
+    other_status, other = await _list(endpoint, ADMIN_A, "key_beta")
+    missing_status, missing = await _list(endpoint, ADMIN_A, "key_none")
+    assert other_status == missing_status == 404
+    assert _error(other, "key_beta") == _error(missing, "key_none") == ("key_not_found", "No key `<id>`.")
+    status, _ = await _list(endpoint, ADMIN_A, "master")  # the master key's requests are no tenant's either
+    assert status == 404
+
+
+async def test_a_tenant_admin_filters_by_its_own_tenants_keys(endpoint: AdminRequests) -> None:
+    status, body = await _list(endpoint, ADMIN_A, "key_alpha")
+    assert status == 200 and [r["request_id"] for r in body["data"]] == ["req-a"]
+
+
+async def test_the_master_key_names_any_existing_key_and_its_own_but_a_missing_key_is_a_404(
+        endpoint: AdminRequests) -> None:
+    for key_id, listed in (("key_beta", ["req-b"]), ("master", ["req-m"])):
+        status, body = await _list(endpoint, MASTER, key_id)
+        assert status == 200 and [r["request_id"] for r in body["data"]] == listed
+    status, body = await _list(endpoint, MASTER, "key_none")
+    assert status == 404 and body["error"]["code"] == "key_not_found"  # as /admin/spend?key=key_none
