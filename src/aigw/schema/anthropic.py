@@ -217,19 +217,24 @@ def message_id(canonical_id: Any) -> str:
 
 
 def anthropic_usage(usage: Any) -> JSON:
-    """Canonical usage -> Anthropic usage (input_tokens excludes cache reads and writes)."""
+    """Canonical usage -> Anthropic usage (input_tokens excludes cache reads and writes); ``cache_creation``
+    only when there were writes, so an answer without any reads as it always did."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
     details = details if isinstance(details, dict) else {}
     read = int(details.get("cached_tokens") or 0)
     write = int(details.get("cache_write_tokens") or 0)
     prompt = int(usage.get("prompt_tokens") or 0)
-    return {
+    out: JSON = {
         "input_tokens": max(0, prompt - read - write),
         "output_tokens": int(usage.get("completion_tokens") or 0),
         "cache_creation_input_tokens": write,
         "cache_read_input_tokens": read,
     }
+    if write > 0:  # the split by TTL, as Anthropic sends it: a 1-hour write is priced 2x input, a 5-minute one 1.25x
+        hour = min(write, max(0, int(details.get("cache_write_1h_tokens") or 0)))
+        out["cache_creation"] = {"ephemeral_5m_input_tokens": write - hour, "ephemeral_1h_input_tokens": hour}
+    return out
 
 
 def stop_reason(finish_reason: Any, private: Any) -> str:

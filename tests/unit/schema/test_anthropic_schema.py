@@ -11,6 +11,7 @@ import pytest
 
 from aigw import errors
 from aigw.providers.anthropic.translate import to_anthropic_request
+from aigw.providers.anthropic.translate_response import to_canonical_usage
 from aigw.schema.anthropic import (
     canonical_to_message,
     keep_beta,
@@ -273,8 +274,34 @@ def test_text_completion_becomes_a_message() -> None:
             "output_tokens": 7,
             "cache_creation_input_tokens": 15,
             "cache_read_input_tokens": 100,
+            "cache_creation": {"ephemeral_5m_input_tokens": 15, "ephemeral_1h_input_tokens": 0},
         },
     }
+
+
+@pytest.mark.parametrize(("upstream", "split"), [
+    ({"cache_creation_input_tokens": 1500,
+      "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000}}, (500, 1000)),
+    ({"cache_creation_input_tokens": 1500}, (1500, 0)),  # an upstream that sends no split: all 5-minute writes
+])
+def test_cache_writes_reach_the_client_split_by_ttl_as_anthropic_sends_them(
+        upstream: dict[str, Any], split: tuple[int, int]) -> None:
+    """Anthropic usage -> canonical -> Anthropic usage keeps the 5-minute / 1-hour split of cache writes."""
+    usage = to_canonical_usage({"input_tokens": 10, "output_tokens": 7, "cache_read_input_tokens": 100, **upstream})
+    msg = sdk_message(canonical_to_message({**completion({"role": "assistant", "content": "Hi"}), "usage": usage},
+                                           "claude"))
+    assert msg.usage.cache_creation_input_tokens == 1500 and msg.usage.input_tokens == 10
+    assert msg.usage.cache_creation is not None
+    assert (msg.usage.cache_creation.ephemeral_5m_input_tokens, msg.usage.cache_creation.ephemeral_1h_input_tokens) \
+        == split
+
+
+def test_without_cache_writes_the_usage_has_no_cache_creation() -> None:
+    """No writes: the usage is what it always was (Anthropic's four counts), nothing added."""
+    usage = to_canonical_usage({"input_tokens": 10, "output_tokens": 7, "cache_read_input_tokens": 100})
+    msg = canonical_to_message({**completion({"role": "assistant", "content": "Hi"}), "usage": usage}, "claude")
+    assert msg["usage"] == {"input_tokens": 10, "output_tokens": 7, "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 100}
 
 
 def test_tool_calls_become_tool_use_blocks_with_parsed_input() -> None:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from aigw import errors
+from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 from aigw.schema.anthropic_stream import AnthropicStreamEncoder
 from tests.unit.schema.anthropic_sdk import sdk_stream
 
@@ -186,3 +187,26 @@ def test_usage_known_up_front_goes_in_message_start() -> None:
     assert start == {"input_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20,
                      "output_tokens": 0}
     assert events[-2][1]["usage"]["output_tokens"] == 9
+
+
+
+WRITES = {"prompt_tokens": 1530, "completion_tokens": 9, "total_tokens": 1539,
+          "prompt_tokens_details": {"cached_tokens": 20, "cache_write_tokens": 1500, "cache_write_1h_tokens": 1000}}
+SPLIT = {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000}
+LIVE = [chunk({"role": "assistant", "content": ""}, **{PRIVATE_KEY: {START_USAGE: WRITES}}), *TEXT_STREAM[1:-1],
+        chunk(None, usage=WRITES)]  # an Anthropic upstream's stream: its message_start counts come first
+
+
+@pytest.mark.parametrize(("chunks", "kwargs"), [(LIVE, {}), ([*TEXT_STREAM[:-1], chunk(None, usage=WRITES)],
+                                                            {"usage": WRITES})], ids=["live", "cached-replay"])
+def test_cache_writes_are_split_by_ttl_in_message_start_and_message_delta(
+        chunks: list[dict[str, Any]], kwargs: dict[str, Any]) -> None:
+    """A stream's usage carries ``cache_creation`` as Anthropic's does, in message_start (where the SDK
+    takes it from: its message_delta type has no such field) and message_delta alike."""
+    events = parse(encode(chunks, **kwargs))
+    assert events[0][1]["message"]["usage"]["cache_creation"] == SPLIT
+    assert events[-2][1]["usage"]["cache_creation"] == SPLIT and events[-2][1]["usage"]["input_tokens"] == 10
+    _, final = sdk_stream(encode(chunks, **kwargs))
+    assert final.usage.cache_creation is not None and final.usage.cache_creation_input_tokens == 1500
+    assert (final.usage.cache_creation.ephemeral_5m_input_tokens,
+            final.usage.cache_creation.ephemeral_1h_input_tokens) == (500, 1000)
