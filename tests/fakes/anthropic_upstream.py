@@ -212,7 +212,7 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {**usage, "output_tokens": 1},
+        "usage": {**{k: v for k, v in usage.items() if k != "server_tool_use"}, "output_tokens": 1},
     }
     events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(message["content"]):
@@ -225,6 +225,8 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         events.append(("ping", {"type": "ping"}))
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
     final_usage = {"output_tokens": usage["output_tokens"]}
+    if "server_tool_use" in usage:  # what the server's own tools did, known at the end
+        final_usage["server_tool_use"] = usage["server_tool_use"]
     events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events

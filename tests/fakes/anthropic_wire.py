@@ -403,4 +403,6 @@ def plan(body: dict[str, Any], cache: set[str]) -> Plan:
     usage["output_tokens"] = sum(
         words(b.get("text") or b.get("thinking") or orjson.dumps(b.get("input")).decode()) for b in blocks
     )
+    if any(str(t.get("type", "")).startswith("web_search_") for t in body.get("tools") or ()):
+        usage["server_tool_use"] = {"web_search_requests": 1}  # the server searched once (billed per search)
     return Plan(blocks, stop, seq, usage)

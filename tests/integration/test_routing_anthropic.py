@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import openai
 import pytest
+import requests
 
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
 from tests.fakes.anthropic_upstream import AnthropicUpstream, anthropic_error
@@ -33,7 +36,10 @@ def gw(fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]) -> Iterator[
     _, server, oai = fakes
     claude = {"name": "claude", "provider": "anthropic", "model": "claude-test-1", "api_base": server.url,
               "api_key": ANTHROPIC_KEY}
-    cfg = config([claude, upstream(oai, "gpt")], routing={"claude": {"fallbacks": ["gpt"], "num_retries": 0}},
+    priced = {**claude, "name": "claude-priced", "prices": {"input_per_mtok": 0, "output_per_mtok": 0,
+                                                              "per_web_search": 0.01}}
+    cfg = config([claude, priced, upstream(oai, "gpt")],
+                 routing={"claude": {"fallbacks": ["gpt"], "num_retries": 0}},
                  circuit_breaker={"enabled": False})
     with running_gateway(cfg) as g:
         yield g
@@ -154,3 +160,35 @@ def test_anthropic_stream_reports_the_upstreams_input_usage_in_message_start(
     oai = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0, timeout=10)
     chunks = list(oai.chat.completions.create(model="claude", max_tokens=50, stream=True, messages=ASK))  # type: ignore[arg-type]
     assert all("_anthropic" not in (c.model_extra or {}) for c in chunks)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_web_searches_the_upstream_ran_are_billed_per_search(client: anthropic.Anthropic, gw: RunningGateway,
+                                                             stream: bool) -> None:
+    """Anthropic bills each server-side web search beside the tokens (usage.server_tool_use): the ledger
+    and the request log charge it, plain or streamed (tokens are free on this deployment: cost = searches)."""
+    search = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    if stream:
+        with client.messages.with_streaming_response.create(
+                model="claude-priced", max_tokens=50, messages=ASK, tools=search, stream=True) as r:  # type: ignore[arg-type]
+            request_id = r.headers["x-request-id"]
+            events = list(r.parse())
+        usage = next(e for e in events if e.type == "message_delta").usage
+    else:
+        raw = client.messages.with_raw_response.create(
+            model="claude-priced", max_tokens=50, messages=ASK, tools=search)  # type: ignore[arg-type]
+        request_id, usage = raw.headers["x-request-id"], raw.parse().usage
+    assert usage.server_tool_use is not None and usage.server_tool_use.web_search_requests == 1
+    assert _logged(gw, request_id)["cost_usd"] == pytest.approx(0.01)
+
+
+def _logged(gw: RunningGateway, request_id: str) -> dict[str, Any]:
+    """The request log's record of one request (it is written in batches: a bounded wait)."""
+    deadline = time.monotonic() + 5
+    while True:
+        r = requests.get(f"{gw.url}/admin/requests/{request_id}", headers={"Authorization": f"Bearer {MASTER}"},
+                         timeout=5)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+        time.sleep(0.03)

@@ -5,7 +5,8 @@ a deployment's ``prices:`` in config overrides it field by field. A model in
 neither costs 0 and is reported by ``PriceBook.unknown`` so an operator sees it.
 Cached reads and cache writes default to the input price, one-hour cache writes
 to twice the input price (Anthropic's rule), reasoning to the output price, when a
-table entry does not name them.
+table entry does not name them. Server-side web searches are priced per search
+(``per_web_search``; the table has Anthropic's $0.01 for its models).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Price:
     reasoning: float | None = None
     per_request: float = 0.0
     cache_write_1h: float | None = None
+    per_web_search: float = 0.0  # USD per server-side web search (Anthropic: $10 per 1,000)
 
     def cost_nano(self, t: Tokens, requests: int = 1) -> int:
         """Exact to the nano-dollar: a million tokens at $1 per million is 1e9 nano."""
@@ -46,7 +48,10 @@ class Price:
         )
         if t.cache_write_1h:
             milli_micro += t.cache_write_1h * (2 * self.input if self.cache_write_1h is None else self.cache_write_1h)
-        return round(milli_micro * 1000 + self.per_request * requests * 1e9)
+        extra = self.per_request * requests
+        if t.web_searches:
+            extra += self.per_web_search * t.web_searches
+        return round(milli_micro * 1000 + extra * 1e9)
 
     def merged(self, o: Prices) -> Price:
         return Price(
@@ -57,6 +62,7 @@ class Price:
             reasoning=self.reasoning if o.reasoning_per_mtok is None else o.reasoning_per_mtok,
             per_request=self.per_request if o.per_request is None else o.per_request,
             cache_write_1h=self.cache_write_1h if o.cache_write_1h_per_mtok is None else o.cache_write_1h_per_mtok,
+            per_web_search=self.per_web_search if o.per_web_search is None else o.per_web_search,
         )
 
 

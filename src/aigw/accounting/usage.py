@@ -12,13 +12,16 @@ Providers disagree on what "input tokens" means, which is where peers misprice:
 
 ``Tokens`` is the one normal form: every count disjoint, so cost is a plain sum
 (``cache_write_1h`` is the one sub-count: Anthropic's one-hour cache writes, within
-``cache_write``, priced at their own rate).
+``cache_write``, priced at their own rate). Beside the tokens it counts the web
+searches a provider ran on its side (Anthropic's ``server_tool_use``), billed per search.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from aigw.types import JSON
 
 
 @dataclass(slots=True)
@@ -31,6 +34,7 @@ class Tokens:
     output: int = 0  # completion tokens that are not reasoning
     reasoning: int = 0
     cache_write_1h: int = 0  # of cache_write: written for one hour (Anthropic bills 2x input, not 1.25x)
+    web_searches: int = 0  # server-side web searches the provider ran (Anthropic bills each, beside tokens)
 
     @property
     def prompt(self) -> int:
@@ -80,15 +84,22 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
             return _split(_i(usage, "input_tokens"), _i(usage, "input_tokens_details", "cached_tokens"), 0,
                           _i(usage, "output_tokens"), _i(usage, "output_tokens_details", "reasoning_tokens"))
         read, write = _i(usage, "cache_read_input_tokens"), _i(usage, "cache_creation_input_tokens")  # Anthropic
-        return _split(_i(usage, "input_tokens") + read + write, read, write, _i(usage, "output_tokens"),
-                      _i(usage, "output_tokens_details", "thinking_tokens"),
-                      _i(usage, "cache_creation", "ephemeral_1h_input_tokens"))
+        return _searched(_split(_i(usage, "input_tokens") + read + write, read, write, _i(usage, "output_tokens"),
+                                _i(usage, "output_tokens_details", "thinking_tokens"),
+                                _i(usage, "cache_creation", "ephemeral_1h_input_tokens")), usage)
     raw_p, raw_c = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if (type(raw_p) is int and type(raw_c) is int and "prompt_tokens_details" not in usage
             and "completion_tokens_details" not in usage and "prompt_cache_hit_tokens" not in usage):
         return Tokens(max(0, raw_p), 0, 0, max(0, raw_c), 0)  # the common plain shape, fast
     prompt, completion = _i(usage, "prompt_tokens"), _i(usage, "completion_tokens")
     cached = _i(usage, "prompt_tokens_details", "cached_tokens") or _i(usage, "prompt_cache_hit_tokens")
-    return _split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,
-                  _i(usage, "completion_tokens_details", "reasoning_tokens"),
-                  _i(usage, "prompt_tokens_details", "cache_write_1h_tokens"))
+    return _searched(_split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,
+                            _i(usage, "completion_tokens_details", "reasoning_tokens"),
+                            _i(usage, "prompt_tokens_details", "cache_write_1h_tokens")), usage)
+
+
+def _searched(tokens: Tokens, usage: JSON) -> Tokens:
+    """With the web searches of Anthropic's ``server_tool_use`` (kept as is in canonical usage)."""
+    if "server_tool_use" in usage:
+        tokens.web_searches = _i(usage, "server_tool_use", "web_search_requests")
+    return tokens

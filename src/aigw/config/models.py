@@ -34,6 +34,7 @@ class Prices(Strict):
     cache_write_1h_per_mtok: float | None = Field(default=None, ge=0)  # Anthropic 1-hour writes; default 2x input
     reasoning_per_mtok: float | None = Field(default=None, ge=0)
     per_request: float | None = Field(default=None, ge=0)
+    per_web_search: float | None = Field(default=None, ge=0)  # USD per server-side web search
 
 
 class MockOptions(Strict):

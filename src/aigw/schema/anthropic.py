@@ -234,6 +234,9 @@ def anthropic_usage(usage: Any) -> JSON:
     if write > 0:  # the split by TTL, as Anthropic sends it: a 1-hour write is priced 2x input, a 5-minute one 1.25x
         hour = min(write, max(0, int(details.get("cache_write_1h_tokens") or 0)))
         out["cache_creation"] = {"ephemeral_5m_input_tokens": write - hour, "ephemeral_1h_input_tokens": hour}
+    tools = usage.get("server_tool_use")
+    if isinstance(tools, dict):  # web searches and fetches the provider ran on its side, as it reported them
+        out["server_tool_use"] = tools
     return out
 
 

@@ -77,3 +77,15 @@ def test_the_shipped_table_is_versioned_and_complete() -> None:
     for name in ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash", "text-embedding-3-small"):
         assert name in table
     assert Price(input=1.0).cost_nano(Tokens(fresh_input=1)) == 1000  # $1 per million = 1000 nano a token
+
+
+def test_anthropic_web_searches_are_billed_per_search_beside_the_tokens() -> None:
+    book = _book(Deployment(name="claude-sonnet-4-5", provider="anthropic", api_base="http://x"))
+    tokens = tokens_from_usage({"input_tokens": 1000, "output_tokens": 100,
+                                "server_tool_use": {"web_search_requests": 2}})
+    assert tokens is not None
+    # 1000 x $3 + 100 x $15 per million, + 2 searches x $0.01 (Anthropic: $10 per 1,000)
+    assert book.for_deployment("d0").cost_nano(tokens) == 3_000_000 + 1_500_000 + 20_000_000
+    cheaper = _book(Deployment(name="claude-sonnet-4-5", provider="anthropic", api_base="http://x",
+                               prices=Prices(per_web_search=0.005)))
+    assert cheaper.for_deployment("d0").cost_nano(tokens) == 3_000_000 + 1_500_000 + 10_000_000

@@ -65,3 +65,13 @@ def test_gemini_tool_use_prompt_tokens_are_billed_as_input() -> None:
     t = tokens_from_usage(usage)
     assert t == Tokens(fresh_input=500, output=20, reasoning=30)
     assert t.total == usage["totalTokenCount"]
+
+
+def test_anthropic_web_searches_are_counted_raw_and_through_canonical_usage() -> None:
+    from aigw.providers.anthropic.translate_response import to_canonical_usage
+
+    raw = {"input_tokens": 10, "output_tokens": 5, "server_tool_use": {"web_search_requests": 3,
+                                                                      "web_fetch_requests": 1}}
+    direct, canonical = tokens_from_usage(raw), tokens_from_usage(to_canonical_usage(raw))
+    assert direct == canonical == Tokens(fresh_input=10, output=5, web_searches=3)
+    assert tokens_from_usage({"input_tokens": 10, "output_tokens": 5}) == Tokens(fresh_input=10, output=5)

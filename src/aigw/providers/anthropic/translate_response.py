@@ -48,13 +48,17 @@ def to_canonical_usage(usage: Any) -> JSON:
     creation = usage.get("cache_creation")
     if isinstance(creation, dict) and (hour := int(creation.get("ephemeral_1h_input_tokens") or 0)):
         prompt_details["cache_write_1h_tokens"] = hour  # priced apart: 2x input where 5-minute writes are 1.25x
-    return {
+    out: JSON = {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt + output,
         "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
+    tools = usage.get("server_tool_use")
+    if isinstance(tools, dict) and any(tools.values()):  # web searches are billed per search: kept for the ledger
+        out["server_tool_use"] = tools
+    return out
 
 
 def _tool_call(block: JSON) -> JSON:
