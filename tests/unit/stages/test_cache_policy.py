@@ -33,9 +33,13 @@ def test_model_then_key_override() -> None:
     assert policies.for_request(ctx(extra={"metadata": {"cache": {"ttl_s": 7}}})).ttl_s == 7  # issue 4's keys
 
 
-def test_a_key_may_not_resize_the_shared_store() -> None:
+def test_a_key_may_not_resize_the_shared_store(caplog: pytest.LogCaptureFixture) -> None:
     policies = Policies(CacheConfig(max_entries=50), {})
-    assert policies.for_request(ctx(extra={"cache": {"max_entries": 10**9, "ttl_s": 1}})).ttl_s == 3600
+    asking = RequestContext(request_id="r", api="openai", endpoint="chat", body={"messages": []}, model="m",
+                            principal=Principal(key_id="key_9", tenant_id="ten_9",
+                                                extra={"cache": {"max_entries": 10**9, "ttl_s": 1}}))
+    assert policies.for_request(asking).ttl_s == 3600
+    assert "key key_9, tenant ten_9" in caplog.text  # the operator can find the key to fix
 
 
 def test_header_directives() -> None:

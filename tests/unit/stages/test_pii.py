@@ -150,4 +150,4 @@ async def test_an_invalid_metadata_block_is_ignored(caplog: pytest.LogCaptureFix
     h = Harness(config({"pii": {"mode": "redact"}}))
     await h.run(h.ctx(chat(f"mail {EMAIL}"), extra={"guardrails": {"pii": {"mode": "sometimes"}}}))
     assert EMAIL not in upstream_text(h)
-    assert "ignoring a metadata guardrails block" in caplog.text
+    assert "ignoring a metadata guardrails block (key key_1" in caplog.text

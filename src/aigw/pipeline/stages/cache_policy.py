@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from aigw import errors
 from aigw.config.cache import CacheConfig, global_only_fields_set
-from aigw.pipeline.context import RequestContext
+from aigw.pipeline.context import Principal, RequestContext
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.cache")
@@ -70,9 +70,9 @@ class Policies:
         override = _key_setting(ctx.principal.extra) if ctx.principal.extra else None
         if not override:
             return base
-        return self._for_key(ctx.model, base, override)
+        return self._for_key(ctx.model, base, override, ctx.principal)
 
-    def _for_key(self, model: str, base: CacheConfig, override: Any) -> CacheConfig:
+    def _for_key(self, model: str, base: CacheConfig, override: Any, who: Principal) -> CacheConfig:
         try:
             memo_key = (model, orjson.dumps(override, option=orjson.OPT_SORT_KEYS))
         except TypeError:
@@ -89,7 +89,8 @@ class Policies:
             if bad:
                 raise ValueError(f"{', '.join(bad)} may only be set in the global cache block")
         except (ValidationError, ValueError) as exc:
-            log.warning("ignoring a key's cache setting: %s", str(exc).splitlines()[0])
+            log.warning("ignoring a key's cache setting (key %s, tenant %s; the same setting is not reported "
+                        "again): %s", who.key_id, who.tenant_id or "-", str(exc).splitlines()[0])
             policy = base
         if len(self._by_key) >= _MEMO_LIMIT:
             self._by_key.clear()

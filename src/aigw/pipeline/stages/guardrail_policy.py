@@ -138,7 +138,8 @@ class Policies:
         if found is not None:
             return found
         blocks = metadata_blocks(ctx.principal)
-        policy = self.by_model.get(ctx.model, self.default) if not blocks else self._with_blocks(ctx.model, blocks)
+        policy = (self.by_model.get(ctx.model, self.default) if not blocks
+                  else self._with_blocks(ctx.model, blocks, ctx.principal))
         ctx.state[_POLICY] = policy
         return policy
 
@@ -147,7 +148,7 @@ class Policies:
         """The model changed (a rule routed the request): resolve again for the new one."""
         ctx.state.pop(_POLICY, None)
 
-    def _with_blocks(self, model: str, blocks: list[Any]) -> Policy:
+    def _with_blocks(self, model: str, blocks: list[Any], who: Principal) -> Policy:
         try:
             raw = orjson.dumps(blocks, option=orjson.OPT_SORT_KEYS)
         except TypeError:
@@ -157,7 +158,7 @@ class Policies:
             return found
         patch = self._base
         for block in blocks:
-            if self._block_ok(block):
+            if self._block_ok(block, who):
                 patch = merge(patch, block)
         policy = self._compile(merge(patch, self._model_patches.get(model, {})))
         if len(self._memo) >= _MEMO_LIMIT:
@@ -165,12 +166,13 @@ class Policies:
         self._memo[(model, raw)] = policy
         return policy
 
-    def _block_ok(self, block: Any) -> bool:
+    def _block_ok(self, block: Any, who: Principal) -> bool:
         try:
             parsed = GuardrailsConfig.model_validate(block)
             self._check(parsed, "metadata.guardrails", fail=InvalidRequest)
         except (ValidationError, InvalidRequest, ConfigError, ValueError) as exc:
-            log.warning("ignoring a metadata guardrails block: %s", str(exc).splitlines()[0])
+            log.warning("ignoring a metadata guardrails block (key %s, tenant %s; the same block is not reported "
+                        "again): %s", who.key_id, who.tenant_id or "-", str(exc).splitlines()[0])
             return False
         return True
 
