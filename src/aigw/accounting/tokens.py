@@ -93,9 +93,10 @@ class TokenCounter:
     def count_prompt(self, body: dict[str, Any]) -> int:
         if "messages" in body:
             return self.count_messages(body["messages"])
-        raw = body.get("prompt", body.get("input", ""))
-        items = raw if isinstance(raw, list) else [raw]
-        return sum(self.count_text(x if isinstance(x, str) else str(x)) for x in items)
+        total = 0
+        for item in prompt_items(body):  # a token array is already counted: its length
+            total += len(item) if isinstance(item, list) else self.count_text(item)
+        return total
 
 
 LOCAL_COUNTER = TokenCounter()  # the process's one counter (the ledger, the cache, count_tokens): one load
@@ -131,9 +132,24 @@ def upper_estimate(body: dict[str, Any]) -> int:
             if isinstance(m, dict):
                 total += TOKENS_PER_MESSAGE + 1 + upper_bytes(_text_of(m.get("content")))
         return total
+    for item in prompt_items(body):
+        total += len(item) if isinstance(item, list) else upper_bytes(item) + 1
+    return total
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) for t in value)
+
+
+def prompt_items(body: dict[str, Any]) -> list[str | list[int]]:
+    """The inputs of a legacy completion (``prompt``) or embeddings (``input``) request: strings, and token
+    arrays (lists of token ids) kept as lists, since their length is their token count. ``prompt`` and
+    ``input`` may be a string, a list of strings, one token array or a list of token arrays."""
     raw = body.get("prompt", body.get("input", ""))
+    if _token_ids(raw):
+        return [raw]
     items = raw if isinstance(raw, list) else [raw]
-    return total + sum(upper_bytes(str(x)) + 1 for x in items)
+    return [x if isinstance(x, str) or _token_ids(x) else str(x) for x in items]
 
 
 def answer_text(body: dict[str, Any]) -> tuple[str, str]:

@@ -44,3 +44,23 @@ def test_the_fallback_estimator_is_calibrated_for_latin_and_cjk() -> None:
     english = "Budgets are reserved before a call and settled after it, per key and tenant. " * 10
     assert abs(estimate_text(english) - counter.count_text(english)) / counter.count_text(english) < 0.3
     assert estimate_text("東京は日本の首都です") == 10
+
+
+@pytest.mark.parametrize("body", [
+    {"input": list(range(12_000, 12_100))},  # one token array of 100 ids
+    {"input": [list(range(22_000, 22_060)), list(range(100, 140))]},  # two token arrays, 100 ids in all
+    {"prompt": list(range(32_000, 32_100))},  # legacy completions take them too
+    {"prompt": [list(range(42_000, 42_100))]},
+])
+def test_a_token_array_counts_one_token_per_id(body: dict[str, Any]) -> None:
+    # counted as the decimal text of its ids (or of the list), 100 ids came to 200-400 tokens: a prompt that
+    # fits a tpm cap was refused for good as "too large", and a reply without usage was overcharged
+    assert TokenCounter().count_prompt(body) == 100
+    assert 100 <= upper_estimate(body) <= 100 + 3  # exact, plus the reply priming
+
+
+def test_strings_beside_token_arrays_still_count_as_text() -> None:
+    counter = TokenCounter()
+    assert counter.count_prompt({"input": ["hello world", "hello world"]}) == 4
+    assert counter.count_prompt({"input": "hello world"}) == 2
+    assert upper_estimate({"input": ["hello world"] * 2}) >= 4
