@@ -23,3 +23,15 @@ async def test_a_budget_alert_log_line_carries_the_tenant_and_the_request(caplog
     alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget alert")]
     assert alerts, caplog.text
     assert all("t1" in line and ctx.request_id in line for line in alerts), alerts
+
+
+@pytest.mark.parametrize("fields", [{"max_tokens": 2000, "max_completion_tokens": 10},
+                                    {"max_tokens": 10, "max_completion_tokens": 2000}])
+def test_with_both_max_token_fields_the_worst_case_takes_the_larger(fields: dict[str, int]) -> None:
+    # an openai_compatible deployment with quirks {max_tokens_field: max_tokens} sends max_tokens only, so a
+    # reservation of max_completion_tokens' 10 tokens let a 2000-token answer run against the budget
+    stage = budget.build(_deps(_services()))
+    assert isinstance(stage, budget.BudgetStage)
+    body = {"model": "mock", "messages": [{"role": "user", "content": "hello"}], **fields}
+    one = {"model": "mock", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2000}
+    assert stage.worst_case_nano(_ctx(body=body)) == stage.worst_case_nano(_ctx(body=one))

@@ -57,8 +57,11 @@ class BudgetStage(Stage):
         prompt = prompt_estimate(ctx)
         out = 0
         if ctx.endpoint != "embeddings":
-            limit = body.get("max_completion_tokens") or body.get("max_tokens")
-            out = limit if isinstance(limit, int) and limit > 0 else self.svc.config.default_max_tokens
+            # both given: the larger, since an upstream may honour either (a compatible server whose quirk
+            # keeps ``max_tokens`` drops ``max_completion_tokens``)
+            limits = [v for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
+                      if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+            out = max(limits) if limits else self.svc.config.default_max_tokens
             n = body.get("n")
             out *= n if isinstance(n, int) and n > 0 else 1
         rates = self._rates.get(ctx.model)
