@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from aigw.pipeline.stages import budget
+from aigw.pipeline.tenancy import ESTIMATE
 from aigw.stores.base import Limits
 from tests.unit.pipeline.test_tenancy_stages import MOCK, _ctx, _deps, _services
 
@@ -35,3 +36,25 @@ def test_with_both_max_token_fields_the_worst_case_takes_the_larger(fields: dict
     body = {"model": "mock", "messages": [{"role": "user", "content": "hello"}], **fields}
     one = {"model": "mock", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2000}
     assert stage.worst_case_nano(_ctx(body=body)) == stage.worst_case_nano(_ctx(body=one))
+
+
+@pytest.mark.parametrize(("fields", "answers"), [
+    ({"prompt": ["a", "b", "c", "d"]}, 4),  # one completion per prompt of the list
+    ({"prompt": [[1, 2], [3, 4], [5, 6]], "n": 2}, 6),  # token arrays too, n for each
+    ({"prompt": "a", "best_of": 5}, 5),  # best_of answers are generated (and billed), n returned
+    ({"prompt": ["a", "b"], "n": 2, "best_of": 3}, 6),
+    ({"prompt": [1, 2, 3]}, 1),  # one token array is one prompt
+])
+def test_a_legacy_completion_reserves_every_answer_it_may_generate(fields: dict[str, object], answers: int) -> None:
+    # the worst case counted max_tokens x n: ten prompts at max_tokens 100 reserved 100 output tokens, and
+    # a call that honoured max_tokens could overrun the budget tenfold
+    stage = budget.build(_deps(_services()))
+    assert isinstance(stage, budget.BudgetStage)
+
+    def worst(body: dict[str, object]) -> int:
+        ctx = _ctx(body={"model": "mock", "max_tokens": 100, **body})
+        ctx.endpoint = "completions"
+        ctx.state[ESTIMATE] = 0  # the prompt aside: only the output part is compared
+        return stage.worst_case_nano(ctx)
+
+    assert worst(fields) == answers * worst({"prompt": "a"})

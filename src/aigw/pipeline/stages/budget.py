@@ -20,6 +20,7 @@ from typing import Any
 
 from aigw import errors
 from aigw.accounting.pricing import Price
+from aigw.accounting.tokens import prompt_items
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
@@ -62,8 +63,7 @@ class BudgetStage(Stage):
             limits = [v for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
                       if isinstance(v, int) and not isinstance(v, bool) and v > 0]
             out = max(limits) if limits else self.svc.config.default_max_tokens
-            n = body.get("n")
-            out *= n if isinstance(n, int) and n > 0 else 1
+            out *= _answers(ctx)
         rates = self._rates.get(ctx.model)
         if rates is None:
             rates = self._rates[ctx.model] = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
@@ -150,6 +150,20 @@ class BudgetStage(Stage):
                 await self.svc.alert(event)
             except Exception:
                 log.exception("budget alert hook failed")
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def _answers(ctx: RequestContext) -> int:
+    """How many answers the call may generate (and bill): ``n`` per prompt; a legacy completion generates
+    ``best_of`` (at least ``n``) for each prompt of a list."""
+    body = ctx.body
+    n = _count(body.get("n"))
+    if ctx.endpoint != "completions":
+        return n
+    return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))
 
 
 def _worst_rates(prices: list[Price]) -> tuple[float, float, float]:
