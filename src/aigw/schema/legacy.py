@@ -11,7 +11,28 @@ _PASS = ("max_tokens", "temperature", "top_p", "n", "stop", "seed", "user", "pre
          "frequency_penalty", "logit_bias", "stream", "stream_options")
 
 
+def _untranslatable(body: JSON) -> str | None:
+    """A legacy field that changes the answer and that a chat call cannot do, or None."""
+    if body.get("echo"):
+        return "echo"
+    if body.get("suffix"):
+        return "suffix"
+    if body.get("logprobs") is not None:
+        return "logprobs"
+    best_of, n = body.get("best_of"), body.get("n")
+    if isinstance(best_of, int) and best_of > (n if isinstance(n, int) else 1):
+        return "best_of"
+    return None
+
+
 def completion_to_chat(body: JSON) -> JSON:
+    """The chat request for a legacy completion; a field chat cannot honour is refused, never dropped (the
+    client would get an answer without the echo, suffix, logprobs or best-of choice it asked for)."""
+    if (field := _untranslatable(body)) is not None:
+        raise errors.InvalidRequest(
+            f"this model serves /v1/completions by chat translation, which cannot honour '{field}'",
+            param=field,
+        )
     prompt = body["prompt"]
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):

@@ -60,3 +60,20 @@ def test_completion_prompt_becomes_one_user_message_and_back() -> None:
 def test_batched_prompts_cannot_be_translated() -> None:
     with pytest.raises(errors.InvalidRequest):
         legacy.completion_to_chat({"model": "m", "prompt": ["a", "b"]})
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"echo": True}, "echo"), ({"suffix": "END"}, "suffix"), ({"logprobs": 2}, "logprobs"),
+    ({"logprobs": 0}, "logprobs"), ({"best_of": 3}, "best_of"), ({"n": 2, "best_of": 3}, "best_of"),
+])
+def test_legacy_fields_a_chat_call_cannot_honour_are_refused_not_dropped(extra: dict[str, object], param: str) -> None:
+    # they were dropped: the client got a 200 without the echoed prompt, the suffix or the logprobs it asked for
+    with pytest.raises(errors.InvalidRequest) as err:
+        legacy.completion_to_chat({"model": "m", "prompt": "Say hi", **extra})
+    assert err.value.param == param
+
+
+@pytest.mark.parametrize("extra", [{"echo": False}, {"suffix": ""}, {"suffix": None}, {"logprobs": None},
+                                   {"best_of": 1}, {"n": 2, "best_of": 2}])
+def test_legacy_fields_at_their_defaults_still_translate(extra: dict[str, object]) -> None:
+    assert legacy.completion_to_chat({"model": "m", "prompt": "Say hi", **extra})["messages"][0]["content"] == "Say hi"
