@@ -9,6 +9,8 @@ Starts the shared fake upstream (0 ms, CPU 0) and, each pinned to CPU 1:
               project and tenant; ledger on)
   -<part>     tenancy with that part patched out in the process, for comparison only:
               ledger     = ``Ledger.record`` does nothing (no rows buffered or written)
+              ledger-store = rows buffered and batched, then dropped in the gateway (no writer child)
+              ledger-sql = rows reach the writer child, which decodes them but runs no SQL
               headers    = no ``x-ratelimit-*`` response headers
               accounting = no accounting stage (no row built, none written); likewise
               limits, budget, or several joined by "+" (limits+budget+accounting leaves
@@ -49,6 +51,19 @@ part = sys.argv.pop(1)
 if part == "ledger":
     from aigw.accounting.ledger import Ledger
     Ledger.record = lambda self, rec: None
+elif part == "ledger-store":  # rows buffered and batched as usual, but no child process and no SQLite
+    from aigw.stores.sqlite.ledger_writer import SqliteLedgerWriter
+    async def _drop(self, records):
+        return len(records)
+    SqliteLedgerWriter.write = _drop
+elif part == "ledger-sql":  # rows reach the writer child, which decodes them but writes nothing
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "noop_rows.py"), "w") as f:
+        f.write("def count_rows(rows, conn):" + chr(10) + "    return len(rows)" + chr(10))
+    os.environ["PYTHONPATH"] = here + os.pathsep + os.environ.get("PYTHONPATH", "")  # the child imports it
+    import aigw.stores.sqlite.ledger_writer as lw
+    lw.WRITER = "noop_rows:count_rows"
 elif part == "headers":
     import aigw.pipeline.stages.limits as limits
     limits._add_headers = lambda out, admission: None
