@@ -145,3 +145,23 @@ def test_an_empty_tenant_or_model_is_a_400_and_purges_nothing(gw: RunningGateway
     assert info.value.code == 400 and body["error"]["type"] == "invalid_request_error"
     assert body["error"]["param"] in ("tenant", "model") and "empty" in body["error"]["message"]
     assert ask(gw, keys["acme"], "keep me") == "hit" and ask(gw, keys["globex"], "keep me") == "hit"
+
+
+def test_a_hit_gives_its_token_estimate_back(gw: RunningGateway) -> None:
+    """Tokens per minute count what upstreams processed: a hit used none, so each hit leaves the key's
+    token quota where it found it (it still counts as a request)."""
+    key = setup_key(AdminClient(gw.url, MASTER), "cache-tpm", tpm=100_000, rpm=1000)
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+
+    def remaining() -> tuple[str | None, int, int]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="mock", messages=[{"role": "user", "content": "tokens of a hit"}], max_tokens=20)
+        gw.call(gw.app.state["pipeline"].stage("cache").flush())
+        h = raw.headers
+        return h.get("x-aigw-cache"), int(h["x-ratelimit-remaining-tokens"]), int(h["x-ratelimit-remaining-requests"])
+
+    assert remaining()[0] == "miss"
+    first, second, third = remaining(), remaining(), remaining()
+    assert first[0] == second[0] == third[0] == "hit"
+    assert first[1] == second[1] == third[1]  # the hits' estimates came back
+    assert first[2] - 1 == second[2] == third[2] + 1  # each hit is still a request

@@ -125,7 +125,9 @@ class LimitsStage(Stage):
         if taken is None:
             return
         scopes, slot, est, tpm, taken_at, entered = taken
-        delta = measure(ctx, self.svc).tokens.total - est if tpm else 0
+        # tokens per minute count what upstreams processed: an answer from the cache (or a rule) used none,
+        # so its estimate goes back whole (its request still counted against rpm and max_parallel)
+        delta = (0 if ctx.handled_by else measure(ctx, self.svc).tokens.total) - est if tpm else 0
         joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
         budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
         actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
