@@ -58,3 +58,17 @@ def test_a_legacy_completion_reserves_every_answer_it_may_generate(fields: dict[
         return stage.worst_case_nano(ctx)
 
     assert worst(fields) == answers * worst({"prompt": "a"})
+
+
+@pytest.mark.parametrize(("endpoint", "advice"), [("chat", "lower max_tokens"), ("embeddings", "fewer or shorter")])
+async def test_a_budget_refusal_says_how_to_fit_in_the_endpoints_terms(endpoint: str, advice: str) -> None:
+    from aigw import errors
+
+    stage = budget.build(_deps(_services()))
+    assert stage is not None
+    body = {"model": "mock", "input": "x" * 4000} if endpoint == "embeddings" else None
+    ctx = _ctx(Limits(budget_usd=0.000001, budget_period="total"), body=body)
+    ctx.endpoint = endpoint  # type: ignore[assignment]
+    with pytest.raises(errors.BudgetExceeded) as refused:
+        await stage.on_request(ctx)
+    assert advice in str(refused.value) and ("max_tokens" in str(refused.value)) == (endpoint == "chat")

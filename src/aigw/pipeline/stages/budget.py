@@ -114,7 +114,7 @@ class BudgetStage(Stage):
         left = max(0, res.limit_nano - res.spent_nano) / NANO
         msg = (f"Budget exceeded for {scope.kind}: ${res.spent_nano / NANO:.4f} of ${res.limit_nano / NANO:.4f} "
                f"used in the {period} window ({window_of(period, self.clock.now())}); ${left:.4f} left, and this "
-               f"request may cost up to ${amount / NANO:.4f} (lower max_tokens to fit).")
+               f"request may cost up to ${amount / NANO:.4f} ({_HOW_TO_FIT[ctx.endpoint]}).")
         return errors.BudgetExceeded(msg, code="budget_exceeded", status=self.svc.config.budget_status)
 
     async def on_finish(self, ctx: RequestContext) -> None:
@@ -150,6 +150,10 @@ class BudgetStage(Stage):
                 await self.svc.alert(event)
             except Exception:
                 log.exception("budget alert hook failed")
+
+
+_HOW_TO_FIT = {"chat": "lower max_tokens to fit", "completions": "lower max_tokens to fit",
+               "embeddings": "send fewer or shorter inputs to fit"}
 
 
 def _count(value: object) -> int:
