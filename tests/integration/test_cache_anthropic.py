@@ -42,19 +42,21 @@ def test_message_miss_then_hit(gw: RunningGateway, client: anthropic.Anthropic) 
     assert second.stop_reason == "end_turn" and second.usage.output_tokens == first.usage.output_tokens
 
 
+def streamed(gw: RunningGateway, client: anthropic.Anthropic, text: str) -> tuple[str | None, list[Any]]:
+    """A streamed ask: the x-aigw-cache header and the SDK's parsed events (the cache settled after)."""
+    with client.messages.with_streaming_response.create(
+            model="mock", max_tokens=200, stream=True, messages=[{"role": "user", "content": text}]) as r:
+        header = r.headers.get("x-aigw-cache")
+        events = list(r.parse())
+    settle(gw)
+    return header, events
+
+
 def test_stream_miss_then_replayed_hit_is_a_well_formed_anthropic_stream(
         gw: RunningGateway, client: anthropic.Anthropic) -> None:
-    def run() -> tuple[str | None, list[str], Any]:
-        with client.messages.with_streaming_response.create(
-                model="mock", max_tokens=200, stream=True,
-                messages=[{"role": "user", "content": "stream from anthropic"}]) as r:
-            header = r.headers.get("x-aigw-cache")
-            events = list(r.parse())
-        settle(gw)
-        return header, [e.type for e in events], events
-
-    h1, _, live = run()
-    h2, hit_types, hit = run()
+    h1, live = streamed(gw, client, "stream from anthropic")
+    h2, hit = streamed(gw, client, "stream from anthropic")
+    hit_types = [e.type for e in hit]
     assert (h1, h2) == ("miss", "hit")
     assert hit_types[0] == "message_start" and hit_types[-2:] == ["message_delta", "message_stop"]
     assert "content_block_start" in hit_types and "content_block_stop" in hit_types
@@ -93,17 +95,8 @@ def test_replayed_stream_reports_input_usage_in_message_start(
         gw: RunningGateway, client: anthropic.Anthropic) -> None:
     """Clients that read input tokens from message_start (LangChain, older SDKs) see the hit's real
     counts, not zeros; the message_delta still carries the output."""
-    def run() -> tuple[str | None, Any]:
-        with client.messages.with_streaming_response.create(
-                model="mock", max_tokens=200, stream=True,
-                messages=[{"role": "user", "content": "usage at message start"}]) as r:
-            header = r.headers.get("x-aigw-cache")
-            events = list(r.parse())
-        settle(gw)
-        return header, events
-
-    h1, _ = run()
-    h2, hit = run()
+    h1, _ = streamed(gw, client, "usage at message start")
+    h2, hit = streamed(gw, client, "usage at message start")
     assert (h1, h2) == ("miss", "hit")
     start = hit[0]
     delta = next(e for e in hit if e.type == "message_delta")

@@ -15,12 +15,12 @@ import pytest
 from aigw.http.admin_api import AdminApi
 from aigw.http.admin_requests import AdminRequests
 from aigw.http.auth import Authenticator
-from aigw.http.request import HttpRequest
 from aigw.observability.request_log import MemoryRequestLog, RequestLogWriter, RequestRecord
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Project, Tenant
 from aigw.stores.database import SqlDatabase, open_database
 from aigw.types import SystemClock
+from tests.support.asgi_calls import get_with_key
 
 MASTER = "mk-request-log"
 ADMIN_A = "sk-aigw-admin-a"
@@ -63,19 +63,8 @@ async def endpoint(tmp_path: Path) -> AsyncIterator[AdminRequests]:
 
 
 async def _list(endpoint: AdminRequests, key: str, key_id: str) -> tuple[int, dict[str, Any]]:
-    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/admin/requests",
-                             "query_string": f"key_id={key_id}".encode(),
-                             "headers": [(b"authorization", f"Bearer {key}".encode())]}
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    await endpoint.list(HttpRequest(scope, receive), send)
-    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    status, body = await get_with_key(endpoint.list, "/admin/requests", key, f"key_id={key_id}".encode())
+    return status, json.loads(body)
 
 
 def _error(body: dict[str, Any], ident: str) -> tuple[str, str]:

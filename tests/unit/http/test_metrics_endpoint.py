@@ -3,12 +3,10 @@ in the series, gets a 403 (its own tenant only, as on /admin/deployments); a pla
 
 from __future__ import annotations
 
-from typing import Any
-
 from aigw.http.auth import Authenticator
 from aigw.http.metrics_endpoint import MetricsEndpoint
-from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
+from tests.support.asgi_calls import get_with_key
 
 MASTER = "mk-metrics"
 KEYS = {
@@ -27,18 +25,7 @@ async def _get(key: str) -> tuple[int, bytes]:
         return KEYS.get(presented)
 
     endpoint = MetricsEndpoint(FakeMetrics(), Authenticator(MASTER, lookup), require_key=True)  # type: ignore[arg-type]
-    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/metrics", "query_string": b"",
-                             "headers": [(b"authorization", f"Bearer {key}".encode())]}
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    await endpoint(HttpRequest(scope, receive), send)
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    return await get_with_key(endpoint, "/metrics", key)
 
 
 async def test_the_master_key_reads_the_metrics() -> None:
