@@ -22,6 +22,9 @@ from aigw.accounting.usage import Tokens
 from aigw.config.models import Deployment, Prices
 
 _DATE_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|@\d+)$")
+_BEDROCK = re.compile(r"^(?:(?:us|eu|apac|global|us-gov|jp|au)\.)?"  # a cross-region inference profile
+                      r"(?:anthropic|meta|amazon|mistral|cohere|ai21|deepseek)\.")  # the vendor
+_BEDROCK_TAIL = re.compile(r"-v\d+(?::\d+)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +76,17 @@ def load_table() -> tuple[str, dict[str, Price]]:
 
 
 def _candidates(name: str) -> list[str]:
+    """The names a model id may be listed under: as given, without a path (``openai/gpt-4o``), without a
+    date or version suffix, and without Bedrock's region and vendor prefixes and version tail
+    (``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` is ``claude-sonnet-4-5``)."""
     base = name.rsplit("/", 1)[-1].lower()
     out = [name, base]
-    stripped = _DATE_SUFFIX.sub("", base)
-    if stripped != base:
-        out.append(stripped)
+    bedrock = _BEDROCK.sub("", _BEDROCK_TAIL.sub("", base))
+    for candidate in (base, bedrock):
+        stripped = _DATE_SUFFIX.sub("", candidate)
+        for found in (candidate, stripped):
+            if found not in out:
+                out.append(found)
     return out
 
 

@@ -89,3 +89,14 @@ def test_anthropic_web_searches_are_billed_per_search_beside_the_tokens() -> Non
     cheaper = _book(Deployment(name="claude-sonnet-4-5", provider="anthropic", api_base="http://x",
                                prices=Prices(per_web_search=0.005)))
     assert cheaper.for_deployment("d0").cost_nano(tokens) == 3_000_000 + 1_500_000 + 10_000_000
+
+
+def test_bedrock_model_ids_find_their_models_price() -> None:
+    """Bedrock names a model with a region and vendor prefix and a version tail; its list price is the
+    model's own (an OpenAI-compatible gateway in front of Bedrock passes these ids through)."""
+    table = PriceBook([]).lookup
+    assert table("us.anthropic.claude-sonnet-4-5-20250929-v1:0") == table("claude-sonnet-4-5")
+    assert table("anthropic.claude-3-5-haiku-20241022-v1:0") == table("claude-3-5-haiku")
+    assert table("arn:aws:bedrock:us-east-1:1:inference-profile/eu.anthropic.claude-opus-4-1-20250805-v1:0") \
+        == table("claude-opus-4-1")
+    assert table("claude-sonnet-4-5") is not None and table("anthropic.unknown-model-v1:0") is None
