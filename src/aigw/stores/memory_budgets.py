@@ -62,7 +62,7 @@ class MemoryBudgets:
     def __init__(self, lease_ttl_s: float = 900.0) -> None:
         self._ttl = lease_ttl_s
         self._windows: dict[tuple[str, str], _Spend] = {}  # (scope ref, window) -> its spend and leases
-        self._alerted: set[tuple[str, str, float]] = set()
+        self._alerted: set[tuple[str, str, int, float]] = set()  # (scope ref, window, budget, threshold)
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
         return self.reserve_now(scopes, amount_nano, now, slot or unique_id("slot_"))
@@ -130,10 +130,11 @@ class MemoryBudgets:
             if limit <= 0 or not thresholds or after < lowest * limit:
                 continue
             for t in thresholds:  # on the real spend crossing it: other calls' reservations are not spend
-                mark = (s.ref, window, t)
+                # marked per budget amount: a budget changed mid-window alerts at its own thresholds
+                mark = (s.ref, window, limit, t)
                 if before < t * limit <= after and mark not in self._alerted:
                     self._alerted.add(mark)
-                    crossed.append(mark)
+                    crossed.append((s.ref, window, t))
         return crossed
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:

@@ -338,3 +338,21 @@ async def test_leases_and_their_markers_go_in_time(gate: tuple[Any, Any]) -> Non
     for key in keys:  # settled spend of the "total" window is kept; every lease key goes on its own
         ttl = await g._redis.ttl(key)
         assert ttl == -1 if key.endswith(b":settled") else 0 < ttl <= math.ceil(LEASE_TTL) + 10
+
+
+async def test_a_budget_raised_mid_window_alerts_at_its_own_thresholds(backend: tuple[Any, Any]) -> None:
+    # the marks were per window and threshold only: after $1.00 of a $1 budget had alerted 50/80/100 %, the
+    # budget raised to $2 reached $2.00 (and refused calls) without one alert
+    _, budgets = backend
+    small = Scope("key", "raised", Limits(budget_usd=1.0, budget_period="daily"))
+    fired = []
+    for i in range(10):
+        assert (await budgets.reserve([small], to_nano(0.1), NOW, f"a{i}")).allowed
+        fired += await budgets.settle([small], to_nano(0.1), to_nano(0.1), NOW, [0.5, 0.8, 1.0], f"a{i}")
+    assert [c[2] for c in fired] == [0.5, 0.8, 1.0]
+    raised = Scope("key", "raised", Limits(budget_usd=2.0, budget_period="daily"))
+    fired = []
+    for i in range(10):
+        assert (await budgets.reserve([raised], to_nano(0.1), NOW, f"b{i}")).allowed
+        fired += await budgets.settle([raised], to_nano(0.1), to_nano(0.1), NOW, [0.5, 0.8, 1.0], f"b{i}")
+    assert [c[2] for c in fired] == [0.8, 1.0]  # 50 % of $2 was passed when the budget changed

@@ -149,10 +149,12 @@ class _Budget:
         self.view: tuple[list[float], list[bytes]] = ([], self.keys)  # thresholds -> leave's keys
 
     def leave_keys(self, thresholds: list[float]) -> list[bytes]:
-        """The window's keys, then one alert mark per threshold (each fires once per window)."""
+        """The window's keys, then one alert mark per threshold (each fires once per window and budget
+        amount: a budget changed mid-window alerts at its own thresholds, not at none)."""
         known, keys = self.view
         if thresholds != known:
-            keys = self.keys + [bulk(f"{self.base}:alert:{t!r}".encode()) for t in thresholds]
+            nano = self.scope.budget_nano
+            keys = self.keys + [bulk(f"{self.base}:alert:{nano}:{t!r}".encode()) for t in thresholds]
             self.view = (list(thresholds), keys)
         return keys
 

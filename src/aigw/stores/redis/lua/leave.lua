@@ -3,7 +3,7 @@
 -- report budget thresholds crossed for the first time in their window (budget
 -- scopes; each fires once per window, across replicas).
 -- KEYS: 2 per rate scope (tokens hash, in-flight zset), then per budget scope: settled,
---       reserved, leases (see enter.lua), and one alert mark per threshold.
+--       reserved, leases (see enter.lua), and one alert mark per threshold (and budget amount).
 -- ARGV: slot, token_delta, taken_at (the second enter put the estimate in), n_rate,
 --       per rate scope: tpm (0 = none),
 --       reserved_nano (the lease's amount), actual_nano, n_thresholds, thresholds...,
