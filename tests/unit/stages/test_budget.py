@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from aigw.observability.metrics import Metrics
 from aigw.pipeline.stages import budget
 from aigw.pipeline.tenancy import ESTIMATE
 from aigw.stores.base import Limits
@@ -72,3 +73,17 @@ async def test_a_budget_refusal_says_how_to_fit_in_the_endpoints_terms(endpoint:
     with pytest.raises(errors.BudgetExceeded) as refused:
         await stage.on_request(ctx)
     assert advice in str(refused.value) and ("max_tokens" in str(refused.value)) == (endpoint == "chat")
+
+
+async def test_each_budget_alert_counts_in_the_events_metric() -> None:
+    # aigw_events_total ("notable events by name (alerts, ...)") stayed empty: an alert without a webhook was a
+    # log line only, with nothing to graph or page on
+    deps = _deps(_services())
+    metrics = deps.services["metrics"] = Metrics()
+    stage = budget.build(deps)
+    assert stage is not None
+    ctx = _ctx(Limits(budget_usd=0.05, budget_period="total"))
+    await stage.on_request(ctx)
+    ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 10, "completion_tokens": 10}  # $0.03: over 50 %
+    await stage.on_finish(ctx)
+    assert metrics.registry.get_sample_value("aigw_events_total", {"event": "budget_alert"}) == 1

@@ -22,6 +22,7 @@ from aigw import errors
 from aigw.accounting.pricing import Price
 from aigw.accounting.tokens import prompt_items
 from aigw.ids import unique_id
+from aigw.observability.metrics import Metrics
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
@@ -48,9 +49,11 @@ _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease
 class BudgetStage(Stage):
     name = "budget"
 
-    def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]]) -> None:
+    def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]],
+                 metrics: Metrics | None = None) -> None:
         self.svc = svc
         self.clock = clock
+        self.metrics = metrics  # each alert counts in aigw_events_total{event="budget_alert"}
         self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
 
     def worst_case_nano(self, ctx: RequestContext) -> int:
@@ -145,6 +148,8 @@ class BudgetStage(Stage):
         log.warning("budget alert: %s %s of tenant %s reached %d%% of $%s (%s window %s, request %s)", scope.kind,
                     scope.id, ctx.principal.tenant_id, round(threshold * 100), scope.limits.budget_usd,
                     scope.limits.budget_period, window, ctx.request_id)
+        if self.metrics is not None:
+            self.metrics.event("budget_alert")
         if self.svc.alert is not None:
             try:
                 await self.svc.alert(event)
@@ -184,6 +189,7 @@ def build(deps: StageDeps) -> Stage | None:
     prices: dict[str, list[Price]] = {}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
-    stage = BudgetStage(svc, deps.clock, prices)
+    metrics = deps.services.get("metrics")
+    stage = BudgetStage(svc, deps.clock, prices, metrics if isinstance(metrics, Metrics) else None)
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     return stage
