@@ -37,6 +37,8 @@ from aigw.types import Clock, SystemClock
 
 log = logging.getLogger("aigw.tenancy")
 SEED_CHECK_S = 0.5  # how soon budget counters are seeded again after Redis lost them
+WEBHOOK_TRIES = 4  # a budget alert's webhook: tries in all (waits 1, 2, 4 s between them)
+WEBHOOK_TIMEOUT_S = 10.0  # each try's
 
 
 class _DbVersion:
@@ -180,12 +182,30 @@ class Tenancy:
             self.supervisor.spawn(self._post(url, event), name="budget-alert-webhook")
 
     async def _post(self, url: str, event: dict[str, Any]) -> None:
-        try:
-            async with self._clients.session_for(url).post(url, json=event, timeout=10) as resp:  # type: ignore[arg-type]
-                if resp.status >= 300:
-                    log.warning("budget alert webhook answered %s", resp.status)
-        except Exception as exc:
-            log.warning("budget alert webhook failed (%s)", type(exc).__name__)
+        """Deliver one alert, at least once: a connection error, a timeout, a 429 or a 5xx is tried again
+        (``WEBHOOK_TRIES`` in all, waits doubling from 1 s); the event's ``event_id`` lets the receiver drop a
+        repeat (a slow receiver may have taken the first try after its timeout)."""
+        what = f"{event.get('scope')} {event.get('id')} {round(float(event.get('threshold', 0)) * 100)}% " \
+               f"(window {event.get('window')}, event {event.get('event_id')})"
+        wait = 1.0
+        for attempt in range(1, WEBHOOK_TRIES + 1):
+            try:
+                async with self._clients.session_for(url).post(
+                        url, json=event, timeout=WEBHOOK_TIMEOUT_S) as resp:  # type: ignore[arg-type]
+                    if resp.status < 300:
+                        return
+                    if resp.status != 429 and resp.status < 500:  # the receiver refuses it: trying again won't help
+                        log.warning("budget alert webhook for %s answered %s; not retried", what, resp.status)
+                        return
+                    problem = f"answered {resp.status}"
+            except Exception as exc:
+                problem = f"failed ({type(exc).__name__})"
+            if attempt == WEBHOOK_TRIES:
+                log.error("budget alert webhook for %s %s; gave up after %d tries", what, problem, attempt)
+                return
+            log.warning("budget alert webhook for %s %s; trying again in %.0f s", what, problem, wait)
+            await asyncio.sleep(wait)
+            wait *= 2
 
     async def _budget_changed(self, kind: str, ident: str, limits: Limits) -> None:
         """A budget added or changed mid-window counts what the window has spent already (from the rollups;

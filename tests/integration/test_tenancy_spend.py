@@ -27,12 +27,21 @@ from tests.support.servers import start_aiohttp_app
 from tests.support.writer_processes import writer_processes
 
 
+REFUSED_ONCE: set[str] = set()  # ids whose first alert delivery the receiver answers 503 (then accepts)
+TRIED: list[dict[str, Any]] = []  # every delivery the receiver got, accepted or not
+
+
 @pytest.fixture(scope="module")
 def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
 
     async def receive(request: web.Request) -> web.Response:
-        seen.append(await request.json())
+        event = await request.json()
+        TRIED.append(event)
+        if event["id"] in REFUSED_ONCE:
+            REFUSED_ONCE.discard(event["id"])
+            return web.Response(status=503)
+        seen.append(event)
         return web.Response(status=204)
 
     app = web.Application()
@@ -324,6 +333,24 @@ def test_an_exhausted_budget_is_refused_before_the_upstream_and_sdks_do_not_retr
     assert row["errors"] == 1  # one refusal recorded, not three: the SDK did not retry
     alerts = [a for a in hook[1] if a["id"] == key["id"]]
     assert sorted(a["threshold"] for a in alerts) == [0.5, 0.8]  # each once
+
+
+def test_an_alert_webhook_that_failed_is_tried_again_with_the_same_event_id(
+        gw: RunningGateway, admin: AdminClient, hook: tuple[str, list[dict[str, Any]]]) -> None:
+    key = setup_key(admin, "flaky-hook-co", budget_usd=0.25, budget_period="daily")
+    REFUSED_ONCE.add(key["id"])
+    client = _client(gw, key["key"])
+    for _ in range(20):  # until 50 % is crossed
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+        if any(t["id"] == key["id"] for t in TRIED):
+            break
+    deadline = time.monotonic() + 5  # the second try follows the first by 1 s
+    while not any(a["id"] == key["id"] for a in hook[1]):
+        assert time.monotonic() < deadline, f"not delivered: {[t for t in TRIED if t['id'] == key['id']]}"
+        time.sleep(0.05)
+    tries = [t for t in TRIED if t["id"] == key["id"] and t["threshold"] == 0.5]
+    assert len(tries) == 2 and tries[0]["event_id"] == tries[1]["event_id"]  # a receiver can drop a repeat
+    assert tries[0]["event_id"].startswith("evt_")
 
 
 def test_budgets_survive_a_restart_and_402_is_configurable(db_path: Path, gw: RunningGateway) -> None:

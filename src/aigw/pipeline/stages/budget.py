@@ -15,6 +15,7 @@ configured threshold (log line, event hook, optional webhook).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -144,6 +145,9 @@ class BudgetStage(Stage):
             "type": "budget.threshold", "scope": scope.kind, "id": scope.id, "tenant_id": ctx.principal.tenant_id,
             "threshold": threshold, "budget_usd": scope.limits.budget_usd, "period": scope.limits.budget_period,
             "window": window, "request_id": ctx.request_id,
+            # the same alert always has the same id (a receiver drops a webhook's repeat by it)
+            "event_id": "evt_" + hashlib.sha256(f"{ref}|{window}|{scope.budget_nano}|{threshold!r}".encode())
+            .hexdigest()[:24],
         }
         log.warning("budget alert: %s %s of tenant %s reached %d%% of $%s (%s window %s, request %s)", scope.kind,
                     scope.id, ctx.principal.tenant_id, round(threshold * 100), scope.limits.budget_usd,
