@@ -166,10 +166,9 @@ class Tenancy:
             await self._pipe.aclose()
 
     async def health(self) -> tuple[str, str]:
-        lg = self.ledger
-        if not lg.healthy:
-            return "degraded", f"ledger writes failing; {lg.pending} rows buffered"
-        detail = f"{lg.written} rows written, {lg.pending} pending, {lg.dropped} dropped"
+        status, detail = self.ledger.status()
+        if status != "ok":
+            return status, detail
         writer = self._ledger_writer
         if writer is not None:  # how the writer processes have fared (docs/tenancy.md)
             detail += (f"; writer processes: {writer.children.switches} switches to the saturation writer, "

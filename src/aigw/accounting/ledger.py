@@ -58,6 +58,13 @@ class Ledger:
     def pending(self) -> int:
         return len(self._replay) + len(self._buf)
 
+    def status(self) -> tuple[str, str]:
+        """For ``/health/ready``: degraded while writes fail, with what is at stake (rows waiting, and rows
+        already dropped for ``max_buffered``)."""
+        if not self.healthy:
+            return "degraded", f"ledger writes failing; {self.pending} rows buffered, {self.dropped} dropped"
+        return "ok", f"{self.written} rows written, {self.pending} pending, {self.dropped} dropped"
+
     def record(self, rec: Any) -> None:
         """Queue one row (O(1), never blocks). Rows carry their own id (idempotent replays).
 

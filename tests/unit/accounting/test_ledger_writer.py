@@ -114,6 +114,8 @@ async def test_the_buffer_is_bounded_and_counts_what_it_drops() -> None:
     for i in range(1005):
         ledger.record(Rec(i))
     assert ledger.pending == 1000 and ledger.dropped == 5
+    ledger.healthy = False  # as a failed write leaves it
+    assert ledger.status() == ("degraded", "ledger writes failing; 1000 rows buffered, 5 dropped")  # /health/ready
     await ledger.close(timeout_s=0.1)
     assert ledger.dropped == 1005
 
