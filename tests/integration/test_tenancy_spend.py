@@ -26,7 +26,6 @@ from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import start_aiohttp_app
 from tests.support.writer_processes import writer_processes
 
-
 REFUSED_ONCE: set[str] = set()  # ids whose first alert delivery the receiver answers 503 (then accepts)
 TRIED: list[dict[str, Any]] = []  # every delivery the receiver got, accepted or not
 
