@@ -55,6 +55,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     deps.services.update(_cache_services(config, redis))
     tenancy = Tenancy(config, redis, supervisor, clients) if config.tenancy.enabled else None
     if tenancy is not None:  # virtual keys, limits, budgets, spend ledger
+        tenancy.services.metrics = obs.metrics  # budget alerts count in aigw_events_total
         deps.services.update(tenancy.stage_services())
     stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
     if obs.tracing is not None:

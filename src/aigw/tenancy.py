@@ -26,7 +26,7 @@ from aigw.http.key_lookup import KeyCache
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.providers.http import HttpClients
 from aigw.sqlite_process import shareable
-from aigw.stores.base import BudgetCounter, Gate, KeyVersion, Limits, RateLimiter, window_of
+from aigw.stores.base import BudgetCounter, Gate, KeyVersion, RateLimiter, Scope, window_of
 from aigw.stores.database import SqlDatabase, open_database
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
@@ -206,20 +206,30 @@ class Tenancy:
             await asyncio.sleep(wait)
             wait *= 2
 
-    async def _budget_changed(self, kind: str, ident: str, limits: Limits) -> None:
+    async def _budget_changed(self, change: admin_api.BudgetChange) -> None:
         """A budget added or changed mid-window counts what the window has spent already (from the rollups;
-        a row still in the ledger's buffer is not there yet), not from zero until the next restart."""
+        a row still in the ledger's buffer is not there yet), not from zero until the next restart. Its
+        thresholds that this spend has reached alert now: no call will cross them (a budget lowered below
+        its spend would otherwise refuse every call without its 100 % alert)."""
+        kind, ident, limits = change.kind, change.ident, change.after
         if limits.budget_usd is None:
             return
         now = self.clock.now()
+        window = window_of(limits.budget_period, now)
         try:
             spent = await self.db.scope_spend(kind, ident, limits.budget_period, now)
-            await self.services.budgets.seed({(kind, ident, window_of(limits.budget_period, now)): spent})
+            await self.services.budgets.seed({(kind, ident, window): spent})
         except Exception as exc:  # saved all the same: the caller repeats the call, which seeds again
             log.warning("budget of %s %s changed, but its spend so far could not be loaded (%s: %s)", kind, ident,
                         type(exc).__name__, exc)
             raise errors.Unavailable("The change is saved, but the budget's spend so far could not be loaded "
                                      "(store unavailable); repeat the call to apply it.", retry_after=1.0) from None
+        if not change.budget_moved:
+            return  # the same budget: its alerts fired as its spend crossed them
+        scope = Scope(kind, ident, limits)  # type: ignore[arg-type]
+        for threshold in sorted(self.cfg.alert_thresholds):
+            if scope.budget_nano > 0 and spent >= threshold * scope.budget_nano:
+                await self.services.raise_alert(scope, change.tenant_id, window, threshold, change.request_id)
 
     def register_routes(self, app: Any, auth: Authenticator) -> admin_api.AdminApi:
         """The admin routes of tenants, projects, keys and spend; their API, for others that name tenants."""

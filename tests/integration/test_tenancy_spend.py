@@ -352,6 +352,32 @@ def test_an_alert_webhook_that_failed_is_tried_again_with_the_same_event_id(
     assert tries[0]["event_id"].startswith("evt_")
 
 
+def test_a_budget_lowered_below_its_spend_alerts_at_once_and_refuses_the_next_call(
+        gw: RunningGateway, admin: AdminClient, hook: tuple[str, list[dict[str, Any]]]) -> None:
+    """No call will cross a threshold the change itself passed: without an alert at the change, a budget
+    lowered below its spend would refuse every call and never say 100 %."""
+    key = setup_key(admin, "lowered-co", budget_usd=10.0, budget_period="daily")
+    client = _client(gw, key["key"])
+    for _ in range(3):
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+    spent = _rows(admin, key["id"], 3)["cost_usd"]  # in the rollups: what the change is measured against
+    lowered = admin.patch(f"/admin/keys/{key['id']}", {"budget_usd": round(spent * 0.9, 6)})
+    assert lowered["budget_usd"] < spent
+    deadline = time.monotonic() + 5
+    while len([a for a in hook[1] if a["id"] == key["id"]]) < 3:
+        assert time.monotonic() < deadline, [a for a in hook[1] if a["id"] == key["id"]]
+        time.sleep(0.05)
+    alerts = [a for a in hook[1] if a["id"] == key["id"]]
+    assert sorted(a["threshold"] for a in alerts) == [0.5, 0.8, 1.0]
+    assert all(a["budget_usd"] == lowered["budget_usd"] and a["tenant_id"] == key["tenant_id"] for a in alerts)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(**chat_body("spend", max_tokens=20))
+    assert refused.value.code == "budget_exceeded"
+    admin.patch(f"/admin/keys/{key['id']}", {"budget_usd": lowered["budget_usd"]})  # the same budget again
+    time.sleep(0.2)
+    assert len([a for a in hook[1] if a["id"] == key["id"]]) == 3  # nothing new: it alerted already
+
+
 def test_budgets_survive_a_restart_and_402_is_configurable(db_path: Path, gw: RunningGateway) -> None:
     key = setup_key(AdminClient(gw.url, MASTER), "restart-co", budget_usd=0.2, budget_period="total")
     spent = 0

@@ -172,7 +172,24 @@ def _project_taken(tenant_name: str, name: str) -> errors.InvalidRequest:
                                  code="already_exists", param="name")
 
 
-BudgetChanged = Callable[[str, str, Limits], Awaitable[None]]  # (kind, id, new limits)
+@dataclass(frozen=True, slots=True)
+class BudgetChange:
+    """A tenant's, project's or key's limits as saved by one admin call, with what they were before."""
+
+    kind: str  # "tenant" | "project" | "key"
+    ident: str
+    tenant_id: str
+    before: Limits
+    after: Limits
+    request_id: str
+
+    @property
+    def budget_moved(self) -> bool:
+        """The budget's amount or period changed (a PATCH that leaves them as they were did not)."""
+        return (self.before.budget_usd, self.before.budget_period) != (self.after.budget_usd, self.after.budget_period)
+
+
+BudgetChanged = Callable[[BudgetChange], Awaitable[None]]
 
 
 class AdminApi:
@@ -186,12 +203,12 @@ class AdminApi:
         # a budget added or changed mid-window: its counter starts from what the window has spent already
         self._on_budget = on_budget
 
-    async def _budget_changed(self, kind: str, ident: str, before: Limits, after: Limits, patched: bool) -> None:
+    async def _budget_changed(self, req: HttpRequest, change: BudgetChange) -> None:
         """Any PATCH that leaves a budget set seeds it (seeding only raises, so a repeated call is harmless
         and finishes what a failed one could not)."""
-        if self._on_budget is not None and after.budget_usd is not None and (
-                patched or (before.budget_usd, before.budget_period) != (after.budget_usd, after.budget_period)):
-            await self._on_budget(kind, ident, after)
+        if self._on_budget is not None and change.after.budget_usd is not None and (
+                req.method == "PATCH" or change.budget_moved):
+            await self._on_budget(change)
 
     async def _changed(self) -> None:
         self._on_change()
@@ -280,7 +297,7 @@ class AdminApi:
             await self.db.save_tenant(t)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _tenant_taken(t.name) from None
-        await self._budget_changed("tenant", t.id, before, t.limits, req.method == "PATCH")
+        await self._budget_changed(req, BudgetChange("tenant", t.id, t.id, before, t.limits, req.request_id))
         await self._changed()
         return 200, tenant_out(t)
 
@@ -327,7 +344,8 @@ class AdminApi:
             await self.db.save_project(proj)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _project_taken((await self.tenant(proj.tenant_id, None)).name, proj.name) from None
-        await self._budget_changed("project", proj.id, before, proj.limits, req.method == "PATCH")
+        await self._budget_changed(req, BudgetChange("project", proj.id, proj.tenant_id, before, proj.limits,
+                                                     req.request_id))
         await self._changed()
         return 200, project_out(proj)
 
@@ -378,7 +396,7 @@ class AdminApi:
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
         await self.db.save_key(k)
-        await self._budget_changed("key", k.id, before, k.limits, req.method == "PATCH")
+        await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before, k.limits, req.request_id))
         await self._changed()
         return 200, key_out(k, secret)
 

@@ -14,6 +14,7 @@ no rate limit to check, or a store error, the budget stage does its own call.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
 from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope
 
 log = logging.getLogger("aigw.tenancy")
+alert_log = logging.getLogger("aigw.budget")
 SERVICE = "tenancy"
 MEASURE = "tenancy.measure"
 STREAM_TEXT = "tenancy.stream_text"  # StreamText of a streamed answer, for local counts
@@ -54,10 +56,34 @@ class TenancyServices:
     alert: Any = None  # async (event: dict) -> None; set by app.py
     counters: dict[str, int] = field(default_factory=dict)  # store errors by kind (for /health and metrics)
     budget_plan: BudgetPlan | None = None  # set by the budget stage when it is in the pipeline
+    metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
 
     def store_error(self, what: str, exc: BaseException) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
         log.warning("%s store unavailable (%s: %s)", what, type(exc).__name__, exc)
+
+    async def raise_alert(self, scope: Scope, tenant_id: str, window: str, threshold: float, request_id: str) -> None:
+        """One budget alert (settled spend crossed a threshold, or a budget was changed to below what its
+        window has spent): a warning line, a count in ``aigw_events_total``, the webhook's event."""
+        lim = scope.limits
+        event: dict[str, Any] = {
+            "type": "budget.threshold", "scope": scope.kind, "id": scope.id, "tenant_id": tenant_id,
+            "threshold": threshold, "budget_usd": lim.budget_usd, "period": lim.budget_period, "window": window,
+            "request_id": request_id,
+            # the same alert always has the same id (a receiver drops a webhook's repeat by it)
+            "event_id": "evt_" + hashlib.sha256(f"{scope.ref}|{window}|{scope.budget_nano}|{threshold!r}".encode())
+            .hexdigest()[:24],
+        }
+        alert_log.warning("budget alert: %s %s of tenant %s reached %d%% of $%s (%s window %s, request %s)",
+                          scope.kind, scope.id, tenant_id, round(threshold * 100), lim.budget_usd, lim.budget_period,
+                          window, request_id)
+        if self.metrics is not None:
+            self.metrics.event("budget_alert")
+        if self.alert is not None:
+            try:
+                await self.alert(event)
+            except Exception:
+                alert_log.exception("budget alert hook failed")
 
 
 @dataclass(slots=True)

@@ -78,9 +78,9 @@ async def test_a_budget_refusal_says_how_to_fit_in_the_endpoints_terms(endpoint:
 async def test_each_budget_alert_counts_in_the_events_metric() -> None:
     # aigw_events_total ("notable events by name (alerts, ...)") stayed empty: an alert without a webhook was a
     # log line only, with nothing to graph or page on
-    deps = _deps(_services())
-    metrics = deps.services["metrics"] = Metrics()
-    stage = budget.build(deps)
+    svc = _services()
+    metrics = svc.metrics = Metrics()  # as app.py sets it
+    stage = budget.build(_deps(svc))
     assert stage is not None
     ctx = _ctx(Limits(budget_usd=0.05, budget_period="total"))
     await stage.on_request(ctx)

@@ -15,15 +15,12 @@ configured threshold (log line, event hook, optional webhook).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from typing import Any
 
 from aigw import errors
 from aigw.accounting.pricing import Price
 from aigw.accounting.tokens import prompt_items
 from aigw.ids import unique_id
-from aigw.observability.metrics import Metrics
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
@@ -50,11 +47,9 @@ _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease
 class BudgetStage(Stage):
     name = "budget"
 
-    def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]],
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]]) -> None:
         self.svc = svc
         self.clock = clock
-        self.metrics = metrics  # each alert counts in aigw_events_total{event="budget_alert"}
         self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
 
     def worst_case_nano(self, ctx: RequestContext) -> int:
@@ -141,24 +136,7 @@ class BudgetStage(Stage):
 
     async def _alert(self, ctx: RequestContext, scopes: list[Scope], ref: str, window: str, threshold: float) -> None:
         scope = next(s for s in scopes if s.ref == ref)
-        event: dict[str, Any] = {
-            "type": "budget.threshold", "scope": scope.kind, "id": scope.id, "tenant_id": ctx.principal.tenant_id,
-            "threshold": threshold, "budget_usd": scope.limits.budget_usd, "period": scope.limits.budget_period,
-            "window": window, "request_id": ctx.request_id,
-            # the same alert always has the same id (a receiver drops a webhook's repeat by it)
-            "event_id": "evt_" + hashlib.sha256(f"{ref}|{window}|{scope.budget_nano}|{threshold!r}".encode())
-            .hexdigest()[:24],
-        }
-        log.warning("budget alert: %s %s of tenant %s reached %d%% of $%s (%s window %s, request %s)", scope.kind,
-                    scope.id, ctx.principal.tenant_id, round(threshold * 100), scope.limits.budget_usd,
-                    scope.limits.budget_period, window, ctx.request_id)
-        if self.metrics is not None:
-            self.metrics.event("budget_alert")
-        if self.svc.alert is not None:
-            try:
-                await self.svc.alert(event)
-            except Exception:
-                log.exception("budget alert hook failed")
+        await self.svc.raise_alert(scope, ctx.principal.tenant_id, window, threshold, ctx.request_id)
 
 
 _HOW_TO_FIT = {"chat": "lower max_tokens to fit", "completions": "lower max_tokens to fit",
@@ -193,7 +171,6 @@ def build(deps: StageDeps) -> Stage | None:
     prices: dict[str, list[Price]] = {}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
-    metrics = deps.services.get("metrics")
-    stage = BudgetStage(svc, deps.clock, prices, metrics if isinstance(metrics, Metrics) else None)
+    stage = BudgetStage(svc, deps.clock, prices)
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     return stage
