@@ -161,3 +161,13 @@ async def test_no_semantic_hit_for_anthropic_server_tools_or_mcp_servers(anthrop
     assert (await h.ask(CLOSE, extra=extra(CLOSE))).cache == "miss"
     assert h.upstream.calls == 2
     assert (await h.ask(BASE, extra=extra(BASE))).cache == "hit"  # exact matches still served
+
+
+async def test_a_last_turn_of_only_whitespace_matches_exactly_only() -> None:
+    # every whitespace-only text embeds to the same vector (no tokens): they must not share answers
+    h = harness()
+    h.embedder.vectors["   "] = h.embedder.vectors["\n\t"] = h.embedder.vectors[BASE]
+    await h.ask("   ")
+    answer = await h.ask("\n\t")
+    assert answer.cache == "miss" and h.upstream.calls == 2
+    assert h.embedder.calls == 0

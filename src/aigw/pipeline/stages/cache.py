@@ -185,7 +185,7 @@ class CacheStage(Stage):
         text = last_user_text(ctx.body)
         embedder = self.embedders.get(policy.semantic.embedding_model)
         index = self.indexes.get(policy.backend)
-        if not text or embedder is None or index is None:
+        if not text.strip() or embedder is None or index is None:  # whitespace is no question: all of it embeds alike
             return None
         vector = await self.guard.call("embedder", "embed", lambda: embedder.embed(text),
                                        self.embed_timeout_s, pending.trouble)
