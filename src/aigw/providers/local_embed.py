@@ -46,6 +46,7 @@ class LocalEmbedder:
         self._session: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
+        self._unknown_id: int | None = None
 
     def load(self) -> None:
         if self._session is not None:
@@ -66,6 +67,7 @@ class LocalEmbedder:
         tokenizer = BertWordPieceTokenizer(str(VOCAB_PATH), lowercase=True, clean_text=True,
                                            handle_chinese_chars=True, strip_accents=None)
         tokenizer.enable_truncation(max_length=self.max_tokens)
+        self._unknown_id = tokenizer.token_to_id("[UNK]")
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -75,10 +77,23 @@ class LocalEmbedder:
 
     def encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """Unit vectors, one row per text (blocking: call it from a thread on a server)."""
+        self.load()
+        return self._run(self._tokenizer.encode_batch(texts))  # no padding set: state stays shared-safe
+
+    def encode_faithful(self, text: str) -> npt.NDArray[np.float32] | None:
+        """``text``'s unit vector, or None when the model cannot tell it apart from other texts: a word
+        it does not know (scripts and emoji outside the vocabulary are all ``[UNK]``, so two different
+        questions in Thai, or two emoji, embed alike). Blocking, like ``encode``."""
+        self.load()
+        encoded = self._tokenizer.encode(text)
+        if self._unknown_id in encoded.ids:
+            return None
+        row: npt.NDArray[np.float32] = self._run([encoded])[0]
+        return row
+
+    def _run(self, encoded: list[Any]) -> npt.NDArray[np.float32]:
         import numpy as np
 
-        self.load()
-        encoded = self._tokenizer.encode_batch(texts)  # no padding set: state stays shared-safe
         width = max(len(e.ids) for e in encoded)
         ids = np.zeros((len(encoded), width), dtype=np.int64)
         mask = np.zeros((len(encoded), width), dtype=np.int64)
@@ -93,11 +108,10 @@ class LocalEmbedder:
         out: npt.NDArray[np.float32] = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return out
 
-    async def embed(self, text: str) -> npt.NDArray[np.float32]:
-        """One text, in a worker thread (onnxruntime releases the GIL)."""
-        rows = await asyncio.to_thread(self.encode, [text])
-        row: npt.NDArray[np.float32] = rows[0]
-        return row
+    async def embed(self, text: str) -> npt.NDArray[np.float32] | None:
+        """One text, in a worker thread (onnxruntime releases the GIL); None: it cannot be embedded
+        faithfully (``encode_faithful``), so the cache matches it exactly only."""
+        return await asyncio.to_thread(self.encode_faithful, text)
 
     async def embeddings(self, body: JSON, call: CallOptions) -> JSON:
         """The OpenAI embeddings shape, so it can stand where a deployment would."""

@@ -54,3 +54,18 @@ async def test_async_embed_and_openai_shape(embedder: LocalEmbedder) -> None:
     assert vector.shape == (DIMS,)
     body = await embedder.embeddings({"input": ["a", "b"]}, CallOptions())
     assert [d["index"] for d in body["data"]] == [0, 1] and len(body["data"][0]["embedding"]) == DIMS
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ("ฝรั่งเศสมีเมืองหลวงอะไร", "วิธีอบขนมปัง"),  # Thai: "capital of France?" / "how to bake bread": all [UNK]
+    ("🍕🍕🍕", "🚀🌕"),
+    ("How do I say 🍕 in French?", "How do I say 🚀 in French?"),
+], ids=["thai", "emoji", "emoji-in-english"])
+async def test_texts_with_words_the_model_does_not_know_are_not_embedded(
+        embedder: LocalEmbedder, one: str, other: str) -> None:
+    # unknown words all become [UNK]: these pairs embed to the same vector (similarity 1.0), so a
+    # semantic cache would answer one with the other's answer; None = match them exactly only
+    same = embedder.encode([one, other])
+    assert float(same[0] @ same[1]) > 0.99  # what the model sees
+    assert await embedder.embed(one) is None and await embedder.embed(other) is None
+    assert await embedder.embed("What is the capital of France?") is not None

@@ -171,3 +171,17 @@ async def test_a_last_turn_of_only_whitespace_matches_exactly_only() -> None:
     answer = await h.ask("\n\t")
     assert answer.cache == "miss" and h.upstream.calls == 2
     assert h.embedder.calls == 0
+
+
+async def test_a_text_the_embedder_cannot_embed_is_a_plain_miss_not_an_error() -> None:
+    class Refusing(FakeEmbedder):
+        async def embed(self, text: str) -> None:  # type: ignore[override]
+            self.calls += 1
+            return None
+
+    h = Harness(SEMANTIC, embedder=Refusing())
+    first, second = await h.ask(BASE), await h.ask(CLOSE)
+    assert (first.cache, second.cache) == ("miss", "miss") and h.embedder.calls == 2
+    assert second.ctx.state["cache_result"] == "miss" and h.stage.stats.embed_errors == 0
+    assert (await h.stage.health())[0] == "ok"
+    assert (await h.ask(BASE)).cache == "hit"  # still stored for exact matches

@@ -189,8 +189,9 @@ class CacheStage(Stage):
             return None
         vector = await self.guard.call("embedder", "embed", lambda: embedder.embed(text),
                                        self.embed_timeout_s, pending.trouble)
-        if vector is None:
-            self.stats.embed_errors += 1
+        if vector is None:  # failed, or a text the embedder cannot tell apart from others: exact only
+            if "embedder" in pending.trouble:
+                self.stats.embed_errors += 1
             return None
         pending.vector = vector
         pending.bucket = f"{context_key(ctx, policy.scope)}:{policy.semantic.embedding_model}"

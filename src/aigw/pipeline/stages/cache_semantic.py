@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 
 class Embedder(Protocol):
-    async def embed(self, text: str) -> Vector: ...
+    async def embed(self, text: str) -> Vector | None:
+        """A unit vector; None: this text cannot be embedded faithfully (exact matching only, no error)."""
+        ...
 
 
 class DeploymentEmbedder:
