@@ -81,12 +81,13 @@ class LocalEmbedder:
         return self._run(self._tokenizer.encode_batch(texts))  # no padding set: state stays shared-safe
 
     def encode_faithful(self, text: str) -> npt.NDArray[np.float32] | None:
-        """``text``'s unit vector, or None when the model cannot tell it apart from other texts: a word
-        it does not know (scripts and emoji outside the vocabulary are all ``[UNK]``, so two different
-        questions in Thai, or two emoji, embed alike). Blocking, like ``encode``."""
+        """``text``'s unit vector, or None when the model cannot tell it apart from other texts: longer
+        than ``max_tokens`` (the rest would be cut off, so two long turns that start alike embed alike),
+        or a word it does not know (scripts and emoji outside the vocabulary are all ``[UNK]``, so two
+        different questions in Thai, or two emoji, embed alike). Blocking, like ``encode``."""
         self.load()
         encoded = self._tokenizer.encode(text)
-        if self._unknown_id in encoded.ids:
+        if encoded.overflowing or self._unknown_id in encoded.ids:  # cut at max_tokens: the rest unseen
             return None
         row: npt.NDArray[np.float32] = self._run([encoded])[0]
         return row

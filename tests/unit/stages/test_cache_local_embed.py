@@ -69,3 +69,13 @@ async def test_texts_with_words_the_model_does_not_know_are_not_embedded(
     assert float(same[0] @ same[1]) > 0.99  # what the model sees
     assert await embedder.embed(one) is None and await embedder.embed(other) is None
     assert await embedder.embed("What is the capital of France?") is not None
+
+
+async def test_a_text_longer_than_the_model_reads_is_not_embedded(embedder: LocalEmbedder) -> None:
+    # the model reads max_tokens; beyond that two turns differ where it never looks
+    document = " ".join(["The quick brown fox jumps over the lazy dog near the river bank today."] * 12)
+    one, other = document + " Task: translate it into French.", document + " Task: count the word fox."
+    same = embedder.encode([one, other])
+    assert float(same[0] @ same[1]) > 0.999  # what the model sees
+    assert await embedder.embed(one) is None and await embedder.embed(other) is None
+    assert await embedder.embed(document[:200]) is not None
