@@ -185,3 +185,26 @@ async def test_a_text_the_embedder_cannot_embed_is_a_plain_miss_not_an_error() -
     assert second.ctx.state["cache_result"] == "miss" and h.stage.stats.embed_errors == 0
     assert (await h.stage.health())[0] == "ok"
     assert (await h.ask(BASE)).cache == "hit"  # still stored for exact matches
+
+
+async def test_a_text_the_embedding_deployment_refuses_does_not_turn_semantic_matching_off() -> None:
+    import numpy as np
+
+    from aigw import errors
+    from aigw.pipeline.stages.cache_semantic import DeploymentEmbedder
+
+    vectors = {BASE: [1.0, 0.0, 0.0], CLOSE: [0.95, 0.31, 0.0], "x " * 5000: [0.0, 0.0, 1.0]}
+
+    class Router:  # an embedding deployment with a context window: a long text is a 400, not an outage
+        async def complete(self, request: object) -> tuple[JSON, None]:
+            text = request.body["input"][0]  # type: ignore[attr-defined]
+            if len(text) > 1000:
+                raise errors.ContextLengthExceeded("maximum context length is 8192 tokens")
+            return {"data": [{"embedding": np.asarray(vectors[text])}]}, None
+
+    h = Harness(SEMANTIC, embedder=DeploymentEmbedder(Router(), "emb"))  # type: ignore[arg-type]
+    assert (await h.ask(BASE)).cache == "miss"
+    assert (await h.ask("x " * 5000)).ctx.state["cache_result"] == "miss"  # one client's long prompt
+    close = await h.ask(CLOSE)  # everyone else's paraphrase still matches
+    assert close.cache == "hit" and close.ctx.response_headers["x-aigw-cache-match"] == "semantic"
+    assert h.stage.stats.embed_errors == 0 and (await h.stage.health())[0] == "ok"

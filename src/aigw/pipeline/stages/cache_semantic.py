@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aigw import errors
 from aigw.routing.router import Router, RouteRequest
 
 if TYPE_CHECKING:
@@ -22,6 +23,11 @@ class Embedder(Protocol):
         ...
 
 
+# the deployment refused this text (too long for it, a content filter, ...): a fact about the text, not a
+# sign the embedder is down, so exact matching only for this request and no failure for everyone else's
+_TEXT_REFUSED = (errors.ContextLengthExceeded, errors.InvalidRequest, errors.ContentPolicy, errors.PayloadTooLarge)
+
+
 class DeploymentEmbedder:
     """Embeds through a configured embedding deployment (OpenAI-shaped ``/embeddings``)."""
 
@@ -29,12 +35,15 @@ class DeploymentEmbedder:
         self.router = router
         self.model = model
 
-    async def embed(self, text: str) -> Vector:
+    async def embed(self, text: str) -> Vector | None:
         import numpy as np
 
-        body, _ = await self.router.complete(
-            RouteRequest(model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings")
-        )
+        try:
+            body, _ = await self.router.complete(
+                RouteRequest(model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings")
+            )
+        except _TEXT_REFUSED:
+            return None
         vector = np.asarray(body["data"][0]["embedding"], dtype=np.float32)
         norm = float(np.linalg.norm(vector))
         if norm == 0.0:
