@@ -149,3 +149,27 @@ async def test_a_failing_in_memory_store_is_a_miss_and_then_skipped_like_any_bac
     await h.ask()  # within retry_after: not read again
     assert store.reads == 1 and h.stage.stats.backend_skipped >= 1
     assert (await h.stage.health())[0] == "degraded"
+
+
+async def test_a_request_whose_lookup_timed_out_makes_no_second_call_to_that_backend() -> None:
+    class HangingIndex:
+        def __init__(self) -> None:
+            self.searches = 0
+
+        async def search(self, bucket: str, vector: object, threshold: float) -> None:
+            self.searches += 1
+            await asyncio.sleep(30)
+
+        async def add(self, bucket: str, vector: object, entry_id: str, ttl_s: float) -> None:
+            await asyncio.sleep(30)
+
+        async def purge(self, patterns: list[str] | None) -> int:
+            return 0
+
+    store, index = BrokenStore(hang=True), HangingIndex()
+    h = Harness({"mode": "semantic", "timeout_ms": 30, "retry_after_s": 0,
+                 "semantic": {"embedding_model": "fake-embed"}}, stores={"memory": store})
+    h.stage.indexes["memory"] = index  # type: ignore[assignment]
+    answer = await h.ask()  # the exact GET times out (one strike): the semantic search would wait as long again
+    assert answer.cache == "miss" and answer.body is not None
+    assert index.searches == 0 and h.embedder.calls == 0

@@ -187,6 +187,8 @@ class CacheStage(Stage):
         index = self.indexes.get(policy.backend)
         if not text.strip() or embedder is None or index is None:  # whitespace is no question: all of it embeds alike
             return None
+        if policy.backend in pending.trouble:  # the exact lookup just failed or timed out: one wait per request
+            return None
         vector = await self.guard.call("embedder", "embed", lambda: embedder.embed(text),
                                        self.embed_timeout_s, pending.trouble)
         if vector is None:  # failed, or a text the embedder cannot tell apart from others: exact only
