@@ -176,8 +176,10 @@ def last_user_text(body: JSON) -> str:
 
 
 def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or its text parts one per line (parts are separate
+    pieces of text: ["What is the capital", "of Peru?"] is not "capitalof")."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""

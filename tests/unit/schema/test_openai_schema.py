@@ -43,10 +43,11 @@ def test_embeddings_and_completions_validation() -> None:
 
 
 def test_last_user_text_reads_text_parts() -> None:
-    parts = [{"type": "text", "text": "two "}, {"type": "text", "text": "x"}]
+    parts = [{"type": "text", "text": "What is the capital"}, {"type": "image_url", "image_url": {"url": "x"}},
+             {"type": "text", "text": "of Peru?"}]
     body = {"messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "a"},
                          {"role": "user", "content": parts}]}
-    assert last_user_text(body) == "two x"
+    assert last_user_text(body) == "What is the capital\nof Peru?"  # separate pieces: not "capitalof"
 
 
 def test_completion_prompt_becomes_one_user_message_and_back() -> None:
