@@ -159,13 +159,21 @@ class MemoryRateLimiter:
                 inflight[slot] = expires
         if not levels:
             return Admission(allowed=True, taken_at=sec)
-        _, rpm, tpm, _, req, tok, _ = levels[0]  # the key's figures, now that this call is counted
+        # now that this call is counted: for requests and for tokens, the figures of the level with the
+        # least left (the one that refuses first; the earliest on a tie), not the key's when another is tighter
+        rpm = tpm = left_r = left_t = 0
+        req_w: _Window | None = None
+        for _, r_cap, t_cap, _, req, tok, _ in levels:
+            if r_cap and (req_w is None or r_cap - req.total < left_r):
+                rpm, left_r, req_w = r_cap, r_cap - req.total, req
+            if t_cap and (not tpm or t_cap - tok.total < left_t):
+                tpm, left_t = t_cap, t_cap - tok.total
         return Admission(allowed=True, limit_requests=rpm or None,
-                         remaining_requests=rpm - req.total if rpm > req.total else 0 if rpm else None,
+                         remaining_requests=max(0, left_r) if rpm else None,
                          limit_tokens=tpm or None,
-                         remaining_tokens=tpm - tok.total if tpm > tok.total else 0 if tpm else None,
+                         remaining_tokens=max(0, left_t) if tpm else None,
                          # when the oldest request counted leaves the window: one more fits from then on
-                         reset_requests_s=req.buckets[0][0] + WINDOW_S - now if rpm else 0.0,
+                         reset_requests_s=req_w.buckets[0][0] + WINDOW_S - now if req_w is not None else 0.0,
                          taken_at=sec)
 
     def give_back(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int, now: float) -> None:

@@ -96,6 +96,25 @@ async def test_a_refusal_at_one_level_takes_nothing_from_the_others(backend: tup
     assert first.allowed and first.remaining_requests == 100 - 3  # only the two admitted calls counted
 
 
+async def test_an_accepted_call_reports_the_level_with_the_least_left(backend: tuple[Any, Any]) -> None:
+    # the key has room for 100 a minute, its tenant for 2: "98 left" would be followed by a 429
+    limiter, _ = backend
+    key = Scope("key", "loose", Limits(rpm=100, tpm=10_000))
+    project = Scope("project", "tight-tokens", Limits(tpm=500))
+    tenant = Scope("tenant", "tight-requests", Limits(rpm=2))
+    first = await limiter.admit([key, project, tenant], "a", 100)
+    assert (first.limit_requests, first.remaining_requests) == (2, 1)
+    assert (first.limit_tokens, first.remaining_tokens) == (500, 400)
+    second = await limiter.admit([key, project, tenant], "b", 100)
+    assert (second.remaining_requests, second.remaining_tokens) == (0, 300)
+    assert not (await limiter.admit([key, project, tenant], "c", 100)).allowed
+    # a key with only a parallel cap still reports its project's rpm
+    only_parallel = Scope("key", "par-only", Limits(max_parallel=4))
+    proj = Scope("project", "p-rpm", Limits(rpm=7))
+    got = await limiter.admit([only_parallel, proj], "d", 0)
+    assert (got.limit_requests, got.remaining_requests) == (7, 6) and 59 < got.reset_requests_s <= 60
+
+
 async def test_tpm_counts_the_estimate_and_settles_to_the_real_tokens(backend: tuple[Any, Any]) -> None:
     limiter, _ = backend
     scope = Scope("key", "tok", Limits(tpm=1000))

@@ -17,7 +17,7 @@
 --   {0, index, reason, retry_after_s, lim_r, rem_r, lim_t, rem_t}   a rate limit refused: nothing taken
 --   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t, sec, reset_r}  rates taken, the budget refused
 -- (sec: the second that took the estimate, which leave.lua refunds into; reset_r: seconds until
--- the key's oldest counted request leaves its window)
+-- the oldest counted request of the level reported leaves its window)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local sec = math.floor(now)
@@ -75,7 +75,9 @@ for i = 0, nr - 1 do
       return {0, i, 'parallel', '1', info[1], info[2], info[3], info[4]}
     end
   end
-  if i == 0 then head = info end
+  -- the figures of the level with the least left, for requests and for tokens (the earliest on a tie)
+  if info[1] >= 0 and (head[1] < 0 or info[2] < head[2]) then head[1], head[2], head[5] = info[1], info[2], info[5] end
+  if info[3] >= 0 and (head[3] < 0 or info[4] < head[4]) then head[3], head[4] = info[3], info[4] end
 end
 for i = 0, nr - 1 do
   local rpm, tpm, par = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3]), tonumber(ARGV[7 + i * 3])
