@@ -46,6 +46,8 @@ class LimitsStage(Stage):
         self.svc = svc
         self.clock = clock
         self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
+        # deployment id -> that scope alone (a list made once: stores may cache by the list)
+        self._deployment_lists = {s.id: [s] for s in deployment_scopes.values()}
         # (id of a key's scope list, model) -> (that list, the request's scopes, the one with the smallest tpm cap)
         self._plans: dict[tuple[int, str], tuple[list[Scope], list[Scope], Scope | None]] = {}
 
@@ -127,13 +129,30 @@ class LimitsStage(Stage):
         scopes, slot, est, tpm, taken_at, entered = taken
         # tokens per minute count what upstreams processed: an answer from the cache (or a rule) used none,
         # so its estimate goes back whole (its request still counted against rpm and max_parallel)
-        delta = (0 if ctx.handled_by else measure(ctx, self.svc).tokens.total) - est if tpm else 0
+        used = 0 if ctx.handled_by or not tpm else measure(ctx, self.svc).tokens.total
+        delta = used - est if tpm else 0
         joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
         budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
         actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
+        thresholds = self.svc.config.alert_thresholds
+        gate = self.svc.gate
+        dep = scopes[-1] if scopes and scopes[-1].kind == "deployment" else None
+        served = ctx.served_by
         try:
-            crossed = await self.svc.gate.leave(scopes, slot, delta, taken_at, budget, reserved, actual, entered,
-                                                self.svc.config.alert_thresholds)
+            if dep is None or not dep.limits.tpm or served is None or served.id == dep.id:
+                crossed = await gate.leave(scopes, slot, delta, taken_at, budget, reserved, actual, entered,
+                                           thresholds)
+            else:
+                # Another deployment answered (a fallback model's): the tokens are not this deployment's. Its
+                # estimate goes back; they count in the window of the deployment that used them, when that one
+                # has a tpm scope of its own. The steps leave in one loop turn: one Redis call.
+                steps = [gate.leave(key_scopes(ctx, "rate"), slot, delta, taken_at, budget, reserved, actual,
+                                    entered, thresholds),
+                         gate.leave(self._deployment_lists[dep.id], slot, -est, taken_at, [], 0, 0, entered, [])]
+                other = self._deployment_lists.get(served.id)
+                if other is not None and other[0].limits.tpm and used:
+                    steps.append(gate.leave(other, slot, used, taken_at, [], 0, 0, entered, []))
+                crossed = (await asyncio.gather(*steps))[0]
         except Exception as exc:  # parallel slots expire on their own (TTL)
             self.svc.store_error("limits", exc)
             if joint is not None:  # it may have been settled all the same: never settle twice

@@ -1,0 +1,73 @@
+"""The limits stage: which windows a call's tokens are settled into."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw.accounting.ledger import Ledger
+from aigw.accounting.pricing import PriceBook
+from aigw.accounting.tokens import TokenCounter
+from aigw.config.models import Deployment, GatewayConfig
+from aigw.config.tenancy import LedgerConfig, TenancyConfig
+from aigw.http.key_lookup import principal_for
+from aigw.pipeline.context import RequestContext
+from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.stages import limits
+from aigw.pipeline.tenancy import SERVICE, TenancyServices
+from aigw.stores.base import ApiKey, Grant, Limits, Project, Scope, Tenant
+from aigw.stores.memory import MemoryGate, MemoryRateLimiter
+from aigw.stores.memory_budgets import MemoryBudgets
+
+PRIMARY = Deployment(name="prim", provider="mock", id="prim-d", tpm=100_000)
+BACKUP = Deployment(name="back", provider="mock", id="back-d", tpm=100_000)
+
+
+class Sink:
+    async def write(self, records: list[Any]) -> int:
+        return len(records)
+
+
+def _stage() -> tuple[limits.LimitsStage, MemoryRateLimiter]:
+    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
+    svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets,
+                          gate=MemoryGate(limiter, budgets), prices=PriceBook([PRIMARY, BACKUP]),
+                          tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
+    deps = StageDeps(config=GatewayConfig(models=[PRIMARY, BACKUP]))
+    deps.services[SERVICE] = svc
+    stage = limits.build(deps)
+    assert isinstance(stage, limits.LimitsStage)
+    return stage, limiter
+
+
+def _ctx(model: str) -> RequestContext:
+    grant = Grant(ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-abcd",
+                         limits=Limits(tpm=100_000)), Project(id="p1", tenant_id="t1", name="p"),
+                  Tenant(id="t1", name="t"))
+    body = {"model": model, "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": 10}
+    return RequestContext(request_id="req_1", api="openai", endpoint="chat", body=body, model=model,
+                          principal=principal_for(grant))
+
+
+def _tokens_used(limiter: MemoryRateLimiter, deployment: Deployment) -> int:
+    scope = Scope("deployment", deployment.id, Limits(tpm=deployment.tpm))
+    return 100_000 - (limiter.take([scope], "peek", 0, limiter.now()).remaining_tokens or 0)
+
+
+async def test_a_fallbacks_tokens_count_for_the_deployment_that_answered() -> None:
+    stage, limiter = _stage()
+    ctx = _ctx("prim")
+    assert await stage.on_request(ctx) is None
+    # prim-d failed, the fallback model's deployment answered with 500 tokens
+    ctx.served_by, ctx.usage = BACKUP, {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
+    await stage.on_finish(ctx)
+    assert _tokens_used(limiter, PRIMARY) == 0  # it used none: its estimate went back
+    assert _tokens_used(limiter, BACKUP) == 500
+
+
+async def test_the_deployment_that_answered_its_own_model_is_charged_as_before() -> None:
+    stage, limiter = _stage()
+    ctx = _ctx("prim")
+    assert await stage.on_request(ctx) is None
+    ctx.served_by, ctx.usage = PRIMARY, {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
+    await stage.on_finish(ctx)
+    assert _tokens_used(limiter, PRIMARY) == 500 and _tokens_used(limiter, BACKUP) == 0
