@@ -55,7 +55,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     listening = f"aigw listening on http://{server.host}:{server.port}  models: {', '.join(config.model_names())}"
     if server.workers > 1:
         click.echo(listening, err=True)
-        export_for_workers(config_path, host=host, port=port, insecure=insecure or None)
+        # the workers read their config again from the environment: `--workers N` must reach them too, or
+        # each believes it runs alone (no per-worker warning for limits and budgets without redis_url)
+        export_for_workers(config_path, host=host, port=port, workers=server.workers, insecure=insecure or None)
         metrics_dir = tempfile.mkdtemp(prefix="aigw-metrics-")  # one scrape sums every worker
         export_metrics_dir(metrics_dir)
         export_purge_log(os.path.join(metrics_dir, "cache-purges.log"))  # removed with the directory
