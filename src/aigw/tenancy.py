@@ -84,7 +84,12 @@ class Tenancy:
             limiter, budgets, gate = memory_limits, memory_budgets, MemoryGate(memory_limits, memory_budgets)
             version = _DbVersion(self.db)
         self.version = version
-        self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size)
+        # Workers without Redis keep budget counters each in its own memory: a budget added or changed through
+        # another worker is seeded there, not here. Every such change moves the key version, so seed again
+        # when it moves (seeding only raises a counter to the ledger's figure). One process seeds in the PATCH.
+        reseed = self._reseed if redis is None and config.server.workers > 1 else None
+        self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size,
+                             on_move=reseed)
         self._ledger_writer = _ledger_writer(config, self.db)
         self.ledger = Ledger(self._ledger_writer or self.db,
                              self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}))
@@ -125,6 +130,11 @@ class Tenancy:
         if self.services.prices.unknown:
             log.warning("no price for %s: their calls cost 0 (set `prices:` on those models)",
                         ", ".join(sorted(self.services.prices.unknown)))
+
+    async def _reseed(self) -> None:
+        """Raise this worker's budget counters to the ledger's figures (``--workers N`` without Redis: a
+        budget another worker added or changed, docs/tenancy.md)."""
+        await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
 
     async def _keep_seeded(self) -> None:
         """Budget counters in Redis start from the ledger again whenever Redis has lost them (a restart without

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from aigw import errors
 from aigw.pipeline.context import Principal
@@ -23,6 +24,7 @@ from aigw.stores.keygen import KEY_PREFIX, hash_secret
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.auth")
+ON_MOVE_TIMEOUT_S = 1.0  # ``on_move`` runs before the cache is dropped: it may delay that drop this long at most
 
 
 def principal_for(grant: Grant) -> Principal:
@@ -38,8 +40,12 @@ def principal_for(grant: Grant) -> Principal:
 
 class KeyCache:
     def __init__(self, store: TenancyStore, version: KeyVersion, clock: Clock, refresh_s: float = 0.25,
-                 max_size: int = 100_000) -> None:
+                 max_size: int = 100_000, on_move: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
+        # run when the version moves (a change made here or by another process), before the cache is dropped:
+        # what the change means for this process's own state (budget counters) is in place before a call
+        # meets the changed key
+        self._on_move = on_move
         self._version = version
         self._clock = clock
         self._refresh_s = refresh_s
@@ -106,6 +112,12 @@ class KeyCache:
         if version != self._seen_version:
             if self._seen_version is not None:
                 log.debug("key version %s -> %s: cache cleared", self._seen_version, version)
+                if self._on_move is not None:
+                    try:
+                        await asyncio.wait_for(self._on_move(), ON_MOVE_TIMEOUT_S)
+                    except Exception as exc:  # the change still applies: the keys are dropped all the same
+                        log.warning("key version moved, but its follow-up failed (%s: %s)", type(exc).__name__,
+                                    exc)
             self._seen_version = version
             self.invalidate()
 
