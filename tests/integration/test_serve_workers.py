@@ -3,8 +3,10 @@ SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -117,3 +119,53 @@ def test_a_cache_the_app_cannot_build_ends_serve_with_one_line_and_exit_code_3(t
     assert proc.returncode == START_FAILED_EXIT, stderr
     assert "aigw: cannot start:" in stderr and "redis" in stderr
     assert "Traceback" not in stderr and "listening" not in stderr
+
+
+def live_gauges(url: str) -> tuple[float, int]:
+    """Requests in flight (summed over the workers) and the number of aigw_build_info series (one per worker)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(url + "/metrics", timeout=5, headers={"connection": "close"}).text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    return (sum(s.value for s in samples if s.name == "aigw_requests_in_flight"),
+            sum(1 for s in samples if s.name == "aigw_build_info"))
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url + "/health/live", timeout=2, headers={"connection": "close"}).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_killed_workers_live_gauges_leave_the_metrics(tmp_path: Path) -> None:
+    """Workers SIGKILLed with requests in flight: once replaced, /metrics counts no request in flight and one
+    build_info series per live worker (the dead ones' gauges were summed into every scrape for ever)."""
+    config = tmp_path / "aigw.yaml"
+    config.write_text(f"database_url: sqlite:///{tmp_path}/aigw.db\n"
+                      "models:\n  - {name: slow, provider: mock, latency_ms: 5000}\n")
+    proc, url = start_serve(tmp_path, "--config", str(config), "--workers", "2", "--log-level", "warning")
+
+    def slow() -> None:
+        with contextlib.suppress(requests.RequestException):  # its worker is killed under it
+            requests.post(url + "/v1/chat/completions", timeout=10, headers={"connection": "close"},
+                          json={"model": "slow", "messages": [{"role": "user", "content": "hi"}]})
+
+    try:
+        wait_for(lambda: len(workers_of(proc.pid)) == 2, 20)
+        wait_live(url, proc)
+        callers = [threading.Thread(target=slow) for _ in range(6)]
+        for t in callers:
+            t.start()
+        wait_for(lambda: live_gauges(url)[0] == 6, 10)
+        dead = workers_of(proc.pid)
+        for pid in dead:
+            os.kill(pid, signal.SIGKILL)
+        for t in callers:
+            t.join(15)
+        wait_for(lambda: len(workers_of(proc.pid)) == 2 and not set(dead) & set(workers_of(proc.pid)), 20)
+        wait_for(lambda: all(answers(url) for _ in range(6)), 30)  # both new workers serve
+        assert live_gauges(url) == (0, 2)
+        assert live_gauges(url) == (0, 2)  # whichever worker answers the scrape
+    finally:
+        stop_serve(proc)

@@ -69,7 +69,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
                 # it is killed only past both, or the rows it holds are lost
                 drain_s = config.tenancy.ledger.shutdown_timeout_s + DRAIN_MARGIN_S
                 code = serve_workers(server.host, server.port, server.workers, log_level, log_format, GRACEFUL_S,
-                                     drain_s)
+                                     drain_s, metrics_dir)
                 if code:
                     sys.exit(code)
             else:

@@ -62,17 +62,28 @@ def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: fl
         sys.exit(START_FAILED_EXIT)  # the app's start-up hook logged why
 
 
+def forget_metrics_of(pid: int | None, metrics_dir: str) -> None:
+    """A dead worker's live gauges (requests in flight, breaker states, build info) leave the shared metrics:
+    prometheus_client keeps them, and sums them into every scrape, until told the process is gone. Its
+    counters and histograms stay: they are what it served."""
+    if metrics_dir and pid is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
+
+
 def restart_pause(deaths_in_a_row: int) -> float:
     """Seconds before a worker that died ``deaths_in_a_row`` times soon after its start is started again."""
     return min(RESTART_PAUSE_MAX_S, RESTART_PAUSE_S * 2.0 ** max(0, deaths_in_a_row - 1))
 
 
 def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
-                  graceful_s: float = 30, drain_s: float = KILL_AFTER_S) -> int:
+                  graceful_s: float = 30, drain_s: float = KILL_AFTER_S, metrics_dir: str = "") -> int:
     """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``).
 
     On the way out a worker gets ``graceful_s`` for its requests and ``drain_s`` for its shutdown hooks
-    (the spend ledger's drain and spill) before it is killed."""
+    (the spend ledger's drain and spill) before it is killed. ``metrics_dir``: the workers' shared metrics
+    (``PROMETHEUS_MULTIPROC_DIR``), where a dead worker's live gauges are dropped."""
     sock = bind(host, port)
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
@@ -107,6 +118,7 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
                     continue
                 if proc.is_alive():
                     continue
+                forget_metrics_of(proc.pid, metrics_dir)
                 if proc.exitcode == START_FAILED_EXIT:
                     log.error("worker %d (pid %s) could not start its app (see its log above); stopping",
                               i, proc.pid)
