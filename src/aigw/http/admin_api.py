@@ -11,7 +11,8 @@ The master key sees everything. A tenant admin key (role ``tenant_admin``) sees
 its own tenant only: any other tenant's id, project or key is a 404, exactly
 as if it did not exist. Every change bumps the key version, which every
 replica polls, so caches everywhere drop within ``tenancy.key_refresh_s``.
-Spend reports live in ``admin_spend.py``.
+Spend reports live in ``admin_spend.py``; what every admin endpoint shares (auth, bodies,
+answers, the audit line of each change) in ``admin_guard.py``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
 from aigw import errors
+from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
 from aigw.http.admin_models import (
     KeyIn,
     KeyPatch,
@@ -37,9 +37,7 @@ from aigw.http.admin_models import (
     tenant_out,
 )
 from aigw.http.auth import Authenticator
-from aigw.http.request import HttpRequest, Send, json_object
-from aigw.http.respond import send_bytes, send_json
-from aigw.http.wire_openai import error_body
+from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Database, KeyVersion, Limits, Project, Tenant
 from aigw.stores.database import AmbiguousName
@@ -48,92 +46,7 @@ from aigw.stores.sql import UniqueViolation
 from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.admin")
-M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", Tenant, Project, ApiKey)
-Handler = Callable[[HttpRequest, Send], Awaitable[None]]
-MAX_BODY = 256 * 1024
-
-
-def admin_scope(principal: Principal) -> str | None:
-    """None: every tenant (master key). Else the one tenant this admin key may touch."""
-    return principal.tenant_id or None
-
-
-async def parse_body(req: HttpRequest, model: type[M]) -> M:
-    return _validated(model, await req.json(MAX_BODY))
-
-
-async def parse_optional_body(req: HttpRequest, model: type[M]) -> M:
-    """``parse_body`` for calls whose body may be left out (then every field has its default)."""
-    raw = await req.read_body(MAX_BODY)
-    return model() if not raw.strip() else _validated(model, json_object(raw))
-
-
-def _validated(model: type[M], data: JSON) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        if first["type"] == "value_error":  # our own validators: their words, without pydantic's "Value error, "
-            msg = str(first["ctx"]["error"])
-        raise errors.InvalidRequest(f"{field}: {msg}" if field else msg, param=field) from None
-
-
-@dataclass(frozen=True, slots=True)
-class Download:
-    """An admin answer that is a file rather than JSON (the spend report as CSV, say)."""
-
-    body: bytes
-    content_type: bytes
-    filename: str
-
-
-def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitable[tuple[int, JSON | Download]]],
-            audit: bool = False) -> Handler:
-    """Authenticate as an admin, run ``fn``, answer JSON (or its file); errors in the OpenAI error shape.
-    ``audit``: a change; each one done is logged with who did it and what it touched (an audit trail)."""
-
-    async def handler(req: HttpRequest, send: Send) -> None:
-        headers = [(b"x-request-id", req.request_id.encode())]
-        principal: Principal | None = None
-        try:
-            principal = await auth.require_admin(req.headers)
-            status, body = await fn(req, principal)
-        except errors.GatewayError as err:
-            await send_json(send, err.status, error_body(err), headers)
-            return
-        except Exception as exc:  # a database error, say: a clean 500, logged, never a stack trace
-            log.exception("admin %s %s failed (by %s, tenant %s, request %s)", req.method, req.path,
-                          _who(principal), principal.tenant_id or "-" if principal else "-", req.request_id)
-            internal = errors.UpstreamError(f"internal error ({type(exc).__name__})", status=500)
-            await send_json(send, 500, error_body(internal), headers)
-            return
-        if audit:
-            _log_change(req, principal, status, body)
-        if isinstance(body, Download):
-            headers.append((b"content-disposition", f'attachment; filename="{body.filename}"'.encode()))
-            await send_bytes(send, status, body.body, headers, (b"content-type", body.content_type))
-            return
-        await send_json(send, status, body, headers)
-
-    return handler
-
-
-def _who(principal: Principal | None) -> str:
-    if principal is None:
-        return "-"
-    return f"key {principal.key_id}" if principal.key_id not in ("", "master") else "the master key"
-
-
-def _log_change(req: HttpRequest, principal: Principal, status: int, body: JSON | Download) -> None:
-    """One line per admin change: what, by whom, and the object and tenant it touched."""
-    target = body if isinstance(body, dict) else {}
-    obj = target.get("id") or req.path.rsplit("/", 1)[-1]
-    tenant = target.get("tenant_id") or (obj if req.path.startswith("/admin/tenants") else "") or "-"
-    log.info("admin change: %s %s -> %d, object %s, tenant %s, by %s (tenant %s), request %s", req.method,
-             req.path, status, obj, tenant, _who(principal), principal.tenant_id or "-", req.request_id)
 
 
 def _page_size(raw: str | None) -> int | None:

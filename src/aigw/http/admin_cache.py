@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aigw import errors
-from aigw.http.admin_api import admin_scope, guarded
+from aigw.http.admin_guard import admin_scope, guarded
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from aigw import errors
-from aigw.http.admin_api import admin_scope
+from aigw.http.admin_guard import admin_scope
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json

@@ -16,7 +16,8 @@ import datetime as dt
 import re
 
 from aigw import errors
-from aigw.http.admin_api import AdminApi, Download, admin_scope, guarded
+from aigw.http.admin_api import AdminApi
+from aigw.http.admin_guard import Download, admin_scope, guarded
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal

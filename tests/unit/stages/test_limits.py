@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
 from aigw.accounting.tokens import TokenCounter
@@ -53,21 +55,15 @@ def _tokens_used(limiter: MemoryRateLimiter, deployment: Deployment) -> int:
     return 100_000 - (limiter.take([scope], "peek", 0, limiter.now()).remaining_tokens or 0)
 
 
-async def test_a_fallbacks_tokens_count_for_the_deployment_that_answered() -> None:
+@pytest.mark.parametrize(("served", "primary", "backup"), [
+    ("backup", 0, 500),  # prim-d failed, the fallback model's deployment answered: prim-d's estimate went back
+    ("primary", 500, 0),  # the deployment answered its own model: charged as before
+])
+async def test_a_calls_tokens_count_for_the_deployment_that_answered(served: str, primary: int, backup: int) -> None:
     stage, limiter = _stage()
     ctx = _ctx("prim")
     assert await stage.on_request(ctx) is None
-    # prim-d failed, the fallback model's deployment answered with 500 tokens
-    ctx.served_by, ctx.usage = BACKUP, {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
+    ctx.served_by = BACKUP if served == "backup" else PRIMARY
+    ctx.usage = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
     await stage.on_finish(ctx)
-    assert _tokens_used(limiter, PRIMARY) == 0  # it used none: its estimate went back
-    assert _tokens_used(limiter, BACKUP) == 500
-
-
-async def test_the_deployment_that_answered_its_own_model_is_charged_as_before() -> None:
-    stage, limiter = _stage()
-    ctx = _ctx("prim")
-    assert await stage.on_request(ctx) is None
-    ctx.served_by, ctx.usage = PRIMARY, {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
-    await stage.on_finish(ctx)
-    assert _tokens_used(limiter, PRIMARY) == 500 and _tokens_used(limiter, BACKUP) == 0
+    assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (primary, backup)
