@@ -6,7 +6,8 @@ single process. Every check-and-commit runs without an ``await`` in between, so
 on one event loop it is as atomic as the Redis Lua scripts.
 
 Rate windows are sliding: one bucket per second over the last 60 seconds, so a
-limit of N per minute admits exactly N in any 60-second span (to the second).
+limit of N per minute admits N in any window of 60 whole seconds (exact to the second, not finer:
+see docs/tenancy.md).
 """
 
 from __future__ import annotations
