@@ -32,6 +32,8 @@ class SqliteThread:
         self.lock = asyncio.Lock()
 
     async def open(self) -> None:
+        if self._thread is not None:  # a try before this one failed (a file another process held locked)
+            self._thread.shutdown(wait=False)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigw-sqlite")
         self._conn = await self.call(self._connect)
 
@@ -40,8 +42,12 @@ class SqliteThread:
         conn = sqlite3.connect(self.path, isolation_level=None)
         if self._row_factory is not None:
             conn.row_factory = self._row_factory
-        for pragma in self._pragmas:
-            conn.execute(pragma)
+        try:
+            for pragma in self._pragmas:
+                conn.execute(pragma)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @property

@@ -61,6 +61,34 @@ async def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path
             await store.close()
 
 
+@pytest.mark.parametrize("wal", [True, False])
+async def test_a_start_waits_past_sqlites_busy_timeout_for_a_file_another_process_holds(tmp_path: Path,
+                                                                                      wal: bool) -> None:
+    """On a busy machine a worker migrating (or writing) can hold the file longer than SQLite's 5 s busy
+    timeout: the next worker's start-up waited those 5 s, then failed with "database is locked" (and one
+    that found a new file still being switched to WAL failed at once)."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "held.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    if wal:
+        holder.execute("PRAGMA journal_mode=WAL")  # as the first worker leaves a new file
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE held (x)")
+    released = threading.Timer(6.0, lambda: holder.execute("ROLLBACK"))
+    released.start()
+    store = open_database(f"sqlite:///{path}")
+    await store.open()
+    try:
+        assert await store.migrate()  # after the other connection let go: all migrations applied
+        assert await store.pending_migrations() == []
+    finally:
+        released.join()
+        holder.close()
+        await store.close()
+
+
 async def _seed(db: SqlDatabase) -> None:
     await db.add_tenant(Tenant(id="t1", name="acme", limits=Limits(budget_usd=50), created_at=NOW))
     await db.add_tenant(Tenant(id="t2", name="globex", created_at=NOW))
