@@ -12,7 +12,9 @@ store (``stores/sqlite``) and the request log (``observability``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,6 +22,8 @@ from typing import Any, TypeVar
 from aigw.sqlite_child import WAL_PRAGMAS
 
 T = TypeVar("T")
+log = logging.getLogger("aigw.sqlite")
+OPEN_WAIT_S = 60.0  # how long opening waits for a file another process holds locked
 
 
 class SqliteThread:
@@ -32,10 +36,21 @@ class SqliteThread:
         self.lock = asyncio.Lock()
 
     async def open(self) -> None:
-        if self._thread is not None:  # a try before this one failed (a file another process held locked)
-            self._thread.shutdown(wait=False)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigw-sqlite")
-        self._conn = await self.call(self._connect)
+        """Connect, waiting (up to ``OPEN_WAIT_S``) while another process holds the file locked: a worker
+        starting at the same time still switching a new file to WAL makes the switch here fail at once."""
+        deadline = time.monotonic() + OPEN_WAIT_S
+        while True:
+            if self._thread is not None:  # a try before this one failed
+                self._thread.shutdown(wait=False)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigw-sqlite")
+            try:
+                self._conn = await self.call(self._connect)
+                return
+            except sqlite3.OperationalError as exc:
+                if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("%s is locked by another process (one starting at the same time?): waiting", self.path)
+                await asyncio.sleep(0.2)
 
     def _connect(self) -> sqlite3.Connection:
         # Made and used only on this one thread; check_same_thread stays on as a guard.

@@ -91,7 +91,7 @@ class SqlDatabase:
         self._migrations = migrations_package
 
     async def open(self) -> None:
-        await self._while_locked(self.sql.open)  # type: ignore[attr-defined]
+        await self.sql.open()  # type: ignore[attr-defined]  # SQLite: waits while another process holds the file
 
     async def close(self) -> None:
         await self.sql.close()  # type: ignore[attr-defined]
@@ -111,7 +111,7 @@ class SqlDatabase:
 
     async def _while_locked(self, step: Callable[[], Awaitable[T]]) -> T:
         """``step``, tried again while another process holds the SQLite file locked (a worker starting at
-        the same time: switching a new file to WAL, migrating), for up to ``MIGRATE_WAIT_S``."""
+        the same time and migrating), for up to ``MIGRATE_WAIT_S``."""
         deadline = time.monotonic() + MIGRATE_WAIT_S
         while True:
             try:

@@ -222,3 +222,26 @@ async def test_sqlite_batches_the_writer_process_cannot_take_are_written_on_the_
             "req_0001", "req_0002", "req_0003"]
     finally:
         await store.close()
+
+
+async def test_a_sqlite_log_file_another_process_holds_is_opened_once_it_lets_go(tmp_path: Any) -> None:
+    """A worker starting while another still switches the new file to WAL: the switch fails at once with
+    "database is locked", and the log used to fall back to memory for good (its records never stored)."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "log.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE held (x)")
+    released = threading.Timer(1.5, lambda: holder.execute("ROLLBACK"))
+    released.start()
+    store = SqliteRequestLog(str(path), background_writer=False)
+    try:
+        await store.open()
+        await store.write([rec(1)])
+        assert [r.request_id for r in await store.query(RequestQuery(limit=10))] == ["req_0001"]
+    finally:
+        released.join()
+        holder.close()
+        await store.close()
