@@ -15,7 +15,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -23,7 +23,22 @@ from aigw.sqlite_child import WAL_PRAGMAS
 
 T = TypeVar("T")
 log = logging.getLogger("aigw.sqlite")
-OPEN_WAIT_S = 60.0  # how long opening waits for a file another process holds locked
+LOCKED_WAIT_S = 60.0  # how long start-up waits for a file another process holds locked
+
+
+async def while_locked(step: Callable[[], Awaitable[T]], path: str) -> T:
+    """``step``, tried again while another process holds the SQLite file locked, for up to ``LOCKED_WAIT_S``.
+    SQLite's own busy timeout (5 s) is one try's wait; processes starting together on a busy machine (``aigw
+    serve --workers N``: opening a new file, migrating it) can hold it longer, and start-up must not fail."""
+    deadline = time.monotonic() + LOCKED_WAIT_S
+    while True:
+        try:
+            return await step()
+        except sqlite3.OperationalError as exc:
+            if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            log.info("%s is locked by another process (one starting at the same time?): waiting", path)
+            await asyncio.sleep(0.2)
 
 
 class SqliteThread:
@@ -36,21 +51,15 @@ class SqliteThread:
         self.lock = asyncio.Lock()
 
     async def open(self) -> None:
-        """Connect, waiting (up to ``OPEN_WAIT_S``) while another process holds the file locked: a worker
-        starting at the same time still switching a new file to WAL makes the switch here fail at once."""
-        deadline = time.monotonic() + OPEN_WAIT_S
-        while True:
-            if self._thread is not None:  # a try before this one failed
-                self._thread.shutdown(wait=False)
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigw-sqlite")
-            try:
-                self._conn = await self.call(self._connect)
-                return
-            except sqlite3.OperationalError as exc:
-                if "database is locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                log.info("%s is locked by another process (one starting at the same time?): waiting", self.path)
-                await asyncio.sleep(0.2)
+        """Connect, waiting while another process holds the file locked (``while_locked``): a worker starting
+        at the same time still switching a new file to WAL makes the switch here fail at once."""
+        await while_locked(self._open_once, self.path)
+
+    async def _open_once(self) -> None:
+        if self._thread is not None:  # a try before this one failed
+            self._thread.shutdown(wait=False)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigw-sqlite")
+        self._conn = await self.call(self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         # Made and used only on this one thread; check_same_thread stays on as a guard.

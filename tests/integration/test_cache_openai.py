@@ -77,6 +77,7 @@ def test_stream_miss_then_replayed_stream_hit(gw: RunningGateway) -> None:
     assert (h1, h2) == ("miss", "hit") and replayed == live
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert all(c.usage is None for c in chunks)  # not asked for, not sent
+    assert all("_anthropic" not in (c.model_extra or {}) for c in chunks)  # the gateway's own notes stay home
     _, _, with_usage = stream(True)
     assert with_usage[-1].usage is not None and with_usage[-1].usage.total_tokens > 0
     h4, plain = ask(gw, "stream me")
@@ -106,6 +107,7 @@ def test_legacy_completions_miss_then_hit_plain_and_streamed(gw: RunningGateway)
     assert all(c.object == "text_completion" for c in chunks)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert all(c.usage is None for c in chunks)  # not asked for, not sent
+    assert all("_anthropic" not in (c.model_extra or {}) for c in chunks)  # the gateway's own notes stay home
     _, _, with_usage = stream("a streamed tale", stream_options={"include_usage": True})
     assert with_usage[-1].usage is not None and with_usage[-1].usage.total_tokens > 0
     h5, plain = complete("a streamed tale")  # the streamed answer serves a plain request too

@@ -58,9 +58,7 @@ class AnthropicFormat:
         return wire.canonical_to_message(body, ctx.served_model or ctx.model)  # after a fallback: who served
 
     async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
-        # a cached answer's usage is known before its first event: message_start carries its input counts
-        known = ctx.usage if ctx.handled_by == "cache" and isinstance(ctx.usage, dict) else None
-        encoder = AnthropicStreamEncoder(ctx.served_model or ctx.model, usage=known)
+        encoder = AnthropicStreamEncoder(ctx.served_model or ctx.model)
         try:
             async for chunk in chunks:
                 frame = encoder.feed(chunk)

@@ -27,12 +27,9 @@ def frame(event: str, data: JSON) -> bytes:
 class AnthropicStreamEncoder:
     """Stateful encoder for one response stream; ``model`` is the name the client sent."""
 
-    def __init__(self, model: str, *, input_tokens: int | None = None, usage: JSON | None = None) -> None:
-        """``usage``: the canonical usage when it is known before the stream starts (a cached answer),
-        so ``message_start`` carries its input counts as Anthropic's does."""
+    def __init__(self, model: str) -> None:
         self._model = model
-        self._input_tokens = input_tokens or 0
-        self._start_usage = anthropic_usage(usage) if usage else None
+        self._start_usage: JSON | None = None  # the input counts message_start carries, when known up front
         self._started = False
         self._finished = False
         self._next_index = 0
@@ -48,9 +45,9 @@ class AnthropicStreamEncoder:
         """Encode one canonical chunk as zero or more SSE frames."""
         out: list[bytes] = []
         private = chunk.get(PRIVATE_KEY)
-        if isinstance(private, dict) and START_USAGE in private:  # the upstream's message_start counts
-            private = {k: v for k, v in private.items() if k != START_USAGE}
-            if not self._started and self._start_usage is None:
+        if isinstance(private, dict) and START_USAGE in private:  # the first chunk's usage known up front
+            private = {k: v for k, v in private.items() if k != START_USAGE}  # (a live upstream's message_start,
+            if not self._started:  # or a cached answer's): message_start carries its input counts
                 self._start_usage = anthropic_usage(chunk[PRIVATE_KEY][START_USAGE])
         if not self._started:
             self._start(chunk.get("id"), out)
@@ -96,7 +93,7 @@ class AnthropicStreamEncoder:
     def _start(self, chunk_id: Any, out: list[bytes]) -> None:
         self._started = True
         usage = {
-            "input_tokens": self._input_tokens,
+            "input_tokens": 0,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "output_tokens": 0,

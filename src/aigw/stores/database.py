@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
+from aigw.sqlite_thread import while_locked
 from aigw.stores import sql_ledger
 from aigw.stores.base import (
     ApiKey,
@@ -29,10 +27,6 @@ from aigw.stores.base import (
     window_start_day,
 )
 from aigw.stores.sql import Row, Sql, UniqueViolation, fetchone, is_unique_violation, migrate, pending
-
-log = logging.getLogger("aigw.tenancy")
-MIGRATE_WAIT_S = 60.0  # how long start-up waits for a database file another process holds locked
-T = TypeVar("T")
 
 
 class AmbiguousName(LookupError):
@@ -91,36 +85,23 @@ class SqlDatabase:
         self._migrations = migrations_package
 
     async def open(self) -> None:
-        await self.sql.open()  # type: ignore[attr-defined]  # SQLite: waits while another process holds the file
+        await self.sql.open()  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         await self.sql.close()  # type: ignore[attr-defined]
 
     async def migrate(self) -> list[int]:
         """Processes starting together (replicas, ``--workers N``): one migrates, the others wait for its
-        transaction and then find nothing left to do. On SQLite the wait is SQLite's busy timeout (5 s) a
-        try: a busy machine can make the other process hold the file longer, so a locked file is tried again
-        for up to ``MIGRATE_WAIT_S`` before start-up gives up."""
-        return await self._while_locked(self._migrate_once)
+        transaction and then find nothing left to do (on SQLite for as long as ``while_locked`` allows)."""
+        if self.kind == "sqlite":
+            return await while_locked(self._migrate_once, "the database")
+        return await self._migrate_once()
 
     async def _migrate_once(self) -> list[int]:
         async with self.sql.transaction() as tx:  # SQLite: BEGIN IMMEDIATE, the file's write lock
             if self.kind == "postgres":
                 await tx.execute("SELECT pg_advisory_xact_lock(724201)")
             return await migrate(tx, self._migrations, time.time())
-
-    async def _while_locked(self, step: Callable[[], Awaitable[T]]) -> T:
-        """``step``, tried again while another process holds the SQLite file locked (a worker starting at
-        the same time and migrating), for up to ``MIGRATE_WAIT_S``."""
-        deadline = time.monotonic() + MIGRATE_WAIT_S
-        while True:
-            try:
-                return await step()
-            except Exception as exc:
-                if self.kind != "sqlite" or "database is locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                log.info("database file locked by another process (one starting at the same time?): waiting")
-                await asyncio.sleep(0.2)
 
     async def pending_migrations(self) -> list[int]:
         return await pending(self.sql, self._migrations)

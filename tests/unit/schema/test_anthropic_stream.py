@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from aigw import errors
+from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 from aigw.schema.anthropic_stream import AnthropicStreamEncoder
 from tests.unit.schema.anthropic_sdk import sdk_stream
@@ -52,8 +53,12 @@ TOOL_STREAM = [
 ]
 
 
-def encode(chunks: list[dict[str, Any]], **kwargs: Any) -> bytes:
-    encoder = AnthropicStreamEncoder("claude", **kwargs)
+def encode(chunks: list[dict[str, Any]], start_usage: dict[str, Any] | None = None) -> bytes:
+    """The SSE of ``chunks``; ``start_usage``: the usage known up front, in the first chunk (as a live
+    Anthropic upstream's message_start, or a cached answer, puts it there)."""
+    if start_usage is not None:
+        chunks = [{**chunks[0], PRIVATE_KEY: {START_USAGE: start_usage}}, *chunks[1:]]
+    encoder = AnthropicStreamEncoder("claude")
     return b"".join(encoder.feed(c) for c in chunks) + encoder.finish()
 
 
@@ -70,7 +75,7 @@ def parse(sse: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_text_stream_has_the_exact_event_order() -> None:
-    events = parse(encode(TEXT_STREAM, input_tokens=42))
+    events = parse(encode(TEXT_STREAM, start_usage={"prompt_tokens": 42, "completion_tokens": 0}))
     assert [name for name, _ in events] == [
         "message_start",
         "ping",
@@ -163,7 +168,7 @@ def test_error_frame(err: errors.GatewayError, err_type: str) -> None:
 
 
 def test_the_sdk_builds_the_same_message_from_our_stream() -> None:
-    events, final = sdk_stream(encode(TOOL_STREAM, input_tokens=30))
+    events, final = sdk_stream(encode(TOOL_STREAM, start_usage=USAGE))
     assert final.content[0].text == "Let me look."
     assert final.content[1].name == "get_weather" and final.content[1].input == {"city": "Oslo"}
     assert final.content[2].id == "call_b" and final.content[2].input == {}
@@ -180,9 +185,9 @@ def test_the_sdk_raises_on_our_error_frame() -> None:
 
 
 def test_usage_known_up_front_goes_in_message_start() -> None:
-    """A cached answer knows its usage before the first event: message_start carries the input counts
-    (Anthropic's message_start does), message_delta the output."""
-    events = parse(encode(TEXT_STREAM, usage=USAGE))
+    """Usage known before the first event (a cached answer's, a live upstream's message_start): message_start
+    carries the input counts (Anthropic's message_start does), message_delta the output."""
+    events = parse(encode(TEXT_STREAM, start_usage=USAGE))
     start = events[0][1]["message"]["usage"]
     assert start == {"input_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20,
                      "output_tokens": 0}
@@ -197,16 +202,17 @@ LIVE = [chunk({"role": "assistant", "content": ""}, **{PRIVATE_KEY: {START_USAGE
         chunk(None, usage=WRITES)]  # an Anthropic upstream's stream: its message_start counts come first
 
 
-@pytest.mark.parametrize(("chunks", "kwargs"), [(LIVE, {}), ([*TEXT_STREAM[:-1], chunk(None, usage=WRITES)],
-                                                            {"usage": WRITES})], ids=["live", "cached-replay"])
-def test_cache_writes_are_split_by_ttl_in_message_start_and_message_delta(
-        chunks: list[dict[str, Any]], kwargs: dict[str, Any]) -> None:
+@pytest.mark.parametrize("chunks", [LIVE, replay_chunks({  # what a cached answer replays
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m", "usage": WRITES,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}]})],
+    ids=["live", "cached-replay"])
+def test_cache_writes_are_split_by_ttl_in_message_start_and_message_delta(chunks: list[dict[str, Any]]) -> None:
     """A stream's usage carries ``cache_creation`` as Anthropic's does, in message_start (where the SDK
     takes it from: its message_delta type has no such field) and message_delta alike."""
-    events = parse(encode(chunks, **kwargs))
+    events = parse(encode(chunks))
     assert events[0][1]["message"]["usage"]["cache_creation"] == SPLIT
     assert events[-2][1]["usage"]["cache_creation"] == SPLIT and events[-2][1]["usage"]["input_tokens"] == 10
-    _, final = sdk_stream(encode(chunks, **kwargs))
+    _, final = sdk_stream(encode(chunks))
     assert final.usage.cache_creation is not None and final.usage.cache_creation_input_tokens == 1500
     assert (final.usage.cache_creation.ephemeral_5m_input_tokens,
             final.usage.cache_creation.ephemeral_1h_input_tokens) == (500, 1000)

@@ -59,10 +59,8 @@ class BudgetStage(Stage):
         if ctx.endpoint != "embeddings":
             # both given: the larger, since an upstream may honour either (a compatible server whose quirk
             # keeps ``max_tokens`` drops ``max_completion_tokens``)
-            limits = [v for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
-                      if isinstance(v, int) and not isinstance(v, bool) and v > 0]
-            out = max(limits) if limits else self.svc.config.default_max_tokens
-            out *= _answers(ctx)
+            out = max(_count(body.get("max_completion_tokens")), _count(body.get("max_tokens")))
+            out = (out or self.svc.config.default_max_tokens) * _answers(ctx)
         rates = self._rates.get(ctx.model)
         if rates is None:
             rates = self._rates[ctx.model] = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
@@ -111,9 +109,10 @@ class BudgetStage(Stage):
         scope = next(s for s in scopes if s.ref == res.scope)
         period = scope.limits.budget_period
         left = max(0, res.limit_nano - res.spent_nano) / NANO
+        fit = "send fewer or shorter inputs to fit" if ctx.endpoint == "embeddings" else "lower max_tokens to fit"
         msg = (f"Budget exceeded for {scope.kind}: ${res.spent_nano / NANO:.4f} of ${res.limit_nano / NANO:.4f} "
                f"used in the {period} window ({window_of(period, self.clock.now())}); ${left:.4f} left, and this "
-               f"request may cost up to ${amount / NANO:.4f} ({_HOW_TO_FIT[ctx.endpoint]}).")
+               f"request may cost up to ${amount / NANO:.4f} ({fit}).")
         return errors.BudgetExceeded(msg, code="budget_exceeded", status=self.svc.config.budget_status)
 
     async def on_finish(self, ctx: RequestContext) -> None:
@@ -139,19 +138,16 @@ class BudgetStage(Stage):
         await self.svc.raise_alert(scope, ctx.principal.tenant_id, window, threshold, ctx.request_id)
 
 
-_HOW_TO_FIT = {"chat": "lower max_tokens to fit", "completions": "lower max_tokens to fit",
-               "embeddings": "send fewer or shorter inputs to fit"}
-
-
 def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+    """A positive whole number the client sent, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _answers(ctx: RequestContext) -> int:
     """How many answers the call may generate (and bill): ``n`` per prompt; a legacy completion generates
     ``best_of`` (at least ``n``) for each prompt of a list."""
     body = ctx.body
-    n = _count(body.get("n"))
+    n = _count(body.get("n")) or 1
     if ctx.endpoint != "completions":
         return n
     return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))

@@ -218,6 +218,8 @@ def replay_chunks(body: JSON) -> list[JSON]:
         out[-1][_PRIVATE] = body[_PRIVATE]
     if body.get("usage"):
         out.append({**head, "choices": [], "usage": body["usage"]})
+        if out[0] is not out[-1]:  # known up front, as a live stream's first chunk has it (for message_start)
+            out[0][_PRIVATE] = {**out[0].get(_PRIVATE, {}), START_USAGE: body["usage"]}
     return out
 
 
