@@ -27,6 +27,7 @@ from tests.support.servers import start_aiohttp_app
 from tests.support.writer_processes import writer_processes
 
 REFUSED_ONCE: set[str] = set()  # ids whose first alert delivery the receiver answers 503 (then accepts)
+REJECTED: set[str] = set()  # ids whose alerts the receiver answers 400 (a refusal: not worth a retry)
 TRIED: list[dict[str, Any]] = []  # every delivery the receiver got, accepted or not
 
 
@@ -40,6 +41,8 @@ def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         if event["id"] in REFUSED_ONCE:
             REFUSED_ONCE.discard(event["id"])
             return web.Response(status=503)
+        if event["id"] in REJECTED:
+            return web.Response(status=400)
         seen.append(event)
         return web.Response(status=204)
 
@@ -350,6 +353,21 @@ def test_an_alert_webhook_that_failed_is_tried_again_with_the_same_event_id(
     tries = [t for t in TRIED if t["id"] == key["id"] and t["threshold"] == 0.5]
     assert len(tries) == 2 and tries[0]["event_id"] == tries[1]["event_id"]  # a receiver can drop a repeat
     assert tries[0]["event_id"].startswith("evt_")
+
+
+def test_an_alert_webhook_that_refuses_the_event_is_not_tried_again(gw: RunningGateway, admin: AdminClient,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    key = setup_key(admin, "rejecting-hook-co", budget_usd=0.25, budget_period="daily")
+    REJECTED.add(key["id"])
+    client = _client(gw, key["key"])
+    with caplog.at_level("WARNING", logger="aigw.tenancy"):
+        for _ in range(20):  # until 50 % is crossed
+            client.chat.completions.create(**chat_body("spend", max_tokens=20))
+            if any(t["id"] == key["id"] for t in TRIED):
+                break
+        time.sleep(1.5)  # past the first retry's wait: none came
+    assert len([t for t in TRIED if t["id"] == key["id"] and t["threshold"] == 0.5]) == 1
+    assert "answered 400; not retried" in caplog.text and key["id"] in caplog.text
 
 
 def test_a_budget_lowered_below_its_spend_alerts_at_once_and_refuses_the_next_call(
