@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import openai
 import pytest
 import requests
 
@@ -80,6 +83,33 @@ def test_gateways_share_in_flight_counts(fake: TimedOpenAI, redis_isolated: tupl
             assert by_model(two, "m", "mock")["inflight_here"] == 0
             for f in futures:
                 f.result()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_two_gateways_enforce_each_deployments_own_cap_exactly(redis_isolated: tuple[str, str], tmp_path: Path,
+                                                               stream: bool) -> None:
+    """A model with two deployments, rpm 3 each: 6 calls in the minute between both gateways, not 6 per gateway."""
+    url, prefix = redis_isolated
+    cfg = config([mock("m", rpm=3), mock("m", rpm=3)], redis_url=url, redis_prefix=prefix,
+                 database_url=f"sqlite:///{tmp_path / 'gw.db'}")
+    served: list[str] = []
+    refused: list[openai.RateLimitError] = []
+    with running_gateway(cfg) as one, running_gateway(cfg) as two:
+        for i in range(10):
+            c = client((one, two)[i % 2])
+            try:
+                raw = c.chat.completions.with_raw_response.create(model="m", messages=MSGS,  # type: ignore[arg-type]
+                                                                  stream=stream)
+            except openai.RateLimitError as exc:
+                refused.append(exc)
+                continue
+            raw.parse()
+            served.append(raw.headers["x-aigw-deployment"])
+    assert sorted(Counter(served).values()) == [3, 3]
+    assert len(refused) == 4
+    for exc in refused:
+        assert 1 <= int(exc.response.headers["retry-after"]) <= 60
+        assert "rate limit" in exc.message
 
 
 def test_when_redis_goes_away_requests_keep_flowing_on_local_state(

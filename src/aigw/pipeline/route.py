@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, RequestContext, Result, Streaming
+from aigw.pipeline.tenancy import ROUTE_CAPS
 from aigw.routing.router import Router, RouteRequest, Served
 from aigw.types import JSON
 
@@ -15,7 +16,8 @@ class RouteTerminal:
 
     async def handle(self, ctx: RequestContext) -> Result:
         req = RouteRequest(model=ctx.model, body=ctx.body, endpoint=ctx.endpoint,
-                           deadline_s=ctx.deadline_s, headers=_forwarded(ctx), allowed=ctx.principal.allowed_models)
+                           deadline_s=ctx.deadline_s, headers=_forwarded(ctx), allowed=ctx.principal.allowed_models,
+                           caps=ctx.state.get(ROUTE_CAPS))
         if ctx.stream:
             chunks, served = await self.router.open_stream(req)
             _record(ctx, served)

@@ -40,6 +40,7 @@ JOINT_FAILED = "tenancy.budget_joint_failed"  # (scopes, amount, entered, slot),
 REFUSED = "tenancy.budget_refused"  # the joint step found the budget exhausted: a Reservation
 SETTLED = "tenancy.budget_settled"  # the joint step settled it: crossings (list)
 ESTIMATE = "tenancy.prompt_estimate"
+ROUTE_CAPS = "tenancy.route_caps"  # the deployment caps the router checks per call (``deployment_caps``)
 BUDGET_DONE = "budget.reserved"  # the budget is reserved: (scopes, amount, entered, slot)
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
 

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aigw import errors
 from aigw.config.models import Deployment
@@ -37,6 +38,14 @@ class Target:
     provider: Provider
 
 
+class DeploymentGate(Protocol):
+    """Exact per-deployment caps, asked before each call to a capped deployment (``pipeline.deployment_caps``)."""
+
+    async def admit(self, deployment_id: str) -> float | None:
+        """None: go ahead (taken, or not this gate's to check); else the seconds until it has room."""
+        ...
+
+
 @dataclass(slots=True)
 class RouteRequest:
     model: str
@@ -45,6 +54,7 @@ class RouteRequest:
     deadline_s: float | None = None  # the client's own whole-request limit
     headers: dict[str, str] = field(default_factory=dict)  # forwarded upstream (traceparent, request id)
     allowed: frozenset[str] | None = None  # models the caller's key may use (None: any): fallbacks outside are skipped
+    caps: DeploymentGate | None = None  # exact deployment caps (else the router's own per-replica estimate)
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """Turns a public model name into an upstream call, and keeps it answering while upstreams fail.
 
 Per request: pick a deployment of the model (its strategy; open breakers, cooling
-and over-cap deployments skipped; a half-open one gets a trial call first), call it
+and over-cap deployments skipped, caps checked exactly in the shared store when the
+pipeline gives ``RouteRequest.caps``; a half-open one gets a trial call first), call it
 within its timeouts, retry retryable failures (``num_retries``, another deployment
 first, backoff with jitter, Retry-After honoured; a deployment out of quota is not
 called again), then walk the fallback chain; context-length and content-policy
@@ -158,13 +159,23 @@ class Router:
     async def _serve_model(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,
                            attempt: Attempt[T], served: Served, deadline: float, stream: bool) -> T:
         failed: dict[str, errors.GatewayError] = {}  # deployment id -> its last error in this request
+        full: dict[str, float] = {}  # deployment id -> seconds until its exact caps have room (``req.caps``)
         last: errors.GatewayError | None = None
         for n in range(policy.num_retries + 1):
             slot = self._only_ready(slots) if not n else None
             trial = False
             if slot is None:
                 try:
-                    slot, trial = await self._choose(model, slots, policy, failed, stream)
+                    slot, trial = await self._choose(model, slots, policy, failed, stream, req.caps is not None,
+                                                     full)
+                    while req.caps is not None and slot.state.capped:
+                        wait = await req.caps.admit(slot.state.id)
+                        if wait is None:
+                            break
+                        full[slot.state.id] = wait  # at its cap: not called, not counted as an attempt
+                        if trial:
+                            slot.state.breaker.release_trial()
+                        slot, trial = await self._choose(model, slots, policy, failed, stream, True, full)
                 except errors.GatewayError:
                     if last is not None:
                         raise last from None
@@ -194,8 +205,12 @@ class Router:
         raise last
 
     async def _choose(self, model: str, slots: list[Slot], policy: ModelRouting,
-                      failed: dict[str, errors.GatewayError], stream: bool) -> tuple[Slot, bool]:
-        """The deployment for the next attempt, and whether it is a half-open trial."""
+                      failed: dict[str, errors.GatewayError], stream: bool, exact_caps: bool = False,
+                      full: dict[str, float] | None = None) -> tuple[Slot, bool]:
+        """The deployment for the next attempt, and whether it is a half-open trial.
+
+        ``exact_caps``: the caller checks each capped deployment's caps exactly (``RouteRequest.caps``), so
+        this replica's estimate of them is not used; ``full`` are those found at their caps (id -> wait)."""
         now = self.clock.monotonic()
         wall = self.clock.now()
         ready: list[Slot] = []
@@ -207,9 +222,11 @@ class Router:
             if failed and s.id in failed and dead_deployment(failed[s.id]):
                 continue  # e.g. out of quota: another call cannot help
             phase = s.breaker.phase(now)
-            if phase == OPEN:
+            if full and s.id in full:
+                capped = True
+            elif phase == OPEN:
                 reopen = min(reopen, s.breaker.until)
-            elif s.capped and s.over_caps(wall):
+            elif s.capped and not exact_caps and s.over_caps(wall):
                 capped = True
             elif s.cool_until > now:
                 if cooling is None or s.cool_until < cooling.state.cool_until:
@@ -230,7 +247,7 @@ class Router:
             return ready[pick([x.state for x in ready], self._rng, stream, policy.latency_buffer)], False
         if cooling is not None and cooling.state.cool_until - now <= policy.max_retry_after_s:
             return cooling, False  # a short Retry-After: wait it out (``_wait``) rather than fail
-        raise _none_left(model, now, reopen, capped, cooling, wall)
+        raise _none_left(model, now, reopen, capped, cooling, wall, min(full.values()) if full else None)
 
     def _only_ready(self, slots: list[Slot]) -> Slot | None:
         """The common case without ceremony: one deployment, closed, uncapped, not cooling."""
@@ -285,9 +302,12 @@ def _expired(budget: float, served: Served) -> errors.UpstreamTimeout:
 
 
 def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slot | None,
-               wall: float) -> errors.GatewayError:
+               wall: float, full_wait: float | None = None) -> errors.GatewayError:
     if capped or cooling is not None:
-        wait = cooling.state.cool_until - now if cooling is not None else 60.0 - wall % 60.0
+        if cooling is not None:
+            wait = cooling.state.cool_until - now
+        else:  # the exact caps say when; this replica's estimate, at the latest when its minute rolls over
+            wait = full_wait if full_wait is not None else 60.0 - wall % 60.0
         return errors.RateLimited(f"Every deployment of `{model}` is at its rate limit; retry later.",
                                   retry_after=max(1.0, wait))
     return errors.Unavailable(f"Every deployment of `{model}` is unavailable (circuit open); retry later.",

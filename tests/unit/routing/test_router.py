@@ -295,6 +295,44 @@ async def test_deployments_over_their_rpm_are_skipped_and_all_capped_is_429() ->
     assert exc.value.retry_after is not None
 
 
+class ExactCaps:
+    """A ``DeploymentGate`` with room for a set number of calls per deployment (as the shared store would say)."""
+
+    def __init__(self, room: dict[str, int], wait: float = 7.0) -> None:
+        self.room = room
+        self.wait = wait
+        self.asked: list[str] = []
+
+    async def admit(self, deployment_id: str) -> float | None:
+        self.asked.append(deployment_id)
+        if self.room.get(deployment_id, 1) <= 0:
+            return self.wait
+        self.room[deployment_id] = self.room.get(deployment_id, 1) - 1
+        return None
+
+
+async def test_exact_caps_decide_which_deployment_is_called_and_all_full_is_429_with_their_wait() -> None:
+    router, p = build({"m": [{"rpm": 1000}, {"rpm": 1000}]}, routing={"m": {"num_retries": 0}})
+    caps = ExactCaps({"m#0": 1, "m#1": 2})  # other replicas used the rest of each cap
+    for _ in range(3):
+        await router.complete(req(caps=caps))
+    assert (p["m#0"].calls, p["m#1"].calls) == (1, 2)  # this replica's own count (far under 1000) did not decide
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req(caps=caps))
+    assert exc.value.retry_after == 7.0
+    assert (p["m#0"].calls, p["m#1"].calls) == (1, 2)  # a full deployment is never called
+
+
+async def test_a_full_deployment_is_not_an_attempt_and_the_fallback_is_checked_too() -> None:
+    router, p = build({"m": [{"rpm": 5}], "backup": [{"rpm": 5}]}, routing={"m": {"fallbacks": ["backup"]}})
+    caps = ExactCaps({"m#0": 0, "backup#0": 1})
+    _, served = await router.complete(req(caps=caps))
+    assert served.model == "backup" and served.attempts == 1 and caps.asked == ["m#0", "backup#0"]
+    with pytest.raises(errors.RateLimited):
+        await router.complete(req(caps=caps))
+    assert (p["m#0"].calls, p["backup#0"].calls) == (0, 1)
+
+
 async def test_deployments_over_their_tpm_are_skipped() -> None:
     router, p = build({"m": [{"tpm": 100}, {"tpm": 1000}]}, routing={"m": {"strategy": "most_quota"}})
     for _ in range(44):  # 10 tokens a call: m#0 loses 10% of its quota a call, m#1 1%

@@ -15,7 +15,7 @@ from aigw.http.key_lookup import principal_for
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import limits
-from aigw.pipeline.tenancy import SERVICE, TenancyServices
+from aigw.pipeline.tenancy import ROUTE_CAPS, SERVICE, TenancyServices
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Scope, Tenant
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
@@ -63,7 +63,46 @@ async def test_a_calls_tokens_count_for_the_deployment_that_answered(served: str
     stage, limiter = _stage()
     ctx = _ctx("prim")
     assert await stage.on_request(ctx) is None
+    if served == "backup":  # the router took the fallback's deployment before calling it
+        assert await ctx.state[ROUTE_CAPS].admit(BACKUP.id) is None
     ctx.served_by = BACKUP if served == "backup" else PRIMARY
     ctx.usage = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
     await stage.on_finish(ctx)
     assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (primary, backup)
+
+
+async def test_the_router_takes_other_deployments_caps_exactly_and_a_failed_call_gives_its_estimate_back() -> None:
+    stage, limiter = _stage()
+    ctx = _ctx("prim")
+    assert await stage.on_request(ctx) is None
+    caps = ctx.state[ROUTE_CAPS]
+    assert await caps.admit(PRIMARY.id) is None  # the stage took the asked model's own deployment already
+    assert await caps.admit(BACKUP.id) is None  # first call to the fallback: it failed
+    assert await caps.admit(BACKUP.id) is None  # a retry on it: it answered
+    est = caps.taken[0].est
+    assert est > 0 and _tokens_used(limiter, BACKUP) == 2 * est
+    ctx.served_by = BACKUP
+    ctx.usage = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
+    await stage.on_finish(ctx)
+    assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (0, 500)
+
+
+async def test_a_deployment_at_its_cap_is_refused_with_the_wait_and_nothing_taken() -> None:
+    capped = Deployment(name="two", provider="mock", id="two-a", rpm=2)
+    other = Deployment(name="two", provider="mock", id="two-b", rpm=5)
+    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
+    svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets,
+                          gate=MemoryGate(limiter, budgets), prices=PriceBook([capped, other]),
+                          tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
+    deps = StageDeps(config=GatewayConfig(models=[capped, other]))
+    deps.services[SERVICE] = svc
+    stage = limits.build(deps)
+    assert stage is not None
+    waits = []
+    for _ in range(3):
+        ctx = _ctx("two")
+        assert await stage.on_request(ctx) is None  # two deployments: neither is the stage's to take
+        waits.append(await ctx.state[ROUTE_CAPS].admit(capped.id))
+    assert waits[:2] == [None, None]
+    assert waits[2] is not None and 1.0 <= waits[2] <= 60.0
+    assert ctx.state[ROUTE_CAPS].taken == []

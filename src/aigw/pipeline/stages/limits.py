@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 from aigw import errors
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
+from aigw.pipeline.deployment_caps import DeploymentCaps
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import (
@@ -25,6 +27,7 @@ from aigw.pipeline.tenancy import (
     JOINT,
     JOINT_FAILED,
     REFUSED,
+    ROUTE_CAPS,
     SERVICE,
     SETTLED,
     TenancyServices,
@@ -37,23 +40,31 @@ from aigw.stores.base import Admission, Limits, Scope
 from aigw.types import Clock
 
 _STATE = "limits.taken"
+# (a key's scope list, the request's scopes, the smallest tpm cap's scope, the model's own deployment scope,
+# whether the router has other deployments' caps to check)
+_Plan = tuple[list[Scope], list[Scope], Scope | None, Scope | None, bool]
 
 
 class LimitsStage(Stage):
     name = "limits"
 
-    def __init__(self, svc: TenancyServices, deployment_scopes: dict[str, Scope], clock: Clock) -> None:
+    def __init__(self, svc: TenancyServices, deployment_scopes: dict[str, Scope], clock: Clock,
+                 capped: dict[str, list[Scope]] | None = None) -> None:
         self.svc = svc
         self.clock = clock
         self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
-        # deployment id -> that scope alone (a list made once: stores may cache by the list)
-        self._deployment_lists = {s.id: [s] for s in deployment_scopes.values()}
-        # (id of a key's scope list, model) -> (that list, the request's scopes, the one with the smallest tpm cap)
-        self._plans: dict[tuple[int, str], tuple[list[Scope], list[Scope], Scope | None]] = {}
+        # deployment id -> [its scope] for every deployment with a cap of its own (a list made once: stores may
+        # cache by the list); the router checks those the stage does not take (``deployment_caps``)
+        self._capped = capped if capped is not None else {s.id: [s] for s in deployment_scopes.values()}
+        self._capped_tpm = any(lst[0].limits.tpm for lst in self._capped.values())
+        # (id of a key's scope list, model) -> (that list, the request's scopes, the one with the smallest tpm cap,
+        # the deployment the stage takes, whether the router has other capped deployments to check)
+        self._plans: dict[tuple[int, str], _Plan] = {}
 
-    def _scopes(self, ctx: RequestContext) -> tuple[list[Scope], Scope | None]:
-        """The request's rate scopes and the one with the smallest tpm cap (None: no tpm cap), worked
-        out once per key and model.
+    def _scopes(self, ctx: RequestContext) -> _Plan:
+        """The request's rate scopes, the one with the smallest tpm cap (None: no tpm cap), the model's own
+        deployment scope among them and whether other deployments' caps are left to the router, worked out
+        once per key and model.
 
         The lists are shared by the key's requests (so a store may cache by them): never changed.
         """
@@ -63,11 +74,12 @@ class LimitsStage(Stage):
             dep = self._deployment_scopes.get(ctx.model)
             scopes = [*keyed, dep] if dep is not None else keyed
             tightest = min((s for s in scopes if s.limits.tpm), key=lambda s: s.limits.tpm or 0, default=None)
-            plan = (keyed, scopes, tightest)
+            others = any(i != (dep.id if dep is not None else None) for i in self._capped)
+            plan = (keyed, scopes, tightest, dep, others)
             if len(self._plans) >= 10_000:  # lists of keys the key cache has dropped
                 self._plans.clear()
             self._plans[(id(keyed), ctx.model)] = plan
-        return plan[1], plan[2]
+        return plan
 
     async def _counted(self, ctx: RequestContext, tightest: Scope, cap: int) -> int:
         """The prompt counted with the tokenizer, for when the cheap estimate (which errs high, up to
@@ -84,8 +96,10 @@ class LimitsStage(Stage):
         return counted
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
-        scopes, tightest = self._scopes(ctx)
+        _, scopes, tightest, dep, others = self._scopes(ctx)
         if not scopes:
+            if others:
+                self._route_caps(ctx, unique_id("slot_"), 0, dep)
             return None  # a budget alone is reserved by the budget stage
         tpm = tightest is not None
         est = 0
@@ -107,6 +121,8 @@ class LimitsStage(Stage):
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None
+            if others:
+                self._route_caps(ctx, slot, est, dep)
             return None
         _add_headers(ctx.response_headers, answer)
         if not answer.allowed:
@@ -120,39 +136,50 @@ class LimitsStage(Stage):
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
                 else (budget, amount, entered, slot)
+        if others:
+            self._route_caps(ctx, slot, est, dep)
         return None
+
+    def _route_caps(self, ctx: RequestContext, slot: str, est: int, dep: Scope | None) -> None:
+        """Hand the router the caps of the deployments this stage did not take, to check as it picks them."""
+        if not est and self._capped_tpm:
+            est = prompt_estimate(ctx)
+        ctx.state[ROUTE_CAPS] = DeploymentCaps(self.svc, self._capped, slot, est, dep.id if dep is not None else None,
+                                               self.clock.now)
 
     async def on_finish(self, ctx: RequestContext) -> None:
         taken = ctx.state.get(_STATE)
-        if taken is None:
+        caps: DeploymentCaps | None = ctx.state.get(ROUTE_CAPS)
+        if taken is None and (caps is None or not caps.taken):
             return
-        scopes, slot, est, tpm, taken_at, entered = taken
-        # tokens per minute count what upstreams processed: an answer from the cache (or a rule) used none,
-        # so its estimate goes back whole (its request still counted against rpm and max_parallel)
-        used = 0 if ctx.handled_by or not tpm else measure(ctx, self.svc).tokens.total
-        delta = used - est if tpm else 0
-        joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
-        budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
-        actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
-        thresholds = self.svc.config.alert_thresholds
-        gate = self.svc.gate
-        dep = scopes[-1] if scopes and scopes[-1].kind == "deployment" else None
         served = ctx.served_by
-        try:
+        gate = self.svc.gate
+        steps = []  # the store steps leave in one loop turn: one Redis call
+        joint = None
+        used = 0
+        if taken is not None:
+            scopes, slot, est, tpm, taken_at, entered = taken
+            # tokens per minute count what upstreams processed: an answer from the cache (or a rule) used none,
+            # so its estimate goes back whole (its request still counted against rpm and max_parallel)
+            used = 0 if ctx.handled_by or not tpm else measure(ctx, self.svc).tokens.total
+            delta = used - est if tpm else 0
+            joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
+            budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
+            actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
+            thresholds = self.svc.config.alert_thresholds
+            dep = scopes[-1] if scopes and scopes[-1].kind == "deployment" else None
             if dep is None or not dep.limits.tpm or served is None or served.id == dep.id:
-                crossed = await gate.leave(scopes, slot, delta, taken_at, budget, reserved, actual, entered,
-                                           thresholds)
+                steps.append(gate.leave(scopes, slot, delta, taken_at, budget, reserved, actual, entered, thresholds))
             else:
                 # Another deployment answered (a fallback model's): the tokens are not this deployment's. Its
-                # estimate goes back; they count in the window of the deployment that used them, when that one
-                # has a tpm scope of its own. The steps leave in one loop turn: one Redis call.
-                steps = [gate.leave(key_scopes(ctx, "rate"), slot, delta, taken_at, budget, reserved, actual,
-                                    entered, thresholds),
-                         gate.leave(self._deployment_lists[dep.id], slot, -est, taken_at, [], 0, 0, entered, [])]
-                other = self._deployment_lists.get(served.id)
-                if other is not None and other[0].limits.tpm and used:
-                    steps.append(gate.leave(other, slot, used, taken_at, [], 0, 0, entered, []))
-                crossed = (await asyncio.gather(*steps))[0]
+                # estimate goes back; the router took the one that answered, and its tokens settle below.
+                steps.append(gate.leave(key_scopes(ctx, "rate"), slot, delta, taken_at, budget, reserved, actual,
+                                        entered, thresholds))
+                steps.append(gate.leave(self._capped[dep.id], slot, -est, taken_at, [], 0, 0, entered, []))
+        if caps is not None and caps.taken:
+            steps += self._settle_caps(ctx, caps)
+        try:
+            crossed = (await asyncio.gather(*steps))[0] if len(steps) > 1 else await steps[0]
         except Exception as exc:  # parallel slots expire on their own (TTL)
             self.svc.store_error("limits", exc)
             if joint is not None:  # it may have been settled all the same: never settle twice
@@ -160,6 +187,27 @@ class LimitsStage(Stage):
             return
         if joint is not None:
             ctx.state[SETTLED] = crossed
+
+    def _settle_caps(self, ctx: RequestContext, caps: DeploymentCaps) -> list[Any]:
+        """The router's per-call takes: the call that answered settles to its tokens, a failed one gives its
+        estimate back (its request stays counted: it reached the upstream)."""
+        served = ctx.served_by
+        answered = -1  # the last take of the deployment that answered is the call that answered
+        if served is not None:
+            for i, t in enumerate(caps.taken):
+                if t.scopes[0].id == served.id:
+                    answered = i
+        steps = []
+        now = self.clock.now()
+        for i, t in enumerate(caps.taken):
+            if not t.scopes[0].limits.tpm:
+                continue
+            used = 0
+            if i == answered and not ctx.handled_by:
+                used = measure(ctx, self.svc).tokens.total
+            if used != t.est:
+                steps.append(self.svc.gate.leave(t.scopes, caps.slot, used - t.est, t.taken_at, [], 0, 0, now, []))
+        return steps
 
 
 def _add_headers(out: dict[str, str], a: Admission) -> None:
@@ -172,16 +220,23 @@ def _add_headers(out: dict[str, str], a: Admission) -> None:
         out["x-ratelimit-remaining-tokens"] = str(a.remaining_tokens or 0)
 
 
-def _deployment_scopes(deps: StageDeps) -> dict[str, Scope]:
-    by_model: dict[str, list[Scope]] = {}
+def _capped(deps: StageDeps) -> dict[str, list[Scope]]:
+    """Every deployment with an rpm or tpm cap of its own, as [its scope] by deployment id."""
+    return {d.id: [Scope("deployment", d.id, Limits(rpm=d.rpm, tpm=d.tpm))] for d in deps.config.models
+            if d.rpm or d.tpm}
+
+
+def _deployment_scopes(deps: StageDeps, capped: dict[str, list[Scope]]) -> dict[str, Scope]:
+    """Public model -> its deployment's scope, for models with exactly one deployment and that one capped."""
+    by_model: dict[str, list[str]] = {}
     for d in deps.config.models:
-        lim = Limits(rpm=d.rpm, tpm=d.tpm)
-        by_model.setdefault(d.name, []).append(Scope("deployment", d.id, lim))
-    return {m: s[0] for m, s in by_model.items() if len(s) == 1 and (s[0].limits.rpm or s[0].limits.tpm)}
+        by_model.setdefault(d.name, []).append(d.id)
+    return {m: capped[ids[0]][0] for m, ids in by_model.items() if len(ids) == 1 and ids[0] in capped}
 
 
 def build(deps: StageDeps) -> Stage | None:
     svc = deps.services.get(SERVICE)
     if not isinstance(svc, TenancyServices):
         return None
-    return LimitsStage(svc, _deployment_scopes(deps), deps.clock)
+    capped = _capped(deps)
+    return LimitsStage(svc, _deployment_scopes(deps, capped), deps.clock, capped)
