@@ -169,7 +169,12 @@ class Router:
                     slot, trial = await self._choose(model, slots, policy, failed, stream, req.caps is not None,
                                                      full)
                     while req.caps is not None and slot.state.capped:
-                        wait = await req.caps.admit(slot.state.id)
+                        try:
+                            wait = await req.caps.admit(slot.state.id)
+                        except BaseException:
+                            if trial:
+                                slot.state.breaker.release_trial()
+                            raise
                         if wait is None:
                             break
                         full[slot.state.id] = wait  # at its cap: not called, not counted as an attempt

@@ -333,6 +333,27 @@ async def test_a_full_deployment_is_not_an_attempt_and_the_fallback_is_checked_t
     assert (p["m#0"].calls, p["backup#0"].calls) == (0, 1)
 
 
+async def test_a_half_open_trial_is_given_back_when_its_caps_refuse_or_cannot_be_checked() -> None:
+    class Down:
+        async def admit(self, deployment_id: str) -> float | None:
+            raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.")
+
+    clock = Clock()
+    router, p = build({"m": [{"rpm": 5}]}, routing={"m": {"num_retries": 0}},
+                      breaker={"failures": 1, "cooldown_s": 10}, clock=clock)
+    s = router.book.state("m#0")
+    p["m#0"].push(Step(error=errors.Unavailable("down")))
+    with pytest.raises(errors.Unavailable):
+        await router.complete(req())
+    clock.advance(10)
+    for caps in (ExactCaps({"m#0": 0}), Down()):
+        with pytest.raises((errors.RateLimited, errors.Unavailable)):
+            await router.complete(req(caps=caps))
+        assert s.breaker.trials == 0 and s.breaker.phase(clock.monotonic()) == HALF_OPEN
+    await router.complete(req(caps=ExactCaps({})))  # the trial is still there for a call that may go
+    assert p["m#0"].calls == 2 and s.breaker.phase(clock.monotonic()) == CLOSED
+
+
 async def test_deployments_over_their_tpm_are_skipped() -> None:
     router, p = build({"m": [{"tpm": 100}, {"tpm": 1000}]}, routing={"m": {"strategy": "most_quota"}})
     for _ in range(44):  # 10 tokens a call: m#0 loses 10% of its quota a call, m#1 1%
