@@ -29,12 +29,12 @@ class Sink:
         return len(records)
 
 
-def _stage() -> tuple[limits.LimitsStage, MemoryRateLimiter]:
+def _stage(models: tuple[Deployment, ...] = (PRIMARY, BACKUP)) -> tuple[limits.LimitsStage, MemoryRateLimiter]:
     limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
     svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets,
-                          gate=MemoryGate(limiter, budgets), prices=PriceBook([PRIMARY, BACKUP]),
+                          gate=MemoryGate(limiter, budgets), prices=PriceBook(list(models)),
                           tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
-    deps = StageDeps(config=GatewayConfig(models=[PRIMARY, BACKUP]))
+    deps = StageDeps(config=GatewayConfig(models=list(models)))
     deps.services[SERVICE] = svc
     stage = limits.build(deps)
     assert isinstance(stage, limits.LimitsStage)
@@ -90,14 +90,7 @@ async def test_the_router_takes_other_deployments_caps_exactly_and_a_failed_call
 async def test_a_deployment_at_its_cap_is_refused_with_the_wait_and_nothing_taken() -> None:
     capped = Deployment(name="two", provider="mock", id="two-a", rpm=2)
     other = Deployment(name="two", provider="mock", id="two-b", rpm=5)
-    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
-    svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets,
-                          gate=MemoryGate(limiter, budgets), prices=PriceBook([capped, other]),
-                          tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
-    deps = StageDeps(config=GatewayConfig(models=[capped, other]))
-    deps.services[SERVICE] = svc
-    stage = limits.build(deps)
-    assert stage is not None
+    stage, _ = _stage((capped, other))
     waits = []
     for _ in range(3):
         ctx = _ctx("two")
