@@ -165,3 +165,22 @@ def test_a_hit_gives_its_token_estimate_back(gw: RunningGateway) -> None:
     assert first[0] == second[0] == third[0] == "hit"
     assert first[1] == second[1] == third[1]  # the hits' estimates came back
     assert first[2] - 1 == second[2] == third[2] + 1  # each hit is still a request
+
+
+@pytest.mark.parametrize("deployments", [1, 2])
+def test_cache_hits_never_use_or_wait_for_a_deployments_rpm(tmp_path: Path, deployments: int) -> None:
+    """A deployment's caps count the calls it gets: answers from the cache are not refused when it is full."""
+    models = [{"name": "capped", "provider": "mock", "rpm": 2} for _ in range(deployments)]
+    with running_gateway(gateway_config(tmp_path / "gw.db", cache={"mode": "exact"}, models=models)) as gw:
+        client = openai.OpenAI(base_url=gw.v1, api_key=MASTER, max_retries=0)
+        seen = []
+        for _ in range(6):
+            raw = client.chat.completions.with_raw_response.create(
+                model="capped", messages=[{"role": "user", "content": "the same question"}], max_tokens=20)
+            seen.append(raw.headers.get("x-aigw-cache"))
+            gw.call(gw.app.state["pipeline"].stage("cache").flush())
+        assert seen == ["miss"] + ["hit"] * 5
+        for i in range(2 * deployments - 1):  # the first call used one of the deployments' calls: the rest are left
+            client.chat.completions.create(model="capped", messages=[{"role": "user", "content": f"new {i}"}])
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="capped", messages=[{"role": "user", "content": "one too many"}])

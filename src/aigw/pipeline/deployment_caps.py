@@ -1,12 +1,14 @@
 """A deployment's own rpm/tpm caps, checked exactly when the router picks it.
 
-The limits stage takes a deployment's caps in its own store step when the model
-asked for has exactly one deployment. The others (a model with several
-deployments, a fallback model's) are only known once the router has chosen one,
-so the router asks ``DeploymentCaps.admit`` before each call: one more store step
-(memory, or one Lua call on the shared Redis, so three replicas enforce one cap,
-not three). A deployment that refuses is skipped for that request, as one at its
-rate limit; when none is left the client gets a 429 with the shortest wait.
+A cap counts the calls its deployment gets, so it is taken only once the router
+has chosen that deployment: not for an answer from the cache, nor for a call
+refused before routing. The router asks ``DeploymentCaps.admit`` before each call
+to a capped deployment: one store step (memory, or one Lua call on the shared
+Redis, so three replicas enforce one cap, not three) besides the limits stage's
+own. A deployment that refuses is skipped for that request, as one at its rate
+limit; when none is left the client gets a 429 with the shortest wait. A prompt
+that no wait would let through (over a deployment's whole tpm, counted with the
+tokenizer) skips that deployment for good: with none left, the 429 says so.
 
 One object per request: it remembers what it took, and the limits stage settles
 that when the request ends (the tokens of the deployment that answered; the
@@ -15,12 +17,15 @@ estimate of one that failed goes back, its request stays counted).
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aigw import errors
 from aigw.pipeline.tenancy import TenancyServices
 from aigw.stores.base import Scope
+from aigw.types import JSON
 
 
 @dataclass(slots=True)
@@ -37,18 +42,26 @@ class DeploymentCaps:
     svc: TenancyServices
     lists: dict[str, list[Scope]]  # deployment id -> [its scope], for every capped deployment
     slot: str
-    est: int  # the prompt's token estimate
-    skip: str | None  # the deployment the limits stage took already (the asked model's only one)
+    est: int  # the prompt's token estimate (errs high)
+    body: JSON  # the request, to count its prompt exactly when the estimate alone is over a cap
     now: Callable[[], float]  # the stores' clock
     taken: list[Taken] = field(default_factory=list)
+    counted: int | None = None  # the prompt counted with the tokenizer, once needed
 
     async def admit(self, deployment_id: str) -> float | None:
-        """None: call it (taken, or not capped here); else the seconds until it has room."""
+        """None: call it (taken, or not capped); else the seconds until it has room (``math.inf``: never,
+        the prompt alone is over its tpm)."""
         scopes = self.lists.get(deployment_id)
-        if scopes is None or deployment_id == self.skip:
+        if scopes is None:
             return None
         tpm = scopes[0].limits.tpm or 0
-        est = min(self.est, tpm) if tpm else 0  # the estimate errs high: never refuse a prompt for good here
+        est = self.est if tpm else 0
+        if est > tpm:
+            if self.counted is None:  # off the event loop: a big prompt takes milliseconds
+                self.counted = await asyncio.to_thread(self.svc.tokens.count_prompt, self.body)
+            if self.counted > tpm:
+                return math.inf
+            est = self.counted
         try:
             answer, _ = await self.svc.gate.enter(scopes, self.slot, est, [], 0, self.now())
         except Exception as exc:

@@ -311,6 +311,10 @@ def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slo
     if capped or cooling is not None:
         if cooling is not None:
             wait = cooling.state.cool_until - now
+        elif full_wait == math.inf:  # the prompt alone is over every capped deployment's tpm: no wait helps
+            return errors.TooLargeForLimit(f"Request too large for the deployments of `{model}` on tokens per "
+                                           "minute: the prompt alone is over their caps. Shorten it to run it.",
+                                           code="rate_limit_exceeded")
         else:  # the exact caps say when; this replica's estimate, at the latest when its minute rolls over
             wait = full_wait if full_wait is not None else 60.0 - wall % 60.0
         return errors.RateLimited(f"Every deployment of `{model}` is at its rate limit; retry later.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -331,6 +332,20 @@ async def test_a_full_deployment_is_not_an_attempt_and_the_fallback_is_checked_t
     with pytest.raises(errors.RateLimited):
         await router.complete(req(caps=caps))
     assert (p["m#0"].calls, p["backup#0"].calls) == (0, 1)
+
+
+async def test_a_prompt_too_large_for_every_capped_deployment_is_refused_for_good_and_a_fallback_may_take_it() -> None:
+    router, p = build({"m": [{"tpm": 50}, {"tpm": 50}], "big": [{}]}, routing={"m": {"num_retries": 0}})
+    never = ExactCaps({"m#0": 0, "m#1": 0})
+    never.wait = math.inf
+    with pytest.raises(errors.TooLargeForLimit, match="too large") as exc:
+        await router.complete(req(caps=never))
+    assert exc.value.retry_after is None and not exc.value.retryable
+    router, p = build({"m": [{"tpm": 50}], "big": [{}]}, routing={"m": {"fallbacks": ["big"]}})
+    never = ExactCaps({"m#0": 0})
+    never.wait = math.inf
+    _, served = await router.complete(req(caps=never))
+    assert served.model == "big" and p["m#0"].calls == 0
 
 
 async def test_a_half_open_trial_is_given_back_when_its_caps_refuse_or_cannot_be_checked() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -57,30 +58,32 @@ def _tokens_used(limiter: MemoryRateLimiter, deployment: Deployment) -> int:
 
 @pytest.mark.parametrize(("served", "primary", "backup"), [
     ("backup", 0, 500),  # prim-d failed, the fallback model's deployment answered: prim-d's estimate went back
-    ("primary", 500, 0),  # the deployment answered its own model: charged as before
+    ("primary", 500, 0),  # the deployment answered its own model
 ])
 async def test_a_calls_tokens_count_for_the_deployment_that_answered(served: str, primary: int, backup: int) -> None:
     stage, limiter = _stage()
     ctx = _ctx("prim")
     assert await stage.on_request(ctx) is None
-    if served == "backup":  # the router took the fallback's deployment before calling it
-        assert await ctx.state[ROUTE_CAPS].admit(BACKUP.id) is None
+    caps = ctx.state[ROUTE_CAPS]
+    assert await caps.admit(PRIMARY.id) is None  # the router takes each deployment as it calls it
+    if served == "backup":  # prim-d failed: the fallback model's deployment is called next
+        assert await caps.admit(BACKUP.id) is None
     ctx.served_by = BACKUP if served == "backup" else PRIMARY
     ctx.usage = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
     await stage.on_finish(ctx)
     assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (primary, backup)
 
 
-async def test_the_router_takes_other_deployments_caps_exactly_and_a_failed_call_gives_its_estimate_back() -> None:
+async def test_the_router_takes_each_deployments_caps_and_a_failed_call_gives_its_estimate_back() -> None:
     stage, limiter = _stage()
     ctx = _ctx("prim")
     assert await stage.on_request(ctx) is None
     caps = ctx.state[ROUTE_CAPS]
-    assert await caps.admit(PRIMARY.id) is None  # the stage took the asked model's own deployment already
-    assert await caps.admit(BACKUP.id) is None  # first call to the fallback: it failed
+    assert await caps.admit(PRIMARY.id) is None  # the model's own deployment: it failed
+    assert await caps.admit(BACKUP.id) is None  # first call to the fallback: it failed too
     assert await caps.admit(BACKUP.id) is None  # a retry on it: it answered
     est = caps.taken[0].est
-    assert est > 0 and _tokens_used(limiter, BACKUP) == 2 * est
+    assert est > 0 and (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (est, 2 * est)
     ctx.served_by = BACKUP
     ctx.usage = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
     await stage.on_finish(ctx)
@@ -94,8 +97,24 @@ async def test_a_deployment_at_its_cap_is_refused_with_the_wait_and_nothing_take
     waits = []
     for _ in range(3):
         ctx = _ctx("two")
-        assert await stage.on_request(ctx) is None  # two deployments: neither is the stage's to take
+        assert await stage.on_request(ctx) is None  # the stage takes no deployment's caps
         waits.append(await ctx.state[ROUTE_CAPS].admit(capped.id))
     assert waits[:2] == [None, None]
     assert waits[2] is not None and 1.0 <= waits[2] <= 60.0
     assert ctx.state[ROUTE_CAPS].taken == []
+
+
+async def test_a_prompt_over_a_deployments_whole_tpm_is_counted_exactly_before_it_is_turned_away() -> None:
+    small = Deployment(name="small", provider="mock", id="small-d", tpm=60)
+    stage, _ = _stage((small,))
+    fits = _ctx("small")  # ~40 tokens, which the cheap estimate puts over 60: counted, it fits
+    fits.body["messages"] = [{"role": "user", "content": "the quick brown fox " * 8}]
+    assert await stage.on_request(fits) is None
+    caps = fits.state[ROUTE_CAPS]
+    assert caps.est > 60
+    assert await caps.admit(small.id) is None and caps.taken[0].est == caps.counted <= 60
+    too_big = _ctx("small")
+    too_big.body["messages"] = [{"role": "user", "content": "the quick brown fox " * 40}]
+    assert await stage.on_request(too_big) is None
+    assert await too_big.state[ROUTE_CAPS].admit(small.id) == math.inf  # no wait would let it through
+    assert too_big.state[ROUTE_CAPS].taken == []

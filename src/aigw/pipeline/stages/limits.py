@@ -1,8 +1,9 @@
 """Rate limits: requests per minute, tokens per minute and parallel requests.
 
 Checked before the call against every level that has a cap (key, project,
-tenant, and the deployment when the model has exactly one), all at once: in
-process memory, or in one Redis Lua call shared by every replica. A refusal is
+tenant), all at once: in process memory, or in one Redis Lua call shared by
+every replica. A deployment's own caps are checked by the router as it picks one
+(``pipeline.deployment_caps``), and settled here with the rest. A refusal is
 a 429 in the client's wire format with ``Retry-After`` and ``x-ratelimit-*``
 headers; an accepted call gets the same headers with what remains. After the
 call the token estimate is settled to the real count and the parallel slot freed.
@@ -40,46 +41,36 @@ from aigw.stores.base import Admission, Limits, Scope
 from aigw.types import Clock
 
 _STATE = "limits.taken"
-# (a key's scope list, the request's scopes, the smallest tpm cap's scope, the model's own deployment scope,
-# whether the router has other deployments' caps to check)
-_Plan = tuple[list[Scope], list[Scope], Scope | None, Scope | None, bool]
 
 
 class LimitsStage(Stage):
     name = "limits"
 
-    def __init__(self, svc: TenancyServices, deployment_scopes: dict[str, Scope], clock: Clock,
-                 capped: dict[str, list[Scope]] | None = None) -> None:
+    def __init__(self, svc: TenancyServices, clock: Clock, capped: dict[str, list[Scope]] | None = None) -> None:
         self.svc = svc
         self.clock = clock
-        self._deployment_scopes = deployment_scopes  # public model -> its single deployment's caps
         # deployment id -> [its scope] for every deployment with a cap of its own (a list made once: stores may
-        # cache by the list); the router checks those the stage does not take (``deployment_caps``)
-        self._capped = capped if capped is not None else {s.id: [s] for s in deployment_scopes.values()}
+        # cache by the list), checked by the router as it picks one (``deployment_caps``)
+        self._capped = capped or {}
         self._capped_tpm = any(lst[0].limits.tpm for lst in self._capped.values())
-        # (id of a key's scope list, model) -> (that list, the request's scopes, the one with the smallest tpm cap,
-        # the deployment the stage takes, whether the router has other capped deployments to check)
-        self._plans: dict[tuple[int, str], _Plan] = {}
+        # id of a key's scope list -> (that list, the scope with the smallest tpm cap)
+        self._tightest: dict[int, tuple[list[Scope], Scope | None]] = {}
 
-    def _scopes(self, ctx: RequestContext) -> _Plan:
-        """The request's rate scopes, the one with the smallest tpm cap (None: no tpm cap), the model's own
-        deployment scope among them and whether other deployments' caps are left to the router, worked out
-        once per key and model.
+    def _scopes(self, ctx: RequestContext) -> tuple[list[Scope], Scope | None]:
+        """The request's rate scopes and the one with the smallest tpm cap (None: no tpm cap), worked out
+        once per key.
 
         The lists are shared by the key's requests (so a store may cache by them): never changed.
         """
-        keyed = key_scopes(ctx, "rate")
-        plan = self._plans.get((id(keyed), ctx.model))
-        if plan is None or plan[0] is not keyed:  # the entry holds the key's list: its id is not reused
-            dep = self._deployment_scopes.get(ctx.model)
-            scopes = [*keyed, dep] if dep is not None else keyed
+        scopes = key_scopes(ctx, "rate")
+        known = self._tightest.get(id(scopes))
+        if known is None or known[0] is not scopes:  # the entry holds the key's list: its id is not reused
             tightest = min((s for s in scopes if s.limits.tpm), key=lambda s: s.limits.tpm or 0, default=None)
-            others = any(i != (dep.id if dep is not None else None) for i in self._capped)
-            plan = (keyed, scopes, tightest, dep, others)
-            if len(self._plans) >= 10_000:  # lists of keys the key cache has dropped
-                self._plans.clear()
-            self._plans[(id(keyed), ctx.model)] = plan
-        return plan
+            known = (scopes, tightest)
+            if len(self._tightest) >= 10_000:  # lists of keys the key cache has dropped
+                self._tightest.clear()
+            self._tightest[id(scopes)] = known
+        return known
 
     async def _counted(self, ctx: RequestContext, tightest: Scope, cap: int) -> int:
         """The prompt counted with the tokenizer, for when the cheap estimate (which errs high, up to
@@ -96,10 +87,10 @@ class LimitsStage(Stage):
         return counted
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
-        _, scopes, tightest, dep, others = self._scopes(ctx)
+        scopes, tightest = self._scopes(ctx)
         if not scopes:
-            if others:
-                self._route_caps(ctx, unique_id("slot_"), 0, dep)
+            if self._capped:
+                self._route_caps(ctx, unique_id("slot_"), 0)
             return None  # a budget alone is reserved by the budget stage
         tpm = tightest is not None
         est = 0
@@ -121,8 +112,8 @@ class LimitsStage(Stage):
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None
-            if others:
-                self._route_caps(ctx, slot, est, dep)
+            if self._capped:
+                self._route_caps(ctx, slot, est)
             return None
         _add_headers(ctx.response_headers, answer)
         if not answer.allowed:
@@ -136,46 +127,34 @@ class LimitsStage(Stage):
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
                 else (budget, amount, entered, slot)
-        if others:
-            self._route_caps(ctx, slot, est, dep)
+        if self._capped:
+            self._route_caps(ctx, slot, est)
         return None
 
-    def _route_caps(self, ctx: RequestContext, slot: str, est: int, dep: Scope | None) -> None:
-        """Hand the router the caps of the deployments this stage did not take, to check as it picks them."""
+    def _route_caps(self, ctx: RequestContext, slot: str, est: int) -> None:
+        """Hand the router the deployments' caps, to check as it picks one (so an answer from the cache, or
+        a call refused before the router, takes nothing from them)."""
         if not est and self._capped_tpm:
             est = prompt_estimate(ctx)
-        ctx.state[ROUTE_CAPS] = DeploymentCaps(self.svc, self._capped, slot, est, dep.id if dep is not None else None,
-                                               self.clock.now)
+        ctx.state[ROUTE_CAPS] = DeploymentCaps(self.svc, self._capped, slot, est, ctx.body, self.clock.now)
 
     async def on_finish(self, ctx: RequestContext) -> None:
         taken = ctx.state.get(_STATE)
         caps: DeploymentCaps | None = ctx.state.get(ROUTE_CAPS)
         if taken is None and (caps is None or not caps.taken):
             return
-        served = ctx.served_by
-        gate = self.svc.gate
         steps = []  # the store steps leave in one loop turn: one Redis call
         joint = None
-        used = 0
         if taken is not None:
             scopes, slot, est, tpm, taken_at, entered = taken
             # tokens per minute count what upstreams processed: an answer from the cache (or a rule) used none,
             # so its estimate goes back whole (its request still counted against rpm and max_parallel)
             used = 0 if ctx.handled_by or not tpm else measure(ctx, self.svc).tokens.total
-            delta = used - est if tpm else 0
             joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
             budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
             actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
-            thresholds = self.svc.config.alert_thresholds
-            dep = scopes[-1] if scopes and scopes[-1].kind == "deployment" else None
-            if dep is None or not dep.limits.tpm or served is None or served.id == dep.id:
-                steps.append(gate.leave(scopes, slot, delta, taken_at, budget, reserved, actual, entered, thresholds))
-            else:
-                # Another deployment answered (a fallback model's): the tokens are not this deployment's. Its
-                # estimate goes back; the router took the one that answered, and its tokens settle below.
-                steps.append(gate.leave(key_scopes(ctx, "rate"), slot, delta, taken_at, budget, reserved, actual,
-                                        entered, thresholds))
-                steps.append(gate.leave(self._capped[dep.id], slot, -est, taken_at, [], 0, 0, entered, []))
+            steps.append(self.svc.gate.leave(scopes, slot, used - est if tpm else 0, taken_at, budget, reserved,
+                                             actual, entered, self.svc.config.alert_thresholds))
         if caps is not None and caps.taken:
             steps += self._settle_caps(ctx, caps)
         try:
@@ -226,17 +205,8 @@ def _capped(deps: StageDeps) -> dict[str, list[Scope]]:
             if d.rpm or d.tpm}
 
 
-def _deployment_scopes(deps: StageDeps, capped: dict[str, list[Scope]]) -> dict[str, Scope]:
-    """Public model -> its deployment's scope, for models with exactly one deployment and that one capped."""
-    by_model: dict[str, list[str]] = {}
-    for d in deps.config.models:
-        by_model.setdefault(d.name, []).append(d.id)
-    return {m: capped[ids[0]][0] for m, ids in by_model.items() if len(ids) == 1 and ids[0] in capped}
-
-
 def build(deps: StageDeps) -> Stage | None:
     svc = deps.services.get(SERVICE)
     if not isinstance(svc, TenancyServices):
         return None
-    capped = _capped(deps)
-    return LimitsStage(svc, _deployment_scopes(deps, capped), deps.clock, capped)
+    return LimitsStage(svc, deps.clock, _capped(deps))
