@@ -118,3 +118,19 @@ async def test_a_prompt_over_a_deployments_whole_tpm_is_counted_exactly_before_i
     assert await stage.on_request(too_big) is None
     assert await too_big.state[ROUTE_CAPS].admit(small.id) == math.inf  # no wait would let it through
     assert too_big.state[ROUTE_CAPS].taken == []
+
+
+async def test_rpm_only_caps_with_no_key_limits_finish_without_a_store_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The master key (no scopes of its own), a model with two rpm-capped deployments: nothing to settle."""
+    a = Deployment(name="two", provider="mock", id="two-a", rpm=5)
+    b = Deployment(name="two", provider="mock", id="two-b", rpm=5)
+    stage, _ = _stage((a, b))
+    ctx = RequestContext(request_id="req_1", api="openai", endpoint="chat",
+                         body={"model": "two", "messages": [{"role": "user", "content": "hi"}]}, model="two")
+    assert await stage.on_request(ctx) is None
+    assert await ctx.state[ROUTE_CAPS].admit(a.id) is None
+    ctx.served_by = a
+    ctx.usage = {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
+    await stage.on_finish(ctx)
+    assert "store unavailable" not in caplog.text
+    assert stage.svc.counters == {}

@@ -157,6 +157,8 @@ class LimitsStage(Stage):
                                              actual, entered, self.svc.config.alert_thresholds))
         if caps is not None and caps.taken:
             steps += self._settle_caps(ctx, caps)
+        if not steps:  # rpm-only caps (or an estimate that was exact) and no key scopes: nothing to settle
+            return
         try:
             crossed = (await asyncio.gather(*steps))[0] if len(steps) > 1 else await steps[0]
         except Exception as exc:  # parallel slots expire on their own (TTL)
