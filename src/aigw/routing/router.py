@@ -309,8 +309,10 @@ def _expired(budget: float, served: Served) -> errors.UpstreamTimeout:
 def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slot | None,
                wall: float, full_wait: float | None = None) -> errors.GatewayError:
     if capped or cooling is not None:
-        if cooling is not None:
+        if cooling is not None:  # the sooner of the cooling deployment and one at its exact caps
             wait = cooling.state.cool_until - now
+            if full_wait is not None:
+                wait = min(wait, full_wait)
         elif full_wait == math.inf:  # the prompt alone is over every capped deployment's tpm: no wait helps
             return errors.TooLargeForLimit(f"Request too large for the deployments of `{model}` on tokens per "
                                            "minute: the prompt alone is over their caps. Shorten it to run it.",

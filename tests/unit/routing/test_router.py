@@ -455,3 +455,15 @@ async def test_unknown_model_is_a_404_and_wrong_endpoint_a_400() -> None:
         await router.complete(req("nope"))
     with pytest.raises(errors.InvalidRequest):
         await router.complete(RouteRequest(model="m", body={"model": "m", "input": "x"}, endpoint="embeddings"))
+
+
+async def test_all_full_or_cooling_answers_the_shortest_wait_of_the_two() -> None:
+    router, p = build({"m": [{"rpm": 5}, {"rpm": 5}]}, routing={"m": {"num_retries": 0, "max_retry_after_s": 1}})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=120)))
+    caps = ExactCaps({"m#0": 5, "m#1": 0}, wait=7.0)  # m#1 is at its cap for 7 s more
+    with pytest.raises(errors.RateLimited):
+        await router.complete(req(caps=caps))  # m#0 answers 429: it cools for longer than we wait for
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req(caps=caps))
+    assert exc.value.retry_after == 7.0  # m#1 has room again first
+    assert (p["m#0"].calls, p["m#1"].calls) == (1, 0)
