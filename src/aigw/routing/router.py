@@ -122,6 +122,7 @@ class Router:
         chain = [req.model, *policy.fallbacks] if policy.fallbacks else [req.model]
         used: list[str] = []
         last: errors.GatewayError | None = None
+        soonest: errors.RateLimited | None = None  # of the chain's models refused for their limits, the shortest wait
         i = 0
         while i < len(chain):
             model = chain[i]
@@ -142,6 +143,9 @@ class Router:
                 result = await self._serve_model(model, slots, rules, req, attempt, served, deadline, stream)
             except errors.GatewayError as err:
                 last = err
+                if isinstance(err, errors.RateLimited) and err.retry_after is not None and (
+                        soonest is None or err.retry_after < (soonest.retry_after or math.inf)):
+                    soonest = err
                 special = _special_chain(policy, err)
                 if special is not None:
                     chain, i = special, 0
@@ -154,6 +158,8 @@ class Router:
             served.model = model
             return result, served
         assert last is not None
+        if isinstance(last, errors.RateLimited) and soonest is not None:
+            raise soonest  # every model at its limits: the client may come back when the first has room
         raise last
 
     async def _serve_model(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,

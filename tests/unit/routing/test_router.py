@@ -467,3 +467,15 @@ async def test_all_full_or_cooling_answers_the_shortest_wait_of_the_two() -> Non
         await router.complete(req(caps=caps))
     assert exc.value.retry_after == 7.0  # m#1 has room again first
     assert (p["m#0"].calls, p["m#1"].calls) == (1, 0)
+
+
+async def test_a_chain_whose_models_are_all_full_answers_the_shortest_wait_of_them() -> None:
+    class Waits:
+        async def admit(self, deployment_id: str) -> float | None:
+            return {"m#0": 10.0, "m#1": 12.0, "backup#0": 50.0}[deployment_id]
+
+    router, p = build({"m": [{"rpm": 5}, {"rpm": 5}], "backup": [{"rpm": 5}]}, routing={"m": {"fallbacks": ["backup"]}})
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req(caps=Waits()))
+    assert exc.value.retry_after == 10.0 and "`m`" in str(exc.value)  # m has room first, not the fallback
+    assert p["m#0"].calls == p["m#1"].calls == p["backup#0"].calls == 0
