@@ -157,7 +157,10 @@ class AnthropicUpstream:
         }
 
     async def _stream(self, request: web.Request, message: dict[str, Any], fault: Fault | None) -> web.StreamResponse:
-        frames = [_frame(name, data) for name, data in stream_events(message)]
+        events = stream_events(message)
+        if fault is not None and fault.no_usage:
+            events = [(name, _without_usage(data)) for name, data in events]
+        frames = [_frame(name, data) for name, data in events]
         if fault is not None and fault.no_done:
             frames = frames[:-1]  # a clean end of the body, but no message_stop
         if fault is not None and fault.stream_error is not None:
@@ -166,6 +169,12 @@ class AnthropicUpstream:
             fault = dataclasses.replace(fault, stream_error=None, cut_after=None)
         headers = {**self._headers(), "cache-control": "no-cache"}
         return await send_sse(request, headers, frames, fault, self.traffic, end=None)
+
+
+def _without_usage(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("type") == "message_start":
+        return {**data, "message": {k: v for k, v in data["message"].items() if k != "usage"}}
+    return {k: v for k, v in data.items() if k != "usage"}
 
 
 def _dumps(obj: Any) -> str:

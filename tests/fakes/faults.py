@@ -13,6 +13,7 @@ normally. Each request takes at most one fault, first in first out::
                                                              #   non-JSON data event)
     fake.faults.push(Fault(stream_error={"error": {...}}, cut_after=1))  # 1 chunk, then an error event
     fake.faults.push(Fault(no_done=True))                    # whole stream, clean end, no [DONE]
+    fake.faults.push(Fault(no_usage=True))                   # whole stream, no usage reported in it
     fake.faults.push(Fault(stall=True, only="/chat/completions"))  # leaves other paths alone
     fake.faults.always(Fault.status_only(500))               # every request, until clear()
     fake.faults.clear()
@@ -54,6 +55,7 @@ class Fault:
     cut_after: int | None = None  # streams: after K chunks drop the connection (or send stream_error)
     stream_error: Any = None  # streams: send this as a `data:` event after cut_after chunks, then end
     no_done: bool = False  # streams: end the response cleanly but without the end marker ([DONE])
+    no_usage: bool = False  # streams: report no usage anywhere (a compatible server that ignores the ask)
     non_json: bool = False  # 200 with a body that is not JSON (streams: a non-JSON data event)
     stall: bool = False  # send nothing, ever; ends only when the client disconnects
     only: str | None = None  # apply only to requests whose path ends with this

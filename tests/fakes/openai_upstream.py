@@ -182,6 +182,8 @@ class FakeOpenAI:
             return web.json_response(exc.body, status=exc.status, headers=headers, dumps=_dumps)
         result = self.decorate(op, result, stream)
         if stream:
+            if fault is not None and fault.no_usage:  # a server that ignores stream_options.include_usage
+                result = [{k: v for k, v in c.items() if k != "usage"} for c in result if c.get("choices")]
             return await send_sse(request, headers, wire.frame(result), fault, self.traffic)
         self.traffic.completed += 1
         if fault is not None and fault.non_json:

@@ -366,3 +366,13 @@ def test_server_tools_are_appended_to_the_function_tools() -> None:
     }
     req = to_anthropic_request(only_server, "m")
     assert req["tools"] == [search] and req["tool_choice"] == {"type": "any"}
+
+
+def test_stream_that_reports_no_usage_ends_without_a_usage_chunk() -> None:
+    """Zeros would be charged as a free answer; without a usage chunk the ledger counts the text locally."""
+    recorded = sse_events("stream_tool_use.sse")
+    events = [(name, {k: v for k, v in data.items() if k != "usage"}) for name, data in recorded]
+    events[0] = ("message_start", {"type": "message_start", "message": {"id": "msg_n", "model": "claude"}})
+    chunks, translator = run_stream(events)
+    assert translator.done and chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert not any("usage" in c for c in chunks)

@@ -3,8 +3,10 @@
 Anthropic numbers content blocks across text, thinking and tool_use; OpenAI numbers
 only tool calls. The translator keeps that mapping, turns ``input_json_delta``
 fragments into tool-call argument fragments as they arrive (no buffering), and
-always ends with a usage chunk (empty ``choices``) because the accountant needs
-it; the OpenAI renderer drops it when the client did not ask for usage.
+ends with a usage chunk (empty ``choices``) because the accountant needs it; the
+OpenAI renderer drops it when the client did not ask for usage. A stream that
+reported no usage at all ends without one, so the answer is counted locally
+rather than charged as zero tokens.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ class StreamTranslator:
         finish = self._chunk({}, self._finish or "stop")
         if self._private:
             finish["_anthropic"] = self._private
+        if not self._usage:  # none reported (a compatible server): no usage of zeros, the ledger counts locally
+            return [finish]
         final = self._chunk({})
         final["choices"] = []
         final["usage"] = to_canonical_usage(self._usage)

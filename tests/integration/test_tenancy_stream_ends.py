@@ -1,0 +1,84 @@
+"""Streams that end abnormally, as the operator's ledger sees them: what the upstream billed is charged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from aigw.accounting.tokens import LOCAL_COUNTER
+from aigw.cli.admin_client import AdminClient
+from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
+from tests.fakes.anthropic_upstream import AnthropicUpstream
+from tests.fakes.faults import Fault
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.servers import start_aiohttp_app
+
+PRICES = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}  # $0.001 a prompt token, $0.002 an output one
+PROMPT = "tell me about the sea"
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[tuple[FakeOpenAI, AnthropicUpstream, str]]:
+    oai = FakeOpenAI("sk-oai").start()
+    claude = AnthropicUpstream()
+    server = start_aiohttp_app(claude.app(), "fake-anthropic")
+    yield oai, claude, server.url
+    oai.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeOpenAI, AnthropicUpstream, str]
+       ) -> Iterator[RunningGateway]:
+    oai, _, claude_url = fakes
+    config = gateway_config(tmp_path_factory.mktemp("stream-ends") / "gw.db")
+    config["models"] = [
+        {"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": oai.base_url, "api_key": "sk-oai",
+         "prices": PRICES},
+        {"name": "claude", "provider": "anthropic", "model": "claude-test-1", "api_base": claude_url,
+         "api_key": ANTHROPIC_KEY, "prices": PRICES},
+    ]
+    config["routing"] = {"*": {"num_retries": 0}}
+    with running_gateway(config) as running:
+        yield running
+
+
+def _spend(admin: AdminClient, key_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 5
+    while True:
+        rows = admin.get("/admin/spend", group_by="key", key=key_id)["data"]
+        if rows and rows[0]["requests"] >= 1:
+            return dict(rows[0])
+        assert time.monotonic() < deadline, f"no ledger row for {key_id}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("model", ["oai", "claude"])
+@pytest.mark.parametrize("inbound", ["openai", "anthropic"])
+def test_a_stream_whose_upstream_reports_no_usage_is_charged_by_a_local_count(
+    gw: RunningGateway, fakes: tuple[FakeOpenAI, AnthropicUpstream, str], model: str, inbound: str
+) -> None:
+    admin = AdminClient(gw.url, MASTER)
+    key = setup_key(admin, f"no-usage-{model}-{inbound}")
+    (fakes[0] if model == "oai" else fakes[1]).faults.push(Fault(no_usage=True))
+    messages = [{"role": "user", "content": PROMPT}]
+    if inbound == "openai":
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
+        stream = client.chat.completions.create(model=model, messages=messages, max_tokens=50, stream=True)  # type: ignore[arg-type]
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    else:
+        ant = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0, timeout=10)
+        with ant.messages.stream(model=model, max_tokens=50, messages=messages) as s:  # type: ignore[arg-type]
+            text = "".join(s.text_stream)
+    assert text  # the whole answer arrived
+    row = _spend(admin, key["id"])
+    assert row["prompt_tokens"] > 0  # the upstream billed the prompt, not zero tokens
+    assert row["completion_tokens"] == LOCAL_COUNTER.count_text(text)
+    assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1000 + row["completion_tokens"] * 2000) / 1e6)
