@@ -168,40 +168,17 @@ class Router:
         full: dict[str, float] = {}  # deployment id -> seconds until its exact caps have room (``req.caps``)
         last: errors.GatewayError | None = None
         for n in range(policy.num_retries + 1):
-            slot = self._only_ready(slots) if not n else None
-            trial = False
-            if slot is None:
+            slot, trial, wait = await self._pick(model, slots, policy, req, failed, full, stream, n, deadline, last)
+            if wait > 0:
                 try:
-                    slot, trial = await self._choose(model, slots, policy, failed, stream, req.caps is not None,
-                                                     full)
-                    while req.caps is not None and slot.state.capped:
-                        try:
-                            wait = await req.caps.admit(slot.state.id)
-                        except BaseException:
-                            if trial:
-                                slot.state.breaker.release_trial()
-                            raise
-                        if wait is None:
-                            break
-                        full[slot.state.id] = wait  # at its cap: not called, not counted as an attempt
-                        if trial:
-                            slot.state.breaker.release_trial()
-                        slot, trial = await self._choose(model, slots, policy, failed, stream, True, full)
-                except errors.GatewayError:
-                    if last is not None:
-                        raise last from None
-                    raise
-            now = self.clock.monotonic()
-            if n or slot.state.cool_until > now:
-                try:
-                    await self._wait(slot, n, policy, failed.get(slot.state.id), deadline, last)
+                    await asyncio.sleep(wait)
                 except BaseException:
                     if trial:
                         slot.state.breaker.release_trial()
                     raise
-                if n:
-                    served.retries += 1
-                now = self.clock.monotonic()
+            if n:
+                served.retries += 1
+            now = self.clock.monotonic()
             served.attempts += 1
             call = CallOptions(slot.timeouts(deadline - now, policy.first_token_timeout_s), req.headers)
             try:
@@ -270,20 +247,51 @@ class Router:
             return None
         return slots[0]
 
-    async def _wait(self, slot: Slot, n: int, policy: ModelRouting, prev: errors.GatewayError | None,
-                    deadline: float, last: errors.GatewayError | None) -> None:
-        """Back off before going back to a deployment that failed, at least its Retry-After."""
+    async def _pick(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,
+                    failed: dict[str, errors.GatewayError], full: dict[str, float], stream: bool, n: int,
+                    deadline: float, last: errors.GatewayError | None) -> tuple[Slot, bool, float]:
+        """The deployment for attempt ``n``, whether it is a half-open trial, and how long to wait before
+        calling it. A capped one is taken in the exact caps (``req.caps``) only once that wait is known to fit
+        the deadline, so nothing is counted for a call that will not be made; one at its caps is skipped and
+        another chosen (``full``)."""
+        slot = self._only_ready(slots) if not n else None
+        trial = False
+        while True:
+            if slot is None:
+                try:
+                    slot, trial = await self._choose(model, slots, policy, failed, stream, req.caps is not None,
+                                                     full)
+                except errors.GatewayError:
+                    if last is not None:
+                        raise last from None
+                    raise
+            try:
+                wait = self._wait_s(slot, n, policy, failed.get(slot.state.id), deadline, last)
+                room = await req.caps.admit(slot.state.id) if req.caps is not None and slot.state.capped else None
+            except BaseException:
+                if trial:
+                    slot.state.breaker.release_trial()
+                raise
+            if room is None:
+                return slot, trial, wait
+            full[slot.state.id] = room  # at its cap: not called, not counted as an attempt
+            if trial:
+                slot.state.breaker.release_trial()
+            slot = None
+
+    def _wait_s(self, slot: Slot, n: int, policy: ModelRouting, prev: errors.GatewayError | None,
+                deadline: float, last: errors.GatewayError | None) -> float:
+        """How long to back off before going back to a deployment that failed: at least its Retry-After.
+        Raises when that is longer than the policy waits for, or than the deadline allows."""
         now = self.clock.monotonic()
         wait = max(0.0, slot.state.cool_until - now)
         if prev is not None:
             if prev.retry_after is not None and prev.retry_after > policy.max_retry_after_s:
                 raise prev  # longer than we wait for: let the fallbacks or the client decide
             wait = max(wait, backoff_s(n, policy, self._rng), prev.retry_after or 0.0)
-        if wait <= 0:
-            return
-        if now + wait >= deadline:
+        if wait > 0 and now + wait >= deadline:
             raise last or errors.RateLimited("the model's deployments are rate limited", retry_after=wait)
-        await asyncio.sleep(wait)
+        return wait
 
     # -- background ------------------------------------------------------------------
     def add_background(self, name: str, run: Loop, stop: Callable[[], None]) -> None:

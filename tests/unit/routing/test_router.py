@@ -348,6 +348,17 @@ async def test_a_prompt_too_large_for_every_capped_deployment_is_refused_for_goo
     assert served.model == "big" and p["m#0"].calls == 0
 
 
+async def test_a_retry_that_cannot_wait_within_the_deadline_takes_nothing_from_the_caps() -> None:
+    router, p = build({"m": [{"rpm": 5}, {"rpm": 5}]}, routing={"m": {"num_retries": 1, "timeout_s": 1}},
+                      breaker={"enabled": False})
+    p["m#0"].always = Step(error=errors.Unavailable("busy", retry_after=5.0))
+    caps = ExactCaps({"m#1": 0})
+    with pytest.raises(errors.Unavailable):
+        await router.complete(req(caps=caps))
+    assert p["m#0"].calls == 1
+    assert caps.asked.count("m#0") == 1  # the retry would wait past the deadline: never taken, never called
+
+
 async def test_a_half_open_trial_is_given_back_when_its_caps_refuse_or_cannot_be_checked() -> None:
     class Down:
         async def admit(self, deployment_id: str) -> float | None:
