@@ -66,18 +66,28 @@ class HealthBook:
             return False
         return True
 
+    def release_trial(self, s: DeploymentState) -> None:
+        """A trial let through and then not made (cancelled, refused by the deployment's caps, rate limited):
+        its permit goes back, here and in Redis, so another call (on any replica) may make the trial."""
+        s.breaker.release_trial()
+        if s.shared_trials > 0:
+            s.shared_trials -= 1
+            self._share(s, 0, "trial_release")
+
     def record(self, s: DeploymentState, outcome: Outcome | None, trial: bool) -> None:
         """Write how an attempt ended. ``None`` = cancelled: it says nothing of the upstream."""
         now = self.clock.monotonic()
         b = s.breaker
         if outcome is None or not (outcome.ok or outcome.failure):
             if trial:
-                b.release_trial()
+                self.release_trial(s)
             if outcome is not None:  # rate limited: the deployment cools, its breaker is untouched
                 self._note_error(s, outcome.kind)
                 s.cool_until = max(s.cool_until, now + min(outcome.retry_after or DEFAULT_COOL_S,
                                                            self.cfg.cooldown_s))
             return
+        if trial and s.shared_trials > 0:
+            s.shared_trials -= 1  # used: the trial's result below settles the shared breaker
         if outcome.ok:
             s.pending_calls += 1
             if b.success(now, trial) and trial:

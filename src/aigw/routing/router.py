@@ -174,7 +174,7 @@ class Router:
                     await asyncio.sleep(wait)
                 except BaseException:
                     if trial:
-                        slot.state.breaker.release_trial()
+                        self.book.release_trial(slot.state)
                     raise
             if n:
                 served.retries += 1
@@ -270,13 +270,13 @@ class Router:
                 room = await req.caps.admit(slot.state.id) if req.caps is not None and slot.state.capped else None
             except BaseException:
                 if trial:
-                    slot.state.breaker.release_trial()
+                    self.book.release_trial(slot.state)
                 raise
             if room is None:
                 return slot, trial, wait
             full[slot.state.id] = room  # at its cap: not called, not counted as an attempt
             if trial:
-                slot.state.breaker.release_trial()
+                self.book.release_trial(slot.state)
             slot = None
 
     def _wait_s(self, slot: Slot, n: int, policy: ModelRouting, prev: errors.GatewayError | None,

@@ -77,6 +77,8 @@ class SharedState:
             return None
         granted = int(reply[0])
         self._adopt(s, reply[1], reply[2], reply[3], reply[4])
+        if granted == 1:  # a permit of the shared count (2: the breaker was closed, nothing taken)
+            s.shared_trials += 1
         return granted > 0
 
     async def record(self, s: DeploymentState, fails: int, outcome: str) -> None:

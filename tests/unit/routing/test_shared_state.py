@@ -75,6 +75,20 @@ async def test_one_trial_across_replicas_and_its_success_closes_both(pair: tuple
     assert two.a.breaker.phase(two.book.clock.monotonic()) == CLOSED
 
 
+async def test_a_trial_given_back_unmade_frees_the_shared_permit_for_another_replica(
+        pair: tuple[Replica, Replica]) -> None:
+    one, two = pair
+    await one.fail(5)
+    await two.shared.sync_once()
+    await asyncio.sleep(CFG.cooldown_s + 0.05)
+    assert await one.book.admit_trial(one.a)
+    assert not await two.book.admit_trial(two.a)
+    one.book.release_trial(one.a)  # e.g. the deployment was at its caps: the trial call was never made
+    await one.sup.drain()
+    assert await two.book.admit_trial(two.a)  # not a whole cooldown later
+    assert not await one.book.admit_trial(one.a)
+
+
 async def test_a_failed_trial_reopens_for_everyone(pair: tuple[Replica, Replica]) -> None:
     one, two = pair
     await one.fail(5)

@@ -1,7 +1,7 @@
 -- Record a failure and/or a breaker event for one deployment; open the breaker when
 -- the shared window crosses the threshold.
 -- KEYS: breaker hash, window hash
--- ARGV: fails, outcome ('' | trial_ok | trial_fail | trip | probe_ok), failures, window_ms,
+-- ARGV: fails, outcome ('' | trial_ok | trial_fail | trial_release | trip | probe_ok), failures, window_ms,
 --       error_ratio (0 = off), min_calls, cooldown_ms, ttl_ms
 -- Returns {state, until_ms, gen, now_ms}
 local cb, win = KEYS[1], KEYS[2]
@@ -29,6 +29,10 @@ if outcome == 'trial_ok' then
   end
 elseif outcome == 'trial_fail' then
   if state == 'open' and now >= until_ms then open_it() end
+elseif outcome == 'trial_release' then
+  -- a trial permit given back unused (the call was never made): another replica may take it
+  local trials = tonumber(redis.call('HGET', cb, 'trials') or '0')
+  if trials > 0 then redis.call('HSET', cb, 'trials', trials - 1) end
 elseif outcome == 'probe_ok' then
   if state == 'open' and now < until_ms then
     until_ms = now
