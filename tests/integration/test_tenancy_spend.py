@@ -432,3 +432,34 @@ def test_the_ledger_writer_is_a_background_process_or_the_database_thread(tmp_pa
         assert ledger["status"] == "ok" and ledger["detail"].startswith("3 rows written")
         assert ("0 batches written by the database thread" in ledger["detail"]) == (writer == "process")
     assert not writer_processes(db)  # it ends with the gateway (after the drain)
+
+
+def test_a_call_across_midnight_is_in_the_report_and_the_seed_of_the_day_its_budget_charged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # reserved at 23:59:59 and answered after midnight: the daily counter charges Jan 31, so the report
+    # and the counters seeded at a restart on Feb 1 must too; the ledger's day was the end's (Feb 1), so
+    # a restart counted it in Feb 1 as well, twice in all
+    from aigw.types import SystemClock
+
+    offset = [0.0]
+    monkeypatch.setattr(SystemClock, "now", lambda self: time.time() + offset[0])
+
+    def at(iso: str) -> None:
+        offset[0] = dt.datetime.fromisoformat(iso).replace(tzinfo=dt.UTC).timestamp() - time.time()
+
+    cfg = gateway_config(tmp_path / "gw.db")
+    cfg["models"].append({**cfg["models"][0], "name": "mock-2s", "latency_ms": 2000})
+    at("2027-01-31T12:00:00")
+    with running_gateway(cfg) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "midnight-co", budget_usd=0.1, budget_period="daily")
+        at("2027-01-31T23:59:59")
+        _client(gw, key["key"]).chat.completions.create(**{**chat_body(), "model": "mock-2s"})
+        assert SystemClock().now() >= dt.datetime(2027, 2, 1, tzinfo=dt.UTC).timestamp()
+        _rows(admin, key["id"], 1)
+        days = admin.get("/admin/spend", group_by="day", key=key["id"])["data"]
+        assert [d["day"] for d in days] == ["2027-01-31"]
+    at("2027-02-01T00:00:30")
+    with running_gateway(cfg) as again:  # seeded from the ledger: Feb 1 has spent nothing
+        for _ in range(2):  # each about $0.046 of the $0.10
+            _client(again, key["key"]).chat.completions.create(**chat_body())

@@ -61,7 +61,7 @@ def day_of(ts: float) -> str:
 def as_row(rec: SpendRecord) -> tuple[Any, ...]:
     """The ledger row of a record, in ``COLUMNS`` order (what the ledger buffers and writes)."""
     return (
-        rec.id or new_record_id(), rec.request_id, rec.ts_start, rec.ts_end, day_of(rec.ts_end), rec.tenant_id,
+        rec.id or new_record_id(), rec.request_id, rec.ts_start, rec.ts_end, day_of(rec.ts_start), rec.tenant_id,
         rec.project_id,
         rec.key_id, rec.key_prefix, rec.model, rec.served_model, rec.deployment_id, rec.provider, rec.endpoint,
         rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens, rec.cache_write_tokens,

@@ -16,7 +16,7 @@ from typing import Any
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.tenancy import SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
+from aigw.pipeline.tenancy import BUDGET_DONE, SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import day_of, new_record_id
 from aigw.stores.sqlite.ledger_rows import COLUMNS
@@ -56,8 +56,14 @@ class AccountingStage(Stage):
             gone = err.code == "client_disconnected"
             status, kind = (499, "client_disconnected") if gone else (err.status, err.kind)
         cached, write, reasoning = t.cached_input, t.cache_write, t.reasoning
+        start = end - latency_ms / 1000
+        # the row's day is the budget window the call was charged to: when its budget was reserved (the
+        # counters settle it there, docs/tenancy.md), else when it started; never when it ended, or a
+        # call across midnight would be in yesterday's counters but in today's rollups (and seeds)
+        reserved = ctx.state.get(BUDGET_DONE)
+        day = day_of(reserved[2] if reserved is not None else start)
         return (
-            new_record_id(), ctx.request_id, end - latency_ms / 1000, end, day_of(end), p.tenant_id,
+            new_record_id(), ctx.request_id, start, end, day, p.tenant_id,
             p.project_id, p.key_id, p.key_prefix, ctx.model, ctx.served_model, d.id if d else "",
             d.provider if d else "", ctx.endpoint, t.fresh_input + cached + write, t.output + reasoning, cached,
             write, reasoning, m.cost_nano, m.cost_saved_nano, round(latency_ms, 3), round(upstream_ms, 3),
