@@ -8,7 +8,7 @@ settle never comes (a task that died) stops counting after the lease TTL.
 from __future__ import annotations
 
 from aigw.ids import unique_id
-from aigw.stores.base import Reservation, Scope, window_of
+from aigw.stores.base import PERIODS, Reservation, Scope, window_of
 
 EXPIRED = -1  # a lease's amount once it has expired: it counts no more, and a late settle counts its cost
 _NEVER = float("inf")
@@ -63,6 +63,7 @@ class MemoryBudgets:
         self._ttl = lease_ttl_s
         self._windows: dict[tuple[str, str], _Spend] = {}  # (scope ref, window) -> its spend and leases
         self._alerted: set[tuple[str, str, int, float]] = set()  # (scope ref, window, budget, threshold)
+        self._day = -1  # the UTC day of the last reservation: past windows are dropped when it changes
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
         return self.reserve_now(scopes, amount_nano, now, slot or unique_id("slot_"))
@@ -77,7 +78,20 @@ class MemoryBudgets:
             st = self._windows[(ref, window)] = _Spend()
         return st
 
+    def _drop_past(self, now: float) -> None:
+        """Forget the windows that ended before yesterday, with their alert marks (yesterday's stays: a call
+        reserved before midnight is settled in it). Run once a day: without it every scope kept one entry
+        per window it ever had, for as long as the process lived."""
+        keep = {window_of(period, t) for period in PERIODS for t in (now, now - 86400)}
+        windows = self._windows
+        for key in [k for k in windows if k[1] not in keep]:
+            del windows[key]
+        self._alerted = {m for m in self._alerted if m[1] in keep}
+
     def reserve_now(self, scopes: list[Scope], amount_nano: int, now: float, slot: str) -> Reservation:
+        if (day := int(now // 86400)) > self._day:  # not on a clock stepped back: today's window stays
+            self._day = day
+            self._drop_past(now)
         taken: list[_Spend] = []
         windows = self._windows
         for s in scopes:

@@ -375,3 +375,26 @@ async def test_a_budget_raised_mid_window_alerts_at_its_own_thresholds(backend: 
         assert (await budgets.reserve([raised], to_nano(0.1), NOW, f"b{i}")).allowed
         fired += await budgets.settle([raised], to_nano(0.1), to_nano(0.1), NOW, [0.5, 0.8, 1.0], f"b{i}")
     assert [c[2] for c in fired] == [0.8, 1.0]  # 50 % of $2 was passed when the budget changed
+
+
+async def test_process_memory_forgets_the_windows_that_ended_before_yesterday() -> None:
+    # every window a scope ever had stayed in memory (one entry per key and day, for as long as the
+    # process lived); now the first reservation of a day forgets those before yesterday
+    budgets = MemoryBudgets(lease_ttl_s=660)
+    daily = Scope("key", "days", Limits(budget_usd=1.0, budget_period="daily"))
+    monthly = Scope("key", "month", Limits(budget_usd=1.0, budget_period="monthly"))
+    midnight = (NOW // 86400 + 1) * 86400  # 2027-01-16T00:00:00Z: not a month's end
+    day = [window_of("daily", midnight + n * 86400) for n in (-1, 0, 1)]
+    for scope in (daily, monthly):
+        assert (await budgets.reserve([scope], to_nano(0.5), midnight - 100, "a")).allowed
+        await budgets.settle([scope], to_nano(0.5), to_nano(0.5), midnight - 100, [0.5], "a")
+    assert (await budgets.reserve([daily], to_nano(0.3), midnight - 1, "late")).allowed  # in flight at midnight
+    assert (await budgets.reserve([daily, monthly], to_nano(0.1), midnight + 1, "next")).allowed
+    crossed = await budgets.settle([daily], to_nano(0.3), to_nano(0.3), midnight - 1, [0.8], "late")
+    assert crossed == [("key:days", day[0], 0.8)]  # settled in its own window, which is still there
+    await budgets.settle([daily, monthly], to_nano(0.1), to_nano(0.1), midnight + 1, [0.5], "next")
+    assert (await budgets.reserve([daily, monthly], to_nano(0.1), midnight + 86400, "after")).allowed
+    assert sorted(budgets._windows) == [(daily.ref, day[1]), (daily.ref, day[2]),
+                                        (monthly.ref, window_of("monthly", midnight))]
+    assert await budgets.spent(monthly, midnight + 86400) == to_nano(0.7)  # the month goes on
+    assert {m[1] for m in budgets._alerted} == {window_of("monthly", midnight)}
