@@ -11,6 +11,7 @@ layer renders them once, in the wire format the client spoke.
     ├── NotFound                       not_found          404
     ├── PayloadTooLarge                payload_too_large  413
     ├── RateLimited                    rate_limited       429     yes (retry_after)
+    │   ├── DeploymentsFull            rate_limited       429     yes (every deployment at its caps)
     │   └── TooLargeForLimit           rate_limited       429     no (no wait lets it through)
     ├── QuotaExceeded                  quota_exceeded     429     no (another deployment may answer)
     ├── BudgetExceeded                 budget_exceeded    429
@@ -89,6 +90,12 @@ class RateLimited(GatewayError):
     kind = "rate_limited"
     status = 429
     retryable = True
+
+
+class DeploymentsFull(RateLimited):
+    """Every deployment a request could use is at its own rpm/tpm caps, and none was called: the
+    request goes back out of the caller's own rate windows (a refusal at one level takes nothing from
+    the others)."""
 
 
 class TooLargeForLimit(RateLimited):

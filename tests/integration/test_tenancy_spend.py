@@ -463,3 +463,21 @@ def test_a_call_across_midnight_is_in_the_report_and_the_seed_of_the_day_its_bud
     with running_gateway(cfg) as again:  # seeded from the ledger: Feb 1 has spent nothing
         for _ in range(2):  # each about $0.046 of the $0.10
             _client(again, key["key"]).chat.completions.create(**chat_body())
+
+
+def test_a_call_refused_because_every_deployment_is_full_costs_the_key_nothing(tmp_path: Path) -> None:
+    models = [{"name": "capped", "provider": "mock", "rpm": 1}, {"name": "capped", "provider": "mock", "rpm": 1},
+              {"name": "mock", "provider": "mock"}]
+    with running_gateway(gateway_config(tmp_path / "gw.db", models=models)) as gw:
+        key = setup_key(AdminClient(gw.url, MASTER), "full-co", rpm=4)
+        client = _client(gw, key["key"])
+        for _ in range(2):
+            client.chat.completions.create(**chat_body(model="capped"))
+        for _ in range(3):  # both deployments full: refused before any upstream call, and given back to the key
+            with pytest.raises(openai.RateLimitError, match="Every deployment"):
+                client.chat.completions.create(**chat_body(model="capped"))
+        raw = client.chat.completions.with_raw_response.create(**chat_body(model="mock"))
+        assert raw.headers["x-ratelimit-remaining-requests"] == "1"  # 2 answered calls and this one
+        client.chat.completions.create(**chat_body(model="mock"))
+        with pytest.raises(openai.RateLimitError, match="key"):
+            client.chat.completions.create(**chat_body(model="mock"))

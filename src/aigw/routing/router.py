@@ -158,9 +158,10 @@ class Router:
             served.model = model
             return result, served
         assert last is not None
-        if isinstance(last, errors.RateLimited) and soonest is not None:
-            raise soonest  # every model at its limits: the client may come back when the first has room
-        raise last
+        final = soonest if isinstance(last, errors.RateLimited) and soonest is not None else last
+        if isinstance(final, errors.DeploymentsFull) and served.attempts:  # a call was made after all
+            final = errors.RateLimited(final.message, code=final.code, retry_after=final.retry_after)
+        raise final  # every model at its limits: the client may come back when the first has room
 
     async def _serve_model(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,
                            attempt: Attempt[T], served: Served, deadline: float, stream: bool) -> T:
@@ -333,7 +334,7 @@ def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slo
                                            code="rate_limit_exceeded")
         else:  # the exact caps say when; this replica's estimate, at the latest when its minute rolls over
             wait = full_wait if full_wait is not None else 60.0 - wall % 60.0
-        return errors.RateLimited(f"Every deployment of `{model}` is at its rate limit; retry later.",
-                                  retry_after=max(1.0, wait))
+        kind = errors.DeploymentsFull if full_wait is not None else errors.RateLimited
+        return kind(f"Every deployment of `{model}` is at its rate limit; retry later.", retry_after=max(1.0, wait))
     return errors.Unavailable(f"Every deployment of `{model}` is unavailable (circuit open); retry later.",
                               retry_after=max(1.0, reopen - now) if reopen < math.inf else 1.0)

@@ -286,7 +286,8 @@ class RateLimiter(Protocol):
     the gateway: never a client's x-request-id, which a client could repeat to hold one place for many."""
 
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission: ...
-    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0) -> None: ...
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0,
+                      request_back: bool = False) -> None: ...
 
 
 @dataclass(slots=True)
@@ -335,9 +336,10 @@ class Gate(Protocol):
 
     async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, entered: float,
-                    thresholds: list[float]) -> list[tuple[str, str, float]]:
+                    thresholds: list[float], request_back: bool = False) -> list[tuple[str, str, float]]:
         """Settle what ``enter`` took: a token refund goes back into the second that took the estimate
-        (``taken_at``; nothing if it has left the window), extra tokens into the current one, and the
+        (``taken_at``; nothing if it has left the window), extra tokens into the current one, the request
+        itself too with ``request_back`` (a call refused after ``enter``, e.g. every deployment full), and the
         budget lease on ``slot`` is replaced by ``actual_nano`` in the window of ``entered`` (when the
         reservation was made), not of now. ``reserved_nano`` must be what ``enter`` reserved: with the
         slot it names the lease. Only a lease still there is settled, so settling twice counts once."""

@@ -91,8 +91,9 @@ class MemoryRateLimiter:
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
         return self.take(scopes, slot, est_tokens, self._clock.now())
 
-    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0) -> None:
-        self.give_back(scopes, slot, token_delta, taken_at, self._clock.now())
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0,
+                      request_back: bool = False) -> None:
+        self.give_back(scopes, slot, token_delta, taken_at, self._clock.now(), request_back)
 
     def _levels(self, scopes: list[Scope]) -> list[_Level]:
         """Each scope with its caps and live state, resolved once per scope list."""
@@ -177,10 +178,14 @@ class MemoryRateLimiter:
                          reset_requests_s=req_w.buckets[0][0] + WINDOW_S - now if req_w is not None else 0.0,
                          taken_at=sec)
 
-    def give_back(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int, now: float) -> None:
-        """Settle the token estimate to the real count and free the parallel slot."""
+    def give_back(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int, now: float,
+                  request_back: bool = False) -> None:
+        """Settle the token estimate to the real count and free the parallel slot (and, with
+        ``request_back``, take the request back out of the second that counted it)."""
         sec = int(now)
-        for _, _, tpm, _, _, tok, inflight in self._levels(scopes):
+        for _, rpm, tpm, _, req, tok, inflight in self._levels(scopes):
+            if request_back and rpm:
+                req.refund(taken_at, 1)
             if token_delta and tpm:
                 if token_delta > 0:
                     tok.add(sec, token_delta)  # used beyond the estimate: used now
@@ -224,9 +229,9 @@ class MemoryGate:
 
     async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, entered: float,
-                    thresholds: list[float]) -> list[tuple[str, str, float]]:
+                    thresholds: list[float], request_back: bool = False) -> list[tuple[str, str, float]]:
         if rate:
-            self.limiter.give_back(rate, slot, token_delta, taken_at, self.limiter.now())
+            self.limiter.give_back(rate, slot, token_delta, taken_at, self.limiter.now(), request_back)
         if not budget:
             return []
         return self.budgets.settle_now(budget, slot, reserved_nano, actual_nano, entered, thresholds)

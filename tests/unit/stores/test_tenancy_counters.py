@@ -136,6 +136,19 @@ async def test_a_refund_goes_back_to_the_estimates_second_or_nowhere(backend: tu
     assert not (await limiter.admit([scope], "b", 600)).allowed
 
 
+async def test_a_request_given_back_leaves_its_second_and_frees_its_place(backend: tuple[Any, Any]) -> None:
+    limiter, _ = backend
+    scope = Scope("key", "back", Limits(rpm=2))
+    first = await limiter.admit([scope], "a", 0)
+    await limiter.admit([scope], "b", 0)
+    assert not (await limiter.admit([scope], "c", 0)).allowed
+    await limiter.release([scope], "a", 0, first.taken_at, request_back=True)  # refused after the gate
+    again = await limiter.admit([scope], "d", 0)
+    assert again.allowed and again.remaining_requests == 0
+    await limiter.release([scope], "d", 0, first.taken_at - 120, request_back=True)  # its second has gone
+    assert not (await limiter.admit([scope], "e", 0)).allowed
+
+
 async def test_a_late_refund_does_not_open_room_in_the_next_minute() -> None:
     clock = FakeClock()
     limiter = MemoryRateLimiter(clock)

@@ -153,8 +153,10 @@ class LimitsStage(Stage):
             joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
             budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
             actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
+            # refused because every deployment was full, none called: the request goes back too
+            back = isinstance(ctx.error, errors.DeploymentsFull)
             steps.append(self.svc.gate.leave(scopes, slot, used - est if tpm else 0, taken_at, budget, reserved,
-                                             actual, entered, self.svc.config.alert_thresholds))
+                                             actual, entered, self.svc.config.alert_thresholds, back))
         if caps is not None and caps.taken:
             steps += self._settle_caps(ctx, caps)
         if not steps:  # rpm-only caps (or an estimate that was exact) and no key scopes: nothing to settle

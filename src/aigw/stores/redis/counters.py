@@ -130,7 +130,7 @@ class _Rate:
         lim = scope.limits
         kr, kt, kp = (bulk(f"{base}{scope.ref}:{s}".encode()) for s in "rtp")
         self.scope = scope
-        self.enter_keys, self.leave_keys = [kr, kt, kp], [kt, kp]
+        self.enter_keys = self.leave_keys = [kr, kt, kp]
         self.enter_args = [bulk_int(lim.rpm or 0), bulk_int(lim.tpm or 0), bulk_int(lim.max_parallel or 0)]
         self.leave_args = [bulk_int(lim.tpm or 0)]
 
@@ -248,10 +248,11 @@ class RedisCounters:
 
     async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, entered: float,
-                    thresholds: list[float]) -> list[tuple[str, str, float]]:
+                    thresholds: list[float], request_back: bool = False) -> list[tuple[str, str, float]]:
         items = self._budgeted(budget, entered)  # the reservation's window, not the one the call ends in
         keys: list[bytes] = []
-        args = [bulk(slot.encode()), bulk_int(token_delta), bulk_int(taken_at), bulk_int(len(rate))]
+        args = [bulk(slot.encode()), bulk_int(token_delta), bulk_int(taken_at), bulk_int(int(request_back)),
+                bulk_int(len(rate))]
         for s in rate:
             r = self._rate(s)
             keys += r.leave_keys
@@ -273,8 +274,9 @@ class RedisCounters:
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
         return (await self.enter(scopes, slot, est_tokens, [], 0, 0.0))[0]
 
-    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0) -> None:
-        await self.leave(scopes, slot, token_delta, taken_at, [], 0, 0, 0.0, [])
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0,
+                      request_back: bool = False) -> None:
+        await self.leave(scopes, slot, token_delta, taken_at, [], 0, 0, 0.0, [], request_back)
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
         slot = slot or unique_id("slot_")

@@ -2,9 +2,10 @@
 -- the in-flight sets (rate scopes); replace the call's lease by its real cost and
 -- report budget thresholds crossed for the first time in their window (budget
 -- scopes; each fires once per window, across replicas).
--- KEYS: 2 per rate scope (tokens hash, in-flight zset), then per budget scope: settled,
---       reserved, leases (see enter.lua), and one alert mark per threshold (and budget amount).
--- ARGV: slot, token_delta, taken_at (the second enter put the estimate in), n_rate,
+-- KEYS: 3 per rate scope (requests hash, tokens hash, in-flight zset), then per budget scope:
+--       settled, reserved, leases (see enter.lua), and one alert mark per threshold (and budget amount).
+-- ARGV: slot, token_delta, taken_at (the second enter put the estimate in), request_back (1: the call
+--       was refused after enter, e.g. every deployment full: its request leaves taken_at's bucket), n_rate,
 --       per rate scope: tpm (0 = none),
 --       reserved_nano (the lease's amount), actual_nano, n_thresholds, thresholds...,
 --       per budget scope: limit, ttl_s (0 = keep).
@@ -17,10 +18,15 @@
 -- Returns the crossings as "budget_index:threshold" strings.
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
-local rid, tokens, taken, nr = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local rid, tokens, taken = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local back, nr = tonumber(ARGV[4]), tonumber(ARGV[5])
 for i = 0, nr - 1 do
-  local kt, kp = KEYS[i * 2 + 1], KEYS[i * 2 + 2]
-  if tonumber(ARGV[5 + i]) > 0 and tokens ~= 0 then
+  local kr, kt, kp = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+  if back > 0 and taken > sec - 60 then
+    local had = tonumber(redis.call('HGET', kr, taken) or '0')
+    if had > 0 then redis.call('HINCRBY', kr, taken, -1) end
+  end
+  if tonumber(ARGV[6 + i]) > 0 and tokens ~= 0 then
     if tokens > 0 then
       redis.call('HINCRBY', kt, sec, tokens)
       redis.call('EXPIRE', kt, 70)
@@ -31,13 +37,13 @@ for i = 0, nr - 1 do
   end
   redis.call('ZREM', kp, rid)
 end
-local b = 5 + nr
+local b = 6 + nr
 local amount, actual, nt = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
 local live, expired = amount .. ':' .. rid, 'e:' .. rid
 local out = {}
 local per = 3 + nt
-for j = 1, (#KEYS - nr * 2) / per do
-  local k = nr * 2 + (j - 1) * per
+for j = 1, (#KEYS - nr * 3) / per do
+  local k = nr * 3 + (j - 1) * per
   local ks, kres, kl = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local found = redis.call('ZREM', kl, live) == 1
   if found then
