@@ -9,6 +9,7 @@ Providers disagree on what "input tokens" means, which is where peers misprice:
     Gemini                         promptTokenCount: yes (cachedContent inside) thoughtsTokenCount APART
     Bedrock Converse               inputTokens: NO (cacheRead/WriteInputTokens) -
     DeepSeek                       prompt_tokens: yes (prompt_cache_hit_tokens) inside completion_tokens
+    Gemini, xAI (OpenAI-compat)    prompt_tokens: yes                          OUTSIDE completion_tokens (total_tokens)
 
 ``Tokens`` is the one normal form: every count disjoint, so cost is a plain sum
 (``cache_write_1h`` is the one sub-count: Anthropic's one-hour cache writes, within
@@ -87,15 +88,22 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
         return _searched(_split(_i(usage, "input_tokens") + read + write, read, write, _i(usage, "output_tokens"),
                                 _i(usage, "output_tokens_details", "thinking_tokens"),
                                 _i(usage, "cache_creation", "ephemeral_1h_input_tokens")), usage)
-    raw_p, raw_c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    raw_p, raw_c, raw_t = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
     if (type(raw_p) is int and type(raw_c) is int and "prompt_tokens_details" not in usage
-            and "completion_tokens_details" not in usage and "prompt_cache_hit_tokens" not in usage):
+            and "completion_tokens_details" not in usage and "prompt_cache_hit_tokens" not in usage
+            and (type(raw_t) is not int or raw_t <= raw_p + raw_c)):
         return Tokens(max(0, raw_p), 0, 0, max(0, raw_c), 0)  # the common plain shape, fast
     prompt, completion = _i(usage, "prompt_tokens"), _i(usage, "completion_tokens")
+    reasoning = _i(usage, "completion_tokens_details", "reasoning_tokens")
+    # Thinking reported outside completion_tokens (Gemini's and xAI's OpenAI-compatible APIs): total_tokens
+    # counts it, and it is billed as output; OpenAI's own total is always prompt + completion
+    unreported = _i(usage, "total_tokens") - prompt - completion
+    if unreported > 0:
+        completion += unreported
+        reasoning = max(reasoning, unreported)
     cached = _i(usage, "prompt_tokens_details", "cached_tokens") or _i(usage, "prompt_cache_hit_tokens")
     return _searched(_split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,
-                            _i(usage, "completion_tokens_details", "reasoning_tokens"),
-                            _i(usage, "prompt_tokens_details", "cache_write_1h_tokens")), usage)
+                            reasoning, _i(usage, "prompt_tokens_details", "cache_write_1h_tokens")), usage)
 
 
 def _searched(tokens: Tokens, usage: JSON) -> Tokens:

@@ -100,3 +100,12 @@ def test_bedrock_model_ids_find_their_models_price() -> None:
     assert table("arn:aws:bedrock:us-east-1:1:inference-profile/eu.anthropic.claude-opus-4-1-20250805-v1:0") \
         == table("claude-opus-4-1")
     assert table("claude-sonnet-4-5") is not None and table("anthropic.unknown-model-v1:0") is None
+
+
+def test_gemini_thoughts_outside_completion_tokens_are_billed_at_the_output_rate() -> None:
+    """Google's OpenAI-compatible endpoint: completion_tokens holds the answer only, total_tokens the thoughts."""
+    book = _book(Deployment(name="gemini-2.5-flash", provider="openai_compatible", api_base="http://x"))
+    tokens = tokens_from_usage({"prompt_tokens": 20, "completion_tokens": 151, "total_tokens": 553})
+    assert tokens is not None
+    # 20 in x $0.30 + (151 answer + 382 thought) out x $2.50 per million
+    assert book.for_deployment("d0").cost_nano(tokens) == 6_000 + 1_332_500

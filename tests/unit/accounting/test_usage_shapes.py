@@ -75,3 +75,16 @@ def test_anthropic_web_searches_are_counted_raw_and_through_canonical_usage() ->
     direct, canonical = tokens_from_usage(raw), tokens_from_usage(to_canonical_usage(raw))
     assert direct == canonical == Tokens(fresh_input=10, output=5, web_searches=3)
     assert tokens_from_usage({"input_tokens": 10, "output_tokens": 5}) == Tokens(fresh_input=10, output=5)
+
+
+def test_thinking_counted_only_in_total_tokens_is_billed_as_output() -> None:
+    """Gemini's OpenAI-compatible endpoint leaves thought tokens out of completion_tokens but counts them in
+    total_tokens (Google bills them as output); xAI does the same and names them in reasoning_tokens."""
+    gemini = {"prompt_tokens": 20, "completion_tokens": 151, "total_tokens": 553}
+    assert tokens_from_usage(gemini) == Tokens(fresh_input=20, output=151, reasoning=382)
+    xai = {"prompt_tokens": 40, "completion_tokens": 50, "total_tokens": 390,
+           "prompt_tokens_details": {"cached_tokens": 30}, "completion_tokens_details": {"reasoning_tokens": 300}}
+    assert tokens_from_usage(xai) == Tokens(fresh_input=10, cached_input=30, output=50, reasoning=300)
+    openai = {"prompt_tokens": 40, "completion_tokens": 350, "total_tokens": 390,
+              "completion_tokens_details": {"reasoning_tokens": 300}}
+    assert tokens_from_usage(openai) == Tokens(fresh_input=40, output=50, reasoning=300)  # inside: billed once
