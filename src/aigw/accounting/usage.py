@@ -12,7 +12,7 @@ Providers disagree on what "input tokens" means, which is where peers misprice:
     Gemini, xAI (OpenAI-compat)    prompt_tokens: yes                          OUTSIDE completion_tokens (total_tokens)
 
 ``Tokens`` is the one normal form: every count disjoint, so cost is a plain sum
-(``cache_write_1h`` is the one sub-count: Anthropic's one-hour cache writes, within
+(``cache_write_1h`` is the one sub-count: Anthropic's (and Bedrock's) one-hour cache writes, within
 ``cache_write``, priced at their own rate). Beside the tokens it counts the web
 searches a provider ran on its side (Anthropic's ``server_tool_use``), billed per search.
 """
@@ -79,7 +79,10 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
                       _i(usage, "candidatesTokenCount") + thoughts, thoughts)
     if "inputTokens" in usage:  # Bedrock Converse
         read, write = _i(usage, "cacheReadInputTokens"), _i(usage, "cacheWriteInputTokens")
-        return _split(_i(usage, "inputTokens") + read + write, read, write, _i(usage, "outputTokens"), 0)
+        details = usage.get("cacheDetails")  # writes by TTL: [{"ttl": "1h" | "5m", "inputTokens": n}]
+        hour = sum(_i(d, "inputTokens") for d in details if isinstance(d, dict) and d.get("ttl") == "1h") \
+            if isinstance(details, list) else 0
+        return _split(_i(usage, "inputTokens") + read + write, read, write, _i(usage, "outputTokens"), 0, hour)
     if "input_tokens" in usage and "prompt_tokens" not in usage:
         if "input_tokens_details" in usage:  # OpenAI Responses API
             return _split(_i(usage, "input_tokens"), _i(usage, "input_tokens_details", "cached_tokens"), 0,

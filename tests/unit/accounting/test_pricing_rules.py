@@ -109,3 +109,14 @@ def test_gemini_thoughts_outside_completion_tokens_are_billed_at_the_output_rate
     assert tokens is not None
     # 20 in x $0.30 + (151 answer + 382 thought) out x $2.50 per million
     assert book.for_deployment("d0").cost_nano(tokens) == 6_000 + 1_332_500
+
+
+def test_bedrock_one_hour_cache_writes_cost_what_anthropics_do() -> None:
+    book = _book(Deployment(name="us.anthropic.claude-sonnet-4-5-20250929-v1:0", provider="openai_compatible",
+                            api_base="http://x"))
+    tokens = tokens_from_usage({"inputTokens": 10, "outputTokens": 20, "cacheWriteInputTokens": 1500,
+                                "cacheDetails": [{"ttl": "1h", "inputTokens": 1000},
+                                                 {"ttl": "5m", "inputTokens": 500}]})
+    assert tokens is not None
+    # 10 fresh x $3 + 500 5-minute writes x $3.75 + 1000 1-hour writes x $6 + 20 out x $15 per million
+    assert book.for_deployment("d0").cost_nano(tokens) == 30_000 + 1_875_000 + 6_000_000 + 300_000

@@ -88,3 +88,10 @@ def test_thinking_counted_only_in_total_tokens_is_billed_as_output() -> None:
     openai = {"prompt_tokens": 40, "completion_tokens": 350, "total_tokens": 390,
               "completion_tokens_details": {"reasoning_tokens": 300}}
     assert tokens_from_usage(openai) == Tokens(fresh_input=40, output=50, reasoning=300)  # inside: billed once
+
+
+def test_bedrock_one_hour_cache_writes_are_told_apart_by_their_ttl() -> None:
+    """Bedrock Converse breaks cacheWriteInputTokens down by TTL in cacheDetails; one-hour writes cost more."""
+    usage = {"inputTokens": 10, "outputTokens": 20, "cacheWriteInputTokens": 1500,
+             "cacheDetails": [{"ttl": "1h", "inputTokens": 1000}, {"ttl": "5m", "inputTokens": 500}]}
+    assert tokens_from_usage(usage) == Tokens(fresh_input=10, cache_write=1500, cache_write_1h=1000, output=20)
