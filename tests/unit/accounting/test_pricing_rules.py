@@ -120,3 +120,25 @@ def test_bedrock_one_hour_cache_writes_cost_what_anthropics_do() -> None:
     assert tokens is not None
     # 10 fresh x $3 + 500 5-minute writes x $3.75 + 1000 1-hour writes x $6 + 20 out x $15 per million
     assert book.for_deployment("d0").cost_nano(tokens) == 30_000 + 1_875_000 + 6_000_000 + 300_000
+
+
+def test_provider_spellings_of_a_model_find_its_price() -> None:
+    """Azure names gpt-3.5-turbo ``gpt-35-turbo``; Anthropic's aliases ``claude-sonnet-4-0`` and
+    ``claude-opus-4-0`` are Claude Sonnet 4 and Opus 4: none of them is free."""
+    table = PriceBook([]).lookup
+    assert table("gpt-35-turbo") == table("gpt-3.5-turbo") is not None
+    assert table("claude-sonnet-4-0") == table("claude-sonnet-4") is not None
+    assert table("claude-opus-4-0") == table("claude-opus-4") is not None
+    assert table("us.anthropic.claude-sonnet-4-0") == table("claude-sonnet-4")
+    book = _book(Deployment(name="chat", provider="azure", model="gpt-35-turbo", api_base="http://x"))
+    assert book.unknown == set()
+    assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=1000, output=500)) == 500_000 + 750_000
+
+
+def test_a_snapshot_priced_apart_from_its_family_keeps_its_own_price() -> None:
+    """gpt-4o-2024-05-13 is $5 / $15 per million, not gpt-4o's $2.50 / $10 (and has no cached rate)."""
+    book = _book(Deployment(name="gpt-4o-2024-05-13", provider="openai", api_base="http://x"))
+    tokens = tokens_from_usage({"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100})
+    assert tokens is not None
+    assert book.for_deployment("d0").cost_nano(tokens) == 5_000_000 + 1_500_000
+    assert PriceBook([]).lookup("gpt-4o-2024-08-06") == PriceBook([]).lookup("gpt-4o")
