@@ -130,6 +130,10 @@ class Tenancy:
         if self.services.prices.unknown:
             log.warning("no price for %s: their calls cost 0 (set `prices:` on those models)",
                         ", ".join(sorted(self.services.prices.unknown)))
+        if self.services.prices.partial:
+            log.warning("the `prices:` of %s set no input or no output rate and the price table has none: those "
+                        "tokens cost 0 (set input_per_mtok and output_per_mtok)",
+                        ", ".join(sorted(self.services.prices.partial)))
 
     async def _reseed(self) -> None:
         """Raise this worker's budget counters to the ledger's figures (``--workers N`` without Redis: a

@@ -2,7 +2,8 @@
 
 The shipped table (``data/prices.json``, versioned) covers the common models;
 a deployment's ``prices:`` in config overrides it field by field. A model in
-neither costs 0 and is reported by ``PriceBook.unknown`` so an operator sees it.
+neither costs 0 and is reported by ``PriceBook.unknown`` so an operator sees it;
+one whose ``prices:`` leave its input or output rate unset, by ``PriceBook.partial``.
 Cached reads and cache writes default to the input price, one-hour cache writes
 to twice the input price (Anthropic's rule), reasoning to the output price, when a
 table entry does not name them. Server-side web searches are priced per search
@@ -106,10 +107,14 @@ class PriceBook:
         self._by_deployment: dict[str, Price] = {}
         self._by_name: dict[str, Price] = {}
         self.unknown: set[str] = set()
+        self.partial: set[str] = set()  # not in the table, and their ``prices:`` leave input or output unset
         for d in deployments:
             base = self.lookup(d.model) or self.lookup(d.name)
             if base is None and d.prices is None:
                 self.unknown.add(d.model)
+            elif base is None and (d.prices is None or d.prices.input_per_mtok is None
+                                   or d.prices.output_per_mtok is None):
+                self.partial.add(d.model)
             price = base or Price()
             self._by_deployment[d.id] = price.merged(d.prices) if d.prices is not None else price
             self._by_name.setdefault(d.name, self._by_deployment[d.id])

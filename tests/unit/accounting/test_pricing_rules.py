@@ -70,6 +70,17 @@ def test_unknown_models_cost_nothing_and_are_reported() -> None:
     assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=10**6, output=10**6)) == 0
 
 
+def test_an_unknown_model_priced_in_part_is_reported_and_its_unset_rate_costs_nothing() -> None:
+    d = Deployment(name="my-llama", provider="openai_compatible", api_base="http://x",
+                   prices=Prices(cached_input_per_mtok=0.1, per_request=0.001))
+    book = _book(d)
+    assert book.partial == {"my-llama"} and book.unknown == set()
+    assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=10**6, output=10**6)) == 1_000_000
+    full = _book(Deployment(name="my-llama", provider="openai_compatible", api_base="http://x",
+                            prices=Prices(input_per_mtok=1, output_per_mtok=2)))
+    assert full.partial == set() and full.unknown == set()
+
+
 def test_the_shipped_table_is_versioned_and_complete() -> None:
     version, table = load_table()
     assert version >= "2026-01-01"
