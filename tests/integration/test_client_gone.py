@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -47,3 +48,29 @@ def test_a_client_gone_before_the_first_byte_frees_its_slot_at_once_and_is_a_499
             assert time.monotonic() < deadline, rows
             time.sleep(0.05)
         assert (rows[0]["requests"], rows[0]["errors"]) == (4, 2)  # the two abandoned calls, as 499s
+
+
+def test_a_client_gone_while_sending_its_body_is_still_a_499_in_the_ledger(tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    with running_gateway(gateway_config(db)) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "half-body-co")
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        client.chat.completions.create(**chat_body("first"))  # the key is known (cached) from here on
+        raw = json.dumps(chat_body("never finished")).encode()
+        with socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])), timeout=5) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"authorization: Bearer " + key["key"].encode() + b"\r\nx-request-id: req-half-body\r\n"
+                         b"content-length: " + str(len(raw)).encode() + b"\r\n\r\n" + raw[:10])
+            time.sleep(0.2)  # the gateway is waiting for the rest of the body when the client leaves
+        deadline = time.monotonic() + 5
+        while True:
+            rows = admin.get("/admin/spend", group_by="key", key=key["id"])["data"]
+            if rows and rows[0]["requests"] >= 2:
+                break
+            assert time.monotonic() < deadline, rows  # the abandoned call had no row at all
+            time.sleep(0.05)
+        assert (rows[0]["requests"], rows[0]["errors"]) == (2, 1)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, error_kind FROM spend_ledger WHERE request_id = 'req-half-body'"
+                            ).fetchall() == [(499, "client_disconnected")]

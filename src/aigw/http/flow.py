@@ -98,6 +98,8 @@ class Flow:
                 ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
         except asyncio.CancelledError:
             if req.scope.get(CLIENT_GONE):  # the client left before its answer: a 499 in the ledger and logs
+                if ctx is None and principal is not None:  # gone while its body came: a known key's call all the same
+                    ctx = _refused(req, api, endpoint, principal, body)
                 if ctx is not None:
                     ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
                 raise

@@ -52,7 +52,7 @@ class HttpRequest:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise errors.InvalidRequest("client disconnected while sending the body")
+                raise errors.InvalidRequest("client disconnected while sending the body", code="client_disconnected")
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
