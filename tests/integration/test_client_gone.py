@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import openai
+import pytest
 
 from aigw.cli.admin_client import AdminClient
+from aigw.http.key_lookup import KeyCache
 from tests.integration.tenancy_support import MASTER, PRICED_MOCK, chat_body, gateway_config, setup_key
 from tests.support.gateway import running_gateway
 
 VERY_SLOW = {"name": "very-slow", "provider": "mock", "latency_ms": 3000}
 
 
-def _leave_early(port: int, key: str, body: dict[str, object]) -> None:
+def _leave_early(port: int, key: str, body: dict[str, object], request_id: str = "", wait: float = 0.2) -> None:
     """Send a request, then close the connection before any answer comes."""
     raw = json.dumps(body).encode()
+    rid = b"x-request-id: " + request_id.encode() + b"\r\n" if request_id else b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                     b"authorization: Bearer " + key.encode() + b"\r\ncontent-length: " + str(len(raw)).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" + rid
+                     + b"authorization: Bearer " + key.encode() + b"\r\ncontent-length: " + str(len(raw)).encode()
                      + b"\r\n\r\n" + raw)
-        time.sleep(0.2)
+        time.sleep(wait)
 
 
 def test_a_client_gone_before_the_first_byte_frees_its_slot_at_once_and_is_a_499(tmp_path: Path) -> None:
@@ -73,4 +78,32 @@ def test_a_client_gone_while_sending_its_body_is_still_a_499_in_the_ledger(tmp_p
         assert (rows[0]["requests"], rows[0]["errors"]) == (2, 1)
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status, error_kind FROM spend_ledger WHERE request_id = 'req-half-body'"
+                            ).fetchall() == [(499, "client_disconnected")]
+
+
+def test_a_client_gone_while_its_key_is_looked_up_is_still_a_499_in_the_ledger(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "gw.db"
+    lookup = KeyCache.lookup
+
+    async def slow_lookup(self: KeyCache, presented: str) -> Any:
+        await asyncio.sleep(0.3)  # a busy database: the key's first use waits for it
+        return await lookup(self, presented)
+
+    monkeypatch.setattr(KeyCache, "lookup", slow_lookup)
+    with running_gateway(gateway_config(db)) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "slow-lookup-co")  # never used yet: its first call reads the database
+        _leave_early(int(gw.url.rsplit(":", 1)[1]), key["key"], chat_body("left during the lookup"),
+                     request_id="req-gone-at-auth", wait=0.1)
+        deadline = time.monotonic() + 5
+        while True:
+            rows = admin.get("/admin/spend", group_by="key", key=key["id"])["data"]
+            if rows:
+                break
+            assert time.monotonic() < deadline, "the abandoned call has no ledger row"
+            time.sleep(0.05)
+        assert (rows[0]["requests"], rows[0]["errors"]) == (1, 1)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, error_kind FROM spend_ledger WHERE request_id = 'req-gone-at-auth'"
                             ).fetchall() == [(499, "client_disconnected")]

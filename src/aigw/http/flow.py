@@ -98,7 +98,9 @@ class Flow:
                 ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
         except asyncio.CancelledError:
             if req.scope.get(CLIENT_GONE):  # the client left before its answer: a 499 in the ledger and logs
-                if ctx is None and principal is not None:  # gone while its body came: a known key's call all the same
+                if ctx is None and principal is None:  # gone while its key was looked up: finish the lookup
+                    principal = await self._caller(req)
+                if ctx is None and principal is not None:  # gone before the pipeline: a known key's call all the same
                     ctx = _refused(req, api, endpoint, principal, body)
                 if ctx is not None:
                     ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
@@ -127,6 +129,13 @@ class Flow:
         finally:
             if ctx is not None and self.pipeline.finishes:
                 await self.pipeline.finish(ctx)
+
+    async def _caller(self, req: HttpRequest) -> Principal | None:
+        """Who sent a request whose client left while its key was being looked up (None: nobody known)."""
+        try:
+            return await self.auth.authenticate(req.headers)
+        except Exception:
+            return None
 
 
 async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, request_id: str,
