@@ -225,6 +225,9 @@ def _drop(days: list[int], conn: sqlite3.Connection) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {table_for(d)}")
 
 
+_CREATE_LOCK = 0x6169_6777_726C_6F67  # "aigwrlog": the advisory lock held while a day's table is created
+
+
 class PostgresRequestLog:
     name = "postgres"
 
@@ -264,6 +267,9 @@ class PostgresRequestLog:
         async with self._pool.acquire() as conn, conn.transaction():
             for day, rows in by_day.items():
                 if day not in self._days:
+                    # replicas racing to create the same day's table would fail on PostgreSQL's catalog
+                    # (CREATE ... IF NOT EXISTS is not safe concurrently): one at a time, till this commits
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _CREATE_LOCK)
                     for sql in _create_sql(day):
                         await conn.execute(sql)
                     self._days.add(day)

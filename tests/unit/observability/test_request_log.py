@@ -245,3 +245,18 @@ async def test_a_sqlite_log_file_another_process_holds_is_opened_once_it_lets_go
         released.join()
         holder.close()
         await store.close()
+
+
+async def test_replicas_opening_the_same_new_day_at_once_all_write(postgres_schema: tuple[str, str]) -> None:
+    """Several replicas' first writes of a day race to create its table: none may fail on it."""
+    dsn, schema = postgres_schema
+    replicas = [PostgresRequestLog(dsn, schema) for _ in range(6)]
+    for r in replicas:
+        await r.open()
+    try:
+        for day in range(1, 4):
+            await asyncio.gather(*(r.write([rec(100 * i + day, day=day)]) for i, r in enumerate(replicas)))
+        assert len(await replicas[0].query(RequestQuery(limit=100))) == 18
+    finally:
+        for r in replicas:
+            await r.close()
