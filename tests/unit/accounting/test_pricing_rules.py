@@ -153,3 +153,49 @@ def test_a_snapshot_priced_apart_from_its_family_keeps_its_own_price() -> None:
     assert tokens is not None
     assert book.for_deployment("d0").cost_nano(tokens) == 5_000_000 + 1_500_000
     assert PriceBook([]).lookup("gpt-4o-2024-08-06") == PriceBook([]).lookup("gpt-4o")
+
+
+def test_models_added_on_2026_11_27_are_priced_under_their_provider_ids() -> None:
+    """Table 2026-11-27b: Claude Opus 4.6-5.5, Sonnet 4.6/5/5.5, Haiku 5.5, Fable 5/5.1; GPT-6 Sol, 6.1 Terra,
+    6.2 Sol/Astra. Each is found under its provider id, a dated or Vertex-style id, and a Bedrock id."""
+    table = PriceBook([]).lookup
+    for name in ("claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "claude-opus-5", "claude-opus-5-5",
+                 "claude-sonnet-4-6", "claude-sonnet-5", "claude-sonnet-5-5", "claude-haiku-5-5",
+                 "claude-fable-5", "claude-fable-5-1", "gpt-6-sol", "gpt-6.1-terra", "gpt-6.2-sol", "gpt-6.2-astra"):
+        assert table(name) is not None, name
+    assert table("claude-opus-5-5@20260922") == table("claude-opus-5-5")  # Vertex spelling
+    assert table("us.anthropic.claude-sonnet-5-5-v1:0") == table("claude-sonnet-5-5")  # Bedrock profile
+    assert table("anthropic.claude-haiku-5-5") == table("claude-haiku-5-5")
+    assert table("openai/gpt-6.2-sol") == table("gpt-6.2-sol")
+
+
+def test_claude_opus_5_5_bills_its_own_cache_rates_under_a_dated_id() -> None:
+    book = _book(Deployment(name="claude-opus-5-5-20260922", provider="anthropic", api_base="http://x"))
+    tokens = tokens_from_usage({"input_tokens": 100, "cache_read_input_tokens": 10_000,
+                                "cache_creation_input_tokens": 2_000, "output_tokens": 500,
+                                "cache_creation": {"ephemeral_5m_input_tokens": 1_000,
+                                                   "ephemeral_1h_input_tokens": 1_000}})
+    assert tokens is not None
+    assert book.unknown == set()
+    # 100 x $4 + 10k reads x $0.20 + 1k 5-minute writes x $5 + 1k 1-hour writes x $8 + 500 out x $20 per million
+    assert book.for_deployment("d0").cost_nano(tokens) == 400_000 + 2_000_000 + 5_000_000 + 8_000_000 + 10_000_000
+
+
+def test_claude_fable_5_1_cache_reads_cost_a_quarter_of_fable_5s() -> None:
+    tokens = Tokens(fresh_input=1_000, cached_input=100_000, output=1_000)
+    fable_51 = _book(Deployment(name="claude-fable-5-1", provider="anthropic", api_base="http://x"))
+    fable_5 = _book(Deployment(name="claude-fable-5", provider="anthropic", api_base="http://x"))
+    # 1k x $10 + 100k reads x $0.25 (5.1) or $1 (5) + 1k out x $50 per million
+    assert fable_51.for_deployment("d0").cost_nano(tokens) == 10_000_000 + 25_000_000 + 50_000_000
+    assert fable_5.for_deployment("d0").cost_nano(tokens) == 10_000_000 + 100_000_000 + 50_000_000
+
+
+def test_gpt_6_2_sol_bills_cached_input_and_cache_writes_under_a_dated_id() -> None:
+    book = _book(Deployment(name="gpt-6.2-sol-2026-11-17", provider="openai", api_base="http://x"))
+    tokens = tokens_from_usage({"prompt_tokens": 2_000, "completion_tokens": 300,
+                                "prompt_tokens_details": {"cached_tokens": 1_000, "cache_write_tokens": 400},
+                                "completion_tokens_details": {"reasoning_tokens": 200}})
+    assert tokens is not None
+    assert book.unknown == set()
+    # 600 fresh x $2 + 1k cached x $0.10 + 400 writes x $2.50 + 300 out (200 of them reasoning) x $10 per million
+    assert book.for_deployment("d0").cost_nano(tokens) == 1_200_000 + 100_000 + 1_000_000 + 3_000_000
