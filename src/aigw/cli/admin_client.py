@@ -141,6 +141,14 @@ key_option = click.option("--master-key", "master_key", envvar="AIGW_MASTER_KEY"
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+def not_blank(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An id or name option given empty (``--tenant "$T"`` with T unset) names nothing: refused, never sent
+    as a filter the gateway would read as "every tenant" (a purge of every tenant's cache, a bill of all)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("empty: name one, or leave the option out to mean every one")
+    return value
+
+
 def call(url: str, key: str, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
          as_text: bool = False) -> Any:
     """Run one admin call; on failure print the gateway's message and exit 1."""

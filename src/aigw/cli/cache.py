@@ -6,7 +6,7 @@ import json
 
 import click
 
-from aigw.cli.admin_client import call, json_option, key_option, url_option
+from aigw.cli.admin_client import call, json_option, key_option, not_blank, url_option
 
 
 @click.group("cache")
@@ -15,12 +15,13 @@ def cache_group() -> None:
 
 
 @cache_group.command("purge")
-@click.option("--tenant", default="", help="Tenant id or name (default: every tenant, master key only).")
-@click.option("--model", default="", help="Public model name (default: every model).")
+@click.option("--tenant", default=None, callback=not_blank,
+              help="Tenant id or name (default: every tenant, master key only).")
+@click.option("--model", default=None, callback=not_blank, help="Public model name (default: every model).")
 @url_option
 @key_option
 @json_option
-def purge(tenant: str, model: str, url: str, master_key: str, as_json: bool) -> None:
+def purge(tenant: str | None, model: str | None, url: str, master_key: str, as_json: bool) -> None:
     """Delete cached answers, so the next identical request goes upstream."""
     data = call(url, master_key, "DELETE", "/admin/cache", query={"tenant": tenant, "model": model})
     if as_json:

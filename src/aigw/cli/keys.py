@@ -16,6 +16,7 @@ from aigw.cli.admin_client import (
     key_option,
     limit_fields,
     limit_options,
+    not_blank,
     page_options,
     show,
     show_page,
@@ -66,13 +67,13 @@ def create(project: str, name: str, models: str | None, rpm: int | None, tpm: in
 
 
 @keys_group.command("list")
-@click.option("--project", default="", help="Only this project's keys.")
-@click.option("--tenant", default="", help="Only this tenant's keys.")
+@click.option("--project", default=None, callback=not_blank, help="Only this project's keys.")
+@click.option("--tenant", default=None, callback=not_blank, help="Only this tenant's keys.")
 @page_options
 @url_option
 @key_option
 @json_option
-def list_(project: str, tenant: str, limit: int | None, after: str, url: str, master_key: str,
+def list_(project: str | None, tenant: str | None, limit: int | None, after: str, url: str, master_key: str,
           as_json: bool) -> None:
     """List keys (never their secrets), oldest first."""
     show_page(call(url, master_key, "GET", "/admin/keys",

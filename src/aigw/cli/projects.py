@@ -11,6 +11,7 @@ from aigw.cli.admin_client import (
     key_option,
     limit_fields,
     limit_options,
+    not_blank,
     page_options,
     show,
     show_page,
@@ -40,12 +41,12 @@ def create(name: str, tenant: str, rpm: int | None, tpm: int | None, max_paralle
 
 
 @projects_group.command("list")
-@click.option("--tenant", default="", help="Only this tenant's projects.")
+@click.option("--tenant", default=None, callback=not_blank, help="Only this tenant's projects.")
 @page_options
 @url_option
 @key_option
 @json_option
-def list_(tenant: str, limit: int | None, after: str, url: str, master_key: str, as_json: bool) -> None:
+def list_(tenant: str | None, limit: int | None, after: str, url: str, master_key: str, as_json: bool) -> None:
     """List projects, oldest first."""
     show_page(call(url, master_key, "GET", "/admin/projects", query={"tenant": tenant, "limit": limit, "after": after}),
               as_json, COLUMNS)

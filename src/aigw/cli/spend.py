@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import click
 
-from aigw.cli.admin_client import call, json_option, key_option, show, url_option
+from aigw.cli.admin_client import call, json_option, key_option, not_blank, show, url_option
 from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS
 
 
 @click.command("spend")
 @click.option("--group-by", "group_by", default="key", type=click.Choice(list(FIRST_COLUMNS)), show_default=True)
-@click.option("--tenant", default="", help="Tenant id or name.")
-@click.option("--project", default="", help="Project id or name.")
-@click.option("--key", "key_id", default="", help="Key id.")
+@click.option("--tenant", default=None, callback=not_blank, help="Tenant id or name.")
+@click.option("--project", default=None, callback=not_blank, help="Project id or name.")
+@click.option("--key", "key_id", default=None, callback=not_blank, help="Key id.")
 @click.option("--since", default="", help="First day, YYYY-MM-DD (UTC).")
 @click.option("--until", default="", help="Last day, YYYY-MM-DD (UTC, inclusive).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV for a spreadsheet: a header line, then one row per group.")
 @url_option
 @key_option
 @json_option
-def spend(group_by: str, tenant: str, project: str, key_id: str, since: str, until: str, as_csv: bool, url: str,
-          master_key: str, as_json: bool) -> None:
+def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | None, since: str, until: str,
+          as_csv: bool, url: str, master_key: str, as_json: bool) -> None:
     """Show spend."""
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are two ways to print the same report: choose one")

@@ -89,3 +89,21 @@ def test_the_aigw_command_prints_no_traceback_for_a_bad_or_absent_gateway() -> N
                               env={**os.environ, "AIGW_URL": url}, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["cache", "purge", "--tenant", ""],
+    ["cache", "purge", "--tenant", "  "],
+    ["cache", "purge", "--model", ""],
+    ["spend", "--tenant", ""],
+    ["spend", "--project", ""],
+    ["spend", "--key", " "],
+    ["keys", "list", "--project", ""],
+    ["keys", "list", "--tenant", ""],
+    ["projects", "list", "--tenant", ""],
+])
+def test_an_empty_id_or_name_is_refused_before_any_call(not_json: str, args: list[str]) -> None:
+    """``--tenant "$T"`` with T unset must not purge (or report) every tenant: the option is refused, nothing sent
+    (``not_json`` would answer any call with a page that is not JSON: a different error)."""
+    result = CliRunner().invoke(cli, [*args, "--url", not_json])
+    assert result.exit_code == 2 and "empty" in result.output and "not JSON" not in result.output, result.output
