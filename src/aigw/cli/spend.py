@@ -15,17 +15,19 @@ from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS
 @click.option("--key", "key_id", default=None, callback=not_blank, help="Key id.")
 @click.option("--since", default="", help="First day, YYYY-MM-DD (UTC).")
 @click.option("--until", default="", help="Last day, YYYY-MM-DD (UTC, inclusive).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=None,
+              help="At most this many rows, the dearest first (by day: the earliest) [default: 1000].")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV for a spreadsheet: a header line, then one row per group.")
 @url_option
 @key_option
 @json_option
 def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | None, since: str, until: str,
-          as_csv: bool, url: str, master_key: str, as_json: bool) -> None:
+          limit: int | None, as_csv: bool, url: str, master_key: str, as_json: bool) -> None:
     """Show spend."""
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are two ways to print the same report: choose one")
     query = {"group_by": group_by, "tenant": tenant, "project": project, "key": key_id, "since": since,
-             "until": until}
+             "until": until, "limit": limit}
     if as_csv:
         click.echo(call(url, master_key, "GET", "/admin/spend", query={**query, "format": "csv"}, as_text=True),
                    nl=False)
@@ -34,3 +36,6 @@ def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | 
     show(data, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
     if not as_json:
         click.echo(f"total: ${data.get('total_cost_usd', 0):.6f}")
+        if data.get("has_more"):
+            click.echo(f"more rows than the {len(data['data'])} shown (the total counts them all): "
+                       "raise --limit", err=True)

@@ -4,7 +4,9 @@
                     [&tenant=ID|NAME][&project=ID|NAME][&key=ID][&since=YYYY-MM-DD][&until=YYYY-MM-DD][&limit=N]
                     [&format=json|csv]
 
-Days are UTC and inclusive. ``format=csv`` answers the rows as a CSV file for a
+Days are UTC and inclusive. At most ``limit`` rows (1000 by default, up to 10000): the dearest groups
+first (by day: the earliest days). ``has_more`` says that rows were left out; ``total_cost_usd`` is
+always the whole report's, left-out rows included. ``format=csv`` answers the rows as a CSV file for a
 spreadsheet: the group's columns first, costs with nine decimals (the ledger's
 nano-dollar precision, never ``1e-05``). A tenant admin key is confined to its own tenant;
 another tenant's project or key id is a 404.
@@ -12,6 +14,7 @@ another tenant's project or key id is a 404.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 
@@ -81,14 +84,20 @@ class SpendApi:
             key = await self.admin.key(ident, tenant_id)
             key_id = key.id
         since, until = _days(q.get("since"), q.get("until"))
+        limit = _limit(q.get("limit"))
         query = SpendQuery(group_by=group, tenant_id=tenant_id, project_id=project_id,  # type: ignore[arg-type]
-                           key_id=key_id, since_day=since, until_day=until, limit=_limit(q.get("limit")))
+                           key_id=key_id, since_day=since, until_day=until, limit=limit + 1)  # one more: has_more
         rows = await self.admin.db.spend(query)
+        more, rows = len(rows) > limit, rows[:limit]
         if fmt == "csv":
             return 200, Download(spend_csv(rows, group).encode(), b"text/csv; charset=utf-8", f"spend-by-{group}.csv")
-        total = sum(r["cost_usd"] for r in rows)
+        if more:  # the total is the whole bill's, not the shown rows': sum it over every tenant's rows instead
+            rows_all = await self.admin.db.spend(dataclasses.replace(query, group_by="tenant", limit=10**9))
+            total = sum(r["cost_usd"] for r in rows_all)
+        else:
+            total = sum(r["cost_usd"] for r in rows)
         return 200, {"object": "spend_report", "group_by": group, "since": query.since_day,
-                     "until": query.until_day, "total_cost_usd": round(total, 9), "data": rows}
+                     "until": query.until_day, "total_cost_usd": round(total, 9), "has_more": more, "data": rows}
 
 
 def register(app: object, auth: Authenticator, api: SpendApi) -> None:
