@@ -12,6 +12,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -211,6 +212,28 @@ def limit_fields(rpm: int | None, tpm: int | None, max_parallel: int | None, bud
     return {k: v for k, v in out.items() if v is not None}
 
 
+CLEARABLE = {"rpm": "rpm", "tpm": "tpm", "max-parallel": "max_parallel", "budget": "budget_usd",
+             "period": "budget_period"}
+
+
+def clear_option(extra: dict[str, str] | None = None) -> Callable[[Any], Any]:
+    """``--clear FIELD`` of an update command: the admin API's ``null``, which removes a limit (the period goes
+    back to monthly). Without it a limit, once set, could only be changed from the CLI, never removed."""
+    fields = {**CLEARABLE, **(extra or {})}
+    return click.option("--clear", "clear", multiple=True, type=click.Choice(list(fields)),
+                        help=f"Remove this setting (repeatable): {', '.join(fields)}.")
+
+
+def cleared(body: dict[str, Any], clear: tuple[str, ...], extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """``body`` with a ``null`` for each ``--clear`` field; a field both set and cleared is a usage error."""
+    fields = {**CLEARABLE, **(extra or {})}
+    for name in clear:
+        if fields[name] in body:
+            raise click.UsageError(f"--clear {name} and a new value for it: choose one")
+        body[fields[name]] = None
+    return body
+
+
 def limit_options(fn: Any) -> Any:
     for opt in reversed([
         click.option("--rpm", type=int, help="Requests per minute."),
@@ -218,7 +241,7 @@ def limit_options(fn: Any) -> Any:
         click.option("--max-parallel", type=int, help="Requests in flight at once."),
         click.option("--budget", type=float, help="Budget in USD."),
         click.option("--period", type=click.Choice(["daily", "weekly", "monthly", "total"]),
-                     help="Budget period (default monthly)."),
+                     help="Budget period (when first set: monthly)."),
     ]):
         fn = opt(fn)
     return fn

@@ -12,6 +12,8 @@ import click
 from aigw.cli.admin_client import (
     admin_path,
     call,
+    clear_option,
+    cleared,
     json_option,
     key_option,
     limit_fields,
@@ -23,6 +25,7 @@ from aigw.cli.admin_client import (
     url_option,
 )
 
+KEY_CLEARABLE = {"expires": "expires_at", "models": "models"}  # no expiry; every model
 COLUMNS = ["id", "prefix", "name", "project_id", "models", "rpm", "tpm", "max_parallel", "budget_usd",
            "budget_period", "expires_at", "enabled", "revoked"]
 
@@ -97,18 +100,20 @@ def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 @limit_options
 @click.option("--expires", default=None, help="Expiry, ISO 8601.")
 @click.option("--enable/--disable", "enabled", default=None)
+@clear_option(KEY_CLEARABLE)
 @url_option
 @key_option
 @json_option
 def update(key_id: str, name: str | None, models: str | None, rpm: int | None, tpm: int | None,
            max_parallel: int | None, budget: float | None, period: str | None, expires: str | None,
-           enabled: bool | None, url: str, master_key: str, as_json: bool) -> None:
-    """Change a key's limits, models, expiry or state."""
+           enabled: bool | None, clear: tuple[str, ...], url: str, master_key: str, as_json: bool) -> None:
+    """Change a key's limits, models, expiry or state (--clear removes a limit, the expiry or the model list)."""
     body: dict[str, Any] = limit_fields(rpm, tpm, max_parallel, budget, period)
     for field, value in (("name", name), ("models", _models(models)), ("expires_at", expires),
                          ("enabled", enabled)):
         if value is not None:
             body[field] = value
+    body = cleared(body, clear, KEY_CLEARABLE)
     show(call(url, master_key, "PATCH", admin_path("keys", key_id), body), as_json, COLUMNS)
 
 

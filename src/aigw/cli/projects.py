@@ -1,4 +1,4 @@
-"""`aigw projects create|list|show|update`: projects over the admin API."""
+"""`aigw projects create|list|show|update`: projects over the admin API (``update --disable`` switches one off)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import click
 from aigw.cli.admin_client import (
     admin_path,
     call,
+    clear_option,
+    cleared,
     json_option,
     key_option,
     limit_fields,
@@ -52,17 +54,29 @@ def list_(tenant: str | None, limit: int | None, after: str, url: str, master_ke
               as_json, COLUMNS)
 
 
+@projects_group.command("show")
+@click.argument("project")
+@url_option
+@key_option
+@json_option
+def show_(project: str, url: str, master_key: str, as_json: bool) -> None:
+    """Show PROJECT (id or name)."""
+    show(call(url, master_key, "GET", admin_path("projects", project)), as_json, COLUMNS)
+
+
 @projects_group.command("update")
 @click.argument("project")
 @limit_options
 @click.option("--enable/--disable", "enabled", default=None, help="Switch the project on or off.")
+@clear_option()
 @url_option
 @key_option
 @json_option
 def update(project: str, rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
-           period: str | None, enabled: bool | None, url: str, master_key: str, as_json: bool) -> None:
-    """Change PROJECT's limits or switch it off."""
-    body = limit_fields(rpm, tpm, max_parallel, budget, period)
+           period: str | None, enabled: bool | None, clear: tuple[str, ...], url: str, master_key: str,
+           as_json: bool) -> None:
+    """Change PROJECT's limits (or remove them with --clear) or switch it off."""
+    body = cleared(limit_fields(rpm, tpm, max_parallel, budget, period), clear)
     if enabled is not None:
         body["enabled"] = enabled
     show(call(url, master_key, "PATCH", admin_path("projects", project), body), as_json, COLUMNS)

@@ -1,4 +1,4 @@
-"""`aigw tenants create|list|show|update|disable`: tenants over the admin API."""
+"""`aigw tenants create|list|show|update`: tenants over the admin API (``update --disable`` switches one off)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import click
 from aigw.cli.admin_client import (
     admin_path,
     call,
+    clear_option,
+    cleared,
     json_option,
     key_option,
     limit_fields,
@@ -62,13 +64,15 @@ def show_(tenant: str, url: str, master_key: str, as_json: bool) -> None:
 @click.argument("tenant")
 @limit_options
 @click.option("--enable/--disable", "enabled", default=None, help="Switch the tenant on or off.")
+@clear_option()
 @url_option
 @key_option
 @json_option
 def update(tenant: str, rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
-           period: str | None, enabled: bool | None, url: str, master_key: str, as_json: bool) -> None:
-    """Change TENANT's limits or switch it off."""
-    body = limit_fields(rpm, tpm, max_parallel, budget, period)
+           period: str | None, enabled: bool | None, clear: tuple[str, ...], url: str, master_key: str,
+           as_json: bool) -> None:
+    """Change TENANT's limits (or remove them with --clear) or switch it off."""
+    body = cleared(limit_fields(rpm, tpm, max_parallel, budget, period), clear)
     if enabled is not None:
         body["enabled"] = enabled
     show(call(url, master_key, "PATCH", admin_path("tenants", tenant), body), as_json, COLUMNS)

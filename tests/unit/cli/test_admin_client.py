@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -107,3 +109,54 @@ def test_an_empty_id_or_name_is_refused_before_any_call(not_json: str, args: lis
     (``not_json`` would answer any call with a page that is not JSON: a different error)."""
     result = CliRunner().invoke(cli, [*args, "--url", not_json])
     assert result.exit_code == 2 and "empty" in result.output and "not JSON" not in result.output, result.output
+
+
+@pytest.fixture
+def recording() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
+    """A gateway stand-in that answers every call ``{}`` and keeps (method, path, JSON body) of each."""
+    calls: list[tuple[str, str, Any]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            size = int(self.headers.get("content-length") or 0)
+            calls.append((self.command, self.path, json.loads(self.rfile.read(size)) if size else None))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_GET = do_PATCH = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_update_clear_sends_null_which_removes_a_limit(recording: tuple[str, list[tuple[str, str, Any]]]) -> None:
+    url, calls = recording
+    runner = CliRunner()
+    for args in (["keys", "update", "key_1", "--clear", "rpm", "--clear", "expires", "--clear", "models"],
+                 ["tenants", "update", "acme", "--clear", "budget", "--clear", "period", "--tpm", "9"],
+                 ["projects", "update", "web", "--clear", "max-parallel"]):
+        assert runner.invoke(cli, [*args, "--url", url, "--json"]).exit_code == 0
+    assert calls == [("PATCH", "/admin/keys/key_1", {"rpm": None, "expires_at": None, "models": None}),
+                     ("PATCH", "/admin/tenants/acme", {"tpm": 9, "budget_usd": None, "budget_period": None}),
+                     ("PATCH", "/admin/projects/web", {"max_parallel": None})]
+    both = runner.invoke(cli, ["keys", "update", "key_1", "--rpm", "5", "--clear", "rpm", "--url", url])
+    assert both.exit_code == 2 and "choose one" in both.output and len(calls) == 3  # refused, nothing sent
+
+
+def test_projects_show_reads_one_project(recording: tuple[str, list[tuple[str, str, Any]]]) -> None:
+    url, calls = recording
+    assert CliRunner().invoke(cli, ["projects", "show", "web", "--url", url, "--json"]).exit_code == 0
+    assert calls == [("GET", "/admin/projects/web", None)]
