@@ -63,9 +63,13 @@ def upgrade(config_path: str | None, database_url: str | None) -> None:
 @_config
 @_dburl
 def status(config_path: str | None, database_url: str | None) -> None:
-    """List pending migrations (exit 1 when some are pending)."""
+    """List pending migrations (exit 1 when some are pending, 2 when the database cannot be read)."""
     url = _url(config_path, database_url)
-    _, pending = asyncio.run(_run(url, apply=False))
+    try:
+        _, pending = asyncio.run(_run(url, apply=False))
+    except Exception as exc:  # an unusable URL, a database that is down: one line, not a traceback
+        click.echo(f"error: cannot read the database: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(2)
     if pending:
         click.echo(f"pending migrations {pending}: run `aigw db upgrade`")
         sys.exit(1)

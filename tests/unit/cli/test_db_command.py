@@ -24,3 +24,10 @@ def test_db_upgrade_applies_pending_migrations_once(tmp_path: Path) -> None:
 def test_db_upgrade_names_an_unusable_url() -> None:
     result = CliRunner().invoke(cli, ["db", "upgrade", "--database-url", "mysql://x"])
     assert result.exit_code == 1 and "database_url must start with sqlite: or postgresql:" in result.output
+
+
+def test_db_status_names_an_unusable_database_in_one_line(tmp_path: Path) -> None:
+    for url in ("mysql://x", f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"):
+        result = CliRunner().invoke(cli, ["db", "status", "--database-url", url])
+        assert result.exit_code == 2, (url, result.output, result.exc_info)
+        assert result.output.startswith("error: cannot read the database:") and "Traceback" not in result.output
