@@ -45,12 +45,20 @@ def _with_secret(data: dict[str, Any], as_json: bool) -> None:
         click.echo(f"\nkey: {data['key']}\nThis is the only time the key is shown; store it now.", err=True)
 
 
+def _expiry(text: str) -> str | float:
+    """``--expires`` as the API takes it: epoch seconds are sent as a number, anything else as text."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 @keys_group.command("create")
 @click.option("--project", required=True, help="Project id or name.")
 @click.option("--name", default="", help="A label for people.")
 @click.option("--models", default=None, help="Allowed models, comma separated (default: all).")
 @limit_options
-@click.option("--expires", default=None, help="Expiry, ISO 8601 (e.g. 2026-12-31T23:59:59Z).")
+@click.option("--expires", default=None, help="Expiry, ISO 8601 (e.g. 2026-12-31T23:59:59Z) or epoch seconds.")
 @click.option("--admin", "tenant_admin", is_flag=True, help="A tenant admin key (manages its own tenant).")
 @url_option
 @key_option
@@ -63,7 +71,7 @@ def create(project: str, name: str, models: str | None, rpm: int | None, tpm: in
     if models is not None:
         body["models"] = _models(models)
     if expires:
-        body["expires_at"] = expires
+        body["expires_at"] = _expiry(expires)
     if tenant_admin:
         body["role"] = "tenant_admin"
     _with_secret(call(url, master_key, "POST", "/admin/keys", body), as_json)
@@ -98,7 +106,7 @@ def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 @click.option("--name", default=None)
 @click.option("--models", default=None, help="Allowed models, comma separated; '' allows none.")
 @limit_options
-@click.option("--expires", default=None, help="Expiry, ISO 8601.")
+@click.option("--expires", default=None, help="Expiry, ISO 8601 or epoch seconds.")
 @click.option("--enable/--disable", "enabled", default=None)
 @clear_option(KEY_CLEARABLE)
 @url_option
@@ -109,8 +117,8 @@ def update(key_id: str, name: str | None, models: str | None, rpm: int | None, t
            enabled: bool | None, clear: tuple[str, ...], url: str, master_key: str, as_json: bool) -> None:
     """Change a key's limits, models, expiry or state (--clear removes a limit, the expiry or the model list)."""
     body: dict[str, Any] = limit_fields(rpm, tpm, max_parallel, budget, period)
-    for field, value in (("name", name), ("models", _models(models)), ("expires_at", expires),
-                         ("enabled", enabled)):
+    for field, value in (("name", name), ("models", _models(models)),
+                         ("expires_at", _expiry(expires) if expires else None), ("enabled", enabled)):
         if value is not None:
             body[field] = value
     body = cleared(body, clear, KEY_CLEARABLE)

@@ -160,3 +160,13 @@ def test_projects_show_reads_one_project(recording: tuple[str, list[tuple[str, s
     url, calls = recording
     assert CliRunner().invoke(cli, ["projects", "show", "web", "--url", url, "--json"]).exit_code == 0
     assert calls == [("GET", "/admin/projects/web", None)]
+
+
+def test_expires_in_epoch_seconds_is_sent_as_a_number_and_iso_as_text(
+        recording: tuple[str, list[tuple[str, str, Any]]]) -> None:
+    url, calls = recording
+    runner = CliRunner()
+    for value in ("1798761600", "2026-12-31T23:59:59Z"):
+        result = runner.invoke(cli, ["keys", "update", "key_1", "--expires", value, "--url", url, "--json"])
+        assert result.exit_code == 0
+    assert [c[2] for c in calls] == [{"expires_at": 1798761600.0}, {"expires_at": "2026-12-31T23:59:59Z"}]
