@@ -15,6 +15,7 @@ import pytest
 
 from aigw.cli.admin_client import AdminClient
 from aigw.http.key_lookup import KeyCache
+from aigw.stores.memory import MemoryGate
 from tests.integration.tenancy_support import MASTER, PRICED_MOCK, chat_body, gateway_config, setup_key
 from tests.support.gateway import running_gateway
 
@@ -107,3 +108,24 @@ def test_a_client_gone_while_its_key_is_looked_up_is_still_a_499_in_the_ledger(
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status, error_kind FROM spend_ledger WHERE request_id = 'req-gone-at-auth'"
                             ).fetchall() == [(499, "client_disconnected")]
+
+
+@pytest.mark.parametrize("limits", [{"max_parallel": 1}, {}], ids=["with-rate-limits", "budget-alone"])
+def test_a_client_gone_while_its_limits_are_taken_frees_its_slot_and_its_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limits: dict[str, int]) -> None:
+    enter = MemoryGate.enter
+
+    async def slow_reply(self: MemoryGate, *args: Any) -> Any:
+        answer = await enter(self, *args)
+        await asyncio.sleep(0.3)  # the store took the slot and the reservation; its reply is still on its way
+        return answer
+
+    monkeypatch.setattr(MemoryGate, "enter", slow_reply)
+    with running_gateway(gateway_config(tmp_path / "gw.db")) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        # one call's worst case (about $0.05) fits the budget, two do not
+        key = setup_key(admin, "gone-at-gate-co", budget_usd=0.07, budget_period="daily", **limits)
+        _leave_early(int(gw.url.rsplit(":", 1)[1]), key["key"], chat_body("left at the gate"), wait=0.1)
+        time.sleep(0.4)  # the abandoned call has ended
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        client.chat.completions.create(**chat_body("next"))  # its parallel slot and its reservation are free

@@ -15,6 +15,7 @@ configured threshold (log line, event hook, optional webhook).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aigw import errors
@@ -88,6 +89,9 @@ class BudgetStage(Stage):
         slot = unique_id("slot_")  # the lease's id: unique per call, like the limits stage's
         try:
             _, res = await self.svc.gate.enter([], slot, 0, scopes, amount, entered)
+        except asyncio.CancelledError:  # the client left with the step on its way: settle its lease at the end
+            ctx.state[_STATE] = (scopes, amount, entered, slot)
+            raise
         except Exception as exc:
             # It may have run all the same (a reply after the timeout): settle its lease at the end, which
             # changes nothing if it did not land; never reserve again.

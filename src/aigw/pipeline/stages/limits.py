@@ -101,6 +101,13 @@ class LimitsStage(Stage):
         entered = self.clock.now()
         try:
             answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, entered)
+        except asyncio.CancelledError:
+            # The client left while the step was on its way (in Redis it ran, its reply had not come): free
+            # the slot and settle the lease at the end, or they stay taken until they expire.
+            ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
+            if budget:
+                ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
+            raise
         except Exception as exc:
             # The step may have run all the same (a Redis reply that timed out): never repeat it. Free the
             # slot and settle the lease it may hold when the call ends (a lease that did not land is not
