@@ -411,3 +411,26 @@ async def test_process_memory_forgets_the_windows_that_ended_before_yesterday() 
                                         (monthly.ref, window_of("monthly", midnight))]
     assert await budgets.spent(monthly, midnight + 86400) == to_nano(0.7)  # the month goes on
     assert {m[1] for m in budgets._alerted} == {window_of("monthly", midnight)}
+
+
+@pytest.mark.parametrize("turns", [1, 2], ids=["gathering-the-batch", "batch-sent"])
+async def test_a_caller_gone_from_a_batch_leaves_the_others_their_answers(
+        redis_isolated: tuple[str, str], turns: int) -> None:
+    url, prefix = redis_isolated
+    redis = make_redis(url, socket_timeout_s=2.0)
+    pipe = RedisPipe.from_url(url, timeout_s=2.0)
+    assert pipe is not None
+    limiter = RedisCounters(redis, prefix, pipe=pipe)
+    try:
+        await limiter.admit([KEY], "warm", 0)  # connected
+        opener = asyncio.create_task(limiter.admit([KEY], "gone", 0))  # its client leaves: its task is cancelled
+        other = asyncio.create_task(limiter.admit([KEY], "stays", 0))
+        for _ in range(turns):  # the batch is gathering, or its script call is on its way
+            await asyncio.sleep(0)
+        opener.cancel()
+        answer = await asyncio.wait_for(other, 2)  # not ConnectionError, nor waiting forever
+        assert answer.allowed and answer.remaining_requests is not None
+        assert (await asyncio.wait_for(limiter.admit([KEY], "next", 0), 2)).allowed
+    finally:
+        await pipe.aclose()
+        await redis.aclose()

@@ -71,25 +71,35 @@ Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
 class _Batcher:
     """Runs the gate steps that concurrent requests issue in the same loop turn as one script call.
 
-    The first step of a batch yields once (so that steps issued in this turn join it), then
-    sends them all; a step waits for its own reply only. Under load this divides the Redis
-    round trips (and the client's CPU per call, the larger cost) by the batch size; alone,
-    a step costs what the single call did. Keys and arguments arrive as bulk strings.
+    The first step of a batch schedules its sending for the next loop turn (so that steps
+    issued in this turn join it); the batch is sent by a task of its own, and a step waits for
+    its own reply only. So a caller that goes away (its client left: its task is cancelled)
+    takes no one else's answer with it: sent by the caller that opened the batch, the batch
+    was never sent when that caller was cancelled before the next turn (every later step
+    waited forever), and failed every other step with it when cancelled during the call.
+    Under load this divides the Redis round trips (and the client's CPU per call, the larger
+    cost) by the batch size. Keys and arguments arrive as bulk strings.
     """
 
     def __init__(self, runner: ScriptRunner) -> None:
         self._runner = runner
         self._script = Script(batch_source())
         self._steps: Steps = []
+        self._sending: set[asyncio.Task[None]] = set()  # a running task needs a reference held
 
     async def run(self, kind: bytes, keys: list[bytes], args: list[bytes]) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._steps.append((kind, keys, args, fut))
-        if len(self._steps) == 1:  # this step opens the batch: gather the turn's others, then send
-            await asyncio.sleep(0)
-            steps, self._steps = self._steps, []
-            await self._send(steps)
+        if len(self._steps) == 1:  # this step opens the batch: the turn's others join it, then it leaves
+            loop.call_soon(self._flush)
         return await fut
+
+    def _flush(self) -> None:
+        steps, self._steps = self._steps, []
+        task = asyncio.ensure_future(self._send(steps))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, steps: Steps) -> None:
         keys: list[bytes] = []
