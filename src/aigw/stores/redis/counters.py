@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from aigw.ids import unique_id
 from aigw.stores.base import Admission, Reservation, Scope, window_of
-from aigw.stores.redis.pipe import RedisPipe, Script, ViaRedisPy, bulk, bulk_int
+from aigw.stores.redis.pipe import RedisPipe, ReplyError, Script, ViaRedisPy, bulk, bulk_int
 
 _TTL_BY_PERIOD = {"daily": 3 * 86400, "weekly": 15 * 86400, "monthly": 40 * 86400, "total": 0}
 _PARTS = ("settled", "reserved", "leases")  # a budget window's keys: <prefix>bg:<scope ref>:<window>:<part>
@@ -31,6 +31,10 @@ def _source(name: str) -> str:
 
 class ScriptRunner(Protocol):
     async def evalsha(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any: ...
+
+    def evalsha_now(self, script: Script, keys: Sequence[bytes],
+                    args: Sequence[bytes]) -> asyncio.Future[Any] | None:
+        """Send now and return the reply's future, or None when that takes an await (connecting)."""
 
 
 def _script(redis: Any, name: str) -> Any:
@@ -71,14 +75,14 @@ Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
 class _Batcher:
     """Runs the gate steps that concurrent requests issue in the same loop turn as one script call.
 
-    The first step of a batch schedules its sending for the next loop turn (so that steps
-    issued in this turn join it); the batch is sent by a task of its own, and a step waits for
-    its own reply only. So a caller that goes away (its client left: its task is cancelled)
-    takes no one else's answer with it: sent by the caller that opened the batch, the batch
-    was never sent when that caller was cancelled before the next turn (every later step
-    waited forever), and failed every other step with it when cancelled during the call.
-    Under load this divides the Redis round trips (and the client's CPU per call, the larger
-    cost) by the batch size. Keys and arguments arrive as bulk strings.
+    The first step of a batch yields once (so that steps issued in this turn join it), then
+    sends them all; a step waits for its own reply only, which a callback on the batch's reply
+    hands out. So a caller that goes away (its client left: its task is cancelled) takes no
+    one else's answer with it: the batch is sent even when its opener is cancelled in that
+    yield, and its replies reach the other steps whatever becomes of the opener. Under load
+    this divides the Redis round trips (and the client's CPU per call, the larger cost) by the
+    batch size; alone, a step costs what the single call did. Keys and arguments arrive as bulk
+    strings.
     """
 
     def __init__(self, runner: ScriptRunner) -> None:
@@ -88,20 +92,17 @@ class _Batcher:
         self._sending: set[asyncio.Task[None]] = set()  # a running task needs a reference held
 
     async def run(self, kind: bytes, keys: list[bytes], args: list[bytes]) -> Any:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._steps.append((kind, keys, args, fut))
-        if len(self._steps) == 1:  # this step opens the batch: the turn's others join it, then it leaves
-            loop.call_soon(self._flush)
+        if len(self._steps) == 1:  # this step opens the batch: gather the turn's others, then send
+            try:
+                await asyncio.sleep(0)
+            finally:  # cancelled or not: the turn's steps go out (else every later step would wait for good)
+                steps, self._steps = self._steps, []
+                self._start(steps)
         return await fut
 
-    def _flush(self) -> None:
-        steps, self._steps = self._steps, []
-        task = asyncio.ensure_future(self._send(steps))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, steps: Steps) -> None:
+    def _start(self, steps: Steps) -> None:
         keys: list[bytes] = []
         args: list[bytes] = [bulk_int(len(steps))]
         for kind, k, a, _ in steps:
@@ -109,17 +110,49 @@ class _Batcher:
             args += (kind, bulk_int(len(k)), bulk_int(len(a)))
             args += a
         try:
+            reply = self._runner.evalsha_now(self._script, keys, args)
+        except Exception as exc:
+            _fail(steps, exc)
+            return
+        if reply is None:  # connecting first (or redis-py): a task of its own, so no caller's cancel stops it
+            task = asyncio.ensure_future(self._send(steps, keys, args))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            return
+        reply.add_done_callback(lambda done: self._hand_out(steps, keys, args, done))
+
+    def _hand_out(self, steps: Steps, keys: list[bytes], args: list[bytes], done: asyncio.Future[Any]) -> None:
+        exc = ConnectionError("cancelled") if done.cancelled() else done.exception()
+        if isinstance(exc, ReplyError) and str(exc).startswith("NOSCRIPT"):  # Redis lost its scripts: load, again
+            task = asyncio.ensure_future(self._send(steps, keys, args))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        elif exc is not None:
+            _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
+        else:
+            _deliver(steps, done.result())
+
+    async def _send(self, steps: Steps, keys: list[bytes], args: list[bytes]) -> None:
+        try:
             replies = await self._runner.evalsha(self._script, keys, args)
         except BaseException as exc:
-            for *_, fut in steps:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
+            _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
             if not isinstance(exc, Exception):
                 raise
             return
-        for (*_, fut), reply in zip(steps, replies, strict=True):
-            if not fut.done():
-                fut.set_result(reply)
+        _deliver(steps, replies)
+
+
+def _fail(steps: Steps, exc: Exception) -> None:
+    for *_, fut in steps:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def _deliver(steps: Steps, replies: Any) -> None:
+    for (*_, fut), reply in zip(steps, replies, strict=True):
+        if not fut.done():
+            fut.set_result(reply)
 
 
 def _int(v: Any) -> int | None:

@@ -187,6 +187,10 @@ class _Conn(asyncio.Protocol):
                 fut.set_exception(type(exc)(*exc.args))
 
 
+def _evalsha(script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
+    return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), script.head, bulk_int(len(keys)), *keys, *args))
+
+
 class RedisPipe:
     """Pipelined script calls on one connection to ``address``; see the module docstring."""
 
@@ -207,7 +211,7 @@ class RedisPipe:
 
     async def evalsha(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
         """Run ``script``; ``keys`` and ``args`` are bulk strings (``bulk``, ``bulk_int``)."""
-        data = b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), script.head, bulk_int(len(keys)), *keys, *args))
+        data = _evalsha(script, keys, args)
         try:
             return await self._send(data)
         except ReplyError as exc:
@@ -215,6 +219,14 @@ class RedisPipe:
                 raise
         await self.call(b"SCRIPT", b"LOAD", script.source)
         return await self._send(data)
+
+    def evalsha_now(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> asyncio.Future[Any] | None:
+        """Send ``script``'s call now, on the open connection, and return its reply's future (a NOSCRIPT error
+        reply included: ``evalsha`` loads the script); None when there is no open connection yet."""
+        conn = self._conn
+        if conn is None or conn.broken:
+            return None
+        return conn.request(_evalsha(script, keys, args))
 
     async def call(self, *parts: bytes) -> Any:
         """Any command, e.g. ``call(b"CLIENT", b"ID")``."""
@@ -288,6 +300,9 @@ class ViaRedisPy:
     def __init__(self, redis: Any) -> None:
         self._redis = redis
         self._scripts: dict[bytes, Any] = {}
+
+    def evalsha_now(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> asyncio.Future[Any] | None:
+        return None  # redis-py's calls are coroutines: the batcher runs them in a task
 
     async def evalsha(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
         registered = self._scripts.get(script.sha)
