@@ -434,3 +434,21 @@ async def test_a_caller_gone_from_a_batch_leaves_the_others_their_answers(
     finally:
         await pipe.aclose()
         await redis.aclose()
+
+
+async def test_a_batch_that_finds_its_script_gone_loads_it_and_answers_every_step(
+        redis_isolated: tuple[str, str]) -> None:
+    url, prefix = redis_isolated
+    redis = make_redis(url, socket_timeout_s=2.0)
+    pipe = RedisPipe.from_url(url, timeout_s=2.0)
+    assert pipe is not None
+    limiter = RedisCounters(redis, prefix, pipe=pipe)
+    scope = Scope("key", "noscript", Limits(rpm=10))
+    try:
+        await limiter.admit([scope], "warm", 0)
+        await pipe.call(b"SCRIPT", b"FLUSH")  # as after a Redis restart
+        answers = await asyncio.wait_for(asyncio.gather(*(limiter.admit([scope], f"s{i}", 0) for i in range(5))), 2)
+        assert sorted(a.remaining_requests for a in answers) == [4, 5, 6, 7, 8]  # each step ran once
+    finally:
+        await pipe.aclose()
+        await redis.aclose()
