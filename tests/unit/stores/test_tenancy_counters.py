@@ -9,6 +9,7 @@ fallback for URLs that client does not speak.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -450,5 +451,33 @@ async def test_a_batch_that_finds_its_script_gone_loads_it_and_answers_every_ste
         answers = await asyncio.wait_for(asyncio.gather(*(limiter.admit([scope], f"s{i}", 0) for i in range(5))), 2)
         assert sorted(a.remaining_requests for a in answers) == [4, 5, 6, 7, 8]  # each step ran once
     finally:
+        await pipe.aclose()
+        await redis.aclose()
+
+
+async def test_a_gone_opener_of_a_batch_that_fails_leaves_no_unretrieved_error(
+        redis_isolated: tuple[str, str]) -> None:
+    url = "redis://127.0.0.1:1"  # nothing listens there: the batch fails
+    redis = make_redis(url, socket_timeout_s=0.5)
+    pipe = RedisPipe.from_url(url, timeout_s=0.5)
+    assert pipe is not None
+    limiter = RedisCounters(redis, redis_isolated[1], pipe=pipe)
+    logged: list[Any] = []
+    loop = asyncio.get_running_loop()
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: logged.append(context.get("message")))
+    try:
+        opener = asyncio.create_task(limiter.admit([KEY], "gone", 0))  # its client leaves while the batch gathers
+        other = asyncio.create_task(limiter.admit([KEY], "stays", 0))
+        await asyncio.sleep(0)
+        opener.cancel()
+        done = await asyncio.wait_for(asyncio.gather(opener, other, return_exceptions=True), 2)
+        assert isinstance(done[0], asyncio.CancelledError) and isinstance(done[1], ConnectionError)
+        del opener, other, done
+        gc.collect()
+        await asyncio.sleep(0)
+        assert logged == []  # not "Future exception was never retrieved"
+    finally:
+        loop.set_exception_handler(old)
         await pipe.aclose()
         await redis.aclose()

@@ -97,6 +97,9 @@ class _Batcher:
         if len(self._steps) == 1:  # this step opens the batch: gather the turn's others, then send
             try:
                 await asyncio.sleep(0)
+            except BaseException:  # cancelled: nobody waits for this step's reply (a failed batch's error
+                fut.cancel()  # set on it would be logged as "Future exception was never retrieved")
+                raise
             finally:  # cancelled or not: the turn's steps go out (else every later step would wait for good)
                 steps, self._steps = self._steps, []
                 self._start(steps)
