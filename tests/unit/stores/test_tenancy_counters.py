@@ -481,3 +481,32 @@ async def test_a_gone_opener_of_a_batch_that_fails_leaves_no_unretrieved_error(
         loop.set_exception_handler(old)
         await pipe.aclose()
         await redis.aclose()
+
+
+async def test_a_step_whose_caller_left_runs_before_the_settle_of_its_slot_even_when_sent_again(
+        redis_isolated: tuple[str, str]) -> None:
+    """After a Redis restart (scripts gone) a batch is sent again; a client that leaves meanwhile has its slot
+    freed at the call's end, which must not run before the step that takes it (else the slot stays taken)."""
+    url, prefix = redis_isolated
+    redis = make_redis(url, socket_timeout_s=2.0)
+    pipe = RedisPipe.from_url(url, timeout_s=2.0)
+    assert pipe is not None
+    limiter = RedisCounters(redis, prefix, pipe=pipe)
+    try:
+        await limiter.admit([KEY], "warm", 0)
+        for turns in range(60):  # the client leaves at every point of the step's journey
+            scope = Scope("key", f"left{turns}", Limits(max_parallel=1))
+            await pipe.call(b"SCRIPT", b"FLUSH")
+            call = asyncio.create_task(limiter.admit([scope], "s", 0))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            await asyncio.wait_for(limiter.release([scope], "s", 0, 0), 2)  # what the call's end does
+        await asyncio.sleep(0.1)
+        stranded = [t for t in range(60) if await redis.zcard(f"{prefix}rl:key:left{t}:p")]
+        assert stranded == []
+        assert limiter._batch.gone == {}
+    finally:
+        await pipe.aclose()
+        await redis.aclose()

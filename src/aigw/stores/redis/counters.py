@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aigw.ids import unique_id
 from aigw.stores.base import Admission, Reservation, Scope, window_of
@@ -83,6 +83,11 @@ class _Batcher:
     this divides the Redis round trips (and the client's CPU per call, the larger cost) by the
     batch size; alone, a step costs what the single call did. Keys and arguments arrive as bulk
     strings.
+
+    A step whose caller went away still runs, maybe later than steps sent after it (its batch
+    sent again after a NOSCRIPT, or once connected): ``gone`` holds, by slot, its batch's end
+    until then, and ``leave`` for that slot waits for it, or the step would take the slot and
+    lease after their settle had run (held until they expire).
     """
 
     def __init__(self, runner: ScriptRunner) -> None:
@@ -90,22 +95,44 @@ class _Batcher:
         self._script = Script(batch_source())
         self._steps: Steps = []
         self._sending: set[asyncio.Task[None]] = set()  # a running task needs a reference held
+        self._ended: asyncio.Future[None] | None = None  # the gathering batch's end (answered or failed)
+        self.gone: dict[str, asyncio.Future[None]] = {}  # slot -> the end of the batch its gone caller's step is in
 
-    async def run(self, kind: bytes, keys: list[bytes], args: list[bytes]) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def run(self, kind: bytes, keys: list[bytes], args: list[bytes], slot: str = "") -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._steps.append((kind, keys, args, fut))
         if len(self._steps) == 1:  # this step opens the batch: gather the turn's others, then send
+            ended = self._ended = loop.create_future()
             try:
                 await asyncio.sleep(0)
             except BaseException:  # cancelled: nobody waits for this step's reply (a failed batch's error
                 fut.cancel()  # set on it would be logged as "Future exception was never retrieved")
+                self._left(slot, ended)
                 raise
             finally:  # cancelled or not: the turn's steps go out (else every later step would wait for good)
                 steps, self._steps = self._steps, []
-                self._start(steps)
-        return await fut
+                self._start(steps, ended)
+        else:
+            ended = cast("asyncio.Future[None]", self._ended)  # set by the batch's opener
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._left(slot, ended)
+            raise
 
-    def _start(self, steps: Steps) -> None:
+    def _left(self, slot: str, ended: asyncio.Future[None]) -> None:
+        """The caller of ``slot``'s step went away: until its batch ends, ``leave`` for the slot waits."""
+        if not slot or ended.done():
+            return
+        self.gone[slot] = ended
+
+        def forget(_: asyncio.Future[None]) -> None:
+            if self.gone.get(slot) is ended:
+                del self.gone[slot]
+        ended.add_done_callback(forget)
+
+    def _start(self, steps: Steps, ended: asyncio.Future[None]) -> None:
         keys: list[bytes] = []
         args: list[bytes] = [bulk_int(len(steps))]
         for kind, k, a, _ in steps:
@@ -116,34 +143,46 @@ class _Batcher:
             reply = self._runner.evalsha_now(self._script, keys, args)
         except Exception as exc:
             _fail(steps, exc)
+            _end(ended)
             return
         if reply is None:  # connecting first (or redis-py): a task of its own, so no caller's cancel stops it
-            task = asyncio.ensure_future(self._send(steps, keys, args))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._spawn(steps, keys, args, ended)
             return
-        reply.add_done_callback(lambda done: self._hand_out(steps, keys, args, done))
+        reply.add_done_callback(lambda done: self._hand_out(steps, keys, args, done, ended))
 
-    def _hand_out(self, steps: Steps, keys: list[bytes], args: list[bytes], done: asyncio.Future[Any]) -> None:
+    def _spawn(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None]) -> None:
+        task = asyncio.ensure_future(self._send(steps, keys, args, ended))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    def _hand_out(self, steps: Steps, keys: list[bytes], args: list[bytes], done: asyncio.Future[Any],
+                  ended: asyncio.Future[None]) -> None:
         exc = ConnectionError("cancelled") if done.cancelled() else done.exception()
         if isinstance(exc, ReplyError) and str(exc).startswith("NOSCRIPT"):  # Redis lost its scripts: load, again
-            task = asyncio.ensure_future(self._send(steps, keys, args))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-        elif exc is not None:
+            self._spawn(steps, keys, args, ended)
+            return
+        if exc is not None:
             _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
         else:
             _deliver(steps, done.result())
+        _end(ended)
 
-    async def _send(self, steps: Steps, keys: list[bytes], args: list[bytes]) -> None:
+    async def _send(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None]) -> None:
         try:
             replies = await self._runner.evalsha(self._script, keys, args)
         except BaseException as exc:
             _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
             if not isinstance(exc, Exception):
                 raise
-            return
-        _deliver(steps, replies)
+        else:
+            _deliver(steps, replies)
+        finally:
+            _end(ended)
+
+
+def _end(ended: asyncio.Future[None]) -> None:
+    if not ended.done():
+        ended.set_result(None)
 
 
 def _fail(steps: Steps, exc: Exception) -> None:
@@ -273,7 +312,7 @@ class RedisCounters:
         for b in items:
             keys += b.keys
             args += b.limit
-        out = await self._batch.run(_ENTER, keys, args)
+        out = await self._batch.run(_ENTER, keys, args, slot)
         code = int(out[0])
         if code == 0:
             wait = float(out[3])
@@ -308,6 +347,9 @@ class RedisCounters:
         for b in items:
             keys += b.leave_keys(thresholds)
             args += b.leave_args
+        gone = self._batch.gone
+        if gone and (entering := gone.get(slot)) is not None:  # after its enter, which a gone caller left on its way
+            await asyncio.wait([entering])
         out = await self._batch.run(_LEAVE, keys, args)
         crossed = []
         for raw in out:
