@@ -12,34 +12,22 @@ from typing import Any
 
 import pytest
 
-from aigw.http.admin_api import AdminApi
 from aigw.http.admin_requests import AdminRequests
 from aigw.http.auth import Authenticator
 from aigw.observability.request_log import MemoryRequestLog, RequestLogWriter, RequestRecord
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Project, Tenant
-from aigw.stores.database import SqlDatabase, open_database
-from aigw.types import SystemClock
 from tests.support.asgi_calls import get_with_key
+from tests.unit.http.admin_support import admin_api, migrated_db
 
 MASTER = "mk-request-log"
 ADMIN_A = "sk-aigw-admin-a"
 A, B = "ten_aaaa", "ten_bbbb"
 
 
-class _NoVersion:
-    async def get(self) -> int:
-        return 0
-
-    async def bump(self) -> int:
-        return 0
-
-
 @pytest.fixture
 async def endpoint(tmp_path: Path) -> AsyncIterator[AdminRequests]:
-    db: SqlDatabase = open_database(f"sqlite:///{tmp_path}/t.db")
-    await db.open()
-    await db.migrate()
+    db = await migrated_db(tmp_path)
     for tid, name in ((A, "alpha"), (B, "beta")):
         await db.add_tenant(Tenant(id=tid, name=name))
         await db.add_project(Project(id=f"prj_{name}", tenant_id=tid, name="web"))
@@ -55,7 +43,7 @@ async def endpoint(tmp_path: Path) -> AsyncIterator[AdminRequests]:
     async def lookup(presented: str) -> Principal | None:
         return admin_a if presented == ADMIN_A else None
 
-    api = AdminApi(db, _NoVersion(), SystemClock(), lambda: None)
+    api = admin_api(db)
     try:
         yield AdminRequests(Authenticator(MASTER, lookup), RequestLogWriter(store, now=time.time), api.key)
     finally:

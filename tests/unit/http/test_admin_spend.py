@@ -9,36 +9,24 @@ from typing import Any
 
 import pytest
 
-from aigw.http.admin_api import AdminApi
 from aigw.http.admin_spend import SpendApi
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
 from aigw.stores.base import SpendRecord
-from aigw.stores.database import SqlDatabase, open_database
-from aigw.types import SystemClock
+from tests.unit.http.admin_support import admin_api, migrated_db
 
 MASTER = Principal(key_id="master", is_admin=True)
 COSTS = {"key_a": 3_000_000_000, "key_b": 2_000_000_000, "key_c": 1_000_000_000}  # $3, $2, $1
 
 
-class _NoVersion:
-    async def get(self) -> int:
-        return 0
-
-    async def bump(self) -> int:
-        return 0
-
-
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[SpendApi]:
-    db: SqlDatabase = open_database(f"sqlite:///{tmp_path}/t.db")
-    await db.open()
-    await db.migrate()
+    db = await migrated_db(tmp_path)
     now = time.time()
     await db.write([SpendRecord(request_id=f"req_{k}", id=f"sp_{k}", ts_start=now, ts_end=now, tenant_id="ten_a",
                                 project_id="prj_a", key_id=k, model="m", cost_nano=c) for k, c in COSTS.items()])
     try:
-        yield SpendApi(AdminApi(db, _NoVersion(), SystemClock(), lambda: None))  # type: ignore[arg-type]
+        yield SpendApi(admin_api(db))  # type: ignore[arg-type]
     finally:
         await db.close()
 

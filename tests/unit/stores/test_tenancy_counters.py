@@ -9,6 +9,7 @@ fallback for URLs that client does not speak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 from collections.abc import AsyncIterator
@@ -414,15 +415,24 @@ async def test_process_memory_forgets_the_windows_that_ended_before_yesterday() 
     assert {m[1] for m in budgets._alerted} == {window_of("monthly", midnight)}
 
 
+@contextlib.asynccontextmanager
+async def lean_gate(url: str, prefix: str, timeout_s: float = 2.0) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """The Redis gate over its lean pipe (the batcher's own path), with the redis-py client beside it."""
+    redis = make_redis(url, socket_timeout_s=timeout_s)
+    pipe = RedisPipe.from_url(url, timeout_s=timeout_s)
+    assert pipe is not None
+    try:
+        yield RedisCounters(redis, prefix, pipe=pipe), pipe, redis
+    finally:
+        await pipe.aclose()
+        await redis.aclose()
+
+
 @pytest.mark.parametrize("turns", [1, 2], ids=["gathering-the-batch", "batch-sent"])
 async def test_a_caller_gone_from_a_batch_leaves_the_others_their_answers(
         redis_isolated: tuple[str, str], turns: int) -> None:
     url, prefix = redis_isolated
-    redis = make_redis(url, socket_timeout_s=2.0)
-    pipe = RedisPipe.from_url(url, timeout_s=2.0)
-    assert pipe is not None
-    limiter = RedisCounters(redis, prefix, pipe=pipe)
-    try:
+    async with lean_gate(url, prefix) as (limiter, _, _):
         await limiter.admit([KEY], "warm", 0)  # connected
         opener = asyncio.create_task(limiter.admit([KEY], "gone", 0))  # its client leaves: its task is cancelled
         other = asyncio.create_task(limiter.admit([KEY], "stays", 0))
@@ -432,41 +442,27 @@ async def test_a_caller_gone_from_a_batch_leaves_the_others_their_answers(
         answer = await asyncio.wait_for(other, 2)  # not ConnectionError, nor waiting forever
         assert answer.allowed and answer.remaining_requests is not None
         assert (await asyncio.wait_for(limiter.admit([KEY], "next", 0), 2)).allowed
-    finally:
-        await pipe.aclose()
-        await redis.aclose()
 
 
 async def test_a_batch_that_finds_its_script_gone_loads_it_and_answers_every_step(
         redis_isolated: tuple[str, str]) -> None:
     url, prefix = redis_isolated
-    redis = make_redis(url, socket_timeout_s=2.0)
-    pipe = RedisPipe.from_url(url, timeout_s=2.0)
-    assert pipe is not None
-    limiter = RedisCounters(redis, prefix, pipe=pipe)
     scope = Scope("key", "noscript", Limits(rpm=10))
-    try:
+    async with lean_gate(url, prefix) as (limiter, pipe, _):
         await limiter.admit([scope], "warm", 0)
         await pipe.call(b"SCRIPT", b"FLUSH")  # as after a Redis restart
         answers = await asyncio.wait_for(asyncio.gather(*(limiter.admit([scope], f"s{i}", 0) for i in range(5))), 2)
         assert sorted(a.remaining_requests for a in answers) == [4, 5, 6, 7, 8]  # each step ran once
-    finally:
-        await pipe.aclose()
-        await redis.aclose()
 
 
 async def test_a_gone_opener_of_a_batch_that_fails_leaves_no_unretrieved_error(
         redis_isolated: tuple[str, str]) -> None:
     url = "redis://127.0.0.1:1"  # nothing listens there: the batch fails
-    redis = make_redis(url, socket_timeout_s=0.5)
-    pipe = RedisPipe.from_url(url, timeout_s=0.5)
-    assert pipe is not None
-    limiter = RedisCounters(redis, redis_isolated[1], pipe=pipe)
     logged: list[Any] = []
     loop = asyncio.get_running_loop()
     old = loop.get_exception_handler()
     loop.set_exception_handler(lambda _, context: logged.append(context.get("message")))
-    try:
+    async with lean_gate(url, redis_isolated[1], timeout_s=0.5) as (limiter, _, _):
         opener = asyncio.create_task(limiter.admit([KEY], "gone", 0))  # its client leaves while the batch gathers
         other = asyncio.create_task(limiter.admit([KEY], "stays", 0))
         await asyncio.sleep(0)
@@ -477,10 +473,7 @@ async def test_a_gone_opener_of_a_batch_that_fails_leaves_no_unretrieved_error(
         gc.collect()
         await asyncio.sleep(0)
         assert logged == []  # not "Future exception was never retrieved"
-    finally:
-        loop.set_exception_handler(old)
-        await pipe.aclose()
-        await redis.aclose()
+    loop.set_exception_handler(old)
 
 
 async def test_a_step_whose_caller_left_runs_before_the_settle_of_its_slot_even_when_sent_again(
@@ -488,11 +481,7 @@ async def test_a_step_whose_caller_left_runs_before_the_settle_of_its_slot_even_
     """After a Redis restart (scripts gone) a batch is sent again; a client that leaves meanwhile has its slot
     freed at the call's end, which must not run before the step that takes it (else the slot stays taken)."""
     url, prefix = redis_isolated
-    redis = make_redis(url, socket_timeout_s=2.0)
-    pipe = RedisPipe.from_url(url, timeout_s=2.0)
-    assert pipe is not None
-    limiter = RedisCounters(redis, prefix, pipe=pipe)
-    try:
+    async with lean_gate(url, prefix) as (limiter, pipe, redis):
         await limiter.admit([KEY], "warm", 0)
         for turns in range(60):  # the client leaves at every point of the step's journey
             scope = Scope("key", f"left{turns}", Limits(max_parallel=1))
@@ -507,6 +496,3 @@ async def test_a_step_whose_caller_left_runs_before_the_settle_of_its_slot_even_
         stranded = [t for t in range(60) if await redis.zcard(f"{prefix}rl:key:left{t}:p")]
         assert stranded == []
         assert limiter._batch.gone == {}
-    finally:
-        await pipe.aclose()
-        await redis.aclose()
