@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +47,16 @@ def make_config(raw: dict[str, Any] | GatewayConfig) -> GatewayConfig:
 
 @contextmanager
 def running_gateway(raw: dict[str, Any] | GatewayConfig) -> Iterator[RunningGateway]:
-    config = make_config(raw)
+    with tempfile.TemporaryDirectory(prefix="aigw-gw-") as tmp:
+        config = make_config(raw)
+        if isinstance(raw, dict) and "database_url" not in raw:  # the default ./aigw.db: a directory of its own
+            config.database_url = f"sqlite:///{tmp}/aigw.db"
+        with _serving(config) as gw:
+            yield gw
+
+
+@contextmanager
+def _serving(config: GatewayConfig) -> Iterator[RunningGateway]:
     app = build_app(config)
     port = free_port()
     server = Server(app, "127.0.0.1", port, graceful_timeout_s=5)
