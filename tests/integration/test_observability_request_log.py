@@ -106,8 +106,9 @@ def test_by_id(gw: RunningGateway) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 501}, {"status": "abc"}, {"since": "yesterday"},
-                                    {"cursor": "garbage"}, {"colour": "red"}, {"min_latency_ms": "x"}])
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 501}, {"limit": 2.5}, {"status": "abc"},
+                                    {"since": "yesterday"}, {"cursor": "garbage"}, {"colour": "red"},
+                                    {"min_latency_ms": "x"}])
 def test_bad_filters_are_a_clear_400(gw: RunningGateway, params: dict[str, Any]) -> None:
     r = requests.get(gw.url + "/admin/requests", params=params, headers=AUTH, timeout=5)
     assert r.status_code == 400 and r.json()["error"]["message"]

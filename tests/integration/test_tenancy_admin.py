@@ -259,3 +259,13 @@ def test_every_admin_change_is_logged_with_who_made_it_and_what_it_touched(
     assert all("by the master key" in line and key["tenant_id"] in line for line in lines)
     assert f"POST /admin/keys/{key['id']}/revoke -> 200, object {key['id']}" in lines[-1]
     assert not any(key["key"] in r.getMessage() for r in caplog.records)
+
+
+def test_a_revoke_during_a_grace_ends_both_secrets_and_shows_no_grace(gw: RunningGateway, admin: AdminClient) -> None:
+    k = setup_key(admin, "grace-revoke-co", project="p1")
+    rotated = admin.post(f"/admin/keys/{k['id']}/rotate", {"grace_s": 600})
+    revoked = admin.post(f"/admin/keys/{k['id']}/revoke")
+    assert revoked["previous_key_until"] is None and admin.get(f"/admin/keys/{k['id']}")["previous_key_until"] is None
+    for secret in (k["key"], rotated["key"]):
+        with pytest.raises(openai.AuthenticationError):
+            _client(gw, secret).chat.completions.create(**chat_body())

@@ -296,6 +296,7 @@ class AdminApi:
             return 200, key_out(k)
         if (req.method == "POST" and action == "revoke") or (req.method == "DELETE" and not action):
             k.revoked_at = k.revoked_at or self.clock.now()
+            k.previous_hash = k.previous_until = None  # a revoke ends a secret in grace too: none is shown
         elif req.method == "POST" and action == "rotate":
             if k.revoked_at is not None:
                 raise errors.InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")

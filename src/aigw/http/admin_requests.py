@@ -53,6 +53,13 @@ def _number(name: str, raw: str) -> float:
         raise errors.InvalidRequest(f"`{name}` must be a number", param=name) from None
 
 
+def _whole(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise errors.InvalidRequest(f"`{name}` must be a whole number", param=name) from None
+
+
 def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
     known = {"since", "until", "key_id", "model", "status", "min_latency_ms", "limit", "cursor"}
     if unknown := sorted(set(args) - known):
@@ -72,7 +79,7 @@ def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
             raise errors.InvalidRequest("`status` must be a code (429) or a class (4xx)", param="status")
     if "min_latency_ms" in args:
         q.min_latency_ms = _number("min_latency_ms", args["min_latency_ms"])
-    limit = int(_number("limit", args["limit"])) if "limit" in args else 50
+    limit = _whole("limit", args["limit"]) if "limit" in args else 50
     if not 1 <= limit <= MAX_PAGE:
         raise errors.InvalidRequest(f"`limit` must be between 1 and {MAX_PAGE}", param="limit")
     q.limit = limit
