@@ -4,7 +4,7 @@ Before a call, rate limits and the budget reservation are one Lua step
 (``enter.lua``: atomic on the server, timed by the server's clock); after it,
 releasing and settling are another (``leave.lua``). So N replicas enforce one
 limit, not N of them. The steps that concurrent requests issue in the same loop
-turn travel together in one script call (``batch_source``), which keeps the
+turn travel together in one script call (``gate_batch``), which keeps the
 client's cost per request low under load. Those calls go through the lean client
 in ``pipe.py`` (keys and limits encoded once per scope), or redis-py for URLs it
 does not speak. Scripts are called by SHA and reloaded after a Redis restart.
@@ -13,188 +13,19 @@ does not speak. Scripts are called by SHA and reloaded after a Redis restart.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from importlib import resources
-from typing import Any, Protocol, cast
+from typing import Any
 
 from aigw.ids import unique_id
 from aigw.stores.base import Admission, Reservation, Scope, window_of
-from aigw.stores.redis.pipe import RedisPipe, ReplyError, Script, ViaRedisPy, bulk, bulk_int
+from aigw.stores.redis.gate_batch import GateBatcher, lua_source
+from aigw.stores.redis.pipe import RedisPipe, ViaRedisPy, bulk, bulk_int
 
 _TTL_BY_PERIOD = {"daily": 3 * 86400, "weekly": 15 * 86400, "monthly": 40 * 86400, "total": 0}
 _PARTS = ("settled", "reserved", "leases")  # a budget window's keys: <prefix>bg:<scope ref>:<window>:<part>
 
 
-def _source(name: str) -> str:
-    return resources.files("aigw.stores.redis").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-
-
-class ScriptRunner(Protocol):
-    async def evalsha(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any: ...
-
-    def evalsha_now(self, script: Script, keys: Sequence[bytes],
-                    args: Sequence[bytes]) -> asyncio.Future[Any] | None:
-        """Send now and return the reply's future, or None when that takes an await (connecting)."""
-
-
 def _script(redis: Any, name: str) -> Any:
-    return redis.register_script(_source(name))
-
-
-def batch_source() -> str:
-    """One script running many enter/leave steps, built from enter.lua and leave.lua themselves.
-
-    ARGV[1] = number of steps; then per step: kind ('e' | 'l'), key count, argument count and
-    its arguments; KEYS holds every step's keys in order. One reply per step, exactly as the
-    single-step script would have answered (each step runs as that script, atomically, in order).
-    """
-    def as_function(name: str, fn: str) -> str:
-        body = [ln for ln in _source(name).splitlines() if not ln.startswith("--")]
-        text = "\n".join("  " + ln if ln else ln for ln in body).replace("KEYS", "K").replace("ARGV", "A")
-        return f"local function {fn}(K, A)\n{text}\nend\n"
-
-    return (as_function("enter", "enter") + as_function("leave", "leave") + """
-local out = {}
-local kpos, apos = 1, 2
-for step = 1, tonumber(ARGV[1]) do
-  local kind, nk, na = ARGV[apos], tonumber(ARGV[apos + 1]), tonumber(ARGV[apos + 2])
-  apos = apos + 3
-  local K, A = {}, {}
-  for i = 1, nk do K[i] = KEYS[kpos + i - 1] end
-  for i = 1, na do A[i] = ARGV[apos + i - 1] end
-  kpos, apos = kpos + nk, apos + na
-  if kind == 'e' then out[step] = enter(K, A) else out[step] = leave(K, A) end
-end
-return out
-""")
-
-
-Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
-
-
-class _Batcher:
-    """Runs the gate steps that concurrent requests issue in the same loop turn as one script call.
-
-    The first step of a batch yields once (so that steps issued in this turn join it), then
-    sends them all; a step waits for its own reply only, which a callback on the batch's reply
-    hands out. So a caller that goes away (its client left: its task is cancelled) takes no
-    one else's answer with it: the batch is sent even when its opener is cancelled in that
-    yield, and its replies reach the other steps whatever becomes of the opener. Under load
-    this divides the Redis round trips (and the client's CPU per call, the larger cost) by the
-    batch size; alone, a step costs what the single call did. Keys and arguments arrive as bulk
-    strings.
-
-    A step whose caller went away still runs, maybe later than steps sent after it (its batch
-    sent again after a NOSCRIPT, or once connected): ``gone`` holds, by slot, its batch's end
-    until then, and ``leave`` for that slot waits for it, or the step would take the slot and
-    lease after their settle had run (held until they expire).
-    """
-
-    def __init__(self, runner: ScriptRunner) -> None:
-        self._runner = runner
-        self._script = Script(batch_source())
-        self._steps: Steps = []
-        self._sending: set[asyncio.Task[None]] = set()  # a running task needs a reference held
-        self._ended: asyncio.Future[None] | None = None  # the gathering batch's end (answered or failed)
-        self.gone: dict[str, asyncio.Future[None]] = {}  # slot -> the end of the batch its gone caller's step is in
-
-    async def run(self, kind: bytes, keys: list[bytes], args: list[bytes], slot: str = "") -> Any:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._steps.append((kind, keys, args, fut))
-        if len(self._steps) == 1:  # this step opens the batch: gather the turn's others, then send
-            ended = self._ended = loop.create_future()
-            try:
-                await asyncio.sleep(0)
-            except BaseException:  # cancelled: nobody waits for this step's reply (a failed batch's error
-                fut.cancel()  # set on it would be logged as "Future exception was never retrieved")
-                self._left(slot, ended)
-                raise
-            finally:  # cancelled or not: the turn's steps go out (else every later step would wait for good)
-                steps, self._steps = self._steps, []
-                self._start(steps, ended)
-        else:
-            ended = cast("asyncio.Future[None]", self._ended)  # set by the batch's opener
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            self._left(slot, ended)
-            raise
-
-    def _left(self, slot: str, ended: asyncio.Future[None]) -> None:
-        """The caller of ``slot``'s step went away: until its batch ends, ``leave`` for the slot waits."""
-        if not slot or ended.done():
-            return
-        self.gone[slot] = ended
-
-        def forget(_: asyncio.Future[None]) -> None:
-            if self.gone.get(slot) is ended:
-                del self.gone[slot]
-        ended.add_done_callback(forget)
-
-    def _start(self, steps: Steps, ended: asyncio.Future[None]) -> None:
-        keys: list[bytes] = []
-        args: list[bytes] = [bulk_int(len(steps))]
-        for kind, k, a, _ in steps:
-            keys += k
-            args += (kind, bulk_int(len(k)), bulk_int(len(a)))
-            args += a
-        try:
-            reply = self._runner.evalsha_now(self._script, keys, args)
-        except Exception as exc:
-            _fail(steps, exc)
-            _end(ended)
-            return
-        if reply is None:  # connecting first (or redis-py): a task of its own, so no caller's cancel stops it
-            self._spawn(steps, keys, args, ended)
-            return
-        reply.add_done_callback(lambda done: self._hand_out(steps, keys, args, done, ended))
-
-    def _spawn(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None]) -> None:
-        task = asyncio.ensure_future(self._send(steps, keys, args, ended))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    def _hand_out(self, steps: Steps, keys: list[bytes], args: list[bytes], done: asyncio.Future[Any],
-                  ended: asyncio.Future[None]) -> None:
-        exc = ConnectionError("cancelled") if done.cancelled() else done.exception()
-        if isinstance(exc, ReplyError) and str(exc).startswith("NOSCRIPT"):  # Redis lost its scripts: load, again
-            self._spawn(steps, keys, args, ended)
-            return
-        if exc is not None:
-            _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
-        else:
-            _deliver(steps, done.result())
-        _end(ended)
-
-    async def _send(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None]) -> None:
-        try:
-            replies = await self._runner.evalsha(self._script, keys, args)
-        except BaseException as exc:
-            _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            _deliver(steps, replies)
-        finally:
-            _end(ended)
-
-
-def _end(ended: asyncio.Future[None]) -> None:
-    if not ended.done():
-        ended.set_result(None)
-
-
-def _fail(steps: Steps, exc: Exception) -> None:
-    for *_, fut in steps:
-        if not fut.done():
-            fut.set_exception(exc)
-
-
-def _deliver(steps: Steps, replies: Any) -> None:
-    for (*_, fut), reply in zip(steps, replies, strict=True):
-        if not fut.done():
-            fut.set_result(reply)
+    return redis.register_script(lua_source(name))
 
 
 def _int(v: Any) -> int | None:
@@ -260,7 +91,7 @@ class RedisCounters:
         self._bg = prefix + "bg:"
         self._seeded_key = prefix + "bg-seeded"  # gone with the counters when Redis loses its data
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
-        self._batch = _Batcher(pipe if pipe is not None else ViaRedisPy(redis))
+        self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis))
         self._seed = _script(redis, "seed")
         self._spent = _script(redis, "spent")
         self._rates: dict[str, _Rate] = {}
