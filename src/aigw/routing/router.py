@@ -194,12 +194,12 @@ class Router:
         raise last
 
     async def _choose(self, model: str, slots: list[Slot], policy: ModelRouting,
-                      failed: dict[str, errors.GatewayError], stream: bool, exact_caps: bool = False,
+                      failed: dict[str, errors.GatewayError], stream: bool,
                       full: dict[str, float] | None = None) -> tuple[Slot, bool]:
         """The deployment for the next attempt, and whether it is a half-open trial.
 
-        ``exact_caps``: the caller checks each capped deployment's caps exactly (``RouteRequest.caps``), so
-        this replica's estimate of them is not used; ``full`` are those found at their caps (id -> wait)."""
+        ``full``: given when the caller checks each capped deployment's caps exactly (``RouteRequest.caps``),
+        so this replica's estimate of them is not used; it holds those found at their caps (id -> wait)."""
         now = self.clock.monotonic()
         wall = self.clock.now()
         ready: list[Slot] = []
@@ -215,7 +215,7 @@ class Router:
                 capped = True
             elif phase == OPEN:
                 reopen = min(reopen, s.breaker.until)
-            elif s.capped and not exact_caps and s.over_caps(wall):
+            elif s.capped and full is None and s.over_caps(wall):
                 capped = True
             elif s.cool_until > now:
                 if cooling is None or s.cool_until < cooling.state.cool_until:
@@ -260,8 +260,8 @@ class Router:
         while True:
             if slot is None:
                 try:
-                    slot, trial = await self._choose(model, slots, policy, failed, stream, req.caps is not None,
-                                                     full)
+                    slot, trial = await self._choose(model, slots, policy, failed, stream,
+                                                     full if req.caps is not None else None)
                 except errors.GatewayError:
                     if last is not None:
                         raise last from None

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from aigw import errors
 from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
 from aigw.accounting.tokens import TokenCounter
@@ -20,6 +21,7 @@ from aigw.pipeline.tenancy import ROUTE_CAPS, SERVICE, TenancyServices
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Scope, Tenant
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
+from tests.unit.pipeline.test_tenancy_stages import Broken
 
 PRIMARY = Deployment(name="prim", provider="mock", id="prim-d", tpm=100_000)
 BACKUP = Deployment(name="back", provider="mock", id="back-d", tpm=100_000)
@@ -120,6 +122,23 @@ async def test_a_prompt_over_a_deployments_whole_tpm_is_counted_exactly_before_i
     assert too_big.state[ROUTE_CAPS].taken == []
 
 
+async def test_a_prompt_the_stage_counted_for_the_keys_tpm_is_not_counted_again_for_a_deployment() -> None:
+    small = Deployment(name="small", provider="mock", id="small-d", tpm=40)
+    stage, _ = _stage((small,))
+    counts: list[int] = []
+    count = stage.svc.tokens.count_prompt
+    stage.svc.tokens.count_prompt = lambda body: counts.append(1) or count(body)  # type: ignore[method-assign]
+    ctx = _ctx("small")
+    ctx.principal = principal_for(Grant(
+        ApiKey(id="k2", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-efgh", limits=Limits(tpm=70)),
+        Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t")))
+    ctx.body["messages"] = [{"role": "user", "content": "the quick brown fox " * 12}]  # estimated 87, counted 55
+    assert await stage.on_request(ctx) is None
+    assert counts == [1]  # the key's tpm needed the exact count
+    assert await ctx.state[ROUTE_CAPS].admit(small.id) == math.inf
+    assert counts == [1]  # the deployment's check used it
+
+
 async def test_rpm_only_caps_with_no_key_limits_finish_without_a_store_error(caplog: pytest.LogCaptureFixture) -> None:
     """The master key (no scopes of its own), a model with two rpm-capped deployments: nothing to settle."""
     a = Deployment(name="two", provider="mock", id="two-a", rpm=5)
@@ -134,3 +153,20 @@ async def test_rpm_only_caps_with_no_key_limits_finish_without_a_store_error(cap
     await stage.on_finish(ctx)
     assert "store unavailable" not in caplog.text
     assert stage.svc.counters == {}
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_a_deployments_caps_store_that_is_down_follows_the_limits_failure_policy(policy: str) -> None:
+    stage, _ = _stage()
+    ctx = _ctx("prim")
+    assert await stage.on_request(ctx) is None
+    caps = ctx.state[ROUTE_CAPS]
+    caps.svc = TenancyServices(config=TenancyConfig(limits_on_store_error=policy), limiter=Broken(),
+                               budgets=Broken(), gate=Broken(), prices=stage.svc.prices, tokens=stage.svc.tokens)
+    if policy == "open":
+        assert await caps.admit(PRIMARY.id) is None  # called all the same, nothing recorded to settle
+        assert caps.taken == []
+    else:
+        with pytest.raises(errors.Unavailable):
+            await caps.admit(PRIMARY.id)
+    assert caps.svc.counters == {"limits": 1}

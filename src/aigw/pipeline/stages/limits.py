@@ -94,8 +94,9 @@ class LimitsStage(Stage):
             return None  # a budget alone is reserved by the budget stage
         tpm = tightest is not None
         est = 0
+        counted: int | None = None  # the prompt counted with the tokenizer, when the estimate was over a cap
         if tightest is not None and (est := prompt_estimate(ctx)) > (cap := tightest.limits.tpm or 0):
-            est = await self._counted(ctx, tightest, cap)
+            est = counted = await self._counted(ctx, tightest, cap)
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         slot = unique_id("slot_")  # the client's x-request-id, repeated on parallel calls, would share one
         entered = self.clock.now()
@@ -120,7 +121,7 @@ class LimitsStage(Stage):
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None
             if self._capped:
-                self._route_caps(ctx, slot, est)
+                self._route_caps(ctx, slot, est, counted)
             return None
         _add_headers(ctx.response_headers, answer)
         if not answer.allowed:
@@ -135,15 +136,17 @@ class LimitsStage(Stage):
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
                 else (budget, amount, entered, slot)
         if self._capped:
-            self._route_caps(ctx, slot, est)
+            self._route_caps(ctx, slot, est, counted)
         return None
 
-    def _route_caps(self, ctx: RequestContext, slot: str, est: int) -> None:
+    def _route_caps(self, ctx: RequestContext, slot: str, est: int, counted: int | None = None) -> None:
         """Hand the router the deployments' caps, to check as it picks one (so an answer from the cache, or
-        a call refused before the router, takes nothing from them)."""
+        a call refused before the router, takes nothing from them); a prompt counted here is not counted
+        again there."""
         if not est and self._capped_tpm:
             est = prompt_estimate(ctx)
-        ctx.state[ROUTE_CAPS] = DeploymentCaps(self.svc, self._capped, slot, est, ctx.body, self.clock.now)
+        ctx.state[ROUTE_CAPS] = DeploymentCaps(self.svc, self._capped, slot, est, ctx.body, self.clock.now,
+                                               counted=counted)
 
     async def on_finish(self, ctx: RequestContext) -> None:
         taken = ctx.state.get(_STATE)
