@@ -27,9 +27,10 @@ class Shared(Protocol):
     @property
     def up(self) -> bool: ...
 
-    async def acquire(self, state: DeploymentState) -> bool | None: ...
+    async def acquire(self, state: DeploymentState) -> int | None: ...
 
-    async def record(self, state: DeploymentState, fails: int, outcome: str) -> None: ...
+    async def record(self, state: DeploymentState, fails: int, outcome: str,
+                     permit: tuple[int, int] = (-1, -1)) -> None: ...
 
 
 class HealthBook:
@@ -54,25 +55,27 @@ class HealthBook:
         if not s.breaker.try_trial(self.clock.monotonic()):
             return False
         shared = self.shared
-        if shared is None or not shared.up:
-            return True
-        try:
-            granted = await shared.acquire(s)
-        except BaseException:
-            s.breaker.release_trial()
-            raise
-        if granted is False:
-            s.breaker.release_trial()
-            return False
+        granted = None
+        if shared is not None and shared.up:
+            try:
+                granted = await shared.acquire(s)
+            except BaseException:
+                s.breaker.release_trial()
+                raise
+            if granted == 0:
+                s.breaker.release_trial()
+                return False
+        if granted != 1:
+            s.unshared_trials += 1  # let through without a Redis permit (none, or Redis did not answer)
         return True
 
     def release_trial(self, s: DeploymentState) -> None:
         """A trial let through and then not made (cancelled, refused by the deployment's caps, rate limited):
         its permit goes back, here and in Redis, so another call (on any replica) may make the trial."""
         s.breaker.release_trial()
-        if s.shared_trials > 0:
-            s.shared_trials -= 1
-            self._share(s, 0, "trial_release")
+        permit = _end_trial(s)
+        if permit is not None:
+            self._share(s, 0, "trial_release", permit)
 
     def record(self, s: DeploymentState, outcome: Outcome | None, trial: bool) -> None:
         """Write how an attempt ended. ``None`` = cancelled: it says nothing of the upstream."""
@@ -86,8 +89,8 @@ class HealthBook:
                 s.cool_until = max(s.cool_until, now + min(outcome.retry_after or DEFAULT_COOL_S,
                                                            self.cfg.cooldown_s))
             return
-        if trial and s.shared_trials > 0:
-            s.shared_trials -= 1  # used: the trial's result below settles the shared breaker
+        if trial:
+            _end_trial(s)  # its permit was used: the trial's result below settles the shared breaker
         if outcome.ok:
             s.pending_calls += 1
             if b.success(now, trial) and trial:
@@ -119,7 +122,17 @@ class HealthBook:
     def _note_error(self, s: DeploymentState, kind: str) -> None:
         s.last_error, s.last_error_at = kind, self.clock.now()
 
-    def _share(self, s: DeploymentState, fails: int, outcome: str) -> None:
+    def _share(self, s: DeploymentState, fails: int, outcome: str, permit: tuple[int, int] = (-1, -1)) -> None:
         shared = self.shared
         if shared is not None and shared.up:
-            self.supervisor.spawn(shared.record(s, fails, outcome), name="routing-record")
+            self.supervisor.spawn(shared.record(s, fails, outcome, permit), name="routing-record")
+
+
+def _end_trial(s: DeploymentState) -> tuple[int, int] | None:
+    """One trial of ``s`` has ended: the Redis permit it held, if any. Trials do not carry their own permit,
+    so those let through without one end first: a permit is given back late (at worst when its lease runs
+    out), never while another trial may still be using it."""
+    if s.unshared_trials > 0:
+        s.unshared_trials -= 1
+        return None
+    return s.shared_permits.pop() if s.shared_permits else None

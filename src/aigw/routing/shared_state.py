@@ -69,8 +69,10 @@ class SharedState:
         return self._up
 
     # -- calls on the request's behalf --------------------------------------------
-    async def acquire(self, s: DeploymentState) -> bool | None:
-        """A shared trial permit: True/False, or None when Redis did not answer."""
+    async def acquire(self, s: DeploymentState) -> int | None:
+        """A shared trial permit: 1 taken, 2 none needed (the breaker closed meanwhile), 0 refused, None
+        when Redis did not answer. A permit taken is kept in ``s.shared_permits`` (its half-open period
+        and lease), so that giving it back frees only it."""
         lease_ms = int(self.cfg.cooldown_s * 1000)
         reply = await self._call(self._acquire, self._keys[s.id][:1], [self.cfg.half_open_calls, lease_ms])
         if reply is None:
@@ -78,13 +80,14 @@ class SharedState:
         granted = int(reply[0])
         self._adopt(s, reply[1], reply[2], reply[3], reply[4])
         if granted == 1:  # a permit of the shared count (2: the breaker was closed, nothing taken)
-            s.shared_trials += 1
-        return granted > 0
+            s.shared_permits.append((int(reply[3]), int(reply[5])))
+        return granted
 
-    async def record(self, s: DeploymentState, fails: int, outcome: str) -> None:
+    async def record(self, s: DeploymentState, fails: int, outcome: str,
+                     permit: tuple[int, int] = (-1, -1)) -> None:
         c = self.cfg
         args = [fails, outcome, c.failures, int(c.window_s * 1000), c.error_ratio or 0, c.min_calls,
-                int(c.cooldown_s * 1000), TTL_MS]
+                int(c.cooldown_s * 1000), TTL_MS, *permit]
         reply = await self._call(self._record, self._keys[s.id][:2], args)
         opened = reply is not None and self._adopt(s, *reply[:4]) and reply[0] == OPEN.encode()
         if opened:

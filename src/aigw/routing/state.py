@@ -70,7 +70,8 @@ class DeploymentState:
 
     __slots__ = ("breaker", "capped", "clock", "cool_until", "cost", "deployment", "id", "last_error", "last_error_at",
                  "latency_s", "local_inflight", "others_inflight", "own_latency_s", "own_ttft_s",
-                 "pending_calls", "rpm", "shared_at", "shared_trials", "shared_window", "tpm", "ttft_s", "weight")
+                 "pending_calls", "rpm", "shared_at", "shared_permits", "shared_window", "tpm", "ttft_s",
+                 "unshared_trials", "weight")
 
     def __init__(
         self, deployment: Deployment, cfg: CircuitBreakerConfig, clock: Clock, cost: float | None = None
@@ -96,7 +97,8 @@ class DeploymentState:
         self.shared_at = 0.0  # monotonic time of the last shared update, 0 = never
         self.shared_window: tuple[int, int] | None = None  # (calls, failures) across replicas
         self.pending_calls = 0  # good calls not yet added to the shared breaker window
-        self.shared_trials = 0  # half-open trial permits this replica holds in Redis
+        self.shared_permits: list[tuple[int, int]] = []  # Redis trial permits held here: (gen, lease) each
+        self.unshared_trials = 0  # trials let through without one (no Redis, or it did not answer)
 
     # -- what the strategies read ------------------------------------------------
     @property

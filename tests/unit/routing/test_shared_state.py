@@ -89,6 +89,72 @@ async def test_a_trial_given_back_unmade_frees_the_shared_permit_for_another_rep
     assert not await one.book.admit_trial(one.a)
 
 
+async def test_a_permit_given_back_after_its_lease_ran_out_frees_nobody_elses(
+        pair: tuple[Replica, Replica]) -> None:
+    one, two = pair
+    await one.fail(5)
+    await two.shared.sync_once()
+    await asyncio.sleep(CFG.cooldown_s + 0.05)
+    assert await one.book.admit_trial(one.a)  # one's trial hangs past the lease (a cooldown)
+    await asyncio.sleep(CFG.cooldown_s + 0.05)
+    assert await two.book.admit_trial(two.a)  # the lease ran out: two takes the one permit
+    one.book.release_trial(one.a)  # one's stale permit comes back: two's must stay taken
+    await one.sup.drain()
+    assert not await one.book.admit_trial(one.a)
+
+
+async def test_a_permit_of_an_earlier_half_open_period_frees_nothing_in_the_next(
+        redis_isolated: tuple[str, str]) -> None:
+    url, prefix = redis_isolated
+    cfg = CFG.model_copy(update={"half_open_calls": 2})
+    r = make_redis(url)
+    try:
+        await _earlier_period_permit(Replica(r, prefix, "one", cfg), Replica(r, prefix, "two", cfg))
+    finally:
+        await r.aclose()
+
+
+async def _earlier_period_permit(one: Replica, two: Replica) -> None:
+    await one.fail(5)
+    await two.shared.sync_once()
+    await asyncio.sleep(CFG.cooldown_s + 0.05)
+    assert await one.book.admit_trial(one.a)
+    assert await two.book.admit_trial(two.a)
+    two.book.record(two.a, DOWN, trial=True)  # reopened for everyone: a new period, its permits all free
+    await two.sup.drain()
+    await asyncio.sleep(CFG.cooldown_s + 0.05)
+    assert await two.book.admit_trial(two.a)
+    assert await two.book.admit_trial(two.a)  # both of the new period's permits
+    one.book.release_trial(one.a)  # one's permit of the earlier period: nothing of the new one
+    await one.sup.drain()
+    await one.shared.sync_once()
+    assert not await one.book.admit_trial(one.a)
+
+
+async def test_a_trial_let_through_without_a_permit_gives_back_none(redis_isolated: tuple[str, str]) -> None:
+    url, prefix = redis_isolated
+    cfg = CFG.model_copy(update={"half_open_calls": 2})
+    r = make_redis(url)
+    try:
+        one, two = Replica(r, prefix, "one", cfg), Replica(r, prefix, "two", cfg)
+        await one.fail(5)
+        await two.shared.sync_once()
+        await asyncio.sleep(CFG.cooldown_s + 0.05)
+        one.shared._up = False  # Redis did not answer: this trial goes ahead on local state alone
+        assert await one.book.admit_trial(one.a)
+        one.shared._up = True
+        assert await one.book.admit_trial(one.a)  # the first of the two shared permits
+        assert await two.book.admit_trial(two.a)  # the second
+        one.book.release_trial(one.a)  # which of one's trials ended is not known: no permit may go back yet
+        await one.sup.drain()
+        assert not await two.book.admit_trial(two.a)
+        one.book.release_trial(one.a)  # now one holds no trial: its permit goes back
+        await one.sup.drain()
+        assert await two.book.admit_trial(two.a)
+    finally:
+        await r.aclose()
+
+
 async def test_a_failed_trial_reopens_for_everyone(pair: tuple[Replica, Replica]) -> None:
     one, two = pair
     await one.fail(5)

@@ -2,7 +2,7 @@
 -- the shared window crosses the threshold.
 -- KEYS: breaker hash, window hash
 -- ARGV: fails, outcome ('' | trial_ok | trial_fail | trial_release | trip | probe_ok), failures, window_ms,
---       error_ratio (0 = off), min_calls, cooldown_ms, ttl_ms
+--       error_ratio (0 = off), min_calls, cooldown_ms, ttl_ms, and for trial_release the permit's gen and lease
 -- Returns {state, until_ms, gen, now_ms}
 local cb, win = KEYS[1], KEYS[2]
 local fails, outcome = tonumber(ARGV[1]), ARGV[2]
@@ -30,9 +30,14 @@ if outcome == 'trial_ok' then
 elseif outcome == 'trial_fail' then
   if state == 'open' and now >= until_ms then open_it() end
 elseif outcome == 'trial_release' then
-  -- a trial permit given back unused (the call was never made): another replica may take it
-  local trials = tonumber(redis.call('HGET', cb, 'trials') or '0')
-  if trials > 0 then redis.call('HSET', cb, 'trials', trials - 1) end
+  -- a trial permit given back unused (the call was never made): another replica may take it. Only a
+  -- permit of the breaker's current half-open period and lease: an older one is void already, and
+  -- taking one back from the count now would free a permit another trial holds
+  local held = redis.call('HMGET', cb, 'trials', 'lease')
+  local trials, lease = tonumber(held[1]) or 0, tonumber(held[2]) or 0
+  if trials > 0 and tonumber(ARGV[9]) == gen and tonumber(ARGV[10]) == lease and lease >= now then
+    redis.call('HSET', cb, 'trials', trials - 1)
+  end
 elseif outcome == 'probe_ok' then
   if state == 'open' and now < until_ms then
     until_ms = now
