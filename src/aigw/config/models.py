@@ -24,8 +24,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
-class Prices(Strict):
-    """USD per million tokens (and per request); overrides the shipped table."""
+ServiceTier = Literal["flex", "priority"]  # OpenAI's and Gemini's priced processing tiers ("fast" is priority)
+
+
+class TokenRates(Strict):
+    """USD per million tokens of each kind; unset kinds follow the rules of ``aigw.accounting.pricing``."""
 
     input_per_mtok: float | None = Field(default=None, ge=0)
     output_per_mtok: float | None = Field(default=None, ge=0)
@@ -33,8 +36,37 @@ class Prices(Strict):
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_1h_per_mtok: float | None = Field(default=None, ge=0)  # Anthropic 1-hour writes; default 2x input
     reasoning_per_mtok: float | None = Field(default=None, ge=0)
+
+
+class LongContextPrices(TokenRates):
+    """The whole request's rates when its prompt (fresh + cached + cache writes) is over the threshold."""
+
+    above_input_tokens: int = Field(gt=0)
+
+
+class TierPrices(TokenRates):
+    """A service tier's rates: explicit, or ``scale`` times the standard ones (long context included)."""
+
+    scale: float | None = Field(default=None, gt=0)
+    long_context: LongContextPrices | None = None  # its own long-context rates; default: scaled like the tier
+
+    @model_validator(mode="after")
+    def _scale_or_rates(self) -> TierPrices:
+        rated = any(getattr(self, k) is not None for k in TokenRates.model_fields)
+        if self.scale is not None and (rated or self.long_context is not None):
+            raise ValueError("give a tier either `scale` or its rates, not both")
+        if self.scale is None and not rated:
+            raise ValueError("a tier needs `scale` or at least one rate")
+        return self
+
+
+class Prices(TokenRates):
+    """USD per million tokens (and per request); overrides the shipped table."""
+
     per_request: float | None = Field(default=None, ge=0)
     per_web_search: float | None = Field(default=None, ge=0)  # USD per server-side web search
+    long_context: LongContextPrices | None = None
+    tiers: dict[ServiceTier, TierPrices] | None = None
 
 
 class MockOptions(Strict):
