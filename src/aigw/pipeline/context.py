@@ -53,6 +53,7 @@ class RequestContext:
     upstream_s: float = 0.0  # time spent waiting on upstreams
     first_token_s: float | None = None
     usage: JSON | None = None
+    service_tier: str = ""  # the processing tier the upstream reported it used (OpenAI's ``service_tier``)
     handled_by: str = ""  # "", "cache", "rules"
     error: GatewayError | None = None
     state: dict[str, Any] = field(default_factory=dict)  # per-stage scratch space

@@ -25,6 +25,9 @@ class RouteTerminal:
         body, served = await self.router.complete(req)
         _record(ctx, served)
         usage = body.get("usage")
+        tier = body.get("service_tier")
+        if isinstance(tier, str):
+            ctx.service_tier = tier
         if isinstance(usage, dict):
             ctx.usage = usage
         else:  # the ledger counts this answer locally (the stages after may change or drop the body)
@@ -54,6 +57,9 @@ async def _watch_usage(ctx: RequestContext, chunks: AsyncIterator[JSON], served:
             usage = chunk.get("usage")
             if usage:
                 ctx.usage = usage
+                tier = chunk.get("service_tier")  # the last chunk says which tier served (and bills) it
+                if isinstance(tier, str):
+                    ctx.service_tier = tier
             yield chunk
     finally:
         ctx.upstream_s = served.upstream_s

@@ -161,13 +161,20 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
         else:
             tokens, source = Tokens(), "none"
     price = svc.prices.for_deployment(d.id, d.model) if d is not None else svc.prices.for_model(ctx.model)
-    full = price.cost_nano(tokens) if price is not None and tokens.total else 0
+    full = price.cost_nano(tokens, tier=ctx.service_tier or _asked_tier(ctx)) \
+        if price is not None and tokens.total else 0
     if ctx.handled_by:  # answered by the cache or a rule: no upstream bill, the saving is reported
         result = Measured(tokens, 0, full if ctx.handled_by == "cache" else 0, source)
     else:
         result = Measured(tokens, full, 0, source)
     ctx.state[MEASURE] = result
     return result
+
+
+def _asked_tier(ctx: RequestContext) -> str | None:
+    """The ``service_tier`` the client asked for: what is billed when the upstream does not say."""
+    tier = ctx.body.get("service_tier")
+    return tier if isinstance(tier, str) else None
 
 
 def plan_budget(ctx: RequestContext, svc: TenancyServices) -> tuple[list[Scope], int]:

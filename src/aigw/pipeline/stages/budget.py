@@ -1,7 +1,9 @@
 """Budgets: reserve the worst-case cost before the call, settle to the real cost after.
 
 The worst case is the prompt (an estimate that errs high) plus ``max_tokens``
-(or ``tenancy.default_max_tokens``) at the dearest deployment of the model. It is
+(or ``tenancy.default_max_tokens``) at the dearest deployment of the model: at its
+long-context rates when the estimate is over a deployment's threshold, and at its
+priority rates when the client asks for ``service_tier: priority`` (or ``fast``). It is
 reserved against key, project and tenant in one atomic step, so concurrent calls
 cannot together overrun a budget; the most any budget can be overrun by is one
 call's difference between reservation and real cost (when the real cost is
@@ -52,6 +54,11 @@ class BudgetStage(Stage):
         self.svc = svc
         self.clock = clock
         self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
+        self._prices = prices_by_model
+        # per model, the smallest prompt (long-context threshold) above which its standard worst case is not
+        # the worst; models without a long-context rule are absent
+        self._long = {model: min(p.long_above for p in prices if p.long_context is not None)
+                      for model, prices in prices_by_model.items() if any(p.long_context for p in prices)}
 
     def worst_case_nano(self, ctx: RequestContext) -> int:
         body = ctx.body
@@ -62,11 +69,20 @@ class BudgetStage(Stage):
             # keeps ``max_tokens`` drops ``max_completion_tokens``)
             out = max(_count(body.get("max_completion_tokens")), _count(body.get("max_tokens")))
             out = (out or self.svc.config.default_max_tokens) * _answers(ctx)
-        rates = self._rates.get(ctx.model)
-        if rates is None:
-            rates = self._rates[ctx.model] = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
-        per_in, per_out, per_request = rates
+        tier = body.get("service_tier")
+        if tier in _DEARER_TIERS or (ctx.model in self._long and prompt > self._long[ctx.model]):
+            per_in, per_out, per_request = self._rates_for(ctx.model, prompt, tier if isinstance(tier, str) else None)
+        else:
+            rates = self._rates.get(ctx.model)
+            if rates is None:
+                rates = self._rates[ctx.model] = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
+            per_in, per_out, per_request = rates
         return round((prompt * per_in + out * per_out) * 1000 + per_request * 1e9)
+
+    def _rates_for(self, model: str, prompt: int, tier: str | None) -> tuple[float, float, float]:
+        """The worst rates of a long prompt or a dearer tier (the rare case: worked out per request)."""
+        prices = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
+        return _worst_rates([p.rates_for(prompt, tier) for p in prices])
 
     def plan(self, ctx: RequestContext) -> tuple[list[Scope], int]:
         scopes = key_scopes(ctx, "budget")
@@ -155,6 +171,9 @@ def _answers(ctx: RequestContext) -> int:
     if ctx.endpoint != "completions":
         return n
     return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))
+
+
+_DEARER_TIERS = ("priority", "fast")  # tiers that may cost more than the standard one (flex costs less)
 
 
 def _worst_rates(prices: list[Price]) -> tuple[float, float, float]:

@@ -19,7 +19,7 @@ from aigw.types import JSON
 
 # OpenAI models that reject ``max_tokens`` and want ``max_completion_tokens``.
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
-_CHUNK_HEAD = ("id", "object", "created", "model", "system_fingerprint")
+_CHUNK_HEAD = ("id", "object", "created", "model", "service_tier", "system_fingerprint")
 
 
 @dataclass(frozen=True, slots=True)
