@@ -181,6 +181,9 @@ class FakeOpenAI:
             self.traffic.completed += 1
             return web.json_response(exc.body, status=exc.status, headers=headers, dumps=_dumps)
         result = self.decorate(op, result, stream)
+        if fault is not None and fault.served_tier is not None:
+            for part in result if stream else [result]:
+                part["service_tier"] = fault.served_tier
         if stream:
             if fault is not None and fault.no_usage:  # a server that ignores stream_options.include_usage
                 result = [{k: v for k, v in c.items() if k != "usage"} for c in result if c.get("choices")]

@@ -208,8 +208,14 @@ def chat_completion(body: JSON, model: str) -> JSON:
         "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish}
                     for i in range(n)],
         "usage": usage(prompt_tokens(body["messages"]), n * completion_tokens(content, calls)),
-        "service_tier": "default", "system_fingerprint": FINGERPRINT,
+        "service_tier": served_tier(body), "system_fingerprint": FINGERPRINT,
     }
+
+
+def served_tier(body: JSON) -> str:
+    """The tier the answer reports it was processed in: flex or priority when asked, else default."""
+    asked = body.get("service_tier")
+    return asked if asked in ("flex", "priority") else "default"
 
 
 def pieces(text: str, size: int = 0) -> list[str]:
@@ -225,7 +231,7 @@ def chat_chunks(body: JSON, model: str) -> list[JSON]:
     content, calls, finish = answer(body)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     head = {"id": "chatcmpl-" + digest(body)[:29], "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model, "service_tier": "default",
+            "created": int(time.time()), "model": model, "service_tier": served_tier(body),
             "system_fingerprint": FINGERPRINT}
     if include_usage:
         head["usage"] = None

@@ -161,3 +161,10 @@ def test_scrub_cuts_and_redacts() -> None:
     assert scrub("key sk-abcdef123456 leaked") == "key [redacted] leaked"
     assert scrub("azure 0123456789abcdef0123456789abcdef key") == "azure [redacted] key"
     assert len(scrub("x" * 5000)) == 500
+
+
+def test_a_moved_usage_chunk_keeps_the_service_tier_that_prices_it() -> None:
+    """The gateway bills a stream by the tier its usage chunk reports: a flex stream stays flex."""
+    chunks = [{**c, "service_tier": "flex"} for c in load("stream_vllm_usage_on_finish.json")]
+    out = run_stream(chunks)
+    assert out[-1]["usage"] and out[-1]["service_tier"] == "flex"

@@ -7,9 +7,12 @@ import logging
 
 import pytest
 
+from aigw.accounting.pricing import PriceBook
+from aigw.config.models import Deployment, GatewayConfig, LongContextPrices, Prices, TierPrices
 from aigw.observability.metrics import Metrics
+from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import budget
-from aigw.pipeline.tenancy import ESTIMATE
+from aigw.pipeline.tenancy import ESTIMATE, SERVICE
 from aigw.stores.base import Limits
 from tests.unit.pipeline.test_tenancy_stages import MOCK, _ctx, _deps, _services
 
@@ -87,3 +90,40 @@ async def test_each_budget_alert_counts_in_the_events_metric() -> None:
     ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 10, "completion_tokens": 10}  # $0.03: over 50 %
     await stage.on_finish(ctx)
     assert metrics.registry.get_sample_value("aigw_events_total", {"event": "budget_alert"}) == 1
+
+
+LONG = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(
+    input_per_mtok=1000, output_per_mtok=2000, tiers={"priority": TierPrices(scale=2)},
+    long_context=LongContextPrices(above_input_tokens=100, input_per_mtok=2000, output_per_mtok=3000)))
+
+
+def _long_stage() -> budget.BudgetStage:
+    svc = _services()
+    svc.prices = PriceBook([LONG])
+    deps = StageDeps(config=GatewayConfig(models=[LONG]))
+    deps.services[SERVICE] = svc
+    stage = budget.build(deps)
+    assert isinstance(stage, budget.BudgetStage)
+    return stage
+
+
+def _worst(stage: budget.BudgetStage, prompt: int, **body: object) -> int:
+    ctx = _ctx(body={"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, **body})
+    ctx.state[ESTIMATE] = prompt
+    return stage.worst_case_nano(ctx)
+
+
+def test_a_prompt_estimate_over_the_threshold_reserves_the_whole_request_at_long_context_rates() -> None:
+    # reserved at the short rates, a long prompt settled at twice its reservation: a budget overrun by more
+    # than the one request's estimate error
+    stage = _long_stage()
+    assert _worst(stage, 100) == (100 * 1000 + 10 * 2000) * 1000  # at the threshold: short rates
+    assert _worst(stage, 101) == (101 * 2000 + 10 * 3000) * 1000  # one over: every token at long rates
+
+
+@pytest.mark.parametrize("tier", ["priority", "fast"])
+def test_asking_for_priority_reserves_at_priority_rates_and_flex_at_standard_ones(tier: str) -> None:
+    stage = _long_stage()
+    assert _worst(stage, 50, service_tier=tier) == 2 * _worst(stage, 50)
+    assert _worst(stage, 101, service_tier=tier) == 2 * _worst(stage, 101)  # priority of the long rates
+    assert _worst(stage, 50, service_tier="flex") == _worst(stage, 50)  # served by flex or not, never more
