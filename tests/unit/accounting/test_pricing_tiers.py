@@ -102,10 +102,10 @@ def test_bad_tier_or_long_context_prices_are_refused_at_load(bad: dict[str, obje
 
 
 def test_the_table_only_carries_rules_from_the_providers_pages() -> None:
-    """Table 2026-12-01: GPT-6.2 Sol's long-context and Fast-mode rules (developers.openai.com); every other
+    """Table 2026-11-27c: GPT-6.2 Sol's long-context and Fast-mode rules (developers.openai.com); every other
     model stays flat until its provider's page is read."""
     version, table = load_table()
-    assert version >= "2026-12-01"
+    assert version >= "2026-11-27c"
     ruled = {name for name, p in table.items() if p.long_context is not None or p.tiers is not None}
     assert ruled == {"gpt-6.2-sol"}
     sol = table["gpt-6.2-sol"]
