@@ -103,13 +103,20 @@ def _tool_result(block: JSON, param: str, images: list[JSON]) -> JSON:
     return msg
 
 
+def _block_type(block: Any) -> str | None:
+    """A content block's ``type`` when it is a string (a list or an object there is not a type: looked up in a
+    set, it would raise TypeError, a 500, instead of the client's 400)."""
+    btype = block.get("type") if isinstance(block, dict) else None
+    return btype if isinstance(btype, str) else None
+
+
 def _user_messages(content: list[Any], param: str) -> list[JSON]:
     out: list[JSON] = []
     parts: list[JSON] = []
     images: list[JSON] = []
     for j, block in enumerate(content):
         bparam = f"{param}.{j}"
-        btype = block.get("type") if isinstance(block, dict) else None
+        btype = _block_type(block)
         _need(btype in _USER_BLOCKS, f"Input should be one of {sorted(_USER_BLOCKS)}", f"{bparam}.type")
         if btype == "tool_result":
             if parts:
@@ -134,7 +141,7 @@ def _assistant_message(content: list[Any], param: str) -> JSON:
     thinking: list[JSON] = []
     for j, block in enumerate(content):
         bparam = f"{param}.{j}"
-        btype = block.get("type") if isinstance(block, dict) else None
+        btype = _block_type(block)
         _need(
             btype in _ASSISTANT_BLOCKS,
             f"Input should be one of {sorted(_ASSISTANT_BLOCKS)}",

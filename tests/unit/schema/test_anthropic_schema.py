@@ -203,6 +203,13 @@ def test_images_inside_tool_results_follow_as_a_user_message() -> None:
         (request(messages=[{"role": "system", "content": "x"}]), "messages.0.role", "'user' or 'assistant'"),
         (request(messages=[{"role": "user", "content": 5}]), "messages.0.content", "string or list"),
         (request(messages=[{"role": "user", "content": [{"type": "video"}]}]), "messages.0.content.0.type", "one of"),
+        (request(messages=[{"role": "user", "content": [{"type": ["text"]}]}]), "messages.0.content.0.type", "one of"),
+        (request(messages=[{"role": "user", "content": [{"type": {"a": 1}}]}]), "messages.0.content.0.type", "one of"),
+        (
+            request(messages=[{"role": "assistant", "content": [{"type": ["text"]}]}]),
+            "messages.0.content.0.type",
+            "one of",
+        ),
         (
             request(messages=[{"role": "user", "content": [{"type": "text", "text": 1}]}]),
             "messages.0.content.0.text",
