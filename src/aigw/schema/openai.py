@@ -118,6 +118,7 @@ class CompletionRequest(_Open):
     n: int | None = Field(default=None, ge=1, le=128)
     stop: str | list[str] | None = None
     stream: bool | None = None
+    stream_options: StreamOptions | None = None  # read by the HTTP layer when streaming: an object or nothing
     echo: bool | None = None
     suffix: str | None = None
 

@@ -42,6 +42,15 @@ def test_embeddings_and_completions_validation() -> None:
         validate_completion({"model": "m"})
 
 
+@pytest.mark.parametrize("options", ["x", 1, []])
+def test_completion_stream_options_must_be_an_object(options: object) -> None:
+    # the HTTP layer reads stream_options as an object when streaming: anything else was a 500 there
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_completion({"model": "m", "prompt": "hi", "stream": True, "stream_options": options})
+    assert exc.value.param is not None and exc.value.param.startswith("stream_options")
+    validate_completion({"model": "m", "prompt": "hi", "stream": True, "stream_options": {"include_usage": True}})
+
+
 def test_last_user_text_reads_text_parts() -> None:
     parts = [{"type": "text", "text": "What is the capital"}, {"type": "image_url", "image_url": {"url": "x"}},
              {"type": "text", "text": "of Peru?"}]
