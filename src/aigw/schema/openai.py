@@ -2,7 +2,8 @@
 
 Bodies stay plain dicts on the hot path; these pydantic models only *check* an
 inbound body and produce an error that names the field. Unknown fields are
-allowed (the OpenAI API grows faster than any gateway) and passed on.
+allowed (the OpenAI API grows faster than any gateway) and passed on; known
+ones are checked strictly (``true`` is not an integer, ``"5"`` not a number).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from aigw.types import JSON
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: JSON types as sent. Lax mode read `true` as 1, "5" as 5 and "yes" as true, and passed the body on
+    # unchanged, so an upstream got what the gateway had checked as something else.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class TextPart(_Open):

@@ -32,6 +32,36 @@ def test_invalid_bodies_name_the_field(body: dict[str, object], param: str) -> N
     assert exc.value.param is not None and exc.value.param.startswith(param)
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": "5"}, "max_tokens"),
+        ({"n": True}, "n"),
+        ({"temperature": True}, "temperature"),
+        ({"temperature": "1"}, "temperature"),
+        ({"logprobs": 0}, "logprobs"),
+        ({"top_logprobs": True}, "top_logprobs"),
+        ({"stream": 1}, "stream"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+    ],
+)
+def test_json_types_are_strict_as_openai_checks_them(extra: dict[str, object], param: str) -> None:
+    # the body goes upstream as sent: `true` is not read as 1, nor "5" as 5, only to fail there (or not at all)
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
+    assert exc.value.param == param
+
+
+def test_whole_numbers_still_pass_as_numbers() -> None:
+    validate_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 1, "top_p": 1,
+                   "presence_penalty": 0, "max_tokens": 5, "n": 1, "logprobs": True, "top_logprobs": 0})
+    validate_completion({"model": "m", "prompt": [[1, 2]], "max_tokens": 3, "temperature": 0})
+    validate_embeddings({"model": "e", "input": [1, 2, 3], "dimensions": 3})
+    with pytest.raises(errors.InvalidRequest):
+        validate_embeddings({"model": "e", "input": "a", "dimensions": True})
+
+
 def test_embeddings_and_completions_validation() -> None:
     validate_embeddings({"model": "e", "input": ["a"], "encoding_format": "base64"})
     with pytest.raises(errors.InvalidRequest):
