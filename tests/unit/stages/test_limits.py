@@ -170,3 +170,34 @@ async def test_a_deployments_caps_store_that_is_down_follows_the_limits_failure_
         with pytest.raises(errors.Unavailable):
             await caps.admit(PRIMARY.id)
     assert caps.svc.counters == {"limits": 1}
+
+
+def _rpm_ctx() -> RequestContext:
+    grant = Grant(ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-abcd",
+                         limits=Limits(rpm=10, tpm=100_000)), Project(id="p1", tenant_id="t1", name="p"),
+                  Tenant(id="t1", name="t"))
+    body = {"model": "prim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10}
+    return RequestContext(request_id="req_1", api="openai", endpoint="chat", body=body, model="prim",
+                          principal=principal_for(grant))
+
+
+def _requests_left(limiter: MemoryRateLimiter, ctx: RequestContext) -> int:
+    key = next(s for s in limits.key_scopes(ctx, "rate") if s.kind == "key")
+    return limiter.take([key], "peek", 0, limiter.now()).remaining_requests or 0
+
+
+@pytest.mark.parametrize(("error", "attempts", "left"), [
+    (errors.InvalidRequest("cache: expected an object", param="cache"), 0, 9),  # refused by the cache stage
+    (errors.NotFound("The model `x` does not exist", param="model"), 0, 9),  # refused by the router
+    (errors.InvalidRequest("upstream said no"), 1, 8),  # an upstream's 400: the call reached it, and counts
+    (errors.GuardrailBlocked("blocked"), 0, 8),  # a policy's refusal is not bad input
+])
+async def test_a_request_refused_as_bad_input_before_any_call_takes_no_request(
+        error: errors.GatewayError, attempts: int, left: int) -> None:
+    stage, limiter = _stage()
+    ctx = _rpm_ctx()
+    await stage.on_request(ctx)
+    assert ctx.response_headers["x-ratelimit-remaining-requests"] == "9"
+    ctx.error, ctx.attempts = error, attempts
+    await stage.on_finish(ctx)
+    assert _requests_left(limiter, ctx) == left  # of 10, after the peek took one

@@ -163,8 +163,9 @@ class LimitsStage(Stage):
             joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
             budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
             actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
-            # refused because every deployment was full, none called: the request goes back too
-            back = isinstance(ctx.error, errors.DeploymentsFull)
+            # refused because every deployment was full, none called, or as bad input before any call (a
+            # cache control, a model that does not exist): the request goes back too
+            back = isinstance(ctx.error, errors.DeploymentsFull) or _refused_input(ctx)
             steps.append(self.svc.gate.leave(scopes, slot, used - est if tpm else 0, taken_at, budget, reserved,
                                              actual, entered, self.svc.config.alert_thresholds, back))
         if caps is not None and caps.taken:
@@ -201,6 +202,15 @@ class LimitsStage(Stage):
             if used != t.est:
                 steps.append(self.svc.gate.leave(t.scopes, caps.slot, used - t.est, t.taken_at, [], 0, 0, now, []))
         return steps
+
+
+_BAD_INPUT = frozenset({"bad_request", "not_found"})
+
+
+def _refused_input(ctx: RequestContext) -> bool:
+    """Refused for what it asked, by a stage after this one or the router, before any upstream call: bad input
+    changes nothing, so it takes no request from rpm (a 400 an upstream answered did reach it, and counts)."""
+    return ctx.error is not None and ctx.error.kind in _BAD_INPUT and ctx.attempts == 0
 
 
 def _add_headers(out: dict[str, str], a: Admission) -> None:
