@@ -80,6 +80,9 @@ class AnthropicFormat:
 def parse_messages(body: JSON, raw: bytes = b"", *, beta: str | None = None) -> Parsed:
     """``beta`` is the client's ``anthropic-beta`` header, kept for an Anthropic upstream only."""
     canonical = wire.messages_request_to_canonical(body, beta=beta)
+    private = canonical.get(wire.PRIVATE_KEY)
+    if isinstance(private, dict) and "timeout" in private:  # the gateway's own field, as on the OpenAI endpoints:
+        canonical["timeout"] = private.pop("timeout")  # checked and removed with the deadline, never sent upstream
     # the marker tells non-Anthropic adapters to drop Anthropic-only extensions (cheap check)
     canonical.setdefault(wire.PRIVATE_KEY, {})
     stream = bool(canonical.get("stream"))

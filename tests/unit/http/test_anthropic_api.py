@@ -1,0 +1,28 @@
+"""The Anthropic endpoint's parse step: what it hands the pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw import errors
+from aigw.http.anthropic_api import parse_messages
+from aigw.http.flow import _deadline
+from aigw.schema.anthropic import PRIVATE_KEY
+
+BODY = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_the_timeout_field_sets_the_deadline_and_is_not_sent_upstream() -> None:
+    # docs/routing.md: body field "timeout", removed before the body goes upstream; on /v1/messages it was
+    # kept among the Anthropic-only fields: ignored, and sent to an Anthropic upstream, which refuses it
+    parsed = parse_messages({**BODY, "timeout": 2.5})
+    assert _deadline({}, parsed.body) == 2.5
+    assert "timeout" not in parsed.body and "timeout" not in parsed.body[PRIVATE_KEY]
+
+
+@pytest.mark.parametrize("bad", ["abc", -1, 0, None, True, []])
+def test_a_bad_timeout_is_refused_naming_it(bad: object) -> None:
+    parsed = parse_messages({**BODY, "timeout": bad})
+    with pytest.raises(errors.InvalidRequest) as info:
+        _deadline({}, parsed.body)
+    assert info.value.param == "timeout"
