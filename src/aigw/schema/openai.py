@@ -88,13 +88,18 @@ class StreamOptions(_Open):
     include_usage: bool | None = None
 
 
+class ResponseFormat(_Open):
+    type: str  # the output checks look it up in a set: a list or an object there failed after the upstream call
+    json_schema: dict[str, Any] | None = None
+
+
 class ChatRequest(_Open):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1)

@@ -24,6 +24,13 @@ def test_a_valid_body_comes_back_unchanged_with_unknown_fields() -> None:
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
          "tools.0.function"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": "two"}, "n"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": ["json_object"]}},
+         "response_format.type"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": {"a": 1}}},
+         "response_format.type"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {}}, "response_format.type"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}],
+          "response_format": {"type": "json_schema", "json_schema": "x"}}, "response_format.json_schema"),
     ],
 )
 def test_invalid_bodies_name_the_field(body: dict[str, object], param: str) -> None:
