@@ -86,6 +86,12 @@ def test_sdk_sees_authentication_error(locked: RunningGateway) -> None:
     assert any(m.id == "mock" for m in good.models.list())
 
 
-def test_bad_timeout_header_is_a_400(gateway: RunningGateway) -> None:
-    r = post(gateway, "/v1/chat/completions", orjson.dumps(CHAT), **{"x-aigw-timeout": "soon"})
+@pytest.mark.parametrize("value", ["soon", "inf", "1e309", "-1"])
+def test_bad_timeout_header_is_a_400(gateway: RunningGateway, value: str) -> None:
+    r = post(gateway, "/v1/chat/completions", orjson.dumps(CHAT), **{"x-aigw-timeout": value})
     assert r.status_code == 400 and r.json()["error"]["param"] == "x-aigw-timeout"
+
+
+def test_an_infinite_body_timeout_is_a_400(gateway: RunningGateway) -> None:
+    r = post(gateway, "/v1/chat/completions", orjson.dumps({**CHAT, "timeout": "1e400"}))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "timeout"

@@ -215,8 +215,8 @@ def _seconds(raw: object, name: str) -> float:
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise errors.InvalidRequest(f"{name} must be a number of seconds", param=name) from None
-    if isinstance(raw, bool) or not value > 0:
-        raise errors.InvalidRequest(f"{name} must be a positive number of seconds", param=name)
+    if isinstance(raw, bool) or not 0 < value < math.inf:  # "inf" or 1e400 would be no deadline at all
+        raise errors.InvalidRequest(f"{name} must be a positive, finite number of seconds", param=name)
     return value
 
 

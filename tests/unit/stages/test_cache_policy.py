@@ -69,8 +69,15 @@ def test_header_and_body_add_up_and_the_body_never_undoes_the_header() -> None:
     assert controls("ttl=60, ttl=20", "ttl=40") == (False, False, 20.0, True)
 
 
-@pytest.mark.parametrize("value", ["ttl=0", "ttl=nan", "sometimes", "ttl="])
+@pytest.mark.parametrize("value", ["ttl=0", "ttl=nan", "sometimes", "ttl=", "ttl=inf", "ttl=1e309"])
 def test_bad_header_is_a_400_naming_the_header(value: str) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
         read_controls(ctx(headers={"x-aigw-cache": value}))
     assert info.value.param == "x-aigw-cache"
+
+
+@pytest.mark.parametrize("value", ["5", 1e309, True, 0, -1])
+def test_a_body_ttl_must_be_a_positive_finite_number(value: object) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        read_controls(ctx({"messages": [], "cache": {"ttl_s": value}}))
+    assert info.value.param == "cache.ttl_s"

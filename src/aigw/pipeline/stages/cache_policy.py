@@ -12,6 +12,7 @@ Merged policies are built once per model, and once per distinct key setting.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,8 @@ def _apply_body(controls: Controls, value: Any) -> None:
             elif item:
                 setattr(controls, name, True)  # false adds nothing: it never undoes the header
         elif name in ("ttl_s", "ttl"):
+            if isinstance(item, str):  # JSON has numbers: "5" is a mistake (the header's ttl=5 is text by nature)
+                raise errors.InvalidRequest(f"cache.{name}: ttl must be a number of seconds", param=f"cache.{name}")
             _shorter(controls, _ttl(item, f"cache.{name}"))
         else:
             raise errors.InvalidRequest(
@@ -181,6 +184,6 @@ def _ttl(raw: Any, where: str) -> float:
         value = float(raw)
     except (TypeError, ValueError):
         raise errors.InvalidRequest(f"{where}: ttl must be a number of seconds", param=where) from None
-    if not value > 0:
-        raise errors.InvalidRequest(f"{where}: ttl must be positive", param=where)
+    if not 0 < value < math.inf:
+        raise errors.InvalidRequest(f"{where}: ttl must be a positive, finite number of seconds", param=where)
     return value
