@@ -110,7 +110,28 @@ def _validate_top(body: Any) -> JSON:
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("metadata: Input should be an object", param="metadata")
+    _anthropic_only(body)
     return body
+
+
+def _anthropic_only(body: JSON) -> None:
+    """Fields only an Anthropic upstream reads (others drop them): checked here all the same, so a client
+    gets Anthropic's 400 for a wrong type whichever deployment serves it, not a silent drop."""
+    top_k = body.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise InvalidRequest("top_k: Input should be a non-negative integer", param="top_k")
+    thinking = body.get("thinking")
+    if thinking is not None and not (isinstance(thinking, dict) and isinstance(thinking.get("type"), str)):
+        raise InvalidRequest("thinking: Input should be an object with a type", param="thinking.type")
+    tier = body.get("service_tier")
+    if tier is not None and not isinstance(tier, str):
+        raise InvalidRequest("service_tier: Input should be a string", param="service_tier")
+    container = body.get("container")  # a container's id, or the parameters of a new one
+    if container is not None and not isinstance(container, str | dict):
+        raise InvalidRequest("container: Input should be a string or an object", param="container")
+    user_id = (body.get("metadata") or {}).get("user_id")
+    if user_id is not None and not isinstance(user_id, str):
+        raise InvalidRequest("metadata.user_id: Input should be a valid string", param="metadata.user_id")
 
 
 def _tool_choice(choice: Any, out: JSON) -> None:

@@ -236,6 +236,13 @@ def test_images_inside_tool_results_follow_as_a_user_message() -> None:
         (request(tool_choice={"type": "maybe"}), "tool_choice", "'auto', 'any', 'tool' or 'none'"),
         (request(tool_choice={"type": "tool"}), "tool_choice.name", "Field required"),
         (request(system=[{"type": "image"}]), "system.0", "text block"),
+        (request(top_k="5"), "top_k", "non-negative integer"),
+        (request(top_k=-1), "top_k", "non-negative integer"),
+        (request(thinking=True), "thinking.type", "object with a type"),
+        (request(thinking={"budget_tokens": 1024}), "thinking.type", "object with a type"),
+        (request(service_tier=["auto"]), "service_tier", "string"),
+        (request(container=5), "container", "string or an object"),
+        (request(metadata={"user_id": 42}), "metadata.user_id", "string"),
     ],
 )
 def test_invalid_requests_name_the_field(body: Any, param: str | None, fragment: str) -> None:
