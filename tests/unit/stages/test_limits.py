@@ -11,7 +11,7 @@ from aigw import errors
 from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
 from aigw.accounting.tokens import TokenCounter
-from aigw.config.models import Deployment, GatewayConfig
+from aigw.config.models import Deployment, GatewayConfig, Prices
 from aigw.config.tenancy import LedgerConfig, TenancyConfig
 from aigw.http.key_lookup import principal_for
 from aigw.pipeline.context import RequestContext
@@ -201,3 +201,40 @@ async def test_a_request_refused_as_bad_input_before_any_call_takes_no_request(
     ctx.error, ctx.attempts = error, attempts
     await stage.on_finish(ctx)
     assert _requests_left(limiter, ctx) == left  # of 10, after the peek took one
+
+
+def _sibling(key_id: str, key_limits: Limits, project_rpm: int) -> RequestContext:
+    """A call of one of two keys sharing a project whose rpm is the tighter cap."""
+    grant = Grant(ApiKey(id=key_id, tenant_id="t1", project_id="p1", key_hash=key_id, prefix="sk-aigw-abcd",
+                         limits=key_limits), Project(id="p1", tenant_id="t1", name="p", limits=Limits(rpm=project_rpm)),
+                  Tenant(id="t1", name="t"))
+    body = {"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    return RequestContext(request_id=f"req_{key_id}", api="openai", endpoint="chat", body=body, model="mock",
+                          principal=principal_for(grant))
+
+
+async def test_a_call_refused_by_its_keys_budget_takes_nothing_from_its_projects_rpm() -> None:
+    from aigw.pipeline.stages import budget
+
+    mock = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(input_per_mtok=1, output_per_mtok=2))
+    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
+    svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets, gate=MemoryGate(limiter, budgets),
+                          prices=PriceBook([mock]), tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
+    deps = StageDeps(config=GatewayConfig(models=[mock]))
+    deps.services[SERVICE] = svc
+    lim, bud = limits.build(deps), budget.build(deps)
+    assert lim is not None and bud is not None
+    for _ in range(3):  # a key whose budget is spent keeps calling: each call is refused before any upstream
+        ctx = _sibling("spent", Limits(budget_usd=0.0, budget_period="total"), project_rpm=2)
+        assert await lim.on_request(ctx) is None
+        with pytest.raises(errors.BudgetExceeded) as refused:
+            await bud.on_request(ctx)
+        ctx.error = refused.value
+        await bud.on_finish(ctx)
+        await lim.on_finish(ctx)
+    for _ in range(2):  # its sibling still gets the project's whole rpm
+        ctx = _sibling("sibling", Limits(), project_rpm=2)
+        assert await lim.on_request(ctx) is None
+        await lim.on_finish(ctx)
+    with pytest.raises(errors.RateLimited):  # and no more than that
+        await lim.on_request(_sibling("sibling", Limits(), project_rpm=2))
