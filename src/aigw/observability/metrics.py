@@ -166,17 +166,20 @@ class Metrics:
         self._gauge(model).dec()
 
     def _gauge(self, model: str) -> Any:
-        child = self._inflight.get(model)
+        label = self.model_label(model)  # kept by label, not by the name a client sent: bounded
+        child = self._inflight.get(label)
         if child is None:
-            child = self._inflight[model] = self.in_flight.labels(self.model_label(model))
+            child = self._inflight[label] = self.in_flight.labels(label)
         return child
 
     def record(self, s: Sample) -> None:
         """Count one finished request (one call per request, from the observe stage)."""
-        key = (s.api, s.model, s.provider, s.deployment, str(s.status), s.tenant if self.tenant_label else "")
+        # by label, not by the model name a client sent (each new name would keep an entry for good)
+        key = (s.api, self.model_label(s.model), s.provider, s.deployment, str(s.status),
+               s.tenant if self.tenant_label else "")
         ch = self._children.get(key)
         if ch is None:
-            ch = self._children[key] = _Children(self, (s.api, self.model_label(s.model), *key[2:]))
+            ch = self._children[key] = _Children(self, key)
         ch.requests.inc()
         ch.duration.observe(s.duration_s)
         if s.upstream_s > 0:

@@ -79,6 +79,31 @@ def test_unknown_models_share_one_series_so_clients_cannot_grow_cardinality() ->
     assert value(m, "aigw_requests_total", model="other", status="404") == 50
 
 
+def test_made_up_model_names_do_not_grow_the_process_either() -> None:
+    """One series for them all, and no per-name entry behind it: a client sending a new model name on every
+    call (each a 404) must not grow the gateway's memory without bound."""
+    import tracemalloc
+
+    m = Metrics(["gpt"])
+
+    def calls(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            m.started(f"made-up-{i}")
+            m.finished(f"made-up-{i}")
+            m.record(ok(model=f"made-up-{i}", status=404, tokens={}))
+
+    calls(0, 100)  # the one "other" series is made
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        calls(100, 5000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes kept for 5000 made-up model names"
+    assert value(m, "aigw_requests_in_flight", model="other") == 0
+
+
 def test_tenant_label_only_when_config_allows_it() -> None:
     off, on = Metrics(["gpt"]), Metrics(["gpt"], tenant_label=True)
     for m in (off, on):
