@@ -31,6 +31,9 @@ def rollup_sql(source: str, where: str) -> str:
         f"SELECT day, tenant_id, project_id, key_id, {_BILLED_MODEL}, count(*), "
         f"sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END), sum(cache_hit), {sums} "
         f"FROM {source} WHERE {where} GROUP BY day, tenant_id, project_id, key_id, {_BILLED_MODEL} "
+        # in the primary key's order: two replicas' batches lock the rollup rows they share in the same order,
+        # so they cannot deadlock (in hash order, which differs by batch, they did now and then under load)
+        f"ORDER BY day, tenant_id, project_id, key_id, {_BILLED_MODEL} "
         f"ON CONFLICT (day, tenant_id, project_id, key_id, model) DO UPDATE SET {updates}"
     )
 
