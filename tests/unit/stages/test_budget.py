@@ -127,3 +127,13 @@ def test_asking_for_priority_reserves_at_priority_rates_and_flex_at_standard_one
     assert _worst(stage, 50, service_tier=tier) == 2 * _worst(stage, 50)
     assert _worst(stage, 101, service_tier=tier) == 2 * _worst(stage, 101)  # priority of the long rates
     assert _worst(stage, 50, service_tier="flex") == _worst(stage, 50)  # served by flex or not, never more
+
+
+def test_made_up_model_names_do_not_grow_the_worst_case_memo() -> None:
+    # every name a client sends was remembered for good: a leak of one entry per made-up model (each a 404 later)
+    stage = budget.build(_deps(_services()))
+    assert isinstance(stage, budget.BudgetStage)
+    for i in range(budget._MEMO_EXTRA + 500):
+        stage.worst_case_nano(_ctx(body={"model": f"made-up-{i}", "messages": [{"role": "user", "content": "hi"}]}))
+    assert len(stage._rates) <= stage._rates_cap
+    assert stage.worst_case_nano(_ctx(body={"model": "mock", "messages": [{"role": "user", "content": "hi"}]})) > 0

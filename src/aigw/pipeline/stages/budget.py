@@ -54,6 +54,7 @@ class BudgetStage(Stage):
         self.svc = svc
         self.clock = clock
         self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
+        self._rates_cap = len(self._rates) + _MEMO_EXTRA  # model names come from clients: keep the memo bounded
         self._prices = prices_by_model
         # per model, the smallest prompt (long-context threshold) above which its standard worst case is not
         # the worst; models without a long-context rule are absent
@@ -75,7 +76,9 @@ class BudgetStage(Stage):
         else:
             rates = self._rates.get(ctx.model)
             if rates is None:
-                rates = self._rates[ctx.model] = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
+                rates = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
+                if len(self._rates) < self._rates_cap:
+                    self._rates[ctx.model] = rates
             per_in, per_out, per_request = rates
         return round((prompt * per_in + out * per_out) * 1000 + per_request * 1e9)
 
@@ -173,6 +176,7 @@ def _answers(ctx: RequestContext) -> int:
     return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))
 
 
+_MEMO_EXTRA = 1024  # names beyond the configured models' whose worst rates are remembered
 _DEARER_TIERS = ("priority", "fast")  # tiers that may cost more than the standard one (flex costs less)
 
 
