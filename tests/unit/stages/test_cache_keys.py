@@ -95,3 +95,30 @@ def test_semantic_blocker() -> None:
     assert semantic_blocker({"messages": tool_turn}, 4, False) == "tool results"
     assert semantic_blocker({"messages": [user, {"role": "assistant", "content": "a"}]}, 4, False) != ""
     assert semantic_blocker({"messages": [user] * 5}, 4, False) == "too many turns"
+
+
+def test_context_key_keeps_the_literals_of_the_last_turn() -> None:
+    def key(text: str) -> str:
+        return context_key(ctx(body(text)), "tenant")
+
+    def body(text: str) -> JSON:
+        return {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": text}]}
+
+    # what the local model scores 0.96-1.0 and a user means differently: each pair must be two buckets
+    for one, other in [("What is the status of order 1234?", "What is the status of order 1235?"),
+                       ("Describe CVE-2021-44228", "Describe CVE-2021-45046"),
+                       ("Convert $50 to EUR", "Convert $500 to EUR"),
+                       ("What does this print? print(2 + 3)", "What does this print? print(2 * 3)"),
+                       ("What is in /etc/passwd?", "What is in /etc/shadow?"),
+                       ("Explain the config in settings.py", "Explain the config in urls.py"),
+                       ("What does `git reset --soft HEAD~1` do?", "What does `git reset --hard HEAD~1` do?"),
+                       ("Is 'colour' spelled right?", "Is 'color' spelled right?"),
+                       ("What does the regex ^[a-z]+$ match?", "What does the regex ^[A-Z]+$ match?"),
+                       ("Is 3 greater than 5?", "Is 5 greater than 3?")]:
+        assert key(one) != key(other), (one, other)
+    # wording, case, spacing and sentence punctuation around a literal do not split the bucket
+    for one, other in [("What is the status of order 1234?", "Can you tell me the status of order 1234"),
+                       ("Who won the World Cup in 2014?", "Which country won the 2014 World Cup?"),
+                       ("What's the capital of France?", "what is the capital of france"),
+                       ("How much is 17 times 23?", "What is  17 times 23 ?\n")]:
+        assert key(one) == key(other), (one, other)

@@ -208,3 +208,15 @@ async def test_a_text_the_embedding_deployment_refuses_does_not_turn_semantic_ma
     close = await h.ask(CLOSE)  # everyone else's paraphrase still matches
     assert close.cache == "hit" and close.ctx.response_headers["x-aigw-cache-match"] == "semantic"
     assert h.stage.stats.embed_errors == 0 and (await h.stage.health())[0] == "ok"
+
+
+async def test_questions_that_differ_in_a_literal_never_share_an_answer() -> None:
+    # the local model scores these 0.99: no threshold keeps them apart, their numbers do
+    order, other_order = "What is the status of order 1234?", "What is the status of order 1235?"
+    h = harness()
+    h.embedder.at_similarity(other_order, order, 0.99)
+    h.embedder.at_similarity("Tell me the status of order 1234", order, 0.95)
+    assert (await h.ask(order)).cache == "miss"
+    assert (await h.ask(other_order)).cache == "miss"
+    assert h.upstream.calls == 2
+    assert (await h.ask("Tell me the status of order 1234")).cache == "hit"  # same literal: still a paraphrase

@@ -7,18 +7,21 @@ tenant, a model or both (``purge_patterns``) without reading any entry.
 Every body field counts except the few that cannot change the answer (below),
 so a field added to the API tomorrow splits the key rather than collides.
 ``stream`` does not count: a streamed and a plain request share one entry.
-The semantic key is the same hash with the last user turn's text blanked: an
-equal context plus a similar last question may share an answer.
+The semantic key is the same hash with the last user turn's text blanked but
+its literals kept (``literals``): an equal context, equal literals and a
+similar last question may share an answer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
 
 from aigw.pipeline.context import RequestContext
+from aigw.schema.openai import content_text
 from aigw.stores.key_glob import escape
 from aigw.types import JSON
 
@@ -98,21 +101,45 @@ def exact_key(ctx: RequestContext, scope: str) -> str:
 
 
 def context_key(ctx: RequestContext, scope: str) -> str:
-    """The semantic bucket: like ``exact_key`` but without the last user turn's text.
+    """The semantic bucket: like ``exact_key`` but without the last user turn's text, bar its literals.
 
     Non-text parts of that turn (images, files) stay in, so two questions about
-    different pictures never share an answer.
+    different pictures never share an answer; so do the text's ``literals``, so
+    "order 1234" and "order 1235" never share one, however alike they embed.
     """
     body = _shaping(ctx.body)
     messages = list(body.get("messages") or ())
+    signature = ""
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].get("role") == "user":
-            messages[i] = {**messages[i], "content": _blank_text(messages[i].get("content"))}
+            content = messages[i].get("content")
+            signature = literals(content_text(content))
+            messages[i] = {**messages[i], "content": _blank_text(content)}
             break
     body["messages"] = messages
     payload = orjson.dumps(body, option=_SORTED)
     who = scope_of(ctx, scope)
-    return f"{who}:{model_tag(ctx.model)}.{_digest(b'semantic', who.encode(), ctx.model.encode(), payload)}"
+    digest = _digest(b"semantic", who.encode(), ctx.model.encode(), payload, signature.encode())
+    return f"{who}:{model_tag(ctx.model)}.{digest}"
+
+
+# What an embedding cannot be trusted to tell apart (measured: "status of order 1234?" / "... 1235?" 0.99,
+# "print(2 + 3)" / "print(2 * 3)" 1.0): a word holding a digit, a symbol or a dotted or slashed name, and a
+# quoted or backticked span. Sentence punctuation around a word is not part of it ("1234?" is "1234").
+_LITERAL_MARK = re.compile(r"[\d$€£¥%#@&*+=<>^~|\\/_{}\[\]()`]|\w[.:]\w")
+_QUOTED = re.compile(r"`[^`]+`|\"[^\"]+\"|“[^”]+”|«[^»]+»|„[^“”]+[“”]|(?<!\w)'[^'\n]+'(?!\w)")
+_AROUND = ".,;:!?¿¡'\"“”\u2018\u2019«»()[]。、\uff0c\uff01\uff1f\uff1a\uff1b"  # + curly quotes, CJK full stops
+
+
+def literals(text: str) -> str:
+    """The literals of ``text`` in order, joined: two questions that differ in one may not share an answer.
+    Case counts (``^[a-z]+$`` is not ``^[A-Z]+$``). Linear in the text (a split and a search per word)."""
+    found = _QUOTED.findall(text)
+    for word in text.split():
+        core = word.strip(_AROUND)
+        if _LITERAL_MARK.search(core):
+            found.append(core)
+    return "\x1f".join(found)
 
 
 def _blank_text(content: Any) -> Any:
