@@ -122,3 +122,19 @@ def test_context_key_keeps_the_literals_of_the_last_turn() -> None:
                        ("What's the capital of France?", "what is the capital of france"),
                        ("How much is 17 times 23?", "What is  17 times 23 ?\n")]:
         assert key(one) == key(other), (one, other)
+
+
+def test_context_key_counts_the_negations_of_the_last_turn() -> None:
+    def key(text: str) -> str:
+        return context_key(ctx({"messages": [{"role": "user", "content": text}]}), "tenant")
+
+    # the local model scores these 0.93-0.99
+    for one, other in [("Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?"),
+                       ("Which countries use the euro?", "Which countries don't use the euro?"),
+                       ("Can dogs eat grapes?", "Can't dogs eat grapes?"),
+                       ("List foods that contain gluten", "List foods without gluten"),
+                       ("È sicuro mangiare uova crude?", "Non è sicuro mangiare uova crude?"),
+                       ("Ist das sicher?", "Ist das nicht sicher?")]:
+        assert key(one) != key(other), (one, other)
+    assert key("Which countries don't use the euro?") == key("Which countries do not use the euro")
+    assert key("Is Notion safe?") == key("is notion safe")  # whole words only

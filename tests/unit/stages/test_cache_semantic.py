@@ -220,3 +220,11 @@ async def test_questions_that_differ_in_a_literal_never_share_an_answer() -> Non
     assert (await h.ask(other_order)).cache == "miss"
     assert h.upstream.calls == 2
     assert (await h.ask("Tell me the status of order 1234")).cache == "hit"  # same literal: still a paraphrase
+
+
+async def test_a_negated_question_never_gets_the_plain_questions_answer() -> None:
+    safe, unsafe = "Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?"
+    h = harness()
+    h.embedder.at_similarity(unsafe, safe, 0.99)  # what the local model scores
+    await h.ask(safe)
+    assert (await h.ask(unsafe)).cache == "miss"

@@ -8,8 +8,8 @@ Every body field counts except the few that cannot change the answer (below),
 so a field added to the API tomorrow splits the key rather than collides.
 ``stream`` does not count: a streamed and a plain request share one entry.
 The semantic key is the same hash with the last user turn's text blanked but
-its literals kept (``literals``): an equal context, equal literals and a
-similar last question may share an answer.
+its literals and its count of negations kept (``literals``): an equal context,
+equal literals and negations and a similar last question may share an answer.
 """
 
 from __future__ import annotations
@@ -128,17 +128,26 @@ def context_key(ctx: RequestContext, scope: str) -> str:
 # quoted or backticked span. Sentence punctuation around a word is not part of it ("1234?" is "1234").
 _LITERAL_MARK = re.compile(r"[\d$€£¥%#@&*+=<>^~|\\/_{}\[\]()`]|\w[.:]\w")
 _QUOTED = re.compile(r"`[^`]+`|\"[^\"]+\"|“[^”]+”|«[^»]+»|„[^“”]+[“”]|(?<!\w)'[^'\n]+'(?!\w)")
+# "is X safe" / "is X not safe" embed at 0.99 too: a count (not the words) so "don't" and "do not" agree.
+# English, French, German, Spanish, Italian, Portuguese, Dutch, Russian; words that are whole words only.
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|none|nor|neither|nothing|nobody|nowhere|without|cannot|\w+n['\u2019]t|"
+    r"ne|n['\u2019]|pas|jamais|sans|aucune?|rien|nicht|nichts|kein\w*|nie|niemals|ohne|"
+    r"non|n\u00e3o|nunca|nada|sin|senza|sem|nem|mai|niet|geen|nooit|zonder|"
+    r"\u043d\u0435|\u043d\u0435\u0442|\u043d\u0438|\u0431\u0435\u0437)\b", re.IGNORECASE)
 _AROUND = ".,;:!?¿¡'\"“”\u2018\u2019«»()[]。、\uff0c\uff01\uff1f\uff1a\uff1b"  # + curly quotes, CJK full stops
 
 
 def literals(text: str) -> str:
-    """The literals of ``text`` in order, joined: two questions that differ in one may not share an answer.
-    Case counts (``^[a-z]+$`` is not ``^[A-Z]+$``). Linear in the text (a split and a search per word)."""
+    """The literals of ``text`` in order, joined, then how many negations it holds: two questions that differ
+    in either may not share an answer. Case counts (``^[a-z]+$`` is not ``^[A-Z]+$``). Linear in the text
+    (a split and a search per word, one search for negations)."""
     found = _QUOTED.findall(text)
     for word in text.split():
         core = word.strip(_AROUND)
         if _LITERAL_MARK.search(core):
             found.append(core)
+    found.append(str(len(_NEGATION.findall(text))))
     return "\x1f".join(found)
 
 
