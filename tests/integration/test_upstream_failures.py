@@ -157,3 +157,30 @@ def test_stream_that_dies_before_its_first_byte_is_a_plain_error(client: openai.
     with pytest.raises(openai.APIStatusError) as exc:
         list(client.chat.completions.create(model="oai", messages=MSGS, stream=True))  # type: ignore[arg-type]
     assert exc.value.status_code == 502
+
+
+def test_an_upstream_error_quoting_the_deployments_key_does_not_hand_it_to_the_client(
+    client: openai.OpenAI, ant: anthropic.Anthropic, ups: Upstreams
+) -> None:
+    """An upstream's message is passed on (it names the bad parameter), but never the credential the
+    gateway sent it: the deployment's `api_key` ("az-key") is in no shape the upstream-error scrub knows."""
+    quoting = oai_faults.error(400, "Invalid value for header api-key: az-key (expected 32 characters)")
+    ups.azure.faults.always(quoting)
+    try:
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.chat.completions.create(model="az", messages=MSGS)  # type: ignore[arg-type]
+        assert "az-key" not in exc.value.response.text
+        assert "Invalid value for header api-key: [REDACTED]" in exc.value.response.text
+        with pytest.raises(anthropic.BadRequestError) as aexc:
+            ant.messages.create(model="az", max_tokens=5, messages=MSGS)  # type: ignore[arg-type]
+        assert "az-key" not in aexc.value.response.text
+        with pytest.raises(openai.BadRequestError) as sexc:  # a stream that fails before its first byte
+            client.chat.completions.create(model="az", messages=MSGS, stream=True)  # type: ignore[call-overload]
+        assert "az-key" not in sexc.value.response.text
+        ups.azure.faults.clear()
+        ups.azure.faults.push(oai_faults.stream_error(after=1, message="stream ended for api-key az-key"))
+        with pytest.raises(openai.APIError) as mexc:  # one that fails after it: an SSE error event
+            list(client.chat.completions.create(model="az", messages=MSGS, stream=True))  # type: ignore[call-overload]
+        assert "az-key" not in str(mexc.value.body) and "az-key" not in mexc.value.message
+    finally:
+        ups.azure.faults.clear()

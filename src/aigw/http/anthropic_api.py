@@ -19,6 +19,7 @@ from aigw.accounting.tokens import LOCAL_COUNTER
 from aigw.http.flow import Flow, Parsed, check_model_allowed, send_error
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import Headers, send_json
+from aigw.http.wire_openai import without_secrets
 from aigw.pipeline.context import RequestContext
 from aigw.schema import anthropic as wire
 from aigw.schema.anthropic_stream import AnthropicStreamEncoder
@@ -35,7 +36,7 @@ class AnthropicFormat:
         self.debug = debug
 
     def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]:
-        return wire.render_error(err)
+        return wire.render_error(without_secrets(err))
 
     def own_headers(self, request_id: str, stage_headers: dict[str, str]) -> Headers:
         """What Anthropic's API sends beside an answer: ``request-id`` (its SDKs read it into
@@ -66,7 +67,7 @@ class AnthropicFormat:
                     yield frame
         except errors.GatewayError as err:
             ctx.error = err
-            yield encoder.error_frame(err)
+            yield encoder.error_frame(without_secrets(err))
             return
         except Exception as exc:
             log.exception("stream failed")

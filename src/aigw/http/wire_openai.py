@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from aigw.errors import GatewayError
+from aigw.observability.logging import SCRUBBER
 from aigw.types import JSON
 
 # our kind -> OpenAI error "type"
@@ -40,7 +41,20 @@ _CODES = {
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
+def without_secrets(err: GatewayError) -> GatewayError:
+    """``err`` with config's secrets (provider ``api_key``s, secret headers, the master key) taken out of
+    its message and raw upstream body: an upstream may quote the credential it was sent, and its message
+    is passed on to the client."""
+    message, detail = SCRUBBER.known(err.message), SCRUBBER.known(err.detail) if err.detail else err.detail
+    if message != err.message:
+        err.message = message
+        err.args = (message,)
+    err.detail = detail
+    return err
+
+
 def error_body(err: GatewayError, debug: bool = False) -> JSON:
+    err = without_secrets(err)
     body: JSON = {
         "message": err.message,
         "type": _TYPES.get(err.kind, "api_error"),
