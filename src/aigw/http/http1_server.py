@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 from aigw.http.http1_connection import ASGI_VERSION, App, Connection, ServerState
@@ -65,6 +66,12 @@ class Lifespan:
         answer = await self.answers.get()
         return bool(answer["type"] == "lifespan.startup.complete")
 
+    async def abandon(self) -> None:
+        """Stop a start-up that is still running (its hooks are cancelled where they wait)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
     async def shutdown(self) -> None:
         if self.task is None or self.task.done():
             return
@@ -90,6 +97,7 @@ class Server:
         self.state = ServerState(app, idle_timeout_s, head_timeout_s, body_timeout_s)
         self.started = False
         self.should_exit = False
+        self._exit = asyncio.Event()
         self.caught_signal: int | None = None
 
     async def serve(self, install_signals: bool = False) -> None:
@@ -98,7 +106,12 @@ class Server:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         lifespan = Lifespan(self.app)
-        if not await lifespan.startup():
+        started = await self._unless_stopped(lifespan.startup())
+        if started is None:  # a signal while the app was starting (a database that does not answer, say)
+            await lifespan.abandon()
+            log.warning("stopped by a signal before start-up finished; nothing was served")
+            return
+        if not started:
             raise StartupFailed("the app failed to start (see the log above)")
         state = self.state
         try:
@@ -128,6 +141,22 @@ class Server:
             raise KeyboardInterrupt  # a second Ctrl-C: stop waiting
         self.caught_signal = sig
         self.should_exit = True
+        self._exit.set()
+
+    async def _unless_stopped(self, step: Coroutine[Any, Any, bool]) -> bool | None:
+        """``step``'s answer, or None if a signal came first (``step`` is then cancelled): a process asked to
+        stop while it starts stops, rather than ignore the signal until its start-up ends."""
+        task = asyncio.ensure_future(step)
+        stop = asyncio.ensure_future(self._exit.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
 
     async def _tick_until_exit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check for exit ten times a second; once a second refresh the date and close connections idle

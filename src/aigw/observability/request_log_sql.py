@@ -117,6 +117,9 @@ def _days_in_range(days: Sequence[int], q: RequestQuery) -> list[int]:
     return sorted((d for d in days if (lo is None or d >= lo) and (hi is None or d <= hi)), reverse=True)
 
 
+CONNECT_TIMEOUT_S = 5.0  # opening the PostgreSQL request log: a silent server fails the open, not the start
+
+
 class SqliteRequestLog:
     """Day tables in one SQLite file, on a connection of its own thread (``aigw.sqlite_thread``),
     written by child processes when ``background_writer`` is on (the gateway's default).
@@ -241,8 +244,10 @@ class PostgresRequestLog:
         import asyncpg
 
         settings = {"search_path": self.schema} if self.schema else None
+        # a connect timeout of its own: asyncpg's default (60 s, twice over with the SSL attempt first) held
+        # the gateway's start two minutes on a database that accepts connections but does not answer
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, command_timeout=10,
-                                               server_settings=settings)
+                                               timeout=CONNECT_TIMEOUT_S, server_settings=settings)
         self._days = await self._list_days()
         for column in _ADDED:
             rows = await self._pool.fetch(

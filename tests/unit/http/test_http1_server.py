@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -440,6 +441,28 @@ async def test_a_failed_start_up_is_an_error_and_nothing_listens() -> None:
     with pytest.raises(RuntimeError, match="failed to start"):
         await asyncio.wait_for(server.serve(), 5)
     assert not server.started
+
+
+async def test_a_signal_while_the_app_starts_stops_the_start_up_and_the_server() -> None:
+    # e.g. a database that accepts connections and never answers: the start-up waits, and SIGTERM was
+    # ignored until it gave up (two minutes); now the start-up is cancelled and nothing listens
+    cancelled = asyncio.Event()
+
+    async def hanging(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    server = Server(hanging, "127.0.0.1", 0)
+    serving = asyncio.create_task(server.serve())
+    await asyncio.sleep(0.05)
+    server._on_signal(signal.SIGTERM)  # what the installed handler does
+    await asyncio.wait_for(serving, 2)
+    assert cancelled.is_set() and not server.started
+    assert server.caught_signal == signal.SIGTERM  # ``run`` re-raises it: the process ends by SIGTERM
 
 
 async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
