@@ -24,6 +24,9 @@ layer renders them once, in the wire format the client spoke.
 
 Messages never carry prompts or keys; raw upstream bodies are kept in
 ``detail`` and only shown when debug mode asks for them.
+
+Outside the tree, never seen by a client: ``StartupError``, a start-up step that
+failed for a reason its message explains (logged as one line, not a traceback).
 """
 
 from __future__ import annotations
@@ -170,3 +173,7 @@ ERROR_BY_KIND: dict[str, type[GatewayError]] = {
         UpstreamError,
     )
 }
+
+
+class StartupError(RuntimeError):
+    """The gateway cannot start, for the reason the message gives (e.g. its database does not answer)."""

@@ -103,7 +103,12 @@ class Tenancy:
         return {SERVICE: self.services}
 
     async def start(self) -> None:
-        await self.db.open()
+        try:
+            await self.db.open()
+        except Exception as exc:  # a wrong URL, a database down or silent: one line that says so, not a traceback
+            why = f"{type(exc).__name__}: {str(exc) or 'no answer in time'}"
+            raise errors.StartupError(f"the database cannot be opened ({why}); check database_url and that the "
+                                      "database is up") from exc
         migrate = self.cfg.migrate_on_start
         if migrate if migrate is not None else self.db.kind == "sqlite":
             applied = await self.db.migrate()

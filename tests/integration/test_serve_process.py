@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import signal
+import socket
+import time
 from pathlib import Path
 
 import openai
 import pytest
 
 from tests.support.serve_process import start_serve, stop_serve, wait_live
+
+
+def test_a_database_that_cannot_be_opened_fails_the_start_in_one_line(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]  # bound, never listening: connections are refused
+    (tmp_path / "aigw.yaml").write_text(f"database_url: postgresql://aigw@127.0.0.1:{port}/none\n")
+    proc, _ = start_serve(tmp_path, "--config", "aigw.yaml")
+    try:
+        proc.wait(timeout=30)
+    finally:
+        closed.close()
+        stop_serve(proc, grace_s=5)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.returncode == 3  # START_FAILED_EXIT
+    assert "the database cannot be opened (ConnectionRefusedError" in err and "Traceback" not in err, err
+
+
+def test_sigterm_stops_a_start_that_waits_on_a_silent_database(tmp_path: Path) -> None:
+    # a PostgreSQL address that accepts connections and never answers: the start waits on it (each open
+    # has a timeout of its own); SIGTERM meanwhile must stop the process now, not after the waits
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    (tmp_path / "aigw.yaml").write_text(f"database_url: postgresql://aigw@127.0.0.1:{port}/none\n")
+    proc, _ = start_serve(tmp_path, "--config", "aigw.yaml")
+    try:
+        time.sleep(1.5)  # started, and waiting on the database
+        assert proc.poll() is None
+        began = time.monotonic()
+        stop_serve(proc, grace_s=10)
+        assert time.monotonic() - began < 3
+        assert proc.returncode == -signal.SIGTERM
+    finally:
+        silent.close()
 
 
 @pytest.mark.parametrize("http", ["aigw", "uvicorn"])

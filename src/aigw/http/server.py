@@ -75,6 +75,10 @@ class GatewayApp:
                 try:
                     for hook in self.on_startup:
                         await hook()
+                except errors.StartupError as exc:  # explained by its message
+                    log.error("start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
