@@ -175,7 +175,8 @@ def test_bodies_only_when_switched_on_and_then_pii_redacted_and_capped(
     pytest.importorskip("aigw.guardrails.pii")
     monkeypatch.setitem(STAGES, "test_explode", "tests.integration.test_observability_logs:build_explode")
     email, card = "jane.doe@example.com", "4111 1111 1111 1111"
-    text = f"Mail {email} about card {card}. " + "filler " * 200
+    # config's own secrets pasted into a prompt: the PII patterns do not know their shape, the scrubber does
+    text = f"Mail {email} about card {card}, token {HEADER_SECRET}, key {MASTER}. " + "filler " * 200
     with running_gateway(gateway_config(fake, tmp_path, log_bodies=True, body_max_bytes=256)) as gw:
         for stream in (False, True):
             r = requests.post(gw.v1 + "/chat/completions", timeout=10, headers={"Authorization": f"Bearer {MASTER}"},
@@ -194,3 +195,4 @@ def test_bodies_only_when_switched_on_and_then_pii_redacted_and_capped(
         assert item["request_body"] == logged[item["request_id"]]
     everything = logs.buf.getvalue() + orjson.dumps(listed).decode()
     assert email not in everything and card not in everything
+    assert HEADER_SECRET not in everything and MASTER not in everything

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from aigw.observability.logging import log_fields
+from aigw.observability.logging import SCRUBBER, log_fields
 from aigw.observability.metrics import NONE, Metrics, Sample
 from aigw.observability.request_log import RequestLogWriter, RequestRecord
 from aigw.observability.tracing import Tracing, request_attributes, usage_attributes
@@ -204,7 +204,9 @@ class ObserveBodies(Observe):
         return fields
 
     def _cap(self, text: str) -> str:
-        text = self._redact(text[: self._max * 2])  # redact before cutting, so no value is cut in half
+        # redact before cutting, so no value is cut in half; config's own secrets (an upstream key, the master
+        # key pasted into a prompt) go too, as in the log line: the request log is read through the admin API
+        text = SCRUBBER.known(self._redact(text[: self._max * 2]))
         raw = text.encode()
         return text if len(raw) <= self._max else raw[: self._max].decode(errors="ignore") + "…"
 
