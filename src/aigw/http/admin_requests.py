@@ -12,6 +12,7 @@ paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -30,7 +31,9 @@ from aigw.observability.request_log import (
 )
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey
+from aigw.types import JSON
 
+log = logging.getLogger("aigw.admin")
 PREFIX = "/admin/requests/"
 KeyLookup = Callable[[str, str | None], Awaitable[ApiKey]]  # (key id, caller's scope) -> the key or a 404
 
@@ -105,32 +108,47 @@ class AdminRequests:
         await self.key_of(key_id, admin_scope(principal))
 
     async def list(self, req: HttpRequest, send: Send) -> None:
-        try:
-            principal = await self.auth.require_admin(req.headers)
-            q = parse_query(req.query, principal.tenant_id)
-            await self._check_key(q.key_id, principal)
-            want = q.limit
-            q.limit = want + 1  # one more, to know whether there is a next page
-            await self.writer.flush()
-            items = await self.writer.store.query(q)
-        except errors.GatewayError as err:
-            await send_json(send, err.status, error_body(err))
-            return
+        await _answer(req, send, self._list)
+
+    async def get(self, req: HttpRequest, send: Send) -> None:
+        await _answer(req, send, self._get)
+
+    async def _list(self, req: HttpRequest) -> JSON:
+        principal = await self.auth.require_admin(req.headers)
+        q = parse_query(req.query, principal.tenant_id)
+        await self._check_key(q.key_id, principal)
+        want = q.limit
+        q.limit = want + 1  # one more, to know whether there is a next page
+        await self.writer.flush()
+        items = await self.writer.store.query(q)
         more = len(items) > want
         items = items[:want]
         cursor = encode_cursor(items[-1].ts, items[-1].request_id) if more and items else None
-        await send_json(send, 200, {"object": "list", "data": [r.to_json() for r in items],
-                                    "has_more": more, "next_cursor": cursor})
+        return {"object": "list", "data": [r.to_json() for r in items], "has_more": more, "next_cursor": cursor}
 
-    async def get(self, req: HttpRequest, send: Send) -> None:
-        try:
-            principal = await self.auth.require_admin(req.headers)
-            request_id = req.path[len(PREFIX):]
-            await self.writer.flush()
-            record = await self.writer.store.get(request_id, principal.tenant_id) if request_id else None
-            if record is None:
-                raise errors.NotFound(f"No request `{request_id}` in the request log.")
-        except errors.GatewayError as err:
-            await send_json(send, err.status, error_body(err))
-            return
-        await send_json(send, 200, record.to_json())
+    async def _get(self, req: HttpRequest) -> JSON:
+        principal = await self.auth.require_admin(req.headers)
+        request_id = req.path[len(PREFIX):]
+        await self.writer.flush()
+        record = await self.writer.store.get(request_id, principal.tenant_id) if request_id else None
+        if record is None:
+            raise errors.NotFound(f"No request `{request_id}` in the request log.")
+        return record.to_json()
+
+
+async def _answer(req: HttpRequest, send: Send, work: Callable[[HttpRequest], Awaitable[JSON]]) -> None:
+    """``work``'s answer as JSON; its refusal, or a request log that cannot be read (a database that is down),
+    in the OpenAI error shape with the request id, like every other admin answer."""
+    headers = [(b"x-request-id", req.request_id.encode())]
+    try:
+        body = await work(req)
+    except errors.GatewayError as err:
+        await send_json(send, err.status, error_body(err), headers)
+        return
+    except Exception as exc:
+        log.exception("admin %s %s failed (request %s)", req.method, req.path, req.request_id)
+        down = errors.Unavailable(f"The request log cannot be read right now ({type(exc).__name__}); try again "
+                                  "shortly.", retry_after=1.0)
+        await send_json(send, down.status, error_body(down), [*headers, (b"retry-after", b"1")])
+        return
+    await send_json(send, 200, body, headers)

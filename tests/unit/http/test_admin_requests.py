@@ -81,3 +81,20 @@ async def test_the_master_key_names_any_existing_key_and_its_own_but_a_missing_k
         assert status == 200 and [r["request_id"] for r in body["data"]] == listed
     status, body = await _list(endpoint, MASTER, "key_none")
     assert status == 404 and body["error"]["code"] == "key_not_found"  # as /admin/spend?key=key_none
+
+
+class _DownLog(MemoryRequestLog):
+    async def query(self, q: Any) -> list[RequestRecord]:
+        raise ConnectionRefusedError("the request log's database is down")
+
+    async def get(self, request_id: str, tenant_id: str | None = None) -> RequestRecord | None:
+        raise ConnectionRefusedError("the request log's database is down")
+
+
+@pytest.mark.parametrize("path", ["/admin/requests", "/admin/requests/req-a"])
+async def test_a_request_log_that_cannot_be_read_is_a_503_in_the_error_shape_not_a_bare_500(path: str) -> None:
+    endpoint = AdminRequests(Authenticator(MASTER), RequestLogWriter(_DownLog(), now=time.time))
+    handler = endpoint.list if path == "/admin/requests" else endpoint.get
+    status, body = await get_with_key(handler, path, MASTER, b"")
+    assert status == 503
+    assert "request log cannot be read" in json.loads(body)["error"]["message"]
