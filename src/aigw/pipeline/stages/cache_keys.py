@@ -135,18 +135,44 @@ _NEGATION = re.compile(
     r"ne|n['\u2019]|pas|jamais|sans|aucune?|rien|nicht|nichts|kein\w*|nie|niemals|ohne|"
     r"non|n\u00e3o|nunca|nada|sin|senza|sem|nem|mai|niet|geen|nooit|zonder|"
     r"\u043d\u0435|\u043d\u0435\u0442|\u043d\u0438|\u0431\u0435\u0437)\b", re.IGNORECASE)
+# Words a user swaps for their opposite or a sibling while keeping the rest of the question, and that the
+# local model scores alike ("maximum dose" / "minimum dose" 0.96, "yesterday" / "tomorrow", Celsius /
+# Fahrenheit, "answer in French" / "in German"): kept in the bucket key as written (lower-cased), in order.
+# A paraphrase that swaps one for a synonym ("max" for "maximum") is a plain miss, never a wrong answer.
+# Not kept: words common in any phrasing ("may", "up", "over", "fall"), which would split paraphrases.
+_KEPT_TEXT = """
+    max maximum min minimum most least more less fewer higher lower highest lowest bigger smaller biggest
+    smallest larger largest greater greatest longer shorter longest shortest faster slower fastest slowest
+    heavier lighter older newer oldest newest earlier later earliest latest best worst better worse cheaper
+    cheapest increase decrease increasing decreasing raise lower add remove adding removing insert delete
+    enable disable enabled disabled allow deny allowed denied accept reject include exclude import export
+    upload download encrypt decrypt encode decode compress decompress push pull buy sell win lose start
+    stop open close lock unlock connect disconnect install uninstall upgrade downgrade before after above
+    below left right north south east west inside outside input output first last next
+    previous true false yes no positive negative success failure valid invalid legal illegal safe unsafe
+    hot cold warm cool today tomorrow yesterday tonight morning evening night weekday weekend daily weekly
+    monthly yearly monday tuesday wednesday thursday friday saturday sunday january february april
+    june july august september october november december summer autumn winter celsius
+    fahrenheit kelvin metric imperial meters metres miles kilometers kilometres feet inches pounds
+    kilograms kg lbs grams ounces liters litres gallons seconds minutes hours days weeks months years
+    english french german spanish italian portuguese dutch russian chinese japanese korean arabic hindi
+    python javascript typescript java rust golang ruby php kotlin swift sql bash
+"""
+_KEPT_WORDS = frozenset(_KEPT_TEXT.split())
 _AROUND = ".,;:!?¿¡'\"“”\u2018\u2019«»()[]。、\uff0c\uff01\uff1f\uff1a\uff1b"  # + curly quotes, CJK full stops
 
 
 def literals(text: str) -> str:
-    """The literals of ``text`` in order, joined, then how many negations it holds: two questions that differ
-    in either may not share an answer. Case counts (``^[a-z]+$`` is not ``^[A-Z]+$``). Linear in the text
-    (a split and a search per word, one search for negations)."""
+    """The literals of ``text`` (and its ``_KEPT_WORDS``) in order, joined, then how many negations it holds:
+    two questions that differ in either may not share an answer. Case counts in literals (``^[a-z]+$`` is not
+    ``^[A-Z]+$``). Linear in the text (a split and a search per word, one search for negations)."""
     found = _QUOTED.findall(text)
     for word in text.split():
         core = word.strip(_AROUND)
         if _LITERAL_MARK.search(core):
             found.append(core)
+        elif (lower := core.lower()) in _KEPT_WORDS:
+            found.append(lower)
     found.append(str(len(_NEGATION.findall(text))))
     return "\x1f".join(found)
 
