@@ -55,10 +55,20 @@ class SemanticMatch:
 class SemanticIndex(Protocol):
     """Unit vectors grouped by a bucket (tenant scope + hash of everything but the last turn)."""
 
-    async def search(self, bucket: str, vector: Vector, threshold: float) -> SemanticMatch | None: ...
+    async def search(self, bucket: str, vector: Vector, threshold: float,
+                     mark: bytes = b"") -> SemanticMatch | None:
+        """The closest live vector at or above ``threshold`` whose question is not ``mark``'s words in another
+        order (``cache_keys.word_order_mark``)."""
+        ...
 
-    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None: ...
+    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float, mark: bytes = b"") -> None: ...
 
     async def purge(self, patterns: list[str] | None) -> int:
         """Delete the buckets whose name matches one of ``patterns`` (None: all); how many went."""
         ...
+
+
+def swapped(mark: bytes, other: bytes) -> bool:
+    """Two questions' marks (``cache_keys.word_order_mark``: 8 bytes for the bag of words, 8 for their order)
+    say the same words in another order: not the same question. False when either has no mark."""
+    return len(mark) == len(other) == 16 and mark[:8] == other[:8] and mark[8:] != other[8:]

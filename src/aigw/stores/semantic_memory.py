@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aigw.stores.cache_base import SemanticMatch, Vector
+from aigw.stores.cache_base import SemanticMatch, Vector, swapped
 from aigw.stores.key_glob import matcher
 from aigw.types import Clock, SystemClock
 
@@ -23,10 +23,11 @@ class _Bucket:
     ids: list[str] = field(default_factory=list)
     vectors: list[Vector] = field(default_factory=list)
     expires: list[float] = field(default_factory=list)
+    marks: list[bytes] = field(default_factory=list)  # each question's words, as a bag and in order
     matrix: Vector | None = None  # stacked vectors, rebuilt after a change
 
     def remove(self, i: int) -> None:
-        del self.ids[i], self.vectors[i], self.expires[i]
+        del self.ids[i], self.vectors[i], self.expires[i], self.marks[i]
         self.matrix = None
 
     def stacked(self) -> Vector:
@@ -45,22 +46,23 @@ class MemorySemanticIndex:
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self.size = 0
 
-    async def search(self, bucket: str, vector: Vector, threshold: float) -> SemanticMatch | None:
+    async def search(self, bucket: str, vector: Vector, threshold: float,
+                     mark: bytes = b"") -> SemanticMatch | None:
         b = self._buckets.get(bucket)
         if b is None or not b.ids:
             return None
         self._buckets.move_to_end(bucket)
         scores = b.stacked() @ vector
         now = self.clock.now()
-        for i in np.argsort(-scores)[:8]:  # best first; skip the expired
+        for i in np.argsort(-scores)[:8]:  # best first; skip the expired, and the same words in another order
             score = float(scores[i])
             if score < threshold:
                 return None
-            if b.expires[i] > now:
+            if b.expires[i] > now and not swapped(mark, b.marks[i]):
                 return SemanticMatch(b.ids[i], score)
         return None
 
-    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None:
+    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float, mark: bytes = b"") -> None:
         b = self._buckets.get(bucket)
         if b is None:
             b = self._buckets[bucket] = _Bucket()
@@ -73,6 +75,7 @@ class MemorySemanticIndex:
         b.ids.append(entry_id)
         b.vectors.append(np.asarray(vector, dtype=np.float32))
         b.expires.append(now + ttl_s)
+        b.marks.append(mark)
         b.matrix = None
         self.size += 1
         while len(b.ids) > self.max_per_bucket:

@@ -228,3 +228,13 @@ async def test_a_negated_question_never_gets_the_plain_questions_answer() -> Non
     h.embedder.at_similarity(unsafe, safe, 0.99)  # what the local model scores
     await h.ask(safe)
     assert (await h.ask(unsafe)).cache == "miss"
+
+
+async def test_the_same_words_in_another_order_never_get_each_others_answer() -> None:
+    first, turned = "Is gold heavier than lead?", "Is lead heavier than gold?"
+    h = harness()
+    h.embedder.at_similarity(turned, first, 0.99)  # what the local model scores
+    await h.ask(first)
+    assert (await h.ask(turned)).cache == "miss"
+    h.embedder.at_similarity("is gold heavier than lead", first, 0.99)
+    assert (await h.ask("is gold heavier than lead")).cache == "hit"  # the same words in the same order

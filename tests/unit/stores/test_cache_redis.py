@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
 
+from aigw.pipeline.stages.cache_keys import word_order_mark
 from aigw.stores.key_glob import escape
 from aigw.stores.redis.cache import RedisCacheStore
 from aigw.stores.redis.client import make_redis
@@ -121,3 +123,17 @@ async def test_a_purge_counts_what_redis_removed_not_what_the_scan_saw(redis: tu
     expired = [f"{prefix}csem:{{t1:old}}:v", f"{prefix}csem:{{t1:old}}:t"]
     assert await RedisSemanticIndex(ExpiresDuringScan(client, expired), prefix, 4).purge(["t1:*"]) == 1
     assert await index.search("t1:ctx", unit(1, 0, 0), 0.9) is None
+
+
+async def test_semantic_index_passes_over_the_same_words_in_another_order(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=8)
+    await index.add("t1:w", unit(1, 0, 0), "gold-lead", ttl_s=60, mark=word_order_mark("Is gold heavier than lead?"))
+    turned = word_order_mark("Is lead heavier than gold?")
+    assert await index.search("t1:w", unit(1, 0, 0), threshold=0.9, mark=turned) is None
+    same = await index.search("t1:w", unit(1, 0, 0), threshold=0.9, mark=word_order_mark("is gold heavier than lead"))
+    assert same is not None and same.entry_id == "gold-lead"
+    live = struct.pack("<d", 4e9)  # expires far ahead: only its layout (no mark) makes it unreadable
+    await client.hset(prefix + "csem:{t1:w}:v", "old-layout", live + unit(1, 0, 0).tobytes())
+    found = await index.search("t1:w", unit(1, 0, 0), threshold=0.9)  # a value without a mark: passed over
+    assert found is not None and found.entry_id == "gold-lead"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aigw.pipeline.stages.cache_keys import word_order_mark
 from aigw.stores.semantic_memory import MemorySemanticIndex
 
 
@@ -84,3 +85,14 @@ async def test_a_purge_drops_a_tenants_buckets_only(clock: FakeClock) -> None:
     assert await index.search("t2:aaaa.ctx:local", unit(1, 0, 0), 0.9) is not None
     assert index.size == 1
     assert await index.purge(None) == 1 and index.size == 0
+
+
+async def test_the_same_words_in_another_order_are_passed_over_for_the_next_best(clock: FakeClock) -> None:
+    index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
+    await index.add("b", unit(1, 0, 0), "gold-lead", ttl_s=60, mark=word_order_mark("Is gold heavier than lead?"))
+    await index.add("b", at_angle(0.95), "paraphrase", ttl_s=60, mark=word_order_mark("Gold: heavier than lead?"))
+    turned = word_order_mark("Is lead heavier than gold?")
+    hit = await index.search("b", unit(1, 0, 0), threshold=0.9, mark=turned)
+    assert hit is not None and hit.entry_id == "paraphrase"  # the closer one says the words in another order
+    same = await index.search("b", unit(1, 0, 0), threshold=0.9, mark=word_order_mark("is gold heavier than lead"))
+    assert same is not None and same.entry_id == "gold-lead"

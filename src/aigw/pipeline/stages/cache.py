@@ -32,7 +32,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
-from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker
+from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker, word_order_mark
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
@@ -68,6 +68,7 @@ class _Pending:
     ttl_s: float
     bucket: str = ""
     vector: Vector | None = None
+    mark: bytes = b""  # the last turn's words as a bag and in order (``word_order_mark``)
     trouble: list[str] = field(default_factory=list)  # backends that failed during the lookup
 
 
@@ -197,10 +198,11 @@ class CacheStage(Stage):
             return None
         pending.vector = vector
         pending.bucket = f"{context_key(ctx, policy.scope)}:{policy.semantic.embedding_model}"
+        pending.mark = word_order_mark(text)
         if controls.no_cache:
             return None
         match = await self.guard.call(policy.backend, "search", lambda: index.search(
-            pending.bucket, vector, policy.semantic.threshold), trouble=pending.trouble)
+            pending.bucket, vector, policy.semantic.threshold, pending.mark), trouble=pending.trouble)
         if match is None:
             return None
         raw = await self._get(policy.backend, match.entry_id, pending.trouble)
@@ -303,7 +305,7 @@ class CacheStage(Stage):
         if done and pending.vector is not None and index is not None:
             vector = pending.vector
             await self.guard.call(backend, "add",
-                                  lambda: index.add(pending.bucket, vector, pending.key, pending.ttl_s))
+                                  lambda: index.add(pending.bucket, vector, pending.key, pending.ttl_s, pending.mark))
 
     async def flush(self) -> None:
         """Wait for the stores in flight (tests, shutdown)."""

@@ -177,6 +177,16 @@ def literals(text: str) -> str:
     return "\x1f".join(found)
 
 
+def word_order_mark(text: str) -> bytes:
+    """16 bytes: a hash of the turn's words as a bag, then in order. Two questions with the same bag and another
+    order ("Is gold heavier than lead?" / "Is lead heavier than gold?", 0.99 to the local model) are different
+    questions: ``cache_base.swapped`` tells the semantic index to pass over such a match. Stored beside each vector."""
+    words = [w.strip(_AROUND).lower() for w in text.split()]
+    words = [w for w in words if w]
+    bag = hashlib.blake2b("\x1f".join(sorted(words)).encode(), digest_size=8).digest()
+    return bag + hashlib.blake2b("\x1f".join(words).encode(), digest_size=8).digest()
+
+
 def _blank_text(content: Any) -> Any:
     if isinstance(content, list):
         return [{"type": "text"} if isinstance(p, dict) and p.get("type") == "text" else p for p in content]

@@ -1,6 +1,6 @@
 """Shared semantic index in Redis (plain Redis 7, no vector module needed).
 
-One bucket = a hash (entry id -> 8-byte expiry + float32 vector) and a sorted set
+One bucket = a hash (entry id -> 8-byte expiry + 16-byte word mark + float32 vector) and a sorted set
 (entry id by expiry) that a Lua script uses to drop the expired and the oldest
 atomically on each add. A lookup is one HGETALL and a dot product here; buckets
 are small (``max_per_context``) because they only hold answers whose whole
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from aigw.stores.cache_base import SemanticMatch, Vector
+from aigw.stores.cache_base import SemanticMatch, Vector, swapped
 from aigw.stores.key_glob import escape
 from aigw.stores.redis.purge import unlink_matching
 from aigw.types import Clock, SystemClock
@@ -41,6 +41,8 @@ end
 return #gone
 """
 _EXPIRY = struct.Struct("<d")
+_MARK = 16  # ``cache_keys.word_order_mark``: zeros when none was given
+_HEAD = _EXPIRY.size + _MARK  # a value of an earlier layout (no mark) has another length: passed over
 
 
 class RedisSemanticIndex:
@@ -57,7 +59,8 @@ class RedisSemanticIndex:
         base = f"{self.prefix}{{{bucket}}}"  # hash tag: both keys in one cluster slot
         return base + ":v", base + ":t"
 
-    async def search(self, bucket: str, vector: Vector, threshold: float) -> SemanticMatch | None:
+    async def search(self, bucket: str, vector: Vector, threshold: float,
+                     mark: bytes = b"") -> SemanticMatch | None:
         raw: dict[bytes, bytes] = await self.redis.hgetall(self._keys(bucket)[0])
         if not raw:
             return None
@@ -65,9 +68,10 @@ class RedisSemanticIndex:
         ids: list[bytes] = []
         rows: list[Vector] = []
         for entry_id, value in raw.items():
-            if _EXPIRY.unpack_from(value)[0] > now and len(value) == _EXPIRY.size + vector.nbytes:
+            if len(value) == _HEAD + vector.nbytes and _EXPIRY.unpack_from(value)[0] > now \
+                    and not swapped(mark, value[_EXPIRY.size:_HEAD]):  # the same words in another order: passed
                 ids.append(entry_id)
-                rows.append(np.frombuffer(value, dtype=np.float32, offset=_EXPIRY.size))
+                rows.append(np.frombuffer(value, dtype=np.float32, offset=_HEAD))
         if not rows:
             return None
         scores = np.vstack(rows) @ vector
@@ -75,9 +79,10 @@ class RedisSemanticIndex:
         score = float(scores[best])
         return SemanticMatch(ids[best].decode(), score) if score >= threshold else None
 
-    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float) -> None:
+    async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float, mark: bytes = b"") -> None:
         now = self.clock.now()
-        value = _EXPIRY.pack(now + ttl_s) + np.asarray(vector, dtype=np.float32).tobytes()
+        mark = mark if len(mark) == _MARK else bytes(_MARK)
+        value = _EXPIRY.pack(now + ttl_s) + mark + np.asarray(vector, dtype=np.float32).tobytes()
         ttl_ms = max(1, int(ttl_s * 1000))
         await self._add(keys=list(self._keys(bucket)),
                         args=[entry_id, value, now + ttl_s, now, self.max_per_bucket, ttl_ms])
