@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,14 @@ def setup_key(admin: AdminClient, tenant: str, project: str = "web", **key: Any)
 
 def chat_body(text: str = "hello there", max_tokens: int = 20, **extra: Any) -> dict[str, Any]:
     return {"model": "mock", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, **extra}
+
+
+def key_spend(admin: AdminClient, key_id: str) -> dict[str, Any]:
+    """The spend report's row of ``key_id`` once its first ledger row is in (written off the request path)."""
+    deadline = time.monotonic() + 5
+    while True:
+        rows = admin.get("/admin/spend", group_by="key", key=key_id)["data"]
+        if rows and rows[0]["requests"] >= 1:
+            return dict(rows[0])
+        assert time.monotonic() < deadline, f"no ledger row for {key_id}"
+        time.sleep(0.05)

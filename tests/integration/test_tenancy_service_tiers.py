@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from aigw.cli.admin_client import AdminClient
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
+from tests.integration.tenancy_support import MASTER, gateway_config, key_spend, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 
 # $1000 / $2000 per million tokens; flex at half, priority at twice (the fake reports the tier it was asked)
@@ -35,16 +34,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, oai: FakeOpenAI) -> Iterator[Ru
     config["routing"] = {"*": {"num_retries": 0}}
     with running_gateway(config) as running:
         yield running
-
-
-def _spend(admin: AdminClient, key_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        rows = admin.get("/admin/spend", group_by="key", key=key_id)["data"]
-        if rows and rows[0]["requests"] >= 1:
-            return dict(rows[0])
-        assert time.monotonic() < deadline, f"no ledger row for {key_id}"
-        time.sleep(0.05)
 
 
 def _call(gw: RunningGateway, key: str, tier: str, stream: bool) -> str | None:
@@ -72,7 +61,7 @@ def test_a_call_is_charged_at_the_rates_of_the_tier_it_was_served_in(gw: Running
     admin = AdminClient(gw.url, MASTER)
     key = setup_key(admin, f"tier-{tier}-{stream}")
     assert _call(gw, key["key"], tier, stream) == (tier if tier != "auto" else "default")
-    row = _spend(admin, key["id"])
+    row = key_spend(admin, key["id"])
     assert row["cost_usd"] == pytest.approx(_standard(row) * factor)
 
 
@@ -85,5 +74,5 @@ def test_priority_asked_but_served_at_default_is_charged_at_standard_rates(
     key = setup_key(admin, f"tier-downgraded-{stream}")
     oai.faults.push(Fault(served_tier="default"))
     assert _call(gw, key["key"], "priority", stream) == "default"
-    row = _spend(admin, key["id"])
+    row = key_spend(admin, key["id"])
     assert row["cost_usd"] == pytest.approx(_standard(row))  # not twice that

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import anthropic
 import openai
@@ -16,7 +14,7 @@ from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
 from tests.fakes.anthropic_upstream import AnthropicUpstream
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
+from tests.integration.tenancy_support import MASTER, gateway_config, key_spend, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import start_aiohttp_app
 
@@ -50,16 +48,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeOpenAI, Anthro
         yield running
 
 
-def _spend(admin: AdminClient, key_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        rows = admin.get("/admin/spend", group_by="key", key=key_id)["data"]
-        if rows and rows[0]["requests"] >= 1:
-            return dict(rows[0])
-        assert time.monotonic() < deadline, f"no ledger row for {key_id}"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("model", ["oai", "claude"])
 @pytest.mark.parametrize("inbound", ["openai", "anthropic"])
 def test_a_stream_whose_upstream_reports_no_usage_is_charged_by_a_local_count(
@@ -78,7 +66,7 @@ def test_a_stream_whose_upstream_reports_no_usage_is_charged_by_a_local_count(
         with ant.messages.stream(model=model, max_tokens=50, messages=messages) as s:  # type: ignore[arg-type]
             text = "".join(s.text_stream)
     assert text  # the whole answer arrived
-    row = _spend(admin, key["id"])
+    row = key_spend(admin, key["id"])
     assert row["prompt_tokens"] > 0  # the upstream billed the prompt, not zero tokens
     assert row["completion_tokens"] == LOCAL_COUNTER.count_text(text)
     assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1000 + row["completion_tokens"] * 2000) / 1e6)
