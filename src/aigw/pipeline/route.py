@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from aigw import errors
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, RequestContext, Result, Streaming
 from aigw.pipeline.tenancy import ROUTE_CAPS
 from aigw.routing.router import Router, RouteRequest, Served
@@ -18,11 +19,16 @@ class RouteTerminal:
         req = RouteRequest(model=ctx.model, body=ctx.body, endpoint=ctx.endpoint,
                            deadline_s=ctx.deadline_s, headers=_forwarded(ctx), allowed=ctx.principal.allowed_models,
                            caps=ctx.state.get(ROUTE_CAPS))
-        if ctx.stream:
-            chunks, served = await self.router.open_stream(req)
-            _record(ctx, served)
-            return Streaming(_watch_usage(ctx, chunks, served))
-        body, served = await self.router.complete(req)
+        try:
+            if ctx.stream:
+                chunks, served = await self.router.open_stream(req)
+                _record(ctx, served)
+                return Streaming(_watch_usage(ctx, chunks, served))
+            body, served = await self.router.complete(req)
+        except errors.GatewayError:
+            if req.served is not None:  # calls that failed still reached upstreams (the limits stage asks)
+                ctx.attempts, ctx.retries, ctx.fallbacks = req.served.attempts, req.served.retries, req.served.fallbacks
+            raise
         _record(ctx, served)
         usage = body.get("usage")
         tier = body.get("service_tier")

@@ -55,6 +55,7 @@ class RouteRequest:
     headers: dict[str, str] = field(default_factory=dict)  # forwarded upstream (traceparent, request id)
     allowed: frozenset[str] | None = None  # models the caller's key may use (None: any): fallbacks outside are skipped
     caps: DeploymentGate | None = None  # exact deployment caps (else the router's own per-replica estimate)
+    served: Served | None = None  # set by the router as it starts: what was tried, readable when it raises too
 
 
 @dataclass(slots=True)

@@ -112,7 +112,7 @@ class Router:
 
     async def _route(self, req: RouteRequest, attempt: Attempt[T], stream: bool) -> tuple[T, Served]:
         policy = self.policy(req.model)
-        served = Served(model=req.model)
+        served = req.served = Served(model=req.model)
         budget = self._default_timeout_s
         if policy.timeout_s and policy.timeout_s < budget:
             budget = policy.timeout_s
