@@ -106,7 +106,11 @@ class Server:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         lifespan = Lifespan(self.app)
-        started = await self._unless_stopped(lifespan.startup())
+        try:
+            started = await self._unless_stopped(lifespan.startup())
+        except BaseException:  # serve itself was cancelled: the app's start-up must not run on without it
+            await lifespan.abandon()
+            raise
         if started is None:  # a signal while the app was starting (a database that does not answer, say)
             await lifespan.abandon()
             log.warning("stopped by a signal before start-up finished; nothing was served")
@@ -152,11 +156,10 @@ class Server:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return None
+            if not task.done():  # a signal came first, or this call is cancelled: the step goes too
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return None if task.cancelled() else task.result()
 
     async def _tick_until_exit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check for exit ten times a second; once a second refresh the date and close connections idle

@@ -465,6 +465,27 @@ async def test_a_signal_while_the_app_starts_stops_the_start_up_and_the_server()
     assert server.caught_signal == signal.SIGTERM  # ``run`` re-raises it: the process ends by SIGTERM
 
 
+async def test_a_server_cancelled_while_the_app_starts_cancels_the_start_up_too() -> None:
+    """The task running ``serve`` is cancelled (an embedding program stops it): the app's start-up does not
+    run on without it, holding its database connection."""
+    cancelled = asyncio.Event()
+
+    async def hanging(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    serving = asyncio.create_task(Server(hanging, "127.0.0.1", 0).serve())
+    await asyncio.sleep(0.05)
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    await asyncio.wait_for(cancelled.wait(), 1)
+
+
 async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
     block = bytes(range(256)) * 256  # 64 KiB
 
