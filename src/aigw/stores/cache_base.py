@@ -69,6 +69,22 @@ class SemanticIndex(Protocol):
 
 
 def swapped(mark: bytes, other: bytes) -> bool:
-    """Two questions' marks (``cache_keys.word_order_mark``: 8 bytes for the bag of words, 8 for their order)
-    say the same words in another order: not the same question. False when either has no mark."""
-    return len(mark) == len(other) == 16 and mark[:8] == other[:8] and mark[8:] != other[8:]
+    """Two questions' marks (``cache_keys.word_order_mark``: the bag of words, then each word in order) say the
+    same words in another order, not one block of them moved: not the same question. False when either has
+    no mark. A block moved ("In Python, how do I ..." / "How do I ... in Python?") leaves the part between the
+    common start and end a rotation of the other's."""
+    if len(mark) != len(other) or len(mark) <= 8 or mark[:8] != other[:8] or mark == other:
+        return False
+    a, b = mark[8:], other[8:]
+    start = 0
+    while start < len(a) and a[start:start + 2] == b[start:start + 2]:
+        start += 2
+    end = len(a)
+    while end > start and a[end - 2:end] == b[end - 2:end]:
+        end -= 2
+    a, b = a[start:end], b[start:end]
+    twice = a + a
+    at = twice.find(b)
+    while at != -1 and at % 2:  # a rotation starts at a word's first byte
+        at = twice.find(b, at + 1)
+    return at == -1

