@@ -105,6 +105,14 @@ class Server:
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self._serve(loop)
+        finally:  # on every way out: a start-up stopped or failed too, not only after serving
+            if install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         lifespan = Lifespan(self.app)
         try:
             started = await self._unless_stopped(lifespan.startup())
@@ -136,9 +144,6 @@ class Server:
             listener.close()
             await self._drain()
             await lifespan.shutdown()
-            if install_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: int) -> None:
         if self.caught_signal is not None and sig == signal.SIGINT:

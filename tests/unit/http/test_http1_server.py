@@ -439,8 +439,10 @@ async def test_a_failed_start_up_is_an_error_and_nothing_listens() -> None:
 
     server = Server(broken, "127.0.0.1", 0)
     with pytest.raises(RuntimeError, match="failed to start"):
-        await asyncio.wait_for(server.serve(), 5)
+        await asyncio.wait_for(server.serve(install_signals=True), 5)
     assert not server.started
+    # its signal handlers are gone with it: a caller that goes on is not left with a dead server's handlers
+    assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
 
 
 async def test_a_signal_while_the_app_starts_stops_the_start_up_and_the_server() -> None:
