@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from aigw.config.models import GatewayConfig
 from aigw.observability.logging import protect_secrets
@@ -75,7 +76,18 @@ def secrets_of(config: GatewayConfig) -> list[str]:
         out.append(d.api_key)
         out += [v for k, v in d.headers.items() if any(w in k.lower() for w in _SECRET_HEADER_WORDS)]
     out += [v for k, v in config.observability.tracing.headers.items()]
+    # passwords in the URLs of the stores and endpoints (a driver's error message may quote its URL)
+    urls = (config.database_url, config.redis_url, config.observability.tracing.endpoint,
+            config.tenancy.alert_webhook)
+    out += [_password(u) for u in urls if u]
     return [s for s in out if s]
+
+
+def _password(url: str) -> str:
+    try:
+        return unquote(urlsplit(url).password or "")
+    except ValueError:  # not a URL config accepted as one: nothing to take out
+        return ""
 
 
 def request_log_store(database_url: str, writer: str = "process") -> RequestLogStore:

@@ -9,7 +9,9 @@ import re
 import orjson
 import pytest
 
+from aigw.config.models import GatewayConfig
 from aigw.observability.logging import REDACTED, JsonFormatter, Scrubber, TextFormatter, configure
+from aigw.observability.setup import secrets_of
 
 
 @pytest.fixture
@@ -112,3 +114,15 @@ def test_request_lines_read_the_same_through_the_fast_path_and_through_logging()
     stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
     assert stamp.match(da.pop("ts")) and stamp.match(db.pop("ts"))
     assert da == db == {"level": "warning", "logger": "aigw.request", "msg": "request", **fields}
+
+
+def test_passwords_in_the_stores_and_endpoints_urls_are_secrets() -> None:
+    # a driver's error (asyncpg's, say) may quote the URL it was given; the password must not reach a log line
+    config = GatewayConfig.model_validate({
+        "database_url": "postgresql://aigw:pg%40pass-1@127.0.0.1:5432/aigw",
+        "redis_url": "redis://:redis-pass-2@127.0.0.1:6379/0",
+        "tenancy": {"alert_webhook": "http://hook:hook-pass-3@127.0.0.1:9/alerts"},
+    })
+    found = secrets_of(config)
+    assert {"pg@pass-1", "redis-pass-2", "hook-pass-3"} <= set(found)
+    assert "" not in found
