@@ -346,6 +346,17 @@ async def test_an_answer_without_usage_is_charged_for_its_completion_by_a_local_
     assert m.cost_nano == m.tokens.prompt * 1_000_000 + 6 * 2_000_000
 
 
+async def test_an_answer_without_usage_that_a_guardrail_blocked_is_still_charged() -> None:
+    # the upstream answered (and bills) though the client gets a 400 from the output checks
+    svc = _services()
+    ctx = _ctx()
+    await RouteTerminal(NoUsageRouter()).handle(ctx)  # type: ignore[arg-type]
+    ctx.error = errors.GuardrailBlocked("withheld", code="output_blocked")
+    m = measure(ctx, svc)
+    assert m.source == "local" and m.tokens.output == 3 and m.tokens.prompt > 0
+    assert m.cost_nano == m.tokens.prompt * 1_000_000 + 6 * 2_000_000
+
+
 async def test_a_stream_cut_while_thinking_is_charged_for_the_prompt_and_the_thinking() -> None:
     svc = _services()
     gone = errors.GatewayError("client disconnected", code="client_disconnected")
