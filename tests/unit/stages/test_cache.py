@@ -8,9 +8,13 @@ from typing import Any
 import pytest
 
 from aigw import errors
+from aigw.errors import GuardrailBlocked
 from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
-from aigw.types import JSON
+from aigw.stores.cache_memory import MemoryCacheStore
+from aigw.types import JSON, SystemClock
 from tests.unit.stages.cache_harness import Harness
+from tests.unit.stages.guardrail_harness import Harness as Guarded
+from tests.unit.stages.guardrail_harness import chat, config
 
 
 async def test_second_identical_request_is_a_hit_and_never_reaches_upstream() -> None:
@@ -261,3 +265,22 @@ async def test_embeddings_are_cached_too() -> None:
     assert (first.cache, second.cache) == ("miss", "hit")
     assert second.body == first.body and h.upstream.calls == 1
     assert (await h.ask("embed me", endpoint="embeddings", extra={"dimensions": 8})).cache == "miss"
+
+
+async def test_an_answer_a_key_let_through_is_not_served_to_keys_whose_output_checks_block_it() -> None:
+    # a hit skips the output checks: an answer one key's metadata let through (content: flag) must not
+    # reach a key of the same tenant under the configured checks (content: block) from the cache
+    cfg = config({"output": {"content": "block", "blocklist": ["forbidden"]}}, cache={"mode": "exact"})
+    store = MemoryCacheStore(100, 1_000_000, SystemClock())
+    h = Guarded(cfg, services={"cache_stores": {"memory": store}}, stages=["cache", "output"])
+    h.upstream.script = ["a forbidden answer", "a forbidden answer"]
+    lax = h.ctx(chat("tell me"), extra={"guardrails": {"output": {"content": "flag"}}})
+    assert (await h.run(lax))["choices"][0]["message"]["content"] == "a forbidden answer"
+    assert lax.response_headers["x-aigw-cache"] == "miss"
+    strict = h.ctx(chat("tell me"))
+    with pytest.raises(GuardrailBlocked):
+        await h.run(strict)
+    assert strict.response_headers["x-aigw-cache"] == "miss" and len(h.upstream.bodies) == 2
+    again = h.ctx(chat("tell me"), extra={"guardrails": {"output": {"content": "flag"}}})
+    await h.run(again)  # the same checks as the first: still shared
+    assert again.response_headers["x-aigw-cache"] == "hit" and len(h.upstream.bodies) == 2

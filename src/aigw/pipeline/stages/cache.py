@@ -69,6 +69,7 @@ class _Pending:
     bucket: str = ""
     vector: Vector | None = None
     mark: bytes = b""  # the last turn's words as a bag and in order (``word_order_mark``)
+    guard: str = ""  # the output checks' tag (``scope_of``)
     trouble: list[str] = field(default_factory=list)  # backends that failed during the lookup
 
 
@@ -77,8 +78,10 @@ class CacheStage(Stage):
 
     def __init__(self, policies: Policies, stores: dict[str, CacheStore], indexes: dict[str, SemanticIndex],
                  embedders: Embedders, supervisor: Supervisor, clock: Clock, metrics: Any = None,
-                 purge_log: PurgeLog | None = None, purge_poll_s: float = 0.25) -> None:
+                 purge_log: PurgeLog | None = None, purge_poll_s: float = 0.25,
+                 guard_tag: Callable[[RequestContext], str] | None = None) -> None:
         self.policies = policies
+        self.guard_tag = guard_tag  # the output checks' tag of a request (None: no output checks configured)
         self.stores = stores
         self.indexes = indexes
         self.embedders = embedders
@@ -108,7 +111,8 @@ class CacheStage(Stage):
         policy = self.policies.for_request(ctx)
         if policy.mode == "off" or policy.backend not in self.stores:  # e.g. a key asking for redis without one
             return None
-        key = exact_key(ctx, policy.scope)
+        guard = self.guard_tag(ctx) if self.guard_tag is not None else ""
+        key = exact_key(ctx, policy.scope, guard)
         trouble: list[str] = []
         if not controls.no_cache:
             raw = self._get_now(policy.backend, key, trouble)  # memory, or a near copy: no await
@@ -117,7 +121,8 @@ class CacheStage(Stage):
             if raw is not None and (hit := self._serve(ctx, raw, "exact")) is not None:
                 return hit
         ctx.response_headers[HEADER] = "miss"
-        pending = _Pending(key, policy, min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s), trouble=trouble)
+        pending = _Pending(key, policy, min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s), trouble=trouble,
+                           guard=guard)
         if self._semantic_wanted(ctx, policy, controls):
             hit = await self._semantic(ctx, policy, controls, pending)
             if hit is not None:
@@ -197,7 +202,7 @@ class CacheStage(Stage):
                 self.stats.embed_errors += 1
             return None
         pending.vector = vector
-        pending.bucket = f"{context_key(ctx, policy.scope)}:{policy.semantic.embedding_model}"
+        pending.bucket = f"{context_key(ctx, policy.scope, pending.guard)}:{policy.semantic.embedding_model}"
         pending.mark = word_order_mark(text)
         if controls.no_cache:
             return None

@@ -7,12 +7,15 @@ model, an embedding model that does not exist or cannot embed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aigw.config.cache import CacheConfig, global_only_fields_set, semantic_extra_missing
+from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages.cache import CacheStage, policies_from
 from aigw.pipeline.stages.cache_semantic import Embedders
+from aigw.pipeline.stages.guardrail_policy import policies_for
 
 CACHE_SERVICES = ("cache_stores", "cache_indexes", "cache_embedders")
 
@@ -38,11 +41,19 @@ def build_stage(deps: StageDeps) -> CacheStage | None:
             if callable(warm):
                 warm()
     stage = CacheStage(policies, stores, indexes, embedders, deps.supervisor, deps.clock,
-                       deps.services.get("metrics"), deps.services.get("cache_purge_log"))
+                       deps.services.get("metrics"), deps.services.get("cache_purge_log"),
+                       guard_tag=_guard_tag(deps))
     deps.services["cache_stats"] = stage.stats
     deps.services["cache_stage"] = stage  # for the admin purge (app.py)
     deps.services.setdefault("health_checks", {})["cache"] = (stage.health, False)
     return stage
+
+
+def _guard_tag(deps: StageDeps) -> Callable[[RequestContext], str] | None:
+    """A hit skips the output checks (they run after the cache), so an answer is shared only by requests
+    under the same ones: a key whose metadata loosens them must not fill the cache for keys they bind."""
+    guardrails = policies_for(deps, "output")
+    return guardrails.cache_tag if guardrails is not None else None
 
 
 def _placed(deps: StageDeps, default: CacheConfig, by_model: dict[str, CacheConfig]

@@ -53,15 +53,22 @@ def _digest(*parts: bytes) -> str:
     return hashlib.blake2b(b"\x00".join(parts) + b"\x00", digest_size=16).hexdigest()
 
 
-def scope_of(ctx: RequestContext, scope: str) -> str:
-    """Who may share an entry: a tenant (default), a project or a single key. Never wider."""
+def scope_of(ctx: RequestContext, scope: str, guard: str = "") -> str:
+    """Who may share an entry: a tenant (default), a project or a single key. Never wider.
+
+    ``guard`` tags the output checks the answer passed when they are not its model's configured ones
+    (a key's metadata changed them): a hit skips those checks, so an answer checked under other ones
+    is not served (``Policies.cache_tag``). It follows the scope, so a tenant's purge still finds it.
+    """
     p = ctx.principal
     tenant = p.tenant_id or "_"
     if scope == "key":
-        return f"{tenant}/k/{p.key_id or '_'}"
-    if scope == "project":
-        return f"{tenant}/p/{p.project_id or '_'}"
-    return tenant
+        who = f"{tenant}/k/{p.key_id or '_'}"
+    elif scope == "project":
+        who = f"{tenant}/p/{p.project_id or '_'}"
+    else:
+        who = tenant
+    return f"{who}/g/{guard}" if guard else who
 
 
 _TAGS: dict[str, str] = {}
@@ -93,14 +100,14 @@ def _shaping(body: JSON) -> JSON:
     return {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v not in _NO_OP.get(k, _NOTHING)}
 
 
-def exact_key(ctx: RequestContext, scope: str) -> str:
+def exact_key(ctx: RequestContext, scope: str, guard: str = "") -> str:
     """``<scope>:<model tag>.<hash of scope, endpoint, model and every shaping field>``."""
     payload = orjson.dumps(_shaping(ctx.body), option=_SORTED)
-    who = scope_of(ctx, scope)
+    who = scope_of(ctx, scope, guard)
     return f"{who}:{model_tag(ctx.model)}.{_digest(who.encode(), ctx.endpoint.encode(), ctx.model.encode(), payload)}"
 
 
-def context_key(ctx: RequestContext, scope: str) -> str:
+def context_key(ctx: RequestContext, scope: str, guard: str = "") -> str:
     """The semantic bucket: like ``exact_key`` but without the last user turn's text, bar its literals.
 
     Non-text parts of that turn (images, files) stay in, so two questions about
@@ -118,7 +125,7 @@ def context_key(ctx: RequestContext, scope: str) -> str:
             break
     body["messages"] = messages
     payload = orjson.dumps(body, option=_SORTED)
-    who = scope_of(ctx, scope)
+    who = scope_of(ctx, scope, guard)
     digest = _digest(b"semantic", who.encode(), ctx.model.encode(), payload, signature.encode())
     return f"{who}:{model_tag(ctx.model)}.{digest}"
 

@@ -24,6 +24,7 @@ memoised per model, and per (model, metadata blocks) when there are overrides.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,7 @@ class Policy:
     rules: RuleSet | None = None
     output: OutputPolicy | None = None
     content: ContentFilter | None = None
+    output_tag: str = ""  # a short hash of the output section ("" without one): what ``cache_tag`` compares
 
     @property
     def output_active(self) -> bool:
@@ -143,6 +145,12 @@ class Policies:
         ctx.state[_POLICY] = policy
         return policy
 
+    def cache_tag(self, ctx: RequestContext) -> str:
+        """Empty when this request's output checks are its model's configured ones, else their tag: the
+        response cache keeps answers checked under other output checks apart (a hit skips them)."""
+        tag = self.for_request(ctx).output_tag
+        return "" if tag == self.by_model.get(ctx.model, self.default).output_tag else tag
+
     @staticmethod
     def forget(ctx: RequestContext) -> None:
         """The model changed (a rule routed the request): resolve again for the new one."""
@@ -204,6 +212,7 @@ class Policies:
             injection=inj, classifier=self._classifiers.get(inj.classifier) if inj and inj.classifier else None,
             rules=RuleSet.from_config(cfg.rules) if cfg.rules else None, output=out,
             content=_content_filter(out) if out is not None else None,
+            output_tag=_tag(out.model_dump(mode="json")) if out is not None else "",
         )
         if len(self._compiled) >= _MEMO_LIMIT:
             self._compiled.clear()
@@ -216,6 +225,10 @@ class Policies:
         if found is None:
             found = self._detectors[key] = PiiDetector(pii.entities, pii.custom)
         return found
+
+
+def _tag(section: dict[str, Any]) -> str:
+    return hashlib.blake2b(orjson.dumps(section, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
 
 
 def _content_filter(out: OutputPolicy) -> ContentFilter | None:
