@@ -95,6 +95,24 @@ async def test_json_schema_retry_once_then_answer_and_bill_both() -> None:
     assert verdicts(ctx)["output"]["action"] == "pass"
 
 
+async def test_json_schema_retry_keeps_the_keys_allowed_models_and_the_deployment_caps() -> None:
+    h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"a": 1}'])
+    asked: list[Any] = []
+    complete = h.router.complete
+
+    async def recording(req: Any) -> Any:
+        asked.append(req)
+        return await complete(req)
+
+    h.router.complete = recording  # type: ignore[method-assign]
+    ctx = h.ctx(chat("give json", response_format=SCHEMA))
+    ctx.principal.allowed_models = frozenset({"mock"})
+    caps = object()
+    ctx.state["tenancy.route_caps"] = caps
+    await h.run(ctx)
+    assert asked[0].allowed == frozenset({"mock"}) and asked[0].caps is caps  # no fallback to a model it may not use
+
+
 async def test_json_schema_retry_still_wrong_is_a_clear_error() -> None:
     h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"b": 2}'])
     err, _ = await blocked(h, chat("give json", response_format=SCHEMA))

@@ -32,6 +32,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.pipeline.stages.guardrail_policy import PII_MAPPING, Policies, Policy, metrics_of, policies_for, record
 from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, edit_stream
+from aigw.pipeline.tenancy import ROUTE_CAPS
 from aigw.routing.router import Router, RouteRequest
 from aigw.schema.openai import content_text
 from aigw.types import JSON
@@ -201,8 +202,10 @@ class OutputStage(Stage):
         retry_body = {k: v for k, v in ctx.body.items() if k not in ("stream", "stream_options")}
         retry_body["messages"] = [*ctx.body.get("messages", ()), {"role": "assistant", "content": bad},
                                   {"role": "user", "content": fix}]
+        # the key's allowed models bind the retry's fallbacks too, and a capped deployment counts the call
         req = RouteRequest(model=ctx.model, body=retry_body, endpoint="chat", deadline_s=remaining,
-                           headers={"x-request-id": ctx.request_id})
+                           headers={"x-request-id": ctx.request_id}, allowed=ctx.principal.allowed_models,
+                           caps=ctx.state.get(ROUTE_CAPS))
         new, served = await self.router.complete(req)
         ctx.usage = _add_usage(ctx.usage, new.get("usage"))
         ctx.served_by, ctx.served_model = served.deployment, served.model
