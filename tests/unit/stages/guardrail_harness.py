@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigw.config.models import Deployment, GatewayConfig
-from aigw.pipeline.context import Completed, Principal, RequestContext, Result, Streaming
+from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, Principal, RequestContext, Result, Streaming
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.pipeline import Pipeline
 from aigw.pipeline.stages.guardrail_policy import VERDICTS
@@ -33,6 +33,7 @@ class Upstream:
     chunk_size: int = 4
     bodies: list[JSON] = field(default_factory=list)
     tool_args: str | None = None  # answer with one tool call carrying these arguments
+    reports_usage: bool = True  # False: answers carry no usage (an Ollama-like server), as the router passes them
 
     def answer(self, body: JSON) -> str:
         return self.script.pop(0) if self.script else "Echo: " + last_user_text(body)
@@ -47,7 +48,7 @@ class Upstream:
         return {"id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": body.get("model"),
                 "choices": [{"index": 0, "message": message, "logprobs": None,
                              "finish_reason": "tool_calls" if self.tool_args else "stop"}],
-                "usage": dict(USAGE)}
+                **({"usage": dict(USAGE)} if self.reports_usage else {})}
 
     async def handle(self, ctx: RequestContext) -> Result:
         ctx.served_by = Deployment(name=ctx.model, provider="mock", id=f"{ctx.model}#0")
@@ -56,7 +57,10 @@ class Upstream:
             self.bodies.append(ctx.body)
             return Streaming(self._stream(ctx, self.answer(ctx.body)))
         body = self.completion(ctx.body)
-        ctx.usage = body["usage"]
+        if self.reports_usage:
+            ctx.usage = body["usage"]
+        else:  # what the route terminal keeps for the ledger's local count
+            ctx.state[ANSWER_WITHOUT_USAGE] = body
         return Completed(body)
 
     async def _stream(self, ctx: RequestContext, text: str) -> AsyncIterator[JSON]:

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from aigw.errors import GuardrailBlocked
+from aigw.pipeline.stages.cache_entry import counted_usage
 from tests.unit.stages.guardrail_harness import USAGE, Harness, Upstream, chat, config, streamed_text, verdicts
 
 EMAIL = "alice.smith@example.com"
@@ -93,6 +94,20 @@ async def test_json_schema_retry_once_then_answer_and_bill_both() -> None:
     fix = h.upstream.bodies[-1]["messages"][-1]["content"]
     assert "$.a" in fix and "one" not in fix
     assert verdicts(ctx)["output"]["action"] == "pass"
+
+
+async def test_json_schema_retry_bills_both_calls_when_the_upstream_reports_no_usage() -> None:
+    # the first answer's usage was left to the ledger's local count, and the retry's sum held the retry alone
+    h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"a": 1}'])
+    h.upstream.reports_usage = False
+    ctx = h.ctx(chat("give json", response_format=SCHEMA))
+    await h.run(ctx)
+    first, retried = h.upstream.bodies
+    one = counted_usage(first, {"choices": [{"message": {"content": '{"a": "one"}'}}]})
+    two = counted_usage(retried, {"choices": [{"message": {"content": '{"a": 1}'}}]})
+    assert ctx.usage is not None
+    assert ctx.usage["prompt_tokens"] == one["prompt_tokens"] + two["prompt_tokens"]
+    assert ctx.usage["completion_tokens"] == one["completion_tokens"] + two["completion_tokens"] > 0
 
 
 async def test_json_schema_retry_keeps_the_keys_allowed_models_and_the_deployment_caps() -> None:

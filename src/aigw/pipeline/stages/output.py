@@ -26,9 +26,10 @@ from aigw.errors import GuardrailBlocked
 from aigw.guardrails.output import LeakageCheck, StreamGuard, TextCheck, json_format_errors
 from aigw.guardrails.verdict import Verdict
 from aigw.observability.metrics import Metrics
-from aigw.pipeline.context import RequestContext
+from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.cache_entry import counted_usage
 from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.pipeline.stages.guardrail_policy import PII_MAPPING, Policies, Policy, metrics_of, policies_for, record
 from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, edit_stream
@@ -207,7 +208,13 @@ class OutputStage(Stage):
                            headers={"x-request-id": ctx.request_id}, allowed=ctx.principal.allowed_models,
                            caps=ctx.state.get(ROUTE_CAPS))
         new, served = await self.router.complete(req)
-        ctx.usage = _add_usage(ctx.usage, new.get("usage"))
+        # both calls are billed: one whose upstream reported no usage is counted locally, or the sum
+        # would hold the other call alone
+        first = ctx.usage
+        if first is None and isinstance(answered := ctx.state.pop(ANSWER_WITHOUT_USAGE, None), dict):
+            first = counted_usage(ctx.body, answered)
+        retried = new.get("usage")
+        ctx.usage = _add_usage(first, retried if isinstance(retried, dict) else counted_usage(retry_body, new))
         ctx.served_by, ctx.served_model = served.deployment, served.model
         ctx.attempts += served.attempts
         ctx.upstream_s += served.upstream_s
