@@ -13,8 +13,9 @@ paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aigw import errors
 from aigw.http.admin_guard import admin_scope
@@ -40,13 +41,19 @@ KeyLookup = Callable[[str, str | None], Awaitable[ApiKey]]  # (key id, caller's 
 
 def _time(name: str, raw: str) -> float:
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # "inf" or "nan" would match every request, or none
+            raise errors.InvalidRequest(f"`{name}` must be a finite number of epoch seconds", param=name)
+        return seconds
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise errors.InvalidRequest(f"`{name}` must be epoch seconds or an ISO 8601 time", param=name) from None
+    # a time without a zone is UTC, as everywhere in the admin API (not the server's own zone)
+    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def _number(name: str, raw: str) -> float:

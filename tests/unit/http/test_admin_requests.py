@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from aigw.http.admin_requests import AdminRequests
+from aigw import errors
+from aigw.http.admin_requests import AdminRequests, parse_query
 from aigw.http.auth import Authenticator
 from aigw.observability.request_log import MemoryRequestLog, RequestLogWriter, RequestRecord
 from aigw.pipeline.context import Principal
@@ -98,3 +99,21 @@ async def test_a_request_log_that_cannot_be_read_is_a_503_in_the_error_shape_not
     status, body = await get_with_key(handler, path, MASTER, b"")
     assert status == 503
     assert "request log cannot be read" in json.loads(body)["error"]["message"]
+
+
+def test_a_time_without_a_zone_is_utc_whatever_the_servers_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        q = parse_query({"since": "2026-11-27T10:00:00", "until": "2026-11-27T11:00:00Z"}, "")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert q.since == 1795773600.0 and q.until == 1795777200.0  # 10:00 and 11:00 UTC, not New York's
+
+
+@pytest.mark.parametrize("raw", ["inf", "nan", "-inf"])
+def test_a_time_that_is_not_finite_is_refused(raw: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        parse_query({"since": raw}, "")
+    assert info.value.param == "since"
