@@ -27,6 +27,15 @@ def gateway_config(db_path: Path, **extra: Any) -> dict[str, Any]:
     return cfg
 
 
+def openai_gateway_config(db_path: Path, api_base: str, **model: Any) -> dict[str, Any]:
+    """Tenancy on, one OpenAI deployment ``oai`` at ``api_base`` (upstream key ``sk-oai``), no retries."""
+    config = gateway_config(db_path)
+    config["models"] = [{"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": api_base,
+                         "api_key": "sk-oai", **model}]
+    config["routing"] = {"*": {"num_retries": 0}}
+    return config
+
+
 def setup_key(admin: AdminClient, tenant: str, project: str = "web", **key: Any) -> dict[str, Any]:
     """Create (or reuse) tenant and project, then a key with the given fields; returns the key JSON."""
     try:

@@ -11,7 +11,7 @@ import pytest
 from aigw.cli.admin_client import AdminClient
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.integration.tenancy_support import MASTER, gateway_config, key_spend, setup_key
+from tests.integration.tenancy_support import MASTER, key_spend, openai_gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 
 # $1000 / $2000 per million tokens; flex at half, priority at twice (the fake reports the tier it was asked)
@@ -28,10 +28,7 @@ def oai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, oai: FakeOpenAI) -> Iterator[RunningGateway]:
-    config = gateway_config(tmp_path_factory.mktemp("tiers") / "gw.db")
-    config["models"] = [{"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": oai.base_url,
-                         "api_key": "sk-oai", "prices": PRICES}]
-    config["routing"] = {"*": {"num_retries": 0}}
+    config = openai_gateway_config(tmp_path_factory.mktemp("tiers") / "gw.db", oai.base_url, prices=PRICES)
     with running_gateway(config) as running:
         yield running
 

@@ -10,7 +10,7 @@ import pytest
 from aigw.cli.admin_client import AdminClient
 from tests.fakes import openai_faults as oai_faults
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
+from tests.integration.tenancy_support import MASTER, openai_gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 
 MSGS = [{"role": "user", "content": "hello"}]
@@ -25,11 +25,7 @@ def oai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, oai: FakeOpenAI) -> Iterator[RunningGateway]:
-    config = gateway_config(tmp_path_factory.mktemp("refusals") / "gw.db")
-    config["models"] = [{"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": oai.base_url,
-                         "api_key": "sk-oai"}]
-    config["routing"] = {"*": {"num_retries": 0}}
-    with running_gateway(config) as running:
+    with running_gateway(openai_gateway_config(tmp_path_factory.mktemp("refusals") / "gw.db", oai.base_url)) as running:
         yield running
 
 
