@@ -43,6 +43,7 @@ ESTIMATE = "tenancy.prompt_estimate"
 ROUTE_CAPS = "tenancy.route_caps"  # the deployment caps the router checks per call (``deployment_caps``)
 BUDGET_DONE = "budget.reserved"  # the budget is reserved: (scopes, amount, entered, slot)
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
+STORE_ERROR_LOG_EVERY = 1000  # during an outage every request fails its store call: log one in this many
 
 
 @dataclass(slots=True)
@@ -59,9 +60,14 @@ class TenancyServices:
     budget_plan: BudgetPlan | None = None  # set by the budget stage when it is in the pipeline
     metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
 
-    def store_error(self, what: str, exc: BaseException) -> None:
-        self.counters[what] = self.counters.get(what, 0) + 1
-        log.warning("%s store unavailable (%s: %s)", what, type(exc).__name__, exc)
+    def store_error(self, what: str, exc: BaseException, operation: str = "enter") -> None:
+        """A limits or budget store call failed: counted in ``aigw_store_errors_total{store=what}``; logged
+        on the first failure and then once per ``STORE_ERROR_LOG_EVERY`` (an outage fails every request)."""
+        n = self.counters[what] = self.counters.get(what, 0) + 1
+        if self.metrics is not None:
+            self.metrics.store_error(what, operation)
+        if n == 1 or n % STORE_ERROR_LOG_EVERY == 0:
+            log.warning("%s store unavailable (%s: %s); %d failed calls so far", what, type(exc).__name__, exc, n)
 
     async def raise_alert(self, scope: Scope, tenant_id: str, window: str, threshold: float, request_id: str) -> None:
         """One budget alert (settled spend crossed a threshold, or a budget was changed to below what its

@@ -89,6 +89,28 @@ async def test_budgets_fail_closed_by_default() -> None:
     assert lenient is not None and await lenient.on_request(_ctx(Limits(budget_usd=1.0))) is None
 
 
+async def test_a_limits_or_budget_store_outage_counts_in_the_store_errors_metric(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from aigw.observability.metrics import Metrics
+    svc = _services(gate=Broken(), budget_on_store_error="open")
+    svc.metrics = Metrics(models=["mock"])
+    stages = [limits.build(_deps(svc)), budget.build(_deps(svc))]
+    with caplog.at_level("WARNING", logger="aigw.tenancy"):
+        for _ in range(3):
+            ctx = _ctx(Limits(rpm=5, budget_usd=1.0))
+            for stage in stages:
+                assert stage is not None and await stage.on_request(ctx) is None
+            for stage in reversed(stages):
+                assert stage is not None
+                await stage.on_finish(ctx)
+    text = svc.metrics.render().decode()
+    assert 'aigw_store_errors_total{operation="enter",store="limits"} 3.0' in text
+    assert 'aigw_store_errors_total{operation="leave",store="limits"} 3.0' in text
+    # an outage fails every request: the log says so once per store, not once per request
+    warned = [r.getMessage().split()[0] for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert sorted(warned) == sorted(set(warned))
+
+
 async def test_a_real_redis_outage_follows_the_policy() -> None:
     dead = make_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.1)  # nothing listens on port 1
     try:

@@ -150,7 +150,7 @@ class BudgetStage(Stage):
                 crossed = await self.svc.gate.leave([], slot, 0, 0, scopes, reserved, actual, entered,
                                                     self.svc.config.alert_thresholds)
             except Exception as exc:
-                self.svc.store_error("budget", exc)
+                self.svc.store_error("budget", exc, "leave")
                 return
             ctx.state[SETTLED] = crossed
         for ref, window, threshold in crossed:

@@ -176,7 +176,7 @@ class LimitsStage(Stage):
         try:
             crossed = (await asyncio.gather(*steps))[0] if len(steps) > 1 else await steps[0]
         except Exception as exc:  # parallel slots expire on their own (TTL)
-            self.svc.store_error("limits", exc)
+            self.svc.store_error("limits", exc, "leave")
             if joint is not None:  # it may have been settled all the same: never settle twice
                 ctx.state[SETTLED] = []
             return
