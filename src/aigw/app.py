@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from functools import partial
 from typing import Any
 
 from aigw.config.cache import CacheConfig
@@ -56,6 +57,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     tenancy = Tenancy(config, redis, supervisor, clients) if config.tenancy.enabled else None
     if tenancy is not None:  # virtual keys, limits, budgets, spend ledger
         tenancy.services.metrics = obs.metrics  # budget alerts count in aigw_events_total
+        if obs.metrics is not None:  # failed ledger writes and dropped rows count in aigw_store_errors_total
+            tenancy.ledger.on_error = partial(obs.metrics.store_error, "ledger")
         deps.services.update(tenancy.stage_services())
     stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
     if obs.tracing is not None:

@@ -21,7 +21,7 @@ import atexit
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from aigw.accounting.ledger_spill import SpillFile
@@ -53,6 +53,9 @@ class Ledger:
         self.dropped = 0
         self.failures = 0
         self.healthy = True
+        # each failed batch write ("write") and each row dropped for max_buffered ("buffer_full"), as
+        # the request log reports them: app.py points it at aigw_store_errors_total{store="ledger"}
+        self.on_error: Callable[[str], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -75,6 +78,8 @@ class Ledger:
         if len(self._buf) > self._cfg.max_buffered:
             self._buf.popleft()
             self.dropped += 1
+            if self.on_error is not None:
+                self.on_error("buffer_full")
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("spend ledger buffer full (%d rows): %d oldest rows dropped",
                           self._cfg.max_buffered, self.dropped)
@@ -138,6 +143,8 @@ class Ledger:
         except Exception as exc:
             self._put_back(batch, old)
             self.failures += 1
+            if self.on_error is not None:
+                self.on_error("write")
             if self.healthy or self.failures % 20 == 0:
                 log.warning("spend ledger write failed (%s: %s); %d rows buffered, retrying",
                             type(exc).__name__, exc, self.pending)

@@ -165,3 +165,23 @@ async def test_a_write_cancelled_mid_way_keeps_its_rows_for_the_next_write() -> 
     store.release.set()
     await ledger.close()
     assert sorted(r.n for r in store.rows.values()) == list(range(10)) and ledger.dropped == 0
+
+
+async def test_failed_writes_and_dropped_rows_count_in_the_store_errors_metric() -> None:
+    from aigw.app import build_app
+    from aigw.config.models import GatewayConfig
+
+    app = build_app(GatewayConfig.model_validate({
+        "server": {"master_key": "sk-test"}, "database_url": "sqlite://:memory:",
+        "models": [{"name": "mock", "provider": "mock"}],
+        "tenancy": {"ledger": {"max_buffered": 1000, "spill_file": "off"}}}))
+    ledger = app.state["deps"].services["tenancy"].ledger
+    store = FlakyStore()
+    store.down = True
+    ledger._store = store  # the database went away
+    for i in range(1001):
+        ledger.record(Rec(i))  # the last one pushes the oldest out
+    assert not await ledger.flush_once()
+    text = app.state["observability"].metrics.render().decode()
+    assert 'aigw_store_errors_total{operation="write",store="ledger"} 1.0' in text
+    assert 'aigw_store_errors_total{operation="buffer_full",store="ledger"} 1.0' in text
