@@ -23,6 +23,7 @@ import orjson
 log = logging.getLogger("aigw.request_log")
 DAY_S = 86400
 MAX_PAGE = 500
+RETRY_BACKOFF_MAX_S = 30.0  # the longest wait between tries while the store is away (as the spend ledger)
 
 
 @dataclass(slots=True)
@@ -247,11 +248,17 @@ class RequestLogWriter:
         """The background loop: flush on a timer or a full batch; retention once an hour."""
         await self.enforce_retention()
         last_retention = self._now()
+        backoff = self.flush_interval_s
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
-            await self.flush()
+            if await self.flush():
+                backoff = self.flush_interval_s
+            else:  # the store is away: wait before the next try (a full buffer wakes the loop at every add)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
             if self._now() - last_retention > 3600:
                 last_retention = self._now()
                 await self.enforce_retention()

@@ -138,6 +138,20 @@ async def test_writer_drops_oldest_when_the_buffer_is_full_and_counts_it() -> No
     assert w.pending == 100 and w.dropped == 5 and errors.count("buffer_full") == 5
 
 
+async def test_writer_loop_backs_off_while_the_store_is_down_instead_of_retrying_at_every_add() -> None:
+    store = Flaky()
+    w = RequestLogWriter(store, flush_interval_s=0.05, batch_size=5, now=lambda: DAY0)
+    task = asyncio.get_running_loop().create_task(w.run())
+    for i in range(300):  # steady traffic: the buffer stays past a batch, so every add wakes the loop
+        w.add(rec(i))
+        await asyncio.sleep(0.001)
+    assert store.calls <= 8  # tries at 0.05, 0.1, 0.2 s... apart, not one per add
+    store.fail = False
+    await w.close()
+    await asyncio.wait_for(task, 1)
+    assert len(await store.query(RequestQuery(limit=500))) == 300
+
+
 async def test_writer_loop_flushes_on_its_own_and_close_drains() -> None:
     store = MemoryRequestLog()
     w = RequestLogWriter(store, flush_interval_s=0.01, now=lambda: DAY0)
