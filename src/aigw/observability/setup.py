@@ -79,15 +79,18 @@ def secrets_of(config: GatewayConfig) -> list[str]:
     # passwords in the URLs of the stores and endpoints (a driver's error message may quote its URL)
     urls = (config.database_url, config.redis_url, config.observability.tracing.endpoint,
             config.tenancy.alert_webhook)
-    out += [_password(u) for u in urls if u]
+    out += [p for u in urls if u for p in _password(u)]
     return [s for s in out if s]
 
 
-def _password(url: str) -> str:
+def _password(url: str) -> tuple[str, str]:
+    """A URL's password as written and decoded: an error quoting the URL shows the first (``p%40ss``),
+    one quoting the driver's parsed settings the second (``p@ss``)."""
     try:
-        return unquote(urlsplit(url).password or "")
+        raw = urlsplit(url).password or ""
     except ValueError:  # not a URL config accepted as one: nothing to take out
-        return ""
+        return "", ""
+    return raw, unquote(raw)
 
 
 def request_log_store(database_url: str, writer: str = "process") -> RequestLogStore:

@@ -126,3 +126,11 @@ def test_passwords_in_the_stores_and_endpoints_urls_are_secrets() -> None:
     found = secrets_of(config)
     assert {"pg@pass-1", "redis-pass-2", "hook-pass-3"} <= set(found)
     assert "" not in found
+
+
+def test_a_url_password_is_a_secret_as_written_too() -> None:
+    # an error quoting the URL itself (httpx's for the webhook, a DSN in a start-up failure) shows it encoded
+    config = GatewayConfig.model_validate({"database_url": "postgresql://aigw:pg%40pass-1@127.0.0.1:5432/aigw"})
+    scrub = Scrubber()
+    scrub.add(secrets_of(config))
+    assert "pg%40pass-1" not in scrub.known("cannot connect to postgresql://aigw:pg%40pass-1@127.0.0.1:5432/aigw")
