@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ ROUTE_CAPS = "tenancy.route_caps"  # the deployment caps the router checks per c
 BUDGET_DONE = "budget.reserved"  # the budget is reserved: (scopes, amount, entered, slot)
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
 STORE_ERROR_LOG_EVERY = 1000  # during an outage every request fails its store call: log one in this many
+STORE_ERROR_QUIET_S = 60.0  # a failure this long after the previous one starts a new outage: logged again
 
 
 @dataclass(slots=True)
@@ -59,14 +61,21 @@ class TenancyServices:
     counters: dict[str, int] = field(default_factory=dict)  # store errors by kind (for /health and metrics)
     budget_plan: BudgetPlan | None = None  # set by the budget stage when it is in the pipeline
     metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
+    monotonic: Callable[[], float] = time.monotonic  # when a store last failed (``store_error``), only then read
+    _failed_at: dict[str, float] = field(default_factory=dict)
 
     def store_error(self, what: str, exc: BaseException, operation: str = "enter") -> None:
         """A limits or budget store call failed: counted in ``aigw_store_errors_total{store=what}``; logged
-        on the first failure and then once per ``STORE_ERROR_LOG_EVERY`` (an outage fails every request)."""
+        on the first failure of an outage (none for ``STORE_ERROR_QUIET_S`` before it) and then once per
+        ``STORE_ERROR_LOG_EVERY`` (an outage fails every request). The count runs on across outages, so a
+        second short one would otherwise say nothing."""
         n = self.counters[what] = self.counters.get(what, 0) + 1
         if self.metrics is not None:
             self.metrics.store_error(what, operation)
-        if n == 1 or n % STORE_ERROR_LOG_EVERY == 0:
+        now = self.monotonic()
+        last = self._failed_at.get(what)
+        self._failed_at[what] = now
+        if last is None or now - last >= STORE_ERROR_QUIET_S or n % STORE_ERROR_LOG_EVERY == 0:
             log.warning("%s store unavailable (%s: %s); %d failed calls so far", what, type(exc).__name__, exc, n)
 
     async def raise_alert(self, scope: Scope, tenant_id: str, window: str, threshold: float, request_id: str) -> None:

@@ -111,6 +111,22 @@ async def test_a_limits_or_budget_store_outage_counts_in_the_store_errors_metric
     assert sorted(warned) == sorted(set(warned))
 
 
+def test_a_second_store_outage_is_logged_though_the_count_runs_on(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    svc = _services()
+    svc.monotonic = lambda: now[0]
+    with caplog.at_level("WARNING", logger="aigw.tenancy"):
+        for _ in range(5):  # the first outage: logged once
+            svc.store_error("limits", ConnectionError("down"))
+            now[0] += 0.01
+        now[0] += 3600.0  # an hour later, a second short one
+        for _ in range(5):
+            svc.store_error("limits", ConnectionError("down again"))
+            now[0] += 0.01
+    warned = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(warned) == 2 and "down again" in warned[1]
+
+
 async def test_a_real_redis_outage_follows_the_policy() -> None:
     dead = make_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.1)  # nothing listens on port 1
     try:
