@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from aigw.pipeline.context import Principal, RequestContext
-from aigw.pipeline.stages.cache_keys import context_key, exact_key, scope_of, semantic_blocker
+from aigw.pipeline.stages.cache_keys import (
+    MAX_MARKED_WORDS,
+    context_key,
+    exact_key,
+    literals,
+    scope_of,
+    semantic_blocker,
+    word_order_mark,
+)
 from aigw.types import JSON
 
 
@@ -157,3 +165,12 @@ def test_context_key_counts_the_negations_of_the_last_turn() -> None:
     assert key("Is Notion safe?") == key("is notion safe")  # whole words only
     assert key("Why don't cats swim?") == key("why dont cats swim")  # the apostrophe left out
     assert key("What is sin of 30 degrees?") == key("What is the sine of 30 degrees")  # no Spanish "sin"
+
+
+def test_a_turn_too_long_for_a_word_order_mark_keeps_its_kept_words_in_order() -> None:
+    # past MAX_MARKED_WORDS there is no mark to pass over a swap, so the bucket key still tells them apart
+    filler = " ".join(["word"] * MAX_MARKED_WORDS)
+    one, other = f"{filler} convert celsius to fahrenheit", f"{filler} convert fahrenheit to celsius"
+    assert word_order_mark(one) == word_order_mark(other) == b""
+    assert literals(one) != literals(other)
+    assert literals("convert celsius to fahrenheit") == literals("convert fahrenheit to celsius")  # a mark judges

@@ -177,13 +177,17 @@ def literals(text: str) -> str:
     ``^[A-Z]+$``). Linear in the text (a split and a search per word, one search for negations)."""
     found = _QUOTED.findall(text)
     kept: list[str] = []
+    words = 0
     for word in text.split():
         core = word.strip(_AROUND)
+        words += core != ""
         if _LITERAL_MARK.search(core):
             found.append(core)
         elif (lower := core.lower()) in _KEPT_WORDS:
             kept.append(lower)
-    found += sorted(kept)  # as a bag: a moved clause keeps its bucket (the word-order mark judges the order)
+    # as a bag: a moved clause keeps its bucket (the word-order mark judges the order); in order for a turn
+    # too long to have a mark, where nothing else would tell "Celsius to Fahrenheit" from its swap
+    found += sorted(kept) if words <= MAX_MARKED_WORDS else kept
     found.append(str(len(_NEGATION.findall(text))))
     return "\x1f".join(found)
 
