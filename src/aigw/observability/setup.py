@@ -87,10 +87,18 @@ def _password(url: str) -> tuple[str, str]:
     """A URL's password as written and decoded: an error quoting the URL shows the first (``p%40ss``),
     one quoting the driver's parsed settings the second (``p@ss``)."""
     try:
-        raw = urlsplit(url).password or ""
+        parts = urlsplit(url)
+        raw = parts.password or ""
     except ValueError:  # not a URL config accepted as one: nothing to take out
         return "", ""
+    if unquote(raw).lower() in _DEFAULT_PASSWORDS or raw == parts.username:
+        # a local default (postgres:postgres): no secret, and as one it would blank every "postgres"
+        # in the logs and errors, the URL scheme included
+        return "", ""
     return raw, unquote(raw)
+
+
+_DEFAULT_PASSWORDS = frozenset({"postgres", "password", "redis", "root", "admin", "guest"})
 
 
 def request_log_store(database_url: str, writer: str = "process") -> RequestLogStore:
