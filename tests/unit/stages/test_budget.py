@@ -4,6 +4,7 @@ threshold: a key or project id alone does not say whose budget it is."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -137,3 +138,26 @@ def test_made_up_model_names_do_not_grow_the_worst_case_memo() -> None:
         stage.worst_case_nano(_ctx(body={"model": f"made-up-{i}", "messages": [{"role": "user", "content": "hi"}]}))
     assert len(stage._rates) <= stage._rates_cap
     assert stage.worst_case_nano(_ctx(body={"model": "mock", "messages": [{"role": "user", "content": "hi"}]})) > 0
+
+
+def test_a_model_a_configured_rule_may_route_to_a_dearer_one_is_reserved_at_the_dearer_rates() -> None:
+    # the rules run after the reservation: reserved at the asked model's rates, a route to a dearer model
+    # settled above it on every such call, and concurrent ones could overrun a budget by more than one call
+    cheap = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(input_per_mtok=1000,
+                                                                                output_per_mtok=2000))
+    dear = Deployment(name="big", provider="mock", id="big#0", prices=Prices(input_per_mtok=3000,
+                                                                             output_per_mtok=9000))
+    rules = {"rules": [{"name": "hard", "match": {"model": "mock", "keywords": ["prove"]}, "route": "big"}]}
+
+    def stage_for(guardrails: dict[str, Any] | None) -> budget.BudgetStage:
+        svc = _services()
+        svc.prices = PriceBook([cheap, dear])
+        deps = StageDeps(config=GatewayConfig(models=[cheap, dear], guardrails=guardrails))
+        deps.services[SERVICE] = svc
+        built = budget.build(deps)
+        assert isinstance(built, budget.BudgetStage)
+        return built
+
+    routed, plain = stage_for(rules), stage_for(None)
+    assert _worst(routed, 50) == (50 * 3000 + 10 * 9000) * 1000  # at big's rates, whichever way the rule goes
+    assert _worst(plain, 50) == (50 * 1000 + 10 * 2000) * 1000

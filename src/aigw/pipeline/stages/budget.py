@@ -27,6 +27,7 @@ from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.guardrail_policy import policies_for
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
     JOINT,
@@ -194,6 +195,20 @@ def build(deps: StageDeps) -> Stage | None:
     prices: dict[str, list[Price]] = {}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
+    # a configured rule may route a model's request to another model after the reservation: reserve at the
+    # dearer of both (a key's own rules, in its metadata, are not known here: docs/tenancy.md says so)
+    routed = {model: [p for target in _route_targets(deps, model) for p in prices.get(target, ())]
+              for model in prices}
+    prices = {model: [*own, *routed[model]] for model, own in prices.items()}
     stage = BudgetStage(svc, deps.clock, prices)
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     return stage
+
+
+def _route_targets(deps: StageDeps, model: str) -> set[str]:
+    """The models a configured rule (global, or the model's own) may route ``model``'s requests to."""
+    policies = policies_for(deps, "rules")
+    rules = policies.by_model.get(model, policies.default).rules if policies is not None else None
+    if rules is None:
+        return set()
+    return {r.text for r in rules.rules if r.action == "route" and (r.model is None or r.model.fullmatch(model))}
