@@ -27,7 +27,7 @@ class RouteTerminal:
             body, served = await self.router.complete(req)
         except errors.GatewayError:
             if req.served is not None:  # calls that failed still reached upstreams (the limits stage asks)
-                ctx.attempts, ctx.retries, ctx.fallbacks = req.served.attempts, req.served.retries, req.served.fallbacks
+                _tries(ctx, req.served)
             raise
         _record(ctx, served)
         usage = body.get("usage")
@@ -51,8 +51,13 @@ def _forwarded(ctx: RequestContext) -> dict[str, str]:
 def _record(ctx: RequestContext, served: Served) -> None:
     ctx.served_by = served.deployment
     ctx.served_model = served.model
-    ctx.attempts, ctx.retries, ctx.fallbacks = served.attempts, served.retries, served.fallbacks
     ctx.first_token_s = served.first_token_s
+    _tries(ctx, served)
+
+
+def _tries(ctx: RequestContext, served: Served) -> None:
+    """What the router tried, answered or not: attempts, retries, fallbacks and the time spent upstream."""
+    ctx.attempts, ctx.retries, ctx.fallbacks = served.attempts, served.retries, served.fallbacks
     ctx.upstream_s = served.upstream_s
 
 

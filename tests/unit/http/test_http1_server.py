@@ -445,9 +445,9 @@ async def test_a_failed_start_up_is_an_error_and_nothing_listens() -> None:
     assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
 
 
-async def test_a_signal_while_the_app_starts_stops_the_start_up_and_the_server() -> None:
-    # e.g. a database that accepts connections and never answers: the start-up waits, and SIGTERM was
-    # ignored until it gave up (two minutes); now the start-up is cancelled and nothing listens
+def _hanging_start_up() -> tuple[Any, asyncio.Event]:
+    """An app whose start-up never ends (a database that accepts and never answers), and the event its
+    cancellation sets."""
     cancelled = asyncio.Event()
 
     async def hanging(scope: Scope, receive: Any, send: Any) -> None:
@@ -458,6 +458,13 @@ async def test_a_signal_while_the_app_starts_stops_the_start_up_and_the_server()
             cancelled.set()
             raise
 
+    return hanging, cancelled
+
+
+async def test_a_signal_while_the_app_starts_stops_the_start_up_and_the_server() -> None:
+    # e.g. a database that accepts connections and never answers: the start-up waits, and SIGTERM was
+    # ignored until it gave up (two minutes); now the start-up is cancelled and nothing listens
+    hanging, cancelled = _hanging_start_up()
     server = Server(hanging, "127.0.0.1", 0)
     serving = asyncio.create_task(server.serve())
     await asyncio.sleep(0.05)
@@ -470,16 +477,7 @@ async def test_a_signal_while_the_app_starts_stops_the_start_up_and_the_server()
 async def test_a_server_cancelled_while_the_app_starts_cancels_the_start_up_too() -> None:
     """The task running ``serve`` is cancelled (an embedding program stops it): the app's start-up does not
     run on without it, holding its database connection."""
-    cancelled = asyncio.Event()
-
-    async def hanging(scope: Scope, receive: Any, send: Any) -> None:
-        await receive()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    hanging, cancelled = _hanging_start_up()
     serving = asyncio.create_task(Server(hanging, "127.0.0.1", 0).serve())
     await asyncio.sleep(0.05)
     serving.cancel()

@@ -401,3 +401,21 @@ async def test_a_stream_cut_while_thinking_is_charged_for_the_prompt_and_the_thi
     ctx = await _cut_stream(svc, [{"reasoning_content": w} for w in ("Let", " me", " think")], gone)
     m = measure(ctx, svc)
     assert m.source == "local" and m.tokens.reasoning == 3 and m.tokens.output == 0 and m.tokens.prompt > 0
+
+
+class FailingRouter:
+    """Two calls reached upstreams, then the router gave up (a 503 from the last one)."""
+
+    async def complete(self, req: Any) -> Any:
+        req.served = Served(model="mock", attempts=2, retries=1, upstream_s=0.25)
+        raise errors.Unavailable("upstream down")
+
+
+async def test_a_failed_route_still_records_its_attempts_and_its_time_upstream() -> None:
+    # the limits stage reads the attempts (a call that reached an upstream keeps its rpm), and the ledger's
+    # upstream_ms / overhead_ms read the time: a failed call's overhead was its whole latency before
+    ctx = _ctx()
+    with pytest.raises(errors.Unavailable):
+        await RouteTerminal(FailingRouter()).handle(ctx)  # type: ignore[arg-type]
+    assert (ctx.attempts, ctx.retries, ctx.upstream_s) == (2, 1, 0.25)
+    assert ctx.served_by is None
