@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from aigw import errors
 from aigw.types import JSON
@@ -65,11 +65,39 @@ class ToolCall(_Open):
     function: FunctionCall
 
 
+class CustomCall(_Open):
+    name: str
+    input: str  # free-form text, not JSON: the model wrote it to the tool's format
+
+
+class CustomToolCall(_Open):
+    id: str
+    type: Literal["custom"]
+    custom: CustomCall
+
+
+def _kind(value: Any) -> str | None:
+    """The branch of a tool (or tool call) union: its ``type``, ``function`` when absent (as before), else
+    None (pydantic then names the bad ``type``). The tags are capitalised so ``_loc`` drops them from the
+    param: a client reads ``tools.0.custom.name``, not ``tools.0.Custom.custom.name``."""
+    if not isinstance(value, dict):
+        return "Function"  # the function branch then says it wants an object
+    kind = value.get("type", "function")
+    return {"function": "Function", "custom": "Custom"}.get(kind) if isinstance(kind, str) else None
+
+
+_BAD_KIND = "type must be 'function' or 'custom'"
+AnyToolCall = Annotated[
+    Annotated[ToolCall, Tag("Function")] | Annotated[CustomToolCall, Tag("Custom")],
+    Discriminator(_kind, custom_error_type="invalid_tool_type", custom_error_message=_BAD_KIND),
+]
+
+
 class Message(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[AnyToolCall] | None = None
     tool_call_id: str | None = None
 
 
@@ -84,6 +112,51 @@ class Tool(_Open):
     function: FunctionDef
 
 
+class TextFormat(_Open):
+    type: Literal["text"]
+
+
+class Grammar(_Open):
+    definition: str
+    syntax: Literal["lark", "regex"]
+
+
+class GrammarFormat(_Open):
+    type: Literal["grammar"]
+    grammar: Grammar
+
+
+def _format_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return {"text": "Text", "grammar": "Grammar"}.get(kind) if isinstance(kind, str) else None
+
+
+CustomFormat = Annotated[
+    Annotated[TextFormat, Tag("Text")] | Annotated[GrammarFormat, Tag("Grammar")],
+    Discriminator(_format_kind, custom_error_type="invalid_format_type",
+                  custom_error_message="format.type must be 'text' or 'grammar'"),
+]
+
+
+class CustomDef(_Open):
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    format: CustomFormat | None = None  # absent: unconstrained text
+
+
+class CustomTool(_Open):
+    """OpenAI's custom (free-form) tool: the model calls it with a string, optionally held to a grammar."""
+
+    type: Literal["custom"]
+    custom: CustomDef
+
+
+AnyTool = Annotated[
+    Annotated[Tool, Tag("Function")] | Annotated[CustomTool, Tag("Custom")],
+    Discriminator(_kind, custom_error_type="invalid_tool_type", custom_error_message=_BAD_KIND),
+]
+
+
 class StreamOptions(_Open):
     include_usage: bool | None = None
 
@@ -96,7 +169,7 @@ class ResponseFormat(_Open):
 class ChatRequest(_Open):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
-    tools: list[Tool] | None = None
+    tools: list[AnyTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
@@ -192,3 +265,46 @@ def content_text(content: Any) -> str:
     if isinstance(content, list):
         return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
+
+
+def call_kind(call: Any) -> str | None:
+    """Where a tool call (or a streamed piece of one) keeps its text: ``"function"`` (JSON ``arguments``),
+    ``"custom"`` (a custom tool's free-text ``input``), or None (no text in it). A string wins over an empty
+    echo: some servers send ``custom: {}`` beside a function call's arguments."""
+    if not isinstance(call, dict):
+        return None
+    fn = call.get("function")
+    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+        return "function"
+    custom = call.get("custom")
+    if isinstance(custom, dict) and isinstance(custom.get("input"), str):
+        return "custom"
+    return None
+
+
+_TEXT_FIELD = {"function": "arguments", "custom": "input"}
+
+
+def call_text(call: Any) -> str | None:
+    """A tool call's text: a function's ``arguments`` or a custom tool's ``input`` (None: neither)."""
+    kind = call_kind(call)
+    return None if kind is None else str(call[kind][_TEXT_FIELD[kind]])
+
+
+def call_name(call: Any) -> str:
+    """The name of the function or custom tool a call names ("" when it names none)."""
+    if not isinstance(call, dict):
+        return ""
+    for kind in ("function", "custom"):
+        part = call.get(kind)
+        if isinstance(part, dict) and isinstance(part.get("name"), str):
+            return str(part["name"])
+    return ""
+
+
+def with_call_text(call: JSON, text: str) -> JSON:
+    """A copy of a tool call (or streamed piece) with its text replaced; the call itself when it has none."""
+    kind = call_kind(call)
+    if kind is None:
+        return call
+    return {**call, kind: {**call[kind], _TEXT_FIELD[kind]: text}}

@@ -39,6 +39,52 @@ def test_invalid_bodies_name_the_field(body: dict[str, object], param: str) -> N
     assert exc.value.param is not None and exc.value.param.startswith(param)
 
 
+ASK = [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.parametrize("extra", [
+    {"tools": [{"type": "custom", "custom": {"name": "shell"}}]},
+    {"tools": [{"type": "custom", "custom": {"name": "shell", "description": "Run it.", "format": {"type": "text"}}}]},
+    {"tools": [{"type": "custom", "custom": {"name": "sql", "format": {"type": "grammar", "grammar": {
+        "definition": "start: /SELECT .+/", "syntax": "lark"}}}}],
+     "tool_choice": {"type": "custom", "custom": {"name": "sql"}}},
+    {"tools": [{"type": "custom", "custom": {"name": "n", "format": {"type": "grammar", "grammar": {
+        "definition": "\\d+", "syntax": "regex"}}}}, {"type": "function", "function": {"name": "f"}}],
+     "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+         {"type": "custom", "custom": {"name": "n"}}]}}},
+    {"messages": [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "custom", "custom": {"name": "shell", "input": "ls -la"}},
+        {"id": "d", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
+], ids=["bare", "text", "lark", "regex-allowed", "calls"])
+def test_custom_tools_and_their_calls_are_accepted_unchanged(extra: dict[str, object]) -> None:
+    body = {"model": "m", "messages": ASK, **extra}
+    assert validate_chat(body) is body
+
+
+@pytest.mark.parametrize(("extra", "param", "says"), [
+    ({"tools": [{"type": "custom", "custom": {}}]}, "tools.0.custom.name", "Field required"),
+    ({"tools": [{"type": "custom", "custom": {"name": ""}}]}, "tools.0.custom.name", "at least 1"),
+    ({"tools": [{"type": "custom"}]}, "tools.0.custom", "Field required"),
+    ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "json"}}}]},
+     "tools.0.custom.format", "'text' or 'grammar'"),
+    ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "grammar"}}}]},
+     "tools.0.custom.format.grammar", "Field required"),
+    ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "grammar", "grammar": {
+        "definition": "a", "syntax": "pcre"}}}}]}, "tools.0.custom.format.grammar.syntax", "'lark' or 'regex'"),
+    ({"tools": [{"type": "mystery"}]}, "tools.0", "'function' or 'custom'"),
+    ({"messages": [*ASK, {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "custom", "custom": {"name": "x"}}]}]}, "messages.1.tool_calls.0.custom.input",
+     "Field required"),
+    ({"messages": [*ASK, {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "custom", "custom": {"name": "x", "input": ["a"]}}]}]},
+     "messages.1.tool_calls.0.custom.input", "valid string"),
+])
+def test_malformed_custom_tools_name_the_field(extra: dict[str, object], param: str, says: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_chat({"model": "m", "messages": ASK, **extra})
+    assert exc.value.param == param and says in exc.value.message
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
