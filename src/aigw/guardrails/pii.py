@@ -21,6 +21,7 @@ from typing import Any
 from aigw.errors import InvalidRequest
 from aigw.guardrails.pii_entities import FINDERS, Match, TextScan, iban_ok, luhn_ok
 from aigw.guardrails.verdict import Action, Verdict
+from aigw.schema.openai import call_text, with_call_text
 
 __all__ = [
     "BUILTIN_ENTITIES", "MODES", "PLACEHOLDER", "Match", "Messages", "PiiDetector", "Redactor", "StreamRestorer",
@@ -90,7 +91,7 @@ def _resolve(found: list[Match]) -> list[Match]:
 
 
 def map_message_texts(messages: Messages, fn: Callable[[str], str]) -> Messages:
-    """Apply fn to every text of every message (content, text parts, tool-call arguments).
+    """Apply fn to every text of every message (content, text parts, tool-call arguments, custom tool inputs).
 
     Returns a new list; a message is copied only when one of its texts changed, so the
     input is never mutated and an unchanged request allocates almost nothing.
@@ -125,11 +126,12 @@ def _map_part(part: Any, fn: Callable[[str], str]) -> Any:
 
 
 def _map_call(call: Any, fn: Callable[[str], str]) -> Any:
-    func = call.get("function") if isinstance(call, dict) else None
-    if isinstance(func, dict) and isinstance(func.get("arguments"), str):
-        args = fn(func["arguments"])
-        if args is not func["arguments"]:
-            return {**call, "function": {**func, "arguments": args}}
+    """A function call's arguments or a custom tool call's input, through ``fn``."""
+    text = call_text(call)
+    if text is not None:
+        new = fn(text)
+        if new is not text:
+            return with_call_text(call, new)
     return call
 
 

@@ -33,6 +33,7 @@ class Upstream:
     chunk_size: int = 4
     bodies: list[JSON] = field(default_factory=list)
     tool_args: str | None = None  # answer with one tool call carrying these arguments
+    tool_kind: str = "function"  # "custom": that call is a custom tool's, ``tool_args`` its free-text input
     reports_usage: bool = True  # False: answers carry no usage (an Ollama-like server), as the router passes them
 
     def answer(self, body: JSON) -> str:
@@ -43,8 +44,8 @@ class Upstream:
         text = self.answer(body)
         message: JSON = {"role": "assistant", "content": None if self.tool_args else text}
         if self.tool_args is not None:
-            message["tool_calls"] = [{"id": "call_1", "type": "function",
-                                      "function": {"name": "send", "arguments": self.tool_args}}]
+            kind, field = self._tool_fields()
+            message["tool_calls"] = [{"id": "call_1", "type": kind, kind: {"name": "send", field: self.tool_args}}]
         return {"id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": body.get("model"),
                 "choices": [{"index": 0, "message": message, "logprobs": None,
                              "finish_reason": "tool_calls" if self.tool_args else "stop"}],
@@ -63,6 +64,9 @@ class Upstream:
             ctx.state[ANSWER_WITHOUT_USAGE] = body
         return Completed(body)
 
+    def _tool_fields(self) -> tuple[str, str]:
+        return ("custom", "input") if self.tool_kind == "custom" else ("function", "arguments")
+
     async def _stream(self, ctx: RequestContext, text: str) -> AsyncIterator[JSON]:
         head = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": ctx.model}
 
@@ -71,11 +75,11 @@ class Upstream:
 
         yield chunk({"role": "assistant", "content": ""})
         if self.tool_args is not None:
-            yield chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                                         "function": {"name": "send", "arguments": ""}}]})
+            kind, field = self._tool_fields()
+            yield chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": kind, kind: {"name": "send", field: ""}}]})
             for i in range(0, len(self.tool_args), self.chunk_size):
                 piece = self.tool_args[i:i + self.chunk_size]
-                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                yield chunk({"tool_calls": [{"index": 0, kind: {field: piece}}]})
             yield chunk({}, "tool_calls")
         else:
             for i in range(0, len(text), self.chunk_size):

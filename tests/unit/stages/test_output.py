@@ -177,3 +177,14 @@ async def test_leak_in_streamed_tool_arguments_is_cut() -> None:
                 Upstream(tool_args='{"note": "CANARY-7f3a"}', chunk_size=4))
     with pytest.raises(GuardrailBlocked):
         await h.stream(h.ctx(chat("hi", stream=True)))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_leak_in_a_custom_tool_calls_input_is_caught(stream: bool) -> None:
+    h = Harness(config({"output": {"canaries": ["CANARY-7f3a"]}}),
+                Upstream(tool_args="echo CANARY-7f3a > /tmp/x", tool_kind="custom", chunk_size=4))
+    with pytest.raises(GuardrailBlocked):
+        if stream:
+            await h.stream(h.ctx(chat("hi", stream=True)))
+        else:
+            await h.run(h.ctx(chat("hi")))

@@ -78,6 +78,40 @@ async def test_tool_call_arguments_are_restored_json_escaped(stream: bool) -> No
     assert orjson.loads(args) == {"to": EMAIL, "pw": secret}
 
 
+@pytest.mark.parametrize("size", [1, 5, 64])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_custom_tool_calls_input_is_restored_as_plain_text(stream: bool, size: int) -> None:
+    # a custom tool's input is free text, not JSON: the originals go back unescaped, even split across chunks
+    secret = 'pa"ss\\word'
+    h = Harness(config({"pii": {"mode": "redact", "entities": ["email"], "custom": {"pw": 'pa"ss\\\\word'}}}),
+                Upstream(tool_args="mail <EMAIL_1> with <PW_1>", tool_kind="custom", chunk_size=size))
+    ctx = h.ctx(chat(f"send {EMAIL} the password {secret}", stream=stream))
+    if stream:
+        chunks = await h.stream(ctx)
+        calls = [call for c in chunks if c.get("choices") for call in c["choices"][0]["delta"].get("tool_calls", [])]
+        assert calls[0]["type"] == "custom" and calls[0]["custom"]["name"] == "send"
+        assert all("function" not in call for call in calls)
+        text = "".join(call["custom"]["input"] for call in calls)
+    else:
+        call = (await h.run(ctx))["choices"][0]["message"]["tool_calls"][0]
+        assert call["type"] == "custom"
+        text = call["custom"]["input"]
+    assert text == f"mail {EMAIL} with {secret}"
+
+
+async def test_a_custom_tool_calls_input_in_the_history_is_redacted() -> None:
+    h = Harness(config({"pii": {"mode": "redact"}}))
+    body = {"model": "mock", "messages": [
+        {"role": "user", "content": "email the customer"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "custom", "custom": {"name": "send_mail", "input": f"to: {EMAIL}\nhello"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sent"},
+    ]}
+    await h.run(h.ctx(body))
+    sent = h.upstream.bodies[-1]["messages"][1]["tool_calls"][0]
+    assert sent == {"id": "c1", "type": "custom", "custom": {"name": "send_mail", "input": "to: <EMAIL_1>\nhello"}}
+
+
 async def test_flag_sends_the_original_and_records_counts() -> None:
     h = Harness(config({"pii": {"mode": "flag"}}))
     ctx = h.ctx(chat(f"mail {EMAIL}"))

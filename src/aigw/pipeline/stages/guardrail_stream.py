@@ -1,8 +1,8 @@
 """Edit the text of a canonical chunk stream, piece by piece: what PII restore and output checks share.
 
 Each piece of streamed text (a choice's content, a legacy completion's text, one
-tool call's arguments) is a *slot* with its own filter: ``feed(delta) -> text to
-send now`` and ``flush() -> what it held back``. A filter may hold text back
+tool call's arguments, a custom tool call's free-text input) is a *slot* with its own
+filter: ``feed(delta) -> text to send now`` and ``flush() -> what it held back``. A filter may hold text back
 (a placeholder split across chunks, a window not yet checked) and may raise to
 cut the stream. What a choice held back is sent in its finishing chunk, so the
 client sees it before the finish reason. Chunks are copied only when a text in
@@ -12,12 +12,15 @@ them changed; a chunk left with nothing to send is dropped.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from aigw.schema.openai import call_kind, with_call_text
 from aigw.types import JSON
 
 CONTENT = -1  # slot for a choice's content (or a legacy completion's text); >= 0: a tool call's index
 Slot = tuple[int, int]  # (choice index, CONTENT or tool call index)
+# what a slot holds: text, a function call's JSON arguments, or a custom tool call's free-text input
+TextKind = Literal["content", "arguments", "input"]
 _HEAD = ("id", "object", "created", "model", "system_fingerprint")
 
 
@@ -28,18 +31,27 @@ class TextFilter(Protocol):
 
 
 class StreamEditor:
-    """Applies one filter per slot to canonical chunks; ``make(slot)`` may return None to leave a slot alone."""
+    """Applies one filter per slot to canonical chunks; ``make(slot, kind)`` may return None to leave a slot
+    alone."""
 
-    def __init__(self, make: Callable[[Slot], TextFilter | None]) -> None:
+    def __init__(self, make: Callable[[Slot, TextKind], TextFilter | None]) -> None:
         self._make = make
         self._filters: dict[Slot, TextFilter | None] = {}
+        self._custom: set[Slot] = set()  # tool call slots holding a custom tool's input
         self._head: JSON = {}
         self._legacy = False  # a legacy completions stream ({"text": ...} choices)
 
     def _filter(self, slot: Slot) -> TextFilter | None:
         if slot not in self._filters:
-            self._filters[slot] = self._make(slot)
+            kind: TextKind = "content" if slot[1] == CONTENT else "input" if slot in self._custom else "arguments"
+            self._filters[slot] = self._make(slot, kind)
         return self._filters[slot]
+
+    def _piece(self, n: int, text: str, slot: Slot) -> JSON:
+        """Held-back text of tool call ``n``, as a delta of its own kind."""
+        if slot in self._custom:
+            return {"index": n, "custom": {"input": text}}
+        return {"index": n, "function": {"arguments": text}}
 
     def chunk(self, chunk: JSON) -> JSON | None:
         """The chunk to send instead of ``chunk`` (the same object when nothing changed), or None."""
@@ -115,7 +127,7 @@ class StreamEditor:
             if any(a is not b for a, b in zip(new_calls, calls, strict=True)):
                 out = {**out, "tool_calls": new_calls}
         if finish:  # arguments still held for calls this finishing chunk does not mention
-            rest = [{"index": n, "function": {"arguments": t}} for (c, n), f in list(self._filters.items())
+            rest = [self._piece(n, t, (c, n)) for (c, n), f in list(self._filters.items())
                     if c == i and n >= 0 and n not in seen and f is not None and (t := f.flush())]
             if rest:
                 out = {**out, "tool_calls": [*(out.get("tool_calls") or ()), *rest]}
@@ -123,13 +135,16 @@ class StreamEditor:
         return out
 
     def _call(self, i: int, call: Any, finish: bool, seen: set[int]) -> Any:
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("arguments"), str):
+        kind = call_kind(call)
+        if kind is None:
             return call
         n = int(call.get("index", 0))
         seen.add(n)
-        args = self._run((i, n), fn["arguments"], finish)
-        return call if args is fn["arguments"] else {**call, "function": {**fn, "arguments": args}}
+        if kind == "custom":
+            self._custom.add((i, n))
+        text = call[kind]["arguments" if kind == "function" else "input"]
+        new = self._run((i, n), text, finish)
+        return call if new is text else with_call_text(call, new)
 
     def _run(self, slot: Slot, text: str, finish: bool) -> str:
         f = self._filter(slot)
@@ -156,9 +171,10 @@ class StreamEditor:
                 choice["text"] = text
             else:
                 choice["delta"] = {"content": text} if n == CONTENT else {
-                    "tool_calls": [{"index": n, "function": {"arguments": text}}]}
+                    "tool_calls": [self._piece(n, text, (i, n))]}
             out.append({**self._head, "choices": [choice]})
         self._filters.clear()
+        self._custom.clear()
         return out
 
 

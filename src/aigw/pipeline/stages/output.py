@@ -32,10 +32,10 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import counted_usage
 from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.pipeline.stages.guardrail_policy import PII_MAPPING, Policies, Policy, metrics_of, policies_for, record
-from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, edit_stream
+from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextKind, edit_stream
 from aigw.pipeline.tenancy import ROUTE_CAPS
 from aigw.routing.router import Router, RouteRequest
-from aigw.schema.openai import content_text
+from aigw.schema.openai import call_text, content_text
 from aigw.types import JSON
 
 RETRY_HEADER = "x-aigw-output-retries"
@@ -147,7 +147,7 @@ class OutputStage(Stage):
                 texts.append(content)
                 if not msg.get("tool_calls"):
                     json_texts.append(content)
-            texts.extend(str((c.get("function") or {}).get("arguments") or "") for c in msg.get("tool_calls") or ())
+            texts.extend(call_text(c) or "" for c in msg.get("tool_calls") or ())  # arguments or custom input
         verdict = Verdict()
         text = "\n".join(texts)
         for check in checks:
@@ -242,7 +242,7 @@ class OutputStage(Stage):
         window = max([256, *(c.window for c in checks if isinstance(c, LeakageCheck))])
         seen = [Verdict()]
 
-        def make(slot: Slot) -> _Guarded:
+        def make(slot: Slot, kind: TextKind) -> _Guarded:
             return _Guarded(StreamGuard(checks, mode="flow", window=window, holdback=holdback), self, seen)
 
         try:
@@ -274,8 +274,8 @@ def _assemble(chunks: Iterable[JSON]) -> JSON:
             if isinstance(text, str):
                 texts.setdefault(i, []).append(text)
             for call in delta.get("tool_calls") or ():
-                piece = (call.get("function") or {}).get("arguments")
-                if isinstance(piece, str):
+                piece = call_text(call)  # a function's arguments or a custom tool's input
+                if piece is not None:
                     args.setdefault(i, {}).setdefault(int(call.get("index", 0)), []).append(piece)
     out = []
     for i in sorted(texts.keys() | args.keys()):

@@ -7,7 +7,8 @@ in a copy of the body (the client's body is never changed in place) and keeps
 the placeholder -> original mapping on the request only; on the way back the
 placeholders are put back, in plain and streamed answers, even when one is
 split across chunks. Inside tool-call arguments, and in answers to JSON-format
-requests, the originals are inserted JSON-escaped so the JSON stays valid.
+requests, the originals are inserted JSON-escaped so the JSON stays valid; a custom
+tool call's ``input`` is free text and gets them back as they were.
 ``block`` is a 400 naming the kinds found, never the values.
 
 Post-hooks run in reverse order, so the output checks and the cache see the
@@ -35,7 +36,8 @@ from aigw.pipeline.stages.guardrail_policy import (
     record,
     with_texts,
 )
-from aigw.pipeline.stages.guardrail_stream import CONTENT, Slot, StreamEditor, TextFilter, edit_stream
+from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextFilter, TextKind, edit_stream
+from aigw.schema.openai import call_kind, call_text, with_call_text
 from aigw.types import JSON
 
 _RESTORE = "guardrails.pii.restore"
@@ -90,7 +92,7 @@ class PiiStage(Stage):
         json_answer = _json_answer(ctx)
         calls = any((c.get("message") or {}).get("tool_calls") for c in choices if isinstance(c, dict))
         escaped = _escaped(mapping) if json_answer or calls else mapping  # JSON-escaped only where needed
-        new = [_restore_choice(c, escaped if json_answer else mapping, escaped) for c in choices]
+        new = [_restore_choice(c, escaped if json_answer else mapping, escaped, mapping) for c in choices]
         if all(a is b for a, b in zip(new, choices, strict=True)):
             return body
         return {**body, "choices": new}
@@ -102,13 +104,15 @@ class PiiStage(Stage):
         escaped = _escaped(mapping)
         text_map = escaped if _json_answer(ctx) else mapping
 
-        def make(slot: Slot) -> TextFilter:
-            return StreamRestorer(text_map if slot[1] == CONTENT else escaped)
+        def make(slot: Slot, kind: TextKind) -> TextFilter:
+            # a custom tool's input is free text, not JSON: its originals go back as they were
+            return StreamRestorer({"content": text_map, "arguments": escaped, "input": mapping}[kind])
 
         return edit_stream(chunks, StreamEditor(make))
 
 
-def _restore_choice(choice: JSON, text_map: Mapping[str, str], escaped: Mapping[str, str]) -> JSON:
+def _restore_choice(choice: JSON, text_map: Mapping[str, str], escaped: Mapping[str, str],
+                    plain: Mapping[str, str]) -> JSON:
     if isinstance(text := choice.get("text"), str):  # legacy completions
         new_text = restore(text, text_map)
         return choice if new_text == text else {**choice, "text": new_text}
@@ -120,18 +124,18 @@ def _restore_choice(choice: JSON, text_map: Mapping[str, str], escaped: Mapping[
         new = {**new, "content": restored}
     calls = msg.get("tool_calls")
     if isinstance(calls, list):
-        new_calls = [_restore_call(c, escaped) for c in calls]
+        new_calls = [_restore_call(c, plain if call_kind(c) == "custom" else escaped) for c in calls]
         if any(a is not b for a, b in zip(new_calls, calls, strict=True)):
             new = {**new, "tool_calls": new_calls}
     return choice if new is msg else {**choice, "message": new}
 
 
-def _restore_call(call: JSON, escaped: Mapping[str, str]) -> JSON:
-    fn = call.get("function")
-    if not isinstance(fn, dict) or not isinstance(args := fn.get("arguments"), str):
+def _restore_call(call: JSON, text_map: Mapping[str, str]) -> JSON:
+    text = call_text(call)
+    if text is None:
         return call
-    restored = restore(args, escaped)
-    return call if restored == args else {**call, "function": {**fn, "arguments": restored}}
+    restored = restore(text, text_map)
+    return call if restored == text else with_call_text(call, restored)
 
 
 def build(deps: StageDeps) -> Stage | None:
