@@ -159,3 +159,29 @@ def test_a_live_streams_message_start_usage_is_not_stored() -> None:
     first = {**chunk({"role": "assistant", "content": ""}), "_anthropic": {"start_usage": {"prompt_tokens": 3}}}
     body = assemble([first, chunk({"content": "Hi"}, "stop"), {**HEAD, "choices": [], "usage": usage}])
     assert body is not None and "_anthropic" not in body and body["usage"] == usage
+
+
+def test_a_custom_tool_call_stream_is_stored_and_replayed_intact() -> None:
+    sql = "SELECT name FROM users WHERE id = 7"
+    chunks = [
+        chunk({"role": "assistant", "content": None}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_sql", "type": "custom",
+                               "custom": {"name": "run_sql", "input": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "custom": {"input": sql[:12]}}]}),
+        chunk({"tool_calls": [{"index": 0, "custom": {"input": sql[12:]}}]}),
+        chunk({"tool_calls": [{"index": 1, "id": "call_f", "type": "function",
+                               "function": {"name": "f", "arguments": "{}"}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    body = assemble(chunks)
+    assert body is not None and storable(body)
+    message = body["choices"][0]["message"]
+    assert message["tool_calls"] == [
+        {"id": "call_sql", "type": "custom", "custom": {"name": "run_sql", "input": sql}},
+        {"id": "call_f", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+    ]
+    assert message["content"] is None
+    replayed = replay_chunks(body)
+    whole = {"index": 0, "id": "call_sql", "type": "custom", "custom": {"name": "run_sql", "input": sql}}
+    assert {"tool_calls": [whole]} in [c["choices"][0]["delta"] for c in replayed]
+    assert assemble(replayed) == body

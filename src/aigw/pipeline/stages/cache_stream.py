@@ -22,6 +22,7 @@ STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
 _PRIVATE = "_anthropic"
 # message (and delta) fields with their own handling; any other (annotations, audio, ...) is carried through
 _KNOWN = frozenset({"role", "content", "refusal", "reasoning_content", "tool_calls", "function_call", _PRIVATE})
+_TEXT = {"function": "arguments", "custom": "input"}  # where each kind of tool call keeps its text
 
 
 @dataclass(slots=True)
@@ -85,15 +86,7 @@ class StreamAssembler:
         if delta.get("reasoning_content"):
             c.reasoning.append(delta["reasoning_content"])
         for part in delta.get("tool_calls") or ():
-            call = c.tool_calls.setdefault(int(part.get("index", 0)),
-                                           {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
-            if part.get("id"):
-                call["id"] = part["id"]
-            fn = part.get("function") or {}
-            if fn.get("name"):
-                call["function"]["name"] = fn["name"]
-            if fn.get("arguments"):
-                call["function"]["arguments"] += fn["arguments"]
+            _call_delta(c.tool_calls, part)
         if fc := delta.get("function_call"):  # legacy functions: the name once, the arguments in pieces
             if c.function_call is None:
                 c.function_call = {"name": "", "arguments": ""}
@@ -126,6 +119,26 @@ class StreamAssembler:
         if self.private:
             out[_PRIVATE] = self.private
         return out
+
+
+def _call_delta(calls: dict[int, JSON], part: JSON) -> None:
+    """One streamed piece of a tool call, joined into its call: a function's name and arguments, or a custom
+    tool's name and free-text input (its first piece says ``type: custom``; later ones carry ``custom``)."""
+    n = int(part.get("index", 0))
+    call = calls.get(n)
+    if call is None:
+        custom = part.get("type") == "custom" or (isinstance(part.get("custom"), dict) and "function" not in part)
+        kind = "custom" if custom else "function"
+        call = calls[n] = {"id": "", "type": kind, kind: {"name": "", _TEXT[kind]: ""}}
+    kind = call["type"]
+    text = _TEXT[kind]
+    if part.get("id"):
+        call["id"] = part["id"]
+    piece = part.get(kind) or {}
+    if piece.get("name"):
+        call[kind]["name"] = piece["name"]
+    if piece.get(text):
+        call[kind][text] += piece[text]
 
 
 def _merge_logprobs(old: JSON | None, new: JSON) -> JSON:
