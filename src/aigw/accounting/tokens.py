@@ -19,9 +19,12 @@ Budget reservations use ``upper_estimate``: a cheap byte count that errs high
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
+
+from aigw.schema.openai import call_name, call_text
 
 log = logging.getLogger("aigw.accounting")
 
@@ -76,6 +79,25 @@ class TokenCounter:
             return len(enc.encode(text, disallowed_special=()))
         return estimate_text(text)
 
+    def count_tools(self, tools: Any) -> int:
+        """The tool definitions' text: name, description, and a function's parameters (as JSON) or a custom
+        tool's grammar (the model reads both in its prompt)."""
+        total = 0
+        for tool in tools or ():
+            spec = tool.get(tool.get("type") or "function") if isinstance(tool, dict) else None
+            if not isinstance(spec, dict):
+                continue
+            fmt = spec.get("format")
+            grammar = fmt.get("grammar") if isinstance(fmt, dict) else None
+            schema = spec.get("parameters") if "parameters" in spec else (grammar or {}).get("definition")
+            total += TOKENS_PER_MESSAGE + sum(self.count_text(v) for v in (spec.get("name"), spec.get("description"))
+                                              if isinstance(v, str))
+            if isinstance(schema, str):
+                total += self.count_text(schema)
+            elif schema is not None:
+                total += self.count_text(json.dumps(schema, separators=(",", ":")))
+        return total
+
     def count_messages(self, messages: Any) -> int:
         """Prompt tokens of a chat request, with OpenAI's per-message framing."""
         total = REPLY_PRIMING
@@ -85,14 +107,13 @@ class TokenCounter:
             total += TOKENS_PER_MESSAGE + self.count_text(_text_of(m.get("content")))
             if m.get("name"):
                 total += 1 + self.count_text(str(m["name"]))
-            for call in m.get("tool_calls") or ():
-                fn = call.get("function") or {}
-                total += self.count_text(str(fn.get("name", ""))) + self.count_text(str(fn.get("arguments", "")))
+            for call in m.get("tool_calls") or ():  # a function's name and arguments, a custom tool's input
+                total += self.count_text(call_name(call)) + self.count_text(call_text(call) or "")
         return total
 
     def count_prompt(self, body: dict[str, Any]) -> int:
         if "messages" in body:
-            return self.count_messages(body["messages"])
+            return self.count_messages(body["messages"]) + self.count_tools(body.get("tools"))
         total = 0
         for item in prompt_items(body):  # a token array is already counted: its length
             total += len(item) if isinstance(item, list) else self.count_text(item)
@@ -131,6 +152,11 @@ def upper_estimate(body: dict[str, Any]) -> int:
         for m in messages:
             if isinstance(m, dict):
                 total += TOKENS_PER_MESSAGE + 1 + upper_bytes(_text_of(m.get("content")))
+                for call in m.get("tool_calls") or ():  # rare: read only when there
+                    total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
+        tools = body.get("tools")
+        if tools:  # the whole definitions as JSON: keys and quotes too, so high
+            total += upper_bytes(json.dumps(tools, separators=(",", ":")))
         return total
     for item in prompt_items(body):
         total += len(item) if isinstance(item, list) else upper_bytes(item) + 1
@@ -165,8 +191,8 @@ def answer_text(body: dict[str, Any]) -> tuple[str, str]:
                 if isinstance(part, str):
                     into.append(part)
             for call in message.get("tool_calls") or ():
-                args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
-                if isinstance(args, str):
+                args = call_text(call)
+                if args is not None:
                     text.append(args)
         elif isinstance(choice.get("text"), str):  # legacy completions
             text.append(choice["text"])

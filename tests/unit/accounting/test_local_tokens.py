@@ -64,3 +64,39 @@ def test_strings_beside_token_arrays_still_count_as_text() -> None:
     assert counter.count_prompt({"input": ["hello world", "hello world"]}) == 4
     assert counter.count_prompt({"input": "hello world"}) == 2
     assert upper_estimate({"input": ["hello world"] * 2}) >= 4
+
+
+CUSTOM_TOOL = {"type": "custom", "custom": {
+    "name": "run_sql", "description": "Run one read-only SQL query.",
+    "format": {"type": "grammar", "grammar": {"syntax": "lark",
+                                              "definition": 'start: "SELECT " /[a-z_, ]+/ " FROM " /[a-z_]+/'}}}}
+
+
+def test_custom_tool_definitions_count_in_the_prompt() -> None:
+    counter = TokenCounter()
+    messages = [{"role": "user", "content": "how many users?"}]
+    bare = counter.count_prompt({"messages": messages})
+    with_tool = counter.count_prompt({"messages": messages, "tools": [CUSTOM_TOOL]})
+    spec = CUSTOM_TOOL["custom"]
+    grammar = spec["format"]["grammar"]["definition"]  # type: ignore[index]
+    assert with_tool - bare >= counter.count_text(grammar) + counter.count_text(spec["description"])  # type: ignore[arg-type]
+
+
+def test_custom_tool_call_inputs_count_like_function_arguments() -> None:
+    counter = TokenCounter()
+    sql = "SELECT count(*) FROM users WHERE created_at > now() - interval '7 days'"
+    call = {"id": "call_1", "type": "custom", "custom": {"name": "run_sql", "input": sql}}
+    plain = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]
+    called = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    assert counter.count_messages(called) - counter.count_messages(plain) == (
+        counter.count_text("run_sql") + counter.count_text(sql))
+    body = {"messages": called, "tools": [CUSTOM_TOOL]}
+    assert upper_estimate(body) >= counter.count_prompt(body)  # the reservation still errs high
+
+
+def test_an_answer_with_a_custom_tool_call_counts_its_input() -> None:
+    from aigw.accounting.tokens import answer_text
+
+    call = {"id": "c", "type": "custom", "custom": {"name": "shell", "input": "ls -la /tmp"}}
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    assert answer_text(body) == ("ls -la /tmp", "")

@@ -91,3 +91,14 @@ async def test_legacy_prompt_sizes() -> None:
     h = Harness(config({"validate": {"max_chars": 5}}))
     err = await rejected(h, {"model": "mock", "prompt": "too long a prompt"}, endpoint="completions")
     assert err.param == "prompt"
+
+
+async def test_a_custom_tool_calls_input_counts_toward_the_size_and_answers_its_result() -> None:
+    h = Harness(config({"validate": {"max_chars": 50}}))
+    call = {"id": "c1", "type": "custom", "custom": {"name": "shell", "input": "x" * 60}}
+    body = {"model": "mock", "messages": [{"role": "user", "content": "go"},
+                                          {"role": "assistant", "content": None, "tool_calls": [call]},
+                                          {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}
+    assert "characters" in (await rejected(h, body)).message
+    call["custom"]["input"] = "ls"  # type: ignore[index]
+    await h.run(h.ctx(body))  # the tool result answers the custom call by its id

@@ -17,6 +17,7 @@ from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import BUDGET_DONE, SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
+from aigw.schema.openai import call_text
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import day_of, new_record_id
 from aigw.stores.sqlite.ledger_rows import COLUMNS
@@ -94,8 +95,8 @@ async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncI
             if isinstance(thought, str):
                 kept.reasoning.append(thought)
             for call in delta.get("tool_calls") or ():
-                args = (call.get("function") or {}).get("arguments")
-                if isinstance(args, str):
+                args = call_text(call)  # a function's arguments or a custom tool's input
+                if args is not None:
                     kept.content.append(args)
         yield chunk
 

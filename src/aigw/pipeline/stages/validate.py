@@ -21,6 +21,7 @@ from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.guardrail_policy import Policies, as_messages, metrics_of, policies_for, record
+from aigw.schema.openai import call_text
 
 _NEEDS_CONTENT = frozenset({"system", "developer", "user"})
 
@@ -59,8 +60,7 @@ def _measure_message(i: int, msg: Any, sizes: _Sizes, tool_ids: set[str], policy
             elif part.get("type") == "image_url":
                 sizes.images += 1
     for call in msg.get("tool_calls") or ():
-        fn = call.get("function") or {}
-        sizes.text(str(fn.get("arguments") or ""))
+        sizes.text(call_text(call) or "")  # a function's arguments or a custom tool's input
         if call.get("id"):
             tool_ids.add(call["id"])
     if role in _NEEDS_CONTENT and content is None:
