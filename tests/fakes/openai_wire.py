@@ -5,7 +5,8 @@ can predict them: the assistant echoes the last user text ("Echo: ..."), truncat
 ``max_tokens``/``max_completion_tokens`` words (finish_reason ``length``); with tools
 offered and a user message last it calls them (every offered tool unless
 ``parallel_tool_calls`` is false or ``tool_choice`` names one) with arguments built
-from their JSON schemas; after tool results it answers "Tool results: ...";
+from their JSON schemas (a custom tool gets the last user text as its free-text
+``input``, streamed as ``custom.input`` pieces); after tool results it answers "Tool results: ...";
 ``response_format`` json_object/json_schema gives JSON content. Tokens are counted as
 whitespace-separated words, plus 3 per message.
 """
@@ -139,23 +140,35 @@ def example(schema: Any, seed: str) -> Any:
             "null": None}.get(str(kind), seed)
 
 
+def _named(tool: JSON) -> tuple[str, str]:
+    return tool["type"], tool[tool["type"]]["name"]
+
+
 def tool_calls(body: JSON) -> list[JSON] | None:
-    tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+    tools = [t for t in body.get("tools") or [] if t.get("type") in ("function", "custom")]
     messages = body["messages"]
     choice = body.get("tool_choice")
     if not tools or messages[-1].get("role") != "user" or choice == "none":
         return None
-    if isinstance(choice, dict):
-        tools = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = {_named(t) for t in choice["allowed_tools"]["tools"]}
+        tools = [t for t in tools if _named(t) in allowed]
+    elif isinstance(choice, dict):
+        tools = [t for t in tools if _named(t) == (choice["type"], choice[choice["type"]]["name"])]
     elif body.get("parallel_tool_calls") is False:
         tools = tools[:1]
-    seed = text_of(messages[-1].get("content")).split(" ")[0] or "x"
-    return [
-        {"id": f"call_{digest([body, i])[:24]}", "type": "function",
-         "function": {"name": t["function"]["name"],
-                      "arguments": orjson.dumps(example(t["function"].get("parameters"), seed)).decode()}}
-        for i, t in enumerate(tools[:3])
-    ]
+    last = text_of(messages[-1].get("content"))
+    seed = last.split(" ")[0] or "x"
+    calls = []
+    for i, t in enumerate(tools[:3]):
+        call_id = f"call_{digest([body, i])[:24]}"
+        if t["type"] == "custom":
+            calls.append({"id": call_id, "type": "custom", "custom": {"name": t["custom"]["name"], "input": last}})
+            continue
+        args = orjson.dumps(example(t["function"].get("parameters"), seed)).decode()
+        calls.append({"id": call_id, "type": "function",
+                      "function": {"name": t["function"]["name"], "arguments": args}})
+    return calls
 
 
 def answer(body: JSON) -> tuple[str | None, list[JSON] | None, str]:
@@ -192,7 +205,8 @@ def usage(prompt: int, completion: int) -> JSON:
 
 def completion_tokens(content: str | None, calls: list[JSON] | None) -> int:
     if calls:
-        return sum(count(c["function"]["arguments"]) + 5 for c in calls)
+        return sum(count(c["function"]["arguments"] if c["type"] == "function" else c["custom"]["input"]) + 5
+                   for c in calls)
     return count(content or "")
 
 
@@ -239,11 +253,12 @@ def chat_chunks(body: JSON, model: str) -> list[JSON]:
     if calls:
         deltas.append({"role": "assistant", "content": None, "refusal": None})
         for i, call in enumerate(calls):
-            fn = call["function"]
-            deltas.append({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
-                                           "function": {"name": fn["name"], "arguments": ""}}]})
-            deltas += [{"tool_calls": [{"index": i, "function": {"arguments": part}}]}
-                       for part in pieces(fn["arguments"], 7)]
+            kind = call["type"]
+            field = "arguments" if kind == "function" else "input"  # custom: free text, as OpenAI streams it
+            spec = call[kind]
+            deltas.append({"tool_calls": [{"index": i, "id": call["id"], "type": kind,
+                                           kind: {"name": spec["name"], field: ""}}]})
+            deltas += [{"tool_calls": [{"index": i, kind: {field: part}}]} for part in pieces(spec[field], 7)]
     else:
         deltas.append({"role": "assistant", "content": "", "refusal": None})
         deltas += [{"content": part} for part in pieces(content or "")]

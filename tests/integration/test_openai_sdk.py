@@ -166,3 +166,18 @@ def test_wrong_types_name_the_field(client: openai.OpenAI) -> None:
 def test_embeddings_model_cannot_chat(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="mock-embed", messages=MESSAGES)  # type: ignore[arg-type]
+
+
+def test_the_mock_calls_a_custom_tool_plain_and_streamed(client: openai.OpenAI) -> None:
+    shell = {"type": "custom", "custom": {"name": "shell", "format": {"type": "text"}}}
+    ask = [{"role": "user", "content": "list the files"}]
+    resp = client.chat.completions.create(model="mock", messages=ask, tools=[WEATHER_TOOL, shell],
+                                          tool_choice={"type": "custom", "custom": {"name": "shell"}})  # type: ignore[arg-type]
+    calls = resp.choices[0].message.tool_calls or []
+    assert len(calls) == 1 and calls[0].type == "custom"
+    assert (calls[0].custom.name, calls[0].custom.input) == ("shell", "list the files")
+    chunks = list(client.chat.completions.create(model="mock", messages=ask, tools=[shell], stream=True))  # type: ignore[arg-type]
+    deltas = [tc.model_dump(exclude_none=True)
+              for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+    assert deltas[0]["type"] == "custom" and deltas[0]["custom"]["name"] == "shell"
+    assert "".join(d["custom"]["input"] for d in deltas) == "list the files"

@@ -186,6 +186,27 @@ def test_requests_anthropic_cannot_take_are_refused_with_the_field(body: dict[st
     assert info.value.param == param
 
 
+WEATHER_TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+CUSTOM_TOOL = {"type": "custom", "custom": {"name": "run_sql", "format": {"type": "text"}}}
+CUSTOM_CALL = {"id": "c1", "type": "custom", "custom": {"name": "run_sql", "input": "SELECT 1"}}
+
+
+@pytest.mark.parametrize(("extra", "param", "what"), [
+    ({"tools": [WEATHER_TOOL, CUSTOM_TOOL]}, "tools.1", "custom tools"),
+    ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "custom", "custom": {"name": "run_sql"}}}, "tool_choice",
+     "a custom tool_choice"),
+    ({"messages": [user("a"), {"role": "assistant", "content": None, "tool_calls": [CUSTOM_CALL]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "1"}]}, "messages.1.tool_calls.0",
+     "custom tool calls"),
+], ids=["tool", "tool_choice", "history"])
+def test_custom_tools_are_refused_by_name(extra: dict[str, Any], param: str, what: str) -> None:
+    # no faithful twin: Anthropic tools take a JSON object, and a grammar cannot be carried
+    with pytest.raises(errors.InvalidRequest) as info:
+        to_anthropic_request({"model": "x", "messages": [user("a")], **extra}, "m")
+    assert info.value.param == param and info.value.status == 400
+    assert f"anthropic models do not support {what}" in info.value.message
+
+
 # ---------------------------------------------------------------- responses
 
 

@@ -22,7 +22,7 @@ from aigw import errors
 from aigw.config.models import Deployment, MockOptions
 from aigw.providers.base import CallOptions, Provider
 from aigw.providers.http import HttpClients
-from aigw.schema.openai import content_text, last_user_text
+from aigw.schema.openai import call_text, content_text, last_user_text
 from aigw.types import JSON
 
 _WORDS = ("alpha", "bravo", "delta", "echo", "gamma", "kilo", "lima", "nova", "orbit", "pixel", "quartz", "sierra")
@@ -74,6 +74,18 @@ def _example_for(schema: dict[str, Any]) -> Any:
     return "mock"
 
 
+def _tool_name(tool: JSON) -> Any:
+    return (tool.get(tool.get("type") or "function") or {}).get("name")
+
+
+def _call(tool: JSON, call_id: str, question: str) -> JSON:
+    """A call of a function tool (arguments from its schema) or of a custom tool (free text: the question)."""
+    if tool.get("type") == "custom":
+        return {"id": call_id, "type": "custom", "custom": {"name": _tool_name(tool), "input": question or "mock"}}
+    args = orjson.dumps(_example_for(tool["function"].get("parameters") or {})).decode()
+    return {"id": call_id, "type": "function", "function": {"name": _tool_name(tool), "arguments": args}}
+
+
 def tool_calls_for(body: JSON) -> list[JSON] | None:
     """Call the offered tools when the last turn is the user's (agents then see a result)."""
     tools = body.get("tools") or []
@@ -82,23 +94,14 @@ def tool_calls_for(body: JSON) -> list[JSON] | None:
     if not tools or choice == "none" or not messages or messages[-1].get("role") != "user":
         return None
     chosen = tools
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        chosen = [t for t in tools if t["function"]["name"] == name] or tools[:1]
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom", None):
+        name = (choice.get(choice.get("type") or "function") or {}).get("name")
+        chosen = [t for t in tools if _tool_name(t) == name] or tools[:1]
     if body.get("parallel_tool_calls") is False:
         chosen = chosen[:1]
     digest = _digest(body).hex()
-    return [
-        {
-            "id": f"call_{digest[:12]}{i}",
-            "type": "function",
-            "function": {
-                "name": t["function"]["name"],
-                "arguments": orjson.dumps(_example_for(t["function"].get("parameters") or {})).decode(),
-            },
-        }
-        for i, t in enumerate(chosen[:2])
-    ]
+    question = last_user_text(body).strip()[:200]
+    return [_call(t, f"call_{digest[:12]}{i}", question) for i, t in enumerate(chosen[:2])]
 
 
 def _prompt_tokens(body: JSON) -> int:
@@ -127,7 +130,7 @@ class MockProvider:
         calls = tool_calls_for(body)
         text = "" if calls else answer_text(body)
         prompt = _prompt_tokens(body)
-        completion = estimate_tokens(text) + (sum(len(c["function"]["arguments"]) // 4 + 5 for c in calls or ()))
+        completion = estimate_tokens(text) + (sum(len(call_text(c) or "") // 4 + 5 for c in calls or ()))
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         return text, calls, usage
 
@@ -166,12 +169,12 @@ class MockProvider:
         yield chunk({"role": "assistant", "content": ""})
         if calls:
             for i, c in enumerate(calls):
-                head = {"index": i, "id": c["id"], "type": "function",
-                        "function": {"name": c["function"]["name"], "arguments": ""}}
+                kind, field = ("custom", "input") if c["type"] == "custom" else ("function", "arguments")
+                head = {"index": i, "id": c["id"], "type": kind, kind: {"name": c[kind]["name"], field: ""}}
                 yield chunk({"tool_calls": [head]})
-                args = c["function"]["arguments"]
+                args = c[kind][field]
                 for j in range(0, len(args), 8):
-                    yield chunk({"tool_calls": [{"index": i, "function": {"arguments": args[j : j + 8]}}]})
+                    yield chunk({"tool_calls": [{"index": i, kind: {field: args[j : j + 8]}}]})
         else:
             pieces = text.split(" ")
             for i, word in enumerate(pieces):

@@ -15,6 +15,10 @@ Choices worth knowing:
   thinking, ...); on an assistant message, ``thinking`` blocks to send back; on a
   tool message, extra ``tool_result`` fields (is_error, cache_control).
   ``cache_control`` on a content part or a tool is kept as-is.
+* OpenAI's custom tools (``type: "custom"``: free-text input, optionally held to a
+  Lark or regex grammar), their calls and a ``tool_choice`` naming one are refused
+  with a 400 that says so: Anthropic tools take a JSON object, and wrapping the text
+  in one would drop the grammar the client relies on.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from aigw.types import JSON
 DEFAULT_MAX_TOKENS = 4096
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
+_NO_CUSTOM = ("anthropic models do not support {what}: Anthropic tools take JSON input, with no free-text "
+              "or grammar format; use a function tool, or a model served by OpenAI")
 
 
 # ---------------------------------------------------------------- request: content
@@ -103,6 +109,8 @@ def _tool_use_blocks(tool_calls: Any, param: str) -> list[JSON]:
         raise InvalidRequest("tool_calls must be a list", param=param)
     blocks = []
     for i, call in enumerate(tool_calls):
+        if isinstance(call, dict) and call.get("type") == "custom":
+            raise InvalidRequest(_NO_CUSTOM.format(what="custom tool calls"), param=f"{param}.{i}")
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise InvalidRequest("each tool call needs function.name", param=f"{param}.{i}")
@@ -197,6 +205,8 @@ def _tools(tools: Any) -> list[JSON]:
         raise InvalidRequest("tools must be a list", param="tools")
     out = []
     for i, tool in enumerate(tools):
+        if isinstance(tool, dict) and tool.get("type") == "custom":
+            raise InvalidRequest(_NO_CUSTOM.format(what="custom tools (type 'custom')"), param=f"tools.{i}")
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
             raise InvalidRequest("only function tools are supported by anthropic", param=f"tools.{i}")
@@ -218,6 +228,8 @@ def _tool_choice(choice: Any, parallel: Any) -> JSON | None:
         mapped = {"type": "any"}
     elif choice == "none":
         return {"type": "none"}
+    elif isinstance(choice, dict) and choice.get("type") == "custom":
+        raise InvalidRequest(_NO_CUSTOM.format(what="a custom tool_choice"), param="tool_choice")
     elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         mapped = {"type": "tool", "name": choice["function"].get("name")}
     else:
