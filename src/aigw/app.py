@@ -100,6 +100,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         admin = tenancy.register_routes(app, auth)
         tenant_of, key_of = admin.tenant, admin.key
         health.register("ledger", tenancy.health, critical=False)  # type: ignore[arg-type]
+        if redis is not None:  # limits and budgets skipping a failed Redis (not critical: policies apply)
+            health.register("gate", tenancy.gate_health, critical=False)  # type: ignore[arg-type]
     cache = deps.services.get("cache_stage")
     if cache is not None:  # the cache modules load only when a cache is configured
         from aigw.http import admin_cache

@@ -68,6 +68,7 @@ class Tenancy:
         gate: Gate
         version: KeyVersion
         self._pipe: Any = None  # the gate's lean Redis client (stores/redis/pipe.py)
+        self._redis_gate: Any = None  # RedisCounters, in Redis mode (its skip window shows in /health/ready)
         if redis is not None:
             from aigw.stores.redis.counters import RedisCounters, RedisKeyVersion
             from aigw.stores.redis.pipe import RedisPipe
@@ -75,8 +76,9 @@ class Tenancy:
             self._pipe = RedisPipe.from_url(config.redis_url)  # None (TLS, options): the gate keeps redis-py
             if self._pipe is None:
                 log.info("redis_url is not plain redis:// or unix://: the gate's script calls use redis-py")
-            limiter = budgets = gate = RedisCounters(redis, config.redis_prefix, config.server.request_timeout_s + 60,
-                                                     self._pipe)
+            limiter = budgets = gate = self._redis_gate = RedisCounters(
+                redis, config.redis_prefix, config.server.request_timeout_s + 60, self._pipe,
+                self.cfg.store_retry_after_s)
             version = RedisKeyVersion(redis, config.redis_prefix)
         else:
             memory_limits = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
@@ -193,6 +195,17 @@ class Tenancy:
             detail += (f"; writer processes: {writer.children.switches} switches to the saturation writer, "
                        f"{writer.children.fallbacks} batches written by the database thread instead")
         return "ok", detail
+
+    async def gate_health(self) -> tuple[str, str]:
+        """Redis mode: degraded while the limits and budget steps skip Redis (it timed out or failed
+        moments ago; docs/tenancy.md, "Failure policies"), ok otherwise."""
+        if self._redis_gate is None:
+            return "ok", "in memory"
+        answering, detail = await self._redis_gate.health()
+        if answering:
+            return "ok", detail
+        return "degraded", (f"{detail}; meanwhile limits fail {self.cfg.limits_on_store_error}, budgets fail "
+                            f"{self.cfg.budget_on_store_error}")
 
     async def _alert(self, event: dict[str, Any]) -> None:
         url = self.cfg.alert_webhook

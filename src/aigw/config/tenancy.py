@@ -43,6 +43,9 @@ class TenancyConfig(_Strict):
     # What a limit or budget check does when Redis cannot be reached.
     limits_on_store_error: FailPolicy = "open"
     budget_on_store_error: FailPolicy = "closed"
+    # After a Redis timeout or lost connection, the limits and budget steps do not try Redis for this
+    # long (the policies above apply at once), then one call probes it. 0: every call tries (and waits).
+    store_retry_after_s: float = Field(default=1.0, ge=0, le=60)
     # Worst-case completion tokens reserved when a request sets no max_tokens.
     default_max_tokens: int = Field(default=4096, ge=1)
     # HTTP status of budget_exceeded: 429 (OpenAI's own choice for quota) or 402.

@@ -27,7 +27,7 @@ from aigw.accounting.tokens import TokenCounter, answer_text, upper_estimate
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.tenancy import TenancyConfig
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
-from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope
+from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope, StoreSkipped
 
 log = logging.getLogger("aigw.tenancy")
 alert_log = logging.getLogger("aigw.budget")
@@ -68,10 +68,11 @@ class TenancyServices:
         """A limits or budget store call failed: counted in ``aigw_store_errors_total{store=what}``; logged
         on the first failure of an outage (none for ``STORE_ERROR_QUIET_S`` before it) and then once per
         ``STORE_ERROR_LOG_EVERY`` (an outage fails every request). The count runs on across outages, so a
-        second short one would otherwise say nothing."""
+        second short one would otherwise say nothing. A call not made because the store is in its skip
+        window (``StoreSkipped``) counts with the operation ``<operation>_skipped``."""
         n = self.counters[what] = self.counters.get(what, 0) + 1
         if self.metrics is not None:
-            self.metrics.store_error(what, operation)
+            self.metrics.store_error(what, f"{operation}_skipped" if isinstance(exc, StoreSkipped) else operation)
         now = self.monotonic()
         last = self._failed_at.get(what)
         self._failed_at[what] = now

@@ -326,8 +326,17 @@ class BudgetCounter(Protocol):
         ...
 
 
+class StoreSkipped(ConnectionError):
+    """A store call not made: the store failed moments ago and is not tried again until its skip window
+    ends (so an outage costs its timeout once per window, not on every call). Nothing ran in the store:
+    a step that raised this has nothing to settle."""
+
+
 class Gate(Protocol):
-    """Rate limits and budget together: one step before a call, one after (one Redis call each)."""
+    """Rate limits and budget together: one step before a call, one after (one Redis call each).
+
+    Either step may raise ``StoreSkipped`` (the store is in its skip window: nothing ran) or any other
+    error (the step failed and may have run all the same)."""
 
     async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:

@@ -20,7 +20,7 @@ from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stages import accounting, budget, limits
 from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
 from aigw.routing.attempts import Served
-from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
+from aigw.stores.base import ApiKey, Grant, Limits, Project, StoreSkipped, Tenant
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.redis.client import make_redis
@@ -109,6 +109,45 @@ async def test_a_limits_or_budget_store_outage_counts_in_the_store_errors_metric
     # an outage fails every request: the log says so once per store, not once per request
     warned = [r.getMessage().split()[0] for r in caplog.records if "store unavailable" in r.getMessage()]
     assert sorted(warned) == sorted(set(warned))
+
+
+class Skipping:
+    """A gate in its skip window: every step raises ``StoreSkipped`` at once (and is recorded)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def enter(self, *args: Any) -> Any:
+        self.calls.append("enter")
+        raise StoreSkipped("Redis failed moments ago")
+
+    async def leave(self, *args: Any) -> Any:
+        self.calls.append("leave")
+        raise StoreSkipped("Redis failed moments ago")
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_a_skipped_store_step_applies_the_policies_and_leaves_nothing_to_settle(policy: str) -> None:
+    from aigw.observability.metrics import Metrics
+    gate = Skipping()
+    svc = _services(gate=gate, budget_on_store_error=policy)
+    svc.metrics = Metrics(models=["mock"])
+    stages = [limits.build(_deps(svc)), budget.build(_deps(svc))]
+    for key_limits in (Limits(rpm=5, budget_usd=1.0), Limits(budget_usd=1.0)):  # joint step; budget's own
+        ctx = _ctx(key_limits)
+        try:
+            for stage in stages:
+                assert stage is not None and await stage.on_request(ctx) is None
+            assert policy == "open"
+        except errors.Unavailable:
+            assert policy == "closed"
+        for stage in reversed(stages):
+            assert stage is not None
+            await stage.on_finish(ctx)
+    assert gate.calls == ["enter", "enter"]  # one step each, never a second reservation nor a settle
+    text = svc.metrics.render().decode()
+    assert 'aigw_store_errors_total{operation="enter_skipped",store="limits"} 1.0' in text
+    assert 'aigw_store_errors_total{operation="enter_skipped",store="budget"} 1.0' in text
 
 
 def test_a_second_store_outage_is_logged_though_the_count_runs_on(caplog: pytest.LogCaptureFixture) -> None:

@@ -41,7 +41,7 @@ from aigw.pipeline.tenancy import (
     prompt_estimate,
     refused,
 )
-from aigw.stores.base import NANO, Reservation, Scope, window_of
+from aigw.stores.base import NANO, Reservation, Scope, StoreSkipped, window_of
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.budget")
@@ -116,7 +116,8 @@ class BudgetStage(Stage):
             # It may have run all the same (a reply after the timeout): settle its lease at the end, which
             # changes nothing if it did not land; never reserve again.
             self.svc.store_error("budget", exc)
-            ctx.state[_STATE] = (scopes, amount, entered, slot)
+            if not isinstance(exc, StoreSkipped):  # a skipped step was not sent: nothing to settle
+                ctx.state[_STATE] = (scopes, amount, entered, slot)
             self._store_down()
             return None
         if res is not None and not res.allowed:

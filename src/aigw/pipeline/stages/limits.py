@@ -37,7 +37,7 @@ from aigw.pipeline.tenancy import (
     plan_budget,
     prompt_estimate,
 )
-from aigw.stores.base import Admission, Limits, Scope
+from aigw.stores.base import Admission, Limits, Scope, StoreSkipped
 from aigw.types import Clock
 
 _STATE = "limits.taken"
@@ -114,9 +114,13 @@ class LimitsStage(Stage):
             # slot and settle the lease it may hold when the call ends (a lease that did not land is not
             # settled), and let the budget stage apply its policy without a second reservation.
             self.svc.store_error("limits", exc)
-            ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
-            if budget:
-                ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
+            if isinstance(exc, StoreSkipped):  # not sent: nothing to free or settle, no call at the end
+                if budget:
+                    ctx.state[JOINT_FAILED], ctx.state[SETTLED] = (budget, amount, entered, slot), []
+            else:
+                ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
+                if budget:
+                    ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
                                          retry_after=1.0) from None

@@ -83,15 +83,17 @@ class RedisCounters:
     """
 
     def __init__(self, redis: Any, prefix: str, parallel_ttl_s: float = 900.0,
-                 pipe: RedisPipe | None = None) -> None:
+                 pipe: RedisPipe | None = None, retry_after_s: float = 1.0) -> None:
         """``parallel_ttl_s``: how long an in-flight slot and a budget lease live without their call's
-        ``leave`` (the request timeout and a margin: a call past it is lost, not running)."""
+        ``leave`` (the request timeout and a margin: a call past it is lost, not running).
+        ``retry_after_s``: after a timeout or a lost connection, ``enter`` and ``leave`` raise
+        ``StoreSkipped`` without trying Redis this long (``GateBatcher``; 0: always try)."""
         self._redis = redis
         self._rl = prefix + "rl:"
         self._bg = prefix + "bg:"
         self._seeded_key = prefix + "bg-seeded"  # gone with the counters when Redis loses its data
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
-        self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis))
+        self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis), retry_after_s)
         self._seed = _script(redis, "seed")
         self._spent = _script(redis, "spent")
         self._rates: dict[str, _Rate] = {}
@@ -188,6 +190,11 @@ class RedisCounters:
             b = items[int(idx)]
             crossed.append((b.scope.ref, b.window, float(th)))
         return crossed
+
+    async def health(self) -> tuple[bool, str]:
+        """Whether the gate uses Redis (False in a skip window or while its probe is out), and a line
+        saying so."""
+        return await self._batch.status()
 
     # -- the single-purpose protocols, as special cases ----------------------------------
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:

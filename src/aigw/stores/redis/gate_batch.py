@@ -1,17 +1,27 @@
 """The Redis gate's batching: the enter/leave steps that concurrent requests issue in one loop turn
 travel as one script call (``batch_source``), sent so that no caller's cancellation loses another's
-answer (``GateBatcher``). Kept apart from ``counters`` (what the steps mean) because this is only how
-they travel.
+answer (``GateBatcher``), and not sent at all for a short while after Redis failed (its skip window).
+Kept apart from ``counters`` (what the steps mean) because this is only how they travel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol, cast
 
+import redis.exceptions as redis_errors
+
+from aigw.stores.base import StoreSkipped
 from aigw.stores.redis.pipe import ReplyError, Script, bulk_int
+
+log = logging.getLogger("aigw.gate")
+# failures that say Redis is away or stalled (the lean pipe's, and redis-py's for the URLs it keeps);
+# an error reply is Redis answering, and opens no skip window
+_OUTAGE = (TimeoutError, OSError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
 def lua_source(name: str) -> str:
@@ -57,6 +67,16 @@ return out
 Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
 
 
+@dataclass(slots=True)
+class Outage:
+    """Redis timed out or failed; until ``until`` (loop time) no step is sent, then one probe at a time."""
+
+    since: float  # the first failure (loop time)
+    until: float
+    error: str
+    probing: bool = False  # a step (or the health check's ping) is on its way to find out
+
+
 class GateBatcher:
     """Runs the gate steps that concurrent requests issue in the same loop turn as one script call.
 
@@ -73,10 +93,20 @@ class GateBatcher:
     sent again after a NOSCRIPT, or once connected): ``gone`` holds, by slot, its batch's end
     until then, and ``leave`` for that slot waits for it, or the step would take the slot and
     lease after their settle had run (held until they expire).
+
+    After a batch fails with a timeout or a broken connection, steps raise ``StoreSkipped`` at once for
+    ``retry_after_s`` (nothing is sent; the callers apply their store-error policies), then one step is
+    sent as a probe while the others still skip: its answer ends the outage, another failure starts a new
+    window. So a stalled Redis costs one timeout per window, not one per request; while it answers,
+    ``run`` pays one attribute check for this. 0 turns the window off (every step tries Redis).
     """
 
-    def __init__(self, runner: ScriptRunner) -> None:
+    def __init__(self, runner: ScriptRunner, retry_after_s: float = 1.0) -> None:
         self._runner = runner
+        self.retry_after_s = retry_after_s
+        self.outage: Outage | None = None  # set while Redis is failing (the skip window, then the probe)
+        self.skipped = 0  # steps not sent because of an outage, since start
+        self.outages = 0
         self._script = Script(batch_source())
         self._steps: Steps = []
         self._sending: set[asyncio.Task[None]] = set()  # a running task needs a reference held
@@ -84,6 +114,8 @@ class GateBatcher:
         self.gone: dict[str, asyncio.Future[None]] = {}  # slot -> the end of the batch its gone caller's step is in
 
     async def run(self, kind: bytes, keys: list[bytes], args: list[bytes], slot: str = "") -> Any:
+        if self.outage is not None:
+            self._skip_or_probe(self.outage)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._steps.append((kind, keys, args, fut))
@@ -105,6 +137,59 @@ class GateBatcher:
         except asyncio.CancelledError:
             self._left(slot, ended)
             raise
+
+    def _skip_or_probe(self, outage: Outage) -> None:
+        """Raise ``StoreSkipped`` in the window and while a probe is out; else this step is the probe."""
+        now = asyncio.get_running_loop().time()
+        if outage.probing or now < outage.until:
+            self.skipped += 1
+            raise StoreSkipped(f"Redis failed {now - outage.since:.1f} s ago ({outage.error}); not tried until "
+                               "its skip window ends")
+        outage.probing = True
+
+    def _settled(self, exc: BaseException | None) -> None:
+        """A batch (or a probe) ended: an answer ends the outage; a timeout or a lost connection opens or
+        renews the skip window; anything else (a cancel) only lets the next step probe."""
+        outage = self.outage
+        if exc is None or isinstance(exc, ReplyError):
+            if outage is not None:
+                self.outage = None
+                log.warning("Redis answers the gate again after %.1f s", asyncio.get_running_loop().time()
+                            - outage.since)
+            return
+        if isinstance(exc, _OUTAGE) and self.retry_after_s > 0:
+            now = asyncio.get_running_loop().time()
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if outage is None:
+                self.outage, self.outages = Outage(now, now + self.retry_after_s, error[:160]), self.outages + 1
+                log.warning("Redis failed the gate (%s): limits and budgets skip it for %.1f s at a time",
+                            error, self.retry_after_s)
+            else:
+                outage.until, outage.error, outage.probing = now + self.retry_after_s, error[:160], False
+        elif outage is not None:
+            outage.probing = False
+
+    async def status(self) -> tuple[bool, str]:
+        """(answering, a line for /health/ready). When the window is over and no step came to probe (no
+        traffic), this probes, with an empty batch, so an idle gateway does not report an old outage."""
+        outage = self.outage
+        if outage is not None and not outage.probing and asyncio.get_running_loop().time() >= outage.until:
+            outage.probing = True
+            try:
+                await self._runner.evalsha(self._script, [], [bulk_int(0)])
+            except BaseException as exc:
+                self._settled(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                self._settled(None)
+        skipped = f"{self.skipped} calls skipped in {self.outages} outages since start"
+        outage = self.outage
+        if outage is None:
+            return True, skipped
+        ago = asyncio.get_running_loop().time() - outage.since
+        return False, (f"Redis failing for {ago:.1f} s ({outage.error}); tried again every {self.retry_after_s} s; "
+                       + skipped)
 
     def _left(self, slot: str, ended: asyncio.Future[None]) -> None:
         """The caller of ``slot``'s step went away: until its batch ends, ``leave`` for the slot waits."""
@@ -128,6 +213,7 @@ class GateBatcher:
             reply = self._runner.evalsha_now(self._script, keys, args)
         except Exception as exc:
             _fail(steps, exc)
+            self._settled(exc)
             _end(ended)
             return
         if reply is None:  # connecting first (or redis-py): a task of its own, so no caller's cancel stops it
@@ -142,14 +228,17 @@ class GateBatcher:
 
     def _hand_out(self, steps: Steps, keys: list[bytes], args: list[bytes], done: asyncio.Future[Any],
                   ended: asyncio.Future[None]) -> None:
-        exc = ConnectionError("cancelled") if done.cancelled() else done.exception()
+        exc = asyncio.CancelledError() if done.cancelled() else done.exception()
         if isinstance(exc, ReplyError) and str(exc).startswith("NOSCRIPT"):  # Redis lost its scripts: load, again
             self._spawn(steps, keys, args, ended)
             return
         if exc is not None:
             _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
+            self._settled(exc)
         else:
             _deliver(steps, done.result())
+            if self.outage is not None:  # the healthy path pays this check only
+                self._settled(None)
         _end(ended)
 
     async def _send(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None]) -> None:
@@ -157,10 +246,13 @@ class GateBatcher:
             replies = await self._runner.evalsha(self._script, keys, args)
         except BaseException as exc:
             _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
+            self._settled(exc)
             if not isinstance(exc, Exception):
                 raise
         else:
             _deliver(steps, replies)
+            if self.outage is not None:
+                self._settled(None)
         finally:
             _end(ended)
 

@@ -1,0 +1,91 @@
+"""A stalled Redis (SIGSTOPped, a server of the test's own): limits and budgets take their outage policies
+at once instead of waiting the gate's timeout on every request, /health/ready says so, and once Redis
+answers again the gate counts with it as before."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aigw.cli.admin_client import AdminClient
+from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.servers import free_port
+from tests.support.services import start_own_redis, stop_own_redis
+
+
+def _post(gw: RunningGateway, key: str) -> tuple[int, dict[str, str]]:
+    req = urllib.request.Request(gw.v1 + "/chat/completions", json.dumps(chat_body("stall")).encode(),
+                                 {"content-type": "application/json", "authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers)
+
+
+def _ready(gw: RunningGateway) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(gw.url + "/health/ready", timeout=5) as r:
+            out: dict[str, Any] = json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        out = json.loads(err.read())
+    return out
+
+
+def _timed(gw: RunningGateway, key: str, n: int) -> tuple[float, list[int]]:
+    started = time.perf_counter()
+    statuses = [_post(gw, key)[0] for _ in range(n)]
+    return time.perf_counter() - started, statuses
+
+
+def test_a_stalled_redis_costs_requests_no_timeout_each_and_shows_on_ready(tmp_path: Path) -> None:
+    port = free_port()
+    redis = start_own_redis(port)
+    try:
+        config = gateway_config(tmp_path / "gw.db", redis_url=f"redis://127.0.0.1:{port}/0",
+                                redis_prefix="aigw-test:stall:",
+                                tenancy={"ledger": {"flush_interval_s": 0.05}, "store_retry_after_s": 0.5})
+        with running_gateway(config) as gw:
+            admin = AdminClient(gw.url, MASTER)
+            limited = setup_key(admin, "stall-co", rpm=1000)["key"]
+            budgeted = setup_key(admin, "stall-co", budget_usd=100.0, budget_period="daily")["key"]
+            assert _post(gw, limited)[0] == 200 and _post(gw, budgeted)[0] == 200  # keys cached, Redis used
+            assert _ready(gw)["checks"]["gate"]["status"] == "ok"
+
+            os.kill(redis.pid, signal.SIGSTOP)
+            took, statuses = _timed(gw, limited, 20)
+            assert statuses == [200] * 20  # limits fail open
+            assert took < 2.5, took  # a 0.25 s timeout on each request's enter (and leave) would be 5-10 s
+            took, statuses = _timed(gw, budgeted, 10)
+            assert statuses == [503] * 10  # budgets fail closed
+            assert took < 1.5, took
+            check = _ready(gw)["checks"]["gate"]
+            assert check["status"] == "degraded" and "budgets fail closed" in check["detail"], check
+            with urllib.request.urlopen(gw.url + "/metrics", timeout=5) as r:
+                metrics = r.read().decode()
+            assert 'aigw_store_errors_total{operation="enter_skipped",store="limits"}' in metrics
+
+            os.kill(redis.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 5
+            while _ready(gw)["checks"]["gate"]["status"] != "ok":  # the window ends, a probe finds Redis
+                assert time.monotonic() < deadline, "the gate never used Redis again"
+                time.sleep(0.1)
+            status, headers = _post(gw, limited)
+            assert status == 200 and _post(gw, budgeted)[0] == 200
+            # counted in Redis again, and the skipped requests took nothing (a request that timed out
+            # may have landed all the same: a few at most, one per window)
+            remaining = int(headers["x-ratelimit-remaining-requests"])
+            assert 1000 - 2 - 5 <= remaining <= 1000 - 2, remaining
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(redis.pid, signal.SIGCONT)
+        stop_own_redis(redis)
