@@ -26,7 +26,7 @@ from aigw.http.key_lookup import KeyCache
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.providers.http import HttpClients
 from aigw.sqlite_process import shareable
-from aigw.stores.base import BudgetCounter, Gate, KeyVersion, RateLimiter, Scope, window_of
+from aigw.stores.base import ApiKey, BudgetCounter, Gate, KeyVersion, RateLimiter, Scope, window_of
 from aigw.stores.database import SqlDatabase, open_database
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
@@ -263,10 +263,22 @@ class Tenancy:
             if scope.budget_nano > 0 and spent >= threshold * scope.budget_nano:
                 await self.services.raise_alert(scope, change.tenant_id, window, threshold, change.request_id)
 
+    async def _key_revoked(self, key: ApiKey) -> None:
+        """A revoked key never spends again: its budget counters go (in Redis a `total` window's would stay for
+        good; its spend is in the ledger, and a revoked key is not seeded again). A store that cannot be
+        reached now leaves them, logged: the revocation stands."""
+        if key.limits.budget_usd is None:
+            return
+        try:
+            await self.services.budgets.forget(Scope("key", key.id, key.limits), self.clock.now())
+        except Exception as exc:
+            log.warning("key %s revoked, but its budget counters could not be dropped (%s: %s)", key.id,
+                        type(exc).__name__, exc)
+
     def register_routes(self, app: Any, auth: Authenticator) -> admin_api.AdminApi:
         """The admin routes of tenants, projects, keys and spend; their API, for others that name tenants."""
         api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate, self._budget_changed,
-                                 self.keys.owe_bump)
+                                 self.keys.owe_bump, self._key_revoked)
         admin_api.register(app, auth, api)
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
         return api

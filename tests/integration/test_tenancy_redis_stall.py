@@ -89,3 +89,22 @@ def test_a_stalled_redis_costs_requests_no_timeout_each_and_shows_on_ready(tmp_p
         with contextlib.suppress(ProcessLookupError):
             os.kill(redis.pid, signal.SIGCONT)
         stop_own_redis(redis)
+
+
+def test_a_revoked_keys_total_budget_counter_does_not_stay_in_redis_for_good(
+        redis_isolated: tuple[str, str], tmp_path: Path) -> None:
+    import redis as redis_sync
+
+    url, prefix = redis_isolated
+    with running_gateway(gateway_config(tmp_path / "gw.db", redis_url=url, redis_prefix=prefix)) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "revoke-co", budget_usd=5.0, budget_period="total")
+        assert _post(gw, key["key"])[0] == 200
+        client = redis_sync.Redis.from_url(url)
+        try:
+            settled = f"{prefix}bg:key:{key['id']}:total:settled"
+            assert client.exists(settled) and client.ttl(settled) == -1  # a total budget never starts again
+            admin.post(f"/admin/keys/{key['id']}/revoke", {})
+            assert 0 < client.ttl(settled)  # gone once a call in flight has had the time to settle
+        finally:
+            client.close()

@@ -317,6 +317,11 @@ class BudgetCounter(Protocol):
         """Raise settled spend to the ledger's figures, never lower it."""
         ...
 
+    async def forget(self, scope: Scope, now: float) -> None:
+        """Drop ``scope``'s counters of the window of ``now``, for a scope that will never spend again (a
+        revoked key; its spend stays in the ledger). A ``total`` window would otherwise be kept for good."""
+        ...
+
     async def seeded(self) -> bool:
         """Whether the counters hold a seed (False after a store that lost its data, e.g. a Redis restart)."""
         ...

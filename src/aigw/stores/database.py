@@ -241,7 +241,8 @@ class SqlDatabase:
         levels: list[tuple[str, str, list[tuple[str, Limits]]]] = [
             ("tenant", "tenant_id", [(t.id, t.limits) for t in await self.list_tenants()]),
             ("project", "project_id", [(p.id, p.limits) for p in await self.list_projects(None)]),
-            ("key", "key_id", [(k.id, k.limits) for k in await self.list_keys(None, None)]),
+            # a revoked key never spends again: its counters are not seeded (a `total` one would live for good)
+            ("key", "key_id", [(k.id, k.limits) for k in await self.list_keys(None, None) if k.revoked_at is None]),
         ]
         out: dict[tuple[str, str, str], int] = {}
         for kind, column, items in levels:

@@ -72,6 +72,10 @@ class MemoryBudgets:
                      thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
         return self.settle_now(scopes, slot, reserved_nano, actual_nano, now, thresholds)
 
+    async def forget(self, scope: Scope, now: float) -> None:
+        """A settle still to come finds no window and changes nothing (``settle_now``)."""
+        self._windows.pop((scope.ref, window_of(scope.limits.budget_period, now)), None)
+
     def _window(self, ref: str, window: str) -> _Spend:
         st = self._windows.get((ref, window))
         if st is None:

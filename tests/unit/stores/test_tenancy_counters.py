@@ -496,3 +496,29 @@ async def test_a_step_whose_caller_left_runs_before_the_settle_of_its_slot_even_
         stranded = [t for t in range(60) if await redis.zcard(f"{prefix}rl:key:left{t}:p")]
         assert stranded == []
         assert limiter._batch.gone == {}
+
+
+async def test_a_forgotten_total_budget_leaves_no_counter_for_good(redis_isolated: tuple[str, str]) -> None:
+    """A revoked key's ``total`` window: in Redis its keys get a TTL (a settle in flight still lands),
+    in memory the window goes; either way nothing of it is kept for good."""
+    url, prefix = redis_isolated
+    scope = Scope("key", "revoked", Limits(budget_usd=1.0, budget_period="total"))
+    memory = MemoryBudgets()
+    redis = make_redis(url, socket_timeout_s=2.0)
+    try:
+        counters = RedisCounters(redis, prefix, parallel_ttl_s=30)
+        for budgets in (memory, counters):
+            assert (await budgets.reserve([scope], to_nano(0.1), NOW, "a")).allowed
+            await budgets.settle([scope], to_nano(0.1), to_nano(0.05), NOW, [], "a")
+            assert (await budgets.reserve([scope], to_nano(0.1), NOW, "b")).allowed  # in flight at the revoke
+            await budgets.forget(scope, NOW)
+        assert await memory.spent(scope, NOW) == 0
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}bg:key:revoked:*")]
+        assert sorted(k.decode().rsplit(":", 1)[1] for k in keys) == ["leases", "reserved", "settled"]
+        ttls = [await redis.ttl(k) for k in keys]
+        assert all(0 < ttl <= 70 for ttl in ttls), ttls  # 2 x the lease's life, a margin
+        await counters.settle([scope], to_nano(0.1), to_nano(0.05), NOW, [], "b")  # the call in flight ends
+        ttls = [await redis.ttl(k) for k in keys]  # and the counters still expire (or are gone: -2), none is kept
+        assert -1 not in ttls and all(ttl <= 70 for ttl in ttls), ttls
+    finally:
+        await redis.aclose()

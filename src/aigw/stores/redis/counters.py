@@ -13,6 +13,7 @@ does not speak. Scripts are called by SHA and reloaded after a Redis restart.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from aigw.ids import unique_id
@@ -93,6 +94,7 @@ class RedisCounters:
         self._bg = prefix + "bg:"
         self._seeded_key = prefix + "bg-seeded"  # gone with the counters when Redis loses its data
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
+        self._lease_keep_s = math.ceil(2 * parallel_ttl_s) + 10  # as enter.lua keeps a window's lease keys
         self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis), retry_after_s)
         self._seed = _script(redis, "seed")
         self._spent = _script(redis, "spent")
@@ -226,6 +228,16 @@ class RedisCounters:
             args += [nano, _TTL_BY_PERIOD[period]]
         await self._seed(keys=keys, args=args)
         await self._redis.set(self._seeded_key, b"1")
+
+    async def forget(self, scope: Scope, now: float) -> None:
+        """The window's keys expire once a call still in flight has had the time to settle (its lease's
+        life), rather than at once: a settle that came after a delete would make the ``total`` counter again,
+        without a TTL."""
+        base = self._budget_key(scope.ref, window_of(scope.limits.budget_period, now))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for part in _PARTS:
+                pipe.expire(f"{base}:{part}", self._lease_keep_s)
+            await pipe.execute()
 
     async def seeded(self) -> bool:
         return bool(await self._redis.exists(self._seeded_key))
