@@ -78,7 +78,7 @@ class Flow:
                 request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
                 body=parsed.body, model=parsed.model, stream=parsed.stream,
                 principal=principal, headers=req.headers, deadline_s=_deadline(req.headers, parsed.body),
-                state=parsed.state,
+                state=parsed.state, source=(req.body, parsed.body),
             )
             result = await self.pipeline.run(ctx)
             headers = served_headers(ctx)

@@ -57,6 +57,10 @@ class RequestContext:
     handled_by: str = ""  # "", "cache", "rules"
     error: GatewayError | None = None
     state: dict[str, Any] = field(default_factory=dict)  # per-stage scratch space
+    # The request's bytes and the body parsed from them. A stage that changes the request assigns a new
+    # ``body`` (never edits it in place), so ``body is source[1]`` means the body is still what those bytes
+    # say, and what is computed from it may be memoised on the bytes (the cache key: ``ExactKeys``).
+    source: tuple[bytes, JSON] | None = None
 
 
 @dataclass(slots=True)

@@ -1,8 +1,10 @@
 """The Stage contract. Pre-hooks run in config order, post-hooks in reverse.
 
 A stage may answer the request itself (return a Result from ``on_request``),
-reject it (raise a GatewayError), change it (edit ``ctx.body``) or pass it on
-(return None). Hooks a stage does not override cost nothing: the pipeline only
+reject it (raise a GatewayError), change it (assign a new ``ctx.body``, never
+edit the parsed one in place: what is memoised on the request's bytes, such as
+the cache key, relies on ``ctx.body is ctx.source[1]`` meaning "unchanged") or
+pass it on (return None). Hooks a stage does not override cost nothing: the pipeline only
 calls the ones a stage defines.
 """
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from aigw.pipeline.context import Principal, RequestContext
 from aigw.pipeline.stages.cache_keys import (
     MAX_MARKED_WORDS,
+    ExactKeys,
     context_key,
     exact_key,
     literals,
@@ -22,6 +27,68 @@ def ctx(body: JSON, *, tenant: str = "t1", project: str = "p1", key: str = "k1",
 
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+
+
+def sourced(raw: bytes, **kw: Any) -> RequestContext:
+    """A context as the HTTP layer makes it: the body parsed from ``raw``, both kept."""
+    c = ctx(orjson.loads(raw), **kw)
+    c.source = (raw, c.body)
+    return c
+
+
+def test_memoised_keys_are_the_computed_keys() -> None:
+    keys = ExactKeys()
+    raw = orjson.dumps({"model": "m", "messages": MSGS, "temperature": 0.2})
+    first, again = sourced(raw), sourced(raw)
+    assert keys(first, "tenant") == exact_key(first, "tenant")
+    assert keys(again, "tenant") == exact_key(again, "tenant")  # from the memo this time
+    other = sourced(orjson.dumps({"model": "m", "messages": MSGS, "temperature": 0.3}))
+    assert keys(other, "tenant") == exact_key(other, "tenant") != keys(again, "tenant")
+
+
+def test_memoised_keys_keep_tenants_scopes_and_guards_apart() -> None:
+    keys = ExactKeys()
+    raw = orjson.dumps({"model": "m", "messages": MSGS})
+    a, b = sourced(raw, tenant="t1", key="k1"), sourced(raw, tenant="t2", key="k1")
+    assert keys(a, "tenant") != keys(b, "tenant")
+    assert keys(b, "tenant") == exact_key(b, "tenant")
+    same_tenant_other_key = sourced(raw, tenant="t1", key="k2")
+    assert keys(same_tenant_other_key, "key") == exact_key(same_tenant_other_key, "key") != keys(a, "key")
+    assert keys(a, "tenant", "guarded") == exact_key(a, "tenant", "guarded") != keys(a, "tenant")
+
+
+def test_a_body_a_stage_replaced_is_keyed_as_it_is_not_as_its_bytes() -> None:
+    """PII redaction or a routing rule assigns a new body before the cache: the key follows it."""
+    keys = ExactKeys()
+    raw = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "mail ann@example.com"}]})
+    keys(sourced(raw), "tenant")  # the bytes are in the memo now
+    redacted = sourced(raw)
+    redacted.body = {"model": "m", "messages": [{"role": "user", "content": "mail <EMAIL_1>"}]}
+    assert keys(redacted, "tenant") == exact_key(redacted, "tenant") != exact_key(sourced(raw), "tenant")
+
+
+def test_the_anthropic_beta_header_splits_the_memo() -> None:
+    """The one header that changes the parsed body: the same bytes with another beta are another body."""
+    keys = ExactKeys()
+    raw = orjson.dumps({"model": "m", "messages": MSGS})
+    plain = sourced(raw)
+    keys(plain, "tenant")
+    beta = sourced(raw)
+    beta.headers["anthropic-beta"] = "x"
+    beta.body["_anthropic"] = {"betas": ["x"]}  # what parsing with the header would have made
+    beta.source = (raw, beta.body)
+    assert keys(beta, "tenant") == exact_key(beta, "tenant") != exact_key(plain, "tenant")
+
+
+def test_the_key_memo_is_bounded() -> None:
+    keys = ExactKeys(limit=4, max_bytes=64)
+    for i in range(10):
+        c = sourced(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": str(i)}]}))
+        assert keys(c, "tenant") == exact_key(c, "tenant")
+        assert len(keys._keys) <= 4
+    big = sourced(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 100}]}))
+    assert keys(big, "tenant") == exact_key(big, "tenant")
+    assert all(len(memo[0]) <= 64 for memo in keys._keys)
 
 
 def test_key_ignores_field_order_and_transport_fields() -> None:

@@ -32,7 +32,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, encode
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
-from aigw.pipeline.stages.cache_keys import context_key, exact_key, semantic_blocker, word_order_mark
+from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, semantic_blocker, word_order_mark
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
@@ -99,6 +99,7 @@ class CacheStage(Stage):
             if isinstance(store, LocalCacheStore) and self._in_process[name]}
         self._counters: dict[tuple[str, str], Any] = {}  # (model, result) -> the labelled lookup counter
         self._decoded = Decoded()
+        self._exact_key = ExactKeys()
         self._near = {name: NearCache(default.near_ttl_s, default.near_max_bytes, clock)
                       for name, local in self._in_process.items() if not local and default.near_ttl_s > 0}
         self.purger = Purger(stores, indexes, self._near, self.stats, self.flush, supervisor, purge_log, purge_poll_s)
@@ -112,7 +113,7 @@ class CacheStage(Stage):
         if policy.mode == "off" or policy.backend not in self.stores:  # e.g. a key asking for redis without one
             return None
         guard = self.guard_tag(ctx) if self.guard_tag is not None else ""
-        key = exact_key(ctx, policy.scope, guard)
+        key = self._exact_key(ctx, policy.scope, guard)
         trouble: list[str] = []
         if not controls.no_cache:
             raw = self._get_now(policy.backend, key, trouble)  # memory, or a near copy: no await

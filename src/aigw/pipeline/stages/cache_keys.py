@@ -107,6 +107,37 @@ def exact_key(ctx: RequestContext, scope: str, guard: str = "") -> str:
     return f"{who}:{model_tag(ctx.model)}.{_digest(who.encode(), ctx.endpoint.encode(), ctx.model.encode(), payload)}"
 
 
+class ExactKeys:
+    """``exact_key``, memoised on the request's bytes: a repeated question (a hit) skips the canonical
+    dump and the hash of its body, ~3 µs of a ~20 µs hit.
+
+    Safe because the key is a pure function of what the memo is keyed on: the bytes (from which the
+    body was parsed, the same way each time), who may share the entry, the endpoint, the inbound API
+    and the one header that changes the parsed body (``anthropic-beta``). Only used while ``ctx.body``
+    is still the body parsed from those bytes (``RequestContext.source``): once a stage before the
+    cache changed it (PII redaction, a routing rule), the key is computed from the body as it is.
+    Bounded like ``Validated``: at most ``limit`` bodies of at most ``max_bytes`` each.
+    """
+
+    def __init__(self, limit: int = 1024, max_bytes: int = 8192) -> None:
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self._keys: dict[tuple[bytes, str, str, str, str | None], str] = {}
+
+    def __call__(self, ctx: RequestContext, scope: str, guard: str = "") -> str:
+        source = ctx.source
+        if source is None or source[1] is not ctx.body or len(source[0]) > self.max_bytes:
+            return exact_key(ctx, scope, guard)
+        memo = (source[0], scope_of(ctx, scope, guard), ctx.endpoint, ctx.api, ctx.headers.get("anthropic-beta"))
+        key = self._keys.get(memo)
+        if key is None:
+            key = exact_key(ctx, scope, guard)
+            if len(self._keys) >= self.limit:
+                self._keys.clear()
+            self._keys[memo] = key
+        return key
+
+
 def context_key(ctx: RequestContext, scope: str, guard: str = "") -> str:
     """The semantic bucket: like ``exact_key`` but without the last user turn's text, bar its literals.
 
