@@ -69,11 +69,14 @@ Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
 
 @dataclass(slots=True)
 class Outage:
-    """Redis timed out or failed; until ``until`` (loop time) no step is sent, then one probe at a time."""
+    """Redis timed out or failed; once ``confirmed``, until ``until`` (loop time) no step is sent, then one
+    probe at a time."""
 
     since: float  # the first failure (loop time)
     until: float
     error: str
+    after: int  # batches sent when it began: one sent later must fail too before Redis is called down
+    confirmed: bool = False
     probing: bool = False  # a step (or the health check's ping) is on its way to find out
 
 
@@ -94,11 +97,14 @@ class GateBatcher:
     until then, and ``leave`` for that slot waits for it, or the step would take the slot and
     lease after their settle had run (held until they expire).
 
-    After a batch fails with a timeout or a broken connection, steps raise ``StoreSkipped`` at once for
-    ``retry_after_s`` (nothing is sent; the callers apply their store-error policies), then one step is
-    sent as a probe while the others still skip: its answer ends the outage, another failure starts a new
-    window. So a stalled Redis costs one timeout per window, not one per request; while it answers,
-    ``run`` pays one attribute check for this. 0 turns the window off (every step tries Redis).
+    After a batch fails with a timeout or a broken connection, and a batch sent after that failure fails
+    too, steps raise ``StoreSkipped`` at once for ``retry_after_s`` (nothing is sent; the callers apply
+    their store-error policies), then one step is sent as a probe while the others still skip: its answer
+    ends the outage, another failure starts a new window. So a stalled Redis costs two timeouts, then one
+    per window, not one per request; while it answers, ``run`` pays one attribute check for this. Why
+    two: a pause of this process (a long GC) times out whatever was in flight although Redis answered;
+    one failure alone would then refuse a second of budgeted calls. 0 turns the window off (every step
+    tries Redis).
     """
 
     def __init__(self, runner: ScriptRunner, retry_after_s: float = 1.0) -> None:
@@ -107,6 +113,7 @@ class GateBatcher:
         self.outage: Outage | None = None  # set while Redis is failing (the skip window, then the probe)
         self.skipped = 0  # steps not sent because of an outage, since start
         self.outages = 0
+        self._sent = 0  # batches sent since start (numbers them, for telling a later failure from the first)
         self._script = Script(batch_source())
         self._steps: Steps = []
         self._sending: set[asyncio.Task[None]] = set()  # a running task needs a reference held
@@ -140,6 +147,8 @@ class GateBatcher:
 
     def _skip_or_probe(self, outage: Outage) -> None:
         """Raise ``StoreSkipped`` in the window and while a probe is out; else this step is the probe."""
+        if not outage.confirmed:
+            return  # one failure so far: steps still go to Redis (a second one sent after it decides)
         now = asyncio.get_running_loop().time()
         if outage.probing or now < outage.until:
             self.skipped += 1
@@ -147,23 +156,29 @@ class GateBatcher:
                                "its skip window ends")
         outage.probing = True
 
-    def _settled(self, exc: BaseException | None) -> None:
-        """A batch (or a probe) ended: an answer ends the outage; a timeout or a lost connection opens or
-        renews the skip window; anything else (a cancel) only lets the next step probe."""
+    def _settled(self, exc: BaseException | None, batch: int) -> None:
+        """Batch number ``batch`` (or a probe) ended: an answer ends the outage; a timeout or a lost
+        connection begins one, confirms it (a batch sent after its first failure) or renews its skip
+        window; anything else (a cancel) only lets the next step probe."""
         outage = self.outage
         if exc is None or isinstance(exc, ReplyError):
             if outage is not None:
                 self.outage = None
-                log.warning("Redis answers the gate again after %.1f s", asyncio.get_running_loop().time()
-                            - outage.since)
+                if outage.confirmed:
+                    log.warning("Redis answers the gate again after %.1f s", asyncio.get_running_loop().time()
+                                - outage.since)
             return
         if isinstance(exc, _OUTAGE) and self.retry_after_s > 0:
             now = asyncio.get_running_loop().time()
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if outage is None:
-                self.outage, self.outages = Outage(now, now + self.retry_after_s, error[:160]), self.outages + 1
-                log.warning("Redis failed the gate (%s): limits and budgets skip it for %.1f s at a time",
-                            error, self.retry_after_s)
+                self.outage = Outage(now, now + self.retry_after_s, error[:160], self._sent)
+            elif not outage.confirmed:
+                if batch > outage.after:  # sent after the first failure, and failed as well: Redis is down
+                    outage.confirmed, outage.until, outage.error = True, now + self.retry_after_s, error[:160]
+                    self.outages += 1
+                    log.warning("Redis failed the gate (%s): limits and budgets skip it for %.1f s at a time",
+                                error, self.retry_after_s)
             else:
                 outage.until, outage.error, outage.probing = now + self.retry_after_s, error[:160], False
         elif outage is not None:
@@ -173,19 +188,21 @@ class GateBatcher:
         """(answering, a line for /health/ready). When the window is over and no step came to probe (no
         traffic), this probes, with an empty batch, so an idle gateway does not report an old outage."""
         outage = self.outage
-        if outage is not None and not outage.probing and asyncio.get_running_loop().time() >= outage.until:
+        if outage is not None and outage.confirmed and not outage.probing \
+                and asyncio.get_running_loop().time() >= outage.until:
             outage.probing = True
+            self._sent = batch = self._sent + 1
             try:
                 await self._runner.evalsha(self._script, [], [bulk_int(0)])
             except BaseException as exc:
-                self._settled(exc)
+                self._settled(exc, batch)
                 if not isinstance(exc, Exception):
                     raise
             else:
-                self._settled(None)
+                self._settled(None, batch)
         skipped = f"{self.skipped} calls skipped in {self.outages} outages since start"
         outage = self.outage
-        if outage is None:
+        if outage is None or not outage.confirmed:
             return True, skipped
         ago = asyncio.get_running_loop().time() - outage.since
         return False, (f"Redis failing for {ago:.1f} s ({outage.error}); tried again every {self.retry_after_s} s; "
@@ -203,6 +220,7 @@ class GateBatcher:
         ended.add_done_callback(forget)
 
     def _start(self, steps: Steps, ended: asyncio.Future[None]) -> None:
+        self._sent = batch = self._sent + 1
         keys: list[bytes] = []
         args: list[bytes] = [bulk_int(len(steps))]
         for kind, k, a, _ in steps:
@@ -213,46 +231,48 @@ class GateBatcher:
             reply = self._runner.evalsha_now(self._script, keys, args)
         except Exception as exc:
             _fail(steps, exc)
-            self._settled(exc)
+            self._settled(exc, batch)
             _end(ended)
             return
         if reply is None:  # connecting first (or redis-py): a task of its own, so no caller's cancel stops it
-            self._spawn(steps, keys, args, ended)
+            self._spawn(steps, keys, args, ended, batch)
             return
-        reply.add_done_callback(lambda done: self._hand_out(steps, keys, args, done, ended))
+        reply.add_done_callback(lambda done: self._hand_out(steps, keys, args, done, ended, batch))
 
-    def _spawn(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None]) -> None:
-        task = asyncio.ensure_future(self._send(steps, keys, args, ended))
+    def _spawn(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None],
+               batch: int) -> None:
+        task = asyncio.ensure_future(self._send(steps, keys, args, ended, batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
     def _hand_out(self, steps: Steps, keys: list[bytes], args: list[bytes], done: asyncio.Future[Any],
-                  ended: asyncio.Future[None]) -> None:
+                  ended: asyncio.Future[None], batch: int) -> None:
         exc = asyncio.CancelledError() if done.cancelled() else done.exception()
         if isinstance(exc, ReplyError) and str(exc).startswith("NOSCRIPT"):  # Redis lost its scripts: load, again
-            self._spawn(steps, keys, args, ended)
+            self._spawn(steps, keys, args, ended, batch)
             return
         if exc is not None:
             _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
-            self._settled(exc)
+            self._settled(exc, batch)
         else:
             _deliver(steps, done.result())
             if self.outage is not None:  # the healthy path pays this check only
-                self._settled(None)
+                self._settled(None, batch)
         _end(ended)
 
-    async def _send(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None]) -> None:
+    async def _send(self, steps: Steps, keys: list[bytes], args: list[bytes], ended: asyncio.Future[None],
+                    batch: int) -> None:
         try:
             replies = await self._runner.evalsha(self._script, keys, args)
         except BaseException as exc:
             _fail(steps, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
-            self._settled(exc)
+            self._settled(exc, batch)
             if not isinstance(exc, Exception):
                 raise
         else:
             _deliver(steps, replies)
             if self.outage is not None:
-                self._settled(None)
+                self._settled(None, batch)
         finally:
             _end(ended)
 
