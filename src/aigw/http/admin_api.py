@@ -116,7 +116,7 @@ class AdminApi:
         self._on_bump_failed = on_bump_failed  # the version is bumped later, when the store is back
         # a budget added or changed mid-window: its counter starts from what the window has spent already
         self._on_budget = on_budget
-        self._on_revoke = on_revoke  # a key revoked now: its budget counters can go
+        self._on_revoke = on_revoke  # a revoked key (each change of one): its budget counters can go
 
     async def _budget_changed(self, req: HttpRequest, change: BudgetChange) -> None:
         """Any PATCH that leaves a budget set seeds it (seeding only raises, so a repeated call is harmless
@@ -296,9 +296,7 @@ class AdminApi:
         secret: str | None = None
         if req.method == "GET" and not action:
             return 200, key_out(k)
-        revoked = False
         if (req.method == "POST" and action == "revoke") or (req.method == "DELETE" and not action):
-            revoked = k.revoked_at is None
             k.revoked_at = k.revoked_at or self.clock.now()
             k.previous_hash = k.previous_until = None  # a revoke ends a secret in grace too: none is shown
         elif req.method == "POST" and action == "rotate":
@@ -314,10 +312,11 @@ class AdminApi:
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
         await self.db.save_key(k)
-        await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before, k.limits, req.request_id))
+        if k.revoked_at is None:
+            await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before, k.limits, req.request_id))
+        elif self._on_revoke is not None:  # never seeded again (a `total` window would stay for good); dropped on
+            await self._on_revoke(k)  # every call and before the bump, so a revoke repeated after a 503 finishes it
         await self._changed()
-        if revoked and self._on_revoke is not None:
-            await self._on_revoke(k)
         return 200, key_out(k, secret)
 
     @staticmethod

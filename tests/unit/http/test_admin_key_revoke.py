@@ -1,0 +1,96 @@
+"""Revoking a key drops its budget counters (a ``total`` one would otherwise stay in Redis for good), also when
+the revoke is repeated because the first call could not tell other replicas; a revoked key's counters are never
+made again by a later change of its limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from aigw import errors
+from aigw.http.admin_api import AdminApi, BudgetChange
+from aigw.http.request import HttpRequest
+from aigw.pipeline.context import Principal
+from aigw.stores.base import ApiKey, Limits, Project, Tenant
+from aigw.stores.database import SqlDatabase
+from aigw.types import SystemClock
+from tests.unit.http.admin_support import migrated_db
+
+MASTER = Principal(key_id="master", is_admin=True)
+
+
+class _FailingOnce:
+    """A key version whose first bump fails (the store is away), as ``AdminApi._changed`` reports with a 503."""
+
+    def __init__(self) -> None:
+        self.bumps = 0
+
+    async def get(self) -> int:
+        return 0
+
+    async def bump(self) -> int:
+        self.bumps += 1
+        if self.bumps == 1:
+            raise ConnectionError("redis away")
+        return self.bumps
+
+
+def _request(method: str, path: str, body: dict[str, Any] | None = None) -> HttpRequest:
+    raw = orjson.dumps(body) if body is not None else b""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    return HttpRequest({"type": "http", "method": method, "path": path, "headers": headers}, receive)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
+    store = await migrated_db(tmp_path)
+    await store.add_tenant(Tenant(id="ten_a", name="alpha"))
+    await store.add_project(Project(id="prj_a", tenant_id="ten_a", name="web"))
+    await store.add_key(ApiKey(id="key_a", tenant_id="ten_a", project_id="prj_a", key_hash="h-a",
+                               prefix="sk-aigw-xxxx", limits=Limits(budget_usd=5.0, budget_period="total")))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_revoke_repeated_after_a_failed_version_bump_still_drops_the_keys_counters(db: SqlDatabase) -> None:
+    forgotten: list[str] = []
+
+    async def on_revoke(key: ApiKey) -> None:
+        forgotten.append(key.id)
+
+    api = AdminApi(db, _FailingOnce(), SystemClock(), lambda: None, on_revoke=on_revoke)  # type: ignore[arg-type]
+    with pytest.raises(errors.Unavailable):  # saved, but "repeat the call": other replicas were not told
+        await api.key_item(_request("POST", "/admin/keys/key_a/revoke"), MASTER)
+    status, _ = await api.key_item(_request("POST", "/admin/keys/key_a/revoke"), MASTER)  # as the 503 says
+    assert status == 200
+    assert forgotten and set(forgotten) == {"key_a"}
+
+
+async def test_a_revoked_keys_budget_is_not_seeded_again_by_a_patch(db: SqlDatabase) -> None:
+    seeded: list[BudgetChange] = []
+    forgotten: list[str] = []
+
+    async def on_budget(change: BudgetChange) -> None:
+        seeded.append(change)
+
+    async def on_revoke(key: ApiKey) -> None:
+        forgotten.append(key.id)
+
+    api = AdminApi(db, _FailingOnce(), SystemClock(), lambda: None, on_budget=on_budget,  # type: ignore[arg-type]
+                   on_revoke=on_revoke)
+    api.version.bumps = 1  # type: ignore[attr-defined]  # bumps work from here on
+    await api.key_item(_request("POST", "/admin/keys/key_a/revoke"), MASTER)
+    status, _ = await api.key_item(_request("PATCH", "/admin/keys/key_a", {"budget_usd": 7.0}), MASTER)
+    assert status == 200
+    assert seeded == []  # a seed writes a `total` window with no TTL: it would stay in Redis for good
+    assert forgotten[-1] == "key_a"
