@@ -161,3 +161,34 @@ def test_a_model_a_configured_rule_may_route_to_a_dearer_one_is_reserved_at_the_
     routed, plain = stage_for(rules), stage_for(None)
     assert _worst(routed, 50) == (50 * 3000 + 10 * 9000) * 1000  # at big's rates, whichever way the rule goes
     assert _worst(plain, 50) == (50 * 1000 + 10 * 2000) * 1000
+
+
+def test_a_route_in_a_keys_own_rules_is_reserved_at_the_dearer_rates() -> None:
+    # a key's metadata may carry rules that route to a dearer model; they were not known when the rates were
+    # worked out, so such calls settled above their reservation and concurrent ones could overrun a budget
+    from aigw.http.key_lookup import principal_for
+    from aigw.stores.base import ApiKey, Grant, Project, Tenant
+
+    cheap = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(input_per_mtok=1000,
+                                                                                output_per_mtok=2000))
+    dear = Deployment(name="big", provider="mock", id="big#0", prices=Prices(input_per_mtok=3000,
+                                                                             output_per_mtok=9000))
+    svc = _services()
+    svc.prices = PriceBook([cheap, dear])
+    config = GatewayConfig(models=[cheap, dear], guardrails={"rules": [
+        {"name": "ping", "match": {"keywords": ["ping"]}, "respond": "pong"}]})  # rules are on, none routes
+    deps = StageDeps(config=config)
+    deps.services[SERVICE] = svc
+    stage = budget.build(deps)
+    assert isinstance(stage, budget.BudgetStage)
+
+    def worst(metadata: dict[str, Any]) -> int:
+        key = ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-abcd", metadata=metadata)
+        ctx = _ctx(body={"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10})
+        ctx.principal = principal_for(Grant(key, Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t")))
+        ctx.state[ESTIMATE] = 50
+        return stage.worst_case_nano(ctx)
+
+    routes = {"guardrails": {"rules": [{"name": "hard", "match": {"keywords": ["prove"]}, "route": "big"}]}}
+    assert worst(routes) == (50 * 3000 + 10 * 9000) * 1000  # at big's rates, whichever way the rule goes
+    assert worst({"team": "x"}) == worst({"guardrails": {"pii": {"mode": "block"}}}) == (50 * 1000 + 10 * 2000) * 1000

@@ -22,12 +22,13 @@ import logging
 
 from aigw import errors
 from aigw.accounting.pricing import Price
-from aigw.accounting.tokens import prompt_items
+from aigw.accounting.tokens import prompt_items, upper_estimate
+from aigw.guardrails.rules import RuleSet
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.stages.guardrail_policy import policies_for
+from aigw.pipeline.stages.guardrail_policy import Policies, policies_for
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
     JOINT,
@@ -42,7 +43,7 @@ from aigw.pipeline.tenancy import (
     refused,
 )
 from aigw.stores.base import NANO, Reservation, Scope, StoreSkipped, window_of
-from aigw.types import Clock
+from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.budget")
 _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease's slot)
@@ -51,8 +52,11 @@ _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease
 class BudgetStage(Stage):
     name = "budget"
 
-    def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]]) -> None:
+    def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]],
+                 policies: Policies | None = None) -> None:
         self.svc = svc
+        self._policies = policies  # the guardrail policies, when some config names rules: a key may add its own
+        self._routes_memo: dict[tuple[str, int], tuple[RuleSet, list[Price]]] = {}
         self.clock = clock
         self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
         self._rates_cap = len(self._rates) + _MEMO_EXTRA  # model names come from clients: keep the memo bounded
@@ -62,24 +66,34 @@ class BudgetStage(Stage):
         self._long = {model: min(p.long_above for p in prices if p.long_context is not None)
                       for model, prices in prices_by_model.items() if any(p.long_context for p in prices)}
 
-    def worst_case_nano(self, ctx: RequestContext) -> int:
-        body = ctx.body
-        prompt = prompt_estimate(ctx)
+    def worst_case_nano(self, ctx: RequestContext, body: JSON | None = None) -> int:
+        """The most ``body`` (the request's own by default; a retry's) may cost at ``ctx.model``'s dearest
+        deployment, or at a dearer model its configured or the key's own rules may route it to."""
+        if body is None:
+            body, prompt = ctx.body, prompt_estimate(ctx)
+        else:
+            prompt = upper_estimate(body)
         out = 0
         if ctx.endpoint != "embeddings":
             # both given: the larger, since an upstream may honour either (a compatible server whose quirk
             # keeps ``max_tokens`` drops ``max_completion_tokens``)
             out = max(_count(body.get("max_completion_tokens")), _count(body.get("max_tokens")))
-            out = (out or self.svc.config.default_max_tokens) * _answers(ctx)
+            out = (out or self.svc.config.default_max_tokens) * _answers(ctx.endpoint, body)
         tier = body.get("service_tier")
-        if tier in _DEARER_TIERS or (ctx.model in self._long and prompt > self._long[ctx.model]):
-            per_in, per_out, per_request = self._rates_for(ctx.model, prompt, tier if isinstance(tier, str) else None)
+        dearer = tier if tier in _DEARER_TIERS else None  # flex may be served at standard rates: reserve those
+        model = ctx.model
+        routed = self._key_routes(ctx)
+        if routed:  # a key's own rules may route elsewhere (rare): worked out per request
+            own = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
+            per_in, per_out, per_request = _worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]])
+        elif dearer is not None or (model in self._long and prompt > self._long[model]):
+            per_in, per_out, per_request = self._rates_for(model, prompt, dearer)
         else:
-            rates = self._rates.get(ctx.model)
+            rates = self._rates.get(model)
             if rates is None:
-                rates = _worst_rates([self.svc.prices.for_model(ctx.model) or Price()])
+                rates = _worst_rates([self.svc.prices.for_model(model) or Price()])
                 if len(self._rates) < self._rates_cap:
-                    self._rates[ctx.model] = rates
+                    self._rates[model] = rates
             per_in, per_out, per_request = rates
         return round((prompt * per_in + out * per_out) * 1000 + per_request * 1e9)
 
@@ -87,6 +101,25 @@ class BudgetStage(Stage):
         """The worst rates of a long prompt or a dearer tier (the rare case: worked out per request)."""
         prices = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
         return _worst_rates([p.rates_for(prompt, tier) for p in prices])
+
+    def _key_routes(self, ctx: RequestContext) -> list[Price]:
+        """The prices of the models that rules from the caller's metadata (key, project, tenant) may route
+        this request to, beyond the configured ones ([] without such rules)."""
+        policies = self._policies
+        if policies is None or ctx.endpoint != "chat":
+            return []
+        rules = policies.for_request(ctx).rules  # memoised on the request: the rules stage reads the same
+        if rules is None or rules is policies.by_model.get(ctx.model, policies.default).rules:
+            return []
+        memo = (ctx.model, id(rules))
+        found = self._routes_memo.get(memo)
+        if found is None or found[0] is not rules:
+            targets = route_targets(rules, ctx.model)
+            found = (rules, [p for t in sorted(targets) for p in self._prices.get(t, ())])
+            if len(self._routes_memo) >= _MEMO_EXTRA:
+                self._routes_memo.clear()
+            self._routes_memo[memo] = found
+        return found[1]
 
     def plan(self, ctx: RequestContext) -> tuple[list[Scope], int]:
         scopes = key_scopes(ctx, "budget")
@@ -168,12 +201,11 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _answers(ctx: RequestContext) -> int:
+def _answers(endpoint: str, body: JSON) -> int:
     """How many answers the call may generate (and bill): ``n`` per prompt; a legacy completion generates
     ``best_of`` (at least ``n``) for each prompt of a list."""
-    body = ctx.body
     n = _count(body.get("n")) or 1
-    if ctx.endpoint != "completions":
+    if endpoint != "completions":
         return n
     return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))
 
@@ -197,11 +229,11 @@ def build(deps: StageDeps) -> Stage | None:
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
     # a configured rule may route a model's request to another model after the reservation: reserve at the
-    # dearer of both (a key's own rules, in its metadata, are not known here: docs/tenancy.md says so)
+    # dearer of both (a key's own rules, in its metadata, are added per request: ``_key_routes``)
     routed = {model: [p for target in _route_targets(deps, model) for p in prices.get(target, ())]
               for model in prices}
     prices = {model: [*own, *routed[model]] for model, own in prices.items()}
-    stage = BudgetStage(svc, deps.clock, prices)
+    stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"))
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     return stage
 
@@ -210,6 +242,9 @@ def _route_targets(deps: StageDeps, model: str) -> set[str]:
     """The models a configured rule (global, or the model's own) may route ``model``'s requests to."""
     policies = policies_for(deps, "rules")
     rules = policies.by_model.get(model, policies.default).rules if policies is not None else None
-    if rules is None:
-        return set()
+    return route_targets(rules, model) if rules is not None else set()
+
+
+def route_targets(rules: RuleSet, model: str) -> set[str]:
+    """The models ``rules`` may route ``model``'s requests to."""
     return {r.text for r in rules.rules if r.action == "route" and (r.model is None or r.model.fullmatch(model))}
