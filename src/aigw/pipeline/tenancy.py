@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,11 @@ from aigw.accounting.ledger import Ledger
 from aigw.accounting.pricing import PriceBook
 from aigw.accounting.tokens import TokenCounter, answer_text, upper_estimate
 from aigw.accounting.usage import Tokens, tokens_from_usage
+from aigw.config.models import Deployment
 from aigw.config.tenancy import TenancyConfig
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
 from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope, StoreSkipped
+from aigw.types import JSON
 
 log = logging.getLogger("aigw.tenancy")
 alert_log = logging.getLogger("aigw.budget")
@@ -43,7 +45,15 @@ SETTLED = "tenancy.budget_settled"  # the joint step settled it: crossings (list
 ESTIMATE = "tenancy.prompt_estimate"
 ROUTE_CAPS = "tenancy.route_caps"  # the deployment caps the router checks per call (``deployment_caps``)
 BUDGET_DONE = "budget.reserved"  # the budget is reserved: (scopes, amount, entered, slot)
+# leases taken during the call for more upstream calls (an output check's retry): [(scopes, amount, entered, slot)];
+# the budget stage releases them at the end (the request's own lease is settled to the whole cost)
+BUDGET_MORE = "budget.reserved_more"
+# every upstream call of a request answered more than once (an output check's retry), in order:
+# [(deployment, usage, service tier)]; each is priced at its own deployment (``measure``)
+CALLS = "tenancy.calls"
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
+# reserve one more upstream call of this body beside the request's: False when the budget cannot cover it
+BudgetMore = Callable[[RequestContext, JSON], Awaitable[bool]]
 STORE_ERROR_LOG_EVERY = 1000  # during an outage every request fails its store call: log one in this many
 STORE_ERROR_QUIET_S = 60.0  # a failure this long after the previous one starts a new outage: logged again
 
@@ -60,6 +70,7 @@ class TenancyServices:
     alert: Any = None  # async (event: dict) -> None; set by app.py
     counters: dict[str, int] = field(default_factory=dict)  # store errors by kind (for /health and metrics)
     budget_plan: BudgetPlan | None = None  # set by the budget stage when it is in the pipeline
+    budget_more: BudgetMore | None = None  # likewise: reserve a second upstream call (an output check's retry)
     metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
     monotonic: Callable[[], float] = time.monotonic  # when a store last failed (``store_error``), only then read
     _failed_at: dict[str, float] = field(default_factory=dict)
@@ -180,15 +191,26 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
             source = "local"
         else:
             tokens, source = Tokens(), "none"
-    price = svc.prices.for_deployment(d.id, d.model) if d is not None else svc.prices.for_model(ctx.model)
-    full = price.cost_nano(tokens, tier=ctx.service_tier or _asked_tier(ctx)) \
-        if price is not None and tokens.total else 0
+    calls = ctx.state.get(CALLS)
+    if calls and not ctx.handled_by:  # answered more than once: each call at its own deployment's prices
+        full = sum(_call_cost(ctx, svc, *call) for call in calls)
+    else:
+        full = _call_cost(ctx, svc, d, None, ctx.service_tier, tokens)
     if ctx.handled_by:  # answered by the cache or a rule: no upstream bill, the saving is reported
         result = Measured(tokens, 0, full if ctx.handled_by == "cache" else 0, source)
     else:
         result = Measured(tokens, full, 0, source)
     ctx.state[MEASURE] = result
     return result
+
+
+def _call_cost(ctx: RequestContext, svc: TenancyServices, d: Deployment | None, usage: JSON | None, tier: str,
+               tokens: Tokens | None = None) -> int:
+    """One upstream call's cost at the deployment that served it (the model's price without one)."""
+    if tokens is None:
+        tokens = tokens_from_usage(usage) or Tokens()
+    price = svc.prices.for_deployment(d.id, d.model) if d is not None else svc.prices.for_model(ctx.model)
+    return price.cost_nano(tokens, tier=tier or _asked_tier(ctx)) if price is not None and tokens.total else 0
 
 
 def _asked_tier(ctx: RequestContext) -> str | None:

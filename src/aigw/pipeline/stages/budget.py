@@ -31,6 +31,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.guardrail_policy import Policies, policies_for
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
+    BUDGET_MORE,
     JOINT,
     JOINT_FAILED,
     SERVICE,
@@ -173,7 +174,39 @@ class BudgetStage(Stage):
                f"request may cost up to ${amount / NANO:.4f} ({fit}).")
         return errors.BudgetExceeded(msg, code="budget_exceeded", status=self.svc.config.budget_status)
 
+    async def reserve_more(self, ctx: RequestContext, body: JSON) -> bool:
+        """Reserve one more upstream call of ``body`` (an output check's retry) beside the request's own
+        lease, as a lease of its own: True when it is reserved (or no budget applies, or the store failed and
+        the policy is ``open``), False when a budget cannot cover it (or the store failed, policy ``closed``).
+        The request's lease is settled to the cost of every call; this one is released at the end."""
+        scopes, _ = plan_budget(ctx, self.svc)
+        if not scopes:
+            return True
+        amount = self.worst_case_nano(ctx, body)
+        entered = self.clock.now()
+        slot = unique_id("slot_")
+        taken = (scopes, amount, entered, slot)
+        try:
+            _, res = await self.svc.gate.enter([], slot, 0, scopes, amount, entered)
+        except asyncio.CancelledError:
+            ctx.state.setdefault(BUDGET_MORE, []).append(taken)
+            raise
+        except Exception as exc:  # as on_request: it may have landed (release it at the end), never again
+            self.svc.store_error("budget", exc)
+            if not isinstance(exc, StoreSkipped):
+                ctx.state.setdefault(BUDGET_MORE, []).append(taken)
+            return self.svc.config.budget_on_store_error == "open"
+        if res is not None and not res.allowed:
+            return False
+        ctx.state.setdefault(BUDGET_MORE, []).append(taken)
+        return True
+
     async def on_finish(self, ctx: RequestContext) -> None:
+        for scopes, amount, entered, slot in ctx.state.pop(BUDGET_MORE, ()):  # a retry's: its cost is in the
+            try:  # request's own lease (settled below, or by the limits stage), so it settles to nothing
+                await self.svc.gate.leave([], slot, 0, 0, scopes, amount, 0, entered, [])
+            except Exception as exc:  # it expires with its lease
+                self.svc.store_error("budget", exc, "leave")
         taken = ctx.state.get(_STATE)
         if taken is None:
             return
@@ -235,6 +268,7 @@ def build(deps: StageDeps) -> Stage | None:
     prices = {model: [*own, *routed[model]] for model, own in prices.items()}
     stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"))
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
+    svc.budget_more = stage.reserve_more  # lets the output stage reserve its retry
     return stage
 
 

@@ -8,7 +8,10 @@ policy's words, regexes and categories. When the request asked for
 ``json_object`` / ``json_schema`` and ``json_schema`` is ``validate`` or
 ``retry``, the answer must parse (and match the schema); ``retry`` asks the
 model once more, telling it what was wrong (paths, never values), and both
-calls are billed. A block is a 400 naming the kinds.
+calls are billed, each at the deployment that served it. With a budget, the
+second call's worst case is reserved before it is made; when the budget cannot
+cover it there is no second call, and the answer is the format error it would
+have been without ``retry`` (saying why). A block is a 400 naming the kinds.
 
 Streams: ``flow`` checks each delta with a window of what came before and
 holds ``holdback`` characters back, so a match is cut before it reaches the
@@ -22,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from aigw.errors import GuardrailBlocked
+from aigw.errors import GatewayError, GuardrailBlocked
 from aigw.guardrails.output import LeakageCheck, StreamGuard, TextCheck, json_format_errors
 from aigw.guardrails.verdict import Verdict
 from aigw.observability.metrics import Metrics
@@ -33,12 +36,13 @@ from aigw.pipeline.stages.cache_entry import counted_usage
 from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.pipeline.stages.guardrail_policy import PII_MAPPING, Policies, Policy, metrics_of, policies_for, record
 from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextKind, edit_stream
-from aigw.pipeline.tenancy import ROUTE_CAPS
+from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices
 from aigw.routing.router import Router, RouteRequest
 from aigw.schema.openai import call_text, content_text
 from aigw.types import JSON
 
 RETRY_HEADER = "x-aigw-output-retries"
+NOT_AFFORDED = " (not asked again: the budget cannot cover a second call)"
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 _SEVERITY = {"pass": 0, "flag": 1, "redact": 2, "block": 3}
 _MEMO_LIMIT = 256
@@ -101,10 +105,12 @@ class _Guarded:
 class OutputStage(Stage):
     name = "output"
 
-    def __init__(self, policies: Policies, router: Router | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, policies: Policies, router: Router | None = None, metrics: Metrics | None = None,
+                 tenancy: TenancyServices | None = None) -> None:
         self.policies = policies
         self.router = router
         self.metrics = metrics
+        self.tenancy = tenancy  # its budget stage reserves a retry's worst case before the retry
         self._leaks: dict[tuple[Any, ...], LeakageCheck] = {}
 
     # -- what to check ------------------------------------------------------------------
@@ -161,10 +167,10 @@ class OutputStage(Stage):
             verdict = verdict.merge(Verdict("block", [reason], {reason: len(errors)}, 1.0))
         return verdict, errors
 
-    def blocked(self, verdict: Verdict, errors: list[str]) -> GuardrailBlocked:
+    def blocked(self, verdict: Verdict, errors: list[str], note: str = "") -> GuardrailBlocked:
         if errors:
             return GuardrailBlocked("The model's answer does not match the requested response format: "
-                                    + "; ".join(errors[:3]), code="output_format")
+                                    + "; ".join(errors[:3]) + note, code="output_format")
         kinds = ", ".join(verdict.reasons)
         return GuardrailBlocked(f"The answer was withheld by the output guardrail ({kinds}).", code="output_blocked")
 
@@ -178,18 +184,22 @@ class OutputStage(Stage):
     async def _check_body(self, ctx: RequestContext, policy: Policy, checks: list[TextCheck], body: JSON) -> JSON:
         verdict, errors = self._judge(ctx, policy, checks, body)
         retry = bool(errors) and policy.output is not None and policy.output.json_schema == "retry"
+        note = ""
         if retry and all(r.startswith("format:") for r in verdict.reasons):  # a retry cannot fix a leak
             retried = await self._retry(ctx, body, errors)
-            if retried is not None:
+            if isinstance(retried, str):
+                note = retried
+            elif retried is not None:
                 body = retried
                 verdict, errors = self._judge(ctx, policy, checks, body)
         record(ctx, self.name, verdict.to_record(), verdict.action, self.metrics)
         if verdict.blocked:
-            raise self.blocked(verdict, errors)
+            raise self.blocked(verdict, errors, note)
         return body
 
-    async def _retry(self, ctx: RequestContext, body: JSON, errors: list[str]) -> JSON | None:
-        """Ask once more with the errors named; None when there is no router or no time left."""
+    async def _retry(self, ctx: RequestContext, body: JSON, errors: list[str]) -> JSON | str | None:
+        """Ask once more with the errors named; None when there is no router or no time left, a note for the
+        error when the budget cannot cover a second call."""
         remaining = None
         if ctx.deadline_s is not None:
             remaining = ctx.deadline_s - (time.monotonic() - ctx.started)
@@ -204,19 +214,36 @@ class OutputStage(Stage):
         retry_body["messages"] = [*ctx.body.get("messages", ()), {"role": "assistant", "content": bad},
                                   {"role": "user", "content": fix}]
         # the key's allowed models bind the retry's fallbacks too, and a capped deployment counts the call
+        # a second upstream call, reserved before it is made: concurrent retries cannot overrun a budget
+        reserve = self.tenancy.budget_more if self.tenancy is not None else None
+        if reserve is not None and not await reserve(ctx, retry_body):
+            return NOT_AFFORDED
         req = RouteRequest(model=ctx.model, body=retry_body, endpoint="chat", deadline_s=remaining,
                            headers={"x-request-id": ctx.request_id}, allowed=ctx.principal.allowed_models,
                            caps=ctx.state.get(ROUTE_CAPS))
-        new, served = await self.router.complete(req)
+        try:
+            new, served = await self.router.complete(req)
+        except GatewayError:  # the first call's usage and deployment stay the request's: it alone is billed
+            if req.served is not None:
+                ctx.attempts += req.served.attempts
+                ctx.upstream_s += req.served.upstream_s
+            raise
         # both calls are billed: one whose upstream reported no usage is counted locally, or the sum
         # would hold the other call alone
         first = ctx.usage
         if first is None and isinstance(answered := ctx.state.pop(ANSWER_WITHOUT_USAGE, None), dict):
             first = counted_usage(ctx.body, answered)
         retried = new.get("usage")
-        ctx.usage = _add_usage(first, retried if isinstance(retried, dict) else counted_usage(retry_body, new))
+        second = retried if isinstance(retried, dict) else counted_usage(retry_body, new)
+        ctx.usage = _add_usage(first, second)
+        # each call at the deployment that served it (a retry may fall back to a dearer or cheaper one)
+        tier = new.get("service_tier")
+        ctx.state[CALLS] = [*(ctx.state.get(CALLS) or [(ctx.served_by, first, ctx.service_tier)]),
+                            (served.deployment, second, tier if isinstance(tier, str) else "")]
         ctx.served_by, ctx.served_model = served.deployment, served.model
         ctx.attempts += served.attempts
+        ctx.retries += served.retries
+        ctx.fallbacks = [*ctx.fallbacks, *served.fallbacks]
         ctx.upstream_s += served.upstream_s
         ctx.response_headers[RETRY_HEADER] = "1"
         return {**new, "usage": ctx.usage} if ctx.usage is not None else new
@@ -291,4 +318,6 @@ def build(deps: StageDeps) -> Stage | None:
     policies = policies_for(deps, "output")
     if policies is None:
         return None
-    return OutputStage(policies, deps.router, metrics_of(deps))
+    tenancy = deps.services.get(SERVICE)
+    return OutputStage(policies, deps.router, metrics_of(deps),
+                       tenancy if isinstance(tenancy, TenancyServices) else None)
