@@ -192,3 +192,37 @@ def test_a_route_in_a_keys_own_rules_is_reserved_at_the_dearer_rates() -> None:
     routes = {"guardrails": {"rules": [{"name": "hard", "match": {"keywords": ["prove"]}, "route": "big"}]}}
     assert worst(routes) == (50 * 3000 + 10 * 9000) * 1000  # at big's rates, whichever way the rule goes
     assert worst({"team": "x"}) == worst({"guardrails": {"pii": {"mode": "block"}}}) == (50 * 1000 + 10 * 2000) * 1000
+
+
+@pytest.mark.parametrize("chain", ["fallbacks", "context_window_fallbacks", "content_policy_fallbacks"])
+def test_a_model_whose_fallback_chain_reaches_a_dearer_one_is_reserved_at_the_dearer_rates(chain: str) -> None:
+    # a primary's outage sends every call down the chain: reserved at the asked model's rates, each such call
+    # settled above its reservation, and calls in flight together could overrun a budget by more than one call
+    from aigw.config.models import ModelRouting
+    from aigw.routing.router import Router, Target
+    from tests.unit.routing.fakes import Scripted
+
+    cheap = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(input_per_mtok=1000,
+                                                                                output_per_mtok=2000))
+    dear = Deployment(name="big", provider="mock", id="big#0", prices=Prices(input_per_mtok=3000,
+                                                                             output_per_mtok=9000))
+    mid = Deployment(name="mid", provider="mock", id="mid#0", prices=Prices(input_per_mtok=500, output_per_mtok=500))
+
+    def stage_for(routing: dict[str, ModelRouting], guardrails: dict[str, Any] | None = None) -> budget.BudgetStage:
+        svc = _services()
+        svc.prices = PriceBook([cheap, dear, mid])
+        router = Router([Target(d, Scripted(d.model)) for d in (cheap, dear, mid)], routing=routing)
+        deps = StageDeps(config=GatewayConfig(models=[cheap, dear, mid], guardrails=guardrails), router=router)
+        deps.services[SERVICE] = svc
+        built = budget.build(deps)
+        assert isinstance(built, budget.BudgetStage)
+        return built
+
+    falls_back = stage_for({"mock": ModelRouting.model_validate({chain: ["big"]})})
+    assert _worst(falls_back, 50) == (50 * 3000 + 10 * 9000) * 1000  # at big's rates
+    assert _worst(stage_for({}), 50) == (50 * 1000 + 10 * 2000) * 1000
+    # the chain is flat: a fallback's own fallbacks are not followed, so big's chain back to mock changes nothing
+    assert _worst(stage_for({"big": ModelRouting(fallbacks=["mock"])}), 50) == (50 * 1000 + 10 * 2000) * 1000
+    # a rule may route to mid, whose own chain ends at big: the routed call is served under mid's policy
+    rules = {"rules": [{"name": "hard", "match": {"model": "mock", "keywords": ["prove"]}, "route": "mid"}]}
+    assert _worst(stage_for({"mid": ModelRouting(fallbacks=["big"])}, rules), 50) == (50 * 3000 + 10 * 9000) * 1000

@@ -115,7 +115,7 @@ class BudgetStage(Stage):
         memo = (ctx.model, id(rules))
         found = self._routes_memo.get(memo)
         if found is None or found[0] is not rules:
-            targets = route_targets(rules, ctx.model)
+            targets = route_targets(rules, ctx.model)  # each target's prices hold its own fallbacks' too
             found = (rules, [p for t in sorted(targets) for p in self._prices.get(t, ())])
             if len(self._routes_memo) >= _MEMO_EXTRA:
                 self._routes_memo.clear()
@@ -261,10 +261,12 @@ def build(deps: StageDeps) -> Stage | None:
     prices: dict[str, list[Price]] = {}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
-    # a configured rule may route a model's request to another model after the reservation: reserve at the
-    # dearer of both (a key's own rules, in its metadata, are added per request: ``_key_routes``)
-    routed = {model: [p for target in _route_targets(deps, model) for p in prices.get(target, ())]
-              for model in prices}
+    # a configured rule may route a model's request to another model after the reservation, and a fallback
+    # chain may end at another: reserve at the dearest of them all (a key's own rules, in its metadata, are
+    # added per request: ``_key_routes``)
+    reach = {model: _fallback_targets(deps, model) for model in prices}
+    routed = {model: [p for target in _with_fallbacks(_route_targets(deps, model), reach, deps) | reach[model]
+                      if target != model for p in prices.get(target, ())] for model in prices}
     prices = {model: [*own, *routed[model]] for model, own in prices.items()}
     stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"))
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
@@ -277,6 +279,24 @@ def _route_targets(deps: StageDeps, model: str) -> set[str]:
     policies = policies_for(deps, "rules")
     rules = policies.by_model.get(model, policies.default).rules if policies is not None else None
     return route_targets(rules, model) if rules is not None else set()
+
+
+def _fallback_targets(deps: StageDeps, model: str) -> set[str]:
+    """The models ``model``'s fallback chains may serve it with (the chain is flat: a fallback's own
+    fallbacks are not followed)."""
+    if deps.router is None:
+        return set()
+    policy = deps.router.policy(model)
+    return {*policy.fallbacks, *policy.context_window_fallbacks, *policy.content_policy_fallbacks}
+
+
+def _with_fallbacks(targets: set[str], reach: dict[str, set[str]], deps: StageDeps) -> set[str]:
+    """``targets`` and the models their fallback chains may reach (a routed request is served through the
+    router under its new model's policy)."""
+    out = set(targets)
+    for target in targets:
+        out |= reach[target] if target in reach else _fallback_targets(deps, target)
+    return out
 
 
 def route_targets(rules: RuleSet, model: str) -> set[str]:
