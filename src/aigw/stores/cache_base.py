@@ -72,7 +72,7 @@ def swapped(mark: bytes, other: bytes) -> bool:
     """Two questions' marks (``cache_keys.word_order_mark``: the bag of words, then each word in order) say the
     same words in another order, not one block of them moved: not the same question. False when either has
     no mark. A block moved ("In Python, how do I ..." / "How do I ... in Python?") leaves the part between the
-    common start and end a rotation of the other's."""
+    common start and end a rotation of the other's; two neighbouring words swapped count as a swap."""
     if len(mark) != len(other) or len(mark) <= 8 or mark[:8] != other[:8] or mark == other:
         return False
     a, b = mark[8:], other[8:]
@@ -83,6 +83,8 @@ def swapped(mark: bytes, other: bytes) -> bool:
     while end > start and a[end - 2:end] == b[end - 2:end]:
         end -= 2
     a, b = a[start:end], b[start:end]
+    if len(a) == 4:  # two neighbours swapped ("milk chocolate" / "chocolate milk"): a moved block of one word, but
+        return True  # it changes the meaning more often than not; a miss costs a call, a wrong answer more
     twice = a + a
     at = twice.find(b)
     while at != -1 and at % 2:  # a rotation starts at a word's first byte

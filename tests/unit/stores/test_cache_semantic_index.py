@@ -106,6 +106,8 @@ async def test_the_same_words_in_another_order_are_passed_over_for_the_next_best
     ("Explain how vaccines work, in simple terms", "In simple terms, explain how vaccines work", False),
     ("Is gold heavier than lead?", "is gold heavier than lead", False),  # the same order
     ("Is gold heavier than lead?", "Is gold lighter than lead?", False),  # another bag: the embedding's call
+    ("A recipe for milk chocolate, please", "A recipe for chocolate milk, please", True),  # neighbours swapped
+    ("Is a house boat cheaper?", "Is a boat house cheaper?", True),
 ])
 def test_swapped_tells_a_swap_from_a_moved_block(one: str, other: str, expected: bool) -> None:
     assert swapped(word_order_mark(one), word_order_mark(other)) is expected
