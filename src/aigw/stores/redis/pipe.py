@@ -11,7 +11,9 @@ Failures, as with redis-py built by ``make_redis``: every call is bounded by ``t
 (0.25 s, the connect included). A timeout fails the connection: every pending call raises
 ``TimeoutError``; a connection that breaks fails them with ``ConnectionError``; the next call
 reconnects (one attempt per call; callers that queued behind a failed attempt fail with it
-instead of trying again). A caller cancelled while waiting keeps its place in the FIFO: its
+instead of trying again). A call that was never written (no connection could be made, or it had
+closed) raises ``NotSent`` (``ConnectTimeout``, ``ConnectFailed``): it did not run, so the gate may
+send it again. A caller cancelled while waiting keeps its place in the FIFO: its
 reply is read and dropped. An error reply raises ``ReplyError``.
 
 Addresses: ``redis://[[user]:password@]host[:port][/db]`` and ``unix://path[?db=N]``. For any
@@ -36,6 +38,18 @@ TIMEOUT_S = 0.25  # as make_redis (client.py): an outage never stalls a request
 
 class ReplyError(Exception):
     """Redis answered with an error (``-ERR ...``, ``-NOSCRIPT ...``)."""
+
+
+class NotSent(Exception):
+    """The call was never written to Redis (no connection could be made, or it had closed): it did not run."""
+
+
+class ConnectTimeout(NotSent, TimeoutError):
+    pass
+
+
+class ConnectFailed(NotSent, ConnectionError):
+    pass
 
 
 def bulk(value: bytes) -> bytes:
@@ -125,7 +139,7 @@ class _Conn(asyncio.Protocol):
     def request(self, data: bytes) -> asyncio.Future[Any]:
         fut = self._loop.create_future()
         if self.broken or self._transport is None:
-            fut.set_exception(ConnectionError("connection to Redis is closed"))
+            fut.set_exception(ConnectFailed("connection to Redis is closed"))
             return fut
         deadline = self._loop.time() + self._timeout
         self._pending.append((fut, deadline))
@@ -242,7 +256,7 @@ class RedisPipe:
         attempt = self._attempts
         async with self._lock:
             if self._closed:
-                raise ConnectionError("the Redis pipe is closed")
+                raise ConnectFailed("the Redis pipe is closed")
             conn = self._conn
             if conn is not None and not conn.broken:
                 return conn
@@ -253,10 +267,10 @@ class RedisPipe:
                 async with asyncio.timeout(self._timeout):
                     conn = await self._open()
             except TimeoutError:
-                self._failed = TimeoutError(f"connecting to Redis at {self.address} took over {self._timeout} s")
+                self._failed = ConnectTimeout(f"connecting to Redis at {self.address} took over {self._timeout} s")
                 raise type(self._failed)(*self._failed.args) from None
             except OSError as exc:  # refused, unreachable, unknown host
-                self._failed = ConnectionError(f"cannot connect to Redis at {self.address}: {exc}")
+                self._failed = ConnectFailed(f"cannot connect to Redis at {self.address}: {exc}")
                 raise type(self._failed)(*self._failed.args) from exc
             self._conn, self._failed = conn, None
             return conn
@@ -282,7 +296,7 @@ class RedisPipe:
         refused = next((x for x in answers if isinstance(x, BaseException)), None)
         if refused is not None:
             conn.fail(ConnectionError("handshake refused"))
-            raise ConnectionError(f"Redis at {a} refused the handshake: {refused}")
+            raise ConnectFailed(f"Redis at {a} refused the handshake: {refused}")
         return conn
 
     async def aclose(self) -> None:
