@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from aigw import errors
@@ -78,7 +79,7 @@ class Tenancy:
                 log.info("redis_url is not plain redis:// or unix://: the gate's script calls use redis-py")
             limiter = budgets = gate = self._redis_gate = RedisCounters(
                 redis, config.redis_prefix, config.server.request_timeout_s + 60, self._pipe,
-                self.cfg.store_retry_after_s)
+                self.cfg.store_retry_after_s, report=self._owed_settles)
             version = RedisKeyVersion(redis, config.redis_prefix)
         else:
             memory_limits = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
@@ -97,7 +98,7 @@ class Tenancy:
                              self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}))
         self.services = TenancyServices(config=self.cfg, limiter=limiter, budgets=budgets, gate=gate,
                                         prices=PriceBook(config.models), tokens=LOCAL_COUNTER, ledger=self.ledger,
-                                        alert=self._alert)
+                                        alert=self._alert, spawn=self._spawn_alert)
         self._watch: asyncio.Task[Any] | None = None
         self._seeding: asyncio.Task[Any] | None = None
 
@@ -206,6 +207,16 @@ class Tenancy:
             return "ok", detail
         return "degraded", (f"{detail}; meanwhile limits fail {self.cfg.limits_on_store_error}, budgets fail "
                             f"{self.cfg.budget_on_store_error}")
+
+    def _owed_settles(self, outcome: str, n: int) -> None:
+        """Settles owed through a Redis outage: counted in ``aigw_gate_owed_settles_total``."""
+        metrics = self.services.metrics
+        if metrics is not None:
+            metrics.owed_settles(outcome, n)
+
+    def _spawn_alert(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A budget alert raised by a settle sent after an outage, when no request waits for it."""
+        self.supervisor.spawn(coro, name="budget-alert")
 
     async def _alert(self, event: dict[str, Any]) -> None:
         url = self.cfg.alert_webhook

@@ -144,6 +144,11 @@ class Metrics:
                                    "1 half-open, 2 open.", ["deployment"], multiprocess_mode="livemax", registry=r)
         self.store_errors_total = Counter("aigw_store_errors", "Failed calls to a store (database, Redis, "
                                           "request log).", ["store", "operation"], registry=r)
+        self.owed_settles_total = Counter(
+            "aigw_gate_owed_settles", "Settles (the limits and budget step after a call) skipped in a Redis outage "
+            "and kept to send when it answers, by outcome: owed (kept), replayed (sent and run), dropped (the "
+            "oldest, from a full queue), failed (sent, no answer: may have run, not sent again).", ["outcome"],
+            registry=r)
         self.events_total = Counter("aigw_events", "Notable events by name (alerts, breaker trips, drops).",
                                     ["event"], registry=r)
         info = Gauge("aigw_build_info", "Gateway version (value is always 1).", ["version"],
@@ -221,6 +226,9 @@ class Metrics:
 
     def store_error(self, store: str, operation: str) -> None:
         self.store_errors_total.labels(store, operation).inc()
+
+    def owed_settles(self, outcome: str, n: int = 1) -> None:
+        self.owed_settles_total.labels(outcome).inc(n)
 
     def event(self, name: str) -> None:
         self.events_total.labels(name).inc()

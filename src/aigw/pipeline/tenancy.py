@@ -14,10 +14,11 @@ no rate limit to check, or a store error, the budget stage does its own call.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ JOINT = "tenancy.budget_joint"  # the reservation was taken with the rate limits
 JOINT_FAILED = "tenancy.budget_joint_failed"  # (scopes, amount, entered, slot), as JOINT
 REFUSED = "tenancy.budget_refused"  # the joint step found the budget exhausted: a Reservation
 SETTLED = "tenancy.budget_settled"  # the joint step settled it: crossings (list)
+# the joint step's settle was owed (skipped in a Redis outage, sent when it answers): its crossings, later
+OWED = "tenancy.budget_owed"
 ESTIMATE = "tenancy.prompt_estimate"
 ROUTE_CAPS = "tenancy.route_caps"  # the deployment caps the router checks per call (``deployment_caps``)
 BUDGET_DONE = "budget.reserved"  # the budget is reserved: (scopes, amount, entered, slot)
@@ -73,6 +76,7 @@ class TenancyServices:
     budget_more: BudgetMore | None = None  # likewise: reserve a second upstream call (an output check's retry)
     metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
     monotonic: Callable[[], float] = time.monotonic  # when a store last failed (``store_error``), only then read
+    spawn: Callable[[Coroutine[Any, Any, Any]], Any] | None = None  # the supervisor's, set by the composition
     _failed_at: dict[str, float] = field(default_factory=dict)
 
     def store_error(self, what: str, exc: BaseException, operation: str = "enter") -> None:
@@ -89,6 +93,19 @@ class TenancyServices:
         self._failed_at[what] = now
         if last is None or now - last >= STORE_ERROR_QUIET_S or n % STORE_ERROR_LOG_EVERY == 0:
             log.warning("%s store unavailable (%s: %s); %d failed calls so far", what, type(exc).__name__, exc, n)
+
+    def alert_when_settled(self, later: asyncio.Future[list[tuple[str, str, float]]], scopes: list[Scope],
+                           tenant_id: str, request_id: str) -> None:
+        """A settle owed (``SettleOwed``: skipped in a Redis outage): the thresholds it crosses when it is sent
+        alert then, with this request's tenant and id (nothing if it is given up, or without ``spawn``)."""
+        def done(f: asyncio.Future[list[tuple[str, str, float]]]) -> None:
+            if f.cancelled() or f.exception() is not None or self.spawn is None:
+                return
+            for ref, window, threshold in f.result():
+                scope = next((s for s in scopes if s.ref == ref), None)
+                if scope is not None:
+                    self.spawn(self.raise_alert(scope, tenant_id, window, threshold, request_id))
+        later.add_done_callback(done)
 
     async def raise_alert(self, scope: Scope, tenant_id: str, window: str, threshold: float, request_id: str) -> None:
         """One budget alert (settled spend crossed a threshold, or a budget was changed to below what its

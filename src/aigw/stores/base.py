@@ -14,6 +14,7 @@ sums are exact and Redis ``INCRBY`` can hold them.
 from __future__ import annotations
 
 import datetime as dt
+from asyncio import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -337,11 +338,23 @@ class StoreSkipped(ConnectionError):
     a step that raised this has nothing to settle."""
 
 
+class SettleOwed(StoreSkipped):
+    """A settle (``Gate.leave``) skipped in the store's skip window, but kept: it is sent once the store answers
+    again, exactly once (it never ran). ``later`` gets what ``leave`` returns (the budget thresholds crossed)
+    when it has run; it is cancelled when the settle is given up (dropped from a full queue, or sent and not
+    answered: it may have run, and is not sent again)."""
+
+    def __init__(self, message: str, later: Future[Any]) -> None:
+        super().__init__(message)
+        self.later = later
+
+
 class Gate(Protocol):
     """Rate limits and budget together: one step before a call, one after (one Redis call each).
 
     Either step may raise ``StoreSkipped`` (the store is in its skip window: nothing ran) or any other
-    error (the step failed and may have run all the same)."""
+    error (the step failed and may have run all the same). A skipped ``leave`` may be ``SettleOwed``: it
+    runs later, when the store answers again."""
 
     async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:

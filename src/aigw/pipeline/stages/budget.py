@@ -34,6 +34,7 @@ from aigw.pipeline.tenancy import (
     BUDGET_MORE,
     JOINT,
     JOINT_FAILED,
+    OWED,
     SERVICE,
     SETTLED,
     TenancyServices,
@@ -43,7 +44,7 @@ from aigw.pipeline.tenancy import (
     prompt_estimate,
     refused,
 )
-from aigw.stores.base import NANO, Reservation, Scope, StoreSkipped, window_of
+from aigw.stores.base import NANO, Reservation, Scope, SettleOwed, StoreSkipped, window_of
 from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.budget")
@@ -212,6 +213,7 @@ class BudgetStage(Stage):
             return
         scopes, reserved, entered, slot = taken
         crossed = ctx.state.get(SETTLED)
+        owed = ctx.state.get(OWED)
         if crossed is None:  # not settled with the rate limits: settle here
             actual = measure(ctx, self.svc).cost_nano
             try:  # in the window the reservation was made in, not the one the call ends in
@@ -219,8 +221,12 @@ class BudgetStage(Stage):
                                                     self.svc.config.alert_thresholds)
             except Exception as exc:
                 self.svc.store_error("budget", exc, "leave")
-                return
+                if isinstance(exc, SettleOwed):
+                    owed = exc.later
+                crossed = []
             ctx.state[SETTLED] = crossed
+        if owed is not None:  # sent when the store answers again: its crossings alert then
+            self.svc.alert_when_settled(owed, scopes, ctx.principal.tenant_id, ctx.request_id)
         for ref, window, threshold in crossed:
             await self._alert(ctx, scopes, ref, window, threshold)
 

@@ -27,6 +27,7 @@ from aigw.pipeline.tenancy import (
     BUDGET_DONE,
     JOINT,
     JOINT_FAILED,
+    OWED,
     REFUSED,
     ROUTE_CAPS,
     SERVICE,
@@ -37,7 +38,7 @@ from aigw.pipeline.tenancy import (
     plan_budget,
     prompt_estimate,
 )
-from aigw.stores.base import Admission, Limits, Scope, StoreSkipped
+from aigw.stores.base import Admission, Limits, Scope, SettleOwed, StoreSkipped
 from aigw.types import Clock
 
 _STATE = "limits.taken"
@@ -177,15 +178,23 @@ class LimitsStage(Stage):
             steps += self._settle_caps(ctx, caps)
         if not steps:  # rpm-only caps (or an estimate that was exact) and no key scopes: nothing to settle
             return
-        try:
-            crossed = (await asyncio.gather(*steps))[0] if len(steps) > 1 else await steps[0]
-        except Exception as exc:  # parallel slots expire on their own (TTL)
-            self.svc.store_error("limits", exc, "leave")
-            if joint is not None:  # it may have been settled all the same: never settle twice
-                ctx.state[SETTLED] = []
-            return
+        if len(steps) > 1:
+            outcomes = await asyncio.gather(*steps, return_exceptions=True)
+        else:
+            try:
+                outcomes = [await steps[0]]
+            except Exception as exc:
+                outcomes = [exc]
+        if (failed := next((o for o in outcomes if isinstance(o, BaseException)), None)) is not None:
+            if not isinstance(failed, Exception):
+                raise failed
+            self.svc.store_error("limits", failed, "leave")  # parallel slots expire on their own (TTL)
         if joint is not None:
-            ctx.state[SETTLED] = crossed
+            first = outcomes[0]  # the request's own leave (the caps' follow it)
+            # failed, it may have been settled all the same: never settle twice; owed, it is sent later
+            ctx.state[SETTLED] = first if isinstance(first, list) else []
+            if isinstance(first, SettleOwed):
+                ctx.state[OWED] = first.later
 
     def _settle_caps(self, ctx: RequestContext, caps: DeploymentCaps) -> list[Any]:
         """The router's per-call takes: the call that answered settles to its tokens, a failed one gives its

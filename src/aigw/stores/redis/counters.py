@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 from aigw.ids import unique_id
-from aigw.stores.base import Admission, Reservation, Scope, window_of
+from aigw.stores.base import Admission, Reservation, Scope, SettleOwed, window_of
 from aigw.stores.redis.gate_batch import GateBatcher, lua_source
 from aigw.stores.redis.pipe import RedisPipe, ViaRedisPy, bulk, bulk_int
 
@@ -84,18 +85,21 @@ class RedisCounters:
     """
 
     def __init__(self, redis: Any, prefix: str, parallel_ttl_s: float = 900.0,
-                 pipe: RedisPipe | None = None, retry_after_s: float = 1.0) -> None:
+                 pipe: RedisPipe | None = None, retry_after_s: float = 1.0,
+                 report: Callable[[str, int], None] | None = None) -> None:
         """``parallel_ttl_s``: how long an in-flight slot and a budget lease live without their call's
         ``leave`` (the request timeout and a margin: a call past it is lost, not running).
         ``retry_after_s``: after a timeout or a lost connection, ``enter`` and ``leave`` raise
-        ``StoreSkipped`` without trying Redis this long (``GateBatcher``; 0: always try)."""
+        ``StoreSkipped`` without trying Redis this long (``GateBatcher``; 0: always try); a ``leave`` skipped
+        so raises ``SettleOwed`` and is sent when Redis answers again. ``report(outcome, n)``: owed settles
+        counted (owed, replayed, dropped, failed)."""
         self._redis = redis
         self._rl = prefix + "rl:"
         self._bg = prefix + "bg:"
         self._seeded_key = prefix + "bg-seeded"  # gone with the counters when Redis loses its data
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
         self._lease_keep_s = math.ceil(2 * parallel_ttl_s) + 10  # as enter.lua keeps a window's lease keys
-        self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis), retry_after_s)
+        self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis), retry_after_s, report=report)
         self._seed = _script(redis, "seed")
         self._spent = _script(redis, "spent")
         self._rates: dict[str, _Rate] = {}
@@ -185,18 +189,21 @@ class RedisCounters:
         gone = self._batch.gone
         if gone and (entering := gone.get(slot)) is not None:  # after its enter, which a gone caller left on its way
             await asyncio.wait([entering])
-        out = await self._batch.run(_LEAVE, keys, args)
-        crossed = []
-        for raw in out:
-            idx, _, th = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(":")
-            b = items[int(idx)]
-            crossed.append((b.scope.ref, b.window, float(th)))
-        return crossed
+        try:  # a leave never sent (skipped in an outage) runs once when Redis answers again: it is replayable
+            out = await self._batch.run(_LEAVE, keys, args, replayable=True)
+        except SettleOwed as owed:
+            raise SettleOwed(str(owed), _then(owed.later, lambda out: _crossed(out, items))) from None
+        return _crossed(out, items)
 
     async def health(self) -> tuple[bool, str]:
         """Whether the gate uses Redis (False in a skip window or while its probe is out), and a line
-        saying so."""
+        saying so (with the settles owed)."""
         return await self._batch.status()
+
+    @property
+    def owed(self) -> int:
+        """Settles skipped in an outage, not sent yet."""
+        return self._batch.owed
 
     # -- the single-purpose protocols, as special cases ----------------------------------
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
@@ -245,6 +252,31 @@ class RedisCounters:
     async def spent(self, scope: Scope, now: float) -> int:
         base = self._budget_key(scope.ref, window_of(scope.limits.budget_period, now))
         return int(await self._spent(keys=[f"{base}:{part}" for part in _PARTS]))
+
+
+def _crossed(out: Any, items: list[_Budget]) -> list[tuple[str, str, float]]:
+    """leave.lua's reply ("budget index:threshold" per crossing) as (scope ref, window, threshold)."""
+    crossed = []
+    for raw in out:
+        idx, _, th = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(":")
+        b = items[int(idx)]
+        crossed.append((b.scope.ref, b.window, float(th)))
+    return crossed
+
+
+def _then(reply: asyncio.Future[Any], convert: Callable[[Any], Any]) -> asyncio.Future[Any]:
+    """A future of ``convert(reply's result)``, cancelled with ``reply``."""
+    out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if out.done():
+            return
+        if f.cancelled() or f.exception() is not None:
+            out.cancel()
+        else:
+            out.set_result(convert(f.result()))
+    reply.add_done_callback(done)
+    return out
 
 
 class RedisKeyVersion:

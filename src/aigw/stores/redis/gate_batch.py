@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol, cast
 
 import redis.exceptions as redis_errors
 
-from aigw.stores.base import StoreSkipped
-from aigw.stores.redis.pipe import ReplyError, Script, bulk_int
+from aigw.stores.base import SettleOwed, StoreSkipped
+from aigw.stores.redis.pipe import NotSent, ReplyError, Script, bulk_int
 
 log = logging.getLogger("aigw.gate")
 # failures that say Redis is away or stalled (the lean pipe's, and redis-py's for the URLs it keeps);
 # an error reply is Redis answering, and opens no skip window
 _OUTAGE = (TimeoutError, OSError, redis_errors.ConnectionError, redis_errors.TimeoutError)
+OWED_MAX = 100_000  # settles kept through an outage; beyond it the oldest is dropped
+REPLAY_BATCH = 500  # owed settles per script call when Redis answers again (a long script would stall Redis)
 
 
 def lua_source(name: str) -> str:
@@ -75,7 +78,10 @@ class Outage:
     since: float  # the first failure (loop time)
     until: float
     error: str
-    after: int  # batches sent when it began: one sent later must fail too before Redis is called down
+    # batches sent when it began, then when it was confirmed or its window renewed: a failure of a batch sent
+    # before that says nothing new (before confirmation one sent later must fail too; after it, only the probe
+    # is sent, and a stale batch's failure must neither renew the window nor let a second probe go)
+    after: int
     confirmed: bool = False
     probing: bool = False  # a step (or the health check's ping) is on its way to find out
 
@@ -105,11 +111,24 @@ class GateBatcher:
     two: a pause of this process (a long GC) times out whatever was in flight although Redis answered;
     one failure alone would then refuse a second of budgeted calls. 0 turns the window off (every step
     tries Redis).
+
+    A skipped step its caller marks ``replayable`` (a leave: the settle after a call) is not lost: it is
+    kept (up to ``owed_max``, dropping the oldest) and raises ``SettleOwed``; when Redis answers again (the
+    probe, the health check's or any step) the owed steps are sent in the background, ``REPLAY_BATCH`` per
+    script call, exactly once: an owed step never ran. One that cannot be sent (the connection is down
+    again: ``NotSent``) stays owed; one sent and not answered (a timeout) may have run and is given up, as a
+    leave that times out is. ``report(outcome, n)`` counts them: owed, replayed, dropped, failed.
     """
 
-    def __init__(self, runner: ScriptRunner, retry_after_s: float = 1.0) -> None:
+    def __init__(self, runner: ScriptRunner, retry_after_s: float = 1.0, owed_max: int = OWED_MAX,
+                 report: Callable[[str, int], None] | None = None) -> None:
         self._runner = runner
         self.retry_after_s = retry_after_s
+        self.owed_max = owed_max
+        self._report = report
+        self._owed: deque[Owed] = deque()  # skipped replayable steps, oldest first
+        self.owed_counts = {"owed": 0, "replayed": 0, "dropped": 0, "failed": 0}  # since start
+        self._replaying: asyncio.Task[None] | None = None
         self.outage: Outage | None = None  # set while Redis is failing (the skip window, then the probe)
         self.skipped = 0  # steps not sent because of an outage, since start
         self.outages = 0
@@ -120,9 +139,16 @@ class GateBatcher:
         self._ended: asyncio.Future[None] | None = None  # the gathering batch's end (answered or failed)
         self.gone: dict[str, asyncio.Future[None]] = {}  # slot -> the end of the batch its gone caller's step is in
 
-    async def run(self, kind: bytes, keys: list[bytes], args: list[bytes], slot: str = "") -> Any:
+    async def run(self, kind: bytes, keys: list[bytes], args: list[bytes], slot: str = "",
+                  replayable: bool = False) -> Any:
+        """Run one step; ``replayable``: safe to send later if skipped now (it is then owed)."""
         if self.outage is not None:
-            self._skip_or_probe(self.outage)
+            try:
+                self._skip_or_probe(self.outage)
+            except StoreSkipped as skipped:
+                if replayable:
+                    raise self._owe(kind, keys, args, skipped) from None
+                raise
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._steps.append((kind, keys, args, fut))
@@ -156,6 +182,66 @@ class GateBatcher:
                                "its skip window ends")
         outage.probing = True
 
+    def _owe(self, kind: bytes, keys: list[bytes], args: list[bytes], skipped: StoreSkipped) -> SettleOwed:
+        if len(self._owed) >= self.owed_max:
+            self._owed.popleft().later.cancel()
+            self._count("dropped")
+            dropped = self.owed_counts["dropped"]
+            if dropped == 1 or dropped % 1000 == 0:
+                log.error("%d settles owed to Redis: the oldest is dropped (%d so far); their leases and slots "
+                          "expire on their own", self.owed_max, dropped)
+        later: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._owed.append(Owed(kind, keys, args, later))
+        self._count("owed")
+        return SettleOwed(f"{skipped}; kept, to be sent when Redis answers", later)
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        self.owed_counts[outcome] += n
+        if self._report is not None:
+            self._report(outcome, n)
+
+    @property
+    def owed(self) -> int:
+        return len(self._owed)
+
+    def _replay_soon(self) -> None:
+        if self._owed and (self._replaying is None or self._replaying.done()):
+            task = self._replaying = asyncio.ensure_future(self._replay())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _replay(self) -> None:
+        """Send the owed steps, oldest first, while Redis answers (a failure stops it: the next answer goes
+        on). Callers' steps are not held up: they travel in batches of their own, between these."""
+        loop = asyncio.get_running_loop()
+        replayed = 0
+        while self._owed and self.outage is None:
+            chunk = [self._owed.popleft() for _ in range(min(REPLAY_BATCH, len(self._owed)))]
+            steps: Steps = [(o.kind, o.keys, o.args, loop.create_future()) for o in chunk]
+            ended: asyncio.Future[None] = loop.create_future()
+            self._start(steps, ended)
+            await ended
+            unsent = []
+            for o, (*_, fut) in zip(chunk, steps, strict=True):
+                exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+                if exc is None:
+                    replayed += 1
+                    if not o.later.done():
+                        o.later.set_result(fut.result())
+                elif isinstance(exc, NotSent):
+                    unsent.append(o)
+                else:  # it may have run: never twice
+                    self._count("failed")
+                    o.later.cancel()
+            self._owed.extendleft(reversed(unsent))
+            if replayed:
+                self._count("replayed", replayed)
+                replayed = 0
+        if not self._owed:
+            log.warning("Redis answers the gate: the settles owed since the outage are sent (%d in all since "
+                        "start, %d given up)", self.owed_counts["replayed"],
+                        self.owed_counts["dropped"] + self.owed_counts["failed"])
+
     def _settled(self, exc: BaseException | None, batch: int) -> None:
         """Batch number ``batch`` (or a probe) ended: an answer ends the outage; a timeout or a lost
         connection begins one, confirms it (a batch sent after its first failure) or renews its skip
@@ -165,8 +251,9 @@ class GateBatcher:
             if outage is not None:
                 self.outage = None
                 if outage.confirmed:
-                    log.warning("Redis answers the gate again after %.1f s", asyncio.get_running_loop().time()
-                                - outage.since)
+                    log.warning("Redis answers the gate again after %.1f s%s", asyncio.get_running_loop().time()
+                                - outage.since, f"; sending the {len(self._owed)} settles owed" if self._owed else "")
+                self._replay_soon()
             return
         if isinstance(exc, _OUTAGE) and self.retry_after_s > 0:
             now = asyncio.get_running_loop().time()
@@ -176,12 +263,14 @@ class GateBatcher:
             elif not outage.confirmed:
                 if batch > outage.after:  # sent after the first failure, and failed as well: Redis is down
                     outage.confirmed, outage.until, outage.error = True, now + self.retry_after_s, error[:160]
+                    outage.after = self._sent  # what is still out was sent before: its failure is stale
                     self.outages += 1
                     log.warning("Redis failed the gate (%s): limits and budgets skip it for %.1f s at a time",
                                 error, self.retry_after_s)
-            else:
+            elif batch > outage.after:  # the probe failed (not a batch sent before the window: the probe may be out)
                 outage.until, outage.error, outage.probing = now + self.retry_after_s, error[:160], False
-        elif outage is not None:
+                outage.after = self._sent
+        elif outage is not None and (not outage.confirmed or batch > outage.after):
             outage.probing = False
 
     async def status(self) -> tuple[bool, str]:
@@ -200,7 +289,8 @@ class GateBatcher:
                     raise
             else:
                 self._settled(None, batch)
-        skipped = f"{self.skipped} calls skipped in {self.outages} outages since start"
+        skipped = (f"{self.skipped} calls skipped in {self.outages} outages since start; {len(self._owed)} "
+                   "settles owed")
         outage = self.outage
         if outage is None or not outage.confirmed:
             return True, skipped
@@ -275,6 +365,16 @@ class GateBatcher:
                 self._settled(None, batch)
         finally:
             _end(ended)
+
+
+@dataclass(slots=True)
+class Owed:
+    """A replayable step skipped in an outage; ``later`` gets its reply once sent."""
+
+    kind: bytes
+    keys: list[bytes]
+    args: list[bytes]
+    later: asyncio.Future[Any]
 
 
 def _end(ended: asyncio.Future[None]) -> None:
