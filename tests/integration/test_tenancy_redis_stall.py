@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,65 @@ def test_a_revoked_keys_total_budget_counter_does_not_stay_in_redis_for_good(
             assert client.ttl(settled) > 0  # gone once a call in flight has had the time to settle
         finally:
             client.close()
+
+
+def test_calls_that_end_in_a_stall_are_settled_when_redis_answers(tmp_path: Path) -> None:
+    """Budgeted calls in flight when Redis stalls end in the skip window: their settles are owed, not lost.
+    Once Redis answers, the settled spend equals the ledger's (every call's real cost) and no lease is left."""
+    import redis as redis_sync
+
+    port = free_port()
+    redis = start_own_redis(port)
+    prefix = "aigw-test:owed:"
+    try:
+        slow = {"name": "mock-slower", "provider": "mock", "latency_ms": 1200,
+                "prices": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}
+        config = gateway_config(tmp_path / "gw.db", redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix=prefix,
+                                tenancy={"ledger": {"flush_interval_s": 0.05}, "store_retry_after_s": 2.5})
+        config["models"].append(slow)
+        with running_gateway(config) as gw:
+            admin = AdminClient(gw.url, MASTER)
+            key = setup_key(admin, "owed-co", budget_usd=100.0, budget_period="daily")
+            assert _post(gw, key["key"])[0] == 200  # cached, and one settled call before the stall
+
+            def slow_call(i: int) -> int:
+                body = json.dumps({**chat_body(f"in flight {i}"), "model": "mock-slower"}).encode()
+                req = urllib.request.Request(gw.v1 + "/chat/completions", body, {
+                    "content-type": "application/json", "authorization": f"Bearer {key['key']}"})
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+
+            with ThreadPoolExecutor(4) as pool:
+                in_flight = [pool.submit(slow_call, i) for i in range(4)]
+                time.sleep(0.4)  # entered: their leases are in Redis
+                os.kill(redis.pid, signal.SIGSTOP)
+                assert [_post(gw, key["key"])[0] for _ in range(2)] == [503, 503]  # two timeouts: the window
+                assert [f.result() for f in in_flight] == [200] * 4  # they end in the window: settles owed
+            check = _ready(gw)["checks"]["gate"]
+            owed = re.search(r"(\d+) settles owed", check["detail"])
+            # the four, and maybe a 503's own (its enter timed out: it may have landed, so it is settled)
+            assert check["status"] == "degraded" and owed is not None and int(owed[1]) >= 4, check
+
+            os.kill(redis.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 8
+            while "0 settles owed" not in (check := _ready(gw)["checks"]["gate"])["detail"] \
+                    or check["status"] != "ok":
+                assert time.monotonic() < deadline, check
+                time.sleep(0.1)
+            spend = admin.get("/admin/spend", group_by="key", key=key["id"])["data"][0]
+            client = redis_sync.Redis(port=port)
+            try:
+                base = next(k.decode() for k in client.scan_iter(f"{prefix}bg:key:{key['id']}:*:settled"))[
+                    : -len(":settled")]
+                settled = int(client.get(base + ":settled") or 0)
+                assert settled == round(spend["cost_usd"] * 1e9) and settled > 0, (settled, spend)
+                assert int(client.get(base + ":reserved") or 0) == 0 and client.zcard(base + ":leases") == 0
+            finally:
+                client.close()
+            with urllib.request.urlopen(gw.url + "/metrics", timeout=5) as r:
+                metrics = r.read().decode()
+            assert f'aigw_gate_owed_settles_total{{outcome="replayed"}} {int(owed[1])}.0' in metrics, metrics
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(redis.pid, signal.SIGCONT)
+        stop_own_redis(redis)
