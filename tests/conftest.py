@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.services import postgres_schema, redis_isolated  # noqa: F401  (fixtures)
+from tests.support.services import own_redis, postgres_schema, redis_isolated  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

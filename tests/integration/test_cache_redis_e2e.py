@@ -7,7 +7,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ import pytest
 import redis as redis_sync
 
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.servers import free_port
-from tests.support.services import start_own_redis, stop_own_redis
 
 
 def config(url: str, prefix: str, db: Path, **cache: Any) -> dict[str, Any]:
@@ -53,15 +50,6 @@ def ready(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
         return err.code, json.loads(err.read())
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of our own on a free port, so it can be paused or killed (never the shared one)."""
-    port = free_port()
-    proc = start_own_redis(port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        stop_own_redis(proc)
 
 
 def test_replicas_share_entries_through_redis(redis_isolated: tuple[str, str], tmp_path: Path) -> None:

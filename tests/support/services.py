@@ -126,8 +126,21 @@ def start_own_redis(port: int, *extra: str) -> subprocess.Popen[bytes]:
 
 def stop_own_redis(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        proc.kill()
+        proc.kill()  # SIGKILL ends a SIGSTOPped server too
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """(URL, process) of a redis-server of the test's own on a free port, to pause (SIGSTOP), kill or restart;
+    never the shared one. Stopped after the test, paused or not."""
+    from tests.support.servers import free_port
+
+    proc = start_own_redis(port := free_port())
+    try:
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        stop_own_redis(proc)
 
 
 async def pg_execute(dsn: str, sql: str) -> None:

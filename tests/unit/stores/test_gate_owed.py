@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis as redis_sync
@@ -23,23 +23,11 @@ from aigw.stores.base import NANO, Limits, Scope, SettleOwed, StoreSkipped, wind
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import TIMEOUT_S, RedisPipe
-from tests.support.servers import free_port
-from tests.support.services import start_own_redis, stop_own_redis
 
 PREFIX = "aigw-test:owed:"
 NOW = time.time()
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    proc = start_own_redis(port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)
-        stop_own_redis(proc)
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,22 +22,10 @@ from aigw.stores.base import Limits, Scope, StoreSkipped
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import TIMEOUT_S, RedisPipe
-from tests.support.servers import free_port
-from tests.support.services import start_own_redis, stop_own_redis
 
 WINDOW_S = 0.5
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    proc = start_own_redis(port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)
-        stop_own_redis(proc)
 
 
 @contextlib.asynccontextmanager
