@@ -14,7 +14,8 @@ If tiktoken cannot load at all, a calibrated estimator (4 characters a token
 for Latin text, 1 per character for CJK) stands in, and says so in ``exact``.
 
 Budget reservations use ``upper_estimate``: a cheap byte count that errs high
-(no tokenizer on the request path).
+(no tokenizer on the request path). Images, audio and files count in both, by
+``media``: a bound in ``upper_estimate``, an estimate in ``count_messages``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import re
 from typing import Any
 
+from aigw.accounting.media import part_estimate, part_upper
 from aigw.schema.openai import call_name, call_text
 
 log = logging.getLogger("aigw.accounting")
@@ -39,6 +41,24 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
+
+
+def _upper_content(content: Any) -> int:
+    """``upper_bytes`` of a message's text, plus the bound of each image, audio and file part."""
+    if isinstance(content, str):
+        return upper_bytes(content)
+    if isinstance(content, list):  # one pass: a text part costs what it did before media counted
+        texts: list[str] = []
+        media = 0
+        for p in content:
+            if isinstance(p, dict):
+                text = p.get("text")
+                if isinstance(text, str):
+                    texts.append(text)
+                else:
+                    media += part_upper(p)
+        return upper_bytes(" ".join(texts)) + media
+    return 0
 
 
 def estimate_text(text: str) -> int:
@@ -104,7 +124,10 @@ class TokenCounter:
         for m in messages or ():
             if not isinstance(m, dict):
                 continue
-            total += TOKENS_PER_MESSAGE + self.count_text(_text_of(m.get("content")))
+            content = m.get("content")
+            total += TOKENS_PER_MESSAGE + self.count_text(_text_of(content))
+            if isinstance(content, list):  # images, audio, files: see ``media``
+                total += sum(part_estimate(p) for p in content)
             if m.get("name"):
                 total += 1 + self.count_text(str(m["name"]))
             for call in m.get("tool_calls") or ():  # a function's name and arguments, a custom tool's input
@@ -151,7 +174,7 @@ def upper_estimate(body: dict[str, Any]) -> int:
     if isinstance(messages, list):
         for m in messages:
             if isinstance(m, dict):
-                total += TOKENS_PER_MESSAGE + 1 + upper_bytes(_text_of(m.get("content")))
+                total += TOKENS_PER_MESSAGE + 1 + _upper_content(m.get("content"))
                 for call in m.get("tool_calls") or ():  # rare: read only when there
                     total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
         tools = body.get("tools")
