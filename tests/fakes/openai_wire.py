@@ -69,8 +69,20 @@ def count(text: str) -> int:
     return len(text.split())
 
 
+IMAGE_TOKENS = {"low": 85}  # as OpenAI bills an image part; any other detail: a 1024x1024 image's 765
+IMAGE_TOKENS_HIGH = 765
+
+
+def image_tokens(content: Any) -> int:
+    """What the images of a message cost (the fake reads no image bytes: every image is 1024x1024)."""
+    if not isinstance(content, list):
+        return 0
+    return sum(IMAGE_TOKENS.get((p.get("image_url") or {}).get("detail"), IMAGE_TOKENS_HIGH)
+               for p in content if isinstance(p, dict) and p.get("type") == "image_url")
+
+
 def prompt_tokens(messages: list[JSON]) -> int:
-    return sum(count(text_of(m.get("content"))) + 3 for m in messages) + 3
+    return sum(count(text_of(m.get("content"))) + image_tokens(m.get("content")) + 3 for m in messages) + 3
 
 
 # -- validation -------------------------------------------------------------------

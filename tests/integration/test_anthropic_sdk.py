@@ -7,6 +7,7 @@ import pytest
 
 from aigw.accounting.tokens import TokenCounter
 from tests.support.gateway import RunningGateway
+from tests.support.media import b64, png
 
 WEATHER = {
     "name": "get_weather",
@@ -99,3 +100,15 @@ def test_count_tokens_is_free_and_local(client: anthropic.Anthropic) -> None:
     assert with_tools.input_tokens > counted.input_tokens + 10  # tool definitions are input too
     with pytest.raises(anthropic.NotFoundError):  # as Anthropic answers for a model it does not serve
         client.messages.count_tokens(model="no-such", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_count_tokens_counts_images_and_documents(client: anthropic.Anthropic) -> None:
+    text = {"type": "text", "text": "What does this chart show?"}
+    bare = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": [text]}])
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(png(1024, 1024))}}
+    seen = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": [image, text]}])  # type: ignore[list-item]
+    assert seen.input_tokens - bare.input_tokens == 765  # 4 tiles of 512 px after scaling to 768x768, + 85
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                          "data": b64(b"%PDF-1.7" + b"x" * 120_000)}}
+    read = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": [pdf, text]}])  # type: ignore[list-item]
+    assert read.input_tokens - bare.input_tokens >= 2_000  # a document is not free either
