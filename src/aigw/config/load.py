@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from aigw.config.explain import describe
 from aigw.config.models import Deployment, GatewayConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -55,20 +56,8 @@ def _substitute(value: Any, where: str, source: str) -> Any:
     return value
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for e in exc.errors():
-        path = _field_path(tuple(e["loc"]))
-        msg = "unknown key (not allowed here)" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {path}: {msg}")
-    return "\n".join(lines)
+    return "\n".join([f"{source}: invalid configuration", *(f"  {line}" for line in describe(exc, GatewayConfig))])
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
