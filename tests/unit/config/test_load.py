@@ -107,3 +107,22 @@ def test_budget_alert_thresholds_are_fractions_of_the_budget(tmp_path: Path) -> 
     assert "tenancy.alert_thresholds[0]" in str(exc.value) and "1" in str(exc.value)
     ok = write(tmp_path, "tenancy:\n  alert_thresholds: [0.5, 0.9, 1]\n")
     assert load_config(ok).tenancy.alert_thresholds == [0.5, 0.9, 1.0]
+
+
+def test_a_yaml_mistake_is_one_line_with_file_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  host: 127.0.0.1\n   port: 4000\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}:3:8: not valid YAML: mapping values are not allowed here"
+
+
+def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path: Path) -> None:
+    path = write(tmp_path, "cache: {mode: exact}\nmodels:\n  - {name: a, provider: mock}\ncache:\n  mode: 'off'\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}:4:1: not valid YAML: duplicate key 'cache' (first at line 1)"
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - &a {name: a, provider: mock, weight: 1}\n  - {<<: *a, weight: 2}\n")
+    assert [d.weight for d in load_config(path).models] == [1, 2]
