@@ -26,7 +26,7 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> l
     out = []
     for e in exc.errors():
         loc = tuple(e["loc"])
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # our own validators' words, as written
         if e["type"] == "extra_forbidden" and loc:
             msg = "unknown key" + _allowed_hint(str(loc[-1]), _keys_at(root, loc[:-1]))
         out.append(f"{field_path(loc, prefix)}: {msg}")

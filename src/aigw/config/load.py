@@ -56,8 +56,12 @@ def _substitute(value: Any, where: str, source: str) -> Any:
     return value
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    return "\n".join([f"{source}: invalid configuration", *(f"  {line}" for line in describe(exc, GatewayConfig))])
+def format_validation_error(exc: ValidationError, source: str, from_env: dict[str, str] | None = None) -> str:
+    """``from_env``: field path -> the variable that set it (the file did not), named beside its error."""
+    lines = describe(exc, GatewayConfig)
+    for path, name in (from_env or {}).items():
+        lines = [f"{line} (set by {name})" if line.startswith(f"{path}: ") else line for line in lines]
+    return "\n".join([f"{source}: invalid configuration", *(f"  {line}" for line in lines)])
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -165,6 +169,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     source = str(path) if path else "(defaults)"
     raw = read_yaml(path) if path else {}
     raw = _substitute(raw, "", source)
+    from_env = {f: f"AIGW_{f.upper()}" for f in ("database_url", "redis_url") if f not in raw and env(f"AIGW_{f.upper()}")}
     raw = _env_defaults(raw)
     for key, value in overrides.items():
         if value is not None:
@@ -172,7 +177,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, from_env)) from None
     if not config.models:
         config.models = default_models()
     _check_models(config, source)

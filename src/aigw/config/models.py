@@ -183,6 +183,10 @@ class CircuitBreakerConfig(Strict):
     probe_timeout_s: float = Field(default=5.0, gt=0)
 
 
+DATABASE_SCHEMES = ("sqlite:", "postgresql:", "postgres:")  # what stores.database.open_database opens
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url accepts
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     database_url: str = "sqlite:///aigw.db"
@@ -196,6 +200,22 @@ class GatewayConfig(Strict):
     tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
     cache: CacheConfig | None = None  # response cache (docs/cache.md); None = no cache stage
     guardrails: GuardrailsConfig | None = None  # docs/guardrails.md; None = no guardrail stages
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, v: str) -> str:
+        if not v.startswith(DATABASE_SCHEMES):  # the value is not echoed: it may hold a password
+            raise ValueError("must start with sqlite: (a file, e.g. sqlite:///aigw.db) or postgresql:// "
+                             "(e.g. postgresql://user@host:5432/db)")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not v.startswith(REDIS_SCHEMES):
+            raise ValueError("must be empty or start with redis://, rediss:// or unix:// "
+                             "(e.g. redis://127.0.0.1:6379/0)")
+        return v
 
     def model_names(self) -> list[str]:
         seen: dict[str, None] = {}

@@ -126,3 +126,28 @@ def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path: Path) -> No
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
     path = write(tmp_path, "models:\n  - &a {name: a, provider: mock, weight: 1}\n  - {<<: *a, weight: 2}\n")
     assert [d.weight for d in load_config(path).models] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("redis_url: localhost:6379", "redis_url: must be empty or start with redis://, rediss:// or unix://"),
+        ("database_url: mysql://u:hunter2@db/aigw", "database_url: must start with sqlite: "),
+    ],
+)
+def test_a_url_with_the_wrong_scheme_fails_at_load_naming_the_field(tmp_path: Path, text: str, line: str) -> None:
+    path = write(tmp_path, text + "\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)  # before: `config check` said ok, and `serve` failed without naming the field
+    assert f"  {line}" in str(exc.value) and "hunter2" not in str(exc.value)
+
+
+def test_a_bad_url_from_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGW_REDIS_URL", "localhost")
+    with pytest.raises(ConfigError, match=r"redis_url: must be .* \(set by AIGW_REDIS_URL\)"):
+        load_config()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///aigw.db", "sqlite://:memory:", "postgres://h/db", "postgresql://h/db"])
+def test_the_database_urls_the_stores_open_are_accepted(tmp_path: Path, url: str) -> None:
+    assert load_config(write(tmp_path, f"database_url: '{url}'\n")).database_url == url
