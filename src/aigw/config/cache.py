@@ -82,3 +82,41 @@ def global_only_fields_set(block: CacheConfig) -> list[str]:
     if "semantic" in block.model_fields_set:
         bad += [f"semantic.{f}" for f in sorted(GLOBAL_ONLY_SEMANTIC_FIELDS & block.semantic.model_fields_set)]
     return bad
+
+
+def setup_problem(top: CacheConfig | None, per_model: dict[str, CacheConfig], redis_url: str,
+                  models: dict[str, bool]) -> str:
+    """The first cache mistake the config alone shows (``path: what is wrong``), or "".
+
+    ``models``: each public model name -> whether it has a deployment with the embeddings mode.
+    The stage's own checks at startup (``pipeline/stages/cache_build.py``) stay as the backstop.
+    """
+    base = top if top is not None else CacheConfig(mode="off")
+    star = per_model.get("*")
+    places = [("cache", [base])] if top is not None else []
+    places += [(f"routing.{name}.cache", [b, star, base] if name != "*" else [b, base])
+               for name, b in per_model.items()]
+    for where, chain in places:
+        if where != "cache" and (bad := global_only_fields_set(chain[0])):
+            return f"{where}: {', '.join(bad)} may only be set in the global cache block (they size the shared store)"
+        if _field(chain, "mode") == "off":
+            continue
+        if _field(chain, "backend") == "redis" and not redis_url:
+            return f"{where}.backend: redis needs redis_url (or AIGW_REDIS_URL); without it use backend: memory"
+        model = _field(chain, "embedding_model")
+        if _field(chain, "mode") == "semantic" and model != LOCAL_EMBEDDING and not models.get(model):
+            known = ", ".join(sorted(n for n, embeds in models.items() if embeds)) or "none"
+            why = "has no deployment with modes: [embeddings]" if model in models else "is neither 'local' nor a model in models:"
+            return f"{where}.semantic.embedding_model: {model!r} {why} (embedding models: {known})"
+    return ""
+
+
+def _field(chain: list[CacheConfig | None], name: str) -> object:
+    """A field as the merged policy has it: the first block of ``chain`` that sets it, else the last block."""
+    blocks = [b for b in chain if b is not None]
+    for block in blocks[:-1]:
+        holder = block.semantic if name in SemanticConfig.model_fields else block
+        if name in holder.model_fields_set and (holder is block or "semantic" in block.model_fields_set):
+            return getattr(holder, name)
+    last = blocks[-1]
+    return getattr(last.semantic if name in SemanticConfig.model_fields else last, name)

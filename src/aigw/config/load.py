@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from aigw.config.cache import setup_problem
 from aigw.config.explain import describe
 from aigw.config.models import Deployment, GatewayConfig
 
@@ -181,6 +182,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     if not config.models:
         config.models = default_models()
     _check_models(config, source)
+    _check_cache(config, source)
     return config
 
 
@@ -198,6 +200,15 @@ def _check_models(config: GatewayConfig, source: str) -> None:
         if d.provider == "azure" and not d.api_version:
             d.api_version = "2024-10-21"
     _check_routing(config, source)
+
+
+def _check_cache(config: GatewayConfig, source: str) -> None:
+    """Cache mistakes the config alone shows, so `config check` names them (startup checks them again)."""
+    blocks = {name: r.cache for name, r in config.routing.items() if r.cache is not None}
+    if config.cache is not None or blocks:
+        embeds = {n: any("embeddings" in d.modes for d in config.models if d.name == n) for n in config.model_names()}
+        if problem := setup_problem(config.cache, blocks, config.redis_url, embeds):
+            raise ConfigError(f"{source}: {problem}")
 
 
 def _check_routing(config: GatewayConfig, source: str) -> None:

@@ -81,3 +81,27 @@ def test_setup_mistakes_fail_at_startup(raw: dict, message: str) -> None:
     with pytest.raises(CacheSetupError) as info:
         build_app(make_config(raw))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("cache: {backend: redis}\n", "cache.backend: redis needs redis_url"),
+    ("models: [{name: a, provider: mock}]\ncache: {mode: 'off', backend: redis}\nrouting: {a: {cache: {mode: exact}}}\n",
+     "routing.a.cache.backend: redis needs redis_url"),
+    ("models: [{name: a, provider: mock}]\ncache: {}\nrouting: {a: {cache: {max_entries: 5}}}\n",
+     "routing.a.cache: max_entries may only be set in the global cache block"),
+    ("cache: {mode: semantic, semantic: {embedding_model: nope}}\n",
+     "cache.semantic.embedding_model: 'nope' is neither 'local' nor a model in models: (embedding models: mock-embed)"),
+    ("models: [{name: a, provider: mock}]\ncache: {mode: semantic, semantic: {embedding_model: a}}\n",
+     "cache.semantic.embedding_model: 'a' has no deployment with modes: [embeddings]"),
+])
+def test_setup_mistakes_the_config_shows_fail_at_load(tmp_path: Path, text: str, line: str) -> None:
+    """So `aigw config check` finds them too (before: it said ok, and only `aigw serve` refused)."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {line}")
+
+
+def test_a_redis_backend_with_redis_url_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "redis_url: redis://127.0.0.1:6379/0\ncache: {backend: redis}\n"))
+    assert config.cache is not None and config.cache.backend == "redis"
