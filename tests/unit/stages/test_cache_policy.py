@@ -42,6 +42,16 @@ def test_a_key_may_not_resize_the_shared_store(caplog: pytest.LogCaptureFixture)
     assert "key key_9, tenant ten_9" in caplog.text  # the operator can find the key to fix
 
 
+def test_an_ignored_key_setting_is_logged_with_the_fields_at_fault(caplog: pytest.LogCaptureFixture) -> None:
+    policies = Policies(CacheConfig(ttl_s=100), {})
+    bad = {"metadata": {"cache": {"ttl": 5, "semantic": {"threshold": 1.5}}}}
+    assert policies.for_request(ctx(extra=bad)).ttl_s == 100
+    assert "cache.ttl: unknown key; did you mean 'ttl_s'?" in caplog.text  # not "1 validation error for ..."
+    assert "cache.semantic.threshold: Input should be less than or equal to 1" in caplog.text
+    policies.for_request(ctx(extra={"cache": "off"}))
+    assert "cache: must be a mapping" in caplog.text
+
+
 def test_header_directives() -> None:
     c = read_controls(ctx(headers={"x-aigw-cache": "no-store, ttl=30"}))
     assert (c.no_cache, c.no_store, c.ttl_s) == (False, True, 30.0)

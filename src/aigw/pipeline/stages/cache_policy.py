@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from aigw import errors
 from aigw.config.cache import CacheConfig, global_only_fields_set
+from aigw.config.explain import describe
 from aigw.pipeline.context import Principal, RequestContext
 from aigw.types import JSON
 
@@ -89,9 +90,10 @@ class Policies:
             bad = global_only_fields_set(CacheConfig.model_validate(override))
             if bad:
                 raise ValueError(f"{', '.join(bad)} may only be set in the global cache block")
-        except (ValidationError, ValueError) as exc:
+        except (ValidationError, ValueError) as exc:  # a ValidationError is a ValueError: it names each field
+            why = "; ".join(describe(exc, CacheConfig, "cache")) if isinstance(exc, ValidationError) else f"cache: {exc}"
             log.warning("ignoring a key's cache setting (key %s, tenant %s; the same setting is not reported "
-                        "again): %s", who.key_id, who.tenant_id or "-", str(exc).splitlines()[0])
+                        "again): %s", who.key_id, who.tenant_id or "-", why)
             policy = base
         if len(self._by_key) >= _MEMO_LIMIT:
             self._by_key.clear()
