@@ -185,3 +185,4 @@ async def test_an_invalid_metadata_block_is_ignored(caplog: pytest.LogCaptureFix
     await h.run(h.ctx(chat(f"mail {EMAIL}"), extra={"guardrails": {"pii": {"mode": "sometimes"}}}))
     assert EMAIL not in upstream_text(h)
     assert "ignoring a metadata guardrails block (key key_1" in caplog.text
+    assert "metadata.guardrails.pii.mode: Input should be 'off', 'flag', 'redact' or 'block'" in caplog.text

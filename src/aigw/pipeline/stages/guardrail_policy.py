@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from aigw.config.explain import describe
 from aigw.config.guardrails import GuardrailsConfig, InjectionPolicy, OutputPolicy, PiiPolicy, ValidatePolicy
 from aigw.config.load import ConfigError
 from aigw.config.models import GatewayConfig
@@ -179,8 +180,10 @@ class Policies:
             parsed = GuardrailsConfig.model_validate(block)
             self._check(parsed, "metadata.guardrails", fail=InvalidRequest)
         except (ValidationError, InvalidRequest, ConfigError, ValueError) as exc:
+            why = ("; ".join(describe(exc, GuardrailsConfig, "metadata.guardrails"))
+                   if isinstance(exc, ValidationError) else str(exc).splitlines()[0])
             log.warning("ignoring a metadata guardrails block (key %s, tenant %s; the same block is not reported "
-                        "again): %s", who.key_id, who.tenant_id or "-", str(exc).splitlines()[0])
+                        "again): %s", who.key_id, who.tenant_id or "-", why)
             return False
         return True
 
