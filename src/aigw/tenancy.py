@@ -118,7 +118,8 @@ class Tenancy:
             if applied:
                 log.info("database migrated to version %s", applied[-1])
         elif missing := await self.db.pending_migrations():
-            raise RuntimeError(f"database needs migrations {missing}: run `aigw db upgrade`")
+            raise errors.StartupError(f"the database needs migrations {missing}: run `aigw db upgrade` with the "
+                                      "same --config, or set tenancy.migrate_on_start: true")
         spent = await self.db.budgeted_spend(self.clock.now())
         try:  # Redis away at start: serve anyway, under the configured failure policies
             await self.services.budgets.seed(spent)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from aigw.config.models import GatewayConfig
+from aigw.errors import StartupError
 from aigw.http.admin_api import BudgetChange
 from aigw.providers.http import HttpClients
 from aigw.stores.base import Limits, Project, SpendRecord, Tenant, window_of
@@ -47,3 +50,17 @@ async def test_a_budget_added_through_another_worker_counts_the_windows_spend_he
         await a.stop()
         await b.stop()
 
+
+
+async def test_a_database_that_needs_migrations_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """A StartupError is logged as its message alone; anything else gets a traceback."""
+    config = GatewayConfig.model_validate({
+        "database_url": f"sqlite:///{tmp_path}/aigw.db", "models": [{"name": "mock", "provider": "mock"}],
+        "tenancy": {"migrate_on_start": False, "ledger": {"writer": "thread"}},
+    })
+    tenancy = Tenancy(config, None, Supervisor(), HttpClients())
+    try:
+        with pytest.raises(StartupError, match=r"needs migrations \[1, 2\]: run `aigw db upgrade`"):
+            await tenancy.start()
+    finally:
+        await tenancy.db.close()
