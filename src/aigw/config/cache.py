@@ -93,8 +93,8 @@ def setup_problem(top: CacheConfig | None, per_model: dict[str, CacheConfig], re
     """
     base = top if top is not None else CacheConfig(mode="off")
     star = per_model.get("*")
-    places = [("cache", [base])] if top is not None else []
-    places += [(f"routing.{name}.cache", [b, star, base] if name != "*" else [b, base])
+    places: list[tuple[str, list[CacheConfig]]] = [("cache", [base])] if top is not None else []
+    places += [(f"routing.{name}.cache", [c for c in (b, star if name != "*" else None, base) if c is not None])
                for name, b in per_model.items()]
     for where, chain in places:
         if where != "cache" and (bad := global_only_fields_set(chain[0])):
@@ -103,20 +103,20 @@ def setup_problem(top: CacheConfig | None, per_model: dict[str, CacheConfig], re
             continue
         if _field(chain, "backend") == "redis" and not redis_url:
             return f"{where}.backend: redis needs redis_url (or AIGW_REDIS_URL); without it use backend: memory"
-        model = _field(chain, "embedding_model")
+        model = str(_field(chain, "embedding_model"))
         if _field(chain, "mode") == "semantic" and model != LOCAL_EMBEDDING and not models.get(model):
             known = ", ".join(sorted(n for n, embeds in models.items() if embeds)) or "none"
-            why = "has no deployment with modes: [embeddings]" if model in models else "is neither 'local' nor a model in models:"
+            why = ("has no deployment with modes: [embeddings]" if model in models
+                   else "is neither 'local' nor a model in models:")
             return f"{where}.semantic.embedding_model: {model!r} {why} (embedding models: {known})"
     return ""
 
 
-def _field(chain: list[CacheConfig | None], name: str) -> object:
+def _field(chain: list[CacheConfig], name: str) -> object:
     """A field as the merged policy has it: the first block of ``chain`` that sets it, else the last block."""
-    blocks = [b for b in chain if b is not None]
-    for block in blocks[:-1]:
+    for block in chain[:-1]:
         holder = block.semantic if name in SemanticConfig.model_fields else block
         if name in holder.model_fields_set and (holder is block or "semantic" in block.model_fields_set):
             return getattr(holder, name)
-    last = blocks[-1]
+    last = chain[-1]
     return getattr(last.semantic if name in SemanticConfig.model_fields else last, name)

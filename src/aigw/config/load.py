@@ -72,7 +72,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(exc, source)) from None
     if data is None:
@@ -170,7 +170,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     source = str(path) if path else "(defaults)"
     raw = read_yaml(path) if path else {}
     raw = _substitute(raw, "", source)
-    from_env = {f: f"AIGW_{f.upper()}" for f in ("database_url", "redis_url") if f not in raw and env(f"AIGW_{f.upper()}")}
+    from_env = {f: f"AIGW_{f.upper()}" for f in ("database_url", "redis_url")
+                if f not in raw and env(f"AIGW_{f.upper()}")}
     raw = _env_defaults(raw)
     for key, value in overrides.items():
         if value is not None:

@@ -85,7 +85,8 @@ def test_setup_mistakes_fail_at_startup(raw: dict, message: str) -> None:
 
 @pytest.mark.parametrize(("text", "line"), [
     ("cache: {backend: redis}\n", "cache.backend: redis needs redis_url"),
-    ("models: [{name: a, provider: mock}]\ncache: {mode: 'off', backend: redis}\nrouting: {a: {cache: {mode: exact}}}\n",
+    ("models: [{name: a, provider: mock}]\ncache: {mode: 'off', backend: redis}\n"
+     "routing: {a: {cache: {mode: exact}}}\n",
      "routing.a.cache.backend: redis needs redis_url"),
     ("models: [{name: a, provider: mock}]\ncache: {}\nrouting: {a: {cache: {max_entries: 5}}}\n",
      "routing.a.cache: max_entries may only be set in the global cache block"),

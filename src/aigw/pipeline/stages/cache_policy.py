@@ -91,7 +91,8 @@ class Policies:
             if bad:
                 raise ValueError(f"{', '.join(bad)} may only be set in the global cache block")
         except (ValidationError, ValueError) as exc:  # a ValidationError is a ValueError: it names each field
-            why = "; ".join(describe(exc, CacheConfig, "cache")) if isinstance(exc, ValidationError) else f"cache: {exc}"
+            why = ("; ".join(describe(exc, CacheConfig, "cache")) if isinstance(exc, ValidationError)
+                   else f"cache: {exc}")
             log.warning("ignoring a key's cache setting (key %s, tenant %s; the same setting is not reported "
                         "again): %s", who.key_id, who.tenant_id or "-", why)
             policy = base
