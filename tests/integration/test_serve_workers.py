@@ -108,7 +108,7 @@ def test_a_worker_that_keeps_dying_waits_longer_each_time() -> None:
     assert [restart_pause(n) for n in (1, 2, 3, 4, 5, 6, 7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
-def test_a_cache_the_app_cannot_build_ends_serve_with_one_line_and_exit_code_3(tmp_path: Path) -> None:
+def test_a_cache_without_its_store_ends_serve_at_load_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "aigw.yaml"
     config.write_text("cache: {mode: exact, backend: redis}\n")  # a Redis cache without a redis_url
     proc, _ = start_serve(tmp_path, "--config", str(config))
@@ -117,9 +117,22 @@ def test_a_cache_the_app_cannot_build_ends_serve_with_one_line_and_exit_code_3(t
     finally:
         stop_serve(proc)
     stderr = proc.stderr.read().decode() if proc.stderr else ""
-    assert proc.returncode == START_FAILED_EXIT, stderr
-    assert "aigw: cannot start:" in stderr and "redis" in stderr
-    assert "Traceback" not in stderr and "listening" not in stderr
+    assert proc.returncode == 2, stderr  # a config error, found at load (as `aigw config check` finds it)
+    assert stderr.strip() == f"{config}: cache.backend: redis needs redis_url (or AIGW_REDIS_URL); without it use " \
+                             "backend: memory"
+
+
+def test_a_rule_mistake_found_while_building_ends_serve_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "aigw.yaml"
+    config.write_text("guardrails:\n  rules: [{match: {regex: x}, respond: y, colour: red}]\n")
+    proc, _ = start_serve(tmp_path, "--config", str(config))
+    try:
+        proc.wait(timeout=30)
+    finally:
+        stop_serve(proc)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.returncode == 2, stderr  # before: a Python traceback, exit code 1
+    assert stderr.strip() == f"{config}: guardrails.rules[0].colour: unknown key 'colour'"
 
 
 def live_gauges(url: str) -> tuple[float, int]:

@@ -82,6 +82,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
         try:
             app = for_serving(build_app(config), config)
+        except ConfigError as exc:  # a mistake only building shows (e.g. a guardrails rule): a config error
+            click.echo(f"{config_path or '(defaults)'}: {exc}", err=True)
+            sys.exit(2)
         except ValueError as exc:  # a setup the config file allows but the app cannot build (e.g. a cache backend)
             click.echo(f"aigw: cannot start: {exc}", err=True)
             sys.exit(START_FAILED_EXIT)
