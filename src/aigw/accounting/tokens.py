@@ -55,8 +55,9 @@ def _upper_content(content: Any) -> int:
                 text = p.get("text")
                 if isinstance(text, str):
                     texts.append(text)
-                else:
-                    media += part_upper(p)
+                    if p.get("type") == "text":
+                        continue
+                media += part_upper(p)  # by its type: an image part with a "text" key is still an image
         return upper_bytes(" ".join(texts)) + media
     return 0
 

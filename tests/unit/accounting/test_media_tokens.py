@@ -110,6 +110,11 @@ def test_odd_parts_do_not_crash_either() -> None:
     assert upper_estimate(body) >= TokenCounter().count_prompt(body) > 0
 
 
+def test_an_image_part_with_a_text_key_is_still_bound_as_an_image() -> None:
+    """Parts allow extra keys: an image with ``"text": ""`` was bound as text, so reserved nothing."""
+    sneaky = {**image_part(PHOTO), "text": ""}
+    assert upper_estimate(chat(sneaky)) - upper_estimate(chat()) >= media.IMAGE_UPPER
+
 def test_a_url_image_is_billed_at_the_typical_figure() -> None:
     counter = TokenCounter()
     assert counter.count_prompt(chat(image_part(PHOTO))) - counter.count_prompt(chat()) == 765
