@@ -226,3 +226,24 @@ def test_a_model_whose_fallback_chain_reaches_a_dearer_one_is_reserved_at_the_de
     # a rule may route to mid, whose own chain ends at big: the routed call is served under mid's policy
     rules = {"rules": [{"name": "hard", "match": {"model": "mock", "keywords": ["prove"]}, "route": "mid"}]}
     assert _worst(stage_for({"mid": ModelRouting(fallbacks=["big"])}, rules), 50) == (50 * 3000 + 10 * 9000) * 1000
+
+
+async def test_a_retrys_lease_is_released_after_the_request_settles_both_calls() -> None:
+    """Released first, the retry's room was free before the settle counted its cost: concurrent calls could
+    reserve it meanwhile and together overrun the budget."""
+    svc = _services()
+    stage = budget.build(_deps(svc))
+    assert isinstance(stage, budget.BudgetStage)
+    ctx = _ctx(Limits(budget_usd=10.0, budget_period="total"))
+    await stage.on_request(ctx)
+    assert await stage.reserve_more(ctx, ctx.body)
+    order: list[int] = []
+    leave = svc.gate.leave
+
+    async def recorded(*args: Any) -> Any:
+        order.append(args[6])  # the actual cost: the request's both calls, the retry's lease 0
+        return await leave(*args)
+    svc.gate.leave = recorded  # type: ignore[method-assign]
+    ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 10, "completion_tokens": 10}
+    await stage.on_finish(ctx)
+    assert len(order) == 2 and order[0] > 0 and order[1] == 0, order

@@ -203,14 +203,25 @@ class BudgetStage(Stage):
         return True
 
     async def on_finish(self, ctx: RequestContext) -> None:
+        try:
+            crossed = await self._settle(ctx)
+        finally:  # after the settle that counts their cost: released first, concurrent calls could reserve
+            await self._release_more(ctx)  # the room that cost takes, and together overrun the budget
+        for scopes, ref, window, threshold in crossed:
+            await self._alert(ctx, scopes, ref, window, threshold)
+
+    async def _release_more(self, ctx: RequestContext) -> None:
         for scopes, amount, entered, slot in ctx.state.pop(BUDGET_MORE, ()):  # a retry's: its cost is in the
-            try:  # request's own lease (settled below, or by the limits stage), so it settles to nothing
+            try:  # request's own lease (settled in ``_settle``, or by the limits stage), so it settles to nothing
                 await self.svc.gate.leave([], slot, 0, 0, scopes, amount, 0, entered, [])
             except Exception as exc:  # it expires with its lease
                 self.svc.store_error("budget", exc, "leave")
+
+    async def _settle(self, ctx: RequestContext) -> list[tuple[list[Scope], str, str, float]]:
+        """Settle the request's lease (unless the limits stage did); the thresholds it crossed, to alert."""
         taken = ctx.state.get(_STATE)
         if taken is None:
-            return
+            return []
         scopes, reserved, entered, slot = taken
         crossed = ctx.state.get(SETTLED)
         owed = ctx.state.get(OWED)
@@ -227,8 +238,7 @@ class BudgetStage(Stage):
             ctx.state[SETTLED] = crossed
         if owed is not None:  # sent when the store answers again: its crossings alert then
             self.svc.alert_when_settled(owed, scopes, ctx.principal.tenant_id, ctx.request_id)
-        for ref, window, threshold in crossed:
-            await self._alert(ctx, scopes, ref, window, threshold)
+        return [(scopes, ref, window, threshold) for ref, window, threshold in crossed]
 
     async def _alert(self, ctx: RequestContext, scopes: list[Scope], ref: str, window: str, threshold: float) -> None:
         scope = next(s for s in scopes if s.ref == ref)
