@@ -181,6 +181,8 @@ class Tenancy:
                 await asyncio.wait({self._watch}, timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
+        if self._redis_gate is not None:  # settles owed through an outage: sent now, or logged as lost
+            await self._redis_gate.close()
         await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)
         if self._ledger_writer is not None:
             await self._ledger_writer.close()

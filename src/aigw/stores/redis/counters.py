@@ -205,6 +205,10 @@ class RedisCounters:
         """Settles skipped in an outage, not sent yet."""
         return self._batch.owed
 
+    async def close(self) -> None:
+        """Shutdown: send the settles still owed if Redis answers soon; log those given up."""
+        await self._batch.close()
+
     # -- the single-purpose protocols, as special cases ----------------------------------
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
         return (await self.enter(scopes, slot, est_tokens, [], 0, 0.0))[0]

@@ -24,6 +24,7 @@ log = logging.getLogger("aigw.gate")
 # an error reply is Redis answering, and opens no skip window
 _OUTAGE = (TimeoutError, OSError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 OWED_MAX = 100_000  # settles kept through an outage; beyond it the oldest is dropped
+SHUTDOWN_WAIT_S = 2.0  # at shutdown, how long owed settles may wait for Redis to answer
 REPLAY_BATCH = 500  # owed settles per script call when Redis answers again (a long script would stall Redis)
 
 
@@ -203,6 +204,28 @@ class GateBatcher:
     @property
     def owed(self) -> int:
         return len(self._owed)
+
+    async def close(self, timeout_s: float = SHUTDOWN_WAIT_S) -> None:
+        """Shutdown: the settles still owed are sent if Redis answers within ``timeout_s`` (probed once its
+        skip window is over); those left are given up, logged with their number and counted as dropped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._owed and loop.time() < deadline:
+            if self.outage is not None:
+                await self.status()  # the probe: an answer ends the outage and starts the replay
+                if self.outage is not None:
+                    await asyncio.sleep(0.05)
+                    continue
+            self._replay_soon()
+            if self._replaying is not None:
+                await asyncio.wait([self._replaying], timeout=max(0.0, deadline - loop.time()))
+        if lost := len(self._owed):
+            log.error("shutting down with %d settles owed to Redis unsent: they are lost (the spend of the calls "
+                      "they settle is not counted; their leases and slots expire on their own)", lost)
+            for o in self._owed:
+                o.later.cancel()
+            self._owed.clear()
+            self._count("dropped", lost)
 
     def _replay_soon(self) -> None:
         if self._owed and (self._replaying is None or self._replaying.done()):
