@@ -212,7 +212,7 @@ class GatewayConfig(Strict):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
-        if v and not v.startswith(REDIS_SCHEMES):
+        if v and not v.lower().startswith(REDIS_SCHEMES):  # redis-py reads the scheme in any case
             raise ValueError("must be empty or start with redis://, rediss:// or unix:// "
                              "(e.g. redis://127.0.0.1:6379/0)")
         return v

@@ -151,3 +151,10 @@ def test_a_bad_url_from_the_environment_names_the_variable(monkeypatch: pytest.M
 @pytest.mark.parametrize("url", ["sqlite:///aigw.db", "sqlite://:memory:", "postgres://h/db", "postgresql://h/db"])
 def test_the_database_urls_the_stores_open_are_accepted(tmp_path: Path, url: str) -> None:
     assert load_config(write(tmp_path, f"database_url: '{url}'\n")).database_url == url
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://:p%40ss@h:6380", "unix:///tmp/redis.sock?db=1",
+                                 "REDIS://h:6379", "Rediss://h"])
+def test_the_redis_urls_redis_py_opens_are_accepted(tmp_path: Path, url: str) -> None:
+    # redis-py reads the scheme in any case: an upper-case one served before the scheme check refused it
+    assert load_config(write(tmp_path, f"redis_url: '{url}'\n")).redis_url == url
