@@ -142,7 +142,7 @@ async def test_the_owed_queue_is_bounded_and_drops_the_oldest(
     reports: list[tuple[str, int]] = []
     slots = [f"b-{i}" for i in range(5)]
     async with gate(url, reports=reports) as counters:
-        counters._batch.owed_max = 3
+        counters._batch.owed_settles.limit = 3
         await _enter(counters, scope, slots, NANO)
         await _confirm_outage(counters, proc)
         owed = []
@@ -150,7 +150,7 @@ async def test_the_owed_queue_is_bounded_and_drops_the_oldest(
             with pytest.raises(SettleOwed) as skipped:
                 await counters.settle([scope], NANO, (i + 1) * 1000, NOW, [], slot)
             owed.append(skipped.value.later)
-        assert counters.owed == 3 and ("dropped", 1) in reports and counters._batch.owed_counts["dropped"] == 2
+        assert counters.owed == 3 and ("dropped", 1) in reports and counters._batch.owed_settles.counts["dropped"] == 2
         await asyncio.sleep(0)  # the callers' futures follow the batcher's
         assert [f.cancelled() for f in owed] == [True, True, False, False, False]
         os.kill(proc.pid, signal.SIGCONT)
@@ -174,7 +174,7 @@ async def test_a_leave_that_timed_out_is_not_sent_again(own_redis: tuple[str, su
         assert counters.owed == 0
         os.kill(proc.pid, signal.SIGCONT)
         await _until_owed_sent(counters)
-        assert reports == [] and counters._batch.owed_counts == {"owed": 0, "replayed": 0, "dropped": 0,
+        assert reports == [] and counters._batch.owed_settles.counts == {"owed": 0, "replayed": 0, "dropped": 0,
                                                                  "failed": 0}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -16,16 +15,15 @@ from typing import Any, Protocol, cast
 
 import redis.exceptions as redis_errors
 
-from aigw.stores.base import SettleOwed, StoreSkipped
-from aigw.stores.redis.pipe import NotSent, ReplyError, Script, bulk_int
+from aigw.stores.base import StoreSkipped
+from aigw.stores.redis.gate_owed import OWED_MAX, OwedSettles, Steps
+from aigw.stores.redis.pipe import ReplyError, Script, bulk_int
 
 log = logging.getLogger("aigw.gate")
 # failures that say Redis is away or stalled (the lean pipe's, and redis-py's for the URLs it keeps);
 # an error reply is Redis answering, and opens no skip window
 _OUTAGE = (TimeoutError, OSError, redis_errors.ConnectionError, redis_errors.TimeoutError)
-OWED_MAX = 100_000  # settles kept through an outage; beyond it the oldest is dropped
 SHUTDOWN_WAIT_S = 2.0  # at shutdown, how long owed settles may wait for Redis to answer
-REPLAY_BATCH = 500  # owed settles per script call when Redis answers again (a long script would stall Redis)
 
 
 def lua_source(name: str) -> str:
@@ -66,9 +64,6 @@ for step = 1, tonumber(ARGV[1]) do
 end
 return out
 """)
-
-
-Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
 
 
 @dataclass(slots=True)
@@ -114,22 +109,16 @@ class GateBatcher:
     tries Redis).
 
     A skipped step its caller marks ``replayable`` (a leave: the settle after a call) is not lost: it is
-    kept (up to ``owed_max``, dropping the oldest) and raises ``SettleOwed``; when Redis answers again (the
-    probe, the health check's or any step) the owed steps are sent in the background, ``REPLAY_BATCH`` per
-    script call, exactly once: an owed step never ran. One that cannot be sent (the connection is down
-    again: ``NotSent``) stays owed; one sent and not answered (a timeout) may have run and is given up, as a
-    leave that times out is. ``report(outcome, n)`` counts them: owed, replayed, dropped, failed.
+    owed (``gate_owed.OwedSettles``, up to ``owed_max``) and raises ``SettleOwed``; when Redis answers
+    again (the probe, the health check's or any step) the owed steps are sent in the background, exactly
+    once. ``report(outcome, n)`` counts them: owed, replayed, dropped, failed.
     """
 
     def __init__(self, runner: ScriptRunner, retry_after_s: float = 1.0, owed_max: int = OWED_MAX,
                  report: Callable[[str, int], None] | None = None) -> None:
         self._runner = runner
         self.retry_after_s = retry_after_s
-        self.owed_max = owed_max
-        self._report = report
-        self._owed: deque[Owed] = deque()  # skipped replayable steps, oldest first
-        self.owed_counts = {"owed": 0, "replayed": 0, "dropped": 0, "failed": 0}  # since start
-        self._replaying: asyncio.Task[None] | None = None
+        self.owed_settles = OwedSettles(self._start, lambda: self.outage is None, owed_max, report)
         self.outage: Outage | None = None  # set while Redis is failing (the skip window, then the probe)
         self.skipped = 0  # steps not sent because of an outage, since start
         self.outages = 0
@@ -148,7 +137,7 @@ class GateBatcher:
                 self._skip_or_probe(self.outage)
             except StoreSkipped as skipped:
                 if replayable:
-                    raise self._owe(kind, keys, args, skipped) from None
+                    raise self.owed_settles.owe(kind, keys, args, skipped) from None
                 raise
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
@@ -183,87 +172,26 @@ class GateBatcher:
                                "its skip window ends")
         outage.probing = True
 
-    def _owe(self, kind: bytes, keys: list[bytes], args: list[bytes], skipped: StoreSkipped) -> SettleOwed:
-        if len(self._owed) >= self.owed_max:
-            self._owed.popleft().later.cancel()
-            self._count("dropped")
-            dropped = self.owed_counts["dropped"]
-            if dropped == 1 or dropped % 1000 == 0:
-                log.error("%d settles owed to Redis: the oldest is dropped (%d so far); their leases and slots "
-                          "expire on their own", self.owed_max, dropped)
-        later: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._owed.append(Owed(kind, keys, args, later))
-        self._count("owed")
-        return SettleOwed(f"{skipped}; kept, to be sent when Redis answers", later)
-
-    def _count(self, outcome: str, n: int = 1) -> None:
-        self.owed_counts[outcome] += n
-        if self._report is not None:
-            self._report(outcome, n)
-
     @property
     def owed(self) -> int:
-        return len(self._owed)
+        return len(self.owed_settles)
 
     async def close(self, timeout_s: float = SHUTDOWN_WAIT_S) -> None:
         """Shutdown: the settles still owed are sent if Redis answers within ``timeout_s`` (probed once its
         skip window is over); those left are given up, logged with their number and counted as dropped."""
+        owed = self.owed_settles
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self._owed and loop.time() < deadline:
+        while owed and loop.time() < deadline:
             if self.outage is not None:
                 await self.status()  # the probe: an answer ends the outage and starts the replay
                 if self.outage is not None:
                     await asyncio.sleep(0.05)
                     continue
-            self._replay_soon()
-            if self._replaying is not None:
-                await asyncio.wait([self._replaying], timeout=max(0.0, deadline - loop.time()))
-        if lost := len(self._owed):
-            log.error("shutting down with %d settles owed to Redis unsent: they are lost (the spend of the calls "
-                      "they settle is not counted; their leases and slots expire on their own)", lost)
-            for o in self._owed:
-                o.later.cancel()
-            self._owed.clear()
-            self._count("dropped", lost)
-
-    def _replay_soon(self) -> None:
-        if self._owed and (self._replaying is None or self._replaying.done()):
-            task = self._replaying = asyncio.ensure_future(self._replay())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-
-    async def _replay(self) -> None:
-        """Send the owed steps, oldest first, while Redis answers (a failure stops it: the next answer goes
-        on). Callers' steps are not held up: they travel in batches of their own, between these."""
-        loop = asyncio.get_running_loop()
-        replayed = 0
-        while self._owed and self.outage is None:
-            chunk = [self._owed.popleft() for _ in range(min(REPLAY_BATCH, len(self._owed)))]
-            steps: Steps = [(o.kind, o.keys, o.args, loop.create_future()) for o in chunk]
-            ended: asyncio.Future[None] = loop.create_future()
-            self._start(steps, ended)
-            await ended
-            unsent = []
-            for o, (*_, fut) in zip(chunk, steps, strict=True):
-                exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-                if exc is None:
-                    replayed += 1
-                    if not o.later.done():
-                        o.later.set_result(fut.result())
-                elif isinstance(exc, NotSent):
-                    unsent.append(o)
-                else:  # it may have run: never twice
-                    self._count("failed")
-                    o.later.cancel()
-            self._owed.extendleft(reversed(unsent))
-            if replayed:
-                self._count("replayed", replayed)
-                replayed = 0
-        if not self._owed:
-            log.warning("Redis answers the gate: the settles owed since the outage are sent (%d in all since "
-                        "start, %d given up)", self.owed_counts["replayed"],
-                        self.owed_counts["dropped"] + self.owed_counts["failed"])
+            owed.replay_soon()
+            if owed.replaying is not None:
+                await asyncio.wait([owed.replaying], timeout=max(0.0, deadline - loop.time()))
+        owed.give_up()
 
     def _settled(self, exc: BaseException | None, batch: int) -> None:
         """Batch number ``batch`` (or a probe) ended: an answer ends the outage; a timeout or a lost
@@ -275,8 +203,8 @@ class GateBatcher:
                 self.outage = None
                 if outage.confirmed:
                     log.warning("Redis answers the gate again after %.1f s%s", asyncio.get_running_loop().time()
-                                - outage.since, f"; sending the {len(self._owed)} settles owed" if self._owed else "")
-                self._replay_soon()
+                                - outage.since, f"; sending the {n} settles owed" if (n := self.owed) else "")
+                self.owed_settles.replay_soon()
             return
         if isinstance(exc, _OUTAGE) and self.retry_after_s > 0:
             now = asyncio.get_running_loop().time()
@@ -312,8 +240,7 @@ class GateBatcher:
                     raise
             else:
                 self._settled(None, batch)
-        skipped = (f"{self.skipped} calls skipped in {self.outages} outages since start; {len(self._owed)} "
-                   "settles owed")
+        skipped = f"{self.skipped} calls skipped in {self.outages} outages since start; {self.owed} settles owed"
         outage = self.outage
         if outage is None or not outage.confirmed:
             return True, skipped
@@ -388,16 +315,6 @@ class GateBatcher:
                 self._settled(None, batch)
         finally:
             _end(ended)
-
-
-@dataclass(slots=True)
-class Owed:
-    """A replayable step skipped in an outage; ``later`` gets its reply once sent."""
-
-    kind: bytes
-    keys: list[bytes]
-    args: list[bytes]
-    later: asyncio.Future[Any]
 
 
 def _end(ended: asyncio.Future[None]) -> None:
