@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from aigw.cli.serve_workers import restart_pause
@@ -108,31 +109,25 @@ def test_a_worker_that_keeps_dying_waits_longer_each_time() -> None:
     assert [restart_pause(n) for n in (1, 2, 3, 4, 5, 6, 7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
-def test_a_cache_without_its_store_ends_serve_at_load_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("yaml", "line"), [
+    # a Redis cache without a redis_url: found at load (as `aigw config check` finds it)
+    ("cache: {mode: exact, backend: redis}\n",
+     "cache.backend: redis needs redis_url (or AIGW_REDIS_URL); without it use backend: memory"),
+    # found while building the app; before: a Python traceback, exit code 1
+    ("guardrails:\n  rules: [{match: {regex: x}, respond: y, colour: red}]\n",
+     "guardrails.rules[0].colour: unknown key 'colour'"),
+], ids=["cache-store-at-load", "rule-while-building"])
+def test_a_config_mistake_ends_serve_with_one_line_naming_the_file(tmp_path: Path, yaml: str, line: str) -> None:
     config = tmp_path / "aigw.yaml"
-    config.write_text("cache: {mode: exact, backend: redis}\n")  # a Redis cache without a redis_url
+    config.write_text(yaml)
     proc, _ = start_serve(tmp_path, "--config", str(config))
     try:
         proc.wait(timeout=30)
     finally:
         stop_serve(proc)
     stderr = proc.stderr.read().decode() if proc.stderr else ""
-    assert proc.returncode == 2, stderr  # a config error, found at load (as `aigw config check` finds it)
-    assert stderr.strip() == f"{config}: cache.backend: redis needs redis_url (or AIGW_REDIS_URL); without it use " \
-                             "backend: memory"
-
-
-def test_a_rule_mistake_found_while_building_ends_serve_with_one_line(tmp_path: Path) -> None:
-    config = tmp_path / "aigw.yaml"
-    config.write_text("guardrails:\n  rules: [{match: {regex: x}, respond: y, colour: red}]\n")
-    proc, _ = start_serve(tmp_path, "--config", str(config))
-    try:
-        proc.wait(timeout=30)
-    finally:
-        stop_serve(proc)
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    assert proc.returncode == 2, stderr  # before: a Python traceback, exit code 1
-    assert stderr.strip() == f"{config}: guardrails.rules[0].colour: unknown key 'colour'"
+    assert proc.returncode == 2, stderr
+    assert stderr.strip() == f"{config}: {line}"
 
 
 def live_gauges(url: str) -> tuple[float, int]:
