@@ -19,7 +19,7 @@ from aigw.stores.base import SettleOwed, StoreSkipped
 from aigw.stores.redis.pipe import NotSent
 
 log = logging.getLogger("aigw.gate")
-OWED_MAX = 100_000  # settles kept through an outage; beyond it the oldest is dropped
+OWED_MAX = 20_000  # settles kept through an outage (a few KB each: ~70 MB); beyond it the oldest is dropped
 REPLAY_BATCH = 500  # owed settles per script call when Redis answers again (a long script would stall Redis)
 
 Steps = list[tuple[bytes, list[bytes], list[bytes], "asyncio.Future[Any]"]]
