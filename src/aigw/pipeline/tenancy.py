@@ -56,7 +56,7 @@ BUDGET_MORE = "budget.reserved_more"
 CALLS = "tenancy.calls"
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
 # reserve one more upstream call of this body beside the request's: False when the budget cannot cover it
-BudgetMore = Callable[[RequestContext, JSON], Awaitable[bool]]
+BudgetMore = Callable[[RequestContext, JSON], Awaitable[str]]  # "" reserved, else why not
 STORE_ERROR_LOG_EVERY = 1000  # during an outage every request fails its store call: log one in this many
 STORE_ERROR_QUIET_S = 60.0  # a failure this long after the previous one starts a new outage: logged again
 

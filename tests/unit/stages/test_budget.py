@@ -236,7 +236,7 @@ async def test_a_retrys_lease_is_released_after_the_request_settles_both_calls()
     assert isinstance(stage, budget.BudgetStage)
     ctx = _ctx(Limits(budget_usd=10.0, budget_period="total"))
     await stage.on_request(ctx)
-    assert await stage.reserve_more(ctx, ctx.body)
+    assert await stage.reserve_more(ctx, ctx.body) == ""  # reserved
     order: list[int] = []
     leave = svc.gate.leave
 
@@ -247,3 +247,20 @@ async def test_a_retrys_lease_is_released_after_the_request_settles_both_calls()
     ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": 10, "completion_tokens": 10}
     await stage.on_finish(ctx)
     assert len(order) == 2 and order[0] > 0 and order[1] == 0, order
+
+
+@pytest.mark.parametrize(("policy", "why"), [("closed", budget.NOT_CHECKED), ("open", "")])
+async def test_a_retry_the_budget_store_cannot_check_says_so(policy: str, why: str) -> None:
+    """Under the closed policy a retry the store cannot reserve is not made, and the format error says the
+    budget could not be checked, not that it cannot cover the call; under open it goes ahead."""
+    svc = _services()
+    svc.config.budget_on_store_error = policy  # type: ignore[assignment]
+    stage = budget.build(_deps(svc))
+    assert isinstance(stage, budget.BudgetStage)
+    ctx = _ctx(Limits(budget_usd=10.0, budget_period="total"))
+    await stage.on_request(ctx)
+
+    async def down(*args: Any) -> Any:
+        raise ConnectionError("redis is away")
+    svc.gate.enter = down  # type: ignore[method-assign]
+    assert await stage.reserve_more(ctx, ctx.body) == why

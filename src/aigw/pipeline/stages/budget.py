@@ -48,6 +48,9 @@ from aigw.stores.base import NANO, Reservation, Scope, SettleOwed, StoreSkipped,
 from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.budget")
+# why an output check's retry was not made (added to its format error)
+NOT_AFFORDED = " (not asked again: the budget cannot cover a second call)"
+NOT_CHECKED = " (not asked again: the budget cannot be checked right now)"
 _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease's slot)
 
 
@@ -175,14 +178,15 @@ class BudgetStage(Stage):
                f"request may cost up to ${amount / NANO:.4f} ({fit}).")
         return errors.BudgetExceeded(msg, code="budget_exceeded", status=self.svc.config.budget_status)
 
-    async def reserve_more(self, ctx: RequestContext, body: JSON) -> bool:
+    async def reserve_more(self, ctx: RequestContext, body: JSON) -> str:
         """Reserve one more upstream call of ``body`` (an output check's retry) beside the request's own
-        lease, as a lease of its own: True when it is reserved (or no budget applies, or the store failed and
-        the policy is ``open``), False when a budget cannot cover it (or the store failed, policy ``closed``).
-        The request's lease is settled to the cost of every call; this one is released at the end."""
+        lease, as a lease of its own: "" when it is reserved (or no budget applies, or the store failed and
+        the policy is ``open``), else why not: ``NOT_AFFORDED`` (a budget cannot cover it) or
+        ``NOT_CHECKED`` (the store failed, policy ``closed``). The request's lease is settled to the cost of
+        every call; this one is released at the end."""
         scopes, _ = plan_budget(ctx, self.svc)
         if not scopes:
-            return True
+            return ""
         amount = self.worst_case_nano(ctx, body)
         entered = self.clock.now()
         slot = unique_id("slot_")
@@ -196,11 +200,11 @@ class BudgetStage(Stage):
             self.svc.store_error("budget", exc)
             if not isinstance(exc, StoreSkipped):
                 ctx.state.setdefault(BUDGET_MORE, []).append(taken)
-            return self.svc.config.budget_on_store_error == "open"
+            return "" if self.svc.config.budget_on_store_error == "open" else NOT_CHECKED
         if res is not None and not res.allowed:
-            return False
+            return NOT_AFFORDED
         ctx.state.setdefault(BUDGET_MORE, []).append(taken)
-        return True
+        return ""
 
     async def on_finish(self, ctx: RequestContext) -> None:
         try:

@@ -42,7 +42,6 @@ from aigw.schema.openai import call_text, content_text
 from aigw.types import JSON
 
 RETRY_HEADER = "x-aigw-output-retries"
-NOT_AFFORDED = " (not asked again: the budget cannot cover a second call)"
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 _SEVERITY = {"pass": 0, "flag": 1, "redact": 2, "block": 3}
 _MEMO_LIMIT = 256
@@ -216,8 +215,8 @@ class OutputStage(Stage):
         # the key's allowed models bind the retry's fallbacks too, and a capped deployment counts the call
         # a second upstream call, reserved before it is made: concurrent retries cannot overrun a budget
         reserve = self.tenancy.budget_more if self.tenancy is not None else None
-        if reserve is not None and not await reserve(ctx, retry_body):
-            return NOT_AFFORDED
+        if reserve is not None and (why := await reserve(ctx, retry_body)):
+            return why
         req = RouteRequest(model=ctx.model, body=retry_body, endpoint="chat", deadline_s=remaining,
                            headers={"x-request-id": ctx.request_id}, allowed=ctx.principal.allowed_models,
                            caps=ctx.state.get(ROUTE_CAPS))
