@@ -210,7 +210,8 @@ class BudgetStage(Stage):
         try:
             crossed = await self._settle(ctx)
         finally:  # after the settle that counts their cost: released first, concurrent calls could reserve
-            await self._release_more(ctx)  # the room that cost takes, and together overrun the budget
+            if BUDGET_MORE in ctx.state:  # the room that cost takes, and together overrun the budget
+                await self._release_more(ctx)
         for scopes, ref, window, threshold in crossed:
             await self._alert(ctx, scopes, ref, window, threshold)
 

@@ -178,14 +178,16 @@ class LimitsStage(Stage):
             steps += self._settle_caps(ctx, caps)
         if not steps:  # rpm-only caps (or an estimate that was exact) and no key scopes: nothing to settle
             return
+        failed: BaseException | None = None
         if len(steps) > 1:
             outcomes = await asyncio.gather(*steps, return_exceptions=True)
-        else:
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        else:  # the common case: one step, no gather
             try:
                 outcomes = [await steps[0]]
             except Exception as exc:
-                outcomes = [exc]
-        if (failed := next((o for o in outcomes if isinstance(o, BaseException)), None)) is not None:
+                outcomes, failed = [exc], exc
+        if failed is not None:
             if not isinstance(failed, Exception):
                 raise failed
             self.svc.store_error("limits", failed, "leave")  # parallel slots expire on their own (TTL)
