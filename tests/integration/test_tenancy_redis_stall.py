@@ -172,3 +172,57 @@ def test_calls_that_end_in_a_stall_are_settled_when_redis_answers(tmp_path: Path
         with contextlib.suppress(ProcessLookupError):
             os.kill(redis.pid, signal.SIGCONT)
         stop_own_redis(redis)
+
+
+def test_a_threshold_crossed_by_a_settle_whose_answer_was_lost_still_alerts(tmp_path: Path) -> None:
+    """A settle sent to a stalled Redis times out, then runs when Redis resumes: it crosses a threshold (the
+    alert mark is set, so no later settle fires it), and the alert is raised once Redis answers again."""
+    import redis as redis_sync
+
+    port = free_port()
+    redis = start_own_redis(port)
+    prefix = "aigw-test:lost-alert:"
+    try:
+        slow = {"name": "mock-slower", "provider": "mock", "latency_ms": 800,
+                "prices": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}
+        config = gateway_config(tmp_path / "gw.db", redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix=prefix,
+                                tenancy={"ledger": {"flush_interval_s": 0.05}, "alert_thresholds": [0.01]})
+        config["models"].append(slow)
+        with running_gateway(config) as gw:
+            key = setup_key(AdminClient(gw.url, MASTER), "lost-alert-co", budget_usd=1.0, budget_period="daily")
+
+            def slow_call() -> int:
+                body = json.dumps({**chat_body("cross it"), "model": "mock-slower"}).encode()
+                req = urllib.request.Request(gw.v1 + "/chat/completions", body, {
+                    "content-type": "application/json", "authorization": f"Bearer {key['key']}"})
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+
+            with ThreadPoolExecutor(1) as pool:
+                call = pool.submit(slow_call)
+                time.sleep(0.4)  # entered: its lease is in Redis
+                os.kill(redis.pid, signal.SIGSTOP)
+                assert call.result() == 200  # its settle (~5 cents: past 1 % of $1) is sent, and times out
+            time.sleep(0.3)
+            os.kill(redis.pid, signal.SIGCONT)  # the settle runs now: the 1 % mark is set, its answer is lost
+            client = redis_sync.Redis(port=port)
+            try:
+                deadline = time.monotonic() + 5
+                while not list(client.scan_iter(f"{prefix}bg:key:{key['id']}:*:alert:*")):
+                    assert time.monotonic() < deadline, "the settle never ran"
+                    time.sleep(0.05)
+            finally:
+                client.close()
+            deadline = time.monotonic() + 5
+            while True:
+                _ready(gw)  # probes Redis once the skip window is over
+                with urllib.request.urlopen(gw.url + "/metrics", timeout=5) as r:
+                    metrics = r.read().decode()
+                if 'aigw_events_total{event="budget_alert"} 1.0' in metrics:
+                    break
+                assert time.monotonic() < deadline, "the 1 % alert was never raised"
+                time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(redis.pid, signal.SIGCONT)
+        stop_own_redis(redis)

@@ -96,8 +96,9 @@ class TenancyServices:
 
     def alert_when_settled(self, later: asyncio.Future[list[tuple[str, str, float]]], scopes: list[Scope],
                            tenant_id: str, request_id: str) -> None:
-        """A settle owed (``SettleOwed``: skipped in a Redis outage): the thresholds it crosses when it is sent
-        alert then, with this request's tenant and id (nothing if it is given up, or without ``spawn``)."""
+        """A settle owed (``SettleOwed``: skipped in a Redis outage) or not answered (``SettleUnanswered``): the
+        thresholds it crosses when it is sent, or that it is found to have crossed, alert then, with this
+        request's tenant and id (nothing if it is given up, or without ``spawn``)."""
         def done(f: asyncio.Future[list[tuple[str, str, float]]]) -> None:
             if f.cancelled() or f.exception() is not None or self.spawn is None:
                 return

@@ -341,8 +341,19 @@ class StoreSkipped(ConnectionError):
 class SettleOwed(StoreSkipped):
     """A settle (``Gate.leave``) skipped in the store's skip window, but kept: it is sent once the store answers
     again, exactly once (it never ran). ``later`` gets what ``leave`` returns (the budget thresholds crossed)
-    when it has run; it is cancelled when the settle is given up (dropped from a full queue, or sent and not
-    answered: it may have run, and is not sent again)."""
+    when it has run; it is cancelled when the settle is given up (dropped from a full queue). One sent and not
+    answered may have run, and is not sent again: ``later`` then gets the thresholds it crossed if it ran, read
+    back from the store (as ``SettleUnanswered.later``)."""
+
+    def __init__(self, message: str, later: Future[Any]) -> None:
+        super().__init__(message)
+        self.later = later
+
+
+class SettleUnanswered(ConnectionError):
+    """A settle (``Gate.leave``) sent and not answered (a timeout, a lost connection): it may have run all the
+    same, and is never sent again. ``later`` gets the budget thresholds it crossed if it ran, once the store
+    answers again and tells (as ``SettleOwed.later``); it is cancelled when that cannot be told in time."""
 
     def __init__(self, message: str, later: Future[Any]) -> None:
         super().__init__(message)
@@ -354,7 +365,8 @@ class Gate(Protocol):
 
     Either step may raise ``StoreSkipped`` (the store is in its skip window: nothing ran) or any other
     error (the step failed and may have run all the same). A skipped ``leave`` may be ``SettleOwed``: it
-    runs later, when the store answers again."""
+    runs later, when the store answers again; a failed one that alerts may be ``SettleUnanswered``.
+    Either's ``later`` gets the thresholds it crossed."""
 
     async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:

@@ -44,7 +44,7 @@ from aigw.pipeline.tenancy import (
     prompt_estimate,
     refused,
 )
-from aigw.stores.base import NANO, Reservation, Scope, SettleOwed, StoreSkipped, window_of
+from aigw.stores.base import NANO, Reservation, Scope, SettleOwed, SettleUnanswered, StoreSkipped, window_of
 from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.budget")
@@ -237,11 +237,11 @@ class BudgetStage(Stage):
                                                     self.svc.config.alert_thresholds)
             except Exception as exc:
                 self.svc.store_error("budget", exc, "leave")
-                if isinstance(exc, SettleOwed):
+                if isinstance(exc, (SettleOwed, SettleUnanswered)):  # its crossings are known later
                     owed = exc.later
                 crossed = []
             ctx.state[SETTLED] = crossed
-        if owed is not None:  # sent when the store answers again: its crossings alert then
+        if owed is not None:  # sent (or read back) when the store answers again: its crossings alert then
             self.svc.alert_when_settled(owed, scopes, ctx.principal.tenant_id, ctx.request_id)
         return [(scopes, ref, window, threshold) for ref, window, threshold in crossed]
 

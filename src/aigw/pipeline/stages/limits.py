@@ -38,7 +38,7 @@ from aigw.pipeline.tenancy import (
     plan_budget,
     prompt_estimate,
 )
-from aigw.stores.base import Admission, Limits, Scope, SettleOwed, StoreSkipped
+from aigw.stores.base import Admission, Limits, Scope, SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import Clock
 
 _STATE = "limits.taken"
@@ -195,7 +195,7 @@ class LimitsStage(Stage):
             first = outcomes[0]  # the request's own leave (the caps' follow it)
             # failed, it may have been settled all the same: never settle twice; owed, it is sent later
             ctx.state[SETTLED] = first if isinstance(first, list) else []
-            if isinstance(first, SettleOwed):
+            if isinstance(first, (SettleOwed, SettleUnanswered)):  # its crossings alert when known
                 ctx.state[OWED] = first.later
 
     def _settle_caps(self, ctx: RequestContext, caps: DeploymentCaps) -> list[Any]:

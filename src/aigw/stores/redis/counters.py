@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aigw.ids import unique_id
-from aigw.stores.base import Admission, Reservation, Scope, SettleOwed, window_of
+from aigw.stores.base import Admission, Reservation, Scope, SettleOwed, SettleUnanswered, StoreSkipped, window_of
+from aigw.stores.redis.alert_marks import AlertMarks, Crossing
 from aigw.stores.redis.gate_batch import GateBatcher, lua_source
-from aigw.stores.redis.pipe import RedisPipe, ViaRedisPy, bulk, bulk_int
+from aigw.stores.redis.pipe import NotSent, RedisPipe, ReplyError, ViaRedisPy, bulk, bulk_int
 
 _TTL_BY_PERIOD = {"daily": 3 * 86400, "weekly": 15 * 86400, "monthly": 40 * 86400, "total": 0}
 _PARTS = ("settled", "reserved", "leases")  # a budget window's keys: <prefix>bg:<scope ref>:<window>:<part>
@@ -66,6 +67,10 @@ class _Budget:
         self.leave_args = [bulk_int(scope.budget_nano), bulk_int(_TTL_BY_PERIOD[scope.limits.budget_period])]
         self.view: tuple[list[float], list[bytes]] = ([], self.keys)  # thresholds -> leave's keys
 
+    def marks(self, thresholds: list[float]) -> list[tuple[str, float]]:
+        """(alert mark key, threshold) per threshold, as ``leave_keys`` names them."""
+        return [(f"{self.base}:alert:{self.scope.budget_nano}:{t!r}", t) for t in thresholds]
+
     def leave_keys(self, thresholds: list[float]) -> list[bytes]:
         """The window's keys, then one alert mark per threshold (each fires once per window and budget
         amount: a budget changed mid-window alerts at its own thresholds, not at none)."""
@@ -100,6 +105,8 @@ class RedisCounters:
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
         self._lease_keep_s = math.ceil(2 * parallel_ttl_s) + 10  # as enter.lua keeps a window's lease keys
         self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis), retry_after_s, report=report)
+        # a settle sent and not answered may have run: the thresholds it crossed are read back from their marks
+        self._marks = AlertMarks(redis, 2 * parallel_ttl_s)
         self._seed = _script(redis, "seed")
         self._spent = _script(redis, "spent")
         self._rates: dict[str, _Rate] = {}
@@ -192,8 +199,21 @@ class RedisCounters:
         try:  # a leave never sent (skipped in an outage) runs once when Redis answers again: it is replayable
             out = await self._batch.run(_LEAVE, keys, args, replayable=True)
         except SettleOwed as owed:
-            raise SettleOwed(str(owed), _then(owed.later, lambda out: _crossed(out, items))) from None
+            raise SettleOwed(str(owed), _then(owed.later, lambda out: _crossed(out, items),
+                                              lambda: self._read_marks(slot, items, thresholds))) from None
+        except StoreSkipped:
+            raise
+        except Exception as exc:
+            if isinstance(exc, (NotSent, ReplyError)) or not (items and thresholds):  # did not run, or alerts nothing
+                raise
+            raise SettleUnanswered(f"{type(exc).__name__}: {exc}",
+                                   self._read_marks(slot, items, thresholds)) from exc
         return _crossed(out, items)
+
+    def _read_marks(self, slot: str, items: list[_Budget], thresholds: list[float]) -> asyncio.Future[list[Crossing]]:
+        """The thresholds a settle whose answer was lost crossed, once Redis answers (``alert_marks``)."""
+        return self._marks.read_later(slot, [(key, (b.scope.ref, b.window, t)) for b in items
+                                             for key, t in b.marks(thresholds)])
 
     async def health(self) -> tuple[bool, str]:
         """Whether the gate uses Redis (False in a skip window or while its probe is out), and a line
@@ -208,6 +228,7 @@ class RedisCounters:
     async def close(self) -> None:
         """Shutdown: send the settles still owed if Redis answers soon; log those given up."""
         await self._batch.close()
+        await self._marks.close()
 
     # -- the single-purpose protocols, as special cases ----------------------------------
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
@@ -268,15 +289,26 @@ def _crossed(out: Any, items: list[_Budget]) -> list[tuple[str, str, float]]:
     return crossed
 
 
-def _then(reply: asyncio.Future[Any], convert: Callable[[Any], Any]) -> asyncio.Future[Any]:
-    """A future of ``convert(reply's result)``, cancelled with ``reply``."""
+def _then(reply: asyncio.Future[Any], convert: Callable[[Any], Any],
+          unanswered: Callable[[], asyncio.Future[Any]]) -> asyncio.Future[Any]:
+    """A future of ``convert(reply's result)``, cancelled with ``reply``; when ``reply`` fails (an owed settle
+    sent and not answered: it may have run), it takes the result of ``unanswered()`` instead."""
     out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def passed_on(f: asyncio.Future[Any]) -> None:
+        if not out.done():
+            if f.cancelled():
+                out.cancel()
+            else:
+                out.set_result(f.result())
 
     def done(f: asyncio.Future[Any]) -> None:
         if out.done():
             return
-        if f.cancelled() or f.exception() is not None:
+        if f.cancelled():
             out.cancel()
+        elif f.exception() is not None:
+            unanswered().add_done_callback(passed_on)
         else:
             out.set_result(convert(f.result()))
     reply.add_done_callback(done)

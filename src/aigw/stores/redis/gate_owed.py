@@ -113,9 +113,14 @@ class OwedSettles:
                         o.later.set_result(fut.result())
                 elif isinstance(exc, NotSent):
                     unsent.append(o)
-                else:  # it may have run: never twice
+                else:  # it may have run: never twice (its thresholds crossed are read back from their marks)
                     self.count("failed")
-                    o.later.cancel()
+                    if o.later.done():
+                        pass
+                    elif isinstance(exc, Exception):
+                        o.later.set_exception(exc)
+                    else:
+                        o.later.cancel()
             self._owed.extendleft(reversed(unsent))
             if replayed:
                 self.count("replayed", replayed)

@@ -15,7 +15,7 @@
 -- A refund (token_delta < 0) goes back into the estimate's own second, or nowhere once
 -- that second has left the window: put into the current second it would push a later
 -- minute below zero. Tokens beyond the estimate were used now: the current second.
--- Returns the crossings as "budget_index:threshold" strings.
+-- Returns the crossings as "budget_index:threshold" strings (their marks hold the slot).
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local rid, tokens, taken = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -62,7 +62,8 @@ for j = 1, (#KEYS - nr * 3) / per do
       local th = ARGV[b + 2 + i]
       local mark = tonumber(th) * limit
       if limit > 0 and before < mark and settled >= mark then
-        if redis.call('SET', KEYS[k + 3 + i], '1', 'NX', 'EX', ttl > 0 and ttl or 31536000) then
+        -- valued with the slot: a settle whose answer was lost finds its own marks (alert_marks.py)
+        if redis.call('SET', KEYS[k + 3 + i], rid, 'NX', 'EX', ttl > 0 and ttl or 31536000) then
           out[#out + 1] = (j - 1) .. ':' .. th
         end
       end
