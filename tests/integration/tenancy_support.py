@@ -54,12 +54,13 @@ def chat_body(text: str = "hello there", max_tokens: int = 20, **extra: Any) -> 
     return {"model": "mock", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, **extra}
 
 
-def key_spend(admin: AdminClient, key_id: str) -> dict[str, Any]:
-    """The spend report's row of ``key_id`` once its first ledger row is in (written off the request path)."""
+def key_spend(admin: AdminClient, key_id: str, requests: int = 1) -> dict[str, Any]:
+    """The spend report's row of ``key_id`` once ``requests`` of its ledger rows are in (they are written off
+    the request path, in batches: the first batch may hold some of a burst's rows only)."""
     deadline = time.monotonic() + 5
     while True:
         rows = admin.get("/admin/spend", group_by="key", key=key_id)["data"]
-        if rows and rows[0]["requests"] >= 1:
+        if rows and rows[0]["requests"] >= requests:
             return dict(rows[0])
         assert time.monotonic() < deadline, f"no ledger row for {key_id}"
         time.sleep(0.05)
