@@ -27,9 +27,14 @@ from typing import Any
 # up to 1,536 patches x a model multiplier (2.46 on gpt-4.1-nano: 3,779). Claude: w*h/750 after its
 # resize, ~1,600 on older models and up to 4,784 on Opus 4.7. Gemini: 258 a 768 px tile.
 IMAGE_LOW = 85
-IMAGE_UPPER = 4_800  # one image, any of the above but gpt-4o-mini's inflated tiles and "original" detail
+IMAGE_UPPER = 4_800  # one image, any of the above but "original" detail (gpt-4o-mini's tiles: ``TILE_COSTS``)
 IMAGE_TYPICAL = 765  # no size known: a 1024x1024 image, high detail (OpenAI's own worked example)
 _TILE_BASE, _TILE, _TILE_PX, _FIT_PX, _SHORT_PX = 85, 170, 512, 2048, 768
+_TYPICAL_TILES, _MAX_TILES = 4, 8
+# Upstream models whose tiles cost other figures: (base, a tile), by model family (the id, or the id and a
+# suffix such as a date: ``gpt-4o-mini-2024-07-18``). gpt-4o-mini bills an image what gpt-4o does in dollars,
+# so ~33x its tokens: 2,833 low, up to 2,833 + 8 x 5,667 = 48,169 high (OpenAI's "Calculating costs" table).
+TILE_COSTS = {"gpt-4o-mini": (2_833, 5_667)}
 
 # Audio: 32 tokens a second (Gemini's documented rate, the highest we found; OpenAI's is ~10).
 AUDIO_TOKENS_PER_S = 32
@@ -119,8 +124,28 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def tile_tokens(width: int, height: int) -> int:
-    """OpenAI's high-detail figure: fit 2048x2048, shortest side to 768, 85 + 170 a 512 px tile."""
+def tile_costs(model: str) -> tuple[int, int] | None:
+    """The (base, tile) figures of an upstream ``model`` in ``TILE_COSTS`` (a provider prefix such as
+    ``openai/`` aside), else None: the generic bound and OpenAI's common tile formula apply."""
+    name = model.rpartition("/")[2]
+    for family, costs in TILE_COSTS.items():
+        if name.startswith(family) and (len(name) == len(family) or name[len(family)] == "-"):
+            return costs
+    return None
+
+
+def image_upper(model: str) -> tuple[int, int]:
+    """One image's bound on the upstream ``model``: (``detail: low``, any other detail)."""
+    costs = tile_costs(model)
+    if costs is None:
+        return IMAGE_LOW, IMAGE_UPPER
+    base, tile = costs
+    return base, base + _MAX_TILES * tile
+
+
+def tile_tokens(width: int, height: int, base: int = _TILE_BASE, tile: int = _TILE) -> int:
+    """OpenAI's high-detail figure: fit 2048x2048, shortest side to 768, ``base`` + ``tile`` a 512 px tile
+    (85 + 170 on most tile models)."""
     w, h = float(width), float(height)
     if max(w, h) > _FIT_PX:
         scale = _FIT_PX / max(w, h)
@@ -128,7 +153,7 @@ def tile_tokens(width: int, height: int) -> int:
     if min(w, h) > _SHORT_PX:
         scale = _SHORT_PX / min(w, h)
         w, h = w * scale, h * scale
-    return _TILE_BASE + _TILE * math.ceil(w / _TILE_PX) * math.ceil(h / _TILE_PX)
+    return base + tile * math.ceil(w / _TILE_PX) * math.ceil(h / _TILE_PX)
 
 
 def _image(part: dict[str, Any]) -> tuple[Any, Any]:
@@ -138,10 +163,18 @@ def _image(part: dict[str, Any]) -> tuple[Any, Any]:
     return spec, None  # some clients send the URL as a plain string
 
 
-def _image_estimate(part: dict[str, Any]) -> int:
+def _image_estimate(part: dict[str, Any], model: str) -> int:
+    costs = tile_costs(model) if model else None
+    if costs is not None:
+        base, tile = costs
+        return _sized_image(part, base, tile, base + _TYPICAL_TILES * tile)
+    return _sized_image(part, _TILE_BASE, _TILE, IMAGE_TYPICAL)
+
+
+def _sized_image(part: dict[str, Any], base: int, tile: int, typical: int) -> int:
     url, detail = _image(part)
     if detail == "low":
-        return IMAGE_LOW
+        return base
     b64 = _b64_of(url)
     if b64:
         head = _decode_prefix(b64, _HEADER_B64)
@@ -149,8 +182,8 @@ def _image_estimate(part: dict[str, Any]) -> int:
             head = _decode_prefix(b64, _JPEG_B64)
         size = image_size(head)
         if size and size[0] > 0 and size[1] > 0:
-            return tile_tokens(*size)
-    return IMAGE_TYPICAL
+            return tile_tokens(*size, base, tile)
+    return typical
 
 
 def _audio(part: dict[str, Any]) -> tuple[str, str]:
@@ -200,13 +233,14 @@ def part_upper(part: Any) -> int:
     return 0
 
 
-def part_estimate(part: Any) -> int:
-    """A best guess for one non-text part (0 for text and unknown parts); never raises on bad data."""
+def part_estimate(part: Any, model: str = "") -> int:
+    """A best guess for one non-text part (0 for text and unknown parts) on the upstream ``model`` (its
+    images by ``TILE_COSTS``; "" for the common figures); never raises on bad data."""
     if not isinstance(part, dict):
         return 0
     kind = part.get("type")
     if kind == "image_url":
-        return _image_estimate(part)
+        return _image_estimate(part, model)
     if kind == "input_audio":
         data, fmt = _audio(part)
         rate = (_wav_byte_rate(data) if fmt == "wav" else None) or _AUDIO_TYPICAL_BYTES_PER_S.get(

@@ -25,7 +25,7 @@ import logging
 import re
 from typing import Any
 
-from aigw.accounting.media import part_estimate, part_upper
+from aigw.accounting.media import IMAGE_LOW, part_estimate, part_upper
 from aigw.schema.openai import call_name, call_text
 
 log = logging.getLogger("aigw.accounting")
@@ -43,8 +43,9 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _upper_content(content: Any) -> int:
-    """``upper_bytes`` of a message's text, plus the bound of each image, audio and file part."""
+def _upper_content(content: Any, images: list[bool] | None) -> int:
+    """``upper_bytes`` of a message's text, plus the bound of each image, audio and file part (each image
+    part's ``detail: low`` added to ``images``, when given)."""
     if isinstance(content, str):
         return upper_bytes(content)
     if isinstance(content, list):  # one pass: a text part costs what it did before media counted
@@ -57,7 +58,10 @@ def _upper_content(content: Any) -> int:
                     texts.append(text)
                     if p.get("type") == "text":
                         continue
-                media += part_upper(p)  # by its type: an image part with a "text" key is still an image
+                bound = part_upper(p)  # by its type: an image part with a "text" key is still an image
+                media += bound
+                if images is not None and p.get("type") == "image_url":
+                    images.append(bound == IMAGE_LOW)
         return upper_bytes(" ".join(texts)) + media
     return 0
 
@@ -119,8 +123,9 @@ class TokenCounter:
                 total += self.count_text(json.dumps(schema, separators=(",", ":")))
         return total
 
-    def count_messages(self, messages: Any) -> int:
-        """Prompt tokens of a chat request, with OpenAI's per-message framing."""
+    def count_messages(self, messages: Any, model: str = "") -> int:
+        """Prompt tokens of a chat request, with OpenAI's per-message framing; images as the upstream
+        ``model`` counts them ("": the common tile figures)."""
         total = REPLY_PRIMING
         for m in messages or ():
             if not isinstance(m, dict):
@@ -128,16 +133,16 @@ class TokenCounter:
             content = m.get("content")
             total += TOKENS_PER_MESSAGE + self.count_text(_text_of(content))
             if isinstance(content, list):  # images, audio, files: see ``media``
-                total += sum(part_estimate(p) for p in content)
+                total += sum(part_estimate(p, model) for p in content)
             if m.get("name"):
                 total += 1 + self.count_text(str(m["name"]))
             for call in m.get("tool_calls") or ():  # a function's name and arguments, a custom tool's input
                 total += self.count_text(call_name(call)) + self.count_text(call_text(call) or "")
         return total
 
-    def count_prompt(self, body: dict[str, Any]) -> int:
+    def count_prompt(self, body: dict[str, Any], model: str = "") -> int:
         if "messages" in body:
-            return self.count_messages(body["messages"]) + self.count_tools(body.get("tools"))
+            return self.count_messages(body["messages"], model) + self.count_tools(body.get("tools"))
         total = 0
         for item in prompt_items(body):  # a token array is already counted: its length
             total += len(item) if isinstance(item, list) else self.count_text(item)
@@ -168,14 +173,18 @@ def upper_bytes(text: str) -> int:
     return punct + (n - wide - punct + 2) // 3 + (2 * wide + 2) // 3
 
 
-def upper_estimate(body: dict[str, Any]) -> int:
-    """Prompt tokens of a request, erring high (see ``upper_bytes``), with message framing."""
+def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> int:
+    """Prompt tokens of a request, erring high (see ``upper_bytes``), with message framing; each image at
+    the common bound (``media.IMAGE_UPPER``), its ``detail: low`` added to ``images`` (when given) so a
+    caller that knows the upstream model can add that model's difference (``media.image_upper``)."""
     total = REPLY_PRIMING
     messages = body.get("messages")
     if isinstance(messages, list):
         for m in messages:
             if isinstance(m, dict):
-                total += TOKENS_PER_MESSAGE + 1 + _upper_content(m.get("content"))
+                content = m.get("content")  # a string inline: the common case pays no call for ``images``
+                total += TOKENS_PER_MESSAGE + 1 + (upper_bytes(content) if isinstance(content, str)
+                                                   else _upper_content(content, images))
                 for call in m.get("tool_calls") or ():  # rare: read only when there
                     total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
         tools = body.get("tools")

@@ -141,3 +141,33 @@ def test_a_pdf_counts_by_its_size() -> None:
     by_id = {"type": "file", "file": {"file_id": "file-abc"}}
     assert counter.count_prompt(chat(by_id)) - counter.count_prompt(chat()) == media.FILE_PAGE_TYPICAL
     assert upper_estimate(chat(by_id)) - upper_estimate(chat()) >= media.FILE_PAGE_UPPER
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai/gpt-4o-mini"])
+def test_gpt_4o_mini_images_are_bound_and_billed_at_its_own_tile_figures(model: str) -> None:
+    # gpt-4o-mini bills an image ~33x gpt-4o's tokens (2,833 + 5,667 a tile): at the common 4,800 bound a
+    # budget reserved a tenth of a high-detail image, and at 85 + 170 a tile a call without usage billed ~3 %
+    assert media.image_upper(model) == (2_833, 2_833 + 8 * 5_667)
+    counter = TokenCounter()
+    text = counter.count_messages(chat()["messages"], model)
+    assert counter.count_messages(chat(image_part(data_url(png(1024, 1024))))["messages"], model) - text == (
+        2_833 + 4 * 5_667)
+    assert counter.count_messages(chat(image_part(data_url(png(512, 512)), "low"))["messages"], model) - text == 2_833
+    assert counter.count_messages(chat(image_part(PHOTO))["messages"], model) - text == 2_833 + 4 * 5_667
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-minimal", "", "claude-sonnet-4"])
+def test_other_models_keep_the_common_image_figures(model: str) -> None:
+    assert media.image_upper(model) == (media.IMAGE_LOW, media.IMAGE_UPPER)
+    counter = TokenCounter()
+    text = counter.count_messages(chat()["messages"], model)
+    assert counter.count_messages(chat(image_part(data_url(png(1024, 1024))))["messages"], model) - text == 765
+
+
+def test_the_estimate_reports_each_image_parts_detail_and_nothing_without_images() -> None:
+    seen: list[bool] = []
+    plain = upper_estimate(chat(image_part(PHOTO), image_part(PHOTO, "low")), seen)
+    assert seen == [False, True] and plain == upper_estimate(chat(image_part(PHOTO), image_part(PHOTO, "low")))
+    seen.clear()
+    upper_estimate(chat(text="no picture"), seen)
+    assert seen == []
