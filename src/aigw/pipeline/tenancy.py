@@ -205,7 +205,8 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
             else:
                 text, thought = answer_text(answered) if isinstance(answered, dict) else ("", "")
             count = svc.tokens.count_text
-            tokens = Tokens(fresh_input=svc.tokens.count_prompt(ctx.body), output=count(text), reasoning=count(thought))
+            prompt = svc.tokens.count_prompt(ctx.body, d.model if d is not None else "")  # images as d bills them
+            tokens = Tokens(fresh_input=prompt, output=count(text), reasoning=count(thought))
             source = "local"
         else:
             tokens, source = Tokens(), "none"
