@@ -35,7 +35,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeOpenAI, FakeOp
     oai, compat = fakes
     config = gateway_config(tmp_path_factory.mktemp("media") / "gw.db")
     config["models"] = [
-        {"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": oai.base_url, "api_key": "sk-oai",
+        {"name": "oai", "provider": "openai", "model": "gpt-4o", "api_base": oai.base_url, "api_key": "sk-oai",
+         "prices": PRICES},
+        {"name": "mini", "provider": "openai", "model": "gpt-4o-mini", "api_base": oai.base_url, "api_key": "sk-oai",
          "prices": PRICES},
         {"name": "local-vision", "provider": "openai_compatible", "model": "gpt-4o", "api_base": compat.base_url,
          "prices": PRICES},
@@ -78,6 +80,19 @@ def test_concurrent_vision_calls_cannot_overrun_a_budget_by_more_than_one_call(
     assert row["prompt_tokens"] >= ok * 765  # the upstream billed each image
     # an image counted as 0 reserved ~$0.004 a call, and all 12 of the first wave ran: ~$0.95 on a $0.50 budget
     assert row["cost_usd"] <= 0.5 + one_call
+
+
+def test_a_gpt_4o_mini_vision_call_reserves_its_images_at_the_minis_bound(gw: RunningGateway) -> None:
+    # gpt-4o-mini bills an image at up to 2,833 + 8 x 5,667 = 48,169 tokens (~$4.82 here), ten times the
+    # common bound: a $1 budget admitted such calls, each able to settle several times its reservation
+    admin = AdminClient(gw.url, MASTER)
+    key = setup_key(admin, "vision-mini", budget_usd=1.0, budget_period="total")
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
+    picture: Any = [{"role": "user", "content": [QUESTION, image_part("https://example.com/cat.png")]}]
+    with pytest.raises(openai.RateLimitError, match="Budget exceeded"):
+        client.chat.completions.create(model="mini", messages=picture, max_tokens=20)
+    client.chat.completions.create(model="oai", messages=picture, max_tokens=20)  # gpt-4o: the common bound
+    client.chat.completions.create(model="mini", messages=[{"role": "user", "content": "hi"}], max_tokens=20)
 
 
 def test_an_image_is_billed_by_a_local_count_when_the_upstream_reports_no_usage(

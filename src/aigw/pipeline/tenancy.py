@@ -46,6 +46,7 @@ SETTLED = "tenancy.budget_settled"  # the joint step settled it: crossings (list
 # the joint step's settle was owed (skipped in a Redis outage, sent when it answers): its crossings, later
 OWED = "tenancy.budget_owed"
 ESTIMATE = "tenancy.prompt_estimate"
+IMAGES = "tenancy.prompt_images"  # the prompt's image parts, each's ``detail: low`` (absent without images)
 ROUTE_CAPS = "tenancy.route_caps"  # the deployment caps the router checks per call (``deployment_caps``)
 BUDGET_DONE = "budget.reserved"  # the budget is reserved: (scopes, amount, entered, slot)
 # leases taken during the call for more upstream calls (an output check's retry): [(scopes, amount, entered, slot)];
@@ -253,8 +254,12 @@ def refused(ctx: RequestContext) -> Reservation | None:
 
 
 def prompt_estimate(ctx: RequestContext) -> int:
-    """``upper_estimate`` of the prompt, once per request (limits and budget both need it)."""
+    """``upper_estimate`` of the prompt, once per request (limits and budget both need it); its image parts
+    (each's ``detail: low``) go to ``IMAGES`` when there are some."""
     est = ctx.state.get(ESTIMATE)
     if est is None:
-        est = ctx.state[ESTIMATE] = upper_estimate(ctx.body)
+        images: list[bool] = []
+        est = ctx.state[ESTIMATE] = upper_estimate(ctx.body, images)
+        if images:
+            ctx.state[IMAGES] = images
     return int(est)

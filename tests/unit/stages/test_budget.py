@@ -264,3 +264,48 @@ async def test_a_retry_the_budget_store_cannot_check_says_so(policy: str, why: s
         raise ConnectionError("redis is away")
     svc.gate.enter = down  # type: ignore[method-assign]
     assert await stage.reserve_more(ctx, ctx.body) == why
+
+
+def _vision_stage(*deployments: Deployment, routing: dict[str, Any] | None = None) -> budget.BudgetStage:
+    from aigw.config.models import ModelRouting
+    from aigw.routing.router import Router, Target
+    from tests.unit.routing.fakes import Scripted
+
+    svc = _services()
+    svc.prices = PriceBook(list(deployments))
+    policies = {k: ModelRouting.model_validate(v) for k, v in (routing or {}).items()}
+    router = Router([Target(d, Scripted(d.model)) for d in deployments], routing=policies)
+    deps = StageDeps(config=GatewayConfig(models=list(deployments)), router=router)
+    deps.services[SERVICE] = svc
+    stage = budget.build(deps)
+    assert isinstance(stage, budget.BudgetStage)
+    return stage
+
+
+def _vision(model: str, upstream: str) -> Deployment:
+    return Deployment(name=model, provider="mock", model=upstream, id=f"{model}#0",
+                      prices=Prices(input_per_mtok=1000, output_per_mtok=1000))
+
+
+@pytest.mark.parametrize("detail", ["high", "low"])
+def test_a_gpt_4o_mini_deployment_reserves_its_images_at_the_mini_bound(detail: str) -> None:
+    # gpt-4o-mini bills an image at up to 2,833 + 8 x 5,667 tokens: reserved at the common 4,800 (85 low), a
+    # vision call settled ~10x above its reservation and concurrent ones could overrun a budget by many calls
+    from tests.support.media import image_part
+
+    def worst(stage: budget.BudgetStage, model: str, *parts: dict[str, object]) -> int:
+        content = [{"type": "text", "text": "What is in this picture?"}, *parts]
+        ctx = _ctx(body={"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 10})
+        ctx.model = model
+        return stage.worst_case_nano(ctx)
+
+    image = image_part("https://example.com/cat.png", detail)
+    mini, big = _vision("mini", "gpt-4o-mini-2024-07-18"), _vision("big", "gpt-4o")
+    plain = _vision_stage(mini, big)
+    bound, common = (2_833, 85) if detail == "low" else (48_169, 4_800)  # tokens, at $1,000 a million
+    assert worst(plain, "mini", image, image) - worst(plain, "mini", image) == bound * 1_000_000
+    assert worst(plain, "big", image, image) - worst(plain, "big", image) == common * 1_000_000
+    assert worst(plain, "mini") == worst(plain, "big")  # text only: unchanged
+    # a model whose fallback chain ends at a gpt-4o-mini deployment reserves at its bound too
+    falls_back = _vision_stage(mini, big, routing={"big": {"fallbacks": ["mini"]}})
+    assert worst(falls_back, "big", image) == worst(plain, "mini", image)

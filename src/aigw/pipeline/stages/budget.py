@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from aigw import errors
+from aigw.accounting.media import IMAGE_LOW, IMAGE_UPPER, image_upper
 from aigw.accounting.pricing import Price
 from aigw.accounting.tokens import prompt_items, upper_estimate
 from aigw.guardrails.rules import RuleSet
@@ -32,6 +34,7 @@ from aigw.pipeline.stages.guardrail_policy import Policies, policies_for
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
     BUDGET_MORE,
+    IMAGES,
     JOINT,
     JOINT_FAILED,
     OWED,
@@ -58,10 +61,13 @@ class BudgetStage(Stage):
     name = "budget"
 
     def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]],
-                 policies: Policies | None = None) -> None:
+                 policies: Policies | None = None, image_bounds: dict[str, tuple[int, int]] | None = None) -> None:
         self.svc = svc
+        # per model, the largest image bounds (low, other) of the upstreams it may be served by, where they are
+        # above the common ones (gpt-4o-mini's tiles); models without such an upstream are absent
+        self._image_bounds = image_bounds or {}
         self._policies = policies  # the guardrail policies, when some config names rules: a key may add its own
-        self._routes_memo: dict[tuple[str, int], tuple[RuleSet, list[Price]]] = {}
+        self._routes_memo: dict[tuple[str, int], tuple[RuleSet, list[Price], list[str]]] = {}
         self.clock = clock
         self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
         self._rates_cap = len(self._rates) + _MEMO_EXTRA  # model names come from clients: keep the memo bounded
@@ -76,8 +82,10 @@ class BudgetStage(Stage):
         deployment, or at a dearer model its configured or the key's own rules may route it to."""
         if body is None:
             body, prompt = ctx.body, prompt_estimate(ctx)
+            images = ctx.state.get(IMAGES) if self._image_bounds else None  # ``prompt_images``, inline
         else:
-            prompt = upper_estimate(body)
+            images = []
+            prompt = upper_estimate(body, images if self._image_bounds else None)
         out = 0
         if ctx.endpoint != "embeddings":
             # both given: the larger, since an upstream may honour either (a compatible server whose quirk
@@ -87,7 +95,9 @@ class BudgetStage(Stage):
         tier = body.get("service_tier")
         dearer = tier if tier in _DEARER_TIERS else None  # flex may be served at standard rates: reserve those
         model = ctx.model
-        routed = self._key_routes(ctx)
+        routed, targets = self._key_routes(ctx)
+        if images:  # an upstream may bill images above the common bound (gpt-4o-mini): at its bound
+            prompt += self._image_tokens(images, [model, *targets])
         if routed:  # a key's own rules may route elsewhere (rare): worked out per request
             own = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
             per_in, per_out, per_request = _worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]])
@@ -107,24 +117,33 @@ class BudgetStage(Stage):
         prices = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
         return _worst_rates([p.rates_for(prompt, tier) for p in prices])
 
-    def _key_routes(self, ctx: RequestContext) -> list[Price]:
-        """The prices of the models that rules from the caller's metadata (key, project, tenant) may route
-        this request to, beyond the configured ones ([] without such rules)."""
+    def _image_tokens(self, images: Sequence[bool], models: list[str]) -> int:
+        """What ``images`` (each's ``detail: low``) add to the prompt estimate's common bounds when ``models``
+        may serve them: the largest bound of their upstreams."""
+        bounds = [self._image_bounds[m] for m in models if m in self._image_bounds]
+        if not bounds:
+            return 0
+        low, other = max(b[0] for b in bounds) - IMAGE_LOW, max(b[1] for b in bounds) - IMAGE_UPPER
+        return sum(low if is_low else other for is_low in images)
+
+    def _key_routes(self, ctx: RequestContext) -> tuple[Sequence[Price], Sequence[str]]:
+        """The prices and names of the models that rules from the caller's metadata (key, project, tenant)
+        may route this request to, beyond the configured ones (empty without such rules)."""
         policies = self._policies
         if policies is None or ctx.endpoint != "chat":
-            return []
+            return _NO_ROUTES
         rules = policies.for_request(ctx).rules  # memoised on the request: the rules stage reads the same
         if rules is None or rules is policies.by_model.get(ctx.model, policies.default).rules:
-            return []
+            return _NO_ROUTES
         memo = (ctx.model, id(rules))
         found = self._routes_memo.get(memo)
         if found is None or found[0] is not rules:
-            targets = route_targets(rules, ctx.model)  # each target's prices hold its own fallbacks' too
-            found = (rules, [p for t in sorted(targets) for p in self._prices.get(t, ())])
+            targets = sorted(route_targets(rules, ctx.model))  # each target's prices hold its own fallbacks' too
+            found = (rules, [p for t in targets for p in self._prices.get(t, ())], targets)
             if len(self._routes_memo) >= _MEMO_EXTRA:
                 self._routes_memo.clear()
             self._routes_memo[memo] = found
-        return found[1]
+        return found[1], found[2]
 
     def plan(self, ctx: RequestContext) -> tuple[list[Scope], int]:
         scopes = key_scopes(ctx, "budget")
@@ -264,6 +283,7 @@ def _answers(endpoint: str, body: JSON) -> int:
     return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))
 
 
+_NO_ROUTES: tuple[tuple[Price, ...], tuple[str, ...]] = ((), ())
 _MEMO_EXTRA = 1024  # names beyond the configured models' whose worst rates are remembered
 _DEARER_TIERS = ("priority", "fast")  # tiers that may cost more than the standard one (flex costs less)
 
@@ -280,16 +300,23 @@ def build(deps: StageDeps) -> Stage | None:
     if not isinstance(svc, TenancyServices):
         return None
     prices: dict[str, list[Price]] = {}
+    bounds: dict[str, list[tuple[int, int]]] = {}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
+        bounds.setdefault(d.name, []).append(image_upper(d.model or d.name))
     # a configured rule may route a model's request to another model after the reservation, and a fallback
     # chain may end at another: reserve at the dearest of them all (a key's own rules, in its metadata, are
     # added per request: ``_key_routes``)
     reach = {model: _fallback_targets(deps, model) for model in prices}
-    routed = {model: [p for target in _with_fallbacks(_route_targets(deps, model), reach, deps) | reach[model]
-                      if target != model for p in prices.get(target, ())] for model in prices}
+    targets = {model: {t for t in _with_fallbacks(_route_targets(deps, model), reach, deps) | reach[model]
+                       if t != model} for model in prices}
+    routed = {model: [p for target in targets[model] for p in prices.get(target, ())] for model in prices}
     prices = {model: [*own, *routed[model]] for model, own in prices.items()}
-    stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"))
+    # and each image at the largest bound of those models' upstreams (gpt-4o-mini's tiles are ~33x gpt-4o's)
+    reached = {model: [*own, *(b for t in targets[model] for b in bounds.get(t, ()))] for model, own in bounds.items()}
+    images = {model: (max(b[0] for b in found), max(b[1] for b in found)) for model, found in reached.items()
+              if any(b != (IMAGE_LOW, IMAGE_UPPER) for b in found)}
+    stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"), images)
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     svc.budget_more = stage.reserve_more  # lets the output stage reserve its retry
     return stage
