@@ -30,6 +30,17 @@ def test_config_check_names_the_problem(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "models[0].weight" in result.output
 
 
+def test_config_check_finds_what_only_building_the_app_finds(tmp_path: Path) -> None:
+    """A guardrails rule is compiled when the app is built: ``serve`` refused it and ``config check`` said ok."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"database_url: sqlite:///{tmp_path}/x.db\n"
+                    "guardrails:\n  rules: [{match: {regex: x}, respond: y, colour: red}]\n")
+    result = CliRunner().invoke(cli, ["config", "check", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"{path}: guardrails.rules[0].colour: unknown key 'colour'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rules.yaml"]  # checked, nothing opened or made
+
+
 def test_serve_refuses_public_bind_without_master_key() -> None:
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "0"])
     assert result.exit_code == 2 and "without a master key" in result.output
