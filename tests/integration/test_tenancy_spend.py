@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from aigw.cli.admin_client import AdminClient, AdminError
 from aigw.cli.main import cli
-from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
+from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, key_spend, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import start_aiohttp_app
 from tests.support.writer_processes import writer_processes
@@ -75,17 +75,6 @@ def _client(gw: RunningGateway, key: str, retries: int = 0) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=retries)
 
 
-def _rows(admin: AdminClient, key_id: str, expect: int) -> dict[str, Any]:
-    """The key's spend row once the ledger has flushed ``expect`` requests (bounded wait)."""
-    deadline = time.monotonic() + 5
-    while True:
-        rows = admin.get("/admin/spend", group_by="key", key=key_id)["data"]
-        if rows and rows[0]["requests"] >= expect:
-            return dict(rows[0])
-        assert time.monotonic() < deadline, f"ledger has {rows} for {key_id}, expected {expect} requests"
-        time.sleep(0.05)
-
-
 def test_rpm_refusal_is_a_429_with_retry_after_and_ratelimit_headers(gw: RunningGateway, admin: AdminClient) -> None:
     key = setup_key(admin, "rpm-co", rpm=2)
     client = _client(gw, key["key"])
@@ -125,7 +114,7 @@ def test_a_prompt_over_the_tpm_cap_is_refused_for_good_and_sdks_do_not_retry(
     assert headers["x-ratelimit-limit-tokens"] == "1000"
     assert err.value.code == "rate_limit_exceeded"
     assert "Request too large for key on tokens per minute: limit 1000" in err.value.message
-    assert _rows(admin, key["id"], 1)["errors"] == 1  # one refusal: the SDK did not retry
+    assert key_spend(admin, key["id"], requests=1)["errors"] == 1  # one refusal: the SDK did not retry
     client.chat.completions.create(**chat_body("a short one"))  # and the key still works
 
 
@@ -137,7 +126,7 @@ def test_calls_refused_before_the_pipeline_are_in_the_ledger_too(gw: RunningGate
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="mock", messages=[{"role": "nobody", "content": "hi"}])
     client.chat.completions.create(**chat_body())
-    row = _rows(admin, key["id"], 3)
+    row = key_spend(admin, key["id"], requests=3)
     assert (row["requests"], row["errors"]) == (3, 2)
 
 
@@ -147,7 +136,7 @@ def test_a_budget_added_mid_window_counts_what_the_window_spent_already(gw: Runn
     client = _client(gw, key["key"])
     for _ in range(3):
         client.chat.completions.create(**chat_body("spend", max_tokens=20))
-    spent = _rows(admin, key["id"], 3)["cost_usd"]
+    spent = key_spend(admin, key["id"], requests=3)["cost_usd"]
     assert spent > 0
     admin.patch(f"/admin/projects/{key['project_id']}", {"budget_usd": spent / 2, "budget_period": "daily"})
     with pytest.raises(openai.RateLimitError) as refused:  # over budget already: refused at once
@@ -161,7 +150,7 @@ def test_a_budget_change_that_could_not_be_seeded_is_a_503_and_repeating_it_appl
     client = _client(gw, key["key"])
     for _ in range(3):
         client.chat.completions.create(**chat_body("spend", max_tokens=20))
-    spent = _rows(admin, key["id"], 3)["cost_usd"]
+    spent = key_spend(admin, key["id"], requests=3)["cost_usd"]
     budgets = gw.app.state["deps"].services["tenancy"].budgets
     seed = budgets.seed
 
@@ -228,7 +217,7 @@ def test_spend_is_charged_exactly_and_reported_from_the_rollups(gw: RunningGatew
         usage = client.chat.completions.create(**chat_body(text)).usage
         assert usage is not None
         costs.append(usage.prompt_tokens * 1000e-6 + usage.completion_tokens * 2000e-6)
-    row = _rows(admin, key["id"], 3)
+    row = key_spend(admin, key["id"], requests=3)
     assert row["cost_usd"] == pytest.approx(sum(costs), abs=1e-9)
     assert row["key_prefix"] == key["prefix"]
     by_model = admin.get("/admin/spend", group_by="model", tenant="bill-co")["data"]
@@ -241,7 +230,7 @@ def test_the_cli_writes_the_report_as_csv(gw: RunningGateway, admin: AdminClient
     key = setup_key(admin, "csv-co")
     for text in ("one", "two two"):
         _client(gw, key["key"]).chat.completions.create(**chat_body(text))
-    row = _rows(admin, key["id"], 2)
+    row = key_spend(admin, key["id"], requests=2)
     env = {"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER}
     result = CliRunner().invoke(cli, ["spend", "--group-by", "key", "--tenant", "csv-co", "--csv"], env=env)
     assert result.exit_code == 0, result.output
@@ -271,7 +260,7 @@ def test_streams_are_charged_even_when_the_client_did_not_ask_for_usage(gw: Runn
     client = _client(gw, key["key"])
     chunks = list(client.chat.completions.create(**chat_body("stream me"), stream=True))
     assert all(c.usage is None for c in chunks)  # hidden from the client, still read by the gateway
-    row = _rows(admin, key["id"], 1)
+    row = key_spend(admin, key["id"], requests=1)
     assert row["completion_tokens"] > 0 and row["cost_usd"] > 0
 
 
@@ -280,7 +269,7 @@ def test_anthropic_clients_use_the_same_keys_and_budgets(gw: RunningGateway, adm
     client = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0)
     message = client.messages.create(model="mock", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
     assert message.usage.output_tokens > 0
-    assert _rows(admin, key["id"], 1)["cost_usd"] > 0
+    assert key_spend(admin, key["id"], requests=1)["cost_usd"] > 0
     with pytest.raises(anthropic.PermissionDeniedError):  # count_tokens keeps to the key's models too
         client.messages.count_tokens(model="mock-slow", messages=[{"role": "user", "content": "hi"}])
 
@@ -330,7 +319,7 @@ def test_an_exhausted_budget_is_refused_before_the_upstream_and_sdks_do_not_retr
     assert refused.response.headers["x-should-retry"] == "false"
     assert "Budget exceeded for key" in refused.message
     time.sleep(0.3)
-    row = _rows(admin, key["id"], 1)
+    row = key_spend(admin, key["id"], requests=1)
     assert row["cost_usd"] <= 0.25
     assert row["errors"] == 1  # one refusal recorded, not three: the SDK did not retry
     alerts = [a for a in hook[1] if a["id"] == key["id"]]
@@ -385,7 +374,7 @@ def test_a_budget_lowered_below_its_spend_alerts_at_once_and_refuses_the_next_ca
     client = _client(gw, key["key"])
     for _ in range(3):
         client.chat.completions.create(**chat_body("spend", max_tokens=20))
-    spent = _rows(admin, key["id"], 3)["cost_usd"]  # in the rollups: what the change is measured against
+    spent = key_spend(admin, key["id"], requests=3)["cost_usd"]  # in the rollups: what the change is measured against
     lowered = admin.patch(f"/admin/keys/{key['id']}", {"budget_usd": round(spent * 0.9, 6)})
     assert lowered["budget_usd"] < spent
     deadline = time.monotonic() + 5
@@ -431,7 +420,7 @@ def test_the_ledger_writer_is_a_background_process_or_the_database_thread(tmp_pa
         key = setup_key(admin, "writer-co")
         for _ in range(3):
             _client(gw, key["key"]).chat.completions.create(**chat_body())
-        assert _rows(admin, key["id"], 3)["requests"] == 3
+        assert key_spend(admin, key["id"], requests=3)["requests"] == 3
         writers = writer_processes(db)
         assert len(writers) == (1 if writer == "process" else 0)
         with urllib.request.urlopen(gw.url + "/health/ready", timeout=5) as r:
@@ -463,7 +452,7 @@ def test_a_call_across_midnight_is_in_the_report_and_the_seed_of_the_day_its_bud
         at("2027-01-31T23:59:59")
         _client(gw, key["key"]).chat.completions.create(**{**chat_body(), "model": "mock-2s"})
         assert SystemClock().now() >= dt.datetime(2027, 2, 1, tzinfo=dt.UTC).timestamp()
-        _rows(admin, key["id"], 1)
+        key_spend(admin, key["id"], requests=1)
         days = admin.get("/admin/spend", group_by="day", key=key["id"])["data"]
         assert [d["day"] for d in days] == ["2027-01-31"]
     at("2027-02-01T00:00:30")

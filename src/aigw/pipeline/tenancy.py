@@ -56,8 +56,8 @@ BUDGET_MORE = "budget.reserved_more"
 # [(deployment, usage, service tier)]; each is priced at its own deployment (``measure``)
 CALLS = "tenancy.calls"
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
-# reserve one more upstream call of this body beside the request's: False when the budget cannot cover it
-BudgetMore = Callable[[RequestContext, JSON], Awaitable[str]]  # "" reserved, else why not
+# reserve one more upstream call of this body beside the request's: "" when reserved, else why not (for the error)
+BudgetMore = Callable[[RequestContext, JSON], Awaitable[str]]
 STORE_ERROR_LOG_EVERY = 1000  # during an outage every request fails its store call: log one in this many
 STORE_ERROR_QUIET_S = 60.0  # a failure this long after the previous one starts a new outage: logged again
 

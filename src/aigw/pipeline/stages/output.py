@@ -198,7 +198,7 @@ class OutputStage(Stage):
 
     async def _retry(self, ctx: RequestContext, body: JSON, errors: list[str]) -> JSON | str | None:
         """Ask once more with the errors named; None when there is no router or no time left, a note for the
-        error when the budget cannot cover a second call."""
+        error when the budget cannot cover (or cannot check) a second call."""
         remaining = None
         if ctx.deadline_s is not None:
             remaining = ctx.deadline_s - (time.monotonic() - ctx.started)
@@ -212,11 +212,11 @@ class OutputStage(Stage):
         retry_body = {k: v for k, v in ctx.body.items() if k not in ("stream", "stream_options")}
         retry_body["messages"] = [*ctx.body.get("messages", ()), {"role": "assistant", "content": bad},
                                   {"role": "user", "content": fix}]
-        # the key's allowed models bind the retry's fallbacks too, and a capped deployment counts the call
         # a second upstream call, reserved before it is made: concurrent retries cannot overrun a budget
         reserve = self.tenancy.budget_more if self.tenancy is not None else None
         if reserve is not None and (why := await reserve(ctx, retry_body)):
             return why
+        # the key's allowed models bind the retry's fallbacks too, and a capped deployment counts the call
         req = RouteRequest(model=ctx.model, body=retry_body, endpoint="chat", deadline_s=remaining,
                            headers={"x-request-id": ctx.request_id}, allowed=ctx.principal.allowed_models,
                            caps=ctx.state.get(ROUTE_CAPS))

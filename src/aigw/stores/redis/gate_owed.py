@@ -115,12 +115,8 @@ class OwedSettles:
                     unsent.append(o)
                 else:  # it may have run: never twice (its thresholds crossed are read back from their marks)
                     self.count("failed")
-                    if o.later.done():
-                        pass
-                    elif isinstance(exc, Exception):
-                        o.later.set_exception(exc)
-                    else:
-                        o.later.cancel()
+                    if not o.later.done():
+                        o.later.set_exception(exc) if isinstance(exc, Exception) else o.later.cancel()
             self._owed.extendleft(reversed(unsent))
             if replayed:
                 self.count("replayed", replayed)
