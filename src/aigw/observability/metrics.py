@@ -144,6 +144,10 @@ class Metrics:
                                    "1 half-open, 2 open.", ["deployment"], multiprocess_mode="livemax", registry=r)
         self.store_errors_total = Counter("aigw_store_errors", "Failed calls to a store (database, Redis, "
                                           "request log).", ["store", "operation"], registry=r)
+        self.store_full_total = Counter(
+            "aigw_store_full", "Store calls Redis refused for want of memory (maxmemory reached under "
+            "maxmemory-policy noeviction), or skipped for it, by store: limits, budget, cache_redis. Also in "
+            "aigw_store_errors_total.", ["store"], registry=r)
         self.owed_settles_total = Counter(
             "aigw_gate_owed_settles", "Settles (the limits and budget step after a call) skipped in a Redis outage "
             "and kept to send when it answers, by outcome: owed (kept), replayed (sent and run), dropped (the "
@@ -226,6 +230,9 @@ class Metrics:
 
     def store_error(self, store: str, operation: str) -> None:
         self.store_errors_total.labels(store, operation).inc()
+
+    def store_full(self, store: str) -> None:
+        self.store_full_total.labels(store).inc()
 
     def owed_settles(self, outcome: str, n: int = 1) -> None:
         self.owed_settles_total.labels(outcome).inc(n)

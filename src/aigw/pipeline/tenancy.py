@@ -29,7 +29,17 @@ from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.models import Deployment
 from aigw.config.tenancy import TenancyConfig
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
-from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope, StoreSkipped
+from aigw.stores.base import (
+    BudgetCounter,
+    Gate,
+    Grant,
+    Limits,
+    RateLimiter,
+    Reservation,
+    Scope,
+    StoreSkipped,
+    out_of_memory,
+)
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.tenancy")
@@ -89,6 +99,8 @@ class TenancyServices:
         n = self.counters[what] = self.counters.get(what, 0) + 1
         if self.metrics is not None:
             self.metrics.store_error(what, f"{operation}_skipped" if isinstance(exc, StoreSkipped) else operation)
+            if out_of_memory(exc):  # Redis full, not down: told apart, as the fix differs
+                self.metrics.store_full(what)
         now = self.monotonic()
         last = self._failed_at.get(what)
         self._failed_at[what] = now

@@ -332,6 +332,16 @@ class BudgetCounter(Protocol):
         ...
 
 
+OOM_REPLY = "> 'maxmemory'"  # in Redis's refusal: "OOM command not allowed when used memory > 'maxmemory'."
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a write because it is full (``maxmemory`` reached under
+    ``maxmemory-policy noeviction``), or a step skipped for that: Redis answers, nothing of the call ran,
+    and reads still work. Told by the reply's text, which the lean client and redis-py both keep."""
+    return OOM_REPLY in str(exc)
+
+
 class StoreSkipped(ConnectionError):
     """A store call not made: the store failed moments ago and is not tried again until its skip window
     ends (so an outage costs its timeout once per window, not on every call). Nothing ran in the store:

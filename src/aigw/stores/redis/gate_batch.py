@@ -15,13 +15,13 @@ from typing import Any, Protocol, cast
 
 import redis.exceptions as redis_errors
 
-from aigw.stores.base import StoreSkipped
+from aigw.stores.base import StoreSkipped, out_of_memory
 from aigw.stores.redis.gate_owed import OWED_MAX, OwedSettles, Steps
 from aigw.stores.redis.pipe import ReplyError, Script, bulk_int
 
 log = logging.getLogger("aigw.gate")
 # failures that say Redis is away or stalled (the lean pipe's, and redis-py's for the URLs it keeps);
-# an error reply is Redis answering, and opens no skip window
+# an error reply is Redis answering, and opens no skip window, bar one: out of memory (``out_of_memory``)
 _OUTAGE = (TimeoutError, OSError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 SHUTDOWN_WAIT_S = 2.0  # at shutdown, how long owed settles may wait for Redis to answer
 
@@ -80,6 +80,7 @@ class Outage:
     after: int
     confirmed: bool = False
     probing: bool = False  # a step (or the health check's ping) is on its way to find out
+    full: bool = False  # Redis answers but refuses writes (maxmemory reached): nothing of a refused batch ran
 
 
 class GateBatcher:
@@ -160,6 +161,10 @@ class GateBatcher:
         except asyncio.CancelledError:
             self._left(slot, ended)
             raise
+        except Exception as exc:  # Redis full: the batch did not run, so a settle is kept for when it has room
+            if replayable and self.outage is not None and out_of_memory(exc):
+                raise self.owed_settles.owe(kind, keys, args, exc) from None
+            raise
 
     def _skip_or_probe(self, outage: Outage) -> None:
         """Raise ``StoreSkipped`` in the window and while a probe is out; else this step is the probe."""
@@ -198,7 +203,8 @@ class GateBatcher:
         connection begins one, confirms it (a batch sent after its first failure) or renews its skip
         window; anything else (a cancel) only lets the next step probe."""
         outage = self.outage
-        if exc is None or isinstance(exc, ReplyError):
+        full = exc is not None and out_of_memory(exc)
+        if exc is None or (isinstance(exc, ReplyError) and not full):
             if outage is not None:
                 self.outage = None
                 if outage.confirmed:
@@ -206,21 +212,29 @@ class GateBatcher:
                                 - outage.since, f"; sending the {n} settles owed" if (n := self.owed) else "")
                 self.owed_settles.replay_soon()
             return
-        if isinstance(exc, _OUTAGE) and self.retry_after_s > 0:
+        if (full or isinstance(exc, _OUTAGE)) and self.retry_after_s > 0:
             now = asyncio.get_running_loop().time()
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if outage is None:
+            if outage is None and full:  # Redis's own word, not a pause of ours: no second failure needed
+                self.outage = Outage(now, now + self.retry_after_s, error[:160], self._sent, True, full=True)
+                self.outages += 1
+                log.warning("Redis is out of memory (used memory > maxmemory, policy noeviction): it refuses the "
+                            "gate's writes, so limits and budgets skip it for %.1f s at a time and their settles "
+                            "are kept until it takes writes again; free memory or raise maxmemory (%s)",
+                            self.retry_after_s, error)
+            elif outage is None:
                 self.outage = Outage(now, now + self.retry_after_s, error[:160], self._sent)
             elif not outage.confirmed:
-                if batch > outage.after:  # sent after the first failure, and failed as well: Redis is down
+                if batch > outage.after or full:  # sent after the first failure, and failed as well: Redis is down
                     outage.confirmed, outage.until, outage.error = True, now + self.retry_after_s, error[:160]
+                    outage.full = full
                     outage.after = self._sent  # what is still out was sent before: its failure is stale
                     self.outages += 1
                     log.warning("Redis failed the gate (%s): limits and budgets skip it for %.1f s at a time",
                                 error, self.retry_after_s)
             elif batch > outage.after:  # the probe failed (not a batch sent before the window: the probe may be out)
                 outage.until, outage.error, outage.probing = now + self.retry_after_s, error[:160], False
-                outage.after = self._sent
+                outage.after, outage.full = self._sent, full
         elif outage is not None and (not outage.confirmed or batch > outage.after):
             outage.probing = False
 
@@ -245,7 +259,8 @@ class GateBatcher:
         if outage is None or not outage.confirmed:
             return True, skipped
         ago = asyncio.get_running_loop().time() - outage.since
-        return False, (f"Redis failing for {ago:.1f} s ({outage.error}); tried again every {self.retry_after_s} s; "
+        what = "out of memory (maxmemory reached), refusing writes," if outage.full else "failing"
+        return False, (f"Redis {what} for {ago:.1f} s ({outage.error}); tried again every {self.retry_after_s} s; "
                        + skipped)
 
     def _left(self, slot: str, ended: asyncio.Future[None]) -> None:

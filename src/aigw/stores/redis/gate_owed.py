@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aigw.stores.base import SettleOwed, StoreSkipped
+from aigw.stores.base import SettleOwed, out_of_memory
 from aigw.stores.redis.pipe import NotSent
 
 log = logging.getLogger("aigw.gate")
@@ -40,7 +40,8 @@ class OwedSettles:
 
     ``start(steps, ended)`` sends a batch as the batcher does; ``answering()`` says whether Redis is
     answering (no outage). ``replay_soon`` sends them in the background, ``REPLAY_BATCH`` per script
-    call: one that cannot be sent (the connection is down again: ``NotSent``) stays owed; one sent and
+    call: one that cannot be sent (the connection is down again: ``NotSent``) or that Redis refused for want of
+    memory stays owed; one sent and
     not answered may have run and is given up, as a leave that times out is. ``report(outcome, n)``
     counts them: owed, replayed, dropped, failed.
     """
@@ -59,7 +60,8 @@ class OwedSettles:
     def __len__(self) -> int:
         return len(self._owed)
 
-    def owe(self, kind: bytes, keys: list[bytes], args: list[bytes], skipped: StoreSkipped) -> SettleOwed:
+    def owe(self, kind: bytes, keys: list[bytes], args: list[bytes], skipped: Exception) -> SettleOwed:
+        """Keep a step that did not run: skipped in an outage, or refused by a full Redis."""
         if len(self._owed) >= self.limit:
             self._owed.popleft().later.cancel()
             self.count("dropped")
@@ -111,7 +113,7 @@ class OwedSettles:
                     replayed += 1
                     if not o.later.done():
                         o.later.set_result(fut.result())
-                elif isinstance(exc, NotSent):
+                elif isinstance(exc, NotSent) or out_of_memory(exc):  # did not run: still owed
                     unsent.append(o)
                 else:  # it may have run: never twice (its thresholds crossed are read back from their marks)
                     self.count("failed")
