@@ -130,6 +130,33 @@ def stop_own_redis(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
+def fill_redis(url: str) -> None:
+    """Make a Redis of the test's own full: a maxmemory below what it uses, under noeviction (its query buffers
+    count, so one filled only up to its limit drops back below it once a pipeline is read). Writes then fail
+    with OOM; reads and deletes work. ``make_room`` undoes it."""
+    client = redis_sync.Redis.from_url(url)
+    try:
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", used // 2)
+        try:
+            client.set("aigw-test:full:probe", b"x")
+        except redis_sync.exceptions.OutOfMemoryError:
+            return
+        pytest.fail("Redis took a write above its maxmemory")
+    finally:
+        client.close()
+
+
+def make_room(url: str) -> None:
+    """Memory frees up: no maxmemory on the test's own Redis any more."""
+    client = redis_sync.Redis.from_url(url)
+    try:
+        client.config_set("maxmemory", 0)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """(URL, process) of a redis-server of the test's own on a free port, to pause (SIGSTOP), kill or restart;

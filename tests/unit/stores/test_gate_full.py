@@ -14,34 +14,10 @@ import subprocess
 import time
 
 import pytest
-import redis as redis_sync
 
 from aigw.stores.base import NANO, Limits, Scope, SettleOwed, StoreSkipped, out_of_memory
+from tests.support.services import fill_redis, make_room
 from tests.unit.stores.test_gate_owed import NOW, _window_keys, gate
-
-FILL = "aigw-test:full:"
-
-
-def fill(url: str) -> None:
-    """Redis full: a maxmemory below what the server uses (its query buffers count, so a server filled only up
-    to its limit drops back below it once a pipeline is read), under noeviction. Denied writes say OOM."""
-    client = redis_sync.Redis.from_url(url)
-    try:
-        used = int(client.info("memory")["used_memory"])
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", used // 2)
-        with pytest.raises(redis_sync.exceptions.OutOfMemoryError):
-            client.set(FILL + "probe", b"x")
-    finally:
-        client.close()
-
-
-def make_room(url: str) -> None:
-    client = redis_sync.Redis.from_url(url)
-    try:
-        client.config_set("maxmemory", 0)
-    finally:
-        client.close()
 
 
 async def _until_answering(counters: object) -> str:
@@ -65,7 +41,7 @@ async def test_a_full_redis_skips_the_gate_and_owes_the_settles(
     async with gate(url, lean=lean, window_s=0.2) as counters:
         admitted, res = await counters.enter([scope], "call-1", 100, [scope], reserve, NOW)
         assert admitted.allowed and res is not None and res.allowed
-        fill(url)
+        fill_redis(url)
         caplog.set_level(logging.WARNING, "aigw.gate")
         with pytest.raises(Exception) as refused:  # Redis's own answer: no second failure needed
             await counters.enter([scope], "call-2", 100, [scope], reserve, NOW)
@@ -101,7 +77,7 @@ async def test_a_settle_refused_while_no_window_is_open_is_owed_too(
     scope = Scope("key", "first", Limits(tpm=100_000, budget_usd=1.0, budget_period="daily"))
     async with gate(url, window_s=0.2) as counters:
         admitted, _ = await counters.enter([scope], "c", 100, [scope], NANO // 10, NOW)
-        fill(url)
+        fill_redis(url)
         with pytest.raises(SettleOwed):
             await counters.leave([scope], "c", 50, admitted.taken_at, [scope], NANO // 10, 12345, NOW, [])
         make_room(url)

@@ -8,6 +8,10 @@ backend, so only ``TIMEOUT_STRIKES`` timeouts in a row mark it as failing. The
 request that timed out is served without the cache either way.
 Counters say how often that happened; the health check reports "degraded"
 (never "down": the gateway serves without its cache).
+
+A Redis that is full (``maxmemory`` reached under ``noeviction``) refuses writes
+only: then only stores and index adds are skipped for ``retry_after_s``, and
+lookups go on (the entries it holds are still good answers).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from aigw.stores.base import out_of_memory
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.cache")
 T = TypeVar("T")
 TIMEOUT_STRIKES = 2  # timeouts in a row that mark a backend as failing (an error does at once)
+WRITES = frozenset({"set", "add"})  # the calls a full Redis refuses (lookups still work)
 Status = Literal["ok", "degraded", "down"]
 
 
@@ -50,6 +56,8 @@ class _State:
     error: str = ""
     logged: bool = False
     timeouts: int = 0  # in a row
+    full_at: float | None = None  # the last write refused for want of memory
+    full_error: str = ""
 
 
 @dataclass(slots=True)
@@ -75,7 +83,7 @@ class Guard:
                    timeout_s: float | None = None, trouble: list[str] | None = None) -> T | None:
         """``op()`` within the timeout (0 = none), or None if it failed, timed out or was
         skipped (then ``name`` is appended to ``trouble``, so the caller can tell that from a miss)."""
-        if self.failing(name):
+        if self.failing(name) or (what in WRITES and self.full(name)):
             self.stats.backend_skipped += 1
             if trouble is not None:
                 trouble.append(name)
@@ -87,17 +95,40 @@ class Guard:
                 async with asyncio.timeout(timeout_s or self.timeout_s):
                     result = await op()
         except Exception as exc:  # any backend failure means "no cache", never a failed request
-            if isinstance(exc, TimeoutError):
+            full = out_of_memory(exc)
+            if full:
+                self.filled(name, exc)
+            elif isinstance(exc, TimeoutError):
                 self.timed_out(name, exc)
             else:
                 self.failed(name, exc)
             if self.metrics is not None:
                 self.metrics.store_error(f"cache_{name}", what)
+                if full:
+                    self.metrics.store_full(f"cache_{name}")
             if trouble is not None:
                 trouble.append(name)
             return None
-        self.recovered(name)
+        self.recovered(name, what in WRITES)
         return result
+
+    def full(self, name: str) -> bool:
+        """``name`` refused a write for want of memory less than ``retry_after_s`` ago."""
+        state = self._state.get(name)
+        return (state is not None and state.full_at is not None
+                and self.clock.monotonic() - state.full_at < self.retry_after_s)
+
+    def filled(self, name: str, exc: BaseException) -> None:
+        """A write refused by a full Redis: writes skip it for ``retry_after_s``; logged once until it takes one."""
+        self.stats.backend_errors += 1
+        state = self._state.setdefault(name, _State())
+        if state.full_at is None:
+            log.warning("cache backend %s is out of memory (Redis maxmemory reached, policy noeviction): new "
+                        "answers are not stored, tried again every %.1fs; lookups go on. Give the cache a Redis "
+                        "with an evicting policy (allkeys-lru) or more maxmemory (%s)", name, self.retry_after_s,
+                        str(exc)[:120])
+        state.full_at = self.clock.monotonic()
+        state.full_error = f"out of memory, not storing: {str(exc)[:120]}"
 
     def timed_out(self, name: str, exc: BaseException) -> None:
         """A strike; ``TIMEOUT_STRIKES`` in a row are a failure."""
@@ -118,15 +149,20 @@ class Guard:
                         name, self.retry_after_s, state.error)
             state.logged = True
 
-    def recovered(self, name: str) -> None:
+    def recovered(self, name: str, wrote: bool = False) -> None:
         state = self._state.get(name)
         if state is None:
             return
         state.timeouts = 0
+        if wrote and state.full_at is not None:
+            log.warning("cache backend %s takes writes again", name)
+            state.full_at = None
         if state.failed_at is not None:
             log.warning("cache backend %s is back", name)
             state.failed_at, state.logged = None, False
 
     def problems(self) -> dict[str, str]:
         """Backends that failed recently, with their last error."""
-        return {name: s.error for name, s in self._state.items() if self.failing(name)}
+        out = {name: s.full_error for name, s in self._state.items() if self.full(name)}
+        out.update({name: s.error for name, s in self._state.items() if self.failing(name)})
+        return out
