@@ -68,6 +68,7 @@ class Tenancy:
         budgets: BudgetCounter
         gate: Gate
         version: KeyVersion
+        self._redis = redis
         self._pipe: Any = None  # the gate's lean Redis client (stores/redis/pipe.py)
         self._redis_gate: Any = None  # RedisCounters, in Redis mode (its skip window shows in /health/ready)
         if redis is not None:
@@ -128,6 +129,10 @@ class Tenancy:
             log.warning("hot-state store unavailable at start (%s: %s); limits fail %s, budgets fail %s until "
                         "it answers", type(exc).__name__, exc, self.cfg.limits_on_store_error,
                         self.cfg.budget_on_store_error)
+        if self._redis is not None:  # an evicting Redis loses budget counters in silence: say so once
+            from aigw.stores.redis.eviction import warn_if_evicting
+
+            await warn_if_evicting(self._redis)
         self.ledger.replay_spill()
         self.ledger.start(self.supervisor)
         self._watch = self.supervisor.spawn(self.keys.watch(), name="key-version-watch")
