@@ -54,7 +54,6 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         sys.exit(2)
     listening = f"aigw listening on http://{server.host}:{server.port}  models: {', '.join(config.model_names())}"
     if server.workers > 1:
-        click.echo(listening, err=True)
         # the workers read their config again from the environment: `--workers N` must reach them too, or
         # each believes it runs alone (no per-worker warning for limits and budgets without redis_url)
         export_for_workers(config_path, host=host, port=port, workers=server.workers, insecure=insecure or None)
@@ -64,15 +63,22 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         try:
             if server.http == "aigw":
                 from aigw.cli.serve_workers import serve_workers
+                from aigw.http.http1_server import START_FAILED_EXIT, StartupFailed
 
                 # after its requests, a worker drains the spend ledger (up to shutdown_timeout_s, then spills):
                 # it is killed only past both, or the rows it holds are lost
                 drain_s = config.tenancy.ledger.shutdown_timeout_s + DRAIN_MARGIN_S
-                code = serve_workers(server.host, server.port, server.workers, log_level, log_format, GRACEFUL_S,
-                                     drain_s, metrics_dir)
+                try:
+                    code = serve_workers(server.host, server.port, server.workers, log_level, log_format,
+                                         GRACEFUL_S, drain_s, metrics_dir,
+                                         on_listen=lambda: click.echo(listening, err=True))
+                except StartupFailed as exc:  # the port could not be bound
+                    click.echo(f"aigw: {exc}", err=True)
+                    code = START_FAILED_EXIT
                 if code:
                     sys.exit(code)
             else:
+                click.echo(listening, err=True)
                 run_uvicorn("aigw.app:create_app", server.host, server.port, server.workers)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -88,16 +94,17 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         except ValueError as exc:  # a setup the config file allows but the app cannot build (e.g. a cache backend)
             click.echo(f"aigw: cannot start: {exc}", err=True)
             sys.exit(START_FAILED_EXIT)
-        click.echo(listening, err=True)
         if server.http == "aigw":
             from aigw.http.http1_server import StartupFailed, run
 
-            try:
-                run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S)
+            try:  # "listening" once the port is bound: a port in use is refused with a reason, not announced
+                run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S,
+                    on_listen=lambda port: click.echo(listening, err=True))
             except StartupFailed as exc:
                 click.echo(f"aigw: {exc}", err=True)  # the start-up hook's own log line says why
                 sys.exit(START_FAILED_EXIT)
         else:
+            click.echo(listening, err=True)
             run_uvicorn(app, server.host, server.port, 1)
 
 

@@ -21,10 +21,11 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from aigw.http.http1_server import START_FAILED_EXIT
+from aigw.http.http1_server import START_FAILED_EXIT, cannot_listen
 
 log = logging.getLogger("aigw")
 
@@ -38,7 +39,11 @@ def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # a port in use: a reason and exit code 3, not a traceback
+        sock.close()
+        raise cannot_listen(host, port, exc) from None
     sock.set_inheritable(True)
     return sock
 
@@ -78,13 +83,16 @@ def restart_pause(deaths_in_a_row: int) -> float:
 
 
 def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
-                  graceful_s: float = 30, drain_s: float = KILL_AFTER_S, metrics_dir: str = "") -> int:
+                  graceful_s: float = 30, drain_s: float = KILL_AFTER_S, metrics_dir: str = "",
+                  on_listen: Callable[[], None] | None = None) -> int:
     """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``).
 
     On the way out a worker gets ``graceful_s`` for its requests and ``drain_s`` for its shutdown hooks
     (the spend ledger's drain and spill) before it is killed. ``metrics_dir``: the workers' shared metrics
     (``PROMETHEUS_MULTIPROC_DIR``), where a dead worker's live gauges are dropped."""
     sock = bind(host, port)
+    if on_listen is not None:  # said once the port is bound, never before
+        on_listen()
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
 

@@ -26,9 +26,11 @@ cancel them), close the rest, then the app's lifespan shutdown.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aigw.http.http1_connection import ASGI_VERSION, App, Connection, ServerState
@@ -42,6 +44,14 @@ class StartupFailed(RuntimeError):
 
 
 START_FAILED_EXIT = 3  # the process's exit code then (uvicorn's and gunicorn's too)
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> StartupFailed:
+    """A bind that failed, said as a person would (a port in use is the usual case): not a traceback."""
+    why = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop's strerror repeats the address
+    hint = " (another process, perhaps another aigw, holds it: stop it or choose another --port)" \
+        if exc.errno == errno.EADDRINUSE else ""
+    return StartupFailed(f"cannot listen on {host}:{port}: {why.lower()}{hint}")
 
 
 class Lifespan:
@@ -87,8 +97,10 @@ class Server:
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 4000, *, sock: Any = None,
                  graceful_timeout_s: float = 30, idle_timeout_s: float = 5, head_timeout_s: float = 30,
-                 body_timeout_s: float = 30, backlog: int = 2048) -> None:
+                 body_timeout_s: float = 30, backlog: int = 2048,
+                 on_listen: Callable[[int], None] | None = None) -> None:
         self.app = app
+        self.on_listen = on_listen
         self.host = host
         self.port = port
         self.sock = sock
@@ -133,11 +145,16 @@ class Server:
             else:
                 listener = await loop.create_server(lambda: Connection(state, loop), self.host, self.port,
                                                     backlog=self.backlog, reuse_address=True)
+        except OSError as exc:  # the port is taken, say: the app's shutdown runs, then a plain refusal
+            await lifespan.shutdown()
+            raise cannot_listen(self.host, self.port, exc) from None
         except BaseException:
             await lifespan.shutdown()
             raise
         self.port = int(listener.sockets[0].getsockname()[1])  # the real one when asked for port 0
         self.started = True
+        if self.on_listen is not None:  # "listening" is said once it is true, never before the bind
+            self.on_listen(self.port)
         try:
             await self._tick_until_exit(loop)
         finally:
@@ -205,12 +222,13 @@ class Server:
             conn.close()
 
 
-def run(app: App, host: str, port: int, *, sock: Any = None, graceful_timeout_s: float = 30) -> None:
+def run(app: App, host: str, port: int, *, sock: Any = None, graceful_timeout_s: float = 30,
+        on_listen: Callable[[int], None] | None = None) -> None:
     """Run the server on a new uvloop event loop until a signal; then exit by that signal, as a
     process stopped by it would (the caller sees SIGTERM, not a plain exit)."""
     import uvloop
 
-    server = Server(app, host, port, sock=sock, graceful_timeout_s=graceful_timeout_s)
+    server = Server(app, host, port, sock=sock, graceful_timeout_s=graceful_timeout_s, on_listen=on_listen)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server.serve(install_signals=True))
     if server.caught_signal is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def test_workers_from_the_command_line_reach_the_workers_config(tmp_path: Path,
     config.write_text(f"database_url: sqlite:///{tmp_path}/aigw.db\nmodels:\n  - {{name: mock, provider: mock}}\n")
     seen: dict[str, Any] = {}
 
-    def fake_serve_workers(host: str, port: int, workers: int, *args: Any) -> int:
+    def fake_serve_workers(host: str, port: int, workers: int, *args: Any, **kwargs: Any) -> int:
         seen["parent"] = workers
         seen["worker"] = load_config().server.workers  # what a spawned worker's load_config() reads
         return 0
@@ -42,3 +43,22 @@ def test_workers_from_the_command_line_reach_the_workers_config(tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert seen == {"parent": 3, "worker": 3}
     assert os.environ.get("AIGW_SERVER_WORKERS") == "3"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_exits_3_with_a_reason_and_never_says_listening(tmp_path: Path, workers: str) -> None:
+    """A second `aigw serve` on a taken port said "aigw listening on ..." and then died in a traceback (exit 1)."""
+    config = tmp_path / "aigw.yaml"
+    config.write_text(f"database_url: sqlite:///{tmp_path}/aigw.db\nmodels:\n  - {{name: mock, provider: mock}}\n")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = str(taken.getsockname()[1])
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--config", str(config), "--port", port, "--workers", workers])
+    finally:
+        taken.close()
+    assert result.exit_code == 3, result.output
+    assert f"aigw: cannot listen on 127.0.0.1:{port}: address already in use" in result.output
+    assert "choose another --port" in result.output
+    assert "listening" not in result.output and "Traceback" not in result.output

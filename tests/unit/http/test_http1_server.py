@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from aigw.http.http1_server import Server
+from aigw.http.http1_server import Server, StartupFailed
 
 Scope = dict[str, Any]
 
@@ -542,3 +543,18 @@ async def test_stream_parts_sent_in_one_loop_turn_leave_in_one_write() -> None:
     await ex.send({"type": "http.response.body", "body": b"data: last\n\n", "more_body": True})
     await ex.send({"type": "http.response.body", "body": b""})  # the end flushes at once
     assert len(transport.writes) == 3 and transport.writes[2].endswith(b"data: last\n\n\r\n0\r\n\r\n")
+
+
+async def test_a_port_in_use_is_a_start_up_failure_that_says_so_and_never_announced() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    announced: list[int] = []
+    server = Server(with_lifespan(echo), "127.0.0.1", port, on_listen=announced.append)
+    try:
+        with pytest.raises(StartupFailed, match=f"cannot listen on 127.0.0.1:{port}: address already in use"):
+            await asyncio.wait_for(server.serve(), 5)
+    finally:
+        taken.close()
+    assert not server.started and announced == []
