@@ -65,7 +65,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         stages = traced_stages(stages, obs.tracing)
     pipeline = ObservedPipeline(stages, RouteTerminal(router))
     auth = Authenticator(config.server.master_key, tenancy.keys.lookup if tenancy is not None else None,
-                         tenancy.keys.cached if tenancy is not None else None)
+                         tenancy.keys.cached if tenancy is not None else None,
+                         tenancy.keys.why_refused if tenancy is not None else None)
     flow = Flow(auth, pipeline, config.server.max_body_bytes)
     health = Health()
     if redis is not None:

@@ -10,6 +10,7 @@ from aigw.pipeline.context import Principal
 
 KeyLookup = Callable[[str], Awaitable[Principal | None]]
 CachedKeyLookup = Callable[[str], Principal | None]  # answers from memory only; None = ask ``KeyLookup``
+KeyRefusal = Callable[[str], str | None]  # why a known key was refused (revoked, expired, ...); None = unknown
 
 def presented_key(headers: dict[str, str]) -> str:
     """The key from ``Authorization: Bearer`` or ``x-api-key`` (the Anthropic SDK's header)."""
@@ -23,8 +24,9 @@ def presented_key(headers: dict[str, str]) -> str:
 
 class Authenticator:
     def __init__(self, master_key: str, lookup: KeyLookup | None = None,
-                 cached: CachedKeyLookup | None = None) -> None:
+                 cached: CachedKeyLookup | None = None, why_refused: KeyRefusal | None = None) -> None:
         self._master = master_key.encode()
+        self._why_refused = why_refused
         self._lookup = lookup
         self._cached = cached
         self._master_principal = Principal(key_id="master", key_prefix="master", is_admin=True)
@@ -56,7 +58,8 @@ class Authenticator:
             return self._master_principal
         if not key:
             raise errors.AuthError("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
-        raise errors.AuthError("Invalid API key.")
+        reason = self._why_refused(key) if self._why_refused is not None else None
+        raise errors.AuthError(reason or "Invalid API key.")
 
     async def require_admin(self, headers: dict[str, str]) -> Principal:
         principal = await self.authenticate(headers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -36,6 +37,29 @@ def principal_for(grant: Grant) -> Principal:
         extra={"grant": grant, "role": k.role, "metadata": k.metadata,
                "scopes": {"rate": scopes_of(grant, "rate"), "budget": scopes_of(grant, "budget")}},
     )
+
+
+def _at(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def refusal(grant: Grant, now: float) -> str:
+    """Why a key that exists cannot be used now, and what to do: said to its holder, who has the secret and
+    otherwise met the same "Invalid API key." as a mistyped one, with nothing to tell an admin."""
+    k = grant.key
+    admin = "ask the gateway's admin"
+    if k.revoked_at is not None:
+        return f"This API key was revoked at {_at(k.revoked_at)}; {admin} for a new one."
+    if grant.until is not None and grant.until <= now:
+        return (f"This API key was rotated; its previous secret stopped working at {_at(grant.until)}. "
+                "Use the new secret.")
+    if k.expires_at is not None and k.expires_at <= now:
+        return f"This API key expired at {_at(k.expires_at)}; {admin} to extend it or for a new one."
+    for what, enabled in (("API key", k.enabled), ("API key's project", grant.project.enabled),
+                          ("API key's tenant", grant.tenant.enabled)):
+        if not enabled:
+            return f"This {what} is disabled; {admin} to enable it."
+    return "Invalid API key."
 
 
 class KeyCache:
@@ -101,6 +125,14 @@ class KeyCache:
         if entry is None or not entry[0].usable(self._clock.now()):
             return None
         return entry[1]
+
+    def why_refused(self, presented: str) -> str | None:
+        """The reason a key ``lookup`` just refused exists but is unusable (revoked, expired, disabled), from
+        memory; None for a secret the gateway does not know."""
+        if not presented.startswith(KEY_PREFIX):
+            return None
+        entry = self._cache.get(hash_secret(presented))
+        return refusal(entry[0], self._clock.now()) if entry is not None else None
 
     def invalidate(self) -> None:
         self._generation += 1

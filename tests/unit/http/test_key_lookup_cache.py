@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -228,3 +229,23 @@ async def test_a_key_not_cached_while_the_database_is_away_is_a_503_not_a_500_or
     with pytest.raises(errors.Unavailable) as away:
         await cache.lookup(SECRET)
     assert away.value.status == 503 and away.value.retry_after == 1.0
+
+
+@pytest.mark.parametrize(("grant", "message"), [
+    (_grant(revoked=999.0), "This API key was revoked at 1970-01-01T00:16:39Z; ask the gateway's admin for a new one."),
+    (_grant(expires=1000.0), "This API key expired at 1970-01-01T00:16:40Z; ask the gateway's admin to extend it"),
+    (Grant(_grant().key, _grant().project, _grant().tenant, until=990.0), "its previous secret stopped working at"),
+    (Grant(_grant().key, Project(id="p1", tenant_id="t1", name="p", enabled=False), _grant().tenant),
+     "This API key's project is disabled; ask the gateway's admin to enable it."),
+])
+async def test_a_known_key_that_cannot_be_used_is_refused_with_its_reason(grant: Grant, message: str) -> None:
+    """An expired or revoked key met "Invalid API key.", as a mistyped one does: its holder could not tell
+    what happened, or what to ask for. A secret the gateway does not know still gets the plain refusal."""
+    store = Store()
+    store.grants[hash_secret(SECRET)] = grant
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    auth = Authenticator("sk-master", cache.lookup, cache.cached, cache.why_refused)
+    with pytest.raises(errors.AuthError, match=re.escape(message)):
+        await auth.authenticate({"authorization": f"Bearer {SECRET}"})
+    with pytest.raises(errors.AuthError, match=r"^Invalid API key\.$"):
+        await auth.authenticate({"authorization": f"Bearer {new_secret()}"})
