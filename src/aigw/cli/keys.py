@@ -26,8 +26,8 @@ from aigw.cli.admin_client import (
 )
 
 KEY_CLEARABLE = {"expires": "expires_at", "models": "models"}  # no expiry; every model
-COLUMNS = ["id", "prefix", "name", "project_id", "models", "rpm", "tpm", "max_parallel", "budget_usd",
-           "budget_period", "expires_at", "enabled", "revoked"]
+COLUMNS = ["id", "prefix", "name", "project_id", "role", "models", "rpm", "tpm", "max_parallel", "budget_usd",
+           "budget_period", "expires_at", "enabled", "revoked"]  # role: a tenant admin key must be told apart
 
 
 @click.group("keys")
@@ -145,4 +145,9 @@ def revoke(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 def rotate(key_id: str, grace_s: float, url: str, master_key: str, as_json: bool) -> None:
     """Give a key a new secret (same id, limits and spend); the old one stops now or after --grace."""
     body = {"grace_s": grace_s} if grace_s else None
-    _with_secret(call(url, master_key, "POST", admin_path("keys", key_id, "rotate"), body), as_json)
+    data = call(url, master_key, "POST", admin_path("keys", key_id, "rotate"), body)
+    _with_secret(data, as_json)
+    if not as_json:  # the table has no room for it, and it is what the operator must tell the clients
+        until = data.get("previous_key_until")
+        click.echo(f"The previous secret works until {until}, then only the new one." if until
+                   else "The previous secret no longer works.", err=True)

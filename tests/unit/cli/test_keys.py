@@ -1,0 +1,38 @@
+"""`aigw keys`: what the table and the notes beside it tell an operator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from aigw.cli import keys
+from aigw.cli.main import cli
+
+RECORD = {"id": "key_1", "prefix": "sk-aigw-AbCd", "name": "ci", "project_id": "prj_1", "role": "tenant_admin",
+          "models": None, "rpm": None, "tpm": None, "max_parallel": None, "budget_usd": None,
+          "budget_period": "monthly", "expires_at": None, "enabled": True, "revoked": False,
+          "previous_key_until": None}
+
+
+def answering(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> None:
+    monkeypatch.setattr(keys, "call", lambda *args, **kwargs: {**RECORD, **fields})
+
+
+def test_the_keys_table_says_which_keys_are_tenant_admins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant admin key (`keys create --admin`) looked like any other in `keys list` and `keys show`."""
+    answering(monkeypatch)
+    result = CliRunner().invoke(cli, ["keys", "show", "key_1"])
+    assert result.exit_code == 0 and "role" in result.output and "tenant_admin" in result.output
+
+
+def test_rotate_says_until_when_the_previous_secret_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rotate --grace` printed the new secret and no word of the old one's end (only --json had it)."""
+    answering(monkeypatch, key="sk-aigw-new", previous_key_until="2026-11-27T19:00:00Z")
+    result = CliRunner().invoke(cli, ["keys", "rotate", "key_1", "--grace", "3600"])
+    assert result.exit_code == 0
+    assert "The previous secret works until 2026-11-27T19:00:00Z, then only the new one." in result.output
+    answering(monkeypatch, key="sk-aigw-new")
+    assert "The previous secret no longer works." in CliRunner().invoke(cli, ["keys", "rotate", "key_1"]).output
+    assert "previous secret" not in CliRunner().invoke(cli, ["keys", "rotate", "key_1", "--json"]).output
