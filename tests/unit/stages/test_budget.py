@@ -309,3 +309,23 @@ def test_a_gpt_4o_mini_deployment_reserves_its_images_at_the_mini_bound(detail: 
     # a model whose fallback chain ends at a gpt-4o-mini deployment reserves at its bound too
     falls_back = _vision_stage(mini, big, routing={"big": {"fallbacks": ["mini"]}})
     assert worst(falls_back, "big", image) == worst(plain, "mini", image)
+
+
+@pytest.mark.parametrize(("nano", "text"), [(0, "0.0000"), (1000, "0.000001"), (24_600, "0.000025"),
+                                            (99_999, "0.0001"), (2_500_000, "0.0025"), (20 * 10**9, "20.0000"),
+                                            (7, "0.000000007")])
+def test_money_in_a_refusal_never_reads_zero_when_it_is_not(nano: int, text: str) -> None:
+    assert budget.usd(nano) == text
+
+
+async def test_a_small_budgets_refusal_shows_its_figures() -> None:
+    # "$0.0000 of $0.0000 used ...; $0.0000 left, and this request may cost up to $0.0000": a refusal that
+    # said nothing an operator could act on
+    from aigw import errors
+
+    stage = budget.build(_deps(_services()))
+    assert stage is not None
+    with pytest.raises(errors.BudgetExceeded) as refused:
+        await stage.on_request(_ctx(Limits(budget_usd=0.000001, budget_period="total")))
+    assert "of $0.000001 used" in str(refused.value) and "$0.000001 left" in str(refused.value)
+    assert "up to $0.0000 " not in str(refused.value)

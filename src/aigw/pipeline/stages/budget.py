@@ -57,6 +57,14 @@ NOT_CHECKED = " (not asked again: the budget cannot be checked right now)"
 _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease's slot)
 
 
+def usd(nano: int) -> str:
+    """Dollars to four places, more where a small sum would read $0.0000 (two significant digits, to the
+    nano-dollar): a $0.000001 budget refused a $0.00002 call as "$0.0000 of $0.0000 ... up to $0.0000"."""
+    places = 4 if nano == 0 or nano >= 100_000 else min(9, 11 - len(str(nano)))
+    text = f"{nano / NANO:.{places}f}"
+    return text if places == 4 else text.rstrip("0")
+
+
 class BudgetStage(Stage):
     name = "budget"
 
@@ -190,11 +198,11 @@ class BudgetStage(Stage):
     def _refusal(self, ctx: RequestContext, scopes: list[Scope], res: Reservation, amount: int) -> errors.GatewayError:
         scope = next(s for s in scopes if s.ref == res.scope)
         period = scope.limits.budget_period
-        left = max(0, res.limit_nano - res.spent_nano) / NANO
+        left = max(0, res.limit_nano - res.spent_nano)
         fit = "send fewer or shorter inputs to fit" if ctx.endpoint == "embeddings" else "lower max_tokens to fit"
-        msg = (f"Budget exceeded for {scope.kind}: ${res.spent_nano / NANO:.4f} of ${res.limit_nano / NANO:.4f} "
-               f"used in the {period} window ({window_of(period, self.clock.now())}); ${left:.4f} left, and this "
-               f"request may cost up to ${amount / NANO:.4f} ({fit}).")
+        msg = (f"Budget exceeded for {scope.kind}: ${usd(res.spent_nano)} of ${usd(res.limit_nano)} "
+               f"used in the {period} window ({window_of(period, self.clock.now())}); ${usd(left)} left, and this "
+               f"request may cost up to ${usd(amount)} ({fit}).")
         return errors.BudgetExceeded(msg, code="budget_exceeded", status=self.svc.config.budget_status)
 
     async def reserve_more(self, ctx: RequestContext, body: JSON) -> str:
