@@ -158,3 +158,12 @@ def test_the_database_urls_the_stores_open_are_accepted(tmp_path: Path, url: str
 def test_the_redis_urls_redis_py_opens_are_accepted(tmp_path: Path, url: str) -> None:
     # redis-py reads the scheme in any case: an upper-case one served before the scheme check refused it
     assert load_config(write(tmp_path, f"redis_url: '{url}'\n")).redis_url == url
+
+
+def test_the_tenancy_docs_config_block_loads_and_names_the_redis_prefix(tmp_path: Path) -> None:
+    """Two gateways on one Redis share counters unless their `redis_prefix` differs: the setting existed but
+    no config example showed it, so a newcomer sharing a Redis could not find it."""
+    doc = (Path(__file__).parents[3] / "docs" / "tenancy.md").read_text()
+    block = doc.split("## Config\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, block))
+    assert "redis_prefix:" in block and config.redis_prefix == "aigw:"
