@@ -91,7 +91,7 @@ def setup_problem(top: CacheConfig | None, per_model: dict[str, CacheConfig], re
     ``models``: each public model name -> whether it has a deployment with the embeddings mode.
     The stage's own checks at startup (``pipeline/stages/cache_build.py``) stay as the backstop.
     """
-    base = top if top is not None else CacheConfig(mode="off")
+    base = top if top is not None else CacheConfig()  # a model's block alone: the defaults (mode exact)
     star = per_model.get("*")
     places: list[tuple[str, list[CacheConfig]]] = [("cache", [base])] if top is not None else []
     places += [(f"routing.{name}.cache", [c for c in (b, star if name != "*" else None, base) if c is not None])

@@ -106,3 +106,20 @@ def test_setup_mistakes_the_config_shows_fail_at_load(tmp_path: Path, text: str,
 def test_a_redis_backend_with_redis_url_loads(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "redis_url: redis://127.0.0.1:6379/0\ncache: {backend: redis}\n"))
     assert config.cache is not None and config.cache.backend == "redis"
+
+
+def test_a_model_block_without_a_global_block_caches_that_model_only(tmp_path: Path) -> None:
+    """`routing.<model>.cache: {ttl_s: 5}` alone used to merge over `mode: off`: config check said ok and
+    nothing was ever cached. Its unset fields now come from the settings' defaults (mode exact)."""
+    text = ("models: [{name: a, provider: mock}, {name: b, provider: mock}]\n"
+            "routing: {a: {cache: {ttl_s: 5}}}\n")
+    stage = build_app(load_config(write(tmp_path, text))).state["pipeline"].stage("cache")
+    policies = stage.policies
+    assert (policies.by_model["a"].mode, policies.by_model["a"].ttl_s) == ("exact", 5)
+    assert policies.default.mode == "off"  # b has no block: not cached
+    star = build_app(load_config(write(tmp_path, "routing: {'*': {cache: {ttl_s: 9}}}\n")))
+    star_default = star.state["pipeline"].stage("cache").policies.default
+    assert (star_default.mode, star_default.ttl_s) == ("exact", 9)
+    with pytest.raises(ConfigError) as info:  # checked at load like any block that caches
+        load_config(write(tmp_path, text.replace("{ttl_s: 5}", "{backend: redis}")))
+    assert "routing.a.cache.backend: redis needs redis_url" in str(info.value)

@@ -34,7 +34,7 @@ from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, en
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
 from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, semantic_blocker, word_order_mark
 from aigw.pipeline.stages.cache_near import NearCache
-from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
+from aigw.pipeline.stages.cache_policy import Controls, Policies, merge, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
 from aigw.pipeline.stages.cache_semantic import Embedders
 from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, replay_chunks, storable
@@ -362,11 +362,14 @@ def policies_from(deps: StageDeps) -> Policies | None:
     by_model = {name: r.cache for name, r in config.routing.items() if r.cache is not None}
     if config.cache is None and not by_model:
         return None
-    default = config.cache if config.cache is not None else CacheConfig(mode="off")
+    # a model's block without a global one caches with the settings' defaults (mode exact), as documented;
+    # models without a block stay off (before: every block merged over `off`, so it cached nothing)
+    base = config.cache if config.cache is not None else CacheConfig()
     star = by_model.pop("*", None)
     if star is not None:
-        default = Policies(default, {"*": star}).by_model["*"]
-    return Policies(default, by_model)
+        base = merge(base, star)
+    default = base if config.cache is not None or star is not None else CacheConfig(mode="off")
+    return Policies(default, by_model, base=base)
 
 
 def build(deps: StageDeps) -> Stage | None:

@@ -59,9 +59,13 @@ def merge(base: CacheConfig, override: CacheConfig | JSON) -> CacheConfig:
 
 
 class Policies:
-    def __init__(self, default: CacheConfig, by_model: dict[str, CacheConfig]) -> None:
+    """``base``: what a model's block fills its unset fields from (default: ``default``)."""
+
+    def __init__(self, default: CacheConfig, by_model: dict[str, CacheConfig],
+                 base: CacheConfig | None = None) -> None:
         self.default = default
-        self.by_model = {name: merge(default, block) for name, block in by_model.items()}
+        under = base if base is not None else default
+        self.by_model = {name: merge(under, block) for name, block in by_model.items()}
         self._by_key: dict[tuple[str, bytes], CacheConfig] = {}
 
     def all(self) -> list[CacheConfig]:
