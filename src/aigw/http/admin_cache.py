@@ -7,7 +7,8 @@ changed, a prompt template was fixed, a bad answer got cached. The master key
 purges every entry, or one tenant's with ``tenant=``; a tenant admin key purges
 its own tenant's only (another tenant is a 404, as everywhere in the admin API).
 ``model=`` (a public model name; an unknown one is a 404) narrows either to that
-model's answers. An empty ``tenant=`` or ``model=`` is a 400 and purges nothing.
+model's answers. An empty, repeated or unknown parameter (``?tenat=acme``) is a 400 and purges
+nothing: read as absent it would purge every tenant's or every model's answers.
 
 Exact entries and semantic buckets go, in every backend: this process's memory
 store and Redis (shared by all replicas). What other processes hold on their own
@@ -43,7 +44,7 @@ class CacheAdmin:
         self.known_model = known_model
 
     async def purge(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
-        _refuse_blank(req)
+        _check_query(req)
         tenant = admin_scope(p)
         if ident := req.query.get("tenant"):
             if self.tenant_of is None:
@@ -66,14 +67,22 @@ class CacheAdmin:
                      "by_backend": deleted}
 
 
-def _refuse_blank(req: HttpRequest) -> None:
-    """``tenant=`` or ``model=`` with no value names nothing: a 400, never "every tenant" or "every model"
-    (``req.query`` drops blank values, so the raw query string is read; admin calls only)."""
+def _check_query(req: HttpRequest) -> None:
+    """A parameter that names nothing is a 400, never "every tenant" or "every model": empty (``tenant=``),
+    repeated (which one?) or unknown (a typo such as ``tenat=`` would purge every tenant's answers).
+    ``req.query`` drops blank values and keeps one of a repeat, so the raw query string is read."""
     query = req.scope.get("query_string", b"").decode("latin-1")
     if not query:
         return
+    seen: set[str] = set()
     for name, value in parse_qsl(query, keep_blank_values=True):
-        if name in ("tenant", "model") and not value.strip():
+        if name not in ("tenant", "model"):
+            raise errors.InvalidRequest(f"{name}: unknown parameter; use tenant or model, or none to purge "
+                                        "every answer", param=name)
+        if name in seen:
+            raise errors.InvalidRequest(f"{name}: given twice; purge one {name} per call", param=name)
+        seen.add(name)
+        if not value.strip():
             raise errors.InvalidRequest(f"{name}: empty; name a {name}, or leave `{name}` out to purge "
                                         f"every {name}'s answers", param=name)
 
