@@ -10,9 +10,11 @@ size shared stores, so a per-model or per-key block may not set them.
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aigw.config.explain import describe
 
 CacheMode = Literal["off", "exact", "semantic"]
 CacheBackend = Literal["memory", "redis"]
@@ -82,6 +84,18 @@ def global_only_fields_set(block: CacheConfig) -> list[str]:
     if "semantic" in block.model_fields_set:
         bad += [f"semantic.{f}" for f in sorted(GLOBAL_ONLY_SEMANTIC_FIELDS & block.semantic.model_fields_set)]
     return bad
+
+
+def key_setting_problem(value: Any) -> str:
+    """Why a key's ``cache`` setting cannot apply (``cache.<field>: problem``), or "". The cache stage
+    ignores such a setting; the admin API refuses it when the key is written."""
+    if not isinstance(value, dict):
+        return "cache: must be a mapping"
+    try:
+        bad = global_only_fields_set(CacheConfig.model_validate(value))
+    except ValidationError as exc:
+        return "; ".join(describe(exc, CacheConfig, "cache"))
+    return f"cache: {', '.join(bad)} may only be set in the global cache block" if bad else ""
 
 
 def setup_problem(top: CacheConfig | None, per_model: dict[str, CacheConfig], redis_url: str,

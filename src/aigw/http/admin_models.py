@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from aigw.config.cache import key_setting_problem
 from aigw.stores.base import ApiKey, Limits, Period, Project, Tenant
 
 
@@ -46,7 +47,16 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _key_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """A key's ``cache`` setting is checked when it is written: the cache ignores one that does not validate
+    (a request must not fail for it), so a mistake accepted here was found only in the server log."""
+    if "cache" in value and (problem := key_setting_problem(value["cache"])):
+        raise ValueError(problem)
+    return value
+
+
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+KeyMetadata = Annotated[dict[str, Any], AfterValidator(_metadata), AfterValidator(_key_metadata)]
 MAX_COUNT = 2**53  # rpm, tpm, max_parallel: past this the Redis scripts' doubles stop counting exactly
 MAX_BUDGET_USD = 1e9  # in nano-dollars 1e18, inside a 64-bit counter; 1e308 overflowed to inf, every call a 500
 
@@ -122,7 +132,7 @@ class KeyIn(LimitsIn):
     models: list[str] | None = None
     expires_at: float | None = None
     role: Literal["user", "tenant_admin"] = "user"
-    metadata: Metadata = Field(default_factory=dict)
+    metadata: KeyMetadata = Field(default_factory=dict)
 
     @field_validator("expires_at", mode="before")
     @classmethod
@@ -135,7 +145,7 @@ class KeyPatch(LimitsIn):
     models: list[str] | None = None
     expires_at: float | None = None
     enabled: bool | None = None
-    metadata: Metadata | None = None
+    metadata: KeyMetadata | None = None
 
     @field_validator("expires_at", mode="before")
     @classmethod

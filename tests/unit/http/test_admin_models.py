@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from aigw.http.admin_models import iso, key_out, parse_time
+from aigw.http.admin_models import KeyIn, KeyPatch, TenantIn, iso, key_out, parse_time
 from aigw.stores.base import ApiKey
 
 
@@ -33,3 +34,22 @@ def test_times_from_1970_to_9999_are_read(raw: object, parsed: float | None) -> 
 def test_anything_else_is_refused(raw: object, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_time(raw)
+
+
+@pytest.mark.parametrize("cache, says", [
+    ({"mode": "bogus"}, "cache.mode: Input should be 'off', 'exact' or 'semantic'"),
+    ({"ttl": 5}, "cache.ttl: unknown key; did you mean 'ttl_s'?"),
+    ({"max_entries": 5}, "max_entries may only be set in the global cache"),
+    ("off", "cache: must be a mapping"),
+])
+def test_a_keys_cache_setting_that_cannot_apply_is_refused_when_written(cache: object, says: str) -> None:
+    """The cache ignores such a setting at request time (logged once); accepted here, the admin never knew."""
+    for body in ({"project": "web", "metadata": {"cache": cache}}, {"metadata": {"cache": cache}}):
+        with pytest.raises(ValidationError, match=says.replace("(", r"\(").replace("?", r"\?")):
+            (KeyIn if "project" in body else KeyPatch).model_validate(body)
+
+
+def test_a_valid_cache_setting_and_other_metadata_are_kept() -> None:
+    body = KeyIn.model_validate({"project": "web", "metadata": {"cache": {"mode": "off"}, "team": "x"}})
+    assert body.metadata == {"cache": {"mode": "off"}, "team": "x"}
+    assert TenantIn.model_validate({"name": "t", "metadata": {"cache": "free-form"}}).metadata  # keys only

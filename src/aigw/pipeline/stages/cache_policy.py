@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from aigw import errors
-from aigw.config.cache import CacheConfig, global_only_fields_set
+from aigw.config.cache import CacheConfig, key_setting_problem
 from aigw.config.explain import describe
 from aigw.pipeline.context import Principal, RequestContext
 from aigw.types import JSON
@@ -87,16 +87,13 @@ class Policies:
         if found is not None:
             return found
         policy = base
-        try:
-            if not isinstance(override, dict):
-                raise ValueError("must be a mapping")
-            policy = merge(base, override)
-            bad = global_only_fields_set(CacheConfig.model_validate(override))
-            if bad:
-                raise ValueError(f"{', '.join(bad)} may only be set in the global cache block")
-        except (ValidationError, ValueError) as exc:  # a ValidationError is a ValueError: it names each field
-            why = ("; ".join(describe(exc, CacheConfig, "cache")) if isinstance(exc, ValidationError)
-                   else f"cache: {exc}")
+        why = key_setting_problem(override)
+        if not why:
+            try:
+                policy = merge(base, override)
+            except ValidationError as exc:  # it names each field
+                why = "; ".join(describe(exc, CacheConfig, "cache"))
+        if why:
             log.warning("ignoring a key's cache setting (key %s, tenant %s; the same setting is not reported "
                         "again): %s", who.key_id, who.tenant_id or "-", why)
             policy = base
