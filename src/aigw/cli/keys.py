@@ -5,6 +5,7 @@ The secret is printed once, by ``create`` and ``rotate`` (``"key"`` in --json).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -53,6 +54,20 @@ def _expiry(text: str) -> str | float:
         return text
 
 
+def _metadata(ctx: click.Context, param: click.Parameter, raw: str | None) -> dict[str, Any] | None:
+    """``--metadata`` as a JSON object, e.g. a key's cache setting ``{"cache": {"mode": "off"}}``
+    (docs/cache.md): without it only the admin API could set one."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter('expected a JSON object, e.g. \'{"cache": {"mode": "off"}}\'')
+    return value
+
+
 @keys_group.command("create")
 @click.option("--project", required=True, help="Project id or name.")
 @click.option("--name", default="", help="A label for people.")
@@ -60,12 +75,14 @@ def _expiry(text: str) -> str | float:
 @limit_options
 @click.option("--expires", default=None, help="Expiry, ISO 8601 (e.g. 2026-12-31T23:59:59Z) or epoch seconds.")
 @click.option("--admin", "tenant_admin", is_flag=True, help="A tenant admin key (manages its own tenant).")
+@click.option("--metadata", default=None, callback=_metadata,
+              help='Metadata as a JSON object, e.g. \'{"cache": {"mode": "off"}}\'.')
 @url_option
 @key_option
 @json_option
 def create(project: str, name: str, models: str | None, rpm: int | None, tpm: int | None,
            max_parallel: int | None, budget: float | None, period: str | None, expires: str | None,
-           tenant_admin: bool, url: str, master_key: str, as_json: bool) -> None:
+           tenant_admin: bool, metadata: dict[str, Any] | None, url: str, master_key: str, as_json: bool) -> None:
     """Create a key in a project."""
     body: dict[str, Any] = {"project": project, "name": name, **limit_fields(rpm, tpm, max_parallel, budget, period)}
     if models is not None:
@@ -74,6 +91,8 @@ def create(project: str, name: str, models: str | None, rpm: int | None, tpm: in
         body["expires_at"] = _expiry(expires)
     if tenant_admin:
         body["role"] = "tenant_admin"
+    if metadata is not None:
+        body["metadata"] = metadata
     _with_secret(call(url, master_key, "POST", "/admin/keys", body), as_json)
 
 
@@ -108,17 +127,21 @@ def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 @limit_options
 @click.option("--expires", default=None, help="Expiry, ISO 8601 or epoch seconds.")
 @click.option("--enable/--disable", "enabled", default=None)
+@click.option("--metadata", default=None, callback=_metadata,
+              help="Metadata as a JSON object; it replaces the key's whole metadata.")
 @clear_option(KEY_CLEARABLE)
 @url_option
 @key_option
 @json_option
 def update(key_id: str, name: str | None, models: str | None, rpm: int | None, tpm: int | None,
            max_parallel: int | None, budget: float | None, period: str | None, expires: str | None,
-           enabled: bool | None, clear: tuple[str, ...], url: str, master_key: str, as_json: bool) -> None:
+           enabled: bool | None, metadata: dict[str, Any] | None, clear: tuple[str, ...], url: str, master_key: str,
+           as_json: bool) -> None:
     """Change a key's limits, models, expiry or state (--clear removes a limit, the expiry or the model list)."""
     body: dict[str, Any] = limit_fields(rpm, tpm, max_parallel, budget, period)
     for field, value in (("name", name), ("models", _models(models)),
-                         ("expires_at", _expiry(expires) if expires else None), ("enabled", enabled)):
+                         ("expires_at", _expiry(expires) if expires else None), ("enabled", enabled),
+                         ("metadata", metadata)):
         if value is not None:
             body[field] = value
     body = cleared(body, clear, KEY_CLEARABLE)

@@ -126,7 +126,7 @@ def recording() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
             self.end_headers()
             self.wfile.write(b"{}")
 
-        do_GET = do_PATCH = _answer
+        do_GET = do_PATCH = do_POST = _answer
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -170,3 +170,19 @@ def test_expires_in_epoch_seconds_is_sent_as_a_number_and_iso_as_text(
         result = runner.invoke(cli, ["keys", "update", "key_1", "--expires", value, "--url", url, "--json"])
         assert result.exit_code == 0
     assert [c[2] for c in calls] == [{"expires_at": 1798761600.0}, {"expires_at": "2026-12-31T23:59:59Z"}]
+
+
+def test_a_keys_metadata_such_as_its_cache_setting_is_sent_as_json(
+        recording: tuple[str, list[tuple[str, str, Any]]]) -> None:
+    """docs/cache.md's per-key setting lives in the key's metadata, which the CLI could not set."""
+    url, calls = recording
+    runner = CliRunner()
+    setting = '{"cache": {"mode": "off"}}'
+    assert runner.invoke(cli, ["keys", "create", "--project", "web", "--metadata", setting, "--url", url,
+                               "--json"]).exit_code == 0
+    assert runner.invoke(cli, ["keys", "update", "key_1", "--metadata", setting, "--url", url]).exit_code == 0
+    assert [(c[0], c[2]["metadata"]) for c in calls] == [("POST", {"cache": {"mode": "off"}}),
+                                                         ("PATCH", {"cache": {"mode": "off"}})]
+    for bad, says in (("{cache: off}", "not JSON"), ('["cache"]', "a JSON object")):
+        result = runner.invoke(cli, ["keys", "create", "--project", "web", "--metadata", bad, "--url", url])
+        assert result.exit_code == 2 and says in result.output and len(calls) == 2  # refused, nothing sent
