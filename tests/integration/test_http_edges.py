@@ -53,6 +53,7 @@ def test_unknown_path_and_wrong_method(gateway: RunningGateway) -> None:
     assert requests.get(gateway.url + "/v1/nothing", timeout=5).status_code == 404
     r = requests.get(gateway.url + "/v1/chat/completions", timeout=5)
     assert r.status_code == 405 and "error" in r.json()
+    assert r.headers["allow"] == "POST"  # RFC 9110 asks a 405 to say what the path takes; it said nothing
 
 
 def test_health_endpoints(gateway: RunningGateway) -> None:

@@ -60,13 +60,15 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _not_found(self, req: HttpRequest, send: Send) -> None:
-        known_path = any(p == req.path for (_, p) in self._exact)
-        if known_path:
+        allowed = sorted({m for (m, p) in self._exact if p == req.path})
+        headers = [(b"x-request-id", req.request_id.encode())]
+        if allowed:  # RFC 9110: a 405 says which methods the path takes
             err: errors.GatewayError = errors.InvalidRequest(f"Method {req.method} is not allowed on {req.path}.",
                                                              status=405)
+            headers.append((b"allow", ", ".join(allowed).encode()))
         else:
             err = errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
-        await send_json(send, err.status, error_body(err), [(b"x-request-id", req.request_id.encode())])
+        await send_json(send, err.status, error_body(err), headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
