@@ -29,17 +29,8 @@ from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.models import Deployment
 from aigw.config.tenancy import TenancyConfig
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
-from aigw.stores.base import (
-    BudgetCounter,
-    Gate,
-    Grant,
-    Limits,
-    RateLimiter,
-    Reservation,
-    Scope,
-    StoreSkipped,
-    out_of_memory,
-)
+from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope
+from aigw.stores.failures import StoreSkipped, out_of_memory
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.tenancy")

@@ -20,7 +20,8 @@ from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stages import accounting, budget, limits
 from aigw.pipeline.tenancy import SERVICE, TenancyServices, key_scopes, measure
 from aigw.routing.attempts import Served
-from aigw.stores.base import ApiKey, Grant, Limits, Project, StoreSkipped, Tenant
+from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
+from aigw.stores.failures import StoreSkipped
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.redis.client import make_redis

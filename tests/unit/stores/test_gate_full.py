@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from aigw.stores.base import NANO, Limits, Scope, SettleOwed, StoreSkipped, out_of_memory
+from aigw.stores.base import NANO, Limits, Scope
+from aigw.stores.failures import SettleOwed, StoreSkipped, out_of_memory
 from tests.support.services import fill_redis, make_room
 from tests.unit.stores.test_gate_owed import NOW, _window_keys, gate
 

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis as redis_sync
 
-from aigw.stores.base import NANO, Limits, Scope, SettleOwed, StoreSkipped, window_of
+from aigw.stores.base import NANO, Limits, Scope, window_of
+from aigw.stores.failures import SettleOwed, StoreSkipped
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import TIMEOUT_S, RedisPipe

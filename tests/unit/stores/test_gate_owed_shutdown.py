@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aigw.stores.base import SettleOwed
+from aigw.stores.failures import SettleOwed
 from aigw.stores.redis.gate_batch import GateBatcher
 from aigw.stores.redis.pipe import Script
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from aigw.stores.base import Limits, Scope, StoreSkipped
+from aigw.stores.base import Limits, Scope
+from aigw.stores.failures import StoreSkipped
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import TIMEOUT_S, RedisPipe

@@ -47,7 +47,8 @@ from aigw.pipeline.tenancy import (
     prompt_estimate,
     refused,
 )
-from aigw.stores.base import NANO, Reservation, Scope, SettleOwed, SettleUnanswered, StoreSkipped, window_of
+from aigw.stores.base import NANO, Reservation, Scope, window_of
+from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.budget")

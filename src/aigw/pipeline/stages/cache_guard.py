@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from aigw.stores.base import out_of_memory
+from aigw.stores.failures import out_of_memory
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.cache")

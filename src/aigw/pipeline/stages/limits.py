@@ -38,7 +38,8 @@ from aigw.pipeline.tenancy import (
     plan_budget,
     prompt_estimate,
 )
-from aigw.stores.base import Admission, Limits, Scope, SettleOwed, SettleUnanswered, StoreSkipped
+from aigw.stores.base import Admission, Limits, Scope
+from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import Clock
 
 _STATE = "limits.taken"

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aigw.ids import unique_id
-from aigw.stores.base import Admission, Reservation, Scope, SettleOwed, SettleUnanswered, StoreSkipped, window_of
+from aigw.stores.base import Admission, Reservation, Scope, window_of
+from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.stores.redis.alert_marks import AlertMarks, Crossing
 from aigw.stores.redis.gate_batch import GateBatcher, lua_source
 from aigw.stores.redis.pipe import NotSent, RedisPipe, ReplyError, ViaRedisPy, bulk, bulk_int

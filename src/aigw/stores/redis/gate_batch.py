@@ -15,7 +15,7 @@ from typing import Any, Protocol, cast
 
 import redis.exceptions as redis_errors
 
-from aigw.stores.base import StoreSkipped, out_of_memory
+from aigw.stores.failures import StoreSkipped, out_of_memory
 from aigw.stores.redis.gate_owed import OWED_MAX, OwedSettles, Steps
 from aigw.stores.redis.pipe import ReplyError, Script, bulk_int
 

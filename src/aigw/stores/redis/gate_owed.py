@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aigw.stores.base import SettleOwed, out_of_memory
+from aigw.stores.failures import SettleOwed, out_of_memory
 from aigw.stores.redis.pipe import NotSent
 
 log = logging.getLogger("aigw.gate")
