@@ -5,12 +5,11 @@ The only module that picks concrete implementations and wires them together.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from functools import partial
 from typing import Any
 
-from aigw.config.cache import CacheConfig
+from aigw.cache_setup import cache_redis_url, cache_services
 from aigw.config.load import load_config
 from aigw.config.models import GatewayConfig
 from aigw.gc_tuning import tune_gc
@@ -49,11 +48,13 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     if obs.tracing is not None:  # a CLIENT span per upstream attempt, its traceparent sent upstream
         targets = [Target(t.deployment, traced_provider(t.provider, t.deployment, obs.tracing)) for t in targets]
     redis = _redis_for(config.redis_url) if config.redis_url else None
+    cache_url = cache_redis_url(config)  # the cache's own Redis (cache.redis_url), else this one: one client
+    cache_redis = redis if cache_url == config.redis_url else _redis_for(cache_url)
     router = build_router(config, targets, supervisor, redis)
     deps = StageDeps(config=config, router=router, supervisor=supervisor, redis=redis,
                      redis_prefix=config.redis_prefix)
     deps.services.update(obs.services())
-    deps.services.update(_cache_services(config, redis))
+    deps.services.update(cache_services(config, cache_redis))
     tenancy = Tenancy(config, redis, supervisor, clients) if config.tenancy.enabled else None
     if tenancy is not None:  # virtual keys, limits, budgets, spend ledger
         tenancy.services.metrics = obs.metrics  # budget alerts count in aigw_events_total
@@ -71,6 +72,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     health = Health()
     if redis is not None:
         health.register("redis", redis_check(redis), critical=False)
+    if cache_redis is not None and cache_redis is not redis:  # its own line: a cache Redis down degrades the cache only
+        health.register("cache_redis", redis_check(cache_redis), critical=False)
     if obs.writer is not None:
         health.register("database", database_check(lambda: obs.writer.store.ping()), critical=False)  # type: ignore[union-attr]
     register_breakers(health, [t.deployment.id for t in targets],
@@ -86,6 +89,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         for store in deps.services.get("cache_stores", {}).values():
             if hasattr(store, "aclose"):
                 await store.aclose()
+        if cache_redis is not None and cache_redis is not redis:
+            await cache_redis.aclose()
         if redis is not None:
             await redis.aclose()
 
@@ -136,50 +141,10 @@ def build_app(config: GatewayConfig) -> GatewayApp:
 
 
 def _redis_for(url: str) -> Any:
-    """The shared Redis client; redis-py is imported only when a redis_url is set (~85 ms at start-up)."""
+    """A Redis client; redis-py is imported only when a Redis URL is set (~85 ms at start-up)."""
     from aigw.stores.redis.client import make_redis
 
     return make_redis(url)
-
-
-def _cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
-    """The response cache's stores: memory, Redis when redis_url is set, semantic indexes with numpy."""
-    if config.cache is None and all(r.cache is None for r in config.routing.values()):
-        return {}
-    from aigw.providers.local_embed import LocalEmbedder, local_embedder_available
-    from aigw.stores.cache_memory import MemoryCacheStore
-    from aigw.stores.redis.cache import RedisCacheStore
-    from aigw.stores.redis.pipe import RedisPipe
-
-    bounds = config.cache or CacheConfig(mode="off")
-    stores: dict[str, Any] = {"memory": MemoryCacheStore(bounds.max_entries, bounds.max_bytes)}
-    indexes: dict[str, Any] = {}
-    if redis is not None:
-        stores["redis"] = RedisCacheStore(redis, config.redis_prefix, RedisPipe.from_url(config.redis_url))
-    if importlib.util.find_spec("numpy") is not None:
-        from aigw.stores.redis.semantic import RedisSemanticIndex
-        from aigw.stores.semantic_memory import MemorySemanticIndex
-
-        indexes["memory"] = MemorySemanticIndex(bounds.max_entries, bounds.semantic.max_per_context)
-        if redis is not None:
-            indexes["redis"] = RedisSemanticIndex(redis, config.redis_prefix, bounds.semantic.max_per_context)
-    embedders = {"local": LocalEmbedder()} if local_embedder_available() else {}
-    return {"cache_stores": stores, "cache_indexes": indexes, "cache_embedders": embedders,
-            "cache_purge_log": _purge_log(config, redis)}
-
-
-def _purge_log(config: GatewayConfig, redis: Any) -> Any:
-    """How a purge reaches the other processes' own copies: Redis (every replica), the workers' shared
-    file, or nothing (one process without Redis holds all there is)."""
-    if redis is not None:
-        from aigw.stores.redis.purge_log import RedisPurgeLog
-
-        return RedisPurgeLog(redis, config.redis_prefix)
-    if config.server.purge_log:
-        from aigw.stores.purge_log import FilePurgeLog
-
-        return FilePurgeLog(config.server.purge_log)
-    return None
 
 
 def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig, router: Router) -> None:

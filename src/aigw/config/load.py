@@ -23,6 +23,7 @@ from aigw.config.models import Deployment, GatewayConfig
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 PURGE_LOG_ENV = "AIGW_PURGE_LOG"
+CACHE_REDIS_ENV = "AIGW_CACHE_REDIS_URL"
 MOCK_MODELS = ("mock", "mock-large", "mock-embed")
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "o4-mini")
 OPENAI_EMBEDDINGS = ("text-embedding-3-small", "text-embedding-3-large")
@@ -120,6 +121,8 @@ def _env_defaults(raw: dict[str, Any]) -> dict[str, Any]:
         raw["database_url"] = os.environ["AIGW_DATABASE_URL"]
     if "redis_url" not in raw and os.environ.get("AIGW_REDIS_URL"):
         raw["redis_url"] = os.environ["AIGW_REDIS_URL"]
+    if _cache_redis_from_env(raw):
+        raw["cache"]["redis_url"] = os.environ[CACHE_REDIS_ENV]
     for key in ("host", "port", "workers", "insecure"):  # set by export_for_workers
         if (value := os.environ.get(f"AIGW_SERVER_{key.upper()}")) is not None:
             server[key] = value
@@ -130,6 +133,14 @@ def _env_defaults(raw: dict[str, Any]) -> dict[str, Any]:
         obs["metrics"] = obs.get("metrics") or {}
         obs["metrics"].setdefault("multiprocess_dir", mp_dir)
     return raw
+
+
+def _cache_redis_from_env(raw: dict[str, Any]) -> bool:
+    """Whether AIGW_CACHE_REDIS_URL fills ``cache.redis_url``: set, and a global ``cache:`` block that does
+    not set it. Without a global block it fills nothing: making one would switch the cache on (a model's
+    block alone then errs at load if it uses backend redis, see ``_check_cache``)."""
+    block = raw.get("cache")
+    return bool(os.environ.get(CACHE_REDIS_ENV)) and isinstance(block, dict) and "redis_url" not in block
 
 
 def default_models() -> list[Deployment]:
@@ -172,6 +183,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     raw = _substitute(raw, "", source)
     from_env = {f: f"AIGW_{f.upper()}" for f in ("database_url", "redis_url")
                 if f not in raw and env(f"AIGW_{f.upper()}")}
+    if _cache_redis_from_env(raw):
+        from_env["cache.redis_url"] = CACHE_REDIS_ENV
     raw = _env_defaults(raw)
     for key, value in overrides.items():
         if value is not None:
@@ -210,6 +223,11 @@ def _check_cache(config: GatewayConfig, source: str) -> None:
         embeds = {n: any("embeddings" in d.modes for d in config.models if d.name == n) for n in config.model_names()}
         if problem := setup_problem(config.cache, blocks, config.redis_url, embeds):
             raise ConfigError(f"{source}: {problem}")
+        if config.cache is None and env(CACHE_REDIS_ENV) and any(b.backend == "redis" for b in blocks.values()):
+            where = next(f"routing.{n}.cache" for n, b in blocks.items() if b.backend == "redis")
+            raise ConfigError(f"{source}: {where}.backend: redis with {CACHE_REDIS_ENV} set, but there is no global "
+                              "cache: block to hold it (cache.redis_url may only be set there), so this cache would "
+                              "use redis_url: add a global cache: block or unset the variable")
 
 
 def _check_routing(config: GatewayConfig, source: str) -> None:

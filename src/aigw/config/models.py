@@ -15,6 +15,7 @@ from aigw.config.cache import CacheConfig
 from aigw.config.guardrails import GuardrailsConfig
 from aigw.config.observability import ObservabilityConfig
 from aigw.config.tenancy import TenancyConfig
+from aigw.config.urls import redis_scheme
 
 ProviderKind = Literal["openai", "azure", "anthropic", "openai_compatible", "mock"]
 Mode = Literal["chat", "embeddings", "completions"]
@@ -184,7 +185,6 @@ class CircuitBreakerConfig(Strict):
 
 
 DATABASE_SCHEMES = ("sqlite:", "postgresql:", "postgres:")  # what stores.database.open_database opens
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url accepts
 
 
 class GatewayConfig(Strict):
@@ -212,10 +212,7 @@ class GatewayConfig(Strict):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
-        if v and not v.lower().startswith(REDIS_SCHEMES):  # redis-py reads the scheme in any case
-            raise ValueError("must be empty or start with redis://, rediss:// or unix:// "
-                             "(e.g. redis://127.0.0.1:6379/0)")
-        return v
+        return redis_scheme(v)  # config/urls.py: shared with cache.redis_url
 
     def model_names(self) -> list[str]:
         seen: dict[str, None] = {}

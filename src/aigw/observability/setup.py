@@ -77,8 +77,8 @@ def secrets_of(config: GatewayConfig) -> list[str]:
         out += [v for k, v in d.headers.items() if any(w in k.lower() for w in _SECRET_HEADER_WORDS)]
     out += [v for k, v in config.observability.tracing.headers.items()]
     # passwords in the URLs of the stores and endpoints (a driver's error message may quote its URL)
-    urls = (config.database_url, config.redis_url, config.observability.tracing.endpoint,
-            config.tenancy.alert_webhook)
+    urls = (config.database_url, config.redis_url, config.cache.redis_url if config.cache is not None else "",
+            config.observability.tracing.endpoint, config.tenancy.alert_webhook)
     out += [p for u in urls if u for p in _password(u)]
     return [s for s in out if s]
 

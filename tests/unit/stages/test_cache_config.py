@@ -72,7 +72,8 @@ def test_no_cache_block_means_no_stage() -> None:
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"cache": {"backend": "redis"}}, "cache.backend: the redis cache store is not available (set redis_url)"),
+    ({"cache": {"backend": "redis"}},
+     "cache.backend: the redis cache store is not available (set cache.redis_url or redis_url)"),
     ({"cache": {}, "routing": {"mock": {"cache": {"max_entries": 5}}}}, "routing.mock.cache: max_entries"),
     ({"cache": {"mode": "semantic", "semantic": {"embedding_model": "unknown-model"}}}, "neither 'local'"),
     ({"cache": {"mode": "semantic", "semantic": {"embedding_model": "mock"}}}, "modes: [embeddings]"),

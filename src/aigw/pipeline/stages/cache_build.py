@@ -1,7 +1,7 @@
 """Builds the cache stage from config and the stores ``app.py`` chose, checking the setup.
 
 Mistakes that would otherwise show up as silent misses fail at startup with
-the config path: a Redis backend without ``redis_url``, a store bound set per
+the config path: a Redis backend without ``redis_url`` or ``cache.redis_url``, a store bound set per
 model, an embedding model that does not exist or cannot embed.
 """
 
@@ -69,7 +69,7 @@ def _check_blocks(deps: StageDeps) -> None:
         bad = global_only_fields_set(routing.cache)
         if bad:
             raise CacheSetupError(f"routing.{name}.cache: {', '.join(bad)} may only be set in the global "
-                                  "cache block (they size the shared store)")
+                                  "cache block (they size or place the shared store)")
 
 
 def _check_policy(where: str, policy: CacheConfig, stores: dict[str, Any], indexes: dict[str, Any],
@@ -77,7 +77,7 @@ def _check_policy(where: str, policy: CacheConfig, stores: dict[str, Any], index
     if policy.mode == "off":
         return
     if policy.backend not in stores:
-        hint = " (set redis_url)" if policy.backend == "redis" else ""
+        hint = " (set cache.redis_url or redis_url)" if policy.backend == "redis" else ""
         raise CacheSetupError(f"{where}.backend: the {policy.backend} cache store is not available{hint}")
     if policy.mode != "semantic":
         return

@@ -1,5 +1,8 @@
 """Whether the Redis holding limits and budgets may evict their keys under memory pressure.
 
+Asked of ``redis_url`` only (``tenancy.py``), never of the cache's own Redis (``cache.redis_url``): that
+one should evict.
+
 With ``maxmemory`` set and a policy other than ``noeviction`` (``allkeys-*``, or ``volatile-*``: the
 budget counters, rate windows, leases and alert marks all carry a TTL), Redis drops keys when full. An
 evicted settled-spend counter starts again from zero, and nothing tells: the ``bg-seeded`` mark, read
@@ -49,8 +52,9 @@ def eviction_warning(policy: str, maxmemory: int) -> str | None:
     limit = f"maxmemory {maxmemory} bytes" if maxmemory else "no maxmemory yet"
     return (f"Redis (redis_url) has maxmemory-policy {policy} ({limit}): when full it may evict budget counters, "
             "rate-limit windows and leases, and an evicted budget counter restarts at zero, so the budget can be "
-            "overrun (docs/tenancy.md, 'Redis memory'). Set maxmemory-policy noeviction on it; the response cache "
-            "then stops storing when Redis is full, and limits and budgets follow their failure policies")
+            "overrun (docs/tenancy.md, 'Redis memory'). Set maxmemory-policy noeviction on it, and give the response "
+            "cache a Redis of its own (cache.redis_url, maxmemory-policy allkeys-lru) so that a full cache never "
+            "fills this one")
 
 
 async def warn_if_evicting(redis: Any) -> None:

@@ -1,0 +1,122 @@
+"""``cache.redis_url`` / AIGW_CACHE_REDIS_URL: the cache's own Redis, apart from the counters' ``redis_url``.
+
+Limits and budgets want a Redis that never evicts, the cache one that does; before this setting both
+shared ``redis_url``, so a cache that filled it made budgets fail closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigw.app import build_app
+from aigw.config.cache import key_setting_problem
+from aigw.config.load import ConfigError, load_config
+
+ENV = "AIGW_CACHE_REDIS_URL"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "aigw.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AIGW_CONFIG", "AIGW_REDIS_URL", ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_redis_backend_loads_with_only_the_cache_redis_url(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "cache: {backend: redis, redis_url: 'redis://127.0.0.1:6390/2'}\n"))
+    assert config.cache is not None and config.cache.redis_url == "redis://127.0.0.1:6390/2"
+    assert config.redis_url == ""
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://:p%40ss@h:6380", "unix:///tmp/r.sock?db=1",
+                                 "REDIS://h:6379", "Rediss://h"])
+def test_the_cache_redis_url_takes_what_redis_py_opens(tmp_path: Path, url: str) -> None:
+    assert load_config(write(tmp_path, f"cache: {{redis_url: '{url}'}}\n")).cache.redis_url == url  # type: ignore[union-attr]
+
+
+def test_a_cache_redis_url_with_the_wrong_scheme_names_the_field_not_the_password(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "cache: {redis_url: 'http://u:hunter2@h:6379'}\n"))
+    assert "  cache.redis_url: must be empty or start with redis://, rediss:// or unix://" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", [
+    "models: [{name: a, provider: mock}]\ncache: {}\nrouting: {a: {cache: {redis_url: 'redis://h'}}}\n",
+    "models: [{name: a, provider: mock}]\nrouting: {a: {cache: {redis_url: 'redis://h'}}}\n",
+])
+def test_a_model_block_may_not_set_the_cache_redis_url(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: routing.a.cache: redis_url may only be set in the global cache block")
+
+
+def test_a_key_setting_may_not_set_the_cache_redis_url() -> None:
+    assert key_setting_problem({"redis_url": "redis://h"}) == \
+        "cache: redis_url may only be set in the global cache block"
+
+
+def test_the_environment_fills_the_global_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "redis://127.0.0.1:6390/1")
+    config = load_config(write(tmp_path, "cache: {backend: redis}\n"))
+    assert config.cache is not None and config.cache.redis_url == "redis://127.0.0.1:6390/1"
+    assert config.redis_url == ""
+    written = load_config(write(tmp_path, "cache: {backend: redis, redis_url: 'redis://file:6379'}\n"))
+    assert written.cache is not None and written.cache.redis_url == "redis://file:6379"  # the file wins
+
+
+def test_the_environment_does_not_switch_the_cache_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "redis://127.0.0.1:6390/1")
+    assert load_config(write(tmp_path, "redis_url: 'redis://127.0.0.1:6379'\n")).cache is None
+
+
+def test_a_bad_url_from_the_environment_names_the_variable(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "localhost:6379")
+    with pytest.raises(ConfigError, match=r"cache.redis_url: must be .* \(set by AIGW_CACHE_REDIS_URL\)"):
+        load_config(write(tmp_path, "cache: {}\n"))
+
+
+def test_the_environment_without_a_global_block_for_a_redis_model_block_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nowhere to hold the variable, that model's entries would go to redis_url, the counters' Redis."""
+    monkeypatch.setenv(ENV, "redis://127.0.0.1:6390/1")
+    text = "redis_url: 'redis://127.0.0.1:6379'\nmodels: [{name: a, provider: mock}]\n" \
+           "routing: {a: {cache: {backend: redis}}}\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: routing.a.cache.backend: redis with AIGW_CACHE_REDIS_URL set")
+    monkeypatch.delenv(ENV)
+    assert load_config(path).routing["a"].cache is not None  # without the variable: redis_url, as before
+
+
+def test_the_same_url_for_both_keeps_one_client(tmp_path: Path) -> None:
+    url = "redis://127.0.0.1:6399/0"  # never connected: building the app opens no connection
+    text = f"redis_url: '{url}'\ncache: {{backend: redis, redis_url: '{url}'}}\n"
+    app = build_app(load_config(write(tmp_path, text)))
+    deps = app.state["deps"]
+    assert deps.services["cache_stores"]["redis"].redis is deps.redis
+    assert deps.services["cache_purge_log"].redis is deps.redis
+    assert "cache_redis" not in app.state["health"]._checks
+
+
+def test_another_url_gives_the_cache_a_client_and_a_health_line_of_its_own(tmp_path: Path) -> None:
+    text = "redis_url: 'redis://127.0.0.1:6399/0'\ncache: {backend: redis, redis_url: 'redis://127.0.0.1:6398/3'}\n"
+    app = build_app(load_config(write(tmp_path, text)))
+    deps = app.state["deps"]
+    cache_redis = deps.services["cache_stores"]["redis"].redis
+    assert cache_redis is not deps.redis
+    assert cache_redis.connection_pool.connection_kwargs["port"] == 6398
+    assert deps.services["cache_indexes"].get("redis", cache_redis).redis is cache_redis
+    assert deps.services["cache_purge_log"].redis is cache_redis  # purges announced where the entries live
+    assert str(deps.services["cache_stores"]["redis"].pipe.address) == "127.0.0.1:6398"  # the lean connection too
+    assert {"redis", "cache_redis"} <= set(app.state["health"]._checks)
