@@ -71,11 +71,7 @@ def test_the_environment_fills_the_global_block(tmp_path: Path, monkeypatch: pyt
     assert config.redis_url == ""
     written = load_config(write(tmp_path, "cache: {backend: redis, redis_url: 'redis://file:6379'}\n"))
     assert written.cache is not None and written.cache.redis_url == "redis://file:6379"  # the file wins
-
-
-def test_the_environment_does_not_switch_the_cache_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV, "redis://127.0.0.1:6390/1")
-    assert load_config(write(tmp_path, "redis_url: 'redis://127.0.0.1:6379'\n")).cache is None
+    assert load_config(write(tmp_path, "redis_url: 'redis://h'\n")).cache is None  # it switches no cache on
 
 
 def test_a_bad_url_from_the_environment_names_the_variable(tmp_path: Path,
