@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from aigw.cli.admin_client import AdminClient, AdminError
 from aigw.cli.main import cli
+from aigw.durations import parse_go_duration
 from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, key_spend, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import start_aiohttp_app
@@ -101,6 +102,9 @@ def test_a_prompt_under_the_tpm_cap_runs_though_the_quick_estimate_says_it_is_ov
     fits = PROSE * 20  # ~700 tokens; the byte estimate says ~1,330
     answer = client.chat.completions.with_raw_response.create(**chat_body(fits))
     assert answer.headers["x-ratelimit-limit-tokens"] == "1000"
+    # OpenAI's duration format: this call's tokens leave the window in a minute ("59.734s", or "1m0s")
+    reset = parse_go_duration(answer.headers["x-ratelimit-reset-tokens"])
+    assert reset is not None and 58 < reset <= 60
 
 
 def test_a_prompt_over_the_tpm_cap_is_refused_for_good_and_sdks_do_not_retry(
@@ -285,13 +289,19 @@ def test_anthropic_clients_get_anthropics_rate_limit_headers_and_request_id(gw: 
     assert (h["anthropic-ratelimit-requests-limit"], h["anthropic-ratelimit-requests-remaining"]) == ("2", "1")
     assert int(h["anthropic-ratelimit-tokens-limit"]) == 100_000
     assert 0 < int(h["anthropic-ratelimit-tokens-remaining"]) < 100_000
-    reset = dt.datetime.fromisoformat(h["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00"))
-    assert 0 <= (reset - dt.datetime.now(dt.UTC)).total_seconds() <= 61
+    for kind in ("requests", "tokens"):  # this call's request and tokens leave the window in a minute
+        reset = dt.datetime.fromisoformat(h[f"anthropic-ratelimit-{kind}-reset"].replace("Z", "+00:00"))
+        assert 0 <= (reset - dt.datetime.now(dt.UTC)).total_seconds() <= 61
+    assert not any("input-tokens" in name or "output-tokens" in name for name in h)  # no separate limits
     assert raw.parse()._request_id == h["x-request-id"]
     client.messages.create(**ask)  # type: ignore[arg-type]
     with pytest.raises(anthropic.RateLimitError) as err:  # the refusal carries them too
         client.messages.create(**ask)  # type: ignore[arg-type]
-    assert err.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    refused = err.value.response.headers
+    assert refused["anthropic-ratelimit-requests-remaining"] == "0"
+    assert int(refused["anthropic-ratelimit-tokens-remaining"]) > 0
+    tokens_back = dt.datetime.fromisoformat(refused["anthropic-ratelimit-tokens-reset"].replace("Z", "+00:00"))
+    assert abs((tokens_back - dt.datetime.now(dt.UTC)).total_seconds()) <= 2  # tokens would fit now
     assert err.value.request_id == err.value.response.headers["x-request-id"]
 
 

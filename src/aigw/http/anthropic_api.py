@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -16,6 +17,7 @@ import orjson
 
 from aigw import errors
 from aigw.accounting.tokens import LOCAL_COUNTER
+from aigw.durations import parse_go_duration
 from aigw.http.flow import Flow, Parsed, check_model_allowed, send_error
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import Headers, send_json
@@ -40,7 +42,9 @@ class AnthropicFormat:
 
     def own_headers(self, request_id: str, stage_headers: dict[str, str]) -> Headers:
         """What Anthropic's API sends beside an answer: ``request-id`` (its SDKs read it into
-        ``_request_id``) and the rate limits under Anthropic's names, resets as RFC 3339 times."""
+        ``_request_id``) and the rate limits under Anthropic's names, resets as RFC 3339 times. Tokens are
+        input and output together (what ``tpm`` counts): ``anthropic-ratelimit-tokens-*``, never the
+        ``input-tokens``/``output-tokens`` variants, which would claim separate limits aigw does not keep."""
         out: Headers = [(b"request-id", request_id.encode("latin-1"))]
         for kind in ("requests", "tokens"):
             limit = stage_headers.get(f"x-ratelimit-limit-{kind}")
@@ -49,9 +53,9 @@ class AnthropicFormat:
             name = b"anthropic-ratelimit-" + kind.encode()
             out += [(name + b"-limit", limit.encode()),
                     (name + b"-remaining", stage_headers.get(f"x-ratelimit-remaining-{kind}", "0").encode())]
-            reset = stage_headers.get(f"x-ratelimit-reset-{kind}", "")
-            if reset[:-1].isdigit():  # "12s": the whole window is back then
-                at = time.gmtime(time.time() + int(reset[:-1]))
+            wait = parse_go_duration(stage_headers.get(f"x-ratelimit-reset-{kind}", ""))
+            if wait is not None:  # rounded up to the second: a client waiting until then finds room
+                at = time.gmtime(math.ceil(time.time() + wait))
                 out.append((name + b"-reset", time.strftime("%Y-%m-%dT%H:%M:%SZ", at).encode()))
         return out
 

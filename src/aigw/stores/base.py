@@ -267,7 +267,10 @@ class Scope:
 
 @dataclass(slots=True)
 class Admission:
-    """The answer of a rate-limit check. ``remaining`` reports the first scope (the key)."""
+    """The answer of a rate-limit check. For requests and for tokens, the figures of the level with the fewest
+    left (a refusal: the refusing level for what it refused), so they never promise room a tighter level lacks.
+    A reset is, on an accepted call, the seconds until the oldest request (tokens) counted leaves the window;
+    on a refusal, until one more request (this call's token estimate) fits: 0 when it would now."""
 
     allowed: bool
     scope: str = ""  # the scope that refused, e.g. "key:k_1"
@@ -278,6 +281,7 @@ class Admission:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_requests_s: float = 0.0
+    reset_tokens_s: float = 0.0
     taken_at: int = 0  # the second (the store's clock) whose buckets took this call: a refund goes back there
 
 

@@ -46,6 +46,13 @@ class _Window:
                 return max(0.0, s + WINDOW_S - now)
         return float(WINDOW_S)
 
+    def frees_in(self, now: float) -> float:
+        """Seconds until the oldest count still in the window leaves it (0: the window is empty)."""
+        for s, n in self.buckets:
+            if n > 0:  # a bucket refunded to nothing frees nothing
+                return max(0.0, s + WINDOW_S - now)
+        return 0.0
+
     def refund(self, sec: int, n: int) -> None:
         """Take ``n`` back from the bucket of second ``sec`` (a settled estimate); gone with it if that
         bucket has left the window (a refund moved to a later second would push a later minute under)."""
@@ -127,20 +134,19 @@ class MemoryRateLimiter:
                 if buckets and buckets[0][0] <= cutoff:
                     req.used(sec)
                 if req.total >= rpm:
-                    return _refuse(scope, "rpm", req.wait_s(now, req.total, 1, rpm),
-                                   _figures(rpm, req.total, tpm, tok.used(sec) if tpm else 0, est_tokens))
+                    return _refuse(levels, scope, "rpm", req.wait_s(now, req.total, 1, rpm), now, est_tokens)
             if tpm:
                 buckets = tok.buckets
                 if buckets and buckets[0][0] <= cutoff:
                     tok.used(sec)
                 if tok.total + est_tokens > tpm:
-                    return _refuse(scope, "tpm", tok.wait_s(now, tok.total, est_tokens, tpm),
-                                   _figures(rpm, req.total, tpm, tok.total, est_tokens))
+                    return _refuse(levels, scope, "tpm", tok.wait_s(now, tok.total, est_tokens, tpm), now,
+                                   est_tokens)
             if parallel and len(inflight) >= parallel:
                 for rid in [r for r, exp in inflight.items() if exp <= now]:  # slots of lost calls
                     del inflight[rid]
                 if len(inflight) >= parallel:
-                    return _refuse(scope, "parallel", 1.0, _figures(rpm, req.total, tpm, tok.total, est_tokens))
+                    return _refuse(levels, scope, "parallel", 1.0, now, est_tokens)
         expires = now + self._ttl
         for _, rpm, tpm, parallel, req, tok, inflight in levels:  # take: _Window.add, inlined
             if rpm:
@@ -165,17 +171,19 @@ class MemoryRateLimiter:
         # least left (the one that refuses first; the earliest on a tie), not the key's when another is tighter
         rpm = tpm = left_r = left_t = 0
         req_w: _Window | None = None
+        tok_w: _Window | None = None
         for _, r_cap, t_cap, _, req, tok, _ in levels:
             if r_cap and (req_w is None or r_cap - req.total < left_r):
                 rpm, left_r, req_w = r_cap, r_cap - req.total, req
-            if t_cap and (not tpm or t_cap - tok.total < left_t):
-                tpm, left_t = t_cap, t_cap - tok.total
+            if t_cap and (tok_w is None or t_cap - tok.total < left_t):
+                tpm, left_t, tok_w = t_cap, t_cap - tok.total, tok
+        # resets: when the oldest request (tokens) counted leaves the window: more fits from then on
         return Admission(allowed=True, limit_requests=rpm or None,
                          remaining_requests=max(0, left_r) if rpm else None,
                          limit_tokens=tpm or None,
                          remaining_tokens=max(0, left_t) if tpm else None,
-                         # when the oldest request counted leaves the window: one more fits from then on
-                         reset_requests_s=req_w.buckets[0][0] + WINDOW_S - now if req_w is not None else 0.0,
+                         reset_requests_s=req_w.frees_in(now) if req_w is not None else 0.0,
+                         reset_tokens_s=tok_w.frees_in(now) if tok_w is not None else 0.0,
                          taken_at=sec)
 
     def give_back(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int, now: float,
@@ -199,18 +207,28 @@ class MemoryRateLimiter:
 _Level = tuple[Scope, int, int, int, _Window, _Window, dict[str, float]]
 
 
-def _figures(rpm: int, used_requests: int, tpm: int, used_tokens: int,
-             est_tokens: int) -> tuple[int | None, int | None, int | None, int | None]:
-    """What the refusing scope reports in ``x-ratelimit-*`` (nothing was taken)."""
-    return (rpm or None, max(0, rpm - used_requests - 1) if rpm else None,
-            tpm or None, max(0, tpm - used_tokens - est_tokens) if tpm else None)
-
-
-def _refuse(scope: Scope, reason: str, wait_s: float,
-            head: tuple[int | None, int | None, int | None, int | None]) -> Admission:
-    return Admission(allowed=False, scope=scope.ref, reason=reason, retry_after_s=wait_s, reset_requests_s=wait_s,
-                     limit_requests=head[0], remaining_requests=head[1], limit_tokens=head[2],
-                     remaining_tokens=head[3])
+def _refuse(levels: list[_Level], refusing: Scope, reason: str, wait_s: float, now: float,
+            est_tokens: int) -> Admission:
+    """A refusal (the cold path: nothing was taken) with every figure an accepted call would carry, not only the
+    refusing level's: for requests and for tokens the level with the fewest left (the refusing one for what it
+    refused), and when that level lets one more request (this estimate) through, 0 when it would now."""
+    sec = int(now)
+    lim_r = lim_t = left_r = left_t = 0
+    reset_r = reset_t = 0.0
+    for scope, rpm, tpm, _, req, tok, _ in levels:
+        if rpm and (scope is refusing if reason == "rpm" else not lim_r or rpm - req.used(sec) - 1 < left_r):
+            used = req.used(sec)
+            lim_r, left_r = rpm, rpm - used - 1
+            reset_r = wait_s if reason == "rpm" else (0.0 if used < rpm else req.wait_s(now, used, 1, rpm))
+        if tpm and (scope is refusing if reason == "tpm" else not lim_t or tpm - tok.used(sec) - est_tokens < left_t):
+            used = tok.used(sec)
+            lim_t, left_t = tpm, tpm - used - est_tokens
+            reset_t = wait_s if reason == "tpm" else \
+                (0.0 if used + est_tokens <= tpm else tok.wait_s(now, used, est_tokens, tpm))
+    return Admission(allowed=False, scope=refusing.ref, reason=reason, retry_after_s=wait_s,
+                     limit_requests=lim_r or None, remaining_requests=max(0, left_r) if lim_r else None,
+                     limit_tokens=lim_t or None, remaining_tokens=max(0, left_t) if lim_t else None,
+                     reset_requests_s=reset_r, reset_tokens_s=reset_t)
 
 
 class MemoryGate:

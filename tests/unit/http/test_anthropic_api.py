@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 import pytest
 
 from aigw import errors
-from aigw.http.anthropic_api import parse_messages
+from aigw.http.anthropic_api import AnthropicFormat, parse_messages
 from aigw.http.flow import _deadline
 from aigw.schema.anthropic import PRIVATE_KEY
 
@@ -26,3 +29,16 @@ def test_a_bad_timeout_is_refused_naming_it(bad: object) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
         _deadline({}, parsed.body)
     assert info.value.param == "timeout"
+
+
+def test_rate_limit_resets_become_rfc_3339_times_for_requests_and_tokens() -> None:
+    stage = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "9",
+             "x-ratelimit-reset-requests": "1m0s", "x-ratelimit-limit-tokens": "1000",
+             "x-ratelimit-remaining-tokens": "900", "x-ratelimit-reset-tokens": "20ms"}
+    before = time.time()
+    got = {k.decode(): v.decode() for k, v in AnthropicFormat().own_headers("req_1", stage)}
+    assert (got["anthropic-ratelimit-tokens-limit"], got["anthropic-ratelimit-tokens-remaining"]) == ("1000", "900")
+    for kind, wait in (("requests", 60), ("tokens", 0.02)):
+        at = dt.datetime.fromisoformat(got[f"anthropic-ratelimit-{kind}-reset"].replace("Z", "+00:00")).timestamp()
+        assert before + wait <= at <= time.time() + wait + 1  # rounded up to the second
+    assert not any("input-tokens" in k or "output-tokens" in k for k in got)

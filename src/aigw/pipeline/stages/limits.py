@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from aigw import errors
+from aigw.durations import go_duration
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deployment_caps import DeploymentCaps
@@ -231,13 +232,16 @@ def _refused_input(ctx: RequestContext) -> bool:
 
 
 def _add_headers(out: dict[str, str], a: Admission) -> None:
+    """OpenAI's six headers, resets in its format (``go_duration``: ``20ms``, ``12.5s``, ``1m0s``), for the
+    requests and the tokens of the levels the store reports (an accepted call and a refusal alike)."""
     if a.limit_requests is not None:
         out["x-ratelimit-limit-requests"] = str(a.limit_requests)
         out["x-ratelimit-remaining-requests"] = str(a.remaining_requests or 0)
-        out["x-ratelimit-reset-requests"] = f"{math.ceil(a.reset_requests_s)}s"
+        out["x-ratelimit-reset-requests"] = go_duration(a.reset_requests_s)
     if a.limit_tokens is not None:
         out["x-ratelimit-limit-tokens"] = str(a.limit_tokens)
         out["x-ratelimit-remaining-tokens"] = str(a.remaining_tokens or 0)
+        out["x-ratelimit-reset-tokens"] = go_duration(a.reset_tokens_s)
 
 
 def _capped(deps: StageDeps) -> dict[str, list[Scope]]:

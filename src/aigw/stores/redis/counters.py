@@ -165,12 +165,13 @@ class RedisCounters:
             wait = float(out[3])
             reason = out[2].decode() if isinstance(out[2], bytes) else str(out[2])
             return Admission(allowed=False, scope=rate[int(out[1])].ref, reason=reason, retry_after_s=wait,
-                             reset_requests_s=wait, limit_requests=_int(out[4]), remaining_requests=_int(out[5]),
-                             limit_tokens=_int(out[6]), remaining_tokens=_int(out[7])), None
-        head = out[1:7] if code == 1 else out[4:10]
+                             limit_requests=_int(out[4]), remaining_requests=_int(out[5]),
+                             limit_tokens=_int(out[6]), remaining_tokens=_int(out[7]),
+                             reset_requests_s=float(out[8]), reset_tokens_s=float(out[9])), None
+        head = out[1:8] if code == 1 else out[4:11]
         admission = Admission(allowed=True, limit_requests=_int(head[0]), remaining_requests=_int(head[1]),
                               limit_tokens=_int(head[2]), remaining_tokens=_int(head[3]), taken_at=int(head[4]),
-                              reset_requests_s=float(head[5]))
+                              reset_requests_s=float(head[5]), reset_tokens_s=float(head[6]))
         if not items:
             return admission, None
         if code == 1:

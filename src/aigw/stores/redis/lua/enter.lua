@@ -13,11 +13,14 @@
 -- ttl_s, so that a late settle counts the call's real cost, once (leave.lua).
 -- Rate windows are per-second buckets over the last 60 s of the server's clock,
 -- so every replica sees one clock. Returns
---   {1, lim_r, rem_r, lim_t, rem_t, sec, reset_r}                   admitted, reserved
---   {0, index, reason, retry_after_s, lim_r, rem_r, lim_t, rem_t}   a rate limit refused: nothing taken
---   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t, sec, reset_r}  rates taken, the budget refused
--- (sec: the second that took the estimate, which leave.lua refunds into; reset_r: seconds until
--- the oldest counted request of the level reported leaves its window)
+--   {1, lim_r, rem_r, lim_t, rem_t, sec, reset_r, reset_t}                   admitted, reserved
+--   {0, index, reason, retry_after_s, lim_r, rem_r, lim_t, rem_t, reset_r, reset_t}  a rate limit refused
+--   {2, index, limit, spent, lim_r, rem_r, lim_t, rem_t, sec, reset_r, reset_t}  rates taken, the budget refused
+-- (sec: the second that took the estimate, which leave.lua refunds into. The figures are, for requests and
+-- for tokens, of the level with the fewest left; on a refusal, nothing taken, the refusing level's for what
+-- it refused. reset_r, reset_t: admitted, seconds until the oldest counted request, tokens, of the level
+-- reported leave its window; refused, until that level lets one more request, this estimate, through.
+-- reset_t came last, after reset_r: each reply only grew at its end, and a changed script has a new SHA.)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local sec = math.floor(now)
@@ -44,40 +47,70 @@ local function wait(items, used, need, cap)
   return 60
 end
 
-local head = {-1, -1, -1, -1, '0'}
+-- when the oldest count in the window leaves it (a bucket refunded to nothing frees nothing); this call's
+-- own count, taken in this second, if there is no other
+local function frees(items, mine)
+  for _, it in ipairs(items) do
+    if it[2] > 0 then return tostring(math.max(0, it[1] + 60 - now)) end
+  end
+  if mine then return tostring(60 - (now - sec)) end
+  return '0'
+end
+
+-- A refusal (the cold path, nothing taken): every figure an accepted call carries, not only the refusing
+-- level's. For requests and for tokens the level with the fewest left (the refusing one for what it refused)
+-- and when it lets one more request (this estimate) through, '0' when it would now.
+local function refusal(at, reason, waited)
+  local r, t = {-1, -1, '0'}, {-1, -1, '0'}
+  for i = 0, nr - 1 do
+    local rpm, tpm = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3])
+    if rpm > 0 and (reason ~= 'rpm' or i == at) then
+      local used, items = window(KEYS[i * 3 + 1])
+      if r[1] < 0 or rpm - used - 1 < r[2] then
+        r[1], r[2], r[3] = rpm, rpm - used - 1, '0'
+        if reason == 'rpm' then r[3] = waited elseif used + 1 > rpm then r[3] = tostring(wait(items, used, 1, rpm)) end
+      end
+    end
+    if tpm > 0 and (reason ~= 'tpm' or i == at) then
+      local used, items = window(KEYS[i * 3 + 2])
+      if t[1] < 0 or tpm - used - est < t[2] then
+        t[1], t[2], t[3] = tpm, tpm - used - est, '0'
+        if reason == 'tpm' then t[3] = waited elseif used + est > tpm then t[3] = tostring(wait(items, used, est, tpm)) end
+      end
+    end
+  end
+  if r[1] >= 0 then r[2] = math.max(0, r[2]) end
+  if t[1] >= 0 then t[2] = math.max(0, t[2]) end
+  return {0, at, reason, waited, r[1], r[2], t[1], t[2], r[3], t[3]}
+end
+
+local head = {-1, -1, -1, -1, '0', '0'}
 for i = 0, nr - 1 do
   local rpm, tpm, par = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3]), tonumber(ARGV[7 + i * 3])
   local kr, kt, kp = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
-  local info = {-1, -1, -1, -1, '0'}
+  local info = {-1, -1, -1, -1}
+  local ritems, titems
   if rpm > 0 then
     local used, items = window(kr)
-    info[1], info[2] = rpm, math.max(0, rpm - used - 1)
-    if used + 1 > rpm then
-      if tpm > 0 then
-        local tused = window(kt)
-        info[3], info[4] = tpm, math.max(0, tpm - tused - est)
-      end
-      return {0, i, 'rpm', tostring(wait(items, used, 1, rpm)), info[1], info[2], info[3], info[4]}
-    end
-    -- when the oldest request counted leaves the window (this call, if the window was empty)
-    info[5] = tostring(math.max(0, (items[1] and items[1][1] or sec) + 60 - now))
+    if used + 1 > rpm then return refusal(i, 'rpm', tostring(wait(items, used, 1, rpm))) end
+    info[1], info[2], ritems = rpm, rpm - used - 1, items
   end
   if tpm > 0 then
     local used, items = window(kt)
-    info[3], info[4] = tpm, math.max(0, tpm - used - est)
-    if used + est > tpm then
-      return {0, i, 'tpm', tostring(wait(items, used, est, tpm)), info[1], info[2], info[3], info[4]}
-    end
+    if used + est > tpm then return refusal(i, 'tpm', tostring(wait(items, used, est, tpm))) end
+    info[3], info[4], titems = tpm, tpm - used - est, items
   end
   if par > 0 then
     redis.call('ZREMRANGEBYSCORE', kp, '-inf', now)
-    if redis.call('ZCARD', kp) >= par then
-      return {0, i, 'parallel', '1', info[1], info[2], info[3], info[4]}
-    end
+    if redis.call('ZCARD', kp) >= par then return refusal(i, 'parallel', '1') end
   end
   -- the figures of the level with the least left, for requests and for tokens (the earliest on a tie)
-  if info[1] >= 0 and (head[1] < 0 or info[2] < head[2]) then head[1], head[2], head[5] = info[1], info[2], info[5] end
-  if info[3] >= 0 and (head[3] < 0 or info[4] < head[4]) then head[3], head[4] = info[3], info[4] end
+  if info[1] >= 0 and (head[1] < 0 or info[2] < head[2]) then
+    head[1], head[2], head[5] = info[1], info[2], frees(ritems, true)
+  end
+  if info[3] >= 0 and (head[3] < 0 or info[4] < head[4]) then
+    head[3], head[4], head[6] = info[3], info[4], frees(titems, est > 0)
+  end
 end
 for i = 0, nr - 1 do
   local rpm, tpm, par = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3]), tonumber(ARGV[7 + i * 3])
@@ -127,7 +160,8 @@ for j = 1, nb do
     redis.call('EXPIRE', KEYS[k + 3], keep)
   end
   if settled + held + amount > limit then
-    return {2, j - 1, tostring(limit), tostring(settled + held), head[1], head[2], head[3], head[4], sec, head[5]}
+    return {2, j - 1, tostring(limit), tostring(settled + held), head[1], head[2], head[3], head[4], sec, head[5],
+            head[6]}
   end
   reserved[j] = held
 end
@@ -138,4 +172,4 @@ for j = 1, nb do
   redis.call('ZADD', KEYS[k + 3], now + ttl, lease)
   redis.call('EXPIRE', KEYS[k + 3], keep)
 end
-return {1, head[1], head[2], head[3], head[4], sec, head[5]}
+return {1, head[1], head[2], head[3], head[4], sec, head[5], head[6]}

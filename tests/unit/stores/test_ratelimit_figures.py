@@ -1,0 +1,92 @@
+"""What a rate-limit answer reports for the ``x-ratelimit-*`` headers: the token reset beside the requests',
+and every figure on a refusal (not only the refusing level's), the same from process memory and Redis (Lua)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aigw.stores.base import Limits, Scope
+from aigw.stores.memory import MemoryRateLimiter
+from aigw.stores.redis.client import make_redis
+from aigw.stores.redis.counters import RedisCounters
+from aigw.stores.redis.pipe import RedisPipe
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_800_000_000.25) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield MemoryRateLimiter(FakeClock())
+        return
+    url, prefix = request.getfixturevalue("redis_isolated")
+    redis = make_redis(url, socket_timeout_s=2.0)
+    pipe = RedisPipe.from_url(url, timeout_s=2.0)
+    try:
+        yield RedisCounters(redis, prefix, pipe=pipe)
+    finally:
+        await pipe.aclose()
+        await redis.aclose()
+
+
+async def test_an_accepted_call_says_when_the_window_frees_tokens(limiter: Any) -> None:
+    scope = Scope("key", "tok-reset", Limits(tpm=1000))
+    first = await limiter.admit([scope], "a", 100)
+    assert first.remaining_tokens == 900
+    assert 59 < first.reset_tokens_s <= 60  # this call's estimate leaves the window in a minute
+    nothing = await limiter.admit([Scope("key", "tok-empty", Limits(tpm=1000))], "b", 0)
+    assert nothing.reset_tokens_s == 0  # nothing counted: the window is whole now
+
+
+async def test_the_token_reset_is_the_tightest_levels(limiter: Any) -> None:
+    key = Scope("key", "loose-t", Limits(tpm=10_000))
+    project = Scope("project", "tight-t", Limits(tpm=500))
+    await limiter.admit([project], "early", 100)  # the project's window holds an older count
+    got = await limiter.admit([key, project], "a", 100)
+    assert (got.limit_tokens, got.remaining_tokens) == (500, 300)
+    assert 59 < got.reset_tokens_s <= 60
+
+
+async def test_a_tpm_refusal_reports_the_requests_of_another_level_too(limiter: Any) -> None:
+    # the key caps tokens, its project requests: the 429 used to carry no requests figures at all
+    key = Scope("key", "k-tpm", Limits(tpm=150))
+    project = Scope("project", "p-rpm", Limits(rpm=10))
+    assert (await limiter.admit([key, project], "a", 100)).allowed
+    refused = await limiter.admit([key, project], "b", 100)
+    assert not refused.allowed and refused.reason == "tpm" and refused.scope == "key:k-tpm"
+    assert (refused.limit_requests, refused.remaining_requests) == (10, 8)
+    assert refused.reset_requests_s == 0  # a request would fit now: tokens refused
+    assert (refused.limit_tokens, refused.remaining_tokens) == (150, 0)
+    assert refused.reset_tokens_s == refused.retry_after_s and 59 < refused.reset_tokens_s <= 60
+
+
+async def test_an_rpm_refusal_reports_the_tokens_of_another_level_too(limiter: Any) -> None:
+    key = Scope("key", "k-rpm", Limits(rpm=1))
+    tenant = Scope("tenant", "t-tpm", Limits(tpm=1000))
+    assert (await limiter.admit([key, tenant], "a", 100)).allowed
+    refused = await limiter.admit([key, tenant], "b", 100)
+    assert refused.reason == "rpm" and (refused.limit_requests, refused.remaining_requests) == (1, 0)
+    assert refused.reset_requests_s == refused.retry_after_s > 0
+    assert (refused.limit_tokens, refused.remaining_tokens, refused.reset_tokens_s) == (1000, 800, 0)
+
+
+async def test_a_parallel_refusal_reports_both(limiter: Any) -> None:
+    key = Scope("key", "k-par", Limits(max_parallel=1))
+    project = Scope("project", "p-both", Limits(rpm=5, tpm=1000))
+    assert (await limiter.admit([key, project], "a", 10)).allowed
+    refused = await limiter.admit([key, project], "b", 10)
+    assert refused.reason == "parallel"
+    assert (refused.limit_requests, refused.remaining_requests, refused.reset_requests_s) == (5, 3, 0)
+    assert (refused.limit_tokens, refused.remaining_tokens, refused.reset_tokens_s) == (1000, 980, 0)
