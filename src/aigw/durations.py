@@ -8,8 +8,8 @@ Anthropic's RFC 3339 resets, so both sides share one format. Clients parse it wi
 
 from __future__ import annotations
 
-import math
 import re
+from math import ceil
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -19,9 +19,11 @@ def go_duration(seconds: float) -> str:
     """``seconds`` rounded up to the millisecond (a client that waits exactly this long finds room), as Go's
     ``Duration.String`` prints it: under a second in ``ms``, then seconds with up to three decimals, then
     minutes and seconds."""
+    ms = ceil(seconds * 1000 - 1e-6)  # float noise: 1.0000000001 s is 1s, not 1.001s
+    if 1000 <= ms < 60_000:  # the common case, on every call: at most 5 digits, which %g keeps whole
+        return f"{ms / 1000:g}s"
     if seconds <= 0:
         return "0s"
-    ms = math.ceil(seconds * 1000 - 1e-6)  # float noise: 1.0000000001 s is 1s, not 1.001s
     if ms < 1000:
         return f"{max(ms, 1)}ms"
     minutes, ms = divmod(ms, 60_000)
