@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from aigw.cli.admin_client import call, json_option, key_option, not_blank, show, url_option
-from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS
+from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS, usd
+
+_MONEY = ("cost_usd", "cost_saved_usd")
 
 
 @click.command("spend")
@@ -33,9 +35,13 @@ def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | 
                    nl=False)
         return
     data = call(url, master_key, "GET", "/admin/spend", query=query)
-    show(data, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
-    if not as_json:
-        click.echo(f"total: ${data.get('total_cost_usd', 0):.6f}")
-        if data.get("has_more"):
-            click.echo(f"more rows than the {len(data['data'])} shown (the total counts them all): "
-                       "raise --limit", err=True)
+    if as_json:
+        show(data, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
+        return
+    # dollars to nine decimals (the ledger's nano-dollars), rows and total alike: the column adds up to the total
+    rows = [{**r, **{c: usd(float(r[c])) for c in _MONEY if r.get(c) is not None}} for r in data.get("data", [])]
+    show({**data, "data": rows}, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
+    click.echo(f"total: ${usd(float(data.get('total_cost_usd', 0)))}")
+    if data.get("has_more"):
+        click.echo(f"more rows than the {len(data['data'])} shown (the total counts them all): "
+                   "raise --limit", err=True)

@@ -6,9 +6,11 @@
 
 Days are UTC and inclusive. At most ``limit`` rows (1000 by default, up to 10000): the dearest groups
 first (by day: the earliest days). ``has_more`` says that rows were left out; ``total_cost_usd`` is
-always the whole report's, left-out rows included. ``format=csv`` answers the rows as a CSV file for a
-spreadsheet: the group's columns first, costs with nine decimals (the ledger's
-nano-dollar precision, never ``1e-05``). A tenant admin key is confined to its own tenant;
+always the whole report's, left-out rows included, summed in nano-dollars: exactly the sum of the rows
+to nine decimals. Rows grouped by project or tenant carry its name too (``project_name``,
+``tenant_name``; looked up in the small projects or tenants table, never the ledger). ``format=csv``
+answers the rows as a CSV file for a spreadsheet: the group's columns first, costs with nine decimals
+(the ledger's nano-dollar precision, never ``1e-05``). A tenant admin key is confined to its own tenant;
 another tenant's project or key id is a 404.
 """
 
@@ -24,7 +26,7 @@ from aigw.http.admin_guard import Download, admin_scope, guarded
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
-from aigw.stores.base import SpendQuery
+from aigw.stores.base import NANO, SpendQuery
 from aigw.stores.spend_csv import spend_csv
 from aigw.types import JSON
 
@@ -93,11 +95,17 @@ class SpendApi:
             return 200, Download(spend_csv(rows, group).encode(), b"text/csv; charset=utf-8", f"spend-by-{group}.csv")
         if more:  # the total is the whole bill's, not the shown rows': sum it over every tenant's rows instead
             rows_all = await self.admin.db.spend(dataclasses.replace(query, group_by="tenant", limit=10**9))
-            total = sum(r["cost_usd"] for r in rows_all)
+            total = _nano_sum(rows_all)
         else:
-            total = sum(r["cost_usd"] for r in rows)
+            total = _nano_sum(rows)
         return 200, {"object": "spend_report", "group_by": group, "since": query.since_day,
-                     "until": query.until_day, "total_cost_usd": round(total, 9), "has_more": more, "data": rows}
+                     "until": query.until_day, "total_cost_usd": total / NANO, "has_more": more, "data": rows}
+
+
+def _nano_sum(rows: list[JSON]) -> int:
+    """The rows' costs summed in whole nano-dollars (the ledger's unit; each row's ``cost_usd`` is its nano sum
+    over 1e9), so the total is exactly the sum of the rows as shown to nine decimals, with no float drift."""
+    return sum(round(r["cost_usd"] * NANO) for r in rows)
 
 
 def register(app: object, auth: Authenticator, api: SpendApi) -> None:

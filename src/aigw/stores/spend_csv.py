@@ -10,8 +10,8 @@ import io
 from typing import Any
 
 # what names each group's rows (sql_ledger.spend_report), then the sums every row carries
-FIRST_COLUMNS = {"key": ["key", "key_prefix", "key_name"], "project": ["project"], "tenant": ["tenant"],
-                 "model": ["model"], "day": ["day"]}
+FIRST_COLUMNS = {"key": ["key", "key_prefix", "key_name"], "project": ["project", "project_name"],
+                 "tenant": ["tenant", "tenant_name"], "model": ["model"], "day": ["day"]}
 SUM_COLUMNS = ["requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens",
                "reasoning_tokens", "cost_usd", "cost_saved_usd"]
 
@@ -31,6 +31,12 @@ def spend_csv(rows: list[dict[str, Any]], group: str) -> str:
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, float):  # dollars: nine decimals are the ledger's own precision (nano-USD), never 1e-05
-        return f"{value:.9f}"
+    if isinstance(value, float):
+        return usd(value)
     return value
+
+
+def usd(value: float) -> str:
+    """Dollars to the ledger's own precision (nano-USD, nine decimals), never ``1e-05``: rows shown so add up
+    to the total to the last digit (six decimals dropped a $0.0000004 call's row to 0 and kept it in the total)."""
+    return f"{value:.9f}"

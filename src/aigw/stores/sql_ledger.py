@@ -103,9 +103,14 @@ async def spend_report(db: Sql, q: SpendQuery) -> list[Row]:
     sums = ", ".join(f"sum({c}) AS {c}" for c in ROLLUP_COLS)
     inner = f"SELECT {col} AS grp, {sums} FROM spend_rollup WHERE {' AND '.join(where)} GROUP BY {col}"
     order = "r.grp" if q.group_by == "day" else "r.cost_nano DESC, r.grp"
+    # the group's name beside its id: a lookup per reported row in a small table (by its primary key)
     if q.group_by == "key":
         sql = (f"SELECT r.*, k.prefix AS key_prefix, k.name AS key_name FROM ({inner}) r "
                f"LEFT JOIN api_keys k ON k.id = r.grp ORDER BY {order} LIMIT ?")
+    elif q.group_by in ("project", "tenant"):
+        table = "projects" if q.group_by == "project" else "tenants"
+        sql = (f"SELECT r.*, n.name AS {q.group_by}_name FROM ({inner}) r "
+               f"LEFT JOIN {table} n ON n.id = r.grp ORDER BY {order} LIMIT ?")
     else:
         sql = f"SELECT r.* FROM ({inner}) r ORDER BY {order} LIMIT ?"
     rows = await db.fetch(sql, *args, q.limit)

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from aigw.http.admin_guard import Download
 from aigw.http.admin_spend import SpendApi
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
-from aigw.stores.base import SpendRecord
+from aigw.stores.base import Project, SpendRecord, Tenant
 from tests.unit.http.admin_support import admin_api, migrated_db
 
 MASTER = Principal(key_id="master", is_admin=True)
@@ -47,3 +48,19 @@ async def test_a_report_cut_at_its_limit_says_so_and_totals_the_whole_bill(api: 
 async def test_a_whole_report_has_no_more(api: SpendApi) -> None:
     whole = await _report(api, "group_by=key")
     assert len(whole["data"]) == 3 and whole["has_more"] is False and whole["total_cost_usd"] == 6.0
+
+
+async def test_projects_and_tenants_are_named_beside_their_ids(api: SpendApi) -> None:
+    db = api.admin.db
+    await db.add_tenant(Tenant("ten_a", "acme"))
+    await db.add_project(Project("prj_a", "ten_a", "search"))
+    [by_project] = (await _report(api, "group_by=project"))["data"]
+    assert (by_project["project"], by_project["project_name"]) == ("prj_a", "search")
+    [by_tenant] = (await _report(api, "group_by=tenant"))["data"]
+    assert (by_tenant["tenant"], by_tenant["tenant_name"]) == ("ten_a", "acme")
+    csv_status, download = await api.spend(HttpRequest(
+        {"method": "GET", "path": "/admin/spend", "query_string": b"group_by=tenant&format=csv", "headers": []},
+        None), MASTER)
+    assert csv_status == 200 and isinstance(download, Download)
+    assert download.body.decode().startswith("tenant,tenant_name,requests,")
+

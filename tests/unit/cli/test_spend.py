@@ -1,0 +1,37 @@
+"""`aigw spend`: the table an operator adds up."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from aigw.cli import spend
+from aigw.cli.main import cli
+
+ROWS = [{"key": f"key_{i}", "key_prefix": "sk-aigw-x", "key_name": None, "requests": 1, "errors": 0, "cache_hits": 0,
+         "prompt_tokens": 1, "completion_tokens": 1, "cached_tokens": 0, "reasoning_tokens": 0,
+         "cost_usd": 4e-07, "cost_saved_usd": 0.0} for i in range(3)]
+REPORT = {"object": "spend_report", "group_by": "key", "since": None, "until": None, "total_cost_usd": 1.2e-06,
+          "has_more": False, "data": ROWS}
+
+
+def test_the_rows_add_up_to_the_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six decimals showed three $0.0000004 rows as 0 under a total of $0.000001: nine (nano-dollars) add up."""
+    monkeypatch.setattr(spend, "call", lambda *args, **kwargs: REPORT)
+    result = CliRunner().invoke(cli, ["spend", "--url", "http://127.0.0.1:9", "--master-key", "x"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("0.000000400") == 3
+    assert "total: $0.000001200" in result.output
+    as_json = CliRunner().invoke(cli, ["spend", "--json", "--url", "http://127.0.0.1:9", "--master-key", "x"])
+    assert json.loads(as_json.output) == REPORT  # --json unchanged: the API's numbers
+
+
+def test_projects_are_named_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    row: dict[str, Any] = {**ROWS[0], "project": "prj_1", "project_name": "search"}
+    monkeypatch.setattr(spend, "call", lambda *args, **kwargs: {**REPORT, "group_by": "project", "data": [row]})
+    result = CliRunner().invoke(cli, ["spend", "--group-by", "project", "--url", "http://127.0.0.1:9",
+                                      "--master-key", "x"])
+    assert result.exit_code == 0 and "project_name" in result.output and "search" in result.output
