@@ -172,13 +172,25 @@ def show(data: Any, as_json: bool, columns: list[str]) -> None:
     except ImportError:  # plain columns
         click.echo("  ".join(columns))
         for row in rows:
-            click.echo("  ".join(_cell(row.get(c)) for c in columns))
+            click.echo("  ".join(_shown(row, c) for c in columns))
         return
     table = Table(*columns)
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        table.add_row(*(_shown(row, c) for c in columns))
     console = Console() if sys.stdout.isatty() else Console(width=250)  # piped: never squeeze ids
     console.print(table)
+
+
+def _shown(row: dict[str, Any], column: str) -> str:
+    """A record's field as the table shows it (--json keeps the record as it is). A null is "-" (not set),
+    bar ``models``, where it means every model ("all"; an empty list, none); a period without a budget is
+    not set either (the record keeps "monthly", the period a budget set later without one gets)."""
+    value = row.get(column)
+    if column == "models":
+        return "all" if value is None else (_cell(value) or "none")
+    if column == "budget_period" and row.get("budget_usd") is None:
+        return "-"
+    return _cell(value)
 
 
 def _cell(value: Any) -> str:

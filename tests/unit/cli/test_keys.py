@@ -36,3 +36,17 @@ def test_rotate_says_until_when_the_previous_secret_works(monkeypatch: pytest.Mo
     answering(monkeypatch, key="sk-aigw-new")
     assert "The previous secret no longer works." in CliRunner().invoke(cli, ["keys", "rotate", "key_1"]).output
     assert "previous secret" not in CliRunner().invoke(cli, ["keys", "rotate", "key_1", "--json"]).output
+
+
+def test_the_table_says_all_models_and_no_period_without_a_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'-' under models read as "none" (it means every model), and a key without a budget showed 'monthly'."""
+    answering(monkeypatch)
+    row = CliRunner().invoke(cli, ["keys", "show", "key_1"]).output.splitlines()[3]  # the rich table's row
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[5] == "all" and cells[10] == "-"  # models, budget_period
+    answering(monkeypatch, models=[], budget_usd=5.0)
+    cells = [c.strip() for c in CliRunner().invoke(cli, ["keys", "show", "key_1"]).output.splitlines()[3]
+             .strip("│ ").split("│")]
+    assert cells[5] == "none" and cells[10] == "monthly"
+    as_json = CliRunner().invoke(cli, ["keys", "show", "key_1", "--json"]).output
+    assert '"models": []' in as_json and '"budget_period": "monthly"' in as_json  # --json: the record as it is
