@@ -221,7 +221,9 @@ async def test_ledger_writes_are_idempotent_and_roll_up(db: SqlDatabase) -> None
     assert by_key["k1"]["key_prefix"] == "sk-aigw-aaaa" and by_key["k1"]["cached_tokens"] == 22
     assert by_key["k2"]["cost_usd"] == pytest.approx(1.5)
     only_t1 = await db.spend(SpendQuery(group_by="tenant", tenant_id="t1"))
-    assert [r["tenant"] for r in only_t1] == ["t1"]
+    assert [(r["tenant"], r["tenant_name"]) for r in only_t1] == [("t1", "acme")]
+    by_project = await db.spend(SpendQuery(group_by="project"))
+    assert [(r["project"], r["project_name"]) for r in by_project] == [("p2", "web"), ("p1", "web")]
 
 
 async def test_reports_filter_by_day_and_group_by_day_and_model(db: SqlDatabase) -> None:
