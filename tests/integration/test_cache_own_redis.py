@@ -62,13 +62,6 @@ def post(gw: RunningGateway, key: str, text: str) -> tuple[int, str | None]:
         return err.code, None
 
 
-def ready(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(gw.url + "/health/ready", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
 
 def settle(gw: RunningGateway) -> None:
     gw.call(gw.app.state["pipeline"].stage("cache").flush())
@@ -101,7 +94,7 @@ def test_entries_go_to_the_cache_redis_and_counters_to_the_other(
         assert post(gw, key["key"], "where do answers live?") == (200, "miss")
         settle(gw)
         assert post(gw, key["key"], "where do answers live?") == (200, "hit")
-        checks = ready(gw)[1]["checks"]
+        checks = gw.ready()[1]["checks"]
         assert checks["redis"]["status"] == checks["cache_redis"]["status"] == "ok"
         in_cache, in_counters = keys_of(cache), keys_of(counters)
         assert [k for k in in_cache if k.startswith(PREFIX + "cache:")], in_cache
@@ -123,7 +116,7 @@ def test_a_cache_redis_that_dies_degrades_the_cache_and_nothing_else(
         assert post(gw, key["key"], "asked twice") == (200, "hit")
         stop_own_redis(cache_proc)
         assert [post(gw, key["key"], "asked twice") for _ in range(4)] == [(200, "miss")] * 4
-        status, body = ready(gw)
+        status, body = gw.ready()
         checks = body["checks"]
         assert status == 200, body
         assert checks["cache_redis"]["status"] == "down" and checks["cache"]["status"] == "degraded", checks

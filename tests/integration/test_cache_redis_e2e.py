@@ -42,13 +42,6 @@ def settle(gw: RunningGateway) -> None:
     gw.call(gw.app.state["pipeline"].stage("cache").flush())
 
 
-def ready(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(gw.url + "/health/ready", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
 
 
 
@@ -81,7 +74,7 @@ def test_redis_killed_mid_load_fails_no_request(own_redis: tuple[str, subprocess
     url, proc = own_redis
     with running_gateway(config(url, "aigw-test:", tmp_path / "gw.db", timeout_ms=250,  # busy CI slack
                                 near_ttl_s=near_ttl_s)) as gw:
-        assert ready(gw)[1]["checks"]["cache"]["status"] == "ok"
+        assert gw.ready()[1]["checks"]["cache"]["status"] == "ok"
         for i in range(20):
             post(gw, f"question {i}")
         settle(gw)
@@ -104,7 +97,7 @@ def test_redis_killed_mid_load_fails_no_request(own_redis: tuple[str, subprocess
             assert post(gw, "a question Redis never saw")[1] == "miss"
         else:
             assert all(header == "miss" for _, header, _ in after)
-        status, body = ready(gw)
+        status, body = gw.ready()
         assert status == 200 and body["checks"]["cache"]["status"] == "degraded"
         assert gw.app.state["deps"].services["cache_stats"].backend_errors > 0
 
@@ -121,7 +114,7 @@ def test_paused_redis_costs_at_most_the_timeout(own_redis: tuple[str, subprocess
             admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")
             status, header, took = post(gw, "paused")
             assert (status, header) == (200, "miss") and took < 0.5  # the 50 ms timeout, not the 1 s pause
-            assert ready(gw)[1]["checks"]["cache"]["status"] == "degraded"
+            assert gw.ready()[1]["checks"]["cache"]["status"] == "degraded"
             admin.execute_command("CLIENT", "UNPAUSE")
         finally:
             admin.close()

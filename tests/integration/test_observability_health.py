@@ -10,11 +10,6 @@ import requests
 from tests.support.gateway import RunningGateway, running_gateway
 
 
-def ready(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
-    r = requests.get(gw.url + "/health/ready", timeout=5)
-    return r.status_code, r.json()
-
-
 def chat(gw: RunningGateway, model: str) -> int:
     return requests.post(gw.v1 + "/chat/completions", timeout=5,
                          json={"model": model, "messages": [{"role": "user", "content": "hi"}]}).status_code
@@ -34,7 +29,7 @@ def config(tmp_path: Any, **extra: Any) -> dict[str, Any]:
 
 def test_all_healthy(tmp_path: Any) -> None:
     with running_gateway(config(tmp_path)) as gw:
-        status, body = ready(gw)
+        status, body = gw.ready()
     assert status == 200 and body["status"] == "ok"
     checks = body["checks"]
     assert checks["database"]["status"] == "ok"
@@ -48,7 +43,7 @@ def test_an_open_breaker_degrades_and_every_breaker_open_is_a_503(tmp_path: Any)
     with running_gateway(cfg) as gw:
         for _ in range(3):
             chat(gw, "bad")
-        status, body = ready(gw)
+        status, body = gw.ready()
         assert status == 200 and body["status"] == "degraded"
         assert body["checks"]["breaker:bad-1"] == {"status": "down", "detail": "open"}
         assert body["checks"]["breaker:good-1"]["status"] == "ok"
@@ -57,7 +52,7 @@ def test_an_open_breaker_degrades_and_every_breaker_open_is_a_503(tmp_path: Any)
         assert 'aigw_circuit_breaker_state{deployment="bad-1"} 2.0' in metrics
         for _ in range(3):
             chat(gw, "good")
-        status, body = ready(gw)
+        status, body = gw.ready()
     assert status == 503 and body["status"] == "down", body
     assert body["checks"]["deployments"]["status"] == "down"
 
@@ -65,5 +60,5 @@ def test_an_open_breaker_degrades_and_every_breaker_open_is_a_503(tmp_path: Any)
 def test_redis_is_reported(tmp_path: Any, redis_isolated: tuple[str, str]) -> None:
     url, prefix = redis_isolated
     with running_gateway(config(tmp_path, redis_url=url, redis_prefix=prefix)) as gw:
-        status, body = ready(gw)
+        status, body = gw.ready()
     assert status == 200 and body["checks"]["redis"]["status"] == "ok"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +30,14 @@ class RunningGateway:
     @property
     def v1(self) -> str:
         return self.url + "/v1"
+
+    def ready(self) -> tuple[int, dict[str, Any]]:
+        """``GET /health/ready``: its status and body (a 503 too)."""
+        try:
+            with urllib.request.urlopen(self.url + "/health/ready", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
 
     def call(self, coro: Any, timeout: float = 10) -> Any:
         """Run a coroutine on the gateway's own loop (to read or poke its state)."""

@@ -216,15 +216,17 @@ def _refuse(levels: list[_Level], refusing: Scope, reason: str, wait_s: float, n
     lim_r = lim_t = left_r = left_t = 0
     reset_r = reset_t = 0.0
     for scope, rpm, tpm, _, req, tok, _ in levels:
-        if rpm and (scope is refusing if reason == "rpm" else not lim_r or rpm - req.used(sec) - 1 < left_r):
+        if rpm:
             used = req.used(sec)
-            lim_r, left_r = rpm, rpm - used - 1
-            reset_r = wait_s if reason == "rpm" else (0.0 if used < rpm else req.wait_s(now, used, 1, rpm))
-        if tpm and (scope is refusing if reason == "tpm" else not lim_t or tpm - tok.used(sec) - est_tokens < left_t):
+            if scope is refusing if reason == "rpm" else not lim_r or rpm - used - 1 < left_r:
+                lim_r, left_r = rpm, rpm - used - 1
+                reset_r = wait_s if reason == "rpm" else (0.0 if used < rpm else req.wait_s(now, used, 1, rpm))
+        if tpm:
             used = tok.used(sec)
-            lim_t, left_t = tpm, tpm - used - est_tokens
-            reset_t = wait_s if reason == "tpm" else \
-                (0.0 if used + est_tokens <= tpm else tok.wait_s(now, used, est_tokens, tpm))
+            if scope is refusing if reason == "tpm" else not lim_t or tpm - used - est_tokens < left_t:
+                lim_t, left_t = tpm, tpm - used - est_tokens
+                reset_t = wait_s if reason == "tpm" else \
+                    (0.0 if used + est_tokens <= tpm else tok.wait_s(now, used, est_tokens, tpm))
     return Admission(allowed=False, scope=refusing.ref, reason=reason, retry_after_s=wait_s,
                      limit_requests=lim_r or None, remaining_requests=max(0, left_r) if lim_r else None,
                      limit_tokens=lim_t or None, remaining_tokens=max(0, left_t) if lim_t else None,
