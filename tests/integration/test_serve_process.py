@@ -9,6 +9,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import requests
 
 from tests.support.serve_process import start_serve, stop_serve, wait_live
 
@@ -63,6 +64,13 @@ def test_serve_starts_on_defaults_answers_and_stops_cleanly(tmp_path: Path, http
                                                                messages=[{"role": "user", "content": "hello"}])
         assert raw.parse().choices[0].message.content
         assert "server" not in raw.headers and "date" in raw.headers  # the server software is not advertised
+        with requests.Session() as http:  # HEAD as a load balancer sends it: the GET's head, no body, kept alive
+            got = http.get(url + "/health/live", timeout=5)
+            head = http.head(url + "/health/live", timeout=5)
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
+            assert "transfer-encoding" not in head.headers
+            assert http.get(url + "/v1/models", timeout=5).status_code == 200
     finally:
         stop_serve(proc, grace_s=15)
     # the server shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM, no traceback

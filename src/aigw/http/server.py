@@ -1,7 +1,9 @@
 """The ASGI application: a route table, lifespan hooks and nothing else.
 
 Routes are exact (method, path) lookups plus a few prefixes, so dispatch costs
-one dict lookup per request.
+one dict lookup per request. HEAD is answered wherever GET is (RFC 9110 9.3.2),
+by the GET handler with the same status and headers; the server drops the body
+(the scope still says HEAD: aigw's server and uvicorn both read it there).
 """
 
 from __future__ import annotations
@@ -53,19 +55,23 @@ class GatewayApp:
             req = HttpRequest(scope, receive)
             handler = self._find(req.method, req.path)
             if handler is None:
-                await self._not_found(req, send)
-                return
+                if req.method != "HEAD" or (handler := self._find("GET", req.path)) is None:
+                    await self._not_found(req, send)
+                    return
+                req.method = "GET"  # the handler answers as for a GET (the admin items branch on the method)
             await handler(req, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
     async def _not_found(self, req: HttpRequest, send: Send) -> None:
-        allowed = sorted({m for (m, p) in self._exact if p == req.path})
+        allowed = {m for (m, p) in self._exact if p == req.path}
+        if "GET" in allowed:
+            allowed.add("HEAD")
         headers = [(b"x-request-id", req.request_id.encode())]
         if allowed:  # RFC 9110: a 405 says which methods the path takes
             err: errors.GatewayError = errors.InvalidRequest(f"Method {req.method} is not allowed on {req.path}.",
                                                              status=405)
-            headers.append((b"allow", ", ".join(allowed).encode()))
+            headers.append((b"allow", ", ".join(sorted(allowed)).encode()))
         else:
             err = errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
         await send_json(send, err.status, error_body(err), headers)
