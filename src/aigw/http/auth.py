@@ -1,4 +1,9 @@
-"""Who is calling. Master key today; virtual keys plug in through ``KeyLookup``."""
+"""Who is calling: the master key, or a virtual key through ``KeyLookup``.
+
+Without a master key the gateway is open: a caller with no key, or a secret it does not know, is let in as
+the master key's caller. A virtual key it knows is still that key's caller, and one it knows but cannot use
+now (revoked, expired, disabled, rotated past its grace) is refused with its reason, as with a master key.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ class Authenticator:
 
     @property
     def open(self) -> bool:
-        """No master key: every caller is let in (only allowed on loopback or with --insecure)."""
+        """No master key: callers with no key or one the gateway does not know are let in (only allowed on loopback
+        or with --insecure)."""
         return not self._master
 
     def known(self, headers: dict[str, str]) -> Principal | None:
@@ -54,11 +60,16 @@ class Authenticator:
         key = presented_key(headers)
         if key and self._lookup is not None and (principal := await self._lookup(key)) is not None:
             return principal
-        if self.open:
-            return self._master_principal
         if not key:
+            if self.open:
+                return self._master_principal
             raise errors.AuthError("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+        # A key the gateway knows and cannot use (revoked, expired, disabled, rotated past its grace) is refused
+        # open or not: the key cache read just above holds its entry, so this costs no database read. An open
+        # gateway lets in the rest, secrets it does not know included, as the caller without a key.
         reason = self._why_refused(key) if self._why_refused is not None else None
+        if reason is None and self.open:
+            return self._master_principal
         raise errors.AuthError(reason or "Invalid API key.")
 
     async def require_admin(self, headers: dict[str, str]) -> Principal:
