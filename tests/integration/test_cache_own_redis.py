@@ -142,3 +142,17 @@ def test_a_purge_reaches_the_replicas_through_the_cache_redis(
         while post(b, MASTER, "stale answer")[1] == "hit":
             assert time.monotonic() < deadline, "b still answers from its copy of the purged entry"
             time.sleep(0.1)
+
+
+def test_a_cache_redis_url_without_a_backend_stores_its_entries_there(
+        own_redis: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """``cache: {redis_url: ...}`` alone: before, the URL was ignored and the entries stayed in memory."""
+    url, _ = own_redis
+    cfg = gateway_config(tmp_path / "gw.db", redis_prefix=PREFIX, cache={"mode": "exact", "redis_url": url,
+                                                                         "timeout_ms": 500, "near_ttl_s": 0})
+    with running_gateway(cfg) as gw:
+        assert post(gw, MASTER, "kept where the URL says") == (200, "miss")
+        settle(gw)
+        assert post(gw, MASTER, "kept where the URL says") == (200, "hit")
+        assert gw.ready()[1]["checks"]["cache_redis"]["status"] == "ok"
+        assert [k for k in keys_of(url) if k.startswith(PREFIX + "cache:")], keys_of(url)

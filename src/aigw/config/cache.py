@@ -71,6 +71,14 @@ class CacheConfig(_Strict):
         return redis_scheme(v)
 
     @model_validator(mode="after")
+    def _backend_from_url(self) -> CacheConfig:
+        """A cache Redis URL without a ``backend`` means ``backend: redis`` (set as if written, so a merge keeps
+        it); an explicit ``backend: memory`` beside the URL is left for ``memory_with_url`` to refuse."""
+        if self.redis_url and "backend" not in self.model_fields_set:
+            self.backend = "redis"
+        return self
+
+    @model_validator(mode="after")
     def _semantic_extra(self) -> CacheConfig:
         if self.mode == "semantic":
             missing = semantic_extra_missing(self.semantic.embedding_model)
@@ -108,14 +116,28 @@ def key_setting_problem(value: Any) -> str:
     return f"cache: {', '.join(bad)} may only be set in the global cache block" if bad else ""
 
 
+def memory_with_url(top: CacheConfig | None, url_from: str = "") -> str:
+    """The global block's explicit ``backend: memory`` beside a cache Redis URL (the URL would be ignored), as
+    ``cache.backend: ...``, or "". ``url_from``: the variable that set the URL, if the file did not."""
+    if top is None or top.backend != "memory" or not top.redis_url:  # no backend given: it is redis already
+        return ""
+    given = f"cache.redis_url (set by {url_from})" if url_from else "cache.redis_url"
+    drop = f"unset {url_from}" if url_from else "remove cache.redis_url"
+    return (f"cache.backend: memory with {given} would ignore that Redis: remove backend: memory to cache "
+            f"there (a cache.redis_url alone means backend: redis), or {drop} to cache in memory")
+
+
 def setup_problem(top: CacheConfig | None, per_model: dict[str, CacheConfig], redis_url: str,
-                  models: dict[str, bool]) -> str:
+                  models: dict[str, bool], url_from: str = "") -> str:
     """The first cache mistake the config alone shows (``path: what is wrong``), or "".
 
     ``redis_url``: the top-level one; the global block's own ``redis_url``, when set, is the cache's Redis.
     ``models``: each public model name -> whether it has a deployment with the embeddings mode.
+    ``url_from``: the variable that set the global block's ``redis_url``, when the file did not.
     The stage's own checks at startup (``pipeline/stages/cache_build.py``) stay as the backstop.
     """
+    if problem := memory_with_url(top, url_from):
+        return problem
     base = top if top is not None else CacheConfig()  # a model's block alone: the defaults (mode exact)
     cache_redis = base.redis_url or redis_url
     star = per_model.get("*")

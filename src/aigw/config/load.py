@@ -196,7 +196,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     if not config.models:
         config.models = default_models()
     _check_models(config, source)
-    _check_cache(config, source)
+    _check_cache(config, source, from_env.get("cache.redis_url", ""))
     return config
 
 
@@ -216,12 +216,13 @@ def _check_models(config: GatewayConfig, source: str) -> None:
     _check_routing(config, source)
 
 
-def _check_cache(config: GatewayConfig, source: str) -> None:
-    """Cache mistakes the config alone shows, so `config check` names them (startup checks them again)."""
+def _check_cache(config: GatewayConfig, source: str, url_from: str = "") -> None:
+    """Cache mistakes the config alone shows, so `config check` names them (startup checks them again).
+    ``url_from``: the variable that set ``cache.redis_url``, when the file did not."""
     blocks = {name: r.cache for name, r in config.routing.items() if r.cache is not None}
     if config.cache is not None or blocks:
         embeds = {n: any("embeddings" in d.modes for d in config.models if d.name == n) for n in config.model_names()}
-        if problem := setup_problem(config.cache, blocks, config.redis_url, embeds):
+        if problem := setup_problem(config.cache, blocks, config.redis_url, embeds, url_from):
             raise ConfigError(f"{source}: {problem}")
         if config.cache is None and env(CACHE_REDIS_ENV) and any(b.backend == "redis" for b in blocks.values()):
             where = next(f"routing.{n}.cache" for n, b in blocks.items() if b.backend == "redis")

@@ -131,3 +131,63 @@ def test_the_cache_redis_password_never_reaches_a_log_line(tmp_path: Path) -> No
 
     config = load_config(write(tmp_path, "cache: {redis_url: 'redis://:s3cret-cache@127.0.0.1:6390/0'}\n"))
     assert "s3cret-cache" in secrets_of(config)
+
+
+@pytest.mark.parametrize("text", ["cache: {redis_url: 'redis://127.0.0.1:6390/2'}\n",
+                                  "cache: {mode: exact, ttl_s: 60}\n"])
+def test_a_cache_redis_url_alone_puts_the_cache_in_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        text: str) -> None:
+    """From the file or from the variable: before, the URL was ignored and the cache stayed in memory."""
+    monkeypatch.setenv(ENV, "redis://127.0.0.1:6390/2")
+    config = load_config(write(tmp_path, text))
+    assert config.cache is not None and config.cache.backend == "redis"
+    assert config.cache.redis_url == "redis://127.0.0.1:6390/2"
+    monkeypatch.delenv(ENV)
+    without = load_config(write(tmp_path, "cache: {mode: exact}\nredis_url: 'redis://127.0.0.1:6390/0'\n"))
+    assert without.cache is not None and without.cache.backend == "memory"  # redis_url alone: memory, as before
+
+
+def test_a_model_block_may_still_keep_its_entries_in_memory(tmp_path: Path) -> None:
+    text = "models: [{name: a, provider: mock}, {name: b, provider: mock}]\n" \
+           "cache: {redis_url: 'redis://127.0.0.1:6390/2'}\nrouting: {a: {cache: {backend: memory}}}\n"
+    app = build_app(load_config(write(tmp_path, text)))
+    policies = app.state["pipeline"].stage("cache").policies
+    assert policies.by_model["a"].backend == "memory" and policies.default.backend == "redis"
+
+
+def test_backend_memory_beside_a_cache_redis_url_is_a_one_line_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "cache: {backend: memory, redis_url: 'redis://127.0.0.1:6390/2'}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: cache.backend: memory with cache.redis_url would ignore that Redis: remove backend: memory to "
+        "cache there (a cache.redis_url alone means backend: redis), or remove cache.redis_url to cache in memory")
+
+
+def test_backend_memory_with_the_variable_set_names_the_variable(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "redis://127.0.0.1:6390/2")
+    path = write(tmp_path, "cache: {backend: memory}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: cache.backend: memory with cache.redis_url (set by {ENV}) would ignore")
+    assert message.endswith(f"or unset {ENV} to cache in memory")
+    assert "6390" not in message  # the URL (and any password in it) stays out of the message
+
+
+def test_config_check_and_the_start_refuse_backend_memory_beside_a_cache_redis_url(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aigw.cli.main import cli
+    from aigw.config.models import GatewayConfig
+    from aigw.pipeline.stages.cache_build import CacheSetupError
+
+    path = write(tmp_path, "cache: {backend: memory, redis_url: 'redis://127.0.0.1:6390/2'}\n")
+    result = CliRunner().invoke(cli, ["config", "check", str(path)])
+    assert result.exit_code == 2 and result.output.startswith(f"{path}: cache.backend: memory with cache.redis_url")
+    assert len(result.output.strip().splitlines()) == 1
+    config = GatewayConfig.model_validate({"cache": {"backend": "memory", "redis_url": "redis://127.0.0.1:6390/2"}})
+    with pytest.raises(CacheSetupError, match=r"^cache\.backend: memory with cache\.redis_url would ignore"):
+        build_app(config)  # a config made in code, not loaded: the stage refuses it when the app is built

@@ -1,8 +1,8 @@
 """Builds the cache stage from config and the stores ``app.py`` chose, checking the setup.
 
 Mistakes that would otherwise show up as silent misses fail at startup with
-the config path: a Redis backend without ``redis_url`` or ``cache.redis_url``, a store bound set per
-model, an embedding model that does not exist or cannot embed.
+the config path: a Redis backend without ``redis_url`` or ``cache.redis_url``, ``backend: memory`` beside
+a ``cache.redis_url``, a store bound set per model, an embedding model that does not exist or cannot embed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aigw.config.cache import CacheConfig, global_only_fields_set, semantic_extra_missing
+from aigw.config.cache import CacheConfig, global_only_fields_set, memory_with_url, semantic_extra_missing
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages.cache import CacheStage, policies_from
@@ -63,6 +63,8 @@ def _placed(deps: StageDeps, default: CacheConfig, by_model: dict[str, CacheConf
 
 
 def _check_blocks(deps: StageDeps) -> None:
+    if problem := memory_with_url(deps.config.cache):
+        raise CacheSetupError(problem)
     for name, routing in deps.config.routing.items():
         if routing.cache is None:
             continue
