@@ -95,6 +95,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
             await redis.aclose()
 
     app = GatewayApp(on_startup=[], on_shutdown=[shutdown])
+    if cache_redis is not None and cache_redis is not redis:  # the cache's own Redis under noeviction: say so once
+        app.on_startup.append(partial(_warn_if_cache_refuses, cache_redis, redis))
     app.on_startup.append(lambda: obs.start(supervisor))
     app.on_shutdown.append(obs.stop)  # shutdown hooks run in reverse: the request log flushes first
     app.on_startup.append(router.start)  # shared breaker state sync, optional probe
@@ -145,6 +147,12 @@ def _redis_for(url: str) -> Any:
     from aigw.stores.redis.client import make_redis
 
     return make_redis(url)
+
+
+async def _warn_if_cache_refuses(cache_redis: Any, redis: Any) -> None:
+    from aigw.stores.redis.eviction import warn_if_cache_refuses
+
+    await warn_if_cache_refuses(cache_redis, redis)
 
 
 def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig, router: Router) -> None:

@@ -14,7 +14,7 @@ import pytest
 from aigw.config.models import GatewayConfig
 from aigw.providers.http import HttpClients
 from aigw.stores.redis.client import make_redis
-from aigw.stores.redis.eviction import eviction_policy, eviction_warning, warn_if_evicting
+from aigw.stores.redis.eviction import cache_full_warning, eviction_policy, eviction_warning, warn_if_evicting
 from aigw.supervise import Supervisor
 from aigw.tenancy import Tenancy
 from tests.support.servers import free_port
@@ -124,4 +124,77 @@ async def test_a_cache_only_redis_may_evict_without_a_warning(
     finally:
         for stop in reversed(app.on_shutdown):
             await stop()
+    assert [line for line in _warnings(caplog) if "maxmemory" in line] == []
+
+
+NOEVICTION_FULL_AT_64MB = ("--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
+
+
+async def _start_and_stop(config: GatewayConfig) -> None:
+    from aigw.app import build_app
+
+    app = build_app(config)
+    try:
+        for start in app.on_startup:
+            await start()
+    finally:
+        for stop in reversed(app.on_shutdown):
+            await stop()
+
+
+def _cache_config(tmp_path: Path, cache_url: str, redis_url: str = "", tenancy: bool = False) -> GatewayConfig:
+    return GatewayConfig.model_validate({
+        "database_url": f"sqlite:///{tmp_path}/aigw.db", "redis_url": redis_url, "redis_prefix": "aigw-test:ev:",
+        "tenancy": {"enabled": tenancy, "ledger": {"writer": "thread"}},
+        "models": [{"name": "mock", "provider": "mock"}], "cache": {"mode": "exact", "redis_url": cache_url},
+        "observability": {"request_log": {"enabled": False}},  # not what is tested, and its writer outlives a start
+    })
+
+
+def test_a_cache_redis_warns_only_when_it_refuses_writes_once_full() -> None:
+    line = cache_full_warning("noeviction", 1 << 26)
+    assert line is not None and "refuses every store" in line and "allkeys-lru" in line and "67108864" in line
+    assert cache_full_warning("noeviction", 0) is None  # no maxmemory: never full in Redis's sense
+    for policy in ("allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-ttl"):
+        assert cache_full_warning(policy, 1 << 26) is None
+
+
+@pytest.mark.parametrize("redis_with", [NOEVICTION_FULL_AT_64MB], indirect=True)
+async def test_the_start_warns_when_the_cache_own_redis_would_refuse_stores_once_full(
+        redis_with: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "aigw")
+    await _start_and_stop(_cache_config(tmp_path, redis_with))
+    lines = [line for line in _warnings(caplog) if "maxmemory" in line]
+    assert len(lines) == 1, _warnings(caplog)
+    assert lines[0].startswith("the cache's Redis (cache.redis_url) has maxmemory-policy noeviction")
+    assert "refuses every store" in lines[0] and "maxmemory-policy allkeys-lru" in lines[0]
+    assert [r.name for r in caplog.records if r.getMessage() == lines[0]] == ["aigw.cache"]
+
+
+@pytest.mark.parametrize("redis_with", [("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"),
+                                        ("--maxmemory-policy", "noeviction")], indirect=True)
+async def test_a_cache_redis_that_evicts_or_has_no_limit_says_nothing(
+        redis_with: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    await _start_and_stop(_cache_config(tmp_path, redis_with))
+    assert [line for line in _warnings(caplog) if "maxmemory" in line] == []
+
+
+@pytest.mark.parametrize("redis_with", [(*NOEVICTION_FULL_AT_64MB, "--rename-command", "CONFIG", "")],
+                         indirect=True)
+async def test_a_cache_redis_that_refuses_config_gets_a_debug_line_only(
+        redis_with: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "aigw")
+    await _start_and_stop(_cache_config(tmp_path, redis_with))
+    assert [line for line in _warnings(caplog) if "maxmemory" in line] == []
+    assert [r for r in caplog.records if r.name == "aigw.cache" and r.levelno == logging.DEBUG
+            and "not checked" in r.getMessage()]
+
+
+@pytest.mark.parametrize("redis_with", [NOEVICTION_FULL_AT_64MB], indirect=True)
+@pytest.mark.parametrize("cache_db", ["/0", "/1"])
+async def test_a_cache_sharing_the_counters_redis_says_nothing_new(
+        redis_with: str, cache_db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The same server (the same URL, or another database number on it): the counters need noeviction there."""
+    cache_url = redis_with.removesuffix("/0") + cache_db
+    await _start_and_stop(_cache_config(tmp_path, cache_url, redis_url=redis_with, tenancy=True))
     assert [line for line in _warnings(caplog) if "maxmemory" in line] == []
