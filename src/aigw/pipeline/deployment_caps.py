@@ -6,7 +6,8 @@ refused before routing. The router asks ``DeploymentCaps.admit`` before each cal
 to a capped deployment: one store step (memory, or one Lua call on the shared
 Redis, so three replicas enforce one cap, not three) besides the limits stage's
 own. A deployment that refuses is skipped for that request, as one at its rate
-limit; when none is left the client gets a 429 with the shortest wait. A prompt
+limit; when none is left the client gets a 429 with the shortest wait, and the
+``x-ratelimit-*`` figures of the deployment that frees first. A prompt
 that no wait would let through (over a deployment's whole tpm, counted with the
 tokenizer) skips that deployment for good: with none left, the 429 says so.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from aigw import errors
 from aigw.pipeline.tenancy import TenancyServices
-from aigw.stores.base import Scope
+from aigw.stores.base import Admission, Scope
 from aigw.types import JSON
 
 
@@ -47,6 +48,9 @@ class DeploymentCaps:
     now: Callable[[], float]  # the stores' clock
     taken: list[Taken] = field(default_factory=list)
     counted: int | None = None  # the prompt counted with the tokenizer, once needed
+    # the refusal with the shortest wait (the deployment that frees first): its figures go into the 429's
+    # x-ratelimit-* headers when every deployment is full (``route``); kept on a refusal only
+    refused: Admission | None = None
 
     async def admit(self, deployment_id: str) -> float | None:
         """None: call it (taken, or not capped); else the seconds until it has room (``math.inf``: never,
@@ -71,6 +75,8 @@ class DeploymentCaps:
                                          retry_after=1.0) from None
             return None
         if not answer.allowed:
+            if self.refused is None or answer.retry_after_s < self.refused.retry_after_s:
+                self.refused = answer
             return max(1.0, answer.retry_after_s)
         self.taken.append(Taken(scopes, est, answer.taken_at))
         return None

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 from aigw import errors
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, RequestContext, Result, Streaming
+from aigw.pipeline.deployment_caps import DeploymentCaps
+from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.tenancy import ROUTE_CAPS
 from aigw.routing.router import Router, RouteRequest, Served
 from aigw.types import JSON
@@ -16,18 +18,22 @@ class RouteTerminal:
         self.router = router
 
     async def handle(self, ctx: RequestContext) -> Result:
+        caps: DeploymentCaps | None = ctx.state.get(ROUTE_CAPS)
         req = RouteRequest(model=ctx.model, body=ctx.body, endpoint=ctx.endpoint,
                            deadline_s=ctx.deadline_s, headers=_forwarded(ctx), allowed=ctx.principal.allowed_models,
-                           caps=ctx.state.get(ROUTE_CAPS))
+                           caps=caps)
         try:
             if ctx.stream:
                 chunks, served = await self.router.open_stream(req)
                 _record(ctx, served)
                 return Streaming(_watch_usage(ctx, chunks, served))
             body, served = await self.router.complete(req)
-        except errors.GatewayError:
+        except errors.GatewayError as err:
             if req.served is not None:  # calls that failed still reached upstreams (the limits stage asks)
                 _tries(ctx, req.served)
+            if isinstance(err, errors.DeploymentsFull) and caps is not None and caps.refused is not None:
+                # the figures of the deployment that frees first (they replace the key's, if it has limits)
+                add_headers(ctx.response_headers, caps.refused)
             raise
         _record(ctx, served)
         usage = body.get("usage")

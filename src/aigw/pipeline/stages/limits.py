@@ -18,11 +18,11 @@ import math
 from typing import Any
 
 from aigw import errors
-from aigw.durations import go_duration
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deployment_caps import DeploymentCaps
 from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
@@ -39,7 +39,7 @@ from aigw.pipeline.tenancy import (
     plan_budget,
     prompt_estimate,
 )
-from aigw.stores.base import Admission, Limits, Scope
+from aigw.stores.base import Limits, Scope
 from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import Clock
 
@@ -130,7 +130,7 @@ class LimitsStage(Stage):
             if self._capped:
                 self._route_caps(ctx, slot, est, counted)
             return None
-        _add_headers(ctx.response_headers, answer)
+        add_headers(ctx.response_headers, answer)
         if not answer.allowed:
             what = {"rpm": "requests per minute", "tpm": "tokens per minute",
                     "parallel": "parallel requests"}[answer.reason]
@@ -229,19 +229,6 @@ def _refused_input(ctx: RequestContext) -> bool:
     """Refused for what it asked, by a stage after this one or the router, before any upstream call: bad input
     changes nothing, so it takes no request from rpm (a 400 an upstream answered did reach it, and counts)."""
     return ctx.error is not None and ctx.error.kind in _BAD_INPUT and ctx.attempts == 0
-
-
-def _add_headers(out: dict[str, str], a: Admission) -> None:
-    """OpenAI's six headers, resets in its format (``go_duration``: ``20ms``, ``12.5s``, ``1m0s``), for the
-    requests and the tokens of the levels the store reports (an accepted call and a refusal alike)."""
-    if a.limit_requests is not None:
-        out["x-ratelimit-limit-requests"] = str(a.limit_requests)
-        out["x-ratelimit-remaining-requests"] = str(a.remaining_requests or 0)
-        out["x-ratelimit-reset-requests"] = go_duration(a.reset_requests_s)
-    if a.limit_tokens is not None:
-        out["x-ratelimit-limit-tokens"] = str(a.limit_tokens)
-        out["x-ratelimit-remaining-tokens"] = str(a.remaining_tokens or 0)
-        out["x-ratelimit-reset-tokens"] = go_duration(a.reset_tokens_s)
 
 
 def _capped(deps: StageDeps) -> dict[str, list[Scope]]:

@@ -1,0 +1,87 @@
+"""What an SDK sees on the refusals that are not a key's, project's or tenant's own rate limit: every
+deployment of a model at its own caps, and a prompt too large for a tokens-per-minute cap. The same
+x-ratelimit-* (and, on /v1/messages, anthropic-ratelimit-*) figures as any other refusal, in memory and with
+the rate windows in Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from aigw.cli.admin_client import AdminClient
+from aigw.durations import parse_go_duration
+from tests.integration.tenancy_support import MASTER, PRICED_MOCK, chat_body, gateway_config, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
+
+# two deployments of `capped`, each with its own rpm: the one called first frees first
+CAPPED = [{"name": "capped", "provider": "mock", "id": "cap-one", "rpm": 1},
+          {"name": "capped", "provider": "mock", "id": "cap-three", "rpm": 3}]
+RPM = {"cap-one": 1, "cap-three": 3}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def gw(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningGateway]:
+    cfg = gateway_config(tmp_path / "gw.db", models=[PRICED_MOCK, *CAPPED])
+    if request.param == "redis":
+        url, prefix = request.getfixturevalue("redis_isolated")
+        cfg.update(redis_url=url, redis_prefix=prefix)
+    with running_gateway(cfg) as g:
+        yield g
+
+
+def _seconds_until(rfc3339: str) -> float:
+    return (dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")) - dt.datetime.now(dt.UTC)).total_seconds()
+
+
+def test_every_deployment_full_carries_the_figures_of_the_one_that_frees_first(gw: RunningGateway) -> None:
+    key = setup_key(AdminClient(gw.url, MASTER), "full-hdr-co")  # no limits of its own: the figures are the caps'
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+    first = client.chat.completions.with_raw_response.create(**chat_body(model="capped"))
+    frees_first = first.headers["x-aigw-deployment"]  # its count leaves the window a second before the others
+    time.sleep(1.1)
+    for _ in range(3):  # the rest of the four requests the two deployments take in a minute
+        client.chat.completions.create(**chat_body(model="capped"))
+    with pytest.raises(openai.RateLimitError, match="Every deployment of `capped`") as err:
+        client.chat.completions.create(**chat_body(model="capped"))
+    assert err.value.status_code == 429 and err.value.type == "rate_limit_error"
+    h = err.value.response.headers
+    assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == (str(RPM[frees_first]), "0")
+    reset = parse_go_duration(h["x-ratelimit-reset-requests"])
+    assert reset is not None and 55 < reset < 59.5  # its first call, ~1.1 s older than the others, leaves then
+    assert int(h["retry-after"]) == math.ceil(reset)  # Retry-After is the reset, rounded up
+    assert "x-ratelimit-limit-tokens" not in h  # no tpm cap anywhere: nothing to say about tokens
+    # the Anthropic endpoint says the same under Anthropic's names
+    claude = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        claude.messages.create(model="capped", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 429
+    assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index, call-overload]
+    a = refused.value.response.headers
+    assert (a["anthropic-ratelimit-requests-limit"], a["anthropic-ratelimit-requests-remaining"]) == (
+        str(RPM[frees_first]), "0")
+    assert 54 < _seconds_until(a["anthropic-ratelimit-requests-reset"]) <= int(a["retry-after"]) + 1
+
+
+def test_every_deployment_full_on_tokens_says_so_in_the_token_figures(tmp_path: Path) -> None:
+    models = [PRICED_MOCK, {"name": "capped", "provider": "mock", "id": "cap-tpm", "tpm": 2000}]
+    with running_gateway(gateway_config(tmp_path / "gw.db", models=models)) as gw:
+        key = setup_key(AdminClient(gw.url, MASTER), "full-tpm-co", rpm=50)
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        ask: dict[str, Any] = chat_body("word " * 300, model="capped", max_tokens=1000)
+        with pytest.raises(openai.RateLimitError, match="Every deployment") as err:
+            for _ in range(10):  # ~1,300 tokens estimated each: the second is over the deployment's tpm
+                client.chat.completions.create(**ask)
+        h = err.value.response.headers
+        assert (h["x-ratelimit-limit-tokens"], h["x-ratelimit-remaining-tokens"]) == ("2000", "0")
+        reset = parse_go_duration(h["x-ratelimit-reset-tokens"])
+        assert reset is not None and 0 < reset <= int(h["retry-after"]) == math.ceil(max(1.0, reset))
+        assert h["x-ratelimit-limit-requests"] == "50"  # the key's requests figures stay: it has no rpm cap
+
