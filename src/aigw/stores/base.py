@@ -348,6 +348,12 @@ class Gate(Protocol):
         """Rate scopes first (a refusal takes nothing), then the reservation (None: no budget scopes)."""
         ...
 
+    async def peek(self, rate: list[Scope]) -> list[Admission]:
+        """Each scope's figures as they stand, nothing taken or changed, one ``Admission`` per scope:
+        remaining = cap - used, resets = when its oldest count leaves the window (0: empty). For a refusal
+        no wait helps (a prompt over a tpm cap), the cold path: not batched with the other steps."""
+        ...
+
     async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, entered: float,
                     thresholds: list[float], request_back: bool = False) -> list[tuple[str, str, float]]:

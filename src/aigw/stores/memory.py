@@ -186,6 +186,22 @@ class MemoryRateLimiter:
                          reset_tokens_s=tok_w.frees_in(now) if tok_w is not None else 0.0,
                          taken_at=sec)
 
+    async def peek(self, scopes: list[Scope]) -> list[Admission]:
+        return self.figures(scopes, self._clock.now())
+
+    def figures(self, scopes: list[Scope], now: float) -> list[Admission]:
+        """Each scope's figures as they stand, nothing taken (``Gate.peek``)."""
+        sec = int(now)
+        out = []
+        for _, rpm, tpm, _, req, tok, _ in self._levels(scopes):
+            used_r, used_t = req.used(sec), tok.used(sec)  # expire first: the reset is of what is left
+            out.append(Admission(allowed=False, limit_requests=rpm or None,
+                                 remaining_requests=max(0, rpm - used_r) if rpm else None,
+                                 limit_tokens=tpm or None, remaining_tokens=max(0, tpm - used_t) if tpm else None,
+                                 reset_requests_s=req.frees_in(now) if rpm else 0.0,
+                                 reset_tokens_s=tok.frees_in(now) if tpm else 0.0))
+        return out
+
     def give_back(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int, now: float,
                   request_back: bool = False) -> None:
         """Settle the token estimate to the real count and free the parallel slot (and, with
@@ -246,6 +262,9 @@ class MemoryGate:
         if not admission.allowed or not budget:
             return admission, None
         return admission, self.budgets.reserve_now(budget, amount_nano, now, slot)
+
+    async def peek(self, rate: list[Scope]) -> list[Admission]:
+        return self.limiter.figures(rate, self.limiter.now())
 
     async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, entered: float,

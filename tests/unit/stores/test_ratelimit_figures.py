@@ -90,3 +90,17 @@ async def test_a_parallel_refusal_reports_both(limiter: Any) -> None:
     assert refused.reason == "parallel"
     assert (refused.limit_requests, refused.remaining_requests, refused.reset_requests_s) == (5, 3, 0)
     assert (refused.limit_tokens, refused.remaining_tokens, refused.reset_tokens_s) == (1000, 980, 0)
+
+
+async def test_peek_reports_each_levels_figures_as_they_stand_and_takes_nothing(limiter: Any) -> None:
+    # what a prompt too large for a tpm cap is told: no wait lets it through, so no "until it fits" figures
+    key = Scope("key", "peek-k", Limits(rpm=10, tpm=1000))
+    empty = Scope("project", "peek-p", Limits(tpm=5000))
+    assert (await limiter.admit([key], "a", 100)).allowed
+    for _ in range(2):  # twice: the first read took nothing
+        got_key, got_empty = await limiter.peek([key, empty])
+        assert (got_key.limit_requests, got_key.remaining_requests) == (10, 9)
+        assert (got_key.limit_tokens, got_key.remaining_tokens) == (1000, 900)
+        assert 59 < got_key.reset_requests_s <= 60 and 59 < got_key.reset_tokens_s <= 60
+        assert (got_empty.limit_requests, got_empty.remaining_requests) == (None, None)  # no rpm cap
+        assert (got_empty.limit_tokens, got_empty.remaining_tokens, got_empty.reset_tokens_s) == (5000, 5000, 0)

@@ -110,6 +110,7 @@ class RedisCounters:
         self._marks = AlertMarks(redis, 2 * parallel_ttl_s)
         self._seed = _script(redis, "seed")
         self._spent = _script(redis, "spent")
+        self._peek = _script(redis, "peek")
         self._rates: dict[str, _Rate] = {}
         self._budgets: dict[str, _Budget] = {}
         self._thresholds: tuple[list[float], list[bytes]] = ([], [])
@@ -211,6 +212,19 @@ class RedisCounters:
             raise SettleUnanswered(f"{type(exc).__name__}: {exc}",
                                    self._read_marks(slot, items, thresholds)) from exc
         return _crossed(out, items)
+
+    async def peek(self, rate: list[Scope]) -> list[Admission]:
+        """Each scope's figures as they stand (``peek.lua``, read only), through redis-py: the cold path."""
+        keys: list[str] = []
+        args: list[int] = []
+        for s in rate:
+            keys += (f"{self._rl}{s.ref}:r", f"{self._rl}{s.ref}:t")
+            args += (s.limits.rpm or 0, s.limits.tpm or 0)
+        out = await self._peek(keys=keys, args=args)
+        return [Admission(allowed=False, limit_requests=_int(out[i]), remaining_requests=_int(out[i + 1]),
+                          reset_requests_s=float(out[i + 2]), limit_tokens=_int(out[i + 3]),
+                          remaining_tokens=_int(out[i + 4]), reset_tokens_s=float(out[i + 5]))
+                for i in range(0, len(out), 6)]
 
     def _read_marks(self, slot: str, items: list[_Budget], thresholds: list[float]) -> asyncio.Future[list[Crossing]]:
         """The thresholds a settle whose answer was lost crossed, once Redis answers (``alert_marks``)."""
