@@ -85,3 +85,36 @@ def test_every_deployment_full_on_tokens_says_so_in_the_token_figures(tmp_path: 
         assert reset is not None and 0 < reset <= int(h["retry-after"]) == math.ceil(max(1.0, reset))
         assert h["x-ratelimit-limit-requests"] == "50"  # the key's requests figures stay: it has no rpm cap
 
+
+
+PROSE = ("The quarterly report shows that revenue grew in every region, led by strong demand for the new product "
+         "line, while costs, including logistics and marketing, rose more slowly than expected. ")
+
+
+def test_a_prompt_too_large_for_the_tpm_says_what_the_level_has_left_and_sdks_do_not_retry(
+        gw: RunningGateway) -> None:
+    key = setup_key(AdminClient(gw.url, MASTER), "too-large-hdr-co", rpm=5, tpm=1000)
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=2)
+    client.chat.completions.create(**chat_body())  # some tokens and one request in the key's windows
+    with pytest.raises(openai.RateLimitError, match="Request too large for key on tokens per minute") as err:
+        client.chat.completions.create(**chat_body(PROSE * 40))  # ~1,400 tokens by the tokenizer too
+    assert err.value.status_code == 429 and err.value.code == "rate_limit_exceeded"
+    h = err.value.response.headers
+    assert h["x-should-retry"] == "false" and "retry-after" not in h  # no wait lets it through
+    assert h["x-ratelimit-limit-tokens"] == "1000"
+    assert 900 < int(h["x-ratelimit-remaining-tokens"]) < 1000  # what the window has left, not 0: smaller calls fit
+    reset = parse_go_duration(h["x-ratelimit-reset-tokens"])
+    assert reset is not None and 55 < reset <= 60  # the first call's tokens leave the window then
+    # the requests as they stand: the first call's (the refusals, one each, took none: the SDK did not retry)
+    assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("5", "4")
+    claude = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=2)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        claude.messages.create(model="mock", max_tokens=20, messages=[{"role": "user", "content": PROSE * 40}])
+    assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index, call-overload]
+    a = refused.value.response.headers
+    assert a["x-should-retry"] == "false" and "retry-after" not in a
+    assert a["anthropic-ratelimit-tokens-limit"] == "1000"
+    assert 900 < int(a["anthropic-ratelimit-tokens-remaining"]) < 1000
+    assert 54 < _seconds_until(a["anthropic-ratelimit-tokens-reset"]) <= 61
+    assert (a["anthropic-ratelimit-requests-limit"], a["anthropic-ratelimit-requests-remaining"]) == ("5", "4")
+    client.chat.completions.create(**chat_body("a short one"))  # and the key still works

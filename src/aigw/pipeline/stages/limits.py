@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from typing import Any
 
 from aigw import errors
@@ -75,19 +76,40 @@ class LimitsStage(Stage):
             self._tightest[id(scopes)] = known
         return known
 
-    async def _counted(self, ctx: RequestContext, tightest: Scope, cap: int) -> int:
+    async def _counted(self, ctx: RequestContext, scopes: list[Scope], tightest: Scope, cap: int) -> int:
         """The prompt counted with the tokenizer, for when the cheap estimate (which errs high, up to
         2.5x) alone is over the smallest tpm cap. Without it a prompt that fits would be refused for
         good, each refusal saying to retry in a minute; a prompt the tokenizer also finds over the cap
-        is refused as too large, and SDKs are told not to retry it."""
+        is refused as too large, and SDKs are told not to retry it (``TooLargeForLimit`` is not retryable:
+        ``x-should-retry: false``, no ``Retry-After``)."""
         # off the event loop: the first count loads the encoding (~0.1 s), a big prompt takes milliseconds
         counted = await asyncio.to_thread(self.svc.tokens.count_prompt, ctx.body)
         if counted > cap:
-            ctx.response_headers["x-ratelimit-limit-tokens"] = str(cap)
+            await self._too_large_headers(ctx, scopes, tightest)
             raise errors.TooLargeForLimit(
                 f"Request too large for {tightest.kind} on tokens per minute: limit {cap}, this prompt is "
                 f"about {counted} tokens. Shorten the prompt to run it.", code="rate_limit_exceeded")
         return counted
+
+    async def _too_large_headers(self, ctx: RequestContext, scopes: list[Scope], tightest: Scope) -> None:
+        """The x-ratelimit-* figures of a prompt too large for ``tightest``'s tpm: its tokens as they stand
+        (what it has left, when its oldest count leaves the window: a client-side limiter reading them must not
+        hold back the calls that fit), the requests of the level with the fewest left. One read of the store,
+        nothing taken; if it fails, the limit alone."""
+        out = ctx.response_headers
+        out["x-ratelimit-limit-tokens"] = str(tightest.limits.tpm)
+        try:
+            levels = await self.svc.gate.peek(scopes)
+        except Exception as exc:
+            self.svc.store_error("limits", exc, "peek")
+            return
+        tokens = levels[next(i for i, s in enumerate(scopes) if s is tightest)]
+        requests = min((a for a in levels if a.limit_requests), key=lambda a: a.remaining_requests or 0,
+                       default=None)
+        if requests is not None:
+            tokens = replace(tokens, limit_requests=requests.limit_requests,
+                             remaining_requests=requests.remaining_requests, reset_requests_s=requests.reset_requests_s)
+        add_headers(out, tokens)
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
         scopes, tightest = self._scopes(ctx)
@@ -99,7 +121,7 @@ class LimitsStage(Stage):
         est = 0
         counted: int | None = None  # the prompt counted with the tokenizer, when the estimate was over a cap
         if tightest is not None and (est := prompt_estimate(ctx)) > (cap := tightest.limits.tpm or 0):
-            est = counted = await self._counted(ctx, tightest, cap)
+            est = counted = await self._counted(ctx, scopes, tightest, cap)
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         slot = unique_id("slot_")  # the client's x-request-id, repeated on parallel calls, would share one
         entered = self.clock.now()
