@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import subprocess
 import time
 
@@ -85,3 +87,77 @@ async def test_a_settle_refused_while_no_window_is_open_is_owed_too(
         await asyncio.sleep(0.25)
         await _until_answering(counters)
         assert _window_keys(url, scope) == (12345, 0, 0)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+async def test_with_the_window_off_a_settle_refused_by_a_full_redis_is_owed_and_sent_once_it_has_room(
+        own_redis: tuple[str, subprocess.Popen[bytes]], lean: bool) -> None:
+    """``store_retry_after_s: 0`` (every step tries Redis): a refused settle never ran either, so it is kept
+    all the same and sent once Redis takes writes (before, it was raised and lost: the settled spend fell
+    behind the calls' cost, a budget overrun by every call that ended while Redis was full)."""
+    url, _ = own_redis
+    scope = Scope("key", "no-window", Limits(tpm=100_000, budget_usd=1.0, budget_period="daily"))
+    reserve, costs = NANO // 10, [NANO // 50, NANO // 40, 12345]
+    async with gate(url, lean=lean, window_s=0) as counters:
+        admitted = [(await counters.enter([scope], f"nw-{i}", 100, [scope], reserve, NOW))[0] for i in range(3)]
+        fill_redis(url)
+        owed = []
+        for i, cost in enumerate(costs):
+            with pytest.raises(SettleOwed) as kept:
+                await counters.leave([scope], f"nw-{i}", 50, admitted[i].taken_at, [scope], reserve, cost, NOW,
+                                     [0.01])
+            owed.append(kept.value)
+        assert counters.owed == 3
+        with pytest.raises(Exception) as refused:  # no window: each step still goes to Redis, none is skipped
+            await counters.enter([scope], "nw-late", 100, [scope], reserve, NOW)
+        assert out_of_memory(refused.value) and not isinstance(refused.value, StoreSkipped)
+        assert counters.owed == 3  # sent again with the refused step: still refused, still owed (not lost)
+
+        make_room(url)
+        other = Scope("key", "no-window-other", Limits(rpm=1000))
+        assert (await counters.admit([other], "after", 0)).allowed  # Redis takes a step: the owed ones follow
+        deadline = time.monotonic() + 5
+        while counters.owed:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the last chunk's replies handed out
+        assert _window_keys(url, scope) == (sum(costs), 0, 0)  # each ran once, no lease left
+        crossed = await asyncio.wait_for(owed[0].later, 1)
+        assert [t for _, _, t in crossed] == [0.01]
+
+
+async def test_with_the_window_off_an_idle_gateway_sends_what_a_full_redis_refused_through_its_health_check(
+        own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    url, _ = own_redis
+    scope = Scope("key", "no-window-idle", Limits(tpm=100_000, budget_usd=1.0, budget_period="daily"))
+    async with gate(url, window_s=0) as counters:
+        admitted, _ = await counters.enter([scope], "i", 100, [scope], NANO // 10, NOW)
+        fill_redis(url)
+        with pytest.raises(SettleOwed):
+            await counters.leave([scope], "i", 50, admitted.taken_at, [scope], NANO // 10, 4321, NOW, [])
+        answering, detail = await counters.health()  # no window: the gate is not skipping Redis
+        assert answering and "1 settles owed" in detail, detail
+        await asyncio.sleep(0.1)
+        assert counters.owed == 1  # the check sent it again: still full, refused, still owed
+        make_room(url)
+        await _until_answering(counters)
+        assert _window_keys(url, scope) == (4321, 0, 0)
+
+
+async def test_with_the_window_off_a_settle_that_timed_out_is_still_not_owed(
+        own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """Only Redis's own refusal says a settle did not run: one sent and not answered may have run, and is
+    raised as before (never sent twice)."""
+    url, proc = own_redis
+    scope = Scope("key", "no-window-stall", Limits(budget_usd=1.0, budget_period="daily"))
+    async with gate(url, window_s=0) as counters:
+        admitted, _ = await counters.enter([], "s", 0, [scope], NANO // 10, NOW)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(Exception) as failed:
+                await counters.leave([], "s", 0, admitted.taken_at, [scope], NANO // 10, 4321, NOW, [])
+            assert not isinstance(failed.value, StoreSkipped) and counters.owed == 0
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        await asyncio.sleep(0.1)
+        assert _window_keys(url, scope)[0] in (0, 4321) and counters.owed == 0

@@ -104,7 +104,7 @@ class GateBatcher:
     too, steps raise ``StoreSkipped`` at once for ``retry_after_s`` (nothing is sent; the callers apply
     their store-error policies), then one step is sent as a probe while the others still skip: its answer
     ends the outage, another failure starts a new window. So a stalled Redis costs two timeouts, then one
-    per window, not one per request; while it answers, ``run`` pays one attribute check for this. Why
+    per window, not one per request; while it answers, ``run`` pays two attribute checks for this. Why
     two: a pause of this process (a long GC) times out whatever was in flight although Redis answered;
     one failure alone would then refuse a second of budgeted calls. 0 turns the window off (every step
     tries Redis).
@@ -112,7 +112,9 @@ class GateBatcher:
     A skipped step its caller marks ``replayable`` (a leave: the settle after a call) is not lost: it is
     owed (``gate_owed.OwedSettles``, up to ``owed_max``) and raises ``SettleOwed``; when Redis answers
     again (the probe, the health check's or any step) the owed steps are sent in the background, exactly
-    once. ``report(outcome, n)`` counts them: owed, replayed, dropped, failed.
+    once. So is a settle a full Redis refused (its own answer that the script did not run), whatever the
+    window: with it off (nothing skipped), the owed settles go with the next step Redis answers, or the
+    health check. ``report(outcome, n)`` counts them: owed, replayed, dropped, failed.
     """
 
     def __init__(self, runner: ScriptRunner, retry_after_s: float = 1.0, owed_max: int = OWED_MAX,
@@ -162,7 +164,7 @@ class GateBatcher:
             self._left(slot, ended)
             raise
         except Exception as exc:  # Redis full: the batch did not run, so a settle is kept for when it has room
-            if replayable and self.outage is not None and out_of_memory(exc):
+            if replayable and out_of_memory(exc):  # window or none; never one that timed out (it may have run)
                 raise self.owed_settles.owe(kind, keys, args, exc) from None
             raise
 
@@ -210,7 +212,7 @@ class GateBatcher:
                 if outage.confirmed:
                     log.warning("Redis answers the gate again after %.1f s%s", asyncio.get_running_loop().time()
                                 - outage.since, f"; sending the {n} settles owed" if (n := self.owed) else "")
-                self.owed_settles.replay_soon()
+            self.owed_settles.replay_soon()  # (no window: those a full Redis refused, while it may have room)
             return
         if (full or isinstance(exc, _OUTAGE)) and self.retry_after_s > 0:
             now = asyncio.get_running_loop().time()
@@ -240,7 +242,8 @@ class GateBatcher:
 
     async def status(self) -> tuple[bool, str]:
         """(answering, a line for /health/ready). When the window is over and no step came to probe (no
-        traffic), this probes, with an empty batch, so an idle gateway does not report an old outage."""
+        traffic), this probes, with an empty batch, so an idle gateway does not report an old outage. Settles
+        owed without an outage (a full Redis refused them, the window off) are sent again from here too."""
         outage = self.outage
         if outage is not None and outage.confirmed and not outage.probing \
                 and asyncio.get_running_loop().time() >= outage.until:
@@ -254,6 +257,8 @@ class GateBatcher:
                     raise
             else:
                 self._settled(None, batch)
+        elif outage is None and self.owed:  # no window (settles a full Redis refused): the check sends them
+            self.owed_settles.replay_soon()
         skipped = f"{self.skipped} calls skipped in {self.outages} outages since start; {self.owed} settles owed"
         outage = self.outage
         if outage is None or not outage.confirmed:
@@ -311,7 +316,7 @@ class GateBatcher:
             self._settled(exc, batch)
         else:
             _deliver(steps, done.result())
-            if self.outage is not None:  # the healthy path pays this check only
+            if self.outage is not None or self.owed_settles:  # the healthy path pays these checks only
                 self._settled(None, batch)
         _end(ended)
 
@@ -326,7 +331,7 @@ class GateBatcher:
                 raise
         else:
             _deliver(steps, replies)
-            if self.outage is not None:
+            if self.outage is not None or self.owed_settles:
                 self._settled(None, batch)
         finally:
             _end(ended)

@@ -123,6 +123,8 @@ class OwedSettles:
             if replayed:
                 self.count("replayed", replayed)
                 replayed = 0
+            if unsent:  # not taken: the next answer goes on (with the window off nothing else would stop this)
+                break
         if not self._owed:
             log.warning("Redis answers the gate: the settles owed since the outage are sent (%d in all since "
                         "start, %d given up)", self.counts["replayed"], self.counts["dropped"] + self.counts["failed"])
