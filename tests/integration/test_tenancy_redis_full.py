@@ -33,12 +33,7 @@ def _post(gw: RunningGateway, key: str, model: str = "") -> int:
 
 
 def _gate(gw: RunningGateway) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(gw.url + "/health/ready", timeout=5) as r:
-            out: dict[str, Any] = json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        out = json.loads(err.read())
-    gate: dict[str, Any] = out["checks"]["gate"]
+    gate: dict[str, Any] = gw.ready()[1]["checks"]["gate"]
     return gate
 
 
