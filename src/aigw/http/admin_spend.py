@@ -6,8 +6,9 @@
 
 Days are UTC and inclusive. At most ``limit`` rows (1000 by default, up to 10000): the dearest groups
 first (by day: the earliest days). ``has_more`` says that rows were left out; ``total_cost_usd`` is
-always the whole report's, left-out rows included, summed in nano-dollars: exactly the sum of the rows
-to nine decimals. Rows grouped by project or tenant carry its name too (``project_name``,
+always the whole report's, left-out rows included: ``total_cost_nano`` is the exact sum of the rows'
+``cost_nano`` (the rollups' integer nano-dollars; ``cost_usd`` is each over 1e9), ``total_cost_usd`` it over
+1e9. Rows grouped by project or tenant carry its name too (``project_name``,
 ``tenant_name``; looked up in the small projects or tenants table, never the ledger). ``format=csv``
 answers the rows as a CSV file for a spreadsheet: the group's columns first, costs with nine decimals
 (the ledger's nano-dollar precision, never ``1e-05``). A tenant admin key is confined to its own tenant;
@@ -99,13 +100,14 @@ class SpendApi:
         else:
             total = _nano_sum(rows)
         return 200, {"object": "spend_report", "group_by": group, "since": query.since_day,
-                     "until": query.until_day, "total_cost_usd": total / NANO, "has_more": more, "data": rows}
+                     "until": query.until_day, "total_cost_usd": total / NANO, "total_cost_nano": total,
+                     "has_more": more, "data": rows}
 
 
 def _nano_sum(rows: list[JSON]) -> int:
-    """The rows' costs summed in whole nano-dollars (the ledger's unit; each row's ``cost_usd`` is its nano sum
-    over 1e9), so the total is exactly the sum of the rows as shown to nine decimals, with no float drift."""
-    return sum(round(r["cost_usd"] * NANO) for r in rows)
+    """The rows' ``cost_nano`` summed: the rollups' own integers (the ledger's unit), never floats rounded back
+    (which drift by a nano or more once a row passes 2**53 nano-dollars, ~$9M)."""
+    return sum(int(r["cost_nano"]) for r in rows)
 
 
 def register(app: object, auth: Authenticator, api: SpendApi) -> None:

@@ -17,14 +17,18 @@ SUM_COLUMNS = ["requests", "errors", "cache_hits", "prompt_tokens", "completion_
 
 
 def spend_csv(rows: list[dict[str, Any]], group: str) -> str:
-    """The group's columns, the sums, then any other field of the rows; one line per row."""
+    """The group's columns, the sums, then any other field of the rows (``cost_nano``...); one line per row.
+    ``cost_usd`` is written from ``cost_nano`` when a row has it: exact at any size."""
     columns = FIRST_COLUMNS[group] + SUM_COLUMNS
     extra = sorted({name for row in rows for name in row} - set(columns))
     out = io.StringIO()
     writer = csv.DictWriter(out, [*columns, *extra], lineterminator="\r\n")  # RFC 4180's line ends
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+        cells = {k: _cell(v) for k, v in row.items()}
+        if isinstance(nano := row.get("cost_nano"), int):
+            cells["cost_usd"] = usd_nano(nano)
+        writer.writerow(cells)
     return out.getvalue()
 
 
@@ -40,3 +44,9 @@ def usd(value: float) -> str:
     """Dollars to the ledger's own precision (nano-USD, nine decimals), never ``1e-05``: rows shown so add up
     to the total to the last digit (six decimals dropped a $0.0000004 call's row to 0 and kept it in the total)."""
     return f"{value:.9f}"
+
+
+def usd_nano(nano: int) -> str:
+    """``usd`` from whole nano-dollars, digit for digit at any size (a float holds every nano only to ~$9M)."""
+    whole, frac = divmod(abs(nano), 1_000_000_000)
+    return f"{'-' if nano < 0 else ''}{whole}.{frac:09d}"

@@ -119,7 +119,10 @@ async def spend_report(db: Sql, q: SpendQuery) -> list[Row]:
         r[q.group_by] = r.pop("grp")
         for c in ROLLUP_COLS:
             r[c] = int(r[c] or 0)
-        out.append(_usd(r))
+        nano = r["cost_nano"]
+        row = _usd(r)  # cost_usd: the nano-dollars / 1e9
+        row["cost_nano"] = nano  # kept too: a total sums these exactly (a float holds every nano only to ~$9M)
+        out.append(row)
     return out
 
 
