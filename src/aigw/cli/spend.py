@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aigw.cli.admin_client import call, json_option, key_option, not_blank, show, url_option
-from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS, usd
+from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS, usd, usd_nano
 
 _MONEY = ("cost_usd", "cost_saved_usd")
 
@@ -38,10 +38,14 @@ def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | 
     if as_json:
         show(data, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
         return
-    # dollars to nine decimals (the ledger's nano-dollars), rows and total alike: the column adds up to the total
-    rows = [{**r, **{c: usd(float(r[c])) for c in _MONEY if r.get(c) is not None}} for r in data.get("data", [])]
+    # dollars to nine decimals (the ledger's nano-dollars), rows and total alike: the column adds up to the total;
+    # from the integer nano-dollars when the server sends them (exact at any size), else from the dollars
+    rows = [{**r, **{c: usd(float(r[c])) for c in _MONEY if r.get(c) is not None},
+             **({"cost_usd": usd_nano(r["cost_nano"])} if isinstance(r.get("cost_nano"), int) else {})}
+            for r in data.get("data", [])]
     show({**data, "data": rows}, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
-    click.echo(f"total: ${usd(float(data.get('total_cost_usd', 0)))}")
+    total = data.get("total_cost_nano")
+    click.echo(f"total: ${usd_nano(total) if isinstance(total, int) else usd(float(data.get('total_cost_usd', 0)))}")
     if data.get("has_more"):
         click.echo(f"more rows than the {len(data['data'])} shown (the total counts them all): "
                    "raise --limit", err=True)

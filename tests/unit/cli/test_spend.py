@@ -35,3 +35,15 @@ def test_projects_are_named_in_the_table(monkeypatch: pytest.MonkeyPatch) -> Non
     result = CliRunner().invoke(cli, ["spend", "--group-by", "project", "--url", "http://127.0.0.1:9",
                                       "--master-key", "x"])
     assert result.exit_code == 0 and "project_name" in result.output and "search" in result.output
+
+
+def test_a_total_past_nine_million_dollars_is_shown_to_the_nano(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The total is printed from the report's integer ``total_cost_nano``: from the float dollars it was 2 nanos off."""
+    nanos = [12_345_678_901_234_567, 9_007_199_254_740_993]
+    rows = [{**row, "cost_usd": n / 1e9, "cost_nano": n} for row, n in zip(ROWS, nanos, strict=False)]
+    report = {**REPORT, "data": rows, "total_cost_usd": sum(nanos) / 1e9, "total_cost_nano": sum(nanos)}
+    monkeypatch.setattr(spend, "call", lambda *args, **kwargs: report)
+    result = CliRunner().invoke(cli, ["spend", "--url", "http://127.0.0.1:9", "--master-key", "x"])
+    assert result.exit_code == 0, result.output
+    assert "12345678.901234567" in result.output and "9007199.254740993" in result.output
+    assert "total: $21352878.155975560" in result.output
