@@ -22,6 +22,10 @@ layer renders them once, in the wire format the client spoke.
     ├── Unavailable                    unavailable        503     yes
     └── UpstreamError                  upstream_error     502     yes
 
+An upstream error with ``reached_upstream`` set means the upstream took the call before it failed (it
+answered 200 and the answer broke off, or the request was sent before the connection broke): it may bill the
+prompt, so the gateway does too. An error status the upstream answered never sets it.
+
 Messages never carry prompts or keys; raw upstream bodies are kept in
 ``detail`` and only shown when debug mode asks for them.
 
@@ -40,6 +44,7 @@ class GatewayError(Exception):
     kind: ClassVar[str] = "upstream_error"
     status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
+    reached_upstream: bool = False  # set on the instance by a provider adapter (see the module docstring)
 
     def __init__(
         self,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aigw import errors
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, RequestContext, Result, Streaming
 from aigw.pipeline.deployment_caps import DeploymentCaps
 from aigw.pipeline.rate_headers import add_headers
-from aigw.pipeline.tenancy import ROUTE_CAPS
+from aigw.pipeline.tenancy import ROUTE_CAPS, add_cut
 from aigw.routing.router import Router, RouteRequest, Served
 from aigw.types import JSON
 
@@ -28,7 +29,7 @@ class RouteTerminal:
                 _record(ctx, served)
                 return Streaming(_watch_usage(ctx, chunks, served))
             body, served = await self.router.complete(req)
-        except errors.GatewayError as err:
+        except (errors.GatewayError, asyncio.CancelledError) as err:
             if req.served is not None:  # calls that failed still reached upstreams (the limits stage asks)
                 _tries(ctx, req.served)
             if isinstance(err, errors.DeploymentsFull) and caps is not None and caps.refused is not None:
@@ -65,6 +66,8 @@ def _tries(ctx: RequestContext, served: Served) -> None:
     """What the router tried, answered or not: attempts, retries, fallbacks and the time spent upstream."""
     ctx.attempts, ctx.retries, ctx.fallbacks = served.attempts, served.retries, served.fallbacks
     ctx.upstream_s = served.upstream_s
+    if served.cut:  # calls that broke off after their upstream took them: each is billed its prompt
+        add_cut(ctx, served.cut, ctx.body)
 
 
 async def _watch_usage(ctx: RequestContext, chunks: AsyncIterator[JSON], served: Served) -> AsyncIterator[JSON]:

@@ -56,6 +56,9 @@ BUDGET_MORE = "budget.reserved_more"
 # every upstream call of a request answered more than once (an output check's retry), in order:
 # [(deployment, usage, service tier)]; each is priced at its own deployment (``measure``)
 CALLS = "tenancy.calls"
+# upstream calls that reached their upstream and ended without an answer or usage (``Served.cut``), with the
+# body each was sent: [(deployment, body)]; each is billed its prompt, counted locally (``measure``)
+CUT = "tenancy.cut_calls"
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
 # reserve one more upstream call of this body beside the request's: "" when reserved, else why not (for the error)
 BudgetMore = Callable[[RequestContext, JSON], Awaitable[str]]
@@ -219,12 +222,32 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
         full = sum(_call_cost(ctx, svc, *call) for call in calls)
     else:
         full = _call_cost(ctx, svc, d, None, ctx.service_tier, tokens)
+    cut = ctx.state.get(CUT)
+    if cut and not ctx.handled_by:  # calls the upstream took and that ended without usage: their prompts
+        full += _bill_cut(ctx, svc, tokens, cut)
+        source = "local"  # an estimate is in the row
     if ctx.handled_by:  # answered by the cache or a rule: no upstream bill, the saving is reported
         result = Measured(tokens, 0, full if ctx.handled_by == "cache" else 0, source)
     else:
         result = Measured(tokens, full, 0, source)
     ctx.state[MEASURE] = result
     return result
+
+
+def add_cut(ctx: RequestContext, cut: list[Deployment] | None, body: JSON) -> None:
+    """Note upstream calls of ``body`` that ended without an answer (``Served.cut``): each bills its prompt."""
+    if cut:
+        ctx.state.setdefault(CUT, []).extend((d, body) for d in cut)
+
+
+def _bill_cut(ctx: RequestContext, svc: TenancyServices, tokens: Tokens, cut: list[tuple[Deployment, JSON]]) -> int:
+    """Each cut call's prompt (counted locally, as its deployment counts images) added to ``tokens``; their cost."""
+    cost = 0
+    for d, body in cut:
+        prompt = Tokens(fresh_input=svc.tokens.count_prompt(body, d.model))
+        tokens.fresh_input += prompt.fresh_input
+        cost += _call_cost(ctx, svc, d, None, "", prompt)
+    return cost
 
 
 def _call_cost(ctx: RequestContext, svc: TenancyServices, d: Deployment | None, usage: JSON | None, tier: str,

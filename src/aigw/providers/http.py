@@ -184,11 +184,18 @@ def transport_error(exc: BaseException) -> errors.GatewayError:
         return errors.UpstreamTimeout("upstream did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return errors.Unavailable("could not connect to the upstream")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return errors.UpstreamError("upstream closed the connection before the response was complete")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):  # the request was sent
+        return reached(errors.UpstreamError("upstream closed the connection before the response was complete"))
     if isinstance(exc, aiohttp.ClientError):
         return errors.UpstreamError(f"upstream connection failed: {type(exc).__name__}")
     return errors.UpstreamError(f"upstream call failed: {type(exc).__name__}")
+
+
+def reached(err: errors.GatewayError, took: bool = True) -> errors.GatewayError:
+    """``err``, marked ``reached_upstream`` when ``took``: the upstream took the call (it may bill the prompt)."""
+    if took:
+        err.reached_upstream = True
+    return err
 
 
 ErrorMapper = Callable[[int, str, Any, Any], errors.GatewayError]

@@ -69,6 +69,15 @@ class Served:
     fallbacks: list[str] = field(default_factory=list)  # models moved to, in order
     upstream_s: float = 0.0
     first_token_s: float | None = None
+    # deployments of calls that reached their upstream and ended without an answer (it answered 200 and broke
+    # off, the connection broke after the request was sent, or the caller left while it ran): each may bill
+    # its prompt. None until there is one, so an ordinary request allocates nothing for it
+    cut: list[Deployment] | None = None
+
+    def cut_short(self, deployment: Deployment) -> None:
+        if self.cut is None:
+            self.cut = []
+        self.cut.append(deployment)
 
 
 @dataclass(slots=True)
@@ -163,11 +172,16 @@ class Attempts:
             raise err from None
         except errors.GatewayError as exc:
             outcome = outcome_of(exc)
+            if exc.reached_upstream:
+                served.cut_short(s.deployment)
             raise
         except Exception as exc:
             err = _unexpected(exc, s)
             outcome = outcome_of(err)
             raise err from exc
+        except asyncio.CancelledError:  # the caller left while the upstream ran: it may bill the prompt
+            served.cut_short(s.deployment)
+            raise
         finally:
             s.ended()
             elapsed = clock.monotonic() - start
@@ -192,6 +206,8 @@ class Attempts:
                 first = await anext(source)
         except BaseException as exc:
             err = _first_chunk_error(exc, call, s)
+            if isinstance(exc, asyncio.CancelledError) or (err is not None and err.reached_upstream):
+                served.cut_short(s.deployment)  # taken by the upstream (or the caller left): it may bill the prompt
             await aclose_quietly(source)
             s.ended()
             served.upstream_s += clock.monotonic() - start
@@ -218,8 +234,10 @@ def _first_chunk_error(exc: BaseException, call: CallOptions, s: DeploymentState
     """The error a failure before the first chunk stands for; None when we were cancelled."""
     if isinstance(exc, TimeoutError):
         return errors.UpstreamTimeout(f"the upstream sent no first token within {call.timeouts.first_token:g} s")
-    if isinstance(exc, StopAsyncIteration):
-        return errors.UpstreamError("the upstream closed the stream without sending anything")
+    if isinstance(exc, StopAsyncIteration):  # after its 200: the upstream took the call
+        err = errors.UpstreamError("the upstream closed the stream without sending anything")
+        err.reached_upstream = True
+        return err
     if isinstance(exc, errors.GatewayError):
         return exc
     if isinstance(exc, Exception):

@@ -16,7 +16,7 @@ from typing import Any
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.tenancy import BUDGET_DONE, SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
+from aigw.pipeline.tenancy import BUDGET_DONE, CUT, SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
 from aigw.schema.openai import call_text
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import day_of, new_record_id
@@ -49,6 +49,8 @@ class AccountingStage(Stage):
         m = measure(ctx, self.svc)
         t = m.tokens
         p, d, err = ctx.principal, ctx.served_by, ctx.error
+        if d is None and (cut := ctx.state.get(CUT)):  # no answer, but a call was billed: name its deployment
+            d = cut[-1][0]
         latency_ms = (time.monotonic() - ctx.started) * 1000
         upstream_ms = ctx.upstream_s * 1000
         end = self.clock.now()

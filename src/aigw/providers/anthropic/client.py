@@ -27,6 +27,7 @@ from aigw.providers.http import (
     client_timeout,
     iter_sse,
     parse_json_event,
+    reached,
     read_error_body,
     transport_error,
 )
@@ -122,8 +123,8 @@ class AnthropicProvider:
         except TimeoutError as exc:
             what = "stream did not finish" if sent_any else "sent no first token"
             raise errors.UpstreamTimeout(f"anthropic {what} in time") from exc
-        except aiohttp.ClientError as exc:
-            raise transport_error(exc) from exc
+        except aiohttp.ClientError as exc:  # after the 200 (``response``), the upstream had taken the call
+            raise reached(transport_error(exc), response is not None) from exc
         finally:
             if response is not None:
                 # Not read to the end (error, cancel, client gone): drop the connection so
@@ -132,7 +133,7 @@ class AnthropicProvider:
                     response.release()
                 else:
                     response.close()
-        raise errors.UpstreamError("anthropic stream ended before message_stop")
+        raise reached(errors.UpstreamError("anthropic stream ended before message_stop"))
 
     async def _check_event_stream(self, response: aiohttp.ClientResponse) -> None:
         ctype = response.headers.get("content-type", "")

@@ -28,6 +28,7 @@ from aigw.providers.http import (
     client_timeout,
     iter_sse,
     parse_json_event,
+    reached,
     read_error_body,
     transport_error,
 )
@@ -195,13 +196,13 @@ class OpenAIProvider:
                     out = mover.see(chunk)
                     if out is not None:
                         yield out
-            if not done:
-                raise errors.UpstreamError("upstream ended the stream without its [DONE] marker")
+            if not done:  # after its 200: the upstream took the call
+                raise reached(errors.UpstreamError("upstream ended the stream without its [DONE] marker"))
             last = mover.final()
             if last is not None:
                 yield last
-        except _TRANSPORT as exc:
-            raise transport_error(exc) from exc
+        except _TRANSPORT as exc:  # after the 200 (``resp``), the upstream had taken the call
+            raise reached(transport_error(exc), resp is not None and not isinstance(exc, TimeoutError)) from exc
         finally:
             if resp is not None:
                 # Clean end: the connection goes back to the pool. Anything else
