@@ -14,9 +14,11 @@ import openai
 import pytest
 from aiohttp import web
 
+from aigw.accounting.tokens import LOCAL_COUNTER
 from aigw.cli.admin_client import AdminClient
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.stores.base import NANO, Limits, Scope
+from aigw.types import JSON
 from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import RunningServer, start_aiohttp_app
@@ -28,6 +30,7 @@ CHEAP = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
 PRICEY = {"input_per_mtok": 10000.0, "output_per_mtok": 20000.0}
 PROMPT_TOKENS = 5  # what the upstream reports for every call (the gateway's estimate is higher)
 MAX_TOKENS = 50  # every call answers this many tokens: the reservation's output part is exact
+SLOW_RETRY_S = 3.0
 
 
 def cost_nano(price: dict[str, float]) -> int:
@@ -43,7 +46,9 @@ class JsonUpstream:
     def __init__(self, delay_s: float = 0.2) -> None:
         self.delay_s = delay_s
         self.fail_retries = {"flaky"}
+        self.slow_retries = {"slow"}  # their retries take SLOW_RETRY_S
         self.calls: list[tuple[str, bool]] = []  # (deployment path, a retry)
+        self.bodies: list[JSON] = []  # every request's body, in order
         app = web.Application()
         app.router.add_post("/{dep}/v1/chat/completions", self.chat)
         self.server: RunningServer = start_aiohttp_app(app, "json-upstream")
@@ -56,7 +61,8 @@ class JsonUpstream:
         body = await request.json()
         retry = "did not satisfy" in str(body["messages"][-1].get("content"))
         self.calls.append((dep, retry))
-        await asyncio.sleep(self.delay_s)
+        self.bodies.append(body)
+        await asyncio.sleep(SLOW_RETRY_S if retry and dep in self.slow_retries else self.delay_s)
         if retry and dep in self.fail_retries:
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
         text = '{"a": 1}' if retry else '{"a": "one"}'
@@ -82,7 +88,8 @@ def _config(db: Path, up: JsonUpstream, **extra: Any) -> dict[str, Any]:
 
     cfg = gateway_config(db, **extra)
     cfg["models"] = [model("j", "a", CHEAP), model("j-flaky", "flaky", CHEAP), model("j-pricey", "b", PRICEY),
-                     model("j-solo", "flaky", CHEAP)]
+                     model("j-solo", "flaky", CHEAP),
+                     model("j-slow", "slow", CHEAP)]
     cfg["routing"] = {"*": {"num_retries": 0}, "j-flaky": {"num_retries": 0, "fallbacks": ["j-pricey"]}}
     cfg["circuit_breaker"] = {"enabled": False}
     cfg["guardrails"] = {"output": {"json_schema": "retry"}}
@@ -187,3 +194,21 @@ def test_a_retry_that_fails_upstream_bills_the_first_call_once_and_releases_the_
         assert round(row["cost_usd"] * NANO) == cost_nano(CHEAP)  # the first call's answer was billed, once
         assert row["status"] >= 500
         assert _counted(gw, key["id"], 10.0) == cost_nano(CHEAP)  # settled, and no lease left
+
+
+def test_a_client_gone_during_the_retry_is_billed_both_calls(tmp_path: Path, upstream: JsonUpstream) -> None:
+    with running_gateway(_config(tmp_path / "gw.db", upstream)) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "retry-gone", budget_usd=10.0, budget_period="daily")
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=1.0)
+        with pytest.raises(openai.APITimeoutError):  # the client leaves while the retry's upstream call runs
+            client.chat.completions.create(**_body("j-slow"))
+        (row,) = _rows(admin, key["id"], 1)
+        assert upstream.calls[-1] == ("slow", True)  # the retry did reach its upstream
+        # the retry reported no usage (it never answered): its prompt is counted locally, at its deployment
+        retry_prompt = LOCAL_COUNTER.count_prompt(upstream.bodies[-1], "json-1")
+        assert row["status"] == 499
+        assert (row["input_tokens"], row["output_tokens"]) == (PROMPT_TOKENS + retry_prompt, MAX_TOKENS)
+        billed = cost_nano(CHEAP) + round(retry_prompt * CHEAP["input_per_mtok"] * 1000)
+        assert round(row["cost_usd"] * NANO) == billed
+        assert _counted(gw, key["id"], 10.0) == billed  # settled the same, and the retry's lease released

@@ -21,6 +21,7 @@ answer) waits for the whole answer, checks it, then sends it or the error.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -36,7 +37,7 @@ from aigw.pipeline.stages.cache_entry import counted_usage
 from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.pipeline.stages.guardrail_policy import PII_MAPPING, Policies, Policy, metrics_of, policies_for, record
 from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextKind, edit_stream
-from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices
+from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices, add_cut
 from aigw.routing.router import Router, RouteRequest
 from aigw.schema.openai import call_text, content_text
 from aigw.types import JSON
@@ -222,11 +223,13 @@ class OutputStage(Stage):
                            caps=ctx.state.get(ROUTE_CAPS))
         try:
             new, served = await self.router.complete(req)
-        except GatewayError:  # the first call's usage and deployment stay the request's: it alone is billed
-            if req.served is not None:
-                ctx.attempts += req.served.attempts
+        except (GatewayError, asyncio.CancelledError):  # failed, or the client left: the first call's usage and
+            if req.served is not None:  # deployment stay the request's, and a retry call the upstream took
+                ctx.attempts += req.served.attempts  # (or that ran when the client left) bills its prompt
                 ctx.upstream_s += req.served.upstream_s
+                add_cut(ctx, req.served.cut, retry_body)
             raise
+        add_cut(ctx, served.cut, retry_body)  # attempts of the retry cut short before the one that answered
         # both calls are billed: one whose upstream reported no usage is counted locally, or the sum
         # would hold the other call alone
         first = ctx.usage
