@@ -4,6 +4,8 @@ locally; a call the upstream refused with an error status is not billed."""
 
 from __future__ import annotations
 
+import json
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -172,3 +174,22 @@ def test_an_upstream_error_status_is_not_billed(gw: RunningGateway, db: Path, oa
     row = _ledger(db, admin, key["id"])
     assert (row["cost_nano"], row["prompt_tokens"], row["usage_source"]) == (0, 0, "none")
     assert _settled(gw, key["id"]) == 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_gone_while_the_upstream_works_is_billed_the_prompt(
+        gw: RunningGateway, db: Path, oai: FakeOpenAI, stream: bool) -> None:
+    admin, key, _ = _key(gw, f"gone-{stream}")
+    oai.faults.push(Fault.slow(headers=3.0))  # the upstream has the request and takes its time
+    raw = json.dumps({"model": "oai", "messages": MESSAGES, "max_tokens": 50, "stream": stream}).encode()
+    port = int(gw.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # send, then leave before any answer
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"authorization: Bearer " + key["key"].encode() + b"\r\ncontent-length: "
+                     + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+        time.sleep(0.3)
+    row = _ledger(db, admin, key["id"])
+    prompt = _prompt_tokens()
+    assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (499, prompt, 0)
+    assert (row["usage_source"], row["cost_nano"]) == ("local", prompt * IN)
+    assert _settled(gw, key["id"]) == prompt * IN
