@@ -111,19 +111,11 @@ async def test_the_gateway_start_warns_when_limits_and_budgets_use_an_evicting_r
 async def test_a_cache_only_redis_may_evict_without_a_warning(
         redis_with: str, caplog: pytest.LogCaptureFixture) -> None:
     """Without tenancy, Redis holds the cache (and the deployments' shared state): evicting is what it is for."""
-    from aigw.app import build_app
-
     config = GatewayConfig.model_validate({
         "redis_url": redis_with, "redis_prefix": "aigw-test:ev:", "tenancy": {"enabled": False},
         "models": [{"name": "mock", "provider": "mock"}], "cache": {"mode": "exact", "backend": "redis"},
     })
-    app = build_app(config)
-    try:
-        for start in app.on_startup:
-            await start()
-    finally:
-        for stop in reversed(app.on_shutdown):
-            await stop()
+    await _start_and_stop(config)
     assert [line for line in _warnings(caplog) if "maxmemory" in line] == []
 
 
