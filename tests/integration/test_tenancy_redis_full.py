@@ -62,14 +62,18 @@ def test_with_the_window_off_settles_a_full_redis_refused_are_sent_once_it_has_r
                 fill_redis(url)
                 assert _post(gw, key["key"]) == 503  # refused by Redis: budgets fail closed
                 assert [f.result() for f in in_flight] == [200] * 4  # their settles are refused: kept
-            owed = re.search(r"(\d+) settles owed", _gate(gw)["detail"])
-            assert owed is not None and int(owed[1]) == 4, _gate(gw)
+            gate = _gate(gw)
+            owed = re.search(r"(\d+) settles owed", gate["detail"])
+            assert owed is not None and int(owed[1]) == 4, gate
+            # what the operator sees: the gate degraded, and why (before, "ok" and only the owed count)
+            assert gate["status"] == "degraded" and "out of memory" in gate["detail"], gate
 
             make_room(url)
             deadline = time.monotonic() + 8
             while "0 settles owed" not in (check := _gate(gw))["detail"]:  # the health check probes and sends
                 assert time.monotonic() < deadline, check
                 time.sleep(0.1)
+            assert check["status"] == "ok", check
             spend = admin.get("/admin/spend", group_by="key", key=key["id"])["data"][0]
             assert spend["requests"] == 6, spend
             client = redis_sync.Redis(port=port)

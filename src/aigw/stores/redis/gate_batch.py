@@ -125,6 +125,9 @@ class GateBatcher:
         self.outage: Outage | None = None  # set while Redis is failing (the skip window, then the probe)
         self.skipped = 0  # steps not sent because of an outage, since start
         self.outages = 0
+        # (since, error): settles owed because a full Redis refused them with no window open (off, or not yet);
+        # /health/ready says degraded until they are sent (with the window on, the outage says it)
+        self.refused: tuple[float, str] | None = None
         self._sent = 0  # batches sent since start (numbers them, for telling a later failure from the first)
         self._script = Script(batch_source())
         self._steps: Steps = []
@@ -165,8 +168,19 @@ class GateBatcher:
             raise
         except Exception as exc:  # Redis full: the batch did not run, so a settle is kept for when it has room
             if replayable and out_of_memory(exc):  # window or none; never one that timed out (it may have run)
+                self._refused(exc)
                 raise self.owed_settles.owe(kind, keys, args, exc) from None
             raise
+
+    def _refused(self, exc: Exception) -> None:
+        """A settle a full Redis refused is about to be owed: note since when (once per spell of owed settles)."""
+        if self.refused is not None and self.owed_settles:
+            return
+        self.refused = (asyncio.get_running_loop().time(), f"{type(exc).__name__}: {exc}"[:160])
+        if self.retry_after_s <= 0:  # with the window on, the outage it opened logs it
+            log.warning("Redis is out of memory (used memory > maxmemory, policy noeviction): it refuses the "
+                        "gate's writes; settles are kept until it takes writes again; free memory or raise "
+                        "maxmemory (%s)", self.refused[1])
 
     def _skip_or_probe(self, outage: Outage) -> None:
         """Raise ``StoreSkipped`` in the window and while a probe is out; else this step is the probe."""
@@ -261,8 +275,15 @@ class GateBatcher:
             self.owed_settles.replay_soon()
         skipped = f"{self.skipped} calls skipped in {self.outages} outages since start; {self.owed} settles owed"
         outage = self.outage
+        if not self.owed:
+            self.refused = None
         if outage is None or not outage.confirmed:
-            return True, skipped
+            if self.refused is None:
+                return True, skipped
+            since, error = self.refused  # no window open: each step still tries Redis, settles wait their turn
+            ago = asyncio.get_running_loop().time() - since
+            return False, (f"Redis out of memory (maxmemory reached), refusing writes, for {ago:.1f} s ({error}); "
+                           f"the settles it refused are sent again with the next step it answers; " + skipped)
         ago = asyncio.get_running_loop().time() - outage.since
         what = "out of memory (maxmemory reached), refusing writes," if outage.full else "failing"
         return False, (f"Redis {what} for {ago:.1f} s ({outage.error}); tried again every {self.retry_after_s} s; "
