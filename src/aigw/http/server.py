@@ -64,16 +64,21 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _not_found(self, req: HttpRequest, send: Send) -> None:
-        allowed = {m for (m, p) in self._exact if p == req.path}
+        """No route for this method: a 405 with ``Allow`` when the path takes others (exact or prefix), else 404.
+        Only a miss comes here, so a found route pays nothing for it."""
+        path = req.path
+        bare = path.rstrip("/") if len(path) > 1 else path  # as ``_find`` tries it
+        allowed = {m for (m, p) in self._exact if p in (path, bare)}
+        allowed.update(m for m, prefix, _ in self._prefix if path.startswith(prefix))
         if "GET" in allowed:
             allowed.add("HEAD")
         headers = [(b"x-request-id", req.request_id.encode())]
         if allowed:  # RFC 9110: a 405 says which methods the path takes
-            err: errors.GatewayError = errors.InvalidRequest(f"Method {req.method} is not allowed on {req.path}.",
+            err: errors.GatewayError = errors.InvalidRequest(f"Method {req.method} is not allowed on {path}.",
                                                              status=405)
             headers.append((b"allow", ", ".join(sorted(allowed)).encode()))
         else:
-            err = errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
+            err = errors.NotFound(f"Unknown endpoint {req.method} {path}.")
         await send_json(send, err.status, error_body(err), headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

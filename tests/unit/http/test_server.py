@@ -93,3 +93,21 @@ def test_a_405_lists_head_where_get_is_allowed(gateway: RunningGateway) -> None:
     assert status == 405 and headers["allow"] == "GET, HEAD"
     status, headers, _ = _exchange(gateway, "HEAD", "/v1/chat/completions")  # POST only: still a 405
     assert status == 405 and headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PUT", "/admin/keys/sk_x", "DELETE, GET, HEAD, PATCH, POST"),  # an admin item: the methods its prefix takes
+    ("POST", "/admin/tenants/t-1", "DELETE, GET, HEAD, PATCH"),
+    ("DELETE", "/v1/models/gpt", "GET, HEAD"),
+    ("GET", "/v1/chat/completions/", "POST"),  # a trailing slash, as the route lookup forgives it
+])
+def test_a_wrong_method_on_a_prefix_route_is_a_405_with_allow_too(
+        gateway: RunningGateway, method: str, path: str, allow: str) -> None:
+    status, headers, body = _exchange(gateway, method, path)  # it was a 404 "Unknown endpoint"
+    assert status == 405 and headers["allow"] == allow, (status, headers, body)
+    assert f"Method {method} is not allowed".encode() in body
+
+
+def test_a_path_no_route_takes_is_still_a_404(gateway: RunningGateway) -> None:
+    status, headers, body = _exchange(gateway, "PUT", "/admin/nothing/here")
+    assert status == 404 and "allow" not in headers and b"Unknown endpoint PUT /admin/nothing/here" in body
