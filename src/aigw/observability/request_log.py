@@ -235,9 +235,16 @@ class RequestLogWriter:
         self._buffer.extendleft(reversed(keep))
 
     async def enforce_retention(self) -> None:
+        """Drop the day buckets past ``retention_days``. A failure warns and counts, bar one the shutdown caused
+        (``close`` closed the store under this pass, as when a gateway stops just after it started)."""
+        if self._stop.is_set():  # shutting down: the store is closing, and retention can wait for the next start
+            return
         try:
             dropped = await self.store.drop_before(int(self._now() // DAY_S) - self.retention_days)
         except Exception as exc:
+            if self._stop.is_set():
+                log.debug("request log retention cut short by the shutdown: %s", type(exc).__name__)
+                return
             self._on_error("retention")
             log.warning("request log retention failed: %s", type(exc).__name__)
             return
