@@ -80,7 +80,7 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
             await send_json(send, err.status, error_body(err), headers)
             return
         except Exception as exc:  # a database error, say: a clean 500, logged, never a stack trace
-            log.exception("admin %s %s failed (by %s, tenant %s, request %s)", req.method, req.path,
+            log.exception("admin %s %s failed (by %s, tenant %s, request %s)", req.sent_method, req.path,
                           _who(principal), principal.tenant_id or "-" if principal else "-", req.request_id)
             internal = errors.UpstreamError(f"internal error ({type(exc).__name__})", status=500)
             await send_json(send, 500, error_body(internal), headers)

@@ -153,7 +153,7 @@ async def _answer(req: HttpRequest, send: Send, work: Callable[[HttpRequest], Aw
         await send_json(send, err.status, error_body(err), headers)
         return
     except Exception as exc:
-        log.exception("admin %s %s failed (request %s)", req.method, req.path, req.request_id)
+        log.exception("admin %s %s failed (request %s)", req.sent_method, req.path, req.request_id)
         down = errors.Unavailable(f"The request log cannot be read right now ({type(exc).__name__}); try again "
                                   "shortly.", retry_after=1.0)
         await send_json(send, down.status, error_body(down), [*headers, (b"retry-after", b"1")])

@@ -120,7 +120,7 @@ class Flow:
                 ctx.error = err
             await send_error(send, api, err, req.request_id, ctx.response_headers if ctx is not None else None)
         except Exception as exc:
-            log.exception("unexpected error handling %s %s (request %s, tenant %s)", req.method, req.path,
+            log.exception("unexpected error handling %s %s (request %s, tenant %s)", req.sent_method, req.path,
                           req.request_id, principal.tenant_id or "-" if principal is not None else "-")
             internal = errors.UpstreamError(f"internal gateway error ({type(exc).__name__})", status=500)
             if ctx is not None:

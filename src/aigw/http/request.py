@@ -37,6 +37,11 @@ class HttpRequest:
         self._query: dict[str, str] | None = None
 
     @property
+    def sent_method(self) -> str:
+        """The method as the client sent it, for log lines: ``method`` says GET for a HEAD its GET handler answers."""
+        return str(self.scope["method"])
+
+    @property
     def query(self) -> dict[str, str]:
         if self._query is None:
             self._query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))

@@ -58,7 +58,7 @@ class GatewayApp:
                 if req.method != "HEAD" or (handler := self._find("GET", req.path)) is None:
                     await self._not_found(req, send)
                     return
-                req.method = "GET"  # the handler answers as for a GET (the admin items branch on the method)
+                req.method = "GET"  # answered as a GET (the admin items branch on it); logs say req.sent_method
             await handler(req, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)

@@ -1,13 +1,21 @@
-"""The gateway's route table as a client sees it over a real socket: HEAD wherever GET, 405 with ``Allow``."""
+"""The gateway's route table as a client sees it over a real socket: HEAD wherever GET, 405 with ``Allow``; and
+the method a HEAD is logged under (in process)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 
+from aigw.http.admin_guard import guarded
+from aigw.http.request import HttpRequest
+from aigw.http.server import GatewayApp
+from aigw.pipeline.context import Principal
+from aigw.types import JSON
 from tests.support.gateway import RunningGateway, running_gateway
 
 
@@ -111,3 +119,33 @@ def test_a_wrong_method_on_a_prefix_route_is_a_405_with_allow_too(
 def test_a_path_no_route_takes_is_still_a_404(gateway: RunningGateway) -> None:
     status, headers, body = _exchange(gateway, "PUT", "/admin/nothing/here")
     assert status == 404 and "allow" not in headers and b"Unknown endpoint PUT /admin/nothing/here" in body
+
+
+class _Master:
+    async def require_admin(self, headers: dict[str, str]) -> Principal:
+        return Principal(key_id="master", is_admin=True)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+async def test_a_failing_get_handler_answering_a_head_logs_the_head(
+        method: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A HEAD reaches the GET handler as a GET (the admin items branch on the method); its log line still
+    names the method the client sent (it said GET)."""
+    async def broken(req: HttpRequest, principal: Principal) -> tuple[int, JSON]:
+        raise OSError("disk gone")
+
+    app = GatewayApp()
+    app.route_prefix("GET", "/admin/things/", guarded(_Master(), broken))  # type: ignore[arg-type]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": "/admin/things/t-1", "headers": [], "query_string": b""}
+    with caplog.at_level(logging.ERROR, "aigw.admin"):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 500
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"admin {method} /admin/things/t-1 failed"]
