@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import socket
 import struct
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from tests.providers.openai_family import (
     joined_tool_calls,
     stream_body,
 )
+from tests.support.servers import unaccepting_port as black_hole
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
@@ -299,21 +299,8 @@ async def test_closing_an_unfinished_stream_closes_the_upstream_request(family: 
 
 @pytest.fixture
 def unaccepting_port() -> Iterator[int]:
-    """A port whose accept queue is full: connects hang, as to a black-holed host."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        s = socket.socket()
-        s.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            s.connect(("127.0.0.1", port))
-        fillers.append(s)
-    yield port
-    for s in [*fillers, server]:
-        s.close()
+    with black_hole() as port:
+        yield port
 
 
 async def test_connect_timeout(unaccepting_port: int, clients: HttpClients) -> None:

@@ -7,9 +7,10 @@ async tests can both talk to it; ``stop()`` shuts it down and joins the thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def unaccepting_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: connects hang (the kernel drops their SYNs), as to a
+    black-holed host, until the caller's connect timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    fillers = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            fillers.append(s)
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", port))
+        yield port
+    finally:
+        for s in [*fillers, server]:
+            s.close()
 
 
 @dataclass

@@ -35,6 +35,11 @@ class CallOptions:
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: dict[str, str] = field(default_factory=dict)  # e.g. traceparent, x-request-id
+    # Set by the adapter once the request is written to an open connection to the upstream (HTTP adapters:
+    # ``providers.http.sent_body``): from then on the upstream may be working on it, and bill it, however the
+    # call ends (a timeout, a cut, the caller gone); before it (connecting, a connect timeout) it cannot.
+    # The router reads it to bill the prompt of a call that ended without an answer (``Served.cut``).
+    sent: bool = False
 
 
 @runtime_checkable

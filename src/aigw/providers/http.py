@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.payload import BytesPayload
 
 from aigw import errors
-from aigw.providers.base import Timeouts
+from aigw.providers.base import CallOptions, Timeouts
 
 
 class HttpClients:
@@ -55,6 +56,36 @@ def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_connect=t.connect)
 
 
+class _SentBody(BytesPayload):
+    """A request body that notes on its call when aiohttp has written it to the connection."""
+
+    def __init__(self, data: bytes, call: CallOptions) -> None:
+        super().__init__(data, content_type="application/json")
+        self._call = call
+
+    async def write(self, writer: Any) -> None:  # aiohttp < 3.12
+        await super().write(writer)
+        self._call.sent = True
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        await super().write_with_length(writer, content_length)
+        self._call.sent = True
+
+
+def sent_body(data: bytes, call: CallOptions) -> aiohttp.Payload:
+    """``data`` as a POST body that sets ``call.sent`` once it is written to an open connection.
+
+    Why there: aiohttp writes the body only after the connection is made (or taken from the pool) and the
+    request head written, so the flag tells a call that reached its upstream (which may now be working on it,
+    and bill it, whatever ends the call: a total, first-token or request timeout, a cut, the caller gone) from
+    one that never did (refused, or still connecting when a connect timeout or the caller's leaving ended it).
+    aiohttp's own exceptions cannot tell these apart: its total timeout and the router's timers cancel
+    whatever phase they hit. It costs nothing on the hot path: aiohttp wraps bytes in a ``BytesPayload``
+    anyway; this one sets one attribute after writing.
+    """
+    return _SentBody(data, call)
+
+
 @dataclass(slots=True)
 class SseEvent:
     event: str | None
@@ -76,8 +107,8 @@ async def iter_sse(
         if first:
             try:
                 raw = await asyncio.wait_for(content.readline(), first_event_timeout)
-            except TimeoutError as exc:
-                raise errors.UpstreamTimeout("upstream sent no first token in time") from exc
+            except TimeoutError as exc:  # after the 200: the upstream took the call (it may bill the prompt)
+                raise reached(errors.UpstreamTimeout("upstream sent no first token in time")) from exc
         else:
             raw = await content.readline()
         if not raw:

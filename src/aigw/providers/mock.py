@@ -135,6 +135,7 @@ class MockProvider:
         return text, calls, usage
 
     async def chat(self, body: JSON, call: CallOptions) -> JSON:
+        call.sent = True  # the mock takes every call at once (``CallOptions.sent``)
         await self._delay()
         self._maybe_fail()
         text, calls, usage = self._completion(body)
@@ -156,6 +157,7 @@ class MockProvider:
         }
 
     async def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        call.sent = True
         await self._delay()
         self._maybe_fail()
         text, calls, usage = self._completion(body)
@@ -186,6 +188,7 @@ class MockProvider:
             yield {**base, "choices": [], "usage": usage}
 
     async def embeddings(self, body: JSON, call: CallOptions) -> JSON:
+        call.sent = True
         await self._delay()
         self._maybe_fail()
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]

@@ -29,6 +29,7 @@ from aigw.providers.http import (
     parse_json_event,
     reached,
     read_error_body,
+    sent_body,
     transport_error,
 )
 from aigw.types import JSON
@@ -74,7 +75,7 @@ class AnthropicProvider:
         raise map_error(response.status, text, parsed, response.headers)
 
     async def chat(self, body: JSON, call: CallOptions) -> JSON:
-        payload = orjson.dumps(to_anthropic_request(body, self.upstream_model))
+        payload = sent_body(orjson.dumps(to_anthropic_request(body, self.upstream_model)), call)
         headers = self._request_headers(body, call, "application/json")
         session = self._clients.session_for(self._messages_url)
         try:
@@ -84,8 +85,8 @@ class AnthropicProvider:
                 if response.status >= 400:
                     await self._raise_for(response)
                 raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:  # once the request was sent, the upstream may bill it
+            raise reached(transport_error(exc), call.sent) from exc
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -95,7 +96,7 @@ class AnthropicProvider:
         return to_canonical_response(parsed, int(time.time()))
 
     async def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
-        payload = orjson.dumps(to_anthropic_request(body, self.upstream_model, stream=True))
+        payload = sent_body(orjson.dumps(to_anthropic_request(body, self.upstream_model, stream=True)), call)
         headers = self._request_headers(body, call, "text/event-stream")
         session = self._clients.session_for(self._messages_url)
         first_token = call.timeouts.first_token
@@ -120,11 +121,11 @@ class AnthropicProvider:
                     yield chunk
                 if translator.done:
                     return
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # once the request was sent, the upstream had taken the call
             what = "stream did not finish" if sent_any else "sent no first token"
-            raise errors.UpstreamTimeout(f"anthropic {what} in time") from exc
-        except aiohttp.ClientError as exc:  # after the 200 (``response``), the upstream had taken the call
-            raise reached(transport_error(exc), response is not None) from exc
+            raise reached(errors.UpstreamTimeout(f"anthropic {what} in time"), call.sent) from exc
+        except aiohttp.ClientError as exc:  # once the request was sent (or its 200 came), the upstream had it
+            raise reached(transport_error(exc), call.sent or response is not None) from exc
         finally:
             if response is not None:
                 # Not read to the end (error, cancel, client gone): drop the connection so

@@ -30,6 +30,7 @@ from aigw.providers.http import (
     parse_json_event,
     reached,
     read_error_body,
+    sent_body,
     transport_error,
 )
 from aigw.providers.openai import translate
@@ -120,7 +121,7 @@ class OpenAIProvider:
 
     async def _request(self, method: str, op: str, payload: JSON | None, call: CallOptions) -> JSON:
         url = self._urls[op]
-        data = None if payload is None else orjson.dumps(payload)
+        data = None if payload is None else sent_body(orjson.dumps(payload), call)
         try:
             async with self._clients.session_for(url).request(
                 method, url, data=data, headers=self._headers_for(call), timeout=_timeout(call.timeouts)
@@ -128,8 +129,8 @@ class OpenAIProvider:
                 if resp.status >= 400:
                     raise await self._error(resp)
                 raw = await resp.read()
-        except _TRANSPORT as exc:
-            raise transport_error(exc) from exc
+        except _TRANSPORT as exc:  # once the request was sent, the upstream may be working on it (and bill it)
+            raise reached(transport_error(exc), call.sent) from exc
         return self._json_body(raw)
 
     def _json_body(self, raw: bytes) -> JSON:
@@ -155,7 +156,7 @@ class OpenAIProvider:
         session = self._clients.session_for(url)
         async with asyncio.timeout_at(deadline):
             resp = await session.post(
-                url, data=orjson.dumps(payload), headers=self._headers_for(call),
+                url, data=sent_body(orjson.dumps(payload), call), headers=self._headers_for(call),
                 timeout=_timeout(call.timeouts),
             )
         if resp.status >= 400:
@@ -201,8 +202,8 @@ class OpenAIProvider:
             last = mover.final()
             if last is not None:
                 yield last
-        except _TRANSPORT as exc:  # after the 200 (``resp``), the upstream had taken the call
-            raise reached(transport_error(exc), resp is not None and not isinstance(exc, TimeoutError)) from exc
+        except _TRANSPORT as exc:  # once the request was sent (or its 200 came), the upstream had taken the call
+            raise reached(transport_error(exc), call.sent or resp is not None) from exc
         finally:
             if resp is not None:
                 # Clean end: the connection goes back to the pool. Anything else
