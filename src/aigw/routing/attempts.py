@@ -70,8 +70,9 @@ class Served:
     upstream_s: float = 0.0
     first_token_s: float | None = None
     # deployments of calls that reached their upstream and ended without an answer (it answered 200 and broke
-    # off, the connection broke after the request was sent, or the caller left while it ran): each may bill
-    # its prompt. None until there is one, so an ordinary request allocates nothing for it
+    # off, the connection broke after the request was sent, a timeout or the caller's leaving ended it after the
+    # request was sent: ``CallOptions.sent``): each may bill its prompt. None until there is one, so an
+    # ordinary request allocates nothing for it
     cut: list[Deployment] | None = None
 
     def cut_short(self, deployment: Deployment) -> None:
@@ -169,6 +170,8 @@ class Attempts:
             err: errors.GatewayError = errors.UpstreamTimeout(
                 f"the upstream did not answer within {call.timeouts.total:g} s")
             outcome = outcome_of(err)
+            if call.sent:  # the upstream had the request and works on (and bills) it past our limit
+                served.cut_short(s.deployment)
             raise err from None
         except errors.GatewayError as exc:
             outcome = outcome_of(exc)
@@ -178,9 +181,12 @@ class Attempts:
         except Exception as exc:
             err = _unexpected(exc, s)
             outcome = outcome_of(err)
+            if call.sent:
+                served.cut_short(s.deployment)
             raise err from exc
-        except asyncio.CancelledError:  # the caller left while the upstream ran: it may bill the prompt
-            served.cut_short(s.deployment)
+        except asyncio.CancelledError:  # the caller left: once the request was sent, the upstream may bill it
+            if call.sent:
+                served.cut_short(s.deployment)
             raise
         finally:
             s.ended()
@@ -206,8 +212,8 @@ class Attempts:
                 first = await anext(source)
         except BaseException as exc:
             err = _first_chunk_error(exc, call, s)
-            if isinstance(exc, asyncio.CancelledError) or (err is not None and err.reached_upstream):
-                served.cut_short(s.deployment)  # taken by the upstream (or the caller left): it may bill the prompt
+            if _took(exc, err, call):
+                served.cut_short(s.deployment)  # taken by the upstream: it may bill the prompt
             await aclose_quietly(source)
             s.ended()
             served.upstream_s += clock.monotonic() - start
@@ -228,6 +234,14 @@ class Attempts:
             self.book.record(s, outcome, trial)
 
         return primed(first, source, end, finish)
+
+
+def _took(exc: BaseException, err: errors.GatewayError | None, call: CallOptions) -> bool:
+    """Whether the upstream had taken the call ``exc`` ended: the adapter says so on its own errors; after our
+    timers, the caller's leaving or a bug, the request having been written says so (``CallOptions.sent``)."""
+    if isinstance(exc, errors.GatewayError):
+        return exc.reached_upstream
+    return call.sent or (err is not None and err.reached_upstream)
 
 
 def _first_chunk_error(exc: BaseException, call: CallOptions, s: DeploymentState) -> errors.GatewayError | None:

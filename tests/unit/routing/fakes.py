@@ -40,6 +40,7 @@ class Step:
     stall: bool = False
     chunks: int = 3
     fail_after: int | None = None  # stream: raise `error` after this many chunks
+    sent: bool = True  # the request reached the upstream (``CallOptions.sent``); False: still connecting
 
 
 def answer(model: str) -> JSON:
@@ -67,9 +68,9 @@ class Scripted:
     def _next(self, call: CallOptions) -> Step:
         self.calls += 1
         self.calls_log.append(call)
-        if self.script:
-            return self.script.popleft()
-        return self.always or Step()
+        step = self.script.popleft() if self.script else self.always or Step()
+        call.sent = step.sent
+        return step
 
     async def _run(self, step: Step) -> None:
         if step.stall:
