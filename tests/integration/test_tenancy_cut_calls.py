@@ -4,37 +4,31 @@ locally; a call the upstream refused with an error status is not billed."""
 
 from __future__ import annotations
 
-import json
-import socket
-import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 from aiohttp import web
 
-from aigw.accounting.tokens import LOCAL_COUNTER
-from aigw.cli.admin_client import AdminClient
-from aigw.pipeline.tenancy import SERVICE, TenancyServices
-from aigw.stores.base import Limits, Scope
 from tests.fakes.faults import Fault
 from tests.fakes.openai_faults import server_error
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.integration.tenancy_support import MASTER, gateway_config, key_spend, setup_key
+from tests.integration.cut_calls_support import (
+    IN,
+    MESSAGES,
+    OUT,
+    PRICES,
+    ledger_row,
+    new_key,
+    prompt_tokens,
+    send_and_leave,
+    settled,
+    stream_text,
+)
+from tests.integration.tenancy_support import gateway_config
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import RunningServer, start_aiohttp_app
-
-PRICES = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
-IN, OUT = 1_000_000, 2_000_000  # nano-dollars a prompt token, an output token
-MESSAGES: Any = [{"role": "user", "content": "tell me about the sea and the ships upon it"}]
-BUDGET = 10.0
-
-
-def _prompt_tokens() -> int:
-    return LOCAL_COUNTER.count_prompt({"messages": MESSAGES}, "gpt-4o-mini")
 
 
 async def _hang_up(request: web.Request) -> web.StreamResponse:
@@ -81,115 +75,80 @@ def oai(ups: tuple[FakeOpenAI, RunningServer]) -> Iterator[FakeOpenAI]:
     ups[0].faults.clear()
 
 
-def _key(gw: RunningGateway, name: str) -> tuple[AdminClient, dict[str, Any], openai.OpenAI]:
-    admin = AdminClient(gw.url, MASTER)
-    key = setup_key(admin, name, budget_usd=BUDGET, budget_period="daily")
-    return admin, key, openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
-
-
-def _ledger(db: Path, admin: AdminClient, key_id: str) -> dict[str, Any]:
-    """The key's one ledger row (written off the request path), with its usage source."""
-    key_spend(admin, key_id)
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM spend_ledger WHERE key_id = ?", (key_id,)).fetchall()
-    assert len(rows) == 1
-    return dict(rows[0])
-
-
-def _settled(gw: RunningGateway, key_id: str) -> int:
-    """What the key's budget holds in today's window (settled spend plus any lease left behind)."""
-    svc = gw.app.state["deps"].services[SERVICE]
-    assert isinstance(svc, TenancyServices)
-    scope = Scope("key", key_id, Limits(budget_usd=BUDGET, budget_period="daily"))
-    return int(gw.call(svc.budgets.spent(scope, time.time())))
-
-
-def _stream(client: openai.OpenAI, model: str) -> str:
-    stream = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=50, stream=True)
-    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-
-
 def test_a_stream_that_dies_after_its_200_before_any_chunk_bills_its_prompt(
         gw: RunningGateway, db: Path, oai: FakeOpenAI) -> None:
-    admin, key, client = _key(gw, "cut-before-first")
+    admin, key, client = new_key(gw, "cut-before-first")
     oai.faults.push(Fault.cut(after=0))  # 200 with SSE headers, then the connection closes
     with pytest.raises(openai.APIStatusError) as err:
-        _stream(client, "oai")
+        stream_text(client, "oai")
     assert err.value.status_code == 502
-    row = _ledger(db, admin, key["id"])
-    prompt = _prompt_tokens()
+    row = ledger_row(db, admin, key["id"])
+    prompt = prompt_tokens()
     assert (row["prompt_tokens"], row["completion_tokens"], row["usage_source"]) == (prompt, 0, "local")
     assert row["cost_nano"] == prompt * IN and row["status"] == 502
     assert row["deployment_id"].startswith("oai")  # the deployment that took the call
-    assert _settled(gw, key["id"]) == prompt * IN
+    assert settled(gw, key["id"]) == prompt * IN
 
 
 def test_a_stream_cut_midway_bills_its_prompt_and_what_it_sent(gw: RunningGateway, db: Path, oai: FakeOpenAI) -> None:
-    admin, key, client = _key(gw, "cut-midway")
+    admin, key, client = new_key(gw, "cut-midway")
     oai.faults.push(Fault(cut_after=3, chunk_delay=0.02))  # chunks arrive one by one before the cut
     with pytest.raises(openai.APIError):
-        _stream(client, "oai")
-    row = _ledger(db, admin, key["id"])
-    assert row["prompt_tokens"] == _prompt_tokens() and row["completion_tokens"] > 0
+        stream_text(client, "oai")
+    row = ledger_row(db, admin, key["id"])
+    assert row["prompt_tokens"] == prompt_tokens() and row["completion_tokens"] > 0
     assert row["usage_source"] == "local"
     assert row["cost_nano"] == row["prompt_tokens"] * IN + row["completion_tokens"] * OUT
-    assert _settled(gw, key["id"]) == row["cost_nano"]
+    assert settled(gw, key["id"]) == row["cost_nano"]
 
 
 def test_a_plain_call_whose_connection_breaks_after_it_was_sent_bills_its_prompt(
         gw: RunningGateway, db: Path) -> None:
-    admin, key, client = _key(gw, "hang-up")
+    admin, key, client = new_key(gw, "hang-up")
     with pytest.raises(openai.APIStatusError) as err:
         client.chat.completions.create(model="broken", messages=MESSAGES, max_tokens=50)
     assert err.value.status_code == 502
-    row = _ledger(db, admin, key["id"])
-    prompt = _prompt_tokens()
+    row = ledger_row(db, admin, key["id"])
+    prompt = prompt_tokens()
     assert (row["prompt_tokens"], row["completion_tokens"], row["usage_source"]) == (prompt, 0, "local")
     assert row["cost_nano"] == prompt * IN
-    assert _settled(gw, key["id"]) == prompt * IN
+    assert settled(gw, key["id"]) == prompt * IN
 
 
 def test_a_cut_attempt_retried_to_an_answer_bills_both(gw: RunningGateway, db: Path, oai: FakeOpenAI) -> None:
-    admin, key, client = _key(gw, "cut-then-retried")
+    admin, key, client = new_key(gw, "cut-then-retried")
     oai.faults.push(Fault.cut(after=0))  # the first attempt dies after its 200; the retry answers
-    assert _stream(client, "oai-again")
-    row = _ledger(db, admin, key["id"])
-    cut = _prompt_tokens()
+    assert stream_text(client, "oai-again")
+    row = ledger_row(db, admin, key["id"])
+    cut = prompt_tokens()
     answered = row["prompt_tokens"] - cut  # the answer's own usage, as the upstream reported it
     assert answered > 0 and row["completion_tokens"] > 0 and row["usage_source"] == "local"
     assert row["cost_nano"] == (cut + answered) * IN + row["completion_tokens"] * OUT
-    assert _settled(gw, key["id"]) == row["cost_nano"]
+    assert settled(gw, key["id"]) == row["cost_nano"]
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_an_upstream_error_status_is_not_billed(gw: RunningGateway, db: Path, oai: FakeOpenAI, stream: bool) -> None:
-    admin, key, client = _key(gw, f"refused-{stream}")
+    admin, key, client = new_key(gw, f"refused-{stream}")
     oai.faults.push(server_error(500))
     with pytest.raises(openai.APIStatusError):
         if stream:
-            _stream(client, "oai")
+            stream_text(client, "oai")
         else:
             client.chat.completions.create(model="oai", messages=MESSAGES, max_tokens=50)
-    row = _ledger(db, admin, key["id"])
+    row = ledger_row(db, admin, key["id"])
     assert (row["cost_nano"], row["prompt_tokens"], row["usage_source"]) == (0, 0, "none")
-    assert _settled(gw, key["id"]) == 0
+    assert settled(gw, key["id"]) == 0
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_gone_while_the_upstream_works_is_billed_the_prompt(
         gw: RunningGateway, db: Path, oai: FakeOpenAI, stream: bool) -> None:
-    admin, key, _ = _key(gw, f"gone-{stream}")
+    admin, key, _ = new_key(gw, f"gone-{stream}")
     oai.faults.push(Fault.slow(headers=3.0))  # the upstream has the request and takes its time
-    raw = json.dumps({"model": "oai", "messages": MESSAGES, "max_tokens": 50, "stream": stream}).encode()
-    port = int(gw.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # send, then leave before any answer
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                     b"authorization: Bearer " + key["key"].encode() + b"\r\ncontent-length: "
-                     + str(len(raw)).encode() + b"\r\n\r\n" + raw)
-        time.sleep(0.3)
-    row = _ledger(db, admin, key["id"])
-    prompt = _prompt_tokens()
+    send_and_leave(gw, key, "oai", stream)  # send, then leave before any answer
+    row = ledger_row(db, admin, key["id"])
+    prompt = prompt_tokens()
     assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (499, prompt, 0)
     assert (row["usage_source"], row["cost_nano"]) == ("local", prompt * IN)
-    assert _settled(gw, key["id"]) == prompt * IN
+    assert settled(gw, key["id"]) == prompt * IN
