@@ -16,6 +16,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.integration.cut_calls_support import (
     IN,
     MESSAGES,
+    OUT,
     PRICES,
     ledger_row,
     new_key,
@@ -132,3 +133,16 @@ def test_a_client_gone_while_the_gateway_still_connects_bills_nothing(gw: Runnin
     admin, key, _ = new_key(gw, "gone-connecting")
     send_and_leave(gw, key, "connecting", stream=False)
     _assert_nothing_billed(gw, db, admin, key["id"], 499)
+
+
+def test_a_stream_past_the_total_timeout_after_its_first_chunks_bills_its_prompt_and_what_it_sent(
+        gw: RunningGateway, db: Path, oai: FakeOpenAI) -> None:
+    admin, key, client = new_key(gw, "total-timeout-midway")
+    oai.faults.push(Fault.slow(between=0.15))  # the first chunks come, the rest too slowly for timeout_s
+    with pytest.raises(openai.APIError):
+        stream_text(client, "slow")
+    row = ledger_row(db, admin, key["id"])
+    assert row["prompt_tokens"] == prompt_tokens() and row["completion_tokens"] > 0
+    assert row["usage_source"] == "local"
+    assert row["cost_nano"] == row["prompt_tokens"] * IN + row["completion_tokens"] * OUT
+    assert settled(gw, key["id"]) == row["cost_nano"]
