@@ -162,3 +162,27 @@ async def test_with_the_window_off_a_settle_that_timed_out_is_still_not_owed(
             os.kill(proc.pid, signal.SIGCONT)
         await asyncio.sleep(0.1)
         assert _window_keys(url, scope)[0] in (0, 4321) and counters.owed == 0
+
+
+async def test_with_the_window_off_health_stays_degraded_while_a_replay_of_refused_settles_is_out(
+        own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """A replay takes the owed settles off the list while its batch is out: a health check then must not
+    forget the spell, or, when the still-full Redis refuses them again, they are owed and /health/ready says ok."""
+    url, _ = own_redis
+    scope = Scope("key", "no-window-race", Limits(tpm=100_000, budget_usd=1.0, budget_period="daily"))
+    async with gate(url, window_s=0) as counters:
+        admitted, _ = await counters.enter([scope], "r", 100, [scope], NANO // 10, NOW)
+        fill_redis(url)
+        with pytest.raises(SettleOwed):
+            await counters.leave([scope], "r", 50, admitted.taken_at, [scope], NANO // 10, 999, NOW, [])
+        assert not (await counters.health())[0]  # degraded; the check starts a replay
+        for _ in range(3):  # the replay's batch is out (the settle off the list), then refused again
+            await asyncio.sleep(0)
+            assert not (await counters.health())[0], "ok while a refused settle was still being sent"
+        await asyncio.sleep(0.1)
+        assert counters.owed == 1  # refused again: still owed
+        answering, detail = await counters.health()
+        assert not answering and "out of memory" in detail, detail
+        make_room(url)
+        await _until_answering(counters)
+        assert _window_keys(url, scope)[0] == 999

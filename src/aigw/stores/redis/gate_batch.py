@@ -174,7 +174,7 @@ class GateBatcher:
 
     def _refused(self, exc: Exception) -> None:
         """A settle a full Redis refused is about to be owed: note since when (once per spell of owed settles)."""
-        if self.refused is not None and self.owed_settles:
+        if self.refused is not None and self.owed_settles.pending:
             return
         self.refused = (asyncio.get_running_loop().time(), f"{type(exc).__name__}: {exc}"[:160])
         if self.retry_after_s <= 0:  # with the window on, the outage it opened logs it
@@ -275,7 +275,7 @@ class GateBatcher:
             self.owed_settles.replay_soon()
         skipped = f"{self.skipped} calls skipped in {self.outages} outages since start; {self.owed} settles owed"
         outage = self.outage
-        if not self.owed:
+        if not self.owed_settles.pending:  # a replay out may be refused again: the spell is not over yet
             self.refused = None
         if outage is None or not outage.confirmed:
             if self.refused is None:

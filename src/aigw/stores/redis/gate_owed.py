@@ -60,6 +60,12 @@ class OwedSettles:
     def __len__(self) -> int:
         return len(self._owed)
 
+    @property
+    def pending(self) -> bool:
+        """Settles still owed, counting those a replay took off the list and has not yet had answered (a
+        refusal puts them back)."""
+        return bool(self._owed) or (self.replaying is not None and not self.replaying.done())
+
     def owe(self, kind: bytes, keys: list[bytes], args: list[bytes], skipped: Exception) -> SettleOwed:
         """Keep a step that did not run: skipped in an outage, or refused by a full Redis."""
         if len(self._owed) >= self.limit:
