@@ -33,9 +33,6 @@ async def closing_port() -> AsyncIterator[int]:
         w.close()  # type: ignore[attr-defined]
 
 
-# providers/http.py marks every ServerDisconnectedError reached (transport_error), before any status too, and
-# ``reached(err, resp is not None)`` in the stream paths cannot unmark it: fix pending in src/aigw/providers
-@pytest.mark.xfail(strict=True, reason="a disconnect before any response byte is billed as reached_upstream")
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_connection_closed_before_the_upstream_read_the_request_is_not_marked_reached(
         closing_port: int, clients: HttpClients, stream: bool) -> None:

@@ -215,11 +215,21 @@ def transport_error(exc: BaseException) -> errors.GatewayError:
         return errors.UpstreamTimeout("upstream did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return errors.Unavailable("could not connect to the upstream")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):  # the request was sent
-        return reached(errors.UpstreamError("upstream closed the connection before the response was complete"))
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):  # billed or not: ``took_call``
+        return errors.UpstreamError("upstream closed the connection before the response was complete")
     if isinstance(exc, aiohttp.ClientError):
         return errors.UpstreamError(f"upstream connection failed: {type(exc).__name__}")
     return errors.UpstreamError(f"upstream call failed: {type(exc).__name__}")
+
+
+def took_call(exc: BaseException, call: CallOptions, answered: bool) -> bool:
+    """Whether the upstream took a call that ``exc`` ended, so that it may bill the prompt: its answer had begun
+    (``answered``: a status line came), or the request was sent (``call.sent``) and a timeout ended the call
+    while the upstream worked on it. A connection closed before any answer is not taken, sent or not: an
+    upstream or a proxy may hang up without reading the request (a pooled keep-alive connection closed as it is
+    reused, load shed), and the router retries the call; billing it would bill a call that may never have
+    run, and bill it again when the retry answers."""
+    return answered or (call.sent and isinstance(exc, TimeoutError))
 
 
 def reached(err: errors.GatewayError, took: bool = True) -> errors.GatewayError:

@@ -30,6 +30,7 @@ from aigw.providers.http import (
     reached,
     read_error_body,
     sent_body,
+    took_call,
     transport_error,
 )
 from aigw.types import JSON
@@ -78,15 +79,17 @@ class AnthropicProvider:
         payload = sent_body(orjson.dumps(to_anthropic_request(body, self.upstream_model)), call)
         headers = self._request_headers(body, call, "application/json")
         session = self._clients.session_for(self._messages_url)
+        answered = False
         try:
             async with session.post(
                 self._messages_url, data=payload, headers=headers, timeout=client_timeout(call.timeouts)
             ) as response:
+                answered = True
                 if response.status >= 400:
                     await self._raise_for(response)
                 raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:  # once the request was sent, the upstream may bill it
-            raise reached(transport_error(exc), call.sent) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:  # answered, or timed out once sent: it may bill it
+            raise reached(transport_error(exc), took_call(exc, call, answered)) from exc
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -124,8 +127,8 @@ class AnthropicProvider:
         except TimeoutError as exc:  # once the request was sent, the upstream had taken the call
             what = "stream did not finish" if sent_any else "sent no first token"
             raise reached(errors.UpstreamTimeout(f"anthropic {what} in time"), call.sent) from exc
-        except aiohttp.ClientError as exc:  # once the request was sent (or its 200 came), the upstream had it
-            raise reached(transport_error(exc), call.sent or response is not None) from exc
+        except aiohttp.ClientError as exc:  # after its 200 the upstream had it (a hang-up before: ``took_call``)
+            raise reached(transport_error(exc), took_call(exc, call, response is not None)) from exc
         finally:
             if response is not None:
                 # Not read to the end (error, cancel, client gone): drop the connection so

@@ -31,6 +31,7 @@ from aigw.providers.http import (
     reached,
     read_error_body,
     sent_body,
+    took_call,
     transport_error,
 )
 from aigw.providers.openai import translate
@@ -122,15 +123,17 @@ class OpenAIProvider:
     async def _request(self, method: str, op: str, payload: JSON | None, call: CallOptions) -> JSON:
         url = self._urls[op]
         data = None if payload is None else sent_body(orjson.dumps(payload), call)
+        answered = False
         try:
             async with self._clients.session_for(url).request(
                 method, url, data=data, headers=self._headers_for(call), timeout=_timeout(call.timeouts)
             ) as resp:
+                answered = True
                 if resp.status >= 400:
                     raise await self._error(resp)
                 raw = await resp.read()
-        except _TRANSPORT as exc:  # once the request was sent, the upstream may be working on it (and bill it)
-            raise reached(transport_error(exc), call.sent) from exc
+        except _TRANSPORT as exc:  # the upstream may bill it once it answered, or timed out working on it
+            raise reached(transport_error(exc), took_call(exc, call, answered)) from exc
         return self._json_body(raw)
 
     def _json_body(self, raw: bytes) -> JSON:
@@ -202,8 +205,8 @@ class OpenAIProvider:
             last = mover.final()
             if last is not None:
                 yield last
-        except _TRANSPORT as exc:  # once the request was sent (or its 200 came), the upstream had taken the call
-            raise reached(transport_error(exc), call.sent or resp is not None) from exc
+        except _TRANSPORT as exc:  # after its 200, or a timeout once the request was sent: the upstream took it
+            raise reached(transport_error(exc), took_call(exc, call, resp is not None)) from exc
         finally:
             if resp is not None:
                 # Clean end: the connection goes back to the pool. Anything else
