@@ -59,6 +59,7 @@ CALLS = "tenancy.calls"
 # upstream calls that reached their upstream and ended without an answer or usage (``Served.cut``), with the
 # body each was sent: [(deployment, body)]; each is billed its prompt, counted locally (``measure``)
 CUT = "tenancy.cut_calls"
+CUT_PROMPTS = "tenancy.cut_prompts"  # the prompt each CUT call is billed, in order: [(deployment, tokens)]
 BudgetPlan = Callable[[RequestContext], tuple[list[Scope], int]]
 # reserve one more upstream call of this body beside the request's: "" when reserved, else why not (for the error)
 BudgetMore = Callable[[RequestContext, JSON], Awaitable[str]]
@@ -222,9 +223,8 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
         full = sum(_call_cost(ctx, svc, *call) for call in calls)
     else:
         full = _call_cost(ctx, svc, d, None, ctx.service_tier, tokens)
-    cut = ctx.state.get(CUT)
-    if cut and not ctx.handled_by:  # calls the upstream took and that ended without usage: their prompts
-        full += _bill_cut(ctx, svc, tokens, cut)
+    if CUT in ctx.state and not ctx.handled_by:  # calls the upstream took that ended without usage: prompts
+        full += _bill_cut(ctx, svc, tokens)
         source = "local"  # an estimate is in the row
     if ctx.handled_by:  # answered by the cache or a rule: no upstream bill, the saving is reported
         result = Measured(tokens, 0, full if ctx.handled_by == "cache" else 0, source)
@@ -240,13 +240,22 @@ def add_cut(ctx: RequestContext, cut: list[Deployment] | None, body: JSON) -> No
         ctx.state.setdefault(CUT, []).extend((d, body) for d in cut)
 
 
-def _bill_cut(ctx: RequestContext, svc: TenancyServices, tokens: Tokens, cut: list[tuple[Deployment, JSON]]) -> int:
-    """Each cut call's prompt (counted locally, as its deployment counts images) added to ``tokens``; their cost."""
+def cut_prompts(ctx: RequestContext, svc: TenancyServices) -> list[tuple[Deployment, int]]:
+    """The prompt tokens each ``CUT`` call is billed (counted locally, as its deployment counts images), once
+    per request: the ledger, the budget and the deployments' tpm caps (the limits stage) see the same figures."""
+    done = ctx.state.get(CUT_PROMPTS)
+    if done is None:
+        done = ctx.state[CUT_PROMPTS] = [(d, svc.tokens.count_prompt(body, d.model))
+                                         for d, body in ctx.state.get(CUT) or ()]
+    return done  # type: ignore[no-any-return]
+
+
+def _bill_cut(ctx: RequestContext, svc: TenancyServices, tokens: Tokens) -> int:
+    """Each cut call's prompt added to ``tokens``; their cost, each at its deployment."""
     cost = 0
-    for d, body in cut:
-        prompt = Tokens(fresh_input=svc.tokens.count_prompt(body, d.model))
-        tokens.fresh_input += prompt.fresh_input
-        cost += _call_cost(ctx, svc, d, None, "", prompt)
+    for d, n in cut_prompts(ctx, svc):
+        tokens.fresh_input += n
+        cost += _call_cost(ctx, svc, d, None, "", Tokens(fresh_input=n))
     return cost
 
 

@@ -17,7 +17,7 @@ from aigw.http.key_lookup import principal_for
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import limits
-from aigw.pipeline.tenancy import ROUTE_CAPS, SERVICE, TenancyServices
+from aigw.pipeline.tenancy import ROUTE_CAPS, SERVICE, TenancyServices, add_cut, measure
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Scope, Tenant
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
@@ -90,6 +90,28 @@ async def test_the_router_takes_each_deployments_caps_and_a_failed_call_gives_it
     ctx.usage = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
     await stage.on_finish(ctx)
     assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (0, 500)
+
+
+@pytest.mark.parametrize("answered", [True, False])
+async def test_a_call_cut_short_after_its_upstream_took_it_settles_its_deployments_tpm_to_its_billed_prompt(
+        answered: bool) -> None:
+    stage, limiter = _stage()
+    ctx = _ctx("prim")
+    assert await stage.on_request(ctx) is None
+    caps = ctx.state[ROUTE_CAPS]
+    assert await caps.admit(PRIMARY.id) is None  # the upstream took it, then it broke off: its prompt is billed
+    add_cut(ctx, [PRIMARY], ctx.body)
+    if answered:  # the fallback answered
+        assert await caps.admit(BACKUP.id) is None
+        ctx.served_by = BACKUP
+        ctx.usage = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
+    else:
+        ctx.error = errors.UpstreamError("upstream closed the connection before the response was complete")
+    prompt = TokenCounter().count_prompt(ctx.body, PRIMARY.model)
+    await stage.on_finish(ctx)
+    # the prompt stays on the deployment that processed it, and only there
+    assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (prompt, 500 if answered else 0)
+    assert measure(ctx, stage.svc).tokens.total == prompt + (500 if answered else 0)
 
 
 async def test_a_deployment_at_its_cap_is_refused_with_the_wait_and_nothing_taken() -> None:

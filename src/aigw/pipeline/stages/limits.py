@@ -27,6 +27,7 @@ from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
+    CUT,
     JOINT,
     JOINT_FAILED,
     OWED,
@@ -35,6 +36,7 @@ from aigw.pipeline.tenancy import (
     SERVICE,
     SETTLED,
     TenancyServices,
+    cut_prompts,
     key_scopes,
     measure,
     plan_budget,
@@ -223,22 +225,31 @@ class LimitsStage(Stage):
                 ctx.state[OWED] = first.later
 
     def _settle_caps(self, ctx: RequestContext, caps: DeploymentCaps) -> list[Any]:
-        """The router's per-call takes: the call that answered settles to its tokens, a failed one gives its
-        estimate back (its request stays counted: it reached the upstream)."""
+        """The router's per-call takes: the call that answered settles to its tokens, one cut short after its
+        upstream took it (``CUT``) to the prompt it is billed, any other failed one gives its estimate back
+        (its request stays counted: it reached the upstream)."""
         served = ctx.served_by
         answered = -1  # the last take of the deployment that answered is the call that answered
         if served is not None:
             for i, t in enumerate(caps.taken):
                 if t.scopes[0].id == served.id:
                     answered = i
+        cut: dict[str, list[int]] = {}  # deployment id -> the billed prompts of its cut calls, in order
+        cut_total = 0
+        if CUT in ctx.state and not ctx.handled_by:
+            for d, n in cut_prompts(ctx, self.svc):
+                cut.setdefault(d.id, []).append(n)
+                cut_total += n
         steps = []
         now = self.clock.now()
         for i, t in enumerate(caps.taken):
             if not t.scopes[0].limits.tpm:
                 continue
             used = 0
-            if i == answered and not ctx.handled_by:
-                used = measure(ctx, self.svc).tokens.total
+            if i == answered and not ctx.handled_by:  # the request's tokens but those of its cut calls
+                used = measure(ctx, self.svc).tokens.total - cut_total
+            elif prompts := cut.get(t.scopes[0].id):  # a deployment's sum is exact, whichever take gets each
+                used = prompts.pop(0)
             if used != t.est:
                 steps.append(self.svc.gate.leave(t.scopes, caps.slot, used - t.est, t.taken_at, [], 0, 0, now, []))
         return steps
