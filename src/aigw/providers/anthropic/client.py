@@ -146,7 +146,8 @@ class AnthropicProvider:
         text, parsed = await read_error_body(response)
         if isinstance(parsed, dict) and parsed.get("type") == "error":
             raise map_error(response.status, text, parsed, response.headers)
-        raise errors.UpstreamError(f"anthropic answered a stream request with {ctype or 'no content type'}")
+        what = f"anthropic answered a stream request with {ctype or 'no content type'}"
+        raise reached(errors.UpstreamError(what))  # a 200 answer (an error status was raised before): it took the call
 
     async def list_models(self, call: CallOptions) -> JSON:
         """GET /v1/models: free, so health probes can use it."""

@@ -174,7 +174,8 @@ class OpenAIProvider:
                 resp.release()
             if error_fields(body) is not None and "choices" not in body:
                 raise map_error_event(body)
-            raise errors.UpstreamError("upstream answered a streaming request with a plain JSON body")
+            # a 200 answer all the same (the upstream ignored stream=true): it took and billed the call
+            raise reached(errors.UpstreamError("upstream answered a streaming request with a plain JSON body"))
         return resp
 
     async def _stream(self, op: str, payload: JSON, call: CallOptions) -> AsyncIterator[JSON]:
