@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from aigw import errors
-from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 from aigw.schema.anthropic_stream import AnthropicStreamEncoder
+from aigw.schema.replay import replay_chunks
 from tests.unit.schema.anthropic_sdk import sdk_stream
 
 USAGE = {

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aigw.pipeline.stages.cache_stream import StreamAssembler, replay_chunks, storable
+from aigw.pipeline.stages.cache_stream import StreamAssembler, storable
+from aigw.schema.replay import replay_chunks
 from aigw.types import JSON
 
 HEAD: JSON = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 5, "model": "m"}

@@ -37,8 +37,9 @@ from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, merge, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
 from aigw.pipeline.stages.cache_semantic import Embedders
-from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, replay_chunks, storable
+from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, storable
 from aigw.schema.openai import last_user_text
+from aigw.schema.replay import replay_chunks
 from aigw.stores.cache_base import CacheStore, LocalCacheStore, SemanticIndex
 from aigw.stores.purge_log import PurgeLog
 from aigw.supervise import Supervisor

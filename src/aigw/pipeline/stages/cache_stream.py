@@ -2,9 +2,8 @@
 (or ``text_completion`` for legacy /v1/completions).
 
 A streamed answer is assembled into that shape once it has finished; a hit on a
-streaming request is replayed from it as a short, well-formed chunk sequence
-(role, content, tool calls or a legacy function call, other message fields, finish, usage;
-for a completion: text, finish, usage), which each inbound API then writes as its own SSE.
+streaming request is replayed from it by ``aigw.schema.replay.replay_chunks`` as a short,
+well-formed chunk sequence, which each inbound API then writes as its own SSE.
 Message fields with no rule here (annotations, audio, ...) are carried through both ways.
 Answers we could not replay faithfully (Anthropic thinking signatures) are not stored at all.
 """
@@ -16,12 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigw.schema.anthropic import START_USAGE
+from aigw.schema.replay import KNOWN_FIELDS as _KNOWN
 from aigw.types import JSON
 
 STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
 _PRIVATE = "_anthropic"
-# message (and delta) fields with their own handling; any other (annotations, audio, ...) is carried through
-_KNOWN = frozenset({"role", "content", "refusal", "reasoning_content", "tool_calls", "function_call", _PRIVATE})
 _TEXT = {"function": "arguments", "custom": "input"}  # where each kind of tool call keeps its text
 
 
@@ -194,75 +192,6 @@ def storable(body: JSON) -> bool:
     if isinstance(private, dict) and private.get("thinking"):
         return False
     return all(isinstance(c, dict) and c.get("finish_reason") in STORABLE_FINISH for c in choices)
-
-
-def replay_chunks(body: JSON) -> list[JSON]:
-    """A stored chat.completion as the chunk sequence a live stream would have sent."""
-    if body.get("object") == "text_completion":
-        return _completion_chunks(body)
-    head = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created"),
-            "model": body.get("model")}
-    if body.get("system_fingerprint"):
-        head["system_fingerprint"] = body["system_fingerprint"]
-
-    def chunk(index: int, delta: JSON, finish: Any = None, logprobs: Any = None) -> JSON:
-        return {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                                     "finish_reason": finish}]}
-
-    out: list[JSON] = []
-    for choice in body.get("choices") or ():
-        i, msg = int(choice.get("index", 0)), choice.get("message") or {}
-        out.append(chunk(i, {"role": "assistant", "content": None if msg.get("content") is None else ""}))
-        if msg.get("reasoning_content"):
-            out.append(chunk(i, {"reasoning_content": msg["reasoning_content"]}))
-        if msg.get("content"):
-            out.append(chunk(i, {"content": msg["content"]}, logprobs=choice.get("logprobs")))
-        if msg.get("refusal"):
-            out.append(chunk(i, {"refusal": msg["refusal"]}))
-        for n, call in enumerate(msg.get("tool_calls") or ()):
-            out.append(chunk(i, {"tool_calls": [{"index": n, **call}]}))
-        if msg.get("function_call"):
-            out.append(chunk(i, {"function_call": msg["function_call"]}))
-        other = _other_fields(msg)
-        if other is not None:  # annotations, audio, ...: one delta, as a live stream sends them whole
-            out.append(chunk(i, other))
-        out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
-    if isinstance(body.get(_PRIVATE), dict) and out:
-        out[-1][_PRIVATE] = body[_PRIVATE]
-    if body.get("usage"):
-        out.append({**head, "choices": [], "usage": body["usage"]})
-        if out[0] is not out[-1]:  # known up front, as a live stream's first chunk has it (for message_start)
-            out[0][_PRIVATE] = {**out[0].get(_PRIVATE, {}), START_USAGE: body["usage"]}
-    return out
-
-
-def _other_fields(msg: JSON) -> JSON | None:
-    """The message's fields with no rule of their own that say something (not null, not [])."""
-    other = None
-    for k in msg:  # a plain loop: the cheapest way to find nothing, the usual answer
-        if k not in _KNOWN:
-            v = msg[k]
-            if v is not None and v != []:
-                if other is None:
-                    other = {}
-                other[k] = v
-    return other
-
-
-def _completion_chunks(body: JSON) -> list[JSON]:
-    """A stored text_completion as a live stream sends it: the text, then the finish, then usage."""
-    head = {"id": body.get("id"), "object": "text_completion", "created": body.get("created"),
-            "model": body.get("model")}
-    out: list[JSON] = []
-    for choice in body.get("choices") or ():
-        i = int(choice.get("index", 0))
-        out.append({**head, "choices": [{"index": i, "text": choice.get("text") or "",
-                                         "logprobs": choice.get("logprobs"), "finish_reason": None}]})
-        out.append({**head, "choices": [{"index": i, "text": "", "logprobs": None,
-                                         "finish_reason": choice.get("finish_reason") or "stop"}]})
-    if body.get("usage"):
-        out.append({**head, "choices": [], "usage": body["usage"]})
-    return out
 
 
 async def replay(chunks: list[JSON]) -> AsyncIterator[JSON]:

@@ -34,12 +34,12 @@ from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import counted_usage
-from aigw.pipeline.stages.cache_stream import replay_chunks
 from aigw.pipeline.stages.guardrail_policy import PII_MAPPING, Policies, Policy, metrics_of, policies_for, record
 from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextKind, edit_stream
 from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices, add_cut
 from aigw.routing.router import Router, RouteRequest
 from aigw.schema.openai import call_text, content_text
+from aigw.schema.replay import replay_chunks
 from aigw.types import JSON
 
 RETRY_HEADER = "x-aigw-output-retries"

@@ -20,8 +20,9 @@ from aigw.observability.metrics import Metrics
 from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.stages.cache_stream import replay, replay_chunks
+from aigw.pipeline.stages.cache_stream import replay
 from aigw.pipeline.stages.guardrail_policy import Policies, metrics_of, policies_for, record
+from aigw.schema.replay import replay_chunks
 from aigw.types import JSON, Clock
 
 HANDLED_BY = "rules"
