@@ -1,7 +1,8 @@
-"""An upstream that answers a stream request 200 with a plain JSON answer (it ignored ``stream``): it took the
-call and generated (and billed) an answer, so the error the gateway raises is marked ``reached_upstream`` and
-the prompt is billed, as for any stream that breaks after its 200 (docs/tenancy.md); an error object in that
-200 body stays an error the upstream refused, billed nothing."""
+"""An upstream that answers a stream request 200 with a plain JSON answer (it ignored ``stream``): the answer is
+streamed on as the canonical chunks a live stream would have sent (role, text or tool calls, finish, usage), so
+it is served and billed from its usage. An error object in that 200 body stays an error the upstream refused,
+billed nothing; a body that is not JSON, or JSON that is neither an answer nor an error, is an error marked
+``reached_upstream`` (the upstream took the call: its prompt is billed, docs/tenancy.md)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ ANSWER: dict[str, Any] = {
                   "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
                   "usage": {"input_tokens": 9, "output_tokens": 1}},
 }
+NOT_AN_ANSWER: dict[str, Any] = {
+    "openai": {"id": "c1", "object": "chat.completion", "choices": []},
+    "anthropic": {"id": "m1", "type": "message_batch"},
+}
 ERROR: dict[str, Any] = {
     "openai": {"error": {"message": "overloaded", "type": "server_error"}},
     "anthropic": {"type": "error", "error": {"type": "overloaded_error", "message": "overloaded"}},
@@ -38,6 +43,8 @@ async def plain_upstream(request: pytest.FixtureRequest) -> AsyncIterator[int]:
     body: dict[str, Any] = request.param
 
     async def answer(_: web.Request) -> web.Response:
+        if isinstance(body, str):
+            return web.Response(text=body, content_type="application/json")
         return web.json_response(body)
 
     app = web.Application()
@@ -52,12 +59,15 @@ async def plain_upstream(request: pytest.FixtureRequest) -> AsyncIterator[int]:
     await runner.cleanup()
 
 
-async def _stream_error(kind: str, port: int, clients: HttpClients) -> errors.GatewayError:
+def _provider(kind: str, port: int, clients: HttpClients) -> Any:
     build = build_openai if kind == "openai" else build_anthropic
     api_base = f"http://127.0.0.1:{port}" + ("/v1" if kind == "openai" else "")
-    provider = build(Deployment(name="x", provider=kind, model="m", api_base=api_base, api_key="k"), clients)
+    return build(Deployment(name="x", provider=kind, model="m", api_base=api_base, api_key="k"), clients)
+
+
+async def _stream_error(kind: str, port: int, clients: HttpClients) -> errors.GatewayError:
     with pytest.raises(errors.GatewayError) as failed:
-        async for _ in provider.stream_chat(chat_body(), call()):
+        async for _ in _provider(kind, port, clients).stream_chat(chat_body(), call()):
             pass
     return failed.value
 
@@ -65,9 +75,29 @@ async def _stream_error(kind: str, port: int, clients: HttpClients) -> errors.Ga
 @pytest.mark.parametrize(("kind", "plain_upstream"), [("openai", ANSWER["openai"]),
                                                       ("anthropic", ANSWER["anthropic"])],
                          indirect=["plain_upstream"])
-async def test_a_plain_200_answer_to_a_stream_request_is_marked_reached(
+async def test_a_plain_200_answer_to_a_stream_request_is_streamed_on_with_its_usage(
+        kind: str, plain_upstream: int, clients: HttpClients, caplog: pytest.LogCaptureFixture) -> None:
+    provider = _provider(kind, plain_upstream, clients)
+    with caplog.at_level("INFO", logger="aigw.providers"):
+        for _ in range(2):
+            chunks = [c async for c in provider.stream_chat(chat_body(), call())]
+    said = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert said[0]["role"] == "assistant"
+    assert "".join(d.get("content") or "" for d in said) == "hi"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert chunks[-1]["choices"] == []
+    assert (chunks[-1]["usage"]["prompt_tokens"], chunks[-1]["usage"]["completion_tokens"]) == (9, 1)
+    assert len([r for r in caplog.records if "ignores stream=true" in r.getMessage()]) == 1  # once, not per call
+
+
+@pytest.mark.parametrize(("kind", "plain_upstream"), [
+    ("openai", "not json {"), ("anthropic", "not json {"),
+    ("openai", NOT_AN_ANSWER["openai"]), ("anthropic", NOT_AN_ANSWER["anthropic"]),
+], indirect=["plain_upstream"])
+async def test_a_200_json_body_that_is_no_answer_is_an_error_marked_reached(
         kind: str, plain_upstream: int, clients: HttpClients) -> None:
-    assert (await _stream_error(kind, plain_upstream, clients)).reached_upstream
+    failed = await _stream_error(kind, plain_upstream, clients)
+    assert failed.kind == "upstream_error" and failed.reached_upstream
 
 
 @pytest.mark.parametrize(("kind", "plain_upstream"), [("openai", ERROR["openai"]), ("anthropic", ERROR["anthropic"])],

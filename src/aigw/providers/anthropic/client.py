@@ -2,12 +2,15 @@
 
 Translation is in ``translate``/``translate_stream``, error mapping in ``errors``;
 this module only sends requests, reads answers and enforces time limits. A
-stream that ends before ``message_stop`` is an error, never a clean end.
+stream that ends before ``message_stop`` is an error, never a clean end. An
+upstream (or proxy) that ignores ``stream: true`` and answers a whole ``message``
+has that message streamed on, as the events its live stream would have sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +23,7 @@ from aigw.config.models import Deployment
 from aigw.providers.anthropic.errors import map_error
 from aigw.providers.anthropic.translate import beta_header, merge_betas, to_anthropic_request
 from aigw.providers.anthropic.translate_response import to_canonical_response
-from aigw.providers.anthropic.translate_stream import StreamTranslator
+from aigw.providers.anthropic.translate_stream import StreamTranslator, message_events
 from aigw.providers.base import CallOptions
 from aigw.providers.http import (
     HttpClients,
@@ -37,6 +40,7 @@ from aigw.types import JSON
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_API_BASE = "https://api.anthropic.com"
+log = logging.getLogger("aigw.providers")
 
 
 def _base_url(api_base: str) -> str:
@@ -52,6 +56,8 @@ class AnthropicProvider:
 
     def __init__(self, deployment: Deployment, clients: HttpClients) -> None:
         self.upstream_model = deployment.model
+        self._name = deployment.name
+        self._said_unstreamed = False  # logged once that this upstream answers stream requests whole
         base = _base_url(deployment.api_base)
         self._messages_url = f"{base}/v1/messages"
         self._models_url = f"{base}/v1/models"
@@ -115,7 +121,12 @@ class AnthropicProvider:
                 )
             if response.status >= 400:
                 await self._raise_for(response)
-            await self._check_event_stream(response)
+            whole = await self._check_event_stream(response)
+            if whole is not None:  # the events its live stream would have sent, through the same translator
+                for name, data in message_events(whole):
+                    for chunk in translator.feed(name, data):
+                        yield chunk
+                return
             remaining = None if first_token is None else max(0.001, first_token - (loop.time() - started))
             async for event in iter_sse(response, remaining):
                 data = parse_json_event(event.data)
@@ -139,13 +150,25 @@ class AnthropicProvider:
                     response.close()
         raise reached(errors.UpstreamError("anthropic stream ended before message_stop"))
 
-    async def _check_event_stream(self, response: aiohttp.ClientResponse) -> None:
+    async def _check_event_stream(self, response: aiohttp.ClientResponse) -> JSON | None:
+        """None for an event stream; the whole ``message`` of an upstream that ignored ``stream: true``."""
         ctype = response.headers.get("content-type", "")
         if ctype.startswith("text/event-stream"):
-            return
-        text, parsed = await read_error_body(response)
+            return None
+        raw = await response.read()  # whole: an answer may be longer than an error body is read
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            parsed: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
         if isinstance(parsed, dict) and parsed.get("type") == "error":
             raise map_error(response.status, text, parsed, response.headers)
+        if isinstance(parsed, dict) and parsed.get("type") == "message" and isinstance(parsed.get("content"), list):
+            if not self._said_unstreamed:
+                self._said_unstreamed = True
+                log.info("deployment %s: the upstream answers stream requests with a whole JSON message "
+                         "(it ignores stream=true); streaming it on as events", self._name)
+            return parsed
         what = f"anthropic answered a stream request with {ctype or 'no content type'}"
         raise reached(errors.UpstreamError(what))  # a 200 answer (an error status was raised before): it took the call
 

@@ -6,12 +6,16 @@ fragments into tool-call argument fragments as they arrive (no buffering), and
 ends with a usage chunk (empty ``choices``) because the accountant needs it; the
 OpenAI renderer drops it when the client did not ask for usage. A stream that
 reported no usage at all ends without one, so the answer is counted locally
-rather than charged as zero tokens.
+rather than charged as zero tokens. ``message_events`` turns a whole ``message``
+(an upstream that ignored ``stream: true``) into the events a live stream would
+have sent, for the same translator.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
 
 from aigw.providers.anthropic.errors import map_stream_error
 from aigw.providers.anthropic.translate_response import FINISH_BY_STOP, private_response_fields, to_canonical_usage
@@ -143,3 +147,46 @@ class StreamTranslator:
         final["choices"] = []
         final["usage"] = to_canonical_usage(self._usage)
         return [finish, final]
+
+
+def message_events(message: JSON) -> list[tuple[str, JSON]]:
+    """A whole Anthropic ``message`` as the events its live stream would have sent, in order: message_start
+    (input usage), per block its start, delta and stop (thinking with its signature, tool input as one JSON
+    fragment), message_delta (stop reason, whole usage), message_stop."""
+    usage = message.get("usage") if isinstance(message.get("usage"), dict) else None
+    head = {k: v for k, v in message.items() if k not in ("content", "usage", "stop_reason", "stop_sequence")}
+    start: JSON = {**head, "content": [], "stop_reason": None, "stop_sequence": None}
+    if usage is not None:
+        start["usage"] = {**usage, "output_tokens": 0}
+    events: list[tuple[str, JSON]] = [("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message.get("content") or ()):
+        if isinstance(block, dict):
+            events.extend(_block_events(index, block))
+    delta: JSON = {"stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}
+    end: JSON = {"type": "message_delta", "delta": delta}
+    if usage is not None:
+        end["usage"] = usage
+    events += [("message_delta", end), ("message_stop", {"type": "message_stop"})]
+    return events
+
+
+def _block_events(index: int, block: JSON) -> list[tuple[str, JSON]]:
+    btype = block.get("type")
+    deltas: list[JSON] = []
+    if btype == "text":
+        opened: JSON = {"type": "text", "text": ""}
+        deltas.append({"type": "text_delta", "text": block.get("text") or ""})
+    elif btype == "tool_use":
+        opened = {"type": "tool_use", "id": block.get("id"), "name": block.get("name"), "input": {}}
+        deltas.append({"type": "input_json_delta", "partial_json": orjson.dumps(block.get("input") or {}).decode()})
+    elif btype == "thinking":
+        opened = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas.append({"type": "thinking_delta", "thinking": block.get("thinking") or ""})
+        if block.get("signature"):
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    else:  # redacted_thinking, and block types a stream sends whole
+        opened = block
+    events = [("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened})]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return events

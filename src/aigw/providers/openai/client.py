@@ -2,7 +2,9 @@
 
 The canonical shapes *are* OpenAI's, so the work here is transport: one orjson dump
 out, one load back, SSE chunks forwarded as they arrive, every failure mapped to the
-error tree, and no call that can hang (connect, first-token and total limits). Azure
+error tree, and no call that can hang (connect, first-token and total limits). An
+upstream that ignores ``stream: true`` and answers a whole JSON completion has that
+answer streamed on as the chunks a live stream would have sent. Azure
 and OpenAI-compatible servers reuse this class with other URLs, auth headers, error
 mapping and a ``Shaping``.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import cast
 
@@ -36,6 +39,7 @@ from aigw.providers.http import (
 )
 from aigw.providers.openai import translate
 from aigw.providers.openai.errors import error_fields, map_error, map_error_event
+from aigw.schema.replay import replay_chunks
 from aigw.types import JSON
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -43,6 +47,7 @@ OPS = ("chat/completions", "completions", "embeddings", "models")
 _TRANSPORT = (aiohttp.ClientError, TimeoutError)
 DRAIN_AFTER_DONE_S = 0.05
 SseEvents = AsyncGenerator[SseEvent, None]
+log = logging.getLogger("aigw.providers")
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,6 +82,7 @@ class OpenAIProvider:
         auth = bearer(deployment.api_key) if auth is None else auth
         self._headers = {"Content-Type": "application/json", **auth, **deployment.headers}
         self._urls = self.build_urls((deployment.api_base or DEFAULT_API_BASE).rstrip("/"))
+        self._said_unstreamed = False  # logged once that this upstream answers stream requests whole
 
     def build_urls(self, base: str) -> dict[str, str]:
         """The full URL of each operation; subclasses change the path shape, not the calls."""
@@ -153,8 +159,9 @@ class OpenAIProvider:
 
     async def _open_stream(
         self, op: str, payload: JSON, call: CallOptions, deadline: float | None
-    ) -> aiohttp.ClientResponse:
-        """POST and wait for the headers, within the first-token deadline."""
+    ) -> aiohttp.ClientResponse | JSON:
+        """POST and wait for the headers, within the first-token deadline: the event stream, or the
+        whole answer of an upstream that ignored ``stream: true``."""
         url = self._urls[op]
         session = self._clients.session_for(url)
         async with asyncio.timeout_at(deadline):
@@ -169,14 +176,29 @@ class OpenAIProvider:
                 resp.release()
         if resp.content_type == "application/json":  # an upstream that ignored stream=true
             try:
-                body = self._json_body(await resp.read())
+                raw = await resp.read()
             finally:
                 resp.release()
-            if error_fields(body) is not None and "choices" not in body:
-                raise map_error_event(body)
-            # a 200 answer all the same (the upstream ignored stream=true): it took and billed the call
-            raise reached(errors.UpstreamError("upstream answered a streaming request with a plain JSON body"))
+            return self._whole_answer(raw)
         return resp
+
+    def _whole_answer(self, raw: bytes) -> JSON:
+        """The answer of an upstream that ignored ``stream: true``: a completion to stream on, or its error."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or not _is_answer(body):
+            if isinstance(body, dict) and error_fields(body) is not None:
+                raise map_error_event(body)  # an error the upstream answered: it refused the call
+            # a 200 answer all the same, but none we can read: it took (and billed) the call
+            raise reached(errors.UpstreamError("upstream answered a streaming request with a JSON body "
+                                               "that is neither an answer nor an error"))
+        if not self._said_unstreamed:
+            self._said_unstreamed = True
+            log.info("deployment %s: the upstream answers stream requests with a whole JSON answer "
+                     "(it ignores stream=true); streaming it on as chunks", self.deployment.name)
+        return body
 
     async def _stream(self, op: str, payload: JSON, call: CallOptions) -> AsyncIterator[JSON]:
         """Yield chunks as they arrive; a missing ``[DONE]`` or an error event raises."""
@@ -187,7 +209,14 @@ class OpenAIProvider:
         done = pooled = False
         mover = translate.UsageMover()
         try:
-            resp = await self._open_stream(op, payload, call, deadline)
+            opened = await self._open_stream(op, payload, call, deadline)
+            if isinstance(opened, dict):  # the whole answer: the chunks a live stream would have sent
+                if op == "completions" and opened.get("object") != "text_completion":
+                    opened = {**opened, "object": "text_completion"}  # so it replays as text, not messages
+                for chunk in replay_chunks(opened):
+                    yield chunk
+                return
+            resp = opened
             wait = None if deadline is None else max(0.001, deadline - loop.time())
             async with contextlib.aclosing(cast(SseEvents, iter_sse(resp, wait))) as events:
                 async for event in events:
@@ -216,6 +245,12 @@ class OpenAIProvider:
                     resp.release()
                 else:
                     resp.close()
+
+
+def _is_answer(body: JSON) -> bool:
+    """A whole completion: at least one choice, each an object."""
+    choices = body.get("choices")
+    return isinstance(choices, list) and bool(choices) and all(isinstance(c, dict) for c in choices)
 
 
 async def _drained(resp: aiohttp.ClientResponse) -> bool:
