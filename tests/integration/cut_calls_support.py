@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,24 @@ from aigw.accounting.tokens import LOCAL_COUNTER
 from aigw.cli.admin_client import AdminClient
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.stores.base import Limits, Scope
-from tests.integration.tenancy_support import MASTER, key_spend, setup_key
-from tests.support.gateway import RunningGateway
+from tests.integration.tenancy_support import MASTER, gateway_config, key_spend, setup_key
+from tests.support.gateway import RunningGateway, running_gateway
 
 PRICES = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
 IN, OUT = 1_000_000, 2_000_000  # nano-dollars a prompt token, an output token
 MESSAGES: Any = [{"role": "user", "content": "tell me about the sea and the ships upon it"}]
 BUDGET = 10.0
+
+
+@contextlib.contextmanager
+def cut_calls_gateway(db: Path, models: list[dict[str, Any]], routing: dict[str, Any] | None = None
+                      ) -> Iterator[RunningGateway]:
+    """A tenancy gateway on ``db`` serving ``models``: no retries unless ``routing`` says so, and no circuit
+    breakers (a fake that fails on purpose must not open one for the next test)."""
+    config = gateway_config(db, models=models, routing=routing or {"*": {"num_retries": 0}},
+                            circuit_breaker={"enabled": False})
+    with running_gateway(config) as running:
+        yield running
 
 
 def prompt_tokens(model: str = "gpt-4o-mini") -> int:

@@ -19,14 +19,14 @@ from tests.integration.cut_calls_support import (
     MESSAGES,
     OUT,
     PRICES,
+    cut_calls_gateway,
     ledger_row,
     new_key,
     prompt_tokens,
     settled,
     stream_text,
 )
-from tests.integration.tenancy_support import gateway_config
-from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.gateway import RunningGateway
 from tests.support.servers import RunningServer, start_aiohttp_app
 
 MODEL = "claude-test-1"
@@ -48,14 +48,11 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gw(db: Path, upstream: tuple[AnthropicUpstream, RunningServer]) -> Iterator[RunningGateway]:
     fake, server = upstream
-    config = gateway_config(db)
     claude = {"provider": "anthropic", "model": MODEL, "api_base": server.url, "api_key": fake.api_key,
               "prices": PRICES}
-    config["models"] = [{"name": "claude", **claude},
-                        {"name": "claude-slow", "timeout_s": 0.4, "first_token_timeout_s": 0.3, **claude}]
-    config["routing"] = {"*": {"num_retries": 0}}
-    config["circuit_breaker"] = {"enabled": False}
-    with running_gateway(config) as running:
+    with cut_calls_gateway(db, [{"name": "claude", **claude},
+                                {"name": "claude-slow", "timeout_s": 0.4, "first_token_timeout_s": 0.3, **claude}]
+                           ) as running:
         yield running
 
 

@@ -19,6 +19,7 @@ from tests.integration.cut_calls_support import (
     MESSAGES,
     OUT,
     PRICES,
+    cut_calls_gateway,
     ledger_row,
     new_key,
     prompt_tokens,
@@ -26,8 +27,7 @@ from tests.integration.cut_calls_support import (
     settled,
     stream_text,
 )
-from tests.integration.tenancy_support import gateway_config
-from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.gateway import RunningGateway
 from tests.support.servers import RunningServer, start_aiohttp_app
 
 
@@ -58,14 +58,11 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gw(db: Path, ups: tuple[FakeOpenAI, RunningServer]) -> Iterator[RunningGateway]:
     oai, broken = ups
-    config = gateway_config(db)
     model = {"provider": "openai", "model": "gpt-4o-mini", "api_key": "sk-oai", "prices": PRICES}
-    config["models"] = [{"name": "oai", "api_base": oai.base_url, **model},
-                        {"name": "oai-again", "api_base": oai.base_url, **model},
-                        {"name": "broken", "api_base": broken.url + "/v1", **model}]
-    config["routing"] = {"*": {"num_retries": 0}, "oai-again": {"num_retries": 1}}
-    config["circuit_breaker"] = {"enabled": False}
-    with running_gateway(config) as running:
+    models = [{"name": "oai", "api_base": oai.base_url, **model},
+              {"name": "oai-again", "api_base": oai.base_url, **model},
+              {"name": "broken", "api_base": broken.url + "/v1", **model}]
+    with cut_calls_gateway(db, models, {"*": {"num_retries": 0}, "oai-again": {"num_retries": 1}}) as running:
         yield running
 
 

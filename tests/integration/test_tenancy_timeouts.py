@@ -18,6 +18,7 @@ from tests.integration.cut_calls_support import (
     MESSAGES,
     OUT,
     PRICES,
+    cut_calls_gateway,
     ledger_row,
     new_key,
     prompt_tokens,
@@ -25,8 +26,7 @@ from tests.integration.cut_calls_support import (
     settled,
     stream_text,
 )
-from tests.integration.tenancy_support import gateway_config
-from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.gateway import RunningGateway
 from tests.support.servers import unaccepting_port
 
 
@@ -44,20 +44,16 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gw(db: Path, fake: FakeOpenAI) -> Iterator[RunningGateway]:
-    config = gateway_config(db)
     model = {"provider": "openai", "model": "gpt-4o-mini", "api_key": "sk-oai", "prices": PRICES}
     with unaccepting_port() as port:
         black_hole = f"http://127.0.0.1:{port}/v1"
-        config["models"] = [
+        with cut_calls_gateway(db, [
             {"name": "oai", "api_base": fake.base_url, **model},
             {"name": "slow", "api_base": fake.base_url, "timeout_s": 0.4, **model},
             {"name": "slow-first", "api_base": fake.base_url, "first_token_timeout_s": 0.3, **model},
             {"name": "no-connect", "api_base": black_hole, "connect_timeout_s": 0.2, **model},
             {"name": "connecting", "api_base": black_hole, "connect_timeout_s": 3.0, **model},
-        ]
-        config["routing"] = {"*": {"num_retries": 0}}
-        config["circuit_breaker"] = {"enabled": False}
-        with running_gateway(config) as running:
+        ]) as running:
             yield running
 
 
