@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aigw.config.load import ConfigError, load_config
+from tests.support.config_files import write_config
 
 EXAMPLE = """
 models: [{name: m, provider: mock}]
@@ -22,9 +23,7 @@ routing:
 
 
 def load(tmp_path: Path, text: str) -> object:
-    path = tmp_path / "aigw.yaml"
-    path.write_text(text)
-    return load_config(path)
+    return load_config(write_config(tmp_path, text))
 
 
 def test_the_documented_example_loads(tmp_path: Path) -> None:

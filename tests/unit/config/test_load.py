@@ -7,12 +7,7 @@ from pathlib import Path
 import pytest
 
 from aigw.config.load import ConfigError, load_config
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "aigw.yaml"
-    path.write_text(text)
-    return path
+from tests.support.config_files import write_config
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +40,7 @@ def test_providers_with_keys_in_the_environment_are_added(monkeypatch: pytest.Mo
 
 def test_env_substitution_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_KEY", "sk-from-env")
-    path = write(tmp_path, """
+    path = write_config(tmp_path, """
 server:
   master_key: ${AIGW_MASTER_KEY:-}
   port: ${PORT:-4100}
@@ -62,21 +57,21 @@ models:
 
 
 def test_missing_env_variable_names_file_and_field(tmp_path: Path) -> None:
-    path = write(tmp_path, "models:\n  - name: a\n    provider: openai\n    api_key: ${NOPE_NOT_SET}\n")
+    path = write_config(tmp_path, "models:\n  - name: a\n    provider: openai\n    api_key: ${NOPE_NOT_SET}\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(path) in str(exc.value) and "models[0].api_key" in str(exc.value) and "NOPE_NOT_SET" in str(exc.value)
 
 
 def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
-    path = write(tmp_path, "server:\n  prot: 4000\n")
+    path = write_config(tmp_path, "server:\n  prot: 4000\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(path) in str(exc.value) and "server.prot" in str(exc.value) and "unknown key" in str(exc.value)
 
 
 def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
-    path = write(tmp_path, "models:\n  - name: a\n    provider: nonsense\n")
+    path = write_config(tmp_path, "models:\n  - name: a\n    provider: nonsense\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert "models[0].provider" in str(exc.value) and "openai" in str(exc.value)
@@ -84,13 +79,13 @@ def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
 
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(write(tmp_path, "server: [unclosed"))
+        load_config(write_config(tmp_path, "server: [unclosed"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
 
 
 def test_azure_needs_an_endpoint(tmp_path: Path) -> None:
-    path = write(tmp_path, "models:\n  - name: a\n    provider: azure\n")
+    path = write_config(tmp_path, "models:\n  - name: a\n    provider: azure\n")
     with pytest.raises(ConfigError, match=r"models\[0\].api_base"):
         load_config(path)
 
@@ -101,30 +96,31 @@ def test_master_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_budget_alert_thresholds_are_fractions_of_the_budget(tmp_path: Path) -> None:
-    path = write(tmp_path, "tenancy:\n  alert_thresholds: [50, 80, 100]\n")  # percentages would never fire
+    path = write_config(tmp_path, "tenancy:\n  alert_thresholds: [50, 80, 100]\n")  # percentages would never fire
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert "tenancy.alert_thresholds[0]" in str(exc.value) and "1" in str(exc.value)
-    ok = write(tmp_path, "tenancy:\n  alert_thresholds: [0.5, 0.9, 1]\n")
+    ok = write_config(tmp_path, "tenancy:\n  alert_thresholds: [0.5, 0.9, 1]\n")
     assert load_config(ok).tenancy.alert_thresholds == [0.5, 0.9, 1.0]
 
 
 def test_a_yaml_mistake_is_one_line_with_file_line_and_column(tmp_path: Path) -> None:
-    path = write(tmp_path, "server:\n  host: 127.0.0.1\n   port: 4000\n")
+    path = write_config(tmp_path, "server:\n  host: 127.0.0.1\n   port: 4000\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(exc.value) == f"{path}:3:8: not valid YAML: mapping values are not allowed here"
 
 
 def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path: Path) -> None:
-    path = write(tmp_path, "cache: {mode: exact}\nmodels:\n  - {name: a, provider: mock}\ncache:\n  mode: 'off'\n")
+    path = write_config(tmp_path,
+                        "cache: {mode: exact}\nmodels:\n  - {name: a, provider: mock}\ncache:\n  mode: 'off'\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(exc.value) == f"{path}:4:1: not valid YAML: duplicate key 'cache' (first at line 1)"
 
 
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
-    path = write(tmp_path, "models:\n  - &a {name: a, provider: mock, weight: 1}\n  - {<<: *a, weight: 2}\n")
+    path = write_config(tmp_path, "models:\n  - &a {name: a, provider: mock, weight: 1}\n  - {<<: *a, weight: 2}\n")
     assert [d.weight for d in load_config(path).models] == [1, 2]
 
 
@@ -136,7 +132,7 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
     ],
 )
 def test_a_url_with_the_wrong_scheme_fails_at_load_naming_the_field(tmp_path: Path, text: str, line: str) -> None:
-    path = write(tmp_path, text + "\n")
+    path = write_config(tmp_path, text + "\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)  # before: `config check` said ok, and `serve` failed without naming the field
     assert f"  {line}" in str(exc.value) and "hunter2" not in str(exc.value)
@@ -150,14 +146,14 @@ def test_a_bad_url_from_the_environment_names_the_variable(monkeypatch: pytest.M
 
 @pytest.mark.parametrize("url", ["sqlite:///aigw.db", "sqlite://:memory:", "postgres://h/db", "postgresql://h/db"])
 def test_the_database_urls_the_stores_open_are_accepted(tmp_path: Path, url: str) -> None:
-    assert load_config(write(tmp_path, f"database_url: '{url}'\n")).database_url == url
+    assert load_config(write_config(tmp_path, f"database_url: '{url}'\n")).database_url == url
 
 
 @pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://:p%40ss@h:6380", "unix:///tmp/redis.sock?db=1",
                                  "REDIS://h:6379", "Rediss://h"])
 def test_the_redis_urls_redis_py_opens_are_accepted(tmp_path: Path, url: str) -> None:
     # redis-py reads the scheme in any case: an upper-case one served before the scheme check refused it
-    assert load_config(write(tmp_path, f"redis_url: '{url}'\n")).redis_url == url
+    assert load_config(write_config(tmp_path, f"redis_url: '{url}'\n")).redis_url == url
 
 
 def test_the_tenancy_docs_config_block_loads_and_names_the_redis_prefix(tmp_path: Path) -> None:
@@ -165,5 +161,5 @@ def test_the_tenancy_docs_config_block_loads_and_names_the_redis_prefix(tmp_path
     no config example showed it, so a newcomer sharing a Redis could not find it."""
     doc = (Path(__file__).parents[3] / "docs" / "tenancy.md").read_text()
     block = doc.split("## Config\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
-    config = load_config(write(tmp_path, block))
+    config = load_config(write_config(tmp_path, block))
     assert "redis_prefix:" in block and config.redis_prefix == "aigw:"

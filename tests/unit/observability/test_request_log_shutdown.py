@@ -10,6 +10,7 @@ import pytest
 
 from aigw.config.models import GatewayConfig
 from aigw.observability.request_log import MemoryRequestLog, RequestLogWriter
+from tests.support.app_lifespan import start_and_stop
 from tests.unit.observability.test_request_log import DAY0
 
 
@@ -33,12 +34,7 @@ async def test_a_gateway_stopped_just_after_it_started_logs_no_retention_failure
     })
     app = build_app(config)
     caplog.set_level(logging.DEBUG, "aigw.request_log")
-    try:
-        for start in app.on_startup:
-            await start()
-    finally:
-        for stop in reversed(app.on_shutdown):
-            await stop()
+    await start_and_stop(app)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [], warnings
     assert 'operation="retention"' not in _errors(app.state["deps"].services["metrics"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aigw.config.load import ConfigError, load_config
+from tests.support.config_files import write_config
 
 BASE = """
 models:
@@ -18,9 +19,7 @@ models:
 
 
 def load(tmp_path: Path, text: str) -> object:
-    path = tmp_path / "aigw.yaml"
-    path.write_text(BASE + text)
-    return load_config(path)
+    return load_config(write_config(tmp_path, BASE + text))
 
 
 def test_the_documented_shape_loads(tmp_path: Path) -> None:

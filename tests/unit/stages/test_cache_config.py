@@ -11,6 +11,7 @@ from aigw.app import build_app
 from aigw.config import cache as cache_config
 from aigw.config.load import ConfigError, load_config
 from aigw.pipeline.stages.cache_build import CacheSetupError
+from tests.support.config_files import write_config
 from tests.support.gateway import make_config
 
 DOCUMENTED = """
@@ -29,14 +30,8 @@ routing:
 """
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "aigw.yaml"
-    path.write_text(text)
-    return path
-
-
 def test_the_documented_shape_loads(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, DOCUMENTED))
+    config = load_config(write_config(tmp_path, DOCUMENTED))
     assert config.cache is not None and config.cache.semantic.threshold == 0.92
     model_block = config.routing["fast"].cache
     assert model_block is not None and model_block.mode == "semantic"
@@ -48,10 +43,10 @@ def test_the_documented_shape_loads(tmp_path: Path) -> None:
 
 def test_unknown_keys_are_rejected_with_their_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, "cache: {mode: exact, ttl: 5}\n"))
+        load_config(write_config(tmp_path, "cache: {mode: exact, ttl: 5}\n"))
     assert "cache.ttl" in str(info.value)
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, "cache: {mode: always}\n"))
+        load_config(write_config(tmp_path, "cache: {mode: always}\n"))
     assert "cache.mode" in str(info.value)
 
 
@@ -61,7 +56,7 @@ def test_semantic_local_without_the_extra_fails_at_load_with_the_fix(
     monkeypatch.setattr(cache_config.importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, "cache: {mode: semantic, semantic: {embedding_model: local}}\n"))
+        load_config(write_config(tmp_path, "cache: {mode: semantic, semantic: {embedding_model: local}}\n"))
     assert "onnxruntime" in str(info.value) and "pip install 'aigw[semantic]'" in str(info.value)
 
 
@@ -98,14 +93,14 @@ def test_setup_mistakes_fail_at_startup(raw: dict, message: str) -> None:
 ])
 def test_setup_mistakes_the_config_shows_fail_at_load(tmp_path: Path, text: str, line: str) -> None:
     """So `aigw config check` finds them too (before: it said ok, and only `aigw serve` refused)."""
-    path = write(tmp_path, text)
+    path = write_config(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: {line}")
 
 
 def test_a_redis_backend_with_redis_url_loads(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "redis_url: redis://127.0.0.1:6379/0\ncache: {backend: redis}\n"))
+    config = load_config(write_config(tmp_path, "redis_url: redis://127.0.0.1:6379/0\ncache: {backend: redis}\n"))
     assert config.cache is not None and config.cache.backend == "redis"
 
 
@@ -114,13 +109,13 @@ def test_a_model_block_without_a_global_block_caches_that_model_only(tmp_path: P
     nothing was ever cached. Its unset fields now come from the settings' defaults (mode exact)."""
     text = ("models: [{name: a, provider: mock}, {name: b, provider: mock}]\n"
             "routing: {a: {cache: {ttl_s: 5}}}\n")
-    stage = build_app(load_config(write(tmp_path, text))).state["pipeline"].stage("cache")
+    stage = build_app(load_config(write_config(tmp_path, text))).state["pipeline"].stage("cache")
     policies = stage.policies
     assert (policies.by_model["a"].mode, policies.by_model["a"].ttl_s) == ("exact", 5)
     assert policies.default.mode == "off"  # b has no block: not cached
-    star = build_app(load_config(write(tmp_path, "routing: {'*': {cache: {ttl_s: 9}}}\n")))
+    star = build_app(load_config(write_config(tmp_path, "routing: {'*': {cache: {ttl_s: 9}}}\n")))
     star_default = star.state["pipeline"].stage("cache").policies.default
     assert (star_default.mode, star_default.ttl_s) == ("exact", 9)
     with pytest.raises(ConfigError) as info:  # checked at load like any block that caches
-        load_config(write(tmp_path, text.replace("{ttl_s: 5}", "{backend: redis}")))
+        load_config(write_config(tmp_path, text.replace("{ttl_s: 5}", "{backend: redis}")))
     assert "routing.a.cache.backend: redis needs redis_url" in str(info.value)

@@ -17,6 +17,7 @@ from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.eviction import cache_full_warning, eviction_policy, eviction_warning, warn_if_evicting
 from aigw.supervise import Supervisor
 from aigw.tenancy import Tenancy
+from tests.support.app_lifespan import start_and_stop
 from tests.support.servers import free_port
 from tests.support.services import start_own_redis, stop_own_redis
 
@@ -125,13 +126,7 @@ NOEVICTION_FULL_AT_64MB = ("--maxmemory", "64mb", "--maxmemory-policy", "noevict
 async def _start_and_stop(config: GatewayConfig) -> None:
     from aigw.app import build_app
 
-    app = build_app(config)
-    try:
-        for start in app.on_startup:
-            await start()
-    finally:
-        for stop in reversed(app.on_shutdown):
-            await stop()
+    await start_and_stop(build_app(config))
 
 
 def _cache_config(tmp_path: Path, cache_url: str, redis_url: str = "", tenancy: bool = False) -> GatewayConfig:
