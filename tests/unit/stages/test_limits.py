@@ -260,3 +260,35 @@ async def test_a_call_refused_by_its_keys_budget_takes_nothing_from_its_projects
         await lim.on_finish(ctx)
     with pytest.raises(errors.RateLimited):  # and no more than that
         await lim.on_request(_sibling("sibling", Limits(), project_rpm=2))
+
+
+class _PeekDown(MemoryGate):
+    """A gate whose read-only peek fails (its store went away between the count and the refusal)."""
+
+    async def peek(self, rate: list[Scope]) -> list[Any]:
+        raise ConnectionError("store down")
+
+
+@pytest.mark.parametrize("peek_down", [False, True])
+async def test_a_prompt_too_large_for_the_tpm_says_what_is_left_and_only_the_limit_when_the_store_is_down(
+        peek_down: bool) -> None:
+    stage, limiter = _stage()
+    if peek_down:
+        stage.svc.gate = _PeekDown(limiter, MemoryBudgets())
+    grant = Grant(ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-abcd",
+                         limits=Limits(rpm=10, tpm=50)), Project(id="p1", tenant_id="t1", name="p"),
+                  Tenant(id="t1", name="t"))
+    body = {"model": "prim", "messages": [{"role": "user", "content": "hello there " * 100}], "max_tokens": 10}
+    ctx = RequestContext(request_id="req_big", api="openai", endpoint="chat", body=body, model="prim",
+                         principal=principal_for(grant))
+    with pytest.raises(errors.TooLargeForLimit):
+        await stage.on_request(ctx)
+    headers = ctx.response_headers
+    assert headers["x-ratelimit-limit-tokens"] == "50"
+    if peek_down:  # the refusal stands, with the limit alone, and the failed read is counted
+        assert "x-ratelimit-remaining-tokens" not in headers and "x-ratelimit-limit-requests" not in headers
+        assert stage.svc.counters == {"limits": 1}
+    else:  # nothing was taken: the whole window and every request are left
+        assert (headers["x-ratelimit-remaining-tokens"], headers["x-ratelimit-limit-requests"],
+                headers["x-ratelimit-remaining-requests"]) == ("50", "10", "10")
+        assert stage.svc.counters == {}
