@@ -202,11 +202,11 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
     if tokens is None:
         streamed = ctx.state.get(STREAM_TEXT)
         answered = ctx.state.get(ANSWER_WITHOUT_USAGE)
-        # an upstream answered (and billed) when: the call succeeded, a stream had started, or a whole answer
-        # came back that a later stage refused (an output guardrail's block): the client got an error, but
-        # the upstream's bill stands
-        upstream_started = d is not None and (ctx.error is None or isinstance(answered, dict)
-                                              or (streamed is not None and streamed.chunks > 0))
+        # an upstream answered (and billed) when: the call succeeded, a stream had started (the router hands one
+        # on, and names its deployment, once its first chunk came: passed on to the client or not), or a whole
+        # answer came back that a later stage refused (an output guardrail's block): the client got an error,
+        # but the upstream's bill stands
+        upstream_started = d is not None and (ctx.error is None or ctx.stream or isinstance(answered, dict))
         if upstream_started and ctx.handled_by == "":
             if streamed is not None:
                 text, thought = "".join(streamed.content), "".join(streamed.reasoning)

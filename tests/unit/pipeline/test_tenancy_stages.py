@@ -474,3 +474,22 @@ async def test_an_image_answered_without_usage_by_gpt_4o_mini_is_billed_at_its_t
         ctx.state[ANSWER_WITHOUT_USAGE] = {"choices": [{"message": {"role": "assistant", "content": "a cat"}}]}
         prompts[upstream] = measure(ctx, _services()).tokens.prompt
     assert prompts["gpt-4o-mini-2024-07-18"] - prompts["gpt-4o"] == (2_833 + 4 * 5_667) - 765
+
+
+async def test_a_stream_the_client_left_before_its_first_chunk_was_passed_on_bills_its_prompt() -> None:
+    # the router hands a stream on once the upstream's first chunk came: the upstream took the call and bills it,
+    # though the client left before the gateway passed that chunk on (nothing went through the stages)
+    svc = _services()
+    stage = accounting.build(_deps(svc))
+    assert stage is not None
+    ctx = _ctx(stream=True)
+
+    async def chunks() -> AsyncIterator[JSON]:
+        yield {"choices": [{"index": 0, "delta": {"content": "Hello"}}]}
+
+    ctx.served_by = MOCK
+    await stage.on_stream(ctx, chunks()).aclose()  # never iterated
+    ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
+    m = measure(ctx, svc)
+    assert m.source == "local" and m.tokens.prompt > 0 and m.tokens.output == 0
+    assert m.cost_nano == m.tokens.prompt * 1_000_000
