@@ -15,6 +15,7 @@ normally. Each request takes at most one fault, first in first out::
     fake.faults.push(Fault(no_done=True))                    # whole stream, clean end, no [DONE]
     fake.faults.push(Fault(no_usage=True))                   # whole stream, no usage reported in it
     fake.faults.push(Fault(stall=True, only="/chat/completions"))  # leaves other paths alone
+    fake.faults.push(Fault(status=500, body={...}, delay_body=1.0))  # the status at once, its body late
     fake.faults.always(Fault.status_only(500))               # every request, until clear()
     fake.faults.clear()
 
@@ -59,6 +60,7 @@ class Fault:
     served_tier: str | None = None  # report this service_tier (OpenAI downgrades priority over its limits)
     non_json: bool = False  # 200 with a body that is not JSON (streams: a non-JSON data event)
     stall: bool = False  # send nothing, ever; ends only when the client disconnects
+    delay_body: float = 0.0  # with `status`: seconds between the status line and headers and the body
     only: str | None = None  # apply only to requests whose path ends with this
 
     @classmethod
@@ -198,13 +200,19 @@ async def before_answer(
         traffic.disconnects += 1
         return web.Response(status=499)
     if fault.status is not None:
-        traffic.completed += 1
         ctype = "application/json" if isinstance(fault.body, dict | list) else "text/plain"
-        return web.Response(
-            status=fault.status,
-            body=encode_body(fault.body),
-            headers={**headers, "Content-Type": ctype, **fault.headers},
-        )
+        out = {**headers, "Content-Type": ctype, **fault.headers}
+        if fault.delay_body:  # the status line and headers now, the body later (a slow proxy's error page)
+            resp = web.StreamResponse(status=fault.status, headers=out)
+            await resp.prepare(request)
+            if not await sleep_watching(request, fault.delay_body):
+                traffic.disconnects += 1
+                return resp
+            await resp.write(encode_body(fault.body))
+            traffic.completed += 1
+            return resp
+        traffic.completed += 1
+        return web.Response(status=fault.status, body=encode_body(fault.body), headers=out)
     return None  # non_json and the stream parts are applied by the handler
 
 

@@ -5,7 +5,9 @@ reached it (a connect timeout) or that it refused with an error status is not.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -39,6 +41,19 @@ def limits(total: float | None = 2.0, first_token: float | None = 2.0, connect: 
 async def drain(chunks: AsyncIterator[Any]) -> None:
     async for _ in chunks:
         pass
+
+
+async def leave_once_refused(call: CallOptions, calling: Awaitable[Any]) -> None:
+    """Run ``calling``; once its call is marked refused (an error status came, its body is still on its way),
+    leave it, as a client that hangs up would."""
+    task = asyncio.ensure_future(calling)
+    for _ in range(1000):
+        if call.refused or task.done():
+            break
+        await asyncio.sleep(0.002)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def warm(answer: Any) -> None:
@@ -99,6 +114,15 @@ async def test_an_error_status_is_not_marked_though_the_request_was_sent(family:
     assert call.sent and not err.value.reached_upstream
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_error_status_is_a_refusal_before_its_body_is_read(family: Family, stream: bool) -> None:
+    family.fake.faults.push(dataclasses.replace(oai.server_error(500), delay_body=5.0))
+    call = limits()
+    p = family.provider()
+    await leave_once_refused(call, collect(p.stream_chat(stream_body(), call)) if stream else p.chat(chat_body(), call))
+    assert call.sent and call.refused and not call.billable  # the caller left the read: no bill all the same
+
+
 # -- Anthropic --------------------------------------------------------------------------
 
 
@@ -142,3 +166,14 @@ async def test_anthropic_error_status_is_not_marked(
     with pytest.raises(errors.Unavailable) as err:
         await (drain(anthropic_provider.stream_chat(BODY, call)) if stream else anthropic_provider.chat(BODY, call))
     assert call.sent and not err.value.reached_upstream
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_error_status_is_a_refusal_before_its_body_is_read(
+        anthropic_provider: AnthropicProvider, anthropic_fake: AnthropicUpstream, stream: bool) -> None:
+    anthropic_fake.faults.push(dataclasses.replace(anthropic_error(529, "overloaded_error", "Overloaded"),
+                                                   delay_body=5.0))
+    call = limits()
+    await leave_once_refused(call, drain(anthropic_provider.stream_chat(BODY, call)) if stream
+                             else anthropic_provider.chat(BODY, call))
+    assert call.sent and call.refused and not call.billable

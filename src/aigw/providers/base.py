@@ -40,6 +40,15 @@ class CallOptions:
     # call ends (a timeout, a cut, the caller gone); before it (connecting, a connect timeout) it cannot.
     # The router reads it to bill the prompt of a call that ended without an answer (``Served.cut``).
     sent: bool = False
+    # Set by the adapter when the upstream answered an error status (``providers.http.read_error_body``): it
+    # refused the call and bills nothing, even if the call then ends on a timeout or the caller's leaving while
+    # the error body is read.
+    refused: bool = False
+
+    @property
+    def billable(self) -> bool:
+        """Whether the upstream may bill this call: it had the request and did not refuse it."""
+        return self.sent and not self.refused
 
 
 @runtime_checkable

@@ -194,8 +194,11 @@ def error_for_status(
     return err
 
 
-async def read_error_body(response: aiohttp.ClientResponse, limit: int = 64 * 1024) -> tuple[str, Any]:
-    """Return (raw text, parsed JSON or None) of an upstream error body."""
+async def read_error_body(response: aiohttp.ClientResponse, call: CallOptions,
+                          limit: int = 64 * 1024) -> tuple[str, Any]:
+    """Return (raw text, parsed JSON or None) of an upstream error body; the call is marked refused first
+    (``CallOptions.refused``): however the read ends, the upstream bills nothing for it."""
+    call.refused = True
     try:
         raw = await response.content.read(limit)
     except (TimeoutError, aiohttp.ClientError):
@@ -228,8 +231,8 @@ def took_call(exc: BaseException, call: CallOptions, answered: bool) -> bool:
     while the upstream worked on it. A connection closed before any answer is not taken, sent or not: an
     upstream or a proxy may hang up without reading the request (a pooled keep-alive connection closed as it is
     reused, load shed), and the router retries the call; billing it would bill a call that may never have
-    run, and bill it again when the retry answers."""
-    return answered or (call.sent and isinstance(exc, TimeoutError))
+    run, and bill it again when the retry answers. An error status is no answer (``CallOptions.refused``)."""
+    return (answered or (call.sent and isinstance(exc, TimeoutError))) and not call.refused
 
 
 def reached(err: errors.GatewayError, took: bool = True) -> errors.GatewayError:

@@ -170,7 +170,7 @@ class Attempts:
             err: errors.GatewayError = errors.UpstreamTimeout(
                 f"the upstream did not answer within {call.timeouts.total:g} s")
             outcome = outcome_of(err)
-            if call.sent:  # the upstream had the request and works on (and bills) it past our limit
+            if call.billable:  # the upstream had the request and works on (and bills) it past our limit
                 served.cut_short(s.deployment)
             raise err from None
         except errors.GatewayError as exc:
@@ -181,11 +181,11 @@ class Attempts:
         except Exception as exc:
             err = _unexpected(exc, s)
             outcome = outcome_of(err)
-            if call.sent:
+            if call.billable:
                 served.cut_short(s.deployment)
             raise err from exc
         except asyncio.CancelledError:  # the caller left: once the request was sent, the upstream may bill it
-            if call.sent:
+            if call.billable:
                 served.cut_short(s.deployment)
             raise
         finally:
@@ -241,7 +241,7 @@ def _took(exc: BaseException, err: errors.GatewayError | None, call: CallOptions
     timers, the caller's leaving or a bug, the request having been written says so (``CallOptions.sent``)."""
     if isinstance(exc, errors.GatewayError):
         return exc.reached_upstream
-    return call.sent or (err is not None and err.reached_upstream)
+    return call.billable or (err is not None and err.reached_upstream)
 
 
 def _first_chunk_error(exc: BaseException, call: CallOptions, s: DeploymentState) -> errors.GatewayError | None:

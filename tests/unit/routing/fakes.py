@@ -41,6 +41,7 @@ class Step:
     chunks: int = 3
     fail_after: int | None = None  # stream: raise `error` after this many chunks
     sent: bool = True  # the request reached the upstream (``CallOptions.sent``); False: still connecting
+    refused: bool = False  # an error status came, its body is on its way (``CallOptions.refused``)
 
 
 def answer(model: str) -> JSON:
@@ -69,7 +70,7 @@ class Scripted:
         self.calls += 1
         self.calls_log.append(call)
         step = self.script.popleft() if self.script else self.always or Step()
-        call.sent = step.sent
+        call.sent, call.refused = step.sent, step.refused
         return step
 
     async def _run(self, step: Step) -> None:

@@ -77,8 +77,8 @@ class AnthropicProvider:
             headers["anthropic-beta"] = merge_betas(headers.get("anthropic-beta"), beta)
         return headers
 
-    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
-        text, parsed = await read_error_body(response)
+    async def _raise_for(self, response: aiohttp.ClientResponse, call: CallOptions) -> None:
+        text, parsed = await read_error_body(response, call)
         raise map_error(response.status, text, parsed, response.headers)
 
     async def chat(self, body: JSON, call: CallOptions) -> JSON:
@@ -92,7 +92,7 @@ class AnthropicProvider:
             ) as response:
                 answered = True
                 if response.status >= 400:
-                    await self._raise_for(response)
+                    await self._raise_for(response, call)
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:  # answered, or timed out once sent: it may bill it
             raise reached(transport_error(exc), took_call(exc, call, answered)) from exc
@@ -120,7 +120,7 @@ class AnthropicProvider:
                     self._messages_url, data=payload, headers=headers, timeout=client_timeout(call.timeouts)
                 )
             if response.status >= 400:
-                await self._raise_for(response)
+                await self._raise_for(response, call)
             whole = await self._check_event_stream(response)
             if whole is not None:  # the events its live stream would have sent, through the same translator
                 for name, data in message_events(whole):
@@ -137,7 +137,7 @@ class AnthropicProvider:
                     return
         except TimeoutError as exc:  # once the request was sent, the upstream had taken the call
             what = "stream did not finish" if sent_any else "sent no first token"
-            raise reached(errors.UpstreamTimeout(f"anthropic {what} in time"), call.sent) from exc
+            raise reached(errors.UpstreamTimeout(f"anthropic {what} in time"), call.billable) from exc
         except aiohttp.ClientError as exc:  # after its 200 the upstream had it (a hang-up before: ``took_call``)
             raise reached(transport_error(exc), took_call(exc, call, response is not None)) from exc
         finally:
@@ -182,7 +182,7 @@ class AnthropicProvider:
                 self._models_url, headers=headers, timeout=client_timeout(call.timeouts)
             ) as response:
                 if response.status >= 400:
-                    await self._raise_for(response)
+                    await self._raise_for(response, call)
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_error(exc) from exc

@@ -136,7 +136,7 @@ class OpenAIProvider:
             ) as resp:
                 answered = True
                 if resp.status >= 400:
-                    raise await self._error(resp)
+                    raise await self._error(resp, call)
                 raw = await resp.read()
         except _TRANSPORT as exc:  # the upstream may bill it once it answered, or timed out working on it
             raise reached(transport_error(exc), took_call(exc, call, answered)) from exc
@@ -153,8 +153,8 @@ class OpenAIProvider:
             raise map_error_event(data)
         return data
 
-    async def _error(self, resp: aiohttp.ClientResponse) -> errors.GatewayError:
-        text, parsed = await read_error_body(resp)
+    async def _error(self, resp: aiohttp.ClientResponse, call: CallOptions) -> errors.GatewayError:
+        text, parsed = await read_error_body(resp, call)
         return self._map_error(resp.status, text, parsed, resp.headers)
 
     async def _open_stream(
@@ -171,7 +171,7 @@ class OpenAIProvider:
             )
         if resp.status >= 400:
             try:
-                raise await self._error(resp)
+                raise await self._error(resp, call)
             finally:
                 resp.release()
         if resp.content_type == "application/json":  # an upstream that ignored stream=true
