@@ -7,7 +7,7 @@ import json
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +71,20 @@ def stream_text(client: openai.OpenAI, model: str, **extra: Any) -> str:
     return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
-def send_and_leave(gw: RunningGateway, key: dict[str, Any], model: str, stream: bool, stay_s: float = 0.3) -> None:
-    """Send a chat request over a raw socket, then leave after ``stay_s``, before any answer."""
+def send_and_leave(gw: RunningGateway, key: dict[str, Any], model: str, stream: bool, stay_s: float = 0.3,
+                   until: Callable[[], bool] | None = None) -> None:
+    """Send a chat request over a raw socket, then leave before any answer: after ``stay_s``, or once ``until``
+    holds (bounded: 5 s), so a loaded machine cannot make the test leave before the upstream has the call."""
     raw = json.dumps({"model": model, "messages": MESSAGES, "max_tokens": 50, "stream": stream}).encode()
     port = int(gw.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      b"authorization: Bearer " + key["key"].encode() + b"\r\ncontent-length: "
                      + str(len(raw)).encode() + b"\r\n\r\n" + raw)
-        time.sleep(stay_s)
+        if until is None:
+            time.sleep(stay_s)
+            return
+        end = time.monotonic() + 5.0
+        while not until() and time.monotonic() < end:
+            time.sleep(0.005)
+        assert until(), "the upstream never got the call"

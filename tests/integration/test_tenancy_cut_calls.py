@@ -144,7 +144,8 @@ def test_a_client_gone_while_the_upstream_works_is_billed_the_prompt(
         gw: RunningGateway, db: Path, oai: FakeOpenAI, stream: bool) -> None:
     admin, key, _ = new_key(gw, f"gone-{stream}")
     oai.faults.push(Fault.slow(headers=3.0))  # the upstream has the request and takes its time
-    send_and_leave(gw, key, "oai", stream)  # send, then leave before any answer
+    seen = oai.traffic.requests
+    send_and_leave(gw, key, "oai", stream, until=lambda: oai.traffic.requests > seen)  # leave before any answer
     row = ledger_row(db, admin, key["id"])
     prompt = prompt_tokens()
     assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (499, prompt, 0)
