@@ -118,3 +118,26 @@ def test_a_prompt_too_large_for_the_tpm_says_what_the_level_has_left_and_sdks_do
     assert 54 < _seconds_until(a["anthropic-ratelimit-tokens-reset"]) <= 61
     assert (a["anthropic-ratelimit-requests-limit"], a["anthropic-ratelimit-requests-remaining"]) == ("5", "4")
     client.chat.completions.create(**chat_body("a short one"))  # and the key still works
+
+
+
+def test_every_deployment_full_after_a_failed_attempt_still_carries_the_deployments_figures(
+        tmp_path: Path) -> None:
+    # `flaky` fails; its fallback's one deployment has had its request of the minute. A call was made, so the
+    # request stays counted in the key's window; the refusal still says which deployment frees when
+    flaky = {"name": "flaky", "provider": "mock", "fail_rate": 1.0, "mock": {"fail_kind": "upstream_error"}}
+    spare = {"name": "spare", "provider": "mock", "id": "spare-one", "rpm": 1}
+    cfg = gateway_config(tmp_path / "gw.db", models=[PRICED_MOCK, flaky, spare], circuit_breaker={"enabled": False},
+                         routing={"*": {"num_retries": 0}, "flaky": {"num_retries": 0, "fallbacks": ["spare"]}})
+    with running_gateway(cfg) as gw:
+        key = setup_key(AdminClient(gw.url, MASTER), "full-after-fail-co", rpm=50)
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        client.chat.completions.create(**chat_body(model="spare"))
+        with pytest.raises(openai.RateLimitError, match="Every deployment of `spare`") as err:
+            client.chat.completions.create(**chat_body(model="flaky"))
+        h = err.value.response.headers
+        assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("1", "0")
+        reset = parse_go_duration(h["x-ratelimit-reset-requests"])
+        assert reset is not None and 55 < reset <= 60 and int(h["retry-after"]) == math.ceil(reset)
+        after = client.chat.completions.with_raw_response.create(**chat_body())
+        assert after.headers["x-ratelimit-remaining-requests"] == "47"  # all three count: each reached an upstream

@@ -159,8 +159,6 @@ class Router:
             return result, served
         assert last is not None
         final = soonest if isinstance(last, errors.RateLimited) and soonest is not None else last
-        if isinstance(final, errors.DeploymentsFull) and served.attempts:  # a call was made after all
-            final = errors.RateLimited(final.message, code=final.code, retry_after=final.retry_after)
         raise final  # every model at its limits: the client may come back when the first has room
 
     async def _serve_model(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,

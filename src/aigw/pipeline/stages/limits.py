@@ -196,8 +196,10 @@ class LimitsStage(Stage):
             actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
             # refused before any upstream call, because every deployment was full, a budget is spent, or as bad
             # input (a cache control, a model that does not exist): the request goes back too, so a key refused
-            # by its own budget takes no rpm from its project or tenant, and bad input changes nothing
-            back = isinstance(ctx.error, (errors.DeploymentsFull, errors.BudgetExceeded)) or _refused_input(ctx)
+            # by its own budget takes no rpm from its project or tenant, and bad input changes nothing; every
+            # deployment full after a call was made (the fallback's, say) keeps it: it reached an upstream
+            back = (isinstance(ctx.error, (errors.DeploymentsFull, errors.BudgetExceeded)) and not ctx.attempts) \
+                or _refused_input(ctx)
             steps.append(self.svc.gate.leave(scopes, slot, used - est if tpm else 0, taken_at, budget, reserved,
                                              actual, entered, self.svc.config.alert_thresholds, back))
         if caps is not None and caps.taken:
