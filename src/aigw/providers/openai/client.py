@@ -177,6 +177,8 @@ class OpenAIProvider:
         if resp.content_type == "application/json":  # an upstream that ignored stream=true
             try:
                 raw = await resp.read()
+            except _TRANSPORT as exc:  # cut after its 200: the upstream took the call (it may bill the prompt)
+                raise reached(transport_error(exc)) from exc
             finally:
                 resp.release()
             return self._whole_answer(raw)
