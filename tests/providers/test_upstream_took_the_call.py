@@ -123,6 +123,22 @@ async def test_an_error_status_is_a_refusal_before_its_body_is_read(family: Fami
     assert call.sent and call.refused and not call.billable  # the caller left the read: no bill all the same
 
 
+@pytest.mark.parametrize("fault", [Fault.non_json_body(), Fault.status_only(200, {"id": "chatcmpl-1"})],
+                         ids=["not-json", "no-choices"])
+async def test_a_plain_200_that_cannot_be_read_was_taken(family: Family, fault: Fault) -> None:
+    family.fake.faults.push(fault)  # an answer all the same: the upstream may bill it, as it would a stream's
+    with pytest.raises(errors.UpstreamError) as err:
+        await family.provider().chat(chat_body(), limits())
+    assert err.value.reached_upstream
+
+
+async def test_a_200_carrying_an_error_is_a_refusal(family: Family) -> None:
+    family.fake.faults.push(Fault.status_only(200, {"error": {"message": "overloaded", "type": "server_error"}}))
+    with pytest.raises(errors.GatewayError) as err:
+        await family.provider().chat(chat_body(), limits())
+    assert not err.value.reached_upstream
+
+
 # -- Anthropic --------------------------------------------------------------------------
 
 
@@ -177,3 +193,13 @@ async def test_anthropic_error_status_is_a_refusal_before_its_body_is_read(
     await leave_once_refused(call, drain(anthropic_provider.stream_chat(BODY, call)) if stream
                              else anthropic_provider.chat(BODY, call))
     assert call.sent and call.refused and not call.billable
+
+
+@pytest.mark.parametrize("fault", [Fault.non_json_body(), Fault.status_only(200, {"type": "completion"})],
+                         ids=["not-json", "not-a-message"])
+async def test_anthropic_plain_200_that_cannot_be_read_was_taken(
+        anthropic_provider: AnthropicProvider, anthropic_fake: AnthropicUpstream, fault: Fault) -> None:
+    anthropic_fake.faults.push(fault)
+    with pytest.raises(errors.UpstreamError) as err:
+        await anthropic_provider.chat(BODY, limits())
+    assert err.value.reached_upstream

@@ -34,7 +34,7 @@ def replay_chunks(body: JSON) -> list[JSON]:
 
     out: list[JSON] = []
     for choice in body.get("choices") or ():
-        i, msg = int(choice.get("index", 0)), choice.get("message") or {}
+        i, msg = _index(choice), choice.get("message") or {}
         out.append(chunk(i, {"role": "assistant", "content": None if msg.get("content") is None else ""}))
         if msg.get("reasoning_content"):
             out.append(chunk(i, {"reasoning_content": msg["reasoning_content"]}))
@@ -78,7 +78,7 @@ def _completion_chunks(body: JSON) -> list[JSON]:
             "model": body.get("model")}
     out: list[JSON] = []
     for choice in body.get("choices") or ():
-        i = int(choice.get("index", 0))
+        i = _index(choice)
         out.append({**head, "choices": [{"index": i, "text": choice.get("text") or "",
                                          "logprobs": choice.get("logprobs"), "finish_reason": None}]})
         out.append({**head, "choices": [{"index": i, "text": "", "logprobs": None,
@@ -86,3 +86,9 @@ def _completion_chunks(body: JSON) -> list[JSON]:
     if body.get("usage"):
         out.append({**head, "choices": [], "usage": body["usage"]})
     return out
+
+
+def _index(choice: JSON) -> int:
+    """A choice's index; 0 when an upstream sent none, null or a non-number (the answer still replays)."""
+    index = choice.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else 0

@@ -96,12 +96,12 @@ class AnthropicProvider:
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:  # answered, or timed out once sent: it may bill it
             raise reached(transport_error(exc), took_call(exc, call, answered)) from exc
-        try:
+        try:  # a 200 we cannot read is an answer all the same: the upstream may bill it (``reached``)
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise errors.UpstreamError("anthropic returned a body that is not JSON") from None
+            raise reached(errors.UpstreamError("anthropic returned a body that is not JSON")) from None
         if not isinstance(parsed, dict) or parsed.get("type") != "message":
-            raise errors.UpstreamError("anthropic returned JSON that is not a message")
+            raise reached(errors.UpstreamError("anthropic returned JSON that is not a message"))
         return to_canonical_response(parsed, int(time.time()))
 
     async def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:

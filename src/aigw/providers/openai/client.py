@@ -143,12 +143,13 @@ class OpenAIProvider:
         return self._json_body(raw)
 
     def _json_body(self, raw: bytes) -> JSON:
+        """A 200's body; one we cannot read is still an answer the upstream may bill (``reached``)."""
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise errors.UpstreamError("upstream answered 200 with a body that is not JSON") from None
+            raise reached(errors.UpstreamError("upstream answered 200 with a body that is not JSON")) from None
         if not isinstance(data, dict):
-            raise errors.UpstreamError("upstream answered 200 with JSON that is not an object")
+            raise reached(errors.UpstreamError("upstream answered 200 with JSON that is not an object"))
         if "error" in data and "choices" not in data and "data" not in data:
             raise map_error_event(data)
         return data

@@ -118,7 +118,9 @@ def checked(data: Any, key: str, what: str) -> JSON:
     """Pass an upstream answer through after checking the one key callers rely on."""
     if isinstance(data, dict) and isinstance(data.get(key), list):
         return data
-    raise errors.UpstreamError(f"upstream sent a {what} without {key!r}")
+    err = errors.UpstreamError(f"upstream sent a {what} without {key!r}")
+    err.reached_upstream = True  # a 200 answer all the same: the upstream took (and may bill) the call
+    raise err
 
 
 class UsageMover:
