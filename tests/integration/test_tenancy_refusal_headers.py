@@ -25,11 +25,14 @@ from tests.support.gateway import RunningGateway, running_gateway
 CAPPED = [{"name": "capped", "provider": "mock", "id": "cap-one", "rpm": 1},
           {"name": "capped", "provider": "mock", "id": "cap-three", "rpm": 3}]
 RPM = {"cap-one": 1, "cap-three": 3}
+# two deployments of `narrow`, each with a tpm no long prompt fits: the larger one's figures go into the 429
+NARROW = [{"name": "narrow", "provider": "mock", "id": "narrow-400", "tpm": 400},
+          {"name": "narrow", "provider": "mock", "id": "narrow-800", "tpm": 800}]
 
 
 @pytest.fixture(params=["memory", "redis"])
 def gw(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningGateway]:
-    cfg = gateway_config(tmp_path / "gw.db", models=[PRICED_MOCK, *CAPPED])
+    cfg = gateway_config(tmp_path / "gw.db", models=[PRICED_MOCK, *CAPPED, *NARROW])
     if request.param == "redis":
         url, prefix = request.getfixturevalue("redis_isolated")
         cfg.update(redis_url=url, redis_prefix=prefix)
@@ -118,6 +121,21 @@ def test_a_prompt_too_large_for_the_tpm_says_what_the_level_has_left_and_sdks_do
     assert 54 < _seconds_until(a["anthropic-ratelimit-tokens-reset"]) <= 61
     assert (a["anthropic-ratelimit-requests-limit"], a["anthropic-ratelimit-requests-remaining"]) == ("5", "4")
     client.chat.completions.create(**chat_body("a short one"))  # and the key still works
+
+
+def test_a_prompt_too_large_for_every_deployment_says_what_the_largest_has_left(gw: RunningGateway) -> None:
+    key = setup_key(AdminClient(gw.url, MASTER), "narrow-hdr-co", rpm=5)  # the key has no tpm: the caps do
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=2)
+    client.chat.completions.create(**chat_body("a short one", model="narrow", max_tokens=20))  # some tokens used
+    with pytest.raises(openai.RateLimitError, match="too large for the deployments of `narrow`") as err:
+        client.chat.completions.create(**chat_body(PROSE * 40, model="narrow"))  # ~1,400 tokens: fits neither
+    h = err.value.response.headers
+    assert h["x-should-retry"] == "false" and "retry-after" not in h  # no wait lets it through
+    assert h["x-ratelimit-limit-tokens"] == "800"  # the largest cap, as it stands (the short call may be in it)
+    assert 700 < int(h["x-ratelimit-remaining-tokens"]) <= 800
+    reset = parse_go_duration(h["x-ratelimit-reset-tokens"])
+    assert reset is not None and (reset == 0 or 55 < reset <= 60)
+    assert h["x-ratelimit-limit-requests"] == "5"  # the requests figures stay the key's
 
 
 

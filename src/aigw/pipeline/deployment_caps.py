@@ -9,7 +9,8 @@ own. A deployment that refuses is skipped for that request, as one at its rate
 limit; when none is left the client gets a 429 with the shortest wait, and the
 ``x-ratelimit-*`` figures of the deployment that frees first. A prompt
 that no wait would let through (over a deployment's whole tpm, counted with the
-tokenizer) skips that deployment for good: with none left, the 429 says so.
+tokenizer) skips that deployment for good: with none left, the 429 says so, with the tokens figures of
+the deployment with the largest tpm (the one the prompt comes nearest to fitting).
 
 One object per request: it remembers what it took, and the limits stage settles
 that when the request ends (the tokens of the deployment that answered; the
@@ -21,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aigw import errors
+from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.tenancy import TenancyServices
 from aigw.stores.base import Admission, Scope
 from aigw.types import JSON
@@ -51,6 +53,9 @@ class DeploymentCaps:
     # the refusal with the shortest wait (the deployment that frees first): its figures go into the 429's
     # x-ratelimit-* headers when every deployment is full (``route``); kept on a refusal only
     refused: Admission | None = None
+    # of the deployments the prompt alone is over, the one with the largest tpm: its figures go into the 429 when
+    # that leaves none (``too_large_headers``)
+    too_large: list[Scope] | None = None
 
     async def admit(self, deployment_id: str) -> float | None:
         """None: call it (taken, or not capped); else the seconds until it has room (``math.inf``: never,
@@ -64,6 +69,8 @@ class DeploymentCaps:
             if self.counted is None:  # off the event loop: a big prompt takes milliseconds
                 self.counted = await asyncio.to_thread(self.svc.tokens.count_prompt, self.body)
             if self.counted > tpm:
+                if self.too_large is None or tpm > (self.too_large[0].limits.tpm or 0):
+                    self.too_large = scopes
                 return math.inf
             est = self.counted
         try:
@@ -80,3 +87,16 @@ class DeploymentCaps:
             return max(1.0, answer.retry_after_s)
         self.taken.append(Taken(scopes, est, answer.taken_at))
         return None
+
+    async def too_large_headers(self, out: dict[str, str]) -> None:
+        """The x-ratelimit-*-tokens figures of ``too_large`` (as they stand: one read of the store, nothing
+        taken), for a prompt too large for every deployment; if the read fails, its limit alone."""
+        if self.too_large is None:
+            return
+        out["x-ratelimit-limit-tokens"] = str(self.too_large[0].limits.tpm)
+        try:
+            figures = (await self.svc.gate.peek(self.too_large))[0]
+        except Exception as exc:
+            self.svc.store_error("limits", exc, "peek")
+            return
+        add_headers(out, replace(figures, limit_requests=None))  # its tokens; the requests figures stay the key's

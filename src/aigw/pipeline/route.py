@@ -35,6 +35,8 @@ class RouteTerminal:
             if isinstance(err, errors.DeploymentsFull) and caps is not None and caps.refused is not None:
                 # the figures of the deployment that frees first (they replace the key's, if it has limits)
                 add_headers(ctx.response_headers, caps.refused)
+            elif isinstance(err, errors.TooLargeForLimit) and caps is not None:
+                await caps.too_large_headers(ctx.response_headers)  # the deployment's tokens, not the key's
             raise
         _record(ctx, served)
         usage = body.get("usage")

@@ -1,0 +1,42 @@
+"""A deployment's own caps as the router checks them (``pipeline.deployment_caps``): here, a prompt too large for
+every capped deployment, and the figures its 429 carries."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from aigw.pipeline.deployment_caps import DeploymentCaps
+from aigw.stores.base import Limits, Scope
+from aigw.stores.memory import MemoryGate, MemoryRateLimiter
+from aigw.stores.memory_budgets import MemoryBudgets
+from tests.unit.pipeline.test_tenancy_stages import _services
+
+LONG = {"model": "narrow", "messages": [{"role": "user", "content": "word " * 2000}]}
+
+
+class _PeekDown(MemoryGate):
+    async def peek(self, rate: list[Scope]) -> list[Any]:
+        raise ConnectionError("store down")
+
+
+def _caps(gate: Any = None) -> DeploymentCaps:
+    lists = {d: [Scope("deployment", d, Limits(tpm=tpm))] for d, tpm in (("small", 400), ("large", 800))}
+    return DeploymentCaps(_services(gate=gate), lists, "slot_1", est=5000, body=LONG, now=lambda: 1000.0)
+
+
+@pytest.mark.parametrize("peek_down", [False, True])
+async def test_a_prompt_over_every_cap_carries_the_largest_caps_token_figures(peek_down: bool) -> None:
+    caps = _caps(_PeekDown(MemoryRateLimiter(), MemoryBudgets()) if peek_down else None)
+    assert await caps.admit("large") == math.inf and await caps.admit("small") == math.inf
+    assert caps.taken == []  # nothing was taken from either
+    headers: dict[str, str] = {"x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "4"}
+    await caps.too_large_headers(headers)
+    assert headers["x-ratelimit-limit-tokens"] == "800"
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("5", "4")
+    if peek_down:  # the limit alone, and the failed read counted
+        assert "x-ratelimit-remaining-tokens" not in headers and caps.svc.counters == {"limits": 1}
+    else:  # the whole window left: nothing has used it
+        assert (headers["x-ratelimit-remaining-tokens"], headers["x-ratelimit-reset-tokens"]) == ("800", "0s")
