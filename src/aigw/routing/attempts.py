@@ -166,28 +166,14 @@ class Attempts:
             async with asyncio.timeout(call.timeouts.total):
                 body = await call_endpoint(slot.target, req, call)
             outcome = OK
-        except TimeoutError:
-            err: errors.GatewayError = errors.UpstreamTimeout(
-                f"the upstream did not answer within {call.timeouts.total:g} s")
-            outcome = outcome_of(err)
-            if call.billable:  # the upstream had the request and works on (and bills) it past our limit
+        except BaseException as exc:  # a timeout, an error, a bug, or the caller gone (``_call_error``)
+            err = _call_error(exc, call, s)
+            outcome = None if err is None else outcome_of(err)
+            if _took(exc, err, call):  # the upstream had the request: it may work on it, and bill it
                 served.cut_short(s.deployment)
-            raise err from None
-        except errors.GatewayError as exc:
-            outcome = outcome_of(exc)
-            if exc.reached_upstream:
-                served.cut_short(s.deployment)
-            raise
-        except Exception as exc:
-            err = _unexpected(exc, s)
-            outcome = outcome_of(err)
-            if call.billable:
-                served.cut_short(s.deployment)
-            raise err from exc
-        except asyncio.CancelledError:  # the caller left: once the request was sent, the upstream may bill it
-            if call.billable:
-                served.cut_short(s.deployment)
-            raise
+            if err is None or err is exc:
+                raise
+            raise err from (None if isinstance(exc, TimeoutError) else exc)
         finally:
             s.ended()
             elapsed = clock.monotonic() - start
@@ -211,7 +197,7 @@ class Attempts:
             async with asyncio.timeout(call.timeouts.first_token):
                 first = await anext(source)
         except BaseException as exc:
-            err = _first_chunk_error(exc, call, s)
+            err = _call_error(exc, call, s, first_chunk=True)
             if _took(exc, err, call):
                 served.cut_short(s.deployment)  # taken by the upstream: it may bill the prompt
             await aclose_quietly(source)
@@ -244,10 +230,14 @@ def _took(exc: BaseException, err: errors.GatewayError | None, call: CallOptions
     return call.billable or (err is not None and err.reached_upstream)
 
 
-def _first_chunk_error(exc: BaseException, call: CallOptions, s: DeploymentState) -> errors.GatewayError | None:
-    """The error a failure before the first chunk stands for; None when we were cancelled."""
+def _call_error(exc: BaseException, call: CallOptions, s: DeploymentState,
+                first_chunk: bool = False) -> errors.GatewayError | None:
+    """The error a failed attempt stands for (a plain call's, or a stream's before its first chunk); None when
+    we were cancelled (the caller left)."""
     if isinstance(exc, TimeoutError):
-        return errors.UpstreamTimeout(f"the upstream sent no first token within {call.timeouts.first_token:g} s")
+        if first_chunk:
+            return errors.UpstreamTimeout(f"the upstream sent no first token within {call.timeouts.first_token:g} s")
+        return errors.UpstreamTimeout(f"the upstream did not answer within {call.timeouts.total:g} s")
     if isinstance(exc, StopAsyncIteration):  # after its 200: the upstream took the call
         err = errors.UpstreamError("the upstream closed the stream without sending anything")
         err.reached_upstream = True
