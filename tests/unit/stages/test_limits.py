@@ -17,7 +17,7 @@ from aigw.http.key_lookup import principal_for
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import limits
-from aigw.pipeline.tenancy import ROUTE_CAPS, SERVICE, TenancyServices, add_cut, measure
+from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices, add_cut, measure
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Scope, Tenant
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
@@ -112,6 +112,28 @@ async def test_a_call_cut_short_after_its_upstream_took_it_settles_its_deploymen
     # the prompt stays on the deployment that processed it, and only there
     assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (prompt, 500 if answered else 0)
     assert measure(ctx, stage.svc).tokens.total == prompt + (500 if answered else 0)
+
+
+@pytest.mark.parametrize("retry_on", ["backup", "primary"])
+async def test_a_json_schema_retry_counts_each_calls_tokens_on_the_deployment_that_answered_it(
+        retry_on: str) -> None:
+    # the output stage's retry (an answer that broke its schema) is a second call: each deployment's window holds
+    # the tokens of the calls it answered, not the retry's deployment both
+    stage, limiter = _stage()
+    ctx = _ctx("prim")
+    assert await stage.on_request(ctx) is None
+    caps = ctx.state[ROUTE_CAPS]
+    assert await caps.admit(PRIMARY.id) is None  # the first call
+    retried = BACKUP if retry_on == "backup" else PRIMARY
+    assert await caps.admit(retried.id) is None  # the retry
+    first = {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500}
+    second = {"prompt_tokens": 450, "completion_tokens": 50, "total_tokens": 500}
+    ctx.state[CALLS] = [(PRIMARY, first, ""), (retried, second, "")]
+    ctx.served_by = retried
+    ctx.usage = {"prompt_tokens": 850, "completion_tokens": 150, "total_tokens": 1000}
+    await stage.on_finish(ctx)
+    assert (_tokens_used(limiter, PRIMARY), _tokens_used(limiter, BACKUP)) == (
+        (500, 500) if retry_on == "backup" else (1000, 0))
 
 
 async def test_a_deployment_at_its_cap_is_refused_with_the_wait_and_nothing_taken() -> None:

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from aigw import errors
+from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deployment_caps import DeploymentCaps
@@ -27,6 +28,7 @@ from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
+    CALLS,
     CUT,
     JOINT,
     JOINT_FAILED,
@@ -227,34 +229,45 @@ class LimitsStage(Stage):
                 ctx.state[OWED] = first.later
 
     def _settle_caps(self, ctx: RequestContext, caps: DeploymentCaps) -> list[Any]:
-        """The router's per-call takes: the call that answered settles to its tokens, one cut short after its
+        """The router's per-call takes: a call that answered settles to its tokens, one cut short after its
         upstream took it (``CUT``) to the prompt it is billed, any other failed one gives its estimate back
         (its request stays counted: it reached the upstream)."""
-        served = ctx.served_by
-        answered = -1  # the last take of the deployment that answered is the call that answered
-        if served is not None:
-            for i, t in enumerate(caps.taken):
-                if t.scopes[0].id == served.id:
-                    answered = i
         cut: dict[str, list[int]] = {}  # deployment id -> the billed prompts of its cut calls, in order
         cut_total = 0
         if CUT in ctx.state and not ctx.handled_by:
             for d, n in cut_prompts(ctx, self.svc):
                 cut.setdefault(d.id, []).append(n)
                 cut_total += n
+        answered = self._answered(ctx, cut_total)
+        last = {t.scopes[0].id: i for i, t in enumerate(caps.taken)}  # a deployment's last take answered, if any
         steps = []
         now = self.clock.now()
         for i, t in enumerate(caps.taken):
             if not t.scopes[0].limits.tpm:
                 continue
             used = 0
-            if i == answered and not ctx.handled_by:  # the request's tokens but those of its cut calls
-                used = measure(ctx, self.svc).tokens.total - cut_total
-            elif prompts := cut.get(t.scopes[0].id):  # a deployment's sum is exact, whichever take gets each
+            dep = t.scopes[0].id
+            if dep in answered and last[dep] == i:  # the tokens of the calls it answered
+                used = answered[dep]
+            elif prompts := cut.get(dep):  # a deployment's sum is exact, whichever take gets each
                 used = prompts.pop(0)
             if used != t.est:
                 steps.append(self.svc.gate.leave(t.scopes, caps.slot, used - t.est, t.taken_at, [], 0, 0, now, []))
         return steps
+
+    def _answered(self, ctx: RequestContext, cut_total: int) -> dict[str, int]:
+        """Deployment id -> the tokens of the calls it answered: the one that served the request, or each call
+        of an output retry (``CALLS``: an answer that broke its schema, asked again, maybe elsewhere)."""
+        if ctx.handled_by or ctx.served_by is None:
+            return {}
+        calls = ctx.state.get(CALLS)
+        if not calls:  # the request's tokens but those of its cut calls
+            return {ctx.served_by.id: measure(ctx, self.svc).tokens.total - cut_total}
+        out: dict[str, int] = {}
+        for d, usage, _ in calls:
+            if d is not None:
+                out[d.id] = out.get(d.id, 0) + (tokens_from_usage(usage) or Tokens()).total
+        return out
 
 
 _BAD_INPUT = frozenset({"bad_request", "not_found"})
