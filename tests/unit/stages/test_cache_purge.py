@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from aigw.pipeline.stages.cache_purge import PurgeFailed
@@ -101,3 +103,81 @@ async def test_semantic_buckets_go_with_their_entries() -> None:
     await h.stage.purge("t1", "mock")
     assert index.size == 1  # type: ignore[attr-defined]  # t1's vectors went with its entries, t2's stayed
     assert (await h.ask("How tall is the Eiffel tower?")).cache == "miss"
+
+class SlowPurgeStore:
+    """A Redis stand-in whose purge takes a while (SCAN pages), answering reads meanwhile."""
+
+    name = "redis"
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.purging = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.data[key] = value
+
+    async def ping(self) -> None:
+        return None
+
+    async def purge(self, patterns: list[str] | None) -> int:
+        self.purging.set()
+        await self.go_on.wait()  # a SCAN page: requests are served meanwhile
+        match = matcher(patterns) if patterns is not None else None
+        doomed = [k for k in self.data if match is None or match(k)]
+        for k in doomed:
+            del self.data[k]
+        return len(doomed)
+
+
+async def test_an_entry_read_during_a_purge_is_not_served_from_a_near_copy_after_it() -> None:
+    store = SlowPurgeStore()
+    h = Harness({"mode": "exact", "backend": "redis", "retry_after_s": 0}, stores={"redis": store})
+    assert (await h.ask()).cache == "miss"
+    near = h.stage._near["redis"]
+    near.purge(None)  # as if another replica had stored the answer: this one holds no copy yet
+    purge = asyncio.create_task(h.stage.purge("t1"))
+    await store.purging.wait()
+    assert (await h.ask()).cache == "hit"  # read from the backend before the purge reached the entry
+    store.go_on.set()
+    assert await purge == {"redis": 1}
+    after = await h.ask()
+    assert after.cache == "miss" and h.upstream.calls == 2  # not the purged answer from the near copy
+
+
+class SlowReadStore(SlowPurgeStore):
+    """Its GET's reply arrives late: read before a purge deleted the entry, handed over after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go_on.set()
+        self.reading = asyncio.Event()
+        self.reply = asyncio.Event()
+        self.slow = False
+
+    async def get(self, key: str) -> bytes | None:
+        value = self.data.get(key)
+        if self.slow:
+            self.reading.set()
+            await self.reply.wait()
+        return value
+
+
+async def test_a_read_in_flight_across_a_purge_is_not_kept_near() -> None:
+    store = SlowReadStore()
+    h = Harness({"mode": "exact", "backend": "redis", "retry_after_s": 0, "timeout_ms": 5000},
+                stores={"redis": store})
+    assert (await h.ask()).cache == "miss"
+    h.stage._near["redis"].purge(None)  # another replica's answer: no copy here
+    store.slow = True
+    hit = asyncio.create_task(h.ask())
+    await store.reading.wait()
+    assert await h.stage.purge("t1") == {"redis": 1}
+    store.slow = False
+    store.reply.set()
+    assert (await hit).cache == "hit"  # answered before the purge: fine
+    after = await h.ask()
+    assert after.cache == "miss" and h.upstream.calls == 2

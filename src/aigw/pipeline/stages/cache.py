@@ -160,10 +160,11 @@ class CacheStage(Stage):
     async def _fetch(self, backend: str, key: str, trouble: list[str]) -> bytes | None:
         """From the backend, through the guard (timeout, failure bookkeeping); a near copy is kept."""
         store = self.stores[backend]
-        raw = await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
         near = self._near.get(backend)
+        epoch = near.epoch if near is not None else 0
+        raw = await self.guard.call(backend, "get", lambda: store.get(key), self._timeout(backend), trouble)
         if near is not None and raw is not None and (entry := self._decoded(raw)) is not None:
-            near.put(key, raw, entry.expires_at())
+            near.put(key, raw, entry.expires_at(), epoch)  # not if a purge ran meanwhile
         return raw
 
     def _timeout(self, backend: str) -> float | None:

@@ -7,7 +7,8 @@ front of Redis. Entries never change once written (a key is a hash of the
 question), so the only staleness is an entry that expired in Redis: each copy
 here expires at the entry's own TTL when the entry records it, and never later
 than ``near_ttl_s`` after it was read or written. Bounded by bytes; cleared
-whole when full.
+whole when full. A purge also counts as a new ``epoch``: a read that began before
+it (and may have fetched an entry the purge then deleted) is not kept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class NearCache:
         self._items: dict[str, tuple[float, bytes]] = {}
         self._held = 0
         self.hits = 0
+        self.epoch = 0  # purges so far: ``put(..., epoch=...)`` of a read begun before the latest one is dropped
 
     def get(self, key: str) -> bytes | None:
         item = self._items.get(key)
@@ -36,8 +38,11 @@ class NearCache:
         self.hits += 1
         return item[1]
 
-    def put(self, key: str, value: bytes, expires_at: float | None) -> None:
-        """Keep ``value`` until ``expires_at`` (the entry's own end, if known) or ``ttl_s`` from now."""
+    def put(self, key: str, value: bytes, expires_at: float | None, epoch: int | None = None) -> None:
+        """Keep ``value`` until ``expires_at`` (the entry's own end, if known) or ``ttl_s`` from now;
+        ``epoch``: ``self.epoch`` when the read that found ``value`` began (a purge since: not kept)."""
+        if epoch is not None and epoch != self.epoch:
+            return  # a purge ran while it was read: the entry may be gone from the backend
         if len(value) > self.max_bytes // 16:
             return  # a few big answers must not push out every small one
         now = self.clock.now()
@@ -54,6 +59,7 @@ class NearCache:
         self._held += len(value)
 
     def purge(self, patterns: list[str] | None) -> None:
+        self.epoch += 1
         if patterns is None:
             self._items.clear()
             self._held = 0

@@ -89,6 +89,8 @@ class Purger:
                     await index.purge(patterns)
             except Exception as exc:
                 raise PurgeFailed(name, exc, done) from exc
+            if near is not None:  # again: a hit during the purge may have copied an entry it then deleted
+                near.purge(patterns)
         return done
 
     async def watch(self) -> None:
