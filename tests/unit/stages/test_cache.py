@@ -226,6 +226,41 @@ async def test_a_stream_cut_midway_is_never_stored() -> None:
     assert h.stage.stats.not_stored == 1
 
 
+_HEAD = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+# chunks of shapes the assembler cannot read, which clients and the rest of the gateway pass on
+_ODD_STREAMS = {
+    "a null choice index": [{**_HEAD, "choices": [{"index": None, "delta": {"role": "assistant", "content": "hi"}}]},
+                            {**_HEAD, "choices": [{"index": None, "delta": {}, "finish_reason": "stop"}]}],
+    "a null tool call index": [
+        {**_HEAD, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{**_CALL, "index": None}]}}]},
+        {**_HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}],
+    "arguments as an object": [
+        {**_HEAD, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{**_CALL, "index": 0}]}}]},
+        {**_HEAD, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": {"a": 1}}}]}}]},
+        {**_HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}],
+    "content as a list of parts": [  # Mistral's reasoning models
+        {**_HEAD, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                     "content": [{"type": "text", "text": "hi"}]}}]},
+        {**_HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}],
+}
+
+
+@pytest.mark.parametrize("kind", list(_ODD_STREAMS))
+async def test_a_stream_the_cache_cannot_read_still_reaches_the_client_whole(kind: str) -> None:
+    h = Harness({"mode": "exact"})
+
+    async def odd(body: JSON, call: Any) -> AsyncIterator[JSON]:
+        for chunk in _ODD_STREAMS[kind]:
+            yield chunk
+
+    h.upstream.provider.stream_chat = odd  # type: ignore[method-assign]
+    answer = await h.ask(stream=True)
+    assert answer.ctx.error is None and answer.chunks == _ODD_STREAMS[kind]
+    assert h.stage.stats.stores + h.stage.stats.not_stored == 1  # stored or not, never a broken stream
+
+
 async def test_a_stream_the_client_abandoned_is_never_stored() -> None:
     h = Harness({"mode": "exact"})
     ctx_answer = await h.ask("warm-up")  # something unrelated in the cache

@@ -266,16 +266,28 @@ class CacheStage(Stage):
 
     async def _watch(self, ctx: RequestContext, chunks: AsyncIterator[JSON], pending: _Pending
                      ) -> AsyncIterator[JSON]:
-        """Pass chunks through; store the assembled answer only if the stream ran to its end."""
-        assembler = StreamAssembler(completion=ctx.endpoint == "completions")
+        """Pass chunks through; store the assembled answer only if the stream ran to its end.
+
+        A chunk the assembler cannot read (an odd upstream: a null index, arguments that are not text) is
+        passed on all the same: the cache never breaks a stream, it only leaves that answer unstored."""
+        assembler: StreamAssembler | None = StreamAssembler(completion=ctx.endpoint == "completions")
         try:
             async for chunk in chunks:
-                assembler.feed(chunk)
+                if assembler is not None:
+                    try:
+                        assembler.feed(chunk)
+                    except Exception as exc:
+                        log.debug("stream chunk the cache cannot read (answer not stored): %r", exc)
+                        assembler = None
                 yield chunk
         except BaseException:  # failed upstream, or the client left (GeneratorExit): never stored
             self.stats.not_stored += 1
             raise
-        body = assembler.body()
+        try:
+            body = assembler.body() if assembler is not None else None
+        except Exception as exc:
+            log.debug("streamed answer the cache cannot assemble (not stored): %r", exc)
+            body = None
         if body is None or ctx.error is not None:
             self.stats.not_stored += 1
             return
