@@ -112,3 +112,9 @@ def test_count_tokens_counts_images_and_documents(client: anthropic.Anthropic) -
                                           "data": b64(b"%PDF-1.7" + b"x" * 120_000)}}
     read = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": [pdf, text]}])  # type: ignore[list-item]
     assert read.input_tokens - bare.input_tokens >= 2_000  # a document is not free either
+
+
+def test_count_tokens_answers_with_a_request_id(client: anthropic.Anthropic) -> None:
+    counted = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": "hi"}])
+    assert counted._request_id and counted._request_id.startswith("req_")  # the SDK reads `request-id`
+

@@ -125,7 +125,8 @@ class AnthropicApi:
             return
         # off the event loop: the first count loads the encoding (~0.1 s), a long prompt takes milliseconds
         tokens = await asyncio.to_thread(_input_tokens, canonical)
-        await send_json(send, 200, {"input_tokens": max(1, tokens)}, [(b"x-request-id", req.request_id.encode())])
+        headers = [(b"x-request-id", req.request_id.encode()), *self.format.own_headers(req.request_id, {})]
+        await send_json(send, 200, {"input_tokens": max(1, tokens)}, headers)  # `request-id`: the SDK's _request_id
 
 
 def _input_tokens(canonical: JSON) -> int:
