@@ -118,3 +118,13 @@ def test_count_tokens_answers_with_a_request_id(client: anthropic.Anthropic) -> 
     counted = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": "hi"}])
     assert counted._request_id and counted._request_id.startswith("req_")  # the SDK reads `request-id`
 
+
+def test_a_reply_cut_at_max_tokens_says_so(client: anthropic.Anthropic) -> None:
+    msg = client.messages.create(model="mock", max_tokens=2, messages=[{"role": "user", "content": "Hello Claude"}])
+    assert msg.stop_reason == "max_tokens" and msg.usage.output_tokens <= 2
+    with client.messages.stream(model="mock", max_tokens=2,
+                                messages=[{"role": "user", "content": "Hello stream"}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "max_tokens"
+    whole = client.messages.create(model="mock", max_tokens=500, messages=[{"role": "user", "content": "Hello"}])
+    assert whole.stop_reason == "end_turn"

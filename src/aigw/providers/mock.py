@@ -45,16 +45,17 @@ def _digest(body: JSON) -> bytes:
     return hashlib.blake2b(orjson.dumps(body.get("messages"), option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
 
 
-def answer_text(body: JSON) -> str:
-    """The mock's reply: an echo of the question plus words picked by its hash."""
+def answer_text(body: JSON) -> tuple[str, str]:
+    """The mock's reply, an echo of the question plus words picked by its hash, and its finish_reason:
+    ``length`` when ``max_tokens`` cut it short (as a real model says, so clients can tell)."""
     question = last_user_text(body).strip().replace("\n", " ")
     seed = int.from_bytes(_digest(body), "big")
     words = [_WORDS[(seed >> (4 * i)) % len(_WORDS)] for i in range(8)]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     text = f"Mock answer to: {question[:200]} [{' '.join(words)}]"
-    if limit:
-        text = text[: max(1, int(limit) * 4)]
-    return text
+    if limit and len(text) > max(1, int(limit) * 4):
+        return text[: max(1, int(limit) * 4)], "length"
+    return text, "stop"
 
 
 def _example_for(schema: dict[str, Any]) -> Any:
@@ -126,19 +127,19 @@ class MockProvider:
         if self.options.latency_ms:
             await asyncio.sleep(self.options.latency_ms / 1000)
 
-    def _completion(self, body: JSON) -> tuple[str, list[JSON] | None, JSON]:
+    def _completion(self, body: JSON) -> tuple[str, list[JSON] | None, JSON, str]:
         calls = tool_calls_for(body)
-        text = "" if calls else answer_text(body)
+        text, finish = ("", "tool_calls") if calls else answer_text(body)
         prompt = _prompt_tokens(body)
         completion = estimate_tokens(text) + (sum(len(call_text(c) or "") // 4 + 5 for c in calls or ()))
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-        return text, calls, usage
+        return text, calls, usage, finish
 
     async def chat(self, body: JSON, call: CallOptions) -> JSON:
         call.sent = True  # the mock takes every call at once (``CallOptions.sent``)
         await self._delay()
         self._maybe_fail()
-        text, calls, usage = self._completion(body)
+        text, calls, usage, finish = self._completion(body)
         message: JSON = {"role": "assistant", "content": None if calls else text, "refusal": None}
         if calls:
             message["tool_calls"] = calls
@@ -149,7 +150,7 @@ class MockProvider:
             "created": int(time.time()),
             "model": self.upstream_model,
             "choices": [
-                {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls" if calls else "stop"}
+                {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
                 for i in range(n)
             ],
             "usage": usage,
@@ -160,7 +161,7 @@ class MockProvider:
         call.sent = True
         await self._delay()
         self._maybe_fail()
-        text, calls, usage = self._completion(body)
+        text, calls, usage, finish = self._completion(body)
         base = {"id": f"chatcmpl-mock{_digest(body).hex()}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": self.upstream_model, "system_fingerprint": "fp_mock"}
         gap = self.options.stream_chunk_ms / 1000
@@ -183,7 +184,7 @@ class MockProvider:
                 if gap:
                     await asyncio.sleep(gap)
                 yield chunk({"content": word if i == 0 else " " + word})
-        yield chunk({}, "tool_calls" if calls else "stop")
+        yield chunk({}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             yield {**base, "choices": [], "usage": usage}
 
