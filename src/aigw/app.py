@@ -17,9 +17,10 @@ from aigw.http.admin_deployments import AdminDeployments
 from aigw.http.admin_requests import PREFIX as ADMIN_REQUESTS
 from aigw.http.admin_requests import AdminRequests
 from aigw.http.auth import Authenticator
-from aigw.http.flow import Flow
+from aigw.http.flow import ApiFormat, Flow
 from aigw.http.health import Health, database_check, redis_check, register_breakers
 from aigw.http.metrics_endpoint import MetricsEndpoint
+from aigw.http.models_api import MODELS_PREFIX, ModelsApi
 from aigw.http.openai_api import OpenAIApi
 from aigw.http.server import GatewayApp
 from aigw.observability.setup import build_observability
@@ -125,9 +126,9 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     app.route("POST", "/v1/chat/completions", openai_api.chat)
     app.route("POST", "/v1/completions", openai_api.completions)
     app.route("POST", "/v1/embeddings", openai_api.embeddings)
-    app.route("GET", "/v1/models", openai_api.list_models)
-    app.route_prefix("GET", "/v1/models/", openai_api.get_model)
-    _add_anthropic_api(app, flow, config, router)
+    models = ModelsApi(router, auth, openai_api.format, _add_anthropic_api(app, flow, config, router))
+    app.route("GET", "/v1/models", models.list_models)
+    app.route_prefix("GET", MODELS_PREFIX, models.get_model)
     app.route("GET", "/health/live", health.live)
     app.route("GET", "/health/ready", health.ready)
     app.route("GET", "/health", health.live)
@@ -155,12 +156,14 @@ async def _warn_if_cache_refuses(cache_redis: Any, redis: Any) -> None:
     await warn_if_cache_refuses(cache_redis, redis)
 
 
-def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig, router: Router) -> None:
+def _add_anthropic_api(app: GatewayApp, flow: Flow, config: GatewayConfig, router: Router) -> ApiFormat:
+    """The Anthropic Messages endpoints; their format, for the model list Anthropic's SDK reads."""
     from aigw.http.anthropic_api import AnthropicApi
 
     api = AnthropicApi(flow, debug=config.server.debug_errors, known_model=lambda model: bool(router.targets(model)))
     app.route("POST", "/v1/messages", api.messages)
     app.route("POST", "/v1/messages/count_tokens", api.count_tokens)
+    return api.format
 
 
 def create_app() -> GatewayApp:

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
+"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings (/v1/models:
+``models_api``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 from aigw import errors
-from aigw.http.flow import Flow, Parsed, send_error
+from aigw.http.flow import Flow, Parsed
 from aigw.http.request import HttpRequest, Send
-from aigw.http.respond import Headers, send_json
+from aigw.http.respond import Headers
 from aigw.http.wire_openai import DONE_FRAME, chunk_frame, error_body, error_frame
 from aigw.pipeline.context import RequestContext
 from aigw.routing.router import Router
@@ -125,32 +126,3 @@ class OpenAIApi:
 
     async def embeddings(self, req: HttpRequest, send: Send) -> None:
         await self.flow.handle(req, send, self.format, "embeddings", self.parse_embeddings)
-
-    async def list_models(self, req: HttpRequest, send: Send) -> None:
-        try:
-            principal = await self.flow.auth.authenticate(req.headers)
-        except errors.GatewayError as err:
-            await send_error(send, self.format, err, req.request_id)
-            return
-        allowed = principal.allowed_models
-        data = [_model_card(m, self.router) for m in self.router.model_names() if allowed is None or m in allowed]
-        await send_json(send, 200, {"object": "list", "data": data}, [(b"x-request-id", req.request_id.encode())])
-
-    async def get_model(self, req: HttpRequest, send: Send) -> None:
-        model = req.path.removeprefix("/v1/models/")
-        try:
-            principal = await self.flow.auth.authenticate(req.headers)
-            allowed = principal.allowed_models
-            if not self.router.targets(model) or (allowed is not None and model not in allowed):
-                raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
-                                      param="model", code="model_not_found")
-        except errors.GatewayError as err:
-            await send_error(send, self.format, err, req.request_id)
-            return
-        await send_json(send, 200, _model_card(model, self.router), [(b"x-request-id", req.request_id.encode())])
-
-
-def _model_card(name: str, router: Router) -> JSON:
-    targets = router.targets(name)
-    owner = targets[0].deployment.provider if targets else "aigw"
-    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
