@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,18 @@ def key_spend(admin: AdminClient, key_id: str, requests: int = 1) -> dict[str, A
             return dict(rows[0])
         assert time.monotonic() < deadline, f"no ledger row for {key_id}"
         time.sleep(0.05)
+
+
+def wait_ledger_rows(db: Path, key_id: str, expect: int, where: str = "true", limit_s: float = 10) -> int:
+    """The key's rows in a SQLite ledger (those matching ``where``), polled until there are ``expect`` of them
+    (or ``limit_s`` passed): the writer flushes off the request path, on its own clock.
+
+    Why: a fixed sleep of a few flush intervals was too short on a loaded machine (CI failed on one)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        with sqlite3.connect(db) as conn:
+            n = int(conn.execute(f"SELECT count(*) FROM spend_ledger WHERE key_id = ? AND ({where})",
+                                 (key_id,)).fetchone()[0])
+        if n >= expect or time.monotonic() > deadline:
+            return n
+        time.sleep(0.02)
