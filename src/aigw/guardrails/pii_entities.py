@@ -65,21 +65,25 @@ _VERSION_CONTEXT = re.compile(r"(?i)(?:version|ver\.?|release|build)\s*$")
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f:]{2,38}(?![\w:.])")
 
-# One pattern per key format, each starting with its literal prefix (a fast C search).
+# One pattern per key format, each starting with its literal prefix (a fast C search). The lookbehind after
+# the first character rejects a prefix inside a longer token at once: without it every "sk-" of a long run
+# like "sk-sk-sk-...é" started a scan to the run's end, quadratic in the run (60 KB took 23 s).
+_PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_PEM_MIN_BODY = 16
 _SECRETS = tuple(
     re.compile(p)
     for p in (
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]{16,}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
-        r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}(?![\w-])",
-        r"sk_(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
-        r"rk_(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
-        r"A(?:KIA|SIA|GPA|IDA|ROA)[A-Z0-9]{16}(?![\w-])",
-        r"gh[pousr]_[A-Za-z0-9]{36,}(?![\w-])",
-        r"github_pat_[A-Za-z0-9_]{40,}(?![\w-])",
-        r"xox[abposr]-[A-Za-z0-9\-]{10,}(?![\w-])",
-        r"AIza[0-9A-Za-z_\-]{35}(?![\w-])",
-        r"glpat-[A-Za-z0-9_\-]{20,}(?![\w-])",
-        r"eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*(?![\w-])",
+        r"s(?<![\w-]s)k-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}(?![\w-])",
+        r"s(?<![\w-]s)k_(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
+        r"r(?<![\w-]r)k_(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
+        r"A(?<![\w-]A)(?:KIA|SIA|GPA|IDA|ROA)[A-Z0-9]{16}(?![\w-])",
+        r"g(?<![\w-]g)h[pousr]_[A-Za-z0-9]{36,}(?![\w-])",
+        r"g(?<![\w-]g)ithub_pat_[A-Za-z0-9_]{40,}(?![\w-])",
+        r"x(?<![\w-]x)ox[abposr]-[A-Za-z0-9\-]{10,}(?![\w-])",
+        r"A(?<![\w-]A)Iza[0-9A-Za-z_\-]{35}(?![\w-])",
+        r"g(?<![\w-]g)lpat-[A-Za-z0-9_\-]{20,}(?![\w-])",
+        r"e(?<![\w-]e)yJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*(?![\w-])",
     )
 )
 _ASSIGN_NAMES = (
@@ -339,13 +343,29 @@ def find_ip(scan: TextScan, out: list[Match]) -> None:
             out.append(Match("ip", m.start(), m.end(), raw))
 
 
+def _find_pem(text: str, out: list[Match]) -> None:
+    """Private key blocks: a BEGIN line, at least 16 characters, the first END line after them.
+
+    Linear: once no END follows a BEGIN, no later BEGIN can have one either (a lazy ``[\\s\\S]{16,}?``
+    between the two rescanned the rest of the text from every unmatched BEGIN).
+    """
+    if "-----BEGIN " not in text:
+        return
+    pos = 0
+    while (begin := _PEM_BEGIN.search(text, pos)) is not None:
+        end = _PEM_END.search(text, begin.end() + _PEM_MIN_BODY)
+        if end is None:
+            return
+        out.append(Match("secret", begin.start(), end.end(), text[begin.start() : end.end()]))
+        pos = end.end()
+
+
 def find_secret(scan: TextScan, out: list[Match]) -> None:
     text = scan.text
-    for pattern in _SECRETS:
+    _find_pem(text, out)
+    for pattern in _SECRETS:  # the lookbehind after each prefix keeps out matches inside a longer token
         for m in pattern.finditer(text):
             raw, start = m.group(), m.start()
-            if start and (text[start - 1].isalnum() or text[start - 1] in "_-") and raw[0] != "-":
-                continue  # inside a longer token
             if raw.startswith("sk-") and not _HAS_UPPER_AND_DIGIT.match(raw):
                 continue  # "sk-learn-..." prose, not a key
             out.append(Match("secret", start, m.end(), raw))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 
 import pytest
 
@@ -66,6 +67,28 @@ def test_finds_pem_private_keys_and_jwts() -> None:
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
     assert kinds(f"key:\n{pem}\nthanks") == [("secret", pem)]
     assert kinds(f"Authorization: Bearer {jwt}") == [("secret", jwt)]
+
+
+def test_secret_prefixes_inside_a_longer_token_are_not_keys() -> None:
+    key = "sk-proj-" + "Ab1" * 10
+    assert kinds(f"use {key} now") == [("secret", key)]
+    assert kinds(f"x{key}") == [] and kinds(f"my-{key}") == [] and kinds(f"my_{key}") == []
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    assert kinds(f"-----BEGIN PRIVATE KEY----- (no end) then {pem}") == [
+        ("secret", f"-----BEGIN PRIVATE KEY----- (no end) then {pem}")]
+    assert kinds("-----BEGIN PRIVATE KEY----- and no end") == []
+
+
+@pytest.mark.parametrize("text", [
+    "sk-" * 20_000 + "\u00e9",  # every "sk-" of the run started a scan to its end: 23 s
+    "glpat-" * 10_000 + "\u00e9",
+    "xoxb-" * 12_000 + "\u00e9",
+    "-----BEGIN PRIVATE KEY-----\n" * 4_000,  # a lazy scan to the end from every BEGIN without an END
+])
+def test_secret_scan_is_linear_on_hostile_input(text: str) -> None:
+    start = time.process_time()
+    DETECTOR.find(text)
+    assert time.process_time() - start < 0.5  # was seconds to tens of seconds (quadratic)
 
 
 @pytest.mark.parametrize(
