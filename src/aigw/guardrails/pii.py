@@ -91,7 +91,8 @@ def _resolve(found: list[Match]) -> list[Match]:
 
 
 def map_message_texts(messages: Messages, fn: Callable[[str], str]) -> Messages:
-    """Apply fn to every text of every message (content, text parts, tool-call arguments, custom tool inputs).
+    """Apply fn to every text of every message (content, text and refusal parts, a message's ``refusal``,
+    tool-call arguments, custom tool inputs, a legacy ``function_call``'s arguments).
 
     Returns a new list; a message is copied only when one of its texts changed, so the
     input is never mutated and an unchanged request allocates almost nothing.
@@ -113,15 +114,26 @@ def map_message_texts(messages: Messages, fn: Callable[[str], str]) -> Messages:
             new_calls = [_map_call(c, fn) for c in calls]
             if any(a is not b for a, b in zip(new_calls, calls, strict=True)):
                 new = {**new, "tool_calls": new_calls}
+        legacy = msg.get("function_call")  # an assistant turn of the legacy ``functions`` API
+        if isinstance(legacy, dict) and isinstance(args := legacy.get("arguments"), str) and (
+                mapped := fn(args)) is not args:
+            new = {**new, "function_call": {**legacy, "arguments": mapped}}
+        if isinstance(refusal := msg.get("refusal"), str) and (mapped := fn(refusal)) is not refusal:
+            new = {**new, "refusal": mapped}  # an assistant turn sent back as the SDK returned it
         out.append(new)
     return out
 
 
+_PART_TEXT = {"text": "text", "refusal": "refusal"}  # part type -> the field holding its text
+
+
 def _map_part(part: Any, fn: Callable[[str], str]) -> Any:
-    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-        text = fn(part["text"])
-        if text is not part["text"]:
-            return {**part, "text": text}
+    ptype = part.get("type") if isinstance(part, dict) else None
+    field = _PART_TEXT.get(ptype) if isinstance(ptype, str) else None
+    if field is not None and isinstance(part.get(field), str):
+        text = fn(part[field])
+        if text is not part[field]:
+            return {**part, field: text}
     return part
 
 

@@ -186,3 +186,34 @@ async def test_an_invalid_metadata_block_is_ignored(caplog: pytest.LogCaptureFix
     assert EMAIL not in upstream_text(h)
     assert "ignoring a metadata guardrails block (key key_1" in caplog.text
     assert "metadata.guardrails.pii.mode: Input should be 'off', 'flag', 'redact' or 'block'" in caplog.text
+
+
+class _LegacyFunctionUpstream(Upstream):
+    """Answers as the legacy ``functions`` API does: one ``function_call`` echoing the last user text."""
+
+    def completion(self, body: dict) -> dict:
+        out = super().completion(body)
+        args = orjson.dumps({"to": self.answer(body).removeprefix("Echo: ")}).decode()
+        out["choices"][0]["message"] = {"role": "assistant", "content": None,
+                                        "function_call": {"name": "send", "arguments": args}}
+        out["choices"][0]["finish_reason"] = "function_call"
+        return out
+
+
+async def test_legacy_function_calls_refusals_are_redacted_and_restored() -> None:
+    h = Harness(config({"pii": {"mode": "redact"}}), _LegacyFunctionUpstream())
+    args = orjson.dumps({"to": EMAIL}).decode()
+    body = {"model": "mock", "messages": [
+        {"role": "user", "content": "send it"},
+        {"role": "assistant", "content": None, "function_call": {"name": "send", "arguments": args}},
+        {"role": "function", "name": "send", "content": "sent"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": f"I won't mail {EMAIL} again"}]},
+        {"role": "assistant", "content": None, "refusal": f"Not to {EMAIL}"},
+        {"role": "user", "content": f"then {EMAIL}"}]}
+    original = copy.deepcopy(body)
+    answer = await h.run(h.ctx(body))
+    sent = upstream_text(h)
+    assert EMAIL not in sent and sent.count("<EMAIL_1>") == 4
+    assert body == original
+    call = answer["choices"][0]["message"]["function_call"]
+    assert orjson.loads(call["arguments"]) == {"to": f"then {EMAIL}"}  # the answer's call got its original back

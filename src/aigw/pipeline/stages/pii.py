@@ -90,7 +90,8 @@ class PiiStage(Stage):
         if not isinstance(choices, list):
             return body
         json_answer = _json_answer(ctx)
-        calls = any((c.get("message") or {}).get("tool_calls") for c in choices if isinstance(c, dict))
+        calls = any((m := c.get("message") or {}).get("tool_calls") or m.get("function_call")
+                    for c in choices if isinstance(c, dict))
         escaped = _escaped(mapping) if json_answer or calls else mapping  # JSON-escaped only where needed
         new = [_restore_choice(c, escaped if json_answer else mapping, escaped, mapping) for c in choices]
         if all(a is b for a, b in zip(new, choices, strict=True)):
@@ -127,6 +128,10 @@ def _restore_choice(choice: JSON, text_map: Mapping[str, str], escaped: Mapping[
         new_calls = [_restore_call(c, plain if call_kind(c) == "custom" else escaped) for c in calls]
         if any(a is not b for a, b in zip(new_calls, calls, strict=True)):
             new = {**new, "tool_calls": new_calls}
+    legacy = msg.get("function_call")  # the legacy ``functions`` API: JSON arguments, like a tool call's
+    if isinstance(legacy, dict) and isinstance(args := legacy.get("arguments"), str) and (
+            restored := restore(args, escaped)) != args:
+        new = {**new, "function_call": {**legacy, "arguments": restored}}
     return choice if new is msg else {**choice, "message": new}
 
 
