@@ -217,3 +217,30 @@ async def test_legacy_function_calls_refusals_are_redacted_and_restored() -> Non
     assert body == original
     call = answer["choices"][0]["message"]["function_call"]
     assert orjson.loads(call["arguments"]) == {"to": f"then {EMAIL}"}  # the answer's call got its original back
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def add(self, record: object) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_logged_answer_body_holds_no_restored_custom_value(stream: bool) -> None:
+    from aigw.pipeline.stages import observe
+
+    assert observe._PII_MAPPING == PII_MAPPING
+    writer = _Log()
+    cfg = config({"pii": {"mode": "redact", "custom": {"employee_id": r"EMP-\d{6}"}}},
+                 observability={"log_bodies": True})
+    h = Harness(cfg, services={"request_log": writer}, stages=["observe", "pii"])
+    ctx = h.ctx(chat(f"who is EMP-123456, {EMAIL}?", stream=stream))
+    text = streamed_text(await h.stream(ctx)) if stream else (await h.run(ctx))["choices"][0]["message"]["content"]
+    assert text == f"Echo: who is EMP-123456, {EMAIL}?"  # the client gets the originals back
+    await next(s for s in h.stages if s.name == "observe").record(ctx)  # type: ignore[attr-defined]
+    record = writer.records[-1]
+    assert "EMP-123456" not in record.request_body
+    assert "EMP-123456" not in record.response_body and EMAIL not in record.response_body
+    assert "<EMPLOYEE_ID_1>" in record.response_body

@@ -32,6 +32,8 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.types import JSON
 
+_PII_MAPPING = "guardrails.pii.mapping"  # ctx.state: placeholder -> original, set by the pii stage
+
 log = logging.getLogger("aigw.request")
 ROUTED = "observe.routed"  # set by ObservedTerminal: the router was reached
 _STARTED = "observe.started"
@@ -200,7 +202,15 @@ class ObserveBodies(Observe):
     def _fields(self, ctx: RequestContext, *args: Any) -> dict[str, Any]:
         fields = super()._fields(ctx, *args)
         fields["request_body"] = self._cap(_prompt_text(ctx.body))
-        fields["response_body"] = self._cap(str(ctx.state.get(_RESPONSE) or ""))
+        # the answer was captured after the pii stage restored it: the values that stage redacted go back to
+        # their placeholders first (a custom kind, ``EMP-\d{6}``, is unknown to the built-in detector)
+        answer = str(ctx.state.get(_RESPONSE) or "")
+        mapping = ctx.state.get(_PII_MAPPING)
+        if isinstance(mapping, dict) and answer:
+            for placeholder, value in sorted(mapping.items(), key=lambda kv: -len(kv[1])):
+                if value:
+                    answer = answer.replace(value, placeholder)
+        fields["response_body"] = self._cap(answer)
         return fields
 
     def _cap(self, text: str) -> str:
