@@ -108,7 +108,8 @@ def test_by_id(gw: RunningGateway) -> None:
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 501}, {"limit": 2.5}, {"status": "abc"},
                                     {"since": "yesterday"}, {"cursor": "garbage"}, {"colour": "red"},
-                                    {"min_latency_ms": "x"}])
+                                    {"min_latency_ms": "x"}, {"status": "\u00b2"},
+                                    {"status": "99999999999999999999999"}, {"min_latency_ms": "nan"}])
 def test_bad_filters_are_a_clear_400(gw: RunningGateway, params: dict[str, Any]) -> None:
     r = requests.get(gw.url + "/admin/requests", params=params, headers=AUTH, timeout=5)
     assert r.status_code == 400 and r.json()["error"]["message"]

@@ -81,14 +81,18 @@ def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
     if "until" in args:
         q.until = _time("until", args["until"])
     if status := args.get("status", ""):
+        # ASCII digits only: "²" passes isdigit() yet int() refuses it, and a huge number overflowed the
+        # SQLite binding; both were a 503 ("cannot be read") for what is a typo
         if len(status) == 3 and status[0] in "12345" and status[1:].lower() == "xx":
             q.status_class = int(status[0])
-        elif status.isdigit():
+        elif len(status) == 3 and status.isascii() and status.isdigit():
             q.status = int(status)
         else:
             raise errors.InvalidRequest("`status` must be a code (429) or a class (4xx)", param="status")
     if "min_latency_ms" in args:
         q.min_latency_ms = _number("min_latency_ms", args["min_latency_ms"])
+        if not math.isfinite(q.min_latency_ms):  # "nan" matched nothing, silently: refused like since's
+            raise errors.InvalidRequest("`min_latency_ms` must be a finite number", param="min_latency_ms")
     limit = _whole("limit", args["limit"]) if "limit" in args else 50
     if not 1 <= limit <= MAX_PAGE:
         raise errors.InvalidRequest(f"`limit` must be between 1 and {MAX_PAGE}", param="limit")

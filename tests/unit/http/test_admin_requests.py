@@ -117,3 +117,24 @@ def test_a_time_that_is_not_finite_is_refused(raw: str) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
         parse_query({"since": raw}, "")
     assert info.value.param == "since"
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "99999999999999999999999", "4290", "42", "1e3", "\u0664\u0662\u0669"])
+def test_a_status_that_is_not_three_ascii_digits_or_a_class_is_a_400(raw: str) -> None:
+    # "²" is a digit to isdigit() but not to int() (a ValueError, answered 503), and a number past 64 bits
+    # overflowed the SQLite binding (503 too): both are typos, a 400 naming the field
+    with pytest.raises(errors.InvalidRequest) as info:
+        parse_query({"status": raw}, "")
+    assert info.value.param == "status"
+
+
+def test_a_status_code_or_class_is_read() -> None:
+    assert parse_query({"status": "429"}, "").status == 429
+    assert parse_query({"status": "5xx"}, "").status_class == 5
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf"])
+def test_a_min_latency_that_is_not_finite_is_refused(raw: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        parse_query({"min_latency_ms": raw}, "")
+    assert info.value.param == "min_latency_ms"
