@@ -27,6 +27,7 @@ from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_option
 from aigw.http.admin_models import (
     KeyIn,
     KeyPatch,
+    LimitsIn,
     ProjectIn,
     ProjectPatch,
     RotateIn,
@@ -202,16 +203,17 @@ class AdminApi:
         if admin_scope(p) is not None:
             raise errors.PermissionDenied("Only the master key can change tenants.")
         if req.method == "DELETE":
-            t.enabled = False
+            t.enabled, columns = False, {"enabled"}
         else:
             body = await parse_body(req, TenantPatch)
             if body.name and (other := await self.db.find_tenant(body.name)) is not None and other.id != t.id:
                 raise _tenant_taken(body.name)
-            apply_patch(t, body)
+            columns = apply_patch(t, body)
         try:
-            await self.db.save_tenant(t)
+            await self.db.save_tenant(t, columns)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _tenant_taken(t.name) from None
+        t = await self.db.get_tenant(t.id) or t  # as saved, with what other calls changed meanwhile
         await self._budget_changed(req, BudgetChange("tenant", t.id, t.id, before, t.limits, req.request_id))
         await self._changed()
         return 200, tenant_out(t)
@@ -249,16 +251,17 @@ class AdminApi:
         if req.method == "GET":
             return 200, project_out(proj)
         if req.method == "DELETE":
-            proj.enabled = False
+            proj.enabled, columns = False, {"enabled"}
         else:
             body = await parse_body(req, ProjectPatch)
             if body.name and (other := await self.db.find_project(body.name, proj.tenant_id)) and other.id != proj.id:
                 raise _project_taken((await self.tenant(proj.tenant_id, None)).name, body.name)
-            apply_patch(proj, body)
+            columns = apply_patch(proj, body)
         try:
-            await self.db.save_project(proj)
+            await self.db.save_project(proj, columns)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _project_taken((await self.tenant(proj.tenant_id, None)).name, proj.name) from None
+        proj = await self.db.get_project(proj.id) or proj  # as saved, with what other calls changed meanwhile
         await self._budget_changed(req, BudgetChange("project", proj.id, proj.tenant_id, before, proj.limits,
                                                      req.request_id))
         await self._changed()
@@ -296,9 +299,13 @@ class AdminApi:
         secret: str | None = None
         if req.method == "GET" and not action:
             return 200, key_out(k)
+        # Each change writes only the columns it changed: a call that waited (for its body, say) after reading
+        # the key must not undo what another call saved meanwhile (a PATCH brought a revoked key back to life,
+        # or a rotated-out secret back and the new one out)
         if (req.method == "POST" and action == "revoke") or (req.method == "DELETE" and not action):
             k.revoked_at = k.revoked_at or self.clock.now()
             k.previous_hash = k.previous_until = None  # a revoke ends a secret in grace too: none is shown
+            columns = {"revoked_at", "previous_hash", "previous_until"}
         elif req.method == "POST" and action == "rotate":
             if k.revoked_at is not None:
                 raise errors.InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
@@ -307,11 +314,13 @@ class AdminApi:
             secret = new_secret()
             k.key_hash, k.prefix = hash_secret(secret), display_prefix(secret)
             k.previous_hash, k.previous_until = previous  # a secret in grace before this one stops now
+            columns = {"key_hash", "prefix", "previous_hash", "previous_until"}
         elif req.method == "PATCH" and not action:
-            self._patch_key(k, await parse_body(req, KeyPatch))
+            columns = self._patch_key(k, await parse_body(req, KeyPatch))
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
-        await self.db.save_key(k)
+        await self.db.save_key(k, columns)
+        k = await self.db.get_key(k.id) or k  # as saved, with what other calls changed meanwhile
         if k.revoked_at is None:
             await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before, k.limits, req.request_id))
         elif self._on_revoke is not None:  # never seeded again (a `total` window would stay for good); dropped on
@@ -320,7 +329,8 @@ class AdminApi:
         return 200, key_out(k, secret)
 
     @staticmethod
-    def _patch_key(k: ApiKey, body: KeyPatch) -> None:
+    def _patch_key(k: ApiKey, body: KeyPatch) -> set[str]:
+        """Apply ``body`` to ``k``; the columns it changed."""
         sent = body.model_fields_set
         k.limits = body.limits(k.limits)
         k.name = k.name if body.name is None else body.name
@@ -328,6 +338,10 @@ class AdminApi:
         k.expires_at = body.expires_at if "expires_at" in sent else k.expires_at
         k.enabled = k.enabled if body.enabled is None else body.enabled
         k.metadata = k.metadata if body.metadata is None else body.metadata
+        return _limits_column(sent) | {column for field, column, value in (
+            ("name", "name", body.name), ("models", "allowed_models", True), ("expires_at", "expires_at", True),
+            ("enabled", "enabled", body.enabled), ("metadata", "metadata", body.metadata),
+        ) if field in sent and value is not None}
 
 
 def register(app: Any, auth: Authenticator, api: AdminApi) -> None:
@@ -347,11 +361,21 @@ def register(app: Any, auth: Authenticator, api: AdminApi) -> None:
     app.route_prefix("POST", "/admin/keys/", g(auth, api.key_item, audit=True))  # revoke, rotate
 
 
-def apply_patch(entity: Tenant | Project, body: TenantPatch | ProjectPatch) -> None:
-    """A PATCH changes only the fields it names (tenants and projects share them)."""
+def apply_patch(entity: Tenant | Project, body: TenantPatch | ProjectPatch) -> set[str]:
+    """A PATCH changes only the fields it names (tenants and projects share them); the columns it changed."""
     entity.limits = body.limits(entity.limits)
     entity.name = body.name or entity.name
     if body.enabled is not None:
         entity.enabled = body.enabled
     if body.metadata is not None:
         entity.metadata = body.metadata
+    return _limits_column(body.model_fields_set) | {column for column, value in (
+        ("name", body.name), ("enabled", body.enabled), ("metadata", body.metadata)) if value is not None}
+
+
+_LIMIT_FIELDS = frozenset(LimitsIn.model_fields)
+
+
+def _limits_column(sent: set[str]) -> set[str]:
+    """``{"limits"}`` when a body named a limit (they share one column), else nothing."""
+    return {"limits"} if sent & _LIMIT_FIELDS else set()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -146,9 +147,10 @@ class SqlDatabase:
         sql, args = _paged("SELECT * FROM tenants WHERE 1 = 1", [], limit, after)
         return [_tenant(r) for r in await self.sql.fetch(sql, *args)]
 
-    async def save_tenant(self, t: Tenant) -> None:
-        await self._named("UPDATE tenants SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
-                          t.name, _limits_json(t.limits), int(t.enabled), _j(t.metadata), t.id)
+    async def save_tenant(self, t: Tenant, columns: Collection[str] | None = None) -> None:
+        values = {"name": t.name, "limits": _limits_json(t.limits), "enabled": int(t.enabled),
+                  "metadata": _j(t.metadata)}
+        await self._named(*_update("tenants", values, columns, t.id))
 
     # -- projects ------------------------------------------------------------------
     async def add_project(self, p: Project) -> None:
@@ -182,9 +184,10 @@ class SqlDatabase:
         sql, args = _paged(sql, args, limit, after)
         return [_project(r) for r in await self.sql.fetch(sql, *args)]
 
-    async def save_project(self, p: Project) -> None:
-        await self._named("UPDATE projects SET name = ?, limits = ?, enabled = ?, metadata = ? WHERE id = ?",
-                          p.name, _limits_json(p.limits), int(p.enabled), _j(p.metadata), p.id)
+    async def save_project(self, p: Project, columns: Collection[str] | None = None) -> None:
+        values = {"name": p.name, "limits": _limits_json(p.limits), "enabled": int(p.enabled),
+                  "metadata": _j(p.metadata)}
+        await self._named(*_update("projects", values, columns, p.id))
 
     # -- keys ----------------------------------------------------------------------
     async def add_key(self, k: ApiKey) -> None:
@@ -211,14 +214,15 @@ class SqlDatabase:
         sql, args = _paged(sql, args, limit, after)
         return [_key(r) for r in await self.sql.fetch(sql, *args)]
 
-    async def save_key(self, k: ApiKey) -> None:
-        await self.sql.execute(
-            "UPDATE api_keys SET key_hash = ?, prefix = ?, name = ?, allowed_models = ?, limits = ?, "
-            "expires_at = ?, enabled = ?, role = ?, metadata = ?, revoked_at = ?, previous_hash = ?, "
-            "previous_until = ? WHERE id = ?",
-            k.key_hash, k.prefix, k.name, _j(k.allowed_models) if k.allowed_models is not None else None,
-            _limits_json(k.limits), k.expires_at, int(k.enabled), k.role, _j(k.metadata), k.revoked_at,
-            k.previous_hash, k.previous_until, k.id)
+    async def save_key(self, k: ApiKey, columns: Collection[str] | None = None) -> None:
+        """Write ``columns`` of ``k`` (None: all): a call writes what it changed only, so a change another call
+        saved meanwhile (a revoke, a rotation) is not undone. A revocation is never undone."""
+        values = {"key_hash": k.key_hash, "prefix": k.prefix, "name": k.name,
+                  "allowed_models": _j(k.allowed_models) if k.allowed_models is not None else None,
+                  "limits": _limits_json(k.limits), "expires_at": k.expires_at, "enabled": int(k.enabled),
+                  "role": k.role, "metadata": _j(k.metadata), "revoked_at": k.revoked_at,
+                  "previous_hash": k.previous_hash, "previous_until": k.previous_until}
+        await self.sql.execute(*_update("api_keys", values, columns, k.id))
 
     async def grant_by_hash(self, key_hash: str) -> Grant | None:
         row = await fetchone(self.sql, _GRANT_SQL, key_hash, key_hash)
@@ -286,6 +290,19 @@ def open_database(url: str) -> SqlDatabase:
 
         return SqlDatabase(PostgresSql(url), "aigw.stores.postgres")
     raise ValueError(f"database_url must start with sqlite: or postgresql:, got {url.split(':', 1)[0]!r}")
+
+
+def _update(table: str, values: dict[str, Any], columns: Collection[str] | None, ident: str
+            ) -> tuple[Any, ...]:
+    """``UPDATE table SET ... WHERE id = ident`` of ``values`` (only ``columns`` of them, when given): the SQL
+    and its arguments. ``revoked_at`` keeps the first revocation (an admin call that read the row before a
+    revoke must not clear it)."""
+    names = [c for c in values if columns is None or c in columns]
+    if unknown := set(columns or ()) - set(values):
+        raise ValueError(f"{table} has no column to save named {sorted(unknown)}")
+    sets = ", ".join("revoked_at = COALESCE(revoked_at, ?)" if c == "revoked_at" else f"{c} = ?" for c in names)
+    sets = sets or "id = id"  # a PATCH of an empty body changes nothing
+    return (f"UPDATE {table} SET {sets} WHERE id = ?", *(values[c] for c in names), ident)
 
 
 def _paged(sql: str, args: list[object], limit: int | None, after: Tenant | Project | ApiKey | None

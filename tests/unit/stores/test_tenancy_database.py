@@ -282,3 +282,24 @@ async def test_tenants_and_projects_come_in_pages_too(db: SqlDatabase) -> None:
     assert [p.id for p in await db.list_projects("t1", limit=1)] == ["p3"]
     page = await db.list_projects(None, limit=5, after=(await db.list_projects(None, limit=1))[0])
     assert [p.id for p in page] == ["p1", "p2"]
+
+
+async def test_a_save_writes_only_the_columns_named_and_never_clears_a_revocation(db: SqlDatabase) -> None:
+    await _seed(db)
+    stale = await db.get_key("k1")  # read by a PATCH that then waits for its body
+    fresh = await db.get_key("k1")
+    assert stale is not None and fresh is not None
+    fresh.revoked_at = NOW + 1
+    await db.save_key(fresh, {"revoked_at", "previous_hash", "previous_until"})
+    stale.limits = Limits(rpm=5)
+    await db.save_key(stale, {"limits"})
+    await db.save_key(stale)  # every column, as an old caller would: the revocation stays all the same
+    saved = await db.get_key("k1")
+    assert saved is not None and saved.revoked_at == NOW + 1 and saved.limits.rpm == 5
+    tenant = await db.get_tenant("t1")
+    assert tenant is not None
+    tenant.enabled, tenant.name = False, "renamed-elsewhere"
+    await db.save_tenant(tenant, {"enabled"})
+    await db.save_tenant(tenant, set())  # an empty PATCH
+    again = await db.get_tenant("t1")
+    assert again is not None and not again.enabled and again.name == "acme"
