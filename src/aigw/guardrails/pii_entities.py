@@ -66,24 +66,24 @@ _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f:]{2,38}(?![\w:.])")
 
 # One pattern per key format, each starting with its literal prefix (a fast C search). The lookbehind after
-# the first character rejects a prefix inside a longer token at once: without it every "sk-" of a long run
-# like "sk-sk-sk-...é" started a scan to the run's end, quadratic in the run (60 KB took 23 s).
+# the prefix rejects one inside a longer token at once: without it every "sk-" of a long run like
+# "sk-sk-sk-...é" started a scan to the run's end, quadratic in the run (60 KB took 23 s).
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _PEM_MIN_BODY = 16
 _SECRETS = tuple(
     re.compile(p)
     for p in (
-        r"s(?<![\w-]s)k-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}(?![\w-])",
-        r"s(?<![\w-]s)k_(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
-        r"r(?<![\w-]r)k_(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
+        r"sk-(?<![\w-]sk-)(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}(?![\w-])",
+        r"sk_(?<![\w-]sk_)(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
+        r"rk_(?<![\w-]rk_)(?:live|test)_[A-Za-z0-9]{16,}(?![\w-])",
         r"A(?<![\w-]A)(?:KIA|SIA|GPA|IDA|ROA)[A-Z0-9]{16}(?![\w-])",
-        r"g(?<![\w-]g)h[pousr]_[A-Za-z0-9]{36,}(?![\w-])",
-        r"g(?<![\w-]g)ithub_pat_[A-Za-z0-9_]{40,}(?![\w-])",
-        r"x(?<![\w-]x)ox[abposr]-[A-Za-z0-9\-]{10,}(?![\w-])",
-        r"A(?<![\w-]A)Iza[0-9A-Za-z_\-]{35}(?![\w-])",
-        r"g(?<![\w-]g)lpat-[A-Za-z0-9_\-]{20,}(?![\w-])",
-        r"e(?<![\w-]e)yJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*(?![\w-])",
+        r"gh(?<![\w-]gh)[pousr]_[A-Za-z0-9]{36,}(?![\w-])",
+        r"github_pat_(?<![\w-]github_pat_)[A-Za-z0-9_]{40,}(?![\w-])",
+        r"xox(?<![\w-]xox)[abposr]-[A-Za-z0-9\-]{10,}(?![\w-])",
+        r"AIza(?<![\w-]AIza)[0-9A-Za-z_\-]{35}(?![\w-])",
+        r"glpat-(?<![\w-]glpat-)[A-Za-z0-9_\-]{20,}(?![\w-])",
+        r"eyJ(?<![\w-]eyJ)[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*(?![\w-])",
     )
 )
 _ASSIGN_NAMES = (
