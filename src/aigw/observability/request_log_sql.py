@@ -283,6 +283,8 @@ class PostgresRequestLog:
                     rows)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
+        if "\x00" in q.key_id + q.model + q.tenant_id:  # names nothing (PostgreSQL text cannot hold it)
+            return []
         where, args = _where(q, lambda n: f"${n}")
         out: list[RequestRecord] = []
         self._days = await self._list_days()  # another replica may have opened a day
@@ -295,6 +297,8 @@ class PostgresRequestLog:
         return out
 
     async def get(self, request_id: str, tenant_id: str = "") -> RequestRecord | None:
+        if "\x00" in request_id + tenant_id:  # names nothing; PostgreSQL would refuse it (a 503, not a 404)
+            return None
         self._days = await self._list_days()
         for day in sorted(self._days, reverse=True):
             sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)} WHERE request_id = $1 "

@@ -274,3 +274,11 @@ async def test_replicas_opening_the_same_new_day_at_once_all_write(postgres_sche
     finally:
         for r in replicas:
             await r.close()
+
+
+async def test_an_id_or_filter_holding_nul_names_nothing(store: RequestLogStore) -> None:
+    # PostgreSQL text cannot hold NUL: asked as is, it refused the query (the admin API answered 503, not 404)
+    await store.write([rec(1)])
+    assert await store.get("req_0001\x00") is None
+    assert await store.query(RequestQuery(model="gpt\x00")) == []
+    assert await store.query(RequestQuery(key_id="k1\x00")) == []
