@@ -19,7 +19,7 @@ import pytest
 from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.base import SupportsCompletions, SupportsEmbeddings, SupportsModelList
-from aigw.providers.http import HttpClients
+from aigw.providers.http import HttpClients, parse_retry_after
 from aigw.providers.openai.client import build
 from tests.fakes import openai_faults as oai
 from tests.fakes.faults import Fault, FaultScript
@@ -181,6 +181,14 @@ async def test_retry_after_seconds_header(family: Family) -> None:
     with pytest.raises(errors.RateLimited) as caught:
         await family.provider().chat(chat_body(), call())
     assert caught.value.retry_after == 3.0
+
+
+@pytest.mark.parametrize("value", ["inf", "1e999", "nan", "-inf"])
+def test_a_retry_after_that_is_no_finite_number_is_ignored(value: str) -> None:
+    # an infinite wait would reach the client as a Retry-After header math.ceil cannot write
+    assert parse_retry_after({"retry-after": value}) is None
+    assert parse_retry_after({"retry-after-ms": value}) is None
+    assert parse_retry_after({"retry-after-ms": value, "retry-after": "2"}) == 2.0
 
 
 async def test_real_rejections_are_mapped(family: Family) -> None:

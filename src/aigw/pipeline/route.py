@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from aigw import errors
@@ -21,7 +22,7 @@ class RouteTerminal:
     async def handle(self, ctx: RequestContext) -> Result:
         caps: DeploymentCaps | None = ctx.state.get(ROUTE_CAPS)
         req = RouteRequest(model=ctx.model, body=ctx.body, endpoint=ctx.endpoint,
-                           deadline_s=ctx.deadline_s, headers=_forwarded(ctx), allowed=ctx.principal.allowed_models,
+                           deadline_s=_remaining(ctx), headers=_forwarded(ctx), allowed=ctx.principal.allowed_models,
                            caps=caps)
         try:
             if ctx.stream:
@@ -48,6 +49,18 @@ class RouteTerminal:
         else:  # the ledger counts this answer locally (the stages after may change or drop the body)
             ctx.state[ANSWER_WITHOUT_USAGE] = body
         return Completed(body)
+
+
+def _remaining(ctx: RequestContext) -> float | None:
+    """What is left of the client's whole-request limit once the stages before the router have run (a
+    semantic cache's embedding, a slow store): the limit counts from the request's arrival."""
+    if ctx.deadline_s is None:
+        return None
+    left = ctx.deadline_s - (time.monotonic() - ctx.started)
+    if left <= 0:
+        raise errors.UpstreamTimeout(f"no upstream could be called within the request's {ctx.deadline_s:g} s "
+                                     "timeout (0 attempts)")
+    return left
 
 
 def _forwarded(ctx: RequestContext) -> dict[str, str]:

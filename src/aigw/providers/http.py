@@ -9,6 +9,7 @@ which each provider refines with its own error bodies.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,19 +145,23 @@ def parse_json_event(data: str) -> dict[str, Any]:
 
 
 def parse_retry_after(headers: Any) -> float | None:
-    """Retry-After in seconds (delta form), or the OpenAI-style ms header."""
+    """Retry-After in seconds (delta form), or the OpenAI-style ms header. A value that is not a finite
+    number ("inf", "1e999", "nan") says nothing: it would reach the client as a Retry-After we cannot write."""
     value = headers.get("retry-after-ms")
     if value:
         try:
-            return max(0.0, float(value) / 1000.0)
+            ms = float(value)
+            if math.isfinite(ms):
+                return max(0.0, ms / 1000.0)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value:
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
             return None
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     return None
 
 

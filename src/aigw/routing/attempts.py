@@ -20,7 +20,7 @@ from aigw.providers.base import CallOptions, Provider, SupportsCompletions, Supp
 from aigw.routing.book import HealthBook
 from aigw.routing.retry import outcome_of
 from aigw.routing.state import DeploymentState, Outcome
-from aigw.routing.streams import OK, aclose_quietly, primed, tokens_of
+from aigw.routing.streams import OK, aclose_quietly, park, primed, tokens_of
 from aigw.schema import legacy
 from aigw.types import JSON
 
@@ -192,15 +192,17 @@ class Attempts:
         s.started()
         start = clock.monotonic()
         end = asyncio.get_running_loop().time() + (call.timeouts.total or math.inf)  # the attempt's whole time
-        source = stream_endpoint(slot.target, req, call)
+        source: AsyncIterator[JSON] | None = None
         try:
+            source = stream_endpoint(slot.target, req, call)  # an adapter may shape the body (and refuse) here
             async with asyncio.timeout(call.timeouts.first_token):
                 first = await anext(source)
         except BaseException as exc:
             err = _call_error(exc, call, s, first_chunk=True)
             if _took(exc, err, call):
                 served.cut_short(s.deployment)  # taken by the upstream: it may bill the prompt
-            await aclose_quietly(source)
+            if source is not None:
+                await aclose_quietly(source)
             s.ended()
             served.upstream_s += clock.monotonic() - start
             self.book.record(s, None if err is None else outcome_of(err), trial)
@@ -219,7 +221,7 @@ class Attempts:
                 s.add_tokens(tokens)
             self.book.record(s, outcome, trial)
 
-        return primed(first, source, end, finish)
+        return await park(primed(first, source, end, finish))
 
 
 def _took(exc: BaseException, err: errors.GatewayError | None, call: CallOptions) -> bool:

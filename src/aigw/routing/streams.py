@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from aigw import errors
@@ -61,15 +61,25 @@ class _Deadline:
             self.handle.cancel()
 
 
+async def park(stream: AsyncGenerator[JSON | None, None]) -> AsyncIterator[JSON]:
+    """Run ``primed`` to its parking step, so that its ``finally`` runs however the consumer ends."""
+    await anext(stream)
+    return stream  # type: ignore[return-value]  # past the parking step it yields chunks only
+
+
 async def primed(
     first: JSON, rest: AsyncIterator[JSON], end: float, finish: Callable[[Outcome | None, int], None]
-) -> AsyncIterator[JSON]:
+) -> AsyncGenerator[JSON | None, None]:
     """Yield the first chunk, then the rest until ``end``; tell ``finish`` how it ended
-    (``None`` when the consumer went away: that says nothing about the upstream)."""
+    (``None`` when the consumer went away: that says nothing about the upstream).
+
+    Call ``park`` on it before handing it on: an async generator closed (or dropped) before its first
+    step never runs its ``finally``, which would leave the call in flight and a half-open trial taken."""
     outcome: Outcome | None = None
     tokens = tokens_of(first.get("usage"))
     deadline = _Deadline(end)
     try:
+        yield None  # parked by ``park``: from here on, closing the stream runs ``finish``
         yield first
         while True:
             chunk = await _next(rest, deadline)

@@ -490,3 +490,43 @@ async def test_a_chain_whose_models_are_all_full_answers_the_shortest_wait_of_th
         await router.complete(req(caps=Waits()))
     assert exc.value.retry_after == 10.0 and "`m`" in str(exc.value)  # m has room first, not the fallback
     assert p["m#0"].calls == p["m#1"].calls == p["backup#0"].calls == 0
+
+
+async def _half_open(router: object, clock: Clock) -> None:
+    with pytest.raises(errors.Unavailable):
+        await router.complete(req())  # type: ignore[attr-defined]
+    clock.advance(11)
+
+
+async def test_a_stream_closed_before_its_first_read_ends_its_call_and_gives_back_its_trial() -> None:
+    clock = Clock()
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}},
+                      breaker={"failures": 1, "cooldown_s": 10}, clock=clock)
+    p["m#0"].push(Step(error=errors.Unavailable("down")))
+    await _half_open(router, clock)
+    s = router.book.state("m#0")
+    chunks, _ = await router.open_stream(req())  # the half-open trial
+    await chunks.aclose()  # the client left before a chunk was sent: an unstarted generator ran no finally
+    assert s.local_inflight == 0  # least_inflight no longer counts a call that ended
+    assert s.breaker.trials == 0 and s.breaker.phase(clock.monotonic()) == HALF_OPEN
+    chunks, _ = await router.open_stream(req())  # so the next request may make the trial, and close it
+    assert [c async for c in chunks]
+    assert s.breaker.phase(clock.monotonic()) == CLOSED
+
+
+async def test_a_stream_the_adapter_refuses_as_it_is_opened_ends_its_call_and_gives_back_its_trial() -> None:
+    clock = Clock()
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}},
+                      breaker={"failures": 1, "cooldown_s": 10}, clock=clock)
+    p["m#0"].push(Step(error=errors.Unavailable("down")))
+    await _half_open(router, clock)
+    s = router.book.state("m#0")
+
+    def refuse(body: object, call: object) -> None:  # e.g. an adapter shaping the body before its generator
+        raise errors.InvalidRequest("cannot send this body to the upstream")
+
+    p["m#0"].stream_chat = refuse  # type: ignore[method-assign,assignment]
+    with pytest.raises(errors.InvalidRequest):
+        await router.open_stream(req())
+    assert s.local_inflight == 0
+    assert s.breaker.trials == 0 and s.breaker.phase(clock.monotonic()) == CLOSED  # the deployment answered
