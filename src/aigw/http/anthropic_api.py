@@ -62,6 +62,9 @@ class AnthropicFormat:
     def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
         return wire.canonical_to_message(body, ctx.served_model or ctx.model)  # after a fallback: who served
 
+    def stream_error(self, err: errors.GatewayError) -> bytes:
+        return AnthropicStreamEncoder("").error_frame(without_secrets(err))
+
     async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
         encoder = AnthropicStreamEncoder(ctx.served_model or ctx.model)
         try:

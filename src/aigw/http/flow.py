@@ -54,6 +54,10 @@ class ApiFormat(Protocol):
 
     def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]: ...
 
+    def stream_error(self, err: errors.GatewayError) -> bytes:
+        """The error event that ends a stream broken off by the gateway itself (a shutdown)."""
+        ...
+
 
 class Flow:
     def __init__(self, auth: Authenticator, pipeline: Pipeline, max_body_bytes: int) -> None:
@@ -92,7 +96,8 @@ class Flow:
             elif isinstance(result, Replay):
                 await send_frames_whole(send, api.frames(result.chunks, ctx), headers)
             else:
-                await send_stream(req.receive, send, api.frames(result.chunks, ctx), headers)
+                await send_stream(req.receive, send, api.frames(result.chunks, ctx), headers,
+                                  interrupted=lambda: api.stream_error(_shut_down()))
         except ClientGone:
             if ctx is not None:
                 ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
@@ -106,8 +111,7 @@ class Flow:
                     ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
                 raise
             # the server shut down and stopped waiting for this request
-            gone = errors.Unavailable("The gateway shut down before this request finished; retry it.",
-                                      code="gateway_shutdown", retry_after=1.0)
+            gone = _shut_down()
             if ctx is not None:
                 ctx.error = gone  # the ledger and the request log say so, not 200
             with contextlib.suppress(Exception):  # a 503 the client's SDK retries elsewhere, if nothing went out
@@ -157,6 +161,11 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
 _SERVED = frozenset({"x-request-id", "x-aigw-provider", "x-aigw-model", "x-aigw-deployment",
                      "x-aigw-served-model", "x-aigw-attempts", "x-aigw-retries", "x-aigw-fallbacks",
                      "x-aigw-handled-by"})
+
+
+def _shut_down() -> errors.GatewayError:
+    return errors.Unavailable("The gateway shut down before this request finished; retry it.",
+                              code="gateway_shutdown", retry_after=1.0)
 
 
 def served_headers(ctx: RequestContext) -> Headers:

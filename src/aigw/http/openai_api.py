@@ -36,6 +36,9 @@ class OpenAIFormat:
     def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
         return strip_private(body) if PRIVATE_KEY in body else body
 
+    def stream_error(self, err: errors.GatewayError) -> bytes:
+        return error_frame(err, self.debug)
+
     async def frames(self, chunks: AsyncIterator[JSON], ctx: RequestContext) -> AsyncIterator[bytes]:
         hide_usage = ctx.state.get(HIDE_USAGE, False)
         private = ctx.served_by is not None and ctx.served_by.provider == "anthropic"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import orjson
 
@@ -60,12 +60,17 @@ class ClientGone(Exception):
 
 
 async def send_stream(
-    receive: Receive, send: Send, frames: AsyncIterator[bytes], headers: Headers, status: int = 200
+    receive: Receive, send: Send, frames: AsyncIterator[bytes], headers: Headers, status: int = 200,
+    interrupted: Callable[[], bytes] | None = None,
 ) -> None:
-    """Stream frames to the client; if it disconnects, cancel the producer and raise ClientGone."""
+    """Stream frames to the client; if it disconnects, cancel the producer and raise ClientGone. Cancelled
+    otherwise (the server shutting down stopped waiting for it), the stream still ends whole: with the
+    frame ``interrupted`` makes (an error event in the client's format) and the body's proper end, not a
+    cut connection the client reads as a truncated answer."""
     task = asyncio.current_task()
     gone = asyncio.Event()
     done = False
+    started = False
 
     async def watch() -> None:
         while True:
@@ -81,6 +86,7 @@ async def send_stream(
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         await send({"type": "http.response.start", "status": status, "headers": [*SSE_HEADERS, *headers]})
+        started = True
         async for frame in frames:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         done = True
@@ -89,6 +95,9 @@ async def send_stream(
         if gone.is_set() and task is not None:
             task.uncancel()
             raise ClientGone() from None
+        if started and not done and interrupted is not None:
+            with contextlib.suppress(Exception):  # ``send`` of a last part never waits: no await is cancelled
+                await send({"type": "http.response.body", "body": interrupted(), "more_body": False})
         raise
     finally:
         watcher.cancel()

@@ -203,3 +203,50 @@ async def test_a_request_cut_short_by_shutdown_gets_a_503_and_is_recorded_as_one
     assert error is not None and (error.status, error.code) == (503, "gateway_shutdown")  # the ledger's row
     answer = Sent(sent)
     assert answer.status == 503 and orjson.loads(answer.body)["error"]["code"] == "gateway_shutdown"
+
+
+@pytest.mark.parametrize(("path", "body", "event"), [
+    ("/v1/chat/completions", {"max_tokens": 50}, b'data: {"error":'),
+    ("/v1/messages", {"max_tokens": 50}, b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"'),
+])
+async def test_a_stream_cut_short_by_shutdown_ends_with_an_error_event_not_a_cut(
+    tmp_path: Path, path: str, body: dict[str, Any], event: bytes
+) -> None:
+    config = GatewayConfig.model_validate({
+        "server": {"master_key": KEY}, "database_url": f"sqlite:///{tmp_path}/shutdown.db",
+        "models": [{"name": "slow", "provider": "mock", "mock": {"stream_chunk_ms": 200}}],
+        "observability": {"metrics": {"enabled": False}, "request_log": {"enabled": False}}})
+    app = build_app(config)
+    raw = orjson.dumps({**chat(" ".join(["word"] * 40)), "model": "slow", "stream": True, **body})
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "raw_path": path.encode(),
+             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode())],
+             "http_version": "1.1", "scheme": "http", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+             "root_path": ""}
+    inbox = [{"type": "http.request", "body": raw, "more_body": False}]
+    stays = asyncio.Event()  # the client stays: no disconnect comes
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop()
+        await stays.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and sent:  # as a server refuses it
+            raise RuntimeError("http.response.start sent twice")
+        sent.append(message)
+
+    task = asyncio.get_running_loop().create_task(app(scope, receive, send))
+    for _ in range(100):  # until the stream is under way
+        if len(sent) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()  # what the server does to requests still running when its graceful shutdown ends
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    answer = Sent(sent)
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    last = sent[-1]
+    assert last["type"] == "http.response.body" and last.get("more_body", False) is False  # the stream's proper end
+    assert last["body"].startswith(event) and b"The gateway shut down" in last["body"]
