@@ -167,7 +167,8 @@ class Exchange:
                 self.chunked = True
                 head.append(b"transfer-encoding: chunked\r\n")
                 lines += 1
-        if not self.keep_alive or self.conn.state.stopping:
+        if not self.keep_alive or self.conn.state.stopping or not self.body_done:
+            # a body still arriving: the connection closes after this answer (``Connection.finished``), so say so
             self.keep_alive = False
             head.append(b"connection: close\r\n")
             lines += 1
