@@ -172,6 +172,9 @@ class Exchange:
             self.keep_alive = False
             head.append(b"connection: close\r\n")
             lines += 1
+        elif self.scope["http_version"] == "1.0":  # a 1.0 client keeps the connection only when told so
+            head.append(b"connection: keep-alive\r\n")
+            lines += 1
         head.append(b"\r\n")
         joined = b"".join(head)
         if joined.count(b"\n") != lines or joined.count(b"\r") != lines:

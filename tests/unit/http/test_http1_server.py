@@ -216,6 +216,19 @@ async def test_an_http_1_0_client_gets_a_stream_ended_by_the_close_not_chunked()
         writer.close()
 
 
+async def test_an_http_1_0_client_that_asks_to_keep_alive_is_told_it_is_kept() -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        for _ in range(2):  # RFC 9112 C.2.2: a 1.0 client keeps it only when told
+            writer.write(b"GET /a HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+            status, headers, body = await read_response(reader)
+            assert (status, headers.get("connection"), body) == (200, "keep-alive", b"GET /a ? ")
+        writer.write(b"GET /a HTTP/1.0\r\n\r\n")
+        assert (await read_response(reader))[1]["connection"] == "close"
+        assert await closed_by_server(reader)
+        writer.close()
+
+
 async def test_head_gets_headers_and_no_body() -> None:
     async with serving(echo) as server:
         reader, writer = await connect(server)
