@@ -178,8 +178,8 @@ class Attempts:
             s.ended()
             elapsed = clock.monotonic() - start
             served.upstream_s += elapsed
-            if outcome is OK:
-                s.sample_latency(elapsed)
+            if outcome is OK or (outcome is not None and outcome.kind == "timeout"):
+                s.sample_latency(elapsed)  # a timeout too: lowest_latency must not keep choosing one that hangs
             self.book.record(s, outcome, trial)
         if s.deployment.tpm is not None:
             s.add_tokens(tokens_of(body.get("usage")))
@@ -204,7 +204,10 @@ class Attempts:
             if source is not None:
                 await aclose_quietly(source)
             s.ended()
-            served.upstream_s += clock.monotonic() - start
+            waited = clock.monotonic() - start
+            served.upstream_s += waited
+            if err is not None and err.kind == "timeout":
+                s.sample_ttft(waited)  # no first token in time: lowest_latency must not keep choosing it
             self.book.record(s, None if err is None else outcome_of(err), trial)
             if err is None or err is exc:
                 raise

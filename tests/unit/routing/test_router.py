@@ -530,3 +530,21 @@ async def test_a_stream_the_adapter_refuses_as_it_is_opened_ends_its_call_and_gi
         await router.open_stream(req())
     assert s.local_inflight == 0
     assert s.breaker.trials == 0 and s.breaker.phase(clock.monotonic()) == CLOSED  # the deployment answered
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_lowest_latency_stops_choosing_a_deployment_that_only_times_out(stream: bool) -> None:
+    # never an answer, so never a latency from an answer: it counted as unmeasured, and unmeasured goes first,
+    # so every request waited out its timeout there before its retry went to the one that answers
+    router, p = build({"m": [{"timeout_s": 0.05, "first_token_timeout_s": 0.05}, {}]},
+                      routing={"m": {"strategy": "lowest_latency", "num_retries": 1}}, breaker={"enabled": False})
+    p["m#0"].always = Step(stall=True)
+    for _ in range(10):
+        if stream:
+            chunks, served = await router.open_stream(req())
+            async for _ in chunks:
+                pass
+        else:
+            _, served = await router.complete(req())
+        assert served.deployment is not None and served.deployment.id == "m#1"
+    assert p["m#0"].calls == 1  # measured once, at its timeout: slower than the one that answers
