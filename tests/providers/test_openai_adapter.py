@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -189,6 +191,13 @@ def test_a_retry_after_that_is_no_finite_number_is_ignored(value: str) -> None:
     assert parse_retry_after({"retry-after": value}) is None
     assert parse_retry_after({"retry-after-ms": value}) is None
     assert parse_retry_after({"retry-after-ms": value, "retry-after": "2"}) == 2.0
+
+
+def test_a_retry_after_given_as_an_http_date_is_the_seconds_until_then() -> None:
+    in_30_s = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 28 <= (parse_retry_after({"retry-after": in_30_s}) or 0) <= 30
+    assert parse_retry_after({"retry-after": email.utils.formatdate(time.time() - 60, usegmt=True)}) == 0.0
+    assert parse_retry_after({"retry-after": "soon"}) is None
 
 
 async def test_real_rejections_are_mapped(family: Family) -> None:

@@ -9,7 +9,10 @@ which each provider refines with its own error bodies.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -145,8 +148,9 @@ def parse_json_event(data: str) -> dict[str, Any]:
 
 
 def parse_retry_after(headers: Any) -> float | None:
-    """Retry-After in seconds (delta form), or the OpenAI-style ms header. A value that is not a finite
-    number ("inf", "1e999", "nan") says nothing: it would reach the client as a Retry-After we cannot write."""
+    """Retry-After in seconds (delta form, or an HTTP date, RFC 9110), or the OpenAI-style ms header. A value that
+    is not a finite number ("inf", "1e999", "nan") says nothing: it would reach the client as a Retry-After we
+    cannot write."""
     value = headers.get("retry-after-ms")
     if value:
         try:
@@ -160,9 +164,20 @@ def parse_retry_after(headers: Any) -> float | None:
         try:
             seconds = float(value)
         except ValueError:
-            return None
+            return _seconds_until_date(value)
         return max(0.0, seconds) if math.isfinite(seconds) else None
     return None
+
+
+def _seconds_until_date(value: str) -> float | None:
+    """Seconds from now until an HTTP-date Retry-After (``Wed, 21 Oct 2026 07:28:00 GMT``); None if not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def error_for_status(
