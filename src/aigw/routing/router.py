@@ -98,8 +98,14 @@ class Router:
         return usable
 
     def timeouts_for(self, target: Target, req: RouteRequest) -> Timeouts:
-        limits = [x for x in (req.deadline_s, self.policy(req.model).timeout_s, self._default_timeout_s) if x]
-        return timeouts_for(target.deployment, min(limits), self.policy(req.model).first_token_timeout_s)
+        return timeouts_for(target.deployment, self.budget_s(req.model, req.deadline_s),
+                            self.policy(req.model).first_token_timeout_s)
+
+    def budget_s(self, model: str, deadline_s: float | None = None) -> float:
+        """A request's whole time for ``model``: the client's limit, the model's ``timeout_s`` and the default,
+        whichever is shortest (all its attempts, waits and fallbacks; an output retry's second call too)."""
+        policy = self.policy(model)
+        return min(x for x in (deadline_s, policy.timeout_s, self._default_timeout_s) if x)
 
     # -- calls -------------------------------------------------------------------
     async def complete(self, req: RouteRequest) -> tuple[JSON, Served]:
@@ -113,11 +119,7 @@ class Router:
     async def _route(self, req: RouteRequest, attempt: Attempt[T], stream: bool) -> tuple[T, Served]:
         policy = self.policy(req.model)
         served = req.served = Served(model=req.model)
-        budget = self._default_timeout_s
-        if policy.timeout_s and policy.timeout_s < budget:
-            budget = policy.timeout_s
-        if req.deadline_s and req.deadline_s < budget:
-            budget = req.deadline_s
+        budget = self.budget_s(req.model, req.deadline_s)
         deadline = self.clock.monotonic() + budget
         chain = [req.model, *policy.fallbacks] if policy.fallbacks else [req.model]
         used: list[str] = []

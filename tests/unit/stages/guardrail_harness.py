@@ -95,9 +95,15 @@ class FakeRouter:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.calls = 0
+        self.budget = 600.0  # the model's whole time (``Router.budget_s``), unless the client's limit is shorter
+        self.deadlines: list[float | None] = []  # each call's ``deadline_s``
+
+    def budget_s(self, model: str, deadline_s: float | None = None) -> float:
+        return min(self.budget, deadline_s) if deadline_s else self.budget
 
     async def complete(self, req: Any) -> tuple[JSON, Served]:
         self.calls += 1
+        self.deadlines.append(req.deadline_s)
         body = self.upstream.completion(req.body)
         served = Served(deployment=Deployment(name=req.model, provider="mock", id=f"{req.model}#0"),
                         model=req.model)

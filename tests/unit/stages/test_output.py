@@ -128,6 +128,23 @@ async def test_json_schema_retry_keeps_the_keys_allowed_models_and_the_deploymen
     assert asked[0].allowed == frozenset({"mock"}) and asked[0].caps is caps  # no fallback to a model it may not use
 
 
+@pytest.mark.parametrize("spent", [0.3, 0.6])
+async def test_json_schema_retry_shares_the_models_whole_time_with_the_first_call(spent: float) -> None:
+    # no client limit: the model's timeout_s (0.5 s here) bounds the request, the retry's call included
+    h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"a": 1}'])
+    h.router.budget = 0.5
+    ctx = h.ctx(chat("give json", response_format=SCHEMA))
+    ctx.started -= spent  # the first call took this long
+    if spent < 0.5:
+        await h.run(ctx)
+        deadline = h.router.deadlines[-1]
+        assert deadline is not None and 0 < deadline <= 0.5 - spent
+    else:  # no time left: no second call, the first answer's error stands
+        with pytest.raises(GuardrailBlocked):
+            await h.run(ctx)
+        assert h.router.calls == 0
+
+
 async def test_json_schema_retry_still_wrong_is_a_clear_error() -> None:
     h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"b": 2}'])
     err, _ = await blocked(h, chat("give json", response_format=SCHEMA))

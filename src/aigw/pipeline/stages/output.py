@@ -200,12 +200,11 @@ class OutputStage(Stage):
     async def _retry(self, ctx: RequestContext, body: JSON, errors: list[str]) -> JSON | str | None:
         """Ask once more with the errors named; None when there is no router or no time left, a note for the
         error when the budget cannot cover (or cannot check) a second call."""
-        remaining = None
-        if ctx.deadline_s is not None:
-            remaining = ctx.deadline_s - (time.monotonic() - ctx.started)
-            if remaining <= 0:
-                return None
         if self.router is None or ctx.endpoint != "chat":
+            return None
+        # the request's whole time (the client's limit, else the model's timeout_s) is shared with the first call
+        remaining = self.router.budget_s(ctx.model, ctx.deadline_s) - (time.monotonic() - ctx.started)
+        if remaining <= 0:
             return None
         bad = next((c.get("message", {}).get("content") for c in body.get("choices") or ()), None) or ""
         fix = ("Your previous answer did not satisfy the requested response format: " + "; ".join(errors[:5])
