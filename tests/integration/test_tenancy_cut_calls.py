@@ -151,3 +151,22 @@ def test_a_client_gone_while_the_upstream_works_is_billed_the_prompt(
     assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (499, prompt, 0)
     assert (row["usage_source"], row["cost_nano"]) == ("local", prompt * IN)
     assert settled(gw, key["id"]) == prompt * IN
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_200_whose_body_is_not_json_bills_its_prompt(gw: RunningGateway, db: Path, oai: FakeOpenAI,
+                                                       stream: bool) -> None:
+    """docs/tenancy.md: "answered 200 with a body that is neither an answer nor an error (not JSON, ...), plain or
+    stream request: the prompt, counted locally" (found by a money soak: the stream request billed nothing)."""
+    admin, key, client = new_key(gw, f"non-json-{stream}")
+    oai.faults.push(Fault.non_json_body())  # 200; a stream gets a `data: <html>...` event, then [DONE]
+    with pytest.raises(openai.APIError):
+        if stream:
+            stream_text(client, "oai")
+        else:
+            client.chat.completions.create(model="oai", messages=MESSAGES, max_tokens=50)
+    row = ledger_row(db, admin, key["id"])
+    prompt = prompt_tokens()
+    assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (502, prompt, 0)
+    assert (row["usage_source"], row["cost_nano"]) == ("local", prompt * IN)
+    assert settled(gw, key["id"]) == prompt * IN

@@ -138,12 +138,15 @@ async def iter_sse(
 
 
 def parse_json_event(data: str) -> dict[str, Any]:
+    """A stream event's JSON object. Events come after the stream's 200: an event that is not one is an error
+    of a call the upstream took (``reached``), so its prompt is billed (docs/tenancy.md, a 200 whose body is
+    neither an answer nor an error)."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise errors.UpstreamError("upstream sent a stream event that is not JSON") from exc
+        raise reached(errors.UpstreamError("upstream sent a stream event that is not JSON")) from exc
     if not isinstance(parsed, dict):
-        raise errors.UpstreamError("upstream sent a stream event that is not a JSON object")
+        raise reached(errors.UpstreamError("upstream sent a stream event that is not a JSON object"))
     return parsed
 
 
