@@ -30,11 +30,10 @@ class Health:
         results: dict[str, dict[str, str]] = {}
         overall: Status = "ok"
         serving = True
-        for name, (check, critical) in self._checks.items():
-            try:
-                status, detail = await check()
-            except Exception as exc:  # a broken check is a down dependency, not a crash
-                status, detail = "down", type(exc).__name__
+        # side by side: hung stores cost the longest of their timeouts, not the sum (a probe's own timeout,
+        # often 1 s, must not run out while non-critical checks wait their turn)
+        answers = await asyncio.gather(*(_run(check) for check, _ in self._checks.values()))
+        for (name, (_, critical)), (status, detail) in zip(self._checks.items(), answers, strict=True):
             results[name] = {"status": status, "detail": detail}
             if status != "ok" and overall == "ok":
                 overall = "degraded"
@@ -43,6 +42,13 @@ class Health:
         if not serving:
             overall = "down"
         await send_json(send, 200 if serving else 503, {"status": overall, "checks": results})
+
+
+async def _run(check: Check) -> tuple[Status, str]:
+    try:
+        return await check()
+    except Exception as exc:  # a broken check is a down dependency, not a crash
+        return "down", type(exc).__name__
 
 
 # -- dependency checks (app.py registers the ones that exist) ---------------------------

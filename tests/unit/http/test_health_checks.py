@@ -67,3 +67,19 @@ async def test_breakers_each_deployment_and_all_open_is_a_503() -> None:
 async def test_half_open_everywhere_can_still_serve() -> None:
     status, detail = await breakers_check(lambda: {"a": "half_open", "b": "open"})()
     assert status == "degraded" and "a=half_open" in detail
+
+
+async def test_checks_run_side_by_side_so_hung_stores_do_not_add_up() -> None:
+    """Redis (0.5 s) and the database (1 s) hung together held /health/ready for 1.5 s, one check after the
+    other: past a probe's usual 1 s timeout, so a gateway that can serve was taken out of rotation."""
+    h = Health()
+    h.register("redis", redis_check(FakeRedis(hang=True), timeout_s=0.3), critical=False)
+    h.register("cache_redis", redis_check(FakeRedis(hang=True), timeout_s=0.3), critical=False)
+    h.register("database", database_check(FakeRedis(hang=True).ping, timeout_s=0.3), critical=False)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    status, body = await ready(h)
+    assert loop.time() - start < 0.6
+    assert status == 200 and body["status"] == "degraded"
+    assert list(body["checks"]) == ["redis", "cache_redis", "database"]  # the registration order, as before
+    assert all(c == {"status": "down", "detail": "TimeoutError"} for c in body["checks"].values())
