@@ -76,7 +76,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     if cache_redis is not None and cache_redis is not redis:  # its own line: a cache Redis down degrades the cache only
         health.register("cache_redis", redis_check(cache_redis), critical=False)
     if obs.writer is not None:
-        health.register("database", database_check(lambda: obs.writer.store.ping()), critical=False)  # type: ignore[union-attr]
+        health.register("database", database_check(obs.ping), critical=False)
     register_breakers(health, [t.deployment.id for t in targets],
                       lambda: {r["id"]: r["breaker"] for r in deployment_report(router)})
     for name, (check, critical) in deps.services.get("health_checks", {}).items():  # stages' own checks

@@ -35,12 +35,17 @@ except Exception:  # pragma: no cover - running from a source tree without metad
     VERSION = "dev"
 
 
+class RequestLogNotOpened(ConnectionError):
+    """The request log's database could not be opened at start: records stay in memory."""
+
+
 @dataclass
 class Observability:
     metrics: Metrics | None
     tracing: Tracing | None
     store: RequestLogStore | None
     writer: RequestLogWriter | None
+    unopened: str = ""  # the configured store that could not be opened at start (the memory one stands in)
 
     def services(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "tracing": self.tracing, "request_log": self.writer}
@@ -55,8 +60,17 @@ class Observability:
                       self.store.name, type(exc).__name__)
             if self.metrics is not None:
                 self.metrics.store_error("request_log", "open")
+            self.unopened = self.store.name
             self.store = self.writer.store = MemoryRequestLog()
         supervisor.spawn(self.writer.run(), name="request-log-writer")
+
+    async def ping(self) -> None:
+        """For /health/ready: the request log's database answers. The memory store that stands in for one
+        that could not be opened always answers, so that case is down, not ok: its records reach no database."""
+        if self.unopened:
+            raise RequestLogNotOpened(f"request log store {self.unopened} was not opened at start")
+        if self.writer is not None:
+            await self.writer.store.ping()
 
     async def stop(self) -> None:
         if self.writer is not None:

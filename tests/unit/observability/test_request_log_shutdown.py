@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from aigw.config.models import GatewayConfig
@@ -55,3 +57,31 @@ async def test_a_retention_pass_that_really_fails_still_warns_and_counts(caplog:
     await w.close()
     await w.enforce_retention()  # after the shutdown began: not tried, nothing more said or counted
     assert errors == ["retention"] and len(caplog.records) == 1
+
+
+async def test_a_request_log_database_down_at_start_is_down_in_readiness() -> None:
+    """PostgreSQL refusing connections when the gateway started: the request log fell back to memory and
+    /health/ready pinged that memory store, so it said ``database: ok, select 1`` (and ``status: ok``) while
+    no record could reach the database."""
+    from aigw.app import build_app
+
+    config = GatewayConfig.model_validate({
+        "database_url": "postgresql://aigw:pw@127.0.0.1:1/aigw", "tenancy": {"enabled": False},
+        "models": [{"name": "mock", "provider": "mock"}],
+    })
+    app = build_app(config)
+    for start in app.on_startup:
+        await start()
+    try:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app.state["health"].ready(None, send)
+        body = orjson.loads(sent[1]["body"])
+        assert sent[0]["status"] == 200 and body["status"] == "degraded"
+        assert body["checks"]["database"] == {"status": "down", "detail": "RequestLogNotOpened"}
+    finally:
+        for stop in reversed(app.on_shutdown):
+            await stop()
