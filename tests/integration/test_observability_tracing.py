@@ -144,6 +144,25 @@ def test_tracing_off_wraps_nothing_and_passes_the_callers_traceparent_through(
     assert sent["traceparent"] == INCOMING
 
 
+@pytest.mark.parametrize("bad", ["garbage", f"00-{'0' * 32}-{PARENT_ID}-01", f"00-{TRACE_ID}-{'0' * 16}-01",
+                                 f"ff-{TRACE_ID}-{PARENT_ID}-01", f"00-{TRACE_ID.upper()}-{PARENT_ID}-01",
+                                 f"00-{TRACE_ID}-{PARENT_ID}-01-extra", "x" * 4000])
+def test_tracing_off_does_not_pass_an_invalid_traceparent_upstream(
+    fake: FakeOpenAI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """W3C Trace Context: a traceparent that does not parse is not propagated. It went upstream as sent (any
+    text, any length), so a provider's tracer got garbage or an all-zero id to hang its spans under."""
+    monkeypatch.setitem(STAGES, "test_cache", "tests.integration.obs_stages:build_cache")
+    fake.reset()
+    with running_gateway(cfg(fake, tmp_path, tracing=False)) as gw:
+        assert post(gw, {"traceparent": bad, "tracestate": "v=1"}).status_code == 200
+        sent = {k.lower(): v for k, v in fake.traffic.last.headers.items()}
+        assert "traceparent" not in sent and "tracestate" not in sent
+        assert post(gw, {"traceparent": INCOMING, "tracestate": "congo=t61rcWkgMzE"}).status_code == 200
+        sent = {k.lower(): v for k, v in fake.traffic.last.headers.items()}
+        assert sent["traceparent"] == INCOMING and sent["tracestate"] == "congo=t61rcWkgMzE"  # its state goes too
+
+
 def test_stage_spans_can_be_switched_off(fake: FakeOpenAI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(STAGES, "test_cache", "tests.integration.obs_stages:build_cache")
     config = cfg(fake, tmp_path, tracing=True)

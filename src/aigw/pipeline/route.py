@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -65,9 +66,27 @@ def _remaining(ctx: RequestContext) -> float | None:
 
 def _forwarded(ctx: RequestContext) -> dict[str, str]:
     out = {"x-request-id": ctx.request_id}
-    if tp := ctx.headers.get("traceparent"):
+    if (tp := ctx.headers.get("traceparent")) and valid_traceparent(tp):
         out["traceparent"] = tp
+        if (state := ctx.headers.get("tracestate")) and len(state) <= _MAX_TRACE_HEADER:
+            out["tracestate"] = state  # the caller's vendors' state travels with its trace
     return out
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
+_MAX_TRACE_HEADER = 512
+
+
+def valid_traceparent(value: str) -> bool:
+    """A W3C ``traceparent`` that parses (https://www.w3.org/TR/trace-context/#traceparent-header): lower-case
+    hex, a version other than ``ff`` (``00`` with nothing after its four fields), ids not all zero. Any other
+    value is not sent on: a receiver that cannot parse it starts a new trace instead."""
+    m = _TRACEPARENT.fullmatch(value) if len(value) <= _MAX_TRACE_HEADER else None
+    if m is None:
+        return False
+    version, trace_id, parent_id, rest = m.groups()
+    return (version != "ff" and not (version == "00" and rest is not None)
+            and trace_id != "0" * 32 and parent_id != "0" * 16)
 
 
 def _record(ctx: RequestContext, served: Served) -> None:
