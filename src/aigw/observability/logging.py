@@ -188,12 +188,23 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         items = record.__dict__.get(FIELDS) or record.__dict__
-        extra = [f"{k}={v}" for k, v in items.items()
+        extra = [f"{k}={_value(v)}" for k, v in items.items()
                  if k not in _RESERVED and not k.startswith("_") and k != FIELDS and v not in (None, "", [], 0)]
         if extra:
             first, nl, rest = line.partition("\n")
             line = first + " " + " ".join(extra) + nl + rest
         return self._scrub(line)
+
+
+_PLAIN = re.compile(r"[^\s\"=\x00-\x1f\x7f]*")
+
+
+def _value(v: Any) -> Any:
+    """A field's value as the text line shows it: quoted (JSON escapes) when a client's text such as a model
+    name holds a space, a quote, ``=`` or a control character, so it can neither add a field nor a line."""
+    if isinstance(v, str) and not _PLAIN.fullmatch(v):
+        return orjson.dumps(v).decode()
+    return v
 
 
 _background: BackgroundStream | None = None  # stderr's writer thread, once ``configure`` made one

@@ -138,3 +138,16 @@ def test_a_url_password_is_a_secret_as_written_too() -> None:
 def test_a_local_default_password_is_not_a_secret_that_blanks_every_log_line() -> None:
     config = GatewayConfig.model_validate({"database_url": "postgresql://postgres:postgres@127.0.0.1:5432/aigw"})
     assert "postgres" not in secrets_of(config)  # else "postgresql://" and "store postgres" became [REDACTED]
+
+
+def test_a_text_line_cannot_be_forged_or_split_by_a_field_a_client_chose(scrub: Scrubber) -> None:
+    """The model name is the client's text: with a newline in it the text format (the default) wrote a second,
+    made-up line (here a request from another tenant), and with a space a made-up field in the same line."""
+    model = "gpt\n2026-01-01 00:00:00,000 INFO aigw.request: request tenant_id=t_victim status=200"
+    line = TextFormatter(scrub).format(record("request", request_id="req_1", model=model, tenant_id="t_1",
+                                              served_model="a tenant_id=t_victim"))
+    assert "\n" not in line and "\r" not in line
+    fields = re.findall(r' (\w+)=("(?:[^"\\]|\\.)*"|\S*)', line.partition(": request")[2])
+    assert [v for k, v in fields if k == "tenant_id"] == ["t_1"]
+    assert orjson.loads(dict(fields)["model"]) == model
+    assert 'served_model="a tenant_id=t_victim"' in line and "request_id=req_1" in line
