@@ -17,6 +17,9 @@ from aigw.providers.http import error_for_status, parse_retry_after
 # Phrases Anthropic uses when the prompt does not fit the model's window.
 _CONTEXT_PHRASES = ("prompt is too long", "exceed context limit", "context window", "too many tokens")
 _POLICY_PHRASES = ("content filtering policy", "usage policy", "content policy")
+# An exhausted prepaid balance arrives as a 400 invalid_request_error ("Your credit balance is too low to
+# access the Anthropic API"), not as a billing_error: the account's problem, not the caller's request.
+_BILLING_PHRASES = ("credit balance is too low",)
 
 # Status each error type arrives with; used for stream ``error`` events.
 STATUS_BY_TYPE: dict[str, int] = {
@@ -47,6 +50,8 @@ def _from_type(
             return errors.ContextLengthExceeded(message, code=err_type, detail=detail)
         if any(p in lowered for p in _POLICY_PHRASES):
             return errors.ContentPolicy(message, code=err_type, detail=detail)
+        if any(p in lowered for p in _BILLING_PHRASES):
+            return errors.QuotaExceeded(message, code="upstream_billing", detail=detail)
         return errors.InvalidRequest(message, code=err_type, detail=detail)
     if err_type in ("authentication_error", "permission_error"):
         return _upstream_auth(message, detail, "upstream_auth")

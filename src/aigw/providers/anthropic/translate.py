@@ -289,10 +289,12 @@ def _sampling(req: JSON, body: JSON) -> None:
     if body.get("top_p") is not None:
         req["top_p"] = body["top_p"]
     stop = body.get("stop")
-    if isinstance(stop, str):
-        req["stop_sequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        req["stop_sequences"] = list(stop)
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    # Anthropic refuses a stop sequence that is empty or only whitespace (400 "each stop sequence must contain
+    # non-whitespace"), a common OpenAI setting (stop=["\n"]): those are left out, the others kept.
+    kept = [s for s in stops if not isinstance(s, str) or s.strip()]
+    if kept:
+        req["stop_sequences"] = kept
     if isinstance(body.get("user"), str) and body["user"]:
         req["metadata"] = {"user_id": body["user"]}
 

@@ -5,7 +5,8 @@ family-wide, and the codes routing cares about (context length, content filter, 
 limits, an exhausted quota) are read from ``code``, ``type``, Azure's ``innererror``
 and, for servers that only send prose, the message. Variants seen in the wild are
 accepted too: vLLM's top-level ``{"object": "error", "message": ...}``, Ollama's
-``{"error": "text"}`` and numeric ``code`` fields (OpenRouter). Upstream messages are
+``{"error": "text"}``, numeric ``code`` fields (OpenRouter) and Google's error object
+wrapped in a one-item list (Gemini's OpenAI-compatible endpoint). Upstream messages are
 kept (they say which parameter was wrong) but cut short and scrubbed of anything that
 looks like a key; the raw body goes to ``detail`` only.
 """
@@ -60,6 +61,8 @@ def scrub(message: str) -> str:
 
 def error_fields(parsed: Any) -> dict[str, Any] | None:
     """The ``error`` object of any family variant, or None when the body has none."""
+    if isinstance(parsed, list) and len(parsed) == 1:  # Google's APIs: [{"error": {...}}]
+        parsed = parsed[0]
     if not isinstance(parsed, dict):
         return None
     err = parsed.get("error")

@@ -38,7 +38,7 @@ PLAIN = Shaping()
 
 def shaping_for_model(model: str) -> Shaping:
     """OpenAI's own rule set: only reasoning models need a change (a lossless rename)."""
-    if model.startswith(REASONING_PREFIXES):
+    if model.removeprefix("ft:").startswith(REASONING_PREFIXES):  # fine-tuned: ft:o4-mini-...:org::id
         return Shaping(max_tokens_field="max_completion_tokens")
     return PLAIN
 
