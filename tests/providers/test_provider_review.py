@@ -54,3 +54,26 @@ def test_error_body_wrapped_in_a_list_is_read_by_its_status() -> None:
 def test_fine_tuned_reasoning_models_get_max_completion_tokens() -> None:
     assert shaping_for_model("ft:o4-mini-2025-04-16:acme::abc123").max_tokens_field == "max_completion_tokens"
     assert shaping_for_model("ft:gpt-4o-mini-2024-07-18:acme::x").max_tokens_field is None
+
+
+def _tool_chunk(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gemini-2.5-flash",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": calls}, "finish_reason": None}]}
+
+
+def test_tool_call_deltas_without_index_get_one_per_call() -> None:
+    # Gemini's OpenAI-compatible endpoint streams tool calls without ``index``; the OpenAI SDKs refuse such
+    # deltas, and everything downstream that accumulates by index (default 0) glued parallel calls together.
+    from aigw.providers.openai.translate import UsageMover
+
+    mover = UsageMover()
+    chunks = [
+        _tool_chunk([{"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": ""}}]),
+        _tool_chunk([{"function": {"arguments": "{\"city\": \"Oslo\"}"}}]),
+        _tool_chunk([{"id": "call_b", "type": "function", "function": {"name": "time", "arguments": "{}"}}]),
+        _tool_chunk([{"id": "call_a", "function": {"arguments": ""}}]),
+        _tool_chunk([{"index": 0, "id": "call_x", "function": {"name": "f", "arguments": ""}}]),
+    ]
+    seen = [mover.see(c) for c in chunks]
+    indexes = [call["index"] for out in seen if out for call in out["choices"][0]["delta"]["tool_calls"]]
+    assert indexes == [0, 0, 1, 0, 0]  # one index per call id; a fragment without id continues the last call

@@ -129,19 +129,25 @@ class UsageMover:
     Servers that ignore ``stream_options`` put usage on a content chunk (or, like Groq,
     in ``x_groq``); it is taken off there and sent as a final usage-only chunk. Chunks
     with no choices and no usage (Azure's prompt-filter preamble) carry nothing
-    canonical and are skipped.
+    canonical and are skipped. Tool-call deltas without an ``index`` get one (``_index_calls``).
     """
 
-    __slots__ = ("_last", "_usage")
+    __slots__ = ("_calls", "_last", "_usage")
 
     def __init__(self) -> None:
         self._usage: Any = None
         self._last: JSON | None = None
+        self._calls: dict[Any, tuple[dict[Any, int], int]] | None = None  # per choice: call ids, last index
 
     def see(self, chunk: JSON) -> JSON | None:
         """Return the chunk to forward, or None to skip it."""
         if chunk.get("choices"):
             self._last = chunk
+            for choice in chunk["choices"]:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+                if calls and isinstance(calls, list):
+                    self._index_calls(choice.get("index", 0), calls)
             usage = chunk.get("usage")
             if usage is None and "x_groq" in chunk:
                 extra = chunk["x_groq"]
@@ -154,6 +160,29 @@ class UsageMover:
             self._usage = None  # a proper usage chunk: nothing left to move
             return chunk
         return None
+
+    def _index_calls(self, choice: Any, calls: list[Any]) -> None:
+        """Give each tool-call delta its ``index`` when the upstream left it out (Gemini's OpenAI-compatible
+        endpoint): one per call id, and a fragment without an id continues the last call. The OpenAI SDKs
+        refuse a delta without one, and parallel calls would otherwise be joined into one."""
+        if self._calls is None:
+            self._calls = {}
+        ids, last = self._calls.get(choice, ({}, 0))
+        for call in calls:
+            if not isinstance(call, dict):
+                continue
+            call_id = call.get("id")
+            index = call.get("index")
+            if not isinstance(index, int):
+                if call_id and call_id not in ids:
+                    index = max(ids.values(), default=-1) + 1
+                else:
+                    index = ids.get(call_id, last) if call_id else last
+                call["index"] = index
+            if call_id:
+                ids.setdefault(call_id, index)
+            last = index
+        self._calls[choice] = (ids, last)
 
     def final(self) -> JSON | None:
         """The usage-only chunk to send last, if usage was moved."""
