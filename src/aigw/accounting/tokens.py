@@ -142,7 +142,11 @@ class TokenCounter:
 
     def count_prompt(self, body: dict[str, Any], model: str = "") -> int:
         if "messages" in body:
-            return self.count_messages(body["messages"], model) + self.count_tools(body.get("tools"))
+            total = self.count_messages(body["messages"], model) + self.count_tools(body.get("tools"))
+            functions = body.get("functions")  # the legacy form of tools: read and billed as they are
+            if isinstance(functions, list) and functions:
+                total += self.count_tools([{"type": "function", "function": f} for f in functions])
+            return total
         total = 0
         for item in prompt_items(body):  # a token array is already counted: its length
             total += len(item) if isinstance(item, list) else self.count_text(item)
@@ -173,6 +177,11 @@ def upper_bytes(text: str) -> int:
     return punct + (n - wide - punct + 2) // 3 + (2 * wide + 2) // 3
 
 
+# what a chat request defines beside its messages that the model reads (and the upstream bills) as prompt: tools,
+# their legacy form ``functions``, and a ``response_format``'s JSON schema
+_DEFINED = ("tools", "functions", "response_format")
+
+
 def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> int:
     """Prompt tokens of a request, erring high (see ``upper_bytes``), with message framing; each image at
     the common bound (``media.IMAGE_UPPER``), its ``detail: low`` added to ``images`` (when given) so a
@@ -187,9 +196,10 @@ def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> in
                                                    else _upper_content(content, images))
                 for call in m.get("tool_calls") or ():  # rare: read only when there
                     total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
-        tools = body.get("tools")
-        if tools:  # the whole definitions as JSON: keys and quotes too, so high
-            total += upper_bytes(json.dumps(tools, separators=(",", ":")))
+        for field in _DEFINED:  # the whole definitions as JSON: keys and quotes too, so high
+            defined = body.get(field)
+            if defined:
+                total += upper_bytes(json.dumps(defined, separators=(",", ":")))
         return total
     for item in prompt_items(body):
         total += len(item) if isinstance(item, list) else upper_bytes(item) + 1

@@ -3,12 +3,14 @@ threshold: a key or project id alone does not say whose budget it is."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import pytest
 
 from aigw.accounting.pricing import PriceBook
+from aigw.accounting.tokens import TokenCounter
 from aigw.config.models import Deployment, GatewayConfig, LongContextPrices, Prices, TierPrices
 from aigw.observability.metrics import Metrics
 from aigw.pipeline.deps import StageDeps
@@ -329,3 +331,28 @@ async def test_a_small_budgets_refusal_shows_its_figures() -> None:
         await stage.on_request(_ctx(Limits(budget_usd=0.000001, budget_period="total")))
     assert "of $0.000001 used" in str(refused.value) and "$0.000001 left" in str(refused.value)
     assert "up to $0.0000 " not in str(refused.value)
+
+
+FUNCTIONS = [{"name": f"tool_{i}", "description": "Looks a thing up in the catalogue by its many fields. " * 8,
+              "parameters": {"type": "object", "properties": {f"field_{j}": {"type": "string", "description":
+                                                                             "one field of the record " * 4}
+                                                                for j in range(8)}}} for i in range(10)]
+
+
+@pytest.mark.parametrize("extra", [
+    {"functions": FUNCTIONS},  # the legacy form of tools, still accepted by OpenAI and passed on as is
+    {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": FUNCTIONS[0]["parameters"]}}},
+])
+def test_definitions_sent_outside_tools_count_in_the_prompt_estimate(extra: dict[str, object]) -> None:
+    # the upstream bills these as prompt tokens (thousands here), but the reservation and the tpm estimate
+    # counted none of them: every such call settled above its reservation, several in flight overran the budget
+    from aigw.accounting.tokens import upper_estimate
+
+    base = {"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    as_tools = {**base, "tools": [{"type": "function", "function": f} for f in FUNCTIONS]}
+    defined = json.dumps(extra, separators=(",", ":"))
+    assert upper_estimate({**base, **extra}) - upper_estimate(base) >= len(defined) // 4
+    if "functions" in extra:  # billed as tools are, were the upstream's usage missing
+        assert TokenCounter().count_prompt({**base, **extra}, "gpt-4o") >= TokenCounter().count_prompt(as_tools,
+                                                                                                        "gpt-4o") // 2
+
