@@ -15,7 +15,7 @@ from aigw.config.models import Deployment, GatewayConfig, LongContextPrices, Pri
 from aigw.observability.metrics import Metrics
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import budget
-from aigw.pipeline.tenancy import ESTIMATE, SERVICE
+from aigw.pipeline.tenancy import ESTIMATE, SERVICE, measure
 from aigw.stores.base import Limits
 from tests.unit.pipeline.test_tenancy_stages import MOCK, _ctx, _deps, _services
 
@@ -356,3 +356,22 @@ def test_definitions_sent_outside_tools_count_in_the_prompt_estimate(extra: dict
         assert TokenCounter().count_prompt({**base, **extra}, "gpt-4o") >= TokenCounter().count_prompt(as_tools,
                                                                                                         "gpt-4o") // 2
 
+
+@pytest.mark.parametrize(("ttl", "usage_field"), [("1h", "cache_write_1h_tokens"), ("5m", "cache_write_tokens")])
+async def test_a_prompt_written_to_the_cache_settles_within_its_reservation(ttl: str, usage_field: str) -> None:
+    # Anthropic bills a prompt written to its cache at 1.25x input (5 min) or 2x input (1 h): reserved at the
+    # plain input rate, a cached prompt of code settled above its reservation, so calls in flight together
+    # could overrun a budget by more than one call
+    stage = budget.build(_deps(_services()))
+    assert isinstance(stage, budget.BudgetStage)
+    code = "def f(x):{return[x*2for(x)in(range(9))if(x%3)]}\n" * 400  # dense code: few bytes per token
+    part = {"type": "text", "text": code, "cache_control": {"type": "ephemeral", "ttl": ttl}}
+    ctx = _ctx(Limits(budget_usd=100.0, budget_period="total"),
+               body={"model": "mock", "messages": [{"role": "user", "content": [part]}], "max_tokens": 16})
+    await stage.on_request(ctx)
+    reserved = ctx.state[budget.BUDGET_DONE][1]
+    prompt = TokenCounter().count_prompt(ctx.body, "claude-sonnet-4-5")
+    written = {"cache_write_tokens": prompt, **({usage_field: prompt} if usage_field != "cache_write_tokens" else {})}
+    ctx.served_by, ctx.usage = MOCK, {"prompt_tokens": prompt, "completion_tokens": 16,
+                                      "prompt_tokens_details": written}
+    assert measure(ctx, stage.svc).cost_nano <= reserved

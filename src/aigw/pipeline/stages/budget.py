@@ -47,6 +47,7 @@ from aigw.pipeline.tenancy import (
     prompt_estimate,
     refused,
 )
+from aigw.schema.anthropic import PRIVATE_KEY
 from aigw.stores.base import NANO, Reservation, Scope, window_of
 from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import JSON, Clock
@@ -103,15 +104,18 @@ class BudgetStage(Stage):
             out = (out or self.svc.config.default_max_tokens) * _answers(ctx.endpoint, body)
         tier = body.get("service_tier")
         dearer = tier if tier in _DEARER_TIERS else None  # flex may be served at standard rates: reserve those
+        # a prompt marked for Anthropic's cache may be written to it, at 1.25x input (5 min) or 2x (1 h): the
+        # whole prompt at that rate (a byte estimate erring 1.1x high on code does not cover 2x)
+        write = _cache_write(body) if ctx.endpoint == "chat" else ""
         model = ctx.model
         routed, targets = self._key_routes(ctx)
         if images:  # an upstream may bill images above the common bound (gpt-4o-mini): at its bound
             prompt += self._image_tokens(images, [model, *targets])
         if routed:  # a key's own rules may route elsewhere (rare): worked out per request
             own = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
-            per_in, per_out, per_request = _worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]])
-        elif dearer is not None or (model in self._long and prompt > self._long[model]):
-            per_in, per_out, per_request = self._rates_for(model, prompt, dearer)
+            per_in, per_out, per_request = _worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]], write)
+        elif dearer is not None or write or (model in self._long and prompt > self._long[model]):
+            per_in, per_out, per_request = self._rates_for(model, prompt, dearer, write)
         else:
             rates = self._rates.get(model)
             if rates is None:
@@ -121,10 +125,11 @@ class BudgetStage(Stage):
             per_in, per_out, per_request = rates
         return round((prompt * per_in + out * per_out) * 1000 + per_request * 1e9)
 
-    def _rates_for(self, model: str, prompt: int, tier: str | None) -> tuple[float, float, float]:
-        """The worst rates of a long prompt or a dearer tier (the rare case: worked out per request)."""
+    def _rates_for(self, model: str, prompt: int, tier: str | None, write: str = "") -> tuple[float, float, float]:
+        """The worst rates of a long prompt, a dearer tier or a cache write (the rare case: worked out per
+        request)."""
         prices = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
-        return _worst_rates([p.rates_for(prompt, tier) for p in prices])
+        return _worst_rates([p.rates_for(prompt, tier) for p in prices], write)
 
     def _image_tokens(self, images: Sequence[bool], models: list[str]) -> int:
         """What ``images`` (each's ``detail: low``) add to the prompt estimate's common bounds when ``models``
@@ -292,14 +297,46 @@ def _answers(endpoint: str, body: JSON) -> int:
     return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))
 
 
+def _input_rate(p: Price, write: str) -> float:
+    """A prompt token's dearest rate: a cache write's where the prompt may be written (as ``cost_nano``
+    prices them: 5 min at ``cache_write``, else input; 1 h at ``cache_write_1h``, else 2x input)."""
+    if not write:
+        return p.input
+    five = p.input if p.cache_write is None else p.cache_write
+    if write == "5m":
+        return max(p.input, five)
+    return max(p.input, five, 2 * p.input if p.cache_write_1h is None else p.cache_write_1h)
+
+
 _NO_ROUTES: tuple[tuple[Price, ...], tuple[str, ...]] = ((), ())
 _MEMO_EXTRA = 1024  # names beyond the configured models' whose worst rates are remembered
 _DEARER_TIERS = ("priority", "fast")  # tiers that may cost more than the standard one (flex costs less)
 
 
-def _worst_rates(prices: list[Price]) -> tuple[float, float, float]:
-    """Dearest input, output-or-reasoning and per-request price over a model's deployments."""
-    return (max(p.input for p in prices),
+def _cache_write(body: JSON) -> str:
+    """Whether the prompt may be written to the provider's cache, and for how long: "1h", "5m" (any other
+    ``cache_control``), or "" (none): on a content part, a tool, or a tool result's own fields."""
+    found = ""
+    marked: list[object] = []
+    for m in body.get("messages") or ():
+        if isinstance(m, dict):
+            if isinstance(content := m.get("content"), list):
+                marked += [p.get("cache_control") for p in content if isinstance(p, dict)]
+            if isinstance(own := m.get(PRIVATE_KEY), dict):
+                marked.append(own.get("cache_control"))
+    marked += [t.get("cache_control") for t in body.get("tools") or () if isinstance(t, dict)]
+    for mark in marked:
+        if mark is not None:
+            if isinstance(mark, dict) and mark.get("ttl") == "1h":
+                return "1h"
+            found = "5m"
+    return found
+
+
+def _worst_rates(prices: list[Price], write: str = "") -> tuple[float, float, float]:
+    """Dearest input, output-or-reasoning and per-request price over a model's deployments; input at the
+    dearest of its cache-write rates too when the prompt may be written (``write``: "5m" or "1h")."""
+    return (max(_input_rate(p, write) for p in prices),
             max(max(p.output, p.output if p.reasoning is None else p.reasoning) for p in prices),
             max(p.per_request for p in prices))
 
