@@ -7,9 +7,10 @@ Serves ``/openai/deployments/{deployment}/{chat/completions|completions|embeddin
 ``GET /openai/models``, each needing ``?api-version=`` (404 "Resource not found" without
 it, 400 for an unknown version) and the ``api-key`` header (401 with Azure's body when
 missing or wrong). An unknown deployment gets 404 ``DeploymentNotFound``. The model is
-the deployment's, whatever the body says. Answers carry ``prompt_filter_results`` and
-per-choice ``content_filter_results``; streams start with Azure's prompt-filter chunk
-(empty ``choices``, empty ``id``/``model``/``object``).
+the deployment's, whatever the body says. The v1 API, ``/openai/v1/{op}``, takes no
+``api-version`` and names the deployment in the body's ``model`` instead of the path.
+Answers carry ``prompt_filter_results`` and per-choice ``content_filter_results``; streams
+start with Azure's prompt-filter chunk (empty ``choices``, empty ``id``/``model``/``object``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class FakeAzure(FakeOpenAI):
         app.router.add_post(prefix + "/completions", self.handler("completions"))
         app.router.add_post(prefix + "/embeddings", self.handler("embeddings"))
         app.router.add_get("/openai/models", self.handler("models"))
+        for op, path in (("chat", "chat/completions"), ("completions", "completions"), ("embeddings", "embeddings")):
+            app.router.add_post("/openai/v1/" + path, self.handler(op))
+        app.router.add_get("/openai/v1/models", self.handler("models"))
 
     def response_headers(self) -> dict[str, str]:
         headers = super().response_headers()
@@ -75,6 +79,8 @@ class FakeAzure(FakeOpenAI):
 
     def check_auth(self, request: web.Request) -> None:
         version = request.query.get("api-version")
+        if request.path.startswith("/openai/v1/"):  # the v1 API: no api-version
+            version = next(iter(API_VERSIONS))
         if not version:
             raise AzureError(404, "404", "Resource not found")
         if version not in API_VERSIONS:
@@ -84,6 +90,8 @@ class FakeAzure(FakeOpenAI):
 
     def resolve(self, request: web.Request, body: Any) -> Any:
         deployment = request.match_info.get("deployment")
+        if deployment is None and request.path.startswith("/openai/v1/") and isinstance(body, dict):
+            deployment = str(body.get("model"))  # v1: the body's model names the deployment
         if deployment is None:
             return body
         if deployment not in self.deployments:

@@ -49,6 +49,24 @@ async def test_endpoint_pasted_with_openai_suffix(fake_azure: FakeOpenAI, client
     assert fake_azure.traffic.last.path == "/openai/deployments/chat/chat/completions"
 
 
+@pytest.mark.parametrize("suffix", ["/openai/v1", "/openai/v1/"])
+async def test_the_v1_api_takes_openais_paths_and_the_deployment_as_the_model(
+        fake_azure: FakeOpenAI, clients: HttpClients, suffix: str) -> None:
+    provider = azure(fake_azure, clients, api_base=fake_azure.url + suffix, deployment="reasoner", model="o3-mini")
+    answer = await provider.chat(chat_body(max_tokens=50), call())
+    sent = fake_azure.traffic.last
+    assert (sent.path, sent.query, sent.body["model"]) == ("/openai/v1/chat/completions", {}, "reasoner")
+    assert sent.headers["api-key"] == AZURE_KEY
+    assert "max_completion_tokens" in sent.body and "max_tokens" not in sent.body  # shaped for o3-mini still
+    assert answer["model"] == "o3-mini"
+    chunks = await collect(provider.stream_chat(stream_body(), call()))
+    assert joined_text(chunks) == "Echo: hello there" and fake_azure.traffic.last.path == "/openai/v1/chat/completions"
+    embedder = azure(fake_azure, clients, api_base=fake_azure.url + suffix, deployment="embed",
+                     model="text-embedding-3-small")
+    await embedder.embeddings({"model": "public-name", "input": "hi"}, call())
+    assert (fake_azure.traffic.last.path, fake_azure.traffic.last.body["model"]) == ("/openai/v1/embeddings", "embed")
+
+
 async def test_unsupported_api_version(fake_azure: FakeOpenAI, clients: HttpClients) -> None:
     with pytest.raises(errors.InvalidRequest, match="API version not supported"):
         await azure(fake_azure, clients, api_version="1999-01-01").chat(chat_body(), call())

@@ -1,7 +1,8 @@
 """Azure OpenAI: ``{api_base}/openai/deployments/{deployment}/{op}?api-version=...``, ``api-key`` auth.
 
 Everything else (bodies, streams, timeouts, cancellation) is the OpenAI adapter's.
-``api_base`` is the resource endpoint, e.g. ``https://NAME.openai.azure.com``.
+``api_base`` is the resource endpoint, e.g. ``https://NAME.openai.azure.com``; one ending in ``/openai/v1``
+takes Azure's v1 API instead: OpenAI's paths, no ``api-version``, the deployment name as the body's model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from aigw.config.models import Deployment
 from aigw.providers.azure.errors import map_error
 from aigw.providers.base import Provider
 from aigw.providers.http import HttpClients
-from aigw.providers.openai.client import OpenAIProvider
+from aigw.providers.openai.client import OPS, OpenAIProvider
 
 DEFAULT_API_VERSION = "2024-10-21"  # latest GA data-plane version with max_completion_tokens
 
@@ -25,8 +26,12 @@ class AzureProvider(OpenAIProvider):
             raise ValueError(f"model {deployment.name!r}: azure needs api_base (https://NAME.openai.azure.com)")
         auth = {"api-key": deployment.api_key} if deployment.api_key else {}
         super().__init__(deployment, clients, auth=auth, error_mapper=map_error)
+        if _v1(deployment.api_base):  # the v1 API names the deployment in the body's model, not in the path
+            self.upstream_model = deployment.deployment or deployment.model
 
     def build_urls(self, base: str) -> dict[str, str]:
+        if _v1(base):  # Azure's v1 API (…/openai/v1): OpenAI's own paths, no api-version
+            return {op: f"{base}/{op}" for op in OPS}
         if base.endswith("/openai"):  # tolerate an endpoint pasted with the path prefix
             base = base[: -len("/openai")]
         d = self.deployment
@@ -35,6 +40,11 @@ class AzureProvider(OpenAIProvider):
         urls = {op: prefix + op + query for op in ("chat/completions", "completions", "embeddings")}
         urls["models"] = f"{base}/openai/models{query}"
         return urls
+
+
+def _v1(base: str | None) -> bool:
+    """An ``api_base`` of Azure's v1 API (``https://NAME.openai.azure.com/openai/v1``)."""
+    return base is not None and base.rstrip("/").endswith("/openai/v1")
 
 
 def build(deployment: Deployment, clients: HttpClients) -> Provider:
