@@ -52,6 +52,8 @@ class MemorySemanticIndex:
         if b is None or not b.ids:
             return None
         self._buckets.move_to_end(bucket)
+        if b.vectors[0].shape != np.shape(vector):  # another embedder's vectors (its deployment changed): no match
+            return None
         scores = b.stacked() @ vector
         now = self.clock.now()
         for i in np.argsort(-scores)[:8]:  # best first; skip the expired, and the same words in another order
@@ -68,12 +70,14 @@ class MemorySemanticIndex:
             b = self._buckets[bucket] = _Bucket()
         self._buckets.move_to_end(bucket)
         now = self.clock.now()
+        vector = np.asarray(vector, dtype=np.float32)
+        stale = bool(b.vectors) and b.vectors[0].shape != vector.shape  # the embedder changed: old vectors go
         for i in reversed(range(len(b.ids))):
-            if b.ids[i] == entry_id or b.expires[i] <= now:
+            if stale or b.ids[i] == entry_id or b.expires[i] <= now:
                 b.remove(i)
                 self.size -= 1
         b.ids.append(entry_id)
-        b.vectors.append(np.asarray(vector, dtype=np.float32))
+        b.vectors.append(vector)
         b.expires.append(now + ttl_s)
         b.marks.append(mark)
         b.matrix = None

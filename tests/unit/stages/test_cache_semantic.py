@@ -251,3 +251,37 @@ async def test_a_moved_clause_is_still_the_same_question() -> None:
     h.embedder.at_similarity(moved, asked, 0.97)
     await h.ask(asked)
     assert (await h.ask(moved)).cache == "hit"
+
+
+async def test_vectors_of_another_dimension_are_a_miss_not_a_broken_cache() -> None:
+    # the embedding deployment changed (another model, another size): old vectors cannot be compared with new
+    # ones; the lookup is a miss, the memory backend is not marked as failing (exact hits go on), and the
+    # bucket fills again with vectors of the new size
+    h = harness()
+    await h.ask(BASE)
+    h.embedder.dims = 16
+    h.embedder.vectors.clear()
+    h.embedder.at_similarity(CLOSE, "What's France's capital city?", 0.95)
+    assert (await h.ask(CLOSE)).cache == "miss"
+    assert (await h.ask(BASE)).cache == "hit"  # an exact hit: the backend still works
+    assert h.stage.stats.backend_errors == 0 and (await h.stage.health())[0] == "ok"
+    again = await h.ask("What's France's capital city?")
+    assert again.cache == "hit" and again.ctx.response_headers["x-aigw-cache-match"] == "semantic"
+
+
+async def test_an_embedding_deployment_never_falls_back_to_another_embedding_model() -> None:
+    # another model's vectors live in another space (of the same size or not): a semantic bucket must not mix
+    # them, so the embedding call stays on the configured model and a failure there is an embedder failure
+    from aigw import errors
+    from aigw.config.models import Deployment, ModelRouting
+    from aigw.pipeline.stages.cache_semantic import DeploymentEmbedder
+    from aigw.providers.mock import MockProvider
+    from aigw.routing.router import Router, Target
+
+    primary = Deployment(name="emb-a", provider="mock", modes=["embeddings"], id="a#0",
+                         mock={"fail_rate": 1.0, "fail_kind": "unavailable"})
+    other = Deployment(name="emb-b", provider="mock", modes=["embeddings"], id="b#0")
+    router = Router([Target(primary, MockProvider(primary)), Target(other, MockProvider(other))],
+                    routing={"emb-a": ModelRouting(fallbacks=["emb-b"], num_retries=0)})
+    with pytest.raises(errors.GatewayError):
+        await DeploymentEmbedder(router, "emb-a").embed(BASE)

@@ -3,7 +3,8 @@
 ``embedding_model: local`` uses the embedder ``app.py`` put in
 ``services["cache_embedders"]``; any other name is a ``models:`` entry with the
 ``embeddings`` mode, called through the router like any request (so it gets
-the same timeouts, retries and breakers). Vectors come back unit length.
+the same timeouts, retries and breakers, but never a fallback to another model,
+whose vectors could not be compared with this one's). Vectors come back unit length.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ class DeploymentEmbedder:
     async def embed(self, text: str) -> Vector | None:
         import numpy as np
 
-        try:
-            body, _ = await self.router.complete(
-                RouteRequest(model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings")
-            )
+        try:  # no fallback to another model: its vectors live in another space (the bucket names this model)
+            body, _ = await self.router.complete(RouteRequest(
+                model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings",
+                allowed=frozenset((self.model,))))
         except _TEXT_REFUSED:
             return None
         vector = np.asarray(body["data"][0]["embedding"], dtype=np.float32)
