@@ -241,3 +241,19 @@ def test_a_turn_too_long_for_a_word_order_mark_keeps_its_kept_words_in_order() -
     assert word_order_mark(one) == word_order_mark(other) == b""
     assert literals(one) != literals(other)
     assert literals("convert celsius to fahrenheit") == literals("convert fahrenheit to celsius")  # a mark judges
+
+
+def test_context_key_keeps_the_words_that_carry_accents() -> None:
+    # the local model is uncased and strips accents ("papá" is "papa" to it, similarity 1.0): a word with an
+    # accent is kept as a bag, so its unaccented twin is another question
+    def key(text: str) -> str:
+        return context_key(ctx({"messages": [{"role": "user", "content": text}]}), "tenant")
+
+    for one, other in [("¿Qué significa papa?", "¿Qué significa papá?"),
+                       ("¿Cuántos años tiene?", "¿Cuántos anos tiene?"),
+                       ("Wie schön ist es?", "Wie schon ist es?"),
+                       ("Is this my resume?", "Is this my résumé?")]:
+        assert key(one) != key(other), (one, other)
+    # paraphrases with the same accented words still share a bucket
+    assert key("Où est la gare ?") == key("Où se trouve la gare")
+    assert key("What is the capital of France?") == key("Which city is the capital of France")

@@ -79,3 +79,17 @@ async def test_a_text_longer_than_the_model_reads_is_not_embedded(embedder: Loca
     assert float(same[0] @ same[1]) > 0.999  # what the model sees
     assert await embedder.embed(one) is None and await embedder.embed(other) is None
     assert await embedder.embed(document[:200]) is not None
+
+
+async def test_a_word_that_differs_only_in_its_accent_never_gets_the_other_words_answer(
+        embedder: LocalEmbedder) -> None:
+    from tests.unit.stages.cache_harness import Harness
+
+    # the model strips accents: "años" (years) and "anos" embed alike (1.0), so only the bucket tells them apart
+    one, other = "¿Cuántos años tiene tu hermano?", "¿Cuántos anos tiene tu hermano?"
+    same = embedder.encode([one, other])
+    assert float(same[0] @ same[1]) > 0.999  # what the model sees
+    h = Harness({"mode": "semantic", "semantic": {"threshold": 0.92, "embedding_model": "fake-embed"}},
+                embedder=embedder)  # type: ignore[arg-type]
+    await h.ask(one)
+    assert (await h.ask(other)).cache == "miss" and h.upstream.calls == 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from typing import Any
 
 import orjson
@@ -203,9 +204,10 @@ _AROUND = ".,;:!?¿¡'\"“”\u2018\u2019«»()[]。、\uff0c\uff01\uff1f\uff1a
 
 
 def literals(text: str) -> str:
-    """The literals of ``text`` in order and its ``_KEPT_WORDS`` as a bag, joined, then how many negations it holds:
-    two questions that differ in either may not share an answer. Case counts in literals (``^[a-z]+$`` is not
-    ``^[A-Z]+$``). Linear in the text (a split and a search per word, one search for negations)."""
+    """The literals of ``text`` in order and its ``_KEPT_WORDS`` and accented words as a bag, joined, then how
+    many negations it holds: two questions that differ in either may not share an answer. Case counts in
+    literals (``^[a-z]+$`` is not ``^[A-Z]+$``). Linear in the text (a split and a search per word, one
+    search for negations)."""
     found = _QUOTED.findall(text)
     kept: list[str] = []
     words = 0
@@ -214,13 +216,20 @@ def literals(text: str) -> str:
         words += core != ""
         if _LITERAL_MARK.search(core):
             found.append(core)
-        elif (lower := core.lower()) in _KEPT_WORDS:
+        elif (lower := core.lower()) in _KEPT_WORDS or (not lower.isascii() and _accented(lower)):
             kept.append(lower)
     # as a bag: a moved clause keeps its bucket (the word-order mark judges the order); in order for a turn
     # too long to have a mark, where nothing else would tell "Celsius to Fahrenheit" from its swap
     found += sorted(kept) if words <= MAX_MARKED_WORDS else kept
     found.append(str(len(_NEGATION.findall(text))))
     return "\x1f".join(found)
+
+
+def _accented(word: str) -> bool:
+    """``word`` carries an accent or another combining mark, which the local (uncased) model strips before it
+    reads the word: "papá" is "papa" to it, "años" is "anos" (similarity 1.0), so such a word is kept like
+    ``_KEPT_WORDS``. Only called for a word that is not plain ASCII."""
+    return any(unicodedata.combining(c) for c in unicodedata.normalize("NFD", word))
 
 
 def word_order_mark(text: str) -> bytes:
