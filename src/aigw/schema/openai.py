@@ -243,9 +243,21 @@ def validate_completion(body: JSON) -> JSON:
 
 
 def validate_embeddings(body: JSON) -> JSON:
-    _check(EmbeddingRequest, body)
-    if isinstance(body["input"], list) and not body["input"]:
+    try:
+        _check(EmbeddingRequest, body)
+    except errors.InvalidRequest as exc:
+        if exc.param is None or not exc.param.startswith("input."):
+            raise
+        # pydantic names the union branch it tried last ("input.str"): the client wrote ``input``
+        raise errors.InvalidRequest("Invalid value for 'input': a string, an array of strings, an array of "
+                                    "token ids or an array of token id arrays", param="input") from None
+    value = body["input"]
+    if isinstance(value, list) and not value:
         raise errors.InvalidRequest("'input' must not be empty", param="input")
+    # as OpenAI: an empty string or token array is a 400 (there is nothing to embed), not a vector of nothing
+    if value == "" or (isinstance(value, list) and any(item == "" or item == [] for item in value)):
+        raise errors.InvalidRequest("'input' must not contain an empty string or an empty token array",
+                                    param="input")
     return body
 
 

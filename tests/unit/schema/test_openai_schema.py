@@ -170,3 +170,19 @@ def test_legacy_fields_a_chat_call_cannot_honour_are_refused_not_dropped(extra: 
                                    {"best_of": 1}, {"n": 2, "best_of": 2}])
 def test_legacy_fields_at_their_defaults_still_translate(extra: dict[str, object]) -> None:
     assert legacy.completion_to_chat({"model": "m", "prompt": "Say hi", **extra})["messages"][0]["content"] == "Say hi"
+
+
+@pytest.mark.parametrize("value", ["", [""], ["a", ""], [[]], [[1], []]],
+                         ids=["empty-string", "list-of-empty", "one-empty", "empty-tokens", "one-empty-tokens"])
+def test_embeddings_input_without_text_is_refused_as_openai_does(value: object) -> None:
+    # OpenAI answers 400 for an empty string or token array; a mock or local embedder would embed nothing
+    with pytest.raises(errors.InvalidRequest) as info:
+        validate_embeddings({"model": "e", "input": value})
+    assert info.value.param == "input"
+
+
+@pytest.mark.parametrize("value", [None, 5, [1, "a"], [1.5], {"a": 1}])
+def test_embeddings_input_of_a_wrong_type_names_input(value: object) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        validate_embeddings({"model": "e", "input": value})
+    assert info.value.param == "input" and "input.str" not in str(info.value)
