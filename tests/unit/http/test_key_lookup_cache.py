@@ -249,3 +249,29 @@ async def test_a_known_key_that_cannot_be_used_is_refused_with_its_reason(grant:
         await auth.authenticate({"authorization": f"Bearer {SECRET}"})
     with pytest.raises(errors.AuthError, match=r"^Invalid API key\.$"):
         await auth.authenticate({"authorization": f"Bearer {new_secret()}"})
+
+
+async def test_a_redis_that_comes_back_empty_cannot_hide_a_revoke(redis_isolated: tuple[str, str]) -> None:
+    """Redis restarted without persistence: its version counter starts again from nothing. A revoke announced
+    then (the bump owed through the outage, say) can bring it back to the very number a replica saw before,
+    and that replica must still drop its cache: else the revoked key lives there until the next change."""
+    from aigw.stores.redis.client import make_redis
+    from aigw.stores.redis.counters import RedisKeyVersion
+
+    url, prefix = redis_isolated
+    redis = make_redis(url, socket_timeout_s=2.0)
+    try:
+        version = RedisKeyVersion(redis, prefix)
+        await version.bump()  # one change made since the deployment began: version 1
+        store = Store()
+        store.grants[hash_secret(SECRET)] = _grant()
+        cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+        await cache.check_version()
+        assert await cache.lookup(SECRET) is not None
+        await redis.delete(prefix + "keys:version")  # Redis came back empty (as a restart without persistence)
+        store.grants[hash_secret(SECRET)] = _grant(revoked=999.0)  # revoked in the database meanwhile...
+        await version.bump()  # ...and announced: counting from 0 again, it read 1 once more
+        await cache.check_version()
+        assert await cache.lookup(SECRET) is None
+    finally:
+        await redis.aclose()

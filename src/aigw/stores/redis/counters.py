@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -332,6 +333,11 @@ def _then(reply: asyncio.Future[Any], convert: Callable[[Any], Any],
 
 
 class RedisKeyVersion:
+    """The key version in Redis. A counter that is missing (a Redis restarted without persistence, an eviction)
+    starts again from a random number, not from 0: counting up from 0 again, a bump could land on the very
+    number a replica saw before the loss, and that replica would keep the keys it holds (a revoked one too)
+    until the next change."""
+
     def __init__(self, redis: Any, prefix: str) -> None:
         self._redis = redis
         self._key = prefix + "keys:version"
@@ -340,4 +346,8 @@ class RedisKeyVersion:
         return int(await self._redis.get(self._key) or 0)
 
     async def bump(self) -> int:
-        return int(await self._redis.incr(self._key))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key, secrets.randbits(52), nx=True)  # only when missing: a fresh start
+            pipe.incr(self._key)
+            _, value = await pipe.execute()
+        return int(value)
