@@ -80,6 +80,9 @@ class KeyCache:
         self._presented: dict[str, tuple[Grant, Principal]] = {}
         self._seen_version: int | None = None
         self._generation = 0  # bumped on every invalidation; a lookup begun earlier does not cache
+        # ...but the entry it read still tells ``why_refused``, asked right after ``lookup`` with no await between:
+        # else an open gateway took a revoked key whose read raced a change for a secret it does not know
+        self._uncached: tuple[str, tuple[Grant, Principal] | None] | None = None
         self.poll_errors = 0
         self._watching = False
         self._bump_owed = False  # a change this replica saved but could not announce: ``watch`` retries it
@@ -103,6 +106,9 @@ class KeyCache:
                 self._cache[digest] = entry
                 if len(self._cache) > self._max:
                     self._cache.popitem(last=False)
+                self._uncached = None
+            else:
+                self._uncached = (digest, entry)
         return self._usable(entry)
 
     def cached(self, presented: str) -> Principal | None:
@@ -131,7 +137,10 @@ class KeyCache:
         memory; None for a secret the gateway does not know."""
         if not presented.startswith(KEY_PREFIX):
             return None
-        entry = self._cache.get(hash_secret(presented))
+        digest = hash_secret(presented)
+        entry = self._cache.get(digest)
+        if entry is None and self._uncached is not None and self._uncached[0] == digest:
+            entry = self._uncached[1]
         return refusal(entry[0], self._clock.now()) if entry is not None else None
 
     def invalidate(self) -> None:

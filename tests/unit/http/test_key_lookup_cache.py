@@ -275,3 +275,19 @@ async def test_a_redis_that_comes_back_empty_cannot_hide_a_revoke(redis_isolated
         assert await cache.lookup(SECRET) is None
     finally:
         await redis.aclose()
+
+
+async def test_an_open_gateway_refuses_a_revoked_key_whose_lookup_raced_a_change() -> None:
+    """The revoked key's row is read while the version moves (a change elsewhere): the row is not cached, but
+    its refusal must still be known, or an open gateway lets the key in as the caller without a key."""
+    store = Store()
+    store.grants[hash_secret(SECRET)] = _grant(revoked=999.0)
+    store.gate = asyncio.Event()
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    auth = Authenticator("", cache.lookup, cache.cached, cache.why_refused)
+    pending = asyncio.get_running_loop().create_task(auth.authenticate({"authorization": f"Bearer {SECRET}"}))
+    await asyncio.sleep(0)
+    cache.invalidate()  # another key, project or tenant changed meanwhile
+    store.gate.set()
+    with pytest.raises(errors.AuthError, match="revoked"):
+        await pending
