@@ -39,6 +39,11 @@ def principal_for(grant: Grant) -> Principal:
     )
 
 
+def _unavailable() -> errors.Unavailable:
+    return errors.Unavailable("API keys cannot be checked right now (store unavailable); retry shortly.",
+                              retry_after=1.0)
+
+
 def _at(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
@@ -83,6 +88,8 @@ class KeyCache:
         # ...but the entry it read still tells ``why_refused``, asked right after ``lookup`` with no await between:
         # else an open gateway took a revoked key whose read raced a change for a secret it does not know
         self._uncached: tuple[str, tuple[Grant, Principal] | None] | None = None
+        # the keys being read from the database now: the calls that meet one meanwhile wait for that read
+        self._reading: dict[str, asyncio.Future[tuple[tuple[Grant, Principal] | None, bool]]] = {}
         self.poll_errors = 0
         self._watching = False
         self._bump_owed = False  # a change this replica saved but could not announce: ``watch`` retries it
@@ -91,25 +98,53 @@ class KeyCache:
         if not presented.startswith(KEY_PREFIX):
             return None
         digest = hash_secret(presented)
-        if digest in self._cache:
-            entry = self._cache[digest]
-        else:
-            generation = self._generation
+        while digest not in self._cache:
+            reading = self._reading.get(digest)
+            if reading is None:
+                return self._usable(await self._read(digest))
+            # another call reads this key already (a busy key just after the version moved): its answer is ours,
+            # one database read for all of them
             try:
-                grant = await self._store.grant_by_hash(digest)
-            except Exception as exc:  # the database is away: a key not cached yet cannot be told apart
-                log.warning("key lookup failed (%s: %s)", type(exc).__name__, exc)
-                raise errors.Unavailable("API keys cannot be checked right now (store unavailable); retry shortly.",
-                                         retry_after=1.0) from None
-            entry = (grant, principal_for(grant)) if grant is not None else None
-            if generation == self._generation:
-                self._cache[digest] = entry
-                if len(self._cache) > self._max:
-                    self._cache.popitem(last=False)
-                self._uncached = None
-            else:
-                self._uncached = (digest, entry)
-        return self._usable(entry)
+                entry, answered = await asyncio.shield(reading)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not reading.cancelled() or (current is not None and current.cancelling()):
+                    raise  # this call was cancelled, not the read
+                continue  # the call that read went away first: read again
+            if not answered:
+                raise _unavailable()
+            return self._usable(entry)
+        return self._usable(self._cache[digest])
+
+    async def _read(self, digest: str) -> tuple[Grant, Principal] | None:
+        """The key of ``digest`` from the database, cached unless the cache was dropped meanwhile; the calls
+        that meet the key while it is read wait for this read."""
+        reading: asyncio.Future[tuple[tuple[Grant, Principal] | None, bool]] = (
+            asyncio.get_running_loop().create_future())
+        self._reading[digest] = reading
+        generation = self._generation
+        try:
+            grant = await self._store.grant_by_hash(digest)
+        except asyncio.CancelledError:
+            reading.cancel()
+            raise
+        except Exception as exc:  # the database is away: a key not cached yet cannot be told apart
+            log.warning("key lookup failed (%s: %s)", type(exc).__name__, exc)
+            reading.set_result((None, False))
+            raise _unavailable() from None
+        finally:
+            if self._reading.get(digest) is reading:
+                del self._reading[digest]
+        entry = (grant, principal_for(grant)) if grant is not None else None
+        if generation == self._generation:
+            self._cache[digest] = entry
+            if len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+            self._uncached = None
+        else:
+            self._uncached = (digest, entry)
+        reading.set_result((entry, True))
+        return entry
 
     def cached(self, presented: str) -> Principal | None:
         """``lookup`` from memory only: None when the key is not held (or not usable now), so the caller

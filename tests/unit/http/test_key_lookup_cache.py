@@ -291,3 +291,46 @@ async def test_an_open_gateway_refuses_a_revoked_key_whose_lookup_raced_a_change
     store.gate.set()
     with pytest.raises(errors.AuthError, match="revoked"):
         await pending
+
+
+async def test_calls_that_meet_an_uncached_key_together_read_it_once() -> None:
+    """After a version move every replica meets its busy keys uncached at once: the calls of one key wait for
+    one read of it, not one read each (a pool of database connections drained by a single key)."""
+    store = Store()
+    store.grants[hash_secret(SECRET)] = _grant()
+    store.gate = asyncio.Event()
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    calls = [asyncio.get_running_loop().create_task(cache.lookup(SECRET)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    store.gate.set()
+    assert all(p is not None for p in await asyncio.gather(*calls))
+    assert store.reads == 1
+
+
+async def test_a_call_cancelled_while_reading_a_key_does_not_fail_the_others() -> None:
+    store = Store()
+    store.grants[hash_secret(SECRET)] = _grant()
+    store.gate = asyncio.Event()
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    first = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
+    await asyncio.sleep(0)
+    other = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
+    await asyncio.sleep(0)
+    first.cancel()  # its client went away
+    await asyncio.sleep(0)
+    store.gate.set()
+    assert await asyncio.wait_for(other, 1) is not None
+
+
+async def test_calls_waiting_on_a_read_that_fails_are_answered_503_with_it() -> None:
+    class Failing(Store):
+        async def grant_by_hash(self, key_hash: str) -> Grant | None:
+            self.reads += 1
+            await asyncio.sleep(0.01)
+            raise ConnectionError("database away")
+
+    store = Failing()
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    calls = [cache.lookup(SECRET) for _ in range(5)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(o, errors.Unavailable) for o in outcomes) and store.reads == 1
