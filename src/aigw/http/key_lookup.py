@@ -88,8 +88,9 @@ class KeyCache:
         # ...but the entry it read still tells ``why_refused``, asked right after ``lookup`` with no await between:
         # else an open gateway took a revoked key whose read raced a change for a secret it does not know
         self._uncached: tuple[str, tuple[Grant, Principal] | None] | None = None
-        # the keys being read from the database now: the calls that meet one meanwhile wait for that read
-        self._reading: dict[str, asyncio.Future[tuple[tuple[Grant, Principal] | None, bool]]] = {}
+        # the keys being read from the database now, each with the cache generation its read began in: the calls
+        # that meet one meanwhile, in the same generation, wait for that read
+        self._reading: dict[str, tuple[asyncio.Future[tuple[tuple[Grant, Principal] | None, bool]], int]] = {}
         self.poll_errors = 0
         self._watching = False
         self._bump_owed = False  # a change this replica saved but could not announce: ``watch`` retries it
@@ -99,9 +100,10 @@ class KeyCache:
             return None
         digest = hash_secret(presented)
         while digest not in self._cache:
-            reading = self._reading.get(digest)
-            if reading is None:
+            joined = self._reading.get(digest)
+            if joined is None or joined[1] != self._generation:  # none, or begun before a change: not ours to use
                 return self._usable(await self._read(digest))
+            reading = joined[0]
             # another call reads this key already (a busy key just after the version moved): its answer is ours,
             # one database read for all of them
             try:
@@ -121,8 +123,8 @@ class KeyCache:
         that meet the key while it is read wait for this read."""
         reading: asyncio.Future[tuple[tuple[Grant, Principal] | None, bool]] = (
             asyncio.get_running_loop().create_future())
-        self._reading[digest] = reading
         generation = self._generation
+        self._reading[digest] = (reading, generation)
         try:
             grant = await self._store.grant_by_hash(digest)
         except asyncio.CancelledError:
@@ -133,7 +135,7 @@ class KeyCache:
             reading.set_result((None, False))
             raise _unavailable() from None
         finally:
-            if self._reading.get(digest) is reading:
+            if (joined := self._reading.get(digest)) is not None and joined[0] is reading:
                 del self._reading[digest]
         entry = (grant, principal_for(grant)) if grant is not None else None
         if generation == self._generation:

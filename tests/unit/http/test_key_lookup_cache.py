@@ -307,6 +307,24 @@ async def test_calls_that_meet_an_uncached_key_together_read_it_once() -> None:
     assert store.reads == 1
 
 
+async def test_a_call_after_a_change_does_not_wait_for_a_read_begun_before_it() -> None:
+    # the read in flight may hold the key as it was (not yet revoked): a call that comes after the change reads
+    # again, so a revoke is never hidden by sharing an older read
+    store = Store()
+    store.grants[hash_secret(SECRET)] = _grant()
+    store.gate = asyncio.Event()
+    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    before = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
+    await asyncio.sleep(0)
+    store.grants[hash_secret(SECRET)] = _grant(revoked=1.0)
+    cache.invalidate()  # the version moved: the key was revoked
+    after = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
+    await asyncio.sleep(0)
+    store.gate.set()
+    await before  # what its own read found, as before any sharing
+    assert await asyncio.wait_for(after, 1) is None and store.reads == 2
+
+
 async def test_a_call_cancelled_while_reading_a_key_does_not_fail_the_others() -> None:
     store = Store()
     store.grants[hash_secret(SECRET)] = _grant()
