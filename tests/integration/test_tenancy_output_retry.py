@@ -14,7 +14,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from aigw.accounting.tokens import LOCAL_COUNTER
+from aigw.accounting.tokens import LOCAL_COUNTER, upper_estimate
 from aigw.cli.admin_client import AdminClient
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.stores.base import NANO, Limits, Scope
@@ -130,7 +130,10 @@ def test_concurrent_retries_are_reserved_and_cannot_overrun_the_budget(
         url, prefix = request.getfixturevalue("redis_isolated")
         extra = {"redis_url": url, "redis_prefix": prefix}
         key_fields = {"rpm": 1000}
-    budget = 1.2  # six first calls' worst cases fit, and about one retry's beside them
+    # the gateway's worst case of a first call (its prompt estimate, the schema included, and max_tokens): all
+    # eight first calls fit, and about two retries beside them
+    first = (upper_estimate(_body("j")) * CHEAP["input_per_mtok"] + MAX_TOKENS * CHEAP["output_per_mtok"]) / 1e6
+    budget = round(10.5 * first, 4)
     with running_gateway(_config(tmp_path / "gw.db", upstream, **extra)) as gw:
         admin = AdminClient(gw.url, MASTER)
         key = setup_key(admin, f"retry-{store}", budget_usd=budget, budget_period="daily", **key_fields)
