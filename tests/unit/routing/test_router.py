@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import Any
 
 import pytest
 
@@ -498,13 +499,18 @@ async def _half_open(router: object, clock: Clock) -> None:
     clock.advance(11)
 
 
-async def test_a_stream_closed_before_its_first_read_ends_its_call_and_gives_back_its_trial() -> None:
+async def _half_open_router() -> tuple[Any, dict[str, Any], Clock, Any]:
+    """One deployment whose breaker opened on a failure and is half-open now: its next call is the trial."""
     clock = Clock()
     router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}},
                       breaker={"failures": 1, "cooldown_s": 10}, clock=clock)
     p["m#0"].push(Step(error=errors.Unavailable("down")))
     await _half_open(router, clock)
-    s = router.book.state("m#0")
+    return router, p, clock, router.book.state("m#0")
+
+
+async def test_a_stream_closed_before_its_first_read_ends_its_call_and_gives_back_its_trial() -> None:
+    router, _, clock, s = await _half_open_router()
     chunks, _ = await router.open_stream(req())  # the half-open trial
     await chunks.aclose()  # the client left before a chunk was sent: an unstarted generator ran no finally
     assert s.local_inflight == 0  # least_inflight no longer counts a call that ended
@@ -515,12 +521,7 @@ async def test_a_stream_closed_before_its_first_read_ends_its_call_and_gives_bac
 
 
 async def test_a_stream_the_adapter_refuses_as_it_is_opened_ends_its_call_and_gives_back_its_trial() -> None:
-    clock = Clock()
-    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}},
-                      breaker={"failures": 1, "cooldown_s": 10}, clock=clock)
-    p["m#0"].push(Step(error=errors.Unavailable("down")))
-    await _half_open(router, clock)
-    s = router.book.state("m#0")
+    router, p, clock, s = await _half_open_router()
 
     def refuse(body: object, call: object) -> None:  # e.g. an adapter shaping the body before its generator
         raise errors.InvalidRequest("cannot send this body to the upstream")
