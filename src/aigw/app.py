@@ -109,6 +109,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         admin = tenancy.register_routes(app, auth)
         tenant_of, key_of = admin.tenant, admin.key
         health.register("ledger", tenancy.health, critical=False)  # type: ignore[arg-type]
+        health.register("keys", tenancy.keys_health, critical=False)  # type: ignore[arg-type]
         if redis is not None:  # limits and budgets skipping a failed Redis (not critical: policies apply)
             health.register("gate", tenancy.gate_health, critical=False)  # type: ignore[arg-type]
     cache = deps.services.get("cache_stage")

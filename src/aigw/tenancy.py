@@ -205,6 +205,10 @@ class Tenancy:
                        f"{writer.children.fallbacks} batches written by the database thread instead")
         return "ok", detail
 
+    async def keys_health(self) -> tuple[str, str]:
+        """The key-version poll: degraded while it fails (``KeyCache.health``)."""
+        return self.keys.health()
+
     async def gate_health(self) -> tuple[str, str]:
         """Redis mode: degraded while the limits and budget steps skip Redis (it timed out or failed
         moments ago; docs/tenancy.md, "Failure policies"), ok otherwise."""

@@ -434,7 +434,9 @@ def test_the_ledger_writer_is_a_background_process_or_the_database_thread(tmp_pa
         writers = writer_processes(db)
         assert len(writers) == (1 if writer == "process" else 0)
         with urllib.request.urlopen(gw.url + "/health/ready", timeout=5) as r:
-            ledger = json.loads(r.read())["checks"]["ledger"]
+            checks = json.loads(r.read())["checks"]
+        ledger = checks["ledger"]
+        assert checks["keys"]["status"] == "ok"  # the key-version poll answers
         assert ledger["status"] == "ok" and ledger["detail"].startswith("3 rows written")
         assert ("0 batches written by the database thread" in ledger["detail"]) == (writer == "process")
     assert not writer_processes(db)  # it ends with the gateway (after the drain)

@@ -92,6 +92,7 @@ class KeyCache:
         # that meet one meanwhile, in the same generation, wait for that read
         self._reading: dict[str, tuple[asyncio.Future[tuple[tuple[Grant, Principal] | None, bool]], int]] = {}
         self.poll_errors = 0
+        self.failing_since: float | None = None  # when the version poll began to fail (None: it answers)
         self._watching = False
         self._bump_owed = False  # a change this replica saved but could not announce: ``watch`` retries it
 
@@ -199,6 +200,15 @@ class KeyCache:
             self._seen_version = version
             self.invalidate()
 
+    def health(self) -> tuple[str, str]:
+        """For /health/ready: degraded while the version poll fails (a key revoked, rotated or disabled through
+        another replica is not seen here meanwhile: its cached entry still serves), ok otherwise."""
+        if self.failing_since is None:
+            return "ok", f"key version polled every {self._refresh_s:g} s"
+        return "degraded", (f"key version poll failing for {self._clock.now() - self.failing_since:.1f} s "
+                            f"({self.poll_errors} failed polls): changes made through other replicas are not "
+                            "seen here until it answers")
+
     def stop_watching(self) -> None:
         """Make ``watch`` return at its next turn (a cancel alone can be lost inside a Redis call)."""
         self._watching = False
@@ -218,8 +228,11 @@ class KeyCache:
                     self._bump_owed = False
                     log.info("key version bumped: a change made while the store was away is announced now")
                 await self.check_version()
+                self.failing_since = None
             except Exception as exc:  # a store blip: keep serving the cache, try again
                 self.poll_errors += 1
+                if self.failing_since is None:
+                    self.failing_since = self._clock.now()
                 if self.poll_errors % 40 == 1:
                     log.warning("key version check failed (%s: %s)", type(exc).__name__, exc)
             await asyncio.sleep(self._refresh_s)

@@ -208,12 +208,15 @@ async def test_a_change_announced_while_the_store_was_away_reaches_the_other_rep
     try:
         await asyncio.sleep(0.05)
         assert await b.lookup(SECRET) is not None  # nothing can reach b while the store is away
+        status, detail = b.health()  # and /health/ready says so (the "keys" line)
+        assert status == "degraded" and "not seen here" in detail and b.poll_errors > 0
         shared.down = False
         for _ in range(200):
             if await b.lookup(SECRET) is None:
                 break
             await asyncio.sleep(0.005)
         assert await b.lookup(SECRET) is None  # a announced it as soon as it could: b dropped the key
+        assert b.health()[0] == "ok"
     finally:
         for c in (a, b):
             c.stop_watching()
