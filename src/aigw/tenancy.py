@@ -91,7 +91,11 @@ class Tenancy:
         # Workers without Redis keep budget counters each in its own memory: a budget added or changed through
         # another worker is seeded there, not here. Every such change moves the key version, so seed again
         # when it moves (seeding only raises a counter to the ledger's figure). One process seeds in the PATCH.
-        reseed = self._reseed if redis is None and config.server.workers > 1 else None
+        # In the background, after the keys are dropped: it reads every budgeted scope (about a second for
+        # 50,000 keys), and a revoked key must not wait for it.
+        reseed = self._reseed_soon if redis is None and config.server.workers > 1 else None
+        self._reseeding: asyncio.Task[Any] | None = None
+        self._reseed_again = False
         self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size,
                              on_move=reseed)
         self._ledger_writer = _ledger_writer(config, self.db)
@@ -149,10 +153,26 @@ class Tenancy:
                         "tokens cost 0 (set input_per_mtok and output_per_mtok)",
                         ", ".join(sorted(self.services.prices.partial)))
 
+    def _reseed_soon(self) -> None:
+        """Seed this worker's budget counters again, off the version watch: one reseed at a time, and one more
+        after it when the version moved meanwhile (its change may have come after the running one read)."""
+        if self._reseeding is not None and not self._reseeding.done():
+            self._reseed_again = True
+            return
+        self._reseeding = self.supervisor.spawn(self._reseed(), name="budget-reseed")
+
     async def _reseed(self) -> None:
         """Raise this worker's budget counters to the ledger's figures (``--workers N`` without Redis: a
-        budget another worker added or changed, docs/tenancy.md)."""
-        await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
+        budget another worker added or changed, docs/tenancy.md), until no move is left unseen."""
+        while True:
+            self._reseed_again = False
+            try:
+                await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
+            except Exception as exc:  # the next move seeds again; the counters only ever lag, never drop
+                log.warning("key version moved, but budget counters could not be seeded again (%s: %s)",
+                            type(exc).__name__, exc)
+            if not self._reseed_again:
+                return
 
     async def _keep_seeded(self) -> None:
         """Budget counters in Redis start from the ledger again whenever Redis has lost them (a restart without
@@ -173,10 +193,11 @@ class Tenancy:
                     log.warning("budget counters cannot be checked or seeded (%s: %s)", type(exc).__name__, exc)
 
     async def stop(self) -> None:
-        if self._seeding is not None:
-            self._seeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._seeding, 2)
+        for task in (self._seeding, self._reseeding):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 2)
         if self._watch is not None:
             # redis-py's own timeouts can swallow a cancel that lands inside a call, so ask the
             # loop to end as well and cancel again until it has; shutdown never hangs on it

@@ -41,7 +41,9 @@ async def test_a_budget_added_through_another_worker_counts_the_windows_spend_he
         await a.db.save_project(project)  # what the admin API of worker A does: save, seed its own, bump
         await a._budget_changed(BudgetChange("project", "p1", "t1", Limits(), project.limits, "req_1"))
         await a.version.bump()
-        await b.keys.check_version()  # B's next poll
+        await b.keys.check_version()  # B's next poll drops its keys and starts the reseed, in the background
+        assert b._reseeding is not None
+        await b._reseeding
         window = window_of("daily", now)
         assert a.services.budgets._windows[("project:p1", window)].settled == 700_000_000  # type: ignore[attr-defined]
         spend = b.services.budgets._windows.get(("project:p1", window))  # type: ignore[attr-defined]

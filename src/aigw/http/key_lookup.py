@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aigw import errors
 from aigw.pipeline.context import Principal
@@ -25,7 +25,6 @@ from aigw.stores.keygen import KEY_PREFIX, hash_secret
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.auth")
-ON_MOVE_TIMEOUT_S = 1.0  # ``on_move`` runs before the cache is dropped: it may delay that drop this long at most
 
 
 def principal_for(grant: Grant) -> Principal:
@@ -69,11 +68,11 @@ def refusal(grant: Grant, now: float) -> str:
 
 class KeyCache:
     def __init__(self, store: TenancyStore, version: KeyVersion, clock: Clock, refresh_s: float = 0.25,
-                 max_size: int = 100_000, on_move: Callable[[], Awaitable[None]] | None = None) -> None:
+                 max_size: int = 100_000, on_move: Callable[[], None] | None = None) -> None:
         self._store = store
-        # run when the version moves (a change made here or by another process), before the cache is dropped:
-        # what the change means for this process's own state (budget counters) is in place before a call
-        # meets the changed key
+        # told when the version moves (a change made here or by another process), once the cache is dropped: it
+        # starts what the change means for this process's own state (budget counters) and returns at once.
+        # Never awaited before the drop: a revoked key must stop within a poll, however long that work takes.
         self._on_move = on_move
         self._version = version
         self._clock = clock
@@ -189,16 +188,13 @@ class KeyCache:
     async def check_version(self) -> None:
         version = await self._version.get()
         if version != self._seen_version:
-            if self._seen_version is not None:
+            moved = self._seen_version is not None
+            if moved:
                 log.debug("key version %s -> %s: cache cleared", self._seen_version, version)
-                if self._on_move is not None:
-                    try:
-                        await asyncio.wait_for(self._on_move(), ON_MOVE_TIMEOUT_S)
-                    except Exception as exc:  # the change still applies: the keys are dropped all the same
-                        log.warning("key version moved, but its follow-up failed (%s: %s)", type(exc).__name__,
-                                    exc)
             self._seen_version = version
             self.invalidate()
+            if moved and self._on_move is not None:
+                self._on_move()
 
     def health(self) -> tuple[str, str]:
         """For /health/ready: degraded while the version poll fails (a key revoked, rotated or disabled through

@@ -34,6 +34,9 @@ class AmbiguousName(LookupError):
     """A project looked up by a name that projects of several tenants share, with no tenant to choose."""
 
 
+BUDGETED_PAGE = 2000  # rows a reseed reads at a time (``_budgeted``)
+
+
 def _limits_json(lim: Limits) -> str:
     raw = {"rpm": lim.rpm, "tpm": lim.tpm, "max_parallel": lim.max_parallel, "budget_usd": lim.budget_usd,
            "budget_period": lim.budget_period}
@@ -243,10 +246,10 @@ class SqlDatabase:
     async def budgeted_spend(self, now: float) -> dict[tuple[str, str, str], int]:
         """Spend of the current window of every budgeted key, project and tenant, from the rollups."""
         levels: list[tuple[str, str, list[tuple[str, Limits]]]] = [
-            ("tenant", "tenant_id", [(t.id, t.limits) for t in await self.list_tenants()]),
-            ("project", "project_id", [(p.id, p.limits) for p in await self.list_projects(None)]),
+            ("tenant", "tenant_id", await self._budgeted("tenants")),
+            ("project", "project_id", await self._budgeted("projects")),
             # a revoked key never spends again: its counters are not seeded (a `total` one would live for good)
-            ("key", "key_id", [(k.id, k.limits) for k in await self.list_keys(None, None) if k.revoked_at is None]),
+            ("key", "key_id", await self._budgeted("api_keys", " AND revoked_at IS NULL")),
         ]
         out: dict[tuple[str, str, str], int] = {}
         for kind, column, items in levels:
@@ -261,6 +264,20 @@ class SqlDatabase:
                     if lim.budget_usd is not None and lim.budget_period == period and totals.get(ident):
                         out[(kind, ident, window)] = totals[ident]
         return out
+
+    async def _budgeted(self, table: str, where: str = "") -> list[tuple[str, Limits]]:
+        """(id, limits) of the rows of ``table`` with a budget, read ``BUDGETED_PAGE`` rows at a time by primary
+        key: a worker seeds again on every admin change, and a key lookup waits for the database between pages
+        only (with 50,000 keys one read of them all held it, and the event loop, for about a second)."""
+        out: list[tuple[str, Limits]] = []
+        after = ""
+        while True:
+            rows = await self.sql.fetch(f"SELECT id, limits FROM {table} WHERE id > ?{where} ORDER BY id "
+                                        f"LIMIT {BUDGETED_PAGE}", after)
+            out += [(r["id"], _limits(r["limits"])) for r in rows if "budget_usd" in (r["limits"] or "")]
+            if len(rows) < BUDGETED_PAGE:
+                return out
+            after = rows[-1]["id"]
 
     # -- ledger --------------------------------------------------------------------
     async def write(self, records: list[SpendRecord] | list[tuple[Any, ...]]) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from aigw.stores import database
 from aigw.stores.base import (
     NANO,
     ApiKey,
@@ -256,6 +257,25 @@ async def test_budgeted_spend_sums_the_current_window_from_rollups(db: SqlDataba
     assert spent[("tenant", "t1", window_of("monthly", NOW))] == to_nano(0.9)
     assert ("key", "k2", "total") not in spent  # no budget, no counter
     assert NANO == 1_000_000_000
+
+
+async def test_budgeted_spend_reads_keys_in_pages_and_misses_none(db: SqlDatabase,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reseed reads keys a page at a time (a lookup waits one page, not the whole table): every budgeted,
+    unrevoked key of every page is counted, keys without a budget or revoked are not."""
+    monkeypatch.setattr(database, "BUDGETED_PAGE", 3)
+    await _seed(db)
+    budget = Limits(budget_usd=1.0, budget_period="daily")
+    for i in range(8):
+        await db.add_key(ApiKey(id=f"kb{i}", tenant_id="t1", project_id="p1", key_hash=f"hb{i}", prefix="sk-aigw-b",
+                                limits=budget if i != 4 else Limits(), created_at=NOW,
+                                revoked_at=NOW if i == 6 else None))
+    await db.write([_rec(i, key=f"kb{i}", cost=0.01 * (i + 1)) for i in range(8)])
+    spent = await db.budgeted_spend(NOW)
+    window = window_of("daily", NOW)
+    assert {k[1]: v for k, v in spent.items() if k[0] == "key" and k[1].startswith("kb")} == {
+        f"kb{i}": to_nano(0.01 * (i + 1)) for i in (0, 1, 2, 3, 5, 7)}
+    assert ("key", "kb4", window) not in spent and ("key", "kb6", window) not in spent
 
 
 async def test_keys_come_in_pages_oldest_first(db: SqlDatabase) -> None:
