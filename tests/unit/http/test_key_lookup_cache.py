@@ -355,3 +355,35 @@ async def test_calls_waiting_on_a_read_that_fails_are_answered_503_with_it() -> 
     calls = [cache.lookup(SECRET) for _ in range(5)]
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(o, errors.Unavailable) for o in outcomes) and store.reads == 1
+
+
+async def test_an_unknown_secret_costs_one_read_and_a_key_created_after_the_miss_works_at_once() -> None:
+    """A client retrying a wrong secret reads the store once (the miss is remembered until the version moves);
+    a key created after that miss works on its first request (its secret is new: no miss can name it)."""
+    store, version = Store(), MemoryKeyVersion()
+    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    auth = Authenticator("sk-master", cache.lookup, cache.cached)
+    wrong = new_secret()
+    for _ in range(50):
+        with pytest.raises(errors.AuthError, match="Invalid API key"):
+            await auth.authenticate({"authorization": f"Bearer {wrong}"})
+    assert store.reads == 1
+    store.grants[hash_secret(SECRET)] = _grant()  # created now, through another worker: no version move
+    assert (await auth.authenticate({"authorization": f"Bearer {SECRET}"})).key_id == "k1"
+    assert store.reads == 2
+
+
+async def test_the_follow_up_of_a_version_move_starts_after_the_keys_are_dropped() -> None:
+    """``on_move`` (the budget reseed of workers without Redis) may take a second: a revoked key must not
+    keep working meanwhile, so the cache is dropped before it is told."""
+    store, version = Store(), MemoryKeyVersion()
+    store.grants[hash_secret(SECRET)] = _grant()
+    seen: list[object] = []
+    cache = KeyCache(store, version, Clock(), on_move=lambda: seen.append(cache.cached(SECRET)))  # type: ignore[arg-type]
+    await cache.check_version()
+    assert await cache.lookup(SECRET) is not None and cache.cached(SECRET) is not None
+    store.grants[hash_secret(SECRET)] = _grant(revoked=999.0)
+    await version.bump()
+    await cache.check_version()
+    assert seen == [None]  # told once, with the revoked key already gone from memory
+    assert await cache.lookup(SECRET) is None
