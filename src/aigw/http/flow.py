@@ -82,7 +82,7 @@ class Flow:
                 request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
                 body=parsed.body, model=parsed.model, stream=parsed.stream,
                 principal=principal, headers=req.headers, deadline_s=_deadline(req.headers, parsed.body),
-                state=parsed.state, source=(req.body, parsed.body),
+                state=parsed.state, source=(req.body, parsed.body), started=req.arrived,
             )
             result = await self.pipeline.run(ctx)
             headers = served_headers(ctx)
@@ -199,7 +199,7 @@ def _refused(req: HttpRequest, api: ApiFormat, endpoint: Endpoint, principal: Pr
     model = body.get("model")
     return RequestContext(request_id=req.request_id, api=api.name, endpoint=endpoint,  # type: ignore[arg-type]
                           body=body, model=model if isinstance(model, str) else "", principal=principal,
-                          headers=req.headers)
+                          headers=req.headers, started=req.arrived)
 
 
 def check_model_allowed(principal: Principal, model: str) -> None:

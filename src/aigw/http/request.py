@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,9 +21,10 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class HttpRequest:
-    __slots__ = ("_query", "body", "headers", "method", "path", "receive", "request_id", "scope")
+    __slots__ = ("_query", "arrived", "body", "headers", "method", "path", "receive", "request_id", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.arrived = time.monotonic()  # a request's latency and deadline count from here, body read included
         self.scope = scope
         self.receive = receive
         self.method: str = scope["method"]
