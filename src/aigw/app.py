@@ -69,7 +69,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     auth = Authenticator(config.server.master_key, tenancy.keys.lookup if tenancy is not None else None,
                          tenancy.keys.cached if tenancy is not None else None,
                          tenancy.keys.why_refused if tenancy is not None else None)
-    flow = Flow(auth, pipeline, config.server.max_body_bytes)
+    flow = Flow(auth, pipeline, config.server.max_body_bytes, obs.metrics.refused if obs.metrics is not None else None)
     health = Health()
     if redis is not None:
         health.register("redis", redis_check(redis), critical=False)
@@ -137,6 +137,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     if obs.metrics is not None:
         app.route("GET", "/metrics", MetricsEndpoint(obs.metrics, auth, config.observability.metrics.require_key))
         obs.metrics.on_scrape(breaker_refresher(router, obs.metrics.set_breaker))
+        app.on_unrouted = partial(obs.metrics.refused, "none")  # no route: no inbound API either
     if obs.writer is not None:
         admin_requests = AdminRequests(auth, obs.writer, key_of)
         app.route("GET", "/admin/requests", admin_requests.list)

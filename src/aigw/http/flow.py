@@ -26,6 +26,7 @@ from aigw.pipeline.pipeline import Pipeline
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.http")
+CLIENT_CLOSED = 499  # nginx's "client closed request", as the observe stage counts it
 
 
 @dataclass(slots=True)
@@ -59,11 +60,16 @@ class ApiFormat(Protocol):
         ...
 
 
+Refused = Callable[[str, int, float], None]  # (api, status, seconds since arrival): a refusal before any caller
+
+
 class Flow:
-    def __init__(self, auth: Authenticator, pipeline: Pipeline, max_body_bytes: int) -> None:
+    def __init__(self, auth: Authenticator, pipeline: Pipeline, max_body_bytes: int,
+                 refused: Refused | None = None) -> None:
         self.auth = auth
         self.pipeline = pipeline
         self.max_body = max_body_bytes
+        self.refused = refused  # counts what no finish hook sees: a request with no known caller
 
     async def handle(
         self, req: HttpRequest, send: Send, api: ApiFormat, endpoint: Endpoint,
@@ -72,6 +78,7 @@ class Flow:
         ctx: RequestContext | None = None
         principal: Principal | None = None
         body: JSON | None = None
+        status = 0  # what a request without a context was answered (no finish hook counts it)
         req.scope[CANCEL_ON_DISCONNECT] = True  # a client gone before its answer stops the upstream call too
         try:
             principal = self.auth.known(req.headers) or await self.auth.authenticate(req.headers)
@@ -109,9 +116,11 @@ class Flow:
                     ctx = _refused(req, api, endpoint, principal, body)
                 if ctx is not None:
                     ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
+                status = CLIENT_CLOSED
                 raise
             # the server shut down and stopped waiting for this request
             gone = _shut_down()
+            status = gone.status
             if ctx is not None:
                 ctx.error = gone  # the ledger and the request log say so, not 200
             with contextlib.suppress(Exception):  # a 503 the client's SDK retries elsewhere, if nothing went out
@@ -122,17 +131,21 @@ class Flow:
                 ctx = _refused(req, api, endpoint, principal, body)  # a model it may not use): metered and billed
             if ctx is not None:
                 ctx.error = err
-            await send_error(send, api, err, req.request_id, ctx.response_headers if ctx is not None else None)
+            status = await send_error(send, api, err, req.request_id,
+                                      ctx.response_headers if ctx is not None else None)
         except Exception as exc:
             log.exception("unexpected error handling %s %s (request %s, tenant %s)", req.sent_method, req.path,
                           req.request_id, principal.tenant_id or "-" if principal is not None else "-")
             internal = errors.UpstreamError(f"internal gateway error ({type(exc).__name__})", status=500)
             if ctx is not None:
                 ctx.error = internal
-            await send_error(send, api, internal, req.request_id)
+            status = await send_error(send, api, internal, req.request_id)
         finally:
-            if ctx is not None and self.pipeline.finishes:
-                await self.pipeline.finish(ctx)
+            if ctx is not None:
+                if self.pipeline.finishes:
+                    await self.pipeline.finish(ctx)
+            elif status and self.refused is not None:  # no key, a refused key: seen in metrics all the same
+                self.refused(api.name, status, time.monotonic() - req.arrived)
 
     async def _caller(self, req: HttpRequest) -> Principal | None:
         """Who sent a request whose client left while its key was being looked up (None: nobody known)."""
@@ -143,7 +156,8 @@ class Flow:
 
 
 async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, request_id: str,
-                     extra: dict[str, str] | None = None) -> None:
+                     extra: dict[str, str] | None = None) -> int:
+    """Send ``err`` in the client's wire format; the status sent."""
     status, body = api.render_error(err)
     headers: Headers = [(b"x-request-id", request_id.encode())]
     if err.retry_after is not None:
@@ -156,6 +170,7 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
     if api.own_headers is not None:
         headers.extend(api.own_headers(request_id, extra or {}))
     await send_json(send, status, body, headers)
+    return status
 
 
 _SERVED = frozenset({"x-request-id", "x-aigw-provider", "x-aigw-model", "x-aigw-deployment",

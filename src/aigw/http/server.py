@@ -9,6 +9,7 @@ by the GET handler with the same status and headers; the server drops the body
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ log = logging.getLogger("aigw.http")
 
 Handler = Callable[[HttpRequest, Send], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
+Unrouted = Callable[[int, float], None]  # (status, seconds since arrival) of a request no route took
 
 
 class GatewayApp:
@@ -30,6 +32,7 @@ class GatewayApp:
         self.on_startup = on_startup or []
         self.on_shutdown = on_shutdown or []
         self.state: dict[str, Any] = {}
+        self.on_unrouted: Unrouted | None = None  # metrics: a scanner or a misconfigured client shows
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self._exact[(method, path)] = handler
@@ -80,6 +83,8 @@ class GatewayApp:
         else:
             err = errors.NotFound(f"Unknown endpoint {req.method} {path}.")
         await send_json(send, err.status, error_body(err), headers)
+        if self.on_unrouted is not None:
+            self.on_unrouted(err.status, time.monotonic() - req.arrived)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -164,8 +164,8 @@ class Metrics:
 
     # -- label hygiene -------------------------------------------------------------
     def model_label(self, model: str) -> str:
-        """A model name safe to use as a label: configured, else ``other``."""
-        return model if model in self._models else OTHER
+        """A model name safe to use as a label: configured, else ``other`` (``none``: no model was named)."""
+        return model if model in self._models else (OTHER if model else NONE)
 
     # -- the per-request path --------------------------------------------------------
     def started(self, model: str) -> None:
@@ -210,6 +210,12 @@ class Metrics:
             self.fallbacks_total.labels(self.model_label(s.model), self.model_label(s.fallback_model)).inc()
         if s.rejected:
             self.rejections_total.labels(self.model_label(s.model), s.rejected).inc()
+
+    def refused(self, api: str, status: int, duration_s: float) -> None:
+        """A request refused before any caller or model was known (no key, a key refused, no such route), so
+        that an attack or a misconfigured client shows: every label is the gateway's own, none the client's."""
+        self.record(Sample(api=api, model="", provider=NONE, deployment=NONE, status=status, duration_s=duration_s,
+                           rejected="auth" if status == 401 else ""))
 
     # -- events other stages and stores report ----------------------------------------
     def cache_lookup(self, model: str, result: str) -> None:

@@ -86,3 +86,37 @@ async def test_a_refused_body_is_timed_from_the_requests_arrival(app: GatewayApp
 async def test_an_answered_request_counts_its_body_upload_too(app: GatewayApp, clock: FakeClock) -> None:
     assert await call(app, CHAT, clock=clock, body_takes_s=3.0) == 200
     assert samples(app, "aigw_request_duration_seconds_sum", outcome="ok", model="mock") == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("key", [None, "sk-not-a-key-anyone-issued"])
+async def test_a_request_refused_for_its_key_is_counted_with_the_gateways_own_labels(
+        app: GatewayApp, key: str | None) -> None:
+    # a made-up model and key must not become label values: one series however many a client sends
+    for i in range(3):
+        body = orjson.dumps({"model": f"made-up-{i}", "messages": []})
+        assert await call(app, body, key=key) == 401
+    labels = {"api": "openai", "model": "none", "provider": "none", "deployment": "none", "status": "401"}
+    assert samples(app, "aigw_requests_total", **labels) == 3
+    assert samples(app, "aigw_request_duration_seconds_count", model="none", outcome="error") == 3
+    assert samples(app, "aigw_rejections_total", model="none", reason="auth") == 3
+    assert samples(app, "aigw_requests_total", model="other") == 0
+
+
+async def test_an_anthropic_client_refused_for_its_key_is_counted_under_its_api(app: GatewayApp) -> None:
+    assert await call(app, CHAT, path="/v1/messages", key="sk-wrong") == 401
+    assert samples(app, "aigw_requests_total", api="anthropic", status="401", model="none") == 1
+
+
+async def test_an_unknown_route_is_counted(app: GatewayApp) -> None:
+    assert await call(app, CHAT, path="/v1/chat/complete") == 404
+    assert await call(app, CHAT, path="/v1/chat/complete/../../etc") == 404
+    labels = {"api": "none", "model": "none", "provider": "none", "deployment": "none", "status": "404"}
+    assert samples(app, "aigw_requests_total", **labels) == 2
+    assert samples(app, "aigw_request_duration_seconds_count", api="none", outcome="error") == 2
+    assert samples(app, "aigw_rejections_total") == 0  # not the gateway refusing a caller: nothing to call
+
+
+async def test_a_body_over_the_limit_from_a_known_caller_is_counted(app: GatewayApp, clock: FakeClock) -> None:
+    assert await call(app, b"{" + b" " * 2000 + b"}", clock=clock, body_takes_s=2.0) == 413
+    assert samples(app, "aigw_requests_total", status="413", model="none") == 1
+    assert samples(app, "aigw_request_duration_seconds_sum", outcome="error") == pytest.approx(2.0)
