@@ -137,6 +137,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     if obs.metrics is not None:
         app.route("GET", "/metrics", MetricsEndpoint(obs.metrics, auth, config.observability.metrics.require_key))
         obs.metrics.on_scrape(breaker_refresher(router, obs.metrics.set_breaker))
+        router.observe_attempts(obs.metrics.attempt)  # each upstream call, under the deployment that made it
         app.on_unrouted = partial(obs.metrics.refused, "none")  # no route: no inbound API either
     if obs.writer is not None:
         admin_requests = AdminRequests(auth, obs.writer, key_of)

@@ -64,7 +64,7 @@ class Sample:
 class _Children:
     """The labelled children of one (api, model, provider, deployment, status, tenant) tuple."""
 
-    __slots__ = ("cost", "duration", "key", "overhead", "requests", "retries", "tokens", "ttft", "upstream")
+    __slots__ = ("cost", "duration", "key", "overhead", "requests", "retries", "tokens", "ttft")
 
     def __init__(self, m: Metrics, key: tuple[str, ...]) -> None:
         api, model, provider, deployment, status, tenant = key
@@ -72,7 +72,6 @@ class _Children:
         outcome = "ok" if status.startswith("2") else "error"
         self.requests = m.requests_total.labels(api, model, provider, deployment, status, *t)
         self.duration = m.request_duration.labels(api, model, provider, deployment, outcome, *t)
-        self.upstream = m.upstream_duration.labels(model, provider, deployment)
         self.overhead = m.overhead.labels(api, model, provider, deployment)
         self.ttft = m.ttft.labels(model, provider, deployment, *t)
         self.key = (model, provider, deployment, *t)
@@ -96,6 +95,7 @@ class Metrics:
         self._children: dict[tuple[str, ...], _Children] = {}
         self._inflight: dict[str, Any] = {}
         self._guardrails: dict[tuple[str, str, str], Any] = {}
+        self._attempts: dict[tuple[str, str], tuple[Any, Any]] = {}  # (deployment, outcome) -> count, duration
         self._refreshers: list[Callable[[], None]] = []
         self._define(version)
 
@@ -117,8 +117,12 @@ class Metrics:
                                registry=r, **self._mp("livesum"))
         self.ttft = Histogram("aigw_time_to_first_token_seconds", "Streams: request start to the first upstream "
                               "chunk.", ["model", "provider", "deployment", *t], buckets=LATENCY_BUCKETS, registry=r)
-        self.upstream_duration = Histogram("aigw_upstream_duration_seconds", "Time spent waiting on upstreams, "
-                                           "all attempts.", ["model", "provider", "deployment"],
+        self.upstream_attempts = Counter("aigw_upstream_attempts", "Upstream calls, each under the deployment "
+                                         "that made it, by outcome (ok, the error kind, cancelled).",
+                                         ["model", "provider", "deployment", "outcome"], registry=r)
+        self.upstream_duration = Histogram("aigw_upstream_duration_seconds", "Upstream calls' duration, each under "
+                                           "the deployment that made it; outcome ok, error or cancelled.",
+                                           ["model", "provider", "deployment", "outcome"],
                                            buckets=LATENCY_BUCKETS, registry=r)
         self.overhead = Histogram("aigw_gateway_overhead_seconds", "Request duration minus upstream time: what the "
                                   "gateway adds.", ["api", "model", "provider", "deployment"],
@@ -191,8 +195,7 @@ class Metrics:
             ch = self._children[key] = _Children(self, key)
         ch.requests.inc()
         ch.duration.observe(s.duration_s)
-        if s.upstream_s > 0:
-            ch.upstream.observe(s.upstream_s)
+        if s.upstream_s > 0:  # the upstream calls themselves are counted as each ends (``attempt``)
             ch.overhead.observe(max(0.0, s.duration_s - s.upstream_s))
         if s.first_token_s is not None:
             ch.ttft.observe(s.first_token_s)
@@ -216,6 +219,19 @@ class Metrics:
         that an attack or a misconfigured client shows: every label is the gateway's own, none the client's."""
         self.record(Sample(api=api, model="", provider=NONE, deployment=NONE, status=status, duration_s=duration_s,
                            rejected="auth" if status == 401 else ""))
+
+    def attempt(self, model: str, provider: str, deployment: str, outcome: str, seconds: float) -> None:
+        """The router: one upstream call ended (``routing.attempts.AttemptHook``). A retried request's failed
+        call counts against the deployment that failed, the answer against the one that answered. Labels come
+        from config (deployments) and the error tree (outcomes): bounded."""
+        children = self._attempts.get((deployment, outcome))
+        if children is None:
+            result = outcome if outcome in ("ok", "cancelled") else "error"
+            children = self._attempts[(deployment, outcome)] = (
+                self.upstream_attempts.labels(model, provider, deployment, outcome),
+                self.upstream_duration.labels(model, provider, deployment, result))
+        children[0].inc()
+        children[1].observe(seconds)
 
     # -- events other stages and stores report ----------------------------------------
     def cache_lookup(self, model: str, result: str) -> None:

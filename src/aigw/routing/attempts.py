@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +28,10 @@ log = logging.getLogger("aigw.routing")
 DEFAULT_CONNECT_S = 10.0
 
 Endpoint = str  # "chat" | "completions" | "embeddings"
+# Told of every attempt as it ends: (public model, provider, deployment id, outcome, seconds). The outcome is
+# "ok", the error kind the attempt ended with, or "cancelled" (the caller left): each attempt counts against
+# the deployment that ran it, not the one that finally answered.
+AttemptHook = Callable[[str, str, str, str, float], None]
 
 
 @dataclass(slots=True)
@@ -155,6 +159,11 @@ class Attempts:
     def __init__(self, book: HealthBook) -> None:
         self.book = book
         self.clock = book.clock
+        self.on_attempt: AttemptHook | None = None
+
+    def _ended(self, d: Deployment, outcome: Outcome | None, seconds: float) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(d.name, d.provider, d.id, outcome_name(outcome), seconds)
 
     async def complete(self, slot: Slot, req: RouteRequest, served: Served, call: CallOptions,
                        trial: bool) -> JSON:
@@ -181,6 +190,7 @@ class Attempts:
             if outcome is OK or (outcome is not None and outcome.kind == "timeout"):
                 s.sample_latency(elapsed)  # a timeout too: lowest_latency must not keep choosing one that hangs
             self.book.record(s, outcome, trial)
+            self._ended(s.deployment, outcome, elapsed)
         if s.deployment.tpm is not None:
             s.add_tokens(tokens_of(body.get("usage")))
         served.deployment = slot.target.deployment
@@ -208,7 +218,9 @@ class Attempts:
             served.upstream_s += waited
             if err is not None and err.kind == "timeout":
                 s.sample_ttft(waited)  # no first token in time: lowest_latency must not keep choosing it
-            self.book.record(s, None if err is None else outcome_of(err), trial)
+            failed = None if err is None else outcome_of(err)
+            self.book.record(s, failed, trial)
+            self._ended(s.deployment, failed, waited)
             if err is None or err is exc:
                 raise
             raise err from None
@@ -219,12 +231,21 @@ class Attempts:
 
         def finish(outcome: Outcome | None, tokens: int) -> None:
             s.ended()
-            served.upstream_s += clock.monotonic() - start
+            took = clock.monotonic() - start
+            served.upstream_s += took
             if tokens:
                 s.add_tokens(tokens)
             self.book.record(s, outcome, trial)
+            self._ended(s.deployment, outcome, took)
 
         return await park(primed(first, source, end, finish))
+
+
+def outcome_name(outcome: Outcome | None) -> str:
+    """An attempt's outcome as one word: ok, the error kind, or cancelled (``None``: the caller left)."""
+    if outcome is None:
+        return "cancelled"
+    return outcome.kind or "ok"
 
 
 def _took(exc: BaseException, err: errors.GatewayError | None, call: CallOptions) -> bool:

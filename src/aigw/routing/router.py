@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from aigw import errors
 from aigw.config.models import CircuitBreakerConfig, ModelRouting
 from aigw.providers.base import CallOptions, Timeouts
-from aigw.routing.attempts import Attempts, Endpoint, RouteRequest, Served, Slot, Target, timeouts_for
+from aigw.routing.attempts import AttemptHook, Attempts, Endpoint, RouteRequest, Served, Slot, Target, timeouts_for
 from aigw.routing.book import HealthBook
 from aigw.routing.breaker import CLOSED, HALF_OPEN, OPEN
 from aigw.routing.retry import backoff_s, dead_deployment, moves_on, resolve_policies
@@ -58,6 +58,10 @@ class Router:
         self._rng = rng or random.Random()
         self._background: list[tuple[str, Loop, Callable[[], None]]] = []
         self._usable: dict[tuple[str, str], list[Slot]] = {}  # (model, endpoint) -> usable slots
+
+    def observe_attempts(self, hook: AttemptHook) -> None:
+        """Tell ``hook`` of every upstream attempt as it ends (metrics count each against its deployment)."""
+        self._attempts.on_attempt = hook
 
     # -- catalogue ---------------------------------------------------------------
     def model_names(self) -> list[str]:

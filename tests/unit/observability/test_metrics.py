@@ -40,11 +40,14 @@ def test_a_request_moves_counters_histograms_tokens_and_cost() -> None:
     m = Metrics(["gpt"])
     m.record(ok(cost_usd=0.002, first_token_s=0.05))
     m.record(ok(status=502, tokens={}))
+    m.attempt("gpt", "openai", "d1", "ok", 0.15)
+    m.attempt("gpt", "openai", "d1", "unavailable", 0.15)
     assert value(m, "aigw_requests_total", model="gpt", status="200", deployment="d1", api="openai") == 1
     assert value(m, "aigw_requests_total", model="gpt", status="502") == 1
     assert value(m, "aigw_request_duration_seconds_count", model="gpt", outcome="ok") == 1
     assert value(m, "aigw_request_duration_seconds_count", model="gpt", outcome="error") == 1
     assert value(m, "aigw_upstream_duration_seconds_count", model="gpt") == 2
+    assert value(m, "aigw_upstream_attempts_total", deployment="d1", outcome="unavailable") == 1
     assert abs(value(m, "aigw_gateway_overhead_seconds_sum", model="gpt") - 0.1) < 1e-9
     assert value(m, "aigw_time_to_first_token_seconds_count", model="gpt") == 1
     assert value(m, "aigw_tokens_total", kind="input") == 10
