@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from itertools import pairwise
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -192,3 +193,40 @@ def test_lock_free_and_prometheus_client_families_render_the_same(tmp_path: obje
                 if not s.name.endswith("_created")}
 
     assert samples(fast_r) == samples(prom_r)
+
+
+def test_the_exposition_is_well_formed_text_format() -> None:
+    """What a scraper parses strictly: HELP and TYPE once per family, ahead of its samples; label values with
+    quotes, backslashes and newlines escaped; histogram buckets cumulative up to +Inf, which equals _count."""
+    m = Metrics(["gpt"], tenant_label=True)
+    odd = 'te"n\\ant\nx'
+    for duration in (0.0004, 0.2, 0.2, 75.0):
+        m.record(ok(tenant=odd, duration_s=duration, first_token_s=0.01))
+    m.attempt("gpt", "openai", "d1", "timeout", 3.0)
+    m.refused("openai", 401, 0.001)
+    m.cache_lookup("gpt", "hit")
+    text = m.render().decode()
+    lines = text.splitlines()
+    for kind in ("HELP", "TYPE"):
+        names = [line.split()[2] for line in lines if line.startswith(f"# {kind} ")]
+        assert len(names) == len(set(names)), f"{kind} twice"
+    assert 'tenant="te\\"n\\\\ant\\nx"' in text  # the exposition's own escapes, on one line
+    typed = {line.split()[2]: line.split()[3] for line in lines if line.startswith("# TYPE ")}
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert set(families) == {n.removesuffix("_total") for n in typed}
+    assert {s.labels.get("tenant") for s in families["aigw_requests"].samples} == {odd, ""}
+    for name, family in families.items():
+        if family.type != "histogram":
+            continue
+        series: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+        counts: dict[tuple[tuple[str, str], ...], float] = {}
+        for s in family.samples:
+            rest = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+            if s.name == name + "_bucket":
+                series.setdefault(rest, []).append((float(s.labels["le"]), s.value))
+            elif s.name == name + "_count":
+                counts[rest] = s.value
+        for rest, buckets in series.items():
+            assert [le for le, _ in buckets] == sorted(le for le, _ in buckets) and buckets[-1][0] == float("inf")
+            assert all(a[1] <= b[1] for a, b in pairwise(buckets)), name
+            assert buckets[-1][1] == counts[rest], name
