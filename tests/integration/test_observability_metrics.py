@@ -10,8 +10,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from aigw.cli.admin_client import AdminClient
 from aigw.pipeline.stages.registry import STAGES
 from tests.integration.obs_stages import CACHED, DENY
+from tests.integration.tenancy_support import setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 
 MASTER = "sk-master-obs-metrics-0001"
@@ -142,3 +144,20 @@ def test_metrics_can_require_the_master_key(tmp_path: Any, test_stages: None) ->
     with running_gateway(config(tmp_path, observability={"metrics": {"require_key": True}})) as gw:
         assert requests.get(gw.url + "/metrics", timeout=5).status_code == 401
         assert requests.get(gw.url + "/metrics", headers=AUTH, timeout=5).status_code == 200
+
+
+def test_refused_keys_are_counted_without_growing_series(gw: RunningGateway) -> None:
+    """An operator sees a client with a revoked or made-up key (or none): each 401 counts, under model=none."""
+    key = setup_key(AdminClient(gw.url, MASTER), "obs-co")
+    assert requests.post(f"{gw.url}/admin/keys/{key['id']}/revoke", headers=AUTH, timeout=5).status_code == 200
+    before = scrape(gw)
+    for secret in (key["key"], "sk-aigw-made-up-0001", ""):
+        r = requests.post(gw.v1 + "/chat/completions", json={"model": "made-up", "messages": []},
+                          headers={"Authorization": f"Bearer {secret}"} if secret else {}, timeout=10)
+        assert r.status_code == 401
+    after = scrape(gw)
+    labels = {"model": "none", "provider": "none", "deployment": "none", "status": "401", "api": "openai"}
+    assert total(after, "aigw_requests_total", **labels) - total(before, "aigw_requests_total", **labels) == 3
+    assert total(after, "aigw_rejections_total", reason="auth") - total(before, "aigw_rejections_total",
+                                                                        reason="auth") == 3
+    assert not any(lab.get("model") == "made-up" for lab, _ in after["aigw_requests_total"])
