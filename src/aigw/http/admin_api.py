@@ -18,12 +18,13 @@ answers, the audit line of each change) in ``admin_guard.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from aigw import errors
 from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
+from aigw.http.admin_lists import listing, one_more, page_size
 from aigw.http.admin_models import (
     KeyIn,
     KeyPatch,
@@ -47,31 +48,6 @@ from aigw.stores.sql import UniqueViolation
 from aigw.types import JSON, Clock
 
 log = logging.getLogger("aigw.admin")
-E = TypeVar("E", Tenant, Project, ApiKey)
-
-
-def _page_size(raw: str | None) -> int | None:
-    """``limit`` of a list: 1 to 1000, or None (everything, as before pages existed)."""
-    if not raw:
-        return None
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:  # "²" is a digit int() refuses
-        raise errors.InvalidRequest("limit: a whole number from 1 to 1000", param="limit")
-    return int(raw)
-
-
-def _one_more(limit: int | None) -> int | None:
-    """What to fetch for a page of ``limit``: one more tells whether another page follows."""
-    return limit + 1 if limit is not None else None
-
-
-def _listing(items: Sequence[E], limit: int | None, out: Callable[[E], dict[str, Any]]) -> JSON:
-    """An OpenAI-style list: the page (``items`` holds one more than ``limit`` when another follows)."""
-    more = limit is not None and len(items) > limit
-    page = items[:limit] if more else items
-    return {"object": "list", "data": [out(x) for x in page], "has_more": more,
-            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
-
-
 def _not_found(what: str, ident: str) -> errors.NotFound:
     return errors.NotFound(f"No {what} `{ident}`.", code=f"{what}_not_found")
 
@@ -188,11 +164,11 @@ class AdminApi:
 
     async def list_tenants(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         scope = admin_scope(p)
-        if scope is not None:  # a tenant admin: its own tenant, one item
-            return 200, _listing([await self.tenant(scope, scope)], None, tenant_out)
-        limit = _page_size(req.query.get("limit"))
+        limit = page_size(req.query.get("limit"))
         after = await self.tenant(ident, scope) if (ident := req.query.get("after")) else None
-        return 200, _listing(await self.db.list_tenants(_one_more(limit), after), limit, tenant_out)
+        if scope is not None:  # a tenant admin: its own tenant, one item (none after it: it is the last)
+            return 200, listing([] if after else [await self.tenant(scope, scope)], limit, tenant_out)
+        return 200, listing(await self.db.list_tenants(one_more(limit), after), limit, tenant_out)
 
     async def tenant_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/tenants/").strip("/")
@@ -240,9 +216,9 @@ class AdminApi:
         tenant_id = scope
         if ident := req.query.get("tenant"):
             tenant_id = (await self.tenant(ident, scope)).id
-        limit = _page_size(req.query.get("limit"))
+        limit = page_size(req.query.get("limit"))
         after = await self.project(ident, scope) if (ident := req.query.get("after")) else None
-        return 200, _listing(await self.db.list_projects(tenant_id, _one_more(limit), after), limit, project_out)
+        return 200, listing(await self.db.list_projects(tenant_id, one_more(limit), after), limit, project_out)
 
     async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/projects/").strip("/")
@@ -288,9 +264,9 @@ class AdminApi:
             tenant_id = (await self.tenant(ident, scope)).id
         if ident := req.query.get("project"):
             project_id = (await self.project(ident, tenant_id)).id
-        limit = _page_size(req.query.get("limit"))
+        limit = page_size(req.query.get("limit"))
         after = await self.key(ident, scope) if (ident := req.query.get("after")) else None
-        return 200, _listing(await self.db.list_keys(tenant_id, project_id, _one_more(limit), after), limit, key_out)
+        return 200, listing(await self.db.list_keys(tenant_id, project_id, one_more(limit), after), limit, key_out)
 
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident, _, action = req.path.removeprefix("/admin/keys/").strip("/").partition("/")
