@@ -5,15 +5,17 @@ on PostgreSQL (the master's disabling is kept by the UPDATE itself)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from aigw.cli.admin_client import AdminClient
-from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
+from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
 from tests.integration.test_tenancy_admin_input import refused
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.services import RUN_ID, pg_execute, postgres_dsn
@@ -47,6 +49,49 @@ def _tenant_admin(gw: RunningGateway, admin: AdminClient, tenant: str, **own: An
                   ) -> tuple[AdminClient, dict[str, Any]]:
     key = setup_key(admin, tenant, role="tenant_admin", **own)
     return AdminClient(gw.url, key["key"]), key
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def test_a_tenant_admin_cannot_create_a_key_broader_than_its_own(gw: RunningGateway, admin: AdminClient) -> None:
+    own_expiry = time.time() + 30 * 86400
+    as_a, a = _tenant_admin(gw, admin, "bounded-co", models=["mock"], rpm=10, tpm=1000, max_parallel=2,
+                            budget_usd=5.0, budget_period="monthly", expires_at=_iso(own_expiry))
+    within = {"project": a["project_id"], "models": ["mock"], "rpm": 10, "tpm": 1000, "max_parallel": 2,
+              "budget_usd": 5.0, "budget_period": "monthly", "expires_at": _iso(own_expiry - 60)}
+    before = len(admin.get("/admin/keys", tenant="bounded-co")["data"])
+    for change, field in [
+        ({"models": None}, "models"), ({"models": ["mock", "mock-large"]}, "models"),
+        ({"expires_at": None}, "expires_at"), ({"expires_at": _iso(own_expiry + 86400)}, "expires_at"),
+        ({"rpm": None}, "rpm"), ({"rpm": 11}, "rpm"), ({"tpm": 1001}, "tpm"), ({"max_parallel": None}, "max_parallel"),
+        ({"budget_usd": None}, "budget_usd"), ({"budget_usd": 5.01}, "budget_usd"),
+        ({"budget_period": "daily"}, "budget_period"), ({"budget_period": "weekly"}, "budget_period"),
+    ]:
+        body = refused(lambda c=change: as_a.post("/admin/keys", {**within, **c}), 403, field, "cannot grant more")
+        assert body["code"] == "exceeds_own_key"
+    assert len(admin.get("/admin/keys", tenant="bounded-co")["data"]) == before  # nothing was stored
+    made = as_a.post("/admin/keys", {**within, "budget_usd": 2.0, "budget_period": "total", "rpm": 5})
+    assert (made["models"], made["rpm"], made["budget_usd"], made["budget_period"]) == (["mock"], 5, 2.0, "total")
+    openai.OpenAI(base_url=gw.v1, api_key=made["key"], max_retries=0).chat.completions.create(**chat_body())
+    assert admin.post("/admin/keys", {"project": a["project_id"]})["models"] is None  # the master has no bounds
+
+
+def test_a_tenant_admin_cannot_widen_or_rotate_a_key_beyond_its_own(gw: RunningGateway, admin: AdminClient) -> None:
+    as_a, a = _tenant_admin(gw, admin, "widen-co", models=["mock"], rpm=10, budget_usd=5.0)
+    narrow = as_a.post("/admin/keys", {"project": a["project_id"], "models": ["mock"], "rpm": 5, "budget_usd": 1.0})
+    for change, field in [({"rpm": 20}, "rpm"), ({"rpm": None}, "rpm"), ({"models": None}, "models"),
+                          ({"budget_usd": 50.0}, "budget_usd"), ({"budget_period": "weekly"}, "budget_period")]:
+        refused(lambda c=change: as_a.patch(f"/admin/keys/{narrow['id']}", c), 403, field, "cannot grant more")
+    refused(lambda: as_a.patch(f"/admin/keys/{a['id']}", {"budget_usd": None}), 403, "budget_usd")  # nor its own
+    assert as_a.get(f"/admin/keys/{narrow['id']}")["rpm"] == 5 and as_a.get(f"/admin/keys/{a['id']}")["budget_usd"] == 5
+    assert as_a.patch(f"/admin/keys/{narrow['id']}", {"rpm": 10, "name": "ok"})["rpm"] == 10
+    broad = admin.post("/admin/keys", {"project": a["project_id"]})  # the master's: every model, no limits
+    refused(lambda: as_a.post(f"/admin/keys/{broad['id']}/rotate", {}), 403, "models")  # its new secret: refused
+    assert as_a.get(f"/admin/keys/{broad['id']}")["prefix"] == broad["prefix"]  # not rotated
+    assert as_a.patch(f"/admin/keys/{broad['id']}", {"name": "renamed"})["name"] == "renamed"  # narrowing is fine
+    assert as_a.post(f"/admin/keys/{narrow['id']}/rotate", {})["key"].startswith("sk-aigw-")
 
 
 def test_a_tenant_admin_pages_its_tenant_list_like_the_master(gw: RunningGateway, admin: AdminClient) -> None:

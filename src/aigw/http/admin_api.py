@@ -11,8 +11,9 @@ The master key sees everything. A tenant admin key (role ``tenant_admin``) sees
 its own tenant only: any other tenant's id, project or key is a 404, exactly
 as if it did not exist. Every change bumps the key version, which every
 replica polls, so caches everywhere drop within ``tenancy.key_refresh_s``.
-Spend reports live in ``admin_spend.py``; what every admin endpoint shares (auth, bodies,
-answers, the audit line of each change) in ``admin_guard.py``.
+A tenant admin never grants more than its own key holds (``admin_bounds.py``). Spend reports live in
+``admin_spend.py``; what every admin endpoint shares (auth, bodies, answers, the audit line of each change) in
+``admin_guard.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aigw import errors
+from aigw.http.admin_bounds import KEY_FIELDS, check_within
 from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
 from aigw.http.admin_lists import listing, one_more, page_size
 from aigw.http.admin_models import (
@@ -254,6 +256,8 @@ class AdminApi:
                    prefix=display_prefix(secret), name=body.name, allowed_models=body.models,
                    limits=body.limits(), expires_at=body.expires_at, role=body.role, metadata=body.metadata,
                    created_at=self.clock.now())
+        if (own := await self._own_key(p)) is not None:
+            check_within(own, k)
         await self.db.add_key(k)  # no version bump: a fresh random secret cannot be cached anywhere yet
         return 201, key_out(k, secret)
 
@@ -286,13 +290,18 @@ class AdminApi:
             if k.revoked_at is not None:
                 raise errors.InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
             grace_s = (await parse_optional_body(req, RotateIn)).grace_s
+            if (own := await self._own_key(p)) is not None:  # a new secret is a key in hand: no broader than its own
+                check_within(own, k)
             previous = (k.key_hash, self.clock.now() + grace_s) if grace_s > 0 else (None, None)
             secret = new_secret()
             k.key_hash, k.prefix = hash_secret(secret), display_prefix(secret)
             k.previous_hash, k.previous_until = previous  # a secret in grace before this one stops now
             columns = {"key_hash", "prefix", "previous_hash", "previous_until"}
         elif req.method == "PATCH" and not action:
-            columns = self._patch_key(k, await parse_body(req, KeyPatch))
+            body = await parse_body(req, KeyPatch)
+            columns = self._patch_key(k, body)
+            if (own := await self._own_key(p)) is not None:
+                check_within(own, k, body.model_fields_set & KEY_FIELDS)
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
         await self.db.save_key(k, columns)
@@ -303,6 +312,15 @@ class AdminApi:
             await self._on_revoke(k)  # every call and before the bump, so a revoke repeated after a 503 finishes it
         await self._changed()
         return 200, key_out(k, secret)
+
+    async def _own_key(self, p: Principal) -> ApiKey | None:
+        """A tenant admin's own key as saved now (what it may grant: ``admin_bounds``); None for the master key."""
+        if (scope := admin_scope(p)) is None:
+            return None
+        own = await self.db.get_key(p.key_id, scope)
+        if own is None:  # cannot be while its key authenticates; refused rather than unbounded if it ever is
+            raise errors.PermissionDenied("This admin key is not found.")
+        return own
 
     @staticmethod
     def _patch_key(k: ApiKey, body: KeyPatch) -> set[str]:

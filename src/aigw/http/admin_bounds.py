@@ -1,0 +1,59 @@
+"""What a tenant admin key may grant: never more than it holds itself (least privilege).
+
+A tenant admin creates and changes its tenant's keys. Had it no bounds, a key limited to one cheap model, a
+small budget and an expiry next week could mint a key for every model, with no budget, that never expires:
+the master key's limits on it would mean nothing. So each key it creates, each field it changes and each key
+it rotates (a new secret is a key in hand) must fit inside its own key as saved now:
+
+* ``models``: among its own (when it has a list);
+* ``expires_at``: set, and no later than its own (when it has one);
+* ``rpm``, ``tpm``, ``max_parallel``: set, and no higher than its own (for each it has);
+* ``budget_usd``: set, no larger than its own, over a window that lies inside one of its own: the same
+  period, a ``total`` one (never starts again), or any when its own is ``daily`` (a day lies inside every
+  window; a week does not lie inside a month).
+
+Anything more is a 403 naming the field, and nothing is stored. The master key has no bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from aigw import errors
+from aigw.stores.base import ApiKey, Period
+
+KEY_FIELDS = frozenset({"models", "expires_at", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period"})
+
+
+def _inside(window: Period, own: Period) -> bool:
+    """A budget counted over ``window`` can never spend more in one of ``own``'s windows than its amount."""
+    return window in (own, "total") or own == "daily"
+
+
+def _refused(field: str, why: str) -> errors.PermissionDenied:
+    return errors.PermissionDenied(f"{field}: {why}; a tenant admin key cannot grant more than it holds itself.",
+                                   param=field, code="exceeds_own_key")
+
+
+def check_within(own: ApiKey, key: ApiKey, fields: Collection[str] = KEY_FIELDS) -> None:
+    """Refuse (403) ``key`` where any of ``fields`` (the API's names) grants more than ``own`` holds."""
+    if "models" in fields and own.allowed_models is not None:
+        if key.allowed_models is None:
+            raise _refused("models", f"every model asked, this admin key may use only {sorted(own.allowed_models)}")
+        if extra := sorted(set(key.allowed_models) - set(own.allowed_models)):
+            raise _refused("models", f"{extra} not among this admin key's models {sorted(own.allowed_models)}")
+    if "expires_at" in fields and own.expires_at is not None and (
+            key.expires_at is None or key.expires_at > own.expires_at):
+        raise _refused("expires_at", "the key must expire no later than this admin key")
+    for field in ("rpm", "tpm", "max_parallel"):
+        cap, value = getattr(own.limits, field), getattr(key.limits, field)
+        if field in fields and cap is not None and (value is None or value > cap):
+            raise _refused(field, f"at most {cap}, this admin key's own")
+    own_budget, budget = own.limits.budget_usd, key.limits.budget_usd
+    if own_budget is None or not {"budget_usd", "budget_period"} & set(fields):
+        return
+    if budget is None or budget > own_budget:
+        raise _refused("budget_usd", f"at most {own_budget:g} USD ({own.limits.budget_period}), this admin key's own")
+    if not _inside(key.limits.budget_period, own.limits.budget_period):
+        raise _refused("budget_period", f"`{own.limits.budget_period}` or `total`, as this admin key's budget")
+
