@@ -94,6 +94,31 @@ def test_a_tenant_admin_cannot_widen_or_rotate_a_key_beyond_its_own(gw: RunningG
     assert as_a.post(f"/admin/keys/{narrow['id']}/rotate", {})["key"].startswith("sk-aigw-")
 
 
+def test_what_the_master_key_disabled_a_tenant_admin_cannot_enable(gw: RunningGateway, admin: AdminClient) -> None:
+    as_a, a = _tenant_admin(gw, admin, "disabled-co")
+    user = setup_key(admin, "disabled-co", project="other")
+    client = openai.OpenAI(base_url=gw.v1, api_key=user["key"], max_retries=0)
+    project = f"/admin/projects/{user['project_id']}"
+    admin.request("DELETE", project)
+    body = refused(lambda: as_a.patch(project, {"enabled": True}), 403, "enabled", "only the master key")
+    assert body["code"] == "disabled_by_master"
+    as_a.request("DELETE", project)  # disabling it again does not make it the tenant admin's
+    refused(lambda: as_a.patch(project, {"enabled": True, "name": "back"}), 403, "enabled")
+    assert as_a.get(project)["name"] == "other" and as_a.get(project)["disabled_by"] == "master"
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(**chat_body())
+    assert admin.patch(project, {"enabled": True})["disabled_by"] is None
+    assert as_a.request("DELETE", project)["disabled_by"] == a["id"]  # what a tenant admin disabled, it may enable
+    assert as_a.patch(project, {"enabled": True})["enabled"] is True
+    key = f"/admin/keys/{user['id']}"
+    admin.patch(key, {"enabled": False})
+    refused(lambda: as_a.patch(key, {"enabled": True}), 403, "enabled", "only the master key")
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(**chat_body())
+    assert admin.patch(key, {"enabled": True})["enabled"] is True
+    client.chat.completions.create(**chat_body())
+
+
 def test_a_tenant_admin_pages_its_tenant_list_like_the_master(gw: RunningGateway, admin: AdminClient) -> None:
     as_a, a = _tenant_admin(gw, admin, "paging-co")
     other = setup_key(admin, "paging-other")

@@ -11,9 +11,9 @@ The master key sees everything. A tenant admin key (role ``tenant_admin``) sees
 its own tenant only: any other tenant's id, project or key is a 404, exactly
 as if it did not exist. Every change bumps the key version, which every
 replica polls, so caches everywhere drop within ``tenancy.key_refresh_s``.
-A tenant admin never grants more than its own key holds (``admin_bounds.py``). Spend reports live in
-``admin_spend.py``; what every admin endpoint shares (auth, bodies, answers, the audit line of each change) in
-``admin_guard.py``.
+A tenant admin never grants more than its own key holds, nor enables what the master key disabled
+(``admin_bounds.py``). Spend reports live in ``admin_spend.py``; what every admin endpoint shares (auth, bodies,
+answers, the audit line of each change) in ``admin_guard.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aigw import errors
-from aigw.http.admin_bounds import KEY_FIELDS, check_within
+from aigw.http.admin_bounds import KEY_FIELDS, check_within, switch
 from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
 from aigw.http.admin_lists import listing, one_more, page_size
 from aigw.http.admin_models import (
@@ -229,14 +229,15 @@ class AdminApi:
         if req.method == "GET":
             return 200, project_out(proj)
         if req.method == "DELETE":
-            proj.enabled, columns = False, {"enabled"}
+            columns = switch(proj, False, p)
         else:
             body = await parse_body(req, ProjectPatch)
             if body.name and (other := await self.db.find_project(body.name, proj.tenant_id)) and other.id != proj.id:
                 raise _project_taken((await self.tenant(proj.tenant_id, None)).name, body.name)
-            columns = apply_patch(proj, body)
+            switched = switch(proj, body.enabled, p) if body.enabled is not None else set()
+            columns = apply_patch(proj, body) | switched  # the enabled switch() allowed, set again
         try:
-            await self.db.save_project(proj, columns)
+            await self.db.save_project(proj, columns, tenant_admin=admin_scope(p) is not None)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
             raise _project_taken((await self.tenant(proj.tenant_id, None)).name, proj.name) from None
         proj = await self.db.get_project(proj.id) or proj  # as saved, with what other calls changed meanwhile
@@ -299,12 +300,12 @@ class AdminApi:
             columns = {"key_hash", "prefix", "previous_hash", "previous_until"}
         elif req.method == "PATCH" and not action:
             body = await parse_body(req, KeyPatch)
-            columns = self._patch_key(k, body)
+            columns = self._patch_key(k, body, p)
             if (own := await self._own_key(p)) is not None:
                 check_within(own, k, body.model_fields_set & KEY_FIELDS)
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
-        await self.db.save_key(k, columns)
+        await self.db.save_key(k, columns, tenant_admin=admin_scope(p) is not None)
         k = await self.db.get_key(k.id) or k  # as saved, with what other calls changed meanwhile
         if k.revoked_at is None:
             await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before, k.limits, req.request_id))
@@ -323,18 +324,18 @@ class AdminApi:
         return own
 
     @staticmethod
-    def _patch_key(k: ApiKey, body: KeyPatch) -> set[str]:
-        """Apply ``body`` to ``k``; the columns it changed."""
+    def _patch_key(k: ApiKey, body: KeyPatch, p: Principal) -> set[str]:
+        """Apply ``body`` to ``k`` for ``p``; the columns it changed."""
         sent = body.model_fields_set
         k.limits = body.limits(k.limits)
         k.name = k.name if body.name is None else body.name
         k.allowed_models = body.models if "models" in sent else k.allowed_models
         k.expires_at = body.expires_at if "expires_at" in sent else k.expires_at
-        k.enabled = k.enabled if body.enabled is None else body.enabled
         k.metadata = k.metadata if body.metadata is None else body.metadata
-        return _limits_column(sent) | {column for field, column, value in (
+        switched = switch(k, body.enabled, p) if body.enabled is not None else set()
+        return switched | _limits_column(sent) | {column for field, column, value in (
             ("name", "name", body.name), ("models", "allowed_models", True), ("expires_at", "expires_at", True),
-            ("enabled", "enabled", body.enabled), ("metadata", "metadata", body.metadata),
+            ("metadata", "metadata", body.metadata),
         ) if field in sent and value is not None}
 
 

@@ -13,6 +13,9 @@ it rotates (a new secret is a key in hand) must fit inside its own key as saved 
   window; a week does not lie inside a month).
 
 Anything more is a 403 naming the field, and nothing is stored. The master key has no bounds.
+
+Nor may a tenant admin enable a project or key the master key disabled (``switch``): who disabled each is
+recorded (``disabled_by``), and the write itself keeps a master's disabling, so one that races it stands.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from aigw import errors
-from aigw.stores.base import ApiKey, Period
+from aigw.pipeline.context import Principal
+from aigw.stores.base import BY_MASTER, ApiKey, Period, Project
 
 KEY_FIELDS = frozenset({"models", "expires_at", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period"})
 
@@ -57,3 +61,18 @@ def check_within(own: ApiKey, key: ApiKey, fields: Collection[str] = KEY_FIELDS)
     if not _inside(key.limits.budget_period, own.limits.budget_period):
         raise _refused("budget_period", f"`{own.limits.budget_period}` or `total`, as this admin key's budget")
 
+
+def switch(item: Project | ApiKey, enabled: bool, by: Principal) -> set[str]:
+    """Enable or disable ``item`` for ``by`` (the master key or a tenant admin); the columns to write.
+    A tenant admin gets a 403 for enabling what the master key disabled, and its disabling of such an item
+    leaves it the master's."""
+    tenant_admin = bool(by.tenant_id)
+    if tenant_admin and not item.enabled and item.disabled_by == BY_MASTER:
+        if enabled:
+            what = "project" if isinstance(item, Project) else "key"
+            raise errors.PermissionDenied(f"enabled: this {what} was disabled with the master key; only the master "
+                                          "key can enable it.", param="enabled", code="disabled_by_master")
+        return set()  # already disabled, and the master's it stays
+    item.enabled = enabled
+    item.disabled_by = None if enabled else by.key_id if tenant_admin else BY_MASTER
+    return {"enabled", "disabled_by"}

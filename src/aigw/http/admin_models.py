@@ -181,14 +181,15 @@ def tenant_out(t: Tenant) -> dict[str, Any]:
 
 def project_out(p: Project) -> dict[str, Any]:
     return {"id": p.id, "object": "project", "name": p.name, "tenant_id": p.tenant_id, **limits_out(p.limits),
-            "enabled": p.enabled, "metadata": p.metadata, "created_at": iso(p.created_at)}
+            "enabled": p.enabled, "disabled_by": p.disabled_by, "metadata": p.metadata, "created_at": iso(p.created_at)}
 
 
 def key_out(k: ApiKey, secret: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": k.id, "object": "key", "name": k.name, "prefix": k.prefix, "tenant_id": k.tenant_id,
         "project_id": k.project_id, "models": k.allowed_models, **limits_out(k.limits),
-        "expires_at": iso(k.expires_at), "enabled": k.enabled, "revoked": k.revoked_at is not None,
+        "expires_at": iso(k.expires_at), "enabled": k.enabled, "disabled_by": k.disabled_by,
+        "revoked": k.revoked_at is not None,
         "revoked_at": iso(k.revoked_at), "role": k.role, "metadata": k.metadata, "created_at": iso(k.created_at),
         "previous_key_until": iso(k.previous_until),  # the secret before the last rotation works until then
     }

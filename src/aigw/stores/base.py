@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 Period = Literal["daily", "weekly", "monthly", "total"]
 Role = Literal["user", "tenant_admin"]
 PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly", "total")
+BY_MASTER = "master"  # ``disabled_by`` of what the master key disabled: a tenant admin cannot enable it again
 NANO = 1_000_000_000  # nano-dollars per USD
 
 
@@ -96,6 +97,7 @@ class Project:
     enabled: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
+    disabled_by: str | None = None  # who disabled it: BY_MASTER or a tenant admin key's id (None: enabled)
 
 
 @dataclass(slots=True)
@@ -118,6 +120,7 @@ class ApiKey:
     revoked_at: float | None = None
     previous_hash: str | None = None  # the secret before the last rotation, usable until previous_until
     previous_until: float | None = None
+    disabled_by: str | None = None  # who disabled it: BY_MASTER or a tenant admin key's id (None: enabled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,15 +215,20 @@ class TenancyStore(Protocol):
     async def find_project(self, name_or_id: str, tenant_id: str | None) -> Project | None: ...
     async def list_projects(self, tenant_id: str | None, limit: int | None = None,
                             after: Project | None = None) -> list[Project]: ...
-    async def save_project(self, project: Project, columns: Collection[str] | None = None) -> None: ...
+    async def save_project(self, project: Project, columns: Collection[str] | None = None,
+                           tenant_admin: bool = False) -> None:
+        """Write ``columns`` of ``project`` (None: every one); a ``tenant_admin``'s write never enables (nor
+        claims the disabling of) what the master key disabled, checked by the write itself."""
+        ...
     async def add_key(self, key: ApiKey) -> None: ...
     async def get_key(self, key_id: str, tenant_id: str | None = None) -> ApiKey | None:
         """The key ``key_id``; with ``tenant_id``, only if it is that tenant's (another's row is never read)."""
         ...
     async def list_keys(self, tenant_id: str | None, project_id: str | None, limit: int | None = None,
                         after: ApiKey | None = None) -> list[ApiKey]: ...
-    async def save_key(self, key: ApiKey, columns: Collection[str] | None = None) -> None:
-        """Write ``columns`` of ``key`` (None: every one); never clears a revocation."""
+    async def save_key(self, key: ApiKey, columns: Collection[str] | None = None, tenant_admin: bool = False) -> None:
+        """Write ``columns`` of ``key`` (None: every one); never clears a revocation, and a ``tenant_admin``'s
+        write never enables what the master key disabled."""
         ...
     async def grant_by_hash(self, key_hash: str) -> Grant | None: ...
     async def budgeted_spend(self, now: float) -> dict[tuple[str, str, str], int]: ...

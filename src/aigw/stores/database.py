@@ -15,6 +15,7 @@ import orjson
 from aigw.sqlite_thread import while_locked
 from aigw.stores import sql_ledger
 from aigw.stores.base import (
+    BY_MASTER,
     ApiKey,
     Grant,
     Limits,
@@ -55,7 +56,7 @@ def _tenant(r: Row, p: str = "") -> Tenant:
 def _project(r: Row, p: str = "") -> Project:
     return Project(id=r[p + "id"], tenant_id=r[p + "tenant_id"], name=r[p + "name"], limits=_limits(r[p + "limits"]),
                    enabled=bool(r[p + "enabled"]), metadata=orjson.loads(r[p + "metadata"]),
-                   created_at=r[p + "created_at"])
+                   created_at=r[p + "created_at"], disabled_by=r[p + "disabled_by"])
 
 
 def _key(r: Row) -> ApiKey:
@@ -64,7 +65,8 @@ def _key(r: Row) -> ApiKey:
                   prefix=r["prefix"], name=r["name"], allowed_models=orjson.loads(models) if models else None,
                   limits=_limits(r["limits"]), expires_at=r["expires_at"], enabled=bool(r["enabled"]),
                   role=r["role"], metadata=orjson.loads(r["metadata"]), created_at=r["created_at"],
-                  revoked_at=r["revoked_at"], previous_hash=r["previous_hash"], previous_until=r["previous_until"])
+                  revoked_at=r["revoked_at"], previous_hash=r["previous_hash"], previous_until=r["previous_until"],
+                  disabled_by=r["disabled_by"])
 
 
 def _j(v: Any) -> str:
@@ -72,10 +74,11 @@ def _j(v: Any) -> str:
 
 
 _KEY_COLS = ("id, tenant_id, project_id, key_hash, prefix, name, allowed_models, limits, expires_at, enabled, "
-             "role, metadata, created_at, revoked_at, previous_hash, previous_until")
+             "role, metadata, created_at, revoked_at, previous_hash, previous_until, disabled_by")
 _GRANT_SQL = (
     "SELECT k.*, p.id AS p_id, p.tenant_id AS p_tenant_id, p.name AS p_name, p.limits AS p_limits, "
-    "p.enabled AS p_enabled, p.metadata AS p_metadata, p.created_at AS p_created_at, t.id AS t_id, "
+    "p.enabled AS p_enabled, p.metadata AS p_metadata, p.created_at AS p_created_at, "
+    "p.disabled_by AS p_disabled_by, t.id AS t_id, "
     "t.name AS t_name, t.limits AS t_limits, t.enabled AS t_enabled, t.metadata AS t_metadata, "
     "t.created_at AS t_created_at FROM api_keys k JOIN projects p ON p.id = k.project_id "
     "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ? OR k.previous_hash = ?"
@@ -157,9 +160,9 @@ class SqlDatabase:
 
     # -- projects ------------------------------------------------------------------
     async def add_project(self, p: Project) -> None:
-        await self._named("INSERT INTO projects (id, tenant_id, name, limits, enabled, metadata, created_at) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?)", p.id, p.tenant_id, p.name, _limits_json(p.limits),
-                          int(p.enabled), _j(p.metadata), p.created_at)
+        await self._named("INSERT INTO projects (id, tenant_id, name, limits, enabled, metadata, created_at, "
+                          "disabled_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", p.id, p.tenant_id, p.name,
+                          _limits_json(p.limits), int(p.enabled), _j(p.metadata), p.created_at, p.disabled_by)
 
     async def get_project(self, project_id: str) -> Project | None:
         row = await fetchone(self.sql, "SELECT * FROM projects WHERE id = ?", project_id)
@@ -187,18 +190,20 @@ class SqlDatabase:
         sql, args = _paged(sql, args, limit, after)
         return [_project(r) for r in await self.sql.fetch(sql, *args)]
 
-    async def save_project(self, p: Project, columns: Collection[str] | None = None) -> None:
+    async def save_project(self, p: Project, columns: Collection[str] | None = None,
+                           tenant_admin: bool = False) -> None:
         values = {"name": p.name, "limits": _limits_json(p.limits), "enabled": int(p.enabled),
-                  "metadata": _j(p.metadata)}
-        await self._named(*_update("projects", values, columns, p.id))
+                  "metadata": _j(p.metadata), "disabled_by": p.disabled_by}
+        await self._named(*_update("projects", values, columns, p.id, tenant_admin))
 
     # -- keys ----------------------------------------------------------------------
     async def add_key(self, k: ApiKey) -> None:
         await self.sql.execute(
-            f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             k.id, k.tenant_id, k.project_id, k.key_hash, k.prefix, k.name,
             _j(k.allowed_models) if k.allowed_models is not None else None, _limits_json(k.limits), k.expires_at,
-            int(k.enabled), k.role, _j(k.metadata), k.created_at, k.revoked_at, k.previous_hash, k.previous_until)
+            int(k.enabled), k.role, _j(k.metadata), k.created_at, k.revoked_at, k.previous_hash, k.previous_until,
+            k.disabled_by)
 
     async def get_key(self, key_id: str, tenant_id: str | None = None) -> ApiKey | None:
         if tenant_id is None:
@@ -217,15 +222,16 @@ class SqlDatabase:
         sql, args = _paged(sql, args, limit, after)
         return [_key(r) for r in await self.sql.fetch(sql, *args)]
 
-    async def save_key(self, k: ApiKey, columns: Collection[str] | None = None) -> None:
+    async def save_key(self, k: ApiKey, columns: Collection[str] | None = None, tenant_admin: bool = False) -> None:
         """Write ``columns`` of ``k`` (None: all): a call writes what it changed only, so a change another call
-        saved meanwhile (a revoke, a rotation) is not undone. A revocation is never undone."""
+        saved meanwhile (a revoke, a rotation) is not undone. A revocation is never undone, nor, by a
+        ``tenant_admin``, a disabling by the master key."""
         values = {"key_hash": k.key_hash, "prefix": k.prefix, "name": k.name,
                   "allowed_models": _j(k.allowed_models) if k.allowed_models is not None else None,
                   "limits": _limits_json(k.limits), "expires_at": k.expires_at, "enabled": int(k.enabled),
                   "role": k.role, "metadata": _j(k.metadata), "revoked_at": k.revoked_at,
-                  "previous_hash": k.previous_hash, "previous_until": k.previous_until}
-        await self.sql.execute(*_update("api_keys", values, columns, k.id))
+                  "previous_hash": k.previous_hash, "previous_until": k.previous_until, "disabled_by": k.disabled_by}
+        await self.sql.execute(*_update("api_keys", values, columns, k.id, tenant_admin))
 
     async def grant_by_hash(self, key_hash: str) -> Grant | None:
         row = await fetchone(self.sql, _GRANT_SQL, key_hash, key_hash)
@@ -309,15 +315,24 @@ def open_database(url: str) -> SqlDatabase:
     raise ValueError(f"database_url must start with sqlite: or postgresql:, got {url.split(':', 1)[0]!r}")
 
 
-def _update(table: str, values: dict[str, Any], columns: Collection[str] | None, ident: str
-            ) -> tuple[Any, ...]:
+def _update(table: str, values: dict[str, Any], columns: Collection[str] | None, ident: str,
+            tenant_admin: bool = False) -> tuple[Any, ...]:
     """``UPDATE table SET ... WHERE id = ident`` of ``values`` (only ``columns`` of them, when given): the SQL
     and its arguments. ``revoked_at`` keeps the first revocation (an admin call that read the row before a
-    revoke must not clear it)."""
+    revoke must not clear it); a ``tenant_admin``'s write leaves ``enabled`` and ``disabled_by`` of a row the
+    master key disabled as they are, even one disabled after the call read it."""
     names = [c for c in values if columns is None or c in columns]
     if unknown := set(columns or ()) - set(values):
         raise ValueError(f"{table} has no column to save named {sorted(unknown)}")
-    sets = ", ".join("revoked_at = COALESCE(revoked_at, ?)" if c == "revoked_at" else f"{c} = ?" for c in names)
+
+    def assign(c: str) -> str:
+        if c == "revoked_at":
+            return "revoked_at = COALESCE(revoked_at, ?)"
+        if tenant_admin and c in ("enabled", "disabled_by"):
+            return f"{c} = CASE WHEN disabled_by = '{BY_MASTER}' THEN {c} ELSE ? END"
+        return f"{c} = ?"
+
+    sets = ", ".join(assign(c) for c in names)
     sets = sets or "id = id"  # a PATCH of an empty body changes nothing
     return (f"UPDATE {table} SET {sets} WHERE id = ?", *(values[c] for c in names), ident)
 

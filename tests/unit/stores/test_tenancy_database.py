@@ -11,6 +11,7 @@ import pytest
 
 from aigw.stores import database
 from aigw.stores.base import (
+    BY_MASTER,
     NANO,
     ApiKey,
     Limits,
@@ -147,9 +148,14 @@ async def test_a_database_made_before_key_rotation_grace_upgrades_in_place(tmp_p
         await store.sql.execute("INSERT INTO projects (id, tenant_id, name, created_at) VALUES ('p1', 't1', 'w', 0)")
         await store.sql.execute("INSERT INTO api_keys (id, tenant_id, project_id, key_hash, prefix, created_at) "
                                 "VALUES ('k1', 't1', 'p1', 'h1', 'sk-aigw-aaaa', 0)")
-        assert await store.migrate() == [2]
+        await store.sql.execute("INSERT INTO api_keys (id, tenant_id, project_id, key_hash, prefix, created_at, "
+                                "enabled) VALUES ('k2', 't1', 'p1', 'h2', 'sk-aigw-bbbb', 0, 0)")
+        assert await store.migrate() == [2, 3]
         grant = await store.grant_by_hash("h1")
         assert grant is not None and grant.until is None and grant.key.previous_hash is None
+        assert grant.key.disabled_by is None and grant.project.disabled_by is None
+        # who disabled it before is not known: the master key, so a tenant admin cannot enable it
+        assert (await store.get_key("k2")).disabled_by == BY_MASTER  # type: ignore[union-attr]
     finally:
         await store.close()
 
@@ -323,3 +329,29 @@ async def test_a_save_writes_only_the_columns_named_and_never_clears_a_revocatio
     await db.save_tenant(tenant, set())  # an empty PATCH
     again = await db.get_tenant("t1")
     assert again is not None and not again.enabled and again.name == "acme"
+
+
+async def test_a_tenant_admins_write_never_enables_what_the_master_key_disabled(db: SqlDatabase) -> None:
+    """A tenant admin's call that read a project or key before the master key disabled it must not enable it
+    (nor, disabling it too, make the disabling its own): the UPDATE itself keeps the master's."""
+    await _seed(db)
+    stale_project, stale_key = await db.get_project("p1"), await db.get_key("k1")
+    assert stale_project is not None and stale_key is not None
+    for save, item in ((db.save_project, await db.get_project("p1")), (db.save_key, await db.get_key("k1"))):
+        item.enabled, item.disabled_by = False, BY_MASTER  # type: ignore[union-attr]
+        await save(item, {"enabled", "disabled_by"})  # type: ignore[operator]
+    for save, stale in ((db.save_project, stale_project), (db.save_key, stale_key)):
+        stale.enabled, stale.disabled_by = False, "key_admin"
+        await save(stale, {"enabled", "disabled_by"}, tenant_admin=True)  # type: ignore[operator]
+        stale.enabled, stale.disabled_by = True, None
+        await save(stale, {"enabled", "disabled_by", "name"}, tenant_admin=True)  # type: ignore[operator]
+    project, key = await db.get_project("p1"), await db.get_key("k1")
+    assert project is not None and key is not None
+    assert (project.enabled, project.disabled_by, key.enabled, key.disabled_by) == (False, BY_MASTER, False, BY_MASTER)
+    grant = await db.grant_by_hash("h1")
+    assert grant is not None and not grant.usable(NOW)
+    for save, item in ((db.save_project, project), (db.save_key, key)):  # the master's own write enables it
+        item.enabled, item.disabled_by = True, None
+        await save(item, {"enabled", "disabled_by"})  # type: ignore[operator]
+    grant = await db.grant_by_hash("h1")
+    assert grant is not None and grant.usable(NOW) and grant.key.disabled_by is None
