@@ -128,3 +128,12 @@ def test_a_reply_cut_at_max_tokens_says_so(client: anthropic.Anthropic) -> None:
     assert final.stop_reason == "max_tokens"
     whole = client.messages.create(model="mock", max_tokens=500, messages=[{"role": "user", "content": "Hello"}])
     assert whole.stop_reason == "end_turn"
+
+
+def test_error_body_carries_request_id_like_anthropics(client: anthropic.Anthropic) -> None:
+    """Anthropic's errors: ``{"type": "error", "error": {...}, "request_id": "req_..."}``, the id of the header."""
+    with pytest.raises(anthropic.NotFoundError) as nf:
+        client.messages.create(model="no-such", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    body = nf.value.body
+    assert isinstance(body, dict) and body["request_id"].startswith("req_")
+    assert body["request_id"] == nf.value.request_id == nf.value.response.headers["request-id"]

@@ -37,8 +37,9 @@ class AnthropicFormat:
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
 
-    def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]:
-        return wire.render_error(without_secrets(err))
+    def render_error(self, err: errors.GatewayError, request_id: str | None = None) -> tuple[int, JSON]:
+        """As Anthropic's own errors: ``request_id`` at the top level, beside ``type`` and ``error``."""
+        return wire.render_error(without_secrets(err), request_id=request_id)
 
     def own_headers(self, request_id: str, stage_headers: dict[str, str]) -> Headers:
         """What Anthropic's API sends beside an answer: ``request-id`` (its SDKs read it into

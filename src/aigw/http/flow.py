@@ -49,7 +49,9 @@ class ApiFormat(Protocol):
         """Headers this API's own servers send beside every answer (made from the request id and the
         stages' headers), or None: OpenAI's are the stages' own."""
 
-    def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]: ...
+    def render_error(self, err: errors.GatewayError, request_id: str | None = None) -> tuple[int, JSON]:
+        """(status, body); ``request_id`` goes into the body where the API's own errors carry it."""
+        ...
 
     def render_body(self, body: JSON, ctx: RequestContext) -> JSON: ...
 
@@ -158,7 +160,7 @@ class Flow:
 async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, request_id: str,
                      extra: dict[str, str] | None = None) -> int:
     """Send ``err`` in the client's wire format; the status sent."""
-    status, body = api.render_error(err)
+    status, body = api.render_error(err, request_id)
     headers: Headers = [(b"x-request-id", request_id.encode())]
     if err.retry_after is not None:
         # rounded up: a client that waits exactly this long must find room (the message says the same)

@@ -30,7 +30,7 @@ class OpenAIFormat:
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
 
-    def render_error(self, err: errors.GatewayError) -> tuple[int, JSON]:
+    def render_error(self, err: errors.GatewayError, request_id: str | None = None) -> tuple[int, JSON]:
         return err.status, error_body(err, self.debug)
 
     def render_body(self, body: JSON, ctx: RequestContext) -> JSON:
