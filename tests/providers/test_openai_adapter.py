@@ -20,6 +20,7 @@ import pytest
 
 from aigw import errors
 from aigw.config.models import Deployment
+from aigw.http.anthropic_api import parse_messages  # what /v1/messages hands the pipeline
 from aigw.providers.base import SupportsCompletions, SupportsEmbeddings, SupportsModelList
 from aigw.providers.http import HttpClients, parse_retry_after
 from aigw.providers.openai.client import build
@@ -408,3 +409,21 @@ async def test_fake_rejects_what_openai_rejects(
             assert fragment in await resp.text()
         async with session.post(fake_openai.base_url + "/chat/completions", json=body) as resp:
             assert resp.status == 401
+
+
+async def test_failed_tool_result_from_an_anthropic_client_says_so(family: Family) -> None:
+    """A ``tool_result`` with ``is_error: true`` has no twin in OpenAI's tool messages: the upstream (the model)
+    still reads that the tool failed, and a successful result is sent untouched."""
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+    body = parse_messages({"model": "public-name", "max_tokens": 50, "messages": [
+        {"role": "user", "content": "Weather in Oslo and Bergen?"},
+        {"role": "assistant", "content": [use, {**use, "id": "toolu_2", "input": {"city": "Bergen"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "city service timed out", "is_error": True},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "4 C, rain"},
+        ]},
+    ]}).body
+    await family.provider().chat(body, call())
+    tools = [m for m in family.fake.traffic.last.body["messages"] if m["role"] == "tool"]
+    assert tools == [{"role": "tool", "tool_call_id": "toolu_1", "content": "Error: city service timed out"},
+                     {"role": "tool", "tool_call_id": "toolu_2", "content": "4 C, rain"}]

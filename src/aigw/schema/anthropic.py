@@ -17,7 +17,8 @@ The ``_anthropic`` convention (private; every non-Anthropic adapter drops it):
   into the upstream request by the Anthropic adapter; ``anthropic_beta`` there
   holds the values of the client's ``anthropic-beta`` header;
 * on an assistant message: ``{"thinking": [blocks]}`` to send back verbatim;
-* on a tool message: extra ``tool_result`` fields (``is_error``, ``cache_control``);
+* on a tool message: extra ``tool_result`` fields (``is_error``, ``cache_control``;
+  for other upstreams ``is_error`` turns into an ``Error:`` prefix on the content);
 * on a canonical response or final chunk: ``stop_reason``/``stop_sequence``/
   ``thinking`` the finish_reason cannot express.
 
@@ -37,6 +38,7 @@ from aigw.types import JSON
 PRIVATE_KEY = "_anthropic"
 START_USAGE = "start_usage"  # a stream's first chunk: the input usage its message_start reported
 BETA_KEY = "anthropic_beta"  # inside ``_anthropic``: the flags of the client's anthropic-beta header
+TOOL_ERROR_PREFIX = "Error: "  # a failed tool's result (is_error), for upstreams with no such flag
 _MAPPED_FIELDS = frozenset(
     {
         "model",
@@ -321,8 +323,21 @@ def _clean_parts(parts: Any) -> Any:
     return cleaned if any(c is not p for c, p in zip(cleaned, parts, strict=True)) else parts
 
 
+def _failed_tool(msg: JSON) -> JSON:
+    """A tool message from a ``tool_result`` with ``is_error: true``. OpenAI's tool messages have no such
+    flag, so the content says it, where the model reads it."""
+    content = msg.get("content")
+    if isinstance(content, list):
+        return {**msg, "content": [{"type": "text", "text": TOOL_ERROR_PREFIX}, *content]}
+    return {**msg, "content": f"{TOOL_ERROR_PREFIX}{content}" if content else TOOL_ERROR_PREFIX.rstrip()}
+
+
 def _clean_item(item: Any, nested: str) -> Any:
     """One message, tool or choice without private keys (the same object when it had none)."""
+    if isinstance(item, dict) and item.get("role") == "tool":
+        private = item.get(PRIVATE_KEY)
+        if isinstance(private, dict) and private.get("is_error") is True:
+            item = _failed_tool(item)
     out = _without(_without(item, PRIVATE_KEY), "cache_control")
     if isinstance(out, dict):
         for key in (nested, "delta", "message"):
@@ -344,8 +359,9 @@ def strip_private(body: JSON) -> JSON:
     """``body`` without the Anthropic-only extensions, for any non-Anthropic upstream or client.
 
     Removes ``_anthropic`` (top level, messages, choices, deltas) and ``cache_control``
-    (content parts, tools). Copy-on-write: ``body`` itself is never changed (a retry
-    may send it to an Anthropic deployment), and is returned as-is when it has none.
+    (content parts, tools); a tool result's ``is_error`` becomes an ``Error:`` prefix on its
+    content. Copy-on-write: ``body`` itself is never changed (a retry may send it to an
+    Anthropic deployment), and is returned as-is when it has none.
     """
     out = _without(body, PRIVATE_KEY)
     for key, nested in (("messages", "content"), ("tools", "function"), ("choices", "content")):
