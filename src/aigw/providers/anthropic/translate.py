@@ -8,6 +8,7 @@ Choices worth knowing:
 * ``response_format`` ``json_schema`` becomes Anthropic's native structured output
   (``output_config.format``); ``json_object`` has no native twin, so one line is
   added to the system prompt asking for a single JSON object.
+* ``tool_choice`` without ``tools`` is OpenAI's own 400, not a silent drop.
 * ``temperature`` is clamped to Anthropic's 0..1; ``n`` > 1 is refused; ``seed``,
   penalties and ``logprobs`` are dropped (Anthropic has no such knobs).
 * Private ``_anthropic`` keys (see ``aigw.schema.anthropic``) carry what the
@@ -313,6 +314,9 @@ def to_anthropic_request(body: JSON, upstream_model: str, *, stream: bool = Fals
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice is not None:
             req["tool_choice"] = choice
+    elif body.get("tool_choice") is not None:  # OpenAI's own answer; dropping it would hide the client's bug
+        raise InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+                             "specified.", param="tool_choice")
     if stream:
         req["stream"] = True
     _merge_private(req, body.get("_anthropic"))
