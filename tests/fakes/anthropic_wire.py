@@ -219,12 +219,27 @@ def _validate_options(body: dict[str, Any]) -> None:
             "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024",
         )
         _check(budget < body["max_tokens"], "`max_tokens` must be greater than `thinking.budget_tokens`")
+        _check(body.get("temperature") in (None, 1), "`temperature` may only be set to 1 when thinking is enabled")
+        _check_signed_tool_turn(body.get("messages") or [])
     fmt = (body.get("output_config") or {}).get("format")
     if fmt is not None:
         _check(
             isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict),
             "output_config.format: Input should be a json_schema format",
         )
+
+
+def _check_signed_tool_turn(messages: list[Any]) -> None:
+    """With thinking on, the last assistant turn that called tools must start with its thinking block."""
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+    content = turns[-1].get("content") if turns else None
+    if not isinstance(content, list) or not any(isinstance(b, dict) and b.get("type") == "tool_use" for b in content):
+        return
+    first = content[0] if isinstance(content[0], dict) else {}
+    _check(first.get("type") in ("thinking", "redacted_thinking"),
+           f"messages.{messages.index(turns[-1])}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+           "found `" + str(first.get("type")) + "`. When `thinking` is enabled, a final `assistant` message must "
+           "start with a thinking block.")
 
 
 def validate(body: Any, models: set[str]) -> None:

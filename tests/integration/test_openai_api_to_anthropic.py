@@ -47,3 +47,59 @@ def test_tool_choice_without_tools_is_openais_400(client: openai.OpenAI, ups: Up
         assert isinstance(body, dict) and body["param"] == "tool_choice" and body["type"] == "invalid_request_error"
         assert "'tool_choice' is only allowed when 'tools' are specified" in body["message"]
     assert ups.anthropic.traffic.requests == 0
+
+
+def test_reasoning_effort_thinks_and_returns_the_thinking(client: openai.OpenAI, ups: Upstreams) -> None:
+    ask: Any = [{"role": "user", "content": "Why is the sky blue?"}]
+    resp = client.chat.completions.create(model="claude", messages=ask, reasoning_effort="medium")
+    sent = ups.anthropic.traffic.last.body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["max_tokens"] == 4096 + 4096  # no client max: the answer keeps the usual room beside the budget
+    message = resp.choices[0].message
+    assert message.content == "echo: Why is the sky blue?"
+    assert (message.model_extra or {})["reasoning_content"].startswith("The user said: Why is the sky blue?")
+    assert "_anthropic" not in (message.model_extra or {})  # signatures stay inside the gateway
+
+    chunks = list(client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Why?"}],
+                                                 reasoning_effort="high", max_completion_tokens=3000, stream=True))
+    sent = ups.anthropic.traffic.last.body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2999} and sent["max_tokens"] == 3000
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    thought = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+    text = "".join(d.content or "" for d in deltas)
+    assert thought.startswith("The user said: Why?") and text == "echo: Why?"
+
+
+def test_reasoning_effort_that_cannot_think_sends_no_thinking(client: openai.OpenAI, ups: Upstreams) -> None:
+    ask = [{"role": "user", "content": "hi"}]
+    client.chat.completions.create(model="claude", messages=ask, reasoning_effort="minimal")  # type: ignore[arg-type]
+    assert "thinking" not in ups.anthropic.traffic.last.body
+    client.chat.completions.create(model="claude", messages=ask, reasoning_effort="low",  # type: ignore[arg-type]
+                                   max_completion_tokens=500)  # under Anthropic's 1024-token floor
+    assert "thinking" not in ups.anthropic.traffic.last.body and ups.anthropic.traffic.last.body["max_tokens"] == 500
+
+
+def test_reasoning_effort_in_a_tool_loop_keeps_working(client: openai.OpenAI, ups: Upstreams) -> None:
+    """An OpenAI client cannot send the signed thinking block back, which Anthropic demands after a tool call:
+    that turn goes without thinking instead of failing."""
+    msgs: list[Any] = [{"role": "user", "content": "Weather in Oslo?"}]
+    first = client.chat.completions.create(model="claude", messages=msgs, tools=[WEATHER], reasoning_effort="low")
+    assert first.choices[0].finish_reason == "tool_calls" and ups.anthropic.traffic.last.body["thinking"]
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    msgs += [first.choices[0].message.model_dump(exclude_none=True, exclude={"reasoning_content"}),
+             {"role": "tool", "tool_call_id": call.id, "content": "4 C, rain"}]
+    second = client.chat.completions.create(model="claude", messages=msgs, tools=[WEATHER], reasoning_effort="low")
+    assert second.choices[0].finish_reason == "stop" and "thinking" not in ups.anthropic.traffic.last.body
+
+
+def test_reasoning_effort_refusals_are_openais(client: openai.OpenAI, ups: Upstreams) -> None:
+    ask = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as old:
+        client.chat.completions.create(model="claude-old", messages=ask, reasoning_effort="high")  # type: ignore[arg-type]
+    assert isinstance(old.value.body, dict) and old.value.body["param"] == "reasoning_effort"
+    with pytest.raises(openai.BadRequestError) as warm:
+        client.chat.completions.create(model="claude", messages=ask, reasoning_effort="high",  # type: ignore[arg-type]
+                                       temperature=0.2)
+    assert isinstance(warm.value.body, dict) and warm.value.body["param"] == "temperature"
+    assert "Only the default (1) value is supported" in warm.value.body["message"]
+    assert ups.anthropic.traffic.requests == 0

@@ -9,6 +9,7 @@ Choices worth knowing:
   (``output_config.format``); ``json_object`` has no native twin, so one line is
   added to the system prompt asking for a single JSON object.
 * ``tool_choice`` without ``tools`` is OpenAI's own 400, not a silent drop.
+* ``reasoning_effort`` becomes extended thinking (see ``thinking``).
 * ``temperature`` is clamped to Anthropic's 0..1; ``n`` > 1 is refused; ``seed``,
   penalties and ``logprobs`` are dropped (Anthropic has no such knobs).
 * Private ``_anthropic`` keys (see ``aigw.schema.anthropic``) carry what the
@@ -29,6 +30,7 @@ from typing import Any
 import orjson
 
 from aigw.errors import InvalidRequest
+from aigw.providers.anthropic.thinking import apply_reasoning_effort
 from aigw.schema.anthropic import BETA_KEY, beta_values
 from aigw.types import JSON
 
@@ -317,6 +319,7 @@ def to_anthropic_request(body: JSON, upstream_model: str, *, stream: bool = Fals
     elif body.get("tool_choice") is not None:  # OpenAI's own answer; dropping it would hide the client's bug
         raise InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
                              "specified.", param="tool_choice")
+    apply_reasoning_effort(req, body, DEFAULT_MAX_TOKENS)
     if stream:
         req["stream"] = True
     _merge_private(req, body.get("_anthropic"))
