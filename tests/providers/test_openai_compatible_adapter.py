@@ -157,3 +157,42 @@ def test_bad_quirks_fail_at_build(clients: HttpClients, quirks: dict[str, Any], 
 def test_api_base_is_required(clients: HttpClients) -> None:
     with pytest.raises(ValueError, match="api_base is required"):
         build(Deployment(name="local", provider="openai_compatible"), clients)
+
+
+class GeminiLike(FakeOpenAI):
+    """Gemini's OpenAI-compatible endpoint: ``finish_reason: "stop"`` on a message that calls tools."""
+
+    def decorate(self, op: str, result: Any, stream: bool) -> Any:
+        for part in result if stream else [result]:
+            for choice in part.get("choices") or ():
+                if choice.get("finish_reason") == "tool_calls":
+                    choice["finish_reason"] = "stop"
+        return result
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeOpenAI]:
+    fake = GeminiLike(api_key=None).start()
+    yield fake
+    fake.stop()
+
+
+WEATHER: Any = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+async def test_tool_calls_finish_reason_quirk(gemini: FakeOpenAI, clients: HttpClients) -> None:
+    """Agent loops run tools only on ``finish_reason: "tool_calls"``; a plain answer keeps its ``stop``."""
+    plain = compat(gemini, clients)
+    answer = await plain.chat(chat_body(tools=[WEATHER]), call())
+    assert answer["choices"][0]["finish_reason"] == "stop"  # what Gemini says, without the quirk
+    fixed = compat(gemini, clients, {"tool_calls_finish_reason": True})
+    answer = await fixed.chat(chat_body(tools=[WEATHER]), call())
+    assert answer["choices"][0]["message"]["tool_calls"] and answer["choices"][0]["finish_reason"] == "tool_calls"
+    chunks = await collect(fixed.stream_chat(stream_body(tools=[WEATHER]), call()))
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+    assert finishes[-1] == "tool_calls" and set(finishes[:-1]) == {None}
+    answer = await fixed.chat(chat_body(), call())
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    chunks = await collect(fixed.stream_chat(stream_body(), call()))
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")][-1] == "stop"

@@ -92,8 +92,9 @@ class OpenAIProvider:
 
     async def chat(self, body: JSON, call: CallOptions) -> JSON:
         payload = translate.shape_chat(body, self.upstream_model, self._shaping, stream=False)
-        data = await self._request("POST", "chat/completions", payload, call)
-        return translate.checked(data, "choices", "chat completion")
+        data = translate.checked(await self._request("POST", "chat/completions", payload, call), "choices",
+                                 "chat completion")
+        return translate.tool_calls_finish(data) if self._shaping.tool_calls_finish else data
 
     def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
         payload = translate.shape_chat(body, self.upstream_model, self._shaping, stream=True)
@@ -210,12 +211,14 @@ class OpenAIProvider:
         deadline = None if first_token is None else loop.time() + first_token
         resp: aiohttp.ClientResponse | None = None
         done = pooled = False
-        mover = translate.UsageMover()
+        mover = translate.UsageMover(self._shaping.tool_calls_finish)
         try:
             opened = await self._open_stream(op, payload, call, deadline)
             if isinstance(opened, dict):  # the whole answer: the chunks a live stream would have sent
                 if op == "completions" and opened.get("object") != "text_completion":
                     opened = {**opened, "object": "text_completion"}  # so it replays as text, not messages
+                if op == "chat/completions" and self._shaping.tool_calls_finish:
+                    opened = translate.tool_calls_finish(opened)
                 for chunk in replay_chunks(opened):
                     yield chunk
                 return

@@ -31,6 +31,7 @@ class Shaping:
     role_map: Mapping[str, str] = field(default_factory=dict)  # e.g. {"developer": "system"}
     merge_system_messages: bool = False  # one system message, first
     stream_options: bool = True  # False: the upstream rejects stream_options
+    tool_calls_finish: bool = False  # True: the upstream says "stop" after tool calls (Gemini); say "tool_calls"
 
 
 PLAIN = Shaping()
@@ -114,6 +115,16 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def tool_calls_finish(data: JSON) -> JSON:
+    """A whole answer with ``finish_reason: "tool_calls"`` wherever the message calls tools and the upstream
+    said ``"stop"`` (Gemini): agent loops run the tools only on ``tool_calls``. Changes ``data`` in place."""
+    for choice in data.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and message.get("tool_calls") and choice.get("finish_reason") == "stop":
+            choice["finish_reason"] = "tool_calls"
+    return data
+
+
 def checked(data: Any, key: str, what: str) -> JSON:
     """Pass an upstream answer through after checking the one key callers rely on."""
     if isinstance(data, dict) and isinstance(data.get(key), list):
@@ -130,14 +141,17 @@ class UsageMover:
     in ``x_groq``); it is taken off there and sent as a final usage-only chunk. Chunks
     with no choices and no usage (Azure's prompt-filter preamble) carry nothing
     canonical and are skipped. Tool-call deltas without an ``index`` get one (``_index_calls``).
+    With ``tool_calls_finish``, a choice that streamed tool calls finishes with ``tool_calls``
+    where the upstream said ``stop`` (Gemini).
     """
 
-    __slots__ = ("_calls", "_last", "_usage")
+    __slots__ = ("_calls", "_last", "_tool_calls_finish", "_usage")
 
-    def __init__(self) -> None:
+    def __init__(self, tool_calls_finish: bool = False) -> None:
         self._usage: Any = None
         self._last: JSON | None = None
         self._calls: dict[Any, tuple[dict[Any, int], int]] | None = None  # per choice: call ids, last index
+        self._tool_calls_finish = tool_calls_finish
 
     def see(self, chunk: JSON) -> JSON | None:
         """Return the chunk to forward, or None to skip it."""
@@ -148,6 +162,9 @@ class UsageMover:
                 calls = delta.get("tool_calls") if isinstance(delta, dict) else None
                 if calls and isinstance(calls, list):
                     self._index_calls(choice.get("index", 0), calls)
+                if (self._tool_calls_finish and self._calls and choice.get("finish_reason") == "stop"
+                        and choice.get("index", 0) in self._calls):
+                    choice["finish_reason"] = "tool_calls"
             usage = chunk.get("usage")
             if usage is None and "x_groq" in chunk:
                 extra = chunk["x_groq"]

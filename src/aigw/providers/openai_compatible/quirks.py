@@ -11,6 +11,8 @@ not code. Known switches (``models[].quirks`` in config)::
     merge_system_messages: true    # one system message, first (strict chat templates)
     auth_header: x-api-key         # header carrying api_key (Authorization gets "Bearer ")
     no_auth: true                  # never send a key (an empty api_key also sends none)
+    tool_calls_finish_reason: true # upstream ends a message with tool calls on "stop" (Gemini's
+                                   # OpenAI-compatible endpoint): "tool_calls" there, plain and streamed
 
 Unknown keys and wrong types fail with the field path, before the server starts.
 """
@@ -38,6 +40,7 @@ class Quirks(BaseModel):
     merge_system_messages: bool = False
     auth_header: str = "Authorization"
     no_auth: bool = False
+    tool_calls_finish_reason: bool = False
 
     @field_validator("drop_params")
     @classmethod
@@ -61,6 +64,7 @@ class Quirks(BaseModel):
             role_map={"developer": "system"} if self.no_developer_role else {},
             merge_system_messages=self.merge_system_messages,
             stream_options=not self.no_stream_options,
+            tool_calls_finish=self.tool_calls_finish_reason,
         )
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
