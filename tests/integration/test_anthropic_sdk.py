@@ -137,3 +137,20 @@ def test_error_body_carries_request_id_like_anthropics(client: anthropic.Anthrop
     body = nf.value.body
     assert isinstance(body, dict) and body["request_id"].startswith("req_")
     assert body["request_id"] == nf.value.request_id == nf.value.response.headers["request-id"]
+
+
+def test_a_tool_result_may_hold_documents(client: anthropic.Anthropic) -> None:
+    """Anthropic takes text, image and document blocks in a tool_result: a text document is the tool's text,
+    a PDF rides beside it (OpenAI-family tool messages take text only)."""
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": b64(b"%PDF-1.7")}}
+    report = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "4 C, rain"}}
+    for content in ([report], [report, pdf]):
+        msg = client.messages.create(model="mock", max_tokens=50, tools=[WEATHER], messages=[  # type: ignore[list-item]
+            {"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": [use]},  # type: ignore[list-item]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": content}]},  # type: ignore[typeddict-item]
+        ])
+        assert msg.type == "message" and msg.content  # was a 400 "Input should be 'text' or 'image'"
+        if content == [report]:
+            assert msg.stop_reason == "end_turn"  # the tool answered: the model answers
+

@@ -76,6 +76,8 @@ def _compact(parts: list[JSON]) -> str | list[JSON]:
 
 
 def _tool_result(block: JSON, param: str, images: list[JSON]) -> JSON:
+    """One ``tool_result`` -> a tool message. Its images and PDFs (OpenAI tool messages take text only) go to
+    ``images``, sent in the user message that follows; a text document is text."""
     tool_use_id = block.get("tool_use_id")
     _need(isinstance(tool_use_id, str) and bool(tool_use_id), "Field required", f"{param}.tool_use_id")
     content = block.get("content")
@@ -87,8 +89,12 @@ def _tool_result(block: JSON, param: str, images: list[JSON]) -> JSON:
                 images.append(_image_part(inner, f"{param}.content.{j}"))
             elif inner.get("type") == "text":
                 texts.append({"type": "text", "text": _text_part(inner, f"{param}.content.{j}")["text"]})
+            elif inner.get("type") == "document":
+                part = _document_part(inner, f"{param}.content.{j}")
+                (texts if part["type"] == "text" else images).append(part)
             else:
-                raise InvalidRequest(f"{param}.content.{j}.type: Input should be 'text' or 'image'", param=param)
+                raise InvalidRequest(f"{param}.content.{j}.type: Input should be 'text', 'image' or 'document'",
+                                     param=param)
     else:
         _need(
             content is None or isinstance(content, str),
