@@ -154,3 +154,8 @@ def test_a_tool_result_may_hold_documents(client: anthropic.Anthropic) -> None:
         if content == [report]:
             assert msg.stop_reason == "end_turn"  # the tool answered: the model answers
 
+
+def test_an_empty_content_list_is_anthropics_400(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": []}])
+    assert "messages.0: all messages must have non-empty content" in bad.value.body["error"]["message"]  # type: ignore[index]
