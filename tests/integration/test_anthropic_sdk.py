@@ -159,3 +159,11 @@ def test_an_empty_content_list_is_anthropics_400(client: anthropic.Anthropic) ->
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": []}])
     assert "messages.0: all messages must have non-empty content" in bad.value.body["error"]["message"]  # type: ignore[index]
+
+
+def test_an_endpoint_the_gateway_lacks_answers_in_anthropics_shape(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as nf:
+        client.messages.batches.list()
+    body = nf.value.body
+    assert isinstance(body, dict) and body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    assert body["request_id"] == nf.value.request_id and "/v1/messages/batches" in body["error"]["message"]

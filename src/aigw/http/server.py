@@ -17,6 +17,7 @@ from aigw import errors
 from aigw.http.request import HttpRequest, Receive, Scope, Send
 from aigw.http.respond import send_json
 from aigw.http.wire_openai import error_body
+from aigw.schema import anthropic as anthropic_wire
 
 log = logging.getLogger("aigw.http")
 
@@ -82,6 +83,10 @@ class GatewayApp:
             headers.append((b"allow", ", ".join(sorted(allowed)).encode()))
         else:
             err = errors.NotFound(f"Unknown endpoint {req.method} {path}.")
+        if "anthropic-version" in req.headers:  # an Anthropic SDK (it always sends one): its error shape
+            headers.append((b"request-id", req.request_id.encode()))
+            await send_json(send, err.status, anthropic_wire.render_error(err, request_id=req.request_id)[1], headers)
+            return
         await send_json(send, err.status, error_body(err), headers)
         if self.on_unrouted is not None:
             self.on_unrouted(err.status, time.monotonic() - req.arrived)
