@@ -218,13 +218,35 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+# pydantic's error type -> the ``code`` OpenAI sends for the same mistake (clients branch on ``err.code``)
+_RANGE = {"greater_than_equal": "below_min_value", "greater_than": "below_min_value",
+          "less_than_equal": "above_max_value", "less_than": "above_max_value"}
+
+
+def _code(model: type[BaseModel], error: Any) -> str:
+    """OpenAI's error code for a pydantic error: a number's range says integer or decimal as its field does."""
+    kind = str(error["type"])
+    if kind == "missing":
+        return "missing_required_parameter"
+    if kind in _RANGE:
+        field = model.model_fields.get(str(error["loc"][0]))
+        number = "decimal" if field is not None and "float" in str(field.annotation) else "integer"
+        return f"{number}_{_RANGE[kind]}"
+    if kind == "too_short" and (error.get("ctx") or {}).get("actual_length") == 0:
+        return "empty_array"
+    if kind.endswith("_type") and kind != "invalid_tool_type":
+        return "invalid_type"
+    return "invalid_value"
+
+
 def _check(model: type[BaseModel], body: JSON) -> None:
     try:
         model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = _loc(tuple(first["loc"]))
-        raise errors.InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param) from None
+        raise errors.InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param,
+                                    code=_code(model, first)) from None
 
 
 def validate_chat(body: JSON) -> JSON:
@@ -250,7 +272,8 @@ def validate_embeddings(body: JSON) -> JSON:
             raise
         # pydantic names the union branch it tried last ("input.str"): the client wrote ``input``
         raise errors.InvalidRequest("Invalid value for 'input': a string, an array of strings, an array of "
-                                    "token ids or an array of token id arrays", param="input") from None
+                                    "token ids or an array of token id arrays", param="input",
+                                    code="invalid_type") from None
     value = body["input"]
     if isinstance(value, list) and not value:
         raise errors.InvalidRequest("'input' must not be empty", param="input")

@@ -1,0 +1,43 @@
+"""What the official openai SDK does with the gateway's answers where the API reference is specific:
+error codes and classes, the SDK's own retries, n > 1, structured outputs. Upstreams are fakes that
+speak OpenAI's exact wire format (``tests.fakes.openai_upstream``)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.support.gateway import RunningGateway
+
+ASK = [{"role": "user", "content": "What is a gateway?"}]
+
+
+@pytest.fixture
+def client(gateway: RunningGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.v1, api_key="anything", max_retries=0)
+
+
+@pytest.mark.parametrize(("extra", "param", "code"), [
+    ({"temperature": 5}, "temperature", "decimal_above_max_value"),
+    ({"temperature": "hot"}, "temperature", "invalid_type"),
+    ({"n": 0}, "n", "integer_below_min_value"),
+    ({"top_logprobs": 21}, "top_logprobs", "integer_above_max_value"),
+    ({"messages": []}, "messages", "empty_array"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role", "invalid_value"),
+    ({"model": None}, "model", "invalid_type"),
+])
+def test_a_bad_field_is_a_400_with_openais_param_and_code(client: openai.OpenAI, extra: dict[str, object],
+                                                           param: str, code: str) -> None:
+    body = {"model": "mock", "messages": ASK, **extra}
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(**body)  # type: ignore[call-overload]
+    assert (exc.value.param, exc.value.code, exc.value.type) == (param, code, "invalid_request_error")
+
+
+def test_a_missing_field_is_missing_required_parameter(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.post("/chat/completions", body={"messages": ASK}, cast_to=object)
+    assert (exc.value.param, exc.value.code) == ("model", "missing_required_parameter")
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.embeddings.create(model="mock-embed", input=5)  # type: ignore[arg-type]
+    assert (exc.value.param, exc.value.code) == ("input", "invalid_type")
