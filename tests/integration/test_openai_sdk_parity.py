@@ -7,6 +7,9 @@ from __future__ import annotations
 import openai
 import pytest
 
+from tests.fakes import openai_faults as oai_faults
+from tests.fakes.faults import Fault
+from tests.integration.conftest import Upstreams
 from tests.support.gateway import RunningGateway
 
 ASK = [{"role": "user", "content": "What is a gateway?"}]
@@ -41,3 +44,18 @@ def test_a_missing_field_is_missing_required_parameter(client: openai.OpenAI) ->
     with pytest.raises(openai.BadRequestError) as exc:
         client.embeddings.create(model="mock-embed", input=5)  # type: ignore[arg-type]
     assert (exc.value.param, exc.value.code) == ("input", "invalid_type")
+
+
+@pytest.mark.parametrize("fault", [
+    oai_faults.error(401, "Incorrect API key provided: sk-o***oai.", code="invalid_api_key"),
+    oai_faults.error(403, "You are not allowed to sample from this model", type_="permission_error"),
+])
+def test_an_upstream_refusing_the_gateways_credentials_is_not_retried_by_the_sdk(
+        matrix_gateway: RunningGateway, ups: Upstreams, fault: Fault) -> None:
+    ups.openai.faults.always(fault)
+    sdk = openai.OpenAI(base_url=matrix_gateway.v1, api_key="k", max_retries=2)  # the SDK's default
+    with pytest.raises(openai.InternalServerError) as exc:
+        sdk.chat.completions.create(model="oai", messages=ASK)  # type: ignore[arg-type]
+    assert exc.value.status_code == 502 and exc.value.code == "upstream_auth"
+    assert exc.value.response.headers["x-should-retry"] == "false"
+    assert ups.openai.traffic.requests == 1  # the operator's config is wrong: no retry can mend it

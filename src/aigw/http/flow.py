@@ -165,7 +165,7 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
     if err.retry_after is not None:
         # rounded up: a client that waits exactly this long must find room (the message says the same)
         headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
-    if status in (402, 429) and not err.retryable:  # e.g. budget exhausted: SDKs must not retry
+    if not err.retryable and _sdk_retries(status):  # e.g. budget exhausted, upstream auth: SDKs must not retry
         headers.append((b"x-should-retry", b"false"))
     if extra:  # e.g. x-ratelimit-* set by the limits stage before it refused
         headers.extend(header_list(extra))
@@ -173,6 +173,11 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
         headers.extend(api.own_headers(request_id, extra or {}))
     await send_json(send, status, body, headers)
     return status
+
+
+def _sdk_retries(status: int) -> bool:
+    """Whether the OpenAI and Anthropic SDKs retry this status on their own (402: some clients do)."""
+    return status in (402, 408, 409, 429) or status >= 500
 
 
 _SERVED = frozenset({"x-request-id", "x-aigw-provider", "x-aigw-model", "x-aigw-deployment",
