@@ -4,8 +4,11 @@ speak OpenAI's exact wire format (``tests.fakes.openai_upstream``)."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.fakes import openai_faults as oai_faults
 from tests.fakes.faults import Fault
@@ -59,3 +62,69 @@ def test_an_upstream_refusing_the_gateways_credentials_is_not_retried_by_the_sdk
     assert exc.value.status_code == 502 and exc.value.code == "upstream_auth"
     assert exc.value.response.headers["x-should-retry"] == "false"
     assert ups.openai.traffic.requests == 1  # the operator's config is wrong: no retry can mend it
+
+
+def test_the_mock_answers_n_choices_streamed_each_with_its_index_and_finish(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model="mock", messages=ASK, n=2)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model="mock", messages=ASK, n=2, stream=True,  # type: ignore[arg-type]
+                                                 stream_options={"include_usage": True}))
+    text: dict[int, str] = {}
+    finish: dict[int, str | None] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            text[choice.index] = text.get(choice.index, "") + (choice.delta.content or "")
+            finish[choice.index] = choice.finish_reason or finish.get(choice.index)
+    assert text == {c.index: c.message.content for c in whole.choices} and len(text) == 2
+    assert finish == {0: "stop", 1: "stop"}
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and chunks[-1].choices == [] and usages[0] == whole.usage
+    single = client.chat.completions.create(model="mock", messages=ASK)  # type: ignore[arg-type]
+    assert single.usage is not None and whole.usage is not None
+    assert whole.usage.completion_tokens == 2 * single.usage.completion_tokens  # n answers are n answers' tokens
+    with client.chat.completions.stream(model="mock", messages=ASK, n=2) as stream:  # type: ignore[arg-type]
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert [(c.index, c.message.content) for c in final.choices] == [(i, text[i]) for i in (0, 1)]
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+class Forecast(BaseModel):
+    city: City
+    days: list[int]
+    note: str | None
+
+
+def test_the_mock_gives_parse_a_value_of_the_asked_model(client: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "Forecast for Paris"}]
+    parsed = client.chat.completions.parse(model="mock", messages=ask, response_format=Forecast)  # type: ignore[arg-type]
+    assert parsed.choices[0].message.parsed == Forecast(city=City(name="mock", population=1), days=[1], note="mock")
+    with client.chat.completions.stream(model="mock", messages=ask, response_format=Forecast) as stream:  # type: ignore[arg-type]
+        for _ in stream:
+            pass
+        assert stream.get_final_completion().choices[0].message.parsed == parsed.choices[0].message.parsed
+    tool = openai.pydantic_function_tool(Forecast)
+    called = client.chat.completions.parse(model="mock", messages=ask, tools=[tool])  # type: ignore[arg-type]
+    calls = called.choices[0].message.tool_calls or []
+    assert calls[0].function.parsed_arguments == parsed.choices[0].message.parsed
+    plain = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "json please"}],  # type: ignore[arg-type]
+                                           response_format={"type": "json_object"})
+    assert json.loads(plain.choices[0].message.content or "")["answer"].startswith("Mock answer to: json please")
+
+
+def test_the_mock_answers_logprobs_when_asked(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model="mock", messages=ASK, logprobs=True, top_logprobs=2)  # type: ignore[arg-type]
+    logprobs = whole.choices[0].logprobs
+    assert logprobs is not None and logprobs.content
+    assert "".join(t.token for t in logprobs.content) == whole.choices[0].message.content
+    assert all(len(t.top_logprobs) == 2 and t.top_logprobs[0].token == t.token and t.logprob <= 0
+               and bytes(t.bytes or []) == t.token.encode() for t in logprobs.content)
+    chunks = list(client.chat.completions.create(model="mock", messages=ASK, logprobs=True, top_logprobs=2,  # type: ignore[arg-type]
+                                                 stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or ()]
+    assert streamed == logprobs.content
+    assert client.chat.completions.create(model="mock", messages=ASK).choices[0].logprobs is None  # type: ignore[arg-type]

@@ -47,32 +47,54 @@ def _digest(body: JSON) -> bytes:
 
 def answer_text(body: JSON) -> tuple[str, str]:
     """The mock's reply, an echo of the question plus words picked by its hash, and its finish_reason:
-    ``length`` when ``max_tokens`` cut it short (as a real model says, so clients can tell)."""
+    ``length`` when ``max_tokens`` cut it short (as a real model says, so clients can tell). Asked for JSON
+    (``response_format``), the reply is JSON: an example of the schema, or ``{"answer": ...}``, so the SDKs'
+    ``.parse()`` gets what a real model would give it."""
     question = last_user_text(body).strip().replace("\n", " ")
     seed = int.from_bytes(_digest(body), "big")
     words = [_WORDS[(seed >> (4 * i)) % len(_WORDS)] for i in range(8)]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     text = f"Mock answer to: {question[:200]} [{' '.join(words)}]"
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        text = orjson.dumps(_example_for(schema, schema)).decode()
+    elif fmt.get("type") == "json_object":
+        text = orjson.dumps({"answer": text}).decode()
     if limit and len(text) > max(1, int(limit) * 4):
         return text[: max(1, int(limit) * 4)], "length"
     return text, "stop"
 
 
-def _example_for(schema: dict[str, Any]) -> Any:
+def _example_for(schema: dict[str, Any], root: dict[str, Any], depth: int = 0) -> Any:
+    """A value that fits a JSON schema: local ``$ref``s (pydantic's ``$defs``) followed, the first branch of
+    an ``anyOf`` taken, bounded in depth (a recursive model ends in null)."""
+    if depth > 8:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return _example_for(target if isinstance(target, dict) else {}, root, depth + 1)
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(branches, list) and branches:
+        typed = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"] or branches
+        return _example_for(typed[0], root, depth + 1)
     kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
     if schema.get("enum"):
         return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
     if kind == "object":
         props = schema.get("properties") or {}
         required = schema.get("required") or list(props)
-        return {k: _example_for(props.get(k) or {}) for k in required}
+        return {k: _example_for(props.get(k) or {}, root, depth + 1) for k in required}
     if kind == "array":
-        return [_example_for(schema.get("items") or {})]
-    if kind in ("integer", "number"):
-        return 1
-    if kind == "boolean":
-        return True
-    return "mock"
+        return [_example_for(schema.get("items") or {}, root, depth + 1)]
+    return {"integer": 1, "number": 1, "boolean": True, "null": None}.get(str(kind), "mock")
 
 
 def _tool_name(tool: JSON) -> Any:
@@ -83,7 +105,8 @@ def _call(tool: JSON, call_id: str, question: str) -> JSON:
     """A call of a function tool (arguments from its schema) or of a custom tool (free text: the question)."""
     if tool.get("type") == "custom":
         return {"id": call_id, "type": "custom", "custom": {"name": _tool_name(tool), "input": question or "mock"}}
-    args = orjson.dumps(_example_for(tool["function"].get("parameters") or {})).decode()
+    schema = tool["function"].get("parameters") or {}
+    args = orjson.dumps(_example_for(schema, schema)).decode()
     return {"id": call_id, "type": "function", "function": {"name": _tool_name(tool), "arguments": args}}
 
 
@@ -131,7 +154,8 @@ class MockProvider:
         calls = tool_calls_for(body)
         text, finish = ("", "tool_calls") if calls else answer_text(body)
         prompt = _prompt_tokens(body)
-        completion = estimate_tokens(text) + (sum(len(call_text(c) or "") // 4 + 5 for c in calls or ()))
+        one = estimate_tokens(text) + (sum(len(call_text(c) or "") // 4 + 5 for c in calls or ()))
+        completion = one * _choices(body)  # n answers, each billed (as OpenAI does)
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         return text, calls, usage, finish
 
@@ -140,24 +164,25 @@ class MockProvider:
         await self._delay()
         self._maybe_fail()
         text, calls, usage, finish = self._completion(body)
+        logprobs = _logprobs(_pieces(text), body) if not calls else None
         message: JSON = {"role": "assistant", "content": None if calls else text, "refusal": None}
         if calls:
             message["tool_calls"] = calls
-        n = int(body.get("n") or 1)
         return {
             "id": f"chatcmpl-mock{_digest(body).hex()}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.upstream_model,
             "choices": [
-                {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
-                for i in range(n)
+                {"index": i, "message": dict(message), "logprobs": logprobs, "finish_reason": finish}
+                for i in range(_choices(body))
             ],
             "usage": usage,
             "system_fingerprint": "fp_mock",
         }
 
     async def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        """Each of the ``n`` choices in turn (role, content or tool calls, finish), then usage if asked."""
         call.sent = True
         await self._delay()
         self._maybe_fail()
@@ -165,26 +190,26 @@ class MockProvider:
         base = {"id": f"chatcmpl-mock{_digest(body).hex()}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": self.upstream_model, "system_fingerprint": "fp_mock"}
         gap = self.options.stream_chunk_ms / 1000
+        pieces = _pieces(text)
 
-        def chunk(delta: JSON, finish: str | None = None) -> JSON:
-            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        def chunk(index: int, delta: JSON, finish: str | None = None, logprobs: JSON | None = None) -> JSON:
+            return {**base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                                         "finish_reason": finish}]}
 
-        yield chunk({"role": "assistant", "content": ""})
-        if calls:
-            for i, c in enumerate(calls):
+        for index in range(_choices(body)):
+            yield chunk(index, {"role": "assistant", "content": ""})
+            for i, c in enumerate(calls or ()):
                 kind, field = ("custom", "input") if c["type"] == "custom" else ("function", "arguments")
                 head = {"index": i, "id": c["id"], "type": kind, kind: {"name": c[kind]["name"], field: ""}}
-                yield chunk({"tool_calls": [head]})
+                yield chunk(index, {"tool_calls": [head]})
                 args = c[kind][field]
                 for j in range(0, len(args), 8):
-                    yield chunk({"tool_calls": [{"index": i, kind: {field: args[j : j + 8]}}]})
-        else:
-            pieces = text.split(" ")
-            for i, word in enumerate(pieces):
+                    yield chunk(index, {"tool_calls": [{"index": i, kind: {field: args[j : j + 8]}}]})
+            for piece in pieces if not calls else ():
                 if gap:
                     await asyncio.sleep(gap)
-                yield chunk({"content": word if i == 0 else " " + word})
-        yield chunk({}, finish)
+                yield chunk(index, {"content": piece}, logprobs=_logprobs([piece], body))
+            yield chunk(index, {}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             yield {**base, "choices": [], "usage": usage}
 
@@ -211,6 +236,36 @@ class MockProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _choices(body: JSON) -> int:
+    return int(body.get("n") or 1)
+
+
+def _pieces(text: str) -> list[str]:
+    """The reply's tokens as the mock streams them: words, each after the first with its leading space."""
+    words = text.split(" ")
+    return [words[0], *(" " + w for w in words[1:])] if text else []
+
+
+def _logprob(token: str) -> float:
+    return -round(int.from_bytes(hashlib.blake2b(token.encode(), digest_size=2).digest(), "big") / 65536, 4)
+
+
+def _logprobs(tokens: list[str], body: JSON) -> JSON | None:
+    """OpenAI's ``choice.logprobs`` for these tokens when the request asked (``logprobs: true``), with
+    ``top_logprobs`` alternatives each; None when it did not, as OpenAI answers."""
+    if body.get("logprobs") is not True:
+        return None
+    top = int(body.get("top_logprobs") or 0)
+    content = []
+    for token in tokens:
+        own = _logprob(token)
+        alts = [(token, own)] + [(" " + w, own - 1.0 - i) for i, w in enumerate(_WORDS[: max(0, top - 1)])]
+        content.append({"token": token, "logprob": own, "bytes": list(token.encode()),
+                        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                         for t, lp in alts[:top]]})
+    return {"content": content, "refusal": None}
 
 
 def _vector(text: str, dims: int) -> list[float]:
