@@ -16,7 +16,7 @@ wrong key (401), unknown model (404 model_not_found), missing model or messages,
 without the word "json", prompts over the context window (``tiny-context`` has 40
 tokens). With ``api_key=None`` any key, or none, is accepted (local servers); the
 keyword options turn it into a stricter compatible server (rejected parameters or
-roles, one leading system message, usage always on the finishing chunk).
+roles, one leading system message, usage always on the finishing chunk, float embeddings only).
 ``FakeAzure`` (``azure_upstream``) reuses this class with Azure's paths and auth.
 """
 
@@ -62,6 +62,7 @@ class FakeOpenAI:
         reject_roles: frozenset[str] = frozenset(),
         single_system: bool = False,
         usage_in_final_chunk: bool = False,
+        floats_only: bool = False,
     ) -> None:
         """The keyword options make it a stricter OpenAI-compatible server (see ``check_strict``)."""
         self.api_key = api_key
@@ -69,6 +70,7 @@ class FakeOpenAI:
         self.reject_roles = reject_roles
         self.single_system = single_system
         self.usage_in_final_chunk = usage_in_final_chunk
+        self.floats_only = floats_only  # like servers that ignore ``encoding_format: base64``
         self.faults = FaultScript()
         self.traffic = Traffic()
         self.server: RunningServer | None = None
@@ -221,7 +223,7 @@ class FakeOpenAI:
         if op == "completions":
             model = wire.validate_completion(body)
             return stream, wire.completion_chunks(body, model) if stream else wire.completion(body, model)
-        return False, wire.embeddings(body)
+        return False, wire.embeddings({**body, "encoding_format": "float"} if self.floats_only else body)
 
 
 def _parse(raw: bytes) -> tuple[Any, bool]:

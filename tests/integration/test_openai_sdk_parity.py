@@ -4,7 +4,10 @@ speak OpenAI's exact wire format (``tests.fakes.openai_upstream``)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
+from collections.abc import Iterator
 
 import openai
 import pytest
@@ -12,8 +15,9 @@ from pydantic import BaseModel
 
 from tests.fakes import openai_faults as oai_faults
 from tests.fakes.faults import Fault
+from tests.fakes.openai_upstream import FakeOpenAI
 from tests.integration.conftest import Upstreams
-from tests.support.gateway import RunningGateway
+from tests.support.gateway import RunningGateway, running_gateway
 
 ASK = [{"role": "user", "content": "What is a gateway?"}]
 
@@ -128,3 +132,28 @@ def test_the_mock_answers_logprobs_when_asked(client: openai.OpenAI) -> None:
     streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or ()]
     assert streamed == logprobs.content
     assert client.chat.completions.create(model="mock", messages=ASK).choices[0].logprobs is None  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def floats_only() -> Iterator[RunningGateway]:
+    """A gateway whose embeddings model is an OpenAI-compatible server that ignores ``encoding_format``."""
+    fake = FakeOpenAI(None, floats_only=True).start()
+    models = [{"name": "vec", "provider": "openai_compatible", "model": "text-embedding-3-small",
+               "api_base": fake.base_url, "modes": ["embeddings"]}]
+    try:
+        with running_gateway({"models": models, "routing": {"*": {"num_retries": 0}}}) as gw:
+            yield gw
+    finally:
+        fake.stop()
+
+
+def test_base64_embeddings_are_base64_whatever_the_upstream_sends(floats_only: RunningGateway) -> None:
+    sdk = openai.OpenAI(base_url=floats_only.v1, api_key="k", max_retries=0)
+    floats = sdk.embeddings.create(model="vec", input=["a b", "c"], encoding_format="float", dimensions=8)
+    packed = sdk.embeddings.create(model="vec", input=["a b", "c"], encoding_format="base64", dimensions=8)
+    for f, b in zip(floats.data, packed.data, strict=True):
+        assert isinstance(b.embedding, str) and b.index == f.index
+        assert struct.unpack("<8f", base64.b64decode(b.embedding)) == pytest.approx(f.embedding, rel=1e-6)
+    by_default = sdk.embeddings.create(model="vec", input=["a b", "c"], dimensions=8)  # the SDK asks base64
+    for d, f in zip(by_default.data, floats.data, strict=True):
+        assert d.embedding == pytest.approx(f.embedding, rel=1e-6)

@@ -168,3 +168,13 @@ def test_a_moved_usage_chunk_keeps_the_service_tier_that_prices_it() -> None:
     chunks = [{**c, "service_tier": "flex"} for c in load("stream_vllm_usage_on_finish.json")]
     out = run_stream(chunks)
     assert out[-1]["usage"] and out[-1]["service_tier"] == "flex"
+
+
+def test_float_embeddings_become_the_base64_the_client_asked_for() -> None:
+    answer = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1.0]}]}
+    as_asked = translate.embeddings_as_asked(answer, {"encoding_format": "base64"})
+    assert as_asked["data"][0]["embedding"] == "AAAAPwAAgL8="  # OpenAI's little-endian float32
+    assert answer["data"][0]["embedding"] == [0.5, -1.0]  # the upstream's answer is not changed in place
+    assert translate.embeddings_as_asked(answer, {"encoding_format": "float"}) is answer
+    already = {"data": [{"index": 0, "embedding": "AAAAPwAAgL8="}]}
+    assert translate.embeddings_as_asked(already, {"encoding_format": "base64"}) is already

@@ -112,7 +112,7 @@ class OpenAIProvider:
     async def embeddings(self, body: JSON, call: CallOptions) -> JSON:
         payload = translate.shape_embeddings(body, self.upstream_model)
         data = await self._request("POST", "embeddings", payload, call)
-        return translate.checked(data, "data", "embeddings answer")
+        return translate.embeddings_as_asked(translate.checked(data, "data", "embeddings answer"), body)
 
     async def list_models(self, call: CallOptions) -> JSON:
         data = await self._request("GET", "models", None, call)

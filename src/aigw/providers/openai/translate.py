@@ -9,6 +9,8 @@ a key actually changes; message lists only when a message changes.
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +84,25 @@ def shape_completion(body: JSON, model: str, shaping: Shaping, *, stream: bool) 
 
 def shape_embeddings(body: JSON, model: str) -> JSON:
     return _with_model(body, model)
+
+
+def embeddings_as_asked(data: JSON, body: JSON) -> JSON:
+    """The embeddings answer in the ``encoding_format`` the client asked for: servers that ignore it (some
+    OpenAI-compatible ones) send floats where an explicit ``base64`` asked for OpenAI's little-endian float32
+    string, and a client that asked for one cannot read a list. Untouched when the answer is already right."""
+    if body.get("encoding_format") != "base64":
+        return data
+    items = data.get("data")
+    if not isinstance(items, list) or not any(isinstance(i, dict) and isinstance(i.get("embedding"), list)
+                                              for i in items):
+        return data
+    out = []
+    for item in items:
+        vec = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vec, list):
+            item = {**item, "embedding": base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()}
+        out.append(item)
+    return {**data, "data": out}
 
 
 def shape_messages(messages: list[JSON], shaping: Shaping) -> list[JSON]:
