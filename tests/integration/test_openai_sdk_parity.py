@@ -157,3 +157,18 @@ def test_base64_embeddings_are_base64_whatever_the_upstream_sends(floats_only: R
     by_default = sdk.embeddings.create(model="vec", input=["a b", "c"], dimensions=8)  # the SDK asks base64
     for d, f in zip(by_default.data, floats.data, strict=True):
         assert d.embedding == pytest.approx(f.embedding, rel=1e-6)
+
+
+def test_a_stream_the_upstream_answered_whole_keeps_its_service_tier(
+        matrix_gateway: RunningGateway, ups: Upstreams) -> None:
+    whole = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+             "service_tier": "flex", "system_fingerprint": "fp_1",
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi."}, "logprobs": None,
+                          "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    ups.openai.faults.push(Fault(status=200, body=whole))  # a proxy that ignored stream: true
+    sdk = openai.OpenAI(base_url=matrix_gateway.v1, api_key="k", max_retries=0)
+    chunks = list(sdk.chat.completions.create(model="oai", messages=ASK, stream=True, service_tier="flex",  # type: ignore[arg-type]
+                                              stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi."
+    assert {c.service_tier for c in chunks} == {"flex"} and {c.system_fingerprint for c in chunks} == {"fp_1"}

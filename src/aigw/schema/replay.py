@@ -25,8 +25,9 @@ def replay_chunks(body: JSON) -> list[JSON]:
         return _completion_chunks(body)
     head = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created"),
             "model": body.get("model")}
-    if body.get("system_fingerprint"):
-        head["system_fingerprint"] = body["system_fingerprint"]
+    for key in ("service_tier", "system_fingerprint"):  # as every live chunk has them (the tier is billed from it)
+        if body.get(key):
+            head[key] = body[key]
 
     def chunk(index: int, delta: JSON, finish: Any = None, logprobs: Any = None) -> JSON:
         return {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
