@@ -73,3 +73,19 @@ def test_priority_asked_but_served_at_default_is_charged_at_standard_rates(
     assert _call(gw, key["key"], "priority", stream) == "default"
     row = key_spend(admin, key["id"])
     assert row["cost_usd"] == pytest.approx(_standard(row))  # not twice that
+
+
+def test_a_stream_answered_whole_is_charged_at_the_tier_the_answer_reports(gw: RunningGateway,
+                                                                           oai: FakeOpenAI) -> None:
+    """A proxy that ignored ``stream: true``: the whole answer says default, so priority rates are not due."""
+    admin = AdminClient(gw.url, MASTER)
+    key = setup_key(admin, "tier-unstreamed")
+    whole = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+             "service_tier": "default",
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": "The sea is wide."},
+                          "logprobs": None, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}
+    oai.faults.push(Fault(status=200, body=whole))
+    assert _call(gw, key["key"], "priority", True) == "default"
+    row = key_spend(admin, key["id"])
+    assert row["cost_usd"] == pytest.approx(_standard(row))  # not twice that
