@@ -7,8 +7,8 @@ offered and a user message last it calls them (every offered tool unless
 ``parallel_tool_calls`` is false or ``tool_choice`` names one) with arguments built
 from their JSON schemas (a custom tool gets the last user text as its free-text
 ``input``, streamed as ``custom.input`` pieces); after tool results it answers "Tool results: ...";
-``response_format`` json_object/json_schema gives JSON content. Tokens are counted as
-whitespace-separated words, plus 3 per message.
+``response_format`` json_object/json_schema gives JSON content; ``logprobs`` one entry per streamed piece.
+Tokens are counted as whitespace-separated words, plus 3 per message.
 """
 
 from __future__ import annotations
@@ -222,16 +222,31 @@ def completion_tokens(content: str | None, calls: list[JSON] | None) -> int:
     return count(content or "")
 
 
+def logprobs(tokens: list[str], body: JSON) -> JSON | None:
+    """``choice.logprobs`` for these tokens when asked (``logprobs: true``), ``top_logprobs`` alternatives each."""
+    if not body.get("logprobs"):
+        return None
+    top = int(body.get("top_logprobs") or 0)
+    entries = []
+    for token in tokens:
+        own = -round(int(digest(token)[:4], 16) / 65536, 4)
+        alts = [(token, own)] + [(f"{token}{i}", own - 1 - i) for i in range(max(0, top - 1))]
+        entries.append({"token": token, "logprob": own, "bytes": list(token.encode()),
+                        "top_logprobs": [{"token": t, "logprob": p, "bytes": list(t.encode())} for t, p in alts]})
+    return {"content": entries, "refusal": None}
+
+
 def chat_completion(body: JSON, model: str) -> JSON:
     content, calls, finish = answer(body)
     message: JSON = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
     if calls:
         message["tool_calls"] = calls
     n = int(body.get("n") or 1)
+    scores = None if calls else logprobs(pieces(content or ""), body)
     return {
         "id": "chatcmpl-" + digest(body)[:29], "object": "chat.completion", "created": int(time.time()),
         "model": model,
-        "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+        "choices": [{"index": i, "message": message, "logprobs": scores, "finish_reason": finish}
                     for i in range(n)],
         "usage": usage(prompt_tokens(body["messages"]), n * completion_tokens(content, calls)),
         "service_tier": served_tier(body), "system_fingerprint": FINGERPRINT,
@@ -276,7 +291,8 @@ def chat_chunks(body: JSON, model: str) -> list[JSON]:
         deltas += [{"content": part} for part in pieces(content or "")]
     chunks: list[JSON] = []
     for index in range(int(body.get("n") or 1)):
-        chunks += [{**head, "choices": [{"index": index, "delta": d, "logprobs": None, "finish_reason": None}]}
+        chunks += [{**head, "choices": [{"index": index, "delta": d, "finish_reason": None,
+                                         "logprobs": logprobs([d["content"]], body) if d.get("content") else None}]}
                    for d in deltas]
         chunks.append({**head, "choices": [{"index": index, "delta": {}, "logprobs": None,
                                             "finish_reason": finish}]})

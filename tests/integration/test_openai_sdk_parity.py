@@ -172,3 +172,17 @@ def test_a_stream_the_upstream_answered_whole_keeps_its_service_tier(
                                               stream_options={"include_usage": True}))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi."
     assert {c.service_tier for c in chunks} == {"flex"} and {c.system_fingerprint for c in chunks} == {"fp_1"}
+
+
+@pytest.mark.parametrize("model", ["oai", "az", "compat"])
+def test_logprobs_pass_through_plain_and_streamed(matrix_gateway: RunningGateway, ups: Upstreams, model: str) -> None:
+    sdk = openai.OpenAI(base_url=matrix_gateway.v1, api_key="k", max_retries=0)
+    whole = sdk.chat.completions.create(model=model, messages=ASK, logprobs=True, top_logprobs=3)  # type: ignore[arg-type]
+    scores = whole.choices[0].logprobs
+    assert scores is not None and scores.content
+    assert "".join(t.token for t in scores.content) == whole.choices[0].message.content
+    assert all(len(t.top_logprobs) == 3 for t in scores.content)
+    chunks = list(sdk.chat.completions.create(model=model, messages=ASK, logprobs=True, top_logprobs=3,  # type: ignore[arg-type]
+                                              stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or ()]
+    assert streamed == scores.content
