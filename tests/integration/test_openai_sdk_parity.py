@@ -186,3 +186,16 @@ def test_logprobs_pass_through_plain_and_streamed(matrix_gateway: RunningGateway
                                               stream=True))
     streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or ()]
     assert streamed == scores.content
+
+
+def test_request_fields_the_gateway_does_not_use_reach_openai_as_sent(matrix_gateway: RunningGateway,
+                                                                      ups: Upstreams) -> None:
+    sdk = openai.OpenAI(base_url=matrix_gateway.v1, api_key="k", max_retries=0)
+    fields: dict[str, object] = {
+        "store": True, "metadata": {"team": "search"}, "service_tier": "flex", "user": "u-1",
+        "prediction": {"type": "content", "content": "Echo"}, "modalities": ["text"], "max_completion_tokens": 2,
+        "parallel_tool_calls": False, "seed": 7, "logit_bias": {"50256": -100},
+    }
+    resp = sdk.chat.completions.create(model="oai", messages=ASK, **fields)  # type: ignore[call-overload]
+    assert {k: ups.openai.traffic.last.body.get(k) for k in fields} == fields
+    assert (resp.service_tier, resp.choices[0].finish_reason) == ("flex", "length")  # what OpenAI answered
