@@ -8,6 +8,7 @@ import base64
 import json
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -199,3 +200,21 @@ def test_request_fields_the_gateway_does_not_use_reach_openai_as_sent(matrix_gat
     resp = sdk.chat.completions.create(model="oai", messages=ASK, **fields)  # type: ignore[call-overload]
     assert {k: ups.openai.traffic.last.body.get(k) for k in fields} == fields
     assert (resp.service_tier, resp.choices[0].finish_reason) == ("flex", "length")  # what OpenAI answered
+
+
+def test_the_mock_streams_parallel_tool_calls_the_stream_helper_assembles_like_the_plain_answer(
+        client: openai.OpenAI) -> None:
+    tools = [openai.pydantic_function_tool(City), openai.pydantic_function_tool(Forecast)]
+    ask = [{"role": "user", "content": "Paris"}]
+    plain = client.chat.completions.parse(model="mock", messages=ask, tools=tools)  # type: ignore[arg-type]
+    with client.chat.completions.stream(model="mock", messages=ask, tools=tools) as stream:  # type: ignore[arg-type]
+        done = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
+        final = stream.get_final_completion()
+    assert [e.name for e in done] == ["City", "Forecast"]
+    def calls(message: Any) -> list[tuple[str, str, object]]:
+        return [(c.id, c.function.name, c.function.parsed_arguments) for c in message.tool_calls or ()]
+
+    assert final.choices[0].message.content is None is plain.choices[0].message.content  # as OpenAI: no text
+    assert calls(final.choices[0].message) == calls(plain.choices[0].message)
+    assert len(calls(plain.choices[0].message)) == 2
+    assert final.choices[0].finish_reason == "tool_calls"

@@ -197,7 +197,7 @@ class MockProvider:
                                          "finish_reason": finish}]}
 
         for index in range(_choices(body)):
-            yield chunk(index, {"role": "assistant", "content": ""})
+            yield chunk(index, {"role": "assistant", "content": None if calls else ""})  # as OpenAI streams it
             for i, c in enumerate(calls or ()):
                 kind, field = ("custom", "input") if c["type"] == "custom" else ("function", "arguments")
                 head = {"index": i, "id": c["id"], "type": kind, kind: {"name": c[kind]["name"], field: ""}}
