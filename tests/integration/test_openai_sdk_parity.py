@@ -218,3 +218,18 @@ def test_the_mock_streams_parallel_tool_calls_the_stream_helper_assembles_like_t
     assert calls(final.choices[0].message) == calls(plain.choices[0].message)
     assert len(calls(plain.choices[0].message)) == 2
     assert final.choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("model", ["oai", "az", "compat"])
+def test_n_choices_stream_through_with_one_usage_chunk(matrix_gateway: RunningGateway, ups: Upstreams,
+                                                       model: str) -> None:
+    sdk = openai.OpenAI(base_url=matrix_gateway.v1, api_key="k", max_retries=0)
+    whole = sdk.chat.completions.create(model=model, messages=ASK, n=3)  # type: ignore[arg-type]
+    with sdk.chat.completions.stream(model=model, messages=ASK, n=3,  # type: ignore[arg-type]
+                                     stream_options={"include_usage": True}) as stream:
+        chunks = [e.chunk for e in stream if e.type == "chunk"]
+        final = stream.get_final_completion()
+    assert [(c.index, c.message.content, c.finish_reason) for c in final.choices] == \
+        [(c.index, c.message.content, c.finish_reason) for c in whole.choices]
+    assert [c.index for c in whole.choices] == [0, 1, 2]
+    assert len([c for c in chunks if c.usage is not None]) == 1 and final.usage == whole.usage
