@@ -1,7 +1,8 @@
 """Budgets: reserve the worst-case cost before the call, settle to the real cost after.
 
 The worst case is the prompt (an estimate that errs high) plus ``max_tokens``
-(or ``tenancy.default_max_tokens``) at the dearest deployment of the model: at its
+(or ``tenancy.default_max_tokens``), plus its per-request price and the web searches it may run, at
+the dearest deployment of the model: at its
 long-context rates when the estimate is over a deployment's threshold, and at its
 priority rates when the client asks for ``service_tier: priority`` (or ``fast``). It is
 reserved against key, project and tenant in one atomic step, so concurrent calls
@@ -24,12 +25,21 @@ from collections.abc import Sequence
 from aigw import errors
 from aigw.accounting.media import IMAGE_LOW, IMAGE_UPPER, image_upper
 from aigw.accounting.pricing import Price
-from aigw.accounting.tokens import prompt_items, upper_estimate
+from aigw.accounting.tokens import upper_estimate
 from aigw.guardrails.rules import RuleSet
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.budget_worst import (
+    DEARER_TIERS,
+    Rates,
+    answers,
+    cache_write,
+    count,
+    web_searches,
+    worst_rates,
+)
 from aigw.pipeline.stages.guardrail_policy import Policies, policies_for
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
@@ -47,7 +57,6 @@ from aigw.pipeline.tenancy import (
     prompt_estimate,
     refused,
 )
-from aigw.schema.anthropic import PRIVATE_KEY
 from aigw.stores.base import NANO, Reservation, Scope, window_of
 from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import JSON, Clock
@@ -57,6 +66,8 @@ log = logging.getLogger("aigw.budget")
 NOT_AFFORDED = " (not asked again: the budget cannot cover a second call)"
 NOT_CHECKED = " (not asked again: the budget cannot be checked right now)"
 _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease's slot)
+_NO_ROUTES: tuple[tuple[Price, ...], tuple[str, ...]] = ((), ())
+_MEMO_EXTRA = 1024  # names beyond the configured models' whose worst rates are remembered
 
 
 def usd(nano: int) -> str:
@@ -79,7 +90,7 @@ class BudgetStage(Stage):
         self._policies = policies  # the guardrail policies, when some config names rules: a key may add its own
         self._routes_memo: dict[tuple[str, int], tuple[RuleSet, list[Price], list[str]]] = {}
         self.clock = clock
-        self._rates = {model: _worst_rates(prices) for model, prices in prices_by_model.items()}
+        self._rates = {model: worst_rates(prices) for model, prices in prices_by_model.items()}
         self._rates_cap = len(self._rates) + _MEMO_EXTRA  # model names come from clients: keep the memo bounded
         self._prices = prices_by_model
         # per model, the smallest prompt (long-context threshold) above which its standard worst case is not
@@ -100,36 +111,39 @@ class BudgetStage(Stage):
         if ctx.endpoint != "embeddings":
             # both given: the larger, since an upstream may honour either (a compatible server whose quirk
             # keeps ``max_tokens`` drops ``max_completion_tokens``)
-            out = max(_count(body.get("max_completion_tokens")), _count(body.get("max_tokens")))
-            out = (out or self.svc.config.default_max_tokens) * _answers(ctx.endpoint, body)
+            out = max(count(body.get("max_completion_tokens")), count(body.get("max_tokens")))
+            out = (out or self.svc.config.default_max_tokens) * answers(ctx.endpoint, body)
         tier = body.get("service_tier")
-        dearer = tier if tier in _DEARER_TIERS else None  # flex may be served at standard rates: reserve those
+        dearer = tier if tier in DEARER_TIERS else None  # flex may be served at standard rates: reserve those
         # a prompt marked for Anthropic's cache may be written to it, at 1.25x input (5 min) or 2x (1 h): the
         # whole prompt at that rate (a byte estimate erring 1.1x high on code does not cover 2x)
-        write = _cache_write(body) if ctx.endpoint == "chat" else ""
+        write = cache_write(body) if ctx.endpoint == "chat" else ""
         model = ctx.model
         routed, targets = self._key_routes(ctx)
         if images:  # an upstream may bill images above the common bound (gpt-4o-mini): at its bound
             prompt += self._image_tokens(images, [model, *targets])
         if routed:  # a key's own rules may route elsewhere (rare): worked out per request
             own = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
-            per_in, per_out, per_request = _worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]], write)
+            rates = worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]], write)
         elif dearer is not None or write or (model in self._long and prompt > self._long[model]):
-            per_in, per_out, per_request = self._rates_for(model, prompt, dearer, write)
+            rates = self._rates_for(model, prompt, dearer, write)
         else:
-            rates = self._rates.get(model)
-            if rates is None:
-                rates = _worst_rates([self.svc.prices.for_model(model) or Price()])
+            known = self._rates.get(model)
+            if known is None:
+                known = worst_rates([self.svc.prices.for_model(model) or Price()])
                 if len(self._rates) < self._rates_cap:
-                    self._rates[model] = rates
-            per_in, per_out, per_request = rates
-        return round((prompt * per_in + out * per_out) * 1000 + per_request * 1e9)
+                    self._rates[model] = known
+            rates = known
+        fees = rates.per_request
+        if rates.per_search and ctx.endpoint == "chat":  # searches the upstream may run and bill beside tokens
+            fees += rates.per_search * web_searches(body)
+        return round((prompt * rates.per_in + out * rates.per_out) * 1000 + fees * 1e9)
 
-    def _rates_for(self, model: str, prompt: int, tier: str | None, write: str = "") -> tuple[float, float, float]:
+    def _rates_for(self, model: str, prompt: int, tier: str | None, write: str = "") -> Rates:
         """The worst rates of a long prompt, a dearer tier or a cache write (the rare case: worked out per
         request)."""
         prices = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
-        return _worst_rates([p.rates_for(prompt, tier) for p in prices], write)
+        return worst_rates([p.rates_for(prompt, tier) for p in prices], write)
 
     def _image_tokens(self, images: Sequence[bool], models: list[str]) -> int:
         """What ``images`` (each's ``detail: low``) add to the prompt estimate's common bounds when ``models``
@@ -281,64 +295,6 @@ class BudgetStage(Stage):
     async def _alert(self, ctx: RequestContext, scopes: list[Scope], ref: str, window: str, threshold: float) -> None:
         scope = next(s for s in scopes if s.ref == ref)
         await self.svc.raise_alert(scope, ctx.principal.tenant_id, window, threshold, ctx.request_id)
-
-
-def _count(value: object) -> int:
-    """A positive whole number the client sent, else 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _answers(endpoint: str, body: JSON) -> int:
-    """How many answers the call may generate (and bill): ``n`` per prompt; a legacy completion generates
-    ``best_of`` (at least ``n``) for each prompt of a list."""
-    n = _count(body.get("n")) or 1
-    if endpoint != "completions":
-        return n
-    return max(n, _count(body.get("best_of"))) * max(1, len(prompt_items(body)))
-
-
-def _input_rate(p: Price, write: str) -> float:
-    """A prompt token's dearest rate: a cache write's where the prompt may be written (as ``cost_nano``
-    prices them: 5 min at ``cache_write``, else input; 1 h at ``cache_write_1h``, else 2x input)."""
-    if not write:
-        return p.input
-    five = p.input if p.cache_write is None else p.cache_write
-    if write == "5m":
-        return max(p.input, five)
-    return max(p.input, five, 2 * p.input if p.cache_write_1h is None else p.cache_write_1h)
-
-
-_NO_ROUTES: tuple[tuple[Price, ...], tuple[str, ...]] = ((), ())
-_MEMO_EXTRA = 1024  # names beyond the configured models' whose worst rates are remembered
-_DEARER_TIERS = ("priority", "fast")  # tiers that may cost more than the standard one (flex costs less)
-
-
-def _cache_write(body: JSON) -> str:
-    """Whether the prompt may be written to the provider's cache, and for how long: "1h", "5m" (any other
-    ``cache_control``), or "" (none): on a content part, a tool, or a tool result's own fields."""
-    found = ""
-    marked: list[object] = []
-    for m in body.get("messages") or ():
-        if isinstance(m, dict):
-            if isinstance(content := m.get("content"), list):
-                marked += [p.get("cache_control") for p in content if isinstance(p, dict)]
-            if isinstance(own := m.get(PRIVATE_KEY), dict):
-                marked.append(own.get("cache_control"))
-    marked += [t.get("cache_control") for t in body.get("tools") or () if isinstance(t, dict)]
-    for mark in marked:
-        if mark is not None:
-            if isinstance(mark, dict) and mark.get("ttl") == "1h":
-                return "1h"
-            found = "5m"
-    return found
-
-
-def _worst_rates(prices: list[Price], write: str = "") -> tuple[float, float, float]:
-    """Dearest input, output-or-reasoning and per-request price over a model's deployments; input at the
-    dearest of its cache-write rates too when the prompt may be written (``write``: "5m" or "1h")."""
-    return (max(_input_rate(p, write) for p in prices),
-            max(max(p.output, p.output if p.reasoning is None else p.reasoning) for p in prices),
-            max(p.per_request for p in prices))
 
 
 def build(deps: StageDeps) -> Stage | None:

@@ -1,0 +1,98 @@
+"""The budget's worst case of one request, as pure functions of its body and its prices.
+
+Kept apart from the stage (``budget.py``), which only puts them together: how many answers a body may
+generate, which rates its prompt may be billed at, and what it may cost beyond its tokens (per-request
+fees and server-side web searches), so that the reservation covers every charge the settle may add.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from aigw.accounting.pricing import Price
+from aigw.accounting.tokens import prompt_items
+from aigw.schema.anthropic import PRIVATE_KEY
+from aigw.types import JSON
+
+DEARER_TIERS = ("priority", "fast")  # tiers that may cost more than the standard one (flex costs less)
+# Web searches an Anthropic ``web_search`` tool without ``max_uses`` may run in one call: Anthropic's
+# server-side loop stops after 10 iterations (``stop_reason: pause_turn``), one search each.
+SEARCHES_WITHOUT_MAX_USES = 10
+
+
+class Rates(NamedTuple):
+    """The dearest rates over the deployments that may serve a request (USD per million tokens, per
+    request and per web search)."""
+
+    per_in: float
+    per_out: float
+    per_request: float
+    per_search: float
+
+
+def count(value: object) -> int:
+    """A positive whole number the client sent, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def answers(endpoint: str, body: JSON) -> int:
+    """How many answers the call may generate (and bill): ``n`` per prompt; a legacy completion generates
+    ``best_of`` (at least ``n``) for each prompt of a list."""
+    n = count(body.get("n")) or 1
+    if endpoint != "completions":
+        return n
+    return max(n, count(body.get("best_of"))) * max(1, len(prompt_items(body)))
+
+
+def web_searches(body: JSON) -> int:
+    """The most server-side web searches the call may run (and bill, ``per_web_search``): each Anthropic
+    ``web_search`` server tool's ``max_uses``, else ``SEARCHES_WITHOUT_MAX_USES``."""
+    own = body.get(PRIVATE_KEY)
+    tools = own.get("server_tools") if isinstance(own, dict) else None
+    if not isinstance(tools, list):
+        return 0
+    total = 0
+    for tool in tools:
+        if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search"):
+            total += count(tool.get("max_uses")) or SEARCHES_WITHOUT_MAX_USES
+    return total
+
+
+def input_rate(p: Price, write: str) -> float:
+    """A prompt token's dearest rate: a cache write's where the prompt may be written (as ``cost_nano``
+    prices them: 5 min at ``cache_write``, else input; 1 h at ``cache_write_1h``, else 2x input)."""
+    if not write:
+        return p.input
+    five = p.input if p.cache_write is None else p.cache_write
+    if write == "5m":
+        return max(p.input, five)
+    return max(p.input, five, 2 * p.input if p.cache_write_1h is None else p.cache_write_1h)
+
+
+def cache_write(body: JSON) -> str:
+    """Whether the prompt may be written to the provider's cache, and for how long: "1h", "5m" (any other
+    ``cache_control``), or "" (none): on a content part, a tool, or a tool result's own fields."""
+    found = ""
+    marked: list[object] = []
+    for m in body.get("messages") or ():
+        if isinstance(m, dict):
+            if isinstance(content := m.get("content"), list):
+                marked += [p.get("cache_control") for p in content if isinstance(p, dict)]
+            if isinstance(own := m.get(PRIVATE_KEY), dict):
+                marked.append(own.get("cache_control"))
+    marked += [t.get("cache_control") for t in body.get("tools") or () if isinstance(t, dict)]
+    for mark in marked:
+        if mark is not None:
+            if isinstance(mark, dict) and mark.get("ttl") == "1h":
+                return "1h"
+            found = "5m"
+    return found
+
+
+def worst_rates(prices: list[Price], write: str = "") -> Rates:
+    """Dearest input, output-or-reasoning, per-request and per-search price over a model's deployments;
+    input at the dearest of its cache-write rates too when the prompt may be written (``write``: "5m" or
+    "1h")."""
+    return Rates(max(input_rate(p, write) for p in prices),
+                 max(max(p.output, p.output if p.reasoning is None else p.reasoning) for p in prices),
+                 max(p.per_request for p in prices), max(p.per_web_search for p in prices))
