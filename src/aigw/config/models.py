@@ -101,6 +101,9 @@ class Deployment(Strict):
     connect_timeout_s: float | None = Field(default=None, gt=0)
     first_token_timeout_s: float | None = Field(default=None, gt=0)
     prices: Prices | None = None
+    # the most output tokens the upstream generates for one answer (its model's published cap): what a
+    # budget reserves for a request that sets no max_tokens (else tenancy.default_max_tokens)
+    max_output_tokens: int | None = Field(default=None, gt=0)
     mock: MockOptions = Field(default_factory=MockOptions)
     # mock shortcuts as flat keys, as the README documents them
     latency_ms: float | None = Field(default=None, ge=0)

@@ -82,3 +82,57 @@ def test_a_model_without_a_search_price_reserves_nothing_for_searches() -> None:
     ctx = _search_ctx(Limits(), 5)
     del ctx.body["_anthropic"]
     assert with_tool == stage.worst_case_nano(ctx)
+
+
+LONG_ANSWERS = Deployment(name="writer", provider="mock", id="writer#0", max_output_tokens=32_000,
+                          prices=Prices(input_per_mtok=1, output_per_mtok=10))
+
+
+def _unbounded_ctx(limits: Limits, model: str = "writer") -> RequestContext:
+    ctx = _ctx(limits, body={"model": model, "messages": [{"role": "user", "content": "write a book"}]})
+    ctx.model = model
+    return ctx
+
+
+async def test_calls_without_max_tokens_reserve_the_models_output_cap_so_a_burst_cannot_overrun() -> None:
+    # a call without max_tokens reserved 4,096 output tokens whatever the model: ten such calls to a model that
+    # writes up to 32,000 were admitted against a budget of two, and settled at five times that budget
+    stage = _stage(LONG_ANSWERS)
+    answer = 32_000 * 10_000  # nano-dollars of one full answer
+    limits = Limits(budget_usd=2.5 * answer / NANO, budget_period="total")
+    ctxs = [_unbounded_ctx(limits) for _ in range(10)]
+    admitted = []
+    for ctx, outcome in zip(ctxs, await asyncio.gather(*(stage.on_request(c) for c in ctxs),
+                                                        return_exceptions=True), strict=True):
+        if outcome is None:
+            admitted.append(ctx)
+        else:
+            assert isinstance(outcome, errors.BudgetExceeded) and outcome.code == "budget_exceeded"
+    assert len(admitted) == 2
+    for ctx in admitted:  # each writes to the model's cap
+        ctx.served_by, ctx.usage = LONG_ANSWERS, {"prompt_tokens": 10, "completion_tokens": 32_000}
+        await stage.on_finish(ctx)
+    assert await stage.svc.budgets.spent(stage.plan(ctxs[0])[0][0], 0.0) <= limits.budget_usd * NANO  # type: ignore[operator]
+
+
+async def test_a_model_with_a_small_output_cap_is_not_refused_for_tokens_it_cannot_write() -> None:
+    # reserved at 4,096 output tokens, a call to a model that writes at most 1,000 was refused with room for it
+    small = LONG_ANSWERS.model_copy(update={"name": "brief", "id": "brief#0", "max_output_tokens": 1_000})
+    stage = _stage(small)
+    ctx = _unbounded_ctx(Limits(budget_usd=0.02, budget_period="total"), "brief")  # 1,000 x $10/M = $0.01
+    assert await stage.on_request(ctx) is None
+    # asking for more than every deployment can write reserves what they can write
+    asked = _unbounded_ctx(Limits(), "brief")
+    asked.body["max_tokens"] = 50_000
+    assert stage.worst_case_nano(asked) == stage.worst_case_nano(ctx)
+
+
+def test_the_cap_applies_only_when_every_deployment_that_may_serve_the_model_has_one() -> None:
+    uncapped = LONG_ANSWERS.model_copy(update={"id": "writer#1", "max_output_tokens": None})
+    small = LONG_ANSWERS.model_copy(update={"max_output_tokens": 1_000})
+    both = _stage(small, uncapped)  # one deployment unknown: the configured default (4,096) or more
+    default = _stage(uncapped)
+    assert both.worst_case_nano(_unbounded_ctx(Limits())) == default.worst_case_nano(_unbounded_ctx(Limits()))
+    bigger = _stage(LONG_ANSWERS, uncapped)  # a known cap above the default is reserved all the same
+    assert bigger.worst_case_nano(_unbounded_ctx(Limits())) == _stage(LONG_ANSWERS).worst_case_nano(
+        _unbounded_ctx(Limits()))

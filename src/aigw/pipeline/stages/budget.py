@@ -1,10 +1,10 @@
 """Budgets: reserve the worst-case cost before the call, settle to the real cost after.
 
-The worst case is the prompt (an estimate that errs high) plus ``max_tokens``
-(or ``tenancy.default_max_tokens``), plus its per-request price and the web searches it may run, at
-the dearest deployment of the model: at its
-long-context rates when the estimate is over a deployment's threshold, and at its
-priority rates when the client asks for ``service_tier: priority`` (or ``fast``). It is
+The worst case is the prompt (an estimate that errs high) plus ``max_tokens`` (or, without it,
+the model's ``max_output_tokens``, else ``tenancy.default_max_tokens``), plus its per-request price and
+the web searches it may run, at the dearest deployment of the model: at its long-context rates when the
+estimate is over a deployment's threshold, and at its priority rates when the client asks for
+``service_tier: priority`` (or ``fast``). It is
 reserved against key, project and tenant in one atomic step, so concurrent calls
 cannot together overrun a budget; the most any budget can be overrun by is one
 call's difference between reservation and real cost (when the real cost is
@@ -33,10 +33,15 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.budget_worst import (
     DEARER_TIERS,
+    NO_CAPS,
+    Caps,
     Rates,
     answers,
     cache_write,
     count,
+    joined,
+    output_caps,
+    output_tokens,
     web_searches,
     worst_rates,
 )
@@ -82,8 +87,11 @@ class BudgetStage(Stage):
     name = "budget"
 
     def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]],
-                 policies: Policies | None = None, image_bounds: dict[str, tuple[int, int]] | None = None) -> None:
+                 policies: Policies | None = None, image_bounds: dict[str, tuple[int, int]] | None = None,
+                 caps: dict[str, Caps] | None = None) -> None:
         self.svc = svc
+        # per model, the output caps of the deployments that may serve it (its own, routed and fallbacks')
+        self._caps = caps or {}
         # per model, the largest image bounds (low, other) of the upstreams it may be served by, where they are
         # above the common ones (gpt-4o-mini's tiles); models without such an upstream are absent
         self._image_bounds = image_bounds or {}
@@ -107,12 +115,6 @@ class BudgetStage(Stage):
         else:
             images = []
             prompt = upper_estimate(body, images if self._image_bounds else None)
-        out = 0
-        if ctx.endpoint != "embeddings":
-            # both given: the larger, since an upstream may honour either (a compatible server whose quirk
-            # keeps ``max_tokens`` drops ``max_completion_tokens``)
-            out = max(count(body.get("max_completion_tokens")), count(body.get("max_tokens")))
-            out = (out or self.svc.config.default_max_tokens) * answers(ctx.endpoint, body)
         tier = body.get("service_tier")
         dearer = tier if tier in DEARER_TIERS else None  # flex may be served at standard rates: reserve those
         # a prompt marked for Anthropic's cache may be written to it, at 1.25x input (5 min) or 2x (1 h): the
@@ -122,6 +124,15 @@ class BudgetStage(Stage):
         routed, targets = self._key_routes(ctx)
         if images:  # an upstream may bill images above the common bound (gpt-4o-mini): at its bound
             prompt += self._image_tokens(images, [model, *targets])
+        out = 0
+        if ctx.endpoint != "embeddings":
+            # both given: the larger, since an upstream may honour either (a compatible server whose quirk
+            # keeps ``max_tokens`` drops ``max_completion_tokens``)
+            asked = max(count(body.get("max_completion_tokens")), count(body.get("max_tokens")))
+            caps = self._caps.get(model, NO_CAPS)
+            for target in targets:  # a key's own rules may route to a model with another cap
+                caps = joined(caps, self._caps.get(target, NO_CAPS))
+            out = output_tokens(asked, caps, self.svc.config.default_max_tokens) * answers(ctx.endpoint, body)
         if routed:  # a key's own rules may route elsewhere (rare): worked out per request
             own = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
             rates = worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]], write)
@@ -303,8 +314,10 @@ def build(deps: StageDeps) -> Stage | None:
         return None
     prices: dict[str, list[Price]] = {}
     bounds: dict[str, list[tuple[int, int]]] = {}
+    caps: dict[str, list[int | None]] = {}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
+        caps.setdefault(d.name, []).append(d.max_output_tokens)
         bounds.setdefault(d.name, []).append(image_upper(d.model or d.name))
     # a configured rule may route a model's request to another model after the reservation, and a fallback
     # chain may end at another: reserve at the dearest of them all (a key's own rules, in its metadata, are
@@ -318,7 +331,10 @@ def build(deps: StageDeps) -> Stage | None:
     reached = {model: [*own, *(b for t in targets[model] for b in bounds.get(t, ()))] for model, own in bounds.items()}
     images = {model: (max(b[0] for b in found), max(b[1] for b in found)) for model, found in reached.items()
               if any(b != (IMAGE_LOW, IMAGE_UPPER) for b in found)}
-    stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"), images)
+    # and a request without max_tokens at the largest output cap of those models' deployments
+    out = {model: output_caps([*own, *(c for t in targets[model] for c in caps.get(t, ()))])
+           for model, own in caps.items()}
+    stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"), images, out)
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     svc.budget_more = stage.reserve_more  # lets the output stage reserve its retry
     return stage

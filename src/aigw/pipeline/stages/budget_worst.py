@@ -7,6 +7,7 @@ fees and server-side web searches), so that the reservation covers every charge 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from aigw.accounting.pricing import Price
@@ -18,6 +19,35 @@ DEARER_TIERS = ("priority", "fast")  # tiers that may cost more than the standar
 # Web searches an Anthropic ``web_search`` tool without ``max_uses`` may run in one call: Anthropic's
 # server-side loop stops after 10 iterations (``stop_reason: pause_turn``), one search each.
 SEARCHES_WITHOUT_MAX_USES = 10
+
+
+# The output caps of the deployments that may serve a model: the largest when every one has a cap (else None),
+# and the largest known (0: none)
+Caps = tuple[int | None, int]
+NO_CAPS: Caps = (None, 0)
+
+
+def output_caps(caps: Iterable[int | None]) -> Caps:
+    """``Caps`` of deployments with these ``max_output_tokens`` (None: not configured)."""
+    found = list(caps)
+    known = [c for c in found if c is not None]
+    return (max(known) if found and len(known) == len(found) else None), max(known, default=0)
+
+
+def joined(a: Caps, b: Caps) -> Caps:
+    """The caps of the deployments of both."""
+    every = None if a[0] is None or b[0] is None else max(a[0], b[0])
+    return every, max(a[1], b[1])
+
+
+def output_tokens(asked: int, caps: Caps, default: int) -> int:
+    """The most output tokens one answer may bill: what the client asked for, at most the largest cap when
+    every deployment that may serve it has one (an upstream generates no more); with nothing asked, that cap,
+    else ``default`` (``tenancy.default_max_tokens``) or a larger cap some deployment has."""
+    every, largest = caps
+    if asked:
+        return asked if every is None else min(asked, every)
+    return every if every is not None else max(default, largest)
 
 
 class Rates(NamedTuple):
