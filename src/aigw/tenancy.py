@@ -285,8 +285,9 @@ class Tenancy:
     async def _budget_changed(self, change: admin_api.BudgetChange) -> None:
         """A budget added or changed mid-window counts what the window has spent already (from the rollups;
         a row still in the ledger's buffer is not there yet), not from zero until the next restart. Its
-        thresholds that this spend has reached alert now: no call will cross them (a budget lowered below
-        its spend would otherwise refuse every call without its 100 % alert)."""
+        thresholds that the counters' settled spend has reached alert now: no call will cross them (a budget
+        lowered below its spend would otherwise refuse every call without its 100 % alert); those that calls
+        still settling under the old amount reach alert at their settle."""
         kind, ident, limits = change.kind, change.ident, change.after
         if limits.budget_usd is None:
             return
@@ -303,9 +304,14 @@ class Tenancy:
         if not change.budget_moved:
             return  # the same budget: its alerts fired as its spend crossed them
         scope = Scope(kind, ident, limits)  # type: ignore[arg-type]
-        for threshold in sorted(self.cfg.alert_thresholds):
-            if scope.budget_nano > 0 and spent >= threshold * scope.budget_nano:
-                await self.services.raise_alert(scope, change.tenant_id, window, threshold, change.request_id)
+        try:  # measured on the counters (the rollups lag by the ledger's buffer), marked there: each fires once
+            reached = await self.services.budgets.reached(scope, now, self.cfg.alert_thresholds)
+        except Exception as exc:  # saved and seeded: only the change's own alerts are lost
+            log.warning("budget of %s %s changed, but its alert thresholds could not be checked (%s: %s)", kind,
+                        ident, type(exc).__name__, exc)
+            return
+        for threshold in reached:
+            await self.services.raise_alert(scope, change.tenant_id, window, threshold, change.request_id)
 
     async def _key_revoked(self, key: ApiKey) -> None:
         """A revoked key never spends again: its budget counters go (in Redis a `total` window's would stay for

@@ -332,6 +332,12 @@ class BudgetCounter(Protocol):
         """Raise settled spend to the ledger's figures, never lower it."""
         ...
 
+    async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
+        """A budget changed (admin API): the thresholds of its new amount that settled spend has reached in the
+        window of ``now``, not alerted yet, marked now (once across replicas) for the caller to alert. Later
+        settles alert any other threshold of that amount reached and not marked, not only one they cross."""
+        ...
+
     async def forget(self, scope: Scope, now: float) -> None:
         """Drop ``scope``'s counters of the window of ``now``, for a scope that will never spend again (a
         revoked key; its spend stays in the ledger). A ``total`` window would otherwise be kept for good."""

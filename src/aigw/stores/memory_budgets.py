@@ -63,6 +63,7 @@ class MemoryBudgets:
         self._ttl = lease_ttl_s
         self._windows: dict[tuple[str, str], _Spend] = {}  # (scope ref, window) -> its spend and leases
         self._alerted: set[tuple[str, str, int, float]] = set()  # (scope ref, window, budget, threshold)
+        self._armed: set[tuple[str, str, int]] = set()  # (scope ref, window, budget) changed mid-window: ``reached``
         self._day = -1  # the UTC day of the last reservation: past windows are dropped when it changes
 
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
@@ -91,6 +92,7 @@ class MemoryBudgets:
         for key in [k for k in windows if k[1] not in keep]:
             del windows[key]
         self._alerted = {m for m in self._alerted if m[1] in keep}
+        self._armed = {m for m in self._armed if m[1] in keep}
 
     def reserve_now(self, scopes: list[Scope], amount_nano: int, now: float, slot: str) -> Reservation:
         if (day := int(now // 86400)) > self._day:  # not on a clock stepped back: today's window stays
@@ -148,12 +150,33 @@ class MemoryBudgets:
             if limit <= 0 or not thresholds or after < lowest * limit:
                 continue
             for t in thresholds:  # on the real spend crossing it: other calls' reservations are not spend
-                # marked per budget amount: a budget changed mid-window alerts at its own thresholds
+                # marked per budget amount: a budget changed mid-window alerts at its own thresholds; once
+                # changed (``reached``), at any it has reached unmarked (calls under the old amount passed it)
                 mark = (s.ref, window, limit, t)
-                if before < t * limit <= after and mark not in self._alerted:
+                if t * limit <= after and mark not in self._alerted and (
+                        before < t * limit or (s.ref, window, limit) in self._armed):
                     self._alerted.add(mark)
                     crossed.append((s.ref, window, t))
         return crossed
+
+    async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
+        """The thresholds the window's settled spend has reached for ``scope``'s budget amount and not
+        alerted yet: marked now, to alert. Arms the window, so that later settles alert the ones reached
+        meanwhile by calls still settling under the old amount."""
+        limit = scope.budget_nano
+        if scope.limits.budget_usd is None or limit <= 0:
+            return []
+        window = window_of(scope.limits.budget_period, now)
+        self._armed.add((scope.ref, window, limit))
+        st = self._windows.get((scope.ref, window))
+        settled = st.settled if st is not None else 0
+        out = []
+        for t in sorted(thresholds):
+            mark = (scope.ref, window, limit, t)
+            if settled >= t * limit and mark not in self._alerted:
+                self._alerted.add(mark)
+                out.append(t)
+        return out
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
         """Raise settled spend to the ledger's totals (a restart, a budget added or changed mid-window):

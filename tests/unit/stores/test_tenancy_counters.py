@@ -522,3 +522,37 @@ async def test_a_forgotten_total_budget_leaves_no_counter_for_good(redis_isolate
         assert -1 not in ttls and all(ttl <= 70 for ttl in ttls), ttls
     finally:
         await redis.aclose()
+
+
+async def test_a_budget_changed_mid_window_alerts_each_threshold_its_spend_reached_once(
+        backend: tuple[Any, Any]) -> None:
+    # a budget lowered from $10 to $1 after $0.85 of spend: the change measured the (lagging) rollups and saw
+    # less, and a call in flight under the old $10 took spend past $1: no settle ever crossed 80 or 100 % of
+    # the new amount, so neither ever alerted while every call was refused
+    _, budgets = backend
+    ths = [0.5, 0.8, 1.0]
+    old = Scope("key", "lowered", Limits(budget_usd=10.0, budget_period="daily"))
+    new = Scope("key", "lowered", Limits(budget_usd=1.0, budget_period="daily"))
+    assert (await budgets.reserve([old], to_nano(0.5), NOW, "late")).allowed  # in flight across the change
+    assert (await budgets.reserve([old], to_nano(0.6), NOW, "a")).allowed
+    assert await budgets.settle([old], to_nano(0.6), to_nano(0.6), NOW, ths, "a") == []  # 6 % of $10
+    assert await budgets.reached(new, NOW, ths) == [0.5]  # the change: $0.60 of $1
+    assert await budgets.reached(new, NOW, ths) == []  # once
+    assert await budgets.settle([old], to_nano(0.5), to_nano(0.45), NOW, ths, "late") == []  # $1.05, under $10
+    assert (await budgets.reserve([new], to_nano(0.01), NOW, "b")).allowed is False  # spent: refused
+    await budgets.seed({("key", "lowered", window_of("daily", NOW)): to_nano(1.05)})  # as the change seeds
+    # the next settle under the new amount (a call admitted just before the refusals began) alerts both
+    assert (await budgets.reserve([old], to_nano(0.01), NOW, "c")).allowed
+    crossed = await budgets.settle([new], to_nano(0.01), to_nano(0.001), NOW, ths, "c")
+    assert [c[2] for c in crossed] == [0.8, 1.0]
+    assert (await budgets.reserve([old], to_nano(0.01), NOW, "d")).allowed
+    assert await budgets.settle([new], to_nano(0.01), to_nano(0.001), NOW, ths, "d") == []  # once
+
+
+async def test_a_budget_not_changed_still_alerts_only_on_crossing(backend: tuple[Any, Any]) -> None:
+    # without a change, thresholds seeded past (a restart) stay quiet, as before
+    _, budgets = backend
+    scope = Scope("key", "steady", Limits(budget_usd=1.0, budget_period="daily"))
+    await budgets.seed({("key", "steady", window_of("daily", NOW)): to_nano(0.9)})
+    assert (await budgets.reserve([scope], to_nano(0.01), NOW, "a")).allowed
+    assert await budgets.settle([scope], to_nano(0.01), to_nano(0.01), NOW, [0.5, 0.8, 1.0], "a") == []

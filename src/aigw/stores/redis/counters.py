@@ -67,7 +67,8 @@ class _Budget:
         self.keys = [bulk(f"{base}:{part}".encode()) for part in _PARTS]
         self.limit = [bulk_int(scope.budget_nano)]
         self.leave_args = [bulk_int(scope.budget_nano), bulk_int(_TTL_BY_PERIOD[scope.limits.budget_period])]
-        self.view: tuple[list[float], list[bytes]] = ([], self.keys)  # thresholds -> leave's keys
+        armed = bulk(f"{base}:alert:{scope.budget_nano}:armed".encode())  # set when the budget changed (reached.lua)
+        self.view: tuple[list[float], list[bytes]] = ([], [*self.keys, armed])  # thresholds -> leave's keys
 
     def marks(self, thresholds: list[float]) -> list[tuple[str, float]]:
         """(alert mark key, threshold) per threshold, as ``leave_keys`` names them."""
@@ -79,7 +80,7 @@ class _Budget:
         known, keys = self.view
         if thresholds != known:
             nano = self.scope.budget_nano
-            keys = self.keys + [bulk(f"{self.base}:alert:{nano}:{t!r}".encode()) for t in thresholds]
+            keys = [*keys[:len(_PARTS) + 1], *(bulk(f"{self.base}:alert:{nano}:{t!r}".encode()) for t in thresholds)]
             self.view = (list(thresholds), keys)
         return keys
 
@@ -111,6 +112,7 @@ class RedisCounters:
         self._marks = AlertMarks(redis, 2 * parallel_ttl_s)
         self._seed = _script(redis, "seed")
         self._spent = _script(redis, "spent")
+        self._reached = _script(redis, "reached")
         self._peek = _script(redis, "peek")
         self._rates: dict[str, _Rate] = {}
         self._budgets: dict[str, _Budget] = {}
@@ -277,6 +279,19 @@ class RedisCounters:
             args += [nano, _TTL_BY_PERIOD[period]]
         await self._seed(keys=keys, args=args)
         await self._redis.set(self._seeded_key, b"1")
+
+    async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
+        """A changed budget's thresholds reached and not marked, marked now (``reached.lua``), through
+        redis-py: an admin call, not the request path."""
+        if scope.limits.budget_usd is None or not thresholds:
+            return []
+        base = self._budget_key(scope.ref, window_of(scope.limits.budget_period, now))
+        ordered = sorted(thresholds)
+        nano = scope.budget_nano  # the marks as ``_Budget.leave_keys`` names them
+        keys = [f"{base}:settled", f"{base}:alert:{nano}:armed", *(f"{base}:alert:{nano}:{t!r}" for t in ordered)]
+        out = await self._reached(keys=keys, args=[scope.budget_nano, _TTL_BY_PERIOD[scope.limits.budget_period],
+                                                   *(repr(t) for t in ordered)])
+        return [float(v) for v in out]
 
     async def forget(self, scope: Scope, now: float) -> None:
         """The window's keys expire once a call still in flight has had the time to settle (its lease's

@@ -3,7 +3,8 @@
 -- report budget thresholds crossed for the first time in their window (budget
 -- scopes; each fires once per window, across replicas).
 -- KEYS: 3 per rate scope (requests hash, tokens hash, in-flight zset), then per budget scope:
---       settled, reserved, leases (see enter.lua), and one alert mark per threshold (and budget amount).
+--       settled, reserved, leases (see enter.lua), the budget amount's "armed" mark (set by reached.lua
+--       when the budget changed mid-window), and one alert mark per threshold (and budget amount).
 -- ARGV: slot, token_delta, taken_at (the second enter put the estimate in), request_back (1: the call
 --       was refused after enter, e.g. every deployment full: its request leaves taken_at's bucket), n_rate,
 --       per rate scope: tpm (0 = none),
@@ -41,7 +42,7 @@ local b = 6 + nr
 local amount, actual, nt = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
 local live, expired = amount .. ':' .. rid, 'e:' .. rid
 local out = {}
-local per = 3 + nt
+local per = 4 + nt
 for j = 1, (#KEYS - nr * 3) / per do
   local k = nr * 3 + (j - 1) * per
   local ks, kres, kl = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
@@ -54,16 +55,22 @@ for j = 1, (#KEYS - nr * 3) / per do
   if found then
     local limit = tonumber(ARGV[b + 2 + nt + j * 2 - 1])
     local ttl = tonumber(ARGV[b + 2 + nt + j * 2])
-    -- alerts compare settled spend only (other calls' reservations are not spend), on crossing
+    -- alerts compare settled spend only (other calls' reservations are not spend), on crossing; once the
+    -- budget changed mid-window (armed), on any threshold reached and not marked yet (calls still settling
+    -- under the old amount may have passed it)
     local settled = redis.call('INCRBY', ks, actual)
     if ttl > 0 then redis.call('EXPIRE', ks, ttl) end
     local before = settled - actual
+    local armed = nil
     for i = 1, nt do
       local th = ARGV[b + 2 + i]
       local mark = tonumber(th) * limit
-      if limit > 0 and before < mark and settled >= mark then
+      if limit > 0 and settled >= mark and before >= mark and armed == nil then
+        armed = redis.call('EXISTS', KEYS[k + 4]) == 1
+      end
+      if limit > 0 and settled >= mark and (before < mark or armed) then
         -- valued with the slot: a settle whose answer was lost finds its own marks (alert_marks.py)
-        if redis.call('SET', KEYS[k + 3 + i], rid, 'NX', 'EX', ttl > 0 and ttl or 31536000) then
+        if redis.call('SET', KEYS[k + 4 + i], rid, 'NX', 'EX', ttl > 0 and ttl or 31536000) then
           out[#out + 1] = (j - 1) .. ':' .. th
         end
       end
