@@ -41,10 +41,11 @@ class CountingUpstream:
         self.provider = MockProvider(self.deployment)
         self.calls = 0
         self.cut_after: int | None = None  # chunks before a simulated upstream failure
+        self.serve_as: str | None = None  # the model that answers (a fallback's name), None: the one asked
 
     async def handle(self, ctx: RequestContext) -> Result:
         self.calls += 1
-        ctx.served_by, ctx.served_model = self.deployment, ctx.model
+        ctx.served_by, ctx.served_model = self.deployment, self.serve_as or ctx.model
         if ctx.endpoint == "embeddings":
             return Completed(await self.provider.embeddings(ctx.body, CallOptions()))
         if ctx.stream:

@@ -181,3 +181,24 @@ async def test_a_read_in_flight_across_a_purge_is_not_kept_near() -> None:
     assert (await hit).cache == "hit"  # answered before the purge: fine
     after = await h.ask()
     assert after.cache == "miss" and h.upstream.calls == 2
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_purge_of_the_fallback_model_takes_the_answers_it_gave_for_another(backend: str) -> None:
+    shared = SharedStore()
+    stores = {"redis": shared} if backend == "redis" else None
+    h = Harness({"mode": "exact", "backend": backend, "near_ttl_s": 60}, stores=stores)
+    h.upstream.serve_as = "other"  # "mock" failed; its fallback "other" answered
+    for tenant in ("t1", "t2"):
+        await h.ask("the roadmap", tenant=tenant)
+        hit = await h.ask("the roadmap", tenant=tenant)
+        assert hit.cache == "hit" and hit.ctx.state["cache_hit"]["model"] == "other"
+    await h.stage.purge("t1", "other")
+    assert (await h.ask("the roadmap", tenant="t1")).cache == "miss"
+    assert (await h.ask("the roadmap", tenant="t2")).cache == "hit"  # another tenant's purge leaves it
+    await h.stage.purge(None, "mock")  # the model asked for: its answers go too, whoever gave them
+    h.upstream.serve_as = None
+    assert (await h.ask("the roadmap", tenant="t2")).cache == "miss"
+    await h.stage.purge(None, "other")  # an answer the model asked for gave itself stays
+    assert (await h.ask("the roadmap", tenant="t2")).cache == "hit"
+    assert h.upstream.calls == 4

@@ -31,10 +31,10 @@ from aigw.pipeline.context import Completed, Prerendered, Replay, RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, encode
-from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status
-from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, semantic_blocker, word_order_mark
+from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status, health_of
+from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, fallback_mark, semantic_blocker, word_order_mark
 from aigw.pipeline.stages.cache_near import NearCache
-from aigw.pipeline.stages.cache_policy import Controls, Policies, merge, read_controls
+from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
 from aigw.pipeline.stages.cache_semantic import Embedders
 from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, storable
@@ -62,6 +62,13 @@ class _AskBackend:
 _ASK_BACKEND = _AskBackend()
 
 
+@dataclass(slots=True, frozen=True)
+class _Unvouched:
+    """``_serve``'s answer for another model's answer (a fallback's): served only while its mark is there."""
+
+    served: str
+
+
 @dataclass(slots=True)
 class _Pending:
     key: str
@@ -72,6 +79,7 @@ class _Pending:
     mark: bytes = b""  # the last turn's words as a bag and in order (``word_order_mark``)
     guard: str = ""  # the output checks' tag (``scope_of``)
     trouble: list[str] = field(default_factory=list)  # backends that failed during the lookup
+    mark_key: str = ""  # a fallback's answer: the key that vouches for it (``cache_keys.fallback_mark``)
 
 
 class CacheStage(Stage):
@@ -120,8 +128,12 @@ class CacheStage(Stage):
             raw = self._get_now(policy.backend, key, trouble)  # memory, or a near copy: no await
             if isinstance(raw, _AskBackend):
                 raw = await self._fetch(policy.backend, key, trouble)
-            if raw is not None and (hit := self._serve(ctx, raw, "exact")) is not None:
-                return hit
+            if raw is not None:
+                hit = self._serve(ctx, raw, "exact")
+                if isinstance(hit, _Unvouched):
+                    hit = await self._vouch(ctx, raw, "exact", key, hit.served, policy.backend, trouble)
+                if hit is not None:
+                    return hit
         ctx.response_headers[HEADER] = "miss"
         pending = _Pending(key, policy, min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s), trouble=trouble,
                            guard=guard)
@@ -217,11 +229,22 @@ class CacheStage(Stage):
         if raw is None:
             return None
         served = self._serve(ctx, raw, "semantic", match.score)
+        if isinstance(served, _Unvouched):
+            served = await self._vouch(ctx, raw, "semantic", match.entry_id, served.served, policy.backend,
+                                       pending.trouble, match.score)
         if served is not None:
             ctx.response_headers["x-aigw-cache-similarity"] = f"{match.score:.4f}"
         return served
 
-    def _serve(self, ctx: RequestContext, raw: bytes, match: str, score: float | None = None) -> Result | None:
+    async def _vouch(self, ctx: RequestContext, raw: bytes, match: str, key: str, served: str, backend: str,
+                     trouble: list[str], score: float | None = None) -> Result | None:
+        """A fallback's answer: served while its mark is there (a purge of the model that gave it deletes it)."""
+        mark = await self._get(backend, fallback_mark(key, served), trouble)
+        hit = self._serve(ctx, raw, match, score, vouched=True) if mark is not None else None
+        return hit if not isinstance(hit, _Unvouched) else None
+
+    def _serve(self, ctx: RequestContext, raw: bytes, match: str, score: float | None = None,
+               vouched: bool = False) -> Result | _Unvouched | None:
         entry = self._decoded(raw)
         body = entry.body if entry is not None else None
         if entry is not None and body is None and (ctx.stream or entry.private):
@@ -229,6 +252,8 @@ class CacheStage(Stage):
         if entry is None or (body is None and not entry.raw):
             log.warning("unreadable cache entry ignored")
             return None
+        if entry.model != ctx.model and entry.model and not vouched:
+            return _Unvouched(entry.model)
         self.stats.hits += 1
         if match == "semantic":
             self.stats.semantic_hits += 1
@@ -301,8 +326,11 @@ class CacheStage(Stage):
         counted = None
         if ctx.endpoint in _ANSWERS and not isinstance(body.get("usage"), dict):  # the upstream reported none
             counted = counted_usage(ctx.body, body)
-        value = encode(body, self.clock.now(), ctx.served_model or ctx.model,
-                       ctx.served_by.id if ctx.served_by is not None else "", pending.ttl_s, counted)
+        served = ctx.served_model or ctx.model
+        value = encode(body, self.clock.now(), served, ctx.served_by.id if ctx.served_by is not None else "",
+                       pending.ttl_s, counted)
+        if served != ctx.model:  # a fallback answered: its mark goes first, so the entry is never unvouched
+            pending.mark_key = fallback_mark(pending.key, served)
         if len(value) > pending.policy.max_entry_bytes:
             self.stats.not_stored += 1
             return
@@ -315,8 +343,8 @@ class CacheStage(Stage):
 
     async def _store(self, pending: _Pending, value: bytes) -> None:
         backend = pending.policy.backend
-        done = await self.guard.call(backend, "set", lambda: _set(self.stores[backend], pending, value),
-                                     self._timeout(backend))
+        store = self.stores[backend]
+        done = await self.guard.call(backend, "set", lambda: _set(store, pending, value), self._timeout(backend))
         if done:
             self.stats.stores += 1
             if (near := self._near.get(backend)) is not None:
@@ -347,43 +375,15 @@ class CacheStage(Stage):
     async def health(self) -> tuple[Status, str]:
         """Degraded (not down) when a backend in use fails: requests then skip the cache."""
         in_use = {p.backend for p in self.policies.all() if p.mode != "off"} or {self.policies.default.backend}
-        problems = dict(self.guard.problems())
-        for name in sorted(in_use & set(self.stores)):
-            if name in problems:
-                continue
-            try:
-                async with asyncio.timeout(self.guard.timeout_s * 4):
-                    await self.stores[name].ping()
-            except Exception as exc:
-                problems[name] = type(exc).__name__
-        counts = self.stats.as_dict()
-        summary = f"hits={counts['hits']} misses={counts['misses']} errors={counts['backend_errors']}"
-        if self._near:  # hits answered from this process's copy of a Redis entry (a part of hits)
-            summary += f" near_hits={sum(n.hits for n in self._near.values())}"
-        if problems:
-            return "degraded", "; ".join(f"{k}: {v}" for k, v in problems.items()) + f" ({summary})"
-        return "ok", summary
+        near_hits = sum(n.hits for n in self._near.values()) if self._near else None
+        return await health_of(self.guard, {n: s for n, s in self.stores.items() if n in in_use}, near_hits)
 
 
 async def _set(store: CacheStore, pending: _Pending, value: bytes) -> bool:
+    if pending.mark_key:
+        await store.set(pending.mark_key, b"", pending.ttl_s)
     await store.set(pending.key, value, pending.ttl_s)
     return True
-
-
-def policies_from(deps: StageDeps) -> Policies | None:
-    """The global block and the per-model ``routing.<model>.cache`` blocks; None = no cache at all."""
-    config = deps.config
-    by_model = {name: r.cache for name, r in config.routing.items() if r.cache is not None}
-    if config.cache is None and not by_model:
-        return None
-    # a model's block without a global one caches with the settings' defaults (mode exact), as documented;
-    # models without a block stay off (before: every block merged over `off`, so it cached nothing)
-    base = config.cache if config.cache is not None else CacheConfig()
-    star = by_model.pop("*", None)
-    if star is not None:
-        base = merge(base, star)
-    default = base if config.cache is not None or star is not None else CacheConfig(mode="off")
-    return Policies(default, by_model, base=base)
 
 
 def build(deps: StageDeps) -> Stage | None:

@@ -13,7 +13,8 @@ from typing import Any
 from aigw.config.cache import CacheConfig, global_only_fields_set, memory_with_url, semantic_extra_missing
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
-from aigw.pipeline.stages.cache import CacheStage, policies_from
+from aigw.pipeline.stages.cache import CacheStage
+from aigw.pipeline.stages.cache_policy import policies_from
 from aigw.pipeline.stages.cache_semantic import Embedders
 from aigw.pipeline.stages.guardrail_policy import policies_for
 

@@ -166,3 +166,24 @@ class Guard:
         out = {name: s.full_error for name, s in self._state.items() if self.full(name)}
         out.update({name: s.error for name, s in self._state.items() if self.failing(name)})
         return out
+
+
+async def health_of(guard: Guard, stores: dict[str, Any], near_hits: int | None) -> tuple[Status, str]:
+    """The cache's health line: degraded naming each of ``stores`` (those in use) that failed or does not
+    answer a ping; ``near_hits``: hits from near copies of Redis entries (None: no near copies kept)."""
+    problems = dict(guard.problems())
+    for name in sorted(stores):
+        if name in problems:
+            continue
+        try:
+            async with asyncio.timeout(guard.timeout_s * 4):
+                await stores[name].ping()
+        except Exception as exc:
+            problems[name] = type(exc).__name__
+    counts = guard.stats.as_dict()
+    summary = f"hits={counts['hits']} misses={counts['misses']} errors={counts['backend_errors']}"
+    if near_hits is not None:  # hits answered from this process's copy of a Redis entry (a part of hits)
+        summary += f" near_hits={near_hits}"
+    if problems:
+        return "degraded", "; ".join(f"{k}: {v}" for k, v in problems.items()) + f" ({summary})"
+    return "ok", summary

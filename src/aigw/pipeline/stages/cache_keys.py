@@ -85,6 +85,14 @@ def model_tag(model: str) -> str:
     return tag
 
 
+def fallback_mark(key: str, served: str) -> str:
+    """The key that vouches for an answer ``served`` gave to a question asked of another model (a fallback),
+    stored beside it: it carries the served model's tag, so that model's purge deletes it, and the answer
+    (under the asked model's key) is served only while it is there."""
+    who, _, rest = key.rpartition(":")
+    return f"{who}:{model_tag(served)}.via.{rest}"
+
+
 def purge_patterns(tenant: str | None, model: str | None) -> list[str] | None:
     """The keys and semantic buckets of ``tenant`` and/or ``model`` as ``key_glob`` patterns, in every
     scope (a tenant's own, its projects', its keys'); None: everything."""

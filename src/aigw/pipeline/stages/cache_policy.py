@@ -23,6 +23,7 @@ from aigw import errors
 from aigw.config.cache import CacheConfig, key_setting_problem
 from aigw.config.explain import describe
 from aigw.pipeline.context import Principal, RequestContext
+from aigw.pipeline.deps import StageDeps
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.cache")
@@ -191,3 +192,19 @@ def _ttl(raw: Any, where: str) -> float:
     if not 0 < value < math.inf:
         raise errors.InvalidRequest(f"{where}: ttl must be a positive, finite number of seconds", param=where)
     return value
+
+
+def policies_from(deps: StageDeps) -> Policies | None:
+    """The global block and the per-model ``routing.<model>.cache`` blocks; None = no cache at all."""
+    config = deps.config
+    by_model = {name: r.cache for name, r in config.routing.items() if r.cache is not None}
+    if config.cache is None and not by_model:
+        return None
+    # a model's block without a global one caches with the settings' defaults (mode exact), as documented;
+    # models without a block stay off (before: every block merged over `off`, so it cached nothing)
+    base = config.cache if config.cache is not None else CacheConfig()
+    star = by_model.pop("*", None)
+    if star is not None:
+        base = merge(base, star)
+    default = base if config.cache is not None or star is not None else CacheConfig(mode="off")
+    return Policies(default, by_model, base=base)
