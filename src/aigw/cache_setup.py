@@ -40,7 +40,9 @@ def cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
         from aigw.stores.redis.semantic import RedisSemanticIndex
         from aigw.stores.semantic_memory import MemorySemanticIndex
 
-        indexes["memory"] = MemorySemanticIndex(bounds.max_entries, bounds.semantic.max_per_context)
+        # its own byte bound, a quarter of the store's: 10,000 vectors of 3,072 floats would be ~250 MB
+        indexes["memory"] = MemorySemanticIndex(bounds.max_entries, bounds.semantic.max_per_context,
+                                                max_bytes=bounds.max_bytes // 4)
         if redis is not None:
             indexes["redis"] = RedisSemanticIndex(redis, config.redis_prefix, bounds.semantic.max_per_context)
     embedders = {"local": LocalEmbedder()} if local_embedder_available() else {}

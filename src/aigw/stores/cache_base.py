@@ -63,6 +63,10 @@ class SemanticIndex(Protocol):
 
     async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float, mark: bytes = b"") -> None: ...
 
+    async def discard(self, bucket: str, entry_id: str) -> None:
+        """Drop ``entry_id``'s vector: its entry is gone (evicted, purged), so it must not shadow the next best."""
+        ...
+
     async def purge(self, patterns: list[str] | None) -> int:
         """Delete the buckets whose name matches one of ``patterns`` (None: all); how many went."""
         ...

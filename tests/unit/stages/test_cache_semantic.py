@@ -285,3 +285,21 @@ async def test_an_embedding_deployment_never_falls_back_to_another_embedding_mod
                     routing={"emb-a": ModelRouting(fallbacks=["emb-b"], num_retries=0)})
     with pytest.raises(errors.GatewayError):
         await DeploymentEmbedder(router, "emb-a").embed(BASE)
+
+
+async def test_a_match_whose_answer_was_evicted_gives_way_to_the_next_best() -> None:
+    import numpy as np
+
+    from aigw.stores.cache_memory import MemoryCacheStore
+
+    embedder = FakeEmbedder()
+    first, second = "How do I reverse a list?", "Reversing a list, how?"
+    embedder.vectors[BASE] = np.eye(8, dtype=np.float32)[0]
+    embedder.vectors[first] = np.array([0.97, 0.2431, 0, 0, 0, 0, 0, 0], dtype=np.float32)  # 0.97 to BASE
+    embedder.vectors[second] = np.array([0.95, -0.3122, 0, 0, 0, 0, 0, 0], dtype=np.float32)  # 0.95; 0.85 to first
+    h = Harness(SEMANTIC, embedder=embedder, stores={"memory": MemoryCacheStore(1, 10_000_000)})
+    await h.ask(first)
+    assert (await h.ask(second)).cache == "miss"  # stored: the store's bound (1 entry) evicted the first answer
+    hit = await h.ask(BASE)  # the closest vector's answer is gone: the next best answers
+    assert hit.cache == "hit" and hit.ctx.response_headers["x-aigw-cache-similarity"] == "0.9500"
+    assert h.upstream.calls == 2

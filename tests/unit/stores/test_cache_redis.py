@@ -137,3 +137,14 @@ async def test_semantic_index_passes_over_the_same_words_in_another_order(redis:
     await client.hset(prefix + "csem:{t1:w}:v", "old-layout", live + unit(1, 0, 0).tobytes())
     found = await index.search("t1:w", unit(1, 0, 0), threshold=0.9)  # a value without a mark: passed over
     assert found is not None and found.entry_id == "gold-lead"
+
+
+async def test_semantic_index_discard_drops_a_vector_and_the_next_best_matches(redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=10)
+    await index.add("t1:ctx", unit(1, 0, 0), "best", ttl_s=60)
+    await index.add("t1:ctx", unit(1, 0.2, 0), "next", ttl_s=60)
+    await index.discard("t1:ctx", "best")
+    hit = await index.search("t1:ctx", unit(1, 0, 0), threshold=0.95)
+    assert hit is not None and hit.entry_id == "next"
+    assert await client.hlen(prefix + "csem:{t1:ctx}:v") == 1 and await client.zcard(prefix + "csem:{t1:ctx}:t") == 1

@@ -118,3 +118,29 @@ def test_a_turn_too_long_to_mark_is_never_called_swapped() -> None:
     long_turn = " ".join(f"w{i}" for i in range(300))
     assert word_order_mark(long_turn) == b""
     assert not swapped(b"", word_order_mark("Is gold heavier than lead?"))
+
+
+async def test_a_discarded_vector_no_longer_matches_and_frees_its_place(clock: FakeClock) -> None:
+    index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
+    await index.add("b", unit(1, 0, 0), "best", ttl_s=60)
+    await index.add("b", at_angle(0.95), "next", ttl_s=60)
+    await index.discard("b", "best")
+    await index.discard("b", "unknown")
+    hit = await index.search("b", unit(1, 0, 0), threshold=0.9)
+    assert hit is not None and hit.entry_id == "next" and index.size == 1
+
+
+async def test_the_index_stays_within_its_byte_bound_at_large_dimensions(clock: FakeClock) -> None:
+    dims = 3072
+    one = 2 * dims * 4  # a vector and its copy in the bucket's stacked matrix
+    index = MemorySemanticIndex(max_entries=10_000, max_per_bucket=100, clock=clock, max_bytes=10 * one + 4096)
+    rng = np.random.default_rng(7)
+    vectors = [v / np.linalg.norm(v) for v in rng.standard_normal((30, dims)).astype(np.float32)]
+    for i, v in enumerate(vectors):
+        await index.add(f"b{i % 3}", v, f"e{i}", ttl_s=60)
+    assert index.size == 10 and index.bytes <= index.max_bytes
+    assert await index.search("b0", vectors[0], threshold=0.99) is None  # the oldest went first
+    found = await index.search("b2", vectors[29], threshold=0.99)
+    assert found is not None and found.entry_id == "e29"
+    await index.purge(None)
+    assert (index.size, index.bytes) == (0, 0)

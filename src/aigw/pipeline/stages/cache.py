@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aigw.config.cache import CacheConfig
@@ -221,12 +222,17 @@ class CacheStage(Stage):
         pending.mark = word_order_mark(text)
         if controls.no_cache:
             return None
-        match = await self.guard.call(policy.backend, "search", lambda: index.search(
-            pending.bucket, vector, policy.semantic.threshold, pending.mark), trouble=pending.trouble)
-        if match is None:
-            return None
-        raw = await self._get(policy.backend, match.entry_id, pending.trouble)
-        if raw is None:
+        backend, search = policy.backend, lambda: index.search(pending.bucket, vector, policy.semantic.threshold,
+                                                               pending.mark)
+        raw = None
+        for _ in range(2):  # a vector whose entry is gone (evicted, purged) is dropped, and the next best tried once
+            match = await self.guard.call(backend, "search", search, trouble=pending.trouble)
+            if match is None or (raw := await self._get(backend, match.entry_id, pending.trouble)) is not None \
+                    or backend in pending.trouble:
+                break
+            await self.guard.call(backend, "discard", partial(index.discard, pending.bucket, match.entry_id),
+                                  trouble=pending.trouble)
+        if match is None or raw is None:
             return None
         served = self._serve(ctx, raw, "semantic", match.score)
         if isinstance(served, _Unvouched):

@@ -89,6 +89,13 @@ class RedisSemanticIndex:
         await self._add(keys=list(self._keys(bucket)),
                         args=[entry_id, value, now + ttl_s, now, self.max_per_bucket, ttl_ms])
 
+    async def discard(self, bucket: str, entry_id: str) -> None:
+        vectors, times = self._keys(bucket)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(vectors, entry_id)
+            pipe.zrem(times, entry_id)
+            await pipe.execute()
+
     async def purge(self, patterns: list[str] | None) -> int:
         # a bucket is two keys, ``<prefix>csem:{<bucket>}:v`` and ``...:t``: count the first kind
         head, tail = escape(self.prefix + "{"), escape("}:") + "*"
