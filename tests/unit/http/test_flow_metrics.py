@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,21 +19,7 @@ KEY = "sk-flow-metrics"
 CHAT = orjson.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
 
 
-class FakeClock:
-    """``time.monotonic`` for the test: it moves only when the client's body arrives."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(time, "monotonic", fake)
-    return fake
+UPLOAD_S = 0.3  # how long the test's client takes to send its body (over the 0.25 s bucket's bound)
 
 
 @pytest.fixture
@@ -49,8 +35,9 @@ def app(tmp_path: Path) -> Iterator[GatewayApp]:
 
 
 async def call(app: GatewayApp, body: bytes, path: str = "/v1/chat/completions", key: str | None = KEY,
-               clock: FakeClock | None = None, body_takes_s: float = 0.0) -> int:
-    """POST ``body``; the client takes ``body_takes_s`` (on the fake clock) to send it."""
+               body_takes_s: float = 0.0) -> int:
+    """POST ``body``; the client takes ``body_takes_s`` to send it (really: ``time.monotonic`` is not patched,
+    as that would stop the clocks of gateways other tests run on background threads)."""
     headers = [(b"content-type", b"application/json")]
     if key is not None:
         headers.append((b"authorization", f"Bearer {key}".encode()))
@@ -59,8 +46,8 @@ async def call(app: GatewayApp, body: bytes, path: str = "/v1/chat/completions",
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        if clock is not None:
-            clock.now += body_takes_s
+        if body_takes_s:
+            await asyncio.sleep(body_takes_s)
         return inbox.pop() if inbox else {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
@@ -76,16 +63,16 @@ def samples(app: GatewayApp, name: str, **labels: str) -> float:
                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-async def test_a_refused_body_is_timed_from_the_requests_arrival(app: GatewayApp, clock: FakeClock) -> None:
-    assert await call(app, b"{not json", clock=clock, body_takes_s=4.0) == 400
+async def test_a_refused_body_is_timed_from_the_requests_arrival(app: GatewayApp) -> None:
+    assert await call(app, b"{not json", body_takes_s=UPLOAD_S) == 400
     assert samples(app, "aigw_requests_total", status="400") == 1
-    assert samples(app, "aigw_request_duration_seconds_sum", outcome="error") == pytest.approx(4.0)
-    assert samples(app, "aigw_request_duration_seconds_bucket", outcome="error", le="2.5") == 0
+    assert samples(app, "aigw_request_duration_seconds_sum", outcome="error") >= UPLOAD_S
+    assert samples(app, "aigw_request_duration_seconds_bucket", outcome="error", le="0.25") == 0
 
 
-async def test_an_answered_request_counts_its_body_upload_too(app: GatewayApp, clock: FakeClock) -> None:
-    assert await call(app, CHAT, clock=clock, body_takes_s=3.0) == 200
-    assert samples(app, "aigw_request_duration_seconds_sum", outcome="ok", model="mock") == pytest.approx(3.0)
+async def test_an_answered_request_counts_its_body_upload_too(app: GatewayApp) -> None:
+    assert await call(app, CHAT, body_takes_s=UPLOAD_S) == 200
+    assert samples(app, "aigw_request_duration_seconds_sum", outcome="ok", model="mock") >= UPLOAD_S
 
 
 @pytest.mark.parametrize("key", [None, "sk-not-a-key-anyone-issued"])
@@ -116,7 +103,7 @@ async def test_an_unknown_route_is_counted(app: GatewayApp) -> None:
     assert samples(app, "aigw_rejections_total") == 0  # not the gateway refusing a caller: nothing to call
 
 
-async def test_a_body_over_the_limit_from_a_known_caller_is_counted(app: GatewayApp, clock: FakeClock) -> None:
-    assert await call(app, b"{" + b" " * 2000 + b"}", clock=clock, body_takes_s=2.0) == 413
+async def test_a_body_over_the_limit_from_a_known_caller_is_counted(app: GatewayApp) -> None:
+    assert await call(app, b"{" + b" " * 2000 + b"}", body_takes_s=UPLOAD_S) == 413
     assert samples(app, "aigw_requests_total", status="413", model="none") == 1
-    assert samples(app, "aigw_request_duration_seconds_sum", outcome="error") == pytest.approx(2.0)
+    assert samples(app, "aigw_request_duration_seconds_sum", outcome="error") >= UPLOAD_S
