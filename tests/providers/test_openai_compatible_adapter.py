@@ -16,6 +16,7 @@ from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.http import HttpClients
 from aigw.providers.openai_compatible.client import build
+from aigw.providers.openai_compatible.quirks import parse_quirks
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.providers.openai_family import call, chat_body, collect, joined_text, stream_body
@@ -196,3 +197,15 @@ async def test_tool_calls_finish_reason_quirk(gemini: FakeOpenAI, clients: HttpC
     assert answer["choices"][0]["finish_reason"] == "stop"
     chunks = await collect(fixed.stream_chat(stream_body(), call()))
     assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")][-1] == "stop"
+
+
+@pytest.mark.parametrize(("api_base", "quirks", "expected"), [
+    ("https://generativelanguage.googleapis.com/v1beta/openai", {}, True),
+    ("https://generativelanguage.googleapis.com/v1beta/openai", {"tool_calls_finish_reason": False}, False),
+    ("https://example.test/v1", {}, False),
+])
+def test_geminis_host_gets_the_tool_calls_quirk_without_config(api_base: str, quirks: dict[str, Any],
+                                                               expected: bool) -> None:
+    deployment = Deployment(name="gemini", provider="openai_compatible", model="gemini-2.5-flash",
+                            api_base=api_base, quirks=quirks)
+    assert parse_quirks(deployment).tool_calls_finish_reason is expected

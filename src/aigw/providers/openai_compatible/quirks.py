@@ -12,7 +12,8 @@ not code. Known switches (``models[].quirks`` in config)::
     auth_header: x-api-key         # header carrying api_key (Authorization gets "Bearer ")
     no_auth: true                  # never send a key (an empty api_key also sends none)
     tool_calls_finish_reason: true # upstream ends a message with tool calls on "stop" (Gemini's
-                                   # OpenAI-compatible endpoint): "tool_calls" there, plain and streamed
+                                   # OpenAI-compatible endpoint): "tool_calls" there, plain and streamed;
+                                   # on by default for an api_base on Gemini's host (false turns it off)
 
 Unknown keys and wrong types fail with the field path, before the server starts.
 """
@@ -75,10 +76,17 @@ class Quirks(BaseModel):
         return {self.auth_header: api_key}
 
 
+GEMINI_HOST = "generativelanguage.googleapis.com"  # its OpenAI-compatible endpoint: /v1beta/openai
+
+
 def parse_quirks(deployment: Deployment) -> Quirks:
-    """Validate ``deployment.quirks``; a bad entry raises ValueError naming model and key."""
+    """Validate ``deployment.quirks``; a bad entry raises ValueError naming model and key. Known servers get
+    their quirks without config (an agent loop must not stop on Gemini's "stop" after a tool call)."""
+    quirks = deployment.quirks
+    if GEMINI_HOST in deployment.api_base.lower():
+        quirks = {"tool_calls_finish_reason": True, **quirks}
     try:
-        return Quirks.model_validate(deployment.quirks)
+        return Quirks.model_validate(quirks)
     except ValidationError as exc:
         problems = "; ".join(
             f"quirks.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
