@@ -20,18 +20,20 @@ from tests.integration.test_tenancy_admin_input import refused
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 
+FLAG_PII = {"pii": {"mode": "flag"}}  # the PII stage runs; tenants' and keys' metadata set its mode
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp: Path = tmp_path_factory.mktemp("admin-scope")
     if request.param == "sqlite":
-        with running_gateway(gateway_config(tmp / "gw.db")) as g:
+        with running_gateway(gateway_config(tmp / "gw.db", guardrails=FLAG_PII)) as g:
             yield g
         return
     dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
     asyncio.run(pg_execute(dsn, f'CREATE SCHEMA "{schema}"'))
     try:
-        cfg = gateway_config(tmp / "unused.db", database_url=f"{dsn}?search_path={schema}")
+        cfg = gateway_config(tmp / "unused.db", database_url=f"{dsn}?search_path={schema}", guardrails=FLAG_PII)
         cfg["tenancy"].update(migrate_on_start=True, ledger={"flush_interval_s": 0.05,
                                                              "spill_file": str(tmp / "spill.jsonl")})
         with running_gateway(cfg) as g:
@@ -128,3 +130,31 @@ def test_a_tenant_admin_pages_its_tenant_list_like_the_master(gw: RunningGateway
     after = as_a.get("/admin/tenants", limit=1, after=a["tenant_id"])  # the next page: nothing follows its own
     assert (after["data"], after["has_more"], after["last_id"]) == ([], False, None)
     refused(lambda: as_a.get("/admin/tenants", after=other["tenant_id"]), 404, None, "No tenant")
+
+
+def test_a_tenant_admin_cannot_set_or_drop_the_guardrails_the_master_set(gw: RunningGateway,
+                                                                         admin: AdminClient) -> None:
+    """Key and project guardrails win over the tenant's: a tenant admin that could write them could switch off
+    the PII block the master key set. Its other metadata it changes; the master's guardrails entry stays."""
+    block = {"pii": {"mode": "block"}}
+    as_a, a = _tenant_admin(gw, admin, "guarded-co")
+    admin.patch(f"/admin/tenants/{a['tenant_id']}", {"metadata": {"guardrails": block}})
+    off = {"guardrails": {"pii": {"mode": "off"}}}
+    body = refused(lambda: as_a.post("/admin/keys", {"project": a["project_id"], "metadata": off}), 403,
+                   "metadata.guardrails", "only the master key")
+    assert body["code"] == "guardrails_master_only"
+    refused(lambda: as_a.patch(f"/admin/projects/{a['project_id']}", {"metadata": off}), 403, "metadata.guardrails")
+    assert "guardrails" not in admin.get(f"/admin/projects/{a['project_id']}")["metadata"]  # nothing stored
+    key = admin.post("/admin/keys", {"project": a["project_id"], "metadata": {"guardrails": block, "team": "x"}})
+    refused(lambda: as_a.patch(f"/admin/keys/{key['id']}", {"metadata": off}), 403, "metadata.guardrails")
+    kept = as_a.patch(f"/admin/keys/{key['id']}", {"metadata": {"team": "y"}})  # leaves guardrails out: kept
+    assert kept["metadata"] == {"team": "y", "guardrails": block}
+    same = as_a.patch(f"/admin/keys/{key['id']}", {"metadata": {"team": "z", "guardrails": block}})
+    assert same["metadata"]["team"] == "z"  # sending the master's entry back unchanged is no change
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+    with pytest.raises(openai.BadRequestError):  # the master's block still applies to the key
+        client.chat.completions.create(**chat_body("write to alice@example.com"))
+    mine = as_a.post("/admin/keys", {"project": a["project_id"], "metadata": {"team": "q"}})
+    with pytest.raises(openai.BadRequestError):  # and the tenant's to a key its admin made
+        openai.OpenAI(base_url=gw.v1, api_key=mine["key"], max_retries=0).chat.completions.create(
+            **chat_body("write to alice@example.com"))

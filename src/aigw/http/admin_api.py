@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aigw import errors
-from aigw.http.admin_bounds import KEY_FIELDS, check_within, switch
+from aigw.http.admin_bounds import KEY_FIELDS, check_within, guarded_metadata, switch
 from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
 from aigw.http.admin_lists import listing, one_more, page_size
 from aigw.http.admin_models import (
@@ -206,7 +206,7 @@ class AdminApi:
         if await self.db.find_project(body.name, t.id) is not None:
             raise _project_taken(t.name, body.name)
         proj = Project(id=new_id("prj"), tenant_id=t.id, name=body.name, limits=body.limits(),
-                       metadata=body.metadata, created_at=self.clock.now())
+                       metadata=guarded_metadata(None, body.metadata, p), created_at=self.clock.now())
         try:
             await self.db.add_project(proj)
         except UniqueViolation:  # a concurrent call took the name after the check above
@@ -235,6 +235,8 @@ class AdminApi:
             if body.name and (other := await self.db.find_project(body.name, proj.tenant_id)) and other.id != proj.id:
                 raise _project_taken((await self.tenant(proj.tenant_id, None)).name, body.name)
             switched = switch(proj, body.enabled, p) if body.enabled is not None else set()
+            if body.metadata is not None:
+                body.metadata = guarded_metadata(proj.metadata, body.metadata, p)
             columns = apply_patch(proj, body) | switched  # the enabled switch() allowed, set again
         try:
             await self.db.save_project(proj, columns, tenant_admin=admin_scope(p) is not None)
@@ -255,7 +257,8 @@ class AdminApi:
         secret = new_secret()
         k = ApiKey(id=new_id("key"), tenant_id=proj.tenant_id, project_id=proj.id, key_hash=hash_secret(secret),
                    prefix=display_prefix(secret), name=body.name, allowed_models=body.models,
-                   limits=body.limits(), expires_at=body.expires_at, role=body.role, metadata=body.metadata,
+                   limits=body.limits(), expires_at=body.expires_at, role=body.role,
+                   metadata=guarded_metadata(None, body.metadata, p),
                    created_at=self.clock.now())
         if (own := await self._own_key(p)) is not None:
             check_within(own, k)
@@ -331,7 +334,7 @@ class AdminApi:
         k.name = k.name if body.name is None else body.name
         k.allowed_models = body.models if "models" in sent else k.allowed_models
         k.expires_at = body.expires_at if "expires_at" in sent else k.expires_at
-        k.metadata = k.metadata if body.metadata is None else body.metadata
+        k.metadata = k.metadata if body.metadata is None else guarded_metadata(k.metadata, body.metadata, p)
         switched = switch(k, body.enabled, p) if body.enabled is not None else set()
         return switched | _limits_column(sent) | {column for field, column, value in (
             ("name", "name", body.name), ("models", "allowed_models", True), ("expires_at", "expires_at", True),

@@ -14,6 +14,10 @@ it rotates (a new secret is a key in hand) must fit inside its own key as saved 
 
 Anything more is a 403 naming the field, and nothing is stored. The master key has no bounds.
 
+Nor may a tenant admin set or change a project's or key's ``metadata.guardrails`` (``guarded_metadata``): key
+and project settings win over the tenant's, so one could switch off the PII redaction or the checks the master
+key set for its tenant. Its other metadata it changes freely; a master's guardrails entry stays as it was.
+
 Nor may a tenant admin enable a project or key the master key disabled (``switch``): who disabled each is
 recorded (``disabled_by``), and the write itself keeps a master's disabling, so one that races it stands.
 """
@@ -21,9 +25,11 @@ recorded (``disabled_by``), and the write itself keeps a master's disabling, so 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from aigw import errors
 from aigw.pipeline.context import Principal
+from aigw.pipeline.stages.guardrail_policy import METADATA_KEY as GUARDRAILS
 from aigw.stores.base import BY_MASTER, ApiKey, Period, Project
 
 KEY_FIELDS = frozenset({"models", "expires_at", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period"})
@@ -76,3 +82,16 @@ def switch(item: Project | ApiKey, enabled: bool, by: Principal) -> set[str]:
     item.enabled = enabled
     item.disabled_by = None if enabled else by.key_id if tenant_admin else BY_MASTER
     return {"enabled", "disabled_by"}
+
+
+def guarded_metadata(old: dict[str, Any] | None, new: dict[str, Any], by: Principal) -> dict[str, Any]:
+    """``new`` metadata as ``by`` may save it over ``old`` (None: a new item): a tenant admin gets a 403 for a
+    ``guardrails`` entry that differs from the one saved, and one it leaves out is kept."""
+    if not by.tenant_id:
+        return new
+    saved = (old or {}).get(GUARDRAILS)
+    if GUARDRAILS in new and new[GUARDRAILS] != saved:
+        raise errors.PermissionDenied(f"metadata.{GUARDRAILS}: only the master key can set or change guardrail "
+                                      "policy; a tenant admin key cannot.", param=f"metadata.{GUARDRAILS}",
+                                      code="guardrails_master_only")
+    return new if saved is None else {**new, GUARDRAILS: saved}
