@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from aigw.cli.admin_client import AdminClient
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 
 MASTER = "mk-test-master"
 # $1000 / $2000 per million tokens: a mock call of ~10 prompt and ~20 completion tokens costs ~5 cents
@@ -26,6 +32,25 @@ def gateway_config(db_path: Path, **extra: Any) -> dict[str, Any]:
     }
     cfg.update(extra)
     return cfg
+
+
+@contextmanager
+def gateway_on(database: str, tmp: Path, **extra: Any) -> Iterator[RunningGateway]:
+    """``gateway_config``'s gateway on SQLite, or on PostgreSQL in a schema of its own (dropped afterwards)."""
+    if database == "sqlite":
+        with running_gateway(gateway_config(tmp / "gw.db", **extra)) as g:
+            yield g
+        return
+    dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(pg_execute(dsn, f'CREATE SCHEMA "{schema}"'))
+    try:
+        cfg = gateway_config(tmp / "unused.db", database_url=f"{dsn}?search_path={schema}", **extra)
+        cfg["tenancy"].update(migrate_on_start=True, ledger={"flush_interval_s": 0.05,
+                                                             "spill_file": str(tmp / "spill.jsonl")})
+        with running_gateway(cfg) as g:
+            yield g
+    finally:
+        asyncio.run(pg_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 def openai_gateway_config(db_path: Path, api_base: str, **model: Any) -> dict[str, Any]:

@@ -4,39 +4,22 @@ and which raises its own errors for duplicate names."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aigw.cli.admin_client import AdminClient, AdminError
-from tests.integration.tenancy_support import MASTER, gateway_config, setup_key
-from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.services import RUN_ID, pg_execute, postgres_dsn
+from tests.integration.tenancy_support import MASTER, gateway_on, setup_key
+from tests.support.gateway import RunningGateway
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    tmp: Path = tmp_path_factory.mktemp("admin-input")
-    if request.param == "sqlite":
-        with running_gateway(gateway_config(tmp / "gw.db")) as g:
-            yield g
-        return
-    dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(pg_execute(dsn, f'CREATE SCHEMA "{schema}"'))
-    try:
-        cfg = gateway_config(tmp / "unused.db", database_url=f"{dsn}?search_path={schema}")
-        cfg["tenancy"].update(migrate_on_start=True, ledger={"flush_interval_s": 0.05,
-                                                             "spill_file": str(tmp / "spill.jsonl")})
-        with running_gateway(cfg) as g:
-            yield g
-    finally:
-        asyncio.run(pg_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    with gateway_on(request.param, tmp_path_factory.mktemp("admin-input")) as g:
+        yield g
 
 
 @pytest.fixture
