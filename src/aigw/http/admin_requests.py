@@ -119,10 +119,10 @@ class AdminRequests:
         await self.key_of(key_id, admin_scope(principal))
 
     async def list(self, req: HttpRequest, send: Send) -> None:
-        await _answer(req, send, self._list)
+        await _answer(req, send, self._list, self.auth)
 
     async def get(self, req: HttpRequest, send: Send) -> None:
-        await _answer(req, send, self._get)
+        await _answer(req, send, self._get, self.auth)
 
     async def _list(self, req: HttpRequest) -> JSON:
         principal = await self.auth.require_admin(req.headers)
@@ -147,13 +147,15 @@ class AdminRequests:
         return record.to_json()
 
 
-async def _answer(req: HttpRequest, send: Send, work: Callable[[HttpRequest], Awaitable[JSON]]) -> None:
+async def _answer(req: HttpRequest, send: Send, work: Callable[[HttpRequest], Awaitable[JSON]],
+                  auth: Authenticator) -> None:
     """``work``'s answer as JSON; its refusal, or a request log that cannot be read (a database that is down),
     in the OpenAI error shape with the request id, like every other admin answer."""
     headers = [(b"x-request-id", req.request_id.encode())]
     try:
         body = await work(req)
     except errors.GatewayError as err:
+        auth.refused("admin", err.status)
         await send_json(send, err.status, error_body(err), headers)
         return
     except Exception as exc:

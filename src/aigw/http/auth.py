@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aigw import errors
 from aigw.pipeline.context import Principal
 
+if TYPE_CHECKING:
+    from aigw.observability.metrics import RouteGroup
+
 KeyLookup = Callable[[str], Awaitable[Principal | None]]
 CachedKeyLookup = Callable[[str], Principal | None]  # answers from memory only; None = ask ``KeyLookup``
 KeyRefusal = Callable[[str], str | None]  # why a known key was refused (revoked, expired, ...); None = unknown
+Refusals = Callable[["RouteGroup", int], None]  # (route group, 401 or 403): e.g. ``Metrics.auth_failed``
 
 def presented_key(headers: dict[str, str]) -> str:
     """The key from ``Authorization: Bearer`` or ``x-api-key`` (the Anthropic SDK's header)."""
@@ -35,6 +40,14 @@ class Authenticator:
         self._lookup = lookup
         self._cached = cached
         self._master_principal = Principal(key_id="master", key_prefix="master", is_admin=True)
+        self.on_refused: Refusals | None = None  # set by app.py when metrics are on
+
+    def refused(self, group: RouteGroup, status: int) -> None:
+        """A route outside the pipeline answered ``status``: a 401 or 403 is reported under ``group``, so that
+        someone guessing the master key or an admin key shows. Called on error paths only: a caller let in
+        pays nothing for it. (Inference routes are counted by ``Flow``'s own ``refused``.)"""
+        if (status == 401 or status == 403) and self.on_refused is not None:
+            self.on_refused(group, status)
 
     @property
     def open(self) -> bool:

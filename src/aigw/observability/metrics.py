@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, generate_latest
@@ -38,7 +38,11 @@ TOKEN_KINDS = ("input", "output", "cached_input", "cache_write", "reasoning")
 OTHER = "other"
 NONE = "none"
 
-__all__ = ["CONTENT_TYPE", "Metrics", "Sample"]
+# Where a caller was refused (401, 403), for aigw_auth_failures_total: the gateway's own names, never a path.
+RouteGroup = Literal["inference", "admin", "models", "count_tokens", "metrics"]
+AUTH_STATUSES = (401, 403)
+
+__all__ = ["AUTH_STATUSES", "CONTENT_TYPE", "Metrics", "RouteGroup", "Sample"]
 
 
 @dataclass(slots=True)
@@ -157,6 +161,13 @@ class Metrics:
             "and kept to send when it answers, by outcome: owed (kept), replayed (sent and run), dropped (the "
             "oldest, from a full queue), failed (sent, no answer: may have run, not sent again).", ["outcome"],
             registry=r)
+        self.auth_failures_total = Counter(
+            "aigw_auth_failures", "Callers refused for their key, by route group (inference, admin, models, "
+            "count_tokens, metrics) and status: 401 no key or one refused, 403 a key not allowed there.",
+            ["route_group", "status"], registry=r)
+        self._auth_failures = {(g, s): self.auth_failures_total.labels(g, str(s))  # at 0 from the start: alerts
+                               for g in get_args(RouteGroup) for s in AUTH_STATUSES  # see the first failure
+                               if not (g == "inference" and s == 403)}  # a known caller: aigw_rejections_total
         self.events_total = Counter("aigw_events", "Notable events by name (alerts, breaker trips, drops).",
                                     ["event"], registry=r)
         info = Gauge("aigw_build_info", "Gateway version (value is always 1).", ["version"],
@@ -219,6 +230,15 @@ class Metrics:
         that an attack or a misconfigured client shows: every label is the gateway's own, none the client's."""
         self.record(Sample(api=api, model="", provider=NONE, deployment=NONE, status=status, duration_s=duration_s,
                            rejected="auth" if status == 401 else ""))
+        if status == 401:
+            self._auth_failures["inference", 401].inc()
+
+    def auth_failed(self, group: RouteGroup, status: int) -> None:
+        """A caller refused on a route outside the pipeline (admin API, model list, count_tokens, /metrics), so
+        that someone guessing the master key or an admin key shows. Only 401 and 403 count."""
+        child = self._auth_failures.get((group, status))
+        if child is not None:
+            child.inc()
 
     def attempt(self, model: str, provider: str, deployment: str, outcome: str, seconds: float) -> None:
         """The router: one upstream call ended (``routing.attempts.AttemptHook``). A retried request's failed
