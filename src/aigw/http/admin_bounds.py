@@ -27,7 +27,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+import orjson
+
 from aigw import errors
+from aigw.http.admin_models import MAX_METADATA_BYTES
 from aigw.pipeline.context import Principal
 from aigw.pipeline.stages.guardrail_policy import METADATA_KEY as GUARDRAILS
 from aigw.stores.base import BY_MASTER, ApiKey, Period, Project
@@ -94,4 +97,10 @@ def guarded_metadata(old: dict[str, Any] | None, new: dict[str, Any], by: Princi
         raise errors.PermissionDenied(f"metadata.{GUARDRAILS}: only the master key can set or change guardrail "
                                       "policy; a tenant admin key cannot.", param=f"metadata.{GUARDRAILS}",
                                       code="guardrails_master_only")
-    return new if saved is None else {**new, GUARDRAILS: saved}
+    if saved is None:
+        return new
+    kept = {**new, GUARDRAILS: saved}  # the master's entry counts toward the size limit the body was checked for
+    if (size := len(orjson.dumps(kept))) > MAX_METADATA_BYTES:
+        raise errors.InvalidRequest(f"metadata: at most {MAX_METADATA_BYTES} bytes as JSON with the guardrails entry "
+                                    f"the master key set, got {size}", param="metadata")
+    return kept

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from aigw import errors
-from aigw.http.admin_bounds import check_within
+from aigw.http.admin_bounds import check_within, guarded_metadata
+from aigw.http.admin_models import MAX_METADATA_BYTES
+from aigw.pipeline.context import Principal
 from aigw.stores.base import PERIODS, ApiKey, Limits, Period
 
 
@@ -34,3 +36,17 @@ def test_an_admin_without_a_budget_grants_any_and_one_with_a_budget_no_more() ->
         check_within(_key(10), _key(None))
     assert err.value.param == "budget_usd" and "10 USD (monthly)" in str(err.value)
     check_within(_key(10), _key(None, "daily"), fields={"rpm"})  # a change that does not touch the budget
+
+
+def test_a_tenant_admins_metadata_keeps_the_masters_guardrails_within_the_size_limit() -> None:
+    tenant_admin = Principal(key_id="k-admin", tenant_id="t", is_admin=True)
+    saved = {"guardrails": {"pii": {"mode": "block"}}, "team": "a"}
+    assert guarded_metadata(saved, {"team": "b"}, tenant_admin) == {"team": "b", "guardrails": saved["guardrails"]}
+    with pytest.raises(errors.PermissionDenied) as denied:
+        guarded_metadata(saved, {"guardrails": None}, tenant_admin)
+    assert denied.value.param == "metadata.guardrails"
+    assert guarded_metadata(saved, {"guardrails": {}}, Principal(key_id="master", is_admin=True)) == {"guardrails": {}}
+    big = {"guardrails": {"rules": "x" * (MAX_METADATA_BYTES // 2)}}
+    with pytest.raises(errors.InvalidRequest) as err:  # fits alone, not with the master's entry kept
+        guarded_metadata(big, {"note": "y" * (MAX_METADATA_BYTES // 2 + 100)}, tenant_admin)
+    assert err.value.param == "metadata"
