@@ -92,8 +92,6 @@ class BudgetStage(Stage):
         self.svc = svc
         # per model, the output caps of the deployments that may serve it (its own, routed and fallbacks')
         self._caps = caps or {}
-        default = svc.config.default_max_tokens  # and per model (cap of all, output without max_tokens)
-        self._out = {model: (c[0], output_tokens(0, c, default)) for model, c in self._caps.items()}
         # per model, the largest image bounds (low, other) of the upstreams it may be served by, where they are
         # above the common ones (gpt-4o-mini's tiles); models without such an upstream are absent
         self._image_bounds = image_bounds or {}
@@ -131,15 +129,10 @@ class BudgetStage(Stage):
             # both given: the larger, since an upstream may honour either (a compatible server whose quirk
             # keeps ``max_tokens`` drops ``max_completion_tokens``)
             asked = max(count(body.get("max_completion_tokens")), count(body.get("max_tokens")))
-            if targets:  # a key's own rules may route to a model with another cap (rare)
-                caps = self._caps.get(model, NO_CAPS)
-                for target in targets:
-                    caps = joined(caps, self._caps.get(target, NO_CAPS))
-                out = output_tokens(asked, caps, self.svc.config.default_max_tokens)
-            else:  # output_tokens, resolved once per model
-                every, unasked = self._out.get(model) or (None, self.svc.config.default_max_tokens)
-                out = unasked if not asked else asked if every is None or asked < every else every
-            out *= answers(ctx.endpoint, body)
+            caps = self._caps.get(model, NO_CAPS)
+            for target in targets:  # a key's own rules may route to a model with another cap (rare)
+                caps = joined(caps, self._caps.get(target, NO_CAPS))
+            out = output_tokens(asked, caps, self.svc.config.default_max_tokens) * answers(ctx.endpoint, body)
         if routed:  # a key's own rules may route elsewhere (rare): worked out per request
             own = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
             rates = worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]], write)
