@@ -17,9 +17,11 @@ from aigw.ids import time_ordered_id
 from aigw.stores.base import NANO, RequestQuery, SpendQuery, SpendRecord
 from aigw.stores.sql import Row, Sql
 from aigw.stores.sqlite.db import SqliteSql
-from aigw.stores.sqlite.ledger_rows import COLUMNS, ROLLUP_COLS, SUMS, write_rows
+from aigw.stores.sqlite.ledger_rows import COLUMNS, ROLLUP_COLS, SIDE_ENDPOINTS, SUMS, write_rows
 
 _BILLED_MODEL = "COALESCE(NULLIF(served_model, ''), model)"
+# a side call's row (the cache's embedding) adds its tokens and cost, not a request
+_REQUESTS = f"sum(CASE WHEN endpoint IN ({', '.join(repr(e) for e in SIDE_ENDPOINTS)}) THEN 0 ELSE 1 END)"
 
 
 def rollup_sql(source: str, where: str) -> str:
@@ -28,7 +30,7 @@ def rollup_sql(source: str, where: str) -> str:
     updates = ", ".join(f"{c} = spend_rollup.{c} + excluded.{c}" for c in ROLLUP_COLS)
     return (
         f"INSERT INTO spend_rollup (day, tenant_id, project_id, key_id, model, {', '.join(ROLLUP_COLS)}) "
-        f"SELECT day, tenant_id, project_id, key_id, {_BILLED_MODEL}, count(*), "
+        f"SELECT day, tenant_id, project_id, key_id, {_BILLED_MODEL}, {_REQUESTS}, "
         f"sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END), sum(cache_hit), {sums} "
         f"FROM {source} WHERE {where} GROUP BY day, tenant_id, project_id, key_id, {_BILLED_MODEL} "
         # in the primary key's order: two replicas' batches lock the rollup rows they share in the same order,

@@ -24,6 +24,10 @@ COLUMNS = (
 SUMS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
          "cost_nano", "cost_saved_nano")
 ROLLUP_COLS = ("requests", "errors", "cache_hits", *SUMS)
+# rows of upstream calls a stage made on behalf of a request (``pipeline.side_calls``): their tokens and cost
+# add to the rollups, but they are no request of their own (the request's row counts it)
+CACHE_EMBEDDING = "cache_embedding"  # the semantic cache's embedding of the last user turn
+SIDE_ENDPOINTS = (CACHE_EMBEDDING,)
 
 
 def write_rows(rows: Sequence[Sequence[Any]], conn: sqlite3.Connection) -> int:
@@ -65,7 +69,7 @@ _UPSERT = (
     + ", ".join(f"{c} = spend_rollup.{c} + excluded.{c}" for c in ROLLUP_COLS)
 )
 _AT = {c: COLUMNS.index(c) for c in ("day", "tenant_id", "project_id", "key_id", "model", "served_model", "status",
-                                      "cache_hit", *SUMS)}
+                                      "cache_hit", "endpoint", *SUMS)}
 
 
 def _sum_rollups(rows: Sequence[Sequence[Any]]) -> dict[tuple[Any, ...], list[Any]]:
@@ -78,7 +82,7 @@ def _sum_rollups(rows: Sequence[Sequence[Any]]) -> dict[tuple[Any, ...], list[An
         acc = out.get(key)
         if acc is None:
             acc = out[key] = [*key, 0, 0, 0, *([0] * len(SUMS))]
-        acc[5] += 1
+        acc[5] += 0 if r[at["endpoint"]] in SIDE_ENDPOINTS else 1
         acc[6] += 1 if r[at["status"]] >= 400 else 0
         acc[7] += r[at["cache_hit"]]
         for j, c in enumerate(SUMS):
