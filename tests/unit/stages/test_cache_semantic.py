@@ -192,15 +192,16 @@ async def test_a_text_the_embedding_deployment_refuses_does_not_turn_semantic_ma
 
     from aigw import errors
     from aigw.pipeline.stages.cache_semantic import DeploymentEmbedder
+    from aigw.routing.attempts import Served
 
     vectors = {BASE: [1.0, 0.0, 0.0], CLOSE: [0.95, 0.31, 0.0], "x " * 5000: [0.0, 0.0, 1.0]}
 
     class Router:  # an embedding deployment with a context window: a long text is a 400, not an outage
-        async def complete(self, request: object) -> tuple[JSON, None]:
+        async def complete(self, request: object) -> tuple[JSON, Served]:
             text = request.body["input"][0]  # type: ignore[attr-defined]
             if len(text) > 1000:
                 raise errors.ContextLengthExceeded("maximum context length is 8192 tokens")
-            return {"data": [{"embedding": np.asarray(vectors[text])}]}, None
+            return {"data": [{"embedding": np.asarray(vectors[text])}]}, Served(model="emb")
 
     h = Harness(SEMANTIC, embedder=DeploymentEmbedder(Router(), "emb"))  # type: ignore[arg-type]
     assert (await h.ask(BASE)).cache == "miss"

@@ -15,6 +15,7 @@ from typing import Any
 
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.side_calls import SIDE_CALLS, side_rows
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import BUDGET_DONE, CUT, SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
 from aigw.schema.openai import call_text
@@ -38,7 +39,11 @@ class AccountingStage(Stage):
         ledger = self.svc.ledger
         if ledger is None:
             return
-        ledger.record(self.row_for(ctx))  # a tuple: untracked by the GC while buffered
+        row = self.row_for(ctx)
+        ledger.record(row)  # a tuple: untracked by the GC while buffered
+        if SIDE_CALLS in ctx.state:  # calls a stage made for the request (the cache's embedding): rows of their own
+            for side in side_rows(ctx, self.svc, row):
+                ledger.record(side)
 
     def row_for(self, ctx: RequestContext) -> tuple[Any, ...]:
         """The ledger row of a finished request, built straight in ``COLUMNS`` order.

@@ -30,6 +30,7 @@ from aigw.guardrails.rules import RuleSet
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
+from aigw.pipeline.side_calls import side_totals
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.budget_worst import (
     DEARER_TIERS,
@@ -289,7 +290,7 @@ class BudgetStage(Stage):
         crossed = ctx.state.get(SETTLED)
         owed = ctx.state.get(OWED)
         if crossed is None:  # not settled with the rate limits: settle here
-            actual = measure(ctx, self.svc).cost_nano
+            actual = measure(ctx, self.svc).cost_nano + side_totals(ctx, self.svc)[1]  # and the cache's embedding
             try:  # in the window the reservation was made in, not the one the call ends in
                 crossed = await self.svc.gate.leave([], slot, 0, 0, scopes, reserved, actual, entered,
                                                     self.svc.config.alert_thresholds)

@@ -37,7 +37,7 @@ from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, fallback_mar
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
-from aigw.pipeline.stages.cache_semantic import Embedders
+from aigw.pipeline.stages.cache_semantic import Embedders, embedding
 from aigw.pipeline.stages.cache_stream import StreamAssembler, replay, storable
 from aigw.schema.openai import last_user_text
 from aigw.schema.replay import replay_chunks
@@ -211,8 +211,8 @@ class CacheStage(Stage):
             return None
         if policy.backend in pending.trouble:  # the exact lookup just failed or timed out: one wait per request
             return None
-        vector = await self.guard.call("embedder", "embed", lambda: embedder.embed(text),
-                                       self.embed_timeout_s, pending.trouble)
+        vector = await self.guard.call("embedder", "embed", embedding(embedder, text, ctx), self.embed_timeout_s,
+                                       pending.trouble)  # a deployment's call is billed to ``ctx``
         if vector is None:  # failed, or a text the embedder cannot tell apart from others: exact only
             if "embedder" in pending.trouble:
                 self.stats.embed_errors += 1

@@ -5,13 +5,20 @@
 ``embeddings`` mode, called through the router like any request (so it gets
 the same timeouts, retries and breakers, but never a fallback to another model,
 whose vectors could not be compared with this one's). Vectors come back unit length.
+A deployment's call costs money: ``embed``'s ``bill`` is handed it (``pipeline.side_calls``),
+so the request that needed the vector pays for it; the local model costs nothing and bills nothing.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aigw import errors
+from aigw.pipeline.context import RequestContext
+from aigw.pipeline.side_calls import CACHE_EMBEDDING, SideCall, note
 from aigw.routing.router import Router, RouteRequest
 
 if TYPE_CHECKING:
@@ -36,21 +43,34 @@ class DeploymentEmbedder:
         self.router = router
         self.model = model
 
-    async def embed(self, text: str) -> Vector | None:
+    async def embed(self, text: str, bill: Callable[[SideCall], None] | None = None) -> Vector | None:
+        """``bill``: handed the call once it answered (its deployment and usage), for the request to pay."""
         import numpy as np
 
+        started = time.monotonic()
         try:  # no fallback to another model: its vectors live in another space (the bucket names this model)
-            body, _ = await self.router.complete(RouteRequest(
+            body, served = await self.router.complete(RouteRequest(
                 model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings",
                 allowed=frozenset((self.model,))))
         except _TEXT_REFUSED:
             return None
+        if bill is not None and served.deployment is not None:
+            usage = body.get("usage")
+            bill(SideCall(CACHE_EMBEDDING, self.model, served.deployment, usage if isinstance(usage, dict) else None,
+                          text, time.monotonic() - started, served.upstream_s, served.retries))
         vector = np.asarray(body["data"][0]["embedding"], dtype=np.float32)
         norm = float(np.linalg.norm(vector))
         if norm == 0.0:
             raise ValueError("the embedding deployment returned a zero vector")
         unit: Vector = vector / norm
         return unit
+
+
+def embedding(embedder: Embedder, text: str, ctx: RequestContext) -> Callable[[], Awaitable[Vector | None]]:
+    """The call that embeds ``text`` for ``ctx``: a deployment's is billed to ``ctx``'s caller."""
+    if isinstance(embedder, DeploymentEmbedder):
+        return partial(embedder.embed, text, bill=partial(note, ctx))
+    return partial(embedder.embed, text)
 
 
 class Embedders:

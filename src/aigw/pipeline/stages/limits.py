@@ -25,6 +25,7 @@ from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deployment_caps import DeploymentCaps
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.rate_headers import add_headers
+from aigw.pipeline.side_calls import side_totals
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import (
     BUDGET_DONE,
@@ -192,10 +193,12 @@ class LimitsStage(Stage):
             scopes, slot, est, tpm, taken_at, entered = taken
             # tokens per minute count what upstreams processed: an answer from the cache (or a rule) used none,
             # so its estimate goes back whole (its request still counted against rpm and max_parallel)
-            used = 0 if ctx.handled_by or not tpm else measure(ctx, self.svc).tokens.total
+            # (the calls a stage made for it, the cache's embedding, are charged either way: ``side_calls``)
+            side_tokens, side_cost = side_totals(ctx, self.svc)
+            used = (0 if ctx.handled_by or not tpm else measure(ctx, self.svc).tokens.total) + side_tokens
             joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
             budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
-            actual = measure(ctx, self.svc).cost_nano if joint is not None else 0
+            actual = measure(ctx, self.svc).cost_nano + side_cost if joint is not None else 0
             # refused before any upstream call, because every deployment was full, a budget is spent, or as bad
             # input (a cache control, a model that does not exist): the request goes back too, so a key refused
             # by its own budget takes no rpm from its project or tenant, and bad input changes nothing; every
