@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import sqlite3
 import time
 import uuid
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aigw.cli.admin_client import AdminClient
 from tests.support.gateway import RunningGateway, running_gateway
@@ -74,6 +77,31 @@ def setup_key(admin: AdminClient, tenant: str, project: str = "web", **key: Any)
         p = next(x for x in admin.get("/admin/projects", tenant=t["id"])["data"] if x["name"] == project)
     out: dict[str, Any] = admin.post("/admin/keys", {"project": p["id"], **key})
     return out
+
+
+class SlowCall:
+    """An admin call whose headers are sent now and its body later: the gateway looks the record up on the
+    headers, then waits for the body (what a slow client, or one between two admin tools, does)."""
+
+    def __init__(self, gw: RunningGateway, method: str, path: str, body: dict[str, object],
+                 key: str = MASTER) -> None:
+        parts = urlsplit(gw.url)
+        self.body = json.dumps(body).encode()
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        head = (f"{method} {path} HTTP/1.1\r\nhost: {parts.netloc}\r\nauthorization: Bearer {key}\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(self.body)}\r\nconnection: close\r\n\r\n")
+        self.sock.sendall(head.encode())
+        time.sleep(0.3)  # the handler has read the record and waits for the body
+
+    def finish(self) -> tuple[int, dict[str, Any]]:
+        """Send the body; the answer's status and JSON body."""
+        self.sock.sendall(self.body)
+        answer = b""
+        while chunk := self.sock.recv(65536):
+            answer += chunk
+        self.sock.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), json.loads(body) if body.strip() else {}
 
 
 def chat_body(text: str = "hello there", max_tokens: int = 20, **extra: Any) -> dict[str, Any]:
