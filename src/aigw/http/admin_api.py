@@ -13,7 +13,8 @@ as if it did not exist. Every change bumps the key version, which every
 replica polls, so caches everywhere drop within ``tenancy.key_refresh_s``.
 A tenant admin never grants more than its own key holds, nor enables what the master key disabled
 (``admin_bounds.py``). Spend reports live in ``admin_spend.py``; what every admin endpoint shares (auth, bodies,
-answers, the audit line of each change) in ``admin_guard.py``.
+answers, the audit line of each change) in ``admin_guard.py``; what each change does to a record, applied by the
+store under the record's row lock to the record as saved, in ``admin_patch.py``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aigw import errors
-from aigw.http.admin_bounds import KEY_FIELDS, check_within, guarded_metadata, switch
+from aigw.http.admin_bounds import check_within, guarded_metadata, switch
 from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
 from aigw.http.admin_lists import listing, one_more, page_size
 from aigw.http.admin_models import (
     KeyIn,
     KeyPatch,
-    LimitsIn,
     ProjectIn,
     ProjectPatch,
     RotateIn,
@@ -40,6 +41,7 @@ from aigw.http.admin_models import (
     project_out,
     tenant_out,
 )
+from aigw.http.admin_patch import apply_patch, disable_tenant, patch_key, patch_project, revoke_key, rotate_key
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
@@ -175,24 +177,25 @@ class AdminApi:
     async def tenant_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/tenants/").strip("/")
         t = await self.tenant(ident, admin_scope(p))
-        before = t.limits
         if req.method == "GET":
             return 200, tenant_out(t)
         if admin_scope(p) is not None:
             raise errors.PermissionDenied("Only the master key can change tenants.")
-        if req.method == "DELETE":
-            t.enabled, columns = False, {"enabled"}
-        else:
+        change: Callable[[Tenant], set[str]] = disable_tenant
+        name = ""
+        if req.method == "PATCH":
             body = await parse_body(req, TenantPatch)
-            if body.name and (other := await self.db.find_tenant(body.name)) is not None and other.id != t.id:
-                raise _tenant_taken(body.name)
-            columns = apply_patch(t, body)
-        try:
-            await self.db.save_tenant(t, columns)
+            if (name := body.name or "") and (other := await self.db.find_tenant(name)) and other.id != t.id:
+                raise _tenant_taken(name)
+            change = partial(apply_patch, body=body)
+        try:  # applied to the tenant as saved now, under its row lock: a change saved meanwhile stands
+            saved = await self.db.update_tenant(t.id, change)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
-            raise _tenant_taken(t.name) from None
-        t = await self.db.get_tenant(t.id) or t  # as saved, with what other calls changed meanwhile
-        await self._budget_changed(req, BudgetChange("tenant", t.id, t.id, before, t.limits, req.request_id))
+            raise _tenant_taken(name) from None
+        if saved is None:
+            raise _not_found("tenant", ident)
+        before, t = saved
+        await self._budget_changed(req, BudgetChange("tenant", t.id, t.id, before.limits, t.limits, req.request_id))
         await self._changed()
         return 200, tenant_out(t)
 
@@ -225,25 +228,24 @@ class AdminApi:
     async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident = req.path.removeprefix("/admin/projects/").strip("/")
         proj = await self.project(ident, admin_scope(p))
-        before = proj.limits
         if req.method == "GET":
             return 200, project_out(proj)
-        if req.method == "DELETE":
-            columns = switch(proj, False, p)
-        else:
+        change: Callable[[Project], set[str]] = partial(switch, enabled=False, by=p)
+        name = ""
+        if req.method == "PATCH":
             body = await parse_body(req, ProjectPatch)
-            if body.name and (other := await self.db.find_project(body.name, proj.tenant_id)) and other.id != proj.id:
-                raise _project_taken((await self.tenant(proj.tenant_id, None)).name, body.name)
-            switched = switch(proj, body.enabled, p) if body.enabled is not None else set()
-            if body.metadata is not None:
-                body.metadata = guarded_metadata(proj.metadata, body.metadata, p)
-            columns = apply_patch(proj, body) | switched  # the enabled switch() allowed, set again
-        try:
-            await self.db.save_project(proj, columns, tenant_admin=admin_scope(p) is not None)
+            if (name := body.name or "") and (other := await self.db.find_project(name, proj.tenant_id)) \
+                    and other.id != proj.id:
+                raise _project_taken((await self.tenant(proj.tenant_id, None)).name, name)
+            change = partial(patch_project, body=body, by=p)
+        try:  # applied to the project as saved now, under its row lock: a change saved meanwhile stands
+            saved = await self.db.update_project(proj.id, change, tenant_admin=admin_scope(p) is not None)
         except UniqueViolation:  # renamed to a name a concurrent call took after the check above
-            raise _project_taken((await self.tenant(proj.tenant_id, None)).name, proj.name) from None
-        proj = await self.db.get_project(proj.id) or proj  # as saved, with what other calls changed meanwhile
-        await self._budget_changed(req, BudgetChange("project", proj.id, proj.tenant_id, before, proj.limits,
+            raise _project_taken((await self.tenant(proj.tenant_id, None)).name, name) from None
+        if saved is None:
+            raise _not_found("project", ident)
+        before, proj = saved
+        await self._budget_changed(req, BudgetChange("project", proj.id, proj.tenant_id, before.limits, proj.limits,
                                                      req.request_id))
         await self._changed()
         return 200, project_out(proj)
@@ -279,39 +281,34 @@ class AdminApi:
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         ident, _, action = req.path.removeprefix("/admin/keys/").strip("/").partition("/")
         k = await self.key(ident, admin_scope(p))
-        before = k.limits
         secret: str | None = None
         if req.method == "GET" and not action:
             return 200, key_out(k)
-        # Each change writes only the columns it changed: a call that waited (for its body, say) after reading
-        # the key must not undo what another call saved meanwhile (a PATCH brought a revoked key back to life,
-        # or a rotated-out secret back and the new one out)
+        # Each change is applied to the key as saved when it writes, under its row lock, and writes only the
+        # columns it changed: a call that waited (for its body, say) after reading the key must not undo what
+        # another call saved meanwhile (a revoke, a rotated-out secret, a limit or guardrails entry it left out)
+        change: Callable[[ApiKey], set[str]]
         if (req.method == "POST" and action == "revoke") or (req.method == "DELETE" and not action):
-            k.revoked_at = k.revoked_at or self.clock.now()
-            k.previous_hash = k.previous_until = None  # a revoke ends a secret in grace too: none is shown
-            columns = {"revoked_at", "previous_hash", "previous_until"}
+            change = partial(revoke_key, now=self.clock.now())
         elif req.method == "POST" and action == "rotate":
             if k.revoked_at is not None:
                 raise errors.InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
             grace_s = (await parse_optional_body(req, RotateIn)).grace_s
-            if (own := await self._own_key(p)) is not None:  # a new secret is a key in hand: no broader than its own
-                check_within(own, k)
-            previous = (k.key_hash, self.clock.now() + grace_s) if grace_s > 0 else (None, None)
             secret = new_secret()
-            k.key_hash, k.prefix = hash_secret(secret), display_prefix(secret)
-            k.previous_hash, k.previous_until = previous  # a secret in grace before this one stops now
-            columns = {"key_hash", "prefix", "previous_hash", "previous_until"}
+            change = partial(rotate_key, key_hash=hash_secret(secret), prefix=display_prefix(secret),
+                             previous_until=self.clock.now() + grace_s if grace_s > 0 else None,
+                             own=await self._own_key(p))
         elif req.method == "PATCH" and not action:
-            body = await parse_body(req, KeyPatch)
-            columns = self._patch_key(k, body, p)
-            if (own := await self._own_key(p)) is not None:
-                check_within(own, k, body.model_fields_set & KEY_FIELDS)
+            change = partial(patch_key, body=await parse_body(req, KeyPatch), by=p, own=await self._own_key(p))
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
-        await self.db.save_key(k, columns, tenant_admin=admin_scope(p) is not None)
-        k = await self.db.get_key(k.id) or k  # as saved, with what other calls changed meanwhile
+        saved = await self.db.update_key(k.id, change, tenant_admin=admin_scope(p) is not None)
+        if saved is None:
+            raise _not_found("key", ident)
+        before, k = saved
         if k.revoked_at is None:
-            await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before, k.limits, req.request_id))
+            await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before.limits, k.limits,
+                                                         req.request_id))
         elif self._on_revoke is not None:  # never seeded again (a `total` window would stay for good); dropped on
             await self._on_revoke(k)  # every call and before the bump, so a revoke repeated after a 503 finishes it
         await self._changed()
@@ -325,21 +322,6 @@ class AdminApi:
         if own is None:  # cannot be while its key authenticates; refused rather than unbounded if it ever is
             raise errors.PermissionDenied("This admin key is not found.")
         return own
-
-    @staticmethod
-    def _patch_key(k: ApiKey, body: KeyPatch, p: Principal) -> set[str]:
-        """Apply ``body`` to ``k`` for ``p``; the columns it changed."""
-        sent = body.model_fields_set
-        k.limits = body.limits(k.limits)
-        k.name = k.name if body.name is None else body.name
-        k.allowed_models = body.models if "models" in sent else k.allowed_models
-        k.expires_at = body.expires_at if "expires_at" in sent else k.expires_at
-        k.metadata = k.metadata if body.metadata is None else guarded_metadata(k.metadata, body.metadata, p)
-        switched = switch(k, body.enabled, p) if body.enabled is not None else set()
-        return switched | _limits_column(sent) | {column for field, column, value in (
-            ("name", "name", body.name), ("models", "allowed_models", True), ("expires_at", "expires_at", True),
-            ("metadata", "metadata", body.metadata),
-        ) if field in sent and value is not None}
 
 
 def register(app: Any, auth: Authenticator, api: AdminApi) -> None:
@@ -357,23 +339,3 @@ def register(app: Any, auth: Authenticator, api: AdminApi) -> None:
         app.route_prefix(method, "/admin/projects/", g(auth, api.project_item, audit=change))
         app.route_prefix(method, "/admin/keys/", g(auth, api.key_item, audit=change))
     app.route_prefix("POST", "/admin/keys/", g(auth, api.key_item, audit=True))  # revoke, rotate
-
-
-def apply_patch(entity: Tenant | Project, body: TenantPatch | ProjectPatch) -> set[str]:
-    """A PATCH changes only the fields it names (tenants and projects share them); the columns it changed."""
-    entity.limits = body.limits(entity.limits)
-    entity.name = body.name or entity.name
-    if body.enabled is not None:
-        entity.enabled = body.enabled
-    if body.metadata is not None:
-        entity.metadata = body.metadata
-    return _limits_column(body.model_fields_set) | {column for column, value in (
-        ("name", body.name), ("enabled", body.enabled), ("metadata", body.metadata)) if value is not None}
-
-
-_LIMIT_FIELDS = frozenset(LimitsIn.model_fields)
-
-
-def _limits_column(sent: set[str]) -> set[str]:
-    """``{"limits"}`` when a body named a limit (they share one column), else nothing."""
-    return {"limits"} if sent & _LIMIT_FIELDS else set()

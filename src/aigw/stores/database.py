@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -15,7 +15,6 @@ import orjson
 from aigw.sqlite_thread import while_locked
 from aigw.stores import sql_ledger
 from aigw.stores.base import (
-    BY_MASTER,
     ApiKey,
     Grant,
     Limits,
@@ -28,6 +27,7 @@ from aigw.stores.base import (
     window_of,
     window_start_day,
 )
+from aigw.stores.row_update import locked_update, update_sql
 from aigw.stores.sql import Row, Sql, UniqueViolation, fetchone, is_unique_violation, migrate, pending
 
 
@@ -71,6 +71,23 @@ def _key(r: Row) -> ApiKey:
 
 def _j(v: Any) -> str:
     return orjson.dumps(v).decode()
+
+
+def _tenant_values(t: Tenant) -> dict[str, Any]:
+    return {"name": t.name, "limits": _limits_json(t.limits), "enabled": int(t.enabled), "metadata": _j(t.metadata)}
+
+
+def _project_values(p: Project) -> dict[str, Any]:
+    return {"name": p.name, "limits": _limits_json(p.limits), "enabled": int(p.enabled), "metadata": _j(p.metadata),
+            "disabled_by": p.disabled_by}
+
+
+def _key_values(k: ApiKey) -> dict[str, Any]:
+    return {"key_hash": k.key_hash, "prefix": k.prefix, "name": k.name,
+            "allowed_models": _j(k.allowed_models) if k.allowed_models is not None else None,
+            "limits": _limits_json(k.limits), "expires_at": k.expires_at, "enabled": int(k.enabled),
+            "role": k.role, "metadata": _j(k.metadata), "revoked_at": k.revoked_at,
+            "previous_hash": k.previous_hash, "previous_until": k.previous_until, "disabled_by": k.disabled_by}
 
 
 _KEY_COLS = ("id, tenant_id, project_id, key_hash, prefix, name, allowed_models, limits, expires_at, enabled, "
@@ -154,9 +171,11 @@ class SqlDatabase:
         return [_tenant(r) for r in await self.sql.fetch(sql, *args)]
 
     async def save_tenant(self, t: Tenant, columns: Collection[str] | None = None) -> None:
-        values = {"name": t.name, "limits": _limits_json(t.limits), "enabled": int(t.enabled),
-                  "metadata": _j(t.metadata)}
-        await self._named(*_update("tenants", values, columns, t.id))
+        await self._named(*update_sql("tenants", _tenant_values(t), columns, t.id))
+
+    async def update_tenant(self, tenant_id: str, change: Callable[[Tenant], Collection[str]]
+                            ) -> tuple[Tenant, Tenant] | None:
+        return await locked_update(self.sql, "tenants", tenant_id, _tenant, _tenant_values, change)
 
     # -- projects ------------------------------------------------------------------
     async def add_project(self, p: Project) -> None:
@@ -192,9 +211,11 @@ class SqlDatabase:
 
     async def save_project(self, p: Project, columns: Collection[str] | None = None,
                            tenant_admin: bool = False) -> None:
-        values = {"name": p.name, "limits": _limits_json(p.limits), "enabled": int(p.enabled),
-                  "metadata": _j(p.metadata), "disabled_by": p.disabled_by}
-        await self._named(*_update("projects", values, columns, p.id, tenant_admin))
+        await self._named(*update_sql("projects", _project_values(p), columns, p.id, tenant_admin))
+
+    async def update_project(self, project_id: str, change: Callable[[Project], Collection[str]],
+                             tenant_admin: bool = False) -> tuple[Project, Project] | None:
+        return await locked_update(self.sql, "projects", project_id, _project, _project_values, change, tenant_admin)
 
     # -- keys ----------------------------------------------------------------------
     async def add_key(self, k: ApiKey) -> None:
@@ -226,12 +247,11 @@ class SqlDatabase:
         """Write ``columns`` of ``k`` (None: all): a call writes what it changed only, so a change another call
         saved meanwhile (a revoke, a rotation) is not undone. A revocation is never undone, nor, by a
         ``tenant_admin``, a disabling by the master key."""
-        values = {"key_hash": k.key_hash, "prefix": k.prefix, "name": k.name,
-                  "allowed_models": _j(k.allowed_models) if k.allowed_models is not None else None,
-                  "limits": _limits_json(k.limits), "expires_at": k.expires_at, "enabled": int(k.enabled),
-                  "role": k.role, "metadata": _j(k.metadata), "revoked_at": k.revoked_at,
-                  "previous_hash": k.previous_hash, "previous_until": k.previous_until, "disabled_by": k.disabled_by}
-        await self.sql.execute(*_update("api_keys", values, columns, k.id, tenant_admin))
+        await self.sql.execute(*update_sql("api_keys", _key_values(k), columns, k.id, tenant_admin))
+
+    async def update_key(self, key_id: str, change: Callable[[ApiKey], Collection[str]],
+                         tenant_admin: bool = False) -> tuple[ApiKey, ApiKey] | None:
+        return await locked_update(self.sql, "api_keys", key_id, _key, _key_values, change, tenant_admin)
 
     async def grant_by_hash(self, key_hash: str) -> Grant | None:
         row = await fetchone(self.sql, _GRANT_SQL, key_hash, key_hash)
@@ -313,28 +333,6 @@ def open_database(url: str) -> SqlDatabase:
 
         return SqlDatabase(PostgresSql(url), "aigw.stores.postgres")
     raise ValueError(f"database_url must start with sqlite: or postgresql:, got {url.split(':', 1)[0]!r}")
-
-
-def _update(table: str, values: dict[str, Any], columns: Collection[str] | None, ident: str,
-            tenant_admin: bool = False) -> tuple[Any, ...]:
-    """``UPDATE table SET ... WHERE id = ident`` of ``values`` (only ``columns`` of them, when given): the SQL
-    and its arguments. ``revoked_at`` keeps the first revocation (an admin call that read the row before a
-    revoke must not clear it); a ``tenant_admin``'s write leaves ``enabled`` and ``disabled_by`` of a row the
-    master key disabled as they are, even one disabled after the call read it."""
-    names = [c for c in values if columns is None or c in columns]
-    if unknown := set(columns or ()) - set(values):
-        raise ValueError(f"{table} has no column to save named {sorted(unknown)}")
-
-    def assign(c: str) -> str:
-        if c == "revoked_at":
-            return "revoked_at = COALESCE(revoked_at, ?)"
-        if tenant_admin and c in ("enabled", "disabled_by"):
-            return f"{c} = CASE WHEN disabled_by = '{BY_MASTER}' THEN {c} ELSE ? END"
-        return f"{c} = ?"
-
-    sets = ", ".join(assign(c) for c in names)
-    sets = sets or "id = id"  # a PATCH of an empty body changes nothing
-    return (f"UPDATE {table} SET {sets} WHERE id = ?", *(values[c] for c in names), ident)
 
 
 def _paged(sql: str, args: list[object], limit: int | None, after: Tenant | Project | ApiKey | None
