@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from aigw.stores.base import BY_MASTER
+
 DEFAULT_URL = "http://127.0.0.1:4000"
 
 
@@ -184,8 +186,11 @@ def show(data: Any, as_json: bool, columns: list[str]) -> None:
 def _shown(row: dict[str, Any], column: str) -> str:
     """A record's field as the table shows it (--json keeps the record as it is). A null is "-" (not set),
     bar ``models``, where it means every model ("all"; an empty list, none); a period without a budget is
-    not set either (the record keeps "monthly", the period a budget set later without one gets)."""
+    not set either (the record keeps "monthly", the period a budget set later without one gets). A boolean is
+"yes" or "no"; ``enabled`` "no" says who switched it off when the record does."""
     value = row.get(column)
+    if column == "enabled" and value is False:
+        return _switched_off(row.get("disabled_by"))
     if column == "models":
         return "all" if value is None else (_cell(value) or "none")
     if column == "budget_period" and row.get("budget_usd") is None:
@@ -193,9 +198,19 @@ def _shown(row: dict[str, Any], column: str) -> str:
     return _cell(value)
 
 
+def _switched_off(by: Any) -> str:
+    """Who disabled it, when the record says (a project's or key's ``disabled_by``): a tenant admin cannot enable
+    again what the master key disabled, and the table should tell the two apart."""
+    if by == BY_MASTER:
+        return "no (master)"
+    return f"no (admin {by})" if by else "no"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
     if isinstance(value, list):

@@ -50,3 +50,34 @@ def test_the_table_says_all_models_and_no_period_without_a_budget(monkeypatch: p
     assert cells[5] == "none" and cells[10] == "monthly"
     as_json = CliRunner().invoke(cli, ["keys", "show", "key_1", "--json"]).output
     assert '"models": []' in as_json and '"budget_period": "monthly"' in as_json  # --json: the record as it is
+
+
+def table_cells(args: list[str]) -> dict[str, str]:
+    """The rich table's one row by column name (the table is 250 wide when piped: no cell is cut)."""
+    lines = CliRunner().invoke(cli, args).output.splitlines()
+    names, row = ([c.strip() for c in line.strip("┃│ ").split("┃" if i == 0 else "│")]
+                  for i, line in enumerate((lines[1], lines[3])))
+    return dict(zip(names, row, strict=True))
+
+
+@pytest.mark.parametrize(("fields", "shown"), [
+    ({"enabled": True, "disabled_by": None}, "yes"),
+    ({"enabled": False, "disabled_by": "master"}, "no (master)"),
+    ({"enabled": False, "disabled_by": "key_admin1"}, "no (admin key_admin1)"),
+    ({"enabled": False, "disabled_by": None}, "no"),  # a record that does not say who (an old replica's)
+])
+def test_the_enabled_column_says_who_switched_a_key_off(monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any],
+                                                        shown: str) -> None:
+    """It showed True or False: a key a tenant admin cannot switch back on (the master's) looked like any other."""
+    answering(monkeypatch, **fields)
+    assert table_cells(["keys", "show", "key_1"])["enabled"] == shown
+    assert f'"enabled": {str(fields["enabled"]).lower()}' in CliRunner().invoke(cli, ["keys", "show", "key_1",
+                                                                                      "--json"]).output
+
+
+def test_booleans_print_as_yes_or_no(monkeypatch: pytest.MonkeyPatch) -> None:
+    answering(monkeypatch, revoked=True, enabled=True)
+    cells = table_cells(["keys", "list"])
+    assert (cells["revoked"], cells["enabled"]) == ("yes", "yes")
+    answering(monkeypatch, revoked=False)
+    assert table_cells(["keys", "list"])["revoked"] == "no"
