@@ -52,11 +52,7 @@ class AdminClient:
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
                 as_text: bool = False) -> Any:
         """The answer's JSON, or its text with ``as_text`` (a CSV report, say)."""
-        url = self.url + path
-        params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        raw = self._send(method, url, json.dumps(body).encode() if body is not None else None)
+        raw, _ = self._send(method, self._url(path, query), json.dumps(body).encode() if body is not None else None)
         if as_text:
             return raw.decode(errors="replace")
         try:
@@ -65,7 +61,16 @@ class AdminClient:
             raise AdminError(0, f"the answer of {self.url} is not JSON: is it the gateway's URL? "
                                 f"(set --url or AIGW_URL)") from None
 
-    def _send(self, method: str, url: str, data: bytes | None) -> bytes:
+    def text(self, method: str, path: str, query: dict[str, Any] | None = None) -> tuple[str, dict[str, str]]:
+        """The answer as text (a CSV report, say) and its headers, by lower-case name."""
+        raw, headers = self._send(method, self._url(path, query), None)
+        return raw.decode(errors="replace"), headers
+
+    def _url(self, path: str, query: dict[str, Any] | None) -> str:
+        params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+        return self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+
+    def _send(self, method: str, url: str, data: bytes | None) -> tuple[bytes, dict[str, str]]:
         headers = {"accept": "application/json"}
         if data is not None:
             headers["content-type"] = "application/json"
@@ -75,7 +80,7 @@ class AdminClient:
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 raw: bytes = resp.read()
-                return raw
+                return raw, {k.lower(): v for k, v in resp.headers.items()}
         except urllib.error.HTTPError as exc:
             try:
                 raw = exc.read()
@@ -157,6 +162,15 @@ def call(url: str, key: str, method: str, path: str, body: Any = None, query: di
     """Run one admin call; on failure print the gateway's message and exit 1."""
     try:
         return AdminClient(url, key).request(method, path, body, query, as_text)
+    except AdminError as exc:
+        click.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
+        raise SystemExit(1) from None
+
+
+def call_text(url: str, key: str, path: str, query: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """``call`` of a GET whose answer is text (a CSV file), with the answer's headers."""
+    try:
+        return AdminClient(url, key).text("GET", path, query)
     except AdminError as exc:
         click.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
         raise SystemExit(1) from None

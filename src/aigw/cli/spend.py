@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from aigw.cli.admin_client import call, json_option, key_option, not_blank, show, url_option
+from aigw.cli.admin_client import call, call_text, json_option, key_option, not_blank, show, url_option
 from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS, usd, usd_nano
 
 _MONEY = ("cost_usd", "cost_saved_usd")
@@ -15,6 +15,7 @@ _MONEY = ("cost_usd", "cost_saved_usd")
 @click.option("--tenant", default=None, callback=not_blank, help="Tenant id or name.")
 @click.option("--project", default=None, callback=not_blank, help="Project id or name.")
 @click.option("--key", "key_id", default=None, callback=not_blank, help="Key id.")
+@click.option("--model", default=None, callback=not_blank, help="Billed model (the one that served the calls).")
 @click.option("--since", default="", help="First day, YYYY-MM-DD (UTC).")
 @click.option("--until", default="", help="Last day, YYYY-MM-DD (UTC, inclusive).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=None,
@@ -23,16 +24,21 @@ _MONEY = ("cost_usd", "cost_saved_usd")
 @url_option
 @key_option
 @json_option
-def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | None, since: str, until: str,
-          limit: int | None, as_csv: bool, url: str, master_key: str, as_json: bool) -> None:
+def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | None, model: str | None, since: str,
+          until: str, limit: int | None, as_csv: bool, url: str, master_key: str, as_json: bool) -> None:
     """Show spend."""
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are two ways to print the same report: choose one")
-    query = {"group_by": group_by, "tenant": tenant, "project": project, "key": key_id, "since": since,
-             "until": until, "limit": limit}
+    query = {"group_by": group_by, "tenant": tenant, "project": project, "key": key_id, "model": model,
+             "since": since, "until": until, "limit": limit}
     if as_csv:
-        click.echo(call(url, master_key, "GET", "/admin/spend", query={**query, "format": "csv"}, as_text=True),
-                   nl=False)
+        text, headers = call_text(url, master_key, "/admin/spend", {**query, "format": "csv"})
+        click.echo(text, nl=False)
+        if headers.get("x-aigw-has-more") == "true":  # a file cut short looks whole: say so where a pipe shows it
+            total = headers.get("x-aigw-total-cost-nano", "")
+            whole = f" (total of all rows: ${usd_nano(int(total))})" if total.lstrip("-").isdigit() else ""
+            click.echo(f"warning: more rows than the CSV holds{whole}: raise --limit (at most 10000), or narrow "
+                       "the report", err=True)
         return
     data = call(url, master_key, "GET", "/admin/spend", query=query)
     if as_json:

@@ -63,6 +63,7 @@ class Download:
     body: bytes
     content_type: bytes
     filename: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # what the file has no room for (``X-Aigw-Has-More``...)
 
 
 def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitable[tuple[int, JSON | Download]]],
@@ -90,6 +91,7 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
             _log_change(req, principal, status, body)
         if isinstance(body, Download):
             headers.append((b"content-disposition", f'attachment; filename="{body.filename}"'.encode()))
+            headers += body.headers
             await send_bytes(send, status, body.body, headers, (b"content-type", body.content_type))
             return
         await send_json(send, status, body, headers)

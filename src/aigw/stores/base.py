@@ -180,12 +180,13 @@ class SpendRecord:
 
 @dataclass(frozen=True, slots=True)
 class SpendQuery:
-    """A report over the rollups: group, optional tenant scope and day range (inclusive)."""
+    """A report over the rollups: group, optional tenant scope, filters and day range (inclusive)."""
 
     group_by: Literal["key", "project", "tenant", "model", "day"] = "key"
     tenant_id: str | None = None
     project_id: str | None = None
     key_id: str | None = None
+    model: str | None = None  # the billed model (the served one, else the one asked for), as the rollups hold it
     since_day: str | None = None
     until_day: str | None = None
     limit: int = 1000

@@ -92,7 +92,8 @@ _GROUPS = {"key": "key_id", "project": "project_id", "tenant": "tenant_id", "mod
 async def spend_report(db: Sql, q: SpendQuery) -> list[Row]:
     col = _GROUPS[q.group_by]
     where, args = ["1 = 1"], []
-    for column, value in (("tenant_id", q.tenant_id), ("project_id", q.project_id), ("key_id", q.key_id)):
+    for column, value in (("tenant_id", q.tenant_id), ("project_id", q.project_id), ("key_id", q.key_id),
+                          ("model", q.model)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)

@@ -100,6 +100,7 @@ def test_the_aigw_command_prints_no_traceback_for_a_bad_or_absent_gateway() -> N
     ["spend", "--tenant", ""],
     ["spend", "--project", ""],
     ["spend", "--key", " "],
+    ["spend", "--model", ""],
     ["keys", "list", "--project", ""],
     ["keys", "list", "--tenant", ""],
     ["projects", "list", "--tenant", ""],

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -47,3 +50,68 @@ def test_a_total_past_nine_million_dollars_is_shown_to_the_nano(monkeypatch: pyt
     assert result.exit_code == 0, result.output
     assert "12345678.901234567" in result.output and "9007199.254740993" in result.output
     assert "total: $21352878.155975560" in result.output
+
+
+CSV = "key,requests,cost_usd\r\nkey_a,1,3.000000000\r\nkey_b,1,2.000000000\r\n"
+
+
+@pytest.fixture
+def csv_gateway() -> Iterator[tuple[str, list[str], dict[str, str]]]:
+    """A stand-in for the gateway's CSV report: answers ``CSV`` with the headers in the dict it yields (which a
+    test sets), and keeps each path asked for."""
+    paths: list[str] = []
+    headers: dict[str, str] = {}
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            paths.append(self.path)
+            body = CSV.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/csv; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", paths, headers
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_csv_cut_short_is_the_file_on_stdout_and_a_warning_on_stderr(
+        csv_gateway: tuple[str, list[str], dict[str, str]]) -> None:
+    url, paths, headers = csv_gateway
+    headers.update({"X-Aigw-Has-More": "true", "X-Aigw-Total-Cost-Nano": "6000000007"})
+    result = CliRunner().invoke(cli, ["spend", "--csv", "--limit", "2", "--model", "gpt-4o", "--url", url,
+                                      "--master-key", "x"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == CSV.encode()  # the file alone: `aigw spend --csv > bill.csv` stays a clean CSV
+    assert "more rows than the CSV holds" in result.stderr and "$6.000000007" in result.stderr
+    assert "--limit" in result.stderr
+    assert paths == ["/admin/spend?group_by=key&model=gpt-4o&limit=2&format=csv"]
+
+
+def test_a_whole_csv_has_no_warning(csv_gateway: tuple[str, list[str], dict[str, str]]) -> None:
+    url, _, headers = csv_gateway
+    headers.update({"X-Aigw-Has-More": "false", "X-Aigw-Total-Cost-Nano": "5000000000"})
+    result = CliRunner().invoke(cli, ["spend", "--csv", "--url", url, "--master-key", "x"])
+    assert result.exit_code == 0 and result.stdout_bytes == CSV.encode() and result.stderr == ""
+
+
+def test_the_model_filter_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(spend, "call", lambda *args, **kwargs: sent.append(kwargs["query"]) or REPORT)
+    result = CliRunner().invoke(cli, ["spend", "--group-by", "day", "--model", "gpt-4o", "--url",
+                                      "http://127.0.0.1:9", "--master-key", "x"])
+    assert result.exit_code == 0, result.output
+    assert sent[0]["model"] == "gpt-4o" and sent[0]["group_by"] == "day"

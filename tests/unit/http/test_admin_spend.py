@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from aigw.http.admin_guard import Download
+from aigw.http.admin_guard import Download, guarded
 from aigw.http.admin_spend import SpendApi
+from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
 from aigw.stores.base import NANO, Project, SpendRecord, Tenant
@@ -23,6 +25,7 @@ from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 from tests.unit.http.admin_support import admin_api, migrated_db
 
 MASTER = Principal(key_id="master", is_admin=True)
+MASTER_KEY = "sk-spend-master"
 COSTS = {"key_a": 3_000_000_000, "key_b": 2_000_000_000, "key_c": 1_000_000_000}  # $3, $2, $1
 
 
@@ -119,3 +122,77 @@ async def test_the_csv_writes_each_rows_dollars_from_its_nano_dollars(store: Sql
     rows = {r["key"]: r for r in csv.DictReader(io.StringIO(download.body.decode()))}
     assert rows["key_x"]["cost_usd"] == "21352878.155975560" and rows["key_x"]["cost_nano"] == "21352878155975560"
     assert rows["key_z"]["cost_usd"] == "0.000000007"
+
+
+async def _get(api: SpendApi, query: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``GET /admin/spend?query`` with the master key, as the client sees it: status, headers, body."""
+    scope = {"type": "http", "method": "GET", "path": "/admin/spend", "query_string": query,
+             "headers": [(b"authorization", f"Bearer {MASTER_KEY}".encode())]}
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await guarded(Authenticator(MASTER_KEY), api.spend)(HttpRequest(scope, None), send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.fixture
+async def sqlite_api(tmp_path: Path) -> AsyncIterator[SpendApi]:
+    db = await migrated_db(tmp_path)
+    try:
+        await _write(db, COSTS)
+        yield SpendApi(admin_api(db))
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(("query", "param", "words"), [
+    (b"from=2026-11-01", "from", "did you mean `since`?"),  # read as absent: the whole history
+    (b"to=2026-11-30", "to", "did you mean `until`?"),
+    (b"groupby=model", "groupby", "known: group_by, tenant, project, key, model, since, until, limit, format"),
+    (b"group_by=key&tenants=acme", "tenants", "unknown parameter"),  # every tenant's bill, not acme's
+    (b"since=", "since", "empty"),
+    (b"tenant=", "tenant", "empty"),
+    (b"group_by=%20", "group_by", "empty"),
+    (b"limit", "limit", "empty"),
+    (b"tenant=ten_a&tenant=ten_b", "tenant", "given twice"),  # the last one won
+    (b"since=2026-11-01&until=2026-11-30&since=2026-10-01", "since", "given twice"),
+])
+async def test_a_parameter_that_would_be_ignored_is_a_400_naming_it(sqlite_api: SpendApi, query: bytes, param: str,
+                                                                   words: str) -> None:
+    status, headers, body = await _get(sqlite_api, query)
+    error = orjson.loads(body)["error"]
+    assert (status, headers["content-type"], error["type"], error["param"]) == (
+        400, "application/json", "invalid_request_error", param)
+    assert error["message"].startswith(f"{param}: ") and words in error["message"], error["message"]
+
+
+async def test_the_model_filter_reports_that_models_spend_only(store: SqlDatabase) -> None:
+    await _write(store, COSTS)  # model "m"
+    now = time.time()
+    await store.write([SpendRecord(request_id="req_o", id="sp_o", ts_start=now, ts_end=now, tenant_id="ten_a",
+                                   project_id="prj_a", key_id="key_a", model="gpt-4o", cost_nano=500_000_000),
+                       SpendRecord(request_id="req_s", id="sp_s", ts_start=now, ts_end=now, tenant_id="ten_a",
+                                   project_id="prj_a", key_id="key_b", model="alias", served_model="gpt-4o",
+                                   cost_nano=250_000_000)])  # billed to the model that served it
+    api = SpendApi(admin_api(store))
+    by_key = await _report(api, "group_by=key&model=gpt-4o")
+    assert {r["key"]: r["cost_nano"] for r in by_key["data"]} == {"key_a": 500_000_000, "key_b": 250_000_000}
+    assert by_key["total_cost_nano"] == 750_000_000
+    [only] = (await _report(api, "group_by=model&model=m"))["data"]
+    assert (only["model"], only["requests"], only["cost_nano"]) == ("m", 3, 6_000_000_000)
+    assert (await _report(api, "model=no-such-model"))["data"] == []  # a model no longer served may have a bill
+
+
+async def test_a_csv_cut_at_its_limit_says_so_in_its_headers(store: SqlDatabase) -> None:
+    await _write(store, COSTS)
+    api = SpendApi(admin_api(store))
+    status, headers, body = await _get(api, b"group_by=key&format=csv&limit=2")
+    assert (status, headers["content-type"]) == (200, "text/csv; charset=utf-8")
+    assert [r["key"] for r in csv.DictReader(io.StringIO(body.decode()))] == ["key_a", "key_b"]
+    assert headers["x-aigw-has-more"] == "true" and headers["x-aigw-total-cost-nano"] == "6000000000"  # not $5
+    status, headers, body = await _get(api, b"group_by=key&format=csv&model=m")
+    assert len(list(csv.DictReader(io.StringIO(body.decode())))) == 3
+    assert headers["x-aigw-has-more"] == "false" and headers["x-aigw-total-cost-nano"] == "6000000000"
