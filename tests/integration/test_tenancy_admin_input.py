@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import openai
 import pytest
 
 from aigw.cli.admin_client import AdminClient, AdminError
@@ -228,3 +229,26 @@ def test_spend_dates_must_be_whole_days_in_order(admin: AdminClient) -> None:
             "after until")
     report = admin.get("/admin/spend", since="2026-11-30", until="2026-11-30")
     assert (report["since"], report["until"]) == ("2026-11-30", "2026-11-30")
+
+
+def test_a_model_name_holding_nul_is_billed_and_holds_up_no_row_after_it(gw: RunningGateway, admin: AdminClient,
+                                                                          request: pytest.FixtureRequest) -> None:
+    """PostgreSQL text cannot hold NUL: the ledger's and the request log's batch with such a row failed on every
+    retry, at the front of the queue, so no later row was written. Now NUL is kept as U+FFFD there."""
+    key = setup_key(admin, "nul-model-co")
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt\x00evil", messages=[{"role": "user", "content": "hi"}])
+    client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    deadline = time.monotonic() + 10  # the ledger writes off the request path: wait for its rows, bounded
+    while True:
+        rows = admin.get("/admin/spend", group_by="model", key=key["id"])["data"]
+        if sum(r["requests"] for r in rows) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    held = "gpt\ufffdevil" if request.node.callspec.params["gw"] == "postgres" else "gpt\x00evil"
+    assert sorted((r["model"], r["requests"]) for r in rows) == [(held, 1), ("mock", 1)]
+    [asked] = admin.get("/admin/spend", group_by="key", key=key["id"], model="gpt\x00evil")["data"]
+    assert asked["requests"] == 1 and asked["errors"] == 1  # the name as the client sent it finds its row
+    logged = admin.get("/admin/requests", key_id=key["id"])["data"]  # read after a flush of the request log
+    assert sorted(r["model"] for r in logged) == sorted([held, "mock"])

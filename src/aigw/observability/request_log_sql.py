@@ -8,6 +8,7 @@ backwards until the page is full.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import orjson
 
 from aigw.observability.request_log import COLUMNS, DAY_S, RequestQuery, RequestRecord
 from aigw.observability.request_log_rows import write_payload
+from aigw.pg_text import pg_rows, pg_text
 from aigw.sqlite_process import PriorityWriter, shareable
 from aigw.sqlite_thread import SqliteThread
 
@@ -270,7 +272,8 @@ class PostgresRequestLog:
             by_day.setdefault(int(r.ts // DAY_S), []).append(_row(r))
         marks = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
         async with self._pool.acquire() as conn, conn.transaction():
-            for day, rows in by_day.items():
+            for day, day_rows in by_day.items():
+                rows = pg_rows(day_rows)  # a NUL in a text field (a client's model name) failed every retry
                 if day not in self._days:
                     # replicas racing to create the same day's table would fail on PostgreSQL's catalog
                     # (CREATE ... IF NOT EXISTS is not safe concurrently): one at a time, till this commits
@@ -283,8 +286,9 @@ class PostgresRequestLog:
                     rows)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
-        if "\x00" in q.key_id + q.model + q.tenant_id:  # names nothing (PostgreSQL text cannot hold it)
+        if "\x00" in q.key_id + q.tenant_id:  # names nothing (PostgreSQL text cannot hold it)
             return []
+        q = dataclasses.replace(q, model=pg_text(q.model))  # a model name's NUL is stored as U+FFFD (``write``)
         where, args = _where(q, lambda n: f"${n}")
         out: list[RequestRecord] = []
         self._days = await self._list_days()  # another replica may have opened a day

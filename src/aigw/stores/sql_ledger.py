@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from aigw.ids import time_ordered_id
+from aigw.pg_text import pg_rows, pg_text
 from aigw.stores.base import NANO, RequestQuery, SpendQuery, SpendRecord
 from aigw.stores.sql import Row, Sql
 from aigw.stores.sqlite.db import SqliteSql
@@ -96,7 +97,8 @@ async def spend_report(db: Sql, q: SpendQuery) -> list[Row]:
                           ("model", q.model)):
         if value is not None:
             where.append(f"{column} = ?")
-            args.append(value)
+            # PostgreSQL holds a NUL of a name as U+FFFD (``write_batch``): the name as sent finds it there too
+            args.append(value if isinstance(db, SqliteSql) else pg_text(value))
     if q.since_day:
         where.append("day >= ?")
         args.append(q.since_day)
@@ -180,7 +182,8 @@ async def write_batch(db: Sql, records: list[SpendRecord] | list[tuple[Any, ...]
 async def _write_postgres(tx: Sql, rows: list[tuple[Any, ...]]) -> int:
     conn = tx.conn  # type: ignore[attr-defined]  # the pinned asyncpg connection
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS ledger_in (LIKE spend_ledger) ON COMMIT DELETE ROWS")
-    await conn.copy_records_to_table("ledger_in", records=rows, columns=COLUMNS)
+    # a NUL in a text field (a client's model name) failed the batch on every retry, and every row behind it
+    await conn.copy_records_to_table("ledger_in", records=pg_rows(rows), columns=COLUMNS)
     sql = (f"WITH ins AS (INSERT INTO spend_ledger SELECT * FROM ledger_in ON CONFLICT (id) DO NOTHING "
            f"RETURNING *), up AS ({rollup_sql('ins', 'true')}) SELECT count(*) FROM ins")
     return int(await conn.fetchval(sql))

@@ -282,3 +282,21 @@ async def test_an_id_or_filter_holding_nul_names_nothing(store: RequestLogStore)
     assert await store.get("req_0001\x00") is None
     assert await store.query(RequestQuery(model="gpt\x00")) == []
     assert await store.query(RequestQuery(key_id="k1\x00")) == []
+
+
+async def test_a_record_whose_text_holds_nul_is_written_and_holds_up_no_record_after_it(
+        store: RequestLogStore) -> None:
+    """PostgreSQL text cannot hold NUL: a batch with a client's ``"model": "gpt\\u0000evil"`` (or a logged body
+    holding one) failed on every retry and no record after it was written. There NUL is kept as U+FFFD."""
+    errors: list[str] = []
+    w = RequestLogWriter(store, batch_size=2, now=lambda: DAY0, on_error=errors.append)
+    w.add(rec(1, model="gpt\x00evil", request_body='{"content": "a\x00b"}'))
+    for i in range(2, 5):
+        w.add(rec(i))
+    assert await w.flush() is True and errors == [] and w.pending == 0
+    held = "\ufffd" if isinstance(store, PostgresRequestLog) else "\x00"
+    got = await store.query(RequestQuery(limit=10))
+    assert [r.request_id for r in got] == ["req_0004", "req_0003", "req_0002", "req_0001"]
+    assert (got[-1].model, got[-1].request_body) == (f"gpt{held}evil", f'{{"content": "a{held}b"}}')
+    [found] = await store.query(RequestQuery(model="gpt\x00evil"))  # the name as the client sent it
+    assert found.request_id == "req_0001"

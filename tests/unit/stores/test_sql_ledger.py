@@ -1,4 +1,5 @@
-"""The spend ledger in PostgreSQL: batches written by several replicas at once."""
+"""The spend ledger in PostgreSQL: batches written by several replicas at once, and rows PostgreSQL's text
+cannot hold as they are."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import dataclasses
 import random
 import uuid
 
+from aigw.accounting.ledger import Ledger
+from aigw.config.tenancy import LedgerConfig
 from aigw.stores.base import SpendQuery
 from aigw.stores.database import open_database
+from aigw.stores.sql_ledger import as_row
+from aigw.supervise import Supervisor
 from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 from tests.unit.stores.test_tenancy_database import _rec
 
@@ -47,3 +52,32 @@ async def test_replicas_writing_batches_over_the_same_keys_at_once_never_deadloc
         for db in replicas:
             await db.close()
         await pg_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_a_model_name_holding_nul_is_written_and_holds_up_no_row_after_it(
+        postgres_schema: tuple[str, str]) -> None:
+    """A client's ``"model": "gpt\\u0000evil"`` made a ledger row PostgreSQL refused (text cannot hold NUL): its
+    batch failed on every retry, at the front of the queue, and no row after it was written again. NUL is
+    written as U+FFFD; the name as the client sent it still finds the row in a report."""
+    dsn, schema = postgres_schema
+    db = open_database(f"{dsn}?search_path={schema}")
+    await db.open()
+    ledger = Ledger(db, LedgerConfig(flush_interval_s=0.05, batch_size=2, retry_backoff_s=0.05))
+    try:
+        await db.migrate()
+        ledger.start(Supervisor())
+        ledger.record(as_row(_rec(1, model="gpt\x00evil")))
+        for i in range(2, 6):
+            ledger.record(as_row(_rec(i)))
+        for _ in range(250):  # the writer flushes on its own clock: at most ~5 s
+            if ledger.written == 5 or ledger.failures:
+                break
+            await asyncio.sleep(0.02)
+        assert (ledger.written, ledger.failures, ledger.healthy, await db.count()) == (5, 0, True, 5)
+        by_model = await db.spend(SpendQuery(group_by="model"))
+        assert {r["model"]: r["requests"] for r in by_model} == {"gpt\ufffdevil": 1, "mock": 4}
+        [row] = await db.spend(SpendQuery(group_by="key", model="gpt\x00evil"))
+        assert row["requests"] == 1
+    finally:
+        await ledger.close()
+        await db.close()
