@@ -258,6 +258,27 @@ def test_the_cli_writes_the_report_as_csv(gw: RunningGateway, admin: AdminClient
     assert bad.value.status == 400 and "format" in bad.value.message
 
 
+def test_the_cli_warns_when_the_csv_was_cut_and_filters_by_model(gw: RunningGateway, admin: AdminClient) -> None:
+    key = setup_key(admin, "cut-co")
+    client = _client(gw, key["key"])
+    for model in ("mock", "mock-large"):
+        client.chat.completions.create(**{**chat_body("one"), "model": model})
+    key_spend(admin, key["id"], requests=2)
+    env = {"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER}
+    cut = CliRunner().invoke(cli, ["spend", "--group-by", "model", "--tenant", "cut-co", "--csv", "--limit", "1"],
+                             env=env)
+    assert cut.exit_code == 0, cut.output
+    assert len(list(csv.DictReader(io.StringIO(cut.stdout)))) == 1
+    assert "warning: more rows than the CSV holds" in cut.stderr
+    mock = CliRunner().invoke(cli, ["spend", "--group-by", "model", "--tenant", "cut-co", "--csv", "--model",
+                                    "mock"], env=env)
+    assert mock.exit_code == 0 and mock.stderr == "", mock.output
+    assert [r["model"] for r in csv.DictReader(io.StringIO(mock.stdout))] == ["mock"]
+    with pytest.raises(AdminError) as typo:
+        admin.get("/admin/spend", tenant="cut-co", **{"from": "2026-11-01"})
+    assert typo.value.status == 400 and typo.value.body["error"]["param"] == "from"
+
+
 def test_streams_are_charged_even_when_the_client_did_not_ask_for_usage(gw: RunningGateway,
                                                                        admin: AdminClient) -> None:
     key = setup_key(admin, "stream-co")
