@@ -103,3 +103,17 @@ def test_reasoning_effort_refusals_are_openais(client: openai.OpenAI, ups: Upstr
     assert isinstance(warm.value.body, dict) and warm.value.body["param"] == "temperature"
     assert "Only the default (1) value is supported" in warm.value.body["message"]
     assert ups.anthropic.traffic.requests == 0
+
+
+@pytest.mark.parametrize("effort", [["high"], {"effort": "high"}, 2, True])
+def test_reasoning_effort_of_another_type_is_openais_400(client: openai.OpenAI, ups: Upstreams, effort: Any) -> None:
+    # a list or an object was a 500 (unhashable in the adapter's effort look-up); a number or a bool only
+    # failed once the call reached the Anthropic adapter
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}],
+                                           reasoning_effort=effort, stream=stream)
+        body = err.value.body
+        assert isinstance(body, dict) and body["type"] == "invalid_request_error"
+        assert (body["param"], body["code"]) == ("reasoning_effort", "invalid_type")
+    assert ups.anthropic.traffic.requests == 0

@@ -188,6 +188,8 @@ class ChatRequest(_Open):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # a string: its value is the upstream's to judge (OpenAI adds efforts); a list or an object was a 500
+    reasoning_effort: str | None = None
 
 
 class CompletionRequest(_Open):

@@ -97,6 +97,10 @@ def test_malformed_custom_tools_name_the_field(extra: dict[str, object], param: 
         ({"top_logprobs": True}, "top_logprobs"),
         ({"stream": 1}, "stream"),
         ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+        ({"reasoning_effort": ["high"]}, "reasoning_effort"),  # a list or an object was a 500 (unhashable)
+        ({"reasoning_effort": {"effort": "high"}}, "reasoning_effort"),
+        ({"reasoning_effort": 2}, "reasoning_effort"),
+        ({"reasoning_effort": True}, "reasoning_effort"),
     ],
 )
 def test_json_types_are_strict_as_openai_checks_them(extra: dict[str, object], param: str) -> None:
@@ -108,7 +112,8 @@ def test_json_types_are_strict_as_openai_checks_them(extra: dict[str, object], p
 
 def test_whole_numbers_still_pass_as_numbers() -> None:
     validate_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 1, "top_p": 1,
-                   "presence_penalty": 0, "max_tokens": 5, "n": 1, "logprobs": True, "top_logprobs": 0})
+                   "presence_penalty": 0, "max_tokens": 5, "n": 1, "logprobs": True, "top_logprobs": 0,
+                   "reasoning_effort": "xhigh"})  # an effort's value is the upstream's to judge
     validate_completion({"model": "m", "prompt": [[1, 2]], "max_tokens": 3, "temperature": 0})
     validate_embeddings({"model": "e", "input": [1, 2, 3], "dimensions": 3})
     with pytest.raises(errors.InvalidRequest):

@@ -30,11 +30,10 @@ from typing import Any
 import orjson
 
 from aigw.errors import InvalidRequest
-from aigw.providers.anthropic.thinking import apply_reasoning_effort
+from aigw.providers.anthropic.thinking import DEFAULT_MAX_TOKENS, apply_reasoning_effort
 from aigw.schema.anthropic import BETA_KEY, beta_values
 from aigw.types import JSON
 
-DEFAULT_MAX_TOKENS = 4096
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
 _NO_CUSTOM = ("anthropic models do not support {what}: Anthropic tools take JSON input, with no free-text "
