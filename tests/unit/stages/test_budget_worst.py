@@ -14,7 +14,7 @@ from aigw.config.models import Deployment, GatewayConfig, Prices
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages import budget
-from aigw.pipeline.tenancy import SERVICE
+from aigw.pipeline.tenancy import ESTIMATE, SERVICE
 from aigw.providers.anthropic.translate_response import to_canonical_usage
 from aigw.stores.base import NANO, Limits, to_nano
 from tests.unit.pipeline.test_tenancy_stages import _ctx, _services
@@ -136,3 +136,105 @@ def test_the_cap_applies_only_when_every_deployment_that_may_serve_the_model_has
     bigger = _stage(LONG_ANSWERS, uncapped)  # a known cap above the default is reserved all the same
     assert bigger.worst_case_nano(_unbounded_ctx(Limits())) == _stage(LONG_ANSWERS).worst_case_nano(
         _unbounded_ctx(Limits()))
+
+
+# $1 / $10 per million: a reasoning call's worst case is mostly its output
+CLAUDE = Deployment(name="claude", provider="anthropic", model="claude-sonnet-4-5", id="claude#0",
+                    prices=Prices(input_per_mtok=1, output_per_mtok=10))
+GPT = Deployment(name="gpt", provider="openai", model="gpt-4o", id="gpt#0", prices=Prices(input_per_mtok=1,
+                                                                                          output_per_mtok=10))
+
+
+def _thinking_worst(stage: budget.BudgetStage, model: str = "claude", metadata: dict[str, Any] | None = None,
+                    **body: object) -> int:
+    """The worst case of a 50-token prompt to ``model`` (output tokens x $10/M + $1/M a prompt token)."""
+    ctx = _ctx(body={"model": model, "messages": [{"role": "user", "content": "think"}], **body})
+    ctx.model = model
+    if metadata is not None:
+        from aigw.http.key_lookup import principal_for
+        from aigw.stores.base import ApiKey, Grant, Project, Tenant
+
+        key = ApiKey(id="k1", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-abcd", metadata=metadata)
+        ctx.principal = principal_for(Grant(key, Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t")))
+    ctx.state[ESTIMATE] = 50
+    return stage.worst_case_nano(ctx)
+
+
+def _nano(out: int) -> int:
+    return (50 * 1 + out * 10) * 1000
+
+
+@pytest.mark.parametrize(("effort", "out"), [("high", 16384 + 4096), ("medium", 4096 + 4096), ("low", 1024 + 4096),
+                                             ("minimal", 4096), ("none", 4096)])
+def test_a_reasoning_call_without_max_tokens_reserves_the_max_tokens_a_thinking_deployment_is_sent(
+        effort: str, out: int) -> None:
+    # the Anthropic adapter sends the thinking budget on top of its 4,096: reserved at 4,096 alone, concurrent
+    # reasoning calls to a key with a small budget were admitted together and settled far above it
+    stage = _stage(CLAUDE)
+    assert _thinking_worst(stage, reasoning_effort=effort) == _nano(out)
+    assert _thinking_worst(stage) == _nano(4096)  # without an effort: as before
+    assert _thinking_worst(stage, reasoning_effort=effort, max_tokens=3000) == _nano(3000)  # the client's max
+
+
+def test_deployments_that_do_not_think_reserve_a_reasoning_call_as_before() -> None:
+    old = CLAUDE.model_copy(update={"model": "claude-3-5-haiku-20241022"})  # refused: reasoning_effort
+    for deployment in (GPT.model_copy(update={"name": "claude"}), old):
+        assert _thinking_worst(_stage(deployment), reasoning_effort="high") == _nano(4096)
+
+
+def test_an_output_cap_bounds_the_thinking_reservation_and_a_larger_one_wins() -> None:
+    capped = CLAUDE.model_copy(update={"max_output_tokens": 8192})  # the upstream writes no more (a 400 above)
+    assert _thinking_worst(_stage(capped), reasoning_effort="high") == _nano(8192)
+    roomy = CLAUDE.model_copy(update={"max_output_tokens": 64_000})  # a call without max_tokens reserves the cap
+    assert _thinking_worst(_stage(roomy), reasoning_effort="high") == _nano(64_000)
+    # a deployment without a cap beside it: the cap no longer bounds the thinking deployment's max_tokens
+    assert _thinking_worst(_stage(capped, GPT.model_copy(update={"name": "claude", "id": "claude#1"})),
+                           reasoning_effort="high") == _nano(16384 + 4096)
+
+
+def test_a_model_that_may_reach_a_thinking_deployment_reserves_its_max_tokens() -> None:
+    from aigw.config.models import ModelRouting
+    from aigw.routing.router import Router, Target
+    from tests.unit.routing.fakes import Scripted
+
+    def stage_for(routing: dict[str, ModelRouting], guardrails: dict[str, Any] | None = None) -> budget.BudgetStage:
+        svc = _services()
+        svc.prices = PriceBook([GPT, CLAUDE])
+        router = Router([Target(d, Scripted(d.model)) for d in (GPT, CLAUDE)], routing=routing)
+        deps = StageDeps(config=GatewayConfig(models=[GPT, CLAUDE], guardrails=guardrails), router=router)
+        deps.services[SERVICE] = svc
+        built = budget.build(deps)
+        assert isinstance(built, budget.BudgetStage)
+        return built
+
+    high = _nano(16384 + 4096)
+    assert _thinking_worst(stage_for({}), "gpt", reasoning_effort="high") == _nano(4096)
+    # gpt's outage sends its calls down the chain to claude, which thinks
+    falls_back = stage_for({"gpt": ModelRouting(fallbacks=["claude"])})
+    assert _thinking_worst(falls_back, "gpt", reasoning_effort="high") == high
+    # a configured rule, or a key's own, may route gpt's call to claude after the reservation
+    route = [{"name": "deep", "match": {"model": "gpt", "keywords": ["prove"]}, "route": "claude"}]
+    assert _thinking_worst(stage_for({}, {"rules": route}), "gpt", reasoning_effort="high") == high
+    ruled = stage_for({}, {"rules": [{"name": "ping", "match": {"keywords": ["ping"]}, "respond": "pong"}]})
+    assert _thinking_worst(ruled, "gpt", {"team": "x"}, reasoning_effort="high") == _nano(4096)
+    assert _thinking_worst(ruled, "gpt", {"guardrails": {"rules": route}}, reasoning_effort="high") == high
+
+
+async def test_reasoning_calls_in_flight_together_cannot_overrun_a_small_budget() -> None:
+    stage = _stage(CLAUDE)
+    full = _nano(16384 + 4096)  # a call that thinks and answers to its max_tokens
+    limits = Limits(budget_usd=2.5 * full / NANO, budget_period="total")
+    ctxs = []
+    for _ in range(6):
+        ctx = _ctx(limits, body={"model": "claude", "messages": [{"role": "user", "content": "think"}],
+                                 "reasoning_effort": "high"})
+        ctx.model, ctx.state[ESTIMATE] = "claude", 50
+        ctxs.append(ctx)
+    outcomes = await asyncio.gather(*(stage.on_request(c) for c in ctxs), return_exceptions=True)
+    admitted = [c for c, o in zip(ctxs, outcomes, strict=True) if o is None]
+    assert all(isinstance(o, errors.BudgetExceeded) and o.code == "budget_exceeded" for o in outcomes if o is not None)
+    assert len(admitted) == 2  # reserved at 4,096 output tokens, all six were admitted
+    for ctx in admitted:
+        ctx.served_by, ctx.usage = CLAUDE, {"prompt_tokens": 50, "completion_tokens": 16384 + 4096}
+        await stage.on_finish(ctx)
+    assert await stage.svc.budgets.spent(stage.plan(ctxs[0])[0][0], 0.0) == 2 * full <= limits.budget_usd * NANO  # type: ignore[operator]

@@ -1,7 +1,8 @@
 """Budgets: reserve the worst-case cost before the call, settle to the real cost after.
 
 The worst case is the prompt (an estimate that errs high) plus ``max_tokens`` (or, without it,
-the model's ``max_output_tokens``, else ``tenancy.default_max_tokens``), plus its per-request price and
+the model's ``max_output_tokens``, else ``tenancy.default_max_tokens``; with ``reasoning_effort``, at least
+the ``max_tokens`` an adapter that thinks sends), plus its per-request price and
 the web searches it may run, at the dearest deployment of the model: at its long-context rates when the
 estimate is over a deployment's threshold, and at its priority rates when the client asks for
 ``service_tier: priority`` (or ``fast``). It is
@@ -43,6 +44,7 @@ from aigw.pipeline.stages.budget_worst import (
     joined,
     output_caps,
     output_tokens,
+    thinking_tokens,
     web_searches,
     worst_rates,
 )
@@ -63,6 +65,7 @@ from aigw.pipeline.tenancy import (
     prompt_estimate,
     refused,
 )
+from aigw.providers.anthropic.thinking import thinks
 from aigw.stores.base import NANO, Reservation, Scope, window_of
 from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import JSON, Clock
@@ -89,10 +92,11 @@ class BudgetStage(Stage):
 
     def __init__(self, svc: TenancyServices, clock: Clock, prices_by_model: dict[str, list[Price]],
                  policies: Policies | None = None, image_bounds: dict[str, tuple[int, int]] | None = None,
-                 caps: dict[str, Caps] | None = None) -> None:
+                 caps: dict[str, Caps] | None = None, thinks: frozenset[str] = frozenset()) -> None:
         self.svc = svc
         # per model, the output caps of the deployments that may serve it (its own, routed and fallbacks')
         self._caps = caps or {}
+        self._thinks = thinks  # the models a deployment that thinks may serve (its own, routed or fallbacks')
         # per model, the largest image bounds (low, other) of the upstreams it may be served by, where they are
         # above the common ones (gpt-4o-mini's tiles); models without such an upstream are absent
         self._image_bounds = image_bounds or {}
@@ -133,7 +137,12 @@ class BudgetStage(Stage):
             caps = self._caps.get(model, NO_CAPS)
             for target in targets:  # a key's own rules may route to a model with another cap (rare)
                 caps = joined(caps, self._caps.get(target, NO_CAPS))
-            out = output_tokens(asked, caps, self.svc.config.default_max_tokens) * answers(ctx.endpoint, body)
+            out = output_tokens(asked, caps, self.svc.config.default_max_tokens)
+            if not asked and body.get("reasoning_effort") is not None and self._may_think(ctx, targets):
+                # thinking raises max_tokens by its budget (high: 16,384 + 4,096): reserved at the default alone,
+                # concurrent reasoning calls together overran a small budget
+                out = max(out, thinking_tokens(body, caps, self.svc.config.default_max_tokens))
+            out *= answers(ctx.endpoint, body)
         if routed:  # a key's own rules may route elsewhere (rare): worked out per request
             own = self._prices.get(model) or [self.svc.prices.for_model(model) or Price()]
             rates = worst_rates([p.rates_for(prompt, dearer) for p in [*own, *routed]], write)
@@ -150,6 +159,11 @@ class BudgetStage(Stage):
         if rates.per_search and ctx.endpoint == "chat":  # searches the upstream may run and bill beside tokens
             fees += rates.per_search * web_searches(body)
         return round((prompt * rates.per_in + out * rates.per_out) * 1000 + fees * 1e9)
+
+    def _may_think(self, ctx: RequestContext, targets: Sequence[str]) -> bool:
+        """Whether a deployment that thinks may serve the chat call (or a model a key's rule routes it to)."""
+        thinking = self._thinks
+        return ctx.endpoint == "chat" and (ctx.model in thinking or any(t in thinking for t in targets))
 
     def _rates_for(self, model: str, prompt: int, tier: str | None, write: str = "") -> Rates:
         """The worst rates of a long prompt, a dearer tier or a cache write (the rare case: worked out per
@@ -316,6 +330,7 @@ def build(deps: StageDeps) -> Stage | None:
     prices: dict[str, list[Price]] = {}
     bounds: dict[str, list[tuple[int, int]]] = {}
     caps: dict[str, list[int | None]] = {}
+    thinking = {d.name for d in deps.config.models if thinks(d.provider, d.model)}
     for d in deps.config.models:
         prices.setdefault(d.name, []).append(svc.prices.for_deployment(d.id, d.model))
         caps.setdefault(d.name, []).append(d.max_output_tokens)
@@ -335,7 +350,9 @@ def build(deps: StageDeps) -> Stage | None:
     # and a request without max_tokens at the largest output cap of those models' deployments
     out = {model: output_caps([*own, *(c for t in targets[model] for c in caps.get(t, ()))])
            for model, own in caps.items()}
-    stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"), images, out)
+    # and a request with reasoning_effort at the max_tokens of a deployment that thinks, where one may serve it
+    thinking_models = frozenset(m for m in prices if m in thinking or not thinking.isdisjoint(targets[m]))
+    stage = BudgetStage(svc, deps.clock, prices, policies_for(deps, "rules"), images, out, thinking_models)
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     svc.budget_more = stage.reserve_more  # lets the output stage reserve its retry
     return stage

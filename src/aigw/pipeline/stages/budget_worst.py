@@ -1,8 +1,9 @@
 """The budget's worst case of one request, as pure functions of its body and its prices.
 
 Kept apart from the stage (``budget.py``), which only puts them together: how many answers a body may
-generate, which rates its prompt may be billed at, and what it may cost beyond its tokens (per-request
-fees and server-side web searches), so that the reservation covers every charge the settle may add.
+generate and how long (a deployment that thinks raises ``max_tokens`` by the thinking budget), which rates its
+prompt may be billed at, and what it may cost beyond its tokens (per-request fees and server-side web
+searches), so that the reservation covers every charge the settle may add.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import NamedTuple
 
 from aigw.accounting.pricing import Price
 from aigw.accounting.tokens import prompt_items
+from aigw.providers.anthropic.thinking import sent_max_tokens
 from aigw.schema.anthropic import PRIVATE_KEY
 from aigw.types import JSON
 
@@ -48,6 +50,13 @@ def output_tokens(asked: int, caps: Caps, default: int) -> int:
     if asked:
         return asked if every is None else min(asked, every)
     return every if every is not None else max(default, largest)
+
+
+def thinking_tokens(body: JSON, caps: Caps, default: int) -> int:
+    """The most output tokens one answer may bill where a deployment that thinks may serve ``body`` (which
+    sets no max and asks for ``reasoning_effort``): the ``max_tokens`` its adapter sends, thinking budget
+    included, at most the cap every deployment has (as ``output_tokens`` treats a client's max)."""
+    return output_tokens(sent_max_tokens(body), caps, default)
 
 
 class Rates(NamedTuple):
