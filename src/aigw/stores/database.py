@@ -36,6 +36,13 @@ class AmbiguousName(LookupError):
 
 
 BUDGETED_PAGE = 2000  # rows a reseed reads at a time (``_budgeted``)
+HASHES_PAGE = 5000  # rows ``key_hashes`` reads at a time when it reads every key
+# ``key_hashes``' next ``since`` is this much before its read: a key whose write took its stamp just before
+# the read but was committed after it is read by the next call
+HASHED_OVERLAP_S = 5.0
+# the database's own clock, in seconds since the epoch: one clock for every replica's stamps
+_NOW_SQL = {"sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+            "postgres": "(extract(epoch from clock_timestamp())::double precision)"}
 
 
 def _limits_json(lim: Limits) -> str:
@@ -107,6 +114,8 @@ class SqlDatabase:
         self.sql: Sql = sql
         self.kind: str = sql.dialect
         self._migrations = migrations_package
+        # a write of a key's secret stamps when, by the database's clock (``key_hashes(since)`` reads by it)
+        self._key_stamp = {"key_hash": f"hashed_at = {_NOW_SQL[self.kind]}"}
 
     async def open(self) -> None:
         await self.sql.open()  # type: ignore[attr-defined]
@@ -220,7 +229,8 @@ class SqlDatabase:
     # -- keys ----------------------------------------------------------------------
     async def add_key(self, k: ApiKey) -> None:
         await self.sql.execute(
-            f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({_KEY_COLS}, hashed_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_NOW_SQL[self.kind]})",
             k.id, k.tenant_id, k.project_id, k.key_hash, k.prefix, k.name,
             _j(k.allowed_models) if k.allowed_models is not None else None, _limits_json(k.limits), k.expires_at,
             int(k.enabled), k.role, _j(k.metadata), k.created_at, k.revoked_at, k.previous_hash, k.previous_until,
@@ -247,11 +257,12 @@ class SqlDatabase:
         """Write ``columns`` of ``k`` (None: all): a call writes what it changed only, so a change another call
         saved meanwhile (a revoke, a rotation) is not undone. A revocation is never undone, nor, by a
         ``tenant_admin``, a disabling by the master key."""
-        await self.sql.execute(*update_sql("api_keys", _key_values(k), columns, k.id, tenant_admin))
+        await self.sql.execute(*update_sql("api_keys", _key_values(k), columns, k.id, tenant_admin, self._key_stamp))
 
     async def update_key(self, key_id: str, change: Callable[[ApiKey], Collection[str]],
                          tenant_admin: bool = False) -> tuple[ApiKey, ApiKey] | None:
-        return await locked_update(self.sql, "api_keys", key_id, _key, _key_values, change, tenant_admin)
+        return await locked_update(self.sql, "api_keys", key_id, _key, _key_values, change, tenant_admin,
+                                   self._key_stamp)
 
     async def grant_by_hash(self, key_hash: str) -> Grant | None:
         row = await fetchone(self.sql, _GRANT_SQL, key_hash, key_hash)
@@ -261,6 +272,24 @@ class SqlDatabase:
         previous = key.key_hash != key_hash  # the secret before the last rotation: usable in its grace only
         return Grant(key=key, project=_project(row, "p_"), tenant=_tenant(row, "t_"),
                      until=(key.previous_until or 0.0) if previous else None)
+
+    async def key_hashes(self, since: float | None) -> tuple[list[str], float]:
+        """Every key's hashes (``since`` None: a page of rows at a time, the event loop gets its turn between
+        them), or those of keys whose secret was set (``hashed_at``, the database's clock) since ``since``."""
+        row = await fetchone(self.sql, f"SELECT {_NOW_SQL[self.kind]} AS now")
+        mark = float(row["now"] if row else 0.0) - HASHED_OVERLAP_S
+        if since is not None:  # a few rows, by the index on hashed_at
+            rows = await self.sql.fetch("SELECT key_hash, previous_hash FROM api_keys WHERE hashed_at >= ?", since)
+            return _hashes(rows), mark
+        out: list[str] = []
+        after = ""
+        while True:
+            rows = await self.sql.fetch("SELECT id, key_hash, previous_hash FROM api_keys WHERE id > ? ORDER BY id "
+                                        f"LIMIT {HASHES_PAGE}", after)
+            out += _hashes(rows)
+            if len(rows) < HASHES_PAGE:
+                return out, mark
+            after = rows[-1]["id"]
 
     async def scope_spend(self, kind: str, ident: str, period: Period, now: float) -> int:
         """Spend of one key, project or tenant in the current ``period`` window, from the rollups."""
@@ -333,6 +362,10 @@ def open_database(url: str) -> SqlDatabase:
 
         return SqlDatabase(PostgresSql(url), "aigw.stores.postgres")
     raise ValueError(f"database_url must start with sqlite: or postgresql:, got {url.split(':', 1)[0]!r}")
+
+
+def _hashes(rows: list[Row]) -> list[str]:
+    return [h for r in rows for h in (r["key_hash"], r["previous_hash"]) if h]
 
 
 def _paged(sql: str, args: list[object], limit: int | None, after: Tenant | Project | ApiKey | None

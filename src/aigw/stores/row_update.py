@@ -10,7 +10,7 @@ applies the change to the row as saved and writes it before the lock is let go: 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from aigw.stores.base import BY_MASTER
@@ -21,10 +21,11 @@ T = TypeVar("T")
 
 async def locked_update(sql: Sql, table: str, ident: str, read: Callable[[Row], T],
                         values: Callable[[T], dict[str, Any]], change: Callable[[T], Collection[str]],
-                        tenant_admin: bool = False) -> tuple[T, T] | None:
+                        tenant_admin: bool = False, stamps: Mapping[str, str] | None = None) -> tuple[T, T] | None:
     """``change`` (pure: no I/O, it runs with the lock held) applied to row ``ident`` of ``table`` as saved now;
     it changes the record and returns the columns it changed, or raises to write nothing. The record before
-    and as saved, or None when there is no such row. A name taken meanwhile raises ``UniqueViolation``."""
+    and as saved, or None when there is no such row. A name taken meanwhile raises ``UniqueViolation``.
+    ``stamps``: as ``update_sql``'s."""
     lock = " FOR UPDATE" if sql.dialect == "postgres" else ""  # SQLite: the transaction holds the file's lock
     async with sql.transaction() as tx:
         row = await fetchone(tx, f"SELECT * FROM {table} WHERE id = ?{lock}", ident)
@@ -35,7 +36,7 @@ async def locked_update(sql: Sql, table: str, ident: str, read: Callable[[Row], 
         if not columns:
             return read(row), item
         try:
-            await tx.execute(*update_sql(table, values(item), columns, ident, tenant_admin))
+            await tx.execute(*update_sql(table, values(item), columns, ident, tenant_admin, stamps))
         except Exception as exc:
             if is_unique_violation(exc):
                 raise UniqueViolation(str(exc)) from exc
@@ -45,11 +46,12 @@ async def locked_update(sql: Sql, table: str, ident: str, read: Callable[[Row], 
 
 
 def update_sql(table: str, values: dict[str, Any], columns: Collection[str] | None, ident: str,
-               tenant_admin: bool = False) -> tuple[Any, ...]:
+               tenant_admin: bool = False, stamps: Mapping[str, str] | None = None) -> tuple[Any, ...]:
     """``UPDATE table SET ... WHERE id = ident`` of ``values`` (only ``columns`` of them, when given): the SQL
     and its arguments. ``revoked_at`` keeps the first revocation (an admin call that read the row before a
     revoke must not clear it); a ``tenant_admin``'s write leaves ``enabled`` and ``disabled_by`` of a row the
-    master key disabled as they are, even one disabled after the call read it."""
+    master key disabled as they are, even one disabled after the call read it. ``stamps``: an assignment with no
+    argument (``hashed_at = <the database's now>``) added when the column it is under is written."""
     names = [c for c in values if columns is None or c in columns]
     if unknown := set(columns or ()) - set(values):
         raise ValueError(f"{table} has no column to save named {sorted(unknown)}")
@@ -61,6 +63,7 @@ def update_sql(table: str, values: dict[str, Any], columns: Collection[str] | No
             return f"{c} = CASE WHEN disabled_by = '{BY_MASTER}' THEN {c} ELSE ? END"
         return f"{c} = ?"
 
-    sets = ", ".join(assign(c) for c in names)
+    extra = [stamp for c, stamp in (stamps or {}).items() if c in names]
+    sets = ", ".join([assign(c) for c in names] + extra)
     sets = sets or "id = id"  # a PATCH of an empty body changes nothing
     return (f"UPDATE {table} SET {sets} WHERE id = ?", *(values[c] for c in names), ident)

@@ -13,9 +13,9 @@ def test_db_upgrade_applies_pending_migrations_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     runner = CliRunner()
     status = runner.invoke(cli, ["db", "status", "--database-url", url])
-    assert status.exit_code == 1 and "pending migrations [1, 2, 3]" in status.output
+    assert status.exit_code == 1 and "pending migrations [1, 2, 3, 4]" in status.output
     first = runner.invoke(cli, ["db", "upgrade", "--database-url", url])
-    assert first.exit_code == 0 and "applied migrations [1, 2, 3]" in first.output
+    assert first.exit_code == 0 and "applied migrations [1, 2, 3, 4]" in first.output
     again = runner.invoke(cli, ["db", "upgrade", "--database-url", url])
     assert again.exit_code == 0 and "up to date" in again.output
     assert runner.invoke(cli, ["db", "status", "--database-url", url]).exit_code == 0

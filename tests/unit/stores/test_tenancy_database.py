@@ -131,6 +131,30 @@ async def test_a_rotated_keys_previous_secret_is_found_with_the_end_of_its_grace
     assert await db.grant_by_hash("h1") is None and await db.grant_by_hash("h1-new") is None
 
 
+async def test_key_hashes_reads_every_key_then_only_the_secrets_set_since(db: SqlDatabase) -> None:
+    """The key filter's set (docs/tenancy.md, "A flood of unknown keys"): one read of every key's hashes, then
+    reads of the keys made or rotated since, by the database's clock (the next ``since`` comes with each read)."""
+    await _seed(db)
+    everything, since = await db.key_hashes(None)
+    assert sorted(everything) == ["h1", "h2"]
+    await db.sql.execute("UPDATE api_keys SET hashed_at = hashed_at - 60")  # made a minute ago
+    assert (await db.key_hashes(since))[0] == []
+    await db.add_key(ApiKey(id="k3", tenant_id="t1", project_id="p1", key_hash="h3", prefix="sk-aigw-cccc",
+                            created_at=NOW))
+    rotated = await db.get_key("k2")
+    assert rotated is not None
+    rotated.key_hash, rotated.previous_hash, rotated.previous_until = "h2-new", "h2", NOW + 60
+    await db.save_key(rotated, {"key_hash", "previous_hash", "previous_until"})
+    revoked = await db.get_key("k1")
+    assert revoked is not None
+    revoked.revoked_at = NOW
+    await db.save_key(revoked, {"revoked_at"})  # no new secret: not read again
+    changed, later = await db.key_hashes(since)
+    assert sorted(changed) == ["h2", "h2-new", "h3"]
+    assert later >= since
+    assert sorted((await db.key_hashes(None))[0]) == ["h1", "h2", "h2-new", "h3"]  # a revoked key's too
+
+
 async def test_a_database_made_before_key_rotation_grace_upgrades_in_place(tmp_path: Path) -> None:
     from aigw.stores.sql import migrations, split_statements
 
@@ -150,7 +174,8 @@ async def test_a_database_made_before_key_rotation_grace_upgrades_in_place(tmp_p
                                 "VALUES ('k1', 't1', 'p1', 'h1', 'sk-aigw-aaaa', 0)")
         await store.sql.execute("INSERT INTO api_keys (id, tenant_id, project_id, key_hash, prefix, created_at, "
                                 "enabled) VALUES ('k2', 't1', 'p1', 'h2', 'sk-aigw-bbbb', 0, 0)")
-        assert await store.migrate() == [2, 3]
+        assert await store.migrate() == [2, 3, 4]
+        assert sorted((await store.key_hashes(None))[0]) == ["h1", "h2"]  # keys made before it: in a full read
         grant = await store.grant_by_hash("h1")
         assert grant is not None and grant.until is None and grant.key.previous_hash is None
         assert grant.key.disabled_by is None and grant.project.disabled_by is None
