@@ -123,7 +123,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
 
         admin_cache.register(app, auth, cache, tenant_of, lambda model: bool(router.targets(model)))
     app.state.update(config=config, router=router, pipeline=pipeline, auth=auth, health=health,
-                     supervisor=supervisor, clients=clients, deps=deps, observability=obs)
+                     supervisor=supervisor, clients=clients, deps=deps, observability=obs, tenancy=tenancy)
 
     openai_api = OpenAIApi(flow, router, debug=config.server.debug_errors)
     app.route("POST", "/v1/chat/completions", openai_api.chat)

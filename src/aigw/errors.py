@@ -35,7 +35,7 @@ failed for a reason its message explains (logged as one line, not a traceback).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class GatewayError(Exception):
@@ -75,8 +75,16 @@ class InvalidRequest(GatewayError):
 
 
 class AuthError(GatewayError):
+    """``reason`` says why, for ``aigw_auth_failures_total`` (never shown to the client): ``missing`` (no key),
+    ``malformed`` (not the shape of any key the gateway makes), ``unknown`` or ``refused`` (a key it knows
+    and cannot use now)."""
+
     kind = "auth"
     status = 401
+
+    def __init__(self, message: str, *, reason: str = "unknown", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
 
 
 class PermissionDenied(GatewayError):

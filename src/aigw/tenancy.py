@@ -23,6 +23,7 @@ from aigw.accounting.tokens import LOCAL_COUNTER
 from aigw.config.models import GatewayConfig
 from aigw.http import admin_api, admin_spend
 from aigw.http.auth import Authenticator
+from aigw.http.key_filter import KeyFilter
 from aigw.http.key_lookup import KeyCache
 from aigw.pipeline.tenancy import SERVICE, TenancyServices
 from aigw.providers.http import HttpClients
@@ -96,8 +97,10 @@ class Tenancy:
         reseed = self._reseed_soon if redis is None and config.server.workers > 1 else None
         self._reseeding: asyncio.Task[Any] | None = None
         self._reseed_again = False
+        self.key_filter = KeyFilter(self.db, self.clock, lambda coro, name: supervisor.spawn(coro, name=name),
+                                    self.cfg.unknown_key_reads_per_s, min(self.cfg.key_refresh_s, 0.25))
         self.keys = KeyCache(self.db, version, self.clock, self.cfg.key_refresh_s, self.cfg.key_cache_size,
-                             on_move=reseed)
+                             on_move=reseed, key_filter=self.key_filter)
         self._ledger_writer = _ledger_writer(config, self.db)
         self.ledger = Ledger(self._ledger_writer or self.db,
                              self.cfg.ledger.model_copy(update={"spill_file": _spill_path(config)}))
@@ -193,6 +196,7 @@ class Tenancy:
                     log.warning("budget counters cannot be checked or seeded (%s: %s)", type(exc).__name__, exc)
 
     async def stop(self) -> None:
+        await self.key_filter.stop()
         for task in (self._seeding, self._reseeding):
             if task is not None:
                 task.cancel()
@@ -328,7 +332,7 @@ class Tenancy:
     def register_routes(self, app: Any, auth: Authenticator) -> admin_api.AdminApi:
         """The admin routes of tenants, projects, keys and spend; their API, for others that name tenants."""
         api = admin_api.AdminApi(self.db, self.version, self.clock, self.keys.invalidate, self._budget_changed,
-                                 self.keys.owe_bump, self._key_revoked)
+                                 self.keys.owe_bump, self._key_revoked, self.key_filter.add)
         admin_api.register(app, auth, api)
         admin_spend.register(app, auth, admin_spend.SpendApi(api))
         return api

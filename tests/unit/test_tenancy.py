@@ -107,7 +107,7 @@ async def test_a_database_that_needs_migrations_stops_the_start_with_one_line(tm
     })
     tenancy = Tenancy(config, None, Supervisor(), HttpClients())
     try:
-        with pytest.raises(StartupError, match=r"needs migrations \[1, 2, 3\]: run `aigw db upgrade`"):
+        with pytest.raises(StartupError, match=r"needs migrations \[1, 2, 3, 4\]: run `aigw db upgrade`"):
             await tenancy.start()
     finally:
         await tenancy.db.close()

@@ -57,5 +57,8 @@ class TenancyConfig(_Strict):
     # everywhere within about this interval plus one lookup.
     key_refresh_s: float = Field(default=0.25, gt=0, le=5)
     key_cache_size: int = Field(default=100_000, ge=100)
+    # Database reads a second, per process, of well-formed keys the key cache does not hold; past it the set
+    # of every key's hash answers (docs/tenancy.md, "A flood of unknown keys"). 0: the set answers every one.
+    unknown_key_reads_per_s: float = Field(default=20.0, ge=0)
     migrate_on_start: bool | None = None  # None: yes for SQLite, no for PostgreSQL (`aigw db upgrade`)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)

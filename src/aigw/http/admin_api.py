@@ -89,7 +89,8 @@ BudgetChanged = Callable[[BudgetChange], Awaitable[None]]
 class AdminApi:
     def __init__(self, db: Database, version: KeyVersion, clock: Clock, on_change: Callable[[], None],
                  on_budget: BudgetChanged | None = None, on_bump_failed: Callable[[], None] | None = None,
-                 on_revoke: Callable[[ApiKey], Awaitable[None]] | None = None) -> None:
+                 on_revoke: Callable[[ApiKey], Awaitable[None]] | None = None,
+                 on_new_secret: Callable[[str], None] | None = None) -> None:
         self.db = db
         self.version = version
         self.clock = clock
@@ -98,6 +99,7 @@ class AdminApi:
         # a budget added or changed mid-window: its counter starts from what the window has spent already
         self._on_budget = on_budget
         self._on_revoke = on_revoke  # a revoked key (each change of one): its budget counters can go
+        self._on_new_secret = on_new_secret  # a secret's hash made here: this replica's key filter knows it at once
 
     async def _budget_changed(self, req: HttpRequest, change: BudgetChange) -> None:
         """Any PATCH that leaves a budget set seeds it (seeding only raises, so a repeated call is harmless
@@ -265,6 +267,8 @@ class AdminApi:
         if (own := await self._own_key(p)) is not None:
             check_within(own, k)
         await self.db.add_key(k)  # no version bump: a fresh random secret cannot be cached anywhere yet
+        if self._on_new_secret is not None:
+            self._on_new_secret(k.key_hash)
         return 201, key_out(k, secret)
 
     async def list_keys(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
@@ -306,6 +310,8 @@ class AdminApi:
         if saved is None:
             raise _not_found("key", ident)
         before, k = saved
+        if secret is not None and self._on_new_secret is not None:
+            self._on_new_secret(hash_secret(secret))
         if k.revoked_at is None:
             await self._budget_changed(req, BudgetChange("key", k.id, k.tenant_id, before.limits, k.limits,
                                                          req.request_id))

@@ -26,7 +26,7 @@ class AdminDeployments:
             if principal.tenant_id:
                 raise errors.PermissionDenied("Deployments are visible to the master key only.")
         except errors.GatewayError as err:
-            self.auth.refused("admin", err.status)
+            self.auth.refused("admin", err.status, err)
             await send_json(send, err.status, error_body(err), headers)
             return
         body = {"object": "list", "data": deployment_report(self.router), "shared_state": shared_report(self.router)}

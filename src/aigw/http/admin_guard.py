@@ -78,7 +78,7 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
             principal = await auth.require_admin(req.headers)
             status, body = await fn(req, principal)
         except errors.GatewayError as err:
-            auth.refused("admin", err.status)
+            auth.refused("admin", err.status, err)
             await send_json(send, err.status, error_body(err), headers)
             return
         except Exception as exc:  # a database error, say: a clean 500, logged, never a stack trace

@@ -155,7 +155,7 @@ async def _answer(req: HttpRequest, send: Send, work: Callable[[HttpRequest], Aw
     try:
         body = await work(req)
     except errors.GatewayError as err:
-        auth.refused("admin", err.status)
+        auth.refused("admin", err.status, err)
         await send_json(send, err.status, error_body(err), headers)
         return
     except Exception as exc:

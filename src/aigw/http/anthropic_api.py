@@ -125,7 +125,7 @@ class AnthropicApi:
                                       param="model", code="model_not_found")
             check_model_allowed(principal, model)
         except errors.GatewayError as err:
-            self.flow.auth.refused("count_tokens", await send_error(send, self.format, err, req.request_id))
+            self.flow.auth.refused("count_tokens", await send_error(send, self.format, err, req.request_id), err)
             return
         # off the event loop: the first count loads the encoding (~0.1 s), a long prompt takes milliseconds
         tokens = await asyncio.to_thread(_input_tokens, canonical)

@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aigw import errors
+from aigw.http.key_filter import THROTTLED
 from aigw.pipeline.context import Principal
+from aigw.stores.keygen import well_formed
 
 if TYPE_CHECKING:
     from aigw.observability.metrics import RouteGroup
@@ -20,7 +22,18 @@ if TYPE_CHECKING:
 KeyLookup = Callable[[str], Awaitable[Principal | None]]
 CachedKeyLookup = Callable[[str], Principal | None]  # answers from memory only; None = ask ``KeyLookup``
 KeyRefusal = Callable[[str], str | None]  # why a known key was refused (revoked, expired, ...); None = unknown
-Refusals = Callable[["RouteGroup", int], None]  # (route group, 401 or 403): e.g. ``Metrics.auth_failed``
+# (route group, status, reason): e.g. ``Metrics.auth_failed``
+Refusals = Callable[["RouteGroup", int, str], None]
+
+def refusal_reason(err: errors.GatewayError) -> str:
+    """Why a caller was refused, for ``aigw_auth_failures_total``: an ``AuthError``'s reason, ``not_allowed``
+    (403), ``throttled`` (unknown keys past their read budget, 503); "" for what is no refusal of a caller."""
+    if isinstance(err, errors.AuthError):
+        return err.reason
+    if isinstance(err, errors.PermissionDenied):
+        return "not_allowed"
+    return "throttled" if err.code == THROTTLED else ""
+
 
 def presented_key(headers: dict[str, str]) -> str:
     """The key from ``Authorization: Bearer`` or ``x-api-key`` (the Anthropic SDK's header)."""
@@ -42,12 +55,13 @@ class Authenticator:
         self._master_principal = Principal(key_id="master", key_prefix="master", is_admin=True)
         self.on_refused: Refusals | None = None  # set by app.py when metrics are on
 
-    def refused(self, group: RouteGroup, status: int) -> None:
-        """A route outside the pipeline answered ``status``: a 401 or 403 is reported under ``group``, so that
-        someone guessing the master key or an admin key shows. Called on error paths only: a caller let in
-        pays nothing for it. (Inference routes are counted by ``Flow``'s own ``refused``.)"""
-        if (status == 401 or status == 403) and self.on_refused is not None:
-            self.on_refused(group, status)
+    def refused(self, group: RouteGroup, status: int, err: errors.GatewayError) -> None:
+        """A route outside the pipeline answered ``err`` with ``status``: a refused caller (401, 403, or a 503
+        ``key_lookups_throttled``) is reported under ``group`` with its reason, so that someone guessing the
+        master key or an admin key shows. Called on error paths only: a caller let in pays nothing for it.
+        (Inference routes are counted by ``Flow``'s own ``refused``.)"""
+        if self.on_refused is not None and (reason := refusal_reason(err)):
+            self.on_refused(group, status, reason)
 
     @property
     def open(self) -> bool:
@@ -76,14 +90,17 @@ class Authenticator:
         if not key:
             if self.open:
                 return self._master_principal
-            raise errors.AuthError("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+            raise errors.AuthError("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+                                   reason="missing")
         # A key the gateway knows and cannot use (revoked, expired, disabled, rotated past its grace) is refused
         # open or not: the key cache read just above holds its entry, so this costs no database read. An open
         # gateway lets in the rest, secrets it does not know included, as the caller without a key.
-        reason = self._why_refused(key) if self._why_refused is not None else None
-        if reason is None and self.open:
+        why = self._why_refused(key) if self._why_refused is not None else None
+        if why is None and self.open:
             return self._master_principal
-        raise errors.AuthError(reason or "Invalid API key.")
+        if why is not None:
+            raise errors.AuthError(why, reason="refused")
+        raise errors.AuthError("Invalid API key.", reason="unknown" if well_formed(key) else "malformed")
 
     async def require_admin(self, headers: dict[str, str]) -> Principal:
         principal = await self.authenticate(headers)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aigw import errors
-from aigw.http.auth import Authenticator
+from aigw.http.auth import Authenticator, refusal_reason
 from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import ClientGone, Headers, header_list, send_bytes, send_frames_whole, send_json, send_stream
@@ -62,7 +62,8 @@ class ApiFormat(Protocol):
         ...
 
 
-Refused = Callable[[str, int, float], None]  # (api, status, seconds since arrival): a refusal before any caller
+# (api, status, seconds since arrival, why the caller was refused or ""): a refusal before any caller
+Refused = Callable[[str, int, float, str], None]
 
 
 class Flow:
@@ -81,6 +82,7 @@ class Flow:
         principal: Principal | None = None
         body: JSON | None = None
         status = 0  # what a request without a context was answered (no finish hook counts it)
+        reason = ""  # why it was refused its caller (``refusal_reason``), if it was
         req.scope[CANCEL_ON_DISCONNECT] = True  # a client gone before its answer stops the upstream call too
         try:
             principal = self.auth.known(req.headers) or await self.auth.authenticate(req.headers)
@@ -133,6 +135,8 @@ class Flow:
                 ctx = _refused(req, api, endpoint, principal, body)  # a model it may not use): metered and billed
             if ctx is not None:
                 ctx.error = err
+            else:
+                reason = refusal_reason(err)
             status = await send_error(send, api, err, req.request_id,
                                       ctx.response_headers if ctx is not None else None)
         except Exception as exc:
@@ -147,7 +151,7 @@ class Flow:
                 if self.pipeline.finishes:
                     await self.pipeline.finish(ctx)
             elif status and self.refused is not None:  # no key, a refused key: seen in metrics all the same
-                self.refused(api.name, status, time.monotonic() - req.arrived)
+                self.refused(api.name, status, time.monotonic() - req.arrived, reason)
 
     async def _caller(self, req: HttpRequest) -> Principal | None:
         """Who sent a request whose client left while its key was being looked up (None: nobody known)."""

@@ -7,6 +7,11 @@ tenant bumps a version counter (in Redis when configured, else in the
 database); each replica polls it every ``key_refresh_s`` (0.25 s by default)
 and drops its cache when it moves, so a revoked key stops working on every
 replica within about that interval. Expiry is checked on every use.
+
+A secret that is not the shape of our keys is never read. A well-formed one no entry holds is read through the
+``KeyFilter`` (``key_filter.py``): a flood of made-up keys costs a bounded number of reads. A key this
+replica held before the cache was last dropped is read without asking it (all of them at once, just after
+a version move, are no flood).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from aigw import errors
+from aigw.http.key_filter import KeyFilter
 from aigw.pipeline.context import Principal
 from aigw.pipeline.tenancy import scopes_of
 from aigw.stores.base import Grant, KeyVersion, TenancyStore
-from aigw.stores.keygen import KEY_PREFIX, hash_secret
+from aigw.stores.keygen import hash_secret, well_formed
 from aigw.types import Clock
 
 log = logging.getLogger("aigw.auth")
@@ -68,8 +74,12 @@ def refusal(grant: Grant, now: float) -> str:
 
 class KeyCache:
     def __init__(self, store: TenancyStore, version: KeyVersion, clock: Clock, refresh_s: float = 0.25,
-                 max_size: int = 100_000, on_move: Callable[[], None] | None = None) -> None:
+                 max_size: int = 100_000, on_move: Callable[[], None] | None = None,
+                 key_filter: KeyFilter | None = None) -> None:
         self._store = store
+        self.filter = key_filter  # None: every well-formed secret not held is read (tests of the cache alone)
+        # the hashes of keys held before the cache was last dropped: read again without asking the filter
+        self._known: set[str] = set()
         # told when the version moves (a change made here or by another process), once the cache is dropped: it
         # starts what the change means for this process's own state (budget counters) and returns at once.
         # Never awaited before the drop: a revoked key must stop within a poll, however long that work takes.
@@ -96,12 +106,15 @@ class KeyCache:
         self._bump_owed = False  # a change this replica saved but could not announce: ``watch`` retries it
 
     async def lookup(self, presented: str) -> Principal | None:
-        if not presented.startswith(KEY_PREFIX):
+        if not well_formed(presented):  # no key of ours: nothing to read
             return None
         digest = hash_secret(presented)
         while digest not in self._cache:
             joined = self._reading.get(digest)
             if joined is None or joined[1] != self._generation:  # none, or begun before a change: not ours to use
+                if (self.filter is not None and digest not in self._known
+                        and not await self.filter.admits(digest)):
+                    return None  # no key (the filter's set says so): nothing read, nothing cached
                 return self._usable(await self._read(digest))
             reading = joined[0]
             # another call reads this key already (a busy key just after the version moved): its answer is ours,
@@ -153,7 +166,7 @@ class KeyCache:
         asks ``lookup``, which reads the store or gives the refusal."""
         entry = self._presented.get(presented)
         if entry is None:
-            if not presented.startswith(KEY_PREFIX):
+            if not well_formed(presented):
                 return None
             entry = self._cache.get(hash_secret(presented))
             if entry is None:
@@ -172,7 +185,7 @@ class KeyCache:
     def why_refused(self, presented: str) -> str | None:
         """The reason a key ``lookup`` just refused exists but is unusable (revoked, expired, disabled), from
         memory; None for a secret the gateway does not know."""
-        if not presented.startswith(KEY_PREFIX):
+        if not well_formed(presented):
             return None
         digest = hash_secret(presented)
         entry = self._cache.get(digest)
@@ -181,6 +194,9 @@ class KeyCache:
         return refusal(entry[0], self._clock.now()) if entry is not None else None
 
     def invalidate(self) -> None:
+        held = {digest for digest, entry in self._cache.items() if entry is not None}
+        known = self._known | held
+        self._known = known if len(known) <= self._max else held
         self._generation += 1
         self._cache.clear()
         self._presented.clear()

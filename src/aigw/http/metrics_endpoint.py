@@ -31,7 +31,7 @@ class MetricsEndpoint:
                 if principal.tenant_id:  # a tenant admin: every tenant's series are not its to read
                     raise errors.PermissionDenied("Metrics are visible to the master key only.")
             except errors.GatewayError as err:
-                self.auth.refused("metrics", err.status)
+                self.auth.refused("metrics", err.status, err)
                 await send_json(send, err.status, error_body(err))
                 return
         await send_text(send, 200, self.metrics.render(), _TYPE)

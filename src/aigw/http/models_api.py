@@ -44,7 +44,7 @@ class ModelsApi:
             body = _anthropic_page(names, req.query) if api is self.anthropic else \
                 {"object": "list", "data": [self._openai_card(m) for m in names]}
         except errors.GatewayError as err:
-            self.auth.refused("models", await send_error(send, api, err, req.request_id))
+            self.auth.refused("models", await send_error(send, api, err, req.request_id), err)
             return
         await send_json(send, 200, body, _headers(api, req.request_id))
 
@@ -57,7 +57,7 @@ class ModelsApi:
                 raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
                                       param="model", code="model_not_found")
         except errors.GatewayError as err:
-            self.auth.refused("models", await send_error(send, api, err, req.request_id))
+            self.auth.refused("models", await send_error(send, api, err, req.request_id), err)
             return
         card = _anthropic_card(model) if api is self.anthropic else self._openai_card(model)
         await send_json(send, 200, card, _headers(api, req.request_id))

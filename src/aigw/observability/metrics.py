@@ -41,8 +41,11 @@ NONE = "none"
 # Where a caller was refused (401, 403), for aigw_auth_failures_total: the gateway's own names, never a path.
 RouteGroup = Literal["inference", "admin", "models", "count_tokens", "metrics"]
 AUTH_STATUSES = (401, 403)
+# ...and why, by status (the Anthropic API answers `throttled` with 529, its overloaded status: counted as sent)
+AUTH_REASONS = {401: ("missing", "malformed", "unknown", "refused"), 403: ("not_allowed",), 503: ("throttled",)}
+_REASONS = frozenset(r for reasons in AUTH_REASONS.values() for r in reasons)
 
-__all__ = ["AUTH_STATUSES", "CONTENT_TYPE", "Metrics", "RouteGroup", "Sample"]
+__all__ = ["AUTH_REASONS", "AUTH_STATUSES", "CONTENT_TYPE", "Metrics", "RouteGroup", "Sample"]
 
 
 @dataclass(slots=True)
@@ -163,10 +166,12 @@ class Metrics:
             registry=r)
         self.auth_failures_total = Counter(
             "aigw_auth_failures", "Callers refused for their key, by route group (inference, admin, models, "
-            "count_tokens, metrics) and status: 401 no key or one refused, 403 a key not allowed there.",
-            ["route_group", "status"], registry=r)
-        self._auth_failures = {(g, s): self.auth_failures_total.labels(g, str(s))  # at 0 from the start: alerts
-                               for g in get_args(RouteGroup) for s in AUTH_STATUSES  # see the first failure
+            "count_tokens, metrics), status and reason: 401 no key (missing), one not shaped as a key (malformed), "
+            "unknown, or known and unusable (refused); 403 a key not allowed there (not_allowed); 503 or 529 "
+            "unknown keys past their read budget (throttled).", ["route_group", "status", "reason"], registry=r)
+        self._auth_failures = {(g, s, why): self.auth_failures_total.labels(g, str(s), why)  # at 0 from the start:
+                               for g in get_args(RouteGroup) for s, reasons in AUTH_REASONS.items()  # alerts see
+                               for why in reasons  # the first failure
                                if not (g == "inference" and s == 403)}  # a known caller: aigw_rejections_total
         self.events_total = Counter("aigw_events", "Notable events by name (alerts, breaker trips, drops).",
                                     ["event"], registry=r)
@@ -225,20 +230,26 @@ class Metrics:
         if s.rejected:
             self.rejections_total.labels(self.model_label(s.model), s.rejected).inc()
 
-    def refused(self, api: str, status: int, duration_s: float) -> None:
+    def refused(self, api: str, status: int, duration_s: float, reason: str = "") -> None:
         """A request refused before any caller or model was known (no key, a key refused, no such route), so
-        that an attack or a misconfigured client shows: every label is the gateway's own, none the client's."""
+        that an attack or a misconfigured client shows: every label is the gateway's own, none the client's.
+        A refused caller (``reason`` set: see ``auth_failed``) counts in aigw_auth_failures_total too."""
         self.record(Sample(api=api, model="", provider=NONE, deployment=NONE, status=status, duration_s=duration_s,
                            rejected="auth" if status == 401 else ""))
-        if status == 401:
-            self._auth_failures["inference", 401].inc()
+        if reason:
+            self.auth_failed("inference", status, reason)
 
-    def auth_failed(self, group: RouteGroup, status: int) -> None:
-        """A caller refused on a route outside the pipeline (admin API, model list, count_tokens, /metrics), so
-        that someone guessing the master key or an admin key shows. Only 401 and 403 count."""
-        child = self._auth_failures.get((group, status))
-        if child is not None:
-            child.inc()
+    def auth_failed(self, group: RouteGroup, status: int, reason: str) -> None:
+        """A caller refused (``reason``: one of ``AUTH_REASONS``) with ``status``, on a route outside the
+        pipeline (admin API, model list, count_tokens, /metrics) or by ``refused``, so that someone guessing
+        the master key or an admin key, or flooding the gateway with made-up keys, shows."""
+        child = self._auth_failures.get((group, status, reason))
+        if child is None:
+            if reason not in _REASONS:  # only the gateway's own label values
+                return
+            child = self._auth_failures[group, status, reason] = self.auth_failures_total.labels(
+                group, str(status), reason)
+        child.inc()
 
     def attempt(self, model: str, provider: str, deployment: str, outcome: str, seconds: float) -> None:
         """The router: one upstream call ended (``routing.attempts.AttemptHook``). A retried request's failed

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 
 KEY_PREFIX = "sk-aigw-"
 DISPLAY_CHARS = 12  # "sk-aigw-" plus 4 characters of the secret
+TOKEN_BYTES = 24  # random bytes of a secret: 32 base64url characters (no padding) after the prefix
+_SHAPE = re.compile(re.escape(KEY_PREFIX) + "[A-Za-z0-9_-]{" + str(TOKEN_BYTES * 4 // 3) + "}")
 
 
 def new_secret() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(24)
+    return KEY_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def well_formed(secret: str) -> bool:
+    """Whether ``secret`` has the shape ``new_secret`` gives every key (the only kind the database holds):
+    anything else cannot be a virtual key, so it is refused without reading the database."""
+    return _SHAPE.fullmatch(secret) is not None
 
 
 def hash_secret(secret: str) -> str:

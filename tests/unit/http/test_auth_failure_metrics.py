@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aigw.app import build_app
 from aigw.config.load import load_config
 from aigw.http.server import GatewayApp
+from aigw.stores.keygen import new_secret
 
 MASTER = "sk-auth-failures-master"
 COUNT = orjson.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
@@ -68,15 +69,23 @@ async def call(app: GatewayApp, method: str, path: str, body: bytes = b"", key: 
     return int(sent[0]["status"]), orjson.loads(raw) if raw.startswith(b"{") else raw
 
 
-def failures(app: GatewayApp) -> dict[tuple[str, str], float]:
-    """Every ``aigw_auth_failures_total`` series, by (route_group, status), read as a scraper would."""
+def by_reason(app: GatewayApp) -> dict[tuple[str, str, str], float]:
+    """Every ``aigw_auth_failures_total`` series, by (route_group, status, reason), read as a scraper would."""
     text = app.state["observability"].metrics.render().decode()
-    out: dict[tuple[str, str], float] = {}
+    out: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "aigw_auth_failures_total":
-                assert set(s.labels) == {"route_group", "status"}
-                out[s.labels["route_group"], s.labels["status"]] = s.value
+                assert set(s.labels) == {"route_group", "status", "reason"}
+                out[s.labels["route_group"], s.labels["status"], s.labels["reason"]] = s.value
+    return out
+
+
+def failures(app: GatewayApp) -> dict[tuple[str, str], float]:
+    """The same, summed by (route_group, status)."""
+    out: dict[tuple[str, str], float] = {}
+    for (group, status, _), value in by_reason(app).items():
+        out[group, status] = out.get((group, status), 0.0) + value
     return out
 
 
@@ -96,7 +105,7 @@ async def plain_key(app: GatewayApp, models: list[str] | None = None) -> str:
 async def test_every_series_is_there_at_zero_before_any_failure(app: GatewayApp) -> None:
     # so that `increase(...) > 0` alerts on the very first guess
     series = failures(app)
-    assert set(series) == {(g, s) for g in GROUPS for s in ("401", "403")} - {("inference", "403")}
+    assert set(series) == {(g, s) for g in GROUPS for s in ("401", "403", "503")} - {("inference", "403")}
     assert set(series.values()) == {0.0}
 
 
@@ -109,6 +118,8 @@ async def test_a_missing_or_wrong_key_is_counted_under_its_route_group(
     series = failures(app)
     assert series[group, "401"] == len(ROUTES[group])
     assert sum(series.values()) == len(ROUTES[group])  # in no other group, and not as a 403
+    # not shaped as a gateway key: refused with no database read
+    assert by_reason(app)[group, "401", "missing" if key is None else "malformed"] == len(ROUTES[group])
 
 
 async def test_an_anthropic_sdks_x_api_key_is_counted_too(app: GatewayApp) -> None:
@@ -132,6 +143,20 @@ async def test_a_working_key_that_is_no_admin_key_is_a_403_on_admin_routes_and_m
     assert series["admin", "403"] == len(ROUTES["admin"])
     assert series["metrics", "403"] == 1
     assert series["admin", "401"] == series["metrics", "401"] == 0
+    assert by_reason(app)["admin", "403", "not_allowed"] == len(ROUTES["admin"])
+
+
+async def test_an_unknown_key_and_a_revoked_one_are_counted_under_their_reasons(app: GatewayApp) -> None:
+    key = await plain_key(app)
+    status, listed = await call(app, "GET", "/admin/keys", key=MASTER)
+    assert status == 200
+    assert (await call(app, "POST", f"/admin/keys/{listed['data'][0]['id']}/revoke", key=MASTER))[0] == 200
+    assert (await call(app, "GET", "/v1/models", key=key))[0] == 401
+    assert (await call(app, "GET", "/v1/models", key=new_secret()))[0] == 401
+    assert (await call(app, "POST", "/v1/chat/completions", COUNT, key))[0] == 401
+    series = by_reason(app)
+    assert series["models", "401", "refused"] == series["models", "401", "unknown"] == 1
+    assert series["inference", "401", "refused"] == 1 and sum(series.values()) == 3
 
 
 async def test_a_key_counting_tokens_for_a_model_it_may_not_use_is_a_403(app: GatewayApp) -> None:
@@ -162,6 +187,6 @@ async def test_label_values_never_hold_what_the_client_sent(app: GatewayApp) -> 
                    orjson.dumps({"model": f"attacker-model-{i}", "messages": []}), key)
     series = failures(app)
     assert series["admin", "401"] == series["models", "401"] == series["count_tokens", "401"] == 5
-    assert {g for g, _ in series} == GROUPS and {s for _, s in series} == {"401", "403"}
+    assert {g for g, _ in series} == GROUPS and {s for _, s in series} == {"401", "403", "503"}
     text = app.state["observability"].metrics.render().decode()
     assert "attacker" not in text and "sk-" not in text
