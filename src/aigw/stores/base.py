@@ -18,6 +18,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
+from aigw.stores.queries import RequestQuery as RequestQuery  # re-exported: the protocols name them
+from aigw.stores.queries import SpendQuery as SpendQuery
+
 Period = Literal["daily", "weekly", "monthly", "total"]
 Role = Literal["user", "tenant_admin"]
 PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly", "total")
@@ -176,34 +179,6 @@ class SpendRecord:
     fallbacks: int = 0
     stream: bool = False
     usage_source: str = "provider"  # "provider" | "local" | "none"
-
-
-@dataclass(frozen=True, slots=True)
-class SpendQuery:
-    """A report over the rollups: group, optional tenant scope, filters and day range (inclusive)."""
-
-    group_by: Literal["key", "project", "tenant", "model", "day"] = "key"
-    tenant_id: str | None = None
-    project_id: str | None = None
-    key_id: str | None = None
-    model: str | None = None  # the billed model (the served one, else the one asked for), as the rollups hold it
-    since_day: str | None = None
-    until_day: str | None = None
-    limit: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class RequestQuery:
-    """A page of ledger rows, newest first (for the request log)."""
-
-    tenant_id: str | None = None
-    key_id: str | None = None
-    model: str | None = None
-    status_min: int | None = None
-    since: float | None = None
-    until: float | None = None
-    before_ts: float | None = None  # keyset pagination: rows strictly older than this ts_end
-    limit: int = 100
 
 
 Change = Callable[[T], Collection[str]]  # applied to a record as saved: changes it, returns the columns it changed
