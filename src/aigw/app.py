@@ -71,7 +71,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
                          tenancy.keys.why_refused if tenancy is not None else None)
     if obs.metrics is not None:  # 401s and 403s outside the pipeline (admin API, /v1/models, ...): counted
         auth.on_refused = obs.metrics.auth_failed
-    flow = Flow(auth, pipeline, config.server.max_body_bytes, obs.metrics.refused if obs.metrics is not None else None)
+    flow = Flow(auth, pipeline, config.server.max_body_bytes, obs.metrics.refused if obs.metrics is not None else None,
+                config.server.stream_keepalive_s)
     health = Health()
     if redis is not None:
         health.register("redis", redis_check(redis), critical=False)

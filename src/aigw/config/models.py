@@ -131,6 +131,9 @@ class ServerConfig(Strict):
     insecure: bool = False  # allow a non-loopback bind without a master key
     debug_errors: bool = False  # include raw upstream error bodies in errors
     request_timeout_s: float = Field(default=600, gt=0)
+    # A stream with nothing to send for this long gets its wire format's keep-alive (an SSE comment; Anthropic's
+    # ping event), so proxies' idle timeouts (nginx, AWS ALB: 60 s) do not cut a slow first token; 0: never.
+    stream_keepalive_s: float = Field(default=15, ge=0)
     # `aigw serve` freezes start-up objects and sets this young-generation GC threshold
     # (see gc_tuning.py; measured in docs/benchmarks.md); 0 keeps Python's default of 700.
     gc_young_threshold: int = Field(default=20_000, ge=0)

@@ -24,7 +24,7 @@ from aigw.http.respond import Headers, send_json
 from aigw.http.wire_openai import without_secrets
 from aigw.pipeline.context import RequestContext
 from aigw.schema import anthropic as wire
-from aigw.schema.anthropic_stream import AnthropicStreamEncoder
+from aigw.schema.anthropic_stream import PING_FRAME, AnthropicStreamEncoder
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.http")
@@ -33,6 +33,7 @@ log = logging.getLogger("aigw.http")
 class AnthropicFormat:
     name = "anthropic"
     canonical = False
+    keepalive = PING_FRAME
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug

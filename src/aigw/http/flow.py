@@ -14,13 +14,24 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from aigw import errors
 from aigw.http.auth import Authenticator, refusal_reason
 from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE
+from aigw.http.keepalive import KeepAlive, KeepAlives
 from aigw.http.request import HttpRequest, Send
-from aigw.http.respond import ClientGone, Headers, header_list, send_bytes, send_frames_whole, send_json, send_stream
+from aigw.http.respond import (
+    ClientGone,
+    Headers,
+    header_list,
+    send_bytes,
+    send_frames_whole,
+    send_json,
+    send_stream,
+    stream_start,
+)
 from aigw.pipeline.context import Completed, Endpoint, Prerendered, Principal, Replay, RequestContext
 from aigw.pipeline.pipeline import Pipeline
 from aigw.types import JSON
@@ -44,6 +55,7 @@ class ApiFormat(Protocol):
 
     name: str
     canonical: bool  # its answer body is the canonical (OpenAI) body: a Prerendered one goes out as is
+    keepalive: bytes  # what a stream sends while it has nothing to send (``keepalive.py``)
     @property
     def own_headers(self) -> Callable[[str, dict[str, str]], Headers] | None:
         """Headers this API's own servers send beside every answer (made from the request id and the
@@ -68,11 +80,12 @@ Refused = Callable[[str, int, float, str], None]
 
 class Flow:
     def __init__(self, auth: Authenticator, pipeline: Pipeline, max_body_bytes: int,
-                 refused: Refused | None = None) -> None:
+                 refused: Refused | None = None, keepalive_s: float = 0.0) -> None:
         self.auth = auth
         self.pipeline = pipeline
         self.max_body = max_body_bytes
         self.refused = refused  # counts what no finish hook sees: a request with no known caller
+        self.keepalives = KeepAlives(keepalive_s) if keepalive_s > 0 else None  # for silent streams
 
     async def handle(
         self, req: HttpRequest, send: Send, api: ApiFormat, endpoint: Endpoint,
@@ -83,6 +96,7 @@ class Flow:
         body: JSON | None = None
         status = 0  # what a request without a context was answered (no finish hook counts it)
         reason = ""  # why it was refused its caller (``refusal_reason``), if it was
+        keepalive: KeepAlive | None = None  # a stream's: its head may go out before its answer is known
         req.scope[CANCEL_ON_DISCONNECT] = True  # a client gone before its answer stops the upstream call too
         try:
             principal = self.auth.known(req.headers) or await self.auth.authenticate(req.headers)
@@ -95,20 +109,23 @@ class Flow:
                 principal=principal, headers=req.headers, deadline_s=_deadline(req.headers, parsed.body),
                 state=parsed.state, source=(req.body, parsed.body), started=req.arrived,
             )
+            if parsed.stream and self.keepalives is not None:
+                keepalive = self.keepalives.watch(send, api.keepalive, partial(_early_start, ctx, api))
             result = await self.pipeline.run(ctx)
-            headers = served_headers(ctx)
-            if api.own_headers is not None:
-                headers += api.own_headers(ctx.request_id, ctx.response_headers)
+            early = keepalive is not None and keepalive.started  # its head went out with a keep-alive
+            if keepalive is not None and not early and isinstance(result, Completed | Replay):
+                keepalive.close()  # an answer whole at once: nothing to keep alive
+            headers = [] if early else answer_headers(ctx, api)
             if isinstance(result, Completed):
                 if api.canonical and isinstance(result, Prerendered) and result.raw is not None:
                     await send_bytes(send, 200, result.raw, headers)  # e.g. a cache hit: the stored bytes
                 else:
                     await send_json(send, 200, api.render_body(result.body, ctx), headers)
-            elif isinstance(result, Replay):
+            elif isinstance(result, Replay) and not early:
                 await send_frames_whole(send, api.frames(result.chunks, ctx), headers)
             else:
                 await send_stream(req.receive, send, api.frames(result.chunks, ctx), headers,
-                                  interrupted=lambda: api.stream_error(_shut_down()))
+                                  interrupted=lambda: api.stream_error(_shut_down()), keepalive=keepalive)
         except ClientGone:
             if ctx is not None:
                 ctx.error = errors.GatewayError("client disconnected", code="client_disconnected")
@@ -128,7 +145,11 @@ class Flow:
             if ctx is not None:
                 ctx.error = gone  # the ledger and the request log say so, not 200
             with contextlib.suppress(Exception):  # a 503 the client's SDK retries elsewhere, if nothing went out
-                await send_error(send, api, gone, req.request_id)
+                if keepalive is not None and keepalive.started:  # else an error event (without waiting on it)
+                    keepalive.close()
+                    await send(_last_part(api.stream_error(gone)))
+                else:
+                    await send_error(send, api, gone, req.request_id)
             raise
         except errors.GatewayError as err:
             if ctx is None and principal is not None:  # a known caller refused before the pipeline (bad body,
@@ -137,16 +158,18 @@ class Flow:
                 ctx.error = err
             else:
                 reason = refusal_reason(err)
-            status = await send_error(send, api, err, req.request_id,
-                                      ctx.response_headers if ctx is not None else None)
+            status = await send_failure(send, api, err, req.request_id, keepalive,
+                                        ctx.response_headers if ctx is not None else None)
         except Exception as exc:
             log.exception("unexpected error handling %s %s (request %s, tenant %s)", req.sent_method, req.path,
                           req.request_id, principal.tenant_id or "-" if principal is not None else "-")
             internal = errors.UpstreamError(f"internal gateway error ({type(exc).__name__})", status=500)
             if ctx is not None:
                 ctx.error = internal
-            status = await send_error(send, api, internal, req.request_id)
+            status = await send_failure(send, api, internal, req.request_id, keepalive)
         finally:
+            if keepalive is not None:
+                keepalive.close()
             if ctx is not None:
                 if self.pipeline.finishes:
                     await self.pipeline.finish(ctx)
@@ -177,6 +200,33 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
         headers.extend(api.own_headers(request_id, extra or {}))
     await send_json(send, status, body, headers)
     return status
+
+
+async def send_failure(send: Send, api: ApiFormat, err: errors.GatewayError, request_id: str,
+                       keepalive: KeepAlive | None, extra: dict[str, str] | None = None) -> int:
+    """``send_error``, or, once a keep-alive sent a stream's head, the error event that ends the stream (a
+    second status line cannot follow: the mid-stream failure's event is what the client's SDK raises on)."""
+    if keepalive is not None and await keepalive.settle():
+        await send(_last_part(api.stream_error(err)))
+        return 200
+    return await send_error(send, api, err, request_id, extra)
+
+
+def _last_part(frame: bytes) -> dict[str, object]:
+    return {"type": "http.response.body", "body": frame, "more_body": False}
+
+
+def _early_start(ctx: RequestContext, api: ApiFormat) -> dict[str, object]:
+    """The head of a stream sent before its answer, for a keep-alive: only what is known so far (the request
+    id, the stages' headers such as the rate limits); who served it is not known yet."""
+    return stream_start(answer_headers(ctx, api))
+
+
+def answer_headers(ctx: RequestContext, api: ApiFormat) -> Headers:
+    headers = served_headers(ctx)
+    if api.own_headers is not None:
+        headers += api.own_headers(ctx.request_id, ctx.response_headers)
+    return headers
 
 
 def _sdk_retries(status: int) -> bool:

@@ -11,7 +11,7 @@ from aigw import errors
 from aigw.http.flow import Flow, Parsed
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import Headers
-from aigw.http.wire_openai import DONE_FRAME, chunk_frame, error_body, error_frame
+from aigw.http.wire_openai import DONE_FRAME, KEEPALIVE_FRAME, chunk_frame, error_body, error_frame
 from aigw.pipeline.context import RequestContext
 from aigw.routing.router import Router
 from aigw.schema.anthropic import PRIVATE_KEY, keep_beta, strip_private
@@ -25,6 +25,7 @@ HIDE_USAGE = "openai.hide_usage"
 class OpenAIFormat:
     name = "openai"
     canonical = True
+    keepalive = KEEPALIVE_FRAME
     own_headers: Callable[[str, dict[str, str]], Headers] | None = None  # x-ratelimit-* are OpenAI's names
 
     def __init__(self, debug: bool = False) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import orjson
 
+from aigw.http.keepalive import KeepAlive
 from aigw.http.request import Receive, Send
 
 Headers = list[tuple[bytes, bytes]]
@@ -55,18 +57,24 @@ async def send_frames_whole(send: Send, frames: AsyncIterator[bytes], headers: H
     await send_bytes(send, status, body, [*SSE_HEADERS[1:], *headers], SSE_HEADERS[0])
 
 
+def stream_start(headers: Headers, status: int = 200) -> dict[str, Any]:
+    """A stream's ``http.response.start``: the SSE headers, then ``headers``."""
+    return {"type": "http.response.start", "status": status, "headers": [*SSE_HEADERS, *headers]}
+
+
 class ClientGone(Exception):
     """The client disconnected while we were streaming to it."""
 
 
 async def send_stream(
     receive: Receive, send: Send, frames: AsyncIterator[bytes], headers: Headers, status: int = 200,
-    interrupted: Callable[[], bytes] | None = None,
+    interrupted: Callable[[], bytes] | None = None, keepalive: KeepAlive | None = None,
 ) -> None:
     """Stream frames to the client; if it disconnects, cancel the producer and raise ClientGone. Cancelled
     otherwise (the server shutting down stopped waiting for it), the stream still ends whole: with the
     frame ``interrupted`` makes (an error event in the client's format) and the body's proper end, not a
-    cut connection the client reads as a truncated answer."""
+    cut connection the client reads as a truncated answer. With ``keepalive``, its keep-alives fill the
+    pauses (and the head is not sent again if one of them sent it)."""
     task = asyncio.current_task()
     gone = asyncio.Event()
     done = False
@@ -85,21 +93,29 @@ async def send_stream(
 
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await send({"type": "http.response.start", "status": status, "headers": [*SSE_HEADERS, *headers]})
-        started = True
-        async for frame in frames:
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        if keepalive is not None:
+            await keepalive.pump(frames, stream_start(headers, status))
+        else:
+            await send(stream_start(headers, status))
+            started = True
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
         done = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
         if gone.is_set() and task is not None:
             task.uncancel()
             raise ClientGone() from None
+        if keepalive is not None:  # nothing more of it: the stream ends here
+            keepalive.close()
+            started = keepalive.started
         if started and not done and interrupted is not None:
             with contextlib.suppress(Exception):  # ``send`` of a last part never waits: no await is cancelled
                 await send({"type": "http.response.body", "body": interrupted(), "more_body": False})
         raise
     finally:
+        if keepalive is not None:
+            keepalive.close()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

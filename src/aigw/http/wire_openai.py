@@ -39,6 +39,7 @@ _CODES = {
 }
 
 DONE_FRAME = b"data: [DONE]\n\n"
+KEEPALIVE_FRAME = b": keep-alive\n\n"  # an SSE comment: SSE readers (the OpenAI SDKs too) skip it
 
 
 def without_secrets(err: GatewayError) -> GatewayError:

@@ -18,6 +18,9 @@ from aigw.errors import GatewayError
 from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE, anthropic_usage, error_body, message_id, stop_reason
 from aigw.types import JSON
 
+# Anthropic's documented keep-alive: "event streams may also include any number of ping events"
+PING_FRAME = b'event: ping\ndata: {"type": "ping"}\n\n'
+
 
 def frame(event: str, data: JSON) -> bytes:
     """One SSE frame: ``event: X`` + ``data: {json}`` + blank line."""

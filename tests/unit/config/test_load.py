@@ -77,6 +77,14 @@ def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
     assert "models[0].provider" in str(exc.value) and "openai" in str(exc.value)
 
 
+def test_stream_keepalive_is_on_by_default_and_never_negative(tmp_path: Path) -> None:
+    assert load_config().server.stream_keepalive_s == 15  # under the 60 s idle timeouts of nginx and AWS ALB
+    assert load_config(write_config(tmp_path, "server:\n  stream_keepalive_s: 0\n")).server.stream_keepalive_s == 0
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, "server:\n  stream_keepalive_s: -1\n"))
+    assert "server.stream_keepalive_s" in str(exc.value)
+
+
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write_config(tmp_path, "server: [unclosed"))
