@@ -1,4 +1,6 @@
-"""Start a real gateway (aigw's HTTP server + the app) on a loopback port in a background thread."""
+"""Start a real gateway (aigw's HTTP server + the app) on a loopback port in a background thread.
+
+``server.http: uvicorn`` in the config serves it with uvicorn instead, as ``aigw serve`` would."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
+
 from aigw.app import build_app
 from aigw.config.models import GatewayConfig
 from aigw.http.http1_server import Server
@@ -25,7 +29,7 @@ class RunningGateway:
     url: str  # http://127.0.0.1:PORT
     app: GatewayApp
     loop: asyncio.AbstractEventLoop
-    server: Server
+    server: Server | uvicorn.Server
 
     @property
     def v1(self) -> str:
@@ -70,7 +74,14 @@ def running_gateway(raw: dict[str, Any] | GatewayConfig) -> Iterator[RunningGate
 def _serving(config: GatewayConfig) -> Iterator[RunningGateway]:
     app = build_app(config)
     port = free_port()
-    server = Server(app, "127.0.0.1", port, graceful_timeout_s=5)
+    server: Server | uvicorn.Server
+    if config.server.http == "uvicorn":  # set up as ``cli/serve.py`` does, on this thread's loop
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
+                                               lifespan="on", access_log=False, server_header=False,
+                                               timeout_graceful_shutdown=5, log_level="warning",
+                                               proxy_headers=False))
+    else:
+        server = Server(app, "127.0.0.1", port, graceful_timeout_s=5)
     loop, thread = _start_loop_thread("gateway")
     future = asyncio.run_coroutine_threadsafe(server.serve(), loop)
     deadline = time.monotonic() + 10
