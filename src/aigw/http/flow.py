@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from aigw import errors
 from aigw.http.auth import Authenticator, refusal_reason
@@ -212,11 +212,11 @@ async def send_failure(send: Send, api: ApiFormat, err: errors.GatewayError, req
     return await send_error(send, api, err, request_id, extra)
 
 
-def _last_part(frame: bytes) -> dict[str, object]:
+def _last_part(frame: bytes) -> dict[str, Any]:
     return {"type": "http.response.body", "body": frame, "more_body": False}
 
 
-def _early_start(ctx: RequestContext, api: ApiFormat) -> dict[str, object]:
+def _early_start(ctx: RequestContext, api: ApiFormat) -> dict[str, Any]:
     """The head of a stream sent before its answer, for a keep-alive: only what is known so far (the request
     id, the stages' headers such as the rate limits); who served it is not known yet."""
     return stream_start(answer_headers(ctx, api))
