@@ -16,6 +16,7 @@ from aigw.app import build_app
 from aigw.config.load import load_config
 from aigw.http.server import GatewayApp
 from aigw.stores.keygen import new_secret
+from tests.support.asgi_calls import call_app
 
 MASTER = "sk-auth-failures-master"
 COUNT = orjson.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
@@ -51,22 +52,9 @@ async def app(tmp_path: Path) -> AsyncIterator[GatewayApp]:
 
 async def call(app: GatewayApp, method: str, path: str, body: bytes = b"", key: str | None = None,
                header: bytes = b"authorization") -> tuple[int, Any]:
-    headers = [(b"content-type", b"application/json")]
-    if key is not None:
-        headers.append((header, (f"Bearer {key}" if header == b"authorization" else key).encode()))
-    scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": headers}
-    inbox = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return inbox.pop() if inbox else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    raw = b"".join(m.get("body", b"") for m in sent[1:])
-    return int(sent[0]["status"]), orjson.loads(raw) if raw.startswith(b"{") else raw
+    headers = {} if key is None else {header.decode(): f"Bearer {key}" if header == b"authorization" else key}
+    status, _, answer = await call_app(app, method, path, body, headers)
+    return status, answer
 
 
 def by_reason(app: GatewayApp) -> dict[tuple[str, str, str], float]:

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aigw.app import build_app
 from aigw.config.models import GatewayConfig
 from aigw.http.server import GatewayApp
+from tests.support.asgi_calls import call_app
 
 KEY = "sk-attempt-metrics"
 FAILING = {"fail_rate": 1.0, "mock": {"fail_kind": "unavailable"}}
@@ -32,19 +33,7 @@ def gateway(bad: dict[str, Any], strategy: str = "lowest_cost") -> GatewayApp:
 
 async def chat(app: GatewayApp, **extra: Any) -> int:
     body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra})
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
-             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode())]}
-    inbox = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return inbox.pop() if inbox else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return int(sent[0]["status"])
+    return (await call_app(app, "POST", "/v1/chat/completions", body, {"authorization": f"Bearer {KEY}"}))[0]
 
 
 def value(app: GatewayApp, name: str, **labels: str) -> float:
