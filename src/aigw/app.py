@@ -9,6 +9,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from aigw.accounting import tokens
 from aigw.cache_setup import cache_redis_url, cache_services
 from aigw.config.load import load_config
 from aigw.config.models import GatewayConfig
@@ -184,6 +185,15 @@ def for_serving(app: GatewayApp, config: GatewayConfig) -> GatewayApp:
 
     async def tune() -> None:
         tune_gc(config.server.gc_young_threshold)
+        if counts_locally(config):
+            tokens.LOCAL_COUNTER.preload()  # after the freeze: the load runs beside the first requests
 
     app.on_startup.append(tune)
     return app
+
+
+def counts_locally(config: GatewayConfig) -> bool:
+    """Whether requests may need a local token count (``accounting.tokens``): the ledger and limits when
+    tenancy is on, and a cache storing an answer that came without usage."""
+    return config.tenancy.enabled or config.cache is not None or any(
+        r.cache is not None for r in config.routing.values())

