@@ -1,4 +1,5 @@
-"""The tokenizer loads once, off the event loop when preloaded: a first count on the loop stalled every request."""
+"""The tokenizer loads once, at a serving process's start where requests may count: a first count on the event loop
+stalled every request in flight."""
 
 from __future__ import annotations
 
@@ -34,30 +35,27 @@ class SlowLoads:
         monkeypatch.setattr(tiktoken, "get_encoding", get_encoding)
 
 
-def test_preload_loads_the_encoding_on_a_thread_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_encoding_loads_once_whoever_asks_first(monkeypatch: pytest.MonkeyPatch) -> None:
     loads = SlowLoads(monkeypatch, 0.0)
     counter = TokenCounter()
-    thread = counter.preload()
-    assert thread is not None
-    thread.join(10)
+    assert not counter.loaded
+    counter.load()
     assert counter.loaded and counter.exact
-    assert loads.calls == ["aigw-tokenizer-load"]
-    assert counter.preload() is None  # loaded: nothing more to do
+    counter.load()
     assert counter.count_text("hello world") == 2
-    assert loads.calls == ["aigw-tokenizer-load"]
+    assert len(loads.calls) == 1
 
 
-def test_a_count_during_the_preload_waits_for_it_instead_of_loading_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_count_during_a_load_waits_for_it_instead_of_loading_again(monkeypatch: pytest.MonkeyPatch) -> None:
     loads = SlowLoads(monkeypatch, 0.3)
     counter = TokenCounter()
-    thread = counter.preload()
-    assert thread is not None
-    assert counter.preload() is None  # already loading
+    loader = threading.Thread(target=counter.load, name="loader")
+    loader.start()
     while not loads.calls:
         time.sleep(0.005)
     assert counter.count_text("hello world") == 2  # exact: it waited for the encoding, not the estimator
-    thread.join(10)
-    assert loads.calls == ["aigw-tokenizer-load"]
+    loader.join(10)
+    assert loads.calls == ["loader"]
 
 
 def test_a_failed_load_falls_back_to_the_estimator_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,9 +67,7 @@ def test_a_failed_load_falls_back_to_the_estimator_once(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(tiktoken, "get_encoding", broken)
     counter = TokenCounter()
-    thread = counter.preload()
-    assert thread is not None
-    thread.join(10)
+    counter.load()
     assert not counter.exact
     assert counter.count_text("four score and seven years ago") > 0
     assert len(calls) == 1
@@ -100,14 +96,10 @@ def fresh_counter(monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenCounter]:
 def test_a_serving_process_with_tenancy_loads_the_tokenizer_at_start(fresh_counter: TokenCounter) -> None:
     config = make_config({})
     asyncio.run(for_serving(build_app(config), config).on_startup[-1]())
-    deadline = time.monotonic() + 10
-    while not fresh_counter.loaded and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert fresh_counter.loaded and fresh_counter.exact
+    assert fresh_counter.loaded and fresh_counter.exact  # before the first request, not on it
 
 
 def test_a_bare_serving_process_does_not(fresh_counter: TokenCounter) -> None:
     config = make_config({"tenancy": {"enabled": False}})
     asyncio.run(for_serving(build_app(config), config).on_startup[-1]())
-    time.sleep(0.05)
     assert not fresh_counter.loaded
