@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aigw import errors
 from aigw.http.admin_guard import admin_scope, guarded
+from aigw.http.admin_query import strict_query
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
@@ -34,6 +34,7 @@ from aigw.stores.base import Tenant
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.admin")
+PARAMS = ("tenant", "model")  # none: every tenant's (the caller's) answers of every model; ``admin_query``
 TenantLookup = Callable[[str, str | None], Awaitable[Tenant]]  # (id or name, caller's scope) -> tenant or 404
 
 
@@ -44,13 +45,13 @@ class CacheAdmin:
         self.known_model = known_model
 
     async def purge(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
-        _check_query(req)
+        q = strict_query(req, PARAMS)
         tenant = admin_scope(p)
-        if ident := req.query.get("tenant"):
+        if ident := q.get("tenant"):
             if self.tenant_of is None:
                 raise errors.NotFound(f"No tenant `{ident}`.", code="tenant_not_found")
             tenant = (await self.tenant_of(ident, tenant)).id
-        model = req.query.get("model") or None
+        model = q.get("model")
         if model is not None and not self.known_model(model):
             raise errors.NotFound(f"The model `{model}` does not exist.", param="model", code="model_not_found")
         try:
@@ -65,26 +66,6 @@ class CacheAdmin:
                  tenant or "*", model or "*", total, deleted)
         return 200, {"object": "cache.purge", "tenant": tenant, "model": model, "deleted": total,
                      "by_backend": deleted}
-
-
-def _check_query(req: HttpRequest) -> None:
-    """A parameter that names nothing is a 400, never "every tenant" or "every model": empty (``tenant=``),
-    repeated (which one?) or unknown (a typo such as ``tenat=`` would purge every tenant's answers).
-    ``req.query`` drops blank values and keeps one of a repeat, so the raw query string is read."""
-    query = req.scope.get("query_string", b"").decode("latin-1")
-    if not query:
-        return
-    seen: set[str] = set()
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name not in ("tenant", "model"):
-            raise errors.InvalidRequest(f"{name}: unknown parameter; use tenant or model, or none to purge "
-                                        "every answer", param=name)
-        if name in seen:
-            raise errors.InvalidRequest(f"{name}: given twice; purge one {name} per call", param=name)
-        seen.add(name)
-        if not value.strip():
-            raise errors.InvalidRequest(f"{name}: empty; name a {name}, or leave `{name}` out to purge "
-                                        f"every {name}'s answers", param=name)
 
 
 def register(app: Any, auth: Authenticator, cache: CacheStage, tenant_of: TenantLookup | None,

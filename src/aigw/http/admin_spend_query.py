@@ -2,39 +2,29 @@
 
 ``from=2026-11-01`` (for ``since``), ``group=model`` or ``tenant=`` read as absent gave the whole history, every
 tenant or the default grouping, a bill that looks right and is not the one asked for. So every parameter must be
-one of ``PARAMS``, given once and not empty; the error names it (``param``). ``HttpRequest.query`` drops blank
-values and keeps the last of a repeat, so the raw query string is read here.
+one of ``PARAMS``, given once and not empty; the error names it (``param``), as on every admin endpoint
+(``admin_query``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from urllib.parse import parse_qsl
 
 from aigw import errors
+from aigw.http.admin_query import strict_query
 from aigw.http.request import HttpRequest
 
 PARAMS = ("group_by", "tenant", "project", "key", "model", "since", "until", "limit", "format")
 GROUPS = ("key", "project", "tenant", "model", "day")
-_HINTS = {"from": "since", "to": "until"}  # what other reports call them
+_DAYS = "(days are since=YYYY-MM-DD and until=YYYY-MM-DD, both inclusive)"
+_HINTS = {"from": f"did you mean `since`? {_DAYS}", "to": f"did you mean `until`? {_DAYS}"}  # other reports' names
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def spend_params(req: HttpRequest) -> dict[str, str]:
     """Each parameter of the request's query once, by name; any unknown, repeated or empty one is a 400."""
-    out: dict[str, str] = {}
-    for name, value in parse_qsl(req.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
-        if name not in PARAMS:
-            hint = (f"did you mean `{_HINTS[name]}`? (days are since=YYYY-MM-DD and until=YYYY-MM-DD, both "
-                    "inclusive)" if name in _HINTS else f"known: {', '.join(PARAMS)}")
-            raise errors.InvalidRequest(f"{name}: unknown parameter; {hint}", param=name, code="unknown_parameter")
-        if name in out:
-            raise errors.InvalidRequest(f"{name}: given twice; give it once", param=name)
-        if not value.strip():
-            raise errors.InvalidRequest(f"{name}: empty; give a value, or leave `{name}` out", param=name)
-        out[name] = value
-    return out
+    return strict_query(req, PARAMS, _HINTS)
 
 
 def group_of(raw: str) -> str:
