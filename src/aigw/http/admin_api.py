@@ -28,7 +28,7 @@ from typing import Any
 from aigw import errors
 from aigw.http.admin_bounds import check_within, guarded_metadata, switch
 from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
-from aigw.http.admin_lists import listing, one_more, page_size
+from aigw.http.admin_lists import list_query, listing, one_more, page_size
 from aigw.http.admin_models import (
     KeyIn,
     KeyPatch,
@@ -169,9 +169,10 @@ class AdminApi:
         return 201, tenant_out(t)
 
     async def list_tenants(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        q = list_query(req)
         scope = admin_scope(p)
-        limit = page_size(req.query.get("limit"))
-        after = await self.tenant(ident, scope) if (ident := req.query.get("after")) else None
+        limit = page_size(q.get("limit"))
+        after = await self.tenant(ident, scope) if (ident := q.get("after")) else None
         if scope is not None:  # a tenant admin: its own tenant, one item (none after it: it is the last)
             return 200, listing([] if after else [await self.tenant(scope, scope)], limit, tenant_out)
         return 200, listing(await self.db.list_tenants(one_more(limit), after), limit, tenant_out)
@@ -219,12 +220,13 @@ class AdminApi:
         return 201, project_out(proj)
 
     async def list_projects(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        q = list_query(req, "tenant")
         scope = admin_scope(p)
         tenant_id = scope
-        if ident := req.query.get("tenant"):
+        if ident := q.get("tenant"):
             tenant_id = (await self.tenant(ident, scope)).id
-        limit = page_size(req.query.get("limit"))
-        after = await self.project(ident, scope) if (ident := req.query.get("after")) else None
+        limit = page_size(q.get("limit"))
+        after = await self.project(ident, scope) if (ident := q.get("after")) else None
         return 200, listing(await self.db.list_projects(tenant_id, one_more(limit), after), limit, project_out)
 
     async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
@@ -272,14 +274,15 @@ class AdminApi:
         return 201, key_out(k, secret)
 
     async def list_keys(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        q = list_query(req, "tenant", "project")
         scope = admin_scope(p)
         tenant_id, project_id = scope, None
-        if ident := req.query.get("tenant"):
+        if ident := q.get("tenant"):
             tenant_id = (await self.tenant(ident, scope)).id
-        if ident := req.query.get("project"):
+        if ident := q.get("project"):
             project_id = (await self.project(ident, tenant_id)).id
-        limit = page_size(req.query.get("limit"))
-        after = await self.key(ident, scope) if (ident := req.query.get("after")) else None
+        limit = page_size(q.get("limit"))
+        after = await self.key(ident, scope) if (ident := q.get("after")) else None
         return 200, listing(await self.db.list_keys(tenant_id, project_id, one_more(limit), after), limit, key_out)
 
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:

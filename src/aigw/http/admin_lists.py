@@ -1,5 +1,6 @@
 """Lists of the admin API (tenants, projects, keys): oldest first, whole or in pages of ``limit`` (1-1000)
-after the id ``after``, answered as OpenAI's lists are (``has_more``, ``first_id``, ``last_id``)."""
+after the id ``after``, answered as OpenAI's lists are (``has_more``, ``first_id``, ``last_id``). Their query
+is read strictly (``admin_query``): a filter misspelt or left empty is a 400, never every tenant's list."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from aigw import errors
+from aigw.http.admin_query import strict_query
+from aigw.http.request import HttpRequest
 from aigw.stores.base import ApiKey, Project, Tenant
 from aigw.types import JSON
 
 E = TypeVar("E", Tenant, Project, ApiKey)
+_LIKELY = {"tenant_id": "tenant", "project_id": "project", "cursor": "after", "starting_after": "after"}
+
+
+def list_query(req: HttpRequest, *filters: str) -> dict[str, str]:
+    """A list's parameters: its ``filters``, ``limit`` and ``after``, each once and not empty, else a 400."""
+    known = (*filters, "limit", "after")
+    return strict_query(req, known, {k: f"did you mean `{v}`?" for k, v in _LIKELY.items() if v in known})
 
 
 def page_size(raw: str | None) -> int | None:

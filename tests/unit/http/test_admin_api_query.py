@@ -1,0 +1,112 @@
+"""The tenancy admin API's query strings, read strictly: a list filter misspelt, given twice or left empty is a
+400 naming it (never every tenant's list), and the documented ones still narrow and page the lists."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from aigw.http.admin_api import AdminApi
+from aigw.http.admin_guard import guarded
+from aigw.http.auth import Authenticator
+from aigw.http.request import HttpRequest
+from aigw.stores.base import ApiKey, Project, Tenant
+from aigw.stores.database import SqlDatabase
+from tests.unit.http.admin_support import admin_api, migrated_db
+
+MASTER = "mk-admin-query"
+Handler = Callable[[HttpRequest, Any], Awaitable[None]]
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
+    store = await migrated_db(tmp_path)
+    for tid, name in (("ten_a", "alpha"), ("ten_b", "beta")):
+        await store.add_tenant(Tenant(id=tid, name=name))
+        await store.add_project(Project(id=f"prj_{name}", tenant_id=tid, name=f"web-{name}"))
+        for n in (1, 2):
+            await store.add_key(ApiKey(id=f"key_{name}{n}", tenant_id=tid, project_id=f"prj_{name}",
+                                       key_hash=f"h-{name}{n}", prefix="sk-aigw-xxxx"))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def api(db: SqlDatabase) -> AdminApi:
+    return admin_api(db)
+
+
+async def call(handler: Handler, method: str, path: str, query: bytes = b"",
+               body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
+    """``handler``'s answer to ``method path?query`` sent with the master key: status, headers, JSON body."""
+    raw = orjson.dumps(body) if body is not None else b""
+    headers = [(b"authorization", f"Bearer {MASTER}".encode()), (b"content-type", b"application/json"),
+               (b"content-length", str(len(raw)).encode())]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await handler(HttpRequest({"type": "http", "method": method, "path": path, "query_string": query,
+                               "headers": headers}, receive), send)
+    got = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], got, orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def handler(api: AdminApi, name: str) -> Handler:
+    return guarded(Authenticator(MASTER), getattr(api, name))
+
+
+@pytest.mark.parametrize(("endpoint", "query", "param", "words"), [
+    ("list_tenants", b"limt=1", "limt", "unknown parameter; known: limit, after"),
+    ("list_tenants", b"tenant=alpha", "tenant", "unknown parameter"),  # tenants are not filtered by tenant
+    ("list_tenants", b"limit=1&limit=5", "limit", "given twice"),
+    ("list_tenants", b"after=", "after", "empty"),  # read as absent: the first page
+    ("list_projects", b"tenants=alpha", "tenants", "unknown parameter; known: tenant, limit, after"),
+    ("list_projects", b"tenant_id=ten_a", "tenant_id", "unknown parameter; did you mean `tenant`?"),
+    ("list_projects", b"tenant=alpha&tenant=beta", "tenant", "given twice"),  # the last one won
+    ("list_projects", b"tenant=", "tenant", "empty"),  # an unset shell variable: every tenant's projects
+    ("list_keys", b"projet=web-alpha", "projet", "unknown parameter; known: tenant, project, limit, after"),
+    ("list_keys", b"project_id=prj_alpha", "project_id", "did you mean `project`?"),
+    ("list_keys", b"cursor=key_alpha1", "cursor", "did you mean `after`?"),
+    ("list_keys", b"tenant=alpha&project=web-alpha&tenant=alpha", "tenant", "given twice"),
+    ("list_keys", b"tenant=alpha&project=", "project", "empty"),
+    ("list_keys", b"tenant=%20", "tenant", "empty"),
+    ("list_keys", b"limit", "limit", "empty"),
+])
+async def test_a_list_parameter_that_would_be_ignored_is_a_400_naming_it(api: AdminApi, endpoint: str,
+                                                                         query: bytes, param: str,
+                                                                         words: str) -> None:
+    path = "/admin/" + endpoint.removeprefix("list_")
+    status, headers, body = await call(handler(api, endpoint), "GET", path, query)
+    error = body["error"]
+    assert (status, headers["content-type"], error["type"], error["param"]) == (
+        400, "application/json", "invalid_request_error", param)
+    assert error["message"].startswith(f"{param}: ") and words in error["message"], error["message"]
+
+
+async def _ids(api: AdminApi, endpoint: str, query: bytes) -> tuple[list[str], bool]:
+    status, _, body = await call(handler(api, endpoint), "GET", "/admin/" + endpoint.removeprefix("list_"), query)
+    assert status == 200, body
+    return [item["id"] for item in body["data"]], body["has_more"]
+
+
+async def test_the_documented_parameters_still_narrow_and_page_the_lists(api: AdminApi) -> None:
+    assert await _ids(api, "list_tenants", b"") == (["ten_a", "ten_b"], False)
+    assert await _ids(api, "list_tenants", b"limit=1") == (["ten_a"], True)
+    assert await _ids(api, "list_tenants", b"limit=1&after=ten_a") == (["ten_b"], False)
+    assert await _ids(api, "list_projects", b"tenant=beta") == (["prj_beta"], False)
+    assert await _ids(api, "list_projects", b"tenant=ten_a&limit=5") == (["prj_alpha"], False)
+    assert await _ids(api, "list_keys", b"tenant=beta") == (["key_beta1", "key_beta2"], False)
+    assert await _ids(api, "list_keys", b"project=web-alpha&limit=1") == (["key_alpha1"], True)
+    assert await _ids(api, "list_keys", b"tenant=alpha&project=prj_alpha&limit=1&after=key_alpha1") == (
+        ["key_alpha2"], False)
