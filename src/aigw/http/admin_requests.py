@@ -7,7 +7,9 @@ same 404 either way, as on ``/admin/spend``). The master key may name any key,
 and ``key_id=master`` for its own requests.
 Filters: ``since`` / ``until`` (epoch seconds or ISO 8601), ``key_id``,
 ``model``, ``status`` (``429`` or a class: ``4xx``), ``min_latency_ms``;
-paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page.
+paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page. Any other parameter, or one
+given twice or left empty, is a 400 naming it (``admin_query``): read as absent, ``key_id=`` or ``stauts=500``
+listed every request.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 
 from aigw import errors
 from aigw.http.admin_guard import admin_scope
+from aigw.http.admin_query import strict_query
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json
@@ -36,6 +39,9 @@ from aigw.types import JSON
 
 log = logging.getLogger("aigw.admin")
 PREFIX = "/admin/requests/"
+FILTERS = ("since", "until", "key_id", "model", "status", "min_latency_ms", "limit", "cursor")
+_HINTS = {"key": "did you mean `key_id`?", "from": "did you mean `since`?", "to": "did you mean `until`?",
+          "after": "did you mean `cursor`? (the `next_cursor` of the previous page)"}
 KeyLookup = Callable[[str, str | None], Awaitable[ApiKey]]  # (key id, caller's scope) -> the key or a 404
 
 
@@ -71,10 +77,7 @@ def _whole(name: str, raw: str) -> int:
 
 
 def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
-    known = {"since", "until", "key_id", "model", "status", "min_latency_ms", "limit", "cursor"}
-    if unknown := sorted(set(args) - known):
-        raise errors.InvalidRequest(f"unknown filter `{unknown[0]}`; known: {', '.join(sorted(known))}",
-                                    param=unknown[0])
+    """The filters (``FILTERS``, as ``strict_query`` read them) as a request log query, each value checked."""
     q = RequestQuery(key_id=args.get("key_id", ""), model=args.get("model", ""), tenant_id=tenant_id)
     if "since" in args:
         q.since = _time("since", args["since"])
@@ -126,7 +129,7 @@ class AdminRequests:
 
     async def _list(self, req: HttpRequest) -> JSON:
         principal = await self.auth.require_admin(req.headers)
-        q = parse_query(req.query, principal.tenant_id)
+        q = parse_query(strict_query(req, FILTERS, _HINTS), principal.tenant_id)
         await self._check_key(q.key_id, principal)
         want = q.limit
         q.limit = want + 1  # one more, to know whether there is a next page

@@ -138,3 +138,34 @@ def test_a_min_latency_that_is_not_finite_is_refused(raw: str) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
         parse_query({"min_latency_ms": raw}, "")
     assert info.value.param == "min_latency_ms"
+
+
+@pytest.mark.parametrize(("query", "param", "words"), [
+    (b"stauts=500", "stauts", "unknown parameter; known: since, until, key_id, model, status, min_latency_ms, "
+                              "limit, cursor"),  # read as absent: every request
+    (b"key=key_alpha", "key", "did you mean `key_id`?"),
+    (b"after=abc", "after", "did you mean `cursor`?"),
+    (b"key_id=key_alpha&key_id=key_beta", "key_id", "given twice"),  # the last one won
+    (b"model=m&limit=5&model=m", "model", "given twice"),
+    (b"key_id=", "key_id", "empty"),  # an unset shell variable: every key's requests
+    (b"status=", "status", "empty"),
+    (b"since", "since", "empty"),
+])
+async def test_a_filter_that_would_be_ignored_is_a_400_naming_it(endpoint: AdminRequests, query: bytes,
+                                                                 param: str, words: str) -> None:
+    status, raw = await get_with_key(endpoint.list, "/admin/requests", MASTER, query)
+    error = json.loads(raw)["error"]
+    assert (status, error["type"], error["param"]) == (400, "invalid_request_error", param)
+    assert error["message"].startswith(f"{param}: ") and words in error["message"], error["message"]
+
+
+async def test_the_documented_filters_still_narrow_the_list(endpoint: AdminRequests) -> None:
+    status, raw = await get_with_key(endpoint.list, "/admin/requests", MASTER,
+                                     b"key_id=key_beta&status=2xx&since=0&limit=5")
+    assert status == 200 and [r["request_id"] for r in json.loads(raw)["data"]] == ["req-b"]
+    status, raw = await get_with_key(endpoint.list, "/admin/requests", MASTER, b"limit=1")
+    page = json.loads(raw)
+    assert status == 200 and len(page["data"]) == 1 and page["has_more"] and page["next_cursor"]
+    status, raw = await get_with_key(endpoint.list, "/admin/requests", MASTER,
+                                     b"limit=5&cursor=" + page["next_cursor"].encode())
+    assert status == 200 and len(json.loads(raw)["data"]) == 2
