@@ -6,7 +6,9 @@
     GET|PATCH|DELETE /admin/keys/{id}    POST /admin/keys/{id}/revoke    POST /admin/keys/{id}/rotate
 
 Lists come oldest first; with ``limit`` (1-1000) in pages, ``after`` the last id of
-the page before (``has_more``, ``first_id``, ``last_id`` as in OpenAI's lists).
+the page before (``has_more``, ``first_id``, ``last_id`` as in OpenAI's lists). Query strings are read
+strictly (``admin_query``): a list's filter misspelt, repeated or empty is a 400 naming it, and the other
+endpoints take none (``POST .../rotate?grace_s=60`` would rotate with no grace, ``DELETE ...?dry_run=1`` disable).
 The master key sees everything. A tenant admin key (role ``tenant_admin``) sees
 its own tenant only: any other tenant's id, project or key is a 404, exactly
 as if it did not exist. Every change bumps the key version, which every
@@ -42,6 +44,7 @@ from aigw.http.admin_models import (
     tenant_out,
 )
 from aigw.http.admin_patch import apply_patch, disable_tenant, patch_key, patch_project, revoke_key, rotate_key
+from aigw.http.admin_query import strict_query
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
@@ -155,6 +158,7 @@ class AdminApi:
 
     # -- tenants -----------------------------------------------------------------------
     async def create_tenant(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        strict_query(req, ())
         if admin_scope(p) is not None:
             raise errors.PermissionDenied("Only the master key can create tenants.")
         body = await parse_body(req, TenantIn)
@@ -178,6 +182,7 @@ class AdminApi:
         return 200, listing(await self.db.list_tenants(one_more(limit), after), limit, tenant_out)
 
     async def tenant_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        strict_query(req, ())
         ident = req.path.removeprefix("/admin/tenants/").strip("/")
         t = await self.tenant(ident, admin_scope(p))
         if req.method == "GET":
@@ -204,6 +209,7 @@ class AdminApi:
 
     # -- projects ----------------------------------------------------------------------
     async def create_project(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        strict_query(req, ())
         body = await parse_body(req, ProjectIn)
         scope = admin_scope(p)
         if not body.tenant and scope is None:
@@ -230,6 +236,7 @@ class AdminApi:
         return 200, listing(await self.db.list_projects(tenant_id, one_more(limit), after), limit, project_out)
 
     async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        strict_query(req, ())
         ident = req.path.removeprefix("/admin/projects/").strip("/")
         proj = await self.project(ident, admin_scope(p))
         if req.method == "GET":
@@ -256,6 +263,7 @@ class AdminApi:
 
     # -- keys --------------------------------------------------------------------------
     async def create_key(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        strict_query(req, ())
         body = await parse_body(req, KeyIn)
         if body.expires_at is not None and body.expires_at <= self.clock.now():  # a key that could never work
             raise errors.InvalidRequest("expires_at is in the past", param="expires_at")
@@ -286,6 +294,7 @@ class AdminApi:
         return 200, listing(await self.db.list_keys(tenant_id, project_id, one_more(limit), after), limit, key_out)
 
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
+        strict_query(req, ())
         ident, _, action = req.path.removeprefix("/admin/keys/").strip("/").partition("/")
         k = await self.key(ident, admin_scope(p))
         secret: str | None = None

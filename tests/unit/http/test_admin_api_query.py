@@ -1,5 +1,6 @@
 """The tenancy admin API's query strings, read strictly: a list filter misspelt, given twice or left empty is a
-400 naming it (never every tenant's list), and the documented ones still narrow and page the lists."""
+400 naming it (never every tenant's list), and the documented ones still narrow and page the lists; the other
+endpoints take none, so any is a 400 and the change is not made (``rotate?grace_s=60`` rotated with no grace)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,41 @@ async def test_the_documented_parameters_still_narrow_and_page_the_lists(api: Ad
     assert await _ids(api, "list_keys", b"project=web-alpha&limit=1") == (["key_alpha1"], True)
     assert await _ids(api, "list_keys", b"tenant=alpha&project=prj_alpha&limit=1&after=key_alpha1") == (
         ["key_alpha2"], False)
+
+
+@pytest.mark.parametrize(("endpoint", "method", "path", "query", "body"), [
+    ("key_item", "POST", "/admin/keys/key_alpha1/rotate", b"grace_s=60", None),  # rotated with no grace
+    ("key_item", "POST", "/admin/keys/key_alpha1/revoke", b"dry_run=1", None),
+    ("key_item", "DELETE", "/admin/keys/key_alpha1", b"key=key_alpha1&key=key_alpha1", None),
+    ("key_item", "PATCH", "/admin/keys/key_alpha1", b"name=", {"name": "renamed"}),
+    ("tenant_item", "DELETE", "/admin/tenants/alpha", b"dry_run=1", None),  # disabled the tenant
+    ("tenant_item", "PATCH", "/admin/tenants/alpha", b"tenant=", {"name": "renamed"}),
+    ("project_item", "DELETE", "/admin/projects/prj_alpha", b"cascade=false", None),
+    ("create_tenant", "POST", "/admin/tenants", b"name=gamma", {"name": "gamma"}),
+    ("create_project", "POST", "/admin/projects", b"tenant=alpha", {"tenant": "alpha", "name": "batch"}),
+    ("create_key", "POST", "/admin/keys", b"project=web-alpha", {"project": "web-alpha"}),
+    ("key_item", "GET", "/admin/keys/key_alpha1", b"tenant=beta", None),
+])
+async def test_an_endpoint_without_parameters_refuses_any_and_changes_nothing(
+        api: AdminApi, db: SqlDatabase, endpoint: str, method: str, path: str, query: bytes,
+        body: dict[str, Any] | None) -> None:
+    before = await _everything(db)
+    status, _, answer = await call(handler(api, endpoint), method, path, query, body)
+    param = query.partition(b"=")[0].decode()
+    assert (status, answer["error"]["type"], answer["error"]["param"]) == (400, "invalid_request_error", param)
+    assert answer["error"]["message"].startswith(f"{param}: "), answer["error"]["message"]
+    assert await _everything(db) == before
+
+
+async def _everything(db: SqlDatabase) -> tuple[list[Tenant], list[Project], list[ApiKey]]:
+    return await db.list_tenants(None, None), await db.list_projects(None, None, None), \
+        await db.list_keys(None, None, None, None)
+
+
+async def test_the_same_calls_without_a_query_still_work(api: AdminApi, db: SqlDatabase) -> None:
+    status, _, rotated = await call(handler(api, "key_item"), "POST", "/admin/keys/key_alpha1/rotate")
+    assert status == 200 and rotated["key"].startswith("sk-")
+    status, _, disabled = await call(handler(api, "tenant_item"), "DELETE", "/admin/tenants/beta")
+    assert status == 200 and disabled["enabled"] is False
+    status, _, made = await call(handler(api, "create_key"), "POST", "/admin/keys", b"", {"project": "web-alpha"})
+    assert status == 201 and made["project_id"] == "prj_alpha"
