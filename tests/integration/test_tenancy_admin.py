@@ -246,6 +246,24 @@ def test_tenants_and_projects_are_listed_in_pages(gw: RunningGateway, admin: Adm
     assert "more: --after" in _cli(gw, "projects", "list", "--tenant", made[1], "--limit", "1")
 
 
+def test_every_list_option_of_the_cli_is_a_parameter_the_gateway_reads(gw: RunningGateway,
+                                                                        admin: AdminClient) -> None:
+    """The lists read their query strictly (an unknown parameter is a 400): the CLI's options, all at once."""
+    first = setup_key(admin, "cli-opts")
+    second = admin.post("/admin/keys", {"project": first["project_id"]})
+    keys = json.loads(_cli(gw, "keys", "list", "--tenant", "cli-opts", "--project", first["project_id"],
+                           "--limit", "5", "--after", first["id"], "--json"))
+    assert [k["id"] for k in keys["data"]] == [second["id"]]
+    projects = json.loads(_cli(gw, "projects", "list", "--tenant", "cli-opts", "--limit", "5", "--after",
+                               first["project_id"], "--json"))
+    assert projects["data"] == []
+    tenants = json.loads(_cli(gw, "tenants", "list", "--limit", "1", "--after", first["tenant_id"], "--json"))
+    assert first["tenant_id"] not in [t["id"] for t in tenants["data"]]  # the page after it
+    with pytest.raises(AdminError) as err:
+        admin.get("/admin/keys", tenant="cli-opts", projet="web")
+    assert err.value.status == 400 and err.value.body["error"]["param"] == "projet"
+
+
 def test_every_admin_change_is_logged_with_who_made_it_and_what_it_touched(
         admin: AdminClient, caplog: pytest.LogCaptureFixture) -> None:
     """An audit trail: creates, changes, revokes and deletes each leave one line naming the object, its
