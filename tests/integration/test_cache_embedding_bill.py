@@ -118,3 +118,30 @@ def test_the_local_embedding_model_adds_no_row(tmp_path: Path) -> None:
         assert [r["endpoint"] for r in _ledger(g, key["id"], 1)] == ["chat"]
 
 
+
+
+def test_an_embedding_cut_by_the_caches_timeout_is_billed_as_its_prompt(upstream: FakeOpenAI, tmp_path: Path) -> None:
+    """The cache stops waiting after ``embed_timeout_ms`` and answers from upstream (exact matching only), but the
+    embedding deployment had the request and may bill it: a row of its own, its prompt counted locally."""
+    from tests.fakes.faults import Fault
+
+    vec = {"name": "vec", "provider": "openai_compatible", "model": "text-embedding-3-small",
+           "api_base": upstream.base_url, "modes": ["embeddings"], "prices": {"input_per_mtok": EMBED_PER_MTOK}}
+    hasty = {**SEMANTIC, "semantic": {**SEMANTIC["semantic"], "embed_timeout_ms": 300}}  # type: ignore[dict-item]
+    with gateway_on("sqlite", tmp_path, models=[PRICED_MOCK, vec], cache=hasty,
+                    routing={"*": {"num_retries": 0}}) as g:
+        admin = AdminClient(g.url, MASTER)
+        key = setup_key(admin, "hasty-co", budget_usd=50.0, budget_period="daily")
+        upstream.faults.push(Fault(delay_headers=3.0, only="/embeddings"))
+        started = time.monotonic()
+        assert _ask(g, key["key"], ASKED[1]) == "miss"
+        assert time.monotonic() - started < 2.5  # the answer did not wait for the embedding
+        rows = _ledger(g, key["id"], 2)
+        chat, embed = rows
+        assert (chat["endpoint"], chat["status"], embed["endpoint"]) == ("chat", 200, "cache_embedding")
+        assert (embed["status"], embed["usage_source"], embed["model"]) == (504, "local", "vec")
+        assert embed["id"] == chat["id"] + ".1" and embed["prompt_tokens"] > 0
+        assert embed["cost_usd"] == pytest.approx(embed["prompt_tokens"] * EMBED_PER_MTOK / 1e6, abs=1e-12)
+        spent = g.call(g.app.state["deps"].services[SERVICE].budgets.spent(
+            Scope("key", key["id"], Limits(budget_usd=50.0, budget_period="daily")), time.time()))
+        assert spent / 1e9 == pytest.approx(chat["cost_usd"] + embed["cost_usd"], abs=1e-9)

@@ -36,6 +36,8 @@ class SideCall:
     latency_s: float = 0.0
     upstream_s: float = 0.0
     retries: int = 0
+    status: int = 200  # a call cut short after its upstream took it: the error that ended it (billed all the same)
+    kind: str = ""
 
 
 def note(ctx: RequestContext, call: SideCall) -> None:
@@ -80,7 +82,8 @@ def side_rows(ctx: RequestContext, svc: TenancyServices, row: tuple[Any, ...]) -
             f"{row[at['id']]}.{n}", f"{row[at['request_id']]}.{n}", start, start + call.latency_s, row[at["day"]],
             row[at["tenant_id"]], row[at["project_id"]], row[at["key_id"]], row[at["key_prefix"]], call.model,
             d.name, d.id, d.provider, call.endpoint, t.prompt, t.completion, t.cached_input, t.cache_write,
-            t.reasoning, cost, 0, latency_ms, upstream_ms, max(0.0, round(latency_ms - upstream_ms, 3)), 200, "",
+            t.reasoning, cost, 0, latency_ms, upstream_ms, max(0.0, round(latency_ms - upstream_ms, 3)), call.status,
+            call.kind,
             0, "", call.retries, 0, 0, source,
         ))
     return out

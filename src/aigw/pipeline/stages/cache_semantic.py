@@ -44,16 +44,23 @@ class DeploymentEmbedder:
         self.model = model
 
     async def embed(self, text: str, bill: Callable[[SideCall], None] | None = None) -> Vector | None:
-        """``bill``: handed the call once it answered (its deployment and usage), for the request to pay."""
+        """``bill``: handed each call the upstream took, once the embedding ends: the one that answered (its
+        deployment and usage), and any cut short after its upstream took it (a retry's first try, or the cache's
+        ``embed_timeout_ms`` running out while the upstream worked), whose prompt is counted locally."""
         import numpy as np
 
         started = time.monotonic()
+        req = RouteRequest(model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings",
+                           allowed=frozenset((self.model,)))
         try:  # no fallback to another model: its vectors live in another space (the bucket names this model)
-            body, served = await self.router.complete(RouteRequest(
-                model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings",
-                allowed=frozenset((self.model,))))
+            body, served = await self.router.complete(req)
         except _TEXT_REFUSED:
+            self._bill_cut(req, text, started, bill)
             return None
+        except BaseException as exc:  # a timeout, a failure, the request cancelled: what the upstream took is owed
+            self._bill_cut(req, text, started, bill, exc)
+            raise
+        self._bill_cut(req, text, started, bill)
         if bill is not None and served.deployment is not None:
             usage = body.get("usage")
             bill(SideCall(CACHE_EMBEDDING, self.model, served.deployment, usage if isinstance(usage, dict) else None,
@@ -64,6 +71,18 @@ class DeploymentEmbedder:
             raise ValueError("the embedding deployment returned a zero vector")
         unit: Vector = vector / norm
         return unit
+
+    def _bill_cut(self, req: RouteRequest, text: str, started: float, bill: Callable[[SideCall], None] | None,
+                  exc: BaseException | None = None) -> None:
+        """Bill each call of ``req`` that its upstream took and that ended without an answer, as the request's own
+        cut calls are billed (docs/tenancy.md): its prompt, counted locally, under the error that ended it."""
+        served = req.served
+        if bill is None or served is None or not served.cut:
+            return
+        err = exc if isinstance(exc, errors.GatewayError) else errors.UpstreamTimeout("cut short")
+        for d in served.cut:
+            bill(SideCall(CACHE_EMBEDDING, self.model, d, None, text, time.monotonic() - started, served.upstream_s,
+                          served.retries, err.status, err.kind))
 
 
 def embedding(embedder: Embedder, text: str, ctx: RequestContext) -> Callable[[], Awaitable[Vector | None]]:
