@@ -27,8 +27,10 @@ from aigw.cli.admin_client import (
 )
 
 KEY_CLEARABLE = {"expires": "expires_at", "models": "models"}  # no expiry; every model
+# role: a tenant admin key must be told apart; status: whether it works now (a key can be enabled and unusable, its
+# project or tenant switched off), "enabled" and "revoked" the key's own flags
 COLUMNS = ["id", "prefix", "name", "project_id", "role", "models", "rpm", "tpm", "max_parallel", "budget_usd",
-           "budget_period", "expires_at", "enabled", "revoked"]  # role: a tenant admin key must be told apart
+           "budget_period", "expires_at", "status", "enabled", "revoked"]
 
 
 @click.group("keys")

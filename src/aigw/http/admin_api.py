@@ -40,6 +40,7 @@ from aigw.http.admin_models import (
     TenantIn,
     TenantPatch,
     key_out,
+    key_status,
     project_out,
     tenant_out,
 )
@@ -279,7 +280,7 @@ class AdminApi:
         await self.db.add_key(k)  # no version bump: a fresh random secret cannot be cached anywhere yet
         if self._on_new_secret is not None:
             self._on_new_secret(k.key_hash)
-        return 201, key_out(k, secret)
+        return 201, key_out(k, secret, (await self._statuses([k]))[k.id])
 
     async def list_keys(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         q = list_query(req, "tenant", "project")
@@ -291,7 +292,9 @@ class AdminApi:
             project_id = (await self.project(ident, tenant_id)).id
         limit = page_size(q.get("limit"))
         after = await self.key(ident, scope) if (ident := q.get("after")) else None
-        return 200, listing(await self.db.list_keys(tenant_id, project_id, one_more(limit), after), limit, key_out)
+        keys = await self.db.list_keys(tenant_id, project_id, one_more(limit), after)
+        statuses = await self._statuses(keys)
+        return 200, listing(keys, limit, lambda k: key_out(k, status=statuses[k.id]))
 
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         strict_query(req, ())
@@ -299,7 +302,7 @@ class AdminApi:
         k = await self.key(ident, admin_scope(p))
         secret: str | None = None
         if req.method == "GET" and not action:
-            return 200, key_out(k)
+            return 200, key_out(k, status=(await self._statuses([k]))[k.id])
         # Each change is applied to the key as saved when it writes, under its row lock, and writes only the
         # columns it changed: a call that waited (for its body, say) after reading the key must not undo what
         # another call saved meanwhile (a revoke, a rotated-out secret, a limit or guardrails entry it left out)
@@ -330,7 +333,13 @@ class AdminApi:
         elif self._on_revoke is not None:  # never seeded again (a `total` window would stay for good); dropped on
             await self._on_revoke(k)  # every call and before the bump, so a revoke repeated after a 503 finishes it
         await self._changed()
-        return 200, key_out(k, secret)
+        return 200, key_out(k, secret, (await self._statuses([k]))[k.id])
+
+    async def _statuses(self, keys: list[ApiKey]) -> dict[str, str]:
+        """Key id -> ``key_status``: one read of the keys' projects and tenants."""
+        states = await self.db.enabled_states({k.project_id for k in keys})
+        now = self.clock.now()
+        return {k.id: key_status(k, states, now) for k in keys}
 
     async def _own_key(self, p: Principal) -> ApiKey | None:
         """A tenant admin's own key as saved now (what it may grant: ``admin_bounds``); None for the master key."""

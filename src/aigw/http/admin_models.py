@@ -184,11 +184,24 @@ def project_out(p: Project) -> dict[str, Any]:
             "enabled": p.enabled, "disabled_by": p.disabled_by, "metadata": p.metadata, "created_at": iso(p.created_at)}
 
 
-def key_out(k: ApiKey, secret: str | None = None) -> dict[str, Any]:
+def key_status(k: ApiKey, states: dict[str, tuple[bool, bool]], now: float) -> str:
+    """Whether the key works now, or the first reason it does not, in the order a call with it is refused
+    (``key_lookup.refusal``): ``enabled: true`` alone does not say that its project or tenant is switched off."""
+    if k.revoked_at is not None:
+        return "revoked"
+    if k.expires_at is not None and k.expires_at <= now:
+        return "expired"
+    if not k.enabled:
+        return "disabled"
+    project_on, tenant_on = states.get(k.project_id, (False, False))
+    return "active" if project_on and tenant_on else "project_disabled" if not project_on else "tenant_disabled"
+
+
+def key_out(k: ApiKey, secret: str | None = None, status: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": k.id, "object": "key", "name": k.name, "prefix": k.prefix, "tenant_id": k.tenant_id,
         "project_id": k.project_id, "models": k.allowed_models, **limits_out(k.limits),
-        "expires_at": iso(k.expires_at), "enabled": k.enabled, "disabled_by": k.disabled_by,
+        "expires_at": iso(k.expires_at), "status": status, "enabled": k.enabled, "disabled_by": k.disabled_by,
         "revoked": k.revoked_at is not None,
         "revoked_at": iso(k.revoked_at), "role": k.role, "metadata": k.metadata, "created_at": iso(k.created_at),
         "previous_key_until": iso(k.previous_until),  # the secret before the last rotation works until then

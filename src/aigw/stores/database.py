@@ -253,6 +253,15 @@ class SqlDatabase:
         sql, args = _paged(sql, args, limit, after)
         return [_key(r) for r in await self.sql.fetch(sql, *args)]
 
+    async def enabled_states(self, project_ids: Collection[str]) -> dict[str, tuple[bool, bool]]:
+        ids = sorted(set(project_ids))
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = await self.sql.fetch("SELECT p.id, p.enabled, t.enabled AS tenant_enabled FROM projects p "
+                                    f"JOIN tenants t ON t.id = p.tenant_id WHERE p.id IN ({marks})", *ids)
+        return {r["id"]: (bool(r["enabled"]), bool(r["tenant_enabled"])) for r in rows}
+
     async def save_key(self, k: ApiKey, columns: Collection[str] | None = None, tenant_admin: bool = False) -> None:
         """Write ``columns`` of ``k`` (None: all): a call writes what it changed only, so a change another call
         saved meanwhile (a revoke, a rotation) is not undone. A revocation is never undone, nor, by a

@@ -380,3 +380,14 @@ async def test_a_tenant_admins_write_never_enables_what_the_master_key_disabled(
         await save(item, {"enabled", "disabled_by"})  # type: ignore[operator]
     grant = await db.grant_by_hash("h1")
     assert grant is not None and grant.usable(NOW) and grant.key.disabled_by is None
+
+
+async def test_enabled_states_read_each_project_and_its_tenant_in_one_query(db: SqlDatabase) -> None:
+    await db.add_tenant(Tenant(id="ten_on", name="on"))
+    await db.add_tenant(Tenant(id="ten_off", name="off", enabled=False))
+    await db.add_project(Project(id="prj_ok", tenant_id="ten_on", name="ok"))
+    await db.add_project(Project(id="prj_off", tenant_id="ten_on", name="off", enabled=False))
+    await db.add_project(Project(id="prj_under", tenant_id="ten_off", name="under"))
+    states = await db.enabled_states(["prj_ok", "prj_off", "prj_under", "prj_ok", "prj_gone"])
+    assert states == {"prj_ok": (True, True), "prj_off": (False, True), "prj_under": (True, False)}
+    assert await db.enabled_states([]) == {}
