@@ -32,6 +32,7 @@ from aigw.http.respond import (
     send_stream,
     stream_start,
 )
+from aigw.http.retry_headers import retry_headers
 from aigw.pipeline.context import Completed, Endpoint, Prerendered, Principal, Replay, RequestContext
 from aigw.pipeline.pipeline import Pipeline
 from aigw.types import JSON
@@ -188,12 +189,7 @@ async def send_error(send: Send, api: ApiFormat, err: errors.GatewayError, reque
                      extra: dict[str, str] | None = None) -> int:
     """Send ``err`` in the client's wire format; the status sent."""
     status, body = api.render_error(err, request_id)
-    headers: Headers = [(b"x-request-id", request_id.encode())]
-    if err.retry_after is not None:
-        # rounded up: a client that waits exactly this long must find room (the message says the same)
-        headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
-    if not err.retryable and _sdk_retries(status):  # e.g. budget exhausted, upstream auth: SDKs must not retry
-        headers.append((b"x-should-retry", b"false"))
+    headers: Headers = [(b"x-request-id", request_id.encode()), *retry_headers(err, status)]
     if extra:  # e.g. x-ratelimit-* set by the limits stage before it refused
         headers.extend(header_list(extra))
     if api.own_headers is not None:
@@ -227,11 +223,6 @@ def answer_headers(ctx: RequestContext, api: ApiFormat) -> Headers:
     if api.own_headers is not None:
         headers += api.own_headers(ctx.request_id, ctx.response_headers)
     return headers
-
-
-def _sdk_retries(status: int) -> bool:
-    """Whether the OpenAI and Anthropic SDKs retry this status on their own (402: some clients do)."""
-    return status in (402, 408, 409, 429) or status >= 500
 
 
 _SERVED = frozenset({"x-request-id", "x-aigw-provider", "x-aigw-model", "x-aigw-deployment",
