@@ -1,8 +1,10 @@
 """How a store call failed, as the callers must tell apart: skipped in an outage (nothing ran), owed for
-later, sent and unanswered (it may have run), or refused by a full Redis (nothing ran, reads still work)."""
+later, sent and unanswered (it may have run), refused by a full Redis (nothing ran, reads still work), or
+a store that cannot be reached at all (``unreachable``)."""
 
 from __future__ import annotations
 
+import sqlite3
 from asyncio import Future
 from typing import Any
 
@@ -14,6 +16,41 @@ def out_of_memory(exc: BaseException) -> bool:
     ``maxmemory-policy noeviction``), or a step skipped for that: Redis answers, nothing of the call ran,
     and reads still work. Told by the reply's text, which the lean client and redis-py both keep."""
     return OOM_REPLY in str(exc)
+
+
+# SQLite's words for a file it cannot use now (held locked by another process, gone, unreadable); its other
+# OperationalErrors (no such table, a syntax error) are bugs
+_SQLITE_DOWN = ("database is locked", "database table is locked", "unable to open database file",
+                "disk i/o error", "readonly database")
+# PostgreSQL SQLSTATEs of a server that is away: class 08 (connection lost or refused, the prefix), shutting
+# down or starting (57P01..57P03), out of connection slots (53300)
+_PG_DOWN = ("08", "57P01", "57P02", "57P03", "53300")
+# redis-py's own ConnectionError and TimeoutError are not the builtins: told by name, so that this module
+# imports neither redis-py nor asyncpg (each loads only when its URL is set)
+_REDIS_DOWN = {("redis.exceptions", "ConnectionError"), ("redis.exceptions", "TimeoutError")}
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a store (SQLite, PostgreSQL, Redis) cannot be reached or used right now, so the
+    same call may work in a moment: refused, timed out, connection lost, the SQLite file locked or
+    unreadable, a store skipped in its outage window (``StoreSkipped``). A programming error is not one."""
+    if isinstance(exc, (OSError, TimeoutError)):  # refused, reset, unreachable host, a timeout: every store's
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(words in str(exc).lower() for words in _SQLITE_DOWN)
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str):
+        return state.startswith(_PG_DOWN)
+    if _is_closed_asyncpg(exc):
+        return True
+    return any((c.__module__, c.__name__) in _REDIS_DOWN for c in type(exc).__mro__)
+
+
+def _is_closed_asyncpg(exc: BaseException) -> bool:
+    """asyncpg's ``InterfaceError`` for a pool or connection closed under the call (its other ones are misuse)."""
+    if type(exc).__name__ != "InterfaceError" or not type(exc).__module__.startswith("asyncpg"):
+        return False
+    return any(words in str(exc) for words in ("pool is closed", "connection is closed"))
 
 
 class StoreSkipped(ConnectionError):
