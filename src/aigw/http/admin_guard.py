@@ -4,6 +4,10 @@ audit line each change leaves.
 ``guarded`` wraps an endpoint: it authenticates an admin key (the master key, or a tenant admin's, which
 ``admin_scope`` limits to its own tenant), runs it, and answers JSON or a file, errors in the OpenAI
 error shape. Endpoints that change something are wrapped with ``audit=True``.
+
+An error that says when to come back carries ``Retry-After`` (and ``x-should-retry``) exactly as the
+inference path's (``retry_headers``); a store that cannot be reached (``stores.failures.unreachable``) is a
+503 ``store_unavailable`` with ``Retry-After: 1``, logged in one line; any other exception is a bug: a 500.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from aigw import errors
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send, json_object
 from aigw.http.respond import send_bytes, send_json
+from aigw.http.retry_headers import retry_headers
 from aigw.http.wire_openai import error_body
 from aigw.pipeline.context import Principal
+from aigw.stores.failures import unreachable
 from aigw.types import JSON
 
 log = logging.getLogger("aigw.admin")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[HttpRequest, Send], Awaitable[None]]
 MAX_BODY = 256 * 1024
+STORE_RETRY_S = 1.0  # what a store outage's 503 asks the caller to wait (``Retry-After``)
 
 
 def admin_scope(principal: Principal) -> str | None:
@@ -79,11 +86,20 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
             status, body = await fn(req, principal)
         except errors.GatewayError as err:
             auth.refused("admin", err.status, err)
-            await send_json(send, err.status, error_body(err), headers)
+            await send_json(send, err.status, error_body(err), [*headers, *retry_headers(err, err.status)])
             return
-        except Exception as exc:  # a database error, say: a clean 500, logged, never a stack trace
+        except Exception as exc:
+            tenant = principal.tenant_id or "-" if principal else "-"
+            if unreachable(exc):  # an outage, not a bug: one line, and a 503 the caller may retry
+                log.warning("admin %s %s: a store cannot be reached (%s: %s) (by %s, tenant %s, request %s)",
+                            req.sent_method, req.path, type(exc).__name__, _one_line(exc), _who(principal),
+                            tenant, req.request_id)
+                down = store_unavailable(exc)
+                await send_json(send, down.status, error_body(down), [*headers, *retry_headers(down, down.status)])
+                return
+            # a bug: a clean 500, logged with its stack trace, never sent one
             log.exception("admin %s %s failed (by %s, tenant %s, request %s)", req.sent_method, req.path,
-                          _who(principal), principal.tenant_id or "-" if principal else "-", req.request_id)
+                          _who(principal), tenant, req.request_id)
             internal = errors.UpstreamError(f"internal error ({type(exc).__name__})", status=500)
             await send_json(send, 500, error_body(internal), headers)
             return
@@ -97,6 +113,18 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
         await send_json(send, status, body, headers)
 
     return handler
+
+
+def store_unavailable(exc: BaseException) -> errors.Unavailable:
+    """The answer to a store outage (``stores.failures.unreachable``): nothing was done that the caller must
+    know of, and the same call may work in a second."""
+    return errors.Unavailable(f"A store the gateway needs (its database or Redis) cannot be reached right now "
+                              f"({type(exc).__name__}); retry the call in a moment.", code="store_unavailable",
+                              retry_after=STORE_RETRY_S)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def _who(principal: Principal | None) -> str:

@@ -14,18 +14,15 @@ listed every request.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aigw import errors
-from aigw.http.admin_guard import admin_scope
+from aigw.http.admin_guard import Handler, admin_scope, guarded
 from aigw.http.admin_query import strict_query
 from aigw.http.auth import Authenticator
-from aigw.http.request import HttpRequest, Send
-from aigw.http.respond import send_json
-from aigw.http.wire_openai import error_body
+from aigw.http.request import HttpRequest
 from aigw.observability.request_log import (
     MAX_PAGE,
     RequestLogWriter,
@@ -37,7 +34,6 @@ from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey
 from aigw.types import JSON
 
-log = logging.getLogger("aigw.admin")
 PREFIX = "/admin/requests/"
 FILTERS = ("since", "until", "key_id", "model", "status", "min_latency_ms", "limit", "cursor")
 _HINTS = {"key": "did you mean `key_id`?", "from": "did you mean `since`?", "to": "did you mean `until`?",
@@ -113,6 +109,10 @@ class AdminRequests:
         self.auth = auth
         self.writer = writer  # flushed before each read: a request is listed as soon as it finished
         self.key_of = key_of  # the admin API's own lookup; None without tenancy: there are no keys to name
+        # answered like every other admin endpoint: a refusal in the OpenAI error shape, a request log whose
+        # database is down a 503 with Retry-After, a bug a 500
+        self.list: Handler = guarded(auth, self._list)
+        self.get: Handler = guarded(auth, self._get)
 
     async def _check_key(self, key_id: str, principal: Principal) -> None:
         """A ``key_id`` filter names a key the caller may see, else a 404 as everywhere in the admin API:
@@ -121,14 +121,7 @@ class AdminRequests:
             return
         await self.key_of(key_id, admin_scope(principal))
 
-    async def list(self, req: HttpRequest, send: Send) -> None:
-        await _answer(req, send, self._list, self.auth)
-
-    async def get(self, req: HttpRequest, send: Send) -> None:
-        await _answer(req, send, self._get, self.auth)
-
-    async def _list(self, req: HttpRequest) -> JSON:
-        principal = await self.auth.require_admin(req.headers)
+    async def _list(self, req: HttpRequest, principal: Principal) -> tuple[int, JSON]:
         q = parse_query(strict_query(req, FILTERS, _HINTS), principal.tenant_id)
         await self._check_key(q.key_id, principal)
         want = q.limit
@@ -138,33 +131,14 @@ class AdminRequests:
         more = len(items) > want
         items = items[:want]
         cursor = encode_cursor(items[-1].ts, items[-1].request_id) if more and items else None
-        return {"object": "list", "data": [r.to_json() for r in items], "has_more": more, "next_cursor": cursor}
+        return 200, {"object": "list", "data": [r.to_json() for r in items], "has_more": more,
+                     "next_cursor": cursor}
 
-    async def _get(self, req: HttpRequest) -> JSON:
-        principal = await self.auth.require_admin(req.headers)
+    async def _get(self, req: HttpRequest, principal: Principal) -> tuple[int, JSON]:
         request_id = req.path[len(PREFIX):]
         await self.writer.flush()
         record = await self.writer.store.get(request_id, principal.tenant_id) if request_id else None
         if record is None:
             raise errors.NotFound(f"No request `{request_id}` in the request log.")
-        return record.to_json()
+        return 200, record.to_json()
 
-
-async def _answer(req: HttpRequest, send: Send, work: Callable[[HttpRequest], Awaitable[JSON]],
-                  auth: Authenticator) -> None:
-    """``work``'s answer as JSON; its refusal, or a request log that cannot be read (a database that is down),
-    in the OpenAI error shape with the request id, like every other admin answer."""
-    headers = [(b"x-request-id", req.request_id.encode())]
-    try:
-        body = await work(req)
-    except errors.GatewayError as err:
-        auth.refused("admin", err.status, err)
-        await send_json(send, err.status, error_body(err), headers)
-        return
-    except Exception as exc:
-        log.exception("admin %s %s failed (request %s)", req.sent_method, req.path, req.request_id)
-        down = errors.Unavailable(f"The request log cannot be read right now ({type(exc).__name__}); try again "
-                                  "shortly.", retry_after=1.0)
-        await send_json(send, down.status, error_body(down), [*headers, (b"retry-after", b"1")])
-        return
-    await send_json(send, 200, body, headers)

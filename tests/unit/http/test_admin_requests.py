@@ -97,8 +97,9 @@ async def test_a_request_log_that_cannot_be_read_is_a_503_in_the_error_shape_not
     endpoint = AdminRequests(Authenticator(MASTER), RequestLogWriter(_DownLog(), now=time.time))
     handler = endpoint.list if path == "/admin/requests" else endpoint.get
     status, body = await get_with_key(handler, path, MASTER, b"")
-    assert status == 503
-    assert "request log cannot be read" in json.loads(body)["error"]["message"]
+    error = json.loads(body)["error"]
+    assert (status, error["code"], error["type"]) == (503, "store_unavailable", "service_unavailable_error")
+    assert "cannot be reached" in error["message"] and "retry" in error["message"]
 
 
 def test_a_time_without_a_zone_is_utc_whatever_the_servers_zone(monkeypatch: pytest.MonkeyPatch) -> None:
