@@ -23,11 +23,19 @@ DEFAULT_URL = "http://127.0.0.1:4000"
 
 
 class AdminError(Exception):
-    def __init__(self, status: int, message: str, body: Any = None) -> None:
+    def __init__(self, status: int, message: str, body: Any = None, retry_after: int | None = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
         self.body = body
+        self.retry_after = retry_after  # seconds, from the refusal's Retry-After (a store outage's 503, say)
+
+    def line(self) -> str:
+        """The one line the CLI prints: the gateway's message, its status, and when to try again if it said."""
+        said = f"HTTP {self.status}" if self.status else ""
+        if self.retry_after is not None:
+            said += f"; retry in {self.retry_after} s"
+        return f"error: {self.message}" + (f" ({said})" if said else "")
 
 
 def admin_path(*segments: str) -> str:
@@ -91,7 +99,7 @@ class AdminClient:
                 message = payload.get("error", {}).get("message") or raw.decode(errors="replace")
             except (ValueError, AttributeError):
                 payload, message = None, raw.decode(errors="replace")[:300]
-            raise AdminError(exc.code, _one_line(message), payload) from None
+            raise AdminError(exc.code, _one_line(message), payload, _retry_after(exc.headers)) from None
         except urllib.error.URLError as exc:
             raise AdminError(0, f"cannot reach the gateway at {self.url} ({_one_line(exc.reason)})") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:  # reset, timeout, bad header, ...
@@ -106,6 +114,13 @@ class AdminClient:
 
     def patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, body)
+
+
+def _retry_after(headers: Any) -> int | None:
+    """A refusal's ``Retry-After`` in seconds (the gateway sends whole seconds), or None: none, or an HTTP date
+    (the gateway never sends one), or not a number."""
+    raw = (headers.get("retry-after") or "").strip() if headers is not None else ""
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def _checked_url(url: str) -> str:
@@ -163,7 +178,7 @@ def call(url: str, key: str, method: str, path: str, body: Any = None, query: di
     try:
         return AdminClient(url, key).request(method, path, body, query, as_text)
     except AdminError as exc:
-        click.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
+        click.echo(exc.line(), err=True)  # a 503 that says when: retried by whoever runs it, never by us
         raise SystemExit(1) from None
 
 
@@ -172,7 +187,7 @@ def call_text(url: str, key: str, path: str, query: dict[str, Any]) -> tuple[str
     try:
         return AdminClient(url, key).text("GET", path, query)
     except AdminError as exc:
-        click.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
+        click.echo(exc.line(), err=True)  # a 503 that says when: retried by whoever runs it, never by us
         raise SystemExit(1) from None
 
 

@@ -187,3 +187,57 @@ def test_a_keys_metadata_such_as_its_cache_setting_is_sent_as_json(
     for bad, says in (("{cache: off}", "not JSON"), ('["cache"]', "a JSON object")):
         result = runner.invoke(cli, ["keys", "create", "--project", "web", "--metadata", bad, "--url", url])
         assert result.exit_code == 2 and says in result.output and len(calls) == 2  # refused, nothing sent
+
+
+@pytest.fixture
+def store_down() -> Iterator[tuple[str, list[str]]]:
+    """A gateway whose store is away: every call is the admin API's 503 ``store_unavailable``, with a
+    ``Retry-After`` of 2 s, bar ``/admin/projects`` (a 503 that says no time). Yields its URL and the calls."""
+    calls: list[str] = []
+
+    class Down(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            calls.append(f"{self.command} {self.path}")
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = json.dumps({"error": {"message": "A store the gateway needs (its database or Redis) cannot be "
+                                         "reached right now (ConnectionRefusedError); retry the call in a moment.",
+                                         "type": "service_unavailable_error", "param": None,
+                                         "code": "store_unavailable"}}).encode()
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            if not self.path.startswith("/admin/projects"):
+                self.send_header("retry-after", "2")
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Down)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("args", [["tenants", "list"], ["tenants", "create", "alpha"], ["spend"],
+                                  ["spend", "--csv"]])
+def test_a_503_with_retry_after_says_when_to_retry_and_the_call_is_made_once(
+        store_down: tuple[str, list[str]], args: list[str]) -> None:
+    url, calls = store_down
+    line = _one_line_error(CliRunner().invoke(cli, [*args, "--url", url]))
+    assert "cannot be reached" in line and line.endswith("(HTTP 503; retry in 2 s)"), line
+    assert len(calls) == 1  # never retried on its own: a write may have been made
+
+
+def test_a_503_without_retry_after_names_no_wait(store_down: tuple[str, list[str]]) -> None:
+    url, _ = store_down
+    line = _one_line_error(CliRunner().invoke(cli, ["projects", "list", "--url", url]))
+    assert line.endswith("(HTTP 503)") and "retry in" not in line.split("(HTTP")[1], line
