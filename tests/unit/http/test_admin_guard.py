@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -163,10 +164,11 @@ class _Proxy:
 
 async def test_postgresql_gone_is_a_503_store_unavailable(postgres_schema: tuple[str, str]) -> None:
     dsn, schema = postgres_schema
-    proxy = _Proxy(("127.0.0.1", 5432))
+    parts = urlsplit(dsn)
+    proxy = _Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     port = await proxy.start()
-    via_proxy = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
-    assert via_proxy != dsn
+    login = parts.netloc.rpartition("@")[0]
+    via_proxy = urlunsplit(parts._replace(netloc=f"{login}@127.0.0.1:{port}" if login else f"127.0.0.1:{port}"))
     db: SqlDatabase = open_database(f"{via_proxy}?search_path={schema}")
     await db.open()
     try:
