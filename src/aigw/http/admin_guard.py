@@ -116,8 +116,8 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
 
 
 def store_unavailable(exc: BaseException) -> errors.Unavailable:
-    """The answer to a store outage (``stores.failures.unreachable``): nothing was done that the caller must
-    know of, and the same call may work in a second."""
+    """The answer to a store outage (``stores.failures.unreachable``): the same call may work in a second. (A
+    write whose connection was lost at its commit may have been made: repeating it is the caller's choice.)"""
     return errors.Unavailable(f"A store the gateway needs (its database or Redis) cannot be reached right now "
                               f"({type(exc).__name__}); retry the call in a moment.", code="store_unavailable",
                               retry_after=STORE_RETRY_S)
