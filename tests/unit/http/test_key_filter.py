@@ -16,18 +16,9 @@ from aigw.http.key_lookup import KeyCache
 from aigw.stores.base import ApiKey, Grant, Project, Tenant
 from aigw.stores.keygen import hash_secret, new_secret
 from aigw.stores.memory import MemoryKeyVersion
+from tests.support.clock import ManualClock
 
 BUDGET = 5
-
-
-class Clock:
-    t = 1000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 class Store:
@@ -65,8 +56,8 @@ def _spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
 
 
 @pytest.fixture
-async def parts() -> AsyncIterator[tuple[KeyFilter, Store, Clock]]:
-    store, clock = Store(hash_secret("known")), Clock()
+async def parts() -> AsyncIterator[tuple[KeyFilter, Store, ManualClock]]:
+    store, clock = Store(hash_secret("known")), ManualClock()
     key_filter = KeyFilter(store, clock, _spawn, BUDGET, refresh_s=0.01, idle_s=60)  # type: ignore[arg-type]
     try:
         yield key_filter, store, clock
@@ -173,7 +164,7 @@ async def test_a_set_whose_refresh_fails_past_max_age_cannot_tell(parts: Any) ->
 
 
 async def test_the_set_is_dropped_once_the_budget_has_not_run_out_for_idle_s() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), ManualClock()
     key_filter = KeyFilter(store, clock, _spawn, 1, refresh_s=0.01, idle_s=30)  # type: ignore[arg-type]
     try:
         await key_filter.admits(_unknown(0))
@@ -189,7 +180,7 @@ async def test_the_set_is_dropped_once_the_budget_has_not_run_out_for_idle_s() -
 
 async def test_a_budget_of_zero_asks_the_set_for_every_key(parts: Any) -> None:
     store = Store(hash_secret("known"))
-    key_filter = KeyFilter(store, Clock(), _spawn, 0, refresh_s=0.01)  # type: ignore[arg-type]
+    key_filter = KeyFilter(store, ManualClock(), _spawn, 0, refresh_s=0.01)  # type: ignore[arg-type]
     try:
         assert not await key_filter.admits(_unknown(0))
         assert await key_filter.admits(hash_secret("known"))
@@ -214,7 +205,7 @@ async def test_the_cache_reads_no_malformed_secret_and_past_the_budget_no_unknow
     key_filter, store, _ = parts
     secret = new_secret()
     store.hashes.append(hash_secret(secret))
-    cache = KeyCache(store, MemoryKeyVersion(), Clock(), key_filter=key_filter)  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock(), key_filter=key_filter)  # type: ignore[arg-type]
     for bad in (secret[:-1], secret + "A", secret[:-1] + "!", "sk-aigw-", "x" + secret[1:]):
         assert await cache.lookup(bad) is None
     assert store.grant_reads == 0
@@ -230,7 +221,7 @@ async def test_keys_held_before_a_version_move_are_read_again_without_the_budget
     secrets = [new_secret() for _ in range(3 * BUDGET)]
     store.hashes += [hash_secret(s) for s in secrets]
     version = MemoryKeyVersion()
-    cache = KeyCache(store, version, Clock(), key_filter=key_filter)  # type: ignore[arg-type]
+    cache = KeyCache(store, version, ManualClock(), key_filter=key_filter)  # type: ignore[arg-type]
     await cache.check_version()
     for i, secret in enumerate(secrets):  # a gateway's keys come in over time
         key_filter._tokens = BUDGET  # as if each came a second apart

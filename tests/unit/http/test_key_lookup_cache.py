@@ -13,18 +13,9 @@ from aigw.http.key_lookup import KeyCache
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Tenant
 from aigw.stores.keygen import hash_secret, new_secret
 from aigw.stores.memory import MemoryKeyVersion
+from tests.support.clock import ManualClock
 
 SECRET = new_secret()
-
-
-class Clock:
-    t = 1000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 class Store:
@@ -50,7 +41,7 @@ def _grant(revoked: float | None = None, expires: float | None = None) -> Grant:
 async def test_a_key_is_read_once_then_served_from_memory() -> None:
     store, version = Store(), MemoryKeyVersion()
     store.grants[hash_secret(SECRET)] = _grant()
-    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, version, ManualClock())  # type: ignore[arg-type]
     for _ in range(5):
         principal = await cache.lookup(SECRET)
         assert principal is not None and principal.tenant_id == "t1"
@@ -61,7 +52,7 @@ async def test_a_key_is_read_once_then_served_from_memory() -> None:
 
 async def test_a_version_bump_drops_the_cache_so_changes_show() -> None:
     store, version = Store(), MemoryKeyVersion()
-    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, version, ManualClock())  # type: ignore[arg-type]
     await cache.check_version()
     assert await cache.lookup(SECRET) is None  # unknown: remembered as unknown...
     store.grants[hash_secret(SECRET)] = _grant()
@@ -76,7 +67,7 @@ async def test_a_version_bump_drops_the_cache_so_changes_show() -> None:
 
 
 async def test_expiry_is_checked_on_every_use() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), ManualClock()
     store.grants[hash_secret(SECRET)] = _grant(expires=1005.0)
     cache = KeyCache(store, MemoryKeyVersion(), clock)  # type: ignore[arg-type]
     assert await cache.lookup(SECRET) is not None
@@ -88,7 +79,7 @@ async def test_a_lookup_that_raced_an_invalidation_is_not_cached() -> None:
     store = Store()
     store.grants[hash_secret(SECRET)] = _grant()
     store.gate = asyncio.Event()
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     pending = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
     await asyncio.sleep(0)
     cache.invalidate()  # the key changed while the old row was in flight
@@ -110,7 +101,7 @@ async def test_the_version_watch_ends_even_when_a_cancel_is_swallowed() -> None:
                 pass
             return 1
 
-    cache = KeyCache(Store(), SwallowingVersion(), Clock(), refresh_s=0.001)  # type: ignore[arg-type]
+    cache = KeyCache(Store(), SwallowingVersion(), ManualClock(), refresh_s=0.001)  # type: ignore[arg-type]
     task = asyncio.get_running_loop().create_task(cache.watch())
     await asyncio.sleep(0.02)
     task.cancel()
@@ -120,7 +111,7 @@ async def test_the_version_watch_ends_even_when_a_cancel_is_swallowed() -> None:
 
 
 async def test_the_memory_only_answer_reads_no_store_and_never_refuses() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), ManualClock()
     store.grants[hash_secret(SECRET)] = _grant(expires=1005.0)
     cache = KeyCache(store, MemoryKeyVersion(), clock)  # type: ignore[arg-type]
     assert cache.cached(SECRET) is None and store.reads == 0  # not held yet: "ask lookup"
@@ -136,7 +127,7 @@ async def test_the_memory_only_answer_reads_no_store_and_never_refuses() -> None
 async def test_the_authenticator_answers_known_callers_without_a_lookup() -> None:
     store = Store()
     store.grants[hash_secret(SECRET)] = _grant()
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     auth = Authenticator("sk-master", cache.lookup, cache.cached)
     master = auth.known({"authorization": "Bearer sk-master"})
     assert master is not None and master.is_admin
@@ -153,7 +144,7 @@ async def test_a_key_revoked_after_use_is_refused_once_the_version_moves() -> No
     """The memory-only answer remembers keys by the secret as presented: a version move forgets them."""
     store, version = Store(), MemoryKeyVersion()
     store.grants[hash_secret(SECRET)] = _grant()
-    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, version, ManualClock())  # type: ignore[arg-type]
     await cache.check_version()
     await cache.lookup(SECRET)
     for _ in range(3):
@@ -172,7 +163,7 @@ async def test_keys_remembered_by_secret_stay_bounded() -> None:
         key = ApiKey(id=s[-6:], tenant_id="t1", project_id="p1", key_hash=hash_secret(s), prefix=s[:12])
         store.grants[hash_secret(s)] = Grant(key, Project(id="p1", tenant_id="t1", name="p"),
                                              Tenant(id="t1", name="t"))
-    cache = KeyCache(store, MemoryKeyVersion(), Clock(), max_size=3)  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock(), max_size=3)  # type: ignore[arg-type]
     for s in secrets:
         await cache.lookup(s)
         assert cache.cached(s) is not None
@@ -197,8 +188,8 @@ async def test_a_change_announced_while_the_store_was_away_reaches_the_other_rep
 
     store, shared = Store(), Shared()
     store.grants[hash_secret(SECRET)] = _grant()
-    a = KeyCache(store, shared, Clock(), refresh_s=0.005)  # type: ignore[arg-type]
-    b = KeyCache(store, shared, Clock(), refresh_s=0.005)  # type: ignore[arg-type]
+    a = KeyCache(store, shared, ManualClock(), refresh_s=0.005)  # type: ignore[arg-type]
+    b = KeyCache(store, shared, ManualClock(), refresh_s=0.005)  # type: ignore[arg-type]
     await b.check_version()
     assert await b.lookup(SECRET) is not None  # b has the key cached
     shared.down = True
@@ -228,7 +219,7 @@ async def test_a_key_not_cached_while_the_database_is_away_is_a_503_not_a_500_or
         async def grant_by_hash(self, key_hash: str) -> Grant | None:
             raise ConnectionRefusedError("database away")
 
-    cache = KeyCache(Away(), MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(Away(), MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     with pytest.raises(errors.Unavailable) as away:
         await cache.lookup(SECRET)
     assert away.value.status == 503 and away.value.retry_after == 1.0
@@ -246,7 +237,7 @@ async def test_a_known_key_that_cannot_be_used_is_refused_with_its_reason(grant:
     what happened, or what to ask for. A secret the gateway does not know still gets the plain refusal."""
     store = Store()
     store.grants[hash_secret(SECRET)] = grant
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     auth = Authenticator("sk-master", cache.lookup, cache.cached, cache.why_refused)
     with pytest.raises(errors.AuthError, match=re.escape(message)):
         await auth.authenticate({"authorization": f"Bearer {SECRET}"})
@@ -268,7 +259,7 @@ async def test_a_redis_that_comes_back_empty_cannot_hide_a_revoke(redis_isolated
         await version.bump()  # one change made since the deployment began: version 1
         store = Store()
         store.grants[hash_secret(SECRET)] = _grant()
-        cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+        cache = KeyCache(store, version, ManualClock())  # type: ignore[arg-type]
         await cache.check_version()
         assert await cache.lookup(SECRET) is not None
         await redis.delete(prefix + "keys:version")  # Redis came back empty (as a restart without persistence)
@@ -286,7 +277,7 @@ async def test_an_open_gateway_refuses_a_revoked_key_whose_lookup_raced_a_change
     store = Store()
     store.grants[hash_secret(SECRET)] = _grant(revoked=999.0)
     store.gate = asyncio.Event()
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     auth = Authenticator("", cache.lookup, cache.cached, cache.why_refused)
     pending = asyncio.get_running_loop().create_task(auth.authenticate({"authorization": f"Bearer {SECRET}"}))
     await asyncio.sleep(0)
@@ -302,7 +293,7 @@ async def test_calls_that_meet_an_uncached_key_together_read_it_once() -> None:
     store = Store()
     store.grants[hash_secret(SECRET)] = _grant()
     store.gate = asyncio.Event()
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     calls = [asyncio.get_running_loop().create_task(cache.lookup(SECRET)) for _ in range(20)]
     await asyncio.sleep(0.01)
     store.gate.set()
@@ -316,7 +307,7 @@ async def test_a_call_after_a_change_does_not_wait_for_a_read_begun_before_it() 
     store = Store()
     store.grants[hash_secret(SECRET)] = _grant()
     store.gate = asyncio.Event()
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     before = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
     await asyncio.sleep(0)
     store.grants[hash_secret(SECRET)] = _grant(revoked=1.0)
@@ -332,7 +323,7 @@ async def test_a_call_cancelled_while_reading_a_key_does_not_fail_the_others() -
     store = Store()
     store.grants[hash_secret(SECRET)] = _grant()
     store.gate = asyncio.Event()
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     first = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
     await asyncio.sleep(0)
     other = asyncio.get_running_loop().create_task(cache.lookup(SECRET))
@@ -351,7 +342,7 @@ async def test_calls_waiting_on_a_read_that_fails_are_answered_503_with_it() -> 
             raise ConnectionError("database away")
 
     store = Failing()
-    cache = KeyCache(store, MemoryKeyVersion(), Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     calls = [cache.lookup(SECRET) for _ in range(5)]
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(o, errors.Unavailable) for o in outcomes) and store.reads == 1
@@ -361,7 +352,7 @@ async def test_an_unknown_secret_costs_one_read_and_a_key_created_after_the_miss
     """A client retrying a wrong secret reads the store once (the miss is remembered until the version moves);
     a key created after that miss works on its first request (its secret is new: no miss can name it)."""
     store, version = Store(), MemoryKeyVersion()
-    cache = KeyCache(store, version, Clock())  # type: ignore[arg-type]
+    cache = KeyCache(store, version, ManualClock())  # type: ignore[arg-type]
     auth = Authenticator("sk-master", cache.lookup, cache.cached)
     wrong = new_secret()
     for _ in range(50):
@@ -379,7 +370,7 @@ async def test_the_follow_up_of_a_version_move_starts_after_the_keys_are_dropped
     store, version = Store(), MemoryKeyVersion()
     store.grants[hash_secret(SECRET)] = _grant()
     seen: list[object] = []
-    cache = KeyCache(store, version, Clock(), on_move=lambda: seen.append(cache.cached(SECRET)))  # type: ignore[arg-type]
+    cache = KeyCache(store, version, ManualClock(), on_move=lambda: seen.append(cache.cached(SECRET)))  # type: ignore[arg-type]
     await cache.check_version()
     assert await cache.lookup(SECRET) is not None and cache.cached(SECRET) is not None
     store.grants[hash_secret(SECRET)] = _grant(revoked=999.0)

@@ -27,6 +27,7 @@ from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.types import JSON
+from tests.support.clock import ManualClock
 
 MOCK = Deployment(name="mock", provider="mock", id="mock#0",
                   prices=Prices(input_per_mtok=1000, output_per_mtok=2000))
@@ -291,21 +292,10 @@ async def test_the_ledger_row_is_the_records_row() -> None:
     assert rec.cache_hit is True and rec.cost_nano == 0 and rec.cost_saved_nano > 0
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
-
-
 @pytest.mark.parametrize("rpm", [100, None], ids=["with rate limits", "budget alone"])
 async def test_calls_across_midnight_settle_in_the_day_they_reserved_in(rpm: int | None) -> None:
     midnight = 1_800_000_000.0 - 1_800_000_000.0 % 86400
-    clock = Clock(midnight - 1)
+    clock = ManualClock(midnight - 1)
     limiter, budgets = MemoryRateLimiter(clock), MemoryBudgets()
     svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets,
                           gate=MemoryGate(limiter, budgets), prices=PriceBook([MOCK]), tokens=TokenCounter())
@@ -387,7 +377,7 @@ class LostReplies:
 
 
 async def test_a_reservation_never_settled_stops_counting_after_the_lease_time() -> None:
-    clock = Clock(1_800_000_000.0)
+    clock = ManualClock(1_800_000_000.0)
     limiter, budgets = MemoryRateLimiter(clock, 660), MemoryBudgets(660)
     svc = _services(gate=LostReplies(MemoryGate(limiter, budgets)), budget_on_store_error="open")
     svc.budgets = budgets

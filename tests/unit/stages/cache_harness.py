@@ -20,17 +20,7 @@ from aigw.providers.mock import MockProvider
 from aigw.stores.cache_memory import MemoryCacheStore
 from aigw.stores.semantic_memory import MemorySemanticIndex
 from aigw.types import JSON
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
+from tests.support.clock import ManualClock
 
 
 class CountingUpstream:
@@ -111,7 +101,7 @@ class Harness:
     def __init__(self, cache: dict[str, Any], *, routing: dict[str, Any] | None = None,
                  stores: dict[str, Any] | None = None, embedder: FakeEmbedder | None = None,
                  purge_log: Any = None) -> None:
-        self.clock = FakeClock()
+        self.clock = ManualClock(1_000_000.0)
         config = GatewayConfig.model_validate({"cache": cache, "routing": routing or {},
                                                "models": [{"name": "mock", "provider": "mock"},
                                                           {"name": "other", "provider": "mock"}]})

@@ -4,7 +4,8 @@ and never outlives the entry's own TTL or ``near_ttl_s``."""
 from __future__ import annotations
 
 from aigw.pipeline.stages.cache_near import NearCache
-from tests.unit.stages.cache_harness import FakeClock, Harness
+from tests.support.clock import ManualClock
+from tests.unit.stages.cache_harness import Harness
 
 
 class RemoteStore:
@@ -98,7 +99,7 @@ async def test_recent_hits_survive_the_backend_going_down() -> None:
 
 
 def test_the_near_cache_stays_within_its_bytes() -> None:
-    near = NearCache(ttl_s=5, max_bytes=16 * 1024, clock=FakeClock())
+    near = NearCache(ttl_s=5, max_bytes=16 * 1024, clock=ManualClock(1_000_000.0))
     for i in range(100):
         near.put(f"k{i}", b"x" * 900, None)
     assert sum(len(v) for _, v in near._items.values()) <= 16 * 1024
@@ -107,7 +108,7 @@ def test_the_near_cache_stays_within_its_bytes() -> None:
 
 
 def test_a_purge_forgets_the_near_copies_it_names() -> None:
-    near = NearCache(ttl_s=5, max_bytes=10_000, clock=FakeClock())
+    near = NearCache(ttl_s=5, max_bytes=10_000, clock=ManualClock(1_000_000.0))
     for key in ("t1:a", "t1/k/key_1:b", "t2:c"):
         near.put(key, b"answer", None)
     near.purge(["t1:*", "t1/*"])
@@ -117,7 +118,7 @@ def test_a_purge_forgets_the_near_copies_it_names() -> None:
 
 
 def test_a_purge_gives_back_the_room_its_copies_took() -> None:
-    near = NearCache(ttl_s=5, max_bytes=1600, clock=FakeClock())  # room for 16 answers of 100 bytes
+    near = NearCache(ttl_s=5, max_bytes=1600, clock=ManualClock(1_000_000.0))  # room for 16 answers of 100 bytes
     for i in range(8):
         near.put(f"t1:{i}", b"x" * 100, None)
         near.put(f"t2:{i}", b"x" * 100, None)

@@ -5,21 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from aigw.stores.cache_memory import PURGE_CHUNK, MemoryCacheStore
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
+from tests.support.clock import ManualClock
 
 
 async def test_get_returns_what_was_set_until_its_ttl_ends() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=clock)
     await store.set("k", b"answer", ttl_s=60)
     assert await store.get("k") == b"answer"
@@ -31,7 +21,7 @@ async def test_get_returns_what_was_set_until_its_ttl_ends() -> None:
 
 
 async def test_least_recently_used_entry_goes_first_when_full() -> None:
-    store = MemoryCacheStore(max_entries=2, max_bytes=10_000, clock=FakeClock())
+    store = MemoryCacheStore(max_entries=2, max_bytes=10_000, clock=ManualClock())
     await store.set("a", b"1", 60)
     await store.set("b", b"2", 60)
     assert await store.get("a") == b"1"  # a is now the most recently used
@@ -42,7 +32,7 @@ async def test_least_recently_used_entry_goes_first_when_full() -> None:
 
 
 async def test_byte_bound_evicts_and_an_oversized_value_is_not_stored() -> None:
-    store = MemoryCacheStore(max_entries=100, max_bytes=1_000, clock=FakeClock())
+    store = MemoryCacheStore(max_entries=100, max_bytes=1_000, clock=ManualClock())
     for i in range(10):
         await store.set(f"k{i}", b"x" * 200, 60)
     assert store.bytes <= 1_000
@@ -54,7 +44,7 @@ async def test_byte_bound_evicts_and_an_oversized_value_is_not_stored() -> None:
 
 
 async def test_overwrite_replaces_value_and_keeps_byte_count_exact() -> None:
-    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
+    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=ManualClock())
     await store.set("k", b"x" * 100, 60)
     before = store.bytes
     await store.set("k", b"y" * 100, 60)
@@ -63,13 +53,13 @@ async def test_overwrite_replaces_value_and_keeps_byte_count_exact() -> None:
 
 
 async def test_a_purge_drops_the_entries_its_patterns_match_and_nobody_elses() -> None:
-    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
+    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=ManualClock())
     keys = ("t1:aaaa.1", "t1/k/key_1:aaaa.2", "t1/p/prj_1:bbbb.3", "t10:aaaa.4", "t2:aaaa.5")
     for key in keys:
         await store.set(key, b"answer", 60)
     assert await store.purge(["t1:*", "t1/*"]) == 3  # a tenant in every scope; t10 is another tenant
     assert [k for k in keys if store.get_now(k)] == ["t10:aaaa.4", "t2:aaaa.5"]
-    left = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=FakeClock())
+    left = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=ManualClock())
     for key in ("t10:aaaa.4", "t2:aaaa.5"):
         await left.set(key, b"answer", 60)
     assert store.bytes == left.bytes  # the byte bound counts only what is left
@@ -79,7 +69,7 @@ async def test_a_purge_drops_the_entries_its_patterns_match_and_nobody_elses() -
 
 
 async def test_a_big_purge_lets_other_work_run_between_chunks() -> None:
-    store = MemoryCacheStore(max_entries=3 * PURGE_CHUNK, max_bytes=10**9, clock=FakeClock())
+    store = MemoryCacheStore(max_entries=3 * PURGE_CHUNK, max_bytes=10**9, clock=ManualClock())
     for i in range(2 * PURGE_CHUNK + 10):
         await store.set(f"t1:aaaa.{i}", b"a", 60)
     ran: list[int] = []

@@ -8,17 +8,7 @@ import pytest
 from aigw.pipeline.stages.cache_keys import word_order_mark
 from aigw.stores.cache_base import swapped
 from aigw.stores.semantic_memory import MemorySemanticIndex
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
+from tests.support.clock import ManualClock
 
 
 def unit(*values: float) -> np.ndarray:
@@ -32,11 +22,11 @@ def at_angle(cos: float) -> np.ndarray:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
-async def test_match_above_threshold_and_none_below(clock: FakeClock) -> None:
+async def test_match_above_threshold_and_none_below(clock: ManualClock) -> None:
     index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
     await index.add("t1:ctx", unit(1, 0, 0), "entry-a", ttl_s=60)
     hit = await index.search("t1:ctx", at_angle(0.95), threshold=0.92)
@@ -44,7 +34,7 @@ async def test_match_above_threshold_and_none_below(clock: FakeClock) -> None:
     assert await index.search("t1:ctx", at_angle(0.90), threshold=0.92) is None
 
 
-async def test_best_match_wins_and_buckets_never_mix(clock: FakeClock) -> None:
+async def test_best_match_wins_and_buckets_never_mix(clock: ManualClock) -> None:
     index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
     await index.add("t1:ctx", at_angle(0.93), "close", 60)
     await index.add("t1:ctx", at_angle(0.99), "closer", 60)
@@ -54,7 +44,7 @@ async def test_best_match_wins_and_buckets_never_mix(clock: FakeClock) -> None:
     assert await index.search("t3:ctx", unit(1, 0, 0), threshold=0.5) is None
 
 
-async def test_expired_vectors_do_not_match(clock: FakeClock) -> None:
+async def test_expired_vectors_do_not_match(clock: ManualClock) -> None:
     index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
     await index.add("b", unit(1, 0, 0), "old", ttl_s=10)
     clock.t += 11
@@ -65,7 +55,7 @@ async def test_expired_vectors_do_not_match(clock: FakeClock) -> None:
     assert hit is not None and hit.entry_id == "new"
 
 
-async def test_bounded_per_bucket_and_in_total(clock: FakeClock) -> None:
+async def test_bounded_per_bucket_and_in_total(clock: ManualClock) -> None:
     index = MemorySemanticIndex(max_entries=5, max_per_bucket=3, clock=clock)
     for i in range(4):
         await index.add("a", unit(1, i, 0), f"a{i}", 60)
@@ -76,7 +66,7 @@ async def test_bounded_per_bucket_and_in_total(clock: FakeClock) -> None:
     assert await index.search("b", unit(0, 1, 0), threshold=0.999) is not None
 
 
-async def test_a_purge_drops_a_tenants_buckets_only(clock: FakeClock) -> None:
+async def test_a_purge_drops_a_tenants_buckets_only(clock: ManualClock) -> None:
     index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
     await index.add("t1:aaaa.ctx:local", unit(1, 0, 0), "t1:a", ttl_s=60)
     await index.add("t1/k/key_1:aaaa.ctx:local", unit(1, 0, 0), "t1/k/key_1:b", ttl_s=60)
@@ -88,7 +78,7 @@ async def test_a_purge_drops_a_tenants_buckets_only(clock: FakeClock) -> None:
     assert await index.purge(None) == 1 and index.size == 0
 
 
-async def test_the_same_words_in_another_order_are_passed_over_for_the_next_best(clock: FakeClock) -> None:
+async def test_the_same_words_in_another_order_are_passed_over_for_the_next_best(clock: ManualClock) -> None:
     index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
     await index.add("b", unit(1, 0, 0), "gold-lead", ttl_s=60, mark=word_order_mark("Is gold heavier than lead?"))
     await index.add("b", at_angle(0.95), "paraphrase", ttl_s=60, mark=word_order_mark("Gold: heavier than lead?"))
@@ -120,7 +110,7 @@ def test_a_turn_too_long_to_mark_is_never_called_swapped() -> None:
     assert not swapped(b"", word_order_mark("Is gold heavier than lead?"))
 
 
-async def test_a_discarded_vector_no_longer_matches_and_frees_its_place(clock: FakeClock) -> None:
+async def test_a_discarded_vector_no_longer_matches_and_frees_its_place(clock: ManualClock) -> None:
     index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
     await index.add("b", unit(1, 0, 0), "best", ttl_s=60)
     await index.add("b", at_angle(0.95), "next", ttl_s=60)
@@ -130,7 +120,7 @@ async def test_a_discarded_vector_no_longer_matches_and_frees_its_place(clock: F
     assert hit is not None and hit.entry_id == "next" and index.size == 1
 
 
-async def test_the_index_stays_within_its_byte_bound_at_large_dimensions(clock: FakeClock) -> None:
+async def test_the_index_stays_within_its_byte_bound_at_large_dimensions(clock: ManualClock) -> None:
     dims = 3072
     one = 2 * dims * 4  # a vector and its copy in the bucket's stacked matrix
     index = MemorySemanticIndex(max_entries=10_000, max_per_bucket=100, clock=clock, max_bytes=10 * one + 4096)

@@ -13,23 +13,13 @@ from aigw.stores.memory import MemoryRateLimiter
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import RedisPipe
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_800_000_000.25) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
+from tests.support.clock import ManualClock
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     if request.param == "memory":
-        yield MemoryRateLimiter(FakeClock())
+        yield MemoryRateLimiter(ManualClock(1_800_000_000.25))
         return
     url, prefix = request.getfixturevalue("redis_isolated")
     redis = make_redis(url, socket_timeout_s=2.0)

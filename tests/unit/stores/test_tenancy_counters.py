@@ -23,26 +23,16 @@ from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisCounters
 from aigw.stores.redis.pipe import RedisPipe
+from tests.support.clock import ManualClock
 
 KEY = Scope("key", "k1", Limits(rpm=5))
 NOW = 1_800_000_000.0
 
 
-class FakeClock:
-    def __init__(self, t: float = NOW) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
-
-
 @pytest.fixture(params=["memory", "redis", "redis-py"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]:
     if request.param == "memory":
-        yield MemoryRateLimiter(FakeClock()), MemoryBudgets()
+        yield MemoryRateLimiter(ManualClock(NOW)), MemoryBudgets()
         return
     url, prefix = request.getfixturevalue("redis_isolated")
     redis = make_redis(url, socket_timeout_s=2.0)
@@ -152,7 +142,7 @@ async def test_a_request_given_back_leaves_its_second_and_frees_its_place(backen
 
 
 async def test_a_late_refund_does_not_open_room_in_the_next_minute() -> None:
-    clock = FakeClock()
+    clock = ManualClock(NOW)
     limiter = MemoryRateLimiter(clock)
     scope = Scope("key", "late", Limits(tpm=1000))
     taken = await limiter.admit([scope], "a", 1000)
@@ -175,7 +165,7 @@ async def test_parallel_slots_are_freed_on_release(backend: tuple[Any, Any]) -> 
 
 
 async def test_memory_window_slides_per_second() -> None:
-    clock = FakeClock()
+    clock = ManualClock(NOW)
     limiter = MemoryRateLimiter(clock)
     for i in range(5):
         assert (await limiter.admit([KEY], f"r{i}", 0)).allowed
@@ -283,7 +273,7 @@ async def gate(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]
     """(gate, budgets) with a lease TTL of half a second."""
     if request.param == "memory":
         budgets = MemoryBudgets(lease_ttl_s=LEASE_TTL)
-        yield MemoryGate(MemoryRateLimiter(FakeClock()), budgets), budgets
+        yield MemoryGate(MemoryRateLimiter(ManualClock(NOW)), budgets), budgets
         return
     url, prefix = request.getfixturevalue("redis_isolated")
     redis = make_redis(url, socket_timeout_s=2.0)
