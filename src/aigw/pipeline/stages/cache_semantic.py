@@ -54,13 +54,12 @@ class DeploymentEmbedder:
                            allowed=frozenset((self.model,)))
         try:  # no fallback to another model: its vectors live in another space (the bucket names this model)
             body, served = await self.router.complete(req)
-        except _TEXT_REFUSED:
-            self._bill_cut(req, text, started, bill)
-            return None
         except BaseException as exc:  # a timeout, a failure, the request cancelled: what the upstream took is owed
             self._bill_cut(req, text, started, bill, exc)
+            if isinstance(exc, _TEXT_REFUSED):
+                return None
             raise
-        self._bill_cut(req, text, started, bill)
+        self._bill_cut(req, text, started, bill, None)
         if bill is not None and served.deployment is not None:
             usage = body.get("usage")
             bill(SideCall(CACHE_EMBEDDING, self.model, served.deployment, usage if isinstance(usage, dict) else None,
@@ -73,13 +72,15 @@ class DeploymentEmbedder:
         return unit
 
     def _bill_cut(self, req: RouteRequest, text: str, started: float, bill: Callable[[SideCall], None] | None,
-                  exc: BaseException | None = None) -> None:
+                  exc: BaseException | None) -> None:
         """Bill each call of ``req`` that its upstream took and that ended without an answer, as the request's own
-        cut calls are billed (docs/tenancy.md): its prompt, counted locally, under the error that ended it."""
+        cut calls are billed (docs/tenancy.md): its prompt, counted locally. Its row's status: the error that
+        ended the embedding, a 504 when the cache stopped waiting (a cancel), a 502 for a try a retry followed."""
         served = req.served
         if bill is None or served is None or not served.cut:
             return
-        err = exc if isinstance(exc, errors.GatewayError) else errors.UpstreamTimeout("cut short")
+        err = exc if isinstance(exc, errors.GatewayError) else \
+            errors.UpstreamError("cut short") if exc is None else errors.UpstreamTimeout("cut short")
         for d in served.cut:
             bill(SideCall(CACHE_EMBEDDING, self.model, d, None, text, time.monotonic() - started, served.upstream_s,
                           served.retries, err.status, err.kind))
