@@ -34,7 +34,7 @@ def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says a store (SQLite, PostgreSQL, Redis) cannot be reached or used right now, so the
     same call may work in a moment: refused, timed out, connection lost, the SQLite file locked or
     unreadable, a store skipped in its outage window (``StoreSkipped``). A programming error is not one."""
-    if isinstance(exc, (OSError, TimeoutError)):  # refused, reset, unreachable host, a timeout: every store's
+    if isinstance(exc, OSError):  # refused, reset, unreachable host, a timeout (TimeoutError is one): every store's
         return True
     if isinstance(exc, sqlite3.OperationalError):
         return any(words in str(exc).lower() for words in _SQLITE_DOWN)
