@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -112,6 +113,20 @@ def test_an_empty_id_or_name_is_refused_before_any_call(not_json: str, args: lis
     assert result.exit_code == 2 and "empty" in result.output and "not JSON" not in result.output, result.output
 
 
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` on a loopback port in a thread of its own, for as long as the block runs; its URL."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @pytest.fixture
 def recording() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
     """A gateway stand-in that answers every call ``{}`` and keeps (method, path, JSON body) of each."""
@@ -132,15 +147,8 @@ def recording() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Gateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with _serving(Gateway) as url:
+        yield url, calls
 
 
 def test_update_clear_sends_null_which_removes_a_limit(recording: tuple[str, list[tuple[str, str, Any]]]) -> None:
@@ -216,15 +224,8 @@ def store_down() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Down)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with _serving(Down) as url:
+        yield url, calls
 
 
 @pytest.mark.parametrize("args", [["tenants", "list"], ["tenants", "create", "alpha"], ["spend"],
