@@ -2,6 +2,7 @@
 """Tenancy's own CPU per request, in process: the ASGI app called directly, no HTTP, no upstream.
 
     .venv/bin/python bench/tenancy_inprocess.py [--requests 4000] [--rounds 5] [--conc 16] [--redis URL]
+        [--without PART,PART...]
 
 Two apps from the same config but for ``tenancy.enabled`` (a virtual key whose key,
 project and tenant all carry rpm, tpm, max-parallel and a budget, so every check
@@ -13,7 +14,9 @@ CPU time per request (``time.process_time`` plus the CPU of child processes, i.e
 SQLite writer processes of ``aigw.sqlite_process``): what the server's HTTP layer and a
 real upstream add is the same for both, so the difference is what tenancy costs.
 Much steadier on a busy machine than a load test, which is why it is the tool
-for A/B-ing changes to the limits, budget and accounting path. Loopback only
+for A/B-ing changes to the limits, budget and accounting path. ``--without accounting,limits+budget``
+adds one tenancy app per part, built with those stages' ``build`` patched to "off", in the same alternating
+rounds: ``tenancy`` minus it is what they cost (parts share work, e.g. ``measure``, so shares overlap). Loopback only
 (``--redis``: this run's own key prefix, deleted afterwards).
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import os
 import tempfile
 import time
@@ -147,20 +151,37 @@ def cpu_s() -> float:
     return total
 
 
+def built_without(parts: str, cfg: Any) -> Any:
+    """The app of ``cfg`` with the stages named in ``parts`` ("+"-joined) left out (bench-only patching)."""
+    modules = [importlib.import_module(f"aigw.pipeline.stages.{name}") for name in parts.split("+") if name]
+    saved = [m.build for m in modules]
+    try:
+        for m in modules:
+            m.build = lambda deps: None
+        return build_app(cfg)
+    finally:
+        for m, build in zip(modules, saved, strict=True):
+            m.build = build
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--conc", type=int, default=16)
     ap.add_argument("--redis", default="", help="redis URL: tenancy's counters in Redis instead of memory")
+    ap.add_argument("--without", default="", help="comma-separated parts, each a stage name or several joined by "
+                    "'+': one more tenancy app per part, built without those stages (what they cost)")
     args = ap.parse_args()
     prefix = f"aigw-inproc-{uuid.uuid4().hex[:8]}:"
+    names = ["bare", "tenancy", *(f"-{p}" for p in args.without.split(",") if p)]
     with tempfile.TemporaryDirectory() as tmp:
         apps: dict[str, tuple[Any, str]] = {}
-        for name, on in (("bare", False), ("tenancy", True)):
-            app = build_app(config(on, os.path.join(tmp, f"{name}.db"), args.redis, prefix))
+        for name in names:
+            cfg = config(name != "bare", os.path.join(tmp, f"{name}.db"), args.redis, prefix)
+            app = built_without(name[1:], cfg) if name.startswith("-") else build_app(cfg)
             await lifespan(app, "startup")
-            apps[name] = (app, await virtual_key(app) if on else MASTER)
+            apps[name] = (app, await virtual_key(app) if name != "bare" else MASTER)
         tune_gc(20_000)
         best: dict[str, float] = {}
         for app, key in apps.values():  # warm-up
@@ -180,10 +201,10 @@ async def main() -> None:
             if keys:
                 await r.delete(*keys)
             await r.aclose()
-    base = best["bare"]
+    base, full = best["bare"], best["tenancy"]
     for name, us in best.items():
-        print(f"{name:8s} {us:8.1f} µs CPU/request (best of {args.rounds})   +{us - base:6.1f} µs")
-
+        parts = f"   {full - us:+6.1f} vs tenancy" if name.startswith("-") else ""
+        print(f"{name:28s} {us:8.1f} µs CPU/request (best of {args.rounds})   +{us - base:6.1f} µs{parts}")
 
 if __name__ == "__main__":
     try:
