@@ -114,7 +114,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         tenant_of, key_of = admin.tenant, admin.key
         health.register("ledger", tenancy.health, critical=False)  # type: ignore[arg-type]
         health.register("keys", tenancy.keys_health, critical=False)  # type: ignore[arg-type]
-        if redis is not None:  # limits and budgets skipping a failed Redis (not critical: policies apply)
+        if redis is not None or config.server.counter_socket:  # limits and budgets skipping a failed Redis, or
+            # the workers' parent (not critical: the failure policies apply)
             health.register("gate", tenancy.gate_health, critical=False)  # type: ignore[arg-type]
     cache = deps.services.get("cache_stage")
     if cache is not None:  # the cache modules load only when a cache is configured

@@ -72,6 +72,7 @@ class Tenancy:
         self._redis = redis
         self._pipe: Any = None  # the gate's lean Redis client (stores/redis/pipe.py)
         self._redis_gate: Any = None  # RedisCounters, in Redis mode (its skip window shows in /health/ready)
+        self._hosted: Any = None  # HostedCounters, a worker's counters kept by its parent (no Redis)
         if redis is not None:
             from aigw.stores.redis.counters import RedisCounters, RedisKeyVersion
             from aigw.stores.redis.pipe import RedisPipe
@@ -83,6 +84,12 @@ class Tenancy:
                 redis, config.redis_prefix, config.server.request_timeout_s + 60, self._pipe,
                 self.cfg.store_retry_after_s, report=self._owed_settles)
             version = RedisKeyVersion(redis, config.redis_prefix)
+        elif config.server.counter_socket:  # `aigw serve --workers N` without Redis: the parent's counters
+            from aigw.stores.counter_client import HostedCounters
+
+            limiter = budgets = gate = self._hosted = HostedCounters(config.server.counter_socket,
+                                                                     retry_after_s=self.cfg.store_retry_after_s)
+            version = _DbVersion(self.db)
         else:
             memory_limits = MemoryRateLimiter(self.clock, config.server.request_timeout_s + 60)
             memory_budgets = MemoryBudgets(config.server.request_timeout_s + 60)
@@ -94,7 +101,7 @@ class Tenancy:
         # when it moves (seeding only raises a counter to the ledger's figure). One process seeds in the PATCH.
         # In the background, after the keys are dropped: it reads every budgeted scope (about a second for
         # 50,000 keys), and a revoked key must not wait for it.
-        reseed = self._reseed_soon if redis is None and config.server.workers > 1 else None
+        reseed = self._reseed_soon if redis is None and config.server.workers > 1 and self._hosted is None else None
         self._reseeding: asyncio.Task[Any] | None = None
         self._reseed_again = False
         self.key_filter = KeyFilter(self.db, self.clock, lambda coro, name: supervisor.spawn(coro, name=name),
@@ -145,7 +152,7 @@ class Tenancy:
         self._watch = self.supervisor.spawn(self.keys.watch(), name="key-version-watch")
         if self.config.redis_url:
             self._seeding = self.supervisor.spawn(self._keep_seeded(), name="budget-seed-watch")
-        if self.config.server.workers > 1 and not self.config.redis_url:
+        if self.config.server.workers > 1 and not self.config.redis_url and self._hosted is None:
             log.warning("%d workers without redis_url: each keeps its own rate-limit and budget counters, so "
                         "limits apply per worker; set redis_url to share them", self.config.server.workers)
         if self.services.prices.unknown:
@@ -213,6 +220,8 @@ class Tenancy:
                 await self._watch
         if self._redis_gate is not None:  # settles owed through an outage: sent now, or logged as lost
             await self._redis_gate.close()
+        if self._hosted is not None:
+            await self._hosted.close()
         await self.ledger.close(self.cfg.ledger.shutdown_timeout_s)
         if self._ledger_writer is not None:
             await self._ledger_writer.close()
@@ -235,11 +244,12 @@ class Tenancy:
         return self.keys.health()
 
     async def gate_health(self) -> tuple[str, str]:
-        """Redis mode: degraded while the limits and budget steps skip Redis (it timed out or failed
-        moments ago; docs/tenancy.md, "Failure policies"), ok otherwise."""
-        if self._redis_gate is None:
+        """Redis mode, or workers' counters kept by their parent: degraded while the limits and budget steps
+        skip that store (it timed out or failed moments ago; docs/tenancy.md, "Failure policies"), ok otherwise."""
+        store = self._redis_gate or self._hosted
+        if store is None:
             return "ok", "in memory"
-        answering, detail = await self._redis_gate.health()
+        answering, detail = await store.health()
         if answering:
             return "ok", detail
         return "degraded", (f"{detail}; meanwhile limits fail {self.cfg.limits_on_store_error}, budgets fail "

@@ -7,12 +7,23 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from aigw.config.load import ConfigError, export_for_workers, export_metrics_dir, export_purge_log, load_config
+from aigw.config.load import (
+    ConfigError,
+    export_counter_socket,
+    export_for_workers,
+    export_metrics_dir,
+    export_purge_log,
+    load_config,
+)
 from aigw.observability.logging import configure
+
+if TYPE_CHECKING:
+    from aigw.config.models import GatewayConfig
+    from aigw.stores.counter_host import CounterHost
 
 GRACEFUL_S = 30  # requests in flight get this long to finish on SIGTERM
 DRAIN_MARGIN_S = 10.0  # past the ledger's shutdown_timeout_s: its writer task's stop, the spill, the rest
@@ -60,6 +71,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         metrics_dir = tempfile.mkdtemp(prefix="aigw-metrics-")  # one scrape sums every worker
         export_metrics_dir(metrics_dir)
         export_purge_log(os.path.join(metrics_dir, "cache-purges.log"))  # removed with the directory
+        counters = _host_counters(config)
         try:
             if server.http == "aigw":
                 from aigw.cli.serve_workers import serve_workers
@@ -81,6 +93,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
                 click.echo(listening, err=True)
                 run_uvicorn("aigw.app:create_app", server.host, server.port, server.workers)
         finally:
+            if counters is not None:
+                counters.stop()
             shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         from aigw.app import build_app, for_serving
@@ -106,6 +120,18 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         else:
             click.echo(listening, err=True)
             run_uvicorn(app, server.host, server.port, 1)
+
+
+def _host_counters(config: GatewayConfig) -> CounterHost | None:
+    """Workers without Redis share one set of rate-limit and budget counters, kept here in the parent (else
+    each worker would apply every limit and budget on its own); None when Redis keeps them or tenancy is off."""
+    if not config.tenancy.enabled or config.redis_url:
+        return None
+    from aigw.stores.counter_host import CounterHost
+
+    host = CounterHost(config.server.request_timeout_s + 60)  # slots and leases outlive a lost call, as in memory
+    export_counter_socket(host.start())
+    return host
 
 
 def run_uvicorn(app: Any, host: str, port: int, workers: int) -> None:

@@ -23,6 +23,7 @@ from aigw.config.models import Deployment, GatewayConfig
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 PURGE_LOG_ENV = "AIGW_PURGE_LOG"
+COUNTER_SOCKET_ENV = "AIGW_COUNTER_SOCKET"
 CACHE_REDIS_ENV = "AIGW_CACHE_REDIS_URL"
 MOCK_MODELS = ("mock", "mock-large", "mock-embed")
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "o4-mini")
@@ -128,6 +129,8 @@ def _env_defaults(raw: dict[str, Any]) -> dict[str, Any]:
             server[key] = value
     if purge_log := os.environ.get(PURGE_LOG_ENV):  # workers > 1: see export_purge_log
         server.setdefault("purge_log", purge_log)
+    if counter_socket := os.environ.get(COUNTER_SOCKET_ENV):  # workers > 1: see export_counter_socket
+        server.setdefault("counter_socket", counter_socket)
     if mp_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # workers > 1: see export_metrics_dir
         obs = raw["observability"] = raw.get("observability") or {}
         obs["metrics"] = obs.get("metrics") or {}
@@ -260,6 +263,12 @@ def export_metrics_dir(path: str) -> None:
 def export_purge_log(path: str) -> None:
     """``--workers N``: the workers announce cache purges to each other through the file ``path``."""
     os.environ[PURGE_LOG_ENV] = path
+
+
+def export_counter_socket(path: str) -> None:
+    """``--workers N`` without Redis: the workers keep their rate-limit and budget counters in the parent,
+    reached through the Unix socket ``path`` (stores/counter_host.py)."""
+    os.environ[COUNTER_SOCKET_ENV] = path
 
 
 def export_for_workers(path: str | None, **overrides: Any) -> None:

@@ -143,6 +143,9 @@ class ServerConfig(Strict):
     # Set by `aigw serve --workers N` for its workers (not for config files): the file through which
     # they announce cache purges to each other when there is no redis_url (stores/purge_log.py).
     purge_log: str = ""
+    # Likewise: the Unix socket of the rate-limit and budget counters the parent keeps for every worker when
+    # there is no redis_url (stores/counter_host.py).
+    counter_socket: str = ""
 
     @field_validator("master_key")
     @classmethod

@@ -1,0 +1,196 @@
+"""Rate-limit and budget counters kept by ``aigw serve --workers N``'s parent and shared by its workers.
+
+Without Redis, each worker kept counters of its own, so a key's rpm, tpm, max-parallel and budget
+applied once per worker: the "limits multiply by the number of replicas" bug, inside one machine. The
+parent serves no requests and outlives its workers (it starts again any that dies), so it keeps the one
+set of memory counters (``MemoryRateLimiter``, ``MemoryBudgets``, ``MemoryGate``) on an event loop in a
+thread of its own and answers the workers' calls (``counter_client.HostedCounters``) over a Unix socket.
+
+Wire: frames of a 4-byte big-endian length and a pickle. A call is ``(id, "target.method", args)``, its
+answer ``(id, ok, value or exception)``. Pickle runs what it loads, so the socket lives in a directory
+only this user can open (``mkdtemp``: 0700), like the workers' metrics files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import shutil
+import struct
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aigw.stores.base import Scope
+from aigw.stores.memory import MemoryGate, MemoryRateLimiter
+from aigw.stores.memory_budgets import MemoryBudgets
+
+log = logging.getLogger("aigw.counters")
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024  # a longer length is a broken peer, not a call
+# what a worker may call: the Gate, RateLimiter and BudgetCounter protocols (stores/base.py)
+METHODS = frozenset({
+    "gate.enter", "gate.peek", "gate.leave", "limiter.admit", "limiter.release", "budgets.reserve",
+    "budgets.settle", "budgets.seed", "budgets.reached", "budgets.forget", "budgets.seeded", "budgets.spent",
+})
+INTERNED_MAX = 10_000  # scope lists kept for reuse (keys dropped from the workers' key caches leave theirs)
+
+
+def frame(obj: Any) -> bytes:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
+def unframe(buf: bytearray) -> list[Any]:
+    """The whole frames at the start of ``buf``, decoded and removed from it (a partial one stays)."""
+    out = []
+    at = 0
+    end = len(buf)
+    while end - at >= 4:
+        (size,) = HEADER.unpack_from(buf, at)
+        if size > MAX_FRAME:
+            raise ValueError(f"frame of {size} bytes")
+        if end - at - 4 < size:
+            break
+        out.append(pickle.loads(memoryview(buf)[at + 4:at + 4 + size]))
+        at += 4 + size
+    if at:
+        del buf[:at]
+    return out
+
+
+class SharedCounters:
+    """The memory counters and what a call may reach of them."""
+
+    def __init__(self, parallel_ttl_s: float) -> None:
+        limiter = MemoryRateLimiter(parallel_ttl_s=parallel_ttl_s)
+        budgets = MemoryBudgets(parallel_ttl_s)
+        self._targets: dict[str, Any] = {"gate": MemoryGate(limiter, budgets), "limiter": limiter, "budgets": budgets}
+        # A worker's scope list arrives as a new list on every call; the memory limiter resolves a list's
+        # states once per list object, so equal lists are made one here.
+        self._interned: dict[tuple[Any, ...], list[Scope]] = {}
+
+    def answer(self, call: Any) -> bytes:
+        """The answer frame to one call frame; a store error goes back to the caller, raised there."""
+        cid, method, args = call
+        try:
+            if method not in METHODS:
+                raise ValueError(f"no such counter call: {method!r}")
+            target, name = method.split(".")
+            coro = getattr(self._targets[target], name)(*[self._intern(a) for a in args])
+            try:  # the memory stores never await: run the coroutine to its end here, no task
+                coro.send(None)
+            except StopIteration as done:
+                return frame((cid, True, done.value))
+            coro.close()
+            raise RuntimeError(f"{method} awaited: the shared counters must answer at once")
+        except Exception as exc:
+            try:
+                return frame((cid, False, exc))
+            except Exception:  # an exception pickle cannot carry
+                return frame((cid, False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+    def _intern(self, arg: Any) -> Any:
+        if not (isinstance(arg, list) and arg and isinstance(arg[0], Scope)):
+            return arg
+        key = tuple((s.ref, s.limits.rpm, s.limits.tpm, s.limits.max_parallel, s.limits.budget_usd,
+                     s.limits.budget_period) for s in arg)
+        known = self._interned.get(key)
+        if known is None:
+            if len(self._interned) >= INTERNED_MAX:
+                self._interned.clear()
+            known = self._interned[key] = arg
+        return known
+
+
+class _HostProtocol(asyncio.Protocol):
+    """One worker's connection: every call in a read is answered in one write."""
+
+    def __init__(self, counters: SharedCounters, links: set[asyncio.BaseTransport]) -> None:
+        self._counters = counters
+        self._links = links
+        self._buf = bytearray()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._links.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._links.discard(self._transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        try:
+            calls = unframe(self._buf)
+        except Exception as exc:  # not our protocol: drop the peer, keep serving the others
+            log.warning("counter host: dropping a connection that sent a bad frame (%s)", exc)
+            assert self._transport is not None
+            self._transport.close()
+            return
+        if calls and self._transport is not None:
+            answer = self._counters.answer
+            self._transport.write(b"".join([answer(c) for c in calls]))
+
+
+class CounterHost:
+    """The shared counters on a thread's event loop, listening on a Unix socket in a private directory."""
+
+    def __init__(self, parallel_ttl_s: float) -> None:
+        self.counters = SharedCounters(parallel_ttl_s)
+        self.path = ""
+        self._dir = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._links: set[asyncio.BaseTransport] = set()  # the workers' connections, closed on stop
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Listen, and return the socket's path (for the workers: ``AIGW_COUNTER_SOCKET``)."""
+        self._dir = tempfile.mkdtemp(prefix="aigw-counters-")
+        self.path = os.path.join(self._dir, "counters.sock")
+        loop = self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(loop, ready, failed), name="aigw-counter-host",
+                                        daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout_s) or failed:
+            self.stop()
+            raise RuntimeError(f"the shared counters could not listen on {self.path}: {failed or 'no answer'}")
+        return self.path
+
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: threading.Event, failed: list[BaseException]) -> None:
+        asyncio.set_event_loop(loop)
+        make: Callable[[], asyncio.Protocol] = lambda: _HostProtocol(self.counters, self._links)  # noqa: E731
+        try:
+            server = loop.run_until_complete(loop.create_unix_server(make, self.path))
+        except BaseException as exc:
+            failed.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            for link in list(self._links):  # a worker still connected sees the host leave now, not at its timeout
+                link.close()
+            loop.run_until_complete(asyncio.sleep(0))  # the closes reach the sockets
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop listening (the workers have stopped: nothing is in flight) and remove the socket."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5.0)
+        self._loop = self._thread = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = ""

@@ -1,0 +1,83 @@
+"""`aigw serve --workers 3` without Redis: the workers share one set of rate-limit and budget counters (kept
+by their parent, stores/counter_host.py), so a key's rpm and max-parallel hold for the whole gateway, not
+once per worker. Each check sends its calls over one connection to each worker at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.integration.tenancy_support import MASTER, PRICED_MOCK, SLOW_MOCK, setup_key, wait_ledger_rows
+from tests.integration.worker_conns import Workers, call
+from tests.support.serve_process import start_serve, stop_serve, wait_live
+
+WORKERS = 3
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    config: dict[str, Any] = {"server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/aigw.db",
+                              "models": [PRICED_MOCK, SLOW_MOCK], "tenancy": {"ledger": {"flush_interval_s": 0.05}}}
+    path = tmp_path / "aigw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc, url = start_serve(tmp_path, "--config", str(path), "--workers", str(WORKERS), "--log-level", "warning")
+    pool = Workers(url, proc.pid, WORKERS)
+    try:
+        wait_live(url, proc)
+        yield pool
+    finally:
+        pool.close()
+        stop_serve(proc)
+    err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
+    assert "Traceback" not in err, err
+    assert "limits apply per worker" not in err  # the old warning: counters are shared now
+
+
+def _on_every_worker(workers: Workers, key: str, calls: int, model: str = "mock") -> list[int]:
+    """``calls`` calls on each worker's connection, the workers' at the same time: every status."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def run(conn: Any) -> None:
+        for _ in range(calls):
+            status, _ = call(conn, key, model)
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=run, args=(conn,)) for conn in workers.conns.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return statuses
+
+
+def test_a_keys_rpm_holds_across_every_worker(workers: Workers, tmp_path: Path) -> None:
+    opener = setup_key(workers.admin(), "workers-rpm")  # finds each worker's connection, takes nothing below
+    workers.connect_all(opener["key"])
+    assert len(workers.conns) == WORKERS
+    key = setup_key(workers.admin(), "workers-rpm", rpm=20)
+    statuses = _on_every_worker(workers, key["key"], 12)  # 36 calls, 12 per worker: each worker alone allows all
+    assert statuses.count(200) == 20 and statuses.count(429) == 16, statuses
+    # one ledger row per request, and the refused ones cost nothing: the 20 that ran are the bill
+    assert wait_ledger_rows(tmp_path / "aigw.db", key["id"], 36) == 36
+    assert wait_ledger_rows(tmp_path / "aigw.db", key["id"], 20, "status = 200 AND cost_nano > 0") == 20
+
+
+def test_max_parallel_holds_across_every_worker(workers: Workers) -> None:
+    opener = setup_key(workers.admin(), "workers-parallel")
+    workers.connect_all(opener["key"])
+    key = setup_key(workers.admin(), "workers-parallel", max_parallel=2)
+    statuses = _on_every_worker(workers, key["key"], 1, model="mock-slow")  # three 300 ms calls at once
+    assert sorted(statuses) == [200, 200, 429], statuses
+
+
+def test_ready_says_the_counters_are_shared(workers: Workers) -> None:
+    body = requests.get(workers.url + "/health/ready", timeout=5).json()
+    assert "shared by the workers" in str(body), body
