@@ -14,10 +14,11 @@ import asyncio
 from typing import Any
 
 from aigw.stores.base import Admission, Reservation, Scope
-from aigw.stores.counter_host import frame, unframe
+from aigw.stores.counter_wire import CounterHostError, ScopeRow, decode_result, frame, scope_rows, unframe
 from aigw.stores.failures import StoreSkipped
 
 TIMEOUT_S = 2.0
+ROWS_MAX = 10_000  # scope lists kept as rows (a key's list is shared by its requests: made once per key)
 
 
 class _Link(asyncio.Protocol):
@@ -57,7 +58,7 @@ class _Link(asyncio.Protocol):
             if ok:
                 entry[0].set_result(value)
             else:
-                entry[0].set_exception(value)
+                entry[0].set_exception(CounterHostError(value))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(ConnectionError(f"the counter host closed the connection ({exc or 'EOF'})"))
@@ -87,52 +88,65 @@ class HostedCounters:
         self._skip_until = 0.0
         self._last_error = ""
         self._sweeping = False
+        self._rows: dict[int, tuple[list[Scope], tuple[ScopeRow, ...]]] = {}
+
+    def _wire(self, scopes: list[Scope]) -> tuple[ScopeRow, ...]:
+        """``scopes`` as rows for the wire, made once per list (a key's list is shared by its requests)."""
+        known = self._rows.get(id(scopes))
+        if known is not None and known[0] is scopes:  # the entry holds the list: its id is not reused
+            return known[1]
+        if len(self._rows) >= ROWS_MAX:
+            self._rows.clear()
+        rows = scope_rows(scopes)
+        self._rows[id(scopes)] = (scopes, rows)
+        return rows
 
     # -- Gate
     async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
                     amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
-        return await self._call("gate.enter", rate, slot, est_tokens, budget, amount_nano, now)  # type: ignore[no-any-return]
+        return await self._call("gate.enter", self._wire(rate), slot, est_tokens,  # type: ignore[no-any-return]
+                                self._wire(budget), amount_nano, now)
 
     async def peek(self, rate: list[Scope]) -> list[Admission]:
-        return await self._call("gate.peek", rate)  # type: ignore[no-any-return]
+        return await self._call("gate.peek", self._wire(rate))  # type: ignore[no-any-return]
 
     async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
                     reserved_nano: int, actual_nano: int, entered: float,
                     thresholds: list[float], request_back: bool = False) -> list[tuple[str, str, float]]:
-        return await self._call("gate.leave", rate, slot, token_delta, taken_at, budget, reserved_nano,  # type: ignore[no-any-return]
-                                actual_nano, entered, thresholds, request_back)
+        return await self._call("gate.leave", self._wire(rate), slot, token_delta, taken_at, self._wire(budget),  # type: ignore[no-any-return]
+                                reserved_nano, actual_nano, entered, thresholds, request_back)
 
     # -- RateLimiter
     async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
-        return await self._call("limiter.admit", scopes, slot, est_tokens)  # type: ignore[no-any-return]
+        return await self._call("limiter.admit", self._wire(scopes), slot, est_tokens)  # type: ignore[no-any-return]
 
     async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0,
                       request_back: bool = False) -> None:
-        await self._call("limiter.release", scopes, slot, token_delta, taken_at, request_back)
+        await self._call("limiter.release", self._wire(scopes), slot, token_delta, taken_at, request_back)
 
     # -- BudgetCounter
     async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
-        return await self._call("budgets.reserve", scopes, amount_nano, now, slot)  # type: ignore[no-any-return]
+        return await self._call("budgets.reserve", self._wire(scopes), amount_nano, now, slot)  # type: ignore[no-any-return]
 
     async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
                      thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
-        return await self._call("budgets.settle", scopes, reserved_nano, actual_nano, now,  # type: ignore[no-any-return]
+        return await self._call("budgets.settle", self._wire(scopes), reserved_nano, actual_nano, now,  # type: ignore[no-any-return]
                                 thresholds, slot)
 
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
         await self._call("budgets.seed", spent)
 
     async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
-        return await self._call("budgets.reached", scope, now, thresholds)  # type: ignore[no-any-return]
+        return await self._call("budgets.reached", scope_rows([scope]), now, thresholds)  # type: ignore[no-any-return]
 
     async def forget(self, scope: Scope, now: float) -> None:
-        await self._call("budgets.forget", scope, now)
+        await self._call("budgets.forget", scope_rows([scope]), now)
 
     async def seeded(self) -> bool:
         return await self._call("budgets.seeded")  # type: ignore[no-any-return]
 
     async def spent(self, scope: Scope, now: float) -> int:
-        return await self._call("budgets.spent", scope, now)  # type: ignore[no-any-return]
+        return await self._call("budgets.spent", scope_rows([scope]), now)  # type: ignore[no-any-return]
 
     # -- the wire
     async def _call(self, method: str, *args: Any) -> Any:
@@ -151,7 +165,7 @@ class HostedCounters:
             self._sweeping = True
             loop.call_later(self.timeout_s / 2, self._sweep)
         try:
-            return await fut
+            return decode_result(method, await fut)
         except (OSError, EOFError) as exc:  # timed out or the link dropped: skip the host for a moment
             self._failed(exc)
             raise

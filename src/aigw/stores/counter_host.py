@@ -6,9 +6,8 @@ parent serves no requests and outlives its workers (it starts again any that die
 set of memory counters (``MemoryRateLimiter``, ``MemoryBudgets``, ``MemoryGate``) on an event loop in a
 thread of its own and answers the workers' calls (``counter_client.HostedCounters``) over a Unix socket.
 
-Wire: frames of a 4-byte big-endian length and a pickle. A call is ``(id, "target.method", args)``, its
-answer ``(id, ok, value or exception)``. Pickle runs what it loads, so the socket lives in a directory
-only this user can open (``mkdtemp``: 0700), like the workers' metrics files.
+The wire is ``counter_wire``'s. The socket lives in a directory only this user can open (``mkdtemp``:
+0700), like the workers' metrics files.
 """
 
 from __future__ import annotations
@@ -16,51 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import shutil
-import struct
 import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from aigw.stores.base import Scope
+from aigw.stores.counter_wire import SCOPE_ARGS, ScopeRow, encode_result, frame, scopes_of_rows, unframe
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
 
 log = logging.getLogger("aigw.counters")
 
-HEADER = struct.Struct(">I")
-MAX_FRAME = 64 * 1024 * 1024  # a longer length is a broken peer, not a call
-# what a worker may call: the Gate, RateLimiter and BudgetCounter protocols (stores/base.py)
-METHODS = frozenset({
-    "gate.enter", "gate.peek", "gate.leave", "limiter.admit", "limiter.release", "budgets.reserve",
-    "budgets.settle", "budgets.seed", "budgets.reached", "budgets.forget", "budgets.seeded", "budgets.spent",
-})
 INTERNED_MAX = 10_000  # scope lists kept for reuse (keys dropped from the workers' key caches leave theirs)
-
-
-def frame(obj: Any) -> bytes:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(payload)) + payload
-
-
-def unframe(buf: bytearray) -> list[Any]:
-    """The whole frames at the start of ``buf``, decoded and removed from it (a partial one stays)."""
-    out = []
-    at = 0
-    end = len(buf)
-    while end - at >= 4:
-        (size,) = HEADER.unpack_from(buf, at)
-        if size > MAX_FRAME:
-            raise ValueError(f"frame of {size} bytes")
-        if end - at - 4 < size:
-            break
-        out.append(pickle.loads(memoryview(buf)[at + 4:at + 4 + size]))
-        at += 4 + size
-    if at:
-        del buf[:at]
-    return out
 
 
 class SharedCounters:
@@ -69,41 +37,43 @@ class SharedCounters:
     def __init__(self, parallel_ttl_s: float) -> None:
         limiter = MemoryRateLimiter(parallel_ttl_s=parallel_ttl_s)
         budgets = MemoryBudgets(parallel_ttl_s)
-        self._targets: dict[str, Any] = {"gate": MemoryGate(limiter, budgets), "limiter": limiter, "budgets": budgets}
-        # A worker's scope list arrives as a new list on every call; the memory limiter resolves a list's
-        # states once per list object, so equal lists are made one here.
-        self._interned: dict[tuple[Any, ...], list[Scope]] = {}
+        targets: dict[str, Any] = {"gate": MemoryGate(limiter, budgets), "limiter": limiter, "budgets": budgets}
+        self._calls: dict[str, Callable[..., Any]] = {
+            method: getattr(targets[method.split(".")[0]], method.split(".")[1]) for method in SCOPE_ARGS}
+        # The memory limiter resolves a scope list's states once per list object: each distinct list of rows
+        # becomes one list of scopes here, reused by every call that sends the same rows.
+        self._interned: dict[tuple[ScopeRow, ...], list[Scope]] = {}
 
     def answer(self, call: Any) -> bytes:
         """The answer frame to one call frame; a store error goes back to the caller, raised there."""
         cid, method, args = call
         try:
-            if method not in METHODS:
+            spec = SCOPE_ARGS.get(method)
+            if spec is None:
                 raise ValueError(f"no such counter call: {method!r}")
-            target, name = method.split(".")
-            coro = getattr(self._targets[target], name)(*[self._intern(a) for a in args])
+            lists, ones = spec
+            if lists or ones:
+                args = list(args)
+                for i in lists:
+                    args[i] = self._scopes(args[i])
+                for i in ones:
+                    args[i] = self._scopes(args[i])[0]
+            coro = self._calls[method](*args)
             try:  # the memory stores never await: run the coroutine to its end here, no task
                 coro.send(None)
             except StopIteration as done:
-                return frame((cid, True, done.value))
+                return frame((cid, True, encode_result(method, done.value)))
             coro.close()
             raise RuntimeError(f"{method} awaited: the shared counters must answer at once")
         except Exception as exc:
-            try:
-                return frame((cid, False, exc))
-            except Exception:  # an exception pickle cannot carry
-                return frame((cid, False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+            return frame((cid, False, f"{type(exc).__name__}: {exc}"))
 
-    def _intern(self, arg: Any) -> Any:
-        if not (isinstance(arg, list) and arg and isinstance(arg[0], Scope)):
-            return arg
-        key = tuple((s.ref, s.limits.rpm, s.limits.tpm, s.limits.max_parallel, s.limits.budget_usd,
-                     s.limits.budget_period) for s in arg)
-        known = self._interned.get(key)
+    def _scopes(self, rows: tuple[ScopeRow, ...]) -> list[Scope]:
+        known = self._interned.get(rows)
         if known is None:
             if len(self._interned) >= INTERNED_MAX:
                 self._interned.clear()
-            known = self._interned[key] = arg
+            known = self._interned[rows] = scopes_of_rows(rows)
         return known
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from aigw.stores.base import Limits, Scope
 from aigw.stores.counter_client import HostedCounters
-from aigw.stores.counter_host import CounterHost, frame, unframe
+from aigw.stores.counter_host import CounterHost
+from aigw.stores.counter_wire import CounterHostError, frame, unframe
 from aigw.stores.failures import StoreSkipped
 
 KEY = [Scope("key", "k_1", Limits(rpm=5, max_parallel=3))]
@@ -83,10 +84,10 @@ def test_a_budget_reserved_through_one_worker_is_seen_and_settled_through_anothe
 def test_a_store_error_on_the_host_is_raised_in_the_worker_and_the_link_stays(host: CounterHost) -> None:
     async def main() -> None:
         c = HostedCounters(host.path)
-        with pytest.raises(ValueError, match="no such counter call"):
+        with pytest.raises(CounterHostError, match="ValueError: no such counter call"):
             await c._call("budgets.__init__")
-        with pytest.raises(TypeError):
-            await c._call("gate.peek")  # a missing argument: the host's TypeError, carried back
+        with pytest.raises(CounterHostError, match="IndexError"):
+            await c._call("gate.peek")  # no scope list: the host's error, carried back
         assert (await c.peek(KEY))[0].limit_requests == 5  # the same link answers on
         await c.close()
 
@@ -159,13 +160,13 @@ def test_a_host_drops_a_connection_that_sends_garbage_and_serves_the_others(host
 
 
 def test_frames_split_anywhere_are_put_back_together() -> None:
-    data = frame((1, "gate.peek", ([],))) + frame((2, True, [1, 2]))
+    data = frame((1, "gate.peek", ((),))) + frame((2, True, [1, 2]))
     buf = bytearray()
     got = []
     for i in range(len(data)):
         buf += data[i:i + 1]
         got += unframe(buf)
-    assert got == [(1, "gate.peek", ([],)), (2, True, [1, 2])] and not buf
+    assert got == [(1, "gate.peek", ((),)), (2, True, [1, 2])] and not buf
 
 
 def test_the_host_removes_its_socket_directory_when_stopped() -> None:
