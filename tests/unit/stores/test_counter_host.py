@@ -188,3 +188,22 @@ def test_a_worker_connected_when_the_host_stops_fails_at_once_not_at_its_timeout
         return time.monotonic() - started
 
     assert asyncio.run(main()) < 1.0
+
+
+def test_a_budget_threshold_alerts_once_whichever_worker_settles_past_it(host: CounterHost) -> None:
+    async def main() -> list[list[tuple[str, str, float]]]:
+        a, b = HostedCounters(host.path), HostedCounters(host.path)
+        now = time.time()
+        crossings = []
+        for i in range(8):  # 8 x 10 cents of $1, settled through both workers in turn: 50 % then 80 %
+            c = a if i % 2 else b
+            _, res = await c.enter([], f"s{i}", 0, BUDGET, NANO_10C, now)
+            assert res is not None and res.allowed
+            crossings.append(await c.leave([], f"s{i}", 0, 0, BUDGET, NANO_10C, NANO_10C, now, [0.5, 0.8, 1.0]))
+        await a.close()
+        await b.close()
+        return crossings
+
+    crossings = asyncio.run(main())
+    fired = [(i, t) for i, c in enumerate(crossings) for _, _, t in c]
+    assert fired == [(4, 0.5), (7, 0.8)]  # each once, on the settle that crossed it
