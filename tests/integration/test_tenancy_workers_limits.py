@@ -4,7 +4,11 @@ once per worker. Each check sends its calls over one connection to each worker a
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +22,14 @@ from tests.integration.worker_conns import Workers, call
 from tests.support.serve_process import start_serve, stop_serve, wait_live
 
 WORKERS = 3
+HANGING_MOCK = {"name": "mock-hang", "provider": "mock", "latency_ms": 20_000}
 
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
     config: dict[str, Any] = {"server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/aigw.db",
-                              "models": [PRICED_MOCK, SLOW_MOCK], "tenancy": {"ledger": {"flush_interval_s": 0.05}}}
+                              "models": [PRICED_MOCK, SLOW_MOCK, HANGING_MOCK],
+                              "tenancy": {"ledger": {"flush_interval_s": 0.05}}}
     path = tmp_path / "aigw.yaml"
     path.write_text(yaml.safe_dump(config))
     proc, url = start_serve(tmp_path, "--config", str(path), "--workers", str(WORKERS), "--log-level", "warning")
@@ -81,3 +87,28 @@ def test_max_parallel_holds_across_every_worker(workers: Workers) -> None:
 def test_ready_says_the_counters_are_shared(workers: Workers) -> None:
     body = requests.get(workers.url + "/health/ready", timeout=5).json()
     assert "shared by the workers" in str(body), body
+
+
+def test_a_killed_workers_parallel_slot_is_free_at_once(workers: Workers) -> None:
+    opener = setup_key(workers.admin(), "workers-killed")
+    workers.connect_all(opener["key"])
+    key = setup_key(workers.admin(), "workers-killed", max_parallel=1)
+    (doomed, conn), (_, other) = list(workers.conns.items())[:2]
+    hanging = threading.Thread(target=lambda: _swallow(call, conn, key["key"], "mock-hang"), daemon=True)
+    hanging.start()
+    deadline = time.monotonic() + 5
+    while call(other, key["key"])[0] != 429:  # the hanging call holds the key's one slot
+        assert time.monotonic() < deadline, "the hanging call never took the slot"
+        time.sleep(0.05)
+    os.kill(doomed, signal.SIGKILL)
+    deadline = time.monotonic() + 2
+    while (status := call(other, key["key"])[0]) == 429:  # freed when the parent sees the worker's link end
+        assert time.monotonic() < deadline, "the dead worker's slot is still held"
+        time.sleep(0.05)
+    assert status == 200
+    del workers.conns[doomed]
+
+
+def _swallow(fn: Any, *args: Any) -> None:
+    with contextlib.suppress(Exception):  # the worker is killed under it
+        fn(*args)

@@ -28,6 +28,8 @@ from aigw.stores.memory_budgets import MemoryBudgets
 
 log = logging.getLogger("aigw.counters")
 
+# the calls that take (True) or free (False) a parallel slot: (scopes, slot, ...) in both
+_HOLDS = {"gate.enter": True, "limiter.admit": True, "gate.leave": False, "limiter.release": False}
 INTERNED_MAX = 10_000  # scope lists kept for reuse (keys dropped from the workers' key caches leave theirs)
 
 
@@ -35,7 +37,7 @@ class SharedCounters:
     """The memory counters and what a call may reach of them."""
 
     def __init__(self, parallel_ttl_s: float) -> None:
-        limiter = MemoryRateLimiter(parallel_ttl_s=parallel_ttl_s)
+        limiter = self._limiter = MemoryRateLimiter(parallel_ttl_s=parallel_ttl_s)
         budgets = MemoryBudgets(parallel_ttl_s)
         targets: dict[str, Any] = {"gate": MemoryGate(limiter, budgets), "limiter": limiter, "budgets": budgets}
         self._calls: dict[str, Callable[..., Any]] = {
@@ -44,14 +46,16 @@ class SharedCounters:
         # becomes one list of scopes here, reused by every call that sends the same rows.
         self._interned: dict[tuple[ScopeRow, ...], list[Scope]] = {}
 
-    def answer(self, call: Any) -> bytes:
-        """The answer frame to one call frame; a store error goes back to the caller, raised there."""
+    def answer(self, call: Any, held: dict[str, list[Scope]]) -> bytes:
+        """The answer frame to one call frame; a store error goes back to the caller, raised there. ``held``:
+        the parallel slots the caller's connection holds (``free``)."""
         cid, method, args = call
         try:
             spec = SCOPE_ARGS.get(method)
             if spec is None:
                 raise ValueError(f"no such counter call: {method!r}")
             lists, ones = spec
+            rows = args[0] if lists else ()
             if lists or ones:
                 args = list(args)
                 for i in lists:
@@ -62,11 +66,28 @@ class SharedCounters:
             try:  # the memory stores never await: run the coroutine to its end here, no task
                 coro.send(None)
             except StopIteration as done:
+                if method in _HOLDS and any(row[4] for row in rows):  # a max-parallel slot taken or freed
+                    if _HOLDS[method]:
+                        admission = done.value[0] if method == "gate.enter" else done.value
+                        if admission.allowed:
+                            held[args[1]] = args[0]
+                    else:
+                        held.pop(args[1], None)
                 return frame((cid, True, encode_result(method, done.value)))
             coro.close()
             raise RuntimeError(f"{method} awaited: the shared counters must answer at once")
         except Exception as exc:
             return frame((cid, False, f"{type(exc).__name__}: {exc}"))
+
+    def free(self, held: dict[str, list[Scope]]) -> None:
+        """A worker's connection ended (the worker died, or stops): the parallel slots its calls held are
+        freed now. Left to their TTL (the request timeout and a minute), a key with ``max_parallel: 1`` would
+        be refused for minutes after a worker crash. Its budget leases expire as designed (their calls may
+        have been billed), and a slot's late ``leave`` from a worker that lives on frees nothing twice."""
+        now = self._limiter.now()
+        for slot, scopes in held.items():
+            self._limiter.give_back(scopes, slot, 0, 0, now)
+        held.clear()
 
     def _scopes(self, rows: tuple[ScopeRow, ...]) -> list[Scope]:
         known = self._interned.get(rows)
@@ -85,6 +106,7 @@ class _HostProtocol(asyncio.Protocol):
         self._links = links
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
+        self._held: dict[str, list[Scope]] = {}  # slot -> scopes: this worker's calls in flight with a cap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -93,6 +115,7 @@ class _HostProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
             self._links.discard(self._transport)
+        self._counters.free(self._held)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -104,8 +127,8 @@ class _HostProtocol(asyncio.Protocol):
             self._transport.close()
             return
         if calls and self._transport is not None:
-            answer = self._counters.answer
-            self._transport.write(b"".join([answer(c) for c in calls]))
+            answer, held = self._counters.answer, self._held
+            self._transport.write(b"".join([answer(c, held) for c in calls]))
 
 
 class CounterHost:

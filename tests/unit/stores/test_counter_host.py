@@ -207,3 +207,25 @@ def test_a_budget_threshold_alerts_once_whichever_worker_settles_past_it(host: C
     crossings = asyncio.run(main())
     fired = [(i, t) for i, c in enumerate(crossings) for _, _, t in c]
     assert fired == [(4, 0.5), (7, 0.8)]  # each once, on the settle that crossed it
+
+
+def test_a_dead_workers_parallel_slots_are_freed_at_once_and_its_late_leave_frees_nothing_twice(
+        host: CounterHost) -> None:
+    one = [Scope("key", "k_9", Limits(max_parallel=1))]
+
+    async def main() -> list[bool]:
+        dying, other = HostedCounters(host.path), HostedCounters(host.path)
+        now = time.time()
+        seen = [(await dying.enter(one, "a", 0, [], 0, now))[0].allowed]
+        seen.append((await other.enter(one, "b", 0, [], 0, now))[0].allowed)  # the slot is held
+        await dying.close()  # the worker's connection ends with its call in flight
+        await asyncio.sleep(0.1)
+        seen.append((await other.enter(one, "c", 0, [], 0, now))[0].allowed)  # freed, not after the TTL
+        late = HostedCounters(host.path)
+        await late.leave(one, "a", 0, 0, [], 0, 0, now, [])  # the dead call's leave, arriving anyway
+        seen.append((await other.enter(one, "d", 0, [], 0, now))[0].allowed)  # "c" still holds it
+        await other.close()
+        await late.close()
+        return seen
+
+    assert asyncio.run(main()) == [True, False, True, False]
