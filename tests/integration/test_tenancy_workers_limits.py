@@ -94,12 +94,16 @@ def test_a_killed_workers_parallel_slot_is_free_at_once(workers: Workers) -> Non
     workers.connect_all(opener["key"])
     key = setup_key(workers.admin(), "workers-killed", max_parallel=1)
     (doomed, conn), (_, other) = list(workers.conns.items())[:2]
-    hanging = threading.Thread(target=lambda: _swallow(call, conn, key["key"], "mock-hang"), daemon=True)
-    hanging.start()
-    deadline = time.monotonic() + 5
-    while call(other, key["key"])[0] != 429:  # the hanging call holds the key's one slot
+    deadline = time.monotonic() + 10
+    hanging: threading.Thread | None = None
+    while True:  # until the hanging call holds the key's one slot (it may lose a race with a probe: again)
         assert time.monotonic() < deadline, "the hanging call never took the slot"
-        time.sleep(0.05)
+        if hanging is None or not hanging.is_alive():
+            hanging = threading.Thread(target=lambda: _swallow(call, conn, key["key"], "mock-hang"), daemon=True)
+            hanging.start()
+            time.sleep(0.2)
+        if call(other, key["key"])[0] == 429 and hanging.is_alive():
+            break
     os.kill(doomed, signal.SIGKILL)
     deadline = time.monotonic() + 2
     while (status := call(other, key["key"])[0]) == 429:  # freed when the parent sees the worker's link end
