@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from tests.integration.tenancy_support import MASTER, PRICED_MOCK, SLOW_MOCK, setup_key, wait_ledger_rows
-from tests.integration.worker_conns import Workers, call
-from tests.support.serve_process import start_serve, stop_serve, wait_live
+from tests.integration.worker_conns import Workers, call, serving_workers
 
 WORKERS = 3
 HANGING_MOCK = {"name": "mock-hang", "provider": "mock", "latency_ms": 20_000}
@@ -30,19 +28,9 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
     config: dict[str, Any] = {"server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/aigw.db",
                               "models": [PRICED_MOCK, SLOW_MOCK, HANGING_MOCK],
                               "tenancy": {"ledger": {"flush_interval_s": 0.05}}}
-    path = tmp_path / "aigw.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc, url = start_serve(tmp_path, "--config", str(path), "--workers", str(WORKERS), "--log-level", "warning")
-    pool = Workers(url, proc.pid, WORKERS)
-    try:
-        wait_live(url, proc)
+    with serving_workers(tmp_path, config, WORKERS) as pool:
         yield pool
-    finally:
-        pool.close()
-        stop_serve(proc)
-    err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
-    assert "Traceback" not in err, err
-    assert "limits apply per worker" not in err  # the old warning: counters are shared now
+    assert "limits apply per worker" not in pool.stderr  # the old warning: counters are shared now
 
 
 def _on_every_worker(workers: Workers, key: str, calls: int, model: str = "mock") -> list[int]:

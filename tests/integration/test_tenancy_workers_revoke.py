@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from aigw.stores.database import open_database
 from tests.integration.tenancy_support import MASTER, PRICED_MOCK, setup_key
-from tests.integration.worker_conns import Workers
-from tests.support.serve_process import start_serve, stop_serve, wait_live
+from tests.integration.worker_conns import Workers, serving_workers
 
 WORKERS = 2
 LIMIT_S = 1.0
@@ -61,18 +59,8 @@ def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workers]
     if request.param == "redis":
         redis_url, prefix = request.getfixturevalue("redis_isolated")
         config |= {"redis_url": redis_url, "redis_prefix": prefix}
-    path = tmp_path / "aigw.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc, url = start_serve(tmp_path, "--config", str(path), "--workers", str(WORKERS), "--log-level", "warning")
-    pool = Workers(url, proc.pid, WORKERS)
-    try:
-        wait_live(url, proc)
+    with serving_workers(tmp_path, config, WORKERS) as pool:
         yield pool
-    finally:
-        pool.close()
-        stop_serve(proc)
-    err = proc.stderr.read() if proc.stderr else b""
-    assert b"Traceback" not in err, err.decode(errors="replace")
 
 
 def test_a_revoked_key_stops_on_every_worker_within_a_second(workers: Workers) -> None:

@@ -8,11 +8,16 @@ import http.client
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from aigw.cli.admin_client import AdminClient
 from tests.integration.tenancy_support import MASTER, chat_body
+from tests.support.serve_process import start_serve, stop_serve, wait_live
 
 
 def worker_pids(pid: int) -> list[int]:
@@ -62,6 +67,7 @@ class Workers:
     def __init__(self, url: str, pid: int, count: int) -> None:
         self.url = url
         self.count = count
+        self.stderr = ""  # the server's, once it has stopped (``serving_workers``)
         host, port = url.removeprefix("http://").split(":")
         self.host, self.port = host, int(port)
         self.pid = pid
@@ -107,3 +113,21 @@ class Workers:
     def close(self) -> None:
         for conn in self.conns.values():
             conn.close()
+
+
+@contextmanager
+def serving_workers(tmp_path: Path, config: dict[str, Any], count: int) -> Iterator[Workers]:
+    """``aigw serve --workers count`` on ``config`` (written to tmp_path/aigw.yaml), stopped after the block;
+    its stderr (in ``pool.stderr`` then) must hold no traceback."""
+    path = tmp_path / "aigw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc, url = start_serve(tmp_path, "--config", str(path), "--workers", str(count), "--log-level", "warning")
+    pool = Workers(url, proc.pid, count)
+    try:
+        wait_live(url, proc)
+        yield pool
+    finally:
+        pool.close()
+        stop_serve(proc)
+        pool.stderr = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
+    assert "Traceback" not in pool.stderr, pool.stderr
