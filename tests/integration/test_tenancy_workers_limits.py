@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -104,3 +105,19 @@ def test_a_killed_workers_parallel_slot_is_free_at_once(workers: Workers) -> Non
 def _swallow(fn: Any, *args: Any) -> None:
     with contextlib.suppress(Exception):  # the worker is killed under it
         fn(*args)
+
+
+def test_a_budget_is_never_overrun_by_more_than_one_call_across_workers(workers: Workers, tmp_path: Path) -> None:
+    opener = setup_key(workers.admin(), "workers-budget")
+    workers.connect_all(opener["key"])
+    key = setup_key(workers.admin(), "workers-budget", budget_usd=0.10, budget_period="total")
+    statuses = _on_every_worker(workers, key["key"], 10)  # ~1.4 cents a call: each worker alone allows ~7
+    ok = statuses.count(200)
+    db = tmp_path / "aigw.db"
+    assert wait_ledger_rows(db, key["id"], ok, "status = 200") == ok
+    with sqlite3.connect(db) as conn:
+        spent, one_call = conn.execute("SELECT sum(cost_nano), max(cost_nano) FROM spend_ledger WHERE key_id = ?",
+                                       (key["id"],)).fetchone()
+    assert set(statuses) == {200, 429} and 0 < ok < 10, statuses
+    assert spent <= 100_000_000 + one_call
+    assert spent > 100_000_000 - 2 * one_call  # leases do not strand the budget either
