@@ -80,6 +80,9 @@ class TenancyServices:
     counters: dict[str, int] = field(default_factory=dict)  # store errors by kind (for /health and metrics)
     budget_plan: BudgetPlan | None = None  # set by the budget stage when it is in the pipeline
     budget_more: BudgetMore | None = None  # likewise: reserve a second upstream call (an output check's retry)
+    # set by the cache stage: the embedding deployment a semantic lookup of the request may call, and how many
+    # tries the router may make of it (None: no such call), reserved with the request (the budget stage)
+    side_plan: Callable[[RequestContext], tuple[str, int] | None] | None = None
     metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
     monotonic: Callable[[], float] = time.monotonic  # when a store last failed (``store_error``), only then read
     spawn: Callable[[Coroutine[Any, Any, Any]], Any] | None = None  # the supervisor's, set by the composition

@@ -201,7 +201,16 @@ class BudgetStage(Stage):
 
     def plan(self, ctx: RequestContext) -> tuple[list[Scope], int]:
         scopes = key_scopes(ctx, "budget")
-        return (scopes, self.worst_case_nano(ctx)) if scopes else ([], 0)
+        if not scopes:
+            return [], 0
+        side = self.svc.side_plan(ctx) if self.svc.side_plan is not None else None  # the cache's embedding
+        return scopes, self.worst_case_nano(ctx) + (self._side_nano(ctx, *side) if side is not None else 0)
+
+    def _side_nano(self, ctx: RequestContext, model: str, tries: int) -> int:
+        """The most an embedding of (at most) the prompt at ``model`` costs over ``tries`` tries: a try cut short
+        after its upstream took it is billed its prompt too."""
+        rates = self._rates.get(model) or worst_rates(self._prices.get(model) or [Price()])
+        return tries * round(prompt_estimate(ctx) * rates.per_in * 1000 + rates.per_request * 1e9)
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
         scopes, amount = plan_budget(ctx, self.svc)

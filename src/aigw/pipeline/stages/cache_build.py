@@ -14,9 +14,13 @@ from aigw.config.cache import CacheConfig, global_only_fields_set, memory_with_u
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages.cache import CacheStage
-from aigw.pipeline.stages.cache_policy import policies_from
-from aigw.pipeline.stages.cache_semantic import Embedders
+from aigw.pipeline.stages.cache_keys import semantic_blocker
+from aigw.pipeline.stages.cache_policy import Policies, policies_from
+from aigw.pipeline.stages.cache_semantic import DeploymentEmbedder, Embedders
 from aigw.pipeline.stages.guardrail_policy import policies_for
+from aigw.pipeline.tenancy import SERVICE as TENANCY
+from aigw.pipeline.tenancy import TenancyServices
+from aigw.routing.router import Router
 
 CACHE_SERVICES = ("cache_stores", "cache_indexes", "cache_embedders")
 
@@ -44,10 +48,32 @@ def build_stage(deps: StageDeps) -> CacheStage | None:
     stage = CacheStage(policies, stores, indexes, embedders, deps.supervisor, deps.clock,
                        deps.services.get("metrics"), deps.services.get("cache_purge_log"),
                        guard_tag=_guard_tag(deps))
+    svc = deps.services.get(TENANCY)
+    if isinstance(svc, TenancyServices) and deps.router is not None:  # a budget reserves the embedding too
+        svc.side_plan = _embedding_plan(policies, embedders, deps.router)
     deps.services["cache_stats"] = stage.stats
     deps.services["cache_stage"] = stage  # for the admin purge (app.py)
     deps.services.setdefault("health_checks", {})["cache"] = (stage.health, False)
     return stage
+
+
+def _embedding_plan(policies: Policies, embedders: Embedders, router: Router
+                    ) -> Callable[[RequestContext], tuple[str, int] | None]:
+    """The embedding deployment a semantic lookup of a request would call, and the tries the router may make of
+    it (each billed its prompt, a try cut short too), for the budget's worst case: a local model costs nothing,
+    a lookup that will not run (not chat, or tools or turns block it) calls nothing."""
+    def plan(ctx: RequestContext) -> tuple[str, int] | None:
+        if ctx.endpoint != "chat":
+            return None
+        policy = policies.for_request(ctx)
+        if policy.mode != "semantic":
+            return None
+        sem = policy.semantic
+        if not isinstance(embedders.get(sem.embedding_model), DeploymentEmbedder) or \
+                semantic_blocker(ctx.body, sem.max_turns, sem.with_tools):
+            return None
+        return sem.embedding_model, router.policy(sem.embedding_model).num_retries + 1
+    return plan
 
 
 def _guard_tag(deps: StageDeps) -> Callable[[RequestContext], str] | None:
