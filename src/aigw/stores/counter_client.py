@@ -159,7 +159,7 @@ class HostedCounters:
         self._next_id += 1
         cid = self._next_id
         fut: asyncio.Future[Any] = loop.create_future()
-        link.pending[cid] = (fut, now)
+        link.pending[cid] = (fut, loop.time())  # its timeout runs from now, not from before a connect
         link.send(frame((cid, method, args)))
         if not self._sweeping:
             self._sweeping = True

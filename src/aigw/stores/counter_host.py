@@ -30,6 +30,7 @@ log = logging.getLogger("aigw.counters")
 
 # the calls that take (True) or free (False) a parallel slot: (scopes, slot, ...) in both
 _HOLDS = {"gate.enter": True, "limiter.admit": True, "gate.leave": False, "limiter.release": False}
+HELD_MAX = 100_000  # slots one connection is known to hold (a worker's calls in flight with a cap)
 INTERNED_MAX = 10_000  # scope lists kept for reuse (keys dropped from the workers' key caches leave theirs)
 
 
@@ -70,6 +71,8 @@ class SharedCounters:
                     if _HOLDS[method]:
                         admission = done.value[0] if method == "gate.enter" else done.value
                         if admission.allowed:
+                            if len(held) >= HELD_MAX:  # leaves that never came (their slots expire by TTL)
+                                held.clear()
                             held[args[1]] = args[0]
                     else:
                         held.pop(args[1], None)
