@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from aigw import errors
+from aigw.config.models import Deployment
 from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.tenancy import TenancyServices
-from aigw.stores.base import Admission, Scope
+from aigw.stores.base import Admission, Limits, Scope
 from aigw.types import JSON
 
 
@@ -100,3 +101,37 @@ class DeploymentCaps:
             self.svc.store_error("limits", exc, "peek")
             return
         add_headers(out, replace(figures, limit_requests=None))  # its tokens; the requests figures stay the key's
+
+
+def capped_deployments(models: list[Deployment]) -> dict[str, list[Scope]]:
+    """Every deployment with an rpm or tpm cap of its own, as [its scope] by deployment id (a list made once:
+    stores may cache by the list)."""
+    return {d.id: [Scope("deployment", d.id, Limits(rpm=d.rpm, tpm=d.tpm))] for d in models if d.rpm or d.tpm}
+
+
+async def settle_side_call(caps: DeploymentCaps, answered: tuple[str, int] | None, cut: list[tuple[str, int]]) -> None:
+    """Settle what a stage's own upstream call (the semantic cache's embedding) took from the caps: the tokens of
+    the deployment that ``answered`` (id, tokens) on its last take, each ``cut`` call's billed prompt on a take of
+    its deployment, nothing for a try that failed before its upstream took it (its request stays counted). A
+    store that fails leaves the estimate counted (it leaves the window within the minute)."""
+    cut_by: dict[str, list[int]] = {}
+    for dep, n in cut:
+        cut_by.setdefault(dep, []).append(n)
+    last = {t.scopes[0].id: i for i, t in enumerate(caps.taken)}
+    now = caps.now()
+    steps = []
+    for i, t in enumerate(caps.taken):
+        dep = t.scopes[0].id
+        if not t.scopes[0].limits.tpm:
+            continue
+        if answered is not None and answered[0] == dep and last[dep] == i:
+            used = answered[1]
+        else:
+            used = cut_by[dep].pop(0) if cut_by.get(dep) else 0
+        if used != t.est:
+            steps.append(caps.svc.gate.leave(t.scopes, caps.slot, used - t.est, t.taken_at, [], 0, 0, now, []))
+    for step in steps:
+        try:
+            await step
+        except Exception as exc:
+            caps.svc.store_error("limits", exc, "leave")

@@ -10,17 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aigw.accounting.tokens import upper_estimate
 from aigw.config.cache import CacheConfig, global_only_fields_set, memory_with_url, semantic_extra_missing
+from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext
+from aigw.pipeline.deployment_caps import DeploymentCaps, capped_deployments
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stages.cache import CacheStage
 from aigw.pipeline.stages.cache_keys import semantic_blocker
 from aigw.pipeline.stages.cache_policy import Policies, policies_from
-from aigw.pipeline.stages.cache_semantic import DeploymentEmbedder, Embedders
+from aigw.pipeline.stages.cache_semantic import CapsFor, DeploymentEmbedder, Embedders
 from aigw.pipeline.stages.guardrail_policy import policies_for
 from aigw.pipeline.tenancy import SERVICE as TENANCY
 from aigw.pipeline.tenancy import TenancyServices
 from aigw.routing.router import Router
+from aigw.types import JSON
 
 CACHE_SERVICES = ("cache_stores", "cache_indexes", "cache_embedders")
 
@@ -35,7 +39,7 @@ def build_stage(deps: StageDeps) -> CacheStage | None:
         return None
     stores: dict[str, Any] = deps.services.get("cache_stores") or {}
     indexes: dict[str, Any] = deps.services.get("cache_indexes") or {}
-    embedders = Embedders(deps.services.get("cache_embedders") or {}, deps.router)
+    embedders = Embedders(deps.services.get("cache_embedders") or {}, deps.router, _embedding_caps(deps))
     _check_blocks(deps)
     placed = _placed(deps, policies.default, policies.by_model)
     for where, policy in placed:
@@ -55,6 +59,20 @@ def build_stage(deps: StageDeps) -> CacheStage | None:
     deps.services["cache_stage"] = stage  # for the admin purge (app.py)
     deps.services.setdefault("health_checks", {})["cache"] = (stage.health, False)
     return stage
+
+
+def _embedding_caps(deps: StageDeps) -> CapsFor | None:
+    """With tenancy on, an embedding deployment's own rpm/tpm caps count the cache's calls exactly, as they count
+    requests' (shared by every replica: ``deployment_caps``); None without tenancy or capped deployments."""
+    svc = deps.services.get(TENANCY)
+    capped = capped_deployments(deps.config.models)
+    if not isinstance(svc, TenancyServices) or not capped:
+        return None
+    now = deps.clock.now
+
+    def caps(body: JSON) -> DeploymentCaps:
+        return DeploymentCaps(svc, capped, unique_id("slot_"), upper_estimate(body), body, now)
+    return caps
 
 
 def _embedding_plan(policies: Policies, embedders: Embedders, router: Router

@@ -11,15 +11,19 @@ so the request that needed the vector pays for it; the local model costs nothing
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aigw import errors
+from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.pipeline.context import RequestContext
+from aigw.pipeline.deployment_caps import DeploymentCaps, settle_side_call
 from aigw.pipeline.side_calls import CACHE_EMBEDDING, SideCall, note
 from aigw.routing.router import Router, RouteRequest
+from aigw.types import JSON
 
 if TYPE_CHECKING:
     from aigw.stores.cache_base import Vector
@@ -36,12 +40,18 @@ class Embedder(Protocol):
 _TEXT_REFUSED = (errors.ContextLengthExceeded, errors.InvalidRequest, errors.ContentPolicy, errors.PayloadTooLarge)
 
 
+# a call's exact deployment caps (rpm/tpm of the embedding deployment, shared by every replica), made per call
+CapsFor = Callable[[JSON], DeploymentCaps | None]
+_SETTLING: set[asyncio.Task[None]] = set()  # caps settles in flight (a reference each, until done)
+
+
 class DeploymentEmbedder:
     """Embeds through a configured embedding deployment (OpenAI-shaped ``/embeddings``)."""
 
-    def __init__(self, router: Router, model: str) -> None:
+    def __init__(self, router: Router, model: str, caps: CapsFor | None = None) -> None:
         self.router = router
         self.model = model
+        self.caps = caps  # with tenancy and a capped deployment: its caps count the cache's calls too
 
     async def embed(self, text: str, bill: Callable[[SideCall], None] | None = None) -> Vector | None:
         """``bill``: handed each call the upstream took, once the embedding ends: the one that answered (its
@@ -50,16 +60,20 @@ class DeploymentEmbedder:
         import numpy as np
 
         started = time.monotonic()
-        req = RouteRequest(model=self.model, body={"model": self.model, "input": [text]}, endpoint="embeddings",
-                           allowed=frozenset((self.model,)))
+        asked: JSON = {"model": self.model, "input": [text]}
+        caps = self.caps(asked) if self.caps is not None else None
+        req = RouteRequest(model=self.model, body=asked, endpoint="embeddings", allowed=frozenset((self.model,)),
+                           caps=caps)
         try:  # no fallback to another model: its vectors live in another space (the bucket names this model)
             body, served = await self.router.complete(req)
         except BaseException as exc:  # a timeout, a failure, the request cancelled: what the upstream took is owed
             self._bill_cut(req, text, started, bill, exc)
+            _settle_caps(req, caps, text, None)
             if isinstance(exc, _TEXT_REFUSED):
                 return None
             raise
         self._bill_cut(req, text, started, bill, None)
+        _settle_caps(req, caps, text, body)
         if bill is not None and served.deployment is not None:
             usage = body.get("usage")
             bill(SideCall(CACHE_EMBEDDING, self.model, served.deployment, usage if isinstance(usage, dict) else None,
@@ -86,6 +100,25 @@ class DeploymentEmbedder:
                           served.retries, err.status, err.kind))
 
 
+def _settle_caps(req: RouteRequest, caps: DeploymentCaps | None, text: str, answer: JSON | None) -> None:
+    """What the call took from its deployments' exact caps, settled in the background (the embedding may have
+    been cancelled): the ``answer``'s tokens (its usage, else ``text`` counted), a cut try's prompt, else nothing
+    (``answer`` None: the embedding failed)."""
+    if caps is None or not caps.taken:
+        return
+    served = req.served
+    count = caps.svc.tokens.count_text
+    answered = None
+    if answer is not None and served is not None and served.deployment is not None:
+        usage = answer.get("usage")
+        tokens = tokens_from_usage(usage) if isinstance(usage, dict) else None
+        answered = (served.deployment.id, (tokens or Tokens(fresh_input=count(text))).total)
+    cut = [(d.id, count(text)) for d in served.cut] if served is not None and served.cut else []
+    task = asyncio.get_running_loop().create_task(settle_side_call(caps, answered, cut))
+    _SETTLING.add(task)
+    task.add_done_callback(_SETTLING.discard)
+
+
 def embedding(embedder: Embedder, text: str, ctx: RequestContext) -> Callable[[], Awaitable[Vector | None]]:
     """The call that embeds ``text`` for ``ctx``: a deployment's is billed to ``ctx``'s caller."""
     if isinstance(embedder, DeploymentEmbedder):
@@ -96,14 +129,15 @@ def embedding(embedder: Embedder, text: str, ctx: RequestContext) -> Callable[[]
 class Embedders:
     """Embedders by ``embedding_model`` name, built once."""
 
-    def __init__(self, given: dict[str, Any], router: Router | None) -> None:
+    def __init__(self, given: dict[str, Any], router: Router | None, caps: CapsFor | None = None) -> None:
         self._by_name: dict[str, Embedder] = dict(given)
         self.router = router
+        self.caps = caps
 
     def get(self, name: str) -> Embedder | None:
         found = self._by_name.get(name)
         if found is None and self.router is not None and self.router.targets(name):
-            found = self._by_name[name] = DeploymentEmbedder(self.router, name)
+            found = self._by_name[name] = DeploymentEmbedder(self.router, name, self.caps)
         return found
 
     def check(self, name: str) -> str:

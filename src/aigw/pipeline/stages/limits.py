@@ -22,7 +22,7 @@ from aigw import errors
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
-from aigw.pipeline.deployment_caps import DeploymentCaps
+from aigw.pipeline.deployment_caps import DeploymentCaps, capped_deployments
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.side_calls import side_totals
@@ -45,7 +45,7 @@ from aigw.pipeline.tenancy import (
     plan_budget,
     prompt_estimate,
 )
-from aigw.stores.base import Limits, Scope
+from aigw.stores.base import Scope
 from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import Clock
 
@@ -282,14 +282,8 @@ def _refused_input(ctx: RequestContext) -> bool:
     return ctx.error is not None and ctx.error.kind in _BAD_INPUT and ctx.attempts == 0
 
 
-def _capped(deps: StageDeps) -> dict[str, list[Scope]]:
-    """Every deployment with an rpm or tpm cap of its own, as [its scope] by deployment id."""
-    return {d.id: [Scope("deployment", d.id, Limits(rpm=d.rpm, tpm=d.tpm))] for d in deps.config.models
-            if d.rpm or d.tpm}
-
-
 def build(deps: StageDeps) -> Stage | None:
     svc = deps.services.get(SERVICE)
     if not isinstance(svc, TenancyServices):
         return None
-    return LimitsStage(svc, deps.clock, _capped(deps))
+    return LimitsStage(svc, deps.clock, capped_deployments(deps.config.models))
