@@ -40,3 +40,21 @@ async def test_a_prompt_over_every_cap_carries_the_largest_caps_token_figures(pe
         assert "x-ratelimit-remaining-tokens" not in headers and caps.svc.counters == {"limits": 1}
     else:  # the whole window left: nothing has used it
         assert (headers["x-ratelimit-remaining-tokens"], headers["x-ratelimit-reset-tokens"]) == ("800", "0s")
+
+
+async def test_a_side_calls_takes_settle_to_the_answer_and_to_cut_prompts() -> None:
+    from aigw.pipeline.deployment_caps import settle_side_call
+
+    limiter = MemoryRateLimiter()
+    gate = MemoryGate(limiter, MemoryBudgets())
+    vec = [Scope("deployment", "vec", Limits(tpm=1000))]
+    caps = DeploymentCaps(_services(gate=gate), {"vec": vec}, "slot_e", est=300, body={"input": ["x"]},
+                          now=limiter.now)
+    assert await caps.admit("vec") is None and await caps.admit("vec") is None  # a cut try, then the answer
+    assert (await gate.peek(vec))[0].remaining_tokens == 400
+    await settle_side_call(caps, answered=("vec", 12), cut=[("vec", 9)])
+    assert (await gate.peek(vec))[0].remaining_tokens == 1000 - 12 - 9
+    failed = DeploymentCaps(caps.svc, {"vec": vec}, "slot_f", est=300, body={"input": ["x"]}, now=limiter.now)
+    assert await failed.admit("vec") is None
+    await settle_side_call(failed, answered=None, cut=[])  # failed before its upstream took it: all back
+    assert (await gate.peek(vec))[0].remaining_tokens == 1000 - 12 - 9
