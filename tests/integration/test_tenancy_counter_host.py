@@ -40,7 +40,7 @@ def test_a_worker_without_its_parents_counters_follows_the_failure_policies(tmp_
             assert _post(gw.url, limited).status_code == 200  # limits fail open
             refused = _post(gw.url, budgeted)  # budgets fail closed
             assert refused.status_code == 503, refused.text
-            assert refused.json()["error"]["message"] and refused.headers["retry-after"]
+            assert refused.json()["error"]["code"] == "store_unavailable" and refused.headers["retry-after"]
             assert time.monotonic() - started < 3.0
             status, body = gw.ready()
             assert status == 200 and body["checks"]["gate"]["status"] == "degraded", body

@@ -46,7 +46,7 @@ def principal_for(grant: Grant) -> Principal:
 
 def _unavailable() -> errors.Unavailable:
     return errors.Unavailable("API keys cannot be checked right now (store unavailable); retry shortly.",
-                              retry_after=1.0)
+                              retry_after=1.0, code="store_unavailable")
 
 
 def _at(ts: float) -> str:

@@ -80,7 +80,7 @@ class DeploymentCaps:
             self.svc.store_error("limits", exc)
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
-                                         retry_after=1.0) from None
+                                         retry_after=1.0, code="store_unavailable") from None
             return None
         if not answer.allowed:
             if self.refused is None or answer.retry_after_s < self.refused.retry_after_s:

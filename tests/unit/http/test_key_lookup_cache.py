@@ -222,7 +222,7 @@ async def test_a_key_not_cached_while_the_database_is_away_is_a_503_not_a_500_or
     cache = KeyCache(Away(), MemoryKeyVersion(), ManualClock())  # type: ignore[arg-type]
     with pytest.raises(errors.Unavailable) as away:
         await cache.lookup(SECRET)
-    assert away.value.status == 503 and away.value.retry_after == 1.0
+    assert away.value.status == 503 and away.value.retry_after == 1.0 and away.value.code == "store_unavailable"
 
 
 @pytest.mark.parametrize(("grant", "message"), [

@@ -78,15 +78,17 @@ async def test_limits_fail_open_by_default_and_closed_when_configured() -> None:
     assert open_stage is not None and await open_stage.on_request(ctx) is None
     closed = limits.build(_deps(_services(gate=Broken(), limits_on_store_error="closed")))
     assert closed is not None
-    with pytest.raises(errors.Unavailable):
+    with pytest.raises(errors.Unavailable) as refused:
         await closed.on_request(_ctx(Limits(rpm=1)))
+    assert refused.value.code == "store_unavailable"  # told apart from an upstream that is unavailable
 
 
 async def test_budgets_fail_closed_by_default() -> None:
     stage = budget.build(_deps(_services(gate=Broken())))
     assert stage is not None
-    with pytest.raises(errors.Unavailable):
+    with pytest.raises(errors.Unavailable) as refused:
         await stage.on_request(_ctx(Limits(budget_usd=1.0)))
+    assert refused.value.code == "store_unavailable"
     lenient = budget.build(_deps(_services(gate=Broken(), budget_on_store_error="open")))
     assert lenient is not None and await lenient.on_request(_ctx(Limits(budget_usd=1.0))) is None
 

@@ -248,7 +248,8 @@ class BudgetStage(Stage):
     def _store_down(self) -> None:
         """The budget store failed: refuse (``closed``) or let the call go unreserved (``open``)."""
         if self.svc.config.budget_on_store_error == "closed":
-            raise errors.Unavailable("Budgets cannot be checked right now; try again shortly.", retry_after=1.0)
+            raise errors.Unavailable("Budgets cannot be checked right now; try again shortly.", retry_after=1.0,
+                                     code="store_unavailable")
 
     def _refusal(self, ctx: RequestContext, scopes: list[Scope], res: Reservation, amount: int) -> errors.GatewayError:
         scope = next(s for s in scopes if s.ref == res.scope)

@@ -153,7 +153,7 @@ class LimitsStage(Stage):
                     ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
             if self.svc.config.limits_on_store_error == "closed":
                 raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
-                                         retry_after=1.0) from None
+                                         retry_after=1.0, code="store_unavailable") from None
             if self._capped:
                 self._route_caps(ctx, slot, est, counted)
             return None
