@@ -1,11 +1,13 @@
 """GET /admin/deployments: every deployment's state, in-flight calls, latency, error rate, breaker.
 
-Master key only: deployments are the operator's infrastructure, not a tenant's.
+Master key only: deployments are the operator's infrastructure, not a tenant's. It takes no query
+parameters: any is a 400 naming it (``admin_query``), as on every admin endpoint.
 """
 
 from __future__ import annotations
 
 from aigw import errors
+from aigw.http.admin_query import strict_query
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest, Send
 from aigw.http.respond import send_json
@@ -23,6 +25,7 @@ class AdminDeployments:
         headers = [(b"x-request-id", req.request_id.encode())]
         try:
             principal = await self.auth.require_admin(req.headers)
+            strict_query(req, ())
             if principal.tenant_id:
                 raise errors.PermissionDenied("Deployments are visible to the master key only.")
         except errors.GatewayError as err:

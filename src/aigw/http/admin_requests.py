@@ -9,7 +9,7 @@ Filters: ``since`` / ``until`` (epoch seconds or ISO 8601), ``key_id``,
 ``model``, ``status`` (``429`` or a class: ``4xx``), ``min_latency_ms``;
 paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page. Any other parameter, or one
 given twice or left empty, is a 400 naming it (``admin_query``): read as absent, ``key_id=`` or ``stauts=500``
-listed every request.
+listed every request. ``GET /admin/requests/{id}`` takes no parameters: any is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ class AdminRequests:
                      "next_cursor": cursor}
 
     async def _get(self, req: HttpRequest, principal: Principal) -> tuple[int, JSON]:
+        strict_query(req, ())
         request_id = req.path[len(PREFIX):]
         await self.writer.flush()
         record = await self.writer.store.get(request_id, principal.tenant_id) if request_id else None

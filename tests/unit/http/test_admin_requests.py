@@ -170,3 +170,25 @@ async def test_the_documented_filters_still_narrow_the_list(endpoint: AdminReque
     status, raw = await get_with_key(endpoint.list, "/admin/requests", MASTER,
                                      b"limit=5&cursor=" + page["next_cursor"].encode())
     assert status == 200 and len(json.loads(raw)["data"]) == 2
+
+
+@pytest.mark.parametrize(("query", "param"), [
+    (b"include=body", "include"),
+    (b"key_id=key_alpha", "key_id"),  # a filter of the list: read as absent, it looked applied
+    (b"tenant=", "tenant"),
+])
+async def test_one_request_takes_no_query_parameters_any_is_a_400_naming_it(endpoint: AdminRequests, query: bytes,
+                                                                           param: str) -> None:
+    status, raw = await get_with_key(endpoint.get, "/admin/requests/req-a", MASTER, query)
+    error = json.loads(raw)["error"]
+    assert (status, error["type"], error["param"], error["code"]) == (400, "invalid_request_error", param,
+                                                                      "unknown_parameter")
+    assert error["message"] == f"{param}: unknown parameter; this endpoint takes no query parameters"
+    assert "req-a" not in raw.decode()  # the record is not sent with the refusal
+
+
+async def test_one_request_is_still_found_by_its_id(endpoint: AdminRequests) -> None:
+    status, raw = await get_with_key(endpoint.get, "/admin/requests/req-a", MASTER)
+    assert status == 200 and json.loads(raw)["request_id"] == "req-a"
+    status, raw = await get_with_key(endpoint.get, "/admin/requests/req-b", ADMIN_A)  # another tenant's
+    assert status == 404
