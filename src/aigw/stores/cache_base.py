@@ -7,6 +7,7 @@ Stores raise on a backend failure: the stage turns that into "skip the cache".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -33,9 +34,10 @@ class CacheStore(Protocol):
         """Raise if the backend cannot serve right now."""
         ...
 
-    async def purge(self, patterns: list[str] | None) -> int:
+    async def purge(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
         """Delete the entries whose key matches one of ``patterns`` (``key_glob`` syntax; None: every
-        entry of this gateway's); how many went."""
+        entry of this gateway's); how many went (of the keys ``counts`` accepts, when given: the others
+        are deleted uncounted, as a fallback's mark beside its answer)."""
         ...
 
 

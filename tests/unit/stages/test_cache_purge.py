@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from aigw.pipeline.stages.cache_purge import PurgeFailed
 from aigw.stores.cache_memory import MemoryCacheStore
 from aigw.stores.key_glob import matcher
+from aigw.stores.redis.cache import RedisCacheStore
+from aigw.stores.redis.client import make_redis
 from tests.unit.stages.cache_harness import Harness
 
 
@@ -30,14 +34,14 @@ class SharedStore:
     async def ping(self) -> None:
         return None
 
-    async def purge(self, patterns: list[str] | None) -> int:
+    async def purge(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
         if self.down:
             raise ConnectionError("redis down")
         match = matcher(patterns) if patterns is not None else None
         doomed = [k for k in self.data if match is None or match(k)]
         for k in doomed:
             del self.data[k]
-        return len(doomed)
+        return sum(counts is None or counts(k) for k in doomed)
 
 
 async def test_a_tenants_purge_makes_its_next_question_a_miss_and_leaves_others_hits() -> None:
@@ -123,14 +127,14 @@ class SlowPurgeStore:
     async def ping(self) -> None:
         return None
 
-    async def purge(self, patterns: list[str] | None) -> int:
+    async def purge(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
         self.purging.set()
         await self.go_on.wait()  # a SCAN page: requests are served meanwhile
         match = matcher(patterns) if patterns is not None else None
         doomed = [k for k in self.data if match is None or match(k)]
         for k in doomed:
             del self.data[k]
-        return len(doomed)
+        return sum(counts is None or counts(k) for k in doomed)
 
 
 async def test_an_entry_read_during_a_purge_is_not_served_from_a_near_copy_after_it() -> None:
@@ -202,3 +206,29 @@ async def test_a_purge_of_the_fallback_model_takes_the_answers_it_gave_for_anoth
     await h.stage.purge(None, "other")  # an answer the model asked for gave itself stays
     assert (await h.ask("the roadmap", tenant="t2")).cache == "hit"
     assert h.upstream.calls == 4
+
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_purge_counts_answers_not_the_marks_beside_fallback_answers(backend: str,
+                                                                           request: pytest.FixtureRequest) -> None:
+    client = None
+    stores: dict[str, Any] | None = None
+    if backend == "redis":  # the real store against the run's own key prefix
+        url, prefix = request.getfixturevalue("redis_isolated")
+        client = make_redis(url)
+        stores = {"redis": RedisCacheStore(client, prefix)}
+    try:
+        h = Harness({"mode": "exact", "backend": backend}, stores=stores)
+        await h.ask("the roadmap")  # the model asked for answered
+        h.upstream.serve_as = "other"  # "mock" failed, its fallback "other" answered: the answer and its mark
+        await h.ask("the budget")
+        assert (await h.ask("the budget")).cache == "hit"
+        assert await h.stage.purge("t1") == {backend: 2}  # two answers: the mark went, uncounted
+        assert h.stage.stats.purged == 2
+        assert await h.stage.stores[backend].purge(None) == 0  # nothing was left behind, the mark included
+        h.upstream.serve_as = None
+        assert (await h.ask("the roadmap")).cache == "miss" and (await h.ask("the budget")).cache == "miss"
+    finally:
+        if client is not None:
+            await client.aclose()

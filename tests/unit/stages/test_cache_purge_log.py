@@ -138,11 +138,11 @@ class PurgeFailsOnce(MemoryCacheStore):
         super().__init__(1000, 10_000_000)
         self.purge_calls = 0
 
-    async def purge(self, patterns: list[str] | None) -> int:
+    async def purge(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
         self.purge_calls += 1
         if self.purge_calls == 1:
             raise RuntimeError("store busy")
-        return await super().purge(patterns)
+        return await super().purge(patterns, counts)
 
 
 class HeldLog(FilePurgeLog):

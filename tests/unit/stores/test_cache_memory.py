@@ -68,6 +68,14 @@ async def test_a_purge_drops_the_entries_its_patterns_match_and_nobody_elses() -
     assert await store.purge(["t3:b\\*b.*"]) == 1 and await store.purge(None) == 0  # "\\" makes a literal
 
 
+async def test_a_purge_deletes_every_key_it_matches_but_counts_only_those_counts_accepts() -> None:
+    store = MemoryCacheStore(max_entries=10, max_bytes=10_000, clock=ManualClock())
+    for key in ("t1:aaaa.1", "t1:bbbb.via.aaaa.1", "t1:aaaa.2", "t2:aaaa.3"):
+        await store.set(key, b"answer", 60)
+    assert await store.purge(["t1:*"], counts=lambda key: ".via." not in key) == 2  # the mark went uncounted
+    assert len(store) == 1 and store.get_now("t1:bbbb.via.aaaa.1") is None
+
+
 async def test_a_big_purge_lets_other_work_run_between_chunks() -> None:
     store = MemoryCacheStore(max_entries=3 * PURGE_CHUNK, max_bytes=10**9, clock=ManualClock())
     for i in range(2 * PURGE_CHUNK + 10):

@@ -100,6 +100,23 @@ async def test_a_purge_past_one_page_of_keys(redis: tuple[Any, str]) -> None:
     assert await store.purge(["t1:*"]) == 1203
 
 
+async def test_a_purge_deletes_every_key_it_matches_but_counts_only_those_counts_accepts(
+        redis: tuple[Any, str]) -> None:
+    client, prefix = redis
+    store = RedisCacheStore(client, prefix)
+    for key in ("t1:aaaa.1", "t1:bbbb.via.aaaa.1", "t1:aaaa.2", "t2:aaaa.3"):
+        await store.set(key, b"answer", 60)
+    seen: list[str] = []
+
+    def counts(key: str) -> bool:
+        seen.append(key)
+        return ".via." not in key
+
+    assert await store.purge(["t1:*"], counts) == 2  # the mark went uncounted
+    assert sorted(set(seen)) == ["t1:aaaa.1", "t1:aaaa.2", "t1:bbbb.via.aaaa.1"]  # keys as the cache named them
+    assert await store.get("t1:bbbb.via.aaaa.1") is None and await store.get("t2:aaaa.3") == b"answer"
+
+
 class ExpiresDuringScan:
     """The real client, but its SCAN also reports keys that expire before the UNLINK reaches them."""
 

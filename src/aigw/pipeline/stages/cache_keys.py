@@ -93,6 +93,11 @@ def fallback_mark(key: str, served: str) -> str:
     return f"{who}:{model_tag(served)}.via.{rest}"
 
 
+def is_answer(key: str) -> bool:
+    """A key that holds a cached answer, not a ``fallback_mark`` (what a purge counts as deleted)."""
+    return ".via." not in key.rpartition(":")[2]
+
+
 def purge_patterns(tenant: str | None, model: str | None) -> list[str] | None:
     """The keys and semantic buckets of ``tenant`` and/or ``model`` as ``key_glob`` patterns, in every
     scope (a tenant's own, its projects', its keys'); None: everything."""

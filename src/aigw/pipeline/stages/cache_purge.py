@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aigw.pipeline.stages.cache_guard import CacheStats
-from aigw.pipeline.stages.cache_keys import purge_patterns
+from aigw.pipeline.stages.cache_keys import is_answer, purge_patterns
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.stores.cache_base import CacheStore, SemanticIndex
 from aigw.stores.purge_log import Purge, PurgeLog
@@ -53,7 +53,8 @@ class Purger:
 
     async def purge(self, tenant: str | None, model: str | None = None) -> dict[str, int]:
         """Delete the entries and semantic buckets of ``tenant`` and/or ``model`` (None and None: all) from
-        every backend, this process's near copies included; entries deleted per backend. Answers finished
+        every backend, this process's near copies included; answers deleted per backend (the marks beside
+        a fallback's answers go too, uncounted: one answer is one entry). Answers finished
         before the call are stored first, so none of them lands after it (one still upstream may)."""
         done = await self._purge_here(purge_patterns(tenant, model), shared=True)
         self.stats.purged += sum(done.values())
@@ -84,7 +85,7 @@ class Purger:
                 continue
             index = self.indexes.get(name)
             try:
-                done[name] = await store.purge(patterns)
+                done[name] = await store.purge(patterns, is_answer)
                 if index is not None:
                     await index.purge(patterns)
             except Exception as exc:

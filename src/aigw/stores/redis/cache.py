@@ -14,6 +14,7 @@ speak (TLS, query options) give None, and every call then goes through redis-py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aigw.stores.key_glob import escape
@@ -51,9 +52,11 @@ class RedisCacheStore:
             return
         await self.redis.ping()
 
-    async def purge(self, patterns: list[str] | None) -> int:
+    async def purge(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
         mine = escape(self.prefix)
-        return await unlink_matching(self.redis, [mine + p for p in patterns or ["*"]])
+        start = len(self._bprefix)  # ``counts`` reads the key as the cache named it, without the prefix
+        counted = None if counts is None else (lambda key: counts(key[start:].decode("utf-8", "replace")))
+        return await unlink_matching(self.redis, [mine + p for p in patterns or ["*"]], counted)
 
     async def aclose(self) -> None:
         """Close the pipe's connection (the redis-py client is the app's, closed by it)."""
