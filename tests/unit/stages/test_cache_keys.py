@@ -12,9 +12,13 @@ from aigw.pipeline.stages.cache_keys import (
     ExactKeys,
     context_key,
     exact_key,
+    fallback_mark,
     literals,
+    model_tag,
+    purge_patterns,
     scope_of,
     semantic_blocker,
+    taken_out_of_service,
     word_order_mark,
 )
 from aigw.types import JSON
@@ -257,3 +261,14 @@ def test_context_key_keeps_the_words_that_carry_accents() -> None:
     # paraphrases with the same accented words still share a bucket
     assert key("Où est la gare ?") == key("Où se trouve la gare")
     assert key("What is the capital of France?") == key("Which city is the capital of France")
+
+
+def test_a_purge_counts_each_answer_it_takes_out_of_service_once() -> None:
+    answer = f"ten_a:{model_tag('primary')}.0123abcd"
+    mark = fallback_mark(answer, "backup")
+    tenant = taken_out_of_service(purge_patterns("ten_a", None))  # takes the answer and its mark: one
+    assert (tenant(answer), tenant(mark)) == (True, False)
+    backup = taken_out_of_service(purge_patterns(None, "backup"))  # takes the mark alone: its answer is unserved
+    assert backup(mark)
+    everything = taken_out_of_service(None)
+    assert (everything(answer), everything(mark)) == (True, False)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from aigw.pipeline.context import RequestContext
 from aigw.schema.openai import content_text
-from aigw.stores.key_glob import escape
+from aigw.stores.key_glob import escape, matcher
 from aigw.types import JSON
 
 # fields that do not shape the answer (transport, bookkeeping, our own controls)
@@ -93,9 +94,18 @@ def fallback_mark(key: str, served: str) -> str:
     return f"{who}:{model_tag(served)}.via.{rest}"
 
 
-def is_answer(key: str) -> bool:
-    """A key that holds a cached answer, not a ``fallback_mark`` (what a purge counts as deleted)."""
-    return ".via." not in key.rpartition(":")[2]
+def taken_out_of_service(patterns: list[str] | None) -> Callable[[str], bool]:
+    """Which keys a purge of ``patterns`` counts in ``deleted``: every answer it deletes, and every mark it deletes
+    whose answer it leaves (that answer is served no more: a fallback model's purge), but not a mark beside an
+    answer the same purge deletes (one answer, counted once)."""
+    match = matcher(patterns) if patterns is not None else None
+
+    def counts(key: str) -> bool:
+        who, _, tail = key.rpartition(":")
+        if ".via." not in tail:
+            return True
+        return match is not None and not match(f"{who}:{tail.split('.via.', 1)[1]}")
+    return counts
 
 
 def purge_patterns(tenant: str | None, model: str | None) -> list[str] | None:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aigw.pipeline.stages.cache_guard import CacheStats
-from aigw.pipeline.stages.cache_keys import is_answer, purge_patterns
+from aigw.pipeline.stages.cache_keys import purge_patterns, taken_out_of_service
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.stores.cache_base import CacheStore, SemanticIndex
 from aigw.stores.purge_log import Purge, PurgeLog
@@ -53,8 +53,8 @@ class Purger:
 
     async def purge(self, tenant: str | None, model: str | None = None) -> dict[str, int]:
         """Delete the entries and semantic buckets of ``tenant`` and/or ``model`` (None and None: all) from
-        every backend, this process's near copies included; answers deleted per backend (the marks beside
-        a fallback's answers go too, uncounted: one answer is one entry). Answers finished
+        every backend, this process's near copies included; answers taken out of service per backend
+        (``taken_out_of_service``: an answer and the mark beside it count once). Answers finished
         before the call are stored first, so none of them lands after it (one still upstream may)."""
         done = await self._purge_here(purge_patterns(tenant, model), shared=True)
         self.stats.purged += sum(done.values())
@@ -77,6 +77,7 @@ class Purger:
         """Near copies always; the backends in process memory; the shared ones too when ``shared``."""
         await self.flush()
         done: dict[str, int] = {}
+        counts = taken_out_of_service(patterns)
         for name, store in self.stores.items():
             near = self.near.get(name)
             if near is not None:
@@ -85,7 +86,7 @@ class Purger:
                 continue
             index = self.indexes.get(name)
             try:
-                done[name] = await store.purge(patterns, is_answer)
+                done[name] = await store.purge(patterns, counts)
                 if index is not None:
                     await index.purge(patterns)
             except Exception as exc:
