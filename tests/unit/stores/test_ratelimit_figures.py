@@ -91,6 +91,6 @@ async def test_peek_reports_each_levels_figures_as_they_stand_and_takes_nothing(
         got_key, got_empty = await limiter.peek([key, empty])
         assert (got_key.limit_requests, got_key.remaining_requests) == (10, 9)
         assert (got_key.limit_tokens, got_key.remaining_tokens) == (1000, 900)
-        assert 59 < got_key.reset_requests_s <= 60 and 59 < got_key.reset_tokens_s <= 60
+        assert 58 < got_key.reset_requests_s <= 60 and 58 < got_key.reset_tokens_s <= 60  # a busy machine: slack
         assert (got_empty.limit_requests, got_empty.remaining_requests) == (None, None)  # no rpm cap
         assert (got_empty.limit_tokens, got_empty.remaining_tokens, got_empty.reset_tokens_s) == (5000, 5000, 0)
