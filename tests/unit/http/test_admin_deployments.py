@@ -44,3 +44,15 @@ async def test_without_parameters_every_deployment_is_listed() -> None:
     body = json.loads(raw)
     assert status == 200 and body["object"] == "list"
     assert sorted(d["id"] for d in body["data"]) == ["fast#0", "fast#1", "slow#0"]
+
+
+async def test_a_bug_in_the_report_is_a_clean_500_logged(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    def broken(router: object) -> object:
+        raise KeyError("breaker")
+
+    monkeypatch.setattr("aigw.http.admin_deployments.deployment_report", broken)
+    status, raw = await get_with_key(endpoint().list, "/admin/deployments", MASTER)
+    error = json.loads(raw)["error"]
+    assert status == 500 and error["type"] == "api_error" and "breaker" not in raw.decode()  # no details sent
+    assert any("admin GET /admin/deployments failed" in r.getMessage() for r in caplog.records)
