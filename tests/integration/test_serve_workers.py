@@ -85,6 +85,36 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Pa
 
 
 
+def test_workers_stop_when_their_parent_is_killed_and_free_the_port(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, say) leaves the parent no time to stop its workers: each sees it gone and stops
+    gracefully, so the port is free for the next `aigw serve` instead of held by orphans."""
+    proc, url = start_serve(tmp_path, "--workers", "2")
+    orphans: list[int] = []
+    try:
+        wait_for(lambda: len(workers_of(proc.pid)) == 2, 20)
+        wait_live(url, proc)
+        orphans = workers_of(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: not [pid for pid in orphans if alive(pid)], 15)
+        again, _ = start_serve(tmp_path, "--workers", "2", "--port", url.rsplit(":", 1)[1])  # the last --port wins
+        try:
+            wait_live(url, again)  # the same port binds again
+        finally:
+            stop_serve(again)
+    finally:
+        for pid in orphans:  # only if the test failed: none is left otherwise
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_an_app_that_cannot_start_ends_serve_with_exit_code_3_in_both_modes(tmp_path: Path) -> None:
     # the config loads, but the app's start-up cannot open its database (a directory that does not exist)
     config = tmp_path / "aigw.yaml"

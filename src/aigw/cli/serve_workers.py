@@ -11,15 +11,19 @@ a database it cannot open, say) exits with ``START_FAILED_EXIT``; starting it ag
 fail the same way, so the parent stops the others and ``aigw serve`` exits with that
 code, as a single process does. A worker that dies while serving is started again
 after a pause that doubles while it keeps dying soon after a start (1 s up to 30 s).
+A parent killed outright (SIGKILL) cannot stop its workers: each checks twice a second
+that its parent still runs, and stops gracefully when it does not.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -32,6 +36,7 @@ log = logging.getLogger("aigw")
 KILL_AFTER_S = 5.0  # past a worker's own graceful shutdown, before it is killed
 RESTART_PAUSE_S = 1.0  # before a dead worker is started again; doubled while it keeps dying...
 RESTART_PAUSE_MAX_S = 30.0
+PARENT_CHECK_S = 0.5  # how often a worker checks that its parent still runs
 STABLE_S = 60.0  # ...within this long of its start; a worker that lived longer starts again after 1 s
 
 
@@ -48,13 +53,26 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: float) -> None:
+def _stop_with_parent(parent: int) -> None:
+    """A worker whose parent is gone (killed with SIGKILL, by the OOM killer) stops gracefully instead of serving
+    on as an orphan: it would hold the port against the next `aigw serve`, without the counters the parent kept."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        log.warning("the aigw serve process %d is gone: this worker stops", parent)
+        os.kill(os.getpid(), signal.SIGTERM)  # the server's graceful stop: requests in flight finish
+
+    threading.Thread(target=watch, name="aigw-parent-watch", daemon=True).start()
+
+
+def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: float, parent: int) -> None:
     from aigw.app import create_app
     from aigw.config.load import load_config
     from aigw.http.http1_server import StartupFailed, run
     from aigw.observability.logging import configure
 
     configure(log_level, log_format)
+    _stop_with_parent(parent)
     try:
         config = load_config()
         app = create_app()
@@ -102,7 +120,8 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def start(i: int) -> BaseProcess:
-        proc = context.Process(target=_worker, args=(sock, log_level, log_format, graceful_s), name=f"aigw-worker-{i}")
+        proc = context.Process(target=_worker, args=(sock, log_level, log_format, graceful_s, os.getpid()),
+                               name=f"aigw-worker-{i}")
         proc.start()
         return proc
 
