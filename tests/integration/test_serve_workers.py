@@ -85,9 +85,11 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Pa
 
 
 
-def test_workers_stop_when_their_parent_is_killed_and_free_the_port(tmp_path: Path) -> None:
+def test_workers_stop_when_their_parent_is_killed_and_free_the_port(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL (the OOM killer, say) leaves the parent no time to stop its workers: each sees it gone and stops
     gracefully, so the port is free for the next `aigw serve` instead of held by orphans."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the killed parent's temporary directories stay in the test's
     proc, url = start_serve(tmp_path, "--workers", "2")
     orphans: list[int] = []
     try:

@@ -147,8 +147,8 @@ class CounterHost:
 
     def start(self, timeout_s: float = 10.0) -> str:
         """Listen, and return the socket's path (for the workers: ``AIGW_COUNTER_SOCKET``)."""
-        # a Unix socket's path holds at most ~100 bytes: a long TMPDIR (macOS's) falls back to /tmp
-        self._dir = tempfile.mkdtemp(prefix="aigw-counters-", dir=None if len(tempfile.gettempdir()) < 60 else "/tmp")
+        # a Unix socket's path holds at most 107 bytes, ~40 of them ours: a longer TMPDIR falls back to /tmp
+        self._dir = tempfile.mkdtemp(prefix="aigw-counters-", dir=None if len(tempfile.gettempdir()) <= 64 else "/tmp")
         self.path = os.path.join(self._dir, "counters.sock")
         loop = self._loop = asyncio.new_event_loop()
         ready = threading.Event()
