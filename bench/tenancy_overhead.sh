@@ -26,6 +26,11 @@ cleanup() {
   # gateways are started inside $(...), so their PIDs come back through the pid files
   for f in "$OUT"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  # the gateways were started in $(...), not as this shell's children: wait (bounded) until they are gone, as
+  # their shutdown may still write to Redis, before deleting the run's keys
+  for f in "$OUT"/*.pid; do
+    for _ in $(seq 1 100); do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+  done
   if [ -n "${AIGW_BENCH_REDIS_PREFIX:-}" ]; then  # this run's Redis keys only
     "$AIGW" -c 'import redis,sys; r=redis.Redis.from_url(sys.argv[1]); ks=list(r.scan_iter(match=sys.argv[2]+"*")); ks and r.delete(*ks)' \
       "$AIGW_BENCH_REDIS_URL" "$AIGW_BENCH_REDIS_PREFIX" || true

@@ -24,6 +24,11 @@ PIDS=()
 cleanup() {
   for f in "$OUT"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  # the gateways were started in $(...): not this shell's children, so `wait` does not wait for them; their
+  # shutdown may still write to Redis, so wait (bounded) until they are gone before deleting the run's keys
+  for f in "$OUT"/*.pid; do
+    for _ in $(seq 1 100); do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+  done
   "$AIGW" -c 'import redis,sys; r=redis.Redis.from_url(sys.argv[1]); ks=list(r.scan_iter(match=sys.argv[2]+"*")); ks and r.delete(*ks)' \
     "$REDIS_URL" "$PREFIX" || true
 }
