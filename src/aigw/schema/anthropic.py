@@ -263,6 +263,16 @@ def anthropic_usage(usage: Any) -> JSON:
     return out
 
 
+def matched_stop(choice: JSON, private: JSON) -> JSON:
+    """``private`` with the stop sequence an OpenAI-compatible server says it stopped at: vLLM names the stop
+    string in the choice's ``stop_reason`` (OpenAI itself says only ``stop``), which is Anthropic's
+    ``stop_reason: stop_sequence`` with that ``stop_sequence``. An Anthropic upstream's own, carried, wins."""
+    matched = choice.get("stop_reason")
+    if isinstance(matched, str) and matched and choice.get("finish_reason") == "stop" and "stop_reason" not in private:
+        return {**private, "stop_reason": "stop_sequence", "stop_sequence": matched}
+    return private
+
+
 def stop_reason(finish_reason: Any, private: Any) -> str:
     """Anthropic stop_reason: the upstream's own if it was carried, else mapped."""
     if isinstance(private, dict) and isinstance(private.get("stop_reason"), str):
@@ -276,7 +286,7 @@ def canonical_to_message(resp: JSON, model: str) -> JSON:
     choice = choices[0]
     message = choice.get("message") or {}
     private = resp.get("_anthropic")
-    private = private if isinstance(private, dict) else {}
+    private = matched_stop(choice, private if isinstance(private, dict) else {})
     content = blocks.response_content(message, private.get("thinking"))
     return {
         "id": message_id(resp.get("id")),

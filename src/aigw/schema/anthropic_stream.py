@@ -15,7 +15,15 @@ from typing import Any
 import orjson
 
 from aigw.errors import GatewayError
-from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE, anthropic_usage, error_body, message_id, stop_reason
+from aigw.schema.anthropic import (
+    PRIVATE_KEY,
+    START_USAGE,
+    anthropic_usage,
+    error_body,
+    matched_stop,
+    message_id,
+    stop_reason,
+)
 from aigw.types import JSON
 
 # Anthropic's documented keep-alive: "event streams may also include any number of ping events"
@@ -64,6 +72,7 @@ class AnthropicStreamEncoder:
             self._delta(choice.get("delta") or {}, out)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
+                self._private = matched_stop(choice, self._private)
                 self._close(out)
         return b"".join(out)
 

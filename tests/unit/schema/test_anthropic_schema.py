@@ -352,6 +352,18 @@ def test_stop_reasons(finish: Any, private: Any, stop_reason: str) -> None:
     assert msg["stop_sequence"] == (private or {}).get("stop_sequence")
 
 
+def test_a_stop_string_a_compatible_server_names_is_the_stop_sequence() -> None:
+    # vLLM's choice carries the stop string it matched; an EOS (None) or a stop token id (an int) is an end_turn
+    done = completion({"role": "assistant", "content": "x"}, "stop")
+    done["choices"][0]["stop_reason"] = "END"
+    msg = canonical_to_message(done, "claude")
+    assert (msg["stop_reason"], msg["stop_sequence"]) == ("stop_sequence", "END")
+    for other in (None, 128001):
+        done["choices"][0]["stop_reason"] = other
+        msg = canonical_to_message(done, "claude")
+        assert (msg["stop_reason"], msg["stop_sequence"]) == ("end_turn", None)
+
+
 def test_thinking_comes_first() -> None:
     thinking = [{"type": "thinking", "thinking": "hmm", "signature": "s"}]
     msg = canonical_to_message(

@@ -141,6 +141,16 @@ def test_finish_is_idempotent_and_stop_details_are_carried() -> None:
     assert encoder.finish() == b""
 
 
+def test_a_stop_string_a_compatible_server_names_closes_the_stream_as_a_stop_sequence() -> None:
+    encoder = AnthropicStreamEncoder("claude")
+    encoder.feed(chunk({"content": "a"}))
+    last = chunk({}, "stop")
+    last["choices"][0]["stop_reason"] = "END"  # vLLM's final chunk names the stop string it matched
+    encoder.feed(last)
+    events = parse(encoder.finish())
+    assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+
+
 def test_thinking_signature_and_redacted_thinking() -> None:
     chunks = [
         chunk({"reasoning_content": "hmm"}),
