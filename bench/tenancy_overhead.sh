@@ -22,23 +22,13 @@ OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-tenancy-overhead}
 KEY=sk-bench-1234
 mkdir -p "$OUT"
 PIDS=()
+# shellcheck source=bench/gateways.sh
+. "$HERE/gateways.sh"
 cleanup() {
-  # gateways are started inside $(...), so their PIDs come back through the pid files
-  for f in "$OUT"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
-  # the gateways were started in $(...), not as this shell's children: wait (bounded) until they are gone, as
-  # their shutdown may still write to Redis, before deleting the run's keys
-  for f in "$OUT"/*.pid; do
-    for _ in $(seq 1 100); do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
-  done
-  if [ -n "${AIGW_BENCH_REDIS_PREFIX:-}" ]; then  # this run's Redis keys only
-    "$AIGW" -c 'import redis,sys; r=redis.Redis.from_url(sys.argv[1]); ks=list(r.scan_iter(match=sys.argv[2]+"*")); ks and r.delete(*ks)' \
-      "$AIGW_BENCH_REDIS_URL" "$AIGW_BENCH_REDIS_PREFIX" || true
-  fi
+  stop_all
+  if [ -n "${AIGW_BENCH_REDIS_PREFIX:-}" ]; then delete_keys "$AIGW_BENCH_REDIS_URL" "$AIGW_BENCH_REDIS_PREFIX"; fi
 }
 trap cleanup EXIT
-port() { "$AIGW" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ready() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "not ready: $1" >&2; exit 1; }
 
 UP=$(port); taskset -c 0 "$BPY" "$SHARED/upstream.py" --port "$UP" --delay-ms 0 --chunks 20 > "$OUT/upstream.log" 2>&1 &
 PIDS+=($!); ready "http://127.0.0.1:$UP/health"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aigw.http.admin_api import AdminApi
@@ -24,6 +26,17 @@ async def migrated_db(tmp_path: Path) -> SqlDatabase:
     await db.open()
     await db.migrate()
     return db
+
+
+@asynccontextmanager
+async def seeded_db(tmp_path: Path, seed: Callable[[SqlDatabase], Awaitable[None]]) -> AsyncIterator[SqlDatabase]:
+    """``migrated_db`` with ``seed``'s rows, closed after the block."""
+    db = await migrated_db(tmp_path)
+    try:
+        await seed(db)
+        yield db
+    finally:
+        await db.close()
 
 
 def admin_api(db: SqlDatabase) -> AdminApi:

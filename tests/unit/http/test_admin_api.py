@@ -10,36 +10,25 @@ from typing import Any
 import pytest
 
 from aigw import errors
-from aigw.http.admin_api import AdminApi
 from aigw.stores.base import ApiKey, Project, Tenant
-from aigw.stores.database import SqlDatabase, open_database
-from aigw.types import SystemClock
+from aigw.stores.database import SqlDatabase
+from tests.unit.http.admin_support import admin_api, seeded_db
 
 A, B = "ten_aaaa", "ten_bbbb"
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
-    store = open_database(f"sqlite:///{tmp_path}/t.db")
-    await store.open()
-    await store.migrate()
+async def _two_tenants(store: SqlDatabase) -> None:
     for tid, name in ((A, "alpha"), (B, "beta")):
         await store.add_tenant(Tenant(id=tid, name=name))
         await store.add_project(Project(id=f"prj_{name}", tenant_id=tid, name=f"web-{name}"))
         await store.add_key(ApiKey(id=f"key_{name}", tenant_id=tid, project_id=f"prj_{name}",
                                    key_hash=f"h-{name}", prefix="sk-aigw-xxxx"))
-    try:
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
+    async with seeded_db(tmp_path, _two_tenants) as store:
         yield store
-    finally:
-        await store.close()
-
-
-class _NoVersion:
-    async def get(self) -> int:
-        return 0
-
-    async def bump(self) -> int:
-        return 0
 
 
 def _recording(db: SqlDatabase) -> list[dict[str, Any]]:
@@ -67,7 +56,7 @@ def _of_tenant_b(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 ])
 async def test_another_tenants_object_is_a_404_like_a_missing_one_and_its_row_is_never_read(
         db: SqlDatabase, kind: str, other: str, missing: str) -> None:
-    api = AdminApi(db, _NoVersion(), SystemClock(), lambda: None)
+    api = admin_api(db)
     lookup = getattr(api, kind)
     seen = _recording(db)
     answers = []
@@ -80,7 +69,7 @@ async def test_another_tenants_object_is_a_404_like_a_missing_one_and_its_row_is
 
 
 async def test_a_tenant_admin_still_finds_its_own_by_id_and_name(db: SqlDatabase) -> None:
-    api = AdminApi(db, _NoVersion(), SystemClock(), lambda: None)
+    api = admin_api(db)
     assert (await api.tenant(A, A)).id == A and (await api.tenant("alpha", A)).id == A
     assert (await api.project("web-alpha", A)).id == "prj_alpha"
     assert (await api.key("key_alpha", A)).tenant_id == A

@@ -17,25 +17,25 @@ from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.stores.base import ApiKey, Project, Tenant
 from aigw.stores.database import SqlDatabase
-from tests.unit.http.admin_support import admin_api, migrated_db
+from tests.unit.http.admin_support import admin_api, seeded_db
 
 MASTER = "mk-admin-query"
 Handler = Callable[[HttpRequest, Any], Awaitable[None]]
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
-    store = await migrated_db(tmp_path)
+async def _two_tenants(store: SqlDatabase) -> None:
     for tid, name in (("ten_a", "alpha"), ("ten_b", "beta")):
         await store.add_tenant(Tenant(id=tid, name=name))
         await store.add_project(Project(id=f"prj_{name}", tenant_id=tid, name=f"web-{name}"))
         for n in (1, 2):
             await store.add_key(ApiKey(id=f"key_{name}{n}", tenant_id=tid, project_id=f"prj_{name}",
                                        key_hash=f"h-{name}{n}", prefix="sk-aigw-xxxx"))
-    try:
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
+    async with seeded_db(tmp_path, _two_tenants) as store:
         yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -14,15 +14,13 @@ import pytest
 from aigw.http.admin_api import AdminApi
 from aigw.stores.base import ApiKey, Project, Tenant
 from aigw.stores.database import SqlDatabase
-from tests.unit.http.admin_support import admin_api, migrated_db
+from tests.unit.http.admin_support import admin_api, seeded_db
 from tests.unit.http.test_admin_api_query import call, handler
 
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
-    store = await migrated_db(tmp_path)
+async def _every_state(store: SqlDatabase) -> None:
     await store.add_tenant(Tenant(id="ten_on", name="on"))
     await store.add_tenant(Tenant(id="ten_off", name="off", enabled=False))
     await store.add_project(Project(id="prj_on", tenant_id="ten_on", name="web"))
@@ -37,10 +35,12 @@ async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
         tid = "ten_off" if pid == "prj_under" else "ten_on"
         await store.add_key(ApiKey(id=kid, tenant_id=tid, project_id=pid, key_hash=f"h-{kid}", prefix="sk-aigw-xx",
                                    **extra))
-    try:
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqlDatabase]:
+    async with seeded_db(tmp_path, _every_state) as store:
         yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture
