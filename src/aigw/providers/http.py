@@ -96,45 +96,67 @@ class SseEvent:
     data: str
 
 
+MAX_SSE_LINE_BYTES = 64 * 1024 * 1024  # one stream line; a base64 image in one event is a few MB
+
+
 async def iter_sse(
     response: aiohttp.ClientResponse, first_event_timeout: float | None = None
 ) -> AsyncIterator[SseEvent]:
     """Yield server-sent events as they arrive (spec: blank line ends an event).
 
-    ``first_event_timeout`` bounds the wait for the first event (time to first token).
+    ``first_event_timeout`` bounds the wait for the first event (time to first token). Lines are cut from
+    whatever the connection has (``readany``), not read one by one with ``readline``: that failed on any
+    line over 512 KiB (aiohttp's bound; an image or a whole answer sent as one event) and copies a long
+    line once per read. Up to ``MAX_SSE_LINE_BYTES`` a line; an upstream that sends more is an error.
     """
     event: str | None = None
     data_lines: list[str] = []
     content = response.content
     first = first_event_timeout is not None
+    head: list[bytes] = []  # the start of a line whose end has not come yet
+    head_size = 0
     while True:
         if first:
             try:
-                raw = await asyncio.wait_for(content.readline(), first_event_timeout)
+                block = await asyncio.wait_for(content.readany(), first_event_timeout)
             except TimeoutError as exc:  # after the 200: the upstream took the call (it may bill the prompt)
                 raise reached(errors.UpstreamTimeout("upstream sent no first token in time")) from exc
         else:
-            raw = await content.readline()
-        if not raw:
+            block = await content.readany()
+        if not block:  # the end of the body: a last line without its newline still counts
+            lines, head = [b"".join(head)] if head else [], []
+        else:
+            lines = block.split(b"\n")
+            if head:
+                lines[0] = b"".join(head) + lines[0]
+                head, head_size = [], 0
+            if tail := lines.pop():  # not ended yet
+                head.append(tail)
+                head_size += len(tail)
+                if head_size > MAX_SSE_LINE_BYTES:
+                    raise reached(errors.UpstreamError(
+                        f"upstream sent a stream line over {MAX_SSE_LINE_BYTES} bytes"))
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")
+            if not line:
+                if data_lines or event is not None:
+                    first = False
+                    yield SseEvent(event, "\n".join(data_lines))
+                event, data_lines = None, []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                data_lines.append(value)
+            elif name == "event":
+                event = value
+        if not block:
             if data_lines:
                 yield SseEvent(event, "\n".join(data_lines))
             return
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if data_lines or event is not None:
-                first = False
-                yield SseEvent(event, "\n".join(data_lines))
-            event, data_lines = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data_lines.append(value)
-        elif name == "event":
-            event = value
 
 
 def parse_json_event(data: str) -> dict[str, Any]:
