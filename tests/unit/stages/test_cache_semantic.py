@@ -304,3 +304,14 @@ async def test_a_match_whose_answer_was_evicted_gives_way_to_the_next_best() -> 
     hit = await h.ask(BASE)  # the closest vector's answer is gone: the next best answers
     assert hit.cache == "hit" and hit.ctx.response_headers["x-aigw-cache-similarity"] == "0.9500"
     assert h.upstream.calls == 2
+
+
+@pytest.mark.parametrize("controls", [{"headers": {"x-aigw-cache": "no-cache, no-store"}},
+                                      {"extra": {"cache": {"no_cache": True, "no_store": True}}}])
+async def test_a_request_that_neither_looks_up_nor_stores_is_not_embedded(controls: dict) -> None:
+    h = harness()
+    await h.ask(BASE)
+    calls = h.embedder.calls
+    assert (await h.ask(CLOSE, **controls)).cache == "miss"  # type: ignore[arg-type]
+    assert h.embedder.calls == calls  # the vector would serve nothing: a deployment's call would be billed for it
+    assert (await h.ask(CLOSE)).cache == "hit"  # and the fresh answer was not stored under it

@@ -133,6 +133,8 @@ def read_controls(ctx: RequestContext) -> Controls:
             del ctx.body["_anthropic"]
     if body_value is not None:
         _apply_body(controls, body_value)
+    if controls.no_cache and controls.no_store:  # no lookup, no store: a vector (maybe a billed call) serves nothing
+        controls.semantic = False
     return controls
 
 
