@@ -186,3 +186,20 @@ def test_a_custom_tool_call_stream_is_stored_and_replayed_intact() -> None:
     whole = {"index": 0, "id": "call_sql", "type": "custom", "custom": {"name": "run_sql", "input": sql}}
     assert {"tool_calls": [whole]} in [c["choices"][0]["delta"] for c in replayed]
     assert assemble(replayed) == body
+
+
+def test_logprobs_are_joined_over_the_chunks_even_after_a_null_list() -> None:
+    def token(text: str) -> JSON:
+        return {"token": text, "logprob": -0.1, "bytes": list(text.encode()), "top_logprobs": []}
+
+    def with_logprobs(delta: JSON, logprobs: JSON | None, finish: str | None = None) -> JSON:
+        return {**HEAD, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+
+    body = assemble([
+        with_logprobs({"role": "assistant", "content": ""}, {"content": None, "refusal": None}),  # a role chunk
+        with_logprobs({"content": "Hel"}, {"content": [token("Hel")], "refusal": None}),
+        with_logprobs({"content": "lo"}, {"content": [token("lo")], "refusal": None}),
+        with_logprobs({}, None, "stop"),
+    ])
+    assert body is not None
+    assert body["choices"][0]["logprobs"] == {"content": [token("Hel"), token("lo")], "refusal": None}

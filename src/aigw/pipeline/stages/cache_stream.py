@@ -144,9 +144,11 @@ def _merge_logprobs(old: JSON | None, new: JSON) -> JSON:
         return {k: list(v) if isinstance(v, list) else v for k, v in new.items()}
     for k, v in new.items():
         if isinstance(v, list):
-            old.setdefault(k, [])
-            if isinstance(old[k], list):
-                old[k].extend(v)
+            have = old.get(k)
+            if isinstance(have, list):
+                have.extend(v)
+            else:  # absent, or null in an earlier chunk (a server's role chunk): these tokens start the list
+                old[k] = list(v)
     return old
 
 
