@@ -203,3 +203,14 @@ def test_logprobs_are_joined_over_the_chunks_even_after_a_null_list() -> None:
     ])
     assert body is not None
     assert body["choices"][0]["logprobs"] == {"content": [token("Hel"), token("lo")], "refusal": None}
+
+
+def test_the_service_tier_and_fingerprint_of_a_stream_are_kept_and_replayed() -> None:
+    head = {**HEAD, "service_tier": "default", "system_fingerprint": "fp_1"}  # on every live chunk (OpenAI)
+    deltas = (({"role": "assistant", "content": ""}, None), ({"content": "Hi"}, None), ({}, "stop"))
+    chunks = [{**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+              for delta, finish in deltas]
+    body = assemble(chunks)
+    assert body is not None
+    assert (body.get("service_tier"), body.get("system_fingerprint")) == ("default", "fp_1")  # as the plain answer
+    assert all(c["service_tier"] == "default" and c["system_fingerprint"] == "fp_1" for c in replay_chunks(body))

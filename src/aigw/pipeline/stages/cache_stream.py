@@ -53,6 +53,8 @@ class StreamAssembler:
     def feed(self, chunk: JSON) -> None:
         if not self.head:
             self.head = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
+        if chunk.get("service_tier"):  # the tier that served it (the last chunk's counts), as a plain answer has it
+            self.head["service_tier"] = chunk["service_tier"]
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         private = chunk.get(_PRIVATE)
