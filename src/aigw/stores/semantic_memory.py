@@ -65,7 +65,7 @@ class MemorySemanticIndex:
         now = self.clock.now()
         for i in np.argsort(-scores)[:8]:  # best first; skip the expired, and the same words in another order
             score = float(scores[i])
-            if score < threshold:
+            if not score >= threshold:  # also NaN (a vector that overflowed): never a match
                 return None
             if b.expires[i] > now and not swapped(mark, b.marks[i]):
                 return SemanticMatch(b.ids[i], score)

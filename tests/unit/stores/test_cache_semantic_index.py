@@ -134,3 +134,11 @@ async def test_the_index_stays_within_its_byte_bound_at_large_dimensions(clock: 
     assert found is not None and found.entry_id == "e29"
     await index.purge(None)
     assert (index.size, index.bytes) == (0, 0)
+
+
+async def test_a_vector_that_is_not_a_number_matches_nothing(clock: ManualClock) -> None:
+    # an embedding that overflowed float32 (inf / inf) is NaN throughout: every comparison with it is false,
+    # so it must read as "not similar", never as "not below the threshold" (which served an unrelated answer)
+    index = MemorySemanticIndex(max_entries=100, max_per_bucket=10, clock=clock)
+    await index.add("t1:ctx", unit(1, 0, 0), "entry-a", ttl_s=60)
+    assert await index.search("t1:ctx", np.full(3, np.nan, dtype=np.float32), threshold=0.92) is None
