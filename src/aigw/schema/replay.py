@@ -39,10 +39,12 @@ def replay_chunks(body: JSON) -> list[JSON]:
         out.append(chunk(i, {"role": "assistant", "content": None if msg.get("content") is None else ""}))
         if msg.get("reasoning_content"):
             out.append(chunk(i, {"reasoning_content": msg["reasoning_content"]}))
+        logprobs = choice.get("logprobs")  # on the first chunk with text: the content's, else the refusal's
         if msg.get("content"):
-            out.append(chunk(i, {"content": msg["content"]}, logprobs=choice.get("logprobs")))
+            out.append(chunk(i, {"content": msg["content"]}, logprobs=logprobs))
+            logprobs = None
         if msg.get("refusal"):
-            out.append(chunk(i, {"refusal": msg["refusal"]}))
+            out.append(chunk(i, {"refusal": msg["refusal"]}, logprobs=logprobs))
         for n, call in enumerate(msg.get("tool_calls") or ()):
             out.append(chunk(i, {"tool_calls": [{"index": n, **call}]}))
         if msg.get("function_call"):
