@@ -19,6 +19,8 @@ The ``_anthropic`` convention (private; every non-Anthropic adapter drops it):
 * on an assistant message: ``{"thinking": [blocks]}`` to send back verbatim;
 * on a tool message: extra ``tool_result`` fields (``is_error``, ``cache_control``;
   for other upstreams ``is_error`` turns into an ``Error:`` prefix on the content);
+* on an image or PDF part of a user message: ``{"tool_use_id", "at"}``, the ``tool_result``
+  and the place in its content the part came out of (canonical tool messages take text only);
 * on a canonical response or final chunk: ``stop_reason``/``stop_sequence``/
   ``thinking`` the finish_reason cannot express.
 
@@ -329,7 +331,7 @@ def _without(obj: Any, key: str) -> Any:
 def _clean_parts(parts: Any) -> Any:
     if not isinstance(parts, list):
         return parts
-    cleaned = [_without(p, "cache_control") for p in parts]
+    cleaned = [_without(_without(p, "cache_control"), PRIVATE_KEY) for p in parts]
     return cleaned if any(c is not p for c, p in zip(cleaned, parts, strict=True)) else parts
 
 
@@ -368,7 +370,7 @@ def _clean_list(items: Any, nested: str) -> Any:
 def strip_private(body: JSON) -> JSON:
     """``body`` without the Anthropic-only extensions, for any non-Anthropic upstream or client.
 
-    Removes ``_anthropic`` (top level, messages, choices, deltas) and ``cache_control``
+    Removes ``_anthropic`` (top level, messages, content parts, choices, deltas) and ``cache_control``
     (content parts, tools); a tool result's ``is_error`` becomes an ``Error:`` prefix on its
     content. Copy-on-write: ``body`` itself is never changed (a retry may send it to an
     Anthropic deployment), and is returned as-is when it has none.

@@ -75,23 +75,33 @@ def _compact(parts: list[JSON]) -> str | list[JSON]:
     return parts
 
 
+def _moved(part: JSON, tool_use_id: str, at: int) -> JSON:
+    """A tool result's image or PDF, for the user message that follows, marked with the result and the place
+    it came from: an Anthropic upstream gets it back there (``strip_private`` drops the mark for others)."""
+    return {**part, "_anthropic": {"tool_use_id": tool_use_id, "at": at}}
+
+
 def _tool_result(block: JSON, param: str, images: list[JSON]) -> JSON:
     """One ``tool_result`` -> a tool message. Its images and PDFs (OpenAI tool messages take text only) go to
     ``images``, sent in the user message that follows; a text document is text."""
     tool_use_id = block.get("tool_use_id")
     _need(isinstance(tool_use_id, str) and bool(tool_use_id), "Field required", f"{param}.tool_use_id")
+    tool_use_id = str(tool_use_id)
     content = block.get("content")
     texts: list[JSON] = []
     if isinstance(content, list):
         for j, inner in enumerate(content):
             _need(isinstance(inner, dict), "Input should be an object", f"{param}.content.{j}")
             if inner.get("type") == "image":
-                images.append(_image_part(inner, f"{param}.content.{j}"))
+                images.append(_moved(_image_part(inner, f"{param}.content.{j}"), tool_use_id, j))
             elif inner.get("type") == "text":
-                texts.append({"type": "text", "text": _text_part(inner, f"{param}.content.{j}")["text"]})
+                texts.append(_text_part(inner, f"{param}.content.{j}"))
             elif inner.get("type") == "document":
                 part = _document_part(inner, f"{param}.content.{j}")
-                (texts if part["type"] == "text" else images).append(part)
+                if part["type"] == "text":
+                    texts.append(part)
+                else:
+                    images.append(_moved(part, tool_use_id, j))
             else:
                 raise InvalidRequest(f"{param}.content.{j}.type: Input should be 'text', 'image' or 'document'",
                                      param=param)

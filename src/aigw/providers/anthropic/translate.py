@@ -160,6 +160,29 @@ def _turn_blocks(msg: JSON, role: str, param: str) -> list[JSON]:
     return blocks
 
 
+def _back_into_results(msg: JSON, turn: JSON | None, param: str) -> JSON:
+    """A user message without the images and PDFs that came out of a ``tool_result`` (canonical tool messages
+    take text only; see ``aigw.schema.anthropic``): each goes back into its result, where the client sent it."""
+    content = msg.get("content")
+    if not isinstance(content, list) or turn is None or turn["role"] != "user":
+        return msg
+    results = {b.get("tool_use_id"): b for b in turn["content"] if b.get("type") == "tool_result"}
+    kept = []
+    for i, part in enumerate(content):
+        origin = part.get("_anthropic") if isinstance(part, dict) else None
+        result = results.get(origin.get("tool_use_id")) if isinstance(origin, dict) else None
+        block = _part_block(part, f"{param}.content.{i}") if result is not None else None
+        if result is None or block is None or not isinstance(origin, dict):
+            kept.append(part)
+            continue
+        inner = result.get("content")
+        inner = inner if isinstance(inner, list) else [{"type": "text", "text": inner}] if inner else []
+        at = origin.get("at")
+        inner.insert(at if isinstance(at, int) and at >= 0 else len(inner), block)
+        result["content"] = inner
+    return msg if len(kept) == len(content) else {**msg, "content": kept}
+
+
 def _compact(content: list[JSON]) -> str | list[JSON]:
     """A lone plain text block is sent as a string, as most clients do."""
     if len(content) == 1 and content[0].get("type") == "text" and len(content[0]) == 2:
@@ -185,9 +208,11 @@ def split_messages(messages: Any) -> tuple[list[JSON], list[JSON]]:
         if role not in ("user", "assistant", "tool"):
             raise InvalidRequest(f"unsupported message role {role!r}", param=f"{param}.role")
         wire_role = "assistant" if role == "assistant" else "user"
+        rest = _back_into_results(msg, turns[-1] if turns else None, param) if role == "user" else msg
+        moved, msg = rest is not msg, rest
         blocks = _turn_blocks(msg, role, param)
-        if not blocks and role == "assistant":
-            continue  # an empty assistant turn carries nothing
+        if not blocks and (role == "assistant" or moved):
+            continue  # an empty assistant turn carries nothing, nor a user one whose parts went back into results
         if turns and turns[-1]["role"] == wire_role:
             turns[-1]["content"].extend(blocks)
         else:
