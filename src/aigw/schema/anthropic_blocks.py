@@ -60,13 +60,18 @@ def _image_part(block: JSON, param: str) -> JSON:
 def _document_part(block: JSON, param: str) -> JSON:
     source = _source(block, param)
     if source.get("type") == "text" and isinstance(source.get("data"), str):
-        return {"type": "text", "text": source["data"]}
-    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        part: JSON = {"type": "text", "text": source["data"]}
+    elif source.get("type") == "base64" and isinstance(source.get("data"), str):
         media_type = source.get("media_type") or "application/pdf"
         file = {"file_data": f"data:{media_type};base64,{source['data']}"}
         file["filename"] = str(block.get("title") or "document.pdf")
-        return {"type": "file", "file": file}
-    raise InvalidRequest(f"{param}.source: only base64 and text documents are supported", param=f"{param}.source")
+        part = {"type": "file", "file": file}
+    else:
+        raise InvalidRequest(f"{param}.source: only base64 and text documents are supported",
+                             param=f"{param}.source")
+    if block.get("cache_control") is not None:  # a large document is what prompt caching is most often for
+        part["cache_control"] = block["cache_control"]
+    return part
 
 
 def _compact(parts: list[JSON]) -> str | list[JSON]:
