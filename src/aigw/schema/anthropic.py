@@ -16,7 +16,8 @@ The ``_anthropic`` convention (private; every non-Anthropic adapter drops it):
   ``thinking``, ``service_tier``, ``output_config`` minus ``format`` ...) merged back
   into the upstream request by the Anthropic adapter; ``anthropic_beta`` there
   holds the values of the client's ``anthropic-beta`` header;
-* on an assistant message: ``{"thinking": [blocks]}`` to send back verbatim;
+* on an assistant message: ``{"thinking": [blocks]}`` to send back verbatim, and
+  ``tool_use_cache_control`` (tool_use id -> its ``cache_control``);
 * on a tool message: extra ``tool_result`` fields (``is_error``, ``cache_control``;
   for other upstreams ``is_error`` turns into an ``Error:`` prefix on the content);
 * on an image or PDF part of a user message: ``{"tool_use_id", "at"}``, the ``tool_result``

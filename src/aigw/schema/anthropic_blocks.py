@@ -160,6 +160,7 @@ def _assistant_message(content: list[Any], param: str) -> JSON:
     texts: list[JSON] = []
     calls: list[JSON] = []
     thinking: list[JSON] = []
+    cached: JSON = {}  # tool_use id -> its cache_control (canonical tool calls have no place for it)
     for j, block in enumerate(content):
         bparam = f"{param}.{j}"
         btype = _block_type(block)
@@ -177,6 +178,8 @@ def _assistant_message(content: list[Any], param: str) -> JSON:
             arguments = orjson.dumps(block["input"]).decode()
             function = {"name": block["name"], "arguments": arguments}
             calls.append({"id": block["id"], "type": "function", "function": function})
+            if block.get("cache_control") is not None:
+                cached[block["id"]] = block["cache_control"]
         else:
             thinking.append(block)
     msg: JSON = {"role": "assistant", "content": None}
@@ -185,8 +188,9 @@ def _assistant_message(content: list[Any], param: str) -> JSON:
         msg["content"] = "".join(str(t["text"]) for t in texts) if plain else texts
     if calls:
         msg["tool_calls"] = calls
-    if thinking:
-        msg["_anthropic"] = {"thinking": thinking}
+    private = {k: v for k, v in (("thinking", thinking), ("tool_use_cache_control", cached)) if v}
+    if private:
+        msg["_anthropic"] = private
     return msg
 
 

@@ -56,3 +56,12 @@ def test_other_upstreams_get_the_images_in_a_user_message_and_no_private_marks()
                                 {"type": "text", "text": "and its data"}]}
     assert user["role"] == "user" and [p["type"] for p in user["content"]] == ["image_url", "file", "text"]
     assert all(set(p) == {"type", p["type"]} for p in user["content"])
+
+
+def test_a_cache_breakpoint_on_a_tool_use_block_reaches_an_anthropic_upstream_only() -> None:
+    marked = {"type": "tool_use", "id": "toolu_1", "name": "chart", "input": {}, "cache_control": CC}
+    request = body({"type": "tool_result", "tool_use_id": "toolu_1", "content": "done"})
+    request["messages"][1]["content"] = [{"type": "text", "text": "drawing"}, marked]
+    canonical = messages_request_to_canonical(request)
+    assert to_anthropic_request(canonical, "claude-x")["messages"][1]["content"][1] == marked
+    assert "cache_control" not in str(strip_private(canonical))

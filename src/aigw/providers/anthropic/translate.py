@@ -14,9 +14,10 @@ Choices worth knowing:
   penalties and ``logprobs`` are dropped (Anthropic has no such knobs).
 * Private ``_anthropic`` keys (see ``aigw.schema.anthropic``) carry what the
   canonical shape cannot: top level, fields merged into the request (top_k,
-  thinking, ...); on an assistant message, ``thinking`` blocks to send back; on a
-  tool message, extra ``tool_result`` fields (is_error, cache_control).
-  ``cache_control`` on a content part or a tool is kept as-is.
+  thinking, ...); on an assistant message, ``thinking`` blocks to send back and its
+  tool_use blocks' ``cache_control``; on a tool message, extra ``tool_result`` fields
+  (is_error, cache_control); on a user message's image or PDF, the ``tool_result`` it
+  came out of, where it goes back. ``cache_control`` on a content part or a tool is kept as-is.
 * OpenAI's custom tools (``type: "custom"``: free-text input, optionally held to a
   Lark or regex grammar), their calls and a ``tool_choice`` naming one are refused
   with a 400 that says so: Anthropic tools take a JSON object, and wrapping the text
@@ -156,7 +157,11 @@ def _turn_blocks(msg: JSON, role: str, param: str) -> list[JSON]:
         if isinstance(extra, dict) and isinstance(extra.get("thinking"), list):
             blocks = [*extra["thinking"], *blocks]
         if msg.get("tool_calls"):
-            blocks += _tool_use_blocks(msg["tool_calls"], f"{param}.tool_calls")
+            uses = _tool_use_blocks(msg["tool_calls"], f"{param}.tool_calls")
+            cached = extra.get("tool_use_cache_control") if isinstance(extra, dict) else None
+            if isinstance(cached, dict):
+                uses = [{**u, "cache_control": cached[u["id"]]} if u["id"] in cached else u for u in uses]
+            blocks += uses
     return blocks
 
 
