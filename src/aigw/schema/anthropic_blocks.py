@@ -71,6 +71,12 @@ def _document_part(block: JSON, param: str) -> JSON:
                              param=f"{param}.source")
     if block.get("cache_control") is not None:  # a large document is what prompt caching is most often for
         part["cache_control"] = block["cache_control"]
+    # what only Anthropic reads (a text document's text stays canonical, where the guardrails see it)
+    document = {k: block[k] for k in ("title", "context", "citations") if block.get(k) is not None}
+    if part["type"] == "text":
+        document["media_type"] = source.get("media_type") or "text/plain"
+    if document:
+        part["_anthropic"] = {"document": document}
     return part
 
 
@@ -83,7 +89,7 @@ def _compact(parts: list[JSON]) -> str | list[JSON]:
 def _moved(part: JSON, tool_use_id: str, at: int) -> JSON:
     """A tool result's image or PDF, for the user message that follows, marked with the result and the place
     it came from: an Anthropic upstream gets it back there (``strip_private`` drops the mark for others)."""
-    return {**part, "_anthropic": {"tool_use_id": tool_use_id, "at": at}}
+    return {**part, "_anthropic": {**part.get("_anthropic", {}), "tool_use_id": tool_use_id, "at": at}}
 
 
 def _tool_result(block: JSON, param: str, images: list[JSON]) -> JSON:

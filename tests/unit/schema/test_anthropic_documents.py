@@ -31,3 +31,25 @@ def test_other_upstreams_get_no_cache_control_on_a_document(source: dict[str, An
     canonical = messages_request_to_canonical(asking({"type": "document", "source": source, "cache_control": CC}))
     part = strip_private(canonical)["messages"][0]["content"][0]
     assert "cache_control" not in part and part["type"] in ("file", "text")
+
+
+NAMED = {"title": "Contract", "context": "Signed in 2024", "citations": {"enabled": True}}
+
+
+@pytest.mark.parametrize("source", [PDF, TEXT], ids=["pdf", "text"])
+def test_an_anthropic_upstream_gets_the_document_as_the_client_sent_it(source: dict[str, Any]) -> None:
+    document = {"type": "document", "source": source, **NAMED, "cache_control": CC}
+    canonical = messages_request_to_canonical(asking(document))
+    assert to_anthropic_request(canonical, "claude-x")["messages"][0]["content"][0] == document
+
+
+def test_a_document_in_a_tool_result_keeps_its_fields_for_an_anthropic_upstream() -> None:
+    pdf, text = ({"type": "document", "source": s, **NAMED} for s in (PDF, TEXT))
+    result = {"type": "tool_result", "tool_use_id": "t", "content": [text, pdf]}
+    use = {"type": "tool_use", "id": "t", "name": "fetch", "input": {}}
+    request = asking(result)
+    request["messages"] = [{"role": "user", "content": "get it"}, {"role": "assistant", "content": [use]},
+                           {"role": "user", "content": [result]}]
+    canonical = messages_request_to_canonical(request)
+    assert to_anthropic_request(canonical, "claude-x")["messages"][2]["content"] == [result]
+    assert "_anthropic" not in str(strip_private(canonical)["messages"])

@@ -89,7 +89,20 @@ def _part_block(part: Any, param: str) -> JSON | None:
         raise InvalidRequest(f"content part type {ptype!r} is not supported by anthropic", param=param)
     if "cache_control" in part:
         block["cache_control"] = part["cache_control"]
+    private = part.get("_anthropic")
+    if isinstance(private, dict) and isinstance(private.get("document"), dict):
+        block = _document(block, private["document"])
     return block
+
+
+def _document(block: JSON, fields: JSON) -> JSON:
+    """A document block again, from the part an Anthropic client's document became (see ``aigw.schema``)."""
+    fields = dict(fields)
+    media_type = fields.pop("media_type", None)
+    if block["type"] == "text":  # a text document: its text as the guardrails left it
+        source = {"type": "text", "media_type": media_type or "text/plain", "data": block.pop("text")}
+        block = {"type": "document", "source": source, **{k: v for k, v in block.items() if k != "type"}}
+    return {**block, **fields}
 
 
 def _content_blocks(content: Any, param: str) -> list[JSON]:
