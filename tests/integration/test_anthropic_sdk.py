@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import pytest
 
@@ -155,10 +157,13 @@ def test_a_tool_result_may_hold_documents(client: anthropic.Anthropic) -> None:
             assert msg.stop_reason == "end_turn"  # the tool answered: the model answers
 
 
-def test_an_empty_content_list_is_anthropics_400(client: anthropic.Anthropic) -> None:
+@pytest.mark.parametrize("empty", [[], ""], ids=["list", "string"])
+def test_empty_content_is_anthropics_400(client: anthropic.Anthropic, empty: Any) -> None:
     with pytest.raises(anthropic.BadRequestError) as bad:
-        client.messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": []}])
+        client.messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": empty}])
     assert "messages.0: all messages must have non-empty content" in bad.value.body["error"]["message"]  # type: ignore[index]
+    prefill = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": empty}]
+    assert client.messages.create(model="mock", max_tokens=10, messages=prefill).type == "message"  # allowed last
 
 
 def test_an_endpoint_the_gateway_lacks_answers_in_anthropics_shape(client: anthropic.Anthropic) -> None:

@@ -211,12 +211,12 @@ def convert_messages(messages: Any) -> list[JSON]:
         role = msg.get("role")
         _need(role in ("user", "assistant"), "Input should be 'user' or 'assistant'", f"{param}.role")
         content = msg.get("content")
+        _need(isinstance(content, str | list), "Input should be a valid string or list", f"{param}.content")
+        _need(bool(content) or (role == "assistant" and i == len(messages) - 1),  # Anthropic's own rule
+              "all messages must have non-empty content except for the optional final assistant message", param)
         if isinstance(content, str):
             out.append({"role": role, "content": content})
             continue
-        _need(isinstance(content, list), "Input should be a valid string or list", f"{param}.content")
-        _need(bool(content) or (role == "assistant" and i == len(messages) - 1),  # Anthropic's own rule
-              "all messages must have non-empty content except for the optional final assistant message", param)
         if role == "user":
             out.extend(_user_messages(content, f"{param}.content"))
         else:
