@@ -56,3 +56,16 @@ def test_an_effort_openai_does_not_take_is_a_400_naming_it(effort: object) -> No
 def test_only_anthropic_deployments_of_models_that_think_raise_max_tokens(provider: str, model: str,
                                                                           expected: bool) -> None:
     assert thinks(provider, model) is expected
+
+
+def test_another_providers_reasoning_is_not_sent_back_as_an_anthropic_thinking_block() -> None:
+    # the gateway shows an OpenAI-shaped upstream's reasoning as a thinking block with an empty signature; sent
+    # to Anthropic after a fallback or a model switch, it was its 400 "Invalid `signature` in `thinking` block"
+    theirs = {"type": "thinking", "thinking": "Rayleigh scattering.", "signature": ""}
+    signed = {"type": "thinking", "thinking": "Scattering.", "signature": "sig_1"}
+    redacted = {"type": "redacted_thinking", "data": "abc"}
+    blocks = [theirs, signed, redacted]
+    answer = {"role": "assistant", "content": "Short waves scatter.", "_anthropic": {"thinking": blocks}}
+    body = {"model": "claude", "messages": [*ASK, answer, {"role": "user", "content": "More?"}]}
+    sent = to_anthropic_request(body, "claude-sonnet-4-5")["messages"][1]["content"]
+    assert sent == [signed, redacted, {"type": "text", "text": "Short waves scatter."}]

@@ -161,6 +161,13 @@ def _tool_result_block(msg: JSON, param: str) -> JSON:
 # ---------------------------------------------------------------- request: messages
 
 
+def _signed(block: Any) -> bool:
+    """Whether Anthropic takes this thinking block back. Another provider's reasoning, shown to an Anthropic
+    client as a thinking block with an empty signature, would be Anthropic's 400 "Invalid `signature` in
+    `thinking` block" after a fallback or a change of model: it is left out."""
+    return not (isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature"))
+
+
 def _turn_blocks(msg: JSON, role: str, param: str) -> list[JSON]:
     if role == "tool":
         return [_tool_result_block(msg, param)]
@@ -168,7 +175,7 @@ def _turn_blocks(msg: JSON, role: str, param: str) -> list[JSON]:
     if role == "assistant":
         extra = msg.get("_anthropic")
         if isinstance(extra, dict) and isinstance(extra.get("thinking"), list):
-            blocks = [*extra["thinking"], *blocks]
+            blocks = [*(b for b in extra["thinking"] if _signed(b)), *blocks]
         if msg.get("tool_calls"):
             uses = _tool_use_blocks(msg["tool_calls"], f"{param}.tool_calls")
             cached = extra.get("tool_use_cache_control") if isinstance(extra, dict) else None
