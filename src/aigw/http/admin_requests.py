@@ -79,6 +79,9 @@ def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
         q.since = _time("since", args["since"])
     if "until" in args:
         q.until = _time("until", args["until"])
+    if q.since is not None and q.until is not None and q.since >= q.until:  # an empty window, never a request
+        raise errors.InvalidRequest(f"`since` ({args['since']}) must be before `until` ({args['until']}, "
+                                    "exclusive)", param="since")
     if status := args.get("status", ""):
         # ASCII digits only: "²" passes isdigit() yet int() refuses it, and a huge number overflowed the
         # SQLite binding; both were a 503 ("cannot be read") for what is a typo

@@ -120,6 +120,20 @@ def test_a_time_that_is_not_finite_is_refused(raw: str) -> None:
     assert info.value.param == "since"
 
 
+@pytest.mark.parametrize(("since", "until"), [("2026-12-01", "2026-11-01"), ("1795773600", "1795773600"),
+                                              ("2026-11-27T11:00:00Z", "1795773600")])
+def test_a_window_that_ends_before_it_starts_is_a_400_not_an_empty_list(since: str, until: str) -> None:
+    # `until` is exclusive: since >= until matches no request, and an empty list read as "nothing happened"
+    with pytest.raises(errors.InvalidRequest) as info:
+        parse_query({"since": since, "until": until}, "")
+    assert info.value.param == "since" and "before `until`" in info.value.message
+
+
+def test_a_window_in_order_is_read() -> None:
+    q = parse_query({"since": "2026-11-27T10:00:00Z", "until": "2026-11-27T10:00:01Z"}, "")
+    assert (q.since, q.until) == (1795773600.0, 1795773601.0)
+
+
 @pytest.mark.parametrize("raw", ["\u00b2", "99999999999999999999999", "4290", "42", "1e3", "\u0664\u0662\u0669"])
 def test_a_status_that_is_not_three_ascii_digits_or_a_class_is_a_400(raw: str) -> None:
     # "²" is a digit to isdigit() but not to int() (a ValueError, answered 503), and a number past 64 bits
