@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import sys
 import urllib.error
 import urllib.parse
@@ -172,6 +173,14 @@ def not_blank(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A number option must be one JSON can carry: ``nan``, ``inf`` (or ``1e400``, which is inf) went out as
+    ``NaN`` or ``Infinity``, which is not JSON, and the gateway's refusal could not name the option."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def call(url: str, key: str, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
          as_text: bool = False) -> Any:
     """Run one admin call; on failure print the gateway's message and exit 1."""
@@ -295,7 +304,7 @@ def limit_options(fn: Any) -> Any:
         click.option("--rpm", type=int, help="Requests per minute."),
         click.option("--tpm", type=int, help="Tokens per minute."),
         click.option("--max-parallel", type=int, help="Requests in flight at once."),
-        click.option("--budget", type=float, help="Budget in USD."),
+        click.option("--budget", type=float, callback=finite, help="Budget in USD."),
         click.option("--period", type=click.Choice(["daily", "weekly", "monthly", "total"]),
                      help="Budget period (when first set: monthly)."),
     ]):

@@ -6,6 +6,7 @@ The secret is printed once, by ``create`` and ``rotate`` (``"key"`` in --json).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import click
@@ -15,6 +16,7 @@ from aigw.cli.admin_client import (
     call,
     clear_option,
     cleared,
+    finite,
     json_option,
     key_option,
     limit_fields,
@@ -51,9 +53,15 @@ def _with_secret(data: dict[str, Any], as_json: bool) -> None:
 def _expiry(text: str) -> str | float:
     """``--expires`` as the API takes it: epoch seconds are sent as a number, anything else as text."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         return text
+    return seconds if math.isfinite(seconds) else text  # "nan", "inf": the gateway's 400 names expires_at
+
+
+def _not_json(constant: str) -> Any:
+    """``NaN`` and ``Infinity``, which Python's json reads and JSON does not have: refused, never sent."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _metadata(ctx: click.Context, param: click.Parameter, raw: str | None) -> dict[str, Any] | None:
@@ -62,7 +70,7 @@ def _metadata(ctx: click.Context, param: click.Parameter, raw: str | None) -> di
     if raw is None:
         return None
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_json)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON ({exc})") from None
     if not isinstance(value, dict):
@@ -162,7 +170,7 @@ def revoke(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 
 @keys_group.command("rotate")
 @click.argument("key_id")
-@click.option("--grace", "grace_s", type=click.FloatRange(0, 30 * 86400), default=0,
+@click.option("--grace", "grace_s", type=click.FloatRange(0, 30 * 86400), default=0, callback=finite,
               help="Seconds the old secret keeps working (default 0: it stops now).")
 @url_option
 @key_option

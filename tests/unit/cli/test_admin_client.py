@@ -190,6 +190,33 @@ def test_a_keys_metadata_such_as_its_cache_setting_is_sent_as_json(
         assert result.exit_code == 2 and says in result.output and len(calls) == 2  # refused, nothing sent
 
 
+@pytest.mark.parametrize("args", [
+    ["tenants", "create", "acme", "--budget", "nan"],
+    ["tenants", "update", "acme", "--budget", "inf"],
+    ["projects", "create", "web", "--tenant", "acme", "--budget", "1e400"],
+    ["keys", "update", "key_1", "--budget", "-inf"],
+    ["keys", "rotate", "key_1", "--grace", "nan"],
+])
+def test_a_number_that_is_not_finite_is_refused_naming_the_option(
+        recording: tuple[str, list[tuple[str, str, Any]]], args: list[str]) -> None:
+    """``--budget nan`` went out as ``NaN``, which is not JSON: the gateway's answer named no field (a
+    "not valid JSON ... at byte 31")."""
+    url, calls = recording
+    result = CliRunner().invoke(cli, [*args, "--url", url])
+    assert result.exit_code == 2 and "not a finite number" in result.output and args[-2] in result.output
+    assert calls == []  # refused, nothing sent
+
+
+def test_an_expiry_or_metadata_that_is_not_finite_is_never_sent_as_json_it_is_not(
+        recording: tuple[str, list[tuple[str, str, Any]]]) -> None:
+    url, calls = recording
+    runner = CliRunner()
+    assert runner.invoke(cli, ["keys", "update", "key_1", "--expires", "nan", "--url", url]).exit_code == 0
+    assert calls == [("PATCH", "/admin/keys/key_1", {"expires_at": "nan"})]  # text: the gateway names the field
+    result = runner.invoke(cli, ["keys", "update", "key_1", "--metadata", '{"a": NaN}', "--url", url])
+    assert result.exit_code == 2 and "not JSON" in result.output and len(calls) == 1
+
+
 @pytest.fixture
 def store_down() -> Iterator[tuple[str, list[str]]]:
     """A gateway whose store is away: every call is the admin API's 503 ``store_unavailable``, with a
