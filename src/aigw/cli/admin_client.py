@@ -55,7 +55,7 @@ class AdminClient:
 
     def __init__(self, url: str = DEFAULT_URL, key: str = "", timeout_s: float = 30.0) -> None:
         self.url = _checked_url(url)
-        self.key = key
+        self.key = _checked_key(key)
         self.timeout_s = timeout_s
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
@@ -131,6 +131,16 @@ def _checked_url(url: str) -> str:
     if why:
         raise AdminError(0, f"bad gateway URL {url!r}: {why} (set --url or AIGW_URL, e.g. {DEFAULT_URL})")
     return url.rstrip("/")
+
+
+def _checked_key(key: str) -> str:
+    """``key`` without the blanks around it (a file's line ending: the gateway strips its own master key and the
+    key it is sent alike), if a header can carry it; else an ``AdminError`` that never shows it."""
+    key = key.strip()
+    if key.isascii() and key.isprintable():
+        return key
+    raise AdminError(0, "bad admin key: it holds a line break, a control or a non-ASCII character, which no key has "
+                        "(the key is not shown; set --master-key or AIGW_MASTER_KEY)")
 
 
 def _url_problem(url: str) -> str:

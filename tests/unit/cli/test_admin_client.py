@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -215,6 +216,34 @@ def test_an_expiry_or_metadata_that_is_not_finite_is_never_sent_as_json_it_is_no
     assert calls == [("PATCH", "/admin/keys/key_1", {"expires_at": "nan"})]  # text: the gateway names the field
     result = runner.invoke(cli, ["keys", "update", "key_1", "--metadata", '{"a": NaN}', "--url", url])
     assert result.exit_code == 2 and "not JSON" in result.output and len(calls) == 1
+
+
+@pytest.mark.parametrize("key", ["mk-s\u00e9cret-1", "mk-secret-1\u2603", "mk-secret\r\n-1", "mk-secret-1\x00x"])
+def test_a_key_no_header_can_carry_is_one_line_of_error_that_never_shows_it(
+        recording: tuple[str, list[tuple[str, str, Any]]], key: str) -> None:
+    """Such a key was answered "cannot talk to the gateway (Invalid header value b'Bearer mk-...')" or a latin-1
+    codec error: the secret printed, and the fault blamed on the gateway (or sent, in latin-1, to a 401)."""
+    url, calls = recording
+    line = _one_line_error(CliRunner().invoke(cli, ["tenants", "list", "--url", url, "--master-key", key]))
+    assert "secret" not in line and "AIGW_MASTER_KEY" in line and "--master-key" in line
+    assert "gateway" not in line and calls == []  # nothing sent
+
+
+def test_a_key_read_with_its_line_ending_is_sent_without_it(monkeypatch: pytest.MonkeyPatch,
+        recording: tuple[str, list[tuple[str, str, Any]]]) -> None:
+    """``AIGW_MASTER_KEY=$(cat key.txt)`` of a CRLF file keeps the ``\\r``; the gateway strips its own master key
+    (config) and the key it is sent, so the CLI does too, rather than fail with the secret in the error."""
+    url, _ = recording
+    sent: list[str] = []
+    real = urllib.request.Request
+
+    def spy(*args: Any, headers: dict[str, str], **kwargs: Any) -> urllib.request.Request:
+        sent.append(headers["authorization"])
+        return real(*args, headers=headers, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "Request", spy)
+    result = CliRunner().invoke(cli, ["tenants", "list", "--url", url, "--json"], env={"AIGW_MASTER_KEY": " mk-1\r\n"})
+    assert result.exit_code == 0 and sent == ["Bearer mk-1"]
 
 
 @pytest.fixture
