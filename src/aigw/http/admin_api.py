@@ -34,6 +34,7 @@ from aigw.http.admin_lists import list_query, listing, one_more, page_size
 from aigw.http.admin_models import (
     KeyIn,
     KeyPatch,
+    NoBody,
     ProjectIn,
     ProjectPatch,
     RotateIn,
@@ -192,6 +193,8 @@ class AdminApi:
             raise errors.PermissionDenied("Only the master key can change tenants.")
         change: Callable[[Tenant], set[str]] = disable_tenant
         name = ""
+        if req.method == "DELETE":
+            await parse_optional_body(req, NoBody)
         if req.method == "PATCH":
             body = await parse_body(req, TenantPatch)
             if (name := body.name or "") and (other := await self.db.find_tenant(name)) and other.id != t.id:
@@ -244,6 +247,8 @@ class AdminApi:
             return 200, project_out(proj)
         change: Callable[[Project], set[str]] = partial(switch, enabled=False, by=p)
         name = ""
+        if req.method == "DELETE":
+            await parse_optional_body(req, NoBody)
         if req.method == "PATCH":
             body = await parse_body(req, ProjectPatch)
             if (name := body.name or "") and (other := await self.db.find_project(name, proj.tenant_id)) \
@@ -308,6 +313,7 @@ class AdminApi:
         # another call saved meanwhile (a revoke, a rotated-out secret, a limit or guardrails entry it left out)
         change: Callable[[ApiKey], set[str]]
         if (req.method == "POST" and action == "revoke") or (req.method == "DELETE" and not action):
+            await parse_optional_body(req, NoBody)
             change = partial(revoke_key, now=self.clock.now())
         elif req.method == "POST" and action == "rotate":
             if k.revoked_at is not None:

@@ -153,6 +153,11 @@ class KeyPatch(LimitsIn):
         return parse_time(v)
 
 
+class NoBody(_In):
+    """Revoke and DELETE take no body: a field sent to one (``revoke {"grace_s": 3600}``) is a 400 naming it,
+    never ignored (the key would be revoked at once). No body, or ``{}``, is fine."""
+
+
 class RotateIn(_In):
     """``POST /admin/keys/{id}/rotate`` (the body is optional): how long the old secret keeps working,
     so clients can move to the new one without a failed call (at most 30 days; 0: it stops now)."""

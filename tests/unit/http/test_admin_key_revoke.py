@@ -94,3 +94,30 @@ async def test_a_revoked_keys_budget_is_not_seeded_again_by_a_patch(db: SqlDatab
     assert status == 200
     assert seeded == []  # a seed writes a `total` window with no TTL: it would stay in Redis for good
     assert forgotten[-1] == "key_a"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("POST", "/admin/keys/key_a/revoke", {"grace_s": 3600}, "grace_s"),
+    ("DELETE", "/admin/keys/key_a", {"at": "2026-12-31"}, "at"),
+    ("DELETE", "/admin/projects/prj_a", {"enabled": True}, "enabled"),
+    ("DELETE", "/admin/tenants/ten_a", {"dry_run": True}, "dry_run"),
+])
+async def test_a_body_sent_to_a_call_that_takes_none_is_a_400_naming_its_field_and_nothing_changes(
+        db: SqlDatabase, method: str, path: str, body: dict[str, Any], field: str) -> None:
+    """``revoke {"grace_s": 3600}`` revoked at once: the field was ignored, as a query string's were once."""
+    api = AdminApi(db, _FailingOnce(), SystemClock(), lambda: None)  # type: ignore[arg-type]
+    handler = {"keys": api.key_item, "projects": api.project_item, "tenants": api.tenant_item}[path.split("/")[2]]
+    with pytest.raises(errors.InvalidRequest) as info:
+        await handler(_request(method, path, body), MASTER)
+    assert info.value.param == field and "unknown field" in info.value.message
+    key, project, tenant = await db.get_key("key_a", None), await db.get_project("prj_a"), await db.get_tenant("ten_a")
+    assert key is not None and key.revoked_at is None
+    assert project is not None and project.enabled and tenant is not None and tenant.enabled
+
+
+async def test_a_call_that_takes_no_body_still_works_without_one_or_with_an_empty_object(db: SqlDatabase) -> None:
+    api = AdminApi(db, _FailingOnce(), SystemClock(), lambda: None)  # type: ignore[arg-type]
+    api.version.bumps = 1  # type: ignore[attr-defined]  # bumps work from here on
+    assert (await api.key_item(_request("POST", "/admin/keys/key_a/revoke", {}), MASTER))[0] == 200
+    assert (await api.project_item(_request("DELETE", "/admin/projects/prj_a"), MASTER))[0] == 200
+    assert (await api.tenant_item(_request("DELETE", "/admin/tenants/ten_a", {}), MASTER))[0] == 200
