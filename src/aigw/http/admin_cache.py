@@ -8,7 +8,8 @@ purges every entry, or one tenant's with ``tenant=``; a tenant admin key purges
 its own tenant's only (another tenant is a 404, as everywhere in the admin API).
 ``model=`` (a public model name; an unknown one is a 404) narrows either to that
 model's answers. An empty, repeated or unknown parameter (``?tenat=acme``) is a 400 and purges
-nothing: read as absent it would purge every tenant's or every model's answers.
+nothing: read as absent it would purge every tenant's or every model's answers. So is a body with any field
+(``{"tenant": "acme"}``): the filters go in the query string.
 
 Exact entries and semantic buckets go, in every backend: this process's memory
 store and Redis (shared by all replicas). What other processes hold on their own
@@ -23,10 +24,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aigw import errors
-from aigw.http.admin_guard import admin_scope, guarded
+from aigw.http.admin_guard import MAX_BODY, admin_scope, guarded
 from aigw.http.admin_query import strict_query
 from aigw.http.auth import Authenticator
-from aigw.http.request import HttpRequest
+from aigw.http.request import HttpRequest, json_object
 from aigw.pipeline.context import Principal
 from aigw.pipeline.stages.cache import CacheStage
 from aigw.pipeline.stages.cache_purge import PurgeFailed
@@ -46,6 +47,11 @@ class CacheAdmin:
 
     async def purge(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         q = strict_query(req, PARAMS)
+        raw = await req.read_body(MAX_BODY)  # read as absent, {"tenant": "acme"} purged every tenant's answers
+        if raw.strip() and (body := json_object(raw)):
+            field = next(iter(body))
+            raise errors.InvalidRequest(f"{field}: the purge reads no body; give `tenant` and `model` in the query "
+                                        "string (DELETE /admin/cache?tenant=...&model=...)", param=field)
         tenant = admin_scope(p)
         if ident := q.get("tenant"):
             if self.tenant_of is None:

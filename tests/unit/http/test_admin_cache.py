@@ -23,9 +23,9 @@ class Cache:
         return {"memory": 1}
 
 
-def request(query: bytes) -> HttpRequest:
+def request(query: bytes, body: bytes = b"") -> HttpRequest:
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     return HttpRequest({"type": "http", "method": "DELETE", "path": "/admin/cache", "query_string": query,
                         "headers": []}, receive)
@@ -56,3 +56,21 @@ async def test_the_documented_parameters_purge() -> None:
     assert (status, out["model"], out["deleted"]) == (200, "gpt-4o", 1)
     await admin(cache).purge(request(b""), Principal())
     assert cache.purged == [(None, "gpt-4o"), (None, None)]
+
+
+@pytest.mark.parametrize(("body", "param"), [(b'{"tenant": "acme"}', "tenant"), (b'{"model": "gpt-4o"}', "model"),
+                                             (b'{"all": true}', "all")])
+async def test_filters_sent_in_a_body_are_a_400_and_purge_nothing(body: bytes, param: str) -> None:
+    """``DELETE /admin/cache {"tenant": "acme"}`` read no body: it purged every tenant's answers."""
+    cache = Cache()
+    with pytest.raises(errors.InvalidRequest) as info:
+        await admin(cache).purge(request(b"", body), Principal())
+    assert info.value.param == param and "query string" in str(info.value)
+    assert cache.purged == []
+
+
+async def test_no_body_or_an_empty_object_still_purges() -> None:
+    cache = Cache()
+    for body in (b"", b"{}"):
+        assert (await admin(cache).purge(request(b"model=mock", body), Principal()))[0] == 200
+    assert cache.purged == [(None, "mock"), (None, "mock")]
