@@ -20,12 +20,16 @@ class _In(BaseModel):
 
 def _name(value: str) -> str:
     """A name is shown in tables and used to look things up (in paths too): never only blanks (a key's may be
-    empty), no slash at either end. And PostgreSQL's text cannot hold NUL: refused here, not a 500 from the
-    database."""
+    empty), no blank or slash at either end, no control or invisible character. And PostgreSQL's text cannot
+    hold NUL: refused here, not a 500 from the database."""
     if value and not value.strip():
         raise ValueError("must not be only whitespace")
     if "\x00" in value:
         raise ValueError("must not contain a NUL character")
+    if value != value.strip():  # "acme " beside "acme": two tenants no table tells apart
+        raise ValueError("must not start or end with whitespace")
+    if not value.isprintable():  # a line break splits every table row the name is shown in
+        raise ValueError("must not contain a control character (line break, tab) or an invisible one")
     if value.startswith("/") or value.endswith("/"):  # /admin/tenants/<name>/ could not name it
         raise ValueError("must not start or end with '/'")
     return value

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from aigw.http.admin_models import KeyIn, KeyPatch, TenantIn, iso, key_out, parse_time
+from aigw.http.admin_models import (
+    KeyIn,
+    KeyPatch,
+    ProjectIn,
+    ProjectPatch,
+    TenantIn,
+    TenantPatch,
+    iso,
+    key_out,
+    parse_time,
+)
 from aigw.stores.base import ApiKey
 
 
@@ -53,3 +63,22 @@ def test_a_valid_cache_setting_and_other_metadata_are_kept() -> None:
     body = KeyIn.model_validate({"project": "web", "metadata": {"cache": {"mode": "off"}, "team": "x"}})
     assert body.metadata == {"cache": {"mode": "off"}, "team": "x"}
     assert TenantIn.model_validate({"name": "t", "metadata": {"cache": "free-form"}}).metadata  # keys only
+
+
+@pytest.mark.parametrize("name, says", [("acme ", "start or end with whitespace"), (" acme", "start or end with"),
+                                        ("acme\t", "start or end with whitespace"), ("ac\nme", "control character"),
+                                        ("ac\rme", "control character"), ("ac\u200bme", "invisible")])
+def test_a_name_that_looks_like_another_or_breaks_a_table_is_refused(name: str, says: str) -> None:
+    """``acme `` next to ``acme``: two tenants no table tells apart, and ``{"tenant": "acme "}`` put a project in
+    the wrong one; a line break split every table row it was shown in."""
+    for model, body in ((TenantIn, {}), (TenantPatch, {}), (ProjectIn, {"tenant": "acme"}), (ProjectPatch, {}),
+                        (KeyIn, {"project": "web"}), (KeyPatch, {})):
+        with pytest.raises(ValidationError) as info:
+            model.model_validate({**body, "name": name})
+        assert says in str(info.value), model
+
+
+def test_names_with_inner_spaces_or_other_scripts_are_kept() -> None:
+    for name in ("acme corp", "eu/web", "Zürich", "東京"):
+        assert TenantIn.model_validate({"name": name}).name == name
+    assert KeyIn.model_validate({"project": "web", "name": ""}).name == ""  # an unnamed key: fine
