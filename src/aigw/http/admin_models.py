@@ -36,6 +36,16 @@ def _name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_name)]
+
+
+def _model_name(value: str) -> str:
+    """A model a key may use, as calls name it: ``"mock "`` made a key refused for ``mock`` on every call."""
+    if not value or value != value.strip() or not value.isprintable():
+        raise ValueError("a model name as calls send it: not empty, no whitespace at either end, no control character")
+    return value
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
 MAX_METADATA_BYTES = 16 * 1024  # as JSON; it rides along in every cached key
 
 
@@ -133,7 +143,7 @@ def parse_time(value: Any) -> float | None:
 class KeyIn(LimitsIn):
     project: str = Field(min_length=1, description="project id or name")
     name: Name = Field(default="", max_length=200)
-    models: list[str] | None = None
+    models: list[ModelName] | None = None
     expires_at: float | None = None
     role: Literal["user", "tenant_admin"] = "user"
     metadata: KeyMetadata = Field(default_factory=dict)
@@ -146,7 +156,7 @@ class KeyIn(LimitsIn):
 
 class KeyPatch(LimitsIn):
     name: Name | None = Field(default=None, max_length=200)
-    models: list[str] | None = None
+    models: list[ModelName] | None = None
     expires_at: float | None = None
     enabled: bool | None = None
     metadata: KeyMetadata | None = None

@@ -82,3 +82,20 @@ def test_names_with_inner_spaces_or_other_scripts_are_kept() -> None:
     for name in ("acme corp", "eu/web", "Zürich", "東京"):
         assert TenantIn.model_validate({"name": name}).name == name
     assert KeyIn.model_validate({"project": "web", "name": ""}).name == ""  # an unnamed key: fine
+
+
+@pytest.mark.parametrize("models", [[""], ["mock "], [" mock"], ["mock", "\tmock-large"], ["mo\nck"]])
+def test_a_model_name_no_call_can_ask_for_is_refused(models: list[str]) -> None:
+    """``["mock "]`` made a key every call of which was a 403 "may not use model `mock`", the table showing
+    ``mock``; ``[""]`` a key for no model at all, where ``[]`` says so plainly."""
+    for model, body in ((KeyIn, {"project": "web"}), (KeyPatch, {})):
+        with pytest.raises(ValidationError) as info:
+            model.model_validate({**body, "models": models})
+        assert "models." in str(info.value)
+
+
+def test_model_lists_as_sent_are_kept() -> None:
+    assert KeyIn.model_validate({"project": "web", "models": ["mock", "openai/gpt-4o"]}).models == ["mock",
+                                                                                                    "openai/gpt-4o"]
+    assert KeyPatch.model_validate({"models": []}).models == []
+    assert KeyPatch.model_validate({"models": None}).models is None
