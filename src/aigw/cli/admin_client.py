@@ -219,14 +219,15 @@ def show(data: Any, as_json: bool, columns: list[str]) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
     except ImportError:  # plain columns
         click.echo("  ".join(columns))
         for row in rows:
             click.echo("  ".join(_shown(row, c) for c in columns))
         return
     table = Table(*columns)
-    for row in rows:
-        table.add_row(*(_shown(row, c) for c in columns))
+    for row in rows:  # as Text: a name holding "[/]" is no markup (it crashed the table), "[red]x[/red]" no colour
+        table.add_row(*(Text(_shown(row, c)) for c in columns))
     console = Console() if sys.stdout.isatty() else Console(width=250)  # piped: never squeeze ids
     console.print(table)
 

@@ -81,3 +81,14 @@ def test_booleans_print_as_yes_or_no(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (cells["revoked"], cells["enabled"]) == ("yes", "yes")
     answering(monkeypatch, revoked=False)
     assert table_cells(["keys", "list"])["revoked"] == "no"
+
+
+@pytest.mark.parametrize("name", ["ci[/]", "[red]ghost[/red]", "[bold]", "[link=http://x.test]click[/link]"])
+def test_a_name_with_brackets_is_shown_as_it_is_never_read_as_markup(monkeypatch: pytest.MonkeyPatch,
+                                                                     name: str) -> None:
+    """A tenant admin names its keys: ``ci[/]`` crashed the master's `keys list` (rich's MarkupError, a
+    traceback), and ``[red]ghost[/red]`` showed as ``ghost``."""
+    monkeypatch.setattr(keys, "call", lambda *args, **kwargs: {"object": "list", "data": [{**RECORD, "name": name}]})
+    result = CliRunner().invoke(cli, ["keys", "list"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert name in result.output
