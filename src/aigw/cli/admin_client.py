@@ -100,7 +100,8 @@ class AdminClient:
                 message = payload.get("error", {}).get("message") or raw.decode(errors="replace")
             except (ValueError, AttributeError):
                 payload, message = None, raw.decode(errors="replace")[:300]
-            raise AdminError(exc.code, _one_line(message), payload, _retry_after(exc.headers)) from None
+            hint = _root_hint(self.url) if exc.code == 404 else ""
+            raise AdminError(exc.code, _one_line(message) + hint, payload, _retry_after(exc.headers)) from None
         except urllib.error.URLError as exc:
             raise AdminError(0, f"cannot reach the gateway at {self.url} ({_one_line(exc.reason)})") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:  # reset, timeout, bad header, ...
@@ -122,6 +123,15 @@ def _retry_after(headers: Any) -> int | None:
     (the gateway never sends one), or not a number."""
     raw = (headers.get("retry-after") or "").strip() if headers is not None else ""
     return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+def _root_hint(url: str) -> str:
+    """What to say of a 404 when ``url`` has a path: set to the SDKs' base URL (``.../v1``), it finds no admin API."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.path.strip("/"):
+        return ""
+    root = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    return f" (set --url or AIGW_URL to the gateway's root URL, without {parts.path}, e.g. {root})"
 
 
 def _checked_url(url: str) -> str:

@@ -291,3 +291,25 @@ def test_a_503_without_retry_after_names_no_wait(store_down: tuple[str, list[str
     url, _ = store_down
     line = _one_line_error(CliRunner().invoke(cli, ["projects", "list", "--url", url]))
     assert line.endswith("(HTTP 503)") and "retry in" not in line.split("(HTTP")[1], line
+
+
+def test_a_url_with_a_path_that_finds_no_admin_api_says_to_use_the_gateways_root() -> None:
+    """``AIGW_URL`` set to the SDKs' base URL (``.../v1``) was answered "Unknown endpoint GET /v1/admin/tenants"."""
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"error": {"message": f"Unknown endpoint GET {self.path}."}}).encode()
+            self.send_response(404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with _serving(Gateway) as url:
+        line = _one_line_error(CliRunner().invoke(cli, ["tenants", "list", "--url", url + "/v1"]))
+        assert "Unknown endpoint" in line and "(HTTP 404)" in line and f"without /v1, e.g. {url}" in line
+        line = _one_line_error(CliRunner().invoke(cli, ["tenants", "show", "nope", "--url", url]))
+        assert "without" not in line  # the root URL: a 404 is the gateway's own answer
