@@ -235,8 +235,8 @@ class AdminApi:
         tenant_id = scope
         if ident := q.get("tenant"):
             tenant_id = (await self.tenant(ident, scope)).id
-        limit = page_size(q.get("limit"))
-        after = await self.project(ident, scope) if (ident := q.get("after")) else None
+        limit = page_size(q.get("limit"))  # `after` is read in the list's tenant, as a key list's `project`
+        after = await self.project(ident, tenant_id) if (ident := q.get("after")) else None
         return 200, listing(await self.db.list_projects(tenant_id, one_more(limit), after), limit, project_out)
 
     async def project_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:

@@ -149,3 +149,15 @@ async def test_the_same_calls_without_a_query_still_work(api: AdminApi, db: SqlD
     assert status == 200 and disabled["enabled"] is False
     status, _, made = await call(handler(api, "create_key"), "POST", "/admin/keys", b"", {"project": "web-alpha"})
     assert status == 201 and made["project_id"] == "prj_alpha"
+
+
+async def test_a_projects_after_is_read_in_the_tenant_the_list_is_filtered_by(api: AdminApi, db: SqlDatabase) -> None:
+    """``?tenant=alpha&after=shared`` with a `shared` project in both tenants was a 409 ``ambiguous_name``, though
+    the list names its tenant (as a list's ``project=`` filter is read); another tenant's project is a 404."""
+    for tid, name in (("ten_a", "alpha"), ("ten_b", "beta")):
+        await db.add_project(Project(id=f"prj_shared_{name}", tenant_id=tid, name="shared", created_at=1.0))
+    await db.add_project(Project(id="prj_last_alpha", tenant_id="ten_a", name="last", created_at=2.0))
+    assert await _ids(api, "list_projects", b"tenant=alpha&after=shared") == (["prj_last_alpha"], False)
+    status, _, body = await call(handler(api, "list_projects"), "GET", "/admin/projects",
+                                 b"tenant=alpha&after=prj_shared_beta")
+    assert (status, body["error"]["code"]) == (404, "project_not_found")
