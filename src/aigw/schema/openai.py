@@ -51,7 +51,24 @@ class RefusalPart(_Open):
     refusal: str
 
 
-ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart | RefusalPart, Field(discriminator="type")]
+_PART_TAGS = {"text": "Text", "image_url": "Image", "input_audio": "Audio", "file": "File", "refusal": "Refusal"}
+
+
+def _part_kind(value: Any) -> str | None:
+    """The branch of a content part: capitalised, as the tool tags, so ``_loc`` drops it from the param (a
+    client reads ``messages.0.content.0.text``, not ``...content.0.text.text``)."""
+    if not isinstance(value, dict):
+        return "Text"  # the text branch then says it wants an object
+    kind = value.get("type")
+    return _PART_TAGS.get(kind) if isinstance(kind, str) else None
+
+
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("Text")] | Annotated[ImagePart, Tag("Image")] | Annotated[AudioPart, Tag("Audio")]
+    | Annotated[FilePart, Tag("File")] | Annotated[RefusalPart, Tag("Refusal")],
+    Discriminator(_part_kind, custom_error_type="invalid_content_part",
+                  custom_error_message="type must be one of 'text', 'image_url', 'input_audio', 'file', 'refusal'"),
+]
 
 
 class FunctionCall(_Open):
@@ -214,9 +231,13 @@ class EmbeddingRequest(_Open):
     user: str | None = None
 
 
+# pydantic's names of a plain union's scalar branches (``str | list[str]``: "str", "list[str]")
+_BRANCHES = frozenset({"str", "int", "float", "bool", "none", "function-after"})
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     # drop pydantic's union-branch tags so the param reads like the client's field path
-    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p == "function-after"))]
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p in _BRANCHES))]
     return ".".join(parts)
 
 
@@ -241,14 +262,30 @@ def _code(model: type[BaseModel], error: Any) -> str:
     return "invalid_value"
 
 
+def _first(exc: ValidationError) -> tuple[Any, str, str]:
+    """The error to report, its param and message. A field of several types (``str | list[...]``) fails once
+    per branch: the branch that got deepest into the value is the one the client meant (a list of parts with
+    a bad part is not "Input should be a valid string"); when none got past the field, all its types are
+    named ("a valid string or a valid list")."""
+    found = exc.errors()
+    first = found[0]
+    param = _loc(tuple(first["loc"]))
+    same_field = [e for e in found if e["loc"][:1] == first["loc"][:1]]
+    deepest = max(same_field, key=lambda e: len(_loc(tuple(e["loc"])).split(".")))
+    if deepest is not first and _loc(tuple(deepest["loc"])) != param:
+        return deepest, _loc(tuple(deepest["loc"])), str(deepest["msg"])
+    msgs = [str(e["msg"]) for e in same_field if _loc(tuple(e["loc"])) == param]
+    rest = [m.removeprefix("Input should be ") for m in msgs[1:]]
+    return first, param, " or ".join(dict.fromkeys([msgs[0], *rest]))
+
+
 def _check(model: type[BaseModel], body: JSON) -> None:
     try:
         model.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = _loc(tuple(first["loc"]))
-        raise errors.InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param,
-                                    code=_code(model, first)) from None
+        error, param, message = _first(exc)
+        raise errors.InvalidRequest(f"Invalid value for '{param}': {message}", param=param,
+                                    code=_code(model, error)) from None
 
 
 def validate_chat(body: JSON) -> JSON:

@@ -191,3 +191,28 @@ def test_embeddings_input_of_a_wrong_type_names_input(value: object) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
         validate_embeddings({"model": "e", "input": value})
     assert info.value.param == "input" and "input.str" not in str(info.value)
+
+
+@pytest.mark.parametrize(("extra", "param", "says"), [
+    ({"stop": 5}, "stop", "a valid string or a valid list"),
+    ({"stop": [1]}, "stop.0", "valid string"),
+    ({"tool_choice": 1}, "tool_choice", "a valid string or a valid dictionary"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content", "a valid string or a valid list"),
+    ({"messages": [{"role": "user", "content": [{"type": "bogus"}]}]}, "messages.0.content.0", "'text'"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text", "Field required"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content.0.image_url",
+     "Field required"),
+])
+def test_a_field_of_several_types_is_named_as_the_client_wrote_it(extra: dict[str, object], param: str,
+                                                                  says: str) -> None:
+    # pydantic's union branches leaked into the param ("stop.str", "messages.0.content.0.text.text") and a bad
+    # content part was reported as "Input should be a valid string" (the first branch), not what was wrong in it
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_chat({"model": "m", "messages": ASK, **extra})
+    assert exc.value.param == param and says in exc.value.message, exc.value.message
+
+
+def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_completion({"model": "m", "prompt": 5})
+    assert exc.value.param == "prompt" and exc.value.code == "invalid_type"
