@@ -47,7 +47,8 @@ def _digest(body: JSON) -> bytes:
 
 def answer_text(body: JSON) -> tuple[str, str]:
     """The mock's reply, an echo of the question plus words picked by its hash, and its finish_reason:
-    ``length`` when ``max_tokens`` cut it short (as a real model says, so clients can tell). Asked for JSON
+    ``length`` when ``max_tokens`` cut it short (as a real model says, so clients can tell); it ends where the
+    first ``stop`` string in it begins. Asked for JSON
     (``response_format``), the reply is JSON: an example of the schema, or ``{"answer": ...}``, so the SDKs'
     ``.parse()`` gets what a real model would give it."""
     question = last_user_text(body).strip().replace("\n", " ")
@@ -61,6 +62,10 @@ def answer_text(body: JSON) -> tuple[str, str]:
         text = orjson.dumps(_example_for(schema, schema)).decode()
     elif fmt.get("type") == "json_object":
         text = orjson.dumps({"answer": text}).decode()
+    stops = body.get("stop")
+    for stop in [stops] if isinstance(stops, str) else stops or ():
+        if stop and stop in text:  # as a model does: the answer ends before it, and the stop string is not sent
+            text = text[: text.index(stop)]
     if limit and len(text) > max(1, int(limit) * 4):
         return text[: max(1, int(limit) * 4)], "length"
     return text, "stop"
@@ -106,7 +111,9 @@ def _call(tool: JSON, call_id: str, question: str) -> JSON:
     if tool.get("type") == "custom":
         return {"id": call_id, "type": "custom", "custom": {"name": _tool_name(tool), "input": question or "mock"}}
     schema = tool["function"].get("parameters") or {}
-    args = orjson.dumps(_example_for(schema, schema)).decode()
+    example = _example_for(schema, schema)
+    # arguments are always a JSON object: a function without parameters is called with {}
+    args = orjson.dumps(example if isinstance(example, dict) else {}).decode()
     return {"id": call_id, "type": "function", "function": {"name": _tool_name(tool), "arguments": args}}
 
 
@@ -217,7 +224,10 @@ class MockProvider:
         call.sent = True
         await self._delay()
         self._maybe_fail()
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        value = body["input"]
+        # a string or one list of token ids is one input (as OpenAI reads it); any other list is a batch
+        one = isinstance(value, str) or (isinstance(value, list) and bool(value) and isinstance(value[0], int))
+        inputs = [value] if one else value
         dims = int(body.get("dimensions") or 16)
         data, tokens = [], 0
         for i, item in enumerate(inputs):

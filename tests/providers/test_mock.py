@@ -1,0 +1,68 @@
+"""The mock provider answers as OpenAI's API would, for the request fields it claims to honour."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aigw.config.models import Deployment
+from aigw.providers.base import CallOptions
+from aigw.providers.mock import MockProvider
+from aigw.types import JSON
+
+ASK = [{"role": "user", "content": "What is a gateway?"}]
+
+
+def _mock() -> MockProvider:
+    return MockProvider(Deployment(name="mock", provider="mock", model="mock"))
+
+
+async def _chat(**extra: object) -> JSON:
+    return await _mock().chat({"model": "mock", "messages": ASK, **extra}, CallOptions())
+
+
+async def _streamed_text(**extra: object) -> tuple[str, str | None]:
+    text, finish = "", None
+    async for chunk in _mock().stream_chat({"model": "mock", "messages": ASK, "stream": True, **extra}, CallOptions()):
+        for choice in chunk["choices"]:
+            text += choice["delta"].get("content") or ""
+            finish = choice["finish_reason"] or finish
+    return text, finish
+
+
+@pytest.mark.parametrize("value", [[1, 2, 3], "a gateway", [[1, 2, 3]]])
+async def test_one_input_is_one_embedding(value: object) -> None:
+    # OpenAI reads a flat list of token ids as one input: the mock answered one embedding per token
+    answer = await _mock().embeddings({"model": "mock", "input": value}, CallOptions())
+    assert [d["index"] for d in answer["data"]] == [0]
+
+
+async def test_each_input_of_a_list_is_one_embedding() -> None:
+    answer = await _mock().embeddings({"model": "mock", "input": [[1, 2], [3]]}, CallOptions())
+    assert [d["index"] for d in answer["data"]] == [0, 1]
+    assert answer["data"][0]["embedding"] != answer["data"][1]["embedding"]
+
+
+@pytest.mark.parametrize("parameters", [None, {}, {"type": "object"}])
+async def test_a_function_without_parameters_is_called_with_an_empty_object(parameters: object) -> None:
+    # the arguments were '"mock"': a client's json.loads gave a string, not the object every call carries
+    function: JSON = {"name": "now"} if parameters is None else {"name": "now", "parameters": parameters}
+    answer = await _chat(tools=[{"type": "function", "function": function}])
+    call = answer["choices"][0]["message"]["tool_calls"][0]
+    assert json.loads(call["function"]["arguments"]) == {}
+
+
+@pytest.mark.parametrize("stop", ["gateway", ["nothing-like-it", "gateway"]])
+async def test_the_answer_ends_before_a_stop_sequence(stop: object) -> None:
+    # the mock ignored ``stop``: the answer went on past the string the client said to stop at
+    full = (await _chat())["choices"][0]["message"]["content"]
+    choice = (await _chat(stop=stop))["choices"][0]
+    assert choice["message"]["content"] == full[: full.index("gateway")]
+    assert choice["finish_reason"] == "stop"
+    assert await _streamed_text(stop=stop) == (choice["message"]["content"], "stop")
+
+
+async def test_a_stop_sequence_not_in_the_answer_changes_nothing() -> None:
+    plain, stopped = (await _chat())["choices"][0], (await _chat(stop=["zzz"], max_tokens=4))["choices"][0]
+    assert stopped["message"]["content"] == plain["message"]["content"][:16] and stopped["finish_reason"] == "length"
