@@ -116,7 +116,7 @@ def test_allowed_tools_with_a_custom_tool_pass_through(client: openai.OpenAI, up
 
 
 @pytest.mark.parametrize(("tool", "param", "says"), [
-    ({"type": "custom", "custom": {"description": "no name"}}, "tools.0.custom.name", "Field required"),
+    ({"type": "custom", "custom": {"description": "no name"}}, "tools.0.custom.name", "Missing required parameter"),
     ({"type": "custom", "custom": {"name": "x", "format": {"type": "json"}}}, "tools.0.custom.format",
      "format.type must be 'text' or 'grammar'"),
     ({"type": "custom", "custom": {"name": "x", "format": {"type": "grammar", "grammar": {

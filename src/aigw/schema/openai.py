@@ -284,22 +284,28 @@ def _check(model: type[BaseModel], body: JSON) -> None:
         model.model_validate(body)
     except ValidationError as exc:
         error, param, message = _first(exc)
-        raise errors.InvalidRequest(f"Invalid value for '{param}': {message}", param=param,
-                                    code=_code(model, error)) from None
+        said = f"Missing required parameter: '{param}'." if error["type"] == "missing" else \
+            f"Invalid value for '{param}': {message}"
+        raise errors.InvalidRequest(said, param=param, code=_code(model, error)) from None
 
 
 def validate_chat(body: JSON) -> JSON:
     """Check a chat request and return it unchanged (raises InvalidRequest naming the field)."""
     _check(ChatRequest, body)
+    _stream_options_need_stream(body)
+    return body
+
+
+def _stream_options_need_stream(body: JSON) -> None:
     if body.get("stream_options") is not None and not body.get("stream"):
         raise errors.InvalidRequest(
             "stream_options is only allowed when stream is true", param="stream_options"
         )
-    return body
 
 
 def validate_completion(body: JSON) -> JSON:
     _check(CompletionRequest, body)
+    _stream_options_need_stream(body)
     return body
 
 
