@@ -178,3 +178,12 @@ def test_float_embeddings_become_the_base64_the_client_asked_for() -> None:
     assert translate.embeddings_as_asked(answer, {"encoding_format": "float"}) is answer
     already = {"data": [{"index": 0, "embedding": "AAAAPwAAgL8="}]}
     assert translate.embeddings_as_asked(already, {"encoding_format": "base64"}) is already
+
+
+def test_merged_system_messages_keep_their_text_parts_apart() -> None:
+    # parts are separate pieces of text: they were glued ("Be brief.Answer in French."), as one sentence
+    parts = [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Answer in French."}]
+    messages = [{"role": "system", "content": parts}, {"role": "user", "content": "hi"},
+                {"role": "system", "content": "No lists."}]
+    merged = translate.merge_system_messages(messages)
+    assert merged[0] == {"role": "system", "content": "Be brief.\nAnswer in French.\n\nNo lists."}

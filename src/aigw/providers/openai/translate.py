@@ -17,6 +17,7 @@ from typing import Any
 
 from aigw import errors
 from aigw.schema.anthropic import PRIVATE_KEY, strip_private
+from aigw.schema.openai import content_text  # text parts one per line: separate pieces, never glued
 from aigw.types import JSON
 
 # OpenAI models that reject ``max_tokens`` and want ``max_completion_tokens``.
@@ -123,17 +124,6 @@ def merge_system_messages(messages: list[JSON]) -> list[JSON]:
     text = "\n\n".join(t for t in (content_text(m.get("content")) for m in systems) if t)
     rest = [m for m in messages if m.get("role") != "system"]
     return [{"role": "system", "content": text}, *rest]
-
-
-def content_text(content: Any) -> str:
-    """The text of a message's content, whether a string or a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
 
 
 def tool_calls_finish(data: JSON) -> JSON:
