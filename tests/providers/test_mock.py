@@ -66,3 +66,40 @@ async def test_the_answer_ends_before_a_stop_sequence(stop: object) -> None:
 async def test_a_stop_sequence_not_in_the_answer_changes_nothing() -> None:
     plain, stopped = (await _chat())["choices"][0], (await _chat(stop=["zzz"], max_tokens=4))["choices"][0]
     assert stopped["message"]["content"] == plain["message"]["content"][:16] and stopped["finish_reason"] == "length"
+
+
+WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+CLOCK = {"type": "function", "function": {"name": "clock"}}
+SHELL = {"type": "custom", "custom": {"name": "shell"}}
+
+
+def _called(answer: JSON) -> list[str]:
+    calls = answer["choices"][0]["message"].get("tool_calls") or []
+    return [c[c["type"]]["name"] for c in calls]
+
+
+@pytest.mark.parametrize(("mode", "allowed", "called"), [
+    ("auto", [{"type": "function", "function": {"name": "clock"}}], ["clock"]),
+    ("required", [{"type": "custom", "custom": {"name": "shell"}}, {"type": "function", "function": {"name": "clock"}}],
+     ["clock", "shell"]),
+])
+async def test_allowed_tools_limit_the_tools_called(mode: str, allowed: list[JSON], called: list[str]) -> None:
+    # the mock called the first tools offered, whichever tool_choice.allowed_tools allowed
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": allowed}}
+    assert _called(await _chat(tools=[WEATHER, CLOCK, SHELL], tool_choice=choice)) == called
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "clock"}},
+                                    {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+                                        {"type": "function", "function": {"name": "clock"}}]}}])
+async def test_a_forced_tool_is_called_after_a_tool_result_too(choice: object) -> None:
+    # "required" (or a named tool) makes a model call one whatever the last turn was: the mock answered text
+    messages = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "12:00"}]
+    answer = await _mock().chat({"model": "mock", "messages": messages, "tools": [WEATHER, CLOCK],
+                                 "tool_choice": choice}, CallOptions())
+    assert answer["choices"][0]["finish_reason"] == "tool_calls" and _called(answer)
+    auto = await _mock().chat({"model": "mock", "messages": messages, "tools": [WEATHER, CLOCK]}, CallOptions())
+    assert auto["choices"][0]["finish_reason"] == "stop"  # left to choose, it answers the tool's result

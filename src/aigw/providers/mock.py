@@ -118,16 +118,22 @@ def _call(tool: JSON, call_id: str, question: str) -> JSON:
 
 
 def tool_calls_for(body: JSON) -> list[JSON] | None:
-    """Call the offered tools when the last turn is the user's (agents then see a result)."""
+    """Call the offered tools when the last turn is the user's (agents then see a result), or whatever the
+    last turn when ``tool_choice`` forces a call (``required``, a named tool, ``allowed_tools`` in ``required``
+    mode); only the tools ``allowed_tools`` lists."""
     tools = body.get("tools") or []
     messages = body.get("messages") or []
     choice = body.get("tool_choice")
-    if not tools or choice == "none" or not messages or messages[-1].get("role") != "user":
-        return None
-    chosen = tools
+    chosen, forced = tools, choice == "required"
     if isinstance(choice, dict) and choice.get("type") in ("function", "custom", None):
         name = (choice.get(choice.get("type") or "function") or {}).get("name")
-        chosen = [t for t in tools if _tool_name(t) == name] or tools[:1]
+        chosen, forced = [t for t in tools if _tool_name(t) == name] or tools[:1], True
+    elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools") or {}
+        names = {_tool_name(t) for t in allowed.get("tools") or () if isinstance(t, dict)}
+        chosen, forced = [t for t in tools if _tool_name(t) in names], allowed.get("mode") == "required"
+    if not chosen or choice == "none" or not messages or (messages[-1].get("role") != "user" and not forced):
+        return None
     if body.get("parallel_tool_calls") is False:
         chosen = chosen[:1]
     digest = _digest(body).hex()
