@@ -44,6 +44,12 @@ async def test_each_input_of_a_list_is_one_embedding() -> None:
     assert answer["data"][0]["embedding"] != answer["data"][1]["embedding"]
 
 
+async def test_token_ids_are_counted_one_token_each() -> None:
+    # they were counted as the characters of their JSON ("[1,2,3]": 2 tokens), so billed at a guess
+    answer = await _mock().embeddings({"model": "mock", "input": [[1, 2, 3], [4, 5, 6, 7, 8]]}, CallOptions())
+    assert answer["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
+
+
 @pytest.mark.parametrize("parameters", [None, {}, {"type": "object"}])
 async def test_a_function_without_parameters_is_called_with_an_empty_object(parameters: object) -> None:
     # the arguments were '"mock"': a client's json.loads gave a string, not the object every call carries

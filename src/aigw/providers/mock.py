@@ -238,7 +238,7 @@ class MockProvider:
         data, tokens = [], 0
         for i, item in enumerate(inputs):
             text = item if isinstance(item, str) else orjson.dumps(item).decode()
-            tokens += estimate_tokens(text)
+            tokens += estimate_tokens(text) if isinstance(item, str) else len(item)  # token ids: one each
             vec = _vector(text, dims)
             emb: Any = vec
             if body.get("encoding_format") == "base64":
