@@ -293,6 +293,9 @@ def validate_chat(body: JSON) -> JSON:
     """Check a chat request and return it unchanged (raises InvalidRequest naming the field)."""
     _check(ChatRequest, body)
     _stream_options_need_stream(body)
+    if body.get("tool_choice") is not None and not body.get("tools"):  # OpenAI's (and vLLM's) 400
+        raise errors.InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+                                    "are specified.", param="tool_choice")
     return body
 
 

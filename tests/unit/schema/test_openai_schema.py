@@ -242,3 +242,15 @@ def test_completion_stream_options_without_stream_are_refused_as_for_chat() -> N
         with pytest.raises(errors.InvalidRequest) as exc:
             validate_completion({"model": "m", "prompt": "hi", "stream": stream, "stream_options": {}})
         assert exc.value.param == "stream_options"
+
+
+@pytest.mark.parametrize("choice", ["required", "auto", "none", {"type": "function", "function": {"name": "f"}}])
+def test_tool_choice_without_tools_is_refused_as_openai_refuses_it(choice: object) -> None:
+    # only the Anthropic translation refused it: the mock (and a lenient server) answered text to "required"
+    for tools in ({}, {"tools": []}):
+        with pytest.raises(errors.InvalidRequest) as exc:
+            validate_chat({"model": "m", "messages": ASK, "tool_choice": choice, **tools})
+        assert exc.value.param == "tool_choice" and "only allowed when 'tools' are specified" in exc.value.message
+    tool = {"type": "function", "function": {"name": "f"}}
+    validate_chat({"model": "m", "messages": ASK, "tool_choice": choice, "tools": [tool]})
+    validate_chat({"model": "m", "messages": ASK, "tool_choice": None})
