@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from aigw import errors
+from aigw.schema.openai_check import check_body
 from aigw.types import JSON
 
 
@@ -231,72 +232,34 @@ class EmbeddingRequest(_Open):
     user: str | None = None
 
 
-# pydantic's names of a plain union's scalar branches (``str | list[str]``: "str", "list[str]")
-_BRANCHES = frozenset({"str", "int", "float", "bool", "none", "function-after"})
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    # drop pydantic's union-branch tags so the param reads like the client's field path
-    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p in _BRANCHES))]
-    return ".".join(parts)
-
-
-# pydantic's error type -> the ``code`` OpenAI sends for the same mistake (clients branch on ``err.code``)
-_RANGE = {"greater_than_equal": "below_min_value", "greater_than": "below_min_value",
-          "less_than_equal": "above_max_value", "less_than": "above_max_value"}
-
-
-def _code(model: type[BaseModel], error: Any) -> str:
-    """OpenAI's error code for a pydantic error: a number's range says integer or decimal as its field does."""
-    kind = str(error["type"])
-    if kind == "missing":
-        return "missing_required_parameter"
-    if kind in _RANGE:
-        field = model.model_fields.get(str(error["loc"][0]))
-        number = "decimal" if field is not None and "float" in str(field.annotation) else "integer"
-        return f"{number}_{_RANGE[kind]}"
-    if kind == "too_short" and (error.get("ctx") or {}).get("actual_length") == 0:
-        return "empty_array"
-    if kind.endswith("_type") and kind != "invalid_tool_type":
-        return "invalid_type"
-    return "invalid_value"
-
-
-def _first(exc: ValidationError) -> tuple[Any, str, str]:
-    """The error to report, its param and message. A field of several types (``str | list[...]``) fails once
-    per branch: the branch that got deepest into the value is the one the client meant (a list of parts with
-    a bad part is not "Input should be a valid string"); when none got past the field, all its types are
-    named ("a valid string or a valid list")."""
-    found = exc.errors()
-    first = found[0]
-    param = _loc(tuple(first["loc"]))
-    same_field = [e for e in found if e["loc"][:1] == first["loc"][:1]]
-    deepest = max(same_field, key=lambda e: len(_loc(tuple(e["loc"])).split(".")))
-    if deepest is not first and _loc(tuple(deepest["loc"])) != param:
-        return deepest, _loc(tuple(deepest["loc"])), str(deepest["msg"])
-    msgs = [str(e["msg"]) for e in same_field if _loc(tuple(e["loc"])) == param]
-    rest = [m.removeprefix("Input should be ") for m in msgs[1:]]
-    return first, param, " or ".join(dict.fromkeys([msgs[0], *rest]))
-
-
-def _check(model: type[BaseModel], body: JSON) -> None:
-    try:
-        model.model_validate(body)
-    except ValidationError as exc:
-        error, param, message = _first(exc)
-        said = f"Missing required parameter: '{param}'." if error["type"] == "missing" else \
-            f"Invalid value for '{param}': {message}"
-        raise errors.InvalidRequest(said, param=param, code=_code(model, error)) from None
-
-
 def validate_chat(body: JSON) -> JSON:
     """Check a chat request and return it unchanged (raises InvalidRequest naming the field)."""
-    _check(ChatRequest, body)
+    check_body(ChatRequest, body)
     _stream_options_need_stream(body)
+    for i, msg in enumerate(body["messages"]):
+        _check_role_fields(msg, f"messages.{i}")
     if body.get("tool_choice") is not None and not body.get("tools"):  # OpenAI's (and vLLM's) 400
         raise errors.InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
                                     "are specified.", param="tool_choice")
     return body
+
+
+_NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool"})  # only an assistant's may be absent or null
+
+
+def _check_role_fields(msg: JSON, at: str) -> None:
+    """What OpenAI requires of a message beyond its types: content (but from the assistant, who may only call
+    tools), and a tool result's ``tool_call_id``."""
+    role = msg["role"]
+    if role == "tool" and "tool_call_id" not in msg:
+        raise errors.InvalidRequest(f"Missing required parameter: '{at}.tool_call_id'.",
+                                    param=f"{at}.tool_call_id", code="missing_required_parameter")
+    if role in _NEEDS_CONTENT and msg.get("content") is None:
+        missing = "content" not in msg
+        said = f"Missing required parameter: '{at}.content'." if missing else \
+            f"Invalid value for '{at}.content': a {role} message needs a string or an array of content parts"
+        raise errors.InvalidRequest(said, param=f"{at}.content",
+                                    code="missing_required_parameter" if missing else "invalid_type")
 
 
 def _stream_options_need_stream(body: JSON) -> None:
@@ -307,14 +270,14 @@ def _stream_options_need_stream(body: JSON) -> None:
 
 
 def validate_completion(body: JSON) -> JSON:
-    _check(CompletionRequest, body)
+    check_body(CompletionRequest, body)
     _stream_options_need_stream(body)
     return body
 
 
 def validate_embeddings(body: JSON) -> JSON:
     try:
-        _check(EmbeddingRequest, body)
+        check_body(EmbeddingRequest, body)
     except errors.InvalidRequest as exc:
         if exc.param is None or not exc.param.startswith("input."):
             raise

@@ -254,3 +254,24 @@ def test_tool_choice_without_tools_is_refused_as_openai_refuses_it(choice: objec
     tool = {"type": "function", "function": {"name": "f"}}
     validate_chat({"model": "m", "messages": ASK, "tool_choice": choice, "tools": [tool]})
     validate_chat({"model": "m", "messages": ASK, "tool_choice": None})
+
+
+@pytest.mark.parametrize(("message", "param", "code"), [
+    ({"role": "user"}, "messages.1.content", "missing_required_parameter"),
+    ({"role": "system", "content": None}, "messages.1.content", "invalid_type"),
+    ({"role": "developer"}, "messages.1.content", "missing_required_parameter"),
+    ({"role": "tool", "content": "12:00"}, "messages.1.tool_call_id", "missing_required_parameter"),
+    ({"role": "tool", "tool_call_id": "c1"}, "messages.1.content", "missing_required_parameter"),
+])
+def test_a_message_missing_what_its_role_needs_is_refused_as_openai_does(message: JSON, param: str,
+                                                                         code: str) -> None:
+    # they passed: the mock answered a message with no text, Anthropic was sent a tool result for no call
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_chat({"model": "m", "messages": [*ASK, message]})
+    assert (exc.value.param, exc.value.code) == (param, code)
+
+
+def test_an_assistant_message_may_have_no_content() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    validate_chat({"model": "m", "messages": [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+                                              {"role": "tool", "tool_call_id": "c1", "content": "ok"}]})
