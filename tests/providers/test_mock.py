@@ -109,3 +109,14 @@ async def test_a_forced_tool_is_called_after_a_tool_result_too(choice: object) -
     assert answer["choices"][0]["finish_reason"] == "tool_calls" and _called(answer)
     auto = await _mock().chat({"model": "mock", "messages": messages, "tools": [WEATHER, CLOCK]}, CallOptions())
     assert auto["choices"][0]["finish_reason"] == "stop"  # left to choose, it answers the tool's result
+
+
+@pytest.mark.parametrize("top", [0, 5, 20])
+async def test_each_token_has_as_many_alternatives_as_asked(top: int) -> None:
+    # past 13 (its own token and twelve words) the mock gave fewer than the top_logprobs asked for
+    content = (await _chat(logprobs=True, top_logprobs=top))["choices"][0]["logprobs"]["content"]
+    for token in content:
+        alts = [t["token"] for t in token["top_logprobs"]]
+        assert len(alts) == len(set(alts)) == top and (top == 0 or alts[0] == token["token"])
+        assert [t["logprob"] for t in token["top_logprobs"]] == sorted((t["logprob"] for t in token["top_logprobs"]),
+                                                                      reverse=True)

@@ -277,11 +277,18 @@ def _logprobs(tokens: list[str], body: JSON) -> JSON | None:
     content = []
     for token in tokens:
         own = _logprob(token)
-        alts = [(token, own)] + [(" " + w, own - 1.0 - i) for i, w in enumerate(_WORDS[: max(0, top - 1)])]
+        others = [t for t in _alternatives(top) if t != token][: max(0, top - 1)]
+        alts = [(token, own)] + [(t, own - 1.0 - i) for i, t in enumerate(others)]
         content.append({"token": token, "logprob": own, "bytes": list(token.encode()),
                         "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
                                          for t, lp in alts[:top]]})
     return {"content": content, "refusal": None}
+
+
+def _alternatives(top: int) -> list[str]:
+    """``top`` distinct tokens to offer as a token's alternatives (one may be the token itself): the words,
+    then the words numbered, as many as asked."""
+    return [f" {_WORDS[i % len(_WORDS)]}{i // len(_WORDS) or ''}" for i in range(top)]
 
 
 def _vector(text: str, dims: int) -> list[float]:
