@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import uuid
 
 import pytest
+from pydantic import BaseModel, Field
 
 from aigw.config.models import Deployment
 from aigw.providers.base import CallOptions
@@ -120,3 +123,22 @@ async def test_each_token_has_as_many_alternatives_as_asked(top: int) -> None:
         assert len(alts) == len(set(alts)) == top and (top == 0 or alts[0] == token["token"])
         assert [t["logprob"] for t in token["top_logprobs"]] == sorted((t["logprob"] for t in token["top_logprobs"]),
                                                                       reverse=True)
+
+
+class Meeting(BaseModel):
+    when: datetime.datetime
+    day: datetime.date
+    id: uuid.UUID
+    organiser: str = Field(min_length=8)
+    initials: str = Field(max_length=2)
+    seats: int = Field(ge=10, le=20)
+    share: float = Field(gt=0.5, lt=1)
+    tags: list[str] = Field(min_length=2)
+
+
+async def test_a_json_schema_answer_is_a_valid_instance_of_the_schema() -> None:
+    # formats, ranges and lengths were ignored: "mock" for a date-time, 1 for seats >= 10, so the SDK's .parse()
+    # raised on the mock's answer
+    schema = Meeting.model_json_schema()
+    answer = await _chat(response_format={"type": "json_schema", "json_schema": {"name": "m", "schema": schema}})
+    Meeting.model_validate_json(answer["choices"][0]["message"]["content"])

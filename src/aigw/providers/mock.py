@@ -98,8 +98,39 @@ def _example_for(schema: dict[str, Any], root: dict[str, Any], depth: int = 0) -
         required = schema.get("required") or list(props)
         return {k: _example_for(props.get(k) or {}, root, depth + 1) for k in required}
     if kind == "array":
-        return [_example_for(schema.get("items") or {}, root, depth + 1)]
-    return {"integer": 1, "number": 1, "boolean": True, "null": None}.get(str(kind), "mock")
+        count = max(1, int(schema.get("minItems") or 1))
+        return [_example_for(schema.get("items") or {}, root, depth + 1)] * min(count, 16)
+    if kind in ("integer", "number"):
+        return _number_for(schema, kind)
+    if kind in ("boolean", "null"):
+        return kind == "boolean" or None
+    text = _FORMATS.get(str(schema.get("format")), "mock")
+    text = text.ljust(int(schema.get("minLength") or 0), "k")
+    return text[: int(schema["maxLength"])] if isinstance(schema.get("maxLength"), int) else text
+
+
+# a string of each format pydantic's models ask for (datetime, date, UUID, ...), so ``.parse()`` reads it
+_FORMATS = {"date-time": "2025-01-01T00:00:00Z", "date": "2025-01-01", "time": "00:00:00", "duration": "P1D",
+            "uuid": "00000000-0000-4000-8000-000000000000", "email": "mock@example.com",
+            "uri": "https://example.com/", "ipv4": "127.0.0.1", "ipv6": "::1", "hostname": "example.com"}
+
+
+def _number_for(schema: dict[str, Any], kind: str) -> int | float:
+    """1, or the nearest value inside the schema's bounds (a whole number for ``integer``)."""
+    lo, hi, xlo, xhi = (schema.get(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+    lows = [v for v in (lo, xlo) if isinstance(v, (int, float))]
+    highs = [v for v in (hi, xhi) if isinstance(v, (int, float))]
+    low, high = max(lows, default=None), min(highs, default=None)
+    value: float = 1
+    if low is not None and value <= low:
+        value = low
+    if high is not None and value >= high:
+        value = high
+    if value in (xlo, xhi):  # on an exclusive bound: step inside
+        step = 1 if value == xlo else -1
+        middle = (low + high) / 2 if low is not None and high is not None else value + step
+        value = value + step if kind == "integer" else middle
+    return int(value) if kind == "integer" else value
 
 
 def _tool_name(tool: JSON) -> Any:
