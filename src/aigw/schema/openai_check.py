@@ -44,18 +44,15 @@ def _code(model: type[BaseModel], error: Any) -> str:
 def _first(exc: ValidationError) -> tuple[Any, str, str]:
     """The error to report, its param and message. A field of several types (``str | list[...]``) fails once
     per branch: the branch that got deepest into the value is the one the client meant (a list of parts with
-    a bad part is not "Input should be a valid string"); when none got past the field, all its types are
-    named ("a valid string or a valid list")."""
+    a bad part is not "Input should be a valid string"); branches that fail at the same place are all named
+    ("a valid string or a valid list")."""
     found = exc.errors()
-    first = found[0]
-    param = _loc(tuple(first["loc"]))
-    same_field = [e for e in found if e["loc"][:1] == first["loc"][:1]]
-    deepest = max(same_field, key=lambda e: len(_loc(tuple(e["loc"])).split(".")))
-    if deepest is not first and _loc(tuple(deepest["loc"])) != param:
-        return deepest, _loc(tuple(deepest["loc"])), str(deepest["msg"])
-    msgs = [str(e["msg"]) for e in same_field if _loc(tuple(e["loc"])) == param]
+    same_field = [e for e in found if e["loc"][:1] == found[0]["loc"][:1]]
+    params = [_loc(tuple(e["loc"])) for e in same_field]
+    deepest = max(range(len(same_field)), key=lambda i: len(params[i].split(".")))  # the first of the deepest
+    msgs = [str(e["msg"]) for e, p in zip(same_field, params, strict=True) if p == params[deepest]]
     rest = [m.removeprefix("Input should be ") for m in msgs[1:]]
-    return first, param, " or ".join(dict.fromkeys([msgs[0], *rest]))
+    return same_field[deepest], params[deepest], " or ".join(dict.fromkeys([msgs[0], *rest]))
 
 
 def check_body(model: type[BaseModel], body: JSON) -> None:

@@ -220,6 +220,10 @@ def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
         validate_completion({"model": "m", "prompt": 5})
     assert exc.value.param == "prompt" and exc.value.code == "invalid_type"
+    with pytest.raises(errors.InvalidRequest) as exc:  # a list item that is none of the types a list may hold
+        validate_completion({"model": "m", "prompt": [1.5]})
+    assert exc.value.param == "prompt.0"
+    assert exc.value.message.endswith("a valid string or a valid integer or a valid list"), exc.value.message
 
 
 @pytest.mark.parametrize(("check", "body", "param"), [
