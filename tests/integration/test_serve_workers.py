@@ -15,28 +15,8 @@ import requests
 
 from aigw.cli.serve_workers import restart_pause
 from aigw.http.http1_server import START_FAILED_EXIT
+from tests.integration.worker_conns import worker_pids as workers_of
 from tests.support.serve_process import start_serve, stop_serve, wait_live
-
-
-def children(pid: int) -> list[int]:
-    """Live, non-zombie children of ``pid`` (Linux /proc)."""
-    try:
-        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    alive = []
-    for child in map(int, listed):
-        try:
-            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.append(child)
-    return alive
-
-
-def workers_of(pid: int) -> list[int]:
-    return [c for c in children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 def processes_with_config(config: Path) -> list[int]:
@@ -83,6 +63,23 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Pa
     err = proc.stderr.read() if proc.stderr else b""
     assert b"Traceback" not in err, err[max(0, err.find(b"Traceback") - 1500):].decode(errors="replace")
 
+
+
+def test_workers_share_the_imports_and_tokenizer_loaded_once_before_them(tmp_path: Path) -> None:
+    """Forked from a fork server that imported the gateway and loaded the tokenizer (the defaults count tokens):
+    each worker shares those pages instead of building its own (~35 MB a worker here; spawned workers, which
+    import everything themselves, share only the libraries' code, none of their heap)."""
+    proc, url = start_serve(tmp_path, "--workers", "2")
+    try:
+        wait_for(lambda: len(workers_of(proc.pid)) == 2, 20)
+        wait_live(url, proc)
+        for pid in workers_of(proc.pid):
+            rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                          if line.count(":") == 1)
+            shared_heap_mb = int(rollup["Shared_Dirty"].split()[0]) // 1024
+            assert shared_heap_mb >= 16, f"worker {pid} shares {shared_heap_mb} MB of heap with the others"
+    finally:
+        stop_serve(proc)
 
 
 def test_workers_stop_when_their_parent_is_killed_and_free_the_port(tmp_path: Path,

@@ -20,12 +20,33 @@ from tests.integration.tenancy_support import MASTER, chat_body
 from tests.support.serve_process import start_serve, stop_serve, wait_live
 
 
-def worker_pids(pid: int) -> list[int]:
+def _live_children(pid: int) -> list[int]:
+    """Live, non-zombie children of ``pid`` (Linux /proc)."""
     try:
         listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return []
-    return [int(c) for c in listed if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    alive = []
+    for child in map(int, listed):
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(child)
+    return alive
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The live workers of the `aigw serve --workers N` process ``pid``: the children of its fork server."""
+    servers = []
+    for child in _live_children(pid):
+        try:
+            if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                servers.append(child)
+        except OSError:
+            continue
+    return [worker for server in servers for worker in _live_children(server)]
 
 
 def _server_inode(server_port: int, client_port: int) -> str | None:

@@ -1,7 +1,8 @@
 """`aigw serve --workers N` on aigw's own HTTP server: N processes sharing one listening socket.
 
-The parent binds the socket, starts the workers (spawned, so each builds its app
-from the config ``export_for_workers`` left in the environment), starts again
+The parent binds the socket, starts the workers (forked from a fork server that imported the gateway and
+loaded the tokenizer once, ``worker_preload``; each builds its own app from the config ``export_for_workers``
+left in the environment, and no state but those imports is shared), starts again
 any worker that dies, and on SIGINT/SIGTERM asks every worker to stop gracefully
 (each finishes its requests in flight) and waits for them. The kernel spreads
 new connections over the workers accepting on the shared socket.
@@ -11,12 +12,14 @@ a database it cannot open, say) exits with ``START_FAILED_EXIT``; starting it ag
 fail the same way, so the parent stops the others and ``aigw serve`` exits with that
 code, as a single process does. A worker that dies while serving is started again
 after a pause that doubles while it keeps dying soon after a start (1 s up to 30 s).
-A parent killed outright (SIGKILL) cannot stop its workers: each checks twice a second
-that its parent still runs, and stops gracefully when it does not.
+A parent killed outright (SIGKILL) cannot stop its workers: each holds the reading end of a pipe only the
+parent writes to (never), wakes when the kernel closes the parent's end, and stops gracefully.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -36,7 +40,6 @@ log = logging.getLogger("aigw")
 KILL_AFTER_S = 5.0  # past a worker's own graceful shutdown, before it is killed
 RESTART_PAUSE_S = 1.0  # before a dead worker is started again; doubled while it keeps dying...
 RESTART_PAUSE_MAX_S = 30.0
-PARENT_CHECK_S = 0.5  # how often a worker checks that its parent still runs
 STABLE_S = 60.0  # ...within this long of its start; a worker that lived longer starts again after 1 s
 
 
@@ -53,26 +56,38 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _stop_with_parent(parent: int) -> None:
+def _stop_with_parent(lifeline: Connection) -> None:
     """A worker whose parent is gone (killed with SIGKILL, by the OOM killer) stops gracefully instead of serving
-    on as an orphan: it would hold the port against the next `aigw serve`, without the counters the parent kept."""
+    on as an orphan: it would hold the port against the next `aigw serve`, without the counters the parent kept.
+    Not its parent pid: a worker's parent is the fork server, which lives as long as any worker does."""
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_S)
-        log.warning("the aigw serve process %d is gone: this worker stops", parent)
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()  # nothing is ever sent: this returns when the parent's end closes
+        log.warning("the aigw serve process is gone: this worker stops")
         os.kill(os.getpid(), signal.SIGTERM)  # the server's graceful stop: requests in flight finish
 
     threading.Thread(target=watch, name="aigw-parent-watch", daemon=True).start()
 
 
-def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: float, parent: int) -> None:
+def _worker(sock: socket.socket, log_level: str, log_format: str, graceful_s: float,
+            lifeline: Connection) -> None:
+    """One worker's life. Forked from the fork server, it ends with ``os._exit`` (multiprocessing's way for a
+    forked child), which skips the interpreter's exit: what that would run (the log writer's last lines, the
+    spend ledger's spill of rows it still holds) is run here on every way out."""
+    try:
+        _serve(sock, log_level, log_format, graceful_s, lifeline)
+    finally:
+        atexit._run_exitfuncs()
+
+
+def _serve(sock: socket.socket, log_level: str, log_format: str, graceful_s: float, lifeline: Connection) -> None:
     from aigw.app import create_app
     from aigw.config.load import load_config
     from aigw.http.http1_server import StartupFailed, run
     from aigw.observability.logging import configure
 
     configure(log_level, log_format)
-    _stop_with_parent(parent)
+    _stop_with_parent(lifeline)
     try:
         config = load_config()
         app = create_app()
@@ -111,7 +126,9 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
     sock = bind(host, port)
     if on_listen is not None:  # said once the port is bound, never before
         on_listen()
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")  # one per process: it keeps the environment of its start
+    context.set_forkserver_preload(["aigw.cli.worker_preload"])
+    lifeline, held = context.Pipe(duplex=False)  # the workers read; ``held`` is open while this process serves
     stopping: list[int] = []
 
     def on_signal(sig: int, _frame: Any) -> None:
@@ -120,7 +137,7 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def start(i: int) -> BaseProcess:
-        proc = context.Process(target=_worker, args=(sock, log_level, log_format, graceful_s, os.getpid()),
+        proc = context.Process(target=_worker, args=(sock, log_level, log_format, graceful_s, lifeline),
                                name=f"aigw-worker-{i}")
         proc.start()
         return proc
@@ -169,6 +186,7 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
                 proc.kill()
                 proc.join(5)
         sock.close()
+        held.close()  # the workers are gone already
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
