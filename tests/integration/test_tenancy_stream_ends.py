@@ -70,3 +70,34 @@ def test_a_stream_whose_upstream_reports_no_usage_is_charged_by_a_local_count(
     assert row["prompt_tokens"] > 0  # the upstream billed the prompt, not zero tokens
     assert row["completion_tokens"] == LOCAL_COUNTER.count_text(text)
     assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1000 + row["completion_tokens"] * 2000) / 1e6)
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_stream_without_upstream_usage_ends_with_the_count_it_is_billed_when_asked(
+    gw: RunningGateway, fakes: tuple[FakeOpenAI, AnthropicUpstream, str], asked: bool
+) -> None:
+    """A server that ignores ``include_usage``: a client that asked still gets a usage chunk (the local count the
+    ledger bills), one that did not gets none; an Anthropic client's message_delta carries the output count."""
+    admin = AdminClient(gw.url, MASTER)
+    key = setup_key(admin, f"usage-chunk-{asked}")
+    fakes[0].faults.push(Fault(no_usage=True))
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
+    extra = {"stream_options": {"include_usage": True}} if asked else {}
+    chunks = list(client.chat.completions.create(model="oai", messages=[{"role": "user", "content": PROMPT}],  # type: ignore[call-overload]
+                                                 max_tokens=50, stream=True, **extra))
+    row = key_spend(admin, key["id"])
+    with_usage = [c for c in chunks if c.usage is not None]
+    if not asked:
+        assert not with_usage
+        return
+    assert with_usage == [chunks[-1]] and chunks[-1].choices == []
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (
+        row["prompt_tokens"], row["completion_tokens"])
+    assert usage.completion_tokens > 0 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+    fakes[0].faults.push(Fault(no_usage=True))
+    ant = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0, timeout=10)
+    with ant.messages.stream(model="oai", max_tokens=50, messages=[{"role": "user", "content": PROMPT}]) as s:
+        final = s.get_final_message()
+    assert final.usage.output_tokens == LOCAL_COUNTER.count_text(final.content[0].text) > 0  # type: ignore[union-attr]

@@ -4,7 +4,10 @@ Runs for every outcome (success, refusal, upstream error, client gone), for
 every caller including the master key. It only builds a row and appends it to
 the ledger's buffer: the database write happens in batches, off the request
 path. While a stream passes it keeps the streamed text, so a stream cut short
-(or a provider that reports no usage) is still charged by a local count.
+(or a provider that reports no usage) is still charged by a local count; a whole
+stream whose upstream reported no usage (it ignores ``include_usage``) ends with a
+usage chunk of that count, so a client that asked for usage gets what it is billed
+(the API layer hides the chunk from one that did not ask, as it hides the upstream's).
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aigw.accounting.usage import Tokens
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.side_calls import SIDE_CALLS, side_rows
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import BUDGET_DONE, CUT, SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
+from aigw.schema.anthropic import PRIVATE_KEY
 from aigw.schema.openai import call_text
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import day_of, new_record_id
@@ -33,7 +38,7 @@ class AccountingStage(Stage):
         self.clock = clock
 
     def on_stream(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
-        return _keep_text(ctx, chunks)
+        return _keep_text(ctx, chunks, self.svc)
 
     async def on_finish(self, ctx: RequestContext) -> None:
         ledger = self.svc.ledger
@@ -88,11 +93,13 @@ class AccountingStage(Stage):
         return SpendRecord(**row)
 
 
-async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON], svc: TenancyServices) -> AsyncIterator[JSON]:
     kept = StreamText()
     ctx.state[STREAM_TEXT] = kept
+    last: JSON | None = None
     async for chunk in chunks:
         kept.chunks += 1
+        last = chunk
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content") or choice.get("text")
@@ -106,6 +113,18 @@ async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncI
                 if args is not None:
                     kept.content.append(args)
         yield chunk
+    if last is not None and ctx.usage is None:  # whole, and no chunk carried usage (the router notes any)
+        yield _usage_chunk(last, measure(ctx, svc).tokens)
+
+
+def _usage_chunk(last: JSON, t: Tokens) -> JSON:
+    """The usage chunk an OpenAI stream ends with (``choices`` empty), of the local count the ledger bills."""
+    usage: JSON = {"prompt_tokens": t.prompt, "completion_tokens": t.output + t.reasoning,
+                   "total_tokens": t.prompt + t.output + t.reasoning}
+    if t.reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": t.reasoning}
+    head = {k: v for k, v in last.items() if k not in ("choices", "usage", PRIVATE_KEY)}
+    return {**head, "choices": [], "usage": usage}
 
 
 def build(deps: StageDeps) -> Stage | None:
