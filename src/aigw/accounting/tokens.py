@@ -179,7 +179,8 @@ class TokenCounter:
         total = 0
         for item in prompt_items(body):  # a token array is already counted: its length
             total += len(item) if isinstance(item, list) else self.count_text(item)
-        return total
+        suffix = body.get("suffix")  # a legacy completion's insert mode: the text after the gap is prompt too
+        return total + self.count_text(suffix) if isinstance(suffix, str) and suffix else total
 
 
 LOCAL_COUNTER = TokenCounter()  # the process's one counter (the ledger, the cache, count_tokens): one load
@@ -232,7 +233,8 @@ def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> in
         return total
     for item in prompt_items(body):
         total += len(item) if isinstance(item, list) else upper_bytes(item) + 1
-    return total
+    suffix = body.get("suffix")  # a legacy completion's insert mode: billed as prompt
+    return total + upper_bytes(suffix) if isinstance(suffix, str) else total
 
 
 def _token_ids(value: Any) -> bool:

@@ -100,3 +100,17 @@ def test_an_answer_with_a_custom_tool_call_counts_its_input() -> None:
     call = {"id": "c", "type": "custom", "custom": {"name": "shell", "input": "ls -la /tmp"}}
     body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
     assert answer_text(body) == ("ls -la /tmp", "")
+
+
+def test_a_legacy_completions_suffix_counts_in_the_prompt() -> None:
+    # insert mode: the upstream reads (and bills) the text after the gap as prompt; it counted for nothing, so a
+    # long suffix went past tpm and the budget's reservation, and a call without usage was billed the prompt alone
+    counter = TokenCounter()
+    suffix = "def helper(x):\n    return x * 2\n" * 40
+    bare = {"prompt": "def main():\n", "max_tokens": 16}
+    body = {**bare, "suffix": suffix}
+    assert counter.count_prompt(body) == counter.count_prompt(bare) + counter.count_text(suffix)
+    assert upper_estimate(body) >= counter.count_prompt(body)
+    assert upper_estimate(body) - upper_estimate(bare) >= counter.count_text(suffix)
+    assert counter.count_prompt({**bare, "suffix": None}) == counter.count_prompt(bare)  # null: no suffix
+
