@@ -261,7 +261,8 @@ def answer_text(body: dict[str, Any]) -> tuple[str, str]:
             continue
         message = choice.get("message")
         if isinstance(message, dict):
-            for part, into in ((message.get("content"), text), (message.get("reasoning_content"), reasoning)):
+            for part, into in ((message.get("content"), text), (message.get("refusal"), text),
+                               (message.get("reasoning_content"), reasoning)):
                 if isinstance(part, str):
                     into.append(part)
             for call in message.get("tool_calls") or ():

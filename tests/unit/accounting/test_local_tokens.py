@@ -114,3 +114,11 @@ def test_a_legacy_completions_suffix_counts_in_the_prompt() -> None:
     assert upper_estimate(body) - upper_estimate(bare) >= counter.count_text(suffix)
     assert counter.count_prompt({**bare, "suffix": None}) == counter.count_prompt(bare)  # null: no suffix
 
+
+def test_an_answer_that_refuses_counts_its_refusal() -> None:
+    from aigw.accounting.tokens import answer_text
+
+    # OpenAI bills a refusal as completion tokens: a reply without usage was billed no output for it
+    refusal = "I'm sorry, but I can't help with that request."
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": refusal}}]}
+    assert answer_text(body) == (refusal, "")

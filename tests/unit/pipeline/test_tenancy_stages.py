@@ -231,6 +231,16 @@ async def test_a_cut_stream_without_usage_is_charged_by_a_local_count() -> None:
     assert (row.status, row.error_kind, row.usage_source, row.stream) == (502, "upstream_error", "local", True)
 
 
+async def test_a_cut_stream_that_was_refusing_is_charged_for_the_refusal() -> None:
+    # a model's refusal streams as ``delta.refusal`` and is billed as output: a cut stream counted none of it
+    svc = _services()
+    words = ("I'm sorry", ", but I", " can't help", " with that.")
+    ctx = await _cut_stream(svc, [{"role": "assistant", "refusal": ""}] + [{"refusal": w} for w in words],
+                            errors.UpstreamError("connection reset"))
+    m = measure(ctx, svc)
+    assert m.source == "local" and m.tokens.completion == svc.tokens.count_text("".join(words)) > 0
+
+
 async def test_a_cache_hit_costs_nothing_and_reports_the_saving() -> None:
     svc = _services()
     ctx = _ctx(handled_by="cache", usage={"prompt_tokens": 10, "completion_tokens": 10})

@@ -105,6 +105,9 @@ async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON], svc: Tena
             text = delta.get("content") or choice.get("text")
             if isinstance(text, str):
                 kept.content.append(text)
+            refusal = delta.get("refusal")  # billed as output, like the content it stands in for
+            if isinstance(refusal, str):
+                kept.content.append(refusal)
             thought = delta.get("reasoning_content")
             if isinstance(thought, str):
                 kept.reasoning.append(thought)
