@@ -40,8 +40,13 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return " ".join(t for p in content if isinstance(p, dict) and isinstance(t := _part_text(p), str))
     return ""
+
+
+def _part_text(part: dict[str, Any]) -> Any:
+    """A content part's text: a text part's, or an assistant turn's refusal (sent on, and billed, as its text)."""
+    return part.get("refusal") if part.get("type") == "refusal" else part.get("text")
 
 
 def _upper_content(content: Any, images: list[bool] | None) -> int:
@@ -54,10 +59,10 @@ def _upper_content(content: Any, images: list[bool] | None) -> int:
         media = 0
         for p in content:
             if isinstance(p, dict):
-                text = p.get("text")
+                text = _part_text(p)
                 if isinstance(text, str):
                     texts.append(text)
-                    if p.get("type") == "text":
+                    if p.get("type") in ("text", "refusal"):
                         continue
                 bound = part_upper(p)  # by its type: an image part with a "text" key is still an image
                 media += bound
@@ -165,6 +170,8 @@ class TokenCounter:
                 total += sum(part_estimate(p, model) for p in content)
             if m.get("name"):
                 total += 1 + self.count_text(str(m["name"]))
+            if isinstance(refusal := m.get("refusal"), str):  # an assistant turn's refusal, sent on as its text
+                total += self.count_text(refusal)
             for call in m.get("tool_calls") or ():  # a function's name and arguments, a custom tool's input
                 total += self.count_text(call_name(call)) + self.count_text(call_text(call) or "")
         return total
@@ -226,6 +233,8 @@ def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> in
                                                    else _upper_content(content, images))
                 for call in m.get("tool_calls") or ():  # rare: read only when there
                     total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
+                if isinstance(refusal := m.get("refusal"), str):  # an assistant turn's refusal: sent on as text
+                    total += upper_bytes(refusal)
         for field in _DEFINED:  # the whole definitions as JSON: keys and quotes too, so high
             defined = body.get(field)
             if defined:

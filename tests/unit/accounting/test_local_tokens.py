@@ -122,3 +122,22 @@ def test_an_answer_that_refuses_counts_its_refusal() -> None:
     refusal = "I'm sorry, but I can't help with that request."
     body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": refusal}}]}
     assert answer_text(body) == (refusal, "")
+
+
+@pytest.mark.parametrize("assistant", [
+    {"role": "assistant", "content": [{"type": "refusal", "refusal": "REFUSAL"}]},  # a refusal content part
+    {"role": "assistant", "content": None, "refusal": "REFUSAL"},  # the message's own refusal field
+])
+def test_a_refusal_in_the_history_counts_in_the_prompt(assistant: dict[str, Any]) -> None:
+    # sent on (and billed) as the assistant turn's text, it counted for nothing: a long one went past tpm
+    # and the budget's reservation, and a call without usage was billed less than the upstream charged
+    counter = TokenCounter()
+    refusal = "I can't help with writing that, but here is what I can do instead. " * 50
+    assistant = {k: (v.replace("REFUSAL", refusal) if isinstance(v, str) else v) for k, v in assistant.items()}
+    if isinstance(assistant["content"], list):
+        assistant["content"] = [{"type": "refusal", "refusal": refusal}]
+    user = {"role": "user", "content": "write it"}
+    bare = {"messages": [user, {"role": "assistant", "content": None}, user]}
+    body = {"messages": [user, assistant, user]}
+    assert counter.count_prompt(body) - counter.count_prompt(bare) == counter.count_text(refusal)
+    assert upper_estimate(body) - upper_estimate(bare) >= counter.count_text(refusal)
