@@ -182,6 +182,10 @@ class TokenCounter:
             functions = body.get("functions")  # the legacy form of tools: read and billed as they are
             if isinstance(functions, list) and functions:
                 total += self.count_tools([{"type": "function", "function": f} for f in functions])
+            fmt = body.get("response_format")  # structured outputs: the model reads (and is billed) the schema
+            schema = fmt.get("json_schema") if isinstance(fmt, dict) else None
+            if isinstance(schema, dict):
+                total += self.count_text(json.dumps(schema, separators=(",", ":")))
             return total
         total = 0
         for item in prompt_items(body):  # a token array is already counted: its length

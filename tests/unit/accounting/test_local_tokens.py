@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
@@ -141,3 +142,18 @@ def test_a_refusal_in_the_history_counts_in_the_prompt(assistant: dict[str, Any]
     body = {"messages": [user, assistant, user]}
     assert counter.count_prompt(body) - counter.count_prompt(bare) == counter.count_text(refusal)
     assert upper_estimate(body) - upper_estimate(bare) >= counter.count_text(refusal)
+
+
+def test_a_response_formats_schema_counts_in_the_local_count() -> None:
+    # the reservation counts it (the model reads the schema, the upstream bills it) but the local count did not:
+    # a call without usage was billed less, and a prompt the tokenizer counts for tpm came out short
+    counter = TokenCounter()
+    schema = {"type": "object", "properties": {f"field_{i}": {"type": "string", "description": "a field of the "
+                                                              "answer the model must fill in"} for i in range(40)}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}
+    bare = {"messages": [{"role": "user", "content": "fill it in"}]}
+    body = {**bare, "response_format": fmt}
+    added = counter.count_prompt(body) - counter.count_prompt(bare)
+    assert added >= counter.count_text(json.dumps(schema, separators=(",", ":")))
+    assert upper_estimate(body) >= counter.count_prompt(body)
+    assert counter.count_prompt({**bare, "response_format": {"type": "json_object"}}) == counter.count_prompt(bare)
