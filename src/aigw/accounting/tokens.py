@@ -172,7 +172,7 @@ class TokenCounter:
                 total += 1 + self.count_text(str(m["name"]))
             if isinstance(refusal := m.get("refusal"), str):  # an assistant turn's refusal, sent on as its text
                 total += self.count_text(refusal)
-            for call in m.get("tool_calls") or ():  # a function's name and arguments, a custom tool's input
+            for call in calls_of(m):  # a function's name and arguments, a custom tool's input
                 total += self.count_text(call_name(call)) + self.count_text(call_text(call) or "")
         return total
 
@@ -235,7 +235,7 @@ def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> in
                 content = m.get("content")  # a string inline: the common case pays no call for ``images``
                 total += TOKENS_PER_MESSAGE + 1 + (upper_bytes(content) if isinstance(content, str)
                                                    else _upper_content(content, images))
-                for call in m.get("tool_calls") or ():  # rare: read only when there
+                for call in calls_of(m):  # rare: read only when there
                     total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
                 if isinstance(refusal := m.get("refusal"), str):  # an assistant turn's refusal: sent on as text
                     total += upper_bytes(refusal)
@@ -248,6 +248,14 @@ def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> in
         total += len(item) if isinstance(item, list) else upper_bytes(item) + 1
     suffix = body.get("suffix")  # a legacy completion's insert mode: billed as prompt
     return total + upper_bytes(suffix) if isinstance(suffix, str) else total
+
+
+def calls_of(message: dict[str, Any]) -> Any:
+    """A message's (or a stream delta's) tool calls, with a legacy ``function_call`` (the functions API) as one
+    more: its name and arguments are sent on, and billed, as a tool call's."""
+    calls = message.get("tool_calls") or ()
+    legacy = message.get("function_call")
+    return [*calls, {"function": legacy}] if isinstance(legacy, dict) and isinstance(calls, list | tuple) else calls
 
 
 def _token_ids(value: Any) -> bool:
@@ -278,7 +286,7 @@ def answer_text(body: dict[str, Any]) -> tuple[str, str]:
                                (message.get("reasoning_content"), reasoning)):
                 if isinstance(part, str):
                     into.append(part)
-            for call in message.get("tool_calls") or ():
+            for call in calls_of(message):
                 args = call_text(call)
                 if args is not None:
                     text.append(args)

@@ -157,3 +157,24 @@ def test_a_response_formats_schema_counts_in_the_local_count() -> None:
     assert added >= counter.count_text(json.dumps(schema, separators=(",", ":")))
     assert upper_estimate(body) >= counter.count_prompt(body)
     assert counter.count_prompt({**bare, "response_format": {"type": "json_object"}}) == counter.count_prompt(bare)
+
+
+LEGACY_CALL = {"name": "lookup_orders", "arguments": '{"customer": "c_123", "since": "2026-01-01", "status": "open"}'}
+
+
+def test_a_legacy_function_call_in_the_history_counts_in_the_prompt() -> None:
+    # the functions API (``functions``, already counted) answers with ``function_call``, sent back in the history
+    counter = TokenCounter()
+    user = {"role": "user", "content": "my orders?"}
+    bare = {"messages": [user, {"role": "assistant", "content": None}]}
+    body = {"messages": [user, {"role": "assistant", "content": None, "function_call": LEGACY_CALL}]}
+    added = counter.count_text(LEGACY_CALL["name"]) + counter.count_text(LEGACY_CALL["arguments"])
+    assert counter.count_prompt(body) - counter.count_prompt(bare) == added
+    assert upper_estimate(body) - upper_estimate(bare) >= added
+
+
+def test_an_answer_with_a_legacy_function_call_counts_its_arguments() -> None:
+    from aigw.accounting.tokens import answer_text
+
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "function_call": LEGACY_CALL}}]}
+    assert answer_text(body) == (LEGACY_CALL["arguments"], "")

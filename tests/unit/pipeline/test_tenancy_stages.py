@@ -241,6 +241,17 @@ async def test_a_cut_stream_that_was_refusing_is_charged_for_the_refusal() -> No
     assert m.source == "local" and m.tokens.completion == svc.tokens.count_text("".join(words)) > 0
 
 
+async def test_a_cut_stream_of_a_legacy_function_call_is_charged_for_its_arguments() -> None:
+    # the functions API streams ``delta.function_call``: a cut stream counted none of its arguments
+    svc = _services()
+    pieces = ('{"city"', ': "Par', 'is"}')
+    deltas: list[JSON] = [{"role": "assistant", "function_call": {"name": "weather", "arguments": ""}}]
+    ctx = await _cut_stream(svc, deltas + [{"function_call": {"arguments": p}} for p in pieces],
+                            errors.UpstreamError("connection reset"))
+    m = measure(ctx, svc)
+    assert m.source == "local" and m.tokens.completion == svc.tokens.count_text("".join(pieces)) > 0
+
+
 async def test_a_cache_hit_costs_nothing_and_reports_the_saving() -> None:
     svc = _services()
     ctx = _ctx(handled_by="cache", usage={"prompt_tokens": 10, "completion_tokens": 10})

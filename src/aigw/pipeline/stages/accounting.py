@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aigw.accounting.tokens import calls_of
 from aigw.accounting.usage import Tokens
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
@@ -111,7 +112,7 @@ async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON], svc: Tena
             thought = delta.get("reasoning_content")
             if isinstance(thought, str):
                 kept.reasoning.append(thought)
-            for call in delta.get("tool_calls") or ():
+            for call in calls_of(delta):
                 args = call_text(call)  # a function's arguments or a custom tool's input
                 if args is not None:
                     kept.content.append(args)
