@@ -250,6 +250,13 @@ def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> in
     return total + upper_bytes(suffix) if isinstance(suffix, str) else total
 
 
+def reasoning_of(message: dict[str, Any]) -> Any:
+    """A message's (or a stream delta's) thinking, billed as output: ``reasoning_content`` (DeepSeek, the
+    canonical name), else ``reasoning`` (OpenRouter, Groq, newer vLLM); one of them when a server sends both."""
+    thought = message.get("reasoning_content")
+    return thought if isinstance(thought, str) else message.get("reasoning")
+
+
 def calls_of(message: dict[str, Any]) -> Any:
     """A message's (or a stream delta's) tool calls, with a legacy ``function_call`` (the functions API) as one
     more: its name and arguments are sent on, and billed, as a tool call's."""
@@ -283,7 +290,7 @@ def answer_text(body: dict[str, Any]) -> tuple[str, str]:
         message = choice.get("message")
         if isinstance(message, dict):
             for part, into in ((message.get("content"), text), (message.get("refusal"), text),
-                               (message.get("reasoning_content"), reasoning)):
+                               (reasoning_of(message), reasoning)):
                 if isinstance(part, str):
                     into.append(part)
             for call in calls_of(message):

@@ -178,3 +178,14 @@ def test_an_answer_with_a_legacy_function_call_counts_its_arguments() -> None:
 
     body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "function_call": LEGACY_CALL}}]}
     assert answer_text(body) == (LEGACY_CALL["arguments"], "")
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_an_answers_reasoning_counts_under_either_name(field: str) -> None:
+    from aigw.accounting.tokens import answer_text
+
+    # OpenRouter, Groq and newer vLLM name it ``reasoning`` (billed as output): it counted for nothing
+    message = {"role": "assistant", "content": "42", field: "Six times seven."}
+    assert answer_text({"choices": [{"index": 0, "message": message}]}) == ("42", "Six times seven.")
+    both = {**message, "reasoning_content": "Six times seven.", "reasoning": "Six times seven."}
+    assert answer_text({"choices": [{"index": 0, "message": both}]}) == ("42", "Six times seven.")  # once

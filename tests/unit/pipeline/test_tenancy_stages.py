@@ -252,6 +252,15 @@ async def test_a_cut_stream_of_a_legacy_function_call_is_charged_for_its_argumen
     assert m.source == "local" and m.tokens.completion == svc.tokens.count_text("".join(pieces)) > 0
 
 
+async def test_a_cut_stream_of_reasoning_named_reasoning_is_charged_for_it() -> None:
+    # OpenRouter, Groq and newer vLLM stream their thinking as ``delta.reasoning`` (billed as output)
+    svc = _services()
+    pieces = ("Six", " times", " seven", " is forty-two.")
+    ctx = await _cut_stream(svc, [{"reasoning": p} for p in pieces], errors.UpstreamError("connection reset"))
+    m = measure(ctx, svc)
+    assert m.tokens.reasoning == svc.tokens.count_text("".join(pieces)) > 0
+
+
 async def test_a_cache_hit_costs_nothing_and_reports_the_saving() -> None:
     svc = _services()
     ctx = _ctx(handled_by="cache", usage={"prompt_tokens": 10, "completion_tokens": 10})

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aigw.accounting.tokens import calls_of
+from aigw.accounting.tokens import calls_of, reasoning_of
 from aigw.accounting.usage import Tokens
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
@@ -109,7 +109,7 @@ async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON], svc: Tena
             refusal = delta.get("refusal")  # billed as output, like the content it stands in for
             if isinstance(refusal, str):
                 kept.content.append(refusal)
-            thought = delta.get("reasoning_content")
+            thought = reasoning_of(delta)
             if isinstance(thought, str):
                 kept.reasoning.append(thought)
             for call in calls_of(delta):
