@@ -159,3 +159,15 @@ def test_every_deployment_full_after_a_failed_attempt_still_carries_the_deployme
         assert reset is not None and 55 < reset <= 60 and int(h["retry-after"]) == math.ceil(reset)
         after = client.chat.completions.with_raw_response.create(**chat_body())
         assert after.headers["x-ratelimit-remaining-requests"] == "47"  # all three count: each reached an upstream
+
+
+def test_a_prompt_too_large_for_every_deployment_takes_no_request_from_the_keys_rpm(gw: RunningGateway) -> None:
+    # no deployment was called and none ever could be: as for the key's own "too large" (which takes nothing) and
+    # "every deployment full" (given back), the request goes back out of the key's rpm window
+    key = setup_key(AdminClient(gw.url, MASTER), "narrow-rpm-co", rpm=3)
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError, match="too large for the deployments of `narrow`"):
+            client.chat.completions.create(**chat_body(PROSE * 40, model="narrow"))
+    ok = client.chat.completions.with_raw_response.create(**chat_body("a short one", model="narrow", max_tokens=20))
+    assert ok.headers["x-ratelimit-remaining-requests"] == "2"  # this call alone is in the window

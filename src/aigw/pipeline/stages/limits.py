@@ -199,12 +199,12 @@ class LimitsStage(Stage):
             joint = (ctx.state.get(JOINT) or ctx.state.get(JOINT_FAILED)) if SETTLED not in ctx.state else None
             budget, reserved, _, _ = joint if joint is not None else ([], 0, 0.0, "")
             actual = measure(ctx, self.svc).cost_nano + side_cost if joint is not None else 0
-            # refused before any upstream call, because every deployment was full, a budget is spent, or as bad
-            # input (a cache control, a model that does not exist): the request goes back too, so a key refused
-            # by its own budget takes no rpm from its project or tenant, and bad input changes nothing; every
-            # deployment full after a call was made (the fallback's, say) keeps it: it reached an upstream
-            back = (isinstance(ctx.error, (errors.DeploymentsFull, errors.BudgetExceeded)) and not ctx.attempts) \
-                or _refused_input(ctx)
+            # refused before any upstream call, because every deployment was full (or the prompt is too large for
+            # all of them), a budget is spent, or as bad input (a cache control, a model that does not exist): the
+            # request goes back too, so a key refused by its own budget takes no rpm from its project or tenant,
+            # and bad input changes nothing; every deployment full after a call was made (the fallback's, say)
+            # keeps it: it reached an upstream
+            back = (isinstance(ctx.error, _GIVEN_BACK) and not ctx.attempts) or _refused_input(ctx)
             steps.append(self.svc.gate.leave(scopes, slot, used - est if tpm else 0, taken_at, budget, reserved,
                                              actual, entered, self.svc.config.alert_thresholds, back))
         if caps is not None and caps.taken:
@@ -274,6 +274,9 @@ class LimitsStage(Stage):
 
 
 _BAD_INPUT = frozenset({"bad_request", "not_found"})
+# refusals of the gateway's own that give the request back when no upstream was called (``on_finish``): the
+# router's "too large for the deployments" is a ``TooLargeForLimit`` (the key's own is raised before any take)
+_GIVEN_BACK = (errors.DeploymentsFull, errors.BudgetExceeded, errors.TooLargeForLimit)
 
 
 def _refused_input(ctx: RequestContext) -> bool:
