@@ -235,10 +235,8 @@ def upper_estimate(body: dict[str, Any], images: list[bool] | None = None) -> in
                 content = m.get("content")  # a string inline: the common case pays no call for ``images``
                 total += TOKENS_PER_MESSAGE + 1 + (upper_bytes(content) if isinstance(content, str)
                                                    else _upper_content(content, images))
-                for call in calls_of(m):  # rare: read only when there
-                    total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
-                if isinstance(refusal := m.get("refusal"), str):  # an assistant turn's refusal: sent on as text
-                    total += upper_bytes(refusal)
+                if len(m) > 2:  # rare: more than a role and a content, read only when there
+                    total += _upper_extras(m)
         for field in _DEFINED:  # the whole definitions as JSON: keys and quotes too, so high
             defined = body.get(field)
             if defined:
@@ -263,6 +261,18 @@ def calls_of(message: dict[str, Any]) -> Any:
     calls = message.get("tool_calls") or ()
     legacy = message.get("function_call")
     return [*calls, {"function": legacy}] if isinstance(legacy, dict) and isinstance(calls, list | tuple) else calls
+
+
+def _upper_extras(m: dict[str, Any]) -> int:
+    """``upper_bytes`` of what a message carries beside its content and the model reads (and is billed): its
+    tool calls (a legacy ``function_call`` too), an assistant turn's refusal, a participant's name."""
+    total = 0
+    for call in calls_of(m):
+        total += 2 + upper_bytes(call_name(call)) + upper_bytes(call_text(call) or "")
+    for field in ("refusal", "name"):
+        if isinstance(text := m.get(field), str):
+            total += 1 + upper_bytes(text)
+    return total
 
 
 def _token_ids(value: Any) -> bool:

@@ -189,3 +189,11 @@ def test_an_answers_reasoning_counts_under_either_name(field: str) -> None:
     assert answer_text({"choices": [{"index": 0, "message": message}]}) == ("42", "Six times seven.")
     both = {**message, "reasoning_content": "Six times seven.", "reasoning": "Six times seven."}
     assert answer_text({"choices": [{"index": 0, "message": both}]}) == ("42", "Six times seven.")  # once
+
+
+def test_a_participants_name_counts_in_the_reservation_estimate() -> None:
+    # the local count bills it (as OpenAI does): the estimate, which must never be below it, left it out
+    counter = TokenCounter()
+    body = {"messages": [{"role": "user", "name": "Quartermaster_Ferdinand_von_Zeppelin_Hohenlohe_Ingelfingen",
+                          "content": "hi"}]}
+    assert upper_estimate(body) >= counter.count_prompt(body)
