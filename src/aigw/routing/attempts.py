@@ -166,11 +166,14 @@ class Attempts:
             self.on_attempt(d.name, d.provider, d.id, outcome_name(outcome), seconds)
 
     async def complete(self, slot: Slot, req: RouteRequest, served: Served, call: CallOptions,
-                       trial: bool) -> JSON:
+                       trial: bool, theirs: bool = False) -> JSON:
+        """``theirs``: the call's time is cut to the client's own deadline (``_clients_timeout``)."""
         s, clock = slot.state, self.clock
         s.started()
         start = clock.monotonic()
+        began = asyncio.get_running_loop().time()
         outcome: Outcome | None = None
+        excused = False
         try:
             async with asyncio.timeout(call.timeouts.total):
                 body = await call_endpoint(slot.target, req, call)
@@ -178,6 +181,7 @@ class Attempts:
         except BaseException as exc:  # a timeout, an error, a bug, or the caller gone (``_call_error``)
             err = _call_error(exc, call, s)
             outcome = None if err is None else outcome_of(err)
+            excused = theirs and _clients_timeout(err, began, call.timeouts.total)
             if _took(exc, err, call):  # the upstream had the request: it may work on it, and bill it
                 served.cut_short(s.deployment)
             if err is None or err is exc:
@@ -189,7 +193,7 @@ class Attempts:
             served.upstream_s += elapsed
             if outcome is OK or (outcome is not None and outcome.kind == "timeout"):
                 s.sample_latency(elapsed)  # a timeout too: lowest_latency must not keep choosing one that hangs
-            self.book.record(s, outcome, trial)
+            self.book.record(s, None if excused else outcome, trial)
             self._ended(s.deployment, outcome, elapsed)
         if s.deployment.tpm is not None:
             s.add_tokens(tokens_of(body.get("usage")))
@@ -197,11 +201,13 @@ class Attempts:
         return body
 
     async def open_stream(self, slot: Slot, req: RouteRequest, served: Served, call: CallOptions,
-                          trial: bool) -> AsyncIterator[JSON]:
+                          trial: bool, theirs: bool = False) -> AsyncIterator[JSON]:
+        """``theirs``: the call's time is cut to the client's own deadline (``_clients_timeout``)."""
         s, clock = slot.state, self.clock
         s.started()
         start = clock.monotonic()
-        end = asyncio.get_running_loop().time() + (call.timeouts.total or math.inf)  # the attempt's whole time
+        began = asyncio.get_running_loop().time()
+        end = began + (call.timeouts.total or math.inf)  # the attempt's whole time
         source: AsyncIterator[JSON] | None = None
         try:
             source = stream_endpoint(slot.target, req, call)  # an adapter may shape the body (and refuse) here
@@ -219,7 +225,9 @@ class Attempts:
             if err is not None and err.kind == "timeout":
                 s.sample_ttft(waited)  # no first token in time: lowest_latency must not keep choosing it
             failed = None if err is None else outcome_of(err)
-            self.book.record(s, failed, trial)
+            wait = call.timeouts.first_token  # cut to the client's deadline only when it is the whole time
+            excused = theirs and wait == call.timeouts.total and _clients_timeout(err, began, wait)
+            self.book.record(s, None if excused else failed, trial)
             self._ended(s.deployment, failed, waited)
             if err is None or err is exc:
                 raise
@@ -235,7 +243,9 @@ class Attempts:
             served.upstream_s += took
             if tokens:
                 s.add_tokens(tokens)
-            self.book.record(s, outcome, trial)
+            excused = theirs and outcome is not None and outcome.kind == "timeout" and \
+                asyncio.get_running_loop().time() >= end - _SLACK_S
+            self.book.record(s, None if excused else outcome, trial)
             self._ended(s.deployment, outcome, took)
 
         return await park(primed(first, source, end, finish))
@@ -246,6 +256,17 @@ def outcome_name(outcome: Outcome | None) -> str:
     if outcome is None:
         return "cancelled"
     return outcome.kind or "ok"
+
+
+_SLACK_S = 0.001  # a timer may fire this much before its time (the loop's clock resolution, rounding)
+
+
+def _clients_timeout(err: errors.GatewayError | None, began: float, limit: float | None) -> bool:
+    """Whether a call whose time was cut to the client's own deadline ended by running out of it: a timeout
+    after all of ``limit`` (loop time since ``began``), not an earlier one of the operator's (connect) or the
+    upstream's (a 504). That is the client's choice, like a client that left: it says nothing of the upstream."""
+    return (err is not None and err.kind == "timeout" and limit is not None
+            and asyncio.get_running_loop().time() >= began + limit - _SLACK_S)
 
 
 def _took(exc: BaseException, err: errors.GatewayError | None, call: CallOptions) -> bool:

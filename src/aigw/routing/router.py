@@ -34,7 +34,8 @@ from aigw.types import JSON, Clock, SystemClock
 __all__ = ["RouteRequest", "Router", "Served", "Target"]
 
 T = TypeVar("T")
-Attempt = Callable[[Slot, RouteRequest, Served, CallOptions, bool], Awaitable[T]]
+# (slot, request, served, call, a half-open trial, the call's time is cut to the client's own deadline)
+Attempt = Callable[[Slot, RouteRequest, Served, CallOptions, bool, bool], Awaitable[T]]
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -172,6 +173,9 @@ class Router:
         failed: dict[str, errors.GatewayError] = {}  # deployment id -> its last error in this request
         full: dict[str, float] = {}  # deployment id -> seconds until its exact caps have room (``req.caps``)
         last: errors.GatewayError | None = None
+        # the client's own limit is shorter than the operator's: an attempt cut to it that times out says
+        # nothing of the upstream (one impatient client must not open the breaker for everyone)
+        clients = req.deadline_s is not None and req.deadline_s < self.budget_s(req.model)
         for n in range(policy.num_retries + 1):
             slot, trial, wait = await self._pick(model, slots, policy, req, failed, full, stream, n, deadline, last)
             if wait > 0:
@@ -186,8 +190,9 @@ class Router:
             now = self.clock.monotonic()
             served.attempts += 1
             call = CallOptions(slot.timeouts(deadline - now, policy.first_token_timeout_s), req.headers)
+            theirs = clients and (call.timeouts.total or math.inf) < (slot.target.deployment.timeout_s or math.inf)
             try:
-                return await attempt(slot, req, served, call, trial)
+                return await attempt(slot, req, served, call, trial, theirs)
             except errors.GatewayError as err:
                 if not moves_on(err):
                     raise

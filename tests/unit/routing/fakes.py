@@ -40,6 +40,7 @@ class Step:
     stall: bool = False
     chunks: int = 3
     fail_after: int | None = None  # stream: raise `error` after this many chunks
+    chunk_delay: float = 0.0  # stream: seconds before each chunk after the first (whole answers: in all)
     sent: bool = True  # the request reached the upstream (``CallOptions.sent``); False: still connecting
     refused: bool = False  # an error status came, its body is on its way (``CallOptions.refused``)
 
@@ -85,6 +86,8 @@ class Scripted:
         self.max_inflight = max(self.max_inflight, self.inflight)
         try:
             await self._run(step)
+            if step.chunk_delay:
+                await asyncio.sleep(step.chunk_delay * step.chunks)
             if step.error is not None and step.fail_after is None:
                 raise step.error
             return answer(self.upstream_model)
@@ -100,6 +103,8 @@ class Scripted:
             if step.fail_after is not None and i == step.fail_after:
                 assert step.error is not None
                 raise step.error
+            if i and step.chunk_delay:
+                await asyncio.sleep(step.chunk_delay)
             yield {"object": "chat.completion.chunk", "model": self.upstream_model,
                    "choices": [{"index": 0, "delta": {"content": f"c{i}"}, "finish_reason": None}]}
         yield {"object": "chat.completion.chunk", "model": self.upstream_model, "choices": [],
