@@ -86,8 +86,8 @@ class HealthBook:
                 self.release_trial(s)
             if outcome is not None:  # rate limited: the deployment cools, its breaker is untouched
                 self._note_error(s, outcome.kind)
-                s.cool_until = max(s.cool_until, now + min(outcome.retry_after or DEFAULT_COOL_S,
-                                                           self.cfg.cooldown_s))
+                wait = DEFAULT_COOL_S if outcome.retry_after is None else outcome.retry_after  # 0: room again
+                s.cool_until = max(s.cool_until, now + min(wait, self.cfg.cooldown_s))
             return
         if trial:
             _end_trial(s)  # its permit was used: the trial's result below settles the shared breaker

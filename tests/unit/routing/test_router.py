@@ -108,6 +108,17 @@ async def test_retry_after_is_honoured_before_retrying_the_same_deployment() -> 
     assert served.attempts == 2
 
 
+async def test_a_retry_after_of_zero_is_not_taken_for_a_missing_one() -> None:
+    # "retry-after: 0" / "retry-after-ms: 0": the upstream says the window has room again; a 429 without one
+    # cools its deployment for a second, one with 0 must not
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 1}})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=0.0)))
+    started = time.monotonic()
+    _, served = await router.complete(req())
+    assert served.attempts == 2
+    assert time.monotonic() - started < 0.5
+
+
 async def test_a_retry_after_longer_than_we_wait_goes_back_to_the_caller_at_once() -> None:
     router, p = build({"m": [{}]}, routing={"m": {"num_retries": 3, "max_retry_after_s": 1}})
     p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=30)))
