@@ -92,6 +92,11 @@ async def primed(
     except errors.GatewayError as exc:
         outcome = outcome_of(exc)
         raise
+    except Exception as exc:  # a chunk no adapter could translate, a failure none mapped: not the caller leaving
+        log.exception("an upstream stream raised an unexpected %s", type(exc).__name__)
+        broken = errors.UpstreamError(f"upstream stream failed ({type(exc).__name__})")
+        outcome = outcome_of(broken)
+        raise broken from exc
     finally:
         deadline.close()
         finish(outcome, tokens)

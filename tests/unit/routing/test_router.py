@@ -452,6 +452,26 @@ async def test_stream_failure_after_the_first_chunk_is_raised_from_the_stream_an
     assert s.breaker.phase(time.monotonic()) == OPEN and s.local_inflight == 0  # the cut counted
 
 
+async def test_a_stream_that_breaks_with_an_unexpected_error_after_the_first_chunk_counts_as_a_failure() -> None:
+    # a chunk the adapter cannot translate, an exception no adapter mapped: the stream broke, the client did
+    # not leave, so the breaker and the attempt metrics must hear of it, as for a whole answer
+    router, p = build({"a": [{}]}, breaker={"failures": 1})
+    outcomes: list[str] = []
+    router.observe_attempts(lambda model, provider, deployment, outcome, seconds: outcomes.append(outcome))
+
+    async def broken(body: object, call: object) -> Any:
+        yield {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "x"}}]}
+        raise KeyError("choices")
+
+    p["a#0"].stream_chat = broken  # type: ignore[method-assign,assignment]
+    chunks, _ = await router.open_stream(req("a"))
+    with pytest.raises(errors.UpstreamError, match="KeyError"):
+        await collect(chunks)
+    s = router.book.state("a#0")
+    assert outcomes == ["upstream_error"]
+    assert s.breaker.phase(time.monotonic()) == OPEN and s.local_inflight == 0
+
+
 async def test_stream_first_token_timeout_is_retried() -> None:
     router, p = build({"m": [{"first_token_timeout_s": 0.1}]}, routing={"m": {"num_retries": 1}})
     p["m#0"].push(Step(delay=5))
