@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
-from tests.fakes.anthropic_upstream import AnthropicUpstream, anthropic_error
+from tests.fakes.anthropic_upstream import AnthropicUpstream, anthropic_error, overloaded_event
 from tests.fakes.faults import Fault
 from tests.integration.routing_support import MASTER, TimedOpenAI, config, upstream
 from tests.support.gateway import RunningGateway, running_gateway
@@ -86,6 +86,20 @@ def test_anthropic_stream_falls_back_before_its_first_byte(
 ) -> None:
     ant, _, oai = fakes
     ant.faults.push(Fault.cut(after=0))
+    with client.messages.stream(model="claude", max_tokens=50, messages=ASK) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.stop_reason == "end_turn" and final.model == "gpt"
+    assert (ant.traffic.requests, oai.traffic.requests) == (1, 1)
+
+
+def test_anthropic_overloaded_right_after_message_start_still_falls_back(
+    client: anthropic.Anthropic, fakes: tuple[AnthropicUpstream, RunningServer, TimedOpenAI]
+) -> None:
+    """Anthropic sends message_start before the model's first token, and its overloaded_error may follow it:
+    nothing the client can use was sent yet, so the stream falls back instead of ending in an error."""
+    ant, _, oai = fakes
+    ant.faults.push(Fault(stream_error=overloaded_event(), cut_after=1))
     with client.messages.stream(model="claude", max_tokens=50, messages=ASK) as stream:  # type: ignore[arg-type]
         text = "".join(stream.text_stream)
         final = stream.get_final_message()

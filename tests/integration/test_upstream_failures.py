@@ -178,8 +178,8 @@ def test_an_upstream_error_quoting_the_deployments_key_does_not_hand_it_to_the_c
             client.chat.completions.create(model="az", messages=MSGS, stream=True)  # type: ignore[call-overload]
         assert "az-key" not in sexc.value.response.text
         ups.azure.faults.clear()
-        ups.azure.faults.push(oai_faults.stream_error(after=1, message="stream ended for api-key az-key"))
-        with pytest.raises(openai.APIError) as mexc:  # one that fails after it: an SSE error event
+        ups.azure.faults.push(oai_faults.stream_error(after=2, message="stream ended for api-key az-key"))
+        with pytest.raises(openai.APIError) as mexc:  # one that fails after its first text: an SSE error event
             list(client.chat.completions.create(model="az", messages=MSGS, stream=True))  # type: ignore[call-overload]
         assert "az-key" not in str(mexc.value.body) and "az-key" not in mexc.value.message
     finally:

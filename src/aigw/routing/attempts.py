@@ -1,8 +1,9 @@
 """One attempt on one deployment: call it within its timeouts and write down how it went.
 
-``complete`` returns a whole answer; ``open_stream`` waits for the first chunk (so
-a failure before the first byte is still an exception the router can retry or fall
-back from) and returns a stream that records its outcome when it ends.
+``complete`` returns a whole answer; ``open_stream`` waits for the first chunk with
+content (``streams.first_content``: so a failure before the first byte is still an
+exception the router can retry or fall back from) and returns a stream that records
+its outcome when it ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aigw.providers.base import CallOptions, Provider, SupportsCompletions, Supp
 from aigw.routing.book import HealthBook
 from aigw.routing.retry import outcome_of
 from aigw.routing.state import DeploymentState, Outcome
-from aigw.routing.streams import OK, aclose_quietly, park, primed, tokens_of
+from aigw.routing.streams import OK, aclose_quietly, first_content, park, primed, tokens_of
 from aigw.schema import legacy
 from aigw.types import JSON
 
@@ -212,7 +213,7 @@ class Attempts:
         try:
             source = stream_endpoint(slot.target, req, call)  # an adapter may shape the body (and refuse) here
             async with asyncio.timeout(call.timeouts.first_token):
-                first = await anext(source)
+                head = await first_content(source)
         except BaseException as exc:
             err = _call_error(exc, call, s, first_chunk=True)
             if _took(exc, err, call):
@@ -248,7 +249,7 @@ class Attempts:
             self.book.record(s, None if excused else outcome, trial)
             self._ended(s.deployment, outcome, took)
 
-        return await park(primed(first, source, end, finish))
+        return await park(primed(head, source, end, finish))
 
 
 def outcome_name(outcome: Outcome | None) -> str:

@@ -117,8 +117,9 @@ class Router:
         return await self._route(req, self._attempts.complete, stream=False)
 
     async def open_stream(self, req: RouteRequest) -> tuple[AsyncIterator[JSON], Served]:
-        """Start a stream and wait for its first chunk, so that failures before the first
-        byte are retried or fall back here; after it, a failure ends the stream with an error."""
+        """Start a stream and wait for its first chunk with content (opening chunks that say nothing are
+        held), so that failures before the first byte are retried or fall back here; after it, a failure
+        ends the stream with an error."""
         return await self._route(req, self._attempts.open_stream, stream=True)
 
     async def _route(self, req: RouteRequest, attempt: Attempt[T], stream: bool) -> tuple[T, Served]:

@@ -1,4 +1,8 @@
-"""A primed stream: the first chunk already in hand, the rest bounded by the attempt's deadline.
+"""A primed stream: its first chunk with content already in hand, the rest bounded by the attempt's deadline.
+
+The opening chunks that say nothing yet (the role and an empty text: OpenAI's first chunk, Anthropic's
+``message_start``, sent before the model's first token) are held with it, so that a failure right after
+them (Anthropic's ``overloaded_error`` event) still falls back, and a first-token limit waits for a token.
 
 One timer per stream, not one per chunk: the timer only cancels the consumer while it
 waits on the upstream, and a chunk costs two attribute writes instead of a timeout
@@ -20,6 +24,7 @@ from aigw.types import JSON
 
 log = logging.getLogger("aigw.routing")
 OK = Outcome(ok=True, failure=False)
+HEAD_MAX = 8  # opening chunks without content held at most before the stream is handed on anyway
 
 
 def tokens_of(usage: Any) -> int:
@@ -28,6 +33,35 @@ def tokens_of(usage: Any) -> int:
         if isinstance(total, int):
             return total
     return 0
+
+
+def says_nothing(chunk: JSON) -> bool:
+    """A chat chunk with nothing for the client yet: only a role, empty text, no finish, no usage."""
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or chunk.get("usage"):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("finish_reason"):
+            return False
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):  # a legacy completion's text, or a shape we do not know: content
+            return False
+        for key, value in delta.items():
+            if key != "role" and value is not None and value != "":
+                return False
+    return True
+
+
+async def first_content(source: AsyncIterator[JSON]) -> list[JSON]:
+    """The stream's first chunk with content, after the opening ones that say nothing (at most ``HEAD_MAX``
+    in all); fewer when the stream ends before any content (an empty answer)."""
+    head = [await anext(source)]
+    while len(head) < HEAD_MAX and says_nothing(head[-1]):
+        try:
+            head.append(await anext(source))
+        except StopAsyncIteration:
+            break
+    return head
 
 
 async def aclose_quietly(source: AsyncIterator[JSON]) -> None:
@@ -68,19 +102,22 @@ async def park(stream: AsyncGenerator[JSON | None, None]) -> AsyncIterator[JSON]
 
 
 async def primed(
-    first: JSON, rest: AsyncIterator[JSON], end: float, finish: Callable[[Outcome | None, int], None]
+    head: list[JSON], rest: AsyncIterator[JSON], end: float, finish: Callable[[Outcome | None, int], None]
 ) -> AsyncGenerator[JSON | None, None]:
-    """Yield the first chunk, then the rest until ``end``; tell ``finish`` how it ended
+    """Yield the chunks in hand (``first_content``), then the rest until ``end``; tell ``finish`` how it ended
     (``None`` when the consumer went away: that says nothing about the upstream).
 
     Call ``park`` on it before handing it on: an async generator closed (or dropped) before its first
     step never runs its ``finally``, which would leave the call in flight and a half-open trial taken."""
     outcome: Outcome | None = None
-    tokens = tokens_of(first.get("usage"))
+    tokens = 0
+    for held in head:
+        tokens = tokens_of(held.get("usage")) or tokens
     deadline = _Deadline(end)
     try:
         yield None  # parked by ``park``: from here on, closing the stream runs ``finish``
-        yield first
+        for held in head:
+            yield held
         while True:
             chunk = await _next(rest, deadline)
             if chunk is None:

@@ -1,0 +1,116 @@
+"""A stream is handed on at its first chunk with content: opening chunks that say nothing yet (the role, an
+empty text: OpenAI's first chunk, Anthropic's message_start) are held, so a failure right after them still
+falls back and a first-token limit waits for a token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aigw import errors
+from aigw.routing.router import RouteRequest
+from aigw.routing.streams import HEAD_MAX, says_nothing
+from aigw.types import JSON
+from tests.unit.routing.fakes import build
+
+BODY = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> JSON:
+    return {"object": "chat.completion.chunk", "model": "a-0", **extra,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+
+ROLE = chunk({"role": "assistant", "content": "", "refusal": None})  # OpenAI's first chunk; message_start's
+
+
+def opens_then(*rest: JSON | errors.GatewayError | float) -> Any:
+    """A stream_chat that sends the role chunk, then each of ``rest``: a chunk, an error raised, or a pause."""
+
+    async def stream_chat(body: JSON, call: object) -> AsyncIterator[JSON]:
+        yield ROLE
+        for item in rest:
+            if isinstance(item, errors.GatewayError):
+                raise item
+            if isinstance(item, float):
+                await asyncio.sleep(item)
+            else:
+                yield item
+
+    return stream_chat
+
+
+async def collect(chunks: AsyncIterator[JSON]) -> list[JSON]:
+    return [c async for c in chunks]
+
+
+@pytest.mark.parametrize("shape", [ROLE, chunk({"role": "assistant"}), chunk({"content": ""}),
+                                   chunk({"role": "assistant", "content": None, "tool_calls": None})])
+def test_an_opening_chunk_says_nothing(shape: JSON) -> None:
+    assert says_nothing(shape)
+
+
+@pytest.mark.parametrize("shape", [chunk({"content": "Hi"}), chunk({"reasoning_content": "hm"}),
+                                   chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f"}}]}),
+                                   chunk({}, "stop"), {"object": "chat.completion.chunk", "choices": [],
+                                                       "usage": {"total_tokens": 3}},
+                                   {"object": "text_completion", "choices": [{"index": 0, "text": ""}]},
+                                   chunk({"role": "assistant", "content": ""}, usage={"total_tokens": 3})])
+def test_a_chunk_with_content_a_finish_or_usage_says_something(shape: JSON) -> None:
+    assert not says_nothing(shape)
+
+
+async def test_a_failure_right_after_the_opening_chunk_falls_back() -> None:
+    # Anthropic sends message_start at once, then may fail with an overloaded_error event before any token
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"], "num_retries": 0}})
+    p["a#0"].stream_chat = opens_then(errors.Unavailable("Overloaded"))  # type: ignore[method-assign]
+    chunks, served = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    got = await collect(chunks)
+    assert served.model == "b" and served.fallbacks == ["b"]
+    assert {c["model"] for c in got} == {"b-0"}  # nothing of the failed attempt reaches the client
+    assert router.book.state("a#0").last_error == "unavailable"
+
+
+async def test_the_first_token_limit_waits_for_a_token_not_the_opening_chunk() -> None:
+    router, p = build({"a": [{"first_token_timeout_s": 0.05}], "b": [{}]},
+                      routing={"a": {"fallbacks": ["b"], "num_retries": 0}})
+    p["a#0"].stream_chat = opens_then(1.0, chunk({"content": "late"}))  # type: ignore[method-assign]
+    chunks, served = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    await collect(chunks)
+    assert served.model == "b"
+    assert router.book.state("a#0").last_error == "timeout"
+
+
+async def test_the_held_chunks_come_first_and_a_failure_after_content_ends_the_stream() -> None:
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"]}})
+    p["a#0"].stream_chat = opens_then(0.01, chunk({"content": "Hi"}), errors.UpstreamError("cut"))  # type: ignore[method-assign]
+    chunks, served = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    seen: list[JSON] = []
+    with pytest.raises(errors.UpstreamError, match="cut"):
+        async for c in chunks:
+            seen.append(c)
+    assert seen == [ROLE, chunk({"content": "Hi"})]
+    assert served.model == "a" and served.first_token_s is not None and served.first_token_s >= 0.01
+
+
+async def test_an_answer_without_content_is_passed_on_whole() -> None:
+    router, p = build({"a": [{}]})
+    usage = {"object": "chat.completion.chunk", "choices": [], "usage": {"total_tokens": 4}}
+    p["a#0"].stream_chat = opens_then(chunk({}, "stop"), usage)  # type: ignore[method-assign]
+    chunks, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    assert await collect(chunks) == [ROLE, chunk({}, "stop"), usage]
+    p["a#0"].stream_chat = opens_then()  # type: ignore[method-assign]  # the role, then the end
+    chunks, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    assert await collect(chunks) == [ROLE]
+
+
+async def test_only_a_bounded_number_of_opening_chunks_is_held() -> None:
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"]}})
+    p["a#0"].stream_chat = opens_then(*[ROLE] * (HEAD_MAX + 5), errors.UpstreamError("cut"))  # type: ignore[method-assign]
+    chunks, served = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    assert served.model == "a"  # handed on after HEAD_MAX of them: the failure after is the stream's
+    with pytest.raises(errors.UpstreamError):
+        await collect(chunks)
