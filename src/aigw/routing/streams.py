@@ -36,7 +36,7 @@ def tokens_of(usage: Any) -> int:
 
 
 def says_nothing(chunk: JSON) -> bool:
-    """A chat chunk with nothing for the client yet: only a role, empty text, no finish, no usage."""
+    """A chunk with nothing for the client yet: only a role, empty text, no finish, no usage."""
     choices = chunk.get("choices")
     if not choices or not isinstance(choices, list) or chunk.get("usage"):
         return False
@@ -44,7 +44,9 @@ def says_nothing(chunk: JSON) -> bool:
         if not isinstance(choice, dict) or choice.get("finish_reason"):
             return False
         delta = choice.get("delta")
-        if not isinstance(delta, dict):  # a legacy completion's text, or a shape we do not know: content
+        if delta is None and choice.get("text") == "":  # a legacy completion's (one made of a chat stream's)
+            continue
+        if not isinstance(delta, dict):  # a shape we do not know: take it for content
             return False
         for key, value in delta.items():
             if key != "role" and value is not None and value != "":

@@ -48,7 +48,8 @@ async def collect(chunks: AsyncIterator[JSON]) -> list[JSON]:
 
 
 @pytest.mark.parametrize("shape", [ROLE, chunk({"role": "assistant"}), chunk({"content": ""}),
-                                   chunk({"role": "assistant", "content": None, "tool_calls": None})])
+                                   chunk({"role": "assistant", "content": None, "tool_calls": None}),
+                                   {"object": "text_completion", "choices": [{"index": 0, "text": ""}]}])
 def test_an_opening_chunk_says_nothing(shape: JSON) -> None:
     assert says_nothing(shape)
 
@@ -57,7 +58,7 @@ def test_an_opening_chunk_says_nothing(shape: JSON) -> None:
                                    chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f"}}]}),
                                    chunk({}, "stop"), {"object": "chat.completion.chunk", "choices": [],
                                                        "usage": {"total_tokens": 3}},
-                                   {"object": "text_completion", "choices": [{"index": 0, "text": ""}]},
+                                   {"object": "text_completion", "choices": [{"index": 0, "text": "Hi"}]},
                                    chunk({"role": "assistant", "content": ""}, usage={"total_tokens": 3})])
 def test_a_chunk_with_content_a_finish_or_usage_says_something(shape: JSON) -> None:
     assert not says_nothing(shape)
