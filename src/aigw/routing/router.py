@@ -327,8 +327,9 @@ def _special_chain(policy: ModelRouting, err: errors.GatewayError) -> list[str] 
 
 
 def _expired(budget: float, served: Served) -> errors.UpstreamTimeout:
-    return errors.UpstreamTimeout(f"no upstream answered within the request's {budget:g} s timeout "
-                                  f"({served.attempts} attempts)")
+    n = served.attempts  # the budget is what was left of the client's limit after the stages: rounded
+    return errors.UpstreamTimeout(f"no upstream answered within the request's {round(budget, 2):g} s timeout "
+                                  f"({n} attempt{'' if n == 1 else 's'})")
 
 
 def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slot | None,

@@ -69,3 +69,11 @@ async def test_the_models_timeout_still_counts_when_the_clients_is_longer() -> N
     with pytest.raises(errors.UpstreamTimeout):
         await router.complete(req(deadline_s=5))
     assert router.book.state("m#0").breaker.phase(clock.monotonic()) == OPEN
+
+
+async def test_the_timeout_error_names_the_clients_limit_as_it_gave_it() -> None:
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}})
+    p["m#0"].always = Step(stall=True)
+    with pytest.raises(errors.UpstreamTimeout) as exc:
+        await router.complete(req(deadline_s=0.019996))  # what is left of 0.02 s after the stages
+    assert str(exc.value) == "no upstream answered within the request's 0.02 s timeout (1 attempt)"
