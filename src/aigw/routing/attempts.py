@@ -237,6 +237,8 @@ class Attempts:
         s.sample_ttft(ttft)
         served.first_token_s = ttft
         served.deployment = slot.target.deployment
+        if trial:  # the upstream answered: a long stream must not hold the half-open trial until its last chunk
+            self.book.record(s, OK, True)
 
         def finish(outcome: Outcome | None, tokens: int) -> None:
             s.ended()
@@ -246,7 +248,8 @@ class Attempts:
                 s.add_tokens(tokens)
             excused = theirs and outcome is not None and outcome.kind == "timeout" and \
                 asyncio.get_running_loop().time() >= end - _SLACK_S
-            self.book.record(s, None if excused else outcome, trial)
+            if not (trial and outcome is OK):  # a trial's success is recorded already; a later failure counts
+                self.book.record(s, None if excused else outcome, False)
             self._ended(s.deployment, outcome, took)
 
         return await park(primed(head, source, end, finish))

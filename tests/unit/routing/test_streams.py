@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from aigw import errors
+from aigw.routing.breaker import CLOSED, OPEN
 from aigw.routing.router import RouteRequest
 from aigw.routing.streams import HEAD_MAX, says_nothing
 from aigw.types import JSON
-from tests.unit.routing.fakes import build
+from tests.unit.routing.fakes import Clock, build
 
 BODY = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -115,3 +116,35 @@ async def test_only_a_bounded_number_of_opening_chunks_is_held() -> None:
     assert served.model == "a"  # handed on after HEAD_MAX of them: the failure after is the stream's
     with pytest.raises(errors.UpstreamError):
         await collect(chunks)
+
+
+async def test_a_streamed_half_open_trial_closes_the_breaker_at_its_first_content() -> None:
+    # the upstream answered: a long stream must not keep every other request off the deployment (503s for a
+    # one-deployment model) until its last chunk
+    clock = Clock()
+    router, p = build({"a": [{}]}, routing={"a": {"num_retries": 0}}, breaker={"failures": 1, "cooldown_s": 10},
+                      clock=clock)
+    s = router.book.state("a#0")
+    s.breaker.trip(clock.monotonic())
+    clock.advance(10)
+    p["a#0"].stream_chat = opens_then(chunk({"content": "Hi"}), 0.05, chunk({}, "stop"))  # type: ignore[method-assign]
+    trial, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    assert s.breaker.phase(clock.monotonic()) == CLOSED
+    other = asyncio.ensure_future(router.complete(RouteRequest(model="a", body=dict(BODY))))
+    assert len(await collect(trial)) == 3
+    await other  # served while the trial still streamed, not refused
+    assert s.breaker.phase(clock.monotonic()) == CLOSED and s.breaker.trials == 0 and s.local_inflight == 0
+
+
+async def test_a_streamed_trial_that_breaks_after_its_first_content_counts_as_a_failure() -> None:
+    clock = Clock()
+    router, p = build({"a": [{}]}, routing={"a": {"num_retries": 0}}, breaker={"failures": 1, "cooldown_s": 10},
+                      clock=clock)
+    s = router.book.state("a#0")
+    s.breaker.trip(clock.monotonic())
+    clock.advance(10)
+    p["a#0"].stream_chat = opens_then(chunk({"content": "Hi"}), errors.UpstreamError("cut"))  # type: ignore[method-assign]
+    trial, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    with pytest.raises(errors.UpstreamError):
+        await collect(trial)
+    assert s.breaker.phase(clock.monotonic()) == OPEN and s.breaker.trials == 0
