@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.fakes import openai_faults as oai
+from tests.fakes.azure_upstream import FakeAzure
 from tests.fakes.faults import Fault
 from tests.integration.routing_support import (
     MASTER,
@@ -239,6 +240,25 @@ def test_a_stream_falls_back_before_its_first_byte(fake: TimedOpenAI) -> None:
             assert text.startswith("Mock answer")
             assert raw.headers["x-aigw-served-model"] == "b" and raw.headers["x-aigw-fallbacks"] == "b"
             assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("after", [1, 2])
+def test_an_azure_stream_failing_before_its_first_text_falls_back(after: int) -> None:
+    """Azure opens with its prompt-filter chunk (no choices), then the role chunk: neither says anything, so an
+    error event right after them is a failure before the first byte, and the fallback answers."""
+    az = FakeAzure(api_key="azure-test-key").start()
+    try:
+        az.faults.push(oai.stream_error(after=after))
+        deployment = {"name": "a", "provider": "azure", "model": "gpt-4o-mini", "deployment": "chat",
+                      "api_base": az.url, "api_key": "azure-test-key"}
+        cfg = config([deployment, mock("b")], routing={"a": {"fallbacks": ["b"], "num_retries": 0}})
+        with running_gateway(cfg) as gw:
+            raw = client(gw).chat.completions.with_raw_response.create(model="a", messages=MSGS, stream=True)  # type: ignore[arg-type]
+            text = "".join(ch.choices[0].delta.content or "" for ch in raw.parse() if ch.choices)
+        assert text.startswith("Mock answer") and raw.headers["x-aigw-served-model"] == "b"
+        assert az.traffic.requests == 1
+    finally:
+        az.stop()
 
 
 def test_a_stream_cut_after_its_first_byte_ends_with_an_error_event_and_no_fallback(fake: TimedOpenAI) -> None:
