@@ -312,6 +312,8 @@ def error_body(err: GatewayError) -> tuple[int, JSON]:
         status = err.status
     if status >= 500 and err_type not in ("overloaded_error", "timeout_error"):
         err_type = "api_error"  # e.g. the operator's upstream key failed: not the client's auth
+    elif status == 402:  # a budget answered as Payment Required (``tenancy.budget_status``), an upstream's 402
+        err_type = "billing_error"
     return status, {"type": err_type, "message": err.message}
 
 

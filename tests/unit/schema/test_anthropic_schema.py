@@ -403,6 +403,8 @@ def test_the_sdk_parses_our_message() -> None:
         (errors.PayloadTooLarge("big"), 413, "request_too_large", anthropic.APIStatusError),
         (errors.RateLimited("slow", retry_after=3), 429, "rate_limit_error", anthropic.RateLimitError),
         (errors.BudgetExceeded("broke"), 429, "rate_limit_error", anthropic.RateLimitError),
+        (errors.BudgetExceeded("broke", status=402), 402, "billing_error", anthropic.APIStatusError),
+        (errors.QuotaExceeded("out of credit", status=402), 402, "billing_error", anthropic.APIStatusError),
         (errors.QuotaExceeded("no quota", code="insufficient_quota"), 429, "rate_limit_error",
          anthropic.RateLimitError),
         (errors.Unavailable("busy"), 529, "overloaded_error", anthropic.InternalServerError),
