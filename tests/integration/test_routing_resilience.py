@@ -131,6 +131,18 @@ def test_with_the_breaker_on_a_dead_upstream_sees_only_the_threshold(fake: Timed
         assert fake.traffic.requests == 5
         assert statuses[:2] == [502, 502] and set(statuses[2:]) == {503}
         assert 1 <= int(last.response.headers["retry-after"]) <= 30
+        assert "x-aigw-attempts" not in last.response.headers  # the breaker refused it: no upstream was called
+
+
+def test_a_failed_request_says_how_hard_the_router_tried(fake: TimedOpenAI) -> None:
+    fake.faults.always(oai.server_error(500))
+    cfg = config([upstream(fake, "m")], routing={"m": {"num_retries": 2, "backoff_s": 0.01}},
+                 circuit_breaker={"failures": 50, "cooldown_s": 30})
+    with running_gateway(cfg) as gw, pytest.raises(openai.APIStatusError) as exc:
+        client(gw).chat.completions.create(model="m", messages=MSGS)  # type: ignore[arg-type]
+    headers = exc.value.response.headers
+    assert exc.value.status_code == 502
+    assert (headers["x-aigw-attempts"], headers["x-aigw-retries"]) == ("3", "2") and fake.traffic.requests == 3
 
 
 def test_retry_after_is_waited_out_before_the_retry(fake: TimedOpenAI) -> None:

@@ -160,7 +160,7 @@ class Flow:
             else:
                 reason = refusal_reason(err)
             status = await send_failure(send, api, err, req.request_id, keepalive,
-                                        ctx.response_headers if ctx is not None else None)
+                                        tried_headers(ctx) if ctx is not None else None)
         except Exception as exc:
             log.exception("unexpected error handling %s %s (request %s, tenant %s)", req.sent_method, req.path,
                           req.request_id, principal.tenant_id or "-" if principal is not None else "-")
@@ -223,6 +223,19 @@ def answer_headers(ctx: RequestContext, api: ApiFormat) -> Headers:
     if api.own_headers is not None:
         headers += api.own_headers(ctx.request_id, ctx.response_headers)
     return headers
+
+
+def tried_headers(ctx: RequestContext) -> dict[str, str]:
+    """A failed request's headers: the stages' own, and how hard the router tried (attempts, retries and the
+    fallback models, as an answer says them): a client can tell "no upstream was called" from "three failed"."""
+    if not ctx.attempts:
+        return ctx.response_headers
+    tried = {"x-aigw-attempts": str(ctx.attempts)}
+    if ctx.retries:
+        tried["x-aigw-retries"] = str(ctx.retries)
+    if ctx.fallbacks:
+        tried["x-aigw-fallbacks"] = ",".join(ctx.fallbacks)
+    return {**tried, **ctx.response_headers}
 
 
 _SERVED = frozenset({"x-request-id", "x-aigw-provider", "x-aigw-model", "x-aigw-deployment",
