@@ -275,8 +275,10 @@ class LimitsStage(Stage):
 
 _BAD_INPUT = frozenset({"bad_request", "not_found"})
 # refusals of the gateway's own that give the request back when no upstream was called (``on_finish``): the
-# router's "too large for the deployments" is a ``TooLargeForLimit`` (the key's own is raised before any take)
-_GIVEN_BACK = (errors.DeploymentsFull, errors.BudgetExceeded, errors.TooLargeForLimit)
+# router's "too large for the deployments" is a ``TooLargeForLimit`` (the key's own is raised before any take);
+# ``Unavailable`` with no attempt is every breaker open (or the gateway shutting down): a client retrying against a
+# model whose upstreams are down must not use up its own rpm on 503s
+_GIVEN_BACK = (errors.DeploymentsFull, errors.BudgetExceeded, errors.TooLargeForLimit, errors.Unavailable)
 
 
 def _refused_input(ctx: RequestContext) -> bool:
