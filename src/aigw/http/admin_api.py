@@ -324,7 +324,11 @@ class AdminApi:
                              previous_until=self.clock.now() + grace_s if grace_s > 0 else None,
                              own=await self._own_key(p))
         elif req.method == "PATCH" and not action:
-            change = partial(patch_key, body=await parse_body(req, KeyPatch), by=p, own=await self._own_key(p))
+            body = await parse_body(req, KeyPatch)
+            if body.enabled and k.revoked_at is not None:  # a 200 that left it revoked said it worked
+                raise errors.InvalidRequest("A revoked key cannot be enabled again; create a new key.",
+                                            param="enabled", code="key_revoked")
+            change = partial(patch_key, body=body, by=p, own=await self._own_key(p))
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")
         saved = await self.db.update_key(k.id, change, tenant_admin=admin_scope(p) is not None)

@@ -121,3 +121,14 @@ async def test_a_call_that_takes_no_body_still_works_without_one_or_with_an_empt
     assert (await api.key_item(_request("POST", "/admin/keys/key_a/revoke", {}), MASTER))[0] == 200
     assert (await api.project_item(_request("DELETE", "/admin/projects/prj_a"), MASTER))[0] == 200
     assert (await api.tenant_item(_request("DELETE", "/admin/tenants/ten_a", {}), MASTER))[0] == 200
+
+
+async def test_enabling_a_revoked_key_is_a_400_not_a_200_that_leaves_it_revoked(db: SqlDatabase) -> None:
+    api = AdminApi(db, _FailingOnce(), SystemClock(), lambda: None)  # type: ignore[arg-type]
+    api.version.bumps = 1  # type: ignore[attr-defined]  # bumps work from here on
+    await api.key_item(_request("POST", "/admin/keys/key_a/revoke"), MASTER)
+    with pytest.raises(errors.InvalidRequest) as info:
+        await api.key_item(_request("PATCH", "/admin/keys/key_a", {"enabled": True}), MASTER)
+    assert (info.value.param, info.value.code) == ("enabled", "key_revoked")
+    status, out = await api.key_item(_request("PATCH", "/admin/keys/key_a", {"name": "old ci key"}), MASTER)
+    assert status == 200 and out["status"] == "revoked"  # a revoked key's name and notes may still change
