@@ -51,13 +51,14 @@ class Window:
 
 
 class Breaker:
-    __slots__ = ("cfg", "gen", "state", "trials", "until", "window")
+    __slots__ = ("cfg", "gen", "lease_until", "state", "trials", "until", "window")
 
     def __init__(self, cfg: CircuitBreakerConfig) -> None:
         self.cfg = cfg
         self.state = CLOSED  # CLOSED or OPEN; half-open is OPEN with the cooldown over
         self.until = 0.0  # when an open breaker turns half-open
         self.trials = 0  # trial calls running while half-open
+        self.lease_until = 0.0  # past this, the trials running hold their permits no longer (as Redis's lease)
         self.gen = 0  # last shared generation adopted
         self.window = Window(cfg.window_s)
 
@@ -67,10 +68,17 @@ class Breaker:
         return HALF_OPEN if now >= self.until else OPEN
 
     def try_trial(self, now: float) -> bool:
-        """Take one of the half-open trial permits (this replica's count)."""
-        if self.phase(now) != HALF_OPEN or self.trials >= self.cfg.half_open_calls:
+        """Take one of the half-open trial permits (this replica's count). Permits last a cooldown, as the
+        shared ones' Redis lease does: a trial that hangs (an upstream that takes the call and never answers,
+        for the deployment's whole timeout) must not keep every other request off the deployment meanwhile."""
+        if self.phase(now) != HALF_OPEN:
             return False
+        if self.trials >= self.cfg.half_open_calls:
+            if now < self.lease_until:
+                return False
+            self.trials = 0  # the trials running outlived their permits: their ends are still recorded
         self.trials += 1
+        self.lease_until = now + self.cfg.cooldown_s
         return True
 
     def release_trial(self) -> None:

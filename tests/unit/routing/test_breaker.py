@@ -49,6 +49,18 @@ def test_half_open_after_cooldown_lets_a_limited_number_of_trials_through() -> N
     assert b.try_trial(5.1)
 
 
+def test_a_trial_that_hangs_holds_its_permit_for_a_cooldown_only() -> None:
+    """Without Redis a trial that never answered kept the deployment from every other request for its whole
+    timeout (600 s by default); its permit now lapses after a cooldown, as the shared permits' lease does."""
+    b = Breaker(cfg(half_open_calls=1))  # cooldown 5 s
+    b.trip(0.0)
+    assert b.try_trial(5.0)
+    assert not b.try_trial(9.9)
+    assert b.try_trial(10.0)  # the first still hangs: a second trial may go
+    assert not b.try_trial(12.0)
+    assert b.failure(13.0, trial=True) and b.phase(13.0) == OPEN  # a trial's end still settles the breaker
+
+
 def test_a_trial_success_closes_and_a_trial_failure_reopens_for_another_cooldown() -> None:
     b = Breaker(cfg())
     b.trip(0.0)
