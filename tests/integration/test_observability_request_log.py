@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -126,3 +128,24 @@ def test_health_reports_the_database(gw: RunningGateway) -> None:
     r = requests.get(gw.url + "/health/ready", timeout=5)
     assert r.status_code == 200
     assert r.json()["checks"]["database"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_gone_is_a_499_of_kind_client_disconnected(tmp_path: Any, stream: bool) -> None:
+    """A client that leaves before its answer: the record, the log line and the span said `upstream_error`
+    (the kind of the bare error the HTTP layer set), so a search for upstream failures found clients that
+    hung up, and the ledger (`client_disconnected`) and the request log disagreed on the same request."""
+    with running_gateway({"server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/gw.db",
+                          "models": [{"name": "very-slow", "provider": "mock", "latency_ms": 3000}]}) as gw:
+        raw = json.dumps({"model": "very-slow", "messages": [{"role": "user", "content": "hi"}],
+                          "stream": stream}).encode()
+        port = int(gw.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"x-request-id: rl-gone-0\r\nauthorization: Bearer " + MASTER.encode()
+                         + b"\r\ncontent-length: " + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+            time.sleep(0.2)
+        wait_for(gw, "rl-gone-0")
+        r = requests.get(gw.url + "/admin/requests/rl-gone-0", headers=AUTH, timeout=5)
+        assert r.status_code == 200
+        assert (r.json()["status"], r.json()["error_kind"]) == (499, "client_disconnected")

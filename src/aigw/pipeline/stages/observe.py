@@ -42,6 +42,7 @@ _RESPONSE = "observe.response"
 # Kinds that, before any upstream was called, mean "the gateway itself said no".
 REJECTIONS = frozenset({"rate_limited", "budget_exceeded", "guardrail_blocked", "permission_denied"})
 CLIENT_GONE = 499  # nginx's "client closed request"
+GONE_KIND = "client_disconnected"  # its error_kind (the error the HTTP layer sets is a bare GatewayError)
 GUARDRAILS = "guardrails"  # ctx.state: guardrail stage -> verdict record, set by the guardrail stages
 
 
@@ -113,7 +114,8 @@ class Observe(Stage):
         d = ctx.served_by
         provider, deployment = (d.provider, d.id) if d is not None else (ctx.handled_by or NONE,) * 2
         duration = now - ctx.started
-        kind = ctx.error.kind if ctx.error is not None else ""
+        # a client gone is no failure of the gateway's or the upstream's: named as the ledger names it
+        kind = "" if ctx.error is None else GONE_KIND if status == CLIENT_GONE else ctx.error.kind
         rejected = kind if kind in REJECTIONS and not ctx.state.get(ROUTED) else ""
         if self.metrics is not None:
             if ctx.state.get(_STARTED):
