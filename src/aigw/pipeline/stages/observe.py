@@ -94,7 +94,7 @@ class Observe(Stage):
         self._wall = wall
 
     async def on_request(self, ctx: RequestContext) -> None:
-        ctx.state[_STARTED] = True
+        ctx.state[_STARTED] = ctx.model  # the in-flight gauge is lowered under it (a rules route changes ctx.model)
         if self.metrics is not None:
             self.metrics.started(ctx.model)
         if self.tracing is not None:
@@ -118,8 +118,8 @@ class Observe(Stage):
         kind = "" if ctx.error is None else GONE_KIND if status == CLIENT_GONE else ctx.error.kind
         rejected = kind if kind in REJECTIONS and not ctx.state.get(ROUTED) else ""
         if self.metrics is not None:
-            if ctx.state.get(_STARTED):
-                self.metrics.finished(ctx.model)
+            if (started := ctx.state.get(_STARTED)) is not None:
+                self.metrics.finished(started)
             self.metrics.record(Sample(
                 api=ctx.api, model=ctx.model, provider=provider, deployment=deployment, status=status,
                 duration_s=duration, tenant=ctx.principal.tenant_id, upstream_s=ctx.upstream_s,
