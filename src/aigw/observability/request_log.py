@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -103,7 +104,9 @@ def encode_cursor(ts: float, request_id: str) -> str:
 
 def decode_cursor(raw: str) -> tuple[float, str]:
     ts, rid = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    return float(ts), str(rid)
+    if not math.isfinite(ts := float(ts)):  # "nan" or "inf" is no time we gave out (and names no day table)
+        raise ValueError(f"cursor time {ts} is not finite")
+    return ts, str(rid)
 
 
 @dataclass(slots=True)

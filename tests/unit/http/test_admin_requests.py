@@ -4,6 +4,7 @@ exists, and ``master`` for its own requests."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import pytest
 from aigw import errors
 from aigw.http.admin_requests import AdminRequests, parse_query
 from aigw.http.auth import Authenticator
-from aigw.observability.request_log import MemoryRequestLog, RequestLogWriter, RequestRecord
+from aigw.observability.request_log import MemoryRequestLog, RequestLogWriter, RequestRecord, encode_cursor
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Project, Tenant
 from tests.support.asgi_calls import get_with_key
@@ -118,6 +119,20 @@ def test_a_time_that_is_not_finite_is_refused(raw: str) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
         parse_query({"since": raw}, "")
     assert info.value.param == "since"
+
+
+@pytest.mark.parametrize("ts", ['"nan"', '"inf"', '"-inf"', '"1e999"'])
+def test_a_cursor_whose_time_is_not_finite_is_a_400_not_a_500(ts: str) -> None:
+    # float("nan") read it, and the store then failed turning it into a day (ValueError, OverflowError): a
+    # 500 and a traceback in the log for a cursor this endpoint never gave out
+    raw = base64.urlsafe_b64encode(f'[{ts}, "req_1"]'.encode()).decode().rstrip("=")
+    with pytest.raises(errors.InvalidRequest) as info:
+        parse_query({"cursor": raw}, "")
+    assert info.value.param == "cursor"
+
+
+def test_a_cursor_given_out_is_read_back() -> None:
+    assert parse_query({"cursor": encode_cursor(1795773600.25, "req_1")}, "").cursor == (1795773600.25, "req_1")
 
 
 @pytest.mark.parametrize(("since", "until"), [("2026-12-01", "2026-11-01"), ("1795773600", "1795773600"),
