@@ -134,6 +134,21 @@ def test_fallback_and_retries_are_counted(tmp_path: Any, test_stages: None) -> N
     assert total(after, "aigw_requests_total", model="broken", status="200") == 1
 
 
+def test_a_rules_route_leaves_no_request_in_flight(tmp_path: Any, test_stages: None) -> None:
+    """The gauge went up under the model asked for and down under the one a rule routed to: after three
+    routed requests it showed 3 in flight for the one and -3 for the other, for good."""
+    cfg = config(tmp_path, guardrails={"rules": [{"match": {"regex": "(?i)hello"}, "route": "good"}]})
+    cfg["models"].append({"name": "big", "provider": "mock"})
+    cfg["pipeline"].append("rules")
+    with running_gateway(cfg) as gw:
+        for _ in range(3):
+            r = chat(gw, "big")
+            assert r.status_code == 200 and r.headers["x-aigw-served-model"] == "good"
+        after = scrape(gw)
+    assert total(after, "aigw_requests_in_flight", model="big") == 0
+    assert total(after, "aigw_requests_in_flight", model="good") == 0
+
+
 def test_metrics_can_be_switched_off(tmp_path: Any, test_stages: None) -> None:
     with running_gateway(config(tmp_path, observability={"metrics": {"enabled": False}})) as gw:
         assert chat(gw, "good").status_code == 200
