@@ -91,8 +91,9 @@ def _resolve(found: list[Match]) -> list[Match]:
 
 
 def map_message_texts(messages: Messages, fn: Callable[[str], str]) -> Messages:
-    """Apply fn to every text of every message (content, text and refusal parts, a message's ``refusal``,
-    tool-call arguments, custom tool inputs, a legacy ``function_call``'s arguments).
+    """Apply fn to every text of every message (content, text and refusal parts, an Anthropic document's
+    title and context, a message's ``refusal``, tool-call arguments, custom tool inputs, a legacy
+    ``function_call``'s arguments).
 
     Returns a new list; a message is copied only when one of its texts changed, so the
     input is never mutated and an unchanged request allocates almost nothing.
@@ -127,14 +128,27 @@ def map_message_texts(messages: Messages, fn: Callable[[str], str]) -> Messages:
 _PART_TEXT = {"text": "text", "refusal": "refusal"}  # part type -> the field holding its text
 
 
+_DOCUMENT_TEXT = ("title", "context")  # an Anthropic document's fields that an Anthropic upstream reads too
+
+
 def _map_part(part: Any, fn: Callable[[str], str]) -> Any:
     ptype = part.get("type") if isinstance(part, dict) else None
     field = _PART_TEXT.get(ptype) if isinstance(ptype, str) else None
+    new = part
     if field is not None and isinstance(part.get(field), str):
         text = fn(part[field])
         if text is not part[field]:
-            return {**part, field: text}
-    return part
+            new = {**part, field: text}
+    private = part.get("_anthropic") if ptype is not None else None
+    document = private.get("document") if isinstance(private, dict) else None
+    if isinstance(private, dict) and isinstance(document, dict):
+        doc = document
+        for name in _DOCUMENT_TEXT:
+            if isinstance(value := doc.get(name), str) and (mapped := fn(value)) is not value:
+                doc = {**doc, name: mapped}
+        if doc is not document:
+            new = {**new, "_anthropic": {**private, "document": doc}}
+    return new
 
 
 def _map_call(call: Any, fn: Callable[[str], str]) -> Any:

@@ -6,6 +6,7 @@ import copy
 import random
 import time
 
+import orjson
 import pytest
 
 from aigw.errors import InvalidRequest
@@ -19,6 +20,7 @@ from aigw.guardrails.pii import (
     luhn_ok,
     restore,
 )
+from aigw.schema.anthropic import messages_request_to_canonical
 
 DETECTOR = PiiDetector()
 
@@ -235,6 +237,23 @@ def test_redaction_is_typed_and_consistent_across_the_whole_request() -> None:
     assert verdict.action == "redact"
     assert verdict.counts == {"credit_card": 1, "email": 5, "phone": 1}
     assert verdict.reasons == ["pii:credit_card", "pii:email", "pii:phone"]
+
+
+def test_an_anthropic_documents_title_and_context_are_redacted_too() -> None:
+    """A document's title and context reach an Anthropic upstream next to its text: no raw value there."""
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Call notes."},
+           "title": "Notes for jane@example.com", "context": "Customer card 4111 1111 1111 1111"}
+    body = messages_request_to_canonical({"model": "claude", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [doc, {"type": "text", "text": "Summarise."}]}]})
+    redacted, verdict, mapping = apply_pii_policy(body["messages"], "redact", DETECTOR)
+    sent = orjson.dumps(redacted).decode()
+    assert "jane@example.com" not in sent and "4111" not in sent
+    assert "Notes for <EMAIL_1>" in sent and "Customer card <CREDIT_CARD_1>" in sent
+    assert verdict.counts == {"credit_card": 1, "email": 1}
+    assert mapping == {"<EMAIL_1>": "jane@example.com", "<CREDIT_CARD_1>": "4111 1111 1111 1111"}
+    assert "jane@example.com" in orjson.dumps(body).decode()  # the client's body is not edited in place
+    _, flagged, _ = apply_pii_policy(body["messages"], "block", DETECTOR)
+    assert flagged.blocked and flagged.counts == {"credit_card": 1, "email": 1}
 
 
 @pytest.mark.parametrize(("mode", "action"), [("flag", "flag"), ("block", "block")])
