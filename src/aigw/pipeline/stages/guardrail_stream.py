@@ -1,7 +1,7 @@
 """Edit the text of a canonical chunk stream, piece by piece: what PII restore and output checks share.
 
-Each piece of streamed text (a choice's content, a legacy completion's text, one
-tool call's arguments, a custom tool call's free-text input) is a *slot* with its own
+Each piece of streamed text (a choice's content or refusal, a legacy completion's text,
+one tool call's arguments, a custom tool call's free-text input) is a *slot* with its own
 filter: ``feed(delta) -> text to send now`` and ``flush() -> what it held back``. A filter may hold text back
 (a placeholder split across chunks, a window not yet checked) and may raise to
 cut the stream. What a choice held back is sent in its finishing chunk, so the
@@ -18,9 +18,11 @@ from aigw.schema.openai import call_kind, with_call_text
 from aigw.types import JSON
 
 CONTENT = -1  # slot for a choice's content (or a legacy completion's text); >= 0: a tool call's index
-Slot = tuple[int, int]  # (choice index, CONTENT or tool call index)
-# what a slot holds: text, a function call's JSON arguments, or a custom tool call's free-text input
-TextKind = Literal["content", "arguments", "input"]
+REFUSAL = -2  # slot for a choice's refusal (plain text, like content)
+Slot = tuple[int, int]  # (choice index, CONTENT, REFUSAL or tool call index)
+# what a slot holds: text, a refusal, a function call's JSON arguments, or a custom tool call's free-text input
+TextKind = Literal["content", "refusal", "arguments", "input"]
+_TEXT_FIELDS = ((CONTENT, "content"), (REFUSAL, "refusal"))
 _HEAD = ("id", "object", "created", "model", "system_fingerprint")
 
 
@@ -43,7 +45,8 @@ class StreamEditor:
 
     def _filter(self, slot: Slot) -> TextFilter | None:
         if slot not in self._filters:
-            kind: TextKind = "content" if slot[1] == CONTENT else "input" if slot in self._custom else "arguments"
+            kind: TextKind = ("content" if slot[1] == CONTENT else "refusal" if slot[1] == REFUSAL
+                              else "input" if slot in self._custom else "arguments")
             self._filters[slot] = self._make(slot, kind)
         return self._filters[slot]
 
@@ -63,7 +66,8 @@ class StreamEditor:
         if len(choices) == 1:  # the common chunk: one choice, some content, nothing else
             choice = choices[0]
             delta = choice.get("delta")
-            if delta is not None and choice.get("finish_reason") is None and "tool_calls" not in delta:
+            if (delta is not None and choice.get("finish_reason") is None and "tool_calls" not in delta
+                    and "refusal" not in delta):
                 return self._content_only(chunk, choice, delta)
         out: list[JSON] = []
         changed = False
@@ -108,18 +112,20 @@ class StreamEditor:
         new_delta = self._delta(i, delta, finish)
         if new_delta is delta:
             return choice
-        if not finish and set(new_delta) <= {"content"} and not new_delta.get("content") and not choice.get("logprobs"):
+        if (not finish and set(new_delta) <= {"content", "refusal"} and not new_delta.get("content")
+                and not new_delta.get("refusal") and not choice.get("logprobs")):
             return None  # nothing left to send in this choice
         return {**choice, "delta": new_delta}
 
     def _delta(self, i: int, delta: JSON, finish: bool) -> JSON:
         out = delta
-        content = delta.get("content")
-        if isinstance(content, str) or (finish and (i, CONTENT) in self._filters):
-            text = content if isinstance(content, str) else ""
-            new = self._run((i, CONTENT), text, finish)
-            if new is not text or (new and content is None):
-                out = {**out, "content": new}
+        for n, field in _TEXT_FIELDS:
+            content = delta.get(field)
+            if isinstance(content, str) or (finish and (i, n) in self._filters):
+                text = content if isinstance(content, str) else ""
+                new = self._run((i, n), text, finish)
+                if new is not text or (new and content is None):
+                    out = {**out, field: new}
         calls = delta.get("tool_calls")
         seen: set[int] = set()
         if isinstance(calls, list):
@@ -170,7 +176,7 @@ class StreamEditor:
             if self._legacy:
                 choice["text"] = text
             else:
-                choice["delta"] = {"content": text} if n == CONTENT else {
+                choice["delta"] = {"content": text} if n == CONTENT else {"refusal": text} if n == REFUSAL else {
                     "tool_calls": [self._piece(n, text, (i, n))]}
             out.append({**self._head, "choices": [choice]})
         self._filters.clear()

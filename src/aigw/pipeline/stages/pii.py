@@ -106,8 +106,8 @@ class PiiStage(Stage):
         text_map = escaped if _json_answer(ctx) else mapping
 
         def make(slot: Slot, kind: TextKind) -> TextFilter:
-            # a custom tool's input is free text, not JSON: its originals go back as they were
-            return StreamRestorer({"content": text_map, "arguments": escaped, "input": mapping}[kind])
+            # a refusal and a custom tool's input are free text, not JSON: their originals go back as they were
+            return StreamRestorer(escaped if kind == "arguments" else text_map if kind == "content" else mapping)
 
         return edit_stream(chunks, StreamEditor(make))
 
@@ -123,6 +123,8 @@ def _restore_choice(choice: JSON, text_map: Mapping[str, str], escaped: Mapping[
     new = msg
     if isinstance(content := msg.get("content"), str) and (restored := restore(content, text_map)) != content:
         new = {**new, "content": restored}
+    if isinstance(refusal := msg.get("refusal"), str) and (restored := restore(refusal, plain)) != refusal:
+        new = {**new, "refusal": restored}  # plain text even when the request asked for JSON
     calls = msg.get("tool_calls")
     if isinstance(calls, list):
         new_calls = [_restore_call(c, plain if call_kind(c) == "custom" else escaped) for c in calls]
