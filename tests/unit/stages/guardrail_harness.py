@@ -35,6 +35,7 @@ class Upstream:
     tool_args: str | None = None  # answer with one tool call carrying these arguments
     tool_kind: str = "function"  # "custom": that call is a custom tool's, ``tool_args`` its free-text input
     reports_usage: bool = True  # False: answers carry no usage (an Ollama-like server), as the router passes them
+    refusal: bool = False  # answer the text as a refusal (``message.refusal``, ``delta.refusal``)
 
     def answer(self, body: JSON) -> str:
         return self.script.pop(0) if self.script else "Echo: " + last_user_text(body)
@@ -42,7 +43,9 @@ class Upstream:
     def completion(self, body: JSON) -> JSON:
         self.bodies.append(body)
         text = self.answer(body)
-        message: JSON = {"role": "assistant", "content": None if self.tool_args else text}
+        message: JSON = {"role": "assistant", "content": None if self.tool_args or self.refusal else text}
+        if self.refusal:
+            message["refusal"] = text
         if self.tool_args is not None:
             kind, field = self._tool_fields()
             message["tool_calls"] = [{"id": "call_1", "type": kind, kind: {"name": "send", field: self.tool_args}}]
@@ -82,8 +85,9 @@ class Upstream:
                 yield chunk({"tool_calls": [{"index": 0, kind: {field: piece}}]})
             yield chunk({}, "tool_calls")
         else:
+            field = "refusal" if self.refusal else "content"
             for i in range(0, len(text), self.chunk_size):
-                yield chunk({"content": text[i:i + self.chunk_size]})
+                yield chunk({field: text[i:i + self.chunk_size]})
             yield chunk({}, "stop")
         ctx.usage = dict(USAGE)
         yield {**head, "choices": [], "usage": dict(USAGE)}
