@@ -205,3 +205,14 @@ async def test_a_leak_in_a_custom_tool_calls_input_is_caught(stream: bool) -> No
             await h.stream(h.ctx(chat("hi", stream=True)))
         else:
             await h.run(h.ctx(chat("hi")))
+
+
+@pytest.mark.parametrize("stream", ["plain", "flow", "buffer"])
+async def test_a_refusal_is_checked_like_content(stream: str) -> None:
+    h = Harness(config({"output": {"canaries": ["CANARY-7f3a"], "blocklist": ["frobnicate"],
+                                   "stream": "buffer" if stream == "buffer" else "flow"}}),
+                Upstream(script=["I won't frobnicate CANARY-7f3a"], chunk_size=4, refusal=True))
+    ctx = h.ctx(chat("hi", stream=stream != "plain"))
+    with pytest.raises(GuardrailBlocked) as info:
+        await (h.run(ctx) if stream == "plain" else h.stream(ctx))
+    assert "content:blocklist" in info.value.message  # flow cuts at the first match, the blocklisted word

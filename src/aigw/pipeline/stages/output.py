@@ -153,6 +153,8 @@ class OutputStage(Stage):
                 texts.append(content)
                 if not msg.get("tool_calls"):
                     json_texts.append(content)
+            if isinstance(refusal := msg.get("refusal"), str):
+                texts.append(refusal)
             texts.extend(call_text(c) or "" for c in msg.get("tool_calls") or ())  # arguments or custom input
         verdict = Verdict()
         text = "\n".join(texts)
@@ -291,8 +293,9 @@ class OutputStage(Stage):
 
 
 def _assemble(chunks: Iterable[JSON]) -> JSON:
-    """Enough of a chat.completion to check: each choice's text and tool-call arguments."""
+    """Enough of a chat.completion to check: each choice's text, refusal and tool-call arguments."""
     texts: dict[int, list[str]] = {}
+    refusals: dict[int, list[str]] = {}
     args: dict[int, dict[int, list[str]]] = {}
     for chunk in chunks:
         for choice in chunk.get("choices") or ():
@@ -301,16 +304,20 @@ def _assemble(chunks: Iterable[JSON]) -> JSON:
             text = delta.get("content") if "delta" in choice else choice.get("text")
             if isinstance(text, str):
                 texts.setdefault(i, []).append(text)
+            if isinstance(refusal := delta.get("refusal"), str):
+                refusals.setdefault(i, []).append(refusal)
             for call in delta.get("tool_calls") or ():
                 piece = call_text(call)  # a function's arguments or a custom tool's input
                 if piece is not None:
                     args.setdefault(i, {}).setdefault(int(call.get("index", 0)), []).append(piece)
     out = []
-    for i in sorted(texts.keys() | args.keys()):
+    for i in sorted(texts.keys() | refusals.keys() | args.keys()):
         calls = [{"function": {"arguments": "".join(parts)}} for _, parts in sorted(args.get(i, {}).items())]
         message: JSON = {"role": "assistant", "content": "".join(texts[i]) if i in texts else None}
         if calls:
             message["tool_calls"] = calls
+        if i in refusals:
+            message["refusal"] = "".join(refusals[i])
         out.append({"index": i, "message": message})
     return {"choices": out}
 
