@@ -162,6 +162,30 @@ async def test_legacy_prompt_is_redacted_and_restored() -> None:
     assert h.upstream.bodies[-1]["prompt"] == "mail <EMAIL_1>"
 
 
+@pytest.mark.parametrize("content", ["str", "parts"])
+async def test_a_predicted_output_and_a_completions_suffix_are_redacted_with_the_request(content: str) -> None:
+    h = Harness(config({"pii": {"mode": "redact"}}))
+    predicted = f"Dear {EMAIL}, card {CARD}"
+    prediction = {"type": "content", "content": predicted if content == "str" else [
+        {"type": "text", "text": predicted}]}
+    body = chat(f"rewrite the letter to {EMAIL}", prediction=prediction)
+    original = copy.deepcopy(body)
+    answer = await h.run(ctx := h.ctx(body))
+    sent = h.upstream.bodies[-1]
+    assert EMAIL not in upstream_text(h) and "4111" not in upstream_text(h)
+    assert orjson.dumps(sent["prediction"]).decode().count("<EMAIL_1>") == 1  # the same value, the same placeholder
+    assert answer["choices"][0]["message"]["content"] == f"Echo: rewrite the letter to {EMAIL}"
+    assert body == original and verdicts(ctx)["pii"]["counts"] == {"credit_card": 1, "email": 2}
+    h.upstream.bodies.clear()
+    ctx = h.ctx({"model": "mock", "prompt": f"mail {EMAIL}", "suffix": f" cc {EMAIL}"}, endpoint="completions")
+    await h.run(ctx)
+    assert h.upstream.bodies[-1]["prompt"] == "mail <EMAIL_1>" and h.upstream.bodies[-1]["suffix"] == " cc <EMAIL_1>"
+    blocking = Harness(config({"pii": {"mode": "block"}}))
+    with pytest.raises(GuardrailBlocked, match="credit_card"):
+        await blocking.run(blocking.ctx(chat("rewrite the letter", prediction=prediction)))
+    assert blocking.upstream.bodies == []
+
+
 async def test_a_keys_metadata_switches_the_mode() -> None:
     h = Harness(config({"pii": {"mode": "redact"}}))
     key_off = {"guardrails": {"pii": {"mode": "off"}}}

@@ -1,8 +1,8 @@
 """PII and secrets: flag, redact (and restore in the answer) or block, per policy.
 
 Every text of the request is scanned: message content and text parts (system,
-user, assistant, tool results), tool-call arguments, and a legacy prompt or an
-embeddings input. ``redact`` sends typed placeholders (``<EMAIL_1>``) upstream
+user, assistant, tool results), tool-call arguments, a predicted output's content,
+and a legacy prompt (and suffix) or an embeddings input. ``redact`` sends typed placeholders (``<EMAIL_1>``) upstream
 in a copy of the body (the client's body is never changed in place) and keeps
 the placeholder -> original mapping on the request only; on the way back the
 placeholders are put back, in plain and streamed answers, even when one is
@@ -69,14 +69,20 @@ class PiiStage(Stage):
         messages = as_messages(ctx)
         if not messages:
             return None
-        redacted, verdict, mapping = apply_pii_policy(messages, pii.mode, detector)
+        side = _side_texts(ctx.body, ctx.endpoint)
+        redacted, verdict, mapping = apply_pii_policy([*messages, *side.values()], pii.mode, detector)
         record(ctx, self.name, verdict.to_record(), verdict.action, self.metrics)
         if verdict.blocked:
             kinds = ", ".join(r.removeprefix("pii:") for r in verdict.reasons)
             raise GuardrailBlocked(f"Blocked by the PII guardrail: the request contains {kinds}. "
                                    "Nothing was sent upstream.", code="pii_detected")
         if mapping:
-            ctx.body = with_texts(ctx, redacted)
+            ctx.body = with_texts(ctx, redacted[:len(messages)])
+            for field, msg in zip(side, redacted[len(messages):], strict=True):
+                if field == "prediction":
+                    ctx.body = {**ctx.body, field: {**ctx.body[field], "content": msg["content"]}}
+                else:
+                    ctx.body = {**ctx.body, field: msg["content"]}
             ctx.state[PII_MAPPING] = mapping
             if pii.restore:
                 ctx.state[_RESTORE] = True
@@ -110,6 +116,18 @@ class PiiStage(Stage):
             return StreamRestorer(escaped if kind == "arguments" else text_map if kind == "content" else mapping)
 
         return edit_stream(chunks, StreamEditor(make))
+
+
+def _side_texts(body: JSON, endpoint: str) -> dict[str, JSON]:
+    """Texts sent upstream beside the messages or prompt, as messages: a predicted output's content (chat),
+    a legacy completion's ``suffix``."""
+    if endpoint == "completions":
+        suffix = body.get("suffix")
+        return {"suffix": {"role": "user", "content": suffix}} if isinstance(suffix, str) and suffix else {}
+    prediction = body.get("prediction")
+    if endpoint == "chat" and isinstance(prediction, dict) and isinstance(prediction.get("content"), str | list):
+        return {"prediction": {"role": "assistant", "content": prediction["content"]}}
+    return {}
 
 
 def _restore_choice(choice: JSON, text_map: Mapping[str, str], escaped: Mapping[str, str],
