@@ -196,3 +196,24 @@ def test_bodies_only_when_switched_on_and_then_pii_redacted_and_capped(
     everything = logs.buf.getvalue() + orjson.dumps(listed).decode()
     assert email not in everything and card not in everything
     assert HEADER_SECRET not in everything and MASTER not in everything
+
+
+@pytest.mark.parametrize("mode", ["block", "flag", "redact"])
+def test_logged_bodies_keep_out_the_custom_pii_kinds_of_the_requests_policy(
+    fake: FakeOpenAI, tmp_path: Any, logs: Capture, mode: str
+) -> None:
+    """The built-in detector does not know an operator's own kind (``EMP-\\d{6}``): in flag and block modes the body
+    still holds it (a blocked request's body is the one that must stay out of the log), and it was logged raw."""
+    pytest.importorskip("aigw.guardrails.pii")
+    config = gateway_config(fake, tmp_path, log_bodies=True)
+    config["pipeline"] = ["observe", "pii"]
+    config["guardrails"] = {"pii": {"mode": mode, "custom": {"emp": r"EMP-\d{6}"}}}
+    with running_gateway(config) as gw:
+        r = requests.post(gw.v1 + "/chat/completions", timeout=10, headers={"Authorization": f"Bearer {MASTER}"},
+                          json={"model": "mock", "messages": [{"role": "user", "content": "Who is EMP-123456?"}]})
+        assert r.status_code == (400 if mode == "block" else 200)
+        listed = requests.get(gw.url + "/admin/requests", headers={"Authorization": f"Bearer {MASTER}"},
+                              timeout=5).json()["data"]
+    (line,) = logs.requests(expect=1)
+    assert "Who is" in line["request_body"] and "Who is" in listed[0]["request_body"]
+    assert "EMP-123456" not in logs.buf.getvalue() + orjson.dumps(listed).decode()

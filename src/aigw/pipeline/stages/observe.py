@@ -33,6 +33,7 @@ from aigw.pipeline.stage import Stage
 from aigw.types import JSON
 
 _PII_MAPPING = "guardrails.pii.mapping"  # ctx.state: placeholder -> original, set by the pii stage
+_PII_DETECTOR = "guardrails.pii.detector"  # ctx.state: the PiiDetector of the request's policy, set by the pii stage
 
 log = logging.getLogger("aigw.request")
 ROUTED = "observe.routed"  # set by ObservedTerminal: the router was reached
@@ -203,7 +204,8 @@ class ObserveBodies(Observe):
 
     def _fields(self, ctx: RequestContext, *args: Any) -> dict[str, Any]:
         fields = super()._fields(ctx, *args)
-        fields["request_body"] = self._cap(_prompt_text(ctx.body))
+        own = _policy_redactor(ctx)
+        fields["request_body"] = self._cap(_prompt_text(ctx.body), own)
         # the answer was captured after the pii stage restored it: the values that stage redacted go back to
         # their placeholders first (a custom kind, ``EMP-\d{6}``, is unknown to the built-in detector)
         answer = str(ctx.state.get(_RESPONSE) or "")
@@ -212,13 +214,14 @@ class ObserveBodies(Observe):
             for placeholder, value in sorted(mapping.items(), key=lambda kv: -len(kv[1])):
                 if value:
                     answer = answer.replace(value, placeholder)
-        fields["response_body"] = self._cap(answer)
+        fields["response_body"] = self._cap(answer, own)
         return fields
 
-    def _cap(self, text: str) -> str:
+    def _cap(self, text: str, own: Callable[[str], str] | None = None) -> str:
         # redact before cutting, so no value is cut in half; config's own secrets (an upstream key, the master
         # key pasted into a prompt) go too, as in the log line: the request log is read through the admin API
-        text = SCRUBBER.known(self._redact(text[: self._max * 2]))
+        text = self._redact(text[: self._max * 2])
+        text = SCRUBBER.known(own(text) if own is not None else text)
         raw = text.encode()
         return text if len(raw) <= self._max else raw[: self._max].decode(errors="ignore") + "…"
 
@@ -239,6 +242,18 @@ def _answer_text(body: JSON) -> str:
         elif isinstance(text := choice.get("text"), str):
             out.append(text)
     return "".join(out)
+
+
+def _policy_redactor(ctx: RequestContext) -> Callable[[str], str] | None:
+    """The redaction of the PII policy the request ran under, which knows its custom kinds (``EMP-\\d{6}``) where the
+    built-in detector does not: the body holds them raw in ``flag`` and ``block`` modes (and a blocked request's
+    body is the very one to keep out of the log)."""
+    detector = ctx.state.get(_PII_DETECTOR)
+    if detector is None:
+        return None
+    from aigw.guardrails.pii import Redactor
+
+    return Redactor(detector).redact_text
 
 
 def _pii_redactor() -> Callable[[str], str] | None:

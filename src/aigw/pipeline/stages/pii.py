@@ -28,6 +28,7 @@ from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.guardrail_policy import (
+    PII_DETECTOR,
     PII_MAPPING,
     Policies,
     as_messages,
@@ -66,6 +67,7 @@ class PiiStage(Stage):
         pii, detector = policy.pii, policy.detector
         if pii is None or detector is None:
             return None
+        ctx.state[PII_DETECTOR] = detector  # the request log's bodies are redacted with it too (its custom kinds)
         messages = as_messages(ctx)
         if not messages:
             return None
