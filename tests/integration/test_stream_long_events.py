@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.integration.conftest import Upstreams
 from tests.support.gateway import RunningGateway, running_gateway
 
 MASTER = "mk-long-events"
@@ -18,15 +18,11 @@ WORD = "x" * 1_500_000  # one word: the fake streams it as one chunk, a ~1.5 MB 
 
 
 @pytest.fixture(scope="module")
-def gw() -> Iterator[RunningGateway]:
-    fake = FakeOpenAI(None).start()
-    model = {"name": "local", "provider": "openai_compatible", "model": "gpt-4o", "api_base": fake.base_url}
-    try:
-        with running_gateway({"server": {"master_key": MASTER}, "models": [model],
-                              "tenancy": {"enabled": False}}) as g:
-            yield g
-    finally:
-        fake.stop()
+def gw(upstreams: Upstreams) -> Iterator[RunningGateway]:
+    model = {"name": "local", "provider": "openai_compatible", "model": "gpt-4o",
+             "api_base": upstreams.compat.base_url}
+    with running_gateway({"server": {"master_key": MASTER}, "models": [model], "tenancy": {"enabled": False}}) as g:
+        yield g
 
 
 def test_an_openai_client_gets_a_1_5_mb_event_whole(gw: RunningGateway) -> None:

@@ -101,3 +101,22 @@ def test_a_stream_without_upstream_usage_ends_with_the_count_it_is_billed_when_a
     with ant.messages.stream(model="oai", max_tokens=50, messages=[{"role": "user", "content": PROMPT}]) as s:
         final = s.get_final_message()
     assert final.usage.output_tokens == LOCAL_COUNTER.count_text(final.content[0].text) > 0  # type: ignore[union-attr]
+
+
+def test_a_cut_stream_without_usage_gets_no_usage_chunk_only_its_error(
+    gw: RunningGateway, fakes: tuple[FakeOpenAI, AnthropicUpstream, str]
+) -> None:
+    """The usage chunk is for a whole answer: a stream cut mid-way ends with its error event, never with a usage
+    figure that would read as a finished answer (the ledger still bills what was seen)."""
+    admin = AdminClient(gw.url, MASTER)
+    key = setup_key(admin, "usage-chunk-cut")
+    fakes[0].faults.push(Fault(no_usage=True, cut_after=2))
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
+    seen = []
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(model="oai", messages=[{"role": "user", "content": PROMPT}],  # type: ignore[call-overload]
+                                                    max_tokens=50, stream=True,
+                                                    stream_options={"include_usage": True}):
+            seen.append(chunk)
+    assert seen and all(c.usage is None for c in seen)
+    assert key_spend(admin, key["id"])["prompt_tokens"] > 0

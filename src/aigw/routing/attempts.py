@@ -246,8 +246,7 @@ class Attempts:
             served.upstream_s += took
             if tokens:
                 s.add_tokens(tokens)
-            excused = theirs and outcome is not None and outcome.kind == "timeout" and \
-                asyncio.get_running_loop().time() >= end - _SLACK_S
+            excused = theirs and _clients_timeout(outcome, began, call.timeouts.total)
             if not (trial and outcome is OK):  # a trial's success is recorded already; a later failure counts
                 self.book.record(s, None if excused else outcome, False)
             self._ended(s.deployment, outcome, took)
@@ -265,7 +264,7 @@ def outcome_name(outcome: Outcome | None) -> str:
 _SLACK_S = 0.001  # a timer may fire this much before its time (the loop's clock resolution, rounding)
 
 
-def _clients_timeout(err: errors.GatewayError | None, began: float, limit: float | None) -> bool:
+def _clients_timeout(err: errors.GatewayError | Outcome | None, began: float, limit: float | None) -> bool:
     """Whether a call whose time was cut to the client's own deadline ended by running out of it: a timeout
     after all of ``limit`` (loop time since ``began``), not an earlier one of the operator's (connect) or the
     upstream's (a 504). That is the client's choice, like a client that left: it says nothing of the upstream."""

@@ -118,15 +118,21 @@ async def test_only_a_bounded_number_of_opening_chunks_is_held() -> None:
         await collect(chunks)
 
 
-async def test_a_streamed_half_open_trial_closes_the_breaker_at_its_first_content() -> None:
-    # the upstream answered: a long stream must not keep every other request off the deployment (503s for a
-    # one-deployment model) until its last chunk
+def half_open() -> tuple[Clock, Any, Any, Any]:
+    """A one-deployment model whose breaker has just turned half-open: the next call is its trial."""
     clock = Clock()
     router, p = build({"a": [{}]}, routing={"a": {"num_retries": 0}}, breaker={"failures": 1, "cooldown_s": 10},
                       clock=clock)
     s = router.book.state("a#0")
     s.breaker.trip(clock.monotonic())
     clock.advance(10)
+    return clock, router, p, s
+
+
+async def test_a_streamed_half_open_trial_closes_the_breaker_at_its_first_content() -> None:
+    # the upstream answered: a long stream must not keep every other request off the deployment (503s for a
+    # one-deployment model) until its last chunk
+    clock, router, p, s = half_open()
     p["a#0"].stream_chat = opens_then(chunk({"content": "Hi"}), 0.05, chunk({}, "stop"))  # type: ignore[method-assign]
     trial, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
     assert s.breaker.phase(clock.monotonic()) == CLOSED
@@ -137,12 +143,7 @@ async def test_a_streamed_half_open_trial_closes_the_breaker_at_its_first_conten
 
 
 async def test_a_streamed_trial_that_breaks_after_its_first_content_counts_as_a_failure() -> None:
-    clock = Clock()
-    router, p = build({"a": [{}]}, routing={"a": {"num_retries": 0}}, breaker={"failures": 1, "cooldown_s": 10},
-                      clock=clock)
-    s = router.book.state("a#0")
-    s.breaker.trip(clock.monotonic())
-    clock.advance(10)
+    clock, router, p, s = half_open()
     p["a#0"].stream_chat = opens_then(chunk({"content": "Hi"}), errors.UpstreamError("cut"))  # type: ignore[method-assign]
     trial, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
     with pytest.raises(errors.UpstreamError):
