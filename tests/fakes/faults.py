@@ -54,6 +54,7 @@ class Fault:
     delay_first_chunk: float = 0.0  # streams: seconds between headers and the first chunk
     chunk_delay: float = 0.0  # streams: seconds between chunks
     cut_after: int | None = None  # streams: after K chunks drop the connection (or send stream_error)
+    stall_after: int | None = None  # streams: after K chunks send nothing more, ever (until the client leaves)
     stream_error: Any = None  # streams: send this as a `data:` event after cut_after chunks, then end
     no_done: bool = False  # streams: end the response cleanly but without the end marker ([DONE])
     no_usage: bool = False  # streams: report no usage anywhere (a compatible server that ignores the ask)
@@ -235,6 +236,10 @@ async def send_sse(
         for i, event in enumerate(events):
             if i == stop:
                 break
+            if i == f.stall_after:
+                await sleep_watching(request, None)
+                traffic.disconnects += 1
+                return resp
             pause = f.delay_first_chunk if i == 0 else f.chunk_delay
             if (pause and not await sleep_watching(request, pause)) or client_gone(request):
                 traffic.disconnects += 1

@@ -100,6 +100,9 @@ class Deployment(Strict):
     timeout_s: float | None = Field(default=None, gt=0)
     connect_timeout_s: float | None = Field(default=None, gt=0)
     first_token_timeout_s: float | None = Field(default=None, gt=0)
+    # streams: the longest wait for the next chunk once content flows (a stalled upstream ends the stream
+    # with a timeout instead of holding the client until the whole timeout); None: no such limit
+    chunk_timeout_s: float | None = Field(default=None, gt=0)
     prices: Prices | None = None
     # the most output tokens the upstream generates for one answer (its model's published cap): what a
     # budget reserves for a request that sets no max_tokens (else tenancy.default_max_tokens)
@@ -166,6 +169,7 @@ class ModelRouting(Strict):
     num_retries: int = Field(default=2, ge=0, le=10)  # retries per model in the chain, per request
     timeout_s: float | None = Field(default=None, gt=0)  # whole request, all attempts and waits
     first_token_timeout_s: float | None = Field(default=None, gt=0)  # streams, per attempt
+    chunk_timeout_s: float | None = Field(default=None, gt=0)  # streams, per attempt: between chunks
     fallbacks: list[str] = Field(default_factory=list)
     context_window_fallbacks: list[str] = Field(default_factory=list)
     content_policy_fallbacks: list[str] = Field(default_factory=list)

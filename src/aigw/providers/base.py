@@ -26,6 +26,7 @@ class Timeouts:
 
     connect: float | None = 10.0
     first_token: float | None = None  # streams: headers + first event
+    chunk: float | None = None  # streams: the longest wait for each later chunk (the router enforces it)
     total: float | None = 600.0
 
 

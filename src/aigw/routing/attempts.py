@@ -92,16 +92,16 @@ class Slot:
 
     target: Target
     state: DeploymentState
-    _timeouts: dict[tuple[float, float | None], Timeouts] = field(default_factory=dict)
+    _timeouts: dict[tuple[float, float | None, float | None], Timeouts] = field(default_factory=dict)
 
-    def timeouts(self, remaining: float, first_token_s: float | None) -> Timeouts:
+    def timeouts(self, remaining: float, first_token_s: float | None, chunk_s: float | None = None) -> Timeouts:
         """``timeouts_for``, remembered: the values repeat, so adapters can cache by them too."""
-        key = (_coarse(remaining), first_token_s)
+        key = (_coarse(remaining), first_token_s, chunk_s)
         t = self._timeouts.get(key)
         if t is None:
             if len(self._timeouts) > 512:
                 self._timeouts.clear()
-            t = self._timeouts[key] = timeouts_for(self.target.deployment, key[0], first_token_s)
+            t = self._timeouts[key] = timeouts_for(self.target.deployment, key[0], first_token_s, chunk_s)
         return t
 
 
@@ -114,12 +114,16 @@ def _coarse(remaining: float) -> float:
     return max(remaining, 0.001)
 
 
-def timeouts_for(d: Deployment, remaining: float, first_token_s: float | None) -> Timeouts:
-    """Per attempt: the deployment's own limits, never past the request's deadline."""
+def timeouts_for(d: Deployment, remaining: float, first_token_s: float | None,
+                 chunk_s: float | None = None) -> Timeouts:
+    """Per attempt: the deployment's own limits and the model's (the smaller of each), never past the
+    request's deadline."""
     total = min(d.timeout_s or math.inf, remaining)
     limits = [x for x in (d.first_token_timeout_s, first_token_s) if x]
     first = min(min(limits), total) if limits else total
-    return Timeouts(connect=min(d.connect_timeout_s or DEFAULT_CONNECT_S, total), first_token=first, total=total)
+    chunk_limits = [x for x in (d.chunk_timeout_s, chunk_s) if x]
+    return Timeouts(connect=min(d.connect_timeout_s or DEFAULT_CONNECT_S, total), first_token=first, total=total,
+                    chunk=min(chunk_limits) if chunk_limits else None)
 
 
 async def call_endpoint(target: Target, req: RouteRequest, call: CallOptions) -> JSON:
@@ -251,7 +255,7 @@ class Attempts:
                 self.book.record(s, None if excused else outcome, False)
             self._ended(s.deployment, outcome, took)
 
-        return await park(primed(head, source, end, finish))
+        return await park(primed(head, source, end, finish, call.timeouts.chunk))
 
 
 def outcome_name(outcome: Outcome | None) -> str:

@@ -103,8 +103,9 @@ class Router:
         return usable
 
     def timeouts_for(self, target: Target, req: RouteRequest) -> Timeouts:
+        policy = self.policy(req.model)
         return timeouts_for(target.deployment, self.budget_s(req.model, req.deadline_s),
-                            self.policy(req.model).first_token_timeout_s)
+                            policy.first_token_timeout_s, policy.chunk_timeout_s)
 
     def budget_s(self, model: str, deadline_s: float | None = None) -> float:
         """A request's whole time for ``model``: the client's limit, the model's ``timeout_s`` and the default,
@@ -190,7 +191,8 @@ class Router:
                 served.retries += 1
             now = self.clock.monotonic()
             served.attempts += 1
-            call = CallOptions(slot.timeouts(deadline - now, policy.first_token_timeout_s), req.headers)
+            call = CallOptions(slot.timeouts(deadline - now, policy.first_token_timeout_s, policy.chunk_timeout_s),
+                               req.headers)
             theirs = clients and (call.timeouts.total or math.inf) < (slot.target.deployment.timeout_s or math.inf)
             try:
                 return await attempt(slot, req, served, call, trial, theirs)

@@ -1,4 +1,5 @@
-"""A primed stream: its first chunk with content already in hand, the rest bounded by the attempt's deadline.
+"""A primed stream: its first chunk with content already in hand, the rest bounded by the attempt's deadline
+and, when one is set, by the longest wait for each next chunk (``chunk_timeout_s``).
 
 The opening chunks that say nothing yet (the role and an empty text: OpenAI's first chunk, Anthropic's
 ``message_start``, sent before the model's first token) are held with it, so that a failure right after
@@ -6,7 +7,9 @@ them (Anthropic's ``overloaded_error`` event) still falls back, and a first-toke
 
 One timer per stream, not one per chunk: the timer only cancels the consumer while it
 waits on the upstream, and a chunk costs two attribute writes instead of a timeout
-context (several microseconds each).
+context (several microseconds each). With a chunk limit, a wait also notes when it
+began (one clock read), and the timer, when it fires early, moves itself to the end
+of the current wait instead of being rescheduled at every chunk.
 """
 
 from __future__ import annotations
@@ -76,25 +79,48 @@ async def aclose_quietly(source: AsyncIterator[JSON]) -> None:
 
 
 class _Deadline:
-    """Cancels the consuming task if it is still waiting on the upstream at ``end`` (loop time)."""
+    """Cancels the consuming task if it is still waiting on the upstream at ``end`` (loop time), or, with
+    ``chunk`` seconds set, once one wait for a next chunk has lasted that long (``stalled``)."""
 
-    __slots__ = ("fired", "handle", "task", "waiting")
+    __slots__ = ("chunk", "end", "fired", "handle", "loop", "since", "stalled", "task", "waiting")
 
-    def __init__(self, end: float) -> None:
+    def __init__(self, end: float, chunk: float | None = None) -> None:
         self.fired = False
+        self.stalled = False
         self.waiting = False
         self.task: asyncio.Task[Any] | None = None
-        loop = asyncio.get_running_loop()
-        self.handle = loop.call_at(end, self._fire) if end < math.inf else None
+        self.end = end
+        self.chunk = chunk
+        self.loop = asyncio.get_running_loop()
+        self.since = self.loop.time()  # when the current (or the last) wait for a chunk began
+        self.handle: asyncio.TimerHandle | None = None
+        self._arm(self.since)
+
+    def _arm(self, now: float) -> None:
+        at = self.end if self.chunk is None else min(self.end, max(self.since, now) + self.chunk)
+        self.handle = self.loop.call_at(at, self._fire) if at < math.inf else None
 
     def _fire(self) -> None:
-        self.fired = True
+        if self.chunk is None:
+            self.fired = True
+        else:
+            now = self.loop.time() + _EARLY_S
+            if now >= self.end:
+                self.fired = True
+            elif self.waiting and now >= self.since + self.chunk:
+                self.stalled = True
+            else:  # the chunks kept coming: the limit now runs from the current wait's start
+                self._arm(now)
+                return
         if self.waiting and self.task is not None:
             self.task.cancel()
 
     def close(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
+
+
+_EARLY_S = 0.001  # a timer may fire this much before its time (the loop's clock resolution)
 
 
 async def park(stream: AsyncGenerator[JSON | None, None]) -> AsyncIterator[JSON]:
@@ -104,10 +130,12 @@ async def park(stream: AsyncGenerator[JSON | None, None]) -> AsyncIterator[JSON]
 
 
 async def primed(
-    head: list[JSON], rest: AsyncIterator[JSON], end: float, finish: Callable[[Outcome | None, int], None]
+    head: list[JSON], rest: AsyncIterator[JSON], end: float, finish: Callable[[Outcome | None, int], None],
+    chunk_s: float | None = None,
 ) -> AsyncGenerator[JSON | None, None]:
-    """Yield the chunks in hand (``first_content``), then the rest until ``end``; tell ``finish`` how it ended
-    (``None`` when the consumer went away: that says nothing about the upstream).
+    """Yield the chunks in hand (``first_content``), then the rest until ``end``, each within ``chunk_s`` of
+    asking for it when that is set; tell ``finish`` how it ended (``None`` when the consumer went away: that
+    says nothing about the upstream).
 
     Call ``park`` on it before handing it on: an async generator closed (or dropped) before its first
     step never runs its ``finally``, which would leave the call in flight and a half-open trial taken."""
@@ -115,7 +143,7 @@ async def primed(
     tokens = 0
     for held in head:
         tokens = tokens_of(held.get("usage")) or tokens
-    deadline = _Deadline(end)
+    deadline = _Deadline(end, chunk_s)
     try:
         yield None  # parked by ``park``: from here on, closing the stream runs ``finish``
         for held in head:
@@ -143,19 +171,25 @@ async def primed(
 
 
 async def _next(rest: AsyncIterator[JSON], deadline: _Deadline) -> JSON | None:
-    """The next chunk, None at the end; an UpstreamTimeout once the deadline has passed."""
+    """The next chunk, None at the end; an UpstreamTimeout once the deadline has passed or the chunk is late."""
     if deadline.fired:
         raise errors.UpstreamTimeout("the upstream stream exceeded the request timeout")
     task = deadline.task = asyncio.current_task()
     cancelling = task.cancelling() if task is not None else 0
+    if deadline.chunk is not None:
+        deadline.since = deadline.loop.time()
     deadline.waiting = True
     try:
         return await anext(rest)
     except StopAsyncIteration:
         return None
     except asyncio.CancelledError:
-        if deadline.fired and task is not None and task.uncancel() <= cancelling:
-            raise errors.UpstreamTimeout("the upstream stream exceeded the request timeout") from None
+        if (deadline.fired or deadline.stalled) and task is not None and task.uncancel() <= cancelling:
+            if deadline.fired:
+                raise errors.UpstreamTimeout("the upstream stream exceeded the request timeout") from None
+            raise errors.UpstreamTimeout(
+                f"the upstream sent nothing for {deadline.chunk:g} s in the middle of the stream "
+                "(chunk_timeout_s)") from None
         raise
     finally:
         deadline.waiting = False

@@ -5,17 +5,19 @@ falls back and a first-token limit waits for a token."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from aigw import errors
+from aigw.routing.attempts import timeouts_for
 from aigw.routing.breaker import CLOSED, OPEN
 from aigw.routing.router import RouteRequest
 from aigw.routing.streams import HEAD_MAX, says_nothing
 from aigw.types import JSON
-from tests.unit.routing.fakes import Clock, build
+from tests.unit.routing.fakes import Clock, build, deployment
 
 BODY = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -149,3 +151,40 @@ async def test_a_streamed_trial_that_breaks_after_its_first_content_counts_as_a_
     with pytest.raises(errors.UpstreamError):
         await collect(trial)
     assert s.breaker.phase(clock.monotonic()) == OPEN and s.breaker.trials == 0
+
+
+async def test_a_stream_that_stalls_between_chunks_ends_with_a_timeout_at_its_chunk_limit() -> None:
+    router, p = build({"a": [{"chunk_timeout_s": 0.05}]}, breaker={"failures": 1})
+    p["a#0"].stream_chat = opens_then(chunk({"content": "Hi"}), 0.02, chunk({"content": " there"}),  # type: ignore[method-assign]
+                                      5.0, chunk({"content": "never"}))
+    chunks, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    seen: list[JSON] = []
+    started = time.monotonic()
+    with pytest.raises(errors.UpstreamTimeout, match=r"nothing for 0\.05 s"):
+        async for c in chunks:
+            seen.append(c)
+    assert time.monotonic() - started < 1  # not the stalled upstream's 5 s, nor the request's 600
+    assert seen == [ROLE, chunk({"content": "Hi"}), chunk({"content": " there"})]  # pauses under the limit pass
+    s = router.book.state("a#0")
+    assert s.last_error == "timeout" and s.local_inflight == 0
+    assert s.breaker.phase(time.monotonic()) == OPEN  # a stalled upstream counts against its deployment
+
+
+async def test_the_chunk_limit_counts_waits_for_the_upstream_not_a_slow_reader() -> None:
+    # the consumer (a slow client) takes longer than the limit between reads: the upstream is not stalled
+    router, p = build({"a": [{}]}, routing={"a": {"chunk_timeout_s": 0.03}})
+    p["a#0"].stream_chat = opens_then(*[chunk({"content": f"c{i}"}) for i in range(4)])  # type: ignore[method-assign]
+    chunks, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY)))
+    seen: list[JSON] = []
+    async for c in chunks:
+        seen.append(c)
+        await asyncio.sleep(0.06)
+    assert len(seen) == 5 and router.book.state("a#0").last_error == ""
+
+
+@pytest.mark.parametrize(("deployment_s", "model_s", "expected"), [
+    (None, None, None), (0.5, None, 0.5), (None, 0.2, 0.2), (0.5, 0.2, 0.2), (0.1, 0.2, 0.1)])
+def test_the_chunk_limit_is_the_smaller_of_the_deployment_and_the_model(
+        deployment_s: float | None, model_s: float | None, expected: float | None) -> None:
+    d = deployment("a", 0, chunk_timeout_s=deployment_s)
+    assert timeouts_for(d, 600.0, None, model_s).chunk == expected
