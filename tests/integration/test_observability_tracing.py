@@ -173,3 +173,22 @@ def test_stage_spans_can_be_switched_off(fake: FakeOpenAI, tmp_path: Any, monkey
         assert post(gw).status_code == 200
         spans = finished(exporter)
     assert sorted(s.kind.name for s in spans) == ["CLIENT", "SERVER"]
+
+
+def test_a_request_refused_with_a_4xx_is_no_server_error_but_a_5xx_is(
+    traced: tuple[RunningGateway, InMemorySpanExporter], fake: FakeOpenAI
+) -> None:
+    # OpenTelemetry's HTTP conventions: a server span's status stays unset for a 4xx (the client's mistake,
+    # not the gateway failing: an alert on error spans must not fire for bad requests), with error.type set;
+    # a 5xx is an error
+    gw, exporter = traced
+    fake.faults.push(oai.bad_request("temperature"))  # the upstream refuses the request: the client's 400
+    assert post(gw).status_code == 400
+    fake.faults.always(oai.server_error(500))
+    assert post(gw).status_code == 502
+    fake.faults.clear()
+    refused, failed = sorted(by_kind(finished(exporter, servers=2), SpanKind.SERVER), key=lambda s: s.start_time)
+    assert refused.attributes["http.response.status_code"] == 400
+    assert refused.status.status_code == StatusCode.UNSET and refused.attributes["error.type"] == "bad_request"
+    assert failed.attributes["http.response.status_code"] == 502
+    assert failed.status.status_code == StatusCode.ERROR and failed.attributes["error.type"] == "upstream_error"

@@ -133,10 +133,16 @@ class Tracing:
         token = self._context.attach(self._trace.set_span_in_context(span))
         return span, token
 
-    def end_request(self, span: Any, token: Any, attributes: dict[str, Any], error: str | None) -> None:
+    def end_request(self, span: Any, token: Any, attributes: dict[str, Any], error: str | None,
+                    status: int = 500) -> None:
+        """``error``: the request's error kind, set as ``error.type``. The span's status is an error only for a
+        5xx: OpenTelemetry's HTTP conventions leave a server span's status unset for a 4xx (the client's
+        request was refused; the gateway did not fail), so alerts on error spans track the gateway's health."""
         span.set_attributes(attributes)
         if error:
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error))
+            span.set_attribute("error.type", error)
+            if status >= 500:
+                span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error))
         span.end()
         with contextlib.suppress(Exception):  # a detach from another context: nothing to restore
             self._context.detach(token)

@@ -172,7 +172,7 @@ class Observe(Stage):
             attrs["gen_ai.provider.name"] = attrs["gen_ai.system"] = f["provider"]
         attrs.update(usage_attributes(ctx.usage))
         assert self.tracing is not None
-        self.tracing.end_request(handle[0], handle[1], attrs, f["error_kind"] or None)
+        self.tracing.end_request(handle[0], handle[1], attrs, f["error_kind"] or None, f["status"])
 
 
 class ObserveBodies(Observe):
