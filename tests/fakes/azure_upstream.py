@@ -11,6 +11,10 @@ the deployment's, whatever the body says. The v1 API, ``/openai/v1/{op}``, takes
 ``api-version`` and names the deployment in the body's ``model`` instead of the path.
 Answers carry ``prompt_filter_results`` and per-choice ``content_filter_results``; streams
 start with Azure's prompt-filter chunk (empty ``choices``, empty ``id``/``model``/``object``).
+With ``async_filter`` set (a deployment whose content filter runs asynchronously), each chat chunk with
+content is followed by an annotation chunk: one choice with ``content_filter_results`` and
+``content_filter_offsets`` but no ``delta``, and empty ``id``/``model``/``object``; ``async_filter="block"``
+ends the stream on such a chunk with ``finish_reason: "content_filter"`` instead of the model's finish.
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ class FakeAzure(FakeOpenAI):
 
     def __init__(self, api_key: str | None = "azure-test-key", deployments: dict[str, str] | None = None) -> None:
         self.deployments = dict(DEPLOYMENTS if deployments is None else deployments)
+        self.async_filter: bool | str = False
         super().__init__(api_key)
+
+    def reset(self) -> None:
+        super().reset()
+        self.async_filter = False
 
     @property
     def base_url(self) -> str:
@@ -109,7 +118,33 @@ class FakeAzure(FakeOpenAI):
         if stream:
             preamble = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
                         "prompt_filter_results": prompt_filter}
-            return [preamble, *result]
+            return [preamble, *(self._annotated(result) if self.async_filter else result)]
         for choice in result["choices"]:
             choice["content_filter_results"] = FILTER_RESULTS
         return {**result, "prompt_filter_results": prompt_filter}
+
+    def _annotated(self, chunks: list[Any]) -> list[Any]:
+        """Azure's asynchronous filter: an annotation chunk (no ``delta``) after each chunk with content."""
+        out: list[Any] = []
+        offset = 0
+        for chunk in chunks:
+            choices = chunk.get("choices") or []
+            finishing = any(c.get("finish_reason") for c in choices)
+            if finishing and self.async_filter == "block":
+                out.append(_annotation(offset, "content_filter"))
+                continue
+            out.append(chunk)
+            text = "".join((c.get("delta") or {}).get("content") or "" for c in choices)
+            if text:
+                offset += len(text)
+                out.append(_annotation(offset, None))
+        return out
+
+
+def _annotation(offset: int, finish_reason: str | None) -> dict[str, Any]:
+    results = dict(FILTER_RESULTS)
+    if finish_reason == "content_filter":
+        results["violence"] = {"filtered": True, "severity": "high"}
+    choice = {"index": 0, "finish_reason": finish_reason, "content_filter_results": results,
+              "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": offset}}
+    return {"choices": [choice], "created": 0, "id": "", "model": "", "object": ""}

@@ -15,6 +15,7 @@ from aigw.config.models import Deployment
 from aigw.providers.azure.client import DEFAULT_API_VERSION, build
 from aigw.providers.http import HttpClients
 from tests.fakes import openai_faults as oai
+from tests.fakes.azure_upstream import FakeAzure
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.providers.openai_family import AZURE_KEY, call, chat_body, collect, joined_text, stream_body
@@ -130,3 +131,20 @@ async def test_models_list_path(fake_azure: FakeOpenAI, clients: HttpClients) ->
 def test_api_base_is_required(clients: HttpClients) -> None:
     with pytest.raises(ValueError, match="api_base"):
         build(Deployment(name="a", provider="azure", model="gpt-4o-mini"), clients)
+
+
+@pytest.mark.parametrize("fake_finish", [True, "block"])
+async def test_async_filter_annotations_reach_the_client_as_chunks_it_can_read(
+        fake_azure: FakeAzure, clients: HttpClients, fake_finish: bool | str) -> None:
+    """Azure's asynchronous filter sends choices with filter results and no ``delta`` (and an empty id and
+    object): forwarded as they are, ``chunk.choices[0].delta.content`` raised in the client's loop."""
+    fake_azure.async_filter = fake_finish
+    chunks = await collect(azure(fake_azure, clients).stream_chat(stream_body("x y"), call()))
+    with_choices = [c for c in chunks if c["choices"]]
+    assert all("delta" in choice for c in with_choices for choice in c["choices"])
+    assert all(c["id"].startswith("chatcmpl-") and c["object"] == "chat.completion.chunk" for c in chunks)
+    finishes = [choice["finish_reason"] for c in with_choices for choice in c["choices"] if choice["finish_reason"]]
+    if fake_finish == "block":  # the filter's verdict ends the answer: the client must see it
+        assert finishes == ["content_filter"]
+    else:
+        assert joined_text(chunks) == "Echo: x y" and finishes == ["stop"]

@@ -167,9 +167,10 @@ class UsageMover:
     def see(self, chunk: JSON) -> JSON | None:
         """Return the chunk to forward, or None to skip it."""
         if chunk.get("choices"):
-            self._last = chunk
             for choice in chunk["choices"]:
                 delta = choice.get("delta") if isinstance(choice, dict) else None
+                if delta is None and isinstance(choice, dict) and "text" not in choice:
+                    return self._annotation(chunk)  # Azure's asynchronous filter: no delta, no id
                 calls = delta.get("tool_calls") if isinstance(delta, dict) else None
                 if calls and isinstance(calls, list):
                     self._index_calls(choice.get("index", 0), calls)
@@ -183,11 +184,29 @@ class UsageMover:
             if usage:
                 self._usage = usage
                 chunk["usage"] = None
+            self._last = chunk
             return chunk
         if chunk.get("usage"):
             self._usage = None  # a proper usage chunk: nothing left to move
             return chunk
         return None
+
+    def _annotation(self, chunk: JSON) -> JSON | None:
+        """A chunk of Azure's asynchronous content filter: choices with ``content_filter_results`` but no
+        ``delta``, and an empty ``id``, ``model`` and ``object``. The SDKs read ``choices[0].delta`` of every
+        chunk, so a choice that only annotates is dropped, and one that ends the answer (``finish_reason:
+        "content_filter"``, the filter's verdict) is sent with an empty delta, in the stream's own chunk head."""
+        choices = []
+        for choice in chunk["choices"]:
+            if not isinstance(choice, dict) or "delta" in choice or "text" in choice:
+                choices.append(choice)
+            elif choice.get("finish_reason"):
+                choices.append({**choice, "delta": {}})
+        if not choices:
+            return None
+        last = self._last or {}
+        head = {k: last[k] for k in _CHUNK_HEAD if not chunk.get(k) and last.get(k)}
+        return self.see({**chunk, **head, "choices": choices})
 
     def _index_calls(self, choice: Any, calls: list[Any]) -> None:
         """Give each tool-call delta its ``index`` when the upstream left it out (Gemini's OpenAI-compatible
