@@ -209,3 +209,16 @@ def test_geminis_host_gets_the_tool_calls_quirk_without_config(api_base: str, qu
     deployment = Deployment(name="gemini", provider="openai_compatible", model="gemini-2.5-flash",
                             api_base=api_base, quirks=quirks)
     assert parse_quirks(deployment).tool_calls_finish_reason is expected
+
+
+async def test_request_validation_error_of_a_fastapi_server(strict: FakeOpenAI, clients: HttpClients) -> None:
+    """FastAPI/pydantic servers (llama-cpp-python, LocalAI, older vLLM) answer 422 with ``detail`` as a list:
+    the client's bad request, not a broken upstream (it was a retried 502 "is api_base right?")."""
+    body = {"detail": [{"type": "missing", "loc": ["body", "messages", 0, "content"], "msg": "Field required",
+                        "input": {"role": "user", "secret prompt": "x"}}]}
+    strict.faults.push(Fault(status=422, body=body))
+    with pytest.raises(errors.InvalidRequest) as caught:
+        await compat(strict, clients).chat(chat_body(), call())
+    assert caught.value.status == 400
+    assert "messages.0.content: Field required" in caught.value.message
+    assert "secret prompt" not in caught.value.message

@@ -72,9 +72,24 @@ def error_fields(parsed: Any) -> dict[str, Any] | None:
         return {"message": err}
     if parsed.get("object") == "error" or ("message" in parsed and "choices" not in parsed):
         return parsed
-    if isinstance(parsed.get("detail"), str):  # FastAPI-based servers
-        return {"message": parsed["detail"]}
+    detail = parsed.get("detail")
+    if isinstance(detail, str):  # FastAPI-based servers
+        return {"message": detail}
+    if isinstance(detail, list) and detail:  # FastAPI's request validation (a 422): one item per problem
+        return {"message": validation_message(detail)}
     return None
+
+
+def validation_message(items: list[Any]) -> str:
+    """``loc: msg`` of each pydantic validation problem (``body.messages.0.content: Field required``); never
+    its ``input``, which holds the caller's prompt."""
+    parts = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("msg"), str):
+            loc = item.get("loc")
+            where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+            parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+    return "; ".join(parts) or "the upstream rejected the request as invalid"
 
 
 def _text(value: Any) -> str | None:
