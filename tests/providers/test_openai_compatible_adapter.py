@@ -222,3 +222,24 @@ async def test_request_validation_error_of_a_fastapi_server(strict: FakeOpenAI, 
     assert caught.value.status == 400
     assert "messages.0.content: Field required" in caught.value.message
     assert "secret prompt" not in caught.value.message
+
+
+_EXTRA = {"type": "extra_forbidden", "loc": ["body", "messages", 1, "assistant", "reasoning_content"],
+          "msg": "Extra inputs are not permitted", "input": "secret thoughts"}
+
+
+@pytest.mark.parametrize("body", [
+    {"object": "error", "message": {"detail": [_EXTRA]}, "type": "invalid_request_error", "param": None,
+     "code": None},
+    {"object": "Error", "detail": [_EXTRA], "message": [_EXTRA], "type": "invalid_request_error", "code": 3001},
+], ids=["message-object", "message-list"])
+async def test_mistral_validation_error_says_which_field(
+        strict: FakeOpenAI, clients: HttpClients, body: Any) -> None:
+    """Mistral's 422 puts pydantic's problems in ``message`` (an object or a list, not a string): the client
+    saw only "upstream returned HTTP 422", with no word of the field Mistral refused."""
+    strict.faults.push(Fault(status=422, body=body))
+    with pytest.raises(errors.InvalidRequest) as caught:
+        await compat(strict, clients).chat(chat_body(), call())
+    message = caught.value.message
+    assert "messages.1.assistant.reasoning_content: Extra inputs are not permitted" in message
+    assert "secret thoughts" not in message

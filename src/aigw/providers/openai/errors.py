@@ -96,6 +96,16 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _message(err: Mapping[str, Any]) -> str | None:
+    """The error's message; Mistral's 422 puts pydantic's problems there as ``{"detail": [...]}`` or a list."""
+    message = err.get("message")
+    if isinstance(message, dict):
+        message = message.get("detail")
+    if isinstance(message, list) and message:
+        return validation_message(message)
+    return _text(message)
+
+
 def _policy_hit(err: Mapping[str, Any]) -> bool:
     if err.get("code") in _POLICY_CODES or err.get("type") in _POLICY_CODES:
         return True
@@ -126,7 +136,7 @@ def map_error_fields(
     status: int, err: Mapping[str, Any], *, retry_after: float | None = None, detail: str | None = None
 ) -> errors.GatewayError:
     """Classify one ``error`` object; ``status`` is the HTTP status (or one inferred)."""
-    message = scrub(_text(err.get("message")) or f"upstream returned HTTP {status}")
+    message = scrub(_message(err) or f"upstream returned HTTP {status}")
     raw_code = err.get("code")
     code = raw_code if isinstance(raw_code, str) and raw_code else None
     param = _text(err.get("param"))
