@@ -7,10 +7,12 @@ scenarios run for openai_compatible in test_openai_adapter.py.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from aigw import errors
 from aigw.config.models import Deployment
@@ -20,6 +22,7 @@ from aigw.providers.openai_compatible.quirks import parse_quirks
 from tests.fakes.faults import Fault
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.providers.openai_family import call, chat_body, collect, joined_text, stream_body
+from tests.support.servers import start_aiohttp_app
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +246,34 @@ async def test_mistral_validation_error_says_which_field(
     message = caught.value.message
     assert "messages.1.assistant.reasoning_content: Extra inputs are not permitted" in message
     assert "secret thoughts" not in message
+
+
+async def test_processing_comments_do_not_hold_off_the_first_token_timeout(clients: HttpClients) -> None:
+    """OpenRouter sends ``: OPENROUTER PROCESSING`` comments while a request waits for a provider: the first
+    token must still come within ``first_token`` (the router then falls back), however many comments come
+    first. Each comment restarted the wait, so the call hung until the upstream answered or ``total`` ended."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(40):  # 4 s of comments, one every 0.1 s, then the answer
+            await resp.write(b": OPENROUTER PROCESSING\n\n")
+            await asyncio.sleep(0.1)
+        await resp.write(b'data: {"id":"gen-1","object":"chat.completion.chunk","created":1,"model":"m",'
+                         b'"choices":[{"index":0,"delta":{"content":"late"},"finish_reason":"stop"}]}\n\n'
+                         b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/api/v1/chat/completions", handle)
+    server = start_aiohttp_app(app, "fake-openrouter")
+    try:
+        provider = build(Deployment(name="or", provider="openai_compatible", model="m",
+                                    api_base=server.url + "/api/v1"), clients)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(errors.UpstreamTimeout):
+            await collect(provider.stream_chat(stream_body(), call(first_token=0.5, total=10.0)))
+        assert loop.time() - started < 2.0
+    finally:
+        server.stop()

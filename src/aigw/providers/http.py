@@ -104,7 +104,9 @@ async def iter_sse(
 ) -> AsyncIterator[SseEvent]:
     """Yield server-sent events as they arrive (spec: blank line ends an event).
 
-    ``first_event_timeout`` bounds the wait for the first event (time to first token). Lines are cut from
+    ``first_event_timeout`` bounds the wait for the first event (time to first token), as one deadline:
+    comments (keep-alives, OpenRouter's ``: OPENROUTER PROCESSING``) and partial lines do not restart it.
+    Lines are cut from
     whatever the connection has (``readany``), not read one by one with ``readline``: that failed on any
     line over 512 KiB (aiohttp's bound; an image or a whole answer sent as one event) and copies a long
     line once per read. Up to ``MAX_SSE_LINE_BYTES`` a line; an upstream that sends more is an error.
@@ -113,12 +115,14 @@ async def iter_sse(
     data_lines: list[str] = []
     content = response.content
     first = first_event_timeout is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + first_event_timeout if first_event_timeout is not None else 0.0
     head: list[bytes] = []  # the start of a line whose end has not come yet
     head_size = 0
     while True:
         if first:
             try:
-                block = await asyncio.wait_for(content.readany(), first_event_timeout)
+                block = await asyncio.wait_for(content.readany(), max(0.0, deadline - loop.time()))
             except TimeoutError as exc:  # after the 200: the upstream took the call (it may bill the prompt)
                 raise reached(errors.UpstreamTimeout("upstream sent no first token in time")) from exc
         else:
