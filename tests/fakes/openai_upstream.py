@@ -138,10 +138,14 @@ class FakeOpenAI:
             raise wire.WireError(401, f"Incorrect API key provided: {shown}. You can find your API key at"
                                  " https://platform.openai.com/account/api-keys.", code="invalid_api_key")
 
-    def check_strict(self, body: JSON) -> None:
-        """What stricter compatible servers reject, answered in vLLM's error shape."""
+    def check_params(self, body: JSON) -> None:
+        """``reject_params`` on every operation (chat, completions, embeddings), in vLLM's error shape."""
         for name in sorted(self.reject_params.intersection(body)):
             raise CompatError(f"Unrecognized request argument supplied: {name}")
+
+    def check_strict(self, body: JSON) -> None:
+        """What stricter compatible servers reject, answered in vLLM's error shape."""
+        self.check_params(body)
         roles = [m.get("role") for m in body.get("messages") or [] if isinstance(m, dict)]
         for role in sorted(self.reject_roles.intersection(roles)):
             raise CompatError(f"Unexpected message role '{role}'.")
@@ -220,6 +224,7 @@ class FakeOpenAI:
             last = chunks.pop()
             chunks[-1] = {**chunks[-1], "usage": last["usage"]}
             return True, chunks
+        self.check_params(body)
         if op == "completions":
             model = wire.validate_completion(body)
             return stream, wire.completion_chunks(body, model) if stream else wire.completion(body, model)

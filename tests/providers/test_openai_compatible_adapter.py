@@ -31,7 +31,7 @@ def strict_server() -> Iterator[FakeOpenAI]:
     and always reports usage on the finishing chunk (as several do)."""
     fake = FakeOpenAI(
         api_key=None,
-        reject_params=frozenset({"stream_options", "seed", "parallel_tool_calls", "max_completion_tokens"}),
+        reject_params=frozenset({"stream_options", "seed", "parallel_tool_calls", "max_completion_tokens", "user"}),
         reject_roles=frozenset({"developer"}),
         single_system=True,
         usage_in_final_chunk=True,
@@ -277,3 +277,18 @@ async def test_processing_comments_do_not_hold_off_the_first_token_timeout(clien
         assert loop.time() - started < 2.0
     finally:
         server.stop()
+
+
+async def test_drop_params_holds_for_completions_and_embeddings(strict: FakeOpenAI, clients: HttpClients) -> None:
+    """``drop_params`` names keys the server rejects: it held for chat only, so a legacy completion or an
+    embedding carrying one (the OpenAI SDK sends ``encoding_format`` on every embedding) was refused."""
+    quirks = {"drop_params": ["seed", "user"]}
+    provider = compat(strict, clients, quirks, model="gpt-3.5-turbo-instruct")
+    answer = await provider.completions({"model": "local", "prompt": "hi", "seed": 7, "max_tokens": 3}, call())
+    assert answer["choices"] and "seed" not in strict.traffic.last.body
+    chunks = await collect(provider.stream_completions(
+        {"model": "local", "prompt": "hi", "seed": 7, "stream": True}, call()))
+    assert chunks and "seed" not in strict.traffic.last.body
+    embedder = compat(strict, clients, quirks, model="text-embedding-3-small")
+    embedded = await embedder.embeddings({"model": "local", "input": "hi", "user": "u-1"}, call())
+    assert embedded["data"] and "user" not in strict.traffic.last.body

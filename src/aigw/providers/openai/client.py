@@ -110,7 +110,7 @@ class OpenAIProvider:
         return self._stream("completions", payload, call)
 
     async def embeddings(self, body: JSON, call: CallOptions) -> JSON:
-        payload = translate.shape_embeddings(body, self.upstream_model)
+        payload = translate.shape_embeddings(body, self.upstream_model, self._shaping)
         data = await self._request("POST", "embeddings", payload, call)
         return translate.embeddings_as_asked(translate.checked(data, "data", "embeddings answer"), body)
 

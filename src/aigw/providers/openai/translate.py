@@ -64,10 +64,7 @@ def shape_chat(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSO
             out = _own(out, body)
             value = out.pop(other)
             out.setdefault(field_name, value)
-    for name in shaping.drop_params:
-        if name in out:
-            out = _own(out, body)
-            del out[name]
+    out = _dropped(out, body, shaping)
     if shaping.role_map or shaping.merge_system_messages:
         messages = out.get("messages")
         if isinstance(messages, list):
@@ -79,12 +76,21 @@ def shape_chat(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSO
 
 
 def shape_completion(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSON:
-    """Legacy /completions body: model and stream flags only (the API never grew new fields)."""
-    return _stream_flags(_with_model(body, model), body, shaping, stream)
+    """Legacy /completions body: model, stream flags and dropped keys (the API never grew new fields)."""
+    return _dropped(_stream_flags(_with_model(body, model), body, shaping, stream), body, shaping)
 
 
-def shape_embeddings(body: JSON, model: str) -> JSON:
-    return _with_model(body, model)
+def shape_embeddings(body: JSON, model: str, shaping: Shaping = PLAIN) -> JSON:
+    return _dropped(_with_model(body, model), body, shaping)
+
+
+def _dropped(out: JSON, body: JSON, shaping: Shaping) -> JSON:
+    """``out`` without the keys the upstream rejects (``Shaping.drop_params``)."""
+    for name in shaping.drop_params:
+        if name in out:
+            out = _own(out, body)
+            del out[name]
+    return out
 
 
 def embeddings_as_asked(data: JSON, body: JSON) -> JSON:

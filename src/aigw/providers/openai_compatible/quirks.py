@@ -6,7 +6,8 @@ not code. Known switches (``models[].quirks`` in config)::
     no_stream_options: true        # upstream rejects stream_options; usage is taken from
                                    # whatever chunk carries it and sent last
     max_tokens_field: max_tokens   # or max_completion_tokens: rename the other one to this
-    drop_params: [seed, parallel_tool_calls, response_format]   # keys the upstream rejects
+    drop_params: [seed, parallel_tool_calls, response_format]   # keys the upstream rejects (chat,
+                                   # completions and embeddings)
     no_developer_role: true        # send "developer" messages as "system"
     merge_system_messages: true    # one system message, first (strict chat templates)
     auth_header: x-api-key         # header carrying api_key (Authorization gets "Bearer ")
