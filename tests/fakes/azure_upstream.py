@@ -5,9 +5,9 @@
 
 Serves ``/openai/deployments/{deployment}/{chat/completions|completions|embeddings}`` and
 ``GET /openai/models``, each needing ``?api-version=`` (404 "Resource not found" without
-it, 400 for an unknown version) and the ``api-key`` header (401 with Azure's body when
-missing or wrong). An unknown deployment gets 404 ``DeploymentNotFound``. The model is
-the deployment's, whatever the body says. The v1 API, ``/openai/v1/{op}``, takes no
+it, 400 for an unknown version; versions before 2024-09-01 refuse ``stream_options``) and the
+``api-key`` header (401 with Azure's body when missing or wrong). An unknown deployment gets 404
+``DeploymentNotFound``. The model is the deployment's, whatever the body says. The v1 API, ``/openai/v1/{op}``, takes no
 ``api-version`` and names the deployment in the body's ``model`` instead of the path.
 Answers carry ``prompt_filter_results`` and per-choice ``content_filter_results``; streams
 start with Azure's prompt-filter chunk (empty ``choices``, empty ``id``/``model``/``object``).
@@ -38,6 +38,7 @@ DEPLOYMENTS = {
 ACCESS_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide"
                  " a valid key for an active subscription and use a correct regional API endpoint for"
                  " your resource.")
+STREAM_OPTIONS_SINCE = "2024-09-01"  # older api-versions (2024-06-01 GA, ...) refuse ``stream_options``
 _SAFE = {"filtered": False, "severity": "safe"}
 FILTER_RESULTS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
 
@@ -98,6 +99,9 @@ class FakeAzure(FakeOpenAI):
             raise AzureError(401, "401", ACCESS_DENIED)
 
     def resolve(self, request: web.Request, body: Any) -> Any:
+        version = request.query.get("api-version", "")
+        if isinstance(body, dict) and "stream_options" in body and version and version < STREAM_OPTIONS_SINCE:
+            raise wire.WireError(400, "Unrecognized request argument supplied: stream_options")
         deployment = request.match_info.get("deployment")
         if deployment is None and request.path.startswith("/openai/v1/") and isinstance(body, dict):
             deployment = str(body.get("model"))  # v1: the body's model names the deployment

@@ -148,3 +148,16 @@ async def test_async_filter_annotations_reach_the_client_as_chunks_it_can_read(
         assert finishes == ["content_filter"]
     else:
         assert joined_text(chunks) == "Echo: x y" and finishes == ["stop"]
+
+
+@pytest.mark.parametrize("version", ["2024-02-01", "2024-06-01"])
+async def test_streams_on_an_api_version_without_stream_options(
+        fake_azure: FakeAzure, clients: HttpClients, version: str) -> None:
+    """api-versions before 2024-09-01 refuse ``stream_options`` (400 "Unrecognized request argument"): every
+    stream of a deployment pinned to one failed, since usage is always asked for. Now it is not sent there."""
+    provider = azure(fake_azure, clients, api_version=version)
+    chunks = await collect(provider.stream_chat(stream_body("x y"), call()))
+    assert joined_text(chunks) == "Echo: x y"
+    assert "stream_options" not in fake_azure.traffic.last.body
+    await collect(azure(fake_azure, clients).stream_chat(stream_body(), call()))
+    assert fake_azure.traffic.last.body["stream_options"] == {"include_usage": True}, "newer versions keep it"

@@ -7,6 +7,7 @@ takes Azure's v1 API instead: OpenAI's paths, no ``api-version``, the deployment
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import quote
 
 from aigw.config.models import Deployment
@@ -14,8 +15,10 @@ from aigw.providers.azure.errors import map_error
 from aigw.providers.base import Provider
 from aigw.providers.http import HttpClients
 from aigw.providers.openai.client import OPS, OpenAIProvider
+from aigw.providers.openai.translate import shaping_for_model
 
 DEFAULT_API_VERSION = "2024-10-21"  # latest GA data-plane version with max_completion_tokens
+STREAM_OPTIONS_SINCE = "2024-09-01"  # earlier api-versions (2024-06-01 GA, ...) refuse ``stream_options``
 
 
 class AzureProvider(OpenAIProvider):
@@ -25,7 +28,11 @@ class AzureProvider(OpenAIProvider):
         if not deployment.api_base:
             raise ValueError(f"model {deployment.name!r}: azure needs api_base (https://NAME.openai.azure.com)")
         auth = {"api-key": deployment.api_key} if deployment.api_key else {}
-        super().__init__(deployment, clients, auth=auth, error_mapper=map_error)
+        shaping = shaping_for_model(deployment.model)
+        version = deployment.api_version or DEFAULT_API_VERSION
+        if not _v1(deployment.api_base) and version < STREAM_OPTIONS_SINCE:  # no usage in their streams
+            shaping = replace(shaping, stream_options=False)
+        super().__init__(deployment, clients, shaping=shaping, auth=auth, error_mapper=map_error)
         if _v1(deployment.api_base):  # the v1 API names the deployment in the body's model, not in the path
             self.upstream_model = deployment.deployment or deployment.model
 
