@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -292,3 +293,48 @@ async def test_drop_params_holds_for_completions_and_embeddings(strict: FakeOpen
     embedder = compat(strict, clients, quirks, model="text-embedding-3-small")
     embedded = await embedder.embeddings({"model": "local", "input": "hi", "user": "u-1"}, call())
     assert embedded["data"] and "user" not in strict.traffic.last.body
+
+
+def _reasoning_server() -> Any:
+    """vLLM >= 0.17 (and OpenRouter, Ollama, Groq) send the chain of thought as ``reasoning``, not DeepSeek's
+    ``reasoning_content``."""
+    head = {"id": "chatcmpl-r", "object": "chat.completion.chunk", "created": 1, "model": "qwen3"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            message = {"role": "assistant", "content": "4", "reasoning": "2+2 is 4"}
+            return web.json_response({"id": "chatcmpl-r", "object": "chat.completion", "created": 1,
+                                      "model": "qwen3", "choices": [{"index": 0, "message": message,
+                                                                     "finish_reason": "stop"}]})
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in (chunk({"role": "assistant", "content": ""}), chunk({"reasoning": "2+2"}),
+                      chunk({"reasoning": " is 4"}), chunk({"content": "4"}), chunk({}, "stop"), b"data: [DONE]\n\n"):
+            await resp.write(piece)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    return start_aiohttp_app(app, "fake-vllm")
+
+
+async def test_reasoning_field_is_read_as_reasoning_content(clients: HttpClients) -> None:
+    """The gateway reads thinking from ``reasoning_content`` (Anthropic clients' thinking blocks, the cache,
+    token counts): a server's ``reasoning`` was passed on unseen, and Anthropic clients got no thinking."""
+    server = _reasoning_server()
+    try:
+        provider = build(Deployment(name="q", provider="openai_compatible", model="qwen3",
+                                    api_base=server.url + "/v1"), clients)
+        answer = await provider.chat(chat_body(), call())
+        message = answer["choices"][0]["message"]
+        assert (message["reasoning_content"], message["reasoning"]) == ("2+2 is 4", "2+2 is 4")
+        chunks = await collect(provider.stream_chat(stream_body(), call()))
+        thoughts = [c["choices"][0]["delta"].get("reasoning_content") for c in chunks if c["choices"]]
+        assert "".join(t or "" for t in thoughts) == "2+2 is 4"
+        assert joined_text(chunks) == "4"
+    finally:
+        server.stop()

@@ -94,6 +94,7 @@ class OpenAIProvider:
         payload = translate.shape_chat(body, self.upstream_model, self._shaping, stream=False)
         data = translate.checked(await self._request("POST", "chat/completions", payload, call), "choices",
                                  "chat completion")
+        translate.reasoning_as_content(data)
         return translate.tool_calls_finish(data) if self._shaping.tool_calls_finish else data
 
     def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
@@ -217,8 +218,10 @@ class OpenAIProvider:
             if isinstance(opened, dict):  # the whole answer: the chunks a live stream would have sent
                 if op == "completions" and opened.get("object") != "text_completion":
                     opened = {**opened, "object": "text_completion"}  # so it replays as text, not messages
-                if op == "chat/completions" and self._shaping.tool_calls_finish:
-                    opened = translate.tool_calls_finish(opened)
+                if op == "chat/completions":
+                    translate.reasoning_as_content(opened)
+                    if self._shaping.tool_calls_finish:
+                        opened = translate.tool_calls_finish(opened)
                 for chunk in replay_chunks(opened):
                     yield chunk
                 return

@@ -142,6 +142,23 @@ def tool_calls_finish(data: JSON) -> JSON:
     return data
 
 
+def reasoning_as_content(data: JSON) -> JSON:
+    """A whole answer whose messages carry their thinking as ``reasoning`` (vLLM >= 0.17, OpenRouter, Ollama,
+    Groq) with it as ``reasoning_content`` too, the field the gateway reads (Anthropic thinking blocks, cache,
+    token counts); ``reasoning`` stays for clients that read it. Changes ``data`` in place."""
+    for choice in data.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and "reasoning" in message and "reasoning_content" not in message:
+            _reasoning_as_content(message)
+    return data
+
+
+def _reasoning_as_content(message: JSON) -> None:
+    thought = message["reasoning"]
+    if isinstance(thought, str) and thought:
+        message["reasoning_content"] = thought
+
+
 def checked(data: Any, key: str, what: str) -> JSON:
     """Pass an upstream answer through after checking the one key callers rely on."""
     if isinstance(data, dict) and isinstance(data.get(key), list):
@@ -178,6 +195,8 @@ class UsageMover:
                 if delta is None and isinstance(choice, dict) and "text" not in choice:
                     return self._annotation(chunk)  # Azure's asynchronous filter: no delta, no id
                 calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+                if isinstance(delta, dict) and "reasoning" in delta and "reasoning_content" not in delta:
+                    _reasoning_as_content(delta)
                 if calls and isinstance(calls, list):
                     self._index_calls(choice.get("index", 0), calls)
                 if (self._tool_calls_finish and self._calls and choice.get("finish_reason") == "stop"
