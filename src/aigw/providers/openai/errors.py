@@ -49,8 +49,9 @@ _STATUS_BY_TYPE = {
     "service_unavailable": 503,
     "timeout": 504,
 }
-# Statuses whose meaning survives a non-JSON body (proxies and load balancers).
-_STATUS_SPEAKS_FOR_ITSELF = frozenset({401, 403, 408, 429, 503, 504, 529})
+# Statuses whose meaning survives a non-JSON body (proxies and load balancers); a 413 is a body over the
+# proxy's limit (nginx's client_max_body_size): the caller's request, which no retry makes smaller.
+_STATUS_SPEAKS_FOR_ITSELF = frozenset({401, 403, 408, 413, 429, 503, 504, 529})
 
 
 def scrub(message: str) -> str:
