@@ -161,3 +161,13 @@ async def test_streams_on_an_api_version_without_stream_options(
     assert "stream_options" not in fake_azure.traffic.last.body
     await collect(azure(fake_azure, clients).stream_chat(stream_body(), call()))
     assert fake_azure.traffic.last.body["stream_options"] == {"include_usage": True}, "newer versions keep it"
+
+
+async def test_rate_limit_with_try_again_in_the_message(fake_azure: FakeAzure, clients: HttpClients) -> None:
+    """Azure AI Services' gateway answers 429 ``Rate limit is exceeded. Try again in N seconds.`` with no
+    retry-after header: the wait was read only from "retry after", so the client got none."""
+    body = {"error": {"code": "429", "message": "Rate limit is exceeded. Try again in 2 seconds."}}
+    fake_azure.faults.push(Fault(status=429, body=body))
+    with pytest.raises(errors.RateLimited) as caught:
+        await azure(fake_azure, clients).chat(chat_body(), call())
+    assert caught.value.retry_after == 2.0

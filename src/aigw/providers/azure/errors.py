@@ -2,7 +2,8 @@
 
 Azure sends content-filter refusals as ``code: content_filter`` with an
 ``innererror`` (handled by the shared mapper) and, on 429, sometimes states the
-wait only in prose ("Please retry after 6 seconds"), which is read here.
+wait only in prose ("Please retry after 6 seconds", or "Try again in 2 seconds" from
+Azure AI Services), which is read here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from aigw import errors
 from aigw.providers.openai.errors import map_error as map_openai_error
 
-_RETRY_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?) (second|millisecond)", re.IGNORECASE)
+_RETRY_TEXT = re.compile(r"(?:retry after|try again in) (\d+(?:\.\d+)?) (second|millisecond)", re.IGNORECASE)
 
 
 def map_error(status: int, text: str, parsed: Any, headers: Any) -> errors.GatewayError:
