@@ -35,7 +35,13 @@ class LocalEmbedderUnavailable(RuntimeError):
 
 
 class LocalEmbedder:
-    """Loads on first use (or ``load()`` at startup); thread-safe after that."""
+    """Loaded by ``load()`` at startup (when a configured cache is semantic), else on first use; thread-safe.
+
+    ``embed`` never loads it inline: loading takes ~0.5 s, longer than the cache's ``embed_timeout_ms``, so a
+    first lookup (a key that turns semantic mode on under a global block that does not) would time out and
+    mark the embedder failed for everyone. It starts the load in a thread instead and answers None (that
+    request matches exactly) until the model is there.
+    """
 
     kind = "local_embed"
     upstream_model = MODEL_ID
@@ -47,6 +53,8 @@ class LocalEmbedder:
         self._tokenizer: Any = None
         self._lock = threading.Lock()
         self._unknown_id: int | None = None
+        self._loader: threading.Thread | None = None  # a load ``embed`` started
+        self._load_error: BaseException | None = None
 
     def load(self) -> None:
         if self._session is not None:
@@ -111,8 +119,25 @@ class LocalEmbedder:
 
     async def embed(self, text: str) -> npt.NDArray[np.float32] | None:
         """One text, in a worker thread (onnxruntime releases the GIL); None: it cannot be embedded
-        faithfully (``encode_faithful``), so the cache matches it exactly only."""
+        faithfully (``encode_faithful``), or the model is still loading, so the cache matches it exactly only."""
+        if self._session is None:
+            self._load_in_background()
+            return None
         return await asyncio.to_thread(self.encode_faithful, text)
+
+    def _load_in_background(self) -> None:
+        """Start loading the model in a thread of its own (once); a load that failed is raised here."""
+        if self._load_error is not None:
+            raise self._load_error
+        if self._loader is None:
+            self._loader = threading.Thread(target=self._load_quietly, name="aigw-local-embed-load", daemon=True)
+            self._loader.start()
+
+    def _load_quietly(self) -> None:
+        try:
+            self.load()
+        except Exception as exc:  # told to the next ``embed``, which the cache counts as an embedder failure
+            self._load_error = exc
 
     async def embeddings(self, body: JSON, call: CallOptions) -> JSON:
         """The OpenAI embeddings shape, so it can stand where a deployment would."""

@@ -93,3 +93,26 @@ async def test_a_word_that_differs_only_in_its_accent_never_gets_the_other_words
                 embedder=embedder)  # type: ignore[arg-type]
     await h.ask(one)
     assert (await h.ask(other)).cache == "miss" and h.upstream.calls == 2
+
+
+async def test_a_key_that_turns_semantic_on_gets_plain_misses_not_embedder_failures_while_the_model_loads() -> None:
+    import asyncio
+    import time
+
+    from tests.unit.stages.cache_harness import Harness
+
+    # the global block caches exactly, so nothing loads the model at start-up; a key switches semantic on.
+    # Loading takes ~0.5 s, longer than embed_timeout_ms: it used to run inside that timeout, so the first
+    # lookups each waited it out and then marked the embedder failed for everyone (health degraded)
+    fresh = LocalEmbedder()
+    h = Harness({"mode": "exact"}, embedder=fresh)  # type: ignore[arg-type]
+    semantic = {"cache": {"mode": "semantic", "semantic": {"threshold": 0.9, "embedding_model": "fake-embed"}}}
+    started = time.monotonic()
+    first = await h.ask("What is the capital of France?", principal_extra=semantic)
+    assert first.cache == "miss" and time.monotonic() - started < 0.2  # not held up by the load
+    assert h.stage.stats.embed_errors == 0 and h.stage.guard.problems() == {}
+    await asyncio.to_thread(fresh.load)  # returns once the load the first lookup started has finished
+    await h.ask("What is the capital of Japan?", principal_extra=semantic)
+    hit = await h.ask("Which city is the capital of Japan?", principal_extra=semantic)
+    assert hit.cache == "hit" and hit.ctx.response_headers["x-aigw-cache-match"] == "semantic"
+    assert h.stage.stats.embed_errors == 0 and h.stage.guard.problems() == {}
