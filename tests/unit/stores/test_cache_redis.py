@@ -165,3 +165,43 @@ async def test_semantic_index_discard_drops_a_vector_and_the_next_best_matches(r
     hit = await index.search("t1:ctx", unit(1, 0, 0), threshold=0.95)
     assert hit is not None and hit.entry_id == "next"
     assert await client.hlen(prefix + "csem:{t1:ctx}:v") == 1 and await client.zcard(prefix + "csem:{t1:ctx}:t") == 1
+
+
+async def test_semantic_index_bound_drops_the_oldest_vector_not_the_newest_with_a_shorter_ttl(
+        redis: tuple[Any, str]) -> None:
+    # one system prompt = one bucket for every single-turn question, so a busy app's bucket is always full;
+    # answers stored with a shorter TTL (a request's ttl=, a key's ttl_s) share it with the others. The bound
+    # dropped the vector that expires first, so each new short-lived answer was dropped as it was added
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=2)
+    await index.add("t1:ctx", unit(1, 0, 0), "oldest", ttl_s=3600)
+    await index.add("t1:ctx", unit(0, 1, 0), "older", ttl_s=3600)
+    await index.add("t1:ctx", unit(0, 0, 1), "newest", ttl_s=60)
+    hit = await index.search("t1:ctx", unit(0, 0, 1), threshold=0.9)
+    assert hit is not None and hit.entry_id == "newest"
+    assert await index.search("t1:ctx", unit(1, 0, 0), threshold=0.9) is None  # the oldest went, as in memory
+    assert await client.hlen(prefix + "csem:{t1:ctx}:v") == 2
+    await index.discard("t1:ctx", "newest")
+    await index.add("t1:ctx", unit(1, 1, 0), "next", ttl_s=60)
+    assert await client.hlen(prefix + "csem:{t1:ctx}:v") == 2  # a discarded vector frees its place
+    assert (await index.search("t1:ctx", unit(0, 1, 0), threshold=0.9) or hit).entry_id == "older"
+    assert await index.purge(["t1:*"]) == 1
+    assert [k async for k in client.scan_iter(match=prefix + "csem:*")] == []  # every key of the bucket went
+
+
+async def test_semantic_index_bound_in_a_bucket_written_before_the_added_order_was_kept(
+        redis: tuple[Any, str]) -> None:
+    # a full bucket of an earlier version has no ``:a``: its vectors are older than any added since, so they go
+    # first (taking the oldest of ``:a`` alone dropped each new vector as it came, until the old ones expired)
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=2)
+    await index.add("t1:old", unit(1, 0, 0), "old-1", ttl_s=3600)
+    await index.add("t1:old", unit(0, 1, 0), "old-2", ttl_s=3600)
+    await client.delete(prefix + "csem:{t1:old}:a")  # as an earlier version left it
+    await index.add("t1:old", unit(0, 0, 1), "new-1", ttl_s=3600)
+    await index.add("t1:old", unit(1, 1, 0), "new-2", ttl_s=3600)
+    for new in ("new-1", "new-2"):
+        vector = unit(0, 0, 1) if new == "new-1" else unit(1, 1, 0)
+        hit = await index.search("t1:old", vector, threshold=0.99)
+        assert hit is not None and hit.entry_id == new
+    assert await client.hlen(prefix + "csem:{t1:old}:v") == 2
