@@ -205,3 +205,28 @@ async def test_semantic_index_bound_in_a_bucket_written_before_the_added_order_w
         hit = await index.search("t1:old", vector, threshold=0.99)
         assert hit is not None and hit.entry_id == new
     assert await client.hlen(prefix + "csem:{t1:old}:v") == 2
+
+
+async def test_a_ttl_longer_than_redis_takes_is_capped_not_a_backend_failure(
+        redis: tuple[Any, str], redis_isolated: tuple[str, str]) -> None:
+    # with max_ttl_s raised (or .inf, which the config takes), a request's `x-aigw-cache: ttl=1e17` reached the
+    # store: Redis refused the SET ("value is out of range"; an infinite TTL could not even be sent), and the cache
+    # counts a refused call as the backend failing, so one caller switched the shared cache off for everyone
+    import math
+
+    from aigw.stores.redis.pipe import RedisPipe
+
+    client, prefix = redis
+    url, _ = redis_isolated
+    for store in (RedisCacheStore(client, prefix), RedisCacheStore(client, prefix, RedisPipe.from_url(url))):
+        for ttl in (1e17, math.inf):
+            await client.delete(prefix + "cache:t1:long")
+            await store.set("t1:long", b"answer", ttl)
+            assert await store.get("t1:long") == b"answer"
+            assert await client.pttl(prefix + "cache:t1:long") > 10 * 365 * 86_400_000
+        await store.aclose()
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=4)
+    for ttl in (1e17, math.inf):
+        await index.add(f"t1:{ttl}", unit(1, 0, 0), f"t1:{ttl}", ttl_s=ttl)
+        hit = await index.search(f"t1:{ttl}", unit(1, 0, 0), threshold=0.9)
+        assert hit is not None and hit.entry_id == f"t1:{ttl}"

@@ -21,6 +21,15 @@ from aigw.stores.key_glob import escape
 from aigw.stores.redis.pipe import RedisPipe
 from aigw.stores.redis.purge import unlink_matching
 
+# The longest TTL sent to Redis: 100 years. A longer one (``max_ttl_s`` raised, or ``.inf``, lets a request's ``ttl=``
+# through) is refused by Redis (or cannot be written at all), which the cache would count as the backend failing.
+MAX_TTL_MS = 100 * 365 * 86_400_000
+
+
+def ttl_ms(ttl_s: float) -> int:
+    """``ttl_s`` as Redis's milliseconds: at least 1, at most ``MAX_TTL_MS`` (also for an infinite TTL)."""
+    return max(1, int(min(ttl_s * 1000, MAX_TTL_MS)))
+
 
 class RedisCacheStore:
     name = "redis"
@@ -40,11 +49,11 @@ class RedisCacheStore:
         return bytes(found) if found is not None else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        ttl_ms = max(1, int(ttl_s * 1000))
+        px = ttl_ms(ttl_s)
         if self.pipe is not None:
-            await self.pipe.call(b"SET", self._bprefix + key.encode(), value, b"PX", b"%d" % ttl_ms)
+            await self.pipe.call(b"SET", self._bprefix + key.encode(), value, b"PX", b"%d" % px)
             return
-        await self.redis.set(self.prefix + key, value, px=ttl_ms)
+        await self.redis.set(self.prefix + key, value, px=px)
 
     async def ping(self) -> None:
         if self.pipe is not None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from aigw.stores.cache_base import SemanticMatch, Vector, swapped
 from aigw.stores.key_glob import escape
+from aigw.stores.redis.cache import ttl_ms
 from aigw.stores.redis.purge import unlink_matching
 from aigw.types import Clock, SystemClock
 
@@ -100,9 +101,8 @@ class RedisSemanticIndex:
     async def add(self, bucket: str, vector: Vector, entry_id: str, ttl_s: float, mark: bytes = b"") -> None:
         now = self.clock.now()
         value = _HEAD.pack(now + ttl_s, len(mark)) + mark + np.asarray(vector, dtype=np.float32).tobytes()
-        ttl_ms = max(1, int(ttl_s * 1000))
         await self._add(keys=list(self._keys(bucket)),
-                        args=[entry_id, value, now + ttl_s, now, self.max_per_bucket, ttl_ms])
+                        args=[entry_id, value, now + ttl_s, now, self.max_per_bucket, ttl_ms(ttl_s)])
 
     async def discard(self, bucket: str, entry_id: str) -> None:
         vectors, expiries, added = self._keys(bucket)
