@@ -230,3 +230,17 @@ async def test_a_ttl_longer_than_redis_takes_is_capped_not_a_backend_failure(
         await index.add(f"t1:{ttl}", unit(1, 0, 0), f"t1:{ttl}", ttl_s=ttl)
         hit = await index.search(f"t1:{ttl}", unit(1, 0, 0), threshold=0.9)
         assert hit is not None and hit.entry_id == f"t1:{ttl}"
+
+
+async def test_semantic_index_a_stored_vector_that_is_not_a_number_hides_no_other_match(
+        redis: tuple[Any, str]) -> None:
+    # an embedding that overflowed float32 (inf / inf) is NaN throughout, and its question's vector is stored
+    # like any other: the search took the bucket's argmax, which is that NaN row, so no question of the bucket
+    # matched until it expired (the memory index passes over it)
+    client, prefix = redis
+    index = RedisSemanticIndex(client, prefix, max_per_bucket=8)
+    await index.add("t1:ctx", unit(1, 0, 0), "good", ttl_s=60)
+    await index.add("t1:ctx", np.full(3, np.nan, dtype=np.float32), "overflowed", ttl_s=60)
+    hit = await index.search("t1:ctx", unit(1, 0.1, 0), threshold=0.9)
+    assert hit is not None and hit.entry_id == "good"
+    assert await index.search("t1:ctx", unit(0, 1, 0), threshold=0.9) is None

@@ -94,6 +94,7 @@ class RedisSemanticIndex:
         if not rows:
             return None
         scores = np.vstack(rows) @ vector
+        scores[~np.isfinite(scores)] = -np.inf  # a NaN row (an overflowed embedding) is no match and hides none
         best = int(np.argmax(scores))
         score = float(scores[best])
         return SemanticMatch(ids[best].decode(), score) if score >= threshold else None
