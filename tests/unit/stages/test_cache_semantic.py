@@ -211,6 +211,35 @@ async def test_a_text_the_embedding_deployment_refuses_does_not_turn_semantic_ma
     assert h.stage.stats.embed_errors == 0 and (await h.stage.health())[0] == "ok"
 
 
+@pytest.mark.parametrize("odd", [[0.0, 0.0, 0.0], [1e309, 0.0, 0.0]], ids=["zero", "infinite"])
+async def test_a_vector_that_cannot_be_compared_is_a_miss_for_that_text_only(odd: list[float]) -> None:
+    # the deployment answered, but with a vector no cosine can be taken of: all zeros, or a value past what a
+    # float holds (inf / inf: a NaN unit vector, which was stored in the index). A fact about that text, as a text the
+    # deployment refuses: the zero vector used to count as an embedder failure, which turned semantic
+    # matching off for every tenant for retry_after_s
+    import numpy as np
+
+    from aigw.pipeline.stages.cache_semantic import DeploymentEmbedder
+    from aigw.routing.attempts import Served
+
+    vectors = {BASE: [1.0, 0.0, 0.0], CLOSE: [0.95, 0.31, 0.0], "odd one": odd}
+
+    class Router:
+        async def complete(self, request: object) -> tuple[JSON, Served]:
+            text = request.body["input"][0]  # type: ignore[attr-defined]
+            return {"data": [{"embedding": np.asarray(vectors[text])}]}, Served(model="emb")
+
+    h = Harness(SEMANTIC, embedder=DeploymentEmbedder(Router(), "emb"))  # type: ignore[arg-type]
+    assert (await h.ask(BASE)).cache == "miss"
+    odd_one = await h.ask("odd one")
+    assert odd_one.ctx.state["cache_result"] == "miss"
+    assert h.stage.indexes["memory"].size == 1  # BASE's vector only: nothing stored for it
+    close = await h.ask(CLOSE)
+    assert close.cache == "hit" and close.ctx.response_headers["x-aigw-cache-match"] == "semantic"
+    assert h.stage.stats.embed_errors == 0 and (await h.stage.health())[0] == "ok"
+    assert (await h.ask("odd one")).cache == "hit"  # stored for exact matches
+
+
 async def test_questions_that_differ_in_a_literal_never_share_an_answer() -> None:
     # the local model scores these 0.99: no threshold keeps them apart, their numbers do
     order, other_order = "What is the status of order 1234?", "What is the status of order 1235?"

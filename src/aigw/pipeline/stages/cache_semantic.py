@@ -12,6 +12,7 @@ so the request that needed the vector pays for it; the local model costs nothing
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -78,11 +79,11 @@ class DeploymentEmbedder:
             usage = body.get("usage")
             bill(SideCall(CACHE_EMBEDDING, self.model, served.deployment, usage if isinstance(usage, dict) else None,
                           text, time.monotonic() - started, served.upstream_s, served.retries))
-        vector = np.asarray(body["data"][0]["embedding"], dtype=np.float32)
+        vector = np.asarray(body["data"][0]["embedding"], dtype=np.float64)  # its length may not fit float32
         norm = float(np.linalg.norm(vector))
-        if norm == 0.0:
-            raise ValueError("the embedding deployment returned a zero vector")
-        unit: Vector = vector / norm
+        if not 0.0 < norm < math.inf:  # all zeros, or not a number: no cosine to take, for this text (exact only)
+            return None
+        unit: Vector = (vector / norm).astype(np.float32)
         return unit
 
     def _bill_cut(self, req: RouteRequest, text: str, started: float, bill: Callable[[SideCall], None] | None,
