@@ -344,3 +344,19 @@ async def test_a_request_that_neither_looks_up_nor_stores_is_not_embedded(contro
     assert (await h.ask(CLOSE, **controls)).cache == "miss"  # type: ignore[arg-type]
     assert h.embedder.calls == calls  # the vector would serve nothing: a deployment's call would be billed for it
     assert (await h.ask(CLOSE)).cache == "hit"  # and the fresh answer was not stored under it
+
+
+async def test_one_embedding_model_failing_leaves_the_others_semantic_matching_on() -> None:
+    # model "mock" embeds with a deployment that is down; model "other" with another embedder: its semantic
+    # hits must go on (they were switched off with the first, every embedder being one guarded name)
+    working = FakeEmbedder()
+    working.at_similarity(CLOSE, BASE, 0.95)
+    other = {**SEMANTIC, "semantic": {**SEMANTIC["semantic"], "embedding_model": "other-embed"}}
+    h = Harness({**SEMANTIC, "semantic": {**SEMANTIC["semantic"], "embed_timeout_ms": 20}},
+                routing={"other": {"cache": other}}, more_embedders={"other-embed": working})
+    h.embedder.delay_s = 1.0
+    for i in range(3):  # enough timeouts in a row to mark an embedder as failing
+        assert (await h.ask(f"question {i}")).cache == "miss"
+    await h.ask(BASE, model="other")
+    hit = await h.ask(CLOSE, model="other")
+    assert hit.cache == "hit" and hit.ctx.response_headers["x-aigw-cache-match"] == "semantic"

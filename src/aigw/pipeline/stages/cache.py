@@ -211,10 +211,11 @@ class CacheStage(Stage):
             return None
         if policy.backend in pending.trouble:  # the exact lookup just failed or timed out: one wait per request
             return None
-        vector = await self.guard.call("embedder", "embed", embedding(embedder, text, ctx), self.embed_timeout_s,
+        guarded = f"embedder:{policy.semantic.embedding_model}"  # one failing embedder leaves the others on
+        vector = await self.guard.call(guarded, "embed", embedding(embedder, text, ctx), self.embed_timeout_s,
                                        pending.trouble)  # a deployment's call is billed to ``ctx``
         if vector is None:  # failed, or a text the embedder cannot tell apart from others: exact only
-            if "embedder" in pending.trouble:
+            if guarded in pending.trouble:
                 self.stats.embed_errors += 1
             return None
         pending.vector = vector
