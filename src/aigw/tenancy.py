@@ -187,13 +187,28 @@ class Tenancy:
     async def _keep_seeded(self) -> None:
         """Budget counters in Redis start from the ledger again whenever Redis has lost them (a restart without
         persistence drops the mark ``seed`` leaves) or seeding failed at start: checked every ``SEED_CHECK_S``.
-        Seeding only raises counters, so a replica that re-seeds after another did changes nothing."""
+        Seeding only raises counters, so a replica that re-seeds after another did changes nothing.
+
+        Calls that a failed store let through unreserved (``budget_on_store_error: open``) hold no lease, so no
+        settle counts them: once their count stops moving and the ledger has written every row recorded by
+        then, the counters are seeded again too (else the outage's spend was never counted: tested)."""
         failures = 0
+        caught_up = seen = 0  # unreserved calls ended: whose cost the counters have; at the last check
+        rows_then: tuple[int, int] | None = None  # (unreserved calls ended, ledger rows recorded) to wait for
         while True:
             await asyncio.sleep(SEED_CHECK_S)
+            ended, ledger = self.services.unreserved_ended, self.ledger
+            if rows_then is None and ended != caught_up and ended == seen:
+                rows_then = (ended, ledger.written + ledger.dropped + ledger.pending)
+            seen = ended
             try:
                 if await self.services.budgets.seeded():
                     failures = 0
+                    if rows_then is not None and ledger.written + ledger.dropped >= rows_then[1]:
+                        await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
+                        caught_up, rows_then = rows_then[0], None
+                        log.info("budget counters seeded from the ledger: calls admitted unreserved while the "
+                                 "store failed (budget_on_store_error: open) count now")
                     continue
                 await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
                 log.warning("budget counters seeded from the ledger again (the store had lost them)")

@@ -86,6 +86,9 @@ class TenancyServices:
     metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
     monotonic: Callable[[], float] = time.monotonic  # when a store last failed (``store_error``), only then read
     spawn: Callable[[Coroutine[Any, Any, Any]], Any] | None = None  # the supervisor's, set by the composition
+    # calls a failed budget store let through unreserved (``budget_on_store_error: open``) that have ended: their
+    # cost is in the ledger, not in the counters (no lease to settle); the composition seeds them from the ledger
+    unreserved_ended: int = 0
     _failed_at: dict[str, float] = field(default_factory=dict)
 
     def store_error(self, what: str, exc: BaseException, operation: str = "enter") -> None:

@@ -75,6 +75,7 @@ log = logging.getLogger("aigw.budget")
 NOT_AFFORDED = " (not asked again: the budget cannot cover a second call)"
 NOT_CHECKED = " (not asked again: the budget cannot be checked right now)"
 _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease's slot)
+_UNRESERVED = "budget.unreserved"  # the store failed and the policy let the call go without a reservation
 _NO_ROUTES: tuple[tuple[Price, ...], tuple[str, ...]] = ((), ())
 _MEMO_EXTRA = 1024  # names beyond the configured models' whose worst rates are remembered
 
@@ -223,7 +224,7 @@ class BudgetStage(Stage):
             return None
         if (lost := ctx.state.get(JOINT_FAILED)) is not None:  # it may have reserved: never reserve twice
             ctx.state[_STATE] = lost  # the limits stage settles its lease, if it landed, at the end
-            self._store_down()
+            self._store_down(ctx)
             return None
         entered = self.clock.now()
         slot = unique_id("slot_")  # the lease's id: unique per call, like the limits stage's
@@ -238,18 +239,19 @@ class BudgetStage(Stage):
             self.svc.store_error("budget", exc)
             if not isinstance(exc, StoreSkipped):  # a skipped step was not sent: nothing to settle
                 ctx.state[_STATE] = (scopes, amount, entered, slot)
-            self._store_down()
+            self._store_down(ctx)
             return None
         if res is not None and not res.allowed:
             raise self._refusal(ctx, scopes, res, amount)
         ctx.state[_STATE] = (scopes, amount, entered, slot)
         return None
 
-    def _store_down(self) -> None:
+    def _store_down(self, ctx: RequestContext) -> None:
         """The budget store failed: refuse (``closed``) or let the call go unreserved (``open``)."""
         if self.svc.config.budget_on_store_error == "closed":
             raise errors.Unavailable("Budgets cannot be checked right now; try again shortly.", retry_after=1.0,
                                      code="store_unavailable")
+        ctx.state[_UNRESERVED] = True
 
     def _refusal(self, ctx: RequestContext, scopes: list[Scope], res: Reservation, amount: int) -> errors.GatewayError:
         scope = next(s for s in scopes if s.ref == res.scope)
@@ -290,6 +292,8 @@ class BudgetStage(Stage):
         return ""
 
     async def on_finish(self, ctx: RequestContext) -> None:
+        if ctx.state.get(_UNRESERVED):  # no lease holds its cost: the counters take it from the ledger
+            self.svc.unreserved_ended += 1
         try:
             crossed = await self._settle(ctx)
         finally:  # after the settle that counts their cost: released first, concurrent calls could reserve
