@@ -189,15 +189,16 @@ class Tenancy:
         persistence drops the mark ``seed`` leaves) or seeding failed at start: checked every ``SEED_CHECK_S``.
         Seeding only raises counters, so a replica that re-seeds after another did changes nothing.
 
-        Calls that a failed store let through unreserved (``budget_on_store_error: open``) hold no lease, so no
-        settle counts them: once their count stops moving and the ledger has written every row recorded by
-        then, the counters are seeded again too (else the outage's spend was never counted: tested)."""
+        Calls that a failed store let through unreserved (``budget_on_store_error: open``) hold no lease, and
+        calls in flight when the store lost its data hold one no more, so no settle counts them: once their count
+        stops moving and the ledger has written every row recorded by then, the counters are seeded again too
+        (else the outage's spend, or the calls in flight's, was never counted: tested)."""
         failures = 0
-        caught_up = seen = 0  # unreserved calls ended: whose cost the counters have; at the last check
-        rows_then: tuple[int, int] | None = None  # (unreserved calls ended, ledger rows recorded) to wait for
+        caught_up = seen = 0  # uncounted calls ended: whose cost the counters have; at the last check
+        rows_then: tuple[int, int] | None = None  # (uncounted calls ended, ledger rows recorded) to wait for
         while True:
             await asyncio.sleep(SEED_CHECK_S)
-            ended, ledger = self.services.unreserved_ended, self.ledger
+            ended, ledger = self.services.uncounted_ended, self.ledger
             if rows_then is None and ended != caught_up and ended == seen:
                 rows_then = (ended, ledger.written + ledger.dropped + ledger.pending)
             seen = ended
@@ -207,9 +208,10 @@ class Tenancy:
                     if rows_then is not None and ledger.written + ledger.dropped >= rows_then[1]:
                         await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
                         caught_up, rows_then = rows_then[0], None
-                        log.info("budget counters seeded from the ledger: calls admitted unreserved while the "
-                                 "store failed (budget_on_store_error: open) count now")
+                        log.info("budget counters seeded from the ledger: calls that no lease counted (admitted "
+                                 "unreserved while the store failed, or in flight when it lost its data) count now")
                     continue
+                self.services.seed_generation += 1  # the leases of calls in flight are gone too: see them end
                 await self.services.budgets.seed(await self.db.budgeted_spend(self.clock.now()))
                 log.warning("budget counters seeded from the ledger again (the store had lost them)")
             except Exception as exc:  # still away: the budgets follow their failure policy meanwhile

@@ -86,9 +86,11 @@ class TenancyServices:
     metrics: Any = None  # Metrics, set by app.py: each budget alert counts in aigw_events_total
     monotonic: Callable[[], float] = time.monotonic  # when a store last failed (``store_error``), only then read
     spawn: Callable[[Coroutine[Any, Any, Any]], Any] | None = None  # the supervisor's, set by the composition
-    # calls a failed budget store let through unreserved (``budget_on_store_error: open``) that have ended: their
-    # cost is in the ledger, not in the counters (no lease to settle); the composition seeds them from the ledger
-    unreserved_ended: int = 0
+    # calls ended whose cost the counters may not have, as no lease held it: let through unreserved by a failed
+    # budget store (``budget_on_store_error: open``), or reserved before the store lost its data (leases and all:
+    # ``seed_generation`` moved meanwhile); the composition seeds the counters from the ledger again after them
+    uncounted_ended: int = 0
+    seed_generation: int = 0  # moved each time the counters are seeded because the store lost them
     _failed_at: dict[str, float] = field(default_factory=dict)
 
     def store_error(self, what: str, exc: BaseException, operation: str = "enter") -> None:

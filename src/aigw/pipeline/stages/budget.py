@@ -76,6 +76,7 @@ NOT_AFFORDED = " (not asked again: the budget cannot cover a second call)"
 NOT_CHECKED = " (not asked again: the budget cannot be checked right now)"
 _STATE = BUDGET_DONE  # (scopes, reserved nano-dollars, when reserved, the lease's slot)
 _UNRESERVED = "budget.unreserved"  # the store failed and the policy let the call go without a reservation
+_GENERATION = "budget.seed_generation"  # the counters' seed generation when the call reserved
 _NO_ROUTES: tuple[tuple[Price, ...], tuple[str, ...]] = ((), ())
 _MEMO_EXTRA = 1024  # names beyond the configured models' whose worst rates are remembered
 
@@ -217,6 +218,7 @@ class BudgetStage(Stage):
         scopes, amount = plan_budget(ctx, self.svc)
         if not scopes:
             return None
+        ctx.state[_GENERATION] = self.svc.seed_generation
         if (res := refused(ctx)) is not None:  # found by the limits stage's joint step
             raise self._refusal(ctx, scopes, res, amount)
         if JOINT in ctx.state:
@@ -292,8 +294,9 @@ class BudgetStage(Stage):
         return ""
 
     async def on_finish(self, ctx: RequestContext) -> None:
-        if ctx.state.get(_UNRESERVED):  # no lease holds its cost: the counters take it from the ledger
-            self.svc.unreserved_ended += 1
+        if ctx.state.get(_UNRESERVED) or ctx.state.get(_GENERATION, self.svc.seed_generation) \
+                != self.svc.seed_generation:  # no lease holds its cost (any more): the counters take it from the ledger
+            self.svc.uncounted_ended += 1
         try:
             crossed = await self._settle(ctx)
         finally:  # after the settle that counts their cost: released first, concurrent calls could reserve
