@@ -105,6 +105,7 @@ class RedisCounters:
         self._rl = prefix + "rl:"
         self._bg = prefix + "bg:"
         self._seeded_key = prefix + "bg-seeded"  # gone with the counters when Redis loses its data
+        self._epoch: bytes | None = None  # the mark as this replica last saw it (``_mark``)
         self._ttl = bulk(repr(float(parallel_ttl_s)).encode())
         self._lease_keep_s = math.ceil(2 * parallel_ttl_s) + 10  # as enter.lua keeps a window's lease keys
         self._batch = GateBatcher(pipe if pipe is not None else ViaRedisPy(redis), retry_after_s, report=report)
@@ -268,7 +269,7 @@ class RedisCounters:
     async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
         """Raise the counters to the ledger's figures (``seed.lua``), then leave the mark ``seeded`` looks for."""
         if not spent:
-            await self._redis.set(self._seeded_key, b"1")
+            await self._mark()
             return
         keys: list[str] = []
         args: list[Any] = []
@@ -278,7 +279,15 @@ class RedisCounters:
                                                         ("daily" if window.count("-") == 2 else "monthly"))
             args += [nano, _TTL_BY_PERIOD[period]]
         await self._seed(keys=keys, args=args)
-        await self._redis.set(self._seeded_key, b"1")
+        await self._mark()
+
+    async def _mark(self) -> None:
+        """Leave the mark ``seeded`` looks for: a new one where there was none (Redis lost its data), else the
+        one there (another replica's start, a budget change: nothing was lost); remembered, to tell them apart."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._seeded_key, unique_id("seed_"), nx=True)
+            pipe.get(self._seeded_key)
+            _, self._epoch = await pipe.execute()
 
     async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
         """A changed budget's thresholds reached and not marked, marked now (``reached.lua``), through
@@ -304,7 +313,10 @@ class RedisCounters:
             await pipe.execute()
 
     async def seeded(self) -> bool:
-        return bool(await self._redis.exists(self._seeded_key))
+        """False when Redis lost its data (no mark), and when it did and another replica seeded it again first
+        (another mark than ours): the leases of this replica's calls in flight went with it either way."""
+        mark = await self._redis.get(self._seeded_key)
+        return mark is not None and mark == self._epoch
 
     async def spent(self, scope: Scope, now: float) -> int:
         base = self._budget_key(scope.ref, window_of(scope.limits.budget_period, now))
