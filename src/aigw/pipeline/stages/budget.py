@@ -33,6 +33,7 @@ from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.side_calls import side_totals
 from aigw.pipeline.stage import Stage
+from aigw.pipeline.stages.budget_reach import fallback_targets, route_targets, rule_targets, with_fallbacks
 from aigw.pipeline.stages.budget_worst import (
     DEARER_TIERS,
     NO_CAPS,
@@ -355,8 +356,8 @@ def build(deps: StageDeps) -> Stage | None:
     # a configured rule may route a model's request to another model after the reservation, and a fallback
     # chain may end at another: reserve at the dearest of them all (a key's own rules, in its metadata, are
     # added per request: ``_key_routes``)
-    reach = {model: _fallback_targets(deps, model) for model in prices}
-    targets = {model: {t for t in _with_fallbacks(_route_targets(deps, model), reach, deps) | reach[model]
+    reach = {model: fallback_targets(deps, model) for model in prices}
+    targets = {model: {t for t in with_fallbacks(rule_targets(deps, model), reach, deps) | reach[model]
                        if t != model} for model in prices}
     routed = {model: [p for target in targets[model] for p in prices.get(target, ())] for model in prices}
     prices = {model: [*own, *routed[model]] for model, own in prices.items()}
@@ -373,33 +374,3 @@ def build(deps: StageDeps) -> Stage | None:
     svc.budget_plan = stage.plan  # lets the limits stage reserve in the same store call
     svc.budget_more = stage.reserve_more  # lets the output stage reserve its retry
     return stage
-
-
-def _route_targets(deps: StageDeps, model: str) -> set[str]:
-    """The models a configured rule (global, or the model's own) may route ``model``'s requests to."""
-    policies = policies_for(deps, "rules")
-    rules = policies.by_model.get(model, policies.default).rules if policies is not None else None
-    return route_targets(rules, model) if rules is not None else set()
-
-
-def _fallback_targets(deps: StageDeps, model: str) -> set[str]:
-    """The models ``model``'s fallback chains may serve it with (the chain is flat: a fallback's own
-    fallbacks are not followed)."""
-    if deps.router is None:
-        return set()
-    policy = deps.router.policy(model)
-    return {*policy.fallbacks, *policy.context_window_fallbacks, *policy.content_policy_fallbacks}
-
-
-def _with_fallbacks(targets: set[str], reach: dict[str, set[str]], deps: StageDeps) -> set[str]:
-    """``targets`` and the models their fallback chains may reach (a routed request is served through the
-    router under its new model's policy)."""
-    out = set(targets)
-    for target in targets:
-        out |= reach[target] if target in reach else _fallback_targets(deps, target)
-    return out
-
-
-def route_targets(rules: RuleSet, model: str) -> set[str]:
-    """The models ``rules`` may route ``model``'s requests to."""
-    return {r.text for r in rules.rules if r.action == "route" and (r.model is None or r.model.fullmatch(model))}
