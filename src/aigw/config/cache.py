@@ -54,7 +54,7 @@ class CacheConfig(_Strict):
     max_entries: int = Field(default=10_000, ge=1)
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_entry_bytes: int = Field(default=1024 * 1024, ge=256)
-    timeout_ms: float = Field(default=50, gt=0)  # per backend call; slower = skipped
+    timeout_ms: float = Field(default=50, gt=0)  # a request's backend lookups in all; slower = skipped
     retry_after_s: float = Field(default=2.0, ge=0)  # after a backend failure, skip it this long
     # redis: what this process read or wrote is also kept in its memory this long (never past the entry's
     # own TTL), so a repeated hit skips the round trip; 0 = every hit asks Redis. See cache_near.py.

@@ -173,3 +173,31 @@ async def test_a_request_whose_lookup_timed_out_makes_no_second_call_to_that_bac
     answer = await h.ask()  # the exact GET times out (one strike): the semantic search would wait as long again
     assert answer.cache == "miss" and answer.body is not None
     assert index.searches == 0 and h.embedder.calls == 0
+
+
+class SlowStore(MemoryCacheStore):
+    """A shared backend (not in process) whose every read takes ``delay_s``."""
+
+    in_process = False
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(1000, 10_000_000)
+        self.delay_s = delay_s
+
+    async def get(self, key: str) -> bytes | None:
+        await asyncio.sleep(self.delay_s)
+        return await super().get(key)
+
+
+async def test_a_requests_backend_calls_share_one_timeout() -> None:
+    # a semantic lookup reads the exact key, searches, then reads the match's entry: three calls in a row
+    # to a backend that takes 0.2 s a read; with timeout_ms 300 they may take 0.3 s in all, not 0.3 s each
+    store = SlowStore(0.2)
+    h = Harness({"mode": "semantic", "timeout_ms": 300, "retry_after_s": 0, "near_ttl_s": 0,
+                 "semantic": {"threshold": 0.92, "embedding_model": "fake-embed"}}, stores={"memory": store})
+    h.embedder.at_similarity("Which city is France's capital?", "What is the capital of France?", 0.95)
+    await h.ask("What is the capital of France?")
+    started = time.perf_counter()
+    answer = await h.ask("Which city is France's capital?")
+    assert time.perf_counter() - started < 0.38  # 0.4 s and a semantic hit, when each call had 0.3 s
+    assert answer.cache == "miss" and answer.body is not None and answer.ctx.state["cache_result"] == "error"

@@ -32,7 +32,7 @@ from aigw.pipeline.context import Completed, Prerendered, Replay, RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, encode
-from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Status, health_of
+from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Lookups, Status, health_of
 from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, fallback_mark, semantic_blocker, word_order_mark
 from aigw.pipeline.stages.cache_near import NearCache
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
@@ -124,7 +124,7 @@ class CacheStage(Stage):
             return None
         guard = self.guard_tag(ctx) if self.guard_tag is not None else ""
         key = self._exact_key(ctx, policy.scope, guard)
-        trouble: list[str] = []
+        trouble: list[str] = [] if self._in_process[policy.backend] else Lookups()  # one time budget for all
         if not controls.no_cache:
             raw = self._get_now(policy.backend, key, trouble)  # memory, or a near copy: no await
             if isinstance(raw, _AskBackend):

@@ -1,6 +1,8 @@
 """Keeps a slow or dead cache backend from slowing or failing requests.
 
-Every backend call gets a short timeout; a failure marks the backend as failing
+Every backend call gets a short timeout, and one request's lookups share it
+(``Lookups``: a semantic lookup makes several calls in a row, which together
+may not take longer); a failure marks the backend as failing
 and for ``retry_after_s`` it is not even tried (requests go straight upstream).
 A timeout alone is a strike, not yet a failure: one slow answer is more often a
 pause of this process (a full garbage collection, a busy core) than a sick
@@ -50,6 +52,18 @@ class CacheStats:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
+class Lookups(list[str]):
+    """One request's calls to shared backends: the backends that failed or were skipped (the list, as any
+    ``trouble`` list), and the time the calls taken with the guard's own timeout took so far: together they may
+    take ``timeout_s``, not each of them (an exact lookup, a search and the match's entry, say)."""
+
+    __slots__ = ("spent",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spent = 0.0
+
+
 @dataclass(slots=True)
 class _State:
     failed_at: float | None = None
@@ -82,17 +96,24 @@ class Guard:
     async def call(self, name: str, what: str, op: Callable[[], Awaitable[T]],
                    timeout_s: float | None = None, trouble: list[str] | None = None) -> T | None:
         """``op()`` within the timeout (0 = none), or None if it failed, timed out or was
-        skipped (then ``name`` is appended to ``trouble``, so the caller can tell that from a miss)."""
-        if self.failing(name) or (what in WRITES and self.full(name)):
+        skipped (then ``name`` is appended to ``trouble``, so the caller can tell that from a miss).
+        With ``trouble`` a ``Lookups`` and the guard's own timeout, the call gets what its request's earlier
+        calls left of it, and is skipped (no strike against the backend) when they left nothing."""
+        shared = trouble if timeout_s is None and isinstance(trouble, Lookups) else None
+        limit = timeout_s or self.timeout_s
+        if shared is not None:
+            limit -= shared.spent
+        if self.failing(name) or (what in WRITES and self.full(name)) or limit <= 0:
             self.stats.backend_skipped += 1
             if trouble is not None:
                 trouble.append(name)
             return None
+        started = asyncio.get_running_loop().time() if shared is not None else 0.0
         try:
             if timeout_s == 0:  # an in-process store: nothing to wait for, skip the timer
                 result = await op()
             else:
-                async with asyncio.timeout(timeout_s or self.timeout_s):
+                async with asyncio.timeout(limit):
                     result = await op()
         except Exception as exc:  # any backend failure means "no cache", never a failed request
             full = out_of_memory(exc)
@@ -109,6 +130,9 @@ class Guard:
             if trouble is not None:
                 trouble.append(name)
             return None
+        finally:
+            if shared is not None:
+                shared.spent += asyncio.get_running_loop().time() - started
         self.recovered(name, what in WRITES)
         return result
 
