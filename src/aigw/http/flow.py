@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+import orjson
+
 from aigw import errors
 from aigw.http.auth import Authenticator, refusal_reason
 from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from aigw.http.keepalive import KeepAlive, KeepAlives
-from aigw.http.request import HttpRequest, Send
+from aigw.http.request import HttpRequest, Send, json_object
 from aigw.http.respond import (
     ClientGone,
     Headers,
@@ -101,7 +103,8 @@ class Flow:
         req.scope[CANCEL_ON_DISCONNECT] = True  # a client gone before its answer stops the upstream call too
         try:
             principal = self.auth.known(req.headers) or await self.auth.authenticate(req.headers)
-            body = await req.json(self.max_body)
+            raw = req.body_now(self.max_body)  # aigw's server has it already, else it is read
+            body = json_object(raw) if raw is not None else await req.json(self.max_body)
             parsed = parse(body, req.body)
             check_model_allowed(principal, parsed.model)
             ctx = RequestContext(
@@ -119,9 +122,11 @@ class Flow:
             headers = [] if early else answer_headers(ctx, api)
             if isinstance(result, Completed):
                 if api.canonical and isinstance(result, Prerendered) and result.raw is not None:
-                    await send_bytes(send, 200, result.raw, headers)  # e.g. a cache hit: the stored bytes
+                    answer = result.raw  # e.g. a cache hit: the stored bytes
                 else:
-                    await send_json(send, 200, api.render_body(result.body, ctx), headers)
+                    answer = orjson.dumps(api.render_body(result.body, ctx))
+                if not req.respond_now(200, answer, headers):
+                    await send_bytes(send, 200, answer, headers)
             elif isinstance(result, Replay) and not early:
                 await send_frames_whole(send, api.frames(result.chunks, ctx), headers)
             else:

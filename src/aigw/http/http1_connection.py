@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE, Exchange, date_line, status_line
+from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE, EXCHANGE, Exchange, date_line, status_line
 
 log = logging.getLogger("aigw.http.server")
 
@@ -179,14 +179,15 @@ class Connection(asyncio.Protocol):
             parsed = httptools.parse_url(url)
             raw_path, query = parsed.path or b"/", parsed.query or b""
         text = raw_path.decode("latin-1")
-        scope = {
+        scope: dict[str, Any] = {
             "type": "http", "asgi": ASGI_VERSION, "http_version": parser.get_http_version(),
             "server": self.server, "client": self.client, "scheme": "http",
             "method": parser.get_method().decode("latin-1"), "root_path": "",
             "path": unquote(text) if "%" in text else text, "raw_path": raw_path,
             "query_string": query, "headers": self.headers,
         }
-        ex = Exchange(self, scope, parser.should_keep_alive() and not self.state.stopping, self.expect_continue)
+        ex = scope[EXCHANGE] = Exchange(self, scope, parser.should_keep_alive() and not self.state.stopping,
+                                        self.expect_continue)
         self.parsing = ex
         # until the message is complete (at once for a request without a body); a client that asked to
         # hear "100 Continue" first waits for it, so its clock starts when that is sent (``Exchange.receive``)

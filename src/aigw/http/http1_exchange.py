@@ -4,7 +4,10 @@
 answered on the first read), then waits for the client to leave or the answer to
 end. ``send`` frames the answer: the head is held back and leaves with a whole
 body in one write, or, for a stream, with its first event; later events of one
-loop turn share a write (the connection's ``queue_write``). Response headers are
+loop turn share a write (the connection's ``queue_write``). The app may skip the
+messages where nothing needs them (the scope's ``EXCHANGE``): ``body_now`` hands
+over a body that came whole with its head, ``respond`` sends a whole answer, each
+a plain call instead of coroutines and message dicts (~5 % of a cache hit's CPU). Response headers are
 checked for CR/LF with one count over the finished head (a search per header
 cost 20 µs a hit). The connection side is ``http1_connection``.
 """
@@ -34,6 +37,7 @@ def date_line() -> bytes:
 # The server's part of the ASGI scope (aigw's own server only; elsewhere they are never set):
 CANCEL_ON_DISCONNECT = "aigw.cancel_on_disconnect"  # the app sets it: cancel my call if the client leaves
 CLIENT_GONE = "aigw.client_gone"  # the server sets it before that cancel: why the call was stopped
+EXCHANGE = "aigw.exchange"  # the server sets it: this Exchange, for its ``body_now`` and ``respond``
 
 
 class Exchange:
@@ -73,6 +77,41 @@ class Exchange:
             await self.waiter
         finally:
             self.waiter = None
+
+    def body_now(self) -> bytes | None:
+        """The whole body when all of it has arrived and none was read yet (a body that came with its head):
+        what ``receive`` would hand over, without a coroutine or a message. None: read it with ``receive``."""
+        if not self.body_done or self.body_delivered or self.expect_continue or self.disconnected or self.complete:
+            return None
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks = []
+        self.buffered = 0
+        self.body_delivered = True
+        return body
+
+    def respond(self, status: int, headers: Any, body: bytes) -> None:
+        """A whole answer in one call: what ``send`` does with a start message and a last body message."""
+        if self.started:
+            raise RuntimeError("http.response.start sent twice")
+        self._start(status, headers)
+        self.started = self.complete = True
+        if self.is_head:
+            body = b""
+        if self.chunked:  # no content-length among the headers
+            body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        conn, head = self.conn, self.head
+        if not conn.closed:
+            if head is None:  # a chunked head was queued: the body follows it in the same write
+                conn.queue_write(body)
+                conn.flush()
+            elif len(body) < JOIN_BELOW:
+                conn.transport.write(head + body)
+            else:
+                conn.transport.write(head)
+                conn.transport.write(body)
+        self.head = None
+        conn.finished(self)
 
     async def receive(self) -> dict[str, Any]:
         conn = self.conn

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from aigw import errors
+from aigw.http.http1_exchange import EXCHANGE, Exchange
 from aigw.ids import time_ordered_id
 from aigw.types import JSON
 
@@ -17,6 +19,7 @@ Receive = Any
 Send = Any
 Scope = dict[str, Any]
 
+JSON_TYPE = (b"content-type", b"application/json")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -72,7 +75,30 @@ class HttpRequest:
         return self.body
 
     async def json(self, limit: int) -> JSON:
-        return json_object(await self.read_body(limit))
+        raw = self.body_now(limit)
+        return json_object(raw if raw is not None else await self.read_body(limit))
+
+    def body_now(self, limit: int) -> bytes | None:
+        """The whole body without awaiting it, when aigw's own server has all of it already (it came with the
+        head); None: ``read_body``. Over ``limit``: the same 413 as ``read_body``."""
+        ex: Exchange | None = self.scope.get(EXCHANGE)
+        body = ex.body_now() if ex is not None else None
+        if body is None:
+            return None
+        if len(body) > limit:
+            raise errors.PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        self.body = body
+        return body
+
+    def respond_now(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]],
+                    content_type: tuple[bytes, bytes] = JSON_TYPE) -> bool:
+        """A whole answer sent in one call, as ``respond.send_bytes`` would send it, when aigw's own server
+        takes it that way; False: send it with ``send_bytes`` (uvicorn, or an answer already begun)."""
+        ex: Exchange | None = self.scope.get(EXCHANGE)
+        if ex is None or ex.started:
+            return False
+        ex.respond(status, [content_type, (b"content-length", b"%d" % len(body)), *headers], body)
+        return True
 
 
 def _joined(raw: Any) -> dict[str, str]:

@@ -14,11 +14,10 @@ from typing import Any
 import orjson
 
 from aigw.http.keepalive import KeepAlive
-from aigw.http.request import Receive, Send
+from aigw.http.request import JSON_TYPE, Receive, Send
 
 Headers = list[tuple[bytes, bytes]]
 
-JSON_TYPE = (b"content-type", b"application/json")
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),

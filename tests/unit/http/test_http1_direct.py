@@ -1,0 +1,92 @@
+"""The app's direct calls on aigw's server (the scope's ``EXCHANGE``): a body taken without ``receive`` and a
+whole answer sent without ``send`` speak the same HTTP as the ASGI messages do."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aigw.http.http1_exchange import EXCHANGE, Exchange
+from tests.unit.http.test_http1_server import (
+    Scope,
+    closed_by_server,
+    connect,
+    post,
+    read_body,
+    read_response,
+    serving,
+    with_lifespan,
+)
+
+taken: list[str] = []  # how each request's body was read: "now" or "receive"
+
+
+@with_lifespan
+async def direct(scope: Scope, receive: Any, send: Any) -> None:
+    """Echoes the body with ``body_now`` when it can (else ``receive``) and answers with ``respond``;
+    ``/chunked`` answers without a length, ``/slow`` waits first."""
+    ex: Exchange = scope[EXCHANGE]
+    body = ex.body_now()
+    taken.append("now" if body is not None else "receive")
+    if body is None:
+        body = await read_body(receive)
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.2)
+    answer = b"%s %s" % (scope["path"].encode(), body)
+    headers = [(b"content-type", b"text/plain")]
+    if scope["path"] != "/chunked":
+        headers.append((b"content-length", b"%d" % len(answer)))
+    ex.respond(200, headers, answer)
+
+
+async def test_a_body_that_came_with_its_head_is_taken_at_once_and_answered_in_one_call() -> None:
+    taken.clear()
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        for i in range(3):  # keep-alive: each answer leaves the connection ready for the next request
+            writer.write(post("/x", b"body %d" % i))
+            status, headers, body = await read_response(reader)
+            assert (status, body, headers["content-length"]) == (200, b"/x body %d" % i, str(len(body)))
+            assert "connection" not in headers and "date" in headers
+        writer.close()
+    assert taken == ["now", "now", "now"]
+
+
+async def test_pipelined_direct_answers_come_in_order() -> None:
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/slow", b"first") + post("/fast", b"second"))
+        assert (await read_response(reader))[2] == b"/slow first"
+        assert (await read_response(reader))[2] == b"/fast second"
+        writer.close()
+
+
+async def test_a_body_still_on_its_way_or_held_for_100_continue_is_read_with_receive() -> None:
+    taken.clear()
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        request = post("/late", b"0123456789")
+        writer.write(request[:-4])  # the head and part of the body
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(request[-4:])
+        assert (await read_response(reader))[2] == b"/late 0123456789"
+        writer.write(post("/ask", b"abc", "expect: 100-continue"))
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert (await read_response(reader))[2] == b"/ask abc"
+        writer.close()
+    assert taken == ["receive", "receive"]
+
+
+async def test_a_direct_answer_without_a_length_is_chunked_and_to_head_has_no_body() -> None:
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/chunked", b"x"))
+        status, headers, body = await read_response(reader)
+        assert (status, headers.get("transfer-encoding"), body) == (200, "chunked", b"/chunked x")
+        writer.write(b"HEAD /h HTTP/1.1\r\nhost: t\r\n\r\n" + post("/after", b"y"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 3" in head
+        assert (await read_response(reader))[2] == b"/after y"  # the next bytes are the next answer
+        writer.write(post("/close", b"z", "connection: close"))
+        assert (await read_response(reader))[2] == b"/close z" and await closed_by_server(reader)
