@@ -9,9 +9,10 @@ import uuid
 import pytest
 from pydantic import BaseModel, Field
 
+from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.base import CallOptions
-from aigw.providers.mock import MockProvider
+from aigw.providers.mock import MAX_DIMENSIONS, MockProvider
 from aigw.types import JSON
 
 ASK = [{"role": "user", "content": "What is a gateway?"}]
@@ -51,6 +52,15 @@ async def test_token_ids_are_counted_one_token_each() -> None:
     # they were counted as the characters of their JSON ("[1,2,3]": 2 tokens), so billed at a guess
     answer = await _mock().embeddings({"model": "mock", "input": [[1, 2, 3], [4, 5, 6, 7, 8]]}, CallOptions())
     assert answer["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
+
+
+async def test_more_dimensions_than_any_embedding_model_makes_is_a_bad_request() -> None:
+    # 10**9 dimensions made a vector of 10**9 floats on the event loop: one request could take the gateway down
+    with pytest.raises(errors.InvalidRequest) as err:
+        await _mock().embeddings({"model": "mock", "input": "a", "dimensions": MAX_DIMENSIONS + 1}, CallOptions())
+    assert err.value.param == "dimensions" and err.value.status == 400
+    answer = await _mock().embeddings({"model": "mock", "input": "a", "dimensions": MAX_DIMENSIONS}, CallOptions())
+    assert len(answer["data"][0]["embedding"]) == MAX_DIMENSIONS
 
 
 @pytest.mark.parametrize("parameters", [None, {}, {"type": "object"}])

@@ -34,6 +34,7 @@ _FAILURES: dict[str, type[errors.GatewayError]] = {
     "context_length_exceeded": errors.ContextLengthExceeded,
     "content_policy": errors.ContentPolicy,
 }
+MAX_DIMENSIONS = 3072  # the most an OpenAI embedding model makes (text-embedding-3-large)
 
 
 def estimate_tokens(text: str) -> int:
@@ -266,6 +267,9 @@ class MockProvider:
         one = isinstance(value, str) or (isinstance(value, list) and bool(value) and isinstance(value[0], int))
         inputs = [value] if one else value
         dims = int(body.get("dimensions") or 16)
+        if dims > MAX_DIMENSIONS:  # as a real model refuses it; unbounded, one request's vector filled the memory
+            raise errors.InvalidRequest(f"Invalid value for 'dimensions': at most {MAX_DIMENSIONS}, not {dims}.",
+                                        param="dimensions", code="integer_above_max_value")
         data, tokens = [], 0
         for i, item in enumerate(inputs):
             text = item if isinstance(item, str) else orjson.dumps(item).decode()
