@@ -133,6 +133,25 @@ def test_embeddings_and_completions_validation() -> None:
         validate_completion({"model": "m"})
 
 
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"presence_penalty": 3}, "presence_penalty"), ({"frequency_penalty": -2.5}, "frequency_penalty"),
+    ({"logprobs": 6}, "logprobs"), ({"logprobs": True}, "logprobs"), ({"logprobs": -1}, "logprobs"),
+    ({"best_of": 21}, "best_of"), ({"best_of": "3"}, "best_of"), ({"seed": "x"}, "seed"), ({"user": 5}, "user"),
+    ({"logit_bias": [1]}, "logit_bias"), ({"logit_bias": {"50256": "x"}}, "logit_bias.50256"),
+])
+def test_legacy_completion_fields_are_checked_as_openai_checks_them(extra: dict[str, object], param: str) -> None:
+    # they went unchecked: `"best_of": "3"` slipped past the translation's refusal (a 200 of one choice), and a
+    # penalty of 3 (a 400 on chat) reached a translated provider, which dropped it
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_completion({"model": "m", "prompt": "hi", **extra})
+    assert exc.value.param == param
+
+
+def test_legacy_completion_fields_in_range_pass() -> None:
+    validate_completion({"model": "m", "prompt": "hi", "presence_penalty": -2, "frequency_penalty": 2, "logprobs": 5,
+                         "best_of": 20, "seed": 7, "user": "u", "logit_bias": {"50256": -100}})
+
+
 @pytest.mark.parametrize("options", ["x", 1, []])
 def test_completion_stream_options_must_be_an_object(options: object) -> None:
     # the HTTP layer reads stream_options as an object when streaming: anything else was a 500 there
