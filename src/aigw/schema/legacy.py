@@ -19,6 +19,8 @@ def _untranslatable(body: JSON) -> str | None:
         return "suffix"
     if body.get("logprobs") is not None:
         return "logprobs"
+    if body.get("max_tokens") == 0:  # legacy allows 0 (with echo: the prompt alone); a chat call makes at least one
+        return "max_tokens"
     best_of, n = body.get("best_of"), body.get("n")
     if isinstance(best_of, int) and best_of > (n if isinstance(n, int) else 1):
         return "best_of"

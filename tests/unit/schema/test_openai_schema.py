@@ -185,6 +185,7 @@ def test_batched_prompts_cannot_be_translated() -> None:
 @pytest.mark.parametrize(("extra", "param"), [
     ({"echo": True}, "echo"), ({"suffix": "END"}, "suffix"), ({"logprobs": 2}, "logprobs"),
     ({"logprobs": 0}, "logprobs"), ({"best_of": 3}, "best_of"), ({"n": 2, "best_of": 3}, "best_of"),
+    ({"max_tokens": 0}, "max_tokens"),  # a chat call makes at least one token: the mock answered in full
 ])
 def test_legacy_fields_a_chat_call_cannot_honour_are_refused_not_dropped(extra: dict[str, object], param: str) -> None:
     # they were dropped: the client got a 200 without the echoed prompt, the suffix or the logprobs it asked for
