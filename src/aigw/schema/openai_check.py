@@ -41,25 +41,51 @@ def _code(model: type[BaseModel], error: Any) -> str:
     return "invalid_value"
 
 
-def _first(exc: ValidationError) -> tuple[Any, str, str]:
-    """The error to report, its param and message. A field of several types (``str | list[...]``) fails once
-    per branch: the branch that got deepest into the value is the one the client meant (a list of parts with
-    a bad part is not "Input should be a valid string"); branches that fail at the same place are all named
-    ("a valid string or a valid list")."""
+def _first(exc: ValidationError) -> tuple[Any, str, str, list[Any]]:
+    """The error to report, its param, message and every branch's error at that param. A field of several
+    types (``str | list[...]``) fails once per branch: the branch that got deepest into the value is the one
+    the client meant (a list of parts with a bad part is not "Input should be a valid string"); branches that
+    fail at the same place are all named ("a valid string or a valid list")."""
     found = exc.errors()
     same_field = [e for e in found if e["loc"][:1] == found[0]["loc"][:1]]
     params = [_loc(tuple(e["loc"])) for e in same_field]
     deepest = max(range(len(same_field)), key=lambda i: len(params[i].split(".")))  # the first of the deepest
-    msgs = [str(e["msg"]) for e, p in zip(same_field, params, strict=True) if p == params[deepest]]
+    there = [e for e, p in zip(same_field, params, strict=True) if p == params[deepest]]
+    msgs = [str(e["msg"]) for e in there]
     rest = [m.removeprefix("Input should be ") for m in msgs[1:]]
-    return same_field[deepest], params[deepest], " or ".join(dict.fromkeys([msgs[0], *rest]))
+    return same_field[deepest], params[deepest], " or ".join(dict.fromkeys([msgs[0], *rest])), there
+
+
+# pydantic's type errors -> what OpenAI says was expected ("Invalid type for 'n': expected an integer, but got a
+# string instead."); pydantic's own words named our classes ("a valid dictionary or instance of StreamOptions")
+_EXPECTED = {"int_type": "an integer", "float_type": "a decimal", "string_type": "a string", "bool_type": "a boolean",
+             "dict_type": "an object", "model_type": "an object", "list_type": "an array"}
+
+
+def _got(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = ((int, "an integer"), (float, "a decimal number"), (str, "a string"), (dict, "an object"),
+             (list, "an array"))
+    return next((noun for kind, noun in kinds if isinstance(value, kind)), "a value")
+
+
+def _wrong_type(param: str, there: list[Any]) -> str | None:
+    """OpenAI's sentence for a value of the wrong JSON type (every branch wanted another type), else None."""
+    if not all(e["type"] in _EXPECTED for e in there):
+        return None
+    nouns = list(dict.fromkeys(_EXPECTED[e["type"]] for e in there))
+    expected = " or ".join(nouns) if len(nouns) < 3 else f"one of {', '.join(nouns[:-1])}, or {nouns[-1]}"
+    return f"Invalid type for '{param}': expected {expected}, but got {_got(there[0].get('input'))} instead."
 
 
 def check_body(model: type[BaseModel], body: JSON) -> None:
     try:
         model.model_validate(body)
     except ValidationError as exc:
-        error, param, message = _first(exc)
+        error, param, message, there = _first(exc)
         said = f"Missing required parameter: '{param}'." if error["type"] == "missing" else \
-            f"Invalid value for '{param}': {message}"
+            _wrong_type(param, there) or f"Invalid value for '{param}': {message}"
         raise errors.InvalidRequest(said, param=param, code=_code(model, error)) from None

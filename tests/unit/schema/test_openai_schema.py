@@ -80,7 +80,7 @@ def test_custom_tools_and_their_calls_are_accepted_unchanged(extra: dict[str, ob
      "Missing required parameter"),
     ({"messages": [*ASK, {"role": "assistant", "tool_calls": [
         {"id": "c", "type": "custom", "custom": {"name": "x", "input": ["a"]}}]}]},
-     "messages.1.tool_calls.0.custom.input", "valid string"),
+     "messages.1.tool_calls.0.custom.input", "expected a string"),
 ])
 def test_malformed_custom_tools_name_the_field(extra: dict[str, object], param: str, says: str) -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
@@ -217,10 +217,10 @@ def test_embeddings_input_of_a_wrong_type_names_input(value: object) -> None:
 
 
 @pytest.mark.parametrize(("extra", "param", "says"), [
-    ({"stop": 5}, "stop", "a valid string or a valid list"),
-    ({"stop": [1]}, "stop.0", "valid string"),
-    ({"tool_choice": 1}, "tool_choice", "a valid string or a valid dictionary"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content", "a valid string or a valid list"),
+    ({"stop": 5}, "stop", "expected a string or an array, but got an integer instead"),
+    ({"stop": [1]}, "stop.0", "expected a string"),
+    ({"tool_choice": 1}, "tool_choice", "expected a string or an object"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content", "expected a string or an array"),
     ({"messages": [{"role": "user", "content": [{"type": "bogus"}]}]}, "messages.0.content.0", "'text'"),
     ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text",
      "Missing required parameter"),
@@ -236,6 +236,27 @@ def test_a_field_of_several_types_is_named_as_the_client_wrote_it(extra: dict[st
     assert exc.value.param == param and says in exc.value.message, exc.value.message
 
 
+@pytest.mark.parametrize(("check", "body", "said"), [
+    (validate_chat, {"model": "m", "messages": ASK, "n": "2"},
+     "Invalid type for 'n': expected an integer, but got a string instead."),
+    (validate_chat, {"model": "m", "messages": ASK, "temperature": "hot"},
+     "Invalid type for 'temperature': expected a decimal, but got a string instead."),
+    (validate_chat, {"model": "m", "messages": ASK, "max_tokens": 1.5},
+     "Invalid type for 'max_tokens': expected an integer, but got a decimal number instead."),
+    (validate_chat, {"model": "m", "messages": ASK, "stream": True, "stream_options": 5},
+     "Invalid type for 'stream_options': expected an object, but got an integer instead."),
+    (validate_embeddings, {"model": "e", "input": "a", "dimensions": "4"},
+     "Invalid type for 'dimensions': expected an integer, but got a string instead."),
+    (validate_completion, {"model": "m", "prompt": "hi", "echo": "yes"},
+     "Invalid type for 'echo': expected a boolean, but got a string instead."),
+])
+def test_a_value_of_the_wrong_type_is_told_in_openais_words(check: Any, body: JSON, said: str) -> None:
+    # pydantic's words went out ("Input should be a valid dictionary or instance of StreamOptions": our class)
+    with pytest.raises(errors.InvalidRequest) as exc:
+        check(body)
+    assert (exc.value.message, exc.value.code) == (said, "invalid_type")
+
+
 def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
         validate_completion({"model": "m", "prompt": 5})
@@ -243,7 +264,8 @@ def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
     with pytest.raises(errors.InvalidRequest) as exc:  # a list item that is none of the types a list may hold
         validate_completion({"model": "m", "prompt": [1.5]})
     assert exc.value.param == "prompt.0"
-    assert exc.value.message.endswith("a valid string or a valid integer or a valid list"), exc.value.message
+    said = "expected one of a string, an integer, or an array, but got a decimal number instead."
+    assert exc.value.message.endswith(said), exc.value.message
 
 
 @pytest.mark.parametrize(("check", "body", "param"), [
