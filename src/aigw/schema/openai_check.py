@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from aigw import errors
@@ -81,11 +82,39 @@ def _wrong_type(param: str, there: list[Any]) -> str | None:
     return f"Invalid type for '{param}': expected {expected}, but got {_got(there[0].get('input'))} instead."
 
 
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
+           "less_than": ("lt", "<")}
+
+
+def _bounds(error: Any, param: str, code: str) -> str | None:
+    """OpenAI's sentence for a number out of range or an empty array ("Invalid 'temperature': decimal above
+    maximum value. Expected a value <= 2, but got 3 instead."), else None."""
+    ctx = error.get("ctx") or {}
+    if code == "empty_array":
+        return (f"Invalid '{param}': empty array. Expected an array with minimum length {ctx.get('min_length', 1)}, "
+                "but got an empty array instead.")
+    bound = _BOUNDS.get(str(error["type"]))
+    if bound is None or bound[0] not in ctx:
+        return None
+    number, side = code.split("_", 1)
+    where = "below minimum" if side.startswith("below") else "above maximum"
+    limit, got = (_number(v) for v in (ctx[bound[0]], error.get("input")))
+    return f"Invalid '{param}': {number} {where} value. Expected a value {bound[1]} {limit}, but got {got} instead."
+
+
+def _number(value: Any) -> str:
+    """A number as JSON writes it, a whole float without its ".0" (pydantic holds a float field's bound as 2.0)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return orjson.dumps(value).decode()
+
+
 def check_body(model: type[BaseModel], body: JSON) -> None:
     try:
         model.model_validate(body)
     except ValidationError as exc:
         error, param, message, there = _first(exc)
+        code = _code(model, error)
         said = f"Missing required parameter: '{param}'." if error["type"] == "missing" else \
-            _wrong_type(param, there) or f"Invalid value for '{param}': {message}"
-        raise errors.InvalidRequest(said, param=param, code=_code(model, error)) from None
+            _wrong_type(param, there) or _bounds(error, param, code) or f"Invalid value for '{param}': {message}"
+        raise errors.InvalidRequest(said, param=param, code=code) from None

@@ -257,6 +257,30 @@ def test_a_value_of_the_wrong_type_is_told_in_openais_words(check: Any, body: JS
     assert (exc.value.message, exc.value.code) == (said, "invalid_type")
 
 
+@pytest.mark.parametrize(("check", "body", "said", "code"), [
+    (validate_chat, {"model": "m", "messages": ASK, "temperature": 3},
+     "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 instead.",
+     "decimal_above_max_value"),
+    (validate_chat, {"model": "m", "messages": ASK, "max_tokens": 0},
+     "Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got 0 instead.",
+     "integer_below_min_value"),
+    (validate_chat, {"model": "m", "messages": []},
+     "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+     "empty_array"),
+    (validate_embeddings, {"model": "e", "input": "a", "dimensions": 0},
+     "Invalid 'dimensions': integer below minimum value. Expected a value >= 1, but got 0 instead.",
+     "integer_below_min_value"),
+    (validate_completion, {"model": "m", "prompt": "hi", "presence_penalty": -2.5},
+     "Invalid 'presence_penalty': decimal below minimum value. Expected a value >= -2, but got -2.5 instead.",
+     "decimal_below_min_value"),
+])
+def test_a_value_out_of_range_is_told_in_openais_words(check: Any, body: JSON, said: str, code: str) -> None:
+    # pydantic's words went out ("Invalid value for 'temperature': Input should be less than or equal to 2")
+    with pytest.raises(errors.InvalidRequest) as exc:
+        check(body)
+    assert (exc.value.message, exc.value.code) == (said, code)
+
+
 def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
         validate_completion({"model": "m", "prompt": 5})
