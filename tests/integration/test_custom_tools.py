@@ -116,12 +116,13 @@ def test_allowed_tools_with_a_custom_tool_pass_through(client: openai.OpenAI, up
 
 
 @pytest.mark.parametrize(("tool", "param", "says"), [
-    ({"type": "custom", "custom": {"description": "no name"}}, "tools.0.custom.name", "Missing required parameter"),
-    ({"type": "custom", "custom": {"name": "x", "format": {"type": "json"}}}, "tools.0.custom.format",
+    ({"type": "custom", "custom": {"description": "no name"}}, "tools[0].custom.name", "Missing required parameter"),
+    ({"type": "custom", "custom": {"name": "x", "format": {"type": "json"}}}, "tools[0].custom.format",
      "format.type must be 'text' or 'grammar'"),
     ({"type": "custom", "custom": {"name": "x", "format": {"type": "grammar", "grammar": {
-        "definition": "start: /a+/", "syntax": "ebnf"}}}}, "tools.0.custom.format.grammar.syntax", "'lark' or 'regex'"),
-    ({"type": "plugin", "plugin": {"name": "x"}}, "tools.0", "type must be 'function' or 'custom'"),
+        "definition": "start: /a+/", "syntax": "ebnf"}}}}, "tools[0].custom.format.grammar.syntax",
+     "'lark' or 'regex'"),
+    ({"type": "plugin", "plugin": {"name": "x"}}, "tools[0]", "type must be 'function' or 'custom'"),
 ], ids=["no-name", "bad-format-type", "bad-grammar-syntax", "unknown-type"])
 def test_a_malformed_custom_tool_is_a_400_and_nothing_goes_upstream(
         client: openai.OpenAI, ups: Upstreams, tool: dict[str, Any], param: str, says: str) -> None:
@@ -139,7 +140,7 @@ def test_a_custom_tool_call_input_must_be_a_string(client: openai.OpenAI, ups: U
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="oai", messages=[
             {"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [call]}])  # type: ignore[list-item]
-    assert isinstance(err.value.body, dict) and err.value.body["param"] == "messages.1.tool_calls.0.custom.input"
+    assert isinstance(err.value.body, dict) and err.value.body["param"] == "messages[1].tool_calls[0].custom.input"
     assert ups.openai.traffic.requests == 0
 
 

@@ -157,7 +157,7 @@ def test_unknown_model_is_a_404_in_openai_shape(client: openai.OpenAI) -> None:
 def test_wrong_types_name_the_field(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="mock", messages=[{"role": "user", "content": 5}])  # type: ignore[list-item]
-    assert exc.value.param is not None and exc.value.param.startswith("messages.0.content")
+    assert exc.value.param is not None and exc.value.param.startswith("messages[0].content")
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="mock", messages=MESSAGES, temperature=9)  # type: ignore[arg-type]
     assert exc.value.param == "temperature"

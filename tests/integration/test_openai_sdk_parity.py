@@ -34,7 +34,7 @@ def client(gateway: RunningGateway) -> openai.OpenAI:
     ({"n": 0}, "n", "integer_below_min_value"),
     ({"top_logprobs": 21}, "top_logprobs", "integer_above_max_value"),
     ({"messages": []}, "messages", "empty_array"),
-    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role", "invalid_value"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role", "invalid_value"),
     ({"model": None}, "model", "invalid_type"),
 ])
 def test_a_bad_field_is_a_400_with_openais_param_and_code(client: openai.OpenAI, extra: dict[str, object],

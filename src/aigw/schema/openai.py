@@ -246,7 +246,7 @@ def validate_chat(body: JSON) -> JSON:
     check_body(ChatRequest, body)
     _stream_options_need_stream(body)
     for i, msg in enumerate(body["messages"]):
-        _check_role_fields(msg, f"messages.{i}")
+        _check_role_fields(msg, f"messages[{i}]")
     if body.get("tool_choice") is not None and not body.get("tools"):  # OpenAI's (and vLLM's) 400
         raise errors.InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
                                     "are specified.", param="tool_choice")
@@ -288,7 +288,7 @@ def validate_embeddings(body: JSON) -> JSON:
     try:
         check_body(EmbeddingRequest, body)
     except errors.InvalidRequest as exc:
-        if exc.param is None or not exc.param.startswith("input."):
+        if exc.param is None or not exc.param.startswith(("input.", "input[")):
             raise
         # pydantic names the union branch it tried last ("input.str"): the client wrote ``input``
         raise errors.InvalidRequest("Invalid value for 'input': a string, an array of strings, an array of "

@@ -15,10 +15,17 @@ from aigw.types import JSON
 _BRANCHES = frozenset({"str", "int", "float", "bool", "none", "function-after"})
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def _parts(loc: tuple[int | str, ...]) -> list[int | str]:
     # drop pydantic's union-branch tags so the param reads like the client's field path
-    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p in _BRANCHES))]
-    return ".".join(parts)
+    return [p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p in _BRANCHES))]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    """The client's field path as OpenAI writes it, an array's items in brackets ("messages[0].content")."""
+    path = ""
+    for p in _parts(loc):
+        path += f"[{p}]" if isinstance(p, int) else f".{p}" if path else p
+    return path
 
 
 # pydantic's error type -> the ``code`` OpenAI sends for the same mistake (clients branch on ``err.code``)
@@ -50,7 +57,7 @@ def _first(exc: ValidationError) -> tuple[Any, str, str, list[Any]]:
     found = exc.errors()
     same_field = [e for e in found if e["loc"][:1] == found[0]["loc"][:1]]
     params = [_loc(tuple(e["loc"])) for e in same_field]
-    deepest = max(range(len(same_field)), key=lambda i: len(params[i].split(".")))  # the first of the deepest
+    deepest = max(range(len(same_field)), key=lambda i: len(_parts(same_field[i]["loc"])))  # the first of the deepest
     there = [e for e, p in zip(same_field, params, strict=True) if p == params[deepest]]
     msgs = [str(e["msg"]) for e in there]
     rest = [m.removeprefix("Input should be ") for m in msgs[1:]]

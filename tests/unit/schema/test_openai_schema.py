@@ -22,10 +22,10 @@ def test_a_valid_body_comes_back_unchanged_with_unknown_fields() -> None:
     [
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
         ({"model": "m", "messages": []}, "messages"),
-        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages.0.content"),
+        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages[0].content"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
-         "tools.0.function"),
+         "tools[0].function"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": "two"}, "n"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": ["json_object"]}},
          "response_format.type"),
@@ -65,22 +65,22 @@ def test_custom_tools_and_their_calls_are_accepted_unchanged(extra: dict[str, ob
 
 
 @pytest.mark.parametrize(("extra", "param", "says"), [
-    ({"tools": [{"type": "custom", "custom": {}}]}, "tools.0.custom.name", "Missing required parameter"),
-    ({"tools": [{"type": "custom", "custom": {"name": ""}}]}, "tools.0.custom.name", "at least 1"),
-    ({"tools": [{"type": "custom"}]}, "tools.0.custom", "Missing required parameter"),
+    ({"tools": [{"type": "custom", "custom": {}}]}, "tools[0].custom.name", "Missing required parameter"),
+    ({"tools": [{"type": "custom", "custom": {"name": ""}}]}, "tools[0].custom.name", "at least 1"),
+    ({"tools": [{"type": "custom"}]}, "tools[0].custom", "Missing required parameter"),
     ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "json"}}}]},
-     "tools.0.custom.format", "'text' or 'grammar'"),
+     "tools[0].custom.format", "'text' or 'grammar'"),
     ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "grammar"}}}]},
-     "tools.0.custom.format.grammar", "Missing required parameter"),
+     "tools[0].custom.format.grammar", "Missing required parameter"),
     ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "grammar", "grammar": {
-        "definition": "a", "syntax": "pcre"}}}}]}, "tools.0.custom.format.grammar.syntax", "'lark' or 'regex'"),
-    ({"tools": [{"type": "mystery"}]}, "tools.0", "'function' or 'custom'"),
+        "definition": "a", "syntax": "pcre"}}}}]}, "tools[0].custom.format.grammar.syntax", "'lark' or 'regex'"),
+    ({"tools": [{"type": "mystery"}]}, "tools[0]", "'function' or 'custom'"),
     ({"messages": [*ASK, {"role": "assistant", "tool_calls": [
-        {"id": "c", "type": "custom", "custom": {"name": "x"}}]}]}, "messages.1.tool_calls.0.custom.input",
+        {"id": "c", "type": "custom", "custom": {"name": "x"}}]}]}, "messages[1].tool_calls[0].custom.input",
      "Missing required parameter"),
     ({"messages": [*ASK, {"role": "assistant", "tool_calls": [
         {"id": "c", "type": "custom", "custom": {"name": "x", "input": ["a"]}}]}]},
-     "messages.1.tool_calls.0.custom.input", "expected a string"),
+     "messages[1].tool_calls[0].custom.input", "expected a string"),
 ])
 def test_malformed_custom_tools_name_the_field(extra: dict[str, object], param: str, says: str) -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
@@ -218,13 +218,13 @@ def test_embeddings_input_of_a_wrong_type_names_input(value: object) -> None:
 
 @pytest.mark.parametrize(("extra", "param", "says"), [
     ({"stop": 5}, "stop", "expected a string or an array, but got an integer instead"),
-    ({"stop": [1]}, "stop.0", "expected a string"),
+    ({"stop": [1]}, "stop[0]", "expected a string"),
     ({"tool_choice": 1}, "tool_choice", "expected a string or an object"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content", "expected a string or an array"),
-    ({"messages": [{"role": "user", "content": [{"type": "bogus"}]}]}, "messages.0.content.0", "'text'"),
-    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text",
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "expected a string or an array"),
+    ({"messages": [{"role": "user", "content": [{"type": "bogus"}]}]}, "messages[0].content[0]", "'text'"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text",
      "Missing required parameter"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content.0.image_url",
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content[0].image_url",
      "Missing required parameter"),
 ])
 def test_a_field_of_several_types_is_named_as_the_client_wrote_it(extra: dict[str, object], param: str,
@@ -281,13 +281,28 @@ def test_a_value_out_of_range_is_told_in_openais_words(check: Any, body: JSON, s
     assert (exc.value.message, exc.value.code) == (said, code)
 
 
+@pytest.mark.parametrize(("body", "param"), [
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [*ASK, {"role": "tool", "content": "12:00"}]}, "messages[1].tool_call_id"),
+    ({"messages": [*ASK, {"role": "user"}]}, "messages[1].content"),
+    ({"messages": ASK, "stop": ["a", 1]}, "stop[1]"),
+    ({"messages": ASK, "tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages[0].content[0].text"),
+])
+def test_an_array_item_is_named_as_openai_names_it(body: JSON, param: str) -> None:
+    # OpenAI's param indexes arrays with brackets ("messages[0].role"); ours read "messages.0.role"
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_chat({"model": "m", **body})
+    assert exc.value.param == param and f"'{param}'" in exc.value.message, exc.value.message
+
+
 def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
         validate_completion({"model": "m", "prompt": 5})
     assert exc.value.param == "prompt" and exc.value.code == "invalid_type"
     with pytest.raises(errors.InvalidRequest) as exc:  # a list item that is none of the types a list may hold
         validate_completion({"model": "m", "prompt": [1.5]})
-    assert exc.value.param == "prompt.0"
+    assert exc.value.param == "prompt[0]"
     said = "expected one of a string, an integer, or an array, but got a decimal number instead."
     assert exc.value.message.endswith(said), exc.value.message
 
@@ -327,11 +342,11 @@ def test_tool_choice_without_tools_is_refused_as_openai_refuses_it(choice: objec
 
 
 @pytest.mark.parametrize(("message", "param", "code"), [
-    ({"role": "user"}, "messages.1.content", "missing_required_parameter"),
-    ({"role": "system", "content": None}, "messages.1.content", "invalid_type"),
-    ({"role": "developer"}, "messages.1.content", "missing_required_parameter"),
-    ({"role": "tool", "content": "12:00"}, "messages.1.tool_call_id", "missing_required_parameter"),
-    ({"role": "tool", "tool_call_id": "c1"}, "messages.1.content", "missing_required_parameter"),
+    ({"role": "user"}, "messages[1].content", "missing_required_parameter"),
+    ({"role": "system", "content": None}, "messages[1].content", "invalid_type"),
+    ({"role": "developer"}, "messages[1].content", "missing_required_parameter"),
+    ({"role": "tool", "content": "12:00"}, "messages[1].tool_call_id", "missing_required_parameter"),
+    ({"role": "tool", "tool_call_id": "c1"}, "messages[1].content", "missing_required_parameter"),
 ])
 def test_a_message_missing_what_its_role_needs_is_refused_as_openai_does(message: JSON, param: str,
                                                                          code: str) -> None:
