@@ -121,7 +121,7 @@ def test_allowed_tools_with_a_custom_tool_pass_through(client: openai.OpenAI, up
      "format.type must be 'text' or 'grammar'"),
     ({"type": "custom", "custom": {"name": "x", "format": {"type": "grammar", "grammar": {
         "definition": "start: /a+/", "syntax": "ebnf"}}}}, "tools[0].custom.format.grammar.syntax",
-     "'lark' or 'regex'"),
+     "'lark' and 'regex'"),
     ({"type": "plugin", "plugin": {"name": "x"}}, "tools[0]", "type must be 'function' or 'custom'"),
 ], ids=["no-name", "bad-format-type", "bad-grammar-syntax", "unknown-type"])
 def test_a_malformed_custom_tool_is_a_400_and_nothing_goes_upstream(

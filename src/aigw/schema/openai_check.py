@@ -116,6 +116,17 @@ def _number(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _unsupported(error: Any) -> str | None:
+    """OpenAI's sentence for a string that is none of a field's values ("Invalid value: 'robot'. Supported
+    values are: 'system', ..., and 'function'."), else None."""
+    expected = (error.get("ctx") or {}).get("expected")
+    if error["type"] != "literal_error" or not isinstance(error.get("input"), str) or not isinstance(expected, str):
+        return None
+    values = [v.strip() for part in expected.split(" or ") for v in part.split(", ")]
+    listed = " and ".join(values) if len(values) < 3 else f"{', '.join(values[:-1])}, and {values[-1]}"
+    return f"Invalid value: '{error['input']}'. Supported values are: {listed}."
+
+
 def check_body(model: type[BaseModel], body: JSON) -> None:
     try:
         model.model_validate(body)
@@ -123,5 +134,6 @@ def check_body(model: type[BaseModel], body: JSON) -> None:
         error, param, message, there = _first(exc)
         code = _code(model, error)
         said = f"Missing required parameter: '{param}'." if error["type"] == "missing" else \
-            _wrong_type(param, there) or _bounds(error, param, code) or f"Invalid value for '{param}': {message}"
+            _wrong_type(param, there) or _bounds(error, param, code) or _unsupported(error) \
+            or f"Invalid value for '{param}': {message}"
         raise errors.InvalidRequest(said, param=param, code=code) from None

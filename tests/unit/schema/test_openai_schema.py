@@ -73,7 +73,7 @@ def test_custom_tools_and_their_calls_are_accepted_unchanged(extra: dict[str, ob
     ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "grammar"}}}]},
      "tools[0].custom.format.grammar", "Missing required parameter"),
     ({"tools": [{"type": "custom", "custom": {"name": "x", "format": {"type": "grammar", "grammar": {
-        "definition": "a", "syntax": "pcre"}}}}]}, "tools[0].custom.format.grammar.syntax", "'lark' or 'regex'"),
+        "definition": "a", "syntax": "pcre"}}}}]}, "tools[0].custom.format.grammar.syntax", "'lark' and 'regex'"),
     ({"tools": [{"type": "mystery"}]}, "tools[0]", "'function' or 'custom'"),
     ({"messages": [*ASK, {"role": "assistant", "tool_calls": [
         {"id": "c", "type": "custom", "custom": {"name": "x"}}]}]}, "messages[1].tool_calls[0].custom.input",
@@ -293,7 +293,21 @@ def test_an_array_item_is_named_as_openai_names_it(body: JSON, param: str) -> No
     # OpenAI's param indexes arrays with brackets ("messages[0].role"); ours read "messages.0.role"
     with pytest.raises(errors.InvalidRequest) as exc:
         validate_chat({"model": "m", **body})
-    assert exc.value.param == param and f"'{param}'" in exc.value.message, exc.value.message
+    assert exc.value.param == param
+
+
+@pytest.mark.parametrize(("check", "body", "param", "said"), [
+    (validate_chat, {"model": "m", "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role",
+     "Invalid value: 'robot'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool', and "
+     "'function'."),
+    (validate_embeddings, {"model": "e", "input": "a", "encoding_format": "hex"}, "encoding_format",
+     "Invalid value: 'hex'. Supported values are: 'float' and 'base64'."),
+])
+def test_a_value_not_among_the_supported_ones_is_told_in_openais_words(check: Any, body: JSON, param: str,
+                                                                      said: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as exc:
+        check(body)
+    assert (exc.value.param, exc.value.message, exc.value.code) == (param, said, "invalid_value")
 
 
 def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
