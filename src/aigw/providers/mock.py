@@ -268,8 +268,9 @@ class MockProvider:
         inputs = [value] if one else value
         dims = int(body.get("dimensions") or 16)
         if dims > MAX_DIMENSIONS:  # as a real model refuses it; unbounded, one request's vector filled the memory
-            raise errors.InvalidRequest(f"Invalid value for 'dimensions': at most {MAX_DIMENSIONS}, not {dims}.",
-                                        param="dimensions", code="integer_above_max_value")
+            raise errors.InvalidRequest(f"Invalid 'dimensions': integer above maximum value. Expected a value <= "
+                                        f"{MAX_DIMENSIONS}, but got {dims} instead.", param="dimensions",
+                                        code="integer_above_max_value")
         data, tokens = [], 0
         for i, item in enumerate(inputs):
             text = item if isinstance(item, str) else orjson.dumps(item).decode()
