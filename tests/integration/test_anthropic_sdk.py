@@ -116,6 +116,28 @@ def test_count_tokens_counts_images_and_documents(client: anthropic.Anthropic) -
     assert read.input_tokens - bare.input_tokens >= 2_000  # a document is not free either
 
 
+def test_count_tokens_counts_the_thinking_of_a_tool_loop_in_progress(client: anthropic.Anthropic) -> None:
+    """Anthropic strips the thinking of earlier turns, but the turn still running (its tool results sent back,
+    no new user text) is in the context, thinking included: it was counted as nothing."""
+    thought = "The user wants the weather, so I should call the tool for Paris and then summarise it. " * 6
+    tools = [{"name": "weather", "input_schema": {"type": "object"}}]
+    turn = {"role": "assistant", "content": [{"type": "thinking", "thinking": thought, "signature": "sig"},
+                                             {"type": "tool_use", "id": "t1", "name": "weather", "input": {}}]}
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]}
+    ask = {"role": "user", "content": "Weather in Paris?"}
+
+    def count(*messages: object) -> int:
+        return client.messages.count_tokens(model="mock", messages=list(messages), tools=tools,  # type: ignore[arg-type]
+                                            thinking={"type": "enabled", "budget_tokens": 2000}).input_tokens
+
+    bare = {**turn, "content": turn["content"][1:]}  # type: ignore[index]
+    in_loop = count(ask, turn, result) - count(ask, bare, result)
+    assert in_loop == TokenCounter().count_text(thought)
+    later = {"role": "user", "content": "And tomorrow?"}  # a new turn: the earlier thinking is stripped
+    assert count(ask, turn, result, {"role": "assistant", "content": "Sunny."}, later) == \
+        count(ask, bare, result, {"role": "assistant", "content": "Sunny."}, later)
+
+
 def test_count_tokens_answers_with_a_request_id(client: anthropic.Anthropic) -> None:
     counted = client.messages.count_tokens(model="mock", messages=[{"role": "user", "content": "hi"}])
     assert counted._request_id and counted._request_id.startswith("req_")  # the SDK reads `request-id`

@@ -136,5 +136,18 @@ class AnthropicApi:
 
 def _input_tokens(canonical: JSON) -> int:
     tools = canonical.get("tools")
-    return LOCAL_COUNTER.count_messages(canonical["messages"]) + (LOCAL_COUNTER.count_text(orjson.dumps(tools).decode())
-                                                             if tools else 0)
+    messages = canonical["messages"]
+    return LOCAL_COUNTER.count_messages(messages) + (LOCAL_COUNTER.count_text(orjson.dumps(tools).decode())
+                                                     if tools else 0) + _running_thinking(messages)
+
+
+def _running_thinking(messages: list[JSON]) -> int:
+    """The thinking of a turn still running (the last assistant message, followed only by its tool results),
+    which Anthropic keeps in the context; an earlier turn's thinking it strips, and so is not counted."""
+    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+    if last is None or last == len(messages) - 1 or any(m.get("role") != "tool" for m in messages[last + 1:]):
+        return 0
+    private = messages[last].get(wire.PRIVATE_KEY)
+    blocks = private.get("thinking") if isinstance(private, dict) else None
+    return sum(LOCAL_COUNTER.count_text(b["thinking"]) for b in blocks or ()
+               if isinstance(b, dict) and isinstance(b.get("thinking"), str))
