@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.base import CallOptions
-from aigw.providers.mock import MAX_DIMENSIONS, MockProvider
+from aigw.providers.mock import MAX_DIMENSIONS, MAX_INPUTS, MockProvider
 from aigw.types import JSON
 
 ASK = [{"role": "user", "content": "What is a gateway?"}]
@@ -61,6 +61,15 @@ async def test_more_dimensions_than_any_embedding_model_makes_is_a_bad_request()
     assert err.value.param == "dimensions" and err.value.status == 400
     answer = await _mock().embeddings({"model": "mock", "input": "a", "dimensions": MAX_DIMENSIONS}, CallOptions())
     assert len(answer["data"][0]["embedding"]) == MAX_DIMENSIONS
+
+
+async def test_more_inputs_than_openai_takes_in_one_request_is_a_bad_request() -> None:
+    # 100,000 one-letter inputs (a 400 KB body) at 3072 dimensions was ~300 million floats on the event loop
+    with pytest.raises(errors.InvalidRequest) as err:
+        await _mock().embeddings({"model": "mock", "input": ["a"] * (MAX_INPUTS + 1)}, CallOptions())
+    assert err.value.param == "input" and err.value.status == 400
+    answer = await _mock().embeddings({"model": "mock", "input": [[1]] * MAX_INPUTS}, CallOptions())
+    assert len(answer["data"]) == MAX_INPUTS
 
 
 @pytest.mark.parametrize("parameters", [None, {}, {"type": "object"}])

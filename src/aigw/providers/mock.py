@@ -35,6 +35,7 @@ _FAILURES: dict[str, type[errors.GatewayError]] = {
     "content_policy": errors.ContentPolicy,
 }
 MAX_DIMENSIONS = 3072  # the most an OpenAI embedding model makes (text-embedding-3-large)
+MAX_INPUTS = 2048  # the most inputs OpenAI embeds in one request
 
 
 def estimate_tokens(text: str) -> int:
@@ -266,6 +267,10 @@ class MockProvider:
         # a string or one list of token ids is one input (as OpenAI reads it); any other list is a batch
         one = isinstance(value, str) or (isinstance(value, list) and bool(value) and isinstance(value[0], int))
         inputs = [value] if one else value
+        if len(inputs) > MAX_INPUTS:  # as OpenAI refuses it; unbounded, a small body asked for millions of floats
+            raise errors.InvalidRequest(f"Invalid 'input': array too long. Expected an array with maximum length "
+                                        f"{MAX_INPUTS}, but got an array with length {len(inputs)} instead.",
+                                        param="input", code="array_above_max_length")
         dims = int(body.get("dimensions") or 16)
         if dims > MAX_DIMENSIONS:  # as a real model refuses it; unbounded, one request's vector filled the memory
             raise errors.InvalidRequest(f"Invalid 'dimensions': integer above maximum value. Expected a value <= "
