@@ -72,6 +72,20 @@ async def test_more_inputs_than_openai_takes_in_one_request_is_a_bad_request() -
     assert len(answer["data"]) == MAX_INPUTS
 
 
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "minLength": 10**9},
+    {"type": "array", "minItems": 16, "items": {"type": "array", "minItems": 16, "items": {"type": "array",
+     "minItems": 16, "items": {"type": "array", "minItems": 16, "items": {"type": "array", "minItems": 16,
+     "items": {"type": "array", "minItems": 16, "items": {"type": "string"}}}}}}},
+], ids=["long-string", "nested-arrays"])
+async def test_a_json_schema_answer_stays_small_whatever_the_schema_asks(schema: JSON) -> None:
+    # a 1e9 minLength was a 1 GB string; arrays of 16 nested six deep were 16**6 = 16.7 million items (eight deep,
+    # 4 billion), built and serialised on the event loop: one request could stall or take down the gateway
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    answer = await _chat(response_format=fmt)
+    assert len(answer["choices"][0]["message"]["content"]) < 100_000
+
+
 @pytest.mark.parametrize("parameters", [None, {}, {"type": "object"}])
 async def test_a_function_without_parameters_is_called_with_an_empty_object(parameters: object) -> None:
     # the arguments were '"mock"': a client's json.loads gave a string, not the object every call carries

@@ -73,9 +73,16 @@ def answer_text(body: JSON) -> tuple[str, str]:
     return text, "stop"
 
 
-def _example_for(schema: dict[str, Any], root: dict[str, Any], depth: int = 0) -> Any:
+# an example's bounds, whatever its schema asks: how many copies of a value nested arrays make in all, and how
+# long a string (shorter inside many copies); unbounded, a schema of a few lines asked for gigabytes
+MAX_COPIES, MAX_TEXT = 256, 4096
+
+
+def _example_for(schema: dict[str, Any], root: dict[str, Any], depth: int = 0, copies: int = 1) -> Any:
     """A value that fits a JSON schema: local ``$ref``s (pydantic's ``$defs``) followed, the first branch of
-    an ``anyOf`` taken, bounded in depth (a recursive model ends in null)."""
+    an ``anyOf`` taken, bounded in depth (a recursive model ends in null) and in size (``MAX_COPIES``,
+    ``MAX_TEXT``: a ``minItems`` or ``minLength`` past them is not met). ``copies``: how many times the
+    enclosing arrays repeat this value."""
     if depth > 8:
         return None
     ref = schema.get("$ref")
@@ -83,11 +90,11 @@ def _example_for(schema: dict[str, Any], root: dict[str, Any], depth: int = 0) -
         target: Any = root
         for part in ref[2:].split("/"):
             target = target.get(part) if isinstance(target, dict) else None
-        return _example_for(target if isinstance(target, dict) else {}, root, depth + 1)
+        return _example_for(target if isinstance(target, dict) else {}, root, depth + 1, copies)
     branches = schema.get("anyOf") or schema.get("oneOf")
     if isinstance(branches, list) and branches:
         typed = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"] or branches
-        return _example_for(typed[0], root, depth + 1)
+        return _example_for(typed[0], root, depth + 1, copies)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -98,16 +105,16 @@ def _example_for(schema: dict[str, Any], root: dict[str, Any], depth: int = 0) -
     if kind == "object":
         props = schema.get("properties") or {}
         required = schema.get("required") or list(props)
-        return {k: _example_for(props.get(k) or {}, root, depth + 1) for k in required}
+        return {k: _example_for(props.get(k) or {}, root, depth + 1, copies) for k in required}
     if kind == "array":
-        count = max(1, int(schema.get("minItems") or 1))
-        return [_example_for(schema.get("items") or {}, root, depth + 1)] * min(count, 16)
+        count = max(1, min(int(schema.get("minItems") or 1), 16, MAX_COPIES // copies))
+        return [_example_for(schema.get("items") or {}, root, depth + 1, copies * count)] * count
     if kind in ("integer", "number"):
         return _number_for(schema, kind)
     if kind in ("boolean", "null"):
         return kind == "boolean" or None
     text = _FORMATS.get(str(schema.get("format")), "mock")
-    text = text.ljust(int(schema.get("minLength") or 0), "k")
+    text = text.ljust(min(int(schema.get("minLength") or 0), max(16, MAX_TEXT // copies)), "k")
     return text[: int(schema["maxLength"])] if isinstance(schema.get("maxLength"), int) else text
 
 
