@@ -124,7 +124,8 @@ def _unsupported(error: Any) -> str | None:
         return None
     values = [v.strip() for part in expected.split(" or ") for v in part.split(", ")]
     listed = " and ".join(values) if len(values) < 3 else f"{', '.join(values[:-1])}, and {values[-1]}"
-    return f"Invalid value: '{error['input']}'. Supported values are: {listed}."
+    value = error["input"] if len(error["input"]) <= 64 else error["input"][:64] + "..."  # echoed: kept short
+    return f"Invalid value: '{value}'. Supported values are: {listed}."
 
 
 def check_body(model: type[BaseModel], body: JSON) -> None:

@@ -310,6 +310,13 @@ def test_a_value_not_among_the_supported_ones_is_told_in_openais_words(check: An
     assert (exc.value.param, exc.value.message, exc.value.code) == (param, said, "invalid_value")
 
 
+def test_an_unsupported_value_is_quoted_short() -> None:
+    # the value goes back to the client: a long one (a prompt sent in the wrong field) is cut, not echoed whole
+    with pytest.raises(errors.InvalidRequest) as exc:
+        validate_embeddings({"model": "e", "input": "a", "encoding_format": "x" * 10_000})
+    assert len(exc.value.message) < 200 and exc.value.message.startswith("Invalid value: 'xxx")
+
+
 def test_a_completion_prompt_of_a_wrong_type_names_prompt() -> None:
     with pytest.raises(errors.InvalidRequest) as exc:
         validate_completion({"model": "m", "prompt": 5})
