@@ -222,13 +222,14 @@ class CompletionRequest(_Open):
     stream_options: StreamOptions | None = None  # read by the HTTP layer when streaming: an object or nothing
     echo: bool | None = None
     suffix: str | None = None
-    # OpenAI's ranges: unchecked, `"best_of": "3"` passed the translation's refusal and a penalty of 3 (a 400 on
-    # chat) reached a translated provider, which dropped it
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    best_of: int | None = Field(default=None, ge=0, le=20)
+    # unchecked, `"best_of": "3"` passed the translation's refusal and a penalty of 3 (a 400 on chat) reached a
+    # translated provider, which dropped it. No upper bound on logprobs and best_of: OpenAI's (5, 20) are not
+    # vLLM's, and a native upstream judges its own; a float bias is vLLM's too
+    logprobs: int | None = Field(default=None, ge=0)
+    best_of: int | None = Field(default=None, ge=0)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     seed: int | None = None
     user: str | None = None
 

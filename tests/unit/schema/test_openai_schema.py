@@ -135,9 +135,10 @@ def test_embeddings_and_completions_validation() -> None:
 
 @pytest.mark.parametrize(("extra", "param"), [
     ({"presence_penalty": 3}, "presence_penalty"), ({"frequency_penalty": -2.5}, "frequency_penalty"),
-    ({"logprobs": 6}, "logprobs"), ({"logprobs": True}, "logprobs"), ({"logprobs": -1}, "logprobs"),
-    ({"best_of": 21}, "best_of"), ({"best_of": "3"}, "best_of"), ({"seed": "x"}, "seed"), ({"user": 5}, "user"),
+    ({"logprobs": 2.5}, "logprobs"), ({"logprobs": True}, "logprobs"), ({"logprobs": -1}, "logprobs"),
+    ({"best_of": -1}, "best_of"), ({"best_of": "3"}, "best_of"), ({"seed": "x"}, "seed"), ({"user": 5}, "user"),
     ({"logit_bias": [1]}, "logit_bias"), ({"logit_bias": {"50256": "x"}}, "logit_bias.50256"),
+    ({"logit_bias": {"50256": 101}}, "logit_bias.50256"),
 ])
 def test_legacy_completion_fields_are_checked_as_openai_checks_them(extra: dict[str, object], param: str) -> None:
     # they went unchecked: `"best_of": "3"` slipped past the translation's refusal (a 200 of one choice), and a
@@ -150,6 +151,8 @@ def test_legacy_completion_fields_are_checked_as_openai_checks_them(extra: dict[
 def test_legacy_completion_fields_in_range_pass() -> None:
     validate_completion({"model": "m", "prompt": "hi", "presence_penalty": -2, "frequency_penalty": 2, "logprobs": 5,
                          "best_of": 20, "seed": 7, "user": "u", "logit_bias": {"50256": -100}})
+    # what an OpenAI-compatible server (vLLM) takes beyond OpenAI's own bounds is its to judge
+    validate_completion({"model": "m", "prompt": "hi", "logprobs": 20, "best_of": 32, "logit_bias": {"1": 2.5}})
 
 
 @pytest.mark.parametrize("options", ["x", 1, []])
