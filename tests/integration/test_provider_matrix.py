@@ -146,3 +146,18 @@ def test_an_openai_client_can_send_anthropic_beta_to_an_anthropic_model(oai: ope
         sent = fake.traffic.last
         assert "anthropic-beta" not in {k.lower() for k in sent.headers}, model
         assert "_anthropic" not in sent.body and "context-1m" not in str(sent.body), model
+
+
+@pytest.mark.parametrize(("model", "upstream_path"), [
+    ("oai", "/v1/chat/completions"),  # a chat model: OpenAI's own /completions would answer 404 "a chat model"
+    ("az", "/openai/deployments/chat/chat/completions"),
+])
+def test_a_legacy_completion_reaches_each_upstream_where_it_serves_it(
+        oai: openai.OpenAI, ups: Upstreams, model: str, upstream_path: str) -> None:
+    fake = {"oai": ups.openai, "az": ups.azure}[model]
+    answer = oai.completions.create(model=model, prompt="Say hi", max_tokens=20)
+    assert answer.object == "text_completion" and answer.choices[0].text
+    assert fake.traffic.last.path == upstream_path
+    text = "".join(c.choices[0].text for c in oai.completions.create(model=model, prompt="Say hi", max_tokens=20,
+                                                                     stream=True) if c.choices)
+    assert text and fake.traffic.last.path == upstream_path

@@ -7,6 +7,7 @@ file (or none) starts an embedded gateway with the mock provider.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,6 +20,8 @@ from aigw.config.urls import redis_scheme
 
 ProviderKind = Literal["openai", "azure", "anthropic", "openai_compatible", "mock"]
 Mode = Literal["chat", "embeddings", "completions"]
+# OpenAI's models that its /v1/completions serves (the rest are chat models: 404 "This is a chat model ...")
+_LEGACY_COMPLETION_MODEL = re.compile(r"instruct|davinci|babbage", re.IGNORECASE)
 
 
 class Strict(BaseModel):
@@ -111,6 +114,9 @@ class Deployment(Strict):
     # mock shortcuts as flat keys, as the README documents them
     latency_ms: float | None = Field(default=None, ge=0)
     fail_rate: float | None = Field(default=None, ge=0, le=1)
+    # what the deployment serves natively; a legacy completion goes to a chat-only one by translation. Default:
+    # both, but chat only for OpenAI's and Azure's chat models (their /completions takes only the legacy
+    # completion models: gpt-3.5-turbo-instruct, davinci-002, babbage-002)
     modes: list[Mode] = Field(default_factory=lambda: list[Mode](["chat", "completions"]))
     id: str = ""  # stable deployment id; defaults to name/provider/model/index
 
@@ -122,6 +128,9 @@ class Deployment(Strict):
             self.mock.latency_ms = self.latency_ms
         if self.fail_rate is not None:
             self.mock.fail_rate = self.fail_rate
+        if ("modes" not in self.model_fields_set and self.provider in ("openai", "azure")
+                and not _LEGACY_COMPLETION_MODEL.search(self.model)):
+            self.modes = ["chat"]  # OpenAI answers /completions for a chat model with a 404 "This is a chat model"
         return self
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aigw.config.load import ConfigError, load_config
+from aigw.config.models import Deployment
 from tests.support.config_files import write_config
 
 
@@ -171,3 +172,17 @@ def test_the_tenancy_docs_config_block_loads_and_names_the_redis_prefix(tmp_path
     block = doc.split("## Config\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     config = load_config(write_config(tmp_path, block))
     assert "redis_prefix:" in block and config.redis_prefix == "aigw:"
+
+
+@pytest.mark.parametrize(("provider", "model", "extra", "modes"), [
+    ("openai", "gpt-4o-mini", {}, ["chat"]),  # OpenAI's /completions refuses chat models: translated instead
+    ("azure", "gpt-4o", {"api_base": "https://x.openai.azure.com"}, ["chat"]),
+    ("openai", "gpt-3.5-turbo-instruct", {}, ["chat", "completions"]),
+    ("openai", "davinci-002", {}, ["chat", "completions"]),
+    ("openai_compatible", "llama-3", {"api_base": "http://127.0.0.1:8000/v1"}, ["chat", "completions"]),
+    ("openai", "gpt-4o-mini", {"modes": ["chat", "completions"]}, ["chat", "completions"]),  # as configured
+])
+def test_a_deployment_serves_legacy_completions_natively_only_where_its_upstream_does(
+        provider: str, model: str, extra: dict[str, object], modes: list[str]) -> None:
+    d = Deployment.model_validate({"name": "m", "provider": provider, "model": model, **extra})
+    assert d.modes == modes
