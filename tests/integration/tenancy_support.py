@@ -7,6 +7,8 @@ import json
 import socket
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,6 +108,18 @@ class SlowCall:
 
 def chat_body(text: str = "hello there", max_tokens: int = 20, **extra: Any) -> dict[str, Any]:
     return {"model": "mock", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, **extra}
+
+
+def chat_status(gw: RunningGateway, key: str, body: dict[str, Any]) -> int:
+    """The status a chat call with ``key`` gets (the body read and dropped)."""
+    req = urllib.request.Request(gw.v1 + "/chat/completions", json.dumps(body).encode(),
+                                 {"content-type": "application/json", "authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+            return int(r.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
 
 
 def key_spend(admin: AdminClient, key_id: str, requests: int = 1) -> dict[str, Any]:

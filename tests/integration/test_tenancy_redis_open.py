@@ -14,21 +14,14 @@ import urllib.request
 from pathlib import Path
 
 from aigw.cli.admin_client import AdminClient
-from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, key_spend, setup_key
+from tests.integration.tenancy_support import MASTER, chat_body, chat_status, gateway_config, key_spend, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import free_port
 from tests.support.services import start_own_redis, stop_own_redis
 
 
 def _post(gw: RunningGateway, key: str) -> int:
-    req = urllib.request.Request(gw.v1 + "/chat/completions", json.dumps(chat_body("open")).encode(),
-                                 {"content-type": "application/json", "authorization": f"Bearer {key}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            r.read()
-            return int(r.status)
-    except urllib.error.HTTPError as err:
-        return err.code
+    return chat_status(gw, key, chat_body("open"))
 
 
 def _gate(gw: RunningGateway) -> str:
