@@ -22,12 +22,13 @@ from tests.integration.worker_conns import Workers, call, serving_workers
 
 WORKERS = 3
 HANGING_MOCK = {"name": "mock-hang", "provider": "mock", "latency_ms": 20_000}
+PRICED_HANG = {**HANGING_MOCK, "name": "mock-hang-priced", "prices": PRICED_MOCK["prices"]}
 
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
     config: dict[str, Any] = {"server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/aigw.db",
-                              "models": [PRICED_MOCK, SLOW_MOCK, HANGING_MOCK],
+                              "models": [PRICED_MOCK, SLOW_MOCK, HANGING_MOCK, PRICED_HANG],
                               "tenancy": {"ledger": {"flush_interval_s": 0.05}}}
     with serving_workers(tmp_path, config, WORKERS) as pool:
         yield pool
@@ -97,6 +98,25 @@ def test_a_killed_workers_parallel_slot_is_free_at_once(workers: Workers) -> Non
     deadline = time.monotonic() + 2
     while (status := call(other, key["key"])[0]) == 429:  # freed when the parent sees the worker's link end
         assert time.monotonic() < deadline, "the dead worker's slot is still held"
+        time.sleep(0.05)
+    assert status == 200
+    del workers.conns[doomed]
+
+
+def test_a_killed_workers_budget_reservations_are_given_back_at_once(workers: Workers) -> None:
+    opener = setup_key(workers.admin(), "workers-killed-budget")
+    workers.connect_all(opener["key"])
+    # a call of 5 output tokens reserves ~2 cents at these prices: one fits in 3 cents, two do not
+    key = setup_key(workers.admin(), "workers-killed-budget", budget_usd=0.03, budget_period="total")
+    (doomed, conn), (_, other) = list(workers.conns.items())[:2]
+    hanging = threading.Thread(target=lambda: _swallow(call, conn, key["key"], "mock-hang-priced"), daemon=True)
+    hanging.start()
+    time.sleep(1.0)  # the hanging call reserves in milliseconds (a probe before it would spend the budget)
+    assert call(other, key["key"])[0] == 429 and hanging.is_alive()  # its reservation holds the budget
+    os.kill(doomed, signal.SIGKILL)
+    deadline = time.monotonic() + 2
+    while (status := call(other, key["key"])[0]) == 429:  # not held for the lease's life (request timeout + 60 s)
+        assert time.monotonic() < deadline, "the dead worker's reservation still holds the budget"
         time.sleep(0.05)
     assert status == 200
     del workers.conns[doomed]

@@ -30,8 +30,40 @@ log = logging.getLogger("aigw.counters")
 
 # the calls that take (True) or free (False) a parallel slot: (scopes, slot, ...) in both
 _HOLDS = {"gate.enter": True, "limiter.admit": True, "gate.leave": False, "limiter.release": False}
-HELD_MAX = 100_000  # slots one connection is known to hold (a worker's calls in flight with a cap)
+HELD_MAX = 100_000  # slots (and leases) one connection is known to hold (a worker's calls in flight)
 INTERNED_MAX = 10_000  # scope lists kept for reuse (keys dropped from the workers' key caches leave theirs)
+Leases = dict[str, tuple[list[Scope], int, float]]  # slot -> budget scopes, amount, reserved at
+
+
+class Held:
+    """What one worker's calls in flight hold, freed if its connection ends: parallel slots (slot -> rate
+    scopes) and budget leases (slot -> budget scopes, amount, reserved at)."""
+
+    __slots__ = ("leases", "slots")
+
+    def __init__(self) -> None:
+        self.slots: dict[str, list[Scope]] = {}
+        self.leases: Leases = {}
+
+
+def _note_lease(method: str, args: list[Any], value: Any, leases: Leases) -> None:
+    """Keep in ``leases`` a budget lease a call took (by its slot), or drop the one it settled."""
+    if method == "gate.leave" or method == "budgets.settle":
+        if method == "budgets.settle" or args[4]:  # leave(rate, slot, ..., budget, ...), settle(..., slot)
+            leases.pop(args[5] if method == "budgets.settle" else args[1], None)
+        return
+    if method == "gate.enter":  # enter(rate, slot, est, budget, amount, now) -> (admission, reservation)
+        slot, budget, amount, now, reservation = args[1], args[3], args[4], args[5], value[1]
+    else:  # budgets.reserve(scopes, amount, now, slot) -> reservation
+        budget, amount, now, reservation = args[0], args[1], args[2], value
+        slot = args[3] if len(args) > 3 else ""
+    if budget and slot and reservation is not None and reservation.allowed:
+        if len(leases) >= HELD_MAX:  # settles that never came (their leases expire by TTL)
+            leases.clear()
+        leases[slot] = (budget, amount, now)
+
+
+_LEASES = frozenset({"gate.enter", "gate.leave", "budgets.reserve", "budgets.settle"})
 
 
 class SharedCounters:
@@ -39,7 +71,7 @@ class SharedCounters:
 
     def __init__(self, parallel_ttl_s: float) -> None:
         limiter = self._limiter = MemoryRateLimiter(parallel_ttl_s=parallel_ttl_s)
-        budgets = MemoryBudgets(parallel_ttl_s)
+        budgets = self._budgets = MemoryBudgets(parallel_ttl_s)
         targets: dict[str, Any] = {"gate": MemoryGate(limiter, budgets), "limiter": limiter, "budgets": budgets}
         self._calls: dict[str, Callable[..., Any]] = {
             method: getattr(targets[method.split(".")[0]], method.split(".")[1]) for method in SCOPE_ARGS}
@@ -47,9 +79,9 @@ class SharedCounters:
         # becomes one list of scopes here, reused by every call that sends the same rows.
         self._interned: dict[tuple[ScopeRow, ...], list[Scope]] = {}
 
-    def answer(self, call: Any, held: dict[str, list[Scope]]) -> bytes:
+    def answer(self, call: Any, held: Held) -> bytes:
         """The answer frame to one call frame; a store error goes back to the caller, raised there. ``held``:
-        the parallel slots the caller's connection holds (``free``)."""
+        the parallel slots and budget leases the caller's connection holds (``free``)."""
         cid, method, args = call
         try:
             spec = SCOPE_ARGS.get(method)
@@ -68,29 +100,36 @@ class SharedCounters:
                 coro.send(None)
             except StopIteration as done:
                 if method in _HOLDS and any(row[4] for row in rows):  # a max-parallel slot taken or freed
+                    slots = held.slots
                     if _HOLDS[method]:
                         admission = done.value[0] if method == "gate.enter" else done.value
                         if admission.allowed:
-                            if len(held) >= HELD_MAX:  # leaves that never came (their slots expire by TTL)
-                                held.clear()
-                            held[args[1]] = args[0]
+                            if len(slots) >= HELD_MAX:  # leaves that never came (their slots expire by TTL)
+                                slots.clear()
+                            slots[args[1]] = args[0]
                     else:
-                        held.pop(args[1], None)
+                        slots.pop(args[1], None)
+                if method in _LEASES:
+                    _note_lease(method, args, done.value, held.leases)
                 return frame((cid, True, encode_result(method, done.value)))
             coro.close()
             raise RuntimeError(f"{method} awaited: the shared counters must answer at once")
         except Exception as exc:
             return frame((cid, False, f"{type(exc).__name__}: {exc}"))
 
-    def free(self, held: dict[str, list[Scope]]) -> None:
-        """A worker's connection ended (the worker died, or stops): the parallel slots its calls held are
-        freed now. Left to their TTL (the request timeout and a minute), a key with ``max_parallel: 1`` would
-        be refused for minutes after a worker crash. Its budget leases expire as designed (their calls may
-        have been billed), and a slot's late ``leave`` from a worker that lives on frees nothing twice."""
+    def free(self, held: Held) -> None:
+        """A worker's connection ended (the worker died, or stops): the parallel slots and budget leases its
+        calls held are freed now. Left to their TTL (the request timeout and a minute), a key with
+        ``max_parallel: 1`` would be refused, and a budget held by the dead calls' reservations, for minutes
+        after a worker crash. A slot's late ``leave`` from a worker that lives on frees nothing twice, and its
+        late settle counts the call's cost once, as after a lease's expiry."""
         now = self._limiter.now()
-        for slot, scopes in held.items():
+        for slot, scopes in held.slots.items():
             self._limiter.give_back(scopes, slot, 0, 0, now)
-        held.clear()
+        for slot, (budget, amount, reserved_at) in held.leases.items():
+            self._budgets.expire_now(budget, slot, amount, reserved_at, now)
+        held.slots.clear()
+        held.leases.clear()
 
     def _scopes(self, rows: tuple[ScopeRow, ...]) -> list[Scope]:
         known = self._interned.get(rows)
@@ -109,7 +148,7 @@ class _HostProtocol(asyncio.Protocol):
         self._links = links
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
-        self._held: dict[str, list[Scope]] = {}  # slot -> scopes: this worker's calls in flight with a cap
+        self._held = Held()  # this worker's calls in flight: their parallel slots and budget leases
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]

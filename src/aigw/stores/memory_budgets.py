@@ -159,6 +159,22 @@ class MemoryBudgets:
                     crossed.append((s.ref, window, t))
         return crossed
 
+    def expire_now(self, scopes: list[Scope], slot: str, amount_nano: int, reserved_at: float, now: float) -> None:
+        """The call's lease (its slot and amount, reserved at ``reserved_at``) stops counting now, as at its
+        expiry: its worker died, so no settle is coming. The marker it leaves lets a settle that comes all the
+        same count the call's cost, once (``settle_now``)."""
+        for s in scopes:
+            if s.limits.budget_usd is None:
+                continue
+            st = self._windows.get((s.ref, window_of(s.limits.budget_period, reserved_at)))
+            lease = st.leases.get(slot) if st is not None else None
+            if st is None or lease is None or lease[1] != amount_nano:  # settled, expired, or not this call's
+                continue
+            del st.leases[slot]  # the marker goes last: leases stay in their order of expiry
+            st.reserved -= amount_nano
+            st.leases[slot] = (now + self._ttl, EXPIRED)
+            st.next_expiry = min(st.next_expiry, now + self._ttl)
+
     async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
         """The thresholds the window's settled spend has reached for ``scope``'s budget amount and not
         alerted yet: marked now, to alert. Arms the window, so that later settles alert the ones reached

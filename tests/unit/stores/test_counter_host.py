@@ -229,3 +229,27 @@ def test_a_dead_workers_parallel_slots_are_freed_at_once_and_its_late_leave_free
         return seen
 
     assert asyncio.run(main()) == [True, False, True, False]
+
+
+def test_a_dead_workers_budget_leases_are_given_back_at_once_and_its_late_settle_counts_once(
+        host: CounterHost) -> None:
+    async def main() -> list[bool]:
+        dying, other = HostedCounters(host.path), HostedCounters(host.path)
+        now = time.time()
+        seen = []
+        for i in range(10):  # the dying worker's ten calls in flight hold the whole $1
+            seen.append((await dying.enter([], f"d{i}", 0, BUDGET, NANO_10C, now))[1].allowed)  # type: ignore[union-attr]
+        seen.append((await other.enter([], "o0", 0, BUDGET, NANO_10C, now))[1].allowed)  # type: ignore[union-attr]
+        await dying.close()  # the worker dies: its calls will never settle
+        await asyncio.sleep(0.1)
+        assert await other.spent(BUDGET[0], now) == 0  # not held for the lease TTL (the request timeout and more)
+        seen.append((await other.enter([], "o1", 0, BUDGET, NANO_10C, now))[1].allowed)  # type: ignore[union-attr]
+        late = HostedCounters(host.path)  # one dead call's settle, arriving anyway: its cost counts, once
+        await late.leave([], "d0", 0, 0, BUDGET, NANO_10C, NANO_10C // 2, now, [])
+        await late.leave([], "d0", 0, 0, BUDGET, NANO_10C, NANO_10C // 2, now, [])
+        assert await other.spent(BUDGET[0], now) == NANO_10C + NANO_10C // 2
+        for c in (other, late):
+            await c.close()
+        return seen
+
+    assert asyncio.run(main()) == [True] * 10 + [False, True]
