@@ -104,6 +104,8 @@ class Metrics:
         self._guardrails: dict[tuple[str, str, str], Any] = {}
         self._attempts: dict[tuple[str, str], tuple[Any, Any]] = {}  # (deployment, outcome) -> count, duration
         self._refreshers: list[Callable[[], None]] = []
+        self._breakers: dict[str, int] = {}  # deployment -> the breaker state last set
+        self._unclosed = 0  # how many of those are not closed
         self._define(version)
 
     def _define(self, version: str) -> None:
@@ -263,6 +265,12 @@ class Metrics:
                 self.upstream_duration.labels(model, provider, deployment, result))
         children[0].inc()
         children[1].observe(seconds)
+        if self.multiprocess_dir and (outcome != "ok" or self._unclosed):
+            # Workers: a scrape refreshes the breakers of the worker it reaches only (a scraper keeps its
+            # connection: always the same one), so each worker copies its own as its calls move them: after
+            # a failure, and while one is not closed (a success may close it).
+            for refresh in self._refreshers:
+                refresh()
 
     # -- events other stages and stores report ----------------------------------------
     def cache_lookup(self, model: str, result: str) -> None:
@@ -279,7 +287,13 @@ class Metrics:
 
     def set_breaker(self, deployment: str, state: str) -> None:
         """The router: a deployment's breaker changed state (closed, half_open, open)."""
-        self.breaker_state.labels(deployment).set(BREAKER_STATES.get(state, 0))
+        value = BREAKER_STATES.get(state, 0)
+        before = self._breakers.get(deployment)
+        if value == before:
+            return
+        self._breakers[deployment] = value
+        self._unclosed += (value != 0) - (before is not None and before != 0)
+        self.breaker_state.labels(deployment).set(value)
 
     def store_error(self, store: str, operation: str) -> None:
         self.store_errors_total.labels(store, operation).inc()

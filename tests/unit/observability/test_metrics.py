@@ -230,3 +230,30 @@ def test_the_exposition_is_well_formed_text_format() -> None:
             assert [le for le, _ in buckets] == sorted(le for le, _ in buckets) and buckets[-1][0] == float("inf")
             assert all(a[1] <= b[1] for a, b in pairwise(buckets)), name
             assert buckets[-1][1] == counts[rest], name
+
+
+def test_with_workers_each_copies_its_breakers_as_its_calls_move_them_not_only_when_scraped(tmp_path: object) -> None:
+    """A scrape reaches one worker: another worker's breaker, opened by a failed call there, shows in it (the gauge
+    is the highest state any worker's breaker is in)."""
+    code = textwrap.dedent("""
+        import sys
+        from aigw.observability.metrics import Metrics
+        m = Metrics(["gpt"], multiprocess_dir=sys.argv[1])
+        states = {"d": "closed"}
+        m.on_scrape(lambda: [m.set_breaker(d, s) for d, s in states.items()])
+        if sys.argv[2] == "scrape":
+            sys.stdout.write(m.render().decode())
+        else:  # a worker that is never scraped: its calls move its breaker
+            states["d"] = sys.argv[3]
+            m.attempt("gpt", "p", "d", sys.argv[4], 0.1)
+    """)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+
+    def breaker_after(state: str, outcome: str) -> float:
+        subprocess.run([sys.executable, "-c", code, str(tmp_path), "call", state, outcome], env=env, check=True)
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path), "scrape"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        return max(s.value for f in text_string_to_metric_families(out) for s in f.samples
+                   if s.name == "aigw_circuit_breaker_state" and s.labels["deployment"] == "d")
+
+    assert breaker_after("open", "unavailable") == 2
