@@ -276,15 +276,19 @@ class Connection(asyncio.Protocol):
             self.resume_reading()
 
     def _refuse(self, status: int, message: bytes) -> None:
-        if self.current is None and not self.closed:
+        current = self.current
+        if current is not None and current is not self.parsing:  # a later request is bad: answer the one in
+            self._pause_reading()  # flight, then close; read nothing more
+            current.keep_alive = False
+            return
+        # no request in flight, or it is the one whose body turned out malformed (a transfer coding other than
+        # chunked last, a bad chunk): its body can never arrive, so the app hears the client is gone (when
+        # the connection is lost) and the client gets the 400 itself, unless its answer began already
+        if (current is None or not current.started) and not self.closed:
             self.transport.write(status_line(status) + self.state.date +
                                  b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
                                  b"connection: close\r\n\r\n%b" % (len(message), message))
-        if self.current is None:
-            self.close()
-        else:  # answer the request in flight, then close; read nothing more
-            self._pause_reading()
-            self.current.keep_alive = False
+        self.close()
 
     def queue_write(self, data: bytes) -> None:
         """Stream parts sent in one loop turn (an upstream read often holds many events) leave in one

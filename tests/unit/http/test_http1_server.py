@@ -572,3 +572,29 @@ async def test_a_port_in_use_is_a_start_up_failure_that_says_so_and_never_announ
     finally:
         taken.close()
     assert not server.started and announced == []
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST /b HTTP/1.1\r\nhost: t\r\ntransfer-encoding: gzip\r\n\r\nabc",  # RFC 9112 6.3: chunked must be last
+    b"POST /b HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",  # a bad chunk size
+])
+async def test_a_request_whose_body_is_malformed_gets_a_400_and_the_app_hears_the_client_is_gone(raw: bytes) -> None:
+    heard: list[str] = []
+
+    @with_lifespan
+    async def reader(scope: Scope, receive: Any, send: Any) -> None:
+        while True:  # the app is already reading the body when the parser finds it broken
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message["more_body"]:
+                break
+        heard.append(message["type"])
+
+    async with serving(reader, body_timeout_s=60) as server:
+        reader_, writer = await connect(server)
+        writer.write(raw)
+        status, headers, _ = await read_response(reader_)
+        assert status == 400 and headers["connection"] == "close"  # not a request left hanging for ever
+        assert await closed_by_server(reader_)
+        await asyncio.sleep(0.05)
+        assert heard == ["http.disconnect"]
+        writer.close()
