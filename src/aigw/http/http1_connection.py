@@ -31,10 +31,24 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 64 * 1024  # request body buffered per request before reading pauses
 MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; more gets 431
 MAX_HEADERS = 200
+LINGER_QUIET_S = 2.0  # a connection closing in stages closes once the client sent nothing for this long...
+LINGER_MAX_S = 30.0  # ...or after this long in all (nginx: lingering_timeout 5 s, lingering_time 30 s)
 
 
 class _HeadTooLarge(Exception):
     pass
+
+
+class _Discard:
+    """The parser of a connection closing in stages: what the client still sends is read and dropped."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def feed_data(self, data: bytes) -> None:
+        self.conn.body_since = self.conn.state.now
 
 
 class ServerState:
@@ -77,6 +91,7 @@ class Connection(asyncio.Protocol):
         self.idle_since: float | None = None  # waiting for a next request since (keep-alive)
         self.head_since: float | None = None  # receiving a request head since (slow clients are cut)
         self.body_since: float | None = None  # a request body's last bytes came then (it stalled: cut)
+        self.linger_since: float | None = None  # closing in stages since (``_linger``)
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
 
@@ -254,7 +269,8 @@ class Connection(asyncio.Protocol):
                                  b"connection: close\r\n\r\n%b" % (len(body), body))
         ex.complete = True
         ex.wake()
-        self.close()
+        if self.linger_since is None:  # (a lingering close, after a bad request's 400, ends on its own)
+            self.close()
 
     def finished(self, ex: Exchange) -> None:
         """The answer to ``ex`` is complete: next pipelined request, or wait for one."""
@@ -262,8 +278,11 @@ class Connection(asyncio.Protocol):
         self.current = None
         if self.closed:
             return
-        if not ex.keep_alive or self.state.stopping or not ex.body_done:
-            self.close()  # a body still arriving after the answer would be read as the next request
+        if not ex.body_done:  # a body still arriving after the answer would be read as the next request
+            self._linger()
+            return
+        if not ex.keep_alive or self.state.stopping:
+            self.close()
             return
         if self.queue:
             nxt = self.queue.popleft()
@@ -288,7 +307,11 @@ class Connection(asyncio.Protocol):
             self.transport.write(status_line(status) + self.state.date +
                                  b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
                                  b"connection: close\r\n\r\n%b" % (len(message), message))
-        self.close()
+        if current is not None:
+            current.disconnected = True
+            current.wake()
+            cancel_if_asked(current)
+        self._linger()
 
     def queue_write(self, data: bytes) -> None:
         """Stream parts sent in one loop turn (an upstream read often holds many events) leave in one
@@ -315,14 +338,36 @@ class Connection(asyncio.Protocol):
         if not self.closed:
             self.flush()
             self.closed = True
-            self.transport.close()
+        self.transport.close()  # a second call does nothing; after ``_linger`` it ends the lingering
+
+    def _linger(self) -> None:
+        """Close in stages (RFC 9112 9.6) a connection whose client may still be sending (a body after an early
+        answer, the rest of a bad request): shut this side, read and drop what still comes, close when the
+        client closes or goes quiet. Closed at once, unread bytes make the kernel reset the connection, and a
+        client that reads only once it has sent everything (http.client, urllib) lost the answer to the reset."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True  # nothing more is written or parsed
+        self.parsing = None
+        self.parser = _Discard(self)  # type: ignore[assignment]  # a stand-in: no request is parsed any more
+        self.linger_since = self.body_since = self.state.now
+        self.head_since = None
+        self.transport.write_eof()  # once what was written has left
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def is_idle(self) -> bool:
         return self.current is None and self.parsing is None
 
     def stalled(self, head_limit: float, body_limit: float) -> bool:
         """Still sending a request head that began before ``head_limit``, or a request body with no
-        bytes since ``body_limit`` while this side was reading (a pause for back-pressure is ours)."""
+        bytes since ``body_limit`` while this side was reading (a pause for back-pressure is ours); or closing in
+        stages, with the client quiet for ``LINGER_QUIET_S`` or lingering for ``LINGER_MAX_S``."""
+        if self.linger_since is not None:
+            now = self.state.now
+            return (self.body_since or 0) < now - LINGER_QUIET_S or self.linger_since < now - LINGER_MAX_S
         if self.head_since is not None and self.head_since < head_limit:
             return True
         return self.body_since is not None and self.body_since < body_limit and not self.read_paused

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aigw.http import http1_connection
 from aigw.http.http1_server import Server, StartupFailed
 
 Scope = dict[str, Any]
@@ -597,4 +598,46 @@ async def test_a_request_whose_body_is_malformed_gets_a_400_and_the_app_hears_th
         assert await closed_by_server(reader_)
         await asyncio.sleep(0.05)
         assert heard == ["http.disconnect"]
+        writer.close()
+
+
+async def test_a_client_that_sends_its_whole_body_before_reading_gets_an_early_answer_not_a_reset() -> None:
+    """An answer before the body is read (a 413 on the declared length, a 401) closes the connection; closed
+    at once, the unread body makes the kernel reset it, and a client that reads only after sending (Python's
+    http.client, urllib) got ECONNRESET instead of the answer. RFC 9112 9.6: close in stages."""
+    @with_lifespan
+    async def too_large(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"big!"})
+
+    async with serving(too_large, idle_timeout_s=60) as server:
+        reader, writer = await connect(server)
+        big = b"x" * (4 * 1024 * 1024)
+        writer.write(post("/", big))
+        await asyncio.wait_for(writer.drain(), 5)  # every byte is taken, none refused with a reset
+        status, headers, body = await read_response(reader)
+        assert (status, headers["connection"], body) == (413, "close", b"big!")
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_a_connection_closing_after_an_early_answer_does_not_linger_for_ever(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1_connection, "LINGER_QUIET_S", 0.2)  # a client quiet this long is done
+
+    @with_lifespan
+    async def refuse(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(refuse, idle_timeout_s=60, body_timeout_s=60) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nabc")  # and then nothing more
+        assert (await read_response(reader))[0] == 401
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the server's side is shut at once...
+        for _ in range(40):  # ...and the connection closed soon after (the sweep runs once a second)
+            if not server.state.connections:
+                break
+            await asyncio.sleep(0.1)
+        assert not server.state.connections
         writer.close()
