@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -210,3 +211,30 @@ def test_a_killed_workers_live_gauges_leave_the_metrics(tmp_path: Path) -> None:
         assert live_gauges(url) == (0, 2)  # whichever worker answers the scrape
     finally:
         stop_serve(proc)
+
+
+def test_sigterm_with_workers_refuses_new_connections_while_requests_in_flight_finish(tmp_path: Path) -> None:
+    """As a single process does: once asked to stop, new connections are refused at once (a load balancer
+    tries another replica), not accepted by the kernel on the shared socket and left waiting for the drain."""
+    config = tmp_path / "aigw.yaml"
+    config.write_text("models:\n  - name: slow\n    provider: mock\n    mock:\n      latency_ms: 2500\n")
+    proc, url = start_serve(tmp_path, "--workers", "2", "--config", str(config))
+    answers: list[int] = []
+    try:
+        wait_for(lambda: len(workers_of(proc.pid)) == 2, 20)
+        wait_live(url, proc)
+        asking = threading.Thread(target=lambda: answers.append(requests.post(
+            url + "/v1/chat/completions", timeout=20,
+            json={"model": "slow", "messages": [{"role": "user", "content": "hi"}]}).status_code))
+        asking.start()
+        time.sleep(0.5)  # the request is in flight
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        host, port = url.removeprefix("http://").split(":")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=2).close()
+        asking.join(20)
+        assert answers == [200]
+    finally:
+        stop_serve(proc)
+    assert proc.returncode in (0, -signal.SIGTERM)

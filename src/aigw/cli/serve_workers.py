@@ -41,6 +41,7 @@ KILL_AFTER_S = 5.0  # past a worker's own graceful shutdown, before it is killed
 RESTART_PAUSE_S = 1.0  # before a dead worker is started again; doubled while it keeps dying...
 RESTART_PAUSE_MAX_S = 30.0
 STABLE_S = 60.0  # ...within this long of its start; a worker that lived longer starts again after 1 s
+LISTENERS_CLOSED_S = 0.3  # after SIGTERM, a worker stops accepting within its server's tick (0.1 s)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -54,6 +55,18 @@ def bind(host: str, port: int) -> socket.socket:
         raise cannot_listen(host, port, exc) from None
     sock.set_inheritable(True)
     return sock
+
+
+def stop_listening(sock: socket.socket, procs: list[BaseProcess]) -> None:
+    """Refuse new connections once the workers are stopping. Each closes its listener, but the socket stays
+    listening while any process holds it (this one does, to start workers again): the kernel went on
+    accepting connections nobody would take, which waited out the whole drain, then were reset. Shut down,
+    a listening socket stops listening in every process at once; done after the workers closed theirs (a
+    worker still accepting on a shut socket would spin)."""
+    if any(proc.is_alive() for proc in procs):
+        time.sleep(LISTENERS_CLOSED_S)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
 
 
 def _stop_with_parent(lifeline: Connection) -> None:
@@ -177,6 +190,7 @@ def serve_workers(host: str, port: int, workers: int, log_level: str = "info", l
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 proc.terminate()  # SIGTERM: the worker drains and exits
+        stop_listening(sock, procs)
         allowed = graceful_s + max(drain_s, KILL_AFTER_S)
         deadline = time.monotonic() + allowed
         for proc in procs:
