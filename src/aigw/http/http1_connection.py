@@ -194,19 +194,21 @@ class Connection(asyncio.Protocol):
             parsed = httptools.parse_url(url)
             raw_path, query = parsed.path or b"/", parsed.query or b""
         text = raw_path.decode("latin-1")
+        version = parser.get_http_version()
         scope: dict[str, Any] = {
-            "type": "http", "asgi": ASGI_VERSION, "http_version": parser.get_http_version(),
+            "type": "http", "asgi": ASGI_VERSION, "http_version": version,
             "server": self.server, "client": self.client, "scheme": "http",
             "method": parser.get_method().decode("latin-1"), "root_path": "",
             "path": unquote(text) if "%" in text else text, "raw_path": raw_path,
             "query_string": query, "headers": self.headers,
         }
-        ex = scope[EXCHANGE] = Exchange(self, scope, parser.should_keep_alive() and not self.state.stopping,
-                                        self.expect_continue)
+        # RFC 9110 10.1.1: a 1.0 client's "100-continue" is ignored (no 1xx may be sent to it)
+        expect = self.expect_continue and version != "1.0"
+        ex = scope[EXCHANGE] = Exchange(self, scope, parser.should_keep_alive() and not self.state.stopping, expect)
         self.parsing = ex
         # until the message is complete (at once for a request without a body); a client that asked to
         # hear "100 Continue" first waits for it, so its clock starts when that is sent (``Exchange.receive``)
-        self.body_since = None if self.expect_continue else self.state.now
+        self.body_since = None if expect else self.state.now
         if self.current is None:
             self.current = ex
             self._run(ex)

@@ -641,3 +641,12 @@ async def test_a_connection_closing_after_an_early_answer_does_not_linger_for_ev
             await asyncio.sleep(0.1)
         assert not server.state.connections
         writer.close()
+
+
+async def test_an_http_1_0_client_is_never_sent_100_continue() -> None:
+    async with serving(echo) as server:  # RFC 9110 10.1.1 and 15.2: the expectation is ignored, no 1xx to 1.0
+        reader, writer = await connect(server)
+        writer.write(b"POST /e HTTP/1.0\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\ndata")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ") and await asyncio.wait_for(reader.read(), 5) == b"POST /e ? data"
+        writer.close()
