@@ -39,6 +39,10 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _UrlTooLong(_HeadTooLarge):
+    pass
+
+
 class _Discard:
     """The parser of a connection closing in stages: what the client still sends is read and dropped."""
 
@@ -110,8 +114,10 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:  # ignored (RFC 9110 allows it): answered as plain HTTP, then closed,
             self._refuse(400, b"Upgrade is not supported.")  # since what follows is another protocol's bytes
         except httptools.HttpParserError as exc:
-            too_large = isinstance(exc.__cause__ or exc.__context__, _HeadTooLarge)
-            if too_large:
+            why = exc.__cause__ or exc.__context__
+            if isinstance(why, _UrlTooLong):  # RFC 9112 3: a request-target too long to parse is a 414
+                self._refuse(414, b"Request target too long.")
+            elif isinstance(why, _HeadTooLarge):
                 self._refuse(431, b"Request header fields too large.")
             else:
                 self._refuse(400, b"Invalid HTTP request.")
@@ -173,7 +179,7 @@ class Connection(asyncio.Protocol):
         self.url += url
         self.head_bytes += len(url)
         if self.head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge()
+            raise _UrlTooLong()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()

@@ -244,6 +244,7 @@ async def test_head_gets_headers_and_no_body() -> None:
 @pytest.mark.parametrize(("raw", "status"), [
     (b"NOT HTTP AT ALL\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nhost: t\r\n\r\n", 414),  # RFC 9112 3: URI Too Long
 ])
 async def test_bad_requests_get_a_clear_status_and_the_connection_closes(raw: bytes, status: int) -> None:
     async with serving(echo) as server:
