@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import openai
+import orjson
 import pytest
 import requests
 
@@ -76,3 +77,34 @@ def test_serve_starts_on_defaults_answers_and_stops_cleanly(tmp_path: Path, http
     # the server shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM, no traceback
     assert proc.returncode in (0, -signal.SIGTERM)
     assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
+
+
+def test_an_answer_finished_before_sigterm_reaches_a_slow_reader_whole(tmp_path: Path) -> None:
+    """The app's part is done, but the answer still sits in the socket's buffers (a client reading slowly):
+    it leaves before the process ends, within the grace, instead of being cut where the buffers stood."""
+    (tmp_path / "aigw.yaml").write_text(
+        "models:\n  - name: emb\n    provider: mock\n    modes: [embeddings]\n    mock: {latency_ms: 300}\n")
+    proc, url = start_serve(tmp_path, "--config", "aigw.yaml")
+    try:
+        wait_live(url, proc, limit_s=15)
+        body = orjson.dumps({"model": "emb", "input": ["x"] * 300, "dimensions": 3072})  # ~20 MB of answer
+        host, port = url.removeprefix("http://").split(":")
+        client = socket.create_connection((host, int(port)))
+        client.sendall(b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                       b"content-length: %d\r\n\r\n%b" % (len(body), body))
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # while the request is in flight; then nothing is read for a while
+        time.sleep(1.5)
+        client.settimeout(10)
+        received = b""
+        while chunk := client.recv(1 << 20):
+            received += chunk
+        client.close()
+        head, _, answer = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        assert len(answer) == length
+        assert len(orjson.loads(answer)["data"]) == 300
+    finally:
+        stop_serve(proc, grace_s=15)
+    assert proc.returncode in (0, -signal.SIGTERM)

@@ -68,6 +68,7 @@ class ServerState:
         self.tasks: set[asyncio.Task[None]] = set()
         self.date = date_line()
         self.stopping = False
+        self.emptied: asyncio.Event | None = None  # set at shutdown: told when the last connection is gone
 
 
 class Connection(asyncio.Protocol):
@@ -124,7 +125,10 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.state.connections.discard(self)
+        state = self.state
+        state.connections.discard(self)
+        if state.emptied is not None and not state.connections:
+            state.emptied.set()
         for ex in (self.current, self.parsing, *self.queue):
             if ex is not None:
                 ex.disconnected = True

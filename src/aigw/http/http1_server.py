@@ -26,6 +26,7 @@ cancel them), close the rest, then the app's lifespan shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -207,6 +208,8 @@ class Server:
     async def _drain(self) -> None:
         state = self.state
         state.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.graceful_timeout_s
         for conn in list(state.connections):
             if conn.is_idle():
                 conn.close()
@@ -220,6 +223,14 @@ class Server:
             await asyncio.gather(*state.tasks, return_exceptions=True)
         for conn in list(state.connections):
             conn.close()
+        # a closed connection is gone once what its socket still held has left: an answer the app finished
+        # but a slow reader has not taken yet is sent whole within the grace, not cut when the loop ends
+        if state.connections:
+            state.emptied = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.emptied.wait(), max(0.0, deadline - loop.time()))
+        for conn in list(state.connections):
+            conn.transport.abort()
 
 
 def run(app: App, host: str, port: int, *, sock: Any = None, graceful_timeout_s: float = 30,
