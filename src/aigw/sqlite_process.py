@@ -12,8 +12,10 @@ unlike the GIL, lets the loop take the core back as soon as a request wakes it.
 The parent names the batch function (``"module:function"``, called as
 ``fn(rows, connection)`` in one transaction of its own) when it starts the child,
 ``python -m aigw.sqlite_child`` (what the child does, and at which CPU priority, is
-there). The child ignores SIGINT and SIGTERM (a Ctrl-C or a group-wide stop must
-not kill it before the parent has drained what it holds) and exits when its stdin
+there). The child runs in a session of its own, so a signal to the gateway's process
+group (a terminal's Ctrl-C, a group-wide stop) never reaches it, and ignores SIGINT
+and SIGTERM sent to it directly: neither may kill it before the parent has drained
+what it holds (a Ctrl-C that reached it while it was still importing did). It exits when its stdin
 closes, which is also what happens when the parent dies, even by ``kill -9``. A
 child that dies is started again on the next write; a write it never answered
 raises, so the caller keeps the batch and retries. ``PriorityWriter`` pairs an
@@ -109,7 +111,8 @@ class SqliteProcess:
     async def _start(self) -> asyncio.subprocess.Process:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aigw.sqlite_child", self.path, self.writer, self.priority,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, close_fds=True)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, close_fds=True,
+            start_new_session=True)  # a terminal's Ctrl-C goes to the gateway's group: never to it, even as it starts
         self.started += 1
         return self._proc
 

@@ -303,3 +303,14 @@ def test_the_request_log_batch_paces_the_same_way(tmp_path: Path, monkeypatch: p
     finally:
         conn.close()
     assert pauses == [sqlite_pace.SATURATED_PAUSE_S] * 3  # two statements for 150 rows, one for the last
+
+
+async def test_the_child_is_out_of_reach_of_a_signal_to_the_gateways_process_group(db_path: str) -> None:
+    # a terminal's Ctrl-C goes to its foreground process group: the child, started in a group of its own, never
+    # gets it, not even while it imports (before it ignores SIGINT itself), so the parent can still drain it
+    proc = SqliteProcess(db_path, WRITER)
+    try:
+        await proc.write([_row(1)])
+        assert proc.pid is not None and os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
+    finally:
+        await proc.close()
