@@ -234,3 +234,19 @@ def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    pool = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLine) for f in pool.filters):
+        pool.addFilter(OneLine())
+
+
+class OneLine(logging.Filter):
+    """A record's message without its traceback. For asyncpg's pool, which logs a full traceback each time it
+    fails to reconnect (twice a second during a PostgreSQL outage, with two pools): the gateway reports the
+    outage itself (store errors, /health/ready), and the error's own line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True

@@ -151,3 +151,23 @@ def test_a_text_line_cannot_be_forged_or_split_by_a_field_a_client_chose(scrub: 
     assert [v for k, v in fields if k == "tenant_id"] == ["t_1"]
     assert orjson.loads(dict(fields)["model"]) == model
     assert 'served_model="a tenant_id=t_victim"' in line and "request_id=req_1" in line
+
+
+def test_asyncpg_pool_reconnect_failures_are_one_line_not_a_traceback_each() -> None:
+    # during a PostgreSQL outage asyncpg's pool logs a warning with a full traceback at every reconnect attempt
+    buf = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure("info", "text", stream=buf)
+        try:
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+        except ConnectionRefusedError:
+            logging.getLogger("asyncpg.pool").warning("Failed to restore the pool connection floor; retrying",
+                                                      exc_info=True)
+    finally:
+        root.handlers[:], root.level = handlers, level
+    lines = buf.getvalue().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in buf.getvalue()
+    assert "Failed to restore the pool connection floor; retrying: ConnectionRefusedError" in lines[0]
+    assert "5432" in lines[0]
