@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from aigw.http.http1_exchange import CANCEL_ON_DISCONNECT, CLIENT_GONE, EXCHANGE, Exchange, date_line, status_line
+from aigw.http.http1_exchange import EXCHANGE, Exchange, date_line, status_line
 
 log = logging.getLogger("aigw.http.server")
 
@@ -133,7 +133,7 @@ class Connection(asyncio.Protocol):
             if ex is not None:
                 ex.disconnected = True
                 ex.wake()
-                cancel_if_asked(ex)
+                ex.cancel_if_asked()
         self.queue.clear()
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
@@ -322,7 +322,7 @@ class Connection(asyncio.Protocol):
         if current is not None:
             current.disconnected = True
             current.wake()
-            cancel_if_asked(current)
+            current.cancel_if_asked()
         self._linger()
 
     def queue_write(self, data: bytes) -> None:
@@ -390,12 +390,3 @@ def _address(value: Any) -> tuple[str, int] | None:
         return (str(value[0]), int(value[1]))
     return None
 
-
-def cancel_if_asked(ex: Exchange) -> None:
-    """A client gone before its answer was complete: cancel the app's call if the app asked for it (a model
-    call, whose upstream work and limits would otherwise run on for nobody). Other calls (an admin change
-    half made) are left to finish: cancelling is opt-in, as in aiohttp."""
-    task = ex.task
-    if task is not None and not task.done() and not ex.complete and ex.scope.get(CANCEL_ON_DISCONNECT):
-        ex.scope[CLIENT_GONE] = True
-        task.cancel()

@@ -66,6 +66,15 @@ class Exchange:
         self.waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None  # the app's call answering it
 
+    def cancel_if_asked(self) -> None:
+        """The client left before its answer was complete: cancel the app's call if the app asked for it (a model
+        call, whose upstream work and limits would otherwise run on for nobody). Other calls (an admin change
+        half made) are left to finish: cancelling is opt-in, as in aiohttp."""
+        task = self.task
+        if task is not None and not task.done() and not self.complete and self.scope.get(CANCEL_ON_DISCONNECT):
+            self.scope[CLIENT_GONE] = True
+            task.cancel()
+
     def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
