@@ -24,7 +24,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class HttpRequest:
-    __slots__ = ("_query", "arrived", "body", "headers", "method", "path", "receive", "request_id", "scope")
+    __slots__ = ("_query", "arrived", "body", "exchange", "headers", "method", "path", "receive", "request_id",
+                 "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.arrived = time.monotonic()  # a request's latency and deadline count from here, body read included
@@ -40,6 +41,7 @@ class HttpRequest:
         self.request_id = rid if rid and _SAFE_ID.match(rid) else time_ordered_id("req_")
         self.body = b""
         self._query: dict[str, str] | None = None
+        self.exchange: Exchange | None = scope.get(EXCHANGE)  # aigw's own server: its direct calls
 
     @property
     def sent_method(self) -> str:
@@ -81,7 +83,7 @@ class HttpRequest:
     def body_now(self, limit: int) -> bytes | None:
         """The whole body without awaiting it, when aigw's own server has all of it already (it came with the
         head); None: ``read_body``. Over ``limit``: the same 413 as ``read_body``."""
-        ex: Exchange | None = self.scope.get(EXCHANGE)
+        ex = self.exchange
         body = ex.body_now() if ex is not None else None
         if body is None:
             return None
@@ -94,11 +96,17 @@ class HttpRequest:
                     content_type: tuple[bytes, bytes] = JSON_TYPE) -> bool:
         """A whole answer sent in one call, as ``respond.send_bytes`` would send it, when aigw's own server
         takes it that way; False: send it with ``send_bytes`` (uvicorn, or an answer already begun)."""
-        ex: Exchange | None = self.scope.get(EXCHANGE)
+        ex = self.exchange
         if ex is None or ex.started:
             return False
-        ex.respond(status, [content_type, (b"content-length", b"%d" % len(body)), *headers], body)
+        ex.respond(status, whole_answer_head(body, headers, content_type), body)
         return True
+
+
+def whole_answer_head(body: bytes, headers: Iterable[tuple[bytes, bytes]],
+                      content_type: tuple[bytes, bytes] = JSON_TYPE) -> list[tuple[bytes, bytes]]:
+    """The headers of an answer sent whole: its type and length, then ``headers``."""
+    return [content_type, (b"content-length", b"%d" % len(body)), *headers]
 
 
 def _joined(raw: Any) -> dict[str, str]:

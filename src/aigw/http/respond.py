@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from aigw.http.keepalive import KeepAlive
-from aigw.http.request import JSON_TYPE, Receive, Send
+from aigw.http.request import JSON_TYPE, Receive, Send, whole_answer_head
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -32,8 +32,8 @@ def header_list(extra: dict[str, str]) -> Headers:
 async def send_bytes(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]],
                      content_type: tuple[bytes, bytes] = JSON_TYPE) -> None:
     """A whole response in one start and one body message (no chunked encoding)."""
-    start = [content_type, (b"content-length", b"%d" % len(body)), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": start})
+    head = whole_answer_head(body, headers, content_type)
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -44,9 +44,7 @@ async def send_json(send: Send, status: int, obj: object, headers: Iterable[tupl
 async def send_text(
     send: Send, status: int, text: bytes, content_type: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:
-    start_headers = [(b"content-type", content_type), (b"content-length", str(len(text)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": start_headers})
-    await send({"type": "http.response.body", "body": text})
+    await send_bytes(send, status, text, headers, (b"content-type", content_type))
 
 
 async def send_frames_whole(send: Send, frames: AsyncIterator[bytes], headers: Headers, status: int = 200) -> None:
