@@ -21,18 +21,33 @@ def cache_redis_url(config: GatewayConfig) -> str:
     return own or config.redis_url
 
 
+def cache_configured(config: GatewayConfig) -> bool:
+    """Whether a ``cache:`` block is set anywhere in the file (keys may then choose a cache at run time)."""
+    return config.cache is not None or any(r.cache is not None for r in config.routing.values())
+
+
+def cache_bounds(config: GatewayConfig) -> CacheConfig:
+    """The global block's store bounds (``max_entries``, ``max_bytes``), the defaults without one."""
+    return config.cache or CacheConfig(mode="off")
+
+
 def cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
-    """The response cache's stores: memory, Redis when the cache has one (``redis``: its client), semantic
-    indexes with numpy, and the purge log."""
-    if config.cache is None and all(r.cache is None for r in config.routing.values()):
+    """The response cache's stores: memory (under ``--workers N``, each worker's own before the parent's
+    shared one: ``cache_hosted``), Redis when the cache has one (``redis``: its client), semantic indexes with
+    numpy, and the purge log."""
+    if not cache_configured(config):
         return {}
     from aigw.providers.local_embed import LocalEmbedder, local_embedder_available
     from aigw.stores.cache_memory import MemoryCacheStore
     from aigw.stores.redis.cache import RedisCacheStore
     from aigw.stores.redis.pipe import RedisPipe
 
-    bounds = config.cache or CacheConfig(mode="off")
+    bounds = cache_bounds(config)
     stores: dict[str, Any] = {"memory": MemoryCacheStore(bounds.max_entries, bounds.max_bytes)}
+    if config.server.counter_socket:  # a worker of `aigw serve --workers N`: its parent keeps the shared entries
+        from aigw.stores.cache_hosted import HostedCache, LayeredCacheStore
+
+        stores["memory"] = LayeredCacheStore(stores["memory"], HostedCache(config.server.counter_socket))
     indexes: dict[str, Any] = {}
     if redis is not None:
         stores["redis"] = RedisCacheStore(redis, config.redis_prefix, RedisPipe.from_url(cache_redis_url(config)))

@@ -1,5 +1,6 @@
-"""`aigw serve --workers 2` without Redis: each worker has its own memory cache, and a purge taken by one
-worker reaches the other through the workers' shared purge log."""
+"""`aigw serve --workers 2` without Redis: an answer one worker stored is a hit in the other (the parent keeps
+the shared entries, each worker a copy of those it served), and a purge taken by one worker empties the parent's
+store and, through the workers' shared purge log, the other worker's copies."""
 
 from __future__ import annotations
 
@@ -16,24 +17,27 @@ from tests.support.serve_process import start_serve, stop_serve, wait_live
 MASTER = "sk-master-workers"
 
 
-def ask(url: str) -> str:
-    """One question on a new connection (the kernel spreads connections over the workers)."""
+def ask(url: str, seen: set[str] | None = None) -> str:
+    """One question on a new connection (the kernel spreads connections over the workers); ``seen`` collects
+    the tags of the workers that answered (a request id's process tag: ``ids.time_ordered_id``)."""
     r = requests.post(url + "/v1/chat/completions", timeout=5,
                       headers={"connection": "close", "authorization": f"Bearer {MASTER}"},
                       json={"model": "m", "messages": [{"role": "user", "content": "the roadmap"}]})
     assert r.status_code == 200, r.text
+    if seen is not None:
+        seen.add(r.headers["x-request-id"][len("req_") + 16:len("req_") + 24])
     return r.headers["x-aigw-cache"]
 
 
-def ask_until(url: str, done: Callable[[], bool], limit: int = 1000) -> None:
+def ask_until(url: str, done: Callable[[], bool], seen: set[str] | None = None, limit: int = 1000) -> None:
     for _ in range(limit):
         if done():
             return
-        ask(url)
+        assert ask(url, seen) == "hit"
     assert done(), f"not done after {limit} questions"
 
 
-def test_a_purge_taken_by_one_worker_empties_every_workers_memory_cache(tmp_path: Path) -> None:
+def test_an_answer_stored_by_one_worker_is_a_hit_in_the_other_until_a_purge(tmp_path: Path) -> None:
     fake = FakeOpenAI("sk-up").start()
     config = tmp_path / "aigw.yaml"
     config.write_text(yaml.safe_dump({
@@ -46,13 +50,19 @@ def test_a_purge_taken_by_one_worker_empties_every_workers_memory_cache(tmp_path
     proc, url = start_serve(tmp_path, "--config", str(config), "--workers", "2", "--log-level", "warning")
     try:
         wait_live(url, proc)
-        ask_until(url, lambda: fake.traffic.requests == 2)  # each worker asked upstream once: both hold it
-        assert all(ask(url) == "hit" for _ in range(10))
+        seen: set[str] = set()
+        assert ask(url, seen) == "miss"
+        ask_until(url, lambda: len(seen) == 2, seen)  # both workers answered...
+        assert fake.traffic.requests == 1  # ... and only the first question went upstream
+        assert all(ask(url) == "hit" for _ in range(10)) and fake.traffic.requests == 1
         r = requests.delete(url + "/admin/cache", headers={"authorization": f"Bearer {MASTER}"}, timeout=5)
-        assert r.status_code == 200 and r.json()["deleted"] == 1  # the one entry of the worker that took it
+        assert r.status_code == 200 and r.json()["deleted"] == 1  # one answer, whoever held copies of it
         time.sleep(1.0)  # the other worker reads the log four times a second
-        ask_until(url, lambda: fake.traffic.requests == 4)  # both ask upstream again: neither kept it
-        assert all(ask(url) == "hit" for _ in range(10)) and fake.traffic.requests == 4
+        seen.clear()
+        assert ask(url, seen) == "miss"  # neither the parent nor a worker kept it
+        ask_until(url, lambda: len(seen) == 2, seen)
+        assert fake.traffic.requests == 2
+        assert all(ask(url) == "hit" for _ in range(10)) and fake.traffic.requests == 2
     finally:
         stop_serve(proc)
         fake.stop()

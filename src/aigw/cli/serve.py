@@ -124,12 +124,19 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
 def _host_counters(config: GatewayConfig) -> CounterHost | None:
     """Workers without Redis share one set of rate-limit and budget counters, kept here in the parent (else
-    each worker would apply every limit and budget on its own); None when Redis keeps them or tenancy is off."""
-    if not config.tenancy.enabled or config.redis_url:
+    each worker would apply every limit and budget on its own), and one memory store of cached answers (else
+    each worker would ask upstream for what another one has); None when Redis keeps all that, or there is none."""
+    from aigw.cache_setup import cache_bounds, cache_configured
+
+    counters = config.tenancy.enabled and not config.redis_url
+    cache = cache_configured(config)  # the memory store is there even with Redis: a key may choose it
+    if not counters and not cache:
         return None
     from aigw.stores.counter_host import CounterHost
 
-    host = CounterHost(config.server.request_timeout_s + 60)  # slots and leases outlive a lost call, as in memory
+    bounds = cache_bounds(config)
+    host = CounterHost(config.server.request_timeout_s + 60,  # slots and leases outlive a lost call, as in memory
+                       (bounds.max_entries, bounds.max_bytes) if cache else None)
     export_counter_socket(host.start())
     return host
 

@@ -156,7 +156,7 @@ class ServerConfig(Strict):
     # they announce cache purges to each other when there is no redis_url (stores/purge_log.py).
     purge_log: str = ""
     # Likewise: the Unix socket of the rate-limit and budget counters the parent keeps for every worker when
-    # there is no redis_url (stores/counter_host.py).
+    # there is no redis_url (stores/counter_host.py), and of the response cache's shared memory entries.
     counter_socket: str = ""
 
     @field_validator("master_key")

@@ -46,6 +46,13 @@ class MemoryCacheStore:
         self._items.move_to_end(key)
         return value
 
+    def get_entry(self, key: str) -> tuple[bytes, float] | None:
+        """``get_now`` with the seconds the entry has left: another process's copy of it ends when it does."""
+        value = self.get_now(key)
+        if value is None:
+            return None
+        return value, self._items[key][0] - self.clock.now()
+
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         size = _size(key, value)
         if size > self.max_bytes:

@@ -75,8 +75,9 @@ class _Link(asyncio.Protocol):
         self._lost(self)
 
 
-class HostedCounters:
-    """Rate limits and budgets kept by the parent process: one set for every worker."""
+class HostClient:
+    """One worker's connection to its parent's host (``counter_host``): calls by name, answers by id, a timeout
+    and a skip window after a failure. ``HostedCounters`` and the cache's ``HostedCache`` speak through it."""
 
     def __init__(self, path: str, timeout_s: float = TIMEOUT_S, retry_after_s: float = 1.0) -> None:
         self.path = path
@@ -88,68 +89,8 @@ class HostedCounters:
         self._skip_until = 0.0
         self._last_error = ""
         self._sweeping = False
-        self._rows: dict[int, tuple[list[Scope], tuple[ScopeRow, ...]]] = {}
 
-    def _wire(self, scopes: list[Scope]) -> tuple[ScopeRow, ...]:
-        """``scopes`` as rows for the wire, made once per list (a key's list is shared by its requests)."""
-        known = self._rows.get(id(scopes))
-        if known is not None and known[0] is scopes:  # the entry holds the list: its id is not reused
-            return known[1]
-        if len(self._rows) >= ROWS_MAX:
-            self._rows.clear()
-        rows = scope_rows(scopes)
-        self._rows[id(scopes)] = (scopes, rows)
-        return rows
-
-    # -- Gate
-    async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
-                    amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
-        return await self._call("gate.enter", self._wire(rate), slot, est_tokens,  # type: ignore[no-any-return]
-                                self._wire(budget), amount_nano, now)
-
-    async def peek(self, rate: list[Scope]) -> list[Admission]:
-        return await self._call("gate.peek", self._wire(rate))  # type: ignore[no-any-return]
-
-    async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
-                    reserved_nano: int, actual_nano: int, entered: float,
-                    thresholds: list[float], request_back: bool = False) -> list[tuple[str, str, float]]:
-        return await self._call("gate.leave", self._wire(rate), slot, token_delta, taken_at, self._wire(budget),  # type: ignore[no-any-return]
-                                reserved_nano, actual_nano, entered, thresholds, request_back)
-
-    # -- RateLimiter
-    async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
-        return await self._call("limiter.admit", self._wire(scopes), slot, est_tokens)  # type: ignore[no-any-return]
-
-    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0,
-                      request_back: bool = False) -> None:
-        await self._call("limiter.release", self._wire(scopes), slot, token_delta, taken_at, request_back)
-
-    # -- BudgetCounter
-    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
-        return await self._call("budgets.reserve", self._wire(scopes), amount_nano, now, slot)  # type: ignore[no-any-return]
-
-    async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
-                     thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
-        return await self._call("budgets.settle", self._wire(scopes), reserved_nano, actual_nano, now,  # type: ignore[no-any-return]
-                                thresholds, slot)
-
-    async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
-        await self._call("budgets.seed", spent)
-
-    async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
-        return await self._call("budgets.reached", scope_rows([scope]), now, thresholds)  # type: ignore[no-any-return]
-
-    async def forget(self, scope: Scope, now: float) -> None:
-        await self._call("budgets.forget", scope_rows([scope]), now)
-
-    async def seeded(self) -> bool:
-        return await self._call("budgets.seeded")  # type: ignore[no-any-return]
-
-    async def spent(self, scope: Scope, now: float) -> int:
-        return await self._call("budgets.spent", scope_rows([scope]), now)  # type: ignore[no-any-return]
-
-    # -- the wire
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def call(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if now < self._skip_until:
@@ -227,3 +168,69 @@ class HostedCounters:
     async def close(self) -> None:
         if self._link is not None:
             self._link.fail(ConnectionError("closed"))
+
+
+class HostedCounters(HostClient):
+    """Rate limits and budgets kept by the parent process: one set for every worker."""
+
+    def __init__(self, path: str, timeout_s: float = TIMEOUT_S, retry_after_s: float = 1.0) -> None:
+        super().__init__(path, timeout_s, retry_after_s)
+        self._rows: dict[int, tuple[list[Scope], tuple[ScopeRow, ...]]] = {}
+
+    def _wire(self, scopes: list[Scope]) -> tuple[ScopeRow, ...]:
+        """``scopes`` as rows for the wire, made once per list (a key's list is shared by its requests)."""
+        known = self._rows.get(id(scopes))
+        if known is not None and known[0] is scopes:  # the entry holds the list: its id is not reused
+            return known[1]
+        if len(self._rows) >= ROWS_MAX:
+            self._rows.clear()
+        rows = scope_rows(scopes)
+        self._rows[id(scopes)] = (scopes, rows)
+        return rows
+
+    # -- Gate
+    async def enter(self, rate: list[Scope], slot: str, est_tokens: int, budget: list[Scope],
+                    amount_nano: int, now: float) -> tuple[Admission, Reservation | None]:
+        return await self.call("gate.enter", self._wire(rate), slot, est_tokens,  # type: ignore[no-any-return]
+                                self._wire(budget), amount_nano, now)
+
+    async def peek(self, rate: list[Scope]) -> list[Admission]:
+        return await self.call("gate.peek", self._wire(rate))  # type: ignore[no-any-return]
+
+    async def leave(self, rate: list[Scope], slot: str, token_delta: int, taken_at: int, budget: list[Scope],
+                    reserved_nano: int, actual_nano: int, entered: float,
+                    thresholds: list[float], request_back: bool = False) -> list[tuple[str, str, float]]:
+        return await self.call("gate.leave", self._wire(rate), slot, token_delta, taken_at, self._wire(budget),  # type: ignore[no-any-return]
+                                reserved_nano, actual_nano, entered, thresholds, request_back)
+
+    # -- RateLimiter
+    async def admit(self, scopes: list[Scope], slot: str, est_tokens: int) -> Admission:
+        return await self.call("limiter.admit", self._wire(scopes), slot, est_tokens)  # type: ignore[no-any-return]
+
+    async def release(self, scopes: list[Scope], slot: str, token_delta: int, taken_at: int = 0,
+                      request_back: bool = False) -> None:
+        await self.call("limiter.release", self._wire(scopes), slot, token_delta, taken_at, request_back)
+
+    # -- BudgetCounter
+    async def reserve(self, scopes: list[Scope], amount_nano: int, now: float, slot: str = "") -> Reservation:
+        return await self.call("budgets.reserve", self._wire(scopes), amount_nano, now, slot)  # type: ignore[no-any-return]
+
+    async def settle(self, scopes: list[Scope], reserved_nano: int, actual_nano: int, now: float,
+                     thresholds: list[float], slot: str) -> list[tuple[str, str, float]]:
+        return await self.call("budgets.settle", self._wire(scopes), reserved_nano, actual_nano, now,  # type: ignore[no-any-return]
+                                thresholds, slot)
+
+    async def seed(self, spent: dict[tuple[str, str, str], int]) -> None:
+        await self.call("budgets.seed", spent)
+
+    async def reached(self, scope: Scope, now: float, thresholds: list[float]) -> list[float]:
+        return await self.call("budgets.reached", scope_rows([scope]), now, thresholds)  # type: ignore[no-any-return]
+
+    async def forget(self, scope: Scope, now: float) -> None:
+        await self.call("budgets.forget", scope_rows([scope]), now)
+
+    async def seeded(self) -> bool:
+        return await self.call("budgets.seeded")  # type: ignore[no-any-return]
+
+    async def spent(self, scope: Scope, now: float) -> int:
+        return await self.call("budgets.spent", scope_rows([scope]), now)  # type: ignore[no-any-return]

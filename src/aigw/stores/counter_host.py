@@ -1,4 +1,5 @@
-"""Rate-limit and budget counters kept by ``aigw serve --workers N``'s parent and shared by its workers.
+"""Rate-limit and budget counters (and the response cache's memory entries, ``cache_host``) kept by
+``aigw serve --workers N``'s parent and shared by its workers.
 
 Without Redis, each worker kept counters of its own, so a key's rpm, tpm, max-parallel and budget
 applied once per worker: the "limits multiply by the number of replicas" bug, inside one machine. The
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aigw.stores.base import Scope
+from aigw.stores.cache_host import SharedCache
 from aigw.stores.counter_wire import SCOPE_ARGS, ScopeRow, encode_result, frame, scopes_of_rows, unframe
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
@@ -69,7 +71,8 @@ _LEASES = frozenset({"gate.enter", "gate.leave", "budgets.reserve", "budgets.set
 class SharedCounters:
     """The memory counters and what a call may reach of them."""
 
-    def __init__(self, parallel_ttl_s: float) -> None:
+    def __init__(self, parallel_ttl_s: float, cache: SharedCache | None = None) -> None:
+        self.cache = cache  # the response cache's shared entries (``cache.*`` calls), when a cache is configured
         limiter = self._limiter = MemoryRateLimiter(parallel_ttl_s=parallel_ttl_s)
         budgets = self._budgets = MemoryBudgets(parallel_ttl_s)
         targets: dict[str, Any] = {"gate": MemoryGate(limiter, budgets), "limiter": limiter, "budgets": budgets}
@@ -84,6 +87,8 @@ class SharedCounters:
         the parallel slots and budget leases the caller's connection holds (``free``)."""
         cid, method, args = call
         try:
+            if method.startswith("cache.") and self.cache is not None:
+                return frame((cid, True, self.cache.answer(method, args)))
             spec = SCOPE_ARGS.get(method)
             if spec is None:
                 raise ValueError(f"no such counter call: {method!r}")
@@ -176,8 +181,10 @@ class _HostProtocol(asyncio.Protocol):
 class CounterHost:
     """The shared counters on a thread's event loop, listening on a Unix socket in a private directory."""
 
-    def __init__(self, parallel_ttl_s: float) -> None:
-        self.counters = SharedCounters(parallel_ttl_s)
+    def __init__(self, parallel_ttl_s: float, cache_bounds: tuple[int, int] | None = None) -> None:
+        """``cache_bounds``: (max entries, max bytes) of the response cache's shared memory store; None: no cache."""
+        cache = SharedCache(*cache_bounds) if cache_bounds is not None else None
+        self.counters = SharedCounters(parallel_ttl_s, cache)
         self.path = ""
         self._dir = ""
         self._loop: asyncio.AbstractEventLoop | None = None

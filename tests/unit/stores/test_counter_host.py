@@ -85,9 +85,9 @@ def test_a_store_error_on_the_host_is_raised_in_the_worker_and_the_link_stays(ho
     async def main() -> None:
         c = HostedCounters(host.path)
         with pytest.raises(CounterHostError, match="ValueError: no such counter call"):
-            await c._call("budgets.__init__")
+            await c.call("budgets.__init__")
         with pytest.raises(CounterHostError, match="IndexError"):
-            await c._call("gate.peek")  # no scope list: the host's error, carried back
+            await c.call("gate.peek")  # no scope list: the host's error, carried back
         assert (await c.peek(KEY))[0].limit_requests == 5  # the same link answers on
         await c.close()
 

@@ -1,21 +1,17 @@
 """The response cache stage: answer a repeated question from the cache, store new answers.
 
-On the way in: find the request's policy (global <- model <- key <- request),
-look up the exact key, then (semantic mode, when safe) the nearest earlier
-question with the same context. A hit is answered here, as a plain body or a
-replayed stream. On the way out: a finished answer is stored off the request
-path; a stream only once it ended well. Backend trouble never fails a request
-(``cache_guard``). Entries are scoped by tenant, so no answer crosses tenants.
+On the way in: find the request's policy (global <- model <- key <- request), look up the exact key, then
+(semantic mode, when safe) the nearest earlier question with the same context. A hit is answered here, as a
+plain body or a replayed stream. On the way out: a finished answer is stored off the request path; a stream
+only once it ended well. Backend trouble never fails a request (``cache_guard``). Entries are scoped by
+tenant, so no answer crosses tenants.
 
-For accounting (issue 4), a hit sets ``ctx.handled_by = "cache"`` (the ledger
-records cost 0) and leaves the stored answer's usage in ``ctx.usage`` and
-``ctx.state["cache_saved_usage"]`` (the ledger prices it as the saving), with the
-deployment and model that first produced it in ``ctx.state["cache_hit"]``.
+For accounting, a hit sets ``ctx.handled_by = "cache"`` (cost 0) and leaves the stored usage in ``ctx.usage``
+and ``ctx.state["cache_saved_usage"]`` (priced as the saving), its origin in ``ctx.state["cache_hit"]``.
 
-A hit is the path to keep lean: it reads only the entry's header line
-(``cache_entry``) and answers with the stored body bytes (``Prerendered``), which
-go to the client untouched unless a stage or the client's API needs the body; a
-stream is replayed from a known list of chunks (``Replay``), sent in one write.
+A hit is the path to keep lean: it reads only the entry's header line (``cache_entry``) and answers with the
+stored body bytes (``Prerendered``), untouched unless a stage or the client's API needs the body; a stream is
+replayed from a known list of chunks (``Replay``), sent in one write.
 """
 
 from __future__ import annotations
@@ -107,11 +103,14 @@ class CacheStage(Stage):
         self._local: dict[str, Callable[[str], bytes | None]] = {  # in-memory stores' plain-call get
             name: store.get_now for name, store in stores.items()
             if isinstance(store, LocalCacheStore) and self._in_process[name]}
+        self._layered = {name: store.get_now for name, store in stores.items()  # a worker's memory, then its
+                         if isinstance(store, LocalCacheStore) and getattr(store, "layered", False)}  # parent's
         self._counters: dict[tuple[str, str], Any] = {}  # (model, result) -> the labelled lookup counter
         self._decoded = Decoded()
         self._exact_key = ExactKeys()
         self._near = {name: NearCache(default.near_ttl_s, default.near_max_bytes, clock)
-                      for name, local in self._in_process.items() if not local and default.near_ttl_s > 0}
+                      for name, local in self._in_process.items()
+                      if not local and name not in self._layered and default.near_ttl_s > 0}
         self.purger = Purger(stores, indexes, self._near, self.stats, self.flush, supervisor, purge_log, purge_poll_s)
 
     # -- way in ----------------------------------------------------------------------
@@ -161,6 +160,8 @@ class CacheStage(Stage):
                     self.metrics.store_error(f"cache_{backend}", "get")
                 trouble.append(backend)
                 return None
+        if (first := self._layered.get(backend)) is not None:
+            return raw if (raw := first(key)) is not None else _ASK_BACKEND
         near = self._near.get(backend)  # only shared backends have one
         if near is not None and (raw := near.get(key)) is not None:
             return raw

@@ -82,11 +82,12 @@ class Purger:
             near = self.near.get(name)
             if near is not None:
                 near.purge(patterns)
-            if not shared and not self._in_process[name]:
+            own = getattr(store, "purge_local", None)  # a worker's own copies of its parent's entries
+            if not shared and not self._in_process[name] and own is None:
                 continue
             index = self.indexes.get(name)
             try:
-                done[name] = await store.purge(patterns, counts)
+                done[name] = await (store.purge if shared or own is None else own)(patterns, counts)
                 if index is not None:
                     await index.purge(patterns)
             except Exception as exc:

@@ -1,0 +1,53 @@
+"""The response cache's entries kept by ``aigw serve --workers N``'s parent, shared by its workers.
+
+Without Redis each worker had a memory cache of its own, so a question answered by one worker was a miss in
+the others: with four workers, the same question went upstream (and was billed) up to four times. The parent
+already keeps the workers' shared counters (``counter_host``); it keeps one ``MemoryCacheStore`` beside them,
+reached over the same socket by ``cache_hosted.HostedCache``. Each worker still answers its repeated hits from
+its own memory first (``cache_hosted.LayeredCacheStore``): the parent is asked only on a worker's miss.
+
+The calls: ``cache.get(key)`` -> ``(value, seconds left)`` or None; ``cache.set(key, value, ttl_s)``;
+``cache.purge(patterns)`` -> the keys deleted; ``cache.ping()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from aigw.stores.cache_memory import MemoryCacheStore
+
+
+class SharedCache:
+    """One memory store and the calls a worker may make of it (all answered at once, on the host's loop)."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.store = MemoryCacheStore(max_entries, max_bytes)
+
+    def answer(self, method: str, args: list[Any]) -> Any:
+        store = self.store
+        if method == "cache.get":
+            return store.get_entry(args[0])
+        if method == "cache.set":
+            return _run(store.set(args[0], args[1], float(args[2])))
+        if method == "cache.purge":
+            gone: list[str] = []
+
+            def note(key: str) -> bool:
+                gone.append(key)
+                return True
+            _run(store.purge(args[0], note))
+            return gone
+        if method == "cache.ping":
+            return None
+        raise ValueError(f"no such cache call: {method!r}")
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """A memory store's coroutine run to its end here: it never waits on anything (a long purge yields a loop
+    turn now and then, for the requests of its own process: here there are none to let through)."""
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as done:
+        return done.value

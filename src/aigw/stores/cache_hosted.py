@@ -1,0 +1,105 @@
+"""A worker's response cache under ``aigw serve --workers N`` without Redis: its own memory, then its parent's.
+
+``LayeredCacheStore`` answers from the worker's own ``MemoryCacheStore`` first, without a call (a repeated
+hit costs what it costs a single process); on a miss there the cache stage asks the parent's shared store
+(``cache_host``) through ``get``, which keeps what it finds in the worker's memory for the rest of the entry's
+life. An answer stored by any worker is stored in both, so the next worker to be asked finds it. The parent's
+store is reached like Redis: bounded by the cache's ``timeout_ms``, skipped for a moment after a failure, and
+a failure there never fails a request (the stage's guard).
+
+Not shared: the semantic index (each worker matches against the questions it embedded itself) and the
+staleness of a worker's own copy after another worker refreshed the entry (``x-aigw-cache: no-cache``): it
+keeps its copy until the entry's TTL, as each worker's own cache did before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aigw.stores.cache_memory import MemoryCacheStore
+from aigw.stores.counter_client import HostClient
+
+
+class HostedCache(HostClient):
+    """The parent's shared memory store, as a cache store (``CacheStore``)."""
+
+    name = "memory"
+    in_process = False
+
+    async def get(self, key: str) -> bytes | None:
+        entry = await self.get_entry(key)
+        return entry[0] if entry is not None else None
+
+    async def get_entry(self, key: str) -> tuple[bytes, float] | None:
+        """The value and the seconds it has left, or None."""
+        found = await self.call("cache.get", key)
+        return (found[0], found[1]) if found is not None else None
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.call("cache.set", key, value, ttl_s)
+
+    async def ping(self) -> None:
+        await self.call("cache.ping")
+
+    async def purge_keys(self, patterns: list[str] | None) -> list[str]:
+        """Delete the entries matching ``patterns`` (None: all); the keys that went."""
+        return list(await self.call("cache.purge", patterns))
+
+    async def purge(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
+        return sum(1 for key in await self.purge_keys(patterns) if counts is None or counts(key))
+
+    async def aclose(self) -> None:
+        await self.close()
+
+
+class LayeredCacheStore:
+    """This worker's memory, then the parent's shared store (``CacheStore``; ``get_now`` is the first level)."""
+
+    name = "memory"
+    in_process = False  # ``get``, ``set`` and ``purge`` reach the parent: they may hang, so they are timed
+    layered = True  # the cache stage: ``get_now`` answers for this process alone; None there asks ``get``
+
+    def __init__(self, local: MemoryCacheStore, shared: HostedCache) -> None:
+        self.local = local
+        self.shared = shared
+
+    def get_now(self, key: str) -> bytes | None:
+        return self.local.get_now(key)
+
+    async def get(self, key: str) -> bytes | None:
+        value = self.local.get_now(key)
+        if value is not None:
+            return value
+        entry = await self.shared.get_entry(key)
+        if entry is None:
+            return None
+        value, left_s = entry
+        if left_s > 0:
+            await self.local.set(key, value, left_s)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.local.set(key, value, ttl_s)  # this worker has it even if the parent cannot be reached
+        await self.shared.set(key, value, ttl_s)
+
+    async def ping(self) -> None:
+        await self.shared.ping()
+
+    async def purge(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
+        """Both levels; an entry held in both counts once (the other workers drop their own copies when the purge
+        log tells them: ``purge_local``)."""
+        gone: set[str] = set()
+
+        def note(key: str) -> bool:
+            gone.add(key)
+            return False
+        await self.local.purge(patterns, note)
+        gone.update(await self.shared.purge_keys(patterns))
+        return sum(1 for key in gone if counts is None or counts(key))
+
+    async def purge_local(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
+        """This worker's own copies only: another worker's purge, which emptied the parent's store already."""
+        return await self.local.purge(patterns, counts)
+
+    async def aclose(self) -> None:
+        await self.shared.aclose()

@@ -1,0 +1,117 @@
+"""A worker's response cache under `aigw serve --workers N` without Redis: its own memory, then the entries its
+parent keeps for every worker (two stores here, each with its own connection, stand for two workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from aigw.stores.cache_hosted import HostedCache, LayeredCacheStore
+from aigw.stores.cache_memory import MemoryCacheStore
+from aigw.stores.counter_host import CounterHost
+from aigw.stores.failures import StoreSkipped
+
+
+@pytest.fixture
+def host() -> Iterator[CounterHost]:
+    h = CounterHost(60.0, (1000, 1_000_000))
+    h.start()
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def worker(path: str) -> LayeredCacheStore:
+    return LayeredCacheStore(MemoryCacheStore(1000, 1_000_000), HostedCache(path, timeout_s=0.5))
+
+
+def test_an_answer_stored_by_one_worker_is_found_by_another_and_kept_there(host: CounterHost) -> None:
+    async def main() -> None:
+        a, b = worker(host.path), worker(host.path)
+        await a.set("t1:k", b"answer", 60)
+        assert a.get_now("t1:k") == b"answer"  # the storing worker's own copy: no call
+        assert b.get_now("t1:k") is None  # not in the other's memory yet...
+        assert await b.get("t1:k") == b"answer"  # ... but its parent has it
+        assert b.get_now("t1:k") == b"answer"  # and now the other keeps a copy
+        assert await b.get("t1:nothing") is None
+        await a.aclose()
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_copy_taken_from_the_parent_ends_when_the_entry_does(host: CounterHost) -> None:
+    async def main() -> None:
+        a, b = worker(host.path), worker(host.path)
+        await a.set("t1:k", b"answer", 0.6)
+        await asyncio.sleep(0.3)
+        assert await b.get("t1:k") == b"answer"
+        await asyncio.sleep(0.4)  # 0.7 s after it was stored: gone everywhere, not 0.6 s after the copy
+        assert b.get_now("t1:k") is None and await b.get("t1:k") is None and a.get_now("t1:k") is None
+        await a.aclose()
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_purge_empties_the_parent_and_counts_an_answer_once(host: CounterHost) -> None:
+    async def main() -> None:
+        a, b = worker(host.path), worker(host.path)
+        await a.set("t1:m1:k", b"one", 60)
+        await a.set("t2:m1:k", b"two", 60)
+        assert await b.get("t1:m1:k") == b"one"
+        only_parent = worker(host.path)
+        await only_parent.shared.set("t1:m1:other", b"three", 60)  # held by the parent alone
+        assert await a.purge(["t1:*"]) == 2  # one in both places counts once, plus the parent's own
+        assert await a.get("t1:m1:k") is None and await a.get("t1:m1:other") is None
+        assert b.get_now("t1:m1:k") == b"one"  # the other worker's copy: dropped when the purge log says so
+        assert await b.purge_local(["t1:*"]) == 1
+        assert await b.get("t1:m1:k") is None
+        assert await b.get("t2:m1:k") == b"two"  # another tenant's entry stays
+        for s in (a, b, only_parent):
+            await s.aclose()
+
+    asyncio.run(main())
+
+
+def test_without_the_parent_a_worker_keeps_its_own_answers_and_its_calls_fail_fast(tmp_path: object) -> None:
+    host = CounterHost(60.0, (1000, 1_000_000))
+    host.start()
+    path = host.path
+
+    async def main() -> None:
+        a = worker(path)
+        await a.set("t1:k", b"answer", 60)
+        host.stop()  # the parent's host is gone (the socket too)
+        assert a.get_now("t1:k") == b"answer"  # its own copies still answer, with no call
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            await a.get("t1:other")
+        with pytest.raises(StoreSkipped):  # skipped for a moment after a failure: no wait on every miss
+            await a.get("t1:other")
+        with pytest.raises(StoreSkipped):
+            await a.set("t1:new", b"x", 60)
+        assert a.get_now("t1:new") == b"x"  # stored in its own memory all the same
+        assert time.monotonic() - started < 1.0
+        await a.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_host_without_a_cache_refuses_cache_calls(tmp_path: object) -> None:
+    host = CounterHost(60.0)  # tenancy's counters only: no cache block configured
+    host.start()
+    try:
+        async def main() -> None:
+            a = worker(host.path)
+            with pytest.raises(RuntimeError, match="no such counter call"):
+                await a.get("t1:k")
+            await a.aclose()
+
+        asyncio.run(main())
+    finally:
+        host.stop()
