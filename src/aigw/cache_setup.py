@@ -47,7 +47,8 @@ def cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
     if config.server.counter_socket:  # a worker of `aigw serve --workers N`: its parent keeps the shared entries
         from aigw.stores.cache_hosted import HostedCache, LayeredCacheStore
 
-        stores["memory"] = LayeredCacheStore(stores["memory"], HostedCache(config.server.counter_socket))
+        own = MemoryCacheStore(bounds.max_entries, min(bounds.max_bytes, bounds.near_max_bytes))  # its copies
+        stores["memory"] = LayeredCacheStore(own, HostedCache(config.server.counter_socket), bounds.near_ttl_s)
     indexes: dict[str, Any] = {}
     if redis is not None:
         stores["redis"] = RedisCacheStore(redis, config.redis_prefix, RedisPipe.from_url(cache_redis_url(config)))

@@ -2,14 +2,13 @@
 
 ``LayeredCacheStore`` answers from the worker's own ``MemoryCacheStore`` first, without a call (a repeated
 hit costs what it costs a single process); on a miss there the cache stage asks the parent's shared store
-(``cache_host``) through ``get``, which keeps what it finds in the worker's memory for the rest of the entry's
-life. An answer stored by any worker is stored in both, so the next worker to be asked finds it. The parent's
-store is reached like Redis: bounded by the cache's ``timeout_ms``, skipped for a moment after a failure, and
-a failure there never fails a request (the stage's guard).
+(``cache_host``) through ``get``. An answer stored by any worker is stored in both, so the next worker to be
+asked finds it. A worker's copy lives ``near_ttl_s`` at most (as a near copy of a Redis entry does): an entry
+another worker refreshed (``x-aigw-cache: no-cache``) is served old by this one for that long, no longer. The
+parent's store is reached like Redis: bounded by the cache's ``timeout_ms``, skipped for a moment after a
+failure, and a failure there never fails a request (the stage's guard).
 
-Not shared: the semantic index (each worker matches against the questions it embedded itself) and the
-staleness of a worker's own copy after another worker refreshed the entry (``x-aigw-cache: no-cache``): it
-keeps its copy until the entry's TTL, as each worker's own cache did before.
+Not shared: the semantic index (each worker matches against the questions it embedded itself).
 """
 
 from __future__ import annotations
@@ -59,9 +58,10 @@ class LayeredCacheStore:
     in_process = False  # ``get``, ``set`` and ``purge`` reach the parent: they may hang, so they are timed
     layered = True  # the cache stage: ``get_now`` answers for this process alone; None there asks ``get``
 
-    def __init__(self, local: MemoryCacheStore, shared: HostedCache) -> None:
+    def __init__(self, local: MemoryCacheStore, shared: HostedCache, copy_ttl_s: float) -> None:
         self.local = local
         self.shared = shared
+        self.copy_ttl_s = copy_ttl_s  # a worker's copy at most this long (0: none, every hit asks the parent)
 
     def get_now(self, key: str) -> bytes | None:
         return self.local.get_now(key)
@@ -74,13 +74,16 @@ class LayeredCacheStore:
         if entry is None:
             return None
         value, left_s = entry
-        if left_s > 0:
-            await self.local.set(key, value, left_s)
+        await self._copy(key, value, left_s)
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self.local.set(key, value, ttl_s)  # this worker has it even if the parent cannot be reached
+        await self._copy(key, value, ttl_s)  # this worker has it even if the parent cannot be reached
         await self.shared.set(key, value, ttl_s)
+
+    async def _copy(self, key: str, value: bytes, ttl_s: float) -> None:
+        if (ttl_s := min(ttl_s, self.copy_ttl_s)) > 0:
+            await self.local.set(key, value, ttl_s)
 
     async def ping(self) -> None:
         await self.shared.ping()

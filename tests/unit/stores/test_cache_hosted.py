@@ -25,8 +25,8 @@ def host() -> Iterator[CounterHost]:
         h.stop()
 
 
-def worker(path: str) -> LayeredCacheStore:
-    return LayeredCacheStore(MemoryCacheStore(1000, 1_000_000), HostedCache(path, timeout_s=0.5))
+def worker(path: str, copy_ttl_s: float = 60.0) -> LayeredCacheStore:
+    return LayeredCacheStore(MemoryCacheStore(1000, 1_000_000), HostedCache(path, timeout_s=0.5), copy_ttl_s)
 
 
 def test_an_answer_stored_by_one_worker_is_found_by_another_and_kept_there(host: CounterHost) -> None:
@@ -54,6 +54,24 @@ def test_a_copy_taken_from_the_parent_ends_when_the_entry_does(host: CounterHost
         assert b.get_now("t1:k") is None and await b.get("t1:k") is None and a.get_now("t1:k") is None
         await a.aclose()
         await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_worker_serves_an_entry_another_refreshed_old_for_its_copy_time_at_most(host: CounterHost) -> None:
+    async def main() -> None:
+        a, b = worker(host.path, copy_ttl_s=0.3), worker(host.path, copy_ttl_s=0.3)
+        await a.set("t1:k", b"old", 60)
+        assert await b.get("t1:k") == b"old"
+        await a.set("t1:k", b"new", 60)  # a's client asked for a fresh answer (no-cache)
+        assert b.get_now("t1:k") == b"old"  # b's copy...
+        await asyncio.sleep(0.35)
+        assert b.get_now("t1:k") is None  # ... ends after its copy time, not with the entry's hour
+        assert await b.get("t1:k") == b"new"
+        none = worker(host.path, copy_ttl_s=0)  # near_ttl_s 0: no copies, every hit asks the parent
+        assert await none.get("t1:k") == b"new" and none.get_now("t1:k") is None
+        for s in (a, b, none):
+            await s.aclose()
 
     asyncio.run(main())
 
