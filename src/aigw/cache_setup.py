@@ -43,22 +43,26 @@ def cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
     from aigw.stores.redis.pipe import RedisPipe
 
     bounds = cache_bounds(config)
-    stores: dict[str, Any] = {"memory": MemoryCacheStore(bounds.max_entries, bounds.max_bytes)}
-    if config.server.counter_socket:  # a worker of `aigw serve --workers N`: its parent keeps the shared entries
+    shared = None  # a worker of `aigw serve --workers N`: what its parent keeps for every worker (``cache_hosted``)
+    if config.server.counter_socket:
         from aigw.stores.cache_hosted import HostedCache, LayeredCacheStore
 
+        shared = HostedCache(config.server.counter_socket)
         own = MemoryCacheStore(bounds.max_entries, min(bounds.max_bytes, bounds.near_max_bytes))  # its copies
-        stores["memory"] = LayeredCacheStore(own, HostedCache(config.server.counter_socket), bounds.near_ttl_s)
+        stores: dict[str, Any] = {"memory": LayeredCacheStore(own, shared, bounds.near_ttl_s)}
+    else:
+        stores = {"memory": MemoryCacheStore(bounds.max_entries, bounds.max_bytes)}
     indexes: dict[str, Any] = {}
     if redis is not None:
         stores["redis"] = RedisCacheStore(redis, config.redis_prefix, RedisPipe.from_url(cache_redis_url(config)))
     if importlib.util.find_spec("numpy") is not None:
         from aigw.stores.redis.semantic import RedisSemanticIndex
+        from aigw.stores.semantic_hosted import HostedSemanticIndex
         from aigw.stores.semantic_memory import MemorySemanticIndex
 
         # its own byte bound, a quarter of the store's: 10,000 vectors of 3,072 floats would be ~250 MB
-        indexes["memory"] = MemorySemanticIndex(bounds.max_entries, bounds.semantic.max_per_context,
-                                                max_bytes=bounds.max_bytes // 4)
+        indexes["memory"] = HostedSemanticIndex(shared) if shared is not None else MemorySemanticIndex(
+            bounds.max_entries, bounds.semantic.max_per_context, max_bytes=bounds.max_bytes // 4)
         if redis is not None:
             indexes["redis"] = RedisSemanticIndex(redis, config.redis_prefix, bounds.semantic.max_per_context)
     embedders = {"local": LocalEmbedder()} if local_embedder_available() else {}

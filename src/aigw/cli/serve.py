@@ -136,7 +136,7 @@ def _host_counters(config: GatewayConfig) -> CounterHost | None:
 
     bounds = cache_bounds(config)
     host = CounterHost(config.server.request_timeout_s + 60,  # slots and leases outlive a lost call, as in memory
-                       (bounds.max_entries, bounds.max_bytes) if cache else None)
+                       (bounds.max_entries, bounds.max_bytes, bounds.semantic.max_per_context) if cache else None)
     export_counter_socket(host.start())
     return host
 

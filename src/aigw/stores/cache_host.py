@@ -7,11 +7,14 @@ reached over the same socket by ``cache_hosted.HostedCache``. Each worker still 
 its own memory first (``cache_hosted.LayeredCacheStore``): the parent is asked only on a worker's miss.
 
 The calls: ``cache.get(key)`` -> ``(value, seconds left)`` or None; ``cache.set(key, value, ttl_s)``;
-``cache.purge(patterns)`` -> the keys deleted; ``cache.ping()``.
+``cache.purge(patterns)`` -> the keys deleted; ``cache.ping()``; and, with numpy installed, the semantic
+index's (``semantic_hosted``): ``cache.index_search``, ``cache.index_add``, ``cache.index_discard``,
+``cache.index_purge``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Coroutine
 from typing import Any
 
@@ -21,10 +24,17 @@ from aigw.stores.cache_memory import MemoryCacheStore
 class SharedCache:
     """One memory store and the calls a worker may make of it (all answered at once, on the host's loop)."""
 
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int, max_per_context: int) -> None:
         self.store = MemoryCacheStore(max_entries, max_bytes)
+        self.index: Any = None  # the semantic index, with numpy (bounded as each process's own: cache_setup)
+        if importlib.util.find_spec("numpy") is not None:
+            from aigw.stores.semantic_memory import MemorySemanticIndex
+
+            self.index = MemorySemanticIndex(max_entries, max_per_context, max_bytes=max_bytes // 4)
 
     def answer(self, method: str, args: list[Any]) -> Any:
+        if method.startswith("cache.index_") and self.index is not None:
+            return self._index_call(method, args)
         store = self.store
         if method == "cache.get":
             return store.get_entry(args[0])
@@ -40,6 +50,21 @@ class SharedCache:
             return gone
         if method == "cache.ping":
             return None
+        raise ValueError(f"no such cache call: {method!r}")
+
+    def _index_call(self, method: str, args: list[Any]) -> Any:
+        from aigw.stores.semantic_hosted import from_wire
+
+        index = self.index
+        if method == "cache.index_search":
+            match = _run(index.search(args[0], from_wire(args[1]), args[2], args[3]))
+            return (match.entry_id, match.score) if match is not None else None
+        if method == "cache.index_add":
+            return _run(index.add(args[0], from_wire(args[1]), args[2], args[3], args[4]))
+        if method == "cache.index_discard":
+            return _run(index.discard(args[0], args[1]))
+        if method == "cache.index_purge":
+            return _run(index.purge(args[0]))
         raise ValueError(f"no such cache call: {method!r}")
 
 

@@ -181,8 +181,9 @@ class _HostProtocol(asyncio.Protocol):
 class CounterHost:
     """The shared counters on a thread's event loop, listening on a Unix socket in a private directory."""
 
-    def __init__(self, parallel_ttl_s: float, cache_bounds: tuple[int, int] | None = None) -> None:
-        """``cache_bounds``: (max entries, max bytes) of the response cache's shared memory store; None: no cache."""
+    def __init__(self, parallel_ttl_s: float, cache_bounds: tuple[int, int, int] | None = None) -> None:
+        """``cache_bounds``: (max entries, max bytes, max vectors per semantic context) of the response cache's
+        shared memory store and index; None: no cache."""
         cache = SharedCache(*cache_bounds) if cache_bounds is not None else None
         self.counters = SharedCounters(parallel_ttl_s, cache)
         self.path = ""

@@ -17,7 +17,7 @@ from aigw.stores.failures import StoreSkipped
 
 @pytest.fixture
 def host() -> Iterator[CounterHost]:
-    h = CounterHost(60.0, (1000, 1_000_000))
+    h = CounterHost(60.0, (1000, 1_000_000, 8))
     h.start()
     try:
         yield h
@@ -97,7 +97,7 @@ def test_a_purge_empties_the_parent_and_counts_an_answer_once(host: CounterHost)
 
 
 def test_without_the_parent_a_worker_keeps_its_own_answers_and_its_calls_fail_fast(tmp_path: object) -> None:
-    host = CounterHost(60.0, (1000, 1_000_000))
+    host = CounterHost(60.0, (1000, 1_000_000, 8))
     host.start()
     path = host.path
 
@@ -133,3 +133,31 @@ def test_a_host_without_a_cache_refuses_cache_calls(tmp_path: object) -> None:
         asyncio.run(main())
     finally:
         host.stop()
+
+
+def test_workers_share_one_semantic_index_in_their_parent(host: CounterHost) -> None:
+    import numpy as np
+
+    from aigw.stores.semantic_hosted import HostedSemanticIndex
+
+    def unit(*xs: float) -> np.ndarray:
+        v = np.asarray(xs, dtype=np.float32)
+        return v / np.linalg.norm(v)
+
+    async def main() -> None:
+        a, b = worker(host.path), worker(host.path)
+        ia, ib = HostedSemanticIndex(a.shared), HostedSemanticIndex(b.shared)
+        await ia.add("t1:ctx", unit(1, 0, 0), "t1:k1", 60, b"")
+        await ia.add("t2:ctx", unit(1, 0, 0), "t2:k1", 60, b"")
+        match = await ib.search("t1:ctx", unit(1, 0.1, 0), 0.9)  # asked of the other worker
+        assert match is not None and match.entry_id == "t1:k1" and 0.99 < match.score <= 1.0
+        assert await ib.search("t1:ctx", unit(0, 1, 0), 0.9) is None  # below the threshold
+        assert await ib.search("t1:ctx", unit(1, 0), 0.9) is None  # another embedder's length: no match
+        await ib.discard("t1:ctx", "t1:k1")
+        assert await ia.search("t1:ctx", unit(1, 0, 0), 0.9) is None
+        assert await ia.purge(["t2:*"]) == 1
+        assert await ib.search("t2:ctx", unit(1, 0, 0), 0.9) is None
+        await a.aclose()
+        await b.aclose()
+
+    asyncio.run(main())
