@@ -63,8 +63,9 @@ class SettleOwed(StoreSkipped):
     """A settle (``Gate.leave``) skipped in the store's skip window, but kept: it is sent once the store answers
     again, exactly once (it never ran). ``later`` gets what ``leave`` returns (the budget thresholds crossed)
     when it has run; it is cancelled when the settle is given up (dropped from a full queue). One sent and not
-    answered may have run, and is not sent again: ``later`` then gets the thresholds it crossed if it ran, read
-    back from the store (as ``SettleUnanswered.later``)."""
+    answered may have run, and is sent again only as its part that counts once (``RedisCounters._owe_again``):
+    ``later`` then gets the thresholds it crossed if it ran, read back from the store (as
+    ``SettleUnanswered.later``)."""
 
     def __init__(self, message: str, later: Future[Any]) -> None:
         super().__init__(message)
@@ -73,8 +74,9 @@ class SettleOwed(StoreSkipped):
 
 class SettleUnanswered(ConnectionError):
     """A settle (``Gate.leave``) sent and not answered (a timeout, a lost connection): it may have run all the
-    same, and is never sent again. ``later`` gets the budget thresholds it crossed if it ran, once the store
-    answers again and tells (as ``SettleOwed.later``); it is cancelled when that cannot be told in time."""
+    same, and is sent again only as its part that counts once (the slot, the lease). ``later`` gets the budget
+    thresholds it crossed if it ran, once the store answers again and tells (as ``SettleOwed.later``); it is
+    cancelled when that cannot be told in time."""
 
     def __init__(self, message: str, later: Future[Any]) -> None:
         super().__init__(message)

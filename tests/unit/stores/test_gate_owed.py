@@ -1,7 +1,7 @@
 """Settles owed through a Redis outage: a leave skipped in the gate's skip window is kept and sent once Redis
 answers again (exactly once: it never ran), so the calls that ended in the outage are in the settled spend
-and their leases are gone; the queue is bounded; a leave that timed out (it may have run) is not sent again;
-and only one probe is out at a time.
+and their leases are gone; the queue is bounded; a leave that timed out or was lost on its way is sent again
+as its part that counts once however often it runs; and only one probe is out at a time.
 
 Against a redis-server of the test's own, SIGSTOPped and SIGCONTed by its pid (never the shared one).
 """
@@ -161,22 +161,51 @@ async def test_the_owed_queue_is_bounded_and_drops_the_oldest(
         assert (reserved, leases) == (2 * NANO, 2)
 
 
-async def test_a_leave_that_timed_out_is_not_sent_again(own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+async def test_a_leave_that_timed_out_but_ran_is_sent_again_and_counts_once(
+        own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
     url, proc = own_redis
     scope = Scope("key", "timed-out", Limits(budget_usd=10.0, budget_period="daily"))
     reports: list[tuple[str, int]] = []
     async with gate(url, reports=reports) as counters:
         await _enter(counters, scope, ["t-0"], NANO)
         os.kill(proc.pid, signal.SIGSTOP)
-        with pytest.raises(TimeoutError):  # sent, no answer: it may have run
+        with pytest.raises(TimeoutError):  # sent, no answer: it may have run (here it will, once Redis resumes)
             await counters.settle([scope], NANO, 1000, NOW, [], "t-0")
         with pytest.raises(TimeoutError):  # a call sent after that fails too: the window opens
             await counters.admit([Scope("key", "x", Limits(rpm=10))], "x", 0)
-        assert counters.owed == 0
+        assert counters.owed == 1  # its once-only part, kept
         os.kill(proc.pid, signal.SIGCONT)
         await _until_owed_sent(counters)
-        assert reports == [] and counters._batch.owed_settles.counts == {"owed": 0, "replayed": 0, "dropped": 0,
-                                                                 "failed": 0}
+        assert _window_keys(url, scope) == (1000, 0, 0)  # the first ran when Redis resumed; the second changed nothing
+        assert counters._batch.owed_settles.counts == {"owed": 1, "replayed": 1, "dropped": 0, "failed": 0}
+
+
+async def test_a_leave_lost_on_its_way_is_sent_again_and_settles_the_call(
+        own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """A settle that never reached Redis (the connection swallowed it) and timed out: its cost reached the settled
+    spend only when the lease expired, never (the expiry frees the reservation, not the cost), and its
+    max-parallel slot stayed taken for the lease's life."""
+    from tests.integration.routing_support import TcpProxy
+
+    url, _ = own_redis
+    proxy = TcpProxy(int(url.rsplit(":", 1)[1].split("/")[0]))
+    budget = Scope("key", "lost", Limits(budget_usd=10.0, budget_period="daily"))
+    rate = Scope("key", "lost-rate", Limits(max_parallel=1))
+    try:
+        async with gate(f"redis://127.0.0.1:{proxy.port}/0", window_s=0) as counters:
+            _, res = await counters.enter([rate], "l-0", 0, [budget], NANO, NOW)
+            assert res is not None and res.allowed
+            proxy.hung = True  # what is sent now goes nowhere, and nothing comes back
+            with pytest.raises(TimeoutError):
+                await counters.leave([rate], "l-0", 0, 0, [budget], NANO, 2500, NOW, [])
+            proxy.hung = False
+            assert _window_keys(url, budget) == (0, NANO, 1)  # it did not run
+            await _until_owed_sent(counters)
+            assert _window_keys(url, budget) == (2500, 0, 0)  # settled to its cost, the lease gone
+            admitted, _ = await counters.enter([rate], "l-1", 0, [], 0, NOW)
+            assert admitted.allowed  # its parallel slot is free: no wait for the lease's TTL
+    finally:
+        proxy.stop()
 
 
 async def test_enters_are_not_owed(own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:

@@ -20,10 +20,11 @@ from typing import Any
 
 from aigw.ids import unique_id
 from aigw.stores.base import Admission, Reservation, Scope, window_of
-from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
+from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped, unreachable
 from aigw.stores.redis.alert_marks import AlertMarks, Crossing
 from aigw.stores.redis.gate_batch import GateBatcher, lua_source
-from aigw.stores.redis.pipe import NotSent, RedisPipe, ReplyError, ViaRedisPy, bulk, bulk_int
+from aigw.stores.redis.later import after, then
+from aigw.stores.redis.pipe import RedisPipe, ViaRedisPy, bulk, bulk_int
 
 _TTL_BY_PERIOD = {"daily": 3 * 86400, "weekly": 15 * 86400, "monthly": 40 * 86400, "total": 0}
 _PARTS = ("settled", "reserved", "leases")  # a budget window's keys: <prefix>bg:<scope ref>:<window>:<part>
@@ -206,16 +207,31 @@ class RedisCounters:
         try:  # a leave never sent (skipped in an outage) runs once when Redis answers again: it is replayable
             out = await self._batch.run(_LEAVE, keys, args, replayable=True)
         except SettleOwed as owed:
-            raise SettleOwed(str(owed), _then(owed.later, lambda out: _crossed(out, items),
+            raise SettleOwed(str(owed), then(owed.later, lambda out: _crossed(out, items),
                                               lambda: self._read_marks(slot, items, thresholds))) from None
         except StoreSkipped:
             raise
         except Exception as exc:
-            if isinstance(exc, (NotSent, ReplyError)) or not (items and thresholds):  # did not run, or alerts nothing
+            if not unreachable(exc):  # Redis refused it (the script's error): it did not run, nor would it again
                 raise
+            again = self._owe_again(keys, args, exc)  # not sent, or its answer lost: it may not have run
+            if not (items and thresholds):  # alerts nothing
+                raise
+            # the thresholds it crossed, read back from their marks once its second sending ran (or was given up):
+            # each mark holds the slot, whichever of the two set it
             raise SettleUnanswered(f"{type(exc).__name__}: {exc}",
-                                   self._read_marks(slot, items, thresholds)) from exc
+                                   after(again, lambda: self._read_marks(slot, items, thresholds))) from exc
         return _crossed(out, items)
+
+    def _owe_again(self, keys: list[bytes], args: list[bytes], exc: Exception) -> asyncio.Future[Any]:
+        """A leave that failed on its way (never sent, or its answer lost) is owed as the part of it that counts
+        once however often it runs (``leave.lua``): the parallel slot left, the budget lease settled to the real
+        cost. Sent with the next step Redis answers; if the first did run, it changes nothing. Without it the
+        call's cost never reached the settled spend (its lease expired instead), and a ``max_parallel`` slot
+        stayed taken for the lease's life. The tokens' settling (and a refused call's request given back) are
+        not repeated: they would count twice."""
+        again = [args[0], bulk_int(0), args[2], bulk_int(0), *args[4:]]
+        return self._batch.owed_settles.owe(_LEAVE, keys, again, exc).later
 
     async def peek(self, rate: list[Scope]) -> list[Admission]:
         """Each scope's figures as they stand (``peek.lua``, read only), through redis-py: the cold path."""
@@ -331,32 +347,6 @@ def _crossed(out: Any, items: list[_Budget]) -> list[tuple[str, str, float]]:
         b = items[int(idx)]
         crossed.append((b.scope.ref, b.window, float(th)))
     return crossed
-
-
-def _then(reply: asyncio.Future[Any], convert: Callable[[Any], Any],
-          unanswered: Callable[[], asyncio.Future[Any]]) -> asyncio.Future[Any]:
-    """A future of ``convert(reply's result)``, cancelled with ``reply``; when ``reply`` fails (an owed settle
-    sent and not answered: it may have run), it takes the result of ``unanswered()`` instead."""
-    out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    def passed_on(f: asyncio.Future[Any]) -> None:
-        if not out.done():
-            if f.cancelled():
-                out.cancel()
-            else:
-                out.set_result(f.result())
-
-    def done(f: asyncio.Future[Any]) -> None:
-        if out.done():
-            return
-        if f.cancelled():
-            out.cancel()
-        elif f.exception() is not None:
-            unanswered().add_done_callback(passed_on)
-        else:
-            out.set_result(convert(f.result()))
-    reply.add_done_callback(done)
-    return out
 
 
 class RedisKeyVersion:

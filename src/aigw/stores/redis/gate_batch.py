@@ -167,7 +167,7 @@ class GateBatcher:
             self._left(slot, ended)
             raise
         except Exception as exc:  # Redis full: the batch did not run, so a settle is kept for when it has room
-            if replayable and out_of_memory(exc):  # window or none; never one that timed out (it may have run)
+            if replayable and out_of_memory(exc):  # window or none (one that timed out: ``RedisCounters.leave``)
                 self._refused(exc)
                 raise self.owed_settles.owe(kind, keys, args, exc) from None
             raise
@@ -273,6 +273,16 @@ class GateBatcher:
                 self._settled(None, batch)
         elif outage is None and self.owed:  # no window (settles a full Redis refused): the check sends them
             self.owed_settles.replay_soon()
+        elif outage is not None and not outage.confirmed and self.owed:
+            # one failure (a settle that timed out, owed again), then no step to tell whether Redis is back: this
+            # check's empty batch tells (answered, the owed settles go; failed as well, the window opens)
+            self._sent = batch = self._sent + 1
+            try:
+                await self._runner.evalsha(self._script, [], [bulk_int(0)])
+            except Exception as exc:
+                self._settled(exc, batch)
+            else:
+                self._settled(None, batch)
         skipped = f"{self.skipped} calls skipped in {self.outages} outages since start; {self.owed} settles owed"
         outage = self.outage
         if not self.owed_settles.pending:  # a replay out may be refused again: the spell is not over yet
