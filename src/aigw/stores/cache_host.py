@@ -69,8 +69,9 @@ class SharedCache:
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """A memory store's coroutine run to its end here: it never waits on anything (a long purge yields a loop
-    turn now and then, for the requests of its own process: here there are none to let through)."""
+    """A memory store's coroutine run to its end here: it never waits on anything. A purge's loop turns (for the
+    requests of a process serving them) are not taken: the workers' other calls to the host wait for the purge
+    (~75 ms per 100,000 entries on the bench VM; an admin call)."""
     try:
         while True:
             coro.send(None)
