@@ -199,3 +199,29 @@ def test_gpt_6_2_sol_bills_cached_input_and_cache_writes_under_a_dated_id() -> N
     assert book.unknown == set()
     # 600 fresh x $2 + 1k cached x $0.10 + 400 writes x $2.50 + 300 out (200 of them reasoning) x $10 per million
     assert book.for_deployment("d0").cost_nano(tokens) == 1_200_000 + 100_000 + 1_000_000 + 3_000_000
+
+
+def test_claude_models_listed_without_cache_rates_bill_anthropics_cache_multipliers() -> None:
+    """Anthropic bills cache reads at 0.1x input, 5-minute writes at 1.25x and 1-hour writes at 2x. Sonnet 4.6
+    was in the table with input and output only, Haiku 5.5 without a read rate: their reads fell back to the
+    input price (ten times the bill) and Sonnet 4.6's 5-minute writes to it too (a fifth under the bill)."""
+    usage = {"input_tokens": 1_000, "cache_read_input_tokens": 100_000, "cache_creation_input_tokens": 3_000,
+             "cache_creation": {"ephemeral_5m_input_tokens": 2_000, "ephemeral_1h_input_tokens": 1_000},
+             "output_tokens": 1_000}
+    tokens = tokens_from_usage(usage)
+    assert tokens is not None
+    sonnet = _book(Deployment(name="claude-sonnet-4-6", provider="anthropic", api_base="http://x"))
+    # 1k x $3 + 100k reads x $0.30 + 2k 5-minute writes x $3.75 + 1k 1-hour writes x $6 + 1k out x $15 per million
+    assert sonnet.for_deployment("d0").cost_nano(tokens) == 3_000_000 + 30_000_000 + 7_500_000 + 6_000_000 + 15_000_000
+    haiku = _book(Deployment(name="claude-haiku-5-5", provider="anthropic", api_base="http://x"))
+    # 1k x $0.10 + 100k reads x $0.01 + 2k x $0.125 + 1k x $0.20 + 1k out x $0.50 per million
+    assert haiku.for_deployment("d0").cost_nano(tokens) == 100_000 + 1_000_000 + 250_000 + 200_000 + 500_000
+
+
+def test_every_claude_model_in_the_table_names_its_cache_read_and_write_rates() -> None:
+    """An unset kind costs the input price, which is never Anthropic's rate for a cache read (0.1x) or a
+    5-minute write (1.25x): each Claude entry states both."""
+    _, table = load_table()
+    loose = [name for name, price in table.items() if name.startswith("claude-")
+             and (price.cached_input is None or price.cache_write is None)]
+    assert loose == []
