@@ -245,17 +245,23 @@ def message_id(canonical_id: Any) -> str:
 
 
 def anthropic_usage(usage: Any) -> JSON:
-    """Canonical usage -> Anthropic usage (input_tokens excludes cache reads and writes); ``cache_creation``
-    only when there were writes, so an answer without any reads as it always did."""
+    """Canonical usage -> Anthropic usage (input_tokens excludes cache reads and writes; output_tokens includes
+    thinking), the counts the ledger bills; ``cache_creation`` only when there were writes, so an answer without
+    any reads as it always did."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
     details = details if isinstance(details, dict) else {}
-    read = int(details.get("cached_tokens") or 0)
+    # DeepSeek names its cache reads prompt_cache_hit_tokens (inside prompt_tokens, as OpenAI's cached_tokens)
+    read = int(details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0)
     write = int(details.get("cache_write_tokens") or 0)
     prompt = int(usage.get("prompt_tokens") or 0)
+    output = int(usage.get("completion_tokens") or 0)
+    # Gemini's and xAI's OpenAI-compatible APIs count thinking in total_tokens only: it is output (and billed so)
+    if isinstance(total := usage.get("total_tokens"), int) and total > prompt + output:
+        output = total - prompt
     out: JSON = {
         "input_tokens": max(0, prompt - read - write),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "output_tokens": output,
         "cache_creation_input_tokens": write,
         "cache_read_input_tokens": read,
     }

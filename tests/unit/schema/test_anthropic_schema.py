@@ -454,3 +454,31 @@ def test_strip_private_on_responses_and_chunks() -> None:
     assert "_anthropic" not in strip_private(resp) and resp["_anthropic"]
     chunk = {"choices": [{"index": 0, "delta": {"_anthropic": {"signature": "s"}}}], "_anthropic": {"x": 1}}
     assert strip_private(chunk) == {"choices": [{"index": 0, "delta": {}}]}
+
+
+@pytest.mark.parametrize("usage", [
+    # DeepSeek: cache hits named prompt_cache_hit_tokens (inside prompt_tokens), no prompt_tokens_details
+    {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100, "prompt_cache_hit_tokens": 800,
+     "prompt_cache_miss_tokens": 200},
+    # Gemini's OpenAI-compatible API: thinking outside completion_tokens, counted in total_tokens only
+    {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 1150},
+    # xAI: the same, with the thinking named and cache reads inside prompt_tokens
+    {"prompt_tokens": 40, "completion_tokens": 50, "total_tokens": 390, "prompt_tokens_details": {"cached_tokens": 30},
+     "completion_tokens_details": {"reasoning_tokens": 300}},
+    # OpenAI: cached inside prompt_tokens, reasoning inside completion_tokens
+    {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
+     "prompt_tokens_details": {"cached_tokens": 600}, "completion_tokens_details": {"reasoning_tokens": 50}},
+])
+def test_an_anthropic_client_sees_the_counts_it_is_billed_for(usage: dict[str, Any]) -> None:
+    """An Anthropic client served by an OpenAI-compatible upstream reads the tokens the ledger bills: cache reads
+    in ``cache_read_input_tokens`` (not in ``input_tokens``), thinking in ``output_tokens``. DeepSeek's cache
+    hits came back as fresh input and Gemini's or xAI's thinking was left out of ``output_tokens``."""
+    from aigw.accounting.usage import tokens_from_usage
+
+    billed = tokens_from_usage(usage)
+    assert billed is not None
+    msg = sdk_message(canonical_to_message({**completion({"role": "assistant", "content": "Hi"}), "usage": usage},
+                                           "claude"))
+    assert (msg.usage.input_tokens, msg.usage.cache_read_input_tokens, msg.usage.cache_creation_input_tokens,
+            msg.usage.output_tokens) == (billed.fresh_input, billed.cached_input, billed.cache_write,
+                                         billed.completion)
