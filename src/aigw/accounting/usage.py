@@ -68,7 +68,7 @@ def _split(prompt: int, cached: int, write: int, completion: int, reasoning: int
 
 
 def tokens_from_usage(usage: Any) -> Tokens | None:
-    """Normal form of a usage object in any known shape; None when there is none."""
+    """Normal form of a usage object in any known shape; None when there is none, or no prompt count in it."""
     if not isinstance(usage, dict) or not usage:
         return None
     if "promptTokenCount" in usage or "candidatesTokenCount" in usage:  # Gemini
@@ -96,6 +96,10 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
             and "completion_tokens_details" not in usage and "prompt_cache_hit_tokens" not in usage
             and (type(raw_t) is not int or raw_t <= raw_p + raw_c)):
         return Tokens(max(0, raw_p), 0, 0, max(0, raw_c), 0)  # the common plain shape, fast
+    if not isinstance(raw_p, int | float | str) or isinstance(raw_p, bool):
+        # null counts, or a completion count alone (some compatible servers and proxies): no usage, so the
+        # call is counted locally, never billed a prompt of 0
+        return None
     prompt, completion = _i(usage, "prompt_tokens"), _i(usage, "completion_tokens")
     reasoning = _i(usage, "completion_tokens_details", "reasoning_tokens")
     # Thinking reported outside completion_tokens (Gemini's and xAI's OpenAI-compatible APIs): total_tokens

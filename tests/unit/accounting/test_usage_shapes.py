@@ -95,3 +95,16 @@ def test_bedrock_one_hour_cache_writes_are_told_apart_by_their_ttl() -> None:
     usage = {"inputTokens": 10, "outputTokens": 20, "cacheWriteInputTokens": 1500,
              "cacheDetails": [{"ttl": "1h", "inputTokens": 1000}, {"ttl": "5m", "inputTokens": 500}]}
     assert tokens_from_usage(usage) == Tokens(fresh_input=10, cache_write=1500, cache_write_1h=1000, output=20)
+
+
+def test_a_usage_without_its_prompt_count_is_no_usage() -> None:
+    """Some OpenAI-compatible servers and proxies send ``usage`` with null counts, or a completion count alone.
+    Read as usage, such an answer was billed a prompt of 0 (all null: nothing at all), as reported by the
+    provider; it is no usage, so the ledger counts the call locally as for a server that sends none."""
+    assert tokens_from_usage({"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}) is None
+    assert tokens_from_usage({"completion_tokens": 5, "total_tokens": None}) is None
+    assert tokens_from_usage({"prompt_tokens": None, "completion_tokens": 5,
+                              "completion_tokens_details": {"reasoning_tokens": 2}}) is None
+    # a count of 0 is a count (an embedding served locally, a prompt a server had cached whole)
+    assert tokens_from_usage({"prompt_tokens": 0, "total_tokens": 0}) == Tokens()
+    assert tokens_from_usage({"prompt_tokens": 7.0, "completion_tokens": 3}) == Tokens(fresh_input=7, output=3)
