@@ -8,6 +8,9 @@ from aigw.cli.admin_client import call, call_text, json_option, key_option, not_
 from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS, usd, usd_nano
 
 _MONEY = ("cost_usd", "cost_saved_usd")
+# the table's sums: the report's, with the cache writes beside the reads (priced apart: 1.25x or 2x input)
+_SUMS = SUM_COLUMNS if "cache_write_tokens" in SUM_COLUMNS else \
+    [c for s in SUM_COLUMNS for c in ((s, "cache_write_tokens") if s == "cached_tokens" else (s,))]
 
 
 @click.command("spend")
@@ -42,14 +45,14 @@ def spend(group_by: str, tenant: str | None, project: str | None, key_id: str | 
         return
     data = call(url, master_key, "GET", "/admin/spend", query=query)
     if as_json:
-        show(data, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
+        show(data, as_json, FIRST_COLUMNS[group_by] + _SUMS)
         return
     # dollars to nine decimals (the ledger's nano-dollars), rows and total alike: the column adds up to the total;
     # from the integer nano-dollars when the server sends them (exact at any size), else from the dollars
     rows = [{**r, **{c: usd(float(r[c])) for c in _MONEY if r.get(c) is not None},
              **({"cost_usd": usd_nano(r["cost_nano"])} if isinstance(r.get("cost_nano"), int) else {})}
             for r in data.get("data", [])]
-    show({**data, "data": rows}, as_json, FIRST_COLUMNS[group_by] + SUM_COLUMNS)
+    show({**data, "data": rows}, as_json, FIRST_COLUMNS[group_by] + _SUMS)
     total = data.get("total_cost_nano")
     click.echo(f"total: ${usd_nano(total) if isinstance(total, int) else usd(float(data.get('total_cost_usd', 0)))}")
     if data.get("has_more"):

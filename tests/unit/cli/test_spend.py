@@ -115,3 +115,19 @@ def test_the_model_filter_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
                                       "http://127.0.0.1:9", "--master-key", "x"])
     assert result.exit_code == 0, result.output
     assert sent[0]["model"] == "gpt-4o" and sent[0]["group_by"] == "day"
+
+
+def test_the_table_shows_cache_writes_beside_cache_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anthropic bills a cache write at 1.25x (or 2x) input: a bill that showed prompt and cached tokens but not
+    the writes could not be read back to its cost. The report has them (``cache_write_tokens``); so has the table."""
+    row = {**ROWS[0], "model": "claude", "prompt_tokens": 7100, "cached_tokens": 5000, "cache_write_tokens": 2000}
+    monkeypatch.setattr(spend, "call", lambda *args, **kwargs: {**REPORT, "group_by": "model", "data": [row]})
+    result = CliRunner().invoke(cli, ["spend", "--group-by", "model", "--url", "http://127.0.0.1:9",
+                                      "--master-key", "x"])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "cached_tokens" in line)
+    assert "cache_write_tokens" in header
+    line = next(line for line in result.output.splitlines() if "claude" in line)
+    cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+    names = [c.strip() for c in header.strip("│┃ ").split("┃")]
+    assert dict(zip(names, cells, strict=True))["cache_write_tokens"] == "2000"
