@@ -5,8 +5,10 @@ a deployment's ``prices:`` in config overrides it field by field. A model in
 neither costs 0 and is reported by ``PriceBook.unknown`` so an operator sees it;
 one whose ``prices:`` leave its input or output rate unset, by ``PriceBook.partial``.
 Cached reads and cache writes default to the input price, one-hour cache writes
-to twice the input price (Anthropic's rule), reasoning to the output price, when a
-table entry does not name them. Server-side web searches are priced per search
+to twice the input price (Anthropic's rule), reasoning to the output price, audio
+tokens to the text rates, when a table entry does not name them (audio rates come
+from the table only, and stand under a deployment's ``prices:``; under a rule or a
+tier they are not scaled). Server-side web searches are priced per search
 (``per_web_search``; the table has Anthropic's $0.01 for its models).
 
 Two provider rules change the rates of a whole request:
@@ -62,6 +64,8 @@ class Price:
     long_context: Price | None = None  # the whole request's rates when its prompt is over long_above
     long_above: int = 0
     tiers: Mapping[str, Price] | None = field(default=None, hash=False)  # by service tier, resolved
+    audio_input: float | None = None  # audio tokens' own rates (OpenAI's audio models); None: the text rate
+    audio_output: float | None = None
 
     def rates_for(self, prompt: int, tier: str | None = None) -> Price:
         """The rates a request with ``prompt`` prompt tokens, served in ``tier``, is billed at."""
@@ -87,6 +91,10 @@ class Price:
         )
         if t.cache_write_1h:
             milli_micro += t.cache_write_1h * (2 * self.input if self.cache_write_1h is None else self.cache_write_1h)
+        if t.audio_input and self.audio_input is not None:  # of fresh input, priced above as text
+            milli_micro += t.audio_input * (self.audio_input - self.input)
+        if t.audio_output and self.audio_output is not None:  # of output, likewise
+            milli_micro += t.audio_output * (self.audio_output - self.output)
         extra = self.per_request * requests
         if t.web_searches:
             extra += self.per_web_search * t.web_searches
@@ -105,6 +113,7 @@ class Price:
             per_request=self.per_request if o.per_request is None else o.per_request,
             cache_write_1h=self.cache_write_1h if o.cache_write_1h_per_mtok is None else o.cache_write_1h_per_mtok,
             per_web_search=self.per_web_search if o.per_web_search is None else o.per_web_search,
+            audio_input=self.audio_input, audio_output=self.audio_output,  # the table's: config has no audio rates
         )
         flat = self.flat()
         long = None if self.long_context is None else _rebased(self.long_context, flat, base)
@@ -148,7 +157,8 @@ def _price(rates: Mapping[str, float], fees: Price) -> Price:
     return Price(input=rates.get("input", 0.0), output=rates.get("output", 0.0),
                  cached_input=rates.get("cached_input"), cache_write=rates.get("cache_write"),
                  reasoning=rates.get("reasoning"), cache_write_1h=rates.get("cache_write_1h"),
-                 per_request=fees.per_request, per_web_search=fees.per_web_search)
+                 per_request=fees.per_request, per_web_search=fees.per_web_search,
+                 audio_input=fees.audio_input, audio_output=fees.audio_output)
 
 
 def _given(rates: TokenRates) -> dict[str, float]:

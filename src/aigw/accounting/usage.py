@@ -13,8 +13,9 @@ Providers disagree on what "input tokens" means, which is where peers misprice:
 
 ``Tokens`` is the one normal form: every count disjoint, so cost is a plain sum
 (``cache_write_1h`` is the one sub-count: Anthropic's (and Bedrock's) one-hour cache writes, within
-``cache_write``, priced at their own rate). Beside the tokens it counts the web
-searches a provider ran on its side (Anthropic's ``server_tool_use``), billed per search.
+``cache_write``, priced at their own rate; ``audio_input`` and ``audio_output`` likewise, of fresh input and
+output: OpenAI's audio tokens, inside ``prompt_tokens`` and ``completion_tokens``). Beside the tokens it counts
+the web searches a provider ran on its side (Anthropic's ``server_tool_use``), billed per search.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Tokens:
     reasoning: int = 0
     cache_write_1h: int = 0  # of cache_write: written for one hour (Anthropic bills 2x input, not 1.25x)
     web_searches: int = 0  # server-side web searches the provider ran (Anthropic bills each, beside tokens)
+    audio_input: int = 0  # of fresh_input: audio (OpenAI's audio models bill it at its own rate)
+    audio_output: int = 0  # of output: audio
 
     @property
     def prompt(self) -> int:
@@ -109,8 +112,13 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
         completion += unreported
         reasoning = max(reasoning, unreported)
     cached = _i(usage, "prompt_tokens_details", "cached_tokens") or _i(usage, "prompt_cache_hit_tokens")
-    return _searched(_split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,
-                            reasoning, _i(usage, "prompt_tokens_details", "cache_write_1h_tokens")), usage)
+    tokens = _split(prompt, cached, _i(usage, "prompt_tokens_details", "cache_write_tokens"), completion,
+                    reasoning, _i(usage, "prompt_tokens_details", "cache_write_1h_tokens"))
+    if audio := _i(usage, "prompt_tokens_details", "audio_tokens"):
+        tokens.audio_input = min(audio, tokens.fresh_input)
+    if audio := _i(usage, "completion_tokens_details", "audio_tokens"):
+        tokens.audio_output = min(audio, tokens.output)
+    return _searched(tokens, usage)
 
 
 def _searched(tokens: Tokens, usage: JSON) -> Tokens:

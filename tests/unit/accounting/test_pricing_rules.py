@@ -225,3 +225,32 @@ def test_every_claude_model_in_the_table_names_its_cache_read_and_write_rates() 
     loose = [name for name, price in table.items() if name.startswith("claude-")
              and (price.cached_input is None or price.cache_write is None)]
     assert loose == []
+
+
+def test_audio_tokens_are_billed_at_the_audio_rates() -> None:
+    """OpenAI's audio models bill audio tokens apart: gpt-4o-audio-preview $40 in and $80 out a million, text
+    $2.50 and $10 (developers.openai.com/api/docs/models/gpt-4o-audio-preview). They were billed as text: a
+    spoken answer at an eighth of its price, and at nothing where the model was not in the table."""
+    usage = {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000,
+             "prompt_tokens_details": {"audio_tokens": 900, "cached_tokens": 0},
+             "completion_tokens_details": {"audio_tokens": 950, "reasoning_tokens": 0}}
+    tokens = tokens_from_usage(usage)
+    assert tokens is not None
+    book = _book(Deployment(name="talk", model="gpt-4o-audio-preview-2025-06-03", provider="openai",
+                            api_base="http://x"))
+    assert book.unknown == set()
+    # 100 text in x $2.50 + 900 audio in x $40 + 50 text out x $10 + 950 audio out x $80 per million
+    cost = 250_000 + 36_000_000 + 500_000 + 76_000_000
+    assert book.for_deployment("d0").cost_nano(tokens) == cost
+    # a deployment's negotiated text rates leave the table's audio rates standing
+    own = _book(Deployment(name="talk", model="gpt-4o-audio-preview", provider="openai", api_base="http://x",
+                           prices=Prices(input_per_mtok=2.0)))
+    assert own.for_deployment("d0").cost_nano(tokens) == 200_000 + 36_000_000 + 500_000 + 76_000_000
+    listed = {"gpt-audio": (2.5, 32.0, 10.0, 64.0), "gpt-4o-mini-audio-preview": (0.15, 10.0, 0.6, 20.0)}
+    for model, rates in listed.items():
+        price = PriceBook([]).lookup(model)
+        assert price is not None, model
+        assert (price.input, price.audio_input, price.output, price.audio_output) == rates
+    # a text model's answer costs what it did: no audio, no audio rate
+    plain = _book(Deployment(name="gpt-4o", provider="openai", api_base="http://x"))
+    assert plain.for_deployment("d0").cost_nano(Tokens(fresh_input=1000, output=100)) == 2_500_000 + 1_000_000

@@ -108,3 +108,14 @@ def test_a_usage_without_its_prompt_count_is_no_usage() -> None:
     # a count of 0 is a count (an embedding served locally, a prompt a server had cached whole)
     assert tokens_from_usage({"prompt_tokens": 0, "total_tokens": 0}) == Tokens()
     assert tokens_from_usage({"prompt_tokens": 7.0, "completion_tokens": 3}) == Tokens(fresh_input=7, output=3)
+
+
+def test_openai_audio_tokens_are_told_apart_inside_prompt_and_completion() -> None:
+    """gpt-audio and the gpt-4o audio models report audio tokens inside prompt_tokens and completion_tokens
+    (``*_tokens_details.audio_tokens``); they are billed at their own, far higher, rates."""
+    usage = {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000,
+             "prompt_tokens_details": {"audio_tokens": 900, "cached_tokens": 0, "text_tokens": 100},
+             "completion_tokens_details": {"audio_tokens": 950, "reasoning_tokens": 0, "text_tokens": 50}}
+    t = tokens_from_usage(usage)
+    assert t == Tokens(fresh_input=1000, output=1000, audio_input=900, audio_output=950)
+    assert t is not None and t.total == 2000  # sub-counts: not added again
