@@ -41,7 +41,7 @@ import orjson
 from aigw.accounting.usage import Tokens
 from aigw.config.models import Deployment, LongContextPrices, Prices, TierPrices, TokenRates
 
-_DATE_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|@\d+)$")
+_DATE_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|@\d+|-00\d)$")  # -001: a Gemini stable version
 _BEDROCK = re.compile(r"^(?:(?:us|eu|apac|global|us-gov|jp|au)\.)?"  # a cross-region inference profile
                       r"(?:anthropic|meta|amazon|mistral|cohere|ai21|deepseek)\.")  # the vendor
 _BEDROCK_TAIL = re.compile(r"-v\d+(?::\d+)?$")
@@ -258,10 +258,10 @@ def load_table() -> tuple[str, dict[str, Price]]:
 
 def _candidates(name: str) -> list[str]:
     """The names a model id may be listed under: as given, without a path (``openai/gpt-4o``), without a
-    date or version suffix, and without Bedrock's region and vendor prefixes and version tail
-    (``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` is ``claude-sonnet-4-5``); Azure's ``gpt-35-turbo`` is
-    ``gpt-3.5-turbo`` and Anthropic's alias ``claude-opus-4-0`` is ``claude-opus-4``. A snapshot priced apart
-    from its family (``gpt-4o-2024-05-13``) has its own entry, found first."""
+    date or version suffix (Gemini's stable ``-001`` too), and without Bedrock's region and vendor prefixes
+    and version tail (``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` is ``claude-sonnet-4-5``); Azure's
+    ``gpt-35-turbo`` is ``gpt-3.5-turbo`` and Anthropic's alias ``claude-opus-4-0`` is ``claude-opus-4``. A
+    snapshot priced apart from its family (``gpt-4o-2024-05-13``) has its own entry, found first."""
     base = name.rsplit("/", 1)[-1].lower()
     out = [name, base]
     bedrock = _BEDROCK.sub("", _BEDROCK_TAIL.sub("", base))

@@ -254,3 +254,14 @@ def test_audio_tokens_are_billed_at_the_audio_rates() -> None:
     # a text model's answer costs what it did: no audio, no audio rate
     plain = _book(Deployment(name="gpt-4o", provider="openai", api_base="http://x"))
     assert plain.for_deployment("d0").cost_nano(Tokens(fresh_input=1000, output=100)) == 2_500_000 + 1_000_000
+
+
+def test_a_gemini_stable_version_id_finds_its_models_price() -> None:
+    """Google names a Gemini model's stable versions ``-001``, ``-002`` (``gemini-2.0-flash-001``, the id Vertex
+    AI documents), priced as the model; such a deployment cost $0, with only a start-up warning."""
+    book = _book(Deployment(name="flash", model="gemini-2.0-flash-001", provider="openai_compatible",
+                            api_base="http://x"))
+    assert book.unknown == set()
+    assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=1_000_000)) == 100_000_000  # $0.10 a million
+    assert PriceBook([]).lookup("google/gemini-2.0-flash-001") == PriceBook([]).lookup("gemini-2.0-flash")
+    assert PriceBook([]).lookup("text-embedding-ada-002") is not None  # a listed id ending so is found as given
