@@ -24,6 +24,9 @@ Two provider rules change the rates of a whole request:
   ``fast`` is OpenAI's new name for ``priority``; any other name (``default``, ``auto``, ``scale``,
   ``standard``) is billed at standard rates.
 
+**Inference geography** (``geo``): where the provider says the call ran (Anthropic's ``inference_geo``), a
+multiplier of every token rate (Anthropic bills US-only inference on Claude 4.6 and later at 1.1x).
+
 Per-request and per-search prices are not token rates: no rule changes them. Everything is resolved
 once, when the book is built; pricing a request is a dict lookup and a comparison.
 """
@@ -66,6 +69,8 @@ class Price:
     tiers: Mapping[str, Price] | None = field(default=None, hash=False)  # by service tier, resolved
     audio_input: float | None = None  # audio tokens' own rates (OpenAI's audio models); None: the text rate
     audio_output: float | None = None
+    # every token rate times this where the call ran in a geography billed apart (Anthropic: {"us": 1.1})
+    geo: Mapping[str, float] | None = field(default=None, hash=False)
 
     def rates_for(self, prompt: int, tier: str | None = None) -> Price:
         """The rates a request with ``prompt`` prompt tokens, served in ``tier``, is billed at."""
@@ -95,6 +100,8 @@ class Price:
             milli_micro += t.audio_input * (self.audio_input - self.input)
         if t.audio_output and self.audio_output is not None:  # of output, likewise
             milli_micro += t.audio_output * (self.audio_output - self.output)
+        if t.geo and self.geo is not None:
+            milli_micro *= self.geo.get(t.geo, 1.0)
         extra = self.per_request * requests
         if t.web_searches:
             extra += self.per_web_search * t.web_searches
@@ -114,6 +121,7 @@ class Price:
             cache_write_1h=self.cache_write_1h if o.cache_write_1h_per_mtok is None else o.cache_write_1h_per_mtok,
             per_web_search=self.per_web_search if o.per_web_search is None else o.per_web_search,
             audio_input=self.audio_input, audio_output=self.audio_output,  # the table's: config has no audio rates
+            geo=self.geo,  # a multiplier of whatever the rates are
         )
         flat = self.flat()
         long = None if self.long_context is None else _rebased(self.long_context, flat, base)
@@ -158,7 +166,7 @@ def _price(rates: Mapping[str, float], fees: Price) -> Price:
                  cached_input=rates.get("cached_input"), cache_write=rates.get("cache_write"),
                  reasoning=rates.get("reasoning"), cache_write_1h=rates.get("cache_write_1h"),
                  per_request=fees.per_request, per_web_search=fees.per_web_search,
-                 audio_input=fees.audio_input, audio_output=fees.audio_output)
+                 audio_input=fees.audio_input, audio_output=fees.audio_output, geo=fees.geo)
 
 
 def _given(rates: TokenRates) -> dict[str, float]:
@@ -235,8 +243,8 @@ def _from_table(entry: Mapping[str, Any]) -> Price:
     """A price of the shipped table: rates plus, optionally, ``long_context`` and ``tiers`` written in the
     table's own spelling (``{"above_input_tokens": N, "input": ...}``, ``{"flex": {"scale": 0.5}}`` or a
     tier's rates; a table tier's long-context rates are always its multipliers over the standard ones)."""
-    rest = {k: v for k, v in entry.items() if k not in ("long_context", "tiers")}
-    base = Price(**rest)
+    rest = {k: v for k, v in entry.items() if k not in ("long_context", "tiers", "geo")}
+    base = Price(**rest, geo={str(k): float(v) for k, v in entry["geo"].items()} if entry.get("geo") else None)
     long, above = None, 0
     if (lc := entry.get("long_context")) is not None:
         above = int(lc["above_input_tokens"])

@@ -15,7 +15,8 @@ Providers disagree on what "input tokens" means, which is where peers misprice:
 (``cache_write_1h`` is the one sub-count: Anthropic's (and Bedrock's) one-hour cache writes, within
 ``cache_write``, priced at their own rate; ``audio_input`` and ``audio_output`` likewise, of fresh input and
 output: OpenAI's audio tokens, inside ``prompt_tokens`` and ``completion_tokens``). Beside the tokens it counts
-the web searches a provider ran on its side (Anthropic's ``server_tool_use``), billed per search.
+the web searches a provider ran on its side (Anthropic's ``server_tool_use``), billed per search, and keeps
+where the call ran (Anthropic's ``inference_geo``: US-only inference is billed at a multiple).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Tokens:
     web_searches: int = 0  # server-side web searches the provider ran (Anthropic bills each, beside tokens)
     audio_input: int = 0  # of fresh_input: audio (OpenAI's audio models bill it at its own rate)
     audio_output: int = 0  # of output: audio
+    geo: str = ""  # where the call ran, as the provider says (Anthropic's inference_geo: "us" costs more)
 
     @property
     def prompt(self) -> int:
@@ -122,7 +124,10 @@ def tokens_from_usage(usage: Any) -> Tokens | None:
 
 
 def _searched(tokens: Tokens, usage: JSON) -> Tokens:
-    """With the web searches of Anthropic's ``server_tool_use`` (kept as is in canonical usage)."""
+    """With the web searches of Anthropic's ``server_tool_use`` and its ``inference_geo`` (both kept as they are in
+    canonical usage)."""
     if "server_tool_use" in usage:
         tokens.web_searches = _i(usage, "server_tool_use", "web_search_requests")
+    if isinstance(geo := usage.get("inference_geo"), str):
+        tokens.geo = geo
     return tokens

@@ -271,6 +271,8 @@ def anthropic_usage(usage: Any) -> JSON:
     tools = usage.get("server_tool_use")
     if isinstance(tools, dict):  # web searches and fetches the provider ran on its side, as it reported them
         out["server_tool_use"] = tools
+    if isinstance(geo := usage.get("inference_geo"), str):  # where it ran, as Anthropic reported it
+        out["inference_geo"] = geo
     return out
 
 

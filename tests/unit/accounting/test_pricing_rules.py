@@ -265,3 +265,24 @@ def test_a_gemini_stable_version_id_finds_its_models_price() -> None:
     assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=1_000_000)) == 100_000_000  # $0.10 a million
     assert PriceBook([]).lookup("google/gemini-2.0-flash-001") == PriceBook([]).lookup("gemini-2.0-flash")
     assert PriceBook([]).lookup("text-embedding-ada-002") is not None  # a listed id ending so is found as given
+
+
+def test_us_only_inference_bills_claude_4_6_and_later_at_1_1x() -> None:
+    """Anthropic bills ``inference_geo: "us"`` at 1.1x every token category on Claude Opus 4.6, Sonnet 4.6 and
+    later models (platform.claude.com data residency; Claude Platform on AWS: "A 1.1x pricing multiplier
+    applies"); the usage says where the call ran. Such calls were billed at global rates, a tenth under."""
+    usage = {"input_tokens": 1_000, "cache_read_input_tokens": 10_000, "cache_creation_input_tokens": 2_000,
+             "output_tokens": 1_000, "server_tool_use": {"web_search_requests": 1}}
+    opus = _book(Deployment(name="claude-opus-4-6", provider="anthropic", api_base="http://x")).for_deployment("d0")
+    global_ = tokens_from_usage({**usage, "inference_geo": "global"})
+    us = tokens_from_usage(to_canonical_usage({**usage, "inference_geo": "us"}))
+    assert global_ is not None and us is not None
+    # 1k x $5 + 10k reads x $0.50 + 2k writes x $6.25 + 1k out x $25 per million, + one search at $0.01
+    tokens_cost = 5_000_000 + 5_000_000 + 12_500_000 + 25_000_000
+    assert opus.cost_nano(global_) == tokens_cost + 10_000_000
+    assert opus.cost_nano(us) == round(tokens_cost * 1.1) + 10_000_000  # the search fee is no token rate
+    negotiated = _book(Deployment(name="claude-sonnet-4-6", provider="anthropic", api_base="http://x",
+                                  prices=Prices(input_per_mtok=2.0, output_per_mtok=10.0))).for_deployment("d0")
+    assert negotiated.cost_nano(Tokens(fresh_input=1_000_000, geo="us")) == 2_200_000_000  # the rule stands
+    older = _book(Deployment(name="claude-sonnet-4-5", provider="anthropic", api_base="http://x")).for_deployment("d0")
+    assert older.cost_nano(Tokens(fresh_input=1_000_000, geo="us")) == 3_000_000_000  # no such rule before 4.6

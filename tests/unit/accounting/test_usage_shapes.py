@@ -119,3 +119,15 @@ def test_openai_audio_tokens_are_told_apart_inside_prompt_and_completion() -> No
     t = tokens_from_usage(usage)
     assert t == Tokens(fresh_input=1000, output=1000, audio_input=900, audio_output=950)
     assert t is not None and t.total == 2000  # sub-counts: not added again
+
+
+def test_the_inference_geography_anthropic_reports_is_kept_raw_and_through_canonical_usage() -> None:
+    """Anthropic names where a call ran in ``usage.inference_geo`` (``"us"`` bills US-only inference at 1.1x)."""
+    from aigw.providers.anthropic.translate_response import to_canonical_usage
+
+    raw = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100, "inference_geo": "us"}
+    assert tokens_from_usage(raw) == tokens_from_usage(to_canonical_usage(raw)) \
+        == Tokens(fresh_input=10, cached_input=100, output=5, geo="us")
+    assert tokens_from_usage({"input_tokens": 10, "output_tokens": 5, "inference_geo": "global"}) \
+        == Tokens(fresh_input=10, output=5, geo="global")
+    assert "inference_geo" not in to_canonical_usage({"input_tokens": 10, "output_tokens": 5})

@@ -482,3 +482,12 @@ def test_an_anthropic_client_sees_the_counts_it_is_billed_for(usage: dict[str, A
     assert (msg.usage.input_tokens, msg.usage.cache_read_input_tokens, msg.usage.cache_creation_input_tokens,
             msg.usage.output_tokens) == (billed.fresh_input, billed.cached_input, billed.cache_write,
                                          billed.completion)
+
+
+def test_an_anthropic_client_reads_where_its_call_ran() -> None:
+    """``usage.inference_geo`` (Anthropic's word on where inference ran, US-only billed at 1.1x) reaches an
+    Anthropic client through the canonical answer, as Anthropic sends it; it was dropped."""
+    usage = to_canonical_usage({"input_tokens": 10, "output_tokens": 7, "inference_geo": "us"})
+    msg = sdk_message(canonical_to_message({**completion({"role": "assistant", "content": "Hi"}), "usage": usage},
+                                           "claude"))
+    assert msg.usage.inference_geo == "us"

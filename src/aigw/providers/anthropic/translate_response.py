@@ -58,6 +58,8 @@ def to_canonical_usage(usage: Any) -> JSON:
     tools = usage.get("server_tool_use")
     if isinstance(tools, dict) and any(tools.values()):  # web searches are billed per search: kept for the ledger
         out["server_tool_use"] = tools
+    if isinstance(geo := usage.get("inference_geo"), str) and geo:  # where it ran: US-only inference costs more
+        out["inference_geo"] = geo
     return out
 
 
