@@ -397,3 +397,24 @@ def test_stream_that_reports_no_usage_ends_without_a_usage_chunk() -> None:
     chunks, translator = run_stream(events)
     assert translator.done and chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert not any("usage" in c for c in chunks)
+
+
+@pytest.mark.parametrize(("speed", "tier"), [("fast", "priority"), ("standard", "default"), (None, "default")])
+def test_the_answer_says_which_speed_served_it_as_its_service_tier(speed: str | None, tier: str) -> None:
+    """Anthropic's fast mode (``speed: "fast"``) is billed at a multiple of the standard rates, and the usage says
+    which speed served the call. The canonical answer carries it as the tier that prices it (OpenAI's name for
+    the premium tier, ``priority``, whose alias is ``fast``), plain and streamed: fast-mode calls were billed at
+    standard rates, and a call an OpenAI client asked ``priority`` for (which Anthropic does not read) at the
+    asked tier."""
+    usage: dict[str, Any] = {"input_tokens": 10, "output_tokens": 5}
+    if speed is not None:
+        usage["speed"] = speed
+    resp = {"id": "msg_1", "model": "m", "content": [], "stop_reason": "end_turn", "usage": usage}
+    out = to_canonical_response(resp, 0)
+    assert out["service_tier"] == tier
+    assert out["usage"].get("speed") == speed  # kept for an Anthropic client, as Anthropic sent it
+    events = [("message_start", {"type": "message_start", "message": {**resp, "usage": {**usage, "output_tokens": 1}}}),
+              ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage}),
+              ("message_stop", {"type": "message_stop"})]
+    chunks, _ = run_stream(events)
+    assert chunks[-1]["usage"] and chunks[-1]["service_tier"] == tier  # the usage chunk, where the router reads it

@@ -271,8 +271,9 @@ def anthropic_usage(usage: Any) -> JSON:
     tools = usage.get("server_tool_use")
     if isinstance(tools, dict):  # web searches and fetches the provider ran on its side, as it reported them
         out["server_tool_use"] = tools
-    if isinstance(geo := usage.get("inference_geo"), str):  # where it ran, as Anthropic reported it
-        out["inference_geo"] = geo
+    for key in ("inference_geo", "speed"):  # where and how fast it ran, as Anthropic reported it
+        if isinstance(value := usage.get(key), str):
+            out[key] = value
     return out
 
 

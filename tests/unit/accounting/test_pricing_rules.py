@@ -286,3 +286,15 @@ def test_us_only_inference_bills_claude_4_6_and_later_at_1_1x() -> None:
     assert negotiated.cost_nano(Tokens(fresh_input=1_000_000, geo="us")) == 2_200_000_000  # the rule stands
     older = _book(Deployment(name="claude-sonnet-4-5", provider="anthropic", api_base="http://x")).for_deployment("d0")
     assert older.cost_nano(Tokens(fresh_input=1_000_000, geo="us")) == 3_000_000_000  # no such rule before 4.6
+
+
+def test_claude_fast_mode_is_billed_at_its_multiple_of_the_standard_rates() -> None:
+    """Anthropic's own pages: fast mode costs $10 / $50 a million on Opus 4.8 (2x) and $30 / $150 on Opus 4.7
+    and 4.6 (6x) (code.claude.com fast mode; platform.claude.com fast mode). A fast call's answer reports the
+    ``priority`` tier (its alias ``fast`` too); the rest stay at standard rates."""
+    tokens = Tokens(fresh_input=1_000_000, output=1_000_000)
+    for model, fast in (("claude-opus-4-8", 60_000_000_000), ("claude-opus-4-6", 180_000_000_000),
+                        ("claude-opus-4-7", 180_000_000_000)):
+        price = _book(Deployment(name=model, provider="anthropic", api_base="http://x")).for_deployment("d0")
+        assert price.cost_nano(tokens, tier="default") == 30_000_000_000, model
+        assert price.cost_nano(tokens, tier="priority") == price.cost_nano(tokens, tier="fast") == fast, model

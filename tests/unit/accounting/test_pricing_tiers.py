@@ -102,11 +102,12 @@ def test_bad_tier_or_long_context_prices_are_refused_at_load(bad: dict[str, obje
 
 
 def test_the_table_only_carries_rules_from_the_providers_pages() -> None:
-    """Table 2026-11-27c: GPT-6.2 Sol's long-context and Fast-mode rules (developers.openai.com); every other
-    model stays flat until its provider's page is read."""
+    """Table 2026-11-27c: GPT-6.2 Sol's long-context and Fast-mode rules (developers.openai.com); table 2026-11-29:
+    Claude Opus 4.6-4.8's fast mode (code.claude.com and platform.claude.com, fast mode); every other model stays
+    flat until its provider's page is read."""
     version, table = load_table()
-    assert version >= "2026-11-27c"
+    assert version >= "2026-11-29"
     ruled = {name for name, p in table.items() if p.long_context is not None or p.tiers is not None}
-    assert ruled == {"gpt-6.2-sol"}
+    assert ruled == {"gpt-6.2-sol", "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8"}
     sol = table["gpt-6.2-sol"]
     assert sol.long_above == 272_000 and sol.tiers is not None and set(sol.tiers) == {"priority", "fast"}

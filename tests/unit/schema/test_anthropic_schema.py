@@ -491,3 +491,11 @@ def test_an_anthropic_client_reads_where_its_call_ran() -> None:
     msg = sdk_message(canonical_to_message({**completion({"role": "assistant", "content": "Hi"}), "usage": usage},
                                            "claude"))
     assert msg.usage.inference_geo == "us"
+
+
+def test_an_anthropic_client_reads_the_speed_that_served_it() -> None:
+    """``usage.speed`` (``fast`` or ``standard``: fast mode is billed at a multiple) reaches an Anthropic client."""
+    usage = to_canonical_usage({"input_tokens": 10, "output_tokens": 7, "speed": "fast"})
+    msg = sdk_message(canonical_to_message({**completion({"role": "assistant", "content": "Hi"}), "usage": usage},
+                                           "claude"))
+    assert msg.usage.speed == "fast"

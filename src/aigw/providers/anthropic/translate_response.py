@@ -2,7 +2,8 @@
 
 Usage: ``prompt_tokens`` counts every input token (fresh + cache read + cache write),
 ``prompt_tokens_details.cached_tokens`` the cache reads and ``cache_write_tokens``
-the cache writes, so the accountant can price each. What finish_reason cannot say
+the cache writes, so the accountant can price each; ``service_tier`` the speed that served it (fast mode:
+``priority``). What finish_reason cannot say
 (the exact stop_reason, the matched stop_sequence, signed thinking blocks) goes in
 the private ``_anthropic`` key of the response, for an Anthropic client.
 """
@@ -58,9 +59,17 @@ def to_canonical_usage(usage: Any) -> JSON:
     tools = usage.get("server_tool_use")
     if isinstance(tools, dict) and any(tools.values()):  # web searches are billed per search: kept for the ledger
         out["server_tool_use"] = tools
-    if isinstance(geo := usage.get("inference_geo"), str) and geo:  # where it ran: US-only inference costs more
-        out["inference_geo"] = geo
+    for key in ("inference_geo", "speed"):  # where it ran (US-only costs more), how fast (fast mode costs more)
+        if isinstance(value := usage.get(key), str) and value:
+            out[key] = value
     return out
+
+
+def served_tier(usage: Any) -> str:
+    """The tier that prices an answer, by the speed its usage reports: fast mode is billed at a multiple of the
+    standard rates (the table's ``priority`` tier, ``fast`` in OpenAI's new name), anything else is ``default``
+    (never the tier an OpenAI client asked for: Anthropic does not read ``service_tier``)."""
+    return "priority" if isinstance(usage, dict) and usage.get("speed") == "fast" else "default"
 
 
 def _tool_call(block: JSON) -> JSON:
@@ -101,6 +110,7 @@ def to_canonical_response(resp: JSON, created: int) -> JSON:
         "model": resp.get("model"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
         "usage": to_canonical_usage(resp.get("usage")),
+        "service_tier": served_tier(resp.get("usage")),
     }
     private = private_response_fields(stop_reason, resp.get("stop_sequence"), thinking_blocks)
     if private:

@@ -18,7 +18,12 @@ from typing import Any
 import orjson
 
 from aigw.providers.anthropic.errors import map_stream_error
-from aigw.providers.anthropic.translate_response import FINISH_BY_STOP, private_response_fields, to_canonical_usage
+from aigw.providers.anthropic.translate_response import (
+    FINISH_BY_STOP,
+    private_response_fields,
+    served_tier,
+    to_canonical_usage,
+)
 from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 from aigw.types import JSON
 
@@ -146,6 +151,7 @@ class StreamTranslator:
         final = self._chunk({})
         final["choices"] = []
         final["usage"] = to_canonical_usage(self._usage)
+        final["service_tier"] = served_tier(self._usage)  # read beside the usage: the speed that prices it
         return [finish, final]
 
 
