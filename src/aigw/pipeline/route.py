@@ -47,8 +47,9 @@ class RouteTerminal:
             ctx.service_tier = tier
         if isinstance(usage, dict):
             ctx.usage = usage
-        else:  # the ledger counts this answer locally (the stages after may change or drop the body)
-            ctx.state[ANSWER_WITHOUT_USAGE] = body
+        # kept for the ledger's local count, should its usage be absent or unreadable (null counts: some servers
+        # and proxies); the stages after may change or drop the body. A reference, not a copy
+        ctx.state[ANSWER_WITHOUT_USAGE] = body
         return Completed(body)
 
 

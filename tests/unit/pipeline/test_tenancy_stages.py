@@ -429,18 +429,26 @@ async def test_a_reservation_never_settled_stops_counting_after_the_lease_time()
 
 
 class NoUsageRouter:
-    """An upstream that answers without ``usage`` (some OpenAI-compatible servers do)."""
+    """An upstream that answers without ``usage`` (some OpenAI-compatible servers do), or with one it cannot be
+    billed by (null counts, a completion count alone: some servers and proxies)."""
+
+    def __init__(self, usage: JSON | None = None) -> None:
+        self.usage = usage
 
     async def complete(self, req: Any) -> tuple[JSON, Any]:
         body = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop", "message": {
             "role": "assistant", "content": "Hello there friend", "reasoning_content": "They greet me"}}]}
+        if self.usage is not None:
+            body["usage"] = self.usage
         return body, Served(deployment=MOCK, model="mock", attempts=1)
 
 
-async def test_an_answer_without_usage_is_charged_for_its_completion_by_a_local_count() -> None:
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None},
+                                   {"completion_tokens": 6}], ids=["none", "nulls", "completion-only"])
+async def test_an_answer_without_usage_is_charged_for_its_completion_by_a_local_count(usage: JSON | None) -> None:
     svc = _services()
     ctx = _ctx()
-    await RouteTerminal(NoUsageRouter()).handle(ctx)  # type: ignore[arg-type]
+    await RouteTerminal(NoUsageRouter(usage)).handle(ctx)  # type: ignore[arg-type]
     m = measure(ctx, svc)
     assert m.source == "local" and m.tokens.output == 3 and m.tokens.reasoning == 3 and m.tokens.prompt > 0
     assert m.cost_nano == m.tokens.prompt * 1_000_000 + 6 * 2_000_000
