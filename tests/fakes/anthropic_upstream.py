@@ -186,7 +186,7 @@ def _frame(name: str, data: dict[str, Any]) -> bytes:
 
 
 def _pieces(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -200,7 +200,8 @@ def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str
         deltas.append({"type": "signature_delta", "signature": block["signature"]})
     else:
         start = {**block, "input": {}}
-        arguments = orjson.dumps(block["input"]).decode()
+        # as the real API streams a call without input: one empty fragment, never "{}"
+        arguments = orjson.dumps(block["input"]).decode() if block["input"] else ""
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in ["", *_pieces(arguments, 8)]]
     events = [("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})]
     events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]

@@ -418,3 +418,16 @@ def test_the_answer_says_which_speed_served_it_as_its_service_tier(speed: str | 
               ("message_stop", {"type": "message_stop"})]
     chunks, _ = run_stream(events)
     assert chunks[-1]["usage"] and chunks[-1]["service_tier"] == tier  # the usage chunk, where the router reads it
+
+
+def test_stream_tool_call_without_input_gets_an_empty_object() -> None:
+    """Anthropic streams a call without input as one empty input_json_delta (or none): "{}", never ""."""
+    t = StreamTranslator("claude-test-1", 0)
+    start = {"index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "now", "input": {}}}
+    assert len(t.feed("content_block_start", start)) == 1
+    assert t.feed("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}) == []
+    stop = t.feed("content_block_stop", {"index": 0})
+    assert [c["choices"][0]["delta"] for c in stop] == [{"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}]
+    t.feed("content_block_start", {**start, "index": 1})
+    t.feed("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"a":1}'}})
+    assert t.feed("content_block_stop", {"index": 1}) == []  # a call with input is left as it came

@@ -36,6 +36,7 @@ class StreamTranslator:
         "_finish",
         "_id",
         "_model",
+        "_no_args",
         "_private",
         "_tool_index",
         "_usage",
@@ -48,6 +49,7 @@ class StreamTranslator:
         self._created = created
         self._usage: JSON = {}
         self._tool_index: dict[int, int] = {}  # anthropic block index -> openai tool_calls index
+        self._no_args: set[int] = set()  # tool blocks (anthropic index) that have sent no argument fragment yet
         self._finish: str | None = None
         self._private: JSON = {}
         self.done = False
@@ -72,11 +74,13 @@ class StreamTranslator:
             return self._message_start(data)
         if event == "message_delta":
             return self._message_delta(data)
+        if event == "content_block_stop":
+            return self._block_stop(data) if self._no_args else []
         if event == "message_stop":
             return self._message_stop()
         if event == "error":
             raise map_stream_error(data)
-        return []  # ping, content_block_stop and event types added later
+        return []  # ping and event types added later
 
     def _message_start(self, data: JSON) -> list[JSON]:
         message = data.get("message") or {}
@@ -96,6 +100,7 @@ class StreamTranslator:
         if btype == "tool_use":
             tool_index = len(self._tool_index)
             self._tool_index[int(data.get("index", 0))] = tool_index
+            self._no_args.add(int(data.get("index", 0)))
             call = {
                 "index": tool_index,
                 "id": block.get("id"),
@@ -118,15 +123,27 @@ class StreamTranslator:
             return [self._chunk({"content": delta.get("text", "")})]
         if dtype == "input_json_delta":
             fragment = delta.get("partial_json") or ""
-            tool_index = self._tool_index.get(int(data.get("index", 0)))
+            index = int(data.get("index", 0))
+            tool_index = self._tool_index.get(index)
             if not fragment or tool_index is None:
                 return []
+            self._no_args.discard(index)
             return [self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": fragment}}]})]
         if dtype == "thinking_delta":
             return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
         if dtype == "signature_delta":
             return [self._chunk({"_anthropic": {"signature": delta.get("signature")}})]
         return []  # citations_delta and later delta types
+
+    def _block_stop(self, data: JSON) -> list[JSON]:
+        """A tool call without input streams one empty fragment (or none): its arguments are ``{}``, as in a
+        whole answer, never "" (which no client can parse as JSON)."""
+        index = int(data.get("index", 0))
+        if index not in self._no_args:
+            return []
+        self._no_args.discard(index)
+        call = {"index": self._tool_index[index], "function": {"arguments": "{}"}}
+        return [self._chunk({"tool_calls": [call]})]
 
     def _message_delta(self, data: JSON) -> list[JSON]:
         """Record stop reason and usage; the finish chunk waits for message_stop, so a

@@ -1,0 +1,80 @@
+"""Tool calling and structured output through translation, with both official SDKs as real clients.
+
+OpenAI SDK -> gateway -> Anthropic deployment (the fake Anthropic upstream, which streams and checks as the
+real API does), and the anthropic SDK -> gateway -> OpenAI deployment (the fake OpenAI upstream).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
+from tests.integration.conftest import Upstreams
+from tests.support.gateway import RunningGateway, running_gateway
+
+NOW: Any = {"type": "function", "function": {"name": "now", "description": "The time",
+                                             "parameters": {"type": "object", "properties": {}}}}
+TRIP: Any = {"type": "function", "function": {"name": "plan_trip", "parameters": {
+    "type": "object", "required": ["dest"], "properties": {
+        "dest": {"type": "object", "properties": {"city": {"type": "string"},
+                                                  "tags": {"type": "array", "items": {"type": "string"}}}},
+        "days": {"type": "integer"}}}}}
+
+
+@pytest.fixture(scope="module")
+def gw(upstreams: Upstreams) -> Iterator[RunningGateway]:
+    claude = {"name": "claude", "provider": "anthropic", "model": "claude-sonnet-4-5",
+              "api_base": upstreams.anthropic_server.url, "api_key": ANTHROPIC_KEY}
+    oai = {"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": upstreams.openai.base_url,
+           "api_key": "sk-oai"}
+    cfg: dict[str, Any] = {"models": [claude, oai], "routing": {"*": {"num_retries": 0}},
+                           "circuit_breaker": {"enabled": False}}
+    with running_gateway(cfg) as g:
+        yield g
+
+
+@pytest.fixture
+def oc(gw: RunningGateway, ups: Upstreams) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.v1, api_key="k", max_retries=0)
+
+
+@pytest.fixture
+def ac(gw: RunningGateway, ups: Upstreams) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0)
+
+
+def streamed_calls(oc: openai.OpenAI, tools: list[Any], text: str) -> dict[int, dict[str, str]]:
+    """The tool calls of a streamed answer, accumulated by index as an OpenAI client does."""
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in oc.chat.completions.create(model="claude", messages=[{"role": "user", "content": text}],
+                                            tools=tools, stream=True):
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            got = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+            got["id"] += call.id or ""
+            got["name"] += (call.function.name or "") if call.function else ""
+            got["arguments"] += (call.function.arguments or "") if call.function else ""
+    return calls
+
+
+def test_a_streamed_call_without_arguments_has_an_empty_object(oc: openai.OpenAI, ups: Upstreams) -> None:
+    """Anthropic streams a tool call without input as one empty input_json_delta: the OpenAI client got
+    arguments "" (json.loads fails, the SDK's stream helper cannot parse it); it gets "{}" as when not streaming."""
+    calls = streamed_calls(oc, [TRIP, NOW], "Plan a trip to Zürich 日本")
+    assert [c["name"] for c in calls.values()] == ["plan_trip", "now"]
+    assert json.loads(calls[0]["arguments"]) == {"dest": {"city": "Plan a trip to Zürich 日本",
+                                                          "tags": ["Plan a trip to Zürich 日本"]}, "days": 6}
+    assert calls[1]["arguments"] == "{}" and calls[1]["id"].startswith("toolu_")
+    with oc.chat.completions.stream(model="claude", messages=[{"role": "user", "content": "time?"}],
+                                    tools=[NOW]) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    assert choice.message.tool_calls[0].function.arguments == "{}"
