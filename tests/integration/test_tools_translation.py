@@ -7,6 +7,7 @@ real API does), and the anthropic SDK -> gateway -> OpenAI deployment (the fake 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,3 +79,22 @@ def test_a_streamed_call_without_arguments_has_an_empty_object(oc: openai.OpenAI
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
     assert choice.message.tool_calls[0].function.arguments == "{}"
+
+
+@pytest.mark.parametrize("call_id", ["functions.get_weather:0", "call 1/2", "call_é"])
+def test_tool_ids_from_another_provider_reach_anthropic(oc: openai.OpenAI, ups: Upstreams, call_id: str) -> None:
+    """A conversation begun on another provider (or before a fallback) carries its tool call ids: Moonshot's
+    ``functions.name:0`` and others Anthropic refuses (ids must match ``^[a-zA-Z0-9_-]+$``), which was
+    Anthropic's 400. The id is sent with each such character as ``_``, the same for the call and its result."""
+    weather: Any = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    msgs: Any = [{"role": "user", "content": "Weather in Oslo?"},
+                 {"role": "assistant", "content": None, "tool_calls": [
+                     {"id": call_id, "type": "function",
+                      "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+                 {"role": "tool", "tool_call_id": call_id, "content": "4 C, rain"}]
+    resp = oc.chat.completions.create(model="claude", messages=msgs, tools=[weather])
+    assert resp.choices[0].finish_reason == "stop" and resp.choices[0].message.content == "tool results: 4 C, rain"
+    sent = ups.anthropic.traffic.last.body["messages"]
+    use_id = sent[1]["content"][0]["id"]
+    assert sent[2]["content"][0]["tool_use_id"] == use_id and re.fullmatch(r"[a-zA-Z0-9_-]+", use_id)

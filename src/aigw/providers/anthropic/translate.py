@@ -26,6 +26,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -39,6 +40,7 @@ JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing e
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
 _NO_CUSTOM = ("anthropic models do not support {what}: Anthropic tools take JSON input, with no free-text "
               "or grammar format; use a function tool, or a model served by OpenAI")
+_NOT_IN_TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")  # Anthropic's tool_use ids match ^[a-zA-Z0-9_-]+$
 
 
 # ---------------------------------------------------------------- request: content
@@ -139,8 +141,17 @@ def _tool_use_blocks(tool_calls: Any, param: str) -> list[JSON]:
             ) from None
         if not isinstance(args, dict):
             raise InvalidRequest("tool call arguments must be a JSON object", param=f"{param}.{i}.function.arguments")
-        blocks.append({"type": "tool_use", "id": call.get("id") or f"toolu_{i}", "name": fn["name"], "input": args})
+        blocks.append({"type": "tool_use", "id": tool_id(call.get("id")) or f"toolu_{i}", "name": fn["name"],
+                       "input": args})
     return blocks
+
+
+def tool_id(value: Any) -> str:
+    """A tool call id as Anthropic takes it: another provider's (Moonshot's ``functions.name:0``, ...) with
+    each character Anthropic refuses as ``_``, the same for a call and its result."""
+    if not isinstance(value, str):
+        return ""
+    return _NOT_IN_TOOL_ID.sub("_", value)
 
 
 def _tool_result_block(msg: JSON, param: str) -> JSON:
@@ -149,7 +160,7 @@ def _tool_result_block(msg: JSON, param: str) -> JSON:
         content = _content_blocks(content, f"{param}.content")
     elif content is not None and not isinstance(content, str):
         raise InvalidRequest("tool message content must be a string or parts", param=f"{param}.content")
-    block: JSON = {"type": "tool_result", "tool_use_id": msg.get("tool_call_id") or ""}
+    block: JSON = {"type": "tool_result", "tool_use_id": tool_id(msg.get("tool_call_id"))}
     if content:
         block["content"] = content
     extra = msg.get("_anthropic")
