@@ -227,6 +227,37 @@ def _validate_options(body: dict[str, Any]) -> None:
             isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict),
             "output_config.format: Input should be a json_schema format",
         )
+        _check_grammar(fmt["schema"], "output_config.format.schema")
+    for i, tool in enumerate(body.get("tools") or ()):
+        if isinstance(tool, dict) and tool.get("strict") is True:
+            _check_grammar(tool.get("input_schema"), f"tools.{i}.custom.input_schema")
+
+
+# what structured outputs (and strict tools) refuse, by type, as the real API names it
+REFUSED = {"integer": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
+           "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
+           "string": ("minLength", "maxLength", "pattern"), "array": ("maxItems", "uniqueItems")}
+
+
+def _check_grammar(schema: Any, path: str) -> None:
+    """Raise WireError for a schema Anthropic's structured-output grammar cannot compile."""
+    if isinstance(schema, list):
+        for sub in schema:
+            _check_grammar(sub, path)
+        return
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    for key in REFUSED.get(kind, ()) if isinstance(kind, str) else ():
+        _check(key not in schema, f"{path}: For '{kind}' type, property '{key}' is not supported")
+    if kind == "object":
+        _check(schema.get("additionalProperties") is False,
+               f"{path}: For 'object' type, 'additionalProperties' must be explicitly set to false")
+    for key in ("properties", "$defs"):
+        for sub in (schema.get(key) or {}).values():
+            _check_grammar(sub, path)
+    for key in ("items", "anyOf", "allOf", "oneOf"):
+        _check_grammar(schema.get(key), path)
 
 
 def _check_signed_tool_turn(messages: list[Any]) -> None:
@@ -332,16 +363,22 @@ def _usage(body: dict[str, Any], cache: set[str]) -> dict[str, int]:
     }
 
 
-def value_for(schema: Any, text: str) -> Any:
-    """A deterministic value matching a (simple) JSON schema, derived from the text."""
+def value_for(schema: Any, text: str, defs: dict[str, Any] | None = None) -> Any:
+    """A deterministic value matching a (simple) JSON schema, derived from the text; ``$ref`` to ``$defs``
+    and ``anyOf`` (its first branch) are followed."""
     schema = schema if isinstance(schema, dict) else {}
+    defs = {**(defs or {}), **(schema.get("$defs") or {})}
+    if isinstance(schema.get("$ref"), str):
+        return value_for(defs.get(schema["$ref"].rsplit("/", 1)[-1]), text, defs)
+    if schema.get("anyOf"):
+        return value_for(schema["anyOf"][0], text, defs)
     if schema.get("enum"):
         return schema["enum"][0]
     kind = schema.get("type")
     if kind == "object":
-        return {name: value_for(sub, text) for name, sub in (schema.get("properties") or {}).items()}
+        return {name: value_for(sub, text, defs) for name, sub in (schema.get("properties") or {}).items()}
     if kind == "array":
-        return [value_for(schema.get("items"), text)]
+        return [value_for(schema.get("items"), text, defs)]
     if kind in ("integer", "number"):
         return words(text)
     if kind == "boolean":

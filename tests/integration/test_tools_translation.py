@@ -14,6 +14,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
 from tests.integration.conftest import Upstreams
@@ -98,3 +99,39 @@ def test_tool_ids_from_another_provider_reach_anthropic(oc: openai.OpenAI, ups: 
     sent = ups.anthropic.traffic.last.body["messages"]
     use_id = sent[1]["content"][0]["id"]
     assert sent[2]["content"][0]["tool_use_id"] == use_id and re.fullmatch(r"[a-zA-Z0-9_-]+", use_id)
+
+
+class Address(BaseModel):
+    city: str = Field(min_length=1)
+    zip: str | None = None
+
+
+class Person(BaseModel):
+    name: str
+    age: int = Field(ge=0, le=150)
+    addresses: list[Address]
+
+
+def test_structured_output_with_constraints_reaches_anthropic(oc: openai.OpenAI, ups: Upstreams) -> None:
+    """The SDK's parse() with a pydantic model holding bounds (``Field(ge=0)``, ``min_length``) sent
+    ``minimum``, ``minLength``... which Anthropic refuses with a 400 ("For 'integer' type, property 'minimum'
+    is not supported"); the schema is now reshaped as the anthropic SDK reshapes its own."""
+    ask: Any = [{"role": "user", "content": "Ann, 30, Oslo"}]
+    resp = oc.chat.completions.parse(model="claude", messages=ask, response_format=Person)
+    parsed = resp.choices[0].message.parsed
+    assert isinstance(parsed, Person) and parsed.addresses and parsed.addresses[0].city
+    schema = ups.anthropic.traffic.last.body["output_config"]["format"]["schema"]
+    age = schema["properties"]["age"]
+    assert "minimum" not in age and age["description"] == "{maximum: 150, minimum: 0}"
+    with oc.chat.completions.stream(model="claude", messages=ask, response_format=Person) as stream:
+        for _ in stream:
+            pass
+        assert isinstance(stream.get_final_completion().choices[0].message.parsed, Person)
+
+
+def test_strict_tools_with_constraints_reach_anthropic(oc: openai.OpenAI, ups: Upstreams) -> None:
+    resp = oc.chat.completions.parse(model="claude", messages=[{"role": "user", "content": "Ann"}],
+                                     tools=[openai.pydantic_function_tool(Person)], tool_choice="required")
+    call = resp.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert isinstance(call.function.parsed_arguments, Person)
+    assert ups.anthropic.traffic.last.body["tools"][0]["strict"] is True

@@ -10,8 +10,8 @@ import pytest
 
 from aigw import errors
 from aigw.providers.anthropic.errors import map_error, map_stream_error
+from aigw.providers.anthropic.strict_schema import JSON_OBJECT_INSTRUCTION
 from aigw.providers.anthropic.translate import (
-    JSON_OBJECT_INSTRUCTION,
     beta_header,
     merge_betas,
     to_anthropic_request,
@@ -86,7 +86,8 @@ def test_response_format_json_schema_and_json_object() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     fmt = {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
     req = to_anthropic_request({"model": "x", "messages": [user("hi")], "response_format": fmt}, "m")
-    assert req["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    closed = {**schema, "additionalProperties": False}  # Anthropic's grammar takes closed objects only
+    assert req["output_config"] == {"format": {"type": "json_schema", "schema": closed}}
     req = to_anthropic_request(
         {"model": "x", "messages": [user("hi")], "response_format": {"type": "json_object"}}, "m"
     )
@@ -131,7 +132,8 @@ def test_private_anthropic_fields_are_merged_and_beta_goes_to_a_header() -> None
     }
     req = to_anthropic_request(body, "m")
     assert req["top_k"] == 5 and req["thinking"]["budget_tokens"] == 2048
-    assert req["output_config"] == {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"}
+    closed = {"type": "object", "properties": {}, "additionalProperties": False}
+    assert req["output_config"] == {"format": {"type": "json_schema", "schema": closed}, "effort": "low"}
     assert "anthropic_beta" not in req
     assert req["messages"][1]["content"][0] == {"type": "thinking", "thinking": "t", "signature": "s"}
     assert beta_header(body) == "b1,b2"

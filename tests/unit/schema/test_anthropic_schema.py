@@ -71,7 +71,8 @@ FULL: dict[str, Any] = {
     "top_k": 20,
     "metadata": {"user_id": "u-1"},
     "thinking": {"type": "enabled", "budget_tokens": 2048},
-    "output_config": {"effort": "low", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+    "output_config": {"effort": "low", "format": {"type": "json_schema", "schema": {
+        "type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}}},
 }
 
 
@@ -112,7 +113,7 @@ def test_full_request_converts_to_canonical() -> None:
     }
     assert out["tool_choice"] == "required" and out["parallel_tool_calls"] is False
     assert out["stop"] == ["END"] and out["user"] == "u-1" and out["max_tokens"] == 3000
-    assert out["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    assert out["response_format"]["json_schema"]["schema"] == FULL["output_config"]["format"]["schema"]
     assert out["_anthropic"] == {
         "top_k": 20,
         "thinking": {"type": "enabled", "budget_tokens": 2048},

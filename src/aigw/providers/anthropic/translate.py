@@ -7,7 +7,9 @@ Choices worth knowing:
 
 * ``response_format`` ``json_schema`` becomes Anthropic's native structured output
   (``output_config.format``); ``json_object`` has no native twin, so one line is
-  added to the system prompt asking for a single JSON object.
+  added to the system prompt asking for a single JSON object (see ``strict_schema``,
+  which also reshapes the schemas of structured output and strict tools into what
+  Anthropic's grammar takes).
 * ``tool_choice`` without ``tools`` is OpenAI's own 400, not a silent drop.
 * ``reasoning_effort`` becomes extended thinking (see ``thinking``).
 * ``temperature`` is clamped to Anthropic's 0..1; ``n`` > 1 is refused; ``seed``,
@@ -32,11 +34,11 @@ from typing import Any
 import orjson
 
 from aigw.errors import InvalidRequest
+from aigw.providers.anthropic.strict_schema import apply_response_format, strict_schema
 from aigw.providers.anthropic.thinking import DEFAULT_MAX_TOKENS, apply_reasoning_effort
 from aigw.schema.anthropic import BETA_KEY, beta_values
 from aigw.types import JSON
 
-JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
 _NO_CUSTOM = ("anthropic models do not support {what}: Anthropic tools take JSON input, with no free-text "
               "or grammar format; use a function tool, or a model served by OpenAI")
@@ -278,6 +280,8 @@ def _tools(tools: Any) -> list[JSON]:
             item["description"] = fn["description"]
         if fn.get("strict") is not None:
             item["strict"] = bool(fn["strict"])
+            if item["strict"]:  # held to the schema by the same grammar as structured output
+                item["input_schema"] = strict_schema(item["input_schema"])
         if "cache_control" in tool:
             item["cache_control"] = tool["cache_control"]
         out.append(item)
@@ -302,17 +306,6 @@ def _tool_choice(choice: Any, parallel: Any) -> JSON | None:
     elif choice is None:
         return None
     return mapped
-
-
-def _apply_response_format(req: JSON, fmt: Any, system: list[JSON]) -> None:
-    if not isinstance(fmt, dict):
-        return
-    if fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema") or {}
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        req["output_config"] = {"format": {"type": "json_schema", "schema": schema or {"type": "object"}}}
-    elif fmt.get("type") == "json_object":
-        system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
 
 
 def _merge_private(req: JSON, extra: Any) -> None:
@@ -367,7 +360,7 @@ def to_anthropic_request(body: JSON, upstream_model: str, *, stream: bool = Fals
     system, turns = split_messages(body.get("messages"))
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
     req: JSON = {"model": upstream_model, "max_tokens": max_tokens, "messages": turns}
-    _apply_response_format(req, body.get("response_format"), system)
+    apply_response_format(req, body.get("response_format"), system)
     if system:
         req["system"] = _system_value(system)
     _sampling(req, body)
