@@ -220,6 +220,8 @@ def _validate_options(body: dict[str, Any]) -> None:
         )
         _check(budget < body["max_tokens"], "`max_tokens` must be greater than `thinking.budget_tokens`")
         _check(body.get("temperature") in (None, 1), "`temperature` may only be set to 1 when thinking is enabled")
+        _check((body.get("tool_choice") or {}).get("type") not in ("any", "tool"),
+               "Thinking may not be enabled when tool_choice forces tool use.")
         _check_signed_tool_turn(body.get("messages") or [])
     fmt = (body.get("output_config") or {}).get("format")
     if fmt is not None:

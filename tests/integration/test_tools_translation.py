@@ -135,3 +135,21 @@ def test_strict_tools_with_constraints_reach_anthropic(oc: openai.OpenAI, ups: U
     call = resp.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert isinstance(call.function.parsed_arguments, Person)
     assert ups.anthropic.traffic.last.body["tools"][0]["strict"] is True
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "plan_trip"}}])
+def test_reasoning_effort_with_a_forced_tool_call(oc: openai.OpenAI, ups: Upstreams, choice: Any) -> None:
+    """Anthropic refuses thinking when tool_choice forces a tool ("Thinking may not be enabled when tool_choice
+    forces tool use"), which OpenAI's reasoning models take: that request goes without thinking, not a 400."""
+    for stream in (False, True):
+        resp = oc.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Rome"}],
+                                          tools=[TRIP, NOW], tool_choice=choice, reasoning_effort="low",
+                                          stream=stream)
+        if stream:
+            assert [c.choices[0].finish_reason for c in resp if c.choices][-1] == "tool_calls"  # type: ignore[union-attr]
+        else:
+            assert resp.choices[0].finish_reason == "tool_calls"  # type: ignore[union-attr]
+        assert "thinking" not in ups.anthropic.traffic.last.body
+    oc.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Rome"}], tools=[TRIP],
+                               tool_choice="auto", reasoning_effort="low")
+    assert ups.anthropic.traffic.last.body["thinking"]["type"] == "enabled"  # auto: thinking stays

@@ -20,7 +20,9 @@ Choices worth knowing:
   including names not known here, is taken to think.
 * Anthropic refuses thinking when the last assistant turn called tools without its
   signed thinking block in front (an OpenAI client cannot send one back): such a
-  turn is sent without thinking, so an agent loop keeps working.
+  turn is sent without thinking, so an agent loop keeps working. So is a request
+  whose ``tool_choice`` forces a call (``required``, a named function), which
+  Anthropic refuses beside thinking and OpenAI's reasoning models take.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def _unsigned_tool_turn(turns: list[JSON]) -> bool:
     return False
 
 
+def _forces_tool(req: JSON) -> bool:
+    """tool_choice forces a call (OpenAI's ``required`` or a named function), which Anthropic refuses beside
+    thinking ("Thinking may not be enabled when tool_choice forces tool use")."""
+    choice = req.get("tool_choice")
+    return isinstance(choice, dict) and choice.get("type") in ("any", "tool")
+
+
 def apply_reasoning_effort(req: JSON, body: JSON, default_max_tokens: int) -> None:
     """Set ``thinking`` (and, when the client set no max, ``max_tokens``) on an Anthropic request."""
     effort: Any = body.get("reasoning_effort")
@@ -91,7 +100,7 @@ def apply_reasoning_effort(req: JSON, body: JSON, default_max_tokens: int) -> No
         raise InvalidRequest("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
                              param="reasoning_effort")
     budget = EFFORT_BUDGET.get(effort)
-    if budget is None or _unsigned_tool_turn(req.get("messages") or []):
+    if budget is None or _unsigned_tool_turn(req.get("messages") or []) or _forces_tool(req):
         return
     temperature = req.get("temperature")
     if temperature is not None and temperature != 1:
