@@ -13,12 +13,15 @@ from typing import Any
 
 import anthropic
 import openai
+import orjson
 import pytest
+from aiohttp import web
 from pydantic import BaseModel, Field
 
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
 from tests.integration.conftest import Upstreams
 from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.servers import start_aiohttp_app
 
 NOW: Any = {"type": "function", "function": {"name": "now", "description": "The time",
                                              "parameters": {"type": "object", "properties": {}}}}
@@ -153,3 +156,79 @@ def test_reasoning_effort_with_a_forced_tool_call(oc: openai.OpenAI, ups: Upstre
     oc.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Rome"}], tools=[TRIP],
                                tool_choice="auto", reasoning_effort="low")
     assert ups.anthropic.traffic.last.body["thinking"]["type"] == "enabled"  # auto: thinking stays
+
+
+# ---------------------------------------------------------------- anthropic SDK -> OpenAI-compatible server
+
+CALLS: Any = [{"id": f"call_{c}", "type": "function",
+               "function": {"name": "get_weather", "arguments": f'{{"city": "{city}"}}'}}
+              for c, city in (("a", "Oslo"), ("b", "Rome"))]
+WEATHER_TOOL: Any = {"name": "get_weather",
+                     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+def compat_answer(finish: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(whole answer, chunks) of an OpenAI-compatible server calling two tools with this finish_reason."""
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "local"}
+    usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+    message = {"role": "assistant", "content": None, "tool_calls": CALLS}
+    whole = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "local", "usage": usage,
+             "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+    deltas = [{"role": "assistant", "content": None}]
+    deltas += [{"tool_calls": [{"index": i, **call}]} for i, call in enumerate(CALLS)]
+    chunks = [{**head, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks += [{**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]},
+               {**head, "choices": [], "usage": usage}]
+    return whole, chunks
+
+
+class ScriptedCompat:
+    """An OpenAI-compatible server (vLLM, Ollama, ...) answering what the test scripts, in OpenAI's wire format."""
+
+    def __init__(self) -> None:
+        self.whole: dict[str, Any] = {}
+        self.chunks: list[dict[str, Any]] = []
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self.server = start_aiohttp_app(app, "scripted-compat")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            return web.json_response(self.whole)
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for chunk in self.chunks:
+            await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+
+@pytest.fixture(scope="module")
+def compat() -> Iterator[tuple[ScriptedCompat, anthropic.Anthropic]]:
+    fake = ScriptedCompat()
+    prices = {"input_per_mtok": 0, "output_per_mtok": 0}
+    cfg: dict[str, Any] = {"models": [{"name": "local", "provider": "openai_compatible", "model": "local",
+                                       "api_base": fake.server.url + "/v1", "prices": prices}],
+                           "routing": {"*": {"num_retries": 0}}, "circuit_breaker": {"enabled": False}}
+    with running_gateway(cfg) as g:
+        yield fake, anthropic.Anthropic(base_url=g.url, api_key="k", max_retries=0)
+    fake.server.stop()
+
+
+@pytest.mark.parametrize("finish", ["stop", "tool_calls"])
+def test_tool_calls_end_with_tool_use_whatever_the_server_said(
+    compat: tuple[ScriptedCompat, anthropic.Anthropic], finish: str
+) -> None:
+    """Some OpenAI-compatible servers (vLLM, Ollama, LM Studio) end a tool-calling answer with finish_reason
+    "stop": an Anthropic client got stop_reason "end_turn" beside tool_use blocks, and an agent loop that waits
+    for "tool_use" stopped without running the tools. A message with tool_use blocks ends with "tool_use"."""
+    fake, client = compat
+    fake.whole, fake.chunks = compat_answer(finish)
+    ask: Any = [{"role": "user", "content": "Weather in Oslo and Rome?"}]
+    msg = client.messages.create(model="local", max_tokens=100, tools=[WEATHER_TOOL], messages=ask)
+    assert msg.stop_reason == "tool_use" and [b.type for b in msg.content] == ["tool_use", "tool_use"]
+    with client.messages.stream(model="local", max_tokens=100, tools=[WEATHER_TOOL], messages=ask) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [(b.id, b.input) for b in final.content if b.type == "tool_use"] == [
+        ("call_a", {"city": "Oslo"}), ("call_b", {"city": "Rome"})]

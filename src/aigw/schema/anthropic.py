@@ -287,11 +287,14 @@ def matched_stop(choice: JSON, private: JSON) -> JSON:
     return private
 
 
-def stop_reason(finish_reason: Any, private: Any) -> str:
-    """Anthropic stop_reason: the upstream's own if it was carried, else mapped."""
+def stop_reason(finish_reason: Any, private: Any, called_tools: bool = False) -> str:
+    """Anthropic stop_reason: the upstream's own if it was carried, else mapped. An answer that called tools
+    ends with ``tool_use`` even when an OpenAI-compatible server said ``stop`` (vLLM, Ollama and others do):
+    an agent loop waits for ``tool_use`` to run them."""
     if isinstance(private, dict) and isinstance(private.get("stop_reason"), str):
         return str(private["stop_reason"])
-    return _FINISH_TO_STOP.get(str(finish_reason), "end_turn")
+    mapped = _FINISH_TO_STOP.get(str(finish_reason), "end_turn")
+    return "tool_use" if called_tools and mapped == "end_turn" else mapped
 
 
 def canonical_to_message(resp: JSON, model: str) -> JSON:
@@ -308,7 +311,7 @@ def canonical_to_message(resp: JSON, model: str) -> JSON:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason"), private),
+        "stop_reason": stop_reason(choice.get("finish_reason"), private, bool(message.get("tool_calls"))),
         "stop_sequence": private.get("stop_sequence"),
         "usage": anthropic_usage(resp.get("usage")),
     }

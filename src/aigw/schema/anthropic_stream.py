@@ -87,7 +87,7 @@ class AnthropicStreamEncoder:
         self._finished = True
         usage = anthropic_usage(self._usage) if self._usage else {"output_tokens": 0}
         delta = {
-            "stop_reason": stop_reason(self._finish_reason or "stop", self._private),
+            "stop_reason": stop_reason(self._finish_reason or "stop", self._private, bool(self._tool_blocks)),
             "stop_sequence": self._private.get("stop_sequence"),
         }
         out.append(frame("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
