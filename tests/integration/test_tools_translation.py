@@ -232,3 +232,23 @@ def test_tool_calls_end_with_tool_use_whatever_the_server_said(
     assert final.stop_reason == "tool_use"
     assert [(b.id, b.input) for b in final.content if b.type == "tool_use"] == [
         ("call_a", {"city": "Oslo"}), ("call_b", {"city": "Rome"})]
+
+
+def test_a_stream_that_ends_inside_a_tool_call_ends_with_an_error(
+    compat: tuple[ScriptedCompat, anthropic.Anthropic]
+) -> None:
+    """A server that closes its stream (with [DONE]) mid tool call, without a finish_reason: the Anthropic client
+    got message_delta with a stop_reason and message_stop, a clean end with half the arguments. It gets an
+    error event instead, as for a cut connection."""
+    fake, client = compat
+    _, chunks = compat_answer("tool_calls")
+    half = {"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"ci'}}
+    fake.chunks = [chunks[0], {**chunks[1], "choices": [{"index": 0, "delta": {"tool_calls": [half]},
+                                                         "finish_reason": None}]}]
+    ask: Any = [{"role": "user", "content": "Weather in Oslo?"}]
+    events: list[str] = []
+    with (pytest.raises(anthropic.APIStatusError) as err,
+          client.messages.stream(model="local", max_tokens=100, tools=[WEATHER_TOOL], messages=ask) as stream):
+        events += [event.type for event in stream]
+    assert "message_stop" not in events and "message_delta" not in events
+    assert err.value.body["error"]["type"] == "api_error"  # type: ignore[index]

@@ -84,6 +84,11 @@ class AnthropicFormat:
             ctx.error = failed
             yield encoder.error_frame(failed)
             return
+        if not encoder.upstream_finished:  # ended without a finish_reason: cut short, maybe mid tool call
+            cut = errors.UpstreamError("upstream stream ended without a finish_reason")
+            ctx.error = cut
+            yield encoder.error_frame(cut)
+            return
         yield encoder.finish()
 
 

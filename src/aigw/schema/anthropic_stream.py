@@ -5,7 +5,8 @@ content block ``content_block_start`` / ``content_block_delta``... /
 ``content_block_stop``, then ``message_delta`` (stop_reason, usage) and
 ``message_stop``. Canonical streams report usage only in their last chunk, so
 ``message_delta`` is written by ``finish()``, called once the canonical stream
-has ended; if it breaks instead, the caller sends ``error_frame(err)``.
+has ended with a finish_reason; if it breaks or ends without one (``upstream_finished``),
+the caller sends ``error_frame(err)``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class AnthropicStreamEncoder:
                 self._private = matched_stop(choice, self._private)
                 self._close(out)
         return b"".join(out)
+
+    @property
+    def upstream_finished(self) -> bool:
+        """Whether the canonical stream said how it ended (a finish_reason). Without one it was cut short:
+        the caller sends ``error_frame``, never a clean end (with half a tool call's arguments, maybe)."""
+        return self._finish_reason is not None
 
     def finish(self) -> bytes:
         """Close the message: message_delta (stop_reason, usage) and message_stop."""
