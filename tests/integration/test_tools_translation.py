@@ -252,3 +252,42 @@ def test_a_stream_that_ends_inside_a_tool_call_ends_with_an_error(
         events += [event.type for event in stream]
     assert "message_stop" not in events and "message_delta" not in events
     assert err.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+LEGACY_FN: Any = {"name": "get_weather", "description": "Weather for a city",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def test_legacy_functions_are_called_on_anthropic(oc: openai.OpenAI, ups: Upstreams) -> None:
+    """The legacy ``functions``/``function_call`` API (older LangChain, many scripts) was dropped on the way to
+    Anthropic: the model never saw the functions and answered in text; a ``function`` message in the history was
+    a 400. They go as tools, and the call comes back as ``function_call`` with finish_reason ``function_call``."""
+    ask: Any = [{"role": "user", "content": "Weather in Oslo?"}]
+    first = oc.chat.completions.create(model="claude", messages=ask, functions=[LEGACY_FN])
+    choice = first.choices[0]
+    assert choice.finish_reason == "function_call" and not choice.message.tool_calls
+    assert choice.message.function_call is not None and choice.message.function_call.name == "get_weather"
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Weather in Oslo?"}
+    sent = ups.anthropic.traffic.last.body
+    assert [t["name"] for t in sent["tools"]] == ["get_weather"] and sent["tool_choice"]["disable_parallel_tool_use"]
+    history: Any = [*ask, {"role": "assistant", "content": None,
+                           "function_call": choice.message.function_call.model_dump()},
+                    {"role": "function", "name": "get_weather", "content": "4 C, rain"}]
+    second = oc.chat.completions.create(model="claude", messages=history, functions=[LEGACY_FN])
+    assert second.choices[0].message.content == "tool results: 4 C, rain"
+    forced = oc.chat.completions.create(model="claude", messages=ask, functions=[LEGACY_FN],
+                                        function_call={"name": "get_weather"})
+    assert forced.choices[0].finish_reason == "function_call"
+    assert ups.anthropic.traffic.last.body["tool_choice"]["type"] == "tool"
+    none = oc.chat.completions.create(model="claude", messages=ask, functions=[LEGACY_FN], function_call="none")
+    assert none.choices[0].finish_reason == "stop" and none.choices[0].message.function_call is None
+
+    name, arguments, finish = "", "", None
+    for chunk in oc.chat.completions.create(model="claude", messages=ask, functions=[LEGACY_FN], stream=True):
+        delta = chunk.choices[0].delta if chunk.choices else None
+        assert delta is None or not delta.tool_calls
+        if delta is not None and delta.function_call is not None:
+            name += delta.function_call.name or ""
+            arguments += delta.function_call.arguments or ""
+        finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
+    assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Weather in Oslo?"}, "function_call")

@@ -21,6 +21,12 @@ import orjson
 from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.anthropic.errors import map_error
+from aigw.providers.anthropic.legacy_functions import (
+    chunk_as_function_call,
+    functions_as_tools,
+    response_as_function_call,
+    uses_functions,
+)
 from aigw.providers.anthropic.translate import beta_header, merge_betas, to_anthropic_request
 from aigw.providers.anthropic.translate_response import to_canonical_response
 from aigw.providers.anthropic.translate_stream import StreamTranslator, message_events
@@ -82,6 +88,9 @@ class AnthropicProvider:
         raise map_error(response.status, text, parsed, response.headers)
 
     async def chat(self, body: JSON, call: CallOptions) -> JSON:
+        legacy = uses_functions(body)  # the legacy functions API: sent as tools, answered as function_call
+        if legacy:
+            body = functions_as_tools(body)
         payload = sent_body(orjson.dumps(to_anthropic_request(body, self.upstream_model)), call)
         headers = self._request_headers(body, call, "application/json")
         session = self._clients.session_for(self._messages_url)
@@ -102,9 +111,13 @@ class AnthropicProvider:
             raise reached(errors.UpstreamError("anthropic returned a body that is not JSON")) from None
         if not isinstance(parsed, dict) or parsed.get("type") != "message":
             raise reached(errors.UpstreamError("anthropic returned JSON that is not a message"))
-        return to_canonical_response(parsed, int(time.time()))
+        resp = to_canonical_response(parsed, int(time.time()))
+        return response_as_function_call(resp) if legacy else resp
 
     async def stream_chat(self, body: JSON, call: CallOptions) -> AsyncIterator[JSON]:
+        legacy = uses_functions(body)
+        if legacy:
+            body = functions_as_tools(body)
         payload = sent_body(orjson.dumps(to_anthropic_request(body, self.upstream_model, stream=True)), call)
         headers = self._request_headers(body, call, "text/event-stream")
         session = self._clients.session_for(self._messages_url)
@@ -125,14 +138,14 @@ class AnthropicProvider:
             if whole is not None:  # the events its live stream would have sent, through the same translator
                 for name, data in message_events(whole):
                     for chunk in translator.feed(name, data):
-                        yield chunk
+                        yield chunk_as_function_call(chunk) if legacy else chunk
                 return
             remaining = None if first_token is None else max(0.001, first_token - (loop.time() - started))
             async for event in iter_sse(response, remaining):
                 data = parse_json_event(event.data)
                 for chunk in translator.feed(event.event or str(data.get("type", "")), data):
                     sent_any = True
-                    yield chunk
+                    yield chunk_as_function_call(chunk) if legacy else chunk
                 if translator.done:
                     return
         except TimeoutError as exc:  # once the request was sent, the upstream had taken the call
