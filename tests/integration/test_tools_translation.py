@@ -182,18 +182,54 @@ def compat_answer(finish: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return whole, chunks
 
 
+def _strict_problem(schema: Any) -> str | None:
+    """What OpenAI's strict mode refuses in a schema: an object not closed, or not requiring every property."""
+    if isinstance(schema, list):
+        return next((p for p in map(_strict_problem, schema) if p), None)
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object":
+        if schema.get("additionalProperties") is not False:
+            return "'additionalProperties' is required to be supplied and to be false."
+        missing = sorted(set(schema.get("properties") or {}) - set(schema.get("required") or ()))
+        if missing:
+            return ("'required' is required to be supplied and to be an array including every key in "
+                    f"properties. Missing '{missing[0]}'.")
+    subs = [*(schema.get("properties") or {}).values(), *(schema.get("$defs") or {}).values()]
+    return _strict_problem([*subs, schema.get("items"), schema.get("anyOf")])
+
+
+def strict_refusal(body: dict[str, Any]) -> str | None:
+    """OpenAI's 400 message for a strict response_format or tool whose schema strict mode cannot hold."""
+    spec = (body.get("response_format") or {}).get("json_schema") or {}
+    named = [(f"response_format '{spec.get('name')}'", spec)]
+    named += [(f"function '{t['function']['name']}'", {**t["function"], "schema": t["function"].get("parameters")})
+              for t in body.get("tools") or ()]
+    for what, item in named:
+        problem = _strict_problem(item.get("schema")) if item.get("strict") else None
+        if problem:
+            return f"Invalid schema for {what}: In context=(), {problem}"
+    return None
+
+
 class ScriptedCompat:
     """An OpenAI-compatible server (vLLM, Ollama, ...) answering what the test scripts, in OpenAI's wire format."""
 
     def __init__(self) -> None:
         self.whole: dict[str, Any] = {}
         self.chunks: list[dict[str, Any]] = []
+        self.last: dict[str, Any] = {}
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         self.server = start_aiohttp_app(app, "scripted-compat")
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        if not (await request.json()).get("stream"):
+        self.last = body = await request.json()
+        refused = strict_refusal(body)
+        if refused:  # as OpenAI answers a strict schema it cannot hold
+            return web.json_response({"error": {"message": refused, "type": "invalid_request_error",
+                                                "param": None, "code": None}}, status=400)
+        if not body.get("stream"):
             return web.json_response(self.whole)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
@@ -291,3 +327,31 @@ def test_legacy_functions_are_called_on_anthropic(oc: openai.OpenAI, ups: Upstre
             arguments += delta.function_call.arguments or ""
         finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
     assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Weather in Oslo?"}, "function_call")
+
+
+class Place(BaseModel):
+    city: str
+    zip: str | None = None  # optional: strict mode on OpenAI would want it required
+
+
+def test_anthropic_structured_output_and_strict_tools_on_an_openai_server(
+    compat: tuple[ScriptedCompat, anthropic.Anthropic]
+) -> None:
+    """messages.parse(output_format=Model) and strict tools from the anthropic SDK were sent to an OpenAI-style
+    server as strict schemas; a model with an optional field is one strict mode refuses ("'required' is required
+    to be supplied and to be an array including every key in properties"): the client got a 400. Such a
+    schema goes without strict (OpenAI still follows it); one strict mode can hold keeps strict."""
+    fake, client = compat
+    fake.whole = {**compat_answer("stop")[0], "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": '{"city": "Oslo", "zip": null}'}}]}
+    ask: Any = [{"role": "user", "content": "Where?"}]
+    msg = client.messages.parse(model="local", max_tokens=100, messages=ask, output_format=Place)
+    assert msg.parsed_output == Place(city="Oslo")
+    assert fake.last["response_format"]["json_schema"]["schema"]["properties"]["zip"]
+    tool = {"name": "find", "strict": True, "input_schema": Place.model_json_schema()}
+    client.messages.create(model="local", max_tokens=100, messages=ask, tools=[tool])  # type: ignore[list-item]
+    closed = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    client.messages.create(model="local", max_tokens=100, messages=ask,
+                           tools=[{"name": "find", "strict": True, "input_schema": closed}])  # type: ignore[list-item]
+    assert fake.last["tools"][0]["function"]["strict"] is True  # a schema strict mode holds keeps it

@@ -161,7 +161,8 @@ def _output_config(config: Any, out: JSON, private: JSON) -> None:
     rest = {k: v for k, v in config.items() if k != "format"}
     fmt = config.get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        spec = {"name": "output", "schema": fmt.get("schema") or {}, "strict": True}
+        schema = fmt.get("schema") or {}
+        spec = {"name": "output", "schema": schema, "strict": blocks.openai_strict(schema)}  # see openai_strict
         out["response_format"] = {"type": "json_schema", "json_schema": spec}
     elif fmt is not None:
         rest["format"] = fmt

@@ -255,13 +255,31 @@ def convert_tools(tools: Any) -> tuple[list[JSON], list[JSON]]:
         function: JSON = {"name": tool["name"], "parameters": tool["input_schema"]}
         if tool.get("description"):
             function["description"] = tool["description"]
-        if tool.get("strict") is not None:
-            function["strict"] = tool["strict"]
         item: JSON = {"type": "function", "function": function}
+        if tool.get("strict") is not None:
+            function["strict"] = tool["strict"] is True and openai_strict(tool["input_schema"])
+            if tool["strict"] is True and not function["strict"]:  # kept for an Anthropic upstream
+                item["_anthropic"] = {"strict": True}
         if tool.get("cache_control") is not None:
             item["cache_control"] = tool["cache_control"]
         functions.append(item)
     return functions, server
+
+
+def openai_strict(schema: Any) -> bool:
+    """Whether OpenAI's strict mode takes this schema: every object closed (``additionalProperties: false``)
+    and requiring all its properties. Anthropic's strict mode takes optional properties; sent as strict to an
+    OpenAI-style upstream such a schema is its 400, so it goes without strict there (the schema still guides)."""
+    if isinstance(schema, list):
+        return all(openai_strict(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    props = schema.get("properties")
+    if schema.get("type") == "object" and (schema.get("additionalProperties") is not False
+                                           or set(props or ()) - set(schema.get("required") or ())):
+        return False
+    subs = [*(props or {}).values(), *(schema.get("$defs") or {}).values()]
+    return openai_strict([*subs, schema.get("items"), *(schema.get(k) or () for k in ("anyOf", "allOf"))])
 
 
 def parse_arguments(arguments: Any) -> JSON:

@@ -500,3 +500,17 @@ def test_an_anthropic_client_reads_the_speed_that_served_it() -> None:
     msg = sdk_message(canonical_to_message({**completion({"role": "assistant", "content": "Hi"}), "usage": usage},
                                            "claude"))
     assert msg.usage.speed == "fast"
+
+
+def test_strict_tools_keep_strict_where_each_upstream_can_hold_it() -> None:
+    """A strict tool with an optional property: not strict for OpenAI-style upstreams (their strict mode wants every
+    property required), still strict for an Anthropic upstream; a schema OpenAI's strict mode holds stays strict."""
+    optional = {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}
+    held = {**optional, "required": ["a"]}
+    body = request(tools=[{"name": "o", "strict": True, "input_schema": optional},
+                          {"name": "h", "strict": True, "input_schema": held}])
+    canonical = messages_request_to_canonical(body)
+    assert [t["function"]["strict"] for t in canonical["tools"]] == [False, True]
+    assert [t["function"]["strict"] for t in strip_private(canonical)["tools"]] == [False, True]
+    assert "_anthropic" not in str(strip_private(canonical)["tools"])
+    assert [t["strict"] for t in to_anthropic_request(canonical, "claude")["tools"]] == [True, True]

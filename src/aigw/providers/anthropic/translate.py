@@ -278,8 +278,9 @@ def _tools(tools: Any) -> list[JSON]:
         item: JSON = {"name": fn.get("name"), "input_schema": fn.get("parameters") or {"type": "object"}}
         if fn.get("description"):
             item["description"] = fn["description"]
+        private = tool.get("_anthropic")  # an Anthropic client's strict, when OpenAI's strict mode could not hold
         if fn.get("strict") is not None:
-            item["strict"] = bool(fn["strict"])
+            item["strict"] = bool(fn["strict"]) or (isinstance(private, dict) and private.get("strict") is True)
             if item["strict"]:  # held to the schema by the same grammar as structured output
                 item["input_schema"] = strict_schema(item["input_schema"])
         if "cache_control" in tool:
