@@ -355,3 +355,17 @@ def test_anthropic_structured_output_and_strict_tools_on_an_openai_server(
     client.messages.create(model="local", max_tokens=100, messages=ask,
                            tools=[{"name": "find", "strict": True, "input_schema": closed}])  # type: ignore[list-item]
     assert fake.last["tools"][0]["function"]["strict"] is True  # a schema strict mode holds keeps it
+
+
+@pytest.mark.parametrize(("mode", "sent_type"), [("auto", "auto"), ("required", "any")])
+def test_allowed_tools_choice_on_anthropic(oc: openai.OpenAI, ups: Upstreams, mode: str, sent_type: str) -> None:
+    """tool_choice ``allowed_tools`` (OpenAI: keep every tool defined, let the model use only some) was a 400
+    on an Anthropic deployment ("tool_choice must be auto, none, required or a function"). Anthropic has no
+    such choice: the model is offered only the allowed tools, with auto or any for the mode."""
+    choice: Any = {"type": "allowed_tools", "allowed_tools": {
+        "mode": mode, "tools": [{"type": "function", "function": {"name": "now"}}]}}
+    resp = oc.chat.completions.create(model="claude", messages=[{"role": "user", "content": "time?"}],
+                                      tools=[TRIP, NOW], tool_choice=choice)
+    assert [c.function.name for c in resp.choices[0].message.tool_calls or []] == ["now"]  # type: ignore[union-attr]
+    sent = ups.anthropic.traffic.last.body
+    assert [t["name"] for t in sent["tools"]] == ["now"] and sent["tool_choice"] == {"type": sent_type}

@@ -28,21 +28,18 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 
 from aigw.errors import InvalidRequest
-from aigw.providers.anthropic.strict_schema import apply_response_format, strict_schema
+from aigw.providers.anthropic.strict_schema import apply_response_format
 from aigw.providers.anthropic.thinking import DEFAULT_MAX_TOKENS, apply_reasoning_effort
+from aigw.providers.anthropic.tools import NO_CUSTOM, apply_tools, tool_id
 from aigw.schema.anthropic import BETA_KEY, beta_values
 from aigw.types import JSON
 
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
-_NO_CUSTOM = ("anthropic models do not support {what}: Anthropic tools take JSON input, with no free-text "
-              "or grammar format; use a function tool, or a model served by OpenAI")
-_NOT_IN_TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")  # Anthropic's tool_use ids match ^[a-zA-Z0-9_-]+$
 
 
 # ---------------------------------------------------------------- request: content
@@ -130,7 +127,7 @@ def _tool_use_blocks(tool_calls: Any, param: str) -> list[JSON]:
     blocks = []
     for i, call in enumerate(tool_calls):
         if isinstance(call, dict) and call.get("type") == "custom":
-            raise InvalidRequest(_NO_CUSTOM.format(what="custom tool calls"), param=f"{param}.{i}")
+            raise InvalidRequest(NO_CUSTOM.format(what="custom tool calls"), param=f"{param}.{i}")
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise InvalidRequest("each tool call needs function.name", param=f"{param}.{i}")
@@ -146,14 +143,6 @@ def _tool_use_blocks(tool_calls: Any, param: str) -> list[JSON]:
         blocks.append({"type": "tool_use", "id": tool_id(call.get("id")) or f"toolu_{i}", "name": fn["name"],
                        "input": args})
     return blocks
-
-
-def tool_id(value: Any) -> str:
-    """A tool call id as Anthropic takes it: another provider's (Moonshot's ``functions.name:0``, ...) with
-    each character Anthropic refuses as ``_``, the same for a call and its result."""
-    if not isinstance(value, str):
-        return ""
-    return _NOT_IN_TOOL_ID.sub("_", value)
 
 
 def _tool_result_block(msg: JSON, param: str) -> JSON:
@@ -265,50 +254,6 @@ def split_messages(messages: Any) -> tuple[list[JSON], list[JSON]]:
 # ---------------------------------------------------------------- request: options
 
 
-def _tools(tools: Any) -> list[JSON]:
-    if not isinstance(tools, list):
-        raise InvalidRequest("tools must be a list", param="tools")
-    out = []
-    for i, tool in enumerate(tools):
-        if isinstance(tool, dict) and tool.get("type") == "custom":
-            raise InvalidRequest(_NO_CUSTOM.format(what="custom tools (type 'custom')"), param=f"tools.{i}")
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
-            raise InvalidRequest("only function tools are supported by anthropic", param=f"tools.{i}")
-        item: JSON = {"name": fn.get("name"), "input_schema": fn.get("parameters") or {"type": "object"}}
-        if fn.get("description"):
-            item["description"] = fn["description"]
-        private = tool.get("_anthropic")  # an Anthropic client's strict, when OpenAI's strict mode could not hold
-        if fn.get("strict") is not None:
-            item["strict"] = bool(fn["strict"]) or (isinstance(private, dict) and private.get("strict") is True)
-            if item["strict"]:  # held to the schema by the same grammar as structured output
-                item["input_schema"] = strict_schema(item["input_schema"])
-        if "cache_control" in tool:
-            item["cache_control"] = tool["cache_control"]
-        out.append(item)
-    return out
-
-
-def _tool_choice(choice: Any, parallel: Any) -> JSON | None:
-    if choice is None or choice == "auto":
-        mapped: JSON = {"type": "auto"}
-    elif choice == "required":
-        mapped = {"type": "any"}
-    elif choice == "none":
-        return {"type": "none"}
-    elif isinstance(choice, dict) and choice.get("type") == "custom":
-        raise InvalidRequest(_NO_CUSTOM.format(what="a custom tool_choice"), param="tool_choice")
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        mapped = {"type": "tool", "name": choice["function"].get("name")}
-    else:
-        raise InvalidRequest("tool_choice must be auto, none, required or a function", param="tool_choice")
-    if parallel is False:
-        mapped["disable_parallel_tool_use"] = True
-    elif choice is None:
-        return None
-    return mapped
-
-
 def _merge_private(req: JSON, extra: Any) -> None:
     """Add the top-level ``_anthropic`` fields without overriding what was translated.
 
@@ -366,10 +311,7 @@ def to_anthropic_request(body: JSON, upstream_model: str, *, stream: bool = Fals
         req["system"] = _system_value(system)
     _sampling(req, body)
     if body.get("tools"):
-        req["tools"] = _tools(body["tools"])
-        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
-        if choice is not None:
-            req["tool_choice"] = choice
+        apply_tools(req, body["tools"], body.get("tool_choice"), body.get("parallel_tool_calls"))
     elif body.get("tool_choice") is not None:  # OpenAI's own answer; dropping it would hide the client's bug
         raise InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
                              "specified.", param="tool_choice")
