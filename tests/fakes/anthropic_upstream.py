@@ -29,7 +29,7 @@ from aiohttp import web
 from tests.fakes.anthropic_wire import Plan, WireError, plan, validate
 from tests.fakes.faults import HTML_BODY, Fault, FaultScript, Traffic, before_answer, send_sse
 
-MODELS = ("claude-test-1", "claude-sonnet-4-5", "claude-haiku-4-5")
+MODELS = ("claude-test-1", "claude-sonnet-4-5", "claude-haiku-4-5", "claude-3-5-haiku-20241022")
 API_KEY = "sk-ant-test"
 
 

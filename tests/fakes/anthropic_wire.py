@@ -230,11 +230,17 @@ def _validate_options(body: dict[str, Any]) -> None:
             "output_config.format: Input should be a json_schema format",
         )
         _check_grammar(fmt["schema"], "output_config.format.schema")
+    older = str(body.get("model")).startswith(NO_STRUCTURED_OUTPUTS)
+    _check(fmt is None or not older, f"'{body.get('model')}' does not support structured outputs")
     for i, tool in enumerate(body.get("tools") or ()):
+        _check(not (older and isinstance(tool, dict) and tool.get("strict") is True),
+               f"tools.{i}.strict: '{body.get('model')}' does not support strict tool use")
         if isinstance(tool, dict) and tool.get("strict") is True:
             _check_grammar(tool.get("input_schema"), f"tools.{i}.custom.input_schema")
 
 
+NO_STRUCTURED_OUTPUTS = ("claude-3", "claude-sonnet-4-0", "claude-opus-4-0", "claude-sonnet-4-2025",
+                         "claude-opus-4-2025")  # older Claude models: no output_config.format, no strict tools
 # what structured outputs (and strict tools) refuse, by type, as the real API names it
 REFUSED = {"integer": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
            "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),

@@ -38,7 +38,8 @@ def gw(upstreams: Upstreams) -> Iterator[RunningGateway]:
               "api_base": upstreams.anthropic_server.url, "api_key": ANTHROPIC_KEY}
     oai = {"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": upstreams.openai.base_url,
            "api_key": "sk-oai"}
-    cfg: dict[str, Any] = {"models": [claude, oai], "routing": {"*": {"num_retries": 0}},
+    older = {**claude, "name": "claude-older", "model": "claude-3-5-haiku-20241022"}
+    cfg: dict[str, Any] = {"models": [claude, older, oai], "routing": {"*": {"num_retries": 0}},
                            "circuit_breaker": {"enabled": False}}
     with running_gateway(cfg) as g:
         yield g
@@ -369,3 +370,17 @@ def test_allowed_tools_choice_on_anthropic(oc: openai.OpenAI, ups: Upstreams, mo
     assert [c.function.name for c in resp.choices[0].message.tool_calls or []] == ["now"]  # type: ignore[union-attr]
     sent = ups.anthropic.traffic.last.body
     assert [t["name"] for t in sent["tools"]] == ["now"] and sent["tool_choice"] == {"type": sent_type}
+
+
+def test_structured_output_on_a_claude_without_it(oc: openai.OpenAI, ups: Upstreams) -> None:
+    """Claude models before Sonnet 4.5 / Opus 4.1 / Haiku 4.5 have no structured outputs: response_format
+    json_schema (and strict tools) on such a deployment was Anthropic's 400. The schema is asked for in the
+    system prompt instead, as for json_object, and tools go without strict."""
+    ask: Any = [{"role": "user", "content": "Ann, 30, Oslo"}]
+    resp = oc.chat.completions.create(model="claude-older", messages=ask, response_format={
+        "type": "json_schema", "json_schema": {"name": "person", "schema": Person.model_json_schema()}})
+    assert resp.choices[0].finish_reason == "stop"
+    sent = ups.anthropic.traffic.last.body
+    assert "output_config" not in sent and '"addresses"' in sent["system"]
+    resp = oc.chat.completions.create(model="claude-older", messages=ask, tools=[openai.pydantic_function_tool(Person)])
+    assert resp.choices[0].finish_reason == "tool_calls" and "strict" not in ups.anthropic.traffic.last.body["tools"][0]

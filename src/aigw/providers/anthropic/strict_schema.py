@@ -14,11 +14,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from aigw.types import JSON
 
 STRING_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6",
                             "uuid"})
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
+SCHEMA_INSTRUCTION = "Respond with a single valid JSON object and nothing else, matching this JSON schema: "
+# Claude models without structured outputs (output_config.format) and strict tools: they came with Sonnet 4.5,
+# Opus 4.1 and Haiku 4.5 (Bedrock-style names, ``anthropic.`` / ``us.anthropic.``, are read without the prefix)
+_NO_STRUCTURED_PREFIXES = ("claude-3", "claude-2", "claude-instant", "claude-sonnet-4-0", "claude-opus-4-0",
+                           "claude-sonnet-4-2025", "claude-opus-4-2025")
+
+
+def structured_outputs(model: str) -> bool:
+    """Whether an upstream Claude model takes ``output_config.format`` and ``strict`` tools (unknown names do)."""
+    name = model.rsplit(".", 1)[-1] if model.startswith(("anthropic.", "us.", "eu.", "apac.")) else model
+    return not name.startswith(_NO_STRUCTURED_PREFIXES)
 
 
 def _primitive(value: Any) -> bool:
@@ -79,13 +92,17 @@ def strict_schema(schema: Any) -> Any:
 
 
 def apply_response_format(req: JSON, fmt: Any, system: list[JSON]) -> None:
-    """``response_format``: ``json_schema`` as Anthropic's native structured output (``output_config.format``);
-    ``json_object`` has no native twin, so one line is added to the system prompt asking for one JSON object."""
+    """``response_format``: ``json_schema`` as Anthropic's native structured output (``output_config.format``),
+    or on a Claude without it a system line asking for JSON matching the schema; ``json_object`` has no native
+    twin, so one line is added to the system prompt asking for one JSON object."""
     if not isinstance(fmt, dict):
         return
     if fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not structured_outputs(str(req.get("model") or "")):  # an older Claude: asked for in the prompt
+            system.append({"type": "text", "text": SCHEMA_INSTRUCTION + orjson.dumps(schema or {}).decode()})
+            return
         schema = strict_schema(schema or {"type": "object"})
         req["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     elif fmt.get("type") == "json_object":

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from aigw.errors import InvalidRequest
-from aigw.providers.anthropic.strict_schema import strict_schema
+from aigw.providers.anthropic.strict_schema import strict_schema, structured_outputs
 from aigw.types import JSON
 
 NO_CUSTOM = ("anthropic models do not support {what}: Anthropic tools take JSON input, with no free-text "
@@ -85,8 +85,10 @@ def _allowed(choice: JSON, tools: list[JSON]) -> tuple[list[JSON], Any]:
 
 
 def apply_tools(req: JSON, tools: Any, choice: Any, parallel: Any) -> None:
-    """Set ``tools`` and ``tool_choice`` on an Anthropic request."""
+    """Set ``tools`` and ``tool_choice`` on an Anthropic request (an older Claude takes no ``strict``)."""
     req["tools"] = _tools(tools)
+    if not structured_outputs(str(req.get("model") or "")):
+        req["tools"] = [{k: v for k, v in t.items() if k != "strict"} if "strict" in t else t for t in req["tools"]]
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         req["tools"], choice = _allowed(choice, req["tools"])
     mapped = _tool_choice(choice, parallel)
