@@ -384,3 +384,33 @@ def test_structured_output_on_a_claude_without_it(oc: openai.OpenAI, ups: Upstre
     assert "output_config" not in sent and '"addresses"' in sent["system"]
     resp = oc.chat.completions.create(model="claude-older", messages=ask, tools=[openai.pydantic_function_tool(Person)])
     assert resp.choices[0].finish_reason == "tool_calls" and "strict" not in ups.anthropic.traffic.last.body["tools"][0]
+
+
+def test_a_streamed_parallel_tool_loop_keeps_ids_both_ways(oc: openai.OpenAI, ac: anthropic.Anthropic,
+                                                          ups: Upstreams) -> None:
+    """Two rounds of a tool loop, streamed: the ids the client accumulated are the ones each upstream pairs."""
+    calls = streamed_calls(oc, [TRIP, NOW], "Rome")
+    msgs: Any = [{"role": "user", "content": "Rome"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for c in calls.values()]}]
+    msgs += [{"role": "tool", "tool_call_id": c["id"], "content": [{"type": "text", "text": f"r{i}"}]}
+             for i, c in calls.items()]
+    answer = oc.chat.completions.create(model="claude", messages=msgs, tools=[TRIP, NOW])
+    assert answer.choices[0].message.content == "tool results: r0 r1"
+    sent = ups.anthropic.traffic.last.body["messages"]
+    assert [b["id"] for b in sent[1]["content"] if b["type"] == "tool_use"] == [c["id"] for c in calls.values()]
+
+    weather: Any = WEATHER_TOOL
+    ask: Any = [{"role": "user", "content": "Oslo"}]
+    with ac.messages.stream(model="oai", max_tokens=100, tools=[weather, {**weather, "name": "get_time"}],
+                            messages=ask) as stream:
+        final = stream.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert final.stop_reason == "tool_use" and len(uses) == 2
+    results: Any = [{"type": "tool_result", "tool_use_id": u.id, "content": f"r{i}", "is_error": i == 1}
+                    for i, u in enumerate(uses)]
+    again = ac.messages.create(model="oai", max_tokens=100, tools=[weather], messages=[
+        *ask, {"role": "assistant", "content": [u.model_dump() for u in uses]}, {"role": "user", "content": results}])
+    assert again.content[0].type == "text" and again.content[0].text == "Tool results: r0; Error: r1"
+    sent = ups.openai.traffic.last.body["messages"]
+    assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == [u.id for u in uses]
