@@ -18,6 +18,7 @@ from aigw.types import JSON
 
 _USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})
 _ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+_TOOL_MAPPED = frozenset({"name", "description", "input_schema", "strict", "cache_control"})  # canonical has these
 
 
 def _need(cond: bool, message: str, param: str) -> None:
@@ -256,10 +257,14 @@ def convert_tools(tools: Any) -> tuple[list[JSON], list[JSON]]:
         if tool.get("description"):
             function["description"] = tool["description"]
         item: JSON = {"type": "function", "function": function}
+        # what only Anthropic reads (input_examples, defer_loading, allowed_callers, type), for an Anthropic upstream
+        private = {k: v for k, v in tool.items() if k not in _TOOL_MAPPED}
         if tool.get("strict") is not None:
             function["strict"] = tool["strict"] is True and openai_strict(tool["input_schema"])
             if tool["strict"] is True and not function["strict"]:  # kept for an Anthropic upstream
-                item["_anthropic"] = {"strict": True}
+                private["strict"] = True
+        if private:
+            item["_anthropic"] = private
         if tool.get("cache_control") is not None:
             item["cache_control"] = tool["cache_control"]
         functions.append(item)

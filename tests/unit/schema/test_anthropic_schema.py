@@ -514,3 +514,15 @@ def test_strict_tools_keep_strict_where_each_upstream_can_hold_it() -> None:
     assert [t["function"]["strict"] for t in strip_private(canonical)["tools"]] == [False, True]
     assert "_anthropic" not in str(strip_private(canonical)["tools"])
     assert [t["strict"] for t in to_anthropic_request(canonical, "claude")["tools"]] == [True, True]
+
+
+def test_tool_fields_only_anthropic_reads_reach_an_anthropic_upstream() -> None:
+    """A client tool's fields beyond name, description, input_schema, strict and cache_control (input_examples,
+    defer_loading for tool search, allowed_callers for programmatic calls, type custom) were dropped on the way
+    to an Anthropic upstream: the tool arrived without them. They ride in ``_anthropic``; others never see them."""
+    tool = {"type": "custom", "name": "f", "input_schema": {"type": "object"}, "defer_loading": True,
+            "input_examples": [{"a": 1}], "allowed_callers": ["code_execution_20250825"]}
+    canonical = messages_request_to_canonical(request(tools=[tool]))
+    assert to_anthropic_request(canonical, "claude")["tools"] == [tool]
+    assert strip_private(canonical)["tools"] == [{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "object"}}}]

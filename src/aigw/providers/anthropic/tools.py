@@ -49,6 +49,8 @@ def _tools(tools: Any) -> list[JSON]:
                 item["input_schema"] = strict_schema(item["input_schema"])
         if "cache_control" in tool:
             item["cache_control"] = tool["cache_control"]
+        if isinstance(private, dict):  # an Anthropic client's tool fields the canonical shape has no place for
+            item.update((k, v) for k, v in private.items() if k != "strict")
         out.append(item)
     return out
 
