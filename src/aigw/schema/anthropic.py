@@ -246,9 +246,8 @@ def message_id(canonical_id: Any) -> str:
 
 
 def anthropic_usage(usage: Any) -> JSON:
-    """Canonical usage -> Anthropic usage (input_tokens excludes cache reads and writes; output_tokens includes
-    thinking), the counts the ledger bills; ``cache_creation`` only when there were writes, so an answer without
-    any reads as it always did."""
+    """Canonical usage -> Anthropic usage, the counts the ledger bills (input_tokens without cache reads and writes,
+    output_tokens with thinking); ``cache_creation`` only when there were writes (an answer without any as ever)."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
     details = details if isinstance(details, dict) else {}
@@ -289,9 +288,8 @@ def matched_stop(choice: JSON, private: JSON) -> JSON:
 
 
 def stop_reason(finish_reason: Any, private: Any, called_tools: bool = False) -> str:
-    """Anthropic stop_reason: the upstream's own if it was carried, else mapped. An answer that called tools
-    ends with ``tool_use`` even when an OpenAI-compatible server said ``stop`` (vLLM, Ollama and others do):
-    an agent loop waits for ``tool_use`` to run them."""
+    """Anthropic stop_reason: the upstream's own if it was carried, else mapped. An answer that called tools ends
+    with ``tool_use`` even when an OpenAI-compatible server said ``stop`` (vLLM, Ollama): agent loops wait for it."""
     if isinstance(private, dict) and isinstance(private.get("stop_reason"), str):
         return str(private["stop_reason"])
     mapped = _FINISH_TO_STOP.get(str(finish_reason), "end_turn")
