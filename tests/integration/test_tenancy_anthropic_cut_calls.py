@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.fakes.anthropic_upstream import AnthropicUpstream, anthropic_error, overloaded_event
+from tests.fakes.anthropic_wire import plan
 from tests.fakes.faults import Fault
 from tests.integration.cut_calls_support import (
     IN,
@@ -84,7 +85,7 @@ def test_a_stream_cut_after_its_200_before_any_event_bills_its_prompt(
     _assert_prompt_billed(gw, db, ledger_row(db, admin, key["id"]), key["id"], 502)
 
 
-def test_a_stream_cut_mid_way_bills_its_prompt_and_what_it_sent(
+def test_a_stream_cut_mid_way_bills_the_input_its_start_told_and_what_it_sent(
         gw: RunningGateway, db: Path, ant: AnthropicUpstream) -> None:
     admin, key, client = new_key(gw, "ant-cut-midway")
     # message_start, content_block_start, ping and two text deltas arrive one by one, then the cut
@@ -92,8 +93,9 @@ def test_a_stream_cut_mid_way_bills_its_prompt_and_what_it_sent(
     with pytest.raises(openai.APIError):
         stream_text(client, "claude")
     row = ledger_row(db, admin, key["id"])
-    assert row["prompt_tokens"] == prompt_tokens(MODEL) and row["completion_tokens"] > 0
-    assert row["usage_source"] == "local"
+    told = plan(ant.traffic.last.body, set()).usage  # its message_start's input, which came before the cut
+    assert row["prompt_tokens"] == told["input_tokens"] != prompt_tokens(MODEL)  # not the local count of it
+    assert row["completion_tokens"] > 0 and row["usage_source"] == "local"  # the output is counted
     assert row["cost_nano"] == row["prompt_tokens"] * IN + row["completion_tokens"] * OUT
     assert settled(gw, key["id"]) == row["cost_nano"]
 

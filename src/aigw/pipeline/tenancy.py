@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aigw.accounting.ledger import Ledger
@@ -165,6 +165,7 @@ class StreamText:
     content: list[str] = field(default_factory=list)  # text and tool-call arguments
     reasoning: list[str] = field(default_factory=list)  # thinking, billed as output (reasoning tokens)
     chunks: int = 0  # any at all: the upstream had started answering (and billing) when the stream ended
+    start_usage: JSON | None = None  # the input split the stream's start told (Anthropic's message_start)
 
 
 def grant_of(ctx: RequestContext) -> Grant | None:
@@ -221,8 +222,12 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
             else:
                 text, thought = answer_text(answered) if isinstance(answered, dict) else ("", "")
             count = svc.tokens.count_text
-            prompt = svc.tokens.count_prompt(ctx.body, d.model if d is not None else "")  # images as d bills them
-            tokens = Tokens(fresh_input=prompt, output=count(text), reasoning=count(thought))
+            start = tokens_from_usage(streamed.start_usage) if streamed is not None else None
+            if start is not None:  # its input as the upstream told it (cache reads and writes apart), output counted
+                tokens = replace(start, output=count(text), reasoning=count(thought))
+            else:
+                prompt = svc.tokens.count_prompt(ctx.body, d.model if d is not None else "")  # images as d bills
+                tokens = Tokens(fresh_input=prompt, output=count(text), reasoning=count(thought))
             source = "local"
         else:
             tokens, source = Tokens(), "none"

@@ -231,6 +231,34 @@ async def test_a_cut_stream_without_usage_is_charged_by_a_local_count() -> None:
     assert (row.status, row.error_kind, row.usage_source, row.stream) == (502, "upstream_error", "local", True)
 
 
+async def test_a_cut_stream_whose_start_said_its_input_is_charged_that_input_not_a_fresh_prompt() -> None:
+    """Anthropic's message_start tells the input split up front (cache reads and writes): a stream cut afterwards was
+    charged its whole prompt, counted locally, as fresh input (a cached prompt up to 10x its price)."""
+    from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
+
+    svc = _services()
+    start = {"prompt_tokens": 5000, "completion_tokens": 1,
+             "prompt_tokens_details": {"cached_tokens": 4000, "cache_write_tokens": 900}}
+    stage = accounting.build(_deps(svc))
+    assert stage is not None
+    ctx = _ctx(stream=True)
+
+    async def chunks() -> AsyncIterator[JSON]:
+        yield {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+               PRIVATE_KEY: {START_USAGE: start}}
+        for w in ("Hello", " there", " friend"):
+            yield {"choices": [{"index": 0, "delta": {"content": w}}]}
+        raise errors.UpstreamError("connection reset")
+
+    ctx.served_by = MOCK
+    with pytest.raises(errors.GatewayError) as err:
+        async for _ in stage.on_stream(ctx, chunks()):
+            pass
+    ctx.error = err.value
+    t = measure(ctx, svc).tokens
+    assert (t.fresh_input, t.cached_input, t.cache_write, t.output) == (100, 4000, 900, 3)
+
+
 async def test_a_cut_stream_that_was_refusing_is_charged_for_the_refusal() -> None:
     # a model's refusal streams as ``delta.refusal`` and is billed as output: a cut stream counted none of it
     svc = _services()

@@ -23,7 +23,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.side_calls import SIDE_CALLS, side_rows
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.tenancy import BUDGET_DONE, CUT, SERVICE, STREAM_TEXT, StreamText, TenancyServices, measure
-from aigw.schema.anthropic import PRIVATE_KEY
+from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 from aigw.schema.openai import call_text
 from aigw.stores.base import SpendRecord
 from aigw.stores.sql_ledger import day_of, new_record_id
@@ -101,6 +101,8 @@ async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON], svc: Tena
     async for chunk in chunks:
         kept.chunks += 1
         last = chunk
+        if kept.chunks == 1 and PRIVATE_KEY in chunk:  # the input split known up front, should no usage follow
+            kept.start_usage = (chunk[PRIVATE_KEY] or {}).get(START_USAGE)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content") or choice.get("text")
