@@ -238,3 +238,38 @@ async def test_reasoning_calls_in_flight_together_cannot_overrun_a_small_budget(
         ctx.served_by, ctx.usage = CLAUDE, {"prompt_tokens": 50, "completion_tokens": 16384 + 4096}
         await stage.on_finish(ctx)
     assert await stage.svc.budgets.spent(stage.plan(ctxs[0])[0][0], 0.0) == 2 * full <= limits.budget_usd * NANO  # type: ignore[operator]
+
+
+OPUS = Deployment(name="opus", provider="anthropic", model="claude-opus-4-6", id="opus#0")  # the table's prices
+AUDIO = Deployment(name="voice", provider="openai", model="gpt-4o-audio-preview", id="voice#0")
+
+
+def _priced_ctx(model: str, **extra: Any) -> RequestContext:
+    ctx = _ctx(Limits(), body={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100,
+                               **extra})
+    ctx.model = model
+    ctx.state[ESTIMATE] = 10
+    return ctx
+
+
+def test_a_fast_mode_call_reserves_fast_mode_rates() -> None:
+    """Claude's fast mode (``speed: "fast"``, kept for the Anthropic upstream) is billed at 6x on Opus 4.6: reserved
+    at standard rates, concurrent fast calls each settled at up to six times their reservation."""
+    stage = _stage(OPUS)
+    standard = stage.worst_case_nano(_priced_ctx("opus"))
+    fast = stage.worst_case_nano(_priced_ctx("opus", _anthropic={"speed": "fast"}))
+    assert fast == 6 * standard
+
+
+def test_a_model_billed_more_for_us_only_inference_reserves_that_rate() -> None:
+    """US-only inference (the request's ``inference_geo`` or the workspace's default, which the gateway cannot see)
+    is billed at 1.1x on Claude 4.6 and later: the reservation covers it."""
+    stage = _stage(OPUS)
+    assert stage.worst_case_nano(_priced_ctx("opus")) == round(1.1 * (10 * 5_000 + 100 * 25_000))
+
+
+def test_an_audio_model_reserves_its_audio_rates() -> None:
+    """An audio model bills audio tokens at their own rates (gpt-4o-audio-preview: 16x the text input, 8x the
+    output): reserved at the text rates, an answer in audio settled at up to 8x its reservation."""
+    stage = _stage(AUDIO)
+    assert stage.worst_case_nano(_priced_ctx("voice")) == 10 * 40_000 + 100 * 80_000

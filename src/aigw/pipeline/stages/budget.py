@@ -42,6 +42,7 @@ from aigw.pipeline.stages.budget_worst import (
     answers,
     cache_write,
     count,
+    fast_mode,
     joined,
     output_caps,
     output_tokens,
@@ -125,6 +126,8 @@ class BudgetStage(Stage):
             prompt = upper_estimate(body, images if self._image_bounds else None)
         tier = body.get("service_tier")
         dearer = tier if tier in DEARER_TIERS else None  # flex may be served at standard rates: reserve those
+        if dearer is None and fast_mode(body):
+            dearer = "priority"
         # a prompt marked for Anthropic's cache may be written to it, at 1.25x input (5 min) or 2x (1 h): the
         # whole prompt at that rate (a byte estimate erring 1.1x high on code does not cover 2x)
         write = cache_write(body) if ctx.endpoint == "chat" else ""

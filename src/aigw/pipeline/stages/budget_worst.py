@@ -131,7 +131,21 @@ def cache_write(body: JSON) -> str:
 def worst_rates(prices: list[Price], write: str = "") -> Rates:
     """Dearest input, output-or-reasoning, per-request and per-search price over a model's deployments;
     input at the dearest of its cache-write rates too when the prompt may be written (``write``: "5m" or
-    "1h")."""
-    return Rates(max(input_rate(p, write) for p in prices),
-                 max(max(p.output, p.output if p.reasoning is None else p.reasoning) for p in prices),
+    "1h"); tokens at their audio rates where a model has dearer ones (an answer may be audio), and at the
+    dearest geography's multiple (Anthropic's US-only inference: asked by the request or by the workspace's
+    default, which the gateway cannot see)."""
+    return Rates(max(max(input_rate(p, write), p.audio_input or 0.0) * _geo(p) for p in prices),
+                 max(max(p.output, p.output if p.reasoning is None else p.reasoning, p.audio_output or 0.0) * _geo(p)
+                     for p in prices),
                  max(p.per_request for p in prices), max(p.per_web_search for p in prices))
+
+
+def _geo(p: Price) -> float:
+    return max(1.0, *p.geo.values()) if p.geo else 1.0
+
+
+def fast_mode(body: JSON) -> bool:
+    """Whether an Anthropic client asked for Claude's fast mode (``speed: "fast"``, kept for the Anthropic upstream):
+    billed at the ``priority`` tier's rates (``providers/anthropic/translate_response.service_tier``)."""
+    own = body.get(PRIVATE_KEY)
+    return isinstance(own, dict) and own.get("speed") == "fast"
