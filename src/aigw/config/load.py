@@ -1,6 +1,7 @@
 """Load the gateway's config: YAML file + environment. The only reader of os.environ.
 
-``${NAME}`` and ``${NAME:-default}`` in any string value read the environment.
+``${NAME}`` and ``${NAME:-default}`` in any string value read the environment (the default when NAME is
+unset or empty, as in a shell).
 With no ``models:`` the gateway serves the mock provider's models and adds every
 provider whose API key is in the environment, so a newcomer gets a working
 gateway with no file at all.
@@ -45,10 +46,10 @@ def _substitute(value: Any, where: str, source: str) -> Any:
 
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            if default is not None:  # as a shell and docker compose read it: unset or empty
+                return os.environ.get(name) or default
             if name in os.environ:
                 return os.environ[name]
-            if default is not None:
-                return default
             raise ConfigError(f"{source}: {where}: environment variable {name} is not set (use ${{{name}:-default}})")
 
         return _VAR.sub(repl, value)

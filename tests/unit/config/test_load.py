@@ -186,3 +186,14 @@ def test_a_deployment_serves_legacy_completions_natively_only_where_its_upstream
         provider: str, model: str, extra: dict[str, object], modes: list[str]) -> None:
     d = Deployment.model_validate({"name": "m", "provider": provider, "model": model, **extra})
     assert d.modes == modes
+
+
+def test_a_default_is_used_when_the_variable_is_set_but_empty(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${PORT:-4100}`` with PORT exported empty (docker compose passes ``PORT=${PORT}`` on as empty when the host
+    has none) read as "" (a 'valid integer' error on server.port), not 4100 as a shell and compose read it."""
+    monkeypatch.setenv("PORT", "")
+    monkeypatch.setenv("EMPTY_KEY", "")
+    path = write_config(tmp_path, "server:\n  port: ${PORT:-4100}\n  master_key: ${EMPTY_KEY}\n")
+    config = load_config(path)
+    assert config.server.port == 4100 and config.server.master_key == ""  # no default: empty stays empty
