@@ -1,7 +1,7 @@
 """Load the gateway's config: YAML file + environment. The only reader of os.environ.
 
 ``${NAME}`` and ``${NAME:-default}`` in any string value read the environment (the default when NAME is
-unset or empty, as in a shell).
+unset or empty, as in a shell; ``refs.py``).
 With no ``models:`` the gateway serves the mock provider's models and adds every
 provider whose API key is in the environment, so a newcomer gets a working
 gateway with no file at all.
@@ -10,7 +10,6 @@ gateway with no file at all.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ from pydantic import ValidationError
 from aigw.config.cache import setup_problem
 from aigw.config.explain import describe
 from aigw.config.models import Deployment, GatewayConfig
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+from aigw.config.refs import RefError, expand
 
 PURGE_LOG_ENV = "AIGW_PURGE_LOG"
 COUNTER_SOCKET_ENV = "AIGW_COUNTER_SOCKET"
@@ -43,16 +41,10 @@ def env(name: str, default: str = "") -> str:
 
 def _substitute(value: Any, where: str, source: str) -> Any:
     if isinstance(value, str):
-
-        def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if default is not None:  # as a shell and docker compose read it: unset or empty
-                return os.environ.get(name) or default
-            if name in os.environ:
-                return os.environ[name]
-            raise ConfigError(f"{source}: {where}: environment variable {name} is not set (use ${{{name}:-default}})")
-
-        return _VAR.sub(repl, value)
+        try:
+            return expand(value, os.environ.get)
+        except RefError as exc:
+            raise ConfigError(f"{source}: {where or '(top level)'}: {exc}") from None
     if isinstance(value, dict):
         return {k: _substitute(v, f"{where}.{k}" if where else str(k), source) for k, v in value.items()}
     if isinstance(value, list):

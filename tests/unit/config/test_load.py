@@ -197,3 +197,33 @@ def test_a_default_is_used_when_the_variable_is_set_but_empty(tmp_path: Path,
     path = write_config(tmp_path, "server:\n  port: ${PORT:-4100}\n  master_key: ${EMPTY_KEY}\n")
     config = load_config(path)
     assert config.server.port == 4100 and config.server.master_key == ""  # no default: empty stays empty
+
+
+@pytest.mark.parametrize("ref", ["${OPENAI_KEY:default}", "${OPENAI_KEY-x}", "${ OPENAI_KEY }", "${OPENAI_KEY",
+                                 "${}", "${1KEY}", "sk-${OPENAI_KEY:=x}"])
+def test_a_malformed_reference_is_refused_not_kept_as_literal_text(tmp_path: Path, ref: str) -> None:
+    """A reference the loader did not understand stayed in the value as it was written: `${OPENAI_KEY:default}`
+    went upstream as the API key (a 401 at the first call), `config check` said ok."""
+    path = write_config(tmp_path, f"models:\n  - name: a\n    provider: openai\n    api_key: '{ref}'\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: models[0].api_key: ") and "${NAME:-default}" in message, message
+
+
+def test_a_default_may_hold_a_reference_and_a_literal_dollar_brace_is_written_doubled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${A:-${B:-x}}`` (as docker compose reads it) came out as the text ``${B:-x}``; ``$${`` is a literal ``${``;
+    a variable's value is never read again for references."""
+    monkeypatch.setenv("B", "from-b")
+    monkeypatch.setenv("C", "${NOT_READ}")
+    path = write_config(tmp_path, "server:\n  master_key: ${A:-${B:-x}}\n"
+                                  "models:\n  - {name: a, provider: mock, api_key: '$${LIT}-${C}-${A:-${Z:-z}}'}\n")
+    config = load_config(path)
+    assert config.server.master_key == "from-b"
+    assert config.models[0].api_key == "${LIT}-${NOT_READ}-z"
+
+
+def test_an_unset_variable_in_an_unused_default_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("A", "a")
+    assert load_config(write_config(tmp_path, "server:\n  master_key: ${A:-${UNSET_B}}\n")).server.master_key == "a"
