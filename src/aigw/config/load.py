@@ -20,6 +20,7 @@ from aigw.config.cache import setup_problem
 from aigw.config.explain import describe
 from aigw.config.models import Deployment, GatewayConfig
 from aigw.config.refs import RefError, expand
+from aigw.config.urls import http_url
 
 PURGE_LOG_ENV = "AIGW_PURGE_LOG"
 COUNTER_SOCKET_ENV = "AIGW_COUNTER_SOCKET"
@@ -144,20 +145,21 @@ def default_models() -> list[Deployment]:
     out = [Deployment(name=n, provider="mock", model=n) for n in MOCK_MODELS[:2]]
     out.append(Deployment(name=MOCK_MODELS[2], provider="mock", model=MOCK_MODELS[2], modes=["embeddings"]))
     if key := os.environ.get("OPENAI_API_KEY"):
-        base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+        base = _base_url("OPENAI_BASE_URL", "https://api.openai.com/v1")
         out += [Deployment(name=m, provider="openai", api_base=base, api_key=key) for m in OPENAI_MODELS]
         out += [
             Deployment(name=m, provider="openai", api_base=base, api_key=key, modes=["embeddings"])
             for m in OPENAI_EMBEDDINGS
         ]
     if key := os.environ.get("ANTHROPIC_API_KEY"):
-        base = os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+        base = _base_url("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
         out += [
             Deployment(name=m, provider="anthropic", api_base=base, api_key=key, modes=["chat"])
             for m in ANTHROPIC_MODELS
         ]
     key, endpoint = os.environ.get("AZURE_OPENAI_API_KEY"), os.environ.get("AZURE_OPENAI_ENDPOINT")
     if key and endpoint:
+        endpoint = _base_url("AZURE_OPENAI_ENDPOINT", endpoint)
         version = os.environ.get("AZURE_OPENAI_API_VERSION", "2024-10-21")
         names = os.environ.get("AZURE_OPENAI_DEPLOYMENTS", "gpt-4o,gpt-4o-mini")
         out += [
@@ -168,6 +170,15 @@ def default_models() -> list[Deployment]:
             for d in (n.strip() for n in names.split(",")) if d
         ]
     return out
+
+
+def _base_url(name: str, default: str) -> str:
+    """The variable ``name``'s URL (``default`` when unset or empty); a ConfigError naming it when no http(s) URL."""
+    value = os.environ.get(name) or default
+    try:
+        return http_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConfig:
@@ -190,7 +201,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, from_env)) from None
     if not config.models:
-        config.models = default_models()
+        try:
+            config.models = default_models()
+        except ConfigError as exc:  # a provider's base URL in the environment
+            raise ConfigError(f"{source}: {exc}") from None
     _check_models(config, source)
     _check_cache(config, source, from_env.get("cache.redis_url", ""))
     return config

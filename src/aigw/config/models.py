@@ -16,7 +16,7 @@ from aigw.config.cache import CacheConfig
 from aigw.config.guardrails import GuardrailsConfig
 from aigw.config.observability import ObservabilityConfig
 from aigw.config.tenancy import TenancyConfig
-from aigw.config.urls import redis_scheme
+from aigw.config.urls import http_url, redis_scheme
 
 ProviderKind = Literal["openai", "azure", "anthropic", "openai_compatible", "mock"]
 Mode = Literal["chat", "embeddings", "completions"]
@@ -119,6 +119,11 @@ class Deployment(Strict):
     # completion models: gpt-3.5-turbo-instruct, davinci-002, babbage-002)
     modes: list[Mode] = Field(default_factory=lambda: list[Mode](["chat", "completions"]))
     id: str = ""  # stable deployment id; defaults to name/provider/model/index
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base(cls, v: str) -> str:
+        return http_url(v)  # else every call failed at the client: a 502 'NonHttpUrlClientError'
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Deployment:

@@ -1,6 +1,9 @@
-"""The Redis URL check shared by ``redis_url`` and ``cache.redis_url`` (a leaf: both models import it)."""
+"""URL checks of the config: the Redis URL shared by ``redis_url`` and ``cache.redis_url``, and a deployment's
+``api_base`` (a leaf: the models import it)."""
 
 from __future__ import annotations
+
+import urllib.parse
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url accepts
 
@@ -12,3 +15,27 @@ def redis_scheme(value: str) -> str:
         raise ValueError("must be empty or start with redis://, rediss:// or unix:// "
                          "(e.g. redis://127.0.0.1:6379/0)")
     return value
+
+
+def http_url(value: str) -> str:
+    """``value`` when empty or an http(s) URL with a host, as the upstream client needs; else ValueError.
+    The value is not echoed: it may hold credentials."""
+    if not value:
+        return value
+    why = ""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 -- parsing it is the check
+    except ValueError as exc:  # an unclosed '[', a port that is no number
+        why = f" ({exc})"
+    else:
+        if parts.scheme.lower() not in ("http", "https"):
+            why = " (it has no http:// or https:// at its start)" if "://" not in value else ""
+        elif not parts.hostname:
+            why = " (no host)"
+        elif any(c.isspace() or not c.isprintable() for c in value):
+            why = " (it holds a space or a control character)"
+        else:
+            return value
+    raise ValueError(f"must be an http:// or https:// URL with a host, e.g. https://api.openai.com/v1 or "
+                     f"http://127.0.0.1:8000/v1{why}")

@@ -227,3 +227,29 @@ def test_a_default_may_hold_a_reference_and_a_literal_dollar_brace_is_written_do
 def test_an_unset_variable_in_an_unused_default_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("A", "a")
     assert load_config(write_config(tmp_path, "server:\n  master_key: ${A:-${UNSET_B}}\n")).server.master_key == "a"
+
+
+@pytest.mark.parametrize("base", ["localhost:8000/v1", "127.0.0.1:11434/v1", "api.openai.com/v1", "ftp://h/v1",
+                                  "http:///v1", "https://my host/v1", "https://h:port/v1"])
+def test_an_api_base_that_is_no_http_url_fails_at_load_naming_the_field(tmp_path: Path, base: str) -> None:
+    """`config check` said ok and every call to the model was a 502 'upstream connection failed:
+    NonHttpUrlClientError', after its retries (a URL without http:// is the usual slip)."""
+    path = write_config(tmp_path, f"models:\n  - {{name: a, provider: openai_compatible, api_base: '{base}'}}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "  models[0].api_base: must be an http:// or https:// URL" in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:11434/v1", "https://x.openai.azure.com", "HTTPS://api.groq.com/openai/v1",
+                                  "http://[::1]:8000/v1"])
+def test_the_api_bases_an_upstream_is_reached_at_are_accepted(tmp_path: Path, base: str) -> None:
+    path = write_config(tmp_path, f"models:\n  - {{name: a, provider: openai_compatible, api_base: '{base}'}}\n")
+    assert load_config(path).models[0].api_base == base
+
+
+def test_a_base_url_from_the_environment_that_is_no_http_url_names_the_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8080/v1")
+    with pytest.raises(ConfigError, match=r"^\(defaults\): OPENAI_BASE_URL: must be an http:// or https:// URL"):
+        load_config()
