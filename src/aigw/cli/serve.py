@@ -41,8 +41,9 @@ def is_loopback(host: str) -> bool:
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 4000).")
-@click.option("--workers", type=int, default=None, help="Worker processes (default 1).")
+# the bounds of ServerConfig's port and workers, checked here so that the error names the option, not the file
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default 4000; 0: any free one).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default 1).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without a master key.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]))

@@ -51,3 +51,17 @@ def test_serve_with_bad_config_does_not_start(tmp_path: Path) -> None:
     path.write_text("nonsense: true\n")
     result = CliRunner().invoke(cli, ["serve", "--config", str(path)])
     assert result.exit_code == 2 and "nonsense" in result.output
+
+
+@pytest.mark.parametrize(("args", "option"), [(["--port", "99999"], "--port"), (["--port", "-1"], "--port"),
+                                               (["--workers", "0"], "--workers"), (["--workers", "65"], "--workers")])
+def test_a_bad_serve_option_is_blamed_on_the_option_not_the_config_file(tmp_path: Path, args: list[str],
+                                                                       option: str) -> None:
+    """`aigw serve --config ok.yaml --port 99999` said "ok.yaml: invalid configuration  server.port: ...": the
+    operator looked for a port in a file that has none."""
+    path = tmp_path / "ok.yaml"
+    path.write_text(f"database_url: sqlite:///{tmp_path}/x.db\n")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(path), *args])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.output and "invalid configuration" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml"]  # nothing started
