@@ -64,7 +64,10 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             err=True,
         )
         sys.exit(2)
-    listening = f"aigw listening on http://{server.host}:{server.port}  models: {', '.join(config.model_names())}"
+    def listening(port: int) -> None:  # the port bound (--port 0 asks for any free one), the host as a URL has it
+        shown = f"[{server.host}]" if ":" in server.host else server.host
+        click.echo(f"aigw listening on http://{shown}:{port}  models: {', '.join(config.model_names())}", err=True)
+
     if server.workers > 1:
         # the workers read their config again from the environment: `--workers N` must reach them too, or
         # each believes it runs alone (no per-worker warning for limits and budgets without redis_url)
@@ -84,14 +87,14 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
                 try:
                     code = serve_workers(server.host, server.port, server.workers, log_level, log_format,
                                          GRACEFUL_S, drain_s, metrics_dir,
-                                         on_listen=lambda: click.echo(listening, err=True))
+                                         on_listen=listening)
                 except StartupFailed as exc:  # the port could not be bound
                     click.echo(f"aigw: {exc}", err=True)
                     code = START_FAILED_EXIT
                 if code:
                     sys.exit(code)
             else:
-                click.echo(listening, err=True)
+                listening(server.port)
                 run_uvicorn("aigw.app:create_app", server.host, server.port, server.workers)
         finally:
             if counters is not None:
@@ -114,12 +117,12 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
             try:  # "listening" once the port is bound: a port in use is refused with a reason, not announced
                 run(app, server.host, server.port, graceful_timeout_s=GRACEFUL_S,
-                    on_listen=lambda port: click.echo(listening, err=True))
+                    on_listen=listening)
             except StartupFailed as exc:
                 click.echo(f"aigw: {exc}", err=True)  # the start-up hook's own log line says why
                 sys.exit(START_FAILED_EXIT)
         else:
-            click.echo(listening, err=True)
+            listening(server.port)
             run_uvicorn(app, server.host, server.port, 1)
 
 

@@ -130,15 +130,16 @@ def restart_pause(deaths_in_a_row: int) -> float:
 
 def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
                   graceful_s: float = 30, drain_s: float = KILL_AFTER_S, metrics_dir: str = "",
-                  on_listen: Callable[[], None] | None = None) -> int:
+                  on_listen: Callable[[int], None] | None = None) -> int:
     """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``).
 
     On the way out a worker gets ``graceful_s`` for its requests and ``drain_s`` for its shutdown hooks
     (the spend ledger's drain and spill) before it is killed. ``metrics_dir``: the workers' shared metrics
-    (``PROMETHEUS_MULTIPROC_DIR``), where a dead worker's live gauges are dropped."""
+    (``PROMETHEUS_MULTIPROC_DIR``), where a dead worker's live gauges are dropped. ``on_listen``: called with the
+    port bound."""
     sock = bind(host, port)
-    if on_listen is not None:  # said once the port is bound, never before
-        on_listen()
+    if on_listen is not None:  # said once the port is bound, never before; the port bound (0 asks for any)
+        on_listen(sock.getsockname()[1])
     context = multiprocessing.get_context("forkserver")  # one per process: it keeps the environment of its start
     context.set_forkserver_preload(["aigw.cli.worker_preload"])
     lifeline, held = context.Pipe(duplex=False)  # the workers read; ``held`` is open while this process serves
