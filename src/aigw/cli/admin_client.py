@@ -100,8 +100,13 @@ class AdminClient:
                 message = payload.get("error", {}).get("message") or raw.decode(errors="replace")
             except (ValueError, AttributeError):
                 payload, message = None, raw.decode(errors="replace")[:300]
-            hint = _root_hint(self.url) if exc.code == 404 else ""
-            raise AdminError(exc.code, _one_line(message) + hint, payload, _retry_after(exc.headers)) from None
+            message = _one_line(message)
+            if exc.code == 401:  # the gateway's words are for an HTTP client ("send 'Authorization: Bearer'")
+                message = (f"{message} (check --master-key or AIGW_MASTER_KEY)" if self.key
+                           else "no admin key was sent: set --master-key or AIGW_MASTER_KEY")
+            elif exc.code == 404:
+                message += _root_hint(self.url)
+            raise AdminError(exc.code, message, payload, _retry_after(exc.headers)) from None
         except urllib.error.URLError as exc:
             raise AdminError(0, f"cannot reach the gateway at {self.url} ({_one_line(exc.reason)})") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:  # reset, timeout, bad header, ...

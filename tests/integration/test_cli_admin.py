@@ -1,0 +1,45 @@
+"""The admin commands as an operator runs them: the real `aigw` entry point against a gateway on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.tenancy_support import MASTER, gateway_config
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.serve_process import CLEARED
+
+AIGW = str(Path(sys.executable).parent / "aigw")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    with running_gateway(gateway_config(tmp_path_factory.mktemp("cli-admin") / "gw.db")) as g:
+        yield g
+
+
+def aigw(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED)}
+    return subprocess.run([AIGW, *args], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_a_missing_or_wrong_master_key_says_which_setting_to_fix(gw: RunningGateway) -> None:
+    """The 401 told a CLI user to "send 'Authorization: Bearer <key>'", a header the CLI sends for them, and
+    never named the option or variable the key comes from."""
+    line = _error_line(aigw("tenants", "list", AIGW_URL=gw.url))
+    assert "no admin key was sent: set --master-key or AIGW_MASTER_KEY" in line and "(HTTP 401)" in line, line
+    line = _error_line(aigw("keys", "list", AIGW_URL=gw.url, AIGW_MASTER_KEY="sk-wrong"))
+    assert "check --master-key or AIGW_MASTER_KEY" in line and "sk-wrong" not in line, line
+    assert aigw("tenants", "list", AIGW_URL=gw.url, AIGW_MASTER_KEY=MASTER).returncode == 0
