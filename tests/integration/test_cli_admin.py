@@ -43,3 +43,10 @@ def test_a_missing_or_wrong_master_key_says_which_setting_to_fix(gw: RunningGate
     line = _error_line(aigw("keys", "list", AIGW_URL=gw.url, AIGW_MASTER_KEY="sk-wrong"))
     assert "check --master-key or AIGW_MASTER_KEY" in line and "sk-wrong" not in line, line
     assert aigw("tenants", "list", AIGW_URL=gw.url, AIGW_MASTER_KEY=MASTER).returncode == 0
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--tenant", "acme"]])
+def test_cache_purge_on_a_gateway_without_a_cache_says_so(gw: RunningGateway, extra: list[str]) -> None:
+    """It said "error: Unknown endpoint DELETE /admin/cache. (HTTP 404)", as if the CLI and gateway did not match."""
+    line = _error_line(aigw("cache", "purge", *extra, AIGW_URL=gw.url, AIGW_MASTER_KEY=MASTER))
+    assert "has no response cache" in line and "cache:" in line and "Unknown endpoint" not in line, line
