@@ -7,6 +7,7 @@ the docs to fix.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import types
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -29,8 +30,25 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> l
         msg = e["msg"].removeprefix("Value error, ")  # our own validators' words, as written
         if e["type"] == "extra_forbidden" and loc:
             msg = "unknown key" + _allowed_hint(str(loc[-1]), _keys_at(root, loc[:-1]))
+        elif e["type"] == "string_type":
+            msg += _read_as(e.get("input"))
         out.append(f"{field_path(loc, prefix)}: {msg}")
     return out
+
+
+def _read_as(value: Any) -> str:
+    """What YAML made of a value written unquoted where text was expected (Azure's ``api_version: 2024-10-21``
+    is a date to YAML, ``master_key: 12345`` a number, ``host: yes`` a boolean). A number is not echoed: it may
+    be a key."""
+    if isinstance(value, bool):
+        return "; YAML read a true or false (yes, no, on, off, true, false): quote it"
+    if isinstance(value, datetime.datetime):
+        return "; YAML read a date and time: quote it"
+    if isinstance(value, datetime.date):
+        return f'; YAML read {value.isoformat()} as a date: quote it ("{value.isoformat()}")'
+    if isinstance(value, int | float):
+        return "; YAML read a number: quote it"
+    return ""
 
 
 def _allowed_hint(key: str, allowed: list[str]) -> str:

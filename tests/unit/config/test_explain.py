@@ -37,3 +37,28 @@ def test_a_key_far_from_any_lists_the_allowed_ones(tmp_path: Path) -> None:
         load_config(path)
     assert "tenancy.budget_period: unknown key; allowed here: enabled, " in str(exc.value)
     assert "budget_status" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("models: [{name: a, provider: azure, api_base: 'https://x', api_version: 2024-10-21}]",
+         "models[0].api_version: Input should be a valid string; YAML read 2024-10-21 as a date: "
+         "quote it (\"2024-10-21\")"),
+        ("server: {master_key: 12345}", "server.master_key: Input should be a valid string; YAML read a number: "
+         "quote it"),
+        ("server: {host: yes}", "server.host: Input should be a valid string; YAML read a true or false "
+         "(yes, no, on, off, true, false): quote it"),
+        ("models: [{name: a, provider: mock, headers: {x-v: 2.5}}]", "models[0].headers.x-v: Input should be a "
+         "valid string; YAML read a number: quote it"),
+    ],
+)
+def test_a_value_yaml_read_as_another_type_says_to_quote_it(tmp_path: Path, text: str, line: str) -> None:
+    """Azure's `api_version: 2024-10-21`, written as Azure's docs show it, was answered "Input should be a valid
+    string": YAML reads it as a date, which the message did not say, nor how to write it."""
+    path = tmp_path / "aigw.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert f"  {line}\n" in str(exc.value) + "\n", str(exc.value)
+    assert "12345" not in str(exc.value)  # a key is never echoed
