@@ -64,9 +64,13 @@ def format_validation_error(exc: ValidationError, source: str, from_env: dict[st
 def read_yaml(path: str | Path) -> dict[str, Any]:
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(_not_utf8(raw, exc, source)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
@@ -76,6 +80,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError, source: str) -> str:
+    """``FILE:LINE:COLUMN: not UTF-8 text (byte 0x..)`` (columns in bytes), or what the file is when it tells."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # PowerShell's `>` and Notepad's "Unicode"
+        return f"{source}: not UTF-8 text (it is UTF-16): save it as UTF-8"
+    line_start = raw.rfind(b"\n", 0, exc.start) + 1
+    line = raw.count(b"\n", 0, exc.start) + 1
+    where = f"{source}:{line}:{exc.start - line_start + 1}"
+    return f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x}): save it as UTF-8"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -65,3 +65,12 @@ def test_a_bad_serve_option_is_blamed_on_the_option_not_the_config_file(tmp_path
     assert result.exit_code == 2
     assert f"Invalid value for '{option}'" in result.output and "invalid configuration" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml"]  # nothing started
+
+
+@pytest.mark.parametrize("command", [["serve", "--config"], ["db", "upgrade", "--config"], ["config", "check"]])
+def test_a_config_that_is_not_utf8_is_refused_without_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("server:\n  master_key: café\n".encode("latin-1"))
+    result = CliRunner().invoke(cli, [*command, str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, (result.output, result.exc_info)
+    assert result.output.startswith(f"{path}:2:18: not UTF-8 text (byte 0xe9)"), result.output

@@ -253,3 +253,17 @@ def test_a_base_url_from_the_environment_that_is_no_http_url_names_the_variable(
     monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8080/v1")
     with pytest.raises(ConfigError, match=r"^\(defaults\): OPENAI_BASE_URL: must be an http:// or https:// URL"):
         load_config()
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    ("server:\n  host: 127.0.0.1 # café\n  port: 4000\n".encode("latin-1"), ":2:24: not UTF-8 text (byte 0xe9)"),
+    ("server:\n  port: 4000\n".encode("utf-16"), ": not UTF-8 text (it is UTF-16"),
+])
+def test_a_file_that_is_not_utf8_is_one_line_naming_where(tmp_path: Path, data: bytes, says: str) -> None:
+    """A config saved as Latin-1 (an accent in a comment) or UTF-16 (PowerShell's `>`) made `aigw serve` and
+    `aigw db upgrade` die in a UnicodeDecodeError traceback."""
+    path = tmp_path / "aigw.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value).startswith(f"{path}{says}") and "save it as UTF-8" in str(exc.value), str(exc.value)
