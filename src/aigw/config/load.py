@@ -40,16 +40,23 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
-def _substitute(value: Any, where: str, source: str) -> Any:
+def _substitute(value: Any, where: str, source: str, inside: tuple[int, ...] = ()) -> Any:
+    """``value`` with its references expanded; ``inside``: the ids of the containers it is in (a YAML alias
+    may make one its own member: ``&m [*m]`` never ends)."""
     if isinstance(value, str):
         try:
             return expand(value, os.environ.get)
         except RefError as exc:
             raise ConfigError(f"{source}: {where or '(top level)'}: {exc}") from None
+    if isinstance(value, dict | list):
+        if id(value) in inside:
+            raise ConfigError(f"{source}: {where}: a YAML alias inside the node its anchor marks (&x [... *x]): "
+                              "its value would never end")
+        inside = (*inside, id(value))
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{where}.{k}" if where else str(k), source) for k, v in value.items()}
+        return {k: _substitute(v, f"{where}.{k}" if where else str(k), source, inside) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+        return [_substitute(v, f"{where}[{i}]", source, inside) for i, v in enumerate(value)]
     return value
 
 
@@ -101,11 +108,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden
                 continue
             key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            if isinstance(key, str | int | float | bool) and key in seen:
+            if not isinstance(key, str | int | float | bool):
+                continue  # a list as a key: SafeLoader's own error says it cannot be one
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
                     key_node.start_mark)
-            seen.setdefault(key, key_node)
+            seen[key] = key_node
         return super().construct_mapping(node, deep)
 
 

@@ -267,3 +267,16 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_where(tmp_path: Path, data: 
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(exc.value).startswith(f"{path}{says}") and "save it as UTF-8" in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("models: &m\n  - {name: a, provider: mock, headers: *m}\n",
+     ": models[0].headers: a YAML alias inside the node its anchor marks"),
+    ("? [a, b]\n: 1\n", ":1:3: not valid YAML: found unhashable key"),
+])
+def test_yaml_the_loader_cannot_take_is_one_line_not_a_traceback(tmp_path: Path, text: str, says: str) -> None:
+    """A self-referencing alias ended in a RecursionError traceback, a list used as a key in a TypeError one."""
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value).startswith(f"{path}{says}"), str(exc.value)
