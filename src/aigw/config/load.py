@@ -40,23 +40,29 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
-def _substitute(value: Any, where: str, source: str, inside: tuple[int, ...] = ()) -> Any:
-    """``value`` with its references expanded; ``inside``: the ids of the containers it is in (a YAML alias
+def _substitute(value: Any, where: str, source: str, from_env: dict[str, str], inside: tuple[int, ...] = ()) -> Any:
+    """``value`` with its references expanded; ``from_env`` gets each field path whose value a variable set (named
+    beside its error: the value is not echoed). ``inside``: the ids of the containers it is in (a YAML alias
     may make one its own member: ``&m [*m]`` never ends)."""
     if isinstance(value, str):
+        taken: list[str] = []
         try:
-            return expand(value, os.environ.get)
+            out = expand(value, os.environ.get, taken)
         except RefError as exc:
             raise ConfigError(f"{source}: {where or '(top level)'}: {exc}") from None
+        if taken:
+            from_env[where] = ", ".join(dict.fromkeys(taken))
+        return out
     if isinstance(value, dict | list):
         if id(value) in inside:
             raise ConfigError(f"{source}: {where}: a YAML alias inside the node its anchor marks (&x [... *x]): "
                               "its value would never end")
         inside = (*inside, id(value))
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{where}.{k}" if where else str(k), source, inside) for k, v in value.items()}
+        return {k: _substitute(v, f"{where}.{k}" if where else str(k), source, from_env, inside)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, f"{where}[{i}]", source, inside) for i, v in enumerate(value)]
+        return [_substitute(v, f"{where}[{i}]", source, from_env, inside) for i, v in enumerate(value)]
     return value
 
 
@@ -210,9 +216,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
         path = os.environ["AIGW_CONFIG"]
     source = str(path) if path else "(defaults)"
     raw = read_yaml(path) if path else {}
-    raw = _substitute(raw, "", source)
-    from_env = {f: f"AIGW_{f.upper()}" for f in ("database_url", "redis_url")
-                if f not in raw and env(f"AIGW_{f.upper()}")}
+    from_env: dict[str, str] = {}
+    raw = _substitute(raw, "", source, from_env)
+    from_env |= {f: f"AIGW_{f.upper()}" for f in ("database_url", "redis_url")
+                 if f not in raw and env(f"AIGW_{f.upper()}")}
     if _cache_redis_from_env(raw):
         from_env["cache.redis_url"] = CACHE_REDIS_ENV
     raw = _env_defaults(raw)
@@ -229,7 +236,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
         except ConfigError as exc:  # a provider's base URL in the environment
             raise ConfigError(f"{source}: {exc}") from None
     _check_models(config, source)
-    _check_cache(config, source, from_env.get("cache.redis_url", ""))
+    _check_cache(config, source, CACHE_REDIS_ENV if from_env.get("cache.redis_url") == CACHE_REDIS_ENV else "")
     return config
 
 

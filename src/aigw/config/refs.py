@@ -22,14 +22,16 @@ class RefError(ValueError):
     """A reference that cannot be expanded: the message says which and why (without the field path)."""
 
 
-def expand(text: str, lookup: Callable[[str], str | None]) -> str:
-    """``text`` with its references expanded; ``lookup(name)`` is the variable's value, or None when unset."""
+def expand(text: str, lookup: Callable[[str], str | None], taken: list[str] | None = None) -> str:
+    """``text`` with its references expanded; ``lookup(name)`` is the variable's value, or None when unset.
+    ``taken`` gets the names of the variables whose values went into the text (not a default's words)."""
     if "$" not in text:
         return text
-    return _expand(text, 0, lookup, used=True, nested=False)[0]
+    return _expand(text, 0, lookup, True, False, [] if taken is None else taken)[0]
 
 
-def _expand(text: str, i: int, lookup: Callable[[str], str | None], used: bool, nested: bool) -> tuple[str, int]:
+def _expand(text: str, i: int, lookup: Callable[[str], str | None], used: bool, nested: bool,
+            taken: list[str]) -> tuple[str, int]:
     """From ``text[i]`` to its end (or, ``nested``, to the ``}`` closing a default): the text and where it ended.
     ``used``: False in a default that is not taken, whose unset variables are no error."""
     out: list[str] = []
@@ -38,7 +40,7 @@ def _expand(text: str, i: int, lookup: Callable[[str], str | None], used: bool, 
             out.append("${")
             i += 3
         elif text.startswith("${", i):
-            value, i = _reference(text, i, lookup, used)
+            value, i = _reference(text, i, lookup, used, taken)
             out.append(value)
         elif nested and text[i] == "}":
             return "".join(out), i
@@ -48,7 +50,8 @@ def _expand(text: str, i: int, lookup: Callable[[str], str | None], used: bool, 
     return "".join(out), i
 
 
-def _reference(text: str, start: int, lookup: Callable[[str], str | None], used: bool) -> tuple[str, int]:
+def _reference(text: str, start: int, lookup: Callable[[str], str | None], used: bool,
+               taken: list[str]) -> tuple[str, int]:
     """The reference at ``text[start]`` (``${``): its value and the index past its ``}``."""
     name = _NAME.match(text, start + 2)
     j = name.end() if name else start + 2
@@ -56,11 +59,15 @@ def _reference(text: str, start: int, lookup: Callable[[str], str | None], used:
         value = lookup(name.group())
         if value is None and used:
             raise RefError(f"environment variable {name.group()} is not set (use ${{{name.group()}:-default}})")
+        if value is not None and used:
+            taken.append(name.group())
         return value or "", j + 1
     if name and text.startswith(":-", j):
         current = lookup(name.group())
-        default, k = _expand(text, j + 2, lookup, used=used and not current, nested=True)
+        default, k = _expand(text, j + 2, lookup, used and not current, True, taken)
         if k < len(text):  # at its "}"
+            if current and used:
+                taken.append(name.group())
             return current or default, k + 1
     raise RefError(f"{_shown(text[start:])} is not a reference: write {FORMS}")
 

@@ -280,3 +280,22 @@ def test_yaml_the_loader_cannot_take_is_one_line_not_a_traceback(tmp_path: Path,
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert str(exc.value).startswith(f"{path}{says}"), str(exc.value)
+
+
+def test_a_bad_value_from_a_variable_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The value is not echoed (it may be a secret), so "models[0].api_base: must be an http:// ... URL" for a
+    file reading ${LLM_BASE} left the operator to guess where the value came from."""
+    monkeypatch.setenv("LLM_BASE", "llm.internal:8000/v1")
+    monkeypatch.setenv("PORT", "80a")
+    path = write_config(tmp_path, "server:\n  port: ${PORT:-4000}\n  host: ${HOST:-127.0.0.1}\n"
+                                  "models:\n  - {name: a, provider: openai_compatible, api_base: '${LLM_BASE}'}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    lines = str(exc.value).splitlines()
+    assert any(line.startswith("  server.port: ") and line.endswith(" (set by PORT)") for line in lines), lines
+    assert any(line.startswith("  models[0].api_base: must be") and line.endswith(" (set by LLM_BASE)")
+               for line in lines), lines
+    monkeypatch.setenv("PORT", "")  # the default is the file's own text: no variable to name
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, "server:\n  port: ${PORT:-80a}\n"))
+    assert "set by" not in str(exc.value)
