@@ -236,6 +236,16 @@ class GatewayConfig(Strict):
                              "(e.g. postgresql://user@host:5432/db)")
         return v
 
+    @field_validator("pipeline")
+    @classmethod
+    def _stages_once(cls, v: list[str] | None) -> list[str] | None:
+        """A stage listed twice ran twice: each request counted twice against a key's rpm, say. (Names are checked
+        against the stage registry when the app is built: config does not import the pipeline.)"""
+        for i, name in enumerate(v or []):
+            if v is not None and (first := v.index(name)) != i:
+                raise ValueError(f"{name!r} is listed twice (pipeline[{first}] and pipeline[{i}]); a stage runs once")
+        return v
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:

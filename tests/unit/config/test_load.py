@@ -299,3 +299,14 @@ def test_a_bad_value_from_a_variable_names_the_variable(tmp_path: Path, monkeypa
     with pytest.raises(ConfigError) as exc:
         load_config(write_config(tmp_path, "server:\n  port: ${PORT:-80a}\n"))
     assert "set by" not in str(exc.value)
+
+
+def test_a_pipeline_stage_listed_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    """`pipeline: [..., limits, limits, ...]` ran the stage twice: every request counted twice against a key's
+    rpm (a key allowed 2 a minute was refused its second call), a budget would be reserved twice."""
+    path = write_config(tmp_path, "pipeline: [observe, validate, limits, limits, budget, accounting]\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "  pipeline: 'limits' is listed twice (pipeline[2] and pipeline[3]); a stage runs once" in str(exc.value)
+    assert load_config(write_config(tmp_path, "pipeline: [observe, limits, accounting]\n")).pipeline == [
+        "observe", "limits", "accounting"]
