@@ -73,3 +73,17 @@ def test_the_listening_line_names_a_url_that_answers(tmp_path: Path, host: str, 
                 time.sleep(0.1)
     finally:
         stop_serve(proc, grace_s=20)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_mistake_only_building_finds_is_one_line_with_any_number_of_workers(tmp_path: Path, workers: str) -> None:
+    """With --workers 2 a guardrails rule's unknown key was announced "aigw listening on ...", then each worker
+    printed a 25-line traceback and the exit was 3; with one worker the same file is one line and exit 2."""
+    (tmp_path / "aigw.yaml").write_text(f"database_url: sqlite:///{tmp_path}/aigw.db\n"
+                                        "guardrails:\n  rules: [{match: {regex: x}, respond: y, colour: red}]\n")
+    proc = subprocess.run([AIGW, "serve", "--config", "aigw.yaml", "--port", "0", "--workers", workers], cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(CLEARED)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "aigw.yaml: guardrails.rules[0].colour: unknown key 'colour'\n", proc.stderr
+    assert not (tmp_path / "aigw.db").exists()

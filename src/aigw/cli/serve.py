@@ -78,7 +78,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         counters = _host_counters(config)
         try:
             if server.http == "aigw":
-                from aigw.cli.serve_workers import serve_workers
+                from aigw.cli.serve_workers import AppProblem, serve_workers
                 from aigw.http.http1_server import START_FAILED_EXIT, StartupFailed
 
                 # after its requests, a worker drains the spend ledger (up to shutdown_timeout_s, then spills):
@@ -91,6 +91,10 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
                 except StartupFailed as exc:  # the port could not be bound
                     click.echo(f"aigw: {exc}", err=True)
                     code = START_FAILED_EXIT
+                except AppProblem as exc:  # as one process says it (below), once, not by every worker
+                    click.echo(f"{config_path or '(defaults)'}: {exc}" if exc.config else f"aigw: cannot start: {exc}",
+                               err=True)
+                    code = 2 if exc.config else START_FAILED_EXIT
                 if code:
                     sys.exit(code)
             else:

@@ -113,6 +113,51 @@ def _serve(sock: socket.socket, log_level: str, log_format: str, graceful_s: flo
         sys.exit(START_FAILED_EXIT)  # the app's start-up hook logged why
 
 
+class AppProblem(Exception):
+    """The app cannot be built from the config the workers would read: ``config`` when a ConfigError said why
+    (a guardrails rule's unknown key), else a setup the config allows and the app cannot build."""
+
+    def __init__(self, message: str, config: bool) -> None:
+        super().__init__(message)
+        self.config = config
+
+
+def _check_app(answer: Connection) -> None:
+    """In a process of the fork server: build the app as a worker would (no socket, file or process: what
+    `aigw config check` does) and send back what went wrong, or "" when nothing did."""
+    from aigw.app import build_app
+    from aigw.config.load import ConfigError, load_config
+
+    try:
+        build_app(load_config())
+    except ConfigError as exc:
+        answer.send((str(exc), True))
+    except ValueError as exc:
+        answer.send((str(exc), False))
+    else:
+        answer.send(("", False))
+
+
+def _app_problem(context: Any, metrics_dir: str) -> None:
+    """Raise ``AppProblem`` when the workers' app cannot be built: found once, before the port is bound and any
+    worker starts (each would print its traceback, after "listening"). Whatever else goes wrong here is left to
+    the workers, as before. Its live gauges (the build info its app set) leave the shared metrics with it."""
+    reading, writing = context.Pipe(duplex=False)
+    proc = context.Process(target=_check_app, args=(writing,), name="aigw-config-check")
+    proc.start()
+    writing.close()
+    try:
+        message, config = reading.recv() if reading.poll(60) else ("", False)
+    except (EOFError, OSError):  # it died without a word
+        message, config = "", False
+    finally:
+        reading.close()
+        proc.join(5)
+        forget_metrics_of(proc.pid, metrics_dir)
+    if message:
+        raise AppProblem(message, config)
+
+
 def forget_metrics_of(pid: int | None, metrics_dir: str) -> None:
     """A dead worker's live gauges (requests in flight, breaker states, build info) leave the shared metrics:
     prometheus_client keeps them, and sums them into every scrape, until told the process is gone. Its
@@ -131,17 +176,19 @@ def restart_pause(deaths_in_a_row: int) -> float:
 def serve_workers(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text",
                   graceful_s: float = 30, drain_s: float = KILL_AFTER_S, metrics_dir: str = "",
                   on_listen: Callable[[int], None] | None = None) -> int:
-    """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``).
+    """Run the workers until a signal (then 0) or until one fails to start (then ``START_FAILED_EXIT``); raise
+    ``AppProblem`` before binding when their app cannot be built, ``StartupFailed`` when the port cannot be bound.
 
     On the way out a worker gets ``graceful_s`` for its requests and ``drain_s`` for its shutdown hooks
     (the spend ledger's drain and spill) before it is killed. ``metrics_dir``: the workers' shared metrics
     (``PROMETHEUS_MULTIPROC_DIR``), where a dead worker's live gauges are dropped. ``on_listen``: called with the
     port bound."""
+    context = multiprocessing.get_context("forkserver")  # one per process: it keeps the environment of its start
+    context.set_forkserver_preload(["aigw.cli.worker_preload"])
+    _app_problem(context, metrics_dir)
     sock = bind(host, port)
     if on_listen is not None:  # said once the port is bound, never before; the port bound (0 asks for any)
         on_listen(sock.getsockname()[1])
-    context = multiprocessing.get_context("forkserver")  # one per process: it keeps the environment of its start
-    context.set_forkserver_preload(["aigw.cli.worker_preload"])
     lifeline, held = context.Pipe(duplex=False)  # the workers read; ``held`` is open while this process serves
     stopping: list[int] = []
 
