@@ -50,3 +50,13 @@ def test_cache_purge_on_a_gateway_without_a_cache_says_so(gw: RunningGateway, ex
     """It said "error: Unknown endpoint DELETE /admin/cache. (HTTP 404)", as if the CLI and gateway did not match."""
     line = _error_line(aigw("cache", "purge", *extra, AIGW_URL=gw.url, AIGW_MASTER_KEY=MASTER))
     assert "has no response cache" in line and "cache:" in line and "Unknown endpoint" not in line, line
+
+
+@pytest.mark.parametrize("args", [["tenants", "list"], ["projects", "create", "p", "--tenant", "t"],
+                                  ["keys", "revoke", "key_x"], ["spend", "--json"]])
+def test_an_admin_command_on_a_gateway_with_tenancy_off_says_so(tmp_path: Path, args: list[str]) -> None:
+    """Every tenancy command said "Unknown endpoint GET /admin/tenants. (HTTP 404)", as if CLI and gateway did
+    not match, when the gateway ran with `tenancy: {enabled: false}`."""
+    with running_gateway(gateway_config(tmp_path / "gw.db", tenancy={"enabled": False})) as off:
+        line = _error_line(aigw(*args, AIGW_URL=off.url, AIGW_MASTER_KEY=MASTER))
+    assert "has tenancy switched off (tenancy.enabled: false" in line and "Unknown endpoint" not in line, line

@@ -105,7 +105,7 @@ class AdminClient:
                 message = (f"{message} (check --master-key or AIGW_MASTER_KEY)" if self.key
                            else "no admin key was sent: set --master-key or AIGW_MASTER_KEY")
             elif exc.code == 404:
-                message += _root_hint(self.url)
+                message = _not_mounted(self.url, message) or message + _root_hint(self.url)
             raise AdminError(exc.code, message, payload, _retry_after(exc.headers)) from None
         except urllib.error.URLError as exc:
             raise AdminError(0, f"cannot reach the gateway at {self.url} ({_one_line(exc.reason)})") from None
@@ -128,6 +128,26 @@ def _retry_after(headers: Any) -> int | None:
     (the gateway never sends one), or not a number."""
     raw = (headers.get("retry-after") or "").strip() if headers is not None else ""
     return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+# the admin routes a gateway mounts only when its config switches the feature on (app.py), by first segment
+_FEATURE_OFF = {
+    "cache": "has no response cache (its config has no cache: block), so there is nothing to purge",
+    **dict.fromkeys(("tenants", "projects", "keys", "spend"),
+                    "has tenancy switched off (tenancy.enabled: false in its config): it keeps no tenants, "
+                    "projects, keys or spend"),
+}
+
+
+def _not_mounted(url: str, message: str) -> str:
+    """What to say of the gateway's own router miss ("Unknown endpoint GET /admin/tenants.") on a route its
+    config did not mount; "" when the miss is something else."""
+    words = message.split()
+    if len(words) != 4 or words[:2] != ["Unknown", "endpoint"] or not words[3].startswith("/admin/"):
+        return ""
+    feature = words[3].removeprefix("/admin/").split("/")[0].split("?")[0].rstrip(".")
+    why = _FEATURE_OFF.get(feature, "")
+    return f"the gateway at {url} {why}" if why else ""
 
 
 def _root_hint(url: str) -> str:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from aigw.cli.admin_client import AdminClient, AdminError, json_option, key_option, not_blank, url_option
+from aigw.cli.admin_client import call, json_option, key_option, not_blank, url_option
 
 
 @click.group("cache")
@@ -23,15 +23,7 @@ def cache_group() -> None:
 @json_option
 def purge(tenant: str | None, model: str | None, url: str, master_key: str, as_json: bool) -> None:
     """Delete cached answers, so the next identical request goes upstream."""
-    try:
-        data = AdminClient(url, master_key).request("DELETE", "/admin/cache", query={"tenant": tenant, "model": model})
-    except AdminError as exc:
-        if exc.status == 404 and exc.message.startswith("Unknown endpoint DELETE /admin/cache"):
-            # the route exists only on a gateway with a cache (app.py): the 404 was the gateway's plain router miss
-            exc.message = (f"the gateway at {url.rstrip('/')} has no response cache (its config has no cache: "
-                           "block), so there is nothing to purge")
-        click.echo(exc.line(), err=True)
-        raise SystemExit(1) from None
+    data = call(url, master_key, "DELETE", "/admin/cache", query={"tenant": tenant, "model": model})
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
