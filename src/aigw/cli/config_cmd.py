@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from aigw.cli.serve import open_to_all
 from aigw.config.load import ConfigError, load_config
 
 
@@ -32,6 +33,9 @@ def check(path: str) -> None:
         sys.exit(2)
     except ValueError as exc:  # a setup the file allows but the app cannot build
         click.echo(f"{path}: cannot start: {exc}", err=True)
+        sys.exit(2)
+    if refusal := open_to_all(config):  # what `aigw serve` refuses before it builds anything
+        click.echo(f"{path}: {refusal}", err=True)
         sys.exit(2)
     deployments = len(config.models)
     click.echo(f"{path}: ok ({len(config.model_names())} models, {deployments} deployments)")

@@ -38,6 +38,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def open_to_all(config: GatewayConfig) -> str:
+    """Why ``serve`` refuses to start (and ``config check`` says so): a public bind without a master key, which
+    lets anyone in; "" when it does not."""
+    server = config.server
+    if server.master_key or is_loopback(server.host) or server.insecure:
+        return ""
+    return (f"refusing to listen on {server.host} without a master key: set server.master_key (or AIGW_MASTER_KEY), "
+            "bind to 127.0.0.1, or pass --insecure (server.insecure: true)")
+
+
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
@@ -57,12 +67,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         click.echo(str(exc), err=True)
         sys.exit(2)
     server = config.server
-    if not server.master_key and not is_loopback(server.host) and not server.insecure:
-        click.echo(
-            f"refusing to listen on {server.host} without a master key: set server.master_key "
-            "(or AIGW_MASTER_KEY), bind to 127.0.0.1, or pass --insecure",
-            err=True,
-        )
+    if refusal := open_to_all(config):
+        click.echo(refusal, err=True)
         sys.exit(2)
     def listening(port: int) -> None:  # the port bound (--port 0 asks for any free one), the host as a URL has it
         shown = f"[{server.host}]" if ":" in server.host else server.host

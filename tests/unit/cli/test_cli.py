@@ -74,3 +74,17 @@ def test_a_config_that_is_not_utf8_is_refused_without_a_traceback(tmp_path: Path
     result = CliRunner().invoke(cli, [*command, str(path)])
     assert result.exit_code == 2 and "Traceback" not in result.output, (result.output, result.exc_info)
     assert result.output.startswith(f"{path}:2:18: not UTF-8 text (byte 0xe9)"), result.output
+
+
+def test_config_check_refuses_a_public_bind_without_a_master_key_as_serve_does(tmp_path: Path) -> None:
+    """`config check` said ok for `host: 0.0.0.0` without a master key, and `aigw serve` then refused to start."""
+    path = tmp_path / "public.yaml"
+    path.write_text(f"database_url: sqlite:///{tmp_path}/x.db\nserver: {{host: 0.0.0.0}}\n")
+    check = CliRunner().invoke(cli, ["config", "check", str(path)])
+    serve = CliRunner().invoke(cli, ["serve", "--config", str(path)])
+    assert check.exit_code == serve.exit_code == 2
+    assert check.output == f"{path}: {serve.output}"
+    assert "refusing to listen on 0.0.0.0 without a master key" in serve.output
+    for fix in ("server: {host: 0.0.0.0, insecure: true}", "server: {host: 0.0.0.0, master_key: k}"):
+        path.write_text(f"database_url: sqlite:///{tmp_path}/x.db\n{fix}\n")
+        assert CliRunner().invoke(cli, ["config", "check", str(path)]).exit_code == 0
