@@ -19,6 +19,7 @@ from aigw.config.load import (
     export_purge_log,
     load_config,
 )
+from aigw.config.urls import bind_host
 from aigw.observability.logging import configure
 
 if TYPE_CHECKING:
@@ -48,9 +49,17 @@ def open_to_all(config: GatewayConfig) -> str:
             "bind to 127.0.0.1, or pass --insecure (server.insecure: true)")
 
 
+def _host(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--host checked as server.host is, so that its error names the option, not the config file."""
+    try:
+        return bind_host(value) if value is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--host", default=None, callback=_host, help="Bind address (default 127.0.0.1).")
 # the bounds of ServerConfig's port and workers, checked here so that the error names the option, not the file
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default 4000; 0: any free one).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default 1).")

@@ -16,7 +16,7 @@ from aigw.config.cache import CacheConfig
 from aigw.config.guardrails import GuardrailsConfig
 from aigw.config.observability import ObservabilityConfig
 from aigw.config.tenancy import TenancyConfig
-from aigw.config.urls import http_url, redis_scheme
+from aigw.config.urls import bind_host, http_url, redis_scheme
 
 ProviderKind = Literal["openai", "azure", "anthropic", "openai_compatible", "mock"]
 Mode = Literal["chat", "embeddings", "completions"]
@@ -168,6 +168,11 @@ class ServerConfig(Strict):
     @classmethod
     def _strip(cls, v: str) -> str:
         return v.strip()
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return bind_host(v)
 
 
 RoutingStrategy = Literal["weighted", "least_inflight", "lowest_latency", "lowest_cost", "most_quota"]

@@ -1,10 +1,14 @@
-"""URL checks of the config: the Redis URL shared by ``redis_url`` and ``cache.redis_url``, and a deployment's
-``api_base`` (a leaf: the models import it)."""
+"""Address checks of the config: the Redis URL shared by ``redis_url`` and ``cache.redis_url``, a deployment's
+``api_base`` and the server's bind host (a leaf: the models and the CLI import it)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import urllib.parse
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url accepts
 
 
@@ -39,3 +43,20 @@ def http_url(value: str) -> str:
             return value
     raise ValueError(f"must be an http:// or https:// URL with a host, e.g. https://api.openai.com/v1 or "
                      f"http://127.0.0.1:8000/v1{why}")
+
+
+def bind_host(value: str) -> str:
+    """``value`` when the server can be told to bind it: an IP address or a host name; else ValueError saying
+    what is wrong (``0.0.0.0:4000`` and ``http://localhost`` were "unknown error -2" when binding)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        if len(value) <= 253 and _HOSTNAME.fullmatch(value):
+            return value
+    hint = ""
+    if "://" in value:
+        hint = " (no scheme)"
+    elif value.count(":") == 1 and value.rsplit(":", 1)[1].isdigit():
+        hint = " (the port goes in server.port or --port)"
+    raise ValueError(f"must be an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0, got {value!r}{hint}")

@@ -54,7 +54,8 @@ def test_serve_with_bad_config_does_not_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "option"), [(["--port", "99999"], "--port"), (["--port", "-1"], "--port"),
-                                               (["--workers", "0"], "--workers"), (["--workers", "65"], "--workers")])
+                                               (["--workers", "0"], "--workers"), (["--workers", "65"], "--workers"),
+                                               (["--host", "0.0.0.0:4000"], "--host")])
 def test_a_bad_serve_option_is_blamed_on_the_option_not_the_config_file(tmp_path: Path, args: list[str],
                                                                        option: str) -> None:
     """`aigw serve --config ok.yaml --port 99999` said "ok.yaml: invalid configuration  server.port: ...": the

@@ -310,3 +310,20 @@ def test_a_pipeline_stage_listed_twice_is_refused_naming_it(tmp_path: Path) -> N
     assert "  pipeline: 'limits' is listed twice (pipeline[2] and pipeline[3]); a stage runs once" in str(exc.value)
     assert load_config(write_config(tmp_path, "pipeline: [observe, limits, accounting]\n")).pipeline == [
         "observe", "limits", "accounting"]
+
+
+@pytest.mark.parametrize(("host", "says"), [
+    ("0.0.0.0:4000", "the port goes in server.port"), ("http://localhost", "no scheme"),
+    ("not a host!", "an IP address or a host name"), ("", "an IP address or a host name"),
+])
+def test_a_host_that_cannot_be_bound_fails_at_load_naming_it(tmp_path: Path, host: str, says: str) -> None:
+    """`host: 0.0.0.0:4000` or `http://localhost` passed config check; serve then said only "cannot listen on
+    0.0.0.0:4000:0: unknown error -2"."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, f"server: {{host: '{host}'}}\n"))
+    assert "  server.host: must be an IP address or a host name" in str(exc.value) and says in str(exc.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "gw-1.internal", "fe80::1%eth0"])
+def test_the_hosts_a_server_binds_are_accepted(tmp_path: Path, host: str) -> None:
+    assert load_config(write_config(tmp_path, f"server: {{host: '{host}', master_key: k}}\n")).server.host == host
