@@ -13,6 +13,7 @@ import click
 
 from aigw.config.load import (
     ConfigError,
+    env,
     export_counter_socket,
     export_for_workers,
     export_metrics_dir,
@@ -70,6 +71,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
           insecure: bool, log_level: str, log_format: str) -> None:
     """Start the gateway."""
     configure(log_level, log_format)
+    config_path = config_path or env("AIGW_CONFIG") or None  # as load_config reads it: errors name that file
     try:
         config = load_config(config_path, host=host, port=port, workers=workers, insecure=insecure or None)
     except ConfigError as exc:

@@ -89,3 +89,13 @@ def test_config_check_refuses_a_public_bind_without_a_master_key_as_serve_does(t
     for fix in ("server: {host: 0.0.0.0, insecure: true}", "server: {host: 0.0.0.0, master_key: k}"):
         path.write_text(f"database_url: sqlite:///{tmp_path}/x.db\n{fix}\n")
         assert CliRunner().invoke(cli, ["config", "check", str(path)]).exit_code == 0
+
+
+def test_a_config_named_by_aigw_config_is_named_in_serves_errors(tmp_path: Path) -> None:
+    """With the file given by AIGW_CONFIG (a container's usual way), a mistake only building finds was blamed on
+    "(defaults)", telling the operator no file had been read."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"database_url: sqlite:///{tmp_path}/x.db\n"
+                    "guardrails:\n  rules: [{match: {regex: x}, respond: y, colour: red}]\n")
+    result = CliRunner().invoke(cli, ["serve"], env={"AIGW_CONFIG": str(path)})
+    assert result.exit_code == 2 and result.output == f"{path}: guardrails.rules[0].colour: unknown key 'colour'\n"
