@@ -69,20 +69,20 @@ def _keys_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
         node = _step(node, part)
         if node is None:
             return []
-    model = _model_in(node)
+    model = model_in(node)
     if model is None:
         return []
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _step(node: Any, part: int | str) -> Any:
-    model = _model_in(node)
+    model = model_in(node)
     if model is not None and isinstance(part, str):
         for name, f in model.model_fields.items():
             if part in (name, f.alias):
                 return f.annotation
         return None
-    for arg in _options(node):
+    for arg in options(node):
         origin = get_origin(arg)
         if origin is dict and isinstance(part, str):
             return get_args(arg)[1]
@@ -91,18 +91,18 @@ def _step(node: Any, part: int | str) -> Any:
     return None
 
 
-def _options(node: Any) -> list[Any]:
+def options(node: Any) -> list[Any]:
     """``X | None`` and ``Annotated[X, ...]`` unwrapped to their members."""
     origin = get_origin(node)
     if origin is Annotated:
-        return _options(get_args(node)[0])
+        return options(get_args(node)[0])
     if origin is Union or origin is types.UnionType:
-        return [o for a in get_args(node) for o in _options(a)]
+        return [o for a in get_args(node) for o in options(a)]
     return [node]
 
 
-def _model_in(node: Any) -> type[BaseModel] | None:
-    for arg in _options(node):
+def model_in(node: Any) -> type[BaseModel] | None:
+    for arg in options(node):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg
     return None

@@ -20,6 +20,7 @@ from aigw.config.cache import setup_problem
 from aigw.config.explain import describe
 from aigw.config.models import Deployment, GatewayConfig
 from aigw.config.refs import RefError, expand
+from aigw.config.sections import fill_empty_sections
 from aigw.config.urls import http_url
 
 PURGE_LOG_ENV = "AIGW_PURGE_LOG"
@@ -226,6 +227,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     for key, value in overrides.items():
         if value is not None:
             raw["server"][key] = value
+    raw = fill_empty_sections(raw, GatewayConfig)
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:

@@ -327,3 +327,18 @@ def test_a_host_that_cannot_be_bound_fails_at_load_naming_it(tmp_path: Path, hos
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "gw-1.internal", "fe80::1%eth0"])
 def test_the_hosts_a_server_binds_are_accepted(tmp_path: Path, host: str) -> None:
     assert load_config(write_config(tmp_path, f"server: {{host: '{host}', master_key: k}}\n")).server.host == host
+
+
+def test_a_section_left_empty_means_its_defaults(tmp_path: Path) -> None:
+    """A section whose keys are all commented out is null to YAML: `server:` so was taken as its defaults, but
+    `tenancy:`, `routing:` or `observability:` failed with "Input should be a valid dictionary or instance of
+    TenancyConfig"."""
+    path = write_config(tmp_path, "server:\ntenancy:\n  # enabled: false\nobservability:\ncircuit_breaker:\n"
+                                  "models:\n  - name: a\n    provider: mock\n    headers:\n    mock:\n"
+                                  "routing:\n  a:\n    # fallbacks: [b]\n")
+    config = load_config(path)
+    assert config.tenancy.enabled and config.circuit_breaker.failures == 5 and config.models[0].headers == {}
+    assert config.routing["a"].num_retries == 2
+    with pytest.raises(ConfigError, match=r"server\.port: "):  # a setting left empty is still a mistake
+        load_config(write_config(tmp_path, "server:\n  port:\n"))
+    assert load_config(write_config(tmp_path, "cache:\n")).cache is None  # where empty already meant off
