@@ -32,8 +32,23 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> l
             msg = "unknown key" + _allowed_hint(str(loc[-1]), _keys_at(root, loc[:-1]))
         elif e["type"] == "string_type":
             msg += _read_as(e.get("input"))
+        elif e["type"] == "model_type":  # "a valid dictionary or instance of Deployment": a class of the code
+            msg = f"expected a mapping of settings (key: value), got {_kind(e.get('input'))}"
         out.append(f"{field_path(loc, prefix)}: {msg}")
     return out
+
+
+def _kind(value: Any) -> str:
+    """What YAML made of a value, in the operator's words (the value itself is not echoed)."""
+    if isinstance(value, bool):
+        return "a true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "nothing" if value is None else f"a {type(value).__name__}"
 
 
 def _read_as(value: Any) -> str:

@@ -62,3 +62,20 @@ def test_a_value_yaml_read_as_another_type_says_to_quote_it(tmp_path: Path, text
         load_config(path)
     assert f"  {line}\n" in str(exc.value) + "\n", str(exc.value)
     assert "12345" not in str(exc.value)  # a key is never echoed
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("models: [gpt-4o]", "models[0]: expected a mapping of settings (key: value), got text"),
+        ("tenancy: yes", "tenancy: expected a mapping of settings (key: value), got a true or false"),
+        ("routing: {'*': [a]}", "routing.*: expected a mapping of settings (key: value), got a list"),
+    ],
+)
+def test_a_section_of_the_wrong_shape_names_no_class_of_the_code(tmp_path: Path, text: str, line: str) -> None:
+    """"Input should be a valid dictionary or instance of Deployment": the operator never wrote a Deployment."""
+    path = tmp_path / "aigw.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert f"  {line}\n" in str(exc.value) + "\n" and "instance of" not in str(exc.value), str(exc.value)
