@@ -15,7 +15,7 @@ from aigw.cli.main import cli
 from aigw.config.load import load_config
 
 HANDED = ("AIGW_CONFIG", "AIGW_MASTER_KEY", "AIGW_SERVER_HOST", "AIGW_SERVER_PORT", "AIGW_SERVER_WORKERS",
-          "AIGW_SERVER_INSECURE", "PROMETHEUS_MULTIPROC_DIR", "AIGW_PURGE_LOG")
+          "AIGW_SERVER_INSECURE", "PROMETHEUS_MULTIPROC_DIR", "AIGW_PURGE_LOG", "AIGW_COUNTER_SOCKET")
 
 
 @pytest.fixture(autouse=True)
