@@ -1,4 +1,4 @@
-"""The `aigw` command: serve, worker, config check, and the admin commands."""
+"""The `aigw` command: serve, config check, db, and the admin commands (tenants, projects, keys, spend, cache)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -50,6 +51,8 @@ START_FAILED_EXIT = 3  # the process's exit code then (uvicorn's and gunicorn's 
 def cannot_listen(host: str, port: int, exc: OSError) -> StartupFailed:
     """A bind that failed, said as a person would (a port in use is the usual case): not a traceback."""
     why = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop's strerror repeats the address
+    if isinstance(exc, socket.gaierror):  # the resolver's code: os.strerror reads it as "unknown error -2"
+        why = f"the host name does not resolve to an address here ({exc.strerror or exc})"
     hint = " (another process, perhaps another aigw, holds it: stop it or choose another --port)" \
         if exc.errno == errno.EADDRINUSE else ""
     return StartupFailed(f"cannot listen on {host}:{port}: {why.lower()}{hint}")

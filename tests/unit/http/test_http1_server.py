@@ -651,3 +651,14 @@ async def test_an_http_1_0_client_is_never_sent_100_continue() -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200 ") and await asyncio.wait_for(reader.read(), 5) == b"POST /e ? data"
         writer.close()
+
+
+def test_a_host_name_that_does_not_resolve_is_said_so_not_as_an_unknown_error() -> None:
+    """``--host no-such-host``: the bind's lookup fails with a resolver error (errno -2, EAI_NONAME), which
+    ``os.strerror`` words "Unknown error -2": the operator was not told that the name does not resolve."""
+    import socket
+
+    from aigw.http.http1_server import cannot_listen
+
+    said = str(cannot_listen("no-such-host", 4000, socket.gaierror(-2, "Name or service not known")))
+    assert "no-such-host" in said and "does not resolve" in said and "unknown error" not in said.lower(), said
