@@ -29,7 +29,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.observed import ObservedPipeline, traced_provider, traced_stages
 from aigw.pipeline.route import RouteTerminal
 from aigw.pipeline.stage import Stage
-from aigw.pipeline.stages.registry import build_stages, default_order
+from aigw.pipeline.stages.registry import build_stages, default_order, tenancy_left_out
 from aigw.providers.http import HttpClients
 from aigw.providers.registry import build_provider
 from aigw.routing.report import breaker_refresher, deployment_report
@@ -64,6 +64,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
             tenancy.ledger.on_error = partial(obs.metrics.store_error, "ledger")
         deps.services.update(tenancy.stage_services())
     stages: list[Stage] = build_stages(config.pipeline if config.pipeline is not None else default_order(), deps)
+    if tenancy is not None and config.pipeline is not None and (off := tenancy_left_out(config.pipeline)):
+        log.warning("tenancy is on but pipeline: leaves out %s", "; ".join(off))
     if obs.tracing is not None:
         stages = traced_stages(stages, obs.tracing)
     pipeline = ObservedPipeline(stages, RouteTerminal(router))

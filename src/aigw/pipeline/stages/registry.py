@@ -65,3 +65,13 @@ def build_stages(names: list[str], deps: StageDeps) -> list[Stage]:
         if stage is not None:
             stages.append(stage)
     return stages
+
+
+TENANCY_STAGES = {"limits": "keys' rate limits are not enforced", "budget": "budgets are not enforced",
+                  "accounting": "no spend is recorded"}
+
+
+def tenancy_left_out(names: list[str]) -> list[str]:
+    """What a ``pipeline:`` list that leaves out a tenancy stage turns off while tenancy is on (it may be meant:
+    a gateway that only records spend; so it is said at start-up, not refused)."""
+    return [f"{name} ({why})" for name, why in TENANCY_STAGES.items() if name not in names]
