@@ -30,6 +30,7 @@ from aigw.providers.http import HttpClients
 from aigw.sqlite_process import shareable
 from aigw.stores.base import ApiKey, BudgetCounter, Gate, KeyVersion, RateLimiter, Scope, window_of
 from aigw.stores.database import SqlDatabase, open_database
+from aigw.stores.database_name import shown_database
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
 from aigw.stores.sqlite.db import path_of
@@ -125,8 +126,8 @@ class Tenancy:
             await self.db.open()
         except Exception as exc:  # a wrong URL, a database down or silent: one line that says so, not a traceback
             why = f"{type(exc).__name__}: {str(exc) or 'no answer in time'}"
-            raise errors.StartupError(f"the database cannot be opened ({why}); check database_url and that the "
-                                      "database is up") from exc
+            raise errors.StartupError(f"the database {shown_database(self.config.database_url)} cannot be opened "
+                                      f"({why}); check database_url and that the database is up") from exc
         migrate = self.cfg.migrate_on_start
         if migrate if migrate is not None else self.db.kind == "sqlite":
             applied = await self.db.migrate()

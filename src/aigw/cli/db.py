@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import urllib.parse
 
 import click
 
 from aigw.config.load import ConfigError, load_config
 from aigw.stores.database import open_database
+from aigw.stores.database_name import shown_database
 from aigw.stores.sqlite.db import path_of
 
 
@@ -26,22 +26,6 @@ def _url(config_path: str | None, database_url: str | None) -> str:
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
-
-
-def _named(url: str) -> str:
-    """The database as the operator should see it: a SQLite file's absolute path (a relative database_url is
-    relative to where the command runs), a server's URL without its password."""
-    if url.startswith("sqlite:"):
-        path = path_of(url)
-        return path if path == ":memory:" else os.path.abspath(path)
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-    except ValueError:
-        return url.split("://", 1)[0] + "://..."
 
 
 def _missing_file(url: str) -> bool:
@@ -84,9 +68,9 @@ def upgrade(config_path: str | None, database_url: str | None) -> None:
     try:
         applied, _ = asyncio.run(_run(url, apply=True))
     except Exception as exc:
-        click.echo(f"error: migration failed: {type(exc).__name__}: {exc} ({_named(url)})", err=True)
+        click.echo(f"error: migration failed: {type(exc).__name__}: {exc} ({shown_database(url)})", err=True)
         sys.exit(1)
-    click.echo(f"{_named(url)}: " + (f"applied migrations {applied}" if applied else "database is up to date"))
+    click.echo(f"{shown_database(url)}: " + (f"applied migrations {applied}" if applied else "database is up to date"))
 
 
 @db_group.command("status")
@@ -98,10 +82,10 @@ def status(config_path: str | None, database_url: str | None) -> None:
     try:
         _, pending = asyncio.run(_run(url, apply=False))
     except Exception as exc:  # an unusable URL, a database that is down: one line, not a traceback
-        click.echo(f"error: cannot read the database: {type(exc).__name__}: {exc} ({_named(url)})", err=True)
+        click.echo(f"error: cannot read the database: {type(exc).__name__}: {exc} ({shown_database(url)})", err=True)
         sys.exit(2)
     if pending:
         new = " (no database yet)" if _missing_file(url) else ""
-        click.echo(f"{_named(url)}{new}: pending migrations {pending}: run `aigw db upgrade`")
+        click.echo(f"{shown_database(url)}{new}: pending migrations {pending}: run `aigw db upgrade`")
         sys.exit(1)
-    click.echo(f"{_named(url)}: database is up to date")
+    click.echo(f"{shown_database(url)}: database is up to date")
