@@ -29,3 +29,8 @@ def test_the_default_pipeline_and_one_with_every_tenancy_stage_say_nothing(tmp_p
     _app(tmp_path, None)
     _app(tmp_path, ["limits", "budget", "cache", "accounting"])
     assert not [r for r in caplog.records if "leaves out" in r.getMessage()]
+
+
+def test_an_unknown_stage_is_named_with_its_place_in_the_list(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"pipeline\[1\]: unknown pipeline stage 'limit'; known: observe, limits"):
+        _app(tmp_path, ["observe", "limit"])

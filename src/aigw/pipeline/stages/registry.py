@@ -54,11 +54,11 @@ def default_order() -> list[str]:
 
 def build_stages(names: list[str], deps: StageDeps) -> list[Stage]:
     stages: list[Stage] = []
-    for name in names:
+    for i, name in enumerate(names):
         try:
             target = STAGES[name]
         except KeyError:
-            raise ValueError(f"unknown pipeline stage {name!r}; known: {', '.join(STAGES)}") from None
+            raise ValueError(f"pipeline[{i}]: unknown pipeline stage {name!r}; known: {', '.join(STAGES)}") from None
         module_name, _, attr = target.partition(":")
         builder = cast(StageBuilder, getattr(importlib.import_module(module_name), attr))
         stage = builder(deps)
