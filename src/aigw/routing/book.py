@@ -88,6 +88,7 @@ class HealthBook:
                 self._note_error(s, outcome.kind)
                 wait = DEFAULT_COOL_S if outcome.retry_after is None else outcome.retry_after  # 0: room again
                 s.cool_until = max(s.cool_until, now + min(wait, self.cfg.cooldown_s))
+                s.asked_until = max(s.asked_until, now + wait)  # what the upstream asked: decides waiting it out
             return
         if trial:
             _end_trial(s)  # its permit was used: the trial's result below settles the shared breaker

@@ -246,8 +246,11 @@ class Router:
                 return ready[0], False
             pick = STRATEGIES[policy.strategy]
             return ready[pick([x.state for x in ready], self._rng, stream, policy.latency_buffer)], False
-        if cooling is not None and cooling.state.cool_until - now <= policy.max_retry_after_s:
-            return cooling, False  # a short Retry-After: wait it out (``_wait``) rather than fail
+        if cooling is not None and max(cooling.state.cool_until, cooling.state.asked_until) - now \
+                <= policy.max_retry_after_s:
+            # a short Retry-After: wait it out (``_wait``) rather than fail; one longer than we wait for is not
+            # waited out by a later request either, though its cooling is capped to ``cooldown_s``
+            return cooling, False
         raise _none_left(model, now, reopen, capped, cooling, wall, min(full.values()) if full else None)
 
     def _only_ready(self, slots: list[Slot]) -> Slot | None:

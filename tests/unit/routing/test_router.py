@@ -130,6 +130,33 @@ async def test_a_retry_after_longer_than_we_wait_goes_back_to_the_caller_at_once
     assert p["m#0"].calls == 1
 
 
+async def test_a_deployment_cooling_for_a_retry_after_longer_than_we_wait_is_not_waited_out_by_later_requests() -> None:
+    # the upstream asked for 100 s; the deployment cools for min(100, cooldown_s = 2) s. The request that met the 429
+    # gets it at once (over max_retry_after_s); the next one must too, not sit out the 2 s cooling silently
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 2, "max_retry_after_s": 30}},
+                      breaker={"cooldown_s": 2})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=100)))
+    with pytest.raises(errors.RateLimited):
+        await router.complete(req())
+    started = time.monotonic()
+    with pytest.raises(errors.RateLimited) as exc:
+        await asyncio.wait_for(router.complete(req()), 5)
+    assert time.monotonic() - started < 0.5
+    assert exc.value.retry_after is not None and 0 < exc.value.retry_after <= 2
+    assert p["m#0"].calls == 1
+
+
+async def test_a_deployment_cooling_for_a_short_retry_after_is_waited_for_by_later_requests() -> None:
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0, "max_retry_after_s": 30}})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=0.3)))
+    with pytest.raises(errors.RateLimited):
+        await router.complete(req())
+    started = time.monotonic()
+    await asyncio.wait_for(router.complete(req()), 5)
+    assert time.monotonic() - started >= 0.25
+    assert p["m#0"].calls == 2
+
+
 async def test_a_rate_limited_deployment_cools_and_others_take_its_traffic() -> None:
     router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]}, routing={"m": {"num_retries": 1}})
     p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=5)))
