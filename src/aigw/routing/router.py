@@ -173,13 +173,15 @@ class Router:
     async def _serve_model(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,
                            attempt: Attempt[T], served: Served, deadline: float, stream: bool) -> T:
         failed: dict[str, errors.GatewayError] = {}  # deployment id -> its last error in this request
+        failed_at: dict[str, float] = {}  # deployment id -> when that error came (its Retry-After counts from then)
         full: dict[str, float] = {}  # deployment id -> seconds until its exact caps have room (``req.caps``)
         last: errors.GatewayError | None = None
         # the client's own limit is shorter than the operator's: an attempt cut to it that times out says
         # nothing of the upstream (one impatient client must not open the breaker for everyone)
         clients = req.deadline_s is not None and req.deadline_s < self.budget_s(req.model)
         for n in range(policy.num_retries + 1):
-            slot, trial, wait = await self._pick(model, slots, policy, req, failed, full, stream, n, deadline, last)
+            slot, trial, wait = await self._pick(model, slots, policy, req, failed, failed_at, full, stream, n,
+                                                 deadline, last)
             if wait > 0:
                 try:
                     await asyncio.sleep(wait)
@@ -200,6 +202,7 @@ class Router:
                 if not moves_on(err):
                     raise
                 failed[slot.state.id] = last = err
+                failed_at[slot.state.id] = self.clock.monotonic()
                 if self.clock.monotonic() >= deadline:
                     raise
         assert last is not None
@@ -264,8 +267,9 @@ class Router:
         return slots[0]
 
     async def _pick(self, model: str, slots: list[Slot], policy: ModelRouting, req: RouteRequest,
-                    failed: dict[str, errors.GatewayError], full: dict[str, float], stream: bool, n: int,
-                    deadline: float, last: errors.GatewayError | None) -> tuple[Slot, bool, float]:
+                    failed: dict[str, errors.GatewayError], failed_at: dict[str, float], full: dict[str, float],
+                    stream: bool, n: int, deadline: float,
+                    last: errors.GatewayError | None) -> tuple[Slot, bool, float]:
         """The deployment for attempt ``n``, whether it is a half-open trial, and how long to wait before
         calling it. A capped one is taken in the exact caps (``req.caps``) only once that wait is known to fit
         the deadline, so nothing is counted for a call that will not be made; one at its caps is skipped and
@@ -282,7 +286,8 @@ class Router:
                         raise last from None
                     raise
             try:
-                wait = self._wait_s(slot, n, policy, failed.get(slot.state.id), deadline, last)
+                wait = self._wait_s(slot, n, policy, failed.get(slot.state.id), failed_at.get(slot.state.id, 0.0),
+                                    deadline, last)
                 room = await req.caps.admit(slot.state.id) if req.caps is not None and slot.state.capped else None
             except BaseException:
                 if trial:
@@ -295,16 +300,17 @@ class Router:
                 self.book.release_trial(slot.state)
             slot = None
 
-    def _wait_s(self, slot: Slot, n: int, policy: ModelRouting, prev: errors.GatewayError | None,
+    def _wait_s(self, slot: Slot, n: int, policy: ModelRouting, prev: errors.GatewayError | None, prev_at: float,
                 deadline: float, last: errors.GatewayError | None) -> float:
-        """How long to back off before going back to a deployment that failed: at least its Retry-After.
+        """How long to back off before going back to a deployment that failed: at least what is left of its
+        Retry-After (which counts from ``prev_at``, when it came: attempts elsewhere may have used it up).
         Raises when that is longer than the policy waits for, or than the deadline allows."""
         now = self.clock.monotonic()
         wait = max(0.0, slot.state.cool_until - now)
         if prev is not None:
             if prev.retry_after is not None and prev.retry_after > policy.max_retry_after_s:
                 raise prev  # longer than we wait for: let the fallbacks or the client decide
-            wait = max(wait, backoff_s(n, policy, self._rng), prev.retry_after or 0.0)
+            wait = max(wait, backoff_s(n, policy, self._rng), (prev.retry_after or 0.0) - (now - prev_at))
         if wait > 0 and now + wait >= deadline:
             raise last or errors.RateLimited("the model's deployments are rate limited", retry_after=wait)
         return wait

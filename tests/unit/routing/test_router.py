@@ -108,6 +108,20 @@ async def test_retry_after_is_honoured_before_retrying_the_same_deployment() -> 
     assert served.attempts == 2
 
 
+async def test_a_retry_after_counts_from_when_the_upstream_said_it_not_from_the_retry() -> None:
+    # m#0 asks for 0.6 s; the retry goes to m#1, which takes 0.6 s to fail: m#0's wait is over by then, and
+    # going back to it must not wait another 0.6 s
+    router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]}, routing={"m": {"num_retries": 2}})
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=0.6)))
+    p["m#1"].push(Step(delay=0.6, error=errors.Unavailable("down")))
+    started = time.monotonic()
+    _, served = await router.complete(req())
+    took = time.monotonic() - started
+    assert served.deployment is not None and served.deployment.id == "m#0"
+    assert (p["m#0"].calls, p["m#1"].calls) == (2, 1)
+    assert 0.6 <= took < 1.0
+
+
 async def test_a_retry_after_of_zero_is_not_taken_for_a_missing_one() -> None:
     # "retry-after: 0" / "retry-after-ms: 0": the upstream says the window has room again; a 429 without one
     # cools its deployment for a second, one with 0 must not
