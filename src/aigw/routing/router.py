@@ -223,8 +223,8 @@ class Router:
         reopen = math.inf
         for slot in slots:
             s = slot.state
-            if failed and s.id in failed and dead_deployment(failed[s.id]):
-                continue  # e.g. out of quota: another call cannot help
+            if failed and s.id in failed and (dead_deployment(failed[s.id]) or _asks_too_long(failed[s.id], policy)):
+                continue  # out of quota (another call cannot help), or asked for a wait longer than we wait for
             phase = s.breaker.phase(now)
             if full and s.id in full:
                 capped = True
@@ -327,6 +327,12 @@ class Router:
     async def stop(self) -> None:
         for _, _, stop in self._background:
             stop()
+
+
+def _asks_too_long(err: errors.GatewayError, policy: ModelRouting) -> bool:
+    """The upstream asked for a wait (Retry-After) longer than the model waits for: not called again in this
+    request, its siblings and the fallbacks may still answer (``_wait_s`` would give up the whole model)."""
+    return err.retry_after is not None and err.retry_after > policy.max_retry_after_s
 
 
 def _special_chain(policy: ModelRouting, err: errors.GatewayError) -> list[str] | None:

@@ -171,6 +171,23 @@ async def test_a_deployment_cooling_for_a_short_retry_after_is_waited_for_by_lat
     assert p["m#0"].calls == 2
 
 
+@pytest.mark.parametrize("others_first", [True, False])
+async def test_a_deployment_asking_for_a_wait_longer_than_we_wait_leaves_the_retries_to_its_siblings(
+        others_first: bool) -> None:
+    # m#0 answers 503 with Retry-After 60 (over max_retry_after_s): it is out for this request, but m#1, which
+    # failed once without asking for a wait, is still worth a retry; the request must not give up on the model
+    router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]},
+                      routing={"m": {"num_retries": 2, "retry_other_deployments": others_first}},
+                      breaker={"enabled": False})
+    p["m#0"].always = Step(error=errors.Unavailable("overloaded", retry_after=60))
+    p["m#1"].push(Step(error=errors.Unavailable("blip")))
+    started = time.monotonic()
+    _, served = await router.complete(req())
+    assert served.deployment is not None and served.deployment.id == "m#1"
+    assert (p["m#0"].calls, p["m#1"].calls) == (1, 2)
+    assert time.monotonic() - started < 1
+
+
 async def test_a_rate_limited_deployment_cools_and_others_take_its_traffic() -> None:
     router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]}, routing={"m": {"num_retries": 1}})
     p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=5)))
