@@ -165,6 +165,21 @@ def test_a_retry_after_too_long_to_wait_goes_back_to_the_client(fake: TimedOpenA
         assert fake.traffic.requests == 1
 
 
+def test_a_deployment_whose_upstream_key_was_revoked_costs_clients_nothing(fake: TimedOpenAI) -> None:
+    fake.faults.always(oai.bad_auth())  # the operator rotated keys and this deployment still has the old one
+    cfg = config([upstream(fake, "m", weight=100), mock("m", weight=0.01)],
+                 circuit_breaker={"failures": 3, "cooldown_s": 0.2})
+    with running_gateway(cfg) as gw:
+        c = client(gw)
+        for i in range(12):
+            raw = c.chat.completions.with_raw_response.create(model="m", messages=MSGS)  # type: ignore[arg-type]
+            assert raw.parse().choices[0].message.content and raw.headers["x-aigw-provider"] == "mock"
+            if i == 6:
+                time.sleep(0.3)  # half-open: the trial is refused too, and its client is served all the same
+        assert 3 < fake.traffic.requests <= 4 + 1
+        assert by_model(gw, "m", "openai")["last_error"]["kind"] == "auth"
+
+
 def test_deployments_out_of_quota_are_called_once_each_and_the_fallback_answers(fake: TimedOpenAI) -> None:
     fake.faults.always(oai.insufficient_quota())
     cfg = config([upstream(fake, "m"), upstream(fake, "m"), mock("backup")],

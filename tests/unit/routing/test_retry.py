@@ -36,7 +36,12 @@ def test_out_of_quota_moves_on_but_never_back_to_the_same_deployment() -> None:
     quota = errors.QuotaExceeded("x", code="insufficient_quota")
     assert moves_on(quota) and dead_deployment(quota) and not retryable(quota)
     assert moves_on(errors.Unavailable("x")) and not dead_deployment(errors.Unavailable("x"))
-    assert not moves_on(errors.AuthError("x", status=502)) and not moves_on(errors.InvalidRequest("x"))
+    assert not moves_on(errors.InvalidRequest("x")) and not moves_on(errors.NotFound("x"))
+
+
+def test_an_upstream_refusing_our_key_moves_on_but_never_back_to_the_same_deployment() -> None:
+    auth = errors.AuthError("x", status=502, code="upstream_auth")
+    assert moves_on(auth) and dead_deployment(auth) and not retryable(auth)
 
 
 def test_rate_limited_outcome_keeps_retry_after() -> None:

@@ -42,14 +42,59 @@ async def test_retries_stop_at_num_retries_and_the_upstream_error_reaches_the_ca
     assert p["m#0"].calls == 4
 
 
-@pytest.mark.parametrize("err", [errors.InvalidRequest("bad"), errors.AuthError("key", status=502),
-                                 errors.NotFound("gone")])
+@pytest.mark.parametrize("err", [errors.InvalidRequest("bad"), errors.NotFound("gone")])
 async def test_non_retryable_errors_are_not_retried(err: errors.GatewayError) -> None:
     router, p = build({"m": [{}, {}]})
     p["m#0"].always = p["m#1"].always = Step(error=err)
     with pytest.raises(type(err)):
         await router.complete(req())
     assert p["m#0"].calls + p["m#1"].calls == 1
+
+
+def upstream_auth() -> errors.AuthError:
+    return errors.AuthError("Incorrect API key provided", status=502, code="upstream_auth")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_deployment_whose_key_the_upstream_refuses_leaves_the_request_to_its_siblings(stream: bool) -> None:
+    # our key for m#0 was revoked (a rotation): that says nothing of the client's request, and m#1 has its own key
+    router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]}, breaker={"failures": 50})
+    p["m#0"].always = Step(error=upstream_auth())
+    for _ in range(5):
+        if stream:
+            chunks, served = await router.open_stream(req())
+            async for _ in chunks:
+                pass
+        else:
+            _, served = await router.complete(req())
+        assert served.deployment is not None and served.deployment.id == "m#1"
+    assert p["m#0"].calls == 5  # once a request: never twice, calling it again cannot help
+
+
+async def test_an_upstream_auth_failure_with_no_sibling_is_not_retried_and_the_fallback_answers() -> None:
+    router, p = build({"m": [{}], "backup": [{}]}, routing={"m": {"num_retries": 3, "fallbacks": ["backup"]}})
+    p["m#0"].always = Step(error=upstream_auth())
+    _, served = await router.complete(req())
+    assert served.model == "backup" and p["m#0"].calls == 1
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 3}})
+    p["m#0"].always = Step(error=upstream_auth())
+    with pytest.raises(errors.AuthError) as exc:
+        await router.complete(req())
+    assert exc.value.status == 502 and p["m#0"].calls == 1
+
+
+async def test_a_half_open_trial_refused_for_our_key_still_serves_its_client() -> None:
+    # docs: the trial is the first attempt of a real request, whose client is served by a retry if it fails
+    clock = Clock()
+    router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]}, breaker={"failures": 1, "cooldown_s": 10},
+                      clock=clock)
+    p["m#0"].always = Step(error=upstream_auth())
+    await router.complete(req())  # m#0 refuses our key: its breaker opens, m#1 answers
+    assert router.book.state("m#0").breaker.phase(clock.monotonic()) == OPEN
+    clock.advance(11)
+    _, served = await router.complete(req())  # the half-open trial fails the same way
+    assert served.deployment is not None and served.deployment.id == "m#1"
+    assert p["m#0"].calls == 2
 
 
 def out_of_quota() -> errors.QuotaExceeded:
