@@ -255,7 +255,9 @@ class Attempts:
                 self.book.record(s, None if excused else outcome, False)
             self._ended(s.deployment, outcome, took)
 
-        return await park(primed(head, source, end, finish, call.timeouts.chunk))
+        mine = slot.target.deployment.timeout_s  # the deployment's own limit ends the stream, not the request's
+        attempt_s = mine if mine is not None and (call.timeouts.total or math.inf) >= mine else None
+        return await park(primed(head, source, end, finish, call.timeouts.chunk, attempt_s))
 
 
 def outcome_name(outcome: Outcome | None) -> str:

@@ -82,9 +82,10 @@ class _Deadline:
     """Cancels the consuming task if it is still waiting on the upstream at ``end`` (loop time), or, with
     ``chunk`` seconds set, once one wait for a next chunk has lasted that long (``stalled``)."""
 
-    __slots__ = ("chunk", "end", "fired", "handle", "loop", "since", "stalled", "task", "waiting")
+    __slots__ = ("attempt_s", "chunk", "end", "fired", "handle", "loop", "since", "stalled", "task", "waiting")
 
-    def __init__(self, end: float, chunk: float | None = None) -> None:
+    def __init__(self, end: float, chunk: float | None = None, attempt_s: float | None = None) -> None:
+        self.attempt_s = attempt_s  # set when ``end`` is the deployment's own timeout_s, not the request's
         self.fired = False
         self.stalled = False
         self.waiting = False
@@ -131,10 +132,11 @@ async def park(stream: AsyncGenerator[JSON | None, None]) -> AsyncIterator[JSON]
 
 async def primed(
     head: list[JSON], rest: AsyncIterator[JSON], end: float, finish: Callable[[Outcome | None, int], None],
-    chunk_s: float | None = None,
+    chunk_s: float | None = None, attempt_s: float | None = None,
 ) -> AsyncGenerator[JSON | None, None]:
     """Yield the chunks in hand (``first_content``), then the rest until ``end``, each within ``chunk_s`` of
-    asking for it when that is set; tell ``finish`` how it ended (``None`` when the consumer went away: that
+    asking for it when that is set (``attempt_s``: ``end`` is the deployment's ``timeout_s``, the error says
+    so); tell ``finish`` how it ended (``None`` when the consumer went away: that
     says nothing about the upstream).
 
     Call ``park`` on it before handing it on: an async generator closed (or dropped) before its first
@@ -143,7 +145,7 @@ async def primed(
     tokens = 0
     for held in head:
         tokens = tokens_of(held.get("usage")) or tokens
-    deadline = _Deadline(end, chunk_s)
+    deadline = _Deadline(end, chunk_s, attempt_s)
     try:
         yield None  # parked by ``park``: from here on, closing the stream runs ``finish``
         for held in head:
@@ -173,7 +175,7 @@ async def primed(
 async def _next(rest: AsyncIterator[JSON], deadline: _Deadline) -> JSON | None:
     """The next chunk, None at the end; an UpstreamTimeout once the deadline has passed or the chunk is late."""
     if deadline.fired:
-        raise errors.UpstreamTimeout("the upstream stream exceeded the request timeout")
+        raise _ran_out(deadline)
     task = deadline.task = asyncio.current_task()
     cancelling = task.cancelling() if task is not None else 0
     if deadline.chunk is not None:
@@ -186,10 +188,18 @@ async def _next(rest: AsyncIterator[JSON], deadline: _Deadline) -> JSON | None:
     except asyncio.CancelledError:
         if (deadline.fired or deadline.stalled) and task is not None and task.uncancel() <= cancelling:
             if deadline.fired:
-                raise errors.UpstreamTimeout("the upstream stream exceeded the request timeout") from None
+                raise _ran_out(deadline) from None
             raise errors.UpstreamTimeout(
                 f"the upstream sent nothing for {deadline.chunk:g} s in the middle of the stream "
                 "(chunk_timeout_s)") from None
         raise
     finally:
         deadline.waiting = False
+
+
+def _ran_out(deadline: _Deadline) -> errors.UpstreamTimeout:
+    """The stream's whole time is up: the deployment's ``timeout_s`` (per attempt) or the request's timeout."""
+    if deadline.attempt_s is not None:
+        return errors.UpstreamTimeout(f"the upstream stream ran past its deployment's {deadline.attempt_s:g} s "
+                                      "timeout_s (a whole stream, per attempt)")
+    return errors.UpstreamTimeout("the upstream stream ran past the request's timeout")

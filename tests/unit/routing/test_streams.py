@@ -188,3 +188,20 @@ def test_the_chunk_limit_is_the_smaller_of_the_deployment_and_the_model(
         deployment_s: float | None, model_s: float | None, expected: float | None) -> None:
     d = deployment("a", 0, chunk_timeout_s=deployment_s)
     assert timeouts_for(d, 600.0, None, model_s).chunk == expected
+
+
+@pytest.mark.parametrize("whose", ["deployment", "request"])
+async def test_a_stream_cut_by_its_whole_time_says_which_limit_ended_it(whose: str) -> None:
+    # a deployment's timeout_s bounds each attempt's whole stream: an operator whose long answers end must be sent
+    # to that setting, not to the request's timeout (x-aigw-timeout, routing.<model>.timeout_s) that was not it
+    extra = {"timeout_s": 0.2} if whose == "deployment" else {}
+    router, p = build({"a": [extra]}, breaker={"enabled": False})
+    p["a#0"].stream_chat = opens_then(chunk({"content": "Hi"}), *[0.05, chunk({"content": "."})] * 40)  # type: ignore[method-assign]
+    deadline = None if whose == "deployment" else 0.2
+    chunks, _ = await router.open_stream(RouteRequest(model="a", body=dict(BODY), deadline_s=deadline))
+    with pytest.raises(errors.UpstreamTimeout) as exc:
+        await collect(chunks)
+    if whose == "deployment":
+        assert "timeout_s" in str(exc.value) and "0.2 s" in str(exc.value) and "request" not in str(exc.value)
+    else:
+        assert "request's timeout" in str(exc.value) and "timeout_s" not in str(exc.value)
