@@ -427,3 +427,20 @@ async def test_failed_tool_result_from_an_anthropic_client_says_so(family: Famil
     tools = [m for m in family.fake.traffic.last.body["messages"] if m["role"] == "tool"]
     assert tools == [{"role": "tool", "tool_call_id": "toolu_1", "content": "Error: city service timed out"},
                      {"role": "tool", "tool_call_id": "toolu_2", "content": "4 C, rain"}]
+
+
+def test_a_429_with_only_the_rate_limit_headers_waits_until_the_exhausted_limit_resets() -> None:
+    """OpenAI-compatible servers (and OpenAI's 429s at times) say when a limit frees only in x-ratelimit-reset-*:
+    read as no Retry-After, the router waited its default second and met the 429 again and again."""
+    tokens_out = {"x-ratelimit-remaining-requests": "499", "x-ratelimit-reset-requests": "120ms",
+                  "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6.5s"}
+    assert parse_retry_after(tokens_out) == 6.5  # the limit that is out, not the other one
+    requests_out = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m0s",
+                    "x-ratelimit-reset-tokens": "20ms"}
+    assert parse_retry_after(requests_out) == 60.0
+    both_out = {**requests_out, "x-ratelimit-remaining-tokens": "0"}
+    assert parse_retry_after(both_out) == 60.0  # the later of the two
+    # every answer carries these: a 5xx with limits that have room says nothing of a wait
+    assert parse_retry_after({"x-ratelimit-remaining-tokens": "900", "x-ratelimit-reset-tokens": "6m0s"}) is None
+    assert parse_retry_after({**tokens_out, "retry-after": "3"}) == 3.0  # an explicit Retry-After rules
+    assert parse_retry_after({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "soon"}) is None

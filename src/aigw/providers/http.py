@@ -23,6 +23,7 @@ import orjson
 from aiohttp.payload import BytesPayload
 
 from aigw import errors
+from aigw.durations import parse_go_duration
 from aigw.providers.base import CallOptions, Timeouts
 
 
@@ -195,7 +196,19 @@ def parse_retry_after(headers: Any) -> float | None:
         except ValueError:
             return _seconds_until_date(value)
         return max(0.0, seconds) if math.isfinite(seconds) else None
-    return None
+    return _limit_reset(headers)
+
+
+def _limit_reset(headers: Any) -> float | None:
+    """When the limit a 429 hit frees, from OpenAI's ``x-ratelimit-reset-requests`` / ``-tokens`` (Go durations):
+    the one whose ``remaining`` is 0 (any answer carries these: a limit with room left says nothing of a wait)."""
+    waits = []
+    for kind in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{kind}") == "0" and (raw := headers.get(f"x-ratelimit-reset-{kind}")):
+            seconds = parse_go_duration(raw)
+            if seconds is not None:
+                waits.append(seconds)
+    return max(waits) if waits else None
 
 
 def _seconds_until_date(value: str) -> float | None:
