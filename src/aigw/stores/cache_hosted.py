@@ -8,7 +8,8 @@ another worker refreshed (``x-aigw-cache: no-cache``) is served old by this one 
 parent's store is reached like Redis: bounded by the cache's ``timeout_ms``, skipped for a moment after a
 failure, and a failure there never fails a request (the stage's guard).
 
-Not shared: the semantic index (each worker matches against the questions it embedded itself).
+The semantic index is the parent's too (``semantic_hosted``): a purge empties it once, from the worker that
+took the purge; the others drop only their own copies when they read it in the purge log.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from aigw.stores.counter_client import HostClient
 
 class HostedSemanticIndex:
     name = "memory"
+    in_process = False  # kept by the parent: a purge another worker announces was applied to it already
 
     def __init__(self, client: HostClient) -> None:
         self.client = client  # the worker's connection to its parent, shared with its cache entries

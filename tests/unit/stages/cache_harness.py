@@ -100,7 +100,8 @@ class Answer:
 class Harness:
     def __init__(self, cache: dict[str, Any], *, routing: dict[str, Any] | None = None,
                  stores: dict[str, Any] | None = None, embedder: FakeEmbedder | None = None,
-                 purge_log: Any = None, more_embedders: dict[str, FakeEmbedder] | None = None) -> None:
+                 purge_log: Any = None, more_embedders: dict[str, FakeEmbedder] | None = None,
+                 indexes: dict[str, Any] | None = None) -> None:
         self.clock = ManualClock(1_000_000.0)
         config = GatewayConfig.model_validate({"cache": cache, "routing": routing or {},
                                                "models": [{"name": "mock", "provider": "mock"},
@@ -109,7 +110,7 @@ class Harness:
         self.memory = MemoryCacheStore(1000, 10_000_000, self.clock)
         services: dict[str, Any] = {
             "cache_stores": stores if stores is not None else {"memory": self.memory},
-            "cache_indexes": {"memory": MemorySemanticIndex(1000, 100, self.clock)},
+            "cache_indexes": indexes if indexes is not None else {"memory": MemorySemanticIndex(1000, 100, self.clock)},
             "cache_embedders": {"fake-embed": self.embedder, **(more_embedders or {})},
             "cache_purge_log": purge_log,
         }

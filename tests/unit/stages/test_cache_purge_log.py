@@ -173,3 +173,51 @@ async def test_a_purge_this_process_failed_to_apply_is_applied_at_the_next_turn_
             assert (await b.ask("the roadmap", tenant=tenant)).cache == "miss"
     finally:
         await stopped(a, b)
+
+
+async def test_a_purge_another_worker_reads_in_the_log_leaves_the_parents_semantic_index_alone(
+        tmp_path: Path) -> None:
+    """`aigw serve --workers N` without Redis: the parent keeps one semantic index for every worker, emptied by
+    the worker that took the purge. The others, applying the purge from the log a moment later, emptied the
+    parent's buckets again: a question answered in between lost its vector, and its paraphrases missed in every
+    worker (seen with two workers: after `DELETE /admin/cache`, a paraphrase of the next question was a miss)."""
+    from aigw.stores.cache_hosted import HostedCache, LayeredCacheStore
+    from aigw.stores.counter_host import CounterHost
+    from aigw.stores.semantic_hosted import HostedSemanticIndex
+    from tests.unit.stages.cache_harness import FakeEmbedder
+
+    host = CounterHost(60.0, (1000, 10_000_000, 8))
+    host.start()
+    path = str(tmp_path / "purges.log")
+    held = HeldLog(path)
+    embedder = FakeEmbedder()
+    embedder.at_similarity("How tall is the Eiffel tower?", "Eiffel tower height?", 0.95)
+    clients: list[HostedCache] = []
+
+    def worker(log: FilePurgeLog) -> Harness:
+        client = HostedCache(host.path, timeout_s=1.0)
+        clients.append(client)
+        h = Harness({"mode": "semantic", "timeout_ms": 1000,
+                     "semantic": {"embedding_model": "fake-embed", "threshold": 0.9}},
+                    stores={"memory": LayeredCacheStore(MemoryCacheStore(1000, 10_000_000), client, 60.0)},
+                    indexes={"memory": HostedSemanticIndex(client)}, embedder=embedder, purge_log=log)
+        h.stage.purger.poll_s = POLL_S
+        return h
+
+    a, b = worker(FilePurgeLog(path)), worker(held)
+    await started(a, b)
+    try:
+        await b.ask("the roadmap")  # b keeps a copy: it counts one when it applies the purge
+        held.holding = True  # b reads the log only after the next question was answered
+        await a.stage.purge(None)
+        assert (await a.ask("Eiffel tower height?")).cache == "miss"
+        held.holding = False
+        await eventually(lambda: b.stage.stats.purged == 1)
+        hit = await b.ask("How tall is the Eiffel tower?")
+        assert (hit.cache, hit.ctx.response_headers.get("x-aigw-cache-match")) == ("hit", "semantic")
+        assert a.upstream.calls == 1 and b.upstream.calls == 1  # the roadmap (b) and the tower (a)
+    finally:
+        await stopped(a, b)
+        for client in clients:
+            await client.aclose()
+        host.stop()

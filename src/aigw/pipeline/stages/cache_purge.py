@@ -86,6 +86,8 @@ class Purger:
             if not shared and not self._in_process[name] and own is None:
                 continue
             index = self.indexes.get(name)
+            if not shared and index is not None and not getattr(index, "in_process", True):
+                index = None  # the workers' parent's (``semantic_hosted``): the purge's own worker emptied it
             try:
                 done[name] = await (store.purge if shared or own is None else own)(patterns, counts)
                 if index is not None:
