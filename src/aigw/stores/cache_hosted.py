@@ -63,6 +63,7 @@ class LayeredCacheStore:
         self.local = local
         self.shared = shared
         self.copy_ttl_s = copy_ttl_s  # a worker's copy at most this long (0: none, every hit asks the parent)
+        self.epoch = 0  # purges begun so far: a read of the parent begun before the latest one leaves no copy
 
     def get_now(self, key: str) -> bytes | None:
         return self.local.get_now(key)
@@ -71,11 +72,13 @@ class LayeredCacheStore:
         value = self.local.get_now(key)
         if value is not None:
             return value
+        epoch = self.epoch
         entry = await self.shared.get_entry(key)
         if entry is None:
             return None
         value, left_s = entry
-        await self._copy(key, value, left_s)
+        if epoch == self.epoch:  # else the parent may have answered before a purge that this copy would outlive
+            await self._copy(key, value, left_s)
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
@@ -97,12 +100,15 @@ class LayeredCacheStore:
         def note(key: str) -> bool:
             gone.add(key)
             return False
+        self.epoch += 1
         await self.local.purge(patterns, note)
         gone.update(await self.shared.purge_keys(patterns))
+        self.epoch += 1  # a read answered between the two purges may hold an entry the parent's purge deleted
         return sum(1 for key in gone if counts is None or counts(key))
 
     async def purge_local(self, patterns: list[str] | None, counts: Callable[[str], bool] | None = None) -> int:
         """This worker's own copies only: another worker's purge, which emptied the parent's store already."""
+        self.epoch += 1
         return await self.local.purge(patterns, counts)
 
     async def aclose(self) -> None:

@@ -161,3 +161,42 @@ def test_workers_share_one_semantic_index_in_their_parent(host: CounterHost) -> 
         await b.aclose()
 
     asyncio.run(main())
+
+
+class HeldRead(HostedCache):
+    """A worker's link to its parent whose answers to ``get`` are read at once but reach the worker only when
+    ``gate`` opens (an answer still on its way while the worker purges)."""
+
+    gate: asyncio.Event
+
+    async def get_entry(self, key: str) -> tuple[bytes, float] | None:
+        found = await super().get_entry(key)
+        await self.gate.wait()
+        return found
+
+
+@pytest.mark.parametrize("purge", ["purge", "purge_local"])
+def test_an_entry_read_from_the_parent_across_a_purge_is_not_kept_as_a_copy(host: CounterHost, purge: str) -> None:
+    """A worker's read of the parent that was answered before a purge and reached it after (the purge it took, or
+    one another worker announced) kept the purged answer as its copy: that worker served it for ``near_ttl_s``
+    after the purge said it was gone. The read's own request still gets it (it asked first)."""
+    async def main() -> None:
+        a = worker(host.path)
+        held = HeldRead(host.path, timeout_s=0.5)
+        held.gate = asyncio.Event()
+        b = LayeredCacheStore(MemoryCacheStore(1000, 1_000_000), held, 60.0)
+        await a.set("t1:k", b"answer", 60)
+        reading = asyncio.ensure_future(b.get("t1:k"))
+        await asyncio.sleep(0.1)  # the parent answered the read
+        if purge == "purge":
+            assert await b.purge(None) == 1
+        else:
+            await a.purge(None)  # another worker took it: the parent's entry is gone, then b drops its own
+            await b.purge_local(None)
+        held.gate.set()
+        assert await reading == b"answer"
+        assert b.get_now("t1:k") is None and await b.get("t1:k") is None
+        await a.aclose()
+        await b.aclose()
+
+    asyncio.run(main())
