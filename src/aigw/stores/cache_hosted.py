@@ -78,14 +78,15 @@ class LayeredCacheStore:
             return None
         value, left_s = entry
         if epoch == self.epoch:  # else the parent may have answered before a purge that this copy would outlive
-            await self._copy(key, value, left_s)
+            await self.copy(key, value, left_s)
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._copy(key, value, ttl_s)  # this worker has it even if the parent cannot be reached
+        await self.copy(key, value, ttl_s)  # this worker has it even if the parent cannot be reached
         await self.shared.set(key, value, ttl_s)
 
-    async def _copy(self, key: str, value: bytes, ttl_s: float) -> None:
+    async def copy(self, key: str, value: bytes, ttl_s: float) -> None:
+        """This worker's own copy alone, for ``copy_ttl_s`` at most."""
         if (ttl_s := min(ttl_s, self.copy_ttl_s)) > 0:
             await self.local.set(key, value, ttl_s)
 

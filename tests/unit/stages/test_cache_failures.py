@@ -201,3 +201,22 @@ async def test_a_requests_backend_calls_share_one_timeout() -> None:
     answer = await h.ask("Which city is France's capital?")
     assert time.perf_counter() - started < 0.38  # 0.4 s and a semantic hit, when each call had 0.3 s
     assert answer.cache == "miss" and answer.body is not None and answer.ctx.state["cache_result"] == "error"
+
+
+async def test_a_worker_whose_parent_cannot_be_reached_still_answers_its_own_repeats(tmp_path: object) -> None:
+    """`aigw serve --workers N` without Redis: while the parent's shared store failed (skipped for
+    ``retry_after_s``), a worker stored nothing at all, not even in its own memory, so the same question to the
+    same worker went upstream every time; one process's memory cache would have answered it. The worker keeps
+    its own copy (for ``near_ttl_s``) and answers from it, as when the parent is there."""
+    from aigw.stores.cache_hosted import HostedCache, LayeredCacheStore
+
+    shared = HostedCache(f"{tmp_path}/no-parent.sock", timeout_s=0.2)
+    h = Harness({"mode": "exact"}, stores={"memory": LayeredCacheStore(MemoryCacheStore(100, 100_000), shared, 5)})
+    try:
+        assert (await h.ask("the roadmap")).cache == "miss"  # the parent's lookup failed: skipped from now on
+        assert h.stage.guard.failing("memory")
+        assert (await h.ask("the roadmap")).cache == "hit"
+        assert (await h.ask("the roadmap", tenant="t2")).cache == "miss"  # still one tenant's copy
+        assert h.upstream.calls == 2
+    finally:
+        await shared.aclose()

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aigw.config.cache import CacheConfig
 from aigw.pipeline.context import Completed, Prerendered, Replay, RequestContext, Result
@@ -31,6 +31,7 @@ from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, en
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Lookups, Status, health_of
 from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, fallback_mark, semantic_blocker, word_order_mark
 from aigw.pipeline.stages.cache_near import NearCache
+from aigw.pipeline.stages.cache_pending import Pending, keep_own, put
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
 from aigw.pipeline.stages.cache_semantic import Embedders, embedding
@@ -41,9 +42,6 @@ from aigw.stores.cache_base import CacheStore, LocalCacheStore, SemanticIndex
 from aigw.stores.purge_log import PurgeLog
 from aigw.supervise import Supervisor
 from aigw.types import JSON, Clock
-
-if TYPE_CHECKING:
-    from aigw.stores.cache_base import Vector
 
 log = logging.getLogger("aigw.cache")
 HEADER = "x-aigw-cache"
@@ -64,19 +62,6 @@ class _Unvouched:
     """``_serve``'s answer for another model's answer (a fallback's): served only while its mark is there."""
 
     served: str
-
-
-@dataclass(slots=True)
-class _Pending:
-    key: str
-    policy: CacheConfig
-    ttl_s: float
-    bucket: str = ""
-    vector: Vector | None = None
-    mark: bytes = b""  # the last turn's words as a bag and in order (``word_order_mark``)
-    guard: str = ""  # the output checks' tag (``scope_of``)
-    trouble: list[str] = field(default_factory=list)  # backends that failed during the lookup
-    mark_key: str = ""  # a fallback's answer: the key that vouches for it (``cache_keys.fallback_mark``)
 
 
 class CacheStage(Stage):
@@ -135,7 +120,7 @@ class CacheStage(Stage):
                 if hit is not None:
                     return hit
         ctx.response_headers[HEADER] = "miss"
-        pending = _Pending(key, policy, min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s), trouble=trouble,
+        pending = Pending(key, policy, min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s), trouble=trouble,
                            guard=guard)
         if self._semantic_wanted(ctx, policy, controls):
             hit = await self._semantic(ctx, policy, controls, pending)
@@ -203,7 +188,7 @@ class CacheStage(Stage):
         return not semantic_blocker(ctx.body, sem.max_turns, sem.with_tools)
 
     async def _semantic(self, ctx: RequestContext, policy: CacheConfig, controls: Controls,
-                        pending: _Pending) -> Result | None:
+                        pending: Pending) -> Result | None:
         """Embed the last user turn; on a close enough match, serve that entry."""
         text = last_user_text(ctx.body)
         embedder = self.embedders.get(policy.semantic.embedding_model)
@@ -297,7 +282,7 @@ class CacheStage(Stage):
             return chunks
         return self._watch(ctx, chunks, pending)
 
-    async def _watch(self, ctx: RequestContext, chunks: AsyncIterator[JSON], pending: _Pending
+    async def _watch(self, ctx: RequestContext, chunks: AsyncIterator[JSON], pending: Pending
                      ) -> AsyncIterator[JSON]:
         """Pass chunks through; store the assembled answer only if the stream ran to its end.
 
@@ -326,7 +311,7 @@ class CacheStage(Stage):
             return
         await self._keep(ctx, pending, body)
 
-    async def _keep(self, ctx: RequestContext, pending: _Pending, body: JSON) -> None:
+    async def _keep(self, ctx: RequestContext, pending: Pending, body: JSON) -> None:
         """Store a finished answer: inline in process memory, else in a background task."""
         if ctx.endpoint in _ANSWERS and not storable(body):
             self.stats.not_stored += 1
@@ -349,10 +334,12 @@ class CacheStage(Stage):
         self._storing.add(task)
         task.add_done_callback(self._storing.discard)
 
-    async def _store(self, pending: _Pending, value: bytes) -> None:
+    async def _store(self, pending: Pending, value: bytes) -> None:
         backend = pending.policy.backend
         store = self.stores[backend]
-        done = await self.guard.call(backend, "set", lambda: _set(store, pending, value), self._timeout(backend))
+        done = await self.guard.call(backend, "set", lambda: put(store, pending, value), self._timeout(backend))
+        if not done and backend in self._layered:  # the parent's store failed or is skipped: the worker keeps its own
+            await keep_own(store, pending, value)
         if done:
             self.stats.stores += 1
             if (near := self._near.get(backend)) is not None:
@@ -385,13 +372,6 @@ class CacheStage(Stage):
         in_use = {p.backend for p in self.policies.all() if p.mode != "off"} or {self.policies.default.backend}
         near_hits = sum(n.hits for n in self._near.values()) if self._near else None
         return await health_of(self.guard, {n: s for n, s in self.stores.items() if n in in_use}, near_hits)
-
-
-async def _set(store: CacheStore, pending: _Pending, value: bytes) -> bool:
-    if pending.mark_key:
-        await store.set(pending.mark_key, b"", pending.ttl_s)
-    await store.set(pending.key, value, pending.ttl_s)
-    return True
 
 
 def build(deps: StageDeps) -> Stage | None:
