@@ -46,8 +46,11 @@ def cache_services(config: GatewayConfig, redis: Any) -> dict[str, Any]:
     shared = None  # a worker of `aigw serve --workers N`: what its parent keeps for every worker (``cache_hosted``)
     if config.server.counter_socket:
         from aigw.stores.cache_hosted import HostedCache, LayeredCacheStore
+        from aigw.stores.counter_client import TIMEOUT_S
 
-        shared = HostedCache(config.server.counter_socket)
+        # the stage bounds each lookup by timeout_ms; the link's own timeout also bounds a purge: never under 2 s
+        shared = HostedCache(config.server.counter_socket, timeout_s=max(TIMEOUT_S, bounds.timeout_ms / 1000),
+                             retry_after_s=bounds.retry_after_s)
         own = MemoryCacheStore(bounds.max_entries, min(bounds.max_bytes, bounds.near_max_bytes))  # its copies
         stores: dict[str, Any] = {"memory": LayeredCacheStore(own, shared, bounds.near_ttl_s)}
     else:
