@@ -121,7 +121,7 @@ class CacheStage(Stage):
                     return hit
         ctx.response_headers[HEADER] = "miss"
         pending = Pending(key, policy, min(controls.ttl_s or policy.ttl_s, policy.max_ttl_s), trouble=trouble,
-                           guard=guard)
+                          guard=guard)
         if self._semantic_wanted(ctx, policy, controls):
             hit = await self._semantic(ctx, policy, controls, pending)
             if hit is not None:
