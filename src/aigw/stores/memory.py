@@ -227,8 +227,12 @@ def _refuse(levels: list[_Level], refusing: Scope, reason: str, wait_s: float, n
             est_tokens: int) -> Admission:
     """A refusal (the cold path: nothing was taken) with every figure an accepted call would carry, not only the
     refusing level's: for requests and for tokens the level with the fewest left (the refusing one for what it
-    refused), and when that level lets one more request (this estimate) through, 0 when it would now."""
+    refused), and when that level lets one more request (this estimate) through, 0 when it would now.
+
+    The refusal is the level (and measure) that lets the call through last, not merely the first that refused:
+    a client told the key's wait found the project's still full and met a second 429."""
     sec = int(now)
+    refusing, reason, wait_s = _longest(levels, refusing, reason, wait_s, now, est_tokens)
     lim_r = lim_t = left_r = left_t = 0
     reset_r = reset_t = 0.0
     for scope, rpm, tpm, _, req, tok, _ in levels:
@@ -247,6 +251,22 @@ def _refuse(levels: list[_Level], refusing: Scope, reason: str, wait_s: float, n
                      limit_requests=lim_r or None, remaining_requests=max(0, left_r) if lim_r else None,
                      limit_tokens=lim_t or None, remaining_tokens=max(0, left_t) if lim_t else None,
                      reset_requests_s=reset_r, reset_tokens_s=reset_t)
+
+
+def _longest(levels: list[_Level], refusing: Scope, reason: str, wait_s: float, now: float,
+             est_tokens: int) -> tuple[Scope, str, float]:
+    """Of every level and measure that refuses this call now, the one whose wait is longest (the first refusal
+    on a tie): waiting that long, the call finds room at all of them."""
+    sec = int(now)
+    for scope, rpm, tpm, parallel, req, tok, inflight in levels:
+        if rpm and (used := req.used(sec)) >= rpm and (w := req.wait_s(now, used, 1, rpm)) > wait_s:
+            refusing, reason, wait_s = scope, "rpm", w
+        used = tok.used(sec) if tpm else 0
+        if tpm and used + est_tokens > tpm and (w := tok.wait_s(now, used, est_tokens, tpm)) > wait_s:
+            refusing, reason, wait_s = scope, "tpm", w
+        if parallel and wait_s < 1.0 and sum(exp > now for exp in inflight.values()) >= parallel:
+            refusing, reason, wait_s = scope, "parallel", 1.0
+    return refusing, reason, wait_s
 
 
 class MemoryGate:

@@ -94,3 +94,48 @@ async def test_peek_reports_each_levels_figures_as_they_stand_and_takes_nothing(
         assert 58 < got_key.reset_requests_s <= 60 and 58 < got_key.reset_tokens_s <= 60  # a busy machine: slack
         assert (got_empty.limit_requests, got_empty.remaining_requests) == (None, None)  # no rpm cap
         assert (got_empty.limit_tokens, got_empty.remaining_tokens, got_empty.reset_tokens_s) == (5000, 5000, 0)
+
+
+async def _counted_ago(limiter: Any, scopes: list[Scope], ago: int, requests: int, tokens: int) -> None:
+    """``requests`` and ``tokens`` counted ``ago`` seconds back, at every level of ``scopes`` (oldest first)."""
+    if isinstance(limiter, MemoryRateLimiter):
+        for n in range(requests or 1):
+            limiter.take(scopes, f"old-{ago}-{n}", tokens if n == 0 else 0, limiter.now() - ago)
+            if not requests:  # tokens alone: take the request back out
+                limiter.give_back(scopes, f"old-{ago}-{n}", 0, int(limiter.now() - ago), limiter.now(), True)
+        return
+    redis = limiter._redis
+    sec = int((await redis.time())[0]) - ago
+    for s in scopes:
+        if requests and s.limits.rpm:
+            await redis.hincrby(f"{limiter._rl}{s.ref}:r", str(sec), requests)
+        if tokens and s.limits.tpm:
+            await redis.hincrby(f"{limiter._rl}{s.ref}:t", str(sec), tokens)
+
+
+async def test_a_refusal_waits_for_every_level_that_refuses_not_only_the_first(limiter: Any) -> None:
+    # the key's tokens leave its window in ~10 s, but its project's (another key's 500 too) fit only in ~20 s:
+    # a client told 10 s came back to a second 429 (the SDKs' retries used up on a wait the gateway knew)
+    key = Scope("key", "w-key", Limits(tpm=1000))
+    project = Scope("project", "w-proj", Limits(tpm=1000))
+    await _counted_ago(limiter, [key, project], 50, 0, 500)
+    await _counted_ago(limiter, [project], 40, 0, 500)
+    refused = await limiter.admit([key, project], "a", 600)
+    assert not refused.allowed and refused.reason == "tpm"
+    assert 19 < refused.retry_after_s <= 20, refused
+    assert refused.scope == "project:w-proj" and refused.reset_tokens_s == refused.retry_after_s
+    assert (refused.limit_tokens, refused.remaining_tokens) == (1000, 0)
+
+
+async def test_a_refusal_on_requests_waits_for_a_levels_tokens_too(limiter: Any) -> None:
+    # the key's rpm frees in ~10 s, its tenant's tokens fit in ~30 s: Retry-After says 30, and the requests
+    # figures still say when the key's rpm lets one more through
+    key = Scope("key", "m-key", Limits(rpm=1))
+    tenant = Scope("tenant", "m-ten", Limits(tpm=1000))
+    await _counted_ago(limiter, [key, tenant], 50, 1, 50)
+    await _counted_ago(limiter, [tenant], 30, 0, 900)
+    refused = await limiter.admit([key, tenant], "a", 200)
+    assert (refused.allowed, refused.reason, refused.scope) == (False, "tpm", "tenant:m-ten")
+    assert 29 < refused.retry_after_s <= 30 and refused.reset_tokens_s == refused.retry_after_s
+    assert (refused.limit_requests, refused.remaining_requests) == (1, 0)
+    assert 9 < refused.reset_requests_s <= 10

@@ -60,7 +60,31 @@ end
 -- A refusal (the cold path, nothing taken): every figure an accepted call carries, not only the refusing
 -- level's. For requests and for tokens the level with the fewest left (the refusing one for what it refused)
 -- and when it lets one more request (this estimate) through, '0' when it would now.
+-- The refusal is the level (and measure) that lets the call through last, not merely the first that refused (its
+-- wait is the Retry-After: a client told the key's wait found the project's window still full); the first on a tie.
 local function refusal(at, reason, waited)
+  local longest = tonumber(waited)
+  for i = 0, nr - 1 do
+    local rpm, tpm, par = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3]), tonumber(ARGV[7 + i * 3])
+    if rpm > 0 then
+      local used, items = window(KEYS[i * 3 + 1])
+      if used + 1 > rpm then
+        local w = wait(items, used, 1, rpm)
+        if w > longest then at, reason, longest = i, 'rpm', w end
+      end
+    end
+    if tpm > 0 then
+      local used, items = window(KEYS[i * 3 + 2])
+      if used + est > tpm then
+        local w = wait(items, used, est, tpm)
+        if w > longest then at, reason, longest = i, 'tpm', w end
+      end
+    end
+    if par > 0 and 1 > longest and redis.call('ZCOUNT', KEYS[i * 3 + 3], '(' .. now, '+inf') >= par then
+      at, reason, longest = i, 'parallel', 1
+    end
+  end
+  if longest > tonumber(waited) then waited = tostring(longest) end
   local r, t = {-1, -1, '0'}, {-1, -1, '0'}
   for i = 0, nr - 1 do
     local rpm, tpm = tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3])
