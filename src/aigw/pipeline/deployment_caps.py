@@ -74,14 +74,23 @@ class DeploymentCaps:
                     self.too_large = scopes
                 return math.inf
             est = self.counted
-        try:
-            answer, _ = await self.svc.gate.enter(scopes, self.slot, est, [], 0, self.now())
-        except Exception as exc:
-            self.svc.store_error("limits", exc)
-            if self.svc.config.limits_on_store_error == "closed":
-                raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
-                                         retry_after=1.0, code="store_unavailable") from None
-            return None
+        while True:
+            try:
+                answer, _ = await self.svc.gate.enter(scopes, self.slot, est, [], 0, self.now())
+            except Exception as exc:
+                self.svc.store_error("limits", exc)
+                if self.svc.config.limits_on_store_error == "closed":
+                    raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
+                                             retry_after=1.0, code="store_unavailable") from None
+                return None
+            if answer.allowed or answer.reason != "tpm" or est == self.counted:
+                break
+            # the estimate errs high: refused on tokens, asked once more with the prompt counted (nothing was taken)
+            if self.counted is None:
+                self.counted = await asyncio.to_thread(self.svc.tokens.count_prompt, self.body)
+            if self.counted >= est:
+                break
+            est = self.counted
         if not answer.allowed:
             if self.refused is None or answer.retry_after_s < self.refused.retry_after_s:
                 self.refused = answer

@@ -58,3 +58,22 @@ async def test_a_side_calls_takes_settle_to_the_answer_and_to_cut_prompts() -> N
     assert await failed.admit("vec") is None
     await settle_side_call(failed, answered=None, cut=[])  # failed before its upstream took it: all back
     assert (await gate.peek(vec))[0].remaining_tokens == 1000 - 12 - 9
+
+
+async def test_a_prompt_that_fits_what_a_deployment_has_left_is_not_skipped_on_the_estimate_alone() -> None:
+    # the estimate errs high: a deployment with 70 tokens left was skipped (and, alone, a 429 "every deployment
+    # is at its rate limit") for a prompt of ~55 tokens estimated at ~87
+    limiter = MemoryRateLimiter()
+    gate = MemoryGate(limiter, MemoryBudgets())
+    dep = [Scope("deployment", "left", Limits(tpm=150))]
+    assert limiter.take(dep, "earlier", 80, limiter.now()).allowed
+    body = {"model": "m", "messages": [{"role": "user", "content": "the quick brown fox " * 12}]}
+    svc = _services(gate=gate)
+    counted = svc.tokens.count_prompt(body)
+    assert counted <= 70
+    caps = DeploymentCaps(svc, {"left": dep}, "slot_l", est=87, body=body, now=limiter.now)
+    assert await caps.admit("left") is None
+    assert caps.taken[0].est == caps.counted == counted
+    again = DeploymentCaps(svc, {"left": dep}, "slot_m", est=87, body=body, now=limiter.now)
+    wait = await again.admit("left")  # counted, it does not fit now: a wait, not "too large"
+    assert wait is not None and 1 <= wait < math.inf and again.taken == []

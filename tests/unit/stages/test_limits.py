@@ -314,3 +314,24 @@ async def test_a_prompt_too_large_for_the_tpm_says_what_is_left_and_only_the_lim
         assert (headers["x-ratelimit-remaining-tokens"], headers["x-ratelimit-limit-requests"],
                 headers["x-ratelimit-remaining-requests"]) == ("50", "10", "10")
         assert stage.svc.counters == {}
+
+
+async def test_a_prompt_that_fits_the_tokens_left_is_not_refused_on_the_estimate_alone() -> None:
+    # the cheap estimate errs high (up to 2.5x): a key with 70 tokens left and a prompt of 55 (estimated 87) was
+    # refused and told to wait up to a minute, though x-ratelimit-remaining-tokens had said 70
+    stage, limiter = _stage()
+    grant = Grant(ApiKey(id="k-left", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-left",
+                         limits=Limits(tpm=150)), Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t"))
+    assert limiter.take([Scope("key", "k-left", Limits(tpm=150))], "earlier", 80, limiter.now()).allowed
+    body = {"model": "prim", "messages": [{"role": "user", "content": "the quick brown fox " * 12}], "max_tokens": 10}
+    ctx = RequestContext(request_id="req_fits", api="openai", endpoint="chat", body=body, model="prim",
+                         principal=principal_for(grant))
+    assert await stage.on_request(ctx) is None
+    counted = stage.svc.tokens.count_prompt(body)
+    assert counted <= 70 and ctx.response_headers["x-ratelimit-remaining-tokens"] == str(70 - counted)
+    assert ctx.state[ROUTE_CAPS].counted == counted  # the router does not count it again
+    too_many = RequestContext(request_id="req_over", api="openai", endpoint="chat", body=body, model="prim",
+                              principal=principal_for(grant))
+    with pytest.raises(errors.RateLimited) as refused:  # counted, it does not fit what is left now: a wait
+        await stage.on_request(too_many)
+    assert not isinstance(refused.value, errors.TooLargeForLimit) and refused.value.retry_after is not None

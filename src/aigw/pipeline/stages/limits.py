@@ -130,33 +130,42 @@ class LimitsStage(Stage):
         budget, amount = plan_budget(ctx, self.svc) if BUDGET_DONE not in ctx.state else ([], 0)
         slot = unique_id("slot_")  # the client's x-request-id, repeated on parallel calls, would share one
         entered = self.clock.now()
-        try:
-            answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, entered)
-        except asyncio.CancelledError:
-            # The client left while the step was on its way (in Redis it ran, its reply had not come): free
-            # the slot and settle the lease at the end, or they stay taken until they expire.
-            ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
-            if budget:
-                ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
-            raise
-        except Exception as exc:
-            # The step may have run all the same (a Redis reply that timed out): never repeat it. Free the
-            # slot and settle the lease it may hold when the call ends (a lease that did not land is not
-            # settled), and let the budget stage apply its policy without a second reservation.
-            self.svc.store_error("limits", exc)
-            if isinstance(exc, StoreSkipped):  # not sent: nothing to free or settle, no call at the end
-                if budget:
-                    ctx.state[JOINT_FAILED], ctx.state[SETTLED] = (budget, amount, entered, slot), []
-            else:
+        while True:
+            try:
+                answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, entered)
+            except asyncio.CancelledError:
+                # The client left while the step was on its way (in Redis it ran, its reply had not come): free
+                # the slot and settle the lease at the end, or they stay taken until they expire.
                 ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
                 if budget:
                     ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
-            if self.svc.config.limits_on_store_error == "closed":
-                raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
-                                         retry_after=1.0, code="store_unavailable") from None
-            if self._capped:
-                self._route_caps(ctx, slot, est, counted)
-            return None
+                raise
+            except Exception as exc:
+                # The step may have run all the same (a Redis reply that timed out): never repeat it. Free the
+                # slot and settle the lease it may hold when the call ends (a lease that did not land is not
+                # settled), and let the budget stage apply its policy without a second reservation.
+                self.svc.store_error("limits", exc)
+                if isinstance(exc, StoreSkipped):  # not sent: nothing to free or settle, no call at the end
+                    if budget:
+                        ctx.state[JOINT_FAILED], ctx.state[SETTLED] = (budget, amount, entered, slot), []
+                else:
+                    ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
+                    if budget:
+                        ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
+                if self.svc.config.limits_on_store_error == "closed":
+                    raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
+                                             retry_after=1.0, code="store_unavailable") from None
+                if self._capped:
+                    self._route_caps(ctx, slot, est, counted)
+                return None
+            if answer.allowed or answer.reason != "tpm" or counted is not None:
+                break
+            # The estimate errs high (up to 2.5x): refused on tokens, the prompt is counted with the tokenizer and
+            # asked once more (nothing was taken), so one that fits what is left runs now. Only a refusal pays for it.
+            counted = await asyncio.to_thread(self.svc.tokens.count_prompt, ctx.body)
+            if counted >= est:
+                break
+            est = counted
         add_headers(ctx.response_headers, answer)
         if not answer.allowed:
             what = {"rpm": "requests per minute", "tpm": "tokens per minute",
