@@ -53,8 +53,10 @@ class AnthropicFormat:
             if limit is None:
                 continue
             name = b"anthropic-ratelimit-" + kind.encode()
-            out += [(name + b"-limit", limit.encode()),
-                    (name + b"-remaining", stage_headers.get(f"x-ratelimit-remaining-{kind}", "0").encode())]
+            out.append((name + b"-limit", limit.encode()))
+            remaining = stage_headers.get(f"x-ratelimit-remaining-{kind}")
+            if remaining is not None:  # unknown (the store's read failed): the limit alone, never "0 left"
+                out.append((name + b"-remaining", remaining.encode()))
             wait = parse_go_duration(stage_headers.get(f"x-ratelimit-reset-{kind}", ""))
             if wait is not None:  # rounded up to the second: a client waiting until then finds room
                 at = time.gmtime(math.ceil(time.time() + wait))

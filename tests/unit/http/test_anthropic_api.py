@@ -42,3 +42,12 @@ def test_rate_limit_resets_become_rfc_3339_times_for_requests_and_tokens() -> No
         at = dt.datetime.fromisoformat(got[f"anthropic-ratelimit-{kind}-reset"].replace("Z", "+00:00")).timestamp()
         assert before + wait <= at <= time.time() + wait + 1  # rounded up to the second
     assert not any("input-tokens" in k or "output-tokens" in k for k in got)
+
+
+def test_a_limit_whose_figures_are_unknown_is_sent_alone_not_as_nothing_left() -> None:
+    # a prompt too large for a tpm whose store read failed carries x-ratelimit-limit-tokens alone (docs/tenancy.md:
+    # "remaining 0" would hold a client-side limiter back from the calls that fit); /v1/messages said remaining 0
+    headers = AnthropicFormat().own_headers("req_1", {"x-ratelimit-limit-tokens": "50"})
+    got = {k.decode(): v.decode() for k, v in headers}
+    assert got["anthropic-ratelimit-tokens-limit"] == "50"
+    assert "anthropic-ratelimit-tokens-remaining" not in got and "anthropic-ratelimit-tokens-reset" not in got
