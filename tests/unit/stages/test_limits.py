@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -335,3 +336,32 @@ async def test_a_prompt_that_fits_the_tokens_left_is_not_refused_on_the_estimate
     with pytest.raises(errors.RateLimited) as refused:  # counted, it does not fit what is left now: a wait
         await stage.on_request(too_many)
     assert not isinstance(refused.value, errors.TooLargeForLimit) and refused.value.retry_after is not None
+
+
+@pytest.mark.parametrize(("limits_", "measure", "limit"), [
+    (Limits(rpm=1), "requests per min (RPM)", 1), (Limits(tpm=40), "tokens per min (TPM)", 40),
+    (Limits(max_parallel=1), "parallel requests", 1)])
+async def test_a_refusal_says_when_to_try_again_as_openai_words_it(limits_: Limits, measure: str, limit: int) -> None:
+    # OpenAI's 429: "Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used
+    # 18928, Requested 11159. Please try again in 174ms." Clients read the wait out of it (`try again in ([0-9hms.]+)`):
+    # the gateway said "Rate limit reached for key (tokens per minute). Retry after 57 s.", which none of them read
+    from aigw.durations import parse_go_duration
+
+    stage, _ = _stage()
+    grant = Grant(ApiKey(id="k-words", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-word",
+                         limits=limits_), Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t"))
+
+    def ctx(times: int) -> RequestContext:  # 9 tokens counted once, 31 twelve times (over what 40 leaves after 11)
+        body = {"model": "prim", "messages": [{"role": "user", "content": "hello there " * times}], "max_tokens": 10}
+        return RequestContext(request_id="req_w", api="openai", endpoint="chat", body=body, model="prim",
+                              principal=principal_for(grant))
+    assert await stage.on_request(ctx(1)) is None
+    with pytest.raises(errors.RateLimited) as refused:
+        await stage.on_request(ctx(12 if limits_.tpm else 1))
+    message = refused.value.message
+    asked = 31 if limits_.tpm else 1
+    assert message.startswith(f"Rate limit reached for key on {measure}: Limit {limit}, Requested {asked}. "), message
+    found = re.search(r"try again in\s+([0-9hms.]+?)\.?$", message)
+    assert found is not None, message
+    wait, retry_after = parse_go_duration(found.group(1)), refused.value.retry_after or 0
+    assert wait is not None and retry_after <= wait + 0.001 and wait <= math.ceil(retry_after), message

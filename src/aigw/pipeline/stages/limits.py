@@ -14,12 +14,12 @@ same store call (one Redis round trip before the call, one after).
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import replace
 from typing import Any
 
 from aigw import errors
 from aigw.accounting.usage import Tokens, tokens_from_usage
+from aigw.durations import go_duration
 from aigw.ids import unique_id
 from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deployment_caps import DeploymentCaps, capped_deployments
@@ -45,7 +45,7 @@ from aigw.pipeline.tenancy import (
     plan_budget,
     prompt_estimate,
 )
-from aigw.stores.base import Scope
+from aigw.stores.base import Admission, Limits, Scope
 from aigw.stores.failures import SettleOwed, SettleUnanswered, StoreSkipped
 from aigw.types import Clock
 
@@ -168,12 +168,8 @@ class LimitsStage(Stage):
             est = counted
         add_headers(ctx.response_headers, answer)
         if not answer.allowed:
-            what = {"rpm": "requests per minute", "tpm": "tokens per minute",
-                    "parallel": "parallel requests"}[answer.reason]
-            raise errors.RateLimited(
-                f"Rate limit reached for {answer.scope.split(':')[0]} ({what}). "
-                f"Retry after {math.ceil(answer.retry_after_s)} s.",
-                code="rate_limit_exceeded", retry_after=max(1.0, answer.retry_after_s))
+            raise errors.RateLimited(_refusal_message(answer, scopes, est), code="rate_limit_exceeded",
+                                     retry_after=max(1.0, answer.retry_after_s))
         ctx.state[_STATE] = (scopes, slot, est, tpm, answer.taken_at, entered)
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
@@ -280,6 +276,20 @@ class LimitsStage(Stage):
             if d is not None:
                 out[d.id] = out.get(d.id, 0) + (tokens_from_usage(usage) or Tokens()).total
         return out
+
+
+def _refusal_message(answer: Admission, scopes: list[Scope], est: int) -> str:
+    """OpenAI's words for a rate-limit refusal ("Rate limit reached for gpt-4o in organization org-x on tokens per
+    min (TPM): Limit 30000, Used 18928, Requested 11159. Please try again in 174ms."), which clients read the wait
+    out of (``try again in 1.574s``), with the refusing level for the model and organization."""
+    scope = next((s for s in scopes if s.ref == answer.scope), None)
+    lim = scope.limits if scope is not None else Limits()
+    kind = scope.kind if scope is not None else answer.scope.split(":")[0]
+    measure, limit, asked = {"rpm": ("requests per min (RPM)", lim.rpm, 1),
+                             "tpm": ("tokens per min (TPM)", lim.tpm, est),
+                             "parallel": ("parallel requests", lim.max_parallel, 1)}[answer.reason]
+    return (f"Rate limit reached for {kind} on {measure}: Limit {limit}, Requested {asked}. "
+            f"Please try again in {go_duration(answer.retry_after_s)}.")
 
 
 _BAD_INPUT = frozenset({"bad_request", "not_found"})
