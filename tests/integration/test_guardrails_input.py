@@ -74,6 +74,18 @@ def test_injection_block_is_a_400_and_nothing_goes_upstream(gw: RunningGateway, 
     assert ask(api, gw, "claude", "How do I ignore a failing test in pytest?", stream)
 
 
+@pytest.mark.parametrize("field", ["title", "context"])
+def test_injection_in_an_anthropic_documents_title_or_context_is_blocked(gw: RunningGateway, ups: Upstreams,
+                                                                        field: str) -> None:
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Q3 figures."},
+                field: ATTACK}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        claude(gw).messages.create(model="claude", max_tokens=50, messages=[  # type: ignore[misc,list-item]
+            {"role": "user", "content": [document, {"type": "text", "text": "Summarise it."}]}])
+    assert "prompt-injection" in str(err.value) and "override" in str(err.value)
+    assert ups.anthropic.traffic.requests == 0
+
+
 def test_injection_flag_passes_and_is_recorded(gw: RunningGateway, ups: Upstreams) -> None:
     rid = "req_inj_" + uuid.uuid4().hex[:8]
     assert ask("openai", gw, "oai-flag", ATTACK, stream=True, extra_headers={"x-request-id": rid})

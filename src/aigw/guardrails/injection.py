@@ -202,7 +202,8 @@ def score_text(text: str) -> tuple[float, list[str]]:
 
 
 def injection_texts(messages: Iterable[dict[str, Any]]) -> list[str]:
-    """The texts an attacker controls: user messages and tool (or function) results."""
+    """The texts an attacker controls: user messages and tool (or function) results (an Anthropic document's
+    title and context included)."""
     texts: list[str] = []
     for msg in messages:
         if msg.get("role") not in ("user", "tool", "function"):
@@ -211,11 +212,22 @@ def injection_texts(messages: Iterable[dict[str, Any]]) -> list[str]:
         if isinstance(content, str):
             texts.append(content)
         elif isinstance(content, list):
-            texts.extend(
-                p["text"] for p in content
-                if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-            )  # fmt: skip
+            for p in content:
+                if not isinstance(p, dict):
+                    continue
+                if p.get("type") == "text" and isinstance(p.get("text"), str):
+                    texts.append(p["text"])
+                if "_anthropic" in p:
+                    texts.extend(_document_texts(p["_anthropic"]))
     return texts
+
+
+def _document_texts(private: Any) -> list[str]:
+    """An Anthropic document's title and context: the model reads them beside the document's text."""
+    doc = private.get("document") if isinstance(private, dict) else None
+    if not isinstance(doc, dict):
+        return []
+    return [v for k in ("title", "context") if isinstance(v := doc.get(k), str) and v]
 
 
 def check_injection(
