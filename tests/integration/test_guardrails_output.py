@@ -90,6 +90,21 @@ def test_anthropic_stream_is_cut_with_an_error_event(gw: RunningGateway, scripte
     assert "leak:canary" in str(err.value)
 
 
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_blocklisted_word_inside_a_longer_word_split_across_chunks_is_not_cut(
+        gw: RunningGateway, scripted: ScriptedUpstream, api: str) -> None:  # noqa: F811
+    text = "W frobnicated it."  # pieces of 3: "W f", "rob", "nic", "ate", "d i", ...: a chunk ends on "frobnicate"
+    scripted.script.append(text)
+    assert ask(api, gw, "scripted", "hi", stream=False) == text  # the plain answer passes: a longer word
+    scripted.script.append(text)
+    assert ask(api, gw, "scripted", "hi", stream=True) == text
+    scripted.script.append("W frobnicate")  # the answer ends on the word itself: still cut, and never sent
+    error = openai.APIError if api == "openai" else anthropic.APIError
+    with pytest.raises(error) as err:
+        ask(api, gw, "scripted", "hi", stream=True)
+    assert "content:blocklist" in str(err.value)
+
+
 def test_buffer_mode_sends_no_text_before_the_error(gw: RunningGateway, scripted: ScriptedUpstream) -> None:  # noqa: F811
     scripted.script.append(INTRO + f"The secret is {CANARY}.")
     got: list[str] = []

@@ -160,6 +160,26 @@ def check_json_format(text: str, response_format: Mapping[str, Any] | None, *, a
     return Verdict(action, [reason], {reason: len(errors)}, 1.0)
 
 
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _word_start(text: str) -> int:
+    """Where the word ``text`` starts inside ends (0 when it starts with no word character)."""
+    i = 0
+    while i < len(text) and _is_word(text[i]):
+        i += 1
+    return i
+
+
+def _word_end(text: str) -> int:
+    """Where the word ``text`` ends inside starts (``len(text)`` when it ends with no word character)."""
+    i = len(text)
+    while i and _is_word(text[i - 1]):
+        i -= 1
+    return i
+
+
 @dataclass(slots=True)
 class StreamDecision:
     """What to do with a stream after a delta: send ``emit``; if ``cut``, stop and send an error event."""
@@ -195,6 +215,7 @@ class StreamGuard:
         self._tail = ""  # already checked text kept for overlap
         self._pending = ""  # checked, not yet emitted
         self._buffer: list[str] = []
+        self._unsettled = False  # the text ends inside a word whose match the next delta decides
         self.cut = False
 
     def _run(self, text: str) -> Verdict:
@@ -209,16 +230,37 @@ class StreamGuard:
         if self._mode == "buffer":
             self._buffer.append(delta)
             return StreamDecision("", False, Verdict())
-        verdict = self._run(self._tail + delta)
+        text = self._tail + delta
+        verdict = self._run(text)
+        hold, open_end = self._holdback, False
         if verdict.blocked:
-            self.cut = True
-            self._pending = ""
-            return StreamDecision("", True, verdict)
-        self._tail = (self._tail + delta)[-self._window :]
+            verdict, open_end = self._settle(text, len(self._tail) >= self._window)
+            if verdict.blocked:
+                self.cut = True
+                self._pending = ""
+                return StreamDecision("", True, verdict)
+            if open_end:  # decided by the next delta (or the end): the unfinished word waits
+                hold = max(hold, len(text) - _word_end(text))
+        self._unsettled = open_end
+        self._tail = text[-self._window :]
         ready = self._pending + delta
-        split = max(0, len(ready) - self._holdback)
+        split = max(0, len(ready) - hold)
         self._pending = ready[split:]
         return StreamDecision(ready[:split], False, verdict)
+
+    def _settle(self, text: str, truncated: bool, closed: bool = False) -> tuple[Verdict, bool]:
+        """A blocking match in ``text`` judged as the whole answer would judge it: not one that starts inside a
+        word the window cut (that word was checked whole before), nor yet one that a longer word could undo
+        (``kill`` + ``er``; whole-word lists, ``\\b`` regexes) unless the answer has ended (``closed``).
+        Returns the verdict and whether the text's end is still open (the next delta or the end decides)."""
+        if truncated and (lead := _word_start(text)):
+            text = text[lead:]
+            verdict = self._run(text)
+            if not verdict.blocked:
+                return verdict, False
+        if closed or _word_end(text) == len(text) or self._run(text + "x").blocked:
+            return self._run(text), False
+        return Verdict(), True
 
     def finish(self) -> StreamDecision:
         """End of stream: release what was held, or (buffer mode) check the whole answer."""
@@ -229,5 +271,11 @@ class StreamGuard:
             verdict = self._run(text)
             self.cut = verdict.blocked
             return StreamDecision("" if self.cut else text, self.cut, verdict)
+        if self._unsettled:  # the answer ended on the word that was waiting: judge it now
+            verdict, _ = self._settle(self._tail, len(self._tail) >= self._window, closed=True)
+            if verdict.blocked:
+                self.cut = True
+                self._pending = ""
+                return StreamDecision("", True, verdict)
         rest, self._pending = self._pending, ""
         return StreamDecision(rest, False, Verdict())

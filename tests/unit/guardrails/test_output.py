@@ -208,6 +208,26 @@ def test_stream_window_keeps_memory_bounded_but_sees_split_matches() -> None:
     assert guard.feed("-7f3a").cut
 
 
+def test_stream_judges_a_word_split_across_chunks_like_the_whole_answer() -> None:
+    """A whole-word entry is not cut when the chunk ends inside a longer word ("kill" + "er"), nor when the window
+    starts inside one ("s|kill"): the stream passes what the plain answer passes, and still cuts a real match."""
+    words = ContentFilter.from_config({"blocklist": ["kill"]})
+    assert words.check("the killer app, a skill").passed
+    for holdback in (0, 8):
+        assert feed_all(StreamGuard([words], holdback=holdback), ["the kill", "er app"]) == ("the killer app", False)
+        sent, cut = feed_all(StreamGuard([words], holdback=holdback), ["the kill", " switch"])
+        assert cut and "switch" not in sent
+        sent, cut = feed_all(StreamGuard([words], holdback=holdback), ["we ", "kill"])  # the answer ends on it
+        assert cut and "kill" not in sent
+    # window 8: after "a skill ok " the window holds "kill ok ", a word the window cut, not the word "kill"
+    assert feed_all(StreamGuard([words], window=8), ["a skill ok ", "more"]) == ("a skill ok more", False)
+    assert feed_all(StreamGuard([words], window=8), ["a skill ok ", "kill"])[1]
+    regex = ContentFilter({"ids": {"regex": [r"\bEMP-\d{6}\b"]}})
+    assert feed_all(StreamGuard([regex]), ["id EMP-123456", "7 ok"]) == ("id EMP-1234567 ok", False)
+    assert feed_all(StreamGuard([regex]), ["id EMP-123456", ". ok"])[1]
+    assert feed_all(StreamGuard([CANARY]), ["x CANARY-7f3a", "b"])[1]  # a canary is a substring: no waiting
+
+
 def test_stream_buffer_mode_checks_the_whole_answer_at_the_end() -> None:
     content = ContentFilter({"x": {"words": ["secret plan"]}})
     guard = StreamGuard([content], mode="buffer")

@@ -99,7 +99,11 @@ class _Guarded:
         return d.emit
 
     def flush(self) -> str:
-        return self.guard.finish().emit
+        d = self.guard.finish()  # an answer that ends on a word still waiting for its verdict is judged here
+        self.seen[0] = _stricter(self.seen[0], d.verdict)
+        if d.cut:
+            raise self.stage.blocked(self.seen[0], [])
+        return d.emit
 
 
 class OutputStage(Stage):
