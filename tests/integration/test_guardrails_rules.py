@@ -11,8 +11,10 @@ import anthropic
 import openai
 import pytest
 
+from aigw.cli.admin_client import AdminClient
 from tests.integration.conftest import Upstreams
 from tests.integration.guardrails_support import (
+    MASTER,
     ScriptedUpstream,
     ask,
     claude,
@@ -22,6 +24,7 @@ from tests.integration.guardrails_support import (
     oai,
     scripted_server,  # noqa: F401  (fixture)
 )
+from tests.integration.tenancy_support import setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 
 RULES = [
@@ -94,6 +97,25 @@ def test_a_route_rule_sends_the_request_to_another_model(gw: RunningGateway, ups
     answer = ask(api, gw, "oai", "answer this cheaply please", stream=False)
     assert answer == "echo: answer this cheaply please"  # the fake Anthropic's echo
     assert ups.openai.traffic.requests == 0 and ups.anthropic.traffic.requests == 1
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_route_rule_never_sends_a_key_to_a_model_it_may_not_use(gw: RunningGateway, ups: Upstreams,
+                                                                  api: str) -> None:
+    """A key limited to ``oai`` (its data may go there only) is refused with a 403, not served by ``claude``."""
+    key = setup_key(AdminClient(gw.url, MASTER), "rules-" + uuid.uuid4().hex[:6], models=["oai"])["key"]
+    if api == "openai":
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0).chat.completions.create(
+                model="oai", messages=[{"role": "user", "content": "answer this cheaply please"}])
+    else:
+        with pytest.raises(anthropic.PermissionDeniedError) as err:  # type: ignore[assignment]
+            anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0).messages.create(
+                model="oai", max_tokens=50, messages=[{"role": "user", "content": "answer this cheaply please"}])
+    assert "claude" in str(err.value)
+    assert no_upstream_calls(ups)
+    assert openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0).chat.completions.create(
+        model="oai", messages=[{"role": "user", "content": "hello"}]).choices[0].message.content
 
 
 def test_a_reject_rule_is_a_400_in_both_apis(gw: RunningGateway, ups: Upstreams) -> None:

@@ -7,14 +7,15 @@ the ledger's ``handled_by``, the metrics' provider label), zero usage, and it
 goes back in the client's wire format, streamed when the client asked for a
 stream (replayed with the cache's chunk builder, so both look like a live
 answer). A route changes the model before the router sees it; later stages
-then use the new model's policy. A reject is a 400 with the rule's text.
+then use the new model's policy; a key whose models exclude the target gets a
+403. A reject is a 400 with the rule's text.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aigw.errors import GuardrailBlocked
+from aigw.errors import GuardrailBlocked, PermissionDenied
 from aigw.guardrails.rules import RuleOutcome
 from aigw.observability.metrics import Metrics
 from aigw.pipeline.context import Completed, RequestContext, Result, Streaming
@@ -76,6 +77,10 @@ class RulesStage(Stage):
         if outcome.action == "reject":
             raise GuardrailBlocked(outcome.text or "This request is not allowed.", code="rule_rejected")
         if outcome.action == "route" and outcome.model:
+            allowed = ctx.principal.allowed_models  # a key's models bind where a rule sends its data too
+            if allowed is not None and outcome.model not in allowed:
+                raise PermissionDenied(f"This key may not use model `{outcome.model}`, where a rule routes "
+                                       "this request.", param="model")
             ctx.model = outcome.model
             ctx.body = {**ctx.body, "model": outcome.model}
             self.policies.forget(ctx)
