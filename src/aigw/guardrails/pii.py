@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from aigw.errors import InvalidRequest
 from aigw.guardrails.pii_entities import FINDERS, Match, TextScan, iban_ok, luhn_ok
 from aigw.guardrails.verdict import Action, Verdict
@@ -209,6 +211,13 @@ def restore(text: str, mapping: Mapping[str, str]) -> str:
     if not mapping or "<" not in text:
         return text
     return PLACEHOLDER.sub(lambda m: mapping.get(m.group(), m.group()), text)
+
+
+def restore_json(text: str, mapping: Mapping[str, str]) -> str:
+    """``restore`` for JSON text: each original goes in JSON-escaped, as it must inside a JSON string."""
+    if not mapping or "<" not in text:
+        return text
+    return restore(text, {k: orjson.dumps(v).decode()[1:-1] for k, v in mapping.items()})
 
 
 class StreamRestorer:

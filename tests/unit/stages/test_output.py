@@ -96,6 +96,26 @@ async def test_json_schema_retry_once_then_answer_and_bill_both() -> None:
     assert verdicts(ctx)["output"]["action"] == "pass"
 
 
+async def test_a_schema_judges_the_value_the_client_gets_not_its_placeholder() -> None:
+    """An extraction schema with a pattern (``"@"``) or a length: the model rightly answers with the placeholder it
+    was sent, which the client gets back as the original; judged on the placeholder, every such answer failed."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "c", "schema": {
+        "type": "object", "properties": {"email": {"type": "string", "pattern": "^[^@<>]+@[^@<>]+$", "minLength": 12}},
+        "required": ["email"]}}}
+    for stream in (False, True):
+        h = harness({"json_schema": "retry"}, script=['{"email": "<EMAIL_1>"}'], pii=True)
+        ctx = h.ctx(chat(f"the contact is {EMAIL}", response_format=fmt, stream=stream))
+        text = streamed_text(await h.stream(ctx)) if stream else (await h.run(ctx))["choices"][0]["message"][
+            "content"]
+        assert orjson.loads(text) == {"email": EMAIL}
+        assert h.router.calls == 0 and len(h.upstream.bodies) == 1  # no retry: the answer was right
+    # the placeholder is still what a client without restore gets, and what is judged then
+    h = Harness(config({"output": {"json_schema": "validate"}, "pii": {"mode": "redact", "restore": False}}),
+                Upstream(script=['{"email": "<EMAIL_1>"}']))
+    err, _ = await blocked(h, chat(f"the contact is {EMAIL}", response_format=fmt))
+    assert "$.email" in err.message and EMAIL not in err.message
+
+
 async def test_json_schema_retry_bills_both_calls_when_the_upstream_reports_no_usage() -> None:
     # the first answer's usage was left to the ledger's local count, and the retry's sum held the retry alone
     h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"a": 1}'])

@@ -52,6 +52,7 @@ CLASSIFIERS = "injection_classifiers"  # deps.services: name -> InjectionClassif
 METADATA_KEY = "guardrails"  # tenant / project / key metadata entry, and principal.extra entry
 VERDICTS = "guardrails"  # ctx.state: stage -> verdict record (kinds and counts); the request log reads it
 PII_MAPPING = "guardrails.pii.mapping"  # ctx.state: placeholder -> original (pii writes; output, observe read)
+PII_RESTORE = "guardrails.pii.restore"  # ctx.state: True when the answer gets the originals back (pii writes)
 PII_DETECTOR = "guardrails.pii.detector"  # ctx.state: the request's PiiDetector, any mode (pii writes, observe reads)
 _POLICY = "guardrails.policy"
 _MAPPINGS = frozenset({"validate", "pii", "injection", "output"})

@@ -28,13 +28,22 @@ from typing import Any
 
 from aigw.errors import GatewayError, GuardrailBlocked
 from aigw.guardrails.output import LeakageCheck, StreamGuard, TextCheck, json_format_errors
+from aigw.guardrails.pii import restore_json
 from aigw.guardrails.verdict import Verdict
 from aigw.observability.metrics import Metrics
 from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import counted_usage
-from aigw.pipeline.stages.guardrail_policy import PII_MAPPING, Policies, Policy, metrics_of, policies_for, record
+from aigw.pipeline.stages.guardrail_policy import (
+    PII_MAPPING,
+    PII_RESTORE,
+    Policies,
+    Policy,
+    metrics_of,
+    policies_for,
+    record,
+)
 from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextKind, edit_stream
 from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices, add_cut
 from aigw.routing.router import Router, RouteRequest
@@ -167,6 +176,9 @@ class OutputStage(Stage):
         fmt = _response_format(ctx)
         errors: list[str] = []
         if fmt is not None and policy.output is not None and policy.output.json_schema != "off":
+            if ctx.state.get(PII_RESTORE):  # judge what the client gets: the originals, not their placeholders
+                mapping = ctx.state[PII_MAPPING]
+                json_texts = [restore_json(t, mapping) for t in json_texts]
             errors = next((e for t in json_texts if (e := json_format_errors(t, fmt))), [])
         if errors:
             reason = "format:invalid_json" if errors[0].endswith("not valid JSON") else "format:schema"

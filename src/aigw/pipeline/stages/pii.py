@@ -30,6 +30,7 @@ from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.guardrail_policy import (
     PII_DETECTOR,
     PII_MAPPING,
+    PII_RESTORE,
     Policies,
     as_messages,
     metrics_of,
@@ -41,7 +42,6 @@ from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextFilter
 from aigw.schema.openai import call_kind, call_text, with_call_text
 from aigw.types import JSON
 
-_RESTORE = "guardrails.pii.restore"
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 
 
@@ -87,11 +87,11 @@ class PiiStage(Stage):
                     ctx.body = {**ctx.body, field: msg["content"]}
             ctx.state[PII_MAPPING] = mapping
             if pii.restore:
-                ctx.state[_RESTORE] = True
+                ctx.state[PII_RESTORE] = True
         return None
 
     async def on_response(self, ctx: RequestContext, body: JSON) -> JSON:
-        if not ctx.state.get(_RESTORE):
+        if not ctx.state.get(PII_RESTORE):
             return body
         mapping: dict[str, str] = ctx.state[PII_MAPPING]
         choices = body.get("choices")
@@ -107,7 +107,7 @@ class PiiStage(Stage):
         return {**body, "choices": new}
 
     def on_stream(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
-        if not ctx.state.get(_RESTORE):
+        if not ctx.state.get(PII_RESTORE):
             return chunks
         mapping: dict[str, str] = ctx.state[PII_MAPPING]
         escaped = _escaped(mapping)
