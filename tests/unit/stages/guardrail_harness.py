@@ -36,6 +36,7 @@ class Upstream:
     tool_kind: str = "function"  # "custom": that call is a custom tool's, ``tool_args`` its free-text input
     reports_usage: bool = True  # False: answers carry no usage (an Ollama-like server), as the router passes them
     refusal: bool = False  # answer the text as a refusal (``message.refusal``, ``delta.refusal``)
+    finish: str = "stop"  # a text answer's finish_reason ("length": cut at the token limit)
 
     def answer(self, body: JSON) -> str:
         return self.script.pop(0) if self.script else "Echo: " + last_user_text(body)
@@ -51,7 +52,7 @@ class Upstream:
             message["tool_calls"] = [{"id": "call_1", "type": kind, kind: {"name": "send", field: self.tool_args}}]
         return {"id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": body.get("model"),
                 "choices": [{"index": 0, "message": message, "logprobs": None,
-                             "finish_reason": "tool_calls" if self.tool_args else "stop"}],
+                             "finish_reason": "tool_calls" if self.tool_args else self.finish}],
                 **({"usage": dict(USAGE)} if self.reports_usage else {})}
 
     async def handle(self, ctx: RequestContext) -> Result:
@@ -88,7 +89,7 @@ class Upstream:
             field = "refusal" if self.refusal else "content"
             for i in range(0, len(text), self.chunk_size):
                 yield chunk({field: text[i:i + self.chunk_size]})
-            yield chunk({}, "stop")
+            yield chunk({}, self.finish)
         ctx.usage = dict(USAGE)
         yield {**head, "choices": [], "usage": dict(USAGE)}
 

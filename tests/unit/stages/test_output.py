@@ -116,6 +116,24 @@ async def test_a_schema_judges_the_value_the_client_gets_not_its_placeholder() -
     assert "$.email" in err.message and EMAIL not in err.message
 
 
+async def test_json_cut_at_the_token_limit_is_not_asked_again_and_the_error_says_so() -> None:
+    """max_tokens too small for the JSON: asking again with the same limit cannot help; it only billed a second
+    call and answered "not valid JSON", hiding the cause."""
+    for stream in (False, True):
+        h = harness({"json_schema": "retry"}, script=['{"a": 1, "b": "a long te', '{"a": 1}'])
+        h.upstream.finish = "length"
+        ctx = h.ctx(chat("give json", response_format=SCHEMA, max_tokens=8, stream=stream))
+        with pytest.raises(GuardrailBlocked) as info:
+            await (h.stream(ctx) if stream else h.run(ctx))
+        assert h.router.calls == 0 and len(h.upstream.bodies) == 1
+        assert "not valid JSON" in info.value.message and "token limit" in info.value.message
+        assert "x-aigw-output-retries" not in ctx.response_headers
+    h = harness({"json_schema": "validate"}, script=['{"a": 1, "b": "a long te'])
+    h.upstream.finish = "length"
+    err, _ = await blocked(h, chat("give json", response_format=SCHEMA, max_tokens=8))
+    assert "token limit" in err.message
+
+
 async def test_json_schema_retry_bills_both_calls_when_the_upstream_reports_no_usage() -> None:
     # the first answer's usage was left to the ledger's local count, and the retry's sum held the retry alone
     h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"a": 1}'])

@@ -55,6 +55,7 @@ RETRY_HEADER = "x-aigw-output-retries"
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 _SEVERITY = {"pass": 0, "flag": 1, "redact": 2, "block": 3}
 _MEMO_LIMIT = 256
+_CUT_AT_LIMIT = " (the answer was cut at the token limit, max_tokens; not asked again)"
 
 
 def _stricter(a: Verdict, b: Verdict) -> Verdict:
@@ -203,6 +204,8 @@ class OutputStage(Stage):
         verdict, errors = self._judge(ctx, policy, checks, body)
         retry = bool(errors) and policy.output is not None and policy.output.json_schema == "retry"
         note = ""
+        if errors and any(c.get("finish_reason") == "length" for c in body.get("choices") or ()):
+            retry, note = False, _CUT_AT_LIMIT  # the same limit would cut the second answer too
         if retry and all(r.startswith("format:") for r in verdict.reasons):  # a retry cannot fix a leak
             retried = await self._retry(ctx, body, errors)
             if isinstance(retried, str):
@@ -313,9 +316,12 @@ def _assemble(chunks: Iterable[JSON]) -> JSON:
     texts: dict[int, list[str]] = {}
     refusals: dict[int, list[str]] = {}
     args: dict[int, dict[int, list[str]]] = {}
+    finishes: dict[int, str] = {}
     for chunk in chunks:
         for choice in chunk.get("choices") or ():
             i = int(choice.get("index", 0))
+            if choice.get("finish_reason") is not None:
+                finishes[i] = choice["finish_reason"]
             delta = choice.get("delta") or {}
             text = delta.get("content") if "delta" in choice else choice.get("text")
             if isinstance(text, str):
@@ -334,7 +340,7 @@ def _assemble(chunks: Iterable[JSON]) -> JSON:
             message["tool_calls"] = calls
         if i in refusals:
             message["refusal"] = "".join(refusals[i])
-        out.append({"index": i, "message": message})
+        out.append({"index": i, "message": message, "finish_reason": finishes.get(i)})
     return {"choices": out}
 
 
