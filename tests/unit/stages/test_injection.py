@@ -50,6 +50,17 @@ async def test_instructions_planted_in_a_tool_result_are_scored() -> None:
         await h.run(h.ctx(body))
 
 
+async def test_a_legacy_completions_suffix_is_scored_like_its_prompt() -> None:
+    """The suffix goes upstream beside the prompt and the client wrote it: an attack there was not scored."""
+    h = Harness(config({"injection": {"mode": "block", "threshold": 0.8}}))
+    with pytest.raises(GuardrailBlocked):
+        await h.run(h.ctx({"model": "mock", "prompt": "def add(a, b):", "suffix": ATTACK}, endpoint="completions"))
+    assert h.upstream.bodies == []
+    await h.run(h.ctx({"model": "mock", "prompt": "def add(a, b):", "suffix": "    return a + b"},
+                      endpoint="completions"))
+    assert len(h.upstream.bodies) == 1
+
+
 async def test_system_text_is_not_scored() -> None:
     h = Harness(config({"injection": {"mode": "block"}}))
     await h.run(h.ctx(chat("hello", system=ATTACK)))

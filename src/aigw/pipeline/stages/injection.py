@@ -1,4 +1,5 @@
-"""Prompt-injection checks: score the user and tool-result text; flag or block above a threshold.
+"""Prompt-injection checks: score the user and tool-result text (a legacy completion's prompt and
+suffix); flag or block above a threshold.
 
 The heuristic scorer (``guardrails/injection.py``) runs inline: tens of
 microseconds for a 2 KB prompt. A deployment may register model-based
@@ -36,6 +37,8 @@ class InjectionStage(Stage):
         if inj is None or ctx.endpoint == "embeddings":
             return None
         messages = as_messages(ctx)
+        if ctx.endpoint == "completions" and isinstance(suffix := ctx.body.get("suffix"), str) and suffix:
+            messages = [*(messages or ()), {"role": "user", "content": suffix}]  # sent upstream beside the prompt
         if not messages:
             return None
         mode: Literal["flag", "block"] = "block" if inj.mode == "block" else "flag"
