@@ -296,10 +296,18 @@ class AdminApi:
         if ident := q.get("project"):
             project_id = (await self.project(ident, tenant_id)).id
         limit = page_size(q.get("limit"))
-        after = await self.key(ident, scope) if (ident := q.get("after")) else None
+        after = await self._key_in_list(ident, tenant_id, project_id) if (ident := q.get("after")) else None
         keys = await self.db.list_keys(tenant_id, project_id, one_more(limit), after)
         statuses = await self._statuses(keys)
         return 200, listing(keys, limit, lambda k: key_out(k, status=statuses[k.id]))
+
+    async def _key_in_list(self, ident: str, tenant_id: str | None, project_id: str | None) -> ApiKey:
+        """A key list's ``after``, read in the list's tenant and project (as a project list's): one outside it
+        would page from where it sits in time, a page that skips or repeats keys; a 404 instead."""
+        k = await self.key(ident, tenant_id)
+        if project_id is not None and k.project_id != project_id:
+            raise _not_found("key", ident)
+        return k
 
     async def key_item(self, req: HttpRequest, p: Principal) -> tuple[int, JSON]:
         strict_query(req, ())

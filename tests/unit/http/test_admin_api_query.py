@@ -161,3 +161,15 @@ async def test_a_projects_after_is_read_in_the_tenant_the_list_is_filtered_by(ap
     status, _, body = await call(handler(api, "list_projects"), "GET", "/admin/projects",
                                  b"tenant=alpha&after=prj_shared_beta")
     assert (status, body["error"]["code"]) == (404, "project_not_found")
+
+
+async def test_a_keys_after_is_read_in_the_tenant_and_project_the_list_is_filtered_by(api: AdminApi) -> None:
+    """``?tenant=alpha&after=key_beta1`` (a cursor kept from another list) answered a page of alpha's keys from
+    where beta's key sat in time, skipping or repeating keys silently; as a project list's ``after``, a key that
+    is not in the list (another tenant's, or another project's) is a 404, and one in it still pages."""
+    for query in (b"tenant=alpha&after=key_beta1", b"project=prj_alpha&after=key_beta1",
+                  b"tenant=beta&project=prj_beta&after=key_alpha1"):
+        status, _, body = await call(handler(api, "list_keys"), "GET", "/admin/keys", query)
+        assert (status, body["error"]["code"]) == (404, "key_not_found"), query
+    assert await _ids(api, "list_keys", b"project=prj_alpha&after=key_alpha1") == (["key_alpha2"], False)
+    assert await _ids(api, "list_keys", b"after=key_alpha2") == (["key_beta1", "key_beta2"], False)
