@@ -139,7 +139,7 @@ class AdminRequests:
 
     async def _get(self, req: HttpRequest, principal: Principal) -> tuple[int, JSON]:
         strict_query(req, ())
-        request_id = req.path[len(PREFIX):]
+        request_id = req.path[len(PREFIX):].strip("/")  # `req_x/` names it, as every admin id does
         await self.writer.flush()
         record = await self.writer.store.get(request_id, principal.tenant_id) if request_id else None
         if record is None:

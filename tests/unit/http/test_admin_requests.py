@@ -221,3 +221,12 @@ async def test_one_request_is_still_found_by_its_id(endpoint: AdminRequests) -> 
     assert status == 200 and json.loads(raw)["request_id"] == "req-a"
     status, raw = await get_with_key(endpoint.get, "/admin/requests/req-b", ADMIN_A)  # another tenant's
     assert status == 404
+
+
+async def test_a_request_id_with_a_trailing_slash_is_found_as_every_admin_id_is(endpoint: AdminRequests) -> None:
+    """``GET /admin/requests/req-a/`` was a 404 "No request `req-a/`" for a request in the log, where
+    ``/admin/keys/{id}/`` and the other admin ids are read without it; another tenant's stays a 404."""
+    status, body = await get_with_key(endpoint.get, "/admin/requests/req-a/", MASTER, b"")
+    assert status == 200 and json.loads(body)["request_id"] == "req-a"
+    status, body = await get_with_key(endpoint.get, "/admin/requests/req-b/", ADMIN_A, b"")
+    assert status == 404 and "`req-b`" in json.loads(body)["error"]["message"]
