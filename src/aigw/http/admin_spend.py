@@ -15,7 +15,8 @@ spreadsheet: the group's columns first, costs with nine decimals (the ledger's n
 ``1e-05``); as a file has no room for them, ``has_more`` and ``total_cost_nano`` come as the headers
 ``X-Aigw-Has-More`` and ``X-Aigw-Total-Cost-Nano``; a name a spreadsheet would run as a formula (``=``, ``+``,
 ``-``, ``@`` first) starts with ``'`` there. A tenant admin key is confined to its own tenant; another
-tenant's project or key id is a 404.
+tenant's project or key id is a 404. The master key names its own calls with ``key=master`` (as the request log's
+``key_id=master``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from aigw.pipeline.context import Principal
 from aigw.stores.base import NANO, SpendQuery
 from aigw.stores.spend_csv import FIRST_COLUMNS, spend_csv
 from aigw.types import JSON
+
+MASTER_KEY_ID = "master"  # the key id the master key's own calls are billed under (``auth``'s principal)
 
 
 class SpendApi:
@@ -52,7 +55,9 @@ class SpendApi:
             tenant_id = (await self.admin.tenant(ident, scope)).id
         if ident := q.get("project"):
             project_id = (await self.admin.project(ident, tenant_id)).id
-        if ident := q.get("key"):
+        if (ident := q.get("key")) and ident == MASTER_KEY_ID and tenant_id is None and project_id is None:
+            key_id = MASTER_KEY_ID  # the master key's own calls (no tenant), a row of the bill by key
+        elif ident:
             key_id = (await self.admin.key(ident, tenant_id)).id
         query = SpendQuery(group_by=group, tenant_id=tenant_id, project_id=project_id,  # type: ignore[arg-type]
                            key_id=key_id, model=q.get("model"), since_day=since, until_day=until,
