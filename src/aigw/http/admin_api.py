@@ -29,7 +29,7 @@ from typing import Any
 
 from aigw import errors
 from aigw.http.admin_bounds import check_within, guarded_metadata, switch
-from aigw.http.admin_guard import admin_scope, guarded, parse_body, parse_optional_body
+from aigw.http.admin_guard import SavedUnannounced, admin_scope, guarded, parse_body, parse_optional_body
 from aigw.http.admin_lists import list_query, listing, one_more, page_size
 from aigw.http.admin_models import (
     KeyIn,
@@ -111,9 +111,13 @@ class AdminApi:
         and finishes what a failed one could not)."""
         if self._on_budget is not None and change.after.budget_usd is not None and (
                 req.method == "PATCH" or change.budget_moved):
-            await self._on_budget(change)
+            try:
+                await self._on_budget(change)
+            except errors.Unavailable as exc:  # saved all the same: in the audit trail with its 503
+                raise SavedUnannounced(exc.message, {"id": change.ident, "tenant_id": change.tenant_id}) from None
 
-    async def _changed(self) -> None:
+    async def _changed(self, ident: str, tenant_id: str) -> None:
+        """Tell this replica and the others that the record ``ident`` of ``tenant_id`` changed (it is saved)."""
         self._on_change()
         try:
             await self.version.bump()
@@ -122,9 +126,9 @@ class AdminApi:
                       type(exc).__name__)
             if self._on_bump_failed is not None:
                 self._on_bump_failed()
-            raise errors.Unavailable("The change is saved, but other replicas could not be notified yet (store "
-                                     "unavailable); they will be once it answers again, or repeat the call.",
-                                     retry_after=1.0) from None
+            raise SavedUnannounced("The change is saved, but other replicas could not be notified yet (store "
+                                   "unavailable); they will be once it answers again, or repeat the call.",
+                                   {"id": ident, "tenant_id": tenant_id}) from None
 
     # -- lookups that respect the caller's tenant ------------------------------------
     # An ident with NUL names nothing (no name may hold one), and PostgreSQL would refuse it with a 500.
@@ -208,7 +212,7 @@ class AdminApi:
             raise _not_found("tenant", ident)
         before, t = saved
         await self._budget_changed(req, BudgetChange("tenant", t.id, t.id, before.limits, t.limits, req.request_id))
-        await self._changed()
+        await self._changed(t.id, t.id)
         return 200, tenant_out(t)
 
     # -- projects ----------------------------------------------------------------------
@@ -264,7 +268,7 @@ class AdminApi:
         before, proj = saved
         await self._budget_changed(req, BudgetChange("project", proj.id, proj.tenant_id, before.limits, proj.limits,
                                                      req.request_id))
-        await self._changed()
+        await self._changed(proj.id, proj.tenant_id)
         return 200, project_out(proj)
 
     # -- keys --------------------------------------------------------------------------
@@ -350,7 +354,7 @@ class AdminApi:
                                                          req.request_id))
         elif self._on_revoke is not None:  # never seeded again (a `total` window would stay for good); dropped on
             await self._on_revoke(k)  # every call and before the bump, so a revoke repeated after a 503 finishes it
-        await self._changed()
+        await self._changed(k.id, k.tenant_id)
         return 200, key_out(k, secret, (await self._statuses([k]))[k.id])
 
     async def _statuses(self, keys: list[ApiKey]) -> dict[str, str]:

@@ -63,6 +63,15 @@ def _validated(model: type[M], data: JSON) -> M:
         raise errors.InvalidRequest(f"{field}: {msg}" if field else msg, param=field) from None
 
 
+class SavedUnannounced(errors.Unavailable):
+    """A change saved whose follow-up failed (other replicas not told, a budget's spend not loaded): answered 503,
+    and in the audit trail all the same, since it was made. ``saved``: the record's id and tenant."""
+
+    def __init__(self, message: str, saved: JSON) -> None:
+        super().__init__(message, retry_after=STORE_RETRY_S)
+        self.saved = saved
+
+
 @dataclass(frozen=True, slots=True)
 class Download:
     """An admin answer that is a file rather than JSON (the spend report as CSV, say)."""
@@ -86,6 +95,8 @@ def guarded(auth: Authenticator, fn: Callable[[HttpRequest, Principal], Awaitabl
             status, body = await fn(req, principal)
         except errors.GatewayError as err:
             auth.refused("admin", err.status, err)
+            if audit and principal is not None and isinstance(err, SavedUnannounced):
+                _log_change(req, principal, err.status, err.saved)
             await send_json(send, err.status, error_body(err), [*headers, *retry_headers(err, err.status)])
             return
         except Exception as exc:

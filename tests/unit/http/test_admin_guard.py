@@ -20,7 +20,7 @@ from aigw.http.admin_api import AdminApi
 from aigw.http.admin_guard import guarded
 from aigw.http.auth import Authenticator
 from aigw.pipeline.context import Principal
-from aigw.stores.base import Tenant
+from aigw.stores.base import ApiKey, Project, Tenant
 from aigw.stores.database import SqlDatabase, open_database
 from aigw.stores.redis.client import make_redis
 from aigw.stores.redis.counters import RedisKeyVersion
@@ -65,6 +65,29 @@ async def test_a_change_saved_but_not_announced_is_a_503_with_retry_after(db: Sq
     assert _error(answer) == (503, "unavailable", "1", None)
     assert answer[1]["x-request-id"]
     assert "repeat the call" in answer[2]["error"]["message"]
+
+
+async def test_a_change_saved_but_not_announced_is_in_the_audit_trail(db: SqlDatabase,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A revoke (or any change) saved while the key version's store was away answered 503 "the change is saved"
+    and left no audit line: the key was revoked, and the trail said nothing of who did it. It now logs the
+    change with its 503, the object and its tenant, once (a repeat that is announced logs its own 200)."""
+    api = AdminApi(db, RedisKeyVersion(make_redis(f"redis://127.0.0.1:{free_port()}/0"), "t:"), SystemClock(),
+                   lambda: None)
+    await db.add_tenant(Tenant(id="ten_a", name="alpha"))
+    await db.add_project(Project(id="prj_a", tenant_id="ten_a", name="web"))
+    await db.add_key(ApiKey(id="key_a", tenant_id="ten_a", project_id="prj_a", key_hash="h-a", prefix="sk-aigw-a"))
+    with caplog.at_level(logging.INFO, "aigw.admin"):
+        for handler, method, path in ((api.key_item, "POST", "/admin/keys/key_a/revoke"),
+                                      (api.tenant_item, "PATCH", "/admin/tenants/alpha")):
+            body = {"name": "renamed"} if method == "PATCH" else None
+            answer = await call(guarded(Authenticator(MASTER), handler, audit=True), method, path, body=body)
+            assert answer[0] == 503
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("admin change:")]
+    assert len(lines) == 2, lines
+    assert "-> 503, object key_a, tenant ten_a, by the master key" in lines[0]
+    assert "-> 503, object ten_a, tenant ten_a" in lines[1]
+    assert (await db.get_key("key_a")).revoked_at is not None  # type: ignore[union-attr]  # it was made
 
 
 @pytest.mark.parametrize(("retry_after", "header"), [(0.2, "1"), (1.0, "1"), (2.01, "3"), (30.0, "30")])
