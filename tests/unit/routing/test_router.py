@@ -21,6 +21,16 @@ def req(model: str = "m", **kw: object) -> RouteRequest:
     return RouteRequest(model=model, body=dict(BODY), **kw)  # type: ignore[arg-type]
 
 
+async def served_once(router: Any, stream: bool) -> Any:
+    """One request through ``router``, streamed (read to its end) or not: who served it."""
+    if stream:
+        chunks, served = await router.open_stream(req())
+        async for _ in chunks:
+            pass
+        return served
+    return (await router.complete(req()))[1]
+
+
 async def test_a_retry_goes_to_another_deployment_first() -> None:
     router, p = build({"m": [{}, {}]}, breaker={"enabled": False})
     p["m#0"].always = Step(error=errors.Unavailable("down"))
@@ -61,12 +71,7 @@ async def test_a_deployment_whose_key_the_upstream_refuses_leaves_the_request_to
     router, p = build({"m": [{"weight": 1e6}, {"weight": 1e-6}]}, breaker={"failures": 50})
     p["m#0"].always = Step(error=upstream_auth())
     for _ in range(5):
-        if stream:
-            chunks, served = await router.open_stream(req())
-            async for _ in chunks:
-                pass
-        else:
-            _, served = await router.complete(req())
+        served = await served_once(router, stream)
         assert served.deployment is not None and served.deployment.id == "m#1"
     assert p["m#0"].calls == 5  # once a request: never twice, calling it again cannot help
 
@@ -675,11 +680,6 @@ async def test_lowest_latency_stops_choosing_a_deployment_that_only_times_out(st
                       routing={"m": {"strategy": "lowest_latency", "num_retries": 1}}, breaker={"enabled": False})
     p["m#0"].always = Step(stall=True)
     for _ in range(10):
-        if stream:
-            chunks, served = await router.open_stream(req())
-            async for _ in chunks:
-                pass
-        else:
-            _, served = await router.complete(req())
+        served = await served_once(router, stream)
         assert served.deployment is not None and served.deployment.id == "m#1"
     assert p["m#0"].calls == 1  # measured once, at its timeout: slower than the one that answers
