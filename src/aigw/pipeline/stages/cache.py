@@ -31,7 +31,7 @@ from aigw.pipeline.stages.cache_entry import Decoded, body_of, counted_usage, en
 from aigw.pipeline.stages.cache_guard import CacheStats, Guard, Lookups, Status, health_of
 from aigw.pipeline.stages.cache_keys import ExactKeys, context_key, fallback_mark, semantic_blocker, word_order_mark
 from aigw.pipeline.stages.cache_near import NearCache
-from aigw.pipeline.stages.cache_pending import Pending, keep_own, put
+from aigw.pipeline.stages.cache_pending import Pending, put
 from aigw.pipeline.stages.cache_policy import Controls, Policies, read_controls
 from aigw.pipeline.stages.cache_purge import Purger
 from aigw.pipeline.stages.cache_semantic import Embedders, embedding
@@ -337,9 +337,9 @@ class CacheStage(Stage):
     async def _store(self, pending: Pending, value: bytes) -> None:
         backend = pending.policy.backend
         store = self.stores[backend]
-        done = await self.guard.call(backend, "set", lambda: put(store, pending, value), self._timeout(backend))
+        done = await self.guard.call(backend, "set", lambda: put(store.set, pending, value), self._timeout(backend))
         if not done and backend in self._layered:  # the parent's store failed or is skipped: the worker keeps its own
-            await keep_own(store, pending, value)
+            await put(store.copy, pending, value)  # type: ignore[attr-defined]  # LayeredCacheStore
         if done:
             self.stats.stores += 1
             if (near := self._near.get(backend)) is not None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aigw.config.cache import CacheConfig
-from aigw.stores.cache_base import CacheStore
 
 if TYPE_CHECKING:
     from aigw.stores.cache_base import Vector
@@ -25,20 +25,14 @@ class Pending:
     mark_key: str = ""  # a fallback's answer: the key that vouches for it (``cache_keys.fallback_mark``)
 
 
-async def put(store: CacheStore, pending: Pending, value: bytes) -> bool:
-    """The answer and, for a fallback's, its mark first (so the entry is never unvouched)."""
+Setter = Callable[[str, bytes, float], Awaitable[None]]
+
+
+async def put(set_: Setter, pending: Pending, value: bytes) -> bool:
+    """The answer and, for a fallback's, its mark first (so the entry is never unvouched), through ``set_``: a
+    store's ``set``, or under ``--workers`` a worker's own ``LayeredCacheStore.copy`` when its parent's store did
+    not take it (failed, or skipped for ``retry_after_s``), so the worker still answers its own repeats."""
     if pending.mark_key:
-        await store.set(pending.mark_key, b"", pending.ttl_s)
-    await store.set(pending.key, value, pending.ttl_s)
+        await set_(pending.mark_key, b"", pending.ttl_s)
+    await set_(pending.key, value, pending.ttl_s)
     return True
-
-
-async def keep_own(store: CacheStore, pending: Pending, value: bytes) -> None:
-    """A worker's own copy of an answer its parent's store did not take (``cache_hosted``: it failed, or is skipped
-    for ``retry_after_s`` after a failure): the worker still answers its own repeats, as one process would."""
-    copy = getattr(store, "copy", None)  # ``LayeredCacheStore.copy``: the worker's own memory alone
-    if copy is None:
-        return
-    if pending.mark_key:
-        await copy(pending.mark_key, b"", pending.ttl_s)
-    await copy(pending.key, value, pending.ttl_s)

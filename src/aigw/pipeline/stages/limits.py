@@ -133,31 +133,9 @@ class LimitsStage(Stage):
         while True:
             try:
                 answer, reservation = await self.svc.gate.enter(scopes, slot, est, budget, amount, entered)
-            except asyncio.CancelledError:
-                # The client left while the step was on its way (in Redis it ran, its reply had not come): free
-                # the slot and settle the lease at the end, or they stay taken until they expire.
-                ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
-                if budget:
-                    ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
-                raise
-            except Exception as exc:
-                # The step may have run all the same (a Redis reply that timed out): never repeat it. Free the
-                # slot and settle the lease it may hold when the call ends (a lease that did not land is not
-                # settled), and let the budget stage apply its policy without a second reservation.
-                self.svc.store_error("limits", exc)
-                if isinstance(exc, StoreSkipped):  # not sent: nothing to free or settle, no call at the end
-                    if budget:
-                        ctx.state[JOINT_FAILED], ctx.state[SETTLED] = (budget, amount, entered, slot), []
-                else:
-                    ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
-                    if budget:
-                        ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
-                if self.svc.config.limits_on_store_error == "closed":
-                    raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
-                                             retry_after=1.0, code="store_unavailable") from None
-                if self._capped:
-                    self._route_caps(ctx, slot, est, counted)
-                return None
+            except BaseException as exc:
+                self._step_failed(ctx, exc, scopes, slot, est, budget, amount, entered, counted)  # raises if it must
+                return None  # the store failed and the limits fail open
             if answer.allowed or answer.reason != "tpm" or counted is not None:
                 break
             # The estimate errs high (up to 2.5x): refused on tokens, the prompt is counted with the tokenizer and
@@ -177,6 +155,34 @@ class LimitsStage(Stage):
         if self._capped:
             self._route_caps(ctx, slot, est, counted)
         return None
+
+    def _step_failed(self, ctx: RequestContext, exc: BaseException, scopes: list[Scope], slot: str, est: int,
+                     budget: list[Scope], amount: int, entered: float, counted: int | None) -> None:
+        """The gate's step before the call raised: what it may hold is noted for ``on_finish``; the exception goes
+        on when the client left (cancelled) or the limits fail closed, else the call runs unlimited (fail open)."""
+        if not isinstance(exc, Exception):
+            # The client left while the step was on its way (in Redis it ran, its reply had not come): free
+            # the slot and settle the lease at the end, or they stay taken until they expire.
+            ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
+            if budget:
+                ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
+            raise exc
+        # The step may have run all the same (a Redis reply that timed out): never repeat it. Free the
+        # slot and settle the lease it may hold when the call ends (a lease that did not land is not
+        # settled), and let the budget stage apply its policy without a second reservation.
+        self.svc.store_error("limits", exc)
+        if isinstance(exc, StoreSkipped):  # not sent: nothing to free or settle, no call at the end
+            if budget:
+                ctx.state[JOINT_FAILED], ctx.state[SETTLED] = (budget, amount, entered, slot), []
+        else:
+            ctx.state[_STATE] = (scopes, slot, 0, False, 0, entered)
+            if budget:
+                ctx.state[JOINT_FAILED] = (budget, amount, entered, slot)
+        if self.svc.config.limits_on_store_error == "closed":
+            raise errors.Unavailable("Rate limits cannot be checked right now; try again shortly.",
+                                     retry_after=1.0, code="store_unavailable") from None
+        if self._capped:
+            self._route_caps(ctx, slot, est, counted)
 
     def _route_caps(self, ctx: RequestContext, slot: str, est: int, counted: int | None = None) -> None:
         """Hand the router the deployments' caps, to check as it picks one (so an answer from the cache, or
