@@ -262,27 +262,13 @@ class GateBatcher:
         if outage is not None and outage.confirmed and not outage.probing \
                 and asyncio.get_running_loop().time() >= outage.until:
             outage.probing = True
-            self._sent = batch = self._sent + 1
-            try:
-                await self._runner.evalsha(self._script, [], [bulk_int(0)])
-            except BaseException as exc:
-                self._settled(exc, batch)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                self._settled(None, batch)
+            await self._empty_batch()
         elif outage is None and self.owed:  # no window (settles a full Redis refused): the check sends them
             self.owed_settles.replay_soon()
         elif outage is not None and not outage.confirmed and self.owed:
             # one failure (a settle that timed out, owed again), then no step to tell whether Redis is back: this
             # check's empty batch tells (answered, the owed settles go; failed as well, the window opens)
-            self._sent = batch = self._sent + 1
-            try:
-                await self._runner.evalsha(self._script, [], [bulk_int(0)])
-            except Exception as exc:
-                self._settled(exc, batch)
-            else:
-                self._settled(None, batch)
+            await self._empty_batch()
         skipped = f"{self.skipped} calls skipped in {self.outages} outages since start; {self.owed} settles owed"
         outage = self.outage
         if not self.owed_settles.pending:  # a replay out may be refused again: the spell is not over yet
@@ -298,6 +284,18 @@ class GateBatcher:
         what = "out of memory (maxmemory reached), refusing writes," if outage.full else "failing"
         return False, (f"Redis {what} for {ago:.1f} s ({outage.error}); tried again every {self.retry_after_s} s; "
                        + skipped)
+
+    async def _empty_batch(self) -> None:
+        """A batch of no steps, sent to learn whether Redis answers; its end is settled as any batch's."""
+        self._sent = batch = self._sent + 1
+        try:
+            await self._runner.evalsha(self._script, [], [bulk_int(0)])
+        except BaseException as exc:
+            self._settled(exc, batch)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._settled(None, batch)
 
     def _left(self, slot: str, ended: asyncio.Future[None]) -> None:
         """The caller of ``slot``'s step went away: until its batch ends, ``leave`` for the slot waits."""
