@@ -15,8 +15,8 @@ from aigw.types import JSON
 
 Api = Literal["openai", "anthropic"]
 Endpoint = Literal["chat", "completions", "embeddings"]
-# ctx.state key: the upstream's answer as it came, when it reported no usage (the ledger counts it locally)
-ANSWER_WITHOUT_USAGE = "answer_without_usage"
+# ctx.state key: the upstream's whole answer as it came, for a local count when its usage is absent or unreadable
+ANSWER_BODY = "answer_body"
 
 
 @dataclass(slots=True)

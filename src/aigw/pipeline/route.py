@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aigw import errors
-from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, RequestContext, Result, Streaming
+from aigw.pipeline.context import ANSWER_BODY, Completed, RequestContext, Result, Streaming
 from aigw.pipeline.deployment_caps import DeploymentCaps
 from aigw.pipeline.rate_headers import add_headers
 from aigw.pipeline.tenancy import ROUTE_CAPS, add_cut
@@ -49,7 +49,7 @@ class RouteTerminal:
             ctx.usage = usage
         # kept for the ledger's local count, should its usage be absent or unreadable (null counts: some servers
         # and proxies); the stages after may change or drop the body. A reference, not a copy
-        ctx.state[ANSWER_WITHOUT_USAGE] = body
+        ctx.state[ANSWER_BODY] = body
         return Completed(body)
 
 

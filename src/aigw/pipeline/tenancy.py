@@ -28,7 +28,7 @@ from aigw.accounting.tokens import TokenCounter, answer_text, upper_estimate
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.models import Deployment
 from aigw.config.tenancy import TenancyConfig
-from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
+from aigw.pipeline.context import ANSWER_BODY, RequestContext
 from aigw.stores.base import BudgetCounter, Gate, Grant, Limits, RateLimiter, Reservation, Scope
 from aigw.stores.failures import StoreSkipped, out_of_memory
 from aigw.types import JSON
@@ -210,7 +210,7 @@ def measure(ctx: RequestContext, svc: TenancyServices) -> Measured:
     d = ctx.served_by
     if tokens is None:
         streamed = ctx.state.get(STREAM_TEXT)
-        answered = ctx.state.get(ANSWER_WITHOUT_USAGE)
+        answered = ctx.state.get(ANSWER_BODY)
         # an upstream answered (and billed) when: the call succeeded, a stream had started (the router hands one
         # on, and names its deployment, once its first chunk came: passed on to the client or not), or a whole
         # answer came back that a later stage refused (an output guardrail's block): the client got an error,

@@ -521,7 +521,7 @@ async def test_a_failed_route_still_records_its_attempts_and_its_time_upstream()
 
 async def test_an_image_answered_without_usage_by_gpt_4o_mini_is_billed_at_its_tile_figures() -> None:
     # gpt-4o-mini bills a 1024x1024 image 2,833 + 4 x 5,667 tokens; the common formula's 765 billed ~3 % of it
-    from aigw.pipeline.context import ANSWER_WITHOUT_USAGE
+    from aigw.pipeline.context import ANSWER_BODY
     from tests.support.media import data_url, image_part, png
 
     content = [{"type": "text", "text": "What is this?"}, image_part(data_url(png(1024, 1024)))]
@@ -529,7 +529,7 @@ async def test_an_image_answered_without_usage_by_gpt_4o_mini_is_billed_at_its_t
     for upstream in ("gpt-4o-mini-2024-07-18", "gpt-4o"):
         ctx = _ctx(body={"model": "mock", "messages": [{"role": "user", "content": content}], "max_tokens": 10})
         ctx.served_by = Deployment(name="mock", provider="mock", model=upstream, id=f"{upstream}#0")
-        ctx.state[ANSWER_WITHOUT_USAGE] = {"choices": [{"message": {"role": "assistant", "content": "a cat"}}]}
+        ctx.state[ANSWER_BODY] = {"choices": [{"message": {"role": "assistant", "content": "a cat"}}]}
         prompts[upstream] = measure(ctx, _services()).tokens.prompt
     assert prompts["gpt-4o-mini-2024-07-18"] - prompts["gpt-4o"] == (2_833 + 4 * 5_667) - 765
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigw.config.models import Deployment, GatewayConfig
-from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, Completed, Principal, RequestContext, Result, Streaming
+from aigw.pipeline.context import ANSWER_BODY, Completed, Principal, RequestContext, Result, Streaming
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.pipeline import Pipeline
 from aigw.pipeline.stages.guardrail_policy import VERDICTS
@@ -35,6 +35,7 @@ class Upstream:
     tool_args: str | None = None  # answer with one tool call carrying these arguments
     tool_kind: str = "function"  # "custom": that call is a custom tool's, ``tool_args`` its free-text input
     reports_usage: bool = True  # False: answers carry no usage (an Ollama-like server), as the router passes them
+    usage: JSON | None = None  # the usage answers carry in place of USAGE (e.g. null counts, which bill nothing)
     refusal: bool = False  # answer the text as a refusal (``message.refusal``, ``delta.refusal``)
     finish: str = "stop"  # a text answer's finish_reason ("length": cut at the token limit)
 
@@ -53,7 +54,7 @@ class Upstream:
         return {"id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": body.get("model"),
                 "choices": [{"index": 0, "message": message, "logprobs": None,
                              "finish_reason": "tool_calls" if self.tool_args else self.finish}],
-                **({"usage": dict(USAGE)} if self.reports_usage else {})}
+                **({"usage": dict(self.usage or USAGE)} if self.reports_usage else {})}
 
     async def handle(self, ctx: RequestContext) -> Result:
         ctx.served_by = Deployment(name=ctx.model, provider="mock", id=f"{ctx.model}#0")
@@ -64,8 +65,7 @@ class Upstream:
         body = self.completion(ctx.body)
         if self.reports_usage:
             ctx.usage = body["usage"]
-        else:  # what the route terminal keeps for the ledger's local count
-            ctx.state[ANSWER_WITHOUT_USAGE] = body
+        ctx.state[ANSWER_BODY] = body  # what the route terminal keeps for the ledger's local count
         return Completed(body)
 
     def _tool_fields(self) -> tuple[str, str]:

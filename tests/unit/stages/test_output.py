@@ -9,6 +9,7 @@ import pytest
 
 from aigw.errors import GuardrailBlocked
 from aigw.pipeline.stages.cache_entry import counted_usage
+from aigw.types import JSON
 from tests.unit.stages.guardrail_harness import USAGE, Harness, Upstream, chat, config, streamed_text, verdicts
 
 EMAIL = "alice.smith@example.com"
@@ -134,10 +135,14 @@ async def test_json_cut_at_the_token_limit_is_not_asked_again_and_the_error_says
     assert "token limit" in err.message
 
 
-async def test_json_schema_retry_bills_both_calls_when_the_upstream_reports_no_usage() -> None:
-    # the first answer's usage was left to the ledger's local count, and the retry's sum held the retry alone
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}],
+                         ids=["none", "null-counts"])
+async def test_json_schema_retry_bills_both_calls_when_the_upstream_reports_no_usage(usage: JSON | None) -> None:
+    # the first answer's usage was left to the ledger's local count, and the retry's sum held the retry alone;
+    # usage with null counts is no usage either (it bills nothing): both calls are counted locally
     h = harness({"json_schema": "retry"}, script=['{"a": "one"}', '{"a": 1}'])
-    h.upstream.reports_usage = False
+    h.upstream.reports_usage = usage is not None
+    h.upstream.usage = usage
     ctx = h.ctx(chat("give json", response_format=SCHEMA))
     await h.run(ctx)
     first, retried = h.upstream.bodies

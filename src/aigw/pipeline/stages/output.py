@@ -26,12 +26,13 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from aigw.accounting.usage import tokens_from_usage
 from aigw.errors import GatewayError, GuardrailBlocked
 from aigw.guardrails.output import LeakageCheck, StreamGuard, TextCheck, json_format_errors
 from aigw.guardrails.pii import restore_json
 from aigw.guardrails.verdict import Verdict
 from aigw.observability.metrics import Metrics
-from aigw.pipeline.context import ANSWER_WITHOUT_USAGE, RequestContext
+from aigw.pipeline.context import ANSWER_BODY, RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_entry import counted_usage
@@ -252,11 +253,12 @@ class OutputStage(Stage):
         add_cut(ctx, served.cut, retry_body)  # attempts of the retry cut short before the one that answered
         # both calls are billed: one whose upstream reported no usage is counted locally, or the sum
         # would hold the other call alone
-        first = ctx.usage
-        if first is None and isinstance(answered := ctx.state.pop(ANSWER_WITHOUT_USAGE, None), dict):
+        # (usage without its counts bills nothing: ``tokens_from_usage``)
+        first = ctx.usage if tokens_from_usage(ctx.usage) is not None else None
+        if first is None and isinstance(answered := ctx.state.pop(ANSWER_BODY, None), dict):
             first = counted_usage(ctx.body, answered)
         retried = new.get("usage")
-        second = retried if isinstance(retried, dict) else counted_usage(retry_body, new)
+        second = retried if tokens_from_usage(retried) is not None else counted_usage(retry_body, new)
         ctx.usage = _add_usage(first, second)
         # each call at the deployment that served it (a retry may fall back to a dearer or cheaper one)
         tier = new.get("service_tier")
