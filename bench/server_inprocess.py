@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/server_inprocess.py [hit|miss|floor] [--batches 2000] [--rounds 5]
 
-Sixteen ``Connection`` objects get one request each per batch (the bytes a wrk client sends), the app
+Sixteen ``Connection`` objects get one request each per batch (the bytes a wrk client sends, handed over by a
+loop callback as a socket's read is: since session 25, before which they came from within the batch's task), the app
 answers (``hit``: exact cache in memory, the question asked before; ``miss``: a new question to the in-process
 ``mock`` provider; ``floor``: ``cache_bench``'s fixed-answer app), and the transport's ``write`` takes the
 answer. No sockets and no system calls, so the figure is the server's and the gateway's own user CPU per
@@ -112,7 +113,9 @@ async def main() -> None:
             for j, (conn, transport) in enumerate(conns):
                 transport.answered = loop.create_future()
                 waits.append(transport.answered)
-                conn.data_received(request(f"fresh {k} {j}") if fresh else pool[(k * CONNECTIONS + j) % 64])
+                # from the loop, as a socket's read is (not from within this task)
+                sent = request(f"fresh {k} {j}") if fresh else pool[(k * CONNECTIONS + j) % 64]
+                loop.call_soon(conn.data_received, sent)
             for answered in waits:
                 if b" 200 OK" not in (await answered)[:20]:
                     raise SystemExit(f"not a 200: {answered.result()[:300]!r}")

@@ -2,8 +2,9 @@
 
 The listening, start-up and shutdown side is ``http1_server``, which also says
 why the gateway has its own server; one request and its answer are an
-``http1_exchange.Exchange``. Here: one httptools parser per connection, one task
-per request, pipelined requests answered in order, a request body buffered up
+``http1_exchange.Exchange``. Here: one httptools parser per connection, one app
+call per request (run at once, after the bytes that came with its head were parsed, and
+a task only once it waits: ``eager``), pipelined requests answered in order, a request body buffered up
 to ``HIGH_WATER`` before reading pauses, stream parts of one loop turn written
 together, and the time stamps the server's sweep uses to cut idle and slow
 clients.
@@ -20,6 +21,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from aigw.http.eager import start_eagerly
 from aigw.http.http1_exchange import EXCHANGE, Exchange, date_line, status_line
 
 log = logging.getLogger("aigw.http.server")
@@ -81,6 +83,7 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None  # the request the app is answering
         self.parsing: Exchange | None = None  # the request whose body is arriving (may be queued)
+        self.starting: Exchange | None = None  # its head parsed: run once this read is parsed (its body with it)
         self.queue: deque[Exchange] = deque()  # pipelined requests waiting for the current one
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -122,6 +125,10 @@ class Connection(asyncio.Protocol):
                 self._refuse(431, b"Request header fields too large.")
             else:
                 self._refuse(400, b"Invalid HTTP request.")
+        ex = self.starting
+        if ex is not None:  # a body that came with its head is whole now: the app reads it without waiting
+            self.starting = None
+            self._run(ex)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -221,7 +228,7 @@ class Connection(asyncio.Protocol):
         self.body_since = None if expect else self.state.now
         if self.current is None:
             self.current = ex
-            self._run(ex)
+            self.starting = ex
         else:  # pipelined: answered after the ones before it; stop reading more meanwhile
             self.queue.append(ex)
             self._pause_reading()
@@ -248,10 +255,11 @@ class Connection(asyncio.Protocol):
     # -- running the app ----------------------------------------------------------------------
 
     def _run(self, ex: Exchange) -> None:
-        task = ex.task = self.loop.create_task(self._call_app(ex))
-        tasks = self.state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task = ex.task = start_eagerly(self.loop, self._call_app(ex))
+        if task is not None:  # it waits for something: the server's shutdown waits for it
+            tasks = self.state.tasks
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _call_app(self, ex: Exchange) -> None:
         try:
