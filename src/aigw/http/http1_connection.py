@@ -3,11 +3,11 @@
 The listening, start-up and shutdown side is ``http1_server``, which also says
 why the gateway has its own server; one request and its answer are an
 ``http1_exchange.Exchange``. Here: one httptools parser per connection, one app
-call per request (run at once, after the bytes that came with its head were parsed, and
-a task only once it waits: ``eager``), pipelined requests answered in order, a request body buffered up
-to ``HIGH_WATER`` before reading pauses, stream parts of one loop turn written
-together, and the time stamps the server's sweep uses to cut idle and slow
-clients.
+call per request (run at once, after the bytes that came with its head were parsed,
+and a task only once it waits: ``eager``; a pipelined one in a task of its own),
+pipelined requests answered in order, a request body buffered up to ``HIGH_WATER``
+before reading pauses, stream parts of one loop turn written together, and the time
+stamps the server's sweep uses to cut idle and slow clients.
 """
 
 from __future__ import annotations
@@ -257,9 +257,19 @@ class Connection(asyncio.Protocol):
     def _run(self, ex: Exchange) -> None:
         task = ex.task = start_eagerly(self.loop, self._call_app(ex))
         if task is not None:  # it waits for something: the server's shutdown waits for it
-            tasks = self.state.tasks
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            self._track(task)
+
+    def _run_next(self, ex: Exchange) -> None:
+        """A pipelined request, once the one before it is answered: in a Task, not at once inside the call that
+        answered the one before (answered without waiting, each would run the next one in its own stack:
+        some hundred pipelined requests overflowed it)."""
+        task = ex.task = self.loop.create_task(self._call_app(ex))
+        self._track(task)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        tasks = self.state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _call_app(self, ex: Exchange) -> None:
         try:
@@ -309,7 +319,7 @@ class Connection(asyncio.Protocol):
             self.current = nxt
             if not self.queue:
                 self.resume_reading()
-            self._run(nxt)
+            self._run_next(nxt)
         else:
             self.idle_since = self.state.now
             self.resume_reading()

@@ -90,3 +90,15 @@ async def test_a_direct_answer_without_a_length_is_chunked_and_to_head_has_no_bo
         assert (await read_response(reader))[2] == b"/after y"  # the next bytes are the next answer
         writer.write(post("/close", b"z", "connection: close"))
         assert (await read_response(reader))[2] == b"/close z" and await closed_by_server(reader)
+
+
+async def test_hundreds_of_pipelined_requests_answered_at_once_are_all_answered() -> None:
+    """Each answered without waiting: the next one must not run inside the one before (the stack would
+    grow by a request each time, and past ~100 the rest of the connection was lost to a RecursionError)."""
+    count = 400
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        writer.write(b"".join(post(f"/p{i}", b"%d" % i) for i in range(count)))
+        for i in range(count):
+            assert (await read_response(reader))[2] == b"/p%d %d" % (i, i)
+        writer.close()
