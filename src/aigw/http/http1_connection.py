@@ -13,6 +13,7 @@ stamps the server's sweep uses to cut idle and slow clients.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -102,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.linger_since: float | None = None  # closing in stages since (``_linger``)
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
+        self.context = contextvars.copy_context()  # the connection's: a pipelined request runs in a copy
 
     # -- transport events ---------------------------------------------------------------------
 
@@ -262,8 +264,9 @@ class Connection(asyncio.Protocol):
     def _run_next(self, ex: Exchange) -> None:
         """A pipelined request, once the one before it is answered: in a Task, not at once inside the call that
         answered the one before (answered without waiting, each would run the next one in its own stack:
-        some hundred pipelined requests overflowed it)."""
-        task = ex.task = self.loop.create_task(self._call_app(ex))
+        some hundred pipelined requests overflowed it), and in a copy of the connection's context, not of that
+        call's: a context variable it set (a trace's current span) is not the next request's."""
+        task = ex.task = self.loop.create_task(self._call_app(ex), context=self.context.copy())
         self._track(task)
 
     def _track(self, task: asyncio.Task[None]) -> None:

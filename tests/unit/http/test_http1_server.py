@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -662,3 +663,28 @@ def test_a_host_name_that_does_not_resolve_is_said_so_not_as_an_unknown_error() 
 
     said = str(cannot_listen("no-such-host", 4000, socket.gaierror(-2, "Name or service not known")))
     assert "no-such-host" in said and "does not resolve" in said and "unknown error" not in said.lower(), said
+
+
+request_path: contextvars.ContextVar[str] = contextvars.ContextVar("request_path", default="")
+
+
+async def test_a_pipelined_request_starts_in_a_context_of_its_own_not_the_one_before_it() -> None:
+    """A context variable one request sets (a trace's current span, a request id) is never the next one's."""
+    seen: list[str] = []
+
+    @with_lifespan
+    async def remembers(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(request_path.get())
+        request_path.set(scope["path"])
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.05)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(remembers) as server:
+        reader, writer = await connect(server)
+        writer.write(b"".join(post(path, b"") for path in ("/a", "/slow", "/b", "/c")))
+        for _ in range(4):
+            assert (await read_response(reader))[0] == 200
+        writer.close()
+    assert seen == ["", "", "", ""]
