@@ -71,7 +71,12 @@ class _Resumed(Coroutine[Any, Any, Any]):
         return self.coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self.waiting = _STARTED  # e.g. cancelled before the Task's first step: the coroutine hears it where it waits
+        waiting = self.waiting
+        if waiting is not _STARTED:  # cancelled before the Task's first step: what a waiting Task does, cancel
+            self.waiting = _STARTED  # what it waits on (a Task it awaits stops too), else the coroutine hears it
+            if isinstance(typ, asyncio.CancelledError) and isinstance(waiting, asyncio.Future) \
+                    and waiting.cancel(typ.args[0] if typ.args else None):
+                return waiting  # the Task waits for it, and the coroutine gets its CancelledError from it
         if val is None and tb is None:
             return self.coro.throw(typ)
         return self.coro.throw(typ, val, tb)

@@ -121,3 +121,31 @@ async def test_an_error_in_the_first_step_is_logged_not_raised_into_the_caller(c
 
     assert await _from_the_loop(lambda: start_eagerly(asyncio.get_running_loop(), answer())) is None
     assert "error answering a request" in caplog.text and "broken" in caplog.text
+
+
+async def test_cancelled_before_its_first_step_the_task_it_waits_on_is_cancelled_too():
+    """As a Task waiting on another Task cancels it: the work the request started (an upstream call) stops."""
+    loop = asyncio.get_running_loop()
+    inner_outcome: list[str] = []
+
+    async def upstream() -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            inner_outcome.append("cancelled")
+            raise
+
+    async def answer() -> None:
+        await loop.create_task(upstream())
+
+    def start_and_cancel() -> asyncio.Task[None] | None:
+        task = start_eagerly(loop, answer())
+        assert task is not None
+        task.cancel("client gone")  # in the loop turn that made it: before its first step
+        return task
+
+    task = await _from_the_loop(start_and_cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    await asyncio.sleep(0)
+    assert inner_outcome == ["cancelled"]
