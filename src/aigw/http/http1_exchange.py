@@ -96,10 +96,13 @@ class Exchange:
         return self._take()
 
     def _take(self) -> bytes:
-        """The body buffered so far, handed over."""
+        """The body buffered so far, handed over; reading goes on if its size had paused it (even when the body
+        is whole: only a read hears the client leave, and an app waiting on a long prompt's answer must)."""
         chunks = self.chunks
         self.chunks = []
         self.buffered = 0
+        if self.conn.read_paused:
+            self.conn.resume_reading()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def respond(self, status: int, headers: Any, body: bytes) -> None:
@@ -131,8 +134,6 @@ class Exchange:
         body = self._take()
         if self.body_done:
             self.body_delivered = True
-        else:
-            conn.resume_reading()
         return {"type": "http.request", "body": body, "more_body": not self.body_done}
 
     async def send(self, message: dict[str, Any]) -> None:

@@ -688,3 +688,25 @@ async def test_a_pipelined_request_starts_in_a_context_of_its_own_not_the_one_be
             assert (await read_response(reader))[0] == 200
         writer.close()
     assert seen == ["", "", "", ""]
+
+
+async def test_a_client_that_leaves_after_sending_a_large_body_is_heard_to_leave(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body over the buffer's limit paused reading; once the app has it all, reading resumes: else the app
+    (a model call with a long prompt) never hears the client went away and runs on for nobody."""
+    monkeypatch.setattr(http1_connection, "HIGH_WATER", 1024)
+    heard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @with_lifespan
+    async def waits(scope: Scope, receive: Any, send: Any) -> None:
+        body = await read_body(receive)
+        message = await receive()  # nothing to answer yet (an upstream call would run now)
+        heard.set_result(f"{len(body)} {message['type']}")
+
+    async with serving(waits) as server:
+        _, writer = await connect(server)
+        writer.write(post("/long-prompt", b"x" * 60_000))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.close()
+        assert await asyncio.wait_for(heard, 2) == "60000 http.disconnect"
