@@ -87,6 +87,9 @@ class _Resumed(Coroutine[Any, Any, Any]):
     def __await__(self) -> Generator[Any, None, Any]:
         raise TypeError("run by a Task only")
 
+    def __getattr__(self, name: str) -> Any:  # cr_frame, cr_code, __qualname__: the Task's repr and get_stack()
+        return getattr(self.coro, name)  # name the coroutine and where it waits, as for a Task that ran it all
+
     def __repr__(self) -> str:
         return repr(self.coro)
 

@@ -149,3 +149,19 @@ async def test_cancelled_before_its_first_step_the_task_it_waits_on_is_cancelled
         await asyncio.wait_for(task, 2)
     await asyncio.sleep(0)
     assert inner_outcome == ["cancelled"]
+
+
+async def test_the_task_that_takes_over_names_the_coroutine_and_where_it_waits():
+    """What asyncio logs of a task ("Task was destroyed but it is pending", a stuck shutdown's dump) says which
+    request handler it is and its stack, not an anonymous wrapper."""
+    loop = asyncio.get_running_loop()
+    gate = loop.create_future()
+
+    async def answer_the_request() -> None:
+        await gate
+
+    task = await _from_the_loop(lambda: start_eagerly(loop, answer_the_request()))
+    assert "answer_the_request() running at" in repr(task)
+    assert [frame.f_code.co_name for frame in task.get_stack()] == ["answer_the_request"]
+    gate.set_result(None)
+    await task
