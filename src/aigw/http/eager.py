@@ -28,21 +28,33 @@ _current_task = asyncio.current_task
 class _StandIn:
     """``current_task()`` during an eager first step: the Task that runs the rest, once there is one."""
 
-    __slots__ = ("task",)  # no __init__: one is made per request, and a Python __init__ is most of its cost
+    __slots__ = ("asked", "task")  # no __init__: one is made per request, and a Python __init__ is most of its cost
 
     task: asyncio.Task[Any] | None
+    asked: list[Any] | None  # cancels asked for before the Task exists (their messages): the Task gets them
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self.task.get_loop() if self.task is not None else asyncio.get_running_loop()
 
     def cancel(self, msg: Any = None) -> bool:
-        return self.task.cancel(msg) if self.task is not None else False
+        if self.task is not None:
+            return self.task.cancel(msg)
+        if self.asked is None:
+            self.asked = []
+        self.asked.append(msg)  # the coroutine hears it where it first waits, as a Task's would
+        return True
 
     def cancelling(self) -> int:
-        return self.task.cancelling() if self.task is not None else 0
+        if self.task is not None:
+            return self.task.cancelling()
+        return len(self.asked) if self.asked is not None else 0
 
     def uncancel(self) -> int:
-        return self.task.uncancel() if self.task is not None else 0
+        if self.task is not None:
+            return self.task.uncancel()
+        if self.asked:
+            self.asked.pop()
+        return len(self.asked) if self.asked is not None else 0
 
     def done(self) -> bool:
         return self.task.done() if self.task is not None else False
@@ -103,8 +115,8 @@ def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Non
     An exception it raises in that step is logged (a Task would have kept it: nobody reads it either way)."""
     context = contextvars.copy_context()  # its own, as a Task's: context variables it sets stay its own
     stand_in = _StandIn()
-    stand_in.task = None
-    outer = _current_task(loop)  # called from within a task (a test, a pipelined request's predecessor)
+    stand_in.task = stand_in.asked = None
+    outer = _current_task(loop)  # called from within a task (a test, say)
     if outer is not None:
         _leave_task(loop, outer)
     _enter_task(loop, stand_in)  # type: ignore[arg-type]  # it acts as one
@@ -122,4 +134,7 @@ def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Non
         if outer is not None:
             _enter_task(loop, outer)
     task = stand_in.task = loop.create_task(_Resumed(coro, waiting), context=context)  # type: ignore[arg-type]
+    if stand_in.asked:  # cancelled (by itself) before it waited: the Task starts cancelled, as it would have been
+        for msg in stand_in.asked:
+            task.cancel(msg)
     return task

@@ -165,3 +165,25 @@ async def test_the_task_that_takes_over_names_the_coroutine_and_where_it_waits()
     assert [frame.f_code.co_name for frame in task.get_stack()] == ["answer_the_request"]
     gate.set_result(None)
     await task
+
+
+async def test_a_cancel_asked_of_the_current_task_before_the_first_wait_is_heard_at_that_wait():
+    """As in a Task: cancelling the current task then waiting raises CancelledError there (a cancel scope
+    whose deadline has passed, a task group whose child failed at once); it was dropped, and the wait hung."""
+    loop = asyncio.get_running_loop()
+    outcome: list[str] = []
+
+    async def answer() -> None:
+        current = asyncio.current_task()
+        assert current is not None and current.cancel("stop")
+        outcome.append(f"cancelling {current.cancelling()}")
+        try:
+            await loop.create_future()
+        except asyncio.CancelledError as exc:
+            outcome.append(f"heard {exc.args[0]} {current.cancelling()}")
+            raise
+
+    task = await _from_the_loop(lambda: start_eagerly(loop, answer()))
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert outcome == ["cancelling 1", "heard stop 1"]
