@@ -187,3 +187,29 @@ async def test_a_cancel_asked_of_the_current_task_before_the_first_wait_is_heard
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 2)
     assert outcome == ["cancelling 1", "heard stop 1"]
+
+
+async def test_a_timeout_already_past_when_entered_cancels_the_task_its_first_step_awaits():
+    """Its timer is due before the Task's first step (a request whose deadline was spent before it began): the
+    work awaited (an upstream call in a task) is cancelled with it, not left running."""
+    loop = asyncio.get_running_loop()
+    outcome: list[str] = []
+
+    async def upstream() -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            outcome.append("upstream cancelled")
+            raise
+
+    async def answer() -> None:
+        try:
+            async with asyncio.timeout(0):
+                await loop.create_task(upstream())
+        except TimeoutError:
+            outcome.append("timed out")
+
+    task = await _from_the_loop(lambda: start_eagerly(loop, answer()))
+    await asyncio.wait_for(task, 2)
+    await asyncio.sleep(0)
+    assert outcome == ["upstream cancelled", "timed out"]
