@@ -12,11 +12,15 @@ from aigw.http.respond import Headers
 
 def retry_headers(err: GatewayError, status: int) -> Headers:
     """``Retry-After`` when ``err`` says when to come back, in whole seconds rounded up (a client that waits
-    exactly this long must find room; the message says the same), at least 1; ``x-should-retry: false`` for
+    exactly this long must find room; the message says the same), at least 1, and ``retry-after-ms``, the same
+    wait to the millisecond (rounded up, as the message's ``try again in 174ms``): the openai and anthropic SDKs
+    read it first, so they sleep the wait itself, not up to a second more; ``x-should-retry: false`` for
     an error no wait cures at a status the SDKs would retry on their own (budget exhausted, upstream auth)."""
     headers: Headers = []
     if err.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after))).encode()))
+        ms = max(1, math.ceil(err.retry_after * 1000 - 1e-6))  # float noise: 0.174 s is 174 ms, not 175
+        headers.append((b"retry-after", str(math.ceil(ms / 1000)).encode()))
+        headers.append((b"retry-after-ms", str(ms).encode()))
     if not err.retryable and sdk_retries(status):
         headers.append((b"x-should-retry", b"false"))
     return headers

@@ -22,6 +22,7 @@ from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices, a
 from aigw.stores.base import ApiKey, Grant, Limits, Project, Scope, Tenant
 from aigw.stores.memory import MemoryGate, MemoryRateLimiter
 from aigw.stores.memory_budgets import MemoryBudgets
+from tests.support.clock import ManualClock
 from tests.unit.pipeline.test_tenancy_stages import Broken
 
 PRIMARY = Deployment(name="prim", provider="mock", id="prim-d", tpm=100_000)
@@ -33,12 +34,15 @@ class Sink:
         return len(records)
 
 
-def _stage(models: tuple[Deployment, ...] = (PRIMARY, BACKUP)) -> tuple[limits.LimitsStage, MemoryRateLimiter]:
-    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
+def _stage(models: tuple[Deployment, ...] = (PRIMARY, BACKUP),
+           clock: ManualClock | None = None) -> tuple[limits.LimitsStage, MemoryRateLimiter]:
+    limiter, budgets = MemoryRateLimiter(clock), MemoryBudgets()
     svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets,
                           gate=MemoryGate(limiter, budgets), prices=PriceBook(list(models)),
                           tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
     deps = StageDeps(config=GatewayConfig(models=list(models)))
+    if clock is not None:
+        deps.clock = clock
     deps.services[SERVICE] = svc
     stage = limits.build(deps)
     assert isinstance(stage, limits.LimitsStage)
@@ -365,3 +369,25 @@ async def test_a_refusal_says_when_to_try_again_as_openai_words_it(limits_: Limi
     assert found is not None, message
     wait, retry_after = parse_go_duration(found.group(1)), refused.value.retry_after or 0
     assert wait is not None and retry_after <= wait + 0.001 and wait <= math.ceil(retry_after), message
+
+
+async def test_a_refusal_that_frees_in_under_a_second_says_that_wait_not_a_whole_second() -> None:
+    # the key's one request a minute leaves its window in 200 ms: the 429 said "try again in 200ms" but carried a
+    # wait of 1 s, so retry-after-ms said 1000 and the SDKs slept five times longer than needed
+    clock = ManualClock(1_000.0)
+    stage, _ = _stage(clock=clock)
+    grant = Grant(ApiKey(id="k-soon", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-soon",
+                         limits=Limits(rpm=1)), Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t"))
+
+    def ctx() -> RequestContext:
+        body = {"model": "prim", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+        return RequestContext(request_id="req_s", api="openai", endpoint="chat", body=body, model="prim",
+                              principal=principal_for(grant))
+    assert await stage.on_request(ctx()) is None
+    clock.advance(59.8)
+    with pytest.raises(errors.RateLimited) as refused:
+        await stage.on_request(ctx())
+    assert refused.value.retry_after == pytest.approx(0.2)
+    assert refused.value.message.endswith("Please try again in 200ms.")
+    clock.advance(0.2)  # waited exactly that long: room
+    assert await stage.on_request(ctx()) is None

@@ -146,8 +146,9 @@ class LimitsStage(Stage):
             est = counted
         add_headers(ctx.response_headers, answer)
         if not answer.allowed:
+            # the wait itself, not at least a second: retry-after-ms carries it to the SDKs (``retry_headers``)
             raise errors.RateLimited(_refusal_message(answer, scopes, est), code="rate_limit_exceeded",
-                                     retry_after=max(1.0, answer.retry_after_s))
+                                     retry_after=answer.retry_after_s)
         ctx.state[_STATE] = (scopes, slot, est, tpm, answer.taken_at, entered)
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
