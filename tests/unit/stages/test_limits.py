@@ -289,6 +289,32 @@ async def test_a_call_refused_by_its_keys_budget_takes_nothing_from_its_projects
         await lim.on_request(_sibling("sibling", Limits(), project_rpm=2))
 
 
+async def test_a_budget_refusal_reports_the_rate_figures_without_the_request_it_gives_back() -> None:
+    # a key with 5 rpm whose budget is spent: each 429 said x-ratelimit-remaining-requests 4 (and its tokens less
+    # this call's estimate) though the refused call is given back: a client-side limiter held back a call too many
+    from aigw.pipeline.stages import budget
+
+    mock = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(input_per_mtok=1, output_per_mtok=2))
+    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
+    svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets, gate=MemoryGate(limiter, budgets),
+                          prices=PriceBook([mock]), tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
+    deps = StageDeps(config=GatewayConfig(models=[mock]))
+    deps.services[SERVICE] = svc
+    lim, bud = limits.build(deps), budget.build(deps)
+    assert lim is not None and bud is not None
+    for _ in range(2):
+        ctx = _sibling("spent", Limits(rpm=5, tpm=1000, budget_usd=0.0, budget_period="total"), project_rpm=10)
+        assert await lim.on_request(ctx) is None
+        with pytest.raises(errors.BudgetExceeded) as refused:
+            await bud.on_request(ctx)
+        h = ctx.response_headers
+        assert (h["x-ratelimit-remaining-requests"], h["x-ratelimit-remaining-tokens"]) == ("5", "1000")
+        assert (h["x-ratelimit-reset-requests"], h["x-ratelimit-reset-tokens"]) == ("0s", "0s")  # nothing counted
+        ctx.error = refused.value
+        await bud.on_finish(ctx)
+        await lim.on_finish(ctx)
+
+
 class _PeekDown(MemoryGate):
     """A gate whose read-only peek fails (its store went away between the count and the refusal)."""
 

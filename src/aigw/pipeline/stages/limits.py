@@ -144,6 +144,8 @@ class LimitsStage(Stage):
             if counted >= est:
                 break
             est = counted
+        if reservation is not None and not reservation.allowed:
+            answer = _given_back(answer, est)
         add_headers(ctx.response_headers, answer)
         if not answer.allowed:
             # the wait itself, not at least a second: retry-after-ms carries it to the SDKs (``retry_headers``)
@@ -283,6 +285,22 @@ class LimitsStage(Stage):
             if d is not None:
                 out[d.id] = out.get(d.id, 0) + (tokens_from_usage(usage) or Tokens()).total
         return out
+
+
+def _given_back(a: Admission, est: int) -> Admission:
+    """The figures of a call the limits took and its budget refuses: ``on_finish`` gives its request and its
+    estimate back, so its 429 says what is left without it (a client-side limiter reading them must not hold
+    back a call more), and a window it alone was in is empty: nothing to wait for."""
+    out = replace(a)
+    if a.limit_requests is not None:
+        out.remaining_requests = min(a.limit_requests, (a.remaining_requests or 0) + 1)
+        if out.remaining_requests == a.limit_requests:
+            out.reset_requests_s = 0.0
+    if a.limit_tokens is not None:
+        out.remaining_tokens = min(a.limit_tokens, (a.remaining_tokens or 0) + est)
+        if out.remaining_tokens == a.limit_tokens:
+            out.reset_tokens_s = 0.0
+    return out
 
 
 def _refusal_message(answer: Admission, scopes: list[Scope], est: int) -> str:
