@@ -152,8 +152,8 @@ class Router:
                 result = await self._serve_model(model, slots, rules, req, attempt, served, deadline, stream)
             except errors.GatewayError as err:
                 last = err
-                if isinstance(err, errors.RateLimited) and err.retry_after is not None and (
-                        soonest is None or err.retry_after < (soonest.retry_after or math.inf)):
+                if isinstance(err, errors.RateLimited) and err.retry_after is not None and (  # 0: room now
+                        soonest is None or soonest.retry_after is None or err.retry_after < soonest.retry_after):
                     soonest = err
                 special = _special_chain(policy, err)
                 if special is not None:

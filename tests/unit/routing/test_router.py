@@ -281,6 +281,19 @@ async def test_when_every_fallback_fails_the_last_error_is_raised() -> None:
         await router.complete(req("a"))
 
 
+async def test_a_model_whose_upstream_says_retry_after_0_is_the_wait_the_caller_gets_over_a_fallbacks_longer_one(
+) -> None:
+    # every model of the chain rate limited: the caller is told the soonest wait. The asked model's upstream said
+    # "retry-after: 0" (room again now) and the fallback's 30 s: the 0 was read as no wait at all, and the client
+    # was told to come back in 30 s
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"], "num_retries": 0}})
+    p["a#0"].always = Step(error=errors.RateLimited("a full", retry_after=0.0))
+    p["b#0"].always = Step(error=errors.RateLimited("b full", retry_after=30))
+    with pytest.raises(errors.RateLimited) as refused:
+        await router.complete(req("a"))
+    assert refused.value.retry_after == 0.0 and refused.value.message == "a full"
+
+
 async def test_context_length_goes_to_its_own_chain_not_the_general_one() -> None:
     router, p = build({"a": [{}], "big": [{}], "other": [{}]},
                       routing={"a": {"fallbacks": ["other"], "context_window_fallbacks": ["big"]}})
