@@ -106,6 +106,9 @@ class RateLimited(GatewayError):
     kind = "rate_limited"
     status = 429
     retryable = True
+    # what a gateway limit ran out of, "requests" or "tokens", set on the instance by the limits stage: the
+    # error ``type`` of OpenAI's own rate-limit 429s (None: an upstream's, or a kind of its own)
+    ran_out: str | None = None
 
 
 class DeploymentsFull(RateLimited):

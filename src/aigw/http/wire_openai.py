@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from aigw.errors import GatewayError
+from aigw.errors import GatewayError, RateLimited
 from aigw.observability.logging import SCRUBBER
 from aigw.types import JSON
 
@@ -58,7 +58,7 @@ def error_body(err: GatewayError, debug: bool = False) -> JSON:
     err = without_secrets(err)
     body: JSON = {
         "message": err.message,
-        "type": _TYPES.get(err.kind, "api_error"),
+        "type": (isinstance(err, RateLimited) and err.ran_out) or _TYPES.get(err.kind, "api_error"),
         "param": err.param,
         "code": err.code or _CODES.get(err.kind),
     }

@@ -417,3 +417,26 @@ async def test_a_refusal_that_frees_in_under_a_second_says_that_wait_not_a_whole
     assert refused.value.message.endswith("Please try again in 200ms.")
     clock.advance(0.2)  # waited exactly that long: room
     assert await stage.on_request(ctx()) is None
+
+
+@pytest.mark.parametrize(("limits_", "kind"), [(Limits(rpm=1), "requests"), (Limits(tpm=40), "tokens"),
+                                               (Limits(max_parallel=1), "requests")])
+async def test_a_refusal_has_openais_error_type_for_what_ran_out(limits_: Limits, kind: str) -> None:
+    # OpenAI's own 429: {"error": {"message": "Rate limit reached ...", "type": "tokens", "param": null,
+    # "code": "rate_limit_exceeded"}} ("requests" for RPM); the gateway said "rate_limit_error" (Anthropic's word),
+    # so a client telling a prompt to shorten from a request rate to slow down could not
+    from aigw.http.wire_openai import error_body
+
+    stage, _ = _stage()
+    grant = Grant(ApiKey(id="k-type", tenant_id="t1", project_id="p1", key_hash="h", prefix="sk-aigw-type",
+                         limits=limits_), Project(id="p1", tenant_id="t1", name="p"), Tenant(id="t1", name="t"))
+
+    def ctx(times: int) -> RequestContext:
+        body = {"model": "prim", "messages": [{"role": "user", "content": "hello there " * times}], "max_tokens": 10}
+        return RequestContext(request_id="req_t", api="openai", endpoint="chat", body=body, model="prim",
+                              principal=principal_for(grant))
+    assert await stage.on_request(ctx(1)) is None
+    with pytest.raises(errors.RateLimited) as refused:
+        await stage.on_request(ctx(12 if limits_.tpm else 1))
+    body = error_body(refused.value)["error"]
+    assert (body["type"], body["code"], body["param"]) == (kind, "rate_limit_exceeded", None)

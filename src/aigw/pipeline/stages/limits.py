@@ -91,9 +91,11 @@ class LimitsStage(Stage):
         counted = await asyncio.to_thread(self.svc.tokens.count_prompt, ctx.body)
         if counted > cap:
             await self._too_large_headers(ctx, scopes, tightest)
-            raise errors.TooLargeForLimit(
+            too_large = errors.TooLargeForLimit(
                 f"Request too large for {tightest.kind} on tokens per minute: limit {cap}, this prompt is "
                 f"about {counted} tokens. Shorten the prompt to run it.", code="rate_limit_exceeded")
+            too_large.ran_out = "tokens"
+            raise too_large
         return counted
 
     async def _too_large_headers(self, ctx: RequestContext, scopes: list[Scope], tightest: Scope) -> None:
@@ -149,8 +151,10 @@ class LimitsStage(Stage):
         add_headers(ctx.response_headers, answer)
         if not answer.allowed:
             # the wait itself, not at least a second: retry-after-ms carries it to the SDKs (``retry_headers``)
-            raise errors.RateLimited(_refusal_message(answer, scopes, est), code="rate_limit_exceeded",
-                                     retry_after=answer.retry_after_s)
+            refused = errors.RateLimited(_refusal_message(answer, scopes, est), code="rate_limit_exceeded",
+                                         retry_after=answer.retry_after_s)
+            refused.ran_out = "tokens" if answer.reason == "tpm" else "requests"  # OpenAI's error type
+            raise refused
         ctx.state[_STATE] = (scopes, slot, est, tpm, answer.taken_at, entered)
         if reservation is not None:
             ctx.state[REFUSED if not reservation.allowed else JOINT] = reservation if not reservation.allowed \
