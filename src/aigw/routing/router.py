@@ -210,8 +210,9 @@ class Router:
 
     async def _choose(self, model: str, slots: list[Slot], policy: ModelRouting,
                       failed: dict[str, errors.GatewayError], stream: bool,
-                      full: dict[str, float] | None = None) -> tuple[Slot, bool]:
-        """The deployment for the next attempt, and whether it is a half-open trial.
+                      full: dict[str, float] | None = None, asked: str | None = None) -> tuple[Slot, bool]:
+        """The deployment for the next attempt, and whether it is a half-open trial (``asked``: the model the
+        client asked for, when ``model`` is its fallback: a refusal names both, ``_named``).
 
         ``full``: given when the caller checks each capped deployment's caps exactly (``RouteRequest.caps``),
         so this replica's estimate of them is not used; it holds those found at their caps (id -> wait)."""
@@ -254,7 +255,8 @@ class Router:
             # a short Retry-After: wait it out (``_wait``) rather than fail; one longer than we wait for is not
             # waited out by a later request either, though its cooling is capped to ``cooldown_s``
             return cooling, False
-        raise _none_left(model, now, reopen, capped, cooling, wall, min(full.values()) if full else None)
+        raise _none_left(_named(model, asked), now, reopen, capped, cooling, wall,
+                         min(full.values()) if full else None)
 
     def _only_ready(self, slots: list[Slot]) -> Slot | None:
         """The common case without ceremony: one deployment, closed, uncapped, not cooling."""
@@ -280,7 +282,7 @@ class Router:
             if slot is None:
                 try:
                     slot, trial = await self._choose(model, slots, policy, failed, stream,
-                                                     full if req.caps is not None else None)
+                                                     full if req.caps is not None else None, req.model)
                 except errors.GatewayError:
                     if last is not None:
                         raise last from None
@@ -349,7 +351,13 @@ def _expired(budget: float, served: Served) -> errors.UpstreamTimeout:
                                   f"({n} attempt{'' if n == 1 else 's'})")
 
 
-def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slot | None,
+def _named(model: str, asked: str | None) -> str:
+    """``model`` as a refusal of the gateway's own names it: a fallback with the model the client asked for,
+    the one it knows (a 429 naming only the fallback reads as if the client had asked for that)."""
+    return f"`{model}`" if asked is None or model == asked else f"`{model}` (the fallback of `{asked}`)"
+
+
+def _none_left(named: str, now: float, reopen: float, capped: bool, cooling: Slot | None,
                wall: float, full_wait: float | None = None) -> errors.GatewayError:
     if capped or cooling is not None:
         if cooling is not None:  # the sooner of the cooling deployment and one at its exact caps
@@ -357,12 +365,12 @@ def _none_left(model: str, now: float, reopen: float, capped: bool, cooling: Slo
             if full_wait is not None:
                 wait = min(wait, full_wait)
         elif full_wait == math.inf:  # the prompt alone is over every capped deployment's tpm: no wait helps
-            return errors.TooLargeForLimit(f"Request too large for the deployments of `{model}` on tokens per "
+            return errors.TooLargeForLimit(f"Request too large for the deployments of {named} on tokens per "
                                            "minute: the prompt alone is over their caps. Shorten it to run it.",
                                            code="rate_limit_exceeded")
         else:  # the exact caps say when; this replica's estimate, at the latest when its minute rolls over
             wait = full_wait if full_wait is not None else 60.0 - wall % 60.0
         kind = errors.DeploymentsFull if full_wait is not None else errors.RateLimited
-        return kind(f"Every deployment of `{model}` is at its rate limit; retry later.", retry_after=max(1.0, wait))
-    return errors.Unavailable(f"Every deployment of `{model}` is unavailable (circuit open); retry later.",
+        return kind(f"Every deployment of {named} is at its rate limit; retry later.", retry_after=max(1.0, wait))
+    return errors.Unavailable(f"Every deployment of {named} is unavailable (circuit open); retry later.",
                               retry_after=max(1.0, reopen - now) if reopen < math.inf else 1.0)

@@ -294,6 +294,20 @@ async def test_a_model_whose_upstream_says_retry_after_0_is_the_wait_the_caller_
     assert refused.value.retry_after == 0.0 and refused.value.message == "a full"
 
 
+async def test_a_refusal_of_the_gateways_own_for_a_fallback_names_the_model_the_client_asked_for() -> None:
+    # `a` is down and its fallback `b` cools after its upstream asked for 30 s: the client, which asked for `a`,
+    # was told "Every deployment of `b` is at its rate limit", a model it never named
+    router, p = build({"a": [{}], "b": [{}]}, routing={"a": {"fallbacks": ["b"], "num_retries": 0},
+                                                       "b": {"max_retry_after_s": 1}})
+    p["a#0"].always = Step(error=errors.Unavailable("a down"))
+    p["b#0"].always = Step(error=errors.RateLimited("b full", retry_after=30))
+    with pytest.raises(errors.RateLimited, match="b full"):  # the upstream's own words, as it said them
+        await router.complete(req("a"))
+    with pytest.raises(errors.RateLimited) as refused:  # b cools: the gateway's own refusal
+        await router.complete(req("a"))
+    assert refused.value.message.startswith("Every deployment of `b` (the fallback of `a`) is at its rate limit")
+
+
 async def test_context_length_goes_to_its_own_chain_not_the_general_one() -> None:
     router, p = build({"a": [{}], "big": [{}], "other": [{}]},
                       routing={"a": {"fallbacks": ["other"], "context_window_fallbacks": ["big"]}})
