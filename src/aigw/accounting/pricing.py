@@ -44,7 +44,8 @@ import orjson
 from aigw.accounting.usage import Tokens
 from aigw.config.models import Deployment, LongContextPrices, Prices, TierPrices, TokenRates
 
-_DATE_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|@\d+|-00\d)$")  # -001: a Gemini stable version
+# -001: a Gemini stable version; -0613: an older OpenAI snapshot's month and day
+_DATE_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|@\d+|-00\d|-[01]\d[0-3]\d)$")
 _BEDROCK = re.compile(r"^(?:(?:us|eu|apac|global|us-gov|jp|au)\.)?"  # a cross-region inference profile
                       r"(?:anthropic|meta|amazon|mistral|cohere|ai21|deepseek)\.")  # the vendor
 _BEDROCK_TAIL = re.compile(r"-v\d+(?::\d+)?$")
@@ -274,8 +275,9 @@ def _candidates(name: str) -> list[str]:
     out = [name, base]
     bedrock = _BEDROCK.sub("", _BEDROCK_TAIL.sub("", base))
     for candidate in (base, bedrock):
+        spelt = _CLAUDE_ALIAS.sub(r"\1", _AZURE_35.sub("gpt-3.5-", candidate))  # a snapshot priced apart, first
         stripped = _CLAUDE_ALIAS.sub(r"\1", _AZURE_35.sub("gpt-3.5-", _DATE_SUFFIX.sub("", candidate)))
-        for found in (candidate, stripped):
+        for found in (candidate, spelt, stripped):
             if found not in out:
                 out.append(found)
     return out

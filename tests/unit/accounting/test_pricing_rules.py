@@ -298,3 +298,24 @@ def test_claude_fast_mode_is_billed_at_its_multiple_of_the_standard_rates() -> N
         price = _book(Deployment(name=model, provider="anthropic", api_base="http://x")).for_deployment("d0")
         assert price.cost_nano(tokens, tier="default") == 30_000_000_000, model
         assert price.cost_nano(tokens, tier="priority") == price.cost_nano(tokens, tier="fast") == fast, model
+
+
+def test_openai_snapshots_with_four_digit_dates_are_priced() -> None:
+    """OpenAI's older snapshots end in MMDD (``gpt-4-0613``, ``gpt-3.5-turbo-0125``); they cost $0 before, with
+    only a start-up warning. Those its pricing page lists apart keep their own rates (``gpt-3.5-turbo-1106`` is
+    $1 / $2, GPT-4 Turbo's previews $10 / $30, not GPT-4's $30 / $60), under Azure's spelling too."""
+    table = PriceBook([]).lookup
+    assert table("gpt-4-0613") == table("gpt-4-0314") == table("gpt-4") is not None
+    assert table("gpt-3.5-turbo-0125") == table("gpt-3.5-turbo") is not None
+    assert table("gpt-35-turbo-0125") == table("gpt-3.5-turbo")
+    per_million = {"gpt-3.5-turbo-1106": (1.0, 2.0), "gpt-35-turbo-1106": (1.0, 2.0),
+                   "gpt-3.5-turbo-0613": (1.5, 2.0), "gpt-3.5-turbo-0301": (1.5, 2.0),
+                   "gpt-3.5-turbo-16k-0613": (3.0, 4.0), "gpt-35-turbo-16k": (3.0, 4.0),
+                   "gpt-3.5-turbo-instruct": (1.5, 2.0), "gpt-4-32k-0613": (60.0, 120.0),
+                   "gpt-4-1106-preview": (10.0, 30.0), "gpt-4-0125-preview": (10.0, 30.0),
+                   "gpt-4-turbo-preview": (10.0, 30.0), "gpt-4-1106-vision-preview": (10.0, 30.0)}
+    for model, (inp, out) in per_million.items():
+        book = _book(Deployment(name="chat", provider="openai", model=model, api_base="http://x"))
+        assert book.unknown == set(), model
+        cost = book.for_deployment("d0").cost_nano(Tokens(fresh_input=1_000_000, output=1_000_000))
+        assert cost == round((inp + out) * 1e9), model
