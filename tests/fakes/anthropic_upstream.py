@@ -160,6 +160,8 @@ class AnthropicUpstream:
         events = stream_events(message)
         if fault is not None and fault.no_usage:
             events = [(name, _without_usage(data)) for name, data in events]
+        if fault is not None and fault.start_usage_only:
+            events = [(name, _without_usage(data) if name == "message_delta" else data) for name, data in events]
         frames = [_frame(name, data) for name, data in events]
         if fault is not None and fault.no_done:
             frames = frames[:-1]  # a clean end of the body, but no message_stop

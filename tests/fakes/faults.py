@@ -58,6 +58,7 @@ class Fault:
     stream_error: Any = None  # streams: send this as a `data:` event after cut_after chunks, then end
     no_done: bool = False  # streams: end the response cleanly but without the end marker ([DONE])
     no_usage: bool = False  # streams: report no usage anywhere (a compatible server that ignores the ask)
+    start_usage_only: bool = False  # Anthropic streams: usage in message_start, none in message_delta
     served_tier: str | None = None  # report this service_tier (OpenAI downgrades priority over its limits)
     non_json: bool = False  # 200 with a body that is not JSON (streams: a non-JSON data event)
     stall: bool = False  # send nothing, ever; ends only when the client disconnects

@@ -120,3 +120,33 @@ def test_a_cut_stream_without_usage_gets_no_usage_chunk_only_its_error(
             seen.append(chunk)
     assert seen and all(c.usage is None for c in seen)
     assert key_spend(admin, key["id"])["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize("inbound", ["openai", "anthropic"])
+def test_a_stream_whose_output_count_never_came_bills_its_input_and_a_local_output_count(
+    gw: RunningGateway, fakes: tuple[FakeOpenAI, AnthropicUpstream, str], inbound: str
+) -> None:
+    """An Anthropic-compatible server that reports usage in message_start only (its output_tokens a placeholder,
+    1): the output is counted locally, for the ledger and for the client's final usage, not billed as 1 token."""
+    admin = AdminClient(gw.url, MASTER)
+    key = setup_key(admin, f"start-usage-{inbound}")
+    fakes[1].faults.push(Fault(start_usage_only=True))
+    messages = [{"role": "user", "content": PROMPT}]
+    if inbound == "openai":
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
+        chunks = list(client.chat.completions.create(model="claude", messages=messages, max_tokens=50,  # type: ignore[call-overload]
+                                                     stream=True, stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage = chunks[-1].usage
+        assert usage is not None
+        seen = (usage.prompt_tokens, usage.completion_tokens)
+    else:
+        ant = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0, timeout=10)
+        with ant.messages.stream(model="claude", max_tokens=50, messages=messages) as s:  # type: ignore[arg-type]
+            final = s.get_final_message()
+        text = final.content[0].text  # type: ignore[union-attr]
+        seen = (final.usage.input_tokens, final.usage.output_tokens)
+    row = key_spend(admin, key["id"])
+    assert row["completion_tokens"] == LOCAL_COUNTER.count_text(text) > 1
+    assert seen == (row["prompt_tokens"], row["completion_tokens"])
+    assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1000 + row["completion_tokens"] * 2000) / 1e6)

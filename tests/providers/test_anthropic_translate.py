@@ -18,6 +18,7 @@ from aigw.providers.anthropic.translate import (
 )
 from aigw.providers.anthropic.translate_response import to_canonical_response
 from aigw.providers.anthropic.translate_stream import StreamTranslator
+from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
 
@@ -399,6 +400,18 @@ def test_stream_that_reports_no_usage_ends_without_a_usage_chunk() -> None:
     chunks, translator = run_stream(events)
     assert translator.done and chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert not any("usage" in c for c in chunks)
+
+
+def test_stream_with_usage_in_message_start_only_ends_without_a_usage_chunk() -> None:
+    """message_start's output_tokens is a placeholder (1): a stream whose message_delta gave no count is counted
+    locally from the start's input, never billed one output token; the start's input counts still reach the
+    ledger."""
+    recorded = sse_events("stream_tool_use.sse")
+    events = [(name, {k: v for k, v in data.items() if k != "usage"} if name == "message_delta" else data)
+              for name, data in recorded]
+    chunks, translator = run_stream(events)
+    assert translator.done and not any("usage" in c for c in chunks)
+    assert chunks[0][PRIVATE_KEY][START_USAGE]["prompt_tokens"] > 0
 
 
 @pytest.mark.parametrize(("speed", "tier"), [("fast", "priority"), ("standard", "default"), (None, "default")])

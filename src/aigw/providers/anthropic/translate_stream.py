@@ -4,11 +4,12 @@ Anthropic numbers content blocks across text, thinking and tool_use; OpenAI numb
 only tool calls. The translator keeps that mapping, turns ``input_json_delta``
 fragments into tool-call argument fragments as they arrive (no buffering), and
 ends with a usage chunk (empty ``choices``) because the accountant needs it; the
-OpenAI renderer drops it when the client did not ask for usage. A stream that
-reported no usage at all ends without one, so the answer is counted locally
-rather than charged as zero tokens. ``message_events`` turns a whole ``message``
-(an upstream that ignored ``stream: true``) into the events a live stream would
-have sent, for the same translator.
+OpenAI renderer drops it when the client did not ask for usage. A stream whose
+message_delta reported no output count ends without one, so the answer is counted
+locally rather than charged as zero tokens (or message_start's placeholder 1).
+``message_events`` turns a whole ``message`` (an upstream that ignored
+``stream: true``) into the events a live stream would have sent, for the same
+translator.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class StreamTranslator:
         "_id",
         "_model",
         "_no_args",
+        "_output_counted",
         "_private",
         "_tool_index",
         "_usage",
@@ -48,6 +50,7 @@ class StreamTranslator:
         self._model = model
         self._created = created
         self._usage: JSON = {}
+        self._output_counted = False  # message_delta's usage gave output_tokens (message_start's is a placeholder)
         self._tool_index: dict[int, int] = {}  # anthropic block index -> openai tool_calls index
         self._no_args: set[int] = set()  # tool blocks (anthropic index) that have sent no argument fragment yet
         self._finish: str | None = None
@@ -152,6 +155,7 @@ class StreamTranslator:
         usage = data.get("usage")
         if isinstance(usage, dict):
             self._usage.update({k: v for k, v in usage.items() if v is not None})
+            self._output_counted = self._output_counted or usage.get("output_tokens") is not None
         stop_reason = delta.get("stop_reason")
         if stop_reason:
             self._finish = FINISH_BY_STOP.get(stop_reason, "stop")
@@ -163,7 +167,9 @@ class StreamTranslator:
         finish = self._chunk({}, self._finish or "stop")
         if self._private:
             finish["_anthropic"] = self._private
-        if not self._usage:  # none reported (a compatible server): no usage of zeros, the ledger counts locally
+        if not self._output_counted:
+            # none reported, or message_start's alone (a compatible server): its output_tokens is a placeholder, not
+            # the count; no usage chunk, so the ledger bills the start's input and counts the output locally
             return [finish]
         final = self._chunk({})
         final["choices"] = []
