@@ -16,13 +16,18 @@ SUM_COLUMNS = ["requests", "errors", "cache_hits", "prompt_tokens", "completion_
                "reasoning_tokens", "cost_usd", "cost_saved_usd"]
 
 
+# after the sums, in every file (an empty report's too): a header that changed with the rows broke scripts
+# reading the columns by name or by position; ``cost_nano`` is the last
+CSV_TAIL = ["cache_write_tokens", "cost_nano"]
+
+
 def spend_csv(rows: list[dict[str, Any]], group: str) -> str:
-    """The group's columns, the sums, then any other field of the rows (``cost_nano``...); one line per row.
-    ``cost_usd`` is written from ``cost_nano`` when a row has it: exact at any size."""
-    columns = FIRST_COLUMNS[group] + SUM_COLUMNS
+    """The group's columns, the sums, ``CSV_TAIL`` (any other field of the rows before ``cost_nano``); one line
+    per row. ``cost_usd`` is written from ``cost_nano`` when a row has it: exact at any size."""
+    columns = FIRST_COLUMNS[group] + SUM_COLUMNS + CSV_TAIL
     extra = sorted({name for row in rows for name in row} - set(columns))
     out = io.StringIO()
-    writer = csv.DictWriter(out, [*columns, *extra], lineterminator="\r\n")  # RFC 4180's line ends
+    writer = csv.DictWriter(out, [*columns[:-1], *extra, columns[-1]], lineterminator="\r\n")  # RFC 4180's ends
     writer.writeheader()
     for row in rows:
         cells = {k: _cell(v) for k, v in row.items()}

@@ -236,3 +236,16 @@ async def test_the_master_keys_own_row_can_be_filtered_as_the_request_log_can(st
     req = HttpRequest({"method": "GET", "path": "/admin/spend", "query_string": b"key=master", "headers": []}, None)
     with pytest.raises(errors.NotFound):
         await api.spend(req, Principal(key_id="key_a", tenant_id="ten_a", is_admin=True))
+
+
+async def test_the_csv_columns_are_the_same_with_rows_or_without(store: SqlDatabase) -> None:
+    """A script reads the CSV by its header, or by position: an empty report's header lacked ``cache_write_tokens``
+    and ``cost_nano``, so a day's file without traffic had other columns than the day before."""
+    await _write(store, COSTS)
+    api = SpendApi(admin_api(store))
+    for group in ("key", "project", "tenant", "model", "day"):
+        _, _, full = await _get(api, f"group_by={group}&format=csv".encode())
+        _, _, empty = await _get(api, f"group_by={group}&format=csv&model=no-such-model".encode())
+        header = full.decode().split("\r\n")[0]
+        assert empty.decode() == header + "\r\n", group
+        assert header.endswith(",cost_usd,cost_saved_usd,cache_write_tokens,cost_nano"), group
