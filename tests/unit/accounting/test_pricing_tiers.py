@@ -103,11 +103,22 @@ def test_bad_tier_or_long_context_prices_are_refused_at_load(bad: dict[str, obje
 
 def test_the_table_only_carries_rules_from_the_providers_pages() -> None:
     """Table 2026-11-27c: GPT-6.2 Sol's long-context and Fast-mode rules (developers.openai.com); table 2026-11-29:
-    Claude Opus 4.6-4.8's fast mode (code.claude.com and platform.claude.com, fast mode); every other model stays
-    flat until its provider's page is read."""
+    Claude Opus 4.6-4.8's fast mode (code.claude.com and platform.claude.com, fast mode); table 2026-11-29b: Flex
+    on GPT-5, GPT-5 mini and nano, o3 and o4-mini (developers.openai.com, flex processing: "priced at Batch API
+    rates", half); every other model stays flat until its provider's page is read."""
     version, table = load_table()
-    assert version >= "2026-11-29"
+    assert version >= "2026-11-29b"
     ruled = {name for name, p in table.items() if p.long_context is not None or p.tiers is not None}
-    assert ruled == {"gpt-6.2-sol", "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8"}
+    assert ruled == {"gpt-6.2-sol", "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8",
+                     "gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini"}
     sol = table["gpt-6.2-sol"]
     assert sol.long_above == 272_000 and sol.tiers is not None and set(sol.tiers) == {"priority", "fast"}
+
+
+@pytest.mark.parametrize("model", ["gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini", "o3-2025-04-16"])
+def test_openais_flex_tier_is_billed_at_half_the_standard_rates(model: str) -> None:
+    """OpenAI's Flex processing (``service_tier: "flex"``, which OpenAI reports back) costs half the standard
+    rates on the models that offer it, cached input too; it was billed at the standard rates, twice the bill."""
+    price = _price(model)
+    tokens = Tokens(fresh_input=1_000_000, cached_input=1_000_000, output=1_000_000, reasoning=1_000_000)
+    assert price.cost_nano(tokens, tier="flex") * 2 == price.cost_nano(tokens) > 0
