@@ -19,6 +19,7 @@ from aigw.providers.anthropic.translate import (
 from aigw.providers.anthropic.translate_response import to_canonical_response
 from aigw.providers.anthropic.translate_stream import StreamTranslator
 from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
+from aigw.types import JSON
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
 
@@ -412,6 +413,30 @@ def test_stream_with_usage_in_message_start_only_ends_without_a_usage_chunk() ->
     chunks, translator = run_stream(events)
     assert translator.done and not any("usage" in c for c in chunks)
     assert chunks[0][PRIVATE_KEY][START_USAGE]["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize(("start", "delta"), [
+    ({"input_tokens": 40, "cache_read_input_tokens": 60, "output_tokens": 1},  # SGLang: 0s in message_delta
+     {"input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 7}),
+    ({"input_tokens": 0, "output_tokens": 0},  # older SGLang and others: the input known only at the end
+     {"input_tokens": 40, "cache_read_input_tokens": 60, "output_tokens": 7}),
+    ({"input_tokens": 40, "cache_read_input_tokens": 60, "output_tokens": 1},  # Anthropic: cumulative, repeated
+     {"input_tokens": 40, "cache_read_input_tokens": 60, "output_tokens": 7}),
+])
+def test_stream_usage_keeps_the_input_counts_whichever_event_carried_them(start: JSON, delta: JSON) -> None:
+    """message_delta's counts are cumulative (Anthropic repeats the input ones); a compatible server that sends 0
+    there, or in message_start, had its prompt billed as 0 tokens (only cache reads) when 0 came last."""
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_u", "usage": start}}),
+        ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "hi"}}),
+        ("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": delta}),
+        ("message_stop", {}),
+    ]
+    chunks, _ = run_stream(events)
+    usage = chunks[-1]["usage"]
+    assert (usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]) == (100, 60)
+    assert usage["completion_tokens"] == 7
 
 
 @pytest.mark.parametrize(("speed", "tier"), [("fast", "priority"), ("standard", "default"), (None, "default")])

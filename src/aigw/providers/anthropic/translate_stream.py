@@ -28,6 +28,8 @@ from aigw.providers.anthropic.translate_response import (
 from aigw.schema.anthropic import PRIVATE_KEY, START_USAGE
 from aigw.types import JSON
 
+_INPUT_COUNTS = frozenset({"input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"})
+
 
 class StreamTranslator:
     """Feed it Anthropic events in order; it returns the canonical chunks each one yields."""
@@ -154,13 +156,18 @@ class StreamTranslator:
         delta = data.get("delta") or {}
         usage = data.get("usage")
         if isinstance(usage, dict):
-            self._usage.update({k: v for k, v in usage.items() if v is not None})
+            self._usage.update({k: v for k, v in usage.items() if v is not None and not self._input_zeroed(k, v)})
             self._output_counted = self._output_counted or usage.get("output_tokens") is not None
         stop_reason = delta.get("stop_reason")
         if stop_reason:
             self._finish = FINISH_BY_STOP.get(stop_reason, "stop")
             self._private = private_response_fields(stop_reason, delta.get("stop_sequence"), [])
         return []
+
+    def _input_zeroed(self, key: str, value: Any) -> bool:
+        """A 0 in message_delta for an input count message_start gave: the counts are cumulative (Anthropic repeats
+        them), so it is a compatible server's blank (SGLang sends 0 there), not a prompt of no tokens."""
+        return key in _INPUT_COUNTS and value == 0 and bool(self._usage.get(key))
 
     def _message_stop(self) -> list[JSON]:
         self.done = True
