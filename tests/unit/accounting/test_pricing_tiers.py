@@ -105,12 +105,13 @@ def test_the_table_only_carries_rules_from_the_providers_pages() -> None:
     """Table 2026-11-27c: GPT-6.2 Sol's long-context and Fast-mode rules (developers.openai.com); table 2026-11-29:
     Claude Opus 4.6-4.8's fast mode (code.claude.com and platform.claude.com, fast mode); table 2026-11-29b: Flex
     on GPT-5, GPT-5 mini and nano, o3 and o4-mini (developers.openai.com, flex processing: "priced at Batch API
-    rates", half); every other model stays flat until its provider's page is read."""
+    rates", half); table 2026-11-29c: Priority on the models openai.com/api-priority-processing lists; every other
+    model stays flat until its provider's page is read."""
     version, table = load_table()
-    assert version >= "2026-11-29b"
+    assert version >= "2026-11-29c"
     ruled = {name for name, p in table.items() if p.long_context is not None or p.tiers is not None}
-    assert ruled == {"gpt-6.2-sol", "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8",
-                     "gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini"}
+    assert ruled == {"gpt-6.2-sol", "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "gpt-5-nano",
+                     *PRIORITY}
     sol = table["gpt-6.2-sol"]
     assert sol.long_above == 272_000 and sol.tiers is not None and set(sol.tiers) == {"priority", "fast"}
 
@@ -122,3 +123,22 @@ def test_openais_flex_tier_is_billed_at_half_the_standard_rates(model: str) -> N
     price = _price(model)
     tokens = Tokens(fresh_input=1_000_000, cached_input=1_000_000, output=1_000_000, reasoning=1_000_000)
     assert price.cost_nano(tokens, tier="flex") * 2 == price.cost_nano(tokens) > 0
+
+
+# openai.com/api-priority-processing: USD per million input, cached input, output tokens
+PRIORITY = {"gpt-5": (2.5, 0.25, 20.0), "gpt-5-mini": (0.45, 0.045, 3.6), "gpt-4.1": (3.5, 0.875, 14.0),
+            "gpt-4.1-mini": (0.7, 0.175, 2.8), "gpt-4.1-nano": (0.2, 0.05, 0.8), "gpt-4o": (4.25, 2.125, 17.0),
+            "gpt-4o-2024-05-13": (8.75, 8.75, 26.25), "gpt-4o-mini": (0.25, 0.125, 1.0), "o3": (3.5, 0.875, 14.0),
+            "o4-mini": (2.0, 0.5, 8.0)}
+
+
+@pytest.mark.parametrize("tier", ["priority", "fast"])
+@pytest.mark.parametrize("model", sorted(PRIORITY))
+def test_openais_priority_tier_is_billed_at_its_listed_rates(model: str, tier: str) -> None:
+    """A call OpenAI served (and reported) as ``priority`` was billed at the standard rates: about half of what
+    OpenAI charges for it, and a budget that let through twice the spend it was set to."""
+    inp, cached, out = PRIORITY[model]
+    price = _price(model)
+    assert price.cost_nano(Tokens(fresh_input=1_000_000), tier=tier) == round(inp * 1e9)
+    assert price.cost_nano(Tokens(cached_input=1_000_000), tier=tier) == round(cached * 1e9)
+    assert price.cost_nano(Tokens(output=500_000, reasoning=500_000), tier=tier) == round(out * 1e9)
