@@ -141,6 +141,8 @@ class AnthropicUpstream:
             return await self._stream(request, message, fault)
         if fault is not None and fault.non_json:
             return web.Response(status=200, body=HTML_BODY, headers=self._headers(), content_type="text/html")
+        if fault is not None and fault.no_usage:  # a compatible server that reports no usage at all
+            message = {k: v for k, v in message.items() if k != "usage"}
         self.traffic.completed += 1
         return web.json_response(message, headers=self._headers(), dumps=_dumps)
 

@@ -57,7 +57,8 @@ class Fault:
     stall_after: int | None = None  # streams: after K chunks send nothing more, ever (until the client leaves)
     stream_error: Any = None  # streams: send this as a `data:` event after cut_after chunks, then end
     no_done: bool = False  # streams: end the response cleanly but without the end marker ([DONE])
-    no_usage: bool = False  # streams: report no usage anywhere (a compatible server that ignores the ask)
+    # streams: report no usage anywhere (a compatible server that ignores the ask); Anthropic's whole answers too
+    no_usage: bool = False
     start_usage_only: bool = False  # Anthropic streams: usage in message_start, none in message_delta
     served_tier: str | None = None  # report this service_tier (OpenAI downgrades priority over its limits)
     non_json: bool = False  # 200 with a body that is not JSON (streams: a non-JSON data event)

@@ -65,6 +65,11 @@ def to_canonical_usage(usage: Any) -> JSON:
     return out
 
 
+def _reported(usage: Any) -> bool:
+    """Whether an answer's usage has the counts it is billed by (a compatible server may send none, or nulls)."""
+    return isinstance(usage, dict) and (usage.get("input_tokens") is not None or usage.get("output_tokens") is not None)
+
+
 def served_tier(usage: Any) -> str:
     """The tier that prices an answer, by the speed its usage reports: fast mode is billed at a multiple of the
     standard rates (the table's ``priority`` tier, ``fast`` in OpenAI's new name), anything else is ``default``
@@ -109,9 +114,10 @@ def to_canonical_response(resp: JSON, created: int) -> JSON:
         "created": created,
         "model": resp.get("model"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-        "usage": to_canonical_usage(resp.get("usage")),
         "service_tier": served_tier(resp.get("usage")),
     }
+    if _reported(resp.get("usage")):  # else none, not zeros: the ledger counts the answer locally
+        out["usage"] = to_canonical_usage(resp.get("usage"))
     private = private_response_fields(stop_reason, resp.get("stop_sequence"), thinking_blocks)
     if private:
         out["_anthropic"] = private
