@@ -29,7 +29,8 @@ from aigw.app import build_app
 from aigw.config.cache import CacheConfig
 from aigw.config.load import load_config
 from aigw.gc_tuning import tune_gc
-from aigw.http.http1_connection import Connection, ServerState
+from aigw.http.http1_connection import Connection
+from aigw.http.http1_state import ServerState
 
 KEY = "sk-bench-master"
 HERE = str(Path(__file__).resolve().parent)

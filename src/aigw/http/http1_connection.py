@@ -16,19 +16,17 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 import httptools
 
 from aigw.http.eager import start_eagerly
-from aigw.http.http1_exchange import EXCHANGE, Exchange, date_line, status_line
+from aigw.http.http1_exchange import EXCHANGE, Exchange, status_line
+from aigw.http.http1_state import ServerState
 
 log = logging.getLogger("aigw.http.server")
 
-App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
-               Awaitable[None]]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 64 * 1024  # request body buffered per request before reading pauses
@@ -56,22 +54,6 @@ class _Discard:
 
     def feed_data(self, data: bytes) -> None:
         self.conn.body_since = self.conn.state.now
-
-
-class ServerState:
-    """What every connection of one server shares."""
-
-    def __init__(self, app: App, idle_timeout_s: float, head_timeout_s: float = 30, body_timeout_s: float = 30) -> None:
-        self.app = app
-        self.idle_timeout_s = idle_timeout_s
-        self.head_timeout_s = head_timeout_s
-        self.body_timeout_s = body_timeout_s
-        self.now = 0.0  # the loop's clock, refreshed ten times a second: stamps cost no call
-        self.connections: set[Connection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.date = date_line()
-        self.stopping = False
-        self.emptied: asyncio.Event | None = None  # set at shutdown: told when the last connection is gone
 
 
 class Connection(asyncio.Protocol):
@@ -262,10 +244,9 @@ class Connection(asyncio.Protocol):
             self._track(task)
 
     def _run_next(self, ex: Exchange) -> None:
-        """A pipelined request, once the one before it is answered: in a Task, not at once inside the call that
-        answered the one before (answered without waiting, each would run the next one in its own stack:
-        some hundred pipelined requests overflowed it), and in a copy of the connection's context, not of that
-        call's: a context variable it set (a trace's current span) is not the next request's."""
+        """A pipelined request, once the one before is answered: in a Task (run at once, each answered without
+        waiting would run the next in its stack: hundreds overflowed it), in a copy of the connection's context
+        (not of that call's: a context variable it set, a trace's span, is not the next request's)."""
         task = ex.task = self.loop.create_task(self._call_app(ex), context=self.context.copy())
         self._track(task)
 
@@ -296,10 +277,7 @@ class Connection(asyncio.Protocol):
         if ex.complete:
             return
         if not ex.started and not self.closed:
-            body = b"Internal Server Error"
-            self.transport.write(status_line(500) + self.state.date +
-                                 b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                                 b"connection: close\r\n\r\n%b" % (len(body), body))
+            self._answer_and_close(500, b"Internal Server Error")
         ex.complete = True
         ex.wake()
         if self.linger_since is None:  # (a lingering close, after a bad request's 400, ends on its own)
@@ -337,14 +315,17 @@ class Connection(asyncio.Protocol):
         # chunked last, a bad chunk): its body can never arrive, so the app hears the client is gone (when
         # the connection is lost) and the client gets the 400 itself, unless its answer began already
         if (current is None or not current.started) and not self.closed:
-            self.transport.write(status_line(status) + self.state.date +
-                                 b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                                 b"connection: close\r\n\r\n%b" % (len(message), message))
+            self._answer_and_close(status, message)
         if current is not None:
             current.disconnected = True
             current.wake()
             current.cancel_if_asked()
         self._linger()
+
+    def _answer_and_close(self, status: int, message: bytes) -> None:
+        """The server's own plain-text answer (a 400, a 500 for a failed app), on a connection that closes after."""
+        self.transport.write(status_line(status) + self.state.date + b"content-type: text/plain; charset=utf-8\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message))
 
     def queue_write(self, data: bytes) -> None:
         """Stream parts sent in one loop turn (an upstream read often holds many events) leave in one

@@ -35,8 +35,9 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aigw.http.http1_connection import ASGI_VERSION, App, Connection, ServerState
+from aigw.http.http1_connection import ASGI_VERSION, Connection
 from aigw.http.http1_exchange import date_line
+from aigw.http.http1_state import App, ServerState
 
 log = logging.getLogger("aigw.http.server")
 

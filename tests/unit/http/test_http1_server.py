@@ -530,8 +530,9 @@ async def test_big_answers_arrive_intact_through_a_slow_reader() -> None:
 
 
 async def test_stream_parts_sent_in_one_loop_turn_leave_in_one_write() -> None:
-    from aigw.http.http1_connection import Connection, ServerState
+    from aigw.http.http1_connection import Connection
     from aigw.http.http1_exchange import Exchange
+    from aigw.http.http1_state import ServerState
 
     class Recorder:
         def __init__(self) -> None:
