@@ -233,3 +233,23 @@ def test_n_choices_stream_through_with_one_usage_chunk(matrix_gateway: RunningGa
         [(c.index, c.message.content, c.finish_reason) for c in whole.choices]
     assert [c.index for c in whole.choices] == [0, 1, 2]
     assert len([c for c in chunks if c.usage is not None]) == 1 and final.usage == whole.usage
+
+
+def _sse_chunks(gateway: RunningGateway, body: dict[str, Any]) -> list[dict[str, Any]]:
+    import requests
+    resp = requests.post(f"{gateway.v1}/chat/completions", json=body, headers={"authorization": "Bearer k"},
+                         timeout=10)
+    assert resp.status_code == 200, resp.text
+    lines = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_a_stream_the_client_asked_no_usage_of_has_no_usage_field_as_openais(matrix_gateway: RunningGateway) -> None:
+    """The gateway asks the upstream for usage (to bill it); OpenAI then sends "usage": null on every chunk. A client
+    that did not ask gets chunks as OpenAI sends them without stream_options: no usage field at all."""
+    plain = _sse_chunks(matrix_gateway, {"model": "oai", "messages": ASK, "stream": True})
+    assert plain and all("usage" not in c for c in plain) and all(c["choices"] for c in plain)
+    asked = _sse_chunks(matrix_gateway, {"model": "oai", "messages": ASK, "stream": True,
+                                         "stream_options": {"include_usage": True}})
+    assert all(c["usage"] is None for c in asked[:-1]) and asked[-1]["usage"]["total_tokens"] > 0

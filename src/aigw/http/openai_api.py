@@ -45,8 +45,10 @@ class OpenAIFormat:
         private = ctx.served_by is not None and ctx.served_by.provider == "anthropic"
         try:
             async for chunk in chunks:
-                if hide_usage and not chunk.get("choices") and chunk.get("usage"):
-                    continue
+                if hide_usage and "usage" in chunk:  # asked of the upstream for the bill, not by the client:
+                    if not chunk.get("choices") and chunk["usage"]:  # its usage chunk is dropped, and the null
+                        continue  # usage OpenAI then puts on every chunk goes (it sends none unasked)
+                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 if private or PRIVATE_KEY in chunk:  # Anthropic-only fields (live, or in a cached answer)
                     chunk = strip_private(chunk)
                 yield chunk_frame(chunk)
