@@ -14,7 +14,9 @@ nothing: read as absent it would purge every tenant's or every model's answers. 
 Exact entries and semantic buckets go, in every backend: this process's memory
 store and Redis (shared by all replicas). What other processes hold on their own
 (memory stores, near copies of Redis entries) they drop when they read the purge
-in the purge log, within about a quarter of a second (``stores/purge_log.py``).
+in the purge log, within about a quarter of a second (``stores/purge_log.py``). The workers of one
+``aigw serve --workers N`` without Redis drop their copies of the parent's entries before the call returns
+(``stores/cache_hosted.py``): no worker serves a purged answer once it has.
 """
 
 from __future__ import annotations

@@ -10,15 +10,30 @@ The calls: ``cache.get(key)`` -> ``(value, seconds left)`` or None; ``cache.set(
 ``cache.purge(patterns)`` -> the keys deleted; ``cache.ping()``; and, with numpy installed, the semantic
 index's (``semantic_hosted``): ``cache.index_search``, ``cache.index_add``, ``cache.index_discard``,
 ``cache.index_purge``.
+
+A purge also counts up the host's purge epoch, an 8-byte page (``EPOCH_FILE``, beside the socket) that every
+worker maps: a worker's lookup compares it with the last it saw, and drops all its copies when it moved (no
+call: a memory read). Before, a worker dropped its copies only when it read the purge log (~0.25 s later), so
+a client that purged and at once asked again could be served the purged answer by another worker.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import mmap
+import os
 from collections.abc import Coroutine
 from typing import Any
 
 from aigw.stores.cache_memory import MemoryCacheStore
+
+EPOCH_FILE = "cache-epoch"  # in the host's private directory, beside its socket: the purges done, 8 bytes
+EPOCH_BYTES = 8
+
+
+def epoch_path(socket_path: str) -> str:
+    """Where the host of the socket at ``socket_path`` keeps its purge epoch."""
+    return os.path.join(os.path.dirname(socket_path), EPOCH_FILE)
 
 
 class SharedCache:
@@ -31,6 +46,22 @@ class SharedCache:
             from aigw.stores.semantic_memory import MemorySemanticIndex
 
             self.index = MemorySemanticIndex(max_entries, max_per_context, max_bytes=max_bytes // 4)
+        self.epoch = 0  # purges done; shown to the workers on ``publish``'s page
+        self._page: mmap.mmap | None = None
+
+    def publish(self, directory: str) -> None:
+        """Show the purge epoch to the workers in ``directory`` (the host's own, 0700), from now on."""
+        fd = os.open(os.path.join(directory, EPOCH_FILE), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, self.epoch.to_bytes(EPOCH_BYTES, "little"))
+            self._page = mmap.mmap(fd, EPOCH_BYTES)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        page, self._page = self._page, None
+        if page is not None:
+            page.close()
 
     def answer(self, method: str, args: list[Any]) -> Any:
         if method.startswith("cache.index_") and self.index is not None:
@@ -47,6 +78,9 @@ class SharedCache:
                 gone.append(key)
                 return True
             _run(store.purge(args[0], note))
+            self.epoch += 1  # after the entries went, before the purge's answer: no copy outlives its return
+            if self._page is not None:
+                self._page[:EPOCH_BYTES] = self.epoch.to_bytes(EPOCH_BYTES, "little")
             return gone
         if method == "cache.ping":
             return None

@@ -8,16 +8,58 @@ another worker refreshed (``x-aigw-cache: no-cache``) is served old by this one 
 parent's store is reached like Redis: bounded by the cache's ``timeout_ms``, skipped for a moment after a
 failure, and a failure there never fails a request (the stage's guard).
 
+A purge ends every worker's copies before it returns: the parent counts its purges on a page each worker maps
+(``cache_host.EPOCH_FILE``), and a worker's lookup that finds the count moved drops all its copies first (it
+does not know what the purge named; its next hits ask the parent once each). A memory read, no call: a hit
+stays free of the socket.
+
 The semantic index is the parent's too (``semantic_hosted``): a purge empties it once, from the worker that
 took the purge; the others drop only their own copies when they read it in the purge log.
 """
 
 from __future__ import annotations
 
+import logging
+import mmap
+import os
 from collections.abc import Callable
 
+from aigw.stores.cache_host import EPOCH_BYTES, epoch_path
 from aigw.stores.cache_memory import MemoryCacheStore
 from aigw.stores.counter_client import HostClient
+
+log = logging.getLogger("aigw.cache")
+
+
+class PurgeEpoch:
+    """The parent's count of purges, read from the page it shares (``SharedCache.publish``) with no call."""
+
+    def __init__(self, page: mmap.mmap) -> None:
+        self._page = page
+        self._seen = page[:EPOCH_BYTES]
+
+    @classmethod
+    def of_host(cls, socket_path: str) -> PurgeEpoch | None:
+        """The epoch of the host at ``socket_path``; None if it shows none (it keeps no cache)."""
+        try:
+            fd = os.open(epoch_path(socket_path), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return cls(mmap.mmap(fd, EPOCH_BYTES, access=mmap.ACCESS_READ))
+        finally:
+            os.close(fd)
+
+    def moved(self) -> bool:
+        """Whether the parent purged since the last call that said so."""
+        now = self._page[:EPOCH_BYTES]
+        if now == self._seen:
+            return False
+        self._seen = now
+        return True
+
+    def close(self) -> None:
+        self._page.close()
 
 
 class HostedCache(HostClient):
@@ -64,12 +106,25 @@ class LayeredCacheStore:
         self.shared = shared
         self.copy_ttl_s = copy_ttl_s  # a worker's copy at most this long (0: none, every hit asks the parent)
         self.epoch = 0  # purges begun so far: a read of the parent begun before the latest one leaves no copy
+        self.purges = PurgeEpoch.of_host(shared.path)  # the parent's purges, any worker's
+        if self.purges is None:
+            log.warning("the cache host at %s shows no purge epoch: a purge reaches this worker's copies only "
+                        "through the purge log", shared.path)
 
     def get_now(self, key: str) -> bytes | None:
+        self.sync()
         return self.local.get_now(key)
 
+    def sync(self) -> int:
+        """Drop every copy if the parent purged since the last look (a memory read); this worker's epoch."""
+        if self.purges is not None and self.purges.moved():
+            old = self.local
+            self.local = MemoryCacheStore(old.max_entries, old.max_bytes, old.clock)
+            self.epoch += 1
+        return self.epoch
+
     async def get(self, key: str) -> bytes | None:
-        value = self.local.get_now(key)
+        value = self.get_now(key)
         if value is not None:
             return value
         epoch = self.epoch
@@ -77,7 +132,7 @@ class LayeredCacheStore:
         if entry is None:
             return None
         value, left_s = entry
-        if epoch == self.epoch:  # else the parent may have answered before a purge that this copy would outlive
+        if epoch == self.sync():  # else the parent may have answered before a purge that this copy would outlive
             await self.copy(key, value, left_s)
         return value
 
@@ -88,6 +143,7 @@ class LayeredCacheStore:
     async def copy(self, key: str, value: bytes, ttl_s: float) -> None:
         """This worker's own copy alone, for ``copy_ttl_s`` at most."""
         if (ttl_s := min(ttl_s, self.copy_ttl_s)) > 0:
+            self.sync()  # not into a store the parent's last purge should have emptied
             await self.local.set(key, value, ttl_s)
 
     async def ping(self) -> None:
@@ -113,4 +169,7 @@ class LayeredCacheStore:
         return await self.local.purge(patterns, counts)
 
     async def aclose(self) -> None:
+        if self.purges is not None:
+            self.purges.close()
+            self.purges = None
         await self.shared.aclose()

@@ -197,6 +197,8 @@ class CounterHost:
         # a Unix socket's path holds at most 107 bytes, ~40 of them ours: a longer TMPDIR falls back to /tmp
         self._dir = tempfile.mkdtemp(prefix="aigw-counters-", dir=None if len(tempfile.gettempdir()) <= 64 else "/tmp")
         self.path = os.path.join(self._dir, "counters.sock")
+        if self.counters.cache is not None:  # before the workers start: each maps it as it builds its cache
+            self.counters.cache.publish(self._dir)
         loop = self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         failed: list[BaseException] = []
@@ -235,6 +237,8 @@ class CounterHost:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5.0)
         self._loop = self._thread = None
+        if self.counters.cache is not None:
+            self.counters.cache.close()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = ""
