@@ -194,6 +194,8 @@ class FakeOpenAI:
             if fault is not None and fault.no_usage:  # a server that ignores stream_options.include_usage
                 result = [{k: v for k, v in c.items() if k != "usage"} for c in result if c.get("choices")]
             return await send_sse(request, headers, wire.frame(result), fault, self.traffic)
+        if fault is not None and fault.no_usage:  # a compatible server that reports none in a whole answer either
+            result = {k: v for k, v in result.items() if k != "usage"}
         self.traffic.completed += 1
         if fault is not None and fault.non_json:
             return web.Response(body=HTML_BODY, content_type="text/html", headers=headers)

@@ -47,6 +47,7 @@ class JsonUpstream:
         self.delay_s = delay_s
         self.fail_retries = {"flaky"}
         self.slow_retries = {"slow"}  # their retries take SLOW_RETRY_S
+        self.no_usage = {"bare"}  # they report no usage (a compatible server that counts nothing)
         self.calls: list[tuple[str, bool]] = []  # (deployment path, a retry)
         self.bodies: list[JSON] = []  # every request's body, in order
         app = web.Application()
@@ -67,11 +68,14 @@ class JsonUpstream:
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
         text = '{"a": 1}' if retry else '{"a": "one"}'
         out = body.get("max_tokens") or MAX_TOKENS
-        return web.json_response({
+        answer: JSON = {
             "id": "chatcmpl-json", "object": "chat.completion", "created": 1, "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": out, "total_tokens": PROMPT_TOKENS + out},
-        })
+        }
+        if dep not in self.no_usage:
+            answer["usage"] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": out,
+                               "total_tokens": PROMPT_TOKENS + out}
+        return web.json_response(answer)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +93,7 @@ def _config(db: Path, up: JsonUpstream, **extra: Any) -> dict[str, Any]:
     cfg = gateway_config(db, **extra)
     cfg["models"] = [model("j", "a", CHEAP), model("j-flaky", "flaky", CHEAP), model("j-pricey", "b", PRICEY),
                      model("j-solo", "flaky", CHEAP),
-                     model("j-slow", "slow", CHEAP)]
+                     model("j-slow", "slow", CHEAP), model("j-bare", "bare", CHEAP)]
     cfg["routing"] = {"*": {"num_retries": 0}, "j-flaky": {"num_retries": 0, "fallbacks": ["j-pricey"]}}
     cfg["circuit_breaker"] = {"enabled": False}
     cfg["guardrails"] = {"output": {"json_schema": "retry"}}
@@ -182,6 +186,23 @@ def test_a_retry_served_by_a_fallback_is_billed_at_each_deployments_price(tmp_pa
         assert row["fallbacks"] == ["j-pricey"]
         assert (row["input_tokens"], row["output_tokens"]) == (2 * PROMPT_TOKENS, 2 * MAX_TOKENS)
         assert _counted(gw, key["id"], 10.0) == cost_nano(CHEAP) + cost_nano(PRICEY)
+
+
+def test_a_retry_without_usage_bills_both_local_counts_and_tells_the_client_the_same(
+        tmp_path: Path, upstream: JsonUpstream) -> None:
+    """Neither call reported usage: the ledger bills both calls' local counts, and the client's usage is that sum
+    (not the first answer's count alone, which the ledger kept once the client was told it)."""
+    with running_gateway(_config(tmp_path / "gw.db", upstream)) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "retry-bare", budget_usd=10.0, budget_period="daily")
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        answer = client.chat.completions.create(**_body("j-bare"))
+        assert answer.choices[0].message.content == '{"a": 1}' and answer.usage is not None
+        (row,) = _rows(admin, key["id"], 1)
+        one, two = LOCAL_COUNTER.count_text('{"a": "one"}'), LOCAL_COUNTER.count_text('{"a": 1}')
+        assert row["output_tokens"] == one + two  # both answers billed
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (row["input_tokens"],
+                                                                                 row["output_tokens"])
 
 
 def test_a_retry_that_fails_upstream_bills_the_first_call_once_and_releases_the_reservations(

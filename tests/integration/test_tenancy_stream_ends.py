@@ -152,25 +152,30 @@ def test_a_stream_whose_output_count_never_came_bills_its_input_and_a_local_outp
     assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1000 + row["completion_tokens"] * 2000) / 1e6)
 
 
+@pytest.mark.parametrize("model", ["oai", "claude"])
 @pytest.mark.parametrize("inbound", ["openai", "anthropic"])
-def test_a_whole_answer_without_usage_is_charged_by_a_local_count(
-    gw: RunningGateway, fakes: tuple[FakeOpenAI, AnthropicUpstream, str], inbound: str
+def test_a_whole_answer_without_usage_is_charged_and_told_a_local_count(
+    gw: RunningGateway, fakes: tuple[FakeOpenAI, AnthropicUpstream, str], model: str, inbound: str
 ) -> None:
-    """An Anthropic-compatible server whose (unstreamed) message has no ``usage``: the call is billed by a local
-    count, as a stream without usage is; it was billed as 0 tokens, $0, and an OpenAI client read usage of zeros."""
+    """An OpenAI- or Anthropic-compatible server whose (unstreamed) answer has no ``usage``: the call is billed by
+    a local count, as a stream without usage is, and the client's usage is that count (it read zeros, or none)."""
     admin = AdminClient(gw.url, MASTER)
-    key = setup_key(admin, f"whole-no-usage-{inbound}")
-    fakes[1].faults.push(Fault(no_usage=True))
+    key = setup_key(admin, f"whole-no-usage-{model}-{inbound}")
+    (fakes[0] if model == "oai" else fakes[1]).faults.push(Fault(no_usage=True))
     messages = [{"role": "user", "content": PROMPT}]
     if inbound == "openai":
         client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
-        answer = client.chat.completions.create(model="claude", messages=messages, max_tokens=50)  # type: ignore[arg-type]
+        answer = client.chat.completions.create(model=model, messages=messages, max_tokens=50)  # type: ignore[arg-type]
         text = answer.choices[0].message.content or ""
-        assert answer.usage is None  # none reported, and none made up: not zeros
+        assert answer.usage is not None
+        seen = (answer.usage.prompt_tokens, answer.usage.completion_tokens)
+        assert answer.usage.total_tokens == sum(seen)
     else:
         ant = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0, timeout=10)
-        message = ant.messages.create(model="claude", max_tokens=50, messages=messages)  # type: ignore[arg-type]
+        message = ant.messages.create(model=model, max_tokens=50, messages=messages)  # type: ignore[arg-type]
         text = message.content[0].text  # type: ignore[union-attr]
+        seen = (message.usage.input_tokens, message.usage.output_tokens)
     row = key_spend(admin, key["id"])
     assert row["prompt_tokens"] > 0 and row["completion_tokens"] == LOCAL_COUNTER.count_text(text) > 0
+    assert seen == (row["prompt_tokens"], row["completion_tokens"])  # told what it is billed
     assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1000 + row["completion_tokens"] * 2000) / 1e6)

@@ -131,3 +131,17 @@ def _searched(tokens: Tokens, usage: JSON) -> Tokens:
     if isinstance(geo := usage.get("inference_geo"), str):
         tokens.geo = geo
     return tokens
+
+
+def canonical_usage(t: Tokens, completion: bool = True) -> JSON:
+    """``t`` as an OpenAI usage object (the inverse of ``tokens_from_usage`` for a local count), so a client is
+    told the figures it is billed; ``completion`` False: an embeddings list's shape (no completion count)."""
+    usage: JSON = {"prompt_tokens": t.prompt}
+    if completion:
+        usage["completion_tokens"] = t.completion
+    usage["total_tokens"] = t.total if completion else t.prompt
+    if t.cached_input or t.cache_write:
+        usage["prompt_tokens_details"] = {"cached_tokens": t.cached_input, "cache_write_tokens": t.cache_write}
+    if t.reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": t.reasoning}
+    return usage

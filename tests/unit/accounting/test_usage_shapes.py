@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aigw.accounting.usage import Tokens, tokens_from_usage
+from aigw.accounting.usage import Tokens, canonical_usage, tokens_from_usage
 
 
 def test_openai_chat_cached_tokens_are_inside_prompt_tokens_and_reasoning_inside_completion() -> None:
@@ -131,3 +131,11 @@ def test_the_inference_geography_anthropic_reports_is_kept_raw_and_through_canon
     assert tokens_from_usage({"input_tokens": 10, "output_tokens": 5, "inference_geo": "global"}) \
         == Tokens(fresh_input=10, output=5, geo="global")
     assert "inference_geo" not in to_canonical_usage({"input_tokens": 10, "output_tokens": 5})
+
+
+def test_a_local_count_told_to_a_client_reads_back_as_the_same_counts() -> None:
+    """What a client is told (a whole answer's or a stream's usage without the upstream's) is what is billed."""
+    for t in (Tokens(fresh_input=12, output=30), Tokens(fresh_input=5, cached_input=7, cache_write=3, output=4,
+                                                          reasoning=9)):
+        assert tokens_from_usage(canonical_usage(t)) == t
+    assert canonical_usage(Tokens(fresh_input=8), completion=False) == {"prompt_tokens": 8, "total_tokens": 8}

@@ -7,7 +7,8 @@ path. While a stream passes it keeps the streamed text, so a stream cut short
 (or a provider that reports no usage) is still charged by a local count; a whole
 stream whose upstream reported no usage (it ignores ``include_usage``) ends with a
 usage chunk of that count, so a client that asked for usage gets what it is billed
-(the API layer hides the chunk from one that did not ask, as it hides the upstream's).
+(the API layer hides the chunk from one that did not ask, as it hides the upstream's). A whole answer
+without usage likewise carries that count as its ``usage``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aigw.accounting.tokens import calls_of, reasoning_of
-from aigw.accounting.usage import Tokens
+from aigw.accounting.usage import Tokens, canonical_usage, tokens_from_usage
 from aigw.pipeline.context import RequestContext
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.side_calls import SIDE_CALLS, side_rows
@@ -37,6 +38,17 @@ class AccountingStage(Stage):
     def __init__(self, svc: TenancyServices, clock: Clock) -> None:
         self.svc = svc
         self.clock = clock
+
+    async def on_response(self, ctx: RequestContext, body: JSON) -> JSON:
+        """A whole answer whose upstream reported no (readable) usage gets the local count the ledger bills (the
+        same memoised count), as a stream gets its usage chunk: not zeros, nor nothing, while a bill is kept."""
+        if ctx.handled_by or tokens_from_usage(ctx.usage) is not None:
+            return body
+        m = measure(ctx, self.svc)
+        if m.source != "local":
+            return body
+        # a copy: the router's body (ANSWER_BODY, counted by a later output retry) stays as it came
+        return {**body, "usage": canonical_usage(m.tokens, ctx.endpoint != "embeddings")}
 
     def on_stream(self, ctx: RequestContext, chunks: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
         return _keep_text(ctx, chunks, self.svc)
@@ -125,10 +137,7 @@ async def _keep_text(ctx: RequestContext, chunks: AsyncIterator[JSON], svc: Tena
 
 def _usage_chunk(last: JSON, t: Tokens) -> JSON:
     """The usage chunk an OpenAI stream ends with (``choices`` empty), of the local count the ledger bills."""
-    usage: JSON = {"prompt_tokens": t.prompt, "completion_tokens": t.output + t.reasoning,
-                   "total_tokens": t.prompt + t.output + t.reasoning}
-    if t.reasoning:
-        usage["completion_tokens_details"] = {"reasoning_tokens": t.reasoning}
+    usage = canonical_usage(t)
     head = {k: v for k, v in last.items() if k not in ("choices", "usage", PRIVATE_KEY)}
     return {**head, "choices": [], "usage": usage}
 

@@ -46,7 +46,7 @@ from aigw.pipeline.stages.guardrail_policy import (
     record,
 )
 from aigw.pipeline.stages.guardrail_stream import Slot, StreamEditor, TextKind, edit_stream
-from aigw.pipeline.tenancy import CALLS, ROUTE_CAPS, SERVICE, TenancyServices, add_cut
+from aigw.pipeline.tenancy import CALLS, MEASURE, ROUTE_CAPS, SERVICE, TenancyServices, add_cut
 from aigw.routing.router import Router, RouteRequest
 from aigw.schema.openai import call_text, content_text
 from aigw.schema.replay import replay_chunks
@@ -260,6 +260,7 @@ class OutputStage(Stage):
         retried = new.get("usage")
         second = retried if tokens_from_usage(retried) is not None else counted_usage(retry_body, new)
         ctx.usage = _add_usage(first, second)
+        ctx.state.pop(MEASURE, None)  # accounting's count of the first answer alone (its usage, when it had none)
         # each call at the deployment that served it (a retry may fall back to a dearer or cheaper one)
         tier = new.get("service_tier")
         ctx.state[CALLS] = [*(ctx.state.get(CALLS) or [(ctx.served_by, first, ctx.service_tier)]),
