@@ -710,3 +710,53 @@ async def test_lowest_latency_stops_choosing_a_deployment_that_only_times_out(st
         served = await served_once(router, stream)
         assert served.deployment is not None and served.deployment.id == "m#1"
     assert p["m#0"].calls == 1  # measured once, at its timeout: slower than the one that answers
+
+
+async def test_all_full_answers_a_short_wait_as_it_is_not_rounded_up_to_a_second() -> None:
+    # the exact caps free in 0.2 s: retry-after-ms said 1000 while x-ratelimit-reset said 0.2 s, and the SDKs
+    # slept up to 0.8 s more than needed
+    router, _ = build({"m": [{"rpm": 5}]}, routing={"m": {"num_retries": 0}})
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req(caps=ExactCaps({"m#0": 0}, wait=0.2)))
+    assert exc.value.retry_after == 0.2
+
+
+async def test_a_deployment_cooling_for_a_short_retry_after_says_that_wait_not_a_whole_second() -> None:
+    clock = Clock()
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0, "max_retry_after_s": 0.1}}, clock=clock)
+    p["m#0"].push(Step(error=errors.RateLimited("slow down", retry_after=0.4)))
+    with pytest.raises(errors.RateLimited):
+        await router.complete(req())  # longer than the model waits for: the upstream's 429 goes back
+    clock.advance(0.1)
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req())  # the deployment still cools: refused by the gateway, with what is left
+    assert exc.value.retry_after == pytest.approx(0.3)
+    assert p["m#0"].calls == 1
+
+
+async def test_an_open_breaker_closing_soon_says_its_wait_not_a_whole_second() -> None:
+    clock = Clock()
+    router, p = build({"m": [{}]}, routing={"m": {"num_retries": 0}},
+                      breaker={"failures": 1, "cooldown_s": 0.5}, clock=clock)
+    p["m#0"].push(Step(error=errors.Unavailable("down")))
+    with pytest.raises(errors.Unavailable):
+        await router.complete(req())
+    clock.advance(0.2)
+    with pytest.raises(errors.Unavailable) as exc:
+        await router.complete(req())
+    assert exc.value.retry_after == pytest.approx(0.3)
+
+
+async def test_this_replicas_own_rpm_estimate_keeps_a_one_second_floor() -> None:
+    # with replicas sharing their counts, the total adopted at the last sync does not roll over with the minute:
+    # the replica has room again only at its next sync, so 50 ms would not be a promise it keeps
+    clock = Clock()  # its wall time is at a whole minute
+    router, _ = build({"m": [{"rpm": 1}]}, routing={"m": {"num_retries": 0}}, clock=clock)
+    router.book.state("m#0").rpm.shared = 1.0  # as the shared-state sync sets it
+    clock.advance(59.95)
+    with pytest.raises(errors.RateLimited) as exc:
+        await router.complete(req())
+    assert exc.value.retry_after == 1.0
+    clock.advance(0.1)  # the minute rolled over, the sync has not run yet: still full
+    with pytest.raises(errors.RateLimited):
+        await router.complete(req())
