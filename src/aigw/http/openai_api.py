@@ -48,7 +48,7 @@ class OpenAIFormat:
                 if hide_usage and "usage" in chunk:  # asked of the upstream for the bill, not by the client:
                     if not chunk.get("choices") and chunk["usage"]:  # its usage chunk is dropped, and the null
                         continue  # usage OpenAI then puts on every chunk goes (it sends none unasked)
-                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    del chunk["usage"]  # in place, no copy a chunk: each is its own dict, read by the stages already
                 if private or PRIVATE_KEY in chunk:  # Anthropic-only fields (live, or in a cached answer)
                     chunk = strip_private(chunk)
                 yield chunk_frame(chunk)
