@@ -70,7 +70,8 @@ class Connection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # pipelined requests waiting for the current one
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
+        self.head_bytes = 0  # the reads of a head that spans several, before the one it ends in
+        self.read_size = 0  # the bytes of the read being parsed
         self.expect_continue = False
         self.read_paused = False
         self.write_paused = False
@@ -97,6 +98,7 @@ class Connection(asyncio.Protocol):
         self.state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.read_size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # ignored (RFC 9110 allows it): answered as plain HTTP, then closed,
@@ -109,6 +111,11 @@ class Connection(asyncio.Protocol):
                 self._refuse(431, b"Request header fields too large.")
             else:
                 self._refuse(400, b"Invalid HTTP request.")
+        else:
+            if self.head_since is not None:  # a head still incomplete: its reads so far count against the limit
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self._refuse(431, b"Request header fields too large.")
         ex = self.starting
         if ex is not None:  # a body that came with its head is whole now: the app reads it without waiting
             self.starting = None
@@ -172,20 +179,21 @@ class Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self.head_bytes += len(url)
-        if self.head_bytes > MAX_HEAD_BYTES:
+        if len(self.url) > MAX_HEAD_BYTES:
             raise _UrlTooLong()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Kept short (four calls a request): the head's size and count are checked once it is whole, and
+        while it is not, read by read (``data_received``); one read is at most the transport's buffer."""
         name = name.lower()
         self.headers.append((name, value))
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > MAX_HEAD_BYTES or len(self.headers) > MAX_HEADERS:
-            raise _HeadTooLarge()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
+        if len(self.headers) > MAX_HEADERS or (self.head_bytes + self.read_size > MAX_HEAD_BYTES
+                                               and _head_size(self.url, self.headers) > MAX_HEAD_BYTES):
+            raise _HeadTooLarge()
         self.head_since = None
         parser = self.parser
         url = self.url
@@ -385,6 +393,11 @@ class Connection(asyncio.Protocol):
         if self.head_since is not None and self.head_since < head_limit:
             return True
         return self.body_since is not None and self.body_since < body_limit and not self.read_paused
+
+
+def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """A request head's size as counted against ``MAX_HEAD_BYTES`` (only when its reads were that big)."""
+    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 def _address(value: Any) -> tuple[str, int] | None:

@@ -34,9 +34,15 @@ class HttpRequest:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         raw = scope["headers"]
-        self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
-        if len(self.headers) != len(raw):  # a name sent on several lines: rare, so handled only then
-            self.headers = _joined(raw)
+        # decoded by a few C calls for all of them, not two a header (an SDK sends ~15): no parser passes a
+        # line break inside a name or value, so joined by one they split back into the same pieces
+        self.headers: dict[str, str] = {}
+        if raw:
+            names, values = zip(*raw, strict=True)
+            texts = b"\n".join(values).decode("latin-1").split("\n")
+            self.headers = dict(zip(b"\n".join(names).decode("latin-1").split("\n"), texts, strict=False))
+            if len(self.headers) != len(raw) or len(texts) != len(raw):  # a name sent on several lines: rare,
+                self.headers = _joined(raw)  # so handled only then (and a line break, if a server passed one)
         rid = self.headers.get("x-request-id", "")
         self.request_id = rid if rid and _SAFE_ID.match(rid) else time_ordered_id("req_")
         self.body = b""
@@ -92,14 +98,13 @@ class HttpRequest:
         self.body = body
         return body
 
-    def respond_now(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]],
-                    content_type: tuple[bytes, bytes] = JSON_TYPE) -> bool:
-        """A whole answer sent in one call, as ``respond.send_bytes`` would send it, when aigw's own server
+    def respond_now(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A whole JSON answer sent in one call, as ``respond.send_bytes`` would send it, when aigw's own server
         takes it that way; False: send it with ``send_bytes`` (uvicorn, or an answer already begun)."""
         ex = self.exchange
         if ex is None or ex.started:
             return False
-        ex.respond(status, whole_answer_head(body, headers, content_type), body)
+        ex.respond(status, body, headers, JSON_TYPE[1])
         return True
 
 

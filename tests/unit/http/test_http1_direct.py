@@ -36,10 +36,14 @@ async def direct(scope: Scope, receive: Any, send: Any) -> None:
     if scope["path"] == "/slow":
         await asyncio.sleep(0.2)
     answer = b"%s %s" % (scope["path"].encode(), body)
-    headers = [(b"content-type", b"text/plain")]
-    if scope["path"] != "/chunked":
-        headers.append((b"content-length", b"%d" % len(answer)))
-    ex.respond(200, headers, answer)
+    if scope["path"] == "/chunked":  # the general way: a start without a length
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": answer})
+        return
+    extra = [(b"x-note", body)] if scope["path"] == "/note" else []
+    if scope["path"] == "/bye":
+        extra.append((b"connection", b"close"))
+    ex.respond(200, answer, [(b"x-path", scope["path"].encode()), *extra], b"text/plain")
 
 
 async def test_a_body_that_came_with_its_head_is_taken_at_once_and_answered_in_one_call() -> None:
@@ -93,6 +97,43 @@ async def test_a_direct_answer_without_a_length_is_chunked_and_to_head_has_no_bo
         assert (await read_response(reader))[2] == b"/after y"  # the next bytes are the next answer
         writer.write(post("/close", b"z", "connection: close"))
         assert (await read_response(reader))[2] == b"/close z" and await closed_by_server(reader)
+
+
+async def test_a_direct_answer_carries_its_type_length_and_headers_and_keeps_the_connection() -> None:
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/x", b"abc"))
+        status, headers, body = await read_response(reader)
+        assert (status, body) == (200, b"/x abc")
+        assert (headers["content-type"], headers["content-length"], headers["x-path"]) == ("text/plain", "6", "/x")
+        assert "connection" not in headers and "transfer-encoding" not in headers
+        writer.write(post("/note", b"connection: close"))  # only a header named so closes, not a value
+        status, headers, body = await read_response(reader)
+        assert (headers["x-note"], body) == ("connection: close", b"/note connection: close")
+        writer.write(post("/bye", b"z"))  # the app's own "connection: close" is honoured
+        status, headers, body = await read_response(reader)
+        assert (body, headers["connection"]) == (b"/bye z", "close") and await closed_by_server(reader)
+
+
+async def test_a_direct_answer_to_http_1_0_says_keep_alive_only_when_asked() -> None:
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST /old HTTP/1.0\r\ncontent-length: 1\r\nconnection: keep-alive\r\n\r\nq")
+        status, headers, body = await read_response(reader)
+        assert (status, body, headers["connection"], headers["content-length"]) == (200, b"/old q", "keep-alive", "6")
+        writer.write(b"POST /old HTTP/1.0\r\ncontent-length: 1\r\n\r\nr")
+        _, headers, body = await read_response(reader)
+        assert body == b"/old r" and await closed_by_server(reader)
+
+
+async def test_a_direct_answer_with_a_line_break_in_a_header_is_never_sent() -> None:
+    """A CR or LF in a value would split the answer (response splitting): the call fails, the client gets 500."""
+    async with serving(direct) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/note", b"a\r\nset-cookie: x=1"))
+        status, headers, _ = await read_response(reader)
+        assert status == 500 and "set-cookie" not in headers and "x-note" not in headers
+        writer.close()
 
 
 async def test_hundreds_of_pipelined_requests_answered_at_once_are_all_answered() -> None:

@@ -246,6 +246,9 @@ async def test_head_gets_headers_and_no_body() -> None:
     (b"NOT HTTP AT ALL\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
     (b"GET /?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nhost: t\r\n\r\n", 414),  # RFC 9112 3: URI Too Long
+    (b"GET / HTTP/1.1\r\nhost: t\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(201)) + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nhost: t\r\n" + b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 400) for i in range(180))
+     + b"\r\n", 431),  # 180 headers (under the count) of ~72 KB in all
 ])
 async def test_bad_requests_get_a_clear_status_and_the_connection_closes(raw: bytes, status: int) -> None:
     async with serving(echo) as server:
@@ -254,6 +257,29 @@ async def test_bad_requests_get_a_clear_status_and_the_connection_closes(raw: by
         got, headers, _ = await read_response(reader)
         assert got == status and headers["connection"] == "close"
         assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_a_head_that_grows_over_many_reads_is_refused_once_over_the_limit() -> None:
+    """A client trickling header lines, each read small: the head's reads so far count, so the server refuses
+    it (431) at the limit instead of buffering headers without end."""
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n")
+        refused = None
+        for i in range(40):  # 40 x 2 KB: the limit (64 KB) is passed on the 33rd
+            try:
+                writer.write(b"x-h%d: %s\r\n" % (i, b"v" * 2040))
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.sleep(0.005)
+            if reader.at_eof() or len(reader._buffer) > 0:  # type: ignore[attr-defined]
+                refused = i
+                break
+        status, headers, _ = await read_response(reader)
+        assert status == 431 and headers["connection"] == "close"
+        assert refused is not None and 30 <= refused <= 34
         writer.close()
 
 
