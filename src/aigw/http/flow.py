@@ -270,9 +270,17 @@ def served_headers(ctx: RequestContext) -> Headers:
     if ctx.handled_by:
         out.append((b"x-aigw-handled-by", ctx.handled_by.encode("latin-1")))
     extra = ctx.response_headers
+    if not extra:
+        return out
     if not _SERVED.isdisjoint(extra):
         out = [(k, v) for k, v in out if k.decode("latin-1") not in extra]
-    out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    # encoded by a few C calls for all of them, not two a header (tenancy adds six x-ratelimit-*)
+    names = "\n".join(extra).encode("latin-1").split(b"\n")
+    values = "\n".join(extra.values()).encode("latin-1").split(b"\n")
+    if len(names) == len(values) == len(extra):
+        out += zip(names, values, strict=True)
+    else:  # a line break inside one: kept as it is, for the head's check to refuse (a split would hide it)
+        out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     return out
 
 

@@ -140,6 +140,15 @@ def test_a_stage_header_wins_over_a_served_one_and_appears_once() -> None:
     assert (b"x-request-id", b"req_1") in headers and (b"x-aigw-cache", b"hit") in headers
 
 
+def test_stage_headers_pair_up_in_order_and_a_line_break_is_kept_for_the_head_check_to_refuse() -> None:
+    ctx = RequestContext(request_id="req_1", api="openai", endpoint="chat", body={}, model="m")
+    ctx.response_headers.update({f"x-ratelimit-{i}": str(i) for i in range(8)})
+    assert served_headers(ctx)[1:] == [(b"x-ratelimit-%d" % i, b"%d" % i) for i in range(8)]
+    ctx.response_headers.update({"x-bad": "a\nset-cookie: x=1", "x-after": "z"})
+    headers = served_headers(ctx)
+    assert (b"x-bad", b"a\nset-cookie: x=1") in headers and (b"x-after", b"z") in headers
+
+
 def test_the_same_body_bytes_are_checked_once_and_a_bad_body_every_time() -> None:
     checked: list[object] = []
 
