@@ -260,6 +260,30 @@ async def test_bad_requests_get_a_clear_status_and_the_connection_closes(raw: by
         writer.close()
 
 
+async def test_header_names_reach_the_app_lowered_in_order_and_any_case_of_expect_is_heard() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    @with_lifespan
+    async def headers(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(scope["headers"])
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(headers) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST /h HTTP/1.1\r\nHost: t\r\nX-Mixed-Case: Keep-Value\r\nx-expected: no\r\n"
+                     b"EXPECT: 100-Continue\r\nContent-Length: 2\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"ok")
+        assert (await read_response(reader))[0] == 200
+        writer.write(b"POST /h HTTP/1.1\r\nhost: t\r\nx-expect: 100-continue\r\ncontent-length: 0\r\n\r\n")
+        assert (await read_response(reader))[0] == 200  # no 100 Continue for a header merely named alike
+        writer.close()
+    assert seen[0] == [(b"host", b"t"), (b"x-mixed-case", b"Keep-Value"), (b"x-expected", b"no"),
+                       (b"expect", b"100-Continue"), (b"content-length", b"2")]
+
+
 async def test_a_head_that_grows_over_many_reads_is_refused_once_over_the_limit() -> None:
     """A client trickling header lines, each read small: the head's reads so far count, so the server refuses
     it (431) at the limit instead of buffering headers without end."""
