@@ -147,7 +147,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         router.observe_attempts(obs.metrics.attempt)  # each upstream call, under the deployment that made it
         app.on_unrouted = partial(obs.metrics.refused, "none")  # no route: no inbound API either
     if obs.writer is not None:
-        admin_requests = AdminRequests(auth, obs.writer, key_of)
+        admin_requests = AdminRequests(auth, obs.writer, key_of, tenant_of)
         app.route("GET", "/admin/requests", admin_requests.list)
         app.route_prefix("GET", ADMIN_REQUESTS, admin_requests.get)
     return app

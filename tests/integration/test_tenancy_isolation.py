@@ -113,6 +113,7 @@ def test_a_tenant_admin_gets_404_for_every_id_of_another_tenant_and_changes_noth
         ("GET", "/admin/spend", None, {"tenant": tenant}), ("GET", "/admin/spend", None, {"project": project}),
         ("GET", "/admin/spend", None, {"key": key}), ("GET", "/admin/spend", None, {"key": "master"}),
         ("GET", "/admin/requests", None, {"key_id": key}), ("GET", "/admin/requests/req-iso-b", None, None),
+        ("GET", "/admin/requests", None, {"tenant": tenant}), ("GET", "/admin/requests", None, {"tenant": "iso-b"}),
     ]
     for method, path, body, query in calls:
         assert _status(as_a, method, path, body, query) == 404, (method, path, query)
@@ -138,6 +139,18 @@ def test_a_tenant_admins_lists_and_reports_hold_its_own_tenant_only(gw: RunningG
         assert report["data"] == whole["data"] and report["total_cost_nano"] == whole["total_cost_nano"], group
     assert [r["tenant"] for r in as_a.get("/admin/spend", group_by="tenant")["data"]] == [own]
     assert as_a.get("/admin/requests", key_id=a_user["id"])["data"][0]["request_id"] == "req-iso-a"
+    assert [r["request_id"] for r in as_a.get("/admin/requests", tenant="iso-a")["data"]] == [
+        r["request_id"] for r in requests]
+
+
+def test_the_master_key_lists_one_tenants_requests(world: dict[str, Any]) -> None:
+    """``GET /admin/requests?tenant=`` (id or name), as ``/admin/spend?tenant=``: before, an unknown parameter."""
+    admin, b = world["admin"], world["b_user"]
+    for ident in ("iso-b", b["tenant_id"]):
+        rows = admin.get("/admin/requests", tenant=ident, limit=500)["data"]
+        assert {r["tenant_id"] for r in rows} == {b["tenant_id"]} and "req-iso-b" in {r["request_id"] for r in rows}
+    assert _status(admin, "GET", "/admin/requests", query={"tenant": "no-such-tenant"}) == 404
+    assert _status(admin, "GET", "/admin/requests", query={"tenant": "iso-a", "key_id": b["id"]}) == 404
 
 
 def test_a_plain_key_gets_403_on_every_admin_route(gw: RunningGateway, world: dict[str, Any]) -> None:

@@ -5,7 +5,10 @@ that tenant's requests and nothing else; another tenant's request id is a 404,
 and so is a ``key_id`` filter naming another tenant's key or no key at all (the
 same 404 either way, as on ``/admin/spend``). The master key may name any key,
 and ``key_id=master`` for its own requests.
-Filters: ``since`` / ``until`` (epoch seconds or ISO 8601), ``key_id``,
+``tenant`` (an id or name) narrows the list to one tenant's requests, for the master key as on ``/admin/spend``;
+a tenant admin key is held to its own tenant whatever it names (another tenant is a 404), and a ``key_id`` of
+another tenant than the one named is a 404 too.
+Filters: ``since`` / ``until`` (epoch seconds or ISO 8601), ``tenant``, ``key_id``,
 ``model``, ``status`` (``429`` or a class: ``4xx``), ``min_latency_ms``;
 paging with ``limit`` (1..500) and the ``next_cursor`` of the previous page. Any other parameter, or one
 given twice or left empty, is a 400 naming it (``admin_query``): read as absent, ``key_id=`` or ``stauts=500``
@@ -31,14 +34,16 @@ from aigw.observability.request_log import (
     encode_cursor,
 )
 from aigw.pipeline.context import Principal
-from aigw.stores.base import ApiKey
+from aigw.stores.base import ApiKey, Tenant
 from aigw.types import JSON
 
 PREFIX = "/admin/requests/"
-FILTERS = ("since", "until", "key_id", "model", "status", "min_latency_ms", "limit", "cursor")
-_HINTS = {"key": "did you mean `key_id`?", "from": "did you mean `since`?", "to": "did you mean `until`?",
+FILTERS = ("since", "until", "tenant", "key_id", "model", "status", "min_latency_ms", "limit", "cursor")
+_HINTS = {"key": "did you mean `key_id`?", "tenant_id": "did you mean `tenant`?", "from": "did you mean `since`?",
+          "to": "did you mean `until`?",
           "after": "did you mean `cursor`? (the `next_cursor` of the previous page)"}
 KeyLookup = Callable[[str, str | None], Awaitable[ApiKey]]  # (key id, caller's scope) -> the key or a 404
+TenantLookup = Callable[[str, str | None], Awaitable[Tenant]]  # (id or name, caller's scope) -> tenant or 404
 
 
 def _time(name: str, raw: str) -> float:
@@ -108,25 +113,41 @@ def parse_query(args: dict[str, str], tenant_id: str) -> RequestQuery:
 
 
 class AdminRequests:
-    def __init__(self, auth: Authenticator, writer: RequestLogWriter, key_of: KeyLookup | None = None) -> None:
+    def __init__(self, auth: Authenticator, writer: RequestLogWriter, key_of: KeyLookup | None = None,
+                 tenant_of: TenantLookup | None = None) -> None:
         self.auth = auth
         self.writer = writer  # flushed before each read: a request is listed as soon as it finished
         self.key_of = key_of  # the admin API's own lookup; None without tenancy: there are no keys to name
+        self.tenant_of = tenant_of  # likewise for tenants
         # answered like every other admin endpoint: a refusal in the OpenAI error shape, a request log whose
         # database is down a 503 with Retry-After, a bug a 500
         self.list: Handler = guarded(auth, self._list)
         self.get: Handler = guarded(auth, self._get)
 
-    async def _check_key(self, key_id: str, principal: Principal) -> None:
-        """A ``key_id`` filter names a key the caller may see, else a 404 as everywhere in the admin API:
-        an empty list would tell a tenant admin nothing, yet differ from the 404 of every other lookup."""
-        if not key_id or key_id == principal.key_id or self.key_of is None:  # its own requests ("master")
+    async def _tenant(self, ident: str | None, principal: Principal) -> str | None:
+        """The tenant the list is held to: the one ``tenant`` names (another than a tenant admin's own is a
+        404, as one that does not exist), else the caller's own (None: the master key's, every tenant)."""
+        scope = admin_scope(principal)
+        if ident is None:
+            return scope
+        if self.tenant_of is None:  # no tenancy: there are no tenants to name
+            raise errors.NotFound(f"No tenant `{ident}`.", code="tenant_not_found")
+        return (await self.tenant_of(ident, scope)).id
+
+    async def _check_key(self, key_id: str, principal: Principal, tenant: str | None) -> None:
+        """A ``key_id`` filter names a key the caller may see in ``tenant``, else a 404 as everywhere in the
+        admin API: an empty list would tell a tenant admin nothing, yet differ from the 404 of every other lookup."""
+        if not key_id or self.key_of is None:
             return
-        await self.key_of(key_id, admin_scope(principal))
+        if key_id == principal.key_id and tenant == admin_scope(principal):  # its own requests ("master")
+            return
+        await self.key_of(key_id, tenant)
 
     async def _list(self, req: HttpRequest, principal: Principal) -> tuple[int, JSON]:
-        q = parse_query(strict_query(req, FILTERS, _HINTS), principal.tenant_id)
-        await self._check_key(q.key_id, principal)
+        args = strict_query(req, FILTERS, _HINTS)
+        tenant = await self._tenant(args.get("tenant"), principal)
+        q = parse_query(args, tenant or "")
+        await self._check_key(q.key_id, principal, tenant)
         want = q.limit
         q.limit = want + 1  # one more, to know whether there is a next page
         await self.writer.flush()
