@@ -217,3 +217,68 @@ def test_logged_bodies_keep_out_the_custom_pii_kinds_of_the_requests_policy(
     (line,) = logs.requests(expect=1)
     assert "Who is" in line["request_body"] and "Who is" in listed[0]["request_body"]
     assert "EMP-123456" not in logs.buf.getvalue() + orjson.dumps(listed).decode()
+
+
+class FailLate:
+    """A stage whose bug shows only late in a request: mid-stream, in its finish hook, or in what it leaves for
+    the request's own line (a measure that cannot be read), as each header asks."""
+
+    name = "test_fail_late"
+
+    def on_stream(self, ctx: Any, chunks: Any) -> Any:
+        async def failing() -> Any:
+            async for chunk in chunks:
+                yield chunk
+                if "x-test-stream" in ctx.headers:
+                    raise RuntimeError("a stage's stream broke")
+        return failing()
+
+    async def on_finish(self, ctx: Any) -> None:
+        if "x-test-record" in ctx.headers:
+            ctx.state["tenancy.measure"] = type("Broken", (), {"tokens": object(), "cost_nano": 0})()
+        if "x-test-finish" in ctx.headers:
+            raise RuntimeError("a stage's finish hook broke")
+
+
+def build_fail_late(deps: Any) -> Any:
+    from aigw.pipeline.stage import Stage
+
+    return type("FailLateStage", (FailLate, Stage), {})()
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_an_error_line_about_a_request_names_its_request_and_tenant(
+        fake: FakeOpenAI, tmp_path: Any, logs: Capture, monkeypatch: pytest.MonkeyPatch, api: str) -> None:
+    """Before, "stream failed", "stage ... failed in on_finish" and "observe: recording the request failed" named
+    neither: an operator could not tell whose request (or bill: a failed finish hook may be a lost ledger row)
+    the trace was about. Now each line carries ``request_id`` and ``tenant_id``, as the request's own line."""
+    from aigw.cli.admin_client import AdminClient
+    from tests.integration.tenancy_support import setup_key
+
+    monkeypatch.setitem(STAGES, "test_fail_late", "tests.integration.test_observability_logs:build_fail_late")
+    config = gateway_config(fake, tmp_path)
+    config["pipeline"] = ["observe", "test_fail_late"]
+    with running_gateway(config) as gw:
+        key = setup_key(AdminClient(gw.url, MASTER), "logged-co")
+        for header, stream, says in (("x-test-stream", True, "stream failed"),
+                                     ("x-test-finish", False, "stage test_fail_late failed in on_finish"),
+                                     ("x-test-record", False, "observe: recording the request failed")):
+            rid = f"req-late-{api}-{header}"
+            headers = {"Authorization": f"Bearer {key['key']}", "x-request-id": rid, header: "1"}
+            if api == "openai":
+                r = requests.post(gw.v1 + "/chat/completions", timeout=10, headers=headers, json={
+                    "model": "mock", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+            else:
+                r = requests.post(gw.url + "/v1/messages", timeout=10, headers={**headers, "anthropic-version": "1"},
+                                  json={"model": "mock", "max_tokens": 20, "stream": stream,
+                                        "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text
+            r.content  # noqa: B018  (the whole answer, so the request has finished)
+            deadline = time.monotonic() + 3
+            while not (errors := [e for e in logs.records() if e["level"] == "error"]):
+                assert time.monotonic() < deadline, f"no error line for {header}"
+                time.sleep(0.01)
+            assert [e["msg"] for e in errors] == [says]
+            assert [(e.get("request_id"), e.get("tenant_id")) for e in errors] == [(rid, key["tenant_id"])], errors
+            logs.buf.truncate(0)
+            logs.buf.seek(0)

@@ -82,7 +82,7 @@ class AnthropicFormat:
             yield encoder.error_frame(without_secrets(err))
             return
         except Exception as exc:
-            log.exception("stream failed")
+            log.exception("stream failed", extra=ctx.log_ids())
             failed = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
             ctx.error = failed
             yield encoder.error_frame(failed)

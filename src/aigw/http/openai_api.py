@@ -58,7 +58,7 @@ class OpenAIFormat:
             yield error_frame(err, self.debug)
             return
         except Exception as exc:
-            log.exception("stream failed")
+            log.exception("stream failed", extra=ctx.log_ids())
             failed = errors.UpstreamError(f"stream failed ({type(exc).__name__})")
             ctx.error = failed
             yield error_frame(failed, self.debug)

@@ -62,6 +62,11 @@ class RequestContext:
     # say, and what is computed from it may be memoised on the bytes (the cache key: ``ExactKeys``).
     source: tuple[bytes, JSON] | None = None
 
+    def log_ids(self) -> dict[str, str]:
+        """``extra=`` for a log line about this request (an error it met, say): the request's own line names it by
+        these fields, so a search for a tenant's or a request's lines finds this one too."""
+        return {"request_id": self.request_id, "tenant_id": self.principal.tenant_id}
+
 
 @dataclass(slots=True)
 class Completed:

@@ -57,7 +57,7 @@ class ObservedPipeline(Pipeline):
             try:
                 await self._observe.record(ctx)
             except Exception:  # observability must never break the response
-                log.exception("observe: recording the request failed")
+                log.exception("observe: recording the request failed", extra=ctx.log_ids())
 
 
 # -- stages ----------------------------------------------------------------------------

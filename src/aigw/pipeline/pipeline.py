@@ -72,4 +72,4 @@ class Pipeline:
             try:
                 await stage.on_finish(ctx)
             except Exception:  # accounting must never break the response
-                log.exception("stage %s failed in on_finish", stage.name)
+                log.exception("stage %s failed in on_finish", stage.name, extra=ctx.log_ids())
