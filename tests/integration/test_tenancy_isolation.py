@@ -182,3 +182,39 @@ def test_a_plain_key_gets_403_on_every_admin_route(gw: RunningGateway, world: di
     assert _b_as_saved(world) == before
     for key in (a_user, b):
         _call_billed(gw, world["admin"], key)
+
+
+def test_every_row_of_a_tenants_calls_carries_its_tenant(gw: RunningGateway, world: dict[str, Any]) -> None:
+    """Served, streamed and refused calls (a body that is not valid, a model the key may not use, one that does
+    not exist) each leave a request log record and a ledger row of the key's tenant."""
+    admin = world["admin"]
+    key = setup_key(admin, "iso-rows", models=["mock"])
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+    calls: list[tuple[str, dict[str, Any], type[Exception] | None]] = [
+        ("ok", chat_body(), None), ("stream", chat_body(stream=True), None),
+        ("not-allowed", chat_body(model="mock-large"), openai.APIStatusError),
+        ("no-model", chat_body(model="no-such-model"), openai.APIStatusError),
+        ("bad-body", {"model": "mock", "messages": "hello"}, openai.APIStatusError),
+    ]
+    for name, body, refusal in calls:
+        rid = f"req-rows-{name}"
+        if refusal is None:
+            answer = client.chat.completions.create(**body, extra_headers={"x-request-id": rid})
+            if body.get("stream"):
+                list(answer)  # type: ignore[arg-type]  # the whole stream: the call has finished
+        else:
+            with pytest.raises(refusal):
+                client.chat.completions.create(**body, extra_headers={"x-request-id": rid})
+    wanted = {f"req-rows-{name}" for name, _, _ in calls}
+    deadline = time.monotonic() + 5
+    while True:
+        rows = admin.get("/admin/requests", tenant="iso-rows", limit=500)["data"]
+        billed = admin.get("/admin/spend", tenant="iso-rows", group_by="tenant")["data"]
+        if {r["request_id"] for r in rows} >= wanted and billed and billed[0]["requests"] >= len(calls):
+            break
+        assert time.monotonic() < deadline, (rows, billed)
+        time.sleep(0.05)
+    assert {(r["tenant_id"], r["key_id"]) for r in rows} == {(key["tenant_id"], key["id"])}
+    assert (billed[0]["tenant"], billed[0]["requests"], billed[0]["errors"]) == (key["tenant_id"], len(calls), 3)
+    for rid in wanted:
+        assert _status(AdminClient(gw.url, world["a_admin"]["key"]), "GET", f"/admin/requests/{rid}") == 404
