@@ -140,19 +140,26 @@ class RequestLogStore(Protocol):
 
 
 class MemoryRequestLog:
-    """In-process store (no database configured, and tests)."""
+    """In-process store (no database configured, a database that could not be opened, and tests).
+
+    Keyed by ``(ts, request_id)`` as the SQL stores are: clients choose their request ids, so two tenants' apps
+    may send the same one, and keeping the first record of an id dropped the other tenant's."""
 
     name = "memory"
 
     def __init__(self) -> None:
-        self._days: dict[int, dict[str, RequestRecord]] = {}
+        self._days: dict[int, dict[tuple[float, str], RequestRecord]] = {}
+        self._by_id: dict[str, list[RequestRecord]] = {}  # ``get``'s index: every record of an id
 
     async def open(self) -> None:
         return None
 
     async def write(self, records: Sequence[RequestRecord]) -> None:
         for r in records:
-            self._days.setdefault(int(r.ts // DAY_S), {}).setdefault(r.request_id, r)
+            day = self._days.setdefault(int(r.ts // DAY_S), {})
+            if (r.ts, r.request_id) not in day:  # a replayed record is ignored
+                day[(r.ts, r.request_id)] = r
+                self._by_id.setdefault(r.request_id, []).append(r)
 
     async def query(self, q: RequestQuery) -> list[RequestRecord]:
         found = [r for day in self._days.values() for r in day.values() if q.matches(r)]
@@ -160,15 +167,19 @@ class MemoryRequestLog:
         return found[: q.limit]
 
     async def get(self, request_id: str, tenant_id: str = "") -> RequestRecord | None:
-        for day in self._days.values():
-            if (r := day.get(request_id)) is not None and (not tenant_id or r.tenant_id == tenant_id):
-                return r
-        return None
+        """The newest record of ``request_id`` (of ``tenant_id``'s, when given), as the SQL stores answer."""
+        mine = [r for r in self._by_id.get(request_id, ()) if not tenant_id or r.tenant_id == tenant_id]
+        return max(mine, key=lambda r: r.ts) if mine else None
 
     async def drop_before(self, day: int) -> int:
         old = [d for d in self._days if d < day]
         for d in old:
-            del self._days[d]
+            for r in self._days.pop(d).values():
+                kept = [x for x in self._by_id.get(r.request_id, ()) if x is not r]
+                if kept:
+                    self._by_id[r.request_id] = kept
+                else:
+                    self._by_id.pop(r.request_id, None)
         return len(old)
 
     async def ping(self) -> None:

@@ -273,3 +273,18 @@ async def test_without_tenancy_a_tenant_filter_names_nothing() -> None:
     endpoint = AdminRequests(Authenticator(MASTER), RequestLogWriter(store, now=time.time))
     status, error = await _ids(endpoint, MASTER, b"tenant=alpha")
     assert (status, error["code"]) == (404, "tenant_not_found")
+
+
+async def test_two_tenants_reusing_one_request_id_each_find_their_own(endpoint: AdminRequests) -> None:
+    """Clients choose their ``x-request-id``: two tenants' apps may send the same one (``1``, a shared scheme). The
+    memory store (the stand-in for a request log database that could not be opened) kept the first record of
+    an id a day and dropped the other tenant's, which its admin then could neither list nor get."""
+    now = time.time()
+    await endpoint.writer.store.write([RequestRecord("req-1", now, tenant_id=B, key_id="key_beta"),
+                                       RequestRecord("req-1", now + 1, tenant_id=A, key_id="key_alpha")])
+    status, raw = await get_with_key(endpoint.get, "/admin/requests/req-1", ADMIN_A)
+    assert status == 200 and json.loads(raw)["tenant_id"] == A
+    assert await _ids(endpoint, ADMIN_A, b"") == (200, ["req-1", "req-a"])
+    assert await _ids(endpoint, MASTER, b"tenant=beta") == (200, ["req-1", "req-b"])
+    status, raw = await get_with_key(endpoint.get, "/admin/requests/req-1", MASTER)
+    assert status == 200 and json.loads(raw)["tenant_id"] == A  # the master key: the newest of that id
