@@ -20,7 +20,8 @@ layer renders them once, in the wire format the client spoke.
     ├── GuardrailBlocked               guardrail_blocked  400
     ├── UpstreamTimeout                timeout            504     yes
     ├── Unavailable                    unavailable        503     yes
-    └── UpstreamError                  upstream_error     502     yes
+    ├── UpstreamError                  upstream_error     502     yes
+    └── UpstreamModelNotFound          upstream_model_not_found 502  no (another deployment may answer)
 
 An upstream error with ``reached_upstream`` set means the upstream took the call before it failed (it
 answered 200 and the answer broke off, or the request was sent before the connection broke): it may bill the
@@ -170,6 +171,17 @@ class UpstreamError(GatewayError):
     retryable = True
 
 
+class UpstreamModelNotFound(GatewayError):
+    """The upstream says the model or deployment a deployment names does not exist (renamed, retired, never
+    deployed: OpenAI's ``model_not_found``, Azure's ``DeploymentNotFound``, Anthropic's ``model: ...``): that
+    deployment fails every call the same way, so it is not called again, its breaker counts it, and a sibling
+    deployment or a fallback model may still answer. The client asked for a model the gateway offers, so it
+    is the gateway's upstream that failed (a 502), not the client's request (a 404)."""
+
+    kind = "upstream_model_not_found"
+    status = 502
+
+
 ERROR_BY_KIND: dict[str, type[GatewayError]] = {
     cls.kind: cls
     for cls in (
@@ -187,6 +199,7 @@ ERROR_BY_KIND: dict[str, type[GatewayError]] = {
         UpstreamTimeout,
         Unavailable,
         UpstreamError,
+        UpstreamModelNotFound,
     )
 }
 

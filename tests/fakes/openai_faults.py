@@ -72,6 +72,24 @@ def not_found(model: str = "gpt-9") -> Fault:
                  code="model_not_found")
 
 
+def deployment_not_found() -> Fault:
+    """Azure OpenAI's 404 for a deployment name the resource does not have (no ``type``)."""
+    return Fault(status=404, body={"error": {
+        "code": "DeploymentNotFound",
+        "message": "The API deployment for this resource does not exist. If you created the deployment within"
+                   " the last 5 minutes, please wait a moment and try again."}})
+
+
+def file_not_found(file_id: str = "file-abc123") -> Fault:
+    """OpenAI's 404 for a file id the client sent: about the client's input, not the deployment."""
+    return error(404, f"No such File object: {file_id}", param="id")
+
+
+def previous_response_not_found(response_id: str = "resp_abc123") -> Fault:
+    return error(404, f"Previous response with id '{response_id}' not found.", param="previous_response_id",
+                 code="previous_response_not_found")
+
+
 def bad_request(param: str = "temperature") -> Fault:
     return error(400, f"Invalid type for '{param}': expected a decimal, but got a string instead.",
                  param=param, code="invalid_type")

@@ -29,7 +29,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, oai: FakeOpenAI) -> Iterator[Ru
         yield running
 
 
-@pytest.mark.parametrize("fault", [oai_faults.bad_request("temperature"), oai_faults.not_found("gpt-4o-mini")])
+@pytest.mark.parametrize("fault", [oai_faults.bad_request("temperature"), oai_faults.file_not_found()])
 def test_an_upstreams_400_or_404_takes_a_request_from_rpm(gw: RunningGateway, oai: FakeOpenAI,
                                                           fault: object) -> None:
     key = setup_key(AdminClient(gw.url, MASTER), "t-upstream-400", rpm=2)["key"]

@@ -223,7 +223,7 @@ async def test_requests_the_real_api_rejects(anthropic_server: Any, anthropic_fa
             await wrong_key.chat(chat(user("hi")), CALL)
         assert auth.value.status == 502 and auth.value.code == "upstream_auth"
         unknown = build(anthropic_deployment(url, model="claude-nope"), clients)
-        with pytest.raises(errors.NotFound, match="claude-nope"):
+        with pytest.raises(errors.UpstreamModelNotFound, match="claude-nope"):
             await unknown.chat(chat(user("hi")), CALL)
         good = build(anthropic_deployment(url), clients)
         with pytest.raises(errors.InvalidRequest, match='first message must use the "user" role'):

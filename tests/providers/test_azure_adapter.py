@@ -74,9 +74,9 @@ async def test_unsupported_api_version(fake_azure: FakeOpenAI, clients: HttpClie
 
 
 async def test_unknown_deployment(fake_azure: FakeOpenAI, clients: HttpClients) -> None:
-    with pytest.raises(errors.NotFound) as caught:
+    with pytest.raises(errors.UpstreamModelNotFound) as caught:
         await azure(fake_azure, clients, deployment="nope").chat(chat_body(), call())
-    assert caught.value.code == "DeploymentNotFound"
+    assert (caught.value.status, caught.value.code) == (502, "upstream_model_not_found")
 
 
 async def test_bad_key(fake_azure: FakeOpenAI, clients: HttpClients) -> None:

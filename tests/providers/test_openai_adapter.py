@@ -149,7 +149,10 @@ async def test_list_models(family: Family) -> None:
 ERROR_CASES = [
     (oai.bad_request("temperature"), errors.InvalidRequest, "invalid_type"),
     (oai.bad_auth(), errors.AuthError, "upstream_auth"),
-    (oai.not_found(), errors.NotFound, "model_not_found"),
+    (oai.not_found(), errors.UpstreamModelNotFound, "upstream_model_not_found"),  # the deployment's model is gone
+    (oai.deployment_not_found(), errors.UpstreamModelNotFound, "upstream_model_not_found"),  # Azure's
+    (oai.file_not_found(), errors.NotFound, None),  # the client's own input: passed on as it is
+    (oai.previous_response_not_found(), errors.NotFound, "previous_response_not_found"),
     (oai.rate_limited(1.5), errors.RateLimited, "rate_limit_exceeded"),
     (oai.insufficient_quota(), errors.QuotaExceeded, "insufficient_quota"),
     (oai.server_error(500), errors.UpstreamError, None),

@@ -116,7 +116,17 @@ async def test_developer_role_and_system_merging(strict: FakeOpenAI, clients: Ht
     (400, {"object": "error", "message": "This model's maximum context length is 4096 tokens. However,"
            " you requested 5000 tokens.", "type": "BadRequestError", "param": None, "code": 400},
      errors.ContextLengthExceeded),
-    (404, {"error": "model 'llama3:70b' not found, try pulling it first"}, errors.NotFound),
+    (404, {"error": "model 'llama3:70b' not found, try pulling it first"}, errors.UpstreamModelNotFound),  # Ollama
+    (404, {"error": {"message": 'model "llama3:70b" not found, try pulling it first', "type": "not_found_error",
+                     "param": None, "code": None}}, errors.UpstreamModelNotFound),  # Ollama's OpenAI API
+    (404, {"error": {"message": 'model "llama3:70b" not found, try pulling it first', "type": "api_error",
+                     "param": None, "code": None}}, errors.UpstreamModelNotFound),  # the same, older releases
+    (404, {"object": "error", "message": "The model `llama-3-70b` does not exist.", "type": "NotFoundError",
+           "param": None, "code": 404}, errors.UpstreamModelNotFound),  # vLLM
+    (404, {"error": {"message": "The model `llama-3-70b` does not exist.", "type": "NotFoundError",
+                     "param": None, "code": 404}}, errors.UpstreamModelNotFound),  # vLLM, newer releases
+    (404, {"object": "error", "message": "Not Found", "type": "NotFoundError", "param": None, "code": 404},
+     errors.NotFound),  # any other 404 stays one
     (429, {"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-min."}}, errors.RateLimited),
     (422, {"detail": "Invalid request: messages.0.content"}, errors.InvalidRequest),
 ])

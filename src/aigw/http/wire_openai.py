@@ -24,6 +24,7 @@ _TYPES = {
     "timeout": "timeout_error",
     "unavailable": "service_unavailable_error",
     "upstream_error": "api_error",
+    "upstream_model_not_found": "api_error",
 }
 _CODES = {
     "context_length_exceeded": "context_length_exceeded",
@@ -36,6 +37,7 @@ _CODES = {
     "guardrail_blocked": "guardrail_blocked",
     "timeout": "timeout",
     "unavailable": "unavailable",
+    "upstream_model_not_found": "upstream_model_not_found",
 }
 
 DONE_FRAME = b"data: [DONE]\n\n"

@@ -6,6 +6,7 @@
     upstream_error             yes       yes               fallbacks
     quota_exceeded             elsewhere yes               other deployments, then fallbacks
     auth (upstream key)        elsewhere yes               other deployments, then fallbacks
+    upstream_model_not_found   elsewhere yes               other deployments, then fallbacks
     context_length_exceeded    no        no                context_window_fallbacks
     content_policy             no        no                content_policy_fallbacks
     anything else              no        no                -
@@ -23,10 +24,11 @@ from aigw.config.models import ModelRouting
 from aigw.routing.state import Outcome
 
 RETRYABLE = frozenset({"rate_limited", "timeout", "unavailable", "upstream_error"})
-# The deployment's account cannot serve (no quota left, or the upstream refuses our key for it: a
-# revoked or rotated key, a region or model the account may not use): never called again in this
-# request, but its sibling deployments (their own keys) and the fallback chain may still answer.
-DEPLOYMENT_DEAD = frozenset({"quota_exceeded", "auth"})
+# The deployment cannot serve (no quota left, the upstream refuses our key for it: a revoked or rotated
+# key, a region or model the account may not use; or the upstream says its model or deployment does not
+# exist): never called again in this request, but its sibling deployments (their own keys, upstreams and
+# model names) and the fallback chain may still answer.
+DEPLOYMENT_DEAD = frozenset({"quota_exceeded", "auth", "upstream_model_not_found"})
 _SICK = frozenset({"timeout", "unavailable", "upstream_error"})
 DEFAULT_COOL_S = 1.0  # a 429 without Retry-After cools its deployment this long
 
@@ -37,7 +39,7 @@ def outcome_of(err: errors.GatewayError) -> Outcome:
         return Outcome(ok=False, failure=True, kind=kind)
     if kind == "rate_limited":
         return Outcome(ok=False, failure=False, kind=kind, retry_after=err.retry_after)
-    if kind in DEPLOYMENT_DEAD:  # the upstream account (our caller's key was checked)
+    if kind in DEPLOYMENT_DEAD:  # the upstream account or model (our caller's key was checked)
         return Outcome(ok=False, failure=True, kind=kind)
     return Outcome(ok=True, failure=False, kind=kind)
 

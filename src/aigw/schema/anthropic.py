@@ -85,6 +85,7 @@ _ERROR_BY_KIND: dict[str, tuple[int, str]] = {
     "unavailable": (529, "overloaded_error"),
     "timeout": (504, "timeout_error"),
     "upstream_error": (502, "api_error"),
+    "upstream_model_not_found": (502, "api_error"),
 }
 
 

@@ -20,6 +20,7 @@ from aigw.routing.retry import backoff_s, dead_deployment, moves_on, outcome_of,
         (errors.UpstreamError("x"), True, True, False),
         (errors.AuthError("x", status=502, code="upstream_auth"), False, True, False),
         (errors.QuotaExceeded("x", code="insufficient_quota"), False, True, False),
+        (errors.UpstreamModelNotFound("x", code="upstream_model_not_found"), False, True, False),
         (errors.InvalidRequest("x"), False, False, True),
         (errors.ContextLengthExceeded("x"), False, False, True),
         (errors.ContentPolicy("x"), False, False, True),
@@ -42,6 +43,11 @@ def test_out_of_quota_moves_on_but_never_back_to_the_same_deployment() -> None:
 def test_an_upstream_refusing_our_key_moves_on_but_never_back_to_the_same_deployment() -> None:
     auth = errors.AuthError("x", status=502, code="upstream_auth")
     assert moves_on(auth) and dead_deployment(auth) and not retryable(auth)
+
+
+def test_an_upstream_without_the_deployments_model_moves_on_but_never_back_to_the_same_deployment() -> None:
+    gone = errors.UpstreamModelNotFound("x", code="upstream_model_not_found")
+    assert moves_on(gone) and dead_deployment(gone) and not retryable(gone)
 
 
 def test_rate_limited_outcome_keeps_retry_after() -> None:

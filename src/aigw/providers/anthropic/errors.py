@@ -86,12 +86,22 @@ def _error_fields(body: Any) -> tuple[str, str]:
     return "", ""
 
 
+def _model_gone(err_type: str, message: str) -> bool:
+    """Anthropic's answer for a model it does not have (retired, misspelt in the deployment): a
+    ``not_found_error`` whose message names the ``model`` field (``model: claude-x``). Its other 404s (a file
+    id the client sent) are about the client's own input, not the deployment."""
+    return err_type == "not_found_error" and message.startswith("model: ")
+
+
 def map_error(status: int, text: str, body: Any, headers: Any) -> errors.GatewayError:
     """Map one non-2xx upstream answer (status, raw text, parsed JSON, headers) to a kind."""
     retry_after = parse_retry_after(headers) if headers is not None else None
     err_type, message = _error_fields(body)
-    message = f"anthropic: {message}" if message else f"anthropic returned HTTP {status}"
     detail = text or None
+    if _model_gone(err_type, message):
+        return errors.UpstreamModelNotFound(f"upstream model not found: anthropic: {message}",
+                                            code="upstream_model_not_found", detail=detail)
+    message = f"anthropic: {message}" if message else f"anthropic returned HTTP {status}"
     mapped = _from_type(err_type, message, retry_after, detail) if err_type else None
     if mapped is None:
         mapped = error_for_status(status, message, retry_after=retry_after, detail=detail)

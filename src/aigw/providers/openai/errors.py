@@ -2,8 +2,8 @@
 
 Shared by ``openai``, ``azure`` and ``openai_compatible``: the body shape is the same
 family-wide, and the codes routing cares about (context length, content filter, rate
-limits, an exhausted quota) are read from ``code``, ``type``, Azure's ``innererror``
-and, for servers that only send prose, the message. Variants seen in the wild are
+limits, an exhausted quota, a model the upstream does not have) are read from ``code``,
+``type``, Azure's ``innererror`` and, for servers that only send prose, the message. Variants seen in the wild are
 accepted too: vLLM's top-level ``{"object": "error", "message": ...}``, Ollama's
 ``{"error": "text"}``, numeric ``code`` fields (OpenRouter) and Google's error object
 wrapped in a one-item list (Gemini's OpenAI-compatible endpoint). Upstream messages are
@@ -29,6 +29,13 @@ _POLICY_CODES = frozenset(
 _CONTEXT_TEXT = re.compile(
     r"context.length|context window|maximum context|prompt is too long|too many tokens", re.IGNORECASE
 )
+# A 404 that says the model or deployment the gateway's deployment names does not exist upstream (OpenAI's and
+# Groq's ``model_not_found``, Azure's ``DeploymentNotFound``; vLLM's "The model `x` does not exist." and Ollama's
+# 'model "x" not found, try pulling it first' carry no such code). Every other 404 is about the client's own
+# input (a file, batch or ``previous_response_id`` it named) and stays a plain 404.
+_MODEL_GONE_CODES = frozenset({"model_not_found", "DeploymentNotFound"})
+_MODEL_GONE_TEXT = re.compile(r"^(?:The model `[^`]*` does not exist|model (?:\"[^\"]*\"|'[^']*') not found)")
+MODEL_GONE = "upstream_model_not_found"
 _KEYLIKE = re.compile(r"\b(?:sk-[A-Za-z0-9_\-*]{6,}|[A-Fa-f0-9]{32,})\b")
 _MAX_MESSAGE = 500
 
@@ -151,6 +158,8 @@ def map_error_fields(
         return errors.QuotaExceeded(message, param=param, code=code or _QUOTA, detail=detail)
     if status == 402:  # Payment Required: OpenRouter's "Insufficient credits", DeepSeek's "Insufficient Balance"
         return errors.QuotaExceeded(message, param=param, code=_BILLING, detail=detail)
+    if status == 404 and (code in _MODEL_GONE_CODES or _MODEL_GONE_TEXT.match(message)):
+        return errors.UpstreamModelNotFound(f"upstream model not found: {message}", code=MODEL_GONE, detail=detail)
     mapped = error_for_status(status, message, retry_after=retry_after, detail=detail)
     if isinstance(mapped, errors.AuthError):
         mapped.message = "upstream rejected the credentials configured for this deployment"
