@@ -84,6 +84,27 @@ def test_out_of_quota_reaches_each_client_in_its_wire_format(
     assert fake.traffic.requests == 2
 
 
+@pytest.mark.parametrize(("model", "fault"), [
+    ("oai", oai_faults.bad_auth()),
+    ("oai", oai_faults.error(403, "You are not allowed to sample from this model", type_="permission_error")),
+    ("claude", anthropic_error(401, "authentication_error", "invalid x-api-key")),
+])
+def test_an_upstream_refusing_the_gateways_key_is_a_server_side_error_in_each_wire_format(
+    client: openai.OpenAI, ant: anthropic.Anthropic, ups: Upstreams, model: str, fault: Fault
+) -> None:
+    """The client's own key was fine: the 502 must not carry the type a client's bad key gets (an SDK user
+    reading ``authentication_error`` would go and rotate a key that works)."""
+    (ups.openai if model == "oai" else ups.anthropic).faults.always(fault)
+    with pytest.raises(openai.InternalServerError) as exc:
+        client.chat.completions.create(model=model, messages=MSGS)  # type: ignore[arg-type]
+    assert (exc.value.status_code, exc.value.type, exc.value.code) == (502, "api_error", "upstream_auth")
+    with pytest.raises(anthropic.InternalServerError) as ant_exc:
+        ant.messages.create(model=model, max_tokens=20, messages=MSGS)  # type: ignore[arg-type]
+    body = ant_exc.value.body
+    assert ant_exc.value.status_code == 502
+    assert isinstance(body, dict) and body["error"]["type"] == "api_error"
+
+
 def test_non_json_upstream_body_is_a_502(client: openai.OpenAI, ups: Upstreams) -> None:
     ups.openai.faults.always(Fault.non_json_body())
     with pytest.raises(openai.InternalServerError) as exc:

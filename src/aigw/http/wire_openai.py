@@ -26,6 +26,9 @@ _TYPES = {
     "upstream_error": "api_error",
     "upstream_model_not_found": "api_error",
 }
+# the types OpenAI gives its own 5xx answers: an error of ours at 5xx with a type of the client's 4xx (an upstream
+# refusing the operator's key: "authentication_error") would tell a client that reads ``type`` its own key is wrong
+_SERVER_TYPES = frozenset({"api_error", "server_error", "timeout_error", "service_unavailable_error"})
 _CODES = {
     "context_length_exceeded": "context_length_exceeded",
     "content_policy": "content_policy_violation",
@@ -58,9 +61,12 @@ def without_secrets(err: GatewayError) -> GatewayError:
 
 def error_body(err: GatewayError, debug: bool = False) -> JSON:
     err = without_secrets(err)
+    err_type = (isinstance(err, RateLimited) and err.ran_out) or _TYPES.get(err.kind, "api_error")
+    if err.status >= 500 and err_type not in _SERVER_TYPES:
+        err_type = "api_error"  # the gateway's upstream failed (upstream_auth): not the client's key or request
     body: JSON = {
         "message": err.message,
-        "type": (isinstance(err, RateLimited) and err.ran_out) or _TYPES.get(err.kind, "api_error"),
+        "type": err_type,
         "param": err.param,
         "code": err.code or _CODES.get(err.kind),
     }

@@ -30,3 +30,15 @@ def test_an_upstream_message_quoting_the_deployments_key_reaches_the_client_with
 def test_a_message_without_secrets_is_left_alone(known_key: None) -> None:
     err = errors.NotFound("The model `task-classifier-large-v2-finetuned` does not exist")
     assert error_body(err)["error"]["message"] == "The model `task-classifier-large-v2-finetuned` does not exist"
+
+
+@pytest.mark.parametrize("err", [
+    errors.AuthError("upstream rejected the credentials configured for this deployment", status=502,
+                     code="upstream_auth"),
+    errors.UpstreamModelNotFound("upstream model not found", code="upstream_model_not_found"),
+    errors.UpstreamError("upstream returned HTTP 500"),
+])
+def test_an_upstreams_failure_at_5xx_has_a_server_side_type(err: errors.GatewayError) -> None:
+    """An OpenAI SDK reads ``authentication_error`` as its own key being wrong: a 502 says the upstream failed."""
+    assert error_body(err)["error"]["type"] == "api_error"
+    assert error_body(errors.AuthError("Incorrect API key provided"))["error"]["type"] == "authentication_error"
