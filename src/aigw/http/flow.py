@@ -274,13 +274,7 @@ def served_headers(ctx: RequestContext) -> Headers:
         return out
     if not _SERVED.isdisjoint(extra):
         out = [(k, v) for k, v in out if k.decode("latin-1") not in extra]
-    # encoded by a few C calls for all of them, not two a header (tenancy adds six x-ratelimit-*)
-    names = "\n".join(extra).encode("latin-1").split(b"\n")
-    values = "\n".join(extra.values()).encode("latin-1").split(b"\n")
-    if len(names) == len(values) == len(extra):
-        out += zip(names, values, strict=True)
-    else:  # a line break inside one: kept as it is, for the head's check to refuse (a split would hide it)
-        out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     return out
 
 

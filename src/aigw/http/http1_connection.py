@@ -183,21 +183,17 @@ class Connection(asyncio.Protocol):
             raise _UrlTooLong()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Called once a header (an SDK sends ~15), so it only keeps it: names are lowered all at once, and the
-        head's size and count checked, once it is whole (while it is not, read by read: ``data_received``)."""
+        """Called once a header (an SDK sends ~15), so kept short: the head's size and count are checked once it
+        is whole, and while it is not, read by read (``data_received``)."""
+        name = name.lower()
         self.headers.append((name, value))
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        sent = self.headers
-        if len(sent) > MAX_HEADERS or (self.head_bytes + self.read_size > MAX_HEAD_BYTES
-                                       and _head_size(self.url, sent) > MAX_HEAD_BYTES):
+        if len(self.headers) > MAX_HEADERS or (self.head_bytes + self.read_size > MAX_HEAD_BYTES
+                                               and _head_size(self.url, self.headers) > MAX_HEAD_BYTES):
             raise _HeadTooLarge()
-        if sent:  # a name never holds a line break (the parser refuses one), so joined by one it splits back
-            names, values = zip(*sent, strict=True)
-            lowered = b"\n".join(names).lower().split(b"\n")
-            self.headers = list(zip(lowered, values, strict=True))
-            if b"expect" in lowered:
-                self.expect_continue = any(v.lower() == b"100-continue" for n, v in self.headers if n == b"expect")
         self.head_since = None
         parser = self.parser
         url = self.url

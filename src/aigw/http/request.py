@@ -34,15 +34,9 @@ class HttpRequest:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         raw = scope["headers"]
-        # decoded by a few C calls for all of them, not two a header (an SDK sends ~15): no parser passes a
-        # line break inside a name or value, so joined by one they split back into the same pieces
-        self.headers: dict[str, str] = {}
-        if raw:
-            names, values = zip(*raw, strict=True)
-            texts = b"\n".join(values).decode("latin-1").split("\n")
-            self.headers = dict(zip(b"\n".join(names).decode("latin-1").split("\n"), texts, strict=False))
-            if len(self.headers) != len(raw) or len(texts) != len(raw):  # a name sent on several lines: rare,
-                self.headers = _joined(raw)  # so handled only then (and a line break, if a server passed one)
+        self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+        if len(self.headers) != len(raw):  # a name sent on several lines: rare, so handled only then
+            self.headers = _joined(raw)
         rid = self.headers.get("x-request-id", "")
         self.request_id = rid if rid and _SAFE_ID.match(rid) else time_ordered_id("req_")
         self.body = b""
