@@ -72,6 +72,8 @@ class Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0  # the reads of a head that spans several, before the one it ends in
         self.read_size = 0  # the bytes of the read being parsed
+        self.ended_in_read = False  # a request ended in the read being parsed: a head begun after it shares the read
+        self.head_mid_read = False  # this head began after another request's bytes in its first read
         self.expect_continue = False
         self.read_paused = False
         self.write_paused = False
@@ -99,6 +101,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.read_size = len(data)
+        self.ended_in_read = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # ignored (RFC 9110 allows it): answered as plain HTTP, then closed,
@@ -113,7 +116,11 @@ class Connection(asyncio.Protocol):
                 self._refuse(400, b"Invalid HTTP request.")
         else:
             if self.head_since is not None:  # a head still incomplete: its reads so far count against the limit
-                self.head_bytes += len(data)
+                if self.head_mid_read:  # the read's first bytes were an earlier request's (a long prompt): of
+                    self.head_mid_read = False  # this read, only the head's parsed part is known to be its own
+                    self.head_bytes = _head_size(self.url, self.headers) or 1  # (not 0: it spans reads)
+                else:
+                    self.head_bytes += len(data)
                 if self.head_bytes > MAX_HEAD_BYTES:
                     self._refuse(431, b"Request header fields too large.")
         ex = self.starting
@@ -173,6 +180,7 @@ class Connection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_bytes = 0
+        self.head_mid_read = self.ended_in_read
         self.expect_continue = False
         self.idle_since = None
         self.head_since = self.state.now
@@ -191,7 +199,8 @@ class Connection(asyncio.Protocol):
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        if len(self.headers) > MAX_HEADERS or (self.head_bytes + self.read_size > MAX_HEAD_BYTES
+        # counted exactly when the head spanned reads (``head_bytes`` may miss part of its first) or its read was big
+        if len(self.headers) > MAX_HEADERS or ((self.head_bytes or self.read_size > MAX_HEAD_BYTES)
                                                and _head_size(self.url, self.headers) > MAX_HEAD_BYTES):
             raise _HeadTooLarge()
         self.head_since = None
@@ -238,6 +247,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.body_since = None
+        self.ended_in_read = True
         ex = self.parsing
         if ex is not None:
             ex.body_done = True

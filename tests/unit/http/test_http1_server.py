@@ -761,3 +761,21 @@ async def test_a_client_that_leaves_after_sending_a_large_body_is_heard_to_leave
         await asyncio.sleep(0.1)
         writer.close()
         assert await asyncio.wait_for(heard, 2) == "60000 http.disconnect"
+
+
+async def test_a_pipelined_head_begun_in_a_read_with_a_long_body_is_not_charged_for_the_body() -> None:
+    """A long prompt and the first bytes of the next request came in one read, the rest of that head later: only
+    the head's own bytes count against its 64 KB limit. Before, the whole read did, so the next request was
+    never answered (the connection closed after the first answer)."""
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        nxt = post("/next", b"n")
+        writer.write(post("/long", b"x" * 100_000) + nxt[:12])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(nxt[12:])
+        status, headers, body = await read_response(reader)
+        assert (status, len(body), "connection" in headers) == (200, len("POST /long ? ") + 100_000, False)
+        status, _, body = await read_response(reader)
+        assert (status, body) == (200, b"POST /next ? n")
+        writer.close()
