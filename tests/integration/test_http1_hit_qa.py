@@ -3,6 +3,8 @@ pieces, heads at the size limits, pipelined hits and misses, 100-continue, HTTP/
 
 from __future__ import annotations
 
+import gc
+import http.client
 import json
 import socket
 import time
@@ -13,7 +15,9 @@ import anthropic
 import openai
 import pytest
 
+from aigw.cli.admin_client import AdminClient
 from aigw.http.http1_connection import MAX_HEAD_BYTES, MAX_HEADERS
+from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 
 CONFIG: dict[str, Any] = {"cache": {"mode": "exact", "ttl_s": 600}, "models": [{"name": "mock", "provider": "mock"}]}
@@ -348,3 +352,47 @@ def test_a_stage_header_with_a_line_break_never_splits_a_hit(gw: RunningGateway,
     assert content(c.answer()[2]) == expected
     c.close()
 
+
+@pytest.fixture(scope="module")
+def tenancy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, str]]:
+    db = tmp_path_factory.mktemp("hit-qa-tenancy") / "gw.db"
+    with running_gateway(gateway_config(db, cache={"mode": "exact", "ttl_s": 600})) as gw:
+        yield gw, setup_key(AdminClient(gw.url, MASTER), "gc-co")["key"]
+
+
+def _tenancy_call(conn: http.client.HTTPConnection, key: str, kind: str, i: int) -> int:
+    body = {"hit": chat_body("hit me"), "miss": chat_body(f"miss {i} {time.monotonic()}"),
+            "stream": chat_body(f"stream {i} {time.monotonic()}", stream=True),
+            "unknown model": chat_body("x", model="no-such-model")}.get(kind)
+    path = "/v1/messages" if kind == "anthropic bad json" else "/v1/chat/completions"
+    conn.request("POST", path, b"{bad" if body is None else json.dumps(body).encode(),
+                 {"authorization": f"Bearer {key}", "content-type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+@pytest.mark.parametrize("kind", ["hit", "miss", "stream", "bad json", "anthropic bad json", "unknown model"])
+def test_no_request_of_a_virtual_key_leaves_cyclic_garbage(tenancy: tuple[RunningGateway, str], kind: str) -> None:
+    """A request's objects (its Exchange, request, context) are freed when it ends, served or refused: not left
+    in a cycle (an error kept on the context held its traceback, whose frames held the context) for the GC."""
+    gw, key = tenancy
+    conn = http.client.HTTPConnection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]), timeout=5)  # kept, as an SDK's
+    for i in range(3):
+        _tenancy_call(conn, key, kind, i)
+    gw.call(gw.app.state["pipeline"].stage("cache").flush())
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        statuses = {_tenancy_call(conn, key, kind, i) for i in range(10)}
+        time.sleep(0.3)  # the finish hooks that run after the answer
+        gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage if type(o).__module__.startswith("aigw")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        conn.close()
+    assert statuses == {200 if kind in ("hit", "miss", "stream") else 404 if kind == "unknown model" else 400}
+    assert left == []

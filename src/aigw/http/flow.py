@@ -179,6 +179,7 @@ class Flow:
             if ctx is not None:
                 if self.pipeline.finishes:
                     await self.pipeline.finish(ctx)
+                _forget_frames(ctx.error)
             elif status and self.refused is not None:  # no key, a refused key: seen in metrics all the same
                 self.refused(api.name, status, time.monotonic() - req.arrived, reason)
 
@@ -246,6 +247,16 @@ def tried_headers(ctx: RequestContext) -> dict[str, str]:
 _SERVED = frozenset({"x-request-id", "x-aigw-provider", "x-aigw-model", "x-aigw-deployment",
                      "x-aigw-served-model", "x-aigw-attempts", "x-aigw-retries", "x-aigw-fallbacks",
                      "x-aigw-handled-by"})
+
+
+def _forget_frames(err: BaseException | None) -> None:
+    """A finished request's error keeps no frames: its traceback's (and the one's it was raised while handling)
+    hold this call's frame, so the context, the request and its Exchange, in a cycle the GC alone would free."""
+    for _ in range(8):  # a chain is one or two long; bounded all the same
+        if err is None:
+            return
+        err.__traceback__ = None
+        err = err.__context__
 
 
 def _shut_down() -> errors.GatewayError:
