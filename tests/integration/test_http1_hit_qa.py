@@ -9,6 +9,8 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -18,6 +20,7 @@ import pytest
 from aigw.cli.admin_client import AdminClient
 from aigw.http.http1_connection import MAX_HEAD_BYTES, MAX_HEADERS
 from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
+from tests.integration.worker_conns import serving_workers
 from tests.support.gateway import RunningGateway, running_gateway
 
 CONFIG: dict[str, Any] = {"cache": {"mode": "exact", "ttl_s": 600}, "models": [{"name": "mock", "provider": "mock"}]}
@@ -396,3 +399,22 @@ def test_no_request_of_a_virtual_key_leaves_cyclic_garbage(tenancy: tuple[Runnin
         conn.close()
     assert statuses == {200 if kind in ("hit", "miss", "stream") else 404 if kind == "unknown model" else 400}
     assert left == []
+
+
+def test_the_same_under_serve_workers_2(tmp_path: Path) -> None:
+    """Each check again with ``aigw serve --workers 2`` (connections spread over both workers; no traceback)."""
+    with serving_workers(tmp_path, CONFIG, 2) as pool:
+        gw: Any = SimpleNamespace(url=pool.url)
+        for _ in range(2):  # several connections: the kernel hands them to either worker
+            test_a_hit_whose_head_arrives_split_at_every_byte_is_answered_each_time(gw)
+            test_a_pipelined_head_cut_after_a_long_prompt_in_the_same_read_is_served(gw)
+            test_a_pipelined_request_whose_head_comes_in_pieces_after_the_first_answer(gw)
+            test_many_pipelined_hits_and_misses_with_bodies_in_one_write_are_answered_in_order(gw)
+            test_expect_100_continue_on_a_hit(gw)
+            test_http_1_0_on_a_hit_with_and_without_keep_alive(gw)
+            test_a_client_that_leaves_mid_answer_leaves_the_server_serving(gw)
+            for split in (False, True):
+                test_a_head_of_exactly_the_limit_is_served_and_one_byte_more_is_a_431(gw, split)
+            test_the_most_headers_are_served_and_one_more_is_a_431(gw)
+            for path in (b"/health/live", b"/v1/models"):
+                test_head_on_a_get_route_has_the_get_s_headers_and_no_body(gw, path)

@@ -779,3 +779,28 @@ async def test_a_pipelined_head_begun_in_a_read_with_a_long_body_is_not_charged_
         status, _, body = await read_response(reader)
         assert (status, body) == (200, b"POST /next ? n")
         writer.close()
+
+
+@pytest.mark.parametrize(("opening", "drip", "options"), [
+    (b"GET / HTTP/1.1\r\nhost: t\r\nx-slow: ", b"v", {"head_timeout_s": 0.5, "idle_timeout_s": 60}),
+    (b"", b"\r\n", {"head_timeout_s": 60, "idle_timeout_s": 0.5}),  # blank lines before a request: idle, not a head
+])
+async def test_a_slow_loris_that_keeps_sending_is_still_cut_off(opening: bytes, drip: bytes,
+                                                                 options: dict[str, float]) -> None:
+    """Bytes that keep coming do not reset the head's clock (nor an idle connection's)."""
+    async with serving(echo, **options) as server:
+        reader, writer = await connect(server)
+        writer.write(opening)
+        started = asyncio.get_running_loop().time()
+        for _ in range(100):  # 5 s at most
+            try:
+                writer.write(drip)
+                await writer.drain()
+            except ConnectionError:
+                break
+            if reader.at_eof():
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert asyncio.get_running_loop().time() - started < 3
+        writer.close()
