@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from aigw.cli.admin_client import AdminClient
-from aigw.http.http1_connection import MAX_HEAD_BYTES, MAX_HEADERS
+from aigw.http.http1_head import MAX_HEAD_BYTES, MAX_HEADERS
 from tests.integration.tenancy_support import MASTER, chat_body, gateway_config, setup_key
 from tests.integration.worker_conns import serving_workers
 from tests.support.gateway import RunningGateway, running_gateway

@@ -179,7 +179,8 @@ class Flow:
             if ctx is not None:
                 if self.pipeline.finishes:
                     await self.pipeline.finish(ctx)
-                _forget_frames(ctx.error)
+                if ctx.error is not None:
+                    _forget_frames(ctx.error)
             elif status and self.refused is not None:  # no key, a refused key: seen in metrics all the same
                 self.refused(api.name, status, time.monotonic() - req.arrived, reason)
 

@@ -23,6 +23,7 @@ import httptools
 
 from aigw.http.eager import start_eagerly
 from aigw.http.http1_exchange import EXCHANGE, Exchange, status_line
+from aigw.http.http1_head import MAX_HEAD_BYTES, MAX_HEADERS, HeadTooLarge, UrlTooLong, charged, head_size
 from aigw.http.http1_state import ServerState
 
 log = logging.getLogger("aigw.http.server")
@@ -30,18 +31,8 @@ log = logging.getLogger("aigw.http.server")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 64 * 1024  # request body buffered per request before reading pauses
-MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; more gets 431
-MAX_HEADERS = 200
 LINGER_QUIET_S = 2.0  # a connection closing in stages closes once the client sent nothing for this long...
 LINGER_MAX_S = 30.0  # ...or after this long in all (nginx: lingering_timeout 5 s, lingering_time 30 s)
-
-
-class _HeadTooLarge(Exception):
-    pass
-
-
-class _UrlTooLong(_HeadTooLarge):
-    pass
 
 
 class _Discard:
@@ -108,19 +99,16 @@ class Connection(asyncio.Protocol):
             self._refuse(400, b"Upgrade is not supported.")  # since what follows is another protocol's bytes
         except httptools.HttpParserError as exc:
             why = exc.__cause__ or exc.__context__
-            if isinstance(why, _UrlTooLong):  # RFC 9112 3: a request-target too long to parse is a 414
+            if isinstance(why, UrlTooLong):  # RFC 9112 3: a request-target too long to parse is a 414
                 self._refuse(414, b"Request target too long.")
-            elif isinstance(why, _HeadTooLarge):
+            elif isinstance(why, HeadTooLarge):
                 self._refuse(431, b"Request header fields too large.")
             else:
                 self._refuse(400, b"Invalid HTTP request.")
         else:
             if self.head_since is not None:  # a head still incomplete: its reads so far count against the limit
-                if self.head_mid_read:  # the read's first bytes were an earlier request's (a long prompt): of
-                    self.head_mid_read = False  # this read, only the head's parsed part is known to be its own
-                    self.head_bytes = _head_size(self.url, self.headers) or 1  # (not 0: it spans reads)
-                else:
-                    self.head_bytes += len(data)
+                self.head_bytes = charged(self.head_bytes, self.head_mid_read, len(data), self.url, self.headers)
+                self.head_mid_read = False
                 if self.head_bytes > MAX_HEAD_BYTES:
                     self._refuse(431, b"Request header fields too large.")
         ex = self.starting
@@ -188,7 +176,7 @@ class Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > MAX_HEAD_BYTES:
-            raise _UrlTooLong()
+            raise UrlTooLong()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Called once a header (an SDK sends ~15), so kept short: the head's size and count are checked once it
@@ -201,8 +189,8 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         # counted exactly when the head spanned reads (``head_bytes`` may miss part of its first) or its read was big
         if len(self.headers) > MAX_HEADERS or ((self.head_bytes or self.read_size > MAX_HEAD_BYTES)
-                                               and _head_size(self.url, self.headers) > MAX_HEAD_BYTES):
-            raise _HeadTooLarge()
+                                               and head_size(self.url, self.headers) > MAX_HEAD_BYTES):
+            raise HeadTooLarge()
         self.head_since = None
         parser = self.parser
         url = self.url
@@ -405,11 +393,6 @@ class Connection(asyncio.Protocol):
         if self.head_since is not None and self.head_since < head_limit:
             return True
         return self.body_since is not None and self.body_since < body_limit and not self.read_paused
-
-
-def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
-    """A request head's size as counted against ``MAX_HEAD_BYTES`` (only when its reads were that big)."""
-    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 def _address(value: Any) -> tuple[str, int] | None:
