@@ -64,7 +64,6 @@ class Connection(asyncio.Protocol):
         self.head_bytes = 0  # the reads of a head that spans several, before the one it ends in
         self.read_size = 0  # the bytes of the read being parsed
         self.ended_in_read = False  # a request ended in the read being parsed: a head begun after it shares the read
-        self.head_mid_read = False  # this head began after another request's bytes in its first read
         self.expect_continue = False
         self.read_paused = False
         self.write_paused = False
@@ -107,8 +106,8 @@ class Connection(asyncio.Protocol):
                 self._refuse(400, b"Invalid HTTP request.")
         else:
             if self.head_since is not None:  # a head still incomplete: its reads so far count against the limit
-                self.head_bytes = charged(self.head_bytes, self.head_mid_read, len(data), self.url, self.headers)
-                self.head_mid_read = False
+                # (a request ended in this read: the head still arriving began in it, after that request's bytes)
+                self.head_bytes = charged(self.head_bytes, self.ended_in_read, len(data), self.url, self.headers)
                 if self.head_bytes > MAX_HEAD_BYTES:
                     self._refuse(431, b"Request header fields too large.")
         ex = self.starting
@@ -168,7 +167,6 @@ class Connection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_bytes = 0
-        self.head_mid_read = self.ended_in_read
         self.expect_continue = False
         self.idle_since = None
         self.head_since = self.state.now

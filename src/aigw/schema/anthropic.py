@@ -68,8 +68,7 @@ _FINISH_TO_STOP = {
     "content_filter": "refusal",
 }
 
-# kind -> (status, Anthropic error type). Unavailable is rendered as 529
-# overloaded_error: it is what Anthropic clients expect for "try again soon".
+# kind -> (status, Anthropic error type); unavailable is 529 overloaded_error, Anthropic clients' "try again soon"
 _ERROR_BY_KIND: dict[str, tuple[int, str]] = {
     "bad_request": (400, "invalid_request_error"),
     "context_length_exceeded": (400, "invalid_request_error"),

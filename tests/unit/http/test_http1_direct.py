@@ -7,9 +7,6 @@ import asyncio
 import gc
 from typing import Any
 
-import pytest
-
-from aigw.http import http1_connection
 from aigw.http.http1_exchange import EXCHANGE, Exchange
 from tests.unit.http.test_http1_server import (
     Scope,
@@ -173,22 +170,3 @@ async def test_hundreds_of_pipelined_requests_answered_at_once_are_all_answered(
         writer.close()
 
 
-async def test_a_client_that_leaves_after_a_large_body_taken_at_once_is_heard_to_leave(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """As with ``receive``: the body taken with ``body_now`` past the buffer's limit resumes reading."""
-    monkeypatch.setattr(http1_connection, "HIGH_WATER", 1024)
-    heard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    @with_lifespan
-    async def waits(scope: Scope, receive: Any, send: Any) -> None:
-        body = scope[EXCHANGE].body_now()
-        message = await receive()
-        heard.set_result(f"{len(body or b'')} {message['type']}")
-
-    async with serving(waits) as server:
-        _, writer = await connect(server)
-        writer.write(post("/long-prompt", b"x" * 60_000))
-        await writer.drain()
-        await asyncio.sleep(0.1)
-        writer.close()
-        assert await asyncio.wait_for(heard, 2) == "60000 http.disconnect"

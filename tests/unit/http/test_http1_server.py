@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from aigw.http import http1_connection
+from aigw.http.http1_exchange import EXCHANGE
 from aigw.http.http1_server import Server, StartupFailed
 
 Scope = dict[str, Any]
@@ -741,16 +742,18 @@ async def test_a_pipelined_request_starts_in_a_context_of_its_own_not_the_one_be
     assert seen == ["", "", "", ""]
 
 
+@pytest.mark.parametrize("taken", ["receive", "body_now"])
 async def test_a_client_that_leaves_after_sending_a_large_body_is_heard_to_leave(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A body over the buffer's limit paused reading; once the app has it all, reading resumes: else the app
-    (a model call with a long prompt) never hears the client went away and runs on for nobody."""
+        monkeypatch: pytest.MonkeyPatch, taken: str) -> None:
+    """A body over the buffer's limit paused reading; once the app has it all (read with ``receive`` or taken at
+    once with the Exchange's ``body_now``), reading resumes: else the app (a model call with a long prompt) never
+    hears the client went away and runs on for nobody."""
     monkeypatch.setattr(http1_connection, "HIGH_WATER", 1024)
     heard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     @with_lifespan
     async def waits(scope: Scope, receive: Any, send: Any) -> None:
-        body = await read_body(receive)
+        body = (scope[EXCHANGE].body_now() or b"") if taken == "body_now" else await read_body(receive)
         message = await receive()  # nothing to answer yet (an upstream call would run now)
         heard.set_result(f"{len(body)} {message['type']}")
 

@@ -262,7 +262,8 @@ def _sibling(key_id: str, key_limits: Limits, project_rpm: int) -> RequestContex
                           principal=principal_for(grant))
 
 
-async def test_a_call_refused_by_its_keys_budget_takes_nothing_from_its_projects_rpm() -> None:
+def _limits_and_budget() -> tuple[Any, Any]:
+    """The limits and budget stages over in-memory counters, for a priced ``mock`` deployment."""
     from aigw.pipeline.stages import budget
 
     mock = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(input_per_mtok=1, output_per_mtok=2))
@@ -273,6 +274,11 @@ async def test_a_call_refused_by_its_keys_budget_takes_nothing_from_its_projects
     deps.services[SERVICE] = svc
     lim, bud = limits.build(deps), budget.build(deps)
     assert lim is not None and bud is not None
+    return lim, bud
+
+
+async def test_a_call_refused_by_its_keys_budget_takes_nothing_from_its_projects_rpm() -> None:
+    lim, bud = _limits_and_budget()
     for _ in range(3):  # a key whose budget is spent keeps calling: each call is refused before any upstream
         ctx = _sibling("spent", Limits(budget_usd=0.0, budget_period="total"), project_rpm=2)
         assert await lim.on_request(ctx) is None
@@ -292,16 +298,7 @@ async def test_a_call_refused_by_its_keys_budget_takes_nothing_from_its_projects
 async def test_a_budget_refusal_reports_the_rate_figures_without_the_request_it_gives_back() -> None:
     # a key with 5 rpm whose budget is spent: each 429 said x-ratelimit-remaining-requests 4 (and its tokens less
     # this call's estimate) though the refused call is given back: a client-side limiter held back a call too many
-    from aigw.pipeline.stages import budget
-
-    mock = Deployment(name="mock", provider="mock", id="mock#0", prices=Prices(input_per_mtok=1, output_per_mtok=2))
-    limiter, budgets = MemoryRateLimiter(), MemoryBudgets()
-    svc = TenancyServices(config=TenancyConfig(), limiter=limiter, budgets=budgets, gate=MemoryGate(limiter, budgets),
-                          prices=PriceBook([mock]), tokens=TokenCounter(), ledger=Ledger(Sink(), LedgerConfig()))
-    deps = StageDeps(config=GatewayConfig(models=[mock]))
-    deps.services[SERVICE] = svc
-    lim, bud = limits.build(deps), budget.build(deps)
-    assert lim is not None and bud is not None
+    lim, bud = _limits_and_budget()
     for _ in range(2):
         ctx = _sibling("spent", Limits(rpm=5, tpm=1000, budget_usd=0.0, budget_period="total"), project_rpm=10)
         assert await lim.on_request(ctx) is None
