@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aigw.accounting.pricing import Price, PriceBook, load_table
 from aigw.accounting.usage import Tokens, tokens_from_usage
 from aigw.config.models import Deployment, Prices
@@ -319,3 +321,34 @@ def test_openai_snapshots_with_four_digit_dates_are_priced() -> None:
         assert book.unknown == set(), model
         cost = book.for_deployment("d0").cost_nano(Tokens(fresh_input=1_000_000, output=1_000_000))
         assert cost == round((inp + out) * 1e9), model
+
+
+# Ids users commonly call, as the provider spells them and as a dated snapshot: each must cost something.
+COMMONLY_CALLED = ("o1-pro", "o1-pro-2025-03-19", "o3-pro", "o3-pro-2025-06-10", "gpt-5-pro", "gpt-5-pro-2025-10-06")
+
+
+def test_no_commonly_called_model_costs_nothing() -> None:
+    """A model the table does not price costs $0 with only a start-up warning: its spend is never charged and a
+    budget never stops it. The table's only free entries are the mock provider's."""
+    _, table = load_table()
+    assert sorted(name for name, p in table.items() if p.input == p.output == 0) == ["mock", "mock-embed", "mock-large"]
+    for model in COMMONLY_CALLED:
+        book = _book(Deployment(name="chat", provider="openai_compatible", model=model, api_base="http://x"))
+        assert book.unknown == set(), model
+        assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=1_000, output=1_000)) > 0, model
+
+
+@pytest.mark.parametrize(("model", "want"), [
+    # 1k prompt (200 of it cached: no discount on these) x input + 2k completion (1.5k reasoning) x output
+    ("o1-pro", 1_000 * 150_000 + 2_000 * 600_000),  # $150 / $600 a million
+    ("o3-pro-2025-06-10", 1_000 * 20_000 + 2_000 * 80_000),  # $20 / $80
+    ("gpt-5-pro-2025-10-06", 1_000 * 15_000 + 2_000 * 120_000),  # $15 / $120
+])
+def test_openais_pro_reasoning_models_bill_their_list_prices(model: str, want: int) -> None:
+    """OpenAI's pro models list no cached-input rate, and bill reasoning as output; they cost $0 before."""
+    book = _book(Deployment(name=model, provider="openai", api_base="http://x"))
+    tokens = tokens_from_usage({"prompt_tokens": 1_000, "completion_tokens": 2_000,
+                                "prompt_tokens_details": {"cached_tokens": 200},
+                                "completion_tokens_details": {"reasoning_tokens": 1_500}})
+    assert tokens is not None and tokens.cached_input == 200 and tokens.reasoning == 1_500
+    assert book.for_deployment("d0").cost_nano(tokens) == want
