@@ -324,7 +324,9 @@ def test_openai_snapshots_with_four_digit_dates_are_priced() -> None:
 
 
 # Ids users commonly call, as the provider spells them and as a dated snapshot: each must cost something.
-COMMONLY_CALLED = ("o1-pro", "o1-pro-2025-03-19", "o3-pro", "o3-pro-2025-06-10", "gpt-5-pro", "gpt-5-pro-2025-10-06")
+COMMONLY_CALLED = ("o1-pro", "o1-pro-2025-03-19", "o3-pro", "o3-pro-2025-06-10", "gpt-5-pro", "gpt-5-pro-2025-10-06",
+                   "claude-3-opus", "claude-3-opus-20240229", "claude-3-opus-latest",
+                   "anthropic.claude-3-opus-20240229-v1:0", "claude-3-opus@20240229")
 
 
 def test_no_commonly_called_model_costs_nothing() -> None:
@@ -352,3 +354,18 @@ def test_openais_pro_reasoning_models_bill_their_list_prices(model: str, want: i
                                 "completion_tokens_details": {"reasoning_tokens": 1_500}})
     assert tokens is not None and tokens.cached_input == 200 and tokens.reasoning == 1_500
     assert book.for_deployment("d0").cost_nano(tokens) == want
+
+
+def test_claude_3_opus_bills_its_list_and_cache_prices_under_every_spelling() -> None:
+    """Claude Opus 3 (platform.claude.com pricing: $15 in, $18.75 5-minute and $30 1-hour writes, $1.50 reads,
+    $75 out) was not in the table: under its dated, alias, Bedrock and Vertex ids every call cost $0."""
+    usage = {"input_tokens": 100, "cache_read_input_tokens": 10_000, "cache_creation_input_tokens": 2_000,
+             "cache_creation": {"ephemeral_5m_input_tokens": 1_000, "ephemeral_1h_input_tokens": 1_000},
+             "output_tokens": 500}
+    tokens = tokens_from_usage(usage)
+    assert tokens is not None
+    for model in ("claude-3-opus-20240229", "claude-3-opus-latest", "us.anthropic.claude-3-opus-20240229-v1:0"):
+        book = _book(Deployment(name=model, provider="anthropic", api_base="http://x"))
+        # 100 x $15 + 10k reads x $1.50 + 1k 5-minute writes x $18.75 + 1k 1-hour writes x $30 + 500 out x $75
+        assert book.for_deployment("d0").cost_nano(tokens) == \
+            1_500_000 + 15_000_000 + 18_750_000 + 30_000_000 + 37_500_000, model
