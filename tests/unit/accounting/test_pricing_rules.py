@@ -326,7 +326,10 @@ def test_openai_snapshots_with_four_digit_dates_are_priced() -> None:
 # Ids users commonly call, as the provider spells them and as a dated snapshot: each must cost something.
 COMMONLY_CALLED = ("o1-pro", "o1-pro-2025-03-19", "o3-pro", "o3-pro-2025-06-10", "gpt-5-pro", "gpt-5-pro-2025-10-06",
                    "claude-3-opus", "claude-3-opus-20240229", "claude-3-opus-latest",
-                   "anthropic.claude-3-opus-20240229-v1:0", "claude-3-opus@20240229")
+                   "anthropic.claude-3-opus-20240229-v1:0", "claude-3-opus@20240229",
+                   "chatgpt-4o-latest", "openai/chatgpt-4o-latest", "gpt-5-chat-latest", "gpt-5-chat", "gpt-5-codex",
+                   "codex-mini-latest", "o1-mini", "o1-mini-2024-09-12", "o1-preview", "o1-preview-2024-09-12",
+                   "gpt-4.5-preview", "gpt-4.5-preview-2025-02-27")
 
 
 def test_no_commonly_called_model_costs_nothing() -> None:
@@ -369,3 +372,19 @@ def test_claude_3_opus_bills_its_list_and_cache_prices_under_every_spelling() ->
         # 100 x $15 + 10k reads x $1.50 + 1k 5-minute writes x $18.75 + 1k 1-hour writes x $30 + 500 out x $75
         assert book.for_deployment("d0").cost_nano(tokens) == \
             1_500_000 + 15_000_000 + 18_750_000 + 30_000_000 + 37_500_000, model
+
+
+@pytest.mark.parametrize(("model", "want"), [
+    # 1M fresh input + 1M cached input (at the input price where none is listed) + 1M output, $ a million
+    ("chatgpt-4o-latest", (5 + 5 + 15) * 10**9),
+    ("gpt-5-chat-latest", 11_375_000_000), ("gpt-5-codex", 11_375_000_000),  # 1.25 + 0.125 + 10
+    ("codex-mini-latest", 7_875_000_000),  # 1.50 + 0.375 + 6
+    ("o1-mini-2024-09-12", 6_050_000_000),  # 1.10 + 0.55 + 4.40
+    ("o1-preview-2024-09-12", 82_500_000_000),  # 15 + 7.50 + 60
+    ("gpt-4.5-preview-2025-02-27", 262_500_000_000),  # 75 + 37.50 + 150
+])
+def test_openais_aliases_and_older_snapshots_bill_their_list_prices(model: str, want: int) -> None:
+    """chatgpt-4o-latest ($5 / $15, not gpt-4o's $2.50 / $10) and these ids were not in the table: $0 a call."""
+    book = _book(Deployment(name="chat", provider="openai", model=model, api_base="http://x"))
+    assert book.unknown == set()
+    assert book.for_deployment("d0").cost_nano(Tokens(fresh_input=10**6, cached_input=10**6, output=10**6)) == want
