@@ -93,7 +93,7 @@ def cluster(redis_isolated: tuple[str, str], tmp_path: Path) -> Iterator[Cluster
     try:
         upgrade = subprocess.run([sys.executable, "-m", "aigw", "db", "upgrade", "--database-url", dsn],
                                  env=_env(), capture_output=True, timeout=60, check=False)
-        assert upgrade.returncode == 0 and b"applied migrations [1, 2, 3, 4]" in upgrade.stdout, upgrade.stderr
+        assert upgrade.returncode == 0 and b"applied migrations [1, 2, 3, 4, 5]" in upgrade.stdout, upgrade.stderr
         config = {
             "server": {"master_key": MASTER}, "database_url": dsn, "redis_url": redis_url, "redis_prefix": prefix,
             "models": [{**PRICED_MOCK, "latency_ms": 20}],

@@ -50,6 +50,19 @@ async def _run(url: str, apply: bool) -> tuple[list[int], list[int]]:
         await db.close()
 
 
+def _upgrade_request_log(url: str) -> str:
+    """SQLite's request log is a file of its own beside the database (PostgreSQL's day tables are in the database,
+    upgraded by its migrations): its day tables get what they lack, as the gateway's start would give them."""
+    from aigw.observability.request_log_sql import upgrade_sqlite_log
+    from aigw.observability.setup import sqlite_request_log_path
+
+    path = sqlite_request_log_path(url)
+    if not path or not os.path.exists(path):  # no request log yet: its day tables will be made as they are now
+        return ""
+    changed = asyncio.run(upgrade_sqlite_log(path))
+    return f"request log {os.path.abspath(path)}: upgraded {changed} day tables" if changed else ""
+
+
 @click.group("db")
 def db_group() -> None:
     """The database: schema migrations."""
@@ -67,10 +80,14 @@ def upgrade(config_path: str | None, database_url: str | None) -> None:
     url = _url(config_path, database_url)
     try:
         applied, _ = asyncio.run(_run(url, apply=True))
+        request_log = _upgrade_request_log(url)
     except Exception as exc:
         click.echo(f"error: migration failed: {type(exc).__name__}: {exc} ({shown_database(url)})", err=True)
         sys.exit(1)
-    click.echo(f"{shown_database(url)}: " + (f"applied migrations {applied}" if applied else "database is up to date"))
+    done = [f"applied migrations {applied}"] if applied else []
+    if request_log:
+        done.append(request_log)
+    click.echo(f"{shown_database(url)}: " + ("; ".join(done) or "database is up to date"))
 
 
 @db_group.command("status")

@@ -42,8 +42,16 @@ def table_for(day: int) -> str:
     return f"{PREFIX}{int(day)}"
 
 
+def _tenant_index_sql(day: int) -> str:
+    """A tenant's page (``tenant_id = ?``, ``ORDER BY ts DESC, request_id DESC``) read in its order from its
+    first row: without it a tenant admin's listing scanned the whole day. PostgreSQL's migration 5 adds it to
+    the day tables made before it; SQLite's request log file adds it on open (``_open_days``)."""
+    t = table_for(day)
+    return f"CREATE INDEX IF NOT EXISTS {t}_tenant ON {t} (tenant_id, ts, request_id)"
+
+
 def _create_sql(day: int, table_options: str = "") -> list[str]:
-    """A day table clustered by time (inserts append), with lookups by request id and by key.
+    """A day table clustered by time (inserts append), with lookups by request id, by key and by tenant.
 
     A replayed batch is ignored by the (ts, request_id) key; a client that reuses its own
     x-request-id for a new request still gets both requests logged."""
@@ -53,6 +61,7 @@ def _create_sql(day: int, table_options: str = "") -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {t} ({cols}, PRIMARY KEY (ts, request_id)){table_options}",
         f"CREATE INDEX IF NOT EXISTS {t}_id ON {t} (request_id)",
         f"CREATE INDEX IF NOT EXISTS {t}_key ON {t} (key_id, ts)",
+        _tenant_index_sql(day),
     ]
 
 
@@ -117,6 +126,11 @@ def _days_in_range(days: Sequence[int], q: RequestQuery) -> list[int]:
     if q.cursor is not None:
         hi = min(hi, int(q.cursor[0] // DAY_S)) if hi is not None else int(q.cursor[0] // DAY_S)
     return sorted((d for d in days if (lo is None or d >= lo) and (hi is None or d <= hi)), reverse=True)
+
+
+def _page_sql(day: int, where: str, limit: int) -> str:
+    """One day's part of a page, newest first (both stores send it; its tests explain it)."""
+    return f"SELECT {_NAMES} FROM {table_for(day)}{where} ORDER BY ts DESC, request_id DESC LIMIT {int(limit)}"
 
 
 CONNECT_TIMEOUT_S = 5.0  # opening the PostgreSQL request log: a silent server fails the open, not the start
@@ -194,22 +208,42 @@ def _list_days(conn: sqlite3.Connection) -> set[int]:
 
 
 def _open_days(conn: sqlite3.Connection) -> set[int]:
-    """The day tables there are, each given the columns added since it was made."""
-    days = _list_days(conn)
-    for day in days:
+    """The day tables there are, each given the columns and the index added since it was made."""
+    _upgrade_days(conn)
+    return _list_days(conn)
+
+
+def _upgrade_days(conn: sqlite3.Connection) -> int:
+    """Give each day table the columns and the tenant index added since it was made; how many it changed."""
+    changed = set()
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    for day in _list_days(conn):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table_for(day)})")}
         for column in (c for c in _ADDED if c not in have):
             conn.execute(f"ALTER TABLE {table_for(day)} ADD COLUMN {column} {_TYPES[column]}")
-    return days
+            changed.add(day)
+        if f"{table_for(day)}_tenant" not in indexes:
+            conn.execute(_tenant_index_sql(day))
+            changed.add(day)
+    return len(changed)
+
+
+async def upgrade_sqlite_log(path: str) -> int:
+    """``aigw db upgrade`` for the request log file at ``path`` (what its open does): how many day tables it
+    changed, 0 the second time."""
+    db = SqliteThread(path)
+    await db.open()
+    try:
+        return await db.run(_upgrade_days)
+    finally:
+        await db.close()
 
 
 def _query_days(days: list[int], where: str, args: list[Any], limit: int,
                 conn: sqlite3.Connection) -> list[RequestRecord]:
     out: list[RequestRecord] = []
     for day in days:
-        sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)}{where} "
-               f"ORDER BY ts DESC, request_id DESC LIMIT {int(limit - len(out))}")
-        out += [_record(row) for row in conn.execute(sql, args)]
+        out += [_record(row) for row in conn.execute(_page_sql(day, where, limit - len(out)), args)]
         if len(out) >= limit:
             break
     return out
@@ -293,8 +327,7 @@ class PostgresRequestLog:
         out: list[RequestRecord] = []
         self._days = await self._list_days()  # another replica may have opened a day
         for day in _days_in_range(sorted(self._days), q):
-            sql = (f"SELECT {', '.join(COLUMNS)} FROM {table_for(day)}{where} "
-                   f"ORDER BY ts DESC, request_id DESC LIMIT {int(q.limit - len(out))}")
+            sql = _page_sql(day, where, q.limit - len(out))
             out += [_record(tuple(row)) for row in await self._pool.fetch(sql, *args)]
             if len(out) >= q.limit:
                 break

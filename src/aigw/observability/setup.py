@@ -115,15 +115,21 @@ def _password(url: str) -> tuple[str, str]:
 _DEFAULT_PASSWORDS = frozenset({"postgres", "password", "redis", "root", "admin", "guest"})
 
 
+def sqlite_request_log_path(database_url: str) -> str:
+    """The SQLite request log file of ``database_url`` ("" if it has none). A file of its own beside the
+    database: SQLite has one writer at a time, and the request log's batches must never make the spend
+    ledger's writes wait (or fail with "database is locked")."""
+    if not database_url.startswith("sqlite:///"):
+        return ""
+    db = Path(database_url.removeprefix("sqlite:///") or "aigw.db")
+    return str(db.with_name(f"{db.stem}.requests{db.suffix or '.db'}"))
+
+
 def request_log_store(database_url: str, writer: str = "process") -> RequestLogStore:
     from aigw.observability.request_log_sql import PostgresRequestLog, SqliteRequestLog
 
-    if database_url.startswith("sqlite:///"):
-        # A file of its own beside the database: SQLite has one writer at a time, and the request log's
-        # batches must never make the spend ledger's writes wait (or fail with "database is locked").
-        db = Path(database_url.removeprefix("sqlite:///") or "aigw.db")
-        return SqliteRequestLog(str(db.with_name(f"{db.stem}.requests{db.suffix or '.db'}")),
-                                background_writer=writer == "process")
+    if path := sqlite_request_log_path(database_url):
+        return SqliteRequestLog(path, background_writer=writer == "process")
     if database_url.startswith(("postgres://", "postgresql://")):
         return PostgresRequestLog(database_url)
     return MemoryRequestLog()

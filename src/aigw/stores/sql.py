@@ -17,6 +17,7 @@ from typing import Any, Protocol
 Row = dict[str, Any]
 
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_DOLLAR_QUOTED = re.compile(r"(\$\$.*?\$\$)", re.S)
 
 
 class Sql(Protocol):
@@ -59,9 +60,17 @@ def migrations(package: str) -> list[tuple[int, str]]:
 
 
 def split_statements(script: str) -> list[str]:
-    """Statements of a migration file (no semicolons inside our literals)."""
+    """Statements of a migration file (no semicolons inside our literals; a ``$$ ... $$`` body, as a
+    PostgreSQL ``DO`` block's, is kept whole)."""
     lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements, current = [], ""
+    for i, part in enumerate(_DOLLAR_QUOTED.split("\n".join(lines))):
+        first, *rest = [part] if i % 2 else part.split(";")  # odd parts: the quoted bodies
+        current += first
+        for piece in rest:
+            statements.append(current)
+            current = piece
+    return [s.strip() for s in (*statements, current) if s.strip()]
 
 
 async def applied_versions(db: Sql) -> set[int]:
