@@ -115,8 +115,8 @@ def _where(q: RequestQuery, ph: Any) -> tuple[str, list[Any]]:
         add("status >= {} AND status < {}", q.status_class * 100, q.status_class * 100 + 100)
     if q.min_latency_ms is not None:
         add("latency_ms >= {}", q.min_latency_ms)
-    if q.cursor is not None:
-        add("(ts < {} OR (ts = {} AND request_id < {}))", q.cursor[0], q.cursor[0], q.cursor[1])
+    if q.cursor is not None:  # a row value: the index (by time, or by tenant or key then time) starts at the cursor
+        add("(ts, request_id) < ({}, {})", q.cursor[0], q.cursor[1])
     return (" WHERE " + " AND ".join(parts)) if parts else "", args
 
 

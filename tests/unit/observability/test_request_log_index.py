@@ -35,6 +35,8 @@ def _listing(ph: Any, q: RequestQuery) -> tuple[str, list[Any]]:
 
 TENANT_PAGES = [RequestQuery(tenant_id="t3", limit=51),
                 RequestQuery(tenant_id="t3", since=DAY * DAY_S + 100, until=DAY * DAY_S + 1500, limit=51)]
+# a later page: the index starts at the cursor, rather than reading every newer row of the tenant's day again
+LATER_PAGE = RequestQuery(tenant_id="t3", cursor=(DAY * DAY_S + 963, "req_00963"), limit=51)
 
 
 async def _sqlite_plan(path: Path, q: RequestQuery) -> list[str]:
@@ -170,3 +172,31 @@ def test_postgres_day_tables_made_before_the_index_get_it_from_db_upgrade_once(
     again = runner.invoke(cli, ["db", "upgrade", "--database-url", url])
     assert again.exit_code == 0 and again.output.strip().endswith("database is up to date"), again.output
     assert asyncio.run(_pg_indexes(dsn, schema)) == indexes  # the second run changed nothing
+
+
+async def test_a_later_sqlite_page_starts_its_search_at_the_cursor(tmp_path: Path) -> None:
+    store = SqliteRequestLog(str(tmp_path / "log.db"))
+    await store.open()
+    try:
+        await store.write(_records())
+        [step] = await _sqlite_plan(tmp_path / "log.db", LATER_PAGE)
+        assert step.startswith(f"SEARCH {TABLE} USING INDEX {INDEX} (tenant_id=? AND (ts,request_id)<(?,?))"), step
+        got = [r.request_id for r in await store.query(LATER_PAGE)]
+        assert got == [f"req_{i:05d}" for i in range(943, -1, -20)][:51]
+    finally:
+        await store.close()
+
+
+async def test_a_later_postgres_page_starts_its_search_at_the_cursor(postgres_schema: tuple[str, str]) -> None:
+    dsn, schema = postgres_schema
+    store = PostgresRequestLog(dsn, schema)
+    await store.open()
+    try:
+        await store.write(_records())
+        plan = await _pg_plan(dsn, schema, LATER_PAGE)
+        assert f"Index Scan Backward using {INDEX}" in plan, plan
+        assert "Index Cond: ((tenant_id = 't3'::text) AND (ROW(ts, request_id) < ROW(" in plan, plan
+        got = [r.request_id for r in await store.query(LATER_PAGE)]
+        assert got == [f"req_{i:05d}" for i in range(943, -1, -20)][:51]
+    finally:
+        await store.close()
