@@ -22,7 +22,7 @@ from aigw.observability.request_log import COLUMNS, DAY_S, RequestQuery, Request
 from aigw.observability.request_log_rows import write_payload
 from aigw.pg_text import pg_rows, pg_text
 from aigw.sqlite_process import PriorityWriter, shareable
-from aigw.sqlite_thread import SqliteThread
+from aigw.sqlite_thread import SqliteThread, while_locked
 
 PREFIX = "aigw_request_log_d"
 _TABLE = re.compile(rf"^{PREFIX}(\d+)$")
@@ -159,7 +159,8 @@ class SqliteRequestLog:
 
     async def open(self) -> None:
         await self._db.open()
-        self._days = await self._db.run(_open_days)
+        # another worker may be indexing the days (``_upgrade_days``): a big day takes longer than the busy timeout
+        self._days = await while_locked(partial(self._db.run, _open_days), self.path)
 
     async def write(self, records: Sequence[RequestRecord]) -> None:
         by_day: dict[int, list[tuple[Any, ...]]] = {}
@@ -234,7 +235,7 @@ async def upgrade_sqlite_log(path: str) -> int:
     db = SqliteThread(path)
     await db.open()
     try:
-        return await db.run(_upgrade_days)
+        return await while_locked(partial(db.run, _upgrade_days), path)
     finally:
         await db.close()
 

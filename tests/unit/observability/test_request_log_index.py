@@ -200,3 +200,32 @@ async def test_a_later_postgres_page_starts_its_search_at_the_cursor(postgres_sc
         assert got == [f"req_{i:05d}" for i in range(943, -1, -20)][:51]
     finally:
         await store.close()
+
+
+async def test_a_worker_opening_the_log_while_another_indexes_it_waits_rather_than_losing_its_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --workers N`` after an upgrade: one worker builds the old days' indexes (as long as a day is big)
+    while the others' open waits for the file. A wait past SQLite's busy timeout (5 s; 0.1 s here) failed the
+    open, and that worker's request log stayed in memory till a restart."""
+    import functools
+    import threading
+
+    from aigw.observability import request_log_sql
+    from aigw.sqlite_child import WAL_PRAGMAS
+
+    await _old_sqlite_log(tmp_path / "log.db")
+    short = (*(p for p in WAL_PRAGMAS if "busy_timeout" not in p), "PRAGMA busy_timeout=100")
+    monkeypatch.setattr(request_log_sql, "SqliteThread",
+                        functools.partial(request_log_sql.SqliteThread, pragmas=short))
+    holder = sqlite3.connect(tmp_path / "log.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # the other worker, building an index
+    released = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
+    released.start()
+    store = SqliteRequestLog(str(tmp_path / "log.db"))
+    try:
+        await store.open()
+        assert f"{TABLE}_tenant" in {name for name, _ in _sqlite_indexes(tmp_path / "log.db")}
+    finally:
+        released.join()
+        holder.close()
+        await store.close()
