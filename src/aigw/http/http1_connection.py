@@ -21,9 +21,10 @@ from urllib.parse import unquote
 
 import httptools
 
+from aigw.http import http1_head
 from aigw.http.eager import start_eagerly
 from aigw.http.http1_exchange import EXCHANGE, Exchange, status_line
-from aigw.http.http1_head import MAX_HEAD_BYTES, MAX_HEADERS, HeadTooLarge, UrlTooLong, charged, head_size
+from aigw.http.http1_head import MAX_HEAD_BYTES, MAX_HEADERS, HeadTooLarge, UrlTooLong, charged
 from aigw.http.http1_state import ServerState
 
 log = logging.getLogger("aigw.http.server")
@@ -95,21 +96,18 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # ignored (RFC 9110 allows it): answered as plain HTTP, then closed,
-            self._refuse(400, b"Upgrade is not supported.")  # since what follows is another protocol's bytes
-        except httptools.HttpParserError as exc:
+            self._refuse(400, "Upgrade is not supported.")  # since what follows is another protocol's bytes
+        except httptools.HttpParserError as exc:  # llhttp's own finding, or a check of ours (``http1_head``)
             why = exc.__cause__ or exc.__context__
-            if isinstance(why, UrlTooLong):  # RFC 9112 3: a request-target too long to parse is a 414
-                self._refuse(414, b"Request target too long.")
-            elif isinstance(why, HeadTooLarge):
-                self._refuse(431, b"Request header fields too large.")
-            else:
-                self._refuse(400, b"Invalid HTTP request.")
+            if not isinstance(why, http1_head.Refused):
+                why = http1_head.Refused()
+            self._refuse(why.status, why.message)
         else:
             if self.head_since is not None:  # a head still incomplete: its reads so far count against the limit
                 # (a request ended in this read: the head still arriving began in it, after that request's bytes)
                 self.head_bytes = charged(self.head_bytes, self.ended_in_read, len(data), self.url, self.headers)
                 if self.head_bytes > MAX_HEAD_BYTES:
-                    self._refuse(431, b"Request header fields too large.")
+                    self._refuse(HeadTooLarge.status, HeadTooLarge.message)
         ex = self.starting
         if ex is not None:  # a body that came with its head is whole now: the app reads it without waiting
             self.starting = None
@@ -187,7 +185,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         # counted exactly when the head spanned reads (``head_bytes`` may miss part of its first) or its read was big
         if len(self.headers) > MAX_HEADERS or ((self.head_bytes or self.read_size > MAX_HEAD_BYTES)
-                                               and head_size(self.url, self.headers) > MAX_HEAD_BYTES):
+                                               and http1_head.head_size(self.url, self.headers) > MAX_HEAD_BYTES):
             raise HeadTooLarge()
         self.head_since = None
         parser = self.parser
@@ -283,7 +281,7 @@ class Connection(asyncio.Protocol):
         if ex.complete:
             return
         if not ex.started and not self.closed:
-            self._answer_and_close(500, b"Internal Server Error")
+            self._answer_and_close(500, "Internal server error.")
         ex.complete = True
         ex.wake()
         if self.linger_since is None:  # (a lingering close, after a bad request's 400, ends on its own)
@@ -311,7 +309,7 @@ class Connection(asyncio.Protocol):
             self.idle_since = self.state.now
             self.resume_reading()
 
-    def _refuse(self, status: int, message: bytes) -> None:
+    def _refuse(self, status: int, message: str) -> None:
         current = self.current
         if current is not None and current is not self.parsing:  # a later request is bad: answer the one in
             self._pause_reading()  # flight, then close; read nothing more
@@ -328,10 +326,12 @@ class Connection(asyncio.Protocol):
             current.cancel_if_asked()
         self._linger()
 
-    def _answer_and_close(self, status: int, message: bytes) -> None:
-        """The server's own plain-text answer (a 400, a 500 for a failed app), on a connection that closes after."""
-        self.transport.write(status_line(status) + self.state.date + b"content-type: text/plain; charset=utf-8\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message))
+    def _answer_and_close(self, status: int, message: str) -> None:
+        """The server's own answer (a 400, a 500 for a failed app) in the gateway's JSON error shape, on a
+        connection that closes after."""
+        body = http1_head.refusal_body(status, message)
+        self.transport.write(status_line(status) + self.state.date + b"content-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(body), body))
 
     def queue_write(self, data: bytes) -> None:
         """Stream parts sent in one loop turn (an upstream read often holds many events) leave in one

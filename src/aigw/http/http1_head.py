@@ -1,5 +1,6 @@
-"""A request head's limits on aigw's HTTP/1.1 server: how big a head and how many headers, and the errors the
-parser's callbacks raise to refuse one (``http1_connection`` answers them 431 or 414).
+"""A request head's checks on aigw's HTTP/1.1 server: how big a head and how many headers, and the errors the
+parser's callbacks raise to refuse one; ``http1_connection`` answers each with its status, in the gateway's JSON
+error shape (``refusal_body``), and closes the connection.
 
 A head is measured once it is whole (``head_size``); while it is still arriving, its reads are counted as they
 come, so a client trickling header lines is refused at the limit instead of buffered without end.
@@ -7,16 +8,41 @@ come, so a client trickling header lines is refused at the limit instead of buff
 
 from __future__ import annotations
 
+import orjson
+
+from aigw import errors
+from aigw.http.wire_openai import error_body
+
 MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; more gets 431
 MAX_HEADERS = 200
 
 
-class HeadTooLarge(Exception):
-    pass
+class Refused(Exception):
+    """A request the server answers itself with ``status`` and ``message`` (then closes the connection)."""
+
+    status = 400
+    message = "Invalid HTTP request."
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+
+class HeadTooLarge(Refused):
+    status = 431
+    message = "Request header fields too large."
 
 
 class UrlTooLong(HeadTooLarge):
-    pass
+    status = 414  # RFC 9112 3: a request-target too long to parse
+    message = "Request target too long."
+
+
+def refusal_body(status: int, message: str) -> bytes:
+    """The body of the server's own answer: the gateway's JSON error shape, as the app's errors have it."""
+    err = errors.InvalidRequest(message, status=status) if status < 500 else errors.GatewayError(message)
+    return orjson.dumps(error_body(err))
 
 
 def head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:

@@ -1,0 +1,49 @@
+"""aigw's own server against RFC 9112/9110 on requests an AI gateway meets: heads it must refuse (in the gateway's
+JSON error shape, then closing), upgrade offers it ignores, and request bodies framed in the ways clients frame
+them. Raw loopback sockets to a served gateway on the mock provider."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.test_http1_hit_qa import Conn
+from tests.support.gateway import RunningGateway
+
+
+def refused(c: Conn, status: int) -> dict[str, str]:
+    """The server's own refusal: ``status``, the gateway's JSON error shape, the connection closed after it."""
+    got, headers, body = c.answer()
+    assert got == status, body
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["type"] == ("invalid_request_error" if status < 500 else "api_error") and error["message"]
+    assert c.closed()
+    c.close()
+    return dict(error)
+
+
+BAD_HEADS = {
+    "not http": b"NOT HTTP AT ALL\r\n\r\n",
+    "obs-fold": b"GET /health/live HTTP/1.1\r\nhost: t\r\nx-a: one\r\n  two\r\n\r\n",  # RFC 9112 5.2
+    "two content-lengths": b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n"
+                           b"content-length: 3\r\n\r\n{}",  # RFC 9112 6.3 (5)
+    "content-length and chunked": b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n"
+                                  b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",  # 6.3 (3): smuggling
+    "chunked not last": b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", BAD_HEADS.values(), ids=BAD_HEADS.keys())
+def test_a_malformed_head_is_a_400_in_the_gateways_error_shape_and_the_connection_closes(
+        gateway: RunningGateway, raw: bytes) -> None:
+    c = Conn(gateway)
+    c.send(raw)
+    refused(c, 400)
+
+
+def test_a_head_too_large_is_a_431_in_the_gateways_error_shape(gateway: RunningGateway) -> None:
+    c = Conn(gateway)
+    c.send(b"GET /health/live HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n")
+    refused(c, 431)
