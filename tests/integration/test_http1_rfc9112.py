@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.integration.test_http1_hit_qa import Conn
+from tests.integration.test_http1_hit_qa import Conn, content
 from tests.support.gateway import RunningGateway
 
 
@@ -47,3 +47,49 @@ def test_a_head_too_large_is_a_431_in_the_gateways_error_shape(gateway: RunningG
     c = Conn(gateway)
     c.send(b"GET /health/live HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n")
     refused(c, 431)
+
+
+CHAT = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "Hello there"}]}).encode()
+
+
+def chat_head(*lines: bytes, version: bytes = b"1.1", length: int = len(CHAT)) -> bytes:
+    head = [b"POST /v1/chat/completions HTTP/%s" % version, b"content-type: application/json", *lines]
+    if length >= 0:
+        head.append(b"content-length: %d" % length)
+    return b"\r\n".join(head) + b"\r\n\r\n"
+
+
+def answered(c: Conn) -> str:
+    """A chat completion's answer: a 200 with the mock's content for ``CHAT`` (its whole prompt reached it)."""
+    status, _, body = c.answer()
+    assert status == 200, body
+    said = content(body)
+    assert said.startswith("Mock answer to: Hello there"), said
+    return said
+
+
+HOSTLESS = {
+    "no host": chat_head() + CHAT,
+    "two hosts": chat_head(b"host: t", b"host: u") + CHAT,
+    "two hosts on 1.0": chat_head(b"host: t", b"host: u", version=b"1.0") + CHAT,
+}
+
+
+@pytest.mark.parametrize("raw", HOSTLESS.values(), ids=HOSTLESS.keys())
+def test_a_request_without_one_host_header_is_a_400(gateway: RunningGateway, raw: bytes) -> None:
+    """RFC 9112 3.2: a 1.1 request without Host, and any with more than one, is a 400."""
+    c = Conn(gateway)
+    c.send(raw)
+    assert "Host" in refused(c, 400)["message"]
+
+
+def test_an_http_1_0_request_without_host_and_a_1_1_one_with_an_empty_host_are_served(
+        gateway: RunningGateway) -> None:
+    c = Conn(gateway)
+    c.send(chat_head(version=b"1.0") + CHAT)
+    answered(c)
+    c.close()
+    c = Conn(gateway)
+    c.send(chat_head(b"host:") + CHAT)  # RFC 9112 3.2: empty when the target has no authority
+    answered(c)
+    c.close()

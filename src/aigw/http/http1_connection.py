@@ -197,6 +197,7 @@ class Connection(asyncio.Protocol):
             raw_path, query = parsed.path or b"/", parsed.query or b""
         text = raw_path.decode("latin-1")
         version = parser.get_http_version()
+        http1_head.check_fields(version, self.headers)
         scope: dict[str, Any] = {
             "type": "http", "asgi": ASGI_VERSION, "http_version": version,
             "server": self.server, "client": self.client, "scheme": "http",
