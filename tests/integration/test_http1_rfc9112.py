@@ -5,6 +5,7 @@ them. Raw loopback sockets to a served gateway on the mock provider."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -92,4 +93,42 @@ def test_an_http_1_0_request_without_host_and_a_1_1_one_with_an_empty_host_are_s
     c = Conn(gateway)
     c.send(chat_head(b"host:") + CHAT)  # RFC 9112 3.2: empty when the target has no authority
     answered(c)
+    c.close()
+
+
+H2C = (b"host: t", b"connection: Upgrade, HTTP2-Settings", b"upgrade: h2c", b"http2-settings: AAMAAABkAARAAAAAAAIAAAAA")
+LIVE = b"GET /health/live HTTP/1.1\r\nhost: t\r\n\r\n"
+
+
+def chunked(body: bytes) -> bytes:
+    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "head then body"])
+def test_an_h2c_upgrade_offer_is_ignored_and_its_body_reaches_the_app_whole(
+        gateway: RunningGateway, framing: str) -> None:
+    """What some HTTP clients send (Java's HttpClient and RestClient, Ktor): the server speaks no h2c, so it
+    answers over HTTP/1.1 (RFC 9110 7.8) with the whole body read, and the connection serves the next request."""
+    c = Conn(gateway)
+    if framing == "chunked":
+        c.send(chat_head(*H2C, b"transfer-encoding: chunked", length=-1) + chunked(CHAT))
+    elif framing == "head then body":
+        c.send(chat_head(*H2C))
+        time.sleep(0.05)
+        c.send(CHAT)
+    else:
+        c.send(chat_head(*H2C) + CHAT)
+    answered(c)
+    c.send(LIVE)
+    status, headers, body = c.answer()
+    assert (status, json.loads(body)) == (200, {"status": "ok"}) and "connection" not in headers
+    c.close()
+
+
+def test_an_upgrade_offer_without_a_body_is_answered_and_the_next_request_too(gateway: RunningGateway) -> None:
+    c = Conn(gateway)
+    c.send(b"GET /health/live HTTP/1.1\r\n" + b"\r\n".join(H2C) + b"\r\n\r\n" + chat_head(b"host: t") + CHAT)
+    status, _, body = c.answer()
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    answered(c)  # pipelined behind it, never taken for another protocol's bytes
     c.close()

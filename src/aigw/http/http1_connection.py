@@ -21,10 +21,10 @@ from urllib.parse import unquote
 
 import httptools
 
-from aigw.http import http1_head
+from aigw.http import http1_head, http1_upgrade
 from aigw.http.eager import start_eagerly
 from aigw.http.http1_exchange import EXCHANGE, Exchange, status_line
-from aigw.http.http1_head import MAX_HEAD_BYTES, MAX_HEADERS, HeadTooLarge, UrlTooLong, charged
+from aigw.http.http1_head import MAX_HEAD_BYTES, HeadTooLarge, UrlTooLong, charged
 from aigw.http.http1_state import ServerState
 
 log = logging.getLogger("aigw.http.server")
@@ -66,6 +66,7 @@ class Connection(asyncio.Protocol):
         self.read_size = 0  # the bytes of the read being parsed
         self.ended_in_read = False  # a request ended in the read being parsed: a head begun after it shares the read
         self.expect_continue = False
+        self.upgrade_head: bytes | None = None  # an upgrade offer's head, to parse again as a plain request
         self.read_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -95,19 +96,18 @@ class Connection(asyncio.Protocol):
         self.ended_in_read = False
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # ignored (RFC 9110 allows it): answered as plain HTTP, then closed,
-            self._refuse(400, "Upgrade is not supported.")  # since what follows is another protocol's bytes
+            refused = None
+        except httptools.HttpParserUpgrade as exc:  # an upgrade offer: ignored, parsed as plain HTTP
+            refused = http1_upgrade.resume(self, data, exc.args[0])
         except httptools.HttpParserError as exc:  # llhttp's own finding, or a check of ours (``http1_head``)
-            why = exc.__cause__ or exc.__context__
-            if not isinstance(why, http1_head.Refused):
-                why = http1_head.Refused()
-            self._refuse(why.status, why.message)
-        else:
-            if self.head_since is not None:  # a head still incomplete: its reads so far count against the limit
-                # (a request ended in this read: the head still arriving began in it, after that request's bytes)
-                self.head_bytes = charged(self.head_bytes, self.ended_in_read, len(data), self.url, self.headers)
-                if self.head_bytes > MAX_HEAD_BYTES:
-                    self._refuse(HeadTooLarge.status, HeadTooLarge.message)
+            refused = http1_head.refused_by(exc)
+        if refused is not None:
+            self._refuse(refused.status, refused.message)
+        elif self.head_since is not None:  # a head still incomplete: its reads so far count against the limit
+            # (a request ended in this read: the head still arriving began in it, after that request's bytes)
+            self.head_bytes = charged(self.head_bytes, self.ended_in_read, len(data), self.url, self.headers)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._refuse(HeadTooLarge.status, HeadTooLarge.message)
         ex = self.starting
         if ex is not None:  # a body that came with its head is whole now: the app reads it without waiting
             self.starting = None
@@ -175,33 +175,32 @@ class Connection(asyncio.Protocol):
             raise UrlTooLong()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Called once a header (an SDK sends ~15), so kept short: the head's size and count are checked once it
-        is whole, and while it is not, read by read (``data_received``)."""
+        """Called once a header (an SDK sends ~15), so kept short: a head is checked once whole (``http1_head``)."""
         name = name.lower()
         self.headers.append((name, value))
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        # counted exactly when the head spanned reads (``head_bytes`` may miss part of its first) or its read was big
-        if len(self.headers) > MAX_HEADERS or ((self.head_bytes or self.read_size > MAX_HEAD_BYTES)
-                                               and http1_head.head_size(self.url, self.headers) > MAX_HEAD_BYTES):
-            raise HeadTooLarge()
-        self.head_since = None
         parser = self.parser
         url = self.url
+        version = parser.get_http_version()
+        http1_head.check(version, url, self.headers, self.head_bytes > 0 or self.read_size > MAX_HEAD_BYTES)
+        self.head_since = None
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
         else:  # absolute form (GET http://host/path) or "*"
             parsed = httptools.parse_url(url)
             raw_path, query = parsed.path or b"/", parsed.query or b""
         text = raw_path.decode("latin-1")
-        version = parser.get_http_version()
-        http1_head.check_fields(version, self.headers)
+        method = parser.get_method()
+        if parser.should_upgrade() and method != b"CONNECT":  # an upgrade offer: served as a plain request once
+            self.upgrade_head = http1_upgrade.replayed_head(method, url, version, self.headers)  # the parser pauses
+            return
         scope: dict[str, Any] = {
             "type": "http", "asgi": ASGI_VERSION, "http_version": version,
             "server": self.server, "client": self.client, "scheme": "http",
-            "method": parser.get_method().decode("latin-1"), "root_path": "",
+            "method": method.decode("latin-1"), "root_path": "",
             "path": unquote(text) if "%" in text else text, "raw_path": raw_path,
             "query_string": query, "headers": self.headers,
         }

@@ -39,9 +39,13 @@ class UrlTooLong(HeadTooLarge):
     message = "Request target too long."
 
 
-def check_fields(version: str, headers: list[tuple[bytes, bytes]]) -> None:
-    """What a whole head must have that llhttp leaves to its user, checked once a request (one pass over ~15
-    headers, ~0.5 µs): one Host header (RFC 9112 3.2: a 1.1 request without one, or any with more, is a 400)."""
+def check(version: str, url: bytes, headers: list[tuple[bytes, bytes]], measure: bool) -> None:
+    """A whole head's checks: its size (``measure``: counted exactly, as when the head spanned reads, since
+    ``head_bytes`` may miss part of its first, or its read was big) and header count,
+    then what llhttp leaves to its user, in one pass over its ~15 headers (~0.5 µs): one Host header (RFC 9112
+    3.2: a 1.1 request without one, or any with more, is a 400)."""
+    if len(headers) > MAX_HEADERS or (measure and head_size(url, headers) > MAX_HEAD_BYTES):
+        raise HeadTooLarge()
     hosts = 0
     for name, _ in headers:
         if name == b"host":
@@ -49,6 +53,12 @@ def check_fields(version: str, headers: list[tuple[bytes, bytes]]) -> None:
     if hosts != 1 and (hosts or version != "1.0"):
         raise Refused("A request must carry exactly one Host header." if hosts else
                       "An HTTP/1.1 request must carry a Host header.")
+
+
+def refused_by(exc: Exception) -> Refused:
+    """What a parser error refuses: a check of ours that raised in a callback, else llhttp's own finding."""
+    why = exc.__cause__ or exc.__context__
+    return why if isinstance(why, Refused) else Refused()
 
 
 def refusal_body(status: int, message: str) -> bytes:

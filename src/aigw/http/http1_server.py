@@ -14,9 +14,9 @@ timer per request), and shuts down gracefully.
 What it speaks: HTTP/1.1 and 1.0, keep-alive, pipelined requests (answered in
 order), request bodies with back-pressure, ``Expect: 100-continue``, HEAD,
 chunked responses when no content-length is given, ASGI 3 ``http`` and
-``lifespan``. Not: TLS, HTTP/2, websockets (an ``Upgrade`` is ignored: the request
-is answered as plain HTTP and the connection then closed); put a proxy in front
-for those, or run with ``server.http: uvicorn``.
+``lifespan``. Not: TLS, HTTP/2, websockets (an ``Upgrade`` offer, h2c or websocket, is
+ignored: the request, body and all, is served as plain HTTP/1.1 and the connection kept:
+``http1_upgrade``); put a proxy in front for those, or run with ``server.http: uvicorn``.
 
 Shutdown (``should_exit`` or SIGINT/SIGTERM): stop accepting, close idle
 connections, let requests in flight finish (up to ``graceful_timeout_s``, then

@@ -369,7 +369,6 @@ async def test_the_app_hears_of_a_client_that_leaves_mid_stream_and_may_stop_qui
 
 @pytest.mark.parametrize("request_head", [
     b"GET / HTTP/1.0\r\n\r\n",
-    b"GET / HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",  # upgrade ignored
     b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
 ])
 async def test_a_client_that_asks_to_close_is_answered_then_closed(request_head: bytes) -> None:
@@ -379,6 +378,19 @@ async def test_a_client_that_asks_to_close_is_answered_then_closed(request_head:
         status, headers, _ = await read_response(reader)
         assert status == 200 and headers["connection"] == "close"
         assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_an_upgrade_offer_is_answered_as_plain_http_and_the_connection_kept() -> None:
+    """RFC 9110 7.8: a server may ignore Upgrade; the client then goes on in HTTP/1.1 on the same connection."""
+    async with serving(echo) as server:
+        reader, writer = await connect(server)
+        offer = b"GET /ws HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+        writer.write(offer * 3 + post("/next", b"body"))  # in one read
+        for _ in range(3):
+            assert (await read_response(reader))[::2] == (200, b"GET /ws ? ")
+        status, headers, body = await read_response(reader)
+        assert (status, body) == (200, b"POST /next ? body") and "connection" not in headers
         writer.close()
 
 
