@@ -132,3 +132,31 @@ def test_an_upgrade_offer_without_a_body_is_answered_and_the_next_request_too(ga
     assert (status, json.loads(body)) == (200, {"status": "ok"})
     answered(c)  # pipelined behind it, never taken for another protocol's bytes
     c.close()
+
+
+@pytest.mark.parametrize("codings", [(b"gzip, chunked",), (b"gzip", b"chunked"), (b"identity, chunked",)])
+def test_a_transfer_coding_other_than_chunked_is_a_501_not_a_body_passed_on_still_coded(
+        gateway: RunningGateway, codings: tuple[bytes, ...]) -> None:
+    """RFC 9112 6.1: a server that does not understand a transfer coding answers 501. llhttp decodes only the
+    chunked framing: the app got the body still gzip-coded."""
+    c = Conn(gateway)
+    c.send(chat_head(b"host: t", *(b"transfer-encoding: " + v for v in codings), length=-1) + chunked(CHAT))
+    assert "chunked" in refused(c, 501)["message"]
+
+
+def test_an_http_1_0_request_with_transfer_encoding_is_a_400(gateway: RunningGateway) -> None:
+    """RFC 9112 6.1: 1.0 has no chunked coding, so its framing is faulty (a 1.0 proxy in front would read the
+    body another way: request smuggling); the connection closes."""
+    c = Conn(gateway)
+    c.send(chat_head(b"host: t", b"connection: keep-alive", b"transfer-encoding: chunked", version=b"1.0",
+                     length=-1) + chunked(CHAT) + LIVE)
+    refused(c, 400)
+
+
+def test_a_chunked_body_with_chunk_extensions_reaches_the_app_whole(gateway: RunningGateway) -> None:
+    c = Conn(gateway)
+    one, two = CHAT[:20], CHAT[20:]
+    c.send(chat_head(b"host: t", b"transfer-encoding: chunked", length=-1)
+           + b'%x;name="v;x"\r\n%b\r\n%x;n\r\n%b\r\n0;last\r\n\r\n' % (len(one), one, len(two), two))
+    answered(c)
+    c.close()

@@ -39,20 +39,41 @@ class UrlTooLong(HeadTooLarge):
     message = "Request target too long."
 
 
+class CodingNotImplemented(Refused):
+    status = 501  # RFC 9112 6.1: a transfer coding the server does not understand
+    message = "Only the chunked transfer coding is supported."
+
+
 def check(version: str, url: bytes, headers: list[tuple[bytes, bytes]], measure: bool) -> None:
     """A whole head's checks: its size (``measure``: counted exactly, as when the head spanned reads, since
     ``head_bytes`` may miss part of its first, or its read was big) and header count,
     then what llhttp leaves to its user, in one pass over its ~15 headers (~0.5 µs): one Host header (RFC 9112
-    3.2: a 1.1 request without one, or any with more, is a 400)."""
+    3.2: a 1.1 request without one, or any with more, is a 400), and a transfer coding it can decode (6.1)."""
     if len(headers) > MAX_HEADERS or (measure and head_size(url, headers) > MAX_HEAD_BYTES):
         raise HeadTooLarge()
     hosts = 0
-    for name, _ in headers:
+    coding = None
+    for name, value in headers:
         if name == b"host":
             hosts += 1
+        elif name == b"transfer-encoding":
+            coding = value if coding is None else coding + b"," + value
     if hosts != 1 and (hosts or version != "1.0"):
         raise Refused("A request must carry exactly one Host header." if hosts else
                       "An HTTP/1.1 request must carry a Host header.")
+    if coding is not None:
+        _check_coding(version, coding)
+
+
+def _check_coding(version: str, coding: bytes) -> None:
+    """llhttp decodes chunked framing only and hands any coding before it on undone (``gzip, chunked``: the app
+    got gzip bytes): a 501. Chunked not last, or twice, it refuses itself, once the app heard of the request.
+    HTTP/1.0 has no chunked coding: its framing is faulty (6.1), a smuggling risk behind a 1.0 proxy: a 400."""
+    if version == "1.0":
+        raise Refused("An HTTP/1.0 request cannot carry Transfer-Encoding.")
+    codings = [c.strip().lower() for c in coding.split(b",")]
+    if len(codings) > 1 and codings[-1] == b"chunked" and b"chunked" not in codings[:-1]:
+        raise CodingNotImplemented()
 
 
 def refused_by(exc: Exception) -> Refused:
