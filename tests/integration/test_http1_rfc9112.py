@@ -160,3 +160,17 @@ def test_a_chunked_body_with_chunk_extensions_reaches_the_app_whole(gateway: Run
            + b'%x;name="v;x"\r\n%b\r\n%x;n\r\n%b\r\n0;last\r\n\r\n' % (len(one), one, len(two), two))
     answered(c)
     c.close()
+
+
+def test_trailer_fields_after_a_chunked_body_are_not_taken_for_headers(gateway: RunningGateway) -> None:
+    """RFC 9110 6.5.1: trailers must not be merged into the header section. A trailer read as a header
+    (here an invalid ``x-aigw-timeout``, a 400 if it were one) would let a client past a proxy that filters
+    headers; the request is served as its head says, and the next one on the connection too."""
+    c = Conn(gateway)
+    trailers = b"x-aigw-timeout: soon\r\nx-checksum: abc\r\n"
+    c.send(chat_head(b"host: t", b"transfer-encoding: chunked", length=-1) + chunked(CHAT)[:-2] + trailers
+           + b"\r\n" + LIVE)
+    answered(c)
+    status, _, body = c.answer()
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    c.close()

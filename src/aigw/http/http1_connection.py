@@ -24,8 +24,8 @@ import httptools
 from aigw.http import http1_head, http1_upgrade
 from aigw.http.eager import start_eagerly
 from aigw.http.http1_exchange import EXCHANGE, Exchange, status_line
-from aigw.http.http1_head import MAX_HEAD_BYTES, HeadTooLarge, UrlTooLong, charged
-from aigw.http.http1_state import ServerState
+from aigw.http.http1_head import MAX_HEAD_BYTES, TRAILERS, HeadTooLarge, UrlTooLong, charged
+from aigw.http.http1_state import ServerState, address
 
 log = logging.getLogger("aigw.http.server")
 
@@ -86,8 +86,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server = _address(transport.get_extra_info("sockname"))
-        self.client = _address(transport.get_extra_info("peername"))
+        self.server = address(transport.get_extra_info("sockname"))
+        self.client = address(transport.get_extra_info("peername"))
         self.idle_since = self.state.now
         self.state.connections.add(self)
 
@@ -204,6 +204,7 @@ class Connection(asyncio.Protocol):
             "path": unquote(text) if "%" in text else text, "raw_path": raw_path,
             "query_string": query, "headers": self.headers,
         }
+        self.headers = TRAILERS  # what on_header hears from here to the next request: dropped (``http1_head``)
         # RFC 9110 10.1.1: a 1.0 client's "100-continue" is ignored (no 1xx may be sent to it)
         expect = self.expect_continue and version != "1.0"
         ex = scope[EXCHANGE] = Exchange(self, scope, parser.should_keep_alive() and not self.state.stopping, expect)
@@ -391,10 +392,3 @@ class Connection(asyncio.Protocol):
         if self.head_since is not None and self.head_since < head_limit:
             return True
         return self.body_since is not None and self.body_since < body_limit and not self.read_paused
-
-
-def _address(value: Any) -> tuple[str, int] | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    return None
-

@@ -76,6 +76,18 @@ def _check_coding(version: str, coding: bytes) -> None:
         raise CodingNotImplemented()
 
 
+class DroppedFields(list[tuple[bytes, bytes]]):
+    """Where a chunked body's trailer fields go, once the head's fields are the app's: nowhere. RFC 9110 6.5.1:
+    never merged into the header section (one read as a header would get past a proxy that filters headers),
+    and nothing in the gateway reads them; kept, a client could grow them without end."""
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        pass
+
+
+TRAILERS = DroppedFields()  # holds nothing, ever: shared by every connection
+
+
 def refused_by(exc: Exception) -> Refused:
     """What a parser error refuses: a check of ours that raised in a callback, else llhttp's own finding."""
     why = exc.__cause__ or exc.__context__

@@ -30,3 +30,10 @@ class ServerState:
         self.date = date_line()
         self.stopping = False
         self.emptied: asyncio.Event | None = None  # set at shutdown: told when the last connection is gone
+
+
+def address(value: Any) -> tuple[str, int] | None:
+    """A socket's address as the ASGI scope has it (``server``, ``client``): host and port, or None."""
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None
