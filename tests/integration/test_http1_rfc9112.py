@@ -174,3 +174,12 @@ def test_trailer_fields_after_a_chunked_body_are_not_taken_for_headers(gateway: 
     status, _, body = c.answer()
     assert (status, json.loads(body)) == (200, {"status": "ok"})
     c.close()
+
+
+@pytest.mark.parametrize("raw", [b"GET /health/live HTTP/2.0\r\nhost: t\r\n\r\n", b"GET /health/live\r\n\r\n"])
+def test_a_request_in_an_http_version_the_server_does_not_speak_is_a_505(gateway: RunningGateway, raw: bytes) -> None:
+    """RFC 9110 15.6.6: llhttp parses 2.0 request lines, and 0.9 ones (no version); the server speaks 1.0 and 1.1
+    only (it answered them as if 1.x)."""
+    c = Conn(gateway)
+    c.send(raw)
+    assert "HTTP/1.1" in refused(c, 505)["message"]

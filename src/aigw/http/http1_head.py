@@ -44,13 +44,20 @@ class CodingNotImplemented(Refused):
     message = "Only the chunked transfer coding is supported."
 
 
+class VersionNotSupported(Refused):
+    status = 505  # llhttp parses 0.9 (a request line without a version), 2.0 and 3.0 too
+    message = "This server speaks HTTP/1.1 and HTTP/1.0 only."
+
+
 def check(version: str, url: bytes, headers: list[tuple[bytes, bytes]], measure: bool) -> None:
     """A whole head's checks: its size (``measure``: counted exactly, as when the head spanned reads, since
-    ``head_bytes`` may miss part of its first, or its read was big) and header count,
-    then what llhttp leaves to its user, in one pass over its ~15 headers (~0.5 µs): one Host header (RFC 9112
-    3.2: a 1.1 request without one, or any with more, is a 400), and a transfer coding it can decode (6.1)."""
+    ``head_bytes`` may miss part of its first, or its read was big) and header count; then what llhttp leaves
+    to its user: a version this server speaks and, in one pass over its ~15 headers (~0.5 µs), one Host header
+    (RFC 9112 3.2: a 1.1 request without one, or any with more, is a 400) and a transfer coding it can decode."""
     if len(headers) > MAX_HEADERS or (measure and head_size(url, headers) > MAX_HEAD_BYTES):
         raise HeadTooLarge()
+    if version != "1.1" and version != "1.0":
+        raise VersionNotSupported()
     hosts = 0
     coding = None
     for name, value in headers:
