@@ -183,3 +183,19 @@ def test_a_request_in_an_http_version_the_server_does_not_speak_is_a_505(gateway
     c = Conn(gateway)
     c.send(raw)
     assert "HTTP/1.1" in refused(c, 505)["message"]
+
+
+@pytest.mark.parametrize("host", [b"a b", b"a/b", b"user@a", b"a?b", b"a\tb"])
+def test_a_host_header_that_is_no_host_is_a_400(gateway: RunningGateway, host: bytes) -> None:
+    """RFC 9112 3.2: a Host whose value is not ``uri-host [ ":" port ]`` is a 400."""
+    c = Conn(gateway)
+    c.send(b"GET /health/live HTTP/1.1\r\nhost: " + host + b"\r\n\r\n")
+    assert "Host" in refused(c, 400)["message"]
+
+
+@pytest.mark.parametrize("host", [b"127.0.0.1:4000", b"[::1]:4000", b"gw_1.internal", b"xn--bcher-kva.example"])
+def test_hosts_as_clients_send_them_are_served(gateway: RunningGateway, host: bytes) -> None:
+    c = Conn(gateway)
+    c.send(b"GET /health/live HTTP/1.1\r\nhost: " + host + b"\r\n\r\n")
+    assert c.answer()[0] == 200
+    c.close()

@@ -15,6 +15,8 @@ from aigw.http.wire_openai import error_body
 
 MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; more gets 431
 MAX_HEADERS = 200
+# what ``uri-host [ ":" port ]`` is made of (RFC 3986: unreserved, pct-encoded, sub-delims, an IP literal's brackets)
+HOST_BYTES = bytes(range(48, 58)) + bytes(range(65, 91)) + bytes(range(97, 123)) + b"-._~%!$&'()*+,;=:[]"
 
 
 class Refused(Exception):
@@ -53,21 +55,25 @@ def check(version: str, url: bytes, headers: list[tuple[bytes, bytes]], measure:
     """A whole head's checks: its size (``measure``: counted exactly, as when the head spanned reads, since
     ``head_bytes`` may miss part of its first, or its read was big) and header count; then what llhttp leaves
     to its user: a version this server speaks and, in one pass over its ~15 headers (~0.5 µs), one Host header
-    (RFC 9112 3.2: a 1.1 request without one, or any with more, is a 400) and a transfer coding it can decode."""
+    with a host for its value (RFC 9112 3.2: a 1.1 request without one, or any with more, is a 400) and a
+    transfer coding it can decode."""
     if len(headers) > MAX_HEADERS or (measure and head_size(url, headers) > MAX_HEAD_BYTES):
         raise HeadTooLarge()
     if version != "1.1" and version != "1.0":
         raise VersionNotSupported()
     hosts = 0
-    coding = None
+    coding = host = None
     for name, value in headers:
         if name == b"host":
             hosts += 1
+            host = value
         elif name == b"transfer-encoding":
             coding = value if coding is None else coding + b"," + value
     if hosts != 1 and (hosts or version != "1.0"):
         raise Refused("A request must carry exactly one Host header." if hosts else
                       "An HTTP/1.1 request must carry a Host header.")
+    if host and host.translate(None, HOST_BYTES):  # (empty is allowed: 3.2)
+        raise Refused("The Host header is not a host name and port.")
     if coding is not None:
         _check_coding(version, coding)
 
