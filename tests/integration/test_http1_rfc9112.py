@@ -199,3 +199,14 @@ def test_hosts_as_clients_send_them_are_served(gateway: RunningGateway, host: by
     c.send(b"GET /health/live HTTP/1.1\r\nhost: " + host + b"\r\n\r\n")
     assert c.answer()[0] == 200
     c.close()
+
+
+def test_an_h2c_offer_split_at_every_byte_is_served_each_time_on_one_connection(gateway: RunningGateway) -> None:
+    raw = chat_head(*H2C) + CHAT
+    c = Conn(gateway)
+    for cut in range(1, len(raw)):
+        c.send(raw[:cut])
+        time.sleep(0.001)
+        c.send(raw[cut:])
+        answered(c)
+    c.close()
