@@ -134,7 +134,8 @@ def test_an_upgrade_offer_without_a_body_is_answered_and_the_next_request_too(ga
     c.close()
 
 
-@pytest.mark.parametrize("codings", [(b"gzip, chunked",), (b"gzip", b"chunked"), (b"identity, chunked",)])
+@pytest.mark.parametrize("codings", [(b"gzip, chunked",), (b"gzip", b"chunked"), (b"identity, chunked",),
+                                     (b", gzip,,chunked",)])
 def test_a_transfer_coding_other_than_chunked_is_a_501_not_a_body_passed_on_still_coded(
         gateway: RunningGateway, codings: tuple[bytes, ...]) -> None:
     """RFC 9112 6.1: a server that does not understand a transfer coding answers 501. llhttp decodes only the
@@ -151,6 +152,14 @@ def test_an_http_1_0_request_with_transfer_encoding_is_a_400(gateway: RunningGat
     c.send(chat_head(b"host: t", b"connection: keep-alive", b"transfer-encoding: chunked", version=b"1.0",
                      length=-1) + chunked(CHAT) + LIVE)
     refused(c, 400)
+
+
+def test_chunked_named_with_empty_list_elements_is_chunked(gateway: RunningGateway) -> None:
+    """RFC 9110 5.6.1: empty elements of a list are ignored; ``, chunked`` is chunked, not another coding."""
+    c = Conn(gateway)
+    c.send(chat_head(b"host: t", b"transfer-encoding: , chunked", length=-1) + chunked(CHAT))
+    answered(c)
+    c.close()
 
 
 def test_a_chunked_body_with_chunk_extensions_reaches_the_app_whole(gateway: RunningGateway) -> None:
