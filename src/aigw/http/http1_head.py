@@ -47,7 +47,7 @@ class CodingNotImplemented(Refused):
 
 
 class VersionNotSupported(Refused):
-    status = 505  # llhttp parses 0.9 (a request line without a version), 2.0 and 3.0 too
+    status = 505  # llhttp parses 0.9 (a request line without a version) and 2.0 too
     message = "This server speaks HTTP/1.1 and HTTP/1.0 only."
 
 

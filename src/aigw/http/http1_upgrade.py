@@ -5,7 +5,7 @@ read whole, and the connection kept for the next one.
 llhttp takes a request with ``Connection: upgrade`` and ``Upgrade`` for a switch of protocol: it stops at the end
 of the head, skips the body (httptools asks it to) and pauses, leaving what follows, the body too, to the other
 protocol. So the connection makes no request of such a head but keeps it, less its ``upgrade`` field
-(``replayed_head``); when the parser pauses, a fresh one is fed that head and then the bytes after it (``feed``),
+(``replayed_head``); when the parser pauses, a fresh one is fed that head and then the bytes after it (``resume``),
 and parses the request (and any behind it) as any other.
 """
 
