@@ -147,44 +147,42 @@ class MemoryRateLimiter:
                     del inflight[rid]
                 if len(inflight) >= parallel:
                     return _refuse(levels, scope, "parallel", 1.0, now, est_tokens)
-        expires = now + self._ttl
-        for _, rpm, tpm, parallel, req, tok, inflight in levels:  # take: _Window.add, inlined
-            if rpm:
-                buckets = req.buckets
-                if buckets and buckets[-1][0] == sec:
-                    buckets[-1][1] += 1
-                else:
-                    buckets.append([sec, 1])
-                req.total += 1
-            if tpm and est_tokens:
-                buckets = tok.buckets
-                if buckets and buckets[-1][0] == sec:
-                    buckets[-1][1] += est_tokens
-                else:
-                    buckets.append([sec, est_tokens])
-                tok.total += est_tokens
-            if parallel:
-                inflight[slot] = expires
         if not levels:
             return Admission(allowed=True, taken_at=sec)
-        # now that this call is counted: for requests and for tokens, the figures of the level with the
-        # least left (the one that refuses first; the earliest on a tie), not the key's when another is tighter
-        rpm = tpm = left_r = left_t = 0
+        expires = now + self._ttl
+        # take (``_Window.add``, inlined), and note for requests and for tokens the level with the least left now
+        # that this call is counted (the one that refuses first; the earliest on a tie), not the key's when another
+        # is tighter
+        lim_r = lim_t = left_r = left_t = 0
         req_w: _Window | None = None
         tok_w: _Window | None = None
-        for _, r_cap, t_cap, _, req, tok, _ in levels:
-            if r_cap and (req_w is None or r_cap - req.total < left_r):
-                rpm, left_r, req_w = r_cap, r_cap - req.total, req
-            if t_cap and (tok_w is None or t_cap - tok.total < left_t):
-                tpm, left_t, tok_w = t_cap, t_cap - tok.total, tok
+        for _, rpm, tpm, parallel, req, tok, inflight in levels:
+            if rpm:
+                buckets = req.buckets
+                if buckets and (last := buckets[-1])[0] == sec:
+                    last[1] += 1
+                else:
+                    buckets.append([sec, 1])
+                total = req.total = req.total + 1
+                if req_w is None or rpm - total < left_r:
+                    lim_r, left_r, req_w = rpm, rpm - total, req
+            if tpm:
+                if est_tokens:
+                    buckets = tok.buckets
+                    if buckets and (last := buckets[-1])[0] == sec:
+                        last[1] += est_tokens
+                    else:
+                        buckets.append([sec, est_tokens])
+                    tok.total += est_tokens
+                if tok_w is None or tpm - tok.total < left_t:
+                    lim_t, left_t, tok_w = tpm, tpm - tok.total, tok
+            if parallel:
+                inflight[slot] = expires
         # resets: when the oldest request (tokens) counted leaves the window: more fits from then on
-        return Admission(allowed=True, limit_requests=rpm or None,
-                         remaining_requests=max(0, left_r) if rpm else None,
-                         limit_tokens=tpm or None,
-                         remaining_tokens=max(0, left_t) if tpm else None,
-                         reset_requests_s=req_w.frees_in(now) if req_w is not None else 0.0,
-                         reset_tokens_s=tok_w.frees_in(now) if tok_w is not None else 0.0,
-                         taken_at=sec)
+        # (positional: this runs for every call, and keywords cost more)
+        return Admission(True, "", "", 0.0, lim_r or None, max(0, left_r) if lim_r else None, lim_t or None,
+                         max(0, left_t) if lim_t else None, req_w.frees_in(now) if req_w is not None else 0.0,
+                         tok_w.frees_in(now) if tok_w is not None else 0.0, sec)
 
     async def peek(self, scopes: list[Scope]) -> list[Admission]:
         return self.figures(scopes, self._clock.now())
