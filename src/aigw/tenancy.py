@@ -294,8 +294,18 @@ class Tenancy:
         repeat (a slow receiver may have taken the first try after its timeout)."""
         what = f"{event.get('scope')} {event.get('id')} {round(float(event.get('threshold', 0)) * 100)}% " \
                f"(window {event.get('window')}, event {event.get('event_id')})"
+        tries = [0]
+        try:
+            await self._deliver(url, event, what, tries)
+        except asyncio.CancelledError:  # the gateway stopping (its drain's grace is over): lost, and said so
+            log.error("budget alert webhook for %s not delivered: the gateway stopped after %d of %d tries", what,
+                      tries[0], WEBHOOK_TRIES)
+            raise
+
+    async def _deliver(self, url: str, event: dict[str, Any], what: str, tries: list[int]) -> None:
         wait = 1.0
         for attempt in range(1, WEBHOOK_TRIES + 1):
+            tries[0] = attempt
             try:
                 async with self._clients.session_for(url).post(
                         url, json=event, timeout=WEBHOOK_TIMEOUT_S) as resp:  # type: ignore[arg-type]

@@ -207,3 +207,28 @@ def test_a_webhook_that_keeps_failing_is_given_up_and_logged_as_an_error(
     finally:
         rec.status, rec.hold_s = 204, 0.0
 
+
+def test_an_alert_still_being_delivered_at_shutdown_is_logged_as_not_delivered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        receiver: tuple[str, Receiver]) -> None:
+    """Shutdown waits a while for background tasks, then cancels them: a webhook cut short there is lost
+    like one that gave up, and is said so (it used to vanish without a word)."""
+    from aigw.supervise import Supervisor
+
+    monkeypatch.setattr(Supervisor.drain, "__defaults__", (0.3,))  # the grace before cancelling: 10 s
+    url, rec = receiver
+    cfg = gateway_config(tmp_path / "gw.db", models=[OVERSHOOT])
+    cfg["tenancy"]["alert_webhook"] = url
+    caplog.set_level(logging.WARNING, "aigw")
+    rec.hold_s = 3.0  # the receiver takes the event and does not answer before the gateway stops
+    try:
+        with running_gateway(cfg) as gw:
+            key = setup_key(AdminClient(gw.url, MASTER), "alerts-stop", budget_usd=0.12, budget_period="daily")
+            client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+            client.chat.completions.create(**ASK)
+            client.chat.completions.create(**ASK)  # $0.08 of $0.12: 50 %
+            assert len(rec.of(key["id"], at_least=1)) == 1
+    finally:
+        rec.hold_s = 0.0
+    lost = [r for r in caplog.records if r.levelno == logging.ERROR and key["id"] in r.getMessage()]
+    assert len(lost) == 1 and "50%" in lost[0].getMessage() and "not delivered" in lost[0].getMessage()
