@@ -232,3 +232,31 @@ def test_an_alert_still_being_delivered_at_shutdown_is_logged_as_not_delivered(
         rec.hold_s = 0.0
     lost = [r for r in caplog.records if r.levelno == logging.ERROR and key["id"] in r.getMessage()]
     assert len(lost) == 1 and "50%" in lost[0].getMessage() and "not delivered" in lost[0].getMessage()
+
+
+def test_a_call_across_midnight_alerts_in_the_day_it_was_reserved_in_and_the_new_day_alerts_afresh(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: tuple[str, Receiver]) -> None:
+    from aigw.types import SystemClock
+
+    offset = [0.0]
+    monkeypatch.setattr(SystemClock, "now", lambda self: time.time() + offset[0])
+
+    def at(iso: str) -> None:
+        offset[0] = dt.datetime.fromisoformat(iso).replace(tzinfo=dt.UTC).timestamp() - time.time()
+
+    url, rec = receiver
+    cfg = gateway_config(tmp_path / "gw.db", models=[OVERSHOOT, {**OVERSHOOT, "name": "mock-1s", "latency_ms": 1000}])
+    cfg["tenancy"]["alert_webhook"] = url
+    at("2027-05-04T12:00:00")
+    with running_gateway(cfg) as gw:
+        key = setup_key(AdminClient(gw.url, MASTER), "alerts-seam", budget_usd=0.12, budget_period="daily")
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        client.chat.completions.create(**ASK)  # $0.04 of $0.12
+        at("2027-05-04T23:59:59.5")
+        client.chat.completions.create(**{**ASK, "model": "mock-1s"})  # reserved on the 4th, settled on the 5th
+        got = rec.of(key["id"], at_least=1)
+        assert [(e["threshold"], e["window"]) for e in got] == [(0.5, "2027-05-04")]
+        client.chat.completions.create(**ASK)
+        client.chat.completions.create(**ASK)  # $0.08 of the 5th's $0.12
+        fresh = [e for e in rec.of(key["id"], at_least=2) if e["window"] == "2027-05-05"]
+        assert [e["threshold"] for e in fresh] == [0.5]
