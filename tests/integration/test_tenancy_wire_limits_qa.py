@@ -227,3 +227,20 @@ def _settled(gw: RunningGateway, key_id: str, expect: int) -> int:
     while (got := settled(gw, key_id)) != expect and time.monotonic() < deadline:
         time.sleep(0.02)
     return got
+
+
+def test_bad_input_takes_no_request_and_its_headers_say_so_as_documented(
+        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+    """docs/tenancy.md: a malformed body carries no rate headers; a model that does not exist is counted at
+    admission (its headers say so) and given back once answered; the next answer says what is really left."""
+    key = setup_key(_admin(gw), "wire-bad-input", rpm=10, tpm=100_000)
+    client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
+    with pytest.raises(openai.BadRequestError) as malformed:
+        client.chat.completions.create(model="oai", messages=MSG, max_tokens=20, temperature=9)
+    assert not [h for h in malformed.value.response.headers if h.startswith("x-ratelimit-")]
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="no-such-model", messages=MSG, max_tokens=20)
+    assert unknown.value.response.headers["x-ratelimit-remaining-requests"] == "9"  # as counted at admission
+    ok = client.chat.completions.with_raw_response.create(model="oai", messages=MSG, max_tokens=20)
+    assert ok.headers["x-ratelimit-remaining-requests"] == "9"  # this call only: both refusals took nothing
+    assert ups[0].traffic.requests == 1
