@@ -244,3 +244,19 @@ def test_bad_input_takes_no_request_and_its_headers_say_so_as_documented(
     ok = client.chat.completions.with_raw_response.create(model="oai", messages=MSG, max_tokens=20)
     assert ok.headers["x-ratelimit-remaining-requests"] == "9"  # this call only: both refusals took nothing
     assert ups[0].traffic.requests == 1
+
+
+def test_a_budget_answered_as_402_is_anthropics_billing_error_and_not_retried(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    config = gateway_config(tmp_path_factory.mktemp("budget-402") / "gw.db")
+    config["tenancy"]["budget_status"] = 402
+    with running_gateway(config) as gw402:
+        key = setup_key(_admin(gw402), "wire-402", rpm=10, budget_usd=0.001, budget_period="daily")
+        with pytest.raises(anthropic.APIStatusError) as err:
+            _ant(gw402, key).messages.create(model="mock", messages=MSG, max_tokens=50)
+        body: Any = err.value.body
+        assert err.value.status_code == 402 and body["error"]["type"] == "billing_error"
+        assert body["error"]["message"].startswith("Budget exceeded for key")
+        h = err.value.response.headers
+        assert "retry-after" not in h and h["anthropic-ratelimit-requests-remaining"] == "10"  # given back
+        assert key_spend(_admin(gw402), key["id"])["errors"] == 1
