@@ -10,10 +10,12 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import requests
@@ -23,7 +25,7 @@ from aigw.cli.admin_client import AdminClient
 from tests.integration.tenancy_support import MASTER, gateway_config, key_spend, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.servers import start_aiohttp_app
-from tests.support.services import delete_redis_prefix, redis_prefix, redis_url
+from tests.support.services import RUN_ID, delete_redis_prefix, pg_execute, postgres_dsn, redis_prefix, redis_url
 
 # $1000 / $2000 per million tokens; ``max_output_tokens: 1`` reserves one output token while the mock writes
 # about fifteen, so a call settles well above its reservation and spend can reach 100 % of a budget
@@ -260,3 +262,49 @@ def test_a_call_across_midnight_alerts_in_the_day_it_was_reserved_in_and_the_new
         client.chat.completions.create(**ASK)  # $0.08 of the 5th's $0.12
         fresh = [e for e in rec.of(key["id"], at_least=2) if e["window"] == "2027-05-05"]
         assert [e["threshold"] for e in fresh] == [0.5]
+
+
+def test_two_replicas_on_one_redis_alert_each_threshold_once(tmp_path: Path, receiver: tuple[str, Receiver],
+                                                             request: pytest.FixtureRequest) -> None:
+    """Each replica settles calls of the same key; a threshold is one ``SET NX`` in Redis, so the receiver
+    gets each alert once, whichever replica's call crossed it."""
+    dsn, schema = postgres_dsn(), f"aigw_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    prefix = redis_prefix("alerts-replicas")
+    asyncio.run(pg_execute(dsn, f'CREATE SCHEMA "{schema}"'))
+    request.addfinalizer(lambda: asyncio.run(pg_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')))
+    request.addfinalizer(lambda: delete_redis_prefix(prefix))
+    url, rec = receiver
+    cfg = gateway_config(tmp_path / "unused.db", models=[OVERSHOOT], database_url=f"{dsn}?search_path={schema}",
+                         redis_url=redis_url(), redis_prefix=prefix)
+    cfg["tenancy"].update(migrate_on_start=True, alert_webhook=url,
+                          ledger={"flush_interval_s": 0.05, "spill_file": str(tmp_path / "spill.jsonl")})
+    with running_gateway(cfg) as one, running_gateway(cfg) as two:
+        key = setup_key(AdminClient(one.url, MASTER), "alerts-replicas", budget_usd=0.1, budget_period="daily")
+        clients = [openai.OpenAI(base_url=g.v1, api_key=key["key"], max_retries=0) for g in (one, two, one, two)]
+        for client in clients:
+            try:
+                client.chat.completions.create(**ASK)
+            except openai.RateLimitError as err:
+                assert err.code == "budget_exceeded"
+        got = rec.of(key["id"], at_least=3)
+        time.sleep(0.3)
+        assert sorted(e["threshold"] for e in rec.of(key["id"], within=0)) == [0.5, 0.8, 1.0]
+        assert _events_total(one) + _events_total(two) == 3 and len(got) == 3
+
+
+def test_streamed_calls_alert_as_their_settles_cross_the_thresholds(tmp_path: Path,
+                                                                   receiver: tuple[str, Receiver]) -> None:
+    url, rec = receiver
+    cfg = gateway_config(tmp_path / "gw.db", models=[OVERSHOOT])
+    cfg["tenancy"]["alert_webhook"] = url
+    with running_gateway(cfg) as gw:
+        key = setup_key(AdminClient(gw.url, MASTER), "alerts-streams", budget_usd=0.12, budget_period="daily")
+        oai = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        ant = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0)
+        list(oai.chat.completions.create(**ASK, stream=True))
+        list(oai.chat.completions.create(**ASK, stream=True))  # $0.08 of $0.12: 50 %
+        assert [e["threshold"] for e in rec.of(key["id"], at_least=1)] == [0.5]
+        with ant.messages.stream(model="mock", max_tokens=30, messages=ASK["messages"]) as events:
+            for _ in events:
+                pass
+        assert sorted(e["threshold"] for e in rec.of(key["id"], at_least=3)) == [0.5, 0.8, 1.0]
