@@ -308,3 +308,23 @@ def test_streamed_calls_alert_as_their_settles_cross_the_thresholds(tmp_path: Pa
             for _ in events:
                 pass
         assert sorted(e["threshold"] for e in rec.of(key["id"], at_least=3)) == [0.5, 0.8, 1.0]
+
+
+def test_a_budget_raised_mid_window_alerts_again_at_its_own_thresholds(tmp_path: Path,
+                                                                       receiver: tuple[str, Receiver]) -> None:
+    url, rec = receiver
+    cfg = gateway_config(tmp_path / "gw.db", models=[OVERSHOOT])
+    cfg["tenancy"]["alert_webhook"] = url
+    with running_gateway(cfg) as gw:
+        admin = AdminClient(gw.url, MASTER)
+        key = setup_key(admin, "alerts-raised", budget_usd=0.12, budget_period="daily")
+        client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+        client.chat.completions.create(**ASK)
+        client.chat.completions.create(**ASK)  # $0.08 of $0.12: 50 %
+        assert [e["threshold"] for e in rec.of(key["id"], at_least=1)] == [0.5]
+        admin.patch(f"/admin/keys/{key['id']}", {"budget_usd": 0.2})
+        time.sleep(0.6)  # every replica's key cache has the new amount (key_refresh_s: 0.25)
+        assert len(rec.of(key["id"], within=0)) == 1  # $0.08 of $0.20 is under 50 %: nothing at the change
+        _spend_until_refused(client)  # $0.12, $0.16, $0.20 of $0.20
+        raised = [e for e in rec.of(key["id"], at_least=4) if e["budget_usd"] == 0.2]
+        assert sorted(e["threshold"] for e in raised) == [0.5, 0.8, 1.0]
