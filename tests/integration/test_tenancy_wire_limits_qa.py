@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import anthropic
 import openai
@@ -21,7 +21,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.integration.cut_calls_support import IN, OUT, PRICES, settled
 from tests.integration.tenancy_support import MASTER, gateway_config, key_spend, setup_key
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.servers import RunningServer, start_aiohttp_app
+from tests.support.servers import start_aiohttp_app
 from tests.support.services import delete_redis_prefix, redis_prefix, redis_url
 
 MSG: Any = [{"role": "user", "content": "tell me about the sea and the ships upon it"}]
@@ -31,22 +31,27 @@ ANT_RATE = tuple(f"anthropic-ratelimit-{k}-{f}" for k in ("requests", "tokens") 
                                                                                            "reset"))
 
 
+class Ups(NamedTuple):
+    oai: FakeOpenAI
+    ant: AnthropicUpstream
+    ant_url: str
+
+
 @pytest.fixture(scope="module")
-def ups() -> Iterator[tuple[FakeOpenAI, AnthropicUpstream]]:
+def ups() -> Iterator[Ups]:
     oai = FakeOpenAI("sk-oai").start()
     ant = AnthropicUpstream()
-    server: RunningServer = start_aiohttp_app(ant.app(), "fake-anthropic-qa")
-    ant.base = server.url  # type: ignore[attr-defined]
-    yield oai, ant
+    server = start_aiohttp_app(ant.app(), "fake-anthropic-qa")
+    yield Ups(oai, ant, server.url)
     oai.stop()
     server.stop()
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-       ups: tuple[FakeOpenAI, AnthropicUpstream]) -> Iterator[RunningGateway]:
+       ups: Ups) -> Iterator[RunningGateway]:
     """The gateway, its counters in process memory or in Redis (a prefix of its own, deleted afterwards)."""
-    oai, ant = ups
+    oai, ant, ant_url = ups
     db = tmp_path_factory.mktemp("wire-limits") / "gw.db"
     shared: dict[str, Any] = {}
     if request.param == "redis":
@@ -54,7 +59,7 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
     models = [{"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "api_base": oai.base_url,
                "api_key": "sk-oai", "prices": PRICES},
               {"name": "claude", "provider": "anthropic", "model": "claude-test-1",
-               "api_base": ant.base, "api_key": ant.api_key, "prices": PRICES}]  # type: ignore[attr-defined]
+               "api_base": ant_url, "api_key": ant.api_key, "prices": PRICES}]
     try:
         with running_gateway(gateway_config(db, models=models, routing={"*": {"num_retries": 0}},
                                             circuit_breaker={"enabled": False}, **shared)) as running:
@@ -65,11 +70,11 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(autouse=True)
-def _clean(ups: tuple[FakeOpenAI, AnthropicUpstream]) -> Iterator[None]:
-    for fake in ups:
+def _clean(ups: Ups) -> Iterator[None]:
+    for fake in (ups.oai, ups.ant):
         fake.reset()
     yield
-    for fake in ups:
+    for fake in (ups.oai, ups.ant):
         fake.reset()
 
 
@@ -86,19 +91,19 @@ def _ant(gw: RunningGateway, key: dict[str, Any]) -> anthropic.Anthropic:
 
 
 def test_an_exhausted_budget_is_refused_in_openais_format_before_any_upstream_call(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     key = setup_key(_admin(gw), "wire-budget-oai", budget_usd=0.001, budget_period="daily")
     with pytest.raises(openai.RateLimitError) as err:  # 50 output tokens alone may cost $0.10
         _oai(gw, key).chat.completions.create(model="oai", messages=MSG, max_tokens=50)
     assert err.value.status_code == 429 and err.value.code == "budget_exceeded"
     assert err.value.type == "insufficient_quota"
     assert err.value.response.headers["x-should-retry"] == "false"
-    assert ups[0].traffic.requests == 0
+    assert ups.oai.traffic.requests == 0
     assert key_spend(_admin(gw), key["id"])["errors"] == 1  # one refusal: the SDK did not retry it
 
 
 def test_an_exhausted_budget_is_refused_in_anthropics_format_before_any_upstream_call(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     key = setup_key(_admin(gw), "wire-budget-ant", budget_usd=0.001, budget_period="daily")
     with pytest.raises(anthropic.RateLimitError) as err:
         _ant(gw, key).messages.create(model="claude", messages=MSG, max_tokens=50)
@@ -107,12 +112,12 @@ def test_an_exhausted_budget_is_refused_in_anthropics_format_before_any_upstream
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
     assert "Budget exceeded for key" in body["error"]["message"]
     assert err.value.response.headers["x-should-retry"] == "false"
-    assert ups[1].traffic.requests == 0
+    assert ups.ant.traffic.requests == 0
     assert key_spend(_admin(gw), key["id"])["errors"] == 1
 
 
 def test_an_anthropic_client_refused_on_rpm_gets_retry_after_and_both_header_sets(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     key = setup_key(_admin(gw), "wire-rpm-ant", rpm=1, tpm=100_000)
     client = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0, timeout=10)
     ok = client.messages.with_raw_response.create(model="claude", messages=MSG, max_tokens=20)
@@ -126,11 +131,11 @@ def test_an_anthropic_client_refused_on_rpm_gets_retry_after_and_both_header_set
     assert 1 <= int(h["retry-after"]) <= 60
     assert all(name in h for name in ANT_RATE + OAI_RATE)
     assert h["anthropic-ratelimit-requests-remaining"] == "0" and h["x-ratelimit-remaining-requests"] == "0"
-    assert ups[1].traffic.requests == 1
+    assert ups.ant.traffic.requests == 1
 
 
 def test_an_openai_client_refused_on_tpm_gets_retry_after_and_the_six_headers(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     key = setup_key(_admin(gw), "wire-tpm-oai", rpm=100, tpm=40)
     client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
     with pytest.raises(openai.RateLimitError) as err:
@@ -141,7 +146,7 @@ def test_an_openai_client_refused_on_tpm_gets_retry_after_and_the_six_headers(
     assert 1 <= int(h["retry-after"]) <= 60
     assert all(name in h for name in OAI_RATE)
     assert h["x-ratelimit-remaining-tokens"] == "0" or int(h["x-ratelimit-remaining-tokens"]) < 40
-    assert ups[0].traffic.requests == key_spend(_admin(gw), key["id"], 2)["requests"] - 1
+    assert ups.oai.traffic.requests == key_spend(_admin(gw), key["id"], 2)["requests"] - 1
 
 
 def _tokens_left(headers: Any) -> int:
@@ -149,7 +154,7 @@ def _tokens_left(headers: Any) -> int:
 
 
 def test_an_openai_stream_carries_the_headers_and_settles_budget_and_tpm_from_its_final_chunk(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     key = setup_key(_admin(gw), "wire-stream-oai", rpm=100, tpm=100_000, budget_usd=10.0, budget_period="daily")
     client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
     left = []
@@ -162,7 +167,7 @@ def test_an_openai_stream_carries_the_headers_and_settles_budget_and_tpm_from_it
         chunks = list(raw.parse())
         usage = next((c.usage for c in chunks if c.usage), None)
     assert usage is None  # the client did not ask for usage: the gateway asked the upstream for it itself
-    assert (ups[0].traffic.last.body.get("stream_options") or {}).get("include_usage") is True
+    assert (ups.oai.traffic.last.body.get("stream_options") or {}).get("include_usage") is True
     row = _ledger_rows(gw, key["id"], 2)[0]
     assert row["usage_source"] == "provider"
     total = row["prompt_tokens"] + row["completion_tokens"]
@@ -172,7 +177,7 @@ def test_an_openai_stream_carries_the_headers_and_settles_budget_and_tpm_from_it
 
 
 def test_an_anthropic_stream_carries_the_headers_and_settles_budget_and_tpm(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     key = setup_key(_admin(gw), "wire-stream-ant", rpm=100, tpm=100_000, budget_usd=10.0, budget_period="daily")
     client = anthropic.Anthropic(base_url=gw.url, api_key=key["key"], max_retries=0, timeout=10)
     left = []
@@ -190,12 +195,12 @@ def test_an_anthropic_stream_carries_the_headers_and_settles_budget_and_tpm(
 
 
 def test_a_stream_cut_mid_way_is_charged_to_the_budget_and_the_tpm(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     key = setup_key(_admin(gw), "wire-cut-oai", rpm=100, tpm=100_000, budget_usd=10.0, budget_period="daily")
     client = openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0, timeout=10)
     first = client.chat.completions.with_raw_response.create(model="oai", messages=MSG, max_tokens=50)
     first.parse()
-    ups[0].faults.push(Fault.cut(after=3))
+    ups.oai.faults.push(Fault.cut(after=3))
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(model="oai", messages=MSG, max_tokens=50, stream=True):
             pass
@@ -230,7 +235,7 @@ def _settled(gw: RunningGateway, key_id: str, expect: int) -> int:
 
 
 def test_bad_input_takes_no_request_and_its_headers_say_so_as_documented(
-        gw: RunningGateway, ups: tuple[FakeOpenAI, AnthropicUpstream]) -> None:
+        gw: RunningGateway, ups: Ups) -> None:
     """docs/tenancy.md: a malformed body carries no rate headers; a model that does not exist is counted at
     admission (its headers say so) and given back once answered; the next answer says what is really left."""
     key = setup_key(_admin(gw), "wire-bad-input", rpm=10, tpm=100_000)
@@ -243,7 +248,7 @@ def test_bad_input_takes_no_request_and_its_headers_say_so_as_documented(
     assert unknown.value.response.headers["x-ratelimit-remaining-requests"] == "9"  # as counted at admission
     ok = client.chat.completions.with_raw_response.create(model="oai", messages=MSG, max_tokens=20)
     assert ok.headers["x-ratelimit-remaining-requests"] == "9"  # this call only: both refusals took nothing
-    assert ups[0].traffic.requests == 1
+    assert ups.oai.traffic.requests == 1
 
 
 def test_a_budget_answered_as_402_is_anthropics_billing_error_and_not_retried(
