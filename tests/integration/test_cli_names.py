@@ -77,3 +77,28 @@ def test_a_key_id_with_a_fragment_is_not_cut_short(gw: RunningGateway) -> None:
                                 env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
     assert result.exit_code == 1 and f"No key `{key['id']}#x`" in result.output
     assert admin.get(f"/admin/keys/{key['id']}")["enabled"] is True
+
+
+BLANK_ID_COMMANDS = [
+    ["tenants", "show"], ["tenants", "update", "--disable"], ["projects", "show"], ["projects", "update", "--disable"],
+    ["keys", "show"], ["keys", "update", "--disable"], ["keys", "revoke"], ["keys", "rotate"],
+]
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("command", BLANK_ID_COMMANDS, ids=" ".join)
+def test_an_empty_id_is_a_usage_error_that_names_nothing(gw: RunningGateway, command: list[str], blank: str) -> None:
+    """``aigw tenants show "$T"`` with T unset listed every tenant (``GET /admin/tenants/`` is the list) and exited
+    0; ``keys show ""`` listed every tenant's keys; ``keys revoke ""`` said "No key `revoke`"."""
+    admin = AdminClient(gw.url, MASTER)
+    tenant = admin.post("/admin/tenants", {"name": "t"})
+    project = admin.post("/admin/projects", {"name": "p", "tenant": tenant["id"]})
+    key = admin.post("/admin/keys", {"project": project["id"]})
+    group, verb, *flags = command
+    result = CliRunner().invoke(cli, [group, verb, blank, *flags, "--json"],
+                                env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
+    assert result.exit_code == 2 and result.stdout == "", (result.exit_code, result.output)
+    assert "empty" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert admin.get(f"/admin/tenants/{tenant['id']}")["enabled"] is True
+    assert admin.get(f"/admin/projects/{project['id']}")["enabled"] is True
+    assert admin.get(f"/admin/keys/{key['id']}")["status"] == "active"

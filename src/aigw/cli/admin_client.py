@@ -218,6 +218,15 @@ def not_blank(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def named(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An id or name argument given empty (``aigw keys show "$ID"`` with ID unset) names nothing: refused. Sent, it
+    left the path ending in ``/``, which the gateway reads as the list (``tenants show ""`` listed every tenant and
+    exited 0) or as a record named after the action (``keys revoke ""``: "No key `revoke`")."""
+    if not value.strip():
+        raise click.BadParameter("empty: name the record by its id or name")
+    return value
+
+
 def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """A number option must be one JSON can carry: ``nan``, ``inf`` (or ``1e400``, which is inf) went out as
     ``NaN`` or ``Infinity``, which is not JSON, and the gateway's refusal could not name the option."""

@@ -21,6 +21,7 @@ from aigw.cli.admin_client import (
     key_option,
     limit_fields,
     limit_options,
+    named,
     not_blank,
     page_options,
     show,
@@ -121,7 +122,7 @@ def list_(project: str | None, tenant: str | None, limit: int | None, after: str
 
 
 @keys_group.command("show")
-@click.argument("key_id")
+@click.argument("key_id", callback=named)
 @url_option
 @key_option
 @json_option
@@ -131,7 +132,7 @@ def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 
 
 @keys_group.command("update")
-@click.argument("key_id")
+@click.argument("key_id", callback=named)
 @click.option("--name", default=None)
 @click.option("--models", default=None, help="Allowed models, comma separated; '' allows none.")
 @limit_options
@@ -159,7 +160,7 @@ def update(key_id: str, name: str | None, models: str | None, rpm: int | None, t
 
 
 @keys_group.command("revoke")
-@click.argument("key_id")
+@click.argument("key_id", callback=named)
 @url_option
 @key_option
 @json_option
@@ -169,7 +170,7 @@ def revoke(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 
 
 @keys_group.command("rotate")
-@click.argument("key_id")
+@click.argument("key_id", callback=named)
 @click.option("--grace", "grace_s", type=click.FloatRange(0, 30 * 86400), default=0, callback=finite,
               help="Seconds the old secret keeps working (default 0: it stops now).")
 @url_option

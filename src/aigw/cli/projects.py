@@ -13,6 +13,7 @@ from aigw.cli.admin_client import (
     key_option,
     limit_fields,
     limit_options,
+    named,
     not_blank,
     page_options,
     show,
@@ -55,7 +56,7 @@ def list_(tenant: str | None, limit: int | None, after: str, url: str, master_ke
 
 
 @projects_group.command("show")
-@click.argument("project")
+@click.argument("project", callback=named)
 @url_option
 @key_option
 @json_option
@@ -65,7 +66,7 @@ def show_(project: str, url: str, master_key: str, as_json: bool) -> None:
 
 
 @projects_group.command("update")
-@click.argument("project")
+@click.argument("project", callback=named)
 @limit_options
 @click.option("--enable/--disable", "enabled", default=None, help="Switch the project on or off.")
 @clear_option()

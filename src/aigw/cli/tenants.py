@@ -13,6 +13,7 @@ from aigw.cli.admin_client import (
     key_option,
     limit_fields,
     limit_options,
+    named,
     page_options,
     show,
     show_page,
@@ -51,7 +52,7 @@ def list_(limit: int | None, after: str, url: str, master_key: str, as_json: boo
 
 
 @tenants_group.command("show")
-@click.argument("tenant")
+@click.argument("tenant", callback=named)
 @url_option
 @key_option
 @json_option
@@ -61,7 +62,7 @@ def show_(tenant: str, url: str, master_key: str, as_json: bool) -> None:
 
 
 @tenants_group.command("update")
-@click.argument("tenant")
+@click.argument("tenant", callback=named)
 @limit_options
 @click.option("--enable/--disable", "enabled", default=None, help="Switch the tenant on or off.")
 @clear_option()
