@@ -60,6 +60,15 @@ def _expiry(text: str) -> str | float:
     return seconds if math.isfinite(seconds) else text  # "nan", "inf": the gateway's 400 names expires_at
 
 
+def _expires(ctx: click.Context, param: click.Parameter, raw: str | None) -> str | None:
+    """``--expires`` given empty (``--expires "$UNTIL"`` with UNTIL unset) is refused: left out, it made a key that
+    never expires (or, to update, changed nothing), and said nothing."""
+    if raw is not None and not raw.strip():
+        raise click.BadParameter("empty: give an ISO 8601 time or epoch seconds, or leave the option out (to remove "
+                                 "a key's expiry: keys update KEY --clear expires)")
+    return raw
+
+
 def _not_json(constant: str) -> Any:
     """``NaN`` and ``Infinity``, which Python's json reads and JSON does not have: refused, never sent."""
     raise ValueError(f"{constant} is not a JSON value")
@@ -84,7 +93,8 @@ def _metadata(ctx: click.Context, param: click.Parameter, raw: str | None) -> di
 @click.option("--name", default="", help="A label for people.")
 @click.option("--models", default=None, help="Allowed models, comma separated (default: all).")
 @limit_options
-@click.option("--expires", default=None, help="Expiry, ISO 8601 (e.g. 2026-12-31T23:59:59Z) or epoch seconds.")
+@click.option("--expires", default=None, callback=_expires,
+              help="Expiry, ISO 8601 (e.g. 2026-12-31T23:59:59Z; UTC when it names no zone) or epoch seconds.")
 @click.option("--admin", "tenant_admin", is_flag=True, help="A tenant admin key (manages its own tenant).")
 @click.option("--metadata", default=None, callback=_metadata,
               help='Metadata as a JSON object, e.g. \'{"cache": {"mode": "off"}}\'.')
@@ -136,7 +146,7 @@ def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 @click.option("--name", default=None)
 @click.option("--models", default=None, help="Allowed models, comma separated; '' allows none.")
 @limit_options
-@click.option("--expires", default=None, help="Expiry, ISO 8601 or epoch seconds.")
+@click.option("--expires", default=None, callback=_expires, help="Expiry, ISO 8601 or epoch seconds.")
 @click.option("--enable/--disable", "enabled", default=None)
 @click.option("--metadata", default=None, callback=_metadata,
               help="Metadata as a JSON object; it replaces the key's whole metadata.")

@@ -107,6 +107,18 @@ def test_an_empty_id_or_name_is_refused_before_any_call(not_json: str, args: lis
     assert result.exit_code == 2 and "empty" in result.output and "not JSON" not in result.output, result.output
 
 
+
+@pytest.mark.parametrize("args", [
+    ["keys", "create", "--project", "p", "--expires", ""],
+    ["keys", "create", "--project", "p", "--expires", " "],
+    ["keys", "update", "key_x", "--expires", ""],
+])
+def test_an_empty_expiry_is_refused_not_read_as_none(not_json: str, args: list[str]) -> None:
+    """``keys create --expires "$UNTIL"`` with UNTIL unset made a key that never expires, and exited 0; ``keys update
+    --expires ""`` changed nothing and exited 0 (``--clear expires`` removes an expiry)."""
+    result = CliRunner().invoke(cli, [*args, "--url", not_json])
+    assert result.exit_code == 2 and "empty" in result.output and "not JSON" not in result.output, result.output
+
 @contextmanager
 def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """``handler`` on a loopback port in a thread of its own, for as long as the block runs; its URL."""
