@@ -52,7 +52,11 @@ def _with_secret(data: dict[str, Any], as_json: bool) -> None:
 
 
 def _expiry(text: str) -> str | float:
-    """``--expires`` as the API takes it: epoch seconds are sent as a number, anything else as text."""
+    """``--expires`` as the API takes it: epoch seconds are sent as a number, anything else as text. Eight digits
+    are ISO 8601's basic date (20301231), which the gateway reads, not epoch seconds (a day in 1970: a key
+    created so was refused as expired, and one updated so ended at once)."""
+    if len(text) == 8 and text.isascii() and text.isdigit():
+        return text
     try:
         seconds = float(text)
     except ValueError:
