@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import anthropic
+import openai
 import pytest
 from click.testing import CliRunner, Result
 
 from aigw.cli.admin_client import AdminClient
 from aigw.cli.main import cli
+from aigw.stores.keygen import hash_secret
 from tests.integration.tenancy_support import MASTER, gateway_config
 from tests.support.gateway import RunningGateway, running_gateway
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with running_gateway(gateway_config(tmp_path_factory.mktemp("cli-keys") / "gw.db")) as g:
+def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli-keys") / "gw.db"
+
+
+@pytest.fixture(scope="module")
+def gw(db_path: Path) -> Iterator[RunningGateway]:
+    with running_gateway(gateway_config(db_path)) as g:
         yield g
 
 
@@ -48,3 +57,57 @@ def test_an_iso_basic_date_is_a_date_not_epoch_seconds(gw: RunningGateway, proje
     assert (changed["expires_at"], changed["status"]) == ("2030-12-31T00:00:00Z", "active")
     assert _json(gw, "keys", "create", "--project", project, "--expires", "1924991999")["expires_at"] == \
         "2030-12-31T23:59:59Z"  # epoch seconds are still read as such
+
+
+def _refusals(gw: RunningGateway, secret: str, model: str = "mock") -> list[tuple[str, int, str]]:
+    """What the OpenAI SDK and the Anthropic SDK each get for one call with ``secret``: (class, status, type)."""
+    out: list[tuple[str, int, str]] = []
+    oai = openai.OpenAI(base_url=gw.v1, api_key=secret, max_retries=0)
+    try:
+        oai.chat.completions.create(model=model, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        out.append(("ok", 200, ""))
+    except openai.APIStatusError as exc:
+        out.append((type(exc).__name__, exc.status_code, exc.body["type"] if isinstance(exc.body, dict) else ""))
+    ant = anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0)
+    try:
+        ant.messages.create(model=model, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        out.append(("ok", 200, ""))
+    except anthropic.APIStatusError as exc:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        out.append((type(exc).__name__, exc.status_code, body.get("error", {}).get("type", "")))
+    return out
+
+
+OK = [("ok", 200, "")] * 2
+UNAUTHORIZED = [("AuthenticationError", 401, "authentication_error")] * 2
+
+
+@pytest.mark.parametrize("change", [["revoke"], ["update", "--disable"], ["update", "--expires", "2020-01-01"],
+                                    ["rotate"]], ids=" ".join)
+def test_a_key_the_cli_ends_gets_401_in_each_sdks_wire_format(gw: RunningGateway, project: str,
+                                                              change: list[str]) -> None:
+    made = _json(gw, "keys", "create", "--project", project)
+    assert _refusals(gw, made["key"]) == OK
+    verb, *flags = change
+    after = _json(gw, "keys", verb, made["id"], *flags)
+    assert "key" not in after or after["key"] != made["key"]
+    assert _refusals(gw, made["key"]) == UNAUTHORIZED
+    if verb == "rotate":  # the new secret works at once, the old one never again
+        assert _refusals(gw, after["key"]) == OK
+
+
+def test_a_key_limited_to_models_is_refused_another_in_each_sdks_wire_format(gw: RunningGateway,
+                                                                            project: str) -> None:
+    made = _json(gw, "keys", "create", "--project", project, "--models", "mock")
+    assert _refusals(gw, made["key"]) == OK
+    assert _refusals(gw, made["key"], "mock-large") == [("PermissionDeniedError", 403, "permission_error")] * 2
+
+
+def test_the_secret_is_shown_once_and_stored_only_as_its_hash(gw: RunningGateway, project: str,
+                                                               db_path: Path) -> None:
+    made = _json(gw, "keys", "create", "--project", project, "--name", "once")
+    assert made["key"].startswith("sk-aigw-") and made["prefix"] == made["key"][:12]
+    for args in (["keys", "show", made["id"]], ["keys", "list", "--project", project]):
+        assert made["key"] not in _run(gw, *args).output and made["key"] not in _run(gw, *args, "--json").output
+    stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file())
+    assert made["key"].encode() not in stored and hash_secret(made["key"]).encode() in stored
