@@ -227,6 +227,25 @@ def named(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _not_json(constant: str) -> Any:
+    """``NaN`` and ``Infinity``, which Python's json reads and JSON does not have: refused, never sent."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def json_object(ctx: click.Context, param: click.Parameter, raw: str | None) -> dict[str, Any] | None:
+    """``--metadata`` as a JSON object: a key's cache setting ``{"cache": {"mode": "off"}}`` (docs/cache.md), a
+    tenant's guardrails block (docs/guardrails.md). Without it only the admin API could set one."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw, parse_constant=_not_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter('expected a JSON object, e.g. \'{"cache": {"mode": "off"}}\'')
+    return value
+
+
 def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """A number option must be one JSON can carry: ``nan``, ``inf`` (or ``1e400``, which is inf) went out as
     ``NaN`` or ``Infinity``, which is not JSON, and the gateway's refusal could not name the option."""

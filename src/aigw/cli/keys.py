@@ -5,7 +5,6 @@ The secret is printed once, by ``create`` and ``rotate`` (``"key"`` in --json).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -17,6 +16,7 @@ from aigw.cli.admin_client import (
     clear_option,
     cleared,
     finite,
+    json_object,
     json_option,
     key_option,
     limit_fields,
@@ -73,25 +73,6 @@ def _expires(ctx: click.Context, param: click.Parameter, raw: str | None) -> str
     return raw
 
 
-def _not_json(constant: str) -> Any:
-    """``NaN`` and ``Infinity``, which Python's json reads and JSON does not have: refused, never sent."""
-    raise ValueError(f"{constant} is not a JSON value")
-
-
-def _metadata(ctx: click.Context, param: click.Parameter, raw: str | None) -> dict[str, Any] | None:
-    """``--metadata`` as a JSON object, e.g. a key's cache setting ``{"cache": {"mode": "off"}}``
-    (docs/cache.md): without it only the admin API could set one."""
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw, parse_constant=_not_json)
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise click.BadParameter('expected a JSON object, e.g. \'{"cache": {"mode": "off"}}\'')
-    return value
-
-
 @keys_group.command("create")
 @click.option("--project", required=True, help="Project id or name.")
 @click.option("--name", default="", help="A label for people.")
@@ -100,7 +81,7 @@ def _metadata(ctx: click.Context, param: click.Parameter, raw: str | None) -> di
 @click.option("--expires", default=None, callback=_expires,
               help="Expiry, ISO 8601 (e.g. 2026-12-31T23:59:59Z; UTC when it names no zone) or epoch seconds.")
 @click.option("--admin", "tenant_admin", is_flag=True, help="A tenant admin key (manages its own tenant).")
-@click.option("--metadata", default=None, callback=_metadata,
+@click.option("--metadata", default=None, callback=json_object,
               help='Metadata as a JSON object, e.g. \'{"cache": {"mode": "off"}}\'.')
 @url_option
 @key_option
@@ -152,7 +133,7 @@ def show_(key_id: str, url: str, master_key: str, as_json: bool) -> None:
 @limit_options
 @click.option("--expires", default=None, callback=_expires, help="Expiry, ISO 8601 or epoch seconds.")
 @click.option("--enable/--disable", "enabled", default=None)
-@click.option("--metadata", default=None, callback=_metadata,
+@click.option("--metadata", default=None, callback=json_object,
               help="Metadata as a JSON object; it replaces the key's whole metadata.")
 @clear_option(KEY_CLEARABLE)
 @url_option

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from aigw.cli.admin_client import (
@@ -9,6 +11,7 @@ from aigw.cli.admin_client import (
     call,
     clear_option,
     cleared,
+    json_object,
     json_option,
     key_option,
     limit_fields,
@@ -33,13 +36,18 @@ def projects_group() -> None:
 @click.argument("name")
 @click.option("--tenant", default="", help="Tenant id or name (a tenant admin key may omit it).")
 @limit_options
+@click.option("--metadata", default=None, callback=json_object,
+              help='Metadata as a JSON object, e.g. \'{"guardrails": {"pii": {"mode": "block"}}}\'.')
 @url_option
 @key_option
 @json_option
 def create(name: str, tenant: str, rpm: int | None, tpm: int | None, max_parallel: int | None,
-           budget: float | None, period: str | None, url: str, master_key: str, as_json: bool) -> None:
+           budget: float | None, period: str | None, metadata: dict[str, Any] | None, url: str, master_key: str,
+           as_json: bool) -> None:
     """Create project NAME in a tenant."""
     body = {"name": name, "tenant": tenant, **limit_fields(rpm, tpm, max_parallel, budget, period)}
+    if metadata is not None:
+        body["metadata"] = metadata
     show(call(url, master_key, "POST", "/admin/projects", body), as_json, COLUMNS)
 
 
@@ -69,15 +77,18 @@ def show_(project: str, url: str, master_key: str, as_json: bool) -> None:
 @click.argument("project", callback=named)
 @limit_options
 @click.option("--enable/--disable", "enabled", default=None, help="Switch the project on or off.")
+@click.option("--metadata", default=None, callback=json_object,
+              help="Metadata as a JSON object; it replaces the whole metadata.")
 @clear_option()
 @url_option
 @key_option
 @json_option
 def update(project: str, rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
-           period: str | None, enabled: bool | None, clear: tuple[str, ...], url: str, master_key: str,
-           as_json: bool) -> None:
-    """Change PROJECT's limits (or remove them with --clear) or switch it off."""
+           period: str | None, enabled: bool | None, metadata: dict[str, Any] | None, clear: tuple[str, ...],
+           url: str, master_key: str, as_json: bool) -> None:
+    """Change PROJECT's limits (or remove them with --clear) or metadata, or switch it off."""
     body = cleared(limit_fields(rpm, tpm, max_parallel, budget, period), clear)
-    if enabled is not None:
-        body["enabled"] = enabled
+    for field, value in (("enabled", enabled), ("metadata", metadata)):
+        if value is not None:
+            body[field] = value
     show(call(url, master_key, "PATCH", admin_path("projects", project), body), as_json, COLUMNS)
