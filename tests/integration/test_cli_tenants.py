@@ -47,4 +47,26 @@ def test_tenants_and_projects_take_metadata_as_keys_do(gw: RunningGateway) -> No
                  ["projects", "update", project["id"], "--metadata", "{team: x}"]):
         result = _run(gw, *args)
         assert result.exit_code == 2 and "--metadata" in result.output, result.output
-    assert [t["name"] for t in admin.get("/admin/tenants")["data"]] == ["meta-co"]  # refused, nothing made
+    assert "bad-meta" not in [t["name"] for t in admin.get("/admin/tenants")["data"]]  # refused, nothing made
+    assert admin.get(f"/admin/projects/{project['id']}")["metadata"] == {}
+
+
+def test_tenants_and_projects_are_renamed_and_a_taken_name_changes_nothing(gw: RunningGateway) -> None:
+    """The admin API renames (PATCH ``name``), and refuses a taken name with a 409; `tenants|projects update` had
+    no --name, so a typo in a name could be fixed through the API only (keys update has --name)."""
+    admin = AdminClient(gw.url, MASTER)
+    tenant = _json(gw, "tenants", "create", "acme-typo")
+    _json(gw, "tenants", "create", "taken-co")
+    assert _json(gw, "tenants", "update", "acme-typo", "--name", "acme-co")["name"] == "acme-co"
+    assert admin.get(f"/admin/tenants/{tenant['id']}")["name"] == "acme-co"
+    project = _json(gw, "projects", "create", "wbe", "--tenant", "acme-co")
+    _json(gw, "projects", "create", "api", "--tenant", "acme-co")
+    assert _json(gw, "projects", "update", project["id"], "--name", "web")["name"] == "web"
+    for args in (["tenants", "update", "acme-co", "--name", "taken-co", "--rpm", "5"],
+                 ["projects", "update", project["id"], "--name", "api", "--rpm", "5"]):
+        result = _run(gw, *args)
+        assert result.exit_code == 1 and "already" in result.output and "(HTTP 409)" in result.output, result.output
+    assert (admin.get(f"/admin/tenants/{tenant['id']}")["name"], admin.get(f"/admin/tenants/{tenant['id']}")["rpm"]) \
+        == ("acme-co", None)
+    assert (admin.get(f"/admin/projects/{project['id']}")["name"],
+            admin.get(f"/admin/projects/{project['id']}")["rpm"]) == ("web", None)

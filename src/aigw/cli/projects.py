@@ -75,6 +75,7 @@ def show_(project: str, url: str, master_key: str, as_json: bool) -> None:
 
 @projects_group.command("update")
 @click.argument("project", callback=named)
+@click.option("--name", default=None, help="A new name.")
 @limit_options
 @click.option("--enable/--disable", "enabled", default=None, help="Switch the project on or off.")
 @click.option("--metadata", default=None, callback=json_object,
@@ -83,12 +84,12 @@ def show_(project: str, url: str, master_key: str, as_json: bool) -> None:
 @url_option
 @key_option
 @json_option
-def update(project: str, rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,
-           period: str | None, enabled: bool | None, metadata: dict[str, Any] | None, clear: tuple[str, ...],
-           url: str, master_key: str, as_json: bool) -> None:
-    """Change PROJECT's limits (or remove them with --clear) or metadata, or switch it off."""
+def update(project: str, name: str | None, rpm: int | None, tpm: int | None, max_parallel: int | None,
+           budget: float | None, period: str | None, enabled: bool | None, metadata: dict[str, Any] | None,
+           clear: tuple[str, ...], url: str, master_key: str, as_json: bool) -> None:
+    """Change PROJECT's name, limits (or remove them with --clear) or metadata, or switch it off."""
     body = cleared(limit_fields(rpm, tpm, max_parallel, budget, period), clear)
-    for field, value in (("enabled", enabled), ("metadata", metadata)):
+    for field, value in (("name", name), ("enabled", enabled), ("metadata", metadata)):
         if value is not None:
             body[field] = value
     show(call(url, master_key, "PATCH", admin_path("projects", project), body), as_json, COLUMNS)
