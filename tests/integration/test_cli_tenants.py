@@ -70,3 +70,16 @@ def test_tenants_and_projects_are_renamed_and_a_taken_name_changes_nothing(gw: R
         == ("acme-co", None)
     assert (admin.get(f"/admin/projects/{project['id']}")["name"],
             admin.get(f"/admin/projects/{project['id']}")["rpm"]) == ("web", None)
+
+
+def test_a_tenant_named_after_another_tenants_id_is_refused_saying_so(gw: RunningGateway) -> None:
+    """Refused, as it must be (the id would always win, the name could never be reached), but the error said
+    "A tenant named `ten_...` exists already", naming a tenant no list showed."""
+    other = _json(gw, "tenants", "create", "id-owner")
+    _json(gw, "tenants", "create", "renamer")
+    for args in (["tenants", "create", other["id"]], ["tenants", "update", "renamer", "--name", other["id"]]):
+        result = _run(gw, *args)
+        assert result.exit_code == 1 and f"`{other['id']}` is the id of tenant `id-owner`" in result.output, \
+            result.output
+    assert AdminClient(gw.url, MASTER).get(f"/admin/tenants/{other['id']}")["name"] == "id-owner"
+    assert AdminClient(gw.url, MASTER).get("/admin/tenants/renamer")["name"] == "renamer"

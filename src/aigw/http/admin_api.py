@@ -61,9 +61,11 @@ def _not_found(what: str, ident: str) -> errors.NotFound:
     return errors.NotFound(f"No {what} `{ident}`.", code=f"{what}_not_found")
 
 
-def _tenant_taken(name: str) -> errors.InvalidRequest:
-    return errors.InvalidRequest(f"A tenant named `{name}` exists already.", status=409, code="already_exists",
-                                 param="name")
+def _tenant_taken(name: str, other: Tenant | None = None) -> errors.InvalidRequest:
+    """``other``: the tenant found for ``name``, which may be one whose id it is (ids win over names)."""
+    said = (f"`{name}` is the id of tenant `{other.name}`; a tenant cannot be named after another's id."
+            if other is not None and other.name != name else f"A tenant named `{name}` exists already.")
+    return errors.InvalidRequest(said, status=409, code="already_exists", param="name")
 
 
 def _project_taken(tenant_name: str, name: str) -> errors.InvalidRequest:
@@ -168,8 +170,8 @@ class AdminApi:
         if admin_scope(p) is not None:
             raise errors.PermissionDenied("Only the master key can create tenants.")
         body = await parse_body(req, TenantIn)
-        if await self.db.find_tenant(body.name) is not None:
-            raise _tenant_taken(body.name)
+        if (other := await self.db.find_tenant(body.name)) is not None:
+            raise _tenant_taken(body.name, other)
         t = Tenant(id=new_id("ten"), name=body.name, limits=body.limits(), metadata=body.metadata,
                    created_at=self.clock.now())
         try:
@@ -202,7 +204,7 @@ class AdminApi:
         if req.method == "PATCH":
             body = await parse_body(req, TenantPatch)
             if (name := body.name or "") and (other := await self.db.find_tenant(name)) and other.id != t.id:
-                raise _tenant_taken(name)
+                raise _tenant_taken(name, other)
             change = partial(apply_patch, body=body)
         try:  # applied to the tenant as saved now, under its row lock: a change saved meanwhile stands
             saved = await self.db.update_tenant(t.id, change)
