@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +116,49 @@ def test_the_secret_is_shown_once_and_stored_only_as_its_hash(gw: RunningGateway
         assert made["key"] not in _run(gw, *args).output and made["key"] not in _run(gw, *args, "--json").output
     stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file())
     assert made["key"].encode() not in stored and hash_secret(made["key"]).encode() in stored
+
+
+def _on_a_terminal(gw: RunningGateway, columns: int, *args: str) -> str:
+    """What ``aigw ARGS`` prints on a terminal ``columns`` wide (a pseudo-terminal: the CLI sees a TTY)."""
+    main, child = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_")}
+    env.update(AIGW_URL=gw.url, AIGW_MASTER_KEY=MASTER, COLUMNS=str(columns), LINES="50", TERM="xterm")
+    proc = subprocess.Popen([sys.executable, "-m", "aigw", *args], stdin=subprocess.DEVNULL, stdout=child,
+                            stderr=child, env=env)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    assert proc.wait(timeout=30) == 0, out
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode())  # without colours
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_on_a_usual_terminal_the_keys_table_shows_whole_ids_and_states(gw: RunningGateway, project: str,
+                                                                       columns: int) -> None:
+    """On a terminal under ~200 columns the 15-column table squeezed every cell: `key_…`, `sk-…`, `prj…`, `ac…`,
+    so no id could be read or copied from `aigw keys list`, nor the secret from `keys create`'s table."""
+    made = _json(gw, "keys", "create", "--project", project, "--name", "wide", "--rpm", "7")
+    listed = _on_a_terminal(gw, columns, "keys", "list", "--project", project)
+    assert made["id"] in listed and made["prefix"] in listed and project in listed, listed
+    assert "…" not in listed and "active" in listed, listed
+    assert all(len(line) <= columns for line in listed.splitlines()), listed
+    created = _on_a_terminal(gw, columns, "keys", "create", "--project", project)
+    assert "…" not in created and re.search(r"key_[0-9a-f]{16}", created), created
+
+
+def test_piped_the_keys_table_grows_rather_than_cutting_a_cell(gw: RunningGateway, project: str) -> None:
+    """Piped, the table was 250 columns at most: a key with a long name squeezed the ids beside it to `key_…`."""
+    made = _json(gw, "keys", "create", "--project", project, "--name", "n" * 150)
+    listed = _run(gw, "keys", "list", "--project", project).stdout
+    assert made["id"] in listed and "n" * 150 in listed and "…" not in listed, listed
+    created = _run(gw, "keys", "create", "--project", project, "--name", "m" * 150)
+    secret = created.stderr.split("key: ")[1].split()[0]
+    assert secret in created.stdout and "…" not in created.stdout, created.stdout  # the table's "key" column

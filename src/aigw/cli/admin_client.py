@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,8 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-
-from aigw.stores.base import BY_MASTER
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 
@@ -273,75 +270,11 @@ def call_text(url: str, key: str, path: str, query: dict[str, Any]) -> tuple[str
         raise SystemExit(1) from None
 
 
-def show(data: Any, as_json: bool, columns: list[str]) -> None:
-    """A readable table (rich if installed), or the raw JSON with --json."""
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    rows = data.get("data", [data]) if isinstance(data, dict) else data
-    try:
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-    except ImportError:  # plain columns
-        click.echo("  ".join(columns))
-        for row in rows:
-            click.echo("  ".join(_shown(row, c) for c in columns))
-        return
-    table = Table(*columns)
-    for row in rows:  # as Text: a name holding "[/]" is no markup (it crashed the table), "[red]x[/red]" no colour
-        table.add_row(*(Text(_shown(row, c)) for c in columns))
-    console = Console() if sys.stdout.isatty() else Console(width=250)  # piped: never squeeze ids
-    console.print(table)
-
-
-def _shown(row: dict[str, Any], column: str) -> str:
-    """A record's field as the table shows it (--json keeps the record as it is). A null is "-" (not set),
-    bar ``models``, where it means every model ("all"; an empty list, none); a period without a budget is
-    not set either (the record keeps "monthly", the period a budget set later without one gets). A boolean is
-"yes" or "no"; ``enabled`` "no" says who switched it off when the record does."""
-    value = row.get(column)
-    if column == "enabled" and value is False:
-        return _switched_off(row.get("disabled_by"))
-    if column == "models":
-        return "all" if value is None else (_cell(value) or "none")
-    if column == "budget_period" and row.get("budget_usd") is None:
-        return "-"
-    return _cell(value)
-
-
-def _switched_off(by: Any) -> str:
-    """Who disabled it, when the record says (a project's or key's ``disabled_by``): a tenant admin cannot enable
-    again what the master key disabled, and the table should tell the two apart."""
-    if by == BY_MASTER:
-        return "no (master)"
-    return f"no (admin {by})" if by else "no"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
 def page_options(fn: Any) -> Any:
     """``--limit`` and ``--after`` of a list command (the admin API's ``limit`` and ``after``)."""
     fn = click.option("--after", default="", help="The page after this id (the last id of the page before).")(fn)
     return click.option("--limit", type=click.IntRange(1, 1000), default=None,
                         help="At most this many (a page; default: all).")(fn)
-
-
-def show_page(data: Any, as_json: bool, columns: list[str]) -> None:
-    """``show`` a list, then where the next page starts (on stderr) if there is one."""
-    show(data, as_json, columns)
-    if not as_json and data.get("has_more"):
-        click.echo(f"more: --after {data['last_id']}", err=True)
 
 
 def limit_fields(rpm: int | None, tpm: int | None, max_parallel: int | None, budget: float | None,

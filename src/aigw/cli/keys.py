@@ -24,10 +24,9 @@ from aigw.cli.admin_client import (
     named,
     not_blank,
     page_options,
-    show,
-    show_page,
     url_option,
 )
+from aigw.cli.table import show, show_page
 
 KEY_CLEARABLE = {"expires": "expires_at", "models": "models"}  # no expiry; every model
 # role: a tenant admin key must be told apart; status: whether it works now (a key can be enabled and unusable, its

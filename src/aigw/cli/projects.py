@@ -19,10 +19,9 @@ from aigw.cli.admin_client import (
     named,
     not_blank,
     page_options,
-    show,
-    show_page,
     url_option,
 )
+from aigw.cli.table import show, show_page
 
 COLUMNS = ["id", "name", "tenant_id", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "enabled"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from aigw.cli.admin_client import call, call_text, json_option, key_option, not_blank, show, url_option
+from aigw.cli.admin_client import call, call_text, json_option, key_option, not_blank, url_option
+from aigw.cli.table import show
 from aigw.stores.spend_csv import FIRST_COLUMNS, SUM_COLUMNS, usd, usd_nano
 
 _MONEY = ("cost_usd", "cost_saved_usd")

@@ -18,10 +18,9 @@ from aigw.cli.admin_client import (
     limit_options,
     named,
     page_options,
-    show,
-    show_page,
     url_option,
 )
+from aigw.cli.table import show, show_page
 
 COLUMNS = ["id", "name", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "enabled", "created_at"]
 
