@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import openai
@@ -18,6 +19,7 @@ from tests.integration.guardrails_support import (
     gateway_config,
     logged,
     oai,
+    scripted,  # noqa: F401  (fixture)
     scripted_server,  # noqa: F401  (fixture)
 )
 from tests.support.gateway import RunningGateway, running_gateway
@@ -30,6 +32,7 @@ def gw(upstreams: Upstreams, scripted_server: ScriptedUpstream,  # noqa: F811
                   "injection": {"mode": "block", "threshold": 0.8}}
     cfg = gateway_config(upstreams, scripted_server, tmp_path_factory.mktemp("in") / "gw.db", guardrails)
     cfg["models"].append({**cfg["models"][0], "name": "oai-flag"})
+    cfg["models"].append({**cfg["models"][0], "name": "oai-reasoning", "model": "o3-mini"})
     cfg["routing"]["oai-flag"] = {"guardrails": {"injection": {"mode": "flag"}, "validate": {"roles": ["user"]}}}
     with running_gateway(cfg) as gw:
         yield gw
@@ -92,3 +95,26 @@ def test_injection_flag_passes_and_is_recorded(gw: RunningGateway, ups: Upstream
     verdict = logged(gw, rid)["guardrails"]["injection"]
     assert verdict["action"] == "flag" and verdict["score"] >= 0.8 and "injection:override" in verdict["reasons"]
     assert ups.openai.traffic.requests == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_request_without_max_tokens_reaches_each_upstream_with_the_ceiling(
+        gw: RunningGateway, ups: Upstreams, scripted: ScriptedUpstream, stream: bool) -> None:  # noqa: F811
+    """The ceiling (300) holds when the client sets no max: each upstream gets it in the field it reads, not
+    its own default (the whole output limit; 4096 from the Anthropic adapter)."""
+    def sent(model: str) -> dict[str, Any]:
+        assert ask("openai", gw, model, "hi", stream)
+        if model == "claude":
+            return ups.anthropic.traffic.last.body  # type: ignore[no-any-return]
+        return scripted.bodies[-1] if model == "scripted" else ups.openai.traffic.last.body  # type: ignore[no-any-return]
+
+    assert sent("oai")["max_tokens"] == 300
+    reasoning = sent("oai-reasoning")  # OpenAI's reasoning models refuse max_tokens
+    assert reasoning["max_completion_tokens"] == 300 and "max_tokens" not in reasoning
+    assert sent("claude")["max_tokens"] == 300
+    assert sent("scripted")["max_tokens"] == 300
+    assert ask("openai", gw, "oai", "hi", stream, max_completion_tokens=120)  # within: sent as asked
+    assert ups.openai.traffic.last.body["max_completion_tokens"] == 120
+    assert "max_tokens" not in ups.openai.traffic.last.body
+    assert ask("anthropic", gw, "claude", "hi", stream)  # Anthropic's required max_tokens (200): as asked
+    assert ups.anthropic.traffic.last.body["max_tokens"] == 200

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from aigw.errors import InvalidRequest
+from aigw.schema.anthropic import messages_request_to_canonical
 from tests.unit.stages.guardrail_harness import Harness, chat, config, verdicts
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
@@ -102,3 +103,70 @@ async def test_a_custom_tool_calls_input_counts_toward_the_size_and_answers_its_
     assert "characters" in (await rejected(h, body)).message
     call["custom"]["input"] = "ls"  # type: ignore[index]
     await h.run(h.ctx(body))  # the tool result answers the custom call by its id
+
+
+@pytest.mark.parametrize("absent", [{}, {"max_tokens": None}, {"max_completion_tokens": None},
+                                    {"max_tokens": None, "max_completion_tokens": None}], ids=str)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_chat_request_without_max_tokens_is_sent_with_the_ceiling(absent: dict[str, Any],
+                                                                          stream: bool) -> None:
+    h = Harness(config({"validate": {"max_tokens": 100}}))
+    body = chat("hi", stream=stream, **absent)
+    ctx = h.ctx(body)
+    await (h.stream(ctx) if stream else h.run(ctx))
+    sent = h.upstream.bodies[-1]
+    assert sent["max_tokens"] == 100 and sent.get("max_completion_tokens") is None  # one field, an int
+    assert "max_completion_tokens" not in sent  # a null beside it would win the adapters' rename
+    assert body == chat("hi", stream=stream, **absent)  # the client's body itself is not changed
+    assert verdicts(ctx)["validate"]["action"] == "pass"
+
+
+@pytest.mark.parametrize("asked", [{"max_tokens": 60}, {"max_completion_tokens": 60}, {"max_tokens": 100}], ids=str)
+async def test_a_max_tokens_within_the_ceiling_is_sent_as_asked(asked: dict[str, Any]) -> None:
+    h = Harness(config({"validate": {"max_tokens": 100}}))
+    await h.run(h.ctx(chat("hi", **asked)))
+    sent = h.upstream.bodies[-1]
+    assert {k: sent.get(k) for k in ("max_tokens", "max_completion_tokens") if k in sent} == asked
+
+
+async def test_the_ceiling_set_is_the_requests_own_policys() -> None:
+    small = {"guardrails": {"validate": {"max_tokens": 10}}}
+    h = Harness(config({"validate": {"max_tokens": 1000}}, routing={"small": small}))
+    await h.run(h.ctx(chat("hi", model="small")))
+    assert h.upstream.bodies[-1]["max_tokens"] == 10
+    await h.run(h.ctx(chat("hi"), extra={"guardrails": {"validate": {"max_tokens": 200}}}))
+    assert h.upstream.bodies[-1]["max_tokens"] == 200
+    await h.run(h.ctx(chat("hi")))
+    assert h.upstream.bodies[-1]["max_tokens"] == 1000
+
+
+async def test_without_a_ceiling_nothing_is_added() -> None:
+    h = Harness(config({"validate": {"max_chars": 1000}}))
+    await h.run(h.ctx(chat("hi")))
+    assert "max_tokens" not in h.upstream.bodies[-1]
+
+
+@pytest.mark.parametrize(("ceiling", "sent"), [(100, 16), (10, 10)])
+async def test_a_legacy_completion_without_max_tokens_keeps_the_apis_default_under_the_ceiling(
+        ceiling: int, sent: int) -> None:
+    h = Harness(config({"validate": {"max_tokens": ceiling}}))
+    await h.run(h.ctx({"model": "mock", "prompt": "Say hi"}, endpoint="completions"))
+    assert h.upstream.bodies[-1]["max_tokens"] == sent  # OpenAI's documented default is 16
+
+
+async def test_embeddings_get_no_max_tokens() -> None:
+    h = Harness(config({"validate": {"max_tokens": 100}}))
+    await h.run(h.ctx({"model": "mock", "input": "hello"}, endpoint="embeddings"))
+    assert "max_tokens" not in h.upstream.bodies[-1]
+
+
+async def test_an_anthropic_requests_required_max_tokens_is_held_to_the_ceiling() -> None:
+    h = Harness(config({"validate": {"max_tokens": 100}}))
+    over = messages_request_to_canonical({"model": "mock", "max_tokens": 101,
+                                          "messages": [{"role": "user", "content": "hi"}]})
+    err = await rejected(h, over)
+    assert err.param == "max_tokens" and "101" in err.message
+    within = messages_request_to_canonical({"model": "mock", "max_tokens": 100,
+                                            "messages": [{"role": "user", "content": "hi"}]})
+    await h.run(h.ctx(within))
+    assert h.upstream.bodies[-1]["max_tokens"] == 100

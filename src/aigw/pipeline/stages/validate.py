@@ -6,6 +6,10 @@ upstreams reject late and expensively: a tool result that answers no tool call,
 an assistant turn with nothing in it. A violation is a 400 whose ``param``
 names the field (``messages[3].tool_call_id``, ``max_tokens``); sizes are
 counted in characters and estimated tokens (about four characters a token).
+
+A ``max_tokens`` ceiling holds for every request: one asking for more is a 400;
+one asking for nothing is sent with the ceiling (a legacy completion with
+OpenAI's default of 16 when that is lower), not left to the upstream's default.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.guardrail_policy import Policies, as_messages, metrics_of, policies_for, record
 from aigw.schema.openai import call_text
+from aigw.types import JSON
 
 _NEEDS_CONTENT = frozenset({"system", "developer", "user"})
+_MAX_FIELDS = ("max_tokens", "max_completion_tokens")
+_LEGACY_DEFAULT = 16  # /v1/completions without max_tokens: OpenAI's documented default, kept under a ceiling
 
 
 class _Sizes:
@@ -107,13 +114,18 @@ class ValidateStage(Stage):
         return None
 
     def _check_max_tokens(self, ctx: RequestContext, policy: ValidatePolicy) -> None:
-        if policy.max_tokens is None:
+        ceiling = policy.max_tokens
+        if ceiling is None or ctx.endpoint == "embeddings":
             return
-        for name in ("max_tokens", "max_completion_tokens"):
+        found = False
+        for name in _MAX_FIELDS:
             asked = ctx.body.get(name)
-            if isinstance(asked, int) and asked > policy.max_tokens:
+            if isinstance(asked, int) and asked > ceiling:
                 raise _fail(ctx, "max_tokens", f"{name} is {asked}; the most this key or model allows is "
-                            f"{policy.max_tokens}.", name, self.metrics)
+                            f"{ceiling}.", name, self.metrics)
+            found = found or isinstance(asked, int)
+        if not found:  # else the upstream's default applies: often the model's whole output limit
+            ctx.body = _with_max_tokens(ctx.body, ceiling if ctx.endpoint == "chat" else min(ceiling, _LEGACY_DEFAULT))
 
     def _check_sizes(self, ctx: RequestContext, policy: ValidatePolicy, sizes: _Sizes) -> None:
         field = _field(ctx)
@@ -124,6 +136,16 @@ class ValidateStage(Stage):
             if limit is not None and value > limit:
                 raise _fail(ctx, reason, f"The request has {value} {what}; the limit is {limit}.", field,
                             self.metrics)
+
+
+def _with_max_tokens(body: JSON, value: int) -> JSON:
+    """A copy of ``body`` (the client's is never changed) asking for at most ``value`` tokens, in canonical
+    ``max_tokens``: every adapter maps it to the field its upstream reads (OpenAI's reasoning models get
+    ``max_completion_tokens``, an OpenAI-compatible server its ``max_tokens_field``, Anthropic ``max_tokens``).
+    A null field beside it is dropped: the adapters' rename would keep the null over the value."""
+    out = {k: v for k, v in body.items() if k not in _MAX_FIELDS}
+    out["max_tokens"] = value
+    return out
 
 
 def _field(ctx: RequestContext) -> str:
