@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,7 @@ from tests.support.gateway import RunningGateway, running_gateway
 @pytest.fixture(scope="module")
 def gw(upstreams: Upstreams, scripted_server: ScriptedUpstream,  # noqa: F811
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    guardrails = {"validate": {"max_tokens": 300, "max_messages": 4, "max_chars": 2000},
+    guardrails = {"validate": {"max_tokens": 300, "max_messages": 4, "max_chars": 2000, "max_images": 2},
                   "injection": {"mode": "block", "threshold": 0.8}}
     cfg = gateway_config(upstreams, scripted_server, tmp_path_factory.mktemp("in") / "gw.db", guardrails)
     cfg["models"].append({**cfg["models"][0], "name": "oai-flag"})
@@ -118,3 +119,38 @@ def test_a_request_without_max_tokens_reaches_each_upstream_with_the_ceiling(
     assert "max_tokens" not in ups.openai.traffic.last.body
     assert ask("anthropic", gw, "claude", "hi", stream)  # Anthropic's required max_tokens (200): as asked
     assert ups.anthropic.traffic.last.body["max_tokens"] == 200
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode()
+PDF = base64.b64encode(b"%PDF-1.7\n" + bytes(24)).decode()
+
+
+def test_images_in_file_parts_count_toward_max_images(gw: RunningGateway, scripted: ScriptedUpstream) -> None:  # noqa: F811
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    as_file = {"type": "file", "file": {"file_data": f"data:image/png;base64,{PNG}", "filename": "shot.png"}}
+    pdf = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "a.pdf"}}
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gw).chat.completions.create(model="scripted", messages=[  # type: ignore[misc,list-item]
+            {"role": "user", "content": [{"type": "text", "text": "compare"}, image, as_file, as_file]}])
+    assert err.value.param == "messages" and "3 images; the limit is 2" in str(err.value)  # type: ignore[attr-defined]
+    assert scripted.bodies == []
+    assert oai(gw).chat.completions.create(model="scripted", messages=[  # type: ignore[misc,list-item]
+        {"role": "user", "content": [{"type": "text", "text": "compare"}, image, as_file, pdf]}])
+    assert len(scripted.bodies[-1]["messages"][0]["content"]) == 4  # a PDF is no image
+
+
+def test_anthropic_images_count_toward_max_images(gw: RunningGateway, ups: Upstreams) -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    as_doc = {"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    turns = [{"role": "user", "content": [image, {"type": "text", "text": "take another"}]},
+             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [image]}]}]
+    for extra in ([], [as_doc]):  # the tool result's image is the second; a base64 image document the third
+        convo = [*turns[:2], {"role": "user", "content": [*turns[2]["content"], *extra]}]
+        if not extra:
+            assert claude(gw).messages.create(model="claude", max_tokens=50, messages=convo)  # type: ignore[arg-type]
+            continue
+        with pytest.raises(anthropic.BadRequestError) as err:
+            claude(gw).messages.create(model="claude", max_tokens=50, messages=convo)  # type: ignore[arg-type]
+        assert "3 images; the limit is 2" in str(err.value)
+    assert ups.anthropic.traffic.requests == 1

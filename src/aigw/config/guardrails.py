@@ -45,7 +45,7 @@ class ValidatePolicy(_Strict):
     max_messages: int | None = Field(default=None, ge=1)
     max_chars: int | None = Field(default=None, ge=1)  # all text of the request
     max_input_tokens: int | None = Field(default=None, ge=1)  # estimated, about four characters a token
-    max_images: int | None = Field(default=None, ge=0)
+    max_images: int | None = Field(default=None, ge=0)  # each image once: image_url parts, files that are images
     max_tokens: int | None = Field(default=None, ge=1)  # ceiling for max_tokens / max_completion_tokens; sent when
     # a request sets neither (a legacy completion: OpenAI's default 16 when lower)
     roles: list[Role] | None = None  # roles a request may use; None = all

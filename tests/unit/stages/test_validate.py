@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -170,3 +171,61 @@ async def test_an_anthropic_requests_required_max_tokens_is_held_to_the_ceiling(
                                             "messages": [{"role": "user", "content": "hi"}]})
     await h.run(h.ctx(within))
     assert h.upstream.bodies[-1]["max_tokens"] == 100
+
+
+PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 24).decode()
+JPEG_B64 = base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 24).decode()
+PDF_B64 = base64.b64encode(b"%PDF-1.7\n" + b"\x00" * 24).decode()
+
+
+def _file(**spec: str) -> dict[str, Any]:
+    return {"type": "file", "file": spec}
+
+
+@pytest.mark.parametrize("part", [
+    _file(file_data=f"data:image/png;base64,{PNG_B64}", filename="a.png"),
+    _file(file_data=f"data:image/webp;base64,{PDF_B64}"),  # the declared type decides
+    _file(file_data=JPEG_B64, filename="upload"),  # bare base64 (OpenAI takes it): the bytes say JPEG
+    _file(file_data=f"data:application/octet-stream;base64,{PNG_B64}"),
+    _file(file_id="file-abc123", filename="Photo.JPG"),  # an uploaded file: its name says image
+    {**IMAGE, "text": "a caption"},  # an image part with a text field is still an image
+    {"type": "input_image", "image_url": "https://example.com/a.png"},  # Responses-style, should it come in
+], ids=["data-url", "declared", "bare-jpeg", "octet-png", "file-id", "captioned", "input_image"])
+async def test_every_shape_of_image_counts_once(part: dict[str, Any]) -> None:
+    h = Harness(config({"validate": {"max_images": 1}}))
+    err = await rejected(h, {"model": "mock", "messages": [{"role": "user", "content": [IMAGE, part]}]})
+    assert err.param == "messages" and "2 images" in err.message
+    await h.run(h.ctx({"model": "mock", "messages": [{"role": "user", "content": [part]}]}))
+
+
+@pytest.mark.parametrize("part", [
+    _file(file_data=f"data:application/pdf;base64,{PDF_B64}", filename="report.pdf"),
+    _file(file_data=f"data:application/pdf;base64,{PNG_B64}", filename="a.png"),  # declared a PDF: sent as one
+    _file(file_data=PDF_B64),
+    _file(file_id="file-abc123"),
+    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+], ids=["pdf", "declared-pdf", "bare-pdf", "file-id", "audio"])
+async def test_other_files_are_no_images(part: dict[str, Any]) -> None:
+    h = Harness(config({"validate": {"max_images": 0}}))
+    ctx = h.ctx({"model": "mock", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, part]}]})
+    await h.run(ctx)
+    assert verdicts(ctx)["validate"]["action"] == "pass" and len(h.upstream.bodies) == 1
+
+
+async def test_anthropic_images_count_once_wherever_they_are() -> None:
+    """A base64 image block, a url and a base64 one inside a tool_result (moved to the user turn after it)
+    and a base64 document that is an image: four images (the PDF is none)."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+    by_url = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    as_doc = {"type": "document", "source": {"type": "base64", "media_type": "image/jpeg", "data": JPEG_B64}}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64}}
+    body = messages_request_to_canonical({"model": "mock", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [image, {"type": "text", "text": "look"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "shot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "content": [{"type": "text", "text": "here"}, by_url, image]}, as_doc, pdf]}]})
+    err = await rejected(Harness(config({"validate": {"max_images": 3}})), body)
+    assert "4 images" in err.message
+    h = Harness(config({"validate": {"max_images": 4}}))
+    await h.run(h.ctx(body))
+    assert len(h.upstream.bodies) == 1

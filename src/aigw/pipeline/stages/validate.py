@@ -10,10 +10,12 @@ counted in characters and estimated tokens (about four characters a token).
 A ``max_tokens`` ceiling holds for every request: one asking for more is a 400;
 one asking for nothing is sent with the ceiling (a legacy completion with
 OpenAI's default of 16 when that is lower), not left to the upstream's default.
+``max_images`` counts every image part once, whatever its shape (``_is_image``).
 """
 
 from __future__ import annotations
 
+import binascii
 from typing import Any
 
 from aigw.accounting.tokens import estimate_text
@@ -30,6 +32,10 @@ from aigw.types import JSON
 
 _NEEDS_CONTENT = frozenset({"system", "developer", "user"})
 _MAX_FIELDS = ("max_tokens", "max_completion_tokens")
+_IMAGE_PARTS = frozenset({"image_url", "input_image"})  # input_image: Responses-style, if ever accepted
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"mif1", b"avif"})
 _LEGACY_DEFAULT = 16  # /v1/completions without max_tokens: OpenAI's documented default, kept under a ceiling
 
 
@@ -64,7 +70,7 @@ def _measure_message(i: int, msg: Any, sizes: _Sizes, tool_ids: set[str], policy
                 continue
             if isinstance(part.get("text"), str):
                 sizes.text(part["text"])
-            elif part.get("type") == "image_url":
+            if _is_image(part):  # by its type alone: a text field beside an image does not hide it
                 sizes.images += 1
     for call in msg.get("tool_calls") or ():
         sizes.text(call_text(call) or "")  # a function's arguments or a custom tool's input
@@ -77,6 +83,44 @@ def _measure_message(i: int, msg: Any, sizes: _Sizes, tool_ids: set[str], policy
     if role == "tool" and msg.get("tool_call_id") not in tool_ids:
         return "structure", f"messages[{i}].tool_call_id"
     return "", ""
+
+
+def _is_image(part: JSON) -> bool:
+    """Whether a content part is an image: ``image_url`` (an Anthropic client's ``image`` blocks, a tool
+    result's included, arrive as these), ``input_image``, or a ``file`` part carrying an image."""
+    kind = part.get("type")
+    if kind in _IMAGE_PARTS:
+        return True
+    spec = part.get("file") if kind == "file" else None
+    return isinstance(spec, dict) and _file_is_image(spec)
+
+
+def _file_is_image(spec: JSON) -> bool:
+    """A file is an image when its data URL's media type says so; else, unless that type names something
+    else (a PDF), when its bytes start as an image's do or its name ends like one (all an uploaded
+    ``file_id`` has to go by)."""
+    data = spec.get("file_data")
+    if isinstance(data, str) and data:
+        if data.startswith("data:"):
+            header, _, data = data[5:].partition(",")
+            media_type = header.partition(";")[0].strip().lower()
+            if media_type.startswith("image/"):
+                return True
+            if media_type not in ("", "application/octet-stream"):
+                return False  # declared as something else (a PDF): sent and read as that
+        if _image_magic(data):
+            return True
+    name = spec.get("filename")
+    return isinstance(name, str) and name.lower().endswith(_IMAGE_SUFFIXES)
+
+
+def _image_magic(b64: str) -> bool:
+    try:
+        head = binascii.a2b_base64(b64[:16])
+    except (binascii.Error, ValueError):
+        return False
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or (
+        head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS)
 
 
 _WHY = {
