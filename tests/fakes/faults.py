@@ -113,13 +113,15 @@ class FaultScript:
         return len(self._queue)
 
     def take(self, path: str) -> Fault | None:
-        """The fault for a request to `path`: the first queued one that applies, else the standing one."""
+        """The fault for a request to `path`: the first queued one that applies, else the standing one (if it
+        applies: ``only`` holds for both)."""
         with self._lock:
             for i, fault in enumerate(self._queue):
                 if fault.only is None or path.endswith(fault.only):
                     del self._queue[i]
                     return fault
-            return self._always
+            standing = self._always
+            return standing if standing is None or standing.only is None or path.endswith(standing.only) else None
 
 
 @dataclass
