@@ -90,6 +90,11 @@ class SupportsCompletions(Protocol):
 
 @runtime_checkable
 class SupportsModelList(Protocol):
-    """A free call used by active health probes (never a paid completion)."""
+    """A free call used by active health probes (never a paid completion).
+
+    What a listing answered 200 shows, for reviving a dead deployment early (``routing.probe``), an adapter says
+    in two class attributes (absent: nothing): ``listing_needs_key``, the upstream refuses the listing without
+    the deployment's own key (so a 200 shows the key accepted); ``listing_names_models``, the listing's ids are
+    the names ``upstream_model`` is called by (so its presence shows the model exists)."""
 
     async def list_models(self, call: CallOptions) -> JSON: ...

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from aigw.config.models import CircuitBreakerConfig, Deployment
 from aigw.routing.breaker import HALF_OPEN, OPEN
-from aigw.routing.retry import DEFAULT_COOL_S
+from aigw.routing.retry import DEFAULT_COOL_S, DEPLOYMENT_DEAD
 from aigw.routing.state import DeploymentState, Outcome
 from aigw.supervise import Supervisor
 from aigw.types import Clock
@@ -95,10 +95,12 @@ class HealthBook:
         if outcome.ok:
             s.pending_calls += 1
             if b.success(now, trial) and trial:
+                s.dead.clear()  # it serves again: whatever had killed it is gone
                 log.info("circuit closed for deployment %s (trial call succeeded)", s.id)
                 self._share(s, 0, "trial_ok")
             return
         self._note_error(s, outcome.kind)
+        self._note_dead(s, outcome.kind, now)
         was_half_open = trial and b.phase(now) == HALF_OPEN
         opened = b.failure(now, trial)
         if opened:
@@ -108,17 +110,38 @@ class HealthBook:
         else:
             self._share(s, 1, "trip" if opened else "")
 
-    def probe_result(self, s: DeploymentState, ok: bool) -> None:
-        """An active probe: a failure counts like a failed call; a success ends an open cooldown."""
+    def probe_result(self, s: DeploymentState, ok: bool, shows: frozenset[str] = frozenset(),
+                     kind: str = "") -> None:
+        """An active probe: a failure (``kind``: its error's) counts like a failed call; a success ends an open
+        cooldown early only when it shows gone every dead kind that may have opened the breaker (``shows``: the
+        kinds of ``retry.DEPLOYMENT_DEAD`` this probe saw gone, ``probe.shown``). Without one (timeouts, 5xx) any
+        success does; with one it cannot show (out of quota) the cooldown runs to its end."""
         now = self.clock.monotonic()
         if ok:
             if s.breaker.phase(now) == OPEN:
+                unseen = self.dead_kinds(s, now) - shows
+                if unseen:
+                    log.debug("probe of %s answered; cooldown kept (%s not shown gone)", s.id,
+                              ", ".join(sorted(unseen)))
+                    return
                 s.breaker.end_cooldown(now)
                 self._share(s, 0, "probe_ok")
             return
+        self._note_dead(s, kind, now)
         self._note_error(s, "probe_failed")
         opened = s.breaker.failure(now, trial=False)
         self._share(s, 1, "trip" if opened else "")
+
+    def dead_kinds(self, s: DeploymentState, now: float) -> frozenset[str]:
+        """The dead kinds that may have opened the breaker open now: those seen since a window before it opened
+        (at most a cooldown ago, or it would not be open)."""
+        since = now - self.cfg.cooldown_s - self.cfg.window_s
+        return frozenset(k for k, at in s.dead.items() if at >= since)
+
+    @staticmethod
+    def _note_dead(s: DeploymentState, kind: str, now: float) -> None:
+        if kind in DEPLOYMENT_DEAD:
+            s.dead[kind] = now
 
     def _note_error(self, s: DeploymentState, kind: str) -> None:
         s.last_error, s.last_error_at = kind, self.clock.now()

@@ -68,10 +68,10 @@ class Outcome:
 class DeploymentState:
     """One deployment as seen by this replica (plus other replicas' numbers when shared)."""
 
-    __slots__ = ("asked_until", "breaker", "capped", "clock", "cool_until", "cost", "deployment", "id", "last_error",
-                 "last_error_at", "latency_s", "local_inflight", "others_inflight", "own_latency_s", "own_ttft_s",
-                 "pending_calls", "rpm", "shared_at", "shared_permits", "shared_window", "tpm", "ttft_s",
-                 "unshared_trials", "weight")
+    __slots__ = ("asked_until", "breaker", "capped", "clock", "cool_until", "cost", "dead", "deployment", "id",
+                 "last_error", "last_error_at", "latency_s", "local_inflight", "others_inflight", "own_latency_s",
+                 "own_ttft_s", "pending_calls", "rpm", "shared_at", "shared_permits", "shared_window", "tpm",
+                 "ttft_s", "unshared_trials", "weight")
 
     def __init__(
         self, deployment: Deployment, cfg: CircuitBreakerConfig, clock: Clock, cost: float | None = None
@@ -94,6 +94,7 @@ class DeploymentState:
         self.cool_until = 0.0  # monotonic; set from an upstream Retry-After
         self.asked_until = 0.0  # monotonic: when that Retry-After ends, uncapped (cool_until is capped to cooldown_s)
         self.last_error = ""
+        self.dead: dict[str, float] = {}  # dead kind (retry.DEPLOYMENT_DEAD) -> monotonic time it was last seen
         self.last_error_at = 0.0  # wall clock
         self.shared_at = 0.0  # monotonic time of the last shared update, 0 = never
         self.shared_window: tuple[int, int] | None = None  # (calls, failures) across replicas

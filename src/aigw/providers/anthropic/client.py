@@ -59,6 +59,8 @@ class AnthropicProvider:
     """One Anthropic deployment; shares the pooled session of its origin."""
 
     kind = "anthropic"
+    listing_needs_key = True  # GET /v1/models is refused (401) without a valid x-api-key
+    listing_names_models = True  # its ids are the models /v1/messages takes (an alias is not listed)
 
     def __init__(self, deployment: Deployment, clients: HttpClients) -> None:
         self.upstream_model = deployment.model

@@ -23,6 +23,7 @@ STREAM_OPTIONS_SINCE = "2024-09-01"  # earlier api-versions (2024-06-01 GA, ...)
 
 class AzureProvider(OpenAIProvider):
     kind = "azure"
+    listing_names_models = False  # GET /openai/models lists the base models the resource may deploy, not deployments
 
     def __init__(self, deployment: Deployment, clients: HttpClients) -> None:
         if not deployment.api_base:

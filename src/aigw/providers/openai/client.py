@@ -64,6 +64,8 @@ class OpenAIProvider:
     """Chat, streams, embeddings, legacy completions and the model list over one pooled session."""
 
     kind = "openai"
+    listing_needs_key = True  # GET /models is refused (401) without a valid key
+    listing_names_models = True  # its ids are the models chat takes
 
     def __init__(
         self,

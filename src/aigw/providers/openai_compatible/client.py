@@ -11,6 +11,7 @@ from aigw.providers.openai_compatible.quirks import parse_quirks
 
 class OpenAICompatibleProvider(OpenAIProvider):
     kind = "openai_compatible"
+    listing_needs_key = False  # some hosts list their models to anyone (OpenRouter)
 
     def __init__(self, deployment: Deployment, clients: HttpClients) -> None:
         if not deployment.api_base:
