@@ -102,11 +102,22 @@ class AnthropicUpstream:
         denied = self._auth(request)
         if denied is not None:
             return denied
+        try:  # pages as the real API does: ``limit`` 1-1000 (20 by default), ``after_id``
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return self._error(400, "invalid_request_error", "limit: Input should be between 1 and 1000")
+        ids = sorted(self.models)
+        after = request.query.get("after_id")
+        if after is not None:
+            ids = ids[ids.index(after) + 1:] if after in ids else []
         data = [
             {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
-            for m in sorted(self.models)
+            for m in ids[:limit]
         ]
-        body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        body = {"data": data, "has_more": len(ids) > limit, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None}
         self.traffic.completed += 1
         return web.json_response(body, headers=self._headers(), dumps=_dumps)
 

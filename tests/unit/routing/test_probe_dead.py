@@ -27,6 +27,7 @@ from aigw.supervise import Supervisor
 from tests.fakes import openai_faults as oai
 from tests.fakes import openai_wire
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
+from tests.fakes.anthropic_upstream import MODELS as ANTHROPIC_MODELS
 from tests.fakes.anthropic_upstream import AnthropicUpstream, anthropic_error
 from tests.fakes.azure_upstream import FakeAzure
 from tests.fakes.faults import Fault
@@ -77,7 +78,7 @@ def _clean(openai_up: FakeOpenAI, azure_up: FakeAzure, compat_up: FakeOpenAI,
     for fake in (openai_up, azure_up, compat_up, anthropic_up[0]):
         fake.reset()
     openai_up.api_key, azure_up.api_key = "sk-oai", "az-key"
-    anthropic_up[0].models.discard("claude-retired")
+    anthropic_up[0].models.intersection_update(ANTHROPIC_MODELS)
 
 
 @pytest.fixture
@@ -140,6 +141,18 @@ async def test_anthropic_model_gone_stays_dead_while_v1_models_does_not_list_it(
     dead = Dead(AnthropicProvider(d, clients), d)
     await dead.kill("upstream_model_not_found")
     assert await dead.probe() == OPEN
+    fake.models.add("claude-retired")
+    assert await dead.probe() == HALF_OPEN
+
+
+async def test_anthropic_model_back_is_seen_past_the_listings_first_page(
+        anthropic_up: tuple[AnthropicUpstream, RunningServer], clients: HttpClients) -> None:
+    """GET /v1/models answers 20 models unless asked for more (up to 1000): a model past them is still seen."""
+    fake, server = anthropic_up
+    d = deployment("anthropic", model="claude-retired", api_base=server.url, api_key=ANTHROPIC_KEY)
+    dead = Dead(AnthropicProvider(d, clients), d)
+    await dead.kill("upstream_model_not_found")
+    fake.models.update(f"claude-a-{i:02}" for i in range(25))  # sorted before claude-retired
     fake.models.add("claude-retired")
     assert await dead.probe() == HALF_OPEN
 

@@ -68,7 +68,7 @@ class AnthropicProvider:
         self._said_unstreamed = False  # logged once that this upstream answers stream requests whole
         base = _base_url(deployment.api_base)
         self._messages_url = f"{base}/v1/messages"
-        self._models_url = f"{base}/v1/models"
+        self._models_url = f"{base}/v1/models?limit=1000"  # one page of all (20 by default; 1000 at most)
         self._clients = clients
         self._headers = {
             "x-api-key": deployment.api_key,
@@ -188,7 +188,8 @@ class AnthropicProvider:
         raise reached(errors.UpstreamError(what))  # a 200 answer (an error status was raised before): it took the call
 
     async def list_models(self, call: CallOptions) -> JSON:
-        """GET /v1/models: free, so health probes can use it."""
+        """GET /v1/models: free, so health probes can use it; asked for its largest page, so that a probe
+        looking for the deployment's model sees every model the account has, not the newest 20."""
         headers = self._request_headers({}, call, "application/json")
         headers.pop("content-type", None)
         session = self._clients.session_for(self._models_url)
