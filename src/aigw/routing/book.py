@@ -30,7 +30,7 @@ class Shared(Protocol):
     async def acquire(self, state: DeploymentState) -> int | None: ...
 
     async def record(self, state: DeploymentState, fails: int, outcome: str,
-                     permit: tuple[int, int] = (-1, -1)) -> None: ...
+                     permit: tuple[int, int] = (-1, -1), kinds: str = "") -> None: ...
 
 
 class HealthBook:
@@ -97,7 +97,7 @@ class HealthBook:
             if b.success(now, trial) and trial:
                 s.dead.clear()  # it serves again: whatever had killed it is gone
                 log.info("circuit closed for deployment %s (trial call succeeded)", s.id)
-                self._share(s, 0, "trial_ok")
+                self._share(s, 0, "trial_ok", kinds=_ALL_DEAD)
             return
         self._note_error(s, outcome.kind)
         self._note_dead(s, outcome.kind, now)
@@ -105,10 +105,11 @@ class HealthBook:
         opened = b.failure(now, trial)
         if opened:
             log.warning("circuit opened for deployment %s after %s", s.id, outcome.kind)
+        dead = _dead(outcome.kind)
         if was_half_open:
-            self._share(s, 1, "trial_fail")
+            self._share(s, 1, "trial_fail", kinds=dead)
         else:
-            self._share(s, 1, "trip" if opened else "")
+            self._share(s, 1, "trip" if opened else "", kinds=dead)
 
     def probe_result(self, s: DeploymentState, ok: bool, shows: frozenset[str] = frozenset(),
                      kind: str = "") -> None:
@@ -124,17 +125,21 @@ class HealthBook:
                     log.debug("probe of %s answered; cooldown kept (%s not shown gone)", s.id,
                               ", ".join(sorted(unseen)))
                     return
-                s.breaker.end_cooldown(now)
-                self._share(s, 0, "probe_ok")
+                shared = self.shared
+                if shared is not None and shared.up:  # Redis decides, with what every replica saw kill it
+                    unshown = ",".join(sorted(DEPLOYMENT_DEAD - shows))
+                    self.supervisor.spawn(shared.record(s, 0, "probe_ok", kinds=unshown), name="routing-record")
+                else:
+                    s.breaker.end_cooldown(now)
             return
         self._note_dead(s, kind, now)
         self._note_error(s, "probe_failed")
         opened = s.breaker.failure(now, trial=False)
-        self._share(s, 1, "trip" if opened else "")
+        self._share(s, 1, "trip" if opened else "", kinds=_dead(kind))
 
     def dead_kinds(self, s: DeploymentState, now: float) -> frozenset[str]:
-        """The dead kinds that may have opened the breaker open now: those seen since a window before it opened
-        (at most a cooldown ago, or it would not be open)."""
+        """The dead kinds this replica saw that may have opened its breaker, open now: those seen since a window
+        before it opened (a cooldown ago at most, or it would not be open)."""
         since = now - self.cfg.cooldown_s - self.cfg.window_s
         return frozenset(k for k, at in s.dead.items() if at >= since)
 
@@ -146,10 +151,19 @@ class HealthBook:
     def _note_error(self, s: DeploymentState, kind: str) -> None:
         s.last_error, s.last_error_at = kind, self.clock.now()
 
-    def _share(self, s: DeploymentState, fails: int, outcome: str, permit: tuple[int, int] = (-1, -1)) -> None:
+    def _share(self, s: DeploymentState, fails: int, outcome: str, permit: tuple[int, int] = (-1, -1),
+               kinds: str = "") -> None:
         shared = self.shared
         if shared is not None and shared.up:
-            self.supervisor.spawn(shared.record(s, fails, outcome, permit), name="routing-record")
+            self.supervisor.spawn(shared.record(s, fails, outcome, permit, kinds), name="routing-record")
+
+
+_ALL_DEAD = ",".join(sorted(DEPLOYMENT_DEAD))  # a closed breaker forgets them all, in Redis too
+
+
+def _dead(kind: str) -> str:
+    """``kind`` if a failure of it kills a deployment (shared for other replicas' probes), else ''."""
+    return kind if kind in DEPLOYMENT_DEAD else ""
 
 
 def _end_trial(s: DeploymentState) -> tuple[int, int] | None:

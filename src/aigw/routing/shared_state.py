@@ -84,10 +84,12 @@ class SharedState:
         return granted
 
     async def record(self, s: DeploymentState, fails: int, outcome: str,
-                     permit: tuple[int, int] = (-1, -1)) -> None:
+                     permit: tuple[int, int] = (-1, -1), kinds: str = "") -> None:
+        """``kinds`` (``record.lua``): the dead kind a failure was; for ``probe_ok`` the dead kinds the probe did
+        not show gone; for ``trial_ok`` those to forget."""
         c = self.cfg
         args = [fails, outcome, c.failures, int(c.window_s * 1000), c.error_ratio or 0, c.min_calls,
-                int(c.cooldown_s * 1000), TTL_MS, *permit]
+                int(c.cooldown_s * 1000), TTL_MS, *permit, kinds]
         reply = await self._call(self._record, self._keys[s.id][:2], args)
         opened = reply is not None and self._adopt(s, *reply[:4]) and reply[0] == OPEN.encode()
         if opened:
