@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aigw import errors
 from aigw.config.models import CircuitBreakerConfig
 from aigw.routing.book import HealthBook
@@ -52,3 +54,35 @@ def test_providers_without_a_model_list_are_not_probed() -> None:
     cfg = CircuitBreakerConfig(probe_interval_s=1)
     book = HealthBook([deployment("m", 0)], cfg, clock, Supervisor())
     assert Prober(book, [(book.state("m#0"), NoList())], cfg).targets == []  # type: ignore[list-item]
+
+
+async def test_probes_are_bounded_one_in_flight_per_deployment() -> None:
+    """A listing slower than the interval does not pile probes up: a round ends (by its timeout at worst)
+    before the next begins."""
+
+    class Slow:
+        kind, upstream_model = "slow", "m-0"
+
+        def __init__(self) -> None:
+            self.calls = self.inflight = self.most = 0
+
+        async def list_models(self, call: object) -> dict[str, object]:
+            self.calls += 1
+            self.inflight += 1
+            self.most = max(self.most, self.inflight)
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                self.inflight -= 1
+            return {}
+
+    clock = Clock()
+    cfg = CircuitBreakerConfig(probe_interval_s=0.01, probe_timeout_s=0.05)
+    book = HealthBook([deployment("m", 0)], cfg, clock, Supervisor())
+    slow = Slow()
+    prober = Prober(book, [(book.state("m#0"), slow)], cfg)  # type: ignore[list-item]
+    task = asyncio.ensure_future(prober.run())
+    await asyncio.sleep(0.3)
+    prober.stop()
+    await asyncio.wait_for(task, 1)
+    assert slow.calls >= 3 and slow.most == 1 and slow.inflight == 0
