@@ -170,11 +170,13 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--conc", type=int, default=16)
     ap.add_argument("--redis", default="", help="redis URL: tenancy's counters in Redis instead of memory")
+    ap.add_argument("--only", default="", help="run just this app (bare, tenancy or -PART) for --requests requests "
+                    "after 320 to warm up, and print nothing: what bench/tenancy_instructions.sh counts")
     ap.add_argument("--without", default="", help="comma-separated parts, each a stage name or several joined by "
                     "'+': one more tenancy app per part, built without those stages (what they cost)")
     args = ap.parse_args()
     prefix = f"aigw-inproc-{uuid.uuid4().hex[:8]}:"
-    names = ["bare", "tenancy", *(f"-{p}" for p in args.without.split(",") if p)]
+    names = [args.only] if args.only else ["bare", "tenancy", *(f"-{p}" for p in args.without.split(",") if p)]
     with tempfile.TemporaryDirectory() as tmp:
         apps: dict[str, tuple[Any, str]] = {}
         for name in names:
@@ -183,6 +185,12 @@ async def main() -> None:
             await lifespan(app, "startup")
             apps[name] = (app, await virtual_key(app) if name != "bare" else MASTER)
         tune_gc(20_000)
+        if args.only:
+            app, key = apps[args.only]
+            await round_(app, key, 320, args.conc)
+            await round_(app, key, args.requests, args.conc)
+            await lifespan(app, "shutdown")
+            return
         best: dict[str, float] = {}
         for app, key in apps.values():  # warm-up
             await round_(app, key, min(1000, args.requests), args.conc)
