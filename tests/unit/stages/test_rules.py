@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aigw.config.load import ConfigError
-from aigw.errors import GuardrailBlocked
+from aigw.errors import GuardrailBlocked, InvalidRequest
 from tests.unit.stages.guardrail_harness import Harness, chat, config, streamed_text, verdicts
 
 RULES = [
@@ -66,6 +66,37 @@ async def test_after_a_route_the_new_models_policy_applies() -> None:
     h = Harness(cfg)
     await h.run(h.ctx(chat("summarise: mail bob@example.com")))
     assert "bob@example.com" not in str(h.upstream.bodies[-1])
+
+
+async def test_after_a_route_the_new_models_input_checks_apply() -> None:
+    """A rule that routes to a model with a stricter ``validate`` policy (its max_tokens ceiling, its sizes) may not
+    carry a request past it: the checks run again for the model the request goes to."""
+    strict = {"small": {"guardrails": {"validate": {"max_tokens": 50, "max_messages": 1}}}}
+    h = Harness(config({"rules": RULES}, routing=strict))
+    with pytest.raises(InvalidRequest) as info:
+        await h.run(h.ctx(chat("please summarise this", max_tokens=500)))
+    assert info.value.param == "max_tokens" and "50" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        await h.run(h.ctx(chat("please summarise this", system="be brief")))
+    assert info.value.param == "messages"
+    assert h.upstream.bodies == []
+    await h.run(h.ctx(chat("please summarise this")))  # no max set: sent with the routed model's ceiling
+    assert h.upstream.bodies[-1]["model"] == "small" and h.upstream.bodies[-1]["max_tokens"] == 50
+    await h.run(h.ctx(chat("hello", max_tokens=500)))  # not routed: its own model has no ceiling
+    assert h.upstream.bodies[-1]["max_tokens"] == 500
+
+
+async def test_a_ceiling_set_for_the_asked_model_gives_way_to_the_routed_ones() -> None:
+    """The asked model's ceiling set max_tokens (the client sent none): the routed model's ceiling replaces it, and
+    is no "max_tokens is 1000" refusal of a value the client never sent."""
+    ceilings = {"mock": {"guardrails": {"validate": {"max_tokens": 1000}}},
+                "small": {"guardrails": {"validate": {"max_tokens": 50}}}}
+    h = Harness(config({"rules": RULES}, routing=ceilings))
+    ctx = h.ctx(chat("please summarise this"))
+    await h.run(ctx)
+    assert h.upstream.bodies[-1]["max_tokens"] == 50 and verdicts(ctx)["validate"]["action"] == "pass"
+    await h.run(h.ctx(chat("hello")))
+    assert h.upstream.bodies[-1]["max_tokens"] == 1000
 
 
 async def test_key_condition() -> None:

@@ -7,7 +7,8 @@ the ledger's ``handled_by``, the metrics' provider label), zero usage, and it
 goes back in the client's wire format, streamed when the client asked for a
 stream (replayed with the cache's chunk builder, so both look like a live
 answer). A route changes the model before the router sees it; later stages
-then use the new model's policy; a key whose models exclude the target gets a
+then use the new model's policy, and its input checks (``validate``: a max_tokens ceiling, sizes) run
+again for it; a key whose models exclude the target gets a
 403. A reject is a 400 with the rule's text.
 """
 
@@ -23,6 +24,7 @@ from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.cache_stream import replay
 from aigw.pipeline.stages.guardrail_policy import Policies, metrics_of, policies_for, record
+from aigw.pipeline.stages.validate import AGAIN
 from aigw.schema.replay import replay_chunks
 from aigw.types import JSON, Clock
 
@@ -58,10 +60,12 @@ def answer_body(ctx: RequestContext, text: str, created: int) -> JSON:
 class RulesStage(Stage):
     name = "rules"
 
-    def __init__(self, policies: Policies, clock: Clock, metrics: Metrics | None = None) -> None:
+    def __init__(self, policies: Policies, clock: Clock, metrics: Metrics | None = None,
+                 services: dict[str, Any] | None = None) -> None:
         self.policies = policies
         self.clock = clock
         self.metrics = metrics
+        self._services = services if services is not None else {}  # read when a rule routes: ``validate.AGAIN``
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
         if ctx.endpoint != "chat":
@@ -84,6 +88,9 @@ class RulesStage(Stage):
             ctx.model = outcome.model
             ctx.body = {**ctx.body, "model": outcome.model}
             self.policies.forget(ctx)
+            again = self._services.get(AGAIN)
+            if again is not None:  # the routed model's own input checks (its ceiling, sizes) hold too
+                again(ctx, True)
             return None
         ctx.handled_by = HANDLED_BY
         ctx.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -97,4 +104,4 @@ def build(deps: StageDeps) -> Stage | None:
     policies = policies_for(deps, "rules")
     if policies is None:
         return None
-    return RulesStage(policies, deps.clock, metrics_of(deps))
+    return RulesStage(policies, deps.clock, metrics_of(deps), deps.services)

@@ -37,6 +37,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".heic", ".heif", "
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"mif1", b"avif"})
 _LEGACY_DEFAULT = 16  # /v1/completions without max_tokens: OpenAI's documented default, kept under a ceiling
+_SET = "validate.max_tokens_set"  # the max_tokens a ceiling set (the client asked for none)
+AGAIN = "validate.again"  # in StageDeps.services: ``check`` for a request a rule routed to another model
 
 
 class _Sizes:
@@ -139,9 +141,15 @@ class ValidateStage(Stage):
         self.metrics = metrics
 
     async def on_request(self, ctx: RequestContext) -> Result | None:
+        self.check(ctx)
+        return None
+
+    def check(self, ctx: RequestContext, again: bool = False) -> None:
+        """The request against its model's policy; ``again``: once more, for the model a rule routed it to
+        (``AGAIN``), whose checks may be stricter (a pass is recorded once, a block each time)."""
         policy = self.policies.for_request(ctx).validate
         if policy is None:
-            return None
+            return
         self._check_max_tokens(ctx, policy)
         messages = as_messages(ctx) or []
         if ctx.endpoint == "chat" and policy.max_messages is not None and len(messages) > policy.max_messages:
@@ -154,8 +162,9 @@ class ValidateStage(Stage):
             if reason:
                 raise _fail(ctx, reason, _WHY[reason], param if ctx.endpoint == "chat" else _field(ctx), self.metrics)
         self._check_sizes(ctx, policy, sizes)
-        record(ctx, "validate", {"action": "pass", "reasons": [], "counts": {}, "score": 0.0}, "pass", self.metrics)
-        return None
+        if not again:
+            record(ctx, "validate", {"action": "pass", "reasons": [], "counts": {}, "score": 0.0}, "pass",
+                   self.metrics)
 
     def _check_max_tokens(self, ctx: RequestContext, policy: ValidatePolicy) -> None:
         ceiling = policy.max_tokens
@@ -164,12 +173,15 @@ class ValidateStage(Stage):
         found = False
         for name in _MAX_FIELDS:
             asked = ctx.body.get(name)
+            if name == "max_tokens" and asked is not None and asked == ctx.state.get(_SET):
+                continue  # set by an earlier check (another model's ceiling): as if not asked
             if isinstance(asked, int) and asked > ceiling:
                 raise _fail(ctx, "max_tokens", f"{name} is {asked}; the most this key or model allows is "
                             f"{ceiling}.", name, self.metrics)
             found = found or isinstance(asked, int)
         if not found:  # else the upstream's default applies: often the model's whole output limit
-            ctx.body = _with_max_tokens(ctx.body, ceiling if ctx.endpoint == "chat" else min(ceiling, _LEGACY_DEFAULT))
+            value = ctx.state[_SET] = ceiling if ctx.endpoint == "chat" else min(ceiling, _LEGACY_DEFAULT)
+            ctx.body = _with_max_tokens(ctx.body, value)
 
     def _check_sizes(self, ctx: RequestContext, policy: ValidatePolicy, sizes: _Sizes) -> None:
         field = _field(ctx)
@@ -200,4 +212,6 @@ def build(deps: StageDeps) -> Stage | None:
     policies = policies_for(deps, "validate")
     if policies is None:
         return None
-    return ValidateStage(policies, metrics_of(deps))
+    stage = ValidateStage(policies, metrics_of(deps))
+    deps.services[AGAIN] = stage.check
+    return stage
