@@ -238,3 +238,65 @@ def test_sigterm_with_workers_refuses_new_connections_while_requests_in_flight_f
     finally:
         stop_serve(proc)
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (/proc/net/tcp and tcp6: state 0A)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(fields[9])
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    out.add(target[8:-1])
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        with contextlib.suppress(OSError):
+            kids = [int(k) for k in Path(f"/proc/{todo[0]}/task/{todo[0]}/children").read_text().split()]
+            out += kids
+            todo += kids
+        todo.pop(0)
+    return out
+
+
+def test_a_workers_sqlite_writers_do_not_hold_the_listening_socket(tmp_path: Path) -> None:
+    """The socket is handed to the workers inheritable; a worker's own children (the SQLite writer processes of the
+    ledger and request log) must not get it: one alive after its worker held the port against the next serve."""
+    proc, url = start_serve(tmp_path, "--workers", "2")
+    try:
+        wait_for(lambda: len(workers_of(proc.pid)) == 2, 20)
+        wait_live(url, proc)
+        for _ in range(6):
+            assert ask(url) == 200
+        listening = _listening_inodes(int(url.rsplit(":", 1)[1]))
+        assert listening
+        workers = workers_of(proc.pid)
+        assert all(_socket_inodes(w) & listening for w in workers)  # the workers do hold it
+
+        def writers() -> list[int]:  # started with the first batch the request log writes
+            found = []
+            for p in (p for w in workers for p in _descendants(w)):
+                with contextlib.suppress(OSError):
+                    if b"aigw.sqlite_child" in Path(f"/proc/{p}/cmdline").read_bytes():
+                        found.append(p)
+            return found
+
+        wait_for(lambda: writers(), 10)
+        assert not [p for p in writers() if _socket_inodes(p) & listening]
+    finally:
+        stop_serve(proc)

@@ -100,6 +100,9 @@ def _serve(sock: socket.socket, log_level: str, log_format: str, graceful_s: flo
     from aigw.observability.logging import configure
 
     configure(log_level, log_format)
+    # inheritable to reach the workers; a worker's own children (the SQLite writer processes) must not hold it:
+    # one outliving its worker kept the port from the next `aigw serve`
+    sock.set_inheritable(False)
     _stop_with_parent(lifeline)
     try:
         config = load_config()
