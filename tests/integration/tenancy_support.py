@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from click.testing import CliRunner, Result
+
 from aigw.cli.admin_client import AdminClient
+from aigw.cli.main import cli
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.services import RUN_ID, pg_execute, postgres_dsn
 
@@ -147,3 +150,15 @@ def wait_ledger_rows(db: Path, key_id: str, expect: int, where: str = "true", li
         if n >= expect or time.monotonic() > deadline:
             return n
         time.sleep(0.02)
+
+
+def run_cli(gw: RunningGateway, *args: str) -> Result:
+    """``aigw *args`` against ``gw`` with the master key, as a user's shell would run it (AIGW_URL, AIGW_MASTER_KEY)."""
+    return CliRunner().invoke(cli, list(args), env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
+
+
+def cli_json(gw: RunningGateway, *args: str) -> Any:
+    """``aigw *args --json``, which must succeed: its JSON."""
+    result = run_cli(gw, *args, "--json")
+    assert result.exit_code == 0 and result.exception is None, (result.output, result.exception)
+    return json.loads(result.stdout)

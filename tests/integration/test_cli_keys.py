@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
@@ -10,17 +9,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anthropic
 import openai
 import pytest
-from click.testing import CliRunner, Result
 
 from aigw.cli.admin_client import AdminClient
-from aigw.cli.main import cli
 from aigw.stores.keygen import hash_secret
-from tests.integration.tenancy_support import MASTER, gateway_config
+from tests.integration.tenancy_support import MASTER, cli_json, gateway_config, run_cli
 from tests.support.gateway import RunningGateway, running_gateway
 
 
@@ -42,25 +38,15 @@ def project(gw: RunningGateway) -> str:
     return str(admin.post("/admin/projects", {"name": "web", "tenant": tenant["id"]})["id"])
 
 
-def _run(gw: RunningGateway, *args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
-
-
-def _json(gw: RunningGateway, *args: str) -> Any:
-    result = _run(gw, *args, "--json")
-    assert result.exit_code == 0 and result.exception is None, (result.output, result.exception)
-    return json.loads(result.stdout)
-
-
 def test_an_iso_basic_date_is_a_date_not_epoch_seconds(gw: RunningGateway, project: str) -> None:
     """``--expires 20301231`` (ISO 8601's basic format) was sent as the number 20301231, epoch seconds: a day in
     1970. ``keys create`` said "expires_at is in the past"; ``keys update`` ended the key at once, and exited 0."""
-    made = _json(gw, "keys", "create", "--project", project, "--expires", "20301231")
+    made = cli_json(gw, "keys", "create", "--project", project, "--expires", "20301231")
     assert (made["expires_at"], made["status"]) == ("2030-12-31T00:00:00Z", "active")
-    other = _json(gw, "keys", "create", "--project", project)
-    changed = _json(gw, "keys", "update", other["id"], "--expires", "20301231")
+    other = cli_json(gw, "keys", "create", "--project", project)
+    changed = cli_json(gw, "keys", "update", other["id"], "--expires", "20301231")
     assert (changed["expires_at"], changed["status"]) == ("2030-12-31T00:00:00Z", "active")
-    assert _json(gw, "keys", "create", "--project", project, "--expires", "1924991999")["expires_at"] == \
+    assert cli_json(gw, "keys", "create", "--project", project, "--expires", "1924991999")["expires_at"] == \
         "2030-12-31T23:59:59Z"  # epoch seconds are still read as such
 
 
@@ -91,10 +77,10 @@ UNAUTHORIZED = [("AuthenticationError", 401, "authentication_error")] * 2
                                     ["rotate"]], ids=" ".join)
 def test_a_key_the_cli_ends_gets_401_in_each_sdks_wire_format(gw: RunningGateway, project: str,
                                                               change: list[str]) -> None:
-    made = _json(gw, "keys", "create", "--project", project)
+    made = cli_json(gw, "keys", "create", "--project", project)
     assert _refusals(gw, made["key"]) == OK
     verb, *flags = change
-    after = _json(gw, "keys", verb, made["id"], *flags)
+    after = cli_json(gw, "keys", verb, made["id"], *flags)
     assert "key" not in after or after["key"] != made["key"]
     assert _refusals(gw, made["key"]) == UNAUTHORIZED
     if verb == "rotate":  # the new secret works at once, the old one never again
@@ -103,17 +89,17 @@ def test_a_key_the_cli_ends_gets_401_in_each_sdks_wire_format(gw: RunningGateway
 
 def test_a_key_limited_to_models_is_refused_another_in_each_sdks_wire_format(gw: RunningGateway,
                                                                             project: str) -> None:
-    made = _json(gw, "keys", "create", "--project", project, "--models", "mock")
+    made = cli_json(gw, "keys", "create", "--project", project, "--models", "mock")
     assert _refusals(gw, made["key"]) == OK
     assert _refusals(gw, made["key"], "mock-large") == [("PermissionDeniedError", 403, "permission_error")] * 2
 
 
 def test_the_secret_is_shown_once_and_stored_only_as_its_hash(gw: RunningGateway, project: str,
                                                                db_path: Path) -> None:
-    made = _json(gw, "keys", "create", "--project", project, "--name", "once")
+    made = cli_json(gw, "keys", "create", "--project", project, "--name", "once")
     assert made["key"].startswith("sk-aigw-") and made["prefix"] == made["key"][:12]
     for args in (["keys", "show", made["id"]], ["keys", "list", "--project", project]):
-        assert made["key"] not in _run(gw, *args).output and made["key"] not in _run(gw, *args, "--json").output
+        assert made["key"] not in run_cli(gw, *args).output and made["key"] not in run_cli(gw, *args, "--json").output
     stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file())
     assert made["key"].encode() not in stored and hash_secret(made["key"]).encode() in stored
 
@@ -145,7 +131,7 @@ def test_on_a_usual_terminal_the_keys_table_shows_whole_ids_and_states(gw: Runni
                                                                        columns: int) -> None:
     """On a terminal under ~200 columns the 15-column table squeezed every cell: `key_…`, `sk-…`, `prj…`, `ac…`,
     so no id could be read or copied from `aigw keys list`, nor the secret from `keys create`'s table."""
-    made = _json(gw, "keys", "create", "--project", project, "--name", "wide", "--rpm", "7")
+    made = cli_json(gw, "keys", "create", "--project", project, "--name", "wide", "--rpm", "7")
     listed = _on_a_terminal(gw, columns, "keys", "list", "--project", project)
     assert made["id"] in listed and made["prefix"] in listed and project in listed, listed
     assert "…" not in listed and "active" in listed, listed
@@ -156,9 +142,9 @@ def test_on_a_usual_terminal_the_keys_table_shows_whole_ids_and_states(gw: Runni
 
 def test_piped_the_keys_table_grows_rather_than_cutting_a_cell(gw: RunningGateway, project: str) -> None:
     """Piped, the table was 250 columns at most: a key with a long name squeezed the ids beside it to `key_…`."""
-    made = _json(gw, "keys", "create", "--project", project, "--name", "n" * 150)
-    listed = _run(gw, "keys", "list", "--project", project).stdout
+    made = cli_json(gw, "keys", "create", "--project", project, "--name", "n" * 150)
+    listed = run_cli(gw, "keys", "list", "--project", project).stdout
     assert made["id"] in listed and "n" * 150 in listed and "…" not in listed, listed
-    created = _run(gw, "keys", "create", "--project", project, "--name", "m" * 150)
+    created = run_cli(gw, "keys", "create", "--project", project, "--name", "m" * 150)
     secret = created.stderr.split("key: ")[1].split()[0]
     assert secret in created.stdout and "…" not in created.stdout, created.stdout  # the table's "key" column

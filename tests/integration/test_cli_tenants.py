@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 from aigw.cli.admin_client import AdminClient
-from aigw.cli.main import cli
-from tests.integration.tenancy_support import MASTER, gateway_config
+from tests.integration.tenancy_support import MASTER, cli_json, gateway_config, run_cli
 from tests.support.gateway import RunningGateway, running_gateway
 
 POLICY = {"guardrails": {"pii": {"mode": "block"}}, "team": "payments"}
@@ -23,29 +20,19 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         yield g
 
 
-def _run(gw: RunningGateway, *args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), env={"AIGW_URL": gw.url, "AIGW_MASTER_KEY": MASTER})
-
-
-def _json(gw: RunningGateway, *args: str) -> Any:
-    result = _run(gw, *args, "--json")
-    assert result.exit_code == 0 and result.exception is None, (result.output, result.exception)
-    return json.loads(result.stdout)
-
-
 def test_tenants_and_projects_take_metadata_as_keys_do(gw: RunningGateway) -> None:
     """A tenant's or project's metadata (its guardrails block, docs/guardrails.md) could be set through the admin
     API only: `tenants|projects create|update` had no --metadata, as `keys` has."""
     admin = AdminClient(gw.url, MASTER)
-    tenant = _json(gw, "tenants", "create", "meta-co", "--metadata", json.dumps(POLICY))
+    tenant = cli_json(gw, "tenants", "create", "meta-co", "--metadata", json.dumps(POLICY))
     assert tenant["metadata"] == POLICY == admin.get(f"/admin/tenants/{tenant['id']}")["metadata"]
-    project = _json(gw, "projects", "create", "app", "--tenant", "meta-co", "--metadata", json.dumps(POLICY))
+    project = cli_json(gw, "projects", "create", "app", "--tenant", "meta-co", "--metadata", json.dumps(POLICY))
     assert project["metadata"] == POLICY == admin.get(f"/admin/projects/{project['id']}")["metadata"]
-    assert _json(gw, "tenants", "update", "meta-co", "--metadata", '{"team": "ops"}')["metadata"] == {"team": "ops"}
-    assert _json(gw, "projects", "update", project["id"], "--metadata", "{}")["metadata"] == {}
+    assert cli_json(gw, "tenants", "update", "meta-co", "--metadata", '{"team": "ops"}')["metadata"] == {"team": "ops"}
+    assert cli_json(gw, "projects", "update", project["id"], "--metadata", "{}")["metadata"] == {}
     for args in (["tenants", "create", "bad-meta", "--metadata", "[1]"],
                  ["projects", "update", project["id"], "--metadata", "{team: x}"]):
-        result = _run(gw, *args)
+        result = run_cli(gw, *args)
         assert result.exit_code == 2 and "--metadata" in result.output, result.output
     assert "bad-meta" not in [t["name"] for t in admin.get("/admin/tenants")["data"]]  # refused, nothing made
     assert admin.get(f"/admin/projects/{project['id']}")["metadata"] == {}
@@ -55,16 +42,16 @@ def test_tenants_and_projects_are_renamed_and_a_taken_name_changes_nothing(gw: R
     """The admin API renames (PATCH ``name``), and refuses a taken name with a 409; `tenants|projects update` had
     no --name, so a typo in a name could be fixed through the API only (keys update has --name)."""
     admin = AdminClient(gw.url, MASTER)
-    tenant = _json(gw, "tenants", "create", "acme-typo")
-    _json(gw, "tenants", "create", "taken-co")
-    assert _json(gw, "tenants", "update", "acme-typo", "--name", "acme-co")["name"] == "acme-co"
+    tenant = cli_json(gw, "tenants", "create", "acme-typo")
+    cli_json(gw, "tenants", "create", "taken-co")
+    assert cli_json(gw, "tenants", "update", "acme-typo", "--name", "acme-co")["name"] == "acme-co"
     assert admin.get(f"/admin/tenants/{tenant['id']}")["name"] == "acme-co"
-    project = _json(gw, "projects", "create", "wbe", "--tenant", "acme-co")
-    _json(gw, "projects", "create", "api", "--tenant", "acme-co")
-    assert _json(gw, "projects", "update", project["id"], "--name", "web")["name"] == "web"
+    project = cli_json(gw, "projects", "create", "wbe", "--tenant", "acme-co")
+    cli_json(gw, "projects", "create", "api", "--tenant", "acme-co")
+    assert cli_json(gw, "projects", "update", project["id"], "--name", "web")["name"] == "web"
     for args in (["tenants", "update", "acme-co", "--name", "taken-co", "--rpm", "5"],
                  ["projects", "update", project["id"], "--name", "api", "--rpm", "5"]):
-        result = _run(gw, *args)
+        result = run_cli(gw, *args)
         assert result.exit_code == 1 and "already" in result.output and "(HTTP 409)" in result.output, result.output
     assert (admin.get(f"/admin/tenants/{tenant['id']}")["name"], admin.get(f"/admin/tenants/{tenant['id']}")["rpm"]) \
         == ("acme-co", None)
@@ -75,10 +62,10 @@ def test_tenants_and_projects_are_renamed_and_a_taken_name_changes_nothing(gw: R
 def test_a_tenant_named_after_another_tenants_id_is_refused_saying_so(gw: RunningGateway) -> None:
     """Refused, as it must be (the id would always win, the name could never be reached), but the error said
     "A tenant named `ten_...` exists already", naming a tenant no list showed."""
-    other = _json(gw, "tenants", "create", "id-owner")
-    _json(gw, "tenants", "create", "renamer")
+    other = cli_json(gw, "tenants", "create", "id-owner")
+    cli_json(gw, "tenants", "create", "renamer")
     for args in (["tenants", "create", other["id"]], ["tenants", "update", "renamer", "--name", other["id"]]):
-        result = _run(gw, *args)
+        result = run_cli(gw, *args)
         assert result.exit_code == 1 and f"`{other['id']}` is the id of tenant `id-owner`" in result.output, \
             result.output
     assert AdminClient(gw.url, MASTER).get(f"/admin/tenants/{other['id']}")["name"] == "id-owner"
