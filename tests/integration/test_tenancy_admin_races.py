@@ -33,9 +33,11 @@ def test_a_patch_that_waited_for_its_body_does_not_undo_a_revoke(gw: RunningGate
     k = setup_key(admin, "race-revoke")
     patch = SlowCall(gw, "PATCH", f"/admin/keys/{k['id']}", {"rpm": 100})
     admin.post(f"/admin/keys/{k['id']}/revoke")
-    assert patch.finish()[0] == 200
+    status, body = patch.finish()  # checked against the key as saved when it writes: revoked by then
+    assert (status, body["error"]["code"]) == (400, "key_revoked")
     time.sleep(0.5)  # every cache has dropped the key
     assert admin.get(f"/admin/keys/{k['id']}")["revoked"] is True
+    assert admin.get(f"/admin/keys/{k['id']}")["rpm"] is None  # nothing of the PATCH was stored
     assert not _works(gw, k["key"])
 
 

@@ -338,10 +338,7 @@ class AdminApi:
                              previous_until=self.clock.now() + grace_s if grace_s > 0 else None,
                              own=await self._own_key(p))
         elif req.method == "PATCH" and not action:
-            body = await parse_body(req, KeyPatch)
-            if body.enabled and k.revoked_at is not None:  # a 200 that left it revoked said it worked
-                raise errors.InvalidRequest("A revoked key cannot be enabled again; create a new key.",
-                                            param="enabled", code="key_revoked")
+            body = await parse_body(req, KeyPatch)  # a revoked key's limits, models, expiry, switch: a 400
             change = partial(patch_key, body=body, by=p, own=await self._own_key(p))
         else:
             raise errors.NotFound(f"Unknown endpoint {req.method} {req.path}.")

@@ -45,6 +45,8 @@ def patch_project(proj: Project, body: ProjectPatch, by: Principal) -> set[str]:
 def patch_key(k: ApiKey, body: KeyPatch, by: Principal, own: ApiKey | None) -> set[str]:
     """``body`` applied for ``by`` (``own``: a tenant admin's own key, which bounds what it grants)."""
     sent = body.model_fields_set
+    if k.revoked_at is not None and (barred := sorted(sent - REVOKED_CHANGEABLE)):
+        raise _revoked(barred[0])
     k.limits = body.limits(k.limits)
     k.name = k.name if body.name is None else body.name
     k.allowed_models = body.models if "models" in sent else k.allowed_models
@@ -57,6 +59,16 @@ def patch_key(k: ApiKey, body: KeyPatch, by: Principal, own: ApiKey | None) -> s
         ("name", "name", body.name), ("models", "allowed_models", True), ("expires_at", "expires_at", True),
         ("metadata", "metadata", body.metadata),
     ) if field in sent and value is not None}
+
+
+REVOKED_CHANGEABLE = frozenset({"name", "metadata"})  # a revoked key's label and notes; nothing it would use
+
+
+def _revoked(field: str) -> errors.InvalidRequest:
+    """A revoked key never works again: limits, models, expiry or a switch stored on it would say otherwise."""
+    what = "enabled again" if field == "enabled" else f"changed (`{field}`)"
+    return errors.InvalidRequest(f"This key is revoked and cannot be {what}: only its name and metadata can "
+                                 "change; create a new key.", param=field, code="key_revoked")
 
 
 def revoke_key(k: ApiKey, now: float) -> set[str]:

@@ -13,6 +13,8 @@ import pytest
 
 from aigw import errors
 from aigw.http.admin_api import AdminApi, BudgetChange
+from aigw.http.admin_models import KeyPatch
+from aigw.http.admin_patch import patch_key
 from aigw.http.request import HttpRequest
 from aigw.pipeline.context import Principal
 from aigw.stores.base import ApiKey, Limits, Project, Tenant
@@ -90,7 +92,9 @@ async def test_a_revoked_keys_budget_is_not_seeded_again_by_a_patch(db: SqlDatab
                    on_revoke=on_revoke)
     api.version.bumps = 1  # type: ignore[attr-defined]  # bumps work from here on
     await api.key_item(_request("POST", "/admin/keys/key_a/revoke"), MASTER)
-    status, _ = await api.key_item(_request("PATCH", "/admin/keys/key_a", {"budget_usd": 7.0}), MASTER)
+    with pytest.raises(errors.InvalidRequest):  # a revoked key's budget cannot change at all
+        await api.key_item(_request("PATCH", "/admin/keys/key_a", {"budget_usd": 7.0}), MASTER)
+    status, _ = await api.key_item(_request("PATCH", "/admin/keys/key_a", {"name": "gone"}), MASTER)
     assert status == 200
     assert seeded == []  # a seed writes a `total` window with no TTL: it would stay in Redis for good
     assert forgotten[-1] == "key_a"
@@ -132,3 +136,36 @@ async def test_enabling_a_revoked_key_is_a_400_not_a_200_that_leaves_it_revoked(
     assert (info.value.param, info.value.code) == ("enabled", "key_revoked")
     status, out = await api.key_item(_request("PATCH", "/admin/keys/key_a", {"name": "old ci key"}), MASTER)
     assert status == 200 and out["status"] == "revoked"  # a revoked key's name and notes may still change
+
+
+@pytest.mark.parametrize("body", [
+    {"rpm": 60}, {"tpm": 1000}, {"max_parallel": 2}, {"budget_usd": 7.0}, {"budget_period": "daily"},
+    {"rpm": None}, {"models": ["mock"]}, {"models": None}, {"expires_at": "2099-01-01"}, {"expires_at": None},
+    {"enabled": False}, {"name": "old ci key", "rpm": 60},
+], ids=lambda body: ",".join(body))
+async def test_a_patch_of_anything_but_name_and_metadata_on_a_revoked_key_is_refused_and_changes_nothing(
+        db: SqlDatabase, body: dict[str, Any]) -> None:
+    """It answered 200 and stored the new limits on a key no call can use: the docs say a revoked key's name and
+    metadata may still change, nothing else."""
+    api = AdminApi(db, _FailingOnce(), SystemClock(), lambda: None)  # type: ignore[arg-type]
+    api.version.bumps = 1  # type: ignore[attr-defined]  # bumps work from here on
+    await api.key_item(_request("POST", "/admin/keys/key_a/revoke"), MASTER)
+    before = await db.get_key("key_a", None)
+    with pytest.raises(errors.InvalidRequest) as info:
+        await api.key_item(_request("PATCH", "/admin/keys/key_a", body), MASTER)
+    assert (info.value.status, info.value.code) == (400, "key_revoked")
+    assert info.value.param in body and info.value.param != "name"
+    assert "revoked" in info.value.message and "name and metadata" in info.value.message
+    assert await db.get_key("key_a", None) == before
+    status, out = await api.key_item(_request("PATCH", "/admin/keys/key_a", {"metadata": {"note": "left"}}), MASTER)
+    assert status == 200 and out["metadata"] == {"note": "left"} and out["status"] == "revoked"
+
+
+def test_the_refusal_holds_for_a_key_revoked_after_the_patch_read_it() -> None:
+    """The check runs on the key as saved when the PATCH writes (under its row lock), not as it was read: a
+    revoke that lands while the PATCH waits for its body is not undone by new limits."""
+    revoked = ApiKey(id="key_a", tenant_id="ten_a", project_id="prj_a", key_hash="h-a", prefix="sk-aigw-xxxx",
+                     revoked_at=1.0)
+    with pytest.raises(errors.InvalidRequest) as info:
+        patch_key(revoked, KeyPatch.model_validate({"rpm": 5}), MASTER, None)
+    assert (info.value.code, info.value.param, revoked.limits.rpm) == ("key_revoked", "rpm", None)
