@@ -161,3 +161,9 @@ def test_updating_a_revoked_keys_limits_is_an_error_and_changes_nothing(gw: Runn
     assert _json(gw, "keys", "show", made["id"])["rpm"] == 10
     renamed = _json(gw, "keys", "update", made["id"], "--name", "old")  # a revoked key's name may still change
     assert (renamed["name"], renamed["status"]) == ("old", "revoked")
+
+
+def test_a_model_named_twice_is_stored_once(gw: RunningGateway, project: str) -> None:
+    made = _json(gw, "keys", "create", "--project", project, "--models", "mock,mock-large,mock")
+    assert made["models"] == ["mock", "mock-large"]
+    assert _json(gw, "keys", "update", made["id"], "--models", "mock-large,mock-large")["models"] == ["mock-large"]

@@ -252,3 +252,19 @@ def test_a_model_name_holding_nul_is_billed_and_holds_up_no_row_after_it(gw: Run
     assert asked["requests"] == 1 and asked["errors"] == 1  # the name as the client sent it finds its row
     logged = admin.get("/admin/requests", key_id=key["id"])["data"]  # read after a flush of the request log
     assert sorted(r["model"] for r in logged) == sorted([held, "mock"])
+
+
+def test_a_keys_models_are_stored_once_each_in_the_order_given(admin: AdminClient) -> None:
+    """``"models": ["mock", "mock"]`` (or ``keys create --models mock,mock``) was stored and shown twice."""
+    first = setup_key(admin, "models-co")
+    made = admin.post("/admin/keys", {"project": first["project_id"], "models": ["mock-large", "mock", "mock-large"]})
+    assert made["models"] == ["mock-large", "mock"]
+    assert admin.get(f"/admin/keys/{made['id']}")["models"] == ["mock-large", "mock"]
+    changed = admin.patch(f"/admin/keys/{made['id']}", {"models": ["mock", "mock", "mock-large", "mock"]})
+    assert changed["models"] == admin.get(f"/admin/keys/{made['id']}")["models"] == ["mock", "mock-large"]
+    for bad, param in ((["mock", ""], "models.1"), ([""], "models.0"), (["mock", 5], "models.1"),
+                       ([None], "models.0"), (["mock", ["mock"]], "models.1"), ("mock", "models")):
+        refused(lambda bad=bad: admin.post("/admin/keys", {"project": first["project_id"], "models": bad}), 400, param)
+        refused(lambda bad=bad: admin.patch(f"/admin/keys/{made['id']}", {"models": bad}), 400, param)
+    assert admin.get(f"/admin/keys/{made['id']}")["models"] == ["mock", "mock-large"]
+    assert len(admin.get("/admin/keys", project=first["project_id"])["data"]) == 2

@@ -46,6 +46,14 @@ def _model_name(value: str) -> str:
 
 
 ModelName = Annotated[str, AfterValidator(_model_name)]
+
+
+def _once_each(value: list[str]) -> list[str]:
+    """A model named twice is stored once, where it first came (``--models a,a`` showed `a, a` for good)."""
+    return list(dict.fromkeys(value))
+
+
+ModelList = Annotated[list[ModelName], AfterValidator(_once_each)]
 MAX_METADATA_BYTES = 16 * 1024  # as JSON; it rides along in every cached key
 
 
@@ -143,7 +151,7 @@ def parse_time(value: Any) -> float | None:
 class KeyIn(LimitsIn):
     project: str = Field(min_length=1, description="project id or name")
     name: Name = Field(default="", max_length=200)
-    models: list[ModelName] | None = None
+    models: ModelList | None = None
     expires_at: float | None = None
     role: Literal["user", "tenant_admin"] = "user"
     metadata: KeyMetadata = Field(default_factory=dict)
@@ -156,7 +164,7 @@ class KeyIn(LimitsIn):
 
 class KeyPatch(LimitsIn):
     name: Name | None = Field(default=None, max_length=200)
-    models: list[ModelName] | None = None
+    models: ModelList | None = None
     expires_at: float | None = None
     enabled: bool | None = None
     metadata: KeyMetadata | None = None
