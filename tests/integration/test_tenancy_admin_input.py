@@ -60,6 +60,9 @@ def test_an_expiry_that_is_not_a_time_from_1970_to_9999_is_refused_and_nothing_i
     for good, shown in (("2099-01-01T00:00:00Z", "2099-01-01T00:00:00Z"), (4102444800, "2100-01-01T00:00:00Z"),
                         ("9999-12-31", "9999-12-31T00:00:00Z"), ("", None), (None, None)):
         assert admin.post("/admin/keys", {"project": project, "expires_at": good})["expires_at"] == shown
+    for none in ("", None):  # no expiry, on purpose (docs/tenancy.md): a PATCH with either removes one
+        admin.patch(f"/admin/keys/{first['id']}", {"expires_at": "2099-01-01T00:00:00Z"})
+        assert admin.patch(f"/admin/keys/{first['id']}", {"expires_at": none})["expires_at"] is None
 
 
 def test_a_new_key_cannot_expire_in_the_past_but_a_patch_may_end_one_now(admin: AdminClient) -> None:

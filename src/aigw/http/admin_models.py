@@ -131,7 +131,7 @@ EARLIEST, LATEST = 0.0, 253402300799.0  # 1970-01-01 and 9999-12-31T23:59:59Z: t
 def parse_time(value: Any) -> float | None:
     """ISO 8601 (a date, or a time with or without zone: UTC assumed) or epoch seconds, from 1970 to 9999.
     Anything else is refused here, before it is stored: a time no record can show broke every listing."""
-    if value is None or value == "":
+    if value is None or value == "":  # no time, on purpose: a form's empty field (docs/tenancy.md, expires_at)
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("expected an ISO 8601 time (e.g. 2026-12-31T23:59:59Z) or epoch seconds")
