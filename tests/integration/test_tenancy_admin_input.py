@@ -271,3 +271,29 @@ def test_a_keys_models_are_stored_once_each_in_the_order_given(admin: AdminClien
         refused(lambda bad=bad: admin.patch(f"/admin/keys/{made['id']}", {"models": bad}), 400, param)
     assert admin.get(f"/admin/keys/{made['id']}")["models"] == ["mock", "mock-large"]
     assert len(admin.get("/admin/keys", project=first["project_id"])["data"]) == 2
+
+
+def test_a_guardrails_entry_in_metadata_that_cannot_apply_is_refused_when_written(admin: AdminClient) -> None:
+    """``"metadata": {"guardrails": {"pii": {"mode": "blok"}}}`` on a tenant, project or key answered 200; every
+    call then ignored the block (one warning in the server log): the PII block the admin meant was never applied."""
+    key = setup_key(admin, "policy-co")
+    paths = {"tenant": f"/admin/tenants/{key['tenant_id']}", "project": f"/admin/projects/{key['project_id']}",
+             "key": f"/admin/keys/{key['id']}"}
+    bad_regex = {"rules": [{"name": "r", "match": {"regex": "("}, "reject": "no"}]}
+    for bad, says in (({"pii": {"mode": "blok"}}, "guardrails.pii.mode"), ({"pi": {"mode": "block"}}, "guardrails.pi"),
+                      ({"rules": {"name": "r"}}, "guardrails.rules"), ("block", "guardrails"),
+                      (bad_regex, "guardrails.rules[0].match.regex")):
+        for path in paths.values():
+            body = refused(lambda path=path, bad=bad: admin.patch(path, {"metadata": {"guardrails": bad}}), 400,
+                           "metadata", says)
+            assert body["type"] == "invalid_request_error"
+        refused(lambda bad=bad: admin.post("/admin/tenants", {"name": "policy-new", "metadata": {"guardrails": bad}}),
+                400, "metadata", says)
+        refused(lambda bad=bad: admin.post("/admin/projects", {"name": "p2", "tenant": key["tenant_id"],
+                                                               "metadata": {"guardrails": bad}}), 400, "metadata", says)
+        refused(lambda bad=bad: admin.post("/admin/keys", {"project": key["project_id"],
+                                                           "metadata": {"guardrails": bad}}), 400, "metadata", says)
+    assert all(admin.get(path)["metadata"] == {} for path in paths.values())  # nothing was stored
+    good = {"guardrails": {"pii": {"mode": "block"}, "rules": [{"name": "r", "match": {"model": "mock"},
+                                                                "reject": "no"}]}}
+    assert all(admin.patch(path, {"metadata": good})["metadata"] == good for path in paths.values())

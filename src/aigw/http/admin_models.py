@@ -6,9 +6,14 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aigw import errors
 from aigw.config.cache import key_setting_problem
+from aigw.config.explain import describe
+from aigw.config.guardrails import GuardrailsConfig
+from aigw.guardrails.rules import RuleSet
+from aigw.pipeline.stages.guardrail_policy import METADATA_KEY as GUARDRAILS
 from aigw.stores.base import ApiKey, Limits, Period, Project, Tenant
 
 
@@ -77,8 +82,23 @@ def _key_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
-KeyMetadata = Annotated[dict[str, Any], AfterValidator(_metadata), AfterValidator(_key_metadata)]
+def _guardrails(value: dict[str, Any]) -> dict[str, Any]:
+    """A ``guardrails`` entry is checked when it is written, as the guardrail stages read it: one that does not
+    validate is ignored on every call (a warning in the log), so ``{"pii": {"mode": "blok"}}`` answered 200 and
+    no PII was ever blocked. Route targets and classifier names depend on the config: checked on use only."""
+    if (block := value.get(GUARDRAILS)) is None:
+        return value
+    try:
+        RuleSet.from_config(GuardrailsConfig.model_validate(block).rules)
+    except ValidationError as exc:
+        raise ValueError("; ".join(describe(exc, GuardrailsConfig, GUARDRAILS))) from None
+    except errors.InvalidRequest as exc:
+        raise ValueError(f"{exc.param}: {exc.message}") from None
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata), AfterValidator(_guardrails)]
+KeyMetadata = Annotated[Metadata, AfterValidator(_key_metadata)]
 MAX_COUNT = 2**53  # rpm, tpm, max_parallel: past this the Redis scripts' doubles stop counting exactly
 MAX_BUDGET_USD = 1e9  # in nano-dollars 1e18, inside a 64-bit counter; 1e308 overflowed to inf, every call a 500
 
