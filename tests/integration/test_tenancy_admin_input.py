@@ -297,3 +297,17 @@ def test_a_guardrails_entry_in_metadata_that_cannot_apply_is_refused_when_writte
     good = {"guardrails": {"pii": {"mode": "block"}, "rules": [{"name": "r", "match": {"model": "mock"},
                                                                 "reject": "no"}]}}
     assert all(admin.patch(path, {"metadata": good})["metadata"] == good for path in paths.values())
+
+
+def test_null_for_a_name_a_switch_or_metadata_in_a_patch_is_refused_not_ignored(admin: AdminClient) -> None:
+    """``PATCH {"metadata": null}`` answered 200 and kept the metadata (a caller clearing it was told it had), as
+    did ``"name": null`` and ``"enabled": null``: null clears a limit, so it read as "removed" and was not."""
+    key = setup_key(admin, "null-co", metadata={"team": "a"})
+    paths = {f"/admin/tenants/{key['tenant_id']}", f"/admin/projects/{key['project_id']}", f"/admin/keys/{key['id']}"}
+    for path in paths:
+        admin.patch(path, {"metadata": {"team": "a"}})
+        before = admin.get(path)
+        for field in ("metadata", "name", "enabled"):
+            refused(lambda path=path, field=field: admin.patch(path, {field: None}), 400, field, "null")
+        assert admin.get(path) == before
+        assert admin.patch(path, {"metadata": {}})["metadata"] == {}  # what clears it

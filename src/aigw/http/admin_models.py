@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from aigw import errors
 from aigw.config.cache import key_setting_problem
@@ -129,10 +129,24 @@ class TenantIn(LimitsIn):
     metadata: Metadata = Field(default_factory=dict)
 
 
+_KEEP_IT = {"name": "leave the field out to keep the name", "enabled": "true or false, or leave the field out",
+            "metadata": "send {} to remove it all, or leave the field out to keep it"}
+
+
+def _not_null(value: Any, info: ValidationInfo) -> Any:
+    """``null`` clears a limit, so a PATCH with ``"metadata": null`` read as removing it: it answered 200 and kept
+    it. A name, a switch or metadata has no null to set: refused, saying what does what was meant."""
+    if value is None:
+        raise ValueError(f"cannot be null: {_KEEP_IT[str(info.field_name)]}")
+    return value
+
+
 class TenantPatch(LimitsIn):
     name: Name | None = Field(default=None, min_length=1, max_length=200)
     enabled: bool | None = None
     metadata: Metadata | None = None
+
+    _no_null = field_validator("name", "enabled", "metadata", mode="before")(_not_null)
 
 
 class ProjectIn(LimitsIn):
@@ -188,6 +202,8 @@ class KeyPatch(LimitsIn):
     expires_at: float | None = None
     enabled: bool | None = None
     metadata: KeyMetadata | None = None
+
+    _no_null = field_validator("name", "enabled", "metadata", mode="before")(_not_null)
 
     @field_validator("expires_at", mode="before")
     @classmethod
