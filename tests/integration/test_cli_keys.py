@@ -153,17 +153,17 @@ def test_piped_the_keys_table_grows_rather_than_cutting_a_cell(gw: RunningGatewa
 def test_updating_a_revoked_keys_limits_is_an_error_and_changes_nothing(gw: RunningGateway, project: str) -> None:
     """`keys update KEY --rpm 5` on a revoked key printed the key with its new rpm and exited 0: limits no call can
     ever use, and no word that the key is revoked."""
-    made = _json(gw, "keys", "create", "--project", project, "--rpm", "10")
-    _json(gw, "keys", "revoke", made["id"])
-    result = _run(gw, "keys", "update", made["id"], "--rpm", "5", "--models", "mock")
+    made = cli_json(gw, "keys", "create", "--project", project, "--rpm", "10")
+    cli_json(gw, "keys", "revoke", made["id"])
+    result = run_cli(gw, "keys", "update", made["id"], "--rpm", "5", "--models", "mock")
     assert result.exit_code == 1, result.output
     assert "revoked" in result.stderr and "HTTP 400" in result.stderr, result.stderr
-    assert _json(gw, "keys", "show", made["id"])["rpm"] == 10
-    renamed = _json(gw, "keys", "update", made["id"], "--name", "old")  # a revoked key's name may still change
+    assert cli_json(gw, "keys", "show", made["id"])["rpm"] == 10
+    renamed = cli_json(gw, "keys", "update", made["id"], "--name", "old")  # a revoked key's name may still change
     assert (renamed["name"], renamed["status"]) == ("old", "revoked")
 
 
 def test_a_model_named_twice_is_stored_once(gw: RunningGateway, project: str) -> None:
-    made = _json(gw, "keys", "create", "--project", project, "--models", "mock,mock-large,mock")
+    made = cli_json(gw, "keys", "create", "--project", project, "--models", "mock,mock-large,mock")
     assert made["models"] == ["mock", "mock-large"]
-    assert _json(gw, "keys", "update", made["id"], "--models", "mock-large,mock-large")["models"] == ["mock-large"]
+    assert cli_json(gw, "keys", "update", made["id"], "--models", "mock-large,mock-large")["models"] == ["mock-large"]
