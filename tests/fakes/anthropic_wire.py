@@ -73,11 +73,15 @@ def _validate_block(block: Any, role: str, path: str, prev_tool_ids: set[str]) -
                 isinstance(source.get("data"), str) and source["data"],
                 f"{path}.source.base64.data: Field required",
             )
+        elif source.get("type") == "file":
+            _check(isinstance(source.get("file_id"), str), f"{path}.source.file.file_id: Field required")
         else:
             _check(
                 source.get("type") == "url" and isinstance(source.get("url"), str),
-                f"{path}.source: Input tag does not match 'base64' or 'url'",
+                f"{path}.source: Input tag does not match 'base64', 'url' or 'file'",
             )
+    elif btype == "document":
+        _validate_document(block, path)
     elif btype == "tool_use":
         _check(
             isinstance(block.get("id"), str) and re.match(r"^[a-zA-Z0-9_-]+$", block["id"]),
@@ -92,10 +96,50 @@ def _validate_block(block: Any, role: str, path: str, prev_tool_ids: set[str]) -
             tool_use_id in prev_tool_ids,
             f"{path}: unexpected `tool_use_id` found in `tool_result` blocks: {tool_use_id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message.",  # noqa: E501
         )
+        inner = block.get("content")
+        for k, item in enumerate(inner if isinstance(inner, list) else ()):
+            _check(isinstance(item, dict) and item.get("type") in ("text", "image", "document", "search_result"),
+                   f"{path}.content.{k}: Input tag does not match any of the expected tags: 'text', 'image', "
+                   "'search_result', 'document'")
+            _validate_block(item, "user", f"{path}.content.{k}", set())
     elif btype == "thinking":
         _check(isinstance(block.get("signature"), str), f"{path}.signature: Field required")
     for key in block:
         _check(key in BLOCK_KEYS, f"{path}.{key}: Extra inputs are not permitted")
+
+
+# a document's source type -> (its media_type, the field that holds it), as Anthropic's API reference lists them
+DOCUMENT_SOURCES: dict[str, tuple[str | None, str]] = {
+    "base64": ("application/pdf", "data"), "text": ("text/plain", "data"), "url": (None, "url"),
+    "content": (None, "content"), "file": (None, "file_id"),
+}
+
+
+def _validate_document(block: dict[str, Any], path: str) -> None:
+    """A document block: a PDF (base64 or url), plain text, content blocks or an uploaded file."""
+    source = block.get("source")
+    _check(isinstance(source, dict), f"{path}.source: Field required")
+    assert isinstance(source, dict)
+    kind = source.get("type")
+    _check(kind in DOCUMENT_SOURCES, f"{path}.source: Input tag '{kind}' found using 'type' does not match any of "
+           "the expected tags: 'base64', 'text', 'content', 'url', 'file'")
+    media_type, holder = DOCUMENT_SOURCES[kind]
+    if media_type is not None:
+        _check(source.get("media_type") == media_type, f"{path}.source.{kind}.media_type: Input should be "
+               f"'{media_type}'")
+    value = source.get(holder)
+    if kind == "content":
+        _check(isinstance(value, str) or (isinstance(value, list) and all(
+            isinstance(b, dict) and b.get("type") in ("text", "image") for b in value)),
+            f"{path}.source.content.content: Input should be a valid string or a list of text and image blocks")
+    else:
+        _check(isinstance(value, str) and (value or kind == "text"), f"{path}.source.{kind}.{holder}: Field required")
+    citations = block.get("citations")
+    _check(citations is None or (isinstance(citations, dict) and set(citations) <= {"enabled"}
+                                 and isinstance(citations.get("enabled", False), bool)),
+           f"{path}.citations: Input should be an object with a boolean 'enabled'")
+    for key in ("title", "context"):
+        _check(block.get(key) is None or isinstance(block[key], str), f"{path}.{key}: Input should be a valid string")
 
 
 def _blocks(content: Any, path: str) -> list[Any]:

@@ -118,6 +118,8 @@ def validate_chat(body: JSON) -> str:
         raise WireError(400, "Invalid 'messages': empty array. Expected an array with minimum length 1,"
                         " but got an empty array instead.", param="messages", code="empty_array")
     check_stream_options(body)
+    for i, msg in enumerate(messages):
+        check_parts(msg, f"messages[{i}]")
     if model.startswith(REASONING) and "max_tokens" in body:
         raise WireError(400, "Unsupported parameter: 'max_tokens' is not supported with this model."
                         " Use 'max_completion_tokens' instead.", param="max_tokens",
@@ -133,6 +135,53 @@ def validate_chat(body: JSON) -> str:
                         f" messages resulted in {used} tokens. Please reduce the length of the messages.",
                         param="messages", code="context_length_exceeded")
     return model
+
+
+PART_TYPES = ("text", "image_url", "input_audio", "refusal", "audio", "file")
+TEXT_ONLY_ROLES = frozenset({"system", "developer", "tool"})  # their content parts are text only
+
+
+def check_parts(msg: Any, at: str) -> None:
+    """A message's content parts as the API checks them: a known ``type``; text only from system, developer
+    and tool messages; an ``image_url`` with its ``url``; a ``file`` with either an uploaded ``file_id`` or
+    inline ``file_data`` (a base64 data URL) and the ``filename`` that goes with it, never both."""
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if not isinstance(content, list):
+        return
+    for j, part in enumerate(content):
+        where = f"{at}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in PART_TYPES:
+            listed = ", ".join(f"'{t}'" for t in PART_TYPES[:-1]) + f", and '{PART_TYPES[-1]}'"
+            raise WireError(400, f"Invalid value: '{kind}'. Supported values are: {listed}.",
+                            param=f"{where}.type", code="invalid_value")
+        if msg.get("role") in TEXT_ONLY_ROLES and kind != "text":
+            raise WireError(400, f"Invalid value: '{kind}'. Supported values are: 'text'.",
+                            param=f"{where}.type", code="invalid_value")
+        if kind == "image_url":
+            url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+            if not isinstance(url, str) or not url:
+                raise WireError(400, f"Missing required parameter: '{where}.image_url.url'.",
+                                param=f"{where}.image_url.url", code="missing_required_parameter")
+        elif kind == "file":
+            _check_file(part.get("file"), f"{where}.file")
+
+
+def _check_file(spec: Any, where: str) -> None:
+    spec = spec if isinstance(spec, dict) else {}
+    if "file_id" in spec and ("file_data" in spec or "filename" in spec):
+        raise WireError(400, f"Mutually exclusive parameters: '{where}'. Ensure you are only providing one of: "
+                        "'file_id' or 'file_data'.", param=where, code="mutually_exclusive_parameters")
+    if isinstance(spec.get("file_id"), str) and spec["file_id"]:
+        return
+    if not isinstance(spec.get("file_data"), str) or not isinstance(spec.get("filename"), str):
+        # as the API says it: a file part without an upload's id names the id it then wanted
+        raise WireError(400, f"Missing required parameter: '{where}.file_id'.", param=f"{where}.file_id",
+                        code="missing_required_parameter")
+    head, comma, _ = spec["file_data"].partition(",")
+    if not (head.startswith("data:") and head.endswith(";base64") and comma):
+        raise WireError(400, f"Invalid '{where}.file_data'. Expected a base64-encoded data URL.",
+                        param=f"{where}.file_data", code="invalid_value")
 
 
 # -- answers ----------------------------------------------------------------------
