@@ -20,6 +20,9 @@ Choices worth knowing:
   tool_use blocks' ``cache_control``; on a tool message, extra ``tool_result`` fields
   (is_error, cache_control); on a user message's image or PDF, the ``tool_result`` it
   came out of, where it goes back. ``cache_control`` on a content part or a tool is kept as-is.
+* A ``file`` part becomes the block that holds its type (a PDF a document, plain text a
+  text document, an image an image); an uploaded ``file_id``, another type, or an image
+  type Anthropic does not read is a 400 before the call, never Anthropic's 400 passed on.
 * OpenAI's custom tools (``type: "custom"``: free-text input, optionally held to a
   Lark or regex grammar), their calls and a ``tool_choice`` naming one are refused
   with a 400 that says so: Anthropic tools take a JSON object, and wrapping the text
@@ -28,6 +31,8 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import orjson
@@ -45,29 +50,59 @@ SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools
 # ---------------------------------------------------------------- request: content
 
 
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")  # what Anthropic's image blocks take
+_TAKES = "anthropic takes PDF, plain text and JPEG, PNG, GIF or WebP images"
+
+
+def _data_url(url: str, param: str) -> tuple[str, str]:
+    """(media type, base64 data) of a ``data:`` URL; not base64 encoded is the client's 400."""
+    header, sep, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not sep or encoding != "base64":
+        raise InvalidRequest("data URLs must be base64 encoded (data:<media type>;base64,<data>)", param=param)
+    return media_type.strip().lower(), data
+
+
 def _image_block(part: JSON, param: str) -> JSON:
     spec = part.get("image_url")
     url = spec.get("url") if isinstance(spec, dict) else spec
     if not isinstance(url, str) or not url:
         raise InvalidRequest("image_url.url must be a non-empty string", param=param)
     if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64":
-            raise InvalidRequest("image data URLs must be base64 encoded", param=param)
-        source: JSON = {"type": "base64", "media_type": media_type, "data": data}
-        return {"type": "image", "source": source}
+        return _inline_image(*_data_url(url, param), param)
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
+def _inline_image(media_type: str, data: str, param: str) -> JSON:
+    if media_type not in IMAGE_TYPES:  # Anthropic's own 400 otherwise, after the call was sent
+        raise InvalidRequest(f"an image of type {media_type!r} cannot be sent: {_TAKES}", param=param)
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
 def _file_block(part: JSON, param: str) -> JSON:
-    spec = part.get("file") or {}
-    data_url = spec.get("file_data") if isinstance(spec, dict) else None
+    """An OpenAI ``file`` part as the Anthropic block that holds it: a PDF a document, an image an image, plain
+    text a text document (Anthropic's document blocks take PDFs and plain text only). An uploaded file
+    (``file_id``) is the client's upload at OpenAI, which Anthropic cannot read: refused, as any other type."""
+    spec = part.get("file")
+    spec = spec if isinstance(spec, dict) else {}
+    data_url = spec.get("file_data")
     if not isinstance(data_url, str) or not data_url.startswith("data:"):
-        raise InvalidRequest("only inline file_data (data URLs) is supported for anthropic", param=param)
-    header, _, data = data_url[5:].partition(",")
-    media_type = header.partition(";")[0]
-    return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        sent = "an uploaded file's file_id" if spec.get("file_id") else "file_data that is not a data URL"
+        raise InvalidRequest(f"anthropic takes files inline only, as file_data holding a base64 data URL, not "
+                             f"{sent}", param=param)
+    media_type, data = _data_url(data_url, param)
+    if media_type == "application/pdf":
+        return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if media_type == "text/plain":
+        try:
+            text = base64.b64decode(data, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("file_data of type text/plain must be base64 encoded UTF-8 text",
+                                 param=param) from None
+        return {"type": "document", "source": {"type": "text", "media_type": media_type, "data": text}}
+    if media_type.startswith("image/"):
+        return _inline_image(media_type, data, param)
+    raise InvalidRequest(f"a file of type {media_type!r} cannot be sent: {_TAKES}", param=param)
 
 
 def _part_block(part: Any, param: str) -> JSON | None:
