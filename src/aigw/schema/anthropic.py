@@ -22,6 +22,8 @@ The ``_anthropic`` convention (private; every non-Anthropic adapter drops it):
   for other upstreams ``is_error`` turns into an ``Error:`` prefix on the content);
 * on an image or PDF part of a user message: ``{"tool_use_id", "at"}``, the ``tool_result``
   and the place in its content the part came out of (canonical tool messages take text only);
+* on the part a PDF by URL or a Files API block became: ``{"block": <as sent>, "param"}``, only an
+  Anthropic upstream takes it (``anthropic_foreign`` refuses it for others);
 * on the part a document became: ``{"document": {title, context, citations, media_type}}``
   (a text document's text stays in the canonical part, where the guardrails see it);
 * on a canonical response or final chunk: ``stop_reason``/``stop_sequence``/

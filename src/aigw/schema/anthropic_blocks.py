@@ -18,6 +18,7 @@ from aigw.types import JSON
 
 _USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})
 _ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+ONLY_ANTHROPIC = "block"  # in a part's ``_anthropic``: the client's block, which only Anthropic can take, as sent
 _TOOL_MAPPED = frozenset({"name", "description", "input_schema", "strict", "cache_control"})  # canonical has these
 
 
@@ -50,8 +51,11 @@ def _image_part(block: JSON, param: str) -> JSON:
     elif source.get("type") == "url":
         _need(isinstance(source.get("url"), str), "Field required", f"{param}.source.url")
         url = source["url"]
+    elif source.get("type") == "file":
+        return _anthropic_only(block, source, "file_id", param)
     else:
-        raise InvalidRequest(f"{param}.source.type: Input should be 'base64' or 'url'", param=f"{param}.source")
+        raise InvalidRequest(f"{param}.source.type: Input should be 'base64', 'url' or 'file'",
+                             param=f"{param}.source")
     part: JSON = {"type": "image_url", "image_url": {"url": url}}
     if block.get("cache_control") is not None:
         part["cache_control"] = block["cache_control"]
@@ -67,8 +71,10 @@ def _document_part(block: JSON, param: str) -> JSON:
         file = {"file_data": f"data:{media_type};base64,{source['data']}"}
         file["filename"] = str(block.get("title") or "document.pdf")
         part = {"type": "file", "file": file}
+    elif source.get("type") in ("url", "file"):
+        return _anthropic_only(block, source, "url" if source["type"] == "url" else "file_id", param)
     else:
-        raise InvalidRequest(f"{param}.source: only base64 and text documents are supported",
+        raise InvalidRequest(f"{param}.source: only base64, text, url and file documents are supported",
                              param=f"{param}.source")
     if block.get("cache_control") is not None:  # a large document is what prompt caching is most often for
         part["cache_control"] = block["cache_control"]
@@ -79,6 +85,15 @@ def _document_part(block: JSON, param: str) -> JSON:
     if document:
         part["_anthropic"] = {"document": document}
     return part
+
+
+def _anthropic_only(block: JSON, source: JSON, field: str, param: str) -> JSON:
+    """A block whose content the canonical shape cannot hold (a PDF by URL, a file of Anthropic's Files API):
+    a ``file`` part carrying the block as sent, for an Anthropic upstream; any other refuses it up front,
+    naming ``param`` (``anthropic_foreign.refuse_anthropic_only``). Nothing in it for the guardrails to read."""
+    _need(isinstance(source.get(field), str) and bool(source[field]), "Field required", f"{param}.source.{field}")
+    spec = {"file_id": source[field]} if field == "file_id" else {}
+    return {"type": "file", "file": spec, "_anthropic": {ONLY_ANTHROPIC: block, "param": param}}
 
 
 def _compact(parts: list[JSON]) -> str | list[JSON]:

@@ -217,9 +217,14 @@ def test_images_inside_tool_results_follow_as_a_user_message() -> None:
             "string",
         ),
         (
-            request(messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]),
+            request(messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "path"}}]}]),
             "messages.0.content.0.source",
-            "'base64' or 'url'",
+            "'base64', 'url' or 'file'",
+        ),
+        (  # a file of Anthropic's Files API is an image source too, but names its file
+            request(messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]),
+            "messages.0.content.0.source.file_id",
+            "Field required",
         ),
         (
             request(

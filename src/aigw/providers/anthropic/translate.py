@@ -42,6 +42,7 @@ from aigw.providers.anthropic.strict_schema import apply_response_format
 from aigw.providers.anthropic.thinking import DEFAULT_MAX_TOKENS, apply_reasoning_effort
 from aigw.providers.anthropic.tools import NO_CUSTOM, apply_tools, tool_id
 from aigw.schema.anthropic import BETA_KEY, beta_values
+from aigw.schema.anthropic_blocks import ONLY_ANTHROPIC
 from aigw.types import JSON
 
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
@@ -109,6 +110,9 @@ def _part_block(part: Any, param: str) -> JSON | None:
     """One canonical content part -> one Anthropic block (None: nothing to send)."""
     if not isinstance(part, dict):
         raise InvalidRequest("content parts must be objects", param=param)
+    private = part.get("_anthropic")
+    if isinstance(private, dict) and isinstance(private.get(ONLY_ANTHROPIC), dict):
+        return dict(private[ONLY_ANTHROPIC])  # an Anthropic client's block the canonical shape cannot hold
     ptype = part.get("type")
     if ptype in ("text", "refusal"):
         text = part.get(ptype)
@@ -125,7 +129,6 @@ def _part_block(part: Any, param: str) -> JSON | None:
         raise InvalidRequest(f"content part type {ptype!r} is not supported by anthropic", param=param)
     if "cache_control" in part:
         block["cache_control"] = part["cache_control"]
-    private = part.get("_anthropic")
     if isinstance(private, dict) and isinstance(private.get("document"), dict):
         block = _document(block, private["document"])
     return block
