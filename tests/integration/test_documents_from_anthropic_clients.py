@@ -67,3 +67,45 @@ def test_an_openai_style_deployment_refuses_it_up_front(client: anthropic.Anthro
         assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
         assert at in caught.value.message and "Anthropic" in caught.value.message
     assert not (ups.openai.traffic.log or ups.azure.traffic.log or ups.compat.traffic.log)
+
+
+PDF = "JVBERi0xLjQgZmFrZQ=="
+NOTES = {"type": "document", "title": "Contract", "context": "Signed in 2024",
+         "source": {"type": "text", "media_type": "text/plain", "data": "Payment is due in 30 days."}}
+REPORT = {"type": "document", "title": "Contract", "context": "Signed in 2024",
+          "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}}
+SAID = {"type": "text", "text": "Title: Contract\nContext: Signed in 2024"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ["oai", "az", "compat"])
+@pytest.mark.parametrize(("block", "parts"), [
+    (NOTES, [SAID, {"type": "text", "text": "Payment is due in 30 days."}]),
+    (REPORT, [SAID, {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}",
+                                              "filename": "Contract"}}]),
+], ids=["text", "pdf"])
+def test_a_documents_title_and_context_reach_an_openai_style_model(
+    client: anthropic.Anthropic, ups: Upstreams, model: str, block: dict[str, Any], parts: list[Any], stream: bool
+) -> None:
+    ask(client, model, asking(block), stream)
+    fake = {"oai": ups.openai, "az": ups.azure, "compat": ups.compat}[model]
+    assert fake.traffic.last.body["messages"][0]["content"] == [*parts, {"type": "text", "text": "Summarise it."}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ["oai", "az", "compat"])
+@pytest.mark.parametrize("block", [NOTES, REPORT], ids=["text", "pdf"])
+def test_citations_asked_of_an_openai_style_model_are_refused_up_front(
+    client: anthropic.Anthropic, ups: Upstreams, model: str, block: dict[str, Any], stream: bool
+) -> None:
+    for messages, at in ((asking({**block, "citations": {"enabled": True}}), "messages.0.content.0"),
+                         (in_a_tool_result({**block, "citations": {"enabled": True}}), "messages.2.content.0")):
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            ask(client, model, messages, stream)
+        assert at in caught.value.message and "citations" in caught.value.message
+    assert not (ups.openai.traffic.log or ups.azure.traffic.log or ups.compat.traffic.log)
+
+
+def test_citations_turned_off_are_no_reason_to_refuse(client: anthropic.Anthropic, ups: Upstreams) -> None:
+    ask(client, "oai", asking({**NOTES, "citations": {"enabled": False}}), False)
+    assert ups.openai.traffic.last.body["messages"][0]["content"][0] == SAID

@@ -83,7 +83,7 @@ def _document_part(block: JSON, param: str) -> JSON:
     if part["type"] == "text":
         document["media_type"] = source.get("media_type") or "text/plain"
     if document:
-        part["_anthropic"] = {"document": document}
+        part["_anthropic"] = {"document": document, "param": param}
     return part
 
 

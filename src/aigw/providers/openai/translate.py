@@ -17,7 +17,7 @@ from typing import Any
 
 from aigw import errors
 from aigw.schema.anthropic import PRIVATE_KEY, strip_private
-from aigw.schema.anthropic_foreign import refuse_anthropic_only
+from aigw.schema.anthropic_foreign import for_openai
 from aigw.schema.openai import content_text  # text parts one per line: separate pieces, never glued
 from aigw.types import JSON
 
@@ -55,8 +55,7 @@ def shape_chat(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSO
     marker; only then is it scanned for Anthropic-only extensions to drop.
     """
     if PRIVATE_KEY in body:
-        refuse_anthropic_only(body)  # a PDF by URL, a file_id: the client's 400 now, not the upstream's
-        body = strip_private(body)
+        body = strip_private(for_openai(body))  # what it cannot take is the client's 400 now, not the upstream's
     out = _with_model(body, model)
     out = _stream_flags(out, body, shaping, stream)
     field_name = shaping.max_tokens_field
