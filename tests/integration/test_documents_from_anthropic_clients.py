@@ -109,3 +109,24 @@ def test_citations_asked_of_an_openai_style_model_are_refused_up_front(
 def test_citations_turned_off_are_no_reason_to_refuse(client: anthropic.Anthropic, ups: Upstreams) -> None:
     ask(client, "oai", asking({**NOTES, "citations": {"enabled": False}}), False)
     assert ups.openai.traffic.last.body["messages"][0]["content"][0] == SAID
+
+
+WRONG_TYPES = [
+    {"type": "document", "source": {"type": "base64", "media_type": "text/plain", "data": "aGVsbG8="}},
+    {"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+    {"type": "document", "source": {"type": "text", "media_type": "text/html", "data": "<p>hi</p>"}},
+    {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "Qk0="}},
+    {"type": "image", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ["claude", "oai", "az", "compat"])
+@pytest.mark.parametrize("block", WRONG_TYPES, ids=["pdf-as-text", "pdf-as-png", "text-as-html", "bmp", "pdf-image"])
+def test_a_media_type_anthropic_refuses_is_its_400_up_front_whichever_model_serves(
+    client: anthropic.Anthropic, ups: Upstreams, model: str, block: dict[str, Any], stream: bool
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        ask(client, model, asking(block), stream)
+    assert "messages.0.content.0.source.media_type" in caught.value.message
+    assert not (ups.anthropic.traffic.log or ups.openai.traffic.log or ups.azure.traffic.log or ups.compat.traffic.log)

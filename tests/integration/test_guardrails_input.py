@@ -141,11 +141,12 @@ def test_images_in_file_parts_count_toward_max_images(gw: RunningGateway, script
 
 def test_anthropic_images_count_toward_max_images(gw: RunningGateway, ups: Upstreams) -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
-    as_doc = {"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    # a third image (a base64 document holding an image is Anthropic's own 400: its documents are PDFs)
+    as_doc = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
     turns = [{"role": "user", "content": [image, {"type": "text", "text": "take another"}]},
              {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}]},
              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [image]}]}]
-    for extra in ([], [as_doc]):  # the tool result's image is the second; a base64 image document the third
+    for extra in ([], [as_doc]):  # the tool result's image is the second; an image by URL the third
         convo = [*turns[:2], {"role": "user", "content": [*turns[2]["content"], *extra]}]
         if not extra:
             assert claude(gw).messages.create(model="claude", max_tokens=50, messages=convo)  # type: ignore[arg-type]

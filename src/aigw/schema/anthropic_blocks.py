@@ -18,6 +18,8 @@ from aigw.types import JSON
 
 _USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})
 _ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})  # Anthropic's image types
+_DOCUMENT_MEDIA_TYPES = {"base64": "application/pdf", "text": "text/plain"}  # a document source's one media type
 ONLY_ANTHROPIC = "block"  # in a part's ``_anthropic``: the client's block, which only Anthropic can take, as sent
 _TOOL_MAPPED = frozenset({"name", "description", "input_schema", "strict", "cache_control"})  # canonical has these
 
@@ -45,7 +47,8 @@ def _source(block: JSON, param: str) -> JSON:
 def _image_part(block: JSON, param: str) -> JSON:
     source = _source(block, param)
     if source.get("type") == "base64":
-        _need(isinstance(source.get("media_type"), str), "Field required", f"{param}.source.media_type")
+        _need(source.get("media_type") in IMAGE_MEDIA_TYPES, "Input should be 'image/jpeg', 'image/png', "
+              "'image/gif' or 'image/webp'", f"{param}.source.media_type")
         _need(isinstance(source.get("data"), str), "Field required", f"{param}.source.data")
         url = f"data:{source['media_type']};base64,{source['data']}"
     elif source.get("type") == "url":
@@ -64,9 +67,13 @@ def _image_part(block: JSON, param: str) -> JSON:
 
 def _document_part(block: JSON, param: str) -> JSON:
     source = _source(block, param)
-    if source.get("type") == "text" and isinstance(source.get("data"), str):
+    kind = source.get("type")
+    if kind in _DOCUMENT_MEDIA_TYPES:  # Anthropic's 400 for another type, whichever upstream would have it
+        _need(source.get("media_type") in (None, _DOCUMENT_MEDIA_TYPES[kind]),
+              f"Input should be '{_DOCUMENT_MEDIA_TYPES[kind]}'", f"{param}.source.media_type")
+    if kind == "text" and isinstance(source.get("data"), str):
         part: JSON = {"type": "text", "text": source["data"]}
-    elif source.get("type") == "base64" and isinstance(source.get("data"), str):
+    elif kind == "base64" and isinstance(source.get("data"), str):
         media_type = source.get("media_type") or "application/pdf"
         file = {"file_data": f"data:{media_type};base64,{source['data']}"}
         file["filename"] = str(block.get("title") or "document.pdf")

@@ -214,10 +214,11 @@ async def test_other_files_are_no_images(part: dict[str, Any]) -> None:
 
 async def test_anthropic_images_count_once_wherever_they_are() -> None:
     """A base64 image block, a url and a base64 one inside a tool_result (moved to the user turn after it)
-    and a base64 document that is an image: four images (the PDF is none)."""
+    and a JPEG after it: four images (the PDF is none). A base64 document that is an image is Anthropic's
+    400 (its documents are PDFs), refused before this stage."""
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
     by_url = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
-    as_doc = {"type": "document", "source": {"type": "base64", "media_type": "image/jpeg", "data": JPEG_B64}}
+    as_doc = {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": JPEG_B64}}
     pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64}}
     body = messages_request_to_canonical({"model": "mock", "max_tokens": 10, "messages": [
         {"role": "user", "content": [image, {"type": "text", "text": "look"}]},

@@ -42,7 +42,7 @@ from aigw.providers.anthropic.strict_schema import apply_response_format
 from aigw.providers.anthropic.thinking import DEFAULT_MAX_TOKENS, apply_reasoning_effort
 from aigw.providers.anthropic.tools import NO_CUSTOM, apply_tools, tool_id
 from aigw.schema.anthropic import BETA_KEY, beta_values
-from aigw.schema.anthropic_blocks import ONLY_ANTHROPIC
+from aigw.schema.anthropic_blocks import IMAGE_MEDIA_TYPES, ONLY_ANTHROPIC
 from aigw.types import JSON
 
 SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools (web search, ...)
@@ -51,7 +51,6 @@ SERVER_TOOLS_KEY = "server_tools"  # inside `_anthropic`: Anthropic server tools
 # ---------------------------------------------------------------- request: content
 
 
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")  # what Anthropic's image blocks take
 _TAKES = "anthropic takes PDF, plain text and JPEG, PNG, GIF or WebP images"
 
 
@@ -75,7 +74,7 @@ def _image_block(part: JSON, param: str) -> JSON:
 
 
 def _inline_image(media_type: str, data: str, param: str) -> JSON:
-    if media_type not in IMAGE_TYPES:  # Anthropic's own 400 otherwise, after the call was sent
+    if media_type not in IMAGE_MEDIA_TYPES:  # Anthropic's own 400 otherwise, after the call was sent
         raise InvalidRequest(f"an image of type {media_type!r} cannot be sent: {_TAKES}", param=param)
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
