@@ -7,8 +7,9 @@ Serves ``/openai/deployments/{deployment}/{chat/completions|completions|embeddin
 ``GET /openai/models``, each needing ``?api-version=`` (404 "Resource not found" without
 it, 400 for an unknown version; versions before 2024-09-01 refuse ``stream_options``) and the
 ``api-key`` header (401 with Azure's body when missing or wrong). An unknown deployment gets 404
-``DeploymentNotFound``. The model is the deployment's, whatever the body says. The v1 API, ``/openai/v1/{op}``, takes no
-``api-version`` and names the deployment in the body's ``model`` instead of the path.
+``DeploymentNotFound``. The model is the deployment's, whatever the body says. Its chat completions refuse
+``file`` content parts (400 "This model does not support file content types."). The v1 API,
+``/openai/v1/{op}``, takes no ``api-version`` and names the deployment in the body's ``model`` instead of the path.
 Answers carry ``prompt_filter_results`` and per-choice ``content_filter_results``; streams
 start with Azure's prompt-filter chunk (empty ``choices``, empty ``id``/``model``/``object``).
 With ``async_filter`` set (a deployment whose content filter runs asynchronously), each chat chunk with
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes import openai_wire as wire
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.openai_upstream import JSON, FakeOpenAI
 
 API_VERSIONS = frozenset({"2024-02-01", "2024-06-01", "2024-10-21", "2025-01-01-preview", "2025-04-01-preview"})
 DEPLOYMENTS = {
@@ -97,6 +98,16 @@ class FakeAzure(FakeOpenAI):
             raise AzureError(400, "BadRequest", "API version not supported")
         if self.api_key is not None and request.headers.get("api-key") != self.api_key:
             raise AzureError(401, "401", ACCESS_DENIED)
+
+    def check_strict(self, body: JSON) -> None:
+        """Azure's chat completions take no ``file`` parts (PDFs are its Responses API's): its 400 says so."""
+        super().check_strict(body)
+        for i, msg in enumerate(body.get("messages") or ()):
+            content = msg.get("content") if isinstance(msg, dict) else None
+            for j, part in enumerate(content if isinstance(content, list) else ()):
+                if isinstance(part, dict) and part.get("type") == "file":
+                    raise wire.WireError(400, "Invalid Value: 'file'. This model does not support file content "
+                                         "types.", param=f"messages[{i}].content[{j}].type", code="invalid_value")
 
     def resolve(self, request: web.Request, body: Any) -> Any:
         version = request.query.get("api-version", "")

@@ -1,7 +1,8 @@
 """File and image parts on OpenAI-style deployments (OpenAI, Azure, compatible), with the official SDKs: an
 OpenAI client's parts pass unchanged (an upload's file_id included); an Anthropic client's PDF and image inside
 a tool_result reach the upstream in OpenAI's shape (a file part with a data URL and a filename, an image_url),
-after the tool message, which takes text only. The fakes refuse any other shape, as the real API does."""
+after the tool message, which takes text only. The fakes refuse any other shape, as the real API does. Azure's
+chat completions take no file parts at all: a PDF sent to one is the client's 400 up front, in its format."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.support.media import b64, png
 
 PDF = b64(b"%PDF-1.4 fake")
 PNG = b64(png(4, 4))
-MODELS = ["oai", "az", "compat"]
+MODELS = ["oai", "compat"]  # Azure's chat completions take no file parts: test_azure_refuses_file_parts_up_front
 
 
 def fake(ups: Upstreams, model: str) -> Any:
@@ -64,3 +65,27 @@ def test_an_anthropic_clients_pdf_and_image_in_a_tool_result_reach_openai_shape(
     assert sent[3] == {"role": "user", "content": [
         {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "document.pdf"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+
+
+OPENAI_PDF: Any = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "a.pdf"}}
+ANTHROPIC_PDF: Any = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_azure_refuses_file_parts_up_front(matrix_gateway: RunningGateway, ups: Upstreams, stream: bool) -> None:
+    oai = openai.OpenAI(base_url=matrix_gateway.v1, api_key="k", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        answer = oai.chat.completions.create(model="az", stream=stream, messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Read it."}, OPENAI_PDF]}])
+        list(answer)  # type: ignore[call-overload]
+    assert refused.value.param == "messages[0].content[1]" and "Azure" in refused.value.message
+    claude = anthropic.Anthropic(base_url=matrix_gateway.url, api_key="k", max_retries=0)
+    messages: Any = [{"role": "user", "content": [{"type": "text", "text": "Read it."}, ANTHROPIC_PDF]}]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        if stream:
+            with claude.messages.stream(model="az", max_tokens=20, messages=messages) as events:
+                events.get_final_message()
+        else:
+            claude.messages.create(model="az", max_tokens=20, messages=messages)
+    assert "messages.0.content.1" in caught.value.message and "Azure" in caught.value.message
+    assert not ups.azure.traffic.log

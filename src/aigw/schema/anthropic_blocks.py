@@ -91,6 +91,8 @@ def _document_part(block: JSON, param: str) -> JSON:
         document["media_type"] = source.get("media_type") or "text/plain"
     if document:
         part["_anthropic"] = {"document": document, "param": param}
+    elif part["type"] == "file":  # where the client put it, for an upstream that refuses it (Azure takes no PDFs)
+        part["_anthropic"] = {"param": param}
     return part
 
 

@@ -19,6 +19,9 @@ from aigw.providers.openai.translate import shaping_for_model
 
 DEFAULT_API_VERSION = "2024-10-21"  # latest GA data-plane version with max_completion_tokens
 STREAM_OPTIONS_SINCE = "2024-09-01"  # earlier api-versions (2024-06-01 GA, ...) refuse ``stream_options``
+# its chat completions answer a ``file`` part with 400 "Invalid Value: 'file'. This model does not support file
+# content types." (PDF input is its Responses API's): refused before the call, naming the client's part
+NO_FILE_PARTS = "this model is served by Azure OpenAI, whose chat completions take no file parts (PDFs)"
 
 
 class AzureProvider(OpenAIProvider):
@@ -29,7 +32,7 @@ class AzureProvider(OpenAIProvider):
         if not deployment.api_base:
             raise ValueError(f"model {deployment.name!r}: azure needs api_base (https://NAME.openai.azure.com)")
         auth = {"api-key": deployment.api_key} if deployment.api_key else {}
-        shaping = shaping_for_model(deployment.model)
+        shaping = replace(shaping_for_model(deployment.model), no_file_parts=NO_FILE_PARTS)
         version = deployment.api_version or DEFAULT_API_VERSION
         if not _v1(deployment.api_base) and version < STREAM_OPTIONS_SINCE:  # no usage in their streams
             shaping = replace(shaping, stream_options=False)

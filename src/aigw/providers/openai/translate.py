@@ -36,6 +36,7 @@ class Shaping:
     merge_system_messages: bool = False  # one system message, first
     stream_options: bool = True  # False: the upstream rejects stream_options
     tool_calls_finish: bool = False  # True: the upstream says "stop" after tool calls (Gemini); say "tool_calls"
+    no_file_parts: str | None = None  # why the upstream takes no ``file`` parts (Azure): a 400 before the call
 
 
 PLAIN = Shaping()
@@ -54,8 +55,13 @@ def shape_chat(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSO
     A body that came in through the Anthropic API carries a top-level ``_anthropic``
     marker; only then is it scanned for Anthropic-only extensions to drop.
     """
-    if PRIVATE_KEY in body:
-        body = strip_private(for_openai(body))  # what it cannot take is the client's 400 now, not the upstream's
+    foreign = PRIVATE_KEY in body
+    if foreign:
+        body = for_openai(body)  # what it cannot take is the client's 400 now, not the upstream's
+    if shaping.no_file_parts is not None:
+        refuse_file_parts(body, shaping.no_file_parts)
+    if foreign:
+        body = strip_private(body)
     out = _with_model(body, model)
     out = _stream_flags(out, body, shaping, stream)
     field_name = shaping.max_tokens_field
@@ -74,6 +80,20 @@ def shape_chat(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSO
                 out = _own(out, body)
                 out["messages"] = shaped
     return out
+
+
+def refuse_file_parts(body: JSON, why: str) -> None:
+    """The client's 400 naming the first ``file`` part, for an upstream that takes none (``why`` says so): as
+    the client wrote it (an Anthropic client's document: ``messages.0.content.1``), else OpenAI's way."""
+    for i, msg in enumerate(body.get("messages") or ()):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, dict) and part.get("type") == "file":
+                private = part.get(PRIVATE_KEY)
+                said = private.get("param") if isinstance(private, dict) else None
+                param = said if isinstance(said, str) else f"messages[{i}].content[{j}]"
+                raise errors.InvalidRequest(f"{param}: {why}; send the document as text, or to a model that reads "
+                                            "PDFs", param=param)
 
 
 def shape_completion(body: JSON, model: str, shaping: Shaping, *, stream: bool) -> JSON:
