@@ -25,14 +25,14 @@ _OPENAI_TAKES = ("this model is served over the OpenAI API, which takes a PDF in
                  "text as a text document and an image as base64 data or a URL")
 
 
-def _marked(body: JSON) -> Iterator[tuple[JSON, JSON]]:
-    """(part, its ``_anthropic``) for every content part that carries one."""
+def _marked(body: JSON) -> Iterator[JSON]:
+    """The ``_anthropic`` of every content part that carries one."""
     for msg in body.get("messages") or ():
         content = msg.get("content") if isinstance(msg, dict) else None
         for part in content if isinstance(content, list) else ():
             private = part.get(PRIVATE_KEY) if isinstance(part, dict) else None
             if isinstance(private, dict):
-                yield part, private
+                yield private
 
 
 def _what(block: Any) -> str:
@@ -82,7 +82,7 @@ def _described(content: list[Any]) -> list[Any]:
 
 def refuse_anthropic_only(body: JSON) -> None:
     """Raise InvalidRequest for the first block only an Anthropic upstream can read (a PDF by URL, a file_id)."""
-    for _, private in _marked(body):
+    for private in _marked(body):
         block = private.get(ONLY_ANTHROPIC)
         if isinstance(block, dict):
             param = str(private.get("param") or "messages")
