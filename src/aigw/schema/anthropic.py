@@ -1,7 +1,6 @@
 """The inbound Anthropic Messages API: validate, convert to canonical and back.
 
-Pure dict work (no pydantic per request) so ``POST /v1/messages`` costs little more
-than ``/v1/chat/completions``. The HTTP layer calls:
+Pure dict work (no pydantic per request): ``/v1/messages`` costs about what ``/v1/chat/completions`` does. Called:
 
 * ``messages_request_to_canonical(body, beta=...)`` -> canonical OpenAI body, or
   ``InvalidRequest`` naming the field (``param="messages.0.content"``);
@@ -26,8 +25,7 @@ The ``_anthropic`` convention (private; every non-Anthropic adapter drops it):
   Anthropic upstream takes it (``anthropic_foreign`` refuses it for others);
 * on the part a document became: ``{"document": {title, context, citations, media_type}}``
   (a text document's text stays in the canonical part, where the guardrails see it);
-* on a canonical response or final chunk: ``stop_reason``/``stop_sequence``/
-  ``thinking`` the finish_reason cannot express.
+* on a canonical response or final chunk: ``stop_reason``/``stop_sequence``/``thinking`` finish_reason cannot say.
 
 ``cache_control`` is kept on content parts and tools (an Anthropic extension of the
 canonical shape, also to be dropped by other adapters). ``strip_private(body)``
