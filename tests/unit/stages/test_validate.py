@@ -230,3 +230,18 @@ async def test_anthropic_images_count_once_wherever_they_are() -> None:
     h = Harness(config({"validate": {"max_images": 4}}))
     await h.run(h.ctx(body))
     assert len(h.upstream.bodies) == 1
+
+
+async def test_an_anthropic_files_api_image_counts_and_its_pdf_does_not() -> None:
+    """An image block by Files API id (carried as sent, for an Anthropic upstream) is an image; a document by
+    file id or URL is not."""
+    by_file = {"type": "image", "source": {"type": "file", "file_id": "file_011CNha8iCJcU1wXNR6q4V8w"}}
+    doc = {"type": "document", "source": {"type": "file", "file_id": "file_011CPMxVD3fHLUhvTqtsQA5w"}}
+    by_url = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+    body = messages_request_to_canonical({"model": "mock", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [by_file, doc, by_url, {"type": "text", "text": "what is in these?"}]}]})
+    err = await rejected(Harness(config({"validate": {"max_images": 0}})), body)
+    assert "1 images" in err.message
+    h = Harness(config({"validate": {"max_images": 1}}))
+    await h.run(h.ctx(body))
+    assert len(h.upstream.bodies) == 1

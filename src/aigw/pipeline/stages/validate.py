@@ -27,6 +27,8 @@ from aigw.pipeline.context import RequestContext, Result
 from aigw.pipeline.deps import StageDeps
 from aigw.pipeline.stage import Stage
 from aigw.pipeline.stages.guardrail_policy import Policies, as_messages, metrics_of, policies_for, record
+from aigw.schema.anthropic import PRIVATE_KEY
+from aigw.schema.anthropic_blocks import ONLY_ANTHROPIC
 from aigw.schema.openai import call_text
 from aigw.types import JSON
 
@@ -89,11 +91,17 @@ def _measure_message(i: int, msg: Any, sizes: _Sizes, tool_ids: set[str], policy
 
 def _is_image(part: JSON) -> bool:
     """Whether a content part is an image: ``image_url`` (an Anthropic client's ``image`` blocks, a tool
-    result's included, arrive as these), ``input_image``, or a ``file`` part carrying an image."""
+    result's included, arrive as these), ``input_image``, or a ``file`` part carrying an image (a Files API
+    image block of an Anthropic client's too)."""
     kind = part.get("type")
     if kind in _IMAGE_PARTS:
         return True
-    spec = part.get("file") if kind == "file" else None
+    if kind != "file":
+        return False
+    own = part.get(PRIVATE_KEY)
+    if isinstance(own, dict) and isinstance(block := own.get(ONLY_ANTHROPIC), dict):
+        return block.get("type") == "image"  # an Anthropic Files API image, carried as the client sent it
+    spec = part.get("file")
     return isinstance(spec, dict) and _file_is_image(spec)
 
 
