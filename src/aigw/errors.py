@@ -46,6 +46,9 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
     reached_upstream: bool = False  # set on the instance by a provider adapter (see the module docstring)
+    # set on the instance by the router: an adapter refused the request before calling its upstream (its
+    # provider cannot take it: ``routing.retry.unfit``); a sibling deployment or a fallback may
+    unfit: bool = False
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from aigw import errors
 from aigw.config.models import Deployment
 from aigw.providers.base import CallOptions, Provider, SupportsCompletions, SupportsEmbeddings, Timeouts
 from aigw.routing.book import HealthBook
-from aigw.routing.retry import outcome_of
+from aigw.routing.retry import outcome_of, unfit
 from aigw.routing.state import DeploymentState, Outcome
 from aigw.routing.streams import OK, aclose_quietly, first_content, park, primed, tokens_of
 from aigw.schema import legacy
@@ -178,14 +178,15 @@ class Attempts:
         start = clock.monotonic()
         began = asyncio.get_running_loop().time()
         outcome: Outcome | None = None
-        excused = False
+        excused = refused = False
         try:
             async with asyncio.timeout(call.timeouts.total):
                 body = await call_endpoint(slot.target, req, call)
             outcome = OK
         except BaseException as exc:  # a timeout, an error, a bug, or the caller gone (``_call_error``)
             err = _call_error(exc, call, s)
-            outcome = None if err is None else outcome_of(err)
+            refused = err is not None and unfit(err, call.sent)  # no upstream call: nothing to write down
+            outcome = None if err is None or refused else outcome_of(err)
             excused = theirs and _clients_timeout(err, began, call.timeouts.total)
             if _took(exc, err, call):  # the upstream had the request: it may work on it, and bill it
                 served.cut_short(s.deployment)
@@ -199,7 +200,8 @@ class Attempts:
             if outcome is OK or (outcome is not None and outcome.kind == "timeout"):
                 s.sample_latency(elapsed)  # a timeout too: lowest_latency must not keep choosing one that hangs
             self.book.record(s, None if excused else outcome, trial)
-            self._ended(s.deployment, outcome, elapsed)
+            if not refused:
+                self._ended(s.deployment, outcome, elapsed)
         if s.deployment.tpm is not None:
             s.add_tokens(tokens_of(body.get("usage")))
         served.deployment = slot.target.deployment
@@ -229,11 +231,13 @@ class Attempts:
             served.upstream_s += waited
             if err is not None and err.kind == "timeout":
                 s.sample_ttft(waited)  # no first token in time: lowest_latency must not keep choosing it
-            failed = None if err is None else outcome_of(err)
+            refused = err is not None and unfit(err, call.sent)  # no upstream call: nothing to write down
+            failed = None if err is None or refused else outcome_of(err)
             wait = call.timeouts.first_token  # cut to the client's deadline only when it is the whole time
             excused = theirs and wait == call.timeouts.total and _clients_timeout(err, began, wait)
             self.book.record(s, None if excused else failed, trial)
-            self._ended(s.deployment, failed, waited)
+            if not refused:
+                self._ended(s.deployment, failed, waited)
             if err is None or err is exc:
                 raise
             raise err from None

@@ -9,10 +9,16 @@
     upstream_model_not_found   elsewhere yes               other deployments, then fallbacks
     context_length_exceeded    no        no                context_window_fallbacks
     content_policy             no        no                content_policy_fallbacks
+    unfit (adapter's 400       never     nothing           other deployments, then fallbacks
+      before any upstream call)
     anything else              no        no                -
 
 A 4xx about the request itself means the deployment answered, so for its breaker
-it is a success.
+it is a success. A 400 its adapter raised before calling the upstream (``unfit``:
+an Anthropic client's PDF by URL on an OpenAI-style deployment, an OpenAI file_id
+on an Anthropic one) says nothing of the upstream: no call, no attempt, no retry
+budget, nothing for the breaker; the client gets it only when no deployment of the
+chain can take the request.
 """
 
 from __future__ import annotations
@@ -44,6 +50,14 @@ def outcome_of(err: errors.GatewayError) -> Outcome:
     return Outcome(ok=True, failure=False, kind=kind)
 
 
+def unfit(err: errors.GatewayError, sent: bool) -> bool:
+    """The deployment's adapter refused the request before any upstream call (``sent``: the request was
+    written to its upstream): a 400 about what this deployment's provider cannot take; marks ``err``."""
+    if err.kind == "bad_request" and not sent and not err.reached_upstream:
+        err.unfit = True
+    return err.unfit
+
+
 def retryable(err: errors.GatewayError) -> bool:
     """The same deployment may be called again for this request."""
     return err.kind in RETRYABLE
@@ -51,12 +65,12 @@ def retryable(err: errors.GatewayError) -> bool:
 
 def moves_on(err: errors.GatewayError) -> bool:
     """Another attempt is worth making: a retry, another deployment or the fallback chain."""
-    return err.kind in RETRYABLE or err.kind in DEPLOYMENT_DEAD
+    return err.kind in RETRYABLE or err.kind in DEPLOYMENT_DEAD or err.unfit
 
 
 def dead_deployment(err: errors.GatewayError) -> bool:
     """The deployment that raised this is not to be called again in this request."""
-    return err.kind in DEPLOYMENT_DEAD
+    return err.kind in DEPLOYMENT_DEAD or err.unfit
 
 
 def backoff_s(retry: int, policy: ModelRouting, rng: random.Random) -> float:

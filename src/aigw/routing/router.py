@@ -6,7 +6,9 @@ pipeline gives ``RouteRequest.caps``; a half-open one gets a trial call first), 
 within its timeouts, retry retryable failures (``num_retries``, another deployment
 first, backoff with jitter, Retry-After honoured; a deployment out of quota is not
 called again), then walk the fallback chain; context-length and content-policy
-failures switch to their own chains. The whole request, waits included, ends by its
+failures switch to their own chains; a request a deployment's adapter refuses before
+calling its upstream (one its provider cannot take) goes on to those that can, at no
+cost (``retry.unfit``). The whole request, waits included, ends by its
 deadline (the smallest of the request's, the model's and the server's). The router
 knows nothing of tenants, keys or caches: the pipeline's route terminal adapts a
 request context to ``RouteRequest``.
@@ -132,6 +134,7 @@ class Router:
         used: list[str] = []
         last: errors.GatewayError | None = None
         soonest: errors.RateLimited | None = None  # of the chain's models refused for their limits, the shortest wait
+        refused: errors.GatewayError | None = None  # the first up-front refusal (``retry.unfit``)
         i = 0
         while i < len(chain):
             model = chain[i]
@@ -151,7 +154,8 @@ class Router:
                 rules = policy if model == req.model else self.policy(model)
                 result = await self._serve_model(model, slots, rules, req, attempt, served, deadline, stream)
             except errors.GatewayError as err:
-                last = err
+                # one no deployment of this model could take (``retry.unfit``): the next model may
+                last, refused = (last, refused or err) if err.unfit else (err, refused)
                 if isinstance(err, errors.RateLimited) and err.retry_after is not None and (  # 0: room now
                         soonest is None or soonest.retry_after is None or err.retry_after < soonest.retry_after):
                     soonest = err
@@ -166,7 +170,9 @@ class Router:
                 continue
             served.model = model
             return result, served
-        assert last is not None
+        if last is None:  # every deployment of the chain refused the request up front: the client's 400
+            assert refused is not None
+            raise refused
         final = soonest if isinstance(last, errors.RateLimited) and soonest is not None else last
         raise final  # every model at its limits: the client may come back when the first has room
 
@@ -179,9 +185,15 @@ class Router:
         # the client's own limit is shorter than the operator's: an attempt cut to it that times out says
         # nothing of the upstream (one impatient client must not open the breaker for everyone)
         clients = req.deadline_s is not None and req.deadline_s < self.budget_s(req.model)
-        for n in range(policy.num_retries + 1):
-            slot, trial, wait = await self._pick(model, slots, policy, req, failed, failed_at, full, stream, n,
-                                                 deadline, last)
+        n = 0
+        while n <= policy.num_retries:
+            try:
+                slot, trial, wait = await self._pick(model, slots, policy, req, failed, failed_at, full, stream,
+                                                     n, deadline, last)
+            except errors.GatewayError:
+                if failed and last is None and all(s.state.id in failed for s in slots):  # all refused it
+                    raise next(iter(failed.values())) from None  # up front (``retry.unfit``): the first refusal
+                raise
             if wait > 0:
                 try:
                     await asyncio.sleep(wait)
@@ -201,10 +213,15 @@ class Router:
             except errors.GatewayError as err:
                 if not moves_on(err):
                     raise
-                failed[slot.state.id] = last = err
+                failed[slot.state.id] = err
+                if err.unfit:  # refused before any upstream call: no attempt, no retry spent
+                    served.attempts, served.retries = served.attempts - 1, served.retries - (1 if n else 0)
+                    continue
+                last = err
                 failed_at[slot.state.id] = self.clock.monotonic()
                 if self.clock.monotonic() >= deadline:
                     raise
+            n += 1
         assert last is not None
         raise last
 
@@ -276,7 +293,7 @@ class Router:
         calling it. A capped one is taken in the exact caps (``req.caps``) only once that wait is known to fit
         the deadline, so nothing is counted for a call that will not be made; one at its caps is skipped and
         another chosen (``full``)."""
-        slot = self._only_ready(slots) if not n else None
+        slot = self._only_ready(slots) if not failed else None
         trial = False
         while True:
             if slot is None:

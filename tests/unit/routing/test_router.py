@@ -696,7 +696,8 @@ async def test_a_stream_the_adapter_refuses_as_it_is_opened_ends_its_call_and_gi
     with pytest.raises(errors.InvalidRequest):
         await router.open_stream(req())
     assert s.local_inflight == 0
-    assert s.breaker.trials == 0 and s.breaker.phase(clock.monotonic()) == CLOSED  # the deployment answered
+    # refused before any upstream call: that says nothing of the upstream, so the next call is the trial
+    assert s.breaker.trials == 0 and s.breaker.phase(clock.monotonic()) == HALF_OPEN
 
 
 @pytest.mark.parametrize("stream", [False, True])
