@@ -28,6 +28,7 @@ from aigw.providers.base import CallOptions, Timeouts
 from aigw.routing.attempts import AttemptHook, Attempts, Endpoint, RouteRequest, Served, Slot, Target, timeouts_for
 from aigw.routing.book import HealthBook
 from aigw.routing.breaker import CLOSED, HALF_OPEN, OPEN
+from aigw.routing.refusals import none_left
 from aigw.routing.retry import backoff_s, dead_deployment, moves_on, resolve_policies
 from aigw.routing.strategies import STRATEGIES
 from aigw.supervise import Supervisor
@@ -272,7 +273,7 @@ class Router:
             # a short Retry-After: wait it out (``_wait``) rather than fail; one longer than we wait for is not
             # waited out by a later request either, though its cooling is capped to ``cooldown_s``
             return cooling, False
-        raise _none_left(_named(model, asked), now, reopen, capped, cooling, wall,
+        raise none_left(_named(model, asked), now, reopen, capped, cooling, wall,
                          min(full.values()) if full else None)
 
     def _only_ready(self, slots: list[Slot]) -> Slot | None:
@@ -372,38 +373,3 @@ def _named(model: str, asked: str | None) -> str:
     """``model`` as a refusal of the gateway's own names it: a fallback with the model the client asked for,
     the one it knows (a 429 naming only the fallback reads as if the client had asked for that)."""
     return f"`{model}`" if asked is None or model == asked else f"`{model}` (the fallback of `{asked}`)"
-
-
-def _none_left(named: str, now: float, reopen: float, capped: bool, cooling: Slot | None,
-               wall: float, full_wait: float | None = None) -> errors.GatewayError:
-    """The refusal when no deployment of the model can be called now, with the wait the client should make.
-
-    A wait that is known (an upstream's Retry-After, the exact caps, a breaker's cooldown) is sent as it is:
-    ``retry-after-ms`` carries it to the millisecond, so a client sleeps 0.2 s, not 1 s, for a 0.2 s wait.
-    Only this replica's own guesses keep a 1 s floor: with replicas sharing their counts, the total it
-    adopted at its last sync does not roll over with the minute but at its next sync (``sync_interval_s``,
-    0.5 s by default), so a client sent back 50 ms before the minute's end would be refused again; and a
-    half-open trial in flight says nothing of when it ends."""
-    if capped or cooling is not None:
-        if cooling is not None:  # the sooner of the cooling deployment and one at its exact caps
-            wait = cooling.state.cool_until - now
-            if full_wait is not None:
-                wait = min(wait, full_wait)
-        elif full_wait == math.inf:  # the prompt alone is over every capped deployment's tpm: no wait helps
-            return errors.TooLargeForLimit(f"Request too large for the deployments of {named} on tokens per "
-                                           "minute: the prompt alone is over their caps. Shorten it to run it.",
-                                           code="rate_limit_exceeded")
-        elif full_wait is not None:  # the exact caps say when
-            wait = full_wait
-        else:  # this replica's estimate: when its minute rolls over, if its next sync agrees
-            wait = max(1.0, 60.0 - wall % 60.0)
-        kind = errors.DeploymentsFull if full_wait is not None else errors.RateLimited
-        return kind(f"Every deployment of {named} is at its rate limit; retry later.", retry_after=max(0.0, wait))
-    return errors.Unavailable(f"Every deployment of {named} is unavailable (circuit open); retry later.",
-                              retry_after=_reopens_in(reopen, now))
-
-
-def _reopens_in(reopen: float, now: float) -> float:
-    """Seconds until an open breaker lets a trial through: its cooldown's end as it is, known to the
-    millisecond; 1 s when only a half-open trial in flight is in the way (or nothing says when)."""
-    return max(0.0, reopen - now) if reopen < math.inf else 1.0
