@@ -99,7 +99,7 @@ def _document_part(block: JSON, param: str) -> JSON:
 def _anthropic_only(block: JSON, source: JSON, field: str, param: str) -> JSON:
     """A block whose content the canonical shape cannot hold (a PDF by URL, a file of Anthropic's Files API):
     a ``file`` part carrying the block as sent, for an Anthropic upstream; any other refuses it up front,
-    naming ``param`` (``anthropic_foreign.refuse_anthropic_only``). Nothing in it for the guardrails to read."""
+    naming ``param`` (``anthropic_foreign.for_openai``). Nothing in it for the guardrails to read."""
     _need(isinstance(source.get(field), str) and bool(source[field]), "Field required", f"{param}.source.{field}")
     spec = {"file_id": source[field]} if field == "file_id" else {}
     return {"type": "file", "file": spec, "_anthropic": {ONLY_ANTHROPIC: block, "param": param}}

@@ -13,7 +13,6 @@ silently dropped:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from aigw.errors import InvalidRequest
@@ -25,16 +24,6 @@ _OPENAI_TAKES = ("this model is served over the OpenAI API, which takes a PDF in
                  "text as a text document and an image as base64 data or a URL")
 
 
-def _marked(body: JSON) -> Iterator[JSON]:
-    """The ``_anthropic`` of every content part that carries one."""
-    for msg in body.get("messages") or ():
-        content = msg.get("content") if isinstance(msg, dict) else None
-        for part in content if isinstance(content, list) else ():
-            private = part.get(PRIVATE_KEY) if isinstance(part, dict) else None
-            if isinstance(private, dict):
-                yield private
-
-
 def _what(block: Any) -> str:
     source = block.get("source") if isinstance(block, dict) else None
     kind = source.get("type") if isinstance(source, dict) else None
@@ -43,9 +32,9 @@ def _what(block: Any) -> str:
 
 
 def for_openai(body: JSON) -> JSON:
-    """``body`` with each document's title and context as text (a copy when any; ``body`` is never changed),
-    after refusing what an OpenAI-style upstream cannot take (``refuse_anthropic_only``, citations)."""
-    refuse_anthropic_only(body)
+    """``body`` with each document's title and context as text (a copy when any; ``body`` is never changed); the
+    first part an OpenAI-style upstream cannot take (a block only Anthropic reads, a document asking for
+    citations) is refused, in the same one walk over the parts."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return body
@@ -61,10 +50,15 @@ def for_openai(body: JSON) -> JSON:
 
 def _described(content: list[Any]) -> list[Any]:
     """Content parts with a text part before each document that has a title or a context (the same list when
-    none has); a document asking for citations is refused."""
+    none has); a block only Anthropic reads (a PDF by URL, a file_id) or a document asking for citations is
+    refused."""
     out: list[Any] = []
     for part in content:
         private = part.get(PRIVATE_KEY) if isinstance(part, dict) else None
+        if isinstance(private, dict) and isinstance(block := private.get(ONLY_ANTHROPIC), dict):
+            param = str(private.get("param") or "messages")
+            raise InvalidRequest(f"{param}: {_what(block)} can be read by Anthropic models only; {_OPENAI_TAKES}",
+                                 param=param)
         if isinstance(private, dict) and isinstance(document := private.get("document"), dict):
             citations = document.get("citations")
             if isinstance(citations, dict) and citations.get("enabled") is True:
@@ -78,13 +72,3 @@ def _described(content: list[Any]) -> list[Any]:
                 out.append({"type": "text", "text": "\n".join(lines)})
         out.append(part)
     return out if len(out) != len(content) else content
-
-
-def refuse_anthropic_only(body: JSON) -> None:
-    """Raise InvalidRequest for the first block only an Anthropic upstream can read (a PDF by URL, a file_id)."""
-    for private in _marked(body):
-        block = private.get(ONLY_ANTHROPIC)
-        if isinstance(block, dict):
-            param = str(private.get("param") or "messages")
-            raise InvalidRequest(f"{param}: {_what(block)} can be read by Anthropic models only; {_OPENAI_TAKES}",
-                                 param=param)
