@@ -6,14 +6,11 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from aigw import errors
 from aigw.config.cache import key_setting_problem
-from aigw.config.explain import describe
-from aigw.config.guardrails import GuardrailsConfig
-from aigw.guardrails.rules import RuleSet
 from aigw.pipeline.stages.guardrail_policy import METADATA_KEY as GUARDRAILS
+from aigw.pipeline.stages.guardrail_policy import parse_block
 from aigw.stores.base import ApiKey, Limits, Period, Project, Tenant
 
 
@@ -86,14 +83,8 @@ def _guardrails(value: dict[str, Any]) -> dict[str, Any]:
     """A ``guardrails`` entry is checked when it is written, as the guardrail stages read it: one that does not
     validate is ignored on every call (a warning in the log), so ``{"pii": {"mode": "blok"}}`` answered 200 and
     no PII was ever blocked. Route targets and classifier names depend on the config: checked on use only."""
-    if (block := value.get(GUARDRAILS)) is None:
-        return value
-    try:
-        RuleSet.from_config(GuardrailsConfig.model_validate(block).rules)
-    except ValidationError as exc:
-        raise ValueError("; ".join(describe(exc, GuardrailsConfig, GUARDRAILS))) from None
-    except errors.InvalidRequest as exc:
-        raise ValueError(f"{exc.param}: {exc.message}") from None
+    if (block := value.get(GUARDRAILS)) is not None:
+        parse_block(block)
     return value
 
 

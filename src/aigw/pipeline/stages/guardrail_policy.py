@@ -107,6 +107,19 @@ def metadata_blocks(principal: Principal) -> list[Any]:
     return out
 
 
+def parse_block(block: Any, where: str = METADATA_KEY) -> GuardrailsConfig:
+    """A tenant's, project's or key's guardrails block as the stages read it, checked as far as no config is needed
+    (its fields, its rules); ValueError saying why not, naming the field from ``where``. The admin API checks a
+    block with it when it is written; the stages, when a call uses it (then route targets and classifiers too)."""
+    try:
+        parsed = GuardrailsConfig.model_validate(block)
+        RuleSet.from_config(parsed.rules, prefix=f"{where}.rules")
+    except ValidationError as exc:
+        raise ValueError("; ".join(describe(exc, GuardrailsConfig, where))) from None
+    except InvalidRequest as exc:
+        raise ValueError(f"{exc.param}: {exc.message}") from None
+    return parsed
+
 class Policies:
     def __init__(self, config: GatewayConfig, classifiers: dict[str, InjectionClassifier] | None = None) -> None:
         self._models = frozenset(config.model_names())
@@ -179,11 +192,9 @@ class Policies:
 
     def _block_ok(self, block: Any, who: Principal) -> bool:
         try:
-            parsed = GuardrailsConfig.model_validate(block)
-            self._check(parsed, "metadata.guardrails", fail=InvalidRequest)
-        except (ValidationError, InvalidRequest, ConfigError, ValueError) as exc:
-            why = ("; ".join(describe(exc, GuardrailsConfig, "metadata.guardrails"))
-                   if isinstance(exc, ValidationError) else str(exc).splitlines()[0])
+            self._check(parse_block(block, "metadata.guardrails"), "metadata.guardrails", fail=InvalidRequest)
+        except (InvalidRequest, ConfigError, ValueError) as exc:
+            why = str(exc).splitlines()[0]
             log.warning("ignoring a metadata guardrails block (key %s, tenant %s; the same block is not reported "
                         "again): %s", who.key_id, who.tenant_id or "-", why)
             return False
